@@ -1,0 +1,1 @@
+//! FaceKeyDeployment custom resource types (group `facekey.dev`, version `v1alpha1`).

@@ -1,0 +1,3 @@
+//! `facekey-operator`: reconciles FaceKeyDeployment resources into scanned, monitored runtime pods.
+
+fn main() {}

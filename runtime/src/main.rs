@@ -1,0 +1,2 @@
+//! `facekey-runtime` binary entry point.
+fn main() {}
