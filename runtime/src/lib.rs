@@ -1,4 +1,12 @@
 //! FaceKey runtime: the face verification inference server as a library, so tests and benches
 //! drive the same code the `facekey-runtime` binary serves.
 
+pub mod api;
+pub mod config;
+pub mod decision;
+pub mod fusion;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod telemetry;
 pub mod vision;

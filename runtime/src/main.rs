@@ -1,2 +1,23 @@
-//! `facekey-runtime` binary entry point.
-fn main() {}
+//! `facekey-runtime`: serve face verification over HTTP with the configuration from flags and
+//! `FACEKEY_*` environment variables.
+
+use anyhow::Context;
+use clap::Parser;
+use facekey_runtime::config::Config;
+use facekey_runtime::server::{Server, shutdown_signal};
+use facekey_runtime::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.log_format, &config.log).map_err(anyhow::Error::msg)?;
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "facekey-runtime listening");
+    server
+        .serve(shutdown_signal())
+        .await
+        .context("facekey-runtime stopped")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Request body extractors that turn every malformed body into an [`ApiError`] with the right
+//! status instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+
+use super::error::ApiError;
+
+/// A JSON body: requires `Content-Type: application/json` (or `+json`), a non-empty body within
+/// the configured limit, and JSON that deserialises into `T`.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+/// True when the request declares a JSON media type.
+pub fn is_json_content_type(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+/// Read the whole body, mapping the body-limit rejection to 413.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body exceeds the configured limit (FACEKEY_MAX_BODY_BYTES)",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("cannot read request body: {rejection}"),
+            )
+        }
+    })
+}
+
+/// Parse JSON bytes into `T`: syntax errors are 400 `invalid_json`, shape errors 422.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "request body is empty; send a JSON object",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        Category::Data => ApiError::invalid_request(e.to_string()),
+        // `1e999` is valid JSON but has no finite f64: treat it like NaN/inf input.
+        Category::Syntax if e.to_string().starts_with("number out of range") => {
+            ApiError::invalid_request(format!("numbers must be finite: {e}"))
+        }
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::invalid_json(format!("body is not valid JSON: {e}"))
+        }
+    })
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(&req) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct T {
+        #[allow(dead_code)]
+        a: f64,
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(parse_json::<T>(b"").unwrap_err().code, "empty_body");
+        assert_eq!(parse_json::<T>(b"  \n").unwrap_err().code, "empty_body");
+        assert_eq!(parse_json::<T>(b"{").unwrap_err().code, "invalid_json");
+        assert_eq!(parse_json::<T>(b"nope").unwrap_err().code, "invalid_json");
+        assert_eq!(parse_json::<T>(b"{\"a\":\"x\"}").unwrap_err().status, 422);
+        assert_eq!(parse_json::<T>(b"{\"a\":1e999}").unwrap_err().status, 422);
+        assert!(parse_json::<T>(b"{\"a\":1.5}").is_ok());
+    }
+}

@@ -1,0 +1,166 @@
+//! Runtime configuration from command-line flags and `FACEKEY_*` environment variables, with
+//! defaults that let `facekey-runtime` run alone on a laptop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::decision::validate_unit_threshold;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Which fusion weights to serve: a built-in name or a path to a weights file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// Weights compiled into the binary, by name.
+    BuiltIn(String),
+    /// A weights file on disk.
+    File(PathBuf),
+}
+
+/// Names of the weights files compiled into the binary.
+pub const BUILT_IN_WEIGHTS: &[&str] = &["reference"];
+
+fn parse_weights(s: &str) -> Result<WeightsSource, String> {
+    if BUILT_IN_WEIGHTS.contains(&s) {
+        Ok(WeightsSource::BuiltIn(s.to_string()))
+    } else if s.is_empty() {
+        Err("weights must be a built-in name or a file path".into())
+    } else {
+        Ok(WeightsSource::File(PathBuf::from(s)))
+    }
+}
+
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("not a number: {s:?} ({e})"))?;
+    validate_unit_threshold("threshold", v)
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(format!("not a positive integer: {s:?} ({e})")),
+    }
+}
+
+/// All runtime settings. Every flag has an environment variable of the same meaning.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "facekey-runtime",
+    version,
+    about = "FaceKey face verification server"
+)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "FACEKEY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Fusion MLP weights: a built-in name (`reference`) or a path to a weights JSON file.
+    #[arg(long, env = "FACEKEY_WEIGHTS", default_value = "reference", value_parser = parse_weights)]
+    pub weights: WeightsSource,
+
+    /// Authentication decision threshold on the fusion probability, in [0, 1]. Defaults to the
+    /// weights file's recommended threshold, else 0.5.
+    #[arg(long, env = "FACEKEY_THRESHOLD", value_parser = parse_threshold)]
+    pub threshold: Option<f64>,
+
+    /// Largest request body accepted, in bytes (larger bodies get 413).
+    #[arg(long, env = "FACEKEY_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = parse_positive)]
+    pub max_body_bytes: usize,
+
+    /// Largest number of feature rows in one `/v1/score` batch.
+    #[arg(long, env = "FACEKEY_MAX_BATCH", default_value_t = 1024, value_parser = parse_positive)]
+    pub max_batch: usize,
+
+    /// Seconds a request may take before it is answered with 503 `timeout`.
+    #[arg(long, env = "FACEKEY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
+    #[arg(long, env = "FACEKEY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "FACEKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `facekey_runtime=debug,tower_http=info`.
+    #[arg(long, env = "FACEKEY_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Request timeout as a [`Duration`].
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Shutdown grace period as a [`Duration`].
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// Defaults for tests and embedding: everything as if no flag or variable were set, except
+    /// the listen address, which is an ephemeral loopback port.
+    pub fn for_tests() -> Self {
+        let mut c = Self::parse_from(["facekey-runtime"]);
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.weights, WeightsSource::BuiltIn("reference".into()));
+        assert_eq!(c.threshold, None);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_override() {
+        let c = Config::try_parse_from([
+            "facekey-runtime",
+            "--listen",
+            "127.0.0.1:9000",
+            "--weights",
+            "/etc/facekey/w.json",
+            "--threshold",
+            "0.7",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.weights, WeightsSource::File("/etc/facekey/w.json".into()));
+        assert_eq!(c.threshold, Some(0.7));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_a_reason() {
+        let err = Config::try_parse_from(["facekey-runtime", "--threshold", "1.5"]).unwrap_err();
+        assert!(err.to_string().contains("[0, 1]"), "{err}");
+        let err = Config::try_parse_from(["facekey-runtime", "--max-batch", "0"]).unwrap_err();
+        assert!(err.to_string().contains("at least 1"), "{err}");
+        assert!(Config::try_parse_from(["facekey-runtime", "--listen", "nope"]).is_err());
+    }
+}

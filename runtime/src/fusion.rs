@@ -1,0 +1,509 @@
+//! The 3-4-3-1 score-fusion MLP (ReLU, ReLU, sigmoid) that turns the three pipeline features
+//! (match similarity, liveness, quality) into one authentication probability.
+//!
+//! Weights are data: a versioned JSON file (`facekey.fusion-weights`, version 1) validated for
+//! shape and finiteness at load, so a bad file fails start-up with the offending field named.
+//! This module is pure maths and parsing; no I/O beyond reading the file path it is given.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2, ArrayView1};
+use serde::{Deserialize, Serialize};
+
+/// Number of input features: match similarity, liveness, quality.
+pub const INPUTS: usize = 3;
+/// Width of the first hidden layer.
+pub const HIDDEN1: usize = 4;
+/// Width of the second hidden layer.
+pub const HIDDEN2: usize = 3;
+
+/// The feature order every weights file is fitted for.
+pub const FEATURE_NAMES: [&str; INPUTS] = ["match_similarity", "liveness", "quality"];
+
+/// The `format` string every weights file must carry.
+pub const WEIGHTS_FORMAT: &str = "facekey.fusion-weights";
+/// The only weights file version this build understands.
+pub const WEIGHTS_VERSION: u32 = 1;
+
+/// The seed's reference weights, embedded so the runtime runs without any file.
+pub const REFERENCE_WEIGHTS_JSON: &str = include_str!("../weights/reference.json");
+
+/// Why a weights file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file could not be read.
+    #[error("cannot read fusion weights file {path}: {source}")]
+    Read {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON or does not match the weights schema.
+    #[error("fusion weights {origin}: invalid JSON: {source}")]
+    Parse {
+        /// Where the weights came from (a path or a built-in name).
+        origin: String,
+        /// The JSON error, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The `format` field is not [`WEIGHTS_FORMAT`].
+    #[error("fusion weights {origin}: field `format` is {found:?}, expected {WEIGHTS_FORMAT:?}")]
+    Format {
+        /// Where the weights came from.
+        origin: String,
+        /// The format string found.
+        found: String,
+    },
+    /// The `version` field is not supported.
+    #[error(
+        "fusion weights {origin}: field `version` is {found}, this build reads version {WEIGHTS_VERSION}"
+    )]
+    Version {
+        /// Where the weights came from.
+        origin: String,
+        /// The version found.
+        found: u32,
+    },
+    /// A matrix or vector has the wrong shape.
+    #[error("fusion weights {origin}: field `{field}` has shape {found}, expected {expected}")]
+    Shape {
+        /// Where the weights came from.
+        origin: String,
+        /// The field name (`w1`, `b1`, ...).
+        field: &'static str,
+        /// The expected shape, e.g. `4x3`.
+        expected: String,
+        /// The shape found.
+        found: String,
+    },
+    /// A value is NaN or infinite.
+    #[error("fusion weights {origin}: field `{field}` has a non-finite value at {index}")]
+    NonFinite {
+        /// Where the weights came from.
+        origin: String,
+        /// The field name.
+        field: &'static str,
+        /// The position of the bad value, e.g. `[2][1]`.
+        index: String,
+    },
+    /// The `features` field lists other inputs than the runtime feeds.
+    #[error("fusion weights {origin}: field `features` is {found:?}, expected {FEATURE_NAMES:?}")]
+    Features {
+        /// Where the weights came from.
+        origin: String,
+        /// The feature names found.
+        found: Vec<String>,
+    },
+    /// The recommended threshold is outside `[0, 1]`.
+    #[error("fusion weights {origin}: field `threshold` is {found}, expected a value in [0, 1]")]
+    Threshold {
+        /// Where the weights came from.
+        origin: String,
+        /// The value found.
+        found: f64,
+    },
+}
+
+/// The on-disk form of a weights file, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsFile {
+    format: String,
+    version: u32,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    features: Vec<String>,
+    #[serde(default)]
+    threshold: Option<f64>,
+    w1: Vec<Vec<f64>>,
+    b1: Vec<f64>,
+    w2: Vec<Vec<f64>>,
+    b2: Vec<f64>,
+    w3: Vec<Vec<f64>>,
+    b3: Vec<f64>,
+}
+
+/// A validated 3-4-3-1 fusion MLP.
+#[derive(Debug, Clone)]
+pub struct FusionMlp {
+    name: String,
+    description: String,
+    threshold: Option<f64>,
+    w1: Array2<f64>,
+    b1: Array1<f64>,
+    w2: Array2<f64>,
+    b2: Array1<f64>,
+    w3: Array2<f64>,
+    b3: Array1<f64>,
+}
+
+/// Every intermediate value of one forward pass, so a UI can draw the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layers {
+    /// First layer pre-activation, `W1 x + b1`.
+    pub z1: [f64; HIDDEN1],
+    /// First layer activation, `relu(z1)`.
+    pub a1: [f64; HIDDEN1],
+    /// Second layer pre-activation, `W2 a1 + b2`.
+    pub z2: [f64; HIDDEN2],
+    /// Second layer activation, `relu(z2)`.
+    pub a2: [f64; HIDDEN2],
+    /// Output pre-activation, `W3 a2 + b3`.
+    pub z3: f64,
+}
+
+/// Result of one forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// `sigmoid(z3)`: the authentication probability.
+    pub probability: f64,
+    /// The intermediate values.
+    pub layers: Layers,
+}
+
+/// The logistic function, written to stay finite for large negative inputs.
+pub fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+fn relu(z: f64) -> f64 {
+    z.max(0.0)
+}
+
+impl FusionMlp {
+    /// The seed's reference weights bundled in the binary.
+    pub fn reference() -> Result<Self, WeightsError> {
+        Self::from_json_str(REFERENCE_WEIGHTS_JSON, "built-in `reference`")
+    }
+
+    /// Load and validate a weights file from disk.
+    pub fn from_path(path: &Path) -> Result<Self, WeightsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| WeightsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate weights from JSON text; `origin` names the source in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self, WeightsError> {
+        let file: WeightsFile =
+            serde_json::from_str(text).map_err(|source| WeightsError::Parse {
+                origin: origin.to_string(),
+                source,
+            })?;
+        Self::from_file(file, origin)
+    }
+
+    fn from_file(file: WeightsFile, origin: &str) -> Result<Self, WeightsError> {
+        let origin_s = || origin.to_string();
+        if file.format != WEIGHTS_FORMAT {
+            return Err(WeightsError::Format {
+                origin: origin_s(),
+                found: file.format,
+            });
+        }
+        if file.version != WEIGHTS_VERSION {
+            return Err(WeightsError::Version {
+                origin: origin_s(),
+                found: file.version,
+            });
+        }
+        if !file.features.is_empty() && file.features != FEATURE_NAMES {
+            return Err(WeightsError::Features {
+                origin: origin_s(),
+                found: file.features,
+            });
+        }
+        if let Some(t) = file.threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(WeightsError::Threshold {
+                origin: origin_s(),
+                found: t,
+            });
+        }
+        Ok(Self {
+            w1: matrix(origin, "w1", &file.w1, HIDDEN1, INPUTS)?,
+            b1: vector(origin, "b1", &file.b1, HIDDEN1)?,
+            w2: matrix(origin, "w2", &file.w2, HIDDEN2, HIDDEN1)?,
+            b2: vector(origin, "b2", &file.b2, HIDDEN2)?,
+            w3: matrix(origin, "w3", &file.w3, 1, HIDDEN2)?,
+            b3: vector(origin, "b3", &file.b3, 1)?,
+            name: file.name,
+            description: file.description,
+            threshold: file.threshold,
+        })
+    }
+
+    /// The weights' name (e.g. `reference`), reported in responses and metrics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Free-text description from the weights file.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The decision threshold the weights file recommends, if any.
+    pub fn recommended_threshold(&self) -> Option<f64> {
+        self.threshold
+    }
+
+    /// Run one forward pass, keeping every intermediate value.
+    pub fn forward(&self, x: &[f64; INPUTS]) -> Forward {
+        let x = ArrayView1::from(&x[..]);
+        let z1 = self.w1.dot(&x) + &self.b1;
+        let a1 = z1.mapv(relu);
+        let z2 = self.w2.dot(&a1) + &self.b2;
+        let a2 = z2.mapv(relu);
+        let z3 = self.w3.row(0).dot(&a2) + self.b3[0];
+        Forward {
+            probability: sigmoid(z3),
+            layers: Layers {
+                z1: to_array(&z1),
+                a1: to_array(&a1),
+                z2: to_array(&z2),
+                a2: to_array(&a2),
+                z3,
+            },
+        }
+    }
+
+    /// Probabilities for a batch of feature rows (`n x 3`), computed as matrix products.
+    pub fn probabilities(&self, xs: &Array2<f64>) -> Array1<f64> {
+        let z1 = xs.dot(&self.w1.t()) + &self.b1;
+        let a1 = z1.mapv(relu);
+        let z2 = a1.dot(&self.w2.t()) + &self.b2;
+        let a2 = z2.mapv(relu);
+        let z3 = a2.dot(&self.w3.row(0)) + self.b3[0];
+        z3.mapv(sigmoid)
+    }
+}
+
+fn to_array<const N: usize>(v: &Array1<f64>) -> [f64; N] {
+    let mut out = [0.0; N];
+    for (o, x) in out.iter_mut().zip(v.iter()) {
+        *o = *x;
+    }
+    out
+}
+
+fn vector(
+    origin: &str,
+    field: &'static str,
+    values: &[f64],
+    len: usize,
+) -> Result<Array1<f64>, WeightsError> {
+    if values.len() != len {
+        return Err(WeightsError::Shape {
+            origin: origin.to_string(),
+            field,
+            expected: len.to_string(),
+            found: values.len().to_string(),
+        });
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(WeightsError::NonFinite {
+            origin: origin.to_string(),
+            field,
+            index: format!("[{i}]"),
+        });
+    }
+    Ok(Array1::from(values.to_vec()))
+}
+
+fn matrix(
+    origin: &str,
+    field: &'static str,
+    rows: &[Vec<f64>],
+    nrows: usize,
+    ncols: usize,
+) -> Result<Array2<f64>, WeightsError> {
+    let shape_err = |found: String| WeightsError::Shape {
+        origin: origin.to_string(),
+        field,
+        expected: format!("{nrows}x{ncols}"),
+        found,
+    };
+    if rows.len() != nrows {
+        return Err(shape_err(format!("{} rows", rows.len())));
+    }
+    let mut flat = Vec::with_capacity(nrows * ncols);
+    for (r, row) in rows.iter().enumerate() {
+        if row.len() != ncols {
+            return Err(shape_err(format!("row {r} of length {}", row.len())));
+        }
+        if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+            return Err(WeightsError::NonFinite {
+                origin: origin.to_string(),
+                field,
+                index: format!("[{r}][{c}]"),
+            });
+        }
+        flat.extend_from_slice(row);
+    }
+    Array2::from_shape_vec((nrows, ncols), flat).map_err(|e| shape_err(e.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const EPS: f64 = 1e-12;
+
+    fn close<const N: usize>(got: [f64; N], want: [f64; N]) {
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() < EPS, "got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn reference_weights_reproduce_the_worked_example() {
+        let mlp = FusionMlp::reference().unwrap();
+        let f = mlp.forward(&[1.0, 0.5, -1.0]);
+        close(f.layers.z1, [0.8, -1.2, 0.4, 2.0]);
+        close(f.layers.a1, [0.8, 0.0, 0.4, 2.0]);
+        close(f.layers.z2, [1.1, -0.3, 0.5]);
+        close(f.layers.a2, [1.1, 0.0, 0.5]);
+        assert!((f.layers.z3 - 1.2).abs() < EPS, "z3 = {}", f.layers.z3);
+        assert!((f.probability - 0.768_524_783_499_017_6).abs() < 1e-12);
+        assert_eq!(format!("{:.2}", f.probability), "0.77");
+        assert_eq!(format!("{:.4}", f.probability), "0.7685");
+    }
+
+    #[test]
+    fn batch_matches_single_forward() {
+        let mlp = FusionMlp::reference().unwrap();
+        let rows = [
+            [1.0, 0.5, -1.0],
+            [0.0, 0.0, 0.0],
+            [0.9, 0.8, 0.7],
+            [-3.0, 2.0, 5.0],
+        ];
+        let xs = Array2::from_shape_vec((4, 3), rows.iter().flatten().copied().collect()).unwrap();
+        let batch = mlp.probabilities(&xs);
+        for (row, p) in rows.iter().zip(batch.iter()) {
+            assert!((mlp.forward(row).probability - p).abs() < EPS);
+        }
+    }
+
+    #[test]
+    fn sigmoid_is_stable_at_extremes() {
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert!(sigmoid(-1000.0) >= 0.0 && sigmoid(-1000.0) < 1e-300);
+        assert_eq!(sigmoid(1000.0), 1.0);
+        assert!((sigmoid(2.0) + sigmoid(-2.0) - 1.0).abs() < EPS);
+    }
+
+    fn reference_value() -> serde_json::Value {
+        serde_json::from_str(REFERENCE_WEIGHTS_JSON).unwrap()
+    }
+
+    fn load(v: &serde_json::Value) -> Result<FusionMlp, WeightsError> {
+        FusionMlp::from_json_str(&v.to_string(), "test.json")
+    }
+
+    #[test]
+    fn wrong_row_count_names_the_field() {
+        let mut v = reference_value();
+        v["w2"].as_array_mut().unwrap().pop();
+        let err = load(&v).unwrap_err().to_string();
+        assert!(
+            err.contains("`w2`") && err.contains("3x4") && err.contains("2 rows"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_row_length_names_the_field() {
+        let mut v = reference_value();
+        v["w1"][2] = serde_json::json!([1.0, 2.0]);
+        let err = load(&v).unwrap_err().to_string();
+        assert!(
+            err.contains("`w1`") && err.contains("row 2 of length 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_bias_length_names_the_field() {
+        let mut v = reference_value();
+        v["b3"] = serde_json::json!([0.1, 0.2]);
+        let err = load(&v).unwrap_err().to_string();
+        assert!(err.contains("`b3`") && err.contains("expected 1"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_values_are_rejected_by_position() {
+        let weights: WeightsFile = serde_json::from_str(REFERENCE_WEIGHTS_JSON).unwrap();
+        let mut bad = weights;
+        bad.w2[1][3] = f64::INFINITY;
+        let err = FusionMlp::from_file(bad, "test.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`w2`") && err.contains("[1][3]"), "{err}");
+
+        let mut bad: WeightsFile = serde_json::from_str(REFERENCE_WEIGHTS_JSON).unwrap();
+        bad.b1[2] = f64::NAN;
+        let err = FusionMlp::from_file(bad, "test.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`b1`") && err.contains("[2]"), "{err}");
+    }
+
+    #[test]
+    fn json_overflow_is_a_parse_error() {
+        let text = REFERENCE_WEIGHTS_JSON.replace("-0.8", "-1e999");
+        let err = FusionMlp::from_json_str(&text, "big.json").unwrap_err();
+        assert!(matches!(err, WeightsError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn format_version_and_unknown_fields_are_checked() {
+        let mut v = reference_value();
+        v["format"] = "something-else".into();
+        assert!(matches!(load(&v), Err(WeightsError::Format { .. })));
+
+        let mut v = reference_value();
+        v["version"] = 2.into();
+        assert!(matches!(
+            load(&v),
+            Err(WeightsError::Version { found: 2, .. })
+        ));
+
+        let mut v = reference_value();
+        v["w4"] = serde_json::json!([[1.0]]);
+        let err = load(&v).unwrap_err().to_string();
+        assert!(err.contains("unknown field `w4`"), "{err}");
+
+        let mut v = reference_value();
+        v["features"] = serde_json::json!(["liveness", "match_similarity", "quality"]);
+        assert!(matches!(load(&v), Err(WeightsError::Features { .. })));
+
+        let mut v = reference_value();
+        v["threshold"] = 1.5.into();
+        assert!(matches!(load(&v), Err(WeightsError::Threshold { .. })));
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = FusionMlp::from_path(Path::new("/nonexistent/weights.json")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/weights.json"),
+            "{err}"
+        );
+    }
+}

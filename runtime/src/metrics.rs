@@ -1,0 +1,190 @@
+//! Prometheus metrics of the runtime, registered in one registry and rendered in the text
+//! exposition format at `GET /metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::decision::Decision;
+
+/// Buckets for HTTP request latency, in seconds: 0.1 ms to 10 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Buckets for model inference and pipeline stages, in seconds: 10 µs to 5 s.
+const INFERENCE_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Failure to create or render metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered (a programming error caught at start-up).
+    #[error("cannot register metric: {0}")]
+    Register(#[from] prometheus::Error),
+    /// The text encoder produced invalid UTF-8 (should not happen).
+    #[error("cannot encode metrics: {0}")]
+    Encode(String),
+}
+
+/// Every metric the runtime exposes.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by matched route, method and status code.
+    pub http_requests: IntCounterVec,
+    /// Request latency by matched route.
+    pub http_duration: HistogramVec,
+    /// Pure model inference latency by model name.
+    pub inference_duration: HistogramVec,
+    /// Pipeline stage latency by stage name.
+    pub stage_duration: HistogramVec,
+    /// Authentication decisions by outcome.
+    pub decisions: IntCounterVec,
+    /// Faces judged a presentation attack.
+    pub spoofs_detected: IntCounter,
+    /// Constant 1, labelled with the build version.
+    pub build_info: IntGaugeVec,
+    /// Constant 1 per loaded model, labelled with its name and kind.
+    pub model_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Create and register all metrics in a fresh registry.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "facekey_http_requests_total",
+                "HTTP requests by route, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "facekey_http_request_duration_seconds",
+                "HTTP request latency by route, from first byte in to response head out.",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let inference_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "facekey_inference_duration_seconds",
+                "Pure model inference latency by model.",
+            )
+            .buckets(INFERENCE_BUCKETS.to_vec()),
+            &["model"],
+        )?;
+        let stage_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "facekey_stage_duration_seconds",
+                "Verification pipeline stage latency by stage.",
+            )
+            .buckets(INFERENCE_BUCKETS.to_vec()),
+            &["stage"],
+        )?;
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "facekey_decisions_total",
+                "Authentication decisions by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let spoofs_detected = IntCounter::new(
+            "facekey_spoof_detected_total",
+            "Faces the liveness check judged a presentation attack.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "facekey_build_info",
+                "Build information; the value is always 1.",
+            ),
+            &["version"],
+        )?;
+        let model_info = IntGaugeVec::new(
+            Opts::new(
+                "facekey_model_info",
+                "Loaded models; the value is 1 while loaded.",
+            ),
+            &["model", "kind"],
+        )?;
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(inference_duration.clone()),
+            Box::new(stage_duration.clone()),
+            Box::new(decisions.clone()),
+            Box::new(spoofs_detected.clone()),
+            Box::new(build_info.clone()),
+            Box::new(model_info.clone()),
+        ] {
+            registry.register(c)?;
+        }
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for d in [Decision::Accept, Decision::Reject] {
+            decisions.with_label_values(&[d.as_str()]);
+        }
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            inference_duration,
+            stage_duration,
+            decisions,
+            spoofs_detected,
+            build_info,
+            model_info,
+        })
+    }
+
+    /// Count one authentication decision.
+    pub fn record_decision(&self, decision: Decision) {
+        self.decisions.with_label_values(&[decision.as_str()]).inc();
+    }
+
+    /// Render all metrics in the Prometheus text format.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .map_err(MetricsError::Register)?;
+        String::from_utf8(buf).map_err(|e| MetricsError::Encode(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_families() {
+        let m = Metrics::new().unwrap();
+        m.record_decision(Decision::Accept);
+        m.inference_duration
+            .with_label_values(&["fusion"])
+            .observe(0.001);
+        m.http_duration
+            .with_label_values(&["/v1/score"])
+            .observe(0.002);
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("facekey_decisions_total{outcome=\"accept\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("facekey_decisions_total{outcome=\"reject\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("facekey_inference_duration_seconds_count{model=\"fusion\"} 1"));
+        assert!(text.contains("facekey_build_info{version=\""));
+        assert!(text.contains("# TYPE facekey_http_request_duration_seconds histogram"));
+    }
+}

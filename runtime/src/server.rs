@@ -1,0 +1,155 @@
+//! Process lifecycle: bind the listener, load the engine in the background, serve until a
+//! shutdown signal, then let in-flight requests finish within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::config::Config;
+use crate::metrics::{Metrics, MetricsError};
+use crate::state::{AppState, Engine, EngineError, SharedState};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The engine failed to load; the process must not keep running unready forever.
+    #[error("start-up failed: {0}")]
+    Engine(#[from] EngineError),
+    /// The engine loader task died.
+    #[error("start-up failed: model loader task: {0}")]
+    Loader(String),
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A bound, not yet serving, runtime server.
+pub struct Server {
+    listener: TcpListener,
+    state: SharedState,
+}
+
+impl Server {
+    /// Bind the configured address and create the shared state (engine not loaded yet).
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let addr = config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let state = Arc::new(AppState::new(config, Metrics::new()?));
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener.local_addr().map_err(ServerError::Serve)
+    }
+
+    /// The shared state, e.g. for tests that inspect metrics.
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Load the engine in the background and serve until `shutdown` resolves; then drain
+    /// in-flight requests for at most the configured grace period. A failed engine load stops
+    /// the server with that error.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Self { listener, state } = self;
+        let loader_state = state.clone();
+        let mut loader = tokio::task::spawn_blocking(move || {
+            let engine = Engine::load(&loader_state.config)?;
+            tracing::info!(
+                weights = engine.fusion.name(),
+                threshold = engine.threshold,
+                "models loaded; ready"
+            );
+            loader_state.set_engine(engine);
+            Ok::<(), EngineError>(())
+        });
+
+        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        let drain_state = state.clone();
+        let graceful = async move {
+            shutdown.await;
+            drain_state.begin_shutdown();
+            tracing::info!("shutdown requested; finishing in-flight requests");
+            let _ = drain_tx.send(true);
+        };
+        let grace = state.config.shutdown_timeout();
+        let app = api::router(state);
+        let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+        let serve = async move {
+            let mut drain_rx = drain_rx;
+            let deadline = async move {
+                let _ = drain_rx.wait_for(|draining| *draining).await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::select! {
+                r = serve => r.map_err(ServerError::Serve),
+                () = deadline => {
+                    tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests in flight");
+                    Ok(())
+                }
+            }
+        };
+        tokio::pin!(serve);
+
+        tokio::select! {
+            loaded = &mut loader => {
+                match loaded {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(e) => return Err(ServerError::Loader(e.to_string())),
+                }
+                serve.await
+            }
+            r = &mut serve => r,
+        }
+    }
+}
+
+/// Resolve on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared application state: configuration, metrics and the inference engine, which is loaded
+//! after the listener is up so health probes answer while models load.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::api::error::ApiError;
+use crate::config::{Config, WeightsSource};
+use crate::fusion::{FusionMlp, WeightsError};
+use crate::metrics::Metrics;
+
+/// Default authentication threshold when neither the configuration nor the weights set one.
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
+/// Why the engine could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The fusion weights are missing or invalid.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The configured built-in weights name does not exist.
+    #[error("no built-in fusion weights named {0:?}")]
+    UnknownBuiltIn(String),
+}
+
+/// Everything loaded at start-up that requests compute with.
+#[derive(Debug)]
+pub struct Engine {
+    /// The score-fusion MLP.
+    pub fusion: FusionMlp,
+    /// The authentication decision threshold on the fusion probability.
+    pub threshold: f64,
+}
+
+impl Engine {
+    /// Load the engine described by the configuration.
+    pub fn load(config: &Config) -> Result<Self, EngineError> {
+        let fusion = match &config.weights {
+            WeightsSource::BuiltIn(name) if name == "reference" => FusionMlp::reference()?,
+            WeightsSource::BuiltIn(name) => return Err(EngineError::UnknownBuiltIn(name.clone())),
+            WeightsSource::File(path) => FusionMlp::from_path(path)?,
+        };
+        let threshold = config
+            .threshold
+            .or(fusion.recommended_threshold())
+            .unwrap_or(DEFAULT_THRESHOLD);
+        Ok(Self { fusion, threshold })
+    }
+}
+
+/// State shared by every request handler.
+pub struct AppState {
+    /// The configuration the process started with.
+    pub config: Config,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    engine: OnceLock<Arc<Engine>>,
+    shutting_down: AtomicBool,
+}
+
+/// The handle handlers receive.
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// New state with no engine loaded yet.
+    pub fn new(config: Config, metrics: Metrics) -> Self {
+        Self {
+            config,
+            metrics,
+            engine: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Install the loaded engine; readiness turns true. A second call is ignored.
+    pub fn set_engine(&self, engine: Engine) {
+        self.metrics
+            .model_info
+            .with_label_values(&[engine.fusion.name(), "fusion"])
+            .set(1);
+        let _ = self.engine.set(Arc::new(engine));
+    }
+
+    /// The engine, or 503 `not_ready` while it is still loading.
+    pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        self.engine
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::not_ready("models are still loading; retry shortly"))
+    }
+
+    /// Why the service is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if self.engine.get().is_none() {
+            Some("models loading")
+        } else {
+            None
+        }
+    }
+
+    /// Mark the process as draining so readiness fails and load balancers stop sending traffic.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+}

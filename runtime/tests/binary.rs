@@ -1,0 +1,117 @@
+//! Tests of the `facekey-runtime` binary as an operator runs it: configuration from the
+//! environment, JSON logs, clean exit on SIGTERM, and a non-zero exit naming a bad file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serves_from_env_config_logs_json_and_exits_cleanly_on_sigterm() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FACEKEY_LOG_FORMAT", "json")
+        .env("FACEKEY_THRESHOLD", "0.9")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"features":[1,0.5,-1]}"#,
+                &format!("http://127.0.0.1:{port}/v1/score"),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("probability") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "server never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["threshold"], 0.9);
+    assert_eq!(v["decision"], "reject");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let lines = lines.join().unwrap();
+    let json_lines: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(
+        json_lines
+            .iter()
+            .any(|l| l["message"] == "facekey-runtime listening"),
+        "{lines:?}"
+    );
+    assert!(
+        json_lines
+            .iter()
+            .any(|l| l["message"] == "received SIGTERM"),
+        "{lines:?}"
+    );
+    assert!(json_lines.iter().any(|l| l["message"] == "stopped cleanly"));
+}
+
+#[test]
+fn bad_weights_file_exits_non_zero_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("facekey-bin-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken-weights.json");
+    std::fs::write(&path, r#"{"format":"facekey.fusion-weights","version":1}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .env("FACEKEY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("FACEKEY_WEIGHTS", &path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken-weights.json"), "{stderr}");
+    assert!(stderr.contains("missing field"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn invalid_flag_value_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .args(["--threshold", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[0, 1]"), "{stderr}");
+}

@@ -1,0 +1,431 @@
+//! End-to-end tests of the HTTP API over real sockets: the score endpoint, health, metrics and
+//! every kind of bad input, each followed by proof that the server still serves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use facekey_runtime::config::Config;
+use facekey_runtime::server::Server;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+struct Running {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), facekey_runtime::server::ServerError>>,
+}
+
+impl Running {
+    async fn start(config: Config) -> Self {
+        let server = Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::new();
+        let me = Self {
+            addr,
+            client,
+            stop: Some(tx),
+            task,
+        };
+        me.wait_ready().await;
+        me
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    async fn post_json(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v = r.json::<Value>().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Still serving: a valid score request answers 200.
+    async fn assert_alive(&self) {
+        let (s, v) = self
+            .post_json("/v1/score", r#"{"features":[1,0.5,-1]}"#)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(!msg.is_empty(), "error without a message: {body}");
+}
+
+#[tokio::test]
+async fn score_reproduces_the_worked_example_with_layers() {
+    let s = Running::start(Config::for_tests()).await;
+    let (status, v) = s
+        .post_json(
+            "/v1/score",
+            r#"{"features":[1,0.5,-1],"include_layers":true}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let p = v["probability"].as_f64().unwrap();
+    assert!((p - 0.768_524_783_5).abs() < 1e-9, "{v}");
+    assert_eq!(v["decision"], "accept");
+    assert_eq!(v["threshold"], 0.5);
+    assert_eq!(v["weights"], "reference");
+    let close = |key: &str, want: &[f64]| {
+        let got: Vec<f64> = v["layers"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{key}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{key}: {got:?} vs {want:?}");
+        }
+    };
+    close("z1", &[0.8, -1.2, 0.4, 2.0]);
+    close("a1", &[0.8, 0.0, 0.4, 2.0]);
+    close("z2", &[1.1, -0.3, 0.5]);
+    close("a2", &[1.1, 0.0, 0.5]);
+    assert!((v["layers"]["z3"].as_f64().unwrap() - 1.2).abs() < 1e-12);
+
+    let (_, v) = s.post_json("/v1/score", r#"{"features":[1,0.5,-1]}"#).await;
+    assert!(v.get("layers").is_none(), "layers only on request: {v}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn threshold_is_configurable_and_decides() {
+    let mut config = Config::for_tests();
+    config.threshold = Some(0.8);
+    let s = Running::start(config).await;
+    let (_, v) = s.post_json("/v1/score", r#"{"features":[1,0.5,-1]}"#).await;
+    assert_eq!(v["decision"], "reject", "{v}");
+    assert_eq!(v["threshold"], 0.8);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn batch_scores_every_row_in_order() {
+    let s = Running::start(Config::for_tests()).await;
+    let rows = [[1.0, 0.5, -1.0], [0.0, 0.0, 0.0], [-2.0, -2.0, 3.0]];
+    let body = json!({ "batch": rows }).to_string();
+    let (status, v) = s.post_json("/v1/score", &body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for (row, r) in rows.iter().zip(results) {
+        let single = json!({ "features": row }).to_string();
+        let (_, one) = s.post_json("/v1/score", &single).await;
+        assert_eq!(r["probability"], one["probability"], "row {row:?}");
+        assert_eq!(r["decision"], one["decision"]);
+    }
+    let (_, v) = s
+        .post_json(
+            "/v1/score",
+            &json!({"batch": rows, "include_layers": true}).to_string(),
+        )
+        .await;
+    assert!(v["results"][2]["layers"]["z1"].is_array(), "{v}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_inputs_get_json_errors_and_the_server_keeps_serving() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 1024;
+    config.max_batch = 4;
+    let s = Running::start(config).await;
+
+    let cases: &[(&str, u16, &str)] = &[
+        (r#"{"features":[1,2]}"#, 422, "invalid_features"),
+        (r#"{"features":[1,2,3,4]}"#, 422, "invalid_features"),
+        (r#"{"features":[]}"#, 422, "invalid_features"),
+        (r#"{"features":[1e999,0,0]}"#, 422, "invalid_request"),
+        (r#"{"features":[-1e400,0,0]}"#, 422, "invalid_request"),
+        (r#"{"features":["NaN",0,0]}"#, 422, "invalid_request"),
+        (r#"{"features":[NaN,0,0]}"#, 400, "invalid_json"),
+        (r#"{"features":[Infinity,0,0]}"#, 400, "invalid_json"),
+        (r#"{"features":[1e300,0,0]}"#, 422, "invalid_features"),
+        (r#"{"features":null}"#, 422, "invalid_request"),
+        (r#"{"features":"1,2,3"}"#, 422, "invalid_request"),
+        (r#"{"feature":[1,2,3]}"#, 422, "invalid_request"),
+        (r#"{}"#, 422, "invalid_request"),
+        (r#"[1,0.5,-1]"#, 422, "invalid_request"),
+        (
+            r#"{"features":[1,0.5,-1],"batch":[[1,2,3]]}"#,
+            422,
+            "invalid_request",
+        ),
+        (r#"{"batch":[]}"#, 422, "invalid_request"),
+        (r#"{"batch":[[1,2,3],[1,2]]}"#, 422, "invalid_features"),
+        (
+            r#"{"batch":[[0,0,0],[0,0,0],[0,0,0],[0,0,0],[0,0,0]]}"#,
+            422,
+            "invalid_request",
+        ),
+        (r#"{"features":[1,0.5,-1]"#, 400, "invalid_json"),
+        ("not json at all", 400, "invalid_json"),
+        ("", 400, "empty_body"),
+    ];
+    for (body, status, code) in cases {
+        let (got, v) = s.post_json("/v1/score", body).await;
+        assert_error(got, &v, *status, code);
+        let msg = v["error"]["message"].as_str().unwrap();
+        if *code == "invalid_features" {
+            assert!(
+                msg.contains("features") || msg.contains("batch"),
+                "{body}: {msg}"
+            );
+        }
+    }
+    s.assert_alive().await;
+
+    // Wrong or missing content type.
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut req = s
+            .client
+            .post(s.url("/v1/score"))
+            .body(r#"{"features":[1,0.5,-1]}"#);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_error(status, &v, 415, "unsupported_media_type");
+    }
+    // A JSON media type with parameters is fine.
+    let r = s
+        .client
+        .post(s.url("/v1/score"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"features":[1,0.5,-1]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Body over the limit, with and without a Content-Length.
+    let big = format!(r#"{{"features":[1,0.5,-1],"pad":"{}"}}"#, "x".repeat(4096));
+    let (got, v) = s.post_json("/v1/score", &big).await;
+    assert_error(got, &v, 413, "payload_too_large");
+    let chunks: Vec<Result<String, std::io::Error>> = (0..8).map(|_| Ok("x".repeat(512))).collect();
+    let r = s
+        .client
+        .post(s.url("/v1/score"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_error(status, &v, 413, "payload_too_large");
+
+    // Unknown route and wrong method.
+    let r = s.client.get(s.url("/v1/nope")).send().await.unwrap();
+    let status = r.status();
+    assert_error(status, &r.json().await.unwrap(), 404, "not_found");
+    let r = s.client.get(s.url("/v1/score")).send().await.unwrap();
+    let status = r.status();
+    assert_error(status, &r.json().await.unwrap(), 405, "method_not_allowed");
+    let r = s.client.delete(s.url("/healthz")).send().await.unwrap();
+    let status = r.status();
+    assert_error(status, &r.json().await.unwrap(), 405, "method_not_allowed");
+
+    s.assert_alive().await;
+
+    // Unknown paths are counted under one label, not one series per path.
+    let text = s.metrics().await;
+    assert!(
+        text.contains(
+            r#"facekey_http_requests_total{method="GET",route="unmatched",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("/v1/nope"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let s = Running::start(Config::for_tests()).await;
+    let v: Value = s
+        .client
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "ok");
+    let r = s.client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    s.assert_alive().await;
+    s.post_json("/v1/score", r#"{"features":[-5,-5,-5]}"#).await;
+    s.post_json("/v1/score", r#"{"features":[1]}"#).await;
+
+    let r = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for want in [
+        r#"facekey_http_requests_total{method="POST",route="/v1/score",status="200"} 2"#,
+        r#"facekey_http_requests_total{method="POST",route="/v1/score",status="422"} 1"#,
+        r#"facekey_http_request_duration_seconds_count{route="/v1/score"} 3"#,
+        r#"facekey_inference_duration_seconds_count{model="fusion"} 2"#,
+        r#"facekey_decisions_total{outcome="accept"} 1"#,
+        r#"facekey_decisions_total{outcome="reject"} 1"#,
+        r#"facekey_model_info{kind="fusion",model="reference"} 1"#,
+        "facekey_build_info{version=",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let s = Running::start(Config::for_tests()).await;
+    let r = s.client.get(s.url("/healthz")).send().await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "uuid expected, got {id}");
+    let r = s
+        .client
+        .get(s.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn missing_weights_file_fails_start_up_naming_the_file() {
+    let mut config = Config::for_tests();
+    config.weights =
+        facekey_runtime::config::WeightsSource::File("/nonexistent/fusion.json".into());
+    let server = Server::bind(config).await.unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        server.serve(std::future::pending()),
+    )
+    .await
+    .expect("start-up failure must stop the server")
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/fusion.json"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn in_flight_request_finishes_during_graceful_shutdown() {
+    let s = Running::start(Config::for_tests()).await;
+    let body = br#"{"features":[1,0.5,-1]}"#;
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..5]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Ask the server to stop while the request is half sent.
+    let Running {
+        addr,
+        client,
+        mut stop,
+        task,
+    } = s;
+    stop.take().unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !task.is_finished(),
+        "server exited with a request in flight"
+    );
+    // New connections are refused or not served once draining.
+    let ready = client.get(format!("http://{addr}/readyz")).send().await;
+    if let Ok(r) = ready {
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    stream.write_all(&body[5..]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .expect("response never came")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"probability\""), "{text}");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("server did not stop after the request finished")
+        .unwrap()
+        .unwrap();
+}
