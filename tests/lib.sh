@@ -1,0 +1,46 @@
+# Shared helpers for the test scripts: free ports, waiting for HTTP, and starting the runtime
+# on loopback with cleanup on exit. Source it; do not run it.
+
+ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+FACEKEY_RUNTIME_BIN="${FACEKEY_RUNTIME_BIN:-$ROOT/target/debug/facekey-runtime}"
+CLEANUP_PIDS=()
+CLEANUP_DIRS=()
+
+cleanup() {
+  local pid
+  for pid in "${CLEANUP_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${CLEANUP_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local d
+  for d in "${CLEANUP_DIRS[@]}"; do rm -rf "$d"; done
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_http URL [SECONDS]: wait until URL answers 2xx.
+wait_http() {
+  local url="$1" deadline=$(( $(date +%s) + ${2:-60} ))
+  until curl -fs -o /dev/null "$url"; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then echo "timed out waiting for $url" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+
+# start_runtime [ARGS...]: start the runtime on a free loopback port; sets RUNTIME_URL.
+start_runtime() {
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d)
+  CLEANUP_DIRS+=("$dir")
+  FACEKEY_DATA_DIR="$dir/data" "$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$port" --log warn "$@" \
+    >"$dir/runtime.log" 2>&1 &
+  CLEANUP_PIDS+=("$!")
+  RUNTIME_URL="http://127.0.0.1:$port"
+  RUNTIME_LOG="$dir/runtime.log"
+  if ! wait_http "$RUNTIME_URL/readyz" 120; then
+    cat "$RUNTIME_LOG" >&2
+    return 1
+  fi
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs (tests/setup.sh), then formatting, clippy, every
+# Rust test, the UI's unit tests, and the tests that run real outside programs (Prometheus,
+# schema validators, Chromium). Exits non-zero on the first failure.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+stage() { printf '\n==== %s\n' "$*"; }
+started=$(date +%s)
+
+stage "setup"
+tests/setup.sh
+
+stage "rustfmt"
+cargo fmt --all -- --check
+
+stage "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stage "cargo test (all crates)"
+cargo test --workspace --locked
+
+if [ -f ui/package.json ]; then
+  stage "ui: typecheck and unit tests"
+  (cd ui && npm run --silent typecheck && npm test --silent)
+fi
+
+export FACEKEY_RUNTIME_BIN="$ROOT/target/debug/facekey-runtime"
+export FACEKEY_OPERATOR_BIN="$ROOT/target/debug/facekey-operator"
+
+stage "prometheus: real scrape of the runtime, promtool metric lint"
+tests/prometheus/scrape.sh
+
+if [ -x tests/operator/check.sh ]; then
+  stage "operator: rendered objects against Kubernetes and prometheus-operator schemas"
+  tests/operator/check.sh
+fi
+
+if [ -x tests/ui/run.sh ]; then
+  stage "ui: end-to-end in headless Chromium against the runtime"
+  tests/with-runtime.sh tests/ui/run.sh
+fi
+
+printf '\n==== all tests passed in %ss\n' "$(( $(date +%s) - started ))"
