@@ -76,6 +76,14 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_THRESHOLD", value_parser = parse_threshold)]
     pub threshold: Option<f64>,
 
+    /// Directory of the embedded template store (created if missing).
+    #[arg(long, env = "FACEKEY_DATA_DIR", default_value = "facekey-data")]
+    pub data_dir: PathBuf,
+
+    /// Most face templates one subject may hold.
+    #[arg(long, env = "FACEKEY_MAX_FACES_PER_SUBJECT", default_value_t = 20, value_parser = parse_positive)]
+    pub max_faces_per_subject: usize,
+
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, env = "FACEKEY_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = parse_positive)]
     pub max_body_bytes: usize,
@@ -112,11 +120,12 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
-    /// Defaults for tests and embedding: everything as if no flag or variable were set, except
-    /// the listen address, which is an ephemeral loopback port.
+    /// Defaults for tests: everything as if no flag were set, except an ephemeral loopback port
+    /// and a fresh data directory under the system temp dir.
     pub fn for_tests() -> Self {
         let mut c = Self::parse_from(["facekey-runtime"]);
         c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.data_dir = std::env::temp_dir().join(format!("facekey-test-{}", uuid::Uuid::new_v4()));
         c
     }
 }

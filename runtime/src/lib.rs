@@ -8,5 +8,6 @@ pub mod fusion;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod vision;

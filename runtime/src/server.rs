@@ -11,6 +11,7 @@ use crate::api;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::{AppState, Engine, EngineError, SharedState};
+use crate::store::RedbStore;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The template store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -51,7 +55,9 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let state = Arc::new(AppState::new(config, Metrics::new()?));
+        let store = RedbStore::open(&config.data_dir, config.max_faces_per_subject)?;
+        tracing::info!(path = %store.path().display(), "template store open");
+        let state = Arc::new(AppState::new(config, Metrics::new()?, Arc::new(store)));
         Ok(Self { listener, state })
     }
 

@@ -8,6 +8,7 @@ use crate::api::error::ApiError;
 use crate::config::{Config, WeightsSource};
 use crate::fusion::{FusionMlp, WeightsError};
 use crate::metrics::Metrics;
+use crate::store::TemplateStore;
 
 /// Default authentication threshold when neither the configuration nor the weights set one.
 pub const DEFAULT_THRESHOLD: f64 = 0.5;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub config: Config,
     /// The metrics registry.
     pub metrics: Metrics,
+    /// Enrolled subjects and templates.
+    pub store: Arc<dyn TemplateStore>,
     engine: OnceLock<Arc<Engine>>,
     shutting_down: AtomicBool,
 }
@@ -63,10 +66,11 @@ pub type SharedState = Arc<AppState>;
 
 impl AppState {
     /// New state with no engine loaded yet.
-    pub fn new(config: Config, metrics: Metrics) -> Self {
+    pub fn new(config: Config, metrics: Metrics, store: Arc<dyn TemplateStore>) -> Self {
         Self {
             config,
             metrics,
+            store,
             engine: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         }

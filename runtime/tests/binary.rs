@@ -17,8 +17,10 @@ fn free_port() -> u16 {
 #[test]
 fn serves_from_env_config_logs_json_and_exits_cleanly_on_sigterm() {
     let port = free_port();
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
         .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FACEKEY_DATA_DIR", data.path())
         .env("FACEKEY_LOG_FORMAT", "json")
         .env("FACEKEY_THRESHOLD", "0.9")
         .stdout(Stdio::piped())
@@ -95,6 +97,7 @@ fn bad_weights_file_exits_non_zero_naming_the_file() {
     std::fs::write(&path, r#"{"format":"facekey.fusion-weights","version":1}"#).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
         .env("FACEKEY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("FACEKEY_DATA_DIR", dir.join("data"))
         .env("FACEKEY_WEIGHTS", &path)
         .output()
         .unwrap();
@@ -114,4 +117,54 @@ fn invalid_flag_value_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[0, 1]"), "{stderr}");
+}
+
+#[test]
+fn enrolled_subjects_survive_a_killed_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+            .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FACEKEY_DATA_DIR", dir.path())
+            .env("FACEKEY_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, port)
+    };
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl").arg("-s").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let wait = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while curl(&[&format!("http://127.0.0.1:{port}/readyz")]) != r#"{"status":"ready"}"# {
+            assert!(Instant::now() < deadline, "not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let (mut child, port) = start();
+    wait(port);
+    let created = curl(&[
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"name":"Durable"}"#,
+        &format!("http://127.0.0.1:{port}/v1/subjects"),
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    // SIGKILL: no chance to flush anything after the 201 was sent.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, port) = start();
+    wait(port);
+    let got = curl(&[&format!("http://127.0.0.1:{port}/v1/subjects/{id}")]);
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(got["name"], "Durable", "{got}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

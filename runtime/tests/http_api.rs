@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 struct Running {
     addr: SocketAddr,
+    data_dir: std::path::PathBuf,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), facekey_runtime::server::ServerError>>,
@@ -21,6 +22,7 @@ struct Running {
 
 impl Running {
     async fn start(config: Config) -> Self {
+        let data_dir = config.data_dir.clone();
         let server = Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -30,6 +32,7 @@ impl Running {
         let client = reqwest::Client::new();
         let me = Self {
             addr,
+            data_dir,
             client,
             stop: Some(tx),
             task,
@@ -96,6 +99,7 @@ impl Running {
             .expect("server did not stop")
             .unwrap()
             .unwrap();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -398,6 +402,7 @@ async fn in_flight_request_finishes_during_graceful_shutdown() {
     // Ask the server to stop while the request is half sent.
     let Running {
         addr,
+        data_dir,
         client,
         mut stop,
         task,
@@ -428,4 +433,85 @@ async fn in_flight_request_finishes_during_graceful_shutdown() {
         .expect("server did not stop after the request finished")
         .unwrap()
         .unwrap();
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[tokio::test]
+async fn subjects_are_created_listed_fetched_and_deleted() {
+    let s = Running::start(Config::for_tests()).await;
+    let r = s
+        .client
+        .post(s.url("/v1/subjects"))
+        .json(&json!({"name": "  Eileen Collins "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let created: Value = r.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/v1/subjects/{id}"));
+    assert_eq!(created["name"], "Eileen Collins");
+    assert_eq!(created["faces"], 0);
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let (_, other) = s.post_json("/v1/subjects", r#"{"name":"Other"}"#).await;
+    let list: Value = s
+        .client
+        .get(s.url("/v1/subjects"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&id.as_str()) && ids.contains(&other["id"].as_str().unwrap()));
+
+    let got: Value = s
+        .client
+        .get(s.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["name"], "Eileen Collins");
+    assert_eq!(got["templates"], json!([]));
+
+    let r = s.client.delete(s.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = s
+            .client
+            .request(method, s.url(&location))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_error(status, &r.json().await.unwrap(), 404, "subject_not_found");
+    }
+
+    for (body, status, code) in [
+        (r#"{"name":""}"#, 422, "invalid_request"),
+        (r#"{"name":"   "}"#, 422, "invalid_request"),
+        (r#"{"name":5}"#, 422, "invalid_request"),
+        (r#"{}"#, 422, "invalid_request"),
+        (r#"{"name":"a","role":"admin"}"#, 422, "invalid_request"),
+        ("{", 400, "invalid_json"),
+    ] {
+        let (got, v) = s.post_json("/v1/subjects", body).await;
+        assert_error(got, &v, status, code);
+    }
+    let long = json!({ "name": "x".repeat(129) }).to_string();
+    let (got, v) = s.post_json("/v1/subjects", &long).await;
+    assert_error(got, &v, 422, "invalid_request");
+    s.stop().await;
 }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod score;
+pub mod subjects;
 
 use std::any::Any;
 use std::time::Instant;
@@ -35,6 +36,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/score", post(score::score))
+        .route("/v1/subjects", post(subjects::create).get(subjects::list))
+        .route(
+            "/v1/subjects/{id}",
+            get(subjects::get).delete(subjects::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

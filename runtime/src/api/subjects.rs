@@ -1,0 +1,140 @@
+//! Enrolment: create, list, get and delete subjects. Store calls run on the blocking pool
+//! because commits wait for the disk.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use crate::state::SharedState;
+use crate::store::{StoreError, Subject, TemplateStore};
+
+/// Body of `POST /v1/subjects`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubject {
+    /// Display name of the person.
+    pub name: String,
+}
+
+/// Answer of `GET /v1/subjects`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubjectList {
+    /// All subjects, oldest first.
+    pub subjects: Vec<Subject>,
+}
+
+/// One enrolled face as the API shows it: never the embedding itself.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FaceSummary {
+    /// Template id.
+    pub id: String,
+    /// Embedding model that produced it.
+    pub model: String,
+    /// Quality of the enrolled face.
+    pub quality: Option<f64>,
+    /// Enrolment time.
+    pub created_at: String,
+}
+
+/// Answer of `GET /v1/subjects/{id}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubjectDetail {
+    /// The subject.
+    #[serde(flatten)]
+    pub subject: Subject,
+    /// Its enrolled faces.
+    pub templates: Vec<FaceSummary>,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::SubjectNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "subject_not_found",
+                format!("no subject with id {id:?}"),
+            ),
+            StoreError::TooManyFaces { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_faces", e.to_string())
+            }
+            StoreError::Invalid(message) => ApiError::invalid_request(message),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+/// Run a store operation on the blocking pool.
+pub async fn with_store<T, F>(state: &SharedState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn TemplateStore) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// `POST /v1/subjects`: 201 with the new subject and its `Location`.
+pub async fn create(
+    State(state): State<SharedState>,
+    ApiJson(req): ApiJson<CreateSubject>,
+) -> Result<Response, ApiError> {
+    let subject = with_store(&state, move |s| s.create_subject(&req.name)).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/subjects/{}", subject.id)) {
+        headers.insert(header::LOCATION, v);
+    }
+    Ok((StatusCode::CREATED, headers, Json(subject)).into_response())
+}
+
+/// `GET /v1/subjects`.
+pub async fn list(State(state): State<SharedState>) -> Result<Json<SubjectList>, ApiError> {
+    let subjects = with_store(&state, |s| s.list_subjects()).await?;
+    Ok(Json(SubjectList { subjects }))
+}
+
+/// `GET /v1/subjects/{id}`: the subject and a summary of its faces.
+pub async fn get(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Json<SubjectDetail>, ApiError> {
+    let (subject, templates) = with_store(&state, move |s| {
+        let subject = s
+            .get_subject(&id)?
+            .ok_or_else(|| StoreError::SubjectNotFound(id.clone()))?;
+        let templates = s.templates(&id)?;
+        Ok((subject, templates))
+    })
+    .await?;
+    Ok(Json(SubjectDetail {
+        subject,
+        templates: templates
+            .into_iter()
+            .map(|t| FaceSummary {
+                id: t.id,
+                model: t.model,
+                quality: t.quality,
+                created_at: t.created_at,
+            })
+            .collect(),
+    }))
+}
+
+/// `DELETE /v1/subjects/{id}`: 204, deleting the subject's templates too; 404 if unknown.
+pub async fn delete(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let lookup = id.clone();
+    if with_store(&state, move |s| s.delete_subject(&lookup)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(StoreError::SubjectNotFound(id).into())
+    }
+}

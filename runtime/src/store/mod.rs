@@ -1,0 +1,162 @@
+//! Enrolled subjects and their face templates (embeddings, never images) behind one trait, so
+//! the embedded default store can be swapped for a shared one serving several replicas.
+
+mod redb_store;
+
+pub use redb_store::RedbStore;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest subject name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open template store at {path}: {source}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A read or write failed inside the database.
+    #[error("template store {operation} failed: {source}")]
+    Backend {
+        /// What was being done, e.g. `create subject`.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored record could not be decoded (corruption or an incompatible version).
+    #[error("template store record {key} is unreadable: {source}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The subject does not exist.
+    #[error("subject {0} not found")]
+    SubjectNotFound(String),
+    /// The subject already holds the maximum number of templates.
+    #[error("subject {subject} already has {limit} faces, the limit")]
+    TooManyFaces {
+        /// The subject id.
+        subject: String,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request carried an invalid value (e.g. an empty name).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An enrolled person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// Server-assigned identifier (UUID).
+    pub id: String,
+    /// Display name given at creation.
+    pub name: String,
+    /// Number of face templates enrolled.
+    pub faces: usize,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// One enrolled face: its embedding and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    /// Server-assigned identifier (UUID).
+    pub id: String,
+    /// Owning subject.
+    pub subject_id: String,
+    /// The embedding model that produced `embedding`; templates only compare within a model.
+    pub model: String,
+    /// The face embedding.
+    pub embedding: Vec<f32>,
+    /// Quality score of the enrolled face, if measured.
+    pub quality: Option<f64>,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// A template to add.
+#[derive(Debug, Clone)]
+pub struct NewTemplate {
+    /// The embedding model's name.
+    pub model: String,
+    /// The embedding.
+    pub embedding: Vec<f32>,
+    /// Quality score of the face.
+    pub quality: Option<f64>,
+}
+
+/// Storage of subjects and templates. Implementations must be safe to share across threads and
+/// must delete a subject's templates with the subject.
+pub trait TemplateStore: Send + Sync + 'static {
+    /// Create a subject with a trimmed, non-empty name of at most [`MAX_NAME_CHARS`].
+    fn create_subject(&self, name: &str) -> Result<Subject, StoreError>;
+    /// All subjects, ordered by creation time then id.
+    fn list_subjects(&self) -> Result<Vec<Subject>, StoreError>;
+    /// One subject, or `None`.
+    fn get_subject(&self, id: &str) -> Result<Option<Subject>, StoreError>;
+    /// Delete a subject and all its templates; `false` when it did not exist.
+    fn delete_subject(&self, id: &str) -> Result<bool, StoreError>;
+    /// Add a template to an existing subject, within the per-subject limit.
+    fn add_template(&self, subject_id: &str, template: NewTemplate)
+    -> Result<Template, StoreError>;
+    /// The subject's templates; [`StoreError::SubjectNotFound`] when it does not exist.
+    fn templates(&self, subject_id: &str) -> Result<Vec<Template>, StoreError>;
+}
+
+/// Check and normalise a subject name.
+pub fn validate_name(name: &str) -> Result<String, StoreError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(StoreError::Invalid("name must not be empty".into()));
+    }
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(StoreError::Invalid(format!(
+            "name has {chars} characters; at most {MAX_NAME_CHARS} are allowed"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(
+            "name must not contain control characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// The current time as RFC 3339 UTC with seconds precision.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert!(matches!(validate_name("  Ada  ").as_deref(), Ok("Ada")));
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name("a\u{0}b").is_err());
+        assert!(validate_name(&"é".repeat(MAX_NAME_CHARS)).is_ok());
+        assert!(validate_name(&"é".repeat(MAX_NAME_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.ends_with('Z') && t.contains('T'), "{t}");
+    }
+}
