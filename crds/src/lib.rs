@@ -1,1 +1,519 @@
 //! FaceKeyDeployment custom resource types (group `facekey.dev`, version `v1alpha1`).
+//!
+//! The types here are the single source of the CRD schema: `crdgen` serialises
+//! [`FaceKeyDeployment::crd`] into `crds/facekeydeployment.yaml`, and a test fails when the
+//! committed file drifts from these definitions. Validation that the API server enforces lives
+//! beside the fields as schema bounds and CEL rules (`x-kubernetes-validations`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Duration;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every FaceKey custom resource.
+pub const GROUP: &str = "facekey.dev";
+/// API version of [`FaceKeyDeployment`].
+pub const VERSION: &str = "v1alpha1";
+
+/// Condition types published in `status.conditions`, one constant each so code and docs agree.
+pub mod condition {
+    /// The runtime pods are available at the desired count with the desired (or pinned) image.
+    pub const READY: &str = "Ready";
+    /// A rollout, scale or scan is in flight.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something needs attention: invalid spec, failed apply, blocked image, missing CRDs.
+    pub const DEGRADED: &str = "Degraded";
+    /// The desired image passed the vulnerability scan policy (or the gate is disabled).
+    pub const SCAN_GATE_PASSED: &str = "ScanGatePassed";
+    /// Monitoring objects (ServiceMonitor, PrometheusRule, AlertmanagerConfig) are applied.
+    pub const MONITORING_READY: &str = "MonitoringReady";
+}
+
+/// Desired state of a FaceKey runtime deployment: image, scale, models, scan policy, monitoring.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats type_ = \"string\"; clippy reads them as one attribute"
+)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "facekey.dev",
+    version = "v1alpha1",
+    kind = "FaceKeyDeployment",
+    plural = "facekeydeployments",
+    shortname = "fkd",
+    category = "facekey",
+    namespaced,
+    status = "FaceKeyDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A scanned, scaled and monitored deployment of the FaceKey face-authentication runtime.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.currentImage"),
+    printcolumn(
+        name = "Scan",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"ScanGatePassed\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either replicas or autoscaling, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct FaceKeyDeploymentSpec {
+    /// Runtime container image reference (tag or digest), e.g. `ghcr.io/facekey/runtime:0.1.0`.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("image must not be empty"))]
+    pub image: String,
+    /// Fixed number of runtime pods (default 1). Mutually exclusive with `autoscaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Horizontal autoscaling bounds and target; creates an autoscaling/v2 HorizontalPodAutoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// Model files and decision thresholds handed to the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Models>,
+    /// Vulnerability scan policy applied before a new image is rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_gate: Option<ScanGate>,
+    /// Prometheus-operator objects and the Grafana dashboard created for this deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
+    /// Alert routing (Alertmanager email receiver) and the runtime's own alert emails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerting: Option<Alerting>,
+    /// Compute resources of the runtime container; sensible defaults when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Whether the runtime serves its bundled web UI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<Ui>,
+}
+
+/// Horizontal autoscaling of the runtime pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[x_kube(validation = Rule::new("has(self.targetCPUUtilizationPercentage) || has(self.targetRequestsPerSecond)").message("set targetCPUUtilizationPercentage and/or targetRequestsPerSecond"))]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// Lower bound of runtime pods.
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Upper bound of runtime pods.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Target average CPU utilisation in percent of the requested CPU.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetCPUUtilizationPercentage"
+    )]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+    /// Target requests per second per pod (Pods metric `facekey_http_requests_per_second`,
+    /// which needs a custom-metrics adapter such as prometheus-adapter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_requests_per_second: Option<i32>,
+}
+
+/// Model files and thresholds of the runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Models {
+    /// Score-fusion MLP weights (JSON). Bundled reference weights are used when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_weights: Option<ScoreWeights>,
+    /// Where the anti-spoofing model comes from. The bundled model is used when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoof: Option<ModelSource>,
+    /// Decision thresholds; runtime defaults apply to any left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
+}
+
+/// Source of the fusion weights file: inline JSON (stored in the owned ConfigMap) or a key of an
+/// existing ConfigMap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.inline) != has(self.configMapKeyRef)").message("set exactly one of inline or configMapKeyRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreWeights {
+    /// The weights JSON document itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+    /// A key of a ConfigMap in the same namespace holding the weights JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+}
+
+/// A key inside a named ConfigMap or Secret of the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Object name.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("name must not be empty"))]
+    pub name: String,
+    /// Key inside the object's data.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("key must not be empty"))]
+    pub key: String,
+}
+
+/// Where a model directory comes from: exactly one of a ConfigMap, a PersistentVolumeClaim or a URI.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.configMap) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1").message("set exactly one of configMap, pvc or uri"))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    /// Name of a ConfigMap whose keys are the model files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    /// Name of a PersistentVolumeClaim holding the model files (mounted read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<String>,
+    /// URI the runtime downloads the model from at start-up (`https://` or `s3://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// Decision thresholds in [0, 1].
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Thresholds {
+    /// Minimum fused authentication probability to accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("auth threshold must be in [0, 1]"))]
+    pub auth: Option<f64>,
+    /// Spoof score above which a face is treated as an attack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("spoof threshold must be in [0, 1]"))]
+    pub spoof: Option<f64>,
+    /// Minimum embedding similarity for a template match.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "match")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("match threshold must be in [0, 1]"))]
+    pub match_: Option<f64>,
+}
+
+/// Trivy vulnerability severities, ordered from least to most severe.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    /// Trivy could not rate the finding.
+    Unknown,
+    /// Low severity.
+    Low,
+    /// Medium severity.
+    Medium,
+    /// High severity.
+    High,
+    /// Critical severity.
+    Critical,
+}
+
+impl Severity {
+    /// All severities from least to most severe.
+    pub const ALL: [Severity; 5] = [
+        Severity::Unknown,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    /// The upper-case name Trivy uses in its reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Unknown => "UNKNOWN",
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// Scan policy gating rollouts of a new image.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanGate {
+    /// Whether new images must pass a scan before they are rolled out.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Highest severity tolerated; any counted finding above it closes the gate.
+    #[serde(default = "default_max_severity")]
+    pub max_severity: Severity,
+    /// When true, findings without a fixed version are not counted.
+    #[serde(default)]
+    pub allow_unfixed: bool,
+    /// Vulnerability IDs (CVE-…, GHSA-…) that are never counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "ignoreCVEs")]
+    pub ignore_cves: Vec<String>,
+    /// Reports older than this are stale: the image is scanned again (Go duration, e.g. `24h`).
+    #[serde(default = "default_max_report_age")]
+    pub max_report_age: Duration,
+    /// Image that runs `trivy image` in the scan Job.
+    #[serde(default = "default_scanner_image")]
+    pub scanner_image: String,
+}
+
+impl Default for ScanGate {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_severity: default_max_severity(),
+            allow_unfixed: false,
+            ignore_cves: Vec::new(),
+            max_report_age: default_max_report_age(),
+            scanner_image: default_scanner_image(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_severity() -> Severity {
+    Severity::Medium
+}
+
+fn default_max_report_age() -> Duration {
+    Duration::from(std::time::Duration::from_secs(24 * 3600))
+}
+
+fn default_scanner_image() -> String {
+    "ghcr.io/aquasecurity/trivy:0.76.0".to_owned()
+}
+
+/// Monitoring objects generated for the deployment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// A prometheus-operator ServiceMonitor scraping the runtime's `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+    /// A PrometheusRule with latency and spoof-rate alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesSpec>,
+    /// A Grafana dashboard ConfigMap picked up by Grafana's sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboards: Option<DashboardsSpec>,
+}
+
+/// ServiceMonitor settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Whether the ServiceMonitor is created.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Extra labels, e.g. the `release` label a Prometheus instance selects on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval (Prometheus duration such as `30s`).
+    #[serde(default = "default_interval")]
+    #[schemars(regex(
+        pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+    ))]
+    pub interval: String,
+}
+
+impl Default for ServiceMonitorSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            labels: BTreeMap::new(),
+            interval: default_interval(),
+        }
+    }
+}
+
+fn default_interval() -> String {
+    "30s".to_owned()
+}
+
+/// PrometheusRule settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RulesSpec {
+    /// Whether the PrometheusRule is created.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Alert when the p99 request latency over 5 minutes exceeds this many milliseconds.
+    #[serde(default = "default_p99")]
+    #[schemars(range(min = 1))]
+    pub p99_latency_ms: i32,
+    /// Alert when more spoof attempts than this are detected per minute (5-minute average).
+    #[serde(default = "default_spoof_rate")]
+    #[schemars(range(min = 0.0))]
+    pub spoof_rate_per_minute: f64,
+    /// Extra labels, e.g. the `release` label a Prometheus instance selects rules on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for RulesSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            p99_latency_ms: default_p99(),
+            spoof_rate_per_minute: default_spoof_rate(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_p99() -> i32 {
+    500
+}
+
+fn default_spoof_rate() -> f64 {
+    5.0
+}
+
+/// Grafana dashboard settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardsSpec {
+    /// Whether the dashboard ConfigMap is created.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Grafana folder (annotation `grafana_folder` read by the sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+}
+
+impl Default for DashboardsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            folder: None,
+        }
+    }
+}
+
+/// Alert delivery.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Alerting {
+    /// Email receiver for Alertmanager and the runtime's own alert emails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailAlerting>,
+}
+
+/// Email alert settings; the SMTP password comes from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailAlerting {
+    /// Recipient address.
+    #[x_kube(validation = Rule::new("self.matches('^[^@ ]+@[^@ ]+$')").message("to must be an email address"))]
+    pub to: String,
+    /// Sender address.
+    #[x_kube(validation = Rule::new("self.matches('^[^@ ]+@[^@ ]+$')").message("from must be an email address"))]
+    pub from: String,
+    /// SMTP server as `host:port`.
+    #[x_kube(validation = Rule::new("self.matches('^[^: ]+:[0-9]+$')").message("smarthost must be host:port"))]
+    pub smarthost: String,
+    /// SMTP user name; defaults to `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_username: Option<String>,
+    /// Secret key holding the SMTP password.
+    pub auth_secret_ref: KeyRef,
+    /// Require STARTTLS (default true).
+    #[serde(default = "default_true")]
+    pub require_tls: bool,
+}
+
+/// Web UI switch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ui {
+    /// Whether the runtime serves the bundled UI at `/`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Observed state written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FaceKeyDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded, ScanGatePassed and MonitoringReady conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Runtime pods counted by the Deployment (the /scale status replicas).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Runtime pods ready to serve.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the runtime pods, in string form (the /scale label selector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Image the runtime pods run now (the previous one while the scan gate is closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+    /// Summary of the latest scan of `spec.image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanStatus>,
+    /// In-cluster URL of the runtime Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Result of the latest vulnerability scan of the desired image.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanStatus {
+    /// The scanned image reference.
+    pub image: String,
+    /// Critical findings counted under the policy.
+    pub critical: i32,
+    /// High findings counted under the policy.
+    pub high: i32,
+    /// Medium findings counted under the policy.
+    #[serde(default)]
+    pub medium: i32,
+    /// Low findings counted under the policy.
+    #[serde(default)]
+    pub low: i32,
+    /// Findings above `maxSeverity` after ignores; non-zero closes the gate.
+    #[serde(default)]
+    pub blocking: i32,
+    /// Where the report came from: `Job/<name>` or `VulnerabilityReport/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_ref: Option<String>,
+    /// When the scanner produced the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_at: Option<Time>,
+}
+
+/// Render the CustomResourceDefinition as YAML, exactly as committed in `crds/facekeydeployment.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let body = serde_yaml::to_string(&FaceKeyDeployment::crd())?;
+    Ok(format!(
+        "# Generated by `cargo run -p facekey-crds --bin crdgen`; do not edit by hand.\n{body}"
+    ))
+}

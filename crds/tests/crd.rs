@@ -1,0 +1,196 @@
+//! The committed CRD YAML is current, its subresources and columns are as documented, and its CEL
+//! rules accept good specs and reject bad ones (evaluated client-side with kube's CEL validator).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use facekey_crds::{FaceKeyDeployment, crd_yaml};
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn committed_crd_yaml_is_current() {
+    let committed = std::fs::read_to_string(manifest_dir().join("facekeydeployment.yaml"))
+        .expect("crds/facekeydeployment.yaml exists");
+    let generated = crd_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "crds/facekeydeployment.yaml is stale: run `cargo run -p facekey-crds --bin crdgen`"
+    );
+}
+
+#[test]
+fn crd_has_scale_status_columns_and_short_name() {
+    let crd = serde_json::to_value(FaceKeyDeployment::crd()).unwrap();
+    assert_eq!(crd["metadata"]["name"], "facekeydeployments.facekey.dev");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["fkd"]));
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    let scale = &version["subresources"]["scale"];
+    assert_eq!(scale["specReplicasPath"], ".spec.replicas");
+    assert_eq!(scale["statusReplicasPath"], ".status.replicas");
+    assert_eq!(scale["labelSelectorPath"], ".status.selector");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Ready", "Replicas", "Image", "Scan", "Age"]);
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(FaceKeyDeployment::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn object(spec: Value) -> Value {
+    json!({
+        "apiVersion": "facekey.dev/v1alpha1",
+        "kind": "FaceKeyDeployment",
+        "metadata": {"name": "fk", "namespace": "ns"},
+        "spec": spec,
+    })
+}
+
+/// The messages of the CEL rules the object violates (empty when it is valid).
+fn cel_failures(obj: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(&schema(), obj, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+#[test]
+fn valid_spec_passes_cel() {
+    let obj = object(json!({
+        "image": "ghcr.io/facekey/runtime:0.1.0",
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70},
+        "models": {"thresholds": {"auth": 0.77, "spoof": 0.0, "match": 1.0},
+                   "scoreWeights": {"configMapKeyRef": {"name": "w", "key": "weights.json"}},
+                   "spoof": {"pvc": "spoof-models"}},
+        "alerting": {"email": {"to": "a@example.com", "from": "b@example.com",
+                               "smarthost": "smtp.example.com:587",
+                               "authSecretRef": {"name": "smtp", "key": "password"}}},
+    }));
+    assert_eq!(cel_failures(&obj), Vec::<String>::new());
+}
+
+#[test]
+fn replicas_and_autoscaling_are_exclusive() {
+    let obj = object(json!({
+        "image": "img:1", "replicas": 2,
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+    }));
+    assert_eq!(
+        cel_failures(&obj),
+        ["set either replicas or autoscaling, not both"]
+    );
+}
+
+#[test]
+fn autoscaling_min_must_not_exceed_max_and_needs_a_target() {
+    let obj = object(json!({
+        "image": "img:1",
+        "autoscaling": {"minReplicas": 5, "maxReplicas": 3},
+    }));
+    let mut failures = cel_failures(&obj);
+    failures.sort();
+    assert_eq!(
+        failures,
+        [
+            "minReplicas must not exceed maxReplicas",
+            "set targetCPUUtilizationPercentage and/or targetRequestsPerSecond"
+        ]
+    );
+}
+
+#[test]
+fn thresholds_outside_unit_interval_are_rejected() {
+    for (field, value, message) in [
+        ("auth", 1.5, "auth threshold must be in [0, 1]"),
+        ("spoof", -0.1, "spoof threshold must be in [0, 1]"),
+        ("match", 2.0, "match threshold must be in [0, 1]"),
+    ] {
+        let obj = object(json!({"image": "img:1", "models": {"thresholds": {field: value}}}));
+        assert_eq!(cel_failures(&obj), [message], "threshold {field}={value}");
+    }
+}
+
+#[test]
+fn email_fields_are_checked() {
+    let obj = object(json!({
+        "image": "img:1",
+        "alerting": {"email": {"to": "not-an-address", "from": "b@example.com",
+                               "smarthost": "smtp.example.com",
+                               "authSecretRef": {"name": "smtp", "key": ""}}},
+    }));
+    let mut failures = cel_failures(&obj);
+    failures.sort();
+    assert_eq!(
+        failures,
+        [
+            "key must not be empty",
+            "smarthost must be host:port",
+            "to must be an email address"
+        ]
+    );
+}
+
+#[test]
+fn one_of_rules_on_model_sources() {
+    let both = object(json!({"image": "img:1", "models": {"scoreWeights": {
+        "inline": "{}", "configMapKeyRef": {"name": "w", "key": "k"}}}}));
+    assert_eq!(
+        cel_failures(&both),
+        ["set exactly one of inline or configMapKeyRef"]
+    );
+    let none = object(json!({"image": "img:1", "models": {"spoof": {}}}));
+    assert_eq!(
+        cel_failures(&none),
+        ["set exactly one of configMap, pvc or uri"]
+    );
+}
+
+#[test]
+fn empty_image_is_rejected() {
+    assert_eq!(
+        cel_failures(&object(json!({"image": ""}))),
+        ["image must not be empty"]
+    );
+}
+
+#[test]
+fn samples_parse_and_pass_cel() {
+    let dir = manifest_dir().join("../manifests/samples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value: Value = serde_yaml::from_str(&text).unwrap();
+        if value["kind"] != "FaceKeyDeployment" {
+            continue;
+        }
+        let typed: FaceKeyDeployment = serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!typed.spec.image.is_empty());
+        assert_eq!(
+            cel_failures(&value),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(
+        seen >= 2,
+        "expected the sample FaceKeyDeployments, found {seen}"
+    );
+}
