@@ -1,0 +1,240 @@
+#!/usr/bin/env node
+// Browser end-to-end test of the FaceKey UI, driving Debian's Chromium with playwright-core
+// against a running runtime. Run through run.sh, which prepares the fake camera.
+//
+// Environment:
+//   FACEKEY_URL            base URL of the runtime serving the UI (required)
+//   FACEKEY_FAKE_CAMERA    absolute path of a .y4m file the fake camera shows (required)
+//   FACEKEY_FACE_IMAGE     face image to enrol (required)
+//   FACEKEY_E2E_SHOTS      directory for screenshots (default: a new temp dir)
+//   FACEKEY_E2E_SHOTS_ALL  1 = screenshot every step, not only failures
+//   CHROMIUM               browser binary (default /usr/bin/chromium)
+
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`e2e: ${name} is not set`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const BASE = required("FACEKEY_URL").replace(/\/+$/, "");
+const CAMERA = required("FACEKEY_FAKE_CAMERA");
+const FACE = required("FACEKEY_FACE_IMAGE");
+const SHOTS = process.env.FACEKEY_E2E_SHOTS ?? mkdtempSync(join(tmpdir(), "facekey-e2e-shots-"));
+const SHOTS_ALL = process.env.FACEKEY_E2E_SHOTS_ALL === "1";
+const STEP_TIMEOUT = 30_000;
+mkdirSync(SHOTS, { recursive: true });
+
+const userDataDir = mkdtempSync(join(tmpdir(), "facekey-e2e-profile-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 900 },
+  colorScheme: "light",
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-video-capture=${CAMERA}`,
+  ],
+});
+context.setDefaultTimeout(STEP_TIMEOUT);
+const page = context.pages()[0] ?? (await context.newPage());
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(e.message));
+page.on("console", (m) => {
+  if (m.type() === "error") console.log(`  browser console: ${m.text()}`);
+});
+
+let passed = 0;
+let failed = 0;
+
+async function shot(name) {
+  const file = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true }).catch(() => undefined);
+  return file;
+}
+
+/** Run one step; after the first failure the remaining steps are skipped. */
+async function step(name, fn) {
+  if (failed > 0) {
+    console.log(`skip ${name}`);
+    return;
+  }
+  const t0 = Date.now();
+  try {
+    await fn();
+    if (pageErrors.length > 0) throw new Error(`uncaught page error: ${pageErrors.join("; ")}`);
+    passed += 1;
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+    if (SHOTS_ALL) await shot(name);
+  } catch (e) {
+    failed += 1;
+    const file = await shot(`FAILED-${name}`);
+    console.log(`FAIL ${name}: ${e instanceof Error ? e.message : e}`);
+    console.log(`     screenshot: ${file}`);
+  }
+}
+
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function text(selector) {
+  return ((await page.locator(selector).first().textContent()) ?? "").trim();
+}
+
+/** Wait until the element's trimmed text satisfies `test`, then return it. */
+async function waitText(selector, test, what) {
+  const deadline = Date.now() + STEP_TIMEOUT;
+  let last = "";
+  while (Date.now() < deadline) {
+    last = await text(selector).catch(() => "");
+    if (test(last)) return last;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`${what}: ${selector} shows ${JSON.stringify(last)}`);
+}
+
+const number = (s) => Number(s.replace(/[^0-9.\-]/g, ""));
+const subjectName = `E2E Astronaut ${Date.now()}`;
+
+await step("health-badge", async () => {
+  await page.goto(`${BASE}/`);
+  await page.locator('[data-testid="health-badge"][data-state="ok"]').waitFor();
+  await page.locator('[data-testid="ready-badge"][data-state="ok"]').waitFor({ timeout: 90_000 });
+  expect((await page.title()) === "FaceKey", `page title is ${await page.title()}`);
+});
+
+await step("score-fusion-worked-example", async () => {
+  await page.getByTestId("tab-score").click();
+  await waitText('[data-testid="score-probability"]', (t) => t === "0.77", "probability");
+  expect((await text('[data-testid="score-probability-exact"]')) === "(0.7685)", "exact probability is not 0.7685");
+  expect((await text('[data-testid="score-decision"]')).includes("accept"), "decision is not accept");
+  const layers = {
+    z1: "[+0.80, -1.20, +0.40, +2.00]",
+    a1: "[+0.80, 0.00, +0.40, +2.00]",
+    z2: "[+1.10, -0.30, +0.50]",
+    a2: "[+1.10, 0.00, +0.50]",
+    z3: "[+1.20]",
+    p: "[0.7685]",
+  };
+  for (const [name, want] of Object.entries(layers)) {
+    const got = await text(`[data-testid="layer-${name}"]`);
+    expect(got === want, `layer ${name} shows ${got}, expected ${want}`);
+  }
+  const drawn = {
+    "node-h1_0": ["0.80", "z +0.80"],
+    "node-h1_1": ["0.00", "z -1.20"],
+    "node-h1_2": ["0.40", "z +0.40"],
+    "node-h1_3": ["2.00", "z +2.00"],
+    "node-h2_0": ["1.10", "z +1.10"],
+    "node-h2_1": ["0.00", "z -0.30"],
+    "node-h2_2": ["0.50", "z +0.50"],
+    "node-out": ["0.77", "z3 +1.20"],
+  };
+  for (const [id, [a, z]] of Object.entries(drawn)) {
+    const gotA = await text(`[data-testid="${id}"] .node-a`);
+    const gotZ = await text(`[data-testid="${id}"] .node-z`);
+    expect(gotA === a && gotZ === z, `${id} drawn as ${gotA} / ${gotZ}, expected ${a} / ${z}`);
+  }
+  expect((await text('[data-testid="node-out"] .node-p')) === "0.7685", "output node does not show p = 0.7685");
+  expect((await page.locator('[data-testid="network"] .edges line').count()) === 27, "the network has not 27 edges");
+  expect((await page.locator('[data-testid="node-h1_1"] circle[stroke-dasharray]').count()) === 1, "inactive node not dashed");
+});
+
+await step("score-fusion-interactive", async () => {
+  await page.getByTestId("feature-0").fill("0");
+  await waitText('[data-testid="score-probability"]', (t) => t !== "0.77" && t !== "", "probability after x1 = 0");
+  const z3 = number(await text('[data-testid="layer-z3"]'));
+  const p = number(await text('[data-testid="score-probability-exact"]'));
+  expect(Math.abs(1 / (1 + Math.exp(-z3)) - p) < 0.006, `p ${p} is not sigmoid(z3 ${z3})`);
+  await page.getByTestId("reset-features").click();
+  await waitText('[data-testid="score-probability"]', (t) => t === "0.77", "probability after reset");
+});
+
+await step("enrol-subject-with-uploaded-face", async () => {
+  await page.getByTestId("tab-enrol").click();
+  await page.getByTestId("subject-name").fill(subjectName);
+  await page.getByTestId("create-subject").click();
+  await waitText('[data-testid="enrol-status"]', (t) => t.startsWith("Created"), "status after create");
+  expect((await text('[data-testid="face-target"]')) === subjectName, "the new subject is not selected");
+  await page.getByTestId("file-input").setInputFiles(FACE);
+  await page.getByTestId("add-face").click();
+  await waitText('[data-testid="enrol-status"]', (t) => t.startsWith("Added face"), "status after adding the face");
+  const row = page.locator(`[data-testid="subject-row"][data-name="${subjectName}"]`);
+  await row.waitFor();
+  await waitText(`[data-testid="subject-row"][data-name="${subjectName}"] [data-testid="subject-faces"]`, (t) => t === "1", "face count");
+});
+
+await step("verify-with-camera", async () => {
+  await page.getByTestId("tab-verify").click();
+  const select = page.getByTestId("verify-subject");
+  await select.locator("option", { hasText: subjectName }).waitFor({ state: "attached" });
+  const value = await select.locator("option", { hasText: subjectName }).getAttribute("value");
+  await select.selectOption(value);
+  await page.locator('label:has([data-testid="source-camera"])').click();
+  const capture = page.getByTestId("capture");
+  await page.waitForFunction(() => {
+    const b = document.querySelector('[data-testid="capture"]');
+    return b instanceof HTMLButtonElement && !b.disabled;
+  });
+  await capture.click();
+  await page.locator('img[alt^="Image to verify"]').waitFor();
+  await page.getByTestId("verify-submit").click();
+  await page.locator('[data-testid="verify-result"], [data-testid="error"]').first().waitFor({ timeout: 60_000 });
+  if (await page.getByTestId("error").count()) {
+    throw new Error(`verification failed: ${await text('[data-testid="error"]')}`);
+  }
+  const decision = await text('[data-testid="verify-decision"]');
+  expect(/accept|reject/.test(decision), `no decision shown (${decision})`);
+  const probability = number(await text('[data-testid="verify-probability"]'));
+  expect(probability >= 0 && probability <= 1, `probability ${probability} outside [0, 1]`);
+  await page.getByTestId("face-overlay").waitFor();
+  expect((await page.locator('[data-testid="face-overlay"] circle').count()) === 5, "not 5 landmarks drawn");
+  expect((await page.locator('[data-testid="timings"] li').count()) > 0, "no stage timings shown");
+  console.log(`     decision: ${decision}, probability ${probability}`);
+});
+
+await step("metrics", async () => {
+  await page.getByTestId("tab-metrics").click();
+  await waitText('[data-testid="metrics-total"]', (t) => number(t) > 0, "total requests");
+  await waitText('[data-testid="metrics-ready"]', (t) => t === "ready", "readiness");
+  const score = await text('tr[data-route="/v1/score"] [data-testid="route-requests"]');
+  expect(number(score) >= 3, `/v1/score shows ${score} requests`);
+  const verify = await text('tr[data-route="/v1/verify"] [data-testid="route-requests"]');
+  expect(number(verify) >= 1, `/v1/verify shows ${verify} requests`);
+  const decisions = number(await text('[data-testid="metrics-accept"]')) + number(await text('[data-testid="metrics-reject"]'));
+  expect(decisions >= 1, "no decisions counted");
+  await page.getByTestId("models").waitFor();
+});
+
+await step("delete-subject", async () => {
+  await page.getByTestId("tab-enrol").click();
+  const row = page.locator(`[data-testid="subject-row"][data-name="${subjectName}"]`);
+  await row.getByRole("button", { name: "Delete…" }).click();
+  await row.getByRole("button", { name: `Delete ${subjectName}` }).click();
+  await waitText('[data-testid="enrol-status"]', (t) => t.startsWith("Deleted"), "status after delete");
+  await row.waitFor({ state: "detached" });
+});
+
+await context.close();
+rmSync(userDataDir, { recursive: true, force: true });
+if (failed === 0 && !SHOTS_ALL) rmSync(SHOTS, { recursive: true, force: true });
+else console.log(`screenshots in ${SHOTS}`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

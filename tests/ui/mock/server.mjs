@@ -1,0 +1,305 @@
+#!/usr/bin/env node
+// A stand-in for facekey-runtime that speaks the UI's API contract, for developing the UI
+// before (or without) the real runtime. It serves ui/dist at / and keeps subjects in memory.
+// Not used by the e2e test, which targets the real runtime through FACEKEY_URL.
+//
+//   node tests/ui/mock/server.mjs [port]     (default 8080; ui/dist must be built)
+
+import { createServer } from "node:http";
+import { readFile, stat } from "node:fs/promises";
+import { extname, join, normalize, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomUUID } from "node:crypto";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const DIST = resolve(process.env.FACEKEY_UI_DIST ?? join(here, "../../../ui/dist"));
+const PORT = Number(process.argv[2] ?? process.env.PORT ?? 8080);
+
+const WEIGHTS = {
+  w1: [[0.5, 0.2, -0.1], [-0.4, 0.6, 0.3], [0.3, -0.2, -0.1], [0.8, 0.4, -0.6]],
+  b1: [0.1, -0.8, 0.1, 0.4],
+  w2: [[0.5, 0.3, 0.5, 0.2], [-0.5, 0.2, 0.5, -0.1], [0.25, -0.3, 0.5, 0.1]],
+  b2: [0.1, 0.1, -0.1],
+  w3: [[1.0, -0.5, 0.4]],
+  b3: [-0.1],
+};
+const THRESHOLD = 0.5;
+
+const affine = (w, b, x) => w.map((row, i) => row.reduce((acc, wij, j) => acc + wij * x[j], b[i]));
+const relu = (v) => v.map((z) => Math.max(0, z));
+function forward(x) {
+  const z1 = affine(WEIGHTS.w1, WEIGHTS.b1, x);
+  const a1 = relu(z1);
+  const z2 = affine(WEIGHTS.w2, WEIGHTS.b2, a1);
+  const a2 = relu(z2);
+  const z3 = affine(WEIGHTS.w3, WEIGHTS.b3, a2)[0];
+  return { probability: 1 / (1 + Math.exp(-z3)), layers: { z1, a1, z2, a2, z3 } };
+}
+
+// ---- metrics ----
+const REQ_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const requests = new Map();
+const durations = new Map();
+const inference = new Map();
+const decisions = { accept: 0, reject: 0 };
+let spoofs = 0;
+
+function observe(map, key, seconds) {
+  let h = map.get(key);
+  if (!h) {
+    h = { counts: REQ_BUCKETS.map(() => 0), sum: 0, count: 0 };
+    map.set(key, h);
+  }
+  REQ_BUCKETS.forEach((le, i) => {
+    if (seconds <= le) h.counts[i] += 1;
+  });
+  h.sum += seconds;
+  h.count += 1;
+}
+
+function renderHistogram(name, label, map) {
+  let out = `# HELP ${name} Latency.\n# TYPE ${name} histogram\n`;
+  for (const [key, h] of map) {
+    REQ_BUCKETS.forEach((le, i) => {
+      out += `${name}_bucket{${label}="${key}",le="${le}"} ${h.counts[i]}\n`;
+    });
+    out += `${name}_bucket{${label}="${key}",le="+Inf"} ${h.count}\n`;
+    out += `${name}_sum{${label}="${key}"} ${h.sum}\n${name}_count{${label}="${key}"} ${h.count}\n`;
+  }
+  return out;
+}
+
+function renderMetrics() {
+  let out = "# HELP facekey_http_requests_total HTTP requests by route, method and status.\n";
+  out += "# TYPE facekey_http_requests_total counter\n";
+  for (const [key, n] of requests) {
+    const [route, method, status] = key.split(" ");
+    out += `facekey_http_requests_total{method="${method}",route="${route}",status="${status}"} ${n}\n`;
+  }
+  out += renderHistogram("facekey_http_request_duration_seconds", "route", durations);
+  out += renderHistogram("facekey_inference_duration_seconds", "model", inference);
+  out += "# HELP facekey_decisions_total Authentication decisions by outcome.\n# TYPE facekey_decisions_total counter\n";
+  out += `facekey_decisions_total{outcome="accept"} ${decisions.accept}\nfacekey_decisions_total{outcome="reject"} ${decisions.reject}\n`;
+  out += "# HELP facekey_spoof_detected_total Spoofs.\n# TYPE facekey_spoof_detected_total counter\n";
+  out += `facekey_spoof_detected_total ${spoofs}\n`;
+  return out;
+}
+
+// ---- helpers ----
+class HttpError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function readBody(req, limit = 5 * 1024 * 1024) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > limit) throw new HttpError(413, "payload_too_large", "request body exceeds 5 MB");
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function parseMultipart(body, contentType) {
+  const m = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType ?? "");
+  if (!m) throw new HttpError(415, "unsupported_media_type", "expected multipart/form-data");
+  const boundary = Buffer.from(`--${m[1] ?? m[2]}`);
+  const parts = {};
+  let start = body.indexOf(boundary);
+  while (start >= 0) {
+    const next = body.indexOf(boundary, start + boundary.length);
+    if (next < 0) break;
+    const part = body.subarray(start + boundary.length + 2, next - 2);
+    const split = part.indexOf("\r\n\r\n");
+    const head = part.subarray(0, split).toString();
+    const name = /name="([^"]*)"/.exec(head)?.[1];
+    if (name) parts[name] = part.subarray(split + 4);
+    start = next;
+  }
+  return parts;
+}
+
+function imageSize(buf) {
+  if (buf.length > 24 && buf.readUInt32BE(0) === 0x89504e47) {
+    return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+  }
+  if (buf[0] === 0xff && buf[1] === 0xd8) {
+    let i = 2;
+    while (i + 9 < buf.length) {
+      if (buf[i] !== 0xff) {
+        i += 1;
+        continue;
+      }
+      const marker = buf[i + 1];
+      const len = buf.readUInt16BE(i + 2);
+      if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+        return { width: buf.readUInt16BE(i + 7), height: buf.readUInt16BE(i + 5) };
+      }
+      i += 2 + len;
+    }
+  }
+  throw new HttpError(422, "invalid_image", "the image is not a PNG or JPEG this mock can read");
+}
+
+function requireImage(parts) {
+  const image = parts.image;
+  if (!image || image.length === 0) throw new HttpError(422, "missing_image", "multipart field `image` is required");
+  return imageSize(image);
+}
+
+const subjects = new Map();
+
+function subjectJson(s) {
+  return { id: s.id, name: s.name, faces: s.faces, created_at: s.created_at };
+}
+
+async function api(req, url) {
+  const path = url.pathname;
+  const method = req.method;
+  if (path === "/healthz") return { route: path, body: { status: "ok" } };
+  if (path === "/readyz") return { route: path, body: { status: "ready" } };
+  if (path === "/openapi.json") return { route: path, body: { openapi: "3.1.0", info: { title: "FaceKey (mock)", version: "0" }, paths: {} } };
+  if (path === "/docs") return { route: path, html: "<!doctype html><title>FaceKey API</title><h1>FaceKey API (mock)</h1><a href='openapi.json'>openapi.json</a>" };
+  if (path === "/metrics") return { route: path, text: renderMetrics() };
+  if (path === "/v1/score" && method === "POST") {
+    const body = JSON.parse((await readBody(req)).toString() || "null");
+    const x = body?.features;
+    if (!Array.isArray(x) || x.length !== 3 || !x.every((v) => typeof v === "number" && Number.isFinite(v))) {
+      throw new HttpError(422, "invalid_features", "features must hold exactly 3 numbers [match_similarity, liveness, quality]");
+    }
+    const t0 = performance.now();
+    const f = forward(x);
+    observe(inference, "fusion", (performance.now() - t0) / 1000);
+    const decision = f.probability >= THRESHOLD ? "accept" : "reject";
+    decisions[decision] += 1;
+    return {
+      route: path,
+      body: { probability: f.probability, decision, threshold: THRESHOLD, weights: "reference", ...(body.include_layers ? { layers: f.layers } : {}) },
+    };
+  }
+  if (path === "/v1/subjects" && method === "GET") {
+    return { route: path, body: { subjects: [...subjects.values()].map(subjectJson) } };
+  }
+  if (path === "/v1/subjects" && method === "POST") {
+    const body = JSON.parse((await readBody(req)).toString() || "null");
+    const name = typeof body?.name === "string" ? body.name.trim() : "";
+    if (!name) throw new HttpError(422, "invalid_request", "name must be a non-empty string");
+    const s = { id: randomUUID(), name, faces: 0, created_at: new Date().toISOString() };
+    subjects.set(s.id, s);
+    return { route: path, status: 201, body: subjectJson(s) };
+  }
+  let m = /^\/v1\/subjects\/([^/]+)(\/faces)?$/.exec(path);
+  if (m) {
+    const route = m[2] ? "/v1/subjects/{id}/faces" : "/v1/subjects/{id}";
+    const s = subjects.get(decodeURIComponent(m[1]));
+    if (!s) throw Object.assign(new HttpError(404, "subject_not_found", `no subject ${m[1]}`), { route });
+    if (!m[2] && method === "GET") return { route, body: subjectJson(s) };
+    if (!m[2] && method === "DELETE") {
+      subjects.delete(s.id);
+      return { route, status: 204 };
+    }
+    if (m[2] && method === "POST") {
+      requireImage(parseMultipart(await readBody(req), req.headers["content-type"]));
+      s.faces += 1;
+      return { route, status: 201, body: { subject_id: s.id, face_id: randomUUID(), faces: s.faces } };
+    }
+  }
+  if (path === "/v1/verify" && method === "POST") {
+    const t0 = performance.now();
+    const parts = parseMultipart(await readBody(req), req.headers["content-type"]);
+    const id = parts.subject?.toString();
+    const s = id ? subjects.get(id) : undefined;
+    if (!s) throw Object.assign(new HttpError(404, "subject_not_found", `no subject ${id ?? "(missing field subject)"}`), { route: path });
+    if (s.faces === 0) throw Object.assign(new HttpError(409, "no_faces", `${s.name} has no enrolled face`), { route: path });
+    const { width, height } = requireImage(parts);
+    const bw = Math.round(Math.min(width, height) * 0.4);
+    const box = { x: Math.round(width / 2 - bw / 2), y: Math.round(height / 2 - bw * 0.6), width: bw, height: Math.round(bw * 1.2) };
+    const lm = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
+    const match = { distance: 0.31, similarity: 0.84, threshold: 0.6, decision: "accept" };
+    const liveness = { score: 0.93, decision: "accept", threshold: 0.5, models: { dtn: 0.91, minifas: 0.95 } };
+    const quality = { score: 0.8, size: 0.9, sharpness: 0.7, pose: 0.85, exposure: 0.9 };
+    const features = [match.similarity, liveness.score, quality.score];
+    const f = forward(features);
+    const decision = f.probability >= THRESHOLD ? "accept" : "reject";
+    decisions[decision] += 1;
+    for (const [model, ms] of [["mtcnn", 30], ["dlib", 7], ["dtn", 110], ["fusion", 0.01]]) observe(inference, model, ms / 1000);
+    const total = performance.now() - t0;
+    return {
+      route: path,
+      body: {
+        subject: s.id,
+        face: { box, landmarks: [lm(0.3, 0.4), lm(0.7, 0.4), lm(0.5, 0.6), lm(0.35, 0.8), lm(0.65, 0.8)], confidence: 0.99 },
+        match,
+        liveness,
+        quality,
+        features,
+        probability: f.probability,
+        decision,
+        threshold: THRESHOLD,
+        layers: f.layers,
+        timings_ms: { decode: 3.2, detect: 31.5, align: 0.8, embed: 7.4, liveness: 112.3, quality: 0.9, fusion: 0.02, total: 156.1 + total },
+      },
+    };
+  }
+  return undefined;
+}
+
+const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json" };
+
+async function staticFile(path) {
+  const rel = normalize(path === "/" ? "/index.html" : path).replace(/^(\.\.[/\\])+/, "");
+  const file = join(DIST, rel);
+  if (!file.startsWith(DIST)) return undefined;
+  try {
+    if (!(await stat(file)).isFile()) return undefined;
+    return { type: TYPES[extname(file)] ?? "application/octet-stream", data: await readFile(file) };
+  } catch {
+    return undefined;
+  }
+}
+
+const server = createServer(async (req, res) => {
+  const t0 = performance.now();
+  const url = new URL(req.url ?? "/", "http://localhost");
+  let route = "unmatched";
+  let status = 200;
+  try {
+    const out = await api(req, url);
+    if (out) {
+      route = out.route;
+      status = out.status ?? 200;
+      if (out.text !== undefined) {
+        res.writeHead(status, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(out.text);
+      } else if (out.html !== undefined) {
+        res.writeHead(status, { "content-type": "text/html; charset=utf-8" }).end(out.html);
+      } else if (out.body === undefined) {
+        res.writeHead(status).end();
+      } else {
+        res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(out.body));
+      }
+    } else if (req.method === "GET" && (await staticFile(url.pathname))) {
+      route = "/";
+      const file = await staticFile(url.pathname);
+      res.writeHead(200, { "content-type": file.type }).end(file.data);
+    } else {
+      throw new HttpError(404, "not_found", `no route for ${req.method} ${url.pathname}`);
+    }
+  } catch (e) {
+    const err = e instanceof HttpError ? e : new HttpError(e instanceof SyntaxError ? 400 : 500, e instanceof SyntaxError ? "invalid_json" : "internal", e.message);
+    route = e.route ?? route;
+    status = err.status;
+    res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: err.code, message: err.message } }));
+  }
+  const key = `${route} ${req.method} ${status}`;
+  requests.set(key, (requests.get(key) ?? 0) + 1);
+  observe(durations, route, (performance.now() - t0) / 1000);
+});
+
+server.listen(PORT, "127.0.0.1", () => {
+  console.log(`mock facekey-runtime on http://127.0.0.1:${server.address().port} serving ${DIST}`);
+});

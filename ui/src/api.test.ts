@@ -1,0 +1,138 @@
+import { describe, expect, it } from "vitest";
+import { ApiError, apiUrl, errorFromBody, parseBox, parseScore, parseSubjects, parseVerify } from "./api";
+
+const VERIFY = {
+  subject: "s1",
+  face: {
+    box: { x: 10, y: 20, width: 100, height: 120 },
+    landmarks: [
+      [40, 60],
+      [80, 60],
+      [60, 85],
+      [45, 110],
+      [75, 110],
+    ],
+    confidence: 0.99,
+  },
+  match: { distance: 0.31, similarity: 0.84, threshold: 0.6, decision: "accept" },
+  liveness: { score: 0.93, decision: "accept", threshold: 0.5, models: { dtn: 0.91, minifas: 0.95 } },
+  quality: { score: 0.8, size: 0.9, sharpness: 0.7, pose: 0.85, exposure: 0.9 },
+  features: [0.84, 0.93, 0.8],
+  probability: 0.88,
+  decision: "accept",
+  threshold: 0.5,
+  layers: { z1: [0.8, -1.2, 0.4, 2.0], a1: [0.8, 0, 0.4, 2.0], z2: [1.1, -0.3, 0.5], a2: [1.1, 0, 0.5], z3: 1.2 },
+  timings_ms: { decode: 3, detect: 30, align: 1, embed: 7, liveness: 110, quality: 1, fusion: 0.01, total: 152 },
+};
+
+describe("parseVerify", () => {
+  it("reads the documented shape", () => {
+    const v = parseVerify(VERIFY);
+    expect(v.subject).toBe("s1");
+    expect(v.face?.box).toEqual({ x: 10, y: 20, width: 100, height: 120 });
+    expect(v.face?.landmarks).toHaveLength(5);
+    expect(v.face?.confidence).toBe(0.99);
+    expect(v.match).toEqual({ distance: 0.31, similarity: 0.84, threshold: 0.6, decision: "accept" });
+    expect(v.liveness.models).toEqual([
+      ["dtn", 0.91],
+      ["minifas", 0.95],
+    ]);
+    expect(v.quality.score).toBe(0.8);
+    expect(v.quality.parts.map(([k]) => k)).toEqual(["size", "sharpness", "pose", "exposure"]);
+    expect(v.features).toEqual([0.84, 0.93, 0.8]);
+    expect(v.decision).toBe("accept");
+    expect(v.layers?.z3).toBe(1.2);
+    expect(v.timings.map(([k]) => k)).toEqual(["decode", "detect", "align", "embed", "liveness", "quality", "fusion"]);
+    expect(v.totalMs).toBe(152);
+  });
+
+  it("tolerates a sparse answer and alternative names", () => {
+    const v = parseVerify({
+      subject_id: "s2",
+      faces: [{ box: [1, 2, 11, 22], landmarks: [{ x: 1, y: 2 }, "bad"], score: 0.5 }],
+      liveness: { score: 0.1, live: false },
+      timings: { detect: 12 },
+      decision: "maybe",
+      layers: { z1: [1] },
+    });
+    expect(v.subject).toBe("s2");
+    expect(v.face).toEqual({ box: { x: 1, y: 2, width: 10, height: 20 }, landmarks: [[1, 2]], confidence: 0.5 });
+    expect(v.liveness.decision).toBe("reject");
+    expect(v.match).toEqual({});
+    expect(v.quality).toEqual({ score: undefined, parts: [] });
+    expect(v.decision).toBeUndefined();
+    expect(v.layers).toBeUndefined();
+    expect(v.timings).toEqual([["detect", 12]]);
+    expect(v.totalMs).toBeUndefined();
+  });
+
+  it("survives garbage", () => {
+    const v = parseVerify("nope");
+    expect(v.face).toBeUndefined();
+    expect(v.timings).toEqual([]);
+  });
+});
+
+describe("parseBox", () => {
+  it("accepts w/h keys and rejects partial boxes", () => {
+    expect(parseBox({ x: 1, y: 2, w: 3, h: 4 })).toEqual({ x: 1, y: 2, width: 3, height: 4 });
+    expect(parseBox({ x: 1, y: 2 })).toBeUndefined();
+  });
+});
+
+describe("parseScore", () => {
+  it("reads the score answer with layers", () => {
+    const s = parseScore({
+      probability: 0.7685,
+      decision: "accept",
+      threshold: 0.5,
+      weights: "reference",
+      layers: VERIFY.layers,
+    });
+    expect(s.probability).toBe(0.7685);
+    expect(s.weightsName).toBe("reference");
+    expect(s.weights).toBeUndefined();
+    expect(s.layers?.a1).toEqual([0.8, 0, 0.4, 2.0]);
+  });
+
+  it("requires a probability", () => {
+    expect(() => parseScore({ decision: "accept" })).toThrow(ApiError);
+  });
+});
+
+describe("parseSubjects", () => {
+  it("reads the list and skips entries without an id", () => {
+    const list = parseSubjects({
+      subjects: [{ id: "a", name: "Ann", faces: 2, created_at: "2024-01-01T00:00:00Z" }, { name: "x" }, { id: "b" }],
+    });
+    expect(list).toEqual([
+      { id: "a", name: "Ann", faces: 2, created_at: "2024-01-01T00:00:00Z" },
+      { id: "b", name: "b", faces: 0, created_at: undefined },
+    ]);
+    expect(parseSubjects([{ id: "c", name: "C", faces: 1 }])).toHaveLength(1);
+    expect(parseSubjects(null)).toEqual([]);
+  });
+});
+
+describe("errorFromBody", () => {
+  it("reads the JSON error body", () => {
+    const e = errorFromBody(422, '{"error":{"code":"invalid_features","message":"features must hold 3 numbers"}}');
+    expect(e).toBeInstanceOf(ApiError);
+    expect(e.status).toBe(422);
+    expect(e.code).toBe("invalid_features");
+    expect(e.message).toBe("features must hold 3 numbers");
+  });
+
+  it("falls back to the text of a non-JSON body", () => {
+    const e = errorFromBody(502, "Bad Gateway\n");
+    expect(e.code).toBe("http_502");
+    expect(e.message).toBe("Bad Gateway");
+    expect(errorFromBody(500, "").message).toBe("HTTP 500");
+  });
+});
+
+describe("apiUrl", () => {
+  it("makes paths relative to the page", () => {
+    expect(apiUrl("/v1/score")).toBe("v1/score");
+  });
+});

@@ -1,0 +1,353 @@
+/**
+ * The runtime's HTTP API as the UI uses it: every request, every response type, and the
+ * normalisers that turn loosely shaped JSON into these types. Field names live here only, so
+ * a renamed field is a one-file change. Paths are relative so the UI works wherever the
+ * runtime serves it.
+ */
+
+import { type FusionWeights, type Layers, parseLayers, parseWeights } from "./lib/mlp";
+
+export type Decision = "accept" | "reject";
+
+/** A failed request: the runtime's `{"error":{"code","message"}}`, or a network failure (status 0). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+export interface Subject {
+  id: string;
+  name: string;
+  faces: number;
+  created_at?: string;
+}
+
+export interface AddedFace {
+  subject_id: string;
+  face_id: string;
+  faces: number;
+}
+
+export interface Box {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+export type Point = readonly [number, number];
+
+export const LANDMARK_NAMES = ["left eye", "right eye", "nose", "left mouth", "right mouth"] as const;
+
+export interface Face {
+  box: Box;
+  /** Up to five points in image pixels, in the order of [`LANDMARK_NAMES`]. */
+  landmarks: Point[];
+  confidence?: number;
+}
+
+export interface Check {
+  score?: number;
+  threshold?: number;
+  decision?: Decision;
+}
+
+export interface MatchResult extends Check {
+  distance?: number;
+  similarity?: number;
+}
+
+export interface LivenessResult extends Check {
+  /** Per-model spoof scores, e.g. `{dtn: 0.91, minifas: 0.95}`. */
+  models: [string, number][];
+}
+
+export interface QualityResult {
+  score?: number;
+  /** Sub-scores such as size, sharpness, pose, exposure, in the server's order. */
+  parts: [string, number][];
+}
+
+export interface VerifyResult {
+  subject?: string;
+  face?: Face;
+  match: MatchResult;
+  liveness: LivenessResult;
+  quality: QualityResult;
+  features?: [number, number, number];
+  probability?: number;
+  decision?: Decision;
+  threshold?: number;
+  layers?: Layers;
+  /** Stage timings in milliseconds, in pipeline order, without the total. */
+  timings: [string, number][];
+  totalMs?: number;
+}
+
+export interface ScoreResult {
+  probability: number;
+  decision?: Decision;
+  threshold?: number;
+  /** Name of the weights file that scored it, when the server gives one. */
+  weightsName?: string;
+  /** Weight matrices, when the server returns them. */
+  weights?: FusionWeights;
+  layers?: Layers;
+}
+
+export interface Health {
+  ok: boolean;
+  httpStatus: number;
+  status: string;
+  reason?: string;
+}
+
+type Json = Record<string, unknown>;
+
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
+const obj = (v: unknown): Json => (isObject(v) ? v : {});
+
+function decision(v: unknown, live?: unknown): Decision | undefined {
+  if (v === "accept" || v === "reject") return v;
+  if (typeof live === "boolean") return live ? "accept" : "reject";
+  return undefined;
+}
+
+/** Numeric entries of an object, in key order, leaving out `skip`. */
+function numericEntries(v: unknown, skip: readonly string[] = []): [string, number][] {
+  return Object.entries(obj(v)).flatMap(([k, x]) => {
+    const n = num(x);
+    return n === undefined || skip.includes(k) ? [] : [[k, n] as [string, number]];
+  });
+}
+
+function point(v: unknown): Point | undefined {
+  if (Array.isArray(v)) {
+    const [x, y] = v.map(num);
+    return x !== undefined && y !== undefined ? [x, y] : undefined;
+  }
+  const o = obj(v);
+  const x = num(o.x);
+  const y = num(o.y);
+  return x !== undefined && y !== undefined ? [x, y] : undefined;
+}
+
+/** A box as `{x,y,width,height}`, `{x,y,w,h}` or `[x1,y1,x2,y2]`. */
+export function parseBox(v: unknown): Box | undefined {
+  if (Array.isArray(v) && v.length === 4) {
+    const [x1, y1, x2, y2] = v.map(num);
+    if (x1 === undefined || y1 === undefined || x2 === undefined || y2 === undefined) return undefined;
+    return { x: x1, y: y1, width: x2 - x1, height: y2 - y1 };
+  }
+  const o = obj(v);
+  const x = num(o.x);
+  const y = num(o.y);
+  const width = num(o.width ?? o.w);
+  const height = num(o.height ?? o.h);
+  if (x === undefined || y === undefined || width === undefined || height === undefined) return undefined;
+  return { x, y, width, height };
+}
+
+function parseFace(v: unknown): Face | undefined {
+  const o = obj(v);
+  const box = parseBox(o.box);
+  if (!box) return undefined;
+  const landmarks = (Array.isArray(o.landmarks) ? o.landmarks : []).flatMap((p) => {
+    const q = point(p);
+    return q ? [q] : [];
+  });
+  return { box, landmarks, confidence: num(o.confidence ?? o.score) };
+}
+
+function parseFeatures(v: unknown): [number, number, number] | undefined {
+  if (!Array.isArray(v) || v.length !== 3) return undefined;
+  const [a, b, c] = v.map(num);
+  return a !== undefined && b !== undefined && c !== undefined ? [a, b, c] : undefined;
+}
+
+/** Normalise a `POST /v1/verify` answer; missing parts stay undefined or empty. */
+export function parseVerify(raw: unknown): VerifyResult {
+  const r = obj(raw);
+  const m = obj(r.match);
+  const l = obj(r.liveness);
+  const q = obj(r.quality);
+  const timingsRaw = r.timings_ms ?? r.timings;
+  const timings = numericEntries(timingsRaw, ["total"]);
+  const faceRaw = r.face ?? (Array.isArray(r.faces) ? r.faces[0] : undefined);
+  return {
+    subject: str(r.subject) ?? str(r.subject_id),
+    face: parseFace(faceRaw),
+    match: {
+      distance: num(m.distance),
+      similarity: num(m.similarity),
+      threshold: num(m.threshold),
+      decision: decision(m.decision),
+    },
+    liveness: {
+      score: num(l.score),
+      threshold: num(l.threshold),
+      decision: decision(l.decision, l.live),
+      models: numericEntries(l.models),
+    },
+    quality: { score: num(q.score), parts: numericEntries(q, ["score"]) },
+    features: parseFeatures(r.features),
+    probability: num(r.probability),
+    decision: decision(r.decision),
+    threshold: num(r.threshold),
+    layers: parseLayers(r.layers),
+    timings,
+    totalMs: num(obj(timingsRaw).total),
+  };
+}
+
+/** Normalise a `POST /v1/score` answer (single feature vector). */
+export function parseScore(raw: unknown): ScoreResult {
+  const r = obj(raw);
+  const probability = num(r.probability);
+  if (probability === undefined) {
+    throw new ApiError(200, "bad_response", "the score answer has no numeric probability");
+  }
+  return {
+    probability,
+    decision: decision(r.decision),
+    threshold: num(r.threshold),
+    weightsName: str(r.weights) ?? str(obj(r.weights).name),
+    weights: parseWeights(r.weights),
+    layers: parseLayers(r.layers),
+  };
+}
+
+function parseSubject(v: unknown): Subject | undefined {
+  const o = obj(v);
+  const id = str(o.id);
+  if (id === undefined) return undefined;
+  return { id, name: str(o.name) ?? id, faces: num(o.faces) ?? 0, created_at: str(o.created_at) };
+}
+
+/** Normalise `GET /v1/subjects` (`{"subjects":[...]}` or a bare array). */
+export function parseSubjects(raw: unknown): Subject[] {
+  const list = Array.isArray(raw) ? raw : obj(raw).subjects;
+  return (Array.isArray(list) ? list : []).flatMap((s) => {
+    const subject = parseSubject(s);
+    return subject ? [subject] : [];
+  });
+}
+
+/** The error a failed response carries, from its JSON body when it has one. */
+export function errorFromBody(status: number, body: string): ApiError {
+  try {
+    const e = obj(obj(JSON.parse(body)).error);
+    const code = str(e.code);
+    const message = str(e.message);
+    if (code || message) return new ApiError(status, code ?? `http_${status}`, message ?? "");
+  } catch {
+    // Not JSON: fall through to the plain text.
+  }
+  const text = body.trim().slice(0, 300);
+  return new ApiError(status, `http_${status}`, text || `HTTP ${status}`);
+}
+
+/** Resolve an API path against the page, so a UI served under a prefix still works. */
+export const apiUrl = (path: string): string => path.replace(/^\//, "");
+
+async function send(path: string, init?: RequestInit): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(apiUrl(path), init);
+  } catch (e) {
+    if (e instanceof DOMException && e.name === "AbortError") throw e;
+    throw new ApiError(0, "network", `cannot reach the runtime: ${(e as Error).message}`);
+  }
+  if (!res.ok) throw errorFromBody(res.status, await res.text());
+  return res;
+}
+
+async function json(path: string, init?: RequestInit): Promise<unknown> {
+  const res = await send(path, init);
+  try {
+    return await res.json();
+  } catch {
+    throw new ApiError(res.status, "bad_response", `${path} did not answer JSON`);
+  }
+}
+
+const postJson = (body: unknown, signal?: AbortSignal): RequestInit => ({
+  method: "POST",
+  headers: { "Content-Type": "application/json" },
+  body: JSON.stringify(body),
+  signal,
+});
+
+/** `GET /v1/subjects` */
+export async function listSubjects(signal?: AbortSignal): Promise<Subject[]> {
+  return parseSubjects(await json("/v1/subjects", { signal }));
+}
+
+/** `POST /v1/subjects {"name"}` */
+export async function createSubject(name: string): Promise<Subject> {
+  const subject = parseSubject(await json("/v1/subjects", postJson({ name })));
+  if (!subject) throw new ApiError(201, "bad_response", "the new subject has no id");
+  return subject;
+}
+
+/** `POST /v1/subjects/{id}/faces` with multipart field `image`. */
+export async function addFace(subjectId: string, image: Blob, filename: string): Promise<AddedFace> {
+  const form = new FormData();
+  form.append("image", image, filename);
+  const r = obj(await json(`/v1/subjects/${encodeURIComponent(subjectId)}/faces`, { method: "POST", body: form }));
+  return { subject_id: str(r.subject_id) ?? subjectId, face_id: str(r.face_id) ?? "", faces: num(r.faces) ?? 0 };
+}
+
+/** `DELETE /v1/subjects/{id}` */
+export async function deleteSubject(subjectId: string): Promise<void> {
+  await send(`/v1/subjects/${encodeURIComponent(subjectId)}`, { method: "DELETE" });
+}
+
+/** `POST /v1/verify` with multipart fields `subject` and `image`. */
+export async function verify(subjectId: string, image: Blob, filename: string, signal?: AbortSignal): Promise<VerifyResult> {
+  const form = new FormData();
+  form.append("subject", subjectId);
+  form.append("image", image, filename);
+  return parseVerify(await json("/v1/verify", { method: "POST", body: form, signal }));
+}
+
+/** `POST /v1/score {"features","include_layers":true}` */
+export async function score(features: readonly number[], signal?: AbortSignal): Promise<ScoreResult> {
+  return parseScore(await json("/v1/score", postJson({ features, include_layers: true }, signal)));
+}
+
+/** `GET /healthz` or `GET /readyz`: never throws; a failure is a not-ok health. */
+export async function health(path: "/healthz" | "/readyz", signal?: AbortSignal): Promise<Health> {
+  try {
+    const res = await fetch(apiUrl(path), { signal, cache: "no-store" });
+    let body: Json = {};
+    try {
+      body = obj(await res.json());
+    } catch {
+      body = {};
+    }
+    return {
+      ok: res.ok,
+      httpStatus: res.status,
+      status: str(body.status) ?? (res.ok ? "ok" : `HTTP ${res.status}`),
+      reason: str(body.reason) ?? str(obj(body.error).message),
+    };
+  } catch (e) {
+    if (e instanceof DOMException && e.name === "AbortError") throw e;
+    return { ok: false, httpStatus: 0, status: "unreachable", reason: (e as Error).message };
+  }
+}
+
+/** `GET /metrics` as text. */
+export async function metricsText(signal?: AbortSignal): Promise<string> {
+  const res = await send("/metrics", { signal, cache: "no-store" });
+  return res.text();
+}

@@ -1,0 +1,67 @@
+import { useEffect, useRef, useState } from "react";
+
+function cameraError(e: unknown): string {
+  if (e instanceof DOMException) {
+    if (e.name === "NotAllowedError") return "Camera permission was denied.";
+    if (e.name === "NotFoundError") return "No camera found.";
+    if (e.name === "NotReadableError") return "The camera is in use by another program.";
+  }
+  return `Cannot start the camera: ${(e as Error).message ?? String(e)}`;
+}
+
+/** A live camera preview with a button that captures the current frame as a JPEG blob. */
+export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
+  const video = useRef<HTMLVideoElement>(null);
+  const [error, setError] = useState<string>();
+  const [ready, setReady] = useState(false);
+
+  const supported = typeof navigator.mediaDevices?.getUserMedia === "function";
+
+  useEffect(() => {
+    if (!supported) return undefined;
+    let stream: MediaStream | undefined;
+    let cancelled = false;
+    navigator.mediaDevices
+      .getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false })
+      .then((s) => {
+        if (cancelled) {
+          s.getTracks().forEach((t) => t.stop());
+          return;
+        }
+        stream = s;
+        if (video.current) video.current.srcObject = s;
+      })
+      .catch((e: unknown) => setError(cameraError(e)));
+    return () => {
+      cancelled = true;
+      stream?.getTracks().forEach((t) => t.stop());
+    };
+  }, [supported]);
+
+  const capture = () => {
+    const v = video.current;
+    if (!v || v.videoWidth === 0) return;
+    const canvas = document.createElement("canvas");
+    canvas.width = v.videoWidth;
+    canvas.height = v.videoHeight;
+    canvas.getContext("2d")?.drawImage(v, 0, 0);
+    canvas.toBlob((blob) => (blob ? onCapture(blob) : setError("Could not encode the frame.")), "image/jpeg", 0.92);
+  };
+
+  if (!supported) {
+    return (
+      <p className="error" role="alert">
+        This browser gives no camera access here: the camera needs HTTPS or localhost.
+      </p>
+    );
+  }
+  if (error) return <p className="error" role="alert">{error}</p>;
+  return (
+    <div className="camera">
+      <video ref={video} autoPlay muted playsInline onLoadedData={() => setReady(true)} aria-label="Camera preview" />
+      <button type="button" onClick={capture} disabled={!ready} data-testid="capture">
+        Capture frame
+      </button>
+    </div>
+  );
+}

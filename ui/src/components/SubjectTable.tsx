@@ -1,0 +1,76 @@
+import { useState } from "react";
+import type { Subject } from "../api";
+import { dateTime } from "../lib/format";
+
+interface SubjectTableProps {
+  subjects: Subject[];
+  selected: string | undefined;
+  onSelect: (id: string) => void;
+  onDelete: (subject: Subject) => void;
+  busy: boolean;
+}
+
+/** Enrolled subjects with selection for adding faces and a two-step delete. */
+export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: SubjectTableProps) {
+  const [confirming, setConfirming] = useState<string>();
+  if (subjects.length === 0) return <p className="placeholder">No subjects enrolled yet.</p>;
+  return (
+    <table className="subjects" data-testid="subjects">
+      <thead>
+        <tr>
+          <th scope="col">Name</th>
+          <th scope="col">Id</th>
+          <th scope="col" className="num">
+            Faces
+          </th>
+          <th scope="col">Created</th>
+          <th scope="col">
+            <span className="sr-only">Actions</span>
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {subjects.map((s) => (
+          <tr key={s.id} className={s.id === selected ? "selected" : undefined} data-testid="subject-row" data-name={s.name}>
+            <td>
+              <button type="button" className="link" onClick={() => onSelect(s.id)} aria-pressed={s.id === selected}>
+                {s.name}
+              </button>
+            </td>
+            <td>
+              <code className="id">{s.id}</code>
+            </td>
+            <td className="num" data-testid="subject-faces">
+              {s.faces}
+            </td>
+            <td>{dateTime(s.created_at)}</td>
+            <td className="actions">
+              {confirming === s.id ? (
+                <>
+                  <button
+                    type="button"
+                    className="danger"
+                    disabled={busy}
+                    onClick={() => {
+                      setConfirming(undefined);
+                      onDelete(s);
+                    }}
+                  >
+                    Delete {s.name}
+                  </button>
+                  <button type="button" className="secondary" onClick={() => setConfirming(undefined)}>
+                    Keep
+                  </button>
+                </>
+              ) : (
+                <button type="button" className="secondary" disabled={busy} onClick={() => setConfirming(s.id)}>
+                  Delete…
+                </button>
+              )}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}

@@ -1,0 +1,87 @@
+import type { VerifyResult } from "../api";
+import { fixed, percent } from "../lib/format";
+import { FEATURE_NAMES } from "../lib/mlp";
+import { DecisionBadge, Meter } from "./Meter";
+import { NetworkView } from "./NetworkView";
+import { TimingsChart } from "./TimingsChart";
+
+function Section({ title, children, decision }: { title: string; children: React.ReactNode; decision?: VerifyResult["decision"] }) {
+  return (
+    <section className="card">
+      <h3>
+        {title}
+        {decision ? <DecisionBadge decision={decision} /> : null}
+      </h3>
+      {children}
+    </section>
+  );
+}
+
+/** Every part of a verification answer: decision, match, liveness, quality, fusion, timings. */
+export function VerifyResultView({ result }: { result: VerifyResult }) {
+  const { match, liveness, quality } = result;
+  return (
+    <div className="result" data-testid="verify-result">
+      <div className={`verdict verdict-${result.decision ?? "none"}`}>
+        <DecisionBadge decision={result.decision} testId="verify-decision" />
+        <span className="verdict-p">
+          probability <strong data-testid="verify-probability">{fixed(result.probability, 4)}</strong>
+          {result.threshold !== undefined ? <span className="muted"> (accept at ≥ {fixed(result.threshold)})</span> : null}
+        </span>
+      </div>
+      <div className="grid2">
+        <Section title="Match" decision={match.decision}>
+          <Meter label="similarity" value={match.similarity} min={-1} max={1} />
+          <Meter label="distance" value={match.distance} threshold={match.threshold} max={1.2} lowerIsBetter />
+        </Section>
+        <Section title="Liveness" decision={liveness.decision}>
+          <Meter label="live score" value={liveness.score} threshold={liveness.threshold} />
+          {liveness.models.map(([model, value]) => (
+            <Meter key={model} label={model} value={value} />
+          ))}
+        </Section>
+        <Section title="Quality">
+          <Meter label="overall" value={quality.score} />
+          {quality.parts.map(([part, value]) => (
+            <Meter key={part} label={part} value={value} />
+          ))}
+        </Section>
+        <Section title="Timings">
+          <TimingsChart timings={result.timings} totalMs={result.totalMs} />
+        </Section>
+      </div>
+      <Section title="Score fusion" decision={result.decision}>
+        {result.features ? (
+          <table className="features">
+            <thead>
+              <tr>
+                {result.features.map((_, i) => (
+                  <th key={i} scope="col">
+                    x{i + 1} {FEATURE_NAMES[i]}
+                  </th>
+                ))}
+                <th scope="col">probability</th>
+              </tr>
+            </thead>
+            <tbody>
+              <tr>
+                {result.features.map((v, i) => (
+                  <td key={i} className="num">
+                    {fixed(v, 3)}
+                  </td>
+                ))}
+                <td className="num">{percent(result.probability)}</td>
+              </tr>
+            </tbody>
+          </table>
+        ) : (
+          <p className="muted">The answer has no feature vector.</p>
+        )}
+        <Meter label="probability" value={result.probability} threshold={result.threshold} />
+        {result.features && result.layers ? (
+          <NetworkView features={result.features} layers={result.layers} title="Forward pass of this verification" />
+        ) : null}
+      </Section>
+    </div>
+  );
+}

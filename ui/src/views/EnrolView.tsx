@@ -1,0 +1,128 @@
+import { useId, useState } from "react";
+import { type Subject, addFace, createSubject, deleteSubject } from "../api";
+import { ErrorBox } from "../components/ErrorBox";
+import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
+import { SubjectTable } from "../components/SubjectTable";
+import { useSubjects } from "../hooks/useSubjects";
+
+/** Enrolment: create subjects, add face images to them, list and delete them. */
+export function EnrolView() {
+  const { subjects, error: listError, reload } = useSubjects();
+  const [name, setName] = useState("");
+  const [selected, setSelected] = useState<string>();
+  const [image, setImage] = useState<PickedImage>();
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  const [status, setStatus] = useState("");
+  const nameId = useId();
+  useRevokeOnChange(image);
+
+  const target = subjects?.find((s) => s.id === selected);
+
+  const run = async (action: () => Promise<string>) => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      setStatus(await action());
+      reload();
+    } catch (e) {
+      setError(e);
+      setStatus("");
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const create = (e: React.FormEvent) => {
+    e.preventDefault();
+    const trimmed = name.trim();
+    if (!trimmed) return;
+    void run(async () => {
+      const subject = await createSubject(trimmed);
+      setSelected(subject.id);
+      setName("");
+      return `Created ${subject.name} (${subject.id}). Add a face image next.`;
+    });
+  };
+
+  const add = (e: React.FormEvent) => {
+    e.preventDefault();
+    if (!target || !image) return;
+    void run(async () => {
+      const added = await addFace(target.id, image.blob, image.filename);
+      setImage(undefined);
+      return `Added face ${added.face_id} to ${target.name}: ${added.faces} face${added.faces === 1 ? "" : "s"} enrolled.`;
+    });
+  };
+
+  const remove = (subject: Subject) =>
+    void run(async () => {
+      await deleteSubject(subject.id);
+      if (selected === subject.id) setSelected(undefined);
+      return `Deleted ${subject.name}.`;
+    });
+
+  return (
+    <div className="view enrol">
+      <h2>Enrol subjects</h2>
+      <p className="lead">A subject is a person; each face image added becomes part of their template (embeddings only, never the image).</p>
+      <div className="columns">
+        <div className="stack">
+          <form className="card" onSubmit={create}>
+            <h3>New subject</h3>
+            <div className="field">
+              <label htmlFor={nameId}>Name</label>
+              <div className="row">
+                <input
+                  id={nameId}
+                  value={name}
+                  onChange={(e) => setName(e.currentTarget.value)}
+                  placeholder="e.g. Eileen Collins"
+                  autoComplete="off"
+                  maxLength={200}
+                  data-testid="subject-name"
+                />
+                <button type="submit" disabled={busy || !name.trim()} data-testid="create-subject">
+                  Create
+                </button>
+              </div>
+            </div>
+          </form>
+          <form className="card" onSubmit={add}>
+            <h3>Add a face</h3>
+            {target ? (
+              <p>
+                To <strong data-testid="face-target">{target.name}</strong> ({target.faces} face{target.faces === 1 ? "" : "s"} so far)
+              </p>
+            ) : (
+              <p className="muted">Select a subject in the list (or create one) first.</p>
+            )}
+            <ImagePicker onPick={setImage} />
+            {image ? <img className="preview" src={image.url} alt={`Face to add: ${image.filename}`} /> : null}
+            <button type="submit" disabled={busy || !target || !image} data-testid="add-face">
+              {busy ? "Working…" : "Add face"}
+            </button>
+          </form>
+        </div>
+        <section className="card">
+          <h3>
+            Enrolled
+            <button type="button" className="secondary small-button" onClick={reload}>
+              Reload
+            </button>
+          </h3>
+          <p className="status" role="status" data-testid="enrol-status">
+            {status}
+          </p>
+          <ErrorBox error={error} />
+          <ErrorBox error={listError} title="Cannot list subjects" />
+          {subjects ? (
+            <SubjectTable subjects={subjects} selected={selected} onSelect={setSelected} onDelete={remove} busy={busy} />
+          ) : (
+            <p className="placeholder">Loading…</p>
+          )}
+        </section>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,179 @@
+import { useRef, useState } from "react";
+import { type Health, health, metricsText } from "../api";
+import { ErrorBox } from "../components/ErrorBox";
+import { usePolling } from "../hooks/usePolling";
+import { count, rate, seconds } from "../lib/format";
+import { parsePrometheus } from "../lib/prom";
+import { type Scrape, type Summary, summarize } from "../lib/summary";
+
+const POLL_MS = 3000;
+
+function Stat({ label, value, sub, testId }: { label: string; value: string; sub?: string; testId?: string }) {
+  return (
+    <div className="stat">
+      <span className="stat-label">{label}</span>
+      <span className="stat-value" data-testid={testId}>
+        {value}
+      </span>
+      {sub ? <span className="muted small">{sub}</span> : null}
+    </div>
+  );
+}
+
+function Routes({ summary }: { summary: Summary }) {
+  if (summary.routes.length === 0) return <p className="placeholder">No requests recorded yet.</p>;
+  return (
+    <table className="metrics" data-testid="routes">
+      <caption className="sr-only">HTTP requests by route</caption>
+      <thead>
+        <tr>
+          <th scope="col">Route</th>
+          <th scope="col" className="num">
+            Requests
+          </th>
+          <th scope="col" className="num">
+            Rate
+          </th>
+          <th scope="col" className="num">
+            p50
+          </th>
+          <th scope="col" className="num">
+            p99
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {summary.routes.map((r) => (
+          <tr key={r.route} data-route={r.route}>
+            <th scope="row">
+              <code>{r.route || "(no route)"}</code>
+            </th>
+            <td className="num" data-testid="route-requests">
+              {count(r.requests)}
+            </td>
+            <td className="num">{rate(r.rate)}</td>
+            <td className="num">{seconds(r.p50)}</td>
+            <td className="num">{seconds(r.p99)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function Models({ summary }: { summary: Summary }) {
+  if (summary.models.length === 0) return <p className="placeholder">No model inference recorded yet.</p>;
+  return (
+    <table className="metrics" data-testid="models">
+      <caption className="sr-only">Inference latency by model</caption>
+      <thead>
+        <tr>
+          <th scope="col">Model</th>
+          <th scope="col" className="num">
+            Runs
+          </th>
+          <th scope="col" className="num">
+            Mean
+          </th>
+          <th scope="col" className="num">
+            p50
+          </th>
+          <th scope="col" className="num">
+            p99
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {summary.models.map((m) => (
+          <tr key={m.model}>
+            <th scope="row">{m.model}</th>
+            <td className="num">{count(m.count)}</td>
+            <td className="num">{seconds(m.meanSeconds)}</td>
+            <td className="num">{seconds(m.p50)}</td>
+            <td className="num">{seconds(m.p99)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+/** Live service metrics: `/metrics` polled and parsed in the browser, and `/readyz`. */
+export function MetricsView() {
+  const previous = useRef<Scrape>(undefined);
+  const [summary, setSummary] = useState<Summary>();
+  const [ready, setReady] = useState<Health>();
+  const [error, setError] = useState<unknown>();
+  const [updated, setUpdated] = useState<Date>();
+
+  usePolling(async (signal) => {
+    const [text, readiness] = await Promise.all([
+      metricsText(signal).catch((e: unknown) => {
+        if (!signal.aborted) setError(e);
+        return undefined;
+      }),
+      health("/readyz", signal),
+    ]);
+    setReady(readiness);
+    if (text === undefined) return;
+    try {
+      const current = { at: Date.now(), exposition: parsePrometheus(text) };
+      setSummary(summarize(current, previous.current));
+      previous.current = current;
+      setError(undefined);
+      setUpdated(new Date());
+    } catch (e) {
+      setError(e);
+    }
+  }, POLL_MS);
+
+  const accept = summary?.decisions.find(([k]) => k === "accept")?.[1];
+  const reject = summary?.decisions.find(([k]) => k === "reject")?.[1];
+
+  return (
+    <div className="view metrics-view">
+      <h2>Metrics</h2>
+      <p className="lead">
+        The runtime's Prometheus metrics, read from <code>/metrics</code> every {POLL_MS / 1000} s
+        {updated ? ` (last ${updated.toLocaleTimeString()})` : ""}. Rates and latency quantiles cover the interval since the
+        previous read.
+      </p>
+      <ErrorBox error={error} title="Cannot read metrics" />
+      <div className="stats">
+        <Stat
+          label="readiness"
+          value={ready ? (ready.ok ? "ready" : ready.status) : "…"}
+          sub={ready?.reason}
+          testId="metrics-ready"
+        />
+        <Stat
+          label="requests"
+          value={count(summary?.totalRequests)}
+          sub={summary?.totalRate !== undefined ? rate(summary.totalRate) : undefined}
+          testId="metrics-total"
+        />
+        <Stat label="accepted" value={count(accept)} testId="metrics-accept" />
+        <Stat label="rejected" value={count(reject)} testId="metrics-reject" />
+        <Stat label="spoofs detected" value={count(summary?.spoofs)} testId="metrics-spoofs" />
+      </div>
+      {summary ? (
+        <div className="grid2">
+          <section className="card">
+            <h3>Requests by route</h3>
+            <Routes summary={summary} />
+            {!summary.windowed ? <p className="muted small">Quantiles since start until the second read.</p> : null}
+          </section>
+          <section className="card">
+            <h3>Inference latency by model</h3>
+            <Models summary={summary} />
+            {summary.decisions.length > 2 ? (
+              <p className="muted small">
+                Other outcomes: {summary.decisions.filter(([k]) => k !== "accept" && k !== "reject").map(([k, v]) => `${k} ${count(v)}`).join(", ")}
+              </p>
+            ) : null}
+          </section>
+        </div>
+      ) : null}
+    </div>
+  );
+}

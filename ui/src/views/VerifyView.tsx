@@ -1,0 +1,102 @@
+import { useEffect, useId, useRef, useState } from "react";
+import { type VerifyResult, verify } from "../api";
+import { ErrorBox } from "../components/ErrorBox";
+import { FaceOverlay } from "../components/FaceOverlay";
+import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
+import { VerifyResultView } from "../components/VerifyResultView";
+import { useSubjects } from "../hooks/useSubjects";
+
+/** 1:1 verification: pick a subject and an image, send it, and show everything the pipeline found. */
+export function VerifyView() {
+  const { subjects, error: listError, reload } = useSubjects();
+  const [subjectId, setSubjectId] = useState("");
+  const [image, setImage] = useState<PickedImage>();
+  const [result, setResult] = useState<VerifyResult>();
+  const [error, setError] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  const inFlight = useRef<AbortController>(undefined);
+  const selectId = useId();
+  useRevokeOnChange(image);
+  useEffect(() => () => inFlight.current?.abort(), []);
+
+  const chosen = subjects?.find((s) => s.id === subjectId) ?? subjects?.[0];
+
+  const submit = async (e: React.FormEvent) => {
+    e.preventDefault();
+    if (!chosen || !image) return;
+    inFlight.current?.abort();
+    const controller = new AbortController();
+    inFlight.current = controller;
+    setBusy(true);
+    setError(undefined);
+    setResult(undefined);
+    try {
+      setResult(await verify(chosen.id, image.blob, image.filename, controller.signal));
+    } catch (err) {
+      if (!controller.signal.aborted) setError(err);
+    } finally {
+      if (!controller.signal.aborted) setBusy(false);
+    }
+  };
+
+  return (
+    <div className="view verify">
+      <h2>Verify a face</h2>
+      <p className="lead">Is this the enrolled person, and is it a live face? One image against one subject.</p>
+      <div className="columns">
+        <form className="card controls" onSubmit={submit}>
+          <div className="field">
+            <label htmlFor={selectId}>Subject</label>
+            <div className="row">
+              <select
+                id={selectId}
+                value={chosen?.id ?? ""}
+                onChange={(e) => setSubjectId(e.currentTarget.value)}
+                disabled={!subjects || subjects.length === 0}
+                data-testid="verify-subject"
+              >
+                {subjects?.length === 0 ? <option value="">no subjects enrolled</option> : null}
+                {subjects?.map((s) => (
+                  <option key={s.id} value={s.id}>
+                    {s.name} · {s.faces} face{s.faces === 1 ? "" : "s"}
+                  </option>
+                ))}
+              </select>
+              <button type="button" className="secondary" onClick={reload}>
+                Reload
+              </button>
+            </div>
+            {subjects?.length === 0 ? (
+              <p className="muted small">
+                Nobody is enrolled yet: <a href="#/enrol">enrol a subject</a> first.
+              </p>
+            ) : null}
+            <ErrorBox error={listError} title="Cannot list subjects" />
+          </div>
+          <ImagePicker
+            onPick={(img) => {
+              setImage(img);
+              setResult(undefined);
+              setError(undefined);
+            }}
+          />
+          <button type="submit" disabled={!chosen || !image || busy} data-testid="verify-submit">
+            {busy ? "Verifying…" : "Verify"}
+          </button>
+          <ErrorBox error={error} title="Verification failed" />
+          {image ? (
+            <FaceOverlay src={image.url} face={result?.face} alt={`Image to verify: ${image.filename}`} />
+          ) : (
+            <p className="placeholder">Upload an image or capture a camera frame.</p>
+          )}
+          {result?.face?.confidence !== undefined ? (
+            <p className="muted small">Face detected with confidence {result.face.confidence.toFixed(3)}.</p>
+          ) : null}
+        </form>
+        <div className="results" aria-live="polite">
+          {result ? <VerifyResultView result={result} /> : <p className="placeholder">The result appears here.</p>}
+        </div>
+      </div>
+    </div>
+  );
+}
