@@ -7,9 +7,9 @@ cd "$ROOT/ui"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-stamp=dist/.build-stamp
+stamp=node_modules/.facekey-ui-build-stamp
 newest=$(find src public index.html package-lock.json vite.config.ts -newer "$stamp" -print -quit 2>/dev/null || echo rebuild)
-if [ ! -f "$stamp" ] || [ -n "$newest" ]; then
+if [ ! -f "$stamp" ] || [ ! -f dist/index.html ] || [ -n "$newest" ]; then
   npm run build --silent
   touch "$stamp"
 fi

@@ -88,6 +88,10 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = parse_positive)]
     pub max_body_bytes: usize,
 
+    /// Largest encoded image accepted, in bytes (CompreFace and AWS Rekognition allow 5 MB).
+    #[arg(long, env = "FACEKEY_MAX_IMAGE_BYTES", default_value_t = 5 * 1024 * 1024, value_parser = parse_positive)]
+    pub max_image_bytes: usize,
+
     /// Largest number of feature rows in one `/v1/score` batch.
     #[arg(long, env = "FACEKEY_MAX_BATCH", default_value_t = 1024, value_parser = parse_positive)]
     pub max_batch: usize,

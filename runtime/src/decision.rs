@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The outcome of comparing a score with its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     /// The score reached the threshold.

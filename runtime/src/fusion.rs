@@ -143,7 +143,7 @@ pub struct FusionMlp {
 }
 
 /// Every intermediate value of one forward pass, so a UI can draw the network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Layers {
     /// First layer pre-activation, `W1 x + b1`.
     pub z1: [f64; HIDDEN1],

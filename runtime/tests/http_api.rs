@@ -515,3 +515,95 @@ async fn subjects_are_created_listed_fetched_and_deleted() {
     assert_error(got, &v, 422, "invalid_request");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn openapi_document_describes_the_served_routes() {
+    let s = Running::start(Config::for_tests()).await;
+    let doc: Value = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/v1/score", "post"),
+        ("/v1/subjects", "post"),
+        ("/v1/subjects", "get"),
+        ("/v1/subjects/{id}", "get"),
+        ("/v1/subjects/{id}", "delete"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(
+            op.is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+        // Every documented operation is really routed: it must not answer 404/405.
+        let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        let r = s
+            .client
+            .request(method.to_uppercase().parse().unwrap(), s.url(&concrete))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(
+            status != 405 && (status != 404 || body["error"]["code"] == "subject_not_found"),
+            "{method} {path}: {status} {body}"
+        );
+    }
+    let schemas = &doc["components"]["schemas"];
+    for name in [
+        "ScoreRequest",
+        "ScoreResponse",
+        "Layers",
+        "Subject",
+        "ErrorBody",
+        "Decision",
+    ] {
+        assert!(schemas[name].is_object(), "schema {name} missing");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["Decision"]["enum"],
+        json!(["accept", "reject"])
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn root_serves_an_html_page_with_security_headers() {
+    let s = Running::start(Config::for_tests()).await;
+    let r = s.client.get(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("FaceKey"), "{html}");
+    // Path traversal never escapes the bundle.
+    let r = s.client.get(s.url("/../Cargo.toml")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = s
+        .client
+        .get(s.url("/assets/..%2F..%2FCargo.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+}

@@ -3,21 +3,23 @@
 
 pub mod error;
 pub mod extract;
+pub mod health;
+pub mod image_input;
+pub mod openapi;
 pub mod score;
 pub mod subjects;
+pub mod ui;
 
 use std::any::Any;
 use std::time::Instant;
 
-use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -32,9 +34,10 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 pub fn router(state: SharedState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/score", post(score::score))
         .route("/v1/subjects", post(subjects::create).get(subjects::list))
         .route(
@@ -53,45 +56,17 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-/// `GET /healthz`: the process is up and serving.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// `GET /readyz`: 200 once every model is loaded, 503 while loading or shutting down.
-async fn readyz(State(state): State<SharedState>) -> Response {
-    match state.not_ready_reason() {
-        None => Json(json!({ "status": "ready" })).into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": reason })),
-        )
-            .into_response(),
+/// Unknown routes: a bundled UI file if one matches, else a JSON 404.
+async fn not_found(req: Request) -> Response {
+    if let Some(response) = ui::serve(req.method(), req.uri().path()) {
+        return response;
     }
-}
-
-/// `GET /metrics`: Prometheus text exposition format.
-async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let text = state
-        .metrics
-        .render()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response())
-}
-
-async fn not_found(req: Request) -> ApiError {
     ApiError::not_found(format!(
         "no route for {} {}",
         req.method(),
         req.uri().path()
     ))
+    .into_response()
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {

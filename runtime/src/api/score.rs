@@ -17,11 +17,12 @@ use crate::state::SharedState;
 pub const MAX_FEATURE_MAGNITUDE: f64 = 1e6;
 
 /// Body of `POST /v1/score`: exactly one of `features` or `batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest {
     /// One feature vector `[match_similarity, liveness, quality]`.
     #[serde(default)]
+    #[schema(min_items = 3, max_items = 3, example = json!([1.0, 0.5, -1.0]))]
     pub features: Option<Vec<f64>>,
     /// Several feature vectors scored in one call.
     #[serde(default)]
@@ -32,7 +33,7 @@ pub struct ScoreRequest {
 }
 
 /// One scored feature vector.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoreResult {
     /// Authentication probability, `sigmoid(z3)`.
     pub probability: f64,
@@ -44,7 +45,7 @@ pub struct ScoreResult {
 }
 
 /// Answer to a single-vector request.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoreResponse {
     /// The result fields, inline.
     #[serde(flatten)]
@@ -56,7 +57,7 @@ pub struct ScoreResponse {
 }
 
 /// Answer to a batch request: results in request order.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchScoreResponse {
     /// One result per input row.
     pub results: Vec<ScoreResult>,
@@ -94,7 +95,7 @@ pub fn validate_features(values: &[f64], what: &str) -> Result<[f64; INPUTS], Ap
 }
 
 /// Either answer shape of `/v1/score`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ScoreAnswer {
     /// For `features`.
@@ -104,6 +105,24 @@ pub enum ScoreAnswer {
 }
 
 /// Handler of `POST /v1/score`.
+#[utoipa::path(
+    post,
+    path = "/v1/score",
+    tag = "fusion",
+    summary = "Fuse three features into an authentication probability",
+    description = "Runs the 3-4-3-1 score-fusion MLP (ReLU, ReLU, sigmoid) on one feature vector \
+`[match_similarity, liveness, quality]` or on a batch. `decision` is `accept` when \
+`probability >= threshold`.",
+    request_body = ScoreRequest,
+    responses(
+        (status = 200, description = "Scored", body = ScoreAnswer),
+        (status = 400, description = "Not JSON", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Not application/json", body = super::error::ErrorBody),
+        (status = 422, description = "Wrong feature count, non-finite value, or wrong shape", body = super::error::ErrorBody),
+        (status = 503, description = "Models still loading", body = super::error::ErrorBody),
+    )
+)]
 pub async fn score(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<ScoreRequest>,

@@ -7,13 +7,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::state::SharedState;
 use crate::store::{StoreError, Subject, TemplateStore};
 
 /// Body of `POST /v1/subjects`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubject {
     /// Display name of the person.
@@ -21,14 +21,14 @@ pub struct CreateSubject {
 }
 
 /// Answer of `GET /v1/subjects`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubjectList {
     /// All subjects, oldest first.
     pub subjects: Vec<Subject>,
 }
 
 /// One enrolled face as the API shows it: never the embedding itself.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaceSummary {
     /// Template id.
     pub id: String,
@@ -41,7 +41,7 @@ pub struct FaceSummary {
 }
 
 /// Answer of `GET /v1/subjects/{id}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubjectDetail {
     /// The subject.
     #[serde(flatten)]
@@ -81,6 +81,18 @@ where
 }
 
 /// `POST /v1/subjects`: 201 with the new subject and its `Location`.
+#[utoipa::path(
+    post,
+    path = "/v1/subjects",
+    tag = "subjects",
+    summary = "Create a subject to enrol faces for",
+    request_body = CreateSubject,
+    responses(
+        (status = 201, description = "Created", body = Subject,
+         headers(("location" = String, description = "The subject's URL"))),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<CreateSubject>,
@@ -94,12 +106,30 @@ pub async fn create(
 }
 
 /// `GET /v1/subjects`.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects",
+    tag = "subjects",
+    summary = "List enrolled subjects",
+    responses((status = 200, description = "All subjects, oldest first", body = SubjectList))
+)]
 pub async fn list(State(state): State<SharedState>) -> Result<Json<SubjectList>, ApiError> {
     let subjects = with_store(&state, |s| s.list_subjects()).await?;
     Ok(Json(SubjectList { subjects }))
 }
 
 /// `GET /v1/subjects/{id}`: the subject and a summary of its faces.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}",
+    tag = "subjects",
+    summary = "Get a subject and its enrolled faces (never the embeddings)",
+    params(("id" = String, Path, description = "Subject id")),
+    responses(
+        (status = 200, description = "The subject", body = SubjectDetail),
+        (status = 404, description = "Unknown subject", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -127,6 +157,17 @@ pub async fn get(
 }
 
 /// `DELETE /v1/subjects/{id}`: 204, deleting the subject's templates too; 404 if unknown.
+#[utoipa::path(
+    delete,
+    path = "/v1/subjects/{id}",
+    tag = "subjects",
+    summary = "Delete a subject and all its templates",
+    params(("id" = String, Path, description = "Subject id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "Unknown subject", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<SharedState>,
     Path(id): Path<String>,

@@ -57,7 +57,7 @@ pub enum StoreError {
 }
 
 /// An enrolled person.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subject {
     /// Server-assigned identifier (UUID).
     pub id: String,

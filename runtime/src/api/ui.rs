@@ -1,0 +1,99 @@
+//! The bundled React UI (`ui/dist`, embedded at build time) served at `/`, with long-lived
+//! caching for hashed assets and a restrictive content security policy.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rust_embed::RustEmbed;
+
+/// The UI build output. Release builds embed it; debug builds read it from disk.
+#[derive(RustEmbed)]
+#[folder = "../ui/dist"]
+#[allow_missing = true]
+struct Assets;
+
+/// Content security policy for UI pages: only same-origin code and API calls; camera frames
+/// and uploaded images are `blob:`/`data:` URLs.
+const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; \
+style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; object-src 'none'; \
+base-uri 'none'; frame-ancestors 'none'";
+
+/// Shown at `/` when the binary was built before the UI.
+const NOT_BUILT: &str = "<!doctype html><title>FaceKey</title><h1>FaceKey runtime</h1>\
+<p>The UI is not part of this build. Build it with <code>scripts/build-ui.sh</code> and rebuild the \
+runtime, or use the API: <a href=\"/openapi.json\">/openapi.json</a>.</p>";
+
+/// Paths the single-page app handles itself; they all serve `index.html`.
+const APP_PATHS: &[&str] = &[
+    "/",
+    "/index.html",
+    "/docs",
+    "/verify",
+    "/enrol",
+    "/fusion",
+    "/metrics-view",
+];
+
+/// True when the build carries a UI.
+pub fn is_bundled() -> bool {
+    Assets::get("index.html").is_some()
+}
+
+fn with_headers(mut response: Response, content_type: &str, cache: &'static str) -> Response {
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// Serve a UI file for `GET`/`HEAD` `path`, or `None` when there is no such file.
+pub fn serve(method: &Method, path: &str) -> Option<Response> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    if APP_PATHS.contains(&path) {
+        return Some(match Assets::get("index.html") {
+            Some(file) => with_headers(
+                Body::from(file.data.into_owned()).into_response(),
+                "text/html; charset=utf-8",
+                "no-cache",
+            ),
+            None => with_headers(
+                (StatusCode::OK, NOT_BUILT).into_response(),
+                "text/html; charset=utf-8",
+                "no-cache",
+            ),
+        });
+    }
+    let name = path.trim_start_matches('/');
+    if name.is_empty() || name.split('/').any(|seg| seg == ".." || seg.is_empty()) {
+        return None;
+    }
+    let file = Assets::get(name)?;
+    let mime = file.metadata.mimetype().to_string();
+    // Vite puts content-hashed files under assets/: they never change under the same name.
+    let cache = if name.starts_with("assets/") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    Some(with_headers(
+        Body::from(file.data.into_owned()).into_response(),
+        &mime,
+        cache,
+    ))
+}
