@@ -13,13 +13,10 @@ export default defineConfig({
     sourcemap: false,
   },
   server: {
+    // The API goes to a runtime on the default port; /docs, /fusion, ... stay with the app.
     proxy: {
       "/v1": runtime,
-      "/metrics": runtime,
-      "/healthz": runtime,
-      "/readyz": runtime,
-      "/openapi.json": runtime,
-      "/docs": runtime,
+      "^/(metrics|healthz|readyz|openapi\\.json)$": runtime,
     },
   },
   test: {

@@ -86,6 +86,9 @@ async function step(name, fn) {
     failed += 1;
     const file = await shot(`FAILED-${name}`);
     console.log(`FAIL ${name}: ${e instanceof Error ? e.message : e}`);
+    for (const box of await page.getByTestId("error").allTextContents().catch(() => [])) {
+      console.log(`     error shown: ${box}`);
+    }
     console.log(`     screenshot: ${file}`);
   }
 }
@@ -121,7 +124,7 @@ await step("health-badge", async () => {
 });
 
 await step("score-fusion-worked-example", async () => {
-  await page.getByTestId("tab-score").click();
+  await page.getByTestId("tab-fusion").click();
   await waitText('[data-testid="score-probability"]', (t) => t === "0.77", "probability");
   expect((await text('[data-testid="score-probability-exact"]')) === "(0.7685)", "exact probability is not 0.7685");
   expect((await text('[data-testid="score-decision"]')).includes("accept"), "decision is not accept");
@@ -211,7 +214,7 @@ await step("verify-with-camera", async () => {
 });
 
 await step("metrics", async () => {
-  await page.getByTestId("tab-metrics").click();
+  await page.getByTestId("tab-metrics-view").click();
   await waitText('[data-testid="metrics-total"]', (t) => number(t) > 0, "total requests");
   await waitText('[data-testid="metrics-ready"]', (t) => t === "ready", "readiness");
   const score = await text('tr[data-route="/v1/score"] [data-testid="route-requests"]');
@@ -221,6 +224,16 @@ await step("metrics", async () => {
   const decisions = number(await text('[data-testid="metrics-accept"]')) + number(await text('[data-testid="metrics-reject"]'));
   expect(decisions >= 1, "no decisions counted");
   await page.getByTestId("models").waitFor();
+});
+
+await step("api-docs", async () => {
+  await page.getByTestId("docs-link").click();
+  expect(new URL(page.url()).pathname.endsWith("/docs"), `docs link went to ${page.url()}`);
+  await page.locator('[data-testid="operation"][data-method="POST"][data-path="/v1/score"]').waitFor();
+  await page.reload();
+  await page.locator('[data-testid="operation"][data-method="GET"][data-path="/v1/subjects"]').waitFor();
+  await page.locator('[data-testid="operation"][data-path="/v1/score"] summary').click();
+  await page.locator('[data-testid="operation"][data-path="/v1/score"] .op-body').waitFor();
 });
 
 await step("delete-subject", async () => {

@@ -1,19 +1,14 @@
 import { Header } from "./components/Header";
-import { useHashRoute } from "./hooks/useHashRoute";
+import { RouteLink } from "./components/RouteLink";
+import { NavigateContext, useRoute } from "./hooks/useRoute";
+import { ROUTE_TITLES, type Route } from "./lib/route";
+import { DocsView } from "./views/DocsView";
 import { EnrolView } from "./views/EnrolView";
 import { MetricsView } from "./views/MetricsView";
 import { ScoreView } from "./views/ScoreView";
 import { VerifyView } from "./views/VerifyView";
 
-const ROUTES = ["verify", "enrol", "score", "metrics"] as const;
-type Route = (typeof ROUTES)[number];
-
-const TITLES: Record<Route, string> = {
-  verify: "Verify",
-  enrol: "Enrol",
-  score: "Score fusion",
-  metrics: "Metrics",
-};
+const TABS: readonly Route[] = ["verify", "enrol", "fusion", "metrics-view"];
 
 function View({ route }: { route: Route }) {
   switch (route) {
@@ -21,28 +16,33 @@ function View({ route }: { route: Route }) {
       return <VerifyView />;
     case "enrol":
       return <EnrolView />;
-    case "score":
+    case "fusion":
       return <ScoreView />;
-    case "metrics":
+    case "metrics-view":
       return <MetricsView />;
+    case "docs":
+      return <DocsView />;
   }
 }
 
 export function App() {
-  const route = useHashRoute(ROUTES, "verify");
+  const [route, navigate] = useRoute();
   return (
-    <>
+    <NavigateContext.Provider value={navigate}>
+      <a className="skip" href="#main">
+        Skip to content
+      </a>
       <Header />
       <nav className="tabs" aria-label="Views">
-        {ROUTES.map((r) => (
-          <a key={r} href={`#/${r}`} aria-current={r === route ? "page" : undefined} data-testid={`tab-${r}`}>
-            {TITLES[r]}
-          </a>
+        {TABS.map((r) => (
+          <RouteLink key={r} to={r} aria-current={r === route ? "page" : undefined} data-testid={`tab-${r}`}>
+            {ROUTE_TITLES[r]}
+          </RouteLink>
         ))}
       </nav>
-      <main id="main" aria-label={TITLES[route]}>
+      <main id="main" tabIndex={-1} aria-label={ROUTE_TITLES[route]}>
         <View route={route} />
       </main>
-    </>
+    </NavigateContext.Provider>
   );
 }

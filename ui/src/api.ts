@@ -6,6 +6,7 @@
  */
 
 import { type FusionWeights, type Layers, parseLayers, parseWeights } from "./lib/mlp";
+import { type ApiDoc, parseOpenApi } from "./lib/openapi";
 
 export type Decision = "accept" | "reject";
 
@@ -350,4 +351,9 @@ export async function health(path: "/healthz" | "/readyz", signal?: AbortSignal)
 export async function metricsText(signal?: AbortSignal): Promise<string> {
   const res = await send("/metrics", { signal, cache: "no-store" });
   return res.text();
+}
+
+/** `GET /openapi.json`, read into the docs view's shape. */
+export async function openApi(signal?: AbortSignal): Promise<ApiDoc> {
+  return parseOpenApi(await json("/openapi.json", { signal }));
 }

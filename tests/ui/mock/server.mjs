@@ -152,6 +152,22 @@ function requireImage(parts) {
   return imageSize(image);
 }
 
+const json = (ref) => ({ content: { "application/json": { schema: { $ref: `#/components/schemas/${ref}` } } } });
+const OPENAPI = {
+  openapi: "3.1.0",
+  info: { title: "FaceKey runtime API (mock)", version: "0.0.0", description: "Every error is `{\"error\":{\"code\",\"message\"}}`." },
+  paths: {
+    "/v1/score": { post: { tags: ["fusion"], summary: "Fuse three features", requestBody: { required: true, ...json("ScoreRequest") }, responses: { 200: { description: "Scored" }, 422: { description: "Bad features", ...json("ErrorBody") } } } },
+    "/v1/subjects": { get: { tags: ["subjects"], summary: "List subjects", responses: { 200: { description: "Subjects" } } } },
+  },
+  components: {
+    schemas: {
+      ScoreRequest: { type: "object", properties: { features: { type: "array", items: { type: "number" } }, include_layers: { type: "boolean" } } },
+      ErrorBody: { type: "object", required: ["error"], properties: { error: { type: "object", properties: { code: { type: "string" }, message: { type: "string" } } } } },
+    },
+  },
+};
+
 const subjects = new Map();
 
 function subjectJson(s) {
@@ -163,8 +179,7 @@ async function api(req, url) {
   const method = req.method;
   if (path === "/healthz") return { route: path, body: { status: "ok" } };
   if (path === "/readyz") return { route: path, body: { status: "ready" } };
-  if (path === "/openapi.json") return { route: path, body: { openapi: "3.1.0", info: { title: "FaceKey (mock)", version: "0" }, paths: {} } };
-  if (path === "/docs") return { route: path, html: "<!doctype html><title>FaceKey API</title><h1>FaceKey API (mock)</h1><a href='openapi.json'>openapi.json</a>" };
+  if (path === "/openapi.json") return { route: path, body: OPENAPI };
   if (path === "/metrics") return { route: path, text: renderMetrics() };
   if (path === "/v1/score" && method === "POST") {
     const body = JSON.parse((await readBody(req)).toString() || "null");
@@ -251,8 +266,10 @@ async function api(req, url) {
 
 const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json" };
 
+const APP_PATHS = ["/", "/verify", "/enrol", "/fusion", "/metrics-view", "/docs"];
+
 async function staticFile(path) {
-  const rel = normalize(path === "/" ? "/index.html" : path).replace(/^(\.\.[/\\])+/, "");
+  const rel = normalize(APP_PATHS.includes(path) ? "/index.html" : path).replace(/^(\.\.[/\\])+/, "");
   const file = join(DIST, rel);
   if (!file.startsWith(DIST)) return undefined;
   try {
@@ -275,8 +292,6 @@ const server = createServer(async (req, res) => {
       status = out.status ?? 200;
       if (out.text !== undefined) {
         res.writeHead(status, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(out.text);
-      } else if (out.html !== undefined) {
-        res.writeHead(status, { "content-type": "text/html; charset=utf-8" }).end(out.html);
       } else if (out.body === undefined) {
         res.writeHead(status).end();
       } else {

@@ -1,6 +1,7 @@
 import { useState } from "react";
 import { type Health, apiUrl, health } from "../api";
 import { usePolling } from "../hooks/usePolling";
+import { RouteLink } from "./RouteLink";
 
 function Badge({ label, value, testId }: { label: string; value: Health | undefined; testId: string }) {
   const state = value === undefined ? "pending" : value.ok ? "ok" : "bad";
@@ -35,8 +36,10 @@ export function Header() {
         {ready && !ready.ok && ready.reason ? <span className="muted small">{ready.reason}</span> : null}
       </div>
       <nav className="doclinks" aria-label="API documentation">
-        <a href={apiUrl("/docs")}>API docs</a>
-        <a href={apiUrl("/openapi.json")}>OpenAPI</a>
+        <RouteLink to="docs" data-testid="docs-link">
+          API docs
+        </RouteLink>
+        <a href={apiUrl("/openapi.json")}>openapi.json</a>
       </nav>
     </header>
   );

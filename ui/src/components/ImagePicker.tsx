@@ -24,10 +24,12 @@ interface ImagePickerProps {
   onPick: (image: PickedImage) => void;
   /** Offer the camera as well as a file upload. */
   camera?: boolean;
+  /** Name of the image currently chosen, shown beside the controls. */
+  selected?: string;
 }
 
 /** Choose an image by file upload or, optionally, by capturing a camera frame. */
-export function ImagePicker({ onPick, camera = true }: ImagePickerProps) {
+export function ImagePicker({ onPick, camera = true, selected }: ImagePickerProps) {
   const [mode, setMode] = useState<"upload" | "camera">("upload");
   const inputId = useId();
   return (
@@ -67,6 +69,11 @@ export function ImagePicker({ onPick, camera = true }: ImagePickerProps) {
       ) : (
         <Camera onCapture={(jpeg) => onPick(pickImage(jpeg, "camera.jpg"))} />
       )}
+      {selected ? (
+        <p className="muted small" data-testid="picked">
+          Chosen: {selected}
+        </p>
+      ) : null}
     </div>
   );
 }

@@ -12,21 +12,21 @@ export function EnrolView() {
   const [selected, setSelected] = useState<string>();
   const [image, setImage] = useState<PickedImage>();
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
+  const [failure, setFailure] = useState<{ where: "create" | "add" | "list"; error: unknown }>();
   const [status, setStatus] = useState("");
   const nameId = useId();
   useRevokeOnChange(image);
 
   const target = subjects?.find((s) => s.id === selected);
 
-  const run = async (action: () => Promise<string>) => {
+  const run = async (where: "create" | "add" | "list", action: () => Promise<string>) => {
     setBusy(true);
-    setError(undefined);
+    setFailure(undefined);
     try {
       setStatus(await action());
       reload();
-    } catch (e) {
-      setError(e);
+    } catch (error) {
+      setFailure({ where, error });
       setStatus("");
     } finally {
       setBusy(false);
@@ -37,7 +37,7 @@ export function EnrolView() {
     e.preventDefault();
     const trimmed = name.trim();
     if (!trimmed) return;
-    void run(async () => {
+    void run("create", async () => {
       const subject = await createSubject(trimmed);
       setSelected(subject.id);
       setName("");
@@ -48,7 +48,7 @@ export function EnrolView() {
   const add = (e: React.FormEvent) => {
     e.preventDefault();
     if (!target || !image) return;
-    void run(async () => {
+    void run("add", async () => {
       const added = await addFace(target.id, image.blob, image.filename);
       setImage(undefined);
       return `Added face ${added.face_id} to ${target.name}: ${added.faces} face${added.faces === 1 ? "" : "s"} enrolled.`;
@@ -56,7 +56,7 @@ export function EnrolView() {
   };
 
   const remove = (subject: Subject) =>
-    void run(async () => {
+    void run("list", async () => {
       await deleteSubject(subject.id);
       if (selected === subject.id) setSelected(undefined);
       return `Deleted ${subject.name}.`;
@@ -68,7 +68,7 @@ export function EnrolView() {
       <p className="lead">A subject is a person; each face image added becomes part of their template (embeddings only, never the image).</p>
       <div className="columns">
         <div className="stack">
-          <form className="card" onSubmit={create}>
+          <form className="card controls" onSubmit={create}>
             <h3>New subject</h3>
             <div className="field">
               <label htmlFor={nameId}>Name</label>
@@ -87,8 +87,9 @@ export function EnrolView() {
                 </button>
               </div>
             </div>
+            <ErrorBox error={failure?.where === "create" ? failure.error : undefined} title="Cannot create the subject" />
           </form>
-          <form className="card" onSubmit={add}>
+          <form className="card controls" onSubmit={add}>
             <h3>Add a face</h3>
             {target ? (
               <p>
@@ -97,11 +98,12 @@ export function EnrolView() {
             ) : (
               <p className="muted">Select a subject in the list (or create one) first.</p>
             )}
-            <ImagePicker onPick={setImage} />
+            <ImagePicker onPick={setImage} selected={image?.filename} />
             {image ? <img className="preview" src={image.url} alt={`Face to add: ${image.filename}`} /> : null}
             <button type="submit" disabled={busy || !target || !image} data-testid="add-face">
               {busy ? "Working…" : "Add face"}
             </button>
+            <ErrorBox error={failure?.where === "add" ? failure.error : undefined} title="Cannot add the face" />
           </form>
         </div>
         <section className="card">
@@ -114,7 +116,7 @@ export function EnrolView() {
           <p className="status" role="status" data-testid="enrol-status">
             {status}
           </p>
-          <ErrorBox error={error} />
+          <ErrorBox error={failure?.where === "list" ? failure.error : undefined} />
           <ErrorBox error={listError} title="Cannot list subjects" />
           {subjects ? (
             <SubjectTable subjects={subjects} selected={selected} onSelect={setSelected} onDelete={remove} busy={busy} />

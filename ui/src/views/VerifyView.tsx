@@ -2,6 +2,7 @@ import { useEffect, useId, useRef, useState } from "react";
 import { type VerifyResult, verify } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { FaceOverlay } from "../components/FaceOverlay";
+import { RouteLink } from "../components/RouteLink";
 import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
 import { VerifyResultView } from "../components/VerifyResultView";
 import { useSubjects } from "../hooks/useSubjects";
@@ -68,12 +69,13 @@ export function VerifyView() {
             </div>
             {subjects?.length === 0 ? (
               <p className="muted small">
-                Nobody is enrolled yet: <a href="#/enrol">enrol a subject</a> first.
+                Nobody is enrolled yet: <RouteLink to="enrol">enrol a subject</RouteLink> first.
               </p>
             ) : null}
             <ErrorBox error={listError} title="Cannot list subjects" />
           </div>
           <ImagePicker
+            selected={image?.filename}
             onPick={(img) => {
               setImage(img);
               setResult(undefined);
