@@ -8,6 +8,7 @@
 //   FACEKEY_FACE_IMAGE     face image to enrol (required)
 //   FACEKEY_E2E_SHOTS      directory for screenshots (default: a new temp dir)
 //   FACEKEY_E2E_SHOTS_ALL  1 = screenshot every step, not only failures
+//   FACEKEY_E2E_SCHEME     light (default) or dark: the colour scheme the page is shown in
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
 
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -37,7 +38,7 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
   viewport: { width: 1280, height: 900 },
-  colorScheme: "light",
+  colorScheme: process.env.FACEKEY_E2E_SCHEME === "dark" ? "dark" : "light",
   args: [
     "--headless",
     "--no-sandbox",

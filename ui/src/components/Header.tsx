@@ -23,7 +23,7 @@ export function Header() {
     const [l, r] = await Promise.all([health("/healthz", signal), health("/readyz", signal)]);
     setLive(l);
     setReady(r);
-  }, 10_000);
+  }, live?.ok && ready?.ok ? 10_000 : 2_000);
   return (
     <header className="topbar">
       <div className="brand">

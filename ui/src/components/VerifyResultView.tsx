@@ -56,11 +56,13 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
             <thead>
               <tr>
                 {result.features.map((_, i) => (
-                  <th key={i} scope="col">
+                  <th key={i} scope="col" className="num">
                     x{i + 1} {FEATURE_NAMES[i]}
                   </th>
                 ))}
-                <th scope="col">probability</th>
+                <th scope="col" className="num">
+                  probability
+                </th>
               </tr>
             </thead>
             <tbody>
