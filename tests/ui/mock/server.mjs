@@ -158,7 +158,19 @@ const OPENAPI = {
   info: { title: "FaceKey runtime API (mock)", version: "0.0.0", description: "Every error is `{\"error\":{\"code\",\"message\"}}`." },
   paths: {
     "/v1/score": { post: { tags: ["fusion"], summary: "Fuse three features", requestBody: { required: true, ...json("ScoreRequest") }, responses: { 200: { description: "Scored" }, 422: { description: "Bad features", ...json("ErrorBody") } } } },
-    "/v1/subjects": { get: { tags: ["subjects"], summary: "List subjects", responses: { 200: { description: "Subjects" } } } },
+    "/v1/subjects": {
+      get: { tags: ["subjects"], summary: "List subjects", responses: { 200: { description: "Subjects" } } },
+      post: { tags: ["subjects"], summary: "Create a subject", responses: { 201: { description: "Created" } } },
+    },
+    "/v1/subjects/{id}": {
+      parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+      get: { tags: ["subjects"], summary: "Get a subject", responses: { 200: { description: "The subject" } } },
+      delete: { tags: ["subjects"], summary: "Delete a subject", responses: { 204: { description: "Deleted" } } },
+    },
+    "/v1/subjects/{id}/faces": {
+      post: { tags: ["subjects"], summary: "Enrol a face image", responses: { 201: { description: "Enrolled" } } },
+    },
+    "/v1/verify": { post: { tags: ["verification"], summary: "Verify a face against a subject", responses: { 200: { description: "Verified" } } } },
   },
   components: {
     schemas: {
