@@ -313,7 +313,12 @@ export async function deleteSubject(subjectId: string): Promise<void> {
 }
 
 /** `POST /v1/verify` with multipart fields `subject` and `image`. */
-export async function verify(subjectId: string, image: Blob, filename: string, signal?: AbortSignal): Promise<VerifyResult> {
+export async function verify(
+  subjectId: string,
+  image: Blob,
+  filename: string,
+  signal?: AbortSignal,
+): Promise<VerifyResult> {
   const form = new FormData();
   form.append("subject", subjectId);
   form.append("image", image, filename);

@@ -55,7 +55,12 @@ export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
       </p>
     );
   }
-  if (error) return <p className="error" role="alert">{error}</p>;
+  if (error)
+    return (
+      <p className="error" role="alert">
+        {error}
+      </p>
+    );
   return (
     <div className="camera">
       <video ref={video} autoPlay muted playsInline onLoadedData={() => setReady(true)} aria-label="Camera preview" />

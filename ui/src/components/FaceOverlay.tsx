@@ -7,7 +7,11 @@ export function FaceOverlay({ src, face, alt }: { src: string; face?: Face; alt:
   const stroke = size ? Math.max(2, Math.min(size.w, size.h) / 160) : 2;
   return (
     <div className="overlay">
-      <img src={src} alt={alt} onLoad={(e) => setSize({ w: e.currentTarget.naturalWidth, h: e.currentTarget.naturalHeight })} />
+      <img
+        src={src}
+        alt={alt}
+        onLoad={(e) => setSize({ w: e.currentTarget.naturalWidth, h: e.currentTarget.naturalHeight })}
+      />
       {size && face ? (
         <svg
           viewBox={`0 0 ${size.w} ${size.h}`}
@@ -25,7 +29,14 @@ export function FaceOverlay({ src, face, alt }: { src: string; face?: Face; alt:
             strokeWidth={stroke}
           />
           {face.landmarks.map(([x, y], i) => (
-            <circle key={i} cx={x} cy={y} r={stroke * 1.8} className={`landmark landmark-${i}`} strokeWidth={stroke / 2}>
+            <circle
+              key={i}
+              cx={x}
+              cy={y}
+              r={stroke * 1.8}
+              className={`landmark landmark-${i}`}
+              strokeWidth={stroke / 2}
+            >
               <title>{LANDMARK_NAMES[i] ?? `point ${i + 1}`}</title>
             </circle>
           ))}

@@ -19,11 +19,14 @@ function Badge({ label, value, testId }: { label: string; value: Health | undefi
 export function Header() {
   const [live, setLive] = useState<Health>();
   const [ready, setReady] = useState<Health>();
-  usePolling(async (signal) => {
-    const [l, r] = await Promise.all([health("/healthz", signal), health("/readyz", signal)]);
-    setLive(l);
-    setReady(r);
-  }, live?.ok && ready?.ok ? 10_000 : 2_000);
+  usePolling(
+    async (signal) => {
+      const [l, r] = await Promise.all([health("/healthz", signal), health("/readyz", signal)]);
+      setLive(l);
+      setReady(r);
+    },
+    live?.ok && ready?.ok ? 10_000 : 2_000,
+  );
   return (
     <header className="topbar">
       <div className="brand">

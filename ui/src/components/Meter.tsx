@@ -27,7 +27,11 @@ export function Meter({ label, value, threshold, min = 0, max = 1, digits = 2, l
   const span = max - min || 1;
   const pos = (v: number) => Math.min(100, Math.max(0, ((v - min) / span) * 100));
   const pass =
-    value === undefined || threshold === undefined ? undefined : lowerIsBetter ? value <= threshold : value >= threshold;
+    value === undefined || threshold === undefined
+      ? undefined
+      : lowerIsBetter
+        ? value <= threshold
+        : value >= threshold;
   const tone = pass === undefined ? "neutral" : pass ? "pass" : "fail";
   return (
     <div className="meter">
@@ -51,7 +55,9 @@ export function Meter({ label, value, threshold, min = 0, max = 1, digits = 2, l
         aria-valuemax={max}
         aria-valuenow={value ?? min}
       >
-        {value !== undefined ? <div className={`meter-fill meter-${tone}`} style={{ width: `${pos(value)}%` }} /> : null}
+        {value !== undefined ? (
+          <div className={`meter-fill meter-${tone}`} style={{ width: `${pos(value)}%` }} />
+        ) : null}
         {threshold !== undefined ? <div className="meter-threshold" style={{ left: `${pos(threshold)}%` }} /> : null}
       </div>
     </div>

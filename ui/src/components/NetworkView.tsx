@@ -80,7 +80,12 @@ interface NetworkViewProps {
  */
 export function NetworkView({ features, layers, weights, title = "Score-fusion network" }: NetworkViewProps) {
   const titleId = useId();
-  const layout = layoutNetwork(features, layers, { width: W, height: H, left: 190, right: 130, top: 34, bottom: 26 }, weights);
+  const layout = layoutNetwork(
+    features,
+    layers,
+    { width: W, height: H, left: 190, right: 130, top: 34, bottom: 26 },
+    weights,
+  );
   const lastLayer = layout.nodes.length - 1;
   return (
     <figure className="network">

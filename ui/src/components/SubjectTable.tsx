@@ -31,7 +31,12 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: S
       </thead>
       <tbody>
         {subjects.map((s) => (
-          <tr key={s.id} className={s.id === selected ? "selected" : undefined} data-testid="subject-row" data-name={s.name}>
+          <tr
+            key={s.id}
+            className={s.id === selected ? "selected" : undefined}
+            data-testid="subject-row"
+            data-name={s.name}
+          >
             <td>
               <button type="button" className="link" onClick={() => onSelect(s.id)} aria-pressed={s.id === selected}>
                 {s.name}

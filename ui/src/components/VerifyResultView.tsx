@@ -5,7 +5,15 @@ import { DecisionBadge, Meter } from "./Meter";
 import { NetworkView } from "./NetworkView";
 import { TimingsChart } from "./TimingsChart";
 
-function Section({ title, children, decision }: { title: string; children: React.ReactNode; decision?: VerifyResult["decision"] }) {
+function Section({
+  title,
+  children,
+  decision,
+}: {
+  title: string;
+  children: React.ReactNode;
+  decision?: VerifyResult["decision"];
+}) {
   return (
     <section className="card">
       <h3>
@@ -26,7 +34,9 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
         <DecisionBadge decision={result.decision} testId="verify-decision" />
         <span className="verdict-p">
           probability <strong data-testid="verify-probability">{fixed(result.probability, 4)}</strong>
-          {result.threshold !== undefined ? <span className="muted"> (accept at ≥ {fixed(result.threshold)})</span> : null}
+          {result.threshold !== undefined ? (
+            <span className="muted"> (accept at ≥ {fixed(result.threshold)})</span>
+          ) : null}
         </span>
       </div>
       <div className="grid2">

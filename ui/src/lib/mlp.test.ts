@@ -110,7 +110,14 @@ describe("layoutNetwork", () => {
   });
 
   it("keeps the requested margins", () => {
-    const m = layoutNetwork(DEFAULT_FEATURES, WORKED, { width: 600, height: 300, left: 100, right: 50, top: 40, bottom: 20 });
+    const m = layoutNetwork(DEFAULT_FEATURES, WORKED, {
+      width: 600,
+      height: 300,
+      left: 100,
+      right: 50,
+      top: 40,
+      bottom: 20,
+    });
     expect(m.nodes[0]?.[0]?.cx).toBe(100);
     expect(m.nodes[3]?.[0]?.cx).toBe(550);
     expect(m.nodes[3]?.[0]?.cy).toBe(160);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { codeSpans, parseOpenApi, typeText } from "./openapi";
+import { codeSpans, parseOpenApi, typeRuns, typeText } from "./openapi";
 
 describe("typeText", () => {
   it("writes primitives, refs, enums and unions", () => {
@@ -30,7 +30,10 @@ describe("typeText", () => {
     expect(typeText(s)).toBe("{ name: string; faces?: integer }");
     expect(typeText({ type: "object", additionalProperties: { type: "number" } })).toBe("Record<string, number>");
     expect(typeText({ type: "object" })).toBe("object");
-    const deep = { type: "object", properties: { a: { type: "object", properties: { b: { type: "object", properties: { c: {} } } } } } };
+    const deep = {
+      type: "object",
+      properties: { a: { type: "object", properties: { b: { type: "object", properties: { c: {} } } } } },
+    };
     expect(typeText(deep)).toBe("{ a?: { b?: object } }");
   });
 });
@@ -59,8 +62,14 @@ describe("parseOpenApi", () => {
           tags: ["subjects"],
           summary: "Get a subject",
           responses: {
-            "404": { description: "Unknown", content: { "application/json": { schema: { $ref: "#/components/schemas/ErrorBody" } } } },
-            "200": { description: "The subject", content: { "application/json": { schema: { $ref: "#/components/schemas/Subject" } } } },
+            "404": {
+              description: "Unknown",
+              content: { "application/json": { schema: { $ref: "#/components/schemas/ErrorBody" } } },
+            },
+            "200": {
+              description: "The subject",
+              content: { "application/json": { schema: { $ref: "#/components/schemas/Subject" } } },
+            },
           },
         },
         delete: { summary: "Delete", responses: { "204": { description: "Deleted" } } },
@@ -69,7 +78,10 @@ describe("parseOpenApi", () => {
         post: {
           tags: ["fusion"],
           summary: "Score",
-          requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/ScoreRequest" } } } },
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: { $ref: "#/components/schemas/ScoreRequest" } } },
+          },
           responses: { "200": { description: "Scored" } },
         },
       },
@@ -101,11 +113,16 @@ describe("parseOpenApi", () => {
     ]);
     const get = api.operations[0];
     expect(get?.tag).toBe("subjects");
-    expect(get?.parameters).toEqual([{ name: "id", in: "path", required: true, type: "string", description: "Subject id" }]);
+    expect(get?.parameters).toEqual([
+      { name: "id", in: "path", required: true, type: "string", description: "Subject id" },
+    ]);
     expect(get?.responses.map((r) => r.status)).toEqual(["200", "404"]);
     expect(get?.responses[0]?.contents).toEqual([{ mediaType: "application/json", type: "Subject" }]);
     expect(api.operations[1]?.tag).toBe("other");
-    expect(api.operations[2]?.requestBody).toEqual({ required: true, contents: [{ mediaType: "application/json", type: "ScoreRequest" }] });
+    expect(api.operations[2]?.requestBody).toEqual({
+      required: true,
+      contents: [{ mediaType: "application/json", type: "ScoreRequest" }],
+    });
   });
 
   it("lists schemas by name with their fields", () => {
@@ -119,5 +136,23 @@ describe("parseOpenApi", () => {
 
   it("reads garbage as empty", () => {
     expect(parseOpenApi(null)).toEqual({ title: "", version: "", description: "", operations: [], schemas: [] });
+  });
+});
+
+describe("typeRuns", () => {
+  it("marks known schema names only", () => {
+    const names = new Set(["Subject", "ErrorBody"]);
+    expect(typeRuns("{ subjects: Subject[]; note?: string }", names)).toEqual([
+      { text: "{ subjects: " },
+      { text: "Subject", schema: "Subject" },
+      { text: "[]; note?: string }" },
+    ]);
+    expect(typeRuns("Subject | ErrorBody", names)).toEqual([
+      { text: "Subject", schema: "Subject" },
+      { text: " | " },
+      { text: "ErrorBody", schema: "ErrorBody" },
+    ]);
+    expect(typeRuns("string", names)).toEqual([{ text: "string" }]);
+    expect(typeRuns("SubjectList", names)).toEqual([{ text: "SubjectList" }]);
   });
 });

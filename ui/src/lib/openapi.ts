@@ -158,7 +158,10 @@ export function parseOpenApi(doc: unknown): ApiDoc {
             description: str(q.description),
           };
         }),
-        requestBody: Object.keys(body).length > 0 ? { required: body.required === true, contents: contents(body.content) } : undefined,
+        requestBody:
+          Object.keys(body).length > 0
+            ? { required: body.required === true, contents: contents(body.content) }
+            : undefined,
         responses: Object.entries(obj(op.responses))
           .map(([status, r]) => ({ status, description: str(obj(r).description), contents: contents(obj(r).content) }))
           .sort((a, b) => a.status.localeCompare(b.status)),
@@ -182,5 +185,29 @@ export function parseOpenApi(doc: unknown): ApiDoc {
       };
     })
     .sort((a, b) => a.name.localeCompare(b.name));
-  return { title: str(info.title), version: str(info.version), description: str(info.description), operations, schemas };
+  return {
+    title: str(info.title),
+    version: str(info.version),
+    description: str(info.description),
+    operations,
+    schemas,
+  };
+}
+
+/** Split a type string into runs, marking the names of known schemas so they can be linked. */
+export function typeRuns(text: string, schemaNames: ReadonlySet<string>): { text: string; schema?: string }[] {
+  const runs: { text: string; schema?: string }[] = [];
+  let plain = "";
+  let last = 0;
+  for (const m of text.matchAll(/[A-Za-z_][A-Za-z0-9_]*/g)) {
+    if (!schemaNames.has(m[0])) continue;
+    plain += text.slice(last, m.index);
+    if (plain) runs.push({ text: plain });
+    plain = "";
+    runs.push({ text: m[0], schema: m[0] });
+    last = m.index + m[0].length;
+  }
+  plain += text.slice(last);
+  if (plain) runs.push({ text: plain });
+  return runs;
 }

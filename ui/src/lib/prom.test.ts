@@ -144,7 +144,12 @@ describe("histogramQuantile", () => {
   });
 
   it("is NaN without observations and clamps q", () => {
-    expect(histogramQuantile(0.5, [{ le: 1, count: 0 }, { le: Infinity, count: 0 }])).toBeNaN();
+    expect(
+      histogramQuantile(0.5, [
+        { le: 1, count: 0 },
+        { le: Infinity, count: 0 },
+      ]),
+    ).toBeNaN();
     expect(histogramQuantile(0.5, [])).toBeNaN();
     expect(histogramQuantile(-1, buckets)).toBe(-Infinity);
     expect(histogramQuantile(2, buckets)).toBe(Infinity);
@@ -163,16 +168,40 @@ describe("rates", () => {
   });
 
   it("computes rates per key, new keys from zero", () => {
-    const r = ratesBy(new Map([["a", 1]]), new Map([["a", 5], ["b", 2]]), 2);
+    const r = ratesBy(
+      new Map([["a", 1]]),
+      new Map([
+        ["a", 5],
+        ["b", 2],
+      ]),
+      2,
+    );
     expect(r.get("a")).toBe(2);
     expect(r.get("b")).toBe(1);
   });
 
   it("subtracts histograms for a recent window", () => {
-    const prev = { buckets: [{ le: 1, count: 1 }, { le: Infinity, count: 2 }], sum: 3, count: 2 };
-    const curr = { buckets: [{ le: 1, count: 4 }, { le: Infinity, count: 6 }], sum: 10, count: 6 };
+    const prev = {
+      buckets: [
+        { le: 1, count: 1 },
+        { le: Infinity, count: 2 },
+      ],
+      sum: 3,
+      count: 2,
+    };
+    const curr = {
+      buckets: [
+        { le: 1, count: 4 },
+        { le: Infinity, count: 6 },
+      ],
+      sum: 10,
+      count: 6,
+    };
     expect(histogramDelta(prev, curr)).toEqual({
-      buckets: [{ le: 1, count: 3 }, { le: Infinity, count: 4 }],
+      buckets: [
+        { le: 1, count: 3 },
+        { le: Infinity, count: 4 },
+      ],
       sum: 7,
       count: 4,
     });

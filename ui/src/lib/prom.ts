@@ -236,9 +236,7 @@ export function histogramsBy(exp: Exposition, name: string, label: string): Map<
   for (const s of samples(exp, `${name}_count`)) entry(s.labels[label] ?? "").count += s.value;
   const out = new Map<string, Histogram>();
   for (const [key, e] of acc) {
-    const buckets = [...e.buckets.entries()]
-      .map(([le, count]) => ({ le, count }))
-      .sort((a, b) => a.le - b.le);
+    const buckets = [...e.buckets.entries()].map(([le, count]) => ({ le, count })).sort((a, b) => a.le - b.le);
     out.set(key, { buckets, sum: e.sum, count: e.count });
   }
   return out;

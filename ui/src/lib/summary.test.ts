@@ -70,6 +70,14 @@ describe("summarize", () => {
 
   it("handles an empty scrape", () => {
     const s = summarize(scrape(0, ""));
-    expect(s).toEqual({ routes: [], totalRequests: 0, totalRate: undefined, decisions: [], spoofs: 0, models: [], windowed: false });
+    expect(s).toEqual({
+      routes: [],
+      totalRequests: 0,
+      totalRate: undefined,
+      decisions: [],
+      spoofs: 0,
+      models: [],
+      windowed: false,
+    });
   });
 });

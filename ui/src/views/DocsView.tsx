@@ -1,15 +1,49 @@
-import { useEffect, useState } from "react";
+import { createContext, useContext, useEffect, useState } from "react";
 import { apiUrl, openApi } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { Prose } from "../components/Prose";
-import type { ApiDoc, Content, Operation } from "../lib/openapi";
+import { type ApiDoc, type Content, type Operation, typeRuns } from "../lib/openapi";
+
+const SchemaNames = createContext<ReadonlySet<string>>(new Set());
+
+function openSchema(name: string) {
+  const el = document.getElementById(`schema-${name}`);
+  if (el instanceof HTMLDetailsElement) el.open = true;
+  el?.scrollIntoView({ block: "center" });
+  el?.querySelector("summary")?.focus();
+}
+
+/** A type string with every known schema name linked to its definition. */
+function Type({ text }: { text: string }) {
+  const names = useContext(SchemaNames);
+  return (
+    <code className="type">
+      {typeRuns(text, names).map((run, i) =>
+        run.schema ? (
+          <a
+            key={i}
+            href={`#schema-${run.schema}`}
+            onClick={(e) => {
+              e.preventDefault();
+              openSchema(run.schema ?? "");
+            }}
+          >
+            {run.text}
+          </a>
+        ) : (
+          <span key={i}>{run.text}</span>
+        ),
+      )}
+    </code>
+  );
+}
 
 function Contents({ contents }: { contents: Content[] }) {
   return (
     <>
       {contents.map((c) => (
         <div key={c.mediaType} className="content-type">
-          <span className="muted small">{c.mediaType}</span> <code className="type">{c.type}</code>
+          <span className="muted small">{c.mediaType}</span> <Type text={c.type} />
         </div>
       ))}
     </>
@@ -39,7 +73,7 @@ function OperationDoc({ op }: { op: Operation }) {
                     </th>
                     <td className="muted small">{p.in}</td>
                     <td>
-                      <code className="type">{p.type}</code>
+                      <Type text={p.type} />
                     </td>
                     <td>{p.description}</td>
                   </tr>
@@ -90,59 +124,64 @@ export function DocsView() {
   }, []);
 
   const tags = doc ? [...new Set(doc.operations.map((o) => o.tag))] : [];
+  const names = new Set(doc?.schemas.map((s) => s.name));
   return (
-    <div className="view docs">
-      <h2>
-        {doc?.title || "API docs"} {doc?.version ? <span className="muted small">v{doc.version}</span> : null}
-      </h2>
-      {doc ? <Prose className="lead" text={doc.description} /> : null}
-      <p className="small">
-        Machine-readable: <a href={apiUrl("/openapi.json")}>openapi.json</a> (OpenAPI 3).
-      </p>
-      <ErrorBox error={error} title="Cannot load openapi.json" />
-      {tags.map((tag) => (
-        <section key={tag} className="card tag">
-          <h3>{tag}</h3>
-          {doc?.operations
-            .filter((o) => o.tag === tag)
-            .map((op) => <OperationDoc key={`${op.method} ${op.path}`} op={op} />)}
-        </section>
-      ))}
-      {doc && doc.schemas.length > 0 ? (
-        <section className="card">
-          <h3>Schemas</h3>
-          {doc.schemas.map((s) => (
-            <details key={s.name} className="op" id={`schema-${s.name}`}>
-              <summary>
-                <code className="path">{s.name}</code>
-                <span className="op-summary">{s.description}</span>
-              </summary>
-              <div className="op-body">
-                {s.fields.length > 0 ? (
-                  <table>
-                    <tbody>
-                      {s.fields.map((f) => (
-                        <tr key={f.name}>
-                          <th scope="row">
-                            <code>{f.name}</code>
-                            {f.required ? "" : "?"}
-                          </th>
-                          <td>
-                            <code className="type">{f.type}</code>
-                          </td>
-                          <td>{f.description}</td>
-                        </tr>
-                      ))}
-                    </tbody>
-                  </table>
-                ) : (
-                  <code className="type">{s.type}</code>
-                )}
-              </div>
-            </details>
-          ))}
-        </section>
-      ) : null}
-    </div>
+    <SchemaNames.Provider value={names}>
+      <div className="view docs">
+        <h2>
+          {doc?.title || "API docs"} {doc?.version ? <span className="muted small">v{doc.version}</span> : null}
+        </h2>
+        {doc ? <Prose className="lead" text={doc.description} /> : null}
+        <p className="small">
+          Machine-readable: <a href={apiUrl("/openapi.json")}>openapi.json</a> (OpenAPI 3).
+        </p>
+        <ErrorBox error={error} title="Cannot load openapi.json" />
+        {tags.map((tag) => (
+          <section key={tag} className="card tag">
+            <h3>{tag}</h3>
+            {doc?.operations
+              .filter((o) => o.tag === tag)
+              .map((op) => (
+                <OperationDoc key={`${op.method} ${op.path}`} op={op} />
+              ))}
+          </section>
+        ))}
+        {doc && doc.schemas.length > 0 ? (
+          <section className="card">
+            <h3>Schemas</h3>
+            {doc.schemas.map((s) => (
+              <details key={s.name} className="op" id={`schema-${s.name}`}>
+                <summary>
+                  <code className="path">{s.name}</code>
+                  <span className="op-summary">{s.description}</span>
+                </summary>
+                <div className="op-body">
+                  {s.fields.length > 0 ? (
+                    <table>
+                      <tbody>
+                        {s.fields.map((f) => (
+                          <tr key={f.name}>
+                            <th scope="row">
+                              <code>{f.name}</code>
+                              {f.required ? "" : "?"}
+                            </th>
+                            <td>
+                              <Type text={f.type} />
+                            </td>
+                            <td>{f.description}</td>
+                          </tr>
+                        ))}
+                      </tbody>
+                    </table>
+                  ) : (
+                    <Type text={s.type} />
+                  )}
+                </div>
+              </details>
+            ))}
+          </section>
+        ) : null}
+      </div>
+    </SchemaNames.Provider>
   );
 }

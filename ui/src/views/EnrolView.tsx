@@ -65,7 +65,9 @@ export function EnrolView() {
   return (
     <div className="view enrol">
       <h2>Enrol subjects</h2>
-      <p className="lead">A subject is a person; each face image added becomes part of their template (embeddings only, never the image).</p>
+      <p className="lead">
+        A subject is a person; each face image added becomes part of their template (embeddings only, never the image).
+      </p>
       <div className="columns">
         <div className="stack">
           <form className="card controls" onSubmit={create}>
@@ -87,13 +89,17 @@ export function EnrolView() {
                 </button>
               </div>
             </div>
-            <ErrorBox error={failure?.where === "create" ? failure.error : undefined} title="Cannot create the subject" />
+            <ErrorBox
+              error={failure?.where === "create" ? failure.error : undefined}
+              title="Cannot create the subject"
+            />
           </form>
           <form className="card controls" onSubmit={add}>
             <h3>Add a face</h3>
             {target ? (
               <p>
-                To <strong data-testid="face-target">{target.name}</strong> ({target.faces} face{target.faces === 1 ? "" : "s"} so far)
+                To <strong data-testid="face-target">{target.name}</strong> ({target.faces} face
+                {target.faces === 1 ? "" : "s"} so far)
               </p>
             ) : (
               <p className="muted">Select a subject in the list (or create one) first.</p>
@@ -119,7 +125,13 @@ export function EnrolView() {
           <ErrorBox error={failure?.where === "list" ? failure.error : undefined} />
           <ErrorBox error={listError} title="Cannot list subjects" />
           {subjects ? (
-            <SubjectTable subjects={subjects} selected={selected} onSelect={setSelected} onDelete={remove} busy={busy} />
+            <SubjectTable
+              subjects={subjects}
+              selected={selected}
+              onSelect={setSelected}
+              onDelete={remove}
+              busy={busy}
+            />
           ) : (
             <p className="placeholder">Loading…</p>
           )}

@@ -3,12 +3,31 @@ import { type Health, health, metricsText } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { usePolling } from "../hooks/usePolling";
 import { count, rate, seconds } from "../lib/format";
+import { pushBounded, sparkPath } from "../lib/sparkline";
 import { parsePrometheus } from "../lib/prom";
 import { type Scrape, type Summary, summarize } from "../lib/summary";
 
 const POLL_MS = 3000;
+const HISTORY = 60;
 
-function Stat({ label, value, sub, testId }: { label: string; value: string; sub?: string; testId?: string }) {
+function Sparkline({ values }: { values: number[] }) {
+  if (values.length < 2) return null;
+  return (
+    <svg className="spark" viewBox="0 0 120 28" preserveAspectRatio="none" aria-hidden="true">
+      <path d={sparkPath(values, 120, 28, 2)} />
+    </svg>
+  );
+}
+
+interface StatProps {
+  label: string;
+  value: string;
+  sub?: string;
+  testId?: string;
+  children?: React.ReactNode;
+}
+
+function Stat({ label, value, sub, testId, children }: StatProps) {
   return (
     <div className="stat">
       <span className="stat-label">{label}</span>
@@ -16,6 +35,7 @@ function Stat({ label, value, sub, testId }: { label: string; value: string; sub
         {value}
       </span>
       {sub ? <span className="muted small">{sub}</span> : null}
+      {children}
     </div>
   );
 }
@@ -105,6 +125,7 @@ export function MetricsView() {
   const [ready, setReady] = useState<Health>();
   const [error, setError] = useState<unknown>();
   const [updated, setUpdated] = useState<Date>();
+  const [rates, setRates] = useState<number[]>([]);
 
   usePolling(async (signal) => {
     const [text, readiness] = await Promise.all([
@@ -118,7 +139,9 @@ export function MetricsView() {
     if (text === undefined) return;
     try {
       const current = { at: Date.now(), exposition: parsePrometheus(text) };
-      setSummary(summarize(current, previous.current));
+      const next = summarize(current, previous.current);
+      setSummary(next);
+      if (next.totalRate !== undefined) setRates((r) => pushBounded(r, next.totalRate ?? 0, HISTORY));
       previous.current = current;
       setError(undefined);
       setUpdated(new Date());
@@ -135,8 +158,8 @@ export function MetricsView() {
       <h2>Metrics</h2>
       <p className="lead">
         The runtime's Prometheus metrics, read from <code>/metrics</code> every {POLL_MS / 1000} s
-        {updated ? ` (last ${updated.toLocaleTimeString()})` : ""}. Rates and latency quantiles cover the interval since the
-        previous read.
+        {updated ? ` (last ${updated.toLocaleTimeString()})` : ""}. Rates and latency quantiles cover the interval since
+        the previous read.
       </p>
       <ErrorBox error={error} title="Cannot read metrics" />
       <div className="stats">
@@ -151,7 +174,9 @@ export function MetricsView() {
           value={count(summary?.totalRequests)}
           sub={summary?.totalRate !== undefined ? rate(summary.totalRate) : undefined}
           testId="metrics-total"
-        />
+        >
+          <Sparkline values={rates} />
+        </Stat>
         <Stat label="accepted" value={count(accept)} testId="metrics-accept" />
         <Stat label="rejected" value={count(reject)} testId="metrics-reject" />
         <Stat label="spoofs detected" value={count(summary?.spoofs)} testId="metrics-spoofs" />
@@ -168,7 +193,11 @@ export function MetricsView() {
             <Models summary={summary} />
             {summary.decisions.length > 2 ? (
               <p className="muted small">
-                Other outcomes: {summary.decisions.filter(([k]) => k !== "accept" && k !== "reject").map(([k, v]) => `${k} ${count(v)}`).join(", ")}
+                Other outcomes:{" "}
+                {summary.decisions
+                  .filter(([k]) => k !== "accept" && k !== "reject")
+                  .map(([k, v]) => `${k} ${count(v)}`)
+                  .join(", ")}
               </p>
             ) : null}
           </section>

@@ -55,7 +55,12 @@ export function ScoreView() {
           {FEATURE_NAMES.map((name, i) => (
             <FeatureInput key={name} index={i} name={name} value={features[i] ?? 0} onChange={set(i)} />
           ))}
-          <button type="button" className="secondary" onClick={() => setFeatures([...DEFAULT_FEATURES])} data-testid="reset-features">
+          <button
+            type="button"
+            className="secondary"
+            onClick={() => setFeatures([...DEFAULT_FEATURES])}
+            data-testid="reset-features"
+          >
             Worked example [1, 0.5, −1]
           </button>
           <ErrorBox error={error} title="Scoring failed" />
