@@ -93,7 +93,7 @@ function OperationDoc({ op }: { op: Operation }) {
           <tbody>
             {op.responses.map((r) => (
               <tr key={r.status}>
-                <th scope="row" className={`status status-${r.status[0] ?? "x"}`}>
+                <th scope="row" className={`resp-status resp-status-${r.status[0] ?? "x"}`}>
                   {r.status}
                 </th>
                 <td>{r.description}</td>
