@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::alerts::{EmailSettings, SmtpTls};
 use crate::decision::validate_unit_threshold;
 
 /// Log output format.
@@ -104,6 +105,42 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
 
+    /// SMTP server (`host:port`) for spoof alert emails; alerts are off when unset.
+    #[arg(long, env = "FACEKEY_SMTP_SMARTHOST")]
+    pub smtp_smarthost: Option<String>,
+
+    /// SMTP connection security.
+    #[arg(long, env = "FACEKEY_SMTP_TLS", value_enum, default_value_t = SmtpTls::Starttls)]
+    pub smtp_tls: SmtpTls,
+
+    /// SMTP AUTH user name.
+    #[arg(long, env = "FACEKEY_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+
+    /// SMTP AUTH password (prefer the environment variable, e.g. from a Kubernetes Secret).
+    #[arg(long, env = "FACEKEY_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+
+    /// Extra PEM root certificate to trust for the SMTP server (private CA).
+    #[arg(long, env = "FACEKEY_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+
+    /// Sender address of alert emails.
+    #[arg(long, env = "FACEKEY_ALERT_FROM")]
+    pub alert_from: Option<String>,
+
+    /// Recipients of alert emails, comma-separated.
+    #[arg(long, env = "FACEKEY_ALERT_TO", value_delimiter = ',')]
+    pub alert_to: Vec<String>,
+
+    /// Least seconds between two alert emails; attempts in between are summarised.
+    #[arg(long, env = "FACEKEY_ALERT_MIN_INTERVAL_SECS", default_value_t = 60)]
+    pub alert_min_interval_secs: u64,
+
+    /// Name of this instance in alert emails (defaults to the host name).
+    #[arg(long, env = "FACEKEY_INSTANCE")]
+    pub instance: Option<String>,
+
     /// Log format.
     #[arg(long, env = "FACEKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -117,6 +154,43 @@ impl Config {
     /// Request timeout as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Email alert settings, or `None` when no SMTP server is configured. Missing sender or
+    /// recipients with a server set is a configuration error.
+    pub fn email_settings(&self) -> Result<Option<EmailSettings>, String> {
+        let Some(smarthost) = self.smtp_smarthost.clone() else {
+            return Ok(None);
+        };
+        let from = self
+            .alert_from
+            .clone()
+            .ok_or("FACEKEY_SMTP_SMARTHOST is set but FACEKEY_ALERT_FROM is not")?;
+        let to: Vec<String> = self
+            .alert_to
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if to.is_empty() {
+            return Err("FACEKEY_SMTP_SMARTHOST is set but FACEKEY_ALERT_TO is empty".into());
+        }
+        let instance = self
+            .instance
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "facekey-runtime".into());
+        Ok(Some(EmailSettings {
+            smarthost,
+            tls: self.smtp_tls,
+            username: self.smtp_username.clone(),
+            password: self.smtp_password.clone(),
+            ca_file: self.smtp_ca_file.clone(),
+            from,
+            to,
+            min_interval: Duration::from_secs(self.alert_min_interval_secs),
+            instance,
+        }))
     }
 
     /// Shutdown grace period as a [`Duration`].
@@ -166,6 +240,41 @@ mod tests {
         assert_eq!(c.weights, WeightsSource::File("/etc/facekey/w.json".into()));
         assert_eq!(c.threshold, Some(0.7));
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn email_settings_need_sender_and_recipients() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert!(c.email_settings().unwrap().is_none());
+        let c = Config::try_parse_from([
+            "facekey-runtime",
+            "--smtp-smarthost",
+            "mail:587",
+            "--alert-to",
+            "a@example.com, b@example.com",
+        ])
+        .unwrap();
+        assert!(
+            c.email_settings()
+                .unwrap_err()
+                .contains("FACEKEY_ALERT_FROM")
+        );
+        let c = Config::try_parse_from([
+            "facekey-runtime",
+            "--smtp-smarthost",
+            "mail:587",
+            "--alert-from",
+            "facekey@example.com",
+            "--alert-to",
+            "a@example.com,b@example.com",
+            "--instance",
+            "pod-1",
+        ])
+        .unwrap();
+        let s = c.email_settings().unwrap().unwrap();
+        assert_eq!(s.to, vec!["a@example.com", "b@example.com"]);
+        assert_eq!(s.instance, "pod-1");
+        assert_eq!(s.tls, SmtpTls::Starttls);
     }
 
     #[test]

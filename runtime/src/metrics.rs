@@ -47,6 +47,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Faces judged a presentation attack.
     pub spoofs_detected: IntCounter,
+    /// Spoof alert emails by result (`sent`, `failed`, `dropped` when the queue was full).
+    pub alert_emails: IntCounterVec,
     /// Constant 1, labelled with the build version.
     pub build_info: IntGaugeVec,
     /// Constant 1 per loaded model, labelled with its name and kind.
@@ -99,6 +101,13 @@ impl Metrics {
             "facekey_spoof_detected_total",
             "Faces the liveness check judged a presentation attack.",
         )?;
+        let alert_emails = IntCounterVec::new(
+            Opts::new(
+                "facekey_alert_emails_total",
+                "Spoof alert emails by result: sent, failed, dropped (queue full).",
+            ),
+            &["result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "facekey_build_info",
@@ -120,6 +129,7 @@ impl Metrics {
             Box::new(stage_duration.clone()),
             Box::new(decisions.clone()),
             Box::new(spoofs_detected.clone()),
+            Box::new(alert_emails.clone()),
             Box::new(build_info.clone()),
             Box::new(model_info.clone()),
         ] {
@@ -139,6 +149,7 @@ impl Metrics {
             stage_duration,
             decisions,
             spoofs_detected,
+            alert_emails,
             build_info,
             model_info,
         })

@@ -6,7 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
+/// How long exit waits for queued alert emails.
+const ALERT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+use crate::alerts::{self, Mailer};
 use crate::api;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
@@ -28,6 +33,9 @@ pub enum ServerError {
     /// The template store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Alerting is misconfigured.
+    #[error("start-up failed: {0}")]
+    Alerts(String),
     /// Metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -46,6 +54,7 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     state: SharedState,
+    alert_task: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -55,10 +64,25 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let metrics = Metrics::new()?;
+        let (alerts, alert_task) = match config.email_settings().map_err(ServerError::Alerts)? {
+            Some(settings) => {
+                let mailer =
+                    Mailer::new(&settings).map_err(|e| ServerError::Alerts(e.to_string()))?;
+                tracing::info!(smarthost = %settings.smarthost, to = ?settings.to, "spoof alert emails on");
+                let (sender, task) = alerts::spawn(mailer, settings.min_interval, metrics.clone());
+                (Some(sender), Some(task))
+            }
+            None => (None, None),
+        };
         let store = RedbStore::open(&config.data_dir, config.max_faces_per_subject)?;
         tracing::info!(path = %store.path().display(), "template store open");
-        let state = Arc::new(AppState::new(config, Metrics::new()?, Arc::new(store)));
-        Ok(Self { listener, state })
+        let state = Arc::new(AppState::new(config, metrics, Arc::new(store), alerts));
+        Ok(Self {
+            listener,
+            state,
+            alert_task,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -78,7 +102,11 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            state,
+            alert_task,
+        } = self;
         let loader_state = state.clone();
         let mut loader = tokio::task::spawn_blocking(move || {
             let engine = Engine::load(&loader_state.config)?;
@@ -116,19 +144,28 @@ impl Server {
                 }
             }
         };
-        tokio::pin!(serve);
+        let mut serve = Box::pin(serve);
 
-        tokio::select! {
+        let result = tokio::select! {
             loaded = &mut loader => {
                 match loaded {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e.into()),
-                    Err(e) => return Err(ServerError::Loader(e.to_string())),
+                    Ok(Ok(())) => (&mut serve).await,
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(ServerError::Loader(e.to_string())),
                 }
-                serve.await
             }
             r = &mut serve => r,
+        };
+        // Drop the router (and with it the last alert sender), then let queued alerts go out.
+        drop(serve);
+        if let Some(task) = alert_task
+            && tokio::time::timeout(ALERT_FLUSH_TIMEOUT, task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("alert emails still queued at exit were not sent");
         }
+        result
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::alerts::AlertSender;
 use crate::api::error::ApiError;
 use crate::config::{Config, WeightsSource};
 use crate::fusion::{FusionMlp, WeightsError};
@@ -57,6 +58,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Enrolled subjects and templates.
     pub store: Arc<dyn TemplateStore>,
+    /// Queue of the spoof alert email task, when email alerts are configured.
+    pub alerts: Option<AlertSender>,
     engine: OnceLock<Arc<Engine>>,
     shutting_down: AtomicBool,
 }
@@ -66,11 +69,17 @@ pub type SharedState = Arc<AppState>;
 
 impl AppState {
     /// New state with no engine loaded yet.
-    pub fn new(config: Config, metrics: Metrics, store: Arc<dyn TemplateStore>) -> Self {
+    pub fn new(
+        config: Config,
+        metrics: Metrics,
+        store: Arc<dyn TemplateStore>,
+        alerts: Option<AlertSender>,
+    ) -> Self {
         Self {
             config,
             metrics,
             store,
+            alerts,
             engine: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         }

@@ -1,0 +1,284 @@
+//! Spoof alert emails delivered to a real SMTP server (aiosmtpd, started on loopback) that
+//! requires STARTTLS and AUTH, with a self-signed certificate the mailer is told to trust.
+//! Needs the test venv (`tests/setup.sh` creates `.venv-tests` with aiosmtpd) and `openssl`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use facekey_runtime::alerts::{self, EmailSettings, Mailer, SmtpTls, SpoofAttempt};
+use facekey_runtime::metrics::Metrics;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("FACEKEY_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv-tests/bin/python"));
+    assert!(
+        p.exists(),
+        "{} not found: run tests/setup.sh to create the test venv with aiosmtpd",
+        p.display()
+    );
+    p
+}
+
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    maildir: PathBuf,
+    cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            // A server certificate, not a CA: webpki refuses a CA certificate as the peer.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl could not make a certificate");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let maildir = dir.path().join("maildir");
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/smtp/server.py"))
+            .arg(port.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .arg(&maildir)
+            .args(["alerts", "s3cret"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "SMTP server did not start");
+        Self {
+            child,
+            port,
+            maildir,
+            cert,
+            _dir: dir,
+        }
+    }
+
+    fn settings(&self, password: &str, min_interval: Duration) -> EmailSettings {
+        EmailSettings {
+            smarthost: format!("127.0.0.1:{}", self.port),
+            tls: SmtpTls::Starttls,
+            username: Some("alerts".into()),
+            password: Some(password.into()),
+            ca_file: Some(self.cert.clone()),
+            from: "FaceKey <facekey@example.test>".into(),
+            to: vec!["security@example.test".into(), "oncall@example.test".into()],
+            min_interval,
+            instance: "test-instance".into(),
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let new = self.maildir.join("new");
+        let mut out: Vec<(SystemTime, String)> = std::fs::read_dir(&new)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| {
+                        let t = e.metadata().unwrap().modified().unwrap();
+                        (t, decode_qp(&std::fs::read_to_string(e.path()).unwrap()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|(t, _)| *t);
+        out.into_iter().map(|(_, m)| m).collect()
+    }
+
+    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Undo quoted-printable encoding (soft line breaks and `=XX` escapes) so assertions read text.
+fn decode_qp(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn attempt(i: usize) -> SpoofAttempt {
+    SpoofAttempt {
+        at: SystemTime::now(),
+        route: "/v1/verify",
+        subject: Some(format!("subject-{i}")),
+        liveness: 0.12,
+        threshold: 0.5,
+        request_id: Some(format!("req-{i}")),
+    }
+}
+
+#[tokio::test]
+async fn alerts_are_delivered_over_starttls_with_auth_and_throttled() {
+    let smtp = SmtpServer::start();
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_secs(2);
+    let mailer = Mailer::new(&smtp.settings("s3cret", interval)).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+
+    // The first attempt is mailed at once.
+    attempt(1).emit(&metrics, Some(&sender));
+    let first = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 1, "first alert not delivered");
+    let m = &first[0];
+    assert!(
+        m.contains("Subject: [FaceKey] spoof attempt detected on test-instance"),
+        "{m}"
+    );
+    assert!(m.contains("security@example.test") && m.contains("oncall@example.test"));
+    assert!(m.contains("request_id=req-1"), "{m}");
+    // aiosmtpd records how the message arrived: TLS was used and the peer authenticated.
+    assert!(m.contains("X-Peer:"), "{m}");
+
+    // Three more within the interval arrive as one summary, not three mails.
+    for i in 2..=4 {
+        attempt(i).emit(&metrics, Some(&sender));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "throttle let a second mail through early"
+    );
+    let all = smtp.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(all.len(), 2);
+    let summary = &all[1];
+    assert!(
+        summary.contains("[FaceKey] 3 spoof attempts detected"),
+        "{summary}"
+    );
+    for i in 2..=4 {
+        assert!(
+            summary.contains(&format!("request_id=req-{i}")),
+            "{summary}"
+        );
+    }
+
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = metrics.render().unwrap();
+    assert!(
+        text.contains(r#"facekey_alert_emails_total{result="sent"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains("facekey_spoof_detected_total 4"), "{text}");
+}
+
+#[tokio::test]
+async fn a_rejected_login_is_counted_as_a_failed_email() {
+    let smtp = SmtpServer::start();
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_millis(100);
+    let mailer = Mailer::new(&smtp.settings("wrong-password", interval)).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+    attempt(1).emit(&metrics, Some(&sender));
+    drop(sender);
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "a rejected login must fail fast"
+    );
+    assert!(smtp.messages().is_empty());
+    let text = metrics.render().unwrap();
+    assert!(
+        text.contains(r#"facekey_alert_emails_total{result="failed"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused() {
+    let smtp = SmtpServer::start();
+    let metrics = Metrics::new().unwrap();
+    let mut settings = smtp.settings("s3cret", Duration::from_millis(100));
+    settings.ca_file = None;
+    let mailer = Mailer::new(&settings).unwrap();
+    let (sender, task) = alerts::spawn(mailer, Duration::from_millis(100), metrics.clone());
+    attempt(1).emit(&metrics, Some(&sender));
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        smtp.messages().is_empty(),
+        "mail sent over an unverified TLS connection"
+    );
+    assert!(
+        metrics
+            .render()
+            .unwrap()
+            .contains(r#"facekey_alert_emails_total{result="failed"} 1"#)
+    );
+}

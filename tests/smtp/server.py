@@ -1,0 +1,54 @@
+"""A real SMTP server for tests: aiosmtpd on 127.0.0.1 with STARTTLS required and AUTH
+(PLAIN/LOGIN) required after TLS. Messages are stored in a maildir.
+
+usage: server.py PORT CERT KEY MAILDIR USER PASSWORD
+Prints "ready" on stdout once listening; stops on SIGTERM/SIGINT.
+"""
+
+import mailbox
+import signal
+import ssl
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+def main() -> None:
+    port, cert, key, maildir, user, password = sys.argv[1:7]
+    mailbox.Maildir(maildir, create=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == user
+            and auth_data.password.decode() == password
+        )
+        # handled=False: aiosmtpd itself answers 235 or 535.
+        return AuthResult(success=ok, handled=False)
+
+    controller = Controller(
+        Mailbox(maildir),
+        hostname="127.0.0.1",
+        port=int(port),
+        tls_context=ctx,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=True,
+    )
+    controller.start()
+    print("ready", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+
+
+if __name__ == "__main__":
+    main()
