@@ -1,0 +1,288 @@
+//! Every threshold and knob of the vision pipeline in one serde + `Default` structure, so the
+//! server can fill it from flags, a file or the environment. Defaults reproduce the reference
+//! pipelines described in `runtime/models/MODELS.md`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use super::decode::DecodeLimits;
+
+/// Configuration of the whole vision pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisionConfig {
+    /// ONNX Runtime library and session settings.
+    pub runtime: RuntimeConfig,
+    /// Image decoding limits.
+    pub decode: DecodeLimits,
+    /// MTCNN detector settings.
+    pub detector: DetectorConfig,
+    /// What to do when an image holds several faces.
+    pub multi_face: MultiFacePolicy,
+    /// Embedding distance threshold and similarity mapping.
+    pub matching: MatchConfig,
+    /// Passive liveness (presentation-attack detection).
+    pub liveness: LivenessConfig,
+    /// Face-quality scoring.
+    pub quality: QualityConfig,
+}
+
+/// ONNX Runtime: where the library and models are, and how sessions run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Explicit ONNX Runtime library (`--ort-library`); otherwise `FACEKEY_ORT_LIBRARY`,
+    /// `ORT_DYLIB_PATH`, next to the executable, `<repo>/.tools/onnxruntime/`, system loader.
+    pub ort_library: Option<PathBuf>,
+    /// Explicit models directory (`--models-dir`); otherwise `FACEKEY_MODELS_DIR`, then
+    /// `models/` near the executable or `runtime/models/` of the repository.
+    pub models_dir: Option<PathBuf>,
+    /// Check every model file's SHA-256 against the pinned value at load (default true).
+    pub verify_checksums: bool,
+    /// ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime use every core
+    /// (default 0: lowest single-request latency).
+    pub intra_threads: usize,
+    /// Sessions per model, i.e. how many requests can run the same model at once (default 1).
+    pub sessions_per_model: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            ort_library: None,
+            models_dir: None,
+            verify_checksums: true,
+            intra_threads: 0,
+            sessions_per_model: 1,
+        }
+    }
+}
+
+/// MTCNN settings (defaults: PyPI `mtcnn` 1.0.0).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Smallest face side searched for, in pixels (default 20). Larger values shrink the
+    /// pyramid and speed up detection (e.g. 80 for selfies).
+    pub min_face_size: f64,
+    /// Pyramid scale step (default 0.709).
+    pub scale_factor: f64,
+    /// PNet face-probability threshold (default 0.6).
+    pub pnet_threshold: f64,
+    /// RNet threshold (default 0.7).
+    pub rnet_threshold: f64,
+    /// ONet threshold (default 0.8).
+    pub onet_threshold: f64,
+    /// IoU threshold of the per-scale PNet NMS (default 0.5).
+    pub pnet_scale_nms: f64,
+    /// IoU threshold of the cross-scale PNet NMS (default 0.7).
+    pub pnet_nms: f64,
+    /// IoU threshold of the RNet NMS (default 0.7).
+    pub rnet_nms: f64,
+    /// Intersection-over-minimum threshold of the ONet NMS (default 0.7).
+    pub onet_nms: f64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            min_face_size: 20.0,
+            scale_factor: 0.709,
+            pnet_threshold: 0.6,
+            rnet_threshold: 0.7,
+            onet_threshold: 0.8,
+            pnet_scale_nms: 0.5,
+            pnet_nms: 0.7,
+            rnet_nms: 0.7,
+            onet_nms: 0.7,
+        }
+    }
+}
+
+/// Which face a single-face operation uses when the image holds several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MultiFacePolicy {
+    /// Use the face with the largest box (default).
+    #[default]
+    Largest,
+    /// Fail with [`super::VisionError::MultipleFaces`].
+    Reject,
+}
+
+/// Face matching: dlib's distance threshold and the distance-to-similarity mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Same person when the Euclidean distance is at most this (default 0.6, dlib's).
+    pub distance_threshold: f32,
+    /// Steepness `k` of `similarity = 1 / (1 + exp(k (d - threshold)))` (default 10): the
+    /// threshold maps to 0.5, a typical genuine distance 0.3 to 0.95, an impostor 0.8 to 0.12.
+    pub similarity_steepness: f32,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self {
+            distance_threshold: 0.6,
+            similarity_steepness: 10.0,
+        }
+    }
+}
+
+/// How two liveness scores are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// Arithmetic mean of the two scores (default).
+    #[default]
+    Mean,
+    /// The lower score: live only when both models say live.
+    Min,
+}
+
+/// Which passive liveness model(s) run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "model")]
+pub enum LivenessMode {
+    /// No passive liveness check (the result reports no score and `live = false`).
+    Off,
+    /// Deep Tree Network only (~110 ms).
+    Dtn,
+    /// MiniFASNet-like model only (~4 ms).
+    MiniFas,
+    /// Both, combined into one score.
+    Both {
+        /// How the two scores are combined.
+        combine: Combine,
+    },
+}
+
+impl Default for LivenessMode {
+    fn default() -> Self {
+        Self::Both {
+            combine: Combine::Mean,
+        }
+    }
+}
+
+impl LivenessMode {
+    /// Whether the Deep Tree Network runs.
+    pub fn uses_dtn(&self) -> bool {
+        matches!(self, Self::Dtn | Self::Both { .. })
+    }
+
+    /// Whether the MiniFASNet-like model runs.
+    pub fn uses_minifas(&self) -> bool {
+        matches!(self, Self::MiniFas | Self::Both { .. })
+    }
+}
+
+/// Passive liveness settings. Every model score is mapped to `[0, 1]`, higher = more live, with
+/// the model's own decision threshold at 0.5.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LivenessConfig {
+    /// Models and combination (default both, mean).
+    pub mode: LivenessMode,
+    /// Live when the combined score is at least this (default 0.5).
+    pub threshold: f32,
+    /// The DTN spoof score at which the source app switches to "spoof" (default 0.2); the DTN
+    /// live score is `2^(-spoof / this)`, so this value maps to 0.5.
+    pub dtn_spoof_threshold: f32,
+    /// Crop side of the MiniFASNet-like model relative to the face box (default 2.7).
+    pub minifas_crop_scale: f32,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            mode: LivenessMode::default(),
+            threshold: 0.5,
+            dtn_spoof_threshold: 0.2,
+            minifas_crop_scale: 2.7,
+        }
+    }
+}
+
+/// Face-quality scoring (each sub-score in `[0, 1]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Face box short side (pixels) scoring 0 (default 20, MTCNN's minimum).
+    pub min_face_size: f32,
+    /// Face box short side (pixels) scoring 1 (default 100).
+    pub target_face_size: f32,
+    /// Variance of the Laplacian on the aligned chip that scores 0.5 (default 100); the score
+    /// is `v / (v + this)`.
+    pub sharpness_midpoint: f32,
+    /// Absolute yaw (degrees) scoring 0 (default 45).
+    pub max_yaw_degrees: f32,
+    /// Absolute roll (degrees) scoring 0 (default 45).
+    pub max_roll_degrees: f32,
+    /// Mean luma band (0–255) scoring 1 for exposure (default 70–190).
+    pub luma_band: [f32; 2],
+    /// Fraction of clipped pixels (luma ≤ 5 or ≥ 250) that scores 0 (default 0.3).
+    pub max_clipped_fraction: f32,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            min_face_size: 20.0,
+            target_face_size: 100.0,
+            sharpness_midpoint: 100.0,
+            max_yaw_degrees: 45.0,
+            max_roll_degrees: 45.0,
+            luma_band: [70.0, 190.0],
+            max_clipped_fraction: 0.3,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_json_gives_defaults() {
+        let c: VisionConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, VisionConfig::default());
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut c = VisionConfig::default();
+        c.liveness.mode = LivenessMode::Both {
+            combine: Combine::Min,
+        };
+        c.multi_face = MultiFacePolicy::Reject;
+        c.detector.min_face_size = 80.0;
+        let s = serde_json::to_string(&c).unwrap();
+        let back: VisionConfig = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn liveness_mode_json_shapes() {
+        let m: LivenessMode = serde_json::from_str(r#"{"model":"dtn"}"#).unwrap();
+        assert_eq!(m, LivenessMode::Dtn);
+        let m: LivenessMode = serde_json::from_str(r#"{"model":"both","combine":"min"}"#).unwrap();
+        assert_eq!(
+            m,
+            LivenessMode::Both {
+                combine: Combine::Min
+            }
+        );
+        assert!(m.uses_dtn() && m.uses_minifas());
+        assert!(!LivenessMode::MiniFas.uses_dtn());
+        assert!(!LivenessMode::Off.uses_minifas());
+    }
+
+    #[test]
+    fn unknown_fields_rejected() {
+        assert!(serde_json::from_str::<VisionConfig>(r#"{"detektor":{}}"#).is_err());
+    }
+}
