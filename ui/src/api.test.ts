@@ -39,6 +39,8 @@ describe("parseVerify", () => {
     ]);
     expect(v.quality.score).toBe(0.8);
     expect(v.quality.parts.map(([k]) => k)).toEqual(["size", "sharpness", "pose", "exposure"]);
+    expect(v.quality.measures).toEqual([]);
+    expect(v.inference).toEqual([]);
     expect(v.features).toEqual([0.84, 0.93, 0.8]);
     expect(v.decision).toBe("accept");
     expect(v.layers?.z3).toBe(1.2);
@@ -59,7 +61,7 @@ describe("parseVerify", () => {
     expect(v.face).toEqual({ box: { x: 1, y: 2, width: 10, height: 20 }, landmarks: [[1, 2]], confidence: 0.5 });
     expect(v.liveness.decision).toBe("reject");
     expect(v.match).toEqual({});
-    expect(v.quality).toEqual({ score: undefined, parts: [] });
+    expect(v.quality).toEqual({ score: undefined, parts: [], measures: [] });
     expect(v.decision).toBeUndefined();
     expect(v.layers).toBeUndefined();
     expect(v.timings).toEqual([["detect", 12]]);
@@ -70,6 +72,59 @@ describe("parseVerify", () => {
     const v = parseVerify("nope");
     expect(v.face).toBeUndefined();
     expect(v.timings).toEqual([]);
+  });
+
+  it("reads the pipeline's own shapes: landmark object, model objects, is_match, measures, inference", () => {
+    const v = parseVerify({
+      faces_detected: 2,
+      face: {
+        box: { x: 1, y: 2, width: 3, height: 4 },
+        confidence: 0.98,
+        landmarks: {
+          left_eye: { x: 1, y: 1 },
+          right_eye: { x: 2, y: 1 },
+          nose: { x: 1.5, y: 2 },
+          mouth_left: { x: 1, y: 3 },
+          mouth_right: { x: 2, y: 3 },
+        },
+      },
+      match: { distance: 0.7, similarity: 0.4, is_match: false, threshold: 0.6 },
+      liveness: {
+        score: 0.8,
+        live: true,
+        threshold: 0.5,
+        dtn: { spoof_score: 0.1, live_score: 0.75 },
+        minifas: { probabilities: [0.85, 0.1, 0.05], live_score: 0.85 },
+      },
+      quality: { score: 0.7, size: 1, sharpness: 0.5, pose: 0.9, exposure: 0.6, face_size_px: 180, yaw_degrees: -3.5 },
+      inference: { pnet: 20, pnet_runs: 9, rnet: 4, onet: 2, embed: 7, dtn: 100, minifas: null },
+    });
+    expect(v.facesDetected).toBe(2);
+    expect(v.face?.landmarks).toEqual([
+      [1, 1],
+      [2, 1],
+      [1.5, 2],
+      [1, 3],
+      [2, 3],
+    ]);
+    expect(v.match.decision).toBe("reject");
+    expect(v.liveness.decision).toBe("accept");
+    expect(v.liveness.models).toEqual([
+      ["dtn", 0.75],
+      ["minifas", 0.85],
+    ]);
+    expect(v.quality.parts.map(([k]) => k)).toEqual(["size", "sharpness", "pose", "exposure"]);
+    expect(v.quality.measures).toEqual([
+      ["face_size_px", 180],
+      ["yaw_degrees", -3.5],
+    ]);
+    expect(v.inference).toEqual([
+      ["pnet", 20],
+      ["rnet", 4],
+      ["onet", 2],
+      ["embed", 7],
+      ["dtn", 100],
+    ]);
   });
 });
 

@@ -65,14 +65,16 @@ export interface MatchResult extends Check {
 }
 
 export interface LivenessResult extends Check {
-  /** Per-model spoof scores, e.g. `{dtn: 0.91, minifas: 0.95}`. */
+  /** Per-model live scores, e.g. `{dtn: 0.91, minifas: 0.95}`. */
   models: [string, number][];
 }
 
 export interface QualityResult {
   score?: number;
-  /** Sub-scores such as size, sharpness, pose, exposure, in the server's order. */
+  /** Sub-scores in [0, 1] (size, sharpness, pose, exposure, `*_score`), in the server's order. */
   parts: [string, number][];
+  /** Raw measurements behind them (face_size_px, yaw_degrees, ...). */
+  measures: [string, number][];
 }
 
 export interface VerifyResult {
@@ -89,6 +91,10 @@ export interface VerifyResult {
   /** Stage timings in milliseconds, in pipeline order, without the total. */
   timings: [string, number][];
   totalMs?: number;
+  /** Time inside each model in milliseconds, when the server reports it. */
+  inference: [string, number][];
+  /** How many faces the detector found in the image. */
+  facesDetected?: number;
 }
 
 export interface ScoreResult {
@@ -130,6 +136,15 @@ function numericEntries(v: unknown, skip: readonly string[] = []): [string, numb
   });
 }
 
+const QUALITY_PARTS = ["size", "sharpness", "pose", "exposure"];
+const LANDMARK_KEYS = [
+  ["left_eye"],
+  ["right_eye"],
+  ["nose"],
+  ["mouth_left", "left_mouth"],
+  ["mouth_right", "right_mouth"],
+];
+
 function point(v: unknown): Point | undefined {
   if (Array.isArray(v)) {
     const [x, y] = v.map(num);
@@ -157,14 +172,43 @@ export function parseBox(v: unknown): Box | undefined {
   return { x, y, width, height };
 }
 
-function parseFace(v: unknown): Face | undefined {
-  const o = obj(v);
-  const box = parseBox(o.box);
-  if (!box) return undefined;
-  const landmarks = (Array.isArray(o.landmarks) ? o.landmarks : []).flatMap((p) => {
+/** Landmarks as an array of points, or as an object keyed `left_eye`, `right_eye`, `nose`, `mouth_left`, `mouth_right`. */
+function parseLandmarks(v: unknown): Point[] {
+  const list = Array.isArray(v)
+    ? v
+    : LANDMARK_KEYS.map((keys) => keys.map((k) => obj(v)[k]).find((p) => p !== undefined));
+  return list.flatMap((p) => {
     const q = point(p);
     return q ? [q] : [];
   });
+}
+
+/** Per-model live scores: `models{name: score}`, or model objects (`dtn: {live_score}`) in the liveness block. */
+function livenessModels(l: Json): [string, number][] {
+  if (isObject(l.models)) return numericEntries(l.models);
+  return Object.entries(l).flatMap(([name, v]) => {
+    if (!isObject(v)) return [];
+    const score = num(v.live_score) ?? num(v.score);
+    return score === undefined ? [] : [[name, score] as [string, number]];
+  });
+}
+
+/** Split a quality block into [0, 1] sub-scores and raw measurements. */
+export function splitQuality(v: unknown): QualityResult {
+  const q = obj(v);
+  const parts: [string, number][] = [];
+  const measures: [string, number][] = [];
+  for (const [k, n] of numericEntries(q, ["score"])) {
+    (QUALITY_PARTS.includes(k) || k.endsWith("_score") ? parts : measures).push([k, n]);
+  }
+  return { score: num(q.score), parts, measures };
+}
+
+function parseFace(v: unknown): Face | undefined {
+  const o = obj(v);
+  const box = parseBox(o.box ?? o.bbox);
+  if (!box) return undefined;
+  const landmarks = parseLandmarks(o.landmarks);
   return { box, landmarks, confidence: num(o.confidence ?? o.score) };
 }
 
@@ -179,7 +223,6 @@ export function parseVerify(raw: unknown): VerifyResult {
   const r = obj(raw);
   const m = obj(r.match);
   const l = obj(r.liveness);
-  const q = obj(r.quality);
   const timingsRaw = r.timings_ms ?? r.timings;
   const timings = numericEntries(timingsRaw, ["total"]);
   const faceRaw = r.face ?? (Array.isArray(r.faces) ? r.faces[0] : undefined);
@@ -190,15 +233,15 @@ export function parseVerify(raw: unknown): VerifyResult {
       distance: num(m.distance),
       similarity: num(m.similarity),
       threshold: num(m.threshold),
-      decision: decision(m.decision),
+      decision: decision(m.decision, m.is_match),
     },
     liveness: {
       score: num(l.score),
       threshold: num(l.threshold),
       decision: decision(l.decision, l.live),
-      models: numericEntries(l.models),
+      models: livenessModels(l),
     },
-    quality: { score: num(q.score), parts: numericEntries(q, ["score"]) },
+    quality: splitQuality(r.quality),
     features: parseFeatures(r.features),
     probability: num(r.probability),
     decision: decision(r.decision),
@@ -206,6 +249,8 @@ export function parseVerify(raw: unknown): VerifyResult {
     layers: parseLayers(r.layers),
     timings,
     totalMs: num(obj(timingsRaw).total),
+    inference: numericEntries(r.inference_ms ?? r.inference).filter(([k]) => !k.endsWith("_runs")),
+    facesDetected: num(r.faces_detected),
   };
 }
 

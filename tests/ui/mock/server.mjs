@@ -249,7 +249,7 @@ async function api(req, url) {
     const lm = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
     const match = { distance: 0.31, similarity: 0.84, threshold: 0.6, decision: "accept" };
     const liveness = { score: 0.93, decision: "accept", threshold: 0.5, models: { dtn: 0.91, minifas: 0.95 } };
-    const quality = { score: 0.8, size: 0.9, sharpness: 0.7, pose: 0.85, exposure: 0.9 };
+    const quality = { score: 0.8, size: 0.9, sharpness: 0.7, pose: 0.85, exposure: 0.9, face_size_px: bw, yaw_degrees: -2.4 };
     const features = [match.similarity, liveness.score, quality.score];
     const f = forward(features);
     const decision = f.probability >= THRESHOLD ? "accept" : "reject";
@@ -260,6 +260,7 @@ async function api(req, url) {
       route: path,
       body: {
         subject: s.id,
+        faces_detected: 1,
         face: { box, landmarks: [lm(0.3, 0.4), lm(0.7, 0.4), lm(0.5, 0.6), lm(0.35, 0.8), lm(0.65, 0.8)], confidence: 0.99 },
         match,
         liveness,
@@ -269,6 +270,7 @@ async function api(req, url) {
         decision,
         threshold: THRESHOLD,
         layers: f.layers,
+        inference_ms: { pnet: 22.1, pnet_runs: 9, rnet: 4.2, onet: 2.9, embed: 7.1, dtn: 108.4 },
         timings_ms: { decode: 3.2, detect: 31.5, align: 0.8, embed: 7.4, liveness: 112.3, quality: 0.9, fusion: 0.02, total: 156.1 + total },
       },
     };

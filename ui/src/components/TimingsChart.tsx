@@ -1,12 +1,20 @@
 import { millis } from "../lib/format";
 
-/** Per-stage timings as horizontal bars, scaled to the slowest stage, with the total below. */
-export function TimingsChart({ timings, totalMs }: { timings: [string, number][]; totalMs?: number }) {
-  if (timings.length === 0) return <p className="muted">No stage timings in the answer.</p>;
+interface TimingsChartProps {
+  timings: [string, number][];
+  totalMs?: number;
+  /** Label of the sum shown below the bars. */
+  totalLabel?: string;
+  testId?: string;
+}
+
+/** Timings as horizontal bars, scaled to the slowest entry, with the total below. */
+export function TimingsChart({ timings, totalMs, totalLabel = "total", testId = "timings" }: TimingsChartProps) {
+  if (timings.length === 0) return <p className="muted">No timings in the answer.</p>;
   const max = Math.max(...timings.map(([, ms]) => ms), 1e-9);
   const sum = timings.reduce((a, [, ms]) => a + ms, 0);
   return (
-    <figure className="bars" data-testid="timings">
+    <figure className="bars" data-testid={testId}>
       <ul>
         {timings.map(([stage, ms]) => (
           <li key={stage}>
@@ -19,7 +27,7 @@ export function TimingsChart({ timings, totalMs }: { timings: [string, number][]
         ))}
       </ul>
       <figcaption className="muted small">
-        total {millis(totalMs ?? sum)}
+        {totalLabel} {millis(totalMs ?? sum)}
         {totalMs !== undefined && totalMs > sum * 1.05 ? ` (stages ${millis(sum)})` : ""}
       </figcaption>
     </figure>

@@ -41,7 +41,7 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
       </div>
       <div className="grid2">
         <Section title="Match" decision={match.decision}>
-          <Meter label="similarity" value={match.similarity} min={-1} max={1} />
+          <Meter label="similarity" value={match.similarity} />
           <Meter label="distance" value={match.distance} threshold={match.threshold} max={1.2} lowerIsBetter />
         </Section>
         <Section title="Liveness" decision={liveness.decision}>
@@ -55,9 +55,25 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
           {quality.parts.map(([part, value]) => (
             <Meter key={part} label={part} value={value} />
           ))}
+          {quality.measures.length > 0 ? (
+            <dl className="measures">
+              {quality.measures.map(([name, value]) => (
+                <div key={name}>
+                  <dt>{name.replace(/_/g, " ")}</dt>
+                  <dd className="num">{fixed(value, Math.abs(value) >= 100 ? 0 : 2)}</dd>
+                </div>
+              ))}
+            </dl>
+          ) : null}
         </Section>
         <Section title="Timings">
           <TimingsChart timings={result.timings} totalMs={result.totalMs} />
+          {result.inference.length > 0 ? (
+            <>
+              <h4>Inside the models</h4>
+              <TimingsChart timings={result.inference} totalLabel="inference" testId="inference-timings" />
+            </>
+          ) : null}
         </Section>
       </div>
       <Section title="Score fusion" decision={result.decision}>

@@ -91,8 +91,15 @@ export function VerifyView() {
           ) : (
             <p className="placeholder">Upload an image or capture a camera frame.</p>
           )}
-          {result?.face?.confidence !== undefined ? (
-            <p className="muted small">Face detected with confidence {result.face.confidence.toFixed(3)}.</p>
+          {result?.face ? (
+            <p className="muted small" data-testid="face-note">
+              Face detected
+              {result.face.confidence !== undefined ? ` with confidence ${result.face.confidence.toFixed(3)}` : ""}
+              {result.facesDetected !== undefined && result.facesDetected > 1
+                ? ` (the chosen one of ${result.facesDetected} faces)`
+                : ""}
+              .
+            </p>
           ) : null}
         </form>
         <div className="results" aria-live="polite">
