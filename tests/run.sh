@@ -31,6 +31,9 @@ export FACEKEY_OPERATOR_BIN="$ROOT/target/debug/facekey-operator"
 stage "prometheus: real scrape of the runtime, promtool metric lint"
 tests/prometheus/scrape.sh
 
+stage "container: hadolint and trivy config on the Dockerfile"
+tests/container/check.sh
+
 if [ -x tests/operator/check.sh ]; then
   stage "operator: rendered objects against Kubernetes and prometheus-operator schemas"
   tests/operator/check.sh

@@ -141,6 +141,11 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_INSTANCE")]
     pub instance: Option<String>,
 
+    /// Instead of serving, ask the server at `--listen` for `GET /healthz` and exit 0 when it
+    /// answers 200, 1 otherwise (for container HEALTHCHECKs in images without curl).
+    #[arg(long)]
+    pub check_health: bool,
+
     /// Log format.
     #[arg(long, env = "FACEKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

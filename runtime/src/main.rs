@@ -10,6 +10,11 @@ use facekey_runtime::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if config.check_health {
+        return facekey_runtime::server::check_health(config.listen)
+            .await
+            .map_err(anyhow::Error::msg);
+    }
     telemetry::init(config.log_format, &config.log).map_err(anyhow::Error::msg)?;
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;

@@ -169,6 +169,41 @@ impl Server {
     }
 }
 
+/// `GET /healthz` on the server listening at `addr` (a wildcard address means loopback);
+/// `Ok(())` when it answers 200 within five seconds.
+pub async fn check_health(addr: SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = [0u8; 12];
+        stream
+            .read_exact(&mut head)
+            .await
+            .map_err(|e| format!("no answer from {target}: {e}"))?;
+        match &head[9..12] {
+            b"200" => Ok(()),
+            other => Err(format!(
+                "{target} answered {}",
+                String::from_utf8_lossy(other)
+            )),
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+        .await
+        .map_err(|_| format!("{target} did not answer within 5 s"))?
+}
+
 /// Resolve on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

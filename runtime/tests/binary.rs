@@ -61,6 +61,15 @@ fn serves_from_env_config_logs_json_and_exits_cleanly_on_sigterm() {
     assert_eq!(v["threshold"], 0.9);
     assert_eq!(v["decision"], "reject");
 
+    let health = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .args(["--check-health", "--listen", &format!("0.0.0.0:{port}")])
+        .status()
+        .unwrap();
+    assert!(
+        health.success(),
+        "--check-health failed against a serving runtime"
+    );
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -106,6 +115,20 @@ fn bad_weights_file_exits_non_zero_naming_the_file() {
     assert!(stderr.contains("broken-weights.json"), "{stderr}");
     assert!(stderr.contains("missing field"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_health_fails_when_nothing_listens() {
+    let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .args([
+            "--check-health",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
 
 #[test]
