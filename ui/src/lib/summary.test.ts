@@ -52,9 +52,28 @@ describe("summarize", () => {
     ]);
     expect(s.spoofs).toBe(0);
     expect(s.models).toHaveLength(1);
-    expect(s.models[0]?.model).toBe("fusion");
+    expect(s.models[0]?.name).toBe("fusion");
+    expect(s.stages).toEqual([]);
     expect(s.models[0]?.meanSeconds).toBeCloseTo(0.00003, 12);
     expect(s.models[0]?.p50).toBeCloseTo(0.00001 + 0.00009 * (1 / 6), 12);
+  });
+
+  it("reads pipeline stage latency", () => {
+    const s = summarize(
+      scrape(
+        0,
+        `# TYPE facekey_stage_duration_seconds histogram
+facekey_stage_duration_seconds_bucket{stage="detect",le="0.01"} 1
+facekey_stage_duration_seconds_bucket{stage="detect",le="0.1"} 3
+facekey_stage_duration_seconds_bucket{stage="detect",le="+Inf"} 3
+facekey_stage_duration_seconds_sum{stage="detect"} 0.12
+facekey_stage_duration_seconds_count{stage="detect"} 3
+`,
+      ),
+    );
+    expect(s.stages.map((r) => r.name)).toEqual(["detect"]);
+    expect(s.stages[0]?.meanSeconds).toBeCloseTo(0.04, 12);
+    expect(s.stages[0]?.p50).toBeCloseTo(0.01 + 0.09 * 0.25, 12);
   });
 
   it("computes rates and recent-window quantiles from two scrapes", () => {
@@ -77,6 +96,7 @@ describe("summarize", () => {
       decisions: [],
       spoofs: 0,
       models: [],
+      stages: [],
       windowed: false,
     });
   });

@@ -6,6 +6,7 @@ export const METRIC = {
   requests: "facekey_http_requests_total",
   requestDuration: "facekey_http_request_duration_seconds",
   inferenceDuration: "facekey_inference_duration_seconds",
+  stageDuration: "facekey_stage_duration_seconds",
   decisions: "facekey_decisions_total",
   spoofs: "facekey_spoof_detected_total",
 } as const;
@@ -26,8 +27,9 @@ export interface RouteRow {
   p99: number;
 }
 
-export interface ModelRow {
-  model: string;
+export interface LatencyRow {
+  /** The label value: a model or a pipeline stage. */
+  name: string;
   count: number;
   meanSeconds: number;
   p50: number;
@@ -40,9 +42,23 @@ export interface Summary {
   totalRate?: number;
   decisions: [string, number][];
   spoofs: number;
-  models: ModelRow[];
+  models: LatencyRow[];
+  stages: LatencyRow[];
   /** True when quantiles cover only the interval since the previous scrape. */
   windowed: boolean;
+}
+
+/** Count, mean and quantiles (seconds, since start) of each histogram of `name` by `label`. */
+function latencyRows(exp: Exposition, name: string, label: string): LatencyRow[] {
+  return [...histogramsBy(exp, name, label).entries()]
+    .map(([key, h]): LatencyRow => ({
+      name: key,
+      count: h.count,
+      meanSeconds: h.count > 0 ? h.sum / h.count : NaN,
+      p50: histogramQuantile(0.5, h.buckets),
+      p99: histogramQuantile(0.99, h.buckets),
+    }))
+    .sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** Summarise `current`, with rates and recent-window quantiles when `previous` is given. */
@@ -71,15 +87,8 @@ export function summarize(current: Scrape, previous?: Scrape): Summary {
     })
     .sort((a, b) => b.requests - a.requests || a.route.localeCompare(b.route));
 
-  const models = [...histogramsBy(cur, METRIC.inferenceDuration, "model").entries()]
-    .map(([model, h]): ModelRow => ({
-      model,
-      count: h.count,
-      meanSeconds: h.count > 0 ? h.sum / h.count : NaN,
-      p50: histogramQuantile(0.5, h.buckets),
-      p99: histogramQuantile(0.99, h.buckets),
-    }))
-    .sort((a, b) => a.model.localeCompare(b.model));
+  const models = latencyRows(cur, METRIC.inferenceDuration, "model");
+  const stages = latencyRows(cur, METRIC.stageDuration, "stage");
 
   const decisions = [...sumBy(cur, METRIC.decisions, "outcome").entries()].sort(([a], [b]) => a.localeCompare(b));
   const totalRate = rates ? [...rates.values()].reduce((a, b) => a + b, 0) : undefined;
@@ -91,6 +100,7 @@ export function summarize(current: Scrape, previous?: Scrape): Summary {
     decisions,
     spoofs: total(cur, METRIC.spoofs),
     models,
+    stages,
     windowed,
   };
 }

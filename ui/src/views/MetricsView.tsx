@@ -5,7 +5,7 @@ import { usePolling } from "../hooks/usePolling";
 import { count, rate, seconds } from "../lib/format";
 import { pushBounded, sparkPath } from "../lib/sparkline";
 import { parsePrometheus } from "../lib/prom";
-import { type Scrape, type Summary, summarize } from "../lib/summary";
+import { type LatencyRow, type Scrape, type Summary, summarize } from "../lib/summary";
 
 const POLL_MS = 3000;
 const HISTORY = 60;
@@ -81,14 +81,14 @@ function Routes({ summary }: { summary: Summary }) {
   );
 }
 
-function Models({ summary }: { summary: Summary }) {
-  if (summary.models.length === 0) return <p className="placeholder">No model inference recorded yet.</p>;
+function Latency({ rows, what, testId }: { rows: LatencyRow[]; what: string; testId: string }) {
+  if (rows.length === 0) return <p className="placeholder">No {what} recorded yet.</p>;
   return (
-    <table className="metrics" data-testid="models">
-      <caption className="sr-only">Inference latency by model</caption>
+    <table className="metrics" data-testid={testId}>
+      <caption className="sr-only">Latency by {what}</caption>
       <thead>
         <tr>
-          <th scope="col">Model</th>
+          <th scope="col">{what}</th>
           <th scope="col" className="num">
             Runs
           </th>
@@ -104,9 +104,9 @@ function Models({ summary }: { summary: Summary }) {
         </tr>
       </thead>
       <tbody>
-        {summary.models.map((m) => (
-          <tr key={m.model}>
-            <th scope="row">{m.model}</th>
+        {rows.map((m) => (
+          <tr key={m.name}>
+            <th scope="row">{m.name}</th>
             <td className="num">{count(m.count)}</td>
             <td className="num">{seconds(m.meanSeconds)}</td>
             <td className="num">{seconds(m.p50)}</td>
@@ -190,7 +190,13 @@ export function MetricsView() {
           </section>
           <section className="card">
             <h3>Inference latency by model</h3>
-            <Models summary={summary} />
+            <Latency rows={summary.models} what="model" testId="models" />
+            {summary.stages.length > 0 ? (
+              <>
+                <h4>Pipeline stages</h4>
+                <Latency rows={summary.stages} what="stage" testId="stages" />
+              </>
+            ) : null}
             {summary.decisions.length > 2 ? (
               <p className="muted small">
                 Other outcomes:{" "}
@@ -200,6 +206,7 @@ export function MetricsView() {
                   .join(", ")}
               </p>
             ) : null}
+            <p className="muted small">Model and stage latency since start.</p>
           </section>
         </div>
       ) : null}
