@@ -36,6 +36,9 @@ const STRICT = process.env.FACEKEY_E2E_STRICT === "1";
 const STEP_TIMEOUT = 30_000;
 mkdirSync(SHOTS, { recursive: true });
 
+/** "POST /v1/subjects/{id}/faces" and "POST /v1/subjects/{subject_id}/faces" are one operation. */
+const operationKey = (op) => op.replace(/\{[^}]*\}/g, "{}");
+
 /** The operations the runtime documents, e.g. "POST /v1/verify"; undefined when it documents none. */
 async function documentedOperations() {
   try {
@@ -43,7 +46,9 @@ async function documentedOperations() {
     if (!res.ok) return undefined;
     const doc = await res.json();
     return new Set(
-      Object.entries(doc.paths ?? {}).flatMap(([path, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${path}`)),
+      Object.entries(doc.paths ?? {}).flatMap(([path, item]) =>
+        Object.keys(item).map((m) => operationKey(`${m.toUpperCase()} ${path}`)),
+      ),
     );
   } catch {
     return undefined;
@@ -53,7 +58,7 @@ const operations = await documentedOperations();
 /** Why a step cannot run against this runtime, or undefined when it can. */
 function missing(...ops) {
   if (STRICT || operations === undefined) return undefined;
-  const absent = ops.filter((op) => !operations.has(op));
+  const absent = ops.filter((op) => !operations.has(operationKey(op)));
   return absent.length > 0 ? `the runtime's openapi.json has no ${absent.join(", ")}` : undefined;
 }
 const FACES = "POST /v1/subjects/{id}/faces";
