@@ -1,0 +1,177 @@
+//! The Grafana dashboard, shipped as a ConfigMap that Grafana's sidecar imports.
+
+use std::collections::BTreeMap;
+
+use facekey_crds::DashboardsSpec;
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::{Value, json};
+
+use super::Owner;
+use super::monitoring::series_selector;
+use crate::labels::{self, Component};
+use crate::{Error, Result};
+
+/// One query of a panel: legend format and PromQL (`{sel` becomes the series selector).
+type Target = (&'static str, &'static str);
+
+/// Panels: title, unit and targets.
+const PANELS: &[(&str, &str, &[Target])] = &[
+    (
+        "Requests per second by route",
+        "reqps",
+        &[(
+            "{{route}} {{method}}",
+            "sum by (route, method) (rate(facekey_http_requests_total{sel}[5m]))",
+        )],
+    ),
+    (
+        "Server error ratio",
+        "percentunit",
+        &[(
+            "5xx",
+            "sum(rate(facekey_http_requests_total{sel,status=~\"5..\"}[5m])) / sum(rate(facekey_http_requests_total{sel}[5m]))",
+        )],
+    ),
+    (
+        "Request latency",
+        "s",
+        &[
+            (
+                "p50",
+                "histogram_quantile(0.5, sum by (le) (rate(facekey_http_request_duration_seconds_bucket{sel}[5m])))",
+            ),
+            (
+                "p99",
+                "histogram_quantile(0.99, sum by (le) (rate(facekey_http_request_duration_seconds_bucket{sel}[5m])))",
+            ),
+        ],
+    ),
+    (
+        "Decisions per second",
+        "ops",
+        &[(
+            "{{outcome}}",
+            "sum by (outcome) (rate(facekey_decisions_total{sel}[5m]))",
+        )],
+    ),
+    (
+        "Spoof attempts per minute",
+        "short",
+        &[(
+            "spoof",
+            "sum(rate(facekey_spoof_detected_total{sel}[5m])) * 60",
+        )],
+    ),
+    (
+        "Model inference p95",
+        "s",
+        &[(
+            "{{model}}",
+            "histogram_quantile(0.95, sum by (le, model) (rate(facekey_inference_duration_seconds_bucket{sel}[5m])))",
+        )],
+    ),
+    (
+        "Pipeline stage p95",
+        "s",
+        &[(
+            "{{stage}}",
+            "histogram_quantile(0.95, sum by (le, stage) (rate(facekey_stage_duration_seconds_bucket{sel}[5m])))",
+        )],
+    ),
+    ("Runtime pods up", "short", &[("up", "sum(up{sel})")]),
+    (
+        "Build info",
+        "short",
+        &[(
+            "{{version}}",
+            "count by (version) (facekey_build_info{sel})",
+        )],
+    ),
+];
+
+/// The dashboard JSON model for the deployment `namespace/name`.
+pub fn dashboard_json(namespace: &str, name: &str) -> Value {
+    let owner = Owner {
+        name,
+        namespace,
+        owner_ref: None,
+    };
+    let sel = series_selector(&owner);
+    let panels: Vec<Value> = PANELS
+        .iter()
+        .enumerate()
+        .map(|(i, (title, unit, targets))| {
+            let targets: Vec<Value> = targets
+                .iter()
+                .zip('A'..='Z')
+                .map(|((legend, expr), ref_id)| {
+                    let selector = format!("{{{sel}");
+                    json!({
+                        "refId": ref_id.to_string(),
+                        "expr": expr.replace("{sel", &selector),
+                        "legendFormat": legend,
+                        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                    })
+                })
+                .collect();
+            let (x, y) = ((i % 2) * 12, (i / 2) * 8);
+            json!({
+                "id": i + 1,
+                "type": "timeseries",
+                "title": title,
+                "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+                "targets": targets,
+            })
+        })
+        .collect();
+    json!({
+        "uid": format!("facekey-{}", labels::short_hash(format!("{namespace}/{name}").as_bytes(), 16)),
+        "title": format!("FaceKey {namespace}/{name}"),
+        "tags": ["facekey"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": true,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": [{
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+        }]},
+        "panels": panels,
+    })
+}
+
+pub(super) fn dashboard_config_map(owner: &Owner<'_>, spec: &DashboardsSpec) -> Result<ConfigMap> {
+    let mut meta = owner.meta(labels::dashboard_name(owner.name), Component::Monitoring);
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.insert(labels::GRAFANA_DASHBOARD_LABEL.to_owned(), "1".to_owned());
+    }
+    if let Some(folder) = &spec.folder {
+        meta.annotations = Some(BTreeMap::from([(
+            "grafana_folder".to_owned(),
+            folder.clone(),
+        )]));
+    }
+    let json = serde_json::to_string_pretty(&dashboard_json(owner.namespace, owner.name)).map_err(
+        |source| Error::Serialize {
+            what: "Grafana dashboard".into(),
+            source,
+        },
+    )?;
+    Ok(ConfigMap {
+        metadata: meta,
+        data: Some(BTreeMap::from([(
+            format!("facekey-{}-{}.json", owner.namespace, owner.name),
+            json,
+        )])),
+        ..ConfigMap::default()
+    })
+}

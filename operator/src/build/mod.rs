@@ -1,0 +1,387 @@
+//! Desired objects of a FaceKeyDeployment, built without a client.
+//!
+//! [`build`] turns a resource plus a few facts gathered by the reconciler ([`BuildInputs`]: which
+//! image may run, which optional CRDs exist) into the ordered list of objects to server-side apply.
+//! The reconciler, `render` and the golden tests all go through this one function.
+
+mod dashboard;
+mod monitoring;
+mod runtime;
+mod scan_job;
+
+use std::collections::BTreeMap;
+
+use facekey_crds::FaceKeyDeployment;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::core::ApiResource;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use dashboard::dashboard_json;
+pub use monitoring::{DEPLOYMENT_LABEL, alert_rule_groups};
+pub use runtime::{RUNTIME_PORT, config_data, runtime_env_keys};
+pub use scan_job::{SCAN_SUMMARY_CONTAINER, scan_job};
+
+use crate::labels::{self, Component};
+use crate::{Error, Result};
+
+/// Kinds of child objects the operator applies and prunes, in apply order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChildKind {
+    /// core/v1 ConfigMap (runtime configuration and the Grafana dashboard).
+    ConfigMap,
+    /// apps/v1 Deployment of the runtime pods.
+    Deployment,
+    /// core/v1 Service in front of the pods.
+    Service,
+    /// autoscaling/v2 HorizontalPodAutoscaler.
+    HorizontalPodAutoscaler,
+    /// policy/v1 PodDisruptionBudget.
+    PodDisruptionBudget,
+    /// monitoring.coreos.com/v1 ServiceMonitor.
+    ServiceMonitor,
+    /// monitoring.coreos.com/v1 PrometheusRule.
+    PrometheusRule,
+    /// monitoring.coreos.com/v1alpha1 AlertmanagerConfig.
+    AlertmanagerConfig,
+}
+
+impl ChildKind {
+    /// Every child kind, in apply order; the pruner walks the same list.
+    pub const ALL: [ChildKind; 8] = [
+        ChildKind::ConfigMap,
+        ChildKind::Deployment,
+        ChildKind::Service,
+        ChildKind::HorizontalPodAutoscaler,
+        ChildKind::PodDisruptionBudget,
+        ChildKind::ServiceMonitor,
+        ChildKind::PrometheusRule,
+        ChildKind::AlertmanagerConfig,
+    ];
+
+    /// Group, version, kind and plural for dynamic API calls.
+    pub fn api_resource(self) -> ApiResource {
+        match self {
+            ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            ChildKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            ChildKind::Service => ApiResource::erase::<Service>(&()),
+            ChildKind::HorizontalPodAutoscaler => {
+                ApiResource::erase::<HorizontalPodAutoscaler>(&())
+            }
+            ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+            ChildKind::ServiceMonitor => monitoring_resource("v1", "ServiceMonitor"),
+            ChildKind::PrometheusRule => monitoring_resource("v1", "PrometheusRule"),
+            ChildKind::AlertmanagerConfig => monitoring_resource("v1alpha1", "AlertmanagerConfig"),
+        }
+    }
+
+    /// The optional CRD this kind needs, if it is not built into Kubernetes.
+    pub fn required_crd(self) -> Option<OptionalCrd> {
+        match self {
+            ChildKind::ServiceMonitor => Some(OptionalCrd::ServiceMonitor),
+            ChildKind::PrometheusRule => Some(OptionalCrd::PrometheusRule),
+            ChildKind::AlertmanagerConfig => Some(OptionalCrd::AlertmanagerConfig),
+            _ => None,
+        }
+    }
+
+    /// The kind name as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::ConfigMap => "ConfigMap",
+            ChildKind::Deployment => "Deployment",
+            ChildKind::Service => "Service",
+            ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::ServiceMonitor => "ServiceMonitor",
+            ChildKind::PrometheusRule => "PrometheusRule",
+            ChildKind::AlertmanagerConfig => "AlertmanagerConfig",
+        }
+    }
+}
+
+fn monitoring_resource(version: &str, kind: &str) -> ApiResource {
+    ApiResource {
+        group: "monitoring.coreos.com".to_owned(),
+        version: version.to_owned(),
+        api_version: format!("monitoring.coreos.com/{version}"),
+        kind: kind.to_owned(),
+        plural: format!("{}s", kind.to_lowercase()),
+    }
+}
+
+/// CRDs that are not part of Kubernetes and may be missing from a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OptionalCrd {
+    /// prometheus-operator ServiceMonitor.
+    ServiceMonitor,
+    /// prometheus-operator PrometheusRule.
+    PrometheusRule,
+    /// prometheus-operator AlertmanagerConfig.
+    AlertmanagerConfig,
+    /// trivy-operator VulnerabilityReport.
+    VulnerabilityReport,
+}
+
+impl OptionalCrd {
+    /// Every optional CRD.
+    pub const ALL: [OptionalCrd; 4] = [
+        OptionalCrd::ServiceMonitor,
+        OptionalCrd::PrometheusRule,
+        OptionalCrd::AlertmanagerConfig,
+        OptionalCrd::VulnerabilityReport,
+    ];
+
+    /// The CustomResourceDefinition's name (`<plural>.<group>`).
+    pub fn crd_name(self) -> &'static str {
+        match self {
+            OptionalCrd::ServiceMonitor => "servicemonitors.monitoring.coreos.com",
+            OptionalCrd::PrometheusRule => "prometheusrules.monitoring.coreos.com",
+            OptionalCrd::AlertmanagerConfig => "alertmanagerconfigs.monitoring.coreos.com",
+            OptionalCrd::VulnerabilityReport => "vulnerabilityreports.aquasecurity.github.io",
+        }
+    }
+}
+
+/// Which optional CRDs the cluster serves; monitoring objects whose CRD is missing are skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// CRDs found installed.
+    pub installed: std::collections::BTreeSet<OptionalCrd>,
+}
+
+impl Capabilities {
+    /// Every optional CRD present (what `render` assumes by default).
+    pub fn all() -> Self {
+        Self {
+            installed: OptionalCrd::ALL.into_iter().collect(),
+        }
+    }
+
+    /// No optional CRD present.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether `crd` is installed.
+    pub fn has(&self, crd: OptionalCrd) -> bool {
+        self.installed.contains(&crd)
+    }
+}
+
+/// Facts the reconciler gathered that the pure builder needs.
+#[derive(Clone, Debug)]
+pub struct BuildInputs<'a> {
+    /// The resource being reconciled.
+    pub fkd: &'a FaceKeyDeployment,
+    /// Image the runtime Deployment may run: `spec.image` when the scan gate is open, the image
+    /// already running while it is closed, `None` when nothing may run yet.
+    pub runtime_image: Option<&'a str>,
+    /// Optional CRDs present in the cluster.
+    pub capabilities: &'a Capabilities,
+}
+
+/// One object to server-side apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredObject {
+    /// Its kind.
+    pub kind: ChildKind,
+    /// Its name (namespace is the owner's).
+    pub name: String,
+    /// The full object, including apiVersion, kind and metadata.
+    pub body: Value,
+}
+
+/// An object the builder left out and why; it feeds the MonitoringReady condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The kind not applied.
+    pub kind: ChildKind,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// Everything the builder decided for one resource.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    /// Objects to apply, in apply order.
+    pub objects: Vec<DesiredObject>,
+    /// Optional objects skipped because their CRD is missing.
+    pub skipped: Vec<Skipped>,
+    /// Label selector of the runtime pods (reported in status for `/scale`).
+    pub selector: String,
+}
+
+impl Desired {
+    /// The desired object of `kind` named `name`, if any.
+    pub fn get(&self, kind: ChildKind, name: &str) -> Option<&DesiredObject> {
+        self.objects
+            .iter()
+            .find(|o| o.kind == kind && o.name == name)
+    }
+}
+
+/// Identity of the resource every builder needs: name, namespace, owner reference.
+#[derive(Clone, Debug)]
+pub(crate) struct Owner<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub owner_ref: Option<OwnerReference>,
+}
+
+impl Owner<'_> {
+    /// Metadata of a child: name, namespace, labels, controller owner reference.
+    pub fn meta(&self, name: String, component: Component) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.to_owned()),
+            labels: Some(labels::common_labels(self.name, component)),
+            owner_references: self.owner_ref.clone().map(|r| vec![r]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// Build the desired objects for `inputs`. Fails with `InvalidSpec` when validation fails.
+pub fn build(inputs: &BuildInputs<'_>) -> Result<Desired> {
+    let fkd = inputs.fkd;
+    crate::validate::validate(&fkd.spec)?;
+    let name = fkd.metadata.name.as_deref().ok_or(Error::MissingField {
+        kind: "FaceKeyDeployment",
+        field: "metadata.name",
+    })?;
+    let namespace = fkd.namespace().unwrap_or_else(|| "default".to_owned());
+    let owner = Owner {
+        name,
+        namespace: &namespace,
+        // None without a uid (e.g. `render` of a file): the object is then printed unowned.
+        owner_ref: fkd.controller_owner_ref(&()),
+    };
+    let spec = &fkd.spec;
+    let mut desired = Desired {
+        selector: labels::selector_string(&labels::selector_labels(name)),
+        ..Desired::default()
+    };
+    let mut push = |kind: ChildKind, name: String, body: Value| {
+        desired.objects.push(DesiredObject { kind, name, body });
+    };
+
+    let config = runtime::config_map(&owner, spec);
+    let config_hash = labels::short_hash(
+        serde_json::to_string(&config.data)
+            .map_err(|source| Error::Serialize {
+                what: "runtime configuration".into(),
+                source,
+            })?
+            .as_bytes(),
+        16,
+    );
+    push(
+        ChildKind::ConfigMap,
+        labels::config_map_name(name),
+        to_value(&config)?,
+    );
+    if let Some(image) = inputs.runtime_image {
+        push(
+            ChildKind::Deployment,
+            name.to_owned(),
+            to_value(&runtime::deployment(&owner, spec, image, &config_hash))?,
+        );
+    }
+    push(
+        ChildKind::Service,
+        name.to_owned(),
+        to_value(&runtime::service(&owner))?,
+    );
+    if inputs.runtime_image.is_some() {
+        if let Some(hpa) = runtime::hpa(&owner, spec) {
+            push(
+                ChildKind::HorizontalPodAutoscaler,
+                name.to_owned(),
+                to_value(&hpa)?,
+            );
+        }
+        push(
+            ChildKind::PodDisruptionBudget,
+            name.to_owned(),
+            to_value(&runtime::pdb(&owner))?,
+        );
+    }
+
+    let monitoring = spec.monitoring.clone().unwrap_or_default();
+    let dashboards = monitoring.dashboards.clone().unwrap_or_default();
+    if dashboards.enabled {
+        push(
+            ChildKind::ConfigMap,
+            labels::dashboard_name(name),
+            to_value(&dashboard::dashboard_config_map(&owner, &dashboards)?)?,
+        );
+    }
+    let mut optional = Vec::new();
+    let sm = monitoring.service_monitor.clone().unwrap_or_default();
+    if sm.enabled {
+        optional.push((
+            ChildKind::ServiceMonitor,
+            monitoring::service_monitor(&owner, &sm)?,
+        ));
+    }
+    let rules = monitoring.rules.clone().unwrap_or_default();
+    if rules.enabled {
+        optional.push((
+            ChildKind::PrometheusRule,
+            monitoring::prometheus_rule(&owner, &rules)?,
+        ));
+    }
+    if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
+        optional.push((
+            ChildKind::AlertmanagerConfig,
+            monitoring::alertmanager_config(&owner, email)?,
+        ));
+    }
+    for (kind, body) in optional {
+        let Some(crd) = kind.required_crd() else {
+            continue;
+        };
+        if inputs.capabilities.has(crd) {
+            push(kind, name.to_owned(), body);
+        } else {
+            desired.skipped.push(Skipped {
+                kind,
+                reason: format!("CRD {} is not installed", crd.crd_name()),
+            });
+        }
+    }
+    Ok(desired)
+}
+
+fn to_value<T: Serialize>(obj: &T) -> Result<Value> {
+    serde_json::to_value(obj).map_err(|source| Error::Serialize {
+        what: std::any::type_name::<T>().to_owned(),
+        source,
+    })
+}
+
+/// User-supplied labels plus the operator's own; the operator's win so selectors and pruning hold.
+pub(super) fn merged_labels(
+    base: BTreeMap<String, String>,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = extra.clone();
+    for (k, v) in base {
+        out.insert(k, v);
+    }
+    out
+}
+
+/// Reads the FaceKeyDeployment name, for callers outside the builder.
+pub fn instance_name(fkd: &FaceKeyDeployment) -> Result<&str> {
+    fkd.meta().name.as_deref().ok_or(Error::MissingField {
+        kind: "FaceKeyDeployment",
+        field: "metadata.name",
+    })
+}

@@ -1,0 +1,472 @@
+//! The runtime's own objects: configuration ConfigMap, Deployment, Service, HPA and PDB.
+
+use std::collections::BTreeMap;
+
+use facekey_crds::{FaceKeyDeploymentSpec, ModelSource};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities as LinuxCapabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Owner;
+use crate::labels::{self, Component};
+
+/// TCP port the runtime listens on (all of `/v1`, `/healthz`, `/readyz`, `/metrics`).
+pub const RUNTIME_PORT: i32 = 8080;
+/// Name of the runtime container and its port.
+const CONTAINER: &str = "runtime";
+const PORT_NAME: &str = "http";
+/// Non-root UID/GID the runtime runs as (distroless `nonroot`).
+const RUN_AS: i64 = 65532;
+const CONFIG_DIR: &str = "/etc/facekey/config";
+const WEIGHTS_DIR: &str = "/etc/facekey/weights";
+const SPOOF_MODEL_DIR: &str = "/etc/facekey/models/spoof";
+const DATA_DIR: &str = "/var/lib/facekey";
+const WEIGHTS_FILE: &str = "weights.json";
+/// Env var carrying the SMTP password, taken from the referenced Secret.
+const SMTP_PASSWORD_ENV: &str = "FACEKEY_SMTP_PASSWORD";
+
+/// Runtime configuration as `FACEKEY_*` variables (plus inline weights), the data of the
+/// `<name>-config` ConfigMap. Kept deterministic (sorted) so its hash only changes with content.
+pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        data.insert(k.to_owned(), v);
+    };
+    set("FACEKEY_LISTEN", format!("0.0.0.0:{RUNTIME_PORT}"));
+    set("FACEKEY_LOG_FORMAT", "json".to_owned());
+    set("FACEKEY_DATA_DIR", DATA_DIR.to_owned());
+    let ui = spec.ui.as_ref().is_none_or(|u| u.enabled);
+    set("FACEKEY_UI_ENABLED", ui.to_string());
+    if let Some(models) = &spec.models {
+        if let Some(t) = &models.thresholds {
+            if let Some(v) = t.auth {
+                set("FACEKEY_THRESHOLD", v.to_string());
+            }
+            if let Some(v) = t.spoof {
+                set("FACEKEY_SPOOF_THRESHOLD", v.to_string());
+            }
+            if let Some(v) = t.match_ {
+                set("FACEKEY_MATCH_THRESHOLD", v.to_string());
+            }
+        }
+        if let Some(w) = &models.score_weights {
+            if let Some(inline) = &w.inline {
+                set(WEIGHTS_FILE, inline.clone());
+                set("FACEKEY_WEIGHTS", format!("{CONFIG_DIR}/{WEIGHTS_FILE}"));
+            } else if w.config_map_key_ref.is_some() {
+                set("FACEKEY_WEIGHTS", format!("{WEIGHTS_DIR}/{WEIGHTS_FILE}"));
+            }
+        }
+        match &models.spoof {
+            Some(ModelSource { uri: Some(uri), .. }) => {
+                set("FACEKEY_SPOOF_MODEL_URI", uri.clone());
+            }
+            Some(_) => set("FACEKEY_SPOOF_MODEL_DIR", SPOOF_MODEL_DIR.to_owned()),
+            None => {}
+        }
+    }
+    if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
+        let user = email.auth_username.as_deref().unwrap_or(&email.from);
+        let tls = if email.require_tls {
+            "required"
+        } else {
+            "opportunistic"
+        };
+        set(
+            "FACEKEY_SMTP_URL",
+            format!(
+                "smtp://{}@{}?tls={tls}",
+                percent_encode_userinfo(user),
+                email.smarthost
+            ),
+        );
+        set("FACEKEY_ALERT_FROM", email.from.clone());
+        set("FACEKEY_ALERT_TO", email.to.clone());
+    }
+    data
+}
+
+/// Names of the environment variables the ConfigMap sets (everything but the weights file).
+pub fn runtime_env_keys(spec: &FaceKeyDeploymentSpec) -> Vec<String> {
+    config_data(spec)
+        .into_keys()
+        .filter(|k| k.starts_with("FACEKEY_"))
+        .collect()
+}
+
+/// Percent-encode characters not allowed in the userinfo part of a URL (RFC 3986).
+fn percent_encode_userinfo(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(super) fn config_map(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> ConfigMap {
+    ConfigMap {
+        metadata: owner.meta(labels::config_map_name(owner.name), Component::Runtime),
+        data: Some(config_data(spec)),
+        ..ConfigMap::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(PORT_NAME.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("500m".to_owned())),
+            ("memory".to_owned(), Quantity("512Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("1Gi".to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn empty_dir(name: &str, limit: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(limit.to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// Volumes and mounts: configuration, optional weights/spoof model, data and /tmp.
+fn volumes(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![Volume {
+        name: "config".to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: labels::config_map_name(owner.name),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![mount("config", CONFIG_DIR)];
+    let models = spec.models.as_ref();
+    if let Some(r) = models
+        .and_then(|m| m.score_weights.as_ref())
+        .and_then(|w| w.config_map_key_ref.as_ref())
+    {
+        volumes.push(Volume {
+            name: "weights".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: r.name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: r.key.clone(),
+                    path: WEIGHTS_FILE.to_owned(),
+                    ..KeyToPath::default()
+                }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("weights", WEIGHTS_DIR));
+    }
+    match models.and_then(|m| m.spoof.as_ref()) {
+        Some(ModelSource {
+            config_map: Some(cm),
+            ..
+        }) => {
+            volumes.push(Volume {
+                name: "spoof-model".to_owned(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: cm.clone(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount("spoof-model", SPOOF_MODEL_DIR));
+        }
+        Some(ModelSource { pvc: Some(pvc), .. }) => {
+            volumes.push(Volume {
+                name: "spoof-model".to_owned(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount("spoof-model", SPOOF_MODEL_DIR));
+        }
+        _ => {}
+    }
+    volumes.push(empty_dir("data", "1Gi"));
+    mounts.push(VolumeMount {
+        read_only: None,
+        ..mount("data", DATA_DIR)
+    });
+    volumes.push(empty_dir("tmp", "256Mi"));
+    mounts.push(VolumeMount {
+        read_only: None,
+        ..mount("tmp", "/tmp")
+    });
+    (volumes, mounts)
+}
+
+pub(super) fn deployment(
+    owner: &Owner<'_>,
+    spec: &FaceKeyDeploymentSpec,
+    image: &str,
+    config_hash: &str,
+) -> Deployment {
+    let selector = labels::selector_labels(owner.name);
+    let mut pod_labels = labels::common_labels(owner.name, Component::Runtime);
+    pod_labels.extend(selector.clone());
+    let (volumes, volume_mounts) = volumes(owner, spec);
+    let env = spec
+        .alerting
+        .as_ref()
+        .and_then(|a| a.email.as_ref())
+        .map(|email| {
+            vec![EnvVar {
+                name: SMTP_PASSWORD_ENV.to_owned(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: email.auth_secret_ref.name.clone(),
+                        key: email.auth_secret_ref.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            }]
+        });
+    let container = Container {
+        name: CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.to_owned()),
+            container_port: RUNTIME_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: labels::config_map_name(owner.name),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        env,
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        // Model loading can take a while: the startup probe allows up to 2 minutes.
+        startup_probe: Some(http_probe("/healthz", 2, 60)),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(LinuxCapabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..LinuxCapabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(volume_mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: owner.meta(owner.name.to_owned(), Component::Runtime),
+        spec: Some(DeploymentSpec {
+            // With autoscaling the HPA owns the replica count; leaving it out of the apply keeps
+            // the operator from fighting it.
+            replicas: if spec.autoscaling.is_some() {
+                None
+            } else {
+                Some(spec.replicas.unwrap_or(1))
+            },
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            revision_history_limit: Some(5),
+            progress_deadline_seconds: Some(600),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        labels::CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    termination_grace_period_seconds: Some(30),
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector),
+                            ..LabelSelector::default()
+                        }),
+                        ..TopologySpreadConstraint::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+pub(super) fn service(owner: &Owner<'_>) -> Service {
+    Service {
+        metadata: owner.meta(owner.name.to_owned(), Component::Runtime),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(labels::selector_labels(owner.name)),
+            ports: Some(vec![ServicePort {
+                name: Some(PORT_NAME.to_owned()),
+                port: RUNTIME_PORT,
+                target_port: Some(IntOrString::String(PORT_NAME.to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+pub(super) fn hpa(
+    owner: &Owner<'_>,
+    spec: &FaceKeyDeploymentSpec,
+) -> Option<HorizontalPodAutoscaler> {
+    let a = spec.autoscaling.as_ref()?;
+    let mut metrics = Vec::new();
+    if let Some(cpu) = a.target_cpu_utilization_percentage {
+        metrics.push(MetricSpec {
+            type_: "Resource".to_owned(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".to_owned(),
+                target: MetricTarget {
+                    type_: "Utilization".to_owned(),
+                    average_utilization: Some(cpu),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    if let Some(rps) = a.target_requests_per_second {
+        metrics.push(MetricSpec {
+            type_: "Pods".to_owned(),
+            pods: Some(PodsMetricSource {
+                metric: MetricIdentifier {
+                    name: "facekey_http_requests_per_second".to_owned(),
+                    ..MetricIdentifier::default()
+                },
+                target: MetricTarget {
+                    type_: "AverageValue".to_owned(),
+                    average_value: Some(Quantity(rps.to_string())),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    Some(HorizontalPodAutoscaler {
+        metadata: owner.meta(owner.name.to_owned(), Component::Runtime),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: owner.name.to_owned(),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(metrics),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
+}
+
+pub(super) fn pdb(owner: &Owner<'_>) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: owner.meta(owner.name.to_owned(), Component::Runtime),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels::selector_labels(owner.name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}

@@ -1,0 +1,208 @@
+//! The Trivy scan Job of one image reference.
+//!
+//! The pod runs `trivy image --format json` as an init container writing the full report to a
+//! shared emptyDir; the main container is the operator's own image running
+//! `facekey-operator scan-summary`, which condenses the report (see [`crate::scan::ScanSummary`])
+//! and writes it to `/dev/termination-log`. The reconciler reads it back from the pod's
+//! `state.terminated.message`: no log access and no extra storage needed, and the 4 KiB limit of
+//! termination messages is respected by construction.
+
+use std::collections::BTreeMap;
+
+use facekey_crds::{FaceKeyDeployment, ScanGate};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities as LinuxCapabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use super::{Owner, instance_name};
+use crate::Result;
+use crate::labels::{self, Component};
+
+/// Name of the container whose termination message carries the scan summary.
+pub const SCAN_SUMMARY_CONTAINER: &str = "summary";
+const REPORT_PATH: &str = "/report/report.json";
+
+fn volume(name: &str, limit: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(limit.to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..VolumeMount::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(LinuxCapabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..LinuxCapabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn resources(cpu: &str, memory: &str, limit: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(limit.to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The Job scanning `image` for `fkd`, whose summary container runs `operator_image`.
+pub fn scan_job(
+    fkd: &FaceKeyDeployment,
+    image: &str,
+    gate: &ScanGate,
+    operator_image: &str,
+) -> Result<Job> {
+    let name = instance_name(fkd)?;
+    let namespace = fkd.namespace().unwrap_or_else(|| "default".to_owned());
+    let owner = Owner {
+        name,
+        namespace: &namespace,
+        owner_ref: fkd.controller_owner_ref(&()),
+    };
+    let mut meta = owner.meta(labels::scan_job_name(name, image), Component::Scan);
+    meta.annotations = Some(BTreeMap::from([(
+        labels::SCAN_IMAGE_ANNOTATION.to_owned(),
+        image.to_owned(),
+    )]));
+    let pod_labels = labels::common_labels(name, Component::Scan);
+    let trivy = Container {
+        name: "trivy".to_owned(),
+        image: Some(gate.scanner_image.clone()),
+        command: Some(vec!["trivy".to_owned()]),
+        args: Some(
+            [
+                "image",
+                "--quiet",
+                "--scanners",
+                "vuln",
+                "--format",
+                "json",
+                "--output",
+                REPORT_PATH,
+                "--cache-dir",
+                "/cache",
+                "--timeout",
+                "10m",
+                image,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        env: Some(vec![
+            EnvVar {
+                name: "HOME".to_owned(),
+                value: Some("/tmp".to_owned()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "TRIVY_NO_PROGRESS".to_owned(),
+                value: Some("true".to_owned()),
+                ..EnvVar::default()
+            },
+        ]),
+        resources: Some(resources("500m", "512Mi", "2Gi")),
+        security_context: Some(restricted()),
+        volume_mounts: Some(vec![
+            mount("report", "/report"),
+            mount("cache", "/cache"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Container::default()
+    };
+    let summary = Container {
+        name: SCAN_SUMMARY_CONTAINER.to_owned(),
+        image: Some(operator_image.to_owned()),
+        args: Some(
+            [
+                "scan-summary",
+                "--report",
+                REPORT_PATH,
+                "--image",
+                image,
+                "--output",
+                "/dev/termination-log",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        termination_message_policy: Some("File".to_owned()),
+        resources: Some(resources("50m", "64Mi", "256Mi")),
+        security_context: Some(restricted()),
+        volume_mounts: Some(vec![VolumeMount {
+            read_only: Some(true),
+            ..mount("report", "/report")
+        }]),
+        ..Container::default()
+    };
+    Ok(Job {
+        metadata: meta,
+        spec: Some(JobSpec {
+            backoff_limit: Some(1),
+            active_deadline_seconds: Some(900),
+            // The verdict is kept in the FaceKeyDeployment status; the Job only has to live
+            // until the reconciler has read it.
+            ttl_seconds_after_finished: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    init_containers: Some(vec![trivy]),
+                    containers: vec![summary],
+                    volumes: Some(vec![
+                        volume("report", "64Mi"),
+                        volume("cache", "4Gi"),
+                        volume("tmp", "1Gi"),
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}

@@ -1,0 +1,239 @@
+//! `facekey-operator run`: the process around the reconciler — metrics/health server, leader
+//! election, the kube-runtime Controller with watches on owned kinds, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use facekey_crds::FaceKeyDeployment;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::server::{self, ServerState};
+use crate::{CONTROLLER_NAME, Result, labels};
+
+/// Settings of `facekey-operator run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Address of the metrics/health server.
+    pub listen: SocketAddr,
+    /// Image of the operator, used for scan Jobs' summary container.
+    pub operator_image: String,
+    /// Namespace of the leader Lease (the operator's own).
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    pub lease_name: String,
+    /// Our identity in the Lease (pod name).
+    pub identity: String,
+    /// Lease duration; renewals happen every third of it.
+    pub lease_duration: Duration,
+    /// Namespace to watch, or all namespaces.
+    pub watch_namespace: Option<String>,
+}
+
+/// Why the process stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT: graceful shutdown, Lease released.
+    Signal,
+    /// Leadership was lost: the caller should exit non-zero so the pod restarts as a standby.
+    LostLeadership,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Run until a signal arrives or leadership is lost.
+pub async fn run(config: RunConfig) -> Result<Exit> {
+    let client = Client::try_default()
+        .await
+        .map_err(|source| crate::Error::Read {
+            what: "kubeconfig / in-cluster configuration".into(),
+            source: Box::new(source),
+        })?;
+    let metrics = Metrics::new().map_err(|e| crate::Error::InvalidSpec(format!("metrics: {e}")))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let server_state = ServerState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(server::serve(config.listen, server_state, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+    ready.store(true, Ordering::Relaxed);
+
+    let elector = Arc::new(LeaderElector::new(
+        client.clone(),
+        &config.lease_namespace,
+        &config.lease_name,
+        &config.identity,
+        config.lease_duration,
+    ));
+    let renew_every = config.lease_duration / 3;
+
+    // Standby until we hold the Lease (or are told to stop).
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        match elector.step(Timestamp::now()).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "leader election step failed"),
+        }
+        tokio::select! {
+            () = &mut signal => {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                return Ok(Exit::Signal);
+            }
+            () = tokio::time::sleep(renew_every) => {}
+        }
+    }
+    info!(identity = elector.identity(), "acquired leadership");
+    metrics.leader.set(1);
+
+    // Keep renewing; a failed renewal past the lease duration means another replica may lead.
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let renewer = {
+        let elector = elector.clone();
+        let lease_duration = config.lease_duration;
+        tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(renew_every).await;
+                match elector.step(Timestamp::now()).await {
+                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "lease renewal failed");
+                        if last_ok.elapsed() >= lease_duration {
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        config.operator_image.clone(),
+        Some(config.identity.clone()),
+    ));
+    let (fkd_api, owned) = match &config.watch_namespace {
+        Some(ns) => (
+            Api::<FaceKeyDeployment>::namespaced(client.clone(), ns),
+            Some(ns.clone()),
+        ),
+        None => (Api::<FaceKeyDeployment>::all(client.clone()), None),
+    };
+    fn scoped<K>(client: Client, ns: Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client, &ns),
+            None => Api::all(client),
+        }
+    }
+    // Only objects carrying our managed-by label are cached, not every Deployment in the cluster.
+    let owned_cfg = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={CONTROLLER_NAME},app.kubernetes.io/name={}",
+        labels::APP_NAME
+    ));
+    let (c, ns) = (client.clone(), owned);
+    let exit = Arc::new(std::sync::Mutex::new(Exit::Signal));
+    let exit_on_loss = exit.clone();
+    let controller = Controller::new(fkd_api, watcher::Config::default())
+        .owns(
+            scoped::<Deployment>(c.clone(), ns.clone()),
+            owned_cfg.clone(),
+        )
+        .owns(scoped::<Service>(c.clone(), ns.clone()), owned_cfg.clone())
+        .owns(
+            scoped::<ConfigMap>(c.clone(), ns.clone()),
+            owned_cfg.clone(),
+        )
+        .owns(
+            scoped::<HorizontalPodAutoscaler>(c.clone(), ns.clone()),
+            owned_cfg.clone(),
+        )
+        .owns(
+            scoped::<PodDisruptionBudget>(c.clone(), ns.clone()),
+            owned_cfg.clone(),
+        )
+        .owns(scoped::<Job>(c, ns), owned_cfg)
+        .graceful_shutdown_on(async move {
+            tokio::select! {
+                () = shutdown_signal() => info!("shutdown signal received"),
+                _ = lost_rx.wait_for(|l| *l) => {
+                    error!("leadership lost; stopping reconciles");
+                    if let Ok(mut e) = exit_on_loss.lock() {
+                        *e = Exit::LostLeadership;
+                    }
+                }
+            }
+        })
+        .run(reconcile, error_policy, ctx);
+    controller
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "controller event");
+            }
+        })
+        .await;
+
+    renewer.abort();
+    metrics.leader.set(0);
+    let exit = exit.lock().map(|e| *e).unwrap_or(Exit::Signal);
+    if exit == Exit::Signal
+        && let Err(e) = elector.release().await
+    {
+        warn!(error = %e, "releasing the Lease failed; a standby takes over after expiry");
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(exit)
+}

@@ -1,0 +1,131 @@
+//! Object names and labels shared by every builder, the pruner and the status writer, so the
+//! selector the Deployment uses, the one the Service uses and the one `/scale` reports never drift.
+
+use std::collections::BTreeMap;
+
+/// `app.kubernetes.io/name` value of every object the operator creates.
+pub const APP_NAME: &str = "facekey";
+/// Label naming the FaceKeyDeployment that owns an object; the pruner lists by it.
+pub const OWNER_LABEL: &str = "facekey.dev/owner";
+/// Label Grafana's dashboard sidecar (kube-prometheus-stack default) watches for.
+pub const GRAFANA_DASHBOARD_LABEL: &str = "grafana_dashboard";
+/// Annotation on the pod template carrying a hash of the runtime configuration; a change rolls pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "facekey.dev/config-hash";
+/// Annotation on scan Jobs recording the full image reference they scan.
+pub const SCAN_IMAGE_ANNOTATION: &str = "facekey.dev/scan-image";
+
+/// Role of an object within one deployment, used as `app.kubernetes.io/component`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// Runtime pods, their Deployment, Service, HPA, PDB and configuration.
+    Runtime,
+    /// ServiceMonitor, PrometheusRule, AlertmanagerConfig and the dashboard.
+    Monitoring,
+    /// Trivy scan Jobs.
+    Scan,
+}
+
+impl Component {
+    fn as_str(self) -> &'static str {
+        match self {
+            Component::Runtime => "runtime",
+            Component::Monitoring => "monitoring",
+            Component::Scan => "scan",
+        }
+    }
+}
+
+/// Labels selecting the runtime pods of `instance`; immutable once a Deployment exists.
+pub fn selector_labels(instance: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), APP_NAME.to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            Component::Runtime.as_str().to_owned(),
+        ),
+    ])
+}
+
+/// Labels put on every object the operator owns for `instance`.
+pub fn common_labels(instance: &str, component: Component) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), APP_NAME.to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.as_str().to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            crate::CONTROLLER_NAME.to_owned(),
+        ),
+        (OWNER_LABEL.to_owned(), instance.to_owned()),
+    ])
+}
+
+/// Label selector string (`k=v,k=v`) for a label map, as `/scale` and list calls expect.
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Label selector matching every object owned by `instance`, used by the pruner.
+pub fn owned_selector(instance: &str) -> String {
+    format!(
+        "app.kubernetes.io/managed-by={},{OWNER_LABEL}={instance}",
+        crate::CONTROLLER_NAME
+    )
+}
+
+/// Name of the runtime configuration ConfigMap.
+pub fn config_map_name(instance: &str) -> String {
+    format!("{instance}-config")
+}
+
+/// Name of the Grafana dashboard ConfigMap.
+pub fn dashboard_name(instance: &str) -> String {
+    format!("{instance}-dashboard")
+}
+
+/// Short, stable hex digest (first `len` hex chars of SHA-256) used in names and annotations.
+pub fn short_hash(input: &[u8], len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(input);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..len.min(hex.len())].to_owned()
+}
+
+/// Name of the scan Job for `image`: `<instance>-scan-<hash>`, trimmed to the 63-char label limit.
+pub fn scan_job_name(instance: &str, image: &str) -> String {
+    let hash = short_hash(image.as_bytes(), 10);
+    let max_prefix = 63 - "-scan-".len() - hash.len();
+    let prefix: String = instance.chars().take(max_prefix).collect();
+    format!("{}-scan-{hash}", prefix.trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_job_names_fit_the_label_limit_and_differ_by_image() {
+        let long = "a".repeat(80);
+        let a = scan_job_name(&long, "img:1");
+        let b = scan_job_name(&long, "img:2");
+        assert!(a.len() <= 63, "{a}");
+        assert_ne!(a, b);
+        assert_eq!(scan_job_name("fk", "img:1"), scan_job_name("fk", "img:1"));
+    }
+
+    #[test]
+    fn selector_string_is_sorted_and_comma_joined() {
+        assert_eq!(
+            selector_string(&selector_labels("fk")),
+            "app.kubernetes.io/component=runtime,app.kubernetes.io/instance=fk,app.kubernetes.io/name=facekey"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! The operator's own Prometheus metrics, served on `/metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Metric handles; cheap to clone (the collectors are reference-counted).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by result (`success` / `error`).
+    pub reconciles: IntCounterVec,
+    /// Reconcile errors by [`crate::Error::category`].
+    pub errors: IntCounterVec,
+    /// Reconcile duration in seconds.
+    pub duration: HistogramVec,
+    /// Rollouts stopped by the scan gate, by namespace.
+    pub blocked_rollouts: IntCounterVec,
+    /// Scan Jobs created, by namespace.
+    pub scan_jobs: IntCounterVec,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: IntGauge,
+}
+
+impl Metrics {
+    /// Create and register every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_reconciles_total",
+                "FaceKeyDeployment reconciles by result",
+            ),
+            &["result"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_reconcile_errors_total",
+                "Reconcile errors by kind",
+            ),
+            &["kind"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "facekey_operator_reconcile_duration_seconds",
+                "Time to reconcile one FaceKeyDeployment",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &[],
+        )?;
+        let blocked_rollouts = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_blocked_rollouts_total",
+                "Image rollouts stopped by the scan gate",
+            ),
+            &["namespace"],
+        )?;
+        let scan_jobs = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_scan_jobs_created_total",
+                "Trivy scan Jobs created",
+            ),
+            &["namespace"],
+        )?;
+        let leader = IntGauge::new(
+            "facekey_operator_leader",
+            "1 while this replica holds the leader Lease",
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(blocked_rollouts.clone()))?;
+        registry.register(Box::new(scan_jobs.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            blocked_rollouts,
+            scan_jobs,
+            leader,
+        })
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}

@@ -1,0 +1,397 @@
+//! One reconcile of one FaceKeyDeployment, in named stages:
+//! observe → validate → scan gate → build (pure) → apply → prune → status and Events.
+//!
+//! [`reconcile`] is what the controller runs; tests call it directly against an in-memory API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use facekey_crds::{FaceKeyDeployment, FaceKeyDeploymentStatus};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::build::{self, BuildInputs, Desired, RUNTIME_PORT};
+use crate::capabilities::CapabilityCache;
+use crate::metrics::Metrics;
+use crate::scan_gate::{self, GateInputs};
+use crate::status::{self, ApplyOutcome, GateState, Observed};
+use crate::{CONTROLLER_NAME, Error, FIELD_MANAGER, Result, apply, validate};
+
+/// Requeue interval when nothing is in flight: periodic drift repair for kinds without watches.
+pub const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue interval while a rollout is in progress.
+pub const ROLLOUT_REQUEUE: Duration = Duration::from_secs(30);
+
+/// Source of the current time; tests pin it so recorded reports have a fixed age.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Shared state of all reconciles.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Operator metrics.
+    pub metrics: Metrics,
+    /// Event publisher.
+    pub recorder: Recorder,
+    /// Optional-CRD discovery cache.
+    pub capabilities: CapabilityCache,
+    /// Image of the operator itself (runs the summary container of scan Jobs).
+    pub operator_image: String,
+    /// Current time.
+    pub clock: Clock,
+    /// Consecutive failures per object, for the error policy's backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context with the real clock and a 60-second capability cache.
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        operator_image: String,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.to_owned(),
+                instance,
+            },
+        );
+        Self {
+            capabilities: CapabilityCache::new(client.clone()),
+            client,
+            metrics,
+            recorder,
+            operator_image,
+            clock: Arc::new(Timestamp::now),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replace the clock (tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replace the capability cache (tests use a zero TTL).
+    #[must_use]
+    pub fn with_capabilities(mut self, capabilities: CapabilityCache) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn reset_failures(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(key);
+    }
+
+    /// Consecutive failures recorded for `key` (`namespace/name`).
+    pub fn failures(&self, key: &str) -> u32 {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.get(key).copied().unwrap_or(0)
+    }
+}
+
+fn key(fkd: &FaceKeyDeployment) -> String {
+    format!("{}/{}", fkd.namespace().unwrap_or_default(), fkd.name_any())
+}
+
+/// Reconcile one FaceKeyDeployment: the controller's reconcile function.
+pub async fn reconcile(fkd: Arc<FaceKeyDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx
+        .metrics
+        .duration
+        .with_label_values(&[] as &[&str])
+        .start_timer();
+    let result = reconcile_stages(&fkd, &ctx).await;
+    timer.observe_duration();
+    match &result {
+        Ok(_) => {
+            ctx.metrics.reconciles.with_label_values(&["success"]).inc();
+            ctx.reset_failures(&key(&fkd));
+        }
+        Err(err) => {
+            ctx.metrics.reconciles.with_label_values(&["error"]).inc();
+            ctx.metrics
+                .errors
+                .with_label_values(&[err.category()])
+                .inc();
+            warn!(object = %key(&fkd), error = %err, "reconcile failed");
+            publish(
+                &ctx,
+                &fkd,
+                &status::EventSpec {
+                    warning: true,
+                    reason: err.category(),
+                    note: err.to_string(),
+                },
+            )
+            .await;
+        }
+    }
+    result
+}
+
+/// Error policy: exponential backoff per object (5 s doubling to 5 min); invalid specs wait for
+/// the next change instead.
+pub fn error_policy(fkd: Arc<FaceKeyDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
+    if err.is_permanent() {
+        return Action::await_change();
+    }
+    let n = ctx.record_failure(&key(&fkd));
+    Action::requeue(backoff(n))
+}
+
+/// Delay before retry number `failures` (1-based).
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+    Duration::from_secs(secs.min(300))
+}
+
+async fn publish(ctx: &Context, fkd: &FaceKeyDeployment, ev: &status::EventSpec) {
+    let event = Event {
+        type_: if ev.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: ev.reason.to_owned(),
+        note: Some(truncate(&ev.note, 1000)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &fkd.object_ref(&())).await {
+        warn!(object = %key(fkd), error = %e, "publishing event failed");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn container_image(d: &Deployment) -> Option<&str> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .as_deref()
+}
+
+async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Action> {
+    if fkd.meta().deletion_timestamp.is_some() {
+        // Children carry owner references: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let name = build::instance_name(fkd)?;
+    let namespace = fkd.namespace().ok_or(Error::MissingField {
+        kind: "FaceKeyDeployment",
+        field: "metadata.namespace",
+    })?;
+    let uid = fkd.uid().ok_or(Error::MissingField {
+        kind: "FaceKeyDeployment",
+        field: "metadata.uid",
+    })?;
+    let client = &ctx.client;
+    let now = (ctx.clock)();
+
+    // Observe.
+    let capabilities = ctx.capabilities.get().await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let live = deployments
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("Deployment {namespace}/{name}"),
+            source: Box::new(source),
+        })?;
+    let running_image = live.as_ref().and_then(container_image).map(str::to_owned);
+    let selector = crate::labels::selector_string(&crate::labels::selector_labels(name));
+    let url = format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}");
+
+    // Validate.
+    if let Err(Error::InvalidSpec(message)) = validate::validate(&fkd.spec) {
+        let outcome = ApplyOutcome::InvalidSpec(message.clone());
+        let gate = GateState::Pending("spec is invalid".to_owned());
+        write_status(
+            ctx,
+            fkd,
+            &Observed {
+                generation: fkd.meta().generation,
+                old: fkd.status.as_ref(),
+                deployment: live.as_ref(),
+                gate: &gate,
+                scan: None,
+                outcome: &outcome,
+                skipped: &[],
+                selector: &selector,
+                url: &url,
+                now,
+            },
+        )
+        .await?;
+        return Err(Error::InvalidSpec(message));
+    }
+
+    // Scan gate.
+    let gate = scan_gate::run(&GateInputs {
+        client,
+        fkd,
+        running_image: running_image.as_deref(),
+        capabilities: &capabilities,
+        operator_image: &ctx.operator_image,
+        now,
+    })
+    .await?;
+    if let Some(job) = &gate.created_job {
+        ctx.metrics.scan_jobs.with_label_values(&[&namespace]).inc();
+        info!(object = %key(fkd), job, "scan Job created");
+    }
+    let runtime_image = if gate.state.is_open() {
+        Some(fkd.spec.image.as_str())
+    } else {
+        running_image.as_deref()
+    };
+
+    // Build (pure).
+    let desired: Desired = build::build(&BuildInputs {
+        fkd,
+        runtime_image,
+        capabilities: &capabilities,
+    })?;
+
+    // Apply, then prune.
+    let mut failure = None;
+    let mut deployment = live.clone();
+    match apply::apply_all(client, &namespace, &desired).await {
+        Ok(applied) => {
+            if applied.is_some() {
+                deployment = applied;
+            }
+            match apply::prune(client, &namespace, name, &uid, &desired, &capabilities).await {
+                Ok(deleted) => {
+                    for (kind, obj) in deleted {
+                        info!(object = %key(fkd), kind = kind.as_str(), name = obj, "pruned");
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+            if gate.state.is_open()
+                && let Err(e) = scan_gate::cleanup_old_jobs(client, fkd).await
+            {
+                failure.get_or_insert(e);
+            }
+        }
+        Err(e) => failure = Some(e),
+    }
+    let outcome = match &failure {
+        None => ApplyOutcome::Applied,
+        Some(e) => ApplyOutcome::Failed {
+            category: e.category(),
+            message: e.to_string(),
+        },
+    };
+
+    // Status and Events.
+    let new_status = write_status(
+        ctx,
+        fkd,
+        &Observed {
+            generation: fkd.meta().generation,
+            old: fkd.status.as_ref(),
+            deployment: deployment.as_ref(),
+            gate: &gate.state,
+            scan: gate.scan.clone(),
+            outcome: &outcome,
+            skipped: &desired.skipped,
+            selector: &desired.selector,
+            url: &url,
+            now,
+        },
+    )
+    .await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let rolling = deployment
+        .as_ref()
+        .is_some_and(|d| !status::DeploymentView::of(d).rollout_complete());
+    let requeue = [
+        gate.requeue,
+        rolling.then_some(ROLLOUT_REQUEUE),
+        Some(STEADY_REQUEUE),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(STEADY_REQUEUE);
+    debug!(object = %key(fkd), ready = new_status.ready_replicas, ?requeue, "reconciled");
+    Ok(Action::requeue(requeue))
+}
+
+/// Compute the status, patch it when it changed, and publish transition Events.
+async fn write_status(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    observed: &Observed<'_>,
+) -> Result<FaceKeyDeploymentStatus> {
+    let new = status::compute(observed);
+    let old = fkd.status.as_ref();
+    if old != Some(&new) {
+        let name = fkd.name_any();
+        let api: Api<FaceKeyDeployment> =
+            Api::namespaced(ctx.client.clone(), &fkd.namespace().unwrap_or_default());
+        let patch = json!({
+            "apiVersion": FaceKeyDeployment::api_version(&()),
+            "kind": FaceKeyDeployment::kind(&()),
+            "status": new,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            name,
+            source: Box::new(source),
+        })?;
+    }
+    if status::newly_blocked(old, &new) {
+        ctx.metrics
+            .blocked_rollouts
+            .with_label_values(&[&fkd.namespace().unwrap_or_default()])
+            .inc();
+    }
+    for ev in status::transition_events(old, &new) {
+        publish(ctx, fkd, &ev).await;
+    }
+    Ok(new)
+}

@@ -1,0 +1,248 @@
+//! Properties of the pure builder, asserted directly (the golden files pin the full output).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use facekey_crds::FaceKeyDeployment;
+use facekey_operator::build::{
+    BuildInputs, Capabilities, ChildKind, Desired, OptionalCrd, build, scan_job,
+};
+use serde_json::{Value, json};
+
+fn fkd(spec: Value) -> FaceKeyDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "facekey.dev/v1alpha1",
+        "kind": "FaceKeyDeployment",
+        "metadata": {"name": "fk", "namespace": "ns", "uid": "uid-1", "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn desired(f: &FaceKeyDeployment, image: Option<&str>, caps: &Capabilities) -> Desired {
+    build(&BuildInputs {
+        fkd: f,
+        runtime_image: image,
+        capabilities: caps,
+    })
+    .unwrap()
+}
+
+fn kinds(d: &Desired) -> Vec<(ChildKind, &str)> {
+    d.objects
+        .iter()
+        .map(|o| (o.kind, o.name.as_str()))
+        .collect()
+}
+
+#[test]
+fn fixed_replicas_give_deployment_replicas_and_no_hpa() {
+    let f = fkd(json!({"image": "img:1", "replicas": 3}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let dep = &d.get(ChildKind::Deployment, "fk").unwrap().body;
+    assert_eq!(dep["spec"]["replicas"], 3);
+    assert!(d.get(ChildKind::HorizontalPodAutoscaler, "fk").is_none());
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "img:1"
+    );
+}
+
+#[test]
+fn autoscaling_leaves_replicas_to_the_hpa() {
+    let f = fkd(json!({"image": "img:1", "autoscaling": {
+        "minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60,
+        "targetRequestsPerSecond": 40}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let dep = &d.get(ChildKind::Deployment, "fk").unwrap().body;
+    assert!(dep["spec"].get("replicas").is_none(), "{}", dep["spec"]);
+    let hpa = &d
+        .get(ChildKind::HorizontalPodAutoscaler, "fk")
+        .unwrap()
+        .body;
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(hpa["spec"]["maxReplicas"], 5);
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "fk");
+    let metrics = hpa["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics[0]["resource"]["target"]["averageUtilization"], 60);
+    assert_eq!(metrics[1]["pods"]["target"]["averageValue"], "40");
+}
+
+#[test]
+fn no_runtime_image_means_no_workload_objects() {
+    let f = fkd(json!({"image": "img:1", "autoscaling": {
+        "minReplicas": 1, "maxReplicas": 2, "targetCPUUtilizationPercentage": 60}}));
+    let d = desired(&f, None, &Capabilities::all());
+    let k = kinds(&d);
+    assert!(!k.iter().any(|(kind, _)| matches!(
+        kind,
+        ChildKind::Deployment | ChildKind::HorizontalPodAutoscaler | ChildKind::PodDisruptionBudget
+    )));
+    assert!(k.contains(&(ChildKind::Service, "fk")));
+    assert!(k.contains(&(ChildKind::ConfigMap, "fk-config")));
+}
+
+#[test]
+fn missing_crds_skip_monitoring_objects_with_reasons() {
+    let f = fkd(json!({"image": "img:1", "alerting": {"email": {
+        "to": "a@example.com", "from": "b@example.com", "smarthost": "smtp:25",
+        "authSecretRef": {"name": "s", "key": "k"}}}}));
+    let mut caps = Capabilities::none();
+    caps.installed.insert(OptionalCrd::PrometheusRule);
+    let d = desired(&f, Some("img:1"), &caps);
+    let k = kinds(&d);
+    assert!(k.contains(&(ChildKind::PrometheusRule, "fk")));
+    assert!(!k.iter().any(|(kind, _)| *kind == ChildKind::ServiceMonitor));
+    let skipped: Vec<ChildKind> = d.skipped.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        skipped,
+        [ChildKind::ServiceMonitor, ChildKind::AlertmanagerConfig]
+    );
+    assert!(
+        d.skipped[0]
+            .reason
+            .contains("servicemonitors.monitoring.coreos.com")
+    );
+    // The dashboard is a plain ConfigMap: no CRD needed.
+    assert!(k.contains(&(ChildKind::ConfigMap, "fk-dashboard")));
+}
+
+#[test]
+fn config_hash_follows_configuration_not_image() {
+    let hash = |spec: Value, image: &str| {
+        let f = fkd(spec);
+        let d = desired(&f, Some(image), &Capabilities::all());
+        d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["metadata"]
+            ["annotations"]["facekey.dev/config-hash"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let base = json!({"image": "img:1", "models": {"thresholds": {"auth": 0.7}}});
+    let changed = json!({"image": "img:1", "models": {"thresholds": {"auth": 0.8}}});
+    assert_eq!(hash(base.clone(), "img:1"), hash(base.clone(), "img:2"));
+    assert_ne!(hash(base, "img:1"), hash(changed, "img:1"));
+}
+
+#[test]
+fn owner_reference_only_with_uid() {
+    let f = fkd(json!({"image": "img:1"}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    for o in &d.objects {
+        let refs = o.body["metadata"]["ownerReferences"].as_array().unwrap();
+        assert_eq!(refs.len(), 1, "{:?}", o.kind);
+        assert_eq!(refs[0]["uid"], "uid-1");
+        assert_eq!(refs[0]["controller"], true);
+        assert_eq!(refs[0]["kind"], "FaceKeyDeployment");
+    }
+    let mut unowned = f.clone();
+    unowned.metadata.uid = None;
+    let d = desired(&unowned, Some("img:1"), &Capabilities::all());
+    assert!(
+        d.objects
+            .iter()
+            .all(|o| o.body["metadata"].get("ownerReferences").is_none())
+    );
+}
+
+#[test]
+fn user_labels_cannot_override_the_owner_label() {
+    let f = fkd(
+        json!({"image": "img:1", "monitoring": {"serviceMonitor": {"labels": {
+        "release": "prom", "facekey.dev/owner": "someone-else"}}}}),
+    );
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let labels = &d.get(ChildKind::ServiceMonitor, "fk").unwrap().body["metadata"]["labels"];
+    assert_eq!(labels["release"], "prom");
+    assert_eq!(labels["facekey.dev/owner"], "fk");
+}
+
+#[test]
+fn disabled_monitoring_builds_nothing_for_it() {
+    let f = fkd(json!({"image": "img:1", "monitoring": {
+        "serviceMonitor": {"enabled": false}, "rules": {"enabled": false},
+        "dashboards": {"enabled": false}}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    assert_eq!(
+        kinds(&d),
+        [
+            (ChildKind::ConfigMap, "fk-config"),
+            (ChildKind::Deployment, "fk"),
+            (ChildKind::Service, "fk"),
+            (ChildKind::PodDisruptionBudget, "fk"),
+        ]
+    );
+    assert!(d.skipped.is_empty());
+}
+
+#[test]
+fn weights_sources_are_wired_to_the_runtime() {
+    let inline =
+        fkd(json!({"image": "img:1", "models": {"scoreWeights": {"inline": "{\"w\":1}"}}}));
+    let d = desired(&inline, Some("img:1"), &Capabilities::all());
+    let cm = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body;
+    assert_eq!(cm["data"]["weights.json"], "{\"w\":1}");
+    assert_eq!(
+        cm["data"]["FACEKEY_WEIGHTS"],
+        "/etc/facekey/config/weights.json"
+    );
+
+    let referenced = fkd(json!({"image": "img:1", "models": {"scoreWeights": {
+        "configMapKeyRef": {"name": "trained", "key": "v2.json"}}}}));
+    let d = desired(&referenced, Some("img:1"), &Capabilities::all());
+    let cm = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body;
+    assert_eq!(
+        cm["data"]["FACEKEY_WEIGHTS"],
+        "/etc/facekey/weights/weights.json"
+    );
+    let pod = &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"];
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "weights")
+        .unwrap();
+    assert_eq!(vol["configMap"]["name"], "trained");
+    assert_eq!(vol["configMap"]["items"][0]["key"], "v2.json");
+    assert_eq!(vol["configMap"]["items"][0]["path"], "weights.json");
+}
+
+#[test]
+fn invalid_spec_builds_nothing() {
+    let f = fkd(json!({"image": "img:1", "models": {"thresholds": {"spoof": 3.0}}}));
+    let err = build(&BuildInputs {
+        fkd: &f,
+        runtime_image: Some("img:1"),
+        capabilities: &Capabilities::all(),
+    })
+    .unwrap_err();
+    assert_eq!(err.category(), "InvalidSpec");
+    assert!(err.to_string().contains("thresholds.spoof"), "{err}");
+}
+
+#[test]
+fn scan_job_runs_trivy_then_the_summary_container() {
+    let f = fkd(json!({"image": "ghcr.io/x/y:1", "scanGate": {"scannerImage": "trivy:test"}}));
+    let gate = f.spec.scan_gate.clone().unwrap();
+    let job = serde_json::to_value(scan_job(&f, "ghcr.io/x/y:1", &gate, "op:1").unwrap()).unwrap();
+    assert_eq!(
+        job["metadata"]["annotations"]["facekey.dev/scan-image"],
+        "ghcr.io/x/y:1"
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    let trivy = &pod["initContainers"][0];
+    assert_eq!(trivy["image"], "trivy:test");
+    let args: Vec<&str> = trivy["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args.first(), Some(&"image"));
+    assert_eq!(args.last(), Some(&"ghcr.io/x/y:1"));
+    assert!(args.windows(2).any(|w| w == ["--format", "json"]));
+    let summary = &pod["containers"][0];
+    assert_eq!(summary["name"], "summary");
+    assert_eq!(summary["image"], "op:1");
+    assert_eq!(summary["terminationMessagePolicy"], "File");
+    assert_eq!(pod["restartPolicy"], "Never");
+}

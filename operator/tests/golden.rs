@@ -1,0 +1,86 @@
+//! Golden YAML of `render` for every sample and fixture resource. Run with `UPDATE_GOLDEN=1` to
+//! rewrite the files after an intended change, then review the diff.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use facekey_operator::build::{Capabilities, OptionalCrd};
+use facekey_operator::render::{RenderOptions, render};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check(input: &Path, golden_name: &str, opts: &RenderOptions) {
+    let text = std::fs::read_to_string(input).unwrap();
+    let rendered = render(&text, opts).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+    let golden = root().join("tests/golden").join(golden_name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &rendered).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", golden.display()));
+    if rendered != expected {
+        let line = rendered
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b)
+            .map_or(0, |i| i + 1);
+        panic!(
+            "{} differs from {} (first difference at line {line}); run with UPDATE_GOLDEN=1 and review",
+            input.display(),
+            golden.display()
+        );
+    }
+}
+
+fn opts() -> RenderOptions {
+    RenderOptions {
+        capabilities: Capabilities::all(),
+        include_scan_job: true,
+        operator_image: "ghcr.io/facekey/operator:0.1.0".into(),
+    }
+}
+
+#[test]
+fn sample_full() {
+    check(
+        &root().join("../manifests/samples/facekeydeployment.yaml"),
+        "sample-full.yaml",
+        &opts(),
+    );
+}
+
+#[test]
+fn sample_minimal_without_monitoring_crds() {
+    let mut o = opts();
+    o.capabilities
+        .installed
+        .retain(|c| *c == OptionalCrd::VulnerabilityReport);
+    o.include_scan_job = false;
+    check(
+        &root().join("../manifests/samples/facekeydeployment-minimal.yaml"),
+        "sample-minimal-no-monitoring-crds.yaml",
+        &o,
+    );
+}
+
+#[test]
+fn models_and_rps() {
+    check(
+        &root().join("tests/fixtures/resources/models-and-rps.yaml"),
+        "models-and-rps.yaml",
+        &opts(),
+    );
+}
+
+#[test]
+fn weights_configmap() {
+    check(
+        &root().join("tests/fixtures/resources/weights-configmap.yaml"),
+        "weights-configmap.yaml",
+        &opts(),
+    );
+}
