@@ -6,7 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use facekey_runtime::vision::{Detection, Vision, VisionConfig};
+use facekey_runtime::vision::{
+    AnalyzeOptions, Combine, Detection, Embedding, ErrorKind, LivenessMode, MultiFacePolicy,
+    Vision, VisionConfig,
+};
+use image::{ImageFormat, RgbImage};
 
 fn faces_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/faces")
@@ -173,4 +177,247 @@ fn mtcnn_matches_reference_through_own_decoder() {
         }
     }
     eprintln!("worst deviation {:.1} % of the face size", worst * 100.0);
+}
+
+fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(img)
+        .unwrap();
+    out
+}
+
+const EMBED_ONLY: AnalyzeOptions = AnalyzeOptions {
+    liveness: false,
+    quality: false,
+};
+
+/// A face of a sample image: where it is and its embedding.
+struct Identity {
+    label: String,
+    image: RgbImage,
+    face: Detection,
+    embedding: Embedding,
+}
+
+/// One identity per face of the sample photos, except messi5.jpg (its faces are 28 and 50 px:
+/// below what a verification photo looks like). Eight different people.
+fn identities(v: &Vision) -> Vec<Identity> {
+    let mut out = Vec::new();
+    for name in ["astronaut.png", "Tom_Hanks_54745.png", "t1.jpg"] {
+        let img = v.decode(&read(name)).unwrap();
+        let (faces, _) = v.detect(&img).unwrap();
+        for (i, face) in faces
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.bbox.width >= 60.0)
+        {
+            let a = v.analyze_face(&img, *face, EMBED_ONLY).unwrap();
+            out.push(Identity {
+                label: format!("{name}#{i}"),
+                image: img.clone(),
+                face: *face,
+                embedding: a.embedding,
+            });
+        }
+    }
+    out
+}
+
+/// The face of `faces` (detected in a copy scaled by `scale`) nearest to the identity's face.
+fn nearest_face(id: &Identity, faces: &[Detection], scale: f32) -> Detection {
+    let (cx, cy) = (
+        (id.face.bbox.x + id.face.bbox.width / 2.0) * scale,
+        (id.face.bbox.y + id.face.bbox.height / 2.0) * scale,
+    );
+    let d = |f: &Detection| {
+        let (x, y) = (
+            f.bbox.x + f.bbox.width / 2.0,
+            f.bbox.y + f.bbox.height / 2.0,
+        );
+        (x - cx).powi(2) + (y - cy).powi(2)
+    };
+    *faces
+        .iter()
+        .min_by(|a, b| d(a).total_cmp(&d(b)))
+        .unwrap_or_else(|| panic!("{}: face lost after degradation", id.label))
+}
+
+/// Matching built from the sample photos (no labelled same-person pairs exist in the packages):
+/// each face against degraded copies of itself (brighter, JPEG quality 40, half scale) must stay
+/// under dlib's 0.6, and every face must be closer to its own copies than to any other person.
+#[test]
+fn embeddings_survive_degradation_and_separate_people() {
+    let v = vision();
+    let ids = identities(v);
+    assert_eq!(ids.len(), 8, "expected 8 usable faces");
+    let mut worst_genuine = 0f32;
+    let mut sources: Vec<&RgbImage> = Vec::new();
+    for id in &ids {
+        if !sources.iter().any(|s| **s == id.image) {
+            sources.push(&id.image);
+        }
+    }
+    for src in sources {
+        let bright = RgbImage::from_fn(src.width(), src.height(), |x, y| {
+            let p = src.get_pixel(x, y);
+            image::Rgb(p.0.map(|c| (f32::from(c) * 1.2 + 20.0).min(255.0) as u8))
+        });
+        let recoded = image::load_from_memory(&jpeg(src, 40)).unwrap().to_rgb8();
+        let half = image::imageops::resize(
+            src,
+            src.width() / 2,
+            src.height() / 2,
+            image::imageops::FilterType::Triangle,
+        );
+        for (what, degraded, scale) in [
+            ("brightness", &bright, 1.0),
+            ("jpeg q40", &recoded, 1.0),
+            ("half scale", &half, 0.5),
+        ] {
+            let (faces, _) = v.detect(degraded).unwrap();
+            for id in ids.iter().filter(|id| id.image == *src) {
+                let face = nearest_face(id, &faces, scale);
+                let e = v
+                    .analyze_face(degraded, face, EMBED_ONLY)
+                    .unwrap()
+                    .embedding;
+                let d = id.embedding.distance(&e);
+                let (other, nearest) = ids
+                    .iter()
+                    .filter(|o| o.label != id.label)
+                    .map(|o| (o.label.as_str(), id.embedding.distance(&o.embedding)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap();
+                eprintln!(
+                    "{}: {what} distance {d:.3} (nearest other person {other} at {nearest:.3})",
+                    id.label
+                );
+                worst_genuine = worst_genuine.max(d);
+                assert!(d < 0.6, "{} {what}: distance {d}", id.label);
+                assert!(d < nearest, "{} {what}: closer to {other}", id.label);
+            }
+        }
+    }
+    let mut impostors = Vec::new();
+    for (i, a) in ids.iter().enumerate() {
+        for b in &ids[i + 1..] {
+            impostors.push(a.embedding.distance(&b.embedding));
+        }
+    }
+    let under = impostors.iter().filter(|&&d| d < 0.6).count();
+    let mean = impostors.iter().sum::<f32>() / impostors.len() as f32;
+    let min = impostors.iter().copied().fold(f32::INFINITY, f32::min);
+    eprintln!(
+        "genuine max {worst_genuine:.3}; impostors: {} pairs, mean {mean:.3}, min {min:.3}, {under} under 0.6",
+        impostors.len()
+    );
+    // dlib's own numbers: ~2 % of impostor pairs fall under 0.6 on such photos.
+    assert!(mean > 0.7, "impostor mean {mean}");
+    assert!(under <= 1, "{under} impostor pairs under 0.6");
+}
+
+#[test]
+fn verify_reports_every_stage_on_a_selfie_sized_jpeg() {
+    let v = vision();
+    let a = v.verify(&read("astronaut_640x480.jpg")).unwrap();
+    assert_eq!((a.image_width, a.image_height), (640, 480));
+    assert_eq!(a.faces_detected, 1);
+    assert!(a.face.confidence > 0.99);
+    let live = a.liveness.unwrap();
+    let (dtn, mini) = (live.dtn.unwrap(), live.minifas.unwrap());
+    let score = live.score.unwrap();
+    assert!((score - 0.5 * (dtn.live_score + mini.live_score)).abs() < 1e-6);
+    assert_eq!(live.live, score >= live.threshold);
+    assert!((0.0..=1.0).contains(&score));
+    assert!((mini.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    let q = a.quality.unwrap();
+    for s in [q.score, q.size, q.sharpness, q.pose, q.exposure] {
+        assert!((0.0..=1.0).contains(&s), "{q:?}");
+    }
+    assert!(
+        q.yaw_degrees.abs() < 15.0 && q.roll_degrees.abs() < 10.0,
+        "{q:?}"
+    );
+    let t = a.timings;
+    assert!(t.total >= t.decode + t.detect + t.align + t.embed + t.liveness + t.quality);
+    let m = a.inference;
+    assert_eq!(m.pnet_runs, 10);
+    assert!(m.pnet + m.rnet + m.onet <= t.detect);
+    assert!(m.embed.unwrap() <= t.embed);
+    assert!(m.dtn.unwrap() + m.minifas.unwrap() <= t.liveness);
+    assert!(m.total() <= t.total);
+    // The same person as the 512x512 original.
+    let original = v.enrol(&read("astronaut.png")).unwrap();
+    let score = v.compare(&a.embedding, &original.embedding);
+    assert!(score.is_match && score.similarity > 0.9, "{score:?}");
+    assert!(original.liveness.is_none() && original.quality.is_some());
+    let json = serde_json::to_value(&a).unwrap();
+    assert_eq!(json["embedding"].as_array().unwrap().len(), 128);
+    assert!(json["timings"]["detect"].as_f64().unwrap() > 0.0);
+    eprintln!("{}", serde_json::to_string(&json["liveness"]).unwrap());
+}
+
+#[test]
+fn multi_face_policy_and_no_face() {
+    let v = vision();
+    let group = read("t1.jpg");
+    let a = v.verify(&group).unwrap();
+    assert_eq!(a.faces_detected, 6);
+    let (faces, _) = v.detect(&v.decode(&group).unwrap()).unwrap();
+    let largest = faces.iter().map(|f| f.bbox.area()).fold(0.0, f32::max);
+    assert_eq!(a.face.bbox.area(), largest);
+
+    let blank = encode(
+        &RgbImage::from_fn(320, 240, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+        }),
+        ImageFormat::Png,
+    );
+    let err = v.verify(&blank).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoFace, "{err}");
+    // /v1/liveness-style: no face is an empty list, not an error.
+    assert!(v.liveness_all(&blank).unwrap().faces.is_empty());
+    let report = v.liveness_all(&group).unwrap();
+    assert_eq!(report.faces.len(), 6);
+    assert!(report.faces.iter().all(|f| f.liveness.score.is_some()));
+}
+
+/// A second pipeline with other settings: fr_liveness only (the DTN is not even loaded),
+/// several faces rejected.
+#[test]
+fn liveness_mode_and_reject_policy_from_config() {
+    let mut cfg = VisionConfig::default();
+    cfg.liveness.mode = LivenessMode::MiniFas;
+    cfg.multi_face = MultiFacePolicy::Reject;
+    let v = Vision::load(cfg).unwrap();
+    let a = v.verify(&read("astronaut_640x480.jpg")).unwrap();
+    let live = a.liveness.unwrap();
+    assert!(live.dtn.is_none() && a.inference.dtn.is_none());
+    assert_eq!(live.score, Some(live.minifas.unwrap().live_score));
+    let err = v.verify(&read("t1.jpg")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MultipleFaces, "{err}");
+    assert!(err.to_string().contains("6 faces"), "{err}");
+
+    let mut cfg = VisionConfig::default();
+    cfg.liveness.mode = LivenessMode::Both {
+        combine: Combine::Min,
+    };
+    let v = Vision::load(cfg).unwrap();
+    let live = v
+        .verify(&read("astronaut_640x480.jpg"))
+        .unwrap()
+        .liveness
+        .unwrap();
+    let (d, m) = (
+        live.dtn.unwrap().live_score,
+        live.minifas.unwrap().live_score,
+    );
+    assert_eq!(live.score, Some(d.min(m)));
 }

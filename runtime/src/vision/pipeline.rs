@@ -316,14 +316,30 @@ impl Vision {
         opts: AnalyzeOptions,
     ) -> Result<FaceAnalysis, VisionError> {
         let started = Instant::now();
-        let mut timings = StageTimings::default();
-        let mut inference = ModelTimings::default();
-
         let t = Instant::now();
         let (faces, det) = self.detector.detect(img)?;
-        timings.detect = t.elapsed();
-        inference.add_detector(det);
+        let detect = t.elapsed();
         let face = choose_face(&faces, self.config.multi_face)?;
+        let mut a = self.analyze_face(img, face, opts)?;
+        a.faces_detected = faces.len();
+        a.timings.detect = detect;
+        a.inference.add_detector(det);
+        a.timings.total = started.elapsed();
+        Ok(a)
+    }
+
+    /// Aligns, embeds and (per `opts`) scores liveness and quality of one detected face, e.g.
+    /// each face of [`Vision::detect`] for 1:N identification of a group photo. Detection
+    /// timings stay zero and `faces_detected` is 1.
+    pub fn analyze_face(
+        &self,
+        img: &RgbImage,
+        face: Detection,
+        opts: AnalyzeOptions,
+    ) -> Result<FaceAnalysis, VisionError> {
+        let started = Instant::now();
+        let mut timings = StageTimings::default();
+        let mut inference = ModelTimings::default();
 
         let t = Instant::now();
         let aligned = align_face(img, &face.landmarks)?;
@@ -363,7 +379,7 @@ impl Vision {
         Ok(FaceAnalysis {
             image_width: img.width(),
             image_height: img.height(),
-            faces_detected: faces.len(),
+            faces_detected: 1,
             face,
             embedding,
             alignment_residual: aligned.residual as f32,
