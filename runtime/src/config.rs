@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::alerts::{EmailSettings, SmtpTls};
 use crate::decision::validate_unit_threshold;
+use crate::vision::{Combine, LivenessMode, MultiFacePolicy, VisionConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,6 +18,47 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// Multi-face policy of verification and enrolment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MultiFace {
+    /// Use the largest face.
+    Largest,
+    /// Answer 422 `multiple_faces`.
+    Reject,
+}
+
+/// Passive liveness model selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LivenessModel {
+    /// Deep Tree Network (~110 ms).
+    Dtn,
+    /// MiniFASNet-like model (~4 ms).
+    Minifas,
+    /// Both, combined.
+    Both,
+    /// No passive liveness check (verification then treats every face as live).
+    Off,
+}
+
+/// How two liveness scores combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LivenessCombine {
+    /// Arithmetic mean.
+    Mean,
+    /// The lower score: live only when both models say live.
+    Min,
+}
+
+/// Who decides accept/reject in verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionPolicy {
+    /// Fused probability, match and liveness must all accept.
+    Strict,
+    /// The fused probability alone.
+    Fusion,
 }
 
 /// Which fusion weights to serve: a built-in name or a path to a weights file.
@@ -93,6 +135,58 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_MAX_IMAGE_BYTES", default_value_t = 5 * 1024 * 1024, value_parser = parse_positive)]
     pub max_image_bytes: usize,
 
+    /// Largest decoded image accepted, in pixels (width x height), checked from the header
+    /// before any pixel memory is allocated.
+    #[arg(long, env = "FACEKEY_MAX_IMAGE_PIXELS", default_value_t = 16_000_000)]
+    pub max_image_pixels: u64,
+
+    /// ONNX Runtime library (`libonnxruntime.so`). Default: found automatically (next to the
+    /// executable, `.tools/onnxruntime/` of the repository, `ORT_DYLIB_PATH`, system paths).
+    #[arg(long, env = "FACEKEY_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+
+    /// Directory of the ONNX models. Default: `models/` next to the executable or the
+    /// repository's `runtime/models/`.
+    #[arg(long, env = "FACEKEY_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// ONNX Runtime intra-op threads per session (0: one per core).
+    #[arg(long, env = "FACEKEY_INTRA_THREADS", default_value_t = 0)]
+    pub intra_threads: usize,
+
+    /// Sessions per model, i.e. how many requests may run one model at the same time.
+    #[arg(long, env = "FACEKEY_SESSIONS_PER_MODEL", default_value_t = 1, value_parser = parse_positive)]
+    pub sessions_per_model: usize,
+
+    /// Smallest face searched for, in pixels; larger values make detection faster.
+    #[arg(long, env = "FACEKEY_MIN_FACE_SIZE", default_value_t = 20.0)]
+    pub min_face_size: f64,
+
+    /// What verification does with several faces in one image.
+    #[arg(long, env = "FACEKEY_MULTI_FACE", value_enum, default_value_t = MultiFace::Largest)]
+    pub multi_face: MultiFace,
+
+    /// Minimum match similarity in [0, 1] (0.5 is dlib's 0.6 distance threshold).
+    #[arg(long, env = "FACEKEY_MATCH_THRESHOLD", default_value_t = 0.5, value_parser = parse_threshold)]
+    pub match_threshold: f64,
+
+    /// Passive liveness models.
+    #[arg(long, env = "FACEKEY_LIVENESS", value_enum, default_value_t = LivenessModel::Both)]
+    pub liveness: LivenessModel,
+
+    /// How two liveness scores combine when both models run.
+    #[arg(long, env = "FACEKEY_LIVENESS_COMBINE", value_enum, default_value_t = LivenessCombine::Mean)]
+    pub liveness_combine: LivenessCombine,
+
+    /// Minimum liveness score in [0, 1] to call a face live; below it is a spoof attempt.
+    #[arg(long, env = "FACEKEY_LIVENESS_THRESHOLD", default_value_t = 0.5, value_parser = parse_threshold)]
+    pub liveness_threshold: f64,
+
+    /// `strict`: accept only when the fused probability, the match and the liveness check all
+    /// accept; `fusion`: the fused probability alone decides.
+    #[arg(long, env = "FACEKEY_DECISION_POLICY", value_enum, default_value_t = DecisionPolicy::Strict)]
+    pub decision_policy: DecisionPolicy,
+
     /// Largest number of feature rows in one `/v1/score` batch.
     #[arg(long, env = "FACEKEY_MAX_BATCH", default_value_t = 1024, value_parser = parse_positive)]
     pub max_batch: usize,
@@ -156,6 +250,34 @@ pub struct Config {
 }
 
 impl Config {
+    /// The vision pipeline configuration these settings describe.
+    pub fn vision_config(&self) -> VisionConfig {
+        let mut v = VisionConfig::default();
+        v.runtime.ort_library = self.ort_library.clone();
+        v.runtime.models_dir = self.models_dir.clone();
+        v.runtime.intra_threads = self.intra_threads;
+        v.runtime.sessions_per_model = self.sessions_per_model;
+        v.decode.max_bytes = self.max_image_bytes;
+        v.decode.max_pixels = self.max_image_pixels;
+        v.detector.min_face_size = self.min_face_size;
+        v.multi_face = match self.multi_face {
+            MultiFace::Largest => MultiFacePolicy::Largest,
+            MultiFace::Reject => MultiFacePolicy::Reject,
+        };
+        let combine = match self.liveness_combine {
+            LivenessCombine::Mean => Combine::Mean,
+            LivenessCombine::Min => Combine::Min,
+        };
+        v.liveness.mode = match self.liveness {
+            LivenessModel::Dtn => LivenessMode::Dtn,
+            LivenessModel::Minifas => LivenessMode::MiniFas,
+            LivenessModel::Both => LivenessMode::Both { combine },
+            LivenessModel::Off => LivenessMode::Off,
+        };
+        v.liveness.threshold = self.liveness_threshold as f32;
+        v
+    }
+
     /// Request timeout as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)

@@ -11,4 +11,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod verification;
 pub mod vision;

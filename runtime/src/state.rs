@@ -10,6 +10,7 @@ use crate::config::{Config, WeightsSource};
 use crate::fusion::{FusionMlp, WeightsError};
 use crate::metrics::Metrics;
 use crate::store::TemplateStore;
+use crate::vision::{Vision, VisionError};
 
 /// Default authentication threshold when neither the configuration nor the weights set one.
 pub const DEFAULT_THRESHOLD: f64 = 0.5;
@@ -23,6 +24,9 @@ pub enum EngineError {
     /// The configured built-in weights name does not exist.
     #[error("no built-in fusion weights named {0:?}")]
     UnknownBuiltIn(String),
+    /// ONNX Runtime or a model could not be loaded.
+    #[error(transparent)]
+    Vision(#[from] VisionError),
 }
 
 /// Everything loaded at start-up that requests compute with.
@@ -32,6 +36,8 @@ pub struct Engine {
     pub fusion: FusionMlp,
     /// The authentication decision threshold on the fusion probability.
     pub threshold: f64,
+    /// The face pipeline: detection, embedding, liveness, quality.
+    pub vision: Vision,
 }
 
 impl Engine {
@@ -46,8 +52,31 @@ impl Engine {
             .threshold
             .or(fusion.recommended_threshold())
             .unwrap_or(DEFAULT_THRESHOLD);
-        Ok(Self { fusion, threshold })
+        let vision = Vision::load(config.vision_config())?;
+        Ok(Self {
+            fusion,
+            threshold,
+            vision,
+        })
     }
+}
+
+/// The ONNX models the pipeline runs, by metric name and kind.
+pub fn loaded_models(vision: &Vision) -> Vec<(&'static str, &'static str)> {
+    let mut models = vec![
+        ("mtcnn_pnet", "detection"),
+        ("mtcnn_rnet", "detection"),
+        ("mtcnn_onet", "detection"),
+        ("dlib_resnet", "embedding"),
+    ];
+    let mode = vision.config().liveness.mode;
+    if mode.uses_dtn() {
+        models.push(("dtn", "liveness"));
+    }
+    if mode.uses_minifas() {
+        models.push(("minifas", "liveness"));
+    }
+    models
 }
 
 /// State shared by every request handler.
@@ -91,6 +120,12 @@ impl AppState {
             .model_info
             .with_label_values(&[engine.fusion.name(), "fusion"])
             .set(1);
+        for (model, kind) in loaded_models(&engine.vision) {
+            self.metrics
+                .model_info
+                .with_label_values(&[model, kind])
+                .set(1);
+        }
         let _ = self.engine.set(Arc::new(engine));
     }
 

@@ -46,7 +46,7 @@ impl Running {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..200 {
+        for _ in 0..12_000 {
             if let Ok(r) = self.client.get(self.url("/readyz")).send().await
                 && r.status() == StatusCode::OK
             {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod faces;
 pub mod health;
 pub mod image_input;
 pub mod openapi;
@@ -22,7 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 use self::error::ApiError;
 use crate::state::SharedState;
@@ -44,6 +46,9 @@ pub fn router(state: SharedState) -> Router {
             "/v1/subjects/{id}",
             get(subjects::get).delete(subjects::delete),
         )
+        .route("/v1/subjects/{id}/faces", post(faces::enrol))
+        .route("/v1/verify", post(faces::verify))
+        .route("/v1/liveness", post(faces::liveness))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -51,7 +56,9 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        // 5xx answers are logged where they arise (ApiError::internal), so the trace layer's
+        // failure line stays at debug: a 503 while models load is not an error.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{error, health, score, subjects};
+use super::{error, faces, health, score, subjects};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -21,6 +21,9 @@ use super::{error, health, score, subjects};
         subjects::list,
         subjects::get,
         subjects::delete,
+        faces::enrol,
+        faces::verify,
+        faces::liveness,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -29,6 +32,7 @@ use super::{error, health, score, subjects};
     tags(
         (name = "fusion", description = "The 3-4-3-1 score-fusion MLP"),
         (name = "subjects", description = "Enrolment of subjects and their face templates"),
+        (name = "verification", description = "1:1 verification and passive liveness"),
         (name = "operations", description = "Health, readiness and Prometheus metrics"),
     )
 )]

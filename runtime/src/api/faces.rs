@@ -1,0 +1,509 @@
+//! Face endpoints: enrol a face for a subject, verify a face against a subject (1:1), and
+//! passive liveness of every face in an image. Model work runs on the blocking pool; pure
+//! decision logic lives in [`crate::verification`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::{ApiError, ErrorBody};
+use super::image_input::ImageInput;
+use super::subjects::with_store;
+use crate::alerts::SpoofAttempt;
+use crate::decision::Decision;
+use crate::fusion::Layers;
+use crate::state::{Engine, SharedState};
+use crate::store::{NewTemplate, StoreError, Template};
+use crate::verification::{self, Checks, MatchOutcome};
+use crate::vision::{
+    Detection, Embedding, ErrorKind, FaceAnalysis, LivenessReport, LivenessResult, ModelTimings,
+    QualityResult, StageTimings, VisionError,
+};
+
+/// Name under which templates record the embedding model.
+pub const EMBEDDING_MODEL: &str = "dlib_resnet_v1_128d";
+
+impl From<VisionError> for ApiError {
+    fn from(e: VisionError) -> Self {
+        let kind = e.kind();
+        let status = match kind {
+            ErrorKind::InvalidImage => StatusCode::BAD_REQUEST,
+            ErrorKind::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::NoFace | ErrorKind::MultipleFaces | ErrorKind::UnusableFace => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, kind.code(), e.to_string())
+    }
+}
+
+/// Run a vision call on the blocking pool with the loaded engine.
+async fn with_engine<T, F>(engine: Arc<Engine>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Engine) -> Result<T, VisionError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn parse_flag(input: &ImageInput, name: &str) -> Result<bool, ApiError> {
+    match input
+        .fields
+        .get(name)
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => Ok(false),
+        Some(v) if v == "true" || v == "1" => Ok(true),
+        Some(v) if v == "false" || v == "0" || v.is_empty() => Ok(false),
+        Some(v) => Err(ApiError::invalid_request(format!(
+            "field `{name}` must be true or false, got {v:?}"
+        ))),
+    }
+}
+
+/// Record stage and model timings of one pipeline run.
+fn observe_timings(state: &SharedState, stages: &StageTimings, models: &ModelTimings) {
+    let m = &state.metrics;
+    let stage = |name: &str, d: Duration| {
+        if !d.is_zero() {
+            m.stage_duration
+                .with_label_values(&[name])
+                .observe(d.as_secs_f64());
+        }
+    };
+    stage("decode", stages.decode);
+    stage("detect", stages.detect);
+    stage("align", stages.align);
+    stage("embed", stages.embed);
+    stage("liveness", stages.liveness);
+    stage("quality", stages.quality);
+    let model = |name: &str, d: Option<Duration>| {
+        if let Some(d) = d.filter(|d| !d.is_zero()) {
+            m.inference_duration
+                .with_label_values(&[name])
+                .observe(d.as_secs_f64());
+        }
+    };
+    model("mtcnn_pnet", Some(models.pnet));
+    model("mtcnn_rnet", Some(models.rnet));
+    model("mtcnn_onet", Some(models.onet));
+    model("dlib_resnet", models.embed);
+    model("dtn", models.dtn);
+    model("minifas", models.minifas);
+}
+
+/// Answer of `POST /v1/subjects/{id}/faces`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnrolResponse {
+    /// The subject.
+    pub subject_id: String,
+    /// The new template's id.
+    pub face_id: String,
+    /// How many faces the subject now has.
+    pub faces: usize,
+    /// The enrolled face.
+    #[schema(value_type = Object)]
+    pub face: Detection,
+    /// Its quality.
+    #[schema(value_type = Object)]
+    pub quality: Option<QualityResult>,
+    /// Per-stage wall times, milliseconds.
+    #[schema(value_type = Object)]
+    pub timings_ms: StageTimings,
+}
+
+/// `POST /v1/subjects/{id}/faces`: detect the face, store its embedding (never the image).
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/{id}/faces",
+    tag = "subjects",
+    summary = "Enrol a face image for a subject",
+    description = "Send the image as multipart field `image` or JSON `{\"image\": \"<base64>\"}`. \
+Only the face embedding is stored.",
+    params(("id" = String, Path, description = "Subject id")),
+    responses(
+        (status = 201, description = "Enrolled", body = EnrolResponse),
+        (status = 404, description = "Unknown subject", body = ErrorBody),
+        (status = 409, description = "Subject has the maximum number of faces", body = ErrorBody),
+        (status = 413, description = "Image too large", body = ErrorBody),
+        (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
+        (status = 422, description = "No face, several faces, or unusable face", body = ErrorBody),
+    )
+)]
+pub async fn enrol(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    input: ImageInput,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    // Fail fast on an unknown subject before spending inference time.
+    let lookup = id.clone();
+    with_store(&state, move |s| {
+        s.get_subject(&lookup)?
+            .ok_or(StoreError::SubjectNotFound(lookup))
+    })
+    .await?;
+    let image = input.image;
+    let analysis = with_engine(engine, move |e| e.vision.enrol(&image)).await?;
+    observe_timings(&state, &analysis.timings, &analysis.inference);
+    let template = NewTemplate {
+        model: EMBEDDING_MODEL.to_string(),
+        embedding: analysis.embedding.as_slice().to_vec(),
+        quality: analysis.quality.map(|q| f64::from(q.score)),
+    };
+    let subject_id = id.clone();
+    let (stored, faces) = with_store(&state, move |s| {
+        let t = s.add_template(&subject_id, template)?;
+        let faces = s
+            .get_subject(&subject_id)?
+            .map(|s| s.faces)
+            .unwrap_or_default();
+        Ok((t, faces))
+    })
+    .await?;
+    let body = EnrolResponse {
+        subject_id: id,
+        face_id: stored.id,
+        faces,
+        face: analysis.face,
+        quality: analysis.quality,
+        timings_ms: analysis.timings,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The match part of a verification answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatchReport {
+    /// Euclidean distance of the probe to the closest enrolled template.
+    pub distance: f64,
+    /// Similarity in [0, 1] derived from the distance (0.5 at dlib's 0.6 distance).
+    pub similarity: f64,
+    /// Minimum similarity to match.
+    pub threshold: f64,
+    /// `accept` when `similarity >= threshold`.
+    pub decision: Decision,
+    /// Templates compared.
+    pub templates: usize,
+}
+
+/// The liveness part of an answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LivenessReportItem {
+    /// Combined live score in [0, 1], higher is more live; absent when liveness is off.
+    pub score: Option<f64>,
+    /// `accept` (live) when `score >= threshold`; `reject` is a presentation attack.
+    pub decision: Decision,
+    /// The threshold used.
+    pub threshold: f64,
+    /// Whether a liveness model ran.
+    pub checked: bool,
+    /// Per-model outputs.
+    #[schema(value_type = Object)]
+    pub models: LivenessResult,
+}
+
+impl LivenessReportItem {
+    fn from_result(result: LivenessResult, threshold: f64) -> Self {
+        let checked = result.score.is_some();
+        Self {
+            score: result.score.map(f64::from),
+            decision: if checked {
+                Decision::at_least(result.score.map(f64::from).unwrap_or(0.0), threshold)
+            } else {
+                Decision::Accept
+            },
+            threshold,
+            checked,
+            models: result,
+        }
+    }
+}
+
+/// Answer of `POST /v1/verify`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifyResponse {
+    /// The claimed subject.
+    pub subject: String,
+    /// The face used (box, confidence, five landmarks).
+    #[schema(value_type = Object)]
+    pub face: Detection,
+    /// How many faces the image held.
+    pub faces_detected: usize,
+    /// Match against the subject's templates.
+    #[serde(rename = "match")]
+    pub match_: MatchReport,
+    /// Passive liveness.
+    pub liveness: LivenessReportItem,
+    /// Face quality and its measurements.
+    #[schema(value_type = Object)]
+    pub quality: Option<QualityResult>,
+    /// The fusion inputs `[match_similarity, liveness, quality]`.
+    pub features: [f64; 3],
+    /// The fused authentication probability.
+    pub probability: f64,
+    /// The final decision under the decision policy.
+    pub decision: Decision,
+    /// The probability threshold.
+    pub threshold: f64,
+    /// `strict` or `fusion`.
+    pub decision_policy: crate::config::DecisionPolicy,
+    /// Checks that failed: `no_match`, `spoof`, `low_probability`.
+    pub reasons: Vec<&'static str>,
+    /// Fusion weights used.
+    pub weights: String,
+    /// Fusion layer values, when `include_layers` was true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Layers>,
+    /// Per-stage wall times, milliseconds (fusion included).
+    pub timings_ms: VerifyTimings,
+    /// Time inside ONNX Runtime per model, milliseconds: the inference floor.
+    #[schema(value_type = Object)]
+    pub inference_ms: ModelTimings,
+}
+
+/// Stage timings of a verification, milliseconds.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifyTimings {
+    /// Pipeline stages.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub stages: StageTimings,
+    /// Template matching.
+    pub matching: f64,
+    /// The fusion MLP.
+    pub fusion: f64,
+}
+
+fn templates_as_embeddings(templates: &[Template]) -> Vec<Embedding> {
+    templates
+        .iter()
+        .filter(|t| t.model == EMBEDDING_MODEL)
+        .filter_map(|t| Embedding::new(t.embedding.clone()).ok())
+        .collect()
+}
+
+/// `POST /v1/verify`: is this the subject, and is the face live?
+#[utoipa::path(
+    post,
+    path = "/v1/verify",
+    tag = "verification",
+    summary = "Verify a face against an enrolled subject (1:1)",
+    description = "Multipart fields `subject` (id) and `image`, or JSON \
+`{\"subject\": \"<id>\", \"image\": \"<base64>\"}`; optional `include_layers` (true/false). \
+Runs detection, embedding match, passive liveness, quality and the fusion MLP.",
+    responses(
+        (status = 200, description = "Verified (the decision may be reject)", body = VerifyResponse),
+        (status = 404, description = "Unknown subject", body = ErrorBody),
+        (status = 409, description = "Subject has no enrolled face", body = ErrorBody),
+        (status = 413, description = "Image too large", body = ErrorBody),
+        (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
+        (status = 422, description = "No face, several faces, or missing fields", body = ErrorBody),
+    )
+)]
+pub async fn verify(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    input: ImageInput,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let engine = state.engine()?;
+    let subject = input.required("subject")?.trim().to_string();
+    let include_layers = parse_flag(&input, "include_layers")?;
+    let lookup = subject.clone();
+    let templates = with_store(&state, move |s| s.templates(&lookup)).await?;
+    let templates = templates_as_embeddings(&templates);
+    if templates.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "subject_has_no_faces",
+            format!(
+                "subject {subject:?} has no enrolled face; POST one to /v1/subjects/{subject}/faces"
+            ),
+        ));
+    }
+    let image = input.image;
+    let analysis: FaceAnalysis =
+        with_engine(engine.clone(), move |e| e.vision.verify(&image)).await?;
+    observe_timings(&state, &analysis.timings, &analysis.inference);
+
+    let t = Instant::now();
+    let best = verification::best_match(&engine.vision, &analysis.embedding, &templates);
+    let matching = t.elapsed();
+    let config = &state.config;
+    let match_outcome = MatchOutcome {
+        distance: f64::from(best.distance),
+        similarity: f64::from(best.similarity),
+        threshold: config.match_threshold,
+    };
+    let liveness_result = analysis.liveness.unwrap_or(LivenessResult {
+        score: None,
+        live: false,
+        threshold: config.liveness_threshold as f32,
+        dtn: None,
+        minifas: None,
+    });
+    let liveness = LivenessReportItem::from_result(liveness_result, config.liveness_threshold);
+    let quality_score = analysis.quality.map(|q| f64::from(q.score)).unwrap_or(0.0);
+
+    let t = Instant::now();
+    let checks = Checks {
+        matched: match_outcome.decision(),
+        live: liveness.decision,
+    };
+    let features = verification::features(&match_outcome, liveness.score, quality_score);
+    let forward = engine.fusion.forward(&features);
+    let (decision, reasons) = verification::decide(
+        config.decision_policy,
+        forward.probability,
+        engine.threshold,
+        checks,
+    );
+    let fusion = t.elapsed();
+    state
+        .metrics
+        .stage_duration
+        .with_label_values(&["fusion"])
+        .observe(fusion.as_secs_f64());
+    state
+        .metrics
+        .inference_duration
+        .with_label_values(&["fusion"])
+        .observe(fusion.as_secs_f64());
+    state.metrics.record_decision(decision);
+    if liveness.decision == Decision::Reject {
+        SpoofAttempt {
+            at: std::time::SystemTime::now(),
+            route: "/v1/verify",
+            subject: Some(subject.clone()),
+            liveness: liveness.score.unwrap_or(0.0),
+            threshold: liveness.threshold,
+            request_id: request_id(&headers),
+        }
+        .emit(&state.metrics, state.alerts.as_ref());
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Json(VerifyResponse {
+        subject,
+        face: analysis.face,
+        faces_detected: analysis.faces_detected,
+        match_: MatchReport {
+            distance: match_outcome.distance,
+            similarity: match_outcome.similarity,
+            threshold: match_outcome.threshold,
+            decision: match_outcome.decision(),
+            templates: templates.len(),
+        },
+        liveness,
+        quality: analysis.quality,
+        features,
+        probability: forward.probability,
+        decision,
+        threshold: engine.threshold,
+        decision_policy: config.decision_policy,
+        reasons,
+        weights: engine.fusion.name().to_string(),
+        layers: include_layers.then_some(forward.layers),
+        timings_ms: VerifyTimings {
+            stages: analysis.timings,
+            matching: ms(matching),
+            fusion: ms(fusion),
+        },
+        inference_ms: analysis.inference,
+    }))
+}
+
+/// One face of a liveness answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LivenessFace {
+    /// Box, confidence, landmarks.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub face: Detection,
+    /// Its liveness.
+    pub liveness: LivenessReportItem,
+}
+
+/// Answer of `POST /v1/liveness`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LivenessResponse {
+    /// Every detected face, by descending detection confidence (empty when none).
+    pub faces: Vec<LivenessFace>,
+    /// Per-stage wall times, milliseconds.
+    #[schema(value_type = Object)]
+    pub timings_ms: StageTimings,
+    /// Time inside ONNX Runtime per model, milliseconds.
+    #[schema(value_type = Object)]
+    pub inference_ms: ModelTimings,
+}
+
+/// `POST /v1/liveness`: passive liveness of every face in an image.
+#[utoipa::path(
+    post,
+    path = "/v1/liveness",
+    tag = "verification",
+    summary = "Passive liveness (anti-spoofing) of every face in an image",
+    description = "Multipart field `image` or JSON `{\"image\": \"<base64>\"}`. A face whose \
+score is below the threshold is reported as a spoof attempt (metric, log, alert email).",
+    responses(
+        (status = 200, description = "Faces and their liveness", body = LivenessResponse),
+        (status = 413, description = "Image too large", body = ErrorBody),
+        (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
+        (status = 422, description = "Missing image", body = ErrorBody),
+    )
+)]
+pub async fn liveness(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    input: ImageInput,
+) -> Result<Json<LivenessResponse>, ApiError> {
+    let engine = state.engine()?;
+    let image = input.image;
+    let report: LivenessReport =
+        with_engine(engine, move |e| e.vision.liveness_all(&image)).await?;
+    observe_timings(&state, &report.timings, &report.inference);
+    let threshold = state.config.liveness_threshold;
+    let faces: Vec<LivenessFace> = report
+        .faces
+        .into_iter()
+        .map(|f| LivenessFace {
+            face: f.face,
+            liveness: LivenessReportItem::from_result(f.liveness, threshold),
+        })
+        .collect();
+    for f in faces
+        .iter()
+        .filter(|f| f.liveness.decision == Decision::Reject)
+    {
+        SpoofAttempt {
+            at: std::time::SystemTime::now(),
+            route: "/v1/liveness",
+            subject: None,
+            liveness: f.liveness.score.unwrap_or(0.0),
+            threshold,
+            request_id: request_id(&headers),
+        }
+        .emit(&state.metrics, state.alerts.as_ref());
+    }
+    Ok(Json(LivenessResponse {
+        faces,
+        timings_ms: report.timings,
+        inference_ms: report.inference,
+    }))
+}

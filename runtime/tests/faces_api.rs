@@ -1,0 +1,470 @@
+//! End-to-end tests of enrolment, verification and liveness over HTTP with the real models and
+//! the sample images in runtime/testdata/faces (see its PROVENANCE.md). Needs the ONNX Runtime
+//! library (scripts/setup-onnxruntime.sh, run by tests/setup.sh).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use facekey_runtime::config::{Config, MultiFace};
+use facekey_runtime::server::Server;
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+fn face(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/faces")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Running {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), facekey_runtime::server::ServerError>>,
+    data_dir: PathBuf,
+}
+
+impl Running {
+    async fn start(config: Config) -> Self {
+        let data_dir = config.data_dir.clone();
+        let server = Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::new();
+        for _ in 0..12_000 {
+            if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return Self {
+                    addr,
+                    client,
+                    stop,
+                    task,
+                    data_dir,
+                };
+            }
+            assert!(!task.is_finished(), "server stopped during start-up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn json(&self, r: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create_subject(&self, name: &str) -> String {
+        let (s, v) = self
+            .json(
+                self.client
+                    .post(self.url("/v1/subjects"))
+                    .json(&json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn enrol(&self, id: &str, image: &str) -> (StatusCode, Value) {
+        let form = Form::new().part(
+            "image",
+            Part::bytes(face(image)).file_name(image.to_string()),
+        );
+        self.json(
+            self.client
+                .post(self.url(&format!("/v1/subjects/{id}/faces")))
+                .multipart(form),
+        )
+        .await
+    }
+
+    async fn verify_multipart(&self, id: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let form = Form::new()
+            .text("subject", id.to_string())
+            .part("image", Part::bytes(bytes).file_name("probe"));
+        self.json(self.client.post(self.url("/v1/verify")).multipart(form))
+            .await
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// A PNG that declares `w` x `h` pixels but carries almost no data: a decompression bomb's shape.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"IHDR", &ihdr);
+    // zlib stream of a few zero bytes: far too little data for the declared size.
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+fn blank_png() -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn enrol_then_verify_genuine_and_impostor() {
+    let s = Running::start(Config::for_tests()).await;
+    let eileen = s.create_subject("Eileen Collins").await;
+
+    let (status, v) = s.enrol(&eileen, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["subject_id"], eileen.as_str());
+    assert_eq!(v["faces"], 1);
+    let bx = &v["face"]["box"];
+    // The reference detector puts this face at [182, 64, 83, 107].
+    assert!((bx["x"].as_f64().unwrap() - 182.0).abs() < 4.0, "{v}");
+    assert!((bx["width"].as_f64().unwrap() - 83.0).abs() < 4.0, "{v}");
+    assert!(v["quality"]["score"].as_f64().unwrap() > 0.0);
+
+    // The subject lists its face but never the embedding.
+    let (_, detail) = s
+        .json(s.client.get(s.url(&format!("/v1/subjects/{eileen}"))))
+        .await;
+    assert_eq!(detail["faces"], 1);
+    assert_eq!(detail["templates"][0]["id"], v["face_id"]);
+    assert!(!detail.to_string().contains("embedding"), "{detail}");
+
+    // Genuine probe: the same person from a resized JPEG copy, sent as base64 JSON.
+    let probe = base64::engine::general_purpose::STANDARD.encode(face("astronaut_640x480.jpg"));
+    let (status, v) = s
+        .json(s.client.post(s.url("/v1/verify")).json(&json!({
+            "subject": eileen,
+            "image": probe,
+            "include_layers": true,
+        })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["subject"], eileen.as_str());
+    assert_eq!(v["faces_detected"], 1);
+    assert_eq!(v["match"]["decision"], "accept", "{v}");
+    assert!(v["match"]["distance"].as_f64().unwrap() < 0.6, "{v}");
+    assert!(v["match"]["similarity"].as_f64().unwrap() > 0.5);
+    assert_eq!(v["match"]["templates"], 1);
+    let features: Vec<f64> = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(features[0], v["match"]["similarity"].as_f64().unwrap());
+    assert_eq!(features[1], v["liveness"]["score"].as_f64().unwrap());
+    assert!((features[2] - v["quality"]["score"].as_f64().unwrap()).abs() < 1e-6);
+    assert!(v["layers"]["z1"].is_array());
+    for stage in [
+        "decode", "detect", "align", "embed", "liveness", "quality", "fusion", "total",
+    ] {
+        assert!(
+            v["timings_ms"][stage].as_f64().unwrap() >= 0.0,
+            "{stage}: {v}"
+        );
+    }
+    assert!(v["inference_ms"]["pnet"].as_f64().unwrap() > 0.0);
+    for decision in [
+        &v["decision"],
+        &v["liveness"]["decision"],
+        &v["match"]["decision"],
+    ] {
+        assert!(decision == "accept" || decision == "reject", "{v}");
+    }
+    // The fused probability is exactly what /v1/score gives for the same features.
+    let (_, scored) = s
+        .json(
+            s.client
+                .post(s.url("/v1/score"))
+                .json(&json!({ "features": features })),
+        )
+        .await;
+    assert_eq!(scored["probability"], v["probability"]);
+    // Strict policy: accepted only when every check accepts; reasons say which failed.
+    let reasons: Vec<&str> = v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(v["decision"] == "accept", reasons.is_empty(), "{v}");
+    assert_eq!(
+        reasons.contains(&"spoof"),
+        v["liveness"]["decision"] == "reject"
+    );
+
+    // Impostor probe: a different person.
+    let (status, v) = s
+        .verify_multipart(&eileen, face("Tom_Hanks_54745.png"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["match"]["decision"], "reject", "{v}");
+    assert!(v["match"]["distance"].as_f64().unwrap() > 0.6, "{v}");
+    assert_eq!(v["decision"], "reject");
+    assert!(
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("no_match"))
+    );
+
+    let metrics = s.metrics().await;
+    for want in [
+        r#"facekey_stage_duration_seconds_count{stage="detect"} 3"#,
+        r#"facekey_stage_duration_seconds_count{stage="fusion"} 2"#,
+        r#"facekey_inference_duration_seconds_count{model="dlib_resnet"} 3"#,
+        r#"facekey_model_info{kind="embedding",model="dlib_resnet"} 1"#,
+        r#"facekey_http_requests_total{method="POST",route="/v1/verify",status="200"} 2"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want}");
+    }
+
+    // Deleting the subject deletes its templates: verification now finds no subject.
+    let r = s
+        .client
+        .delete(s.url(&format!("/v1/subjects/{eileen}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, v) = s.verify_multipart(&eileen, face("astronaut.png")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&v), "subject_not_found");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn image_and_request_errors_are_clear_4xx() {
+    let mut config = Config::for_tests();
+    config.multi_face = MultiFace::Reject;
+    config.max_image_pixels = 4_000_000;
+    let s = Running::start(config).await;
+    let id = s.create_subject("someone").await;
+
+    // A subject without faces cannot be verified.
+    let (status, v) = s.verify_multipart(&id, face("astronaut.png")).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::CONFLICT, "subject_has_no_faces")
+    );
+    let (status, v) = s.enrol(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "no face",
+            blank_png(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_face",
+        ),
+        (
+            "group photo, policy reject",
+            face("t1.jpg"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "multiple_faces",
+        ),
+        (
+            "corrupt JPEG",
+            b"\xff\xd8\xff\xe0garbage".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_image",
+        ),
+        (
+            "GIF",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_image_format",
+        ),
+        (
+            "bomb header",
+            png_header_only(100_000, 100_000),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+        ),
+        (
+            "empty image",
+            Vec::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+    ];
+    for (what, bytes, want_status, want_code) in cases {
+        let (status, v) = s.verify_multipart(&id, bytes).await;
+        assert_eq!(
+            (status, error_code(&v)),
+            (want_status, want_code),
+            "{what}: {v}"
+        );
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    // Missing fields, unknown subject, wrong content type, bad base64.
+    let (status, v) = s
+        .json(
+            s.client
+                .post(s.url("/v1/verify"))
+                .json(&json!({ "image": "aGVsbG8=" })),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("subject"));
+    let (status, v) = s
+        .json(
+            s.client
+                .post(s.url("/v1/verify"))
+                .json(&json!({ "subject": id })),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("image"));
+    let (status, v) = s
+        .json(
+            s.client
+                .post(s.url("/v1/verify"))
+                .json(&json!({ "subject": id, "image": "%%%" })),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_base64")
+    );
+    let (status, v) = s
+        .verify_multipart("no-such-subject", face("astronaut.png"))
+        .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::NOT_FOUND, "subject_not_found")
+    );
+    let (status, v) = s
+        .json(
+            s.client
+                .post(s.url("/v1/verify"))
+                .header("content-type", "image/jpeg")
+                .body(face("astronaut_640x480.jpg")),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let (status, v) = s.enrol("no-such-subject", "astronaut.png").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::NOT_FOUND, "subject_not_found")
+    );
+
+    // After all that, the service still verifies.
+    let (status, v) = s.verify_multipart(&id, face("astronaut_640x480.jpg")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn liveness_reports_every_face_and_counts_spoofs() {
+    let s = Running::start(Config::for_tests()).await;
+    let form = Form::new().part("image", Part::bytes(face("t1.jpg")).file_name("t1.jpg"));
+    let (status, v) = s
+        .json(s.client.post(s.url("/v1/liveness")).multipart(form))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let faces = v["faces"].as_array().unwrap();
+    assert!(faces.len() >= 5, "group photo: {} faces", faces.len());
+    let mut rejected = 0;
+    for f in faces {
+        assert!(f["box"]["width"].as_f64().unwrap() > 0.0);
+        assert!(f["landmarks"]["nose"]["x"].is_number());
+        let score = f["liveness"]["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+        let decision = f["liveness"]["decision"].as_str().unwrap();
+        assert_eq!(decision == "accept", score >= 0.5, "{f}");
+        assert!(f["liveness"]["models"]["dtn"]["spoof_score"].is_number());
+        assert!(f["liveness"]["models"]["minifas"]["live_score"].is_number());
+        rejected += usize::from(decision == "reject");
+    }
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(&format!("facekey_spoof_detected_total {rejected}")),
+        "spoof counter must equal the rejected faces ({rejected})"
+    );
+
+    // An image without faces is an empty list, not an error.
+    let form = Form::new().part("image", Part::bytes(blank_png()).file_name("blank.png"));
+    let (status, v) = s
+        .json(s.client.post(s.url("/v1/liveness")).multipart(form))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["faces"], json!([]));
+    s.stop().await;
+}
