@@ -282,3 +282,69 @@ async fn an_untrusted_certificate_is_refused() {
             .contains(r#"facekey_alert_emails_total{result="failed"} 1"#)
     );
 }
+
+#[tokio::test]
+async fn a_spoof_seen_by_the_server_reaches_the_inbox() {
+    let smtp = SmtpServer::start();
+    let mut config = facekey_runtime::config::Config::for_tests();
+    config.smtp_smarthost = Some(format!("127.0.0.1:{}", smtp.port));
+    config.smtp_username = Some("alerts".into());
+    config.smtp_password = Some("s3cret".into());
+    config.smtp_ca_file = Some(smtp.cert.clone());
+    config.alert_from = Some("facekey@example.test".into());
+    config.alert_to = vec!["security@example.test".into()];
+    config.instance = Some("pod-under-test".into());
+    // Every face scores below a threshold of 1.0, so any face is treated as an attack.
+    config.liveness_threshold = 1.0;
+    let data_dir = config.data_dir.clone();
+    let server = facekey_runtime::server::Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "runtime not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let image = std::fs::read(repo_root().join("runtime/testdata/faces/astronaut.png")).unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(image).file_name("a.png"),
+    );
+    let r = client
+        .post(format!("http://{addr}/v1/liveness"))
+        .header("x-request-id", "spoof-e2e-1")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["faces"][0]["liveness"]["decision"], "reject", "{v}");
+
+    let mails = smtp.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 1, "no alert email arrived");
+    assert!(
+        mails[0].contains("spoof attempt detected on pod-under-test"),
+        "{}",
+        mails[0]
+    );
+    assert!(mails[0].contains("/v1/liveness") && mails[0].contains("request_id=spoof-e2e-1"));
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(data_dir);
+}
