@@ -38,7 +38,7 @@ pub mod condition {
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats type_ = \"string\"; clippy reads them as one attribute"
 )]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "facekey.dev",
     version = "v1alpha1",
@@ -49,6 +49,7 @@ pub mod condition {
     namespaced,
     status = "FaceKeyDeploymentStatus",
     derive = "PartialEq",
+    derive = "Default",
     doc = "A scanned, scaled and monitored deployment of the FaceKey face-authentication runtime.",
     scale(
         spec_replicas_path = ".spec.replicas",

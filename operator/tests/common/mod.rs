@@ -1,0 +1,398 @@
+//! Shared harness for reconciler tests against kube-fake-client's in-memory API server.
+//!
+//! The fake API has no controllers: tests play the Deployment controller (status), the Job
+//! controller and the kubelet (scan pod termination message) themselves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use facekey_crds::FaceKeyDeployment;
+use facekey_operator::build::OptionalCrd;
+use facekey_operator::capabilities::CapabilityCache;
+use facekey_operator::metrics::Metrics;
+use facekey_operator::reconcile::{self, Context};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Client, CustomResource};
+use kube_fake_client::{ClientBuilder, PatchType, interceptor};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub const NS: &str = "team";
+
+/// Stand-ins so the fake API can route the optional kinds (the operator uses dynamic objects).
+pub mod kinds {
+    use super::*;
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "monitoring.coreos.com",
+        version = "v1",
+        kind = "ServiceMonitor",
+        namespaced
+    )]
+    pub struct ServiceMonitorSpec {
+        #[serde(flatten)]
+        pub rest: BTreeMap<String, Value>,
+    }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "monitoring.coreos.com",
+        version = "v1",
+        kind = "PrometheusRule",
+        namespaced
+    )]
+    pub struct PrometheusRuleSpec {
+        #[serde(flatten)]
+        pub rest: BTreeMap<String, Value>,
+    }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "monitoring.coreos.com",
+        version = "v1alpha1",
+        kind = "AlertmanagerConfig",
+        namespaced
+    )]
+    pub struct AlertmanagerConfigSpec {
+        #[serde(flatten)]
+        pub rest: BTreeMap<String, Value>,
+    }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "aquasecurity.github.io",
+        version = "v1alpha1",
+        kind = "VulnerabilityReport",
+        namespaced
+    )]
+    pub struct VulnerabilityReportSpec {
+        #[serde(flatten)]
+        pub rest: BTreeMap<String, Value>,
+    }
+}
+
+/// Time just after the recorded reports' `CreatedAt` (2025-11-20T09:31Z).
+pub fn t0() -> Timestamp {
+    "2025-11-20T10:00:00Z".parse().unwrap()
+}
+
+/// A clock tests can move.
+#[derive(Clone)]
+pub struct TestClock(Arc<std::sync::Mutex<Timestamp>>);
+
+impl TestClock {
+    pub fn new(t: Timestamp) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(t)))
+    }
+    pub fn set(&self, t: Timestamp) {
+        *self.0.lock().unwrap() = t;
+    }
+    pub fn advance(&self, secs: i64) {
+        let mut t = self.0.lock().unwrap();
+        *t = t
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+            .unwrap();
+    }
+    pub fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+pub struct Harness {
+    pub client: Client,
+    pub ctx: Arc<Context>,
+    pub clock: TestClock,
+    /// While set, every apply of a Deployment fails with 409 Conflict.
+    pub fail_deployment_applies: Arc<AtomicBool>,
+}
+
+/// Patch interceptor emulating two API-server behaviours the fake lacks or tests need:
+/// an apply that changes nothing does not bump `metadata.generation` (the fake bumps it on every
+/// write, which would make every Deployment look mid-rollout), and injected 409 Conflicts.
+fn interceptor(fail: Arc<AtomicBool>) -> interceptor::Funcs {
+    interceptor::Funcs::new().patch(move |ctx| {
+        if ctx.patch.get("kind").and_then(Value::as_str) != Some("Deployment") {
+            return Ok(None);
+        }
+        if fail.load(Ordering::SeqCst) {
+            return Err(kube_fake_client::Error::Conflict(
+                "Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas".into(),
+            ));
+        }
+        if ctx.patch_type != PatchType::ApplyPatch {
+            return Ok(None);
+        }
+        let Ok(existing) = ctx.client.get::<Deployment>(ctx.namespace, ctx.name) else {
+            return Ok(None);
+        };
+        let existing = serde_json::to_value(existing).unwrap();
+        let mut merged = existing.clone();
+        json_patch::merge(&mut merged, ctx.patch);
+        if merged == existing { Ok(Some(existing)) } else { Ok(None) }
+    })
+}
+
+fn crd(name: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {"group": "x", "names": {"kind": "X", "plural": "xs"}, "scope": "Namespaced", "versions": []},
+    }))
+    .unwrap()
+}
+
+pub fn builder(installed: &[OptionalCrd]) -> ClientBuilder {
+    let mut b = ClientBuilder::new()
+        .with_resource::<FaceKeyDeployment>()
+        .with_status_subresource::<FaceKeyDeployment>()
+        .with_status_subresource::<Deployment>()
+        .with_status_subresource::<Job>()
+        .with_resource::<kinds::ServiceMonitor>()
+        .with_resource::<kinds::PrometheusRule>()
+        .with_resource::<kinds::AlertmanagerConfig>()
+        .with_resource::<kinds::VulnerabilityReport>();
+    for c in installed {
+        b = b.with_object(crd(c.crd_name()));
+    }
+    b
+}
+
+pub async fn harness(installed: &[OptionalCrd]) -> Harness {
+    harness_from(builder(installed)).await
+}
+
+pub async fn harness_from(builder: ClientBuilder) -> Harness {
+    let fail = Arc::new(AtomicBool::new(false));
+    let client = builder
+        .with_interceptor_funcs(interceptor(fail.clone()))
+        .build()
+        .await
+        .unwrap();
+    let clock = TestClock::new(t0());
+    let c = clock.clone();
+    let ctx = Context::new(
+        client.clone(),
+        Metrics::new().unwrap(),
+        "ghcr.io/facekey/operator:test".into(),
+        Some("test".into()),
+    )
+    .with_clock(Arc::new(move || c.now()))
+    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO));
+    Harness {
+        client,
+        ctx: Arc::new(ctx),
+        clock,
+        fail_deployment_applies: fail,
+    }
+}
+
+impl Harness {
+    pub fn fkds(&self) -> Api<FaceKeyDeployment> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub async fn create(&self, name: &str, spec: Value) -> FaceKeyDeployment {
+        let obj: FaceKeyDeployment = serde_json::from_value(json!({
+            "apiVersion": "facekey.dev/v1alpha1",
+            "kind": "FaceKeyDeployment",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.fkds()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, name: &str) -> FaceKeyDeployment {
+        self.fkds().get(name).await.unwrap()
+    }
+
+    /// Patch the spec the way a user (or `kubectl scale`) would.
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        self.fkds()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Read the resource fresh and reconcile it once.
+    pub async fn reconcile(&self, name: &str) -> Result<Action, facekey_operator::Error> {
+        let fkd = self.get(name).await;
+        reconcile::reconcile(Arc::new(fkd), self.ctx.clone()).await
+    }
+
+    pub async fn deployment(&self, name: &str) -> Option<Deployment> {
+        self.api::<Deployment>().get_opt(name).await.unwrap()
+    }
+
+    pub async fn deployment_image(&self, name: &str) -> Option<String> {
+        let d = self.deployment(name).await?;
+        d.spec?.template.spec?.containers[0].image.clone()
+    }
+
+    /// Play the Deployment controller: all desired replicas updated and available.
+    pub async fn mark_deployment_ready(&self, name: &str) {
+        let d = self.deployment(name).await.expect("deployment exists");
+        let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let generation = d.metadata.generation.unwrap_or(1);
+        self.api::<Deployment>()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "observedGeneration": generation,
+                    "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n,
+                }})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Names of the scan Jobs in the namespace.
+    pub async fn jobs(&self) -> Vec<String> {
+        self.api::<Job>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect()
+    }
+
+    /// Play the Job controller and kubelet: the scan Job succeeded and its summary container
+    /// terminated with the summary that `facekey-operator scan-summary` produced from `fixture`.
+    pub async fn complete_scan(&self, job: &str, fixture: &str, image: &str) {
+        let summary = scan_summary_of(fixture, image);
+        self.api::<Job>()
+            .patch_status(
+                job,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "succeeded": 1,
+                    "conditions": [{"type": "Complete", "status": "True"}],
+                }})),
+            )
+            .await
+            .unwrap();
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": format!("{job}-abcde"), "namespace": NS,
+                         "labels": {"batch.kubernetes.io/job-name": job, "job-name": job}},
+            "spec": {"containers": [{"name": "summary", "image": "op"}]},
+            "status": {"phase": "Succeeded", "containerStatuses": [{
+                "name": "summary", "image": "op", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": summary}},
+            }]},
+        }))
+        .unwrap();
+        self.api::<Pod>()
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap();
+    }
+
+    /// Play the Job controller: the scan Job failed.
+    pub async fn fail_scan(&self, job: &str, at: &str) {
+        self.api::<Job>()
+            .patch_status(
+                job,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "failed": 2,
+                    "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                    "message": "Job has reached the specified backoff limit",
+                                    "lastTransitionTime": at}],
+                }})),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub fn metric(&self, name: &str, label: &str) -> u64 {
+        let text = self.ctx.metrics.encode().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+
+    /// Reasons of the Events published about `name`, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<(String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// Run the real `facekey-operator scan-summary` (the command scan Jobs run) on a recorded report.
+pub fn scan_summary_of(fixture: &str, image: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/trivy/{fixture}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facekey-operator"))
+        .args(["scan-summary", "--report", &path, "--image", image])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The condition `type_` of a status as (status, reason).
+pub fn cond(fkd: &FaceKeyDeployment, type_: &str) -> (String, String) {
+    let c = fkd
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", fkd.status));
+    (c.status.clone(), c.reason.clone())
+}
+
+pub fn cond_message(fkd: &FaceKeyDeployment, type_: &str) -> String {
+    fkd.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}

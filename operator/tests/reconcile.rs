@@ -1,0 +1,842 @@
+//! The reconciler against kube-fake-client's in-memory API: create, scale, image changes with the
+//! scan gate open and closed, drift repair, pruning, deletion, conflicts and status bookkeeping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{NS, cond, cond_message, harness};
+use facekey_operator::build::OptionalCrd;
+use facekey_operator::labels::scan_job_name;
+use facekey_operator::reconcile::error_policy;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+const ALL: [OptionalCrd; 4] = OptionalCrd::ALL;
+const MONITORING: [OptionalCrd; 3] = [
+    OptionalCrd::ServiceMonitor,
+    OptionalCrd::PrometheusRule,
+    OptionalCrd::AlertmanagerConfig,
+];
+const IMG1: &str = "ghcr.io/facekey/runtime:0.1.0";
+const IMG2: &str = "ghcr.io/facekey/runtime:0.2.0";
+
+fn dynamic(h: &common::Harness, kind: facekey_operator::build::ChildKind) -> Api<DynamicObject> {
+    Api::namespaced_with(h.client.clone(), NS, &kind.api_resource())
+}
+
+#[tokio::test]
+async fn gate_disabled_creates_all_children_with_owner_refs_and_status() {
+    let h = harness(&MONITORING).await;
+    let fkd = h
+        .create(
+            "fk",
+            json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false},
+               "alerting": {"email": {"to": "sec@example.com", "from": "fk@example.com",
+                 "smarthost": "smtp.example.com:587", "authSecretRef": {"name": "smtp", "key": "pw"}}}}),
+        )
+        .await;
+    let action = h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(30)),
+        "rollout in progress"
+    );
+
+    let uid = fkd.uid().unwrap();
+    let owned_by_fk =
+        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.unwrap_or_default()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        };
+    let dep = h.deployment("fk").await.unwrap();
+    assert!(owned_by_fk(dep.metadata.owner_references.clone()));
+    assert_eq!(dep.spec.as_ref().unwrap().replicas, Some(2));
+    for name in ["fk-config", "fk-dashboard"] {
+        let cm = h.api::<ConfigMap>().get(name).await.unwrap();
+        assert!(owned_by_fk(cm.metadata.owner_references), "{name}");
+    }
+    assert!(owned_by_fk(
+        h.api::<Service>()
+            .get("fk")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned_by_fk(
+        h.api::<PodDisruptionBudget>()
+            .get("fk")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(
+        h.api::<HorizontalPodAutoscaler>()
+            .get_opt("fk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    use facekey_operator::build::ChildKind;
+    for kind in [
+        ChildKind::ServiceMonitor,
+        ChildKind::PrometheusRule,
+        ChildKind::AlertmanagerConfig,
+    ] {
+        let obj = dynamic(&h, kind).get("fk").await.unwrap();
+        assert!(owned_by_fk(obj.metadata.owner_references), "{kind:?}");
+    }
+    assert!(
+        h.jobs().await.is_empty(),
+        "no scan Job when the gate is disabled"
+    );
+
+    let fkd = h.get("fk").await;
+    let status = fkd.status.clone().unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.current_image.as_deref(), Some(IMG1));
+    assert_eq!(status.url.as_deref(), Some("http://fk.team.svc:8080"));
+    assert_eq!(
+        status.selector.as_deref(),
+        Some(
+            "app.kubernetes.io/component=runtime,app.kubernetes.io/instance=fk,app.kubernetes.io/name=facekey"
+        )
+    );
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "GateDisabled".into())
+    );
+    assert_eq!(cond(&fkd, "Ready"), ("False".into(), "NotAvailable".into()));
+    assert_eq!(
+        cond(&fkd, "Progressing"),
+        ("True".into(), "RollingOut".into())
+    );
+    assert_eq!(
+        cond(&fkd, "MonitoringReady"),
+        ("True".into(), "Applied".into())
+    );
+
+    // The Deployment controller finishes the rollout.
+    h.mark_deployment_ready("fk").await;
+    let action = h.reconcile("fk").await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "Ready"), ("True".into(), "Available".into()));
+    assert_eq!(
+        cond(&fkd, "Progressing"),
+        ("False".into(), "RolloutComplete".into())
+    );
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+    let status = fkd.status.unwrap();
+    assert_eq!((status.replicas, status.ready_replicas), (2, 2));
+    assert!(
+        h.event_reasons("fk")
+            .await
+            .contains(&("Normal".into(), "Ready".into()))
+    );
+}
+
+#[tokio::test]
+async fn first_image_waits_for_its_scan_then_rolls_out() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    assert_eq!(h.jobs().await, vec![job.clone()]);
+    assert!(
+        h.deployment("fk").await.is_none(),
+        "nothing runs before the scan"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanPending".into())
+    );
+    assert_eq!(cond(&fkd, "Ready"), ("False".into(), "NoDeployment".into()));
+    assert_eq!(h.metric("facekey_operator_scan_jobs_created_total", NS), 1);
+
+    // Still running: no second Job, gate still closed.
+    let action = h.reconcile("fk").await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    assert_eq!(h.jobs().await.len(), 1);
+    assert!(h.deployment("fk").await.is_none());
+
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+    let scan = fkd.status.unwrap().scan.unwrap();
+    assert_eq!(scan.image, IMG1);
+    assert_eq!(
+        (
+            scan.critical,
+            scan.high,
+            scan.medium,
+            scan.low,
+            scan.blocking
+        ),
+        (0, 0, 1, 3, 0)
+    );
+    assert_eq!(scan.report_ref, Some(format!("Job/{job}")));
+    assert_eq!(
+        scan.scanned_at.unwrap().0.to_string(),
+        "2025-11-20T09:14:03Z",
+        "metav1.Time keeps seconds"
+    );
+    assert!(
+        h.event_reasons("fk")
+            .await
+            .contains(&("Normal".into(), "ScanPassed".into()))
+    );
+}
+
+/// Bring `fk` to "IMG1 running and ready" through a passing scan.
+async fn running_img1(h: &common::Harness, extra: serde_json::Value) {
+    let mut spec = json!({"image": IMG1, "replicas": 2});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    h.create("fk", spec).await;
+    h.reconcile("fk").await.unwrap();
+    h.complete_scan(&scan_job_name("fk", IMG1), "runtime-0.1.0-pass.json", IMG1)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+}
+
+#[tokio::test]
+async fn blocked_image_keeps_the_previous_one_serving() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    let job2 = scan_job_name("fk", IMG2);
+    assert!(h.jobs().await.contains(&job2));
+    assert_eq!(
+        h.deployment_image("fk").await.as_deref(),
+        Some(IMG1),
+        "pending: old image stays"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanPending".into())
+    );
+    assert_eq!(cond(&fkd, "Ready").0, "True", "old pods keep serving");
+
+    h.complete_scan(&job2, "runtime-0.2.0-fail.json", IMG2)
+        .await;
+    let action = h.reconcile("fk").await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(
+        h.deployment_image("fk").await.as_deref(),
+        Some(IMG1),
+        "blocked: old image stays"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into())
+    );
+    let msg = cond_message(&fkd, "ScanGatePassed");
+    assert!(msg.contains("4 findings above MEDIUM"), "{msg}");
+    assert!(msg.contains("critical=1 high=3"), "{msg}");
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "ImageBlocked".into())
+    );
+    assert_eq!(cond(&fkd, "Ready"), ("True".into(), "Available".into()));
+    let status = fkd.status.clone().unwrap();
+    assert_eq!(status.current_image.as_deref(), Some(IMG1));
+    let scan = status.scan.unwrap();
+    assert_eq!(
+        (scan.image.as_str(), scan.critical, scan.high, scan.blocking),
+        (IMG2, 1, 3, 4)
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+    assert!(
+        h.event_reasons("fk")
+            .await
+            .contains(&("Warning".into(), "RolloutBlocked".into()))
+    );
+
+    // Reconciling again neither rolls out nor counts the same blocked rollout twice.
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+}
+
+#[tokio::test]
+async fn policy_change_reevaluates_the_existing_report() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    h.complete_scan(&scan_job_name("fk", IMG2), "runtime-0.2.0-fail.json", IMG2)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+
+    // Accept the unfixed zlib CVE and two of the three HIGHs: one HIGH still blocks.
+    h.patch_spec(
+        "fk",
+        json!({"scanGate": {"allowUnfixed": true, "ignoreCVEs": ["CVE-2024-2961", "CVE-2024-33599"]}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    let fkd = h.get("fk").await;
+    assert!(cond_message(&fkd, "ScanGatePassed").contains("1 findings above MEDIUM"));
+
+    // Tolerating HIGH opens the gate without a rescan.
+    h.patch_spec("fk", json!({"scanGate": {"maxSeverity": "HIGH"}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+    assert_eq!(cond(&fkd, "Degraded").0, "False");
+    // No rescan for a policy change; the finished Job of the replaced image is cleaned up.
+    assert_eq!(h.metric("facekey_operator_scan_jobs_created_total", NS), 2);
+    assert_eq!(h.jobs().await, vec![scan_job_name("fk", IMG2)]);
+}
+
+#[tokio::test]
+async fn stale_report_is_discarded_and_rescanned() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"maxReportAge": "1h"}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.clock.advance(2 * 3600);
+    h.reconcile("fk").await.unwrap();
+    assert!(
+        h.deployment("fk").await.is_none(),
+        "a stale report must not open the gate"
+    );
+    assert!(h.jobs().await.is_empty(), "the stale Job is deleted");
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanPending".into())
+    );
+    assert!(cond_message(&fkd, "ScanGatePassed").contains("older than maxReportAge"));
+    // Next pass starts a fresh scan.
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![job]);
+}
+
+#[tokio::test]
+async fn failed_scan_fails_closed_and_retries_later() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    h.fail_scan(&job, "2025-11-20T09:55:00Z").await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_none());
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    assert_eq!(cond(&fkd, "Degraded"), ("True".into(), "ScanFailed".into()));
+    assert!(cond_message(&fkd, "ScanGatePassed").contains("backoff limit"));
+    assert_eq!(
+        h.jobs().await,
+        vec![job.clone()],
+        "kept for inspection at first"
+    );
+    assert!(
+        h.event_reasons("fk")
+            .await
+            .contains(&("Warning".into(), "ScanFailed".into()))
+    );
+
+    h.clock.advance(15 * 60);
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty(), "deleted after the retry delay");
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![job], "a new attempt starts");
+}
+
+#[tokio::test]
+async fn succeeded_job_without_summary_fails_closed() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    h.api::<Job>()
+        .patch_status(
+            &job,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"succeeded": 1}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_none());
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    assert!(cond_message(&fkd, "ScanGatePassed").contains("no pod has a termination message"));
+}
+
+#[tokio::test]
+async fn trivy_operator_report_is_used_instead_of_a_job() {
+    let h = harness(&ALL).await;
+    let vr = json!({
+        "apiVersion": "aquasecurity.github.io/v1alpha1",
+        "kind": "VulnerabilityReport",
+        "metadata": {"name": "replicaset-fk-7d9f-runtime", "namespace": NS},
+        "report": {
+            "artifact": {"repository": "facekey/runtime", "tag": "0.2.0"},
+            "registry": {"server": "ghcr.io"},
+            "updateTimestamp": "2025-11-20T08:00:00Z",
+            "summary": {"criticalCount": 0, "highCount": 1},
+            "vulnerabilities": [
+                {"vulnerabilityID": "CVE-2024-2961", "severity": "HIGH", "fixedVersion": "2.36-9+deb12u7"},
+                {"vulnerabilityID": "CVE-2010-4756", "severity": "LOW", "fixedVersion": ""}
+            ]
+        }
+    });
+    let vr_api: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &ApiResource {
+            group: "aquasecurity.github.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "aquasecurity.github.io/v1alpha1".into(),
+            kind: "VulnerabilityReport".into(),
+            plural: "vulnerabilityreports".into(),
+        },
+    );
+    vr_api
+        .create(&PostParams::default(), &serde_json::from_value(vr).unwrap())
+        .await
+        .unwrap();
+
+    h.create("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty(), "no Job: the report was found");
+    assert!(
+        h.deployment("fk").await.is_none(),
+        "one HIGH above MEDIUM blocks"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into())
+    );
+    let scan = fkd.status.unwrap().scan.unwrap();
+    assert_eq!(
+        scan.report_ref.as_deref(),
+        Some("VulnerabilityReport/replicaset-fk-7d9f-runtime")
+    );
+    assert_eq!((scan.high, scan.low, scan.blocking), (1, 1, 1));
+
+    h.patch_spec("fk", json!({"scanGate": {"maxSeverity": "HIGH"}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2));
+}
+
+#[tokio::test]
+async fn scaling_the_spec_scales_the_deployment() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.get("fk").await.status.unwrap().replicas, 1);
+
+    // What `kubectl scale fkd/fk --replicas=4` does through /scale: spec.replicas changes.
+    h.patch_spec("fk", json!({"replicas": 4})).await;
+    h.reconcile("fk").await.unwrap();
+    let dep = h.deployment("fk").await.unwrap();
+    assert_eq!(dep.spec.unwrap().replicas, Some(4));
+    let fkd = h.get("fk").await;
+    assert_eq!(fkd.status.as_ref().unwrap().observed_generation, Some(2));
+    assert_eq!(cond(&fkd, "Progressing").0, "True");
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    let status = h.get("fk").await.status.unwrap();
+    assert_eq!((status.replicas, status.ready_replicas), (4, 4));
+
+    // Switching to autoscaling creates an HPA; switching back prunes it.
+    h.fkds()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": null, "autoscaling": {
+                "minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 75}}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    let hpa = h.api::<HorizontalPodAutoscaler>().get("fk").await.unwrap();
+    assert_eq!(hpa.spec.unwrap().max_replicas, 6);
+    h.fkds()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3, "autoscaling": null}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert!(
+        h.api::<HorizontalPodAutoscaler>()
+            .get_opt("fk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        h.deployment("fk").await.unwrap().spec.unwrap().replicas,
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn drift_is_repaired() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+
+    // Someone edits the Deployment by hand and deletes the Service.
+    h.api::<Deployment>()
+        .patch(
+            "fk",
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "spec": {"replicas": 9, "template": {"spec": {"containers": [{"name": "runtime", "image": "evil:latest"}]}}}
+            })),
+        )
+        .await
+        .unwrap();
+    h.api::<Service>()
+        .delete("fk", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        h.deployment_image("fk").await.as_deref(),
+        Some("evil:latest")
+    );
+
+    h.reconcile("fk").await.unwrap();
+    let dep = h.deployment("fk").await.unwrap();
+    assert_eq!(dep.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert!(h.api::<Service>().get_opt("fk").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn prune_removes_only_our_objects_no_longer_desired() {
+    let h = harness(&MONITORING).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    use facekey_operator::build::ChildKind;
+    assert!(
+        dynamic(&h, ChildKind::ServiceMonitor)
+            .get_opt("fk")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        h.api::<ConfigMap>()
+            .get_opt("fk-dashboard")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A ConfigMap carrying our labels but owned by something else must survive pruning.
+    let foreign: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "lookalike", "namespace": NS, "labels": {
+            "app.kubernetes.io/managed-by": "facekey-operator", "facekey.dev/owner": "fk"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "other", "controller": true}]},
+    }))
+    .unwrap();
+    h.api::<ConfigMap>()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+
+    h.patch_spec(
+        "fk",
+        json!({"monitoring": {"serviceMonitor": {"enabled": false}, "dashboards": {"enabled": false}}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert!(
+        dynamic(&h, ChildKind::ServiceMonitor)
+            .get_opt("fk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        h.api::<ConfigMap>()
+            .get_opt("fk-dashboard")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        dynamic(&h, ChildKind::PrometheusRule)
+            .get_opt("fk")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        h.api::<ConfigMap>()
+            .get_opt("lookalike")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        h.api::<ConfigMap>()
+            .get_opt("fk-config")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_resource_cascades_through_owner_references() {
+    let h = harness(&MONITORING).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_some());
+    h.fkds()
+        .delete("fk", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(h.deployment("fk").await.is_none());
+    assert!(h.api::<Service>().get_opt("fk").await.unwrap().is_none());
+    assert!(
+        h.api::<ConfigMap>()
+            .get_opt("fk-config")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    use facekey_operator::build::ChildKind;
+    assert!(
+        dynamic(&h, ChildKind::PrometheusRule)
+            .get_opt("fk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn terminating_resource_is_left_alone() {
+    let h = harness(&[]).await;
+    let mut fkd = h
+        .create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    fkd.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        common::t0(),
+    ));
+    let action = facekey_operator::reconcile::reconcile(Arc::new(fkd), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(h.deployment("fk").await.is_none());
+}
+
+#[tokio::test]
+async fn missing_monitoring_crds_are_reported_not_fatal() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_some());
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "MonitoringReady"),
+        ("False".into(), "CRDNotInstalled".into())
+    );
+    let msg = cond_message(&fkd, "MonitoringReady");
+    assert!(
+        msg.contains(
+            "ServiceMonitor skipped: CRD servicemonitors.monitoring.coreos.com is not installed"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("PrometheusRule skipped"), "{msg}");
+    assert!(
+        h.event_reasons("fk")
+            .await
+            .contains(&("Warning".into(), "MonitoringSkipped".into()))
+    );
+}
+
+#[tokio::test]
+async fn apply_conflict_is_reported_and_backed_off() {
+    let h = harness(&[]).await;
+    h.fail_deployment_applies.store(true, Ordering::SeqCst);
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "ApplyConflict");
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "ApplyConflict".into())
+    );
+    assert_eq!(
+        h.metric("facekey_operator_reconcile_errors_total", "ApplyConflict"),
+        1
+    );
+    assert!(
+        h.event_reasons("fk")
+            .await
+            .contains(&("Warning".into(), "ApplyConflict".into()))
+    );
+    let fkd = Arc::new(fkd);
+    assert_eq!(
+        error_policy(fkd.clone(), &err, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(fkd.clone(), &err, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+
+    h.fail_deployment_applies.store(false, Ordering::SeqCst);
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_some());
+    assert_eq!(
+        h.ctx.failures(&format!("{NS}/fk")),
+        0,
+        "success resets the backoff"
+    );
+    assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
+}
+
+#[tokio::test]
+async fn invalid_spec_applies_nothing_and_waits_for_a_change() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false},
+               "autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetCPUUtilizationPercentage": 50}}),
+    )
+    .await;
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "InvalidSpec");
+    assert!(h.deployment("fk").await.is_none());
+    assert!(
+        h.api::<ConfigMap>()
+            .get_opt("fk-config")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    assert!(cond_message(&fkd, "Degraded").contains("not both"));
+    assert_eq!(
+        error_policy(Arc::new(fkd), &err, h.ctx.clone()),
+        Action::await_change()
+    );
+}
+
+#[tokio::test]
+async fn unchanged_status_is_not_rewritten_and_keeps_transition_times() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    let before = h.get("fk").await;
+    let ready_since = before
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .last_transition_time
+        .clone();
+
+    h.clock.advance(600);
+    h.reconcile("fk").await.unwrap();
+    let after = h.get("fk").await;
+    assert_eq!(
+        before.resource_version(),
+        after.resource_version(),
+        "no status write when nothing changed"
+    );
+    let ready = after
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.last_transition_time, ready_since);
+    assert_eq!(ready.last_transition_time.0, common::t0());
+}
