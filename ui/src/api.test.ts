@@ -1,5 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { ApiError, apiUrl, errorFromBody, parseBox, parseScore, parseSubjects, parseVerify } from "./api";
+import {
+  ApiError,
+  apiUrl,
+  decideAtLeast,
+  errorFromBody,
+  matchThresholdOn,
+  parseBox,
+  parseScore,
+  parseSubjects,
+  parseVerify,
+} from "./api";
 
 const VERIFY = {
   subject: "s1",
@@ -32,7 +42,16 @@ describe("parseVerify", () => {
     expect(v.face?.box).toEqual({ x: 10, y: 20, width: 100, height: 120 });
     expect(v.face?.landmarks).toHaveLength(5);
     expect(v.face?.confidence).toBe(0.99);
-    expect(v.match).toEqual({ distance: 0.31, similarity: 0.84, threshold: 0.6, decision: "accept" });
+    expect(v.match).toEqual({
+      distance: 0.31,
+      similarity: 0.84,
+      threshold: 0.6,
+      decision: "accept",
+      thresholdOn: "similarity",
+      templates: undefined,
+    });
+    expect(v.liveness.checked).toBe(true);
+    expect(v.reasons).toEqual([]);
     expect(v.liveness.models).toEqual([
       ["dtn", 0.91],
       ["minifas", 0.95],
@@ -60,7 +79,7 @@ describe("parseVerify", () => {
     expect(v.subject).toBe("s2");
     expect(v.face).toEqual({ box: { x: 1, y: 2, width: 10, height: 20 }, landmarks: [[1, 2]], confidence: 0.5 });
     expect(v.liveness.decision).toBe("reject");
-    expect(v.match).toEqual({});
+    expect(v.match).toEqual({ thresholdOn: "similarity" });
     expect(v.quality).toEqual({ score: undefined, parts: [], measures: [] });
     expect(v.decision).toBeUndefined();
     expect(v.layers).toBeUndefined();
@@ -125,6 +144,96 @@ describe("parseVerify", () => {
       ["embed", 7],
       ["dtn", 100],
     ]);
+  });
+});
+
+describe("the runtime's verify answer", () => {
+  const v = parseVerify({
+    subject: "s",
+    face: { box: { x: 10, y: 10, width: 50, height: 60 }, confidence: 0.99, landmarks: { left_eye: { x: 20, y: 30 } } },
+    faces_detected: 1,
+    match: { distance: 0.45, similarity: 0.62, threshold: 0.5, decision: "accept", templates: 2 },
+    liveness: {
+      score: 0.3,
+      decision: "reject",
+      threshold: 0.5,
+      checked: true,
+      models: {
+        score: 0.3,
+        live: false,
+        threshold: 0.5,
+        dtn: { spoof_score: 2.1, live_score: 0.3 },
+        minifas: null,
+      },
+    },
+    quality: null,
+    features: [0.62, 0.3, 0.7],
+    probability: 0.41,
+    decision: "reject",
+    threshold: 0.5,
+    decision_policy: "strict",
+    reasons: ["spoof", "low_probability"],
+    weights: "reference",
+    timings_ms: {
+      decode: 1,
+      detect: 2,
+      align: 0.1,
+      embed: 3,
+      liveness: 4,
+      quality: 0.2,
+      total: 11,
+      matching: 0.01,
+      fusion: 0.02,
+    },
+    inference_ms: { pnet: 1, pnet_runs: 5, rnet: 0.5, onet: 0.4, embed: 2.9, dtn: 3.8, minifas: null },
+  });
+
+  it("reads models from the nested liveness result, skipping its summary fields", () => {
+    expect(v.liveness.models).toEqual([["dtn", 0.3]]);
+    expect(v.liveness.decision).toBe("reject");
+  });
+
+  it("reads reasons, policy, weights, templates and a missing quality", () => {
+    expect(v.reasons).toEqual(["spoof", "low_probability"]);
+    expect(v.policy).toBe("strict");
+    expect(v.weightsName).toBe("reference");
+    expect(v.match.templates).toBe(2);
+    expect(v.match.thresholdOn).toBe("similarity");
+    expect(v.quality).toEqual({ score: undefined, parts: [], measures: [] });
+    expect(v.timings.map(([k]) => k)).toEqual([
+      "decode",
+      "detect",
+      "align",
+      "embed",
+      "liveness",
+      "quality",
+      "matching",
+      "fusion",
+    ]);
+    expect(v.totalMs).toBe(11);
+  });
+
+  it("marks liveness off", () => {
+    expect(parseVerify({ liveness: { checked: false, decision: "accept" } }).liveness.checked).toBe(false);
+  });
+});
+
+describe("decideAtLeast", () => {
+  it("accepts at the threshold", () => {
+    expect(decideAtLeast(0.5, 0.5)).toBe("accept");
+    expect(decideAtLeast(0.49, 0.5)).toBe("reject");
+  });
+});
+
+describe("matchThresholdOn", () => {
+  it("picks the value whose comparison agrees with the decision", () => {
+    expect(matchThresholdOn({ similarity: 0.62, distance: 0.45, threshold: 0.5, decision: "accept" })).toBe(
+      "similarity",
+    );
+    expect(matchThresholdOn({ similarity: 0.4, distance: 0.5, threshold: 0.6, decision: "accept" })).toBe("distance");
+    expect(matchThresholdOn({ similarity: 0.7, distance: 0.7, threshold: 0.6, decision: "reject" })).toBe("distance");
+    expect(matchThresholdOn({ similarity: 0.4, threshold: 0.6 })).toBe("similarity");
+    expect(matchThresholdOn({ distance: 0.4, threshold: 0.6, decision: "accept" })).toBe("distance");
   });
 });
 

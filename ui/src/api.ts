@@ -10,6 +10,9 @@ import { type ApiDoc, parseOpenApi } from "./lib/openapi";
 
 export type Decision = "accept" | "reject";
 
+/** `accept` when `score >= threshold`: the runtime's rule for probabilities and live scores. */
+export const decideAtLeast = (score: number, threshold: number): Decision => (score >= threshold ? "accept" : "reject");
+
 /** A failed request: the runtime's `{"error":{"code","message"}}`, or a network failure (status 0). */
 export class ApiError extends Error {
   constructor(
@@ -33,6 +36,8 @@ export interface AddedFace {
   subject_id: string;
   face_id: string;
   faces: number;
+  /** Overall quality of the enrolled face, when reported. */
+  quality?: number;
 }
 
 export interface Box {
@@ -62,11 +67,17 @@ export interface Check {
 export interface MatchResult extends Check {
   distance?: number;
   similarity?: number;
+  /** Which value the threshold applies to, judged from the decision (similarity by default). */
+  thresholdOn: "similarity" | "distance";
+  /** Enrolled templates compared. */
+  templates?: number;
 }
 
 export interface LivenessResult extends Check {
   /** Per-model live scores, e.g. `{dtn: 0.91, minifas: 0.95}`. */
   models: [string, number][];
+  /** False when no liveness model ran (liveness off). */
+  checked: boolean;
 }
 
 export interface QualityResult {
@@ -95,6 +106,12 @@ export interface VerifyResult {
   inference: [string, number][];
   /** How many faces the detector found in the image. */
   facesDetected?: number;
+  /** Checks that failed, e.g. `no_match`, `spoof`, `low_probability`. */
+  reasons: string[];
+  /** How the decision was taken, e.g. `strict` or `fusion`. */
+  policy?: string;
+  /** Name of the fusion weights used. */
+  weightsName?: string;
 }
 
 export interface ScoreResult {
@@ -183,14 +200,34 @@ function parseLandmarks(v: unknown): Point[] {
   });
 }
 
-/** Per-model live scores: `models{name: score}`, or model objects (`dtn: {live_score}`) in the liveness block. */
+const LIVENESS_SUMMARY_KEYS = ["score", "threshold", "live", "decision", "checked"];
+
+/**
+ * Per-model live scores from `models`, or from the liveness block itself when it has none:
+ * numbers by model name, or model objects carrying `live_score` (or `score`).
+ */
 function livenessModels(l: Json): [string, number][] {
-  if (isObject(l.models)) return numericEntries(l.models);
-  return Object.entries(l).flatMap(([name, v]) => {
-    if (!isObject(v)) return [];
-    const score = num(v.live_score) ?? num(v.score);
-    return score === undefined ? [] : [[name, score] as [string, number]];
+  const source = isObject(l.models) ? l.models : l;
+  return Object.entries(source).flatMap(([name, v]): [string, number][] => {
+    if (LIVENESS_SUMMARY_KEYS.includes(name)) return [];
+    const score = isObject(v) ? (num(v.live_score) ?? num(v.score)) : source === l ? undefined : num(v);
+    return score === undefined ? [] : [[name, score]];
   });
+}
+
+/** Which value a match threshold applies to: the one whose comparison agrees with the decision. */
+export function matchThresholdOn(m: {
+  distance?: number;
+  similarity?: number;
+  threshold?: number;
+  decision?: Decision;
+}): "similarity" | "distance" {
+  const { distance, similarity, threshold, decision } = m;
+  if (similarity === undefined && distance !== undefined) return "distance";
+  if (threshold === undefined || decision === undefined) return "similarity";
+  const bySimilarity = similarity === undefined ? undefined : similarity >= threshold === (decision === "accept");
+  const byDistance = distance === undefined ? undefined : distance <= threshold === (decision === "accept");
+  return bySimilarity === false && byDistance === true ? "distance" : "similarity";
 }
 
 /** Split a quality block into [0, 1] sub-scores and raw measurements. */
@@ -226,20 +263,26 @@ export function parseVerify(raw: unknown): VerifyResult {
   const timingsRaw = r.timings_ms ?? r.timings;
   const timings = numericEntries(timingsRaw, ["total"]);
   const faceRaw = r.face ?? (Array.isArray(r.faces) ? r.faces[0] : undefined);
+  const matchCore = {
+    distance: num(m.distance),
+    similarity: num(m.similarity),
+    threshold: num(m.threshold),
+    decision: decision(m.decision, m.is_match),
+  };
   return {
     subject: str(r.subject) ?? str(r.subject_id),
     face: parseFace(faceRaw),
     match: {
-      distance: num(m.distance),
-      similarity: num(m.similarity),
-      threshold: num(m.threshold),
-      decision: decision(m.decision, m.is_match),
+      ...matchCore,
+      thresholdOn: matchThresholdOn(matchCore),
+      templates: num(m.templates),
     },
     liveness: {
       score: num(l.score),
       threshold: num(l.threshold),
       decision: decision(l.decision, l.live),
       models: livenessModels(l),
+      checked: l.checked !== false,
     },
     quality: splitQuality(r.quality),
     features: parseFeatures(r.features),
@@ -251,6 +294,9 @@ export function parseVerify(raw: unknown): VerifyResult {
     totalMs: num(obj(timingsRaw).total),
     inference: numericEntries(r.inference_ms ?? r.inference).filter(([k]) => !k.endsWith("_runs")),
     facesDetected: num(r.faces_detected),
+    reasons: (Array.isArray(r.reasons) ? r.reasons : []).flatMap((x) => (typeof x === "string" ? [x] : [])),
+    policy: str(r.decision_policy),
+    weightsName: str(r.weights) ?? str(obj(r.weights).name),
   };
 }
 
@@ -349,7 +395,12 @@ export async function addFace(subjectId: string, image: Blob, filename: string):
   const form = new FormData();
   form.append("image", image, filename);
   const r = obj(await json(`/v1/subjects/${encodeURIComponent(subjectId)}/faces`, { method: "POST", body: form }));
-  return { subject_id: str(r.subject_id) ?? subjectId, face_id: str(r.face_id) ?? "", faces: num(r.faces) ?? 0 };
+  return {
+    subject_id: str(r.subject_id) ?? subjectId,
+    face_id: str(r.face_id) ?? "",
+    faces: num(r.faces) ?? 0,
+    quality: splitQuality(r.quality).score,
+  };
 }
 
 /** `DELETE /v1/subjects/{id}` */
@@ -357,7 +408,7 @@ export async function deleteSubject(subjectId: string): Promise<void> {
   await send(`/v1/subjects/${encodeURIComponent(subjectId)}`, { method: "DELETE" });
 }
 
-/** `POST /v1/verify` with multipart fields `subject` and `image`. */
+/** `POST /v1/verify` with multipart fields `subject`, `image` and `include_layers=true`. */
 export async function verify(
   subjectId: string,
   image: Blob,
@@ -366,6 +417,7 @@ export async function verify(
 ): Promise<VerifyResult> {
   const form = new FormData();
   form.append("subject", subjectId);
+  form.append("include_layers", "true");
   form.append("image", image, filename);
   return parseVerify(await json("/v1/verify", { method: "POST", body: form, signal }));
 }

@@ -1,9 +1,15 @@
-import type { VerifyResult } from "../api";
+import { type VerifyResult, decideAtLeast } from "../api";
 import { fixed, percent } from "../lib/format";
 import { FEATURE_NAMES } from "../lib/mlp";
 import { DecisionBadge, Meter } from "./Meter";
 import { NetworkView } from "./NetworkView";
 import { TimingsChart } from "./TimingsChart";
+
+const REASONS: Record<string, string> = {
+  no_match: "not the enrolled person",
+  spoof: "presentation attack suspected",
+  low_probability: "fused probability below threshold",
+};
 
 function Section({
   title,
@@ -28,6 +34,10 @@ function Section({
 /** Every part of a verification answer: decision, match, liveness, quality, fusion, timings. */
 export function VerifyResultView({ result }: { result: VerifyResult }) {
   const { match, liveness, quality } = result;
+  const fusionDecision =
+    result.probability !== undefined && result.threshold !== undefined
+      ? decideAtLeast(result.probability, result.threshold)
+      : result.decision;
   return (
     <div className="result" data-testid="verify-result">
       <div className={`verdict verdict-${result.decision ?? "none"}`}>
@@ -38,17 +48,50 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
             <span className="muted"> (accept at ≥ {fixed(result.threshold)})</span>
           ) : null}
         </span>
+        {result.reasons.length > 0 ? (
+          <span className="reasons" data-testid="verify-reasons">
+            {result.reasons.map((r) => REASONS[r] ?? r.replace(/_/g, " ")).join(" · ")}
+          </span>
+        ) : null}
+        {result.policy || result.weightsName ? (
+          <span className="muted small">
+            {[result.policy ? `policy ${result.policy}` : "", result.weightsName ? `weights ${result.weightsName}` : ""]
+              .filter(Boolean)
+              .join(" · ")}
+          </span>
+        ) : null}
       </div>
       <div className="grid2">
         <Section title="Match" decision={match.decision}>
-          <Meter label="similarity" value={match.similarity} />
-          <Meter label="distance" value={match.distance} threshold={match.threshold} max={1.2} lowerIsBetter />
+          <Meter
+            label="similarity"
+            value={match.similarity}
+            threshold={match.thresholdOn === "similarity" ? match.threshold : undefined}
+          />
+          <Meter
+            label="distance"
+            value={match.distance}
+            threshold={match.thresholdOn === "distance" ? match.threshold : undefined}
+            max={1.2}
+            lowerIsBetter
+          />
+          {match.templates !== undefined ? (
+            <p className="muted small">
+              closest of {match.templates} enrolled template{match.templates === 1 ? "" : "s"}
+            </p>
+          ) : null}
         </Section>
-        <Section title="Liveness" decision={liveness.decision}>
-          <Meter label="live score" value={liveness.score} threshold={liveness.threshold} />
-          {liveness.models.map(([model, value]) => (
-            <Meter key={model} label={model} value={value} />
-          ))}
+        <Section title="Liveness" decision={liveness.checked ? liveness.decision : undefined}>
+          {liveness.checked ? (
+            <>
+              <Meter label="live score" value={liveness.score} threshold={liveness.threshold} />
+              {liveness.models.map(([model, value]) => (
+                <Meter key={model} label={model} value={value} />
+              ))}
+            </>
+          ) : (
+            <p className="muted">Not checked: no liveness model is configured.</p>
+          )}
         </Section>
         <Section title="Quality">
           <Meter label="overall" value={quality.score} />
@@ -76,7 +119,13 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
           ) : null}
         </Section>
       </div>
-      <Section title="Score fusion" decision={result.decision}>
+      <Section title="Score fusion" decision={fusionDecision}>
+        {fusionDecision !== result.decision ? (
+          <p className="muted small">
+            The fused probability alone would {fusionDecision}; the final decision also requires the checks above
+            {result.policy ? ` (policy ${result.policy})` : ""}.
+          </p>
+        ) : null}
         {result.features ? (
           <table className="features">
             <thead>

@@ -29,6 +29,7 @@ describe("format", () => {
     expect(millis(3.14159)).toBe("3.14 ms");
     expect(millis(42.42)).toBe("42.4 ms");
     expect(millis(123.4)).toBe("123 ms");
+    expect(millis(1750)).toBe("1.75 s");
     expect(millis(12_345)).toBe("12.3 s");
     expect(seconds(0.0123)).toBe("12.3 ms");
     expect(seconds(undefined)).toBe("–");

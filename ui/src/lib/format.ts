@@ -30,7 +30,8 @@ export function millis(ms: number | undefined | null): string {
   if (abs < 1) return `${fixed(ms * 1000, abs < 0.01 ? 1 : 0)} µs`;
   if (abs < 10) return `${fixed(ms, 2)} ms`;
   if (abs < 100) return `${fixed(ms, 1)} ms`;
-  if (abs < 10_000) return `${fixed(ms, 0)} ms`;
+  if (abs < 1000) return `${fixed(ms, 0)} ms`;
+  if (abs < 10_000) return `${fixed(ms / 1000, 2)} s`;
   return `${fixed(ms / 1000, 1)} s`;
 }
 

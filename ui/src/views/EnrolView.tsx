@@ -51,7 +51,8 @@ export function EnrolView() {
     void run("add", async () => {
       const added = await addFace(target.id, image.blob, image.filename);
       setImage(undefined);
-      return `Added face ${added.face_id} to ${target.name}: ${added.faces} face${added.faces === 1 ? "" : "s"} enrolled.`;
+      const quality = added.quality !== undefined ? ` (quality ${added.quality.toFixed(2)})` : "";
+      return `Added face ${added.face_id}${quality} to ${target.name}: ${added.faces} face${added.faces === 1 ? "" : "s"} enrolled.`;
     });
   };
 

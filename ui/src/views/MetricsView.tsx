@@ -159,7 +159,7 @@ export function MetricsView() {
       <p className="lead">
         The runtime's Prometheus metrics, read from <code>/metrics</code> every {POLL_MS / 1000} s
         {updated ? ` (last ${updated.toLocaleTimeString()})` : ""}. Rates and latency quantiles cover the interval since
-        the previous read.
+        the previous read; p50 and p99 are estimated from histogram buckets.
       </p>
       <ErrorBox error={error} title="Cannot read metrics" />
       <div className="stats">
