@@ -252,6 +252,11 @@ await step("verify-with-camera", async () => {
   await page.getByTestId("face-overlay").waitFor();
   expect((await page.locator('[data-testid="face-overlay"] circle').count()) === 5, "not 5 landmarks drawn");
   expect((await page.locator('[data-testid="timings"] li').count()) > 0, "no stage timings shown");
+  const drawn = page.locator('[data-testid="verify-result"] [data-testid="network"] [data-testid="node-out"] .node-p');
+  expect(
+    Math.abs(number(await drawn.textContent()) - probability) < 1e-4,
+    "the verification's forward pass (include_layers) is not drawn with its probability",
+  );
   console.log(`     decision: ${decision}, probability ${probability}`);
 }, [FACES, VERIFY]);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// A stand-in for facekey-runtime that speaks the UI's API contract, for developing the UI
-// before (or without) the real runtime. It serves ui/dist at / and keeps subjects in memory.
+// A stand-in for facekey-runtime that speaks the UI's API contract (shaped like the runtime's own
+// answers), for developing the UI without building the runtime. It serves ui/dist at / and keeps
+// subjects in memory; verification scores are fixed.
 // Not used by the e2e test, which targets the real runtime through FACEKEY_URL.
 //
 //   node tests/ui/mock/server.mjs [port]     (default 8080; ui/dist must be built)
@@ -233,7 +234,7 @@ async function api(req, url) {
     if (m[2] && method === "POST") {
       requireImage(parseMultipart(await readBody(req), req.headers["content-type"]));
       s.faces += 1;
-      return { route, status: 201, body: { subject_id: s.id, face_id: randomUUID(), faces: s.faces } };
+      return { route, status: 201, body: { subject_id: s.id, face_id: randomUUID(), faces: s.faces, quality: { score: 0.82 } } };
     }
   }
   if (path === "/v1/verify" && method === "POST") {
@@ -247,21 +248,31 @@ async function api(req, url) {
     const bw = Math.round(Math.min(width, height) * 0.4);
     const box = { x: Math.round(width / 2 - bw / 2), y: Math.round(height / 2 - bw * 0.6), width: bw, height: Math.round(bw * 1.2) };
     const lm = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
-    const match = { distance: 0.31, similarity: 0.84, threshold: 0.6, decision: "accept" };
-    const liveness = { score: 0.93, decision: "accept", threshold: 0.5, models: { dtn: 0.91, minifas: 0.95 } };
+    const match = { distance: 0.31, similarity: 0.84, threshold: 0.5, decision: "accept", templates: s.faces };
+    const live = { score: 0.93, live: true, threshold: 0.5, dtn: { spoof_score: 0.2, live_score: 0.91 }, minifas: { probabilities: [0.95, 0.03, 0.02], live_score: 0.95 } };
+    const liveness = { score: 0.93, decision: "accept", threshold: 0.5, checked: true, models: live };
     const quality = { score: 0.8, size: 0.9, sharpness: 0.7, pose: 0.85, exposure: 0.9, face_size_px: bw, yaw_degrees: -2.4 };
     const features = [match.similarity, liveness.score, quality.score];
     const f = forward(features);
     const decision = f.probability >= THRESHOLD ? "accept" : "reject";
     decisions[decision] += 1;
-    for (const [model, ms] of [["mtcnn", 30], ["dlib", 7], ["dtn", 110], ["fusion", 0.01]]) observe(inference, model, ms / 1000);
+    for (const [model, ms] of [["mtcnn_pnet", 22], ["dlib_resnet", 7], ["dtn", 110], ["fusion", 0.01]]) observe(inference, model, ms / 1000);
     const total = performance.now() - t0;
     return {
       route: path,
       body: {
         subject: s.id,
         faces_detected: 1,
-        face: { box, landmarks: [lm(0.3, 0.4), lm(0.7, 0.4), lm(0.5, 0.6), lm(0.35, 0.8), lm(0.65, 0.8)], confidence: 0.99 },
+        face: {
+          box,
+          confidence: 0.99,
+          landmarks: Object.fromEntries(
+            ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"].map((k, i) => {
+              const [x, y] = [lm(0.3, 0.4), lm(0.7, 0.4), lm(0.5, 0.6), lm(0.35, 0.8), lm(0.65, 0.8)][i];
+              return [k, { x, y }];
+            }),
+          ),
+        },
         match,
         liveness,
         quality,
@@ -269,9 +280,12 @@ async function api(req, url) {
         probability: f.probability,
         decision,
         threshold: THRESHOLD,
-        layers: f.layers,
+        decision_policy: "strict",
+        reasons: decision === "accept" ? [] : ["low_probability"],
+        weights: "reference",
+        ...(parts.include_layers?.toString() === "true" ? { layers: f.layers } : {}),
         inference_ms: { pnet: 22.1, pnet_runs: 9, rnet: 4.2, onet: 2.9, embed: 7.1, dtn: 108.4 },
-        timings_ms: { decode: 3.2, detect: 31.5, align: 0.8, embed: 7.4, liveness: 112.3, quality: 0.9, fusion: 0.02, total: 156.1 + total },
+        timings_ms: { decode: 3.2, detect: 31.5, align: 0.8, embed: 7.4, liveness: 112.3, quality: 0.9, total: 156.1 + total, matching: 0.01, fusion: 0.02 },
       },
     };
   }
