@@ -1,7 +1,7 @@
 import { createContext, useContext, useEffect, useState } from "react";
 import { apiUrl, openApi } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
-import { Prose } from "../components/Prose";
+import { Inline, Prose } from "../components/Prose";
 import { type ApiDoc, type Content, type Operation, typeRuns } from "../lib/openapi";
 
 const SchemaNames = createContext<ReadonlySet<string>>(new Set());
@@ -56,7 +56,9 @@ function OperationDoc({ op }: { op: Operation }) {
       <summary>
         <span className={`method method-${op.method.toLowerCase()}`}>{op.method}</span>
         <code className="path">{op.path}</code>
-        <span className="op-summary">{op.summary}</span>
+        <span className="op-summary">
+          <Inline text={op.summary} />
+        </span>
       </summary>
       <div className="op-body">
         <Prose text={op.description} />
@@ -75,7 +77,9 @@ function OperationDoc({ op }: { op: Operation }) {
                     <td>
                       <Type text={p.type} />
                     </td>
-                    <td>{p.description}</td>
+                    <td>
+                      <Inline text={p.description} />
+                    </td>
                   </tr>
                 ))}
               </tbody>
@@ -96,7 +100,9 @@ function OperationDoc({ op }: { op: Operation }) {
                 <th scope="row" className={`resp-status resp-status-${r.status[0] ?? "x"}`}>
                   {r.status}
                 </th>
-                <td>{r.description}</td>
+                <td>
+                  <Inline text={r.description} />
+                </td>
                 <td>
                   <Contents contents={r.contents} />
                 </td>
@@ -153,7 +159,9 @@ export function DocsView() {
               <details key={s.name} className="op" id={`schema-${s.name}`}>
                 <summary>
                   <code className="path">{s.name}</code>
-                  <span className="op-summary">{s.description}</span>
+                  <span className="op-summary">
+                    <Inline text={s.description} />
+                  </span>
                 </summary>
                 <div className="op-body">
                   {s.fields.length > 0 ? (
@@ -168,7 +176,9 @@ export function DocsView() {
                             <td>
                               <Type text={f.type} />
                             </td>
-                            <td>{f.description}</td>
+                            <td>
+                              <Inline text={f.description} />
+                            </td>
                           </tr>
                         ))}
                       </tbody>
