@@ -1,7 +1,7 @@
 //! The operator's own Prometheus metrics, served on `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Metric handles; cheap to clone (the collectors are reference-counted).
@@ -13,7 +13,7 @@ pub struct Metrics {
     /// Reconcile errors by [`crate::Error::category`].
     pub errors: IntCounterVec,
     /// Reconcile duration in seconds.
-    pub duration: HistogramVec,
+    pub duration: Histogram,
     /// Rollouts stopped by the scan gate, by namespace.
     pub blocked_rollouts: IntCounterVec,
     /// Scan Jobs created, by namespace.
@@ -40,7 +40,7 @@ impl Metrics {
             ),
             &["kind"],
         )?;
-        let duration = HistogramVec::new(
+        let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "facekey_operator_reconcile_duration_seconds",
                 "Time to reconcile one FaceKeyDeployment",
@@ -48,7 +48,6 @@ impl Metrics {
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
-            &[],
         )?;
         let blocked_rollouts = IntCounterVec::new(
             Opts::new(

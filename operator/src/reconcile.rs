@@ -115,11 +115,7 @@ fn key(fkd: &FaceKeyDeployment) -> String {
 
 /// Reconcile one FaceKeyDeployment: the controller's reconcile function.
 pub async fn reconcile(fkd: Arc<FaceKeyDeployment>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&[] as &[&str])
-        .start_timer();
+    let timer = ctx.metrics.duration.start_timer();
     let result = reconcile_stages(&fkd, &ctx).await;
     timer.observe_duration();
     match &result {

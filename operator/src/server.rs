@@ -65,3 +65,58 @@ pub async fn serve(
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String) {
+        let resp = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn endpoints() {
+        let state = ServerState {
+            metrics: Metrics::new().unwrap(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        state
+            .metrics
+            .reconciles
+            .with_label_values(&["success"])
+            .inc();
+        state
+            .metrics
+            .blocked_rollouts
+            .with_label_values(&["ns"])
+            .inc();
+        let r = router(state.clone());
+        assert_eq!(get(r.clone(), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(r.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(r.clone(), "/readyz").await.0, StatusCode::OK);
+        let (code, text) = get(r, "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            text.contains("facekey_operator_reconciles_total{result=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("facekey_operator_blocked_rollouts_total{namespace=\"ns\"} 1"));
+        assert!(text.contains("# TYPE facekey_operator_reconcile_duration_seconds histogram"));
+    }
+}

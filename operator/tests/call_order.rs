@@ -1,0 +1,287 @@
+//! Call sequences pinned with a tower-test mock API server, where order matters: leader election
+//! (read, then create/replace with the read resourceVersion) and the reconcile stages (observe,
+//! apply in order, prune, status last).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use facekey_crds::FaceKeyDeployment;
+use facekey_operator::capabilities::CapabilityCache;
+use facekey_operator::leader::LeaderElector;
+use facekey_operator::metrics::Metrics;
+use facekey_operator::reconcile::{self, Context};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// One request as the mock saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    body: Value,
+}
+
+impl Seen {
+    fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+type Responder = Box<dyn Fn(&Seen) -> (StatusCode, Value) + Send>;
+
+/// Start a mock API server answering with `respond`; the handle yields every request seen once
+/// the client is dropped.
+fn mock(respond: Responder) -> (Client, JoinHandle<Vec<Seen>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().clone();
+            let path = req.uri().path().to_owned();
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let s = Seen { method, path, body };
+            let (status, value) = respond(&s);
+            seen.push(s);
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&value).unwrap()))
+                    .unwrap(),
+            );
+        }
+        seen
+    });
+    (Client::new(service, "default"), task)
+}
+
+fn not_found() -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+fn conflict() -> (StatusCode, Value) {
+    (
+        StatusCode::CONFLICT,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+    )
+}
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/sys/leases/leader";
+
+fn lease(holder: &str, renewed: &str, rv: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "leader", "namespace": "sys", "resourceVersion": rv},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                 "acquireTime": "2025-01-01T00:00:00.000000Z", "renewTime": renewed,
+                 "leaseTransitions": 3}
+    })
+}
+
+fn elector(client: Client) -> LeaderElector {
+    LeaderElector::new(
+        client,
+        "sys",
+        "leader",
+        "me",
+        std::time::Duration::from_secs(15),
+    )
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn lease_is_created_when_absent() {
+    let (client, task) = mock(Box::new(|s| match s.method {
+        Method::GET => not_found(),
+        _ => (StatusCode::CREATED, s.body.clone()),
+    }));
+    assert!(
+        elector(client)
+            .step(at("2025-01-01T00:00:20Z"))
+            .await
+            .unwrap()
+    );
+    let seen = task.await.unwrap();
+    let lines: Vec<String> = seen.iter().map(Seen::line).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("GET {LEASE}"),
+            "POST /apis/coordination.k8s.io/v1/namespaces/sys/leases".to_owned()
+        ]
+    );
+    assert_eq!(seen[1].body["spec"]["holderIdentity"], "me");
+    assert_eq!(seen[1].body["spec"]["leaseTransitions"], 0);
+}
+
+#[tokio::test]
+async fn live_lease_of_another_holder_is_only_read() {
+    let (client, task) = mock(Box::new(|_| {
+        (
+            StatusCode::OK,
+            lease("other", "2025-01-01T00:00:10.000000Z", "7"),
+        )
+    }));
+    assert!(
+        !elector(client)
+            .step(at("2025-01-01T00:00:20Z"))
+            .await
+            .unwrap()
+    );
+    let lines: Vec<String> = task.await.unwrap().iter().map(Seen::line).collect();
+    assert_eq!(lines, [format!("GET {LEASE}")]);
+}
+
+#[tokio::test]
+async fn expired_lease_is_taken_over_with_optimistic_locking() {
+    let (client, task) = mock(Box::new(|s| match s.method {
+        Method::GET => (
+            StatusCode::OK,
+            lease("other", "2025-01-01T00:00:00.000000Z", "7"),
+        ),
+        _ => (StatusCode::OK, s.body.clone()),
+    }));
+    assert!(
+        elector(client)
+            .step(at("2025-01-01T00:00:20Z"))
+            .await
+            .unwrap()
+    );
+    let seen = task.await.unwrap();
+    assert_eq!(seen[1].line(), format!("PUT {LEASE}"));
+    let put = &seen[1].body;
+    assert_eq!(
+        put["metadata"]["resourceVersion"], "7",
+        "replace carries the read version"
+    );
+    assert_eq!(put["spec"]["holderIdentity"], "me");
+    assert_eq!(put["spec"]["leaseTransitions"], 4);
+}
+
+#[tokio::test]
+async fn lost_takeover_race_means_not_leader() {
+    let (client, task) = mock(Box::new(|s| match s.method {
+        Method::GET => (
+            StatusCode::OK,
+            lease("other", "2025-01-01T00:00:00.000000Z", "7"),
+        ),
+        _ => conflict(),
+    }));
+    assert!(
+        !elector(client)
+            .step(at("2025-01-01T00:00:20Z"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(task.await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn renewal_keeps_acquire_time_and_transitions() {
+    let (client, task) = mock(Box::new(|s| match s.method {
+        Method::GET => (
+            StatusCode::OK,
+            lease("me", "2025-01-01T00:00:10.000000Z", "9"),
+        ),
+        _ => (StatusCode::OK, s.body.clone()),
+    }));
+    assert!(
+        elector(client)
+            .step(at("2025-01-01T00:00:15Z"))
+            .await
+            .unwrap()
+    );
+    let seen = task.await.unwrap();
+    let put = &seen[1].body["spec"];
+    assert_eq!(put["leaseTransitions"], 3);
+    assert_eq!(put["acquireTime"], "2025-01-01T00:00:00.000000Z");
+    assert_eq!(put["renewTime"], "2025-01-01T00:00:15.000000Z");
+}
+
+/// The reconcile stages in order for a resource with the gate disabled and no optional CRDs:
+/// CRD discovery, observe, apply children in order, prune by listing, clean up scan Jobs, then
+/// the status patch; Events come after the status.
+#[tokio::test]
+async fn reconcile_applies_in_order_and_writes_status_last() {
+    let fkd_json = json!({
+        "apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment",
+        "metadata": {"name": "fk", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {"image": "img:1", "replicas": 1, "scanGate": {"enabled": false}},
+    });
+    let fkd: FaceKeyDeployment = serde_json::from_value(fkd_json.clone()).unwrap();
+    let (client, task) = mock(Box::new(move |s| {
+        if s.path.ends_with("/status") {
+            let mut obj = fkd_json.clone();
+            obj["status"] = s.body["status"].clone();
+            return (StatusCode::OK, obj);
+        }
+        if s.method == Method::GET
+            && (s.path.contains("customresourcedefinitions") || s.path.ends_with("/deployments/fk"))
+        {
+            return not_found();
+        }
+        if s.method == Method::GET {
+            return (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+            );
+        }
+        // Echo the applied object, as an API server returns it (with metadata).
+        let mut obj = s.body.clone();
+        if obj.get("metadata").is_none() {
+            obj["metadata"] = json!({"name": "fk", "namespace": "ns", "uid": "u1"});
+        }
+        (StatusCode::OK, obj)
+    }));
+    let ctx = Context::new(
+        client.clone(),
+        Metrics::new().unwrap(),
+        "op:test".into(),
+        None,
+    )
+    .with_capabilities(CapabilityCache::new(client));
+    reconcile::reconcile(Arc::new(fkd), Arc::new(ctx))
+        .await
+        .unwrap();
+    let lines: Vec<String> = task.await.unwrap().iter().map(Seen::line).collect();
+    let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let expected = [
+        format!("GET {crd}/servicemonitors.monitoring.coreos.com"),
+        format!("GET {crd}/prometheusrules.monitoring.coreos.com"),
+        format!("GET {crd}/alertmanagerconfigs.monitoring.coreos.com"),
+        format!("GET {crd}/vulnerabilityreports.aquasecurity.github.io"),
+        "GET /apis/apps/v1/namespaces/ns/deployments/fk".to_owned(),
+        "PATCH /api/v1/namespaces/ns/configmaps/fk-config".to_owned(),
+        "PATCH /apis/apps/v1/namespaces/ns/deployments/fk".to_owned(),
+        "PATCH /api/v1/namespaces/ns/services/fk".to_owned(),
+        "PATCH /apis/policy/v1/namespaces/ns/poddisruptionbudgets/fk".to_owned(),
+        "PATCH /api/v1/namespaces/ns/configmaps/fk-dashboard".to_owned(),
+        "GET /api/v1/namespaces/ns/configmaps".to_owned(),
+        "GET /apis/apps/v1/namespaces/ns/deployments".to_owned(),
+        "GET /api/v1/namespaces/ns/services".to_owned(),
+        "GET /apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers".to_owned(),
+        "GET /apis/policy/v1/namespaces/ns/poddisruptionbudgets".to_owned(),
+        "GET /apis/batch/v1/namespaces/ns/jobs".to_owned(),
+        "PATCH /apis/facekey.dev/v1alpha1/namespaces/ns/facekeydeployments/fk/status".to_owned(),
+    ];
+    assert_eq!(&lines[..expected.len()], &expected[..], "{lines:#?}");
+    assert!(
+        lines[expected.len()..]
+            .iter()
+            .all(|l| l.starts_with("POST /apis/events.k8s.io/v1/namespaces/ns/events")),
+        "only Events after the status: {lines:#?}"
+    );
+}
