@@ -198,14 +198,17 @@ await step("score-fusion-worked-example", async () => {
   expect((await page.locator('[data-testid="node-h1_1"] circle[stroke-dasharray]').count()) === 1, "inactive node not dashed");
 });
 
-await step("score-fusion-interactive", async () => {
+await step("score-fusion-interactive-and-error", async () => {
   await page.getByTestId("feature-0").fill("0");
   await waitText('[data-testid="score-probability"]', (t) => t !== "0.77" && t !== "", "probability after x1 = 0");
   const z3 = number(await text('[data-testid="layer-z3"]'));
   const p = number(await text('[data-testid="score-probability-exact"]'));
   expect(Math.abs(1 / (1 + Math.exp(-z3)) - p) < 0.006, `p ${p} is not sigmoid(z3 ${z3})`);
+  await page.getByTestId("feature-0").fill("10000000");
+  await waitText('[data-testid="error"]', (t) => t.includes("HTTP 422") && t.includes("invalid_features"), "error box");
   await page.getByTestId("reset-features").click();
   await waitText('[data-testid="score-probability"]', (t) => t === "0.77", "probability after reset");
+  await page.getByTestId("error").waitFor({ state: "detached" });
 });
 
 await step("enrol-create-subject", async () => {

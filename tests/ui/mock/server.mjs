@@ -197,8 +197,8 @@ async function api(req, url) {
   if (path === "/v1/score" && method === "POST") {
     const body = JSON.parse((await readBody(req)).toString() || "null");
     const x = body?.features;
-    if (!Array.isArray(x) || x.length !== 3 || !x.every((v) => typeof v === "number" && Number.isFinite(v))) {
-      throw new HttpError(422, "invalid_features", "features must hold exactly 3 numbers [match_similarity, liveness, quality]");
+    if (!Array.isArray(x) || x.length !== 3 || !x.every((v) => typeof v === "number" && Number.isFinite(v) && Math.abs(v) <= 1e6)) {
+      throw new HttpError(422, "invalid_features", "features must hold exactly 3 finite numbers of magnitude at most 1e6 [match_similarity, liveness, quality]");
     }
     const t0 = performance.now();
     const f = forward(x);
