@@ -13,13 +13,18 @@ fn manifest_dir() -> std::path::PathBuf {
 
 #[test]
 fn committed_crd_yaml_is_current() {
-    let committed = std::fs::read_to_string(manifest_dir().join("facekeydeployment.yaml"))
-        .expect("crds/facekeydeployment.yaml exists");
     let generated = crd_yaml().unwrap();
-    assert!(
-        committed == generated,
-        "crds/facekeydeployment.yaml is stale: run `cargo run -p facekey-crds --bin crdgen`"
-    );
+    for path in [
+        "facekeydeployment.yaml",
+        "../manifests/crd/facekeydeployment.yaml",
+    ] {
+        let committed = std::fs::read_to_string(manifest_dir().join(path))
+            .unwrap_or_else(|_| panic!("{path} exists"));
+        assert!(
+            committed == generated,
+            "{path} is stale: run `cargo run -p facekey-crds --bin crdgen`"
+        );
+    }
 }
 
 #[test]
