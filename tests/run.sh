@@ -21,8 +21,8 @@ stage "cargo test (all crates)"
 cargo test --workspace --locked
 
 if [ -f ui/package.json ]; then
-  stage "ui: typecheck and unit tests"
-  (cd ui && npm run --silent typecheck && npm test --silent)
+  stage "ui: typecheck, lint and unit tests"
+  (cd ui && npm run --silent typecheck && npm run --silent lint && npm test --silent)
 fi
 
 export FACEKEY_RUNTIME_BIN="$ROOT/target/debug/facekey-runtime"
@@ -41,7 +41,8 @@ fi
 
 if [ -x tests/ui/run.sh ]; then
   stage "ui: end-to-end in headless Chromium against the runtime"
-  tests/with-runtime.sh tests/ui/run.sh
+  # Strict: a step whose API is missing fails instead of being skipped.
+  FACEKEY_E2E_STRICT=1 tests/with-runtime.sh tests/ui/run.sh
 fi
 
 printf '\n==== all tests passed in %ss\n' "$(( $(date +%s) - started ))"
