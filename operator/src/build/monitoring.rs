@@ -138,7 +138,7 @@ pub(super) fn alertmanager_config(owner: &Owner<'_>, email: &EmailAlerting) -> R
                 "groupWait": "30s",
                 "groupInterval": "5m",
                 "repeatInterval": "4h",
-                "matchers": [{"name": DEPLOYMENT_LABEL, "value": owner.name, "matchType": "="}],
+                "matchers": [{"name": DEPLOYMENT_LABEL, "value": owner.name}],
             },
             "receivers": [{
                 "name": "email",

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Validate what the FaceKey operator renders and ships with real outside tools:
+#   - every built-in object `facekey-operator render` produces for the samples and fixtures,
+#     and the kustomize base, against Kubernetes' schemas (kubernetes-validate --strict);
+#   - ServiceMonitor / PrometheusRule / AlertmanagerConfig against prometheus-operator's schemas
+#     (npm @kubernetes-models/prometheus-operator);
+#   - the rule groups with `promtool check rules` and `promtool test rules`;
+#   - the Grafana dashboard's structure, and its panel queries as recording rules for promtool;
+#   - sample FaceKeyDeployments against the CRD's openAPIV3Schema (check-jsonschema), and
+#     known-bad ones must fail it; CEL-invalid ones must make `render` fail;
+#   - `kubectl kustomize manifests` builds offline.
+#
+# Inputs (env): VENV (Python venv with kubernetes-validate, check-jsonschema, PyYAML),
+# NODE_MODULES (with @kubernetes-models/prometheus-operator and js-yaml), FACEKEY_OPERATOR_BIN
+# (built operator binary), K8S_VERSION (schema version, default 1.35.0 = the k8s-openapi feature).
+# Tools installed by tests/setup.sh; promtool comes from Debian's `prometheus` package.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="${VENV:-$ROOT/.venv-tests}"
+NODE_MODULES="${NODE_MODULES:-$ROOT/tests/node/node_modules}"
+BIN="${FACEKEY_OPERATOR_BIN:-$ROOT/target/debug/facekey-operator}"
+K8S_VERSION="${K8S_VERSION:-1.35.0}"
+HERE="$ROOT/tests/operator"
+PY="$VENV/bin/python"
+
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+pass() { printf 'PASS: %s\n' "$*"; }
+
+[ -x "$BIN" ] || fail "operator binary $BIN missing (cargo build -p facekey-operator, or set FACEKEY_OPERATOR_BIN)"
+[ -x "$VENV/bin/kubernetes-validate" ] || fail "$VENV/bin/kubernetes-validate missing (run tests/setup.sh)"
+[ -x "$VENV/bin/check-jsonschema" ] || fail "$VENV/bin/check-jsonschema missing (run tests/setup.sh)"
+[ -d "$NODE_MODULES/@kubernetes-models/prometheus-operator" ] || fail "$NODE_MODULES lacks @kubernetes-models/prometheus-operator"
+[ -d "$NODE_MODULES/js-yaml" ] || fail "$NODE_MODULES lacks js-yaml"
+command -v promtool >/dev/null || fail "promtool missing (apt-get install prometheus)"
+command -v node >/dev/null || fail "node missing"
+command -v kubectl >/dev/null || fail "kubectl missing"
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# Validate a multi-document YAML file strictly; every built-in document must pass.
+k8s_validate() {
+  local file="$1" what="$2" out docs passed
+  if ! out="$("$VENV/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$file" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    fail "$what: kubernetes-validate --strict reported errors"
+  fi
+  if grep -q '^ERROR' <<<"$out"; then
+    printf '%s\n' "$out" >&2
+    fail "$what: kubernetes-validate reported errors"
+  fi
+  docs="$("$PY" -c 'import sys,yaml; print(sum(1 for d in yaml.safe_load_all(open(sys.argv[1])) if isinstance(d, dict)))' "$file")"
+  passed="$(grep -c ' passed for resource ' <<<"$out" || true)"
+  [ "$passed" -eq "$docs" ] || { printf '%s\n' "$out" >&2; fail "$what: $passed of $docs objects validated"; }
+  pass "$what: $passed objects valid against Kubernetes $K8S_VERSION schemas (strict)"
+}
+
+# 1. Render the samples and fixtures through the operator's own builder.
+RESOURCES=("$ROOT"/manifests/samples/facekeydeployment*.yaml "$ROOT"/operator/tests/fixtures/resources/*.yaml)
+: >"$WORK/rendered.yaml"
+for r in "${RESOURCES[@]}"; do
+  "$BIN" render -f "$r" --include-scan-job >>"$WORK/rendered.yaml" || fail "render $r"
+done
+"$BIN" render -f "$ROOT/manifests/samples/facekeydeployment-minimal.yaml" --without-monitoring-crds \
+  >"$WORK/rendered-no-crds.yaml" || fail "render without monitoring CRDs"
+if grep -q 'monitoring.coreos.com' "$WORK/rendered-no-crds.yaml"; then
+  fail "render --without-monitoring-crds still produced prometheus-operator objects"
+fi
+pass "rendered ${#RESOURCES[@]} resource files ($(grep -c '^kind:' "$WORK/rendered.yaml") objects)"
+
+"$PY" "$HERE/manifest_tools.py" split "$WORK/rendered.yaml" "$WORK/split" >/dev/null
+
+# 2. Built-in kinds against Kubernetes' OpenAPI schemas.
+k8s_validate "$WORK/split/builtins.yaml" "rendered built-in objects"
+k8s_validate "$WORK/rendered-no-crds.yaml" "rendered objects without monitoring CRDs"
+
+# 3. prometheus-operator kinds against their schemas.
+EXPECT_KINDS=ServiceMonitor,PrometheusRule,AlertmanagerConfig NODE_MODULES="$NODE_MODULES" \
+  node "$HERE/validate-prometheus-operator.mjs" "$WORK/split/prometheus-operator.yaml" >"$WORK/promop.log" 2>&1 \
+  || { cat "$WORK/promop.log" >&2; fail "prometheus-operator schema validation"; }
+pass "prometheus-operator objects: $(grep -c '^ok' "$WORK/promop.log") valid"
+
+# 4. Alerting and recording rules.
+promtool check rules "$WORK/split/rules.yaml" >"$WORK/promtool.log" 2>&1 \
+  || { cat "$WORK/promtool.log" >&2; fail "promtool check rules"; }
+pass "promtool check rules: $(grep -o 'SUCCESS: [0-9]* rules found' "$WORK/promtool.log")"
+# The unit tests are written for the full sample (namespace facekey, name facekey) alone.
+"$BIN" render -f "$ROOT/manifests/samples/facekeydeployment.yaml" >"$WORK/sample.yaml"
+"$PY" "$HERE/manifest_tools.py" split "$WORK/sample.yaml" "$WORK/sample" >/dev/null
+cp "$HERE/rules-test.yaml" "$WORK/sample/rules-test.yaml"
+promtool test rules "$WORK/sample/rules-test.yaml" >"$WORK/promtool-test.log" 2>&1 \
+  || { cat "$WORK/promtool-test.log" >&2; fail "promtool test rules"; }
+pass "promtool test rules: alert unit tests pass"
+
+# 5. Grafana dashboards: structure, and every panel query parses as PromQL.
+"$PY" "$HERE/manifest_tools.py" dashboard-check "$WORK/dashboard-rules.yaml" "$WORK"/split/dashboards/*.json \
+  >"$WORK/dash.log" || fail "dashboard structure"
+promtool check rules "$WORK/dashboard-rules.yaml" >/dev/null 2>&1 || fail "dashboard panel queries are not valid PromQL"
+pass "dashboards: $(cat "$WORK/dash.log") valid"
+
+# 6. Sample resources against the CRD schema; known-bad ones must be rejected.
+"$PY" "$HERE/manifest_tools.py" crd-schema "$ROOT/crds/facekeydeployment.yaml" "$WORK/crd-schema.json"
+n="$("$PY" "$HERE/manifest_tools.py" extract-kind FaceKeyDeployment "$WORK/samples" "${RESOURCES[@]}")"
+[ "$n" -ge 3 ] || fail "expected sample FaceKeyDeployments, found $n"
+"$VENV/bin/check-jsonschema" --schemafile "$WORK/crd-schema.json" "$WORK"/samples/*.json >/dev/null \
+  || fail "sample FaceKeyDeployments do not match the CRD schema"
+pass "$n sample FaceKeyDeployments match the CRD schema"
+bad=0
+for f in "$HERE"/invalid/*.yaml; do
+  rm -rf "$WORK/bad" && "$PY" "$HERE/manifest_tools.py" extract-kind FaceKeyDeployment "$WORK/bad" "$f" >/dev/null
+  if "$VENV/bin/check-jsonschema" --schemafile "$WORK/crd-schema.json" "$WORK"/bad/*.json >/dev/null 2>&1; then
+    fail "$(basename "$f") should be rejected by the CRD schema"
+  fi
+  bad=$((bad + 1))
+done
+pass "$bad invalid FaceKeyDeployments rejected by the CRD schema"
+for f in "$HERE"/invalid-cel/*.yaml; do
+  if "$BIN" render -f "$f" >/dev/null 2>"$WORK/render.err"; then
+    fail "render accepted $(basename "$f"), which breaks a CEL rule"
+  fi
+  grep -q 'invalid spec' "$WORK/render.err" || { cat "$WORK/render.err" >&2; fail "render of $(basename "$f") failed for another reason"; }
+done
+pass "render refuses specs that break the CRD's CEL rules"
+
+# 7. The kustomize base builds offline and its objects (CRD, RBAC, Deployment) are schema-valid.
+kubectl kustomize "$ROOT/manifests" >"$WORK/kustomized.yaml" || fail "kubectl kustomize manifests"
+k8s_validate "$WORK/kustomized.yaml" "kubectl kustomize manifests"
+
+echo "operator manifest checks: all passed"
