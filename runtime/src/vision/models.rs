@@ -58,6 +58,18 @@ pub const MINIFAS: ModelSpec = ModelSpec {
     sha256: "afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d",
 };
 
+/// A representative input shape of each model, for warm-up runs.
+pub fn warm_up_shape(spec: ModelSpec) -> [usize; 4] {
+    match spec.name {
+        "pnet" => [1, 48, 64, 3],
+        "rnet" => [1, 24, 24, 3],
+        "onet" => [1, 48, 48, 3],
+        "embed" => [1, 150, 150, 3],
+        "dtn" => [1, 256, 256, 3],
+        _ => [1, 3, 128, 128],
+    }
+}
+
 /// Every model the pipeline can use.
 pub const ALL_MODELS: [ModelSpec; 6] = [PNET, RNET, ONET, EMBEDDER, DTN, MINIFAS];
 
@@ -149,12 +161,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads `spec` from `dir`, checks its checksum when `verify`, and builds its session pool.
+/// Reads `spec` from `dir`, checks its checksum when `verify`, builds its session pool and, when
+/// `warm_up`, runs one inference per session.
 pub fn load_model(
     rt: &OrtRuntime,
     dir: &Path,
     spec: ModelSpec,
     verify: bool,
+    warm_up: bool,
     options: SessionOptions,
 ) -> Result<SessionPool, ModelError> {
     let path = dir.join(spec.file);
@@ -172,9 +186,11 @@ pub fn load_model(
             });
         }
     }
-    Ok(SessionPool::from_memory(
-        rt, spec.name, &path, &bytes, options,
-    )?)
+    let pool = SessionPool::from_memory(rt, spec.name, &path, &bytes, options)?;
+    if warm_up {
+        pool.warm_up(&warm_up_shape(spec))?;
+    }
+    Ok(pool)
 }
 
 #[cfg(test)]
@@ -227,6 +243,16 @@ mod tests {
     fn default_resolution_finds_committed_models() {
         let dir = resolve_models_dir(None).unwrap();
         assert!(dir.join(PNET.file).is_file());
+    }
+
+    #[test]
+    fn every_model_has_a_warm_up_shape() {
+        for spec in ALL_MODELS {
+            let s = warm_up_shape(spec);
+            assert!(s.iter().all(|&d| d > 0), "{}", spec.name);
+        }
+        assert_eq!(warm_up_shape(MINIFAS), [1, 3, 128, 128]);
+        assert_eq!(warm_up_shape(DTN), [1, 256, 256, 3]);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! once per process, and model sessions shared across threads.
 //!
 //! `ort` 2.0.0-rc.15 needs `&mut Session` to run, so each model is held by a [`SessionPool`]: one
-//! or more sessions behind mutexes, picked round-robin (the first free one wins). One session per
-//! model with ONNX Runtime's intra-op threads is the default; several sessions with one thread each
-//! raise throughput under concurrent requests at the cost of memory.
+//! or more sessions behind mutexes, picked round-robin (the first free one wins). The default is
+//! one session per model running on one intra-op thread: concurrent requests still overlap on
+//! different models, and on the 2-vCPU target more sessions or threads measured no faster (see
+//! [`super::config::RuntimeConfig`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -304,6 +305,28 @@ impl SessionPool {
             sessions,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// Runs zeros of `shape` through every session once, so the first real request does not pay
+    /// ONNX Runtime's first-run allocations (hundreds of milliseconds for the DTN).
+    pub fn warm_up(&self, shape: &[usize]) -> Result<(), SessionError> {
+        let zeros = vec![0.0f32; shape.iter().product()];
+        for session in &self.sessions {
+            let mut session = session.lock().unwrap_or_else(PoisonError::into_inner);
+            let input = TensorRef::from_array_view((shape.to_vec(), zeros.as_slice())).map_err(
+                |source| SessionError::Run {
+                    model: self.name,
+                    source,
+                },
+            )?;
+            session
+                .run(ort::inputs![input])
+                .map_err(|source| SessionError::Run {
+                    model: self.name,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// The model's short name.

@@ -202,6 +202,7 @@ impl Vision {
             sessions: config.runtime.sessions_per_model.max(1),
         };
         let verify = config.runtime.verify_checksums;
+        let warm_up = config.runtime.warm_up;
         let mode = config.liveness.mode;
         let mut wanted: Vec<ModelSpec> = vec![PNET, RNET, ONET, EMBEDDER];
         if mode.uses_dtn() {
@@ -217,7 +218,7 @@ impl Vision {
                 .map(|&spec| {
                     let dir = &dir;
                     s.spawn(move || {
-                        models::load_model(rt, dir, spec, verify, options)
+                        models::load_model(rt, dir, spec, verify, warm_up, options)
                             .map(|p| (spec, p))
                             .map_err(VisionError::from)
                     })
