@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod decision;
+pub mod eval;
 pub mod fusion;
 pub mod metrics;
 pub mod server;

@@ -1,0 +1,484 @@
+//! `facekey-eval`: evaluates the verification pipeline on data simulated from the sample photos
+//! (genuine pairs from degraded copies, impostor pairs, simulated print and replay attacks),
+//! fits a second fusion-weights file on the recorded features, and writes a markdown report.
+//!
+//! ```text
+//! facekey-eval            # = collect: run the pipeline, write features.csv and report.md
+//! facekey-eval fit        # fit runtime/weights/trained.json on features.csv, rewrite report.md
+//! facekey-eval report     # recompute report.md from features.csv (no models needed)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use facekey_runtime::config::Config;
+use facekey_runtime::eval::collect::{
+    CollectOptions, Identity, Source, attack_frame, collect, face_region,
+};
+use facekey_runtime::eval::degrade::{apply_chain, plan};
+use facekey_runtime::eval::features::{Kind, read_csv, to_csv};
+use facekey_runtime::eval::fit::{FitOptions, fit, weights_json};
+use facekey_runtime::eval::report::{
+    DatasetLog, FitSummary, ReportInput, WeightsUnderTest, read_dataset_log, read_fit_summary,
+    render,
+};
+use facekey_runtime::fusion::FusionMlp;
+use facekey_runtime::vision::{Combine, LivenessMode, Vision};
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Sample files that are copies of another sample photo (see runtime/testdata/faces/PROVENANCE.md).
+const DERIVED_COPIES: [&str; 3] = [
+    "messi5.libjpeg.png",
+    "t1.libjpeg.png",
+    "astronaut_640x480.jpg",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "facekey-eval",
+    version,
+    about = "Evaluate FaceKey on data simulated from the sample photos and fit fusion weights"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    collect: CollectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipeline over the simulated data; write features.csv, dataset.json and
+    /// report.md (the default).
+    Collect,
+    /// Fit the 3-4-3-1 MLP on features.csv; write the weights file and fit.json, then report.md.
+    Fit(FitArgs),
+    /// Recompute report.md from features.csv.
+    Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Deep Tree Network only.
+    Dtn,
+    /// MiniFASNet-like model only.
+    Minifas,
+    /// Both models, mean (the runtime default).
+    Mean,
+    /// Both models, minimum.
+    Min,
+}
+
+impl Mode {
+    fn liveness_mode(self) -> LivenessMode {
+        match self {
+            Self::Dtn => LivenessMode::Dtn,
+            Self::Minifas => LivenessMode::MiniFas,
+            Self::Mean => LivenessMode::Both {
+                combine: Combine::Mean,
+            },
+            Self::Min => LivenessMode::Both {
+                combine: Combine::Min,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Directory of the recorded outputs (features.csv, report.md, ...).
+    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/eval"))]
+    out: PathBuf,
+    /// Fusion weights to report on: a built-in name (`reference`) or a weights file; repeat for
+    /// several. Default: `reference` and runtime/weights/trained.json when it exists.
+    #[arg(long, global = true)]
+    weights: Vec<String>,
+    /// Fused-probability threshold for every weights file (default: each file's recommended
+    /// threshold, else 0.5).
+    #[arg(long, global = true)]
+    threshold: Option<f64>,
+    /// Minimum match similarity (0.5 is dlib's distance 0.6).
+    #[arg(long, global = true, default_value_t = 0.5)]
+    match_threshold: f64,
+    /// Minimum liveness score.
+    #[arg(long, global = true, default_value_t = 0.5)]
+    liveness_threshold: f64,
+    /// Liveness mode of the recorded `liveness` feature and the fused decision.
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Mean)]
+    liveness: Mode,
+}
+
+#[derive(Debug, Args)]
+struct CollectArgs {
+    /// Directory of the sample photos.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/faces"))]
+    faces_dir: PathBuf,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = CollectOptions::default().seed)]
+    seed: u64,
+    /// Single degradations per kind and photo.
+    #[arg(long, default_value_t = CollectOptions::default().variants_per_kind)]
+    variants_per_kind: usize,
+    /// Chains of 2-3 degradations per photo.
+    #[arg(long, default_value_t = CollectOptions::default().combos)]
+    combos: usize,
+    /// Simulated attacks per attack type and identity.
+    #[arg(long, default_value_t = CollectOptions::default().attacks_per_kind)]
+    attacks_per_kind: usize,
+    /// Also write example images (a degraded copy, a print and a replay of astronaut.png) to
+    /// <out>/examples/.
+    #[arg(long)]
+    examples: bool,
+}
+
+#[derive(Debug, Args)]
+struct FitArgs {
+    /// Seed of the split and the initialisations.
+    #[arg(long, default_value_t = FitOptions::default().seed)]
+    seed: u64,
+    /// Adam steps per restart.
+    #[arg(long, default_value_t = FitOptions::default().epochs)]
+    epochs: usize,
+    /// Adam step size.
+    #[arg(long, default_value_t = FitOptions::default().learning_rate)]
+    learning_rate: f64,
+    /// L2 penalty on the weight matrices.
+    #[arg(long, default_value_t = FitOptions::default().l2)]
+    l2: f64,
+    /// Random initialisations.
+    #[arg(long, default_value_t = FitOptions::default().restarts)]
+    restarts: usize,
+    /// Fraction of identities held out for validation.
+    #[arg(long, default_value_t = FitOptions::default().validation_fraction)]
+    validation_fraction: f64,
+    /// Where to write the weights.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/trained.json"))]
+    output: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    for (name, v) in [
+        ("--match-threshold", cli.common.match_threshold),
+        ("--liveness-threshold", cli.common.liveness_threshold),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("{name} must be in [0, 1], got {v}");
+        }
+    }
+    std::fs::create_dir_all(&cli.common.out)
+        .with_context(|| format!("creating {}", cli.common.out.display()))?;
+    match &cli.command {
+        None | Some(Command::Collect) => run_collect(&cli)?,
+        Some(Command::Fit(args)) => run_fit(&cli.common, args)?,
+        Some(Command::Report) => {}
+    }
+    write_report(&cli.common)
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn sources(dir: &Path, vision: &Vision) -> anyhow::Result<Vec<Source>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            let lower = n.to_ascii_lowercase();
+            (lower.ends_with(".png") || lower.ends_with(".jpg") || lower.ends_with(".jpeg"))
+                && !DERIVED_COPIES.contains(&n.as_str())
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let image = vision
+                .decode(&bytes)
+                .with_context(|| format!("decoding {}", path.display()))?;
+            Ok(Source { name, image })
+        })
+        .collect()
+}
+
+fn collect_options(cli: &Cli) -> CollectOptions {
+    CollectOptions {
+        seed: cli.collect.seed,
+        variants_per_kind: cli.collect.variants_per_kind,
+        combos: cli.collect.combos,
+        attacks_per_kind: cli.collect.attacks_per_kind,
+        liveness_mode: cli.common.liveness.liveness_mode(),
+        ..CollectOptions::default()
+    }
+}
+
+fn run_collect(cli: &Cli) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // The runtime's own defaults, with both liveness models so every mode can be scored.
+    let mut vcfg = Config::try_parse_from(["facekey-runtime"])
+        .context("reading the runtime's default configuration")?
+        .vision_config();
+    vcfg.liveness.mode = LivenessMode::Both {
+        combine: Combine::Mean,
+    };
+    vcfg.liveness.threshold = cli.common.liveness_threshold as f32;
+    let vision = Vision::load(vcfg).context("loading the vision pipeline")?;
+    let srcs = sources(&cli.collect.faces_dir, &vision)?;
+    eprintln!(
+        "sources: {}",
+        srcs.iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let opts = collect_options(cli);
+    let collected = collect(&vision, &srcs, &opts, &mut |line| eprintln!("  {line}"))
+        .context("collecting features")?;
+    let out = &cli.common.out;
+    write(&out.join("features.csv"), &to_csv(&collected.rows))?;
+    let log = DatasetLog {
+        seed: opts.seed,
+        variants_per_kind: opts.variants_per_kind,
+        combos: opts.combos,
+        attacks_per_kind: opts.attacks_per_kind,
+        frame: opts.frame,
+        crop_scale: opts.crop_scale,
+        sources: srcs.iter().map(|s| s.name.clone()).collect(),
+        derived_copies_skipped: DERIVED_COPIES.iter().map(|s| s.to_string()).collect(),
+        presentations: collected.presentation_records(),
+    };
+    write(&out.join("dataset.json"), &(log.to_json()? + "\n"))?;
+    eprintln!(
+        "{} rows from {} degraded images and {} attack frames ({} presentations not acquired) in {:.0} s",
+        collected.rows.len(),
+        collected.degraded_images,
+        collected.attack_frames,
+        collected.unacquired.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if cli.collect.examples {
+        write_examples(&out.join("examples"), &srcs, &collected.identities, &opts)?;
+    }
+    Ok(())
+}
+
+/// Example images of the photo `astronaut.png` (else the first photo): its last degradation
+/// chain and the first print and replay of each of its identities.
+fn write_examples(
+    dir: &Path,
+    srcs: &[Source],
+    identities: &[Identity],
+    opts: &CollectOptions,
+) -> anyhow::Result<()> {
+    let Some(si) = srcs
+        .iter()
+        .position(|s| s.name == "astronaut.png")
+        .or((!srcs.is_empty()).then_some(0))
+    else {
+        return Ok(());
+    };
+    let src = &srcs[si];
+    let members: Vec<&Identity> = identities.iter().filter(|i| i.source == si).collect();
+    let Some(keep) = members
+        .iter()
+        .map(|i| face_region(&i.face))
+        .reduce(|a, b| a.union(&b))
+    else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (w, h) = src.image.dimensions();
+    let chains = plan(
+        opts.seed,
+        &src.name,
+        w,
+        h,
+        keep.grown(0.15),
+        opts.variants_per_kind,
+        opts.combos,
+    );
+    for ident in members {
+        if let Some(chain) = chains.last() {
+            let t = apply_chain(&src.image, chain)?;
+            save_jpeg(&dir.join(format!("{}_genuine.jpg", ident.name)), &t.image)?;
+        }
+        for kind in [Kind::AttackPrint, Kind::AttackReplay] {
+            let (t, _) = attack_frame(&src.image, ident, kind, 0, opts)?;
+            save_jpeg(&dir.join(format!("{}_{kind}.jpg", ident.name)), &t.image)?;
+        }
+    }
+    Ok(())
+}
+
+fn save_jpeg(path: &Path, img: &image::RgbImage) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+        .encode_image(img)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    write_bytes(path, &bytes)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Today's UTC date as `YYYY-MM-DD` (civil-from-days, Howard Hinnant's algorithm).
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
+    let path = common.out.join("features.csv");
+    let rows = read_csv(&path)?;
+    let opts = FitOptions {
+        seed: args.seed,
+        epochs: args.epochs,
+        learning_rate: args.learning_rate,
+        l2: args.l2,
+        restarts: args.restarts,
+        validation_fraction: args.validation_fraction,
+    };
+    let report = fit(&rows, &opts)?;
+    let date = today();
+    let summary = FitSummary::new(&report, &date);
+    let tc = &report.train_counts;
+    let description = format!(
+        "Fitted by `facekey-eval fit` on {date} on runtime/eval/features.csv: features the \
+         runtime's own pipeline produced on data SIMULATED from the {n_id} faces of the sample \
+         photos (genuine = a face vs degraded copies of its own photo; impostor = different \
+         faces; attacks = software print and screen-replay simulations, not real attacks). \
+         Label 1 = genuine or original bona fide, 0 = impostor or attack. Liveness feature: both \
+         PAD models, mean (the runtime default); other liveness modes change the input \
+         distribution. Split by identity (seed {seed}): {n_train} training identities, held out \
+         {held}; training rows {tr} (genuine {g}, original {b}, impostor {i}, print {p}, replay \
+         {r}), validation rows {vr}, cross-split impostor rows excluded {ex}. Loss: binary \
+         cross-entropy with group weights (genuine+original 1/2, impostor 1/4, print 1/8, \
+         replay 1/8) plus L2 {l2} on w1..w3; full-batch Adam, step {lr}, {epochs} steps, best \
+         of {restarts} seeded restarts by training objective. Balanced BCE: training {tl:.4}, \
+         validation {vl}; ROC AUC training {ta}, validation {va}. Threshold {thr:.4}: minimax \
+         of FRR and impostor/print/replay FAR on the training rows. See docs/evaluation.md.",
+        n_id = report.train_identities.len() + report.validation_identities.len(),
+        seed = opts.seed,
+        n_train = report.train_identities.len(),
+        held = report
+            .validation_identities
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "),
+        tr = tc.total(),
+        g = tc.genuine,
+        b = tc.bona_fide,
+        i = tc.impostor,
+        p = tc.attack_print,
+        r = tc.attack_replay,
+        vr = report.validation_counts.total(),
+        ex = report.excluded,
+        l2 = opts.l2,
+        lr = opts.learning_rate,
+        epochs = opts.epochs,
+        restarts = opts.restarts,
+        tl = report.train_loss,
+        vl = report
+            .validation_loss
+            .map_or("n/a".into(), |v| format!("{v:.4}")),
+        ta = report.train_auc.map_or("n/a".into(), |v| format!("{v:.3}")),
+        va = report
+            .validation_auc
+            .map_or("n/a".into(), |v| format!("{v:.3}")),
+        thr = report.threshold,
+    );
+    let (text, _) = weights_json(&report, "trained", &description)?;
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write(&args.output, &text)?;
+    write(&common.out.join("fit.json"), &(summary.to_json()? + "\n"))?;
+    // The written file must load the way the runtime loads it.
+    FusionMlp::from_path(&args.output)?;
+    eprintln!(
+        "wrote {} (threshold {:.4}; training AUC {}, validation AUC {}; validation errors \
+         [FRR, FAR impostor, FAR print, FAR replay] {:?})",
+        args.output.display(),
+        report.threshold,
+        report.train_auc.map_or("n/a".into(), |v| format!("{v:.3}")),
+        report
+            .validation_auc
+            .map_or("n/a".into(), |v| format!("{v:.3}")),
+        report.validation_errors
+    );
+    Ok(())
+}
+
+fn load_weights(spec: &str) -> anyhow::Result<FusionMlp> {
+    if spec == "reference" {
+        Ok(FusionMlp::reference()?)
+    } else {
+        Ok(FusionMlp::from_path(Path::new(spec))?)
+    }
+}
+
+fn write_report(common: &Common) -> anyhow::Result<()> {
+    let rows = read_csv(&common.out.join("features.csv"))?;
+    let mut specs = common.weights.clone();
+    if specs.is_empty() {
+        specs.push("reference".into());
+        let trained = Path::new(MANIFEST_DIR).join("weights/trained.json");
+        if trained.is_file() {
+            specs.push(trained.display().to_string());
+        }
+    }
+    let weights = specs
+        .iter()
+        .map(|s| {
+            let mlp = load_weights(s)?;
+            let threshold = common
+                .threshold
+                .or(mlp.recommended_threshold())
+                .unwrap_or(0.5);
+            Ok(WeightsUnderTest {
+                origin: s.clone(),
+                mlp,
+                threshold,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dataset = read_dataset_log(&common.out.join("dataset.json"))?;
+    let fit = read_fit_summary(&common.out.join("fit.json"))?;
+    let md = render(&ReportInput {
+        rows: &rows,
+        dataset: dataset.as_ref(),
+        fit: fit.as_ref(),
+        weights: &weights,
+        match_threshold: common.match_threshold,
+        liveness_threshold: common.liveness_threshold,
+        liveness_mode: common.liveness.liveness_mode(),
+    });
+    let path = common.out.join("report.md");
+    write(&path, &md)?;
+    print!("{md}");
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! Markdown report of an evaluation: data counts, FNMR/FMR, BPCER/APCER per liveness mode and
+//! the fused decision's error rates per weights file and decision policy. Also the small
+//! side files the report reads: the presentation log and the fit summary.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DecisionPolicy;
+use crate::fusion::FusionMlp;
+use crate::vision::LivenessMode;
+
+use super::EvalError;
+use super::features::{FeatureRow, Kind};
+use super::fit::{Counts, FitReport, Split, split_of};
+use super::metrics::{
+    DecisionSettings, LIVENESS_MODES, Rate, auc, fmr, fnmr, fused_errors, liveness_under,
+    pad_errors,
+};
+
+/// One presentation attempt (acquired or not) or a face left out of enrolment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresentationRecord {
+    /// Presentation id (or `enrolment/<source>/<k>` for a skipped face).
+    pub presentation: String,
+    /// `genuine`, `bona_fide`, `attack_print`, `attack_replay` or `enrolment`.
+    pub kind: String,
+    /// Identity (empty for skipped faces).
+    pub identity: String,
+    /// Transform or attack parameters.
+    pub variant: String,
+    /// `acquired`, `not_found` or `skipped`.
+    pub status: String,
+    /// Why, when not acquired.
+    pub reason: String,
+}
+
+/// How the data set was generated, and every presentation attempt (`dataset.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetLog {
+    /// Simulation seed.
+    pub seed: u64,
+    /// Single degradations per kind and photo.
+    pub variants_per_kind: usize,
+    /// Degradation chains per photo.
+    pub combos: usize,
+    /// Attacks per type and identity.
+    pub attacks_per_kind: usize,
+    /// Attack frame size.
+    pub frame: (u32, u32),
+    /// Printed/shown region side relative to the face box.
+    pub crop_scale: f64,
+    /// Source photos used.
+    pub sources: Vec<String>,
+    /// Sample files skipped as copies of another photo.
+    pub derived_copies_skipped: Vec<String>,
+    /// Every presentation attempt and skipped face.
+    pub presentations: Vec<PresentationRecord>,
+}
+
+impl DatasetLog {
+    /// Pretty JSON.
+    pub fn to_json(&self) -> Result<String, EvalError> {
+        serde_json::to_string_pretty(self).map_err(|source| EvalError::Json {
+            context: "serialising the data set log".into(),
+            source,
+        })
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, EvalError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(EvalError::Io {
+                action: "reading",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| EvalError::Json {
+            context: format!("parsing {}", path.display()),
+            source,
+        })
+}
+
+/// Reads a data set log, `None` when the file is absent.
+pub fn read_dataset_log(path: &Path) -> Result<Option<DatasetLog>, EvalError> {
+    read_json(path)
+}
+
+/// What a fit did, saved next to the features so reports can show validation results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitSummary {
+    /// Seed.
+    pub seed: u64,
+    /// Adam steps per restart.
+    pub epochs: usize,
+    /// Adam step size.
+    pub learning_rate: f64,
+    /// L2 penalty.
+    pub l2: f64,
+    /// Restarts tried.
+    pub restarts: usize,
+    /// Winning restart.
+    pub best_restart: usize,
+    /// Identities in training.
+    pub train_identities: Vec<String>,
+    /// Identities held out.
+    pub validation_identities: Vec<String>,
+    /// Training rows by kind.
+    pub train_counts: Counts,
+    /// Validation rows by kind.
+    pub validation_counts: Counts,
+    /// Cross-split impostor rows left out.
+    pub excluded: usize,
+    /// Balanced BCE on training rows.
+    pub train_loss: f64,
+    /// Balanced BCE on validation rows.
+    pub validation_loss: Option<f64>,
+    /// Recommended threshold.
+    pub threshold: f64,
+    /// ROC AUC, training rows.
+    pub train_auc: Option<f64>,
+    /// ROC AUC, validation rows.
+    pub validation_auc: Option<f64>,
+    /// Date of the fit (UTC, `YYYY-MM-DD`).
+    pub date: String,
+}
+
+impl FitSummary {
+    /// The summary of a fit.
+    pub fn new(r: &FitReport, date: &str) -> Self {
+        Self {
+            seed: r.options.seed,
+            epochs: r.options.epochs,
+            learning_rate: r.options.learning_rate,
+            l2: r.options.l2,
+            restarts: r.options.restarts,
+            best_restart: r.best_restart,
+            train_identities: r.train_identities.iter().cloned().collect(),
+            validation_identities: r.validation_identities.iter().cloned().collect(),
+            train_counts: r.train_counts,
+            validation_counts: r.validation_counts,
+            excluded: r.excluded,
+            train_loss: r.train_loss,
+            validation_loss: r.validation_loss,
+            threshold: r.threshold,
+            train_auc: r.train_auc,
+            validation_auc: r.validation_auc,
+            date: date.to_string(),
+        }
+    }
+
+    /// JSON text.
+    pub fn to_json(&self) -> Result<String, EvalError> {
+        serde_json::to_string_pretty(self).map_err(|source| EvalError::Json {
+            context: "serialising the fit summary".into(),
+            source,
+        })
+    }
+}
+
+/// Reads a fit summary, `None` when the file is absent.
+pub fn read_fit_summary(path: &Path) -> Result<Option<FitSummary>, EvalError> {
+    read_json(path)
+}
+
+/// A weights file to report on.
+#[derive(Debug, Clone)]
+pub struct WeightsUnderTest {
+    /// Where it came from (a built-in name or a path).
+    pub origin: String,
+    /// The network.
+    pub mlp: FusionMlp,
+    /// The probability threshold used.
+    pub threshold: f64,
+}
+
+/// Everything the report shows.
+#[derive(Debug, Clone)]
+pub struct ReportInput<'a> {
+    /// Recorded rows.
+    pub rows: &'a [FeatureRow],
+    /// Data set log, when available.
+    pub dataset: Option<&'a DatasetLog>,
+    /// Fit summary, when available.
+    pub fit: Option<&'a FitSummary>,
+    /// Weights to evaluate.
+    pub weights: &'a [WeightsUnderTest],
+    /// Minimum match similarity.
+    pub match_threshold: f64,
+    /// Minimum liveness score.
+    pub liveness_threshold: f64,
+    /// The configured liveness mode (fusion input and strict check).
+    pub liveness_mode: LivenessMode,
+}
+
+fn mode_name(mode: LivenessMode) -> &'static str {
+    LIVENESS_MODES
+        .iter()
+        .find(|(_, m)| *m == mode)
+        .map_or("off", |(n, _)| n)
+}
+
+fn stats(values: &mut [f64]) -> String {
+    if values.is_empty() {
+        return "–".into();
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    format!("{:.3} / {:.3} / {:.3}", values[0], median, values[n - 1])
+}
+
+/// The fused-decision table rows for one set of rows.
+fn fused_table(out: &mut String, rows: &[FeatureRow], input: &ReportInput<'_>) {
+    out.push_str(
+        "| weights | threshold | policy | FRR genuine | FRR originals | FAR impostor | FAR print | FAR replay |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for w in input.weights {
+        for policy in [DecisionPolicy::Strict, DecisionPolicy::Fusion] {
+            let s = DecisionSettings {
+                match_threshold: input.match_threshold,
+                liveness_threshold: input.liveness_threshold,
+                liveness_mode: input.liveness_mode,
+                threshold: w.threshold,
+                policy,
+            };
+            let e = fused_errors(rows, &w.mlp, &s);
+            let _ = writeln!(
+                out,
+                "| {} | {:.4} | {} | {} | {} | {} | {} | {} |",
+                w.mlp.name(),
+                w.threshold,
+                match policy {
+                    DecisionPolicy::Strict => "strict",
+                    DecisionPolicy::Fusion => "fusion",
+                },
+                e.frr_genuine,
+                e.frr_originals,
+                e.far_impostor,
+                e.far_print,
+                e.far_replay
+            );
+        }
+    }
+}
+
+/// Renders the report.
+pub fn render(input: &ReportInput<'_>) -> String {
+    let rows = input.rows;
+    let mut out = String::new();
+    let _ = writeln!(out, "# FaceKey evaluation on simulated data\n");
+    let _ = writeln!(
+        out,
+        "Generated by `facekey-eval` from `features.csv`{}. **Every attack below is a software \
+         simulation built from the sample photos, and every genuine pair is a photo against a \
+         degraded copy of itself**: see `docs/evaluation.md` for what these numbers can and \
+         cannot show.\n",
+        input
+            .dataset
+            .map_or(String::new(), |d| format!(" (seed {})", d.seed))
+    );
+    let _ = writeln!(
+        out,
+        "Thresholds: match similarity ≥ {} (distance ≤ 0.6), liveness ≥ {}; fused decisions use \
+         the liveness mode **{}**.\n",
+        input.match_threshold,
+        input.liveness_threshold,
+        mode_name(input.liveness_mode)
+    );
+
+    // Data.
+    let identities: BTreeSet<&str> = rows.iter().map(|r| r.identity.as_str()).collect();
+    let sources: BTreeSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    let _ = writeln!(out, "## Data\n");
+    let _ = writeln!(
+        out,
+        "{} identities (distinct faces) from {} photos: {}.\n",
+        identities.len(),
+        sources.len(),
+        identities.iter().copied().collect::<Vec<_>>().join(", ")
+    );
+    out.push_str(
+        "| kind | rows | presentations | attempted | not acquired |\n|---|---|---|---|---|\n",
+    );
+    for kind in Kind::ALL {
+        let n = rows.iter().filter(|r| r.kind == kind).count();
+        let pres: BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.presentation.as_str())
+            .collect();
+        let (attempted, missing) = match input.dataset {
+            Some(d) if kind != Kind::Impostor => {
+                let of: Vec<_> = d
+                    .presentations
+                    .iter()
+                    .filter(|r| r.kind == kind.as_str())
+                    .collect();
+                (
+                    of.len().to_string(),
+                    of.iter()
+                        .filter(|r| r.status == "not_found")
+                        .count()
+                        .to_string(),
+                )
+            }
+            _ => ("–".into(), "–".into()),
+        };
+        let pres_count = if kind == Kind::Impostor {
+            "(probes of genuine and bona_fide)".to_string()
+        } else {
+            pres.len().to_string()
+        };
+        let _ = writeln!(
+            out,
+            "| {kind} | {n} | {pres_count} | {attempted} | {missing} |"
+        );
+    }
+    if let Some(d) = input.dataset {
+        let _ = writeln!(
+            out,
+            "\nPer photo: {} single degradations per kind (6 kinds) and {} chains; per identity: \
+             {} simulated prints and {} simulated replays in {}x{} frames. Photos: {}; copies \
+             skipped: {}.",
+            d.variants_per_kind,
+            d.combos,
+            d.attacks_per_kind,
+            d.attacks_per_kind,
+            d.frame.0,
+            d.frame.1,
+            d.sources.join(", "),
+            d.derived_copies_skipped.join(", ")
+        );
+        let skipped: Vec<_> = d
+            .presentations
+            .iter()
+            .filter(|r| r.status == "skipped")
+            .collect();
+        if !skipped.is_empty() {
+            let _ = writeln!(out, "\nFaces not enrolled:");
+            for s in skipped {
+                let _ = writeln!(out, "- {}: {}", s.presentation, s.reason);
+            }
+        }
+    }
+    out.push('\n');
+
+    // Matching.
+    let _ = writeln!(out, "## Matching (dlib embedding)\n");
+    let (fnm, fm) = (
+        fnmr(rows, input.match_threshold),
+        fmr(rows, input.match_threshold),
+    );
+    let dist = |k: Kind| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r.kind == k)
+            .map(|r| r.distance)
+            .collect()
+    };
+    out.push_str("| measure | value |\n|---|---|\n");
+    let _ = writeln!(out, "| FNMR (genuine pairs rejected) | {fnm} |");
+    let _ = writeln!(out, "| FMR (impostor pairs accepted) | {fm} |");
+    let _ = writeln!(
+        out,
+        "| genuine distance min / median / max | {} |",
+        stats(&mut dist(Kind::Genuine))
+    );
+    let _ = writeln!(
+        out,
+        "| impostor distance min / median / max | {} |",
+        stats(&mut dist(Kind::Impostor))
+    );
+    let _ = writeln!(
+        out,
+        "| print attack distance min / median / max | {} |",
+        stats(&mut dist(Kind::AttackPrint))
+    );
+    let _ = writeln!(
+        out,
+        "| replay attack distance min / median / max | {} |\n",
+        stats(&mut dist(Kind::AttackReplay))
+    );
+
+    // Liveness.
+    let _ = writeln!(
+        out,
+        "## Presentation-attack detection (liveness ≥ {})\n",
+        input.liveness_threshold
+    );
+    let _ = writeln!(
+        out,
+        "Counted once per presentation (image). BPCER: real photos called attacks (originals \
+         only, and originals plus their degraded copies). APCER: simulated attacks called live.\n"
+    );
+    out.push_str(
+        "| liveness mode | BPCER originals | BPCER all real | APCER print (sim.) | APCER replay (sim.) | AUC real vs attacks |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (name, mode) in LIVENESS_MODES {
+        let e = pad_errors(rows, mode, input.liveness_threshold);
+        let mut seen = BTreeSet::new();
+        let scored: Vec<(f64, u8)> = rows
+            .iter()
+            .filter(|r| r.kind != Kind::Impostor && seen.insert(r.presentation.as_str()))
+            .map(|r| (liveness_under(r, mode), u8::from(!r.kind.is_attack())))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} |",
+            e.bpcer_originals,
+            e.bpcer_all,
+            e.apcer_print,
+            e.apcer_replay,
+            auc(&scored).map_or("n/a".into(), |a| format!("{a:.3}"))
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "Live-score distribution per presentation kind (min / median / max):\n"
+    );
+    out.push_str("| kind | DTN live | MiniFAS live | quality |\n|---|---|---|---|\n");
+    for kind in [
+        Kind::BonaFide,
+        Kind::Genuine,
+        Kind::AttackPrint,
+        Kind::AttackReplay,
+    ] {
+        let mut seen = BTreeSet::new();
+        let pres: Vec<&FeatureRow> = rows
+            .iter()
+            .filter(|r| r.kind == kind && seen.insert(r.presentation.as_str()))
+            .collect();
+        let mut d: Vec<f64> = pres.iter().map(|r| r.dtn_live).collect();
+        let mut m: Vec<f64> = pres.iter().map(|r| r.minifas_live).collect();
+        let mut q: Vec<f64> = pres.iter().map(|r| r.quality).collect();
+        let _ = writeln!(
+            out,
+            "| {kind} | {} | {} | {} |",
+            stats(&mut d),
+            stats(&mut m),
+            stats(&mut q)
+        );
+    }
+    out.push('\n');
+
+    // Fusion.
+    let _ = writeln!(out, "## Fused decision\n");
+    let _ = writeln!(
+        out,
+        "`strict`: accept only when the fused probability reaches the threshold *and* the match \
+         and liveness checks accept; `fusion`: the probability alone decides. FRR genuine: \
+         genuine pairs (degraded real photos) rejected; FRR originals: original photos claimed as \
+         themselves rejected; FAR: impostor pairs or simulated attacks on the claimed person \
+         accepted. All rows:\n"
+    );
+    fused_table(&mut out, rows, input);
+    out.push('\n');
+
+    if let Some(fit) = input.fit {
+        let val: BTreeSet<String> = fit.validation_identities.iter().cloned().collect();
+        let held: Vec<FeatureRow> = rows
+            .iter()
+            .filter(|r| split_of(r, &val) == Split::Validation)
+            .cloned()
+            .collect();
+        let _ = writeln!(out, "## Fit of `trained`\n");
+        let _ = writeln!(
+            out,
+            "Fitted {} on the training identities ({}); held out: {}. Training rows {}, \
+             validation rows {}, cross-split impostor rows excluded {}. Balanced BCE: training \
+             {:.4}, validation {}. ROC AUC: training {}, validation {}. Recommended threshold \
+             {:.4} (minimax of FRR and the three FARs on the training rows).\n",
+            fit.date,
+            fit.train_identities.join(", "),
+            fit.validation_identities.join(", "),
+            fit.train_counts.total(),
+            fit.validation_counts.total(),
+            fit.excluded,
+            fit.train_loss,
+            fit.validation_loss
+                .map_or("n/a".into(), |v| format!("{v:.4}")),
+            fit.train_auc.map_or("n/a".into(), |v| format!("{v:.3}")),
+            fit.validation_auc
+                .map_or("n/a".into(), |v| format!("{v:.3}")),
+            fit.threshold
+        );
+        if !held.is_empty() {
+            let _ = writeln!(
+                out,
+                "Fused decision on the held-out identities only ({} rows; the reference weights \
+                 shown for comparison):\n",
+                held.len()
+            );
+            fused_table(&mut out, &held, input);
+            out.push('\n');
+        }
+    }
+
+    // Per-source breakdown of the genuine FNMR and attack acceptance.
+    let mut by_source: BTreeMap<&str, (Rate, Rate)> = BTreeMap::new();
+    for r in rows {
+        let e = by_source.entry(r.source.as_str()).or_default();
+        match r.kind {
+            Kind::Genuine => {
+                e.0.total += 1;
+                if r.similarity < input.match_threshold {
+                    e.0.errors += 1;
+                }
+            }
+            Kind::AttackPrint | Kind::AttackReplay => {
+                e.1.total += 1;
+                if liveness_under(r, input.liveness_mode) >= input.liveness_threshold {
+                    e.1.errors += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = writeln!(out, "## By source photo\n");
+    out.push_str("| source | FNMR | APCER (both attack types, configured mode) |\n|---|---|---|\n");
+    for (src, (g, a)) in by_source {
+        let _ = writeln!(out, "| {src} | {g} | {a} |");
+    }
+    let _ = writeln!(out, "\nRates read `percent (errors/trials)`.");
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::features::tests::row;
+    use super::*;
+
+    #[test]
+    fn report_has_every_table_and_counts() {
+        let mut rows = vec![
+            row(Kind::BonaFide, "a", "a", [0.99, 0.8, 0.9]),
+            row(Kind::Genuine, "a", "a", [0.95, 0.7, 0.8]),
+            row(Kind::Genuine, "a", "a", [0.3, 0.7, 0.8]),
+            row(Kind::Impostor, "a", "b", [0.05, 0.7, 0.8]),
+            row(Kind::AttackPrint, "b", "b", [0.9, 0.2, 0.5]),
+            row(Kind::AttackReplay, "b", "b", [0.9, 0.6, 0.5]),
+        ];
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.presentation = format!("p{i}");
+        }
+        let weights = vec![WeightsUnderTest {
+            origin: "reference".into(),
+            mlp: FusionMlp::reference().unwrap(),
+            threshold: 0.5,
+        }];
+        let md = render(&ReportInput {
+            rows: &rows,
+            dataset: None,
+            fit: None,
+            weights: &weights,
+            match_threshold: 0.5,
+            liveness_threshold: 0.5,
+            liveness_mode: LivenessMode::default(),
+        });
+        assert!(
+            md.contains("| FNMR (genuine pairs rejected) | 50.0 % (1/2) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| FMR (impostor pairs accepted) | 0.0 % (0/1) |"),
+            "{md}"
+        );
+        assert!(md.contains("| DTN only |"));
+        assert!(md.contains("| both, min |"));
+        assert_eq!(md.matches("| reference | 0.5000 |").count(), 2);
+        assert!(md.contains("2 identities"));
+    }
+}
