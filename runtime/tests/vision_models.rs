@@ -421,3 +421,17 @@ fn liveness_mode_and_reject_policy_from_config() {
     );
     assert_eq!(live.score, Some(d.min(m)));
 }
+
+/// A face much larger than the 150-px chip (astronaut.png upscaled 3x: ~250 px face) aligns
+/// with anti-aliasing and embeds like the original.
+#[test]
+fn large_faces_embed_like_small_ones() {
+    let v = vision();
+    let img = v.decode(&read("astronaut.png")).unwrap();
+    let base = v.analyze_image(&img, EMBED_ONLY).unwrap();
+    let big = image::imageops::resize(&img, 1536, 1536, image::imageops::FilterType::CatmullRom);
+    let a = v.analyze_image(&big, EMBED_ONLY).unwrap();
+    let d = a.embedding.distance(&base.embedding);
+    eprintln!("3x upscaled: distance {d:.3}");
+    assert!(d < 0.2, "{d}");
+}

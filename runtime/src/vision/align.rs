@@ -96,12 +96,22 @@ pub fn chip_transform(landmarks: &Landmarks) -> Result<(Affine, f64), AlignError
     Ok((t, (sq / src.len() as f64).sqrt()))
 }
 
+/// Samples per axis for the chip warp: about one per source pixel under each chip pixel
+/// (`ceil(1 / scale)`, 1–4), so large faces are averaged rather than aliased.
+pub fn supersampling(transform: &Affine) -> u32 {
+    let scale = transform.m[0].hypot(transform.m[3]);
+    if !scale.is_finite() || scale <= 0.0 {
+        return 1;
+    }
+    ((1.0 / scale).ceil() as u32).clamp(1, 4)
+}
+
 /// Aligns the face with `landmarks` in `img` into a dlib-style 150x150 chip (bilinear, black
 /// outside the image).
 pub fn align_face(img: &RgbImage, landmarks: &Landmarks) -> Result<AlignedFace, AlignError> {
     let (transform, residual) = chip_transform(landmarks)?;
     let inv = transform.inverse().ok_or(AlignError::Degenerate)?;
-    let chip = warp_affine_bilinear(img, &inv, CHIP_SIZE, CHIP_SIZE);
+    let chip = warp_affine_bilinear(img, &inv, CHIP_SIZE, CHIP_SIZE, supersampling(&transform));
     Ok(AlignedFace {
         chip,
         transform,
@@ -162,6 +172,19 @@ mod tests {
         assert!((t.m[0] - 2.0).abs() < 0.05, "{t:?}");
         assert!(t.m[1].abs() < 0.05);
         assert!(residual < 1.0, "{residual}");
+    }
+
+    #[test]
+    fn supersampling_follows_the_scale() {
+        let at = |s: f64| Affine {
+            m: [s, 0.0, 0.0, 0.0, s, 0.0],
+        };
+        assert_eq!(supersampling(&at(2.0)), 1);
+        assert_eq!(supersampling(&at(1.0)), 1);
+        assert_eq!(supersampling(&at(0.5)), 2);
+        assert_eq!(supersampling(&at(0.3)), 4);
+        assert_eq!(supersampling(&at(0.01)), 4);
+        assert_eq!(supersampling(&at(0.0)), 1);
     }
 
     #[test]

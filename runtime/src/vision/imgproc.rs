@@ -294,10 +294,24 @@ impl Affine {
 /// Warps `img` into an `out_w x out_h` RGB image: each output pixel `(u, v)` samples the input
 /// at `inv(u, v)` bilinearly; samples falling outside the image read as black (as dlib's
 /// `extract_image_chip`).
-pub fn warp_affine_bilinear(img: &RgbImage, inv: &Affine, out_w: u32, out_h: u32) -> RgbImage {
+///
+/// `supersample` (1–4) averages `n x n` bilinear samples spread over each output pixel, an
+/// anti-aliasing filter for warps that shrink the image (dlib downsamples with a pyramid there).
+pub fn warp_affine_bilinear(
+    img: &RgbImage,
+    inv: &Affine,
+    out_w: u32,
+    out_h: u32,
+    supersample: u32,
+) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let raw = img.as_raw();
     let stride = w as usize * 3;
+    let n = supersample.clamp(1, 4);
+    let offsets: Vec<f64> = (0..n)
+        .map(|i| (f64::from(i) + 0.5) / f64::from(n) - 0.5)
+        .collect();
+    let weight = 1.0 / f64::from(n * n);
     let mut out = vec![0u8; out_w as usize * out_h as usize * 3];
     let fetch = |x: i64, y: i64, c: usize| -> f64 {
         if x < 0 || y < 0 || x >= w || y >= h {
@@ -308,19 +322,27 @@ pub fn warp_affine_bilinear(img: &RgbImage, inv: &Affine, out_w: u32, out_h: u32
     };
     for v in 0..out_h {
         for u in 0..out_w {
-            let (sx, sy) = inv.apply(f64::from(u), f64::from(v));
-            if sx <= -1.0 || sy <= -1.0 || sx >= w as f64 || sy >= h as f64 {
-                continue;
+            let mut acc = [0.0f64; 3];
+            for &dy in &offsets {
+                for &dx in &offsets {
+                    let (sx, sy) = inv.apply(f64::from(u) + dx, f64::from(v) + dy);
+                    if sx <= -1.0 || sy <= -1.0 || sx >= w as f64 || sy >= h as f64 {
+                        continue;
+                    }
+                    let x0 = sx.floor() as i64;
+                    let y0 = sy.floor() as i64;
+                    let fx = sx - x0 as f64;
+                    let fy = sy - y0 as f64;
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        let t = fetch(x0, y0, c) * (1.0 - fx) + fetch(x0 + 1, y0, c) * fx;
+                        let b = fetch(x0, y0 + 1, c) * (1.0 - fx) + fetch(x0 + 1, y0 + 1, c) * fx;
+                        *a += t * (1.0 - fy) + b * fy;
+                    }
+                }
             }
-            let x0 = sx.floor() as i64;
-            let y0 = sy.floor() as i64;
-            let fx = sx - x0 as f64;
-            let fy = sy - y0 as f64;
             let base = (v as usize * out_w as usize + u as usize) * 3;
             for c in 0..3 {
-                let t = fetch(x0, y0, c) * (1.0 - fx) + fetch(x0 + 1, y0, c) * fx;
-                let b = fetch(x0, y0 + 1, c) * (1.0 - fx) + fetch(x0 + 1, y0 + 1, c) * fx;
-                out[base + c] = (t * (1.0 - fy) + b * fy).round().clamp(0.0, 255.0) as u8;
+                out[base + c] = (acc[c] * weight).round().clamp(0.0, 255.0) as u8;
             }
         }
     }
@@ -497,12 +519,39 @@ mod tests {
         let id = Affine {
             m: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
         };
-        assert_eq!(warp_affine_bilinear(&img, &id, 4, 4), img);
+        assert_eq!(warp_affine_bilinear(&img, &id, 4, 4, 1), img);
         let shifted = Affine {
             m: [1.0, 0.0, 10.0, 0.0, 1.0, 10.0],
         };
-        let out = warp_affine_bilinear(&img, &shifted, 2, 2);
+        let out = warp_affine_bilinear(&img, &shifted, 2, 2, 1);
         assert!(out.as_raw().iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn supersampling_averages_a_shrinking_warp() {
+        // A 1-pixel checkerboard (mean 127.5) shrunk 4x: plain bilinear hits pixel centres of
+        // one colour only (aliasing to black); 4x4 supersampling recovers the mean.
+        let img = RgbImage::from_fn(16, 16, |x, y| {
+            if (x + y) % 2 == 0 {
+                image::Rgb([0; 3])
+            } else {
+                image::Rgb([255; 3])
+            }
+        });
+        let shrink = Affine {
+            m: [4.0, 0.0, 1.0, 0.0, 4.0, 1.0],
+        };
+        let mean = |im: &RgbImage| {
+            im.as_raw().iter().map(|&v| f64::from(v)).sum::<f64>() / im.as_raw().len() as f64
+        };
+        let aliased = warp_affine_bilinear(&img, &shrink, 3, 3, 1);
+        let smooth = warp_affine_bilinear(&img, &shrink, 3, 3, 4);
+        assert!(mean(&aliased) < 10.0, "{:?}", aliased.as_raw());
+        assert!(
+            (mean(&smooth) - 127.5).abs() < 15.0,
+            "{:?}",
+            smooth.as_raw()
+        );
     }
 
     #[test]
