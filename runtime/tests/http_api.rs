@@ -595,6 +595,11 @@ async fn root_serves_an_html_page_with_security_headers() {
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     let html = r.text().await.unwrap();
     assert!(html.contains("FaceKey"), "{html}");
+    let text = s.metrics().await;
+    assert!(
+        text.contains(r#"facekey_http_requests_total{method="GET",route="ui",status="200"} 1"#),
+        "{text}"
+    );
     // Path traversal never escapes the bundle.
     let r = s.client.get(s.url("/../Cargo.toml")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);

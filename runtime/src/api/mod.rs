@@ -31,6 +31,8 @@ use crate::state::SharedState;
 
 /// Route label for requests that matched no route, so unknown paths cannot explode cardinality.
 const UNMATCHED_ROUTE: &str = "unmatched";
+/// Route label for files of the bundled UI.
+const UI_ROUTE: &str = "ui";
 
 /// Build the full application router over the shared state.
 pub fn router(state: SharedState) -> Router {
@@ -103,14 +105,18 @@ async fn timeout(State(state): State<SharedState>, req: Request, next: Next) -> 
 
 /// Record request count and latency by matched route, method and status.
 async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let route = req
+    let matched = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+        .map(|p| p.as_str().to_owned());
     let method = req.method().as_str().to_owned();
     let start = Instant::now();
     let response = next.run(req).await;
+    let route = match matched {
+        Some(route) => route,
+        None if response.extensions().get::<ui::UiResponse>().is_some() => UI_ROUTE.to_owned(),
+        None => UNMATCHED_ROUTE.to_owned(),
+    };
     let elapsed = start.elapsed().as_secs_f64();
     let m = &state.metrics;
     m.http_duration

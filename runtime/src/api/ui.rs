@@ -34,6 +34,10 @@ const APP_PATHS: &[&str] = &[
     "/metrics-view",
 ];
 
+/// Marks a response as a UI file, so metrics count it under the `ui` route, not `unmatched`.
+#[derive(Debug, Clone, Copy)]
+pub struct UiResponse;
+
 /// True when the build carries a UI.
 pub fn is_bundled() -> bool {
     Assets::get("index.html").is_some()
@@ -57,6 +61,7 @@ fn with_headers(mut response: Response, content_type: &str, cache: &'static str)
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    response.extensions_mut().insert(UiResponse);
     response
 }
 
