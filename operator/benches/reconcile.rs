@@ -1,0 +1,225 @@
+//! Benchmark: pure build time of one FaceKeyDeployment, and reconciling 1,000 of them against
+//! kube-fake-client's in-memory API (time and peak memory). Prints plain numbers.
+//!
+//! Run: `cargo bench -p facekey-operator --bench reconcile` (optionally `-- 2000` for another count).
+//! The in-memory API runs in this process, so times include its JSON (de)serialisation and
+//! memory includes its object store: read them as an upper bound of the operator's own cost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use facekey_crds::FaceKeyDeployment;
+use facekey_operator::build::{BuildInputs, Capabilities, build};
+use facekey_operator::metrics::Metrics;
+use facekey_operator::reconcile::{Context, reconcile};
+use facekey_operator::render::{RenderOptions, parse_resources, render};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, CustomResource};
+use kube_fake_client::ClientBuilder;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+const SAMPLE: &str = include_str!("../../manifests/samples/facekeydeployment.yaml");
+
+macro_rules! stand_in {
+    ($spec:ident, $group:literal, $version:literal, $kind:literal) => {
+        #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+        #[kube(group = $group, version = $version, kind = $kind, namespaced)]
+        pub struct $spec {
+            #[serde(flatten)]
+            rest: std::collections::BTreeMap<String, serde_json::Value>,
+        }
+    };
+}
+stand_in!(SmSpec, "monitoring.coreos.com", "v1", "ServiceMonitor");
+stand_in!(PrSpec, "monitoring.coreos.com", "v1", "PrometheusRule");
+stand_in!(
+    AmSpec,
+    "monitoring.coreos.com",
+    "v1alpha1",
+    "AlertmanagerConfig"
+);
+stand_in!(
+    VrSpec,
+    "aquasecurity.github.io",
+    "v1alpha1",
+    "VulnerabilityReport"
+);
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn per_iter(total: Duration, n: u32) -> String {
+    format!("{:.1} µs", total.as_secs_f64() * 1e6 / f64::from(n))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench_build(fkd: &FaceKeyDeployment) {
+    let caps = Capabilities::all();
+    let inputs = BuildInputs {
+        fkd,
+        runtime_image: Some(&fkd.spec.image),
+        capabilities: &caps,
+    };
+    let objects = build(&inputs).unwrap().objects.len();
+    for _ in 0..500 {
+        black_box(build(black_box(&inputs)).unwrap());
+    }
+    let n = 2_000;
+    let batches: Vec<Duration> = (0..10)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(build(black_box(&inputs)).unwrap());
+            }
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "pure build of the full sample ({objects} objects): median {} per resource (10 batches of {n})",
+        per_iter(median(batches), n)
+    );
+    let opts = RenderOptions {
+        capabilities: caps.clone(),
+        include_scan_job: false,
+        operator_image: "op".into(),
+    };
+    let t = Instant::now();
+    let m = 500;
+    for _ in 0..m {
+        black_box(render(black_box(SAMPLE), &opts).unwrap());
+    }
+    println!(
+        "render (parse YAML + build + serialise YAML) of the full sample: {} per resource",
+        per_iter(t.elapsed(), m)
+    );
+}
+
+async fn bench_reconcile(count: usize, concurrency: usize) {
+    let mut builder = ClientBuilder::new()
+        .with_resource::<FaceKeyDeployment>()
+        .with_status_subresource::<FaceKeyDeployment>()
+        .with_status_subresource::<Deployment>()
+        .with_resource::<ServiceMonitor>()
+        .with_resource::<PrometheusRule>()
+        .with_resource::<AlertmanagerConfig>()
+        .with_resource::<VulnerabilityReport>();
+    for name in [
+        "servicemonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
+        "alertmanagerconfigs.monitoring.coreos.com",
+    ] {
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {"group": "x", "names": {"kind": "X", "plural": "xs"}, "scope": "Namespaced", "versions": []},
+        }))
+        .unwrap();
+        builder = builder.with_object(crd);
+    }
+    let client = builder.build().await.unwrap();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Metrics::new().unwrap(),
+        "op".into(),
+        None,
+    ));
+
+    let template = parse_resources(SAMPLE).unwrap().remove(0);
+    let rss_before = rss_kib("VmRSS:");
+    let fkds: Vec<FaceKeyDeployment> = {
+        let mut out = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut fkd = template.clone();
+            let ns = format!("team-{}", i % 50);
+            fkd.metadata.name = Some(format!("fk-{i}"));
+            fkd.metadata.namespace = Some(ns.clone());
+            // Gate off: this measures reconcile/apply cost, not waiting for scans.
+            fkd.spec.scan_gate = Some(facekey_crds::ScanGate {
+                enabled: false,
+                ..Default::default()
+            });
+            let api: Api<FaceKeyDeployment> = Api::namespaced(client.clone(), &ns);
+            out.push(api.create(&PostParams::default(), &fkd).await.unwrap());
+        }
+        out
+    };
+
+    for pass in ["first (creates all children)", "second (steady state)"] {
+        let objs: Vec<Arc<FaceKeyDeployment>> = if pass.starts_with("first") {
+            fkds.iter().cloned().map(Arc::new).collect()
+        } else {
+            let api: Api<FaceKeyDeployment> = Api::all(client.clone());
+            api.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+        };
+        let t = Instant::now();
+        let errors = futures::stream::iter(objs)
+            .map(|o| reconcile(o, ctx.clone()))
+            .buffer_unordered(concurrency)
+            .filter(|r| futures::future::ready(r.is_err()))
+            .count()
+            .await;
+        let elapsed = t.elapsed();
+        println!(
+            "reconcile {count} FaceKeyDeployments, {pass}, concurrency {concurrency}: {:.2} s total, {:.2} ms each, {errors} errors",
+            elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() * 1e3 / count as f64
+        );
+        assert_eq!(errors, 0);
+    }
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let n = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(n, count);
+    println!(
+        "memory: RSS {} MiB → {} MiB after {count} resources and their {} children; peak RSS (VmHWM) {} MiB",
+        rss_before / 1024,
+        rss_kib("VmRSS:") / 1024,
+        count * 9,
+        rss_kib("VmHWM:") / 1024
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a bare number sets the resource count.
+    let count = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(1000);
+    let template = parse_resources(SAMPLE).unwrap().remove(0);
+    bench_build(&template);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(bench_reconcile(count, 1));
+    rt.block_on(bench_reconcile(count, 16));
+}
