@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use facekey_runtime::vision::{FaceAnalysis, Vision, VisionConfig};
+use facekey_runtime::vision::{FaceAnalysis, Vision, VisionConfig, imgproc, mtcnn};
 
 /// Extracts one duration from an analysis.
 type Pick = fn(&FaceAnalysis) -> Duration;
@@ -155,6 +155,43 @@ fn benches(c: &mut Criterion, v: &Vision, bytes: &[u8]) {
         });
     }
     group.finish();
+
+    // Pre-processing without inference: the detector's pyramid (TensorFlow area resizes) and
+    // 64 RNet crops of the decoded image.
+    let img = match v.decode(bytes) {
+        Ok(i) => i,
+        Err(e) => panic!("decode: {e}"),
+    };
+    let (w, h) = img.dimensions();
+    let mut prep = c.benchmark_group("vision/prep");
+    prep.sample_size(20);
+    prep.bench_function("pyramid_resize", |b| {
+        let mut buf = Vec::new();
+        b.iter(|| {
+            for s in mtcnn::pyramid_scales(w, h, 20.0, 0.709) {
+                let (sw, sh) = mtcnn::scaled_size(w, h, s);
+                imgproc::resize_area(&img, sw, sh, 1.0 / 128.0, -127.5 / 128.0, &mut buf);
+            }
+        })
+    });
+    prep.bench_function("rnet_crops_64", |b| {
+        let mut out = vec![0.0f32; 24 * 24 * 3];
+        b.iter(|| {
+            for i in 0..64u32 {
+                let x = (i * 7 % 500) as f32 / w as f32;
+                let y = (i * 5 % 400) as f32 / h as f32;
+                imgproc::crop_and_resize_tf(
+                    &img,
+                    [y, x, y + 0.2, x + 0.15],
+                    24,
+                    1.0 / 128.0,
+                    -127.5 / 128.0,
+                    &mut out,
+                );
+            }
+        })
+    });
+    prep.finish();
 }
 
 fn main() {
