@@ -76,7 +76,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// Run until a signal arrives or leadership is lost.
+/// Run until SIGTERM/SIGINT or lost leadership, with the in-cluster or kubeconfig client.
 pub async fn run(config: RunConfig) -> Result<Exit> {
     let client = Client::try_default()
         .await
@@ -84,6 +84,27 @@ pub async fn run(config: RunConfig) -> Result<Exit> {
             what: "kubeconfig / in-cluster configuration".into(),
             source: Box::new(source),
         })?;
+    run_with(client, config, shutdown_signal()).await
+}
+
+/// Run with `client` until `shutdown` resolves or leadership is lost (tests inject both).
+pub async fn run_with(
+    client: Client,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Exit> {
+    // Several places wait for the shutdown trigger: share it.
+    let (sig_tx, sig_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = sig_tx.send(true);
+    });
+    let signalled = move || {
+        let mut rx = sig_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
     let metrics = Metrics::new().map_err(|e| crate::Error::InvalidSpec(format!("metrics: {e}")))?;
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -108,7 +129,7 @@ pub async fn run(config: RunConfig) -> Result<Exit> {
     let renew_every = config.lease_duration / 3;
 
     // Standby until we hold the Lease (or are told to stop).
-    let signal = shutdown_signal();
+    let signal = signalled();
     tokio::pin!(signal);
     loop {
         match elector.step(Timestamp::now()).await {
@@ -207,7 +228,7 @@ pub async fn run(config: RunConfig) -> Result<Exit> {
         .owns(scoped::<Job>(c, ns), owned_cfg)
         .graceful_shutdown_on(async move {
             tokio::select! {
-                () = shutdown_signal() => info!("shutdown signal received"),
+                () = signalled() => info!("shutdown requested"),
                 _ = lost_rx.wait_for(|l| *l) => {
                     error!("leadership lost; stopping reconciles");
                     if let Ok(mut e) = exit_on_loss.lock() {
