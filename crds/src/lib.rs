@@ -203,7 +203,8 @@ pub struct Thresholds {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("auth threshold must be in [0, 1]"))]
     pub auth: Option<f64>,
-    /// Spoof score above which a face is treated as an attack.
+    /// Minimum liveness score for a face to count as live; lower scores are spoof attempts
+    /// (the runtime's `FACEKEY_LIVENESS_THRESHOLD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("spoof threshold must be in [0, 1]"))]
     pub spoof: Option<f64>,
@@ -440,7 +441,7 @@ pub struct EmailAlerting {
     pub auth_username: Option<String>,
     /// Secret key holding the SMTP password.
     pub auth_secret_ref: KeyRef,
-    /// Require STARTTLS (default true).
+    /// Require TLS: STARTTLS, or implicit TLS when the port is 465 (default true).
     #[serde(default = "default_true")]
     pub require_tls: bool,
 }
@@ -449,7 +450,7 @@ pub struct EmailAlerting {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Ui {
-    /// Whether the runtime serves the bundled UI at `/`.
+    /// Whether the runtime serves the bundled UI at `/` (passed as `FACEKEY_UI_ENABLED`).
     #[serde(default = "default_true")]
     pub enabled: bool,
 }

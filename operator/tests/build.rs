@@ -246,3 +246,38 @@ fn scan_job_runs_trivy_then_the_summary_container() {
     assert_eq!(summary["terminationMessagePolicy"], "File");
     assert_eq!(pod["restartPolicy"], "Never");
 }
+
+#[test]
+fn email_settings_reach_the_runtime_and_the_password_comes_from_the_secret() {
+    let email = |smarthost: &str, tls: bool| {
+        fkd(json!({"image": "img:1", "alerting": {"email": {
+            "to": "sec@example.com", "from": "fk@example.com", "smarthost": smarthost,
+            "requireTls": tls, "authSecretRef": {"name": "smtp", "key": "pw"}}}}))
+    };
+    let caps = Capabilities::all();
+    let d = desired(&email("smtp.example.com:587", true), Some("img:1"), &caps);
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert_eq!(data["FACEKEY_SMTP_SMARTHOST"], "smtp.example.com:587");
+    assert_eq!(data["FACEKEY_SMTP_TLS"], "starttls");
+    assert_eq!(data["FACEKEY_SMTP_USERNAME"], "fk@example.com");
+    assert_eq!(data["FACEKEY_ALERT_TO"], "sec@example.com");
+    assert!(
+        data.get("FACEKEY_SMTP_PASSWORD").is_none(),
+        "never in a ConfigMap"
+    );
+    let env = &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]["containers"]
+        [0]["env"][0];
+    assert_eq!(env["name"], "FACEKEY_SMTP_PASSWORD");
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "smtp");
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["key"], "pw");
+    let d = desired(&email("smtp.example.com:465", true), Some("img:1"), &caps);
+    assert_eq!(
+        d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"]["FACEKEY_SMTP_TLS"],
+        "tls"
+    );
+    let d = desired(&email("relay:25", false), Some("img:1"), &caps);
+    assert_eq!(
+        d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"]["FACEKEY_SMTP_TLS"],
+        "none"
+    );
+}

@@ -59,7 +59,7 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
                 set("FACEKEY_THRESHOLD", v.to_string());
             }
             if let Some(v) = t.spoof {
-                set("FACEKEY_SPOOF_THRESHOLD", v.to_string());
+                set("FACEKEY_LIVENESS_THRESHOLD", v.to_string());
             }
             if let Some(v) = t.match_ {
                 set("FACEKEY_MATCH_THRESHOLD", v.to_string());
@@ -82,19 +82,20 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         }
     }
     if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
-        let user = email.auth_username.as_deref().unwrap_or(&email.from);
-        let tls = if email.require_tls {
-            "required"
-        } else {
-            "opportunistic"
+        // The runtime's own spoof-alert emails (its flags: --smtp-smarthost, --smtp-tls, ...).
+        set("FACEKEY_SMTP_SMARTHOST", email.smarthost.clone());
+        let tls = match (email.require_tls, email.smarthost.rsplit_once(':')) {
+            (false, _) => "none",
+            (true, Some((_, "465"))) => "tls",
+            (true, _) => "starttls",
         };
+        set("FACEKEY_SMTP_TLS", tls.to_owned());
         set(
-            "FACEKEY_SMTP_URL",
-            format!(
-                "smtp://{}@{}?tls={tls}",
-                percent_encode_userinfo(user),
-                email.smarthost
-            ),
+            "FACEKEY_SMTP_USERNAME",
+            email
+                .auth_username
+                .clone()
+                .unwrap_or_else(|| email.from.clone()),
         );
         set("FACEKEY_ALERT_FROM", email.from.clone());
         set("FACEKEY_ALERT_TO", email.to.clone());
@@ -107,18 +108,6 @@ pub fn runtime_env_keys(spec: &FaceKeyDeploymentSpec) -> Vec<String> {
     config_data(spec)
         .into_keys()
         .filter(|k| k.starts_with("FACEKEY_"))
-        .collect()
-}
-
-/// Percent-encode characters not allowed in the userinfo part of a URL (RFC 3986).
-fn percent_encode_userinfo(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
         .collect()
 }
 
