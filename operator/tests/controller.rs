@@ -38,7 +38,8 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
 
     let mut created = false;
     for _ in 0..200 {
-        if h.deployment("fk").await.is_some() {
+        // The status is written after the children in the same reconcile: wait for both.
+        if h.deployment("fk").await.is_some() && h.get("fk").await.status.is_some() {
             created = true;
             break;
         }
@@ -46,7 +47,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
     }
     assert!(
         created,
-        "the controller reconciled the resource from its initial list"
+        "the controller reconciled the resource (children and status) from its initial list"
     );
     let leases: Api<Lease> = Api::namespaced(h.client.clone(), "sys");
     let holder = leases
@@ -57,7 +58,6 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         .unwrap()
         .holder_identity;
     assert_eq!(holder.as_deref(), Some("op-1"));
-    assert!(h.get("fk").await.status.is_some(), "status written");
 
     stop_tx.send(()).unwrap();
     let exit = tokio::time::timeout(Duration::from_secs(30), task)
