@@ -63,8 +63,9 @@ fn area_taps(in_size: usize, out_size: usize) -> Vec<AreaTap> {
 /// method `AREA`), writing `v * scale + offset` HWC samples into `out` (resized to fit).
 ///
 /// The affine normalisation is applied after averaging, which equals normalising first (the
-/// weights sum to one) without a full-resolution `f32` copy of the image. Separable: each needed
-/// input row is reduced horizontally once, then rows are combined; the weights are TensorFlow's,
+/// weights sum to one) without a full-resolution `f32` copy of the image. Separable, vertical
+/// pass first: whole input rows are accumulated with their row weights (a vectorisable loop),
+/// then only the `out_h` accumulated rows are reduced horizontally. The weights are TensorFlow's;
 /// only the summation order differs (relative differences ~1e-6).
 pub fn resize_area(
     img: &RgbImage,
@@ -83,45 +84,29 @@ pub fn resize_area(
     let raw = img.as_raw();
     let x_taps = area_taps(in_w, out_w);
     let y_taps = area_taps(in_h, out_h);
-    let norm = 1.0 / ((in_h as f32 / out_h as f32) * (in_w as f32 / out_w as f32));
-
-    // Horizontally reduced rows, cached by input row index (consecutive output rows share the
-    // input rows at their borders) and dropped once no later output row needs them.
-    let row_len = out_w * 3;
-    let mut cache: Vec<Option<Vec<f32>>> = vec![None; in_h];
-    let reduce_row = |y: usize| -> Vec<f32> {
-        let row = &raw[y * in_w * 3..(y + 1) * in_w * 3];
-        let mut acc = vec![0.0f32; row_len];
-        for (ox, tap) in x_taps.iter().enumerate() {
+    let norm = scale / ((in_h as f32 / out_h as f32) * (in_w as f32 / out_w as f32));
+    let row_len = in_w * 3;
+    let mut acc = vec![0.0f32; row_len];
+    for (oy, tap) in y_taps.iter().enumerate() {
+        acc.fill(0.0);
+        for (&iy, &w) in tap.indices.iter().zip(&tap.weights) {
+            let row = &raw[iy * row_len..(iy + 1) * row_len];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += f32::from(v) * w;
+            }
+        }
+        let dst = &mut out[oy * out_w * 3..(oy + 1) * out_w * 3];
+        for (px, tap) in dst.chunks_exact_mut(3).zip(&x_taps) {
             let (mut r, mut g, mut b) = (0.0f32, 0.0f32, 0.0f32);
             for (&ix, &w) in tap.indices.iter().zip(&tap.weights) {
-                let p = &row[ix * 3..ix * 3 + 3];
-                r += f32::from(p[0]) * w;
-                g += f32::from(p[1]) * w;
-                b += f32::from(p[2]) * w;
+                let p = &acc[ix * 3..ix * 3 + 3];
+                r += p[0] * w;
+                g += p[1] * w;
+                b += p[2] * w;
             }
-            acc[ox * 3] = r;
-            acc[ox * 3 + 1] = g;
-            acc[ox * 3 + 2] = b;
-        }
-        acc
-    };
-
-    for (oy, tap) in y_taps.iter().enumerate() {
-        if let Some(&first) = tap.indices.first() {
-            for slot in cache.iter_mut().take(first) {
-                *slot = None;
-            }
-        }
-        let dst = &mut out[oy * row_len..(oy + 1) * row_len];
-        for (&iy, &w) in tap.indices.iter().zip(&tap.weights) {
-            let row = cache[iy].get_or_insert_with(|| reduce_row(iy));
-            for (d, s) in dst.iter_mut().zip(row.iter()) {
-                *d += s * w;
-            }
-        }
-        for d in dst.iter_mut() {
-            *d = *d * norm * scale + offset;
+            px[0] = r * norm + offset;
+            px[1] = g * norm + offset;
+            px[2] = b * norm + offset;
         }
     }
 }
