@@ -143,7 +143,7 @@ async fn bench_reconcile(count: usize, concurrency: usize) {
         None,
     ));
 
-    let template = parse_resources(SAMPLE).unwrap().remove(0);
+    let template = parse_resources(SAMPLE).unwrap().resources.remove(0);
     let rss_before = rss_kib("VmRSS:");
     let fkds: Vec<FaceKeyDeployment> = {
         let mut out = Vec::with_capacity(count);
@@ -214,7 +214,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or(1000);
-    let template = parse_resources(SAMPLE).unwrap().remove(0);
+    let template = parse_resources(SAMPLE).unwrap().resources.remove(0);
     bench_build(&template);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

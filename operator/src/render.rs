@@ -20,10 +20,18 @@ pub struct RenderOptions {
     pub operator_image: String,
 }
 
-/// Parse every FaceKeyDeployment in the multi-document YAML `input`; other kinds are an error.
-/// A missing namespace defaults to `default`, as `kubectl apply` would.
-pub fn parse_resources(input: &str) -> Result<Vec<FaceKeyDeployment>> {
-    let mut out = Vec::new();
+/// The FaceKeyDeployments of a multi-document YAML stream, and the other documents it skipped.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// FaceKeyDeployments, a missing namespace set to `default` (as `kubectl apply` would).
+    pub resources: Vec<FaceKeyDeployment>,
+    /// `kind name` of documents that are not FaceKeyDeployments (e.g. a Namespace).
+    pub skipped: Vec<String>,
+}
+
+/// Parse every FaceKeyDeployment in the multi-document YAML `input`, skipping other kinds.
+pub fn parse_resources(input: &str) -> Result<Parsed> {
+    let mut out = Parsed::default();
     for (i, doc) in serde_yaml::Deserializer::from_str(input).enumerate() {
         let value = Value::deserialize(doc).map_err(|source| Error::Yaml {
             what: format!("document {}", i + 1),
@@ -34,10 +42,12 @@ pub fn parse_resources(input: &str) -> Result<Vec<FaceKeyDeployment>> {
         }
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
         if kind != "FaceKeyDeployment" {
-            return Err(Error::InvalidSpec(format!(
-                "document {} is a {kind:?}, not a FaceKeyDeployment",
-                i + 1
-            )));
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            out.skipped.push(format!("{kind} {name}"));
+            continue;
         }
         let mut fkd: FaceKeyDeployment =
             serde_json::from_value(value).map_err(|source| Error::Serialize {
@@ -47,7 +57,7 @@ pub fn parse_resources(input: &str) -> Result<Vec<FaceKeyDeployment>> {
         if fkd.metadata.namespace.is_none() {
             fkd.metadata.namespace = Some("default".to_owned());
         }
-        out.push(fkd);
+        out.resources.push(fkd);
     }
     Ok(out)
 }
@@ -73,10 +83,22 @@ pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<V
     Ok(objects)
 }
 
-/// Render every resource in `input` to a multi-document YAML stream.
+/// Render every FaceKeyDeployment in `input` to a multi-document YAML stream; other kinds are
+/// ignored, and an input without any FaceKeyDeployment is an error.
 pub fn render(input: &str, opts: &RenderOptions) -> Result<String> {
+    let parsed = parse_resources(input)?;
+    if parsed.resources.is_empty() {
+        return Err(Error::InvalidSpec(format!(
+            "no FaceKeyDeployment in the input (found: {})",
+            if parsed.skipped.is_empty() {
+                "nothing".to_owned()
+            } else {
+                parsed.skipped.join(", ")
+            }
+        )));
+    }
     let mut out = String::new();
-    for fkd in parse_resources(input)? {
+    for fkd in parsed.resources {
         let source = format!(
             "{}/{}",
             fkd.metadata.namespace.as_deref().unwrap_or_default(),
@@ -93,4 +115,56 @@ pub fn render(input: &str, opts: &RenderOptions) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const TWO: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n\
+        apiVersion: facekey.dev/v1alpha1\nkind: FaceKeyDeployment\nmetadata: {name: a}\n\
+        spec: {image: 'img:1'}\n---\n\
+        apiVersion: facekey.dev/v1alpha1\nkind: FaceKeyDeployment\nmetadata: {name: b, namespace: x}\n\
+        spec: {image: 'img:2', scanGate: {enabled: false}}\n";
+
+    fn opts() -> RenderOptions {
+        RenderOptions {
+            capabilities: Capabilities::none(),
+            include_scan_job: true,
+            operator_image: "op".into(),
+        }
+    }
+
+    #[test]
+    fn renders_each_resource_and_skips_other_kinds() {
+        let parsed = parse_resources(TWO).unwrap();
+        assert_eq!(parsed.skipped, ["Namespace team"]);
+        assert_eq!(
+            parsed.resources[0].metadata.namespace.as_deref(),
+            Some("default")
+        );
+        let out = render(TWO, &opts()).unwrap();
+        assert_eq!(
+            out.matches("# Source: FaceKeyDeployment default/a").count(),
+            6
+        );
+        // b has the gate disabled: no scan Job.
+        assert_eq!(out.matches("# Source: FaceKeyDeployment x/b").count(), 5);
+        assert_eq!(out.matches("kind: Job").count(), 1);
+        let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&out)
+            .map(|d| serde_json::Value::deserialize(d).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 11);
+    }
+
+    #[test]
+    fn input_without_resources_is_an_error() {
+        let err = render(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
+            &opts(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no FaceKeyDeployment"), "{err}");
+    }
 }
