@@ -4,8 +4,10 @@
 //!
 //! Before Criterion runs, a summary table prints medians over `FACEKEY_BENCH_RUNS` (default 30)
 //! verifications: stages, models, and end-to-end vs floor. `FACEKEY_BENCH_INTRA_THREADS` and
-//! `FACEKEY_BENCH_SESSIONS` override the session settings; `FACEKEY_BENCH_CONCURRENCY=1` also
-//! measures throughput with two client threads. Needs `scripts/setup-onnxruntime.sh`.
+//! `FACEKEY_BENCH_SESSIONS` override the session settings, `FACEKEY_BENCH_PARALLEL_LIVENESS=0`
+//! runs liveness sequentially, `FACEKEY_BENCH_MIN_FACE` sets the detector's minimum face size;
+//! `FACEKEY_BENCH_CONCURRENCY=1` also measures throughput with two client threads. Needs
+//! `scripts/setup-onnxruntime.sh`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,6 +29,12 @@ fn config() -> VisionConfig {
     }
     if let Some(n) = env_usize("FACEKEY_BENCH_SESSIONS") {
         cfg.runtime.sessions_per_model = n;
+    }
+    if let Some(n) = env_usize("FACEKEY_BENCH_PARALLEL_LIVENESS") {
+        cfg.runtime.parallel_liveness = n != 0;
+    }
+    if let Some(n) = env_usize("FACEKEY_BENCH_MIN_FACE") {
+        cfg.detector.min_face_size = n as f64;
     }
     cfg
 }
@@ -71,8 +79,13 @@ fn summary(v: &Vision, bytes: &[u8], runs: usize) {
     let col = |f: Pick| median(results.iter().map(f).collect());
     let cfg = v.config();
     println!(
-        "\nvision pipeline, 640x480 JPEG, {runs} runs, intra_threads={} sessions_per_model={} liveness={:?}",
-        cfg.runtime.intra_threads, cfg.runtime.sessions_per_model, cfg.liveness.mode
+        "\nvision pipeline, 640x480 JPEG, {runs} runs, intra_threads={} sessions_per_model={} \
+         liveness={:?} parallel_liveness={} min_face={}",
+        cfg.runtime.intra_threads,
+        cfg.runtime.sessions_per_model,
+        cfg.liveness.mode,
+        cfg.runtime.parallel_liveness,
+        cfg.detector.min_face_size
     );
     println!("{:<22}{:>10}", "stage (median)", "ms");
     let stages: [(&str, Pick); 7] = [

@@ -346,7 +346,9 @@ fn verify_reports_every_stage_on_a_selfie_sized_jpeg() {
         "{q:?}"
     );
     let t = a.timings;
-    assert!(t.total >= t.decode + t.detect + t.align + t.embed + t.liveness + t.quality);
+    // Liveness runs beside align/embed/quality (parallel_liveness, the default).
+    assert!(t.total >= t.decode + t.detect + t.liveness);
+    assert!(t.total >= t.decode + t.detect + t.align + t.embed + t.quality);
     let m = a.inference;
     assert_eq!(m.pnet_runs, 10);
     assert!(m.pnet + m.rnet + m.onet <= t.detect);
@@ -390,14 +392,18 @@ fn multi_face_policy_and_no_face() {
 }
 
 /// A second pipeline with other settings: fr_liveness only (the DTN is not even loaded),
-/// several faces rejected.
+/// several faces rejected, liveness run sequentially.
 #[test]
 fn liveness_mode_and_reject_policy_from_config() {
     let mut cfg = VisionConfig::default();
     cfg.liveness.mode = LivenessMode::MiniFas;
     cfg.multi_face = MultiFacePolicy::Reject;
+    cfg.runtime.parallel_liveness = false;
     let v = Vision::load(cfg).unwrap();
     let a = v.verify(&read("astronaut_640x480.jpg")).unwrap();
+    let t = a.timings;
+    // Sequential stages add up.
+    assert!(t.total >= t.decode + t.detect + t.align + t.embed + t.liveness + t.quality);
     let live = a.liveness.unwrap();
     assert!(live.dtn.is_none() && a.inference.dtn.is_none());
     assert_eq!(live.score, Some(live.minifas.unwrap().live_score));

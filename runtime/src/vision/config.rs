@@ -54,6 +54,10 @@ pub struct RuntimeConfig {
     /// Run one inference per session at load, so the first request is as fast as the rest
     /// (default true).
     pub warm_up: bool,
+    /// Run passive liveness on a second thread while the face is aligned, embedded and scored
+    /// for quality (default true): lower latency when cores are idle, the same throughput when
+    /// they are not.
+    pub parallel_liveness: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -65,6 +69,7 @@ impl Default for RuntimeConfig {
             intra_threads: 1,
             sessions_per_model: 1,
             warm_up: true,
+            parallel_liveness: true,
         }
     }
 }

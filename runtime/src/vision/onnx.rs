@@ -246,6 +246,12 @@ pub enum SessionError {
         #[source]
         source: ort::Error,
     },
+    /// A thread running inference panicked.
+    #[error("inference thread for {model} panicked")]
+    Panicked {
+        /// The model or stage.
+        model: &'static str,
+    },
     /// The model produced outputs of an unexpected count, type or shape.
     #[error("model {model} returned unexpected output: {detail}")]
     Output {

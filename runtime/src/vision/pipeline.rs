@@ -16,7 +16,7 @@ use super::detect::{Detection, Detector, DetectorInference, largest};
 use super::embed::{Embedder, Embedding, MatchScore, compare};
 use super::liveness::{LivenessChecker, LivenessResult};
 use super::models::{self, DTN, EMBEDDER, MINIFAS, ModelSpec, ONET, PNET, RNET};
-use super::onnx::{SessionOptions, SessionPool, ort_runtime};
+use super::onnx::{SessionError, SessionOptions, SessionPool, ort_runtime};
 use super::quality::{QualityResult, assess};
 
 fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -51,7 +51,8 @@ pub struct StageTimings {
     /// Quality scoring.
     #[serde(serialize_with = "as_millis")]
     pub quality: Duration,
-    /// Whole call.
+    /// Whole call. With `parallel_liveness` the liveness stage overlaps align, embed and
+    /// quality, so the stages can add up to more than this.
     #[serde(serialize_with = "as_millis")]
     pub total: Duration,
 }
@@ -342,38 +343,66 @@ impl Vision {
         let mut timings = StageTimings::default();
         let mut inference = ModelTimings::default();
 
-        let t = Instant::now();
-        let aligned = align_face(img, &face.landmarks)?;
-        timings.align = t.elapsed();
-
-        let t = Instant::now();
-        let (embedding, took) = self.embedder.embed(&aligned.chip)?;
-        timings.embed = t.elapsed();
-        inference.embed = Some(took);
-
-        let liveness = if opts.liveness {
+        // Liveness only needs the image and the box: with `parallel_liveness` it runs on a
+        // second thread while this one aligns, embeds and scores quality.
+        let run_liveness = || {
             let t = Instant::now();
-            let (result, li) = self.liveness.check(img, &face.bbox)?;
-            timings.liveness = t.elapsed();
-            inference.dtn = li.dtn;
-            inference.minifas = li.minifas;
-            Some(result)
-        } else {
-            None
+            self.liveness
+                .check(img, &face.bbox)
+                .map(|(result, li)| (result, li, t.elapsed()))
         };
-
-        let quality = if opts.quality {
+        let rest = || -> Result<_, VisionError> {
             let t = Instant::now();
-            let q = assess(
-                &face.bbox,
-                &face.landmarks,
-                &aligned.chip,
-                &self.config.quality,
-            );
-            timings.quality = t.elapsed();
-            Some(q)
+            let aligned = align_face(img, &face.landmarks)?;
+            let align = t.elapsed();
+            let t = Instant::now();
+            let (embedding, took) = self.embedder.embed(&aligned.chip)?;
+            let embed = t.elapsed();
+            let t = Instant::now();
+            let quality = opts.quality.then(|| {
+                assess(
+                    &face.bbox,
+                    &face.landmarks,
+                    &aligned.chip,
+                    &self.config.quality,
+                )
+            });
+            Ok((aligned, embedding, took, quality, align, embed, t.elapsed()))
+        };
+        let (rest, live) = if opts.liveness && self.config.runtime.parallel_liveness {
+            std::thread::scope(|s| {
+                let handle = s.spawn(run_liveness);
+                let rest = rest();
+                let live = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(SessionError::Panicked { model: "liveness" }));
+                (rest, Some(live))
+            })
         } else {
-            None
+            let rest = rest();
+            let live = if opts.liveness && rest.is_ok() {
+                Some(run_liveness())
+            } else {
+                None
+            };
+            (rest, live)
+        };
+        let (aligned, embedding, embed_took, quality, align, embed, quality_time) = rest?;
+        timings.align = align;
+        timings.embed = embed;
+        inference.embed = Some(embed_took);
+        if quality.is_some() {
+            timings.quality = quality_time;
+        }
+        let liveness = match live {
+            Some(r) => {
+                let (result, li, took) = r?;
+                timings.liveness = took;
+                inference.dtn = li.dtn;
+                inference.minifas = li.minifas;
+                Some(result)
+            }
+            None => None,
         };
 
         timings.total = started.elapsed();
