@@ -235,6 +235,10 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_INSTANCE")]
     pub instance: Option<String>,
 
+    /// Serve the bundled web UI at `/` (`false` leaves only the API).
+    #[arg(long, env = "FACEKEY_UI_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ui_enabled: bool,
+
     /// Instead of serving, ask the server at `--listen` for `GET /healthz` and exit 0 when it
     /// answers 200, 1 otherwise (for container HEALTHCHECKs in images without curl).
     #[arg(long)]

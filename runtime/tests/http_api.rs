@@ -580,6 +580,18 @@ async fn openapi_document_describes_the_served_routes() {
 }
 
 #[tokio::test]
+async fn the_ui_can_be_turned_off() {
+    let mut config = Config::for_tests();
+    config.ui_enabled = false;
+    let s = Running::start(config).await;
+    let r = s.client.get(s.url("/")).send().await.unwrap();
+    let status = r.status();
+    assert_error(status, &r.json().await.unwrap(), 404, "not_found");
+    s.assert_alive().await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn root_serves_an_html_page_with_security_headers() {
     let s = Running::start(Config::for_tests()).await;
     let r = s.client.get(s.url("/")).send().await.unwrap();

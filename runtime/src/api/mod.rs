@@ -66,8 +66,10 @@ pub fn router(state: SharedState) -> Router {
 }
 
 /// Unknown routes: a bundled UI file if one matches, else a JSON 404.
-async fn not_found(req: Request) -> Response {
-    if let Some(response) = ui::serve(req.method(), req.uri().path()) {
+async fn not_found(State(state): State<SharedState>, req: Request) -> Response {
+    if state.config.ui_enabled
+        && let Some(response) = ui::serve(req.method(), req.uri().path())
+    {
         return response;
     }
     ApiError::not_found(format!(
