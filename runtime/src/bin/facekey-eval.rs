@@ -130,10 +130,10 @@ struct CollectArgs {
     /// Simulated attacks per attack type and identity.
     #[arg(long, default_value_t = CollectOptions::default().attacks_per_kind)]
     attacks_per_kind: usize,
-    /// Also write example images (a degraded copy, a print and a replay of astronaut.png) to
-    /// <out>/examples/.
-    #[arg(long)]
-    examples: bool,
+    /// Also write example images of one photo (a degraded copy, the first print and the first
+    /// replay of each of its faces) to <out>/examples/; the photo defaults to astronaut.png.
+    #[arg(long, value_name = "PHOTO", num_args = 0..=1, default_missing_value = "astronaut.png")]
+    examples: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +156,10 @@ struct FitArgs {
     /// Fraction of identities held out for validation.
     #[arg(long, default_value_t = FitOptions::default().validation_fraction)]
     validation_fraction: f64,
+    /// Let weights go negative (by default they are kept non-negative, so the probability never
+    /// falls when a feature rises).
+    #[arg(long)]
+    unconstrained: bool,
     /// Where to write the weights.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/trained.json"))]
     output: PathBuf,
@@ -266,26 +270,29 @@ fn run_collect(cli: &Cli) -> anyhow::Result<()> {
         collected.unacquired.len(),
         started.elapsed().as_secs_f64()
     );
-    if cli.collect.examples {
-        write_examples(&out.join("examples"), &srcs, &collected.identities, &opts)?;
+    if let Some(photo) = &cli.collect.examples {
+        write_examples(
+            &out.join("examples"),
+            photo,
+            &srcs,
+            &collected.identities,
+            &opts,
+        )?;
     }
     Ok(())
 }
 
-/// Example images of the photo `astronaut.png` (else the first photo): its last degradation
-/// chain and the first print and replay of each of its identities.
+/// Example images of `photo`: its last degradation chain and the first print and replay of each
+/// of its identities.
 fn write_examples(
     dir: &Path,
+    photo: &str,
     srcs: &[Source],
     identities: &[Identity],
     opts: &CollectOptions,
 ) -> anyhow::Result<()> {
-    let Some(si) = srcs
-        .iter()
-        .position(|s| s.name == "astronaut.png")
-        .or((!srcs.is_empty()).then_some(0))
-    else {
-        return Ok(());
+    let Some(si) = srcs.iter().position(|s| s.name == photo) else {
+        bail!("--examples: no photo named {photo:?} among the sources");
     };
     let src = &srcs[si];
     let members: Vec<&Identity> = identities.iter().filter(|i| i.source == si).collect();
@@ -359,6 +366,7 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
         l2: args.l2,
         restarts: args.restarts,
         validation_fraction: args.validation_fraction,
+        monotone: !args.unconstrained,
     };
     let report = fit(&rows, &opts)?;
     let date = today();
@@ -375,8 +383,8 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
          {held}; training rows {tr} (genuine {g}, original {b}, impostor {i}, print {p}, replay \
          {r}), validation rows {vr}, cross-split impostor rows excluded {ex}. Loss: binary \
          cross-entropy with group weights (genuine+original 1/2, impostor 1/4, print 1/8, \
-         replay 1/8) plus L2 {l2} on w1..w3; full-batch Adam, step {lr}, {epochs} steps, best \
-         of {restarts} seeded restarts by training objective. Balanced BCE: training {tl:.4}, \
+         replay 1/8) plus L2 {l2} on w1..w3; full-batch Adam, step {lr}, {epochs} steps, {mono}, \
+         best of {restarts} seeded restarts by training objective. Balanced BCE: training {tl:.4}, \
          validation {vl}; ROC AUC training {ta}, validation {va}. Threshold {thr:.4}: minimax \
          of FRR and impostor/print/replay FAR on the training rows. See docs/evaluation.md.",
         n_id = report.train_identities.len() + report.validation_identities.len(),
@@ -400,6 +408,11 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
         lr = opts.learning_rate,
         epochs = opts.epochs,
         restarts = opts.restarts,
+        mono = if opts.monotone {
+            "weights kept non-negative (the probability never falls when a feature rises)"
+        } else {
+            "unconstrained weights"
+        },
         tl = report.train_loss,
         vl = report
             .validation_loss

@@ -6,7 +6,7 @@
 //!   warm paper white point, desaturation, a darker print gamma, a rotated halftone dot pattern
 //!   and grain, ink spread (blur), a paper border, then placed over a synthetic background with
 //!   a slight perspective tilt and re-photographed (blur, sensor noise, JPEG).
-//! - Screen replay ([`simulate_replay`]): the photo shown at a coarse screen resolution with an
+//! - Screen replay ([`simulate_replay`]): the photo resampled to a screen resolution with an
 //!   RGB sub-pixel stripe grid and pixel gaps, a moiré interference band, display gamma with a
 //!   blue cast and raised black level, a specular glare band, a dark bezel, then placed with a
 //!   perspective tilt and re-photographed (down/up resampling, noise, JPEG).
@@ -328,12 +328,12 @@ impl ReplayParams {
         let grey = rng.int(12, 32) as u8;
         Self {
             height_frac: rng.uniform(0.5, 0.72),
-            pixel_pitch: rng.uniform(2.0, 3.2) as f32,
-            subpixel_amp: rng.uniform(0.15, 0.3) as f32,
-            gap_amp: rng.uniform(0.1, 0.25) as f32,
+            pixel_pitch: rng.uniform(1.3, 2.2) as f32,
+            subpixel_amp: rng.uniform(0.05, 0.15) as f32,
+            gap_amp: rng.uniform(0.05, 0.15) as f32,
             moire_period: rng.uniform(6.0, 16.0) as f32,
             moire_angle: rng.uniform(0.0, 180.0) as f32,
-            moire_amp: rng.uniform(0.04, 0.09) as f32,
+            moire_amp: rng.uniform(0.03, 0.06) as f32,
             gamma: rng.uniform(0.75, 0.9) as f32,
             cast: [
                 rng.uniform(0.86, 0.95) as f32,
@@ -341,7 +341,7 @@ impl ReplayParams {
                 rng.uniform(1.05, 1.15) as f32,
             ],
             black: rng.uniform(10.0, 22.0) as f32,
-            glare_strength: rng.uniform(0.3, 0.55) as f32,
+            glare_strength: rng.uniform(0.2, 0.45) as f32,
             glare_width: rng.uniform(0.08, 0.18) as f32,
             glare_angle: rng.uniform(20.0, 70.0) as f32,
             glare_position: rng.uniform(0.2, 0.8) as f32,
@@ -420,16 +420,11 @@ pub fn simulate_replay(
     let height = (f64::from(frame_h) * prm.height_frac).round() as u32;
     let picture = crop_and_scale(src, region, height);
     let (w, h) = picture.image.dimensions();
-    // The display's own resolution: coarser than the picture, shown with square pixels.
+    // The display's own resolution: one sample per screen pixel, shown smoothly scaled.
     let pitch = f64::from(prm.pixel_pitch.max(1.0));
     let sw = (f64::from(w) / pitch).round() as u32;
     let sh = (f64::from(h) / pitch).round() as u32;
-    let screen_res = image::imageops::resize(
-        &resize(&picture.image, sw, sh),
-        w,
-        h,
-        image::imageops::FilterType::Nearest,
-    );
+    let screen_res = resize(&resize(&picture.image, sw, sh), w, h);
     let shown = map_pixels(&screen_res, |p, x, y| screen_tone(p, x, y, w, h, prm));
     let bezel = (f64::from(height) * prm.bezel_frac).round() as u32;
     let device = add_border(&shown, bezel, prm.bezel);

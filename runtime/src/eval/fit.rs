@@ -1,5 +1,6 @@
 //! Fitting the 3-4-3-1 fusion MLP (ReLU, ReLU, sigmoid) on recorded feature rows: class-balanced
-//! binary cross-entropy with an L2 penalty on the weight matrices, full-batch Adam, several
+//! binary cross-entropy with an L2 penalty on the weight matrices, full-batch Adam projected onto
+//! non-negative weights (a monotone network), several
 //! seeded restarts (the lowest training objective wins), a train/validation split by identity,
 //! and a recommended threshold chosen on the training rows.
 
@@ -29,6 +30,10 @@ pub struct FitOptions {
     pub restarts: usize,
     /// Fraction of identities held out for validation (0 disables the split).
     pub validation_fraction: f64,
+    /// Keep `w1`, `w2`, `w3` non-negative (projected after every step), so the probability never
+    /// decreases when a feature increases: a better match, a livelier or sharper face can never
+    /// lower the score.
+    pub monotone: bool,
 }
 
 impl Default for FitOptions {
@@ -40,6 +45,7 @@ impl Default for FitOptions {
             l2: 1e-3,
             restarts: 8,
             validation_fraction: 0.3,
+            monotone: true,
         }
     }
 }
@@ -84,6 +90,19 @@ impl Params {
         p.b1 = [0.1; 4];
         p.b2 = [0.1; 3];
         p
+    }
+
+    /// Clamps every weight (not the biases) to be non-negative.
+    pub fn project_monotone(&mut self) {
+        for v in self.w1.iter_mut().flatten() {
+            *v = v.max(0.0);
+        }
+        for v in self.w2.iter_mut().flatten() {
+            *v = v.max(0.0);
+        }
+        for v in &mut self.w3 {
+            *v = v.max(0.0);
+        }
     }
 
     fn axpy(&mut self, k: f64, g: &Params) {
@@ -255,10 +274,13 @@ pub fn data_loss(p: &Params, data: &[Example]) -> f64 {
         .sum()
 }
 
-/// Full-batch Adam from `start`.
+/// Full-batch Adam from `start` (projected onto non-negative weights when `opts.monotone`).
 pub fn train(start: Params, data: &[Example], opts: &FitOptions) -> Params {
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
     let mut p = start;
+    if opts.monotone {
+        p.project_monotone();
+    }
     let mut m = Params::default();
     let mut v = Params::default();
     for t in 1..=opts.epochs {
@@ -269,6 +291,9 @@ pub fn train(start: Params, data: &[Example], opts: &FitOptions) -> Params {
         let mut step = m;
         step.zip_mut(&v, |a, b| *a = (*a / c1) / ((b / c2).sqrt() + eps));
         p.axpy(-opts.learning_rate, &step);
+        if opts.monotone {
+            p.project_monotone();
+        }
     }
     p
 }
@@ -447,63 +472,56 @@ pub fn fit(rows: &[FeatureRow], opts: &FitOptions) -> Result<FitReport, EvalErro
     })
 }
 
-#[derive(Serialize)]
-struct WeightsOut<'a> {
-    format: &'a str,
-    version: u32,
-    name: &'a str,
-    description: &'a str,
-    features: [&'a str; 3],
-    threshold: f64,
-    w1: [[f64; 3]; 4],
-    b1: [f64; 4],
-    w2: [[f64; 4]; 3],
-    b2: [f64; 3],
-    w3: [[f64; 3]; 1],
-    b3: [f64; 1],
-}
-
 fn round6(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
 }
 
-/// The weights file (`facekey.fusion-weights` v1) of a fit, checked by loading it back with
-/// [`FusionMlp::from_json_str`]. Values are rounded to 6 decimals; the threshold is rounded to
-/// 4 decimals.
+fn json<T: Serialize + ?Sized>(v: &T) -> Result<String, EvalError> {
+    serde_json::to_string(v).map_err(|source| EvalError::Json {
+        context: "serialising fitted weights".into(),
+        source,
+    })
+}
+
+fn matrix_json(rows: &[&[f64]]) -> Result<String, EvalError> {
+    let rows = rows
+        .iter()
+        .map(|r| json(&r.iter().map(|v| round6(*v)).collect::<Vec<_>>()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(format!("[\n    {}\n  ]", rows.join(",\n    ")))
+}
+
+/// The weights file (`facekey.fusion-weights` v1, laid out like `reference.json`: one matrix row
+/// per line) of a fit, checked by loading it back with [`FusionMlp::from_json_str`]. Weights are
+/// rounded to 6 decimals, the threshold to 4.
 pub fn weights_json(
     report: &FitReport,
     name: &str,
     description: &str,
 ) -> Result<(String, FusionMlp), EvalError> {
     let p = &report.params;
-    let mut w1 = p.w1;
-    for row in &mut w1 {
-        *row = row.map(round6);
-    }
-    let mut w2 = p.w2;
-    for row in &mut w2 {
-        *row = row.map(round6);
-    }
-    let out = WeightsOut {
-        format: WEIGHTS_FORMAT,
-        version: WEIGHTS_VERSION,
-        name,
-        description,
-        features: FEATURE_NAMES,
-        threshold: (report.threshold * 1e4).round() / 1e4,
-        w1,
-        b1: p.b1.map(round6),
-        w2,
-        b2: p.b2.map(round6),
-        w3: [p.w3.map(round6)],
-        b3: [round6(p.b3)],
-    };
-    let text = serde_json::to_string_pretty(&out).map_err(|source| EvalError::Json {
-        context: "serialising fitted weights".into(),
-        source,
-    })?;
+    let vector = |v: &[f64]| json(&v.iter().map(|x| round6(*x)).collect::<Vec<_>>());
+    let w1: Vec<&[f64]> = p.w1.iter().map(|r| &r[..]).collect();
+    let w2: Vec<&[f64]> = p.w2.iter().map(|r| &r[..]).collect();
+    let text = format!(
+        "{{\n  \"format\": {},\n  \"version\": {},\n  \"name\": {},\n  \"description\": {},\n  \
+         \"features\": {},\n  \"threshold\": {},\n  \"w1\": {},\n  \"b1\": {},\n  \"w2\": {},\n  \
+         \"b2\": {},\n  \"w3\": [{}],\n  \"b3\": [{}]\n}}\n",
+        json(WEIGHTS_FORMAT)?,
+        WEIGHTS_VERSION,
+        json(name)?,
+        json(description)?,
+        json(&FEATURE_NAMES)?,
+        json(&((report.threshold * 1e4).round() / 1e4))?,
+        matrix_json(&w1)?,
+        vector(&p.b1)?,
+        matrix_json(&w2)?,
+        vector(&p.b2)?,
+        vector(&p.w3)?,
+        json(&round6(p.b3))?,
+    );
     let mlp = FusionMlp::from_json_str(&text, "fitted weights")?;
-    Ok((text + "\n", mlp))
+    Ok((text, mlp))
 }
 
 #[cfg(test)]
@@ -597,6 +615,13 @@ mod tests {
         assert!(rep.excluded > 0);
         let (text, mlp) = weights_json(&rep, "trained", "toy").unwrap();
         assert!(text.contains("\"format\": \"facekey.fusion-weights\""));
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.trim_start().starts_with('['))
+                .count(),
+            7,
+            "{text}"
+        );
         assert_eq!(mlp.name(), "trained");
         assert_eq!(
             mlp.recommended_threshold(),
@@ -610,6 +635,46 @@ mod tests {
         // Deterministic.
         let again = fit(&rows, &opts).unwrap();
         assert_eq!(again.params, rep.params);
+    }
+
+    #[test]
+    fn monotone_fit_never_lowers_the_probability_when_a_feature_rises() {
+        let rows = toy_rows();
+        let opts = FitOptions {
+            epochs: 800,
+            restarts: 2,
+            ..FitOptions::default()
+        };
+        let rep = fit(&rows, &opts).unwrap();
+        let p = rep.params;
+        assert!(
+            p.w1.iter()
+                .flatten()
+                .chain(p.w2.iter().flatten())
+                .chain(&p.w3)
+                .all(|v| *v >= 0.0)
+        );
+        let prob = |x: [f64; 3]| crate::fusion::sigmoid(p.logit(&x));
+        let grid: Vec<f64> = (0..=10).map(|i| f64::from(i) / 10.0).collect();
+        for &a in &grid {
+            for &b in &grid {
+                for w in grid.windows(2) {
+                    assert!(prob([w[1], a, b]) >= prob([w[0], a, b]) - 1e-12);
+                    assert!(prob([a, w[1], b]) >= prob([a, w[0], b]) - 1e-12);
+                    assert!(prob([a, b, w[1]]) >= prob([a, b, w[0]]) - 1e-12);
+                }
+            }
+        }
+        // Unconstrained fits may put negative weights anywhere.
+        let free = fit(
+            &rows,
+            &FitOptions {
+                monotone: false,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert!(free.params.w1.iter().flatten().any(|v| *v < 0.0));
     }
 
     #[test]

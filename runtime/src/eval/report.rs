@@ -108,6 +108,9 @@ pub struct FitSummary {
     pub l2: f64,
     /// Restarts tried.
     pub restarts: usize,
+    /// Whether the weights were kept non-negative (a monotone network).
+    #[serde(default)]
+    pub monotone: bool,
     /// Winning restart.
     pub best_restart: usize,
     /// Identities in training.
@@ -143,6 +146,7 @@ impl FitSummary {
             learning_rate: r.options.learning_rate,
             l2: r.options.l2,
             restarts: r.options.restarts,
+            monotone: r.options.monotone,
             best_restart: r.best_restart,
             train_identities: r.train_identities.iter().cloned().collect(),
             validation_identities: r.validation_identities.iter().cloned().collect(),
@@ -481,11 +485,16 @@ pub fn render(input: &ReportInput<'_>) -> String {
         let _ = writeln!(out, "## Fit of `trained`\n");
         let _ = writeln!(
             out,
-            "Fitted {} on the training identities ({}); held out: {}. Training rows {}, \
+            "Fitted {} ({}) on the training identities ({}); held out: {}. Training rows {}, \
              validation rows {}, cross-split impostor rows excluded {}. Balanced BCE: training \
              {:.4}, validation {}. ROC AUC: training {}, validation {}. Recommended threshold \
              {:.4} (minimax of FRR and the three FARs on the training rows).\n",
             fit.date,
+            if fit.monotone {
+                "monotone: non-negative weights"
+            } else {
+                "unconstrained weights"
+            },
             fit.train_identities.join(", "),
             fit.validation_identities.join(", "),
             fit.train_counts.total(),
