@@ -129,6 +129,9 @@ pub struct FitSummary {
     pub validation_loss: Option<f64>,
     /// Recommended threshold.
     pub threshold: f64,
+    /// Worst of FRR and the three FARs at the threshold on the training rows.
+    #[serde(default)]
+    pub train_worst_error: f64,
     /// ROC AUC, training rows.
     pub train_auc: Option<f64>,
     /// ROC AUC, validation rows.
@@ -156,6 +159,7 @@ impl FitSummary {
             train_loss: r.train_loss,
             validation_loss: r.validation_loss,
             threshold: r.threshold,
+            train_worst_error: r.train_worst_error,
             train_auc: r.train_auc,
             validation_auc: r.validation_auc,
             date: date.to_string(),
@@ -488,7 +492,8 @@ pub fn render(input: &ReportInput<'_>) -> String {
             "Fitted {} ({}) on the training identities ({}); held out: {}. Training rows {}, \
              validation rows {}, cross-split impostor rows excluded {}. Balanced BCE: training \
              {:.4}, validation {}. ROC AUC: training {}, validation {}. Recommended threshold \
-             {:.4} (minimax of FRR and the three FARs on the training rows).\n",
+             {:.4} (minimax of FRR and the three FARs on the training rows; worst of them there \
+             {:.1} %).\n",
             fit.date,
             if fit.monotone {
                 "monotone: non-negative weights"
@@ -506,7 +511,8 @@ pub fn render(input: &ReportInput<'_>) -> String {
             fit.train_auc.map_or("n/a".into(), |v| format!("{v:.3}")),
             fit.validation_auc
                 .map_or("n/a".into(), |v| format!("{v:.3}")),
-            fit.threshold
+            fit.threshold,
+            fit.train_worst_error * 100.0
         );
         if !held.is_empty() {
             let _ = writeln!(
