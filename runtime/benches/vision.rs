@@ -210,7 +210,12 @@ fn benches(c: &mut Criterion, v: &Vision, bytes: &[u8]) {
 fn main() {
     let bytes = image_bytes();
     let cfg = config();
+    let started = Instant::now();
     let v = load(cfg.clone());
+    println!(
+        "Vision::load (ONNX Runtime, checksums, sessions, warm-up): {:.0} ms",
+        ms(started.elapsed())
+    );
     summary(&v, &bytes, env_usize("FACEKEY_BENCH_RUNS").unwrap_or(30));
     if std::env::var("FACEKEY_BENCH_CONCURRENCY").is_ok_and(|s| s == "1") {
         for (intra, sessions) in [(0, 1), (1, 1), (1, 2), (2, 1)] {

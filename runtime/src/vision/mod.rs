@@ -5,6 +5,20 @@
 //! [`Vision::enrol`] or [`Vision::liveness_all`] on image bytes. Pure maths (NMS, box
 //! regression, similarity transform, quality, crops) lives in modules without ONNX Runtime calls
 //! and is unit-tested on its own.
+//!
+//! ```no_run
+//! use facekey_runtime::vision::{Vision, VisionConfig, VisionError};
+//!
+//! fn check(enrolment_jpeg: &[u8], probe_jpeg: &[u8]) -> Result<bool, VisionError> {
+//!     // Once at start-up: finds libonnxruntime and the models, verifies checksums.
+//!     let vision = Vision::load(VisionConfig::default())?;
+//!     let template = vision.enrol(enrolment_jpeg)?.embedding; // store this, not the image
+//!     let probe = vision.verify(probe_jpeg)?; // box, landmarks, liveness, quality, timings
+//!     let score = vision.compare(&probe.embedding, &template); // distance and similarity
+//!     let live = probe.liveness.is_some_and(|l| l.live);
+//!     Ok(score.is_match && live)
+//! }
+//! ```
 
 pub mod align;
 pub mod config;
