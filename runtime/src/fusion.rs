@@ -27,6 +27,8 @@ pub const WEIGHTS_VERSION: u32 = 1;
 
 /// The seed's reference weights, embedded so the runtime runs without any file.
 pub const REFERENCE_WEIGHTS_JSON: &str = include_str!("../weights/reference.json");
+/// Weights fitted on features the pipeline produced (see docs/evaluation.md), embedded too.
+pub const TRAINED_WEIGHTS_JSON: &str = include_str!("../weights/trained.json");
 
 /// Why a weights file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +186,16 @@ impl FusionMlp {
     /// The seed's reference weights bundled in the binary.
     pub fn reference() -> Result<Self, WeightsError> {
         Self::from_json_str(REFERENCE_WEIGHTS_JSON, "built-in `reference`")
+    }
+
+    /// Weights built into the binary, by name: `reference` or `trained`.
+    pub fn built_in(name: &str) -> Option<Result<Self, WeightsError>> {
+        let text = match name {
+            "reference" => REFERENCE_WEIGHTS_JSON,
+            "trained" => TRAINED_WEIGHTS_JSON,
+            _ => return None,
+        };
+        Some(Self::from_json_str(text, &format!("built-in `{name}`")))
     }
 
     /// Load and validate a weights file from disk.
@@ -382,6 +394,22 @@ mod tests {
         assert!((f.probability - 0.768_524_783_499_017_6).abs() < 1e-12);
         assert_eq!(format!("{:.2}", f.probability), "0.77");
         assert_eq!(format!("{:.4}", f.probability), "0.7685");
+    }
+
+    #[test]
+    fn every_built_in_loads_under_its_name() {
+        for name in crate::config::BUILT_IN_WEIGHTS {
+            let mlp = FusionMlp::built_in(name).unwrap().unwrap();
+            assert_eq!(mlp.name(), *name);
+        }
+        assert!(FusionMlp::built_in("nope").is_none());
+        let trained = FusionMlp::built_in("trained").unwrap().unwrap();
+        let t = trained.recommended_threshold().unwrap();
+        assert!(t > 0.0 && t < 1.0);
+        // More match, liveness and quality never lower the trained probability here.
+        let lo = trained.forward(&[0.2, 0.2, 0.2]).probability;
+        let hi = trained.forward(&[0.9, 0.9, 0.9]).probability;
+        assert!(hi > lo, "{lo} vs {hi}");
     }
 
     #[test]

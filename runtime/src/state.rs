@@ -44,8 +44,8 @@ impl Engine {
     /// Load the engine described by the configuration.
     pub fn load(config: &Config) -> Result<Self, EngineError> {
         let fusion = match &config.weights {
-            WeightsSource::BuiltIn(name) if name == "reference" => FusionMlp::reference()?,
-            WeightsSource::BuiltIn(name) => return Err(EngineError::UnknownBuiltIn(name.clone())),
+            WeightsSource::BuiltIn(name) => FusionMlp::built_in(name)
+                .ok_or_else(|| EngineError::UnknownBuiltIn(name.clone()))??,
             WeightsSource::File(path) => FusionMlp::from_path(path)?,
         };
         let threshold = config

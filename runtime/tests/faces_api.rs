@@ -433,7 +433,9 @@ async fn image_and_request_errors_are_clear_4xx() {
 
 #[tokio::test]
 async fn liveness_reports_every_face_and_counts_spoofs() {
-    let s = Running::start(Config::for_tests()).await;
+    let mut config = Config::for_tests();
+    config.liveness = facekey_runtime::config::LivenessModel::Both;
+    let s = Running::start(config).await;
     let form = Form::new().part("image", Part::bytes(face("t1.jpg")).file_name("t1.jpg"));
     let (status, v) = s
         .json(s.client.post(s.url("/v1/liveness")).multipart(form))

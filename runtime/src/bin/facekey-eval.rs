@@ -20,6 +20,7 @@ use facekey_runtime::eval::collect::{
 use facekey_runtime::eval::degrade::{apply_chain, plan};
 use facekey_runtime::eval::features::{Kind, read_csv, to_csv};
 use facekey_runtime::eval::fit::{FitOptions, fit, weights_json};
+use facekey_runtime::eval::metrics::liveness_under;
 use facekey_runtime::eval::report::{
     DatasetLog, FitSummary, ReportInput, WeightsUnderTest, read_dataset_log, read_fit_summary,
     render,
@@ -66,15 +67,24 @@ enum Command {
 enum Mode {
     /// Deep Tree Network only.
     Dtn,
-    /// MiniFASNet-like model only.
+    /// MiniFASNet-like model only (the runtime default).
     Minifas,
-    /// Both models, mean (the runtime default).
+    /// Both models, mean.
     Mean,
     /// Both models, minimum.
     Min,
 }
 
 impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Dtn => "DTN only",
+            Self::Minifas => "MiniFASNet-like model only",
+            Self::Mean => "both PAD models, mean",
+            Self::Min => "both PAD models, minimum",
+        }
+    }
+
     fn liveness_mode(self) -> LivenessMode {
         match self {
             Self::Dtn => LivenessMode::Dtn,
@@ -109,7 +119,7 @@ struct Common {
     #[arg(long, global = true, default_value_t = 0.5)]
     liveness_threshold: f64,
     /// Liveness mode of the recorded `liveness` feature and the fused decision.
-    #[arg(long, global = true, value_enum, default_value_t = Mode::Mean)]
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Minifas)]
     liveness: Mode,
 }
 
@@ -358,7 +368,12 @@ fn today() -> String {
 
 fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
     let path = common.out.join("features.csv");
-    let rows = read_csv(&path)?;
+    let mut rows = read_csv(&path)?;
+    // Fit on the liveness feature the runtime will feed under the chosen mode.
+    let mode = common.liveness.liveness_mode();
+    for r in &mut rows {
+        r.liveness = liveness_under(r, mode);
+    }
     let opts = FitOptions {
         seed: args.seed,
         epochs: args.epochs,
@@ -377,8 +392,8 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
          runtime's own pipeline produced on data SIMULATED from the {n_id} faces of the sample \
          photos (genuine = a face vs degraded copies of its own photo; impostor = different \
          faces; attacks = software print and screen-replay simulations, not real attacks). \
-         Label 1 = genuine or original bona fide, 0 = impostor or attack. Liveness feature: both \
-         PAD models, mean (the runtime default); other liveness modes change the input \
+         Label 1 = genuine or original bona fide, 0 = impostor or attack. Liveness feature: \
+         {live_mode} (FACEKEY_LIVENESS); other liveness modes change the input \
          distribution. Split by identity (seed {seed}): {n_train} training identities, held out \
          {held}; training rows {tr} (genuine {g}, original {b}, impostor {i}, print {p}, replay \
          {r}), validation rows {vr}, cross-split impostor rows excluded {ex}. Loss: binary \
@@ -387,6 +402,7 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
          best of {restarts} seeded restarts by training objective. Balanced BCE: training {tl:.4}, \
          validation {vl}; ROC AUC training {ta}, validation {va}. Threshold {thr:.4}: minimax \
          of FRR and impostor/print/replay FAR on the training rows. See docs/evaluation.md.",
+        live_mode = common.liveness.name(),
         n_id = report.train_identities.len() + report.validation_identities.len(),
         seed = opts.seed,
         n_train = report.train_identities.len(),
