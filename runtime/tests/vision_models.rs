@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use facekey_runtime::vision::{
-    AnalyzeOptions, Combine, Detection, Embedding, ErrorKind, LivenessMode, MultiFacePolicy,
-    Vision, VisionConfig,
+    AnalyzeOptions, BoundingBox, Combine, Detection, Embedding, ErrorKind, LivenessMode,
+    MultiFacePolicy, Vision, VisionConfig,
 };
 use image::{ImageFormat, RgbImage};
 
@@ -428,8 +428,9 @@ fn liveness_mode_and_reject_policy_from_config() {
     assert_eq!(live.score, Some(d.min(m)));
 }
 
-/// A face much larger than the 150-px chip (astronaut.png upscaled 3x: ~250 px face) aligns
-/// with anti-aliasing and embeds like the original.
+/// A face much larger than the 150-px chip (astronaut.png upscaled 3x to 1536x1536: ~250 px
+/// face) is detected on a 1280-px copy (`max_input_side`), mapped back, aligned with
+/// anti-aliasing and embeds like the original.
 #[test]
 fn large_faces_embed_like_small_ones() {
     let v = vision();
@@ -437,7 +438,33 @@ fn large_faces_embed_like_small_ones() {
     let base = v.analyze_image(&img, EMBED_ONLY).unwrap();
     let big = image::imageops::resize(&img, 1536, 1536, image::imageops::FilterType::CatmullRom);
     let a = v.analyze_image(&big, EMBED_ONLY).unwrap();
+    let (o, b) = (base.face.bbox, a.face.bbox);
+    let pairs = |p: &BoundingBox, q: &BoundingBox| {
+        [
+            (p.x, q.x),
+            (p.y, q.y),
+            (p.width, q.width),
+            (p.height, q.height),
+        ]
+    };
+    // MTCNN's boxes shift a little with the working scale (here 2.5x the original).
+    for (p, q) in pairs(&o, &b) {
+        assert!(
+            (3.0 * p - q).abs() < 0.05 * 3.0 * o.height,
+            "{b:?} vs 3 x {o:?}"
+        );
+    }
+    // Detecting on a 1280-px copy made by hand gives the same box once scaled by 1.2.
+    let small = image::imageops::resize(&big, 1280, 1280, image::imageops::FilterType::Triangle);
+    let (faces, _) = v.detect(&small).unwrap();
+    for (p, q) in pairs(&faces[0].bbox, &b) {
+        assert!(
+            (1.2 * p - q).abs() < 3.0,
+            "{b:?} vs 1.2 x {:?}",
+            faces[0].bbox
+        );
+    }
     let d = a.embedding.distance(&base.embedding);
-    eprintln!("3x upscaled: distance {d:.3}");
+    eprintln!("3x upscaled: box {b:?} (3 x {o:?}), distance {d:.3}");
     assert!(d < 0.2, "{d}");
 }

@@ -158,8 +158,40 @@ impl Detector {
         }
     }
 
-    /// Detects faces, sorted by descending confidence.
+    /// Detects faces, sorted by descending confidence. Images larger than
+    /// [`DetectorConfig::max_input_side`] are detected on a downscaled copy and the results
+    /// mapped back to `img`'s coordinates.
     pub fn detect(
+        &self,
+        img: &RgbImage,
+    ) -> Result<(Vec<Detection>, DetectorInference), SessionError> {
+        let (w, h) = img.dimensions();
+        let Some((sw, sh)) = self
+            .config
+            .max_input_side
+            .and_then(|m| downscaled_size(w, h, m))
+        else {
+            return self.detect_full(img);
+        };
+        let mut buf = Vec::new();
+        resize_area(img, sw as usize, sh as usize, 1.0, 0.0, &mut buf);
+        let raw: Vec<u8> = buf
+            .iter()
+            .map(|v| v.round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let Some(small) = RgbImage::from_raw(sw, sh, raw) else {
+            return self.detect_full(img);
+        };
+        let (mut faces, timing) = self.detect_full(&small)?;
+        let (fx, fy) = (w as f32 / sw as f32, h as f32 / sh as f32);
+        for f in &mut faces {
+            scale_detection(f, fx, fy, w, h);
+        }
+        Ok((faces, timing))
+    }
+
+    /// Detects at the image's own resolution (the reference pipeline).
+    fn detect_full(
         &self,
         img: &RgbImage,
     ) -> Result<(Vec<Detection>, DetectorInference), SessionError> {
@@ -307,6 +339,48 @@ impl Detector {
     }
 }
 
+/// The size an image is detected at when its longer side exceeds `max_side` (aspect kept),
+/// or `None` when it fits.
+pub fn downscaled_size(width: u32, height: u32, max_side: u32) -> Option<(u32, u32)> {
+    let long = width.max(height);
+    if max_side == 0 || long <= max_side {
+        return None;
+    }
+    let s = f64::from(max_side) / f64::from(long);
+    let w = ((f64::from(width) * s).round() as u32).max(1);
+    let h = ((f64::from(height) * s).round() as u32).max(1);
+    Some((w, h))
+}
+
+/// Maps a detection from a downscaled copy back to the full image (`fx`, `fy`: full / small),
+/// keeping the box inside the `width x height` image.
+pub fn scale_detection(d: &mut Detection, fx: f32, fy: f32, width: u32, height: u32) {
+    let (max_x, max_y) = (
+        width.saturating_sub(1) as f32,
+        height.saturating_sub(1) as f32,
+    );
+    let x1 = (d.bbox.x * fx).clamp(0.0, max_x);
+    let y1 = (d.bbox.y * fy).clamp(0.0, max_y);
+    let x2 = ((d.bbox.x + d.bbox.width) * fx).clamp(0.0, max_x);
+    let y2 = ((d.bbox.y + d.bbox.height) * fy).clamp(0.0, max_y);
+    d.bbox = BoundingBox {
+        x: x1,
+        y: y1,
+        width: x2 - x1,
+        height: y2 - y1,
+    };
+    for p in [
+        &mut d.landmarks.left_eye,
+        &mut d.landmarks.right_eye,
+        &mut d.landmarks.nose,
+        &mut d.landmarks.mouth_left,
+        &mut d.landmarks.mouth_right,
+    ] {
+        p.x *= fx;
+        p.y *= fy;
+    }
+}
+
 fn check_grid(model: &'static str, shape: &[usize], channels: usize) -> Result<(), SessionError> {
     if shape.len() == 4 && shape[0] == 1 && shape[3] == channels {
         Ok(())
@@ -393,6 +467,33 @@ mod tests {
         let v = serde_json::to_value(det(1.0, 2.0)).unwrap();
         assert!(v.get("box").is_some());
         assert!(v["landmarks"]["left_eye"]["x"].is_number());
+    }
+
+    #[test]
+    fn downscale_only_when_too_large() {
+        assert_eq!(downscaled_size(640, 480, 1280), None);
+        assert_eq!(downscaled_size(1280, 886, 1280), None);
+        assert_eq!(downscaled_size(4032, 3024, 1280), Some((1280, 960)));
+        assert_eq!(downscaled_size(3000, 4000, 1000), Some((750, 1000)));
+        assert_eq!(downscaled_size(4000, 3000, 0), None);
+    }
+
+    #[test]
+    fn detections_map_back_to_full_resolution() {
+        let mut d = det(10.0, 20.0);
+        d.bbox.x = 5.0;
+        d.bbox.y = 6.0;
+        d.landmarks.nose = Point { x: 8.0, y: 9.0 };
+        scale_detection(&mut d, 2.0, 3.0, 100, 100);
+        assert_eq!(
+            (d.bbox.x, d.bbox.y, d.bbox.width, d.bbox.height),
+            (10.0, 18.0, 20.0, 60.0)
+        );
+        assert_eq!((d.landmarks.nose.x, d.landmarks.nose.y), (16.0, 27.0));
+        // Boxes stay inside the image.
+        let mut e = det(60.0, 60.0);
+        scale_detection(&mut e, 2.0, 2.0, 100, 100);
+        assert_eq!(e.bbox.width, 99.0);
     }
 
     #[test]
