@@ -98,6 +98,12 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// One session per core (at most 8): with one intra-op thread each, concurrent requests then
+/// use every core.
+fn default_sessions() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 /// All runtime settings. Every flag has an environment variable of the same meaning.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -150,12 +156,14 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
 
-    /// ONNX Runtime intra-op threads per session (0: one per core).
-    #[arg(long, env = "FACEKEY_INTRA_THREADS", default_value_t = 0)]
+    /// ONNX Runtime intra-op threads per session (0: ONNX Runtime's choice). One is fastest
+    /// here: requests run in parallel across sessions and stages instead.
+    #[arg(long, env = "FACEKEY_INTRA_THREADS", default_value_t = 1)]
     pub intra_threads: usize,
 
-    /// Sessions per model, i.e. how many requests may run one model at the same time.
-    #[arg(long, env = "FACEKEY_SESSIONS_PER_MODEL", default_value_t = 1, value_parser = parse_positive)]
+    /// Sessions per model, i.e. how many requests may run one model at the same time
+    /// (default: one per core, at most 8).
+    #[arg(long, env = "FACEKEY_SESSIONS_PER_MODEL", default_value_t = default_sessions(), value_parser = parse_positive)]
     pub sessions_per_model: usize,
 
     /// Smallest face searched for, in pixels; larger values make detection faster.
