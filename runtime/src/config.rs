@@ -156,6 +156,16 @@ pub struct Config {
     #[arg(long, env = "FACEKEY_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
 
+    /// Directory of replacement liveness models (`expo_FaceAntiSpoofing.onnx`,
+    /// `fr_liveness.onnx`), e.g. a mounted volume; checked against its `SHA256SUMS` if present.
+    #[arg(long, env = "FACEKEY_SPOOF_MODEL_DIR")]
+    pub spoof_model_dir: Option<PathBuf>,
+
+    /// Not supported: the runtime never downloads models. Set only to get a clear start-up error
+    /// (the operator passes `models.spoof.uri` here).
+    #[arg(long, env = "FACEKEY_SPOOF_MODEL_URI", hide = true)]
+    pub spoof_model_uri: Option<String>,
+
     /// ONNX Runtime intra-op threads per session (0: ONNX Runtime's choice). One is fastest
     /// here: requests run in parallel across sessions and stages instead.
     #[arg(long, env = "FACEKEY_INTRA_THREADS", default_value_t = 1)]
@@ -268,6 +278,7 @@ impl Config {
         let mut v = VisionConfig::default();
         v.runtime.ort_library = self.ort_library.clone();
         v.runtime.models_dir = self.models_dir.clone();
+        v.runtime.spoof_model_dir = self.spoof_model_dir.clone();
         v.runtime.intra_threads = self.intra_threads;
         v.runtime.sessions_per_model = self.sessions_per_model;
         v.decode.max_bytes = self.max_image_bytes;

@@ -24,6 +24,12 @@ pub enum EngineError {
     /// The configured built-in weights name does not exist.
     #[error("no built-in fusion weights named {0:?}")]
     UnknownBuiltIn(String),
+    /// A model download was requested; the runtime only loads files.
+    #[error(
+        "FACEKEY_SPOOF_MODEL_URI={0} is not supported: the runtime never downloads models; mount the model \
+         (models.spoof.pvc or configMap) and set FACEKEY_SPOOF_MODEL_DIR"
+    )]
+    ModelUri(String),
     /// ONNX Runtime or a model could not be loaded.
     #[error(transparent)]
     Vision(#[from] VisionError),
@@ -52,6 +58,9 @@ impl Engine {
             .threshold
             .or(fusion.recommended_threshold())
             .unwrap_or(DEFAULT_THRESHOLD);
+        if let Some(uri) = &config.spoof_model_uri {
+            return Err(EngineError::ModelUri(uri.clone()));
+        }
         let vision = Vision::load(config.vision_config())?;
         Ok(Self {
             fusion,

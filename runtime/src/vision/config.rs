@@ -58,6 +58,10 @@ pub struct RuntimeConfig {
     /// for quality (default true): lower latency when cores are idle, the same throughput when
     /// they are not.
     pub parallel_liveness: bool,
+    /// Directory holding replacement liveness models (`expo_FaceAntiSpoofing.onnx`,
+    /// `fr_liveness.onnx`), e.g. a mounted volume. Their checksums come from a `SHA256SUMS`
+    /// file in that directory when it has one; the bundled pins do not apply to them.
+    pub spoof_model_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +74,7 @@ impl Default for RuntimeConfig {
             sessions_per_model: 1,
             warm_up: true,
             parallel_liveness: true,
+            spoof_model_dir: None,
         }
     }
 }

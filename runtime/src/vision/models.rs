@@ -100,10 +100,18 @@ pub enum ModelError {
     Checksum {
         /// The file.
         path: PathBuf,
-        /// The pinned checksum.
-        expected: &'static str,
+        /// The expected checksum.
+        expected: String,
         /// The file's checksum.
         actual: String,
+    },
+    /// A replacement model directory's `SHA256SUMS` is unreadable or lacks the file.
+    #[error("{sums}: {reason}")]
+    Sums {
+        /// The SHA256SUMS file.
+        sums: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// ONNX Runtime could not build a session from the file.
     #[error(transparent)]
@@ -167,7 +175,7 @@ pub fn load_model(
     rt: &OrtRuntime,
     dir: &Path,
     spec: ModelSpec,
-    verify: bool,
+    expected_sha256: Option<&str>,
     warm_up: bool,
     options: SessionOptions,
 ) -> Result<SessionPool, ModelError> {
@@ -176,12 +184,12 @@ pub fn load_model(
         path: path.clone(),
         source,
     })?;
-    if verify {
+    if let Some(expected) = expected_sha256 {
         let actual = sha256_hex(&bytes);
-        if actual != spec.sha256 {
+        if actual != expected {
             return Err(ModelError::Checksum {
                 path,
-                expected: spec.sha256,
+                expected: expected.to_string(),
                 actual,
             });
         }
@@ -260,6 +268,77 @@ mod tests {
         assert_eq!(
             resolve_models_dir(Some(Path::new("/elsewhere"))).unwrap(),
             PathBuf::from("/elsewhere")
+        );
+    }
+}
+
+/// The checksum `SHA256SUMS` in `dir` lists for `file` (`sha256sum` format), `None` when the
+/// directory has no `SHA256SUMS`; an error when the file exists but does not list `file`.
+pub fn sums_file_checksum(dir: &Path, file: &str) -> Result<Option<String>, ModelError> {
+    let sums = dir.join("SHA256SUMS");
+    let text = match std::fs::read_to_string(&sums) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ModelError::Sums {
+                sums,
+                reason: e.to_string(),
+            });
+        }
+    };
+    parse_sums(&text, file)
+        .map(|h| Some(h.to_ascii_lowercase()))
+        .ok_or_else(|| ModelError::Sums {
+            sums,
+            reason: format!("no sha256 line for {file}"),
+        })
+}
+
+/// The hex digest `sha256sum`-format text gives for `file` (`<hex>  <file>` or `<hex> *<file>`).
+fn parse_sums<'a>(text: &'a str, file: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let (hash, name) = line.trim().split_once(char::is_whitespace)?;
+        let name = name.trim_start().trim_start_matches('*');
+        (name == file && hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()))
+            .then_some(hash)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sums_tests {
+    use super::*;
+
+    #[test]
+    fn sums_lines_are_parsed_strictly() {
+        let h = "a".repeat(64);
+        let other = "b".repeat(64);
+        let text = format!("{h}  fr_liveness.onnx\n{other} *other.onnx\n");
+        assert_eq!(parse_sums(&text, "fr_liveness.onnx"), Some(h.as_str()));
+        assert_eq!(parse_sums(&text, "other.onnx"), Some(other.as_str()));
+        assert_eq!(parse_sums(&text, "missing.onnx"), None);
+        assert_eq!(
+            parse_sums("abc  fr_liveness.onnx", "fr_liveness.onnx"),
+            None
+        );
+    }
+
+    #[test]
+    fn sums_file_absent_present_and_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(sums_file_checksum(dir.path(), "x.onnx").unwrap(), None);
+        let h = "C".repeat(64);
+        std::fs::write(dir.path().join("SHA256SUMS"), format!("{h}  x.onnx\n")).unwrap();
+        assert_eq!(
+            sums_file_checksum(dir.path(), "x.onnx").unwrap(),
+            Some("c".repeat(64))
+        );
+        let err = sums_file_checksum(dir.path(), "y.onnx")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SHA256SUMS") && err.contains("y.onnx"),
+            "{err}"
         );
     }
 }

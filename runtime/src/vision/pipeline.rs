@@ -204,6 +204,15 @@ impl Vision {
         };
         let verify = config.runtime.verify_checksums;
         let warm_up = config.runtime.warm_up;
+        let spoof_dir = config.runtime.spoof_model_dir.clone();
+        if let Some(d) = &spoof_dir
+            && !d.join("SHA256SUMS").exists()
+        {
+            tracing::warn!(
+                dir = %d.display(),
+                "replacement liveness models have no SHA256SUMS; loading them unverified"
+            );
+        }
         let mode = config.liveness.mode;
         let mut wanted: Vec<ModelSpec> = vec![PNET, RNET, ONET, EMBEDDER];
         if mode.uses_dtn() {
@@ -217,9 +226,17 @@ impl Vision {
             let handles: Vec<_> = wanted
                 .iter()
                 .map(|&spec| {
-                    let dir = &dir;
+                    // Liveness models may come from a replacement directory with its own sums.
+                    let replaced = spoof_dir
+                        .as_deref()
+                        .filter(|_| spec == DTN || spec == MINIFAS);
+                    let dir = replaced.unwrap_or(&dir);
                     s.spawn(move || {
-                        models::load_model(rt, dir, spec, verify, warm_up, options)
+                        let expected = match replaced {
+                            Some(d) => models::sums_file_checksum(d, spec.file)?,
+                            None => verify.then(|| spec.sha256.to_string()),
+                        };
+                        models::load_model(rt, dir, spec, expected.as_deref(), warm_up, options)
                             .map(|p| (spec, p))
                             .map_err(VisionError::from)
                     })
