@@ -3,17 +3,16 @@
 //! library (scripts/setup-onnxruntime.sh, run by tests/setup.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::PathBuf;
-use std::time::Duration;
 
 use base64::Engine as _;
+use common::Running;
 use facekey_runtime::config::{Config, MultiFace};
-use facekey_runtime::server::Server;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 fn face(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -22,52 +21,14 @@ fn face(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-struct Running {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), facekey_runtime::server::ServerError>>,
-    data_dir: PathBuf,
+/// Face-test helpers on top of the shared harness.
+trait FaceCalls {
+    async fn create_subject(&self, name: &str) -> String;
+    async fn enrol(&self, id: &str, image: &str) -> (StatusCode, Value);
+    async fn verify_multipart(&self, id: &str, bytes: Vec<u8>) -> (StatusCode, Value);
 }
 
-impl Running {
-    async fn start(config: Config) -> Self {
-        let data_dir = config.data_dir.clone();
-        let server = Server::bind(config).await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = rx.await;
-        }));
-        let client = reqwest::Client::new();
-        for _ in 0..12_000 {
-            if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await
-                && r.status() == StatusCode::OK
-            {
-                return Self {
-                    addr,
-                    client,
-                    stop,
-                    task,
-                    data_dir,
-                };
-            }
-            assert!(!task.is_finished(), "server stopped during start-up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("server never became ready");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    async fn json(&self, r: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = r.send().await.unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
+impl FaceCalls for Running {
     async fn create_subject(&self, name: &str) -> String {
         let (s, v) = self
             .json(
@@ -99,27 +60,6 @@ impl Running {
             .part("image", Part::bytes(bytes).file_name("probe"));
         self.json(self.client.post(self.url("/v1/verify")).multipart(form))
             .await
-    }
-
-    async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("server did not stop")
-            .unwrap()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 

@@ -2,105 +2,21 @@
 //! every kind of bad input, each followed by proof that the server still serves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::Running;
 use facekey_runtime::config::Config;
 use facekey_runtime::server::Server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
-struct Running {
-    addr: SocketAddr,
-    data_dir: std::path::PathBuf,
-    client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), facekey_runtime::server::ServerError>>,
-}
-
-impl Running {
-    async fn start(config: Config) -> Self {
-        let data_dir = config.data_dir.clone();
-        let server = Server::bind(config).await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = rx.await;
-        }));
-        let client = reqwest::Client::new();
-        let me = Self {
-            addr,
-            data_dir,
-            client,
-            stop: Some(tx),
-            task,
-        };
-        me.wait_ready().await;
-        me
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..12_000 {
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("server never became ready");
-    }
-
-    async fn post_json(&self, path: &str, body: &str) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v = r.json::<Value>().await.unwrap_or(Value::Null);
-        (status, v)
-    }
-
-    async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Still serving: a valid score request answers 200.
-    async fn assert_alive(&self) {
-        let (s, v) = self
-            .post_json("/v1/score", r#"{"features":[1,0.5,-1]}"#)
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("server did not stop")
-            .unwrap()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
+/// Still serving: a valid score request answers 200.
+async fn assert_alive(s: &Running) {
+    let (status, v) = s.post_json("/v1/score", r#"{"features":[1,0.5,-1]}"#).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
 }
 
 fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
@@ -233,7 +149,7 @@ async fn bad_inputs_get_json_errors_and_the_server_keeps_serving() {
             );
         }
     }
-    s.assert_alive().await;
+    assert_alive(&s).await;
 
     // Wrong or missing content type.
     for ct in [
@@ -292,7 +208,7 @@ async fn bad_inputs_get_json_errors_and_the_server_keeps_serving() {
     let status = r.status();
     assert_error(status, &r.json().await.unwrap(), 405, "method_not_allowed");
 
-    s.assert_alive().await;
+    assert_alive(&s).await;
 
     // Unknown paths are counted under one label, not one series per path.
     let text = s.metrics().await;
@@ -322,7 +238,7 @@ async fn health_readiness_and_metrics() {
     let r = s.client.get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
-    s.assert_alive().await;
+    assert_alive(&s).await;
     s.post_json("/v1/score", r#"{"features":[-5,-5,-5]}"#).await;
     s.post_json("/v1/score", r#"{"features":[1]}"#).await;
 
@@ -587,7 +503,7 @@ async fn the_ui_can_be_turned_off() {
     let r = s.client.get(s.url("/")).send().await.unwrap();
     let status = r.status();
     assert_error(status, &r.json().await.unwrap(), 404, "not_found");
-    s.assert_alive().await;
+    assert_alive(&s).await;
     s.stop().await;
 }
 

@@ -54,6 +54,15 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
     }
 
+    /// 413: the request body is over `FACEKEY_MAX_BODY_BYTES`.
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body exceeds the configured limit (FACEKEY_MAX_BODY_BYTES)",
+        )
+    }
+
     /// 404: no such resource or route.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)

@@ -32,11 +32,7 @@ pub fn is_json_content_type(req: &Request) -> bool {
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body exceeds the configured limit (FACEKEY_MAX_BODY_BYTES)",
-            )
+            ApiError::body_too_large()
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

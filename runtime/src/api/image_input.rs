@@ -136,11 +136,7 @@ async fn from_json(
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "request body exceeds the configured limit (FACEKEY_MAX_BODY_BYTES)",
-        )
+        ApiError::body_too_large()
     } else {
         ApiError::new(
             StatusCode::BAD_REQUEST,

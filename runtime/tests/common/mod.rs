@@ -1,0 +1,104 @@
+//! The test harness shared by the HTTP integration tests: a real server on a loopback port,
+//! started in-process, with helpers to call it and stop it cleanly.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use facekey_runtime::config::Config;
+use facekey_runtime::server::{Server, ServerError};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// A runtime serving on a loopback port until [`Running::stop`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    pub client: reqwest::Client,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Bind, serve, and wait until `/readyz` answers 200 (models loaded).
+    pub async fn start(config: Config) -> Self {
+        let data_dir = config.data_dir.clone();
+        let server = Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        let me = Self {
+            addr,
+            data_dir,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            task,
+        };
+        me.wait_ready().await;
+        me
+    }
+
+    /// Absolute URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..12_000 {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(!self.task.is_finished(), "server stopped during start-up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    /// Send a request; the status and the JSON body (`null` when the body is not JSON).
+    pub async fn json(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = request.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST a raw body as `application/json`.
+    pub async fn post_json(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        self.json(
+            self.client
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stop the server, wait for it to exit cleanly, and remove its data directory.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
