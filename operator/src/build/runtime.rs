@@ -147,7 +147,8 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-fn empty_dir(name: &str, limit: &str) -> Volume {
+/// An `emptyDir` volume with a size limit (the runtime's data and /tmp, the scan Job's scratch).
+pub(super) fn empty_dir(name: &str, limit: &str) -> Volume {
     Volume {
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {

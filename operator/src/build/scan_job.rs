@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 use facekey_crds::{FaceKeyDeployment, ScanGate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities as LinuxCapabilities, Container, EnvVar, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use super::runtime::empty_dir;
 use super::{Owner, instance_name};
 use crate::Result;
 use crate::labels::{self, Component};
@@ -27,17 +27,6 @@ use crate::labels::{self, Component};
 /// Name of the container whose termination message carries the scan summary.
 pub const SCAN_SUMMARY_CONTAINER: &str = "summary";
 const REPORT_PATH: &str = "/report/report.json";
-
-fn volume(name: &str, limit: &str) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(Quantity(limit.to_owned())),
-            ..EmptyDirVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
 
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
@@ -194,9 +183,9 @@ pub fn scan_job(
                     init_containers: Some(vec![trivy]),
                     containers: vec![summary],
                     volumes: Some(vec![
-                        volume("report", "64Mi"),
-                        volume("cache", "4Gi"),
-                        volume("tmp", "1Gi"),
+                        empty_dir("report", "64Mi"),
+                        empty_dir("cache", "4Gi"),
+                        empty_dir("tmp", "1Gi"),
                     ]),
                     ..PodSpec::default()
                 }),
