@@ -28,6 +28,9 @@ fi
 export FACEKEY_RUNTIME_BIN="$ROOT/target/debug/facekey-runtime"
 export FACEKEY_OPERATOR_BIN="$ROOT/target/debug/facekey-operator"
 
+stage "quickstart: the README's run command (scripts/run.sh) serves UI, models and API"
+tests/quickstart/run-command.sh
+
 stage "prometheus: real scrape of the runtime, promtool metric lint"
 tests/prometheus/scrape.sh
 
