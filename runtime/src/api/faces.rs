@@ -78,6 +78,27 @@ fn parse_flag(input: &ImageInput, name: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// Emit the spoof event (log, counter, alert email) when the liveness check rejected the face.
+fn report_spoof(
+    state: &SharedState,
+    headers: &HeaderMap,
+    route: &'static str,
+    subject: Option<&str>,
+    liveness: &LivenessReportItem,
+) {
+    if liveness.decision == Decision::Reject {
+        SpoofAttempt {
+            at: std::time::SystemTime::now(),
+            route,
+            subject: subject.map(str::to_owned),
+            liveness: liveness.score.unwrap_or(0.0),
+            threshold: liveness.threshold,
+            request_id: request_id(headers),
+        }
+        .emit(&state.metrics, state.alerts.as_ref());
+    }
+}
+
 /// Record stage and model timings of one pipeline run.
 fn observe_timings(state: &SharedState, stages: &StageTimings, models: &ModelTimings) {
     let m = &state.metrics;
@@ -387,17 +408,7 @@ pub async fn verify(
         .with_label_values(&["fusion"])
         .observe(fusion.as_secs_f64());
     state.metrics.record_decision(decision);
-    if liveness.decision == Decision::Reject {
-        SpoofAttempt {
-            at: std::time::SystemTime::now(),
-            route: "/v1/verify",
-            subject: Some(subject.clone()),
-            liveness: liveness.score.unwrap_or(0.0),
-            threshold: liveness.threshold,
-            request_id: request_id(&headers),
-        }
-        .emit(&state.metrics, state.alerts.as_ref());
-    }
+    report_spoof(&state, &headers, "/v1/verify", Some(&subject), &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(Json(VerifyResponse {
         subject,
@@ -487,19 +498,8 @@ pub async fn liveness(
             liveness: LivenessReportItem::from_result(f.liveness, threshold),
         })
         .collect();
-    for f in faces
-        .iter()
-        .filter(|f| f.liveness.decision == Decision::Reject)
-    {
-        SpoofAttempt {
-            at: std::time::SystemTime::now(),
-            route: "/v1/liveness",
-            subject: None,
-            liveness: f.liveness.score.unwrap_or(0.0),
-            threshold,
-            request_id: request_id(&headers),
-        }
-        .emit(&state.metrics, state.alerts.as_ref());
+    for f in &faces {
+        report_spoof(&state, &headers, "/v1/liveness", None, &f.liveness);
     }
     Ok(Json(LivenessResponse {
         faces,
