@@ -37,6 +37,14 @@ fn dynamic(h: &common::Harness, kind: facekey_operator::build::ChildKind) -> Api
     Api::namespaced_with(h.client.clone(), NS, &kind.api_resource())
 }
 
+/// Whether the named object exists in the fake API.
+async fn exists<K>(api: Api<K>, name: &str) -> bool
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.unwrap().is_some()
+}
+
 #[tokio::test]
 async fn gate_disabled_creates_all_children_with_owner_refs_and_status() {
     let h = harness(&MONITORING).await;
@@ -85,13 +93,7 @@ async fn gate_disabled_creates_all_children_with_owner_refs_and_status() {
             .metadata
             .owner_references
     ));
-    assert!(
-        h.api::<HorizontalPodAutoscaler>()
-            .get_opt("fk")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!exists(h.api::<HorizontalPodAutoscaler>(), "fk").await);
     use facekey_operator::build::ChildKind;
     for kind in [
         ChildKind::ServiceMonitor,
@@ -524,13 +526,7 @@ async fn scaling_the_spec_scales_the_deployment() {
         .await
         .unwrap();
     h.reconcile("fk").await.unwrap();
-    assert!(
-        h.api::<HorizontalPodAutoscaler>()
-            .get_opt("fk")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!exists(h.api::<HorizontalPodAutoscaler>(), "fk").await);
     assert_eq!(
         h.deployment("fk").await.unwrap().spec.unwrap().replicas,
         Some(3)
@@ -572,7 +568,7 @@ async fn drift_is_repaired() {
     let dep = h.deployment("fk").await.unwrap();
     assert_eq!(dep.spec.as_ref().unwrap().replicas, Some(2));
     assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
-    assert!(h.api::<Service>().get_opt("fk").await.unwrap().is_some());
+    assert!(exists(h.api::<Service>(), "fk").await);
 }
 
 #[tokio::test]
@@ -582,20 +578,8 @@ async fn prune_removes_only_our_objects_no_longer_desired() {
         .await;
     h.reconcile("fk").await.unwrap();
     use facekey_operator::build::ChildKind;
-    assert!(
-        dynamic(&h, ChildKind::ServiceMonitor)
-            .get_opt("fk")
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        h.api::<ConfigMap>()
-            .get_opt("fk-dashboard")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(exists(dynamic(&h, ChildKind::ServiceMonitor), "fk").await);
+    assert!(exists(h.api::<ConfigMap>(), "fk-dashboard").await);
 
     // A ConfigMap carrying our labels but owned by something else must survive pruning.
     let foreign: ConfigMap = serde_json::from_value(json!({
@@ -616,41 +600,11 @@ async fn prune_removes_only_our_objects_no_longer_desired() {
     )
     .await;
     h.reconcile("fk").await.unwrap();
-    assert!(
-        dynamic(&h, ChildKind::ServiceMonitor)
-            .get_opt("fk")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        h.api::<ConfigMap>()
-            .get_opt("fk-dashboard")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        dynamic(&h, ChildKind::PrometheusRule)
-            .get_opt("fk")
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        h.api::<ConfigMap>()
-            .get_opt("lookalike")
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        h.api::<ConfigMap>()
-            .get_opt("fk-config")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(!exists(dynamic(&h, ChildKind::ServiceMonitor), "fk").await);
+    assert!(!exists(h.api::<ConfigMap>(), "fk-dashboard").await);
+    assert!(exists(dynamic(&h, ChildKind::PrometheusRule), "fk").await);
+    assert!(exists(h.api::<ConfigMap>(), "lookalike").await);
+    assert!(exists(h.api::<ConfigMap>(), "fk-config").await);
 }
 
 #[tokio::test]
@@ -665,22 +619,10 @@ async fn deleting_the_resource_cascades_through_owner_references() {
         .await
         .unwrap();
     assert!(h.deployment("fk").await.is_none());
-    assert!(h.api::<Service>().get_opt("fk").await.unwrap().is_none());
-    assert!(
-        h.api::<ConfigMap>()
-            .get_opt("fk-config")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!exists(h.api::<Service>(), "fk").await);
+    assert!(!exists(h.api::<ConfigMap>(), "fk-config").await);
     use facekey_operator::build::ChildKind;
-    assert!(
-        dynamic(&h, ChildKind::PrometheusRule)
-            .get_opt("fk")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!exists(dynamic(&h, ChildKind::PrometheusRule), "fk").await);
 }
 
 #[tokio::test]
@@ -782,13 +724,7 @@ async fn invalid_spec_applies_nothing_and_waits_for_a_change() {
     let err = h.reconcile("fk").await.unwrap_err();
     assert_eq!(err.category(), "InvalidSpec");
     assert!(h.deployment("fk").await.is_none());
-    assert!(
-        h.api::<ConfigMap>()
-            .get_opt("fk-config")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!exists(h.api::<ConfigMap>(), "fk-config").await);
     let fkd = h.get("fk").await;
     assert_eq!(
         cond(&fkd, "Degraded"),

@@ -225,15 +225,7 @@ async fn bad_inputs_get_json_errors_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let s = Running::start(Config::for_tests()).await;
-    let v: Value = s
-        .client
-        .get(s.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = s.json(s.client.get(s.url("/healthz"))).await;
     assert_eq!(v["status"], "ok");
     let r = s.client.get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -372,15 +364,7 @@ async fn subjects_are_created_listed_fetched_and_deleted() {
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
 
     let (_, other) = s.post_json("/v1/subjects", r#"{"name":"Other"}"#).await;
-    let list: Value = s
-        .client
-        .get(s.url("/v1/subjects"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = s.json(s.client.get(s.url("/v1/subjects"))).await;
     let ids: Vec<&str> = list["subjects"]
         .as_array()
         .unwrap()
@@ -390,15 +374,7 @@ async fn subjects_are_created_listed_fetched_and_deleted() {
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&id.as_str()) && ids.contains(&other["id"].as_str().unwrap()));
 
-    let got: Value = s
-        .client
-        .get(s.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, got) = s.json(s.client.get(s.url(&location))).await;
     assert_eq!(got["name"], "Eileen Collins");
     assert_eq!(got["templates"], json!([]));
 
@@ -435,15 +411,7 @@ async fn subjects_are_created_listed_fetched_and_deleted() {
 #[tokio::test]
 async fn openapi_document_describes_the_served_routes() {
     let s = Running::start(Config::for_tests()).await;
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = s.json(s.client.get(s.url("/openapi.json"))).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for (path, method) in [
         ("/v1/score", "post"),
