@@ -1,4 +1,4 @@
-//! Benchmark: pure build time of one FaceKeyDeployment, and reconciling 1,000 of them against
+//! Benchmark: pure desired-state time of one FaceKeyDeployment, and reconciling 1,000 of them against
 //! kube-fake-client's in-memory API (time and peak memory). Prints plain numbers.
 //!
 //! Run: `cargo bench -p facekey-operator --bench reconcile` (optionally `-- 2000` for another count).
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use facekey_crds::FaceKeyDeployment;
-use facekey_operator::build::{BuildInputs, Capabilities, build};
+use facekey_operator::desired::{self, Capabilities, DesiredInputs};
 use facekey_operator::metrics::Metrics;
 use facekey_operator::reconcile::{Context, reconcile};
 use facekey_operator::render::{RenderOptions, parse_resources, render};
@@ -72,29 +72,29 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn bench_build(fkd: &FaceKeyDeployment) {
+fn bench_desired(fkd: &FaceKeyDeployment) {
     let caps = Capabilities::all();
-    let inputs = BuildInputs {
+    let inputs = DesiredInputs {
         fkd,
         runtime_image: Some(&fkd.spec.image),
         capabilities: &caps,
     };
-    let objects = build(&inputs).unwrap().objects.len();
+    let objects = desired::compute(&inputs).unwrap().objects.len();
     for _ in 0..500 {
-        black_box(build(black_box(&inputs)).unwrap());
+        black_box(desired::compute(black_box(&inputs)).unwrap());
     }
     let n = 2_000;
     let batches: Vec<Duration> = (0..10)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..n {
-                black_box(build(black_box(&inputs)).unwrap());
+                black_box(desired::compute(black_box(&inputs)).unwrap());
             }
             t.elapsed()
         })
         .collect();
     println!(
-        "pure build of the full sample ({objects} objects): median {} per resource (10 batches of {n})",
+        "pure desired state of the full sample ({objects} objects): median {} per resource (10 batches of {n})",
         per_iter(median(batches), n)
     );
     let opts = RenderOptions {
@@ -108,7 +108,7 @@ fn bench_build(fkd: &FaceKeyDeployment) {
         black_box(render(black_box(SAMPLE), &opts).unwrap());
     }
     println!(
-        "render (parse YAML + build + serialise YAML) of the full sample: {} per resource",
+        "render (parse YAML + desired state + serialise YAML) of the full sample: {} per resource",
         per_iter(t.elapsed(), m)
     );
 }
@@ -215,7 +215,7 @@ fn main() {
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or(1000);
     let template = parse_resources(SAMPLE).unwrap().resources.remove(0);
-    bench_build(&template);
+    bench_desired(&template);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

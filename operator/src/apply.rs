@@ -7,7 +7,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
 
-use crate::build::{Capabilities, ChildKind, Desired};
+use crate::desired::{Capabilities, ChildKind, Desired};
 use crate::{Error, FIELD_MANAGER, Result, labels};
 
 /// Apply every desired object in order with one field manager (forcing ownership, as controllers

@@ -7,7 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client};
 use tokio::sync::Mutex;
 
-use crate::build::{Capabilities, OptionalCrd};
+use crate::desired::{Capabilities, OptionalCrd};
 use crate::{Error, Result};
 
 /// How long a discovery result is reused.

@@ -81,7 +81,7 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// A value could not be (de)serialised while building or rendering objects.
+    /// A value could not be (de)serialised while computing or rendering objects.
     #[error("serialising {what}: {source}")]
     Serialize {
         /// What was being serialised.

@@ -1,4 +1,4 @@
-//! Object names and labels shared by every builder, the pruner and the status writer, so the
+//! Object names and labels shared by the desired-state code, the pruner and the status writer, so the
 //! selector the Deployment uses, the one the Service uses and the one `/scale` reports never drift.
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! FaceKey runtime pods.
 //!
 //! The crate separates pure logic from I/O so most of it is testable without an API server:
-//! - [`build`], [`validate`], [`conditions`], [`status`], [`scan`] and [`leader::decide`] are pure
+//! - [`desired`], [`validate`], [`conditions`], [`status`], [`scan`] and [`leader::decide`] are pure
 //!   functions of their inputs (no client);
 //! - [`reconcile`], [`scan_gate`], [`apply`], [`capabilities`] and [`leader`] talk to the API
 //!   server through a [`kube::Client`] (a real one, or `kube-fake-client` in tests);
@@ -11,10 +11,10 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
-pub mod build;
 pub mod capabilities;
 pub mod conditions;
 pub mod controller;
+pub mod desired;
 pub mod error;
 pub mod labels;
 pub mod leader;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use facekey_operator::build::{Capabilities, OptionalCrd};
 use facekey_operator::controller::{self, Exit, RunConfig};
+use facekey_operator::desired::{Capabilities, OptionalCrd};
 use facekey_operator::render::{self, RenderOptions};
 use facekey_operator::scan::{MAX_SUMMARY_BYTES, ScanSummary, trivy};
 

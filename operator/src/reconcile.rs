@@ -1,5 +1,5 @@
 //! One reconcile of one FaceKeyDeployment, in named stages:
-//! observe → validate → scan gate → build (pure) → apply → prune → status and Events.
+//! observe → validate → scan gate → desired state (pure) → apply → prune → status and Events.
 //!
 //! [`reconcile`] is what the controller runs; tests call it directly against an in-memory API.
 
@@ -17,8 +17,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::build::{self, BuildInputs, Desired, RUNTIME_PORT};
 use crate::capabilities::CapabilityCache;
+use crate::desired::{self, Desired, DesiredInputs, RUNTIME_PORT};
 use crate::metrics::Metrics;
 use crate::scan_gate::{self, GateInputs};
 use crate::status::{self, ApplyOutcome, GateState, Observed};
@@ -206,7 +206,7 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         // Children carry owner references: the garbage collector removes them.
         return Ok(Action::await_change());
     }
-    let name = build::instance_name(fkd)?;
+    let name = desired::instance_name(fkd)?;
     let namespace = fkd.namespace().ok_or(Error::MissingField {
         kind: "FaceKeyDeployment",
         field: "metadata.namespace",
@@ -276,8 +276,8 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         running_image.as_deref()
     };
 
-    // Build (pure).
-    let desired: Desired = build::build(&BuildInputs {
+    // Desired state (pure).
+    let desired: Desired = desired::compute(&DesiredInputs {
         fkd,
         runtime_image,
         capabilities: &capabilities,

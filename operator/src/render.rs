@@ -1,12 +1,12 @@
 //! `facekey-operator render`: print the objects the reconciler would apply for FaceKeyDeployments
-//! in a YAML file, through the same [`crate::build::build`] the reconciler uses (like
+//! in a YAML file, through the same [`crate::desired::compute`] the reconciler uses (like
 //! `helm template`, for reviewing changes in GitOps).
 
 use facekey_crds::FaceKeyDeployment;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::build::{BuildInputs, Capabilities, build, scan_job};
+use crate::desired::{self, Capabilities, DesiredInputs, scan_job};
 use crate::{Error, Result};
 
 /// Options of a render.
@@ -64,7 +64,7 @@ pub fn parse_resources(input: &str) -> Result<Parsed> {
 
 /// The objects for `fkd` as JSON values, in apply order (the scan gate assumed open).
 pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<Vec<Value>> {
-    let desired = build(&BuildInputs {
+    let desired = desired::compute(&DesiredInputs {
         fkd,
         runtime_image: Some(&fkd.spec.image),
         capabilities: &opts.capabilities,

@@ -15,7 +15,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 
-use crate::build::{Capabilities, OptionalCrd, SCAN_SUMMARY_CONTAINER, instance_name, scan_job};
+use crate::desired::{Capabilities, OptionalCrd, SCAN_SUMMARY_CONTAINER, instance_name, scan_job};
 use crate::scan::{ScanSummary, Verdict, evaluate, vulnerability_report};
 use crate::status::GateState;
 use crate::{Error, Result, labels};

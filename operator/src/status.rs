@@ -6,8 +6,8 @@ use facekey_crds::{FaceKeyDeploymentStatus, ScanStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::build::Skipped;
 use crate::conditions::{self, Decided};
+use crate::desired::Skipped;
 
 /// Where the scan gate stands for `spec.image`.
 #[derive(Debug, Clone, PartialEq, Eq)]

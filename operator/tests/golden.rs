@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use facekey_operator::build::{Capabilities, OptionalCrd};
+use facekey_operator::desired::{Capabilities, OptionalCrd};
 use facekey_operator::render::{RenderOptions, render};
 
 fn root() -> PathBuf {

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{NS, cond, cond_message, harness};
-use facekey_operator::build::OptionalCrd;
+use facekey_operator::desired::OptionalCrd;
 use facekey_operator::labels::scan_job_name;
 use facekey_operator::reconcile::error_policy;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -33,7 +33,7 @@ const MONITORING: [OptionalCrd; 3] = [
 const IMG1: &str = "ghcr.io/facekey/runtime:0.1.0";
 const IMG2: &str = "ghcr.io/facekey/runtime:0.2.0";
 
-fn dynamic(h: &common::Harness, kind: facekey_operator::build::ChildKind) -> Api<DynamicObject> {
+fn dynamic(h: &common::Harness, kind: facekey_operator::desired::ChildKind) -> Api<DynamicObject> {
     Api::namespaced_with(h.client.clone(), NS, &kind.api_resource())
 }
 
@@ -94,7 +94,7 @@ async fn gate_disabled_creates_all_children_with_owner_refs_and_status() {
             .owner_references
     ));
     assert!(!exists(h.api::<HorizontalPodAutoscaler>(), "fk").await);
-    use facekey_operator::build::ChildKind;
+    use facekey_operator::desired::ChildKind;
     for kind in [
         ChildKind::ServiceMonitor,
         ChildKind::PrometheusRule,
@@ -577,7 +577,7 @@ async fn prune_removes_only_our_objects_no_longer_desired() {
     h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
         .await;
     h.reconcile("fk").await.unwrap();
-    use facekey_operator::build::ChildKind;
+    use facekey_operator::desired::ChildKind;
     assert!(exists(dynamic(&h, ChildKind::ServiceMonitor), "fk").await);
     assert!(exists(h.api::<ConfigMap>(), "fk-dashboard").await);
 
@@ -621,7 +621,7 @@ async fn deleting_the_resource_cascades_through_owner_references() {
     assert!(h.deployment("fk").await.is_none());
     assert!(!exists(h.api::<Service>(), "fk").await);
     assert!(!exists(h.api::<ConfigMap>(), "fk-config").await);
-    use facekey_operator::build::ChildKind;
+    use facekey_operator::desired::ChildKind;
     assert!(!exists(dynamic(&h, ChildKind::PrometheusRule), "fk").await);
 }
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use facekey_crds::FaceKeyDeployment;
-use facekey_operator::build::OptionalCrd;
 use facekey_operator::capabilities::CapabilityCache;
+use facekey_operator::desired::OptionalCrd;
 use facekey_operator::metrics::Metrics;
 use facekey_operator::reconcile::{self, Context};
 use k8s_openapi::api::apps::v1::Deployment;

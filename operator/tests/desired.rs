@@ -1,10 +1,10 @@
-//! Properties of the pure builder, asserted directly (the golden files pin the full output).
+//! Properties of the pure desired-state computation, asserted directly (the golden files pin the full output).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use facekey_crds::FaceKeyDeployment;
-use facekey_operator::build::{
-    BuildInputs, Capabilities, ChildKind, Desired, OptionalCrd, build, scan_job,
+use facekey_operator::desired::{
+    self, Capabilities, ChildKind, Desired, DesiredInputs, OptionalCrd, scan_job,
 };
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ fn fkd(spec: Value) -> FaceKeyDeployment {
 }
 
 fn desired(f: &FaceKeyDeployment, image: Option<&str>, caps: &Capabilities) -> Desired {
-    build(&BuildInputs {
+    desired::compute(&DesiredInputs {
         fkd: f,
         runtime_image: image,
         capabilities: caps,
@@ -157,7 +157,7 @@ fn user_labels_cannot_override_the_owner_label() {
 }
 
 #[test]
-fn disabled_monitoring_builds_nothing_for_it() {
+fn disabled_monitoring_adds_no_monitoring_objects() {
     let f = fkd(json!({"image": "img:1", "monitoring": {
         "serviceMonitor": {"enabled": false}, "rules": {"enabled": false},
         "dashboards": {"enabled": false}}}));
@@ -207,9 +207,9 @@ fn weights_sources_are_wired_to_the_runtime() {
 }
 
 #[test]
-fn invalid_spec_builds_nothing() {
+fn invalid_spec_yields_no_objects() {
     let f = fkd(json!({"image": "img:1", "models": {"thresholds": {"spoof": 3.0}}}));
-    let err = build(&BuildInputs {
+    let err = desired::compute(&DesiredInputs {
         fkd: &f,
         runtime_image: Some("img:1"),
         capabilities: &Capabilities::all(),

@@ -1,8 +1,8 @@
-//! Desired objects of a FaceKeyDeployment, built without a client.
+//! The desired state of a FaceKeyDeployment: the objects it should own, computed without a client.
 //!
-//! [`build`] turns a resource plus a few facts gathered by the reconciler ([`BuildInputs`]: which
-//! image may run, which optional CRDs exist) into the ordered list of objects to server-side apply.
-//! The reconciler, `render` and the golden tests all go through this one function.
+//! [`compute`] turns a resource plus a few facts gathered by the reconciler ([`DesiredInputs`]:
+//! which image may run, which optional CRDs exist) into the ordered list of objects to server-side
+//! apply. The reconciler, `render` and the golden tests all go through this one function.
 
 mod dashboard;
 mod monitoring;
@@ -174,9 +174,9 @@ impl Capabilities {
     }
 }
 
-/// Facts the reconciler gathered that the pure builder needs.
+/// Facts the reconciler gathered that the pure desired-state computation needs.
 #[derive(Clone, Debug)]
-pub struct BuildInputs<'a> {
+pub struct DesiredInputs<'a> {
     /// The resource being reconciled.
     pub fkd: &'a FaceKeyDeployment,
     /// Image the runtime Deployment may run: `spec.image` when the scan gate is open, the image
@@ -197,7 +197,7 @@ pub struct DesiredObject {
     pub body: Value,
 }
 
-/// An object the builder left out and why; it feeds the MonitoringReady condition.
+/// An optional object left out of the desired state and why; it feeds the MonitoringReady condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
     /// The kind not applied.
@@ -206,7 +206,7 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Everything the builder decided for one resource.
+/// The desired state of one resource.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
     /// Objects to apply, in apply order.
@@ -226,7 +226,7 @@ impl Desired {
     }
 }
 
-/// Identity of the resource every builder needs: name, namespace, owner reference.
+/// Identity of the resource every desired object needs: name, namespace, owner reference.
 #[derive(Clone, Debug)]
 pub(crate) struct Owner<'a> {
     pub name: &'a str,
@@ -247,8 +247,8 @@ impl Owner<'_> {
     }
 }
 
-/// Build the desired objects for `inputs`. Fails with `InvalidSpec` when validation fails.
-pub fn build(inputs: &BuildInputs<'_>) -> Result<Desired> {
+/// Compute the desired objects for `inputs`. Fails with `InvalidSpec` when validation fails.
+pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     let fkd = inputs.fkd;
     crate::validate::validate(&fkd.spec)?;
     let name = fkd.metadata.name.as_deref().ok_or(Error::MissingField {
@@ -378,7 +378,7 @@ pub(super) fn merged_labels(
     out
 }
 
-/// Reads the FaceKeyDeployment name, for callers outside the builder.
+/// Reads the FaceKeyDeployment name, for callers outside this module.
 pub fn instance_name(fkd: &FaceKeyDeployment) -> Result<&str> {
     fkd.meta().name.as_deref().ok_or(Error::MissingField {
         kind: "FaceKeyDeployment",
