@@ -105,7 +105,7 @@ pub async fn run_with(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let metrics = Metrics::new().map_err(|e| crate::Error::InvalidSpec(format!("metrics: {e}")))?;
+    let metrics = Metrics::new().map_err(crate::Error::Metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
 

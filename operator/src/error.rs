@@ -1,12 +1,21 @@
 //! The operator's error type. Every variant has a [`Error::category`] that becomes the metric label
 //! of `facekey_operator_reconcile_errors_total` and the reason of the Warning Event.
 
+use crate::validate::InvalidSpec;
+
 /// Errors of reconciliation, rendering and leader election.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The FaceKeyDeployment spec breaks a rule the CRD schema could not express or enforce.
-    #[error("invalid spec: {0}")]
-    InvalidSpec(String),
+    /// The FaceKeyDeployment spec breaks rules the CRD schema could not express or enforce.
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+
+    /// `render` found no FaceKeyDeployment in its input.
+    #[error("no FaceKeyDeployment in the input (found: {found})")]
+    NoResource {
+        /// The documents found instead (`kind name`, comma-separated), or `nothing`.
+        found: String,
+    },
 
     /// The object lacks a field the API server always sets (name, namespace, uid).
     #[error("{kind} is missing {field}")]
@@ -111,6 +120,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The operator's metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+
     /// Leader election through the Lease failed.
     #[error("leader election: {source}")]
     Lease {
@@ -128,6 +141,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::NoResource { .. } => "NoResource",
             Error::MissingField { .. } => "MissingField",
             Error::Apply { source, .. } if is_conflict(source) => "ApplyConflict",
             Error::Apply { .. } => "ApplyFailed",
@@ -140,6 +154,7 @@ impl Error {
             Error::Serialize { .. } => "SerializeFailed",
             Error::Yaml { .. } => "YamlInvalid",
             Error::Io { .. } => "IoFailed",
+            Error::Metrics(_) => "MetricsFailed",
             Error::Lease { .. } => "LeaseFailed",
         }
     }

@@ -233,8 +233,8 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     let url = format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}");
 
     // Validate.
-    if let Err(Error::InvalidSpec(message)) = validate::validate(&fkd.spec) {
-        let outcome = ApplyOutcome::InvalidSpec(message.clone());
+    if let Err(invalid) = validate::validate(&fkd.spec) {
+        let outcome = ApplyOutcome::InvalidSpec(invalid.message());
         let gate = GateState::Pending("spec is invalid".to_owned());
         write_status(
             ctx,
@@ -253,7 +253,7 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
             },
         )
         .await?;
-        return Err(Error::InvalidSpec(message));
+        return Err(invalid.into());
     }
 
     // Scan gate.

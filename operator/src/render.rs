@@ -88,14 +88,13 @@ pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<V
 pub fn render(input: &str, opts: &RenderOptions) -> Result<String> {
     let parsed = parse_resources(input)?;
     if parsed.resources.is_empty() {
-        return Err(Error::InvalidSpec(format!(
-            "no FaceKeyDeployment in the input (found: {})",
-            if parsed.skipped.is_empty() {
+        return Err(Error::NoResource {
+            found: if parsed.skipped.is_empty() {
                 "nothing".to_owned()
             } else {
                 parsed.skipped.join(", ")
-            }
-        )));
+            },
+        });
     }
     let mut out = String::new();
     for fkd in parsed.resources {

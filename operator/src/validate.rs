@@ -1,4 +1,4 @@
-//! Semantic checks of a FaceKeyDeployment spec, run before anything is built or applied.
+//! Semantic checks of a FaceKeyDeployment spec, run before any desired object is computed or applied.
 //!
 //! The CRD's CEL rules enforce the same invariants on API servers that evaluate them; the operator
 //! repeats them so `render` catches mistakes offline and an object that slipped past admission (an
@@ -7,37 +7,102 @@
 
 use facekey_crds::FaceKeyDeploymentSpec;
 
-use crate::{Error, Result};
+/// One broken rule of a spec; the message names the field as the user wrote it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Problem {
+    /// `image` is empty or blank.
+    #[error("image must not be empty")]
+    EmptyImage,
+    /// Both `replicas` and `autoscaling` are set.
+    #[error("set either replicas or autoscaling, not both")]
+    ReplicasAndAutoscaling,
+    /// `replicas` is negative.
+    #[error("replicas must be >= 0, got {0}")]
+    NegativeReplicas(i32),
+    /// `autoscaling.minReplicas` is below 1.
+    #[error("autoscaling.minReplicas must be >= 1")]
+    MinReplicasBelowOne,
+    /// `autoscaling.minReplicas` exceeds `maxReplicas`.
+    #[error("autoscaling.minReplicas ({min}) must not exceed maxReplicas ({max})")]
+    MinAboveMax {
+        /// `minReplicas`.
+        min: i32,
+        /// `maxReplicas`.
+        max: i32,
+    },
+    /// `autoscaling` has no target metric.
+    #[error("autoscaling needs targetCPUUtilizationPercentage and/or targetRequestsPerSecond")]
+    NoAutoscalingTarget,
+    /// A threshold outside `[0, 1]`.
+    #[error("thresholds.{name} must be in [0, 1], got {value}")]
+    ThresholdOutOfRange {
+        /// `auth`, `spoof` or `match`.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// `scoreWeights` sets neither or both of its sources.
+    #[error("scoreWeights: set exactly one of inline or configMapKeyRef")]
+    ScoreWeightsSource,
+    /// `spoof` sets none or several of its sources.
+    #[error("spoof: set exactly one of configMap, pvc or uri")]
+    SpoofModelSource,
+    /// `alerting.email.to` or `.from` is not an address.
+    #[error("alerting.email.{field} must be an email address")]
+    EmailAddress {
+        /// `to` or `from`.
+        field: &'static str,
+    },
+    /// `alerting.email.smarthost` is not `host:port`.
+    #[error("alerting.email.smarthost must be host:port")]
+    Smarthost,
+    /// `alerting.email.authSecretRef` lacks its name or key.
+    #[error("alerting.email.authSecretRef needs name and key")]
+    AuthSecretRef,
+}
 
-/// Check `spec`; the error message lists every problem found, separated by `; `.
-pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<()> {
+/// The error of [`validate`]: every problem of the spec, never only the first.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid spec: {}", self.message())]
+pub struct InvalidSpec {
+    /// The broken rules, in the order they were checked (never empty).
+    pub problems: Vec<Problem>,
+}
+
+impl InvalidSpec {
+    /// The problems separated by `; `: the message of the status condition and the Event.
+    pub fn message(&self) -> String {
+        let texts: Vec<String> = self.problems.iter().map(Problem::to_string).collect();
+        texts.join("; ")
+    }
+}
+
+/// Check `spec`; the error lists every problem found.
+pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
     let mut problems = Vec::new();
     if spec.image.trim().is_empty() {
-        problems.push("image must not be empty".to_owned());
+        problems.push(Problem::EmptyImage);
     }
     if spec.replicas.is_some() && spec.autoscaling.is_some() {
-        problems.push("set either replicas or autoscaling, not both".to_owned());
+        problems.push(Problem::ReplicasAndAutoscaling);
     }
     if let Some(replicas) = spec.replicas
         && replicas < 0
     {
-        problems.push(format!("replicas must be >= 0, got {replicas}"));
+        problems.push(Problem::NegativeReplicas(replicas));
     }
     if let Some(a) = &spec.autoscaling {
         if a.min_replicas < 1 {
-            problems.push("autoscaling.minReplicas must be >= 1".to_owned());
+            problems.push(Problem::MinReplicasBelowOne);
         }
         if a.min_replicas > a.max_replicas {
-            problems.push(format!(
-                "autoscaling.minReplicas ({}) must not exceed maxReplicas ({})",
-                a.min_replicas, a.max_replicas
-            ));
+            problems.push(Problem::MinAboveMax {
+                min: a.min_replicas,
+                max: a.max_replicas,
+            });
         }
         if a.target_cpu_utilization_percentage.is_none() && a.target_requests_per_second.is_none() {
-            problems.push(
-                "autoscaling needs targetCPUUtilizationPercentage and/or targetRequestsPerSecond"
-                    .to_owned(),
-            );
+            problems.push(Problem::NoAutoscalingTarget);
         }
     }
     if let Some(models) = &spec.models {
@@ -46,14 +111,14 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<()> {
                 if let Some(v) = value
                     && !(0.0..=1.0).contains(&v)
                 {
-                    problems.push(format!("thresholds.{name} must be in [0, 1], got {v}"));
+                    problems.push(Problem::ThresholdOutOfRange { name, value: v });
                 }
             }
         }
         if let Some(w) = &models.score_weights
             && w.inline.is_some() == w.config_map_key_ref.is_some()
         {
-            problems.push("scoreWeights: set exactly one of inline or configMapKeyRef".to_owned());
+            problems.push(Problem::ScoreWeightsSource);
         }
         if let Some(s) = &models.spoof {
             let set = [s.config_map.is_some(), s.pvc.is_some(), s.uri.is_some()]
@@ -61,27 +126,27 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<()> {
                 .filter(|b| **b)
                 .count();
             if set != 1 {
-                problems.push("spoof: set exactly one of configMap, pvc or uri".to_owned());
+                problems.push(Problem::SpoofModelSource);
             }
         }
     }
     if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
-        for (name, value) in [("to", &email.to), ("from", &email.from)] {
+        for (field, value) in [("to", &email.to), ("from", &email.from)] {
             if !is_address(value) {
-                problems.push(format!("alerting.email.{name} must be an email address"));
+                problems.push(Problem::EmailAddress { field });
             }
         }
         if parse_smarthost(&email.smarthost).is_none() {
-            problems.push("alerting.email.smarthost must be host:port".to_owned());
+            problems.push(Problem::Smarthost);
         }
         if email.auth_secret_ref.name.is_empty() || email.auth_secret_ref.key.is_empty() {
-            problems.push("alerting.email.authSecretRef needs name and key".to_owned());
+            problems.push(Problem::AuthSecretRef);
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::InvalidSpec(problems.join("; ")))
+        Err(InvalidSpec { problems })
     }
 }
 
@@ -136,9 +201,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let Err(Error::InvalidSpec(msg)) = validate(&s) else {
-            panic!("expected InvalidSpec")
-        };
+        let msg = validate(&s).unwrap_err().message();
         for needle in [
             "image must not be empty",
             "not both",
@@ -148,6 +211,19 @@ mod tests {
         ] {
             assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
         }
+    }
+
+    #[test]
+    fn error_text_starts_with_invalid_spec() {
+        // `render` prints this and tests/operator/check.sh looks for the prefix.
+        let mut s = spec();
+        s.replicas = Some(-1);
+        let err = validate(&s).unwrap_err();
+        assert_eq!(err.problems, [Problem::NegativeReplicas(-1)]);
+        assert_eq!(
+            err.to_string(),
+            "invalid spec: replicas must be >= 0, got -1"
+        );
     }
 
     #[test]

@@ -737,6 +737,62 @@ async fn invalid_spec_applies_nothing_and_waits_for_a_change() {
     );
 }
 
+/// Every problem `validate` finds, whatever its kind, is in the status and in a Warning Event.
+#[tokio::test]
+async fn every_validation_problem_reaches_status_and_a_warning_event() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": " ", "replicas": -1, "scanGate": {"enabled": false},
+               "models": {"thresholds": {"match": 1.5},
+                          "scoreWeights": {},
+                          "spoof": {"pvc": "models", "uri": "https://example.com/m.onnx"}},
+               "alerting": {"email": {"to": "nobody", "from": "fk@example.com",
+                 "smarthost": "smtp.example.com", "authSecretRef": {"name": "", "key": "pw"}}}}),
+    )
+    .await;
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "InvalidSpec");
+    let expected = [
+        "image must not be empty",
+        "replicas must be >= 0, got -1",
+        "thresholds.match must be in [0, 1], got 1.5",
+        "scoreWeights: set exactly one of inline or configMapKeyRef",
+        "spoof: set exactly one of configMap, pvc or uri",
+        "alerting.email.to must be an email address",
+        "alerting.email.smarthost must be host:port",
+        "alerting.email.authSecretRef needs name and key",
+    ];
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    assert_eq!(cond(&fkd, "Ready"), ("False".into(), "InvalidSpec".into()));
+    let degraded = cond_message(&fkd, "Degraded");
+    let events = h.events("fk").await;
+    let invalid_event = events
+        .iter()
+        .find(|(type_, reason, _)| type_ == "Warning" && reason == "InvalidSpec")
+        .unwrap_or_else(|| panic!("no Warning InvalidSpec Event in {events:?}"));
+    for problem in expected {
+        assert!(
+            degraded.contains(problem),
+            "{problem:?} not in {degraded:?}"
+        );
+        assert!(
+            invalid_event.2.contains(problem),
+            "{problem:?} not in the Event {:?}",
+            invalid_event.2
+        );
+    }
+    assert!(!exists(h.api::<ConfigMap>(), "fk-config").await);
+    assert_eq!(
+        h.metric("facekey_operator_reconcile_errors_total", "InvalidSpec"),
+        1
+    );
+}
+
 #[tokio::test]
 async fn unchanged_status_is_not_rewritten_and_keeps_transition_times() {
     let h = harness(&[]).await;

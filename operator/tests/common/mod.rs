@@ -346,8 +346,17 @@ impl Harness {
             .sum()
     }
 
-    /// Reasons of the Events published about `name`, oldest first.
+    /// Type and reason of the Events published about `name`, oldest first.
     pub async fn event_reasons(&self, name: &str) -> Vec<(String, String)> {
+        self.events(name)
+            .await
+            .into_iter()
+            .map(|(type_, reason, _)| (type_, reason))
+            .collect()
+    }
+
+    /// Type, reason and note of the Events published about `name`, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
         let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
         events
             .list(&Default::default())
@@ -356,7 +365,13 @@ impl Harness {
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
             .collect()
     }
 }
