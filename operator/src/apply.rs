@@ -1,14 +1,18 @@
-//! Server-side apply of desired objects and pruning of owned objects no longer desired.
+//! Server-side apply of desired objects, and pruning of owned objects no longer desired (children
+//! and finished scan Jobs of other images).
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use crate::desired::{Capabilities, ChildKind, Desired};
-use crate::{Error, FIELD_MANAGER, Result, labels};
+use crate::error::{ApplyError, PruneError, ReadError, is_not_found};
+use crate::{FIELD_MANAGER, labels};
 
 /// Apply every desired object in order with one field manager (forcing ownership, as controllers
 /// should). Returns the Deployment as the API server stored it, when one was applied.
@@ -16,7 +20,7 @@ pub async fn apply_all(
     client: &Client,
     namespace: &str,
     desired: &Desired,
-) -> Result<Option<Deployment>> {
+) -> Result<Option<Deployment>, ApplyError> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut deployment = None;
     for obj in &desired.objects {
@@ -25,23 +29,18 @@ pub async fn apply_all(
         let applied = api
             .patch(&obj.name, &params, &Patch::Apply(&obj.body))
             .await
-            .map_err(|source| Error::Apply {
-                kind: obj.kind.as_str().to_owned(),
+            .map_err(|source| ApplyError::Patch {
+                kind: obj.kind.as_str(),
                 name: obj.name.clone(),
                 source: Box::new(source),
             })?;
         if obj.kind == ChildKind::Deployment {
-            let value = serde_json::to_value(&applied).map_err(|source| Error::Serialize {
+            let decode = |source| ApplyError::Decode {
                 what: "applied Deployment".into(),
                 source,
-            })?;
-            deployment =
-                Some(
-                    serde_json::from_value(value).map_err(|source| Error::Serialize {
-                        what: "applied Deployment".into(),
-                        source,
-                    })?,
-                );
+            };
+            let value = serde_json::to_value(&applied).map_err(decode)?;
+            deployment = Some(serde_json::from_value(value).map_err(decode)?);
         }
     }
     Ok(deployment)
@@ -56,7 +55,7 @@ pub async fn prune(
     owner_uid: &str,
     desired: &Desired,
     capabilities: &Capabilities,
-) -> Result<Vec<(ChildKind, String)>> {
+) -> Result<Vec<(ChildKind, String)>, PruneError> {
     let keep: BTreeSet<(ChildKind, &str)> = desired
         .objects
         .iter()
@@ -76,10 +75,10 @@ pub async fn prune(
         let list = api
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(|source| Error::Read {
-                what: format!("{} list in {namespace}", kind.as_str()),
-                source: Box::new(source),
-            })?;
+            .map_err(ReadError::of(format!(
+                "{} list in {namespace}",
+                kind.as_str()
+            )))?;
         for item in list.items {
             let Some(name) = item.metadata.name.clone() else {
                 continue;
@@ -93,12 +92,12 @@ pub async fn prune(
             if !owned || keep.contains(&(kind, name.as_str())) {
                 continue;
             }
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => deleted.push((kind, name)),
-                Err(e) if crate::error::is_not_found(&e) => {}
+            match delete_if_present(&api, &name).await {
+                Ok(true) => deleted.push((kind, name)),
+                Ok(false) => {}
                 Err(source) => {
-                    return Err(Error::Prune {
-                        kind: kind.as_str().to_owned(),
+                    return Err(PruneError::Delete {
+                        kind: kind.as_str(),
                         name,
                         source: Box::new(source),
                     });
@@ -107,4 +106,58 @@ pub async fn prune(
         }
     }
     Ok(deleted)
+}
+
+/// Delete finished scan Jobs of `owner` for images other than `spec_image` (the status keeps
+/// their verdict). Returns the names deleted.
+pub async fn prune_scan_jobs(
+    client: &Client,
+    namespace: &str,
+    owner: &str,
+    spec_image: &str,
+) -> Result<Vec<String>, PruneError> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let list = jobs
+        .list(&ListParams::default().labels(&format!(
+            "{},app.kubernetes.io/component=scan",
+            labels::owned_selector(owner)
+        )))
+        .await
+        .map_err(ReadError::of(format!("scan Jobs in {namespace}")))?;
+    let mut deleted = Vec::new();
+    for job in list.items {
+        let image = job.annotations().get(labels::SCAN_IMAGE_ANNOTATION);
+        let finished = job.status.as_ref().is_some_and(|s| {
+            s.succeeded.unwrap_or(0) > 0
+                || s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Failed" && c.status == "True")
+        });
+        if finished && image.map(String::as_str) != Some(spec_image) {
+            let name = job.name_any();
+            if delete_if_present(&jobs, &name)
+                .await
+                .map_err(|source| PruneError::ScanJob {
+                    name: name.clone(),
+                    source: Box::new(source),
+                })?
+            {
+                deleted.push(name);
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Delete `name` in the background; `false` when it was already gone.
+pub(crate) async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

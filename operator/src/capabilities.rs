@@ -8,7 +8,7 @@ use kube::{Api, Client};
 use tokio::sync::Mutex;
 
 use crate::desired::{Capabilities, OptionalCrd};
-use crate::{Error, Result};
+use crate::error::ReadError;
 
 /// How long a discovery result is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -36,7 +36,7 @@ impl CapabilityCache {
     }
 
     /// The current capabilities, from cache when fresh.
-    pub async fn get(&self) -> Result<Capabilities> {
+    pub async fn get(&self) -> Result<Capabilities, ReadError> {
         let mut cached = self.cached.lock().await;
         if let Some((at, caps)) = cached.as_ref()
             && at.elapsed() < self.ttl
@@ -50,17 +50,17 @@ impl CapabilityCache {
 }
 
 /// Query the API server for every optional CRD.
-pub async fn discover(client: &Client) -> Result<Capabilities> {
+pub async fn discover(client: &Client) -> Result<Capabilities, ReadError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut caps = Capabilities::none();
     for crd in OptionalCrd::ALL {
         let found = crds
             .get_opt(crd.crd_name())
             .await
-            .map_err(|source| Error::Read {
-                what: format!("CustomResourceDefinition {}", crd.crd_name()),
-                source: Box::new(source),
-            })?;
+            .map_err(ReadError::of(format!(
+                "CustomResourceDefinition {}",
+                crd.crd_name()
+            )))?;
         if found.is_some() {
             caps.installed.insert(crd);
         }

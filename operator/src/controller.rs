@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::error::ReadError;
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -80,10 +81,7 @@ async fn shutdown_signal() {
 pub async fn run(config: RunConfig) -> Result<Exit> {
     let client = Client::try_default()
         .await
-        .map_err(|source| crate::Error::Read {
-            what: "kubeconfig / in-cluster configuration".into(),
-            source: Box::new(source),
-        })?;
+        .map_err(ReadError::of("kubeconfig / in-cluster configuration"))?;
     run_with(client, config, shutdown_signal()).await
 }
 

@@ -1,76 +1,135 @@
-//! The operator's error type. Every variant has a [`Error::category`] that becomes the metric label
-//! of `facekey_operator_reconcile_errors_total` and the reason of the Warning Event.
+//! The operator's errors: one typed error per reconcile stage, and the crate's [`Error`] around
+//! them. Every failure has exactly one [`Error::category`], decided here: the `kind` label of
+//! `facekey_operator_reconcile_errors_total` and the reason of the Warning Event.
 
 use crate::validate::InvalidSpec;
 
-/// Errors of reconciliation, rendering and leader election.
+/// An object lacks a field the API server always sets (name, namespace, uid).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} is missing {field}")]
+pub struct MissingField {
+    /// Kind of the incomplete object.
+    pub kind: &'static str,
+    /// The missing field.
+    pub field: &'static str,
+}
+
+/// Reading an object (or a list) from the API server failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The FaceKeyDeployment spec breaks rules the CRD schema could not express or enforce.
+#[error("reading {what} failed: {source}")]
+pub struct ReadError {
+    /// What was being read, e.g. `Deployment ns/name`.
+    pub what: String,
+    /// The API error.
+    #[source]
+    pub source: Box<kube::Error>,
+}
+
+impl ReadError {
+    /// For `map_err`: wrap a kube error from reading `what`.
+    pub fn of(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| Self {
+            what,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Observe stage: the resource's identity, the optional CRDs and the live Deployment.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The FaceKeyDeployment lacks its name, namespace or uid.
+    #[error(transparent)]
+    MissingField(#[from] MissingField),
+    /// CRD discovery or reading the live Deployment failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Scan gate stage: finding or producing a scan report for `spec.image`.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanGateError {
+    /// Listing reports, reading the Job or its pods failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Creating or deleting a scan Job failed.
+    #[error("scan Job {name}: {source}")]
+    Job {
+        /// Name of the Job.
+        name: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The scan Job object could not be computed.
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
+}
+
+/// Desired-state stage (pure): the objects the resource should own.
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    /// The spec is invalid (checked again, so `render` refuses it too).
     #[error(transparent)]
     InvalidSpec(#[from] InvalidSpec),
-
-    /// `render` found no FaceKeyDeployment in its input.
-    #[error("no FaceKeyDeployment in the input (found: {found})")]
-    NoResource {
-        /// The documents found instead (`kind name`, comma-separated), or `nothing`.
-        found: String,
+    /// The FaceKeyDeployment has no name.
+    #[error(transparent)]
+    MissingField(#[from] MissingField),
+    /// An object could not be serialised to JSON.
+    #[error("serialising {what}: {source}")]
+    Serialize {
+        /// What was being serialised.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
     },
+}
 
-    /// The object lacks a field the API server always sets (name, namespace, uid).
-    #[error("{kind} is missing {field}")]
-    MissingField {
-        /// Kind of the incomplete object.
-        kind: &'static str,
-        /// The missing field.
-        field: &'static str,
-    },
-
-    /// Server-side apply of a child object failed.
+/// Apply stage: server-side apply of every desired object.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The API server refused an apply.
     #[error("applying {kind} {name} failed: {source}")]
-    Apply {
+    Patch {
         /// Kind of the child.
-        kind: String,
+        kind: &'static str,
         /// Name of the child.
         name: String,
         /// The API error.
         #[source]
         source: Box<kube::Error>,
     },
+    /// The applied Deployment the server returned could not be read back.
+    #[error("serialising {what}: {source}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
+/// Prune stage: owned objects no longer desired, finished scan Jobs of other images.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// Listing a child kind or the scan Jobs failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// Deleting a child that is no longer desired failed.
     #[error("pruning {kind} {name} failed: {source}")]
-    Prune {
+    Delete {
         /// Kind of the child.
-        kind: String,
+        kind: &'static str,
         /// Name of the child.
         name: String,
         /// The API error.
         #[source]
         source: Box<kube::Error>,
     },
-
-    /// Reading an object (or a list) from the API server failed.
-    #[error("reading {what} failed: {source}")]
-    Read {
-        /// What was being read, e.g. `Deployment ns/name`.
-        what: String,
-        /// The API error.
-        #[source]
-        source: Box<kube::Error>,
-    },
-
-    /// Writing the FaceKeyDeployment status failed.
-    #[error("patching status of {name} failed: {source}")]
-    Status {
-        /// Name of the FaceKeyDeployment.
-        name: String,
-        /// The API error.
-        #[source]
-        source: Box<kube::Error>,
-    },
-
-    /// Creating or deleting a scan Job failed.
+    /// Deleting a finished scan Job failed.
     #[error("scan Job {name}: {source}")]
     ScanJob {
         /// Name of the Job.
@@ -79,18 +138,56 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+}
 
-    /// A scan report or summary could not be parsed.
-    #[error("scan report {what}: {source}")]
-    Report {
-        /// Which report.
-        what: String,
-        /// The decoding error.
-        #[source]
-        source: serde_json::Error,
+/// Status stage: writing the FaceKeyDeployment status failed.
+#[derive(Debug, thiserror::Error)]
+#[error("patching status of {name} failed: {source}")]
+pub struct StatusError {
+    /// Name of the FaceKeyDeployment.
+    pub name: String,
+    /// The API error.
+    #[source]
+    pub source: Box<kube::Error>,
+}
+
+/// Errors of reconciliation (one variant per stage), rendering and the process around them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Observe stage.
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    /// Validate stage: the spec breaks rules the CRD schema could not express or enforce.
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+    /// Scan gate stage.
+    #[error(transparent)]
+    ScanGate(#[from] ScanGateError),
+    /// Desired-state stage.
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
+    /// Apply stage.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Prune stage.
+    #[error(transparent)]
+    Prune(#[from] PruneError),
+    /// Status stage.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+
+    /// A read outside reconcile, e.g. the client configuration.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+
+    /// `render` found no FaceKeyDeployment in its input.
+    #[error("no FaceKeyDeployment in the input (found: {found})")]
+    NoResource {
+        /// The documents found instead (`kind name`, comma-separated), or `nothing`.
+        found: String,
     },
 
-    /// A value could not be (de)serialised while computing or rendering objects.
+    /// A value could not be (de)serialised while rendering objects.
     #[error("serialising {what}: {source}")]
     Serialize {
         /// What was being serialised.
@@ -136,22 +233,91 @@ pub enum Error {
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+const INVALID_SPEC: &str = "InvalidSpec";
+const MISSING_FIELD: &str = "MissingField";
+const READ_FAILED: &str = "ReadFailed";
+const SERIALIZE_FAILED: &str = "SerializeFailed";
+const SCAN_JOB_FAILED: &str = "ScanJobFailed";
+
+impl ObserveError {
+    /// See [`Error::category`].
+    pub fn category(&self) -> &'static str {
+        match self {
+            ObserveError::MissingField(_) => MISSING_FIELD,
+            ObserveError::Read(_) => READ_FAILED,
+        }
+    }
+}
+
+impl ScanGateError {
+    /// See [`Error::category`].
+    pub fn category(&self) -> &'static str {
+        match self {
+            ScanGateError::Read(_) => READ_FAILED,
+            ScanGateError::Job { .. } => SCAN_JOB_FAILED,
+            ScanGateError::Desired(e) => e.category(),
+        }
+    }
+}
+
+impl DesiredError {
+    /// See [`Error::category`].
+    pub fn category(&self) -> &'static str {
+        match self {
+            DesiredError::InvalidSpec(_) => INVALID_SPEC,
+            DesiredError::MissingField(_) => MISSING_FIELD,
+            DesiredError::Serialize { .. } => SERIALIZE_FAILED,
+        }
+    }
+}
+
+impl ApplyError {
+    /// See [`Error::category`].
+    pub fn category(&self) -> &'static str {
+        match self {
+            ApplyError::Patch { source, .. } if is_conflict(source) => "ApplyConflict",
+            ApplyError::Patch { .. } => "ApplyFailed",
+            ApplyError::Decode { .. } => SERIALIZE_FAILED,
+        }
+    }
+}
+
+impl PruneError {
+    /// See [`Error::category`].
+    pub fn category(&self) -> &'static str {
+        match self {
+            PruneError::Read(_) => READ_FAILED,
+            PruneError::Delete { .. } => "PruneFailed",
+            PruneError::ScanJob { .. } => SCAN_JOB_FAILED,
+        }
+    }
+}
+
+impl StatusError {
+    /// See [`Error::category`].
+    pub fn category(&self) -> &'static str {
+        if is_conflict(&self.source) {
+            "StatusConflict"
+        } else {
+            "StatusFailed"
+        }
+    }
+}
+
 impl Error {
     /// Short PascalCase category: the `kind` metric label and the Warning Event reason.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Observe(e) => e.category(),
+            Error::InvalidSpec(_) => INVALID_SPEC,
+            Error::ScanGate(e) => e.category(),
+            Error::Desired(e) => e.category(),
+            Error::Apply(e) => e.category(),
+            Error::Prune(e) => e.category(),
+            Error::Status(e) => e.category(),
+            Error::Read(_) => READ_FAILED,
             Error::NoResource { .. } => "NoResource",
-            Error::MissingField { .. } => "MissingField",
-            Error::Apply { source, .. } if is_conflict(source) => "ApplyConflict",
-            Error::Apply { .. } => "ApplyFailed",
-            Error::Prune { .. } => "PruneFailed",
-            Error::Read { .. } => "ReadFailed",
-            Error::Status { source, .. } if is_conflict(source) => "StatusConflict",
-            Error::Status { .. } => "StatusFailed",
-            Error::ScanJob { .. } => "ScanJobFailed",
-            Error::Report { .. } => "ReportInvalid",
-            Error::Serialize { .. } => "SerializeFailed",
+            Error::Serialize { .. } => SERIALIZE_FAILED,
             Error::Yaml { .. } => "YamlInvalid",
             Error::Io { .. } => "IoFailed",
             Error::Metrics(_) => "MetricsFailed",
@@ -161,7 +327,10 @@ impl Error {
 
     /// Whether retrying cannot help until the spec changes (no fast requeue).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_))
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::Desired(DesiredError::InvalidSpec(_))
+        )
     }
 }
 
@@ -173,4 +342,135 @@ pub fn is_conflict(err: &kube::Error) -> bool {
 /// Whether a kube error is an HTTP 404 Not Found.
 pub fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::validate::Problem;
+
+    fn api_error(code: u16) -> Box<kube::Error> {
+        Box::new(kube::Error::Api(Box::new(
+            kube::core::Status::failure("test", "Test").with_code(code),
+        )))
+    }
+
+    /// The category strings are the metric labels and Event reasons users alert on: pinned.
+    #[test]
+    fn every_stage_error_keeps_its_category() {
+        let invalid = || InvalidSpec {
+            problems: vec![Problem::EmptyImage],
+        };
+        let read = || ReadError {
+            what: "x".into(),
+            source: api_error(500),
+        };
+        let missing = || MissingField {
+            kind: "FaceKeyDeployment",
+            field: "metadata.uid",
+        };
+        let serde = || serde_json::from_str::<u8>("x").unwrap_err();
+        let cases: Vec<(Error, &str)> = vec![
+            (ObserveError::from(missing()).into(), "MissingField"),
+            (ObserveError::from(read()).into(), "ReadFailed"),
+            (invalid().into(), "InvalidSpec"),
+            (DesiredError::from(invalid()).into(), "InvalidSpec"),
+            (DesiredError::from(missing()).into(), "MissingField"),
+            (
+                DesiredError::Serialize {
+                    what: "x".into(),
+                    source: serde(),
+                }
+                .into(),
+                "SerializeFailed",
+            ),
+            (ScanGateError::from(read()).into(), "ReadFailed"),
+            (
+                ScanGateError::Job {
+                    name: "j".into(),
+                    source: api_error(500),
+                }
+                .into(),
+                "ScanJobFailed",
+            ),
+            (
+                ApplyError::Patch {
+                    kind: "Deployment",
+                    name: "fk".into(),
+                    source: api_error(409),
+                }
+                .into(),
+                "ApplyConflict",
+            ),
+            (
+                ApplyError::Patch {
+                    kind: "Deployment",
+                    name: "fk".into(),
+                    source: api_error(500),
+                }
+                .into(),
+                "ApplyFailed",
+            ),
+            (
+                ApplyError::Decode {
+                    what: "applied Deployment".into(),
+                    source: serde(),
+                }
+                .into(),
+                "SerializeFailed",
+            ),
+            (PruneError::from(read()).into(), "ReadFailed"),
+            (
+                PruneError::Delete {
+                    kind: "Service",
+                    name: "fk".into(),
+                    source: api_error(500),
+                }
+                .into(),
+                "PruneFailed",
+            ),
+            (
+                PruneError::ScanJob {
+                    name: "j".into(),
+                    source: api_error(500),
+                }
+                .into(),
+                "ScanJobFailed",
+            ),
+            (
+                StatusError {
+                    name: "fk".into(),
+                    source: api_error(409),
+                }
+                .into(),
+                "StatusConflict",
+            ),
+            (
+                StatusError {
+                    name: "fk".into(),
+                    source: api_error(500),
+                }
+                .into(),
+                "StatusFailed",
+            ),
+        ];
+        for (err, category) in cases {
+            assert_eq!(err.category(), category, "{err}");
+            assert_eq!(err.is_permanent(), category == "InvalidSpec", "{err}");
+        }
+    }
+
+    #[test]
+    fn stage_errors_keep_their_source() {
+        use std::error::Error as _;
+        let err = Error::from(ApplyError::Patch {
+            kind: "Service",
+            name: "fk".into(),
+            source: api_error(500),
+        });
+        assert!(err.to_string().starts_with("applying Service fk failed: "));
+        let source = err.source().map(ToString::to_string);
+        assert!(source.is_some_and(|s| s.contains("test")), "{err:?}");
+    }
 }

@@ -18,11 +18,16 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::capabilities::CapabilityCache;
-use crate::desired::{self, Desired, DesiredInputs, RUNTIME_PORT};
+use crate::desired::{self, Capabilities, Desired, DesiredInputs, RUNTIME_PORT};
+use crate::error::{
+    ApplyError, DesiredError, MissingField, ObserveError, PruneError, ReadError, ScanGateError,
+    StatusError,
+};
 use crate::metrics::Metrics;
-use crate::scan_gate::{self, GateInputs};
+use crate::scan_gate::{self, GateInputs, GateResult};
 use crate::status::{self, ApplyOutcome, GateState, Observed};
-use crate::{CONTROLLER_NAME, Error, FIELD_MANAGER, Result, apply, validate};
+use crate::validate::{self, InvalidSpec};
+use crate::{CONTROLLER_NAME, Error, FIELD_MANAGER, Result, apply, labels};
 
 /// Requeue interval when nothing is in flight: periodic drift repair for kinds without watches.
 pub const STEADY_REQUEUE: Duration = Duration::from_secs(300);
@@ -189,6 +194,86 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// What the observe stage found: the resource's identity, the cluster's optional CRDs and the
+/// live runtime Deployment.
+struct Observation<'a> {
+    name: &'a str,
+    namespace: String,
+    uid: String,
+    /// `namespace/name`, for log lines.
+    key: String,
+    now: Timestamp,
+    capabilities: Capabilities,
+    live: Option<Deployment>,
+    running_image: Option<String>,
+    selector: String,
+    url: String,
+}
+
+/// The stages in order. Apply and prune failures are still reported in the status before the
+/// reconcile fails with them.
+async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Action> {
+    if fkd.meta().deletion_timestamp.is_some() {
+        // Children carry owner references: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let seen = observe(ctx, fkd).await?;
+    if let Err(invalid) = validate::validate(&fkd.spec) {
+        write_invalid_status(ctx, fkd, &seen, &invalid).await?;
+        return Err(invalid.into());
+    }
+    let gate = check_gate(ctx, fkd, &seen).await?;
+    let desired = desired_state(fkd, &seen, &gate)?;
+    let (deployment, failure) = match apply_desired(ctx, &seen, &desired).await {
+        Ok(applied) => {
+            let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired).await;
+            (applied.or(seen.live.clone()), pruned.err().map(Error::from))
+        }
+        // A failed apply skips pruning: not every desired object exists yet.
+        Err(e) => (seen.live.clone(), Some(e.into())),
+    };
+    let outcome = ApplyOutcome::of(failure.as_ref());
+    let observed = seen.status_input(fkd, &gate, &desired, deployment.as_ref(), &outcome);
+    let status = write_status(ctx, fkd, &observed).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let requeue = next_requeue(&gate, deployment.as_ref());
+    debug!(object = %seen.key, ready = status.ready_replicas, ?requeue, "reconciled");
+    Ok(Action::requeue(requeue))
+}
+
+/// Observe stage: identity, optional CRDs (cached) and the live Deployment with its image.
+async fn observe<'a>(
+    ctx: &Context,
+    fkd: &'a FaceKeyDeployment,
+) -> Result<Observation<'a>, ObserveError> {
+    let missing = |field| MissingField {
+        kind: "FaceKeyDeployment",
+        field,
+    };
+    let name = desired::instance_name(fkd)?;
+    let namespace = fkd.namespace().ok_or(missing("metadata.namespace"))?;
+    let uid = fkd.uid().ok_or(missing("metadata.uid"))?;
+    let capabilities = ctx.capabilities.get().await?;
+    let live = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(name)
+        .await
+        .map_err(ReadError::of(format!("Deployment {namespace}/{name}")))?;
+    Ok(Observation {
+        running_image: live.as_ref().and_then(container_image).map(str::to_owned),
+        selector: labels::selector_string(&labels::selector_labels(name)),
+        url: format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}"),
+        key: format!("{namespace}/{name}"),
+        now: (ctx.clock)(),
+        name,
+        namespace,
+        uid,
+        capabilities,
+        live,
+    })
+}
+
 fn container_image(d: &Deployment) -> Option<&str> {
     d.spec
         .as_ref()?
@@ -201,145 +286,93 @@ fn container_image(d: &Deployment) -> Option<&str> {
         .as_deref()
 }
 
-async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Action> {
-    if fkd.meta().deletion_timestamp.is_some() {
-        // Children carry owner references: the garbage collector removes them.
-        return Ok(Action::await_change());
-    }
-    let name = desired::instance_name(fkd)?;
-    let namespace = fkd.namespace().ok_or(Error::MissingField {
-        kind: "FaceKeyDeployment",
-        field: "metadata.namespace",
-    })?;
-    let uid = fkd.uid().ok_or(Error::MissingField {
-        kind: "FaceKeyDeployment",
-        field: "metadata.uid",
-    })?;
-    let client = &ctx.client;
-    let now = (ctx.clock)();
-
-    // Observe.
-    let capabilities = ctx.capabilities.get().await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let live = deployments
-        .get_opt(name)
-        .await
-        .map_err(|source| Error::Read {
-            what: format!("Deployment {namespace}/{name}"),
-            source: Box::new(source),
-        })?;
-    let running_image = live.as_ref().and_then(container_image).map(str::to_owned);
-    let selector = crate::labels::selector_string(&crate::labels::selector_labels(name));
-    let url = format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}");
-
-    // Validate.
-    if let Err(invalid) = validate::validate(&fkd.spec) {
-        let outcome = ApplyOutcome::InvalidSpec(invalid.message());
-        let gate = GateState::Pending("spec is invalid".to_owned());
-        write_status(
-            ctx,
-            fkd,
-            &Observed {
-                generation: fkd.meta().generation,
-                old: fkd.status.as_ref(),
-                deployment: live.as_ref(),
-                gate: &gate,
-                scan: None,
-                outcome: &outcome,
-                skipped: &[],
-                selector: &selector,
-                url: &url,
-                now,
-            },
-        )
-        .await?;
-        return Err(invalid.into());
-    }
-
-    // Scan gate.
+/// Scan gate stage: may `spec.image` run? Starts a scan Job when a report is needed.
+async fn check_gate(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    seen: &Observation<'_>,
+) -> Result<GateResult, ScanGateError> {
     let gate = scan_gate::run(&GateInputs {
-        client,
+        client: &ctx.client,
         fkd,
-        running_image: running_image.as_deref(),
-        capabilities: &capabilities,
+        name: seen.name,
+        namespace: &seen.namespace,
+        running_image: seen.running_image.as_deref(),
+        capabilities: &seen.capabilities,
         operator_image: &ctx.operator_image,
-        now,
+        now: seen.now,
     })
     .await?;
     if let Some(job) = &gate.created_job {
-        ctx.metrics.scan_jobs.with_label_values(&[&namespace]).inc();
-        info!(object = %key(fkd), job, "scan Job created");
+        ctx.metrics
+            .scan_jobs
+            .with_label_values(&[&seen.namespace])
+            .inc();
+        info!(object = %seen.key, job, "scan Job created");
     }
+    Ok(gate)
+}
+
+/// Desired-state stage (pure): `spec.image` runs when the gate is open, else whatever runs now.
+fn desired_state(
+    fkd: &FaceKeyDeployment,
+    seen: &Observation<'_>,
+    gate: &GateResult,
+) -> Result<Desired, DesiredError> {
     let runtime_image = if gate.state.is_open() {
         Some(fkd.spec.image.as_str())
     } else {
-        running_image.as_deref()
+        seen.running_image.as_deref()
     };
-
-    // Desired state (pure).
-    let desired: Desired = desired::compute(&DesiredInputs {
+    desired::compute(&DesiredInputs {
         fkd,
         runtime_image,
-        capabilities: &capabilities,
-    })?;
+        capabilities: &seen.capabilities,
+    })
+}
 
-    // Apply, then prune.
-    let mut failure = None;
-    let mut deployment = live.clone();
-    match apply::apply_all(client, &namespace, &desired).await {
-        Ok(applied) => {
-            if applied.is_some() {
-                deployment = applied;
-            }
-            match apply::prune(client, &namespace, name, &uid, &desired, &capabilities).await {
-                Ok(deleted) => {
-                    for (kind, obj) in deleted {
-                        info!(object = %key(fkd), kind = kind.as_str(), name = obj, "pruned");
-                    }
-                }
-                Err(e) => failure = Some(e),
-            }
-            if gate.state.is_open()
-                && let Err(e) = scan_gate::cleanup_old_jobs(client, fkd).await
-            {
-                failure.get_or_insert(e);
-            }
-        }
-        Err(e) => failure = Some(e),
-    }
-    let outcome = match &failure {
-        None => ApplyOutcome::Applied,
-        Some(e) => ApplyOutcome::Failed {
-            category: e.category(),
-            message: e.to_string(),
-        },
-    };
+/// Apply stage: every desired object, in order; returns the applied Deployment, if any.
+async fn apply_desired(
+    ctx: &Context,
+    seen: &Observation<'_>,
+    desired: &Desired,
+) -> Result<Option<Deployment>, ApplyError> {
+    apply::apply_all(&ctx.client, &seen.namespace, desired).await
+}
 
-    // Status and Events.
-    let new_status = write_status(
-        ctx,
-        fkd,
-        &Observed {
-            generation: fkd.meta().generation,
-            old: fkd.status.as_ref(),
-            deployment: deployment.as_ref(),
-            gate: &gate.state,
-            scan: gate.scan.clone(),
-            outcome: &outcome,
-            skipped: &desired.skipped,
-            selector: &desired.selector,
-            url: &url,
-            now,
-        },
+/// Prune stage: owned children no longer desired, then (once `spec.image` may run) finished scan
+/// Jobs of other images. Both run; the first failure is returned.
+async fn prune_leftovers(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    seen: &Observation<'_>,
+    gate: &GateResult,
+    desired: &Desired,
+) -> Result<(), PruneError> {
+    let client = &ctx.client;
+    let children = apply::prune(
+        client,
+        &seen.namespace,
+        seen.name,
+        &seen.uid,
+        desired,
+        &seen.capabilities,
     )
-    .await?;
-    if let Some(e) = failure {
-        return Err(e);
+    .await;
+    for (kind, name) in children.iter().flatten() {
+        info!(object = %seen.key, kind = kind.as_str(), name, "pruned");
     }
-    let rolling = deployment
-        .as_ref()
-        .is_some_and(|d| !status::DeploymentView::of(d).rollout_complete());
-    let requeue = [
+    let jobs = if gate.state.is_open() {
+        apply::prune_scan_jobs(client, &seen.namespace, seen.name, &fkd.spec.image).await
+    } else {
+        Ok(Vec::new())
+    };
+    children.and(jobs).map(drop)
+}
+
+fn next_requeue(gate: &GateResult, deployment: Option<&Deployment>) -> Duration {
+    let rolling = deployment.is_some_and(|d| !status::DeploymentView::of(d).rollout_complete());
+    [
         gate.requeue,
         rolling.then_some(ROLLOUT_REQUEUE),
         Some(STEADY_REQUEUE),
@@ -347,17 +380,76 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     .into_iter()
     .flatten()
     .min()
-    .unwrap_or(STEADY_REQUEUE);
-    debug!(object = %key(fkd), ready = new_status.ready_replicas, ?requeue, "reconciled");
-    Ok(Action::requeue(requeue))
+    .unwrap_or(STEADY_REQUEUE)
 }
 
-/// Compute the status, patch it when it changed, and publish transition Events.
+impl ApplyOutcome {
+    fn of(failure: Option<&Error>) -> Self {
+        match failure {
+            None => ApplyOutcome::Applied,
+            Some(e) => ApplyOutcome::Failed {
+                category: e.category(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl Observation<'_> {
+    /// The status stage's input after the apply and prune stages ran.
+    fn status_input<'s>(
+        &'s self,
+        fkd: &'s FaceKeyDeployment,
+        gate: &'s GateResult,
+        desired: &'s Desired,
+        deployment: Option<&'s Deployment>,
+        outcome: &'s ApplyOutcome,
+    ) -> Observed<'s> {
+        Observed {
+            generation: fkd.meta().generation,
+            old: fkd.status.as_ref(),
+            deployment,
+            gate: &gate.state,
+            scan: gate.scan.clone(),
+            outcome,
+            skipped: &desired.skipped,
+            selector: &desired.selector,
+            url: &self.url,
+            now: self.now,
+        }
+    }
+}
+
+/// Status stage for an invalid spec: nothing was applied; the problems go to the conditions.
+async fn write_invalid_status(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    seen: &Observation<'_>,
+    invalid: &InvalidSpec,
+) -> Result<(), StatusError> {
+    let outcome = ApplyOutcome::InvalidSpec(invalid.message());
+    let gate = GateState::Pending("spec is invalid".to_owned());
+    let observed = Observed {
+        generation: fkd.meta().generation,
+        old: fkd.status.as_ref(),
+        deployment: seen.live.as_ref(),
+        gate: &gate,
+        scan: None,
+        outcome: &outcome,
+        skipped: &[],
+        selector: &seen.selector,
+        url: &seen.url,
+        now: seen.now,
+    };
+    write_status(ctx, fkd, &observed).await.map(drop)
+}
+
+/// Status stage: compute the status, patch it when it changed, and publish transition Events.
 async fn write_status(
     ctx: &Context,
     fkd: &FaceKeyDeployment,
     observed: &Observed<'_>,
-) -> Result<FaceKeyDeploymentStatus> {
+) -> Result<FaceKeyDeploymentStatus, StatusError> {
     let new = status::compute(observed);
     let old = fkd.status.as_ref();
     if old != Some(&new) {
@@ -375,7 +467,7 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(|source| Error::Status {
+        .map_err(|source| StatusError {
             name,
             source: Box::new(source),
         })?;

@@ -11,14 +11,16 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 
-use crate::desired::{Capabilities, OptionalCrd, SCAN_SUMMARY_CONTAINER, instance_name, scan_job};
+use crate::apply::delete_if_present;
+use crate::desired::{Capabilities, OptionalCrd, SCAN_SUMMARY_CONTAINER, scan_job};
+use crate::error::{ReadError, ScanGateError};
+use crate::labels;
 use crate::scan::{ScanSummary, Verdict, evaluate, vulnerability_report};
 use crate::status::GateState;
-use crate::{Error, Result, labels};
 
 /// A failed scan Job is kept this long (so its failure is visible) before a new attempt.
 const FAILED_JOB_RETRY_AFTER: SignedDuration = SignedDuration::from_mins(10);
@@ -53,6 +55,10 @@ pub struct GateInputs<'a> {
     pub client: &'a Client,
     /// The resource.
     pub fkd: &'a FaceKeyDeployment,
+    /// Its name.
+    pub name: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
     /// Image the live Deployment runs, if any.
     pub running_image: Option<&'a str>,
     /// Optional CRDs present.
@@ -94,7 +100,7 @@ fn decide(summary: &ScanSummary, verdict: &Verdict, report_ref: String) -> GateR
 }
 
 /// Run the gate stage.
-pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult> {
+pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
     let fkd = inputs.fkd;
     let gate = fkd.spec.scan_gate.clone().unwrap_or_default();
     let image = fkd.spec.image.as_str();
@@ -104,22 +110,21 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult> {
     if inputs.running_image == Some(image) {
         return Ok(GateResult::state(GateState::AlreadyRunning));
     }
-    let namespace = fkd.namespace().unwrap_or_else(|| "default".to_owned());
+    let namespace = inputs.namespace;
     let client = inputs.client;
 
     if inputs.capabilities.has(OptionalCrd::VulnerabilityReport) {
         let api: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
-            &namespace,
+            namespace,
             &vulnerability_report::api_resource(),
         );
         let reports = api
             .list(&ListParams::default())
             .await
-            .map_err(|source| Error::Read {
-                what: format!("VulnerabilityReports in {namespace}"),
-                source: Box::new(source),
-            })?;
+            .map_err(ReadError::of(format!(
+                "VulnerabilityReports in {namespace}"
+            )))?;
         if let Some((name, summary)) = vulnerability_report::find(&reports.items, image) {
             let verdict = evaluate(&summary, &gate, inputs.now);
             if !verdict.stale {
@@ -132,17 +137,17 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult> {
         }
     }
 
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let job_name = labels::scan_job_name(instance_name(fkd)?, image);
-    let read_err = |source| Error::Read {
-        what: format!("Job {namespace}/{job_name}"),
-        source: Box::new(source),
-    };
-    let Some(job) = jobs.get_opt(&job_name).await.map_err(read_err)? else {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let job_name = labels::scan_job_name(inputs.name, image);
+    let Some(job) = jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(ReadError::of(format!("Job {namespace}/{job_name}")))?
+    else {
         let job = scan_job(fkd, image, &gate, inputs.operator_image)?;
         jobs.create(&PostParams::default(), &job)
             .await
-            .map_err(|source| Error::ScanJob {
+            .map_err(|source| ScanGateError::Job {
                 name: job_name.clone(),
                 source: Box::new(source),
             })?;
@@ -195,7 +200,7 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult> {
             created_job: None,
         });
     }
-    let summary = match read_summary(client, &namespace, &job_name).await? {
+    let summary = match read_summary(client, namespace, &job_name).await? {
         Ok(summary) => summary,
         Err(why) => {
             return Ok(GateResult {
@@ -228,15 +233,14 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult> {
     Ok(decide(&summary, &verdict, format!("Job/{job_name}")))
 }
 
-async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
-    match jobs.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) if crate::error::is_not_found(&e) => Ok(()),
-        Err(source) => Err(Error::ScanJob {
+async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), ScanGateError> {
+    delete_if_present(jobs, name)
+        .await
+        .map(drop)
+        .map_err(|source| ScanGateError::Job {
             name: name.to_owned(),
             source: Box::new(source),
-        }),
-    }
+        })
 }
 
 /// Read the summary from the termination message of the Job's summary container.
@@ -245,15 +249,12 @@ async fn read_summary(
     client: &Client,
     namespace: &str,
     job_name: &str,
-) -> Result<Result<ScanSummary, String>> {
+) -> Result<Result<ScanSummary, String>, ReadError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
         .await
-        .map_err(|source| Error::Read {
-            what: format!("pods of Job {namespace}/{job_name}"),
-            source: Box::new(source),
-        })?;
+        .map_err(ReadError::of(format!("pods of Job {namespace}/{job_name}")))?;
     let messages: Vec<&str> = list
         .items
         .iter()
@@ -271,38 +272,4 @@ async fn read_summary(
     };
     Ok(serde_json::from_str::<ScanSummary>(message)
         .map_err(|e| format!("its summary is unreadable: {e}")))
-}
-
-/// Delete finished scan Jobs of images other than `spec.image` (the status keeps their verdict).
-pub async fn cleanup_old_jobs(client: &Client, fkd: &FaceKeyDeployment) -> Result<Vec<String>> {
-    let namespace = fkd.namespace().unwrap_or_else(|| "default".to_owned());
-    let name = instance_name(fkd)?;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let list = jobs
-        .list(&ListParams::default().labels(&format!(
-            "{},app.kubernetes.io/component=scan",
-            labels::owned_selector(name)
-        )))
-        .await
-        .map_err(|source| Error::Read {
-            what: format!("scan Jobs in {namespace}"),
-            source: Box::new(source),
-        })?;
-    let mut deleted = Vec::new();
-    for job in list.items {
-        let image = job.annotations().get(labels::SCAN_IMAGE_ANNOTATION);
-        let finished = job.status.as_ref().is_some_and(|s| {
-            s.succeeded.unwrap_or(0) > 0
-                || s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Failed" && c.status == "True")
-        });
-        if finished && image.map(String::as_str) != Some(fkd.spec.image.as_str()) {
-            let job_name = job.name_any();
-            delete_job(&jobs, &job_name).await?;
-            deleted.push(job_name);
-        }
-    }
-    Ok(deleted)
 }

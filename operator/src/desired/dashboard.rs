@@ -7,9 +7,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
 use super::Owner;
+use super::Result;
 use super::monitoring::series_selector;
+use crate::error::DesiredError;
 use crate::labels::{self, Component};
-use crate::{Error, Result};
 
 /// One query of a panel: legend format and PromQL (`{sel` becomes the series selector).
 type Target = (&'static str, &'static str);
@@ -161,7 +162,7 @@ pub(super) fn dashboard_config_map(owner: &Owner<'_>, spec: &DashboardsSpec) -> 
         )]));
     }
     let json = serde_json::to_string_pretty(&dashboard_json(owner.namespace, owner.name)).map_err(
-        |source| Error::Serialize {
+        |source| DesiredError::Serialize {
             what: "Grafana dashboard".into(),
             source,
         },

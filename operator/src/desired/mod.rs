@@ -27,8 +27,11 @@ pub use monitoring::{DEPLOYMENT_LABEL, alert_rule_groups};
 pub use runtime::{RUNTIME_PORT, config_data, runtime_env_keys};
 pub use scan_job::{SCAN_SUMMARY_CONTAINER, scan_job};
 
+use crate::error::{DesiredError, MissingField};
 use crate::labels::{self, Component};
-use crate::{Error, Result};
+
+/// Result of the desired-state functions.
+type Result<T, E = DesiredError> = std::result::Result<T, E>;
 
 /// Kinds of child objects the operator applies and prunes, in apply order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -251,10 +254,7 @@ impl Owner<'_> {
 pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     let fkd = inputs.fkd;
     crate::validate::validate(&fkd.spec)?;
-    let name = fkd.metadata.name.as_deref().ok_or(Error::MissingField {
-        kind: "FaceKeyDeployment",
-        field: "metadata.name",
-    })?;
+    let name = instance_name(fkd)?;
     let namespace = fkd.namespace().unwrap_or_else(|| "default".to_owned());
     let owner = Owner {
         name,
@@ -274,7 +274,7 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     let config = runtime::config_map(&owner, spec);
     let config_hash = labels::short_hash(
         serde_json::to_string(&config.data)
-            .map_err(|source| Error::Serialize {
+            .map_err(|source| DesiredError::Serialize {
                 what: "runtime configuration".into(),
                 source,
             })?
@@ -360,7 +360,7 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
 }
 
 fn to_value<T: Serialize>(obj: &T) -> Result<Value> {
-    serde_json::to_value(obj).map_err(|source| Error::Serialize {
+    serde_json::to_value(obj).map_err(|source| DesiredError::Serialize {
         what: std::any::type_name::<T>().to_owned(),
         source,
     })
@@ -379,8 +379,8 @@ pub(super) fn merged_labels(
 }
 
 /// Reads the FaceKeyDeployment name, for callers outside this module.
-pub fn instance_name(fkd: &FaceKeyDeployment) -> Result<&str> {
-    fkd.meta().name.as_deref().ok_or(Error::MissingField {
+pub fn instance_name(fkd: &FaceKeyDeployment) -> Result<&str, MissingField> {
+    fkd.meta().name.as_deref().ok_or(MissingField {
         kind: "FaceKeyDeployment",
         field: "metadata.name",
     })

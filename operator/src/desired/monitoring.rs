@@ -6,8 +6,7 @@
 use facekey_crds::{EmailAlerting, RulesSpec, ServiceMonitorSpec};
 use serde_json::{Value, json};
 
-use super::{Owner, merged_labels, to_value};
-use crate::Result;
+use super::{Owner, Result, merged_labels, to_value};
 use crate::labels::{self, Component};
 
 /// Label every alert carries so the AlertmanagerConfig route only matches this deployment.

@@ -20,8 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::runtime::empty_dir;
-use super::{Owner, instance_name};
-use crate::Result;
+use super::{Owner, Result, instance_name};
 use crate::labels::{self, Component};
 
 /// Name of the container whose termination message carries the scan summary.
