@@ -1,0 +1,235 @@
+//! The runtime's settings in one catalogue: the name of every `FACEKEY_*` environment variable
+//! `facekey-runtime` reads and every default it applies. The runtime's command line, its vision
+//! and verification defaults, the evaluation lab and the operator (which writes these variables
+//! into pods) all take them from here, so a default or a name is changed in one place.
+//!
+//! No dependencies: the operator links this without the inference stack.
+
+#![forbid(unsafe_code)]
+
+/// Environment variable names, one per runtime flag (`--listen` ↔ `FACEKEY_LISTEN`).
+pub mod env {
+    /// Address and port to listen on.
+    pub const LISTEN: &str = "FACEKEY_LISTEN";
+    /// Fusion weights: a built-in name or a weights file path.
+    pub const WEIGHTS: &str = "FACEKEY_WEIGHTS";
+    /// Authentication threshold on the fused probability.
+    pub const THRESHOLD: &str = "FACEKEY_THRESHOLD";
+    /// Directory of the embedded template store.
+    pub const DATA_DIR: &str = "FACEKEY_DATA_DIR";
+    /// Most templates per subject.
+    pub const MAX_FACES_PER_SUBJECT: &str = "FACEKEY_MAX_FACES_PER_SUBJECT";
+    /// Largest request body, bytes.
+    pub const MAX_BODY_BYTES: &str = "FACEKEY_MAX_BODY_BYTES";
+    /// Largest encoded image, bytes.
+    pub const MAX_IMAGE_BYTES: &str = "FACEKEY_MAX_IMAGE_BYTES";
+    /// Largest decoded image, pixels.
+    pub const MAX_IMAGE_PIXELS: &str = "FACEKEY_MAX_IMAGE_PIXELS";
+    /// The ONNX Runtime shared library.
+    pub const ORT_LIBRARY: &str = "FACEKEY_ORT_LIBRARY";
+    /// Directory of the ONNX models.
+    pub const MODELS_DIR: &str = "FACEKEY_MODELS_DIR";
+    /// Directory of replacement liveness models.
+    pub const SPOOF_MODEL_DIR: &str = "FACEKEY_SPOOF_MODEL_DIR";
+    /// Refused: model URIs (the runtime never downloads).
+    pub const SPOOF_MODEL_URI: &str = "FACEKEY_SPOOF_MODEL_URI";
+    /// ONNX Runtime intra-op threads per session.
+    pub const INTRA_THREADS: &str = "FACEKEY_INTRA_THREADS";
+    /// Sessions per model.
+    pub const SESSIONS_PER_MODEL: &str = "FACEKEY_SESSIONS_PER_MODEL";
+    /// Smallest face searched for, pixels.
+    pub const MIN_FACE_SIZE: &str = "FACEKEY_MIN_FACE_SIZE";
+    /// What to do with several faces in one image.
+    pub const MULTI_FACE: &str = "FACEKEY_MULTI_FACE";
+    /// Minimum match similarity.
+    pub const MATCH_THRESHOLD: &str = "FACEKEY_MATCH_THRESHOLD";
+    /// Passive liveness models.
+    pub const LIVENESS: &str = "FACEKEY_LIVENESS";
+    /// How two liveness scores combine.
+    pub const LIVENESS_COMBINE: &str = "FACEKEY_LIVENESS_COMBINE";
+    /// Minimum liveness score.
+    pub const LIVENESS_THRESHOLD: &str = "FACEKEY_LIVENESS_THRESHOLD";
+    /// `strict` or `fusion`.
+    pub const DECISION_POLICY: &str = "FACEKEY_DECISION_POLICY";
+    /// Largest `/v1/score` batch.
+    pub const MAX_BATCH: &str = "FACEKEY_MAX_BATCH";
+    /// Request timeout, seconds.
+    pub const REQUEST_TIMEOUT_SECS: &str = "FACEKEY_REQUEST_TIMEOUT_SECS";
+    /// Shutdown grace period, seconds.
+    pub const SHUTDOWN_TIMEOUT_SECS: &str = "FACEKEY_SHUTDOWN_TIMEOUT_SECS";
+    /// SMTP server of spoof alert emails.
+    pub const SMTP_SMARTHOST: &str = "FACEKEY_SMTP_SMARTHOST";
+    /// SMTP connection security.
+    pub const SMTP_TLS: &str = "FACEKEY_SMTP_TLS";
+    /// SMTP AUTH user.
+    pub const SMTP_USERNAME: &str = "FACEKEY_SMTP_USERNAME";
+    /// SMTP AUTH password.
+    pub const SMTP_PASSWORD: &str = "FACEKEY_SMTP_PASSWORD";
+    /// Extra PEM root certificate for the SMTP server.
+    pub const SMTP_CA_FILE: &str = "FACEKEY_SMTP_CA_FILE";
+    /// Sender of alert emails.
+    pub const ALERT_FROM: &str = "FACEKEY_ALERT_FROM";
+    /// Recipients of alert emails.
+    pub const ALERT_TO: &str = "FACEKEY_ALERT_TO";
+    /// Least seconds between two alert emails.
+    pub const ALERT_MIN_INTERVAL_SECS: &str = "FACEKEY_ALERT_MIN_INTERVAL_SECS";
+    /// Instance name in alert emails.
+    pub const INSTANCE: &str = "FACEKEY_INSTANCE";
+    /// Serve the bundled UI.
+    pub const UI_ENABLED: &str = "FACEKEY_UI_ENABLED";
+    /// `text` or `json` logs.
+    pub const LOG_FORMAT: &str = "FACEKEY_LOG_FORMAT";
+    /// Log filter.
+    pub const LOG: &str = "FACEKEY_LOG";
+
+    /// Every variable above: the runtime reads exactly these (a runtime test checks both ways).
+    pub const ALL: &[&str] = &[
+        LISTEN,
+        WEIGHTS,
+        THRESHOLD,
+        DATA_DIR,
+        MAX_FACES_PER_SUBJECT,
+        MAX_BODY_BYTES,
+        MAX_IMAGE_BYTES,
+        MAX_IMAGE_PIXELS,
+        ORT_LIBRARY,
+        MODELS_DIR,
+        SPOOF_MODEL_DIR,
+        SPOOF_MODEL_URI,
+        INTRA_THREADS,
+        SESSIONS_PER_MODEL,
+        MIN_FACE_SIZE,
+        MULTI_FACE,
+        MATCH_THRESHOLD,
+        LIVENESS,
+        LIVENESS_COMBINE,
+        LIVENESS_THRESHOLD,
+        DECISION_POLICY,
+        MAX_BATCH,
+        REQUEST_TIMEOUT_SECS,
+        SHUTDOWN_TIMEOUT_SECS,
+        SMTP_SMARTHOST,
+        SMTP_TLS,
+        SMTP_USERNAME,
+        SMTP_PASSWORD,
+        SMTP_CA_FILE,
+        ALERT_FROM,
+        ALERT_TO,
+        ALERT_MIN_INTERVAL_SECS,
+        INSTANCE,
+        UI_ENABLED,
+        LOG_FORMAT,
+        LOG,
+    ];
+}
+
+/// Default values. Enumerated settings are given as the exact strings the runtime's flags
+/// accept, so the operator can write them and the runtime parses them.
+pub mod defaults {
+    /// TCP port of the API, health and metrics endpoints.
+    pub const PORT: u16 = 8080;
+    /// `--listen`.
+    pub const LISTEN: &str = "0.0.0.0:8080";
+    /// `--weights`: the seed's reference weights, compiled in.
+    pub const WEIGHTS: &str = "reference";
+    /// Authentication threshold on the fused probability when neither the configuration nor the
+    /// weights file recommends one.
+    pub const THRESHOLD: f64 = 0.5;
+    /// `--data-dir`, relative to the working directory.
+    pub const DATA_DIR: &str = "facekey-data";
+    /// `--max-faces-per-subject`.
+    pub const MAX_FACES_PER_SUBJECT: usize = 20;
+    /// `--max-body-bytes`: 8 MiB.
+    pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+    /// `--max-image-bytes`: 5 MiB (CompreFace and AWS Rekognition allow 5 MB).
+    pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+    /// `--max-image-pixels`: 16 megapixels.
+    pub const MAX_IMAGE_PIXELS: u64 = 16_000_000;
+    /// `--intra-threads`: one ONNX Runtime thread per session (measured fastest on 2 vCPUs).
+    pub const INTRA_THREADS: usize = 1;
+    /// Upper bound of the default `--sessions-per-model` (one per core).
+    pub const MAX_DEFAULT_SESSIONS: usize = 8;
+    /// `--min-face-size`, pixels (MTCNN's reference).
+    pub const MIN_FACE_SIZE: f64 = 20.0;
+    /// `--multi-face`.
+    pub const MULTI_FACE: &str = "largest";
+    /// `--match-threshold`: minimum similarity; 0.5 is dlib's distance 0.6.
+    pub const MATCH_THRESHOLD: f64 = 0.5;
+    /// dlib's distance threshold, which the similarity mapping puts at similarity 0.5.
+    pub const MATCH_DISTANCE: f64 = 0.6;
+    /// `--liveness`: the MiniFASNet-like model (the DTN scored real photos and simulated
+    /// attacks alike on the evaluation data, docs/evaluation.md).
+    pub const LIVENESS: &str = "minifas";
+    /// `--liveness-combine`.
+    pub const LIVENESS_COMBINE: &str = "mean";
+    /// `--liveness-threshold`.
+    pub const LIVENESS_THRESHOLD: f64 = 0.5;
+    /// `--decision-policy`.
+    pub const DECISION_POLICY: &str = "strict";
+    /// `--max-batch`.
+    pub const MAX_BATCH: usize = 1024;
+    /// `--request-timeout-secs`.
+    pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    /// `--shutdown-timeout-secs`.
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+    /// `--smtp-tls`.
+    pub const SMTP_TLS: &str = "starttls";
+    /// `--alert-min-interval-secs`.
+    pub const ALERT_MIN_INTERVAL_SECS: u64 = 60;
+    /// `--ui-enabled`.
+    pub const UI_ENABLED: bool = true;
+    /// `--log-format`.
+    pub const LOG_FORMAT: &str = "text";
+    /// `--log`.
+    pub const LOG: &str = "info";
+
+    /// Default `--sessions-per-model`: one per core (at most [`MAX_DEFAULT_SESSIONS`]), so
+    /// concurrent requests with one intra-op thread each use every core.
+    pub fn sessions_per_model() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_DEFAULT_SESSIONS))
+    }
+}
+
+/// Check that a threshold is a finite number in `[0, 1]`; the error names the setting.
+pub fn validate_unit_threshold(name: &str, value: f64) -> Result<f64, String> {
+    if value.is_finite() && (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{name} must be a number in [0, 1], got {value}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prefixed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in env::ALL {
+            assert!(name.starts_with("FACEKEY_"), "{name}");
+            assert!(seen.insert(*name), "{name} listed twice");
+        }
+    }
+
+    #[test]
+    fn listen_default_uses_the_port() {
+        assert!(defaults::LISTEN.ends_with(&format!(":{}", defaults::PORT)));
+    }
+
+    #[test]
+    fn unit_thresholds() {
+        assert!(validate_unit_threshold("t", 0.0).is_ok());
+        assert!(validate_unit_threshold("t", 1.0).is_ok());
+        assert!(validate_unit_threshold("t", 1.01).is_err());
+        assert!(validate_unit_threshold("t", f64::NAN).is_err());
+        for t in [
+            defaults::THRESHOLD,
+            defaults::MATCH_THRESHOLD,
+            defaults::LIVENESS_THRESHOLD,
+        ] {
+            assert!(validate_unit_threshold("t", t).is_ok());
+        }
+        assert!(defaults::sessions_per_model() >= 1);
+    }
+}
