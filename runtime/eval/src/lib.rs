@@ -1,5 +1,8 @@
-//! Offline evaluation of the verification pipeline on data simulated from the sample images, and
-//! the fitter of a second fusion-weights file.
+//! FaceKey's offline evaluation lab: evaluates the runtime's verification pipeline on data
+//! simulated from the sample images, and fits a second fusion-weights file. A crate of its own
+//! beside the runtime (which never calls it), depending on the runtime's library: vision
+//! measures, the runtime's [`facekey_runtime::verifier::Verifier`] decides, and the defaults
+//! come from the same settings catalogue as the server's ([`facekey_settings`]).
 //!
 //! No real presentation attacks and no labelled same-person photo pairs exist in this project, so
 //! everything here is built from the few sample photos in `runtime/testdata/faces/`:
@@ -12,6 +15,7 @@
 //! [`collect`] runs the real pipeline over them and produces [`features::FeatureRow`]s,
 //! [`metrics`] turns rows into error rates, [`report`] into markdown, and [`fit`] fits the
 //! 3-4-3-1 fusion MLP on them. The image transforms are pure functions of their input and a seed.
+//! Recorded results live in `runtime/eval/results/` (data), apart from this code.
 
 pub mod attacks;
 pub mod collect;
@@ -26,8 +30,8 @@ pub mod rng;
 
 use std::path::PathBuf;
 
-use crate::fusion::WeightsError;
-use crate::vision::VisionError;
+use facekey_runtime::fusion::WeightsError;
+use facekey_runtime::vision::VisionError;
 
 /// Any failure of the evaluation tooling.
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,8 @@
 
 use image::RgbImage;
 
-use crate::vision::detect::Detection;
-use crate::vision::{AnalyzeOptions, Embedding, FaceAnalysis, LivenessMode, Vision};
+use facekey_runtime::vision::detect::Detection;
+use facekey_runtime::vision::{AnalyzeOptions, Embedding, FaceAnalysis, LivenessMode, Vision};
 
 use super::EvalError;
 use super::attacks::{
@@ -25,7 +25,7 @@ use super::attacks::{
 use super::degrade::{Region, Transformed, apply_chain, chain_label, plan};
 use super::features::{FeatureRow, Kind};
 use super::geometry::Homography;
-use super::metrics::liveness_under;
+use super::metrics::liveness_feature;
 use super::report::PresentationRecord;
 use super::rng::Rng;
 
@@ -188,7 +188,7 @@ fn stem(name: &str) -> &str {
     name.rsplit_once('.').map_or(name, |(s, _)| s)
 }
 
-fn vision_err(context: String) -> impl FnOnce(crate::vision::VisionError) -> EvalError {
+fn vision_err(context: String) -> impl FnOnce(facekey_runtime::vision::VisionError) -> EvalError {
     move |source| EvalError::Vision { context, source }
 }
 
@@ -464,7 +464,7 @@ fn acquire(
     t: &Transformed,
     wanted: &[usize],
     identities: &[Identity],
-) -> Result<Vec<Option<FaceAnalysis>>, crate::vision::VisionError> {
+) -> Result<Vec<Option<FaceAnalysis>>, facekey_runtime::vision::VisionError> {
     let (dets, _) = vision.detect(&t.image)?;
     let mut out = Vec::with_capacity(wanted.len());
     for &m in wanted {
@@ -490,7 +490,7 @@ fn row(
 ) -> FeatureRow {
     let a = &p.analysis;
     let score = vision.compare(&a.embedding, &claimed.template);
-    let live = a.liveness;
+    let live = a.liveness.as_ref();
     let dtn = live.and_then(|l| l.dtn);
     let minifas = live.and_then(|l| l.minifas);
     let q = a.quality;
@@ -519,7 +519,7 @@ fn row(
         face_px: f64::from(a.face.bbox.width.min(a.face.bbox.height)),
         det_confidence: f64::from(a.face.confidence),
     };
-    r.liveness = liveness_under(&r, opts.liveness_mode);
+    r.liveness = liveness_feature(&r, opts.liveness_mode);
     r
 }
 
@@ -527,7 +527,7 @@ fn row(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::vision::detect::{BoundingBox, Landmarks, Point};
+    use facekey_runtime::vision::detect::{BoundingBox, Landmarks, Point};
 
     fn det(x: f32, y: f32) -> Detection {
         let p = |dx: f32, dy: f32| Point {

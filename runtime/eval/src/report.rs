@@ -8,16 +8,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DecisionPolicy;
-use crate::fusion::FusionMlp;
-use crate::vision::LivenessMode;
+use facekey_runtime::decision::Decision;
+use facekey_runtime::verifier::{DecisionPolicy, Verifier, VerifierConfig};
+use facekey_runtime::vision::LivenessMode;
 
 use super::EvalError;
 use super::features::{FeatureRow, Kind};
 use super::fit::{Counts, FitReport, Split, split_of};
 use super::metrics::{
-    DecisionSettings, LIVENESS_MODES, Rate, auc, fmr, fnmr, fused_errors, liveness_under,
-    pad_errors,
+    LIVENESS_MODES, Rate, auc, config_for_mode, fmr, fnmr, fused_errors, liveness_under,
+    liveness_verdict, pad_errors,
 };
 
 /// One presentation attempt (acquired or not) or a face left out of enrolment.
@@ -180,17 +180,6 @@ pub fn read_fit_summary(path: &Path) -> Result<Option<FitSummary>, EvalError> {
     read_json(path)
 }
 
-/// A weights file to report on.
-#[derive(Debug, Clone)]
-pub struct WeightsUnderTest {
-    /// Where it came from (a built-in name or a path).
-    pub origin: String,
-    /// The network.
-    pub mlp: FusionMlp,
-    /// The probability threshold used.
-    pub threshold: f64,
-}
-
 /// Everything the report shows.
 #[derive(Debug, Clone)]
 pub struct ReportInput<'a> {
@@ -200,21 +189,12 @@ pub struct ReportInput<'a> {
     pub dataset: Option<&'a DatasetLog>,
     /// Fit summary, when available.
     pub fit: Option<&'a FitSummary>,
-    /// Weights to evaluate.
-    pub weights: &'a [WeightsUnderTest],
-    /// Minimum match similarity.
-    pub match_threshold: f64,
-    /// Minimum liveness score.
-    pub liveness_threshold: f64,
+    /// One verifier per weights file to evaluate (each with its probability threshold).
+    pub verifiers: &'a [Verifier],
+    /// Match and liveness thresholds of the match and liveness tables.
+    pub config: VerifierConfig,
     /// The configured liveness mode (fusion input and strict check).
     pub liveness_mode: LivenessMode,
-}
-
-fn mode_name(mode: LivenessMode) -> &'static str {
-    LIVENESS_MODES
-        .iter()
-        .find(|(_, m)| *m == mode)
-        .map_or("off", |(n, _)| n)
 }
 
 fn stats(values: &mut [f64]) -> String {
@@ -237,21 +217,15 @@ fn fused_table(out: &mut String, rows: &[FeatureRow], input: &ReportInput<'_>) {
         "| weights | threshold | policy | FRR genuine | FRR originals | FAR impostor | FAR print | FAR replay |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
-    for w in input.weights {
+    for verifier in input.verifiers {
         for policy in [DecisionPolicy::Strict, DecisionPolicy::Fusion] {
-            let s = DecisionSettings {
-                match_threshold: input.match_threshold,
-                liveness_threshold: input.liveness_threshold,
-                liveness_mode: input.liveness_mode,
-                threshold: w.threshold,
-                policy,
-            };
-            let e = fused_errors(rows, &w.mlp, &s);
+            let v = verifier.with_policy(policy);
+            let e = fused_errors(rows, &v, input.liveness_mode);
             let _ = writeln!(
                 out,
                 "| {} | {:.4} | {} | {} | {} | {} | {} | {} |",
-                w.mlp.name(),
-                w.threshold,
+                v.fusion().name(),
+                v.threshold(),
                 match policy {
                     DecisionPolicy::Strict => "strict",
                     DecisionPolicy::Fusion => "fusion",
@@ -285,9 +259,9 @@ pub fn render(input: &ReportInput<'_>) -> String {
         out,
         "Thresholds: match similarity ≥ {} (distance ≤ 0.6), liveness ≥ {}; fused decisions use \
          the liveness mode **{}**.\n",
-        input.match_threshold,
-        input.liveness_threshold,
-        mode_name(input.liveness_mode)
+        input.config.match_threshold,
+        input.config.liveness_threshold,
+        input.liveness_mode.describe()
     );
 
     // Data.
@@ -369,10 +343,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
 
     // Matching.
     let _ = writeln!(out, "## Matching (dlib embedding)\n");
-    let (fnm, fm) = (
-        fnmr(rows, input.match_threshold),
-        fmr(rows, input.match_threshold),
-    );
+    let (fnm, fm) = (fnmr(rows, &input.config), fmr(rows, &input.config));
     let dist = |k: Kind| -> Vec<f64> {
         rows.iter()
             .filter(|r| r.kind == k)
@@ -407,7 +378,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
     let _ = writeln!(
         out,
         "## Presentation-attack detection (liveness ≥ {})\n",
-        input.liveness_threshold
+        input.config.liveness_threshold
     );
     let _ = writeln!(
         out,
@@ -418,13 +389,19 @@ pub fn render(input: &ReportInput<'_>) -> String {
         "| liveness mode | BPCER originals | BPCER all real | APCER print (sim.) | APCER replay (sim.) | AUC real vs attacks |\n\
          |---|---|---|---|---|---|\n",
     );
-    for (name, mode) in LIVENESS_MODES {
-        let e = pad_errors(rows, mode, input.liveness_threshold);
+    for mode in LIVENESS_MODES {
+        let name = mode.describe();
+        let e = pad_errors(rows, mode, &input.config);
         let mut seen = BTreeSet::new();
         let scored: Vec<(f64, u8)> = rows
             .iter()
             .filter(|r| r.kind != Kind::Impostor && seen.insert(r.presentation.as_str()))
-            .map(|r| (liveness_under(r, mode), u8::from(!r.kind.is_attack())))
+            .map(|r| {
+                (
+                    liveness_under(r, mode).unwrap_or(0.0),
+                    u8::from(!r.kind.is_attack()),
+                )
+            })
             .collect();
         let _ = writeln!(
             out,
@@ -528,18 +505,20 @@ pub fn render(input: &ReportInput<'_>) -> String {
 
     // Per-source breakdown of the genuine FNMR and attack acceptance.
     let mut by_source: BTreeMap<&str, (Rate, Rate)> = BTreeMap::new();
+    let configured = config_for_mode(&input.config, input.liveness_mode);
     for r in rows {
         let e = by_source.entry(r.source.as_str()).or_default();
         match r.kind {
             Kind::Genuine => {
                 e.0.total += 1;
-                if r.similarity < input.match_threshold {
+                if configured.match_decision(r.similarity) == Decision::Reject {
                     e.0.errors += 1;
                 }
             }
             Kind::AttackPrint | Kind::AttackReplay => {
                 e.1.total += 1;
-                if liveness_under(r, input.liveness_mode) >= input.liveness_threshold {
+                let live = liveness_verdict(r, input.liveness_mode, &configured);
+                if live.decision() == Decision::Accept {
                     e.1.errors += 1;
                 }
             }
@@ -560,6 +539,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
 mod tests {
     use super::super::features::tests::row;
     use super::*;
+    use facekey_runtime::fusion::FusionMlp;
 
     #[test]
     fn report_has_every_table_and_counts() {
@@ -574,18 +554,17 @@ mod tests {
         for (i, r) in rows.iter_mut().enumerate() {
             r.presentation = format!("p{i}");
         }
-        let weights = vec![WeightsUnderTest {
-            origin: "reference".into(),
-            mlp: FusionMlp::reference().unwrap(),
-            threshold: 0.5,
-        }];
+        let config = VerifierConfig {
+            threshold: Some(0.5),
+            ..VerifierConfig::default()
+        };
+        let verifiers = vec![Verifier::new(FusionMlp::reference().unwrap(), config)];
         let md = render(&ReportInput {
             rows: &rows,
             dataset: None,
             fit: None,
-            weights: &weights,
-            match_threshold: 0.5,
-            liveness_threshold: 0.5,
+            verifiers: &verifiers,
+            config,
             liveness_mode: LivenessMode::default(),
         });
         assert!(
@@ -597,7 +576,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| DTN only |"));
-        assert!(md.contains("| both, min |"));
+        assert!(md.contains("| both PAD models, minimum |"));
         assert_eq!(md.matches("| reference | 0.5000 |").count(), 2);
         assert!(md.contains("2 identities"));
     }

@@ -12,21 +12,20 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use facekey_runtime::config::Config;
-use facekey_runtime::eval::collect::{
-    CollectOptions, Identity, Source, attack_frame, collect, face_region,
+use clap::{Args, Parser, Subcommand};
+use facekey_eval::collect::{CollectOptions, Identity, Source, attack_frame, collect, face_region};
+use facekey_eval::degrade::{apply_chain, plan};
+use facekey_eval::features::{Kind, read_csv, to_csv};
+use facekey_eval::fit::{FitOptions, fit, weights_file};
+use facekey_eval::metrics::liveness_feature;
+use facekey_eval::report::{
+    DatasetLog, FitSummary, ReportInput, read_dataset_log, read_fit_summary, render,
 };
-use facekey_runtime::eval::degrade::{apply_chain, plan};
-use facekey_runtime::eval::features::{Kind, read_csv, to_csv};
-use facekey_runtime::eval::fit::{FitOptions, fit, weights_json};
-use facekey_runtime::eval::metrics::liveness_under;
-use facekey_runtime::eval::report::{
-    DatasetLog, FitSummary, ReportInput, WeightsUnderTest, read_dataset_log, read_fit_summary,
-    render,
-};
-use facekey_runtime::fusion::FusionMlp;
-use facekey_runtime::vision::{Combine, LivenessMode, Vision};
+use facekey_runtime::config::LivenessModel;
+use facekey_runtime::fusion::{FusionMlp, WeightsSource};
+use facekey_runtime::verifier::{Verifier, VerifierConfig};
+use facekey_runtime::vision::{Combine, LivenessMode, Vision, VisionConfig};
+use facekey_settings::defaults;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -63,70 +62,57 @@ enum Command {
     Report,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    /// Deep Tree Network only.
-    Dtn,
-    /// MiniFASNet-like model only (the runtime default).
-    Minifas,
-    /// Both models, mean.
-    Mean,
-    /// Both models, minimum.
-    Min,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Dtn => "DTN only",
-            Self::Minifas => "MiniFASNet-like model only",
-            Self::Mean => "both PAD models, mean",
-            Self::Min => "both PAD models, minimum",
-        }
-    }
-
-    fn liveness_mode(self) -> LivenessMode {
-        match self {
-            Self::Dtn => LivenessMode::Dtn,
-            Self::Minifas => LivenessMode::MiniFas,
-            Self::Mean => LivenessMode::Both {
-                combine: Combine::Mean,
-            },
-            Self::Min => LivenessMode::Both {
-                combine: Combine::Min,
-            },
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 struct Common {
     /// Directory of the recorded outputs (features.csv, report.md, ...).
-    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/eval"))]
+    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
     /// Fusion weights to report on: a built-in name (`reference`) or a weights file; repeat for
     /// several. Default: `reference` and runtime/weights/trained.json when it exists.
     #[arg(long, global = true)]
     weights: Vec<String>,
     /// Fused-probability threshold for every weights file (default: each file's recommended
-    /// threshold, else 0.5).
+    /// threshold, else the runtime's default).
     #[arg(long, global = true)]
     threshold: Option<f64>,
-    /// Minimum match similarity (0.5 is dlib's distance 0.6).
-    #[arg(long, global = true, default_value_t = 0.5)]
+    /// Minimum match similarity (the runtime's default; 0.5 is dlib's distance 0.6).
+    #[arg(long, global = true, default_value_t = defaults::MATCH_THRESHOLD)]
     match_threshold: f64,
-    /// Minimum liveness score.
-    #[arg(long, global = true, default_value_t = 0.5)]
+    /// Minimum liveness score (the runtime's default).
+    #[arg(long, global = true, default_value_t = defaults::LIVENESS_THRESHOLD)]
     liveness_threshold: f64,
-    /// Liveness mode of the recorded `liveness` feature and the fused decision.
-    #[arg(long, global = true, value_enum, default_value_t = Mode::Minifas)]
-    liveness: Mode,
+    /// Liveness models of the recorded `liveness` feature and the fused decision, as the
+    /// runtime's `--liveness` (default: the runtime's).
+    #[arg(long, global = true, value_enum, default_value = defaults::LIVENESS)]
+    liveness: LivenessModel,
+    /// How two liveness scores combine, as the runtime's `--liveness-combine`.
+    #[arg(long, global = true, value_enum, default_value = defaults::LIVENESS_COMBINE)]
+    liveness_combine: Combine,
+}
+
+impl Common {
+    /// The liveness mode of the fusion feature and the fused decision.
+    fn liveness_mode(&self) -> LivenessMode {
+        self.liveness.mode(self.liveness_combine)
+    }
+
+    /// The thresholds and policy the evaluation decides with: the runtime's defaults with
+    /// this command's overrides (never the caller's `FACEKEY_*` environment).
+    fn verifier_config(&self) -> VerifierConfig {
+        VerifierConfig {
+            match_threshold: self.match_threshold,
+            liveness_threshold: self.liveness_threshold,
+            check_liveness: self.liveness_mode() != LivenessMode::Off,
+            threshold: self.threshold,
+            ..VerifierConfig::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 struct CollectArgs {
     /// Directory of the sample photos.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/faces"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/faces"))]
     faces_dir: PathBuf,
     /// Seed of the simulation.
     #[arg(long, default_value_t = CollectOptions::default().seed)]
@@ -171,7 +157,7 @@ struct FitArgs {
     #[arg(long)]
     unconstrained: bool,
     /// Where to write the weights.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/trained.json"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../weights/trained.json"))]
     output: PathBuf,
 }
 
@@ -180,10 +166,11 @@ fn main() -> anyhow::Result<()> {
     for (name, v) in [
         ("--match-threshold", cli.common.match_threshold),
         ("--liveness-threshold", cli.common.liveness_threshold),
-    ] {
-        if !(0.0..=1.0).contains(&v) {
-            bail!("{name} must be in [0, 1], got {v}");
-        }
+    ]
+    .into_iter()
+    .chain(cli.common.threshold.map(|t| ("--threshold", t)))
+    {
+        facekey_settings::validate_unit_threshold(name, v).map_err(anyhow::Error::msg)?;
     }
     std::fs::create_dir_all(&cli.common.out)
         .with_context(|| format!("creating {}", cli.common.out.display()))?;
@@ -231,7 +218,7 @@ fn collect_options(cli: &Cli) -> CollectOptions {
         variants_per_kind: cli.collect.variants_per_kind,
         combos: cli.collect.combos,
         attacks_per_kind: cli.collect.attacks_per_kind,
-        liveness_mode: cli.common.liveness.liveness_mode(),
+        liveness_mode: cli.common.liveness_mode(),
         ..CollectOptions::default()
     }
 }
@@ -239,13 +226,10 @@ fn collect_options(cli: &Cli) -> CollectOptions {
 fn run_collect(cli: &Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     // The runtime's own defaults, with both liveness models so every mode can be scored.
-    let mut vcfg = Config::try_parse_from(["facekey-runtime"])
-        .context("reading the runtime's default configuration")?
-        .vision_config();
+    let mut vcfg = VisionConfig::default();
     vcfg.liveness.mode = LivenessMode::Both {
         combine: Combine::Mean,
     };
-    vcfg.liveness.threshold = cli.common.liveness_threshold as f32;
     let vision = Vision::load(vcfg).context("loading the vision pipeline")?;
     let srcs = sources(&cli.collect.faces_dir, &vision)?;
     eprintln!(
@@ -370,9 +354,9 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
     let path = common.out.join("features.csv");
     let mut rows = read_csv(&path)?;
     // Fit on the liveness feature the runtime will feed under the chosen mode.
-    let mode = common.liveness.liveness_mode();
+    let mode = common.liveness_mode();
     for r in &mut rows {
-        r.liveness = liveness_under(r, mode);
+        r.liveness = liveness_feature(r, mode);
     }
     let opts = FitOptions {
         seed: args.seed,
@@ -388,12 +372,12 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
     let summary = FitSummary::new(&report, &date);
     let tc = &report.train_counts;
     let description = format!(
-        "Fitted by `facekey-eval fit` on {date} on runtime/eval/features.csv: features the \
+        "Fitted by `facekey-eval fit` on {date} on runtime/eval/results/features.csv: features the \
          runtime's own pipeline produced on data SIMULATED from the {n_id} faces of the sample \
          photos (genuine = a face vs degraded copies of its own photo; impostor = different \
          faces; attacks = software print and screen-replay simulations, not real attacks). \
          Label 1 = genuine or original bona fide, 0 = impostor or attack. Liveness feature: \
-         {live_mode} (FACEKEY_LIVENESS); other liveness modes change the input \
+         {live_mode} ({liveness_env}); other liveness modes change the input \
          distribution. Split by identity (seed {seed}): {n_train} training identities, held out \
          {held}; training rows {tr} (genuine {g}, original {b}, impostor {i}, print {p}, replay \
          {r}), validation rows {vr}, cross-split impostor rows excluded {ex}. Loss: binary \
@@ -402,7 +386,7 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
          best of {restarts} seeded restarts by training objective. Balanced BCE: training {tl:.4}, \
          validation {vl}; ROC AUC training {ta}, validation {va}. Threshold {thr:.4}: minimax \
          of FRR and impostor/print/replay FAR on the training rows. See docs/evaluation.md.",
-        live_mode = common.liveness.name(),
+        live_mode = mode.describe(),
         n_id = report.train_identities.len() + report.validation_identities.len(),
         seed = opts.seed,
         n_train = report.train_identities.len(),
@@ -438,14 +422,17 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
             .validation_auc
             .map_or("n/a".into(), |v| format!("{v:.3}")),
         thr = report.threshold,
+        liveness_env = facekey_settings::env::LIVENESS,
     );
-    let (text, _) = weights_json(&report, "trained", &description)?;
+    let weights = weights_file(&report, "trained", &description);
+    // The file must load the way the runtime loads it.
+    FusionMlp::from_weights(weights.clone(), "fitted weights")?;
+    let text = weights.to_json();
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     write(&args.output, &text)?;
     write(&common.out.join("fit.json"), &(summary.to_json()? + "\n"))?;
-    // The written file must load the way the runtime loads it.
     FusionMlp::from_path(&args.output)?;
     eprintln!(
         "wrote {} (threshold {:.4}; training AUC {}, validation AUC {}; validation errors \
@@ -461,37 +448,22 @@ fn run_fit(common: &Common, args: &FitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_weights(spec: &str) -> anyhow::Result<FusionMlp> {
-    if spec == "reference" {
-        Ok(FusionMlp::reference()?)
-    } else {
-        Ok(FusionMlp::from_path(Path::new(spec))?)
-    }
-}
-
 fn write_report(common: &Common) -> anyhow::Result<()> {
     let rows = read_csv(&common.out.join("features.csv"))?;
     let mut specs = common.weights.clone();
     if specs.is_empty() {
-        specs.push("reference".into());
-        let trained = Path::new(MANIFEST_DIR).join("weights/trained.json");
+        specs.push(defaults::WEIGHTS.into());
+        let trained = Path::new(MANIFEST_DIR).join("../weights/trained.json");
         if trained.is_file() {
             specs.push(trained.display().to_string());
         }
     }
-    let weights = specs
+    let config = common.verifier_config();
+    let verifiers = specs
         .iter()
         .map(|s| {
-            let mlp = load_weights(s)?;
-            let threshold = common
-                .threshold
-                .or(mlp.recommended_threshold())
-                .unwrap_or(0.5);
-            Ok(WeightsUnderTest {
-                origin: s.clone(),
-                mlp,
-                threshold,
-            })
+            let source = WeightsSource::parse(s).map_err(anyhow::Error::msg)?;
+            Ok(Verifier::new(FusionMlp::load(&source)?, config))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let dataset = read_dataset_log(&common.out.join("dataset.json"))?;
@@ -500,10 +472,9 @@ fn write_report(common: &Common) -> anyhow::Result<()> {
         rows: &rows,
         dataset: dataset.as_ref(),
         fit: fit.as_ref(),
-        weights: &weights,
-        match_threshold: common.match_threshold,
-        liveness_threshold: common.liveness_threshold,
-        liveness_mode: common.liveness.liveness_mode(),
+        verifiers: &verifiers,
+        config,
+        liveness_mode: common.liveness_mode(),
     });
     let path = common.out.join("report.md");
     write(&path, &md)?;

@@ -1,5 +1,5 @@
 //! The fitted fusion weights (`runtime/weights/trained.json`) against the features they were
-//! fitted on (`runtime/eval/features.csv`, recorded by `facekey-eval`): the file loads the way
+//! fitted on (`runtime/eval/results/features.csv`, recorded by `facekey-eval`): the file loads the way
 //! the runtime loads weights, and its probabilities separate accept-worthy rows (genuine pairs,
 //! originals) from impostors and simulated attacks better than chance — overall, on the held-out
 //! identities, and per negative kind. All numbers are computed here from the recorded files.
@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use facekey_runtime::eval::features::{FeatureRow, Kind, read_csv};
-use facekey_runtime::eval::fit::{Split, split_of};
-use facekey_runtime::eval::metrics::{auc, group_errors};
-use facekey_runtime::eval::report::read_fit_summary;
+use facekey_eval::features::{FeatureRow, Kind, read_csv};
+use facekey_eval::fit::{Split, split_of};
+use facekey_eval::metrics::{auc, group_errors};
+use facekey_eval::report::read_fit_summary;
 use facekey_runtime::fusion::{FEATURE_NAMES, FusionMlp};
 
 fn root() -> &'static Path {
@@ -19,8 +19,8 @@ fn root() -> &'static Path {
 }
 
 fn load() -> (FusionMlp, Vec<FeatureRow>) {
-    let mlp = FusionMlp::from_path(&root().join("weights/trained.json")).unwrap();
-    let rows = read_csv(&root().join("eval/features.csv")).unwrap();
+    let mlp = FusionMlp::from_path(&root().join("../weights/trained.json")).unwrap();
+    let rows = read_csv(&root().join("results/features.csv")).unwrap();
     (mlp, rows)
 }
 
@@ -42,7 +42,7 @@ fn trained_weights_load_and_describe_their_fit() {
     for needle in ["SIMULATED", "seed", "Threshold", "L2"] {
         assert!(d.contains(needle), "description lacks {needle:?}: {d}");
     }
-    let text = std::fs::read_to_string(root().join("weights/trained.json")).unwrap();
+    let text = std::fs::read_to_string(root().join("../weights/trained.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["features"], serde_json::json!(FEATURE_NAMES));
 }
@@ -83,8 +83,8 @@ fn trained_weights_separate_the_recorded_features_better_than_chance() {
 #[test]
 fn trained_weights_beat_chance_on_held_out_identities() {
     let (mlp, rows) = load();
-    let Some(fit) = read_fit_summary(&root().join("eval/fit.json")).unwrap() else {
-        panic!("runtime/eval/fit.json is missing: run `facekey-eval fit`");
+    let Some(fit) = read_fit_summary(&root().join("results/fit.json")).unwrap() else {
+        panic!("runtime/eval/results/fit.json is missing: run `facekey-eval fit`");
     };
     let held: BTreeSet<String> = fit.validation_identities.iter().cloned().collect();
     assert!(!held.is_empty(), "the fit held no identity out");

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fusion::{FEATURE_NAMES, FusionMlp, WEIGHTS_FORMAT, WEIGHTS_VERSION};
+use facekey_runtime::fusion::WeightsFile;
 
 use super::EvalError;
 use super::features::{FeatureRow, Kind};
@@ -163,7 +163,7 @@ impl Params {
     #[allow(clippy::needless_range_loop)] // Matrix indices read as the maths.
     fn backward(&self, x: &[f64; 3], y: f64, weight: f64, g: &mut Params) -> f64 {
         let c = self.forward(x);
-        let dz3 = weight * (crate::fusion::sigmoid(c.z3) - y);
+        let dz3 = weight * (facekey_runtime::fusion::sigmoid(c.z3) - y);
         g.b3 += dz3;
         let mut dz2 = [0.0; 3];
         for i in 0..3 {
@@ -447,7 +447,7 @@ pub fn fit(rows: &[FeatureRow], opts: &FitOptions) -> Result<FitReport, EvalErro
         }
     }
     let (_, best_restart, params) = best.ok_or_else(|| EvalError::Data("no restart ran".into()))?;
-    let prob = |r: &FeatureRow| crate::fusion::sigmoid(params.logit(&r.features()));
+    let prob = |r: &FeatureRow| facekey_runtime::fusion::sigmoid(params.logit(&r.features()));
     let train_scored: Vec<(f64, Kind)> = train_rows.iter().map(|r| (prob(r), r.kind)).collect();
     let val_scored: Vec<(f64, Kind)> = val_rows.iter().map(|r| (prob(r), r.kind)).collect();
     let (threshold, train_worst_error) = minimax_threshold(&train_scored);
@@ -476,52 +476,23 @@ fn round6(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
 }
 
-fn json<T: Serialize + ?Sized>(v: &T) -> Result<String, EvalError> {
-    serde_json::to_string(v).map_err(|source| EvalError::Json {
-        context: "serialising fitted weights".into(),
-        source,
-    })
-}
-
-fn matrix_json(rows: &[&[f64]]) -> Result<String, EvalError> {
-    let rows = rows
-        .iter()
-        .map(|r| json(&r.iter().map(|v| round6(*v)).collect::<Vec<_>>()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(format!("[\n    {}\n  ]", rows.join(",\n    ")))
-}
-
-/// The weights file (`facekey.fusion-weights` v1, laid out like `reference.json`: one matrix row
-/// per line) of a fit, checked by loading it back with [`FusionMlp::from_json_str`]. Weights are
-/// rounded to 6 decimals, the threshold to 4.
-pub fn weights_json(
-    report: &FitReport,
-    name: &str,
-    description: &str,
-) -> Result<(String, FusionMlp), EvalError> {
+/// The weights file of a fit (`facekey.fusion-weights` v1, written by the runtime's own
+/// [`WeightsFile`] type). Weights are rounded to 6 decimals, the threshold to 4.
+pub fn weights_file(report: &FitReport, name: &str, description: &str) -> WeightsFile {
     let p = &report.params;
-    let vector = |v: &[f64]| json(&v.iter().map(|x| round6(*x)).collect::<Vec<_>>());
-    let w1: Vec<&[f64]> = p.w1.iter().map(|r| &r[..]).collect();
-    let w2: Vec<&[f64]> = p.w2.iter().map(|r| &r[..]).collect();
-    let text = format!(
-        "{{\n  \"format\": {},\n  \"version\": {},\n  \"name\": {},\n  \"description\": {},\n  \
-         \"features\": {},\n  \"threshold\": {},\n  \"w1\": {},\n  \"b1\": {},\n  \"w2\": {},\n  \
-         \"b2\": {},\n  \"w3\": [{}],\n  \"b3\": [{}]\n}}\n",
-        json(WEIGHTS_FORMAT)?,
-        WEIGHTS_VERSION,
-        json(name)?,
-        json(description)?,
-        json(&FEATURE_NAMES)?,
-        json(&((report.threshold * 1e4).round() / 1e4))?,
-        matrix_json(&w1)?,
-        vector(&p.b1)?,
-        matrix_json(&w2)?,
-        vector(&p.b2)?,
-        vector(&p.w3)?,
-        json(&round6(p.b3))?,
-    );
-    let mlp = FusionMlp::from_json_str(&text, "fitted weights")?;
-    Ok((text, mlp))
+    let vector = |v: &[f64]| v.iter().map(|x| round6(*x)).collect::<Vec<_>>();
+    let matrix = |m: &[[f64; 3]]| m.iter().map(|r| vector(r)).collect::<Vec<_>>();
+    WeightsFile::new(
+        name,
+        description,
+        Some((report.threshold * 1e4).round() / 1e4),
+        matrix(&p.w1),
+        vector(&p.b1),
+        p.w2.iter().map(|r| vector(r)).collect(),
+        vector(&p.b2),
+        vec![vector(&p.w3)],
+        vec![round6(p.b3)],
+    )
 }
 
 #[cfg(test)]
@@ -529,10 +500,11 @@ pub fn weights_json(
 mod tests {
     use super::super::features::tests::row;
     use super::*;
+    use facekey_runtime::fusion::FusionMlp;
 
     #[test]
     fn bce_is_stable_and_correct() {
-        let p = crate::fusion::sigmoid(0.7);
+        let p = facekey_runtime::fusion::sigmoid(0.7);
         assert!((bce_with_logit(0.7, 1.0) + p.ln()).abs() < 1e-12);
         assert!((bce_with_logit(0.7, 0.0) + (1.0 - p).ln()).abs() < 1e-12);
         assert!(bce_with_logit(-800.0, 1.0).is_finite());
@@ -613,7 +585,9 @@ mod tests {
         assert!(rep.validation_auc.unwrap() > 0.95);
         assert_eq!(rep.train_worst_error, 0.0);
         assert!(rep.excluded > 0);
-        let (text, mlp) = weights_json(&rep, "trained", "toy").unwrap();
+        let file = weights_file(&rep, "trained", "toy");
+        let text = file.to_json();
+        let mlp = FusionMlp::from_json_str(&text, "fitted").unwrap();
         assert!(text.contains("\"format\": \"facekey.fusion-weights\""));
         assert_eq!(
             text.lines()
@@ -629,7 +603,7 @@ mod tests {
         );
         // The file's network is the fitted one (up to rounding).
         for r in rows.iter().take(20) {
-            let want = crate::fusion::sigmoid(rep.params.logit(&r.features()));
+            let want = facekey_runtime::fusion::sigmoid(rep.params.logit(&r.features()));
             assert!((mlp.forward(&r.features()).probability - want).abs() < 1e-4);
         }
         // Deterministic.
@@ -654,7 +628,7 @@ mod tests {
                 .chain(&p.w3)
                 .all(|v| *v >= 0.0)
         );
-        let prob = |x: [f64; 3]| crate::fusion::sigmoid(p.logit(&x));
+        let prob = |x: [f64; 3]| facekey_runtime::fusion::sigmoid(p.logit(&x));
         let grid: Vec<f64> = (0..=10).map(|i| f64::from(i) / 10.0).collect();
         for &a in &grid {
             for &b in &grid {

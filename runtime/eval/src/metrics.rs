@@ -1,16 +1,16 @@
 //! Error rates over recorded feature rows: FNMR/FMR at the match threshold, BPCER/APCER at the
 //! liveness threshold for each liveness mode, the fused decision's error rates under both
 //! decision policies, ROC AUC, and the minimax threshold used to recommend a fusion threshold.
+//! Every accept/reject here is the runtime's own [`Verifier`] (or its [`VerifierConfig`]) deciding
+//! on the recorded measurements, so the evaluation cannot drift from what the server does.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::config::DecisionPolicy;
-use crate::decision::Decision;
-use crate::fusion::FusionMlp;
-use crate::verification::{self, Checks, MatchOutcome};
-use crate::vision::liveness::combine_scores;
-use crate::vision::{Combine, LivenessMode};
+use facekey_runtime::decision::Decision;
+use facekey_runtime::verifier::{LivenessVerdict, Verifier, VerifierConfig};
+use facekey_runtime::vision::liveness::combine_scores;
+use facekey_runtime::vision::{Combine, LivenessMode};
 
 use super::features::{FeatureRow, Kind};
 
@@ -52,47 +52,64 @@ impl fmt::Display for Rate {
     }
 }
 
-/// The liveness modes the runtime offers, with report names.
-pub const LIVENESS_MODES: [(&str, LivenessMode); 4] = [
-    ("DTN only", LivenessMode::Dtn),
-    ("MiniFAS only", LivenessMode::MiniFas),
-    (
-        "both, mean",
-        LivenessMode::Both {
-            combine: Combine::Mean,
-        },
-    ),
-    (
-        "both, min",
-        LivenessMode::Both {
-            combine: Combine::Min,
-        },
-    ),
+/// The liveness modes the runtime offers that score a face (names: [`LivenessMode::describe`]).
+pub const LIVENESS_MODES: [LivenessMode; 4] = [
+    LivenessMode::Dtn,
+    LivenessMode::MiniFas,
+    LivenessMode::Both {
+        combine: Combine::Mean,
+    },
+    LivenessMode::Both {
+        combine: Combine::Min,
+    },
 ];
 
-/// The row's liveness score under `mode`, recomputed from the recorded per-model scores exactly
-/// as the runtime combines them (`mode` off counts as live, 1.0).
-pub fn liveness_under(row: &FeatureRow, mode: LivenessMode) -> f64 {
+/// The row's combined liveness score under `mode`, recomputed from the recorded per-model scores
+/// exactly as the runtime combines them; `None` when `mode` is off.
+pub fn liveness_under(row: &FeatureRow, mode: LivenessMode) -> Option<f64> {
     combine_scores(
         mode,
         Some(row.dtn_live as f32),
         Some(row.minifas_live as f32),
     )
     .map(f64::from)
-    .unwrap_or(1.0)
+}
+
+/// The verifier's liveness verdict of `row` under `mode`.
+pub fn liveness_verdict(
+    row: &FeatureRow,
+    mode: LivenessMode,
+    config: &VerifierConfig,
+) -> LivenessVerdict {
+    config.judge_liveness_score(liveness_under(row, mode), None)
+}
+
+/// The fusion input `x2` the runtime feeds for `row` under `mode` (the verifier's rule: the
+/// score when measured, 1 when liveness is off).
+pub fn liveness_feature(row: &FeatureRow, mode: LivenessMode) -> f64 {
+    let config = config_for_mode(&VerifierConfig::default(), mode);
+    liveness_verdict(row, mode, &config).feature()
+}
+
+/// A verifier configuration whose liveness check matches `mode` (off only when `mode` is).
+pub fn config_for_mode(config: &VerifierConfig, mode: LivenessMode) -> VerifierConfig {
+    VerifierConfig {
+        check_liveness: mode != LivenessMode::Off,
+        ..*config
+    }
 }
 
 /// FNMR: genuine pairs whose similarity falls below the match threshold.
-pub fn fnmr(rows: &[FeatureRow], match_threshold: f64) -> Rate {
+pub fn fnmr(rows: &[FeatureRow], config: &VerifierConfig) -> Rate {
     Rate::count(rows.iter().filter(|r| r.kind == Kind::Genuine), |r| {
-        Decision::at_least(r.similarity, match_threshold) == Decision::Reject
+        config.match_decision(r.similarity) == Decision::Reject
     })
 }
 
 /// FMR: impostor pairs whose similarity reaches the match threshold.
-pub fn fmr(rows: &[FeatureRow], match_threshold: f64) -> Rate {
+pub fn fmr(rows: &[FeatureRow], config: &VerifierConfig) -> Rate {
     Rate::count(rows.iter().filter(|r| r.kind == Kind::Impostor), |r| {
-        Decision::at_least(r.similarity, match_threshold) == Decision::Accept
+        config.match_decision(r.similarity) == Decision::Accept
     })
 }
 
@@ -117,9 +134,10 @@ fn presentations<'a>(rows: &'a [FeatureRow], kinds: &[Kind]) -> Vec<&'a FeatureR
         .collect()
 }
 
-/// BPCER and APCER of `mode` at `threshold` (live when the score reaches it).
-pub fn pad_errors(rows: &[FeatureRow], mode: LivenessMode, threshold: f64) -> PadErrors {
-    let live = |r: &&FeatureRow| Decision::at_least(liveness_under(r, mode), threshold);
+/// BPCER and APCER of `mode` under the configuration's liveness threshold.
+pub fn pad_errors(rows: &[FeatureRow], mode: LivenessMode, config: &VerifierConfig) -> PadErrors {
+    let config = config_for_mode(config, mode);
+    let live = |r: &&FeatureRow| liveness_verdict(r, mode, &config).decision();
     PadErrors {
         bpcer_originals: Rate::count(presentations(rows, &[Kind::BonaFide]), |r| {
             live(r) == Decision::Reject
@@ -136,36 +154,12 @@ pub fn pad_errors(rows: &[FeatureRow], mode: LivenessMode, threshold: f64) -> Pa
     }
 }
 
-/// The settings of one verification decision.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecisionSettings {
-    /// Minimum match similarity.
-    pub match_threshold: f64,
-    /// Minimum liveness score.
-    pub liveness_threshold: f64,
-    /// Liveness mode whose score feeds the MLP and the liveness check.
-    pub liveness_mode: LivenessMode,
-    /// Probability threshold of the fused decision.
-    pub threshold: f64,
-    /// Strict (every check) or fusion (probability alone).
-    pub policy: DecisionPolicy,
-}
-
-/// The runtime's verification decision for one row.
-pub fn decide(row: &FeatureRow, mlp: &FusionMlp, s: &DecisionSettings) -> Decision {
-    let m = MatchOutcome {
-        distance: row.distance,
-        similarity: row.similarity,
-        threshold: s.match_threshold,
-    };
-    let live = liveness_under(row, s.liveness_mode);
-    let x = verification::features(&m, Some(live), row.quality);
-    let p = mlp.forward(&x).probability;
-    let checks = Checks {
-        matched: m.decision(),
-        live: Decision::at_least(live, s.liveness_threshold),
-    };
-    verification::decide(s.policy, p, s.threshold, checks).0
+/// The runtime's verification decision for one row, the liveness score taken under `mode`.
+pub fn decide(row: &FeatureRow, verifier: &Verifier, mode: LivenessMode) -> Decision {
+    let config = config_for_mode(verifier.config(), mode);
+    let matched = config.judge_match(row.distance, row.similarity, 1);
+    let live = liveness_verdict(row, mode, &config);
+    verifier.decide(&matched, &live, row.quality).decision
 }
 
 /// Error rates of the fused verification decision.
@@ -184,10 +178,10 @@ pub struct FusedErrors {
 }
 
 /// The fused decision's error rates over `rows`.
-pub fn fused_errors(rows: &[FeatureRow], mlp: &FusionMlp, s: &DecisionSettings) -> FusedErrors {
+pub fn fused_errors(rows: &[FeatureRow], verifier: &Verifier, mode: LivenessMode) -> FusedErrors {
     let of = |kind: Kind, error_when: Decision| {
         Rate::count(rows.iter().filter(|r| r.kind == kind), |r| {
-            decide(r, mlp, s) == error_when
+            decide(r, verifier, mode) == error_when
         })
     };
     FusedErrors {
@@ -248,7 +242,7 @@ pub fn group_errors(scored: &[(f64, Kind)], t: f64) -> [Option<f64>; 4] {
     for &(p, kind) in scored {
         let g = group(kind);
         totals[g] += 1;
-        let accept = p >= t;
+        let accept = Decision::at_least(p, t) == Decision::Accept;
         if (g == 0) != accept {
             errors[g] += 1;
         }
@@ -301,6 +295,8 @@ pub fn minimax_threshold(scored: &[(f64, Kind)]) -> (f64, f64) {
 mod tests {
     use super::super::features::tests::row;
     use super::*;
+    use facekey_runtime::fusion::FusionMlp;
+    use facekey_runtime::verifier::DecisionPolicy;
 
     #[test]
     fn rate_display_and_value() {
@@ -326,15 +322,17 @@ mod tests {
             row(Kind::Impostor, "a", "b", [0.1, 1.0, 1.0]),
             row(Kind::AttackPrint, "a", "a", [0.1, 1.0, 1.0]),
         ];
+        let config = VerifierConfig::default();
+        assert_eq!(config.match_threshold, 0.5);
         assert_eq!(
-            fnmr(&rows, 0.5),
+            fnmr(&rows, &config),
             Rate {
                 errors: 1,
                 total: 2
             }
         );
         assert_eq!(
-            fmr(&rows, 0.5),
+            fmr(&rows, &config),
             Rate {
                 errors: 1,
                 total: 2
@@ -354,7 +352,9 @@ mod tests {
         att.dtn_live = 0.6;
         att.minifas_live = 0.45;
         let rows = vec![g, imp, att];
-        let dtn = pad_errors(&rows, LivenessMode::Dtn, 0.5);
+        let config = VerifierConfig::default();
+        assert_eq!(config.liveness_threshold, 0.5);
+        let dtn = pad_errors(&rows, LivenessMode::Dtn, &config);
         assert_eq!(
             dtn.bpcer_all,
             Rate {
@@ -370,7 +370,7 @@ mod tests {
             }
         );
         assert_eq!(dtn.apcer_print.total, 0);
-        let mini = pad_errors(&rows, LivenessMode::MiniFas, 0.5);
+        let mini = pad_errors(&rows, LivenessMode::MiniFas, &config);
         assert_eq!(
             mini.bpcer_all,
             Rate {
@@ -385,16 +385,23 @@ mod tests {
                 total: 1
             }
         );
-        let mean = LIVENESS_MODES[2].1;
-        assert!((liveness_under(&rows[2], mean) - 0.525).abs() < 1e-6);
-        assert_eq!(pad_errors(&rows, mean, 0.5).apcer_replay.errors, 1);
-        let min = LIVENESS_MODES[3].1;
-        assert_eq!(pad_errors(&rows, min, 0.5).apcer_replay.errors, 0);
+        let mean = LIVENESS_MODES[2];
+        assert!((liveness_under(&rows[2], mean).unwrap() - 0.525).abs() < 1e-6);
+        assert_eq!(pad_errors(&rows, mean, &config).apcer_replay.errors, 1);
+        let min = LIVENESS_MODES[3];
+        assert_eq!(pad_errors(&rows, min, &config).apcer_replay.errors, 0);
+        // Liveness off accepts every attack: the insecure mode the verifier makes explicit.
+        assert_eq!(liveness_under(&rows[2], LivenessMode::Off), None);
+        assert_eq!(
+            pad_errors(&rows, LivenessMode::Off, &config)
+                .apcer_replay
+                .errors,
+            1
+        );
     }
 
     #[test]
     fn strict_policy_never_accepts_more_than_fusion() {
-        let mlp = FusionMlp::reference().unwrap();
         let mut rows = Vec::new();
         for (i, kind) in Kind::ALL.into_iter().enumerate() {
             for k in 0..20 {
@@ -405,20 +412,19 @@ mod tests {
                 rows.push(r);
             }
         }
-        let base = DecisionSettings {
-            match_threshold: 0.5,
-            liveness_threshold: 0.5,
-            liveness_mode: LIVENESS_MODES[2].1,
-            threshold: 0.5,
-            policy: DecisionPolicy::Fusion,
-        };
-        let strict = DecisionSettings {
-            policy: DecisionPolicy::Strict,
-            ..base
-        };
+        let mode = LIVENESS_MODES[2];
+        let base = Verifier::new(
+            FusionMlp::reference().unwrap(),
+            VerifierConfig {
+                threshold: Some(0.5),
+                policy: DecisionPolicy::Fusion,
+                ..VerifierConfig::default()
+            },
+        );
+        let strict = base.with_policy(DecisionPolicy::Strict);
         let (f, s) = (
-            fused_errors(&rows, &mlp, &base),
-            fused_errors(&rows, &mlp, &strict),
+            fused_errors(&rows, &base, mode),
+            fused_errors(&rows, &strict, mode),
         );
         assert!(s.far_impostor.errors <= f.far_impostor.errors);
         assert!(s.far_replay.errors <= f.far_replay.errors);
@@ -426,8 +432,8 @@ mod tests {
         assert_eq!(f.frr_genuine.total, 20);
         // Every row's strict accept implies a fusion accept.
         for r in &rows {
-            if decide(r, &mlp, &strict) == Decision::Accept {
-                assert_eq!(decide(r, &mlp, &base), Decision::Accept);
+            if decide(r, &strict, mode) == Decision::Accept {
+                assert_eq!(decide(r, &base, mode), Decision::Accept);
             }
         }
     }
