@@ -1,14 +1,18 @@
-//! Runtime configuration from command-line flags and `FACEKEY_*` environment variables, with
-//! defaults that let `facekey-runtime` run alone on a laptop.
+//! Runtime configuration from command-line flags and `FACEKEY_*` environment variables. Names
+//! and defaults come from the settings catalogue ([`facekey_settings`]), shared with the
+//! evaluation lab and the operator; this module only maps them onto clap and onto the vision
+//! and verifier configurations.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use facekey_settings::{defaults, env, validate_unit_threshold};
 
 use crate::alerts::{EmailSettings, SmtpTls};
-use crate::decision::validate_unit_threshold;
+use crate::fusion::WeightsSource;
+use crate::verifier::{DecisionPolicy, VerifierConfig};
 use crate::vision::{Combine, LivenessMode, MultiFacePolicy, VisionConfig};
 
 /// Log output format.
@@ -38,49 +42,25 @@ pub enum LivenessModel {
     Minifas,
     /// Both, combined.
     Both,
-    /// No passive liveness check (verification then treats every face as live).
+    /// No passive liveness check: an explicitly insecure mode in which verification treats
+    /// every face as live (for trusted capture only).
     Off,
 }
 
-/// How two liveness scores combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LivenessCombine {
-    /// Arithmetic mean.
-    Mean,
-    /// The lower score: live only when both models say live.
-    Min,
+impl LivenessModel {
+    /// The vision pipeline's liveness mode for this selection.
+    pub fn mode(self, combine: Combine) -> LivenessMode {
+        match self {
+            Self::Dtn => LivenessMode::Dtn,
+            Self::Minifas => LivenessMode::MiniFas,
+            Self::Both => LivenessMode::Both { combine },
+            Self::Off => LivenessMode::Off,
+        }
+    }
 }
-
-/// Who decides accept/reject in verification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DecisionPolicy {
-    /// Fused probability, match and liveness must all accept.
-    Strict,
-    /// The fused probability alone.
-    Fusion,
-}
-
-/// Which fusion weights to serve: a built-in name or a path to a weights file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WeightsSource {
-    /// Weights compiled into the binary, by name.
-    BuiltIn(String),
-    /// A weights file on disk.
-    File(PathBuf),
-}
-
-/// Names of the weights files compiled into the binary.
-pub const BUILT_IN_WEIGHTS: &[&str] = &["reference", "trained"];
 
 fn parse_weights(s: &str) -> Result<WeightsSource, String> {
-    if BUILT_IN_WEIGHTS.contains(&s) {
-        Ok(WeightsSource::BuiltIn(s.to_string()))
-    } else if s.is_empty() {
-        Err("weights must be a built-in name or a file path".into())
-    } else {
-        Ok(WeightsSource::File(PathBuf::from(s)))
-    }
+    WeightsSource::parse(s)
 }
 
 fn parse_threshold(s: &str) -> Result<f64, String> {
@@ -98,10 +78,9 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-/// One session per core (at most 8): with one intra-op thread each, concurrent requests then
-/// use every core.
-fn default_sessions() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+fn parse_enum<T: ValueEnum>(s: &str) -> T {
+    // Only called on the catalogue's defaults, which a unit test parses.
+    T::from_str(s, false).unwrap_or_else(|_| T::value_variants()[0].clone())
 }
 
 /// All runtime settings. Every flag has an environment variable of the same meaning.
@@ -113,149 +92,149 @@ fn default_sessions() -> usize {
 )]
 pub struct Config {
     /// Address and port to listen on.
-    #[arg(long, env = "FACEKEY_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::LISTEN, default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
 
     /// Fusion MLP weights: a built-in name (`reference`) or a path to a weights JSON file.
-    #[arg(long, env = "FACEKEY_WEIGHTS", default_value = "reference", value_parser = parse_weights)]
+    #[arg(long, env = env::WEIGHTS, default_value = defaults::WEIGHTS, value_parser = parse_weights)]
     pub weights: WeightsSource,
 
     /// Authentication decision threshold on the fusion probability, in [0, 1]. Defaults to the
     /// weights file's recommended threshold, else 0.5.
-    #[arg(long, env = "FACEKEY_THRESHOLD", value_parser = parse_threshold)]
+    #[arg(long, env = env::THRESHOLD, value_parser = parse_threshold)]
     pub threshold: Option<f64>,
 
     /// Directory of the embedded template store (created if missing).
-    #[arg(long, env = "FACEKEY_DATA_DIR", default_value = "facekey-data")]
+    #[arg(long, env = env::DATA_DIR, default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// Most face templates one subject may hold.
-    #[arg(long, env = "FACEKEY_MAX_FACES_PER_SUBJECT", default_value_t = 20, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_FACES_PER_SUBJECT, default_value_t = defaults::MAX_FACES_PER_SUBJECT, value_parser = parse_positive)]
     pub max_faces_per_subject: usize,
 
     /// Largest request body accepted, in bytes (larger bodies get 413).
-    #[arg(long, env = "FACEKEY_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = defaults::MAX_BODY_BYTES, value_parser = parse_positive)]
     pub max_body_bytes: usize,
 
     /// Largest encoded image accepted, in bytes (CompreFace and AWS Rekognition allow 5 MB).
-    #[arg(long, env = "FACEKEY_MAX_IMAGE_BYTES", default_value_t = 5 * 1024 * 1024, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_IMAGE_BYTES, default_value_t = defaults::MAX_IMAGE_BYTES, value_parser = parse_positive)]
     pub max_image_bytes: usize,
 
     /// Largest decoded image accepted, in pixels (width x height), checked from the header
     /// before any pixel memory is allocated.
-    #[arg(long, env = "FACEKEY_MAX_IMAGE_PIXELS", default_value_t = 16_000_000)]
+    #[arg(long, env = env::MAX_IMAGE_PIXELS, default_value_t = defaults::MAX_IMAGE_PIXELS)]
     pub max_image_pixels: u64,
 
     /// ONNX Runtime library (`libonnxruntime.so`). Default: found automatically (next to the
     /// executable, `.tools/onnxruntime/` of the repository, `ORT_DYLIB_PATH`, system paths).
-    #[arg(long, env = "FACEKEY_ORT_LIBRARY")]
+    #[arg(long, env = env::ORT_LIBRARY)]
     pub ort_library: Option<PathBuf>,
 
     /// Directory of the ONNX models. Default: `models/` next to the executable or the
     /// repository's `runtime/models/`.
-    #[arg(long, env = "FACEKEY_MODELS_DIR")]
+    #[arg(long, env = env::MODELS_DIR)]
     pub models_dir: Option<PathBuf>,
 
     /// Directory of replacement liveness models (`expo_FaceAntiSpoofing.onnx`,
     /// `fr_liveness.onnx`), e.g. a mounted volume; checked against its `SHA256SUMS` if present.
-    #[arg(long, env = "FACEKEY_SPOOF_MODEL_DIR")]
+    #[arg(long, env = env::SPOOF_MODEL_DIR)]
     pub spoof_model_dir: Option<PathBuf>,
 
     /// Not supported: the runtime never downloads models. Set only to get a clear start-up error
     /// (the operator passes `models.spoof.uri` here).
-    #[arg(long, env = "FACEKEY_SPOOF_MODEL_URI", hide = true)]
+    #[arg(long, env = env::SPOOF_MODEL_URI, hide = true)]
     pub spoof_model_uri: Option<String>,
 
     /// ONNX Runtime intra-op threads per session (0: ONNX Runtime's choice). One is fastest
     /// here: requests run in parallel across sessions and stages instead.
-    #[arg(long, env = "FACEKEY_INTRA_THREADS", default_value_t = 1)]
+    #[arg(long, env = env::INTRA_THREADS, default_value_t = defaults::INTRA_THREADS)]
     pub intra_threads: usize,
 
     /// Sessions per model, i.e. how many requests may run one model at the same time
     /// (default: one per core, at most 8).
-    #[arg(long, env = "FACEKEY_SESSIONS_PER_MODEL", default_value_t = default_sessions(), value_parser = parse_positive)]
+    #[arg(long, env = env::SESSIONS_PER_MODEL, default_value_t = defaults::sessions_per_model(), value_parser = parse_positive)]
     pub sessions_per_model: usize,
 
     /// Smallest face searched for, in pixels; larger values make detection faster.
-    #[arg(long, env = "FACEKEY_MIN_FACE_SIZE", default_value_t = 20.0)]
+    #[arg(long, env = env::MIN_FACE_SIZE, default_value_t = defaults::MIN_FACE_SIZE)]
     pub min_face_size: f64,
 
     /// What verification does with several faces in one image.
-    #[arg(long, env = "FACEKEY_MULTI_FACE", value_enum, default_value_t = MultiFace::Largest)]
+    #[arg(long, env = env::MULTI_FACE, value_enum, default_value_t = parse_enum::<MultiFace>(defaults::MULTI_FACE))]
     pub multi_face: MultiFace,
 
     /// Minimum match similarity in [0, 1] (0.5 is dlib's 0.6 distance threshold).
-    #[arg(long, env = "FACEKEY_MATCH_THRESHOLD", default_value_t = 0.5, value_parser = parse_threshold)]
+    #[arg(long, env = env::MATCH_THRESHOLD, default_value_t = defaults::MATCH_THRESHOLD, value_parser = parse_threshold)]
     pub match_threshold: f64,
 
     /// Passive liveness models. `minifas` by default: on the evaluation data the DTN scored
     /// real photos and simulated attacks alike (docs/evaluation.md).
-    #[arg(long, env = "FACEKEY_LIVENESS", value_enum, default_value_t = LivenessModel::Minifas)]
+    #[arg(long, env = env::LIVENESS, value_enum, default_value_t = parse_enum::<LivenessModel>(defaults::LIVENESS))]
     pub liveness: LivenessModel,
 
     /// How two liveness scores combine when both models run.
-    #[arg(long, env = "FACEKEY_LIVENESS_COMBINE", value_enum, default_value_t = LivenessCombine::Mean)]
-    pub liveness_combine: LivenessCombine,
+    #[arg(long, env = env::LIVENESS_COMBINE, value_enum, default_value_t = parse_enum::<Combine>(defaults::LIVENESS_COMBINE))]
+    pub liveness_combine: Combine,
 
     /// Minimum liveness score in [0, 1] to call a face live; below it is a spoof attempt.
-    #[arg(long, env = "FACEKEY_LIVENESS_THRESHOLD", default_value_t = 0.5, value_parser = parse_threshold)]
+    #[arg(long, env = env::LIVENESS_THRESHOLD, default_value_t = defaults::LIVENESS_THRESHOLD, value_parser = parse_threshold)]
     pub liveness_threshold: f64,
 
     /// `strict`: accept only when the fused probability, the match and the liveness check all
     /// accept; `fusion`: the fused probability alone decides.
-    #[arg(long, env = "FACEKEY_DECISION_POLICY", value_enum, default_value_t = DecisionPolicy::Strict)]
+    #[arg(long, env = env::DECISION_POLICY, value_enum, default_value_t = parse_enum::<DecisionPolicy>(defaults::DECISION_POLICY))]
     pub decision_policy: DecisionPolicy,
 
     /// Largest number of feature rows in one `/v1/score` batch.
-    #[arg(long, env = "FACEKEY_MAX_BATCH", default_value_t = 1024, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_BATCH, default_value_t = defaults::MAX_BATCH, value_parser = parse_positive)]
     pub max_batch: usize,
 
     /// Seconds a request may take before it is answered with 503 `timeout`.
-    #[arg(long, env = "FACEKEY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS)]
     pub request_timeout_secs: u64,
 
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
-    #[arg(long, env = "FACEKEY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = env::SHUTDOWN_TIMEOUT_SECS, default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
 
     /// SMTP server (`host:port`) for spoof alert emails; alerts are off when unset.
-    #[arg(long, env = "FACEKEY_SMTP_SMARTHOST")]
+    #[arg(long, env = env::SMTP_SMARTHOST)]
     pub smtp_smarthost: Option<String>,
 
     /// SMTP connection security.
-    #[arg(long, env = "FACEKEY_SMTP_TLS", value_enum, default_value_t = SmtpTls::Starttls)]
+    #[arg(long, env = env::SMTP_TLS, value_enum, default_value_t = parse_enum::<SmtpTls>(defaults::SMTP_TLS))]
     pub smtp_tls: SmtpTls,
 
     /// SMTP AUTH user name.
-    #[arg(long, env = "FACEKEY_SMTP_USERNAME")]
+    #[arg(long, env = env::SMTP_USERNAME)]
     pub smtp_username: Option<String>,
 
     /// SMTP AUTH password (prefer the environment variable, e.g. from a Kubernetes Secret).
-    #[arg(long, env = "FACEKEY_SMTP_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = env::SMTP_PASSWORD, hide_env_values = true)]
     pub smtp_password: Option<String>,
 
     /// Extra PEM root certificate to trust for the SMTP server (private CA).
-    #[arg(long, env = "FACEKEY_SMTP_CA_FILE")]
+    #[arg(long, env = env::SMTP_CA_FILE)]
     pub smtp_ca_file: Option<PathBuf>,
 
     /// Sender address of alert emails.
-    #[arg(long, env = "FACEKEY_ALERT_FROM")]
+    #[arg(long, env = env::ALERT_FROM)]
     pub alert_from: Option<String>,
 
     /// Recipients of alert emails, comma-separated.
-    #[arg(long, env = "FACEKEY_ALERT_TO", value_delimiter = ',')]
+    #[arg(long, env = env::ALERT_TO, value_delimiter = ',')]
     pub alert_to: Vec<String>,
 
     /// Least seconds between two alert emails; attempts in between are summarised.
-    #[arg(long, env = "FACEKEY_ALERT_MIN_INTERVAL_SECS", default_value_t = 60)]
+    #[arg(long, env = env::ALERT_MIN_INTERVAL_SECS, default_value_t = defaults::ALERT_MIN_INTERVAL_SECS)]
     pub alert_min_interval_secs: u64,
 
     /// Name of this instance in alert emails (defaults to the host name).
-    #[arg(long, env = "FACEKEY_INSTANCE")]
+    #[arg(long, env = env::INSTANCE)]
     pub instance: Option<String>,
 
     /// Serve the bundled web UI at `/` (`false` leaves only the API).
-    #[arg(long, env = "FACEKEY_UI_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = env::UI_ENABLED, default_value_t = defaults::UI_ENABLED, action = clap::ArgAction::Set)]
     pub ui_enabled: bool,
 
     /// Instead of serving, ask the server at `--listen` for `GET /healthz` and exit 0 when it
@@ -264,16 +243,17 @@ pub struct Config {
     pub check_health: bool,
 
     /// Log format.
-    #[arg(long, env = "FACEKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = parse_enum::<LogFormat>(defaults::LOG_FORMAT))]
     pub log_format: LogFormat,
 
     /// Log filter in `tracing` syntax, e.g. `info` or `facekey_runtime=debug,tower_http=info`.
-    #[arg(long, env = "FACEKEY_LOG", default_value = "info")]
+    #[arg(long, env = env::LOG, default_value = defaults::LOG)]
     pub log: String,
 }
 
 impl Config {
-    /// The vision pipeline configuration these settings describe.
+    /// The vision pipeline configuration these settings describe. With every flag at its
+    /// default this is [`VisionConfig::default`] (a unit test holds them together).
     pub fn vision_config(&self) -> VisionConfig {
         let mut v = VisionConfig::default();
         v.runtime.ort_library = self.ort_library.clone();
@@ -288,18 +268,20 @@ impl Config {
             MultiFace::Largest => MultiFacePolicy::Largest,
             MultiFace::Reject => MultiFacePolicy::Reject,
         };
-        let combine = match self.liveness_combine {
-            LivenessCombine::Mean => Combine::Mean,
-            LivenessCombine::Min => Combine::Min,
-        };
-        v.liveness.mode = match self.liveness {
-            LivenessModel::Dtn => LivenessMode::Dtn,
-            LivenessModel::Minifas => LivenessMode::MiniFas,
-            LivenessModel::Both => LivenessMode::Both { combine },
-            LivenessModel::Off => LivenessMode::Off,
-        };
-        v.liveness.threshold = self.liveness_threshold as f32;
+        v.liveness.mode = self.liveness.mode(self.liveness_combine);
         v
+    }
+
+    /// The verifier's thresholds and policy these settings describe. With every flag at its
+    /// default this is [`VerifierConfig::default`].
+    pub fn verifier_config(&self) -> VerifierConfig {
+        VerifierConfig {
+            match_threshold: self.match_threshold,
+            liveness_threshold: self.liveness_threshold,
+            check_liveness: self.liveness != LivenessModel::Off,
+            policy: self.decision_policy,
+            threshold: self.threshold,
+        }
     }
 
     /// Request timeout as a [`Duration`].
@@ -313,10 +295,13 @@ impl Config {
         let Some(smarthost) = self.smtp_smarthost.clone() else {
             return Ok(None);
         };
-        let from = self
-            .alert_from
-            .clone()
-            .ok_or("FACEKEY_SMTP_SMARTHOST is set but FACEKEY_ALERT_FROM is not")?;
+        let from = self.alert_from.clone().ok_or_else(|| {
+            format!(
+                "{} is set but {} is not",
+                env::SMTP_SMARTHOST,
+                env::ALERT_FROM
+            )
+        })?;
         let to: Vec<String> = self
             .alert_to
             .iter()
@@ -324,7 +309,11 @@ impl Config {
             .filter(|t| !t.is_empty())
             .collect();
         if to.is_empty() {
-            return Err("FACEKEY_SMTP_SMARTHOST is set but FACEKEY_ALERT_TO is empty".into());
+            return Err(format!(
+                "{} is set but {} is empty",
+                env::SMTP_SMARTHOST,
+                env::ALERT_TO
+            ));
         }
         let instance = self
             .instance
@@ -363,6 +352,51 @@ impl Config {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_catalogue_and_the_domain_defaults() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.vision_config(), VisionConfig::default());
+        assert_eq!(c.verifier_config(), VerifierConfig::default());
+        assert_eq!(c.liveness.mode(c.liveness_combine), LivenessMode::default());
+        assert_eq!(c.multi_face, MultiFace::Largest);
+        assert_eq!(c.smtp_tls, SmtpTls::Starttls);
+        assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES);
+        // Every enumerated default in the catalogue is a value the flag accepts.
+        for (flag, value) in [
+            ("--multi-face", defaults::MULTI_FACE),
+            ("--liveness", defaults::LIVENESS),
+            ("--liveness-combine", defaults::LIVENESS_COMBINE),
+            ("--decision-policy", defaults::DECISION_POLICY),
+            ("--smtp-tls", defaults::SMTP_TLS),
+            ("--log-format", defaults::LOG_FORMAT),
+        ] {
+            Config::try_parse_from(["facekey-runtime", flag, value])
+                .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+        }
+    }
+
+    #[test]
+    fn reads_exactly_the_catalogued_variables() {
+        use clap::CommandFactory;
+        let read: std::collections::BTreeSet<String> = Config::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        let catalogue: std::collections::BTreeSet<String> =
+            env::ALL.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(read, catalogue);
+    }
+
+    #[test]
+    fn liveness_off_is_the_explicit_insecure_mode() {
+        let c = Config::try_parse_from(["facekey-runtime", "--liveness", "off"]).unwrap();
+        assert!(!c.verifier_config().check_liveness);
+        assert_eq!(c.vision_config().liveness.mode, LivenessMode::Off);
+        let c = Config::try_parse_from(["facekey-runtime", "--liveness", "both"]).unwrap();
+        assert!(c.verifier_config().check_liveness);
+    }
 
     #[test]
     fn defaults() {

@@ -41,15 +41,6 @@ impl Decision {
     }
 }
 
-/// Check that a threshold is a finite number in `[0, 1]`.
-pub fn validate_unit_threshold(name: &str, value: f64) -> Result<f64, String> {
-    if value.is_finite() && (0.0..=1.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!("{name} must be a number in [0, 1], got {value}"))
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -71,13 +62,5 @@ mod tests {
             "\"accept\""
         );
         assert_eq!(Decision::Reject.as_str(), "reject");
-    }
-
-    #[test]
-    fn unit_thresholds() {
-        assert!(validate_unit_threshold("t", 0.0).is_ok());
-        assert!(validate_unit_threshold("t", 1.0).is_ok());
-        assert!(validate_unit_threshold("t", 1.01).is_err());
-        assert!(validate_unit_threshold("t", f64::NAN).is_err());
     }
 }

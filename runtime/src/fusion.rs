@@ -99,6 +99,9 @@ pub enum WeightsError {
         /// The feature names found.
         found: Vec<String>,
     },
+    /// No weights are built in under this name.
+    #[error("no built-in fusion weights named {0:?} (built in: {BUILT_IN_WEIGHTS:?})")]
+    UnknownBuiltIn(String),
     /// The recommended threshold is outside `[0, 1]`.
     #[error("fusion weights {origin}: field `threshold` is {found}, expected a value in [0, 1]")]
     Threshold {
@@ -109,25 +112,144 @@ pub enum WeightsError {
     },
 }
 
-/// The on-disk form of a weights file, before validation.
-#[derive(Debug, Deserialize)]
+/// The on-disk form of a weights file (`facekey.fusion-weights` v1), before validation. The one
+/// type that both reads ([`FusionMlp::from_weights`]) and writes ([`WeightsFile::to_json`])
+/// weights files, so the fitter and the runtime cannot disagree on the format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WeightsFile {
-    format: String,
-    version: u32,
-    name: String,
+pub struct WeightsFile {
+    /// Always [`WEIGHTS_FORMAT`].
+    pub format: String,
+    /// Always [`WEIGHTS_VERSION`].
+    pub version: u32,
+    /// Name reported in answers and metrics (e.g. `reference`).
+    pub name: String,
+    /// Free text: where the weights come from.
     #[serde(default)]
-    description: String,
+    pub description: String,
+    /// The feature order ([`FEATURE_NAMES`]); empty means that order.
     #[serde(default)]
-    features: Vec<String>,
+    pub features: Vec<String>,
+    /// Recommended threshold on the probability.
     #[serde(default)]
-    threshold: Option<f64>,
-    w1: Vec<Vec<f64>>,
-    b1: Vec<f64>,
-    w2: Vec<Vec<f64>>,
-    b2: Vec<f64>,
-    w3: Vec<Vec<f64>>,
-    b3: Vec<f64>,
+    pub threshold: Option<f64>,
+    /// First layer, 4x3.
+    pub w1: Vec<Vec<f64>>,
+    /// First layer bias, 4.
+    pub b1: Vec<f64>,
+    /// Second layer, 3x4.
+    pub w2: Vec<Vec<f64>>,
+    /// Second layer bias, 3.
+    pub b2: Vec<f64>,
+    /// Output layer, 1x3.
+    pub w3: Vec<Vec<f64>>,
+    /// Output bias, 1.
+    pub b3: Vec<f64>,
+}
+
+impl WeightsFile {
+    /// Weights of the current format and version with the given values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        description: &str,
+        threshold: Option<f64>,
+        w1: Vec<Vec<f64>>,
+        b1: Vec<f64>,
+        w2: Vec<Vec<f64>>,
+        b2: Vec<f64>,
+        w3: Vec<Vec<f64>>,
+        b3: Vec<f64>,
+    ) -> Self {
+        Self {
+            format: WEIGHTS_FORMAT.to_owned(),
+            version: WEIGHTS_VERSION,
+            name: name.to_owned(),
+            description: description.to_owned(),
+            features: FEATURE_NAMES.iter().map(|f| (*f).to_owned()).collect(),
+            threshold,
+            w1,
+            b1,
+            w2,
+            b2,
+            w3,
+            b3,
+        }
+    }
+
+    /// The file's text: one field per line and one matrix row per line, so a diff of two fits
+    /// reads row by row.
+    pub fn to_json(&self) -> String {
+        fn j<T: Serialize + ?Sized>(v: &T) -> String {
+            // Strings, numbers and vectors of them always serialise.
+            serde_json::to_string(v).unwrap_or_default()
+        }
+        fn matrix(rows: &[Vec<f64>]) -> String {
+            let rows: Vec<String> = rows.iter().map(j).collect();
+            if rows.len() == 1 {
+                format!("[{}]", rows[0])
+            } else {
+                format!("[\n    {}\n  ]", rows.join(",\n    "))
+            }
+        }
+        let mut fields = vec![
+            format!("\"format\": {}", j(&self.format)),
+            format!("\"version\": {}", self.version),
+            format!("\"name\": {}", j(&self.name)),
+        ];
+        if !self.description.is_empty() {
+            fields.push(format!("\"description\": {}", j(&self.description)));
+        }
+        if !self.features.is_empty() {
+            fields.push(format!("\"features\": {}", j(&self.features)));
+        }
+        if let Some(t) = self.threshold {
+            fields.push(format!("\"threshold\": {}", j(&t)));
+        }
+        fields.extend([
+            format!("\"w1\": {}", matrix(&self.w1)),
+            format!("\"b1\": {}", j(&self.b1)),
+            format!("\"w2\": {}", matrix(&self.w2)),
+            format!("\"b2\": {}", j(&self.b2)),
+            format!("\"w3\": {}", matrix(&self.w3)),
+            format!("\"b3\": {}", j(&self.b3)),
+        ]);
+        format!("{{\n  {}\n}}\n", fields.join(",\n  "))
+    }
+}
+
+/// Which fusion weights to serve: a built-in name or a path to a weights file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// Weights compiled into the binary, by name.
+    BuiltIn(String),
+    /// A weights file on disk.
+    File(PathBuf),
+}
+
+/// Names of the weights files compiled into the binary.
+pub const BUILT_IN_WEIGHTS: &[&str] = &["reference", "trained"];
+
+impl WeightsSource {
+    /// A built-in name (`reference`, `trained`) or else a file path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if BUILT_IN_WEIGHTS.contains(&s) {
+            Ok(Self::BuiltIn(s.to_string()))
+        } else if s.is_empty() {
+            Err("weights must be a built-in name or a file path".into())
+        } else {
+            Ok(Self::File(PathBuf::from(s)))
+        }
+    }
+}
+
+impl std::fmt::Display for WeightsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BuiltIn(name) => f.write_str(name),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// A validated 3-4-3-1 fusion MLP.
@@ -198,6 +320,16 @@ impl FusionMlp {
         Some(Self::from_json_str(text, &format!("built-in `{name}`")))
     }
 
+    /// Load and validate the weights `source` names.
+    pub fn load(source: &WeightsSource) -> Result<Self, WeightsError> {
+        match source {
+            WeightsSource::BuiltIn(name) => {
+                Self::built_in(name).ok_or_else(|| WeightsError::UnknownBuiltIn(name.clone()))?
+            }
+            WeightsSource::File(path) => Self::from_path(path),
+        }
+    }
+
     /// Load and validate a weights file from disk.
     pub fn from_path(path: &Path) -> Result<Self, WeightsError> {
         let text = std::fs::read_to_string(path).map_err(|source| WeightsError::Read {
@@ -214,10 +346,11 @@ impl FusionMlp {
                 origin: origin.to_string(),
                 source,
             })?;
-        Self::from_file(file, origin)
+        Self::from_weights(file, origin)
     }
 
-    fn from_file(file: WeightsFile, origin: &str) -> Result<Self, WeightsError> {
+    /// Validate parsed weights; `origin` names the source in errors.
+    pub fn from_weights(file: WeightsFile, origin: &str) -> Result<Self, WeightsError> {
         let origin_s = || origin.to_string();
         if file.format != WEIGHTS_FORMAT {
             return Err(WeightsError::Format {
@@ -256,6 +389,22 @@ impl FusionMlp {
             description: file.description,
             threshold: file.threshold,
         })
+    }
+
+    /// These weights as a file ([`WeightsFile::to_json`] writes it).
+    pub fn to_weights(&self) -> WeightsFile {
+        let rows = |m: &Array2<f64>| m.rows().into_iter().map(|r| r.to_vec()).collect();
+        WeightsFile::new(
+            &self.name,
+            &self.description,
+            self.threshold,
+            rows(&self.w1),
+            self.b1.to_vec(),
+            rows(&self.w2),
+            self.b2.to_vec(),
+            rows(&self.w3),
+            self.b3.to_vec(),
+        )
     }
 
     /// The weights' name (e.g. `reference`), reported in responses and metrics.
@@ -398,7 +547,7 @@ mod tests {
 
     #[test]
     fn every_built_in_loads_under_its_name() {
-        for name in crate::config::BUILT_IN_WEIGHTS {
+        for name in BUILT_IN_WEIGHTS {
             let mlp = FusionMlp::built_in(name).unwrap().unwrap();
             assert_eq!(mlp.name(), *name);
         }
@@ -410,6 +559,44 @@ mod tests {
         let lo = trained.forward(&[0.2, 0.2, 0.2]).probability;
         let hi = trained.forward(&[0.9, 0.9, 0.9]).probability;
         assert!(hi > lo, "{lo} vs {hi}");
+    }
+
+    #[test]
+    fn weights_files_round_trip_through_the_one_type() {
+        for name in BUILT_IN_WEIGHTS {
+            let mlp = FusionMlp::built_in(name).unwrap().unwrap();
+            let text = mlp.to_weights().to_json();
+            let back = FusionMlp::from_json_str(&text, "round trip").unwrap();
+            assert_eq!(back.to_weights(), mlp.to_weights(), "{name}");
+            assert_eq!(
+                back.forward(&[0.3, 0.6, 0.9]),
+                mlp.forward(&[0.3, 0.6, 0.9])
+            );
+        }
+        // The bundled trained file is exactly what the writer produces.
+        let trained = FusionMlp::built_in("trained").unwrap().unwrap();
+        assert_eq!(trained.to_weights().to_json(), TRAINED_WEIGHTS_JSON);
+    }
+
+    #[test]
+    fn weights_sources() {
+        assert_eq!(
+            WeightsSource::parse("trained").unwrap(),
+            WeightsSource::BuiltIn("trained".into())
+        );
+        assert_eq!(
+            WeightsSource::parse("/w.json").unwrap(),
+            WeightsSource::File("/w.json".into())
+        );
+        assert!(WeightsSource::parse("").is_err());
+        let e = FusionMlp::load(&WeightsSource::BuiltIn("nope".into())).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        assert_eq!(
+            FusionMlp::load(&WeightsSource::BuiltIn("reference".into()))
+                .unwrap()
+                .name(),
+            "reference"
+        );
     }
 
     #[test]
@@ -479,14 +666,14 @@ mod tests {
         let weights: WeightsFile = serde_json::from_str(REFERENCE_WEIGHTS_JSON).unwrap();
         let mut bad = weights;
         bad.w2[1][3] = f64::INFINITY;
-        let err = FusionMlp::from_file(bad, "test.json")
+        let err = FusionMlp::from_weights(bad, "test.json")
             .unwrap_err()
             .to_string();
         assert!(err.contains("`w2`") && err.contains("[1][3]"), "{err}");
 
         let mut bad: WeightsFile = serde_json::from_str(REFERENCE_WEIGHTS_JSON).unwrap();
         bad.b1[2] = f64::NAN;
-        let err = FusionMlp::from_file(bad, "test.json")
+        let err = FusionMlp::from_weights(bad, "test.json")
             .unwrap_err()
             .to_string();
         assert!(err.contains("`b1`") && err.contains("[2]"), "{err}");

@@ -7,6 +7,7 @@ use prometheus::{
 };
 
 use crate::decision::Decision;
+use crate::verifier::LivenessState;
 
 /// Buckets for HTTP request latency, in seconds: 0.1 ms to 10 s.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -47,6 +48,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Faces judged a presentation attack.
     pub spoofs_detected: IntCounter,
+    /// Liveness verdicts by state (`live`, `spoof`, `unknown`, `off`).
+    pub liveness_checks: IntCounterVec,
     /// Spoof alert emails by result (`sent`, `failed`, `dropped` when the queue was full).
     pub alert_emails: IntCounterVec,
     /// Constant 1, labelled with the build version.
@@ -101,6 +104,14 @@ impl Metrics {
             "facekey_spoof_detected_total",
             "Faces the liveness check judged a presentation attack.",
         )?;
+        let liveness_checks = IntCounterVec::new(
+            Opts::new(
+                "facekey_liveness_checks_total",
+                "Liveness verdicts by state: live, spoof, unknown (on but could not run; never \
+                 counts as live), off (liveness disabled).",
+            ),
+            &["state"],
+        )?;
         let alert_emails = IntCounterVec::new(
             Opts::new(
                 "facekey_alert_emails_total",
@@ -129,6 +140,7 @@ impl Metrics {
             Box::new(stage_duration.clone()),
             Box::new(decisions.clone()),
             Box::new(spoofs_detected.clone()),
+            Box::new(liveness_checks.clone()),
             Box::new(alert_emails.clone()),
             Box::new(build_info.clone()),
             Box::new(model_info.clone()),
@@ -141,6 +153,14 @@ impl Metrics {
         for d in [Decision::Accept, Decision::Reject] {
             decisions.with_label_values(&[d.as_str()]);
         }
+        for state in [
+            LivenessState::Live,
+            LivenessState::Spoof,
+            LivenessState::Unknown,
+            LivenessState::Off,
+        ] {
+            liveness_checks.with_label_values(&[state.as_str()]);
+        }
         Ok(Self {
             registry,
             http_requests,
@@ -149,6 +169,7 @@ impl Metrics {
             stage_duration,
             decisions,
             spoofs_detected,
+            liveness_checks,
             alert_emails,
             build_info,
             model_info,
@@ -158,6 +179,13 @@ impl Metrics {
     /// Count one authentication decision.
     pub fn record_decision(&self, decision: Decision) {
         self.decisions.with_label_values(&[decision.as_str()]).inc();
+    }
+
+    /// Count one liveness verdict.
+    pub fn record_liveness(&self, state: LivenessState) {
+        self.liveness_checks
+            .with_label_values(&[state.as_str()])
+            .inc();
     }
 
     /// Render all metrics in the Prometheus text format.
@@ -179,6 +207,7 @@ mod tests {
     fn renders_registered_families() {
         let m = Metrics::new().unwrap();
         m.record_decision(Decision::Accept);
+        m.record_liveness(LivenessState::Unknown);
         m.inference_duration
             .with_label_values(&["fusion"])
             .observe(0.001);
@@ -196,6 +225,8 @@ mod tests {
         );
         assert!(text.contains("facekey_inference_duration_seconds_count{model=\"fusion\"} 1"));
         assert!(text.contains("facekey_build_info{version=\""));
+        assert!(text.contains("facekey_liveness_checks_total{state=\"unknown\"} 1"));
+        assert!(text.contains("facekey_liveness_checks_total{state=\"off\"} 0"));
         assert!(text.contains("# TYPE facekey_http_request_duration_seconds histogram"));
     }
 }

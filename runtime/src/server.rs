@@ -14,8 +14,9 @@ const ALERT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 use crate::alerts::{self, Mailer};
 use crate::api;
 use crate::config::Config;
+use crate::engine::{Engine, EngineError};
 use crate::metrics::{Metrics, MetricsError};
-use crate::state::{AppState, Engine, EngineError, SharedState};
+use crate::state::{AppState, SharedState};
 use crate::store::RedbStore;
 
 /// Why the server stopped with an error.
@@ -111,8 +112,8 @@ impl Server {
         let mut loader = tokio::task::spawn_blocking(move || {
             let engine = Engine::load(&loader_state.config)?;
             tracing::info!(
-                weights = engine.fusion.name(),
-                threshold = engine.threshold,
+                weights = engine.verifier.fusion().name(),
+                threshold = engine.verifier.threshold(),
                 "models loaded; ready"
             );
             loader_state.set_engine(engine);

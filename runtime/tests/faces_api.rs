@@ -198,6 +198,15 @@ async fn enrol_then_verify_genuine_and_impostor() {
         reasons.contains(&"spoof"),
         v["liveness"]["decision"] == "reject"
     );
+    // Liveness ran (MiniFAS by default), so its state is live or spoof, never unknown/off.
+    let state = v["liveness"]["state"].as_str().unwrap();
+    assert!(state == "live" || state == "spoof", "{v}");
+    assert_eq!(
+        state == "live",
+        v["liveness"]["decision"] == "accept",
+        "{v}"
+    );
+    assert_eq!(v["liveness"]["checked"], true);
 
     // Impostor probe: a different person.
     let (status, v) = s
@@ -221,6 +230,8 @@ async fn enrol_then_verify_genuine_and_impostor() {
         r#"facekey_inference_duration_seconds_count{model="dlib_resnet"} 3"#,
         r#"facekey_model_info{kind="embedding",model="dlib_resnet"} 1"#,
         r#"facekey_http_requests_total{method="POST",route="/v1/verify",status="200"} 2"#,
+        r#"facekey_liveness_checks_total{state="unknown"} 0"#,
+        r#"facekey_liveness_checks_total{state="off"} 0"#,
     ] {
         assert!(metrics.contains(want), "missing {want}");
     }
@@ -408,5 +419,30 @@ async fn liveness_reports_every_face_and_counts_spoofs() {
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["faces"], json!([]));
+    s.stop().await;
+}
+
+/// `--liveness off` is the explicit insecure mode: no liveness model runs, the verdict says
+/// `off` (not `live`), the fusion input x2 is 1, and the metric counts it.
+#[tokio::test]
+async fn liveness_off_is_reported_as_off_not_live() {
+    let mut config = Config::for_tests();
+    config.liveness = facekey_runtime::config::LivenessModel::Off;
+    let s = Running::start(config).await;
+    let id = s.create_subject("Eileen Collins").await;
+    let (status, v) = s.enrol(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = s.verify_multipart(&id, face("astronaut_640x480.jpg")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["liveness"]["state"], "off", "{v}");
+    assert_eq!(v["liveness"]["checked"], false);
+    assert!(v["liveness"]["score"].is_null());
+    assert_eq!(v["features"][1], 1.0);
+    assert!(v["inference_ms"]["minifas"].is_null(), "{v}");
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"facekey_liveness_checks_total{state="off"} 1"#),
+        "{metrics}"
+    );
     s.stop().await;
 }

@@ -278,7 +278,7 @@ async fn every_response_carries_a_request_id() {
 async fn missing_weights_file_fails_start_up_naming_the_file() {
     let mut config = Config::for_tests();
     config.weights =
-        facekey_runtime::config::WeightsSource::File("/nonexistent/fusion.json".into());
+        facekey_runtime::fusion::WeightsSource::File("/nonexistent/fusion.json".into());
     let server = Server::bind(config).await.unwrap();
     let err = tokio::time::timeout(
         Duration::from_secs(10),

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use facekey_runtime::config::{Config, LivenessModel};
-use facekey_runtime::state::Engine;
+use facekey_runtime::engine::Engine;
 use facekey_runtime::vision::models::sha256_hex;
 
 fn bundled(file: &str) -> PathBuf {

@@ -1,10 +1,17 @@
-//! The API's one error type: every failure becomes `{"error":{"code","message"}}` with a
-//! 4xx/5xx status, so clients can branch on a stable `code` and humans read the `message`.
+//! The API's one error type and the one place where domain errors become HTTP: every failure
+//! becomes `{"error":{"code","message"}}` with a 4xx/5xx status, so clients can branch on a
+//! stable `code` and humans read the `message`. Domain code (vision, store, engine) returns its
+//! own errors; the `From` impls below are their only mapping to statuses and codes.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::metrics::MetricsError;
+use crate::state::NotReady;
+use crate::store::StoreError;
+use crate::vision::{ErrorKind, VisionError};
 
 /// A request failure with its HTTP status, a stable machine-readable code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,5 +101,93 @@ impl IntoResponse for ApiError {
             },
         };
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<NotReady> for ApiError {
+    fn from(e: NotReady) -> Self {
+        ApiError::not_ready(e.to_string())
+    }
+}
+
+impl From<VisionError> for ApiError {
+    fn from(e: VisionError) -> Self {
+        let kind = e.kind();
+        let status = match kind {
+            ErrorKind::InvalidImage => StatusCode::BAD_REQUEST,
+            ErrorKind::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::NoFace | ErrorKind::MultipleFaces | ErrorKind::UnusableFace => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, kind.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::SubjectNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "subject_not_found",
+                format!("no subject with id {id:?}"),
+            ),
+            StoreError::TooManyFaces { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_faces", e.to_string())
+            }
+            StoreError::Invalid(message) => ApiError::invalid_request(message),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<MetricsError> for ApiError {
+    fn from(e: MetricsError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::DecodeError;
+
+    #[test]
+    fn domain_errors_map_to_statuses_and_codes() {
+        let e = ApiError::from(NotReady);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+        );
+        let e = ApiError::from(VisionError::NoFace);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "no_face")
+        );
+        let e = ApiError::from(VisionError::from(DecodeError::TooManyBytes {
+            size: 2,
+            limit: 1,
+        }));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
+        );
+        let e = ApiError::from(StoreError::SubjectNotFound("x".into()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::NOT_FOUND, "subject_not_found")
+        );
+        let e = ApiError::from(StoreError::TooManyFaces {
+            subject: "x".into(),
+            limit: 1,
+        });
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "too_many_faces"));
+        let e = ApiError::from(StoreError::Invalid("bad".into()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        );
     }
 }

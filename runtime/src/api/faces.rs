@@ -1,8 +1,7 @@
 //! Face endpoints: enrol a face for a subject, verify a face against a subject (1:1), and
-//! passive liveness of every face in an image. Model work runs on the blocking pool; pure
-//! decision logic lives in [`crate::verification`].
+//! passive liveness of every face in an image. Model work runs on the blocking pool; every
+//! decision is the [`crate::verifier::Verifier`]'s.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -11,50 +10,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::blocking::{with_engine, with_store};
 use super::error::{ApiError, ErrorBody};
 use super::image_input::ImageInput;
-use super::subjects::with_store;
 use crate::alerts::SpoofAttempt;
 use crate::decision::Decision;
 use crate::fusion::Layers;
-use crate::state::{Engine, SharedState};
+use crate::state::SharedState;
 use crate::store::{NewTemplate, StoreError, Template};
-use crate::verification::{self, Checks, MatchOutcome};
+use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason};
 use crate::vision::{
-    Detection, Embedding, ErrorKind, FaceAnalysis, LivenessReport, LivenessResult, ModelTimings,
-    QualityResult, StageTimings, VisionError,
+    Detection, Embedding, FaceAnalysis, LivenessReport, LivenessResult, ModelTimings,
+    QualityResult, StageTimings,
 };
 
 /// Name under which templates record the embedding model.
 pub const EMBEDDING_MODEL: &str = "dlib_resnet_v1_128d";
-
-impl From<VisionError> for ApiError {
-    fn from(e: VisionError) -> Self {
-        let kind = e.kind();
-        let status = match kind {
-            ErrorKind::InvalidImage => StatusCode::BAD_REQUEST,
-            ErrorKind::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorKind::NoFace | ErrorKind::MultipleFaces | ErrorKind::UnusableFace => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, kind.code(), e.to_string())
-    }
-}
-
-/// Run a vision call on the blocking pool with the loaded engine.
-async fn with_engine<T, F>(engine: Arc<Engine>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Engine) -> Result<T, VisionError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(move || f(&engine))
-        .await
-        .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))?
-        .map_err(ApiError::from)
-}
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
@@ -78,15 +49,17 @@ fn parse_flag(input: &ImageInput, name: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// Emit the spoof event (log, counter, alert email) when the liveness check rejected the face.
-fn report_spoof(
+/// Count the liveness verdict and emit the spoof event (log, counter, alert email) when the
+/// face was judged a presentation attack.
+fn report_liveness(
     state: &SharedState,
     headers: &HeaderMap,
     route: &'static str,
     subject: Option<&str>,
     liveness: &LivenessReportItem,
 ) {
-    if liveness.decision == Decision::Reject {
+    state.metrics.record_liveness(liveness.state);
+    if liveness.state == LivenessState::Spoof {
         SpoofAttempt {
             at: std::time::SystemTime::now(),
             route,
@@ -225,35 +198,50 @@ pub struct MatchReport {
     pub templates: usize,
 }
 
+impl From<&MatchVerdict> for MatchReport {
+    fn from(m: &MatchVerdict) -> Self {
+        Self {
+            distance: m.distance,
+            similarity: m.similarity,
+            threshold: m.threshold,
+            decision: m.decision,
+            templates: m.templates,
+        }
+    }
+}
+
 /// The liveness part of an answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LivenessReportItem {
-    /// Combined live score in [0, 1], higher is more live; absent when liveness is off.
+    /// `live`, `spoof`, `unknown` (liveness is on but could not run on this face; never
+    /// counts as live) or `off` (liveness configured off: insecure, every face counts as live).
+    pub state: LivenessState,
+    /// Combined live score in [0, 1], higher is more live; absent unless liveness ran.
     pub score: Option<f64>,
-    /// `accept` (live) when `score >= threshold`; `reject` is a presentation attack.
+    /// `accept` when the state is `live` (or `off`); `reject` for `spoof` and `unknown`.
     pub decision: Decision,
     /// The threshold used.
     pub threshold: f64,
-    /// Whether a liveness model ran.
+    /// Whether a liveness score was measured.
     pub checked: bool,
+    /// Why liveness could not run (state `unknown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Per-model outputs.
     #[schema(value_type = Object)]
-    pub models: LivenessResult,
+    pub models: Option<LivenessResult>,
 }
 
 impl LivenessReportItem {
-    fn from_result(result: LivenessResult, threshold: f64) -> Self {
-        let checked = result.score.is_some();
+    fn new(verdict: LivenessVerdict, models: Option<LivenessResult>) -> Self {
         Self {
-            score: result.score.map(f64::from),
-            decision: if checked {
-                Decision::at_least(result.score.map(f64::from).unwrap_or(0.0), threshold)
-            } else {
-                Decision::Accept
-            },
-            threshold,
-            checked,
-            models: result,
+            state: verdict.state,
+            score: verdict.score,
+            decision: verdict.decision(),
+            threshold: verdict.threshold,
+            checked: verdict.score.is_some(),
+            reason: verdict.reason,
+            models,
         }
     }
 }
@@ -285,9 +273,9 @@ pub struct VerifyResponse {
     /// The probability threshold.
     pub threshold: f64,
     /// `strict` or `fusion`.
-    pub decision_policy: crate::config::DecisionPolicy,
-    /// Checks that failed: `no_match`, `spoof`, `low_probability`.
-    pub reasons: Vec<&'static str>,
+    pub decision_policy: DecisionPolicy,
+    /// Checks that failed: `no_match`, `spoof`, `liveness_unknown`, `low_probability`.
+    pub reasons: Vec<Reason>,
     /// Fusion weights used.
     pub weights: String,
     /// Fusion layer values, when `include_layers` was true.
@@ -364,73 +352,48 @@ pub async fn verify(
         with_engine(engine.clone(), move |e| e.vision.verify(&image)).await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
+    let verifier = &engine.verifier;
     let t = Instant::now();
-    let best = verification::best_match(&engine.vision, &analysis.embedding, &templates);
+    let scores: Vec<_> = templates
+        .iter()
+        .map(|t| engine.vision.compare(&analysis.embedding, t))
+        .collect();
+    let matched = verifier.judge_templates(&scores).ok_or_else(|| {
+        ApiError::internal("templates vanished between the lookup and the comparison")
+    })?;
     let matching = t.elapsed();
-    let config = &state.config;
-    let match_outcome = MatchOutcome {
-        distance: f64::from(best.distance),
-        similarity: f64::from(best.similarity),
-        threshold: config.match_threshold,
-    };
-    let liveness_result = analysis.liveness.unwrap_or(LivenessResult {
-        score: None,
-        live: false,
-        threshold: config.liveness_threshold as f32,
-        dtn: None,
-        minifas: None,
-    });
-    let liveness = LivenessReportItem::from_result(liveness_result, config.liveness_threshold);
-    let quality_score = analysis.quality.map(|q| f64::from(q.score)).unwrap_or(0.0);
 
     let t = Instant::now();
-    let checks = Checks {
-        matched: match_outcome.decision(),
-        live: liveness.decision,
-    };
-    let features = verification::features(&match_outcome, liveness.score, quality_score);
-    let forward = engine.fusion.forward(&features);
-    let (decision, reasons) = verification::decide(
-        config.decision_policy,
-        forward.probability,
-        engine.threshold,
-        checks,
-    );
+    let liveness = verifier.judge_liveness(analysis.liveness.as_ref());
+    let quality = analysis.quality.map_or(0.0, |q| f64::from(q.score));
+    let outcome = verifier.decide(&matched, &liveness, quality);
     let fusion = t.elapsed();
-    state
-        .metrics
-        .stage_duration
+    let m = &state.metrics;
+    m.stage_duration
         .with_label_values(&["fusion"])
         .observe(fusion.as_secs_f64());
-    state
-        .metrics
-        .inference_duration
+    m.inference_duration
         .with_label_values(&["fusion"])
         .observe(fusion.as_secs_f64());
-    state.metrics.record_decision(decision);
-    report_spoof(&state, &headers, "/v1/verify", Some(&subject), &liveness);
+    m.record_decision(outcome.decision);
+    let liveness = LivenessReportItem::new(liveness, analysis.liveness);
+    report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(Json(VerifyResponse {
         subject,
         face: analysis.face,
         faces_detected: analysis.faces_detected,
-        match_: MatchReport {
-            distance: match_outcome.distance,
-            similarity: match_outcome.similarity,
-            threshold: match_outcome.threshold,
-            decision: match_outcome.decision(),
-            templates: templates.len(),
-        },
+        match_: MatchReport::from(&matched),
         liveness,
         quality: analysis.quality,
-        features,
-        probability: forward.probability,
-        decision,
-        threshold: engine.threshold,
-        decision_policy: config.decision_policy,
-        reasons,
-        weights: engine.fusion.name().to_string(),
-        layers: include_layers.then_some(forward.layers),
+        features: outcome.features,
+        probability: outcome.forward.probability,
+        decision: outcome.decision,
+        threshold: verifier.threshold(),
+        decision_policy: verifier.config().policy,
+        reasons: outcome.reasons,
+        weights: verifier.fusion().name().to_string(),
+        layers: include_layers.then_some(outcome.forward.layers),
         timings_ms: VerifyTimings {
             stages: analysis.timings,
             matching: ms(matching),
@@ -487,19 +450,21 @@ pub async fn liveness(
     let engine = state.engine()?;
     let image = input.image;
     let report: LivenessReport =
-        with_engine(engine, move |e| e.vision.liveness_all(&image)).await?;
+        with_engine(engine.clone(), move |e| e.vision.liveness_all(&image)).await?;
     observe_timings(&state, &report.timings, &report.inference);
-    let threshold = state.config.liveness_threshold;
     let faces: Vec<LivenessFace> = report
         .faces
         .into_iter()
         .map(|f| LivenessFace {
             face: f.face,
-            liveness: LivenessReportItem::from_result(f.liveness, threshold),
+            liveness: LivenessReportItem::new(
+                engine.verifier.judge_liveness(Some(&f.liveness)),
+                Some(f.liveness),
+            ),
         })
         .collect();
     for f in &faces {
-        report_spoof(&state, &headers, "/v1/liveness", None, &f.liveness);
+        report_liveness(&state, &headers, "/v1/liveness", None, &f.liveness);
     }
     Ok(Json(LivenessResponse {
         faces,

@@ -37,10 +37,7 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
     responses((status = 200, description = "Text exposition format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let text = state
-        .metrics
-        .render()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let text = state.metrics.render()?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, health and metrics endpoints, and the middleware that records
 //! per-route metrics, enforces the body limit and timeout, and turns panics into JSON 500s.
 
+pub mod blocking;
 pub mod error;
 pub mod extract;
 pub mod faces;

@@ -128,8 +128,9 @@ pub async fn score(
     ApiJson(req): ApiJson<ScoreRequest>,
 ) -> Result<Json<ScoreAnswer>, ApiError> {
     let engine = state.engine()?;
-    let threshold = engine.threshold;
-    let weights = engine.fusion.name().to_string();
+    let verifier = &engine.verifier;
+    let threshold = verifier.threshold();
+    let weights = verifier.fusion().name().to_string();
     let timer = state
         .metrics
         .inference_duration
@@ -138,9 +139,9 @@ pub async fn score(
         (Some(features), None) => {
             let x = validate_features(&features, "features")?;
             let start = Instant::now();
-            let forward = engine.fusion.forward(&x);
+            let forward = verifier.fusion().forward(&x);
             timer.observe(start.elapsed().as_secs_f64());
-            let decision = Decision::at_least(forward.probability, threshold);
+            let decision = verifier.fused_decision(forward.probability);
             state.metrics.record_decision(decision);
             Ok(Json(ScoreAnswer::Single(ScoreResponse {
                 result: ScoreResult {
@@ -174,15 +175,15 @@ pub async fn score(
             let scored: Vec<(f64, Option<Layers>)> = if req.include_layers {
                 rows.iter()
                     .map(|x| {
-                        let f = engine.fusion.forward(x);
+                        let f = verifier.fusion().forward(x);
                         (f.probability, Some(f.layers))
                     })
                     .collect()
             } else {
                 let xs = Array2::from_shape_vec((rows.len(), INPUTS), rows.concat())
                     .map_err(|e| ApiError::internal(format!("batch shape: {e}")))?;
-                engine
-                    .fusion
+                verifier
+                    .fusion()
                     .probabilities(&xs)
                     .iter()
                     .map(|&p| (p, None))
@@ -192,7 +193,7 @@ pub async fn score(
             let results = scored
                 .into_iter()
                 .map(|(probability, layers)| {
-                    let decision = Decision::at_least(probability, threshold);
+                    let decision = verifier.fused_decision(probability);
                     state.metrics.record_decision(decision);
                     ScoreResult {
                         probability,

@@ -1,5 +1,5 @@
 //! Enrolment: create, list, get and delete subjects. Store calls run on the blocking pool
-//! because commits wait for the disk.
+//! ([`super::blocking`]) because commits wait for the disk.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,10 +7,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::blocking::with_store;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::state::SharedState;
-use crate::store::{StoreError, Subject, TemplateStore};
+use crate::store::{StoreError, Subject};
 
 /// Body of `POST /v1/subjects`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -48,36 +49,6 @@ pub struct SubjectDetail {
     pub subject: Subject,
     /// Its enrolled faces.
     pub templates: Vec<FaceSummary>,
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::SubjectNotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "subject_not_found",
-                format!("no subject with id {id:?}"),
-            ),
-            StoreError::TooManyFaces { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "too_many_faces", e.to_string())
-            }
-            StoreError::Invalid(message) => ApiError::invalid_request(message),
-            other => ApiError::internal(other.to_string()),
-        }
-    }
-}
-
-/// Run a store operation on the blocking pool.
-pub async fn with_store<T, F>(state: &SharedState, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn TemplateStore) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
-        .map_err(ApiError::from)
 }
 
 /// `POST /v1/subjects`: 201 with the new subject and its `Location`.

@@ -1,9 +1,12 @@
-//! Every threshold and knob of the vision pipeline in one serde + `Default` structure, so the
-//! server can fill it from flags, a file or the environment. Defaults reproduce the reference
-//! pipelines described in `runtime/models/MODELS.md`.
+//! Every knob of the vision pipeline in one serde + `Default` structure, so the server can fill
+//! it from flags, a file or the environment. Vision measures; it holds no accept/reject
+//! thresholds (those belong to [`crate::verifier`]). Defaults reproduce the reference pipelines described in
+//! `runtime/models/MODELS.md`; those the runtime exposes as settings come from
+//! [`facekey_settings::defaults`], so the server, the evaluation and this type agree.
 
 use std::path::PathBuf;
 
+use facekey_settings::defaults;
 use serde::{Deserialize, Serialize};
 
 pub use super::decode::DecodeLimits;
@@ -20,7 +23,7 @@ pub struct VisionConfig {
     pub detector: DetectorConfig,
     /// What to do when an image holds several faces.
     pub multi_face: MultiFacePolicy,
-    /// Embedding distance threshold and similarity mapping.
+    /// Distance-to-similarity mapping.
     pub matching: MatchConfig,
     /// Passive liveness (presentation-attack detection).
     pub liveness: LivenessConfig,
@@ -41,15 +44,14 @@ pub struct RuntimeConfig {
     /// Check every model file's SHA-256 against the pinned value at load (default true).
     pub verify_checksums: bool,
     /// ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime pick (one per core, with
-    /// spinning). Default 1: measured on the 2-vCPU target, one thread per inference gave both
+    /// spinning). Default 1 ([`defaults::INTRA_THREADS`]): measured on the 2-vCPU target, one thread per inference gave both
     /// the lowest latency (138 ms vs 200 ms with 2 threads and 246 ms with ONNX Runtime's choice
     /// per verification) and the best throughput, since concurrent requests use the other core.
     pub intra_threads: usize,
-    /// Sessions per model, i.e. how many requests can run the same model at once (default 1).
-    /// Sessions need exclusive access to run (`ort` 2.0.0-rc.15 `Session::run` takes `&mut`),
-    /// so each is behind a mutex; with one session per model two concurrent verifications still
-    /// overlap on different models (9.8 req/s with two clients vs 5.4 with one), and a second
-    /// session per model measured no better while doubling model memory.
+    /// Sessions per model, i.e. how many requests can run the same model at once (default one
+    /// per core, at most 8: [`defaults::sessions_per_model`]). Sessions need exclusive access to
+    /// run (`ort` 2.0.0-rc.15 `Session::run` takes `&mut`), so each is behind a mutex; with one
+    /// intra-op thread each, one session per core lets concurrent requests use every core.
     pub sessions_per_model: usize,
     /// Run one inference per session at load, so the first request is as fast as the rest
     /// (default true).
@@ -70,8 +72,8 @@ impl Default for RuntimeConfig {
             ort_library: None,
             models_dir: None,
             verify_checksums: true,
-            intra_threads: 1,
-            sessions_per_model: 1,
+            intra_threads: defaults::INTRA_THREADS,
+            sessions_per_model: defaults::sessions_per_model(),
             warm_up: true,
             parallel_liveness: true,
             spoof_model_dir: None,
@@ -112,7 +114,7 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
-            min_face_size: 20.0,
+            min_face_size: defaults::MIN_FACE_SIZE,
             scale_factor: 0.709,
             pnet_threshold: 0.6,
             rnet_threshold: 0.7,
@@ -137,28 +139,30 @@ pub enum MultiFacePolicy {
     Reject,
 }
 
-/// Face matching: dlib's distance threshold and the distance-to-similarity mapping.
+/// The distance-to-similarity mapping of face matching (a measurement; the match threshold on
+/// the similarity is the verifier's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatchConfig {
-    /// Same person when the Euclidean distance is at most this (default 0.6, dlib's).
-    pub distance_threshold: f32,
-    /// Steepness `k` of `similarity = 1 / (1 + exp(k (d - threshold)))` (default 10): the
-    /// threshold maps to 0.5, a typical genuine distance 0.3 to 0.95, an impostor 0.8 to 0.12.
+    /// The Euclidean distance that maps to similarity 0.5 (default 0.6, dlib's same-person
+    /// threshold, [`defaults::MATCH_DISTANCE`]).
+    pub similarity_midpoint: f32,
+    /// Steepness `k` of `similarity = 1 / (1 + exp(k (d - midpoint)))` (default 10): the
+    /// midpoint maps to 0.5, a typical genuine distance 0.3 to 0.95, an impostor 0.8 to 0.12.
     pub similarity_steepness: f32,
 }
 
 impl Default for MatchConfig {
     fn default() -> Self {
         Self {
-            distance_threshold: 0.6,
+            similarity_midpoint: defaults::MATCH_DISTANCE as f32,
             similarity_steepness: 10.0,
         }
     }
 }
 
-/// How two liveness scores are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// How two liveness scores are combined (`--liveness-combine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Combine {
     /// Arithmetic mean of the two scores (default).
@@ -186,14 +190,29 @@ pub enum LivenessMode {
 }
 
 impl Default for LivenessMode {
+    /// The MiniFASNet-like model alone ([`defaults::LIVENESS`]): on the evaluation data the DTN
+    /// scored real photos and simulated attacks alike (docs/evaluation.md).
     fn default() -> Self {
-        Self::Both {
-            combine: Combine::Mean,
-        }
+        Self::MiniFas
     }
 }
 
 impl LivenessMode {
+    /// A readable name, for reports and model descriptions.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Off => "no passive liveness",
+            Self::Dtn => "DTN only",
+            Self::MiniFas => "MiniFASNet-like model only",
+            Self::Both {
+                combine: Combine::Mean,
+            } => "both PAD models, mean",
+            Self::Both {
+                combine: Combine::Min,
+            } => "both PAD models, minimum",
+        }
+    }
+
     /// Whether the Deep Tree Network runs.
     pub fn uses_dtn(&self) -> bool {
         matches!(self, Self::Dtn | Self::Both { .. })
@@ -206,14 +225,12 @@ impl LivenessMode {
 }
 
 /// Passive liveness settings. Every model score is mapped to `[0, 1]`, higher = more live, with
-/// the model's own decision threshold at 0.5.
+/// the model's own decision threshold at 0.5; the threshold applied is the verifier's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LivenessConfig {
-    /// Models and combination (default both, mean).
+    /// Models and combination (default the MiniFASNet-like model alone).
     pub mode: LivenessMode,
-    /// Live when the combined score is at least this (default 0.5).
-    pub threshold: f32,
     /// The DTN spoof score at which the source app switches to "spoof" (default 0.2); the DTN
     /// live score is `2^(-spoof / this)`, so this value maps to 0.5.
     pub dtn_spoof_threshold: f32,
@@ -225,7 +242,6 @@ impl Default for LivenessConfig {
     fn default() -> Self {
         Self {
             mode: LivenessMode::default(),
-            threshold: 0.5,
             dtn_spoof_threshold: 0.2,
             minifas_crop_scale: 2.7,
         }

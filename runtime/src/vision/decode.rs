@@ -22,8 +22,8 @@ pub struct DecodeLimits {
 impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
-            max_bytes: 5 * 1024 * 1024,
-            max_pixels: 16_000_000,
+            max_bytes: facekey_settings::defaults::MAX_IMAGE_BYTES,
+            max_pixels: facekey_settings::defaults::MAX_IMAGE_PIXELS,
             max_dimension: 8192,
         }
     }

@@ -79,31 +79,26 @@ pub fn distance(a: &[f32], b: &[f32]) -> f32 {
 /// threshold (so `t` maps to exactly 0.5, smaller distances above it) and `k` the steepness.
 /// With dlib's `t = 0.6`, `k = 10`: d = 0 → 0.998, 0.3 → 0.95, 0.6 → 0.5, 0.8 → 0.12, 1.0 → 0.018.
 pub fn similarity(distance: f32, cfg: &MatchConfig) -> f32 {
-    let z = cfg.similarity_steepness * (distance - cfg.distance_threshold);
+    let z = cfg.similarity_steepness * (distance - cfg.similarity_midpoint);
     1.0 / (1.0 + z.exp())
 }
 
-/// Result of comparing a probe with a template.
+/// The measured closeness of a probe to a template (whether that is a match is the
+/// verifier's decision, [`crate::verifier`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MatchScore {
     /// Euclidean distance.
     pub distance: f32,
     /// Similarity in `(0, 1)` (see [`similarity`]).
     pub similarity: f32,
-    /// `distance <= threshold`.
-    pub is_match: bool,
-    /// The distance threshold used.
-    pub threshold: f32,
 }
 
-/// Compares two embeddings under `cfg`.
+/// Measures two embeddings' distance and similarity under `cfg`.
 pub fn compare(a: &Embedding, b: &Embedding, cfg: &MatchConfig) -> MatchScore {
     let d = a.distance(b);
     MatchScore {
         distance: d,
         similarity: similarity(d, cfg),
-        is_match: d <= cfg.distance_threshold,
-        threshold: cfg.distance_threshold,
     }
 }
 
@@ -171,17 +166,19 @@ mod tests {
     }
 
     #[test]
-    fn compare_reports_threshold_decision() {
+    fn compare_measures_distance_and_similarity() {
         let cfg = MatchConfig::default();
         let a = Embedding::new(vec![0.0; 128]).unwrap();
         let mut v = vec![0.0; 128];
         v[0] = 0.5;
         let b = Embedding::new(v).unwrap();
         let m = compare(&a, &b, &cfg);
-        assert!(m.is_match && (m.distance - 0.5).abs() < 1e-6);
+        assert!((m.distance - 0.5).abs() < 1e-6);
+        assert_eq!(m.similarity, similarity(m.distance, &cfg));
+        assert!(m.similarity > 0.5, "closer than the midpoint is above 0.5");
         let mut w = vec![0.0; 128];
         w[1] = 0.7;
-        assert!(!compare(&a, &Embedding::new(w).unwrap(), &cfg).is_match);
+        assert!(compare(&a, &Embedding::new(w).unwrap(), &cfg).similarity < 0.5);
     }
 
     #[test]

@@ -40,19 +40,31 @@ pub struct MiniFasScore {
     pub live_score: f32,
 }
 
-/// Passive liveness of one face.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Passive liveness measured on one face: scores only (live or not is the verifier's call).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LivenessResult {
-    /// Combined live score in `[0, 1]`; `None` when liveness is off.
+    /// Combined live score in `[0, 1]`; `None` when liveness is off or could not run.
     pub score: Option<f32>,
-    /// `score >= threshold` (false when liveness is off).
-    pub live: bool,
-    /// The threshold used.
-    pub threshold: f32,
     /// DTN output, when it ran.
     pub dtn: Option<DtnScore>,
     /// MiniFASNet-like output, when it ran.
     pub minifas: Option<MiniFasScore>,
+    /// Why a configured model could not score the face (no crop possible, inference error);
+    /// `None` when every configured model ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+impl LivenessResult {
+    /// A result without any score: liveness could not run, for `reason`.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            score: None,
+            dtn: None,
+            minifas: None,
+            failure: Some(reason.into()),
+        }
+    }
 }
 
 /// `2^(-spoof / threshold)`: 1 for a zero spoof score, 0.5 at the threshold, halving with every
@@ -218,78 +230,49 @@ impl LivenessChecker {
         &self.config
     }
 
-    /// Scores the face in `bbox` of `img`.
-    pub fn check(
-        &self,
-        img: &RgbImage,
-        bbox: &BoundingBox,
-    ) -> Result<(LivenessResult, LivenessInference), SessionError> {
+    /// Scores the face in `bbox` of `img`. Never fails: a configured model that cannot score
+    /// the face (no crop fits, inference error) is recorded in [`LivenessResult::failure`] and
+    /// leaves the score empty, which the verifier judges `unknown` (never live).
+    pub fn check(&self, img: &RgbImage, bbox: &BoundingBox) -> (LivenessResult, LivenessInference) {
         let cfg = &self.config;
         let mut timing = LivenessInference::default();
         let (w, h) = img.dimensions();
         let mut dtn_out = None;
         let mut minifas_out = None;
+        let mut failures: Vec<String> = Vec::new();
 
-        if let (true, Some(session)) = (cfg.mode.uses_dtn(), &self.dtn)
-            && let Some(rect) = dtn_crop(bbox, w, h)
-        {
-            let mut input = vec![0.0f32; DTN_INPUT * DTN_INPUT * 3];
-            crop_resize_bilinear(
-                img,
-                rect,
-                DTN_INPUT,
-                DTN_INPUT,
-                1.0 / 255.0,
-                Layout::Hwc,
-                &mut input,
-            );
-            let (spoof, took) = session.run(&[1, DTN_INPUT, DTN_INPUT, 3], &input, |out| {
-                let (ls, leaf) = session.output(out, 0)?;
-                let (ms, mask) = session.output(out, 1)?;
-                if ls != [1, 8] || ms != [1, 8] {
-                    return Err(SessionError::Output {
-                        model: session.name(),
-                        detail: format!("expected two [1, 8] outputs, got {ls:?} and {ms:?}"),
-                    });
-                }
-                Ok(dtn_spoof_score(leaf, mask))
-            })?;
-            timing.dtn = Some(took);
-            dtn_out = Some(DtnScore {
-                spoof_score: spoof,
-                live_score: dtn_live_score(spoof, cfg.dtn_spoof_threshold),
-            });
-        }
-
-        if let (true, Some(session)) = (cfg.mode.uses_minifas(), &self.minifas)
-            && let Some(rect) = minifas_crop(bbox, w, h, cfg.minifas_crop_scale)
-        {
-            let mut input = vec![0.0f32; MINIFAS_INPUT * MINIFAS_INPUT * 3];
-            crop_resize_bilinear(
-                img,
-                rect,
-                MINIFAS_INPUT,
-                MINIFAS_INPUT,
-                1.0,
-                Layout::Chw,
-                &mut input,
-            );
-            let (probs, took) =
-                session.run(&[1, 3, MINIFAS_INPUT, MINIFAS_INPUT], &input, |out| {
-                    let (shape, logits) = session.output(out, 0)?;
-                    if shape != [1, 3] {
-                        return Err(SessionError::Output {
-                            model: session.name(),
-                            detail: format!("expected [1, 3], got {shape:?}"),
-                        });
+        if cfg.mode.uses_dtn() {
+            match (&self.dtn, dtn_crop(bbox, w, h)) {
+                (None, _) => failures.push("dtn: model not loaded".into()),
+                (_, None) => failures.push("dtn: no crop fits the face box in the image".into()),
+                (Some(session), Some(rect)) => {
+                    match run_dtn(session, img, rect, cfg.dtn_spoof_threshold) {
+                        Ok((score, took)) => {
+                            timing.dtn = Some(took);
+                            dtn_out = Some(score);
+                        }
+                        Err(e) => failures.push(format!("dtn: {e}")),
                     }
-                    Ok(softmax3([logits[0], logits[1], logits[2]]))
-                })?;
-            timing.minifas = Some(took);
-            minifas_out = Some(MiniFasScore {
-                probabilities: probs,
-                live_score: probs[0],
-            });
+                }
+            }
+        }
+        if cfg.mode.uses_minifas() {
+            match (
+                &self.minifas,
+                minifas_crop(bbox, w, h, cfg.minifas_crop_scale),
+            ) {
+                (None, _) => failures.push("minifas: model not loaded".into()),
+                (_, None) => {
+                    failures.push("minifas: no crop fits the face box in the image".into());
+                }
+                (Some(session), Some(rect)) => match run_minifas(session, img, rect) {
+                    Ok((score, took)) => {
+                        timing.minifas = Some(took);
+                        minifas_out = Some(score);
+                    }
+                    Err(e) => failures.push(format!("minifas: {e}")),
+                },
+            }
         }
 
         let score = combine_scores(
@@ -297,17 +280,91 @@ impl LivenessChecker {
             dtn_out.map(|d| d.live_score),
             minifas_out.map(|m| m.live_score),
         );
-        Ok((
+        if !failures.is_empty() {
+            tracing::warn!(failure = %failures.join("; "), "passive liveness could not score a face");
+        }
+        (
             LivenessResult {
                 score,
-                live: score.is_some_and(|s| s >= cfg.threshold),
-                threshold: cfg.threshold,
                 dtn: dtn_out,
                 minifas: minifas_out,
+                failure: (!failures.is_empty()).then(|| failures.join("; ")),
             },
             timing,
-        ))
+        )
     }
+}
+
+/// Runs the DTN on `rect` of `img`.
+fn run_dtn(
+    session: &SessionPool,
+    img: &RgbImage,
+    rect: Rect,
+    spoof_threshold: f32,
+) -> Result<(DtnScore, Duration), SessionError> {
+    let mut input = vec![0.0f32; DTN_INPUT * DTN_INPUT * 3];
+    crop_resize_bilinear(
+        img,
+        rect,
+        DTN_INPUT,
+        DTN_INPUT,
+        1.0 / 255.0,
+        Layout::Hwc,
+        &mut input,
+    );
+    let (spoof, took) = session.run(&[1, DTN_INPUT, DTN_INPUT, 3], &input, |out| {
+        let (ls, leaf) = session.output(out, 0)?;
+        let (ms, mask) = session.output(out, 1)?;
+        if ls != [1, 8] || ms != [1, 8] {
+            return Err(SessionError::Output {
+                model: session.name(),
+                detail: format!("expected two [1, 8] outputs, got {ls:?} and {ms:?}"),
+            });
+        }
+        Ok(dtn_spoof_score(leaf, mask))
+    })?;
+    Ok((
+        DtnScore {
+            spoof_score: spoof,
+            live_score: dtn_live_score(spoof, spoof_threshold),
+        },
+        took,
+    ))
+}
+
+/// Runs the MiniFASNet-like model on `rect` of `img`.
+fn run_minifas(
+    session: &SessionPool,
+    img: &RgbImage,
+    rect: Rect,
+) -> Result<(MiniFasScore, Duration), SessionError> {
+    let mut input = vec![0.0f32; MINIFAS_INPUT * MINIFAS_INPUT * 3];
+    crop_resize_bilinear(
+        img,
+        rect,
+        MINIFAS_INPUT,
+        MINIFAS_INPUT,
+        1.0,
+        Layout::Chw,
+        &mut input,
+    );
+    let (probs, took) = session.run(&[1, 3, MINIFAS_INPUT, MINIFAS_INPUT], &input, |out| {
+        let (shape, logits) = session.output(out, 0)?;
+        if shape != [1, 3] {
+            return Err(SessionError::Output {
+                model: session.name(),
+                detail: format!("expected [1, 3], got {shape:?}"),
+            });
+        }
+        Ok(softmax3([logits[0], logits[1], logits[2]]))
+    })?;
+    Ok((
+        MiniFasScore {
+            probabilities: probs,
+            live_score: probs[0],
+        },
+        took,
+    ))
 }
 
 #[cfg(test)]

@@ -6,17 +6,25 @@
 //! regression, similarity transform, quality, crops) lives in modules without ONNX Runtime calls
 //! and is unit-tested on its own.
 //!
-//! ```no_run
-//! use facekey_runtime::vision::{Vision, VisionConfig, VisionError};
+//! Vision only measures; accept/reject is the [`crate::verifier::Verifier`]'s decision:
 //!
-//! fn check(enrolment_jpeg: &[u8], probe_jpeg: &[u8]) -> Result<bool, VisionError> {
+//! ```no_run
+//! use facekey_runtime::decision::Decision;
+//! use facekey_runtime::fusion::FusionMlp;
+//! use facekey_runtime::verifier::{Verifier, VerifierConfig};
+//! use facekey_runtime::vision::{Vision, VisionConfig};
+//!
+//! fn check(enrolment_jpeg: &[u8], probe_jpeg: &[u8]) -> anyhow::Result<bool> {
 //!     // Once at start-up: finds libonnxruntime and the models, verifies checksums.
 //!     let vision = Vision::load(VisionConfig::default())?;
+//!     let verifier = Verifier::new(FusionMlp::reference()?, VerifierConfig::default());
 //!     let template = vision.enrol(enrolment_jpeg)?.embedding; // store this, not the image
 //!     let probe = vision.verify(probe_jpeg)?; // box, landmarks, liveness, quality, timings
 //!     let score = vision.compare(&probe.embedding, &template); // distance and similarity
-//!     let live = probe.liveness.is_some_and(|l| l.live);
-//!     Ok(score.is_match && live)
+//!     let matched = verifier.judge_templates(&[score]).ok_or_else(|| anyhow::anyhow!("no template"))?;
+//!     let live = verifier.judge_liveness(probe.liveness.as_ref());
+//!     let quality = probe.quality.map_or(0.0, |q| f64::from(q.score));
+//!     Ok(verifier.decide(&matched, &live, quality).decision == Decision::Accept)
 //! }
 //! ```
 

@@ -14,7 +14,7 @@ use super::config::{MultiFacePolicy, VisionConfig};
 use super::decode::decode_image;
 use super::detect::{Detection, Detector, DetectorInference, largest};
 use super::embed::{Embedder, Embedding, MatchScore, compare};
-use super::liveness::{LivenessChecker, LivenessResult};
+use super::liveness::{LivenessChecker, LivenessInference, LivenessResult};
 use super::models::{self, DTN, EMBEDDER, MINIFAS, ModelSpec, ONET, PNET, RNET};
 use super::onnx::{SessionError, SessionOptions, SessionPool, ort_runtime};
 use super::quality::{QualityResult, assess};
@@ -138,7 +138,7 @@ pub struct FaceAnalysis {
     pub embedding: Embedding,
     /// RMS landmark-to-template distance after alignment (chip pixels).
     pub alignment_residual: f32,
-    /// Passive liveness, when run.
+    /// Passive liveness scores, when run (`failure` says why a configured model could not run).
     pub liveness: Option<LivenessResult>,
     /// Quality, when run.
     pub quality: Option<QualityResult>,
@@ -156,7 +156,7 @@ impl FaceAnalysis {
 }
 
 /// Liveness of one face of a multi-face image.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaceLiveness {
     /// The face.
     pub face: Detection,
@@ -364,9 +364,8 @@ impl Vision {
         // second thread while this one aligns, embeds and scores quality.
         let run_liveness = || {
             let t = Instant::now();
-            self.liveness
-                .check(img, &face.bbox)
-                .map(|(result, li)| (result, li, t.elapsed()))
+            let (result, li) = self.liveness.check(img, &face.bbox);
+            (result, li, t.elapsed())
         };
         let rest = || -> Result<_, VisionError> {
             let t = Instant::now();
@@ -390,9 +389,15 @@ impl Vision {
             std::thread::scope(|s| {
                 let handle = s.spawn(run_liveness);
                 let rest = rest();
-                let live = handle
-                    .join()
-                    .unwrap_or_else(|_| Err(SessionError::Panicked { model: "liveness" }));
+                let live = handle.join().unwrap_or_else(|_| {
+                    let failure = SessionError::Panicked { model: "liveness" }.to_string();
+                    tracing::error!(%failure, "passive liveness thread panicked");
+                    (
+                        LivenessResult::failed(failure),
+                        LivenessInference::default(),
+                        Duration::ZERO,
+                    )
+                });
                 (rest, Some(live))
             })
         } else {
@@ -412,8 +417,7 @@ impl Vision {
             timings.quality = quality_time;
         }
         let liveness = match live {
-            Some(r) => {
-                let (result, li, took) = r?;
+            Some((result, li, took)) => {
                 timings.liveness = took;
                 inference.dtn = li.dtn;
                 inference.minifas = li.minifas;
@@ -454,7 +458,7 @@ impl Vision {
         let t = Instant::now();
         let mut out = Vec::with_capacity(faces.len());
         for face in faces {
-            let (liveness, li) = self.liveness.check(&img, &face.bbox)?;
+            let (liveness, li) = self.liveness.check(&img, &face.bbox);
             if let Some(d) = li.dtn {
                 inference.dtn = Some(inference.dtn.unwrap_or_default() + d);
             }

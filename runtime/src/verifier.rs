@@ -1,0 +1,545 @@
+//! The verification core: the one owner of thresholds and of every accept/reject decision.
+//! Vision measures (distance, similarity, liveness scores, quality); the [`Verifier`] turns those
+//! measurements into verdicts and the final decision. `/v1/verify`, `/v1/liveness`, `/v1/score`,
+//! the evaluation lab and later callers (identify, challenge sessions) all decide through it, so
+//! the rule exists once. Pure: no I/O, every rule unit-tested here.
+
+use facekey_settings::defaults;
+use serde::Serialize;
+
+use crate::decision::Decision;
+use crate::fusion::{Forward, FusionMlp, INPUTS};
+use crate::vision::{LivenessResult, MatchScore};
+
+/// Who decides accept/reject in verification.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionPolicy {
+    /// Fused probability, match and liveness must all accept.
+    Strict,
+    /// The fused probability alone (failed checks are still reported).
+    Fusion,
+}
+
+/// The thresholds and policy of verification decisions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerifierConfig {
+    /// Minimum match similarity in `[0, 1]` (0.5 is dlib's distance 0.6).
+    pub match_threshold: f64,
+    /// Minimum liveness score in `[0, 1]` to call a face live.
+    pub liveness_threshold: f64,
+    /// Whether passive liveness is part of the decision. `false` is the explicitly insecure
+    /// mode in which every face counts as live (for trusted capture only).
+    pub check_liveness: bool,
+    /// `strict` or `fusion`.
+    pub policy: DecisionPolicy,
+    /// Threshold on the fused probability; `None` takes the weights' recommended threshold,
+    /// else [`defaults::THRESHOLD`].
+    pub threshold: Option<f64>,
+}
+
+impl VerifierConfig {
+    /// `accept` when a similarity reaches the match threshold.
+    pub fn match_decision(&self, similarity: f64) -> Decision {
+        Decision::at_least(similarity, self.match_threshold)
+    }
+
+    /// The match verdict of a distance/similarity pair measured against `templates` templates.
+    pub fn judge_match(&self, distance: f64, similarity: f64, templates: usize) -> MatchVerdict {
+        MatchVerdict {
+            distance,
+            similarity,
+            threshold: self.match_threshold,
+            decision: self.match_decision(similarity),
+            templates,
+        }
+    }
+
+    /// The liveness verdict of a combined score; `failure` says why no score was measured.
+    pub fn judge_liveness_score(
+        &self,
+        score: Option<f64>,
+        failure: Option<&str>,
+    ) -> LivenessVerdict {
+        let threshold = self.liveness_threshold;
+        if !self.check_liveness {
+            return LivenessVerdict {
+                state: LivenessState::Off,
+                score: None,
+                threshold,
+                reason: None,
+            };
+        }
+        match score.filter(|s| s.is_finite()) {
+            Some(s) => LivenessVerdict {
+                state: if Decision::at_least(s, threshold) == Decision::Accept {
+                    LivenessState::Live
+                } else {
+                    LivenessState::Spoof
+                },
+                score: Some(s),
+                threshold,
+                reason: None,
+            },
+            None => LivenessVerdict {
+                state: LivenessState::Unknown,
+                score: None,
+                threshold,
+                reason: Some(
+                    failure
+                        .unwrap_or("no liveness score was measured for this face")
+                        .to_owned(),
+                ),
+            },
+        }
+    }
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            match_threshold: defaults::MATCH_THRESHOLD,
+            liveness_threshold: defaults::LIVENESS_THRESHOLD,
+            check_liveness: true,
+            policy: DecisionPolicy::Strict,
+            threshold: None,
+        }
+    }
+}
+
+/// The liveness outcome of one face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LivenessState {
+    /// Liveness ran and the score reached the threshold.
+    Live,
+    /// Liveness ran and the score fell below the threshold: a presentation attack.
+    Spoof,
+    /// Liveness is configured on but could not run on this face (crop impossible, model
+    /// error). Never counts as live.
+    Unknown,
+    /// Liveness is configured off (insecure mode): the face counts as live.
+    Off,
+}
+
+impl LivenessState {
+    /// The lowercase label used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Spoof => "spoof",
+            Self::Unknown => "unknown",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// The verifier's judgement of a face's liveness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivenessVerdict {
+    /// Live, spoof, unknown or off.
+    pub state: LivenessState,
+    /// The combined live score, when liveness ran.
+    pub score: Option<f64>,
+    /// The threshold applied.
+    pub threshold: f64,
+    /// Why liveness could not run (state `unknown`).
+    pub reason: Option<String>,
+}
+
+impl LivenessVerdict {
+    /// `accept` for live faces and in the insecure off mode; `reject` for spoofs and unknowns.
+    pub fn decision(&self) -> Decision {
+        match self.state {
+            LivenessState::Live | LivenessState::Off => Decision::Accept,
+            LivenessState::Spoof | LivenessState::Unknown => Decision::Reject,
+        }
+    }
+
+    /// The fusion input `x2`: the score when measured, 0 when unknown (never live), 1 when
+    /// liveness is off.
+    pub fn feature(&self) -> f64 {
+        match self.state {
+            LivenessState::Live | LivenessState::Spoof => self.score.unwrap_or(0.0),
+            LivenessState::Unknown => 0.0,
+            LivenessState::Off => 1.0,
+        }
+    }
+}
+
+/// The verifier's judgement of a probe against a subject's templates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchVerdict {
+    /// Euclidean distance to the closest template.
+    pub distance: f64,
+    /// Similarity in `[0, 1]` of that distance.
+    pub similarity: f64,
+    /// Minimum similarity to match.
+    pub threshold: f64,
+    /// `accept` when `similarity >= threshold`.
+    pub decision: Decision,
+    /// Templates compared.
+    pub templates: usize,
+}
+
+/// A check that failed, as reported in `reasons`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The face did not match the subject.
+    NoMatch,
+    /// The liveness check called the face a presentation attack.
+    Spoof,
+    /// Liveness is on but could not run on this face.
+    LivenessUnknown,
+    /// The fused probability fell below the threshold.
+    LowProbability,
+}
+
+impl Reason {
+    /// The snake_case label used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoMatch => "no_match",
+            Self::Spoof => "spoof",
+            Self::LivenessUnknown => "liveness_unknown",
+            Self::LowProbability => "low_probability",
+        }
+    }
+}
+
+/// The outcome of one verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verification {
+    /// The fusion inputs `[match_similarity, liveness, quality]`.
+    pub features: [f64; INPUTS],
+    /// The fusion forward pass (probability and layers).
+    pub forward: Forward,
+    /// The final decision under the policy.
+    pub decision: Decision,
+    /// Every check that failed, in the order match, liveness, probability.
+    pub reasons: Vec<Reason>,
+}
+
+/// The closest of `scores` (smallest distance); a NaN distance never wins. `None` when empty.
+pub fn closest(scores: impl IntoIterator<Item = MatchScore>) -> Option<MatchScore> {
+    scores.into_iter().reduce(|a, b| {
+        if b.distance < a.distance || a.distance.is_nan() {
+            b
+        } else {
+            a
+        }
+    })
+}
+
+/// Thresholds, policy and fusion weights: decides every verification.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    config: VerifierConfig,
+    fusion: FusionMlp,
+    threshold: f64,
+}
+
+impl Verifier {
+    /// A verifier deciding with `config` and the fusion MLP `fusion`.
+    pub fn new(fusion: FusionMlp, config: VerifierConfig) -> Self {
+        let threshold = config
+            .threshold
+            .or(fusion.recommended_threshold())
+            .unwrap_or(defaults::THRESHOLD);
+        Self {
+            config,
+            fusion,
+            threshold,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VerifierConfig {
+        &self.config
+    }
+
+    /// The same weights and thresholds deciding under another policy (the evaluation reports
+    /// both).
+    pub fn with_policy(&self, policy: DecisionPolicy) -> Self {
+        Self {
+            config: VerifierConfig {
+                policy,
+                ..self.config
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The fusion MLP.
+    pub fn fusion(&self) -> &FusionMlp {
+        &self.fusion
+    }
+
+    /// The threshold on the fused probability in use.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// `accept` when the fused probability reaches the threshold (`/v1/score`).
+    pub fn fused_decision(&self, probability: f64) -> Decision {
+        Decision::at_least(probability, self.threshold)
+    }
+
+    /// `accept` when a similarity reaches the match threshold.
+    pub fn match_decision(&self, similarity: f64) -> Decision {
+        self.config.match_decision(similarity)
+    }
+
+    /// The match verdict of a distance/similarity pair measured against `templates` templates.
+    pub fn judge_match(&self, distance: f64, similarity: f64, templates: usize) -> MatchVerdict {
+        self.config.judge_match(distance, similarity, templates)
+    }
+
+    /// The match verdict of the closest of `scores` (one per template); `None` without any.
+    pub fn judge_templates(&self, scores: &[MatchScore]) -> Option<MatchVerdict> {
+        let best = closest(scores.iter().copied())?;
+        Some(self.judge_match(
+            f64::from(best.distance),
+            f64::from(best.similarity),
+            scores.len(),
+        ))
+    }
+
+    /// The liveness verdict of a combined score; `failure` says why no score was measured.
+    pub fn judge_liveness_score(
+        &self,
+        score: Option<f64>,
+        failure: Option<&str>,
+    ) -> LivenessVerdict {
+        self.config.judge_liveness_score(score, failure)
+    }
+
+    /// The liveness verdict of what vision measured (`None`: liveness did not run).
+    pub fn judge_liveness(&self, measured: Option<&LivenessResult>) -> LivenessVerdict {
+        self.judge_liveness_score(
+            measured.and_then(|m| m.score).map(f64::from),
+            measured.and_then(|m| m.failure.as_deref()),
+        )
+    }
+
+    /// The final decision: fuse `[similarity, liveness, quality]` and apply the policy.
+    /// `strict` accepts only when the probability reaches the threshold and the match and
+    /// liveness checks accept; `fusion` lets the probability alone decide (failed checks are
+    /// still reported).
+    pub fn decide(
+        &self,
+        matched: &MatchVerdict,
+        liveness: &LivenessVerdict,
+        quality: f64,
+    ) -> Verification {
+        let features = [matched.similarity, liveness.feature(), quality];
+        let forward = self.fusion.forward(&features);
+        let mut reasons = Vec::new();
+        if matched.decision == Decision::Reject {
+            reasons.push(Reason::NoMatch);
+        }
+        match liveness.state {
+            LivenessState::Spoof => reasons.push(Reason::Spoof),
+            LivenessState::Unknown => reasons.push(Reason::LivenessUnknown),
+            LivenessState::Live | LivenessState::Off => {}
+        }
+        let fused = self.fused_decision(forward.probability);
+        if fused == Decision::Reject {
+            reasons.push(Reason::LowProbability);
+        }
+        let decision = match self.config.policy {
+            DecisionPolicy::Fusion => fused,
+            DecisionPolicy::Strict if reasons.is_empty() => Decision::Accept,
+            DecisionPolicy::Strict => Decision::Reject,
+        };
+        Verification {
+            features,
+            forward,
+            decision,
+            reasons,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn verifier(policy: DecisionPolicy, check_liveness: bool) -> Verifier {
+        Verifier::new(
+            FusionMlp::reference().unwrap(),
+            VerifierConfig {
+                policy,
+                check_liveness,
+                ..VerifierConfig::default()
+            },
+        )
+    }
+
+    fn score(d: f32) -> MatchScore {
+        MatchScore {
+            distance: d,
+            similarity: 1.0 - d,
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_settings_catalogue() {
+        let v = verifier(DecisionPolicy::Strict, true);
+        assert_eq!(v.config().match_threshold, defaults::MATCH_THRESHOLD);
+        assert_eq!(v.config().liveness_threshold, defaults::LIVENESS_THRESHOLD);
+        // Without an explicit threshold: the weights' recommendation, else the catalogue's.
+        let reference = FusionMlp::reference().unwrap();
+        assert_eq!(
+            v.threshold(),
+            reference
+                .recommended_threshold()
+                .unwrap_or(defaults::THRESHOLD)
+        );
+        let explicit = Verifier::new(
+            FusionMlp::reference().unwrap(),
+            VerifierConfig {
+                threshold: Some(0.7),
+                ..VerifierConfig::default()
+            },
+        );
+        assert_eq!(explicit.threshold(), 0.7);
+    }
+
+    #[test]
+    fn liveness_has_four_states() {
+        let v = verifier(DecisionPolicy::Strict, true);
+        let live = v.judge_liveness_score(Some(0.9), None);
+        assert_eq!(
+            (live.state, live.decision()),
+            (LivenessState::Live, Decision::Accept)
+        );
+        assert_eq!(live.feature(), 0.9);
+        let spoof = v.judge_liveness_score(Some(0.1), None);
+        assert_eq!(
+            (spoof.state, spoof.decision()),
+            (LivenessState::Spoof, Decision::Reject)
+        );
+        assert_eq!(spoof.feature(), 0.1);
+        let unknown = v.judge_liveness_score(None, Some("minifas: model error"));
+        assert_eq!(unknown.state, LivenessState::Unknown);
+        assert_eq!(unknown.decision(), Decision::Reject);
+        assert_eq!(
+            unknown.feature(),
+            0.0,
+            "unknown never feeds the MLP as live"
+        );
+        assert_eq!(unknown.reason.as_deref(), Some("minifas: model error"));
+        // A NaN score is no measurement.
+        assert_eq!(
+            v.judge_liveness_score(Some(f64::NAN), None).state,
+            LivenessState::Unknown
+        );
+        let off = verifier(DecisionPolicy::Strict, false).judge_liveness_score(Some(0.1), None);
+        assert_eq!(
+            (off.state, off.decision()),
+            (LivenessState::Off, Decision::Accept)
+        );
+        assert_eq!(off.feature(), 1.0);
+        // The threshold itself is live.
+        assert_eq!(
+            v.judge_liveness_score(Some(defaults::LIVENESS_THRESHOLD), None)
+                .state,
+            LivenessState::Live
+        );
+    }
+
+    #[test]
+    fn strict_needs_every_check() {
+        let v = verifier(DecisionPolicy::Strict, true);
+        let good = v.judge_match(0.1, 0.99, 1);
+        let live = v.judge_liveness_score(Some(0.99), None);
+        let ok = v.decide(&good, &live, 1.0);
+        assert_eq!(
+            (ok.decision, ok.reasons.clone()),
+            (Decision::Accept, vec![])
+        );
+        assert_eq!(ok.features, [0.99, 0.99, 1.0]);
+
+        let spoof = v.decide(&good, &v.judge_liveness_score(Some(0.1), None), 1.0);
+        assert_eq!(spoof.decision, Decision::Reject);
+        assert!(spoof.reasons.contains(&Reason::Spoof));
+
+        let unknown = v.decide(&good, &v.judge_liveness_score(None, None), 1.0);
+        assert_eq!(unknown.decision, Decision::Reject);
+        assert!(unknown.reasons.contains(&Reason::LivenessUnknown));
+        assert_eq!(unknown.features[1], 0.0);
+
+        // Every check failing, the probability under a demanding threshold included.
+        let demanding = Verifier::new(
+            FusionMlp::reference().unwrap(),
+            VerifierConfig {
+                threshold: Some(0.999),
+                ..VerifierConfig::default()
+            },
+        );
+        let bad = demanding.judge_match(1.0, 0.02, 1);
+        let none = demanding.decide(&bad, &demanding.judge_liveness_score(Some(0.0), None), 0.0);
+        assert_eq!(
+            none.reasons,
+            vec![Reason::NoMatch, Reason::Spoof, Reason::LowProbability]
+        );
+    }
+
+    #[test]
+    fn fusion_policy_follows_the_probability() {
+        let v = verifier(DecisionPolicy::Fusion, true);
+        let good = v.judge_match(0.1, 1.0, 1);
+        // Liveness 0.49 is a spoof, and reported as one, yet the fusion policy lets the
+        // probability alone decide.
+        let spoofish = v.judge_liveness_score(Some(0.49), None);
+        let out = v.decide(&good, &spoofish, -1.0);
+        assert_eq!(out.decision, v.fused_decision(out.forward.probability));
+        assert!(out.reasons.contains(&Reason::Spoof));
+        assert_eq!(out.decision, Decision::Accept);
+        let strict = v
+            .with_policy(DecisionPolicy::Strict)
+            .decide(&good, &spoofish, -1.0);
+        assert_eq!(strict.decision, Decision::Reject);
+        assert_eq!(strict.forward, out.forward);
+    }
+
+    #[test]
+    fn worked_example_through_the_verifier() {
+        let v = verifier(DecisionPolicy::Fusion, true);
+        let m = v.judge_match(0.0, 1.0, 1);
+        let l = v.judge_liveness_score(Some(0.5), None);
+        let out = v.decide(&m, &l, -1.0);
+        assert_eq!(out.features, [1.0, 0.5, -1.0]);
+        assert!((out.forward.probability - 0.768_524_783_499_017_8).abs() < 1e-15);
+    }
+
+    #[test]
+    fn closest_template_wins_and_nan_never_does() {
+        assert_eq!(
+            closest([score(0.7), score(0.3), score(0.5)])
+                .unwrap()
+                .distance,
+            0.3
+        );
+        assert_eq!(
+            closest([score(0.7), score(f32::NAN)]).unwrap().distance,
+            0.7
+        );
+        assert_eq!(
+            closest([score(f32::NAN), score(0.7)]).unwrap().distance,
+            0.7
+        );
+        assert!(closest([]).is_none());
+        let v = verifier(DecisionPolicy::Strict, true);
+        let m = v.judge_templates(&[score(0.8), score(0.2)]).unwrap();
+        assert_eq!(m.templates, 2);
+        assert!((m.similarity - 0.8).abs() < 1e-6);
+        assert_eq!(m.decision, Decision::Accept);
+        assert!(v.judge_templates(&[]).is_none());
+    }
+}
