@@ -215,6 +215,25 @@ describe("the runtime's verify answer", () => {
 
   it("marks liveness off", () => {
     expect(parseVerify({ liveness: { checked: false, decision: "accept" } }).liveness.checked).toBe(false);
+    expect(parseVerify({ liveness: { state: "off", checked: false } }).liveness.state).toBe("off");
+  });
+
+  it("reads an unknown liveness verdict with its reason, not as a model score", () => {
+    const v = parseVerify({
+      liveness: {
+        state: "unknown",
+        score: null,
+        decision: "reject",
+        checked: false,
+        reason: "minifas: no crop fits the face box in the image",
+        models: { dtn: null, minifas: null, failure: "minifas: no crop fits the face box in the image" },
+      },
+    });
+    expect(v.liveness.state).toBe("unknown");
+    expect(v.liveness.decision).toBe("reject");
+    expect(v.liveness.reason).toContain("no crop");
+    expect(v.liveness.models).toEqual([]);
+    expect(parseVerify({ liveness: { state: "bogus" } }).liveness.state).toBeUndefined();
   });
 });
 

@@ -73,11 +73,24 @@ export interface MatchResult extends Check {
   templates?: number;
 }
 
+/** The runtime's liveness verdict: `unknown` (on but could not run) never counts as live. */
+export type LivenessState = "live" | "spoof" | "unknown" | "off";
+
 export interface LivenessResult extends Check {
   /** Per-model live scores, e.g. `{dtn: 0.91, minifas: 0.95}`. */
   models: [string, number][];
-  /** False when no liveness model ran (liveness off). */
+  /** False when no liveness score was measured (liveness off, or unknown). */
   checked: boolean;
+  /** The verdict, when the server sends one. */
+  state?: LivenessState;
+  /** Why liveness could not run (state `unknown`). */
+  reason?: string;
+}
+
+const LIVENESS_STATES: LivenessState[] = ["live", "spoof", "unknown", "off"];
+
+function livenessState(v: unknown): LivenessState | undefined {
+  return LIVENESS_STATES.find((s) => s === v);
 }
 
 export interface QualityResult {
@@ -200,7 +213,7 @@ function parseLandmarks(v: unknown): Point[] {
   });
 }
 
-const LIVENESS_SUMMARY_KEYS = ["score", "threshold", "live", "decision", "checked"];
+const LIVENESS_SUMMARY_KEYS = ["score", "threshold", "live", "decision", "checked", "state", "reason"];
 
 /**
  * Per-model live scores from `models`, or from the liveness block itself when it has none:
@@ -283,6 +296,8 @@ export function parseVerify(raw: unknown): VerifyResult {
       decision: decision(l.decision, l.live),
       models: livenessModels(l),
       checked: l.checked !== false,
+      state: livenessState(l.state),
+      reason: str(l.reason),
     },
     quality: splitQuality(r.quality),
     features: parseFeatures(r.features),

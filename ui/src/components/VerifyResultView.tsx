@@ -8,6 +8,7 @@ import { TimingsChart } from "./TimingsChart";
 const REASONS: Record<string, string> = {
   no_match: "not the enrolled person",
   spoof: "presentation attack suspected",
+  liveness_unknown: "liveness could not be checked",
   low_probability: "fused probability below threshold",
 };
 
@@ -81,7 +82,10 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
             </p>
           ) : null}
         </Section>
-        <Section title="Liveness" decision={liveness.checked ? liveness.decision : undefined}>
+        <Section
+          title="Liveness"
+          decision={liveness.checked || liveness.state === "unknown" ? liveness.decision : undefined}
+        >
           {liveness.checked ? (
             <>
               <Meter label="live score" value={liveness.score} threshold={liveness.threshold} />
@@ -89,8 +93,13 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
                 <Meter key={model} label={model} value={value} />
               ))}
             </>
+          ) : liveness.state === "unknown" ? (
+            <p className="muted" data-testid="liveness-unknown">
+              Could not check liveness{liveness.reason ? `: ${liveness.reason}` : ""}. An unchecked face never counts as
+              live.
+            </p>
           ) : (
-            <p className="muted">Not checked: no liveness model is configured.</p>
+            <p className="muted">Not checked: liveness is off on this server (every face counts as live).</p>
           )}
         </Section>
         <Section title="Quality">
