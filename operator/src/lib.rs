@@ -6,7 +6,9 @@
 //!   functions of their inputs (no client);
 //! - [`reconcile`], [`scan_gate`], [`apply`], [`capabilities`] and [`leader`] talk to the API
 //!   server through a [`kube::Client`] (a real one, or `kube-fake-client` in tests);
-//! - [`controller`], [`server`] and [`metrics`] are the process glue of `facekey-operator run`.
+//! - [`controller`], [`server`] and [`metrics`] are the process glue of `facekey-operator run`;
+//! - [`error`] holds one error type per reconcile stage and the category of every failure;
+//!   [`events`] one struct per internal event, emitting its log line, metric and Event together.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,7 @@ pub mod conditions;
 pub mod controller;
 pub mod desired;
 pub mod error;
+pub mod events;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

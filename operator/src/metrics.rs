@@ -1,4 +1,5 @@
-//! The operator's own Prometheus metrics, served on `/metrics`.
+//! The operator's own Prometheus metrics, served on `/metrics`. They move only through the event
+//! structs of [`crate::events`] (and the leader gauge and reconcile timer), so each has one owner.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -18,6 +19,10 @@ pub struct Metrics {
     pub blocked_rollouts: IntCounterVec,
     /// Scan Jobs created, by namespace.
     pub scan_jobs: IntCounterVec,
+    /// Scan gate verdict changes, by namespace and verdict.
+    pub scan_verdicts: IntCounterVec,
+    /// Owned objects deleted because they are no longer desired, by namespace and kind.
+    pub pruned: IntCounterVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
 }
@@ -63,6 +68,20 @@ impl Metrics {
             ),
             &["namespace"],
         )?;
+        let scan_verdicts = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_scan_verdicts_total",
+                "Scan gate verdict changes by verdict",
+            ),
+            &["namespace", "verdict"],
+        )?;
+        let pruned = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_pruned_objects_total",
+                "Owned objects deleted because they are no longer desired",
+            ),
+            &["namespace", "kind"],
+        )?;
         let leader = IntGauge::new(
             "facekey_operator_leader",
             "1 while this replica holds the leader Lease",
@@ -72,6 +91,8 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(blocked_rollouts.clone()))?;
         registry.register(Box::new(scan_jobs.clone()))?;
+        registry.register(Box::new(scan_verdicts.clone()))?;
+        registry.register(Box::new(pruned.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
@@ -80,6 +101,8 @@ impl Metrics {
             duration,
             blocked_rollouts,
             scan_jobs,
+            scan_verdicts,
+            pruned,
             leader,
         })
     }

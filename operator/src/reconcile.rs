@@ -12,16 +12,19 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::capabilities::CapabilityCache;
 use crate::desired::{self, Capabilities, Desired, DesiredInputs, RUNTIME_PORT};
 use crate::error::{
     ApplyError, DesiredError, MissingField, ObserveError, PruneError, ReadError, ScanGateError,
     StatusError,
+};
+use crate::events::{
+    EventSpec, Pruned, ReconcileFailed, Reconciled, RolloutBlocked, ScanJobCreated, ScanVerdict,
 };
 use crate::metrics::Metrics;
 use crate::scan_gate::{self, GateInputs, GateResult};
@@ -123,28 +126,23 @@ pub async fn reconcile(fkd: Arc<FaceKeyDeployment>, ctx: Arc<Context>) -> Result
     let timer = ctx.metrics.duration.start_timer();
     let result = reconcile_stages(&fkd, &ctx).await;
     timer.observe_duration();
+    let object = key(&fkd);
     match &result {
-        Ok(_) => {
-            ctx.metrics.reconciles.with_label_values(&["success"]).inc();
-            ctx.reset_failures(&key(&fkd));
+        Ok(action) => {
+            Reconciled {
+                object: &object,
+                action,
+            }
+            .emit(&ctx.metrics);
+            ctx.reset_failures(&object);
         }
-        Err(err) => {
-            ctx.metrics.reconciles.with_label_values(&["error"]).inc();
-            ctx.metrics
-                .errors
-                .with_label_values(&[err.category()])
-                .inc();
-            warn!(object = %key(&fkd), error = %err, "reconcile failed");
-            publish(
-                &ctx,
-                &fkd,
-                &status::EventSpec {
-                    warning: true,
-                    reason: err.category(),
-                    note: err.to_string(),
-                },
-            )
-            .await;
+        Err(error) => {
+            let failed = ReconcileFailed {
+                object: &object,
+                error,
+            };
+            failed.emit(&ctx.metrics);
+            publish(&ctx, &fkd, &failed.event()).await;
         }
     }
     result
@@ -166,32 +164,14 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-async fn publish(ctx: &Context, fkd: &FaceKeyDeployment, ev: &status::EventSpec) {
-    let event = Event {
-        type_: if ev.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: ev.reason.to_owned(),
-        note: Some(truncate(&ev.note, 1000)),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &fkd.object_ref(&())).await {
+async fn publish(ctx: &Context, fkd: &FaceKeyDeployment, ev: &EventSpec) {
+    if let Err(e) = ctx
+        .recorder
+        .publish(&ev.to_kube(), &fkd.object_ref(&()))
+        .await
+    {
         warn!(object = %key(fkd), error = %e, "publishing event failed");
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// What the observe stage found: the resource's identity, the cluster's optional CRDs and the
@@ -234,13 +214,11 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     };
     let outcome = ApplyOutcome::of(failure.as_ref());
     let observed = seen.status_input(fkd, &gate, &desired, deployment.as_ref(), &outcome);
-    let status = write_status(ctx, fkd, &observed).await?;
-    if let Some(e) = failure {
-        return Err(e);
+    write_status(ctx, fkd, &observed).await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(next_requeue(&gate, deployment.as_ref()))),
     }
-    let requeue = next_requeue(&gate, deployment.as_ref());
-    debug!(object = %seen.key, ready = status.ready_replicas, ?requeue, "reconciled");
-    Ok(Action::requeue(requeue))
 }
 
 /// Observe stage: identity, optional CRDs (cached) and the live Deployment with its image.
@@ -304,11 +282,13 @@ async fn check_gate(
     })
     .await?;
     if let Some(job) = &gate.created_job {
-        ctx.metrics
-            .scan_jobs
-            .with_label_values(&[&seen.namespace])
-            .inc();
-        info!(object = %seen.key, job, "scan Job created");
+        ScanJobCreated {
+            object: &seen.key,
+            namespace: &seen.namespace,
+            job,
+            image: &fkd.spec.image,
+        }
+        .emit(&ctx.metrics);
     }
     Ok(gate)
 }
@@ -359,14 +339,22 @@ async fn prune_leftovers(
         &seen.capabilities,
     )
     .await;
-    for (kind, name) in children.iter().flatten() {
-        info!(object = %seen.key, kind = kind.as_str(), name, "pruned");
-    }
     let jobs = if gate.state.is_open() {
         apply::prune_scan_jobs(client, &seen.namespace, seen.name, &fkd.spec.image).await
     } else {
         Ok(Vec::new())
     };
+    let deleted_children = children.iter().flatten().map(|(k, n)| (k.as_str(), n));
+    let deleted_jobs = jobs.iter().flatten().map(|n| ("Job", n));
+    for (kind, name) in deleted_children.chain(deleted_jobs) {
+        Pruned {
+            object: &seen.key,
+            namespace: &seen.namespace,
+            kind,
+            name,
+        }
+        .emit(&ctx.metrics);
+    }
     children.and(jobs).map(drop)
 }
 
@@ -472,14 +460,30 @@ async fn write_status(
             source: Box::new(source),
         })?;
     }
-    if status::newly_blocked(old, &new) {
-        ctx.metrics
-            .blocked_rollouts
-            .with_label_values(&[&fkd.namespace().unwrap_or_default()])
-            .inc();
+    let (object, namespace) = (key(fkd), fkd.namespace().unwrap_or_default());
+    let mut events = Vec::new();
+    if let Some(change) = status::verdict_change(old, &new) {
+        let verdict = ScanVerdict {
+            object: &object,
+            namespace: &namespace,
+            verdict: change.verdict,
+            message: change.message,
+        };
+        verdict.emit(&ctx.metrics);
+        if change.newly_blocked {
+            RolloutBlocked {
+                object: &object,
+                namespace: &namespace,
+                image: change.image,
+                verdict: change.verdict,
+            }
+            .emit(&ctx.metrics);
+        }
+        events.push(verdict.event());
     }
-    for ev in status::transition_events(old, &new) {
-        publish(ctx, fkd, &ev).await;
+    events.extend(status::transition_events(old, &new));
+    for ev in &events {
+        publish(ctx, fkd, ev).await;
     }
     Ok(new)
 }

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{self, Decided};
 use crate::desired::Skipped;
+use crate::events::EventSpec;
 
 /// Where the scan gate stands for `spec.image`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,17 +277,6 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
     }
 }
 
-/// An Event to publish for a status transition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSpec {
-    /// Warning (true) or Normal.
-    pub warning: bool,
-    /// PascalCase reason.
-    pub reason: &'static str,
-    /// Human-readable note.
-    pub note: String,
-}
-
 fn reason_of<'a>(
     s: Option<&'a FaceKeyDeploymentStatus>,
     type_: &str,
@@ -309,7 +299,38 @@ pub fn newly_blocked(old: Option<&FaceKeyDeploymentStatus>, new: &FaceKeyDeploym
     blocked(Some(new)) && (!blocked(old) || image(old) != image(Some(new)))
 }
 
-/// Events for the transitions between `old` and `new`.
+/// The scan gate's verdict, when this reconcile changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictChange<'a> {
+    /// Reason of the `ScanGatePassed` condition.
+    pub verdict: &'a str,
+    /// Its message.
+    pub message: &'a str,
+    /// Image of the latest scan summary.
+    pub image: Option<&'a str>,
+    /// See [`newly_blocked`].
+    pub newly_blocked: bool,
+}
+
+/// The verdict when the `ScanGatePassed` reason changed or a newly evaluated image is blocked
+/// (the occasions for [`crate::events::ScanVerdict`] and its Event).
+pub fn verdict_change<'a>(
+    old: Option<&FaceKeyDeploymentStatus>,
+    new: &'a FaceKeyDeploymentStatus,
+) -> Option<VerdictChange<'a>> {
+    let c = conditions::find(&new.conditions, SCAN_GATE_PASSED)?;
+    let newly_blocked = newly_blocked(old, new);
+    let changed = reason_of(old, SCAN_GATE_PASSED) != reason_of(Some(new), SCAN_GATE_PASSED);
+    (changed || newly_blocked).then(|| VerdictChange {
+        verdict: &c.reason,
+        message: &c.message,
+        image: new.scan.as_ref().map(|s| s.image.as_str()),
+        newly_blocked,
+    })
+}
+
+/// Events for the transitions between `old` and `new`, except the scan gate's
+/// ([`verdict_change`]).
 pub fn transition_events(
     old: Option<&FaceKeyDeploymentStatus>,
     new: &FaceKeyDeploymentStatus,
@@ -317,22 +338,6 @@ pub fn transition_events(
     let mut events = Vec::new();
     let changed = |type_: &str| reason_of(old, type_) != reason_of(Some(new), type_);
     let cond = |type_: &str| conditions::find(&new.conditions, type_);
-    if let Some(c) = cond(SCAN_GATE_PASSED)
-        && (changed(SCAN_GATE_PASSED) || newly_blocked(old, new))
-    {
-        let (warning, reason) = match c.reason.as_str() {
-            "VulnerabilitiesFound" => (true, "RolloutBlocked"),
-            "ScanFailed" => (true, "ScanFailed"),
-            "ScanPassed" => (false, "ScanPassed"),
-            "ScanPending" => (false, "ScanPending"),
-            _ => (false, "ScanGateOpen"),
-        };
-        events.push(EventSpec {
-            warning,
-            reason,
-            note: c.message.clone(),
-        });
-    }
     if let Some(c) = cond(READY)
         && changed(READY)
     {

@@ -282,6 +282,13 @@ async fn blocked_image_keeps_the_previous_one_serving() {
         (IMG2, 1, 3, 4)
     );
     assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+    assert_eq!(
+        h.metric(
+            "facekey_operator_scan_verdicts_total",
+            "verdict=\"VulnerabilitiesFound\""
+        ),
+        1
+    );
     assert!(
         h.event_reasons("fk")
             .await
@@ -330,6 +337,10 @@ async fn policy_change_reevaluates_the_existing_report() {
     // No rescan for a policy change; the finished Job of the replaced image is cleaned up.
     assert_eq!(h.metric("facekey_operator_scan_jobs_created_total", NS), 2);
     assert_eq!(h.jobs().await, vec![scan_job_name("fk", IMG2)]);
+    assert_eq!(
+        h.metric("facekey_operator_pruned_objects_total", "kind=\"Job\""),
+        1
+    );
 }
 
 #[tokio::test]
@@ -605,6 +616,16 @@ async fn prune_removes_only_our_objects_no_longer_desired() {
     assert!(exists(dynamic(&h, ChildKind::PrometheusRule), "fk").await);
     assert!(exists(h.api::<ConfigMap>(), "lookalike").await);
     assert!(exists(h.api::<ConfigMap>(), "fk-config").await);
+    for kind in ["ServiceMonitor", "ConfigMap"] {
+        assert_eq!(
+            h.metric(
+                "facekey_operator_pruned_objects_total",
+                &format!("kind=\"{kind}\"")
+            ),
+            1,
+            "{kind}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,379 @@
+//! The operator's internal events. Each struct is one thing that happened; its `emit` writes the
+//! log line and moves the metric in one place, and where a Kubernetes Event is published for it,
+//! `event()` builds that Event from the same fields, so logs, metrics and Events cannot drift.
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::metrics::Metrics;
+
+/// Longest Event note; longer ones are cut at a character boundary and end with `…`.
+const MAX_NOTE_BYTES: usize = 1000;
+
+/// A Kubernetes Event to publish about the FaceKeyDeployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Human-readable note.
+    pub note: String,
+}
+
+impl EventSpec {
+    /// The Event as kube's recorder publishes it (action `Reconcile`, note truncated).
+    pub fn to_kube(&self) -> Event {
+        Event {
+            type_: if self.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: self.reason.to_owned(),
+            note: Some(truncate(&self.note, MAX_NOTE_BYTES)),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A reconcile finished without error.
+#[derive(Debug)]
+pub struct Reconciled<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// When to look again.
+    pub action: &'a Action,
+}
+
+impl Reconciled<'_> {
+    /// Debug log line and `facekey_operator_reconciles_total{result="success"}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        debug!(object = self.object, action = ?self.action, "reconciled");
+        metrics.reconciles.with_label_values(&["success"]).inc();
+    }
+}
+
+/// A reconcile failed; the error's category is the metric label and the Event reason.
+#[derive(Debug)]
+pub struct ReconcileFailed<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// What failed.
+    pub error: &'a Error,
+}
+
+impl ReconcileFailed<'_> {
+    /// Warning log line, `facekey_operator_reconciles_total{result="error"}` and
+    /// `facekey_operator_reconcile_errors_total{kind=<category>}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        let category = self.error.category();
+        warn!(object = self.object, category, error = %self.error, "reconcile failed");
+        metrics.reconciles.with_label_values(&["error"]).inc();
+        metrics.errors.with_label_values(&[category]).inc();
+    }
+
+    /// Warning Event, reason = the error's category, note = the error.
+    pub fn event(&self) -> EventSpec {
+        EventSpec {
+            warning: true,
+            reason: self.error.category(),
+            note: self.error.to_string(),
+        }
+    }
+}
+
+/// The scan gate started a Trivy scan Job for an image.
+#[derive(Debug)]
+pub struct ScanJobCreated<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Its namespace (metric label).
+    pub namespace: &'a str,
+    /// Name of the Job.
+    pub job: &'a str,
+    /// The image it scans.
+    pub image: &'a str,
+}
+
+impl ScanJobCreated<'_> {
+    /// Info log line and `facekey_operator_scan_jobs_created_total{namespace}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        info!(
+            object = self.object,
+            job = self.job,
+            image = self.image,
+            "scan Job created"
+        );
+        metrics.scan_jobs.with_label_values(&[self.namespace]).inc();
+    }
+}
+
+/// The scan gate's verdict changed: the `ScanGatePassed` condition has a new reason, or a newly
+/// evaluated image was blocked.
+#[derive(Debug)]
+pub struct ScanVerdict<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Its namespace (metric label).
+    pub namespace: &'a str,
+    /// The condition's reason: `ScanPassed`, `VulnerabilitiesFound`, `ScanFailed`, `ScanPending`,
+    /// `GateDisabled` or `ImageRunning`.
+    pub verdict: &'a str,
+    /// The condition's message.
+    pub message: &'a str,
+}
+
+impl ScanVerdict<'_> {
+    /// Whether the verdict keeps `spec.image` from rolling out because of the scan's result.
+    pub fn blocks(&self) -> bool {
+        matches!(self.verdict, "VulnerabilitiesFound" | "ScanFailed")
+    }
+
+    /// Log line (warning when it blocks) and
+    /// `facekey_operator_scan_verdicts_total{namespace, verdict}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        if self.blocks() {
+            warn!(
+                object = self.object,
+                verdict = self.verdict,
+                message = self.message,
+                "scan gate verdict"
+            );
+        } else {
+            info!(
+                object = self.object,
+                verdict = self.verdict,
+                message = self.message,
+                "scan gate verdict"
+            );
+        }
+        metrics
+            .scan_verdicts
+            .with_label_values(&[self.namespace, self.verdict])
+            .inc();
+    }
+
+    /// The Event: Warning `RolloutBlocked` (findings above the policy) or `ScanFailed`; Normal
+    /// `ScanPassed`, `ScanPending` or `ScanGateOpen` (gate disabled, image already running).
+    pub fn event(&self) -> EventSpec {
+        let (warning, reason) = match self.verdict {
+            "VulnerabilitiesFound" => (true, "RolloutBlocked"),
+            "ScanFailed" => (true, "ScanFailed"),
+            "ScanPassed" => (false, "ScanPassed"),
+            "ScanPending" => (false, "ScanPending"),
+            _ => (false, "ScanGateOpen"),
+        };
+        EventSpec {
+            warning,
+            reason,
+            note: self.message.to_owned(),
+        }
+    }
+}
+
+/// The scan gate blocked the rollout of an image not blocked before (counted once per image).
+/// Its Kubernetes Event is the [`ScanVerdict`]'s (`RolloutBlocked` or `ScanFailed`), published in
+/// the same reconcile: a newly blocked image is always a verdict change.
+#[derive(Debug)]
+pub struct RolloutBlocked<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Its namespace (metric label).
+    pub namespace: &'a str,
+    /// The image kept from running, when a scan summary names it.
+    pub image: Option<&'a str>,
+    /// `VulnerabilitiesFound` or `ScanFailed`.
+    pub verdict: &'a str,
+}
+
+impl RolloutBlocked<'_> {
+    /// Warning log line and `facekey_operator_blocked_rollouts_total{namespace}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        warn!(
+            object = self.object,
+            image = self.image.unwrap_or("-"),
+            verdict = self.verdict,
+            "rollout blocked by the scan gate"
+        );
+        metrics
+            .blocked_rollouts
+            .with_label_values(&[self.namespace])
+            .inc();
+    }
+}
+
+/// An owned object that is no longer desired was deleted (a child, or a finished scan Job of an
+/// image other than `spec.image`).
+#[derive(Debug)]
+pub struct Pruned<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Its namespace (metric label).
+    pub namespace: &'a str,
+    /// Kind of the deleted object.
+    pub kind: &'a str,
+    /// Name of the deleted object.
+    pub name: &'a str,
+}
+
+impl Pruned<'_> {
+    /// Info log line and `facekey_operator_pruned_objects_total{namespace, kind}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        info!(
+            object = self.object,
+            kind = self.kind,
+            name = self.name,
+            "pruned"
+        );
+        metrics
+            .pruned
+            .with_label_values(&[self.namespace, self.kind])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::validate::{InvalidSpec, Problem};
+
+    fn metrics() -> Metrics {
+        Metrics::new().unwrap()
+    }
+
+    #[test]
+    fn reconciled_counts_a_success() {
+        let m = metrics();
+        Reconciled {
+            object: "ns/fk",
+            action: &Action::await_change(),
+        }
+        .emit(&m);
+        assert_eq!(m.reconciles.with_label_values(&["success"]).get(), 1);
+        assert_eq!(m.reconciles.with_label_values(&["error"]).get(), 0);
+    }
+
+    #[test]
+    fn reconcile_failed_counts_by_category_and_names_the_event_after_it() {
+        let m = metrics();
+        let error = Error::from(InvalidSpec {
+            problems: vec![Problem::EmptyImage],
+        });
+        let failed = ReconcileFailed {
+            object: "ns/fk",
+            error: &error,
+        };
+        failed.emit(&m);
+        assert_eq!(m.reconciles.with_label_values(&["error"]).get(), 1);
+        assert_eq!(m.errors.with_label_values(&["InvalidSpec"]).get(), 1);
+        assert_eq!(
+            failed.event(),
+            EventSpec {
+                warning: true,
+                reason: "InvalidSpec",
+                note: "invalid spec: image must not be empty".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn scan_job_created_counts_per_namespace() {
+        let m = metrics();
+        ScanJobCreated {
+            object: "ns/fk",
+            namespace: "ns",
+            job: "fk-scan-1",
+            image: "img:1",
+        }
+        .emit(&m);
+        assert_eq!(m.scan_jobs.with_label_values(&["ns"]).get(), 1);
+    }
+
+    #[test]
+    fn scan_verdict_counts_by_verdict_and_maps_to_its_event() {
+        let m = metrics();
+        for (verdict, warning, reason) in [
+            ("VulnerabilitiesFound", true, "RolloutBlocked"),
+            ("ScanFailed", true, "ScanFailed"),
+            ("ScanPassed", false, "ScanPassed"),
+            ("ScanPending", false, "ScanPending"),
+            ("GateDisabled", false, "ScanGateOpen"),
+            ("ImageRunning", false, "ScanGateOpen"),
+        ] {
+            let v = ScanVerdict {
+                object: "ns/fk",
+                namespace: "ns",
+                verdict,
+                message: "why",
+            };
+            v.emit(&m);
+            assert_eq!(m.scan_verdicts.with_label_values(&["ns", verdict]).get(), 1);
+            assert_eq!(v.blocks(), warning, "{verdict}");
+            assert_eq!(
+                v.event(),
+                EventSpec {
+                    warning,
+                    reason,
+                    note: "why".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn rollout_blocked_counts_per_namespace() {
+        let m = metrics();
+        RolloutBlocked {
+            object: "ns/fk",
+            namespace: "ns",
+            image: Some("img:2"),
+            verdict: "VulnerabilitiesFound",
+        }
+        .emit(&m);
+        assert_eq!(m.blocked_rollouts.with_label_values(&["ns"]).get(), 1);
+    }
+
+    #[test]
+    fn pruned_counts_per_namespace_and_kind() {
+        let m = metrics();
+        for kind in ["Service", "Job", "Service"] {
+            Pruned {
+                object: "ns/fk",
+                namespace: "ns",
+                kind,
+                name: "fk",
+            }
+            .emit(&m);
+        }
+        assert_eq!(m.pruned.with_label_values(&["ns", "Service"]).get(), 2);
+        assert_eq!(m.pruned.with_label_values(&["ns", "Job"]).get(), 1);
+    }
+
+    #[test]
+    fn long_notes_are_cut_at_a_character_boundary() {
+        let ev = EventSpec {
+            warning: false,
+            reason: "X",
+            note: "é".repeat(600),
+        };
+        let note = ev.to_kube().note.unwrap();
+        assert!(note.ends_with('…'));
+        assert!(note.len() <= MAX_NOTE_BYTES + '…'.len_utf8());
+    }
+}
