@@ -22,7 +22,7 @@ use super::EvalError;
 use super::attacks::{
     PrintParams, ReplayParams, face_crop_region, simulate_print, simulate_replay,
 };
-use super::degrade::{Region, Transformed, apply_chain, chain_label, plan};
+use super::degrade::{Degradation, Region, Transformed, apply_chain, chain_label, plan};
 use super::features::{FeatureRow, Kind};
 use super::geometry::Homography;
 use super::metrics::liveness_feature;
@@ -149,6 +149,32 @@ pub fn face_region(d: &Detection) -> Region {
         x1: f64::from(d.bbox.x + d.bbox.width),
         y1: f64::from(d.bbox.y + d.bbox.height),
     }
+}
+
+/// The degradation chains of source `si` (index into the sources), planned around the union of
+/// its identities' faces grown by 15 % so that every degraded copy keeps them in frame; `None`
+/// when no identity comes from that source.
+pub fn degradation_plan(
+    src: &Source,
+    si: usize,
+    identities: &[Identity],
+    opts: &CollectOptions,
+) -> Option<Vec<Vec<Degradation>>> {
+    let keep = identities
+        .iter()
+        .filter(|i| i.source == si)
+        .map(|i| face_region(&i.face))
+        .reduce(|a, b| a.union(&b))?;
+    let (w, h) = src.image.dimensions();
+    Some(plan(
+        opts.seed,
+        &src.name,
+        w,
+        h,
+        keep.grown(0.15),
+        opts.variants_per_kind,
+        opts.combos,
+    ))
 }
 
 /// Where `map` sends the five landmarks of `face`.
@@ -278,23 +304,9 @@ pub fn collect(
         let members: Vec<usize> = (0..out.identities.len())
             .filter(|&i| out.identities[i].source == si)
             .collect();
-        let Some(keep) = members
-            .iter()
-            .map(|&i| face_region(&out.identities[i].face))
-            .reduce(|a, b| a.union(&b))
-        else {
+        let Some(chains) = degradation_plan(src, si, &out.identities, opts) else {
             continue;
         };
-        let (w, h) = src.image.dimensions();
-        let chains = plan(
-            opts.seed,
-            &src.name,
-            w,
-            h,
-            keep.grown(0.15),
-            opts.variants_per_kind,
-            opts.combos,
-        );
         for (ci, chain) in chains.iter().enumerate() {
             let label = chain_label(chain);
             let t = apply_chain(&src.image, chain)?;
@@ -559,13 +571,7 @@ mod tests {
         let expected = expected_landmarks(&original, &map).unwrap();
         // The moved face (scaled landmarks) and a neighbour.
         let mut moved = det(25.0, 40.0);
-        for p in [
-            &mut moved.landmarks.left_eye,
-            &mut moved.landmarks.right_eye,
-            &mut moved.landmarks.nose,
-            &mut moved.landmarks.mouth_left,
-            &mut moved.landmarks.mouth_right,
-        ] {
+        for p in moved.landmarks.points_mut() {
             p.x = 25.0 + (p.x - 25.0) * 0.5 + 0.7;
             p.y = 40.0 + (p.y - 40.0) * 0.5 - 0.4;
         }

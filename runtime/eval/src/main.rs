@@ -13,8 +13,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use facekey_eval::collect::{CollectOptions, Identity, Source, attack_frame, collect, face_region};
-use facekey_eval::degrade::{apply_chain, plan};
+use facekey_eval::collect::{
+    CollectOptions, Identity, Source, attack_frame, collect, degradation_plan,
+};
+use facekey_eval::degrade::apply_chain;
 use facekey_eval::features::{Kind, read_csv, to_csv};
 use facekey_eval::fit::{FitOptions, fit, weights_file};
 use facekey_eval::metrics::liveness_feature;
@@ -290,24 +292,10 @@ fn write_examples(
     };
     let src = &srcs[si];
     let members: Vec<&Identity> = identities.iter().filter(|i| i.source == si).collect();
-    let Some(keep) = members
-        .iter()
-        .map(|i| face_region(&i.face))
-        .reduce(|a, b| a.union(&b))
-    else {
+    let Some(chains) = degradation_plan(src, si, identities, opts) else {
         return Ok(());
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (w, h) = src.image.dimensions();
-    let chains = plan(
-        opts.seed,
-        &src.name,
-        w,
-        h,
-        keep.grown(0.15),
-        opts.variants_per_kind,
-        opts.combos,
-    );
     for ident in members {
         if let Some(chain) = chains.last() {
             let t = apply_chain(&src.image, chain)?;

@@ -86,6 +86,17 @@ impl Landmarks {
         ]
     }
 
+    /// The points in template order, to move them in place (scaling, warping).
+    pub fn points_mut(&mut self) -> [&mut Point; 5] {
+        [
+            &mut self.left_eye,
+            &mut self.right_eye,
+            &mut self.nose,
+            &mut self.mouth_left,
+            &mut self.mouth_right,
+        ]
+    }
+
     fn from_candidate(c: &Candidate) -> Self {
         let p = |k: usize| Point {
             x: c.landmarks[k] as f32,
@@ -369,13 +380,7 @@ pub fn scale_detection(d: &mut Detection, fx: f32, fy: f32, width: u32, height: 
         width: x2 - x1,
         height: y2 - y1,
     };
-    for p in [
-        &mut d.landmarks.left_eye,
-        &mut d.landmarks.right_eye,
-        &mut d.landmarks.nose,
-        &mut d.landmarks.mouth_left,
-        &mut d.landmarks.mouth_right,
-    ] {
+    for p in d.landmarks.points_mut() {
         p.x *= fx;
         p.y *= fy;
     }
