@@ -281,3 +281,86 @@ fn email_settings_reach_the_runtime_and_the_password_comes_from_the_secret() {
         "none"
     );
 }
+
+/// Names of the environment variables in the runtime container of `d`: the ConfigMap's keys it
+/// loads with `envFrom` (minus the weights file) and its own `env` entries.
+fn pod_env_names(d: &Desired) -> Vec<String> {
+    let data = d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"]
+        .as_object()
+        .unwrap();
+    let container = &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]["containers"]
+        [0];
+    let mut names: Vec<String> = data
+        .keys()
+        .filter(|k| k.as_str() != "weights.json")
+        .cloned()
+        .collect();
+    for e in container["env"].as_array().into_iter().flatten() {
+        names.push(e["name"].as_str().unwrap().to_owned());
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn written_env_names_are_runtime_settings_and_listed() {
+    let specs = [
+        json!({"image": "img:1"}),
+        json!({"image": "img:1", "ui": {"enabled": false},
+               "models": {"thresholds": {"auth": 0.6, "spoof": 0.4, "match": 0.5},
+                          "scoreWeights": {"inline": "{}"},
+                          "spoof": {"uri": "https://example.com/m.onnx"}},
+               "alerting": {"email": {"to": "a@example.com", "from": "b@example.com",
+                 "smarthost": "smtp:587", "authSecretRef": {"name": "s", "key": "k"}}}}),
+        json!({"image": "img:1", "models": {
+               "scoreWeights": {"configMapKeyRef": {"name": "w", "key": "k"}},
+               "spoof": {"pvc": "models"}}}),
+    ];
+    let listed: std::collections::BTreeSet<&str> =
+        desired::runtime_env_names().iter().copied().collect();
+    let mut written = std::collections::BTreeSet::new();
+    for spec in specs {
+        let f = fkd(spec);
+        let names = desired::runtime_env_for(&f.spec);
+        assert_eq!(
+            names,
+            pod_env_names(&desired(&f, Some("img:1"), &Capabilities::all())),
+            "runtime_env_for must describe the objects"
+        );
+        for name in names {
+            assert!(
+                facekey_settings::env::ALL.contains(&name.as_str()),
+                "{name} is not a runtime setting"
+            );
+            assert!(
+                listed.contains(name.as_str()),
+                "{name} missing from runtime_env_names"
+            );
+            written.insert(name);
+        }
+    }
+    let written: std::collections::BTreeSet<&str> = written.iter().map(String::as_str).collect();
+    assert_eq!(
+        written, listed,
+        "runtime_env_names lists a name no spec writes"
+    );
+}
+
+#[test]
+fn runtime_port_is_the_runtime_default() {
+    let f = fkd(json!({"image": "img:1"}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let port = i64::from(facekey_settings::defaults::PORT);
+    let container = &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]["containers"]
+        [0];
+    assert_eq!(container["ports"][0]["containerPort"], port);
+    assert_eq!(
+        d.get(ChildKind::Service, "fk").unwrap().body["spec"]["ports"][0]["port"],
+        port
+    );
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert_eq!(
+        data[facekey_settings::env::LISTEN],
+        format!("0.0.0.0:{port}")
+    );
+}

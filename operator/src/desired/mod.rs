@@ -24,7 +24,9 @@ use serde_json::Value;
 
 pub use dashboard::dashboard_json;
 pub use monitoring::{DEPLOYMENT_LABEL, alert_rule_groups};
-pub use runtime::{RUNTIME_PORT, config_data, runtime_env_keys};
+pub use runtime::{
+    RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
+};
 pub use scan_job::{SCAN_SUMMARY_CONTAINER, scan_job};
 
 use crate::error::{DesiredError, MissingField};

@@ -1,4 +1,7 @@
 //! The runtime's own objects: configuration ConfigMap, Deployment, Service, HPA and PDB.
+//!
+//! Every `FACEKEY_*` name written into the pods and the runtime's port come from the runtime's
+//! settings catalogue (`facekey-settings`), so the operator writes only names the runtime reads.
 
 use std::collections::BTreeMap;
 
@@ -23,11 +26,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use facekey_settings::{defaults, env};
+
 use super::Owner;
 use crate::labels::{self, Component};
 
-/// TCP port the runtime listens on (all of `/v1`, `/healthz`, `/readyz`, `/metrics`).
-pub const RUNTIME_PORT: i32 = 8080;
+/// TCP port the runtime listens on (all of `/v1`, `/healthz`, `/readyz`, `/metrics`), as the
+/// `i32` Kubernetes port fields take.
+pub const RUNTIME_PORT: i32 = defaults::PORT as i32;
 /// Name of the runtime container and its port.
 const CONTAINER: &str = "runtime";
 const PORT_NAME: &str = "http";
@@ -38,8 +44,33 @@ const WEIGHTS_DIR: &str = "/etc/facekey/weights";
 const SPOOF_MODEL_DIR: &str = "/etc/facekey/models/spoof";
 const DATA_DIR: &str = "/var/lib/facekey";
 const WEIGHTS_FILE: &str = "weights.json";
-/// Env var carrying the SMTP password, taken from the referenced Secret.
-const SMTP_PASSWORD_ENV: &str = "FACEKEY_SMTP_PASSWORD";
+
+/// Every runtime environment variable the operator can write into runtime pods: the keys of the
+/// `<name>-config` ConfigMap (through `envFrom`) and [`SECRET_ENV`] (through `valueFrom`).
+const RUNTIME_ENV: &[&str] = &[
+    env::LISTEN,
+    env::LOG_FORMAT,
+    env::DATA_DIR,
+    env::UI_ENABLED,
+    env::THRESHOLD,
+    env::LIVENESS_THRESHOLD,
+    env::MATCH_THRESHOLD,
+    env::WEIGHTS,
+    env::SPOOF_MODEL_URI,
+    env::SPOOF_MODEL_DIR,
+    env::SMTP_SMARTHOST,
+    env::SMTP_TLS,
+    env::SMTP_USERNAME,
+    env::ALERT_FROM,
+    env::ALERT_TO,
+    env::SMTP_PASSWORD,
+];
+
+/// Every runtime environment variable name the operator can write into runtime pods, whatever
+/// the spec. Each is one of `facekey_settings::env::ALL`.
+pub fn runtime_env_names() -> &'static [&'static str] {
+    RUNTIME_ENV
+}
 
 /// Runtime configuration as `FACEKEY_*` variables (plus inline weights), the data of the
 /// `<name>-config` ConfigMap. Kept deterministic (sorted) so its hash only changes with content.
@@ -48,57 +79,57 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
     let mut set = |k: &str, v: String| {
         data.insert(k.to_owned(), v);
     };
-    set("FACEKEY_LISTEN", format!("0.0.0.0:{RUNTIME_PORT}"));
-    set("FACEKEY_LOG_FORMAT", "json".to_owned());
-    set("FACEKEY_DATA_DIR", DATA_DIR.to_owned());
+    set(env::LISTEN, format!("0.0.0.0:{}", defaults::PORT));
+    set(env::LOG_FORMAT, "json".to_owned());
+    set(env::DATA_DIR, DATA_DIR.to_owned());
     let ui = spec.ui.as_ref().is_none_or(|u| u.enabled);
-    set("FACEKEY_UI_ENABLED", ui.to_string());
+    set(env::UI_ENABLED, ui.to_string());
     if let Some(models) = &spec.models {
         if let Some(t) = &models.thresholds {
             if let Some(v) = t.auth {
-                set("FACEKEY_THRESHOLD", v.to_string());
+                set(env::THRESHOLD, v.to_string());
             }
             if let Some(v) = t.spoof {
-                set("FACEKEY_LIVENESS_THRESHOLD", v.to_string());
+                set(env::LIVENESS_THRESHOLD, v.to_string());
             }
             if let Some(v) = t.match_ {
-                set("FACEKEY_MATCH_THRESHOLD", v.to_string());
+                set(env::MATCH_THRESHOLD, v.to_string());
             }
         }
         if let Some(w) = &models.score_weights {
             if let Some(inline) = &w.inline {
                 set(WEIGHTS_FILE, inline.clone());
-                set("FACEKEY_WEIGHTS", format!("{CONFIG_DIR}/{WEIGHTS_FILE}"));
+                set(env::WEIGHTS, format!("{CONFIG_DIR}/{WEIGHTS_FILE}"));
             } else if w.config_map_key_ref.is_some() {
-                set("FACEKEY_WEIGHTS", format!("{WEIGHTS_DIR}/{WEIGHTS_FILE}"));
+                set(env::WEIGHTS, format!("{WEIGHTS_DIR}/{WEIGHTS_FILE}"));
             }
         }
         match &models.spoof {
             Some(ModelSource { uri: Some(uri), .. }) => {
-                set("FACEKEY_SPOOF_MODEL_URI", uri.clone());
+                set(env::SPOOF_MODEL_URI, uri.clone());
             }
-            Some(_) => set("FACEKEY_SPOOF_MODEL_DIR", SPOOF_MODEL_DIR.to_owned()),
+            Some(_) => set(env::SPOOF_MODEL_DIR, SPOOF_MODEL_DIR.to_owned()),
             None => {}
         }
     }
     if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
         // The runtime's own spoof-alert emails (its flags: --smtp-smarthost, --smtp-tls, ...).
-        set("FACEKEY_SMTP_SMARTHOST", email.smarthost.clone());
+        set(env::SMTP_SMARTHOST, email.smarthost.clone());
         let tls = match (email.require_tls, email.smarthost.rsplit_once(':')) {
             (false, _) => "none",
             (true, Some((_, "465"))) => "tls",
             (true, _) => "starttls",
         };
-        set("FACEKEY_SMTP_TLS", tls.to_owned());
+        set(env::SMTP_TLS, tls.to_owned());
         set(
-            "FACEKEY_SMTP_USERNAME",
+            env::SMTP_USERNAME,
             email
                 .auth_username
                 .clone()
                 .unwrap_or_else(|| email.from.clone()),
         );
-        set("FACEKEY_ALERT_FROM", email.from.clone());
-        set("FACEKEY_ALERT_TO", email.to.clone());
+        set(env::ALERT_FROM, email.from.clone());
+        set(env::ALERT_TO, email.to.clone());
     }
     data
 }
@@ -109,6 +140,35 @@ pub fn runtime_env_keys(spec: &FaceKeyDeploymentSpec) -> Vec<String> {
         .into_keys()
         .filter(|k| k.starts_with("FACEKEY_"))
         .collect()
+}
+
+/// Variables taken from Secrets (`valueFrom`), never written into the ConfigMap: the SMTP
+/// password when email alerting is set.
+fn secret_env(spec: &FaceKeyDeploymentSpec) -> Vec<EnvVar> {
+    let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) else {
+        return Vec::new();
+    };
+    vec![EnvVar {
+        name: env::SMTP_PASSWORD.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: email.auth_secret_ref.name.clone(),
+                key: email.auth_secret_ref.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }]
+}
+
+/// Names of every environment variable the runtime pods get for `spec`: the ConfigMap's keys
+/// ([`runtime_env_keys`]) and those taken from Secrets (`FACEKEY_SMTP_PASSWORD`), sorted.
+pub fn runtime_env_for(spec: &FaceKeyDeploymentSpec) -> Vec<String> {
+    let mut names = runtime_env_keys(spec);
+    names.extend(secret_env(spec).into_iter().map(|e| e.name));
+    names.sort();
+    names
 }
 
 pub(super) fn config_map(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> ConfigMap {
@@ -250,24 +310,7 @@ pub(super) fn deployment(
     let mut pod_labels = labels::common_labels(owner.name, Component::Runtime);
     pod_labels.extend(selector.clone());
     let (volumes, volume_mounts) = volumes(owner, spec);
-    let env = spec
-        .alerting
-        .as_ref()
-        .and_then(|a| a.email.as_ref())
-        .map(|email| {
-            vec![EnvVar {
-                name: SMTP_PASSWORD_ENV.to_owned(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: email.auth_secret_ref.name.clone(),
-                        key: email.auth_secret_ref.key.clone(),
-                        optional: Some(false),
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            }]
-        });
+    let env = Some(secret_env(spec)).filter(|e| !e.is_empty());
     let container = Container {
         name: CONTAINER.to_owned(),
         image: Some(image.to_owned()),
