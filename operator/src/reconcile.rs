@@ -207,7 +207,8 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     let (deployment, failure) = match apply_desired(ctx, &seen, &desired).await {
         Ok(applied) => {
             let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired).await;
-            (applied.or(seen.live.clone()), pruned.err().map(Error::from))
+            let deployment = applied.or_else(|| seen.live.clone());
+            (deployment, pruned.err().map(Error::from))
         }
         // A failed apply skips pruning: not every desired object exists yet.
         Err(e) => (seen.live.clone(), Some(e.into())),
@@ -233,6 +234,7 @@ async fn observe<'a>(
     let name = desired::instance_name(fkd)?;
     let namespace = fkd.namespace().ok_or(missing("metadata.namespace"))?;
     let uid = fkd.uid().ok_or(missing("metadata.uid"))?;
+    let now = (ctx.clock)();
     let capabilities = ctx.capabilities.get().await?;
     let live = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(name)
@@ -243,7 +245,7 @@ async fn observe<'a>(
         selector: labels::selector_string(&labels::selector_labels(name)),
         url: format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}"),
         key: format!("{namespace}/{name}"),
-        now: (ctx.clock)(),
+        now,
         name,
         namespace,
         uid,

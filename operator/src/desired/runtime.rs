@@ -138,7 +138,7 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
 pub fn runtime_env_keys(spec: &FaceKeyDeploymentSpec) -> Vec<String> {
     config_data(spec)
         .into_keys()
-        .filter(|k| k.starts_with("FACEKEY_"))
+        .filter(|k| k.as_str() != WEIGHTS_FILE)
         .collect()
 }
 
