@@ -195,6 +195,8 @@ pub struct RolloutBlocked<'a> {
     pub object: &'a str,
     /// Its namespace (metric label).
     pub namespace: &'a str,
+    /// Its name (metric label, so a PrometheusRule can alert on its own deployment).
+    pub name: &'a str,
     /// The image kept from running, when a scan summary names it.
     pub image: Option<&'a str>,
     /// `VulnerabilitiesFound` or `ScanFailed`.
@@ -202,7 +204,7 @@ pub struct RolloutBlocked<'a> {
 }
 
 impl RolloutBlocked<'_> {
-    /// Warning log line and `facekey_operator_blocked_rollouts_total{namespace}`.
+    /// Warning log line and `facekey_operator_blocked_rollouts_total{namespace,name}`.
     pub fn emit(&self, metrics: &Metrics) {
         warn!(
             object = self.object,
@@ -212,7 +214,7 @@ impl RolloutBlocked<'_> {
         );
         metrics
             .blocked_rollouts
-            .with_label_values(&[self.namespace])
+            .with_label_values(&[self.namespace, self.name])
             .inc();
     }
 }
@@ -342,11 +344,12 @@ mod tests {
         RolloutBlocked {
             object: "ns/fk",
             namespace: "ns",
+            name: "fk",
             image: Some("img:2"),
             verdict: "VulnerabilitiesFound",
         }
         .emit(&m);
-        assert_eq!(m.blocked_rollouts.with_label_values(&["ns"]).get(), 1);
+        assert_eq!(m.blocked_rollouts.with_label_values(&["ns", "fk"]).get(), 1);
     }
 
     #[test]

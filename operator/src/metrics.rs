@@ -15,7 +15,7 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Reconcile duration in seconds.
     pub duration: Histogram,
-    /// Rollouts stopped by the scan gate, by namespace.
+    /// Rollouts stopped by the scan gate, by namespace and FaceKeyDeployment name.
     pub blocked_rollouts: IntCounterVec,
     /// Scan Jobs created, by namespace.
     pub scan_jobs: IntCounterVec,
@@ -59,7 +59,7 @@ impl Metrics {
                 "facekey_operator_blocked_rollouts_total",
                 "Image rollouts stopped by the scan gate",
             ),
-            &["namespace"],
+            &["namespace", "name"],
         )?;
         let scan_jobs = IntCounterVec::new(
             Opts::new(

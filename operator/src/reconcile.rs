@@ -476,6 +476,7 @@ async fn write_status(
             RolloutBlocked {
                 object: &object,
                 namespace: &namespace,
+                name: &fkd.name_any(),
                 image: change.image,
                 verdict: change.verdict,
             }

@@ -100,7 +100,7 @@ mod tests {
         state
             .metrics
             .blocked_rollouts
-            .with_label_values(&["ns"])
+            .with_label_values(&["ns", "fk"])
             .inc();
         let r = router(state.clone());
         assert_eq!(get(r.clone(), "/healthz").await.0, StatusCode::OK);
@@ -116,7 +116,11 @@ mod tests {
             text.contains("facekey_operator_reconciles_total{result=\"success\"} 1"),
             "{text}"
         );
-        assert!(text.contains("facekey_operator_blocked_rollouts_total{namespace=\"ns\"} 1"));
+        assert!(
+            text.contains(
+                "facekey_operator_blocked_rollouts_total{name=\"fk\",namespace=\"ns\"} 1"
+            )
+        );
         assert!(text.contains("# TYPE facekey_operator_reconcile_duration_seconds histogram"));
     }
 }

@@ -43,7 +43,49 @@ pub(super) fn service_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Res
     }))
 }
 
-/// The rule groups of the PrometheusRule (the `spec.groups` value), also what `promtool` checks.
+/// Base of the runbook links in alert annotations: one section per alert in docs/operator.md.
+pub const RUNBOOK_BASE: &str = "https://github.com/facekey/facekey/blob/main/docs/operator.md";
+
+/// Labels every aggregation keeps. `namespace` is the one prometheus-operator matches on: it adds
+/// `namespace="<the AlertmanagerConfig's namespace>"` to the AlertmanagerConfig's route, so an
+/// alert whose expression sums `namespace` away is never routed. `job` is the Service name, i.e.
+/// the FaceKeyDeployment's name (ServiceMonitor default).
+const KEEP: &str = "namespace, job";
+
+/// One alerting rule: every FaceKey alert carries `severity`, [`DEPLOYMENT_LABEL`] and the
+/// `summary`, `description` and `runbook_url` annotations.
+struct Alert<'a> {
+    name: &'a str,
+    expr: String,
+    for_: &'a str,
+    severity: &'a str,
+    summary: String,
+    description: String,
+}
+
+impl Alert<'_> {
+    fn to_json(&self, deployment: &str) -> Value {
+        let mut rule = json!({
+            "alert": self.name,
+            "expr": self.expr,
+            "labels": {"severity": self.severity, DEPLOYMENT_LABEL: deployment},
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                "runbook_url": format!("{RUNBOOK_BASE}#{}", self.name.to_lowercase()),
+            },
+        });
+        if !self.for_.is_empty()
+            && let Some(map) = rule.as_object_mut()
+        {
+            map.insert("for".into(), json!(self.for_));
+        }
+        rule
+    }
+}
+
+/// The rule groups of the PrometheusRule (the `spec.groups` value), also what `promtool` checks:
+/// the service alerts, then the `/v1/verify` SLO group (see [`slo_rule_group`]).
 pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Value {
     let owner = Owner {
         name,
@@ -52,68 +94,233 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
     };
     let sel = series_selector(&owner);
     let p99 = format!(
-        "histogram_quantile(0.99, sum by (le) (rate(facekey_http_request_duration_seconds_bucket{{{sel}}}[5m])))"
+        "histogram_quantile(0.99, sum by ({KEEP}, le) (rate(facekey_http_request_duration_seconds_bucket{{{sel}}}[5m])))"
     );
     let p99_seconds = f64::from(rules.p99_latency_ms) / 1000.0;
-    let spoof_per_minute = format!("sum(rate(facekey_spoof_detected_total{{{sel}}}[5m])) * 60");
-    let labels = |severity: &str| json!({"severity": severity, DEPLOYMENT_LABEL: name});
-    json!([{
-        "name": format!("facekey.{namespace}.{name}"),
-        "rules": [
-            {
-                "record": "facekey:http_request_duration_seconds:p99_5m",
-                "expr": p99,
-                "labels": {DEPLOYMENT_LABEL: name, "namespace": namespace},
-            },
-            {
-                "record": "facekey:spoof_detected:rate1m",
-                "expr": spoof_per_minute,
-                "labels": {DEPLOYMENT_LABEL: name, "namespace": namespace},
-            },
-            {
-                "alert": "FaceKeyRuntimeDown",
-                "expr": format!("absent(up{{{sel}}} == 1)"),
-                "for": "5m",
-                "labels": labels("critical"),
-                "annotations": {
-                    "summary": format!("No FaceKey runtime pod of {namespace}/{name} is being scraped"),
-                    "description": "Prometheus has not scraped a healthy runtime target for 5 minutes.",
-                },
-            },
-            {
-                "alert": "FaceKeyHighLatencyP99",
-                "expr": format!("{p99} > {p99_seconds}"),
-                "for": "10m",
-                "labels": labels("warning"),
-                "annotations": {
-                    "summary": format!("FaceKey {namespace}/{name} p99 latency above {} ms", rules.p99_latency_ms),
-                    "description": "p99 request latency over 5 minutes is {{ $value | humanizeDuration }}.",
-                },
-            },
-            {
-                "alert": "FaceKeySpoofAttemptsHigh",
-                "expr": format!("{spoof_per_minute} > {}", rules.spoof_rate_per_minute),
-                "for": "5m",
-                "labels": labels("warning"),
-                "annotations": {
-                    "summary": format!("Spoof attempts against {namespace}/{name} above {} per minute", rules.spoof_rate_per_minute),
-                    "description": "{{ $value | humanize }} presentation attacks per minute were detected (5-minute average).",
-                },
-            },
-            {
-                "alert": "FaceKeyHighErrorRate",
-                "expr": format!(
-                    "sum(rate(facekey_http_requests_total{{{sel},status=~\"5..\"}}[5m])) / sum(rate(facekey_http_requests_total{{{sel}}}[5m])) > 0.05"
+    // Attacks counted over 5 minutes: the alert's value is the attack count the mail names.
+    let spoof_threshold = rules.spoof_rate_per_minute * 5.0;
+    let spoofs_5m =
+        format!("sum by ({KEEP}) (increase(facekey_spoof_detected_total{{{sel}}}[5m]))");
+    let record_labels = json!({DEPLOYMENT_LABEL: name});
+    let alerts = [
+        Alert {
+            name: "FaceKeySpoofAttemptsHigh",
+            expr: format!("{spoofs_5m} > {spoof_threshold}"),
+            for_: "1m",
+            severity: "warning",
+            summary: format!(
+                "Spoof attempts against {namespace}/{name} above {} per minute",
+                rules.spoof_rate_per_minute
+            ),
+            description: format!(
+                "{{{{ $value | printf \"%.0f\" }}}} presentation attacks against FaceKeyDeployment {namespace}/{name} in the last 5 minutes."
+            ),
+        },
+        Alert {
+            name: "FaceKeyHighLatencyP99",
+            expr: format!("{p99} > {p99_seconds}"),
+            for_: "10m",
+            severity: "warning",
+            summary: format!(
+                "FaceKey {namespace}/{name} p99 latency above {} ms",
+                rules.p99_latency_ms
+            ),
+            description: "p99 request latency over 5 minutes is {{ $value | humanizeDuration }}.".into(),
+        },
+        Alert {
+            name: "FaceKeyHighErrorRate",
+            expr: format!(
+                "sum by ({KEEP}) (rate(facekey_http_requests_total{{{sel},status=~\"5..\"}}[5m])) / sum by ({KEEP}) (rate(facekey_http_requests_total{{{sel}}}[5m])) > 0.05"
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: format!("More than 5% of requests to {namespace}/{name} fail with 5xx"),
+            description: "{{ $value | humanizePercentage }} of requests returned a server error.".into(),
+        },
+        Alert {
+            name: "FaceKeyRuntimeDown",
+            // `absent` covers "no target at all" and keeps the selector's namespace and job.
+            expr: format!("sum by ({KEEP}) (up{{{sel}}}) < 1 or absent(up{{{sel}}})"),
+            for_: "5m",
+            severity: "critical",
+            summary: format!("No FaceKey runtime pod of {namespace}/{name} is being scraped"),
+            description: "Prometheus has not scraped a healthy runtime target for 5 minutes.".into(),
+        },
+        Alert {
+            name: "FaceKeyNoReadyReplica",
+            // kube-state-metrics (scraped with its own namespace label, as kube-prometheus-stack does).
+            expr: format!(
+                "max by (namespace, deployment) (kube_deployment_status_replicas_available{{namespace=\"{namespace}\",deployment=\"{name}\"}}) < 1 and on (namespace, deployment) max by (namespace, deployment) (kube_deployment_spec_replicas{{namespace=\"{namespace}\",deployment=\"{name}\"}}) > 0"
+            ),
+            for_: "5m",
+            severity: "critical",
+            summary: format!("FaceKey {namespace}/{name} has no ready replica"),
+            description: "The runtime Deployment has had no available replica for 5 minutes (kube-state-metrics).".into(),
+        },
+        Alert {
+            name: "FaceKeyModelNotReady",
+            // A pod that serves /metrics but has loaded no model (facekey_model_info is set when
+            // the models are loaded, the moment /readyz turns ready).
+            expr: format!(
+                "max by ({KEEP}, pod) (up{{{sel}}}) == 1 unless on ({KEEP}, pod) count by ({KEEP}, pod) (facekey_model_info{{{sel}}})"
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: format!("A FaceKey runtime pod of {namespace}/{name} has not loaded its models"),
+            description: "Pod {{ $labels.pod }} is up but reports no loaded model for 10 minutes.".into(),
+        },
+        Alert {
+            name: "FaceKeyTemplateStoreDown",
+            expr: format!("max by ({KEEP}, pod) (facekey_store_up{{{sel}}}) == 0"),
+            for_: "2m",
+            severity: "critical",
+            summary: format!("FaceKey {namespace}/{name} cannot reach its template store"),
+            description: "Pod {{ $labels.pod }} reports its template store unreachable (facekey_store_up 0) for 2 minutes.".into(),
+        },
+        Alert {
+            name: "FaceKeyRolloutBlocked",
+            // The operator's metric; its `namespace` label names the FaceKeyDeployment's namespace,
+            // so the operator must be scraped with honorLabels: true.
+            expr: format!(
+                "sum by (namespace, name) (increase(facekey_operator_blocked_rollouts_total{{namespace=\"{namespace}\",name=\"{name}\"}}[1h])) > 0"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("The scan gate blocked a new image of {namespace}/{name}"),
+            description: "A rollout was blocked by the vulnerability scan gate in the last hour; the previous image keeps serving. See the ScanGatePassed condition.".into(),
+        },
+    ];
+    // Challenge-session and subject-lockout alerts follow once the runtime has those metrics.
+    let mut rules_json = vec![
+        json!({
+            "record": "facekey:http_request_duration_seconds:p99_5m",
+            "expr": p99,
+            "labels": record_labels,
+        }),
+        json!({
+            "record": "facekey:spoof_detected:rate1m",
+            "expr": format!("sum by ({KEEP}) (rate(facekey_spoof_detected_total{{{sel}}}[5m])) * 60"),
+            "labels": record_labels,
+        }),
+    ];
+    rules_json.extend(alerts.iter().map(|a| a.to_json(name)));
+    json!([
+        {"name": format!("facekey.{namespace}.{name}"), "rules": rules_json},
+        slo_rule_group(namespace, name),
+    ])
+}
+
+/// Availability objective of `/v1/verify`: the share of requests answered without a 5xx.
+pub const SLO_AVAILABILITY: f64 = 0.999;
+/// Latency objective of `/v1/verify`: the share of requests answered within [`SLO_LATENCY_LE`].
+pub const SLO_LATENCY: f64 = 0.99;
+/// Latency bound of the latency SLO, in seconds: a bucket bound of the runtime's request histogram.
+pub const SLO_LATENCY_LE: &str = "0.5";
+/// Rate windows the burn-rate alerts read.
+const SLO_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// Multi-window, multi-burn-rate alerts (Google SRE workbook, "Alerting on SLOs", table 5-8):
+/// (alert suffix, long window, short window, burn rate). `Fast` pages, `Slow` opens a ticket.
+const BURN_RATES: [(&str, &str, &str, f64); 4] = [
+    ("Fast", "1h", "5m", 14.4),
+    ("Fast", "6h", "30m", 6.0),
+    ("Slow", "1d", "2h", 3.0),
+    ("Slow", "3d", "6h", 1.0),
+];
+
+/// The `/v1/verify` SLO group: error ratios of the availability SLI (5xx) and of the latency SLI
+/// (slower than [`SLO_LATENCY_LE`] s) per window as recording rules, and for each SLI a fast
+/// (page) and a slow (ticket) burn-rate alert, each firing when both its long and short window
+/// burn the error budget faster than the workbook's rate.
+fn slo_rule_group(namespace: &str, name: &str) -> Value {
+    let owner = Owner {
+        name,
+        namespace,
+        owner_ref: None,
+    };
+    let sel = series_selector(&owner);
+    let verify = format!("{sel},route=\"/v1/verify\"");
+    let record_labels = json!({DEPLOYMENT_LABEL: name});
+    let mut rules = Vec::new();
+    for w in SLO_WINDOWS {
+        rules.push(json!({
+            "record": format!("facekey:slo_verify_errors:ratio_rate{w}"),
+            "expr": format!(
+                "sum by ({KEEP}) (rate(facekey_http_requests_total{{{verify},status=~\"5..\"}}[{w}])) / sum by ({KEEP}) (rate(facekey_http_requests_total{{{verify}}}[{w}]))"
+            ),
+            "labels": record_labels,
+        }));
+        rules.push(json!({
+            "record": format!("facekey:slo_verify_slow:ratio_rate{w}"),
+            "expr": format!(
+                "1 - sum by ({KEEP}) (rate(facekey_http_request_duration_seconds_bucket{{{verify},le=\"{SLO_LATENCY_LE}\"}}[{w}])) / sum by ({KEEP}) (rate(facekey_http_request_duration_seconds_count{{{verify}}}[{w}]))"
+            ),
+            "labels": record_labels,
+        }));
+    }
+    let slis = [
+        (
+            "Availability",
+            "slo_verify_errors",
+            SLO_AVAILABILITY,
+            format!(
+                "{:.1}% of /v1/verify requests answered without a server error",
+                SLO_AVAILABILITY * 100.0
+            ),
+        ),
+        (
+            "Latency",
+            "slo_verify_slow",
+            SLO_LATENCY,
+            format!(
+                "{:.1}% of /v1/verify requests answered within {SLO_LATENCY_LE} s",
+                SLO_LATENCY * 100.0
+            ),
+        ),
+    ];
+    for (sli, record, objective, meaning) in &slis {
+        // 1 - 0.999 is 0.0010000000000000009 in binary: round to the objective's precision.
+        let budget = ((1.0 - objective) * 1e6).round() / 1e6;
+        for (speed, severity, for_) in [("Fast", "critical", "2m"), ("Slow", "warning", "15m")] {
+            let expr = BURN_RATES
+                .iter()
+                .filter(|(s, ..)| *s == speed)
+                .map(|(_, long, short, rate)| {
+                    let limit = format!("({rate} * {budget})");
+                    format!(
+                        "(facekey:{record}:ratio_rate{long}{{{sel}}} > {limit} and facekey:{record}:ratio_rate{short}{{{sel}}} > {limit})"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let windows = BURN_RATES
+                .iter()
+                .filter(|(s, ..)| *s == speed)
+                .map(|(_, long, short, rate)| format!("{rate}x over {long} and {short}"))
+                .collect::<Vec<_>>()
+                .join(", or ");
+            let alert = Alert {
+                name: &format!("FaceKeyVerify{sli}BudgetBurn{speed}"),
+                expr,
+                for_,
+                severity,
+                summary: format!(
+                    "FaceKey {namespace}/{name} burns its /v1/verify {} error budget {}",
+                    sli.to_lowercase(),
+                    if speed == "Fast" {
+                        "fast (page)"
+                    } else {
+                        "slowly (ticket)"
+                    }
                 ),
-                "for": "10m",
-                "labels": labels("warning"),
-                "annotations": {
-                    "summary": format!("More than 5% of requests to {namespace}/{name} fail with 5xx"),
-                    "description": "{{ $value | humanizePercentage }} of requests returned a server error.",
-                },
-            },
-        ],
-    }])
+                description: format!(
+                    "SLO (30 days): {meaning}. The error budget burns faster than {windows} (1x spends it in exactly 30 days); error ratio {{{{ $value | humanizePercentage }}}}."
+                ),
+            };
+            rules.push(alert.to_json(name));
+        }
+    }
+    json!({"name": format!("facekey-slo.{namespace}.{name}"), "rules": rules})
 }
 
 pub(super) fn prometheus_rule(owner: &Owner<'_>, rules: &RulesSpec) -> Result<Value> {
