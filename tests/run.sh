@@ -34,6 +34,9 @@ tests/quickstart/run-command.sh
 stage "prometheus: real scrape of the runtime, promtool metric lint"
 tests/prometheus/scrape.sh
 
+stage "alerts: runtime -> Prometheus -> Alertmanager -> SMTP, from the operator's rendered objects"
+tests/alerts/e2e.sh
+
 stage "container: hadolint and trivy config on the Dockerfile"
 tests/container/check.sh
 

@@ -3,9 +3,14 @@
 
 usage: server.py PORT CERT KEY MAILDIR USER PASSWORD
 Prints "ready" on stdout once listening; stops on SIGTERM/SIGINT.
+
+SMTP_AUTH_EXCLUDE (env, optional): comma-separated AUTH mechanisms not to offer, e.g. `LOGIN`
+for Alertmanager, whose LOGIN client only understands the challenge texts "Username:" and
+"Password:" while aiosmtpd sends "User Name" and "Password" (PLAIN works with both clients).
 """
 
 import mailbox
+import os
 import signal
 import ssl
 import sys
@@ -40,6 +45,9 @@ def main() -> None:
         authenticator=authenticator,
         auth_required=True,
         auth_require_tls=True,
+        auth_exclude_mechanism=[
+            m for m in os.environ.get("SMTP_AUTH_EXCLUDE", "").split(",") if m
+        ],
     )
     controller.start()
     print("ready", flush=True)

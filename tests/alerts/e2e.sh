@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# End to end, on loopback, with real programs: a burst of presentation attacks against the real
+# runtime ends in an email from Alertmanager naming the FaceKeyDeployment and the attack count,
+# and in the runtime's own spoof email, both in the mailbox of a real SMTP server.
+#
+#   facekey-operator render -f <FaceKeyDeployment>      the objects a cluster would get
+#     -> tests/alerts/derive.py                         what prometheus-operator / the kubelet make of them
+#   facekey-runtime   env from the rendered ConfigMap + Secret; FACEKEY_LIVENESS_THRESHOLD=1.0
+#                     (spec.models.thresholds.spoof: 1.0) makes every face a spoof
+#   prometheus        scrapes it as the ServiceMonitor says, evaluates the PrometheusRule
+#   prometheus-alertmanager  routes as the AlertmanagerConfig says (namespace matcher included)
+#   tests/smtp/server.py     aiosmtpd with STARTTLS + AUTH required, maildir
+#
+# Test-only changes to what a cluster would run (each also printed in the derived files):
+#   - scrape interval 1s, rule evaluation interval 1s, Alertmanager group_wait 1s;
+#   - FaceKeySpoofAttemptsHigh's `for` 1m -> 15s (the CRD has no `for` field; only that field of
+#     the rendered rule is rewritten, by derive.py --test-for);
+#   - both mailers trust the test SMTP server's self-signed certificate (ca_file / FACEKEY_SMTP_CA_FILE);
+#   - service discovery is one static target carrying the labels Kubernetes would attach.
+# Afterwards the runtime's real /metrics is checked against docs/metrics.md
+# (tests/metrics/catalogue.py) and every Grafana panel query against this Prometheus
+# (tests/alerts/dashboard_queries.py).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+HERE="$ROOT/tests/alerts"
+PY="$ROOT/.venv-tests/bin/python"
+OPERATOR="${FACEKEY_OPERATOR_BIN:-$ROOT/target/debug/facekey-operator}"
+started=$(date +%s)
+
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+ok() { printf 'ok: %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+for tool in prometheus promtool prometheus-alertmanager amtool openssl curl; do
+  command -v "$tool" >/dev/null || fail "$tool missing (run tests/setup.sh)"
+done
+[ -x "$PY" ] || fail "$PY missing (run tests/setup.sh)"
+[ -x "$OPERATOR" ] || fail "operator binary $OPERATOR missing"
+[ -x "$FACEKEY_RUNTIME_BIN" ] || fail "runtime binary $FACEKEY_RUNTIME_BIN missing"
+
+WORK=$(mktemp -d); CLEANUP_DIRS+=("$WORK")
+on_failure() {
+  local f
+  for f in runtime.log prometheus.log alertmanager.log smtp.log prometheus.yml alertmanager.yml; do
+    [ -f "$WORK/$f" ] && { echo "--- $f" >&2; tail -n 40 "$WORK/$f" >&2; }
+  done
+  [ -n "${RUNTIME_LOG:-}" ] && { echo "--- runtime log" >&2; tail -n 40 "$RUNTIME_LOG" >&2; }
+  return 0
+}
+trap 'status=$?; [ "$status" -ne 0 ] && on_failure; cleanup; exit "$status"' EXIT
+
+NS=facekey-e2e
+NAME=gate-a
+POD="$NAME-7d9c5b6f4-x2x8q"
+ATTACKS=5
+SMTP_USER=alerts@facekey.test
+SMTP_PASSWORD=e2e-secret
+SMTP_PORT=$(free_port); PROM_PORT=$(free_port); AM_PORT=$(free_port)
+
+# --- SMTP server: STARTTLS + AUTH required --------------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+  -addext extendedKeyUsage=serverAuth -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+SMTP_AUTH_EXCLUDE=LOGIN "$PY" "$ROOT/tests/smtp/server.py" "$SMTP_PORT" "$WORK/cert.pem" "$WORK/key.pem" "$WORK/maildir" \
+  "$SMTP_USER" "$SMTP_PASSWORD" >"$WORK/smtp.log" 2>&1 &
+CLEANUP_PIDS+=("$!")
+
+# --- The FaceKeyDeployment and what the operator renders for it ------------------------------
+cat >"$WORK/fkd.yaml" <<YAML
+apiVersion: facekey.dev/v1alpha1
+kind: FaceKeyDeployment
+metadata:
+  name: $NAME
+  namespace: $NS
+spec:
+  image: ghcr.io/facekey/runtime:0.1.0
+  replicas: 1
+  models:
+    thresholds:
+      spoof: 1.0
+  monitoring:
+    rules:
+      spoofRatePerMinute: 0.4
+  alerting:
+    email:
+      to: security@facekey.test
+      from: $SMTP_USER
+      smarthost: 127.0.0.1:$SMTP_PORT
+      authSecretRef:
+        name: $NAME-smtp
+        key: password
+YAML
+"$OPERATOR" render -f "$WORK/fkd.yaml" >"$WORK/rendered.yaml"
+SECRET="$NAME-smtp/password=$SMTP_PASSWORD"
+
+"$PY" "$HERE/derive.py" prometheus --rendered "$WORK/rendered.yaml" --pod "$POD" \
+  --target "127.0.0.1:PORT_PLACEHOLDER" --alertmanager "127.0.0.1:$AM_PORT" --out "$WORK" \
+  --test-scrape-interval 1s --test-evaluation-interval 1s --test-for FaceKeySpoofAttemptsHigh=15s
+"$PY" "$HERE/derive.py" alertmanager --rendered "$WORK/rendered.yaml" --secret "$SECRET" \
+  --out "$WORK/alertmanager.yml" --test-group-wait 1s --test-smtp-ca-file "$WORK/cert.pem"
+amtool check-config "$WORK/alertmanager.yml" >/dev/null || fail "amtool check-config"
+grep -qF "namespace=\"$NS\"" "$WORK/alertmanager.yml" \
+  || fail "derived Alertmanager route lacks the namespace matcher"
+ok "rendered $(grep -c '^kind:' "$WORK/rendered.yaml") objects; derived Prometheus and Alertmanager configs"
+
+# --- The runtime, with the environment the kubelet would give the pod ------------------------
+"$PY" "$HERE/derive.py" runtime-env --rendered "$WORK/rendered.yaml" --secret "$SECRET" >"$WORK/runtime.env"
+grep -Eqx 'FACEKEY_LIVENESS_THRESHOLD=1(\.0)?' "$WORK/runtime.env" || fail "rendered runtime env lacks FACEKEY_LIVENESS_THRESHOLD=1.0"
+while IFS= read -r kv; do export "${kv?}"; done <"$WORK/runtime.env"
+export FACEKEY_INSTANCE="$POD" FACEKEY_SMTP_CA_FILE="$WORK/cert.pem"
+# --listen and --data-dir (flags win) replace the pod's 0.0.0.0:8080 and /var/lib/facekey.
+start_runtime --data-dir "$WORK/data"
+ok "runtime ready at $RUNTIME_URL"
+sed -i "s/127.0.0.1:PORT_PLACEHOLDER/${RUNTIME_URL#http://}/" "$WORK/prometheus.yml"
+promtool check config "$WORK/prometheus.yml" >/dev/null || fail "promtool check config"
+
+# --- Alertmanager and Prometheus -----------------------------------------------------------
+prometheus-alertmanager --config.file="$WORK/alertmanager.yml" --storage.path="$WORK/am" \
+  --web.listen-address="127.0.0.1:$AM_PORT" --cluster.listen-address= >"$WORK/alertmanager.log" 2>&1 &
+CLEANUP_PIDS+=("$!")
+prometheus --config.file="$WORK/prometheus.yml" --web.listen-address="127.0.0.1:$PROM_PORT" \
+  --storage.tsdb.path="$WORK/tsdb" --rules.alert.resend-delay=1s >"$WORK/prometheus.log" 2>&1 &
+CLEANUP_PIDS+=("$!")
+wait_http "http://127.0.0.1:$AM_PORT/-/ready" 30
+wait_http "http://127.0.0.1:$PROM_PORT/-/ready" 30
+grep -q ready "$WORK/smtp.log" || { sleep 1; grep -q ready "$WORK/smtp.log"; } || fail "SMTP server did not start"
+
+PROM="http://127.0.0.1:$PROM_PORT"
+query() {
+  curl -fsS --get "$PROM/api/v1/query" --data-urlencode "query=$1"
+}
+# The target's labels come from the ServiceMonitor's relabelling: the selector and port kept
+# the target, and namespace/job/pod/service/endpoint are what prometheus-operator would set.
+deadline=$(( $(date +%s) + 30 ))
+until query "up{namespace=\"$NS\",job=\"$NAME\",pod=\"$POD\",service=\"$NAME\",endpoint=\"http\",container=\"runtime\"} == 1" | grep -q '"value"'; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no target with the labels a ServiceMonitor gives"
+  sleep 0.5
+done
+ok "Prometheus scrapes the runtime as namespace=$NS job=$NAME pod=$POD"
+
+# --- The burst of presentation attacks ----------------------------------------------------
+FACE="$ROOT/runtime/testdata/faces/astronaut_640x480.jpg"
+for i in $(seq "$ATTACKS"); do
+  curl -fsS "$RUNTIME_URL/v1/liveness" -F "image=@$FACE" >"$WORK/liveness-$i.json"
+  "$PY" - "$WORK/liveness-$i.json" <<'PY' || fail "attack $i was not judged a spoof"
+import json, sys
+faces = json.load(open(sys.argv[1]))["faces"]
+assert len(faces) == 1, faces
+assert faces[0]["liveness"]["decision"] == "reject", faces[0]["liveness"]
+PY
+done
+ok "$ATTACKS presentation attacks, every one judged a spoof"
+
+# --- The mails ---------------------------------------------------------------------------
+# mail.py waits for a message matching a subject pattern and prints its decoded text.
+wait_mail() { "$PY" "$HERE/mail.py" "$WORK/maildir" "$1" "${2:-60}"; }
+
+wait_mail "spoof attempt detected on $POD" 30 >"$WORK/runtime-mail.txt" \
+  || fail "the runtime's own spoof email did not arrive"
+grep -q "liveness=" "$WORK/runtime-mail.txt" || fail "runtime email lacks the liveness score"
+ok "the runtime's own spoof email arrived (STARTTLS + AUTH)"
+
+wait_mail "FaceKeySpoofAttemptsHigh" 60 >"$WORK/am-mail.txt" \
+  || { query 'ALERTS' >&2; curl -fsS "http://127.0.0.1:$AM_PORT/api/v2/alerts" >&2; fail "no Alertmanager email"; }
+grep -q "presentation attacks against FaceKeyDeployment $NS/$NAME" "$WORK/am-mail.txt" \
+  || { cat "$WORK/am-mail.txt" >&2; fail "Alertmanager email does not name the deployment"; }
+grep -q "$ATTACKS presentation attacks" "$WORK/am-mail.txt" \
+  || { cat "$WORK/am-mail.txt" >&2; fail "Alertmanager email does not give the attack count $ATTACKS"; }
+grep -q "facekey_deployment *= *$NAME" "$WORK/am-mail.txt" \
+  || { cat "$WORK/am-mail.txt" >&2; fail "Alertmanager email lacks the facekey_deployment label"; }
+# It went through the AlertmanagerConfig's receiver, named as prometheus-operator names it.
+curl -fsS "http://127.0.0.1:$AM_PORT/api/v2/alerts?filter=alertname%3DFaceKeySpoofAttemptsHigh" |
+  "$PY" -c 'import json,sys; a=json.load(sys.stdin); names={r["name"] for x in a for r in x["receivers"]}; sys.exit(0 if sys.argv[1] in names else f"receivers {names}")' \
+  "$NS/$NAME/email" || fail "alert not routed to $NS/$NAME/email"
+ok "Alertmanager emailed: $(grep -o "[0-9]* presentation attacks against FaceKeyDeployment $NS/$NAME" "$WORK/am-mail.txt" | head -1)"
+
+# --- The metrics catalogue against this real scrape ------------------------------------------
+curl -fsS "$RUNTIME_URL/metrics" >"$WORK/runtime-metrics.txt"
+if [ -f "$ROOT/tests/metrics/catalogue.py" ]; then
+  "$PY" "$ROOT/tests/metrics/catalogue.py" runtime "$ROOT/docs/metrics.md" "$WORK/runtime-metrics.txt" \
+    || fail "docs/metrics.md and the runtime's /metrics disagree"
+  ok "docs/metrics.md lists exactly the runtime's metric families"
+fi
+
+# --- Every Grafana panel query returns data from this Prometheus ------------------------------
+if [ -f "$HERE/dashboard_queries.py" ]; then
+  "$PY" "$HERE/dashboard_queries.py" "$WORK/rendered.yaml" "$PROM" \
+    || fail "dashboard panel queries without data"
+  ok "every dashboard panel query answered"
+fi
+
+echo "alerts end to end: passed in $(( $(date +%s) - started ))s"
