@@ -1,9 +1,24 @@
 //! The operator's own Prometheus metrics, served on `/metrics`. They move only through the event
 //! structs of [`crate::events`] (and the leader gauge and reconcile timer), so each has one owner.
 
+use std::sync::Arc;
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+
+/// Name, type and label names of one metric family, as `docs/metrics.md` catalogues it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyDescription {
+    /// Family name, e.g. `facekey_operator_reconciles_total`.
+    pub name: String,
+    /// `counter`, `gauge`, `histogram`, `summary` or `untyped`.
+    pub kind: &'static str,
+    /// Label names in declaration order (`le` of histograms excluded).
+    pub labels: Vec<String>,
+}
 
 /// Metric handles; cheap to clone (the collectors are reference-counted).
 #[derive(Clone)]
@@ -25,6 +40,8 @@ pub struct Metrics {
     pub pruned: IntCounterVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// Every registered collector, so families can be described before they have a child.
+    collectors: Arc<[Arc<dyn Collector>]>,
 }
 
 impl Metrics {
@@ -86,14 +103,20 @@ impl Metrics {
             "facekey_operator_leader",
             "1 while this replica holds the leader Lease",
         )?;
-        registry.register(Box::new(reconciles.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(blocked_rollouts.clone()))?;
-        registry.register(Box::new(scan_jobs.clone()))?;
-        registry.register(Box::new(scan_verdicts.clone()))?;
-        registry.register(Box::new(pruned.clone()))?;
-        registry.register(Box::new(leader.clone()))?;
+        // One list feeds both the registry and `describe`, so they cannot drift apart.
+        let collectors: Arc<[Arc<dyn Collector>]> = Arc::new([
+            Arc::new(reconciles.clone()) as Arc<dyn Collector>,
+            Arc::new(errors.clone()),
+            Arc::new(duration.clone()),
+            Arc::new(blocked_rollouts.clone()),
+            Arc::new(scan_jobs.clone()),
+            Arc::new(scan_verdicts.clone()),
+            Arc::new(pruned.clone()),
+            Arc::new(leader.clone()),
+        ]);
+        for c in collectors.iter() {
+            registry.register(Box::new(Shared(Arc::clone(c))))?;
+        }
         Ok(Self {
             registry,
             reconciles,
@@ -104,7 +127,35 @@ impl Metrics {
             scan_verdicts,
             pruned,
             leader,
+            collectors,
         })
+    }
+
+    /// Name, type and label names of every registered family, including label vectors that
+    /// have no child yet (the text exposition leaves those out).
+    pub fn describe(&self) -> Vec<FamilyDescription> {
+        self.collectors
+            .iter()
+            .flat_map(|c| {
+                let kinds: Vec<MetricType> =
+                    c.collect().iter().map(|f| f.get_field_type()).collect();
+                c.desc()
+                    .into_iter()
+                    .zip(kinds)
+                    .map(|(d, kind)| FamilyDescription {
+                        name: d.fq_name.clone(),
+                        kind: match kind {
+                            MetricType::COUNTER => "counter",
+                            MetricType::GAUGE => "gauge",
+                            MetricType::HISTOGRAM => "histogram",
+                            MetricType::SUMMARY => "summary",
+                            MetricType::UNTYPED => "untyped",
+                        },
+                        labels: d.variable_labels.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Prometheus text exposition of every metric.
@@ -112,5 +163,18 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+/// A collector shared between the registry and [`Metrics::describe`].
+struct Shared(Arc<dyn Collector>);
+
+impl Collector for Shared {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
     }
 }
