@@ -108,6 +108,26 @@ pub struct Config {
     #[arg(long, env = env::DATA_DIR, default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
 
+    /// PostgreSQL URL of the shared template store, for several replicas (e.g.
+    /// `postgres://facekey:…@db:5432/facekey?sslmode=verify-full&sslrootcert=/ca.pem`). Unset:
+    /// the embedded store in `--data-dir`. Requires `--template-key-file`.
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true, conflicts_with = "database_url_file")]
+    pub database_url: Option<String>,
+
+    /// A file holding the PostgreSQL URL (e.g. a mounted Secret), instead of `--database-url`.
+    #[arg(long, env = env::DATABASE_URL_FILE)]
+    pub database_url_file: Option<PathBuf>,
+
+    /// Template encryption keys (AES-256-GCM), one `<key-id>:<64 hex digits>` line each, the
+    /// first sealing new templates. Required with a database; without one the embedded store
+    /// creates `<data-dir>/template.key` on first start.
+    #[arg(long, env = env::TEMPLATE_KEY_FILE)]
+    pub template_key_file: Option<PathBuf>,
+
+    /// Print a new template key line `<KEY_ID>:<64 hex digits>` for a key file and exit.
+    #[arg(long, value_name = "KEY_ID")]
+    pub new_template_key: Option<String>,
+
     /// Most face templates one subject may hold.
     #[arg(long, env = env::MAX_FACES_PER_SUBJECT, default_value_t = defaults::MAX_FACES_PER_SUBJECT, value_parser = parse_positive)]
     pub max_faces_per_subject: usize,
@@ -284,6 +304,33 @@ impl Config {
         }
     }
 
+    /// The database URL from `--database-url` or the file `--database-url-file` names (trimmed),
+    /// or `None` for the embedded store.
+    pub fn database_url(&self) -> Result<Option<String>, String> {
+        if let Some(url) = &self.database_url {
+            return Ok(Some(url.trim().to_owned()).filter(|u| !u.is_empty()));
+        }
+        let Some(path) = &self.database_url_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "{}={}: cannot read the database URL: {e}",
+                env::DATABASE_URL_FILE,
+                path.display()
+            )
+        })?;
+        let url = text.trim().to_owned();
+        if url.is_empty() {
+            return Err(format!(
+                "{}={} is empty",
+                env::DATABASE_URL_FILE,
+                path.display()
+            ));
+        }
+        Ok(Some(url))
+    }
+
     /// Request timeout as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
@@ -387,6 +434,51 @@ mod tests {
         let catalogue: std::collections::BTreeSet<String> =
             env::ALL.iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(read, catalogue);
+    }
+
+    #[test]
+    fn database_url_from_flag_or_file() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.database_url().unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("url");
+        std::fs::write(&f, "postgres://u:p@db/facekey\n").unwrap();
+        let c = Config::try_parse_from([
+            "facekey-runtime",
+            "--database-url-file",
+            f.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.database_url().unwrap().as_deref(),
+            Some("postgres://u:p@db/facekey")
+        );
+        std::fs::write(&f, "  \n").unwrap();
+        assert!(
+            c.database_url()
+                .unwrap_err()
+                .contains(env::DATABASE_URL_FILE)
+        );
+        let missing =
+            Config::try_parse_from(["facekey-runtime", "--database-url-file", "/nonexistent/url"])
+                .unwrap();
+        assert!(
+            missing
+                .database_url()
+                .unwrap_err()
+                .contains("/nonexistent/url")
+        );
+        // Both at once is a usage error.
+        assert!(
+            Config::try_parse_from([
+                "facekey-runtime",
+                "--database-url",
+                "postgres://x",
+                "--database-url-file",
+                "/x",
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod enrolments;
 pub mod fusion;
 pub mod metrics;
 pub mod server;

@@ -10,6 +10,10 @@ use facekey_runtime::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Some(id) = &config.new_template_key {
+        println!("{}", facekey_runtime::store::cipher::new_key_line(id)?);
+        return Ok(());
+    }
     if config.check_health {
         return facekey_runtime::server::check_health(config.listen)
             .await

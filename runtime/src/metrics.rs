@@ -2,8 +2,8 @@
 //! exposition format at `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::decision::Decision;
@@ -54,6 +54,14 @@ pub struct Metrics {
     pub alert_emails: IntCounterVec,
     /// Constant 1, labelled with the build version.
     pub build_info: IntGaugeVec,
+    /// 1 while the template store is reachable, 0 while writes are refused.
+    pub store_up: IntGauge,
+    /// Subjects in this replica's index.
+    pub enrolled_subjects: IntGauge,
+    /// Serving-model templates in this replica's index.
+    pub enrolled_templates: IntGauge,
+    /// Subjects holding templates of another embedding model (to re-enrol).
+    pub subjects_outdated: IntGauge,
     /// Constant 1 per loaded model, labelled with its name and kind.
     pub model_info: IntGaugeVec,
 }
@@ -133,8 +141,30 @@ impl Metrics {
             ),
             &["model", "kind"],
         )?;
+        let store_up = IntGauge::new(
+            "facekey_store_up",
+            "1 while the template store is reachable; 0 while writes are refused (reads are served \
+             from the index).",
+        )?;
+        let enrolled_subjects = IntGauge::new(
+            "facekey_enrolled_subjects",
+            "Enrolled subjects in this replica's template index.",
+        )?;
+        let enrolled_templates = IntGauge::new(
+            "facekey_enrolled_templates",
+            "Templates of the serving embedding model in this replica's index (what 1:N search scans).",
+        )?;
+        let subjects_outdated = IntGauge::new(
+            "facekey_subjects_outdated_templates",
+            "Subjects holding templates of another embedding model than the serving one; those are \
+             not matched until the subject is re-enrolled.",
+        )?;
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_up.clone()),
+            Box::new(enrolled_subjects.clone()),
+            Box::new(enrolled_templates.clone()),
+            Box::new(subjects_outdated.clone()),
             Box::new(http_duration.clone()),
             Box::new(inference_duration.clone()),
             Box::new(stage_duration.clone()),
@@ -172,6 +202,10 @@ impl Metrics {
             liveness_checks,
             alert_emails,
             build_info,
+            store_up,
+            enrolled_subjects,
+            enrolled_templates,
+            subjects_outdated,
             model_info,
         })
     }

@@ -15,9 +15,13 @@ use crate::alerts::{self, Mailer};
 use crate::api;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
+use crate::enrolments::Enrolments;
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::{AppState, SharedState};
-use crate::store::RedbStore;
+use crate::store::postgres::PgStore;
+use crate::store::{KeyError, RedbStore, TemplateKeys, TemplateStore};
+use crate::vision::{EMBEDDING_DIM, EMBEDDING_MODEL};
+use facekey_settings::env;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +35,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// The template store could not be opened.
-    #[error(transparent)]
+    /// The template store could not be opened or read.
+    #[error("start-up failed: template store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The template keys could not be loaded.
+    #[error("start-up failed: {0}")]
+    Keys(#[from] KeyError),
+    /// The configuration is inconsistent.
+    #[error("start-up failed: {0}")]
+    Config(String),
     /// Alerting is misconfigured.
     #[error("start-up failed: {0}")]
     Alerts(String),
@@ -56,6 +66,45 @@ pub struct Server {
     listener: TcpListener,
     state: SharedState,
     alert_task: Option<JoinHandle<()>>,
+    follower: Option<JoinHandle<()>>,
+}
+
+/// Open the template store the configuration names and load this replica's index; with
+/// PostgreSQL also start following other replicas' writes.
+async fn open_enrolments(
+    config: &Config,
+) -> Result<(Arc<Enrolments>, Option<JoinHandle<()>>), ServerError> {
+    let max = config.max_faces_per_subject;
+    match config.database_url().map_err(ServerError::Config)? {
+        Some(url) => {
+            let key_file = config.template_key_file.as_ref().ok_or_else(|| {
+                ServerError::Config(format!(
+                    "{} is set but {} is not: replicas sharing a database must share the \
+                     template key; create one with `facekey-runtime --new-template-key <id>`",
+                    env::DATABASE_URL,
+                    env::TEMPLATE_KEY_FILE
+                ))
+            })?;
+            let keys = TemplateKeys::from_file(key_file)?;
+            let store = PgStore::connect(&url, keys, max, env::DATABASE_URL).await?;
+            let enrolments = Arc::new(
+                Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
+            );
+            let follower = tokio::spawn(enrolments.clone().follow(store));
+            Ok((enrolments, Some(follower)))
+        }
+        None => {
+            let keys = match &config.template_key_file {
+                Some(path) => TemplateKeys::from_file(path)?,
+                None => TemplateKeys::load_or_create_local(&config.data_dir)?,
+            };
+            let store: Arc<dyn TemplateStore> =
+                Arc::new(RedbStore::open(&config.data_dir, max, keys)?);
+            let enrolments =
+                Arc::new(Enrolments::open(store, EMBEDDING_MODEL, EMBEDDING_DIM).await?);
+            Ok((enrolments, None))
+        }
+    }
 }
 
 impl Server {
@@ -76,13 +125,28 @@ impl Server {
             }
             None => (None, None),
         };
-        let store = RedbStore::open(&config.data_dir, config.max_faces_per_subject)?;
-        tracing::info!(path = %store.path().display(), "template store open");
-        let state = Arc::new(AppState::new(config, metrics, Arc::new(store), alerts));
+        let (enrolments, follower) = open_enrolments(&config).await?;
+        let stats = enrolments.index().stats();
+        tracing::info!(
+            store = %enrolments.describe(),
+            subjects = stats.subjects,
+            templates = stats.templates,
+            outdated_subjects = stats.outdated_subjects,
+            "template store open"
+        );
+        if stats.outdated_subjects > 0 {
+            tracing::warn!(
+                subjects = stats.outdated_subjects,
+                model = EMBEDDING_MODEL,
+                "subjects hold templates of another embedding model; they are not matched until re-enrolled"
+            );
+        }
+        let state = Arc::new(AppState::new(config, metrics, enrolments, alerts));
         Ok(Self {
             listener,
             state,
             alert_task,
+            follower,
         })
     }
 
@@ -107,6 +171,7 @@ impl Server {
             listener,
             state,
             alert_task,
+            follower,
         } = self;
         let loader_state = state.clone();
         let mut loader = tokio::task::spawn_blocking(move || {
@@ -159,6 +224,9 @@ impl Server {
         };
         // Drop the router (and with it the last alert sender), then let queued alerts go out.
         drop(serve);
+        if let Some(f) = follower {
+            f.abort();
+        }
         if let Some(task) = alert_task
             && tokio::time::timeout(ALERT_FLUSH_TIMEOUT, task)
                 .await

@@ -1,5 +1,6 @@
-//! Shared application state: configuration, metrics, the template store and the inference
-//! engine, which is loaded after the listener is up so health probes answer while models load.
+//! Shared application state: configuration, metrics, the enrolments (template store and index)
+//! and the inference engine, which is loaded after the listener is up so health probes answer
+//! while models load.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -7,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use crate::alerts::AlertSender;
 use crate::config::Config;
 use crate::engine::{Engine, loaded_models};
+use crate::enrolments::Enrolments;
 use crate::metrics::Metrics;
-use crate::store::TemplateStore;
 
 /// The engine is not loaded yet: the service answers 503 until it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,8 +22,8 @@ pub struct AppState {
     pub config: Config,
     /// The metrics registry.
     pub metrics: Metrics,
-    /// Enrolled subjects and templates.
-    pub store: Arc<dyn TemplateStore>,
+    /// Enrolled subjects and templates: the durable store and this replica's index.
+    pub enrolments: Arc<Enrolments>,
     /// Queue of the spoof alert email task, when email alerts are configured.
     pub alerts: Option<AlertSender>,
     engine: OnceLock<Arc<Engine>>,
@@ -37,13 +38,13 @@ impl AppState {
     pub fn new(
         config: Config,
         metrics: Metrics,
-        store: Arc<dyn TemplateStore>,
+        enrolments: Arc<Enrolments>,
         alerts: Option<AlertSender>,
     ) -> Self {
         Self {
             config,
             metrics,
-            store,
+            enrolments,
             alerts,
             engine: OnceLock::new(),
             shutting_down: AtomicBool::new(false),

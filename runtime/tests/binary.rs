@@ -162,7 +162,13 @@ fn enrolled_subjects_survive_a_killed_process() {
     };
     let wait = |port: u16| {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while curl(&[&format!("http://127.0.0.1:{port}/readyz")]) != r#"{"status":"ready"}"# {
+        let ready = || {
+            serde_json::from_str::<serde_json::Value>(&curl(&[&format!(
+                "http://127.0.0.1:{port}/readyz"
+            )]))
+            .is_ok_and(|v| v["status"] == "ready")
+        };
+        while !ready() {
             assert!(Instant::now() < deadline, "not ready");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -17,6 +17,12 @@ pub mod env {
     pub const THRESHOLD: &str = "FACEKEY_THRESHOLD";
     /// Directory of the embedded template store.
     pub const DATA_DIR: &str = "FACEKEY_DATA_DIR";
+    /// PostgreSQL URL of the shared template store (unset: the embedded store).
+    pub const DATABASE_URL: &str = "FACEKEY_DATABASE_URL";
+    /// A file holding that URL (a mounted Secret).
+    pub const DATABASE_URL_FILE: &str = "FACEKEY_DATABASE_URL_FILE";
+    /// The template encryption key file (a mounted Secret).
+    pub const TEMPLATE_KEY_FILE: &str = "FACEKEY_TEMPLATE_KEY_FILE";
     /// Most templates per subject.
     pub const MAX_FACES_PER_SUBJECT: &str = "FACEKEY_MAX_FACES_PER_SUBJECT";
     /// Largest request body, bytes.
@@ -88,6 +94,9 @@ pub mod env {
         WEIGHTS,
         THRESHOLD,
         DATA_DIR,
+        DATABASE_URL,
+        DATABASE_URL_FILE,
+        TEMPLATE_KEY_FILE,
         MAX_FACES_PER_SUBJECT,
         MAX_BODY_BYTES,
         MAX_IMAGE_BYTES,

@@ -1,25 +1,12 @@
-//! Store and vision calls run on the blocking thread pool (disk commits, model inference), never
-//! on the async executor; their domain errors become API errors through `?` (see [`super::error`]).
+//! Vision calls and large index searches run on the blocking thread pool (model inference, scans
+//! of every template), never on the async executor; their domain errors become API errors
+//! through `?` (see [`super::error`]).
 
 use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::engine::Engine;
-use crate::state::SharedState;
-use crate::store::{StoreError, TemplateStore};
 use crate::vision::VisionError;
-
-/// Run a store operation on the blocking pool.
-pub async fn with_store<T, F>(state: &SharedState, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn TemplateStore) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = state.store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??)
-}
 
 /// Run a vision call on the blocking pool with the loaded engine.
 pub async fn with_engine<T, F>(engine: Arc<Engine>, f: F) -> Result<T, ApiError>
@@ -30,4 +17,15 @@ where
     Ok(tokio::task::spawn_blocking(move || f(&engine))
         .await
         .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
+}
+
+/// Run a CPU-bound computation that cannot fail (e.g. an index scan) on the blocking pool.
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("background task failed: {e}")))
 }

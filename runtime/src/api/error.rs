@@ -138,6 +138,14 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "too_many_faces", e.to_string())
             }
             StoreError::Invalid(message) => ApiError::invalid_request(message),
+            StoreError::Unavailable(message) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!(
+                    "the template store is unavailable ({message}); reads are served, writes \
+                     are refused until it returns"
+                ),
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -184,6 +192,11 @@ mod tests {
             limit: 1,
         });
         assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "too_many_faces"));
+        let e = ApiError::from(StoreError::Unavailable("db down".into()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        );
         let e = ApiError::from(StoreError::Invalid("bad".into()));
         assert_eq!(
             (e.status, e.code),

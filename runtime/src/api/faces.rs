@@ -1,6 +1,7 @@
-//! Face endpoints: enrol a face for a subject, verify a face against a subject (1:1), and
-//! passive liveness of every face in an image. Model work runs on the blocking pool; every
-//! decision is the [`crate::verifier::Verifier`]'s.
+//! Face endpoints: enrol a face for a subject, verify a face against a subject (1:1), identify
+//! a face among every enrolled subject (1:N), and passive liveness of every face in an image.
+//! Model work and index scans run on the blocking pool; templates come from this replica's
+//! index; every decision is the [`crate::verifier::Verifier`]'s.
 
 use std::time::{Duration, Instant};
 
@@ -10,22 +11,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::blocking::{with_engine, with_store};
+use super::blocking::{blocking, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::image_input::ImageInput;
 use crate::alerts::SpoofAttempt;
 use crate::decision::Decision;
 use crate::fusion::Layers;
 use crate::state::SharedState;
-use crate::store::{NewTemplate, StoreError, Template};
+use crate::store::index::SubjectTemplates;
+use crate::store::{NewTemplate, StoreError, Subject};
 use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason};
+use crate::vision::embed::similarity;
 use crate::vision::{
-    Detection, Embedding, FaceAnalysis, LivenessReport, LivenessResult, ModelTimings,
-    QualityResult, StageTimings,
+    Detection, EMBEDDING_MODEL, Embedding, FaceAnalysis, LivenessReport, LivenessResult,
+    ModelTimings, QualityResult, StageTimings,
 };
-
-/// Name under which templates record the embedding model.
-pub const EMBEDDING_MODEL: &str = "dlib_resnet_v1_128d";
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
@@ -139,6 +139,7 @@ Only the face embedding is stored.",
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
         (status = 422, description = "No face, several faces, or unusable face", body = ErrorBody),
+        (status = 503, description = "Template store unavailable", body = ErrorBody),
     )
 )]
 pub async fn enrol(
@@ -148,12 +149,9 @@ pub async fn enrol(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     // Fail fast on an unknown subject before spending inference time.
-    let lookup = id.clone();
-    with_store(&state, move |s| {
-        s.get_subject(&lookup)?
-            .ok_or(StoreError::SubjectNotFound(lookup))
-    })
-    .await?;
+    if state.enrolments.index().get(&id).is_none() {
+        return Err(StoreError::SubjectNotFound(id).into());
+    }
     let image = input.image;
     let analysis = with_engine(engine, move |e| e.vision.enrol(&image)).await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
@@ -162,16 +160,8 @@ pub async fn enrol(
         embedding: analysis.embedding.as_slice().to_vec(),
         quality: analysis.quality.map(|q| f64::from(q.score)),
     };
-    let subject_id = id.clone();
-    let (stored, faces) = with_store(&state, move |s| {
-        let t = s.add_template(&subject_id, template)?;
-        let faces = s
-            .get_subject(&subject_id)?
-            .map(|s| s.faces)
-            .unwrap_or_default();
-        Ok((t, faces))
-    })
-    .await?;
+    let (stored, subject) = state.enrolments.add_template(&id, template).await?;
+    let faces = subject.faces;
     let body = EnrolResponse {
         subject_id: id,
         face_id: stored.id,
@@ -301,12 +291,34 @@ pub struct VerifyTimings {
     pub fusion: f64,
 }
 
-fn templates_as_embeddings(templates: &[Template]) -> Vec<Embedding> {
-    templates
-        .iter()
-        .filter(|t| t.model == EMBEDDING_MODEL)
-        .filter_map(|t| Embedding::new(t.embedding.clone()).ok())
-        .collect()
+/// The embeddings to compare a probe with, or the reason there are none.
+fn subject_embeddings(state: &SharedState, subject: &str) -> Result<Vec<Embedding>, ApiError> {
+    match state.enrolments.index().subject_templates(subject) {
+        SubjectTemplates::NotFound => Err(StoreError::SubjectNotFound(subject.to_owned()).into()),
+        SubjectTemplates::Found {
+            embeddings,
+            outdated,
+        } if embeddings.is_empty() && outdated > 0 => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "subject_needs_reenrolment",
+            format!(
+                "subject {subject:?} has {outdated} face(s) enrolled with another embedding model \
+                 than the serving one ({EMBEDDING_MODEL}); enrol a new face at \
+                 /v1/subjects/{subject}/faces"
+            ),
+        )),
+        SubjectTemplates::Found { embeddings, .. } if embeddings.is_empty() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "subject_has_no_faces",
+            format!(
+                "subject {subject:?} has no enrolled face; POST one to /v1/subjects/{subject}/faces"
+            ),
+        )),
+        SubjectTemplates::Found { embeddings, .. } => Ok(embeddings
+            .into_iter()
+            .filter_map(|e| Embedding::new(e).ok())
+            .collect()),
+    }
 }
 
 /// `POST /v1/verify`: is this the subject, and is the face live?
@@ -321,7 +333,8 @@ Runs detection, embedding match, passive liveness, quality and the fusion MLP.",
     responses(
         (status = 200, description = "Verified (the decision may be reject)", body = VerifyResponse),
         (status = 404, description = "Unknown subject", body = ErrorBody),
-        (status = 409, description = "Subject has no enrolled face", body = ErrorBody),
+        (status = 409, description = "Subject has no enrolled face (`subject_has_no_faces`), or \
+only faces of another embedding model (`subject_needs_reenrolment`)", body = ErrorBody),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
         (status = 422, description = "No face, several faces, or missing fields", body = ErrorBody),
@@ -335,18 +348,7 @@ pub async fn verify(
     let engine = state.engine()?;
     let subject = input.required("subject")?.trim().to_string();
     let include_layers = parse_flag(&input, "include_layers")?;
-    let lookup = subject.clone();
-    let templates = with_store(&state, move |s| s.templates(&lookup)).await?;
-    let templates = templates_as_embeddings(&templates);
-    if templates.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "subject_has_no_faces",
-            format!(
-                "subject {subject:?} has no enrolled face; POST one to /v1/subjects/{subject}/faces"
-            ),
-        ));
-    }
+    let templates = subject_embeddings(&state, &subject)?;
     let image = input.image;
     let analysis: FaceAnalysis =
         with_engine(engine.clone(), move |e| e.vision.verify(&image)).await?;
@@ -394,6 +396,185 @@ pub async fn verify(
         reasons: outcome.reasons,
         weights: verifier.fusion().name().to_string(),
         layers: include_layers.then_some(outcome.forward.layers),
+        timings_ms: VerifyTimings {
+            stages: analysis.timings,
+            matching: ms(matching),
+            fusion: ms(fusion),
+        },
+        inference_ms: analysis.inference,
+    }))
+}
+
+/// Default and largest number of identification candidates.
+const IDENTIFY_LIMIT: (usize, usize) = (5, 100);
+
+fn parse_limit(input: &ImageInput) -> Result<usize, ApiError> {
+    let Some(v) = input.fields.get("limit").map(|v| v.trim()) else {
+        return Ok(IDENTIFY_LIMIT.0);
+    };
+    match v.parse::<usize>() {
+        Ok(n) if (1..=IDENTIFY_LIMIT.1).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid_request(format!(
+            "field `limit` must be an integer from 1 to {}, got {v:?}",
+            IDENTIFY_LIMIT.1
+        ))),
+    }
+}
+
+/// A subject as identification names it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CandidateSubject {
+    /// Subject id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// One identified subject.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IdentifyCandidate {
+    /// The subject.
+    pub subject: CandidateSubject,
+    /// Similarity in [0, 1] of the subject's closest template.
+    pub similarity: f64,
+    /// Euclidean distance of that template.
+    pub distance: f64,
+    /// The fused probability for this subject.
+    pub probability: f64,
+}
+
+/// Answer of `POST /v1/identify`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IdentifyResponse {
+    /// Subjects the face was accepted as, best first (empty when none; at most `limit`).
+    pub candidates: Vec<IdentifyCandidate>,
+    /// `accept` when at least one candidate was accepted.
+    pub decision: Decision,
+    /// Why the best match was rejected (`no_match` when nobody matched).
+    pub reasons: Vec<Reason>,
+    /// The face used.
+    #[schema(value_type = Object)]
+    pub face: Detection,
+    /// How many faces the image held.
+    pub faces_detected: usize,
+    /// Passive liveness.
+    pub liveness: LivenessReportItem,
+    /// Face quality.
+    #[schema(value_type = Object)]
+    pub quality: Option<QualityResult>,
+    /// Templates of the serving model searched (exactly, every one).
+    pub templates_searched: usize,
+    /// The probability threshold.
+    pub threshold: f64,
+    /// `strict` or `fusion`.
+    pub decision_policy: DecisionPolicy,
+    /// Per-stage wall times, milliseconds (`matching` is the index search).
+    pub timings_ms: VerifyTimings,
+    /// Time inside ONNX Runtime per model, milliseconds.
+    #[schema(value_type = Object)]
+    pub inference_ms: ModelTimings,
+}
+
+/// `POST /v1/identify`: who is this, among every enrolled subject (1:N)?
+#[utoipa::path(
+    post,
+    path = "/v1/identify",
+    tag = "verification",
+    summary = "Identify a face among all enrolled subjects (1:N)",
+    description = "Multipart field `image` or JSON `{\"image\": \"<base64>\"}`; optional `limit` \
+(1-100, default 5). The probe is compared with every template of the serving embedding model \
+(exact search); subjects above the match threshold are judged with the same liveness, quality \
+and decision policy as `/v1/verify`, and the accepted ones are returned best first.",
+    responses(
+        (status = 200, description = "Searched (candidates may be empty)", body = IdentifyResponse),
+        (status = 413, description = "Image too large", body = ErrorBody),
+        (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
+        (status = 422, description = "No face, several faces, bad limit or missing image", body = ErrorBody),
+    )
+)]
+pub async fn identify(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    input: ImageInput,
+) -> Result<Json<IdentifyResponse>, ApiError> {
+    let engine = state.engine()?;
+    let limit = parse_limit(&input)?;
+    let image = input.image;
+    let analysis: FaceAnalysis =
+        with_engine(engine.clone(), move |e| e.vision.verify(&image)).await?;
+    observe_timings(&state, &analysis.timings, &analysis.inference);
+
+    let t = Instant::now();
+    let enrolments = state.enrolments.clone();
+    let probe = analysis.embedding.as_slice().to_vec();
+    let (nearest, searched) = blocking(move || {
+        let index = enrolments.index();
+        (index.nearest(&probe, limit), index.stats().templates)
+    })
+    .await?;
+    let matching = t.elapsed();
+
+    let t = Instant::now();
+    let verifier = &engine.verifier;
+    let liveness = verifier.judge_liveness(analysis.liveness.as_ref());
+    let quality = analysis.quality.map_or(0.0, |q| f64::from(q.score));
+    let cfg = engine.vision.config().matching;
+    let judged: Vec<(Subject, MatchVerdict, _)> = nearest
+        .into_iter()
+        .map(|n| {
+            let sim = f64::from(similarity(n.distance, &cfg));
+            let usable = n.subject.faces - n.subject.outdated_faces;
+            let m = verifier.judge_match(f64::from(n.distance), sim, usable);
+            let outcome = verifier.decide(&m, &liveness, quality);
+            (n.subject, m, outcome)
+        })
+        .collect();
+    let best_reasons = judged
+        .first()
+        .map_or(vec![Reason::NoMatch], |(_, _, o)| o.reasons.clone());
+    let candidates: Vec<IdentifyCandidate> = judged
+        .into_iter()
+        .filter(|(_, m, o)| m.decision == Decision::Accept && o.decision == Decision::Accept)
+        .map(|(s, m, o)| IdentifyCandidate {
+            subject: CandidateSubject {
+                id: s.id,
+                name: s.name,
+            },
+            similarity: m.similarity,
+            distance: m.distance,
+            probability: o.forward.probability,
+        })
+        .collect();
+    let decision = if candidates.is_empty() {
+        Decision::Reject
+    } else {
+        Decision::Accept
+    };
+    let fusion = t.elapsed();
+    state.metrics.record_decision(decision);
+    state
+        .metrics
+        .stage_duration
+        .with_label_values(&["search"])
+        .observe(matching.as_secs_f64());
+    let liveness = LivenessReportItem::new(liveness, analysis.liveness);
+    report_liveness(&state, &headers, "/v1/identify", None, &liveness);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Json(IdentifyResponse {
+        reasons: if decision == Decision::Accept {
+            Vec::new()
+        } else {
+            best_reasons
+        },
+        candidates,
+        decision,
+        face: analysis.face,
+        faces_detected: analysis.faces_detected,
+        liveness,
+        quality: analysis.quality,
+        templates_searched: searched,
+        threshold: verifier.threshold(),
+        decision_policy: verifier.config().policy,
         timings_ms: VerifyTimings {
             stages: analysis.timings,
             matching: ms(matching),

@@ -19,15 +19,23 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: 200 once every model is loaded, 503 while loading or shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness",
     responses(
-        (status = 200, description = "`{\"status\":\"ready\"}`: every model loaded"),
-        (status = 503, description = "`{\"status\":\"not_ready\",\"reason\"}`: loading or shutting down"),
+        (status = 200, description = "`{\"status\":\"ready\",\"store\":{\"available\",\"error\",\"backend\"}}`: every model loaded; `store.available` is false while the template store is unreachable (reads still served)"),
+        (status = 503, description = "`{\"status\":\"not_ready\",\"reason\",\"store\"}`: loading or shutting down"),
     ))]
 pub async fn readyz(State(state): State<SharedState>) -> Response {
+    let health = state.enrolments.health();
+    // An unavailable store does not make the replica unready: it still verifies and identifies
+    // from its index, and taking every replica out of the Service would stop that too.
+    let store = json!({
+        "available": health.available,
+        "error": health.error,
+        "backend": state.enrolments.describe(),
+    });
     match state.not_ready_reason() {
-        None => Json(json!({ "status": "ready" })).into_response(),
+        None => Json(json!({ "status": "ready", "store": store })).into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": reason })),
+            Json(json!({ "status": "not_ready", "reason": reason, "store": store })),
         )
             .into_response(),
     }
@@ -37,7 +45,15 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
     responses((status = 200, description = "Text exposition format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let text = state.metrics.render()?;
+    let m = &state.metrics;
+    let stats = state.enrolments.index().stats();
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    m.store_up
+        .set(i64::from(state.enrolments.health().available));
+    m.enrolled_subjects.set(gauge(stats.subjects));
+    m.enrolled_templates.set(gauge(stats.templates));
+    m.subjects_outdated.set(gauge(stats.outdated_subjects));
+    let text = m.render()?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -51,6 +51,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/v1/subjects/{id}/faces", post(faces::enrol))
         .route("/v1/verify", post(faces::verify))
+        .route("/v1/identify", post(faces::identify))
         .route("/v1/liveness", post(faces::liveness))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -23,6 +23,7 @@ use super::{error, faces, health, score, subjects};
         subjects::delete,
         faces::enrol,
         faces::verify,
+        faces::identify,
         faces::liveness,
         health::healthz,
         health::readyz,

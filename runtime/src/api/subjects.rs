@@ -1,5 +1,6 @@
-//! Enrolment: create, list, get and delete subjects. Store calls run on the blocking pool
-//! ([`super::blocking`]) because commits wait for the disk.
+//! Enrolment: create, list, get and delete subjects. Writes go to the template store (and reach
+//! this replica's index once acknowledged); reads come from the index, so they keep working
+//! while the store is unavailable.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::blocking::with_store;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::state::SharedState;
@@ -33,7 +33,7 @@ pub struct SubjectList {
 pub struct FaceSummary {
     /// Template id.
     pub id: String,
-    /// Embedding model that produced it.
+    /// Embedding model that produced it (only the serving model's faces are matched).
     pub model: String,
     /// Quality of the enrolled face.
     pub quality: Option<f64>,
@@ -62,13 +62,14 @@ pub struct SubjectDetail {
         (status = 201, description = "Created", body = Subject,
          headers(("location" = String, description = "The subject's URL"))),
         (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 503, description = "Template store unavailable", body = ErrorBody),
     )
 )]
 pub async fn create(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<CreateSubject>,
 ) -> Result<Response, ApiError> {
-    let subject = with_store(&state, move |s| s.create_subject(&req.name)).await?;
+    let subject = state.enrolments.create_subject(&req.name).await?;
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/subjects/{}", subject.id)) {
         headers.insert(header::LOCATION, v);
@@ -85,8 +86,9 @@ pub async fn create(
     responses((status = 200, description = "All subjects, oldest first", body = SubjectList))
 )]
 pub async fn list(State(state): State<SharedState>) -> Result<Json<SubjectList>, ApiError> {
-    let subjects = with_store(&state, |s| s.list_subjects()).await?;
-    Ok(Json(SubjectList { subjects }))
+    Ok(Json(SubjectList {
+        subjects: state.enrolments.index().list(),
+    }))
 }
 
 /// `GET /v1/subjects/{id}`: the subject and a summary of its faces.
@@ -105,14 +107,11 @@ pub async fn get(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<SubjectDetail>, ApiError> {
-    let (subject, templates) = with_store(&state, move |s| {
-        let subject = s
-            .get_subject(&id)?
-            .ok_or_else(|| StoreError::SubjectNotFound(id.clone()))?;
-        let templates = s.templates(&id)?;
-        Ok((subject, templates))
-    })
-    .await?;
+    let (subject, templates) = state
+        .enrolments
+        .index()
+        .get(&id)
+        .ok_or(StoreError::SubjectNotFound(id))?;
     Ok(Json(SubjectDetail {
         subject,
         templates: templates
@@ -137,14 +136,14 @@ pub async fn get(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "Unknown subject", body = ErrorBody),
+        (status = 503, description = "Template store unavailable", body = ErrorBody),
     )
 )]
 pub async fn delete(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let lookup = id.clone();
-    if with_store(&state, move |s| s.delete_subject(&lookup)).await? {
+    if state.enrolments.delete_subject(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(StoreError::SubjectNotFound(id).into())

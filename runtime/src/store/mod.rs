@@ -1,8 +1,14 @@
-//! Enrolled subjects and their face templates (embeddings, never images) behind one trait, so
-//! the embedded default store can be swapped for a shared one serving several replicas.
+//! Enrolled subjects and their face templates (embeddings, never images): the durable store
+//! behind one trait (the embedded redb file by default, PostgreSQL for several replicas), the
+//! keys that encrypt templates at rest, and the in-memory index every replica matches against.
 
+pub mod cipher;
+pub mod index;
+pub mod postgres;
 mod redb_store;
 
+pub use cipher::{KeyError, TemplateKeys};
+pub use index::TemplateIndex;
 pub use redb_store::RedbStore;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +60,12 @@ pub enum StoreError {
     /// The request carried an invalid value (e.g. an empty name).
     #[error("{0}")]
     Invalid(String),
+    /// The store cannot be reached (database down); reads keep working from the index.
+    #[error("template store unavailable: {0}")]
+    Unavailable(String),
+    /// A template could not be encrypted or decrypted.
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// An enrolled person.
@@ -65,8 +77,25 @@ pub struct Subject {
     pub name: String,
     /// Number of face templates enrolled.
     pub faces: usize,
+    /// Templates made by another embedding model than the one serving: not matched; re-enrol
+    /// the subject's faces.
+    #[serde(default)]
+    pub outdated_faces: usize,
     /// Creation time, RFC 3339 UTC.
     pub created_at: String,
+}
+
+/// A subject with all its templates, as the store loads it for the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectRecord {
+    /// Subject id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Its templates, decrypted.
+    pub templates: Vec<Template>,
 }
 
 /// One enrolled face: its embedding and where it came from.
@@ -97,22 +126,39 @@ pub struct NewTemplate {
     pub quality: Option<f64>,
 }
 
-/// Storage of subjects and templates. Implementations must be safe to share across threads and
-/// must delete a subject's templates with the subject.
+/// Durable storage of subjects and templates. Implementations encrypt templates at rest,
+/// delete a subject's templates with the subject, acknowledge a write only once it is durable,
+/// and enforce the per-subject template limit inside the write. Reads for matching come from
+/// the [`TemplateIndex`], filled by [`TemplateStore::load_all`].
+#[async_trait::async_trait]
 pub trait TemplateStore: Send + Sync + 'static {
+    /// Where the data lives, for logs (never a password).
+    fn describe(&self) -> String;
     /// Create a subject with a trimmed, non-empty name of at most [`MAX_NAME_CHARS`].
-    fn create_subject(&self, name: &str) -> Result<Subject, StoreError>;
-    /// All subjects, ordered by creation time then id.
-    fn list_subjects(&self) -> Result<Vec<Subject>, StoreError>;
-    /// One subject, or `None`.
-    fn get_subject(&self, id: &str) -> Result<Option<Subject>, StoreError>;
+    async fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError>;
     /// Delete a subject and all its templates; `false` when it did not exist.
-    fn delete_subject(&self, id: &str) -> Result<bool, StoreError>;
+    async fn delete_subject(&self, id: &str) -> Result<bool, StoreError>;
     /// Add a template to an existing subject, within the per-subject limit.
-    fn add_template(&self, subject_id: &str, template: NewTemplate)
-    -> Result<Template, StoreError>;
-    /// The subject's templates; [`StoreError::SubjectNotFound`] when it does not exist.
-    fn templates(&self, subject_id: &str) -> Result<Vec<Template>, StoreError>;
+    async fn add_template(
+        &self,
+        subject_id: &str,
+        template: NewTemplate,
+    ) -> Result<Template, StoreError>;
+    /// Every subject with its decrypted templates (start-up and resynchronisation). Fails on a
+    /// template no loaded key opens: a wrong key must stop start-up, never match garbage.
+    async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError>;
+    /// One subject with its decrypted templates, or `None`.
+    async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError>;
+}
+
+/// Check a template before it is stored.
+pub fn validate_template(template: &NewTemplate) -> Result<(), StoreError> {
+    if template.embedding.is_empty() || template.embedding.iter().any(|v| !v.is_finite()) {
+        return Err(StoreError::Invalid(
+            "embedding must be a non-empty vector of finite numbers".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Check and normalise a subject name.

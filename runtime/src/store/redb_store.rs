@@ -1,14 +1,18 @@
 //! The default template store: one redb file (ACID, crash-safe copy-on-write B-trees) under the
-//! data directory, for a single runtime process.
+//! data directory, for a single runtime process. Templates are stored sealed (AES-256-GCM,
+//! [`super::cipher`]); records written before encryption existed are sealed on open.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::Serialize;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
+use super::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
 use super::{
-    NewTemplate, StoreError, Subject, Template, TemplateStore, now_rfc3339, validate_name,
+    NewTemplate, StoreError, Subject, SubjectRecord, Template, TemplateStore, now_rfc3339,
+    validate_name, validate_template,
 };
 
 /// Subjects by id.
@@ -19,11 +23,100 @@ const TEMPLATES: TableDefinition<&str, &[u8]> = TableDefinition::new("templates"
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "templates.redb";
 
-/// A [`TemplateStore`] in a redb database file.
+/// A template as stored: its embedding sealed. `embedding` is only read, from records written
+/// before encryption, and sealed on open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredTemplate {
+    id: String,
+    subject_id: String,
+    model: String,
+    quality: Option<f64>,
+    created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    embedding: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ciphertext: Option<String>,
+}
+
+impl StoredTemplate {
+    fn binding(&self) -> Binding<'_> {
+        Binding {
+            template_id: &self.id,
+            subject_id: &self.subject_id,
+            model: &self.model,
+        }
+    }
+
+    fn seal(template: &Template, keys: &TemplateKeys) -> Result<Self, StoreError> {
+        let mut stored = Self {
+            id: template.id.clone(),
+            subject_id: template.subject_id.clone(),
+            model: template.model.clone(),
+            quality: template.quality,
+            created_at: template.created_at.clone(),
+            embedding: None,
+            key_id: None,
+            nonce: None,
+            ciphertext: None,
+        };
+        let sealed = keys.seal(stored.binding(), &template.embedding)?;
+        stored.key_id = Some(sealed.key_id);
+        stored.nonce = Some(hex::encode(sealed.nonce));
+        stored.ciphertext = Some(hex::encode(sealed.ciphertext));
+        Ok(stored)
+    }
+
+    fn is_sealed(&self) -> bool {
+        self.ciphertext.is_some()
+    }
+
+    fn open(self, keys: &TemplateKeys) -> Result<Template, StoreError> {
+        let embedding = match (&self.key_id, &self.nonce, &self.ciphertext) {
+            (Some(key_id), Some(nonce), Some(ciphertext)) => {
+                let corrupt = |what: &str| {
+                    StoreError::Invalid(format!("template {} has a malformed {what}", self.id))
+                };
+                let nonce: [u8; NONCE_LEN] = hex::decode(nonce)
+                    .ok()
+                    .and_then(|n| n.try_into().ok())
+                    .ok_or_else(|| corrupt("nonce"))?;
+                let sealed = Sealed {
+                    key_id: key_id.clone(),
+                    nonce,
+                    ciphertext: hex::decode(ciphertext).map_err(|_| corrupt("ciphertext"))?,
+                };
+                keys.open(self.binding(), &sealed)?
+            }
+            _ => self.embedding.clone().ok_or_else(|| {
+                StoreError::Invalid(format!("template {} has no embedding", self.id))
+            })?,
+        };
+        Ok(Template {
+            id: self.id,
+            subject_id: self.subject_id,
+            model: self.model,
+            embedding,
+            quality: self.quality,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// A [`TemplateStore`] in a redb database file. Calls run on the blocking pool.
+#[derive(Clone)]
 pub struct RedbStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Database,
     path: PathBuf,
     max_faces: usize,
+    keys: TemplateKeys,
 }
 
 fn backend(operation: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -53,8 +146,9 @@ fn template_range(subject_id: &str) -> (String, String) {
 }
 
 impl RedbStore {
-    /// Open (or create) the store in `data_dir`, creating the directory if needed.
-    pub fn open(data_dir: &Path, max_faces: usize) -> Result<Self, StoreError> {
+    /// Open (or create) the store in `data_dir`, creating the directory if needed, and seal any
+    /// template written before encryption with the current key.
+    pub fn open(data_dir: &Path, max_faces: usize, keys: TemplateKeys) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.display().to_string(),
@@ -69,18 +163,51 @@ impl RedbStore {
         txn.open_table(TEMPLATES)
             .map_err(|e| open_err(Box::new(e)))?;
         txn.commit().map_err(|e| open_err(Box::new(e)))?;
-        Ok(Self {
+        let mut inner = Inner {
             db,
             path,
             max_faces,
+            keys,
+        };
+        let sealed = inner.seal_legacy()?;
+        if sealed > 0 {
+            // Copy-on-write leaves the old plaintext pages in the file until they are reused;
+            // compaction rewrites the file without them.
+            inner.db.compact().map_err(|e| StoreError::Open {
+                path: inner.path.display().to_string(),
+                source: Box::new(e),
+            })?;
+            tracing::info!(
+                templates = sealed,
+                "sealed templates stored before encryption"
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(inner),
         })
     }
 
     /// The database file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Backend {
+                operation: "store task",
+                source: Box::new(e),
+            })?
+    }
+}
+
+impl Inner {
     fn read_subject(
         table: &impl ReadableTable<&'static str, &'static [u8]>,
         id: &str,
@@ -93,15 +220,40 @@ impl RedbStore {
             None => Ok(None),
         }
     }
-}
 
-impl TemplateStore for RedbStore {
-    fn create_subject(&self, name: &str) -> Result<Subject, StoreError> {
+    fn seal_legacy(&self) -> Result<usize, StoreError> {
+        let err = backend("seal legacy templates");
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let mut count = 0;
+        {
+            let mut t = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
+            let mut legacy = Vec::new();
+            for row in t.iter().map_err(|e| err(e.into()))? {
+                let (k, v) = row.map_err(|e| err(e.into()))?;
+                let stored: StoredTemplate = decode(k.value(), v.value())?;
+                if !stored.is_sealed() {
+                    legacy.push((k.value().to_owned(), stored));
+                }
+            }
+            for (key, stored) in legacy {
+                let template = stored.open(&self.keys)?;
+                let sealed = StoredTemplate::seal(&template, &self.keys)?;
+                t.insert(key.as_str(), encode(&sealed)?.as_slice())
+                    .map_err(|e| err(e.into()))?;
+                count += 1;
+            }
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(count)
+    }
+
+    fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError> {
         let name = validate_name(name)?;
         let subject = Subject {
             id: uuid::Uuid::new_v4().to_string(),
             name,
             faces: 0,
+            outdated_faces: 0,
             created_at: now_rfc3339(),
         };
         let err = backend("create subject");
@@ -112,27 +264,12 @@ impl TemplateStore for RedbStore {
                 .map_err(|e| err(e.into()))?;
         }
         txn.commit().map_err(|e| err(e.into()))?;
-        Ok(subject)
-    }
-
-    fn list_subjects(&self) -> Result<Vec<Subject>, StoreError> {
-        let err = backend("list subjects");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let t = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
-        let mut out = Vec::with_capacity(t.len().map_err(|e| err(e.into()))? as usize);
-        for row in t.iter().map_err(|e| err(e.into()))? {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            out.push(decode::<Subject>(k.value(), v.value())?);
-        }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
-    }
-
-    fn get_subject(&self, id: &str) -> Result<Option<Subject>, StoreError> {
-        let err = backend("get subject");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let t = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
-        Self::read_subject(&t, id)
+        Ok(SubjectRecord {
+            id: subject.id,
+            name: subject.name,
+            created_at: subject.created_at,
+            templates: Vec::new(),
+        })
     }
 
     fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
@@ -157,11 +294,7 @@ impl TemplateStore for RedbStore {
         subject_id: &str,
         template: NewTemplate,
     ) -> Result<Template, StoreError> {
-        if template.embedding.is_empty() || template.embedding.iter().any(|v| !v.is_finite()) {
-            return Err(StoreError::Invalid(
-                "embedding must be a non-empty vector of finite numbers".into(),
-            ));
-        }
+        validate_template(&template)?;
         let err = backend("add template");
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         let stored = {
@@ -185,7 +318,10 @@ impl TemplateStore for RedbStore {
             let key = format!("{subject_id}/{}", stored.id);
             let mut templates = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
             templates
-                .insert(key.as_str(), encode(&stored)?.as_slice())
+                .insert(
+                    key.as_str(),
+                    encode(&StoredTemplate::seal(&stored, &self.keys)?)?.as_slice(),
+                )
                 .map_err(|e| err(e.into()))?;
             subject.faces += 1;
             subjects
@@ -197,24 +333,92 @@ impl TemplateStore for RedbStore {
         Ok(stored)
     }
 
-    fn templates(&self, subject_id: &str) -> Result<Vec<Template>, StoreError> {
+    fn templates_of(
+        &self,
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        subject_id: &str,
+    ) -> Result<Vec<Template>, StoreError> {
         let err = backend("read templates");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
-        if Self::read_subject(&subjects, subject_id)?.is_none() {
-            return Err(StoreError::SubjectNotFound(subject_id.to_string()));
-        }
-        let t = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
         let (lo, hi) = template_range(subject_id);
         let mut out = Vec::new();
-        for row in t
+        for row in table
             .range(lo.as_str()..hi.as_str())
             .map_err(|e| err(e.into()))?
         {
             let (k, v) = row.map_err(|e| err(e.into()))?;
-            out.push(decode::<Template>(k.value(), v.value())?);
+            out.push(decode::<StoredTemplate>(k.value(), v.value())?.open(&self.keys)?);
         }
         Ok(out)
+    }
+
+    fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
+        let err = backend("load subject");
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
+        let Some(subject) = Self::read_subject(&subjects, id)? else {
+            return Ok(None);
+        };
+        let templates = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
+        Ok(Some(SubjectRecord {
+            templates: self.templates_of(&templates, id)?,
+            id: subject.id,
+            name: subject.name,
+            created_at: subject.created_at,
+        }))
+    }
+
+    fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
+        let err = backend("load subjects");
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
+        let templates = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
+        let mut out = Vec::new();
+        for row in subjects.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let subject: Subject = decode(k.value(), v.value())?;
+            out.push(SubjectRecord {
+                templates: self.templates_of(&templates, &subject.id)?,
+                id: subject.id,
+                name: subject.name,
+                created_at: subject.created_at,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl TemplateStore for RedbStore {
+    fn describe(&self) -> String {
+        format!("embedded redb file {}", self.inner.path.display())
+    }
+
+    async fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |s| s.create_subject(&name)).await
+    }
+
+    async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |s| s.delete_subject(&id)).await
+    }
+
+    async fn add_template(
+        &self,
+        subject_id: &str,
+        template: NewTemplate,
+    ) -> Result<Template, StoreError> {
+        let id = subject_id.to_owned();
+        self.blocking(move |s| s.add_template(&id, template)).await
+    }
+
+    async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
+        self.blocking(Inner::load_all).await
+    }
+
+    async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |s| s.load_subject(&id)).await
     }
 }
 
@@ -222,6 +426,7 @@ impl TemplateStore for RedbStore {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::store::cipher::new_key_line;
 
     fn tmpl(v: f32) -> NewTemplate {
         NewTemplate {
@@ -231,94 +436,178 @@ mod tests {
         }
     }
 
-    #[test]
-    fn subjects_and_templates_round_trip_and_persist() {
+    fn keys() -> TemplateKeys {
+        TemplateKeys::parse(&new_key_line("k1").unwrap(), Path::new("test-keys")).unwrap()
+    }
+
+    fn open(dir: &Path, max: usize, keys: &TemplateKeys) -> RedbStore {
+        RedbStore::open(dir, max, keys.clone()).unwrap()
+    }
+
+    fn firsts(r: &SubjectRecord) -> Vec<f32> {
+        let mut v: Vec<f32> = r.templates.iter().map(|t| t.embedding[0]).collect();
+        v.sort_by(f32::total_cmp);
+        v
+    }
+
+    #[tokio::test]
+    async fn subjects_and_templates_round_trip_and_persist() {
         let dir = tempfile::tempdir().unwrap();
+        let keys = keys();
         let (a_id, b_id) = {
-            let store = RedbStore::open(dir.path(), 10).unwrap();
-            let a = store.create_subject(" Ada ").unwrap();
+            let store = open(dir.path(), 10, &keys);
+            let a = store.create_subject(" Ada ").await.unwrap();
             assert_eq!(a.name, "Ada");
-            assert_eq!(a.faces, 0);
-            let b = store.create_subject("Grace").unwrap();
-            store.add_template(&a.id, tmpl(1.0)).unwrap();
-            store.add_template(&a.id, tmpl(2.0)).unwrap();
-            store.add_template(&b.id, tmpl(3.0)).unwrap();
+            assert!(a.templates.is_empty());
+            let b = store.create_subject("Grace").await.unwrap();
+            store.add_template(&a.id, tmpl(1.0)).await.unwrap();
+            store.add_template(&a.id, tmpl(2.0)).await.unwrap();
+            store.add_template(&b.id, tmpl(3.0)).await.unwrap();
             (a.id, b.id)
         };
         // Reopen: everything committed is still there.
-        let store = RedbStore::open(dir.path(), 10).unwrap();
-        let a = store.get_subject(&a_id).unwrap().unwrap();
-        assert_eq!(a.faces, 2);
-        let ts = store.templates(&a_id).unwrap();
-        assert_eq!(ts.len(), 2);
-        assert!(ts.iter().all(|t| t.subject_id == a_id));
-        let mut firsts: Vec<f32> = ts.iter().map(|t| t.embedding[0]).collect();
-        firsts.sort_by(f32::total_cmp);
-        assert_eq!(firsts, vec![1.0, 2.0]);
-        assert_eq!(store.templates(&b_id).unwrap().len(), 1);
-        let names: Vec<String> = store
-            .list_subjects()
-            .unwrap()
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        assert_eq!(names.len(), 2);
-        assert!(names.contains(&"Ada".to_string()) && names.contains(&"Grace".to_string()));
+        let store = open(dir.path(), 10, &keys);
+        let a = store.load_subject(&a_id).await.unwrap().unwrap();
+        assert_eq!(a.templates.len(), 2);
+        assert!(a.templates.iter().all(|t| t.subject_id == a_id));
+        assert_eq!(firsts(&a), vec![1.0, 2.0]);
+        let all = store.load_all().await.unwrap();
+        assert_eq!(all.len(), 2);
+        let b = all.iter().find(|r| r.id == b_id).unwrap();
+        assert_eq!(firsts(b), vec![3.0]);
+        assert!(all.iter().any(|r| r.name == "Ada") && all.iter().any(|r| r.name == "Grace"));
     }
 
-    #[test]
-    fn deleting_a_subject_deletes_its_templates_only() {
+    #[tokio::test]
+    async fn templates_are_sealed_on_disk_and_need_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path(), 10).unwrap();
-        let a = store.create_subject("a").unwrap();
-        let b = store.create_subject("b").unwrap();
-        for i in 0..3 {
-            store.add_template(&a.id, tmpl(i as f32)).unwrap();
+        let keys = keys();
+        let id = {
+            let store = open(dir.path(), 10, &keys);
+            let a = store.create_subject("a").await.unwrap();
+            store.add_template(&a.id, tmpl(0.123_456_79)).await.unwrap();
+            a.id
+        };
+        // The embedding's value is nowhere in the file in clear.
+        let bytes = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("ciphertext"));
+        assert!(!text.contains("0.12345679"), "plaintext embedding on disk");
+        // Another key under the same id: loading fails, it never yields garbage.
+        let other = TemplateStore::load_all(&open(dir.path(), 10, &self::keys()))
+            .await
+            .unwrap_err();
+        assert!(other.to_string().contains("does not decrypt"), "{other}");
+        assert_eq!(
+            firsts(
+                &open(dir.path(), 10, &keys)
+                    .load_subject(&id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            ),
+            vec![0.123_456_79]
+        );
+    }
+
+    #[tokio::test]
+    async fn plaintext_templates_from_before_encryption_are_sealed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys();
+        let store = open(dir.path(), 10, &keys);
+        let a = store.create_subject("a").await.unwrap();
+        // Write a record the way the previous release did: the embedding in clear.
+        let legacy = serde_json::json!({
+            "id": "t-old", "subject_id": a.id, "model": "test", "embedding": [0.5, 0.25],
+            "quality": null, "created_at": "2026-11-27T00:00:00Z"
+        });
+        {
+            let txn = store.inner.db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(TEMPLATES).unwrap();
+                let key = format!("{}/t-old", a.id);
+                t.insert(key.as_str(), legacy.to_string().as_bytes())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
         }
-        store.add_template(&b.id, tmpl(9.0)).unwrap();
-        assert!(store.delete_subject(&a.id).unwrap());
-        assert!(!store.delete_subject(&a.id).unwrap());
-        assert!(store.get_subject(&a.id).unwrap().is_none());
-        assert!(matches!(
-            store.templates(&a.id),
-            Err(StoreError::SubjectNotFound(_))
-        ));
-        assert_eq!(store.templates(&b.id).unwrap().len(), 1);
-        // No orphan template rows remain.
-        let txn = store.db.begin_read().unwrap();
-        let t = txn.open_table(TEMPLATES).unwrap();
-        assert_eq!(t.len().unwrap(), 1);
+        drop(store);
+        let store = open(dir.path(), 10, &keys);
+        let r = store.load_subject(&a.id).await.unwrap().unwrap();
+        assert_eq!(r.templates[0].embedding, vec![0.5, 0.25]);
+        let bytes = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("[0.5,0.25]"));
     }
 
-    #[test]
-    fn limits_and_unknown_subjects() {
+    #[tokio::test]
+    async fn deleting_a_subject_deletes_its_templates_only() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path(), 2).unwrap();
-        let a = store.create_subject("a").unwrap();
-        store.add_template(&a.id, tmpl(1.0)).unwrap();
-        store.add_template(&a.id, tmpl(1.0)).unwrap();
+        let store = open(dir.path(), 10, &keys());
+        let a = store.create_subject("a").await.unwrap();
+        let b = store.create_subject("b").await.unwrap();
+        for i in 0..3 {
+            store.add_template(&a.id, tmpl(i as f32)).await.unwrap();
+        }
+        store.add_template(&b.id, tmpl(9.0)).await.unwrap();
+        assert!(store.delete_subject(&a.id).await.unwrap());
+        assert!(!store.delete_subject(&a.id).await.unwrap());
+        assert!(store.load_subject(&a.id).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .load_subject(&b.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .templates
+                .len(),
+            1
+        );
+        // No orphan template rows remain.
+        let txn = store.inner.db.begin_read().unwrap();
+        let t = txn.open_table(TEMPLATES).unwrap();
+        assert_eq!(redb::ReadableTableMetadata::len(&t).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn limits_and_unknown_subjects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 2, &keys());
+        let a = store.create_subject("a").await.unwrap();
+        store.add_template(&a.id, tmpl(1.0)).await.unwrap();
+        store.add_template(&a.id, tmpl(1.0)).await.unwrap();
         assert!(matches!(
-            store.add_template(&a.id, tmpl(1.0)),
+            store.add_template(&a.id, tmpl(1.0)).await,
             Err(StoreError::TooManyFaces { limit: 2, .. })
         ));
-        assert_eq!(store.get_subject(&a.id).unwrap().unwrap().faces, 2);
+        assert_eq!(
+            store
+                .load_subject(&a.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .templates
+                .len(),
+            2
+        );
         assert!(matches!(
-            store.add_template("missing", tmpl(1.0)),
+            store.add_template("missing", tmpl(1.0)).await,
             Err(StoreError::SubjectNotFound(_))
         ));
         assert!(matches!(
-            store.add_template(
-                &a.id,
-                NewTemplate {
-                    model: "m".into(),
-                    embedding: vec![f32::NAN],
-                    quality: None
-                }
-            ),
+            store
+                .add_template(
+                    &a.id,
+                    NewTemplate {
+                        model: "m".into(),
+                        embedding: vec![f32::NAN],
+                        quality: None
+                    }
+                )
+                .await,
             Err(StoreError::Invalid(_))
         ));
         assert!(matches!(
-            store.create_subject(""),
+            store.create_subject("").await,
             Err(StoreError::Invalid(_))
         ));
     }
@@ -328,7 +617,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
-        let err = RedbStore::open(&file, 1).err().unwrap();
+        let err = RedbStore::open(&file, 1, keys()).err().unwrap();
         assert!(err.to_string().contains("not-a-dir"), "{err}");
     }
 }

@@ -13,6 +13,10 @@ use super::onnx::{SessionError, SessionPool};
 /// Length of a dlib face descriptor.
 pub const EMBEDDING_DIM: usize = 128;
 
+/// Name under which templates record the embedding model that made them; matching uses only
+/// templates of this model.
+pub const EMBEDDING_MODEL: &str = "dlib_resnet_v1_128d";
+
 /// A 128-d face descriptor (what templates store; never the image).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<f32>", into = "Vec<f32>")]

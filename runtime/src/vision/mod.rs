@@ -48,7 +48,7 @@ pub use config::{
 };
 pub use decode::DecodeError;
 pub use detect::{BoundingBox, Detection, Landmarks, Point};
-pub use embed::{Embedding, EmbeddingError, MatchScore};
+pub use embed::{EMBEDDING_DIM, EMBEDDING_MODEL, Embedding, EmbeddingError, MatchScore};
 pub use liveness::{DtnScore, LivenessResult, MiniFasScore};
 pub use models::ModelError;
 pub use onnx::{OrtSetupError, SessionError};

@@ -2,6 +2,8 @@
 //! started in-process, with helpers to call it and stop it cleanly.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod postgres;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,245 @@
+//! Enrolments as a replica sees them: the durable [`TemplateStore`] and the in-memory
+//! [`TemplateIndex`] kept in step with it. Writes go to the store first and reach the index only
+//! once acknowledged; reads (list, get, verify, identify) come from the index and keep working
+//! while the store is away. With PostgreSQL a background task applies other replicas' writes as
+//! they are notified, and reloads everything after any gap in the notifications.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::store::postgres::PgStore;
+use crate::store::{
+    NewTemplate, StoreError, Subject, SubjectRecord, Template, TemplateIndex, TemplateStore,
+};
+
+/// How often the change listener retries after losing the database.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+/// The template store's health as `/readyz` and the metrics report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Whether the last store call or change-listener check succeeded.
+    pub available: bool,
+    /// What failed, while unavailable.
+    pub error: Option<String>,
+    /// Full reloads of the index from the store since start (start-up included).
+    pub reloads: u64,
+}
+
+/// The store and the index of one replica.
+pub struct Enrolments {
+    store: Arc<dyn TemplateStore>,
+    index: TemplateIndex,
+    available: AtomicBool,
+    error: Mutex<Option<String>>,
+    reloads: AtomicU64,
+}
+
+impl std::fmt::Debug for Enrolments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolments")
+            .field("store", &self.store.describe())
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl Enrolments {
+    /// Load every subject from `store` into a new index matching `model` embeddings of `dim`
+    /// values. Fails when the store cannot be read or a template does not decrypt.
+    pub async fn open(
+        store: Arc<dyn TemplateStore>,
+        model: &str,
+        dim: usize,
+    ) -> Result<Self, StoreError> {
+        let this = Self {
+            store,
+            index: TemplateIndex::new(model, dim),
+            available: AtomicBool::new(true),
+            error: Mutex::new(None),
+            reloads: AtomicU64::new(0),
+        };
+        this.reload().await?;
+        Ok(this)
+    }
+
+    /// The index (reads).
+    pub fn index(&self) -> &TemplateIndex {
+        &self.index
+    }
+
+    /// Where the data lives, for logs.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// The store's health.
+    pub fn health(&self) -> StoreHealth {
+        StoreHealth {
+            available: self.available.load(Ordering::Relaxed),
+            error: self.error.lock().map(|e| e.clone()).unwrap_or_default(),
+            reloads: self.reloads.load(Ordering::Relaxed),
+        }
+    }
+
+    fn mark<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Err(StoreError::Unavailable(e)) => self.set_available(false, Some(e.clone())),
+            Ok(_) => self.set_available(true, None),
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn set_available(&self, up: bool, error: Option<String>) {
+        let was = self.available.swap(up, Ordering::Relaxed);
+        if was != up {
+            if up {
+                tracing::info!(store = %self.store.describe(), "template store available again");
+            } else {
+                tracing::error!(
+                    store = %self.store.describe(),
+                    error = error.as_deref().unwrap_or("-"),
+                    "template store unavailable; serving reads from the index, refusing writes"
+                );
+            }
+        }
+        if let Ok(mut e) = self.error.lock() {
+            *e = error;
+        }
+    }
+
+    /// Replace the index with everything in the store.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let records = self.mark(self.store.load_all().await)?;
+        self.index.replace_all(records);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reload one subject into the index (removing it when the store no longer has it).
+    pub async fn refresh_subject(&self, id: &str) -> Result<(), StoreError> {
+        match self.mark(self.store.load_subject(id).await)? {
+            Some(record) => self.index.upsert(record),
+            None => {
+                self.index.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Create a subject; in the index once the store acknowledged it.
+    pub async fn create_subject(&self, name: &str) -> Result<Subject, StoreError> {
+        let record: SubjectRecord = self.mark(self.store.create_subject(name).await)?;
+        let id = record.id.clone();
+        self.index.upsert(record);
+        self.index
+            .get(&id)
+            .map(|(s, _)| s)
+            .ok_or(StoreError::SubjectNotFound(id))
+    }
+
+    /// Delete a subject and its templates; `false` when it did not exist.
+    pub async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
+        let existed = self.mark(self.store.delete_subject(id).await)?;
+        self.index.remove(id);
+        Ok(existed)
+    }
+
+    /// Add a template; returns it and the subject's new summary.
+    pub async fn add_template(
+        &self,
+        subject_id: &str,
+        template: NewTemplate,
+    ) -> Result<(Template, Subject), StoreError> {
+        let stored = self.mark(self.store.add_template(subject_id, template).await)?;
+        if !self.index.add_template(stored.clone()) {
+            // Created on another replica and not yet heard of here.
+            self.refresh_subject(subject_id).await?;
+        }
+        let subject = self
+            .index
+            .get(subject_id)
+            .map(|(s, _)| s)
+            .ok_or_else(|| StoreError::SubjectNotFound(subject_id.to_owned()))?;
+        Ok((stored, subject))
+    }
+
+    /// Keep the index in step with other replicas' writes: apply each notified subject, and
+    /// reload everything after the listener (re)connects, since notifications sent while it was
+    /// away are lost. Runs until the task is dropped.
+    pub async fn follow(self: Arc<Self>, store: PgStore) {
+        loop {
+            let mut listener = match store.listener().await {
+                Ok(l) => l,
+                Err(e) => {
+                    self.set_available(false, Some(e.to_string()));
+                    tokio::time::sleep(RECONNECT_EVERY).await;
+                    continue;
+                }
+            };
+            // Anything may have changed while nobody listened.
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "resynchronising the template index failed; retrying");
+                tokio::time::sleep(RECONNECT_EVERY).await;
+                continue;
+            }
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        if let Err(e) = self.refresh_subject(n.payload()).await {
+                            tracing::warn!(subject = n.payload(), error = %e, "applying a change failed; reloading");
+                            break;
+                        }
+                    }
+                    // The connection closed: notifications may have been missed.
+                    Ok(None) => {
+                        self.set_available(false, Some("change listener disconnected".into()));
+                        break;
+                    }
+                    Err(e) => {
+                        self.set_available(false, Some(format!("change listener: {e}")));
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(RECONNECT_EVERY).await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store::RedbStore;
+    use crate::store::cipher::{TemplateKeys, new_key_line};
+
+    async fn open(dir: &std::path::Path) -> Enrolments {
+        let keys =
+            TemplateKeys::parse(&new_key_line("k").unwrap(), std::path::Path::new("k")).unwrap();
+        let store = RedbStore::open(dir, 5, keys).unwrap();
+        Enrolments::open(Arc::new(store), "m", 2).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_reach_the_index_after_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path()).await;
+        let s = e.create_subject("Ada").await.unwrap();
+        assert_eq!(e.index().list(), vec![s.clone()]);
+        let t = NewTemplate {
+            model: "m".into(),
+            embedding: vec![0.5, 0.5],
+            quality: None,
+        };
+        let (_, after) = e.add_template(&s.id, t).await.unwrap();
+        assert_eq!(after.faces, 1);
+        assert_eq!(e.index().nearest(&[0.5, 0.5], 1)[0].subject.id, s.id);
+        assert!(e.delete_subject(&s.id).await.unwrap());
+        assert!(e.index().list().is_empty());
+        assert!(e.health().available);
+        assert_eq!(e.health().reloads, 1);
+    }
+}

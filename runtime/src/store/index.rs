@@ -1,0 +1,503 @@
+//! The in-memory template index every replica matches against: subjects with their decrypted
+//! templates, and the templates of the serving embedding model laid out as one contiguous
+//! row-major matrix for exact 1:N search. Verification and identification read it and never wait
+//! on the durable store; the store's writes (and, with PostgreSQL, other replicas' writes) are
+//! applied to it as whole-subject upserts and removals.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use super::{Subject, SubjectRecord, Template};
+
+/// Squared Euclidean distance, in eight independent lanes so the compiler vectorises it.
+pub fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in ar.iter().zip(br) {
+        sum += (x - y) * (x - y);
+    }
+    sum
+}
+
+/// One identification candidate: a subject and its closest template's distance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nearest {
+    /// The subject.
+    pub subject: Subject,
+    /// Euclidean distance of its closest serving-model template to the probe.
+    pub distance: f32,
+}
+
+/// A subject's templates for verification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubjectTemplates {
+    /// No such subject.
+    NotFound,
+    /// The subject and the embeddings of its serving-model templates (possibly none) and how
+    /// many it holds of other models.
+    Found {
+        /// Embeddings of the serving model.
+        embeddings: Vec<Vec<f32>>,
+        /// Templates of other embedding models (not matched; re-enrol).
+        outdated: usize,
+    },
+}
+
+struct Entry {
+    record: SubjectRecord,
+    /// Matrix rows holding this subject's serving-model templates.
+    rows: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Subjects by slot; `None` for free slots (slots never move, so rows can name them).
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    by_id: HashMap<String, usize>,
+    /// Serving-model embeddings, `dim` floats per row.
+    matrix: Vec<f32>,
+    /// Slot of each row's subject.
+    owners: Vec<usize>,
+}
+
+/// Counts of what the index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexStats {
+    /// Subjects.
+    pub subjects: usize,
+    /// Templates of the serving model (matched).
+    pub templates: usize,
+    /// Subjects holding templates of another embedding model (to re-enrol).
+    pub outdated_subjects: usize,
+}
+
+/// The index: shared by every request, updated under a short write lock.
+pub struct TemplateIndex {
+    model: String,
+    dim: usize,
+    inner: RwLock<Inner>,
+}
+
+impl std::fmt::Debug for TemplateIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateIndex")
+            .field("model", &self.model)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn summary(record: &SubjectRecord, model: &str) -> Subject {
+    let outdated = record.templates.iter().filter(|t| t.model != model).count();
+    Subject {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        faces: record.templates.len(),
+        outdated_faces: outdated,
+        created_at: record.created_at.clone(),
+    }
+}
+
+impl Inner {
+    fn remove_rows(&mut self, rows: &[usize]) {
+        // Highest first, so swap_remove never moves a row still to be removed.
+        let mut rows = rows.to_vec();
+        rows.sort_unstable_by(|a, b| b.cmp(a));
+        for r in rows {
+            let last = self.owners.len() - 1;
+            let dim = self.matrix.len() / self.owners.len();
+            if r != last {
+                let moved_owner = self.owners[last];
+                let (head, tail) = self.matrix.split_at_mut(last * dim);
+                head[r * dim..(r + 1) * dim].copy_from_slice(&tail[..dim]);
+                self.owners[r] = moved_owner;
+                if let Some(Some(e)) = self.slots.get_mut(moved_owner)
+                    && let Some(x) = e.rows.iter_mut().find(|x| **x == last)
+                {
+                    *x = r;
+                }
+            }
+            self.matrix.truncate(last * dim);
+            self.owners.truncate(last);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(slot) = self.by_id.remove(id) else {
+            return false;
+        };
+        if let Some(entry) = self.slots[slot].take() {
+            self.remove_rows(&entry.rows);
+        }
+        self.free.push(slot);
+        true
+    }
+}
+
+impl TemplateIndex {
+    /// An empty index matching templates of `model`, whose embeddings have `dim` values.
+    pub fn new(model: &str, dim: usize) -> Self {
+        Self {
+            model: model.to_owned(),
+            dim,
+            inner: RwLock::new(Inner::default()),
+        }
+    }
+
+    /// The embedding model whose templates are matched.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the index half-updated in a way readers
+        // could misread (every update is a whole-subject replace), so poisoning is ignored.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replace everything with `records` (start-up, resynchronisation).
+    pub fn replace_all(&self, records: Vec<SubjectRecord>) {
+        let mut fresh = Inner::default();
+        for r in records {
+            Self::insert(&mut fresh, r, &self.model, self.dim);
+        }
+        *self.write() = fresh;
+    }
+
+    fn insert(inner: &mut Inner, record: SubjectRecord, model: &str, dim: usize) {
+        inner.remove(&record.id);
+        let slot = inner.free.pop().unwrap_or_else(|| {
+            inner.slots.push(None);
+            inner.slots.len() - 1
+        });
+        let mut rows = Vec::new();
+        for t in record
+            .templates
+            .iter()
+            .filter(|t| t.model == model && t.embedding.len() == dim)
+        {
+            rows.push(inner.owners.len());
+            inner.owners.push(slot);
+            inner.matrix.extend_from_slice(&t.embedding);
+        }
+        inner.by_id.insert(record.id.clone(), slot);
+        inner.slots[slot] = Some(Entry { record, rows });
+    }
+
+    /// Insert or replace one subject with all its templates.
+    pub fn upsert(&self, record: SubjectRecord) {
+        Self::insert(&mut self.write(), record, &self.model, self.dim);
+    }
+
+    /// Add one template to a subject already in the index; `false` when the subject is absent.
+    pub fn add_template(&self, template: Template) -> bool {
+        let mut inner = self.write();
+        let Some(&slot) = inner.by_id.get(&template.subject_id) else {
+            return false;
+        };
+        let Some(Some(entry)) = inner.slots.get(slot) else {
+            return false;
+        };
+        let mut record = entry.record.clone();
+        if record.templates.iter().any(|t| t.id == template.id) {
+            return true;
+        }
+        record.templates.push(template);
+        Self::insert(&mut inner, record, &self.model, self.dim);
+        true
+    }
+
+    /// Remove a subject; `false` when it was absent.
+    pub fn remove(&self, id: &str) -> bool {
+        self.write().remove(id)
+    }
+
+    /// All subjects, ordered by creation time then id.
+    pub fn list(&self) -> Vec<Subject> {
+        let inner = self.read();
+        let mut out: Vec<Subject> = inner
+            .slots
+            .iter()
+            .flatten()
+            .map(|e| summary(&e.record, &self.model))
+            .collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// One subject with its templates (embeddings included; never shown by the API).
+    pub fn get(&self, id: &str) -> Option<(Subject, Vec<Template>)> {
+        let inner = self.read();
+        let slot = *inner.by_id.get(id)?;
+        let entry = inner.slots.get(slot)?.as_ref()?;
+        Some((
+            summary(&entry.record, &self.model),
+            entry.record.templates.clone(),
+        ))
+    }
+
+    /// The embeddings verification compares a probe with.
+    pub fn subject_templates(&self, id: &str) -> SubjectTemplates {
+        let inner = self.read();
+        let Some(entry) = inner
+            .by_id
+            .get(id)
+            .and_then(|&slot| inner.slots.get(slot))
+            .and_then(Option::as_ref)
+        else {
+            return SubjectTemplates::NotFound;
+        };
+        let mut embeddings = Vec::new();
+        let mut outdated = 0;
+        for t in &entry.record.templates {
+            if t.model == self.model && t.embedding.len() == self.dim {
+                embeddings.push(t.embedding.clone());
+            } else {
+                outdated += 1;
+            }
+        }
+        SubjectTemplates::Found {
+            embeddings,
+            outdated,
+        }
+    }
+
+    /// Exact 1:N search: the `k` subjects whose closest serving-model template is nearest to
+    /// `probe`, nearest first. Scans every row (no approximation); call it off the async
+    /// executor for large indexes.
+    pub fn nearest(&self, probe: &[f32], k: usize) -> Vec<Nearest> {
+        if probe.len() != self.dim || k == 0 {
+            return Vec::new();
+        }
+        let inner = self.read();
+        let mut best = vec![f32::INFINITY; inner.slots.len()];
+        for (row, &owner) in inner.matrix.chunks_exact(self.dim).zip(&inner.owners) {
+            let d = squared_distance(row, probe);
+            if d < best[owner] {
+                best[owner] = d;
+            }
+        }
+        let mut ranked: Vec<(usize, f32)> = best
+            .into_iter()
+            .enumerate()
+            .filter(|(_, d)| d.is_finite())
+            .collect();
+        let k = k.min(ranked.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        ranked.select_nth_unstable_by(k - 1, |a, b| a.1.total_cmp(&b.1));
+        ranked.truncate(k);
+        ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+        ranked
+            .into_iter()
+            .filter_map(|(slot, d2)| {
+                let entry = inner.slots.get(slot)?.as_ref()?;
+                Some(Nearest {
+                    subject: summary(&entry.record, &self.model),
+                    distance: d2.sqrt(),
+                })
+            })
+            .collect()
+    }
+
+    /// What the index holds.
+    pub fn stats(&self) -> IndexStats {
+        let inner = self.read();
+        let entries = inner.slots.iter().flatten();
+        let mut stats = IndexStats {
+            templates: inner.owners.len(),
+            ..IndexStats::default()
+        };
+        for e in entries {
+            stats.subjects += 1;
+            if e.record.templates.iter().any(|t| t.model != self.model) {
+                stats.outdated_subjects += 1;
+            }
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn template(id: &str, subject: &str, model: &str, v: Vec<f32>) -> Template {
+        Template {
+            id: id.into(),
+            subject_id: subject.into(),
+            model: model.into(),
+            embedding: v,
+            quality: None,
+            created_at: format!("2026-01-01T00:00:0{}Z", id.len() % 10),
+        }
+    }
+
+    fn record(id: &str, templates: Vec<Template>) -> SubjectRecord {
+        SubjectRecord {
+            id: id.into(),
+            name: format!("name-{id}"),
+            created_at: format!("2026-01-01T00:00:00Z{id}"),
+            templates,
+        }
+    }
+
+    fn brute_force(records: &[SubjectRecord], probe: &[f32], model: &str) -> Vec<(String, f32)> {
+        let mut out: Vec<(String, f32)> = records
+            .iter()
+            .filter_map(|r| {
+                r.templates
+                    .iter()
+                    .filter(|t| t.model == model)
+                    .map(|t| {
+                        t.embedding
+                            .iter()
+                            .zip(probe)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum::<f32>()
+                            .sqrt()
+                    })
+                    .reduce(f32::min)
+                    .map(|d| (r.id.clone(), d))
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.total_cmp(&b.1));
+        out
+    }
+
+    /// A small deterministic generator (xorshift) for synthetic embeddings.
+    fn vectors(seed: u64, n: usize, dim: usize) -> Vec<Vec<f32>> {
+        let mut s = seed.max(1);
+        (0..n)
+            .map(|_| {
+                (0..dim)
+                    .map(|_| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        (s % 2000) as f32 / 1000.0 - 1.0
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn squared_distance_matches_the_definition() {
+        for dim in [1, 7, 8, 9, 128, 130] {
+            let v = vectors(dim as u64, 2, dim);
+            let want: f32 = v[0].iter().zip(&v[1]).map(|(a, b)| (a - b) * (a - b)).sum();
+            assert!((squared_distance(&v[0], &v[1]) - want).abs() < 1e-3 * want.max(1.0));
+        }
+    }
+
+    #[test]
+    fn nearest_equals_brute_force_through_updates_and_removals() {
+        let dim = 16;
+        let vs = vectors(7, 60, dim);
+        let mut records = Vec::new();
+        for s in 0..20 {
+            let ts = (0..3)
+                .map(|k| {
+                    let model = if k == 2 && s % 5 == 0 { "old" } else { "m" };
+                    template(
+                        &format!("t{s}-{k}"),
+                        &format!("s{s}"),
+                        model,
+                        vs[s * 3 + k].clone(),
+                    )
+                })
+                .collect();
+            records.push(record(&format!("s{s}"), ts));
+        }
+        let index = TemplateIndex::new("m", dim);
+        index.replace_all(records.clone());
+        let probes = vectors(99, 5, dim);
+        let check = |records: &[SubjectRecord]| {
+            for p in &probes {
+                let got = index.nearest(p, 4);
+                let want = brute_force(records, p, "m");
+                assert_eq!(got.len(), 4);
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.subject.id, w.0);
+                    assert!((g.distance - w.1).abs() < 1e-4, "{} vs {}", g.distance, w.1);
+                }
+            }
+        };
+        check(&records);
+        // Removals move rows around; results must not change for the others.
+        for id in ["s3", "s0", "s19"] {
+            assert!(index.remove(id));
+            records.retain(|r| r.id != id);
+            check(&records);
+        }
+        assert!(!index.remove("s3"));
+        // Replace a subject with new templates, and add one template to another.
+        let replaced = record("s4", vec![template("n1", "s4", "m", probes[0].clone())]);
+        index.upsert(replaced.clone());
+        records.retain(|r| r.id != "s4");
+        records.push(replaced);
+        assert_eq!(index.nearest(&probes[0], 1)[0].subject.id, "s4");
+        assert!(index.add_template(template("n2", "s5", "m", probes[1].clone())));
+        assert_eq!(index.nearest(&probes[1], 1)[0].subject.id, "s5");
+        assert!(!index.add_template(template("n3", "nobody", "m", probes[1].clone())));
+        let stats = index.stats();
+        assert_eq!(stats.subjects, 17);
+        assert_eq!(
+            stats.outdated_subjects, 3,
+            "s5, s10 and s15 keep an old template; s0 is gone"
+        );
+    }
+
+    #[test]
+    fn subjects_report_outdated_templates_and_verify_gets_only_serving_ones() {
+        let index = TemplateIndex::new("m", 2);
+        index.upsert(record(
+            "a",
+            vec![
+                template("1", "a", "m", vec![0.0, 0.0]),
+                template("2", "a", "old", vec![1.0, 1.0]),
+            ],
+        ));
+        index.upsert(record("b", vec![template("3", "b", "old", vec![0.0, 0.0])]));
+        let list = index.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!((list[0].faces, list[0].outdated_faces), (2, 1));
+        assert_eq!(
+            index.subject_templates("a"),
+            SubjectTemplates::Found {
+                embeddings: vec![vec![0.0, 0.0]],
+                outdated: 1
+            }
+        );
+        assert_eq!(
+            index.subject_templates("b"),
+            SubjectTemplates::Found {
+                embeddings: vec![],
+                outdated: 1
+            }
+        );
+        assert_eq!(index.subject_templates("c"), SubjectTemplates::NotFound);
+        // b has no serving-model template, so identification never returns it.
+        let hits = index.nearest(&[0.0, 0.0], 5);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].subject.id, "a");
+        assert!(index.nearest(&[0.0], 5).is_empty(), "wrong dimension");
+        assert_eq!(index.stats().outdated_subjects, 2);
+    }
+}

@@ -1,0 +1,421 @@
+//! The shared template store: PostgreSQL, for several replicas behind one Service. Templates are
+//! sealed before they leave the process ([`super::cipher`]); every write commits its change and
+//! a `NOTIFY facekey_changes, '<subject id>'` in one transaction, so other replicas hear of it
+//! exactly when it is durable and reload that subject into their index. Migrations in
+//! `runtime/migrations/` are applied at start-up under an advisory lock (sqlx's migrator), so
+//! replicas starting together apply each one exactly once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
+use super::{
+    NewTemplate, StoreError, SubjectRecord, Template, TemplateStore, validate_name,
+    validate_template,
+};
+
+/// The channel every write notifies, with the changed subject's id as payload.
+pub const CHANNEL: &str = "facekey_changes";
+
+/// The migrations compiled into the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a request waits for a database connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `created_at` as the API shows it: RFC 3339 UTC with seconds (a macro, so queries stay
+/// literal strings).
+macro_rules! created_at {
+    () => {
+        r#"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS created_at"#
+    };
+}
+
+/// The columns a template row is read with.
+macro_rules! template_columns {
+    () => {
+        concat!(
+            "SELECT id::text AS id, subject_id::text AS subject_id, model, key_id, nonce, ",
+            "ciphertext, quality, ",
+            created_at!(),
+            " FROM facekey_templates"
+        )
+    };
+}
+
+/// A [`TemplateStore`] in PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    keys: TemplateKeys,
+    max_faces: usize,
+    described: String,
+}
+
+/// The URL with its password (and any query parameters) removed, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+/// Whether a database error means "the database is not reachable" (as opposed to a query or
+/// data problem).
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| {
+        // 57P01..03: admin shutdown, crash shutdown, cannot connect now; 08xxx: connection.
+        c.starts_with("57P") || c.starts_with("08")
+    }))
+}
+
+fn db_err(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(format!("{operation}: {e}"))
+        } else {
+            StoreError::Backend {
+                operation,
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+/// A subject id the database can hold; anything else names no subject.
+fn parse_id(id: &str) -> Option<String> {
+    uuid::Uuid::parse_str(id).ok().map(|u| u.to_string())
+}
+
+impl PgStore {
+    /// Connect to `url` (any libpq-style URL; `sslmode`, `sslrootcert` and friends select TLS),
+    /// apply pending migrations under the advisory lock and return the store. Errors name the
+    /// setting and the redacted URL.
+    pub async fn connect(
+        url: &str,
+        keys: TemplateKeys,
+        max_faces: usize,
+        setting: &str,
+    ) -> Result<Self, StoreError> {
+        let described = format!("PostgreSQL {}", redact(url));
+        let open_err = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: format!("{setting}={} ({what})", redact(url)),
+            source: e,
+        };
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| open_err("not a valid PostgreSQL URL", Box::new(e)))?
+            .application_name("facekey-runtime");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err("cannot connect", Box::new(e)))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| open_err("migrations failed", Box::new(e)))?;
+        Ok(Self {
+            pool,
+            keys,
+            max_faces,
+            described,
+        })
+    }
+
+    /// The connection pool (the change listener shares its settings).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A listener on [`CHANNEL`].
+    pub async fn listener(&self) -> Result<PgListener, StoreError> {
+        let mut l = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db_err("listen for changes"))?;
+        l.listen(CHANNEL)
+            .await
+            .map_err(db_err("listen for changes"))?;
+        Ok(l)
+    }
+
+    async fn notify(
+        tx: &mut Transaction<'_, Postgres>,
+        subject_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(subject_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err("notify"))?;
+        Ok(())
+    }
+
+    fn template_of(&self, row: &PgRow) -> Result<Template, StoreError> {
+        let get = |e: sqlx::Error| StoreError::Backend {
+            operation: "decode template row",
+            source: Box::new(e),
+        };
+        let id: String = row.try_get("id").map_err(get)?;
+        let subject_id: String = row.try_get("subject_id").map_err(get)?;
+        let model: String = row.try_get("model").map_err(get)?;
+        let nonce: Vec<u8> = row.try_get("nonce").map_err(get)?;
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| StoreError::Invalid(format!("template {id} has a malformed nonce")))?;
+        let sealed = Sealed {
+            key_id: row.try_get("key_id").map_err(get)?,
+            nonce,
+            ciphertext: row.try_get("ciphertext").map_err(get)?,
+        };
+        let embedding = self.keys.open(
+            Binding {
+                template_id: &id,
+                subject_id: &subject_id,
+                model: &model,
+            },
+            &sealed,
+        )?;
+        Ok(Template {
+            quality: row.try_get("quality").map_err(get)?,
+            created_at: row.try_get("created_at").map_err(get)?,
+            id,
+            subject_id,
+            model,
+            embedding,
+        })
+    }
+
+    async fn templates(&self, subject: Option<&str>) -> Result<Vec<Template>, StoreError> {
+        let rows = match subject {
+            Some(id) => {
+                sqlx::query(concat!(
+                    template_columns!(),
+                    " WHERE subject_id = $1::uuid ORDER BY created_at, id"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(concat!(template_columns!(), " ORDER BY created_at, id"))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db_err("load templates"))?;
+        rows.iter().map(|r| self.template_of(r)).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl TemplateStore for PgStore {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    async fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError> {
+        let name = validate_name(name)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.pool.begin().await.map_err(db_err("create subject"))?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO facekey_subjects (id, name) VALUES ($1::uuid, $2) RETURNING ",
+            created_at!()
+        ))
+        .bind(&id)
+        .bind(&name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err("create subject"))?;
+        Self::notify(&mut tx, &id).await?;
+        tx.commit().await.map_err(db_err("create subject"))?;
+        Ok(SubjectRecord {
+            created_at: row
+                .try_get("created_at")
+                .map_err(db_err("create subject"))?,
+            id,
+            name,
+            templates: Vec::new(),
+        })
+    }
+
+    async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(id) = parse_id(id) else {
+            return Ok(false);
+        };
+        let mut tx = self.pool.begin().await.map_err(db_err("delete subject"))?;
+        let deleted = sqlx::query("DELETE FROM facekey_subjects WHERE id = $1::uuid")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("delete subject"))?
+            .rows_affected();
+        if deleted > 0 {
+            Self::notify(&mut tx, &id).await?;
+        }
+        tx.commit().await.map_err(db_err("delete subject"))?;
+        Ok(deleted > 0)
+    }
+
+    async fn add_template(
+        &self,
+        subject_id: &str,
+        template: NewTemplate,
+    ) -> Result<Template, StoreError> {
+        validate_template(&template)?;
+        let not_found = || StoreError::SubjectNotFound(subject_id.to_owned());
+        let subject = parse_id(subject_id).ok_or_else(not_found)?;
+        let mut tx = self.pool.begin().await.map_err(db_err("add template"))?;
+        // Lock the subject row: concurrent enrolments for one subject serialise here, so the
+        // limit holds across replicas.
+        let exists = sqlx::query("SELECT 1 FROM facekey_subjects WHERE id = $1::uuid FOR UPDATE")
+            .bind(&subject)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("add template"))?;
+        if exists.is_none() {
+            return Err(not_found());
+        }
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM facekey_templates WHERE subject_id = $1::uuid",
+        )
+        .bind(&subject)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err("add template"))?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= self.max_faces {
+            return Err(StoreError::TooManyFaces {
+                subject: subject.clone(),
+                limit: self.max_faces,
+            });
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let sealed = self.keys.seal(
+            Binding {
+                template_id: &id,
+                subject_id: &subject,
+                model: &template.model,
+            },
+            &template.embedding,
+        )?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO facekey_templates (id, subject_id, model, key_id, nonce, ciphertext, ",
+            "quality) VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7) RETURNING ",
+            created_at!()
+        ))
+        .bind(&id)
+        .bind(&subject)
+        .bind(&template.model)
+        .bind(&sealed.key_id)
+        .bind(&sealed.nonce[..])
+        .bind(&sealed.ciphertext)
+        .bind(template.quality)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err("add template"))?;
+        Self::notify(&mut tx, &subject).await?;
+        tx.commit().await.map_err(db_err("add template"))?;
+        Ok(Template {
+            created_at: row.try_get("created_at").map_err(db_err("add template"))?,
+            id,
+            subject_id: subject,
+            model: template.model,
+            embedding: template.embedding,
+            quality: template.quality,
+        })
+    }
+
+    async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id::text AS id, name, ",
+            created_at!(),
+            " FROM facekey_subjects ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("load subjects"))?;
+        let mut templates = self.templates(None).await?;
+        let mut by_subject: std::collections::HashMap<String, Vec<Template>> =
+            std::collections::HashMap::new();
+        for t in templates.drain(..) {
+            by_subject.entry(t.subject_id.clone()).or_default().push(t);
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").map_err(db_err("load subjects"))?;
+                Ok(SubjectRecord {
+                    templates: by_subject.remove(&id).unwrap_or_default(),
+                    name: r.try_get("name").map_err(db_err("load subjects"))?,
+                    created_at: r.try_get("created_at").map_err(db_err("load subjects"))?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
+        let Some(id) = parse_id(id) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(concat!(
+            "SELECT name, ",
+            created_at!(),
+            " FROM facekey_subjects WHERE id = $1::uuid"
+        ))
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("load subject"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let templates = self.templates(Some(&id)).await?;
+        Ok(Some(SubjectRecord {
+            name: row.try_get("name").map_err(db_err("load subject"))?,
+            created_at: row.try_get("created_at").map_err(db_err("load subject"))?,
+            id,
+            templates,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        let r = redact("postgres://facekey:s3cret@db.example:5432/facekey?sslmode=require");
+        assert!(!r.contains("s3cret"), "{r}");
+        assert!(r.contains("facekey:***@db.example:5432/facekey"), "{r}");
+        assert!(!r.contains("sslmode"), "{r}");
+        assert_eq!(redact("host=db password=x"), "<unparsable URL>");
+    }
+
+    #[test]
+    fn only_uuids_name_subjects() {
+        assert!(parse_id("no-such-subject").is_none());
+        assert!(parse_id("../etc").is_none());
+        let id = uuid::Uuid::new_v4().to_string();
+        assert_eq!(parse_id(&id.to_uppercase()), Some(id));
+    }
+}

@@ -1,0 +1,232 @@
+//! A real PostgreSQL server for tests: `initdb` + `pg_ctl` in a temporary directory on a
+//! loopback port (as the `postgres` user when running as root, since initdb refuses root), never
+//! the system service. Stopped when dropped. tests/setup.sh installs Debian's `postgresql`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running PostgreSQL cluster with a `facekey` database.
+pub struct PgServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's PostgreSQL binaries (the newest installed major version).
+fn bin_dir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect(
+            "PostgreSQL is not installed (/usr/lib/postgresql missing): run tests/setup.sh, which \
+             installs Debian's postgresql package",
+        )
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("no PostgreSQL bin directory with pg_ctl")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PgServer {
+    /// initdb, start and create the `facekey` database.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("facekey-pg")
+            .tempdir()
+            .unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the PostgreSQL temp dir failed");
+        }
+        let me = Self {
+            port: free_port(),
+            bin: bin_dir(),
+            as_postgres,
+            dir,
+        };
+        me.run(
+            "initdb",
+            &[
+                "-D",
+                &me.data().display().to_string(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        me.pg_ctl_start();
+        me.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &me.port.to_string(),
+                "-U",
+                "postgres",
+                "facekey",
+            ],
+        );
+        me
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl_start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-o",
+                &opts,
+                "-l",
+                &self.dir.path().join("log").display().to_string(),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// The database URL (the `postgres` superuser; `password` is ignored under trust auth but
+    /// shows that logs redact it).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres:s3cret-pw@127.0.0.1:{}/facekey",
+            self.port
+        )
+    }
+
+    /// Stop the server (fast shutdown: clients are disconnected).
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// Start it again on the same data and port.
+    pub fn restart(&self) {
+        self.pg_ctl_start();
+    }
+
+    /// Run one SQL statement with psql and return its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let exe = self.bin.join("psql");
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "facekey",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The server log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let exe = self.bin.join("pg_ctl");
+        let data = self.data();
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let _ = cmd
+            .args(["-D", &data.display().to_string(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// Write a template key file readable by the runtime (and return its path).
+pub fn key_file(dir: &Path, line: &str) -> PathBuf {
+    let path = dir.join("template.keys");
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    path
+}

@@ -1,0 +1,421 @@
+//! Several runtime processes sharing one real PostgreSQL template store, as replicas of a
+//! FaceKeyDeployment do: enrolments and deletions reach every replica within a second,
+//! migrations run once when replicas start together, a database outage under verify load keeps
+//! verification answering while writes get 503 and nothing acknowledged is lost, and a wrong
+//! template key or an unreachable database stops start-up with a clear error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::postgres::{PgServer, key_file};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+fn face(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/faces")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `facekey-runtime` process.
+struct Replica {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(db_url: &str, keys: &Path, work: &Path, name: &str) -> Replica {
+    let port = free_port();
+    let log = work.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FACEKEY_DATABASE_URL", db_url)
+        .env("FACEKEY_TEMPLATE_KEY_FILE", keys)
+        .env("FACEKEY_DATA_DIR", work.join(name))
+        .env("FACEKEY_SESSIONS_PER_MODEL", "1")
+        .env("FACEKEY_UI_ENABLED", "false")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Replica {
+        child,
+        port,
+        log,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Replica {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "replica exited with {status} during start-up:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica not ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create(&self, name: &str) -> (StatusCode, Value) {
+        self.json(
+            self.client
+                .post(self.url("/v1/subjects"))
+                .json(&serde_json::json!({ "name": name })),
+        )
+        .await
+    }
+
+    async fn enrol(&self, id: &str, image: &str) -> (StatusCode, Value) {
+        let form = Form::new().part("image", Part::bytes(face(image)).file_name("f.png"));
+        self.json(
+            self.client
+                .post(self.url(&format!("/v1/subjects/{id}/faces")))
+                .multipart(form),
+        )
+        .await
+    }
+
+    async fn verify(&self, id: &str, image: &str) -> (StatusCode, Value) {
+        let form = Form::new()
+            .text("subject", id.to_owned())
+            .part("image", Part::bytes(face(image)).file_name("f.jpg"));
+        self.json(self.client.post(self.url("/v1/verify")).multipart(form))
+            .await
+    }
+
+    async fn subject(&self, id: &str) -> (StatusCode, Value) {
+        self.json(self.client.get(self.url(&format!("/v1/subjects/{id}"))))
+            .await
+    }
+
+    async fn readyz(&self) -> Value {
+        self.json(self.client.get(self.url("/readyz"))).await.1
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Poll `check` every 20 ms until it holds; panics after `limit`. Returns the time it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn new_key(id: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .args(["--new-template-key", id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        line.starts_with(&format!("{id}:")) && line.len() == id.len() + 65,
+        "{line}"
+    );
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_enrolments_within_a_second_and_migrate_once() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_file(work.path(), &new_key("k1"));
+    // Two replicas start at the same moment against an empty database.
+    let mut a = spawn(&pg.url(), &keys, work.path(), "a");
+    let mut b = spawn(&pg.url(), &keys, work.path(), "b");
+    a.wait_ready().await;
+    b.wait_ready().await;
+    assert_eq!(
+        pg.psql("SELECT count(*), count(DISTINCT version) FROM _sqlx_migrations"),
+        "1|1",
+        "each migration applied exactly once"
+    );
+    // The password never reaches the log.
+    assert!(!a.log().contains("s3cret-pw") && !b.log().contains("s3cret-pw"));
+
+    let (status, s) = a.create("Eileen Collins").await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    let took = within(Duration::from_secs(1), "subject on replica b", || async {
+        b.subject(&id).await.0 == StatusCode::OK
+    })
+    .await;
+    eprintln!("subject visible on b after {took:?}");
+
+    let (status, e) = a.enrol(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    let took = within(Duration::from_secs(1), "template on replica b", || async {
+        b.subject(&id).await.1["faces"] == 1
+    })
+    .await;
+    eprintln!("template visible on b after {took:?}");
+    // Replica b verifies against the template replica a enrolled.
+    let (status, v) = b.verify(&id, "astronaut_640x480.jpg").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["match"]["decision"], "accept", "{v}");
+    // And identifies it among everyone.
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut_640x480.jpg")).file_name("p.jpg"),
+    );
+    let (status, i) = b
+        .json(b.client.post(b.url("/v1/identify")).multipart(form))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{i}");
+    assert_eq!(i["templates_searched"], 1, "{i}");
+
+    // Templates are sealed in the database: no embedding in clear, a key id per row.
+    assert_eq!(
+        pg.psql("SELECT key_id, octet_length(ciphertext) FROM facekey_templates"),
+        "k1|528"
+    );
+
+    // A deletion through b disappears from a.
+    let r = b
+        .client
+        .delete(b.url(&format!("/v1/subjects/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let took = within(Duration::from_secs(1), "deletion on replica a", || async {
+        a.subject(&id).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    eprintln!("deletion visible on a after {took:?}");
+    assert_eq!(pg.psql("SELECT count(*) FROM facekey_templates"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_under_verify_load_serves_reads_refuses_writes_loses_nothing() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_file(work.path(), &new_key("k1"));
+    let mut a = spawn(&pg.url(), &keys, work.path(), "a");
+    a.wait_ready().await;
+    let mut acknowledged = Vec::new();
+    for name in ["one", "two"] {
+        let (status, s) = a.create(name).await;
+        assert_eq!(status, StatusCode::CREATED, "{s}");
+        acknowledged.push(s["id"].as_str().unwrap().to_owned());
+    }
+    let (status, e) = a.enrol(&acknowledged[0], "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+
+    // Verify load for the whole outage.
+    let load = {
+        let id = acknowledged[0].clone();
+        let port = a.port;
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let until = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < until {
+                let form = Form::new().text("subject", id.clone()).part(
+                    "image",
+                    Part::bytes(face("astronaut_640x480.jpg")).file_name("p.jpg"),
+                );
+                let r = client
+                    .post(format!("http://127.0.0.1:{port}/v1/verify"))
+                    .multipart(form)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == StatusCode::OK {
+                    ok += 1;
+                } else {
+                    failed.push(r.status());
+                }
+            }
+            (ok, failed)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.stop();
+    within(
+        Duration::from_secs(5),
+        "store reported unavailable",
+        || async { a.readyz().await["store"]["available"] == false },
+    )
+    .await;
+    let ready = a.readyz().await;
+    assert_eq!(ready["status"], "ready", "reads still served: {ready}");
+    assert!(a.metrics().await.contains("facekey_store_up 0"));
+    let (status, v) = a.create("during the outage").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
+        "{v}"
+    );
+    let (status, v) = a.enrol(&acknowledged[1], "astronaut.png").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    // Reads from the index keep answering.
+    let (status, _) = a.subject(&acknowledged[1]).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    pg.restart();
+    let took = within(Duration::from_secs(10), "store available again", || async {
+        a.readyz().await["store"]["available"] == true
+    })
+    .await;
+    eprintln!("store available {took:?} after the database restarted");
+    let (ok, failed) = load.await.unwrap();
+    eprintln!(
+        "verify during the outage: {ok} answered 200, {} other",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "verify failed during the outage: {failed:?}"
+    );
+    assert!(ok > 0);
+
+    // Nothing acknowledged is lost, and writes work again.
+    for id in &acknowledged {
+        let (status, _) = a.subject(id).await;
+        assert_eq!(status, StatusCode::OK, "{id} lost");
+    }
+    assert_eq!(pg.psql("SELECT count(*) FROM facekey_subjects"), "2");
+    assert_eq!(pg.psql("SELECT count(*) FROM facekey_templates"), "1");
+    let (status, v) = a.create("after the outage").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert!(a.metrics().await.contains("facekey_store_up 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_or_unreachable_database_stop_start_up_clearly() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let right = key_file(work.path(), &new_key("k1"));
+    let mut a = spawn(&pg.url(), &right, work.path(), "a");
+    a.wait_ready().await;
+    let (_, s) = a.create("someone").await;
+    let id = s["id"].as_str().unwrap();
+    let (status, e) = a.enrol(id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    drop(a);
+
+    // The same key id with other key material: start-up fails, never matches garbage.
+    let other_dir = work.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let wrong = key_file(&other_dir, &new_key("k1"));
+    let mut b = spawn(&pg.url(), &wrong, work.path(), "b");
+    let status = wait_exit(&mut b.child, Duration::from_secs(60));
+    assert!(!status.success());
+    let log = b.log();
+    assert!(log.contains("does not decrypt with key \"k1\""), "{log}");
+
+    // A key file without the template's key id names the missing key.
+    let missing = key_file(&other_dir, &new_key("k2"));
+    let mut c = spawn(&pg.url(), &missing, work.path(), "c");
+    assert!(!wait_exit(&mut c.child, Duration::from_secs(60)).success());
+    assert!(c.log().contains("\"k1\""), "{}", c.log());
+
+    // Unreachable database: the error names the setting, never the password.
+    let dead = format!(
+        "postgres://postgres:s3cret-pw@127.0.0.1:{}/facekey",
+        free_port()
+    );
+    let mut d = spawn(&dead, &right, work.path(), "d");
+    assert!(!wait_exit(&mut d.child, Duration::from_secs(60)).success());
+    let log = d.log();
+    assert!(log.contains("FACEKEY_DATABASE_URL"), "{log}");
+    assert!(!log.contains("s3cret-pw"), "password in the log: {log}");
+
+    // A database without a key file is refused up front.
+    let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .env("FACEKEY_DATABASE_URL", pg.url())
+        .env("FACEKEY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env_remove("FACEKEY_TEMPLATE_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("FACEKEY_TEMPLATE_KEY_FILE"), "{text}");
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
