@@ -243,10 +243,12 @@ fn slo_rule_group(namespace: &str, name: &str) -> Value {
     let record_labels = json!({DEPLOYMENT_LABEL: name});
     let mut rules = Vec::new();
     for w in SLO_WINDOWS {
+        // `or 0 * all`: with traffic but no 5xx series yet, the error ratio is 0, not absent.
+        let all = format!("sum by ({KEEP}) (rate(facekey_http_requests_total{{{verify}}}[{w}]))");
         rules.push(json!({
             "record": format!("facekey:slo_verify_errors:ratio_rate{w}"),
             "expr": format!(
-                "sum by ({KEEP}) (rate(facekey_http_requests_total{{{verify},status=~\"5..\"}}[{w}])) / sum by ({KEEP}) (rate(facekey_http_requests_total{{{verify}}}[{w}]))"
+                "(sum by ({KEEP}) (rate(facekey_http_requests_total{{{verify},status=~\"5..\"}}[{w}])) or 0 * {all}) / {all}"
             ),
             "labels": record_labels,
         }));
