@@ -12,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # --- Debian packages -----------------------------------------------------------------------
-APT_PACKAGES=(prometheus prometheus-alertmanager wrk chromium ffmpeg curl unzip postgresql)
+APT_PACKAGES=(prometheus prometheus-alertmanager wrk chromium ffmpeg curl unzip postgresql openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

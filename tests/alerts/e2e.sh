@@ -99,7 +99,14 @@ SECRET="$NAME-smtp/password=$SMTP_PASSWORD"
 amtool check-config "$WORK/alertmanager.yml" >/dev/null || fail "amtool check-config"
 grep -qF "namespace=\"$NS\"" "$WORK/alertmanager.yml" \
   || fail "derived Alertmanager route lacks the namespace matcher"
-ok "rendered $(grep -c '^kind:' "$WORK/rendered.yaml") objects; derived Prometheus and Alertmanager configs"
+# The routing tree: an alert of this deployment reaches its receiver only with its namespace
+# label (the matcher prometheus-operator injects); without it, it falls through to "null".
+route_of() { amtool config routes test --config.file="$WORK/alertmanager.yml" "$@" | tr -d '[:space:]'; }
+[ "$(route_of alertname=FaceKeySpoofAttemptsHigh namespace="$NS" facekey_deployment="$NAME")" = "$NS/$NAME/email" ] \
+  || fail "an alert with namespace and facekey_deployment is not routed to $NS/$NAME/email"
+[ "$(route_of alertname=FaceKeySpoofAttemptsHigh facekey_deployment="$NAME")" = "null" ] \
+  || fail "an alert without the namespace label should not reach the receiver"
+ok "rendered $(grep -c '^kind:' "$WORK/rendered.yaml") objects; derived Prometheus and Alertmanager configs; routing tree checked"
 
 # --- The runtime, with the environment the kubelet would give the pod ------------------------
 "$PY" "$HERE/derive.py" runtime-env --rendered "$WORK/rendered.yaml" --secret "$SECRET" >"$WORK/runtime.env"
