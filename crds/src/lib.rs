@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Duration;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -31,6 +32,9 @@ pub mod condition {
     pub const SCAN_GATE_PASSED: &str = "ScanGatePassed";
     /// Monitoring objects (ServiceMonitor, PrometheusRule, AlertmanagerConfig) are applied.
     pub const MONITORING_READY: &str = "MonitoringReady";
+    /// Enrolments survive pod restarts (`spec.store`): False without a store (each pod keeps its
+    /// own on an emptyDir) or while the store the spec asks for cannot be provided.
+    pub const PERSISTENT_STORE: &str = "PersistentStore";
 }
 
 /// Desired state of a FaceKey runtime deployment: image, scale, models, scan policy, monitoring.
@@ -79,6 +83,7 @@ pub mod condition {
     )
 )]
 #[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either replicas or autoscaling, not both"))]
+#[x_kube(validation = Rule::new("!(has(self.autoscaling) && has(self.store) && has(self.store.embedded))").message("an embedded store serves one pod: autoscaling needs store.postgres"))]
 #[serde(rename_all = "camelCase")]
 pub struct FaceKeyDeploymentSpec {
     /// Runtime container image reference (tag or digest), e.g. `ghcr.io/facekey/runtime:0.1.0`.
@@ -109,6 +114,117 @@ pub struct FaceKeyDeploymentSpec {
     /// Whether the runtime serves its bundled web UI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ui: Option<Ui>,
+    /// Where enrolments (face templates) live. Without it each pod keeps its own on an emptyDir:
+    /// not shared between replicas and lost when the pod restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<Store>,
+}
+
+/// The template store: exactly one of `embedded` (one pod, a PersistentVolumeClaim) or `postgres`
+/// (any number of replicas sharing one database), and the template encryption key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.embedded) != has(self.postgres)").message("store: set exactly one of embedded or postgres"))]
+#[serde(rename_all = "camelCase")]
+pub struct Store {
+    /// The runtime's embedded store on a PersistentVolumeClaim the operator creates
+    /// (ReadWriteOnce): one pod (replicas at most 1, Recreate rollouts), no autoscaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedStore>,
+    /// A PostgreSQL database shared by every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresStore>,
+    /// Secret key holding the template encryption keys (`<key-id>:<64 hex>` per line, the first
+    /// current), mounted as a file (`FACEKEY_TEMPLATE_KEY_FILE`). With `postgres` and without
+    /// this, the operator creates the Secret `<name>-template-key` (key `template.key`) once with
+    /// a random key; with `embedded` and without this, the runtime keeps its own key on the
+    /// volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_key_secret_ref: Option<KeyRef>,
+}
+
+/// The embedded store's volume.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddedStore {
+    /// The PersistentVolumeClaim `<name>-data` mounted at the runtime's data directory.
+    #[serde(default)]
+    pub pvc: VolumeClaim,
+}
+
+/// Size and class of a volume the operator asks for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeClaim {
+    /// Requested capacity (default `1Gi`).
+    #[serde(default = "default_volume_size")]
+    pub size: Quantity,
+    /// StorageClass; the cluster's default class when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for VolumeClaim {
+    fn default() -> Self {
+        Self {
+            size: default_volume_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_volume_size() -> Quantity {
+    Quantity("1Gi".to_owned())
+}
+
+/// The PostgreSQL database: exactly one of an existing database's URL in a Secret, or a
+/// CloudNativePG cluster the operator creates.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.urlSecretRef) != has(self.cloudNativePG)").message("store.postgres: set exactly one of urlSecretRef or cloudNativePG"))]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresStore {
+    /// Secret key holding the URL (`postgres://user:password@host:5432/db?sslmode=verify-full`),
+    /// mounted as a file (`FACEKEY_DATABASE_URL_FILE`); the URL never appears in a ConfigMap or
+    /// an environment value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<KeyRef>,
+    /// A CloudNativePG `Cluster` named `<name>-db` (postgresql.cnpg.io/v1, needs the
+    /// CloudNativePG operator); its generated Secret `<name>-db-app` (key `uri`) is wired in.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "cloudNativePG"
+    )]
+    pub cloud_native_pg: Option<CloudNativePg>,
+}
+
+/// A CloudNativePG cluster for the template store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudNativePg {
+    /// PostgreSQL instances (1 primary + replicas; default 1).
+    #[serde(default = "default_instances")]
+    #[schemars(range(min = 1))]
+    pub instances: i32,
+    /// Volume of each instance.
+    #[serde(default)]
+    pub storage: VolumeClaim,
+    /// PostgreSQL image; CloudNativePG's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+}
+
+impl Default for CloudNativePg {
+    fn default() -> Self {
+        Self {
+            instances: default_instances(),
+            storage: VolumeClaim::default(),
+            image_name: None,
+        }
+    }
+}
+
+fn default_instances() -> i32 {
+    1
 }
 
 /// Horizontal autoscaling of the runtime pods.

@@ -199,3 +199,71 @@ fn samples_parse_and_pass_cel() {
         "expected the sample FaceKeyDeployments, found {seen}"
     );
 }
+
+#[test]
+fn store_is_exactly_one_of_embedded_or_postgres() {
+    let both = object(json!({"image": "img:1", "store": {
+        "embedded": {}, "postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}));
+    assert_eq!(
+        cel_failures(&both),
+        ["store: set exactly one of embedded or postgres"]
+    );
+    let none = object(json!({"image": "img:1", "store": {}}));
+    assert_eq!(
+        cel_failures(&none),
+        ["store: set exactly one of embedded or postgres"]
+    );
+    let postgres_both = object(json!({"image": "img:1", "store": {"postgres": {
+        "urlSecretRef": {"name": "db", "key": "url"}, "cloudNativePG": {"instances": 2}}}}));
+    assert_eq!(
+        cel_failures(&postgres_both),
+        ["store.postgres: set exactly one of urlSecretRef or cloudNativePG"]
+    );
+    for good in [
+        json!({"embedded": {"pvc": {"size": "5Gi", "storageClassName": "fast"}}}),
+        json!({"postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
+               "templateKeySecretRef": {"name": "tk", "key": "keys"}}),
+        json!({"postgres": {"cloudNativePG": {"instances": 3, "storage": {"size": "10Gi"}}}}),
+    ] {
+        let obj = object(json!({"image": "img:1", "replicas": 3, "store": good}));
+        assert_eq!(cel_failures(&obj), Vec::<String>::new(), "{good}");
+    }
+}
+
+#[test]
+fn embedded_store_refuses_autoscaling() {
+    let obj = object(json!({
+        "image": "img:1", "store": {"embedded": {}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+    }));
+    assert_eq!(
+        cel_failures(&obj),
+        ["an embedded store serves one pod: autoscaling needs store.postgres"]
+    );
+    let postgres = object(json!({
+        "image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+    }));
+    assert_eq!(cel_failures(&postgres), Vec::<String>::new());
+}
+
+#[test]
+fn store_defaults_deserialize() {
+    let fkd: FaceKeyDeployment = serde_json::from_value(object(json!({
+        "image": "img:1", "store": {"embedded": {}}})))
+    .unwrap();
+    let store = fkd.spec.store.unwrap();
+    assert_eq!(store.embedded.unwrap().pvc.size.0, "1Gi");
+    let fkd: FaceKeyDeployment = serde_json::from_value(object(json!({
+        "image": "img:1", "store": {"postgres": {"cloudNativePG": {}}}})))
+    .unwrap();
+    let cnpg = fkd
+        .spec
+        .store
+        .unwrap()
+        .postgres
+        .unwrap()
+        .cloud_native_pg
+        .unwrap();
+    assert_eq!((cnpg.instances, cnpg.storage.size.0.as_str()), (1, "1Gi"));
+}
