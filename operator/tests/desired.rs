@@ -4,7 +4,8 @@
 
 use facekey_crds::FaceKeyDeployment;
 use facekey_operator::desired::{
-    self, Capabilities, ChildKind, Desired, DesiredInputs, OptionalCrd, scan_job,
+    self, Capabilities, ChildKind, DEPLOYMENT_LABEL, Desired, DesiredInputs, OptionalCrd,
+    alert_rule_groups, scan_job,
 };
 use serde_json::{Value, json};
 
@@ -363,4 +364,55 @@ fn runtime_port_is_the_runtime_default() {
         data[facekey_settings::env::LISTEN],
         format!("0.0.0.0:{port}")
     );
+}
+
+/// Every alert keeps `namespace` through its aggregations (prometheus-operator's
+/// AlertmanagerConfig route matches on it; an alert without it is never routed) and carries the
+/// labels and annotations its route and its reader need.
+#[test]
+fn every_alert_is_routable_and_documented() {
+    let groups = alert_rule_groups("ns", "fk", &Default::default());
+    let mut alerts = 0;
+    for rule in groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        let expr = rule["expr"].as_str().unwrap();
+        for agg in ["sum", "max", "min", "count", "avg"] {
+            assert!(
+                !expr.contains(&format!("{agg}(")),
+                "aggregation without `by` drops namespace: {expr}"
+            );
+        }
+        for (i, _) in expr.match_indices(" by (") {
+            let list = &expr[i + 5..i + 5 + expr[i + 5..].find(')').unwrap()];
+            assert!(
+                list.split(',').any(|l| l.trim() == "namespace"),
+                "`by ({list})` drops namespace: {expr}"
+            );
+        }
+        let Some(name) = rule["alert"].as_str() else {
+            assert_eq!(rule["labels"][DEPLOYMENT_LABEL], "fk");
+            continue;
+        };
+        alerts += 1;
+        assert_eq!(rule["labels"][DEPLOYMENT_LABEL], "fk", "{name}");
+        assert!(rule["labels"]["severity"].is_string(), "{name}");
+        for a in ["summary", "description", "runbook_url"] {
+            assert!(
+                !rule["annotations"][a].as_str().unwrap_or("").is_empty(),
+                "{name} lacks {a}"
+            );
+        }
+        assert!(
+            rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("#{}", name.to_lowercase())),
+            "{name}"
+        );
+    }
+    assert_eq!(alerts, 12);
 }

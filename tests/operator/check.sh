@@ -4,7 +4,8 @@
 #     and the kustomize base, against Kubernetes' schemas (kubernetes-validate --strict);
 #   - ServiceMonitor / PrometheusRule / AlertmanagerConfig against prometheus-operator's schemas
 #     (npm @kubernetes-models/prometheus-operator);
-#   - the rule groups with `promtool check rules` and `promtool test rules`;
+#   - the rule groups with `promtool check rules` and `promtool test rules` (rules-test.yaml:
+#     every service alert and the /v1/verify SLO burn-rate alerts, exact labels and annotations);
 #   - the Grafana dashboard's structure, and its panel queries as recording rules for promtool;
 #   - sample FaceKeyDeployments against the CRD's openAPIV3Schema (check-jsonschema), and
 #     known-bad ones must fail it; CEL-invalid ones must make `render` fail;
