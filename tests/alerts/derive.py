@@ -15,8 +15,9 @@ it, for the end-to-end alert test (tests/alerts/e2e.sh), with no Kubernetes at h
 Every test-only deviation from a cluster is a command-line option, named `--test-*`, and listed
 in the output's header comment; nothing else is changed.
 
-Reference: prometheus-operator v0.7x, pkg/prometheus/promcfg.go (generateServiceMonitorConfig)
-and pkg/alertmanager/amcfg.go (convertRoute, namespace matcher enforcement, receiver names).
+Reference: prometheus-operator, pkg/prometheus/promcfg.go (generateServiceMonitorConfig) and
+pkg/alertmanager/amcfg.go (AddAlertmanagerConfigs, convertRoute, namespaceEnforcer,
+continueToNextRoute, makeNamespacedString).
 Needs PyYAML (in .venv-tests).
 """
 
@@ -134,8 +135,6 @@ def service_monitor_relabelings(sm, index, endpoint):
         ("__meta_kubernetes_pod_container_name", "container"),
     ):
         rl.append({"source_labels": [src], "target_label": target})
-    # Pods that are finished are dropped.
-    rl.append({"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)"})
     # spec.targetLabels / spec.podTargetLabels: copy Service / pod labels onto the target.
     for l in sm["spec"].get("targetLabels") or []:
         rl.append({"source_labels": [f"__meta_kubernetes_service_label_{sanitize(l)}"], "target_label": sanitize(l), "regex": "(.+)", "replacement": "${1}"})
@@ -231,10 +230,11 @@ def duration_fields(route, out):
 
 
 def convert_route(route, ns, name, top_level):
-    """prometheus-operator's convertRoute: receiver names namespaced as <ns>/<amc>/<receiver>,
-    matchers as `name<op>"value"` strings; on the top-level route of each AlertmanagerConfig the
-    `namespace="<ns>"` matcher is put first and `continue` forced to true (so one
-    AlertmanagerConfig cannot swallow alerts meant for another)."""
+    """prometheus-operator's convertRoute (receiver names namespaced as <ns>/<amc>/<receiver> by
+    makeNamespacedString, matchers as `name<op>"value"` strings, Alertmanager >= 0.22) followed,
+    on the top-level route of each AlertmanagerConfig, by its enforcers: namespaceEnforcer
+    appends the `namespace="<ns>"` matcher (the default matcher strategy OnNamespace) and
+    continueToNextRoute forces `continue: true`."""
     out = {}
     if route.get("receiver"):
         out["receiver"] = f"{ns}/{name}/{route['receiver']}"
@@ -242,11 +242,11 @@ def convert_route(route, ns, name, top_level):
         out["group_by"] = list(route["groupBy"])
     duration_fields(route, out)
     matchers = []
-    if top_level:
-        matchers.append(f'namespace="{ns}"')
     for m in route.get("matchers") or []:
         op = m.get("matchType") or ("=~" if m.get("regex") else "=")
         matchers.append(f'{m["name"]}{op}"{m.get("value", "")}"')
+    if top_level:
+        matchers.append(f'namespace="{ns}"')
     if matchers:
         out["matchers"] = matchers
     out["continue"] = True if top_level else bool(route.get("continue", False))
@@ -289,6 +289,7 @@ def alertmanager(args):
         if args.test_group_wait:
             notes.append(f"{ns}/{name}: group_wait {route.get('group_wait', 'default')} -> {args.test_group_wait}")
             route["group_wait"] = args.test_group_wait
+        # AddAlertmanagerConfigs puts these routes before the base configuration's own routes.
         root["routes"].append(route)
         for r in amc["spec"].get("receivers") or []:
             rec = {"name": f"{ns}/{name}/{r['name']}"}
