@@ -1,0 +1,118 @@
+//! The contract between the operator and the runtime: every `FACEKEY_*` variable the operator
+//! writes into a runtime pod is one the runtime reads, and every value it writes is one the
+//! runtime's flag parser accepts and applies. Renaming a runtime setting, or changing the values
+//! a flag accepts, fails here rather than in a cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use clap::{CommandFactory, Parser};
+use facekey_crds::FaceKeyDeploymentSpec;
+use facekey_operator::desired::{config_data, runtime_env_for, runtime_env_names};
+use facekey_runtime::config::Config;
+
+/// Specs that make the operator write every setting it can.
+fn specs() -> Vec<FaceKeyDeploymentSpec> {
+    let full = serde_json::json!({
+        "image": "registry.example/facekey/runtime:1.0",
+        "models": {
+            "thresholds": { "auth": 0.77, "spoof": 0.42, "match": 0.61 },
+            "scoreWeights": { "inline": "{\"not\":\"checked here\"}" },
+            "spoof": { "configMap": "liveness-models" }
+        },
+        "alerting": { "email": {
+            "to": "security@example.com,soc@example.com",
+            "from": "facekey@example.com",
+            "smarthost": "smtp.example.com:465",
+            "authUsername": "mailer",
+            "authSecretRef": { "name": "smtp", "key": "password" }
+        }},
+        "ui": { "enabled": false }
+    });
+    let variants = [
+        full.clone(),
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "models": {
+                "scoreWeights": { "configMapKeyRef": { "name": "w", "key": "weights.json" } },
+                "spoof": { "uri": "https://models.example/liveness.onnx" }
+            },
+            "alerting": { "email": {
+                "to": "a@example.com", "from": "f@example.com", "smarthost": "smtp:25",
+                "requireTls": false, "authSecretRef": { "name": "smtp", "key": "password" }
+            }}
+        }),
+        serde_json::json!({ "image": "registry.example/facekey/runtime:1.0" }),
+    ];
+    variants
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect()
+}
+
+/// The runtime's flags by the environment variable they read.
+fn flags_by_env() -> BTreeMap<String, String> {
+    Config::command()
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some((env, a.get_long()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_variable_the_operator_can_write_is_read_by_the_runtime() {
+    let flags = flags_by_env();
+    for name in runtime_env_names() {
+        assert!(
+            flags.contains_key(*name),
+            "the operator can write {name}, which the runtime does not read"
+        );
+    }
+    for spec in specs() {
+        for name in runtime_env_for(&spec) {
+            assert!(flags.contains_key(&name), "{name} is not a runtime setting");
+        }
+    }
+}
+
+#[test]
+fn every_value_the_operator_writes_parses_and_applies() {
+    let flags = flags_by_env();
+    for spec in specs() {
+        let data = config_data(&spec);
+        let mut args = vec!["facekey-runtime".to_owned()];
+        for (name, value) in data.iter().filter(|(k, _)| k.starts_with("FACEKEY_")) {
+            args.push(format!("--{}", flags[name]));
+            args.push(value.clone());
+        }
+        let config = Config::try_parse_from(&args).unwrap_or_else(|e| {
+            panic!("the runtime rejects the operator's settings {args:?}: {e}")
+        });
+        // What the operator meant is what the runtime applies.
+        if let Some(t) = spec.models.as_ref().and_then(|m| m.thresholds.as_ref()) {
+            assert_eq!(config.threshold, t.auth);
+            if let Some(spoof) = t.spoof {
+                assert_eq!(config.verifier_config().liveness_threshold, spoof);
+            }
+            if let Some(m) = t.match_ {
+                assert_eq!(config.verifier_config().match_threshold, m);
+            }
+        }
+        if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
+            // The password comes from the Secret at run time; supply one as the pod would.
+            let mut with_password = args.clone();
+            with_password.extend(["--smtp-password".to_owned(), "from-secret".to_owned()]);
+            let config = Config::try_parse_from(&with_password).unwrap();
+            let settings = config.email_settings().unwrap().unwrap();
+            assert_eq!(settings.smarthost, email.smarthost);
+            assert_eq!(settings.from, email.from);
+            assert_eq!(settings.to.len(), email.to.split(',').count());
+        }
+        assert_eq!(
+            config.ui_enabled,
+            spec.ui.as_ref().is_none_or(|u| u.enabled)
+        );
+    }
+}
