@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use common::postgres::{PgServer, key_file};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -23,14 +24,6 @@ fn face(name: &str) -> Vec<u8> {
             .join(name),
     )
     .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One `facekey-runtime` process.

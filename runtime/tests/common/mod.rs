@@ -4,6 +4,15 @@
 
 pub mod postgres;
 
+/// A TCP port free on loopback right now (for servers a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
