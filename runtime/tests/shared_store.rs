@@ -412,3 +412,98 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// TLS to the database: with `sslmode=verify-full` and the server's certificate as root the
+/// runtime connects; without TLS the server refuses it; without the root the certificate is not
+/// trusted. Every failure stops start-up naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_tls_is_verified() {
+    let pg = PgServer::start_tls();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_file(work.path(), &new_key("k1"));
+    let root = pg.tls_cert.clone().unwrap();
+    let url = |query: &str| format!("{}?{query}", pg.url());
+
+    let mut ok = spawn(
+        &url(&format!(
+            "sslmode=verify-full&sslrootcert={}",
+            root.display()
+        )),
+        &keys,
+        work.path(),
+        "tls",
+    );
+    ok.wait_ready().await;
+    let (status, s) = ok.create("over TLS").await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    assert_eq!(pg.psql("SELECT count(*) FROM facekey_subjects"), "1");
+    let (encrypted, all) = pg
+        .psql(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'facekey-runtime'",
+        )
+        .split_once('|')
+        .map(|(e, a)| (e.to_owned(), a.to_owned()))
+        .unwrap();
+    assert!(all != "0", "the runtime holds connections");
+    assert_eq!(encrypted, all, "every runtime connection is encrypted");
+    drop(ok);
+
+    for (name, query, expect) in [
+        (
+            "plain",
+            "sslmode=disable".to_owned(),
+            "FACEKEY_DATABASE_URL",
+        ),
+        (
+            "untrusted",
+            "sslmode=verify-full".to_owned(),
+            "FACEKEY_DATABASE_URL",
+        ),
+    ] {
+        let mut r = spawn(&url(&query), &keys, work.path(), name);
+        assert!(
+            !wait_exit(&mut r.child, Duration::from_secs(60)).success(),
+            "{name} connected"
+        );
+        assert!(r.log().contains(expect), "{name}: {}", r.log());
+    }
+}
+
+/// Key rotation: a new key put first seals new templates; templates sealed with the old key stay
+/// readable (no re-enrolment); dropping the old key while it still seals data stops start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_keys_rotate_without_re_enrolment() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let (k1, k2) = (new_key("k1"), new_key("k2"));
+    let keys = key_file(work.path(), &k1);
+    let mut a = spawn(&pg.url(), &keys, work.path(), "a");
+    a.wait_ready().await;
+    let (_, s) = a.create("rotated").await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let (status, e) = a.enrol(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    drop(a);
+
+    std::fs::write(&keys, format!("{k2}\n{k1}\n")).unwrap();
+    let mut b = spawn(&pg.url(), &keys, work.path(), "b");
+    b.wait_ready().await;
+    let (status, v) = b.verify(&id, "astronaut_640x480.jpg").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["match"]["decision"], "accept", "{v}");
+    let (status, e) = b.enrol(&id, "astronaut_640x480.jpg").await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    assert_eq!(
+        pg.psql(
+            "SELECT string_agg(key_id, ',' ORDER BY created_at, key_id) FROM facekey_templates"
+        ),
+        "k1,k2"
+    );
+    drop(b);
+
+    std::fs::write(&keys, format!("{k2}\n")).unwrap();
+    let mut c = spawn(&pg.url(), &keys, work.path(), "c");
+    assert!(!wait_exit(&mut c.child, Duration::from_secs(60)).success());
+    assert!(c.log().contains("\"k1\""), "{}", c.log());
+}

@@ -14,6 +14,9 @@ pub struct PgServer {
     pub port: u16,
     bin: PathBuf,
     as_postgres: bool,
+    /// With TLS: the server's self-signed certificate (the client's root), and TCP connections
+    /// without TLS are rejected.
+    pub tls_cert: Option<PathBuf>,
 }
 
 /// Debian's PostgreSQL binaries (the newest installed major version).
@@ -41,6 +44,16 @@ fn is_root() -> bool {
 impl PgServer {
     /// initdb, start and create the `facekey` database.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// As [`PgServer::start`], with TLS required for every TCP connection (a self-signed
+    /// certificate for 127.0.0.1, made with `openssl`).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("facekey-pg")
             .tempdir()
@@ -55,11 +68,12 @@ impl PgServer {
                 .success();
             assert!(ok, "chown of the PostgreSQL temp dir failed");
         }
-        let me = Self {
+        let mut me = Self {
             port: free_port(),
             bin: bin_dir(),
             as_postgres,
             dir,
+            tls_cert: None,
         };
         me.run(
             "initdb",
@@ -73,6 +87,9 @@ impl PgServer {
                 "--no-sync",
             ],
         );
+        if tls {
+            me.enable_tls();
+        }
         me.pg_ctl_start();
         me.run(
             "createdb",
@@ -87,6 +104,64 @@ impl PgServer {
             ],
         );
         me
+    }
+
+    /// A server certificate for 127.0.0.1 in the data directory, `ssl = on`, and an hba file
+    /// that accepts TCP only over TLS.
+    fn enable_tls(&mut self) {
+        let data = self.data();
+        let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            // A server certificate, not a CA: webpki refuses a CA certificate as the peer.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl could not make a certificate");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        if self.as_postgres {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&cert)
+                .arg(&key)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 0.0.0.0/0 reject\n",
+        )
+        .unwrap();
+        // The client trusts a copy outside the data directory (readable by the test user).
+        let root = self.dir.path().join("root.crt");
+        std::fs::copy(&cert, &root).unwrap();
+        self.tls_cert = Some(root);
     }
 
     fn data(&self) -> PathBuf {
@@ -106,7 +181,12 @@ impl PgServer {
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let out = self.command(tool).args(args).output().unwrap();
+        let out = self
+            .command(tool)
+            .env("PGSSLMODE", self.ssl_mode())
+            .args(args)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{tool} {args:?} failed: {}{}",
@@ -134,6 +214,14 @@ impl PgServer {
                 "start",
             ],
         );
+    }
+
+    fn ssl_mode(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "require"
+        } else {
+            "prefer"
+        }
     }
 
     /// The database URL (the `postgres` superuser; `password` is ignored under trust auth but
@@ -169,6 +257,7 @@ impl PgServer {
     pub fn psql(&self, sql: &str) -> String {
         let out = self
             .command("psql")
+            .env("PGSSLMODE", self.ssl_mode())
             .args([
                 "-h",
                 "127.0.0.1",
