@@ -8,12 +8,15 @@ use serde_json::{Value, json};
 
 use super::Owner;
 use super::Result;
-use super::monitoring::series_selector;
+use super::monitoring::{SLO_AVAILABILITY, SLO_LATENCY, error_budget, series_selector};
 use crate::error::DesiredError;
 use crate::labels::{self, Component};
 
 /// One query of a panel: legend format and PromQL (`{sel` becomes the series selector).
 type Target = (&'static str, &'static str);
+
+/// A panel built at run time: title, unit and targets (legend, PromQL with `{sel`).
+type BuiltPanel = (&'static str, &'static str, Vec<(&'static str, String)>);
 
 /// Panels: title, unit and targets.
 const PANELS: &[(&str, &str, &[Target])] = &[
@@ -90,6 +93,44 @@ const PANELS: &[(&str, &str, &[Target])] = &[
     ),
 ];
 
+/// The `/v1/verify` SLO view, from the PrometheusRule's recorded error ratios: the ratios over
+/// the alert windows, and the burn rate (ratio / error budget; 1 spends the budget in 30 days,
+/// the fast alert pages at 14.4 over 1h).
+fn slo_panels() -> Vec<BuiltPanel> {
+    let ratio = |record: &str, w: &str| format!("facekey:{record}:ratio_rate{w}{{sel}}");
+    let burn = |record: &str, objective: f64| {
+        format!("{} / {}", ratio(record, "1h"), error_budget(objective))
+    };
+    vec![
+        (
+            "/v1/verify SLO: server-error ratio",
+            "percentunit",
+            vec![
+                ("5m", ratio("slo_verify_errors", "5m")),
+                ("1h", ratio("slo_verify_errors", "1h")),
+                ("3d", ratio("slo_verify_errors", "3d")),
+            ],
+        ),
+        (
+            "/v1/verify SLO: slow-request ratio",
+            "percentunit",
+            vec![
+                ("5m", ratio("slo_verify_slow", "5m")),
+                ("1h", ratio("slo_verify_slow", "1h")),
+                ("3d", ratio("slo_verify_slow", "3d")),
+            ],
+        ),
+        (
+            "/v1/verify SLO: burn rate over 1h (page at 14.4)",
+            "short",
+            vec![
+                ("availability", burn("slo_verify_errors", SLO_AVAILABILITY)),
+                ("latency", burn("slo_verify_slow", SLO_LATENCY)),
+            ],
+        ),
+    ]
+}
+
 /// The dashboard JSON model for the deployment `namespace/name`.
 pub fn dashboard_json(namespace: &str, name: &str) -> Value {
     let owner = Owner {
@@ -98,7 +139,15 @@ pub fn dashboard_json(namespace: &str, name: &str) -> Value {
         owner_ref: None,
     };
     let sel = series_selector(&owner);
-    let panels: Vec<Value> = PANELS
+    let mut all: Vec<BuiltPanel> = PANELS
+        .iter()
+        .map(|(title, unit, targets)| {
+            let targets = targets.iter().map(|(l, e)| (*l, (*e).to_owned())).collect();
+            (*title, *unit, targets)
+        })
+        .collect();
+    all.extend(slo_panels());
+    let panels: Vec<Value> = all
         .iter()
         .enumerate()
         .map(|(i, (title, unit, targets))| {

@@ -216,6 +216,12 @@ pub const SLO_AVAILABILITY: f64 = 0.999;
 pub const SLO_LATENCY: f64 = 0.99;
 /// Latency bound of the latency SLO, in seconds: a bucket bound of the runtime's request histogram.
 pub const SLO_LATENCY_LE: &str = "0.5";
+/// Error budget of an objective (1 - objective), rounded to the objective's precision: 1 - 0.999
+/// is 0.0010000000000000009 in binary.
+pub(crate) fn error_budget(objective: f64) -> f64 {
+    ((1.0 - objective) * 1e6).round() / 1e6
+}
+
 /// Rate windows the burn-rate alerts read.
 const SLO_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
 
@@ -281,8 +287,7 @@ fn slo_rule_group(namespace: &str, name: &str) -> Value {
         ),
     ];
     for (sli, record, objective, meaning) in &slis {
-        // 1 - 0.999 is 0.0010000000000000009 in binary: round to the objective's precision.
-        let budget = ((1.0 - objective) * 1e6).round() / 1e6;
+        let budget = error_budget(*objective);
         for (speed, severity, for_) in [("Fast", "critical", "2m"), ("Slow", "warning", "15m")] {
             let expr = BURN_RATES
                 .iter()
