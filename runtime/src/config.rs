@@ -209,6 +209,16 @@ pub struct Config {
     #[arg(long, env = env::MAX_BATCH, default_value_t = defaults::MAX_BATCH, value_parser = parse_positive)]
     pub max_batch: usize,
 
+    /// Inferences (verify, identify, enrol, liveness) running at once; more wait in the queue
+    /// (default: one per core, as the model sessions).
+    #[arg(long, env = env::MAX_INFLIGHT, default_value_t = defaults::sessions_per_model(), value_parser = parse_positive)]
+    pub max_inflight: usize,
+
+    /// Requests that may wait for an inference place; beyond running + waiting, requests are
+    /// answered at once with 503 `overloaded` and `Retry-After`.
+    #[arg(long, env = env::MAX_QUEUE, default_value_t = defaults::MAX_QUEUE)]
+    pub max_queue: usize,
+
     /// Seconds a request may take before it is answered with 503 `timeout`.
     #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS)]
     pub request_timeout_secs: u64,

@@ -1,6 +1,7 @@
 //! FaceKey runtime: the face verification inference server as a library, so tests and benches
 //! drive the same code the `facekey-runtime` binary serves.
 
+pub mod admission;
 pub mod alerts;
 pub mod api;
 pub mod config;

@@ -54,6 +54,12 @@ pub struct Metrics {
     pub alert_emails: IntCounterVec,
     /// Constant 1, labelled with the build version.
     pub build_info: IntGaugeVec,
+    /// Inference requests refused by admission control (503 `overloaded`).
+    pub admission_rejected: IntCounter,
+    /// Inferences running now.
+    pub inferences_in_flight: IntGauge,
+    /// Requests waiting for an inference place now.
+    pub inferences_queued: IntGauge,
     /// 1 while the template store is reachable, 0 while writes are refused.
     pub store_up: IntGauge,
     /// Subjects in this replica's index.
@@ -141,6 +147,19 @@ impl Metrics {
             ),
             &["model", "kind"],
         )?;
+        let admission_rejected = IntCounter::new(
+            "facekey_admission_rejected_total",
+            "Inference requests answered 503 overloaded because running and waiting places were \
+             full (or the wait for a place ran out).",
+        )?;
+        let inferences_in_flight = IntGauge::new(
+            "facekey_inferences_in_flight",
+            "Inferences (verify, identify, enrol, liveness) running now.",
+        )?;
+        let inferences_queued = IntGauge::new(
+            "facekey_inferences_queued",
+            "Requests waiting for an inference place now.",
+        )?;
         let store_up = IntGauge::new(
             "facekey_store_up",
             "1 while the template store is reachable; 0 while writes are refused (reads are served \
@@ -161,6 +180,9 @@ impl Metrics {
         )?;
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(admission_rejected.clone()),
+            Box::new(inferences_in_flight.clone()),
+            Box::new(inferences_queued.clone()),
             Box::new(store_up.clone()),
             Box::new(enrolled_subjects.clone()),
             Box::new(enrolled_templates.clone()),
@@ -202,6 +224,9 @@ impl Metrics {
             liveness_checks,
             alert_emails,
             build_info,
+            admission_rejected,
+            inferences_in_flight,
+            inferences_queued,
             store_up,
             enrolled_subjects,
             enrolled_templates,

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::admission::Admission;
 use crate::alerts::AlertSender;
 use crate::config::Config;
 use crate::engine::{Engine, loaded_models};
@@ -26,6 +27,8 @@ pub struct AppState {
     pub enrolments: Arc<Enrolments>,
     /// Queue of the spoof alert email task, when email alerts are configured.
     pub alerts: Option<AlertSender>,
+    /// Bounds the inferences running and waiting.
+    pub admission: Admission,
     engine: OnceLock<Arc<Engine>>,
     shutting_down: AtomicBool,
 }
@@ -41,11 +44,18 @@ impl AppState {
         enrolments: Arc<Enrolments>,
         alerts: Option<AlertSender>,
     ) -> Self {
+        let admission = Admission::new(
+            config.max_inflight,
+            config.max_queue,
+            // Waiting longer than the request may take in all is pointless.
+            config.request_timeout() / 2,
+        );
         Self {
             config,
             metrics,
             enrolments,
             alerts,
+            admission,
             engine: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         }

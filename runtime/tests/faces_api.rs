@@ -510,3 +510,61 @@ async fn identify_finds_the_enrolled_person_and_nobody_else() {
     }
     s.stop().await;
 }
+
+/// Overload is shed, not queued: with one inference place and no queue, concurrent verifies
+/// beyond it are answered at once with 503 `overloaded` and `Retry-After`, the others normally,
+/// and the refusals are counted.
+#[tokio::test]
+async fn overload_is_refused_at_once_with_retry_after() {
+    let mut config = Config::for_tests();
+    config.max_inflight = 1;
+    config.max_queue = 0;
+    let s = Running::start(config).await;
+    let id = s.create_subject("Eileen Collins").await;
+    let (status, _) = s.enrol(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let requests = (0..6).map(|_| {
+        let form = Form::new().text("subject", id.clone()).part(
+            "image",
+            Part::bytes(face("astronaut_640x480.jpg")).file_name("p.jpg"),
+        );
+        let req = s.client.post(s.url("/v1/verify")).multipart(form);
+        async move {
+            let started = std::time::Instant::now();
+            let r = req.send().await.unwrap();
+            let retry = r.headers().get("retry-after").cloned();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (status, retry, body, started.elapsed())
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    let served = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
+    assert!(served >= 1, "{answers:?}");
+    assert!(
+        !refused.is_empty(),
+        "six at once with one place: {answers:?}"
+    );
+    for (_, retry, body, took) in &refused {
+        assert_eq!(body["error"]["code"], "overloaded", "{body}");
+        assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+        assert!(
+            *took < std::time::Duration::from_secs(1),
+            "refused slowly: {took:?}"
+        );
+    }
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "facekey_admission_rejected_total {}",
+            refused.len()
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("facekey_inferences_in_flight 0"));
+    s.stop().await;
+}

@@ -59,6 +59,10 @@ pub mod env {
     pub const DECISION_POLICY: &str = "FACEKEY_DECISION_POLICY";
     /// Largest `/v1/score` batch.
     pub const MAX_BATCH: &str = "FACEKEY_MAX_BATCH";
+    /// Inferences running at once.
+    pub const MAX_INFLIGHT: &str = "FACEKEY_MAX_INFLIGHT";
+    /// Requests waiting for an inference place.
+    pub const MAX_QUEUE: &str = "FACEKEY_MAX_QUEUE";
     /// Request timeout, seconds.
     pub const REQUEST_TIMEOUT_SECS: &str = "FACEKEY_REQUEST_TIMEOUT_SECS";
     /// Shutdown grace period, seconds.
@@ -115,6 +119,8 @@ pub mod env {
         LIVENESS_THRESHOLD,
         DECISION_POLICY,
         MAX_BATCH,
+        MAX_INFLIGHT,
+        MAX_QUEUE,
         REQUEST_TIMEOUT_SECS,
         SHUTDOWN_TIMEOUT_SECS,
         SMTP_SMARTHOST,
@@ -177,6 +183,8 @@ pub mod defaults {
     pub const DECISION_POLICY: &str = "strict";
     /// `--max-batch`.
     pub const MAX_BATCH: usize = 1024;
+    /// `--max-queue`: requests that may wait for an inference place beyond those running.
+    pub const MAX_QUEUE: usize = 8;
     /// `--request-timeout-secs`.
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     /// `--shutdown-timeout-secs`.

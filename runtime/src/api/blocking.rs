@@ -6,17 +6,34 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::engine::Engine;
+use crate::state::SharedState;
 use crate::vision::VisionError;
 
-/// Run a vision call on the blocking pool with the loaded engine.
-pub async fn with_engine<T, F>(engine: Arc<Engine>, f: F) -> Result<T, ApiError>
+/// Run a vision call on the blocking pool with the loaded engine, once admission control gives
+/// it a place (503 `overloaded` at once when running and queue are full). The place is held until
+/// the model work ends, even when the client has gone away meanwhile.
+pub async fn with_engine<T, F>(
+    state: &SharedState,
+    engine: Arc<Engine>,
+    f: F,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Engine) -> Result<T, VisionError> + Send + 'static,
 {
-    Ok(tokio::task::spawn_blocking(move || f(&engine))
-        .await
-        .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
+    let permit = match state.admission.admit().await {
+        Ok(p) => p,
+        Err(overloaded) => {
+            state.metrics.admission_rejected.inc();
+            return Err(overloaded.into());
+        }
+    };
+    Ok(tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&engine)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
 }
 
 /// Run a CPU-bound computation that cannot fail (e.g. an index scan) on the blocking pool.

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::admission::Overloaded;
 use crate::metrics::MetricsError;
 use crate::state::NotReady;
 use crate::store::StoreError;
@@ -23,6 +24,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds after which to retry (`Retry-After`), for overload and rate limits.
+    pub retry_after: Option<u64>,
 }
 
 /// The JSON body of every error response.
@@ -48,6 +51,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -100,13 +104,28 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
 impl From<NotReady> for ApiError {
     fn from(e: NotReady) -> Self {
         ApiError::not_ready(e.to_string())
+    }
+}
+
+impl From<Overloaded> for ApiError {
+    fn from(e: Overloaded) -> Self {
+        ApiError {
+            retry_after: Some(e.retry_after.as_secs().max(1)),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+        }
     }
 }
 
@@ -169,6 +188,17 @@ mod tests {
             (e.status, e.code),
             (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
         );
+        let e = ApiError::from(Overloaded {
+            in_flight: 2,
+            queued: 8,
+            retry_after: std::time::Duration::from_secs(1),
+        });
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(1))
+        );
+        let response = e.into_response();
+        assert_eq!(response.headers()["retry-after"], "1");
         let e = ApiError::from(VisionError::NoFace);
         assert_eq!(
             (e.status, e.code),

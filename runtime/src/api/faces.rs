@@ -153,7 +153,7 @@ pub async fn enrol(
         return Err(StoreError::SubjectNotFound(id).into());
     }
     let image = input.image;
-    let analysis = with_engine(engine, move |e| e.vision.enrol(&image)).await?;
+    let analysis = with_engine(&state, engine, move |e| e.vision.enrol(&image)).await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
     let template = NewTemplate {
         model: EMBEDDING_MODEL.to_string(),
@@ -351,7 +351,7 @@ pub async fn verify(
     let templates = subject_embeddings(&state, &subject)?;
     let image = input.image;
     let analysis: FaceAnalysis =
-        with_engine(engine.clone(), move |e| e.vision.verify(&image)).await?;
+        with_engine(&state, engine.clone(), move |e| e.vision.verify(&image)).await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
     let verifier = &engine.verifier;
@@ -501,7 +501,7 @@ pub async fn identify(
     let limit = parse_limit(&input)?;
     let image = input.image;
     let analysis: FaceAnalysis =
-        with_engine(engine.clone(), move |e| e.vision.verify(&image)).await?;
+        with_engine(&state, engine.clone(), move |e| e.vision.verify(&image)).await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
     let t = Instant::now();
@@ -630,8 +630,10 @@ pub async fn liveness(
 ) -> Result<Json<LivenessResponse>, ApiError> {
     let engine = state.engine()?;
     let image = input.image;
-    let report: LivenessReport =
-        with_engine(engine.clone(), move |e| e.vision.liveness_all(&image)).await?;
+    let report: LivenessReport = with_engine(&state, engine.clone(), move |e| {
+        e.vision.liveness_all(&image)
+    })
+    .await?;
     observe_timings(&state, &report.timings, &report.inference);
     let faces: Vec<LivenessFace> = report
         .faces

@@ -53,6 +53,9 @@ pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiEr
     m.enrolled_subjects.set(gauge(stats.subjects));
     m.enrolled_templates.set(gauge(stats.templates));
     m.subjects_outdated.set(gauge(stats.outdated_subjects));
+    let admission = state.admission.stats();
+    m.inferences_in_flight.set(gauge(admission.in_flight));
+    m.inferences_queued.set(gauge(admission.queued));
     let text = m.render()?;
     Ok((
         [(
