@@ -1,11 +1,13 @@
 //! Server-side apply of desired objects, and pruning of owned objects no longer desired (children
 //! and finished scan Jobs of other images).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -46,6 +48,65 @@ pub async fn apply_all(
     Ok(deployment)
 }
 
+/// Create each generated Secret that does not exist yet, with fresh random content; an existing
+/// one (made by an earlier reconcile, or by a human) is never read, replaced or updated. Needs
+/// only `create` on Secrets. Returns the names created.
+pub async fn create_generated_secrets(
+    client: &Client,
+    namespace: &str,
+    desired: &Desired,
+) -> Result<Vec<String>, ApplyError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut created = Vec::new();
+    for generated in &desired.generated_secrets {
+        let mut secret: Secret =
+            serde_json::from_value(generated.body.clone()).map_err(|source| {
+                ApplyError::Decode {
+                    what: format!("Secret {}", generated.name),
+                    source,
+                }
+            })?;
+        let line = new_template_key_line(GENERATED_KEY_ID).map_err(|source| {
+            ApplyError::KeyGeneration {
+                name: generated.name.clone(),
+                source,
+            }
+        })?;
+        secret.data = Some(BTreeMap::from([(
+            generated.key.clone(),
+            ByteString(line.into_bytes()),
+        )]));
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => created.push(generated.name.clone()),
+            Err(e) if is_already_exists(&e) => {}
+            Err(source) => {
+                return Err(ApplyError::Create {
+                    kind: "Secret",
+                    name: generated.name.clone(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Key id of a generated template key.
+pub const GENERATED_KEY_ID: &str = "k1";
+
+/// A template key file line `<id>:<64 hex digits>` (32 random bytes from the operating system),
+/// the format `facekey-runtime --new-template-key` prints.
+pub fn new_template_key_line(id: &str) -> Result<String, getrandom::Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{id}:{hex}\n"))
+}
+
+fn is_already_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 /// Delete objects labelled as owned by `owner` (and carrying its uid in an owner reference) that
 /// are not in `desired`. Kinds whose CRD is missing are not listed. Returns what was deleted.
 pub async fn prune(
@@ -64,9 +125,10 @@ pub async fn prune(
     let selector = labels::owned_selector(owner);
     let mut deleted = Vec::new();
     for kind in ChildKind::ALL {
-        if kind
-            .required_crd()
-            .is_some_and(|crd| !capabilities.has(crd))
+        if !kind.prunable()
+            || kind
+                .required_crd()
+                .is_some_and(|crd| !capabilities.has(crd))
         {
             continue;
         }

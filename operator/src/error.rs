@@ -101,6 +101,26 @@ pub enum ApplyError {
         #[source]
         source: Box<kube::Error>,
     },
+    /// The API server refused to create a generated object (other than "already exists").
+    #[error("creating {kind} {name} failed: {source}")]
+    Create {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// No random bytes for a generated template key.
+    #[error("generating the template key for Secret {name} failed: {source}")]
+    KeyGeneration {
+        /// The Secret's name.
+        name: String,
+        /// The operating system's error.
+        #[source]
+        source: getrandom::Error,
+    },
     /// The applied Deployment the server returned could not be read back.
     #[error("serialising {what}: {source}")]
     Decode {
@@ -276,7 +296,9 @@ impl ApplyError {
     pub fn category(&self) -> &'static str {
         match self {
             ApplyError::Patch { source, .. } if is_conflict(source) => "ApplyConflict",
-            ApplyError::Patch { .. } => "ApplyFailed",
+            ApplyError::Patch { .. }
+            | ApplyError::Create { .. }
+            | ApplyError::KeyGeneration { .. } => "ApplyFailed",
             ApplyError::Decode { .. } => SERIALIZE_FAILED,
         }
     }
@@ -408,6 +430,15 @@ mod tests {
                     kind: "Deployment",
                     name: "fk".into(),
                     source: api_error(500),
+                }
+                .into(),
+                "ApplyFailed",
+            ),
+            (
+                ApplyError::Create {
+                    kind: "Secret",
+                    name: "fk-template-key".into(),
+                    source: api_error(403),
                 }
                 .into(),
                 "ApplyFailed",

@@ -380,3 +380,38 @@ mod tests {
         assert!(note.len() <= MAX_NOTE_BYTES + '…'.len_utf8());
     }
 }
+
+/// The reconciler created a Secret with a generated template key (a PostgreSQL store without
+/// `templateKeySecretRef`). Neither the log line nor the Event carries the key.
+#[derive(Debug)]
+pub struct TemplateKeyCreated<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Name of the Secret created.
+    pub secret: &'a str,
+}
+
+impl TemplateKeyCreated<'_> {
+    /// Info log line (no metric: it happens once per resource).
+    pub fn emit(&self) {
+        info!(
+            object = self.object,
+            secret = self.secret,
+            "template key Secret created"
+        );
+    }
+
+    /// Normal Event `TemplateKeyCreated` naming the Secret.
+    pub fn event(&self) -> EventSpec {
+        EventSpec {
+            warning: false,
+            reason: "TemplateKeyCreated",
+            note: format!(
+                "created Secret {} with a new template encryption key (key id {}); back it up \
+                 with the database: without it the templates cannot be read",
+                self.secret,
+                crate::apply::GENERATED_KEY_ID
+            ),
+        }
+    }
+}

@@ -23,6 +23,8 @@ pub enum Component {
     Monitoring,
     /// Trivy scan Jobs.
     Scan,
+    /// The CloudNativePG cluster of the template store.
+    Database,
 }
 
 impl Component {
@@ -31,6 +33,7 @@ impl Component {
             Component::Runtime => "runtime",
             Component::Monitoring => "monitoring",
             Component::Scan => "scan",
+            Component::Database => "database",
         }
     }
 }
@@ -89,6 +92,27 @@ pub fn config_map_name(instance: &str) -> String {
 /// Name of the Grafana dashboard ConfigMap.
 pub fn dashboard_name(instance: &str) -> String {
     format!("{instance}-dashboard")
+}
+
+/// Name of the embedded store's PersistentVolumeClaim.
+pub fn data_claim_name(instance: &str) -> String {
+    format!("{instance}-data")
+}
+
+/// Name of the CloudNativePG `Cluster` of `store.postgres.cloudNativePG`.
+pub fn database_cluster_name(instance: &str) -> String {
+    format!("{instance}-db")
+}
+
+/// Name of the Secret CloudNativePG generates for a cluster's application user (key `uri`).
+pub fn database_app_secret_name(instance: &str) -> String {
+    format!("{}-app", database_cluster_name(instance))
+}
+
+/// Name of the template-key Secret the operator generates when `store.templateKeySecretRef` is
+/// not given for a PostgreSQL store.
+pub fn template_key_secret_name(instance: &str) -> String {
+    format!("{instance}-template-key")
 }
 
 /// Short, stable hex digest (first `len` hex chars of SHA-256) used in names and annotations.

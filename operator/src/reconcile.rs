@@ -18,13 +18,14 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::capabilities::CapabilityCache;
-use crate::desired::{self, Capabilities, Desired, DesiredInputs, RUNTIME_PORT};
+use crate::desired::{self, Capabilities, Desired, DesiredInputs, OptionalCrd, RUNTIME_PORT};
 use crate::error::{
     ApplyError, DesiredError, MissingField, ObserveError, PruneError, ReadError, ScanGateError,
     StatusError,
 };
 use crate::events::{
     EventSpec, Pruned, ReconcileFailed, Reconciled, RolloutBlocked, ScanJobCreated, ScanVerdict,
+    TemplateKeyCreated,
 };
 use crate::metrics::Metrics;
 use crate::scan_gate::{self, GateInputs, GateResult};
@@ -204,7 +205,11 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     }
     let gate = check_gate(ctx, fkd, &seen).await?;
     let desired = desired_state(fkd, &seen, &gate)?;
-    let (deployment, failure) = match apply_desired(ctx, &seen, &desired).await {
+    let applied = match create_generated(ctx, fkd, &seen, &desired).await {
+        Ok(()) => apply_desired(ctx, &seen, &desired).await,
+        Err(e) => Err(e),
+    };
+    let (deployment, failure) = match applied {
         Ok(applied) => {
             let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired).await;
             let deployment = applied.or_else(|| seen.live.clone());
@@ -313,6 +318,26 @@ fn desired_state(
     })
 }
 
+/// First part of the apply stage: Secrets with generated content (the template key) that do not
+/// exist yet are created, before any pod could mount them. The key itself is never logged.
+async fn create_generated(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    seen: &Observation<'_>,
+    desired: &Desired,
+) -> Result<(), ApplyError> {
+    let created = apply::create_generated_secrets(&ctx.client, &seen.namespace, desired).await?;
+    for secret in &created {
+        let event = TemplateKeyCreated {
+            object: &seen.key,
+            secret,
+        };
+        event.emit();
+        publish(ctx, fkd, &event.event()).await;
+    }
+    Ok(())
+}
+
 /// Apply stage: every desired object, in order; returns the applied Deployment, if any.
 async fn apply_desired(
     ctx: &Context,
@@ -403,6 +428,7 @@ impl Observation<'_> {
             scan: gate.scan.clone(),
             outcome,
             skipped: &desired.skipped,
+            store: &desired.store,
             selector: &desired.selector,
             url: &self.url,
             now: self.now,
@@ -419,6 +445,11 @@ async fn write_invalid_status(
 ) -> Result<(), StatusError> {
     let outcome = ApplyOutcome::InvalidSpec(invalid.message());
     let gate = GateState::Pending("spec is invalid".to_owned());
+    let store = desired::store_state(
+        seen.name,
+        &fkd.spec,
+        seen.capabilities.has(OptionalCrd::CloudNativePgCluster),
+    );
     let observed = Observed {
         generation: fkd.meta().generation,
         old: fkd.status.as_ref(),
@@ -427,6 +458,7 @@ async fn write_invalid_status(
         scan: None,
         outcome: &outcome,
         skipped: &[],
+        store: &store,
         selector: &seen.selector,
         url: &seen.url,
         now: seen.now,

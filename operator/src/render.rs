@@ -62,13 +62,10 @@ pub fn parse_resources(input: &str) -> Result<Parsed> {
     Ok(out)
 }
 
-/// The objects for `fkd` as JSON values, in apply order (the scan gate assumed open).
+/// The objects for `fkd` as JSON values, in apply order (the scan gate assumed open). Secrets
+/// the operator generates (the template key) are not objects to apply: see [`generated_notes`].
 pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<Vec<Value>> {
-    let desired = desired::compute(&DesiredInputs {
-        fkd,
-        runtime_image: Some(&fkd.spec.image),
-        capabilities: &opts.capabilities,
-    })?;
+    let desired = compute(fkd, opts)?;
     let mut objects: Vec<Value> = desired.objects.into_iter().map(|o| o.body).collect();
     let gate = fkd.spec.scan_gate.clone().unwrap_or_default();
     if opts.include_scan_job && gate.enabled {
@@ -81,6 +78,30 @@ pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<V
         );
     }
     Ok(objects)
+}
+
+fn compute(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<desired::Desired> {
+    Ok(desired::compute(&DesiredInputs {
+        fkd,
+        runtime_image: Some(&fkd.spec.image),
+        capabilities: &opts.capabilities,
+    })?)
+}
+
+/// One line per Secret the operator would generate for `fkd`. They are not rendered as
+/// objects: applying an empty Secret by hand would stop the operator from ever filling it.
+pub fn generated_notes(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<Vec<String>> {
+    Ok(compute(fkd, opts)?
+        .generated_secrets
+        .iter()
+        .map(|g| {
+            format!(
+                "not rendered: Secret {} (key {}), created by the operator with a random \
+                 template key when it does not exist, never overwritten\n",
+                g.name, g.key
+            )
+        })
+        .collect())
 }
 
 /// Render every FaceKeyDeployment in `input` to a multi-document YAML stream; other kinds are
@@ -103,6 +124,9 @@ pub fn render(input: &str, opts: &RenderOptions) -> Result<String> {
             fkd.metadata.namespace.as_deref().unwrap_or_default(),
             fkd.metadata.name.as_deref().unwrap_or_default()
         );
+        for note in generated_notes(&fkd, opts)? {
+            out.push_str(&format!("# FaceKeyDeployment {source}: {note}"));
+        }
         for obj in render_objects(&fkd, opts)? {
             let yaml = serde_yaml::to_string(&obj).map_err(|source| Error::Yaml {
                 what: "output".into(),

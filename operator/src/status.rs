@@ -1,13 +1,15 @@
 //! The FaceKeyDeployment status and the Events of its transitions, computed from what the
 //! reconciler observed. Pure: the reconciler gathers [`Observed`], this module decides.
 
-use facekey_crds::condition::{DEGRADED, MONITORING_READY, PROGRESSING, READY, SCAN_GATE_PASSED};
+use facekey_crds::condition::{
+    DEGRADED, MONITORING_READY, PERSISTENT_STORE, PROGRESSING, READY, SCAN_GATE_PASSED,
+};
 use facekey_crds::{FaceKeyDeploymentStatus, ScanStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{self, Decided};
-use crate::desired::Skipped;
+use crate::desired::{OptionalCrd, Skipped, StoreState};
 use crate::events::EventSpec;
 
 /// Where the scan gate stands for `spec.image`.
@@ -86,6 +88,8 @@ pub struct Observed<'a> {
     pub outcome: &'a ApplyOutcome,
     /// Monitoring objects skipped for missing CRDs.
     pub skipped: &'a [Skipped],
+    /// Where enrolments live.
+    pub store: &'a StoreState,
     /// Label selector of the runtime pods.
     pub selector: &'a str,
     /// In-cluster URL of the Service.
@@ -234,6 +238,12 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
         }
         (_, GateState::Blocked(m), _) => Decided::new(DEGRADED, true, "ImageBlocked", m.clone()),
         (_, GateState::Failed(m), _) => Decided::new(DEGRADED, true, "ScanFailed", m.clone()),
+        _ if matches!(o.store, StoreState::CloudNativePgMissing { .. }) => Decided::new(
+            DEGRADED,
+            true,
+            CNPG_NOT_INSTALLED,
+            store_condition(o.store).message,
+        ),
         (_, _, Some(v)) if v.deadline_exceeded => Decided::new(
             DEGRADED,
             true,
@@ -261,6 +271,8 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
         Decided::new(MONITORING_READY, false, "CRDNotInstalled", list.join("; "))
     });
 
+    decided.push(store_condition(o.store));
+
     let old_conditions = o.old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     FaceKeyDeploymentStatus {
         observed_generation: o.generation,
@@ -274,6 +286,74 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
             .clone()
             .or_else(|| o.old.and_then(|s| s.scan.clone())),
         url: Some(o.url.to_owned()),
+    }
+}
+
+/// Reason of `PersistentStore` (and `Degraded`) when the CloudNativePG CRD is missing.
+const CNPG_NOT_INSTALLED: &str = "CloudNativePGNotInstalled";
+/// Reason of `PersistentStore` when `spec.replicas` asked for more pods than an embedded store serves.
+const REPLICAS_LIMITED: &str = "ReplicasLimited";
+
+/// The `PersistentStore` condition: do enrolments survive a pod restart, and where are they?
+fn store_condition(store: &StoreState) -> Decided {
+    match store {
+        StoreState::Ephemeral => Decided::new(
+            PERSISTENT_STORE,
+            false,
+            "Ephemeral",
+            "no spec.store: each pod keeps its own enrolments on an emptyDir; they are not shared \
+             between replicas and are lost when the pod restarts (set spec.store.embedded or \
+             spec.store.postgres)",
+        ),
+        StoreState::Embedded {
+            claim,
+            limited_from: None,
+        } => Decided::new(
+            PERSISTENT_STORE,
+            true,
+            "EmbeddedVolume",
+            format!("enrolments on PersistentVolumeClaim {claim}: one pod, Recreate rollouts"),
+        ),
+        StoreState::Embedded {
+            claim,
+            limited_from: Some(asked),
+        } => Decided::new(
+            PERSISTENT_STORE,
+            true,
+            REPLICAS_LIMITED,
+            format!(
+                "spec.replicas is {asked} but runs 1 pod: the embedded store's ReadWriteOnce \
+                 PersistentVolumeClaim {claim} serves one pod (use spec.store.postgres to scale)"
+            ),
+        ),
+        StoreState::Postgres { url } => Decided::new(
+            PERSISTENT_STORE,
+            true,
+            "PostgreSQL",
+            format!(
+                "enrolments in PostgreSQL, URL from Secret {} key {}",
+                url.name, url.key
+            ),
+        ),
+        StoreState::CloudNativePg { cluster } => Decided::new(
+            PERSISTENT_STORE,
+            true,
+            "CloudNativePG",
+            format!(
+                "enrolments in the CloudNativePG Cluster {cluster} (URL from Secret {cluster}-app)"
+            ),
+        ),
+        StoreState::CloudNativePgMissing { cluster } => Decided::new(
+            PERSISTENT_STORE,
+            false,
+            CNPG_NOT_INSTALLED,
+            format!(
+                "store.postgres.cloudNativePG needs the CloudNativePG operator: CRD {} is not \
+                 installed, so the Cluster {cluster} was not created and the runtime pods wait \
+                 for its Secret {cluster}-app",
+                OptionalCrd::CloudNativePgCluster.crd_name()
+            ),
+        ),
     }
 }
 
@@ -369,6 +449,18 @@ pub fn transition_events(
         events.push(EventSpec {
             warning: true,
             reason: "MonitoringSkipped",
+            note: c.message.clone(),
+        });
+    }
+    // No Event for `Ephemeral` (the default; the condition says it) and none for CloudNativePG
+    // missing (the Degraded Event says it); limited replicas surprise: one Warning.
+    if let Some(c) = cond(PERSISTENT_STORE)
+        && changed(PERSISTENT_STORE)
+        && c.reason == REPLICAS_LIMITED
+    {
+        events.push(EventSpec {
+            warning: true,
+            reason: REPLICAS_LIMITED,
             note: c.message.clone(),
         });
     }

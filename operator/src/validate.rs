@@ -5,7 +5,7 @@
 //! older server, a CRD installed without validation) is reported as `InvalidSpec` instead of being
 //! half-applied.
 
-use facekey_crds::FaceKeyDeploymentSpec;
+use facekey_crds::{FaceKeyDeploymentSpec, KeyRef, Store};
 
 /// One broken rule of a spec; the message names the field as the user wrote it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -59,6 +59,24 @@ pub enum Problem {
     /// `alerting.email.authSecretRef` lacks its name or key.
     #[error("alerting.email.authSecretRef needs name and key")]
     AuthSecretRef,
+    /// `store` sets neither or both of `embedded` and `postgres`.
+    #[error("store: set exactly one of embedded or postgres")]
+    StoreSource,
+    /// `store.postgres` sets neither or both of `urlSecretRef` and `cloudNativePG`.
+    #[error("store.postgres: set exactly one of urlSecretRef or cloudNativePG")]
+    PostgresSource,
+    /// `autoscaling` with `store.embedded`: the ReadWriteOnce volume serves one pod.
+    #[error("an embedded store serves one pod: autoscaling needs store.postgres")]
+    EmbeddedStoreAutoscaling,
+    /// A Secret reference of `store` lacks its name or key.
+    #[error("store.{field} needs name and key")]
+    StoreSecretRef {
+        /// `postgres.urlSecretRef` or `templateKeySecretRef`.
+        field: &'static str,
+    },
+    /// `store.postgres.cloudNativePG.instances` is below 1.
+    #[error("store.postgres.cloudNativePG.instances must be >= 1, got {0}")]
+    CloudNativePgInstances(i32),
 }
 
 /// The error of [`validate`]: every problem of the spec, never only the first.
@@ -143,10 +161,43 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
             problems.push(Problem::AuthSecretRef);
         }
     }
+    if let Some(store) = &spec.store {
+        store_problems(spec, store, &mut problems);
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(InvalidSpec { problems })
+    }
+}
+
+fn store_problems(spec: &FaceKeyDeploymentSpec, store: &Store, problems: &mut Vec<Problem>) {
+    if store.embedded.is_some() == store.postgres.is_some() {
+        problems.push(Problem::StoreSource);
+    }
+    if store.embedded.is_some() && spec.autoscaling.is_some() {
+        problems.push(Problem::EmbeddedStoreAutoscaling);
+    }
+    let blank = |r: &KeyRef| r.name.is_empty() || r.key.is_empty();
+    if let Some(pg) = &store.postgres {
+        if pg.url_secret_ref.is_some() == pg.cloud_native_pg.is_some() {
+            problems.push(Problem::PostgresSource);
+        }
+        if pg.url_secret_ref.as_ref().is_some_and(blank) {
+            problems.push(Problem::StoreSecretRef {
+                field: "postgres.urlSecretRef",
+            });
+        }
+        if let Some(cnpg) = &pg.cloud_native_pg
+            && cnpg.instances < 1
+        {
+            problems.push(Problem::CloudNativePgInstances(cnpg.instances));
+        }
+    }
+    if store.template_key_secret_ref.as_ref().is_some_and(blank) {
+        problems.push(Problem::StoreSecretRef {
+            field: "templateKeySecretRef",
+        });
     }
 }
 
@@ -224,6 +275,75 @@ mod tests {
             err.to_string(),
             "invalid spec: replicas must be >= 0, got -1"
         );
+    }
+
+    #[test]
+    fn store_problems_are_reported() {
+        let with = |store: serde_json::Value, extra: serde_json::Value| {
+            let mut v = serde_json::json!({"image": "img:1", "store": store});
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            let s: FaceKeyDeploymentSpec = serde_json::from_value(v).unwrap();
+            validate(&s).err().map(|e| e.problems).unwrap_or_default()
+        };
+        let none = serde_json::json!({});
+        let url = serde_json::json!({"name": "db", "key": "url"});
+        assert_eq!(
+            with(serde_json::json!({}), none.clone()),
+            [Problem::StoreSource]
+        );
+        assert_eq!(
+            with(
+                serde_json::json!({"embedded": {}, "postgres": {"urlSecretRef": url}}),
+                none.clone()
+            ),
+            [Problem::StoreSource]
+        );
+        assert_eq!(
+            with(
+                serde_json::json!({"embedded": {}}),
+                serde_json::json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 2,
+                    "targetCPUUtilizationPercentage": 50}})
+            ),
+            [Problem::EmbeddedStoreAutoscaling]
+        );
+        assert_eq!(
+            with(
+                serde_json::json!({"postgres": {"urlSecretRef": {"name": "", "key": "url"},
+                    "cloudNativePG": {"instances": 0}},
+                    "templateKeySecretRef": {"name": "k", "key": ""}}),
+                none.clone()
+            ),
+            [
+                Problem::PostgresSource,
+                Problem::StoreSecretRef {
+                    field: "postgres.urlSecretRef"
+                },
+                Problem::CloudNativePgInstances(0),
+                Problem::StoreSecretRef {
+                    field: "templateKeySecretRef"
+                },
+            ]
+        );
+        // Valid stores; replicas above 1 with embedded are limited, not refused.
+        for (store, extra) in [
+            (
+                serde_json::json!({"embedded": {}}),
+                serde_json::json!({"replicas": 3}),
+            ),
+            (
+                serde_json::json!({"postgres": {"urlSecretRef": url}}),
+                serde_json::json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 2,
+                    "targetCPUUtilizationPercentage": 50}}),
+            ),
+            (
+                serde_json::json!({"postgres": {"cloudNativePG": {}}}),
+                none.clone(),
+            ),
+        ] {
+            assert_eq!(with(store.clone(), extra), [], "{store}");
+        }
     }
 
     #[test]

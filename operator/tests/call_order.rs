@@ -214,12 +214,13 @@ async fn renewal_keeps_acquire_time_and_transitions() {
 /// The reconcile stages in order for a resource with the gate disabled and no optional CRDs:
 /// CRD discovery, observe, apply children in order, prune by listing, clean up scan Jobs, then
 /// the status patch; Events come after the status.
-#[tokio::test]
-async fn reconcile_applies_in_order_and_writes_status_last() {
+/// Reconcile a resource with `spec` against a mock API server that knows no optional CRD and no
+/// Deployment, answering lists empty and echoing writes; the calls it saw, as `METHOD path` lines.
+async fn reconcile_calls(spec: serde_json::Value) -> Vec<String> {
     let fkd_json = json!({
         "apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment",
         "metadata": {"name": "fk", "namespace": "ns", "uid": "u1", "generation": 1},
-        "spec": {"image": "img:1", "replicas": 1, "scanGate": {"enabled": false}},
+        "spec": spec,
     });
     let fkd: FaceKeyDeployment = serde_json::from_value(fkd_json.clone()).unwrap();
     let (client, task) = mock(Box::new(move |s| {
@@ -256,13 +257,21 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
     reconcile::reconcile(Arc::new(fkd), Arc::new(ctx))
         .await
         .unwrap();
-    let lines: Vec<String> = task.await.unwrap().iter().map(Seen::line).collect();
+    task.await.unwrap().iter().map(Seen::line).collect()
+}
+
+#[tokio::test]
+async fn reconcile_applies_in_order_and_writes_status_last() {
+    let lines =
+        reconcile_calls(json!({"image": "img:1", "replicas": 1, "scanGate": {"enabled": false}}))
+            .await;
     let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
     let expected = [
         format!("GET {crd}/servicemonitors.monitoring.coreos.com"),
         format!("GET {crd}/prometheusrules.monitoring.coreos.com"),
         format!("GET {crd}/alertmanagerconfigs.monitoring.coreos.com"),
         format!("GET {crd}/vulnerabilityreports.aquasecurity.github.io"),
+        format!("GET {crd}/clusters.postgresql.cnpg.io"),
         "GET /apis/apps/v1/namespaces/ns/deployments/fk".to_owned(),
         "PATCH /api/v1/namespaces/ns/configmaps/fk-config".to_owned(),
         "PATCH /apis/apps/v1/namespaces/ns/deployments/fk".to_owned(),
@@ -283,5 +292,27 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
             .iter()
             .all(|l| l.starts_with("POST /apis/events.k8s.io/v1/namespaces/ns/events")),
         "only Events after the status: {lines:#?}"
+    );
+}
+
+/// A PostgreSQL store without `templateKeySecretRef`: the template key Secret is created (POST,
+/// never read: the operator holds no `get` on Secrets) before any object is applied, so no pod
+/// can start without it.
+#[tokio::test]
+async fn generated_template_key_is_created_before_the_applies_and_never_read() {
+    let lines = reconcile_calls(json!({"image": "img:1", "scanGate": {"enabled": false},
+        "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}))
+    .await;
+    let post = lines
+        .iter()
+        .position(|l| l == "POST /api/v1/namespaces/ns/secrets")
+        .unwrap_or_else(|| panic!("no Secret created: {lines:#?}"));
+    let first_patch = lines.iter().position(|l| l.starts_with("PATCH ")).unwrap();
+    assert!(post < first_patch, "{lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("/secrets") && !l.starts_with("POST ")),
+        "Secrets are only created: {lines:#?}"
     );
 }

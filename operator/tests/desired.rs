@@ -316,6 +316,7 @@ fn written_env_names_are_runtime_settings_and_listed() {
         json!({"image": "img:1", "models": {
                "scoreWeights": {"configMapKeyRef": {"name": "w", "key": "k"}},
                "spoof": {"pvc": "models"}}}),
+        json!({"image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}),
     ];
     let listed: std::collections::BTreeSet<&str> =
         desired::runtime_env_names().iter().copied().collect();
@@ -415,4 +416,298 @@ fn every_alert_is_routable_and_documented() {
         );
     }
     assert_eq!(alerts, 12);
+}
+
+fn pod_spec(d: &Desired) -> &Value {
+    &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]
+}
+
+/// The volume named `name` of the runtime pod and where the runtime container mounts it.
+fn volume_and_mount<'a>(d: &'a Desired, name: &str) -> (&'a Value, &'a Value) {
+    let pod = pod_spec(d);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"));
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no mount {name}"));
+    (volume, mount)
+}
+
+fn has_volume(d: &Desired, name: &str) -> bool {
+    pod_spec(d)["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == name)
+}
+
+/// The whole rendered desired state as text, to prove a value never appears in it.
+fn all_text(d: &Desired) -> String {
+    d.objects
+        .iter()
+        .map(|o| o.body.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn no_store_keeps_the_emptydir_and_says_so() {
+    let f = fkd(json!({"image": "img:1", "replicas": 2}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let (volume, mount) = volume_and_mount(&d, "data");
+    assert_eq!(volume["emptyDir"]["sizeLimit"], "1Gi");
+    assert_eq!(mount["mountPath"], "/var/lib/facekey");
+    assert_eq!(d.store, desired::StoreState::Ephemeral);
+    assert!(d.generated_secrets.is_empty());
+    assert!(!has_volume(&d, "database-url") && !has_volume(&d, "template-key"));
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert!(data.get("FACEKEY_DATABASE_URL_FILE").is_none());
+    assert!(data.get("FACEKEY_TEMPLATE_KEY_FILE").is_none());
+}
+
+#[test]
+fn embedded_store_is_a_pvc_one_replica_and_recreate() {
+    let f = fkd(json!({"image": "img:1", "replicas": 3,
+        "store": {"embedded": {"pvc": {"size": "5Gi", "storageClassName": "fast"}}}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let pvc = &d
+        .get(ChildKind::PersistentVolumeClaim, "fk-data")
+        .unwrap()
+        .body;
+    assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "5Gi");
+    assert_eq!(pvc["spec"]["storageClassName"], "fast");
+    assert_eq!(pvc["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    // The claim is applied before the Deployment whose pod mounts it.
+    let order: Vec<ChildKind> = d.objects.iter().map(|o| o.kind).collect();
+    let pos = |k| order.iter().position(|x| *x == k).unwrap();
+    assert!(pos(ChildKind::PersistentVolumeClaim) < pos(ChildKind::Deployment));
+    let (volume, mount) = volume_and_mount(&d, "data");
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], "fk-data");
+    assert!(volume.get("emptyDir").is_none());
+    assert_eq!(mount["mountPath"], "/var/lib/facekey");
+    assert!(mount.get("readOnly").is_none(), "the store writes there");
+    let dep = &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"];
+    assert_eq!(dep["replicas"], 1, "replicas 3 is limited to 1");
+    assert_eq!(dep["strategy"], json!({"type": "Recreate"}));
+    assert_eq!(
+        d.store,
+        desired::StoreState::Embedded {
+            claim: "fk-data".into(),
+            limited_from: Some(3)
+        }
+    );
+    // The runtime keeps its own key on the volume: no key Secret, no key file setting.
+    assert!(d.generated_secrets.is_empty());
+    assert!(!has_volume(&d, "template-key"));
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert!(data.get("FACEKEY_TEMPLATE_KEY_FILE").is_none());
+    assert!(data.get("FACEKEY_DATABASE_URL_FILE").is_none());
+    // Scaled to zero stays zero; default size 1Gi.
+    let f = fkd(json!({"image": "img:1", "replicas": 0, "store": {"embedded": {}}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    assert_eq!(
+        d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["replicas"],
+        0
+    );
+    assert_eq!(
+        d.get(ChildKind::PersistentVolumeClaim, "fk-data")
+            .unwrap()
+            .body["spec"]["resources"]["requests"]["storage"],
+        "1Gi"
+    );
+    assert!(
+        d.get(ChildKind::PersistentVolumeClaim, "fk-data")
+            .unwrap()
+            .body["spec"]
+            .get("storageClassName")
+            .is_none()
+    );
+}
+
+#[test]
+fn embedded_store_with_a_key_secret_mounts_it() {
+    let f = fkd(json!({"image": "img:1", "store": {"embedded": {},
+        "templateKeySecretRef": {"name": "keys", "key": "current"}}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let (volume, mount) = volume_and_mount(&d, "template-key");
+    assert_eq!(volume["secret"]["secretName"], "keys");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "current", "path": "template.key"}])
+    );
+    assert_eq!(mount["mountPath"], "/etc/facekey/template-key");
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert_eq!(
+        data["FACEKEY_TEMPLATE_KEY_FILE"],
+        "/etc/facekey/template-key/template.key"
+    );
+    assert!(d.generated_secrets.is_empty());
+}
+
+#[test]
+fn embedded_store_with_autoscaling_is_invalid() {
+    let f = fkd(json!({"image": "img:1", "store": {"embedded": {}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}}));
+    let err = desired::compute(&DesiredInputs {
+        fkd: &f,
+        runtime_image: Some("img:1"),
+        capabilities: &Capabilities::all(),
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("an embedded store serves one pod: autoscaling needs store.postgres"),
+        "{err}"
+    );
+}
+
+#[test]
+fn postgres_url_and_generated_key_are_secret_files() {
+    let f = fkd(json!({"image": "img:1",
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 50},
+        "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let (volume, mount) = volume_and_mount(&d, "database-url");
+    assert_eq!(
+        volume["secret"],
+        json!({"secretName": "db", "items": [{"key": "url", "path": "url"}],
+               "defaultMode": 0o440, "optional": false})
+    );
+    assert_eq!(mount["mountPath"], "/etc/facekey/database");
+    assert_eq!(mount["readOnly"], true);
+    let (volume, _) = volume_and_mount(&d, "template-key");
+    assert_eq!(volume["secret"]["secretName"], "fk-template-key");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "template.key", "path": "template.key"}])
+    );
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert_eq!(
+        data["FACEKEY_DATABASE_URL_FILE"],
+        "/etc/facekey/database/url"
+    );
+    assert_eq!(
+        data["FACEKEY_TEMPLATE_KEY_FILE"],
+        "/etc/facekey/template-key/template.key"
+    );
+    assert!(
+        data.get("FACEKEY_DATABASE_URL").is_none(),
+        "never the URL itself"
+    );
+    let container = &pod_spec(&d)["containers"][0];
+    assert!(
+        container["env"]
+            .as_array()
+            .is_none_or(|e| e.iter().all(|v| v["name"] != "FACEKEY_DATABASE_URL")),
+        "never as an env value"
+    );
+    // Several replicas and rolling updates stay.
+    assert!(d.get(ChildKind::HorizontalPodAutoscaler, "fk").is_some());
+    assert_eq!(
+        d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["strategy"]["type"],
+        "RollingUpdate"
+    );
+    assert!(!has_volume(&d, "data") || volume_and_mount(&d, "data").0.get("emptyDir").is_some());
+    // The generated key Secret: metadata only, owned, labelled; the reconciler adds the key.
+    let [secret] = d.generated_secrets.as_slice() else {
+        panic!("{:?}", d.generated_secrets)
+    };
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str()),
+        ("fk-template-key", "template.key")
+    );
+    assert!(secret.body.get("data").is_none() && secret.body.get("stringData").is_none());
+    assert_eq!(
+        secret.body["metadata"]["ownerReferences"][0]["uid"],
+        "uid-1"
+    );
+    assert_eq!(secret.body["metadata"]["labels"]["facekey.dev/owner"], "fk");
+    assert_eq!(
+        d.store,
+        desired::StoreState::Postgres {
+            url: facekey_crds::KeyRef {
+                name: "db".into(),
+                key: "url".into()
+            }
+        }
+    );
+    // A given key Secret is mounted instead, and nothing is generated.
+    let f = fkd(json!({"image": "img:1", "store": {
+        "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
+        "templateKeySecretRef": {"name": "keys", "key": "k"}}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    assert!(d.generated_secrets.is_empty());
+    assert_eq!(
+        volume_and_mount(&d, "template-key").0["secret"]["secretName"],
+        "keys"
+    );
+    assert!(!all_text(&d).contains("fk-template-key"));
+}
+
+#[test]
+fn cloudnativepg_cluster_and_its_app_secret() {
+    let f = fkd(
+        json!({"image": "img:1", "replicas": 2, "store": {"postgres": {"cloudNativePG": {
+        "instances": 3, "storage": {"size": "10Gi", "storageClassName": "ssd"},
+        "imageName": "ghcr.io/cloudnative-pg/postgresql:17"}}}}),
+    );
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let cluster = &d.get(ChildKind::PostgresCluster, "fk-db").unwrap().body;
+    assert_eq!(cluster["apiVersion"], "postgresql.cnpg.io/v1");
+    assert_eq!(cluster["kind"], "Cluster");
+    assert_eq!(
+        cluster["spec"],
+        json!({"instances": 3, "storage": {"size": "10Gi", "storageClass": "ssd"},
+               "bootstrap": {"initdb": {"database": "facekey", "owner": "facekey"}},
+               "imageName": "ghcr.io/cloudnative-pg/postgresql:17"})
+    );
+    assert_eq!(cluster["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(
+        cluster["metadata"]["labels"]["app.kubernetes.io/component"],
+        "database"
+    );
+    let (volume, _) = volume_and_mount(&d, "database-url");
+    assert_eq!(volume["secret"]["secretName"], "fk-db-app");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "uri", "path": "url"}])
+    );
+    assert_eq!(
+        d.generated_secrets.len(),
+        1,
+        "the template key is generated too"
+    );
+    assert_eq!(
+        d.store,
+        desired::StoreState::CloudNativePg {
+            cluster: "fk-db".into()
+        }
+    );
+    // Without the CRD: no Cluster, the state says why, the wiring stays (pods wait for the Secret).
+    let d = desired(&f, Some("img:1"), &Capabilities::none());
+    assert!(d.get(ChildKind::PostgresCluster, "fk-db").is_none());
+    assert_eq!(
+        d.store,
+        desired::StoreState::CloudNativePgMissing {
+            cluster: "fk-db".into()
+        }
+    );
+    assert!(
+        d.skipped
+            .iter()
+            .all(|s| s.kind != ChildKind::PostgresCluster),
+        "not a monitoring object: MonitoringReady does not report it"
+    );
+    assert_eq!(
+        volume_and_mount(&d, "database-url").0["secret"]["secretName"],
+        "fk-db-app"
+    );
 }

@@ -8,13 +8,14 @@ mod dashboard;
 mod monitoring;
 mod runtime;
 mod scan_job;
+mod store;
 
 use std::collections::BTreeMap;
 
 use facekey_crds::FaceKeyDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::ApiResource;
@@ -28,6 +29,7 @@ pub use runtime::{
     RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
 };
 pub use scan_job::{SCAN_SUMMARY_CONTAINER, scan_job};
+pub use store::{GeneratedSecret, StoreState, TEMPLATE_KEY_FILE, store_state};
 
 use crate::error::{DesiredError, MissingField};
 use crate::labels::{self, Component};
@@ -40,6 +42,10 @@ type Result<T, E = DesiredError> = std::result::Result<T, E>;
 pub enum ChildKind {
     /// core/v1 ConfigMap (runtime configuration and the Grafana dashboard).
     ConfigMap,
+    /// core/v1 PersistentVolumeClaim of the embedded template store (never pruned).
+    PersistentVolumeClaim,
+    /// postgresql.cnpg.io/v1 Cluster of the PostgreSQL template store (never pruned).
+    PostgresCluster,
     /// apps/v1 Deployment of the runtime pods.
     Deployment,
     /// core/v1 Service in front of the pods.
@@ -58,8 +64,10 @@ pub enum ChildKind {
 
 impl ChildKind {
     /// Every child kind, in apply order; the pruner walks the same list.
-    pub const ALL: [ChildKind; 8] = [
+    pub const ALL: [ChildKind; 10] = [
         ChildKind::ConfigMap,
+        ChildKind::PersistentVolumeClaim,
+        ChildKind::PostgresCluster,
         ChildKind::Deployment,
         ChildKind::Service,
         ChildKind::HorizontalPodAutoscaler,
@@ -73,6 +81,8 @@ impl ChildKind {
     pub fn api_resource(self) -> ApiResource {
         match self {
             ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            ChildKind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
+            ChildKind::PostgresCluster => store::cnpg_cluster_resource(),
             ChildKind::Deployment => ApiResource::erase::<Deployment>(&()),
             ChildKind::Service => ApiResource::erase::<Service>(&()),
             ChildKind::HorizontalPodAutoscaler => {
@@ -91,14 +101,28 @@ impl ChildKind {
             ChildKind::ServiceMonitor => Some(OptionalCrd::ServiceMonitor),
             ChildKind::PrometheusRule => Some(OptionalCrd::PrometheusRule),
             ChildKind::AlertmanagerConfig => Some(OptionalCrd::AlertmanagerConfig),
+            ChildKind::PostgresCluster => Some(OptionalCrd::CloudNativePgCluster),
             _ => None,
         }
+    }
+
+    /// Whether the pruner may delete objects of this kind once they are no longer desired.
+    /// Not the template store's data: a PersistentVolumeClaim or database cluster left behind by
+    /// a spec change keeps the enrolments until a human deletes it (or the FaceKeyDeployment
+    /// goes, and the garbage collector with it).
+    pub fn prunable(self) -> bool {
+        !matches!(
+            self,
+            ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster
+        )
     }
 
     /// The kind name as Kubernetes spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             ChildKind::ConfigMap => "ConfigMap",
+            ChildKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            ChildKind::PostgresCluster => "Cluster",
             ChildKind::Deployment => "Deployment",
             ChildKind::Service => "Service",
             ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
@@ -131,15 +155,18 @@ pub enum OptionalCrd {
     AlertmanagerConfig,
     /// trivy-operator VulnerabilityReport.
     VulnerabilityReport,
+    /// CloudNativePG Cluster.
+    CloudNativePgCluster,
 }
 
 impl OptionalCrd {
     /// Every optional CRD.
-    pub const ALL: [OptionalCrd; 4] = [
+    pub const ALL: [OptionalCrd; 5] = [
         OptionalCrd::ServiceMonitor,
         OptionalCrd::PrometheusRule,
         OptionalCrd::AlertmanagerConfig,
         OptionalCrd::VulnerabilityReport,
+        OptionalCrd::CloudNativePgCluster,
     ];
 
     /// The CustomResourceDefinition's name (`<plural>.<group>`).
@@ -149,6 +176,7 @@ impl OptionalCrd {
             OptionalCrd::PrometheusRule => "prometheusrules.monitoring.coreos.com",
             OptionalCrd::AlertmanagerConfig => "alertmanagerconfigs.monitoring.coreos.com",
             OptionalCrd::VulnerabilityReport => "vulnerabilityreports.aquasecurity.github.io",
+            OptionalCrd::CloudNativePgCluster => "clusters.postgresql.cnpg.io",
         }
     }
 }
@@ -220,6 +248,10 @@ pub struct Desired {
     pub skipped: Vec<Skipped>,
     /// Label selector of the runtime pods (reported in status for `/scale`).
     pub selector: String,
+    /// Where enrolments live (the `PersistentStore` condition).
+    pub store: StoreState,
+    /// Secrets to create once with generated content, before the objects are applied.
+    pub generated_secrets: Vec<GeneratedSecret>,
 }
 
 impl Desired {
@@ -288,6 +320,23 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
         labels::config_map_name(name),
         to_value(&config)?,
     );
+    if let Some(pvc) = store::data_claim(&owner, spec) {
+        push(
+            ChildKind::PersistentVolumeClaim,
+            labels::data_claim_name(name),
+            to_value(&pvc)?,
+        );
+    }
+    let cnpg_installed = inputs.capabilities.has(OptionalCrd::CloudNativePgCluster);
+    if let Some(cluster) = store::database_cluster(&owner, spec)
+        && cnpg_installed
+    {
+        push(
+            ChildKind::PostgresCluster,
+            labels::database_cluster_name(name),
+            cluster,
+        );
+    }
     if let Some(image) = inputs.runtime_image {
         push(
             ChildKind::Deployment,
@@ -357,6 +406,14 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
                 reason: format!("CRD {} is not installed", crd.crd_name()),
             });
         }
+    }
+    desired.store = store::store_state(name, spec, cnpg_installed);
+    if let Some(secret) = store::generated_template_key(&owner, spec) {
+        desired.generated_secrets.push(GeneratedSecret {
+            name: labels::template_key_secret_name(name),
+            key: TEMPLATE_KEY_FILE.to_owned(),
+            body: to_value(&secret)?,
+        });
     }
     Ok(desired)
 }

@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
-    VolumeMount,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use facekey_settings::{defaults, env};
 
-use super::Owner;
+use super::{Owner, store};
 use crate::labels::{self, Component};
 
 /// TCP port the runtime listens on (all of `/v1`, `/healthz`, `/readyz`, `/metrics`), as the
@@ -63,6 +63,8 @@ const RUNTIME_ENV: &[&str] = &[
     env::SMTP_USERNAME,
     env::ALERT_FROM,
     env::ALERT_TO,
+    env::DATABASE_URL_FILE,
+    env::TEMPLATE_KEY_FILE,
     env::SMTP_PASSWORD,
 ];
 
@@ -130,6 +132,20 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         );
         set(env::ALERT_FROM, email.from.clone());
         set(env::ALERT_TO, email.to.clone());
+    }
+    // Secrets are files: only their paths are configuration (the values never reach the
+    // ConfigMap). Which Secret backs them does not matter here, so no instance name is needed.
+    if store::is_postgres(spec) {
+        set(
+            env::DATABASE_URL_FILE,
+            format!("{}/{}", store::DATABASE_DIR, store::DATABASE_URL_FILE),
+        );
+    }
+    if store::has_template_key_file(spec) {
+        set(
+            env::TEMPLATE_KEY_FILE,
+            format!("{}/{}", store::TEMPLATE_KEY_DIR, store::TEMPLATE_KEY_FILE),
+        );
     }
     data
 }
@@ -228,6 +244,29 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
+/// Read-only permissions of mounted Secret files: owner and group (the kubelet gives the group to
+/// the pod's `fsGroup`, the runtime's group), nobody else.
+const SECRET_FILE_MODE: i32 = 0o440;
+
+/// A volume with one key of a Secret as the file `file` (never an environment value, so it
+/// stays out of `kubectl describe` and process listings).
+fn secret_file(volume: &str, r: &facekey_crds::KeyRef, file: &str) -> Volume {
+    Volume {
+        name: volume.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(r.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: r.key.clone(),
+                path: file.to_owned(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(SECRET_FILE_MODE),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
 /// Volumes and mounts: configuration, optional weights/spoof model, data and /tmp.
 fn volumes(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![Volume {
@@ -287,7 +326,37 @@ fn volumes(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> (Vec<Volume>, Vec
         }
         _ => {}
     }
-    volumes.push(empty_dir("data", "1Gi"));
+    for (volume, secret, dir, file) in [
+        (
+            "database-url",
+            store::database_url_ref(owner.name, spec),
+            store::DATABASE_DIR,
+            store::DATABASE_URL_FILE,
+        ),
+        (
+            "template-key",
+            store::template_key_ref(owner.name, spec),
+            store::TEMPLATE_KEY_DIR,
+            store::TEMPLATE_KEY_FILE,
+        ),
+    ] {
+        if let Some(r) = secret {
+            volumes.push(secret_file(volume, &r, file));
+            mounts.push(mount(volume, dir));
+        }
+    }
+    if store::is_embedded(spec) {
+        volumes.push(Volume {
+            name: "data".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: labels::data_claim_name(owner.name),
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+    } else {
+        volumes.push(empty_dir("data", "1Gi"));
+    }
     mounts.push(VolumeMount {
         read_only: None,
         ..mount("data", DATA_DIR)
@@ -352,11 +421,11 @@ pub(super) fn deployment(
         metadata: owner.meta(owner.name.to_owned(), Component::Runtime),
         spec: Some(DeploymentSpec {
             // With autoscaling the HPA owns the replica count; leaving it out of the apply keeps
-            // the operator from fighting it.
+            // the operator from fighting it. An embedded store serves one pod.
             replicas: if spec.autoscaling.is_some() {
                 None
             } else {
-                Some(spec.replicas.unwrap_or(1))
+                Some(store::replicas(spec))
             },
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
@@ -364,13 +433,7 @@ pub(super) fn deployment(
             },
             revision_history_limit: Some(5),
             progress_deadline_seconds: Some(600),
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".to_owned()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            strategy: Some(strategy(spec)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -413,6 +476,25 @@ pub(super) fn deployment(
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+/// Rolling updates (one extra pod, none unavailable), except with an embedded store: its
+/// ReadWriteOnce volume cannot be attached to the old and the new pod at once, so the old pod
+/// stops before the new one starts (`Recreate`).
+fn strategy(spec: &FaceKeyDeploymentSpec) -> DeploymentStrategy {
+    if store::is_embedded(spec) {
+        return DeploymentStrategy {
+            type_: Some("Recreate".to_owned()),
+            rolling_update: None,
+        };
+    }
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
     }
 }
 

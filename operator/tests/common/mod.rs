@@ -81,6 +81,18 @@ pub mod kinds {
         #[serde(flatten)]
         pub rest: BTreeMap<String, Value>,
     }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "postgresql.cnpg.io",
+        version = "v1",
+        kind = "Cluster",
+        namespaced
+    )]
+    pub struct ClusterSpec {
+        #[serde(flatten)]
+        pub rest: BTreeMap<String, Value>,
+    }
 }
 
 /// Time just after the recorded reports' `CreatedAt` (2025-11-20T09:31Z).
@@ -163,7 +175,8 @@ pub fn builder(installed: &[OptionalCrd]) -> ClientBuilder {
         .with_resource::<kinds::ServiceMonitor>()
         .with_resource::<kinds::PrometheusRule>()
         .with_resource::<kinds::AlertmanagerConfig>()
-        .with_resource::<kinds::VulnerabilityReport>();
+        .with_resource::<kinds::VulnerabilityReport>()
+        .with_resource::<kinds::Cluster>();
     for c in installed {
         b = b.with_object(crd(c.crd_name()));
     }
