@@ -183,6 +183,11 @@ pub struct Config {
     #[arg(long, env = env::MULTI_FACE, value_enum, default_value_t = parse_enum::<MultiFace>(defaults::MULTI_FACE))]
     pub multi_face: MultiFace,
 
+    /// Most faces of one image `/v1/liveness` analyses (the most confident); the others are
+    /// counted in `faces_detected` but not analysed.
+    #[arg(long, env = env::MAX_FACES_PER_IMAGE, default_value_t = defaults::MAX_FACES_PER_IMAGE, value_parser = parse_positive)]
+    pub max_faces_per_image: usize,
+
     /// Minimum match similarity in [0, 1] (0.5 is dlib's 0.6 distance threshold).
     #[arg(long, env = env::MATCH_THRESHOLD, default_value_t = defaults::MATCH_THRESHOLD, value_parser = parse_threshold)]
     pub match_threshold: f64,
@@ -299,6 +304,7 @@ impl Config {
             MultiFace::Reject => MultiFacePolicy::Reject,
         };
         v.liveness.mode = self.liveness.mode(self.liveness_combine);
+        v.max_faces = self.max_faces_per_image;
         v
     }
 

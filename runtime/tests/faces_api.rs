@@ -568,3 +568,34 @@ async fn overload_is_refused_at_once_with_retry_after() {
     assert!(metrics.contains("facekey_inferences_in_flight 0"));
     s.stop().await;
 }
+
+/// A crowd photo cannot multiply one request's model work: `/v1/liveness` analyses at most
+/// `FACEKEY_MAX_FACES_PER_IMAGE` faces (the most confident) and counts the rest.
+#[tokio::test]
+async fn liveness_analyses_at_most_the_configured_number_of_faces() {
+    let mut config = Config::for_tests();
+    config.max_faces_per_image = 2;
+    let s = Running::start(config).await;
+    let form = Form::new().part("image", Part::bytes(face("t1.jpg")).file_name("t1.jpg"));
+    let (status, v) = s
+        .json(s.client.post(s.url("/v1/liveness")).multipart(form))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["faces_detected"], 6, "{v}");
+    let faces = v["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 2);
+    let c0 = faces[0]["confidence"].as_f64().unwrap();
+    assert!(c0 >= faces[1]["confidence"].as_f64().unwrap());
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"facekey_liveness_checks_total{state="live"} "#),
+        "{metrics}"
+    );
+    let checks: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("facekey_liveness_checks_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(checks, 2, "two faces judged, not six");
+    s.stop().await;
+}

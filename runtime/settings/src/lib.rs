@@ -47,6 +47,8 @@ pub mod env {
     pub const MIN_FACE_SIZE: &str = "FACEKEY_MIN_FACE_SIZE";
     /// What to do with several faces in one image.
     pub const MULTI_FACE: &str = "FACEKEY_MULTI_FACE";
+    /// Most faces of one image whose liveness is analysed.
+    pub const MAX_FACES_PER_IMAGE: &str = "FACEKEY_MAX_FACES_PER_IMAGE";
     /// Minimum match similarity.
     pub const MATCH_THRESHOLD: &str = "FACEKEY_MATCH_THRESHOLD";
     /// Passive liveness models.
@@ -113,6 +115,7 @@ pub mod env {
         SESSIONS_PER_MODEL,
         MIN_FACE_SIZE,
         MULTI_FACE,
+        MAX_FACES_PER_IMAGE,
         MATCH_THRESHOLD,
         LIVENESS,
         LIVENESS_COMBINE,
@@ -168,6 +171,9 @@ pub mod defaults {
     pub const MIN_FACE_SIZE: f64 = 20.0;
     /// `--multi-face`.
     pub const MULTI_FACE: &str = "largest";
+    /// `--max-faces-per-image`: `/v1/liveness` analyses at most this many faces (the most
+    /// confident), so a crowd photo cannot multiply one request's model work.
+    pub const MAX_FACES_PER_IMAGE: usize = 10;
     /// `--match-threshold`: minimum similarity; 0.5 is dlib's distance 0.6.
     pub const MATCH_THRESHOLD: f64 = 0.5;
     /// dlib's distance threshold, which the similarity mapping puts at similarity 0.5.

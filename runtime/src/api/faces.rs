@@ -598,7 +598,10 @@ pub struct LivenessFace {
 /// Answer of `POST /v1/liveness`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LivenessResponse {
-    /// Every detected face, by descending detection confidence (empty when none).
+    /// How many faces the image held.
+    pub faces_detected: usize,
+    /// The analysed faces, at most `FACEKEY_MAX_FACES_PER_IMAGE`, by descending detection
+    /// confidence (empty when none).
     pub faces: Vec<LivenessFace>,
     /// Per-stage wall times, milliseconds.
     #[schema(value_type = Object)]
@@ -650,6 +653,7 @@ pub async fn liveness(
         report_liveness(&state, &headers, "/v1/liveness", None, &f.liveness);
     }
     Ok(Json(LivenessResponse {
+        faces_detected: report.faces_detected,
         faces,
         timings_ms: report.timings,
         inference_ms: report.inference,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use super::decode::DecodeLimits;
 
 /// Configuration of the whole vision pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VisionConfig {
     /// ONNX Runtime library and session settings.
@@ -23,12 +23,30 @@ pub struct VisionConfig {
     pub detector: DetectorConfig,
     /// What to do when an image holds several faces.
     pub multi_face: MultiFacePolicy,
+    /// Most faces of one image analysed by [`super::Vision::liveness_all`] (the most confident;
+    /// default [`defaults::MAX_FACES_PER_IMAGE`]).
+    pub max_faces: usize,
     /// Distance-to-similarity mapping.
     pub matching: MatchConfig,
     /// Passive liveness (presentation-attack detection).
     pub liveness: LivenessConfig,
     /// Face-quality scoring.
     pub quality: QualityConfig,
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            decode: DecodeLimits::default(),
+            detector: DetectorConfig::default(),
+            multi_face: MultiFacePolicy::default(),
+            max_faces: defaults::MAX_FACES_PER_IMAGE,
+            matching: MatchConfig::default(),
+            liveness: LivenessConfig::default(),
+            quality: QualityConfig::default(),
+        }
+    }
 }
 
 /// ONNX Runtime: where the library and models are, and how sessions run.

@@ -171,7 +171,9 @@ pub struct LivenessReport {
     pub image_width: u32,
     /// Upright image height.
     pub image_height: u32,
-    /// Faces by descending detection confidence.
+    /// How many faces the detector found.
+    pub faces_detected: usize,
+    /// The analysed faces (at most `max_faces`), by descending detection confidence.
     pub faces: Vec<FaceLiveness>,
     /// Per-stage wall times (align, embed and quality stay zero).
     pub timings: StageTimings,
@@ -441,8 +443,9 @@ impl Vision {
         })
     }
 
-    /// Passive liveness of every face in the image bytes (for `/v1/liveness`); an image without
-    /// faces gives an empty list, not an error.
+    /// Passive liveness of the faces in the image bytes (for `/v1/liveness`), at most
+    /// `max_faces` of them, the most confident first; an image without faces gives an empty
+    /// list, not an error.
     pub fn liveness_all(&self, bytes: &[u8]) -> Result<LivenessReport, VisionError> {
         let started = Instant::now();
         let img = self.decode(bytes)?;
@@ -456,8 +459,9 @@ impl Vision {
         timings.detect = t.elapsed();
         inference.add_detector(det);
         let t = Instant::now();
-        let mut out = Vec::with_capacity(faces.len());
-        for face in faces {
+        let faces_detected = faces.len();
+        let mut out = Vec::with_capacity(faces.len().min(self.config.max_faces));
+        for face in faces.into_iter().take(self.config.max_faces) {
             let (liveness, li) = self.liveness.check(&img, &face.bbox);
             if let Some(d) = li.dtn {
                 inference.dtn = Some(inference.dtn.unwrap_or_default() + d);
@@ -472,6 +476,7 @@ impl Vision {
         Ok(LivenessReport {
             image_width: img.width(),
             image_height: img.height(),
+            faces_detected,
             faces: out,
             timings,
             inference,
