@@ -853,3 +853,463 @@ async fn unchanged_status_is_not_rewritten_and_keeps_transition_times() {
     assert_eq!(ready.last_transition_time, ready_since);
     assert_eq!(ready.last_transition_time.0, common::t0());
 }
+
+// ---------------------------------------------------------------------------- template store
+
+fn pod_volume(d: &Deployment, name: &str) -> k8s_openapi::api::core::v1::Volume {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+        .clone()
+}
+
+fn count_events(events: &[(String, String, String)], reason: &str) -> usize {
+    events.iter().filter(|(_, r, _)| r == reason).count()
+}
+
+#[tokio::test]
+async fn no_store_is_reported_as_ephemeral_without_an_event() {
+    let h = harness(&MONITORING).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("False".into(), "Ephemeral".into())
+    );
+    let message = cond_message(&fkd, "PersistentStore");
+    assert!(
+        message.contains("lost when the pod restarts") && message.contains("spec.store"),
+        "{message}"
+    );
+    // The default is not an incident: Ready and Degraded are unaffected, and no Event says it.
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+    let events = h.events("fk").await;
+    assert!(
+        events.iter().all(|(_, _, note)| !note.contains("emptyDir")),
+        "{events:?}"
+    );
+    let volume = pod_volume(&h.deployment("fk").await.unwrap(), "data");
+    assert!(volume.empty_dir.is_some());
+}
+
+#[tokio::test]
+async fn embedded_store_creates_its_claim_runs_one_pod_and_keeps_the_data() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let h = harness(&MONITORING).await;
+    let fkd = h
+        .create(
+            "fk",
+            json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false},
+                   "store": {"embedded": {"pvc": {"size": "3Gi"}}}}),
+        )
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let pvc = h
+        .api::<PersistentVolumeClaim>()
+        .get("fk-data")
+        .await
+        .unwrap();
+    let owner = &pvc.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.uid.as_str(), owner.controller),
+        (fkd.uid().unwrap().as_str(), Some(true))
+    );
+    let spec = pvc.spec.unwrap();
+    assert_eq!(spec.access_modes.unwrap(), ["ReadWriteOnce"]);
+    assert_eq!(
+        spec.resources.unwrap().requests.unwrap()["storage"].0,
+        "3Gi"
+    );
+    let dep = h.deployment("fk").await.unwrap();
+    let dspec = dep.spec.as_ref().unwrap();
+    assert_eq!(dspec.replicas, Some(1));
+    assert_eq!(
+        dspec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("Recreate")
+    );
+    let volume = pod_volume(&dep, "data");
+    assert_eq!(
+        volume.persistent_volume_claim.unwrap().claim_name,
+        "fk-data"
+    );
+    assert!(volume.empty_dir.is_none());
+    assert!(
+        h.api::<k8s_openapi::api::core::v1::Secret>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no key Secret: the runtime keeps its key on the volume"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("True".into(), "EmbeddedVolume".into())
+    );
+
+    // `kubectl scale --replicas=3`: still one pod, a condition and one Warning Event say why.
+    h.patch_spec("fk", json!({"replicas": 3})).await;
+    h.reconcile("fk").await.unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        h.deployment("fk").await.unwrap().spec.unwrap().replicas,
+        Some(1)
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("True".into(), "ReplicasLimited".into())
+    );
+    assert!(cond_message(&fkd, "PersistentStore").contains("spec.replicas is 3 but runs 1 pod"));
+    let events = h.events("fk").await;
+    assert_eq!(count_events(&events, "ReplicasLimited"), 1, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "ReplicasLimited")
+    );
+
+    // Dropping the store keeps the claim (and the enrolments on it): never pruned.
+    h.fkds()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"store": null, "replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert!(exists(h.api::<PersistentVolumeClaim>(), "fk-data").await);
+    assert_eq!(
+        cond(&h.get("fk").await, "PersistentStore"),
+        ("False".into(), "Ephemeral".into())
+    );
+}
+
+#[tokio::test]
+async fn embedded_store_with_autoscaling_is_refused_with_a_condition_and_no_hpa() {
+    let h = harness(&MONITORING).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false},
+               "store": {"embedded": {}}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    // Turning autoscaling on (an API server without the CEL rule let it through).
+    h.fkds()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": null, "autoscaling": {
+                "minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 75}}})),
+        )
+        .await
+        .unwrap();
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "InvalidSpec");
+    assert!(!exists(h.api::<HorizontalPodAutoscaler>(), "fk").await);
+    assert_eq!(
+        h.deployment("fk").await.unwrap().spec.unwrap().replicas,
+        Some(1),
+        "the running pod is left as it was"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    let why = "an embedded store serves one pod: autoscaling needs store.postgres";
+    assert!(cond_message(&fkd, "Degraded").contains(why));
+    let events = h.events("fk").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, note)| t == "Warning" && r == "InvalidSpec" && note.contains(why)),
+        "{events:?}"
+    );
+    assert_eq!(
+        error_policy(Arc::new(fkd), &err, h.ctx.clone()),
+        Action::await_change()
+    );
+}
+
+/// The generated key: one `k1:<64 hex>` line.
+fn is_key_line(text: &str) -> bool {
+    text.strip_prefix("k1:")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .is_some_and(|hex| hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn secret_text(s: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
+    String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn postgres_store_wires_the_url_secret_and_generates_the_key_once() {
+    use k8s_openapi::api::core::v1::Secret;
+    let h = harness(&MONITORING).await;
+    let url = "postgres://facekey:s3cret@db.example:5432/facekey?sslmode=verify-full";
+    let db: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db", "namespace": NS},
+        "data": {"url": k8s_openapi::ByteString(url.as_bytes().to_vec())},
+    }))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &db)
+        .await
+        .unwrap();
+    let fkd = h
+        .create(
+            "fk",
+            json!({"image": IMG1, "scanGate": {"enabled": false},
+                   "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 60},
+                   "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}),
+        )
+        .await;
+    h.reconcile("fk").await.unwrap();
+
+    let dep = h.deployment("fk").await.unwrap();
+    let url_volume = pod_volume(&dep, "database-url").secret.unwrap();
+    assert_eq!(url_volume.secret_name.as_deref(), Some("db"));
+    assert_eq!(url_volume.items.as_ref().unwrap()[0].key, "url");
+    let key_volume = pod_volume(&dep, "template-key").secret.unwrap();
+    assert_eq!(key_volume.secret_name.as_deref(), Some("fk-template-key"));
+    let cm = h.api::<ConfigMap>().get("fk-config").await.unwrap();
+    let data = cm.data.unwrap();
+    assert_eq!(
+        data["FACEKEY_DATABASE_URL_FILE"],
+        "/etc/facekey/database/url"
+    );
+    assert_eq!(
+        data["FACEKEY_TEMPLATE_KEY_FILE"],
+        "/etc/facekey/template-key/template.key"
+    );
+    // The URL is never copied anywhere.
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&dep).unwrap(),
+        serde_json::to_string(
+            &h.api::<ConfigMap>()
+                .list(&Default::default())
+                .await
+                .unwrap()
+        )
+        .unwrap()
+    );
+    assert!(!everything.contains("s3cret"));
+    assert!(
+        exists(h.api::<HorizontalPodAutoscaler>(), "fk").await,
+        "postgres scales"
+    );
+
+    let secret = h.api::<Secret>().get("fk-template-key").await.unwrap();
+    let key = secret_text(&secret, "template.key");
+    assert!(is_key_line(&key), "not one k1:<64 hex> line");
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.uid, fkd.uid().unwrap());
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "facekey-operator"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("True".into(), "PostgreSQL".into())
+    );
+
+    // Next reconciles: the Secret is not regenerated, and one Event said it was created.
+    h.reconcile("fk").await.unwrap();
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    let again = h.api::<Secret>().get("fk-template-key").await.unwrap();
+    assert_eq!(secret_text(&again, "template.key"), key);
+    let events = h.events("fk").await;
+    assert_eq!(count_events(&events, "TemplateKeyCreated"), 1, "{events:?}");
+    assert!(
+        events.iter().all(|(_, _, note)| !note.contains(&key[3..])),
+        "the key never appears in an Event"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_template_key_secret_is_never_overwritten() {
+    use k8s_openapi::api::core::v1::Secret;
+    let h = harness(&MONITORING).await;
+    let mine = format!("k9:{}\nk1:{}\n", "ab".repeat(32), "cd".repeat(32));
+    let existing: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "fk-template-key", "namespace": NS},
+        "data": {"template.key": k8s_openapi::ByteString(mine.clone().into_bytes())},
+    }))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &existing)
+        .await
+        .unwrap();
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false},
+               "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    h.reconcile("fk").await.unwrap();
+    let after = h.api::<Secret>().get("fk-template-key").await.unwrap();
+    assert_eq!(secret_text(&after, "template.key"), mine);
+    assert_eq!(count_events(&h.events("fk").await, "TemplateKeyCreated"), 0);
+}
+
+#[tokio::test]
+async fn cloudnativepg_cluster_is_created_when_its_crd_is_installed() {
+    use facekey_operator::desired::ChildKind;
+    let h = harness(&[
+        OptionalCrd::ServiceMonitor,
+        OptionalCrd::PrometheusRule,
+        OptionalCrd::AlertmanagerConfig,
+        OptionalCrd::CloudNativePgCluster,
+    ])
+    .await;
+    let fkd = h
+        .create(
+            "fk",
+            json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false},
+                   "store": {"postgres": {"cloudNativePG": {"instances": 3, "storage": {"size": "8Gi"}}}}}),
+        )
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let cluster = dynamic(&h, ChildKind::PostgresCluster)
+        .get("fk-db")
+        .await
+        .unwrap();
+    assert_eq!(cluster.data["spec"]["instances"], 3);
+    assert_eq!(cluster.data["spec"]["storage"]["size"], "8Gi");
+    assert_eq!(
+        cluster.data["spec"]["bootstrap"]["initdb"]["database"],
+        "facekey"
+    );
+    let owner = &cluster.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.uid, fkd.uid().unwrap());
+    let dep = h.deployment("fk").await.unwrap();
+    let url_volume = pod_volume(&dep, "database-url").secret.unwrap();
+    assert_eq!(url_volume.secret_name.as_deref(), Some("fk-db-app"));
+    assert_eq!(url_volume.items.as_ref().unwrap()[0].key, "uri");
+    assert!(
+        exists(
+            h.api::<k8s_openapi::api::core::v1::Secret>(),
+            "fk-template-key"
+        )
+        .await
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("True".into(), "CloudNativePG".into())
+    );
+    assert_eq!(cond(&fkd, "Degraded").0, "False");
+
+    // Switching to an existing database keeps the Cluster (its data): never pruned.
+    h.patch_spec(
+        "fk",
+        json!({"store": {"postgres": {"cloudNativePG": null,
+            "urlSecretRef": {"name": "db", "key": "url"}}}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert!(exists(dynamic(&h, ChildKind::PostgresCluster), "fk-db").await);
+    let dep = h.deployment("fk").await.unwrap();
+    assert_eq!(
+        pod_volume(&dep, "database-url")
+            .secret
+            .unwrap()
+            .secret_name
+            .as_deref(),
+        Some("db")
+    );
+}
+
+#[tokio::test]
+async fn cloudnativepg_without_its_crd_is_reported_until_it_is_installed() {
+    use facekey_operator::desired::ChildKind;
+    let h = harness(&MONITORING).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false},
+               "store": {"postgres": {"cloudNativePG": {}}}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("False".into(), "CloudNativePGNotInstalled".into())
+    );
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "CloudNativePGNotInstalled".into())
+    );
+    assert!(cond_message(&fkd, "PersistentStore").contains("clusters.postgresql.cnpg.io"));
+    assert_eq!(
+        cond(&fkd, "MonitoringReady"),
+        ("True".into(), "Applied".into()),
+        "not a monitoring matter"
+    );
+    let events = h.events("fk").await;
+    assert!(
+        events.iter().any(|(t, r, note)| t == "Warning"
+            && r == "Degraded"
+            && note.contains("CloudNativePGNotInstalled")),
+        "{events:?}"
+    );
+    // The pods are wired to the Secret CloudNativePG will create, and wait for it.
+    let dep = h.deployment("fk").await.unwrap();
+    assert_eq!(
+        pod_volume(&dep, "database-url")
+            .secret
+            .unwrap()
+            .secret_name
+            .as_deref(),
+        Some("fk-db-app")
+    );
+
+    // The CloudNativePG operator gets installed: the next reconcile creates the Cluster.
+    let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "clusters.postgresql.cnpg.io"},
+            "spec": {"group": "postgresql.cnpg.io", "names": {"kind": "Cluster", "plural": "clusters"},
+                     "scope": "Namespaced", "versions": []},
+        }))
+        .unwrap();
+    Api::all(h.client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert!(exists(dynamic(&h, ChildKind::PostgresCluster), "fk-db").await);
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("True".into(), "CloudNativePG".into())
+    );
+    assert_eq!(cond(&fkd, "Degraded").0, "False");
+}

@@ -43,6 +43,28 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
             }}
         }),
         serde_json::json!({ "image": "registry.example/facekey/runtime:1.0" }),
+        // PostgreSQL: the URL and the (generated) template key as mounted Secret files.
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "autoscaling": { "minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 60 },
+            "store": { "postgres": { "urlSecretRef": { "name": "db", "key": "url" } } }
+        }),
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "store": { "postgres": { "cloudNativePG": { "instances": 2 } } }
+        }),
+        // Embedded on a volume, with a key of the user's (without one the runtime makes its own).
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "store": {
+                "embedded": { "pvc": { "size": "2Gi" } },
+                "templateKeySecretRef": { "name": "keys", "key": "current" }
+            }
+        }),
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "store": { "embedded": {} }
+        }),
     ];
     variants
         .into_iter()
@@ -114,5 +136,45 @@ fn every_value_the_operator_writes_parses_and_applies() {
             config.ui_enabled,
             spec.ui.as_ref().is_none_or(|u| u.enabled)
         );
+        // The store: PostgreSQL reads the URL from a file and needs a key file; embedded keeps
+        // its data dir (the volume), with a key file only when the spec names one.
+        let store = spec.store.as_ref();
+        let postgres = store.is_some_and(|s| s.postgres.is_some());
+        assert_eq!(config.database_url_file.is_some(), postgres, "{args:?}");
+        assert!(config.database_url.is_none(), "never the URL itself");
+        assert_eq!(
+            config.template_key_file.is_some(),
+            postgres || store.is_some_and(|s| s.template_key_secret_ref.is_some()),
+            "{args:?}"
+        );
+        assert_eq!(config.data_dir, std::path::Path::new("/var/lib/facekey"));
+        if postgres {
+            // The file the runtime is told to read is where the pod mounts the Secret key.
+            assert_eq!(
+                config.database_url_file.as_deref(),
+                Some(std::path::Path::new("/etc/facekey/database/url"))
+            );
+        }
     }
+}
+
+/// The template key the operator generates (for a PostgreSQL store without a key Secret) is a
+/// key file the runtime loads.
+#[test]
+fn the_operators_generated_template_key_loads_in_the_runtime() {
+    let line =
+        facekey_operator::apply::new_template_key_line(facekey_operator::apply::GENERATED_KEY_ID)
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join(facekey_operator::desired::TEMPLATE_KEY_FILE);
+    std::fs::write(&path, &line).unwrap();
+    let keys = facekey_runtime::store::TemplateKeys::from_file(&path).unwrap();
+    assert_eq!(keys.current_id(), facekey_operator::apply::GENERATED_KEY_ID);
+    assert_ne!(
+        facekey_operator::apply::new_template_key_line("k1").unwrap(),
+        line,
+        "fresh randomness each time"
+    );
 }
