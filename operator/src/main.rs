@@ -162,9 +162,14 @@ async fn main() -> anyhow::Result<()> {
             let input = read_input(&file)?;
             let mut capabilities = Capabilities::all();
             if without_monitoring_crds {
-                capabilities
-                    .installed
-                    .retain(|c| *c == OptionalCrd::VulnerabilityReport);
+                capabilities.installed.retain(|c| {
+                    !matches!(
+                        c,
+                        OptionalCrd::ServiceMonitor
+                            | OptionalCrd::PrometheusRule
+                            | OptionalCrd::AlertmanagerConfig
+                    )
+                });
             }
             let out = render::render(
                 &input,

@@ -615,7 +615,8 @@ fn postgres_url_and_generated_key_are_secret_files() {
         d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["strategy"]["type"],
         "RollingUpdate"
     );
-    assert!(!has_volume(&d, "data") || volume_and_mount(&d, "data").0.get("emptyDir").is_some());
+    // The data directory stays an emptyDir: nothing is stored there with PostgreSQL.
+    assert!(volume_and_mount(&d, "data").0.get("emptyDir").is_some());
     // The generated key Secret: metadata only, owned, labelled; the reconciler adds the key.
     let [secret] = d.generated_secrets.as_slice() else {
         panic!("{:?}", d.generated_secrets)
