@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod alerts;
 pub mod api;
+pub mod baseline;
 pub mod config;
 pub mod decision;
 pub mod engine;

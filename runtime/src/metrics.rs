@@ -2,10 +2,11 @@
 //! exposition format at `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::baseline::Baseline;
 use crate::decision::Decision;
 use crate::verifier::LivenessState;
 
@@ -19,6 +20,12 @@ const REQUEST_BUCKETS: &[f64] = &[
 const INFERENCE_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Buckets for scores in [0, 1]: twentieths.
+const SCORE_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
+    0.9, 0.95, 1.0,
 ];
 
 /// Failure to create or render metrics.
@@ -54,6 +61,18 @@ pub struct Metrics {
     pub alert_emails: IntCounterVec,
     /// Constant 1, labelled with the build version.
     pub build_info: IntGaugeVec,
+    /// Match similarity of verifications and identifications, by final decision.
+    pub match_similarity: HistogramVec,
+    /// Liveness score of those, by final decision.
+    pub liveness_score: HistogramVec,
+    /// Fused probability of those, by final decision.
+    pub fused_probability: HistogramVec,
+    /// The evaluation baseline's error rates.
+    pub evaluation_error_rate: GaugeVec,
+    /// The evaluation baseline's score quantiles.
+    pub evaluation_score_quantile: GaugeVec,
+    /// 1 when the served thresholds and liveness mode are those the baseline was measured at.
+    pub evaluation_applies: IntGauge,
     /// Inference requests refused by admission control (503 `overloaded`).
     pub admission_rejected: IntCounter,
     /// Inferences running now.
@@ -147,6 +166,48 @@ impl Metrics {
             ),
             &["model", "kind"],
         )?;
+        let score_histogram = |name: &str, help: &str| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(SCORE_BUCKETS.to_vec()),
+                &["decision"],
+            )
+        };
+        let match_similarity = score_histogram(
+            "facekey_match_similarity",
+            "Match similarity of each verification (and each identification's best match), by the \
+             final decision; compare with facekey_evaluation_score_quantile to see drift.",
+        )?;
+        let liveness_score = score_histogram(
+            "facekey_liveness_score",
+            "Combined passive liveness score of each verification and identification that measured \
+             one, by the final decision.",
+        )?;
+        let fused_probability = score_histogram(
+            "facekey_fused_probability",
+            "Fused authentication probability of each verification (and identification best \
+             match), by the final decision.",
+        )?;
+        let evaluation_error_rate = GaugeVec::new(
+            Opts::new(
+                "facekey_evaluation_error_rate",
+                "Error rates the offline evaluation measured (runtime/eval/results/baseline.json, \
+                 simulated data): pipeline checks without weights/policy, fused decisions with them.",
+            ),
+            &["measure", "weights", "policy"],
+        )?;
+        let evaluation_score_quantile = GaugeVec::new(
+            Opts::new(
+                "facekey_evaluation_score_quantile",
+                "Score quantiles the offline evaluation measured per population (genuine, impostor, \
+                 attack), the baseline for the live score histograms.",
+            ),
+            &["score", "population", "weights", "percentile"],
+        )?;
+        let evaluation_applies = IntGauge::new(
+            "facekey_evaluation_applies",
+            "1 when the served match and liveness thresholds and liveness mode are those the \
+             evaluation baseline was measured at, 0 otherwise.",
+        )?;
         let admission_rejected = IntCounter::new(
             "facekey_admission_rejected_total",
             "Inference requests answered 503 overloaded because running and waiting places were \
@@ -180,6 +241,12 @@ impl Metrics {
         )?;
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(match_similarity.clone()),
+            Box::new(liveness_score.clone()),
+            Box::new(fused_probability.clone()),
+            Box::new(evaluation_error_rate.clone()),
+            Box::new(evaluation_score_quantile.clone()),
+            Box::new(evaluation_applies.clone()),
             Box::new(admission_rejected.clone()),
             Box::new(inferences_in_flight.clone()),
             Box::new(inferences_queued.clone()),
@@ -204,6 +271,9 @@ impl Metrics {
             .set(1);
         for d in [Decision::Accept, Decision::Reject] {
             decisions.with_label_values(&[d.as_str()]);
+            for h in [&match_similarity, &liveness_score, &fused_probability] {
+                h.with_label_values(&[d.as_str()]);
+            }
         }
         for state in [
             LivenessState::Live,
@@ -224,6 +294,12 @@ impl Metrics {
             liveness_checks,
             alert_emails,
             build_info,
+            match_similarity,
+            liveness_score,
+            fused_probability,
+            evaluation_error_rate,
+            evaluation_score_quantile,
+            evaluation_applies,
             admission_rejected,
             inferences_in_flight,
             inferences_queued,
@@ -238,6 +314,50 @@ impl Metrics {
     /// Count one authentication decision.
     pub fn record_decision(&self, decision: Decision) {
         self.decisions.with_label_values(&[decision.as_str()]).inc();
+    }
+
+    /// Record the scores behind one final decision.
+    pub fn record_scores(
+        &self,
+        decision: Decision,
+        similarity: f64,
+        liveness: Option<f64>,
+        probability: f64,
+    ) {
+        let d = [decision.as_str()];
+        self.match_similarity
+            .with_label_values(&d)
+            .observe(similarity);
+        if let Some(l) = liveness {
+            self.liveness_score.with_label_values(&d).observe(l);
+        }
+        self.fused_probability
+            .with_label_values(&d)
+            .observe(probability);
+    }
+
+    /// Expose the evaluation baseline, and whether it applies to the served settings.
+    pub fn set_baseline(&self, baseline: &Baseline, applies: bool) {
+        for r in &baseline.rates {
+            self.evaluation_error_rate
+                .with_label_values(&[
+                    r.measure.as_str(),
+                    r.weights.as_deref().unwrap_or(""),
+                    r.policy.as_deref().unwrap_or(""),
+                ])
+                .set(r.value());
+        }
+        for q in &baseline.quantiles {
+            self.evaluation_score_quantile
+                .with_label_values(&[
+                    q.score.as_str(),
+                    q.population.as_str(),
+                    q.weights.as_deref().unwrap_or(""),
+                    &format!("{}", (q.quantile * 100.0).round()),
+                ])
+                .set(q.value);
+        }
+        self.evaluation_applies.set(i64::from(applies));
     }
 
     /// Count one liveness verdict.

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::admission::Admission;
 use crate::alerts::AlertSender;
+use crate::baseline::Baseline;
 use crate::config::Config;
 use crate::engine::{Engine, loaded_models};
 use crate::enrolments::Enrolments;
@@ -72,6 +73,24 @@ impl AppState {
                 .model_info
                 .with_label_values(&[model, kind])
                 .set(1);
+        }
+        match Baseline::recorded() {
+            Ok(baseline) => {
+                let v = engine.verifier.config();
+                let applies = baseline.applies_to(
+                    v.match_threshold,
+                    v.liveness_threshold,
+                    engine.vision.config().liveness.mode,
+                );
+                if !applies {
+                    tracing::info!(
+                        "the evaluation baseline was measured at other thresholds or another \
+                         liveness mode; facekey_evaluation_applies is 0"
+                    );
+                }
+                self.metrics.set_baseline(&baseline, applies);
+            }
+            Err(e) => tracing::warn!(error = %e, "evaluation baseline not exposed"),
         }
         let _ = self.engine.set(Arc::new(engine));
     }

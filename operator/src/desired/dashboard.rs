@@ -82,6 +82,61 @@ const PANELS: &[(&str, &str, &[Target])] = &[
             "histogram_quantile(0.95, sum by (le, stage) (rate(facekey_stage_duration_seconds_bucket{sel}[5m])))",
         )],
     ),
+    (
+        "Match similarity: live median by decision vs evaluated genuine median",
+        "percentunit",
+        &[
+            (
+                "live {{decision}} p50",
+                "histogram_quantile(0.5, sum by (le, decision) (rate(facekey_match_similarity_bucket{sel}[1h])))",
+            ),
+            (
+                "evaluated genuine p50",
+                "max(facekey_evaluation_score_quantile{sel,score=\"similarity\",population=\"genuine\",percentile=\"50\"})",
+            ),
+            (
+                "evaluated genuine p10",
+                "max(facekey_evaluation_score_quantile{sel,score=\"similarity\",population=\"genuine\",percentile=\"10\"})",
+            ),
+        ],
+    ),
+    (
+        "Liveness score: live median by decision vs evaluated real-photo median",
+        "percentunit",
+        &[
+            (
+                "live {{decision}} p50",
+                "histogram_quantile(0.5, sum by (le, decision) (rate(facekey_liveness_score_bucket{sel}[1h])))",
+            ),
+            (
+                "evaluated genuine p50",
+                "max(facekey_evaluation_score_quantile{sel,score=\"liveness\",population=\"genuine\",percentile=\"50\"})",
+            ),
+            (
+                "evaluated attack p90",
+                "max(facekey_evaluation_score_quantile{sel,score=\"liveness\",population=\"attack\",percentile=\"90\"})",
+            ),
+        ],
+    ),
+    (
+        "Fused probability: live median by decision",
+        "percentunit",
+        &[(
+            "{{decision}} p50",
+            "histogram_quantile(0.5, sum by (le, decision) (rate(facekey_fused_probability_bucket{sel}[1h])))",
+        )],
+    ),
+    (
+        "Evaluated error rates of the served thresholds (simulated data; applies when 1)",
+        "percentunit",
+        &[
+            (
+                "{{measure}}",
+                "max by (measure) (facekey_evaluation_error_rate{sel,weights=\"\"})",
+            ),
+            ("applies", "min(facekey_evaluation_applies{sel})"),
+        ],
+    ),
     ("Runtime pods up", "short", &[("up", "sum(up{sel})")]),
     (
         "Build info",

@@ -21,7 +21,7 @@ use facekey_eval::features::{Kind, read_csv, to_csv};
 use facekey_eval::fit::{FitOptions, fit, weights_file};
 use facekey_eval::metrics::liveness_feature;
 use facekey_eval::report::{
-    DatasetLog, FitSummary, ReportInput, read_dataset_log, read_fit_summary, render,
+    DatasetLog, FitSummary, ReportInput, baseline, read_dataset_log, read_fit_summary, render,
 };
 use facekey_runtime::config::LivenessModel;
 use facekey_runtime::fusion::{FusionMlp, WeightsSource};
@@ -456,14 +456,26 @@ fn write_report(common: &Common) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let dataset = read_dataset_log(&common.out.join("dataset.json"))?;
     let fit = read_fit_summary(&common.out.join("fit.json"))?;
-    let md = render(&ReportInput {
+    let input = ReportInput {
         rows: &rows,
         dataset: dataset.as_ref(),
         fit: fit.as_ref(),
         verifiers: &verifiers,
         config,
         liveness_mode: common.liveness_mode(),
-    });
+    };
+    let md = render(&input);
+    let source = format!(
+        "facekey-eval report on runtime/eval/results/features.csv{}: data SIMULATED from the \
+         sample photos (see docs/evaluation.md); rates and quantiles of the recorded rows as the \
+         runtime's verifier decides them",
+        dataset
+            .as_ref()
+            .map_or(String::new(), |d| format!(" (seed {})", d.seed))
+    );
+    let baseline_path = common.out.join("baseline.json");
+    write(&baseline_path, &baseline(&input, &source).to_json())?;
+    eprintln!("wrote {}", baseline_path.display());
     let path = common.out.join("report.md");
     write(&path, &md)?;
     print!("{md}");

@@ -8,6 +8,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use facekey_runtime::baseline::{
+    BASELINE_FORMAT, BASELINE_VERSION, Baseline, BaselineQuantile, BaselineRate,
+};
 use facekey_runtime::decision::Decision;
 use facekey_runtime::verifier::{DecisionPolicy, Verifier, VerifierConfig};
 use facekey_runtime::vision::LivenessMode;
@@ -16,8 +19,8 @@ use super::EvalError;
 use super::features::{FeatureRow, Kind};
 use super::fit::{Counts, FitReport, Split, split_of};
 use super::metrics::{
-    LIVENESS_MODES, Rate, auc, config_for_mode, fmr, fnmr, fused_errors, liveness_under,
-    liveness_verdict, pad_errors,
+    LIVENESS_MODES, Rate, auc, config_for_mode, fmr, fnmr, fused_errors, liveness_feature,
+    liveness_under, liveness_verdict, pad_errors,
 };
 
 /// One presentation attempt (acquired or not) or a face left out of enrolment.
@@ -534,6 +537,119 @@ pub fn render(input: &ReportInput<'_>) -> String {
     out
 }
 
+/// The nearest-rank quantile `q` of `values` (sorted in place); `None` when empty.
+fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
+/// The baseline the runtime serves beside its live distributions: the pipeline's error rates at
+/// the configured thresholds, each verifier's fused error rates under both policies, and score
+/// quantiles per population, all from the recorded rows and decided by the runtime's verifier.
+pub fn baseline(input: &ReportInput<'_>, source: &str) -> Baseline {
+    let rows = input.rows;
+    let mode = input.liveness_mode;
+    let config = config_for_mode(&input.config, mode);
+    let rate = |measure: &str, r: Rate, weights: Option<&str>, policy: Option<&str>| BaselineRate {
+        measure: measure.to_owned(),
+        weights: weights.map(str::to_owned),
+        policy: policy.map(str::to_owned),
+        errors: r.errors,
+        trials: r.total,
+    };
+    let pad = pad_errors(rows, mode, &input.config);
+    let mut rates = vec![
+        rate("fnmr", fnmr(rows, &config), None, None),
+        rate("fmr", fmr(rows, &config), None, None),
+        rate("bpcer", pad.bpcer_all, None, None),
+        rate("apcer_print", pad.apcer_print, None, None),
+        rate("apcer_replay", pad.apcer_replay, None, None),
+    ];
+    for verifier in input.verifiers {
+        for (policy, name) in [
+            (DecisionPolicy::Strict, "strict"),
+            (DecisionPolicy::Fusion, "fusion"),
+        ] {
+            let v = verifier.with_policy(policy);
+            let e = fused_errors(rows, &v, mode);
+            let w = Some(v.fusion().name());
+            rates.extend([
+                rate("frr", e.frr_genuine, w, Some(name)),
+                rate("far_impostor", e.far_impostor, w, Some(name)),
+                rate("far_print", e.far_print, w, Some(name)),
+                rate("far_replay", e.far_replay, w, Some(name)),
+            ]);
+        }
+    }
+    let population = |k: Kind| match k {
+        Kind::Genuine | Kind::BonaFide => "genuine",
+        Kind::Impostor => "impostor",
+        Kind::AttackPrint | Kind::AttackReplay => "attack",
+    };
+    let mut quantiles = Vec::new();
+    let mut push = |score: &str, pop: &str, weights: Option<&str>, mut values: Vec<f64>| {
+        for q in [0.1, 0.5, 0.9] {
+            if let Some(value) = quantile(&mut values, q) {
+                quantiles.push(BaselineQuantile {
+                    score: score.to_owned(),
+                    population: pop.to_owned(),
+                    weights: weights.map(str::to_owned),
+                    quantile: q,
+                    value,
+                });
+            }
+        }
+    };
+    for pop in ["genuine", "impostor"] {
+        let values = rows
+            .iter()
+            .filter(|r| population(r.kind) == pop)
+            .map(|r| r.similarity)
+            .collect();
+        push("similarity", pop, None, values);
+    }
+    for pop in ["genuine", "attack"] {
+        let mut seen = BTreeSet::new();
+        let values = rows
+            .iter()
+            .filter(|r| {
+                r.kind != Kind::Impostor
+                    && population(r.kind) == pop
+                    && seen.insert(r.presentation.as_str())
+            })
+            .map(|r| liveness_feature(r, mode))
+            .collect();
+        push("liveness", pop, None, values);
+    }
+    for verifier in input.verifiers {
+        for pop in ["genuine", "impostor", "attack"] {
+            let values = rows
+                .iter()
+                .filter(|r| population(r.kind) == pop)
+                .map(|r| {
+                    let x = [r.similarity, liveness_feature(r, mode), r.quality];
+                    verifier.fusion().forward(&x).probability
+                })
+                .collect();
+            push("probability", pop, Some(verifier.fusion().name()), values);
+        }
+    }
+    Baseline {
+        format: BASELINE_FORMAT.to_owned(),
+        version: BASELINE_VERSION,
+        source: source.to_owned(),
+        match_threshold: input.config.match_threshold,
+        liveness_threshold: input.config.liveness_threshold,
+        liveness_mode: mode,
+        rates,
+        quantiles,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -579,5 +695,38 @@ mod tests {
         assert!(md.contains("| both PAD models, minimum |"));
         assert_eq!(md.matches("| reference | 0.5000 |").count(), 2);
         assert!(md.contains("2 identities"));
+        let input = ReportInput {
+            rows: &rows,
+            dataset: None,
+            fit: None,
+            verifiers: &verifiers,
+            config,
+            liveness_mode: LivenessMode::default(),
+        };
+        let b = baseline(&input, "test rows");
+        let fnmr = b.rates.iter().find(|r| r.measure == "fnmr").unwrap();
+        assert_eq!((fnmr.errors, fnmr.trials), (1, 2));
+        assert_eq!(
+            b.rates
+                .iter()
+                .filter(|r| r.weights.as_deref() == Some("reference"))
+                .count(),
+            8
+        );
+        let median = |score: &str, pop: &str| {
+            b.quantiles
+                .iter()
+                .find(|q| q.score == score && q.population == pop && q.quantile == 0.5)
+                .map(|q| q.value)
+        };
+        // Genuine similarities 0.99, 0.95, 0.3 (originals count as genuine): median 0.95.
+        assert_eq!(median("similarity", "genuine"), Some(0.95));
+        assert_eq!(median("similarity", "impostor"), Some(0.05));
+        assert!(median("probability", "attack").is_some());
+        assert_eq!(
+            Baseline::parse(&b.to_json()).unwrap(),
+            b,
+            "the runtime reads what the evaluation writes"
+        );
     }
 }

@@ -378,6 +378,12 @@ pub async fn verify(
         .with_label_values(&["fusion"])
         .observe(fusion.as_secs_f64());
     m.record_decision(outcome.decision);
+    m.record_scores(
+        outcome.decision,
+        matched.similarity,
+        liveness.score,
+        outcome.forward.probability,
+    );
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -532,6 +538,9 @@ pub async fn identify(
     let best_reasons = judged
         .first()
         .map_or(vec![Reason::NoMatch], |(_, _, o)| o.reasons.clone());
+    let best_scores = judged
+        .first()
+        .map(|(_, m, o)| (m.similarity, o.forward.probability));
     let candidates: Vec<IdentifyCandidate> = judged
         .into_iter()
         .filter(|(_, m, o)| m.decision == Decision::Accept && o.decision == Decision::Accept)
@@ -552,6 +561,11 @@ pub async fn identify(
     };
     let fusion = t.elapsed();
     state.metrics.record_decision(decision);
+    if let Some((similarity, probability)) = best_scores {
+        state
+            .metrics
+            .record_scores(decision, similarity, liveness.score, probability);
+    }
     state
         .metrics
         .stage_duration
