@@ -617,7 +617,8 @@ fn postgres_url_and_generated_key_are_secret_files() {
     );
     // The data directory stays an emptyDir: nothing is stored there with PostgreSQL.
     assert!(volume_and_mount(&d, "data").0.get("emptyDir").is_some());
-    // The generated key Secret: metadata only, owned, labelled; the reconciler adds the key.
+    // The generated key Secret: metadata only, labelled, and not owned (an external database
+    // outlives the resource, so must its key); the reconciler adds the key.
     let [secret] = d.generated_secrets.as_slice() else {
         panic!("{:?}", d.generated_secrets)
     };
@@ -626,10 +627,8 @@ fn postgres_url_and_generated_key_are_secret_files() {
         ("fk-template-key", "template.key")
     );
     assert!(secret.body.get("data").is_none() && secret.body.get("stringData").is_none());
-    assert_eq!(
-        secret.body["metadata"]["ownerReferences"][0]["uid"],
-        "uid-1"
-    );
+    assert!(secret.body["metadata"].get("ownerReferences").is_none());
+    assert!(secret.body["metadata"]["annotations"]["facekey.dev/retained"].is_string());
     assert_eq!(secret.body["metadata"]["labels"]["facekey.dev/owner"], "fk");
     assert_eq!(
         d.store,

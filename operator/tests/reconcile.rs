@@ -1125,8 +1125,12 @@ async fn postgres_store_wires_the_url_secret_and_generates_the_key_once() {
     let secret = h.api::<Secret>().get("fk-template-key").await.unwrap();
     let key = secret_text(&secret, "template.key");
     assert!(is_key_line(&key), "not one k1:<64 hex> line");
-    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!(owner.uid, fkd.uid().unwrap());
+    // An external database outlives the resource, so its key must too: no owner reference.
+    assert!(
+        secret.metadata.owner_references.is_none(),
+        "deleting the FaceKeyDeployment must not delete the key of an external database"
+    );
+    assert!(secret.metadata.annotations.as_ref().unwrap()["facekey.dev/retained"].contains("kept"));
     assert_eq!(
         secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
         "facekey-operator"

@@ -128,4 +128,12 @@ pass "render refuses specs that break the CRD's CEL rules"
 kubectl kustomize "$ROOT/manifests" >"$WORK/kustomized.yaml" || fail "kubectl kustomize manifests"
 k8s_validate "$WORK/kustomized.yaml" "kubectl kustomize manifests"
 
+# 8. The optional monitoring overlay (the operator's own ServiceMonitor) builds and is valid.
+kubectl kustomize "$ROOT/manifests/monitoring" >"$WORK/monitoring.yaml" || fail "kubectl kustomize manifests/monitoring"
+EXPECT_KINDS=ServiceMonitor NODE_MODULES="$NODE_MODULES" \
+  node "$HERE/validate-prometheus-operator.mjs" "$WORK/monitoring.yaml" >"$WORK/monitoring.log" 2>&1 \
+  || { cat "$WORK/monitoring.log" >&2; fail "manifests/monitoring schema validation"; }
+grep -q 'honorLabels: true' "$WORK/monitoring.yaml" || fail "the operator ServiceMonitor must honour labels"
+pass "manifests/monitoring: operator ServiceMonitor valid"
+
 echo "operator manifest checks: all passed"

@@ -247,20 +247,37 @@ pub(super) fn database_cluster(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) 
 }
 
 /// The template-key Secret to generate, when the spec relies on one: PostgreSQL without
-/// `templateKeySecretRef`.
+/// `templateKeySecretRef`. With an external database (`urlSecretRef`) the templates outlive the
+/// FaceKeyDeployment, so the key must too: that Secret carries no owner reference, and deleting
+/// the resource (by mistake, or to recreate it from Git) never makes the data unreadable. With
+/// CloudNativePG the database is the resource's own, and the key goes with it.
 pub(super) fn generated_template_key(
     owner: &Owner<'_>,
     spec: &FaceKeyDeploymentSpec,
 ) -> Option<Secret> {
     let store = spec.store.as_ref()?;
-    if store.template_key_secret_ref.is_some() || store.postgres.is_none() {
+    if store.template_key_secret_ref.is_some() {
         return None;
     }
+    let postgres = store.postgres.as_ref()?;
+    let mut metadata = owner.meta(
+        labels::template_key_secret_name(owner.name),
+        Component::Runtime,
+    );
+    if postgres.url_secret_ref.is_some() {
+        metadata.owner_references = None;
+        metadata.annotations = Some(
+            [(
+                "facekey.dev/retained".to_owned(),
+                "the template key of an external database: kept when the FaceKeyDeployment is \
+                 deleted"
+                    .to_owned(),
+            )]
+            .into(),
+        );
+    }
     Some(Secret {
-        metadata: owner.meta(
-            labels::template_key_secret_name(owner.name),
-            Component::Runtime,
-        ),
+        metadata,
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
     })
