@@ -1078,8 +1078,7 @@ async fn postgres_store_wires_the_url_secret_and_generates_the_key_once() {
         .create(&PostParams::default(), &db)
         .await
         .unwrap();
-    let fkd = h
-        .create(
+    h.create(
             "fk",
             json!({"image": IMG1, "scanGate": {"enabled": false},
                    "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 60},
