@@ -4,6 +4,33 @@
 
 pub mod postgres;
 
+/// Write a self-signed server certificate for 127.0.0.1 and its key (PEM) with `openssl`. It is
+/// a server certificate, not a CA: webpki refuses a CA certificate as the peer, and accepts this
+/// one as its own trust anchor.
+pub fn self_signed_cert(cert: &std::path::Path, key: &std::path::Path) {
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+}
+
 /// A TCP port free on loopback right now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

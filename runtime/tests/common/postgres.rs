@@ -111,28 +111,7 @@ impl PgServer {
     fn enable_tls(&mut self) {
         let data = self.data();
         let (cert, key) = (data.join("server.crt"), data.join("server.key"));
-        let ok = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            // A server certificate, not a CA: webpki refuses a CA certificate as the peer.
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .args(["-addext", "extendedKeyUsage=serverAuth"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "openssl could not make a certificate");
+        super::self_signed_cert(&cert, &key);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
