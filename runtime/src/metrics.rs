@@ -75,6 +75,8 @@ pub struct Metrics {
     pub evaluation_applies: IntGauge,
     /// Inference requests refused by admission control (503 `overloaded`).
     pub admission_rejected: IntCounter,
+    /// Inferences stopped at a stage boundary because their request went away.
+    pub inferences_cancelled: IntCounter,
     /// Inferences running now.
     pub inferences_in_flight: IntGauge,
     /// Requests waiting for an inference place now.
@@ -213,6 +215,11 @@ impl Metrics {
             "Inference requests answered 503 overloaded because running and waiting places were \
              full (or the wait for a place ran out).",
         )?;
+        let inferences_cancelled = IntCounter::new(
+            "facekey_inferences_cancelled_total",
+            "Inferences stopped at a stage boundary because their request went away (client \
+             disconnected or the request timeout answered).",
+        )?;
         let inferences_in_flight = IntGauge::new(
             "facekey_inferences_in_flight",
             "Inferences (verify, identify, enrol, liveness) running now.",
@@ -248,6 +255,7 @@ impl Metrics {
             Box::new(evaluation_score_quantile.clone()),
             Box::new(evaluation_applies.clone()),
             Box::new(admission_rejected.clone()),
+            Box::new(inferences_cancelled.clone()),
             Box::new(inferences_in_flight.clone()),
             Box::new(inferences_queued.clone()),
             Box::new(store_up.clone()),
@@ -301,6 +309,7 @@ impl Metrics {
             evaluation_score_quantile,
             evaluation_applies,
             admission_rejected,
+            inferences_cancelled,
             inferences_in_flight,
             inferences_queued,
             store_up,

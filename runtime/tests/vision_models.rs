@@ -512,3 +512,45 @@ fn liveness_without_a_possible_crop_is_unknown_never_live() {
     );
     assert_eq!(out.features[1], 0.0);
 }
+
+/// Work whose request went away stops at the next stage boundary instead of running every model.
+#[test]
+fn cancelled_work_stops_at_a_stage_boundary() {
+    use facekey_runtime::vision::{Cancel, VisionError};
+    let v = vision();
+    let bytes = read("astronaut_640x480.jpg");
+    let cancel = Cancel::default();
+    assert!(!cancel.is_cancelled());
+    // Not cancelled: the whole pipeline runs.
+    assert!(v.analyze(&bytes, AnalyzeOptions::FULL, &cancel).is_ok());
+    cancel.cancel();
+    let err = v
+        .analyze(&bytes, AnalyzeOptions::FULL, &cancel)
+        .unwrap_err();
+    assert!(
+        matches!(err, VisionError::Cancelled { before: "decode" }),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert!(matches!(
+        v.liveness_all_until(&bytes, &cancel),
+        Err(VisionError::Cancelled { .. })
+    ));
+    // Cancelled from another thread while the first stages run: the pipeline either finished
+    // before noticing or stopped at a later boundary; it never runs on after noticing.
+    let cancel = Cancel::default();
+    let other = cancel.clone();
+    let handle = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        other.cancel();
+    });
+    let result = v.analyze(&read("t1.jpg"), AnalyzeOptions::FULL, &cancel);
+    handle.join().unwrap();
+    match result {
+        Ok(_) => {}
+        Err(VisionError::Cancelled { before }) => {
+            assert!(["decode", "detect", "align"].contains(&before), "{before}")
+        }
+        Err(e) => panic!("{e}"),
+    }
+}

@@ -7,11 +7,21 @@ use std::sync::Arc;
 use super::error::ApiError;
 use crate::engine::Engine;
 use crate::state::SharedState;
-use crate::vision::VisionError;
+use crate::vision::{Cancel, VisionError};
+
+/// Cancels the work when the request's future is dropped (client gone, timeout answered).
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
 
 /// Run a vision call on the blocking pool with the loaded engine, once admission control gives
-/// it a place (503 `overloaded` at once when running and queue are full). The place is held until
-/// the model work ends, even when the client has gone away meanwhile.
+/// it a place (503 `overloaded` at once when running and queue are full). When the request goes
+/// away (client disconnected, the timeout answered), the work stops at its next stage boundary;
+/// its place is held until then.
 pub async fn with_engine<T, F>(
     state: &SharedState,
     engine: Arc<Engine>,
@@ -19,7 +29,7 @@ pub async fn with_engine<T, F>(
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Engine) -> Result<T, VisionError> + Send + 'static,
+    F: FnOnce(&Engine, &Cancel) -> Result<T, VisionError> + Send + 'static,
 {
     let permit = match state.admission.admit().await {
         Ok(p) => p,
@@ -28,9 +38,16 @@ where
             return Err(overloaded.into());
         }
     };
+    let cancel = Cancel::default();
+    let _on_drop = CancelOnDrop(cancel.clone());
+    let metrics = state.metrics.clone();
     Ok(tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f(&engine)
+        let result = f(&engine, &cancel);
+        if matches!(result, Err(VisionError::Cancelled { .. })) {
+            metrics.inferences_cancelled.inc();
+        }
+        result
     })
     .await
     .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)

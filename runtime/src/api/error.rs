@@ -139,6 +139,7 @@ impl From<VisionError> for ApiError {
             ErrorKind::NoFace | ErrorKind::MultipleFaces | ErrorKind::UnusableFace => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ErrorKind::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, kind.code(), e.to_string())
@@ -199,6 +200,11 @@ mod tests {
         );
         let response = e.into_response();
         assert_eq!(response.headers()["retry-after"], "1");
+        let e = ApiError::from(VisionError::Cancelled { before: "detect" });
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "cancelled")
+        );
         let e = ApiError::from(VisionError::NoFace);
         assert_eq!(
             (e.status, e.code),

@@ -23,8 +23,8 @@ use crate::store::{NewTemplate, StoreError, Subject};
 use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason};
 use crate::vision::embed::similarity;
 use crate::vision::{
-    Detection, EMBEDDING_MODEL, Embedding, FaceAnalysis, LivenessReport, LivenessResult,
-    ModelTimings, QualityResult, StageTimings,
+    AnalyzeOptions, Detection, EMBEDDING_MODEL, Embedding, FaceAnalysis, LivenessReport,
+    LivenessResult, ModelTimings, QualityResult, StageTimings,
 };
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -153,7 +153,10 @@ pub async fn enrol(
         return Err(StoreError::SubjectNotFound(id).into());
     }
     let image = input.image;
-    let analysis = with_engine(&state, engine, move |e| e.vision.enrol(&image)).await?;
+    let analysis = with_engine(&state, engine, move |e, c| {
+        e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
+    })
+    .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
     let template = NewTemplate {
         model: EMBEDDING_MODEL.to_string(),
@@ -350,8 +353,10 @@ pub async fn verify(
     let include_layers = parse_flag(&input, "include_layers")?;
     let templates = subject_embeddings(&state, &subject)?;
     let image = input.image;
-    let analysis: FaceAnalysis =
-        with_engine(&state, engine.clone(), move |e| e.vision.verify(&image)).await?;
+    let analysis: FaceAnalysis = with_engine(&state, engine.clone(), move |e, c| {
+        e.vision.analyze(&image, AnalyzeOptions::FULL, c)
+    })
+    .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
     let verifier = &engine.verifier;
@@ -506,8 +511,10 @@ pub async fn identify(
     let engine = state.engine()?;
     let limit = parse_limit(&input)?;
     let image = input.image;
-    let analysis: FaceAnalysis =
-        with_engine(&state, engine.clone(), move |e| e.vision.verify(&image)).await?;
+    let analysis: FaceAnalysis = with_engine(&state, engine.clone(), move |e, c| {
+        e.vision.analyze(&image, AnalyzeOptions::FULL, c)
+    })
+    .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
     let t = Instant::now();
@@ -647,8 +654,8 @@ pub async fn liveness(
 ) -> Result<Json<LivenessResponse>, ApiError> {
     let engine = state.engine()?;
     let image = input.image;
-    let report: LivenessReport = with_engine(&state, engine.clone(), move |e| {
-        e.vision.liveness_all(&image)
+    let report: LivenessReport = with_engine(&state, engine.clone(), move |e, c| {
+        e.vision.liveness_all_until(&image, c)
     })
     .await?;
     observe_timings(&state, &report.timings, &report.inference);

@@ -53,7 +53,8 @@ pub use liveness::{DtnScore, LivenessResult, MiniFasScore};
 pub use models::ModelError;
 pub use onnx::{OrtSetupError, SessionError};
 pub use pipeline::{
-    AnalyzeOptions, FaceAnalysis, FaceLiveness, LivenessReport, ModelTimings, StageTimings, Vision,
+    AnalyzeOptions, Cancel, FaceAnalysis, FaceLiveness, LivenessReport, ModelTimings, StageTimings,
+    Vision,
 };
 pub use quality::QualityResult;
 
@@ -72,6 +73,8 @@ pub enum ErrorKind {
     MultipleFaces,
     /// The face could not be aligned (422).
     UnusableFace,
+    /// The request was cancelled (client gone, deadline passed) before the work finished.
+    Cancelled,
     /// Start-up or inference failure on the server side (500/503).
     Internal,
 }
@@ -86,6 +89,7 @@ impl ErrorKind {
             Self::NoFace => "no_face",
             Self::MultipleFaces => "multiple_faces",
             Self::UnusableFace => "unusable_face",
+            Self::Cancelled => "cancelled",
             Self::Internal => "internal",
         }
     }
@@ -127,6 +131,12 @@ pub enum VisionError {
     /// Inference failed.
     #[error(transparent)]
     Inference(#[from] SessionError),
+    /// The work was cancelled before the named stage.
+    #[error("cancelled before {before}: the client went away or the deadline passed")]
+    Cancelled {
+        /// The stage that did not run.
+        before: &'static str,
+    },
 }
 
 impl VisionError {
@@ -143,6 +153,7 @@ impl VisionError {
             Self::NoFace => ErrorKind::NoFace,
             Self::MultipleFaces { .. } => ErrorKind::MultipleFaces,
             Self::Align(_) => ErrorKind::UnusableFace,
+            Self::Cancelled { .. } => ErrorKind::Cancelled,
             Self::Setup(_)
             | Self::Model(_)
             | Self::LoaderPanicked

@@ -101,6 +101,32 @@ impl ModelTimings {
     }
 }
 
+/// A cancellation flag checked at stage boundaries: once set (the client went away, the
+/// deadline passed), the pipeline stops before its next stage with
+/// [`VisionError::Cancelled`] instead of spending inference time on an answer nobody reads.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    /// Ask the work to stop at its next stage boundary.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn check(&self, before: &'static str) -> Result<(), VisionError> {
+        if self.is_cancelled() {
+            Err(VisionError::Cancelled { before })
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Which optional stages [`Vision::analyze`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnalyzeOptions {
@@ -310,21 +336,29 @@ impl Vision {
 
     /// Full verification analysis of image bytes: every stage.
     pub fn verify(&self, bytes: &[u8]) -> Result<FaceAnalysis, VisionError> {
-        self.analyze(bytes, AnalyzeOptions::FULL)
+        self.analyze(bytes, AnalyzeOptions::FULL, &Cancel::default())
     }
 
     /// Enrolment analysis of image bytes: embedding and quality, no liveness. Store
     /// `embedding` as the template.
     pub fn enrol(&self, bytes: &[u8]) -> Result<FaceAnalysis, VisionError> {
-        self.analyze(bytes, AnalyzeOptions::ENROL)
+        self.analyze(bytes, AnalyzeOptions::ENROL, &Cancel::default())
     }
 
-    /// Decodes and analyses the image's face (chosen by the multi-face policy).
-    pub fn analyze(&self, bytes: &[u8], opts: AnalyzeOptions) -> Result<FaceAnalysis, VisionError> {
+    /// Decodes and analyses the image's face (chosen by the multi-face policy), stopping before
+    /// the next stage once `cancel` is set.
+    pub fn analyze(
+        &self,
+        bytes: &[u8],
+        opts: AnalyzeOptions,
+        cancel: &Cancel,
+    ) -> Result<FaceAnalysis, VisionError> {
         let started = Instant::now();
+        cancel.check("decode")?;
         let img = self.decode(bytes)?;
         let decode = started.elapsed();
-        let mut a = self.analyze_image(&img, opts)?;
+        cancel.check("detect")?;
+        let mut a = self.analyze_image_until(&img, opts, cancel)?;
         a.timings.decode = decode;
         a.timings.total = started.elapsed();
         Ok(a)
@@ -336,11 +370,21 @@ impl Vision {
         img: &RgbImage,
         opts: AnalyzeOptions,
     ) -> Result<FaceAnalysis, VisionError> {
+        self.analyze_image_until(img, opts, &Cancel::default())
+    }
+
+    fn analyze_image_until(
+        &self,
+        img: &RgbImage,
+        opts: AnalyzeOptions,
+        cancel: &Cancel,
+    ) -> Result<FaceAnalysis, VisionError> {
         let started = Instant::now();
         let t = Instant::now();
         let (faces, det) = self.detector.detect(img)?;
         let detect = t.elapsed();
         let face = choose_face(&faces, self.config.multi_face)?;
+        cancel.check("align")?;
         let mut a = self.analyze_face(img, face, opts)?;
         a.faces_detected = faces.len();
         a.timings.detect = detect;
@@ -447,8 +491,19 @@ impl Vision {
     /// `max_faces` of them, the most confident first; an image without faces gives an empty
     /// list, not an error.
     pub fn liveness_all(&self, bytes: &[u8]) -> Result<LivenessReport, VisionError> {
+        self.liveness_all_until(bytes, &Cancel::default())
+    }
+
+    /// [`Vision::liveness_all`], stopping before the next stage (or face) once `cancel` is set.
+    pub fn liveness_all_until(
+        &self,
+        bytes: &[u8],
+        cancel: &Cancel,
+    ) -> Result<LivenessReport, VisionError> {
         let started = Instant::now();
+        cancel.check("decode")?;
         let img = self.decode(bytes)?;
+        cancel.check("detect")?;
         let mut timings = StageTimings {
             decode: started.elapsed(),
             ..StageTimings::default()
@@ -462,6 +517,7 @@ impl Vision {
         let faces_detected = faces.len();
         let mut out = Vec::with_capacity(faces.len().min(self.config.max_faces));
         for face in faces.into_iter().take(self.config.max_faces) {
+            cancel.check("liveness")?;
             let (liveness, li) = self.liveness.check(&img, &face.bbox);
             if let Some(d) = li.dtn {
                 inference.dtn = Some(inference.dtn.unwrap_or_default() + d);
