@@ -35,7 +35,9 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
-fn restricted() -> SecurityContext {
+/// The restricted container security context every FaceKey container runs with: no privilege
+/// escalation, read-only root, non-root, no capabilities.
+pub(super) fn restricted() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
