@@ -522,7 +522,7 @@ pub async fn identify(
     let probe = analysis.embedding.as_slice().to_vec();
     let (nearest, searched) = blocking(move || {
         let index = enrolments.index();
-        (index.nearest(&probe, limit), index.stats().templates)
+        (index.nearest(&probe, limit), index.template_count())
     })
     .await?;
     let matching = t.elapsed();

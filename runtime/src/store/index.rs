@@ -314,7 +314,12 @@ impl TemplateIndex {
             .collect()
     }
 
-    /// What the index holds.
+    /// Serving-model templates in the index (the rows [`TemplateIndex::nearest`] scans).
+    pub fn template_count(&self) -> usize {
+        self.read().owners.len()
+    }
+
+    /// What the index holds (walks every subject: for metrics, not per request).
     pub fn stats(&self) -> IndexStats {
         let inner = self.read();
         let entries = inner.slots.iter().flatten();
@@ -457,6 +462,7 @@ mod tests {
         assert_eq!(index.nearest(&probes[1], 1)[0].subject.id, "s5");
         assert!(!index.add_template(template("n3", "nobody", "m", probes[1].clone())));
         let stats = index.stats();
+        assert_eq!(index.template_count(), stats.templates);
         assert_eq!(stats.subjects, 17);
         assert_eq!(
             stats.outdated_subjects, 3,
