@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::free_port;
 use common::postgres::{PgServer, key_file};
+use common::{free_port, send_json};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -98,9 +98,7 @@ impl Replica {
     }
 
     async fn json(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        send_json(req).await
     }
 
     async fn create(&self, name: &str) -> (StatusCode, Value) {

@@ -31,6 +31,13 @@ pub fn self_signed_cert(cert: &std::path::Path, key: &std::path::Path) {
     assert!(ok, "openssl could not make a certificate");
 }
 
+/// Send a request; the status and the JSON body (`null` when the body is not JSON).
+pub async fn send_json(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let r = request.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 /// A TCP port free on loopback right now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -99,9 +106,7 @@ impl Running {
 
     /// Send a request; the status and the JSON body (`null` when the body is not JSON).
     pub async fn json(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = request.send().await.unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        send_json(request).await
     }
 
     /// POST a raw body as `application/json`.
