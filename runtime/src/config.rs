@@ -284,6 +284,94 @@ pub struct Config {
     /// Log filter in `tracing` syntax, e.g. `info` or `facekey_runtime=debug,tower_http=info`.
     #[arg(long, env = env::LOG, default_value = defaults::LOG)]
     pub log: String,
+
+    /// API keys, one `<key-id>:<scope,scope…>:<hex SHA-256 of the key>[:<requests per second>]`
+    /// line each (scopes: `verify`, `enrol`, `admin`, `metrics`); re-read when it changes. Unset:
+    /// the runtime creates an admin key in `--data-dir` on first start and prints a login URL.
+    #[arg(long, env = env::API_KEYS_FILE)]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Whether `/metrics` on the API port is `open` or needs a key with the `metrics` scope.
+    #[arg(long, env = env::METRICS_AUTH, value_enum, default_value_t = parse_enum::<MetricsAuth>(defaults::METRICS_AUTH))]
+    pub metrics_auth: MetricsAuth,
+
+    /// A second address serving only `/healthz`, `/readyz` and `/metrics`, without keys (for the
+    /// kubelet and Prometheus; restrict it with a NetworkPolicy). Unset: no second listener.
+    #[arg(long, env = env::METRICS_LISTEN)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Origins allowed to call the API from a browser (CORS), comma-separated. Unset: CORS off,
+    /// so only the bundled UI (same origin) can.
+    #[arg(long, env = env::CORS_ORIGINS, value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Start even with settings known to be unsafe (liveness off, the untrained reference weights
+    /// under the `fusion` policy, a match threshold looser than dlib's distance 0.6). Logged.
+    #[arg(long, env = env::ALLOW_INSECURE, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure: bool,
+
+    /// Where audit events (one JSON object per line) go: `stdout`, `off`, or a file path.
+    #[arg(long, env = env::AUDIT_LOG, default_value = defaults::AUDIT_LOG)]
+    pub audit_log: String,
+
+    /// Whether a face being enrolled must pass passive liveness (`off` for enrolment from ID
+    /// photos).
+    #[arg(long, env = env::ENROL_LIVENESS, value_enum, default_value_t = parse_enum::<Switch>(defaults::ENROL_LIVENESS))]
+    pub enrol_liveness: Switch,
+
+    /// Least quality score in [0, 1] of a face being enrolled.
+    #[arg(long, env = env::ENROL_MIN_QUALITY, default_value_t = defaults::ENROL_MIN_QUALITY, value_parser = parse_threshold)]
+    pub enrol_min_quality: f64,
+
+    /// Failed verifications of one subject within `--lockout-window-secs` that lock it.
+    #[arg(long, env = env::LOCKOUT_ATTEMPTS, default_value_t = defaults::LOCKOUT_ATTEMPTS)]
+    pub lockout_attempts: u32,
+
+    /// Window in which failed verifications are counted, seconds.
+    #[arg(long, env = env::LOCKOUT_WINDOW_SECS, default_value_t = defaults::LOCKOUT_WINDOW_SECS)]
+    pub lockout_window_secs: u64,
+
+    /// How long a locked subject stays locked, seconds.
+    #[arg(long, env = env::LOCKOUT_SECS, default_value_t = defaults::LOCKOUT_SECS)]
+    pub lockout_secs: u64,
+
+    /// A maintenance command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Create an API key: prints the key once, and its line for the API keys file.
+    NewApiKey {
+        /// The key's id (letters, digits, `-`, `_`, `.`), as logs, metrics and audit name it.
+        id: String,
+        /// Its scopes, comma-separated: `verify`, `enrol`, `admin`, `metrics`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Request rate limit, requests per second (unset: unlimited).
+        #[arg(long)]
+        rps: Option<f64>,
+    },
+}
+
+/// Whether `/metrics` needs a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsAuth {
+    /// No key needed.
+    Open,
+    /// A key with the `metrics` (or `admin`) scope.
+    Key,
+}
+
+/// An on/off setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 impl Config {
@@ -433,6 +521,8 @@ mod tests {
             ("--decision-policy", defaults::DECISION_POLICY),
             ("--smtp-tls", defaults::SMTP_TLS),
             ("--log-format", defaults::LOG_FORMAT),
+            ("--metrics-auth", defaults::METRICS_AUTH),
+            ("--enrol-liveness", defaults::ENROL_LIVENESS),
         ] {
             Config::try_parse_from(["facekey-runtime", flag, value])
                 .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));

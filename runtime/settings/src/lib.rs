@@ -93,6 +93,28 @@ pub mod env {
     pub const LOG_FORMAT: &str = "FACEKEY_LOG_FORMAT";
     /// Log filter.
     pub const LOG: &str = "FACEKEY_LOG";
+    /// API keys file (a mounted Secret): `<key-id>:<scopes>:<sha256 hex>[:<rps>]` per line.
+    pub const API_KEYS_FILE: &str = "FACEKEY_API_KEYS_FILE";
+    /// Whether `/metrics` on the API port needs a key with the `metrics` scope.
+    pub const METRICS_AUTH: &str = "FACEKEY_METRICS_AUTH";
+    /// A second listener serving only health and metrics, without keys (unset: none).
+    pub const METRICS_LISTEN: &str = "FACEKEY_METRICS_LISTEN";
+    /// Origins allowed by CORS (unset: CORS off).
+    pub const CORS_ORIGINS: &str = "FACEKEY_CORS_ORIGINS";
+    /// Start even with settings known to be unsafe.
+    pub const ALLOW_INSECURE: &str = "FACEKEY_ALLOW_INSECURE";
+    /// Where audit events go: `stdout`, `off` or a file path.
+    pub const AUDIT_LOG: &str = "FACEKEY_AUDIT_LOG";
+    /// Whether an enrolled face must pass passive liveness.
+    pub const ENROL_LIVENESS: &str = "FACEKEY_ENROL_LIVENESS";
+    /// Least quality score of an enrolled face.
+    pub const ENROL_MIN_QUALITY: &str = "FACEKEY_ENROL_MIN_QUALITY";
+    /// Failed verifications of one subject that lock it.
+    pub const LOCKOUT_ATTEMPTS: &str = "FACEKEY_LOCKOUT_ATTEMPTS";
+    /// Window in which those failures are counted, seconds.
+    pub const LOCKOUT_WINDOW_SECS: &str = "FACEKEY_LOCKOUT_WINDOW_SECS";
+    /// How long a locked subject stays locked, seconds.
+    pub const LOCKOUT_SECS: &str = "FACEKEY_LOCKOUT_SECS";
 
     /// Every variable above: the runtime reads exactly these (a runtime test checks both ways).
     pub const ALL: &[&str] = &[
@@ -138,6 +160,17 @@ pub mod env {
         UI_ENABLED,
         LOG_FORMAT,
         LOG,
+        API_KEYS_FILE,
+        METRICS_AUTH,
+        METRICS_LISTEN,
+        CORS_ORIGINS,
+        ALLOW_INSECURE,
+        AUDIT_LOG,
+        ENROL_LIVENESS,
+        ENROL_MIN_QUALITY,
+        LOCKOUT_ATTEMPTS,
+        LOCKOUT_WINDOW_SECS,
+        LOCKOUT_SECS,
     ];
 }
 
@@ -156,7 +189,7 @@ pub mod defaults {
     /// `--data-dir`, relative to the working directory.
     pub const DATA_DIR: &str = "facekey-data";
     /// `--max-faces-per-subject`.
-    pub const MAX_FACES_PER_SUBJECT: usize = 20;
+    pub const MAX_FACES_PER_SUBJECT: usize = 5;
     /// `--max-body-bytes`: 8 MiB.
     pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
     /// `--max-image-bytes`: 5 MiB (CompreFace and AWS Rekognition allow 5 MB).
@@ -205,6 +238,21 @@ pub mod defaults {
     pub const LOG_FORMAT: &str = "text";
     /// `--log`.
     pub const LOG: &str = "info";
+    /// `--metrics-auth`: `/metrics` answers without a key (Prometheus scrapes it; restrict the
+    /// port with a NetworkPolicy or use `key`).
+    pub const METRICS_AUTH: &str = "open";
+    /// `--audit-log`.
+    pub const AUDIT_LOG: &str = "stdout";
+    /// `--enrol-liveness`: an enrolled face must be live.
+    pub const ENROL_LIVENESS: &str = "on";
+    /// `--enrol-min-quality`: least quality score of an enrolled face.
+    pub const ENROL_MIN_QUALITY: f64 = 0.3;
+    /// `--lockout-attempts`: failed verifications that lock a subject.
+    pub const LOCKOUT_ATTEMPTS: u32 = 5;
+    /// `--lockout-window-secs`: 15 minutes.
+    pub const LOCKOUT_WINDOW_SECS: u64 = 900;
+    /// `--lockout-secs`: 15 minutes.
+    pub const LOCKOUT_SECS: u64 = 900;
 
     /// Default `--sessions-per-model`: one per core (at most [`MAX_DEFAULT_SESSIONS`]), so
     /// concurrent requests with one intra-op thread each use every core.

@@ -1,14 +1,13 @@
-//! Face endpoints: enrol a face for a subject, verify a face against a subject (1:1), identify
-//! a face among every enrolled subject (1:N), and passive liveness of every face in an image.
+//! Face endpoints: verify a face against a subject (1:1), identify a face among every enrolled
+//! subject (1:N), and passive liveness of every face in an image.
 //! Model work and index scans run on the blocking pool; templates come from this replica's
 //! index; every decision is the [`crate::verifier::Verifier`]'s.
 
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::blocking::{blocking, with_engine};
@@ -19,7 +18,7 @@ use crate::decision::Decision;
 use crate::fusion::Layers;
 use crate::state::SharedState;
 use crate::store::index::SubjectTemplates;
-use crate::store::{NewTemplate, StoreError, Subject};
+use crate::store::{StoreError, Subject};
 use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason};
 use crate::vision::embed::similarity;
 use crate::vision::{
@@ -27,7 +26,7 @@ use crate::vision::{
     LivenessResult, ModelTimings, QualityResult, StageTimings,
 };
 
-fn request_id(headers: &HeaderMap) -> Option<String> {
+pub(super) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -73,7 +72,7 @@ fn report_liveness(
 }
 
 /// Record stage and model timings of one pipeline run.
-fn observe_timings(state: &SharedState, stages: &StageTimings, models: &ModelTimings) {
+pub(super) fn observe_timings(state: &SharedState, stages: &StageTimings, models: &ModelTimings) {
     let m = &state.metrics;
     let stage = |name: &str, d: Duration| {
         if !d.is_zero() {
@@ -101,79 +100,6 @@ fn observe_timings(state: &SharedState, stages: &StageTimings, models: &ModelTim
     model("dlib_resnet", models.embed);
     model("dtn", models.dtn);
     model("minifas", models.minifas);
-}
-
-/// Answer of `POST /v1/subjects/{id}/faces`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EnrolResponse {
-    /// The subject.
-    pub subject_id: String,
-    /// The new template's id.
-    pub face_id: String,
-    /// How many faces the subject now has.
-    pub faces: usize,
-    /// The enrolled face.
-    #[schema(value_type = Object)]
-    pub face: Detection,
-    /// Its quality.
-    #[schema(value_type = Object)]
-    pub quality: Option<QualityResult>,
-    /// Per-stage wall times, milliseconds.
-    #[schema(value_type = Object)]
-    pub timings_ms: StageTimings,
-}
-
-/// `POST /v1/subjects/{id}/faces`: detect the face, store its embedding (never the image).
-#[utoipa::path(
-    post,
-    path = "/v1/subjects/{id}/faces",
-    tag = "subjects",
-    summary = "Enrol a face image for a subject",
-    description = "Send the image as multipart field `image` or JSON `{\"image\": \"<base64>\"}`. \
-Only the face embedding is stored.",
-    params(("id" = String, Path, description = "Subject id")),
-    responses(
-        (status = 201, description = "Enrolled", body = EnrolResponse),
-        (status = 404, description = "Unknown subject", body = ErrorBody),
-        (status = 409, description = "Subject has the maximum number of faces", body = ErrorBody),
-        (status = 413, description = "Image too large", body = ErrorBody),
-        (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
-        (status = 422, description = "No face, several faces, or unusable face", body = ErrorBody),
-        (status = 503, description = "Template store unavailable", body = ErrorBody),
-    )
-)]
-pub async fn enrol(
-    State(state): State<SharedState>,
-    Path(id): Path<String>,
-    input: ImageInput,
-) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
-    // Fail fast on an unknown subject before spending inference time.
-    if state.enrolments.index().get(&id).is_none() {
-        return Err(StoreError::SubjectNotFound(id).into());
-    }
-    let image = input.image;
-    let analysis = with_engine(&state, engine, move |e, c| {
-        e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
-    })
-    .await?;
-    observe_timings(&state, &analysis.timings, &analysis.inference);
-    let template = NewTemplate {
-        model: EMBEDDING_MODEL.to_string(),
-        embedding: analysis.embedding.as_slice().to_vec(),
-        quality: analysis.quality.map(|q| f64::from(q.score)),
-    };
-    let (stored, subject) = state.enrolments.add_template(&id, template).await?;
-    let faces = subject.faces;
-    let body = EnrolResponse {
-        subject_id: id,
-        face_id: stored.id,
-        faces,
-        face: analysis.face,
-        quality: analysis.quality,
-        timings_ms: analysis.timings,
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// The match part of a verification answer.

@@ -2,6 +2,7 @@
 //! per-route metrics, enforces the body limit and timeout, and turns panics into JSON 500s.
 
 pub mod blocking;
+pub mod enrol;
 pub mod error;
 pub mod extract;
 pub mod faces;
@@ -49,7 +50,7 @@ pub fn router(state: SharedState) -> Router {
             "/v1/subjects/{id}",
             get(subjects::get).delete(subjects::delete),
         )
-        .route("/v1/subjects/{id}/faces", post(faces::enrol))
+        .route("/v1/subjects/{id}/faces", post(enrol::enrol))
         .route("/v1/verify", post(faces::verify))
         .route("/v1/identify", post(faces::identify))
         .route("/v1/liveness", post(faces::liveness))

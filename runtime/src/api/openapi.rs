@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{error, faces, health, score, subjects};
+use super::{enrol, error, faces, health, score, subjects};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -21,7 +21,7 @@ use super::{error, faces, health, score, subjects};
         subjects::list,
         subjects::get,
         subjects::delete,
-        faces::enrol,
+        enrol::enrol,
         faces::verify,
         faces::identify,
         faces::liveness,
