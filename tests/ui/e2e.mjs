@@ -6,10 +6,14 @@
 //   FACEKEY_URL            base URL of the runtime serving the UI (required)
 //   FACEKEY_FAKE_CAMERA    absolute path of a .y4m file the fake camera shows (required)
 //   FACEKEY_FACE_IMAGE     face image to enrol (required)
+//   FACEKEY_API_KEY        an admin API key of the runtime; the test opens its login URL
+//                          `${FACEKEY_URL}/#key=${FACEKEY_API_KEY}` (required when the runtime has
+//                          API keys, and always with FACEKEY_E2E_STRICT=1)
 //   FACEKEY_E2E_SHOTS      directory for screenshots (default: a new temp dir)
 //   FACEKEY_E2E_SHOTS_ALL  1 = screenshot every step, not only failures
 //   FACEKEY_E2E_STRICT     1 = fail, instead of skipping, the steps whose endpoints the runtime's
-//                          openapi.json does not list (face enrolment, verification)
+//                          openapi.json does not list (face enrolment, verification), and fail
+//                          at once without FACEKEY_API_KEY
 //   FACEKEY_E2E_SCHEME     light (default) or dark: the colour scheme the page is shown in
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
 
@@ -34,7 +38,49 @@ const SHOTS = process.env.FACEKEY_E2E_SHOTS ?? mkdtempSync(join(tmpdir(), "facek
 const SHOTS_ALL = process.env.FACEKEY_E2E_SHOTS_ALL === "1";
 const STRICT = process.env.FACEKEY_E2E_STRICT === "1";
 const STEP_TIMEOUT = 30_000;
+const KEY = process.env.FACEKEY_API_KEY ?? "";
+const KEY_STORAGE_NAME = "facekey.api_key";
 mkdirSync(SHOTS, { recursive: true });
+
+const NO_KEY =
+  "e2e: FACEKEY_API_KEY is not set: the UI test needs an admin API key of the runtime at FACEKEY_URL " +
+  "(the key in the login URL its start-up log prints, or `facekey-runtime new-api-key e2e --scopes admin` " +
+  "with the printed line in its API keys file)";
+
+/** The runtime's answer to whoami with `key`: its status and body. */
+async function whoamiStatus(key) {
+  try {
+    const res = await fetch(`${BASE}/v1/auth/whoami`, { headers: key ? { Authorization: `Bearer ${key}` } : {} });
+    return { status: res.status, body: await res.json().catch(() => undefined) };
+  } catch (e) {
+    return { status: 0, body: String(e) };
+  }
+}
+
+if (STRICT && !KEY) {
+  console.error(NO_KEY);
+  process.exit(2);
+}
+const keyless = await whoamiStatus(undefined);
+/** True for a runtime without access control (no whoami route): the key steps are skipped. */
+const OPEN_RUNTIME = keyless.status === 404;
+if (OPEN_RUNTIME && STRICT) {
+  console.error("e2e: the runtime has no GET /v1/auth/whoami (no API keys); FACEKEY_E2E_STRICT=1 needs one with keys");
+  process.exit(1);
+}
+if (!OPEN_RUNTIME && !KEY) {
+  console.error(NO_KEY);
+  process.exit(2);
+}
+const identity = KEY && !OPEN_RUNTIME ? await whoamiStatus(KEY) : undefined;
+if (identity && identity.status !== 200) {
+  console.error(`e2e: the runtime answers ${identity.status} to FACEKEY_API_KEY on GET /v1/auth/whoami: ${JSON.stringify(identity.body)}`);
+  process.exit(1);
+}
+if (identity && !identity.body?.scopes?.includes("admin")) {
+  console.error(`e2e: FACEKEY_API_KEY is not an admin key (scopes ${JSON.stringify(identity.body?.scopes)})`);
+  process.exit(1);
+}
 
 /** "POST /v1/subjects/{id}/faces" and "POST /v1/subjects/{subject_id}/faces" are one operation. */
 const operationKey = (op) => op.replace(/\{[^}]*\}/g, "{}");
@@ -154,11 +200,34 @@ async function waitText(selector, test, what) {
 const number = (s) => Number(s.replace(/[^0-9.\-]/g, ""));
 const subjectName = `E2E Astronaut ${Date.now()}`;
 
-await step("health-badge", async () => {
-  await page.goto(`${BASE}/`);
+const storedKey = () => page.evaluate((name) => sessionStorage.getItem(name), KEY_STORAGE_NAME);
+
+/** The header shows the key id and the scopes whoami gives for it. */
+async function expectSignedIn() {
+  await waitText('[data-testid="key-id"]', (t) => t === identity.body.key_id, "key id in the header");
+  const scopes = await page.getByTestId("key-scopes").getAttribute("data-scopes");
+  expect(scopes === identity.body.scopes.join(" "), `header scopes ${scopes}, whoami ${identity.body.scopes}`);
+  const can = await text('[data-testid="key-can"]');
+  expect(can.includes("verify faces") && can.includes("delete subjects"), `header says the key ${JSON.stringify(can)}`);
+}
+
+await step("login-url-and-health-badge", async () => {
+  await page.goto(OPEN_RUNTIME ? `${BASE}/` : `${BASE}/#key=${KEY}`);
   await page.locator('[data-testid="health-badge"][data-state="ok"]').waitFor();
   await page.locator('[data-testid="ready-badge"][data-state="ok"]').waitFor({ timeout: 90_000 });
   expect((await page.title()) === "FaceKey", `page title is ${await page.title()}`);
+  if (OPEN_RUNTIME) {
+    console.log("     the runtime has no API keys: key steps skipped");
+    await page.locator('[data-testid="key-badge"][data-open="true"]').waitFor();
+    return;
+  }
+  await expectSignedIn();
+  const url = page.url();
+  expect(!url.includes(KEY) && !url.includes("key="), `the key is still in the address: ${url}`);
+  expect(new URL(url).hash === "", `the address keeps a fragment: ${url}`);
+  expect((await storedKey()) === KEY, "the key is not in sessionStorage");
+  const inHistory = await page.evaluate(() => `${location.href} ${JSON.stringify(history.state)}`);
+  expect(!inHistory.includes(KEY), "the key is in the history entry");
 });
 
 await step("score-fusion-worked-example", async () => {
@@ -295,6 +364,45 @@ await step("delete-subject", async () => {
   await row.getByRole("button", { name: `Delete ${subjectName}` }).click();
   await waitText('[data-testid="enrol-status"]', (t) => t.startsWith("Deleted"), "status after delete");
   await row.waitFor({ state: "detached" });
+});
+
+const keySteps = (name, fn) => step(name, async () => (OPEN_RUNTIME ? undefined : fn()));
+
+await keySteps("key-prompt-when-session-cleared", async () => {
+  await page.getByTestId("tab-verify").click();
+  await page.evaluate(() => sessionStorage.clear());
+  await page.reload();
+  await page.getByTestId("key-prompt").waitFor();
+  expect((await page.getByTestId("key-id").count()) === 0, "a key id is shown without a key");
+  expect((await page.getByTestId("verify-submit").count()) === 0, "the verify form is shown without a key");
+  const body = await page.locator("main").textContent();
+  expect(body.includes("new-api-key") && body.includes("-api-keys") && body.includes("#key="), "the prompt does not say where keys come from");
+});
+
+await keySteps("key-prompt-rejects-a-wrong-key", async () => {
+  await page.getByTestId("key-input").fill("not a key");
+  await page.getByTestId("key-submit").click();
+  await page.getByTestId("key-problem").waitFor();
+  await page.getByTestId("key-input").fill(`fk_${"A".repeat(43)}`);
+  await page.getByTestId("key-submit").click();
+  await waitText('[data-testid="key-notice"]', (t) => t.includes("did not accept"), "notice after a wrong key");
+  expect((await storedKey()) === null, "a rejected key stays in sessionStorage");
+});
+
+await keySteps("key-prompt-signs-in", async () => {
+  await page.getByTestId("key-input").fill(KEY);
+  await page.getByTestId("key-submit").click();
+  await expectSignedIn();
+  await page.getByTestId("verify-submit").waitFor();
+  expect((await storedKey()) === KEY, "the key is not in sessionStorage");
+  await page.locator('[data-testid="verify-subject"] option').first().waitFor({ state: "attached" });
+});
+
+await keySteps("sign-out", async () => {
+  await page.getByTestId("sign-out").click();
+  await page.getByTestId("key-prompt").waitFor();
+  expect((await storedKey()) === null, "sign out left the key in sessionStorage");
+  expect((await page.getByTestId("key-badge").count()) === 0, "the header still shows a key");
 });
 
 await context.close();

@@ -1,5 +1,8 @@
 import { Header } from "./components/Header";
+import { KeyPrompt } from "./components/KeyPrompt";
 import { RouteLink } from "./components/RouteLink";
+import { ErrorBox } from "./components/ErrorBox";
+import { type Auth, AuthContext, useAuthState } from "./hooks/useAuth";
 import { NavigateContext, useRoute } from "./hooks/useRoute";
 import { ROUTE_TITLES, type Route } from "./lib/route";
 import { DocsView } from "./views/DocsView";
@@ -25,24 +28,46 @@ function View({ route }: { route: Route }) {
   }
 }
 
+/** The view, once a key is in place; the key prompt without one. The API docs need no key. */
+export function Main({ route, auth }: { route: Route; auth: Auth }) {
+  const { state } = auth;
+  if (route === "docs" || state.status === "signed-in") return <View route={route} />;
+  if (state.status === "signed-out") return <KeyPrompt notice={state.notice} onKey={auth.signIn} />;
+  if (state.status === "unavailable") {
+    return (
+      <div className="view">
+        <ErrorBox error={state.error} title="Cannot reach the runtime to check the API key (retrying)" />
+      </div>
+    );
+  }
+  return (
+    <p className="placeholder" data-testid="key-checking">
+      Checking the API key…
+    </p>
+  );
+}
+
 export function App() {
   const [route, navigate] = useRoute();
+  const auth = useAuthState();
   return (
-    <NavigateContext.Provider value={navigate}>
-      <a className="skip" href="#main">
-        Skip to content
-      </a>
-      <Header />
-      <nav className="tabs" aria-label="Views">
-        {TABS.map((r) => (
-          <RouteLink key={r} to={r} aria-current={r === route ? "page" : undefined} data-testid={`tab-${r}`}>
-            {ROUTE_TITLES[r]}
-          </RouteLink>
-        ))}
-      </nav>
-      <main id="main" tabIndex={-1} aria-label={ROUTE_TITLES[route]}>
-        <View route={route} />
-      </main>
-    </NavigateContext.Provider>
+    <AuthContext.Provider value={auth}>
+      <NavigateContext.Provider value={navigate}>
+        <a className="skip" href="#main">
+          Skip to content
+        </a>
+        <Header />
+        <nav className="tabs" aria-label="Views">
+          {TABS.map((r) => (
+            <RouteLink key={r} to={r} aria-current={r === route ? "page" : undefined} data-testid={`tab-${r}`}>
+              {ROUTE_TITLES[r]}
+            </RouteLink>
+          ))}
+        </nav>
+        <main id="main" tabIndex={-1} aria-label={ROUTE_TITLES[route]}>
+          <Main route={route} auth={auth} />
+        </main>
+      </NavigateContext.Provider>
+    </AuthContext.Provider>
   );
 }

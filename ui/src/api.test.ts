@@ -1,15 +1,22 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   ApiError,
+  KEY_REJECTED,
   apiUrl,
   decideAtLeast,
+  errorAdvice,
   errorFromBody,
+  listSubjects,
   matchThresholdOn,
   parseBox,
   parseScore,
   parseSubjects,
   parseVerify,
+  score,
+  verify,
+  whoami,
 } from "./api";
+import { keySession } from "./lib/auth";
 
 const VERIFY = {
   subject: "s1",
@@ -317,5 +324,115 @@ describe("errorFromBody", () => {
 describe("apiUrl", () => {
   it("makes paths relative to the page", () => {
     expect(apiUrl("/v1/score")).toBe("v1/score");
+  });
+});
+
+describe("API keys on requests", () => {
+  const KEY = "fk_" + "a".repeat(43);
+  const answer = (status: number, body: unknown, headers: Record<string, string> = {}) =>
+    new Response(body === undefined ? null : JSON.stringify(body), {
+      status,
+      headers: { "content-type": "application/json", ...headers },
+    });
+
+  afterEach(() => {
+    vi.unstubAllGlobals();
+    keySession.clear();
+  });
+
+  it("sends the session's key as a Bearer header on every API call", async () => {
+    keySession.set(KEY);
+    const fetchMock = vi.fn(async () => answer(200, { subjects: [] }));
+    vi.stubGlobal("fetch", fetchMock);
+    await listSubjects();
+    await expect(score([1, 0.5, -1])).rejects.toThrow();
+    for (const call of fetchMock.mock.calls as unknown as [string, RequestInit][]) {
+      expect(new Headers(call[1].headers).get("Authorization")).toBe(`Bearer ${KEY}`);
+    }
+    const [, scoreInit] = fetchMock.mock.calls[1] as unknown as [string, RequestInit];
+    expect(new Headers(scoreInit.headers).get("Content-Type")).toBe("application/json");
+  });
+
+  it("sends no Authorization header without a key", async () => {
+    const fetchMock = vi.fn(async () => answer(200, { subjects: [] }));
+    vi.stubGlobal("fetch", fetchMock);
+    await listSubjects();
+    const [, init] = fetchMock.mock.calls[0] as unknown as [string, RequestInit];
+    expect(new Headers(init.headers).has("Authorization")).toBe(false);
+  });
+
+  it("forgets the key on a 401, which brings up the key prompt", async () => {
+    keySession.set(KEY);
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(401, { error: { code: "unauthorized", message: "unknown API key" } })),
+    );
+    const error = await listSubjects().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ApiError);
+    expect((error as ApiError).status).toBe(401);
+    expect(keySession.snapshot()).toEqual({ key: undefined, notice: KEY_REJECTED });
+  });
+
+  it("keeps the key on a 403 and reads Retry-After on a 429", async () => {
+    keySession.set(KEY);
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(403, { error: { code: "forbidden", message: "needs the `admin` scope" } })),
+    );
+    const forbidden = (await listSubjects().catch((e: unknown) => e)) as ApiError;
+    expect(forbidden.code).toBe("forbidden");
+    expect(keySession.key()).toBe(KEY);
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(429, { error: { code: "rate_limited", message: "slow down" } }, { "Retry-After": "3" })),
+    );
+    const limited = (await listSubjects().catch((e: unknown) => e)) as ApiError;
+    expect(limited.retryAfter).toBe(3);
+    expect(keySession.key()).toBe(KEY);
+  });
+
+  it("whoami reads the key's identity; a runtime without keys is open", async () => {
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(200, { key_id: "admin", scopes: ["admin"], rps: null })),
+    );
+    expect(await whoami()).toEqual({ keyId: "admin", scopes: ["admin"], rps: undefined });
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(404, { error: { code: "not_found", message: "no route" } })),
+    );
+    expect((await whoami()).open).toBe(true);
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(401, { error: { code: "unauthorized", message: "no key" } })),
+    );
+    await expect(whoami()).rejects.toMatchObject({ status: 401 });
+  });
+
+  it("asks for the forward pass only when told to (admin keys)", async () => {
+    const fetchMock = vi.fn(async () => answer(200, { decision: "accept", reasons: [], subject: "s1" }));
+    vi.stubGlobal("fetch", fetchMock);
+    await verify("s1", new Blob(["x"]), "a.png", undefined, false);
+    const [, init] = fetchMock.mock.calls[0] as unknown as [string, RequestInit];
+    expect((init.body as FormData).has("include_layers")).toBe(false);
+    await verify("s1", new Blob(["x"]), "a.png");
+    const [, admin] = fetchMock.mock.calls[1] as unknown as [string, RequestInit];
+    expect((admin.body as FormData).get("include_layers")).toBe("true");
+  });
+});
+
+describe("errorAdvice", () => {
+  it("says what to do about access-control errors", () => {
+    expect(errorAdvice(new ApiError(401, "unauthorized", ""))).toMatch(/did not accept the API key/);
+    expect(errorAdvice(new ApiError(403, "forbidden", "needs the `admin` scope"))).toMatch(/lacks the scope/);
+    expect(errorAdvice(new ApiError(429, "rate_limited", "", 4))).toBe(
+      "Too many requests with this key: try again in 4 s.",
+    );
+    expect(errorAdvice(new ApiError(429, "subject_locked", "", 60))).toBe(
+      "Too many failed verifications locked this subject: try again in 60 s.",
+    );
+    expect(errorAdvice(new ApiError(429, "rate_limited", ""))).toMatch(/try again later/);
+    expect(errorAdvice(new ApiError(503, "overloaded", "", 1))).toBe("The runtime is busy: try again in 1 s.");
+    expect(errorAdvice(new ApiError(422, "no_face", ""))).toBeUndefined();
   });
 });

@@ -5,6 +5,7 @@
  * runtime serves it.
  */
 
+import { type Identity, authHeaders, keySession, parseWhoami, retryAfterSeconds } from "./lib/auth";
 import { type FusionWeights, type Layers, parseLayers, parseWeights } from "./lib/mlp";
 import { type ApiDoc, parseOpenApi } from "./lib/openapi";
 
@@ -13,15 +14,41 @@ export type Decision = "accept" | "reject";
 /** `accept` when `score >= threshold`: the runtime's rule for probabilities and live scores. */
 export const decideAtLeast = (score: number, threshold: number): Decision => (score >= threshold ? "accept" : "reject");
 
-/** A failed request: the runtime's `{"error":{"code","message"}}`, or a network failure (status 0). */
+/**
+ * A failed request: the runtime's `{"error":{"code","message"}}`, or a network failure (status 0).
+ * `retryAfter` is the `Retry-After` header in seconds (429 and 503 answers).
+ */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly retryAfter?: number,
   ) {
     super(message);
     this.name = "ApiError";
+  }
+}
+
+/**
+ * What the user can do about an error, in words, for the statuses access control adds:
+ * 401 (key not accepted), 403 (missing scope), 429 (rate limit or locked subject).
+ */
+export function errorAdvice(e: ApiError): string | undefined {
+  const wait = e.retryAfter !== undefined ? `try again in ${e.retryAfter} s` : "try again later";
+  switch (e.status) {
+    case 401:
+      return "The runtime did not accept the API key: enter a valid key.";
+    case 403:
+      return "This API key lacks the scope this needs; ask the operator for a key that has it.";
+    case 429:
+      return e.code === "subject_locked"
+        ? `Too many failed verifications locked this subject: ${wait}.`
+        : `Too many requests with this key: ${wait}.`;
+    case 503:
+      return e.retryAfter !== undefined ? `The runtime is busy: ${wait}.` : undefined;
+    default:
+      return undefined;
   }
 }
 
@@ -349,31 +376,46 @@ export function parseSubjects(raw: unknown): Subject[] {
 }
 
 /** The error a failed response carries, from its JSON body when it has one. */
-export function errorFromBody(status: number, body: string): ApiError {
+export function errorFromBody(status: number, body: string, retryAfter?: number): ApiError {
   try {
     const e = obj(obj(JSON.parse(body)).error);
     const code = str(e.code);
     const message = str(e.message);
-    if (code || message) return new ApiError(status, code ?? `http_${status}`, message ?? "");
+    if (code || message) return new ApiError(status, code ?? `http_${status}`, message ?? "", retryAfter);
   } catch {
     // Not JSON: fall through to the plain text.
   }
   const text = body.trim().slice(0, 300);
-  return new ApiError(status, `http_${status}`, text || `HTTP ${status}`);
+  return new ApiError(status, `http_${status}`, text || `HTTP ${status}`, retryAfter);
 }
 
 /** Resolve an API path against the page, so a UI served under a prefix still works. */
 export const apiUrl = (path: string): string => path.replace(/^\//, "");
 
+/** What the key prompt says after the runtime answered 401 to the stored key. */
+export const KEY_REJECTED =
+  "The runtime did not accept the API key (HTTP 401): it was mistyped, or removed from the runtime's keys. Enter a key again.";
+
+/**
+ * Every API request goes through here: it carries the session's key as `Authorization: Bearer`,
+ * and a 401 to that key forgets it, which brings up the key prompt.
+ */
 async function send(path: string, init?: RequestInit): Promise<Response> {
+  const key = keySession.key();
+  const headers = new Headers(init?.headers);
+  for (const [name, value] of Object.entries(authHeaders(key))) headers.set(name, value);
   let res: Response;
   try {
-    res = await fetch(apiUrl(path), init);
+    res = await fetch(apiUrl(path), { ...init, headers });
   } catch (e) {
     if (e instanceof DOMException && e.name === "AbortError") throw e;
     throw new ApiError(0, "network", `cannot reach the runtime: ${(e as Error).message}`);
   }
-  if (!res.ok) throw errorFromBody(res.status, await res.text());
+  if (!res.ok) {
+    const error = errorFromBody(res.status, await res.text(), retryAfterSeconds(res.headers.get("Retry-After")));
+    if (res.status === 401 && key !== undefined && keySession.key() === key) keySession.clear(KEY_REJECTED);
+    throw error;
+  }
   return res;
 }
 
@@ -392,6 +434,21 @@ const postJson = (body: unknown, signal?: AbortSignal): RequestInit => ({
   body: JSON.stringify(body),
   signal,
 });
+
+/**
+ * `GET /v1/auth/whoami`: the key's id and scopes. A runtime without access control (no such
+ * route: 404) is reported as an open identity that may do everything.
+ */
+export async function whoami(signal?: AbortSignal): Promise<Identity> {
+  try {
+    return parseWhoami(await json("/v1/auth/whoami", { signal, cache: "no-store" }));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) {
+      return { keyId: "", scopes: ["verify", "enrol", "admin", "metrics"], open: true };
+    }
+    throw e;
+  }
+}
 
 /** `GET /v1/subjects` */
 export async function listSubjects(signal?: AbortSignal): Promise<Subject[]> {
@@ -423,16 +480,20 @@ export async function deleteSubject(subjectId: string): Promise<void> {
   await send(`/v1/subjects/${encodeURIComponent(subjectId)}`, { method: "DELETE" });
 }
 
-/** `POST /v1/verify` with multipart fields `subject`, `image` and `include_layers=true`. */
+/**
+ * `POST /v1/verify` with multipart fields `subject`, `image` and, for the forward pass,
+ * `include_layers=true` (only an admin key gets scores and layers back).
+ */
 export async function verify(
   subjectId: string,
   image: Blob,
   filename: string,
   signal?: AbortSignal,
+  includeLayers = true,
 ): Promise<VerifyResult> {
   const form = new FormData();
   form.append("subject", subjectId);
-  form.append("include_layers", "true");
+  if (includeLayers) form.append("include_layers", "true");
   form.append("image", image, filename);
   return parseVerify(await json("/v1/verify", { method: "POST", body: form, signal }));
 }

@@ -2,7 +2,13 @@
 // A stand-in for facekey-runtime that speaks the UI's API contract (shaped like the runtime's own
 // answers), for developing the UI without building the runtime. It serves ui/dist at / and keeps
 // subjects in memory; verification scores are fixed.
-// Not used by the e2e test, which targets the real runtime through FACEKEY_URL.
+// Not used by the e2e test, which targets the real runtime through FACEKEY_URL (though e2e.mjs
+// runs against it too, with FACEKEY_API_KEY set to its admin key).
+//
+// API keys as the runtime checks them: `Authorization: Bearer fk_…`, scopes per route, answers
+// shaped by scope, `GET /v1/auth/whoami`. Three keys: admin (FACEKEY_API_KEY, or a new one),
+// kiosk (verify) and desk (enrol); their login URLs are printed at start.
+// FACEKEY_MOCK_KEYS=off serves without keys, like a runtime before access control.
 //
 //   node tests/ui/mock/server.mjs [port]     (default 8080; ui/dist must be built)
 
@@ -10,7 +16,7 @@ import { createServer } from "node:http";
 import { readFile, stat } from "node:fs/promises";
 import { extname, join, normalize, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const DIST = resolve(process.env.FACEKEY_UI_DIST ?? join(here, "../../../ui/dist"));
@@ -183,6 +189,38 @@ const OPENAPI = {
 
 const subjects = new Map();
 
+// ---- API keys ----
+const KEYED = process.env.FACEKEY_MOCK_KEYS !== "off";
+const newKey = () => `fk_${randomBytes(32).toString("base64url")}`;
+const KEYS = new Map([
+  [process.env.FACEKEY_API_KEY || newKey(), { key_id: "admin", scopes: ["admin"], rps: null }],
+  [newKey(), { key_id: "kiosk", scopes: ["verify"], rps: 5 }],
+  [newKey(), { key_id: "desk", scopes: ["enrol"], rps: null }],
+]);
+
+/** The scope a request needs, or undefined when it is open. */
+function requiredScope(method, path) {
+  if (["/v1/score", "/v1/verify", "/v1/identify", "/v1/liveness"].includes(path)) return "verify";
+  if (path === "/v1/auth/whoami") return "any";
+  if (method === "POST" && (path === "/v1/subjects" || /^\/v1\/subjects\/[^/]+\/faces$/.test(path))) return "enrol";
+  if (path.startsWith("/v1/subjects")) return "admin";
+  if (path.startsWith("/v1/")) return "any";
+  return undefined;
+}
+
+const has = (caller, scope) => caller.scopes.includes(scope) || caller.scopes.includes("admin");
+
+/** The caller of a request, or an HttpError when its key is missing, wrong or lacks the scope. */
+function authenticate(req, path) {
+  const scope = requiredScope(req.method, path);
+  if (!KEYED || scope === undefined) return { key_id: "open", scopes: ["admin"] };
+  const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
+  const caller = m ? KEYS.get(m[1]) : undefined;
+  if (!caller) throw new HttpError(401, "unauthorized", m ? "unknown API key" : "this needs an API key: Authorization: Bearer <key>");
+  if (scope !== "any" && !has(caller, scope)) throw new HttpError(403, "forbidden", `${req.method} ${path} needs the \`${scope}\` scope`);
+  return caller;
+}
+
 function subjectJson(s) {
   return { id: s.id, name: s.name, faces: s.faces, created_at: s.created_at };
 }
@@ -190,6 +228,8 @@ function subjectJson(s) {
 async function api(req, url) {
   const path = url.pathname;
   const method = req.method;
+  const caller = authenticate(req, path);
+  if (path === "/v1/auth/whoami" && KEYED) return { route: path, body: caller };
   if (path === "/healthz") return { route: path, body: { status: "ok" } };
   if (path === "/readyz") return { route: path, body: { status: "ready" } };
   if (path === "/openapi.json") return { route: path, body: OPENAPI };
@@ -258,6 +298,9 @@ async function api(req, url) {
     decisions[decision] += 1;
     for (const [model, ms] of [["mtcnn_pnet", 22], ["dlib_resnet", 7], ["dtn", 110], ["fusion", 0.01]]) observe(inference, model, ms / 1000);
     const total = performance.now() - t0;
+    if (!has(caller, "admin")) {
+      return { route: path, body: { subject: s.id, decision, reasons: decision === "accept" ? [] : ["low_probability"], request_id: randomUUID() } };
+    }
     return {
       route: path,
       body: {
@@ -344,5 +387,11 @@ const server = createServer(async (req, res) => {
 });
 
 server.listen(PORT, "127.0.0.1", () => {
-  console.log(`mock facekey-runtime on http://127.0.0.1:${server.address().port} serving ${DIST}`);
+  const base = `http://127.0.0.1:${server.address().port}`;
+  console.log(`mock facekey-runtime on ${base} serving ${DIST}`);
+  if (KEYED) {
+    for (const [key, { key_id, scopes }] of KEYS) console.log(`  ${key_id} (${scopes.join(",")}): ${base}/#key=${key}`);
+  } else {
+    console.log("  without API keys (FACEKEY_MOCK_KEYS=off)");
+  }
 });

@@ -1,6 +1,8 @@
 import { useState } from "react";
 import { type Health, apiUrl, health } from "../api";
+import { useAuth } from "../hooks/useAuth";
 import { usePolling } from "../hooks/usePolling";
+import { type Identity, describeScopes, grantedScopes } from "../lib/auth";
 import { RouteLink } from "./RouteLink";
 
 function Badge({ label, value, testId }: { label: string; value: Health | undefined; testId: string }) {
@@ -15,8 +17,43 @@ function Badge({ label, value, testId }: { label: string; value: Health | undefi
   );
 }
 
-/** Title bar: service health and readiness (polled), and links to the API docs. */
+/** The signed-in key: its id, what its scopes allow in words, and a control to forget it. */
+export function KeyBadge({ identity, onSignOut }: { identity: Identity; onSignOut: () => void }) {
+  if (identity.open) {
+    return (
+      <div className="key-badge" data-testid="key-badge" data-open="true">
+        <span className="muted small">This runtime has no API keys: everything is open.</span>
+      </div>
+    );
+  }
+  const scopes = grantedScopes(identity.scopes);
+  return (
+    <div className="key-badge" data-testid="key-badge">
+      <span className="small">
+        key <code data-testid="key-id">{identity.keyId}</code>
+      </span>
+      <span className="scopes" data-testid="key-scopes" data-scopes={identity.scopes.join(" ")}>
+        {identity.scopes.map((s) => (
+          <span key={s} className="scope">
+            {s}
+          </span>
+        ))}
+        <span className="muted small" data-testid="key-can">
+          {describeScopes(identity.scopes)}
+          {identity.rps !== undefined ? ` (at most ${identity.rps} requests/s)` : ""}
+        </span>
+      </span>
+      <span className="sr-only">Granted scopes: {scopes.join(", ")}.</span>
+      <button type="button" className="secondary small-button" onClick={onSignOut} data-testid="sign-out">
+        Sign out
+      </button>
+    </div>
+  );
+}
+
+/** Title bar: service health and readiness (polled), the API key, and links to the API docs. */
 export function Header() {
+  const { identity, signOut } = useAuth();
   const [live, setLive] = useState<Health>();
   const [ready, setReady] = useState<Health>();
   usePolling(
@@ -38,6 +75,7 @@ export function Header() {
         <Badge label="ready" value={ready} testId="ready-badge" />
         {ready && !ready.ok && ready.reason ? <span className="muted small">{ready.reason}</span> : null}
       </div>
+      {identity ? <KeyBadge identity={identity} onSignOut={signOut} /> : null}
       <nav className="doclinks" aria-label="API documentation">
         <RouteLink to="docs" data-testid="docs-link">
           API docs

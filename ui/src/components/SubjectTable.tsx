@@ -6,11 +6,12 @@ interface SubjectTableProps {
   subjects: Subject[];
   selected: string | undefined;
   onSelect: (id: string) => void;
-  onDelete: (subject: Subject) => void;
+  /** Absent when the key may not delete subjects (no `admin` scope): no delete buttons. */
+  onDelete?: (subject: Subject) => void;
   busy: boolean;
 }
 
-/** Enrolled subjects with selection for adding faces and a two-step delete. */
+/** Enrolled subjects with selection for adding faces and, with `onDelete`, a two-step delete. */
 export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: SubjectTableProps) {
   const [confirming, setConfirming] = useState<string>();
   if (subjects.length === 0) return <p className="placeholder">No subjects enrolled yet.</p>;
@@ -24,9 +25,11 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: S
             Faces
           </th>
           <th scope="col">Created</th>
-          <th scope="col">
-            <span className="sr-only">Actions</span>
-          </th>
+          {onDelete ? (
+            <th scope="col">
+              <span className="sr-only">Actions</span>
+            </th>
+          ) : null}
         </tr>
       </thead>
       <tbody>
@@ -49,30 +52,32 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: S
               {s.faces}
             </td>
             <td>{dateTime(s.created_at)}</td>
-            <td className="actions">
-              {confirming === s.id ? (
-                <>
-                  <button
-                    type="button"
-                    className="danger"
-                    disabled={busy}
-                    onClick={() => {
-                      setConfirming(undefined);
-                      onDelete(s);
-                    }}
-                  >
-                    Delete {s.name}
+            {onDelete ? (
+              <td className="actions">
+                {confirming === s.id ? (
+                  <>
+                    <button
+                      type="button"
+                      className="danger"
+                      disabled={busy}
+                      onClick={() => {
+                        setConfirming(undefined);
+                        onDelete(s);
+                      }}
+                    >
+                      Delete {s.name}
+                    </button>
+                    <button type="button" className="secondary" onClick={() => setConfirming(undefined)}>
+                      Keep
+                    </button>
+                  </>
+                ) : (
+                  <button type="button" className="secondary" disabled={busy} onClick={() => setConfirming(s.id)}>
+                    Delete…
                   </button>
-                  <button type="button" className="secondary" onClick={() => setConfirming(undefined)}>
-                    Keep
-                  </button>
-                </>
-              ) : (
-                <button type="button" className="secondary" disabled={busy} onClick={() => setConfirming(s.id)}>
-                  Delete…
-                </button>
-              )}
-            </td>
+                )}
+              </td>
+            ) : null}
           </tr>
         ))}
       </tbody>

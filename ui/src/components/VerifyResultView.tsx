@@ -12,6 +12,35 @@ const REASONS: Record<string, string> = {
   low_probability: "fused probability below threshold",
 };
 
+/** The reasons a verification failed, in words. */
+export const reasonWords = (reasons: readonly string[]): string =>
+  reasons.map((r) => REASONS[r] ?? r.replace(/_/g, " ")).join(" · ");
+
+/**
+ * A verification answer as a key without the `admin` scope gets it: the decision and its
+ * reasons only. Scores, features and the forward pass need an admin key.
+ */
+export function VerifyDecisionView({ result }: { result: VerifyResult }) {
+  return (
+    <div className="result" data-testid="verify-result" data-detail="decision">
+      <div className={`verdict verdict-${result.decision ?? "none"}`}>
+        <DecisionBadge decision={result.decision} testId="verify-decision" />
+        {result.reasons.length > 0 ? (
+          <span className="reasons" data-testid="verify-reasons">
+            {reasonWords(result.reasons)}
+          </span>
+        ) : result.decision === "accept" ? (
+          <span className="muted">the enrolled person, and a live face</span>
+        ) : null}
+      </div>
+      <p className="scope-notice" role="note" data-testid="scores-need-admin">
+        Scores need an admin key: with this key the runtime answers only the decision and its reasons, without match,
+        liveness and quality scores or the score-fusion forward pass.
+      </p>
+    </div>
+  );
+}
+
 function Section({
   title,
   children,
@@ -51,7 +80,7 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
         </span>
         {result.reasons.length > 0 ? (
           <span className="reasons" data-testid="verify-reasons">
-            {result.reasons.map((r) => REASONS[r] ?? r.replace(/_/g, " ")).join(" · ")}
+            {reasonWords(result.reasons)}
           </span>
         ) : null}
         {result.policy || result.weightsName ? (

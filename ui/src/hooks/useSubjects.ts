@@ -1,13 +1,18 @@
 import { useCallback, useEffect, useState } from "react";
 import { type Subject, listSubjects } from "../api";
 
-/** The enrolled subjects, loaded on mount, with a reload function and the last error. */
-export function useSubjects() {
+/**
+ * The enrolled subjects, loaded on mount, with a reload function and the last error. Listing
+ * needs the `admin` scope: with `enabled` false nothing is requested and `subjects` stays
+ * undefined.
+ */
+export function useSubjects(enabled = true) {
   const [subjects, setSubjects] = useState<Subject[]>();
   const [error, setError] = useState<unknown>();
   const [generation, setGeneration] = useState(0);
   const reload = useCallback(() => setGeneration((g) => g + 1), []);
   useEffect(() => {
+    if (!enabled) return;
     const controller = new AbortController();
     listSubjects(controller.signal)
       .then((list) => {
@@ -18,6 +23,6 @@ export function useSubjects() {
         if (!controller.signal.aborted) setError(e);
       });
     return () => controller.abort();
-  }, [generation]);
-  return { subjects, error, reload };
+  }, [generation, enabled]);
+  return { subjects: enabled ? subjects : undefined, error: enabled ? error : undefined, reload };
 }

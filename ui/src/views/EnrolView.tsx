@@ -2,12 +2,44 @@ import { useId, useState } from "react";
 import { type Subject, addFace, createSubject, deleteSubject } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
+import { ScopeNotice } from "../components/ScopeNotice";
 import { SubjectTable } from "../components/SubjectTable";
+import { useAuth } from "../hooks/useAuth";
 import { useSubjects } from "../hooks/useSubjects";
+import { may } from "../lib/auth";
 
-/** Enrolment: create subjects, add face images to them, list and delete them. */
+const TITLE = (
+  <>
+    <h2>Enrol subjects</h2>
+    <p className="lead">
+      A subject is a person; each face image added becomes part of their template (embeddings only, never the image).
+    </p>
+  </>
+);
+
+/**
+ * Enrolment: create subjects and add face images to them (the `enrol` scope); list and delete
+ * them (the `admin` scope).
+ */
 export function EnrolView() {
-  const { subjects, error: listError, reload } = useSubjects();
+  const { identity } = useAuth();
+  if (!may(identity, "enrol")) {
+    return (
+      <div className="view enrol">
+        {TITLE}
+        <ScopeNotice needs="enrol" what="Enrolling subjects and faces" identity={identity} />
+      </div>
+    );
+  }
+  return <EnrolForms admin={may(identity, "admin")} />;
+}
+
+function EnrolForms({ admin }: { admin: boolean }) {
+  const { identity } = useAuth();
+  const { subjects: listed, error: listError, reload } = useSubjects(admin);
+  // Without `admin` the runtime lists nothing: the subjects created here are all the view knows.
+  const [created, setCreated] = useState<Subject[]>([]);
+  const subjects = admin ? listed : created;
   const [name, setName] = useState("");
   const [selected, setSelected] = useState<string>();
   const [image, setImage] = useState<PickedImage>();
@@ -15,9 +47,11 @@ export function EnrolView() {
   const [failure, setFailure] = useState<{ where: "create" | "add" | "list"; error: unknown }>();
   const [status, setStatus] = useState("");
   const nameId = useId();
+  const targetId = useId();
   useRevokeOnChange(image);
 
-  const target = subjects?.find((s) => s.id === selected);
+  const target: (Pick<Subject, "id" | "name"> & { faces?: number }) | undefined =
+    subjects?.find((s) => s.id === selected) ?? (!admin && selected ? { id: selected, name: selected } : undefined);
 
   const run = async (where: "create" | "add" | "list", action: () => Promise<string>) => {
     setBusy(true);
@@ -39,6 +73,7 @@ export function EnrolView() {
     if (!trimmed) return;
     void run("create", async () => {
       const subject = await createSubject(trimmed);
+      if (!admin) setCreated((list) => [...list, subject]);
       setSelected(subject.id);
       setName("");
       return `Created ${subject.name} (${subject.id}). Add a face image next.`;
@@ -50,6 +85,7 @@ export function EnrolView() {
     if (!target || !image) return;
     void run("add", async () => {
       const added = await addFace(target.id, image.blob, image.filename);
+      if (!admin) setCreated((list) => list.map((s) => (s.id === target.id ? { ...s, faces: added.faces } : s)));
       setImage(undefined);
       const quality = added.quality !== undefined ? ` (quality ${added.quality.toFixed(2)})` : "";
       return `Added face ${added.face_id}${quality} to ${target.name}: ${added.faces} face${added.faces === 1 ? "" : "s"} enrolled.`;
@@ -65,10 +101,7 @@ export function EnrolView() {
 
   return (
     <div className="view enrol">
-      <h2>Enrol subjects</h2>
-      <p className="lead">
-        A subject is a person; each face image added becomes part of their template (embeddings only, never the image).
-      </p>
+      {TITLE}
       <div className="columns">
         <div className="stack">
           <form className="card controls" onSubmit={create}>
@@ -97,13 +130,31 @@ export function EnrolView() {
           </form>
           <form className="card controls" onSubmit={add}>
             <h3>Add a face</h3>
+            {!admin ? (
+              <div className="field">
+                <label htmlFor={targetId}>Subject id</label>
+                <input
+                  id={targetId}
+                  value={selected ?? ""}
+                  onChange={(e) => setSelected(e.currentTarget.value.trim() || undefined)}
+                  placeholder="created below, or an existing subject's id"
+                  autoComplete="off"
+                  spellCheck={false}
+                  data-testid="face-target-id"
+                />
+              </div>
+            ) : null}
             {target ? (
               <p>
-                To <strong data-testid="face-target">{target.name}</strong> ({target.faces} face
-                {target.faces === 1 ? "" : "s"} so far)
+                To <strong data-testid="face-target">{target.name}</strong>
+                {target.faces !== undefined ? ` (${target.faces} face${target.faces === 1 ? "" : "s"} so far)` : ""}
               </p>
             ) : (
-              <p className="muted">Select a subject in the list (or create one) first.</p>
+              <p className="muted">
+                {admin
+                  ? "Select a subject in the list (or create one) first."
+                  : "Create a subject or enter its id first."}
+              </p>
             )}
             <ImagePicker onPick={setImage} selected={image?.filename} />
             {image ? <img className="preview" src={image.url} alt={`Face to add: ${image.filename}`} /> : null}
@@ -115,22 +166,32 @@ export function EnrolView() {
         </div>
         <section className="card">
           <h3>
-            Enrolled
-            <button type="button" className="secondary small-button" onClick={reload}>
-              Reload
-            </button>
+            {admin ? "Enrolled" : "Created here"}
+            {admin ? (
+              <button type="button" className="secondary small-button" onClick={reload}>
+                Reload
+              </button>
+            ) : null}
           </h3>
           <p className="status" role="status" data-testid="enrol-status">
             {status}
           </p>
           <ErrorBox error={failure?.where === "list" ? failure.error : undefined} />
           <ErrorBox error={listError} title="Cannot list subjects" />
-          {subjects ? (
+          {!admin ? (
+            <ScopeNotice
+              needs="admin"
+              what="Listing, renaming and deleting subjects"
+              identity={identity}
+              testId="subjects-need-admin"
+            />
+          ) : null}
+          {!admin && created.length === 0 ? null : subjects ? (
             <SubjectTable
               subjects={subjects}
               selected={selected}
               onSelect={setSelected}
-              onDelete={remove}
+              onDelete={admin ? remove : undefined}
               busy={busy}
             />
           ) : (

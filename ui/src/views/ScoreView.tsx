@@ -5,13 +5,38 @@ import { FeatureInput } from "../components/FeatureInput";
 import { LayerTable } from "../components/LayerTable";
 import { DecisionBadge, Meter } from "../components/Meter";
 import { NetworkView } from "../components/NetworkView";
+import { ScopeNotice } from "../components/ScopeNotice";
+import { useAuth } from "../hooks/useAuth";
+import { may } from "../lib/auth";
 import { fixed } from "../lib/format";
 import { DEFAULT_FEATURES, FEATURE_NAMES } from "../lib/mlp";
 
 const DEBOUNCE_MS = 120;
 
-/** The score-fusion MLP explorer: set x1..x3, see the server's forward pass layer by layer. */
+const LEAD = (
+  <p className="lead">
+    The three pipeline features go through a 3-4-3-1 network (ReLU, ReLU, sigmoid) that gives the authentication
+    probability. Values come from the runtime&apos;s <code>POST /v1/score</code>.
+  </p>
+);
+
+/** The score-fusion MLP explorer (the `verify` scope). */
 export function ScoreView() {
+  const { identity } = useAuth();
+  if (!may(identity, "verify")) {
+    return (
+      <div className="view score">
+        <h2>Score fusion</h2>
+        {LEAD}
+        <ScopeNotice needs="verify" what="Scoring features" identity={identity} />
+      </div>
+    );
+  }
+  return <ScoreExplorer />;
+}
+
+/** Set x1..x3, see the server's forward pass layer by layer. */
+function ScoreExplorer() {
   const [features, setFeatures] = useState<number[]>([...DEFAULT_FEATURES]);
   const [shown, setShown] = useState<{ features: number[]; result: ScoreResult }>();
   const [error, setError] = useState<unknown>();
@@ -45,10 +70,7 @@ export function ScoreView() {
   return (
     <div className="view score">
       <h2>Score fusion</h2>
-      <p className="lead">
-        The three pipeline features go through a 3-4-3-1 network (ReLU, ReLU, sigmoid) that gives the authentication
-        probability. Values come from the runtime's <code>POST /v1/score</code>.
-      </p>
+      {LEAD}
       <div className="columns narrow-left">
         <div className="card controls">
           <h3>Features</h3>

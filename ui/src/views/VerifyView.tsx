@@ -4,12 +4,38 @@ import { ErrorBox } from "../components/ErrorBox";
 import { FaceOverlay } from "../components/FaceOverlay";
 import { RouteLink } from "../components/RouteLink";
 import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
-import { VerifyResultView } from "../components/VerifyResultView";
+import { ScopeNotice } from "../components/ScopeNotice";
+import { VerifyDecisionView, VerifyResultView } from "../components/VerifyResultView";
+import { useAuth } from "../hooks/useAuth";
 import { useSubjects } from "../hooks/useSubjects";
+import { may } from "../lib/auth";
 
-/** 1:1 verification: pick a subject and an image, send it, and show everything the pipeline found. */
+const TITLE = (
+  <>
+    <h2>Verify a face</h2>
+    <p className="lead">Is this the enrolled person, and is it a live face? One image against one subject.</p>
+  </>
+);
+
+/**
+ * 1:1 verification: pick a subject and an image, send it, and show what the pipeline found:
+ * everything with an admin key, the decision and its reasons with a `verify` key.
+ */
 export function VerifyView() {
-  const { subjects, error: listError, reload } = useSubjects();
+  const { identity } = useAuth();
+  if (!may(identity, "verify")) {
+    return (
+      <div className="view verify">
+        {TITLE}
+        <ScopeNotice needs="verify" what="Verifying a face" identity={identity} />
+      </div>
+    );
+  }
+  return <VerifyForm admin={may(identity, "admin")} />;
+}
+
+function VerifyForm({ admin }: { admin: boolean }) {
+  const { subjects, error: listError, reload } = useSubjects(admin);
   const [subjectId, setSubjectId] = useState("");
   const [image, setImage] = useState<PickedImage>();
   const [result, setResult] = useState<VerifyResult>();
@@ -20,7 +46,12 @@ export function VerifyView() {
   useRevokeOnChange(image);
   useEffect(() => () => inFlight.current?.abort(), []);
 
-  const chosen = subjects?.find((s) => s.id === subjectId) ?? subjects?.[0];
+  // With an admin key the subject comes from the list; otherwise its id is typed in.
+  const chosen = admin
+    ? (subjects?.find((s) => s.id === subjectId) ?? subjects?.[0])
+    : subjectId.trim()
+      ? { id: subjectId.trim() }
+      : undefined;
 
   const submit = async (e: React.FormEvent) => {
     e.preventDefault();
@@ -32,7 +63,7 @@ export function VerifyView() {
     setError(undefined);
     setResult(undefined);
     try {
-      setResult(await verify(chosen.id, image.blob, image.filename, controller.signal));
+      setResult(await verify(chosen.id, image.blob, image.filename, controller.signal, admin));
     } catch (err) {
       if (!controller.signal.aborted) setError(err);
     } finally {
@@ -42,38 +73,55 @@ export function VerifyView() {
 
   return (
     <div className="view verify">
-      <h2>Verify a face</h2>
-      <p className="lead">Is this the enrolled person, and is it a live face? One image against one subject.</p>
+      {TITLE}
       <div className="columns">
         <form className="card controls" onSubmit={submit}>
-          <div className="field">
-            <label htmlFor={selectId}>Subject</label>
-            <div className="row">
-              <select
-                id={selectId}
-                value={chosen?.id ?? ""}
-                onChange={(e) => setSubjectId(e.currentTarget.value)}
-                disabled={!subjects || subjects.length === 0}
-                data-testid="verify-subject"
-              >
-                {subjects?.length === 0 ? <option value="">no subjects enrolled</option> : null}
-                {subjects?.map((s) => (
-                  <option key={s.id} value={s.id}>
-                    {s.name} · {s.faces} face{s.faces === 1 ? "" : "s"}
-                  </option>
-                ))}
-              </select>
-              <button type="button" className="secondary" onClick={reload}>
-                Reload
-              </button>
+          {admin ? (
+            <div className="field">
+              <label htmlFor={selectId}>Subject</label>
+              <div className="row">
+                <select
+                  id={selectId}
+                  value={chosen?.id ?? ""}
+                  onChange={(e) => setSubjectId(e.currentTarget.value)}
+                  disabled={!subjects || subjects.length === 0}
+                  data-testid="verify-subject"
+                >
+                  {subjects?.length === 0 ? <option value="">no subjects enrolled</option> : null}
+                  {subjects?.map((s) => (
+                    <option key={s.id} value={s.id}>
+                      {s.name} · {s.faces} face{s.faces === 1 ? "" : "s"}
+                    </option>
+                  ))}
+                </select>
+                <button type="button" className="secondary" onClick={reload}>
+                  Reload
+                </button>
+              </div>
+              {subjects?.length === 0 ? (
+                <p className="muted small">
+                  Nobody is enrolled yet: <RouteLink to="enrol">enrol a subject</RouteLink> first.
+                </p>
+              ) : null}
+              <ErrorBox error={listError} title="Cannot list subjects" />
             </div>
-            {subjects?.length === 0 ? (
-              <p className="muted small">
-                Nobody is enrolled yet: <RouteLink to="enrol">enrol a subject</RouteLink> first.
+          ) : (
+            <div className="field">
+              <label htmlFor={selectId}>Subject id</label>
+              <input
+                id={selectId}
+                value={subjectId}
+                onChange={(e) => setSubjectId(e.currentTarget.value)}
+                placeholder="the id enrolment gave, e.g. 3f0c…"
+                autoComplete="off"
+                spellCheck={false}
+                data-testid="verify-subject-id"
+              />
+              <p className="muted small" data-testid="subjects-need-admin">
+                Listing subjects needs an admin key: enter the subject&apos;s id.
               </p>
-            ) : null}
-            <ErrorBox error={listError} title="Cannot list subjects" />
-          </div>
+            </div>
+          )}
           <ImagePicker
             selected={image?.filename}
             onPick={(img) => {
@@ -103,7 +151,15 @@ export function VerifyView() {
           ) : null}
         </form>
         <div className="results" aria-live="polite">
-          {result ? <VerifyResultView result={result} /> : <p className="placeholder">The result appears here.</p>}
+          {result ? (
+            admin ? (
+              <VerifyResultView result={result} />
+            ) : (
+              <VerifyDecisionView result={result} />
+            )
+          ) : (
+            <p className="placeholder">The result appears here.</p>
+          )}
         </div>
       </div>
     </div>

@@ -1,0 +1,94 @@
+import { useId, useState } from "react";
+import { keyFromInput, looksLikeKey } from "../lib/auth";
+
+/**
+ * Asks for an API key when the page has none (or the runtime rejected it), and says where keys
+ * come from. The key is kept in this tab only.
+ */
+export function KeyPrompt({ notice, onKey }: { notice?: string; onKey: (key: string) => void }) {
+  const [input, setInput] = useState("");
+  const [problem, setProblem] = useState<string>();
+  const inputId = useId();
+  const hintId = useId();
+
+  const submit = (e: React.FormEvent) => {
+    e.preventDefault();
+    const key = keyFromInput(input);
+    if (!looksLikeKey(key)) {
+      setProblem("That is not a FaceKey API key: a key is fk_ followed by 43 letters, digits, - or _.");
+      return;
+    }
+    setProblem(undefined);
+    setInput("");
+    onKey(key);
+  };
+
+  return (
+    <div className="view key-prompt" data-testid="key-prompt">
+      <h2>Sign in with an API key</h2>
+      <p className="lead">
+        This runtime answers only requests that carry an API key. Paste one to use the UI; its scopes decide which views
+        work.
+      </p>
+      {notice ? (
+        <div className="error" role="alert" data-testid="key-notice">
+          <p>{notice}</p>
+        </div>
+      ) : null}
+      <div className="columns">
+        <form className="card controls" onSubmit={submit}>
+          <div className="field">
+            <label htmlFor={inputId}>API key</label>
+            <input
+              id={inputId}
+              type="password"
+              value={input}
+              onChange={(e) => setInput(e.currentTarget.value)}
+              placeholder="fk_…"
+              autoComplete="off"
+              spellCheck={false}
+              aria-describedby={hintId}
+              aria-invalid={problem ? true : undefined}
+              data-testid="key-input"
+            />
+            <p id={hintId} className="muted small">
+              The key, or the whole login URL. It is kept in this browser tab only (session storage) and sent as{" "}
+              <code>Authorization: Bearer …</code>; sign out forgets it.
+            </p>
+          </div>
+          {problem ? (
+            <p className="key-problem" role="alert" data-testid="key-problem">
+              {problem}
+            </p>
+          ) : null}
+          <button type="submit" disabled={!input.trim()} data-testid="key-submit">
+            Sign in
+          </button>
+        </form>
+        <section className="card">
+          <h3>Where keys come from</h3>
+          <ul className="key-sources">
+            <li>
+              <strong>First start.</strong> Without a keys file the runtime creates an admin key and prints a one-time
+              login URL in its start-up log, <code>http://&lt;host&gt;:&lt;port&gt;/#key=fk_…</code>. Open it, or paste
+              it here.
+            </li>
+            <li>
+              <strong>A new key.</strong> <code>facekey-runtime new-api-key &lt;key-id&gt; --scopes verify,enrol</code>{" "}
+              prints the key once and the line for the runtime&apos;s API keys file.
+            </li>
+            <li>
+              <strong>On Kubernetes.</strong> The operator keeps the keys in the <code>&lt;name&gt;-api-keys</code>{" "}
+              Secret of the FaceKeyDeployment; ask whoever runs it.
+            </li>
+          </ul>
+          <p className="muted small">
+            Scopes: <code>verify</code> (verify faces), <code>enrol</code> (enrol subjects and faces),{" "}
+            <code>admin</code> (everything, including listing and deleting subjects and seeing scores),{" "}
+            <code>metrics</code> (read metrics when they are keyed).
+          </p>
+        </section>
+      </div>
+    </div>
+  );
+}
