@@ -154,16 +154,40 @@ impl Enrolments {
         template: NewTemplate,
     ) -> Result<(Template, Subject), StoreError> {
         let stored = self.mark(self.store.add_template(subject_id, template).await)?;
-        if !self.index.add_template(stored.clone()) {
+        let applied = self.index.add_template(stored.clone());
+        let subject = self.after_write(subject_id, applied).await?;
+        Ok((stored, subject))
+    }
+
+    /// The subject's summary after a write the index applied (or, for a subject this replica
+    /// has not heard of yet, after reloading it from the store).
+    async fn after_write(&self, subject_id: &str, applied: bool) -> Result<Subject, StoreError> {
+        if !applied {
             // Created on another replica and not yet heard of here.
             self.refresh_subject(subject_id).await?;
         }
-        let subject = self
-            .index
+        self.index
             .get(subject_id)
             .map(|(s, _)| s)
-            .ok_or_else(|| StoreError::SubjectNotFound(subject_id.to_owned()))?;
-        Ok((stored, subject))
+            .ok_or_else(|| StoreError::SubjectNotFound(subject_id.to_owned()))
+    }
+
+    /// Delete one face (template) of a subject; returns the subject's new summary.
+    pub async fn delete_template(
+        &self,
+        subject_id: &str,
+        template_id: &str,
+    ) -> Result<Subject, StoreError> {
+        self.mark(self.store.delete_template(subject_id, template_id).await)?;
+        let applied = self.index.remove_template(subject_id, template_id);
+        self.after_write(subject_id, applied).await
+    }
+
+    /// Rename a subject; returns its new summary.
+    pub async fn rename_subject(&self, id: &str, name: &str) -> Result<Subject, StoreError> {
+        let name = self.mark(self.store.rename_subject(id, name).await)?;
+        let applied = self.index.rename(id, &name);
+        self.after_write(id, applied).await
     }
 
     /// Keep the index in step with other replicas' writes: apply each notified subject, and
@@ -237,6 +261,29 @@ mod tests {
         let (_, after) = e.add_template(&s.id, t).await.unwrap();
         assert_eq!(after.faces, 1);
         assert_eq!(e.index().nearest(&[0.5, 0.5], 1)[0].subject.id, s.id);
+        let (second, _) = e
+            .add_template(
+                &s.id,
+                NewTemplate {
+                    model: "m".into(),
+                    embedding: vec![-1.0, -1.0],
+                    quality: None,
+                },
+            )
+            .await
+            .unwrap();
+        let after = e.delete_template(&s.id, &second.id).await.unwrap();
+        assert_eq!(after.faces, 1);
+        assert_eq!(e.index().template_count(), 1);
+        assert!(matches!(
+            e.delete_template(&s.id, &second.id).await,
+            Err(StoreError::FaceNotFound { .. })
+        ));
+        assert_eq!(
+            e.rename_subject(&s.id, " Ada L. ").await.unwrap().name,
+            "Ada L."
+        );
+        assert_eq!(e.index().list()[0].name, "Ada L.");
         assert!(e.delete_subject(&s.id).await.unwrap());
         assert!(e.index().list().is_empty());
         assert!(e.health().available);

@@ -220,6 +220,30 @@ impl TemplateIndex {
         true
     }
 
+    /// Apply `change` to a copy of a subject's record and put it back; `false` when the
+    /// subject is absent.
+    fn update(&self, id: &str, change: impl FnOnce(&mut SubjectRecord)) -> bool {
+        let mut inner = self.write();
+        let Some(Some(entry)) = inner.by_id.get(id).and_then(|&slot| inner.slots.get(slot)) else {
+            return false;
+        };
+        let mut record = entry.record.clone();
+        change(&mut record);
+        Self::insert(&mut inner, record, &self.model, self.dim);
+        true
+    }
+
+    /// Remove one template of a subject (no-op when the template is already gone); `false`
+    /// when the subject is absent.
+    pub fn remove_template(&self, subject_id: &str, template_id: &str) -> bool {
+        self.update(subject_id, |r| r.templates.retain(|t| t.id != template_id))
+    }
+
+    /// Rename a subject; `false` when it is absent.
+    pub fn rename(&self, subject_id: &str, name: &str) -> bool {
+        self.update(subject_id, |r| name.clone_into(&mut r.name))
+    }
+
     /// Remove a subject; `false` when it was absent.
     pub fn remove(&self, id: &str) -> bool {
         self.write().remove(id)
@@ -236,6 +260,35 @@ impl TemplateIndex {
             .collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
+    }
+
+    /// At most `limit` subjects in the order of [`TemplateIndex::list`], starting after
+    /// `after` (a position in that order: creation time and id, which stays valid when that
+    /// subject is deleted), and whether more follow.
+    pub fn page(&self, after: Option<(&str, &str)>, limit: usize) -> (Vec<Subject>, bool) {
+        let inner = self.read();
+        let mut out: Vec<&Entry> = inner
+            .slots
+            .iter()
+            .flatten()
+            .filter(|e| {
+                after.is_none_or(|(at, id)| {
+                    (e.record.created_at.as_str(), e.record.id.as_str()) > (at, id)
+                })
+            })
+            .collect();
+        let key = |e: &&Entry| (e.record.created_at.clone(), e.record.id.clone());
+        let more = out.len() > limit;
+        if more {
+            out.select_nth_unstable_by_key(limit, key);
+            out.truncate(limit);
+        }
+        out.sort_by_key(key);
+        let page = out
+            .iter()
+            .map(|e| summary(&e.record, &self.model))
+            .collect();
+        (page, more)
     }
 
     /// One subject with its templates (embeddings included; never shown by the API).
@@ -468,6 +521,67 @@ mod tests {
             stats.outdated_subjects, 3,
             "s5, s10 and s15 keep an old template; s0 is gone"
         );
+    }
+
+    #[test]
+    fn templates_are_removed_one_by_one_and_subjects_renamed() {
+        let index = TemplateIndex::new("m", 2);
+        index.upsert(record(
+            "a",
+            vec![
+                template("1", "a", "m", vec![0.0, 0.0]),
+                template("22", "a", "m", vec![1.0, 1.0]),
+            ],
+        ));
+        index.upsert(record("b", vec![template("333", "b", "m", vec![5.0, 5.0])]));
+        assert!(index.remove_template("a", "1"));
+        assert!(index.remove_template("a", "1"), "already gone: no-op");
+        assert!(!index.remove_template("nobody", "1"));
+        assert_eq!(index.template_count(), 2);
+        // The removed embedding no longer matches; the others still do.
+        assert_eq!(index.nearest(&[0.0, 0.0], 1)[0].distance, 2f32.sqrt());
+        assert_eq!(index.nearest(&[5.0, 5.0], 1)[0].subject.id, "b");
+        assert!(index.rename("a", "Ada"));
+        assert!(!index.rename("nobody", "x"));
+        let (a, templates) = index.get("a").unwrap();
+        assert_eq!((a.name.as_str(), a.faces, templates.len()), ("Ada", 1, 1));
+    }
+
+    #[test]
+    fn pages_follow_the_list_order_and_survive_deleting_the_cursor() {
+        let index = TemplateIndex::new("m", 2);
+        let mut records = Vec::new();
+        for i in 0..7 {
+            let mut r = record(&format!("s{i}"), vec![]);
+            // Two subjects share each second: ties are broken by id.
+            r.created_at = format!("2026-01-01T00:00:0{}Z", i / 2);
+            records.push(r);
+        }
+        records.reverse();
+        index.replace_all(records);
+        let all = index.list();
+        let mut seen = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let (page, more) = index.page(after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())), 3);
+            assert!(page.len() <= 3);
+            seen.extend(page.iter().cloned());
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at.clone(), last.id.clone()));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, all);
+        // Delete the subject a cursor points at: the next page is still the rest.
+        let (first, more) = index.page(None, 2);
+        assert!(more);
+        let cursor = first[1].clone();
+        assert!(index.remove(&cursor.id));
+        let (rest, more) = index.page(Some((&cursor.created_at, &cursor.id)), 100);
+        assert!(!more);
+        assert_eq!(rest, all[2..].to_vec());
+        assert_eq!(index.page(None, 0), (vec![], true));
     }
 
     #[test]

@@ -49,8 +49,19 @@ pub enum StoreError {
     /// The subject does not exist.
     #[error("subject {0} not found")]
     SubjectNotFound(String),
+    /// The face (template) does not exist in that subject.
+    #[error("subject {subject} has no face {face}")]
+    FaceNotFound {
+        /// The subject id.
+        subject: String,
+        /// The template id.
+        face: String,
+    },
     /// The subject already holds the maximum number of templates.
-    #[error("subject {subject} already has {limit} faces, the limit")]
+    #[error(
+        "subject {subject} already has {limit} faces, the limit ({}); delete one first",
+        facekey_settings::env::MAX_FACES_PER_SUBJECT
+    )]
     TooManyFaces {
         /// The subject id.
         subject: String,
@@ -144,6 +155,11 @@ pub trait TemplateStore: Send + Sync + 'static {
         subject_id: &str,
         template: NewTemplate,
     ) -> Result<Template, StoreError>;
+    /// Delete one template of a subject: [`StoreError::SubjectNotFound`] or
+    /// [`StoreError::FaceNotFound`] when either is absent.
+    async fn delete_template(&self, subject_id: &str, template_id: &str) -> Result<(), StoreError>;
+    /// Rename a subject (the name validated as at creation); returns the stored name.
+    async fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError>;
     /// Every subject with its decrypted templates (start-up and resynchronisation). Fails on a
     /// template no loaded key opens: a wrong key must stop start-up, never match garbage.
     async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError>;

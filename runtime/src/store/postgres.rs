@@ -86,7 +86,9 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
     }))
 }
 
-fn db_err(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+/// Map a database error: unreachable becomes [`StoreError::Unavailable`], the rest
+/// [`StoreError::Backend`] naming `operation`. Shared with the lockout ledger in the same database.
+pub(crate) fn db_err(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| {
         if is_unavailable(&e) {
             StoreError::Unavailable(format!("{operation}: {e}"))
@@ -342,6 +344,64 @@ impl TemplateStore for PgStore {
             embedding: template.embedding,
             quality: template.quality,
         })
+    }
+
+    async fn delete_template(&self, subject_id: &str, template_id: &str) -> Result<(), StoreError> {
+        let subject = parse_id(subject_id)
+            .ok_or_else(|| StoreError::SubjectNotFound(subject_id.to_owned()))?;
+        let face_not_found = || StoreError::FaceNotFound {
+            subject: subject.clone(),
+            face: template_id.to_owned(),
+        };
+        let mut tx = self.pool.begin().await.map_err(db_err("delete template"))?;
+        // Lock the subject row, as enrolment does, so a deletion and an enrolment of one
+        // subject serialise.
+        let exists = sqlx::query("SELECT 1 FROM facekey_subjects WHERE id = $1::uuid FOR UPDATE")
+            .bind(&subject)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("delete template"))?;
+        if exists.is_none() {
+            return Err(StoreError::SubjectNotFound(subject));
+        }
+        let Some(template) = parse_id(template_id) else {
+            return Err(face_not_found());
+        };
+        let deleted = sqlx::query(
+            "DELETE FROM facekey_templates WHERE id = $1::uuid AND subject_id = $2::uuid",
+        )
+        .bind(&template)
+        .bind(&subject)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("delete template"))?
+        .rows_affected();
+        if deleted == 0 {
+            return Err(face_not_found());
+        }
+        Self::notify(&mut tx, &subject).await?;
+        tx.commit().await.map_err(db_err("delete template"))?;
+        Ok(())
+    }
+
+    async fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError> {
+        let name = validate_name(name)?;
+        let not_found = || StoreError::SubjectNotFound(id.to_owned());
+        let subject = parse_id(id).ok_or_else(not_found)?;
+        let mut tx = self.pool.begin().await.map_err(db_err("rename subject"))?;
+        let updated = sqlx::query("UPDATE facekey_subjects SET name = $2 WHERE id = $1::uuid")
+            .bind(&subject)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("rename subject"))?
+            .rows_affected();
+        if updated == 0 {
+            return Err(not_found());
+        }
+        Self::notify(&mut tx, &subject).await?;
+        tx.commit().await.map_err(db_err("rename subject"))?;
+        Ok(name)
     }
 
     async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {

@@ -333,6 +333,50 @@ impl Inner {
         Ok(stored)
     }
 
+    fn delete_template(&self, subject_id: &str, template_id: &str) -> Result<(), StoreError> {
+        let err = backend("delete template");
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
+            let mut subject = Self::read_subject(&subjects, subject_id)?
+                .ok_or_else(|| StoreError::SubjectNotFound(subject_id.to_string()))?;
+            let mut templates = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
+            let removed = templates
+                .remove(format!("{subject_id}/{template_id}").as_str())
+                .map_err(|e| err(e.into()))?
+                .is_some();
+            if !removed {
+                return Err(StoreError::FaceNotFound {
+                    subject: subject_id.to_string(),
+                    face: template_id.to_string(),
+                });
+            }
+            subject.faces = subject.faces.saturating_sub(1);
+            subjects
+                .insert(subject_id, encode(&subject)?.as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(())
+    }
+
+    fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError> {
+        let name = validate_name(name)?;
+        let err = backend("rename subject");
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
+            let mut subject = Self::read_subject(&subjects, id)?
+                .ok_or_else(|| StoreError::SubjectNotFound(id.to_string()))?;
+            subject.name.clone_from(&name);
+            subjects
+                .insert(id, encode(&subject)?.as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(name)
+    }
+
     fn templates_of(
         &self,
         table: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -410,6 +454,17 @@ impl TemplateStore for RedbStore {
     ) -> Result<Template, StoreError> {
         let id = subject_id.to_owned();
         self.blocking(move |s| s.add_template(&id, template)).await
+    }
+
+    async fn delete_template(&self, subject_id: &str, template_id: &str) -> Result<(), StoreError> {
+        let (subject, template) = (subject_id.to_owned(), template_id.to_owned());
+        self.blocking(move |s| s.delete_template(&subject, &template))
+            .await
+    }
+
+    async fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError> {
+        let (id, name) = (id.to_owned(), name.to_owned());
+        self.blocking(move |s| s.rename_subject(&id, &name)).await
     }
 
     async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
@@ -610,6 +665,63 @@ mod tests {
             store.create_subject("").await,
             Err(StoreError::Invalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn faces_are_deleted_one_by_one_and_subjects_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys();
+        let (a, b, keep) = {
+            let store = open(dir.path(), 2, &keys);
+            let a = store.create_subject("a").await.unwrap();
+            let b = store.create_subject("b").await.unwrap();
+            let gone = store.add_template(&a.id, tmpl(1.0)).await.unwrap();
+            let keep = store.add_template(&a.id, tmpl(2.0)).await.unwrap();
+            let other = store.add_template(&b.id, tmpl(3.0)).await.unwrap();
+            store.delete_template(&a.id, &gone.id).await.unwrap();
+            // Gone now; another subject's face is not this subject's; unknown subject.
+            assert!(matches!(
+                store.delete_template(&a.id, &gone.id).await,
+                Err(StoreError::FaceNotFound { .. })
+            ));
+            assert!(matches!(
+                store.delete_template(&a.id, &other.id).await,
+                Err(StoreError::FaceNotFound { .. })
+            ));
+            assert!(matches!(
+                store
+                    .delete_template(&a.id, &format!("../{}/{}", b.id, other.id))
+                    .await,
+                Err(StoreError::FaceNotFound { .. })
+            ));
+            assert!(matches!(
+                store.delete_template("missing", &keep.id).await,
+                Err(StoreError::SubjectNotFound(_))
+            ));
+            // The freed place counts: the limit of 2 admits one more.
+            store.add_template(&a.id, tmpl(4.0)).await.unwrap();
+            assert_eq!(
+                store.rename_subject(&a.id, "  Ada L.  ").await.unwrap(),
+                "Ada L."
+            );
+            assert!(matches!(
+                store.rename_subject(&a.id, " ").await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(matches!(
+                store.rename_subject("missing", "x").await,
+                Err(StoreError::SubjectNotFound(_))
+            ));
+            (a.id, b.id, keep.id)
+        };
+        // Durable: reopen and look.
+        let store = open(dir.path(), 2, &keys);
+        let a = store.load_subject(&a).await.unwrap().unwrap();
+        assert_eq!(a.name, "Ada L.");
+        assert_eq!(firsts(&a), vec![2.0, 4.0]);
+        assert!(a.templates.iter().any(|t| t.id == keep));
+        let b = store.load_subject(&b).await.unwrap().unwrap();
+        assert_eq!((b.name.as_str(), firsts(&b)), ("b", vec![3.0]));
     }
 
     #[test]
