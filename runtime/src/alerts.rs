@@ -1,8 +1,11 @@
-//! Spoofing alerts. A [`SpoofAttempt`] is one internal event that emits, together, the log line,
-//! the `facekey_spoof_detected_total` increment and (when SMTP is configured) an email, so logs,
-//! metrics and mail never disagree. Emails go out from a background task, throttled to at most
-//! one per interval (later attempts are summarised in the next one), so a flood of attacks
-//! neither floods an inbox nor slows verification.
+//! Security alerts. A [`SpoofAttempt`] (a presentation attack) and a [`SubjectLockout`] (a subject
+//! locked after repeated failed verifications) are each one internal event that emits, together,
+//! the log line, its counter and (when SMTP is configured) an email, so logs, metrics and mail
+//! never disagree. Emails go out from a background task, throttled to at most one per interval
+//! (later events are summarised in the next one), so a flood of attacks neither floods an inbox
+//! nor slows verification. Each kind has its own queue, so a spoof flood cannot crowd lockouts
+//! out, and every event that is not listed in a mail is still counted in it or in
+//! `facekey_alert_emails_total{result="dropped"}`.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -17,11 +20,11 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 
-/// Attempts queued for email before new ones are dropped (and counted as dropped).
+/// Events of one kind queued for email before new ones are dropped (and counted as dropped).
 const QUEUE_CAPACITY: usize = 1024;
 /// Longest time one email may take end to end, so a stalled server cannot wedge alerting.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts listed one by one in an email; the rest are counted.
+/// Events of one kind listed one by one in an email; the rest are counted.
 const MAX_LISTED: usize = 20;
 
 /// How the SMTP connection is secured.
@@ -114,56 +117,188 @@ impl SpoofAttempt {
         );
         metrics.spoofs_detected.inc();
         if let Some(alerts) = alerts {
-            alerts.send(self, metrics);
+            alerts.send_spoof(self, metrics);
         }
     }
 }
 
-/// Subject line and plain-text body summarising a batch of attempts.
-pub fn compose(instance: &str, attempts: &[SpoofAttempt]) -> (String, String) {
-    let subject = if attempts.len() == 1 {
-        format!("[FaceKey] spoof attempt detected on {instance}")
-    } else {
-        format!(
-            "[FaceKey] {} spoof attempts detected on {instance}",
-            attempts.len()
-        )
-    };
-    let mut body = format!(
-        "FaceKey's liveness check rejected {} face(s) as presentation attacks on {instance}.\n\n",
-        attempts.len()
-    );
-    for a in attempts.iter().take(MAX_LISTED) {
-        body.push_str(&format!(
-            "- {} {} subject={} liveness={:.3} (threshold {:.3}) request_id={}\n",
-            humantime::format_rfc3339_seconds(a.at),
-            a.route,
-            a.subject.as_deref().unwrap_or("-"),
-            a.liveness,
-            a.threshold,
-            a.request_id.as_deref().unwrap_or("-"),
-        ));
+/// One subject locked after repeated failed verifications (see [`crate::lockout`]). It names the
+/// subject id only: never an image, a template or a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectLockout {
+    /// When the lock was placed.
+    pub at: SystemTime,
+    /// The locked subject's id.
+    pub subject: String,
+    /// Failed verifications counted within the window (the configured threshold).
+    pub failures: u32,
+    /// The window they were counted in.
+    pub window: Duration,
+    /// How long the subject stays locked.
+    pub locked_for: Duration,
+}
+
+impl SubjectLockout {
+    /// Emit the event: a warning on the `facekey::security` log target, the lockout counter, and
+    /// an email when alerting is on.
+    pub fn emit(self, metrics: &Metrics, alerts: Option<&AlertSender>) {
+        tracing::warn!(
+            target: "facekey::security",
+            subject = %self.subject,
+            failures = self.failures,
+            window_secs = self.window.as_secs(),
+            lock_secs = self.locked_for.as_secs(),
+            "subject locked after failed verifications"
+        );
+        metrics.subject_lockouts.inc();
+        if let Some(alerts) = alerts {
+            alerts.send_lockout(self, metrics);
+        }
     }
-    if attempts.len() > MAX_LISTED {
-        body.push_str(&format!("- … and {} more\n", attempts.len() - MAX_LISTED));
+}
+
+/// The events one email summarises: at most [`MAX_LISTED`] of each kind kept in full, the rest
+/// counted, so a flood between two mails costs no memory and is still reported.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Batch {
+    spoofs: Vec<SpoofAttempt>,
+    more_spoofs: usize,
+    lockouts: Vec<SubjectLockout>,
+    more_lockouts: usize,
+}
+
+impl Batch {
+    /// Add a spoof attempt.
+    pub fn push_spoof(&mut self, attempt: SpoofAttempt) {
+        if self.spoofs.len() < MAX_LISTED {
+            self.spoofs.push(attempt);
+        } else {
+            self.more_spoofs += 1;
+        }
+    }
+
+    /// Add a lockout.
+    pub fn push_lockout(&mut self, lockout: SubjectLockout) {
+        if self.lockouts.len() < MAX_LISTED {
+            self.lockouts.push(lockout);
+        } else {
+            self.more_lockouts += 1;
+        }
+    }
+
+    /// Spoof attempts in the batch, listed or only counted.
+    pub fn spoof_count(&self) -> usize {
+        self.spoofs.len() + self.more_spoofs
+    }
+
+    /// Lockouts in the batch, listed or only counted.
+    pub fn lockout_count(&self) -> usize {
+        self.lockouts.len() + self.more_lockouts
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.spoof_count() == 0 && self.lockout_count() == 0
+    }
+}
+
+/// Subject line and plain-text body summarising a batch of events.
+pub fn compose(instance: &str, batch: &Batch) -> (String, String) {
+    let (spoofs, lockouts) = (batch.spoof_count(), batch.lockout_count());
+    let locked = match (lockouts, batch.lockouts.first()) {
+        (1, Some(l)) => format!("subject {} locked", l.subject),
+        _ => format!("{lockouts} subjects locked"),
+    };
+    let spoofed = if spoofs == 1 {
+        "spoof attempt detected".to_owned()
+    } else {
+        format!("{spoofs} spoof attempts detected")
+    };
+    let subject = match (lockouts, spoofs) {
+        (0, _) => format!("[FaceKey] {spoofed} on {instance}"),
+        (_, 0) => format!("[FaceKey] {locked} after failed verifications on {instance}"),
+        _ => format!("[FaceKey] {locked} and {spoofed} on {instance}"),
+    };
+    let mut body = String::new();
+    if lockouts > 0 {
+        body.push_str(&format!(
+            "FaceKey locked {lockouts} subject(s) on {instance} after repeated failed \
+             verifications: their verifications are refused (429 subject_locked) until the lock \
+             expires.\n\n"
+        ));
+        for l in &batch.lockouts {
+            body.push_str(&format!(
+                "- {} subject={} locked: {} failed verifications within {} s; locked for {} s, \
+                 until {}\n",
+                humantime::format_rfc3339_seconds(l.at),
+                l.subject,
+                l.failures,
+                l.window.as_secs(),
+                l.locked_for.as_secs(),
+                humantime::format_rfc3339_seconds(l.at + l.locked_for),
+            ));
+        }
+        if batch.more_lockouts > 0 {
+            body.push_str(&format!("- … and {} more\n", batch.more_lockouts));
+        }
+        body.push('\n');
+    }
+    if spoofs > 0 {
+        body.push_str(&format!(
+            "FaceKey's liveness check rejected {spoofs} face(s) as presentation attacks on \
+             {instance}.\n\n"
+        ));
+        for a in &batch.spoofs {
+            body.push_str(&format!(
+                "- {} {} subject={} liveness={:.3} (threshold {:.3}) request_id={}\n",
+                humantime::format_rfc3339_seconds(a.at),
+                a.route,
+                a.subject.as_deref().unwrap_or("-"),
+                a.liveness,
+                a.threshold,
+                a.request_id.as_deref().unwrap_or("-"),
+            ));
+        }
+        if batch.more_spoofs > 0 {
+            body.push_str(&format!("- … and {} more\n", batch.more_spoofs));
+        }
+        body.push_str("\nLook the request ids up in the runtime's logs.");
     }
     body.push_str(
-        "\nLook the request ids up in the runtime's logs. This mail is throttled: further \
-attempts within the alert interval are summarised in the next one.\n",
+        " This mail is throttled: further events within the alert interval are summarised in the \
+         next one.\n",
     );
     (subject, body)
 }
 
-/// Handle for queueing attempts to the email task; cheap to clone.
+/// Handle for queueing events to the email task; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AlertSender {
-    tx: mpsc::Sender<SpoofAttempt>,
+    spoofs: mpsc::Sender<SpoofAttempt>,
+    lockouts: mpsc::Sender<SubjectLockout>,
 }
 
 impl AlertSender {
-    fn send(&self, attempt: SpoofAttempt, metrics: &Metrics) {
-        if self.tx.try_send(attempt).is_err() {
+    fn send_spoof(&self, attempt: SpoofAttempt, metrics: &Metrics) {
+        if self.spoofs.try_send(attempt).is_err() {
             metrics.alert_emails.with_label_values(&["dropped"]).inc();
+        }
+    }
+
+    fn send_lockout(&self, lockout: SubjectLockout, metrics: &Metrics) {
+        if let Err(e) = self.lockouts.try_send(lockout) {
+            metrics.alert_emails.with_label_values(&["dropped"]).inc();
+            let subject = match &e {
+                mpsc::error::TrySendError::Full(l) | mpsc::error::TrySendError::Closed(l) => {
+                    l.subject.as_str()
+                }
+            };
+            tracing::warn!(
+                target: "facekey::security",
+                subject,
+                "lockout alert not queued for email (queue full or closed); the lockout itself \
+                 is logged and counted"
+            );
         }
     }
 }
@@ -255,9 +390,9 @@ impl Mailer {
         })
     }
 
-    /// Send one email summarising `attempts`.
-    pub async fn send(&self, attempts: &[SpoofAttempt]) -> Result<(), AlertError> {
-        let (subject, body) = compose(&self.instance, attempts);
+    /// Send one email summarising `batch`.
+    pub async fn send(&self, batch: &Batch) -> Result<(), AlertError> {
+        let (subject, body) = compose(&self.instance, batch);
         let err = |source: Box<dyn std::error::Error + Send + Sync>| AlertError::Send {
             smarthost: self.smarthost.clone(),
             source,
@@ -282,20 +417,25 @@ impl Mailer {
     }
 }
 
-/// Start the email task. It sends the first attempt at once, then at most one email per
-/// `min_interval`, each summarising what arrived meanwhile. It flushes and ends when every
-/// [`AlertSender`] is dropped.
+/// Start the email task. It sends the first event at once, then at most one email per
+/// `min_interval`, each summarising what arrived meanwhile (spoof attempts and lockouts alike).
+/// It flushes and ends when every [`AlertSender`] is dropped.
 pub fn spawn(
     mailer: Mailer,
     min_interval: Duration,
     metrics: Metrics,
 ) -> (AlertSender, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<SpoofAttempt>(QUEUE_CAPACITY);
+    let (spoof_tx, mut spoof_rx) = mpsc::channel::<SpoofAttempt>(QUEUE_CAPACITY);
+    let (lockout_tx, mut lockout_rx) = mpsc::channel::<SubjectLockout>(QUEUE_CAPACITY);
     let task = tokio::spawn(async move {
         let mut last_sent: Option<tokio::time::Instant> = None;
-        let mut pending: Vec<SpoofAttempt> = Vec::new();
-        let mut open = true;
-        while open || !pending.is_empty() {
+        let mut pending = Batch::default();
+        let (mut spoofs_open, mut lockouts_open) = (true, true);
+        loop {
+            let open = spoofs_open || lockouts_open;
+            if !open && pending.is_empty() {
+                break;
+            }
             let due = last_sent.map(|t| t + min_interval);
             // Send when something is pending and the interval has passed, or at once when the
             // service is shutting down (no sender left).
@@ -303,23 +443,28 @@ pub fn spawn(
                 && (!open || due.is_none_or(|d| d <= tokio::time::Instant::now()));
             if ready {
                 let batch = std::mem::take(&mut pending);
+                let (spoofs, lockouts) = (batch.spoof_count(), batch.lockout_count());
                 match mailer.send(&batch).await {
                     Ok(()) => {
                         metrics.alert_emails.with_label_values(&["sent"]).inc();
-                        tracing::info!(attempts = batch.len(), "spoof alert email sent");
+                        tracing::info!(spoofs, lockouts, "alert email sent");
                     }
                     Err(e) => {
                         metrics.alert_emails.with_label_values(&["failed"]).inc();
-                        tracing::error!(error = %e, attempts = batch.len(), "spoof alert email failed");
+                        tracing::error!(error = %e, spoofs, lockouts, "alert email failed");
                     }
                 }
                 last_sent = Some(tokio::time::Instant::now());
                 continue;
             }
             tokio::select! {
-                msg = rx.recv(), if open => match msg {
-                    Some(a) => pending.push(a),
-                    None => open = false,
+                msg = spoof_rx.recv(), if spoofs_open => match msg {
+                    Some(a) => pending.push_spoof(a),
+                    None => spoofs_open = false,
+                },
+                msg = lockout_rx.recv(), if lockouts_open => match msg {
+                    Some(l) => pending.push_lockout(l),
+                    None => lockouts_open = false,
                 },
                 () = async {
                     match due {
@@ -330,7 +475,13 @@ pub fn spawn(
             }
         }
     });
-    (AlertSender { tx }, task)
+    (
+        AlertSender {
+            spoofs: spoof_tx,
+            lockouts: lockout_tx,
+        },
+        task,
+    )
 }
 
 #[cfg(test)]
@@ -349,20 +500,70 @@ mod tests {
         }
     }
 
+    fn lockout(i: usize) -> SubjectLockout {
+        SubjectLockout {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            subject: format!("subject-{i}"),
+            failures: 5,
+            window: Duration::from_secs(900),
+            locked_for: Duration::from_secs(600),
+        }
+    }
+
+    fn batch(spoofs: usize, lockouts: usize) -> Batch {
+        let mut b = Batch::default();
+        (1..=spoofs).for_each(|i| b.push_spoof(attempt(i)));
+        (1..=lockouts).for_each(|i| b.push_lockout(lockout(i)));
+        b
+    }
+
     #[test]
     fn compose_single_and_many() {
-        let (subject, body) = compose("facekey-0", &[attempt(1)]);
+        let (subject, body) = compose("facekey-0", &batch(1, 0));
         assert_eq!(subject, "[FaceKey] spoof attempt detected on facekey-0");
         assert!(
             body.contains("subject=subject-1 liveness=0.100 (threshold 0.500) request_id=req-1")
         );
         assert!(body.contains("2027-01-15T08:00:00Z"), "{body}");
 
-        let many: Vec<_> = (0..25).map(attempt).collect();
+        let many = batch(25, 0);
+        assert_eq!(
+            many.spoofs.len(),
+            MAX_LISTED,
+            "only the listed ones are kept"
+        );
         let (subject, body) = compose("facekey-0", &many);
         assert!(subject.starts_with("[FaceKey] 25 spoof attempts"));
         assert_eq!(body.matches("request_id=").count(), MAX_LISTED);
         assert!(body.contains("and 5 more"));
+    }
+
+    #[test]
+    fn compose_lockouts_name_the_subject_and_why() {
+        let (subject, body) = compose("facekey-0", &batch(0, 1));
+        assert_eq!(
+            subject,
+            "[FaceKey] subject subject-1 locked after failed verifications on facekey-0"
+        );
+        assert!(
+            body.contains(
+                "subject=subject-1 locked: 5 failed verifications within 900 s; locked for 600 s, \
+                 until 2027-01-15T08:10:00Z"
+            ),
+            "{body}"
+        );
+        assert!(body.contains("429 subject_locked"), "{body}");
+        assert!(!body.contains("liveness check"), "{body}");
+
+        // A spoof flood does not hide lockouts: each kind has its own list and count.
+        let (subject, body) = compose("facekey-0", &batch(30, 22));
+        assert_eq!(
+            subject,
+            "[FaceKey] 22 subjects locked and 30 spoof attempts detected on facekey-0"
+        );
+        assert_eq!(body.matches(" locked: ").count(), MAX_LISTED);
+        assert!(body.contains("- … and 2 more\n"), "{body}");
+        assert!(body.contains("- … and 10 more\n"), "{body}");
     }
 
     fn settings() -> EmailSettings {

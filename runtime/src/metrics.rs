@@ -55,6 +55,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Faces judged a presentation attack.
     pub spoofs_detected: IntCounter,
+    /// Subjects locked after repeated failed verifications.
+    pub subject_lockouts: IntCounter,
     /// Liveness verdicts by state (`live`, `spoof`, `unknown`, `off`).
     pub liveness_checks: IntCounterVec,
     /// Spoof alert emails by result (`sent`, `failed`, `dropped` when the queue was full).
@@ -138,6 +140,11 @@ impl Metrics {
         let spoofs_detected = IntCounter::new(
             "facekey_spoof_detected_total",
             "Faces the liveness check judged a presentation attack.",
+        )?;
+        let subject_lockouts = IntCounter::new(
+            "facekey_subject_lockouts_total",
+            "Subjects locked after too many failed verifications within the lockout window (one \
+             event per lock: security log line, this counter, the alert email).",
         )?;
         let liveness_checks = IntCounterVec::new(
             Opts::new(
@@ -267,6 +274,7 @@ impl Metrics {
             Box::new(stage_duration.clone()),
             Box::new(decisions.clone()),
             Box::new(spoofs_detected.clone()),
+            Box::new(subject_lockouts.clone()),
             Box::new(liveness_checks.clone()),
             Box::new(alert_emails.clone()),
             Box::new(build_info.clone()),
@@ -299,6 +307,7 @@ impl Metrics {
             stage_duration,
             decisions,
             spoofs_detected,
+            subject_lockouts,
             liveness_checks,
             alert_emails,
             build_info,
