@@ -11,6 +11,7 @@ pub mod decision;
 pub mod engine;
 pub mod enrolments;
 pub mod fusion;
+pub mod lockout;
 pub mod metrics;
 pub mod server;
 pub mod state;

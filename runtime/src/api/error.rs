@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::admission::Overloaded;
+use crate::lockout::LockoutError;
 use crate::metrics::MetricsError;
 use crate::state::NotReady;
 use crate::store::StoreError;
@@ -171,6 +172,46 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<LockoutError> for ApiError {
+    /// A locked subject is 429 `subject_locked` with `Retry-After`; a ledger that cannot be read
+    /// or written refuses the verification (fails closed) as 503 `store_unavailable`.
+    fn from(e: LockoutError) -> Self {
+        match e {
+            LockoutError::Locked(locked) => {
+                let secs = locked.retry_after_secs();
+                let until = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+                ApiError {
+                    retry_after: Some(secs),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "subject_locked",
+                        format!(
+                            "subject {} is locked after too many failed verifications until {} \
+                             (retry in {secs} s)",
+                            locked.subject,
+                            humantime::format_rfc3339_seconds(until)
+                        ),
+                    )
+                }
+            }
+            LockoutError::Store(StoreError::Unavailable(message)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!(
+                    "the failed-verification ledger is unavailable ({message}); verification is \
+                     refused until it returns"
+                ),
+            ),
+            e @ LockoutError::Full { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+            LockoutError::Store(other) => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
 impl From<MetricsError> for ApiError {
     fn from(e: MetricsError) -> Self {
         ApiError::internal(e.to_string())
@@ -229,6 +270,33 @@ mod tests {
         });
         assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "too_many_faces"));
         let e = ApiError::from(StoreError::Unavailable("db down".into()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        );
+        let e = ApiError::from(LockoutError::Locked(crate::lockout::Locked {
+            subject: "s-1".into(),
+            retry_after: std::time::Duration::from_millis(89_500),
+        }));
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::TOO_MANY_REQUESTS, "subject_locked", Some(90))
+        );
+        assert!(e.message.contains("subject s-1 is locked"), "{}", e.message);
+        assert!(e.message.contains("retry in 90 s"), "{}", e.message);
+        assert_eq!(e.into_response().headers()["retry-after"], "90");
+        let e = ApiError::from(LockoutError::Store(StoreError::Unavailable(
+            "db down".into(),
+        )));
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+        );
+        assert!(e.message.contains("db down"), "{}", e.message);
+        let e = ApiError::from(LockoutError::Full {
+            capacity: 1,
+            subject: "s".into(),
+        });
         assert_eq!(
             (e.status, e.code),
             (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")

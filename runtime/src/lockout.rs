@@ -1,0 +1,963 @@
+//! Per-subject lockout after failed verifications: `FACEKEY_LOCKOUT_ATTEMPTS` failures of one
+//! subject within `FACEKEY_LOCKOUT_WINDOW_SECS` lock that subject for `FACEKEY_LOCKOUT_SECS`,
+//! during which its verifications answer 429 `subject_locked` with `Retry-After`. It stops an
+//! attacker from trying photo after photo against one account; `0` attempts turns it off.
+//!
+//! [`Lockouts`] is the service the verify handler calls ([`Lockouts::check`] before the work,
+//! [`Lockouts::record_failure`] / [`Lockouts::record_success`] after it). The counting lives in a
+//! [`Ledger`]: [`MemoryLedger`] for one replica with the embedded store (bounded in memory), and
+//! [`PgLedger`] in the template database when replicas share it, so failures through any
+//! replica count together, on the database's clock, under a row lock.
+//!
+//! The window slides: a failure counts until `window` after it happened. The failure that
+//! reaches the threshold locks the subject and clears its count, so after the lock expires the
+//! subject has the full number of attempts again. While locked, failures are not counted (the
+//! lock is not extended) and a success does not lift the lock; a success clears the failures
+//! counted so far.
+//!
+//! Failure policy: the ledger protects accounts, so it fails **closed**. When the shared ledger
+//! cannot be reached, every call returns [`LockoutError::Store`] (503 `store_unavailable`), and
+//! the caller refuses the verification instead of letting failures go uncounted.
+//!
+//! The lock is a security event: [`SubjectLockout`] emits a warning on the `facekey::security` log
+//! target, `facekey_subject_lockouts_total` and (with SMTP configured) an alert email through the
+//! same task as spoof alerts.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+
+use crate::alerts::{AlertSender, SubjectLockout};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::StoreError;
+use crate::store::postgres::db_err;
+use facekey_settings::env;
+
+/// Subjects the in-memory ledger tracks at most (those with recent failures or an active lock).
+pub const MEMORY_CAPACITY: usize = 100_000;
+/// Largest accepted `FACEKEY_LOCKOUT_ATTEMPTS` (the ledgers keep one timestamp per failure).
+pub const MAX_ATTEMPTS: u32 = 1_000;
+/// Longest accepted window or lock: one year.
+pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Least time between two purges of expired ledger entries by one replica.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When a subject is locked: after `attempts` failures within `window`, for `lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Failures within the window that lock the subject; 0 turns the lockout off.
+    pub attempts: u32,
+    /// The sliding window failures are counted in.
+    pub window: Duration,
+    /// How long a locked subject stays locked.
+    pub lock: Duration,
+}
+
+impl Policy {
+    /// No lockout at all.
+    pub const OFF: Policy = Policy {
+        attempts: 0,
+        window: Duration::ZERO,
+        lock: Duration::ZERO,
+    };
+
+    /// The policy the configuration sets, validated; the error names the setting.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        Self {
+            attempts: config.lockout_attempts,
+            window: Duration::from_secs(config.lockout_window_secs),
+            lock: Duration::from_secs(config.lockout_secs),
+        }
+        .validated()
+    }
+
+    /// Check the bounds: with the lockout on, the window and the lock must be between one second
+    /// and [`MAX_PERIOD`] and the attempts at most [`MAX_ATTEMPTS`].
+    pub fn validated(self) -> Result<Self, String> {
+        if !self.is_enabled() {
+            return Ok(self);
+        }
+        if self.attempts > MAX_ATTEMPTS {
+            return Err(format!(
+                "{} is {}, more than {MAX_ATTEMPTS}; 0 turns the lockout off",
+                env::LOCKOUT_ATTEMPTS,
+                self.attempts
+            ));
+        }
+        for (name, value) in [
+            (env::LOCKOUT_WINDOW_SECS, self.window),
+            (env::LOCKOUT_SECS, self.lock),
+        ] {
+            if value < Duration::from_secs(1) || value > MAX_PERIOD {
+                return Err(format!(
+                    "{name} must be between 1 and {} seconds while {} is not 0, got {}",
+                    MAX_PERIOD.as_secs(),
+                    env::LOCKOUT_ATTEMPTS,
+                    value.as_secs_f64()
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether failures are counted at all.
+    pub fn is_enabled(&self) -> bool {
+        self.attempts > 0
+    }
+}
+
+/// A subject that is locked, and for how long still.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "subject {subject} is locked after repeated failed verifications; retry in {} s",
+    self.retry_after_secs()
+)]
+pub struct Locked {
+    /// The subject's id.
+    pub subject: String,
+    /// Time left until the lock expires.
+    pub retry_after: Duration,
+}
+
+impl Locked {
+    /// The time left in whole seconds, rounded up and at least 1: the `Retry-After` value.
+    pub fn retry_after_secs(&self) -> u64 {
+        let secs = self.retry_after.as_secs();
+        let secs = if self.retry_after.subsec_nanos() > 0 {
+            secs.saturating_add(1)
+        } else {
+            secs
+        };
+        secs.max(1)
+    }
+}
+
+/// Why a lockout call did not answer "go ahead".
+#[derive(Debug, thiserror::Error)]
+pub enum LockoutError {
+    /// The subject is locked (429 `subject_locked`).
+    #[error(transparent)]
+    Locked(Locked),
+    /// The ledger could not be read or written; the caller must refuse the verification (503
+    /// `store_unavailable` when unreachable), never skip counting.
+    #[error("lockout ledger: {0}")]
+    Store(#[from] StoreError),
+    /// The in-memory ledger tracks [`MEMORY_CAPACITY`] subjects that are all locked, so a new
+    /// failure cannot be counted (fails closed: 503).
+    #[error(
+        "lockout ledger full: {capacity} subjects are locked at once; the failure of {subject} \
+         could not be counted"
+    )]
+    Full {
+        /// The ledger's capacity.
+        capacity: usize,
+        /// The subject whose failure was refused.
+        subject: String,
+    },
+}
+
+/// What counting one failure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Counted; this many failures are now inside the window (below the threshold).
+    Failures(u32),
+    /// This failure reached the threshold: the subject is now locked for `lock`.
+    LockedNow {
+        /// Failures within the window, the threshold.
+        failures: u32,
+        /// How long the subject is locked.
+        lock: Duration,
+    },
+    /// The subject was already locked (by a concurrent request); the failure is not counted.
+    AlreadyLocked(Duration),
+}
+
+/// Where failures are counted. Implementations make counting atomic per subject: concurrent
+/// failures never both miss the threshold nor both lock.
+#[async_trait::async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// The time left on the subject's lock, or `None` when it is not locked.
+    async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError>;
+    /// Count one failure of `subject` under `policy` (which must be enabled).
+    async fn record_failure(&self, subject: &str, policy: &Policy)
+    -> Result<Counted, LockoutError>;
+    /// Forget the subject's counted failures; an active lock stays until it expires.
+    async fn clear(&self, subject: &str) -> Result<(), LockoutError>;
+    /// Delete entries that no longer matter (lock over and no failure inside the window);
+    /// returns how many.
+    async fn purge_expired(&self) -> Result<u64, LockoutError>;
+    /// Where the ledger lives, for the start-up log.
+    fn describe(&self) -> String;
+}
+
+/// Monotonic time for the in-memory ledger, injectable so tests need not sleep.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The real monotonic clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    start: Instant,
+    offset: Arc<Mutex<Duration>>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            offset: Arc::default(),
+        }
+    }
+}
+
+impl ManualClock {
+    /// Move the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        *offset = offset.saturating_add(by);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.start + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One subject's state in the in-memory ledger.
+#[derive(Debug)]
+struct Entry {
+    /// Failures inside the window, oldest first (fewer than the threshold).
+    failures: VecDeque<Instant>,
+    locked_until: Option<Instant>,
+    /// After this instant the entry says nothing any more.
+    expires: Instant,
+}
+
+impl Entry {
+    fn is_locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
+}
+
+/// The ledger of one replica (the embedded store): a map in memory, lost on restart. It holds at
+/// most its capacity of subjects: expired entries are purged when it is full, then the unlocked
+/// subject whose failures are oldest is forgotten; locked subjects are never evicted, and when
+/// every tracked subject is locked a new failure is refused ([`LockoutError::Full`]).
+pub struct MemoryLedger {
+    clock: Arc<dyn Clock>,
+    capacity: usize,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Default for MemoryLedger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryLedger {
+    /// A ledger on the system clock holding at most [`MEMORY_CAPACITY`] subjects.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock), MEMORY_CAPACITY)
+    }
+
+    /// A ledger on `clock` holding at most `capacity` subjects (at least 1).
+    pub fn with_clock(clock: Arc<dyn Clock>, capacity: usize) -> Self {
+        Self {
+            clock,
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Subjects tracked now.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// Whether no subject is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // No code panics while holding the lock; a poisoned map is still consistent.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make room for one more subject, or refuse when every tracked subject is locked.
+    fn make_room(
+        &self,
+        entries: &mut HashMap<String, Entry>,
+        now: Instant,
+        subject: &str,
+    ) -> Result<(), LockoutError> {
+        entries.retain(|_, e| e.expires > now);
+        if entries.len() < self.capacity {
+            return Ok(());
+        }
+        let victim = entries
+            .iter()
+            .filter(|(_, e)| !e.is_locked(now))
+            .min_by_key(|(_, e)| e.expires)
+            .map(|(k, _)| k.clone());
+        match victim {
+            Some(k) => {
+                entries.remove(&k);
+                tracing::warn!(
+                    target: "facekey::security",
+                    capacity = self.capacity,
+                    "lockout ledger full: forgot the oldest failures of one subject"
+                );
+                Ok(())
+            }
+            None => Err(LockoutError::Full {
+                capacity: self.capacity,
+                subject: subject.to_owned(),
+            }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for MemoryLedger {
+    async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        let Some(entry) = entries.get(subject) else {
+            return Ok(None);
+        };
+        if let Some(until) = entry.locked_until.filter(|u| *u > now) {
+            return Ok(Some(until - now));
+        }
+        if entry.expires <= now {
+            entries.remove(subject);
+        }
+        Ok(None)
+    }
+
+    async fn record_failure(
+        &self,
+        subject: &str,
+        policy: &Policy,
+    ) -> Result<Counted, LockoutError> {
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        if !entries.contains_key(subject) && entries.len() >= self.capacity {
+            self.make_room(&mut entries, now, subject)?;
+        }
+        let entry = entries.entry(subject.to_owned()).or_insert_with(|| Entry {
+            failures: VecDeque::new(),
+            locked_until: None,
+            expires: now,
+        });
+        if let Some(until) = entry.locked_until {
+            if until > now {
+                return Ok(Counted::AlreadyLocked(until - now));
+            }
+            entry.locked_until = None;
+        }
+        while entry
+            .failures
+            .front()
+            .is_some_and(|t| *t + policy.window <= now)
+        {
+            entry.failures.pop_front();
+        }
+        entry.failures.push_back(now);
+        let failures = u32::try_from(entry.failures.len()).unwrap_or(u32::MAX);
+        if failures >= policy.attempts {
+            let until = now + policy.lock;
+            entry.failures.clear();
+            entry.locked_until = Some(until);
+            entry.expires = until;
+            Ok(Counted::LockedNow {
+                failures,
+                lock: policy.lock,
+            })
+        } else {
+            entry.expires = now + policy.window;
+            Ok(Counted::Failures(failures))
+        }
+    }
+
+    async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        if let Some(entry) = entries.get_mut(subject) {
+            if entry.is_locked(now) {
+                entry.failures.clear();
+            } else {
+                entries.remove(subject);
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, LockoutError> {
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        let before = entries.len();
+        entries.retain(|_, e| e.expires > now);
+        Ok((before - entries.len()) as u64)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "in memory (this replica, at most {} subjects)",
+            self.capacity
+        )
+    }
+}
+
+/// The ledger shared by replicas: table `facekey_lockouts` (migration `0002_lockout.sql`) in the
+/// template database, on the database's clock. A failure is counted in one transaction holding
+/// the subject's row lock, so concurrent failures through any replicas serialise.
+#[derive(Clone)]
+pub struct PgLedger {
+    pool: PgPool,
+}
+
+impl PgLedger {
+    /// A ledger on `pool`, whose migrations have run ([`crate::store::postgres::PgStore::pool`]).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+/// Seconds as a [`Duration`], for values the database computed (never negative there).
+fn secs(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(MAX_PERIOD)
+}
+
+#[async_trait::async_trait]
+impl Ledger for PgLedger {
+    async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let left: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM locked_until - now())::float8 FROM facekey_lockouts \
+             WHERE subject = $1 AND locked_until > now()",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("read subject lockout"))?;
+        Ok(left.map(secs))
+    }
+
+    async fn record_failure(
+        &self,
+        subject: &str,
+        policy: &Policy,
+    ) -> Result<Counted, LockoutError> {
+        let err = db_err("count failed verification");
+        let window = policy.window.as_secs_f64();
+        let lock = policy.lock.as_secs_f64();
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        // Create the row if needed and lock it until commit: every other failure of this subject
+        // waits here, then sees this one's result.
+        let row = sqlx::query(
+            "INSERT INTO facekey_lockouts AS l (subject, expires_at) VALUES ($1, now()) \
+             ON CONFLICT (subject) DO UPDATE SET subject = l.subject \
+             RETURNING \
+               CASE WHEN l.locked_until > now() \
+                 THEN extract(epoch FROM l.locked_until - now())::float8 END AS locked_for, \
+               (SELECT count(*) FROM unnest(l.failures) AS f \
+                 WHERE f > now() - make_interval(secs => $2))::int8 AS recent",
+        )
+        .bind(subject)
+        .bind(window)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(&err)?;
+        let locked_for: Option<f64> = row.try_get("locked_for").map_err(&err)?;
+        let recent: i64 = row.try_get("recent").map_err(&err)?;
+        if let Some(left) = locked_for {
+            tx.commit().await.map_err(&err)?;
+            return Ok(Counted::AlreadyLocked(secs(left)));
+        }
+        let failures = u32::try_from(recent.saturating_add(1)).unwrap_or(u32::MAX);
+        let counted = if failures >= policy.attempts {
+            sqlx::query(
+                "UPDATE facekey_lockouts SET failures = '{}', \
+                   locked_until = now() + make_interval(secs => $2), \
+                   expires_at = now() + make_interval(secs => $2) \
+                 WHERE subject = $1",
+            )
+            .bind(subject)
+            .bind(lock)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+            Counted::LockedNow {
+                failures,
+                lock: policy.lock,
+            }
+        } else {
+            sqlx::query(
+                "UPDATE facekey_lockouts SET \
+                   failures = ARRAY(SELECT f FROM unnest(failures) AS f \
+                     WHERE f > now() - make_interval(secs => $2) ORDER BY f) || now(), \
+                   locked_until = NULL, \
+                   expires_at = now() + make_interval(secs => $2) \
+                 WHERE subject = $1",
+            )
+            .bind(subject)
+            .bind(window)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+            Counted::Failures(failures)
+        };
+        tx.commit().await.map_err(&err)?;
+        Ok(counted)
+    }
+
+    async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
+        // A locked row holds no failures (locking clears them); it stays until it expires.
+        sqlx::query(
+            "DELETE FROM facekey_lockouts WHERE subject = $1 \
+             AND (locked_until IS NULL OR locked_until <= now())",
+        )
+        .bind(subject)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("clear failed verifications"))?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, LockoutError> {
+        let done = sqlx::query("DELETE FROM facekey_lockouts WHERE expires_at <= now()")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("purge expired lockouts"))?;
+        Ok(done.rows_affected())
+    }
+
+    fn describe(&self) -> String {
+        "PostgreSQL (shared by the replicas)".to_owned()
+    }
+}
+
+/// The lockout service handlers call. Cheap to clone.
+#[derive(Clone)]
+pub struct Lockouts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: Policy,
+    ledger: Arc<dyn Ledger>,
+    metrics: Metrics,
+    alerts: Option<AlertSender>,
+    last_purge: Mutex<Option<Instant>>,
+}
+
+/// The ledger key of a subject id: UUIDs in their canonical form, so spellings of one id that
+/// the store accepts (upper case, braces, no hyphens) count together.
+fn key(subject: &str) -> Cow<'_, str> {
+    match uuid::Uuid::try_parse(subject) {
+        Ok(u) => {
+            let canonical = u.hyphenated().to_string();
+            if canonical == subject {
+                Cow::Borrowed(subject)
+            } else {
+                Cow::Owned(canonical)
+            }
+        }
+        Err(_) => Cow::Borrowed(subject),
+    }
+}
+
+impl Lockouts {
+    /// The service: `policy` (see [`Policy::from_config`]) counted in `ledger`; lock events go to
+    /// `metrics` and, when set, the alert email task.
+    pub fn new(
+        policy: Policy,
+        ledger: Arc<dyn Ledger>,
+        metrics: Metrics,
+        alerts: Option<AlertSender>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                policy,
+                ledger,
+                metrics,
+                alerts,
+                last_purge: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        self.inner.policy
+    }
+
+    /// The policy and the ledger, for the start-up log.
+    pub fn describe(&self) -> String {
+        let p = &self.inner.policy;
+        if p.is_enabled() {
+            format!(
+                "{} failures within {} s lock a subject for {} s; ledger {}",
+                p.attempts,
+                p.window.as_secs(),
+                p.lock.as_secs(),
+                self.inner.ledger.describe()
+            )
+        } else {
+            "off".to_owned()
+        }
+    }
+
+    /// `Ok` when `subject` may be verified; [`LockoutError::Locked`] with the time left while it
+    /// is locked; [`LockoutError::Store`] when the ledger cannot tell (refuse the request).
+    pub async fn check(&self, subject: &str) -> Result<(), LockoutError> {
+        if !self.inner.policy.is_enabled() {
+            return Ok(());
+        }
+        let subject = key(subject);
+        match self.inner.ledger.locked_for(&subject).await? {
+            Some(retry_after) => Err(LockoutError::Locked(Locked {
+                subject: subject.into_owned(),
+                retry_after,
+            })),
+            None => Ok(()),
+        }
+    }
+
+    /// Count one failed verification of an existing subject (pass ids of existing subjects only,
+    /// so clients cannot fill the ledger with made-up ids). Returns the lock when this failure
+    /// locked the subject (the threshold-th within the window), after emitting the lock event;
+    /// `None` when it was counted below the threshold or the subject was already locked.
+    pub async fn record_failure(&self, subject: &str) -> Result<Option<Locked>, LockoutError> {
+        let policy = self.inner.policy;
+        if !policy.is_enabled() {
+            return Ok(None);
+        }
+        let subject = key(subject);
+        let counted = self.inner.ledger.record_failure(&subject, &policy).await?;
+        self.purge_now_and_then().await;
+        match counted {
+            Counted::LockedNow { failures, lock } => {
+                SubjectLockout {
+                    at: SystemTime::now(),
+                    subject: subject.to_string(),
+                    failures,
+                    window: policy.window,
+                    locked_for: lock,
+                }
+                .emit(&self.inner.metrics, self.inner.alerts.as_ref());
+                Ok(Some(Locked {
+                    subject: subject.into_owned(),
+                    retry_after: lock,
+                }))
+            }
+            Counted::Failures(failures) => {
+                tracing::debug!(
+                    target: "facekey::security",
+                    subject = %subject,
+                    failures,
+                    "failed verification counted"
+                );
+                Ok(None)
+            }
+            Counted::AlreadyLocked(_) => Ok(None),
+        }
+    }
+
+    /// A successful verification: forget the subject's counted failures.
+    pub async fn record_success(&self, subject: &str) -> Result<(), LockoutError> {
+        if !self.inner.policy.is_enabled() {
+            return Ok(());
+        }
+        self.inner.ledger.clear(&key(subject)).await
+    }
+
+    /// Delete expired ledger entries at most once per [`PURGE_INTERVAL`]; a failure is logged,
+    /// not returned (the failure itself was counted).
+    async fn purge_now_and_then(&self) {
+        {
+            let mut last = self
+                .inner
+                .last_purge
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < PURGE_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        match self.inner.ledger.purge_expired().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired lockout entries purged"),
+            Err(e) => tracing::warn!(error = %e, "purging expired lockout entries failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const SUBJECT: &str = "0b0f6bb6-3c51-4a4f-9a55-6f3f3c2b1a10";
+
+    fn policy() -> Policy {
+        Policy {
+            attempts: 5,
+            window: Duration::from_secs(900),
+            lock: Duration::from_secs(600),
+        }
+    }
+
+    fn service(
+        policy: Policy,
+        capacity: usize,
+    ) -> (Lockouts, ManualClock, Arc<MemoryLedger>, Metrics) {
+        let clock = ManualClock::default();
+        let ledger = Arc::new(MemoryLedger::with_clock(Arc::new(clock.clone()), capacity));
+        let metrics = Metrics::new().unwrap();
+        let lockouts = Lockouts::new(policy, ledger.clone(), metrics.clone(), None);
+        (lockouts, clock, ledger, metrics)
+    }
+
+    fn lockouts_total(metrics: &Metrics) -> u64 {
+        metrics.subject_lockouts.get()
+    }
+
+    #[tokio::test]
+    async fn the_nth_failure_locks_not_the_one_before() {
+        let (l, _, _, metrics) = service(policy(), 100);
+        for _ in 0..4 {
+            assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+            l.check(SUBJECT).await.unwrap();
+        }
+        assert_eq!(lockouts_total(&metrics), 0);
+        let locked = l.record_failure(SUBJECT).await.unwrap().unwrap();
+        assert_eq!(locked.subject, SUBJECT);
+        assert_eq!(locked.retry_after, Duration::from_secs(600));
+        assert_eq!(lockouts_total(&metrics), 1);
+        match l.check(SUBJECT).await {
+            Err(LockoutError::Locked(Locked {
+                subject,
+                retry_after,
+            })) => {
+                assert_eq!(subject, SUBJECT);
+                assert_eq!(retry_after, Duration::from_secs(600));
+            }
+            other => panic!("expected locked, got {other:?}"),
+        }
+        // Failures while locked are not counted and do not extend the lock or lock again.
+        assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+        assert_eq!(lockouts_total(&metrics), 1);
+        // Other subjects are unaffected.
+        l.check("another-subject").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_lock_expires_and_the_count_starts_again() {
+        let (l, clock, ledger, _) = service(policy(), 100);
+        for _ in 0..5 {
+            l.record_failure(SUBJECT).await.unwrap();
+        }
+        clock.advance(Duration::from_secs(599));
+        let Err(LockoutError::Locked(locked)) = l.check(SUBJECT).await else {
+            panic!("still locked one second before the end");
+        };
+        assert_eq!(locked.retry_after, Duration::from_secs(1));
+        assert_eq!(locked.retry_after_secs(), 1);
+        clock.advance(Duration::from_secs(1));
+        l.check(SUBJECT).await.unwrap();
+        assert!(ledger.is_empty(), "an expired lock is forgotten when read");
+        for _ in 0..4 {
+            assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+        }
+        assert!(l.record_failure(SUBJECT).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn success_clears_failures_but_not_a_lock() {
+        let (l, _, _, _) = service(policy(), 100);
+        for _ in 0..4 {
+            l.record_failure(SUBJECT).await.unwrap();
+        }
+        l.record_success(SUBJECT).await.unwrap();
+        for _ in 0..4 {
+            assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+        }
+        assert!(l.record_failure(SUBJECT).await.unwrap().is_some());
+        l.record_success(SUBJECT).await.unwrap();
+        assert!(matches!(
+            l.check(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_window_slides() {
+        let (l, clock, _, _) = service(policy(), 100);
+        // Failures at 0, 100, 200, 300 s; at 900 s the first has left the window.
+        for _ in 0..4 {
+            l.record_failure(SUBJECT).await.unwrap();
+            clock.advance(Duration::from_secs(100));
+        }
+        clock.advance(Duration::from_secs(500));
+        assert_eq!(
+            l.record_failure(SUBJECT).await.unwrap(),
+            None,
+            "only 4 failures within the last 900 s"
+        );
+        // 100, 200, 300 and 900 s are within the window at 999 s: the fifth locks.
+        clock.advance(Duration::from_secs(99));
+        assert!(l.record_failure(SUBJECT).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn spellings_of_one_uuid_count_together() {
+        let (l, _, _, _) = service(policy(), 100);
+        let upper = SUBJECT.to_uppercase();
+        let simple = SUBJECT.replace('-', "");
+        for s in [SUBJECT, &upper, &simple, SUBJECT] {
+            assert_eq!(l.record_failure(s).await.unwrap(), None);
+        }
+        let locked = l.record_failure(&upper).await.unwrap().unwrap();
+        assert_eq!(locked.subject, SUBJECT);
+        assert!(l.check(&simple).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn off_counts_nothing() {
+        let (l, _, ledger, _) = service(Policy::OFF, 100);
+        for _ in 0..50 {
+            assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+        }
+        l.check(SUBJECT).await.unwrap();
+        assert!(ledger.is_empty());
+        assert_eq!(l.describe(), "off");
+    }
+
+    #[tokio::test]
+    async fn one_attempt_locks_at_once() {
+        let policy = Policy {
+            attempts: 1,
+            ..policy()
+        };
+        let (l, _, _, _) = service(policy, 100);
+        assert!(l.record_failure(SUBJECT).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_and_locks_are_never_evicted() {
+        let (l, clock, ledger, _) = service(policy(), 3);
+        // Two locked subjects and one with a failure fill the ledger.
+        for s in ["locked-1", "locked-2"] {
+            for _ in 0..5 {
+                l.record_failure(s).await.unwrap();
+            }
+        }
+        l.record_failure("failing").await.unwrap();
+        assert_eq!(ledger.len(), 3);
+        // Many more subjects: the ledger stays at 3, evicting only the unlocked ones.
+        for i in 0..100 {
+            l.record_failure(&format!("s{i}")).await.unwrap();
+        }
+        assert_eq!(ledger.len(), 3);
+        assert!(l.check("locked-1").await.is_err());
+        assert!(l.check("locked-2").await.is_err());
+        // With every slot locked, a new failure is refused (fail closed), not silently dropped.
+        // s99, the last one counted, holds one failure: four more lock it.
+        for _ in 0..3 {
+            assert_eq!(l.record_failure("s99").await.unwrap(), None);
+        }
+        assert!(l.record_failure("s99").await.unwrap().is_some());
+        match l.record_failure("newcomer").await {
+            Err(LockoutError::Full { capacity: 3, .. }) => {}
+            other => panic!("expected Full, got {other:?}"),
+        }
+        // Once the locks are over they are purged to make room.
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(l.record_failure("newcomer").await.unwrap(), None);
+        assert_eq!(ledger.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn purge_removes_only_expired_entries() {
+        let clock = ManualClock::default();
+        let ledger = MemoryLedger::with_clock(Arc::new(clock.clone()), 10);
+        let p = policy();
+        ledger.record_failure("a", &p).await.unwrap();
+        clock.advance(Duration::from_secs(800));
+        ledger.record_failure("b", &p).await.unwrap();
+        clock.advance(Duration::from_secs(100));
+        assert_eq!(
+            ledger.purge_expired().await.unwrap(),
+            1,
+            "a's window is over"
+        );
+        assert_eq!(ledger.len(), 1);
+    }
+
+    #[test]
+    fn policy_bounds() {
+        assert!(policy().validated().is_ok());
+        assert!(Policy::OFF.validated().is_ok());
+        let e = Policy {
+            window: Duration::ZERO,
+            ..policy()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(e.contains("FACEKEY_LOCKOUT_WINDOW_SECS"), "{e}");
+        let e = Policy {
+            lock: MAX_PERIOD + Duration::from_secs(1),
+            ..policy()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(e.contains("FACEKEY_LOCKOUT_SECS"), "{e}");
+        let e = Policy {
+            attempts: MAX_ATTEMPTS + 1,
+            ..policy()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(e.contains("FACEKEY_LOCKOUT_ATTEMPTS"), "{e}");
+        let config = Config::for_tests();
+        let p = Policy::from_config(&config).unwrap();
+        assert_eq!(
+            (p.attempts, p.window, p.lock),
+            (5, Duration::from_secs(900), Duration::from_secs(900))
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        let l = |ms| Locked {
+            subject: "s".into(),
+            retry_after: Duration::from_millis(ms),
+        };
+        assert_eq!(l(0).retry_after_secs(), 1);
+        assert_eq!(l(1500).retry_after_secs(), 2);
+        assert_eq!(l(2000).retry_after_secs(), 2);
+        assert!(l(1500).to_string().contains("retry in 2 s"));
+    }
+}

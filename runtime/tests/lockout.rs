@@ -1,0 +1,205 @@
+//! The per-subject lockout ledger in a real PostgreSQL server, as replicas share it: two
+//! `Lockouts` on one database count one subject's failures together, concurrent failures through
+//! both lock exactly once at exactly the threshold, locks expire on the database's clock, expired
+//! rows are purged, and an unreachable database refuses (fails closed) instead of skipping the
+//! count. Needs Debian's `postgresql` (tests/setup.sh).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::postgres::{PgServer, key_file};
+use facekey_runtime::lockout::{Ledger, LockoutError, Lockouts, PgLedger, Policy};
+use facekey_runtime::metrics::Metrics;
+use facekey_runtime::store::postgres::PgStore;
+use facekey_runtime::store::{StoreError, TemplateKeys};
+
+const SUBJECT: &str = "6f1b8c4e-0a4d-4a8e-9f57-3c2a1d0e9b11";
+
+/// A runtime's view of the shared database: the template store (which runs the migrations) and a
+/// `Lockouts` on its pool, with its own metrics as a replica has.
+struct Replica {
+    lockouts: Lockouts,
+    metrics: Metrics,
+    _store: PgStore,
+}
+
+async fn replica(pg: &PgServer, policy: Policy) -> Replica {
+    let keys = key_file(pg.dir.path(), &format!("k1:{}", "ab".repeat(32)));
+    let keys = TemplateKeys::from_file(&keys).unwrap();
+    let store = PgStore::connect(&pg.url(), keys, 10, "FACEKEY_DATABASE_URL")
+        .await
+        .unwrap();
+    let metrics = Metrics::new().unwrap();
+    let lockouts = Lockouts::new(
+        policy,
+        Arc::new(PgLedger::new(store.pool().clone())),
+        metrics.clone(),
+        None,
+    );
+    Replica {
+        lockouts,
+        metrics,
+        _store: store,
+    }
+}
+
+fn policy(attempts: u32, lock: Duration) -> Policy {
+    Policy {
+        attempts,
+        window: Duration::from_secs(900),
+        lock,
+    }
+}
+
+fn is_locked(r: &Result<(), LockoutError>) -> bool {
+    matches!(r, Err(LockoutError::Locked(_)))
+}
+
+#[tokio::test]
+async fn replicas_count_together_and_locks_expire_on_the_database_clock() {
+    let pg = PgServer::start();
+    let p = policy(5, Duration::from_secs(2));
+    let a = replica(&pg, p).await;
+    let b = replica(&pg, p).await;
+
+    // Failures alternate between the replicas: the fifth locks, wherever it lands.
+    for i in 0..4 {
+        let r = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(r.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    }
+    a.lockouts.check(SUBJECT).await.unwrap();
+    b.lockouts.check(SUBJECT).await.unwrap();
+    let locked = b.lockouts.record_failure(SUBJECT).await.unwrap().unwrap();
+    assert_eq!(locked.subject, SUBJECT);
+    assert_eq!(locked.retry_after, Duration::from_secs(2));
+    assert_eq!(b.metrics.subject_lockouts.get(), 1);
+    assert_eq!(a.metrics.subject_lockouts.get(), 0);
+
+    // Both replicas see the lock, including through another spelling of the id.
+    match a.lockouts.check(&SUBJECT.to_uppercase()).await {
+        Err(LockoutError::Locked(l)) => {
+            assert_eq!(l.subject, SUBJECT);
+            assert!(l.retry_after <= Duration::from_secs(2), "{l:?}");
+            assert_eq!(l.retry_after_secs(), 2);
+        }
+        other => panic!("expected locked, got {other:?}"),
+    }
+    assert!(is_locked(&b.lockouts.check(SUBJECT).await));
+    // Failures and a success while locked change nothing.
+    assert_eq!(a.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    a.lockouts.record_success(SUBJECT).await.unwrap();
+    assert!(is_locked(&b.lockouts.check(SUBJECT).await));
+
+    // The lock ends; the count starts from zero again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    a.lockouts.check(SUBJECT).await.unwrap();
+    b.lockouts.check(SUBJECT).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(a.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    }
+    // A success through either replica clears the failures counted through both.
+    b.lockouts.record_success(SUBJECT).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(b.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    }
+    assert!(a.lockouts.record_failure(SUBJECT).await.unwrap().is_some());
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM facekey_lockouts WHERE locked_until > now()"),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_failures_through_two_replicas_lock_exactly_once_at_the_threshold() {
+    let pg = PgServer::start();
+    let p = policy(10, Duration::from_secs(60));
+    let a = replica(&pg, p).await;
+    let b = replica(&pg, p).await;
+
+    // Nine at once, split across the replicas: none may be lost, none may lock.
+    let burst = |n: usize, subject: &'static str| {
+        let futures = (0..n).map(|i| {
+            let l = if i % 2 == 0 {
+                a.lockouts.clone()
+            } else {
+                b.lockouts.clone()
+            };
+            tokio::spawn(async move { l.record_failure(subject).await.unwrap() })
+        });
+        futures::future::join_all(futures)
+    };
+    let results = burst(9, SUBJECT).await;
+    assert!(results.into_iter().all(|r| r.unwrap().is_none()));
+    a.lockouts.check(SUBJECT).await.unwrap();
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT cardinality(failures) FROM facekey_lockouts WHERE subject = '{SUBJECT}'"
+        )),
+        "9",
+        "a concurrent failure was lost"
+    );
+    // The tenth locks.
+    assert!(b.lockouts.record_failure(SUBJECT).await.unwrap().is_some());
+
+    // Forty at once on a fresh subject: exactly one of them is the locking one.
+    const OTHER: &str = "a7d3e2f1-5b6c-4d8e-9f0a-1b2c3d4e5f60";
+    let results = burst(40, OTHER).await;
+    let locks = results
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_some())
+        .count();
+    assert_eq!(locks, 1, "concurrent failures locked {locks} times");
+    assert!(is_locked(&a.lockouts.check(OTHER).await));
+    assert_eq!(
+        a.metrics.subject_lockouts.get() + b.metrics.subject_lockouts.get(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn expired_rows_are_purged_and_an_unreachable_database_fails_closed() {
+    let pg = PgServer::start();
+    let p = Policy {
+        attempts: 3,
+        window: Duration::from_secs(1),
+        lock: Duration::from_secs(1),
+    };
+    let a = replica(&pg, p).await;
+    // One subject locked, one with a failure: both expire within a second.
+    for _ in 0..3 {
+        a.lockouts.record_failure(SUBJECT).await.unwrap();
+    }
+    a.lockouts.record_failure("other").await.unwrap();
+    assert_eq!(pg.psql("SELECT count(*) FROM facekey_lockouts"), "2");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The window slid past the failure: it no longer counts.
+    for _ in 0..2 {
+        assert_eq!(a.lockouts.record_failure("other").await.unwrap(), None);
+    }
+    let ledger = PgLedger::new(a._store.pool().clone());
+    assert_eq!(ledger.purge_expired().await.unwrap(), 1, "the expired lock");
+    assert_eq!(
+        pg.psql("SELECT subject FROM facekey_lockouts"),
+        "other",
+        "a row with failures inside the window was purged"
+    );
+
+    // The database goes away: checks and counts are refused, never skipped.
+    pg.stop();
+    for r in [
+        a.lockouts.check(SUBJECT).await,
+        a.lockouts.record_failure(SUBJECT).await.map(|_| ()),
+        a.lockouts.record_success(SUBJECT).await,
+    ] {
+        match r {
+            Err(LockoutError::Store(StoreError::Unavailable(_))) => {}
+            other => panic!("expected the ledger to be unavailable, got {other:?}"),
+        }
+    }
+    let e =
+        facekey_runtime::api::error::ApiError::from(a.lockouts.check(SUBJECT).await.unwrap_err());
+    assert_eq!((e.status.as_u16(), e.code), (503, "store_unavailable"));
+}
