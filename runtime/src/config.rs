@@ -323,7 +323,8 @@ pub struct Config {
     #[arg(long, env = env::ENROL_MIN_QUALITY, default_value_t = defaults::ENROL_MIN_QUALITY, value_parser = parse_threshold)]
     pub enrol_min_quality: f64,
 
-    /// Failed verifications of one subject within `--lockout-window-secs` that lock it.
+    /// Failed verifications of one subject within `--lockout-window-secs` that lock it for
+    /// `--lockout-secs` (429 `subject_locked`); 0 turns the per-subject lockout off.
     #[arg(long, env = env::LOCKOUT_ATTEMPTS, default_value_t = defaults::LOCKOUT_ATTEMPTS)]
     pub lockout_attempts: u32,
 

@@ -16,6 +16,7 @@ use crate::api;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use crate::enrolments::Enrolments;
+use crate::lockout::{Ledger, Lockouts, MemoryLedger, PgLedger, Policy as LockoutPolicy};
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::{AppState, SharedState};
 use crate::store::postgres::PgStore;
@@ -70,10 +71,11 @@ pub struct Server {
 }
 
 /// Open the template store the configuration names and load this replica's index; with
-/// PostgreSQL also start following other replicas' writes.
+/// PostgreSQL also start following other replicas' writes. The lockout ledger lives beside the
+/// templates: in the shared database, or in this replica's memory.
 async fn open_enrolments(
     config: &Config,
-) -> Result<(Arc<Enrolments>, Option<JoinHandle<()>>), ServerError> {
+) -> Result<(Arc<Enrolments>, Option<JoinHandle<()>>, Arc<dyn Ledger>), ServerError> {
     let max = config.max_faces_per_subject;
     match config.database_url().map_err(ServerError::Config)? {
         Some(url) => {
@@ -90,8 +92,9 @@ async fn open_enrolments(
             let enrolments = Arc::new(
                 Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
             );
+            let ledger: Arc<dyn Ledger> = Arc::new(PgLedger::new(store.pool().clone()));
             let follower = tokio::spawn(enrolments.clone().follow(store));
-            Ok((enrolments, Some(follower)))
+            Ok((enrolments, Some(follower), ledger))
         }
         None => {
             let keys = match &config.template_key_file {
@@ -102,7 +105,7 @@ async fn open_enrolments(
                 Arc::new(RedbStore::open(&config.data_dir, max, keys)?);
             let enrolments =
                 Arc::new(Enrolments::open(store, EMBEDDING_MODEL, EMBEDDING_DIM).await?);
-            Ok((enrolments, None))
+            Ok((enrolments, None, Arc::new(MemoryLedger::new())))
         }
     }
 }
@@ -125,7 +128,8 @@ impl Server {
             }
             None => (None, None),
         };
-        let (enrolments, follower) = open_enrolments(&config).await?;
+        let lockout_policy = LockoutPolicy::from_config(&config).map_err(ServerError::Config)?;
+        let (enrolments, follower, ledger) = open_enrolments(&config).await?;
         let stats = enrolments.index().stats();
         tracing::info!(
             store = %enrolments.describe(),
@@ -141,7 +145,16 @@ impl Server {
                 "subjects hold templates of another embedding model; they are not matched until re-enrolled"
             );
         }
-        let state = Arc::new(AppState::new(config, metrics, enrolments, alerts));
+        let lockouts = Lockouts::new(lockout_policy, ledger, metrics.clone(), alerts.clone());
+        if lockout_policy.is_enabled() {
+            tracing::info!(lockout = %lockouts.describe(), "per-subject lockout on");
+        } else {
+            tracing::warn!(
+                "per-subject lockout is off ({}=0): failed verifications of a subject are not limited",
+                env::LOCKOUT_ATTEMPTS
+            );
+        }
+        let state = Arc::new(AppState::new(config, metrics, enrolments, alerts, lockouts));
         Ok(Self {
             listener,
             state,

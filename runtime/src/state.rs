@@ -11,6 +11,7 @@ use crate::baseline::Baseline;
 use crate::config::Config;
 use crate::engine::{Engine, loaded_models};
 use crate::enrolments::Enrolments;
+use crate::lockout::Lockouts;
 use crate::metrics::Metrics;
 
 /// The engine is not loaded yet: the service answers 503 until it is.
@@ -30,6 +31,8 @@ pub struct AppState {
     pub alerts: Option<AlertSender>,
     /// Bounds the inferences running and waiting.
     pub admission: Admission,
+    /// Per-subject lockout after failed verifications.
+    pub lockouts: Lockouts,
     engine: OnceLock<Arc<Engine>>,
     shutting_down: AtomicBool,
 }
@@ -44,6 +47,7 @@ impl AppState {
         metrics: Metrics,
         enrolments: Arc<Enrolments>,
         alerts: Option<AlertSender>,
+        lockouts: Lockouts,
     ) -> Self {
         let admission = Admission::new(
             config.max_inflight,
@@ -57,6 +61,7 @@ impl AppState {
             enrolments,
             alerts,
             admission,
+            lockouts,
             engine: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         }

@@ -247,7 +247,7 @@ pub mod defaults {
     pub const ENROL_LIVENESS: &str = "on";
     /// `--enrol-min-quality`: least quality score of an enrolled face.
     pub const ENROL_MIN_QUALITY: f64 = 0.3;
-    /// `--lockout-attempts`: failed verifications that lock a subject.
+    /// `--lockout-attempts`: failed verifications that lock a subject (0: lockout off).
     pub const LOCKOUT_ATTEMPTS: u32 = 5;
     /// `--lockout-window-secs`: 15 minutes.
     pub const LOCKOUT_WINDOW_SECS: u64 = 900;
