@@ -214,6 +214,94 @@ async fn alerts_are_delivered_over_starttls_with_auth_and_throttled() {
 }
 
 #[tokio::test]
+async fn a_lockout_is_mailed_and_not_lost_behind_throttled_spoof_alerts() {
+    use facekey_runtime::lockout::{Lockouts, MemoryLedger, Policy};
+    let smtp = SmtpServer::start();
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_secs(2);
+    let mailer = Mailer::new(&smtp.settings("s3cret", interval)).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+    let lockouts = Lockouts::new(
+        Policy {
+            attempts: 3,
+            window: Duration::from_secs(900),
+            lock: Duration::from_secs(600),
+        },
+        std::sync::Arc::new(MemoryLedger::new()),
+        metrics.clone(),
+        Some(sender.clone()),
+    );
+    let subject = "5d2c1b0a-9e8f-4a7b-8c6d-5e4f3a2b1c0d";
+
+    // The lock's mail goes out at once.
+    for _ in 0..2 {
+        assert_eq!(lockouts.record_failure(subject).await.unwrap(), None);
+    }
+    assert!(lockouts.record_failure(subject).await.unwrap().is_some());
+    // Long subject lines arrive folded: unfold them before matching.
+    let unfold = |mails: Vec<String>| -> Vec<String> {
+        mails
+            .into_iter()
+            .map(|m| m.replace("\r\n ", " ").replace("\n ", " "))
+            .collect()
+    };
+    let first = unfold(smtp.wait_for(1, Duration::from_secs(10)).await);
+    assert_eq!(first.len(), 1, "lockout alert not delivered");
+    assert!(
+        first[0].contains(&format!(
+            "Subject: [FaceKey] subject {subject} locked after failed verifications on \
+             test-instance"
+        )),
+        "{}",
+        first[0]
+    );
+    assert!(
+        first[0].contains(&format!(
+            "subject={subject} locked: 3 failed verifications within 900 s; locked for 600 s"
+        )),
+        "{}",
+        first[0]
+    );
+
+    // Within the interval, a spoof flood and a second lockout share the next mail: the lockout
+    // is listed, not crowded out.
+    for i in 0..30 {
+        attempt(i).emit(&metrics, Some(&sender));
+    }
+    let other = "0e1d2c3b-4a59-4687-9a6b-7c8d9e0f1a2b";
+    for _ in 0..3 {
+        lockouts.record_failure(other).await.unwrap();
+    }
+    let all = unfold(smtp.wait_for(2, Duration::from_secs(10)).await);
+    assert_eq!(all.len(), 2);
+    let summary = &all[1];
+    assert!(
+        summary.contains(&format!(
+            "[FaceKey] subject {other} locked and 30 spoof attempts"
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("subject={other} locked: 3 failed")),
+        "{summary}"
+    );
+    assert!(summary.contains("- … and 10 more"), "{summary}");
+
+    drop(lockouts);
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = metrics.render().unwrap();
+    assert!(text.contains("facekey_subject_lockouts_total 2"), "{text}");
+    assert!(
+        text.contains(r#"facekey_alert_emails_total{result="sent"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_rejected_login_is_counted_as_a_failed_email() {
     let smtp = SmtpServer::start();
     let metrics = Metrics::new().unwrap();
