@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::core::Duration;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -118,6 +118,117 @@ pub struct FaceKeyDeploymentSpec {
     /// not shared between replicas and lost when the pod restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<Store>,
+    /// API access control: where the runtime's API keys come from and whether `/metrics` on the
+    /// API port needs one. Without it the operator generates an admin key (Secret
+    /// `<name>-api-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    /// The NetworkPolicy admitting traffic to the runtime pods (enabled by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// API access control of the runtime. The runtime requires a key (`Authorization: Bearer`) on
+/// every `/v1` route; `/healthz` and `/readyz` stay open, and a second port (9090) serves only
+/// health and metrics without keys.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// Secret key holding the keys file (`<key-id>:<scope,…>:<hex SHA-256 of the key>[:<rps>]`
+    /// per line), mounted as a file the runtime re-reads when the Secret changes
+    /// (`FACEKEY_API_KEYS_FILE`). Without it the operator creates the Secret `<name>-api-keys`
+    /// once, holding `api-keys` (one `admin` key's line) and `admin-key` (that key), and never
+    /// overwrites it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_secret_ref: Option<ApiKeysSecretRef>,
+    /// Whether `/metrics` on the API port needs a key with the `metrics` scope (`key`) or not
+    /// (`open`, the default); the metrics port never does (`FACEKEY_METRICS_AUTH`).
+    #[serde(default)]
+    pub metrics: MetricsAuth,
+}
+
+/// A key of a Secret of the same namespace holding an API keys file.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeysSecretRef {
+    /// Secret name.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("name must not be empty"))]
+    pub name: String,
+    /// Key inside the Secret's data (default `api-keys`).
+    #[serde(default = "default_api_keys_key")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("key must not be empty"))]
+    pub key: String,
+}
+
+/// Data key of an API keys file in a Secret, the default of [`ApiKeysSecretRef::key`].
+pub const API_KEYS_KEY: &str = "api-keys";
+
+fn default_api_keys_key() -> String {
+    API_KEYS_KEY.to_owned()
+}
+
+/// Whether `/metrics` on the API port needs an API key.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAuth {
+    /// No key needed.
+    #[default]
+    Open,
+    /// A key with the `metrics` (or `admin`) scope.
+    Key,
+}
+
+impl MetricsAuth {
+    /// The value of `FACEKEY_METRICS_AUTH`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsAuth::Open => "open",
+            MetricsAuth::Key => "key",
+        }
+    }
+}
+
+/// The NetworkPolicy `<name>` selecting the runtime pods (ingress only): the API port admits
+/// `apiFrom`, the metrics port `metricsFrom`, nothing else is admitted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Whether the NetworkPolicy is created.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may reach the API port (8080). Empty: pods of the same namespace only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_from: Vec<NetworkPeer>,
+    /// Who may reach the metrics port (9090, health and metrics without keys). Empty: pods of
+    /// the namespace `monitoring` (label `kubernetes.io/metadata.name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics_from: Vec<NetworkPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            api_from: Vec::new(),
+            metrics_from: Vec::new(),
+        }
+    }
+}
+
+/// Pods allowed in, as in a NetworkPolicy peer: `namespaceSelector` alone (every pod of those
+/// namespaces), `podSelector` alone (those pods of the FaceKeyDeployment's namespace), or both
+/// (those pods of those namespaces). At least one is required: an empty peer would admit
+/// everything.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.namespaceSelector) || has(self.podSelector)").message("a peer needs namespaceSelector and/or podSelector"))]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPeer {
+    /// Namespaces selected by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Pods selected by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
 }
 
 /// The template store: exactly one of `embedded` (one pod, a PersistentVolumeClaim) or `postgres`

@@ -267,3 +267,45 @@ fn store_defaults_deserialize() {
         .unwrap();
     assert_eq!((cnpg.instances, cnpg.storage.size.0.as_str()), (1, "1Gi"));
 }
+
+#[test]
+fn network_policy_peers_need_a_selector() {
+    let obj = object(json!({
+        "image": "img:1",
+        "networkPolicy": {
+            "apiFrom": [
+                {"namespaceSelector": {"matchLabels": {"team": "gate"}}},
+                {"podSelector": {"matchLabels": {"app": "door"}}},
+                {}
+            ],
+            "metricsFrom": [{}],
+        },
+    }));
+    assert_eq!(
+        cel_failures(&obj),
+        [
+            "a peer needs namespaceSelector and/or podSelector",
+            "a peer needs namespaceSelector and/or podSelector"
+        ]
+    );
+    let good = object(json!({
+        "image": "img:1",
+        "networkPolicy": {"apiFrom": [{"namespaceSelector": {}, "podSelector": {}}]},
+    }));
+    assert_eq!(cel_failures(&good), Vec::<String>::new());
+}
+
+#[test]
+fn auth_defaults_deserialize() {
+    let fkd: FaceKeyDeployment = serde_json::from_value(object(json!({
+        "image": "img:1", "auth": {"keysSecretRef": {"name": "keys"}}, "networkPolicy": {}})))
+    .unwrap();
+    let auth = fkd.spec.auth.unwrap();
+    let r = auth.keys_secret_ref.unwrap();
+    assert_eq!((r.name.as_str(), r.key.as_str()), ("keys", "api-keys"));
+    assert_eq!(auth.metrics, facekey_crds::MetricsAuth::Open);
+    let np = fkd.spec.network_policy.unwrap();
+    assert!(np.enabled && np.api_from.is_empty() && np.metrics_from.is_empty());
+    let empty_ref = object(json!({"image": "img:1", "auth": {"keysSecretRef": {"name": ""}}}));
+    assert_eq!(cel_failures(&empty_ref), ["name must not be empty"]);
+}

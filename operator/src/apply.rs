@@ -12,7 +12,10 @@ use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::desired::{Capabilities, ChildKind, Desired};
+use crate::desired::{
+    ADMIN_KEY, Capabilities, ChildKind, Desired, GENERATED_API_KEY_ID, GeneratedContent,
+    GeneratedSecret,
+};
 use crate::error::{ApplyError, PruneError, ReadError, is_not_found};
 use crate::{FIELD_MANAGER, labels};
 
@@ -50,12 +53,12 @@ pub async fn apply_all(
 
 /// Create each generated Secret that does not exist yet, with fresh random content; an existing
 /// one (made by an earlier reconcile, or by a human) is never read, replaced or updated. Needs
-/// only `create` on Secrets. Returns the names created.
-pub async fn create_generated_secrets(
+/// only `create` on Secrets. Returns the ones created.
+pub async fn create_generated_secrets<'d>(
     client: &Client,
     namespace: &str,
-    desired: &Desired,
-) -> Result<Vec<String>, ApplyError> {
+    desired: &'d Desired,
+) -> Result<Vec<&'d GeneratedSecret>, ApplyError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut created = Vec::new();
     for generated in &desired.generated_secrets {
@@ -66,18 +69,33 @@ pub async fn create_generated_secrets(
                     source,
                 }
             })?;
-        let line = new_template_key_line(GENERATED_KEY_ID).map_err(|source| {
-            ApplyError::KeyGeneration {
-                name: generated.name.clone(),
-                source,
+        let failed = |source| ApplyError::KeyGeneration {
+            name: generated.name.clone(),
+            source,
+        };
+        let data = match generated.content {
+            GeneratedContent::TemplateKey => BTreeMap::from([(
+                generated.key.clone(),
+                new_template_key_line(GENERATED_KEY_ID).map_err(failed)?,
+            )]),
+            GeneratedContent::ApiKeys => {
+                let key = new_api_key().map_err(failed)?;
+                BTreeMap::from([
+                    (
+                        generated.key.clone(),
+                        api_key_line(GENERATED_API_KEY_ID, "admin", &key),
+                    ),
+                    (ADMIN_KEY.to_owned(), key),
+                ])
             }
-        })?;
-        secret.data = Some(BTreeMap::from([(
-            generated.key.clone(),
-            ByteString(line.into_bytes()),
-        )]));
+        };
+        secret.data = Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        );
         match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => created.push(generated.name.clone()),
+            Ok(_) => created.push(generated),
             Err(e) if is_already_exists(&e) => {}
             Err(source) => {
                 return Err(ApplyError::Create {
@@ -101,6 +119,44 @@ pub fn new_template_key_line(id: &str) -> Result<String, getrandom::Error> {
     getrandom::fill(&mut key)?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!("{id}:{hex}\n"))
+}
+
+/// Prefix of API keys, as the runtime generates them (secret scanners recognise it).
+pub const API_KEY_PREFIX: &str = "fk_";
+
+/// A new API key in the runtime's format: `fk_` and 32 random bytes from the operating system
+/// in unpadded base64url (43 characters).
+pub fn new_api_key() -> Result<String, getrandom::Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)?;
+    Ok(format!("{API_KEY_PREFIX}{}", base64url(&key)))
+}
+
+/// The keys-file line of `key`: `<id>:<scopes>:<hex SHA-256 of the key's UTF-8 bytes>`, newline
+/// terminated. Only the hash reaches the file the runtime reads.
+pub fn api_key_line(id: &str, scopes: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{id}:{scopes}:{hex}\n")
+}
+
+/// Unpadded base64url (RFC 4648 section 5), small enough not to need a crate.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }
 
 fn is_already_exists(e: &kube::Error) -> bool {
@@ -221,5 +277,45 @@ where
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn base64url_matches_rfc_4648_vectors() {
+        // RFC 4648 section 10, without padding, and the two URL-safe characters.
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url(input.as_bytes()), want, "{input:?}");
+        }
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn api_keys_have_the_runtime_format_and_hash_line() {
+        let key = new_api_key().unwrap();
+        let body = key.strip_prefix("fk_").unwrap();
+        assert_eq!(body.len(), 43, "{key}");
+        assert!(
+            body.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert_ne!(key, new_api_key().unwrap());
+        // sha256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            api_key_line("admin", "admin", "abc"),
+            "admin:admin:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
+        );
     }
 }

@@ -415,3 +415,39 @@ impl TemplateKeyCreated<'_> {
         }
     }
 }
+
+/// The reconciler created the Secret with a generated `admin` API key (no `auth.keysSecretRef`).
+/// Neither the log line nor the Event carries the key, only where to find it.
+#[derive(Debug)]
+pub struct ApiKeyCreated<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Name of the Secret created.
+    pub secret: &'a str,
+}
+
+impl ApiKeyCreated<'_> {
+    /// Info log line (no metric: it happens once per resource).
+    pub fn emit(&self) {
+        info!(
+            object = self.object,
+            secret = self.secret,
+            "API keys Secret created"
+        );
+    }
+
+    /// Normal Event `ApiKeyCreated` naming the Secret and the data key holding the admin key.
+    pub fn event(&self) -> EventSpec {
+        EventSpec {
+            warning: false,
+            reason: "ApiKeyCreated",
+            note: format!(
+                "created Secret {} with a new API key (key id {}, scope admin); the key is its \
+                 data key {}",
+                self.secret,
+                crate::desired::GENERATED_API_KEY_ID,
+                crate::desired::ADMIN_KEY
+            ),
+        }
+    }
+}

@@ -115,6 +115,11 @@ pub fn template_key_secret_name(instance: &str) -> String {
     format!("{instance}-template-key")
 }
 
+/// Name of the API keys Secret the operator generates when `auth.keysSecretRef` is not given.
+pub fn api_keys_secret_name(instance: &str) -> String {
+    format!("{instance}-api-keys")
+}
+
 /// Short, stable hex digest (first `len` hex chars of SHA-256) used in names and annotations.
 pub fn short_hash(input: &[u8], len: usize) -> String {
     use sha2::{Digest, Sha256};

@@ -18,14 +18,16 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::capabilities::CapabilityCache;
-use crate::desired::{self, Capabilities, Desired, DesiredInputs, OptionalCrd, RUNTIME_PORT};
+use crate::desired::{
+    self, Capabilities, Desired, DesiredInputs, GeneratedContent, OptionalCrd, RUNTIME_PORT,
+};
 use crate::error::{
     ApplyError, DesiredError, MissingField, ObserveError, PruneError, ReadError, ScanGateError,
     StatusError,
 };
 use crate::events::{
-    EventSpec, Pruned, ReconcileFailed, Reconciled, RolloutBlocked, ScanJobCreated, ScanVerdict,
-    TemplateKeyCreated,
+    ApiKeyCreated, EventSpec, Pruned, ReconcileFailed, Reconciled, RolloutBlocked, ScanJobCreated,
+    ScanVerdict, TemplateKeyCreated,
 };
 use crate::metrics::Metrics;
 use crate::scan_gate::{self, GateInputs, GateResult};
@@ -318,8 +320,8 @@ fn desired_state(
     })
 }
 
-/// First part of the apply stage: Secrets with generated content (the template key) that do not
-/// exist yet are created, before any pod could mount them. The key itself is never logged.
+/// First part of the apply stage: Secrets with generated content (the template key, the API keys)
+/// that do not exist yet are created, before any pod could mount them. No key is ever logged.
 async fn create_generated(
     ctx: &Context,
     fkd: &FaceKeyDeployment,
@@ -327,13 +329,21 @@ async fn create_generated(
     desired: &Desired,
 ) -> Result<(), ApplyError> {
     let created = apply::create_generated_secrets(&ctx.client, &seen.namespace, desired).await?;
-    for secret in &created {
-        let event = TemplateKeyCreated {
-            object: &seen.key,
-            secret,
+    for generated in created {
+        let (object, secret) = (seen.key.as_str(), generated.name.as_str());
+        let event = match generated.content {
+            GeneratedContent::TemplateKey => {
+                let event = TemplateKeyCreated { object, secret };
+                event.emit();
+                event.event()
+            }
+            GeneratedContent::ApiKeys => {
+                let event = ApiKeyCreated { object, secret };
+                event.emit();
+                event.event()
+            }
         };
-        event.emit();
-        publish(ctx, fkd, &event.event()).await;
+        publish(ctx, fkd, &event).await;
     }
     Ok(())
 }

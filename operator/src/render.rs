@@ -63,7 +63,7 @@ pub fn parse_resources(input: &str) -> Result<Parsed> {
 }
 
 /// The objects for `fkd` as JSON values, in apply order (the scan gate assumed open). Secrets
-/// the operator generates (the template key) are not objects to apply: see [`generated_notes`].
+/// the operator generates (the template key, the API keys) are not objects to apply: see [`generated_notes`].
 pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<Vec<Value>> {
     let desired = compute(fkd, opts)?;
     let mut objects: Vec<Value> = desired.objects.into_iter().map(|o| o.body).collect();
@@ -95,10 +95,20 @@ pub fn generated_notes(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<
         .generated_secrets
         .iter()
         .map(|g| {
+            let what = match g.content {
+                desired::GeneratedContent::TemplateKey => format!("key {}", g.key),
+                desired::GeneratedContent::ApiKeys => {
+                    format!("keys {} and {}", g.key, desired::ADMIN_KEY)
+                }
+            };
+            let content = match g.content {
+                desired::GeneratedContent::TemplateKey => "template key",
+                desired::GeneratedContent::ApiKeys => "admin API key",
+            };
             format!(
-                "not rendered: Secret {} (key {}), created by the operator with a random \
-                 template key when it does not exist, never overwritten\n",
-                g.name, g.key
+                "not rendered: Secret {} ({what}), created by the operator with a random \
+                 {content} when it does not exist, never overwritten\n",
+                g.name
             )
         })
         .collect())
@@ -168,17 +178,22 @@ mod tests {
             Some("default")
         );
         let out = render(TWO, &opts()).unwrap();
+        // config, NetworkPolicy, Deployment, Service, PDB, dashboard, scan Job.
         assert_eq!(
             out.matches("# Source: FaceKeyDeployment default/a").count(),
-            6
+            7
         );
         // b has the gate disabled: no scan Job.
-        assert_eq!(out.matches("# Source: FaceKeyDeployment x/b").count(), 5);
+        assert_eq!(out.matches("# Source: FaceKeyDeployment x/b").count(), 6);
         assert_eq!(out.matches("kind: Job").count(), 1);
+        assert_eq!(out.matches("kind: NetworkPolicy").count(), 2);
+        // The generated API keys Secret is named, never rendered.
+        assert_eq!(out.matches("not rendered: Secret a-api-keys").count(), 1);
+        assert!(!out.contains("kind: Secret"), "{out}");
         let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&out)
             .map(|d| serde_json::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(docs.len(), 11);
+        assert_eq!(docs.len(), 13);
     }
 
     #[test]

@@ -77,6 +77,18 @@ pub enum Problem {
     /// `store.postgres.cloudNativePG.instances` is below 1.
     #[error("store.postgres.cloudNativePG.instances must be >= 1, got {0}")]
     CloudNativePgInstances(i32),
+    /// `auth.keysSecretRef` lacks its name or key.
+    #[error("auth.keysSecretRef needs name and key")]
+    ApiKeysSecretRef,
+    /// A peer of `networkPolicy.apiFrom` / `.metricsFrom` has no selector (it would admit
+    /// everything).
+    #[error("networkPolicy.{field}[{index}]: a peer needs namespaceSelector and/or podSelector")]
+    EmptyNetworkPeer {
+        /// `apiFrom` or `metricsFrom`.
+        field: &'static str,
+        /// Position in the list.
+        index: usize,
+    },
 }
 
 /// The error of [`validate`]: every problem of the spec, never only the first.
@@ -163,6 +175,20 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
     }
     if let Some(store) = &spec.store {
         store_problems(spec, store, &mut problems);
+    }
+    if let Some(r) = spec.auth.as_ref().and_then(|a| a.keys_secret_ref.as_ref())
+        && (r.name.is_empty() || r.key.is_empty())
+    {
+        problems.push(Problem::ApiKeysSecretRef);
+    }
+    if let Some(np) = &spec.network_policy {
+        for (field, peers) in [("apiFrom", &np.api_from), ("metricsFrom", &np.metrics_from)] {
+            for (index, p) in peers.iter().enumerate() {
+                if p.namespace_selector.is_none() && p.pod_selector.is_none() {
+                    problems.push(Problem::EmptyNetworkPeer { field, index });
+                }
+            }
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -344,6 +370,30 @@ mod tests {
         ] {
             assert_eq!(with(store.clone(), extra), [], "{store}");
         }
+    }
+
+    #[test]
+    fn access_problems_are_reported() {
+        let s: FaceKeyDeploymentSpec = serde_json::from_value(serde_json::json!({
+            "image": "img:1",
+            "auth": {"keysSecretRef": {"name": "", "key": "api-keys"}},
+            "networkPolicy": {"apiFrom": [{"podSelector": {}}, {}], "metricsFrom": [{}]},
+        }))
+        .unwrap();
+        assert_eq!(
+            validate(&s).unwrap_err().problems,
+            [
+                Problem::ApiKeysSecretRef,
+                Problem::EmptyNetworkPeer {
+                    field: "apiFrom",
+                    index: 1
+                },
+                Problem::EmptyNetworkPeer {
+                    field: "metricsFrom",
+                    index: 0
+                },
+            ]
+        );
     }
 
     #[test]

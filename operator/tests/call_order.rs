@@ -212,8 +212,8 @@ async fn renewal_keeps_acquire_time_and_transitions() {
 }
 
 /// The reconcile stages in order for a resource with the gate disabled and no optional CRDs:
-/// CRD discovery, observe, apply children in order, prune by listing, clean up scan Jobs, then
-/// the status patch; Events come after the status.
+/// CRD discovery, observe, create the generated Secret, apply children in order, prune by
+/// listing, clean up scan Jobs, then the status patch; Events come after the status.
 /// Reconcile a resource with `spec` against a mock API server that knows no optional CRD and no
 /// Deployment, answering lists empty and echoing writes; the calls it saw, as `METHOD path` lines.
 async fn reconcile_calls(spec: serde_json::Value) -> Vec<String> {
@@ -273,12 +273,19 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
         format!("GET {crd}/vulnerabilityreports.aquasecurity.github.io"),
         format!("GET {crd}/clusters.postgresql.cnpg.io"),
         "GET /apis/apps/v1/namespaces/ns/deployments/fk".to_owned(),
+        // The generated API keys Secret (create only, 409 once it exists), before any pod.
+        "POST /api/v1/namespaces/ns/secrets".to_owned(),
+        // Its `ApiKeyCreated` Event (once: later creates answer 409).
+        "POST /apis/events.k8s.io/v1/namespaces/ns/events".to_owned(),
         "PATCH /api/v1/namespaces/ns/configmaps/fk-config".to_owned(),
+        // The NetworkPolicy before the Deployment: no pod runs without it.
+        "PATCH /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/fk".to_owned(),
         "PATCH /apis/apps/v1/namespaces/ns/deployments/fk".to_owned(),
         "PATCH /api/v1/namespaces/ns/services/fk".to_owned(),
         "PATCH /apis/policy/v1/namespaces/ns/poddisruptionbudgets/fk".to_owned(),
         "PATCH /api/v1/namespaces/ns/configmaps/fk-dashboard".to_owned(),
         "GET /api/v1/namespaces/ns/configmaps".to_owned(),
+        "GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies".to_owned(),
         "GET /apis/apps/v1/namespaces/ns/deployments".to_owned(),
         "GET /api/v1/namespaces/ns/services".to_owned(),
         "GET /apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers".to_owned(),
@@ -295,20 +302,20 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
     );
 }
 
-/// A PostgreSQL store without `templateKeySecretRef`: the template key Secret is created (POST,
-/// never read: the operator holds no `get` on Secrets) before any object is applied, so no pod
-/// can start without it.
+/// A PostgreSQL store without `templateKeySecretRef` (and no `auth.keysSecretRef`): the template
+/// key and API keys Secrets are created (POST, never read: the operator holds no `get` on
+/// Secrets) before any object is applied, so no pod can start without them.
 #[tokio::test]
 async fn generated_template_key_is_created_before_the_applies_and_never_read() {
     let lines = reconcile_calls(json!({"image": "img:1", "scanGate": {"enabled": false},
         "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}))
     .await;
-    let post = lines
-        .iter()
-        .position(|l| l == "POST /api/v1/namespaces/ns/secrets")
-        .unwrap_or_else(|| panic!("no Secret created: {lines:#?}"));
     let first_patch = lines.iter().position(|l| l.starts_with("PATCH ")).unwrap();
-    assert!(post < first_patch, "{lines:#?}");
+    let posts = lines[..first_patch]
+        .iter()
+        .filter(|l| *l == "POST /api/v1/namespaces/ns/secrets")
+        .count();
+    assert_eq!(posts, 2, "{lines:#?}");
     assert!(
         !lines
             .iter()

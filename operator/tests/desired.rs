@@ -28,6 +28,15 @@ fn desired(f: &FaceKeyDeployment, image: Option<&str>, caps: &Capabilities) -> D
     .unwrap()
 }
 
+/// The generated template-key Secrets (the API keys Secret is generated for every spec without
+/// `auth.keysSecretRef`).
+fn template_keys(d: &Desired) -> Vec<&desired::GeneratedSecret> {
+    d.generated_secrets
+        .iter()
+        .filter(|g| g.content == desired::GeneratedContent::TemplateKey)
+        .collect()
+}
+
 fn kinds(d: &Desired) -> Vec<(ChildKind, &str)> {
     d.objects
         .iter()
@@ -167,6 +176,7 @@ fn disabled_monitoring_adds_no_monitoring_objects() {
         kinds(&d),
         [
             (ChildKind::ConfigMap, "fk-config"),
+            (ChildKind::NetworkPolicy, "fk"),
             (ChildKind::Deployment, "fk"),
             (ChildKind::Service, "fk"),
             (ChildKind::PodDisruptionBudget, "fk"),
@@ -465,7 +475,7 @@ fn no_store_keeps_the_emptydir_and_says_so() {
     assert_eq!(volume["emptyDir"]["sizeLimit"], "1Gi");
     assert_eq!(mount["mountPath"], "/var/lib/facekey");
     assert_eq!(d.store, desired::StoreState::Ephemeral);
-    assert!(d.generated_secrets.is_empty());
+    assert!(template_keys(&d).is_empty());
     assert!(!has_volume(&d, "database-url") && !has_volume(&d, "template-key"));
     let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
     assert!(data.get("FACEKEY_DATABASE_URL_FILE").is_none());
@@ -505,7 +515,7 @@ fn embedded_store_is_a_pvc_one_replica_and_recreate() {
         }
     );
     // The runtime keeps its own key on the volume: no key Secret, no key file setting.
-    assert!(d.generated_secrets.is_empty());
+    assert!(template_keys(&d).is_empty());
     assert!(!has_volume(&d, "template-key"));
     let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
     assert!(data.get("FACEKEY_TEMPLATE_KEY_FILE").is_none());
@@ -549,7 +559,7 @@ fn embedded_store_with_a_key_secret_mounts_it() {
         data["FACEKEY_TEMPLATE_KEY_FILE"],
         "/etc/facekey/template-key/template.key"
     );
-    assert!(d.generated_secrets.is_empty());
+    assert!(template_keys(&d).is_empty());
 }
 
 #[test]
@@ -619,7 +629,8 @@ fn postgres_url_and_generated_key_are_secret_files() {
     assert!(volume_and_mount(&d, "data").0.get("emptyDir").is_some());
     // The generated key Secret: metadata only, labelled, and not owned (an external database
     // outlives the resource, so must its key); the reconciler adds the key.
-    let [secret] = d.generated_secrets.as_slice() else {
+    let keys = template_keys(&d);
+    let [secret] = keys.as_slice() else {
         panic!("{:?}", d.generated_secrets)
     };
     assert_eq!(
@@ -644,7 +655,7 @@ fn postgres_url_and_generated_key_are_secret_files() {
         "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
         "templateKeySecretRef": {"name": "keys", "key": "k"}}}));
     let d = desired(&f, Some("img:1"), &Capabilities::all());
-    assert!(d.generated_secrets.is_empty());
+    assert!(template_keys(&d).is_empty());
     assert_eq!(
         volume_and_mount(&d, "template-key").0["secret"]["secretName"],
         "keys"
@@ -681,7 +692,7 @@ fn cloudnativepg_cluster_and_its_app_secret() {
         json!([{"key": "uri", "path": "url"}])
     );
     assert_eq!(
-        d.generated_secrets.len(),
+        template_keys(&d).len(),
         1,
         "the template key is generated too"
     );
@@ -709,5 +720,137 @@ fn cloudnativepg_cluster_and_its_app_secret() {
     assert_eq!(
         volume_and_mount(&d, "database-url").0["secret"]["secretName"],
         "fk-db-app"
+    );
+}
+
+#[test]
+fn api_keys_metrics_listener_and_probes_are_wired() {
+    let f = fkd(json!({"image": "img:1"}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert_eq!(
+        data["FACEKEY_API_KEYS_FILE"],
+        "/etc/facekey/api-keys/api-keys"
+    );
+    assert_eq!(data["FACEKEY_METRICS_LISTEN"], "0.0.0.0:9090");
+    assert_eq!(data["FACEKEY_METRICS_AUTH"], "open");
+    // Generated: `<name>-api-keys`, owned, without data (the reconciler fills it in).
+    let [api] = d
+        .generated_secrets
+        .iter()
+        .filter(|g| g.content == desired::GeneratedContent::ApiKeys)
+        .collect::<Vec<_>>()[..]
+    else {
+        panic!("{:?}", d.generated_secrets)
+    };
+    assert_eq!(
+        (api.name.as_str(), api.key.as_str()),
+        ("fk-api-keys", "api-keys")
+    );
+    assert!(api.body.get("data").is_none());
+    assert_eq!(api.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    let (volume, mount) = volume_and_mount(&d, "api-keys");
+    assert_eq!(
+        volume["secret"],
+        json!({"secretName": "fk-api-keys", "items": [{"key": "api-keys", "path": "api-keys"}],
+               "defaultMode": 0o440, "optional": false})
+    );
+    assert_eq!(mount["mountPath"], "/etc/facekey/api-keys");
+    assert!(
+        mount.get("subPath").is_none(),
+        "a directory mount sees Secret updates"
+    );
+    let container = &pod_spec(&d)["containers"][0];
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+               {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}])
+    );
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    let svc = &d.get(ChildKind::Service, "fk").unwrap().body;
+    assert_eq!(svc["spec"]["ports"][1]["name"], "metrics");
+    assert_eq!(svc["spec"]["ports"][1]["port"], 9090);
+    let sm = &d.get(ChildKind::ServiceMonitor, "fk").unwrap().body;
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+
+    // A given Secret: mounted, nothing generated; `metrics: key` reaches the runtime.
+    let f = fkd(json!({"image": "img:1",
+        "auth": {"keysSecretRef": {"name": "team-keys"}, "metrics": "key"}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    assert!(d.generated_secrets.is_empty());
+    assert_eq!(
+        volume_and_mount(&d, "api-keys").0["secret"]["items"],
+        json!([{"key": "api-keys", "path": "api-keys"}])
+    );
+    assert_eq!(
+        volume_and_mount(&d, "api-keys").0["secret"]["secretName"],
+        "team-keys"
+    );
+    assert_eq!(
+        d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"]["FACEKEY_METRICS_AUTH"],
+        "key"
+    );
+}
+
+#[test]
+fn network_policy_peers_default_to_namespace_and_monitoring() {
+    let f = fkd(json!({"image": "img:1"}));
+    // Rendered even while nothing may run yet, and before the Deployment.
+    let d = desired(&f, None, &Capabilities::none());
+    assert!(d.get(ChildKind::NetworkPolicy, "fk").is_some());
+    let d = desired(&f, Some("img:1"), &Capabilities::none());
+    let order: Vec<ChildKind> = d.objects.iter().map(|o| o.kind).collect();
+    let pos = |k| order.iter().position(|x| *x == k).unwrap();
+    assert!(pos(ChildKind::NetworkPolicy) < pos(ChildKind::Deployment));
+    let np = &d.get(ChildKind::NetworkPolicy, "fk").unwrap().body;
+    assert_eq!(
+        np["spec"],
+        json!({
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "runtime",
+                "app.kubernetes.io/instance": "fk", "app.kubernetes.io/name": "facekey"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {}}], "ports": [{"port": 8080, "protocol": "TCP"}]},
+                {"from": [{"namespaceSelector": {"matchLabels":
+                    {"kubernetes.io/metadata.name": "monitoring"}}}],
+                 "ports": [{"port": 9090, "protocol": "TCP"}]},
+            ],
+        })
+    );
+    // Given peers replace the defaults, each as written.
+    let f = fkd(json!({"image": "img:1", "networkPolicy": {
+        "apiFrom": [{"namespaceSelector": {"matchLabels": {"team": "doors"}},
+                     "podSelector": {"matchLabels": {"app": "door"}}}],
+        "metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::none());
+    let ingress = &d.get(ChildKind::NetworkPolicy, "fk").unwrap().body["spec"]["ingress"];
+    assert_eq!(
+        ingress[0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"team": "doors"}},
+                "podSelector": {"matchLabels": {"app": "door"}}}])
+    );
+    assert_eq!(
+        ingress[1]["from"],
+        json!([{"podSelector": {"matchLabels": {"app": "prometheus"}}}])
+    );
+    // Disabled: no policy; an empty peer is refused (it would admit everyone).
+    let f = fkd(json!({"image": "img:1", "networkPolicy": {"enabled": false}}));
+    assert!(
+        desired(&f, Some("img:1"), &Capabilities::none())
+            .get(ChildKind::NetworkPolicy, "fk")
+            .is_none()
+    );
+    let f = fkd(json!({"image": "img:1", "networkPolicy": {"apiFrom": [{}]}}));
+    let err = desired::compute(&DesiredInputs {
+        fkd: &f,
+        runtime_image: Some("img:1"),
+        capabilities: &Capabilities::none(),
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("networkPolicy.apiFrom[0]"),
+        "{err}"
     );
 }

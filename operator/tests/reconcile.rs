@@ -951,12 +951,11 @@ async fn embedded_store_creates_its_claim_runs_one_pod_and_keeps_the_data() {
     );
     assert!(volume.empty_dir.is_none());
     assert!(
-        h.api::<k8s_openapi::api::core::v1::Secret>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        !exists(
+            h.api::<k8s_openapi::api::core::v1::Secret>(),
+            "fk-template-key"
+        )
+        .await,
         "no key Secret: the runtime keeps its key on the volume"
     );
     let fkd = h.get("fk").await;
@@ -1315,4 +1314,166 @@ async fn cloudnativepg_without_its_crd_is_reported_until_it_is_installed() {
         ("True".into(), "CloudNativePG".into())
     );
     assert_eq!(cond(&fkd, "Degraded").0, "False");
+}
+
+/// Without `auth.keysSecretRef` the operator creates `<name>-api-keys` once: an `admin` key's
+/// keys-file line (what the pods mount) and the key itself (for an admin), owned by the resource;
+/// later reconciles and an image change leave it alone, and the key is nowhere else.
+#[tokio::test]
+async fn generated_api_key_is_created_once_owned_and_shown_nowhere_else() {
+    use k8s_openapi::api::core::v1::Secret;
+    use sha2::{Digest, Sha256};
+    let h = harness(&MONITORING).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+
+    let secret = h.api::<Secret>().get("fk-api-keys").await.unwrap();
+    let key = secret_text(&secret, "admin-key");
+    let line = secret_text(&secret, "api-keys");
+    let body = key.strip_prefix("fk_").expect("fk_ prefix");
+    assert_eq!(body.len(), 43);
+    let hex: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(line, format!("admin:admin:{hex}\n"));
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].name,
+        "fk",
+        "the generated key goes with the resource"
+    );
+    // The pods mount only the keys file, as a directory (Secret updates reach them).
+    let dep = h.deployment("fk").await.unwrap();
+    let volume = pod_volume(&dep, "api-keys").secret.unwrap();
+    assert_eq!(volume.secret_name.as_deref(), Some("fk-api-keys"));
+    assert_eq!(
+        volume
+            .items
+            .unwrap()
+            .iter()
+            .map(|i| (i.key.as_str(), i.path.as_str()))
+            .collect::<Vec<_>>(),
+        [("api-keys", "api-keys")]
+    );
+    let mounts = dep
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap();
+    let mount = mounts.iter().find(|m| m.name == "api-keys").unwrap();
+    assert_eq!(mount.mount_path, "/etc/facekey/api-keys");
+    assert!(mount.sub_path.is_none() && mount.read_only == Some(true));
+
+    h.reconcile("fk").await.unwrap();
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    let again = h.api::<Secret>().get("fk-api-keys").await.unwrap();
+    assert_eq!(secret_text(&again, "admin-key"), key);
+    assert_eq!(secret_text(&again, "api-keys"), line);
+    let events = h.events("fk").await;
+    assert_eq!(count_events(&events, "ApiKeyCreated"), 1, "{events:?}");
+    // Neither the key nor its hash in Events, status, ConfigMaps or the Deployment.
+    let everything = format!(
+        "{}{}{}{}",
+        serde_json::to_string(&events).unwrap(),
+        serde_json::to_string(&h.get("fk").await).unwrap(),
+        serde_json::to_string(
+            &h.api::<ConfigMap>()
+                .list(&Default::default())
+                .await
+                .unwrap()
+        )
+        .unwrap(),
+        serde_json::to_string(&h.deployment("fk").await).unwrap(),
+    );
+    assert!(!everything.contains(body) && !everything.contains(&hex));
+}
+
+/// An existing `<name>-api-keys` (rotated by hand, say) is never overwritten; with
+/// `auth.keysSecretRef` nothing is generated and the user's Secret is mounted.
+#[tokio::test]
+async fn api_keys_are_never_overwritten_and_a_given_secret_is_mounted() {
+    use k8s_openapi::api::core::v1::Secret;
+    let h = harness(&MONITORING).await;
+    let mine = format!("ops:verify,enrol:{}:20\n", "ab".repeat(32));
+    let existing: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "fk-api-keys", "namespace": NS},
+        "data": {"api-keys": k8s_openapi::ByteString(mine.clone().into_bytes())},
+    }))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &existing)
+        .await
+        .unwrap();
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    h.reconcile("fk").await.unwrap();
+    let after = h.api::<Secret>().get("fk-api-keys").await.unwrap();
+    assert_eq!(secret_text(&after, "api-keys"), mine);
+    assert!(!after.data.unwrap().contains_key("admin-key"));
+    assert_eq!(count_events(&h.events("fk").await, "ApiKeyCreated"), 0);
+
+    h.create(
+        "fk2",
+        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false},
+               "auth": {"keysSecretRef": {"name": "team-keys", "key": "keys"}, "metrics": "key"}}),
+    )
+    .await;
+    h.reconcile("fk2").await.unwrap();
+    assert!(!exists(h.api::<Secret>(), "fk2-api-keys").await);
+    let dep = h.deployment("fk2").await.unwrap();
+    let volume = pod_volume(&dep, "api-keys").secret.unwrap();
+    assert_eq!(volume.secret_name.as_deref(), Some("team-keys"));
+    assert_eq!(volume.items.unwrap()[0].key, "keys");
+    let data = h
+        .api::<ConfigMap>()
+        .get("fk2-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(
+        data["FACEKEY_API_KEYS_FILE"],
+        "/etc/facekey/api-keys/api-keys"
+    );
+    assert_eq!(data["FACEKEY_METRICS_AUTH"], "key");
+    assert_eq!(data["FACEKEY_METRICS_LISTEN"], "0.0.0.0:9090");
+}
+
+/// The NetworkPolicy is applied with the other children, and pruned once disabled.
+#[tokio::test]
+async fn network_policy_is_applied_and_pruned_when_disabled() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let h = harness(&MONITORING).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let np = h.api::<NetworkPolicy>().get("fk").await.unwrap();
+    assert_eq!(np.metadata.owner_references.unwrap()[0].name, "fk");
+    let spec = np.spec.unwrap();
+    assert_eq!(spec.policy_types.unwrap(), ["Ingress"]);
+    assert_eq!(spec.ingress.unwrap().len(), 2);
+    h.patch_spec("fk", json!({"networkPolicy": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert!(!exists(h.api::<NetworkPolicy>(), "fk").await, "pruned");
 }

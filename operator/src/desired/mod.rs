@@ -4,6 +4,7 @@
 //! which image may run, which optional CRDs exist) into the ordered list of objects to server-side
 //! apply. The reconciler, `render` and the golden tests all go through this one function.
 
+mod access;
 mod dashboard;
 mod monitoring;
 mod runtime;
@@ -16,6 +17,7 @@ use facekey_crds::FaceKeyDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::ApiResource;
@@ -23,13 +25,17 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use access::{
+    ADMIN_KEY, API_KEYS_FILE, DEFAULT_MONITORING_NAMESPACE, GENERATED_API_KEY_ID, api_peers,
+    metrics_peers,
+};
 pub use dashboard::dashboard_json;
 pub use monitoring::{DEPLOYMENT_LABEL, alert_rule_groups};
 pub use runtime::{
-    RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
+    METRICS_PORT, RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
 };
 pub use scan_job::{SCAN_SUMMARY_CONTAINER, scan_job};
-pub use store::{GeneratedSecret, StoreState, TEMPLATE_KEY_FILE, store_state};
+pub use store::{GeneratedContent, GeneratedSecret, StoreState, TEMPLATE_KEY_FILE, store_state};
 
 use crate::error::{DesiredError, MissingField};
 use crate::labels::{self, Component};
@@ -46,6 +52,9 @@ pub enum ChildKind {
     PersistentVolumeClaim,
     /// postgresql.cnpg.io/v1 Cluster of the PostgreSQL template store (never pruned).
     PostgresCluster,
+    /// networking.k8s.io/v1 NetworkPolicy admitting traffic to the runtime pods (applied before
+    /// the Deployment, so no pod of it runs without its policy).
+    NetworkPolicy,
     /// apps/v1 Deployment of the runtime pods.
     Deployment,
     /// core/v1 Service in front of the pods.
@@ -64,10 +73,11 @@ pub enum ChildKind {
 
 impl ChildKind {
     /// Every child kind, in apply order; the pruner walks the same list.
-    pub const ALL: [ChildKind; 10] = [
+    pub const ALL: [ChildKind; 11] = [
         ChildKind::ConfigMap,
         ChildKind::PersistentVolumeClaim,
         ChildKind::PostgresCluster,
+        ChildKind::NetworkPolicy,
         ChildKind::Deployment,
         ChildKind::Service,
         ChildKind::HorizontalPodAutoscaler,
@@ -89,6 +99,7 @@ impl ChildKind {
                 ApiResource::erase::<HorizontalPodAutoscaler>(&())
             }
             ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+            ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
             ChildKind::ServiceMonitor => monitoring_resource("v1", "ServiceMonitor"),
             ChildKind::PrometheusRule => monitoring_resource("v1", "PrometheusRule"),
             ChildKind::AlertmanagerConfig => monitoring_resource("v1alpha1", "AlertmanagerConfig"),
@@ -127,6 +138,7 @@ impl ChildKind {
             ChildKind::Service => "Service",
             ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::NetworkPolicy => "NetworkPolicy",
             ChildKind::ServiceMonitor => "ServiceMonitor",
             ChildKind::PrometheusRule => "PrometheusRule",
             ChildKind::AlertmanagerConfig => "AlertmanagerConfig",
@@ -337,6 +349,14 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
             cluster,
         );
     }
+    // Before the Deployment: once the first reconcile is through, no runtime pod runs without it.
+    if let Some(policy) = access::network_policy(&owner, spec) {
+        push(
+            ChildKind::NetworkPolicy,
+            name.to_owned(),
+            to_value(&policy)?,
+        );
+    }
     if let Some(image) = inputs.runtime_image {
         push(
             ChildKind::Deployment,
@@ -363,7 +383,6 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
             to_value(&runtime::pdb(&owner))?,
         );
     }
-
     let monitoring = spec.monitoring.clone().unwrap_or_default();
     let dashboards = monitoring.dashboards.clone().unwrap_or_default();
     if dashboards.enabled {
@@ -411,7 +430,16 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     if let Some(secret) = store::generated_template_key(&owner, spec) {
         desired.generated_secrets.push(GeneratedSecret {
             name: labels::template_key_secret_name(name),
+            content: GeneratedContent::TemplateKey,
             key: TEMPLATE_KEY_FILE.to_owned(),
+            body: to_value(&secret)?,
+        });
+    }
+    if let Some(secret) = access::generated_api_keys(&owner, spec) {
+        desired.generated_secrets.push(GeneratedSecret {
+            name: labels::api_keys_secret_name(name),
+            content: GeneratedContent::ApiKeys,
+            key: API_KEYS_FILE.to_owned(),
             body: to_value(&secret)?,
         });
     }

@@ -34,7 +34,8 @@ pub(super) fn service_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Res
         "spec": {
             "selector": {"matchLabels": labels::selector_labels(owner.name)},
             "endpoints": [{
-                "port": "http",
+                // The runtime's metrics listener: no API key needed, whatever `auth.metrics` says.
+                "port": "metrics",
                 "path": "/metrics",
                 "scheme": "http",
                 "interval": sm.interval,

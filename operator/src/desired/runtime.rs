@@ -27,15 +27,19 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use facekey_settings::{defaults, env};
 
-use super::{Owner, store};
+use super::{Owner, access, store};
 use crate::labels::{self, Component};
 
-/// TCP port the runtime listens on (all of `/v1`, `/healthz`, `/readyz`, `/metrics`), as the
-/// `i32` Kubernetes port fields take.
+/// TCP port of the runtime's API (`/v1` with keys; `/healthz`, `/readyz`, and `/metrics` as
+/// `auth.metrics` says), as the `i32` Kubernetes port fields take.
 pub const RUNTIME_PORT: i32 = defaults::PORT as i32;
-/// Name of the runtime container and its port.
+/// TCP port of the runtime's second listener (`FACEKEY_METRICS_LISTEN`): only `/healthz`,
+/// `/readyz` and `/metrics`, without keys. Probes and the ServiceMonitor use it.
+pub const METRICS_PORT: i32 = 9090;
+/// Name of the runtime container and its ports.
 const CONTAINER: &str = "runtime";
 const PORT_NAME: &str = "http";
+const METRICS_PORT_NAME: &str = "metrics";
 /// Non-root UID/GID the runtime runs as (distroless `nonroot`).
 const RUN_AS: i64 = 65532;
 const CONFIG_DIR: &str = "/etc/facekey/config";
@@ -64,6 +68,9 @@ const RUNTIME_ENV: &[&str] = &[
     env::ALERT_TO,
     env::DATABASE_URL_FILE,
     env::TEMPLATE_KEY_FILE,
+    env::API_KEYS_FILE,
+    env::METRICS_LISTEN,
+    env::METRICS_AUTH,
     env::SMTP_PASSWORD,
 ];
 
@@ -81,6 +88,16 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         data.insert(k.to_owned(), v);
     };
     set(env::LISTEN, format!("0.0.0.0:{}", defaults::PORT));
+    set(env::METRICS_LISTEN, format!("0.0.0.0:{METRICS_PORT}"));
+    set(
+        env::METRICS_AUTH,
+        access::metrics_auth(spec).as_str().to_owned(),
+    );
+    // Always a keys file: the operator's generated admin key, or the user's Secret.
+    set(
+        env::API_KEYS_FILE,
+        format!("{}/{}", access::API_KEYS_DIR, access::API_KEYS_FILE),
+    );
     set(env::LOG_FORMAT, "json".to_owned());
     set(env::DATA_DIR, DATA_DIR.to_owned());
     let ui = spec.ui.as_ref().is_none_or(|u| u.enabled);
@@ -198,7 +215,8 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String(PORT_NAME.to_owned()),
+            // The metrics listener: no key needed, and it answers while the API port is busy.
+            port: IntOrString::String(METRICS_PORT_NAME.to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -338,6 +356,14 @@ fn volumes(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> (Vec<Volume>, Vec
             store::TEMPLATE_KEY_DIR,
             store::TEMPLATE_KEY_FILE,
         ),
+        // Only the keys-file key is projected (never the generated Secret's `admin-key`), into
+        // a directory mount, so Secret updates reach the running pods.
+        (
+            "api-keys",
+            Some(access::api_keys_ref(owner.name, spec)),
+            access::API_KEYS_DIR,
+            access::API_KEYS_FILE,
+        ),
     ] {
         if let Some(r) = secret {
             volumes.push(secret_file(volume, &r, file));
@@ -383,12 +409,20 @@ pub(super) fn deployment(
         name: CONTAINER.to_owned(),
         image: Some(image.to_owned()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.to_owned()),
-            container_port: RUNTIME_PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(PORT_NAME.to_owned()),
+                container_port: RUNTIME_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some(METRICS_PORT_NAME.to_owned()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: labels::config_map_name(owner.name),
@@ -494,13 +528,23 @@ pub(super) fn service(owner: &Owner<'_>) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(labels::selector_labels(owner.name)),
-            ports: Some(vec![ServicePort {
-                name: Some(PORT_NAME.to_owned()),
-                port: RUNTIME_PORT,
-                target_port: Some(IntOrString::String(PORT_NAME.to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some(PORT_NAME.to_owned()),
+                    port: RUNTIME_PORT,
+                    target_port: Some(IntOrString::String(PORT_NAME.to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    ..ServicePort::default()
+                },
+                // Scraped by the ServiceMonitor (endpoint port `metrics`).
+                ServicePort {
+                    name: Some(METRICS_PORT_NAME.to_owned()),
+                    port: METRICS_PORT,
+                    target_port: Some(IntOrString::String(METRICS_PORT_NAME.to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

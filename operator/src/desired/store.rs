@@ -83,15 +83,28 @@ pub enum StoreState {
 }
 
 /// A Secret the reconciler creates once, with generated content, and never updates: the
-/// template key of a PostgreSQL store without `templateKeySecretRef`.
+/// template key of a PostgreSQL store without `templateKeySecretRef`, and the API keys without
+/// `auth.keysSecretRef`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GeneratedSecret {
     /// Secret name.
     pub name: String,
-    /// The data key the generated value goes under.
+    /// What is generated into it.
+    pub content: GeneratedContent,
+    /// The data key the pods read (the one mounted as a file).
     pub key: String,
     /// The Secret without data (metadata, labels, owner reference, type).
     pub body: Value,
+}
+
+/// The generated content of a [`GeneratedSecret`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeneratedContent {
+    /// A template encryption key line `k1:<64 hex>` under the data key.
+    TemplateKey,
+    /// An `admin` API key: its keys-file line `admin:admin:<sha256 hex>` under the data key
+    /// (`api-keys`) and the key itself under `admin-key`.
+    ApiKeys,
 }
 
 fn embedded(spec: &FaceKeyDeploymentSpec) -> Option<&EmbeddedStore> {
