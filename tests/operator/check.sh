@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validate what the FaceKey operator renders and ships with real outside tools:
-#   - every built-in object `facekey-operator render` produces for the samples and fixtures,
-#     and the kustomize base, against Kubernetes' schemas (kubernetes-validate --strict);
+#   - every built-in object `facekey-operator render` produces for the samples and fixtures
+#     (NetworkPolicies included), and the kustomize base, against Kubernetes' schemas
+#     (kubernetes-validate --strict);
 #   - ServiceMonitor / PrometheusRule / AlertmanagerConfig against prometheus-operator's schemas
 #     (npm @kubernetes-models/prometheus-operator);
 #   - the rule groups with `promtool check rules` and `promtool test rules` (rules-test.yaml:
@@ -68,6 +69,9 @@ done
 if grep -q 'monitoring.coreos.com' "$WORK/rendered-no-crds.yaml"; then
   fail "render --without-monitoring-crds still produced prometheus-operator objects"
 fi
+# One NetworkPolicy per resource, except the fixture that disables it (weights-configmap.yaml).
+policies="$(grep -c '^kind: NetworkPolicy' "$WORK/rendered.yaml" || true)"
+[ "$policies" -eq $(( ${#RESOURCES[@]} - 1 )) ] || fail "expected $(( ${#RESOURCES[@]} - 1 )) NetworkPolicies, rendered $policies"
 pass "rendered ${#RESOURCES[@]} resource files ($(grep -c '^kind:' "$WORK/rendered.yaml") objects)"
 
 "$PY" "$HERE/manifest_tools.py" split "$WORK/rendered.yaml" "$WORK/split" >/dev/null
