@@ -490,12 +490,53 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// Settings known to be unsafe, each with why; the runtime refuses to start with any of them
+    /// unless `--allow-insecure` is set.
+    pub fn insecure_settings(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.liveness == LivenessModel::Off {
+            found.push(format!(
+                "{}=off: every face counts as live, so a printed photo of an enrolled person is \
+                 accepted",
+                env::LIVENESS
+            ));
+        }
+        if self.decision_policy == DecisionPolicy::Fusion
+            && self.weights == WeightsSource::BuiltIn("reference".into())
+        {
+            found.push(format!(
+                "{}=fusion with the untrained reference weights ({}=reference): their \
+                 probability is not calibrated; use `trained` or a fitted weights file",
+                env::DECISION_POLICY,
+                env::WEIGHTS
+            ));
+        }
+        if self.match_threshold < defaults::MATCH_THRESHOLD {
+            found.push(format!(
+                "{}={} is looser than dlib's distance {} (similarity {}): more impostors match",
+                env::MATCH_THRESHOLD,
+                self.match_threshold,
+                defaults::MATCH_DISTANCE,
+                defaults::MATCH_THRESHOLD
+            ));
+        }
+        if self.cors_origins.iter().any(|o| o.trim() == "*") {
+            found.push(format!(
+                "{}=*: any web site may call the API from its visitors' browsers",
+                env::CORS_ORIGINS
+            ));
+        }
+        found
+    }
+
     /// Defaults for tests: everything as if no flag were set, except an ephemeral loopback port
     /// and a fresh data directory under the system temp dir.
     pub fn for_tests() -> Self {
         let mut c = Self::parse_from(["facekey-runtime"]);
         c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c.data_dir = std::env::temp_dir().join(format!("facekey-test-{}", uuid::Uuid::new_v4()));
+        // Tests that check the audit trail point it at a file.
+        c.audit_log = "off".into();
         c
     }
 }
@@ -528,6 +569,40 @@ mod tests {
             Config::try_parse_from(["facekey-runtime", flag, value])
                 .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
         }
+    }
+
+    #[test]
+    fn unsafe_settings_are_named() {
+        let safe = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert!(safe.insecure_settings().is_empty());
+        assert!(!safe.allow_insecure);
+        for args in [
+            &["--liveness", "off"][..],
+            &["--decision-policy", "fusion"],
+            &["--match-threshold", "0.4"],
+            &["--cors-origins", "https://a.example,*"],
+        ] {
+            let c = Config::try_parse_from(
+                std::iter::once("facekey-runtime").chain(args.iter().copied()),
+            )
+            .unwrap();
+            assert_eq!(c.insecure_settings().len(), 1, "{args:?}");
+        }
+        let trained = Config::try_parse_from([
+            "facekey-runtime",
+            "--decision-policy",
+            "fusion",
+            "--weights",
+            "trained",
+            "--match-threshold",
+            "0.6",
+        ])
+        .unwrap();
+        assert!(trained.insecure_settings().is_empty());
+        let allowed =
+            Config::try_parse_from(["facekey-runtime", "--allow-insecure", "--liveness", "off"])
+                .unwrap();
+        assert!(allowed.allow_insecure);
     }
 
     #[test]

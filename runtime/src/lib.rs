@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod baseline;
 pub mod config;

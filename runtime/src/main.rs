@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use facekey_runtime::config::Config;
+use facekey_runtime::auth::keys::{key_line, new_key, parse_scopes};
+use facekey_runtime::config::{Command, Config};
 use facekey_runtime::server::{Server, shutdown_signal};
 use facekey_runtime::telemetry;
 
@@ -12,6 +13,18 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if let Some(id) = &config.new_template_key {
         println!("{}", facekey_runtime::store::cipher::new_key_line(id)?);
+        return Ok(());
+    }
+    if let Some(Command::NewApiKey { id, scopes, rps }) = &config.command {
+        let scopes = parse_scopes(&scopes.join(",")).map_err(anyhow::Error::msg)?;
+        let key = new_key()?;
+        let line = key_line(id, &scopes, &key, *rps)?;
+        // Two lines on stdout, for scripts: the key (shown this once), then its keys-file line.
+        eprintln!(
+            "line 1: the key (shown this once; give it to the client, keep it secret)\n\
+             line 2: its line for the API keys file (FACEKEY_API_KEYS_FILE)"
+        );
+        println!("{key}\n{line}");
         return Ok(());
     }
     if config.check_health {

@@ -93,6 +93,13 @@ pub struct Metrics {
     pub subjects_outdated: IntGauge,
     /// Constant 1 per loaded model, labelled with its name and kind.
     pub model_info: IntGaugeVec,
+    /// Refused requests by route and reason (`missing_key`, `invalid_key`, `forbidden`,
+    /// `rate_limited`); never the key.
+    pub auth_failures: IntCounterVec,
+    /// API keys loaded from the keys file now.
+    pub api_keys: IntGauge,
+    /// Re-reads of the changed keys file by result (`loaded`, `rejected`).
+    pub api_key_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -253,8 +260,28 @@ impl Metrics {
             "Subjects holding templates of another embedding model than the serving one; those are \
              not matched until the subject is re-enrolled.",
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "facekey_auth_failures_total",
+                "Requests refused by access control, by route and reason (missing_key, \
+                 invalid_key, forbidden, rate_limited).",
+            ),
+            &["route", "reason"],
+        )?;
+        let api_keys = IntGauge::new("facekey_api_keys", "API keys loaded from the keys file.")?;
+        let api_key_reloads = IntCounterVec::new(
+            Opts::new(
+                "facekey_api_key_reloads_total",
+                "Re-reads of the changed API keys file, by result (loaded, rejected: the old keys \
+                 stay in force).",
+            ),
+            &["result"],
+        )?;
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_failures.clone()),
+            Box::new(api_keys.clone()),
+            Box::new(api_key_reloads.clone()),
             Box::new(match_similarity.clone()),
             Box::new(liveness_score.clone()),
             Box::new(fused_probability.clone()),
@@ -299,8 +326,14 @@ impl Metrics {
         ] {
             liveness_checks.with_label_values(&[state.as_str()]);
         }
+        for result in ["loaded", "rejected"] {
+            api_key_reloads.with_label_values(&[result]);
+        }
         Ok(Self {
             registry,
+            auth_failures,
+            api_keys,
+            api_key_reloads,
             http_requests,
             http_duration,
             inference_duration,

@@ -13,12 +13,14 @@ const ALERT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 use crate::alerts::{self, Mailer};
 use crate::api;
+use crate::audit::Audit;
+use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use crate::enrolments::Enrolments;
 use crate::lockout::{Ledger, Lockouts, MemoryLedger, PgLedger, Policy as LockoutPolicy};
 use crate::metrics::{Metrics, MetricsError};
-use crate::state::{AppState, SharedState};
+use crate::state::{AccessControl, AppState, SharedState};
 use crate::store::postgres::PgStore;
 use crate::store::{KeyError, RedbStore, TemplateKeys, TemplateStore};
 use crate::vision::{EMBEDDING_DIM, EMBEDDING_MODEL};
@@ -65,6 +67,7 @@ pub enum ServerError {
 /// A bound, not yet serving, runtime server.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: SharedState,
     alert_task: Option<JoinHandle<()>>,
     follower: Option<JoinHandle<()>>,
@@ -110,13 +113,82 @@ async fn open_enrolments(
     }
 }
 
+/// Load the API keys (creating the local admin key on first start and printing its login URL)
+/// and open the audit sink.
+fn open_access_control(
+    config: &Config,
+    listener: &TcpListener,
+    metrics: &Metrics,
+) -> Result<AccessControl, ServerError> {
+    if config.api_keys_file.is_none() && config.database_url().ok().flatten().is_some() {
+        return Err(ServerError::Config(format!(
+            "{} is set but {} is not: replicas sharing a database must share their API keys; \
+             create keys with `facekey-runtime new-api-key <id> --scopes …`",
+            env::DATABASE_URL,
+            env::API_KEYS_FILE
+        )));
+    }
+    let (api_keys, bootstrap) = ApiKeys::open(config.api_keys_file.as_deref(), &config.data_dir)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let ring = api_keys.ring();
+    metrics.api_keys.set(ring.entries().len() as i64);
+    tracing::info!(
+        file = %api_keys.source().path().display(),
+        keys = ring.entries().len(),
+        "API keys loaded"
+    );
+    if let Some(boot) = bootstrap {
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let host = if addr.ip().is_unspecified() {
+            format!("localhost:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+        // Shown once, on the terminal of whoever started the runtime; only its hash is stored.
+        eprintln!(
+            "\n  FaceKey created an admin API key (stored as a hash in {}).\n               It is shown this once; open the UI with it:\n\n    http://{host}/#key={}\n\n               API clients send `Authorization: Bearer {}`.\n",
+            api_keys.source().path().display(),
+            boot.key,
+            boot.key
+        );
+    }
+    let audit = Audit::open(&config.audit_log).map_err(|e| ServerError::Config(e.to_string()))?;
+    tracing::info!(sink = %audit.describe(), "audit trail");
+    Ok(AccessControl {
+        api_keys: Arc::new(api_keys),
+        audit,
+    })
+}
+
 impl Server {
     /// Bind the configured address and create the shared state (engine not loaded yet).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let insecure = config.insecure_settings();
+        if !insecure.is_empty() {
+            if !config.allow_insecure {
+                return Err(ServerError::Config(format!(
+                    "unsafe settings: {}. Fix them, or start with --allow-insecure ({}=true) to \
+                     accept the risk",
+                    insecure.join("; "),
+                    env::ALLOW_INSECURE
+                )));
+            }
+            for problem in &insecure {
+                tracing::warn!(target: "facekey::security", "INSECURE (allowed by --allow-insecure): {problem}");
+            }
+        }
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let metrics = Metrics::new()?;
         let (alerts, alert_task) = match config.email_settings().map_err(ServerError::Alerts)? {
             Some(settings) => {
@@ -145,6 +217,7 @@ impl Server {
                 "subjects hold templates of another embedding model; they are not matched until re-enrolled"
             );
         }
+        let access = open_access_control(&config, &listener, &metrics)?;
         let lockouts = Lockouts::new(lockout_policy, ledger, metrics.clone(), alerts.clone());
         if lockout_policy.is_enabled() {
             tracing::info!(lockout = %lockouts.describe(), "per-subject lockout on");
@@ -154,13 +227,23 @@ impl Server {
                 env::LOCKOUT_ATTEMPTS
             );
         }
-        let state = Arc::new(AppState::new(config, metrics, enrolments, alerts, lockouts));
+        let state = Arc::new(AppState::new(
+            config, metrics, enrolments, alerts, access, lockouts,
+        ));
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             alert_task,
             follower,
         })
+    }
+
+    /// The address of the health-and-metrics listener, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound (useful with port 0).
@@ -182,6 +265,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Self {
             listener,
+            metrics_listener,
             state,
             alert_task,
             follower,
@@ -207,7 +291,20 @@ impl Server {
             let _ = drain_tx.send(true);
         };
         let grace = state.config.shutdown_timeout();
-        let app = api::router(state);
+        let key_watcher = tokio::spawn(state.api_keys.clone().watch(state.metrics.clone()));
+        let metrics_server = metrics_listener.map(|l| {
+            let mut drain = drain_rx.clone();
+            let app = api::operations_router(state.clone());
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = drain.wait_for(|draining| *draining).await;
+                };
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            })
+        });
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
         let serve = async move {
             let mut drain_rx = drain_rx;
@@ -237,6 +334,10 @@ impl Server {
         };
         // Drop the router (and with it the last alert sender), then let queued alerts go out.
         drop(serve);
+        key_watcher.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
         if let Some(f) = follower {
             f.abort();
         }

@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::admission::Admission;
 use crate::alerts::AlertSender;
+use crate::audit::Audit;
+use crate::auth::ApiKeys;
 use crate::baseline::Baseline;
 use crate::config::Config;
 use crate::engine::{Engine, loaded_models};
@@ -33,8 +35,20 @@ pub struct AppState {
     pub admission: Admission,
     /// Per-subject lockout after failed verifications.
     pub lockouts: Lockouts,
+    /// The API keys in force.
+    pub api_keys: Arc<ApiKeys>,
+    /// The audit trail.
+    pub audit: Audit,
     engine: OnceLock<Arc<Engine>>,
     shutting_down: AtomicBool,
+}
+
+/// Who may call the API, and where their calls are recorded.
+pub struct AccessControl {
+    /// The API keys.
+    pub api_keys: Arc<ApiKeys>,
+    /// The audit trail.
+    pub audit: Audit,
 }
 
 /// The handle handlers receive.
@@ -47,6 +61,7 @@ impl AppState {
         metrics: Metrics,
         enrolments: Arc<Enrolments>,
         alerts: Option<AlertSender>,
+        access: AccessControl,
         lockouts: Lockouts,
     ) -> Self {
         let admission = Admission::new(
@@ -62,6 +77,8 @@ impl AppState {
             alerts,
             admission,
             lockouts,
+            api_keys: access.api_keys,
+            audit: access.audit,
             engine: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         }

@@ -30,6 +30,30 @@ fn serves_from_env_config_logs_json_and_exits_cleanly_on_sigterm() {
             .map_while(Result::ok)
             .collect::<Vec<_>>()
     });
+    // First start without a keys file: an admin key is created and shown once, as a login URL
+    // on stderr.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let key = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no login URL on stderr");
+        if let Some((_, key)) = line.split_once("/#key=") {
+            assert!(
+                line.contains(&format!("http://127.0.0.1:{port}/#key=")),
+                "{line}"
+            );
+            break key.trim().to_owned();
+        }
+    };
+    let stored = std::fs::read_to_string(data.path().join("api-keys")).unwrap();
+    assert!(!stored.contains(&key), "only the key's hash is stored");
+    let auth = format!("authorization: Bearer {key}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
@@ -38,6 +62,8 @@ fn serves_from_env_config_logs_json_and_exits_cleanly_on_sigterm() {
                 "-s",
                 "-X",
                 "POST",
+                "-H",
+                &auth,
                 "-H",
                 "content-type: application/json",
                 "-d",
@@ -141,16 +167,26 @@ fn invalid_flag_value_is_a_usage_error() {
 #[test]
 fn enrolled_subjects_survive_a_killed_process() {
     let dir = tempfile::tempdir().unwrap();
+    // Each start's stderr lines (the first start prints the login URL there).
     let start = || {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
             .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
             .env("FACEKEY_DATA_DIR", dir.path())
             .env("FACEKEY_LOG", "warn")
+            .env("FACEKEY_AUDIT_LOG", "off")
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        (child, port)
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+        (child, port, lines)
     };
     let curl = |args: &[&str]| -> String {
         let out = Command::new("curl").arg("-s").args(args).output().unwrap();
@@ -170,9 +206,32 @@ fn enrolled_subjects_survive_a_killed_process() {
         }
     };
 
-    let (mut child, port) = start();
+    let (mut child, port, stderr) = start();
+    wait(port);
+    let marker = format!("http://127.0.0.1:{port}/#key=");
+    let created_without_key = curl(&[
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"name":"Intruder"}"#,
+        &format!("http://127.0.0.1:{port}/v1/subjects"),
+    ]);
+    let refused: serde_json::Value = serde_json::from_str(&created_without_key).unwrap();
+    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = stderr.join().unwrap();
+    let key = lines
+        .iter()
+        .find_map(|l| l.split_once(&marker).map(|(_, k)| k.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no login URL in {lines:?}"));
+    let auth = format!("authorization: Bearer {key}");
+
+    let (mut child, port, stderr) = start();
     wait(port);
     let created = curl(&[
+        "-H",
+        &auth,
         "-H",
         "content-type: application/json",
         "-d",
@@ -185,11 +244,56 @@ fn enrolled_subjects_survive_a_killed_process() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let (mut child, port) = start();
+    let second = stderr.join().unwrap();
+    assert!(
+        !second.iter().any(|l| l.contains("#key=")),
+        "the key is shown on first start only: {second:?}"
+    );
+
+    let (mut child, port, _stderr) = start();
     wait(port);
-    let got = curl(&[&format!("http://127.0.0.1:{port}/v1/subjects/{id}")]);
+    let got = curl(&[
+        "-H",
+        &auth,
+        &format!("http://127.0.0.1:{port}/v1/subjects/{id}"),
+    ]);
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
     assert_eq!(got["name"], "Durable", "{got}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn new_api_key_prints_the_key_then_its_keys_file_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .args([
+            "new-api-key",
+            "checkout",
+            "--scopes",
+            "verify,enrol",
+            "--rps",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let (key, line) = (lines[0], lines[1]);
+    assert!(key.starts_with("fk_"), "{key}");
+    let ring = facekey_runtime::auth::KeyRing::parse(line, std::path::Path::new("stdout")).unwrap();
+    let entry = ring
+        .authenticate(key)
+        .expect("the line authenticates the key");
+    assert_eq!(entry.id, "checkout");
+    assert_eq!(entry.rps, Some(5.0));
+    assert!(!line.contains(&key[3..]));
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .args(["new-api-key", "x", "--scopes", "root"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
 }

@@ -367,13 +367,17 @@ async fn a_spoof_seen_by_the_server_reaches_the_inbox() {
     // Every face scores below a threshold of 1.0, so any face is treated as an attack.
     config.liveness_threshold = 1.0;
     let data_dir = config.data_dir.clone();
+    let (keys_text, keys) = common::test_keys();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("test-api-keys"), keys_text).unwrap();
+    config.api_keys_file = Some(data_dir.join("test-api-keys"));
     let server = facekey_runtime::server::Server::bind(config).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(async move {
         let _ = rx.await;
     }));
-    let client = reqwest::Client::new();
+    let client = common::keyed_client(&keys["admin"]);
     let deadline = Instant::now() + Duration::from_secs(120);
     while client
         .get(format!("http://{addr}/readyz"))

@@ -299,7 +299,8 @@ async fn in_flight_request_finishes_during_graceful_shutdown() {
     let body = br#"{"features":[1,0.5,-1]}"#;
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let head = format!(
-        "POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST /v1/score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        s.keys["admin"],
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -314,6 +315,7 @@ async fn in_flight_request_finishes_during_graceful_shutdown() {
         client,
         mut stop,
         task,
+        ..
     } = s;
     stop.take().unwrap().send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

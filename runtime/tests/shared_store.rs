@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::postgres::{PgServer, key_file};
-use common::{free_port, send_json};
+use common::{free_port, keyed_client, send_json, test_keys};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -41,14 +41,29 @@ impl Drop for Replica {
     }
 }
 
+/// The replicas' shared API keys file in `work` (created on first use) and its admin key.
+fn api_keys(work: &Path) -> (PathBuf, String) {
+    let file = work.join("api-keys");
+    let admin = work.join("admin.key");
+    if !file.exists() {
+        let (text, keys) = test_keys();
+        std::fs::write(&file, text).unwrap();
+        std::fs::write(&admin, &keys["admin"]).unwrap();
+    }
+    (file, std::fs::read_to_string(admin).unwrap())
+}
+
 fn spawn(db_url: &str, keys: &Path, work: &Path, name: &str) -> Replica {
     let port = free_port();
+    let (api_keys, admin) = api_keys(work);
     let log = work.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
         .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
         .env("FACEKEY_DATABASE_URL", db_url)
         .env("FACEKEY_TEMPLATE_KEY_FILE", keys)
+        .env("FACEKEY_API_KEYS_FILE", api_keys)
+        .env("FACEKEY_AUDIT_LOG", "off")
         .env("FACEKEY_DATA_DIR", work.join(name))
         .env("FACEKEY_SESSIONS_PER_MODEL", "1")
         .env("FACEKEY_UI_ENABLED", "false")
@@ -61,7 +76,7 @@ fn spawn(db_url: &str, keys: &Path, work: &Path, name: &str) -> Replica {
         child,
         port,
         log,
-        client: reqwest::Client::new(),
+        client: keyed_client(&admin),
     }
 }
 
@@ -270,8 +285,8 @@ async fn database_outage_under_verify_load_serves_reads_refuses_writes_loses_not
     let load = {
         let id = acknowledged[0].clone();
         let port = a.port;
+        let client = a.client.clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
             let (mut ok, mut failed) = (0u32, Vec::new());
             let until = Instant::now() + Duration::from_secs(8);
             while Instant::now() < until {

@@ -29,6 +29,10 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// The error code of an error response, in the response's extensions for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 /// The JSON body of every error response.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
@@ -106,6 +110,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -154,6 +159,11 @@ impl From<StoreError> for ApiError {
                 StatusCode::NOT_FOUND,
                 "subject_not_found",
                 format!("no subject with id {id:?}"),
+            ),
+            StoreError::FaceNotFound { subject, face } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "face_not_found",
+                format!("subject {subject:?} has no face with id {face:?}"),
             ),
             StoreError::TooManyFaces { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "too_many_faces", e.to_string())
@@ -269,6 +279,19 @@ mod tests {
             limit: 1,
         });
         assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "too_many_faces"));
+        assert!(
+            e.message.contains("FACEKEY_MAX_FACES_PER_SUBJECT"),
+            "{}",
+            e.message
+        );
+        let e = ApiError::from(StoreError::FaceNotFound {
+            subject: "s".into(),
+            face: "f".into(),
+        });
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::NOT_FOUND, "face_not_found")
+        );
         let e = ApiError::from(StoreError::Unavailable("db down".into()));
         assert_eq!(
             (e.status, e.code),

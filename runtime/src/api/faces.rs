@@ -6,14 +6,17 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::blocking::{blocking, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::image_input::ImageInput;
 use crate::alerts::SpoofAttempt;
+use crate::audit::AuditDetail;
+use crate::auth::Caller;
 use crate::decision::Decision;
 use crate::fusion::Layers;
 use crate::state::SharedState;
@@ -46,6 +49,11 @@ fn parse_flag(input: &ImageInput, name: &str) -> Result<bool, ApiError> {
             "field `{name}` must be true or false, got {v:?}"
         ))),
     }
+}
+
+/// Whether the caller may see scores and diagnostics.
+fn is_admin(caller: Option<&Extension<Caller>>) -> bool {
+    caller.is_some_and(|c| c.is_admin())
 }
 
 /// Count the liveness verdict and emit the spoof event (log, counter, alert email) when the
@@ -165,9 +173,25 @@ impl LivenessReportItem {
     }
 }
 
-/// Answer of `POST /v1/verify`.
+/// Answer of `POST /v1/verify` to a key without the `admin` scope: the decision only, so the
+/// answer cannot guide an attacker towards a passing photo.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifyDecision {
+    /// The claimed subject.
+    pub subject: String,
+    /// The final decision.
+    pub decision: Decision,
+    /// Checks that failed: `no_match`, `spoof`, `liveness_unknown`, `low_probability`.
+    pub reasons: Vec<Reason>,
+    /// The request id (`x-request-id`), to find the request in logs and the audit trail.
+    pub request_id: Option<String>,
+}
+
+/// Answer of `POST /v1/verify` to an `admin` key: the decision with every score and diagnostic.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerifyResponse {
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
     /// The claimed subject.
     pub subject: String,
     /// The face used (box, confidence, five landmarks).
@@ -271,9 +295,10 @@ only faces of another embedding model (`subject_needs_reenrolment`)", body = Err
 )]
 pub async fn verify(
     State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     input: ImageInput,
-) -> Result<Json<VerifyResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let subject = input.required("subject")?.trim().to_string();
     let include_layers = parse_flag(&input, "include_layers")?;
@@ -318,7 +343,28 @@ pub async fn verify(
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(Json(VerifyResponse {
+    let detail = AuditDetail {
+        subject: Some(subject.clone()),
+        decision: Some(outcome.decision),
+        reasons: outcome
+            .reasons
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
+        ..AuditDetail::default()
+    };
+    let request_id = request_id(&headers);
+    if !is_admin(caller.as_ref()) {
+        let body = VerifyDecision {
+            subject,
+            decision: outcome.decision,
+            reasons: outcome.reasons,
+            request_id,
+        };
+        return Ok((Extension(detail), Json(body)).into_response());
+    }
+    let body = VerifyResponse {
+        request_id,
         subject,
         face: analysis.face,
         faces_detected: analysis.faces_detected,
@@ -339,7 +385,8 @@ pub async fn verify(
             fusion: ms(fusion),
         },
         inference_ms: analysis.inference,
-    }))
+    };
+    Ok((Extension(detail), Json(body)).into_response())
 }
 
 /// Default and largest number of identification candidates.
@@ -380,9 +427,31 @@ pub struct IdentifyCandidate {
     pub probability: f64,
 }
 
-/// Answer of `POST /v1/identify`.
+/// A subject identification accepted, as a key without `admin` sees it: no scores.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IdentifiedSubject {
+    /// The subject.
+    pub subject: CandidateSubject,
+}
+
+/// Answer of `POST /v1/identify` to a key without the `admin` scope.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IdentifyDecision {
+    /// Subjects the face was accepted as, best first.
+    pub candidates: Vec<IdentifiedSubject>,
+    /// `accept` when at least one candidate was accepted.
+    pub decision: Decision,
+    /// Why the best match was rejected.
+    pub reasons: Vec<Reason>,
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
+}
+
+/// Answer of `POST /v1/identify` to an `admin` key, with scores and diagnostics.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IdentifyResponse {
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
     /// Subjects the face was accepted as, best first (empty when none; at most `limit`).
     pub candidates: Vec<IdentifyCandidate>,
     /// `accept` when at least one candidate was accepted.
@@ -431,9 +500,10 @@ and decision policy as `/v1/verify`, and the accepted ones are returned best fir
 )]
 pub async fn identify(
     State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     input: ImageInput,
-) -> Result<Json<IdentifyResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let limit = parse_limit(&input)?;
     let image = input.image;
@@ -507,12 +577,33 @@ pub async fn identify(
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/identify", None, &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(Json(IdentifyResponse {
-        reasons: if decision == Decision::Accept {
-            Vec::new()
-        } else {
-            best_reasons
-        },
+    let reasons = if decision == Decision::Accept {
+        Vec::new()
+    } else {
+        best_reasons
+    };
+    let detail = AuditDetail {
+        decision: Some(decision),
+        reasons: reasons.iter().map(|r| r.as_str().to_owned()).collect(),
+        candidates: candidates.iter().map(|c| c.subject.id.clone()).collect(),
+        ..AuditDetail::default()
+    };
+    let request_id = request_id(&headers);
+    if !is_admin(caller.as_ref()) {
+        let body = IdentifyDecision {
+            candidates: candidates
+                .into_iter()
+                .map(|c| IdentifiedSubject { subject: c.subject })
+                .collect(),
+            decision,
+            reasons,
+            request_id,
+        };
+        return Ok((Extension(detail), Json(body)).into_response());
+    }
+    let body = IdentifyResponse {
+        request_id,
+        reasons,
         candidates,
         decision,
         face: analysis.face,
@@ -528,7 +619,8 @@ pub async fn identify(
             fusion: ms(fusion),
         },
         inference_ms: analysis.inference,
-    }))
+    };
+    Ok((Extension(detail), Json(body)).into_response())
 }
 
 /// One face of a liveness answer.
@@ -542,9 +634,42 @@ pub struct LivenessFace {
     pub liveness: LivenessReportItem,
 }
 
-/// Answer of `POST /v1/liveness`.
+/// A face's liveness as a key without `admin` sees it: the verdict, no scores.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LivenessStateOnly {
+    /// `live`, `spoof`, `unknown` or `off`.
+    pub state: LivenessState,
+    /// `accept` for `live` (and `off`), `reject` otherwise.
+    pub decision: Decision,
+}
+
+/// One face of a liveness answer without `admin`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LivenessFaceDecision {
+    /// Box, confidence, landmarks.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub face: Detection,
+    /// Its liveness verdict.
+    pub liveness: LivenessStateOnly,
+}
+
+/// Answer of `POST /v1/liveness` to a key without the `admin` scope.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LivenessDecision {
+    /// How many faces the image held.
+    pub faces_detected: usize,
+    /// The analysed faces and their verdicts.
+    pub faces: Vec<LivenessFaceDecision>,
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
+}
+
+/// Answer of `POST /v1/liveness` to an `admin` key, with scores per model.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LivenessResponse {
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
     /// How many faces the image held.
     pub faces_detected: usize,
     /// The analysed faces, at most `FACEKEY_MAX_FACES_PER_IMAGE`, by descending detection
@@ -575,9 +700,10 @@ score is below the threshold is reported as a spoof attempt (metric, log, alert 
 )]
 pub async fn liveness(
     State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     input: ImageInput,
-) -> Result<Json<LivenessResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let image = input.image;
     let report: LivenessReport = with_engine(&state, engine.clone(), move |e, c| {
@@ -599,10 +725,30 @@ pub async fn liveness(
     for f in &faces {
         report_liveness(&state, &headers, "/v1/liveness", None, &f.liveness);
     }
+    let request_id = request_id(&headers);
+    if !is_admin(caller.as_ref()) {
+        let body = LivenessDecision {
+            faces_detected: report.faces_detected,
+            faces: faces
+                .into_iter()
+                .map(|f| LivenessFaceDecision {
+                    face: f.face,
+                    liveness: LivenessStateOnly {
+                        state: f.liveness.state,
+                        decision: f.liveness.decision,
+                    },
+                })
+                .collect(),
+            request_id,
+        };
+        return Ok(Json(body).into_response());
+    }
     Ok(Json(LivenessResponse {
+        request_id,
         faces_detected: report.faces_detected,
         faces,
         timings_ms: report.timings,
         inference_ms: report.inference,
-    }))
+    })
+    .into_response())
 }

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod score;
 pub mod subjects;
 pub mod ui;
+pub mod whoami;
 
 use std::any::Any;
 use std::time::Instant;
@@ -19,16 +20,18 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use self::error::ApiError;
+use crate::auth::guard::{self, guard};
 use crate::state::SharedState;
 
 /// Route label for requests that matched no route, so unknown paths cannot explode cardinality.
@@ -44,13 +47,20 @@ pub fn router(state: SharedState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/v1/auth/whoami", get(whoami::whoami))
         .route("/v1/score", post(score::score))
         .route("/v1/subjects", post(subjects::create).get(subjects::list))
         .route(
             "/v1/subjects/{id}",
-            get(subjects::get).delete(subjects::delete),
+            get(subjects::get)
+                .patch(subjects::rename)
+                .delete(subjects::delete),
         )
         .route("/v1/subjects/{id}/faces", post(enrol::enrol))
+        .route(
+            "/v1/subjects/{id}/faces/{face_id}",
+            delete(enrol::delete_face),
+        )
         .route("/v1/verify", post(faces::verify))
         .route("/v1/identify", post(faces::identify))
         .route("/v1/liveness", post(faces::liveness))
@@ -59,13 +69,51 @@ pub fn router(state: SharedState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         // 5xx answers are logged where they arise (ApiError::internal), so the trace layer's
         // failure line stays at debug: a 503 while models load is not an error.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(cors(&state.config.cors_origins))
         .with_state(state)
+}
+
+/// The health-and-metrics listener's router (`FACEKEY_METRICS_LISTEN`): probes and Prometheus
+/// only, no keys, no API.
+pub fn operations_router(state: SharedState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+}
+
+/// CORS for the configured origins; none configured: no CORS headers, so browsers allow only
+/// the bundled UI (same origin).
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(guard::API_KEY_HEADER),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::LOCATION,
+            HeaderName::from_static("x-request-id"),
+        ])
 }
 
 /// Unknown routes: a bundled UI file if one matches, else a JSON 404.
@@ -114,7 +162,7 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     let route = match matched {
@@ -128,9 +176,29 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
         .with_label_values(&[&route])
         .observe(elapsed);
     m.http_requests
-        .with_label_values(&[&route, &method, response.status().as_str()])
+        .with_label_values(&[&route, method, response.status().as_str()])
         .inc();
     response
+}
+
+/// The method as a metric label: one of the standard methods, else `other`, so made-up methods
+/// cannot create new series.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|m| *m == method)
+        .map_or("other", |m| m.as_str())
 }
 
 fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {

@@ -1,6 +1,308 @@
-//! Access control of the API: API keys with scopes, read from a keys file, checked on every
-//! route by the route's required scope.
+//! Access control of the API: API keys with scopes, read from a keys file (re-read when it
+//! changes), a per-key request rate limit, and the route → scope table every request is checked
+//! against. Without a keys file the runtime creates one in its data directory with a single
+//! admin key, shown once as a login URL.
 
+pub mod guard;
+pub mod keys;
+pub mod policy;
 pub mod scope;
 
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+pub use keys::{KeyEntry, KeyFileError, KeyRing};
 pub use scope::{Caller, Scope};
+
+use crate::metrics::Metrics;
+
+/// File name of the keys file the runtime creates in its data directory.
+pub const LOCAL_KEYS_FILE: &str = "api-keys";
+
+/// How often the keys file is checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Where the keys came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `FACEKEY_API_KEYS_FILE`.
+    File(PathBuf),
+    /// The file the runtime created in its data directory.
+    Local(PathBuf),
+}
+
+impl KeySource {
+    /// The file either way.
+    pub fn path(&self) -> &Path {
+        match self {
+            KeySource::File(p) | KeySource::Local(p) => p,
+        }
+    }
+}
+
+/// A key created on first start: shown once, never stored.
+#[derive(Debug, Clone)]
+pub struct BootstrapKey {
+    /// The key itself.
+    pub key: String,
+}
+
+/// A request over its key's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// Whole seconds until a request would be allowed again (at least 1).
+    pub retry_after: u64,
+}
+
+/// The keys in force and the rate limiters of the keys that have one.
+pub struct ApiKeys {
+    source: KeySource,
+    ring: RwLock<Arc<KeyRing>>,
+    /// One limiter per key id with a rate; rebuilt when a key's rate changes.
+    limiters: Mutex<HashMap<String, (u64, Arc<DefaultDirectRateLimiter>)>>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeys")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn quota(rps: f64) -> Option<Quota> {
+    let period = Duration::from_secs_f64(1.0 / rps);
+    // A burst of one second's worth of requests (at least one).
+    let burst = NonZeroU32::new(rps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)?;
+    Quota::with_period(period).map(|q| q.allow_burst(burst))
+}
+
+impl ApiKeys {
+    /// Keys from `ring`, read from `source`.
+    pub fn new(source: KeySource, ring: KeyRing) -> Self {
+        Self {
+            source,
+            ring: RwLock::new(Arc::new(ring)),
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Load the configured keys file, or without one the data directory's own keys file,
+    /// creating it with one admin key on first start (returned once, to be shown to the user).
+    pub fn open(
+        keys_file: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<(Self, Option<BootstrapKey>), KeyFileError> {
+        if let Some(path) = keys_file {
+            let ring = KeyRing::from_file(path)?;
+            return Ok((Self::new(KeySource::File(path.to_owned()), ring), None));
+        }
+        let path = data_dir.join(LOCAL_KEYS_FILE);
+        if path.exists() {
+            let ring = KeyRing::from_file(&path)?;
+            return Ok((Self::new(KeySource::Local(path), ring), None));
+        }
+        let key = keys::new_key()?;
+        let line = keys::key_line("admin", &[Scope::Admin].into(), &key, None)?;
+        let io = |source| KeyFileError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        write_private(
+            &path,
+            &format!(
+                "# FaceKey API keys: <key-id>:<scopes>:<sha256 of the key>[:<requests per second>]\n\
+                 # Created on first start; add keys with `facekey-runtime new-api-key`.\n{line}\n"
+            ),
+        )
+        .map_err(io)?;
+        let ring = KeyRing::from_file(&path)?;
+        Ok((
+            Self::new(KeySource::Local(path), ring),
+            Some(BootstrapKey { key }),
+        ))
+    }
+
+    /// Where the keys come from.
+    pub fn source(&self) -> &KeySource {
+        &self.source
+    }
+
+    /// The keys in force now.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Replace the keys in force.
+    pub fn replace(&self, ring: KeyRing) {
+        match self.ring.write() {
+            Ok(mut r) => *r = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+    }
+
+    /// Take one request from `entry`'s rate budget; `Err` with the wait when it is spent.
+    pub fn admit(&self, entry: &KeyEntry) -> Result<(), RateLimited> {
+        let Some(rps) = entry.rps else {
+            return Ok(());
+        };
+        let Some(quota) = quota(rps) else {
+            return Ok(());
+        };
+        let limiter = {
+            let mut map = self
+                .limiters
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let fresh = || Arc::new(RateLimiter::direct(quota));
+            let slot = map
+                .entry(entry.id.clone())
+                .or_insert_with(|| (rps.to_bits(), fresh()));
+            if slot.0 != rps.to_bits() {
+                *slot = (rps.to_bits(), fresh());
+            }
+            slot.1.clone()
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            RateLimited {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+
+    /// Re-read the keys file whenever its contents change, until the task is dropped. A file
+    /// that no longer parses is logged and counted, and the keys in force stay.
+    pub async fn watch(self: Arc<Self>, metrics: Metrics) {
+        let path = self.source.path().to_owned();
+        let mut last = tokio::fs::read(&path).await.ok();
+        loop {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            let now = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if last.is_some() {
+                        tracing::error!(file = %path.display(), error = %e, "API keys file unreadable; the loaded keys stay in force");
+                        metrics
+                            .api_key_reloads
+                            .with_label_values(&["rejected"])
+                            .inc();
+                        last = None;
+                    }
+                    continue;
+                }
+            };
+            if last.as_deref() == Some(now.as_slice()) {
+                continue;
+            }
+            last = Some(now.clone());
+            let parsed = String::from_utf8(now)
+                .map_err(|_| "not UTF-8".to_owned())
+                .and_then(|text| KeyRing::parse(&text, &path).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(ring) => {
+                    let count = ring.entries().len();
+                    self.replace(ring);
+                    metrics.api_keys.set(count as i64);
+                    metrics.api_key_reloads.with_label_values(&["loaded"]).inc();
+                    tracing::info!(file = %path.display(), keys = count, "API keys file changed; keys reloaded");
+                }
+                Err(e) => {
+                    metrics
+                        .api_key_reloads
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    tracing::error!(error = %e, "API keys file changed but is invalid; the loaded keys stay in force");
+                }
+            }
+        }
+    }
+}
+
+/// Write a file readable by its owner only (it holds key hashes).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_start_creates_one_admin_key_and_later_starts_reuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, boot) = ApiKeys::open(None, dir.path()).unwrap();
+        let boot = boot.unwrap();
+        let ring = keys.ring();
+        let admin = ring.authenticate(&boot.key).unwrap();
+        assert_eq!(admin.caller().scopes, [Scope::Admin].into());
+        let stored = std::fs::read_to_string(dir.path().join(LOCAL_KEYS_FILE)).unwrap();
+        assert!(!stored.contains(&boot.key), "only the hash is stored");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(LOCAL_KEYS_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, none) = ApiKeys::open(None, dir.path()).unwrap();
+        assert!(none.is_none(), "the key is shown on first start only");
+        assert!(again.ring().authenticate(&boot.key).is_some());
+    }
+
+    #[test]
+    fn a_configured_file_is_used_and_must_hold_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keys");
+        std::fs::write(&f, "# none\n").unwrap();
+        assert!(matches!(
+            ApiKeys::open(Some(&f), dir.path()),
+            Err(KeyFileError::Empty { .. })
+        ));
+        let missing = dir.path().join("missing");
+        assert!(ApiKeys::open(Some(&missing), dir.path()).is_err());
+        assert!(!dir.path().join(LOCAL_KEYS_FILE).exists());
+    }
+
+    #[test]
+    fn rate_limit_spends_a_burst_then_asks_to_wait() {
+        let key = keys::new_key().unwrap();
+        let line = keys::key_line("slow", &[Scope::Verify].into(), &key, Some(2.0)).unwrap();
+        let ring = KeyRing::parse(&line, Path::new("k")).unwrap();
+        let keys = ApiKeys::new(KeySource::File("k".into()), ring);
+        let entry = keys.ring().authenticate(&key).unwrap().clone();
+        assert!(keys.admit(&entry).is_ok());
+        assert!(keys.admit(&entry).is_ok());
+        let refused = keys.admit(&entry).unwrap_err();
+        assert_eq!(refused.retry_after, 1);
+        let unlimited = keys::key_line("free", &[Scope::Verify].into(), &key, None).unwrap();
+        let ring = KeyRing::parse(&unlimited, Path::new("k")).unwrap();
+        let entry = ring.authenticate(&key).unwrap().clone();
+        for _ in 0..1000 {
+            assert!(keys.admit(&entry).is_ok());
+        }
+    }
+}

@@ -56,19 +56,71 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+/// A keys file with one key per scope set, for servers a test starts: `(file text, keys by id)`.
+/// Ids: `admin`, `verify`, `enrol`, `metrics`, and `slow` (verify at 1 request per second).
+pub fn test_keys() -> (String, std::collections::BTreeMap<String, String>) {
+    use facekey_runtime::auth::Scope;
+    use facekey_runtime::auth::keys::{key_line, new_key};
+    let mut text = String::new();
+    let mut keys = std::collections::BTreeMap::new();
+    for (id, scope, rps) in [
+        ("admin", Scope::Admin, None),
+        ("verify", Scope::Verify, None),
+        ("enrol", Scope::Enrol, None),
+        ("metrics", Scope::Metrics, None),
+        ("slow", Scope::Verify, Some(1.0)),
+    ] {
+        let key = new_key().unwrap();
+        text.push_str(&key_line(id, &[scope].into(), &key, rps).unwrap());
+        text.push('\n');
+        keys.insert(id.to_owned(), key);
+    }
+    (text, keys)
+}
+
+/// A client that sends `key` on every request.
+pub fn keyed_client(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// A runtime serving on a loopback port until [`Running::stop`].
 pub struct Running {
     pub addr: SocketAddr,
     pub data_dir: std::path::PathBuf,
+    /// A client sending the `admin` key.
     pub client: reqwest::Client,
+    /// The keys of the server's keys file by id (see [`test_keys`]); empty when the test
+    /// configured its own keys file.
+    pub keys: std::collections::BTreeMap<String, String>,
     pub stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
 impl Running {
-    /// Bind, serve, and wait until `/readyz` answers 200 (models loaded).
-    pub async fn start(config: Config) -> Self {
+    /// Bind, serve, and wait until `/readyz` answers 200 (models loaded). Unless the config
+    /// names a keys file, the server gets one with [`test_keys`] and `client` sends `admin`.
+    pub async fn start(mut config: Config) -> Self {
         let data_dir = config.data_dir.clone();
+        let mut keys = std::collections::BTreeMap::new();
+        if config.api_keys_file.is_none() {
+            let (text, k) = test_keys();
+            std::fs::create_dir_all(&data_dir).unwrap();
+            let file = data_dir.join("test-api-keys");
+            std::fs::write(&file, text).unwrap();
+            config.api_keys_file = Some(file);
+            keys = k;
+        }
+        let client = keys
+            .get("admin")
+            .map_or_else(reqwest::Client::new, |k| keyed_client(k));
         let server = Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -78,12 +130,18 @@ impl Running {
         let me = Self {
             addr,
             data_dir,
-            client: reqwest::Client::new(),
+            client,
+            keys,
             stop: Some(tx),
             task,
         };
         me.wait_ready().await;
         me
+    }
+
+    /// A client sending the key with id `id` (see [`test_keys`]).
+    pub fn client_for(&self, id: &str) -> reqwest::Client {
+        keyed_client(&self.keys[id])
     }
 
     /// Absolute URL of `path` on this server.

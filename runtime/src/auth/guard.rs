@@ -1,0 +1,236 @@
+//! The access-control middleware: finds the route's required access in the policy table,
+//! authenticates the presented key, checks its scope and rate, hands the [`Caller`] to the
+//! handler, and writes the audit event of audited actions and of every refusal.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::policy::{self, Access};
+use super::scope::{Caller, Scope};
+use crate::api::error::{ApiError, ErrorCode};
+use crate::audit::{self, AuditDetail, AuditEvent};
+use crate::config::MetricsAuth;
+use crate::state::SharedState;
+
+/// Header carrying a key for clients that cannot set `Authorization`.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No key presented.
+    MissingKey,
+    /// A key that matches none in force, or a malformed `Authorization` header.
+    InvalidKey,
+    /// A valid key without the route's scope.
+    Forbidden {
+        /// The key's id.
+        key_id: String,
+        /// The scope the route needs.
+        needs: Scope,
+    },
+    /// A valid key over its request rate.
+    RateLimited {
+        /// The key's id.
+        key_id: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+}
+
+impl Refusal {
+    /// The metric label and audit error code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::MissingKey => "missing_key",
+            Refusal::InvalidKey => "invalid_key",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    fn key_id(&self) -> Option<String> {
+        match self {
+            Refusal::MissingKey | Refusal::InvalidKey => None,
+            Refusal::Forbidden { key_id, .. } | Refusal::RateLimited { key_id, .. } => {
+                Some(key_id.clone())
+            }
+        }
+    }
+
+    fn into_error(self) -> ApiError {
+        match self {
+            Refusal::MissingKey => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            ),
+            Refusal::InvalidKey => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the API key is not valid (unknown, revoked, or a malformed Authorization header)",
+            ),
+            Refusal::Forbidden { key_id, needs } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("key {key_id:?} lacks the `{needs}` scope this route needs"),
+            ),
+            Refusal::RateLimited {
+                key_id,
+                retry_after,
+            } => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("key {key_id:?} is over its request rate; retry in {retry_after} s"),
+                );
+                e.retry_after = Some(retry_after);
+                e
+            }
+        }
+    }
+}
+
+/// The key a request presents: `Authorization: Bearer <key>`, else `X-API-Key`. `Err` for an
+/// `Authorization` header that is not a Bearer token.
+pub fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| Refusal::InvalidKey)?;
+        let (scheme, token) = value.split_once(' ').ok_or(Refusal::InvalidKey)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(Refusal::InvalidKey);
+        }
+        return Ok(Some(token.trim()));
+    }
+    match headers.get(API_KEY_HEADER) {
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| Refusal::InvalidKey),
+        None => Ok(None),
+    }
+}
+
+/// Decide a request: `Ok(None)` for open access, `Ok(Some(caller))` for an authorised key.
+pub fn authorize(
+    state: &SharedState,
+    access: Access,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, Refusal> {
+    let needs = match access {
+        Access::Open => return Ok(None),
+        Access::Metrics if state.config.metrics_auth == MetricsAuth::Open => return Ok(None),
+        Access::Metrics => Some(Scope::Metrics),
+        Access::AnyKey => None,
+        Access::Scope(scope) => Some(scope),
+    };
+    let key = presented_key(headers)?.ok_or(Refusal::MissingKey)?;
+    let ring = state.api_keys.ring();
+    let entry = ring.authenticate(key).ok_or(Refusal::InvalidKey)?;
+    let caller = entry.caller();
+    if let Some(needs) = needs
+        && !caller.has(needs)
+    {
+        return Err(Refusal::Forbidden {
+            key_id: caller.key_id,
+            needs,
+        });
+    }
+    state
+        .api_keys
+        .admit(entry)
+        .map_err(|limited| Refusal::RateLimited {
+            key_id: caller.key_id.clone(),
+            retry_after: limited.retry_after,
+        })?;
+    Ok(Some(caller))
+}
+
+/// The middleware (applied with `Router::layer`, so the matched route is known).
+pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let access = policy::required(&method, route.as_deref());
+    if access == Access::Open {
+        return next.run(req).await;
+    }
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (mut parts, body) = req.into_parts();
+    let params =
+        <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())
+            .await
+            .ok();
+    let param = |name: &str| {
+        params.as_ref().and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        })
+    };
+    let (path_subject, path_face) = (param("id"), param("face_id"));
+    let mut req = Request::from_parts(parts, body);
+    let route_label = route.clone().unwrap_or_default();
+
+    let (key_id, response, action) = match authorize(&state, access, req.headers()) {
+        Ok(caller) => {
+            let key_id = caller.as_ref().map(|c| c.key_id.clone());
+            if let Some(c) = caller {
+                req.extensions_mut().insert(c);
+            }
+            let response = next.run(req).await;
+            (key_id, response, audit::action(&method, &route_label))
+        }
+        Err(refusal) => {
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&[&route_label, refusal.reason()])
+                .inc();
+            tracing::info!(
+                target: "facekey::security",
+                route = %route_label,
+                reason = refusal.reason(),
+                key_id = refusal.key_id().as_deref().unwrap_or("-"),
+                client = client.map(|c| c.to_string()).as_deref().unwrap_or("-"),
+                "request refused"
+            );
+            let key_id = refusal.key_id();
+            let unauthorized = matches!(refusal, Refusal::MissingKey | Refusal::InvalidKey);
+            let mut response = refusal.into_error().into_response();
+            if unauthorized {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"facekey\""),
+                );
+            }
+            (key_id, response, Some(audit::DENIED))
+        }
+    };
+    if let Some(action) = action {
+        let mut event = AuditEvent::new(action, &method, &route_label, response.status().as_u16())
+            .client(client)
+            .detail(response.extensions().get::<AuditDetail>());
+        event.key_id = key_id;
+        event.request_id = request_id;
+        event.subject = event.subject.or(path_subject);
+        event.face = event.face.or(path_face);
+        event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
+        state.audit.record(&event);
+    }
+    response
+}

@@ -1,0 +1,305 @@
+//! API keys: the keys file format, key generation, and authentication of a presented key.
+//!
+//! A keys file holds one line per key, `<key-id>:<scope,scope…>:<hex SHA-256 of the key>` with
+//! an optional fourth field `:<requests per second>`. Blank lines and `#` comments are ignored.
+//! Only hashes are stored; a presented key is hashed and compared with every entry in constant
+//! time, so neither the file nor the timing reveals a key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::scope::{Caller, Scope};
+
+/// Prefix of generated keys, so leaked keys are recognisable by secret scanners.
+pub const KEY_PREFIX: &str = "fk_";
+
+/// Why a keys file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("API keys file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is malformed.
+    #[error("API keys file {path} line {line}: {problem}")]
+    Line {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong (never the line itself, which holds a hash).
+        problem: String,
+    },
+    /// The file holds no key: nobody could call the API.
+    #[error("API keys file {path} holds no key")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+    /// Arguments of `new-api-key` are invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One key of the keys file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyEntry {
+    /// The key's id (logs, metrics and audit events name keys by it).
+    pub id: String,
+    /// Its scopes.
+    pub scopes: BTreeSet<Scope>,
+    /// SHA-256 of the key.
+    hash: [u8; 32],
+    /// Request rate limit, requests per second; `None` is unlimited.
+    pub rps: Option<f64>,
+}
+
+impl KeyEntry {
+    /// The caller this key authenticates.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            key_id: self.id.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+}
+
+/// The parsed keys file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyRing {
+    entries: Vec<KeyEntry>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Parse a comma-separated scope list; every name must be known and the list non-empty.
+pub fn parse_scopes(list: &str) -> Result<BTreeSet<Scope>, String> {
+    let mut scopes = BTreeSet::new();
+    for name in list.split(',').map(str::trim) {
+        let scope = Scope::parse(name).ok_or_else(|| {
+            format!("unknown scope {name:?} (known: verify, enrol, admin, metrics)")
+        })?;
+        scopes.insert(scope);
+    }
+    if scopes.is_empty() {
+        return Err("a key needs at least one scope".into());
+    }
+    Ok(scopes)
+}
+
+fn parse_rps(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "the rate limit must be a positive number of requests per second, got {s:?}"
+        )),
+    }
+}
+
+impl KeyRing {
+    /// Parse a keys file's text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, KeyFileError> {
+        let shown = path.display().to_string();
+        let mut entries: Vec<KeyEntry> = Vec::new();
+        let mut ids = BTreeMap::new();
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |problem: String| KeyFileError::Line {
+                path: shown.clone(),
+                line: n + 1,
+                problem,
+            };
+            let fields: Vec<&str> = line.split(':').collect();
+            if !(3..=4).contains(&fields.len()) {
+                return Err(err(format!(
+                    "expected <key-id>:<scopes>:<sha256 hex>[:<requests per second>], got {} \
+                     field(s)",
+                    fields.len()
+                )));
+            }
+            let id = fields[0].trim();
+            if !valid_id(id) {
+                return Err(err(
+                    "the key id must be 1-64 letters, digits, '-', '_' or '.'".into(),
+                ));
+            }
+            if ids.insert(id.to_owned(), n + 1).is_some() {
+                return Err(err(format!("key id {id:?} appears twice")));
+            }
+            let scopes = parse_scopes(fields[1]).map_err(err)?;
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(fields[2].trim(), &mut hash).map_err(|_| {
+                err("the hash must be 64 hex digits (SHA-256 of the key)".to_owned())
+            })?;
+            let rps = fields
+                .get(3)
+                .map(|s| parse_rps(s))
+                .transpose()
+                .map_err(err)?;
+            entries.push(KeyEntry {
+                id: id.to_owned(),
+                scopes,
+                hash,
+                rps,
+            });
+        }
+        if entries.is_empty() {
+            return Err(KeyFileError::Empty { path: shown });
+        }
+        Ok(Self { entries })
+    }
+
+    /// Read and parse a keys file.
+    pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The entry whose hash equals the presented key's. Every entry is compared, in constant
+    /// time, whatever matches, so the time taken does not tell which or whether one did.
+    pub fn authenticate(&self, presented: &str) -> Option<&KeyEntry> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for entry in &self.entries {
+            if bool::from(entry.hash.ct_eq(&digest)) {
+                found = Some(entry);
+            }
+        }
+        found
+    }
+
+    /// The keys, for logs (ids and scopes only).
+    pub fn entries(&self) -> &[KeyEntry] {
+        &self.entries
+    }
+}
+
+/// A new random key: [`KEY_PREFIX`] and 32 random bytes in URL-safe base64 (43 characters).
+pub fn new_key() -> Result<String, KeyFileError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| KeyFileError::Invalid(format!("no randomness for a new key: {e}")))?;
+    Ok(format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// The keys-file line for `key`: `<id>:<scopes>:<sha256 hex>[:<rps>]`.
+pub fn key_line(
+    id: &str,
+    scopes: &BTreeSet<Scope>,
+    key: &str,
+    rps: Option<f64>,
+) -> Result<String, KeyFileError> {
+    if !valid_id(id) {
+        return Err(KeyFileError::Invalid(format!(
+            "key id {id:?}: use 1-64 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    if scopes.is_empty() {
+        return Err(KeyFileError::Invalid(
+            "a key needs at least one scope".into(),
+        ));
+    }
+    let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let hash = hex::encode(Sha256::digest(key.as_bytes()));
+    let mut line = format!("{id}:{}:{hash}", scopes.join(","));
+    if let Some(rps) = rps {
+        parse_rps(&rps.to_string()).map_err(KeyFileError::Invalid)?;
+        line.push_str(&format!(":{rps}"));
+    }
+    Ok(line)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ring(text: &str) -> Result<KeyRing, KeyFileError> {
+        KeyRing::parse(text, Path::new("keys"))
+    }
+
+    #[test]
+    fn generated_keys_authenticate_through_their_line() {
+        let key = new_key().unwrap();
+        assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 43);
+        assert_ne!(key, new_key().unwrap());
+        let line = key_line("app", &[Scope::Verify].into(), &key, Some(2.5)).unwrap();
+        assert!(
+            !line.contains(&key[KEY_PREFIX.len()..]),
+            "the line holds only the hash"
+        );
+        let other = new_key().unwrap();
+        let text = format!(
+            "# comment\n\n{line}\n{}\n",
+            key_line("ops", &[Scope::Admin, Scope::Metrics].into(), &other, None).unwrap()
+        );
+        let r = ring(&text).unwrap();
+        let e = r.authenticate(&key).unwrap();
+        assert_eq!((e.id.as_str(), e.rps), ("app", Some(2.5)));
+        assert_eq!(e.scopes, [Scope::Verify].into());
+        assert_eq!(r.authenticate(&other).unwrap().id, "ops");
+        assert!(r.authenticate("fk_wrong").is_none());
+        assert!(r.authenticate("").is_none());
+        // A hash presented as the key does not authenticate.
+        let hash = line.split(':').nth(2).unwrap();
+        assert!(r.authenticate(hash).is_none());
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_their_number() {
+        let h = "a".repeat(64);
+        for (text, needle) in [
+            (format!("x:verify:{h}:1:2"), "field"),
+            (format!("x:verify"), "field"),
+            (format!("bad id:verify:{h}"), "key id"),
+            (format!("x:root:{h}"), "unknown scope"),
+            (format!("x::{h}"), "unknown scope"),
+            ("x:verify:abc".to_owned(), "64 hex"),
+            (format!("x:verify:{h}:0"), "rate limit"),
+            (format!("x:verify:{h}:-1"), "rate limit"),
+            (format!("x:verify:{h}\nx:admin:{h}"), "twice"),
+        ] {
+            let e = ring(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(e.contains("line"), "{e}");
+            assert!(!e.contains(&h), "errors never echo hashes: {e}");
+        }
+        assert!(matches!(
+            ring("# only a comment\n"),
+            Err(KeyFileError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn key_line_refuses_bad_arguments() {
+        assert!(key_line("a b", &[Scope::Verify].into(), "k", None).is_err());
+        assert!(key_line("a", &BTreeSet::new(), "k", None).is_err());
+        assert!(key_line("a", &[Scope::Verify].into(), "k", Some(0.0)).is_err());
+        assert!(parse_scopes("verify, enrol").is_ok());
+        assert!(parse_scopes("verify,,enrol").is_err());
+    }
+}

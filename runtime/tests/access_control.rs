@@ -1,0 +1,584 @@
+//! Access control against a real server: every route × {no key, wrong key, each scope}, the
+//! unauthenticated account takeover, answers shaped by scope, per-key rate limits, key rotation
+//! without restart, the audit trail, keyed metrics, the health-and-metrics listener and CORS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Running, keyed_client, send_json, test_keys};
+use facekey_runtime::auth::policy::{Access, ROUTES};
+use facekey_runtime::auth::{Scope, keys};
+use facekey_runtime::config::{Config, MetricsAuth};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn face(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/faces")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn image_form(subject: Option<&str>) -> Form {
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut_640x480.jpg")).file_name("p.jpg"),
+    );
+    match subject {
+        Some(s) => form.text("subject", s.to_owned()),
+        None => form,
+    }
+}
+
+async fn create_subject(s: &Running, name: &str) -> String {
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/subjects"))
+            .json(&json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn enrol(s: &Running, client: &reqwest::Client, id: &str) -> (StatusCode, Value) {
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("a.png"),
+    );
+    send_json(
+        client
+            .post(s.url(&format!("/v1/subjects/{id}/faces")))
+            .multipart(form),
+    )
+    .await
+}
+
+/// A request for `route` with a body its handler accepts far enough to get past access control.
+fn request(
+    client: &reqwest::Client,
+    s: &Running,
+    method: &Method,
+    route: &str,
+    subject: &str,
+) -> reqwest::RequestBuilder {
+    let path = route
+        .replace("{id}", subject)
+        .replace("{face_id}", "no-such-face");
+    let r = client.request(method.clone(), s.url(&path));
+    match route {
+        "/v1/score" => r.json(&json!({ "features": [1, 0.5, -1] })),
+        "/v1/subjects" if method == Method::POST => r.json(&json!({ "name": "Matrix" })),
+        "/v1/subjects/{id}" if method == Method::PATCH => r.json(&json!({ "name": "Renamed" })),
+        "/v1/verify" => r.multipart(image_form(Some(subject))),
+        "/v1/identify" | "/v1/liveness" | "/v1/subjects/{id}/faces" => {
+            r.multipart(image_form(None))
+        }
+        _ => r,
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_each_key_as_its_scope_says() {
+    let s = Running::start(Config::for_tests()).await;
+    let subject = create_subject(&s, "Matrix subject").await;
+    let wrong = keyed_client(&keys::new_key().unwrap());
+    let anonymous = reqwest::Client::new();
+    // The scope sets of the test keys.
+    let scoped = [
+        ("verify", Scope::Verify),
+        ("enrol", Scope::Enrol),
+        ("metrics", Scope::Metrics),
+        ("admin", Scope::Admin),
+    ];
+    let mut checked = 0;
+    for (method, route, access) in ROUTES {
+        // Deleting the subject would change later rows; it is last in the table's order anyway,
+        // but use a throwaway subject for it.
+        let target = if *method == Method::DELETE && *route == "/v1/subjects/{id}" {
+            create_subject(&s, "Throwaway").await
+        } else {
+            subject.clone()
+        };
+        for (who, client) in [("no key", &anonymous), ("wrong key", &wrong)] {
+            let r = request(client, &s, method, route, &target)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let www = r.headers().get("www-authenticate").cloned();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            match access {
+                Access::Open | Access::Metrics => assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {route} {who}: {status} {v}"
+                ),
+                Access::AnyKey | Access::Scope(_) => {
+                    assert_eq!(
+                        status,
+                        StatusCode::UNAUTHORIZED,
+                        "{method} {route} {who}: {v}"
+                    );
+                    assert_eq!(v["error"]["code"], "unauthorized", "{v}");
+                    assert!(www.is_some(), "401 without WWW-Authenticate");
+                }
+            }
+            checked += 1;
+        }
+        for (id, scope) in scoped {
+            let client = s.client_for(id);
+            let target = if *method == Method::DELETE && *route == "/v1/subjects/{id}" {
+                create_subject(&s, "Throwaway").await
+            } else {
+                target.clone()
+            };
+            let (status, v) = send_json(request(&client, &s, method, route, &target)).await;
+            let allowed = match access {
+                Access::Open | Access::Metrics | Access::AnyKey => true,
+                Access::Scope(needed) => scope == *needed || scope == Scope::Admin,
+            };
+            if allowed {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {route} with {id}: {status} {v}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {route} with {id}: {v}"
+                );
+                assert_eq!(v["error"]["code"], "forbidden");
+                let Access::Scope(needed) = access else {
+                    unreachable!()
+                };
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains(needed.as_str()),
+                    "{v}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, ROUTES.len() * 6);
+    // The OpenAPI document declares the scheme, and each keyed route its scope.
+    let (_, doc) = send_json(reqwest::Client::new().get(s.url("/openapi.json"))).await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    for (method, route, access) in ROUTES {
+        let op = &doc["paths"][route][method.as_str().to_ascii_lowercase()];
+        if op.is_null() {
+            continue;
+        }
+        match access {
+            Access::Scope(scope) => assert_eq!(
+                op["security"][0]["api_key"][0],
+                scope.as_str(),
+                "{method} {route}: {op}"
+            ),
+            Access::AnyKey => assert!(op["security"][0]["api_key"].is_array(), "{route}"),
+            Access::Open | Access::Metrics => {}
+        }
+    }
+    // Refusals are counted by route and reason.
+    let metrics = s.metrics().await;
+    for needle in [
+        r#"facekey_auth_failures_total{reason="missing_key",route="/v1/verify"}"#,
+        r#"facekey_auth_failures_total{reason="invalid_key",route="/v1/subjects"}"#,
+        r#"facekey_auth_failures_total{reason="forbidden",route="/v1/subjects/{id}"}"#,
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_unauthenticated_takeover_fails_at_the_first_call() {
+    let s = Running::start(Config::for_tests()).await;
+    let victim = create_subject(&s, "Victim").await;
+    let (status, v) = enrol(&s, &s.client, &victim).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let attacker = reqwest::Client::new();
+    // 1. List subjects to find a victim.
+    let (status, _) = send_json(attacker.get(s.url("/v1/subjects"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // 2. Enrol the attacker's face for the victim.
+    let (status, _) = enrol(&s, &attacker, &victim).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // 3. Verify as the victim.
+    let (status, _) = send_json(
+        attacker
+            .post(s.url("/v1/verify"))
+            .multipart(image_form(Some(&victim))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An application's verify key cannot enrol or list either.
+    let app = s.client_for("verify");
+    assert_eq!(enrol(&s, &app, &victim).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send_json(app.get(s.url("/v1/subjects"))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, detail) = send_json(s.client.get(s.url(&format!("/v1/subjects/{victim}")))).await;
+    assert_eq!(detail["faces"], 1, "nothing was added: {detail}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn answers_without_admin_carry_the_decision_only() {
+    let s = Running::start(Config::for_tests()).await;
+    let id = create_subject(&s, "Eileen Collins").await;
+    let (status, v) = enrol(&s, &s.client, &id).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    let verify = |client: reqwest::Client| {
+        let url = s.url("/v1/verify");
+        let form = image_form(Some(&id)).text("include_layers", "true");
+        async move { send_json(client.post(url).multipart(form)).await }
+    };
+    let (status, v) = verify(s.client_for("verify")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        fields,
+        ["decision", "reasons", "request_id", "subject"],
+        "{v}"
+    );
+    assert!(v["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    let (status, full) = verify(s.client.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{full}");
+    for key in [
+        "match",
+        "liveness",
+        "probability",
+        "features",
+        "layers",
+        "timings_ms",
+    ] {
+        assert!(!full[key].is_null(), "admin answer lacks {key}: {full}");
+    }
+    assert_eq!(full["decision"], v["decision"]);
+
+    let identify = |client: reqwest::Client| {
+        let url = s.url("/v1/identify");
+        async move { send_json(client.post(url).multipart(image_form(None))).await }
+    };
+    let (status, v) = identify(s.client_for("verify")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let candidate = &v["candidates"][0];
+    assert_eq!(candidate["subject"]["id"], id.as_str(), "{v}");
+    assert_eq!(candidate.as_object().unwrap().len(), 1, "no scores: {v}");
+    assert!(v.get("liveness").is_none() && v.get("templates_searched").is_none());
+    let (_, full) = identify(s.client.clone()).await;
+    assert!(full["candidates"][0]["similarity"].is_number(), "{full}");
+
+    let (status, v) = send_json(
+        s.client_for("verify")
+            .post(s.url("/v1/liveness"))
+            .multipart(image_form(None)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let liveness = &v["faces"][0]["liveness"];
+    assert!(liveness["state"].is_string() && liveness["decision"].is_string());
+    assert!(
+        liveness.get("score").is_none() && liveness.get("models").is_none(),
+        "{v}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_with_retry_after() {
+    let s = Running::start(Config::for_tests()).await;
+    let slow = s.client_for("slow");
+    let score = || {
+        slow.post(s.url("/v1/score"))
+            .json(&json!({ "features": [1, 0.5, -1] }))
+            .send()
+    };
+    assert_eq!(score().await.unwrap().status(), StatusCode::OK);
+    let limited = score().await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let v: Value = limited.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited");
+    // Other keys are not slowed by it.
+    for _ in 0..5 {
+        let (status, _) = send_json(
+            s.client_for("verify")
+                .post(s.url("/v1/score"))
+                .json(&json!({ "features": [1, 0.5, -1] })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(score().await.unwrap().status(), StatusCode::OK);
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"facekey_auth_failures_total{reason="rate_limited",route="/v1/score"} 1"#)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_keys_file_applies_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys");
+    let (old_text, old) = test_keys();
+    std::fs::write(&file, &old_text).unwrap();
+    let mut config = Config::for_tests();
+    config.api_keys_file = Some(file.clone());
+    let s = Running::start(config).await;
+    let whoami = |key: String| {
+        let url = s.url("/v1/auth/whoami");
+        async move { send_json(keyed_client(&key).get(url)).await }
+    };
+    let (status, v) = whoami(old["verify"].clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({ "key_id": "verify", "scopes": ["verify"], "rps": null })
+    );
+
+    // An invalid file is refused and the old keys stay in force.
+    std::fs::write(&file, "broken line\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s
+        .metrics()
+        .await
+        .contains(r#"facekey_api_key_reloads_total{result="rejected"} 1"#)
+    {
+        assert!(Instant::now() < deadline, "invalid file not noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(whoami(old["verify"].clone()).await.0, StatusCode::OK);
+
+    // Rotation: new keys work, the old ones stop, with no restart.
+    let (new_text, new) = test_keys();
+    std::fs::write(&file, &new_text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while whoami(new["verify"].clone()).await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "new keys never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        whoami(old["verify"].clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(s.metrics().await.contains("facekey_api_keys 5"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn audit_trail_records_each_action_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let mut config = Config::for_tests();
+    config.audit_log = log.display().to_string();
+    let s = Running::start(config).await;
+    let id = create_subject(&s, "Audited").await;
+    let (status, enrolled) = enrol(&s, &s.client, &id).await;
+    assert_eq!(status, StatusCode::CREATED, "{enrolled}");
+    let (status, _) = send_json(
+        s.client_for("verify")
+            .post(s.url("/v1/verify"))
+            .multipart(image_form(Some(&id))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    send_json(
+        s.client_for("verify")
+            .post(s.url("/v1/identify"))
+            .multipart(image_form(None)),
+    )
+    .await;
+    let (status, _) = send_json(reqwest::Client::new().get(s.url("/v1/subjects"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send_json(s.client.delete(s.url(&format!("/v1/subjects/{id}")))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    for key in s.keys.values() {
+        assert!(!text.contains(key.as_str()), "a key in the audit log");
+    }
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |action: &str| {
+        events
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} event in {events:?}"))
+    };
+    let created = find("subject.create");
+    assert_eq!(
+        (created["key_id"].as_str(), created["status"].as_u64()),
+        (Some("admin"), Some(201))
+    );
+    let enrol_event = find("face.enrol");
+    assert_eq!(enrol_event["subject"], id.as_str());
+    let verify = find("verify");
+    assert_eq!(verify["key_id"], "verify");
+    assert_eq!(verify["subject"], id.as_str());
+    assert!(verify["decision"].is_string());
+    assert!(verify["request_id"].is_string());
+    assert!(verify["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(find("identify")["decision"].is_string());
+    let denied = find("auth.denied");
+    assert_eq!(
+        (
+            denied["route"].as_str(),
+            denied["status"].as_u64(),
+            denied["error"].as_str()
+        ),
+        (Some("/v1/subjects"), Some(401), Some("unauthorized"))
+    );
+    assert!(denied.get("key_id").is_none());
+    assert_eq!(find("subject.delete")["subject"], id.as_str());
+    for e in &events {
+        for field in ["image", "embedding", "template"] {
+            assert!(e.get(field).is_none(), "{e}");
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn keyed_metrics_and_the_operations_listener() {
+    let mut config = Config::for_tests();
+    config.metrics_auth = MetricsAuth::Key;
+    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.cors_origins = vec!["https://app.example".into()];
+    let data_dir = config.data_dir.clone();
+    let (text, keys) = test_keys();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("k"), text).unwrap();
+    config.api_keys_file = Some(data_dir.join("k"));
+    let server = facekey_runtime::server::Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let ops = server.metrics_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    let anonymous = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while anonymous
+        .get(format!("http://{ops}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != StatusCode::OK)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let get = |client: &reqwest::Client, url: String| {
+        let r = client.get(url).send();
+        async move { r.await.unwrap().status() }
+    };
+    assert_eq!(
+        get(&anonymous, format!("http://{addr}/metrics")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(
+            &keyed_client(&keys["verify"]),
+            format!("http://{addr}/metrics")
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(
+            &keyed_client(&keys["metrics"]),
+            format!("http://{addr}/metrics")
+        )
+        .await,
+        StatusCode::OK
+    );
+    // The operations listener: probes and metrics without keys, no API.
+    assert_eq!(
+        get(&anonymous, format!("http://{ops}/metrics")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&anonymous, format!("http://{ops}/healthz")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&anonymous, format!("http://{ops}/v1/subjects")).await,
+        StatusCode::NOT_FOUND
+    );
+    // CORS: the configured origin may call, others get no CORS grant.
+    let preflight = |origin: &'static str| {
+        anonymous
+            .request(Method::OPTIONS, format!("http://{addr}/v1/verify"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let ok = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // Made-up methods do not create metric series.
+    let odd = Method::from_bytes(b"BREW").unwrap();
+    anonymous
+        .request(odd, format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let text = keyed_client(&keys["metrics"])
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("BREW"));
+    assert!(text.contains(r#"method="other""#));
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[tokio::test]
+async fn unsafe_settings_refuse_to_start_unless_allowed() {
+    let mut config = Config::for_tests();
+    config.match_threshold = 0.3;
+    let err = match facekey_runtime::server::Server::bind(config.clone()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started with an unsafe match threshold"),
+    };
+    assert!(
+        err.contains("FACEKEY_MATCH_THRESHOLD") && err.contains("--allow-insecure"),
+        "{err}"
+    );
+    config.allow_insecure = true;
+    assert!(facekey_runtime::server::Server::bind(config).await.is_ok());
+}
