@@ -28,17 +28,32 @@ wait_http() {
   done
 }
 
-# start_runtime [ARGS...]: start the runtime on a free loopback port; sets RUNTIME_URL.
+# new_admin_key FILE: create an admin API key with the runtime's own command, append its line to
+# FILE and export it as FACEKEY_API_KEY (what the test scripts and the UI e2e send).
+new_admin_key() {
+  local out
+  out=$("$FACEKEY_RUNTIME_BIN" new-api-key tests --scopes admin 2>/dev/null)
+  FACEKEY_API_KEY=$(sed -n 1p <<<"$out")
+  sed -n 2p <<<"$out" >>"$1"
+  export FACEKEY_API_KEY
+}
+
+# start_runtime [ARGS...]: start the runtime on a free loopback port with a keys file holding an
+# admin key (FACEKEY_API_KEY; AUTH is its curl header); sets RUNTIME_URL.
 start_runtime() {
   local port dir
   port=$(free_port)
   dir=$(mktemp -d)
   CLEANUP_DIRS+=("$dir")
-  FACEKEY_DATA_DIR="$dir/data" "$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$port" --log warn "$@" \
+  new_admin_key "$dir/api-keys"
+  AUTH="authorization: Bearer $FACEKEY_API_KEY"
+  FACEKEY_DATA_DIR="$dir/data" FACEKEY_AUDIT_LOG="$dir/audit.log" "$FACEKEY_RUNTIME_BIN" \
+    --listen "127.0.0.1:$port" --api-keys-file "$dir/api-keys" --log warn "$@" \
     >"$dir/runtime.log" 2>&1 &
   CLEANUP_PIDS+=("$!")
   RUNTIME_URL="http://127.0.0.1:$port"
   RUNTIME_LOG="$dir/runtime.log"
+  RUNTIME_AUDIT_LOG="$dir/audit.log"
   if ! wait_http "$RUNTIME_URL/readyz" 120; then
     cat "$RUNTIME_LOG" >&2
     return 1

@@ -582,3 +582,49 @@ async fn unsafe_settings_refuse_to_start_unless_allowed() {
     config.allow_insecure = true;
     assert!(facekey_runtime::server::Server::bind(config).await.is_ok());
 }
+
+#[tokio::test]
+async fn repeated_failures_lock_the_subject_until_the_lock_expires() {
+    let mut config = Config::for_tests();
+    config.lockout_attempts = 3;
+    config.lockout_secs = 2;
+    let s = Running::start(config).await;
+    let id = create_subject(&s, "Eileen Collins").await;
+    let (status, v) = enrol(&s, &s.client, &id).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let app = s.client_for("verify");
+    let verify = |image: &'static str| {
+        let form = Form::new()
+            .text("subject", id.clone())
+            .part("image", Part::bytes(face(image)).file_name("p.png"));
+        let request = app.post(s.url("/v1/verify")).multipart(form);
+        async move {
+            let r = request.send().await.unwrap();
+            let retry = r.headers().get("retry-after").cloned();
+            (r.status(), retry, r.json::<Value>().await.unwrap())
+        }
+    };
+    // An impostor fails three times; the third locks the subject.
+    for i in 0..3 {
+        let (status, _, v) = verify("Tom_Hanks_54745.png").await;
+        assert_eq!(status, StatusCode::OK, "attempt {i}: {v}");
+        assert_eq!(v["decision"], "reject", "{v}");
+    }
+    // Locked: even the genuine face is refused, without model work, with Retry-After.
+    let (status, retry, v) = verify("astronaut.png").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "subject_locked");
+    let retry: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert!(
+        s.metrics()
+            .await
+            .contains("facekey_subject_lockouts_total 1")
+    );
+    // After the lock period the genuine face verifies again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, _, v) = verify("astronaut.png").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"], "accept", "{v}");
+    s.stop().await;
+}

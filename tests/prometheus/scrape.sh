@@ -6,10 +6,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 start_runtime
 for i in 1 2 3; do
-  curl -fsS -H 'content-type: application/json' -d '{"features":[1,0.5,-1]}' "$RUNTIME_URL/v1/score" >/dev/null
+  curl -fsS -H "$AUTH" -H 'content-type: application/json' -d '{"features":[1,0.5,-1]}' "$RUNTIME_URL/v1/score" >/dev/null
 done
-curl -fsS -H 'content-type: application/json' -d '{"features":[-3,-3,-3]}' "$RUNTIME_URL/v1/score" >/dev/null
-curl -sS -o /dev/null -H 'content-type: application/json' -d '{"features":[1]}' "$RUNTIME_URL/v1/score"
+curl -fsS -H "$AUTH" -H 'content-type: application/json' -d '{"features":[-3,-3,-3]}' "$RUNTIME_URL/v1/score" >/dev/null
+curl -sS -o /dev/null -H "$AUTH" -H 'content-type: application/json' -d '{"features":[1]}' "$RUNTIME_URL/v1/score"
+# A refused request, so the access-control series are exposed too.
+curl -sS -o /dev/null -H 'content-type: application/json' -d '{"features":[1,0.5,-1]}' "$RUNTIME_URL/v1/score"
 
 echo "promtool check metrics"
 curl -fsS "$RUNTIME_URL/metrics" | promtool check metrics

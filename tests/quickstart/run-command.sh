@@ -19,6 +19,11 @@ runtime_pid=$(pgrep -f -- "--listen 127.0.0.1:$port" | head -n 1 || true)
 curl -fsS "$url/" | grep -q '<div id="root">' || { echo "FAIL: / is not the bundled UI" >&2; exit 1; }
 curl -fsS "$url/metrics" | grep -q 'facekey_model_info{kind="embedding",model="dlib_resnet"} 1' ||
   { echo "FAIL: models not reported loaded" >&2; exit 1; }
-curl -fsS -H 'content-type: application/json' -d '{"features":[1,0.5,-1]}' "$url/v1/score" |
-  grep -q '"decision":"accept"' || { echo "FAIL: /v1/score" >&2; exit 1; }
-echo "quickstart: scripts/run.sh serves the UI, the models and the API"
+# First start: an admin key is created and shown once as a login URL; the API needs it.
+key=$(grep -o "$url/#key=fk_[A-Za-z0-9_-]*" "$work/run.log" | head -n 1 | sed 's/.*#key=//')
+[ -n "$key" ] || { echo "FAIL: no login URL in the start-up output" >&2; cat "$work/run.log" >&2; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d '{"features":[1,0.5,-1]}' "$url/v1/score")
+[ "$code" = 401 ] || { echo "FAIL: /v1/score without a key answered $code, not 401" >&2; exit 1; }
+curl -fsS -H "authorization: Bearer $key" -H 'content-type: application/json' -d '{"features":[1,0.5,-1]}' "$url/v1/score" |
+  grep -q '"decision":"accept"' || { echo "FAIL: /v1/score with the login key" >&2; exit 1; }
+echo "quickstart: scripts/run.sh serves the UI, the models and the API (keyed by its login URL)"

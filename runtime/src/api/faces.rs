@@ -303,6 +303,8 @@ pub async fn verify(
     let subject = input.required("subject")?.trim().to_string();
     let include_layers = parse_flag(&input, "include_layers")?;
     let templates = subject_embeddings(&state, &subject)?;
+    // A locked subject is refused before any model work.
+    state.lockouts.check(&subject).await?;
     let image = input.image;
     let analysis: FaceAnalysis = with_engine(&state, engine.clone(), move |e, c| {
         e.vision.analyze(&image, AnalyzeOptions::FULL, c)
@@ -342,6 +344,15 @@ pub async fn verify(
     );
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
+    // Count the attempt: failures towards the subject's lockout (a ledger that cannot count
+    // fails the request, so failures are never lost), a success clears them.
+    if outcome.decision == Decision::Accept {
+        if let Err(e) = state.lockouts.record_success(&subject).await {
+            tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
+        }
+    } else {
+        state.lockouts.record_failure(&subject).await?;
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let detail = AuditDetail {
         subject: Some(subject.clone()),
