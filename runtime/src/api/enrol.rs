@@ -1,19 +1,41 @@
-//! Enrolment of faces: detect the one face of an image and store its embedding (never the
-//! image) as a new template of a subject.
+//! Faces of a subject: enrol one (detect the one face of an image and store its embedding, never
+//! the image, as a new template) behind the enrolment gates, and delete one.
+//!
+//! The gates, in order, each a 4xx before anything is stored: the subject exists and has room
+//! (`FACEKEY_MAX_FACES_PER_SUBJECT`); the image holds exactly one face, whatever
+//! `FACEKEY_MULTI_FACE` says (verification may pick the largest face of a crowd, an enrolment
+//! must not guess whose face it stores); the face is live (`FACEKEY_ENROL_LIVENESS`, judged by
+//! the [`crate::verifier::Verifier`] exactly as verification judges it; a spoof is reported as
+//! one); its quality reaches `FACEKEY_ENROL_MIN_QUALITY`; and, when the subject already has
+//! templates of the serving model, it matches them, unless the caller holds `admin`: a stolen
+//! `enrol` key cannot add an attacker's face to someone else's subject.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use facekey_settings::env;
 use serde::Serialize;
 
 use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
-use super::faces::observe_timings;
+use super::faces::{observe_timings, request_id};
 use super::image_input::ImageInput;
+use crate::alerts::SpoofAttempt;
+use crate::auth::Caller;
+use crate::config::Switch;
+use crate::decision::Decision;
 use crate::state::SharedState;
+use crate::store::index::SubjectTemplates;
 use crate::store::{NewTemplate, StoreError};
-use crate::vision::{AnalyzeOptions, Detection, EMBEDDING_MODEL, QualityResult, StageTimings};
+use crate::verifier::LivenessState;
+use crate::vision::{
+    AnalyzeOptions, Detection, EMBEDDING_MODEL, Embedding, FaceAnalysis, QualityResult,
+    StageTimings, VisionError,
+};
+
+/// The route, as spoof events name it.
+const ROUTE: &str = "/v1/subjects/{id}/faces";
 
 /// Answer of `POST /v1/subjects/{id}/faces`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -30,60 +52,252 @@ pub struct EnrolResponse {
     /// Its quality.
     #[schema(value_type = Object)]
     pub quality: Option<QualityResult>,
+    /// Liveness of the enrolled face: `live`, or `off` when enrolment liveness is off
+    /// (`FACEKEY_ENROL_LIVENESS=off`) or liveness is off altogether.
+    pub liveness: LivenessState,
     /// Per-stage wall times, milliseconds.
     #[schema(value_type = Object)]
     pub timings_ms: StageTimings,
 }
 
-/// `POST /v1/subjects/{id}/faces`: detect the face, store its embedding (never the image).
+/// A 422 of an enrolment gate.
+fn rejected(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+/// The subject's serving-model embeddings (the ones a new face must match), failing fast on an
+/// unknown subject or one without room before any inference is spent.
+fn check_subject(state: &SharedState, id: &str) -> Result<Vec<Embedding>, ApiError> {
+    let index = state.enrolments.index();
+    let (subject, _) = index
+        .get(id)
+        .ok_or_else(|| StoreError::SubjectNotFound(id.to_owned()))?;
+    let limit = state.config.max_faces_per_subject;
+    if subject.faces >= limit {
+        return Err(StoreError::TooManyFaces {
+            subject: id.to_owned(),
+            limit,
+        }
+        .into());
+    }
+    Ok(match index.subject_templates(id) {
+        SubjectTemplates::Found { embeddings, .. } => embeddings
+            .into_iter()
+            .filter_map(|e| Embedding::new(e).ok())
+            .collect(),
+        SubjectTemplates::NotFound => Vec::new(),
+    })
+}
+
+/// Exactly one face: several are refused whatever the multi-face policy.
+fn check_one_face(analysis: &FaceAnalysis) -> Result<(), ApiError> {
+    if analysis.faces_detected > 1 {
+        return Err(VisionError::MultipleFaces {
+            count: analysis.faces_detected,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The face must be judged live (state `live`; `off` when liveness is configured off). A spoof
+/// is counted and reported like one seen by verification.
+fn check_liveness(
+    state: &SharedState,
+    verdict: &crate::verifier::LivenessVerdict,
+    headers: &HeaderMap,
+    subject: &str,
+) -> Result<(), ApiError> {
+    state.metrics.record_liveness(verdict.state);
+    match verdict.state {
+        LivenessState::Live | LivenessState::Off => Ok(()),
+        LivenessState::Spoof => {
+            SpoofAttempt {
+                at: std::time::SystemTime::now(),
+                route: ROUTE,
+                subject: Some(subject.to_owned()),
+                liveness: verdict.score.unwrap_or(0.0),
+                threshold: verdict.threshold,
+                request_id: request_id(headers),
+            }
+            .emit(&state.metrics, state.alerts.as_ref());
+            Err(rejected(
+                "enrol_not_live",
+                format!(
+                    "the face was judged a presentation attack (not live); enrol a live capture \
+                     ({}=off admits ID photos)",
+                    env::ENROL_LIVENESS
+                ),
+            ))
+        }
+        LivenessState::Unknown => Err(rejected(
+            "enrol_liveness_unknown",
+            format!(
+                "liveness could not be checked on this face ({}); try another image",
+                verdict
+                    .reason
+                    .as_deref()
+                    .unwrap_or("no liveness score was measured")
+            ),
+        )),
+    }
+}
+
+/// The face's quality must reach the configured minimum.
+fn check_quality(quality: Option<&QualityResult>, minimum: f64) -> Result<(), ApiError> {
+    let score = quality.map_or(0.0, |q| f64::from(q.score));
+    if score < minimum {
+        return Err(rejected(
+            "low_quality",
+            format!(
+                "face quality {score:.3} is below the enrolment minimum {minimum} ({}); use a \
+                 sharper, larger, frontal, evenly lit face",
+                env::ENROL_MIN_QUALITY
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/subjects/{id}/faces`: detect the face, check the gates, store its embedding
+/// (never the image).
 #[utoipa::path(
     post,
     path = "/v1/subjects/{id}/faces",
     tag = "subjects",
     summary = "Enrol a face image for a subject",
     description = "Send the image as multipart field `image` or JSON `{\"image\": \"<base64>\"}`. \
-Only the face embedding is stored.",
+Only the face embedding is stored. The image must show exactly one face, live \
+(`FACEKEY_ENROL_LIVENESS`) and of quality at least `FACEKEY_ENROL_MIN_QUALITY`; a face added to \
+a subject that already has faces must match them unless the key holds `admin`.",
     params(("id" = String, Path, description = "Subject id")),
     responses(
         (status = 201, description = "Enrolled", body = EnrolResponse),
-        (status = 404, description = "Unknown subject", body = ErrorBody),
-        (status = 409, description = "Subject has the maximum number of faces", body = ErrorBody),
+        (status = 404, description = "`subject_not_found`", body = ErrorBody),
+        (status = 409, description = "`too_many_faces`: the subject has \
+`FACEKEY_MAX_FACES_PER_SUBJECT` faces", body = ErrorBody),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
-        (status = 422, description = "No face, several faces, or unusable face", body = ErrorBody),
-        (status = 503, description = "Template store unavailable", body = ErrorBody),
+        (status = 422, description = "`no_face`; `multiple_faces` (always refused for \
+enrolment); `unusable_face`; `enrol_not_live` (judged a presentation attack); \
+`enrol_liveness_unknown` (liveness could not run on the face); `low_quality` (below \
+`FACEKEY_ENROL_MIN_QUALITY`); `face_mismatch` (does not match the subject's faces; an `admin` \
+key overrides)", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody),
     )
 )]
 pub async fn enrol(
     State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     input: ImageInput,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    // Fail fast on an unknown subject before spending inference time.
-    if state.enrolments.index().get(&id).is_none() {
-        return Err(StoreError::SubjectNotFound(id).into());
-    }
+    let enrolled = check_subject(&state, &id)?;
+    // With liveness off altogether (FACEKEY_LIVENESS=off, the insecure mode) no model runs and
+    // every face counts as live, as in verification.
+    let options = AnalyzeOptions {
+        liveness: state.config.enrol_liveness == Switch::On
+            && engine.verifier.config().check_liveness,
+        quality: true,
+    };
     let image = input.image;
-    let analysis = with_engine(&state, engine, move |e, c| {
-        e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
+    let analysis = with_engine(&state, engine.clone(), move |e, c| {
+        e.vision.analyze(&image, options, c)
     })
     .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
+    check_one_face(&analysis)?;
+    let liveness = if options.liveness {
+        let verdict = engine.verifier.judge_liveness(analysis.liveness.as_ref());
+        check_liveness(&state, &verdict, &headers, &id)?;
+        verdict.state
+    } else {
+        LivenessState::Off
+    };
+    check_quality(analysis.quality.as_ref(), state.config.enrol_min_quality)?;
+    let admin = caller.as_ref().is_some_and(|c| c.is_admin());
+    if !enrolled.is_empty() && !admin {
+        let scores: Vec<_> = enrolled
+            .iter()
+            .map(|t| engine.vision.compare(&analysis.embedding, t))
+            .collect();
+        if let Some(m) = engine.verifier.judge_templates(&scores)
+            && m.decision == Decision::Reject
+        {
+            return Err(rejected(
+                "face_mismatch",
+                format!(
+                    "the face does not match the subject's {} enrolled face(s); a key with the \
+                     admin scope can add it anyway",
+                    m.templates
+                ),
+            ));
+        }
+    }
     let template = NewTemplate {
         model: EMBEDDING_MODEL.to_string(),
         embedding: analysis.embedding.as_slice().to_vec(),
         quality: analysis.quality.map(|q| f64::from(q.score)),
     };
     let (stored, subject) = state.enrolments.add_template(&id, template).await?;
-    let faces = subject.faces;
     let body = EnrolResponse {
         subject_id: id,
         face_id: stored.id,
-        faces,
+        faces: subject.faces,
         face: analysis.face,
         quality: analysis.quality,
+        liveness,
         timings_ms: analysis.timings,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `DELETE /v1/subjects/{id}/faces/{face_id}`: 204; the template is gone from every replica's
+/// index once acknowledged.
+#[utoipa::path(
+    delete,
+    path = "/v1/subjects/{id}/faces/{face_id}",
+    tag = "subjects",
+    summary = "Delete one enrolled face of a subject",
+    params(
+        ("id" = String, Path, description = "Subject id"),
+        ("face_id" = String, Path, description = "Face (template) id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`subject_not_found` or `face_not_found`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn delete_face(
+    State(state): State<SharedState>,
+    Path((id, face_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.enrolments.delete_template(&id, &face_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quality_gate_names_score_minimum_and_setting() {
+        assert!(check_quality(None, 0.0).is_ok());
+        let e = check_quality(None, 0.4).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "low_quality")
+        );
+        assert!(
+            e.message.contains("0.000")
+                && e.message.contains("0.4")
+                && e.message.contains(env::ENROL_MIN_QUALITY),
+            "{}",
+            e.message
+        );
+    }
 }

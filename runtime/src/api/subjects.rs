@@ -1,9 +1,9 @@
-//! Enrolment: create, list, get and delete subjects. Writes go to the template store (and reach
-//! this replica's index once acknowledged); reads come from the index, so they keep working
-//! while the store is unavailable.
+//! Enrolment: create, list (paged), get, rename and delete subjects. Writes go to the template
+//! store (and reach this replica's index once acknowledged); reads come from the index, so they
+//! keep working while the store is unavailable.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -21,11 +21,91 @@ pub struct CreateSubject {
     pub name: String,
 }
 
-/// Answer of `GET /v1/subjects`.
+/// Body of `PATCH /v1/subjects/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameSubject {
+    /// The new display name (same rules as at creation).
+    pub name: String,
+}
+
+/// Answer of `GET /v1/subjects`: one page.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubjectList {
-    /// All subjects, oldest first.
+    /// Subjects of this page, oldest first (creation time, then id).
     pub subjects: Vec<Subject>,
+    /// Cursor of the next page (pass it as `after`); `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// Default and largest page size of `GET /v1/subjects`.
+pub const PAGE_LIMIT: (usize, usize) = (100, 1000);
+
+/// Separates the creation time from the id in a page cursor (neither contains it).
+const CURSOR_SEPARATOR: char = '_';
+
+/// The cursor after `subject`: its creation time and id, so it stays a valid position when
+/// that subject is deleted before the next page is read.
+fn cursor_of(subject: &Subject) -> String {
+    format!("{}{CURSOR_SEPARATOR}{}", subject.created_at, subject.id)
+}
+
+/// A page request: where to start and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PageQuery {
+    after: Option<(String, String)>,
+    limit: usize,
+}
+
+/// Parse `limit` and `after` of `GET /v1/subjects`; anything else is a 422 `invalid_request`.
+/// `after` is a `next` cursor, or (as a convenience) the id of an existing subject.
+fn parse_page_query(state: &SharedState, query: Option<&str>) -> Result<PageQuery, ApiError> {
+    let mut page = PageQuery {
+        after: None,
+        limit: PAGE_LIMIT.0,
+    };
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "limit" => {
+                page.limit = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=PAGE_LIMIT.1).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid_request(format!(
+                            "query parameter `limit` must be an integer from 1 to {}, got {value:?}",
+                            PAGE_LIMIT.1
+                        ))
+                    })?;
+            }
+            "after" => {
+                let invalid = || {
+                    ApiError::invalid_request(format!(
+                        "query parameter `after` must be the `next` cursor of a previous page or \
+                         a subject id, got {value:?}"
+                    ))
+                };
+                page.after = Some(match value.split_once(CURSOR_SEPARATOR) {
+                    Some((at, id)) if humantime::parse_rfc3339(at).is_ok() && !id.is_empty() => {
+                        (at.to_owned(), id.to_owned())
+                    }
+                    Some(_) => return Err(invalid()),
+                    None => {
+                        let (subject, _) =
+                            state.enrolments.index().get(&value).ok_or_else(invalid)?;
+                        (subject.created_at, subject.id)
+                    }
+                });
+            }
+            other => {
+                return Err(ApiError::invalid_request(format!(
+                    "unknown query parameter `{other}`; `limit` and `after` are accepted"
+                )));
+            }
+        }
+    }
+    Ok(page)
 }
 
 /// One enrolled face as the API shows it: never the embedding itself.
@@ -77,18 +157,59 @@ pub async fn create(
     Ok((StatusCode::CREATED, headers, Json(subject)).into_response())
 }
 
-/// `GET /v1/subjects`.
+/// `GET /v1/subjects?limit=&after=`: one page of subjects, oldest first.
 #[utoipa::path(
     get,
     path = "/v1/subjects",
     tag = "subjects",
-    summary = "List enrolled subjects",
-    responses((status = 200, description = "All subjects, oldest first", body = SubjectList))
+    summary = "List enrolled subjects, a page at a time",
+    params(
+        ("limit" = Option<usize>, Query, description = "Subjects per page, 1-1000 (default 100)"),
+        ("after" = Option<String>, Query,
+         description = "The `next` cursor of the previous page (or a subject id): start after it"),
+    ),
+    responses(
+        (status = 200, description = "One page, oldest first; `next` is null on the last",
+         body = SubjectList),
+        (status = 422, description = "`invalid_request`: bad `limit`, `after` or an unknown \
+parameter", body = ErrorBody),
+    )
 )]
-pub async fn list(State(state): State<SharedState>) -> Result<Json<SubjectList>, ApiError> {
-    Ok(Json(SubjectList {
-        subjects: state.enrolments.index().list(),
-    }))
+pub async fn list(
+    State(state): State<SharedState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<SubjectList>, ApiError> {
+    let page = parse_page_query(&state, query.as_deref())?;
+    let after = page
+        .after
+        .as_ref()
+        .map(|(at, id)| (at.as_str(), id.as_str()));
+    let (subjects, more) = state.enrolments.index().page(after, page.limit);
+    let next = subjects.last().filter(|_| more).map(cursor_of);
+    Ok(Json(SubjectList { subjects, next }))
+}
+
+/// `PATCH /v1/subjects/{id}` `{"name"}`: rename a subject.
+#[utoipa::path(
+    patch,
+    path = "/v1/subjects/{id}",
+    tag = "subjects",
+    summary = "Rename a subject",
+    params(("id" = String, Path, description = "Subject id")),
+    request_body = RenameSubject,
+    responses(
+        (status = 200, description = "Renamed", body = Subject),
+        (status = 404, description = "`subject_not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: invalid name", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn rename(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RenameSubject>,
+) -> Result<Json<Subject>, ApiError> {
+    Ok(Json(state.enrolments.rename_subject(&id, &req.name).await?))
 }
 
 /// `GET /v1/subjects/{id}`: the subject and a summary of its faces.

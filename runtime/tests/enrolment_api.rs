@@ -1,0 +1,535 @@
+//! Enrolment integrity over HTTP with the real models and the sample images in
+//! runtime/testdata/faces: the gates of `POST /v1/subjects/{id}/faces` (one face, live, of
+//! sufficient quality, within the per-subject limit, matching the subject's faces unless the key
+//! is `admin`), deleting one face, renaming and paged listing of subjects; and, with a real
+//! PostgreSQL, that a face deletion and a rename on one replica reach another's index.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Running;
+use common::postgres::{PgServer, key_file};
+use facekey_runtime::config::{Config, Switch};
+use facekey_runtime::enrolments::Enrolments;
+use facekey_runtime::store::cipher::{TemplateKeys, new_key_line};
+use facekey_runtime::store::postgres::PgStore;
+use facekey_runtime::store::{NewTemplate, TemplateStore};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+fn face(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/faces")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn png(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// One person of the group photo t1.jpg, cut out: a live face of someone other than the
+/// astronaut.
+fn stranger() -> Vec<u8> {
+    let group = image::load_from_memory(&face("t1.jpg")).unwrap().to_rgb8();
+    png(&image::imageops::crop_imm(&group, 0, 170, 300, 320).to_image())
+}
+
+fn blank() -> Vec<u8> {
+    png(&image::RgbImage::from_pixel(
+        320,
+        240,
+        image::Rgb([128, 128, 128]),
+    ))
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+fn message(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or("")
+}
+
+async fn create(s: &Running, name: &str) -> String {
+    let (status, v) = s
+        .json(
+            s.client
+                .post(s.url("/v1/subjects"))
+                .json(&json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn enrol(
+    s: &Running,
+    client: &reqwest::Client,
+    id: &str,
+    bytes: Vec<u8>,
+) -> (StatusCode, Value) {
+    let form = Form::new().part("image", Part::bytes(bytes).file_name("face"));
+    s.json(
+        client
+            .post(s.url(&format!("/v1/subjects/{id}/faces")))
+            .multipart(form),
+    )
+    .await
+}
+
+async fn faces_of(s: &Running, id: &str) -> Vec<String> {
+    let (status, v) = s
+        .json(s.client.get(s.url(&format!("/v1/subjects/{id}"))))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn spoofs(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("facekey_spoof_detected_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Every gate refuses with its code before anything is stored; a face of another person is
+/// refused for an `enrol` key and admitted for an `admin` key; the limit names its setting; a
+/// deleted face frees its place.
+#[tokio::test]
+async fn enrolment_gates_with_real_images() {
+    let mut config = Config::for_tests();
+    config.max_faces_per_subject = 3;
+    let s = Running::start(config).await;
+    let enrol_key = s.client_for("enrol");
+    let id = create(&s, "Eileen Collins").await;
+
+    // The group photo: several faces, whatever FACEKEY_MULTI_FACE (default `largest`) says.
+    let (status, v) = enrol(&s, &enrol_key, &id, face("t1.jpg")).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "multiple_faces"),
+        "{v}"
+    );
+    let (status, v) = enrol(&s, &enrol_key, &id, blank()).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "no_face"),
+        "{v}"
+    );
+
+    // Tom_Hanks_54745.png is a photo the liveness model calls a presentation attack: refused,
+    // and reported as a spoof like verification reports one.
+    let before = spoofs(&s.metrics().await);
+    let (status, v) = enrol(&s, &enrol_key, &id, face("Tom_Hanks_54745.png")).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "enrol_not_live"),
+        "{v}"
+    );
+    assert!(message(&v).contains("FACEKEY_ENROL_LIVENESS"), "{v}");
+    assert_eq!(spoofs(&s.metrics().await), before + 1);
+
+    // messi5.jpg is live but its face is 28 px wide: below the default quality minimum.
+    let (status, v) = enrol(&s, &enrol_key, &id, face("messi5.jpg")).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "low_quality"),
+        "{v}"
+    );
+    assert!(
+        message(&v).contains("FACEKEY_ENROL_MIN_QUALITY") && message(&v).contains("0.4"),
+        "{v}"
+    );
+    assert!(faces_of(&s, &id).await.is_empty(), "nothing stored");
+
+    // A good, live portrait is enrolled; a second photo of the same person matches it.
+    let (status, v) = enrol(&s, &enrol_key, &id, face("astronaut.png")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (v["faces"].as_u64(), v["liveness"].as_str()),
+        (Some(1), Some("live"))
+    );
+    assert!(v["quality"]["score"].as_f64().unwrap() >= 0.4, "{v}");
+    let (status, v) = enrol(&s, &enrol_key, &id, face("astronaut_640x480.jpg")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    // Someone else's face, live and sharp: refused for an `enrol` key, admitted for `admin`.
+    let (status, v) = enrol(&s, &enrol_key, &id, stranger()).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "face_mismatch"),
+        "{v}"
+    );
+    assert!(message(&v).contains("admin"), "{v}");
+    let (status, v) = enrol(&s, &s.client, &id, stranger()).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let stranger_face = v["face_id"].as_str().unwrap().to_owned();
+
+    // The limit (3 here) is checked before any inference and names its setting.
+    let (status, v) = enrol(&s, &s.client, &id, face("astronaut.png")).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::CONFLICT, "too_many_faces"),
+        "{v}"
+    );
+    assert!(message(&v).contains("FACEKEY_MAX_FACES_PER_SUBJECT"), "{v}");
+
+    // Deleting a face: 204, then 404 for it and for an unknown subject; its place is free.
+    let url = |subject: &str, f: &str| s.url(&format!("/v1/subjects/{subject}/faces/{f}"));
+    let r = s
+        .client
+        .delete(url(&id, &stranger_face))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!faces_of(&s, &id).await.contains(&stranger_face));
+    let (status, v) = s.json(s.client.delete(url(&id, &stranger_face))).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::NOT_FOUND, "face_not_found"),
+        "{v}"
+    );
+    let (status, v) = s
+        .json(s.client.delete(url("no-such-subject", &stranger_face)))
+        .await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::NOT_FOUND, "subject_not_found"),
+        "{v}"
+    );
+    // Deleting needs `admin`.
+    let (status, _) = s.json(enrol_key.delete(url(&id, "x"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = enrol(&s, &enrol_key, &id, face("astronaut.png")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["faces"], 3);
+
+    // The gates' codes are documented.
+    let (_, doc) = s.json(s.client.get(s.url("/openapi.json"))).await;
+    let responses = doc["paths"]["/v1/subjects/{id}/faces"]["post"]["responses"].to_string();
+    for code in [
+        "multiple_faces",
+        "enrol_not_live",
+        "enrol_liveness_unknown",
+        "low_quality",
+        "face_mismatch",
+        "too_many_faces",
+    ] {
+        assert!(responses.contains(code), "{code} undocumented: {responses}");
+    }
+    assert!(
+        doc["paths"]["/v1/subjects/{id}/faces/{face_id}"]["delete"].is_object(),
+        "face deletion undocumented"
+    );
+    s.stop().await;
+}
+
+/// `FACEKEY_ENROL_LIVENESS=off`, for enrolment from ID photos: a photo the liveness model calls
+/// an attack is enrolled; the other gates still hold.
+#[tokio::test]
+async fn enrol_liveness_off_admits_id_photos() {
+    let mut config = Config::for_tests();
+    config.enrol_liveness = Switch::Off;
+    let s = Running::start(config).await;
+    let id = create(&s, "Tom Hanks").await;
+    let enrol_key = s.client_for("enrol");
+    let before = spoofs(&s.metrics().await);
+    let (status, v) = enrol(&s, &enrol_key, &id, face("Tom_Hanks_54745.png")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["liveness"], "off");
+    assert_eq!(spoofs(&s.metrics().await), before);
+    let (status, v) = enrol(&s, &enrol_key, &id, face("t1.jpg")).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "multiple_faces"),
+        "{v}"
+    );
+    let (status, v) = enrol(&s, &enrol_key, &id, face("messi5.jpg")).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "low_quality"),
+        "{v}"
+    );
+    s.stop().await;
+}
+
+/// `PATCH /v1/subjects/{id}` renames with the creation's name rules.
+#[tokio::test]
+async fn subjects_are_renamed() {
+    let s = Running::start(Config::for_tests()).await;
+    let id = create(&s, "Eileen").await;
+    let patch = |id: &str, body: Value| {
+        s.client
+            .patch(s.url(&format!("/v1/subjects/{id}")))
+            .json(&body)
+    };
+    let (status, v) = s
+        .json(patch(&id, json!({ "name": "  Eileen Collins " })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["id"].as_str(), v["name"].as_str()),
+        (Some(id.as_str()), Some("Eileen Collins"))
+    );
+    let (_, v) = s
+        .json(s.client.get(s.url(&format!("/v1/subjects/{id}"))))
+        .await;
+    assert_eq!(v["name"], "Eileen Collins");
+    for body in [
+        json!({ "name": "  " }),
+        json!({ "name": "x".repeat(129) }),
+        json!({ "name": "a", "extra": 1 }),
+        json!({}),
+    ] {
+        let (status, v) = s.json(patch(&id, body.clone())).await;
+        assert_eq!(
+            (status, code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{body}: {v}"
+        );
+    }
+    let (status, v) = s
+        .json(patch("no-such-subject", json!({ "name": "x" })))
+        .await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::NOT_FOUND, "subject_not_found"),
+        "{v}"
+    );
+    // Renaming needs `admin`.
+    let (status, _) = s
+        .json(
+            s.client_for("enrol")
+                .patch(s.url(&format!("/v1/subjects/{id}")))
+                .json(&json!({ "name": "Mallory" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    s.stop().await;
+}
+
+/// `GET /v1/subjects?limit=&after=` pages through every subject once, oldest first, also when
+/// the subject a cursor points at is deleted in between; bad parameters are 422 JSON.
+#[tokio::test]
+async fn subjects_are_listed_a_page_at_a_time() {
+    let s = Running::start(Config::for_tests()).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&s, &format!("subject {i}")).await);
+    }
+    let list = |query: String| s.client.get(s.url(&format!("/v1/subjects{query}")));
+    let (status, all) = s.json(list(String::new())).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["next"], Value::Null);
+    let all: Vec<String> = all["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let mut listed = all.clone();
+    listed.sort();
+    assert_eq!(listed, sorted);
+
+    let mut seen = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, v) = s.json(list(query.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let page = v["subjects"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|s| s["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match v["next"].as_str() {
+            Some(next) => {
+                query = format!("?limit=2&after={}", urlencode(next));
+            }
+            None => break,
+        }
+    }
+    assert_eq!((seen.clone(), pages), (all.clone(), 3));
+
+    // A subject id works as `after` too; deleting the cursor's subject keeps the position.
+    let (_, v) = s.json(list(format!("?limit=1&after={}", all[0]))).await;
+    assert_eq!(v["subjects"][0]["id"], all[1].as_str());
+    let (_, first) = s.json(list("?limit=2".into())).await;
+    let next = first["next"].as_str().unwrap().to_owned();
+    let r = s
+        .client
+        .delete(s.url(&format!("/v1/subjects/{}", all[1])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (_, rest) = s
+        .json(list(format!("?limit=100&after={}", urlencode(&next))))
+        .await;
+    let rest: Vec<&str> = rest["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rest,
+        all[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+
+    for query in [
+        "?limit=0",
+        "?limit=1001",
+        "?limit=ten",
+        "?after=no-such-subject",
+        "?after=yesterday_x",
+        "?page=2",
+    ] {
+        let (status, v) = s.json(list(query.into())).await;
+        assert_eq!(
+            (status, code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{query}: {v}"
+        );
+    }
+    let (status, v) = s.json(list("?limit=1000".into())).await;
+    assert_eq!(
+        (status, v["subjects"].as_array().unwrap().len()),
+        (StatusCode::OK, 4)
+    );
+    s.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Wait up to `within` for `done`.
+async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+/// Two replicas on one PostgreSQL: a face deleted and a subject renamed through one reach the
+/// other's index through NOTIFY, without a reload.
+#[tokio::test]
+async fn face_deletion_and_rename_reach_other_replicas() {
+    let pg = PgServer::start();
+    let line = new_key_line("k1").unwrap();
+    let keys_path = key_file(pg.dir.path(), &line);
+    let keys = || TemplateKeys::parse(&line, &keys_path).unwrap();
+    let a = PgStore::connect(&pg.url(), keys(), 5, "TEST_URL")
+        .await
+        .unwrap();
+    let b = PgStore::connect(&pg.url(), keys(), 5, "TEST_URL")
+        .await
+        .unwrap();
+    let on_a = Arc::new(Enrolments::open(Arc::new(a.clone()), "m", 2).await.unwrap());
+    let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
+    let follower = tokio::spawn(on_b.clone().follow(b));
+    let reloads = on_b.health().reloads;
+
+    let subject = on_a.create_subject("Ada").await.unwrap();
+    let template = |v: f32| NewTemplate {
+        model: "m".into(),
+        embedding: vec![v, v],
+        quality: Some(0.9),
+    };
+    let (gone, _) = on_a.add_template(&subject.id, template(1.0)).await.unwrap();
+    on_a.add_template(&subject.id, template(2.0)).await.unwrap();
+    let faces_on_b = || on_b.index().get(&subject.id).map(|(s, _)| s.faces);
+    assert!(
+        eventually(Duration::from_secs(5), || faces_on_b() == Some(2)).await,
+        "enrolments never reached b"
+    );
+    // The follower's (re)connection reloads once; from here on only notifications apply.
+    let reloads_after_connect = on_b.health().reloads;
+    assert!(reloads_after_connect > reloads);
+
+    let after = on_a.delete_template(&subject.id, &gone.id).await.unwrap();
+    assert_eq!(after.faces, 1);
+    assert!(
+        eventually(Duration::from_secs(5), || faces_on_b() == Some(1)).await,
+        "the deletion never reached b"
+    );
+    let (_, templates) = on_b.index().get(&subject.id).unwrap();
+    assert!(templates.iter().all(|t| t.id != gone.id));
+    assert_eq!(
+        on_b.index().nearest(&[1.0, 1.0], 1)[0].distance,
+        2f32.sqrt()
+    );
+
+    on_a.rename_subject(&subject.id, "Ada Lovelace")
+        .await
+        .unwrap();
+    let name_on_b = || on_b.index().get(&subject.id).map(|(s, _)| s.name);
+    assert!(
+        eventually(Duration::from_secs(5), || name_on_b().as_deref()
+            == Some("Ada Lovelace"))
+        .await,
+        "the rename never reached b"
+    );
+    assert_eq!(
+        on_b.health().reloads,
+        reloads_after_connect,
+        "no reload needed"
+    );
+
+    // Unknown face and subject, and ids that are not UUIDs, are told apart.
+    let store: &dyn TemplateStore = &a;
+    assert!(
+        store
+            .delete_template(&subject.id, &gone.id)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("has no face")
+    );
+    assert!(
+        store
+            .delete_template(&subject.id, "not-a-uuid")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("has no face")
+    );
+    assert!(
+        store
+            .delete_template("not-a-uuid", &gone.id)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not found")
+    );
+    assert!(
+        store
+            .rename_subject(&uuid::Uuid::new_v4().to_string(), "x")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not found")
+    );
+    follower.abort();
+}
