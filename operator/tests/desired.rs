@@ -425,7 +425,7 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 12);
+    assert_eq!(alerts, 14);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

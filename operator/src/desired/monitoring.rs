@@ -44,6 +44,11 @@ pub(super) fn service_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Res
     }))
 }
 
+/// `FaceKeyAuthFailureBurst` fires when requests without a valid API key (`missing_key`,
+/// `invalid_key`) arrive faster than this per second (5-minute rate) for 2 minutes: far above a
+/// misconfigured client's retries, the order of a key-guessing or scanning run.
+pub const AUTH_FAILURE_BURST_PER_SECOND: f64 = 1.0;
+
 /// Base of the runbook links in alert annotations: one section per alert in docs/operator.md.
 pub const RUNBOOK_BASE: &str = "https://github.com/facekey/facekey/blob/main/docs/operator.md";
 
@@ -190,8 +195,35 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             summary: format!("The scan gate blocked a new image of {namespace}/{name}"),
             description: "A rollout was blocked by the vulnerability scan gate in the last hour; the previous image keeps serving. See the ScanGatePassed condition.".into(),
         },
+        Alert {
+            name: "FaceKeySubjectLockouts",
+            // Every lock counts: it follows repeated failed verifications of one subject.
+            expr: format!(
+                "sum by ({KEEP}) (increase(facekey_subject_lockouts_total{{{sel}}}[5m])) > 0"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("Subjects of {namespace}/{name} locked after failed verifications"),
+            description: format!(
+                "{{{{ $value | printf \"%.0f\" }}}} subject lockouts in FaceKeyDeployment {namespace}/{name} in the last 5 minutes (repeated failed verifications of one subject)."
+            ),
+        },
+        Alert {
+            name: "FaceKeyAuthFailureBurst",
+            // Requests without a valid key only: `forbidden` (a valid key, wrong scope) and
+            // `rate_limited` are a client's configuration, not someone trying keys.
+            expr: format!(
+                "sum by ({KEEP}) (rate(facekey_auth_failures_total{{{sel},reason=~\"missing_key|invalid_key\"}}[5m])) > {AUTH_FAILURE_BURST_PER_SECOND}"
+            ),
+            for_: "2m",
+            severity: "warning",
+            summary: format!("Burst of requests without a valid API key to {namespace}/{name}"),
+            description: format!(
+                "{{{{ $value | printf \"%.1f\" }}}} requests per second without a valid API key (missing or invalid) to FaceKeyDeployment {namespace}/{name}, above {AUTH_FAILURE_BURST_PER_SECOND} for 2 minutes."
+            ),
+        },
     ];
-    // Challenge-session and subject-lockout alerts follow once the runtime has those metrics.
+    // Challenge-session alerts follow once the runtime has those metrics.
     let mut rules_json = vec![
         json!({
             "record": "facekey:http_request_duration_seconds:p99_5m",
