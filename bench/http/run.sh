@@ -96,7 +96,12 @@ RUST_URL=http://127.0.0.1:$RUST_PORT
 PEER_URL=http://127.0.0.1:$PEER_PORT
 
 log "starting facekey-runtime on $RUST_URL and the peer ($PEER_WORKERS uvicorn workers) on $PEER_URL"
-"$BIN" --listen "127.0.0.1:$RUST_PORT" --weights "$WEIGHTS" --log warn >"$WORK/rust.log" 2>&1 &
+# An API key for the load (a real client sends one; its check is part of the measured cost).
+KEY_OUT=$("$BIN" new-api-key bench --scopes verify 2>/dev/null)
+sed -n 2p <<<"$KEY_OUT" >"$WORK/api-keys"
+export WRK_AUTH="Bearer $(sed -n 1p <<<"$KEY_OUT")"
+"$BIN" --listen "127.0.0.1:$RUST_PORT" --weights "$WEIGHTS" --api-keys-file "$WORK/api-keys" \
+    --audit-log off --log warn >"$WORK/rust.log" 2>&1 &
 RUST_PID=$!
 FACEKEY_WEIGHTS_FILE=$WEIGHTS "$VENV/bin/uvicorn" app:app --app-dir "$HERE/peer" \
     --host 127.0.0.1 --port "$PEER_PORT" --workers "$PEER_WORKERS" \

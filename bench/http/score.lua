@@ -5,6 +5,8 @@
 wrk.method = "POST"
 wrk.body = os.getenv("WRK_BODY") or '{"features":[1,0.5,-1]}'
 wrk.headers["Content-Type"] = "application/json"
+-- The runtime's API key header ("Bearer <key>"), set by run.sh.
+if os.getenv("WRK_AUTH") then wrk.headers["Authorization"] = os.getenv("WRK_AUTH") end
 
 -- One machine-readable line after wrk's own report, read by bench/http/run.sh.
 -- Latencies are in microseconds.

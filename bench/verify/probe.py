@@ -6,6 +6,7 @@ usage: probe.py URL BODY_FILE N
 """
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -18,7 +19,10 @@ def main() -> None:
     client, stages, floors = [], {}, []
     models = {}
     for _ in range(n):
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get("WRK_AUTH"):
+            headers["Authorization"] = os.environ["WRK_AUTH"]
+        req = urllib.request.Request(url, data=body, headers=headers)
         t = time.perf_counter()
         with urllib.request.urlopen(req) as r:
             v = json.load(r)

@@ -7,6 +7,8 @@ wrk.body = f:read("*a")
 f:close()
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+-- The runtime's API key header ("Bearer <key>"), set by run.sh.
+if os.getenv("WRK_AUTH") then wrk.headers["Authorization"] = os.getenv("WRK_AUTH") end
 
 local non200 = 0
 function response(status, headers, body)
