@@ -7,7 +7,8 @@
 #     -> tests/alerts/derive.py                         what prometheus-operator / the kubelet make of them
 #   facekey-runtime   env from the rendered ConfigMap + Secret; FACEKEY_LIVENESS_THRESHOLD=1.0
 #                     (spec.models.thresholds.spoof: 1.0) makes every face a spoof
-#   prometheus        scrapes it as the ServiceMonitor says, evaluates the PrometheusRule
+#   prometheus        scrapes it as the ServiceMonitor says (its metrics port, no API key),
+#                     evaluates the PrometheusRule
 #   prometheus-alertmanager  routes as the AlertmanagerConfig says (namespace matcher included)
 #   tests/smtp/server.py     aiosmtpd with STARTTLS + AUTH required, maildir
 #
@@ -53,7 +54,7 @@ POD="$NAME-7d9c5b6f4-x2x8q"
 ATTACKS=5
 SMTP_USER=alerts@facekey.test
 SMTP_PASSWORD=e2e-secret
-SMTP_PORT=$(free_port); PROM_PORT=$(free_port); AM_PORT=$(free_port)
+SMTP_PORT=$(free_port); PROM_PORT=$(free_port); AM_PORT=$(free_port); METRICS_PORT=$(free_port)
 
 # --- SMTP server: STARTTLS + AUTH required --------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
@@ -113,12 +114,16 @@ ok "rendered $(grep -c '^kind:' "$WORK/rendered.yaml") objects; derived Promethe
 grep -Eqx 'FACEKEY_LIVENESS_THRESHOLD=1(\.0)?' "$WORK/runtime.env" || fail "rendered runtime env lacks FACEKEY_LIVENESS_THRESHOLD=1.0"
 while IFS= read -r kv; do export "${kv?}"; done <"$WORK/runtime.env"
 export FACEKEY_INSTANCE="$POD" FACEKEY_SMTP_CA_FILE="$WORK/cert.pem"
-# --listen and --data-dir (flags win) replace the pod's 0.0.0.0:8080 and /var/lib/facekey.
+# --listen, --metrics-listen and --data-dir (flags win) replace the pod's 0.0.0.0:8080,
+# 0.0.0.0:9090 and /var/lib/facekey.
 # Every face is a spoof at this liveness threshold, so the enrolment below would be refused by
 # the enrolment liveness gate: enrol as from an ID photo.
-start_runtime --data-dir "$WORK/data" --enrol-liveness off
-ok "runtime ready at $RUNTIME_URL"
-sed -i "s/127.0.0.1:PORT_PLACEHOLDER/${RUNTIME_URL#http://}/" "$WORK/prometheus.yml"
+start_runtime --data-dir "$WORK/data" --enrol-liveness off --metrics-listen "127.0.0.1:$METRICS_PORT"
+METRICS_URL="http://127.0.0.1:$METRICS_PORT"
+wait_http "$METRICS_URL/readyz" 30 || fail "the metrics listener does not answer"
+ok "runtime ready at $RUNTIME_URL, metrics at $METRICS_URL"
+# The ServiceMonitor's endpoint is the pod's `metrics` port: the metrics listener.
+sed -i "s/127.0.0.1:PORT_PLACEHOLDER/127.0.0.1:$METRICS_PORT/" "$WORK/prometheus.yml"
 promtool check config "$WORK/prometheus.yml" >/dev/null || fail "promtool check config"
 
 # --- Alertmanager and Prometheus -----------------------------------------------------------
@@ -139,7 +144,7 @@ query() {
 # The target's labels come from the ServiceMonitor's relabelling: the selector and port kept
 # the target, and namespace/job/pod/service/endpoint are what prometheus-operator would set.
 deadline=$(( $(date +%s) + 30 ))
-until query "up{namespace=\"$NS\",job=\"$NAME\",pod=\"$POD\",service=\"$NAME\",endpoint=\"http\",container=\"runtime\"} == 1" | grep -q '"value"'; do
+until query "up{namespace=\"$NS\",job=\"$NAME\",pod=\"$POD\",service=\"$NAME\",endpoint=\"metrics\",container=\"runtime\"} == 1" | grep -q '"value"'; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "no target with the labels a ServiceMonitor gives"
   sleep 0.5
 done
@@ -197,7 +202,7 @@ sleep 1  # another scrape, so rate() over these counters has two samples
 ok "score, enrolment and verify traffic"
 
 # --- The metrics catalogue against this real scrape ------------------------------------------
-curl -fsS "$RUNTIME_URL/metrics" >"$WORK/runtime-metrics.txt"
+curl -fsS "$METRICS_URL/metrics" >"$WORK/runtime-metrics.txt"
 "$PY" "$ROOT/tests/metrics/catalogue.py" runtime "$ROOT/docs/metrics.md" "$WORK/runtime-metrics.txt" \
   || fail "docs/metrics.md and the runtime's /metrics disagree"
 ok "docs/metrics.md lists exactly the runtime's metric families"
