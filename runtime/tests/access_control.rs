@@ -412,6 +412,26 @@ async fn audit_trail_records_each_action_without_secrets() {
     .await;
     let (status, _) = send_json(reqwest::Client::new().get(s.url("/v1/subjects"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    send_json(
+        s.client_for("verify")
+            .post(s.url("/v1/liveness"))
+            .multipart(image_form(None)),
+    )
+    .await;
+    let (status, _) = send_json(
+        s.client
+            .patch(s.url(&format!("/v1/subjects/{id}")))
+            .json(&json!({ "name": "Renamed" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let face_id = enrolled["face_id"].as_str().unwrap().to_owned();
+    let (status, _) = send_json(
+        s.client
+            .delete(s.url(&format!("/v1/subjects/{id}/faces/{face_id}"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = send_json(s.client.delete(s.url(&format!("/v1/subjects/{id}")))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
@@ -436,6 +456,17 @@ async fn audit_trail_records_each_action_without_secrets() {
     );
     let enrol_event = find("face.enrol");
     assert_eq!(enrol_event["subject"], id.as_str());
+    assert_eq!(enrol_event["face"], enrolled["face_id"]);
+    assert_eq!(find("subject.rename")["subject"], id.as_str());
+    let face_deleted = find("face.delete");
+    assert_eq!(
+        (
+            face_deleted["subject"].as_str(),
+            face_deleted["face"].as_str()
+        ),
+        (Some(id.as_str()), enrolled["face_id"].as_str())
+    );
+    assert_eq!(find("liveness")["key_id"], "verify");
     let verify = find("verify");
     assert_eq!(verify["key_id"], "verify");
     assert_eq!(verify["subject"], id.as_str());

@@ -22,6 +22,7 @@ use super::error::{ApiError, ErrorBody};
 use super::faces::{observe_timings, request_id};
 use super::image_input::ImageInput;
 use crate::alerts::SpoofAttempt;
+use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::config::Switch;
 use crate::decision::Decision;
@@ -242,6 +243,10 @@ pub async fn enrol(
         quality: analysis.quality.map(|q| f64::from(q.score)),
     };
     let (stored, subject) = state.enrolments.add_template(&id, template).await?;
+    let detail = AuditDetail {
+        face: Some(stored.id.clone()),
+        ..AuditDetail::default()
+    };
     let body = EnrolResponse {
         subject_id: id,
         face_id: stored.id,
@@ -251,7 +256,7 @@ pub async fn enrol(
         liveness,
         timings_ms: analysis.timings,
     };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Extension(detail), Json(body)).into_response())
 }
 
 /// `DELETE /v1/subjects/{id}/faces/{face_id}`: 204; the template is gone from every replica's

@@ -274,7 +274,7 @@ mod tests {
         let h = "a".repeat(64);
         for (text, needle) in [
             (format!("x:verify:{h}:1:2"), "field"),
-            (format!("x:verify"), "field"),
+            ("x:verify".to_owned(), "field"),
             (format!("bad id:verify:{h}"), "key id"),
             (format!("x:root:{h}"), "unknown scope"),
             (format!("x::{h}"), "unknown scope"),
