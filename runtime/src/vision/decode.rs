@@ -63,6 +63,10 @@ pub enum DecodeError {
         /// Configured side limit.
         max_dimension: u32,
     },
+    /// The JPEG's entropy-coded data ends before its end-of-image marker: a cut-off upload,
+    /// which the decoder would otherwise fill with grey.
+    #[error("truncated JPEG image: the data ends before its end-of-image marker")]
+    TruncatedJpeg,
     /// The data is not a valid image of its format.
     #[error("corrupt or truncated {format:?} image")]
     Corrupt {
@@ -98,6 +102,9 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Dec
         Err(_) => return Err(DecodeError::UnsupportedFormat { detected: None }),
     };
     let corrupt = |source| DecodeError::Corrupt { format, source };
+    if format == ImageFormat::Jpeg && !jpeg_reaches_end_marker(bytes) {
+        return Err(DecodeError::TruncatedJpeg);
+    }
 
     // 1. Header only: the declared size, before any pixel buffer exists.
     let mut header = ImageReader::with_format(Cursor::new(bytes), format);
@@ -134,6 +141,67 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Dec
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+/// Whether a JPEG's marker structure reaches its EOI (end of image) marker: segments are
+/// skipped by their lengths (so an EXIF thumbnail's own EOI inside APP1 does not count), and
+/// entropy-coded data after each SOS is scanned for the next marker. Bytes after EOI (camera
+/// trailers, motion-photo videos) are allowed.
+fn jpeg_reaches_end_marker(bytes: &[u8]) -> bool {
+    const SOI: u8 = 0xD8;
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != SOI {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // Find the next marker: 0xFF (fill bytes allowed) followed by a non-0xFF code.
+        while i < bytes.len() && bytes[i] != 0xFF {
+            i += 1;
+        }
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = bytes.get(i) else {
+            return false;
+        };
+        i += 1;
+        match code {
+            EOI => return true,
+            // Standalone markers without a length: TEM and RST0-7.
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(i..i + 2)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+        else {
+            return false;
+        };
+        if len < 2 {
+            return false;
+        }
+        i += len;
+        if i > bytes.len() {
+            return false;
+        }
+        if code == SOS {
+            // Entropy-coded data: 0xFF00 is a stuffed byte and RSTn a restart; any other marker
+            // ends the scan.
+            loop {
+                while i < bytes.len() && bytes[i] != 0xFF {
+                    i += 1;
+                }
+                match bytes.get(i + 1) {
+                    None => return false,
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(0xFF) => i += 1,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
 }
 
 fn too_many(width: u32, height: u32, limits: &DecodeLimits) -> DecodeError {
@@ -278,10 +346,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn truncated_photos_are_refused_not_filled_with_grey() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/faces");
+        for name in ["astronaut_640x480.jpg", "t1.jpg", "messi5.jpg"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            assert!(decode_image(&bytes, &DecodeLimits::default()).is_ok(), "{name}");
+            for frac in [0.3, 0.5, 0.9, 0.99] {
+                let cut = &bytes[..(bytes.len() as f64 * frac) as usize];
+                let err = decode_image(cut, &DecodeLimits::default()).unwrap_err();
+                assert!(
+                    matches!(err, DecodeError::TruncatedJpeg | DecodeError::Corrupt { .. }),
+                    "{name} cut at {frac}: {err:?}"
+                );
+            }
+            // Missing only the final EOI marker.
+            let err = decode_image(&bytes[..bytes.len() - 2], &DecodeLimits::default());
+            assert!(err.is_err(), "{name} without EOI");
+            // Trailing data after EOI (camera trailers, motion photos) is fine.
+            let mut trailer = bytes.clone();
+            trailer.extend_from_slice(b"\x00\x00ftypmp42 trailing video bytes");
+            assert!(decode_image(&trailer, &DecodeLimits::default()).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn truncated_image_is_corrupt() {
         let bytes = encode(&sample(), ImageFormat::Jpeg);
         let err = decode_image(&bytes[..bytes.len() / 3], &DecodeLimits::default()).unwrap_err();
-        assert!(matches!(err, DecodeError::Corrupt { .. }), "{err:?}");
+        assert!(
+            matches!(err, DecodeError::Corrupt { .. } | DecodeError::TruncatedJpeg),
+            "{err:?}"
+        );
         let err = decode_image(&png_header_only(10, 10), &DecodeLimits::default()).unwrap_err();
         assert!(matches!(err, DecodeError::Corrupt { .. }), "{err:?}");
     }

@@ -143,7 +143,9 @@ impl VisionError {
     /// The error's class.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Decode(DecodeError::Empty | DecodeError::Corrupt { .. }) => {
+            Self::Decode(
+                DecodeError::Empty | DecodeError::Corrupt { .. } | DecodeError::TruncatedJpeg,
+            ) => {
                 ErrorKind::InvalidImage
             }
             Self::Decode(DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. }) => {
