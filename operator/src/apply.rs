@@ -51,6 +51,83 @@ pub async fn apply_all(
     Ok(deployment)
 }
 
+/// Field manager of the one-off apply that hands the runtime Deployment's `spec.replicas` to the
+/// HorizontalPodAutoscaler (see [`hand_over_replicas`]).
+pub const HANDOVER_FIELD_MANAGER: &str = "facekey-operator-handover";
+
+/// Whether `manager`'s server-side apply owns `spec.replicas` of `deployment` (from its
+/// `metadata.managedFields`).
+pub fn applies_replicas(deployment: &Deployment, manager: &str) -> bool {
+    deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|e| {
+            e.manager.as_deref() == Some(manager)
+                && e.operation.as_deref() == Some("Apply")
+                && e.subresource.as_deref().unwrap_or_default().is_empty()
+                && e.fields_v1
+                    .as_ref()
+                    .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+}
+
+/// Hand `spec.replicas` of the runtime Deployment over to the autoscaler without a capacity dip,
+/// as the Kubernetes server-side-apply documentation describes ("Transferring ownership").
+///
+/// When the desired Deployment leaves `replicas` out (autoscaling) while our field manager still
+/// owns it, the next apply would make the API server remove the field (its only manager dropped
+/// it) and default it to 1. So first the live count is applied once under a separate manager
+/// ([`HANDOVER_FIELD_MANAGER`], not forced); the main apply then drops the field and it stays,
+/// owned by the hand-over manager until the HPA controller writes it through `/scale` and takes
+/// it. A 409 means another manager (the HPA) already owns it with another value: nothing to hand
+/// over. Returns the count handed over, if any.
+pub async fn hand_over_replicas(
+    client: &Client,
+    namespace: &str,
+    desired: &Desired,
+    live: Option<&Deployment>,
+) -> Result<Option<i32>, ApplyError> {
+    let Some(obj) = desired
+        .objects
+        .iter()
+        .find(|o| o.kind == ChildKind::Deployment)
+    else {
+        return Ok(None);
+    };
+    let Some(live) = live else {
+        return Ok(None);
+    };
+    if obj.body.pointer("/spec/replicas").is_some() || !applies_replicas(live, FIELD_MANAGER) {
+        return Ok(None);
+    }
+    let replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": obj.name},
+        "spec": {"replicas": replicas},
+    });
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    match api
+        .patch(
+            &obj.name,
+            &PatchParams::apply(HANDOVER_FIELD_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(Some(replicas)),
+        Err(e) if crate::error::is_conflict(&e) => Ok(None),
+        Err(source) => Err(ApplyError::Patch {
+            kind: "Deployment",
+            name: obj.name.clone(),
+            source: Box::new(source),
+        }),
+    }
+}
+
 /// Create each generated Secret that does not exist yet, with fresh random content; an existing
 /// one (made by an earlier reconcile, or by a human) is never read, replaced or updated. Needs
 /// only `create` on Secrets. Returns the ones created.

@@ -354,6 +354,7 @@ async fn apply_desired(
     seen: &Observation<'_>,
     desired: &Desired,
 ) -> Result<Option<Deployment>, ApplyError> {
+    apply::hand_over_replicas(&ctx.client, &seen.namespace, desired, seen.live.as_ref()).await?;
     apply::apply_all(&ctx.client, &seen.namespace, desired).await
 }
 

@@ -491,7 +491,8 @@ async fn trivy_operator_report_is_used_instead_of_a_job() {
 
 #[tokio::test]
 async fn scaling_the_spec_scales_the_deployment() {
-    let h = harness(&[]).await;
+    // Through the server-side-apply harness: fields the operator stops applying go away.
+    let (h, _) = common::ssa::harness(&[]).await;
     h.create(
         "fk",
         json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false}}),
@@ -528,6 +529,11 @@ async fn scaling_the_spec_scales_the_deployment() {
     h.reconcile("fk").await.unwrap();
     let hpa = h.api::<HorizontalPodAutoscaler>().get("fk").await.unwrap();
     assert_eq!(hpa.spec.unwrap().max_replicas, 6);
+    assert_eq!(
+        h.deployment("fk").await.unwrap().spec.unwrap().replicas,
+        Some(4),
+        "the running count is handed to the HPA, not dropped to 1"
+    );
     h.fkds()
         .patch(
             "fk",

@@ -28,6 +28,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub mod ssa;
+
 pub const NS: &str = "team";
 
 /// Stand-ins so the fake API can route the optional kinds (the operator uses dynamic objects).
