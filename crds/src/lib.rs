@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::core::Duration;
@@ -126,6 +128,63 @@ pub struct FaceKeyDeploymentSpec {
     /// The NetworkPolicy admitting traffic to the runtime pods (enabled by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
+    /// Registry credentials (Secrets of type `kubernetes.io/dockerconfigjson` in the namespace)
+    /// for pulling the runtime image and, in the scan Job, for the scanner and its images; Trivy
+    /// itself logs in to the scanned image's registry with the first one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Pod-level settings of the runtime pods a platform team sets: scheduling, service account,
+    /// priority, extra labels and annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+}
+
+/// Label keys the operator sets on the runtime pods (its selector and ownership labels); a pod
+/// override may not set them, nor any other key under `facekey.dev/`.
+pub const RESERVED_POD_LABELS: [&str; 4] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+];
+
+/// Prefix of the labels and annotations only the operator sets (`facekey.dev/owner`,
+/// `facekey.dev/config-hash`, …).
+pub const RESERVED_PREFIX: &str = "facekey.dev/";
+
+/// Scheduling and identity settings of the runtime pods, written into the Deployment's pod
+/// template as given (Kubernetes' own types and schemas).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Node labels a node must carry to run the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Replace the default spread (one pod per node where possible, `ScheduleAnyway`); a
+    /// constraint without `labelSelector` gets the runtime pods' selector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Service account of the pods (its token is still not mounted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra pod labels. The operator's own keys (`app.kubernetes.io/name`, `instance`,
+    /// `component`, `managed-by`, anything under `facekey.dev/`) are refused: they select the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !(k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by']) && !k.startsWith('facekey.dev/'))").message("pod.labels must not set the operator's labels (app.kubernetes.io/name, instance, component, managed-by, facekey.dev/*)"))]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations; keys under `facekey.dev/` are the operator's and refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('facekey.dev/'))").message("pod.annotations must not set facekey.dev/* keys"))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// API access control of the runtime. The runtime requires a key (`Authorization: Bearer`) on
@@ -500,9 +559,22 @@ pub struct ScanGate {
     /// Reports older than this are stale: the image is scanned again (Go duration, e.g. `24h`).
     #[serde(default = "default_max_report_age")]
     pub max_report_age: Duration,
-    /// Image that runs `trivy image` in the scan Job.
-    #[serde(default = "default_scanner_image")]
-    pub scanner_image: String,
+    /// Image that runs `trivy image` in the scan Job. Unset: the operator's `--scanner-image`.
+    /// Setting it (like `dbRepository`, `javaDbRepository`, `server`) needs the operator's
+    /// `--allow-scanner-overrides`: the scanner decides what is found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner_image: Option<String>,
+    /// OCI repository of Trivy's vulnerability DB (a mirror for air-gapped or rate-limited
+    /// clusters, Trivy's `--db-repository`). Unset: the operator's `--db-repository`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_repository: Option<String>,
+    /// OCI repository of Trivy's Java DB (`--java-db-repository`). Unset: the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub java_db_repository: Option<String>,
+    /// URL of a Trivy server (client/server mode, `trivy image --server`): the server holds the
+    /// DB, the Job downloads none. Unset: the operator's `--trivy-server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl Default for ScanGate {
@@ -513,7 +585,10 @@ impl Default for ScanGate {
             allow_unfixed: false,
             ignore_cves: Vec::new(),
             max_report_age: default_max_report_age(),
-            scanner_image: default_scanner_image(),
+            scanner_image: None,
+            db_repository: None,
+            java_db_repository: None,
+            server: None,
         }
     }
 }
@@ -528,10 +603,6 @@ fn default_max_severity() -> Severity {
 
 fn default_max_report_age() -> Duration {
     Duration::from(std::time::Duration::from_secs(24 * 3600))
-}
-
-fn default_scanner_image() -> String {
-    "ghcr.io/aquasecurity/trivy:0.76.0".to_owned()
 }
 
 /// Monitoring objects generated for the deployment.

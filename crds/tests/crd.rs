@@ -309,3 +309,56 @@ fn auth_defaults_deserialize() {
     let empty_ref = object(json!({"image": "img:1", "auth": {"keysSecretRef": {"name": ""}}}));
     assert_eq!(cel_failures(&empty_ref), ["name must not be empty"]);
 }
+
+#[test]
+fn pod_overrides_keep_the_operators_labels_and_annotations() {
+    let obj = object(json!({
+        "image": "img:1",
+        "pod": {
+            "labels": {"team": "id", "app.kubernetes.io/instance": "other"},
+            "annotations": {"facekey.dev/config-hash": "x"},
+        },
+    }));
+    let mut failures = cel_failures(&obj);
+    failures.sort();
+    assert_eq!(
+        failures,
+        [
+            "pod.annotations must not set facekey.dev/* keys",
+            "pod.labels must not set the operator's labels (app.kubernetes.io/name, instance, component, managed-by, facekey.dev/*)",
+        ]
+    );
+    let owner = object(json!({"image": "img:1", "pod": {"labels": {"facekey.dev/owner": "x"}}}));
+    assert_eq!(cel_failures(&owner).len(), 1);
+    let good = object(json!({
+        "image": "img:1",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "pod": {
+            "labels": {"team": "id", "app.kubernetes.io/part-of": "identity"},
+            "annotations": {"example.com/x": "y"},
+            "nodeSelector": {"pool": "a"},
+            "tolerations": [{"key": "k", "operator": "Exists"}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}],
+            "serviceAccountName": "sa",
+            "priorityClassName": "high",
+        },
+    }));
+    assert_eq!(cel_failures(&good), Vec::<String>::new());
+}
+
+#[test]
+fn scanner_image_has_no_crd_default() {
+    let schema = schema();
+    let gate = &schema["properties"]["spec"]["properties"]["scanGate"]["properties"];
+    assert!(
+        gate["scannerImage"].get("default").is_none(),
+        "{}",
+        gate["scannerImage"]
+    );
+    for field in ["dbRepository", "javaDbRepository", "server"] {
+        assert_eq!(gate[field]["type"], "string", "{field}");
+    }
+    let fkd: FaceKeyDeployment =
+        serde_json::from_value(object(json!({"image": "i:1", "scanGate": {}}))).unwrap();
+    assert_eq!(fkd.spec.scan_gate.unwrap().scanner_image, None);
+}

@@ -101,6 +101,7 @@ fn bench_desired(fkd: &FaceKeyDeployment) {
         capabilities: caps.clone(),
         include_scan_job: false,
         operator_image: "op".into(),
+        policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
     };
     let t = Instant::now();
     let m = 500;
@@ -136,12 +137,11 @@ async fn bench_reconcile(count: usize, concurrency: usize) {
         builder = builder.with_object(crd);
     }
     let client = builder.build().await.unwrap();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Metrics::new().unwrap(),
-        "op".into(),
-        None,
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), Metrics::new().unwrap(), "op".into(), None)
+            // The gate is off below: no policy floor.
+            .with_policy(facekey_operator::policy_floor::ClusterPolicy::permissive()),
+    );
 
     let template = parse_resources(SAMPLE).unwrap().resources.remove(0);
     let rss_before = rss_kib("VmRSS:");

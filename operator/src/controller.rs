@@ -43,6 +43,8 @@ pub struct RunConfig {
     pub lease_duration: Duration,
     /// Namespace to watch, or all namespaces.
     pub watch_namespace: Option<String>,
+    /// The scan policy floor and scanner settings every resource gets.
+    pub policy: crate::policy_floor::ClusterPolicy,
 }
 
 /// Why the process stopped.
@@ -174,12 +176,15 @@ pub async fn run_with(
         })
     };
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        config.operator_image.clone(),
-        Some(config.identity.clone()),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            config.operator_image.clone(),
+            Some(config.identity.clone()),
+        )
+        .with_policy(config.policy.clone()),
+    );
     let (fkd_api, owned) = match &config.watch_namespace {
         Some(ns) => (
             Api::<FaceKeyDeployment>::namespaced(client.clone(), ns),

@@ -2,8 +2,8 @@
 //! FaceKey runtime pods.
 //!
 //! The crate separates pure logic from I/O so most of it is testable without an API server:
-//! - [`desired`], [`validate`], [`conditions`], [`status`], [`scan`] and [`leader::decide`] are pure
-//!   functions of their inputs (no client);
+//! - [`desired`], [`validate`], [`policy_floor`], [`conditions`], [`status`], [`scan`] and
+//!   [`leader::decide`] are pure functions of their inputs (no client);
 //! - [`reconcile`], [`scan_gate`], [`apply`], [`capabilities`] and [`leader`] talk to the API
 //!   server through a [`kube::Client`] (a real one, or `kube-fake-client` in tests);
 //! - [`controller`], [`server`] and [`metrics`] are the process glue of `facekey-operator run`;
@@ -22,6 +22,7 @@ pub mod events;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod policy_floor;
 pub mod reconcile;
 pub mod render;
 pub mod scan;

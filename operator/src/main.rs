@@ -9,9 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
+use facekey_crds::Severity;
 use facekey_operator::controller::{self, Exit, RunConfig};
 use facekey_operator::desired::{Capabilities, OptionalCrd};
+use facekey_operator::policy_floor::{
+    ClusterPolicy, DEFAULT_SCANNER_IMAGE, PolicyFloor, ScannerSettings,
+};
 use facekey_operator::render::{self, RenderOptions};
 use facekey_operator::scan::{MAX_SUMMARY_BYTES, ScanSummary, trivy};
 
@@ -36,6 +40,61 @@ struct Cli {
     log_format: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The cluster's scan policy floor and scanner settings (`run`, and `render` to preview them).
+#[derive(clap::Args, Clone)]
+struct ScanPolicyArgs {
+    /// Refuse resources with `scanGate.enabled: false`.
+    #[arg(long, env = "FACEKEY_OPERATOR_REQUIRE_SCAN", default_value_t = PolicyFloor::default().require_scan, action = ArgAction::Set)]
+    require_scan: bool,
+    /// Highest `scanGate.maxSeverity` a resource may set (UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL).
+    #[arg(long, env = "FACEKEY_OPERATOR_MAX_ALLOWED_SEVERITY", default_value = PolicyFloor::default().max_severity.as_str(), value_parser = parse_severity)]
+    max_allowed_severity: Severity,
+    /// Allow resources to list `scanGate.ignoreCVEs`.
+    #[arg(long, env = "FACEKEY_OPERATOR_ALLOW_IGNORE_CVES", default_value_t = PolicyFloor::default().allow_ignore_cves, action = ArgAction::Set)]
+    allow_ignore_cves: bool,
+    /// Allow resources to choose their scanner image, DB repositories and Trivy server.
+    #[arg(long, env = "FACEKEY_OPERATOR_ALLOW_SCANNER_OVERRIDES", default_value_t = PolicyFloor::default().allow_scanner_overrides, action = ArgAction::Set)]
+    allow_scanner_overrides: bool,
+    /// Image of the Trivy container of scan Jobs.
+    #[arg(long, env = "FACEKEY_OPERATOR_SCANNER_IMAGE", default_value = DEFAULT_SCANNER_IMAGE)]
+    scanner_image: String,
+    /// Trivy vulnerability DB repository (a mirror; Trivy's default when unset).
+    #[arg(long, env = "FACEKEY_OPERATOR_TRIVY_DB_REPOSITORY")]
+    db_repository: Option<String>,
+    /// Trivy Java DB repository (a mirror; Trivy's default when unset).
+    #[arg(long, env = "FACEKEY_OPERATOR_TRIVY_JAVA_DB_REPOSITORY")]
+    java_db_repository: Option<String>,
+    /// URL of a Trivy server: scan Jobs run `trivy image --server <url>` and download no DB.
+    #[arg(long, env = "FACEKEY_OPERATOR_TRIVY_SERVER")]
+    trivy_server: Option<String>,
+}
+
+impl ScanPolicyArgs {
+    fn policy(self) -> ClusterPolicy {
+        ClusterPolicy {
+            floor: PolicyFloor {
+                require_scan: self.require_scan,
+                max_severity: self.max_allowed_severity,
+                allow_ignore_cves: self.allow_ignore_cves,
+                allow_scanner_overrides: self.allow_scanner_overrides,
+            },
+            scanner: ScannerSettings {
+                image: self.scanner_image,
+                db_repository: self.db_repository.filter(|s| !s.is_empty()),
+                java_db_repository: self.java_db_repository.filter(|s| !s.is_empty()),
+                server: self.trivy_server.filter(|s| !s.is_empty()),
+            },
+        }
+    }
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    Severity::ALL
+        .into_iter()
+        .find(|sev| sev.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("{s}: expected UNKNOWN, LOW, MEDIUM, HIGH or CRITICAL"))
 }
 
 #[derive(Subcommand)]
@@ -63,6 +122,8 @@ enum Command {
         /// Only watch this namespace (default: all namespaces).
         #[arg(long, env = "FACEKEY_WATCH_NAMESPACE")]
         namespace: Option<String>,
+        #[command(flatten)]
+        scan_policy: ScanPolicyArgs,
     },
     /// Print the objects the operator would apply for the FaceKeyDeployments in a file, as YAML.
     Render {
@@ -78,6 +139,8 @@ enum Command {
         /// Operator image for the scan Job.
         #[arg(long, default_value = DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
+        #[command(flatten)]
+        scan_policy: ScanPolicyArgs,
     },
     /// Print the FaceKeyDeployment CustomResourceDefinition as YAML.
     Crdgen,
@@ -131,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             identity,
             lease_seconds,
             namespace,
+            scan_policy,
         } => {
             let identity = match identity {
                 Some(id) => id,
@@ -146,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
                 identity,
                 lease_duration: Duration::from_secs(lease_seconds.max(3)),
                 watch_namespace: namespace,
+                policy: scan_policy.policy(),
             })
             .await?;
             if exit == Exit::LostLeadership {
@@ -158,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
             without_monitoring_crds,
             include_scan_job,
             operator_image,
+            scan_policy,
         } => {
             let input = read_input(&file)?;
             let mut capabilities = Capabilities::all();
@@ -177,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
                     capabilities,
                     include_scan_job,
                     operator_image,
+                    policy: scan_policy.policy(),
                 },
             )?;
             print!("{out}");

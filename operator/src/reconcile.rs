@@ -30,9 +30,10 @@ use crate::events::{
     ScanVerdict, TemplateKeyCreated,
 };
 use crate::metrics::Metrics;
+use crate::policy_floor::ClusterPolicy;
 use crate::scan_gate::{self, GateInputs, GateResult};
 use crate::status::{self, ApplyOutcome, GateState, Observed};
-use crate::validate::{self, InvalidSpec};
+use crate::validate::InvalidSpec;
 use crate::{CONTROLLER_NAME, Error, FIELD_MANAGER, Result, apply, labels};
 
 /// Requeue interval when nothing is in flight: periodic drift repair for kinds without watches.
@@ -55,6 +56,8 @@ pub struct Context {
     pub capabilities: CapabilityCache,
     /// Image of the operator itself (runs the summary container of scan Jobs).
     pub operator_image: String,
+    /// The cluster's scan policy floor and scanner settings (the operator's flags).
+    pub policy: ClusterPolicy,
     /// Current time.
     pub clock: Clock,
     /// Consecutive failures per object, for the error policy's backoff.
@@ -82,6 +85,7 @@ impl Context {
             metrics,
             recorder,
             operator_image,
+            policy: ClusterPolicy::default(),
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
         }
@@ -91,6 +95,13 @@ impl Context {
     #[must_use]
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Replace the scan policy floor and scanner settings (default: [`ClusterPolicy::default`]).
+    #[must_use]
+    pub fn with_policy(mut self, policy: ClusterPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -201,11 +212,12 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         return Ok(Action::await_change());
     }
     let seen = observe(ctx, fkd).await?;
-    if let Err(invalid) = validate::validate(&fkd.spec) {
+    // The spec's own rules and the cluster's scan policy floor; the gate reads the resolved spec.
+    if let Err(invalid) = ctx.policy.validate(&fkd.spec) {
         write_invalid_status(ctx, fkd, &seen, &invalid).await?;
         return Err(invalid.into());
     }
-    let gate = check_gate(ctx, fkd, &seen).await?;
+    let gate = check_gate(ctx, &ctx.policy.resolve(fkd), &seen).await?;
     let desired = desired_state(fkd, &seen, &gate)?;
     let applied = match create_generated(ctx, fkd, &seen, &desired).await {
         Ok(()) => apply_desired(ctx, &seen, &desired).await,

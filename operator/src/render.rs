@@ -7,6 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::desired::{self, Capabilities, DesiredInputs, scan_job};
+use crate::error::DesiredError;
+use crate::policy_floor::ClusterPolicy;
 use crate::{Error, Result};
 
 /// Options of a render.
@@ -18,6 +20,9 @@ pub struct RenderOptions {
     pub include_scan_job: bool,
     /// Operator image used in the scan Job's summary container.
     pub operator_image: String,
+    /// The scan policy floor specs must meet and the scanner settings of the scan Job, as the
+    /// operator's flags would set them.
+    pub policy: ClusterPolicy,
 }
 
 /// The FaceKeyDeployments of a multi-document YAML stream, and the other documents it skipped.
@@ -67,7 +72,7 @@ pub fn parse_resources(input: &str) -> Result<Parsed> {
 pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<Vec<Value>> {
     let desired = compute(fkd, opts)?;
     let mut objects: Vec<Value> = desired.objects.into_iter().map(|o| o.body).collect();
-    let gate = fkd.spec.scan_gate.clone().unwrap_or_default();
+    let gate = opts.policy.resolve_gate(fkd.spec.scan_gate.as_ref());
     if opts.include_scan_job && gate.enabled {
         let job = scan_job(fkd, &fkd.spec.image, &gate, &opts.operator_image)?;
         objects.push(
@@ -81,6 +86,10 @@ pub fn render_objects(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<V
 }
 
 fn compute(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<desired::Desired> {
+    // Refused like the reconciler refuses it: the spec's rules and the policy floor.
+    opts.policy
+        .validate(&fkd.spec)
+        .map_err(DesiredError::from)?;
     Ok(desired::compute(&DesiredInputs {
         fkd,
         runtime_image: Some(&fkd.spec.image),
@@ -166,6 +175,7 @@ mod tests {
             capabilities: Capabilities::none(),
             include_scan_job: true,
             operator_image: "op".into(),
+            policy: ClusterPolicy::permissive(),
         }
     }
 
@@ -178,13 +188,13 @@ mod tests {
             Some("default")
         );
         let out = render(TWO, &opts()).unwrap();
-        // config, NetworkPolicy, Deployment, Service, PDB, dashboard, scan Job.
+        // config, NetworkPolicy, Deployment, Service, dashboard, scan Job (one pod: no PDB).
         assert_eq!(
             out.matches("# Source: FaceKeyDeployment default/a").count(),
-            7
+            6
         );
         // b has the gate disabled: no scan Job.
-        assert_eq!(out.matches("# Source: FaceKeyDeployment x/b").count(), 6);
+        assert_eq!(out.matches("# Source: FaceKeyDeployment x/b").count(), 5);
         assert_eq!(out.matches("kind: Job").count(), 1);
         assert_eq!(out.matches("kind: NetworkPolicy").count(), 2);
         // The generated API keys Secret is named, never rendered.
@@ -193,7 +203,20 @@ mod tests {
         let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&out)
             .map(|d| serde_json::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(docs.len(), 13);
+        assert_eq!(docs.len(), 11);
+    }
+
+    #[test]
+    fn the_policy_floor_refuses_what_the_reconciler_refuses() {
+        let strict = RenderOptions {
+            policy: ClusterPolicy::default(),
+            ..opts()
+        };
+        let err = render(TWO, &strict).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid spec") && err.contains("--require-scan"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -89,6 +89,15 @@ pub enum Problem {
         /// Position in the list.
         index: usize,
     },
+    /// `scanGate` is looser than the operator's policy floor (the message names the flag).
+    #[error("{0}")]
+    PolicyFloor(String),
+    /// `pod.labels` sets a label the operator sets on the runtime pods (its selector).
+    #[error("pod.labels must not set the operator's label {0}")]
+    ReservedPodLabel(String),
+    /// `pod.annotations` sets a `facekey.dev/` key.
+    #[error("pod.annotations must not set {0} (facekey.dev/ keys are the operator's)")]
+    ReservedPodAnnotation(String),
 }
 
 /// The error of [`validate`]: every problem of the spec, never only the first.
@@ -190,10 +199,26 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
             }
         }
     }
+    if let Some(pod) = &spec.pod {
+        pod_problems(pod, &mut problems);
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(InvalidSpec { problems })
+    }
+}
+
+/// Pod labels and annotations must leave the operator's keys alone (the CRD's CEL rules).
+fn pod_problems(pod: &facekey_crds::PodOverrides, problems: &mut Vec<Problem>) {
+    let reserved = |k: &str| k.starts_with(facekey_crds::RESERVED_PREFIX);
+    for k in pod.labels.keys() {
+        if reserved(k) || facekey_crds::RESERVED_POD_LABELS.contains(&k.as_str()) {
+            problems.push(Problem::ReservedPodLabel(k.clone()));
+        }
+    }
+    for k in pod.annotations.keys().filter(|k| reserved(k)) {
+        problems.push(Problem::ReservedPodAnnotation(k.clone()));
     }
 }
 

@@ -253,7 +253,8 @@ async fn reconcile_calls(spec: serde_json::Value) -> Vec<String> {
         "op:test".into(),
         None,
     )
-    .with_capabilities(CapabilityCache::new(client));
+    .with_capabilities(CapabilityCache::new(client))
+    .with_policy(facekey_operator::policy_floor::ClusterPolicy::permissive());
     reconcile::reconcile(Arc::new(fkd), Arc::new(ctx))
         .await
         .unwrap();
@@ -263,7 +264,7 @@ async fn reconcile_calls(spec: serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn reconcile_applies_in_order_and_writes_status_last() {
     let lines =
-        reconcile_calls(json!({"image": "img:1", "replicas": 1, "scanGate": {"enabled": false}}))
+        reconcile_calls(json!({"image": "img:1", "replicas": 2, "scanGate": {"enabled": false}}))
             .await;
     let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
     let expected = [

@@ -31,6 +31,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         identity: "op-1".into(),
         lease_duration: Duration::from_secs(3),
         watch_namespace: None,
+        policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;

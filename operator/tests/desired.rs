@@ -179,7 +179,6 @@ fn disabled_monitoring_adds_no_monitoring_objects() {
             (ChildKind::NetworkPolicy, "fk"),
             (ChildKind::Deployment, "fk"),
             (ChildKind::Service, "fk"),
-            (ChildKind::PodDisruptionBudget, "fk"),
         ]
     );
     assert!(d.skipped.is_empty());

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use facekey_operator::desired::{Capabilities, OptionalCrd};
+use facekey_operator::policy_floor::ClusterPolicy;
 use facekey_operator::render::{RenderOptions, render};
 
 fn root() -> PathBuf {
@@ -62,6 +63,8 @@ fn opts() -> RenderOptions {
         capabilities: Capabilities::all(),
         include_scan_job: true,
         operator_image: "ghcr.io/facekey/operator:0.1.0".into(),
+        // The fixtures include a disabled gate; the floor has its own golden below.
+        policy: ClusterPolicy::permissive(),
     }
 }
 
@@ -121,5 +124,28 @@ fn cloudnativepg_store() {
         &root().join("tests/fixtures/store/cloudnativepg.yaml"),
         "store-cloudnativepg.yaml",
         &opts(),
+    );
+}
+
+/// Pod overrides, pull secrets and a PDB, rendered under the default policy floor with the
+/// scanner settings of an air-gapped cluster (mirrored scanner image and DBs).
+#[test]
+fn pod_overrides_under_the_default_floor() {
+    let mut o = opts();
+    o.policy = ClusterPolicy {
+        scanner: facekey_operator::policy_floor::ScannerSettings {
+            image: "registry.internal.example/aquasecurity/trivy:0.76.0".into(),
+            db_repository: Some("registry.internal.example/aquasecurity/trivy-db:2".into()),
+            java_db_repository: Some(
+                "registry.internal.example/aquasecurity/trivy-java-db:1".into(),
+            ),
+            server: None,
+        },
+        ..ClusterPolicy::default()
+    };
+    check(
+        &root().join("tests/fixtures/resources/pod-overrides.yaml"),
+        "pod-overrides.yaml",
+        &o,
     );
 }

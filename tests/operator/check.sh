@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Validate what the FaceKey operator renders and ships with real outside tools:
 #   - every built-in object `facekey-operator render` produces for the samples and fixtures
-#     (NetworkPolicies included), and the kustomize base, against Kubernetes' schemas
-#     (kubernetes-validate --strict);
+#     (NetworkPolicies, PodDisruptionBudgets, pod overrides and scan Jobs with DB mirrors or a
+#     Trivy server included), and the kustomize base, against Kubernetes' schemas
+#     (kubernetes-validate --strict); the policy floor's flags refuse what they should;
 #   - ServiceMonitor / PrometheusRule / AlertmanagerConfig against prometheus-operator's schemas
 #     (npm @kubernetes-models/prometheus-operator);
 #   - the rule groups with `promtool check rules` and `promtool test rules` (rules-test.yaml:
@@ -61,8 +62,9 @@ k8s_validate() {
 # 1. Render the samples and fixtures through the operator's own builder.
 RESOURCES=("$ROOT"/manifests/samples/facekeydeployment*.yaml "$ROOT"/operator/tests/fixtures/resources/*.yaml)
 : >"$WORK/rendered.yaml"
+# Some fixtures disable the scan gate, which the default policy floor refuses (checked below).
 for r in "${RESOURCES[@]}"; do
-  "$BIN" render -f "$r" --include-scan-job >>"$WORK/rendered.yaml" || fail "render $r"
+  "$BIN" render -f "$r" --include-scan-job --require-scan=false >>"$WORK/rendered.yaml" || fail "render $r"
 done
 "$BIN" render -f "$ROOT/manifests/samples/facekeydeployment-minimal.yaml" --without-monitoring-crds \
   >"$WORK/rendered-no-crds.yaml" || fail "render without monitoring CRDs"
@@ -72,13 +74,48 @@ fi
 # One NetworkPolicy per resource, except the fixture that disables it (weights-configmap.yaml).
 policies="$(grep -c '^kind: NetworkPolicy' "$WORK/rendered.yaml" || true)"
 [ "$policies" -eq $(( ${#RESOURCES[@]} - 1 )) ] || fail "expected $(( ${#RESOURCES[@]} - 1 )) NetworkPolicies, rendered $policies"
-pass "rendered ${#RESOURCES[@]} resource files ($(grep -c '^kind:' "$WORK/rendered.yaml") objects)"
+# A PodDisruptionBudget only where at least two pods are asked for: the full sample (autoscaling
+# from 2), weights-configmap.yaml (3) and pod-overrides.yaml (2); none for a single pod.
+pdbs="$(grep -c '^kind: PodDisruptionBudget' "$WORK/rendered.yaml" || true)"
+[ "$pdbs" -eq 3 ] || fail "expected 3 PodDisruptionBudgets, rendered $pdbs"
+grep -A12 '^kind: PodDisruptionBudget' "$WORK/rendered.yaml" | grep -q 'minAvailable' && fail "a PodDisruptionBudget sets minAvailable"
+pass "rendered ${#RESOURCES[@]} resource files ($(grep -c '^kind:' "$WORK/rendered.yaml") objects, $pdbs PodDisruptionBudgets)"
+
+# The cluster policy floor: the default flags refuse a disabled gate, a severity above the
+# ceiling (flag and environment variable), and a resource's own scanner.
+if "$BIN" render -f "$ROOT/operator/tests/fixtures/resources/models-and-rps.yaml" >/dev/null 2>"$WORK/floor.err"; then
+  fail "render accepted scanGate.enabled: false under the default policy floor"
+fi
+grep -q -- '--require-scan' "$WORK/floor.err" || { cat "$WORK/floor.err" >&2; fail "the floor's refusal does not name --require-scan"; }
+if FACEKEY_OPERATOR_MAX_ALLOWED_SEVERITY=LOW "$BIN" render -f "$ROOT/manifests/samples/facekeydeployment.yaml" >/dev/null 2>"$WORK/floor.err"; then
+  fail "render accepted maxSeverity MEDIUM under FACEKEY_OPERATOR_MAX_ALLOWED_SEVERITY=LOW"
+fi
+grep -q 'at most LOW' "$WORK/floor.err" || { cat "$WORK/floor.err" >&2; fail "the severity refusal does not name the ceiling"; }
+printf '%s\n' 'apiVersion: facekey.dev/v1alpha1' 'kind: FaceKeyDeployment' 'metadata: {name: own}' \
+  'spec: {image: "img:1", scanGate: {scannerImage: "example.com/not-trivy:1"}}' >"$WORK/own-scanner.yaml"
+"$BIN" render -f "$WORK/own-scanner.yaml" >/dev/null 2>&1 && fail "render accepted a resource's own scanner image"
+"$BIN" render -f "$WORK/own-scanner.yaml" --allow-scanner-overrides=true >/dev/null || fail "--allow-scanner-overrides=true still refuses"
+pass "the default policy floor refuses a disabled gate, a severity above the ceiling and a resource's scanner"
+
+# Scanner settings of air-gapped clusters (DB mirrors) and Trivy's server mode reach the scan Job,
+# which stays schema-valid.
+"$BIN" render -f "$ROOT/operator/tests/fixtures/resources/pod-overrides.yaml" --include-scan-job \
+  --scanner-image registry.internal.example/aquasecurity/trivy:0.76.0 \
+  --db-repository registry.internal.example/aquasecurity/trivy-db:2 \
+  --java-db-repository registry.internal.example/aquasecurity/trivy-java-db:1 >"$WORK/mirror.yaml" || fail "render with DB mirrors"
+FACEKEY_OPERATOR_TRIVY_SERVER=http://trivy.trivy-system:4954 "$BIN" render --include-scan-job \
+  -f "$ROOT/operator/tests/fixtures/resources/pod-overrides.yaml" >"$WORK/server.yaml" || fail "render with a Trivy server"
+grep -q -- '- --db-repository' "$WORK/mirror.yaml" && grep -q -- '- --java-db-repository' "$WORK/mirror.yaml" \
+  && grep -q 'image: registry.internal.example/aquasecurity/trivy:0.76.0' "$WORK/mirror.yaml" || fail "DB mirrors missing from the scan Job"
+grep -A1 -- '- --server' "$WORK/server.yaml" | grep -q 'http://trivy.trivy-system:4954' || fail "--server missing from the scan Job"
 
 "$PY" "$HERE/manifest_tools.py" split "$WORK/rendered.yaml" "$WORK/split" >/dev/null
 
 # 2. Built-in kinds against Kubernetes' OpenAPI schemas.
 k8s_validate "$WORK/split/builtins.yaml" "rendered built-in objects"
 k8s_validate "$WORK/rendered-no-crds.yaml" "rendered objects without monitoring CRDs"
+k8s_validate "$WORK/mirror.yaml" "pod overrides, PDB and scan Job with DB mirrors"
+k8s_validate "$WORK/server.yaml" "scan Job in Trivy server mode"
 
 # 3. prometheus-operator kinds against their schemas.
 EXPECT_KINDS=ServiceMonitor,PrometheusRule,AlertmanagerConfig NODE_MODULES="$NODE_MODULES" \

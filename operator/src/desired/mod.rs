@@ -377,11 +377,13 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
                 to_value(&hpa)?,
             );
         }
-        push(
-            ChildKind::PodDisruptionBudget,
-            name.to_owned(),
-            to_value(&runtime::pdb(&owner))?,
-        );
+        if let Some(pdb) = runtime::pdb(&owner, spec) {
+            push(
+                ChildKind::PodDisruptionBudget,
+                name.to_owned(),
+                to_value(&pdb)?,
+            );
+        }
     }
     let monitoring = spec.monitoring.clone().unwrap_or_default();
     let dashboards = monitoring.dashboards.clone().unwrap_or_default();

@@ -1,4 +1,5 @@
-//! The runtime's own objects: configuration ConfigMap, Deployment, Service, HPA and PDB.
+//! The runtime's own objects: configuration ConfigMap, Deployment (with the pod overrides of
+//! `spec.pod`), Service, HPA and PDB.
 //!
 //! Every `FACEKEY_*` name written into the pods and the runtime's port come from the runtime's
 //! settings catalogue (`facekey-settings`), so the operator writes only names the runtime reads.
@@ -401,8 +402,17 @@ pub(super) fn deployment(
     config_hash: &str,
 ) -> Deployment {
     let selector = labels::selector_labels(owner.name);
-    let mut pod_labels = labels::common_labels(owner.name, Component::Runtime);
+    let pod = spec.pod.clone().unwrap_or_default();
+    // The user's labels and annotations first, the operator's over them (validation refuses the
+    // operator's keys; this keeps the selector intact even where validation was skipped).
+    let mut pod_labels = pod.labels.clone();
+    pod_labels.extend(labels::common_labels(owner.name, Component::Runtime));
     pod_labels.extend(selector.clone());
+    let mut pod_annotations = pod.annotations.clone();
+    pod_annotations.insert(
+        labels::CONFIG_HASH_ANNOTATION.to_owned(),
+        config_hash.to_owned(),
+    );
     let (volumes, volume_mounts) = volumes(owner, spec);
     let env = Some(secret_env(spec)).filter(|e| !e.is_empty());
     let container = Container {
@@ -461,10 +471,7 @@ pub(super) fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        labels::CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash.to_owned(),
-                    )])),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -484,16 +491,17 @@ pub(super) fn deployment(
                     containers: vec![container],
                     volumes: Some(volumes),
                     termination_grace_period_seconds: Some(30),
-                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
-                        max_skew: 1,
-                        topology_key: "kubernetes.io/hostname".to_owned(),
-                        when_unsatisfiable: "ScheduleAnyway".to_owned(),
-                        label_selector: Some(LabelSelector {
-                            match_labels: Some(selector),
-                            ..LabelSelector::default()
-                        }),
-                        ..TopologySpreadConstraint::default()
-                    }]),
+                    topology_spread_constraints: Some(spread(
+                        pod.topology_spread_constraints,
+                        &selector,
+                    )),
+                    node_selector: Some(pod.node_selector).filter(|m| !m.is_empty()),
+                    tolerations: Some(pod.tolerations).filter(|t| !t.is_empty()),
+                    affinity: pod.affinity,
+                    service_account_name: pod.service_account_name,
+                    priority_class_name: pod.priority_class_name,
+                    image_pull_secrets: Some(spec.image_pull_secrets.clone())
+                        .filter(|s| !s.is_empty()),
                     ..PodSpec::default()
                 }),
             },
@@ -501,6 +509,34 @@ pub(super) fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// `spec.pod.topologySpreadConstraints` (each without `labelSelector` given the runtime pods'
+/// selector), or the default: one pod per node where possible (`ScheduleAnyway`).
+fn spread(
+    given: Vec<TopologySpreadConstraint>,
+    selector: &BTreeMap<String, String>,
+) -> Vec<TopologySpreadConstraint> {
+    let runtime_pods = || LabelSelector {
+        match_labels: Some(selector.clone()),
+        ..LabelSelector::default()
+    };
+    if given.is_empty() {
+        return vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(runtime_pods()),
+            ..TopologySpreadConstraint::default()
+        }];
+    }
+    given
+        .into_iter()
+        .map(|mut c| {
+            c.label_selector.get_or_insert_with(runtime_pods);
+            c
+        })
+        .collect()
 }
 
 /// Rolling updates (one extra pod, none unavailable), except with an embedded store: its
@@ -605,8 +641,25 @@ pub(super) fn hpa(
     })
 }
 
-pub(super) fn pdb(owner: &Owner<'_>) -> PodDisruptionBudget {
-    PodDisruptionBudget {
+/// The fewest runtime pods the spec asks for: `autoscaling.minReplicas`, else the Deployment's
+/// fixed count (1 with an embedded store).
+fn least_replicas(spec: &FaceKeyDeploymentSpec) -> i32 {
+    match &spec.autoscaling {
+        Some(a) => a.min_replicas,
+        None => store::replicas(spec),
+    }
+}
+
+/// The PodDisruptionBudget, only while at least two pods are asked for: `maxUnavailable: 1`,
+/// so a drain evicts one pod at a time and never the last ready one. With one pod there is none:
+/// a budget that protected it (`minAvailable: 1`) would block every node drain forever, and
+/// one that did not would protect nothing. Pods that are not ready may always be evicted
+/// (`unhealthyPodEvictionPolicy: AlwaysAllow`), so crash-looping pods never block a drain.
+pub(super) fn pdb(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> Option<PodDisruptionBudget> {
+    if least_replicas(spec) < 2 {
+        return None;
+    }
+    Some(PodDisruptionBudget {
         metadata: owner.meta(owner.name.to_owned(), Component::Runtime),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
@@ -614,8 +667,9 @@ pub(super) fn pdb(owner: &Owner<'_>) -> PodDisruptionBudget {
                 match_labels: Some(labels::selector_labels(owner.name)),
                 ..LabelSelector::default()
             }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()
-    }
+    })
 }

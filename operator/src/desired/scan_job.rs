@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use facekey_crds::{FaceKeyDeployment, ScanGate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, Container, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, VolumeMount,
+    Capabilities as LinuxCapabilities, Container, EnvVar, KeyToPath, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,10 +23,45 @@ use kube::{Resource, ResourceExt};
 use super::runtime::empty_dir;
 use super::{Owner, Result, instance_name};
 use crate::labels::{self, Component};
+use crate::policy_floor::DEFAULT_SCANNER_IMAGE;
 
 /// Name of the container whose termination message carries the scan summary.
 pub const SCAN_SUMMARY_CONTAINER: &str = "summary";
 const REPORT_PATH: &str = "/report/report.json";
+/// Where Trivy finds registry credentials (`DOCKER_CONFIG`): the first `spec.imagePullSecrets`.
+const DOCKER_CONFIG_DIR: &str = "/docker-config";
+
+/// Arguments of `trivy image` for `image` under the resolved `gate`: the DB mirrors and the
+/// server mode when set (a server holds the DB, so no DB is downloaded then).
+fn trivy_args(image: &str, gate: &ScanGate) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "image",
+        "--quiet",
+        "--scanners",
+        "vuln",
+        "--format",
+        "json",
+        "--output",
+        REPORT_PATH,
+        "--cache-dir",
+        "/cache",
+        "--timeout",
+        "10m",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (flag, value) in [
+        ("--server", &gate.server),
+        ("--db-repository", &gate.db_repository),
+        ("--java-db-repository", &gate.java_db_repository),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            args.extend([flag.to_owned(), v.to_owned()]);
+        }
+    }
+    args.push(image.to_owned());
+    args
+}
 
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
@@ -64,7 +100,9 @@ fn resources(cpu: &str, memory: &str, limit: &str) -> ResourceRequirements {
     }
 }
 
-/// The Job scanning `image` for `fkd`, whose summary container runs `operator_image`.
+/// The Job scanning `image` for `fkd`, whose summary container runs `operator_image`. `gate` is
+/// the resolved gate ([`crate::policy_floor::ClusterPolicy::resolve_gate`]); an unset scanner
+/// image falls back to [`DEFAULT_SCANNER_IMAGE`].
 pub fn scan_job(
     fkd: &FaceKeyDeployment,
     image: &str,
@@ -84,48 +122,68 @@ pub fn scan_job(
         image.to_owned(),
     )]));
     let pod_labels = labels::common_labels(name, Component::Scan);
+    let mut trivy_env = vec![
+        EnvVar {
+            name: "HOME".to_owned(),
+            value: Some("/tmp".to_owned()),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "TRIVY_NO_PROGRESS".to_owned(),
+            value: Some("true".to_owned()),
+            ..EnvVar::default()
+        },
+    ];
+    let mut trivy_mounts = vec![
+        mount("report", "/report"),
+        mount("cache", "/cache"),
+        mount("tmp", "/tmp"),
+    ];
+    let mut volumes = vec![
+        empty_dir("report", "64Mi"),
+        empty_dir("cache", "4Gi"),
+        empty_dir("tmp", "1Gi"),
+    ];
+    let pull_secrets = &fkd.spec.image_pull_secrets;
+    // Trivy pulls the scanned image itself: it reads the registry login from DOCKER_CONFIG.
+    if let Some(first) = pull_secrets.first() {
+        volumes.push(Volume {
+            name: "docker-config".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(first.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".to_owned(),
+                    path: "config.json".to_owned(),
+                    ..KeyToPath::default()
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        });
+        trivy_mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount("docker-config", DOCKER_CONFIG_DIR)
+        });
+        trivy_env.push(EnvVar {
+            name: "DOCKER_CONFIG".to_owned(),
+            value: Some(DOCKER_CONFIG_DIR.to_owned()),
+            ..EnvVar::default()
+        });
+    }
     let trivy = Container {
         name: "trivy".to_owned(),
-        image: Some(gate.scanner_image.clone()),
-        command: Some(vec!["trivy".to_owned()]),
-        args: Some(
-            [
-                "image",
-                "--quiet",
-                "--scanners",
-                "vuln",
-                "--format",
-                "json",
-                "--output",
-                REPORT_PATH,
-                "--cache-dir",
-                "/cache",
-                "--timeout",
-                "10m",
-                image,
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+        image: Some(
+            gate.scanner_image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SCANNER_IMAGE.to_owned()),
         ),
-        env: Some(vec![
-            EnvVar {
-                name: "HOME".to_owned(),
-                value: Some("/tmp".to_owned()),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "TRIVY_NO_PROGRESS".to_owned(),
-                value: Some("true".to_owned()),
-                ..EnvVar::default()
-            },
-        ]),
+        command: Some(vec!["trivy".to_owned()]),
+        args: Some(trivy_args(image, gate)),
+        env: Some(trivy_env),
         resources: Some(resources("500m", "512Mi", "2Gi")),
         security_context: Some(restricted()),
-        volume_mounts: Some(vec![
-            mount("report", "/report"),
-            mount("cache", "/cache"),
-            mount("tmp", "/tmp"),
-        ]),
+        volume_mounts: Some(trivy_mounts),
         ..Container::default()
     };
     let summary = Container {
@@ -181,13 +239,11 @@ pub fn scan_job(
                         }),
                         ..PodSecurityContext::default()
                     }),
+                    // The kubelet pulls the scanner and summary images with them.
+                    image_pull_secrets: Some(pull_secrets.clone()).filter(|s| !s.is_empty()),
                     init_containers: Some(vec![trivy]),
                     containers: vec![summary],
-                    volumes: Some(vec![
-                        empty_dir("report", "64Mi"),
-                        empty_dir("cache", "4Gi"),
-                        empty_dir("tmp", "1Gi"),
-                    ]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },

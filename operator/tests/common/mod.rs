@@ -14,6 +14,7 @@ use facekey_crds::FaceKeyDeployment;
 use facekey_operator::capabilities::CapabilityCache;
 use facekey_operator::desired::OptionalCrd;
 use facekey_operator::metrics::Metrics;
+use facekey_operator::policy_floor::ClusterPolicy;
 use facekey_operator::reconcile::{self, Context};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -205,7 +206,9 @@ pub async fn harness_from(builder: ClientBuilder) -> Harness {
         Some("test".into()),
     )
     .with_clock(Arc::new(move || c.now()))
-    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO));
+    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO))
+    // No scan policy floor: tests choose their gate (tests/pod_overrides.rs covers the floor).
+    .with_policy(ClusterPolicy::permissive());
     Harness {
         client,
         ctx: Arc::new(ctx),

@@ -94,7 +94,9 @@ pub async fn harness(installed: &[OptionalCrd]) -> (Harness, Log) {
         Some("test".into()),
     )
     .with_clock(Arc::new(move || c.now()))
-    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO));
+    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO))
+    // No scan policy floor, as in the in-memory harness.
+    .with_policy(facekey_operator::policy_floor::ClusterPolicy::permissive());
     let h = Harness {
         client,
         ctx: Arc::new(ctx),

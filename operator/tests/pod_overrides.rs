@@ -1,0 +1,424 @@
+//! Pod overrides (`spec.pod`, `spec.imagePullSecrets`), the PodDisruptionBudget rule, the scan
+//! Job's scanner settings and the cluster scan policy floor: as desired objects, and through the
+//! reconciler against the in-memory API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{cond, cond_message, harness};
+use facekey_crds::{FaceKeyDeployment, Severity};
+use facekey_operator::capabilities::CapabilityCache;
+use facekey_operator::desired::{self, Capabilities, ChildKind, Desired, DesiredInputs, scan_job};
+use facekey_operator::metrics::Metrics;
+use facekey_operator::policy_floor::{
+    ClusterPolicy, DEFAULT_SCANNER_IMAGE, PolicyFloor, ScannerSettings,
+};
+use facekey_operator::reconcile::Context;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
+use serde_json::{Value, json};
+
+fn fkd(spec: Value) -> FaceKeyDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "facekey.dev/v1alpha1",
+        "kind": "FaceKeyDeployment",
+        "metadata": {"name": "fk", "namespace": "ns", "uid": "uid-1", "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn desired(f: &FaceKeyDeployment) -> Desired {
+    desired::compute(&DesiredInputs {
+        fkd: f,
+        runtime_image: Some("img:1"),
+        capabilities: &Capabilities::all(),
+    })
+    .unwrap()
+}
+
+fn pod_spec(d: &Desired) -> Value {
+    d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"].clone()
+}
+
+fn selector() -> Value {
+    json!({"app.kubernetes.io/component": "runtime", "app.kubernetes.io/instance": "fk",
+           "app.kubernetes.io/name": "facekey"})
+}
+
+#[test]
+fn pod_overrides_reach_the_runtime_pod_template() {
+    let f = fkd(
+        json!({"image": "img:1", "imagePullSecrets": [{"name": "regcred"}], "pod": {
+        "nodeSelector": {"pool": "gpu"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "fk", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {"team": "x"}}}],
+        "serviceAccountName": "fk-runtime",
+        "priorityClassName": "critical",
+        "labels": {"team": "identity"},
+        "annotations": {"example.com/owner": "platform"}}}),
+    );
+    let d = desired(&f);
+    let pod = pod_spec(&d);
+    assert_eq!(pod["nodeSelector"], json!({"pool": "gpu"}));
+    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["values"],
+        json!(["amd64"])
+    );
+    // The given constraints replace the default; one without a selector gets the pods' own.
+    let spread = pod["topologySpreadConstraints"].as_array().unwrap();
+    assert_eq!(spread.len(), 2);
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(spread[0]["labelSelector"]["matchLabels"], selector());
+    assert_eq!(
+        spread[1]["labelSelector"]["matchLabels"],
+        json!({"team": "x"})
+    );
+    assert_eq!(pod["serviceAccountName"], "fk-runtime");
+    // A named service account still gets no token: the runtime never calls the API.
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["priorityClassName"], "critical");
+    assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+    let meta = &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["metadata"];
+    assert_eq!(meta["labels"]["team"], "identity");
+    assert_eq!(meta["labels"]["app.kubernetes.io/instance"], "fk");
+    assert_eq!(meta["annotations"]["example.com/owner"], "platform");
+    assert!(meta["annotations"]["facekey.dev/config-hash"].is_string());
+    // The security settings are not overridable.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+}
+
+#[test]
+fn without_overrides_the_pod_keeps_its_defaults() {
+    let pod = pod_spec(&desired(&fkd(json!({"image": "img:1"}))));
+    for absent in [
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "serviceAccountName",
+        "priorityClassName",
+        "imagePullSecrets",
+    ] {
+        assert!(pod.get(absent).is_none(), "{absent}: {pod}");
+    }
+    assert_eq!(
+        pod["topologySpreadConstraints"],
+        json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector()}}])
+    );
+}
+
+#[test]
+fn operator_labels_and_annotations_are_refused() {
+    let f = fkd(json!({"image": "img:1", "pod": {
+        "labels": {"app.kubernetes.io/instance": "other", "facekey.dev/owner": "x", "ok": "1"},
+        "annotations": {"facekey.dev/config-hash": "x", "ok": "1"}}}));
+    let err = desired::compute(&DesiredInputs {
+        fkd: &f,
+        runtime_image: Some("img:1"),
+        capabilities: &Capabilities::all(),
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("pod.labels must not set the operator's label app.kubernetes.io/instance"),
+        "{text}"
+    );
+    assert!(text.contains("facekey.dev/owner"), "{text}");
+    assert!(
+        text.contains("pod.annotations must not set facekey.dev/config-hash"),
+        "{text}"
+    );
+    assert!(!text.contains(" ok"), "{text}");
+}
+
+fn pdb(spec: Value) -> Option<Value> {
+    desired(&fkd(spec))
+        .get(ChildKind::PodDisruptionBudget, "fk")
+        .map(|o| o.body["spec"].clone())
+}
+
+#[test]
+fn pdb_only_when_two_or_more_pods_are_asked_for() {
+    // One pod: none (minAvailable 1 would block every drain; maxUnavailable 1 protects nothing).
+    assert_eq!(pdb(json!({"image": "img:1"})), None);
+    assert_eq!(pdb(json!({"image": "img:1", "replicas": 1})), None);
+    assert_eq!(pdb(json!({"image": "img:1", "replicas": 0})), None);
+    let two = pdb(json!({"image": "img:1", "replicas": 2})).unwrap();
+    assert_eq!(two["maxUnavailable"], 1);
+    assert!(two.get("minAvailable").is_none());
+    assert_eq!(two["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+    assert_eq!(two["selector"]["matchLabels"], selector());
+    // Autoscaling: its lower bound decides.
+    let auto = |min: i32| {
+        pdb(json!({"image": "img:1", "autoscaling": {
+            "minReplicas": min, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60},
+            "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}))
+    };
+    assert_eq!(auto(1), None);
+    assert_eq!(auto(2).unwrap()["maxUnavailable"], 1);
+    // An embedded store runs one pod whatever spec.replicas says.
+    assert_eq!(
+        pdb(json!({"image": "img:1", "replicas": 3, "store": {"embedded": {}}})),
+        None
+    );
+}
+
+#[test]
+fn scan_job_uses_pull_secrets_and_the_resolved_scanner_settings() {
+    let f = fkd(json!({"image": "reg.example/fk:1", "imagePullSecrets": [
+        {"name": "first"}, {"name": "second"}]}));
+    let policy = ClusterPolicy {
+        floor: PolicyFloor::default(),
+        scanner: ScannerSettings {
+            image: "mirror.example/trivy:0.76.0".into(),
+            db_repository: Some("mirror.example/trivy-db:2".into()),
+            java_db_repository: Some("mirror.example/trivy-java-db:1".into()),
+            server: Some("http://trivy.trivy-system:4954".into()),
+        },
+    };
+    let gate = policy.resolve_gate(f.spec.scan_gate.as_ref());
+    let job =
+        serde_json::to_value(scan_job(&f, "reg.example/fk:1", &gate, "op:1").unwrap()).unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "first"}, {"name": "second"}])
+    );
+    let trivy = &pod["initContainers"][0];
+    assert_eq!(trivy["image"], "mirror.example/trivy:0.76.0");
+    let args: Vec<&str> = trivy["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for pair in [
+        ["--server", "http://trivy.trivy-system:4954"],
+        ["--db-repository", "mirror.example/trivy-db:2"],
+        ["--java-db-repository", "mirror.example/trivy-java-db:1"],
+    ] {
+        assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
+    }
+    assert_eq!(args.last(), Some(&"reg.example/fk:1"));
+    // Trivy logs in with the first Secret's docker config.
+    let env = trivy["env"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "DOCKER_CONFIG", "value": "/docker-config"})));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "docker-config")
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "first");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": ".dockerconfigjson", "path": "config.json"}])
+    );
+    assert!(trivy["volumeMounts"].as_array().unwrap().contains(
+        &json!({"name": "docker-config", "mountPath": "/docker-config", "readOnly": true})
+    ));
+
+    // Without any: Trivy's defaults, no credentials, the default scanner image.
+    let plain = fkd(json!({"image": "img:1"}));
+    let gate = ClusterPolicy::default().resolve_gate(None);
+    let job = serde_json::to_value(scan_job(&plain, "img:1", &gate, "op:1").unwrap()).unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+    assert!(pod.get("imagePullSecrets").is_none());
+    assert_eq!(pod["initContainers"][0]["image"], DEFAULT_SCANNER_IMAGE);
+    let args = pod["initContainers"][0]["args"].to_string();
+    assert!(
+        !args.contains("--server") && !args.contains("--db-repository"),
+        "{args}"
+    );
+    assert!(!pod["volumes"].to_string().contains("docker-config"));
+}
+
+/// The harness with `policy` instead of its permissive one.
+fn with_policy(h: &mut common::Harness, policy: ClusterPolicy) {
+    let clock = h.clock.clone();
+    h.ctx = Arc::new(
+        Context::new(
+            h.client.clone(),
+            Metrics::new().unwrap(),
+            "ghcr.io/facekey/operator:test".into(),
+            Some("test".into()),
+        )
+        .with_clock(Arc::new(move || clock.now()))
+        .with_capabilities(CapabilityCache::with_ttl(h.client.clone(), Duration::ZERO))
+        .with_policy(policy),
+    );
+}
+
+#[tokio::test]
+async fn a_gate_below_the_floor_is_refused_and_nothing_is_applied() {
+    let mut h = harness(&[]).await;
+    with_policy(&mut h, ClusterPolicy::default());
+    h.create(
+        "fk",
+        json!({"image": "img:1", "scanGate": {"enabled": false}}),
+    )
+    .await;
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "InvalidSpec");
+    assert!(h.deployment("fk").await.is_none());
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".to_owned(), "InvalidSpec".to_owned())
+    );
+    let message = cond_message(&fkd, "Degraded");
+    assert!(
+        message.contains("scanning is required") && message.contains("--require-scan"),
+        "{message}"
+    );
+    let events = h.events("fk").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note)| reason == "InvalidSpec" && note.contains("--require-scan")),
+        "{events:?}"
+    );
+
+    // Tightening instead is accepted: the gate runs, a scan Job is started.
+    h.patch_spec(
+        "fk",
+        json!({"scanGate": {"enabled": true, "maxSeverity": "LOW"}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await.len(), 1);
+    assert_eq!(cond(&h.get("fk").await, "ScanGatePassed").1, "ScanPending");
+}
+
+#[tokio::test]
+async fn a_severity_above_the_ceiling_is_refused_with_the_ceiling_named() {
+    let mut h = harness(&[]).await;
+    with_policy(
+        &mut h,
+        ClusterPolicy {
+            floor: PolicyFloor {
+                max_severity: Severity::Medium,
+                allow_ignore_cves: false,
+                ..PolicyFloor::default()
+            },
+            ..ClusterPolicy::default()
+        },
+    );
+    h.create(
+        "fk",
+        json!({"image": "img:1", "scanGate": {"maxSeverity": "HIGH", "ignoreCVEs": ["CVE-2024-1"]}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap_err();
+    let message = cond_message(&h.get("fk").await, "Degraded");
+    assert!(
+        message.contains("maxSeverity HIGH is above the cluster policy floor: at most MEDIUM"),
+        "{message}"
+    );
+    assert!(message.contains("--allow-ignore-cves=false"), "{message}");
+    assert!(h.jobs().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_scan_job_runs_the_operators_scanner_settings() {
+    let mut h = harness(&[]).await;
+    with_policy(
+        &mut h,
+        ClusterPolicy {
+            floor: PolicyFloor::default(),
+            scanner: ScannerSettings {
+                image: "mirror.example/trivy:0.76.0".into(),
+                db_repository: Some("mirror.example/trivy-db:2".into()),
+                java_db_repository: None,
+                server: Some("http://trivy.trivy-system:4954".into()),
+            },
+        },
+    );
+    // No scanGate at all: the operator's floor and scanner apply.
+    h.create(
+        "fk",
+        json!({"image": "img:1", "imagePullSecrets": [{"name": "regcred"}]}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let jobs = h.api::<Job>().list(&ListParams::default()).await.unwrap();
+    assert_eq!(jobs.items.len(), 1);
+    let pod = jobs.items[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
+    let trivy = &pod.init_containers.unwrap()[0];
+    assert_eq!(trivy.image.as_deref(), Some("mirror.example/trivy:0.76.0"));
+    let args = trivy.args.clone().unwrap();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--server", "http://trivy.trivy-system:4954"])
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--db-repository", "mirror.example/trivy-db:2"])
+    );
+    assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
+
+    // A resource choosing its own scanner is refused unless the operator allows overrides.
+    h.create(
+        "own",
+        json!({"image": "img:1", "scanGate": {"scannerImage": "example.com/not-trivy:1"}}),
+    )
+    .await;
+    h.reconcile("own").await.unwrap_err();
+    let message = cond_message(&h.get("own").await, "Degraded");
+    assert!(
+        message.contains("scanGate.scannerImage is the operator's to set"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_pdb_is_pruned_when_the_deployment_drops_to_one_pod() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": "img:1", "replicas": 3, "scanGate": {"enabled": false},
+               "pod": {"priorityClassName": "critical", "nodeSelector": {"pool": "a"}}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let pdbs = h.api::<PodDisruptionBudget>();
+    let pdb = pdbs.get("fk").await.unwrap();
+    assert_eq!(
+        pdb.spec.unwrap().max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let dep: Deployment = h.deployment("fk").await.unwrap();
+    let pod = dep.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.priority_class_name.as_deref(), Some("critical"));
+
+    h.patch_spec("fk", json!({"replicas": 1})).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(pdbs.get_opt("fk").await.unwrap().is_none(), "PDB pruned");
+    assert!(h.deployment("fk").await.is_some());
+
+    h.patch_spec("fk", json!({"replicas": 2})).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(pdbs.get_opt("fk").await.unwrap().is_some(), "PDB back");
+}
