@@ -12,5 +12,5 @@ mod summary;
 pub mod trivy;
 pub mod vulnerability_report;
 
-pub use policy::{Verdict, evaluate};
+pub use policy::{Verdict, evaluate, is_stale, policy_hash};
 pub use summary::{Finding, MAX_SUMMARY_BYTES, ScanSummary};

@@ -26,14 +26,37 @@ pub struct Verdict {
     pub message: String,
 }
 
-/// Evaluate `summary` under `gate` at time `now`.
-pub fn evaluate(summary: &ScanSummary, gate: &ScanGate, now: Timestamp) -> Verdict {
+/// Hash of the parts of `gate` that decide a verdict from a report: `maxSeverity`, `allowUnfixed`
+/// and `ignoreCVEs` (case and order ignored). A recorded verdict under another hash is evaluated
+/// again; `maxReportAge` is not part of it (it is checked against the report's time).
+pub fn policy_hash(gate: &ScanGate) -> String {
+    let mut ignored: Vec<String> = gate
+        .ignore_cves
+        .iter()
+        .map(|id| id.trim().to_ascii_uppercase())
+        .collect();
+    ignored.sort();
+    ignored.dedup();
+    let canonical = format!(
+        "v1;max={};unfixed={};ignore={}",
+        gate.max_severity.as_str(),
+        gate.allow_unfixed,
+        ignored.join(",")
+    );
+    crate::labels::short_hash(canonical.as_bytes(), 16)
+}
+
+/// Whether a report made at `scanned_at` is older than `maxReportAge` at `now` (an unknown time
+/// is stale).
+pub fn is_stale(scanned_at: Option<Timestamp>, gate: &ScanGate, now: Timestamp) -> bool {
     let max_age = SignedDuration::try_from(std::time::Duration::from(gate.max_report_age))
         .unwrap_or(SignedDuration::MAX);
-    let stale = match summary.created_at.parse::<Timestamp>() {
-        Ok(created) => now.duration_since(created) > max_age,
-        Err(_) => true,
-    };
+    scanned_at.is_none_or(|t| now.duration_since(t) > max_age)
+}
+
+/// Evaluate `summary` under `gate` at time `now`.
+pub fn evaluate(summary: &ScanSummary, gate: &ScanGate, now: Timestamp) -> Verdict {
+    let stale = is_stale(summary.created_at.parse::<Timestamp>().ok(), gate, now);
     let mut counted: BTreeMap<Severity, i32> = Severity::ALL.iter().map(|s| (*s, 0)).collect();
     let mut listed: BTreeMap<Severity, i32> = BTreeMap::new();
     let (mut ignored, mut unfixed_allowed) = (0, 0);
@@ -177,6 +200,40 @@ mod tests {
         let mut bad_time = s.clone();
         bad_time.created_at = "yesterday".into();
         assert!(evaluate(&bad_time, &ScanGate::default(), now()).stale);
+    }
+
+    #[test]
+    fn policy_hash_follows_the_verdict_deciding_fields_only() {
+        let base = ScanGate::default();
+        let h = policy_hash(&base);
+        assert_eq!(h.len(), 16);
+        let same = ScanGate {
+            max_report_age: "1h".parse().unwrap(),
+            ..base.clone()
+        };
+        assert_eq!(policy_hash(&same), h, "maxReportAge is not policy");
+        let a = ScanGate {
+            ignore_cves: vec!["cve-2".into(), "CVE-1".into()],
+            ..base.clone()
+        };
+        let b = ScanGate {
+            ignore_cves: vec!["CVE-1".into(), "CVE-2".into(), "cve-1".into()],
+            ..base.clone()
+        };
+        assert_eq!(policy_hash(&a), policy_hash(&b), "order and case ignored");
+        assert_ne!(policy_hash(&a), h);
+        for changed in [
+            ScanGate {
+                max_severity: Severity::High,
+                ..base.clone()
+            },
+            ScanGate {
+                allow_unfixed: true,
+                ..base.clone()
+            },
+        ] {
+            assert_ne!(policy_hash(&changed), h);
+        }
     }
 
     #[test]

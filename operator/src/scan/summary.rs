@@ -22,7 +22,8 @@ pub struct ScanSummary {
     pub v: u32,
     /// The scanned image reference.
     pub image: String,
-    /// A `repo@sha256:…` digest of the image, when the scanner reported one.
+    /// The `repo@sha256:…` digest the scanner resolved the reference to (Trivy's
+    /// `Metadata.RepoDigests`, the entry of the scanned repository); what the Deployment runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// When the report was produced (RFC 3339).
@@ -87,10 +88,11 @@ impl ScanSummary {
 
     /// Summarise a Trivy report of `image`; `now` stands in when the report has no `CreatedAt`.
     pub fn from_trivy(report: &Report, image: &str, now: &str) -> Self {
-        let digest = report
-            .metadata
-            .as_ref()
-            .and_then(|m| m.repo_digests.first().cloned());
+        // The repo digest of the scanned repository (an image can carry several names).
+        let digest = report.metadata.as_ref().and_then(|m| {
+            let sha = super::image_ref::digest_for(image, &m.repo_digests)?;
+            m.repo_digests.iter().find(|rd| rd.ends_with(&sha)).cloned()
+        });
         let created = report.created_at.clone().unwrap_or_else(|| now.to_owned());
         let vulns = report.results.iter().flat_map(|r| r.vulnerabilities.iter());
         Self::from_findings(
