@@ -24,7 +24,8 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Condition types published in `status.conditions`, one constant each so code and docs agree.
 pub mod condition {
-    /// The runtime pods are available at the desired count with the desired (or pinned) image.
+    /// The runtime pods are available at the desired count, all running the image admitted for
+    /// `spec.image` (by digest once scanned).
     pub const READY: &str = "Ready";
     /// A rollout, scale or scan is in flight.
     pub const PROGRESSING: &str = "Progressing";
@@ -37,6 +38,12 @@ pub mod condition {
     /// Enrolments survive pod restarts (`spec.store`): False without a store (each pod keeps its
     /// own on an emptyDir) or while the store the spec asks for cannot be provided.
     pub const PERSISTENT_STORE: &str = "PersistentStore";
+    /// kstatus' abnormal-true condition: True while the operator is still working towards the
+    /// spec (a scan runs, a rollout is in progress).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus' abnormal-true condition: True when the spec cannot be reached without a change
+    /// (image blocked by the scan gate, scan failed, invalid spec, rollout past its deadline).
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Desired state of a FaceKey runtime deployment: image, scale, models, scan policy, monitoring.
@@ -72,11 +79,22 @@ pub mod condition {
         type_ = "integer",
         json_path = ".status.readyReplicas"
     ),
-    printcolumn(name = "Image", type_ = "string", json_path = ".status.currentImage"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(
+        name = "Serving",
+        type_ = "string",
+        json_path = ".status.currentImage",
+        priority = 1
+    ),
     printcolumn(
         name = "Scan",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"ScanGatePassed\")].reason"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     ),
     printcolumn(
         name = "Age",
@@ -760,7 +778,8 @@ pub struct FaceKeyDeploymentStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded, ScanGatePassed and MonitoringReady conditions.
+    /// Ready, Reconciling, Stalled, Progressing, Degraded, ScanGatePassed, MonitoringReady and
+    /// PersistentStore conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Runtime pods counted by the Deployment (the /scale status replicas).
@@ -772,40 +791,86 @@ pub struct FaceKeyDeploymentStatus {
     /// Label selector of the runtime pods, in string form (the /scale label selector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Image the runtime pods run now (the previous one while the scan gate is closed).
+    /// Image of the runtime Deployment's pod template, i.e. the image that serves:
+    /// `repository@sha256:…` as the scan resolved it (`spec.image` as written with the gate
+    /// disabled); the last-known-good one while a newer `spec.image` is held by the scan gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_image: Option<String>,
-    /// Summary of the latest scan of `spec.image`.
+    /// The last image the scan gate admitted (same form as `currentImage`): what the Deployment
+    /// runs, and is recreated or reverted to, while a newer `spec.image` is held by the gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scan: Option<ScanStatus>,
+    pub last_known_good_image: Option<String>,
+    /// Scan verdicts kept as state, one per image: the one of `spec.image` and the one of the
+    /// last-known-good image (at most two). A scan Job deleted by its TTL changes nothing here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scans: Vec<ScanStatus>,
     /// In-cluster URL of the runtime Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
 
-/// Result of the latest vulnerability scan of the desired image.
+/// Outcome of a scan under the policy it was evaluated with.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ScanVerdict {
+    /// No counted finding above `maxSeverity`: the image may roll out.
+    Passed,
+    /// Findings above `maxSeverity`: the image is held, the last-known-good one keeps serving.
+    #[default]
+    Blocked,
+    /// The scan produced no usable report (failed Job, unreadable summary, no digest).
+    Failed,
+}
+
+/// Distinct vulnerabilities per severity counted under the policy (after `ignoreCVEs` and
+/// `allowUnfixed`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SeverityCounts {
+    /// Critical findings.
+    #[serde(default)]
+    pub critical: i32,
+    /// High findings.
+    #[serde(default)]
+    pub high: i32,
+    /// Medium findings.
+    #[serde(default)]
+    pub medium: i32,
+    /// Low findings.
+    #[serde(default)]
+    pub low: i32,
+    /// Findings the scanner could not rate.
+    #[serde(default)]
+    pub unknown: i32,
+}
+
+/// The verdict of one scanned image, kept in the status so it outlives the scan Job.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanStatus {
-    /// The scanned image reference.
+    /// The image reference as written in `spec.image` when it was scanned.
     pub image: String,
-    /// Critical findings counted under the policy.
-    pub critical: i32,
-    /// High findings counted under the policy.
-    pub high: i32,
-    /// Medium findings counted under the policy.
+    /// The manifest digest (`sha256:…`) the scan resolved the reference to: what is deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Passed, Blocked or Failed.
+    pub verdict: ScanVerdict,
+    /// Human-readable verdict (the `ScanGatePassed` message).
     #[serde(default)]
-    pub medium: i32,
-    /// Low findings counted under the policy.
+    pub message: String,
+    /// Counted findings per severity.
     #[serde(default)]
-    pub low: i32,
-    /// Findings above `maxSeverity` after ignores; non-zero closes the gate.
+    pub counts: SeverityCounts,
+    /// Findings above `maxSeverity` after ignores; non-zero blocks.
     #[serde(default)]
     pub blocking: i32,
+    /// Hash of the policy (`maxSeverity`, `allowUnfixed`, `ignoreCVEs`) the verdict was
+    /// evaluated under; a different policy re-evaluates (or rescans) the image.
+    #[serde(default)]
+    pub policy_hash: String,
     /// Where the report came from: `Job/<name>` or `VulnerabilityReport/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_ref: Option<String>,
-    /// When the scanner produced the report.
+    /// When the scanner produced the report (`maxReportAge` counts from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanned_at: Option<Time>,
 }

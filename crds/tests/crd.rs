@@ -45,7 +45,27 @@ fn crd_has_scale_status_columns_and_short_name() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Ready", "Replicas", "Image", "Scan", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Ready", "Replicas", "Image", "Serving", "Scan", "Message", "Age"
+        ]
+    );
+    let path = |name: &str| {
+        version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["jsonPath"]
+            .clone()
+    };
+    assert_eq!(path("Image"), ".spec.image");
+    assert_eq!(path("Serving"), ".status.currentImage");
+    assert_eq!(
+        path("Message"),
+        ".status.conditions[?(@.type==\"Ready\")].message"
+    );
 }
 
 fn schema() -> Value {

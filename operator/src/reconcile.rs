@@ -199,7 +199,6 @@ struct Observation<'a> {
     now: Timestamp,
     capabilities: Capabilities,
     live: Option<Deployment>,
-    running_image: Option<String>,
     selector: String,
     url: String,
 }
@@ -260,7 +259,6 @@ async fn observe<'a>(
         .await
         .map_err(ReadError::of(format!("Deployment {namespace}/{name}")))?;
     Ok(Observation {
-        running_image: live.as_ref().and_then(container_image).map(str::to_owned),
         selector: labels::selector_string(&labels::selector_labels(name)),
         url: format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}"),
         key: format!("{namespace}/{name}"),
@@ -271,18 +269,6 @@ async fn observe<'a>(
         capabilities,
         live,
     })
-}
-
-fn container_image(d: &Deployment) -> Option<&str> {
-    d.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .as_deref()
 }
 
 /// Scan gate stage: may `spec.image` run? Starts a scan Job when a report is needed.
@@ -296,7 +282,6 @@ async fn check_gate(
         fkd,
         name: seen.name,
         namespace: &seen.namespace,
-        running_image: seen.running_image.as_deref(),
         capabilities: &seen.capabilities,
         operator_image: &ctx.operator_image,
         now: seen.now,
@@ -314,20 +299,17 @@ async fn check_gate(
     Ok(gate)
 }
 
-/// Desired-state stage (pure): `spec.image` runs when the gate is open, else whatever runs now.
+/// Desired-state stage (pure): the runtime runs the last-known-good image — the one admitted for
+/// `spec.image` when the gate is open (by digest), else the last one admitted before — never
+/// whatever the live Deployment happens to run (a hand edit is reverted).
 fn desired_state(
     fkd: &FaceKeyDeployment,
     seen: &Observation<'_>,
     gate: &GateResult,
 ) -> Result<Desired, DesiredError> {
-    let runtime_image = if gate.state.is_open() {
-        Some(fkd.spec.image.as_str())
-    } else {
-        seen.running_image.as_deref()
-    };
     desired::compute(&DesiredInputs {
         fkd,
-        runtime_image,
+        runtime_image: gate.last_known_good.as_deref(),
         capabilities: &seen.capabilities,
     })
 }
@@ -447,8 +429,11 @@ impl Observation<'_> {
             generation: fkd.meta().generation,
             old: fkd.status.as_ref(),
             deployment,
+            spec_image: &fkd.spec.image,
             gate: &gate.state,
-            scan: gate.scan.clone(),
+            record: gate.record.clone(),
+            admitted: gate.admitted.as_deref(),
+            last_known_good: gate.last_known_good.as_deref(),
             outcome,
             skipped: &desired.skipped,
             store: &desired.store,
@@ -477,8 +462,11 @@ async fn write_invalid_status(
         generation: fkd.meta().generation,
         old: fkd.status.as_ref(),
         deployment: seen.live.as_ref(),
+        spec_image: &fkd.spec.image,
         gate: &gate,
-        scan: None,
+        record: None,
+        admitted: None,
+        last_known_good: scan_gate::last_known_good(fkd.status.as_ref()),
         outcome: &outcome,
         skipped: &[],
         store: &store,
@@ -519,7 +507,7 @@ async fn write_status(
     }
     let (object, namespace) = (key(fkd), fkd.namespace().unwrap_or_default());
     let mut events = Vec::new();
-    if let Some(change) = status::verdict_change(old, &new) {
+    if let Some(change) = status::verdict_change(old, &new, &fkd.spec.image) {
         let verdict = ScanVerdict {
             object: &object,
             namespace: &namespace,

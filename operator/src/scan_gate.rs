@@ -1,12 +1,21 @@
-//! The scan gate stage of reconcile: find or produce a scan report for `spec.image` and decide.
+//! The scan gate stage of reconcile: decide which image the runtime may run for `spec.image`.
 //!
-//! Sources, in order: a fresh trivy-operator VulnerabilityReport for the image (when that CRD is
-//! installed); the summary written by this deployment's own scan Job for the image; otherwise a new
-//! scan Job is created. Until a usable report exists the gate stays closed (fail closed).
+//! The verdict is state, not a Job: every evaluated scan is recorded in `status.scans` (image,
+//! the digest the scan resolved, verdict, counts, policy hash, report time), and a recorded
+//! verdict decides as long as the policy hash matches and `maxReportAge` has not passed, whether or
+//! not its Job still exists. `spec.image` equal to the last-known-good image (the last one
+//! admitted) is admitted again without a scan. Otherwise the sources are, in order: a
+//! trivy-operator VulnerabilityReport naming a digest of the image; the summary of this
+//! deployment's own scan Job for the image, read from the pod that carries the Job's uid; else a
+//! new scan Job. An admitted scanned image runs as `repository@sha256:…`, never by its tag. Until
+//! a usable report exists the gate stays closed (fail closed).
 
 use std::time::Duration;
 
-use facekey_crds::{FaceKeyDeployment, ScanStatus, Severity};
+use facekey_crds::{
+    FaceKeyDeployment, FaceKeyDeploymentStatus, ScanGate, ScanStatus, ScanVerdict, Severity,
+    SeverityCounts,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,7 +28,8 @@ use crate::apply::delete_if_present;
 use crate::desired::{Capabilities, OptionalCrd, SCAN_SUMMARY_CONTAINER, scan_job};
 use crate::error::{ReadError, ScanGateError};
 use crate::labels;
-use crate::scan::{ScanSummary, Verdict, evaluate, vulnerability_report};
+use crate::scan::image_ref::{self, digest_for, digest_of, pinned};
+use crate::scan::{ScanSummary, Verdict, evaluate, is_stale, policy_hash, vulnerability_report};
 use crate::status::GateState;
 
 /// A failed scan Job is kept this long (so its failure is visible) before a new attempt.
@@ -28,10 +38,16 @@ const FAILED_JOB_RETRY_AFTER: SignedDuration = SignedDuration::from_mins(10);
 /// What the gate decided and when to look again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateResult {
-    /// The decision.
+    /// The decision about `spec.image`.
     pub state: GateState,
-    /// Summary for the status (None when no report was evaluated in this pass).
-    pub scan: Option<ScanStatus>,
+    /// The image to run for `spec.image` when the gate is open (`repository@sha256:…` once
+    /// scanned; `spec.image` as written with the gate disabled).
+    pub admitted: Option<String>,
+    /// What the runtime Deployment runs: `admitted` when the gate is open, else the last-known-good
+    /// image recorded in the status (None: nothing may run yet).
+    pub last_known_good: Option<String>,
+    /// The scan record of `spec.image` evaluated in this pass (None keeps the recorded one).
+    pub record: Option<ScanStatus>,
     /// Requeue sooner than the default, e.g. while a scan runs.
     pub requeue: Option<Duration>,
     /// Name of a scan Job created in this pass.
@@ -42,10 +58,50 @@ impl GateResult {
     fn state(state: GateState) -> Self {
         Self {
             state,
-            scan: None,
+            admitted: None,
+            last_known_good: None,
+            record: None,
             requeue: None,
             created_job: None,
         }
+    }
+
+    fn requeue(mut self, after: Duration) -> Self {
+        self.requeue = Some(after);
+        self
+    }
+}
+
+/// The last image the gate admitted, from a status. A status written before the operator
+/// recorded it (no `lastKnownGoodImage`, no `scans`) names it in `currentImage`.
+pub fn last_known_good(status: Option<&FaceKeyDeploymentStatus>) -> Option<&str> {
+    let s = status?;
+    s.last_known_good_image
+        .as_deref()
+        .or_else(|| s.scans.is_empty().then_some(s.current_image.as_deref())?)
+}
+
+/// The image a record admits to run: its reference pinned to the digest the scan resolved.
+pub fn record_image(record: &ScanStatus) -> Option<String> {
+    record.digest.as_deref().map(|d| pinned(&record.image, d))
+}
+
+/// Whether `image` (a `spec.image`) names the last-known-good image `lkg`: the same reference,
+/// the reference a recorded scan resolved to it, or a pin of the same repository and digest.
+fn names_last_known_good(image: &str, lkg: &str, records: &[ScanStatus]) -> bool {
+    if image == lkg
+        || records
+            .iter()
+            .any(|r| r.image == image && record_image(r).as_deref() == Some(lkg))
+    {
+        return true;
+    }
+    match (digest_of(image), digest_of(lkg)) {
+        (Some(a), Some(b)) if a == b => {
+            let (x, y) = (image_ref::parse(image), image_ref::parse(lkg));
+            matches!((x, y), (Some(x), Some(y)) if x.registry == y.registry && x.repository == y.repository)
+        }
+        _ => false,
     }
 }
 
@@ -59,8 +115,6 @@ pub struct GateInputs<'a> {
     pub name: &'a str,
     /// Its namespace.
     pub namespace: &'a str,
-    /// Image the live Deployment runs, if any.
-    pub running_image: Option<&'a str>,
     /// Optional CRDs present.
     pub capabilities: &'a Capabilities,
     /// Image of the operator (runs the summary container of scan Jobs).
@@ -69,47 +123,168 @@ pub struct GateInputs<'a> {
     pub now: Timestamp,
 }
 
-/// The status summary of a verdict.
-pub fn scan_status(summary: &ScanSummary, verdict: &Verdict, report_ref: String) -> ScanStatus {
+/// The record of a verdict: `digest` is the `sha256:…` the scan resolved the image to.
+pub fn scan_status(
+    summary: &ScanSummary,
+    verdict: &Verdict,
+    digest: Option<String>,
+    policy: &str,
+    report_ref: String,
+) -> ScanStatus {
     let c = |s| verdict.counted.get(&s).copied().unwrap_or(0);
     ScanStatus {
         image: summary.image.clone(),
-        critical: c(Severity::Critical),
-        high: c(Severity::High),
-        medium: c(Severity::Medium),
-        low: c(Severity::Low),
+        digest,
+        verdict: if verdict.passed {
+            ScanVerdict::Passed
+        } else {
+            ScanVerdict::Blocked
+        },
+        message: verdict.message.clone(),
+        counts: SeverityCounts {
+            critical: c(Severity::Critical),
+            high: c(Severity::High),
+            medium: c(Severity::Medium),
+            low: c(Severity::Low),
+            unknown: c(Severity::Unknown),
+        },
         blocking: verdict.blocking,
+        policy_hash: policy.to_owned(),
         report_ref: Some(report_ref),
         scanned_at: summary.created_at.parse::<Timestamp>().ok().map(Time),
     }
 }
 
-fn decide(summary: &ScanSummary, verdict: &Verdict, report_ref: String) -> GateResult {
-    let state = if verdict.passed {
-        GateState::Passed(verdict.message.clone())
-    } else {
-        GateState::Blocked(verdict.message.clone())
-    };
+/// The decision a recorded Passed or Blocked verdict makes.
+fn decide(record: ScanStatus) -> GateResult {
+    match (record.verdict, record_image(&record)) {
+        (ScanVerdict::Passed, Some(image)) => GateResult {
+            state: GateState::Passed(record.message.clone()),
+            admitted: Some(image),
+            record: Some(record),
+            ..GateResult::state(GateState::Disabled)
+        },
+        (ScanVerdict::Passed, None) => GateResult::state(GateState::Failed(format!(
+            "the scan of {} passed but resolved no digest to deploy",
+            record.image
+        ))),
+        // A blocked image is looked at again after a while: a new report may clear it.
+        _ => GateResult {
+            state: GateState::Blocked(record.message.clone()),
+            record: Some(record),
+            ..GateResult::state(GateState::Disabled)
+        }
+        .requeue(Duration::from_secs(300)),
+    }
+}
+
+/// The record of a scan that produced no usable report.
+fn failed_record(image: &str, policy: &str, message: &str) -> ScanStatus {
+    ScanStatus {
+        image: image.to_owned(),
+        verdict: ScanVerdict::Failed,
+        message: message.to_owned(),
+        policy_hash: policy.to_owned(),
+        ..ScanStatus::default()
+    }
+}
+
+fn failed(image: &str, policy: &str, message: String) -> GateResult {
     GateResult {
-        scan: Some(scan_status(summary, verdict, report_ref)),
-        state,
-        // A blocked image is looked at again after a while: a new trivy DB may clear it.
-        requeue: (!verdict.passed).then_some(Duration::from_secs(300)),
-        created_job: None,
+        record: Some(failed_record(image, policy, &message)),
+        ..GateResult::state(GateState::Failed(message))
+    }
+}
+
+/// The `sha256:…` digest to deploy for `image` from a summary: the one the scan resolved, which
+/// must equal `image`'s own when `image` is pinned.
+fn resolved_digest(image: &str, summary: &ScanSummary) -> Result<String, String> {
+    let scanned = summary
+        .digest
+        .as_ref()
+        .and_then(|d| digest_for(image, std::slice::from_ref(d)));
+    match (scanned, digest_of(image)) {
+        (Some(s), Some(pin)) if s != pin => Err(format!(
+            "the scan resolved {image} to {s}, not the pinned digest"
+        )),
+        (Some(s), _) => Ok(s),
+        (None, Some(pin)) => Ok(pin.to_owned()),
+        (None, None) => Err(format!(
+            "the scan of {image} reported no digest (Trivy's Metadata.RepoDigests), so what it \
+             scanned cannot be pinned"
+        )),
     }
 }
 
 /// Run the gate stage.
 pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
     let fkd = inputs.fkd;
+    let old = fkd.status.as_ref();
+    let prior_lkg = last_known_good(old).map(str::to_owned);
+    let mut result = decide_image(inputs).await?;
+    result.last_known_good = result.admitted.clone().or(prior_lkg);
+    Ok(result)
+}
+
+async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
+    let fkd = inputs.fkd;
     let gate = fkd.spec.scan_gate.clone().unwrap_or_default();
     let image = fkd.spec.image.as_str();
     if !gate.enabled {
-        return Ok(GateResult::state(GateState::Disabled));
+        return Ok(GateResult {
+            admitted: Some(image.to_owned()),
+            ..GateResult::state(GateState::Disabled)
+        });
     }
-    if inputs.running_image == Some(image) {
-        return Ok(GateResult::state(GateState::AlreadyRunning));
+    let old = fkd.status.as_ref();
+    let records = old.map(|s| s.scans.as_slice()).unwrap_or_default();
+    if let Some(lkg) = last_known_good(old)
+        && names_last_known_good(image, lkg, records)
+    {
+        return Ok(GateResult {
+            admitted: Some(lkg.to_owned()),
+            ..GateResult::state(GateState::LastKnownGood(format!(
+                "{image} is the last admitted image ({lkg}): admitted again without a scan"
+            )))
+        });
     }
+    let policy = policy_hash(&gate);
+    let recorded = records.iter().find(|r| r.image == image);
+    if let Some(r) = recorded
+        && r.verdict != ScanVerdict::Failed
+        && r.policy_hash == policy
+        && !is_stale(r.scanned_at.as_ref().map(|t| t.0), &gate, inputs.now)
+    {
+        // The verdict is state: no Job, pod or report is read for it.
+        return Ok(decide(r.clone()));
+    }
+    let fresh = from_reports(inputs, &gate, &policy).await?;
+    // A rescan (stale report, new policy, failed attempt retried) does not reopen a recorded
+    // verdict that closed the gate: it stays closed, with the same reason, until the new one.
+    Ok(match (&fresh.state, recorded) {
+        (GateState::Pending(why), Some(r)) if r.verdict != ScanVerdict::Passed => {
+            let message = format!("{}; {why}", r.message);
+            GateResult {
+                state: if r.verdict == ScanVerdict::Failed {
+                    GateState::Failed(message)
+                } else {
+                    GateState::Blocked(message)
+                },
+                ..fresh
+            }
+        }
+        _ => fresh,
+    })
+}
+
+/// A new verdict for `spec.image` from a VulnerabilityReport or this deployment's scan Job.
+async fn from_reports(
+    inputs: &GateInputs<'_>,
+    gate: &ScanGate,
+    policy: &str,
+) -> Result<GateResult, ScanGateError> {
+    let fkd = inputs.fkd;
+    let image = fkd.spec.image.as_str();
     let namespace = inputs.namespace;
     let client = inputs.client;
 
@@ -126,13 +301,18 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
                 "VulnerabilityReports in {namespace}"
             )))?;
         if let Some((name, summary)) = vulnerability_report::find(&reports.items, image) {
-            let verdict = evaluate(&summary, &gate, inputs.now);
-            if !verdict.stale {
-                return Ok(decide(
+            let verdict = evaluate(&summary, gate, inputs.now);
+            if !verdict.stale
+                && let Ok(digest) = resolved_digest(image, &summary)
+            {
+                let report_ref = format!("VulnerabilityReport/{name}");
+                return Ok(decide(scan_status(
                     &summary,
                     &verdict,
-                    format!("VulnerabilityReport/{name}"),
-                ));
+                    Some(digest),
+                    policy,
+                    report_ref,
+                )));
             }
         }
     }
@@ -144,7 +324,7 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
         .await
         .map_err(ReadError::of(format!("Job {namespace}/{job_name}")))?
     else {
-        let job = scan_job(fkd, image, &gate, inputs.operator_image)?;
+        let job = scan_job(fkd, image, gate, inputs.operator_image)?;
         jobs.create(&PostParams::default(), &job)
             .await
             .map_err(|source| ScanGateError::Job {
@@ -152,29 +332,34 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
                 source: Box::new(source),
             })?;
         return Ok(GateResult {
-            state: GateState::Pending(format!("scan Job {job_name} started for {image}")),
-            scan: None,
-            requeue: Some(Duration::from_secs(10)),
-            created_job: Some(job_name),
-        });
+            created_job: Some(job_name.clone()),
+            ..GateResult::state(GateState::Pending(format!(
+                "scan Job {job_name} started for {image}"
+            )))
+        }
+        .requeue(Duration::from_secs(10)));
     };
     let scanned = job
         .annotations()
         .get(labels::SCAN_IMAGE_ANNOTATION)
         .map(String::as_str);
     if scanned != Some(image) {
-        return Ok(GateResult::state(GateState::Failed(format!(
-            "Job {job_name} scans {} instead of {image}",
-            scanned.unwrap_or("an unknown image")
-        ))));
+        return Ok(failed(
+            image,
+            policy,
+            format!(
+                "Job {job_name} scans {} instead of {image}",
+                scanned.unwrap_or("an unknown image")
+            ),
+        ));
     }
     let status = job.status.clone().unwrap_or_default();
-    let failed = status
+    let failed_cond = status
         .conditions
         .iter()
         .flatten()
         .find(|c| c.type_ == "Failed" && c.status == "True");
-    if let Some(cond) = failed {
+    if let Some(cond) = failed_cond {
         let since = cond
             .last_transition_time
             .as_ref()
@@ -182,55 +367,56 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
         if since.is_some_and(|d| d > FAILED_JOB_RETRY_AFTER) {
             delete_job(&jobs, &job_name).await?;
         }
-        return Ok(GateResult {
-            state: GateState::Failed(format!(
-                "scan Job {job_name} failed: {}",
-                cond.message.as_deref().unwrap_or("no message")
-            )),
-            scan: None,
-            requeue: Some(Duration::from_secs(300)),
-            created_job: None,
-        });
+        let message = format!(
+            "scan Job {job_name} failed: {}",
+            cond.message.as_deref().unwrap_or("no message")
+        );
+        return Ok(failed(image, policy, message).requeue(Duration::from_secs(300)));
     }
     if status.succeeded.unwrap_or(0) < 1 {
-        return Ok(GateResult {
-            state: GateState::Pending(format!("scan Job {job_name} is running")),
-            scan: None,
-            requeue: Some(Duration::from_secs(15)),
-            created_job: None,
-        });
+        return Ok(GateResult::state(GateState::Pending(format!(
+            "scan Job {job_name} is running"
+        )))
+        .requeue(Duration::from_secs(15)));
     }
-    let summary = match read_summary(client, namespace, &job_name).await? {
+    let summary = match read_summary(client, namespace, &job).await? {
         Ok(summary) => summary,
         Err(why) => {
-            return Ok(GateResult {
-                state: GateState::Failed(format!("scan Job {job_name} succeeded but {why}")),
-                scan: None,
-                requeue: Some(Duration::from_secs(300)),
-                created_job: None,
-            });
+            let message = format!("scan Job {job_name} succeeded but {why}");
+            return Ok(failed(image, policy, message).requeue(Duration::from_secs(300)));
         }
     };
     if summary.image != image {
-        return Ok(GateResult::state(GateState::Failed(format!(
-            "scan summary of Job {job_name} describes {} instead of {image}",
-            summary.image
-        ))));
+        return Ok(failed(
+            image,
+            policy,
+            format!(
+                "scan summary of Job {job_name} describes {} instead of {image}",
+                summary.image
+            ),
+        ));
     }
-    let verdict = evaluate(&summary, &gate, inputs.now);
+    let verdict = evaluate(&summary, gate, inputs.now);
     if verdict.stale {
         delete_job(&jobs, &job_name).await?;
-        return Ok(GateResult {
-            state: GateState::Pending(format!(
-                "scan report from {} is older than maxReportAge; rescanning",
-                summary.created_at
-            )),
-            scan: None,
-            requeue: Some(Duration::from_secs(5)),
-            created_job: None,
-        });
+        return Ok(GateResult::state(GateState::Pending(format!(
+            "scan report from {} is older than maxReportAge; rescanning",
+            summary.created_at
+        )))
+        .requeue(Duration::from_secs(5)));
     }
-    Ok(decide(&summary, &verdict, format!("Job/{job_name}")))
+    let digest = match resolved_digest(image, &summary) {
+        Ok(digest) => digest,
+        Err(why) => return Ok(failed(image, policy, why)),
+    };
+    let report_ref = format!("Job/{job_name}");
+    Ok(decide(scan_status(
+        &summary,
+        &verdict,
+        Some(digest),
+        policy,
+        report_ref,
+    )))
 }
 
 async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), ScanGateError> {
@@ -243,20 +429,35 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), ScanGateError> {
         })
 }
 
+/// Labels the Job controller puts on a Job's pods, holding the Job's uid: the current one, and
+/// the legacy one older clusters set. A Job's pods are found by its uid, never by its name (a
+/// Job deleted and recreated under the same name leaves pods of the old one behind for a while).
+pub const JOB_UID_LABELS: [&str; 2] = ["batch.kubernetes.io/controller-uid", "controller-uid"];
+
 /// Read the summary from the termination message of the Job's summary container.
 /// The outer error is an API failure; the inner one explains a missing or unreadable summary.
 async fn read_summary(
     client: &Client,
     namespace: &str,
-    job_name: &str,
+    job: &Job,
 ) -> Result<Result<ScanSummary, String>, ReadError> {
+    let job_name = job.name_any();
+    let Some(uid) = job.uid() else {
+        return Ok(Err("the Job has no uid".into()));
+    };
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
-        .await
-        .map_err(ReadError::of(format!("pods of Job {namespace}/{job_name}")))?;
-    let messages: Vec<&str> = list
-        .items
+    let mut items = Vec::new();
+    for label in JOB_UID_LABELS {
+        items = pods
+            .list(&ListParams::default().labels(&format!("{label}={uid}")))
+            .await
+            .map_err(ReadError::of(format!("pods of Job {namespace}/{job_name}")))?
+            .items;
+        if !items.is_empty() {
+            break;
+        }
+    }
+    let messages: Vec<&str> = items
         .iter()
         .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
         .flatten()

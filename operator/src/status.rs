@@ -2,9 +2,10 @@
 //! reconciler observed. Pure: the reconciler gathers [`Observed`], this module decides.
 
 use facekey_crds::condition::{
-    DEGRADED, MONITORING_READY, PERSISTENT_STORE, PROGRESSING, READY, SCAN_GATE_PASSED,
+    DEGRADED, MONITORING_READY, PERSISTENT_STORE, PROGRESSING, READY, RECONCILING,
+    SCAN_GATE_PASSED, STALLED,
 };
-use facekey_crds::{FaceKeyDeploymentStatus, ScanStatus};
+use facekey_crds::{FaceKeyDeploymentStatus, ScanStatus, ScanVerdict};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 
@@ -17,8 +18,9 @@ use crate::events::EventSpec;
 pub enum GateState {
     /// `scanGate.enabled: false`: images roll out unscanned.
     Disabled,
-    /// `spec.image` is already what the Deployment runs; nothing to gate.
-    AlreadyRunning,
+    /// `spec.image` is the last-known-good image (the last one admitted): admitted again without
+    /// a scan (a rollback, or the steady state).
+    LastKnownGood(String),
     /// The scan passed the policy.
     Passed(String),
     /// The scan found findings above the policy: the previous image keeps serving.
@@ -34,18 +36,14 @@ impl GateState {
     pub fn is_open(&self) -> bool {
         matches!(
             self,
-            GateState::Disabled | GateState::AlreadyRunning | GateState::Passed(_)
+            GateState::Disabled | GateState::LastKnownGood(_) | GateState::Passed(_)
         )
     }
 
     fn condition(&self) -> Decided {
         let (status, reason, message) = match self {
             GateState::Disabled => (true, "GateDisabled", "scanGate.enabled is false".to_owned()),
-            GateState::AlreadyRunning => (
-                true,
-                "ImageRunning",
-                "spec.image is the image already running".to_owned(),
-            ),
+            GateState::LastKnownGood(m) => (true, "LastKnownGood", m.clone()),
             GateState::Passed(m) => (true, "ScanPassed", m.clone()),
             GateState::Blocked(m) => (false, "VulnerabilitiesFound", m.clone()),
             GateState::Pending(m) => (false, "ScanPending", m.clone()),
@@ -80,10 +78,16 @@ pub struct Observed<'a> {
     pub old: Option<&'a FaceKeyDeploymentStatus>,
     /// The Deployment as read after applying (None when none exists).
     pub deployment: Option<&'a Deployment>,
+    /// `spec.image` of the FaceKeyDeployment.
+    pub spec_image: &'a str,
     /// Scan gate state of `spec.image`.
     pub gate: &'a GateState,
-    /// Latest scan summary for `spec.image` (None keeps the previous one).
-    pub scan: Option<ScanStatus>,
+    /// The scan record of `spec.image` evaluated in this reconcile (None keeps the recorded one).
+    pub record: Option<ScanStatus>,
+    /// The image admitted for `spec.image` (None while the gate holds it).
+    pub admitted: Option<&'a str>,
+    /// The last-known-good image: what the Deployment is meant to run.
+    pub last_known_good: Option<&'a str>,
     /// Result of the apply stage.
     pub outcome: &'a ApplyOutcome,
     /// Monitoring objects skipped for missing CRDs.
@@ -159,53 +163,171 @@ impl DeploymentView {
     }
 }
 
-/// Compute the new status.
-pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
-    let view = o.deployment.map(DeploymentView::of);
-    let mut decided = Vec::with_capacity(5);
-
-    // Ready: is the service available at all (with whatever image runs)?
-    decided.push(match (&o.outcome, &view) {
-        (ApplyOutcome::InvalidSpec(m), None) => {
-            Decided::new(READY, false, "InvalidSpec", m.clone())
-        }
-        (_, None) => Decided::new(
+/// The `Ready` condition: True only when the image admitted for `spec.image` is what the
+/// Deployment's pod template runs, the Deployment controller has seen that template, every
+/// replica runs it and the desired count is available.
+fn ready_condition(o: &Observed<'_>, view: Option<&DeploymentView>) -> Decided {
+    let serving = |v: Option<&DeploymentView>| match v {
+        Some(v) => format!(
+            "{} keeps serving ({}/{} available)",
+            v.image.as_deref().unwrap_or("?"),
+            v.available,
+            v.desired
+        ),
+        None => "nothing serves yet".to_owned(),
+    };
+    if let ApplyOutcome::InvalidSpec(m) = o.outcome {
+        return Decided::new(READY, false, "InvalidSpec", m.clone());
+    }
+    if !o.gate.is_open() {
+        let why = match o.gate {
+            GateState::Pending(_) => "waiting for its scan",
+            GateState::Failed(_) => "its scan failed",
+            _ => "findings above the policy",
+        };
+        return Decided::new(
+            READY,
+            false,
+            "RolloutBlocked",
+            format!(
+                "{} is held by the scan gate ({why}); {}",
+                o.spec_image,
+                serving(view)
+            ),
+        );
+    }
+    let Some(v) = view else {
+        return Decided::new(
             READY,
             false,
             "NoDeployment",
-            match o.gate {
-                GateState::Pending(_) => "no runtime yet: waiting for the first image scan",
-                GateState::Blocked(_) | GateState::Failed(_) => {
-                    "no runtime yet: the first image did not pass the scan gate"
-                }
-                _ => "the runtime Deployment does not exist yet",
-            },
-        ),
-        (_, Some(v)) if v.desired == 0 => {
-            Decided::new(READY, true, "ScaledToZero", "spec asks for 0 replicas")
-        }
-        (_, Some(v)) if v.available >= v.desired => Decided::new(
-            READY,
-            true,
-            "Available",
-            format!(
-                "{}/{} replicas available running {}",
-                v.available,
-                v.desired,
-                v.image.as_deref().unwrap_or("?")
-            ),
-        ),
-        (_, Some(v)) => Decided::new(
+            "the runtime Deployment does not exist yet",
+        );
+    };
+    if v.image.as_deref() != o.admitted {
+        return Decided::new(
             READY,
             false,
-            if v.available > 0 {
-                "PartiallyAvailable"
-            } else {
-                "NotAvailable"
-            },
-            format!("{}/{} replicas available", v.available, v.desired),
+            "NotUpToDate",
+            format!(
+                "the Deployment runs {}, not the admitted {}",
+                v.image.as_deref().unwrap_or("no image"),
+                o.admitted.unwrap_or("-")
+            ),
+        );
+    }
+    if v.rollout_complete() {
+        return if v.desired == 0 {
+            Decided::new(READY, true, "ScaledToZero", "spec asks for 0 replicas")
+        } else {
+            Decided::new(
+                READY,
+                true,
+                "Available",
+                format!(
+                    "{}/{} replicas available running {}",
+                    v.available,
+                    v.desired,
+                    v.image.as_deref().unwrap_or("?")
+                ),
+            )
+        };
+    }
+    let reason = if v.available == 0 {
+        "NotAvailable"
+    } else if v.available < v.desired {
+        "PartiallyAvailable"
+    } else {
+        "RollingOut"
+    };
+    Decided::new(
+        READY,
+        false,
+        reason,
+        format!(
+            "{}/{} replicas available, {} updated",
+            v.available, v.desired, v.updated
         ),
-    });
+    )
+}
+
+/// kstatus' `Reconciling` (True: still working towards the spec) and `Stalled` (True: cannot get
+/// there without a change). Both False means the spec is reached, or `Ready` says what is wrong.
+fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decided; 2] {
+    let stalled = match (&o.outcome, o.gate, view) {
+        (ApplyOutcome::InvalidSpec(m), _, _) => Some(("InvalidSpec", m.clone())),
+        (_, GateState::Blocked(m), _) => Some(("ImageBlocked", m.clone())),
+        (_, GateState::Failed(m), _) => Some(("ScanFailed", m.clone())),
+        (_, _, Some(v)) if v.deadline_exceeded => Some((
+            "RolloutStuck",
+            "the Deployment exceeded its progress deadline".to_owned(),
+        )),
+        _ => None,
+    };
+    let reconciling = match (&o.outcome, o.gate, view) {
+        _ if stalled.is_some() => None,
+        (ApplyOutcome::Failed { category, message }, _, _) => {
+            Some((*category, format!("retrying: {message}")))
+        }
+        (_, GateState::Pending(m), _) => Some(("ScanPending", m.clone())),
+        (_, _, Some(v)) if !v.rollout_complete() || v.image.as_deref() != o.admitted => Some((
+            "RollingOut",
+            format!(
+                "{}/{} replicas updated, {} available",
+                v.updated, v.desired, v.available
+            ),
+        )),
+        (_, _, None) => Some((
+            "NoDeployment",
+            "the runtime Deployment does not exist yet".to_owned(),
+        )),
+        _ => None,
+    };
+    [
+        match reconciling {
+            Some((reason, message)) => Decided::new(RECONCILING, true, reason, message),
+            None => Decided::new(RECONCILING, false, "Reconciled", "nothing in progress"),
+        },
+        match stalled {
+            Some((reason, message)) => Decided::new(STALLED, true, reason, message),
+            None => Decided::new(STALLED, false, "AsExpected", "nothing is stuck"),
+        },
+    ]
+}
+
+/// The recorded scans to keep: the one of `spec.image` and the one of the last-known-good image.
+fn kept_scans(o: &Observed<'_>) -> Vec<ScanStatus> {
+    let old = o.old.map(|s| s.scans.as_slice()).unwrap_or_default();
+    let mut kept = Vec::with_capacity(2);
+    let current = o
+        .record
+        .clone()
+        .or_else(|| old.iter().find(|r| r.image == o.spec_image).cloned());
+    if let Some(r) = current {
+        kept.push(r);
+    }
+    if let Some(lkg) = o.last_known_good {
+        let is_lkg = |r: &&ScanStatus| {
+            r.verdict == ScanVerdict::Passed
+                && crate::scan_gate::record_image(r).as_deref() == Some(lkg)
+        };
+        let record = o.record.iter().chain(old).find(is_lkg);
+        if let Some(r) = record
+            && !kept.contains(r)
+        {
+            kept.push(r.clone());
+        }
+    }
+    kept
+}
+
+/// Compute the new status.
+pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
+    let view = o.deployment.map(DeploymentView::of);
+    let mut decided = Vec::with_capacity(8);
+
+    decided.push(ready_condition(o, view.as_ref()));
+    decided.extend(kstatus_conditions(o, view.as_ref()));
 
     // Progressing: is something still changing?
     decided.push(match (&view, o.gate) {
@@ -274,6 +396,7 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
     decided.push(store_condition(o.store));
 
     let old_conditions = o.old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let scans = kept_scans(o);
     FaceKeyDeploymentStatus {
         observed_generation: o.generation,
         conditions: conditions::merge(old_conditions, &decided, o.generation, o.now),
@@ -281,10 +404,8 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
         ready_replicas: view.as_ref().map_or(0, |v| v.ready),
         selector: Some(o.selector.to_owned()),
         current_image: view.and_then(|v| v.image),
-        scan: o
-            .scan
-            .clone()
-            .or_else(|| o.old.and_then(|s| s.scan.clone())),
+        last_known_good_image: o.last_known_good.map(str::to_owned),
+        scans,
         url: Some(o.url.to_owned()),
     }
 }
@@ -365,18 +486,25 @@ fn reason_of<'a>(
     Some((c.status.as_str(), c.reason.as_str()))
 }
 
-/// Whether this reconcile newly blocked a rollout (counted once per blocked image, not per loop).
-pub fn newly_blocked(old: Option<&FaceKeyDeploymentStatus>, new: &FaceKeyDeploymentStatus) -> bool {
-    let blocked = |s: Option<&FaceKeyDeploymentStatus>| {
-        matches!(
-            reason_of(s, SCAN_GATE_PASSED),
-            Some((_, "VulnerabilitiesFound" | "ScanFailed"))
-        )
-    };
-    let image = |s: Option<&FaceKeyDeploymentStatus>| {
-        s.and_then(|s| s.scan.as_ref()).map(|x| x.image.clone())
-    };
-    blocked(Some(new)) && (!blocked(old) || image(old) != image(Some(new)))
+/// The image whose rollout a status says is blocked: `spec.image` when its recorded verdict is
+/// not Passed and the gate condition says the scan holds it.
+fn blocked_image<'a>(s: Option<&'a FaceKeyDeploymentStatus>, spec_image: &str) -> Option<&'a str> {
+    let blocked = matches!(
+        reason_of(s, SCAN_GATE_PASSED),
+        Some((_, "VulnerabilitiesFound" | "ScanFailed"))
+    );
+    let record = s?.scans.iter().find(|r| r.image == spec_image)?;
+    (blocked && record.verdict != ScanVerdict::Passed).then_some(record.image.as_str())
+}
+
+/// Whether this reconcile newly blocked the rollout of `spec_image`: counted once per blocked
+/// image, not per reconcile, per rescan or per scan Job (the verdict is in the status).
+pub fn newly_blocked(
+    old: Option<&FaceKeyDeploymentStatus>,
+    new: &FaceKeyDeploymentStatus,
+    spec_image: &str,
+) -> bool {
+    blocked_image(Some(new), spec_image).is_some() && blocked_image(old, spec_image).is_none()
 }
 
 /// The scan gate's verdict, when this reconcile changed it.
@@ -386,25 +514,26 @@ pub struct VerdictChange<'a> {
     pub verdict: &'a str,
     /// Its message.
     pub message: &'a str,
-    /// Image of the latest scan summary.
+    /// The image held, when newly blocked.
     pub image: Option<&'a str>,
     /// See [`newly_blocked`].
     pub newly_blocked: bool,
 }
 
-/// The verdict when the `ScanGatePassed` reason changed or a newly evaluated image is blocked
-/// (the occasions for [`crate::events::ScanVerdict`] and its Event).
+/// The verdict when the `ScanGatePassed` reason changed or `spec_image` is newly blocked (the
+/// occasions for [`crate::events::ScanVerdict`] and its Event).
 pub fn verdict_change<'a>(
     old: Option<&FaceKeyDeploymentStatus>,
     new: &'a FaceKeyDeploymentStatus,
+    spec_image: &str,
 ) -> Option<VerdictChange<'a>> {
     let c = conditions::find(&new.conditions, SCAN_GATE_PASSED)?;
-    let newly_blocked = newly_blocked(old, new);
+    let newly_blocked = newly_blocked(old, new, spec_image);
     let changed = reason_of(old, SCAN_GATE_PASSED) != reason_of(Some(new), SCAN_GATE_PASSED);
     (changed || newly_blocked).then(|| VerdictChange {
         verdict: &c.reason,
         message: &c.message,
-        image: new.scan.as_ref().map(|s| s.image.as_str()),
+        image: blocked_image(Some(new), spec_image),
         newly_blocked,
     })
 }

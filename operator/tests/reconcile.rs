@@ -32,6 +32,9 @@ const MONITORING: [OptionalCrd; 3] = [
 ];
 const IMG1: &str = "ghcr.io/facekey/runtime:0.1.0";
 const IMG2: &str = "ghcr.io/facekey/runtime:0.2.0";
+/// IMG1 and IMG2 pinned to the digests their recorded scans resolved (`Metadata.RepoDigests`).
+const IMG1_DIGEST: &str = "ghcr.io/facekey/runtime@sha256:1f3c5a7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a";
+const IMG2_DIGEST: &str = "ghcr.io/facekey/runtime@sha256:8e0a2c4e6a8c0e2a4c6e8a0c2e4a6c8e0a2c4e6a8c0e2a4c6e8a0c2e4a6c8e0a";
 
 fn dynamic(h: &common::Harness, kind: facekey_operator::desired::ChildKind) -> Api<DynamicObject> {
     Api::namespaced_with(h.client.clone(), NS, &kind.api_resource())
@@ -173,7 +176,10 @@ async fn first_image_waits_for_its_scan_then_rolls_out() {
         cond(&fkd, "ScanGatePassed"),
         ("False".into(), "ScanPending".into())
     );
-    assert_eq!(cond(&fkd, "Ready"), ("False".into(), "NoDeployment".into()));
+    assert_eq!(
+        cond(&fkd, "Ready"),
+        ("False".into(), "RolloutBlocked".into())
+    );
     assert_eq!(h.metric("facekey_operator_scan_jobs_created_total", NS), 1);
 
     // Still running: no second Job, gate still closed.
@@ -184,20 +190,24 @@ async fn first_image_waits_for_its_scan_then_rolls_out() {
 
     h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
     let fkd = h.get("fk").await;
     assert_eq!(
         cond(&fkd, "ScanGatePassed"),
         ("True".into(), "ScanPassed".into())
     );
-    let scan = fkd.status.unwrap().scan.unwrap();
+    let scan = fkd.status.unwrap().scans[0].clone();
     assert_eq!(scan.image, IMG1);
     assert_eq!(
+        scan.digest.as_deref(),
+        IMG1_DIGEST.split_once('@').map(|d| d.1)
+    );
+    assert_eq!(
         (
-            scan.critical,
-            scan.high,
-            scan.medium,
-            scan.low,
+            scan.counts.critical,
+            scan.counts.high,
+            scan.counts.medium,
+            scan.counts.low,
             scan.blocking
         ),
         (0, 0, 1, 3, 0)
@@ -228,7 +238,7 @@ async fn running_img1(h: &common::Harness, extra: serde_json::Value) {
     h.reconcile("fk").await.unwrap();
     h.mark_deployment_ready("fk").await;
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
 }
 
 #[tokio::test]
@@ -242,7 +252,7 @@ async fn blocked_image_keeps_the_previous_one_serving() {
     assert!(h.jobs().await.contains(&job2));
     assert_eq!(
         h.deployment_image("fk").await.as_deref(),
-        Some(IMG1),
+        Some(IMG1_DIGEST),
         "pending: old image stays"
     );
     let fkd = h.get("fk").await;
@@ -250,7 +260,12 @@ async fn blocked_image_keeps_the_previous_one_serving() {
         cond(&fkd, "ScanGatePassed"),
         ("False".into(), "ScanPending".into())
     );
-    assert_eq!(cond(&fkd, "Ready").0, "True", "old pods keep serving");
+    // The old pods keep serving, but the desired image is not rolled out: not Ready.
+    assert_eq!(
+        cond(&fkd, "Ready"),
+        ("False".into(), "RolloutBlocked".into())
+    );
+    assert!(cond_message(&fkd, "Ready").contains(&format!("{IMG1_DIGEST} keeps serving")));
 
     h.complete_scan(&job2, "runtime-0.2.0-fail.json", IMG2)
         .await;
@@ -258,7 +273,7 @@ async fn blocked_image_keeps_the_previous_one_serving() {
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
     assert_eq!(
         h.deployment_image("fk").await.as_deref(),
-        Some(IMG1),
+        Some(IMG1_DIGEST),
         "blocked: old image stays"
     );
     let fkd = h.get("fk").await;
@@ -273,12 +288,24 @@ async fn blocked_image_keeps_the_previous_one_serving() {
         cond(&fkd, "Degraded"),
         ("True".into(), "ImageBlocked".into())
     );
-    assert_eq!(cond(&fkd, "Ready"), ("True".into(), "Available".into()));
-    let status = fkd.status.clone().unwrap();
-    assert_eq!(status.current_image.as_deref(), Some(IMG1));
-    let scan = status.scan.unwrap();
     assert_eq!(
-        (scan.image.as_str(), scan.critical, scan.high, scan.blocking),
+        cond(&fkd, "Ready"),
+        ("False".into(), "RolloutBlocked".into())
+    );
+    assert_eq!(
+        cond(&fkd, "Stalled"),
+        ("True".into(), "ImageBlocked".into())
+    );
+    let status = fkd.status.clone().unwrap();
+    assert_eq!(status.current_image.as_deref(), Some(IMG1_DIGEST));
+    let scan = status.scans.iter().find(|s| s.image == IMG2).unwrap();
+    assert_eq!(
+        (
+            scan.image.as_str(),
+            scan.counts.critical,
+            scan.counts.high,
+            scan.blocking
+        ),
         (IMG2, 1, 3, 4)
     );
     assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
@@ -297,7 +324,7 @@ async fn blocked_image_keeps_the_previous_one_serving() {
 
     // Reconciling again neither rolls out nor counts the same blocked rollout twice.
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
     assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
 }
 
@@ -310,7 +337,7 @@ async fn policy_change_reevaluates_the_existing_report() {
     h.complete_scan(&scan_job_name("fk", IMG2), "runtime-0.2.0-fail.json", IMG2)
         .await;
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
 
     // Accept the unfixed zlib CVE and two of the three HIGHs: one HIGH still blocks.
     h.patch_spec(
@@ -319,7 +346,7 @@ async fn policy_change_reevaluates_the_existing_report() {
     )
     .await;
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
     let fkd = h.get("fk").await;
     assert!(cond_message(&fkd, "ScanGatePassed").contains("1 findings above MEDIUM"));
 
@@ -327,7 +354,7 @@ async fn policy_change_reevaluates_the_existing_report() {
     h.patch_spec("fk", json!({"scanGate": {"maxSeverity": "HIGH"}}))
         .await;
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
     let fkd = h.get("fk").await;
     assert_eq!(
         cond(&fkd, "ScanGatePassed"),
@@ -438,7 +465,8 @@ async fn trivy_operator_report_is_used_instead_of_a_job() {
         "kind": "VulnerabilityReport",
         "metadata": {"name": "replicaset-fk-7d9f-runtime", "namespace": NS},
         "report": {
-            "artifact": {"repository": "facekey/runtime", "tag": "0.2.0"},
+            "artifact": {"repository": "facekey/runtime", "tag": "0.2.0",
+                         "digest": IMG2_DIGEST.split_once('@').unwrap().1},
             "registry": {"server": "ghcr.io"},
             "updateTimestamp": "2025-11-20T08:00:00Z",
             "summary": {"criticalCount": 0, "highCount": 1},
@@ -476,17 +504,20 @@ async fn trivy_operator_report_is_used_instead_of_a_job() {
         cond(&fkd, "ScanGatePassed"),
         ("False".into(), "VulnerabilitiesFound".into())
     );
-    let scan = fkd.status.unwrap().scan.unwrap();
+    let scan = fkd.status.unwrap().scans[0].clone();
     assert_eq!(
         scan.report_ref.as_deref(),
         Some("VulnerabilityReport/replicaset-fk-7d9f-runtime")
     );
-    assert_eq!((scan.high, scan.low, scan.blocking), (1, 1, 1));
+    assert_eq!(
+        (scan.counts.high, scan.counts.low, scan.blocking),
+        (1, 1, 1)
+    );
 
     h.patch_spec("fk", json!({"scanGate": {"maxSeverity": "HIGH"}}))
         .await;
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2));
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
 }
 
 #[tokio::test]

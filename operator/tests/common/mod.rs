@@ -18,7 +18,6 @@ use facekey_operator::policy_floor::ClusterPolicy;
 use facekey_operator::reconcile::{self, Context};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -29,6 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub mod lifecycle;
 pub mod ssa;
 
 pub const NS: &str = "team";
@@ -306,36 +306,12 @@ impl Harness {
     }
 
     /// Play the Job controller and kubelet: the scan Job succeeded and its summary container
-    /// terminated with the summary that `facekey-operator scan-summary` produced from `fixture`.
+    /// terminated with the summary that `facekey-operator scan-summary` produced from `fixture`
+    /// (a pod with a random suffix carrying the Job's uid, see [`lifecycle`]).
     pub async fn complete_scan(&self, job: &str, fixture: &str, image: &str) {
         let summary = scan_summary_of(fixture, image);
-        self.api::<Job>()
-            .patch_status(
-                job,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {
-                    "succeeded": 1,
-                    "conditions": [{"type": "Complete", "status": "True"}],
-                }})),
-            )
-            .await
-            .unwrap();
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": format!("{job}-abcde"), "namespace": NS,
-                         "labels": {"batch.kubernetes.io/job-name": job, "job-name": job}},
-            "spec": {"containers": [{"name": "summary", "image": "op"}]},
-            "status": {"phase": "Succeeded", "containerStatuses": [{
-                "name": "summary", "image": "op", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": summary}},
-            }]},
-        }))
-        .unwrap();
-        self.api::<Pod>()
-            .create(&PostParams::default(), &pod)
-            .await
-            .unwrap();
+        self.run_scan_job(job, lifecycle::ScanOutcome::Summary(summary))
+            .await;
     }
 
     /// Play the Job controller: the scan Job failed.

@@ -1,0 +1,523 @@
+//! The scan verdict as state, digest pinning, drift repair, last-known-good and kstatus-style
+//! readiness, with scan Jobs and their pods living and dying as a real cluster makes them
+//! (`common::lifecycle`: random pod names found by the Job's uid, TTL deletion).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::lifecycle::ScanOutcome;
+use common::{Harness, NS, cond, cond_message, harness, scan_summary_of};
+use facekey_crds::ScanVerdict;
+use facekey_operator::desired::OptionalCrd;
+use facekey_operator::labels::scan_job_name;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{DeleteParams, PostParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+const IMG1: &str = "ghcr.io/facekey/runtime:0.1.0";
+const IMG2: &str = "ghcr.io/facekey/runtime:0.2.0";
+/// The digests the recorded scans resolved the tags to (`Metadata.RepoDigests`).
+const IMG1_DIGEST: &str = "ghcr.io/facekey/runtime@sha256:1f3c5a7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a";
+const IMG2_DIGEST: &str = "ghcr.io/facekey/runtime@sha256:8e0a2c4e6a8c0e2a4c6e8a0c2e4a6c8e0a2c4e6a8c0e2a4c6e8a0c2e4a6c8e0a";
+/// One hour and a second: past the scan Jobs' `ttlSecondsAfterFinished`.
+const PAST_JOB_TTL: i64 = 3601;
+
+fn sha(pinned: &str) -> &str {
+    pinned.split_once('@').unwrap().1
+}
+
+fn count(events: &[(String, String)], reason: &str) -> usize {
+    events.iter().filter(|(_, r)| r == reason).count()
+}
+
+fn transition_time(h: &facekey_crds::FaceKeyDeployment, type_: &str) -> String {
+    h.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap()
+        .last_transition_time
+        .0
+        .to_string()
+}
+
+/// `fk` running IMG1 (scanned, passed, rolled out, available) with `extra` spec fields.
+async fn running_img1(h: &Harness, extra: serde_json::Value) {
+    let mut spec = json!({"image": IMG1, "replicas": 2});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    h.create("fk", spec).await;
+    h.reconcile("fk").await.unwrap();
+    h.complete_scan(&scan_job_name("fk", IMG1), "runtime-0.1.0-pass.json", IMG1)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+}
+
+/// From `running_img1`: `spec.image` IMG2, scanned and blocked (1 CRITICAL, 3 HIGH).
+async fn img2_blocked(h: &Harness) {
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    h.complete_scan(&scan_job_name("fk", IMG2), "runtime-0.2.0-fail.json", IMG2)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into())
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+}
+
+#[tokio::test]
+async fn the_deployment_runs_the_scanned_digest_and_ready_follows_it() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    // Gated: kstatus sees work in progress, Ready says why.
+    assert_eq!(
+        cond(&fkd, "Ready"),
+        ("False".into(), "RolloutBlocked".into())
+    );
+    assert!(cond_message(&fkd, "Ready").contains("waiting for its scan"));
+    assert_eq!(
+        cond(&fkd, "Reconciling"),
+        ("True".into(), "ScanPending".into())
+    );
+    assert_eq!(cond(&fkd, "Stalled").0, "False");
+    assert_eq!(fkd.status.as_ref().unwrap().observed_generation, Some(1));
+
+    let job = scan_job_name("fk", IMG1);
+    let pod = h
+        .run_scan_job(
+            &job,
+            ScanOutcome::Summary(scan_summary_of("runtime-0.1.0-pass.json", IMG1)),
+        )
+        .await;
+    assert!(
+        pod.starts_with(&format!("{job}-")) && pod.len() == job.len() + 6,
+        "{pod}"
+    );
+    h.reconcile("fk").await.unwrap();
+    // The tag was resolved by the scan; the Deployment runs exactly that digest.
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    let fkd = h.get("fk").await;
+    let status = fkd.status.clone().unwrap();
+    assert_eq!(status.last_known_good_image.as_deref(), Some(IMG1_DIGEST));
+    assert_eq!(status.current_image.as_deref(), Some(IMG1_DIGEST));
+    let scan = &status.scans[0];
+    assert_eq!(
+        (
+            scan.image.as_str(),
+            scan.digest.as_deref(),
+            scan.verdict,
+            scan.policy_hash.len()
+        ),
+        (IMG1, Some(sha(IMG1_DIGEST)), ScanVerdict::Passed, 16)
+    );
+    assert_eq!(
+        scan.scanned_at.as_ref().unwrap().0.to_string(),
+        "2025-11-20T09:14:03Z"
+    );
+    // Admitted and applied, but the Deployment controller has not rolled it out yet.
+    assert_eq!(cond(&fkd, "Ready"), ("False".into(), "NotAvailable".into()));
+    assert_eq!(
+        cond(&fkd, "Reconciling"),
+        ("True".into(), "RollingOut".into())
+    );
+
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "Ready"), ("True".into(), "Available".into()));
+    assert_eq!(
+        cond_message(&fkd, "Ready"),
+        format!("1/1 replicas available running {IMG1_DIGEST}")
+    );
+    assert_eq!(cond(&fkd, "Reconciling").0, "False");
+    assert_eq!(cond(&fkd, "Stalled").0, "False");
+    // Every condition describes the current generation.
+    for c in &fkd.status.as_ref().unwrap().conditions {
+        assert_eq!(c.observed_generation, Some(1), "{}", c.type_);
+    }
+
+    // A Deployment controller that has not observed the latest template is not Ready.
+    let deployments: Api<Deployment> = h.api();
+    let mut d = deployments.get_status("fk").await.unwrap();
+    d.status.as_mut().unwrap().observed_generation = Some(0);
+    d.metadata.managed_fields = None;
+    deployments
+        .replace_status("fk", &PostParams::default(), &d)
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(cond(&h.get("fk").await, "Ready").0, "False");
+}
+
+#[tokio::test]
+async fn a_job_deleted_by_its_ttl_causes_no_rescan_no_event_and_no_second_count() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    img2_blocked(&h).await;
+    let before = h.get("fk").await;
+    let events_before = h.event_reasons("fk").await;
+    assert_eq!(count(&events_before, "RolloutBlocked"), 1);
+    let created = h.metric("facekey_operator_scan_jobs_created_total", NS);
+    assert_eq!(created, 2);
+
+    // An hour later the TTL controller removes the finished Job and the garbage collector its pod.
+    h.clock.advance(PAST_JOB_TTL);
+    let expired = h.expire_finished_jobs().await;
+    assert!(expired.contains(&scan_job_name("fk", IMG2)), "{expired:?}");
+    assert!(h.jobs().await.is_empty());
+    assert!(h.pods().await.is_empty(), "the Job's pod went with it");
+
+    for _ in 0..3 {
+        h.reconcile("fk").await.unwrap();
+        h.clock.advance(300);
+    }
+    assert!(h.jobs().await.is_empty(), "no rescan");
+    assert_eq!(
+        h.metric("facekey_operator_scan_jobs_created_total", NS),
+        created
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+    assert_eq!(h.event_reasons("fk").await, events_before, "no new Event");
+    let after = h.get("fk").await;
+    assert_eq!(
+        before.resource_version(),
+        after.resource_version(),
+        "the status did not change"
+    );
+    assert_eq!(
+        cond(&after, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into())
+    );
+    assert_eq!(
+        transition_time(&after, "ScanGatePassed"),
+        transition_time(&before, "ScanGatePassed")
+    );
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    // The recorded verdicts: IMG2's (blocked) and the last-known-good IMG1's (passed).
+    let scans = after.status.unwrap().scans;
+    let verdicts: Vec<_> = scans
+        .iter()
+        .map(|s| (s.image.as_str(), s.verdict, s.counts.critical))
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (IMG2, ScanVerdict::Blocked, 1),
+            (IMG1, ScanVerdict::Passed, 0)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn while_blocked_ready_is_false_and_status_names_the_serving_image() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    img2_blocked(&h).await;
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Ready"),
+        ("False".into(), "RolloutBlocked".into())
+    );
+    let msg = cond_message(&fkd, "Ready");
+    assert!(
+        msg.contains(IMG2) && msg.contains(&format!("{IMG1_DIGEST} keeps serving (2/2 available)")),
+        "{msg}"
+    );
+    assert_eq!(
+        cond(&fkd, "Stalled"),
+        ("True".into(), "ImageBlocked".into())
+    );
+    assert_eq!(cond(&fkd, "Reconciling").0, "False");
+    let status = fkd.status.unwrap();
+    assert_eq!(status.current_image.as_deref(), Some(IMG1_DIGEST));
+    assert_eq!(status.last_known_good_image.as_deref(), Some(IMG1_DIGEST));
+    assert_eq!(status.ready_replicas, 2, "the old pods keep serving");
+}
+
+#[tokio::test]
+async fn the_result_pod_is_found_by_the_jobs_uid_not_its_name() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    // A pod of an earlier Job of the same name, still there, says the image is vulnerable.
+    let stale = scan_summary_of("runtime-0.2.0-fail.json", IMG1);
+    h.leftover_pod_of_earlier_job(&job, &stale).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        cond(&h.get("fk").await, "ScanGatePassed"),
+        ("False".into(), "ScanPending".into()),
+        "the running Job's result is awaited, not the leftover's"
+    );
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 0);
+}
+
+#[tokio::test]
+async fn a_succeeded_job_whose_pods_are_gone_fails_closed() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    h.run_scan_job(&job, ScanOutcome::NoMessage).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    assert!(h.deployment("fk").await.is_none());
+}
+
+fn vulnerability_reports(h: &Harness) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &ApiResource {
+            group: "aquasecurity.github.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "aquasecurity.github.io/v1alpha1".into(),
+            kind: "VulnerabilityReport".into(),
+            plural: "vulnerabilityreports".into(),
+        },
+    )
+}
+
+async fn add_report(h: &Harness, name: &str, artifact: serde_json::Value) {
+    let vr = json!({
+        "apiVersion": "aquasecurity.github.io/v1alpha1",
+        "kind": "VulnerabilityReport",
+        "metadata": {"name": name, "namespace": NS},
+        "report": {
+            "artifact": artifact,
+            "registry": {"server": "ghcr.io"},
+            "updateTimestamp": "2025-11-20T08:00:00Z",
+            "vulnerabilities": []
+        }
+    });
+    vulnerability_reports(h)
+        .create(&PostParams::default(), &serde_json::from_value(vr).unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_vulnerability_report_counts_only_for_the_digest_it_scanned() {
+    let h = harness(&OptionalCrd::ALL).await;
+    // A clean report of the tag without a digest, and one of another digest.
+    add_report(
+        &h,
+        "no-digest",
+        json!({"repository": "facekey/runtime", "tag": "0.2.0"}),
+    )
+    .await;
+    add_report(
+        &h,
+        "other-digest",
+        json!({"repository": "facekey/runtime", "digest": sha(IMG1_DIGEST)}),
+    )
+    .await;
+    h.create("fk", json!({"image": IMG2_DIGEST})).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        h.jobs().await,
+        vec![scan_job_name("fk", IMG2_DIGEST)],
+        "neither report describes the pinned digest: scan it"
+    );
+    assert!(h.deployment("fk").await.is_none());
+
+    // A report of exactly that digest is used, and its digest is what runs.
+    add_report(
+        &h,
+        "that-digest",
+        json!({"repository": "facekey/runtime", "tag": "0.2.0", "digest": sha(IMG2_DIGEST)}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
+    let scan = h.get("fk").await.status.unwrap().scans[0].clone();
+    assert_eq!(
+        scan.report_ref.as_deref(),
+        Some("VulnerabilityReport/that-digest")
+    );
+}
+
+#[tokio::test]
+async fn a_hand_edited_image_is_reverted_to_the_last_admitted_digest() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+
+    // Someone runs the mutable tag (or anything else) by hand: reverted, not "already running".
+    h.set_image_by_hand("fk", IMG2).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    assert!(
+        h.jobs()
+            .await
+            .iter()
+            .all(|j| *j != scan_job_name("fk", IMG2))
+    );
+
+    // While IMG2 is blocked, editing the Deployment to IMG2 does not let it through either.
+    img2_blocked(&h).await;
+    h.set_image_by_hand("fk", IMG2).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into())
+    );
+    assert_eq!(
+        fkd.status.unwrap().last_known_good_image.as_deref(),
+        Some(IMG1_DIGEST)
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+}
+
+#[tokio::test]
+async fn a_deployment_deleted_while_blocked_is_recreated_with_the_last_known_good_digest() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    img2_blocked(&h).await;
+    h.clock.advance(PAST_JOB_TTL);
+    h.expire_finished_jobs().await;
+    h.api::<Deployment>()
+        .delete("fk", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    assert!(h.jobs().await.is_empty(), "no rescan for it");
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Ready"),
+        ("False".into(), "RolloutBlocked".into())
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+}
+
+#[tokio::test]
+async fn rolling_back_to_the_last_known_good_image_needs_no_scan() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    img2_blocked(&h).await;
+    h.clock.advance(PAST_JOB_TTL);
+    h.expire_finished_jobs().await;
+
+    h.patch_spec("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty(), "no new Job");
+    assert_eq!(h.metric("facekey_operator_scan_jobs_created_total", NS), 2);
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "LastKnownGood".into())
+    );
+    // Nothing to roll out: the Deployment already runs it.
+    assert_eq!(cond(&fkd, "Ready"), ("True".into(), "Available".into()));
+    assert_eq!(cond(&fkd, "Stalled").0, "False");
+    assert_eq!(fkd.status.as_ref().unwrap().observed_generation, Some(3));
+    // The same image pinned by its digest is the same last-known-good image.
+    h.patch_spec("fk", json!({"image": IMG1_DIGEST})).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty());
+    assert_eq!(cond(&h.get("fk").await, "Ready").0, "True");
+}
+
+#[tokio::test]
+async fn a_new_policy_after_the_job_is_gone_rescans_without_reopening_the_verdict() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    img2_blocked(&h).await;
+    h.clock.advance(PAST_JOB_TTL);
+    h.expire_finished_jobs().await;
+    let before = h.get("fk").await;
+
+    // Tolerating HIGH and the unfixed CRITICAL would pass IMG2, but the report is gone: rescan.
+    h.patch_spec(
+        "fk",
+        json!({"scanGate": {"maxSeverity": "HIGH", "allowUnfixed": true}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let job2 = scan_job_name("fk", IMG2);
+    assert_eq!(h.jobs().await, vec![job2.clone()]);
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into()),
+        "no flapping to ScanPending while rescanning"
+    );
+    assert!(cond_message(&fkd, "ScanGatePassed").contains("started"));
+    assert_eq!(
+        transition_time(&fkd, "ScanGatePassed"),
+        transition_time(&before, "ScanGatePassed")
+    );
+    assert_eq!(count(&h.event_reasons("fk").await, "RolloutBlocked"), 1);
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+
+    h.complete_scan(&job2, "runtime-0.2.0-fail.json", IMG2)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+    assert_eq!(
+        fkd.status.unwrap().last_known_good_image.as_deref(),
+        Some(IMG2_DIGEST)
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+}
+
+#[tokio::test]
+async fn a_blocked_verdict_older_than_max_report_age_is_rescanned_once() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
+    img2_blocked(&h).await;
+    h.clock.advance(PAST_JOB_TTL);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty(), "still fresh: no rescan");
+
+    h.clock.advance(3 * 3600);
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        h.jobs().await,
+        vec![scan_job_name("fk", IMG2)],
+        "stale: rescan"
+    );
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await.len(), 1, "one rescan, not one per reconcile");
+    assert_eq!(
+        cond(&h.get("fk").await, "ScanGatePassed").1,
+        "VulnerabilitiesFound"
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+}
