@@ -102,16 +102,18 @@ pub mod condition {
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either replicas or autoscaling, not both"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || !has(self.replicas) || self.replicas == 1").message("set either replicas or autoscaling, not both"))]
 #[x_kube(validation = Rule::new("!(has(self.autoscaling) && has(self.store) && has(self.store.embedded))").message("an embedded store serves one pod: autoscaling needs store.postgres"))]
 #[serde(rename_all = "camelCase")]
 pub struct FaceKeyDeploymentSpec {
     /// Runtime container image reference (tag or digest), e.g. `ghcr.io/facekey/runtime:0.1.0`.
     #[x_kube(validation = Rule::new("size(self) > 0").message("image must not be empty"))]
     pub image: String,
-    /// Fixed number of runtime pods (default 1). Mutually exclusive with `autoscaling`.
+    /// Fixed number of runtime pods (default 1, also the `/scale` subresource's count, so an
+    /// external HPA or KEDA can target the resource). With `autoscaling` it must stay unset (or
+    /// its default 1): the operator's HPA sets the pod count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0), extend("default" = 1))]
     pub replicas: Option<i32>,
     /// Horizontal autoscaling bounds and target; creates an autoscaling/v2 HorizontalPodAutoscaler.
     #[serde(default, skip_serializing_if = "Option::is_none")]

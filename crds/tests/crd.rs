@@ -106,6 +106,20 @@ fn valid_spec_passes_cel() {
 }
 
 #[test]
+fn scale_subresource_reads_a_defaulted_replica_count() {
+    // `/scale` reads spec.replicas; an absent field would report 0 and an HPA or KEDA targeting
+    // the resource would treat it as scaled to zero. The schema defaults it to 1, and that
+    // default must not collide with `autoscaling` once the server has applied it.
+    let replicas = &schema()["properties"]["spec"]["properties"]["replicas"];
+    assert_eq!(replicas["default"], 1);
+    let defaulted = object(json!({
+        "image": "img:1", "replicas": 1,
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60},
+    }));
+    assert_eq!(cel_failures(&defaulted), Vec::<String>::new());
+}
+
+#[test]
 fn replicas_and_autoscaling_are_exclusive() {
     let obj = object(json!({
         "image": "img:1", "replicas": 2,

@@ -13,7 +13,7 @@ pub enum Problem {
     /// `image` is empty or blank.
     #[error("image must not be empty")]
     EmptyImage,
-    /// Both `replicas` and `autoscaling` are set.
+    /// Both `replicas` (other than its default 1) and `autoscaling` are set.
     #[error("set either replicas or autoscaling, not both")]
     ReplicasAndAutoscaling,
     /// `replicas` is negative.
@@ -122,7 +122,8 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
     if spec.image.trim().is_empty() {
         problems.push(Problem::EmptyImage);
     }
-    if spec.replicas.is_some() && spec.autoscaling.is_some() {
+    // The CRD defaults `replicas` to 1 (for `/scale`), so 1 beside `autoscaling` is not a choice.
+    if spec.replicas.is_some_and(|r| r != 1) && spec.autoscaling.is_some() {
         problems.push(Problem::ReplicasAndAutoscaling);
     }
     if let Some(replicas) = spec.replicas

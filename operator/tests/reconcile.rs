@@ -775,7 +775,7 @@ async fn invalid_spec_applies_nothing_and_waits_for_a_change() {
     let h = harness(&[]).await;
     h.create(
         "fk",
-        json!({"image": IMG1, "replicas": 1, "scanGate": {"enabled": false},
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false},
                "autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetCPUUtilizationPercentage": 50}}),
     )
     .await;
