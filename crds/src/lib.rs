@@ -22,6 +22,14 @@ pub const GROUP: &str = "facekey.dev";
 /// API version of [`FaceKeyDeployment`].
 pub const VERSION: &str = "v1alpha1";
 
+/// Longest `metadata.name` of a FaceKeyDeployment (enforced by a CEL rule on the resource). Child
+/// names and label values are derived from it and must stay valid: the longest is the scan Job
+/// `<name>-scan-<10 hex digits>` (16 characters more), and a Job name, like every label value
+/// (`app.kubernetes.io/instance`, `facekey.dev/owner`, the `batch.kubernetes.io/job-name` its pods
+/// carry), is at most 63 characters: 63 - 16 = 47. The name is also the Service's, so it must be a
+/// DNS-1035 label (lower-case letters, digits and `-`, starting with a letter).
+pub const MAX_NAME_LENGTH: usize = 47;
+
 /// Condition types published in `status.conditions`, one constant each so code and docs agree.
 pub mod condition {
     /// The runtime pods are available at the desired count, all running the image admitted for
@@ -100,7 +108,8 @@ pub mod condition {
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label of at most 47 characters (lower-case letters, digits and '-', starting with a letter): the operator derives the Service and child names such as <name>-scan-<hash> (63 at most) from it")
 )]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || !has(self.replicas) || self.replicas == 1").message("set either replicas or autoscaling, not both"))]
 #[x_kube(validation = Rule::new("!(has(self.autoscaling) && has(self.store) && has(self.store.embedded))").message("an embedded store serves one pod: autoscaling needs store.postgres"))]

@@ -395,4 +395,35 @@ fn scanner_image_has_no_crd_default() {
     let fkd: FaceKeyDeployment =
         serde_json::from_value(object(json!({"image": "i:1", "scanGate": {}}))).unwrap();
     assert_eq!(fkd.spec.scan_gate.unwrap().scanner_image, None);
+/// `metadata.name` must leave room for the longest child name (`<name>-scan-<10 hex>`, 63 at
+/// most) and be a DNS-1035 label (the Service is named after it).
+#[test]
+fn names_that_cannot_name_every_child_are_rejected() {
+    let rules = &schema()["x-kubernetes-validations"];
+    let rule = rules[0]["rule"].as_str().unwrap();
+    assert!(
+        rule.contains(&format!("<= {}", facekey_crds::MAX_NAME_LENGTH)),
+        "{rule}"
+    );
+    let named = |name: &str| {
+        json!({
+            "apiVersion": "facekey.dev/v1alpha1",
+            "kind": "FaceKeyDeployment",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"image": "img:1"},
+        })
+    };
+    let longest = format!("f{}", "k".repeat(facekey_crds::MAX_NAME_LENGTH - 1));
+    for good in ["fk", "face-key-1", longest.as_str()] {
+        assert_eq!(cel_failures(&named(good)), Vec::<String>::new(), "{good}");
+    }
+    let too_long = format!("{longest}k");
+    for bad in [too_long.as_str(), "1fk", "Fk", "fk-", "f.k"] {
+        let failures = cel_failures(&named(bad));
+        assert_eq!(failures.len(), 1, "{bad}: {failures:?}");
+        assert!(
+            failures[0].starts_with("metadata.name must be a DNS-1035 label of at most 47"),
+            "{bad}: {failures:?}"
+        );
+    }
 }

@@ -347,12 +347,31 @@ impl Error {
         }
     }
 
-    /// Whether retrying cannot help until the spec changes (no fast requeue).
+    /// Whether retrying cannot help until the resource changes (no requeue): an invalid spec or
+    /// name, a resource without name/namespace/uid, an object the operator cannot serialise.
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            Error::InvalidSpec(_) | Error::Desired(DesiredError::InvalidSpec(_))
+            Error::InvalidSpec(_)
+                | Error::Desired(_)
+                | Error::Observe(ObserveError::MissingField(_))
         )
+    }
+
+    /// Whether the API server refused the request itself (400, 403, 404 on a write, 405, 413,
+    /// 415, 422): the same request fails again, so it is retried only at the steady interval,
+    /// not in a fast backoff loop. 409 (conflict), 429 and 5xx are transient.
+    pub fn is_refused(&self) -> bool {
+        let source = match self {
+            Error::Apply(ApplyError::Patch { source, .. } | ApplyError::Create { source, .. })
+            | Error::Prune(
+                PruneError::Delete { source, .. } | PruneError::ScanJob { source, .. },
+            )
+            | Error::ScanGate(ScanGateError::Job { source, .. })
+            | Error::Status(StatusError { source, .. }) => source,
+            _ => return false,
+        };
+        matches!(source.as_ref(), kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 405 | 413 | 415 | 422))
     }
 }
 
@@ -488,7 +507,12 @@ mod tests {
         ];
         for (err, category) in cases {
             assert_eq!(err.category(), category, "{err}");
-            assert_eq!(err.is_permanent(), category == "InvalidSpec", "{err}");
+            let permanent = matches!(category, "InvalidSpec" | "MissingField" | "SerializeFailed")
+                && !matches!(err, Error::Apply(_));
+            assert_eq!(err.is_permanent(), permanent, "{err}");
+            // The only 403 of the cases: refused; 409 and 500 are transient.
+            let refused = matches!(err, Error::Apply(ApplyError::Create { .. }));
+            assert_eq!(err.is_refused(), refused, "{err}");
         }
     }
 

@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::policy_floor::ClusterPolicy;
 use crate::scan_gate::{self, GateInputs, GateResult};
 use crate::status::{self, ApplyOutcome, GateState, Observed};
-use crate::validate::InvalidSpec;
+use crate::validate::{self, InvalidSpec};
 use crate::{CONTROLLER_NAME, Error, FIELD_MANAGER, Result, apply, labels};
 
 /// Requeue interval when nothing is in flight: periodic drift repair for kinds without watches.
@@ -162,14 +162,32 @@ pub async fn reconcile(fkd: Arc<FaceKeyDeployment>, ctx: Arc<Context>) -> Result
     result
 }
 
-/// Error policy: exponential backoff per object (5 s doubling to 5 min); invalid specs wait for
-/// the next change instead.
+/// Error policy: jittered exponential backoff per object ([`retry_delay`]: 5 s doubling to
+/// 5 min); errors that retrying cannot fix never loop: an invalid spec waits for the next change,
+/// a request the API server refused (400, 403, 422, …; the `Degraded` condition says which) is
+/// retried only at the steady interval.
 pub fn error_policy(fkd: Arc<FaceKeyDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
     if err.is_permanent() {
         return Action::await_change();
     }
-    let n = ctx.record_failure(&key(&fkd));
-    Action::requeue(backoff(n))
+    if err.is_refused() {
+        return Action::requeue(STEADY_REQUEUE);
+    }
+    let object = key(&fkd);
+    let n = ctx.record_failure(&object);
+    Action::requeue(retry_delay(&object, n))
+}
+
+/// [`backoff`] spread by ±25 %, the same for a given object and failure count (so many objects
+/// failing together, e.g. while the API server is away, do not retry in lock-step).
+pub fn retry_delay(object: &str, failures: u32) -> Duration {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{object}#{failures}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // 53 bits of the hash as a fraction in [0, 1).
+    let unit = (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
+    backoff(failures).mul_f64(0.75 + 0.5 * unit)
 }
 
 /// Delay before retry number `failures` (1-based).
@@ -211,6 +229,11 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         return Ok(Action::await_change());
     }
     let seen = observe(ctx, fkd).await?;
+    // A name that cannot produce valid child names (the CRD's CEL rule, for servers without it).
+    if let Err(invalid) = validate::validate_name(seen.name) {
+        write_invalid_status(ctx, fkd, &seen, &invalid).await?;
+        return Err(invalid.into());
+    }
     // The spec's own rules and the cluster's scan policy floor; the gate reads the resolved spec.
     if let Err(invalid) = ctx.policy.validate(&fkd.spec) {
         write_invalid_status(ctx, fkd, &seen, &invalid).await?;

@@ -13,6 +13,9 @@ pub enum Problem {
     /// `image` is empty or blank.
     #[error("image must not be empty")]
     EmptyImage,
+    /// `metadata.name` cannot produce valid child names.
+    #[error(transparent)]
+    InvalidName(InvalidName),
     /// Both `replicas` (other than its default 1) and `autoscaling` are set.
     #[error("set either replicas or autoscaling, not both")]
     ReplicasAndAutoscaling,
@@ -98,6 +101,38 @@ pub enum Problem {
     /// `pod.annotations` sets a `facekey.dev/` key.
     #[error("pod.annotations must not set {0} (facekey.dev/ keys are the operator's)")]
     ReservedPodAnnotation(String),
+}
+
+/// `metadata.name` cannot produce valid child names (the CRD's CEL rule on the name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "metadata.name {name:?} must be a DNS-1035 label of at most {max} characters (lower-case \
+     letters, digits and '-', starting with a letter): the operator derives the Service and child \
+     names such as <name>-scan-<hash> (63 at most) from it",
+    max = facekey_crds::MAX_NAME_LENGTH
+)]
+pub struct InvalidName {
+    /// The name given.
+    pub name: String,
+}
+
+/// Check a FaceKeyDeployment's name: the Service is named after it (a DNS-1035 label) and the
+/// longest child name and label value stay within 63 characters ([`facekey_crds::MAX_NAME_LENGTH`]).
+pub fn validate_name(name: &str) -> Result<(), InvalidSpec> {
+    let mut chars = name.chars();
+    let dns_1035 = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if dns_1035 && name.len() <= facekey_crds::MAX_NAME_LENGTH {
+        return Ok(());
+    }
+    Err(InvalidSpec {
+        problems: vec![Problem::InvalidName(InvalidName {
+            name: name.to_owned(),
+        })],
+    })
 }
 
 /// The error of [`validate`]: every problem of the spec, never only the first.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{NS, cond, cond_message, harness};
 use facekey_operator::desired::OptionalCrd;
 use facekey_operator::labels::scan_job_name;
-use facekey_operator::reconcile::error_policy;
+use facekey_operator::reconcile::{error_policy, retry_delay};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
@@ -750,13 +750,14 @@ async fn apply_conflict_is_reported_and_backed_off() {
             .contains(&("Warning".into(), "ApplyConflict".into()))
     );
     let fkd = Arc::new(fkd);
+    let object = format!("{NS}/fk");
     assert_eq!(
         error_policy(fkd.clone(), &err, h.ctx.clone()),
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(retry_delay(&object, 1))
     );
     assert_eq!(
         error_policy(fkd.clone(), &err, h.ctx.clone()),
-        Action::requeue(Duration::from_secs(10))
+        Action::requeue(retry_delay(&object, 2))
     );
 
     h.fail_deployment_applies.store(false, Ordering::SeqCst);

@@ -301,6 +301,7 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     let fkd = inputs.fkd;
     crate::validate::validate(&fkd.spec)?;
     let name = instance_name(fkd)?;
+    crate::validate::validate_name(name)?;
     let namespace = fkd.namespace().unwrap_or_else(|| "default".to_owned());
     let owner = Owner {
         name,

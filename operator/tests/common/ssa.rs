@@ -55,11 +55,20 @@ pub struct Write {
     pub body: Value,
 }
 
-/// Every apply and update, oldest first.
+/// Every apply and update, oldest first; and refusals to inject.
 #[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<Write>>>);
+pub struct Log(Arc<Mutex<Vec<Write>>>, Arc<Mutex<Vec<(String, String)>>>);
 
 impl Log {
+    /// From now on the API server refuses every write to `kind` with 422 Invalid and `message`
+    /// (e.g. a change to an immutable field).
+    pub fn refuse(&self, kind: &str, message: &str) {
+        self.1.lock().unwrap().push((kind.into(), message.into()));
+    }
+    fn refusal(&self, kind: &str) -> Option<String> {
+        let r = self.1.lock().unwrap();
+        r.iter().find(|(k, _)| k == kind).map(|(_, m)| m.clone())
+    }
     pub fn all(&self) -> Vec<Write> {
         self.0.lock().unwrap().clone()
     }
@@ -147,6 +156,9 @@ fn funcs(fail: Arc<AtomicBool>, log: Log) -> interceptor::Funcs {
             return Err(Error::Conflict(
                 "Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas".into(),
             ));
+        }
+        if let Some(message) = log.refusal(&kind) {
+            return Err(Error::InvalidRequest(message));
         }
         let manager = ctx.params.field_manager.clone().unwrap_or_default();
         let (ns, name) = (ctx.namespace, ctx.name);
