@@ -395,6 +395,8 @@ fn scanner_image_has_no_crd_default() {
     let fkd: FaceKeyDeployment =
         serde_json::from_value(object(json!({"image": "i:1", "scanGate": {}}))).unwrap();
     assert_eq!(fkd.spec.scan_gate.unwrap().scanner_image, None);
+}
+
 /// `metadata.name` must leave room for the longest child name (`<name>-scan-<10 hex>`, 63 at
 /// most) and be a DNS-1035 label (the Service is named after it).
 #[test]
