@@ -52,6 +52,9 @@ pub mod condition {
     /// kstatus' abnormal-true condition: True when the spec cannot be reached without a change
     /// (image blocked by the scan gate, scan failed, invalid spec, rollout past its deadline).
     pub const STALLED: &str = "Stalled";
+    /// Present (True, reason `ObjectNotOwned`) while an object the operator would create already
+    /// exists without this resource as its controller owner: it is not taken over.
+    pub const CONFLICT: &str = "Conflict";
 }
 
 /// Desired state of a FaceKey runtime deployment: image, scale, models, scan policy, monitoring.

@@ -128,6 +128,54 @@ pub async fn hand_over_replicas(
     }
 }
 
+/// The desired objects that already exist without `owner_uid` as their controller owner (made by
+/// someone else, or left by a deleted resource of the same name): they must not be taken over.
+/// `live` is the runtime Deployment the observe stage read (no second read). Kinds the operator
+/// may not read (PersistentVolumeClaim, CloudNativePG Cluster: create/patch only) are not checked.
+pub async fn not_owned(
+    client: &Client,
+    namespace: &str,
+    owner_uid: &str,
+    desired: &Desired,
+    live: Option<&Deployment>,
+) -> Result<Vec<(ChildKind, String)>, ApplyError> {
+    let owned =
+        |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.into_iter()
+                .flatten()
+                .any(|r| r.uid == owner_uid && r.controller == Some(true))
+        };
+    let mut foreign = Vec::new();
+    for obj in &desired.objects {
+        let owners = match obj.kind {
+            ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster => continue,
+            ChildKind::Deployment => match live {
+                Some(d) => d.metadata.owner_references.clone(),
+                None => continue,
+            },
+            kind => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+                match api.get_metadata_opt(&obj.name).await {
+                    Ok(Some(meta)) => meta.metadata.owner_references,
+                    Ok(None) => continue,
+                    Err(source) => {
+                        return Err(ApplyError::Patch {
+                            kind: kind.as_str(),
+                            name: obj.name.clone(),
+                            source: Box::new(source),
+                        });
+                    }
+                }
+            }
+        };
+        if !owned(owners.as_ref()) {
+            foreign.push((obj.kind, obj.name.clone()));
+        }
+    }
+    Ok(foreign)
+}
+
 /// Create each generated Secret that does not exist yet, with fresh random content; an existing
 /// one (made by an earlier reconcile, or by a human) is never read, replaced or updated. Needs
 /// only `create` on Secrets. Returns the ones created.

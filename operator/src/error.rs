@@ -121,6 +121,20 @@ pub enum ApplyError {
         #[source]
         source: getrandom::Error,
     },
+    /// Objects the operator would apply exist without this resource as their controller owner:
+    /// they are left alone (not taken over); everything else was applied.
+    #[error(
+        "{} exist{} and {} not owned by this FaceKeyDeployment (no controller ownerReference to \
+         it): not taken over; delete or rename {}",
+        objects.join(", "),
+        if objects.len() == 1 { "s" } else { "" },
+        if objects.len() == 1 { "is" } else { "are" },
+        if objects.len() == 1 { "it" } else { "them" }
+    )]
+    NotOwned {
+        /// `Kind namespace/name` of each.
+        objects: Vec<String>,
+    },
     /// The applied Deployment the server returned could not be read back.
     #[error("serialising {what}: {source}")]
     Decode {
@@ -258,6 +272,8 @@ const MISSING_FIELD: &str = "MissingField";
 const READ_FAILED: &str = "ReadFailed";
 const SERIALIZE_FAILED: &str = "SerializeFailed";
 const SCAN_JOB_FAILED: &str = "ScanJobFailed";
+/// Category (and `Conflict` reason) of [`ApplyError::NotOwned`].
+pub const OBJECT_NOT_OWNED: &str = "ObjectNotOwned";
 
 impl ObserveError {
     /// See [`Error::category`].
@@ -300,6 +316,7 @@ impl ApplyError {
             | ApplyError::Create { .. }
             | ApplyError::KeyGeneration { .. } => "ApplyFailed",
             ApplyError::Decode { .. } => SERIALIZE_FAILED,
+            ApplyError::NotOwned { .. } => OBJECT_NOT_OWNED,
         }
     }
 }
@@ -369,6 +386,8 @@ impl Error {
             )
             | Error::ScanGate(ScanGateError::Job { source, .. })
             | Error::Status(StatusError { source, .. }) => source,
+            // Only a human resolves it (the Warning Event and `Conflict` say so).
+            Error::Apply(ApplyError::NotOwned { .. }) => return true,
             _ => return false,
         };
         matches!(source.as_ref(), kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 405 | 413 | 415 | 422))

@@ -2,7 +2,7 @@
 //! reconciler observed. Pure: the reconciler gathers [`Observed`], this module decides.
 
 use facekey_crds::condition::{
-    DEGRADED, MONITORING_READY, PERSISTENT_STORE, PROGRESSING, READY, RECONCILING,
+    CONFLICT, DEGRADED, MONITORING_READY, PERSISTENT_STORE, PROGRESSING, READY, RECONCILING,
     SCAN_GATE_PASSED, STALLED,
 };
 use facekey_crds::{FaceKeyDeploymentStatus, ScanStatus, ScanVerdict};
@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{self, Decided};
 use crate::desired::{OptionalCrd, Skipped, StoreState};
+use crate::error::OBJECT_NOT_OWNED;
 use crate::events::EventSpec;
 
 /// Where the scan gate stands for `spec.image`.
@@ -256,6 +257,9 @@ fn ready_condition(o: &Observed<'_>, view: Option<&DeploymentView>) -> Decided {
 fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decided; 2] {
     let stalled = match (&o.outcome, o.gate, view) {
         (ApplyOutcome::InvalidSpec(m), _, _) => Some(("InvalidSpec", m.clone())),
+        (ApplyOutcome::Failed { category, message }, _, _) if *category == OBJECT_NOT_OWNED => {
+            Some((OBJECT_NOT_OWNED, message.clone()))
+        }
         (_, GateState::Blocked(m), _) => Some(("ImageBlocked", m.clone())),
         (_, GateState::Failed(m), _) => Some(("ScanFailed", m.clone())),
         (_, _, Some(v)) if v.deadline_exceeded => Some((
@@ -394,6 +398,18 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
     });
 
     decided.push(store_condition(o.store));
+
+    // Only while an object is not ours; it goes away with the conflict.
+    if let ApplyOutcome::Failed { category, message } = &o.outcome
+        && *category == OBJECT_NOT_OWNED
+    {
+        decided.push(Decided::new(
+            CONFLICT,
+            true,
+            OBJECT_NOT_OWNED,
+            message.clone(),
+        ));
+    }
 
     let old_conditions = o.old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let scans = kept_scans(o);

@@ -230,7 +230,11 @@ async fn reconcile_calls(spec: serde_json::Value) -> Vec<String> {
             return (StatusCode::OK, obj);
         }
         if s.method == Method::GET
-            && (s.path.contains("customresourcedefinitions") || s.path.ends_with("/deployments/fk"))
+            && (s.path.contains("customresourcedefinitions")
+                || s.path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|l| l == "fk" || l.starts_with("fk-")))
         {
             return not_found();
         }
@@ -278,6 +282,13 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
         "POST /api/v1/namespaces/ns/secrets".to_owned(),
         // Its `ApiKeyCreated` Event (once: later creates answer 409).
         "POST /apis/events.k8s.io/v1/namespaces/ns/events".to_owned(),
+        // Ownership of each child that may already exist (the Deployment was read above): an
+        // object this resource does not own is never applied.
+        "GET /api/v1/namespaces/ns/configmaps/fk-config".to_owned(),
+        "GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/fk".to_owned(),
+        "GET /api/v1/namespaces/ns/services/fk".to_owned(),
+        "GET /apis/policy/v1/namespaces/ns/poddisruptionbudgets/fk".to_owned(),
+        "GET /api/v1/namespaces/ns/configmaps/fk-dashboard".to_owned(),
         "PATCH /api/v1/namespaces/ns/configmaps/fk-config".to_owned(),
         // The NetworkPolicy before the Deployment: no pod runs without it.
         "PATCH /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/fk".to_owned(),

@@ -1,0 +1,141 @@
+//! An object with a child's name that this FaceKeyDeployment does not own is never taken over:
+//! condition `Conflict` (ObjectNotOwned), a Warning Event, no apply to it; the rest is applied.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{NS, cond, cond_message, ssa};
+use facekey_operator::FIELD_MANAGER;
+use facekey_operator::reconcile::{STEADY_REQUEUE, error_policy};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+const IMG1: &str = "ghcr.io/facekey/runtime:0.1.0";
+
+fn foreign_service() -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "fk", "namespace": NS, "labels": {"team": "payments"}},
+        "spec": {"selector": {"app": "payments"}, "ports": [{"port": 80}]},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_foreign_service_is_left_alone_and_reported_until_it_goes() {
+    let (h, log) = ssa::harness(&[]).await;
+    h.api::<Service>()
+        .create(&PostParams::default(), &foreign_service())
+        .await
+        .unwrap();
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "ObjectNotOwned");
+    assert!(
+        log.of("Service").is_empty(),
+        "no apply to the foreign Service"
+    );
+    let svc = h.api::<Service>().get("fk").await.unwrap();
+    assert_eq!(svc.metadata.labels.unwrap().len(), 1, "untouched");
+    assert!(svc.metadata.owner_references.is_none());
+    assert!(
+        h.deployment("fk").await.is_some(),
+        "everything else is applied"
+    );
+
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Conflict"),
+        ("True".into(), "ObjectNotOwned".into())
+    );
+    let message = cond_message(&fkd, "Conflict");
+    assert!(
+        message.contains(&format!("Service {NS}/fk exists")),
+        "{message}"
+    );
+    assert_eq!(cond(&fkd, "Degraded").1, "ObjectNotOwned");
+    assert_eq!(
+        cond(&fkd, "Stalled"),
+        ("True".into(), "ObjectNotOwned".into())
+    );
+    let events = h.events("fk").await;
+    assert!(
+        events.iter().any(|(t, r, note)| t == "Warning"
+            && r == "ObjectNotOwned"
+            && note.contains("Service")),
+        "{events:?}"
+    );
+    assert_eq!(
+        error_policy(Arc::new(fkd), &err, h.ctx.clone()),
+        Action::requeue(STEADY_REQUEUE),
+        "no fast retry loop: a human resolves it"
+    );
+
+    // Its owner deletes it: the next reconcile creates ours and the condition goes.
+    h.api::<Service>()
+        .delete("fk", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    let svc = h.api::<Service>().get("fk").await.unwrap();
+    assert!(svc.metadata.owner_references.unwrap()[0].controller == Some(true));
+    let fkd = h.get("fk").await;
+    assert!(
+        fkd.status
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Conflict")
+    );
+}
+
+/// A foreign Deployment of the same name: not applied, and no HPA that would scale it.
+#[tokio::test]
+async fn a_foreign_deployment_gets_no_apply_and_no_autoscaler() {
+    let (h, log) = ssa::harness(&[]).await;
+    let foreign: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "fk", "namespace": NS},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "other"}},
+                 "template": {"metadata": {"labels": {"app": "other"}},
+                              "spec": {"containers": [{"name": "c", "image": "other:1"}]}}},
+    }))
+    .unwrap();
+    h.api::<Deployment>()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"enabled": false},
+               "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 60}}),
+    )
+    .await;
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "ObjectNotOwned");
+    assert!(err.to_string().contains(&format!("Deployment {NS}/fk")));
+    assert!(log.of("Deployment").is_empty());
+    assert!(
+        h.api::<HorizontalPodAutoscaler>()
+            .get_opt("fk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let d = serde_json::to_value(h.deployment("fk").await.unwrap()).unwrap();
+    assert!(
+        ssa::owners(&d, &["spec", "template"])
+            .iter()
+            .all(|m| m != FIELD_MANAGER)
+    );
+    assert!(h.api::<Service>().get_opt("fk").await.unwrap().is_some());
+}
