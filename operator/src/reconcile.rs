@@ -19,7 +19,8 @@ use tracing::warn;
 
 use crate::capabilities::CapabilityCache;
 use crate::desired::{
-    self, Capabilities, Desired, DesiredInputs, GeneratedContent, OptionalCrd, RUNTIME_PORT,
+    self, Capabilities, ChildKind, Desired, DesiredInputs, GeneratedContent, OptionalCrd,
+    RUNTIME_PORT,
 };
 use crate::error::{
     ApplyError, DesiredError, MissingField, ObserveError, PruneError, ReadError, ScanGateError,
@@ -371,8 +372,28 @@ async fn apply_desired(
     seen: &Observation<'_>,
     desired: &Desired,
 ) -> Result<Option<Deployment>, ApplyError> {
-    apply::hand_over_replicas(&ctx.client, &seen.namespace, desired, seen.live.as_ref()).await?;
-    apply::apply_all(&ctx.client, &seen.namespace, desired).await
+    let live = seen.live.as_ref();
+    let foreign = apply::not_owned(&ctx.client, &seen.namespace, &seen.uid, desired, live).await?;
+    if foreign.is_empty() {
+        apply::hand_over_replicas(&ctx.client, &seen.namespace, desired, live).await?;
+        return apply::apply_all(&ctx.client, &seen.namespace, desired).await;
+    }
+    // Everything else is applied; the foreign objects (and an HPA that would scale a foreign
+    // Deployment) are not.
+    let deployment_foreign = foreign.iter().any(|(k, _)| *k == ChildKind::Deployment);
+    let mut rest = desired.clone();
+    rest.objects.retain(|o| {
+        let is_foreign = foreign.iter().any(|(k, n)| *k == o.kind && *n == o.name);
+        let scales_foreign = deployment_foreign && o.kind == ChildKind::HorizontalPodAutoscaler;
+        !(is_foreign || scales_foreign)
+    });
+    apply::apply_all(&ctx.client, &seen.namespace, &rest).await?;
+    Err(ApplyError::NotOwned {
+        objects: foreign
+            .iter()
+            .map(|(k, n)| format!("{} {}/{n}", k.as_str(), seen.namespace))
+            .collect(),
+    })
 }
 
 /// Prune stage: owned children no longer desired, then (once `spec.image` may run) finished scan
