@@ -26,6 +26,11 @@ use crate::reconcile::{Context, error_policy, reconcile};
 use crate::server::{self, ServerState};
 use crate::{CONTROLLER_NAME, Result, labels};
 
+/// Most reconciles in flight at once (each makes ~20 API calls).
+pub const RECONCILE_CONCURRENCY: u16 = 8;
+/// Events for one resource within this window trigger one reconcile, not one each.
+pub const RECONCILE_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Settings of `facekey-operator run`.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -211,6 +216,13 @@ pub async fn run_with(
     let exit = Arc::new(std::sync::Mutex::new(Exit::Signal));
     let exit_on_loss = exit.clone();
     let controller = Controller::new(fkd_api, watcher::Config::default())
+        // At most RECONCILE_CONCURRENCY reconciles in flight; bursts of events for one object
+        // (a child's status updated several times in a row) collapse into one reconcile.
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(RECONCILE_CONCURRENCY)
+                .debounce(RECONCILE_DEBOUNCE),
+        )
         .owns(
             scoped::<Deployment>(c.clone(), ns.clone()),
             owned_cfg.clone(),
