@@ -228,6 +228,15 @@ pub struct Config {
     #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS)]
     pub request_timeout_secs: u64,
 
+    /// Most open HTTP connections; beyond it new connections wait in the kernel's backlog.
+    #[arg(long, env = env::MAX_CONNECTIONS, default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_positive)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers, and a new connection its first byte. A
+    /// connection without any traffic for twice the request timeout is closed.
+    #[arg(long, env = env::HEADER_READ_TIMEOUT_SECS, default_value_t = defaults::HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = env::SHUTDOWN_TIMEOUT_SECS, default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
@@ -485,7 +494,12 @@ impl Config {
         }))
     }
 
-    /// Shutdown grace period as a [`Duration`].
+    /// The header-read timeout as a [`Duration`].
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// The shutdown grace period.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }

@@ -12,6 +12,7 @@ pub mod decision;
 pub mod engine;
 pub mod enrolments;
 pub mod fusion;
+pub mod http_server;
 pub mod lockout;
 pub mod metrics;
 pub mod server;

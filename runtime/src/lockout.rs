@@ -15,9 +15,11 @@
 //! lock is not extended) and a success does not lift the lock; a success clears the failures
 //! counted so far.
 //!
-//! Failure policy: the ledger protects accounts, so it fails **closed**. When the shared ledger
-//! cannot be reached, every call returns [`LockoutError::Store`] (503 `store_unavailable`), and
-//! the caller refuses the verification instead of letting failures go uncounted.
+//! Failure policy: a failure is never left uncounted. [`PgLedger`] alone returns
+//! [`LockoutError::Store`] when the database cannot be reached; the server wraps it in a
+//! [`FallbackLedger`] that then counts in this replica's memory, so verification keeps answering
+//! through a database outage (like template reads) while the lock still holds, per replica.
+//! Only a full in-memory ledger refuses (503).
 //!
 //! The lock is a security event: [`SubjectLockout`] emits a warning on the `facekey::security` log
 //! target, `facekey_subject_lockouts_total` and (with SMTP configured) an alert email through the
@@ -556,6 +558,99 @@ impl Ledger for PgLedger {
     }
 }
 
+/// The shared ledger with a local fallback: while the shared one is unreachable, failures are
+/// counted in this replica's memory, so verification keeps answering during a database outage
+/// (as template reads do) and an attacker still meets a lock, only per replica: at most the
+/// threshold times the replicas within a window. Locks taken locally keep holding after the
+/// shared ledger is back. The switch is logged and exposed as `facekey_lockout_ledger_local`.
+pub struct FallbackLedger {
+    shared: Arc<dyn Ledger>,
+    local: MemoryLedger,
+    metrics: Metrics,
+    degraded: std::sync::atomic::AtomicBool,
+}
+
+impl FallbackLedger {
+    /// `shared` first, this replica's memory while it is unreachable.
+    pub fn new(shared: Arc<dyn Ledger>, metrics: Metrics) -> Self {
+        Self {
+            shared,
+            local: MemoryLedger::new(),
+            metrics,
+            degraded: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the last shared call failed as unreachable; logs and sets the gauge on change.
+    fn note<T>(&self, result: &Result<T, LockoutError>) -> bool {
+        let down = matches!(result, Err(LockoutError::Store(StoreError::Unavailable(_))));
+        let was = self
+            .degraded
+            .swap(down, std::sync::atomic::Ordering::Relaxed);
+        if was != down {
+            self.metrics.lockout_ledger_local.set(i64::from(down));
+            if down {
+                tracing::warn!(
+                    target: "facekey::security",
+                    "shared lockout ledger unreachable; counting failed verifications in this \
+                     replica's memory until it is back"
+                );
+            } else {
+                tracing::info!("shared lockout ledger reachable again");
+            }
+        }
+        down
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for FallbackLedger {
+    async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let local = self.local.locked_for(subject).await?;
+        let shared = self.shared.locked_for(subject).await;
+        if self.note(&shared) {
+            return Ok(local);
+        }
+        Ok(match (shared?, local) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    async fn record_failure(
+        &self,
+        subject: &str,
+        policy: &Policy,
+    ) -> Result<Counted, LockoutError> {
+        let shared = self.shared.record_failure(subject, policy).await;
+        if self.note(&shared) {
+            return self.local.record_failure(subject, policy).await;
+        }
+        shared
+    }
+
+    async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
+        self.local.clear(subject).await?;
+        let shared = self.shared.clear(subject).await;
+        if self.note(&shared) {
+            return Ok(());
+        }
+        shared
+    }
+
+    async fn purge_expired(&self) -> Result<u64, LockoutError> {
+        let local = self.local.purge_expired().await?;
+        Ok(local + self.shared.purge_expired().await?)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}, this replica's memory while it is unreachable",
+            self.shared.describe()
+        )
+    }
+}
+
 /// The lockout service handlers call. Cheap to clone.
 #[derive(Clone)]
 pub struct Lockouts {
@@ -742,6 +837,89 @@ mod tests {
 
     fn lockouts_total(metrics: &Metrics) -> u64 {
         metrics.subject_lockouts.get()
+    }
+
+    /// A shared ledger that can be switched unreachable, otherwise a memory ledger.
+    struct Flaky {
+        inner: MemoryLedger,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), LockoutError> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                Err(StoreError::Unavailable("connection refused".into()).into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Ledger for Flaky {
+        async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+            self.check()?;
+            self.inner.locked_for(subject).await
+        }
+        async fn record_failure(
+            &self,
+            subject: &str,
+            policy: &Policy,
+        ) -> Result<Counted, LockoutError> {
+            self.check()?;
+            self.inner.record_failure(subject, policy).await
+        }
+        async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
+            self.check()?;
+            self.inner.clear(subject).await
+        }
+        async fn purge_expired(&self) -> Result<u64, LockoutError> {
+            self.check()?;
+            self.inner.purge_expired().await
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_shared_ledger_counts_locally_and_the_lock_outlives_the_outage() {
+        let metrics = Metrics::new().unwrap();
+        let shared = Arc::new(Flaky {
+            inner: MemoryLedger::new(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
+        let l = Lockouts::new(policy(), ledger, metrics.clone(), None);
+        for _ in 0..2 {
+            assert!(l.record_failure(SUBJECT).await.unwrap().is_none());
+        }
+        shared
+            .down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // During the outage verification is not refused, and failures still count.
+        l.check(SUBJECT).await.unwrap();
+        assert_eq!(metrics.lockout_ledger_local.get(), 1);
+        for _ in 0..4 {
+            assert!(l.record_failure(SUBJECT).await.unwrap().is_none());
+        }
+        assert!(
+            l.record_failure(SUBJECT).await.unwrap().is_some(),
+            "5th local failure locks"
+        );
+        assert!(matches!(
+            l.check(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
+        // Back: the shared ledger knows nothing of the lock, the local one still holds it.
+        shared
+            .down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(
+            l.check(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
+        assert_eq!(metrics.lockout_ledger_local.get(), 0);
     }
 
     #[tokio::test]

@@ -98,6 +98,11 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// API keys loaded from the keys file now.
     pub api_keys: IntGauge,
+    /// Open HTTP connections (both listeners).
+    pub http_connections: IntGauge,
+    /// 1 while failed verifications are counted in this replica's memory because the shared
+    /// lockout ledger is unreachable.
+    pub lockout_ledger_local: IntGauge,
     /// Re-reads of the changed keys file by result (`loaded`, `rejected`).
     pub api_key_reloads: IntCounterVec,
 }
@@ -269,6 +274,15 @@ impl Metrics {
             &["route", "reason"],
         )?;
         let api_keys = IntGauge::new("facekey_api_keys", "API keys loaded from the keys file.")?;
+        let http_connections = IntGauge::new(
+            "facekey_http_connections",
+            "Open HTTP connections (at most FACEKEY_MAX_CONNECTIONS per listener).",
+        )?;
+        let lockout_ledger_local = IntGauge::new(
+            "facekey_lockout_ledger_local",
+            "1 while failed verifications are counted in this replica's memory because the shared \
+             lockout ledger (PostgreSQL) is unreachable; 0 otherwise.",
+        )?;
         let api_key_reloads = IntCounterVec::new(
             Opts::new(
                 "facekey_api_key_reloads_total",
@@ -281,6 +295,8 @@ impl Metrics {
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_failures.clone()),
             Box::new(api_keys.clone()),
+            Box::new(lockout_ledger_local.clone()),
+            Box::new(http_connections.clone()),
             Box::new(api_key_reloads.clone()),
             Box::new(match_similarity.clone()),
             Box::new(liveness_score.clone()),
@@ -333,6 +349,8 @@ impl Metrics {
             registry,
             auth_failures,
             api_keys,
+            lockout_ledger_local,
+            http_connections,
             api_key_reloads,
             http_requests,
             http_duration,

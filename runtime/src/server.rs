@@ -18,7 +18,10 @@ use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use crate::enrolments::Enrolments;
-use crate::lockout::{Ledger, Lockouts, MemoryLedger, PgLedger, Policy as LockoutPolicy};
+use crate::http_server::{self, ConnectionLimits};
+use crate::lockout::{
+    FallbackLedger, Ledger, Lockouts, MemoryLedger, PgLedger, Policy as LockoutPolicy,
+};
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::{AccessControl, AppState, SharedState};
 use crate::store::postgres::PgStore;
@@ -78,6 +81,7 @@ pub struct Server {
 /// templates: in the shared database, or in this replica's memory.
 async fn open_enrolments(
     config: &Config,
+    metrics: &Metrics,
 ) -> Result<(Arc<Enrolments>, Option<JoinHandle<()>>, Arc<dyn Ledger>), ServerError> {
     let max = config.max_faces_per_subject;
     match config.database_url().map_err(ServerError::Config)? {
@@ -95,7 +99,10 @@ async fn open_enrolments(
             let enrolments = Arc::new(
                 Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
             );
-            let ledger: Arc<dyn Ledger> = Arc::new(PgLedger::new(store.pool().clone()));
+            let ledger: Arc<dyn Ledger> = Arc::new(FallbackLedger::new(
+                Arc::new(PgLedger::new(store.pool().clone())),
+                metrics.clone(),
+            ));
             let follower = tokio::spawn(enrolments.clone().follow(store));
             Ok((enrolments, Some(follower), ledger))
         }
@@ -201,7 +208,7 @@ impl Server {
             None => (None, None),
         };
         let lockout_policy = LockoutPolicy::from_config(&config).map_err(ServerError::Config)?;
-        let (enrolments, follower, ledger) = open_enrolments(&config).await?;
+        let (enrolments, follower, ledger) = open_enrolments(&config, &metrics).await?;
         let stats = enrolments.index().stats();
         tracing::info!(
             store = %enrolments.describe(),
@@ -291,21 +298,27 @@ impl Server {
             let _ = drain_tx.send(true);
         };
         let grace = state.config.shutdown_timeout();
+        let limits = ConnectionLimits {
+            max_connections: state.config.max_connections,
+            header_read_timeout: state.config.header_read_timeout(),
+            // Longer than any request may take, so only connections without traffic close.
+            idle_timeout: state.config.request_timeout() * 2,
+        };
         let key_watcher = tokio::spawn(state.api_keys.clone().watch(state.metrics.clone()));
         let metrics_server = metrics_listener.map(|l| {
             let mut drain = drain_rx.clone();
             let app = api::operations_router(state.clone());
+            let metrics = state.metrics.clone();
             tokio::spawn(async move {
                 let stop = async move {
                     let _ = drain.wait_for(|draining| *draining).await;
                 };
-                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
+                http_server::serve(l, app, limits, metrics, stop).await;
             })
         });
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+        let metrics = state.metrics.clone();
+        let app = api::router(state);
+        let serve = http_server::serve(listener, app, limits, metrics, graceful);
         let serve = async move {
             let mut drain_rx = drain_rx;
             let deadline = async move {
@@ -313,7 +326,7 @@ impl Server {
                 tokio::time::sleep(grace).await;
             };
             tokio::select! {
-                r = serve => r.map_err(ServerError::Serve),
+                () = serve => Ok(()),
                 () = deadline => {
                     tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests in flight");
                     Ok(())

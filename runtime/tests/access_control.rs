@@ -328,7 +328,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
         .await;
         assert_eq!(status, StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(score().await.unwrap().status(), StatusCode::OK);
     assert!(
         s.metrics()

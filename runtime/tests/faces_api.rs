@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use common::Running;
+use common::{Running, error_code, png_header_only};
 use facekey_runtime::config::{Config, MultiFace};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -61,48 +61,6 @@ impl FaceCalls for Running {
         self.json(self.client.post(self.url("/v1/verify")).multipart(form))
             .await
     }
-}
-
-fn error_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("<none>")
-}
-
-/// A PNG that declares `w` x `h` pixels but carries almost no data: a decompression bomb's shape.
-fn png_header_only(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-    }
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut png, b"IHDR", &ihdr);
-    // zlib stream of a few zero bytes: far too little data for the declared size.
-    chunk(
-        &mut png,
-        b"IDAT",
-        &[0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01],
-    );
-    chunk(&mut png, b"IEND", &[]);
-    png
 }
 
 fn blank_png() -> Vec<u8> {

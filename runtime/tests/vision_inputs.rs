@@ -149,12 +149,15 @@ fn unsupported_corrupt_and_oversized_inputs_are_client_errors() {
     let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x00\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
     let err = v.verify(gif).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnsupportedFormat, "{err}");
-    // PNG is strict about truncation; the JPEG decoder (like browsers) shows what arrived, so a
-    // truncated JPEG decodes into a partly grey image, but a broken header is corrupt.
+    // Truncated uploads are invalid images: PNG by its own checks, JPEG because its data must
+    // reach the end-of-image marker (the decoder alone would fill the rest with grey).
     let png = read("astronaut.png");
     let err = v.verify(&png[..png.len() / 2]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
     assert!(err.is_client_error());
+    let jpeg = read("astronaut_640x480.jpg");
+    let err = v.verify(&jpeg[..jpeg.len() * 9 / 10]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
     let mut broken = read("messi5.jpg")[..200].to_vec();
     broken.extend_from_slice(&[0xFF; 64]);
     let err = v.verify(&broken).unwrap_err();

@@ -67,6 +67,10 @@ pub mod env {
     pub const MAX_QUEUE: &str = "FACEKEY_MAX_QUEUE";
     /// Request timeout, seconds.
     pub const REQUEST_TIMEOUT_SECS: &str = "FACEKEY_REQUEST_TIMEOUT_SECS";
+    /// Most open HTTP connections.
+    pub const MAX_CONNECTIONS: &str = "FACEKEY_MAX_CONNECTIONS";
+    /// Longest wait for a request's headers, seconds.
+    pub const HEADER_READ_TIMEOUT_SECS: &str = "FACEKEY_HEADER_READ_TIMEOUT_SECS";
     /// Shutdown grace period, seconds.
     pub const SHUTDOWN_TIMEOUT_SECS: &str = "FACEKEY_SHUTDOWN_TIMEOUT_SECS";
     /// SMTP server of spoof alert emails.
@@ -147,6 +151,8 @@ pub mod env {
         MAX_INFLIGHT,
         MAX_QUEUE,
         REQUEST_TIMEOUT_SECS,
+        MAX_CONNECTIONS,
+        HEADER_READ_TIMEOUT_SECS,
         SHUTDOWN_TIMEOUT_SECS,
         SMTP_SMARTHOST,
         SMTP_TLS,
@@ -226,6 +232,11 @@ pub mod defaults {
     pub const MAX_QUEUE: usize = 8;
     /// `--request-timeout-secs`.
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    /// `--max-connections`: open connections beyond which new ones wait in the backlog.
+    pub const MAX_CONNECTIONS: usize = 1024;
+    /// `--header-read-timeout-secs`: a client has this long to send a request's headers, and a
+    /// new connection its first byte.
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
     /// `--shutdown-timeout-secs`.
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
     /// `--smtp-tls`.

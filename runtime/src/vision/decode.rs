@@ -350,12 +350,18 @@ pub(crate) mod tests {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/faces");
         for name in ["astronaut_640x480.jpg", "t1.jpg", "messi5.jpg"] {
             let bytes = std::fs::read(dir.join(name)).unwrap();
-            assert!(decode_image(&bytes, &DecodeLimits::default()).is_ok(), "{name}");
+            assert!(
+                decode_image(&bytes, &DecodeLimits::default()).is_ok(),
+                "{name}"
+            );
             for frac in [0.3, 0.5, 0.9, 0.99] {
                 let cut = &bytes[..(bytes.len() as f64 * frac) as usize];
                 let err = decode_image(cut, &DecodeLimits::default()).unwrap_err();
                 assert!(
-                    matches!(err, DecodeError::TruncatedJpeg | DecodeError::Corrupt { .. }),
+                    matches!(
+                        err,
+                        DecodeError::TruncatedJpeg | DecodeError::Corrupt { .. }
+                    ),
                     "{name} cut at {frac}: {err:?}"
                 );
             }
@@ -365,7 +371,10 @@ pub(crate) mod tests {
             // Trailing data after EOI (camera trailers, motion photos) is fine.
             let mut trailer = bytes.clone();
             trailer.extend_from_slice(b"\x00\x00ftypmp42 trailing video bytes");
-            assert!(decode_image(&trailer, &DecodeLimits::default()).is_ok(), "{name}");
+            assert!(
+                decode_image(&trailer, &DecodeLimits::default()).is_ok(),
+                "{name}"
+            );
         }
     }
 
@@ -374,7 +383,10 @@ pub(crate) mod tests {
         let bytes = encode(&sample(), ImageFormat::Jpeg);
         let err = decode_image(&bytes[..bytes.len() / 3], &DecodeLimits::default()).unwrap_err();
         assert!(
-            matches!(err, DecodeError::Corrupt { .. } | DecodeError::TruncatedJpeg),
+            matches!(
+                err,
+                DecodeError::Corrupt { .. } | DecodeError::TruncatedJpeg
+            ),
             "{err:?}"
         );
         let err = decode_image(&png_header_only(10, 10), &DecodeLimits::default()).unwrap_err();

@@ -145,9 +145,7 @@ impl VisionError {
         match self {
             Self::Decode(
                 DecodeError::Empty | DecodeError::Corrupt { .. } | DecodeError::TruncatedJpeg,
-            ) => {
-                ErrorKind::InvalidImage
-            }
+            ) => ErrorKind::InvalidImage,
             Self::Decode(DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. }) => {
                 ErrorKind::ImageTooLarge
             }

@@ -38,6 +38,48 @@ pub async fn send_json(request: reqwest::RequestBuilder) -> (StatusCode, Value) 
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+pub fn error_code(v: &serde_json::Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// A PNG that declares `w` x `h` pixels but carries almost no data: a decompression bomb's shape.
+pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"IHDR", &ihdr);
+    // zlib stream of a few zero bytes: far too little data for the declared size.
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
 /// A TCP port free on loopback right now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -57,7 +99,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 /// A keys file with one key per scope set, for servers a test starts: `(file text, keys by id)`.
-/// Ids: `admin`, `verify`, `enrol`, `metrics`, and `slow` (verify at 1 request per second).
+/// Ids: `admin`, `verify`, `enrol`, `metrics`, and `slow` (verify at one request per 2 s).
 pub fn test_keys() -> (String, std::collections::BTreeMap<String, String>) {
     use facekey_runtime::auth::Scope;
     use facekey_runtime::auth::keys::{key_line, new_key};
@@ -68,7 +110,7 @@ pub fn test_keys() -> (String, std::collections::BTreeMap<String, String>) {
         ("verify", Scope::Verify, None),
         ("enrol", Scope::Enrol, None),
         ("metrics", Scope::Metrics, None),
-        ("slow", Scope::Verify, Some(1.0)),
+        ("slow", Scope::Verify, Some(0.5)),
     ] {
         let key = new_key().unwrap();
         text.push_str(&key_line(id, &[scope].into(), &key, rps).unwrap());

@@ -1,0 +1,549 @@
+//! The bad-input matrix: every endpoint that takes an image or JSON, fed truncated, corrupt,
+//! random and decompression-bomb images, wrong content types, invalid base64, deep and huge
+//! JSON, out-of-range numbers, unicode, path-like and oversized ids, oversized multipart parts
+//! and a slow client. Every answer must be a 4xx JSON error with a code, and the server must
+//! keep serving throughout.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{Running, error_code, png_header_only, send_json};
+use facekey_runtime::config::Config;
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+fn face(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/faces")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A deterministic pseudo-random byte string (xorshift), so failures reproduce.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+/// The bad images, each with the status its answer must have.
+fn bad_images() -> Vec<(&'static str, Vec<u8>, StatusCode)> {
+    let jpeg = face("astronaut_640x480.jpg");
+    let png = face("astronaut.png");
+    let mut corrupt = jpeg.clone();
+    for b in corrupt.iter_mut().skip(600).step_by(7) {
+        *b = !*b;
+    }
+    let mut random_jpeg = b"\xff\xd8\xff\xe0".to_vec();
+    random_jpeg.extend(noise(4096, 7));
+    vec![
+        ("empty", Vec::new(), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "JPEG cut at half",
+            jpeg[..jpeg.len() / 2].to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "JPEG without its last bytes",
+            jpeg[..jpeg.len() - 2].to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PNG cut at 90 %",
+            png[..png.len() * 9 / 10].to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("JPEG with flipped bytes", corrupt, StatusCode::BAD_REQUEST),
+        (
+            "JPEG magic then noise",
+            random_jpeg,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "random bytes",
+            noise(10_000, 3),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "text",
+            b"<html>not an image</html>".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "PNG bomb header 100k x 100k",
+            png_header_only(100_000, 100_000),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "PNG bomb header 1 x 4 billion",
+            png_header_only(1, u32::MAX / 2),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "PNG header of 0 x 0",
+            png_header_only(0, 0),
+            StatusCode::BAD_REQUEST,
+        ),
+    ]
+}
+
+/// Assert an error answer: the expected 4xx status and a JSON body with a code and a message.
+fn assert_error(what: &str, status: StatusCode, v: &Value, want: StatusCode) {
+    assert_eq!(status, want, "{what}: {v}");
+    assert!(status.is_client_error(), "{what}: {status}");
+    assert_ne!(error_code(v), "<none>", "{what}: not a JSON error: {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: {v}"
+    );
+}
+
+async fn assert_serving(s: &Running) {
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/score"))
+            .json(&json!({ "features": [1, 0.5, -1] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "server stopped serving: {v}");
+}
+
+#[tokio::test]
+async fn bad_images_on_every_image_endpoint_get_4xx_json() {
+    let mut config = Config::for_tests();
+    config.max_image_bytes = 1024 * 1024;
+    let s = Running::start(config).await;
+    let (_, subject) = send_json(
+        s.client
+            .post(s.url("/v1/subjects"))
+            .json(&json!({ "name": "Matrix" })),
+    )
+    .await;
+    let id = subject["id"].as_str().unwrap().to_owned();
+    let (status, v) = send_json(
+        s.client
+            .post(s.url(&format!("/v1/subjects/{id}/faces")))
+            .multipart(Form::new().part(
+                "image",
+                Part::bytes(face("astronaut.png")).file_name("a.png"),
+            )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    let endpoints = [
+        "/v1/verify".to_owned(),
+        "/v1/identify".to_owned(),
+        "/v1/liveness".to_owned(),
+        format!("/v1/subjects/{id}/faces"),
+    ];
+    let mut cases = bad_images();
+    cases.push((
+        "over FACEKEY_MAX_IMAGE_BYTES",
+        noise(1024 * 1024 + 1, 5),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    ));
+    for path in &endpoints {
+        for (what, bytes, want) in &cases {
+            // As a multipart part.
+            let mut form = Form::new().part("image", Part::bytes(bytes.clone()).file_name("x"));
+            if path == "/v1/verify" {
+                form = form.text("subject", id.clone());
+            }
+            let (status, v) = send_json(s.client.post(s.url(path)).multipart(form)).await;
+            assert_error(&format!("{path} multipart {what}"), status, &v, *want);
+            // As base64 JSON (the empty image is a missing field there: also 422).
+            let mut body = json!({
+                "image": base64::engine::general_purpose::STANDARD.encode(bytes)
+            });
+            if path == "/v1/verify" {
+                body["subject"] = json!(id);
+            }
+            let (status, v) = send_json(s.client.post(s.url(path)).json(&body)).await;
+            assert_error(&format!("{path} JSON {what}"), status, &v, *want);
+        }
+        // Wrong shapes of the request itself.
+        let bad_requests: Vec<(&str, reqwest::RequestBuilder, StatusCode)> = vec![
+            (
+                "text/plain body",
+                s.client
+                    .post(s.url(path))
+                    .header("content-type", "text/plain")
+                    .body("hello"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "no content type",
+                s.client.post(s.url(path)).body(face("astronaut.png")),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "invalid base64",
+                s.client
+                    .post(s.url(path))
+                    .json(&json!({ "image": "***not base64***", "subject": id })),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "image as a number",
+                s.client
+                    .post(s.url(path))
+                    .json(&json!({ "image": 12, "subject": id })),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "broken JSON",
+                s.client
+                    .post(s.url(path))
+                    .header("content-type", "application/json")
+                    .body("{\"image\": \"abc"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "multipart without the image part",
+                s.client
+                    .post(s.url(path))
+                    .multipart(Form::new().text("subject", id.clone())),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "multipart declared, body not multipart",
+                s.client
+                    .post(s.url(path))
+                    .header("content-type", "multipart/form-data; boundary=xyz")
+                    .body("garbage without boundaries"),
+                StatusCode::BAD_REQUEST,
+            ),
+        ];
+        for (what, request, want) in bad_requests {
+            let (status, v) = send_json(request).await;
+            assert!(
+                status.is_client_error() && error_code(&v) != "<none>",
+                "{path} {what}: {status} {v}"
+            );
+            assert_eq!(status, want, "{path} {what}: {v}");
+        }
+    }
+    assert_serving(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_json_numbers_and_ids_get_4xx_json() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 256 * 1024;
+    let s = Running::start(config).await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let huge = format!("{{\"features\":[{}]}}", vec!["0.5"; 100_000].join(","));
+    let json_cases: Vec<(&str, &str, String, StatusCode)> = vec![
+        (
+            "score: deep nesting",
+            "/v1/score",
+            format!("{{\"features\":{deep}}}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "score: body over the limit",
+            "/v1/score",
+            huge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "score: 1e999",
+            "/v1/score",
+            "{\"features\":[1e999,0,0]}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "score: string feature",
+            "/v1/score",
+            "{\"features\":[\"1\",0,0]}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "score: two features",
+            "/v1/score",
+            "{\"features\":[1,0]}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "score: unknown field",
+            "/v1/score",
+            "{\"features\":[1,0,0],\"x\":1}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "score: not an object",
+            "/v1/score",
+            "[1,2,3]".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "score: empty body",
+            "/v1/score",
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "subject: empty name",
+            "/v1/subjects",
+            "{\"name\":\"\"}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "subject: 100 kB name",
+            "/v1/subjects",
+            format!("{{\"name\":\"{}\"}}", "n".repeat(100_000)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "subject: control characters",
+            "/v1/subjects",
+            "{\"name\":\"a\\u0000b\"}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "subject: name is null",
+            "/v1/subjects",
+            "{\"name\":null}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "subject: deep nesting",
+            "/v1/subjects",
+            format!("{{\"name\":{deep}}}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (what, path, body, want) in json_cases {
+        let (status, v) = send_json(
+            s.client
+                .post(s.url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+        assert_error(what, status, &v, want);
+    }
+
+    // Ids: unicode, path-like, encoded, over-long: 404 (or 422) JSON, never a 5xx or a path.
+    let long = "x".repeat(5000);
+    let ids = [
+        "%F0%9F%92%A5",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e",
+        "a%00b",
+        "null",
+        long.as_str(),
+        "%20",
+    ];
+    for id in ids {
+        for (method, path) in [
+            (reqwest::Method::GET, format!("/v1/subjects/{id}")),
+            (reqwest::Method::DELETE, format!("/v1/subjects/{id}")),
+            (
+                reqwest::Method::DELETE,
+                format!("/v1/subjects/{id}/faces/{id}"),
+            ),
+        ] {
+            let (status, v) = send_json(s.client.request(method.clone(), s.url(&path))).await;
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY
+                ),
+                "{method} {path}: {status} {v}"
+            );
+            assert_ne!(error_code(&v), "<none>", "{method} {path}: {v}");
+        }
+        let (status, v) = send_json(
+            s.client
+                .patch(s.url(&format!("/v1/subjects/{id}")))
+                .json(&json!({ "name": "x" })),
+        )
+        .await;
+        assert!(status.is_client_error(), "PATCH {id}: {status} {v}");
+        let (status, v) = send_json(s.client.post(s.url("/v1/verify")).multipart(
+            Form::new().text("subject", id.to_owned()).part(
+                "image",
+                Part::bytes(face("astronaut_640x480.jpg")).file_name("a"),
+            ),
+        ))
+        .await;
+        assert!(status.is_client_error(), "verify {id}: {status} {v}");
+    }
+    // Query parameters out of range.
+    for q in [
+        "limit=0",
+        "limit=-1",
+        "limit=1e9",
+        "limit=abc",
+        "after=%00",
+        "limit=1001",
+    ] {
+        let (status, v) = send_json(s.client.get(s.url(&format!("/v1/subjects?{q}")))).await;
+        assert!(
+            status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::OK,
+            "list ?{q}: {status} {v}"
+        );
+        if status != StatusCode::OK {
+            assert_ne!(error_code(&v), "<none>", "?{q}: {v}");
+        }
+    }
+    for limit in ["0", "101", "-3", "x"] {
+        let form = Form::new().text("limit", limit).part(
+            "image",
+            Part::bytes(face("astronaut_640x480.jpg")).file_name("a"),
+        );
+        let (status, v) = send_json(s.client.post(s.url("/v1/identify")).multipart(form)).await;
+        assert_error(
+            &format!("identify limit={limit}"),
+            status,
+            &v,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    assert_serving(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_slow_clients_do_not_stop_the_server() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 512 * 1024;
+    config.request_timeout_secs = 2;
+    config.header_read_timeout_secs = 1;
+    let s = Running::start(config).await;
+    // A multipart part larger than the whole body limit.
+    let form = Form::new().part("image", Part::bytes(noise(600 * 1024, 9)).file_name("big"));
+    let (status, v) = send_json(s.client.post(s.url("/v1/liveness")).multipart(form)).await;
+    assert_error("oversized part", status, &v, StatusCode::PAYLOAD_TOO_LARGE);
+    // A body larger than its declared length is cut at the declared length; a declared length
+    // over the limit is refused before it is read.
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/score"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 600 * 1024]),
+    )
+    .await;
+    assert_error(
+        "body over the limit",
+        status,
+        &v,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
+
+    // Slow clients: one sends half its headers and stalls, one sends its body a byte at a time.
+    let key = s.keys["admin"].clone();
+    let mut stalled = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stalled
+        .write_all(b"POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-ty")
+        .await
+        .unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let body = br#"{"features":[1,0.5,-1]}"#;
+    trickle
+        .write_all(
+            format!(
+                "POST /v1/score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        for b in body {
+            if trickle.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        trickle
+    });
+    // Meanwhile everyone else is served.
+    for _ in 0..5 {
+        assert_serving(&s).await;
+    }
+    // The trickling request runs into the request timeout: a 503 JSON answer, not a hang.
+    let mut trickle = writer.await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut trickle, &mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("\"timeout\""),
+        "{answer}"
+    );
+    // The client that never finished its headers was cut off by the header-read timeout.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stalled, &mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a stalled client still holds its connection"
+    );
+    assert_serving(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_beyond_the_limit_wait_and_are_cut_off() {
+    let mut config = Config::for_tests();
+    config.max_connections = 2;
+    config.header_read_timeout_secs = 1;
+    // Idle keep-alive connections (the harness client's pooled one) close after 2 s.
+    config.request_timeout_secs = 1;
+    let s = Running::start(config).await;
+    // Two connections that send nothing take every place ...
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... so a new connection (not the harness client's pooled one) waits in the backlog until
+    // the header-read timeout frees a place, and is then served.
+    let fresh = common::keyed_client(&s.keys["admin"]);
+    let started = std::time::Instant::now();
+    let (status, v) = send_json(
+        fresh
+            .post(s.url("/v1/score"))
+            .json(&json!({ "features": [1, 0.5, -1] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "served at once with every place taken ({waited:?})"
+    );
+    assert!(
+        s.metrics().await.contains("facekey_http_connections "),
+        "connection gauge missing"
+    );
+    drop(idle);
+    s.stop().await;
+}
