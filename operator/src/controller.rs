@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::error::ReadError;
-use crate::leader::LeaderElector;
+use crate::leader::{LeaderElector, renew_deadline};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::server::{self, ServerState};
@@ -154,25 +154,31 @@ pub async fn run_with(
     info!(identity = elector.identity(), "acquired leadership");
     metrics.leader.set(1);
 
-    // Keep renewing; a failed renewal past the lease duration means another replica may lead.
+    // Keep renewing. Renewals failing for the renew deadline (shorter than the lease) mean we
+    // stop leading before a standby may take over; reconciles check `leading` before each write.
     let (lost_tx, mut lost_rx) = watch::channel(false);
+    let (leading_tx, leading_rx) = watch::channel(true);
     let renewer = {
         let elector = elector.clone();
-        let lease_duration = config.lease_duration;
+        let deadline = renew_deadline(config.lease_duration);
         tokio::spawn(async move {
             let mut last_ok = tokio::time::Instant::now();
+            let lose = || {
+                let _ = leading_tx.send(false);
+                let _ = lost_tx.send(true);
+            };
             loop {
                 tokio::time::sleep(renew_every).await;
                 match elector.step(Timestamp::now()).await {
                     Ok(true) => last_ok = tokio::time::Instant::now(),
                     Ok(false) => {
-                        let _ = lost_tx.send(true);
+                        lose();
                         return;
                     }
                     Err(e) => {
                         warn!(error = %e, "lease renewal failed");
-                        if last_ok.elapsed() >= lease_duration {
-                            let _ = lost_tx.send(true);
+                        if last_ok.elapsed() >= deadline {
+                            lose();
                             return;
                         }
                     }
@@ -188,7 +194,8 @@ pub async fn run_with(
             config.operator_image.clone(),
             Some(config.identity.clone()),
         )
-        .with_policy(config.policy.clone()),
+        .with_policy(config.policy.clone())
+        .with_leadership(leading_rx),
     );
     let (fkd_api, owned) = match &config.watch_namespace {
         Some(ns) => (

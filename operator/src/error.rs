@@ -262,6 +262,17 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// A Lease call did not answer within its timeout.
+    #[error("leader election: the Lease {call} did not answer within {after:?}")]
+    LeaseTimeout {
+        /// `get`, `create` or `replace`.
+        call: &'static str,
+        /// The per-call timeout.
+        after: std::time::Duration,
+    },
+    /// This replica lost the leader Lease: the reconcile stopped before writing.
+    #[error("this replica no longer holds the leader Lease; stopped before writing")]
+    NotLeader,
 }
 
 /// Result alias of this crate.
@@ -360,7 +371,8 @@ impl Error {
             Error::Yaml { .. } => "YamlInvalid",
             Error::Io { .. } => "IoFailed",
             Error::Metrics(_) => "MetricsFailed",
-            Error::Lease { .. } => "LeaseFailed",
+            Error::Lease { .. } | Error::LeaseTimeout { .. } => "LeaseFailed",
+            Error::NotLeader => "NotLeader",
         }
     }
 

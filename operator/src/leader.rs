@@ -1,12 +1,20 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, so only one operator replica
 //! reconciles at a time. [`decide`] is the pure rule; [`LeaderElector`] performs it with
 //! optimistic concurrency (a lost race surfaces as HTTP 409 and means "not leader").
+//!
+//! As client-go does, a standby judges expiry by its own monotonic clock: it notes when it first
+//! saw the holder's current record (holder, renew time, transitions) and takes over only when
+//! that record has stayed unchanged for a whole lease duration, so clock skew between replicas
+//! cannot make it take over a live Lease. Every Lease call has a timeout, and the holder's
+//! renew deadline ([`renew_deadline`]) is shorter than the lease, so a leader that cannot renew
+//! stops before a standby may take over.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
@@ -28,8 +36,15 @@ pub enum Decision {
     },
 }
 
-/// Decide from the Lease spec (None: no Lease object), our identity and the time.
-pub fn decide(lease: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+/// How long a leader keeps trying to renew before it gives up leading: two thirds of the lease
+/// (client-go's defaults are 10 s of 15 s), so it stops before any standby may take over.
+pub fn renew_deadline(lease_duration: Duration) -> Duration {
+    lease_duration.mul_f64(2.0 / 3.0)
+}
+
+/// Decide from the Lease spec (None: no Lease object), our identity and for how long, by our
+/// own clock, the holder's current record has been seen unchanged (`None`: first sight).
+pub fn decide(lease: Option<&LeaseSpec>, me: &str, unchanged_for: Option<Duration>) -> Decision {
     let Some(spec) = lease else {
         return Decision::Create;
     };
@@ -40,18 +55,33 @@ pub fn decide(lease: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     if holder.is_empty() {
         return Decision::TakeOver;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    match renewed {
-        Some(t) if now.duration_since(t) <= duration => Decision::Follow {
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15));
+    match unchanged_for {
+        Some(seen) if seen >= duration => Decision::TakeOver,
+        _ => Decision::Follow {
             holder: holder.to_owned(),
         },
-        _ => Decision::TakeOver,
     }
+}
+
+/// What shows the holder is alive: any write to the Lease (its resourceVersion) or a change of
+/// its record.
+fn record(lease: Option<&Lease>) -> Option<String> {
+    let lease = lease?;
+    let s = lease.spec.as_ref()?;
+    Some(format!(
+        "{}|{}|{:?}|{:?}|{:?}",
+        lease
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default(),
+        s.holder_identity.as_deref().unwrap_or_default(),
+        s.renew_time.as_ref().map(|t| t.0),
+        s.acquire_time.as_ref().map(|t| t.0),
+        s.lease_transitions
+    ))
 }
 
 /// Performs leader election steps against the API server.
@@ -60,6 +90,9 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     lease_duration: Duration,
+    call_timeout: Duration,
+    /// The last record seen and when (our monotonic clock) it was first seen.
+    observed: Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl LeaderElector {
@@ -76,6 +109,38 @@ impl LeaderElector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             lease_duration,
+            // A call may take at most a third of the renew deadline, so a hung API server is
+            // noticed with time left to retry.
+            call_timeout: renew_deadline(lease_duration) / 3,
+            observed: Mutex::new(None),
+        }
+    }
+
+    /// Run one Lease call under the per-call timeout.
+    async fn call<T>(
+        &self,
+        name: &'static str,
+        fut: impl std::future::Future<Output = std::result::Result<T, kube::Error>>,
+    ) -> Result<std::result::Result<T, kube::Error>> {
+        tokio::time::timeout(self.call_timeout, fut)
+            .await
+            .map_err(|_| Error::LeaseTimeout {
+                call: name,
+                after: self.call_timeout,
+            })
+    }
+
+    /// For how long the holder's current record has been seen unchanged, by our clock.
+    fn unchanged_for(&self, lease: Option<&Lease>) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        let current = record(lease)?;
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        match observed.as_ref() {
+            Some((seen, since)) if *seen == current => Some(now.duration_since(*since)),
+            _ => {
+                *observed = Some((current, now));
+                None
+            }
         }
     }
 
@@ -97,21 +162,18 @@ impl LeaderElector {
         }
     }
 
-    /// One election step at time `now`: create, renew or take over the Lease if we may.
-    /// Returns whether we hold it afterwards.
+    /// One election step: create, renew or take over the Lease if we may. `now` is the wall
+    /// time written into the Lease; expiry of another holder's Lease is judged by our monotonic
+    /// clock (`tokio::time::Instant`). Returns whether we hold it afterwards.
     pub async fn step(&self, now: Timestamp) -> Result<bool> {
         let current = self
-            .api
-            .get_opt(&self.name)
-            .await
+            .call("get", self.api.get_opt(&self.name))
+            .await?
             .map_err(|source| Error::Lease {
                 source: Box::new(source),
             })?;
-        let decision = decide(
-            current.as_ref().and_then(|l| l.spec.as_ref()),
-            &self.identity,
-            now,
-        );
+        let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        let decision = decide(spec, &self.identity, self.unchanged_for(current.as_ref()));
         let result = match (decision, current) {
             (Decision::Create, _) => {
                 let lease = Lease {
@@ -121,19 +183,20 @@ impl LeaderElector {
                     },
                     spec: Some(self.spec(now, None, 0)),
                 };
-                self.api
-                    .create(&PostParams::default(), &lease)
-                    .await
+                self.call("create", self.api.create(&PostParams::default(), &lease))
+                    .await?
                     .map(|_| ())
             }
             (Decision::Renew, Some(mut lease)) => {
                 let old = lease.spec.clone().unwrap_or_default();
                 lease.spec =
                     Some(self.spec(now, old.acquire_time, old.lease_transitions.unwrap_or(0)));
-                self.api
-                    .replace(&self.name, &PostParams::default(), &lease)
-                    .await
-                    .map(|_| ())
+                self.call(
+                    "replace",
+                    self.api.replace(&self.name, &PostParams::default(), &lease),
+                )
+                .await?
+                .map(|_| ())
             }
             (Decision::TakeOver, Some(mut lease)) => {
                 let transitions = lease
@@ -143,10 +206,12 @@ impl LeaderElector {
                     .unwrap_or(0)
                     .saturating_add(1);
                 lease.spec = Some(self.spec(now, None, transitions));
-                self.api
-                    .replace(&self.name, &PostParams::default(), &lease)
-                    .await
-                    .map(|_| ())
+                self.call(
+                    "replace",
+                    self.api.replace(&self.name, &PostParams::default(), &lease),
+                )
+                .await?
+                .map(|_| ())
             }
             (Decision::Follow { .. }, _) => return Ok(false),
             (Decision::Renew | Decision::TakeOver, None) => return Ok(false),
@@ -163,13 +228,12 @@ impl LeaderElector {
 
     /// Give the Lease up (on shutdown) so a standby takes over without waiting for expiry.
     pub async fn release(&self) -> Result<()> {
-        let Some(mut lease) =
-            self.api
-                .get_opt(&self.name)
-                .await
-                .map_err(|source| Error::Lease {
-                    source: Box::new(source),
-                })?
+        let Some(mut lease) = self
+            .call("get", self.api.get_opt(&self.name))
+            .await?
+            .map_err(|source| Error::Lease {
+                source: Box::new(source),
+            })?
         else {
             return Ok(());
         };
@@ -182,9 +246,11 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
+            .call(
+                "replace",
+                self.api.replace(&self.name, &PostParams::default(), &lease),
+            )
+            .await?
         {
             Ok(_) => Ok(()),
             Err(e) if crate::error::is_conflict(&e) => Ok(()),
@@ -215,24 +281,32 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let now = t("2025-01-01T00:00:20Z");
-        assert_eq!(decide(None, "a", now), Decision::Create);
+        let live = lease(Some("b"), "2025-01-01T00:00:10Z");
+        assert_eq!(decide(None, "a", None), Decision::Create);
         assert_eq!(
-            decide(Some(&lease(Some("a"), "2025-01-01T00:00:00Z")), "a", now),
+            decide(Some(&lease(Some("a"), "2025-01-01T00:00:00Z")), "a", None),
             Decision::Renew
         );
+        // First sight of b's record, or seen unchanged for less than the 15 s lease: follow,
+        // whatever the timestamps in the record say against our wall clock.
+        for seen in [None, Some(Duration::from_secs(14))] {
+            assert_eq!(
+                decide(Some(&live), "a", seen),
+                Decision::Follow { holder: "b".into() }
+            );
+        }
         assert_eq!(
-            decide(Some(&lease(Some("b"), "2025-01-01T00:00:10Z")), "a", now),
-            Decision::Follow { holder: "b".into() }
-        );
-        // b last renewed 20 s ago with a 15 s lease: expired.
-        assert_eq!(
-            decide(Some(&lease(Some("b"), "2025-01-01T00:00:00Z")), "a", now),
+            decide(Some(&live), "a", Some(Duration::from_secs(15))),
             Decision::TakeOver
         );
         assert_eq!(
-            decide(Some(&lease(None, "2025-01-01T00:00:19Z")), "a", now),
+            decide(Some(&lease(None, "2025-01-01T00:00:19Z")), "a", None),
             Decision::TakeOver
+        );
+        assert!(renew_deadline(Duration::from_secs(15)) < Duration::from_secs(15));
+        assert_eq!(
+            renew_deadline(Duration::from_secs(15)),
+            Duration::from_secs(10)
         );
     }
 }

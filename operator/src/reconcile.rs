@@ -63,6 +63,9 @@ pub struct Context {
     pub clock: Clock,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Whether this replica still holds the leader Lease (`None`: no election, e.g. tests and
+    /// `render`). Checked before every stage that writes.
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Context {
@@ -89,6 +92,22 @@ impl Context {
             policy: ClusterPolicy::default(),
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
+            leading: None,
+        }
+    }
+
+    /// Follow leadership: once `leading` turns false, reconciles stop before their next write.
+    #[must_use]
+    pub fn with_leadership(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leading = Some(leading);
+        self
+    }
+
+    /// `Err(NotLeader)` once the Lease is lost, so no write follows a lost election.
+    pub fn ensure_leading(&self) -> Result<()> {
+        match &self.leading {
+            Some(rx) if !*rx.borrow() => Err(Error::NotLeader),
+            _ => Ok(()),
         }
     }
 
@@ -232,22 +251,32 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     let seen = observe(ctx, fkd).await?;
     // A name that cannot produce valid child names (the CRD's CEL rule, for servers without it).
     if let Err(invalid) = validate::validate_name(seen.name) {
+        ctx.ensure_leading()?;
         write_invalid_status(ctx, fkd, &seen, &invalid).await?;
         return Err(invalid.into());
     }
     // The spec's own rules and the cluster's scan policy floor; the gate reads the resolved spec.
     if let Err(invalid) = ctx.policy.validate(&fkd.spec) {
+        ctx.ensure_leading()?;
         write_invalid_status(ctx, fkd, &seen, &invalid).await?;
         return Err(invalid.into());
     }
+    // Every stage from here may write (scan Jobs, children, pruning, status): each checks first
+    // that this replica still leads.
+    ctx.ensure_leading()?;
     let gate = check_gate(ctx, &ctx.policy.resolve(fkd), &seen).await?;
     let desired = desired_state(fkd, &seen, &gate)?;
+    ctx.ensure_leading()?;
     let applied = match create_generated(ctx, fkd, &seen, &desired).await {
-        Ok(()) => apply_desired(ctx, &seen, &desired).await,
+        Ok(()) => {
+            ctx.ensure_leading()?;
+            apply_desired(ctx, &seen, &desired).await
+        }
         Err(e) => Err(e),
     };
     let (deployment, failure) = match applied {
         Ok(applied) => {
+            ctx.ensure_leading()?;
             let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired).await;
             let deployment = applied.or_else(|| seen.live.clone());
             (deployment, pruned.err().map(Error::from))
@@ -257,6 +286,7 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     };
     let outcome = ApplyOutcome::of(failure.as_ref());
     let observed = seen.status_input(fkd, &gate, &desired, deployment.as_ref(), &outcome);
+    ctx.ensure_leading()?;
     write_status(ctx, fkd, &observed).await?;
     match failure {
         Some(e) => Err(e),

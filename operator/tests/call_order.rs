@@ -145,7 +145,9 @@ async fn live_lease_of_another_holder_is_only_read() {
     assert_eq!(lines, [format!("GET {LEASE}")]);
 }
 
-#[tokio::test]
+/// Seen unchanged for a lease duration by the standby's own clock (paused and advanced here):
+/// only then is it taken over, whatever the timestamps in the record say.
+#[tokio::test(start_paused = true)]
 async fn expired_lease_is_taken_over_with_optimistic_locking() {
     let (client, task) = mock(Box::new(|s| match s.method {
         Method::GET => (
@@ -154,15 +156,26 @@ async fn expired_lease_is_taken_over_with_optimistic_locking() {
         ),
         _ => (StatusCode::OK, s.body.clone()),
     }));
-    assert!(
-        elector(client)
-            .step(at("2025-01-01T00:00:20Z"))
-            .await
-            .unwrap()
-    );
+    let me = elector(client);
+    // Long expired by the record's timestamp, but first seen now: followed.
+    assert!(!me.step(at("2025-01-01T01:00:00Z")).await.unwrap());
+    tokio::time::advance(std::time::Duration::from_secs(14)).await;
+    assert!(!me.step(at("2025-01-01T01:00:14Z")).await.unwrap());
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    assert!(me.step(at("2025-01-01T01:00:15Z")).await.unwrap());
+    drop(me);
     let seen = task.await.unwrap();
-    assert_eq!(seen[1].line(), format!("PUT {LEASE}"));
-    let put = &seen[1].body;
+    let lines: Vec<String> = seen.iter().map(Seen::line).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("GET {LEASE}"),
+            format!("GET {LEASE}"),
+            format!("GET {LEASE}"),
+            format!("PUT {LEASE}")
+        ]
+    );
+    let put = &seen[3].body;
     assert_eq!(
         put["metadata"]["resourceVersion"], "7",
         "replace carries the read version"
@@ -171,7 +184,7 @@ async fn expired_lease_is_taken_over_with_optimistic_locking() {
     assert_eq!(put["spec"]["leaseTransitions"], 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn lost_takeover_race_means_not_leader() {
     let (client, task) = mock(Box::new(|s| match s.method {
         Method::GET => (
@@ -180,13 +193,13 @@ async fn lost_takeover_race_means_not_leader() {
         ),
         _ => conflict(),
     }));
-    assert!(
-        !elector(client)
-            .step(at("2025-01-01T00:00:20Z"))
-            .await
-            .unwrap()
-    );
-    assert_eq!(task.await.unwrap().len(), 2);
+    let me = elector(client);
+    assert!(!me.step(at("2025-01-01T00:00:20Z")).await.unwrap());
+    tokio::time::advance(std::time::Duration::from_secs(15)).await;
+    assert!(!me.step(at("2025-01-01T00:00:35Z")).await.unwrap());
+    drop(me);
+    // Read, read, and the lost PUT.
+    assert_eq!(task.await.unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -14,7 +14,9 @@ fn at(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-#[tokio::test]
+/// Expiry is judged by the standby's own (paused, advanced) monotonic clock from when it saw
+/// the holder's record change, never by comparing the record's timestamps with its wall clock.
+#[tokio::test(start_paused = true)]
 async fn one_leader_takeover_after_expiry_and_release() {
     let client = ClientBuilder::new().build().await.unwrap();
     let a = LeaderElector::new(
@@ -31,30 +33,32 @@ async fn one_leader_takeover_after_expiry_and_release() {
         "b",
         Duration::from_secs(15),
     );
+    let wall = at("2025-01-01T00:00:00Z");
 
-    assert!(
-        a.step(at("2025-01-01T00:00:00Z")).await.unwrap(),
-        "a creates the Lease"
-    );
-    assert!(
-        !b.step(at("2025-01-01T00:00:05Z")).await.unwrap(),
-        "b follows a live Lease"
-    );
+    assert!(a.step(wall).await.unwrap(), "a creates the Lease");
+    assert!(!b.step(wall).await.unwrap(), "b follows a live Lease");
+    tokio::time::advance(Duration::from_secs(10)).await;
     assert!(
         a.step(at("2025-01-01T00:00:10Z")).await.unwrap(),
         "a renews"
     );
+    // b's wall clock is an hour ahead: a clock-skewed standby still sees a live Lease, because
+    // a's record changed since b last looked.
+    let skewed = at("2025-01-01T01:00:00Z");
     assert!(
-        !b.step(at("2025-01-01T00:00:20Z")).await.unwrap(),
-        "renewed 10 s ago: still a's"
+        !b.step(skewed).await.unwrap(),
+        "renewed since b last looked"
+    );
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(
+        !b.step(skewed).await.unwrap(),
+        "unchanged for 10 s of a 15 s lease: still a's"
     );
 
-    // a stops renewing; 16 s after its last renewal b takes over.
-    assert!(b.step(at("2025-01-01T00:00:26Z")).await.unwrap());
-    assert!(
-        !a.step(at("2025-01-01T00:00:27Z")).await.unwrap(),
-        "a lost it"
-    );
+    // a stops renewing; once b has seen the same record for 15 s it takes over.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert!(b.step(skewed).await.unwrap(), "b takes over");
+    assert!(!a.step(wall).await.unwrap(), "a lost it");
     let lease: Api<Lease> = Api::namespaced(client.clone(), "sys");
     let spec = lease.get("leader").await.unwrap().spec.unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
@@ -62,7 +66,7 @@ async fn one_leader_takeover_after_expiry_and_release() {
 
     // b shuts down gracefully: a can take over at once instead of waiting for expiry.
     b.release().await.unwrap();
-    assert!(a.step(at("2025-01-01T00:00:28Z")).await.unwrap());
+    assert!(a.step(wall).await.unwrap());
     let spec = lease.get("leader").await.unwrap().spec.unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("a"));
     assert_eq!(spec.lease_transitions, Some(2));
