@@ -297,3 +297,123 @@ fn new_api_key_prints_the_key_then_its_keys_file_line() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
 }
+
+/// SIGKILL while enrolments are in flight: the store opens cleanly on restart and every face
+/// whose enrolment was acknowledged (201) is there; none half-written.
+#[test]
+fn a_kill_during_enrolments_loses_no_acknowledged_face() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys_text, keys) = common::test_keys();
+    let keys_file = dir.path().join("api-keys");
+    std::fs::write(&keys_file, keys_text).unwrap();
+    let auth = format!("authorization: Bearer {}", keys["admin"]);
+    let start = || {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+            .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FACEKEY_DATA_DIR", dir.path().join("data"))
+            .env("FACEKEY_API_KEYS_FILE", &keys_file)
+            .env("FACEKEY_LOG", "warn")
+            .env("FACEKEY_AUDIT_LOG", "off")
+            // Room for every enrolment of the run (the same person's face each time).
+            .env("FACEKEY_MAX_FACES_PER_SUBJECT", "50")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", &format!("http://127.0.0.1:{port}/readyz")])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("\"ready\"") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, port)
+    };
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl").arg("-s").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let (mut child, port) = start();
+    let created: serde_json::Value = serde_json::from_str(&curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"name":"Killed mid-enrolment"}"#,
+        &format!("http://127.0.0.1:{port}/v1/subjects"),
+    ]))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let image = format!(
+        "image=@{}/testdata/faces/astronaut.png",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/subjects/{id}/faces");
+    // Enrolments one after another on several threads, until the process is killed.
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (auth, image, url) = (auth.clone(), image.clone(), url.clone());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                loop {
+                    let out = Command::new("curl")
+                        .args(["-s", "-H", &auth, "-F", &image, &url])
+                        .output()
+                        .unwrap();
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+                        return acknowledged; // the connection died with the process
+                    };
+                    match v["face_id"].as_str() {
+                        Some(face) => acknowledged.push(face.to_owned()),
+                        None => return acknowledged,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let acknowledged: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "no enrolment finished before the kill"
+    );
+
+    let (mut child, port) = start();
+    let detail: serde_json::Value = serde_json::from_str(&curl(&[
+        "-H",
+        &auth,
+        &format!("http://127.0.0.1:{port}/v1/subjects/{id}"),
+    ]))
+    .unwrap();
+    let stored: Vec<&str> = detail["templates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{detail}"))
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    for face in &acknowledged {
+        assert!(
+            stored.contains(&face.as_str()),
+            "acknowledged face {face} lost: {detail}"
+        );
+    }
+    assert_eq!(
+        detail["faces"].as_u64(),
+        Some(stored.len() as u64),
+        "{detail}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
