@@ -14,8 +14,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -30,6 +30,23 @@ use crate::{CONTROLLER_NAME, Result, labels};
 pub const RECONCILE_CONCURRENCY: u16 = 8;
 /// Events for one resource within this window trigger one reconcile, not one each.
 pub const RECONCILE_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// What of an owned HPA or PDB should trigger a reconcile: its spec (the generation), labels,
+/// owner references and deletion, not its status. An HPA rewrites its status with every metrics
+/// sync (every 15 s) and a PDB with every pod change; neither status feeds the resource's status,
+/// so those writes would only cause reconciles that apply nothing.
+pub fn spec_or_ownership<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.uid, owner.controller).hash(&mut h);
+    }
+    Some(h.finish())
+}
 
 /// Settings of `facekey-operator run`.
 #[derive(Debug, Clone)]
@@ -239,13 +256,24 @@ pub async fn run_with(
             scoped::<ConfigMap>(c.clone(), ns.clone()),
             owned_cfg.clone(),
         )
-        .owns(
-            scoped::<HorizontalPodAutoscaler>(c.clone(), ns.clone()),
-            owned_cfg.clone(),
+        // HPA and PDB status churn (metrics syncs, pod changes) does not trigger reconciles.
+        .owns_stream(
+            watcher(
+                scoped::<HorizontalPodAutoscaler>(c.clone(), ns.clone()),
+                owned_cfg.clone(),
+            )
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(spec_or_ownership, Default::default()),
         )
-        .owns(
-            scoped::<PodDisruptionBudget>(c.clone(), ns.clone()),
-            owned_cfg.clone(),
+        .owns_stream(
+            watcher(
+                scoped::<PodDisruptionBudget>(c.clone(), ns.clone()),
+                owned_cfg.clone(),
+            )
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(spec_or_ownership, Default::default()),
         )
         .owns(scoped::<Job>(c, ns), owned_cfg)
         .graceful_shutdown_on(async move {
@@ -279,4 +307,47 @@ pub async fn run_with(
     let _ = stop_tx.send(true);
     let _ = server.await;
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn hpa() -> HorizontalPodAutoscaler {
+        let mut h = HorizontalPodAutoscaler::default();
+        h.metadata.generation = Some(1);
+        h.metadata.labels = Some([("app".to_owned(), "fk".to_owned())].into());
+        h.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "u1".into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        }]);
+        h
+    }
+
+    #[test]
+    fn status_churn_is_filtered_spec_and_ownership_changes_are_not() {
+        let base = spec_or_ownership(&hpa());
+        let mut status_only = hpa();
+        status_only.status = Some(HorizontalPodAutoscalerStatus {
+            current_replicas: Some(7),
+            desired_replicas: 9,
+            ..HorizontalPodAutoscalerStatus::default()
+        });
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(spec_or_ownership(&status_only), base);
+
+        let mut spec = hpa();
+        spec.metadata.generation = Some(2);
+        assert_ne!(spec_or_ownership(&spec), base);
+        let mut relabelled = hpa();
+        relabelled.metadata.labels = None;
+        assert_ne!(spec_or_ownership(&relabelled), base);
+        let mut orphaned = hpa();
+        orphaned.metadata.owner_references = None;
+        assert_ne!(spec_or_ownership(&orphaned), base);
+    }
 }
