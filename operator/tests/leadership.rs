@@ -7,12 +7,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::harness;
+use common::{harness, test_context};
 use facekey_operator::Error;
-use facekey_operator::capabilities::CapabilityCache;
-use facekey_operator::metrics::Metrics;
-use facekey_operator::policy_floor::ClusterPolicy;
-use facekey_operator::reconcile::{self, Context};
+use facekey_operator::reconcile;
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
@@ -25,20 +22,7 @@ async fn a_replica_that_lost_the_lease_writes_nothing() {
     )
     .await;
     let (leading_tx, leading_rx) = tokio::sync::watch::channel(true);
-    let ctx = Arc::new(
-        Context::new(
-            h.client.clone(),
-            Metrics::new().unwrap(),
-            "ghcr.io/facekey/operator:test".into(),
-            Some("test".into()),
-        )
-        .with_capabilities(CapabilityCache::with_ttl(
-            h.client.clone(),
-            std::time::Duration::ZERO,
-        ))
-        .with_policy(ClusterPolicy::permissive())
-        .with_leadership(leading_rx),
-    );
+    let ctx = Arc::new(test_context(&h.client, &h.clock).with_leadership(leading_rx));
     leading_tx.send(false).unwrap();
     let fkd = h.get("app").await;
     let err = reconcile::reconcile(Arc::new(fkd), ctx.clone())

@@ -5,23 +5,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Running, keyed_client, send_json, test_keys};
+use common::{Running, face, keyed_client, send_json, test_keys};
 use facekey_runtime::auth::policy::{Access, ROUTES};
 use facekey_runtime::auth::{Scope, keys};
 use facekey_runtime::config::{Config, MetricsAuth};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-fn face(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/faces")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn image_form(subject: Option<&str>) -> Form {
     let form = Form::new().part(

@@ -7,25 +7,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Running, error_code, png_header_only, send_json};
+use common::{Running, error_code, face, png_header_only, send_json};
 use facekey_runtime::config::Config;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-
-fn face(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/faces")
-            .join(name),
-    )
-    .unwrap()
-}
 
 /// A deterministic pseudo-random byte string (xorshift), so failures reproduce.
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {

@@ -8,12 +8,11 @@
 mod common;
 
 use std::io::Cursor;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Running;
 use common::postgres::{PgServer, key_file};
+use common::{Running, face};
 use facekey_runtime::config::{Config, Switch};
 use facekey_runtime::enrolments::Enrolments;
 use facekey_runtime::store::cipher::{TemplateKeys, new_key_line};
@@ -22,13 +21,6 @@ use facekey_runtime::store::{NewTemplate, TemplateStore};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-
-fn face(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/faces")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn png(img: &image::RgbImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());

@@ -5,21 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use base64::Engine as _;
-use common::{Running, error_code, png_header_only};
+use common::{Running, error_code, face, png_header_only};
 use facekey_runtime::config::{Config, MultiFace};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-
-fn face(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/faces")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// Face-test helpers on top of the shared harness.
 trait FaceCalls {

@@ -4,21 +4,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Running, free_port, send_json};
+use common::{Running, face, free_port, send_json};
 use facekey_runtime::alerts::SmtpTls;
 use facekey_runtime::config::Config;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
-
-fn face() -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/faces/astronaut_640x480.jpg"),
-    )
-    .unwrap()
-}
 
 /// A runtime whose every face is a spoof (liveness threshold 1.0), alerting to `smarthost`.
 fn alerting_config(smarthost: String) -> Config {
@@ -34,7 +26,10 @@ fn alerting_config(smarthost: String) -> Config {
 
 async fn spoofs(s: &Running, n: usize) {
     for i in 0..n {
-        let form = Form::new().part("image", Part::bytes(face()).file_name("a.jpg"));
+        let form = Form::new().part(
+            "image",
+            Part::bytes(face("astronaut_640x480.jpg")).file_name("a.jpg"),
+        );
         let (status, v) = send_json(s.client.post(s.url("/v1/liveness")).multipart(form)).await;
         assert_eq!(status, StatusCode::OK, "request {i}: {v}");
         assert_eq!(v["faces"][0]["liveness"]["state"], "spoof", "{v}");

@@ -12,19 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::postgres::{PgServer, key_file};
-use common::{free_port, keyed_client, send_json, test_keys};
+use common::{face, free_port, keyed_client, send_json, test_keys};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-
-fn face(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/faces")
-            .join(name),
-    )
-    .unwrap()
-}
 
 /// One `facekey-runtime` process.
 struct Replica {

@@ -186,6 +186,21 @@ pub fn builder(installed: &[OptionalCrd]) -> ClientBuilder {
     b
 }
 
+/// The reconciler context tests use: fresh metrics, the test clock, no capability caching and
+/// no scan policy floor (tests choose their gate; tests/pod_overrides.rs covers the floor).
+pub fn test_context(client: &Client, clock: &TestClock) -> Context {
+    let c = clock.clone();
+    Context::new(
+        client.clone(),
+        Metrics::new().unwrap(),
+        "ghcr.io/facekey/operator:test".into(),
+        Some("test".into()),
+    )
+    .with_clock(Arc::new(move || c.now()))
+    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO))
+    .with_policy(ClusterPolicy::permissive())
+}
+
 pub async fn harness(installed: &[OptionalCrd]) -> Harness {
     harness_from(builder(installed)).await
 }
@@ -198,17 +213,7 @@ pub async fn harness_from(builder: ClientBuilder) -> Harness {
         .await
         .unwrap();
     let clock = TestClock::new(t0());
-    let c = clock.clone();
-    let ctx = Context::new(
-        client.clone(),
-        Metrics::new().unwrap(),
-        "ghcr.io/facekey/operator:test".into(),
-        Some("test".into()),
-    )
-    .with_clock(Arc::new(move || c.now()))
-    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO))
-    // No scan policy floor: tests choose their gate (tests/pod_overrides.rs covers the floor).
-    .with_policy(ClusterPolicy::permissive());
+    let ctx = test_context(&client, &clock);
     Harness {
         client,
         ctx: Arc::new(ctx),

@@ -23,12 +23,8 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use facekey_operator::capabilities::CapabilityCache;
 use facekey_operator::desired::OptionalCrd;
-use facekey_operator::metrics::Metrics;
-use facekey_operator::reconcile::Context;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
@@ -38,7 +34,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube_fake_client::{Error, PatchType, interceptor};
 use serde_json::{Map, Value, json};
 
-use super::{Harness, TestClock, builder, t0};
+use super::{Harness, TestClock, builder, t0, test_context};
 
 /// Field manager the HPA controller's `/scale` updates are recorded under.
 pub const HPA_MANAGER: &str = "kube-controller-manager";
@@ -95,17 +91,7 @@ pub async fn harness(installed: &[OptionalCrd]) -> (Harness, Log) {
         .await
         .unwrap();
     let clock = TestClock::new(t0());
-    let c = clock.clone();
-    let ctx = Context::new(
-        client.clone(),
-        Metrics::new().unwrap(),
-        "ghcr.io/facekey/operator:test".into(),
-        Some("test".into()),
-    )
-    .with_clock(Arc::new(move || c.now()))
-    .with_capabilities(CapabilityCache::with_ttl(client.clone(), Duration::ZERO))
-    // No scan policy floor, as in the in-memory harness.
-    .with_policy(facekey_operator::policy_floor::ClusterPolicy::permissive());
+    let ctx = test_context(&client, &clock);
     let h = Harness {
         client,
         ctx: Arc::new(ctx),

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
-use super::faces::{observe_timings, request_id};
+use super::faces::{is_admin, observe_timings, request_id};
 use super::image_input::ImageInput;
 use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
@@ -218,7 +218,7 @@ pub async fn enrol(
         LivenessState::Off
     };
     check_quality(analysis.quality.as_ref(), state.config.enrol_min_quality)?;
-    let admin = caller.as_ref().is_some_and(|c| c.is_admin());
+    let admin = is_admin(caller.as_ref());
     if !enrolled.is_empty() && !admin {
         let scores: Vec<_> = enrolled
             .iter()

@@ -29,7 +29,8 @@ use crate::vision::{
     LivenessResult, ModelTimings, QualityResult, StageTimings,
 };
 
-pub(super) fn request_id(headers: &HeaderMap) -> Option<String> {
+/// The request id (`x-request-id`, set by the request-id layer) of a request.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -52,7 +53,7 @@ fn parse_flag(input: &ImageInput, name: &str) -> Result<bool, ApiError> {
 }
 
 /// Whether the caller may see scores and diagnostics.
-fn is_admin(caller: Option<&Extension<Caller>>) -> bool {
+pub(super) fn is_admin(caller: Option<&Extension<Caller>>) -> bool {
     caller.is_some_and(|c| c.is_admin())
 }
 

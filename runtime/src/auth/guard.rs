@@ -165,11 +165,7 @@ pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id = crate::api::faces::request_id(req.headers());
     let (mut parts, body) = req.into_parts();
     let params =
         <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())

@@ -80,6 +80,14 @@ pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     png
 }
 
+/// The bytes of a sample image in `runtime/testdata/faces`.
+pub fn face(name: &str) -> Vec<u8> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/faces")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// A TCP port free on loopback right now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
