@@ -535,3 +535,196 @@ export async function metricsText(signal?: AbortSignal): Promise<string> {
 export async function openApi(signal?: AbortSignal): Promise<ApiDoc> {
   return parseOpenApi(await json("/openapi.json", { signal }));
 }
+
+// ---- Liveness challenge sessions (issue 13) ----
+
+/** What a challenge asks the person to do; snake_case as in the runtime's API. */
+export const CHALLENGE_ACTIONS = ["blink", "turn_left", "turn_right", "look_up", "open_mouth"] as const;
+export type ChallengeAction = (typeof CHALLENGE_ACTIONS)[number];
+
+/** Where a challenge session stands; anything but `in_progress` is final. */
+export type SessionState = "in_progress" | "passed" | "failed" | "expired";
+const SESSION_STATES: SessionState[] = ["in_progress", "passed", "failed", "expired"];
+
+/** One action of the challenge: done or not, and the frame index where it was seen. */
+export interface ActionProgress {
+  /** An action name; one the UI does not know is kept as sent and shown by name. */
+  action: string;
+  passed: boolean;
+  atFrame?: number;
+}
+
+/** `POST /v1/liveness/sessions` → a new session. */
+export interface LivenessSession {
+  id: string;
+  /** The actions, in the order they must be performed. */
+  challenge: string[];
+  /** RFC 3339, the server's clock. */
+  expiresAt?: string;
+  /** How many frames the session takes in all. */
+  maxFrames?: number;
+}
+
+/** What the runtime saw in one uploaded frame. */
+export interface FrameFeedback {
+  index: number;
+  faceFound: boolean;
+  /** The action this frame completed or showed, if any. */
+  actionSeen?: string;
+}
+
+/** `POST /v1/liveness/sessions/{id}/frames` → live feedback. */
+export interface FramesAnswer {
+  state: SessionState;
+  framesReceived: number;
+  frames: FrameFeedback[];
+  /** The action asked for now; undefined when none is left. */
+  nextAction?: string;
+  actions: ActionProgress[];
+}
+
+/** `GET /v1/liveness/sessions/{id}` → the verdict. */
+export interface SessionStatus {
+  id: string;
+  state: SessionState;
+  /** Undefined while the session runs. */
+  live?: boolean;
+  confidence?: number;
+  /** Why a session failed or expired, as codes. */
+  reasons: string[];
+  actions: ActionProgress[];
+  expiresAt?: string;
+}
+
+/** A camera frame to upload: a JPEG and the client's capture time in milliseconds. */
+export interface ChallengeFrame {
+  jpeg: Blob;
+  timestampMs: number;
+}
+
+/** The contract's bounds on frames per upload call. */
+export const MAX_FRAMES_PER_CALL = 8;
+
+function sessionState(v: unknown): SessionState {
+  const s = SESSION_STATES.find((x) => x === v);
+  if (!s) throw new ApiError(200, "bad_response", `unknown session state ${JSON.stringify(v)}`);
+  return s;
+}
+
+const strings = (v: unknown): string[] =>
+  (Array.isArray(v) ? v : []).flatMap((x) => (typeof x === "string" ? [x] : []));
+
+function parseActions(v: unknown): ActionProgress[] {
+  return (Array.isArray(v) ? v : []).flatMap((a) => {
+    const o = obj(a);
+    const action = str(o.action);
+    return action === undefined ? [] : [{ action, passed: o.passed === true, atFrame: num(o.at_frame) }];
+  });
+}
+
+/** Normalise a new session; a session without an id is an error. */
+export function parseSession(raw: unknown): LivenessSession {
+  const r = obj(raw);
+  const id = str(r.id);
+  if (!id) throw new ApiError(201, "bad_response", "the new liveness session has no id");
+  return { id, challenge: strings(r.challenge), expiresAt: str(r.expires_at), maxFrames: num(r.max_frames) };
+}
+
+/** Normalise the feedback to one upload of frames. */
+export function parseFramesAnswer(raw: unknown): FramesAnswer {
+  const r = obj(raw);
+  return {
+    state: sessionState(r.state),
+    framesReceived: num(r.frames_received) ?? 0,
+    frames: (Array.isArray(r.frames) ? r.frames : []).map((f, i) => {
+      const o = obj(f);
+      return { index: num(o.index) ?? i, faceFound: o.face_found === true, actionSeen: str(o.action_seen) };
+    }),
+    nextAction: str(r.next_action),
+    actions: parseActions(r.actions),
+  };
+}
+
+/** Normalise a session's status (its verdict once final). */
+export function parseSessionStatus(raw: unknown): SessionStatus {
+  const r = obj(raw);
+  return {
+    id: str(r.id) ?? "",
+    state: sessionState(r.state),
+    live: typeof r.live === "boolean" ? r.live : undefined,
+    confidence: num(r.confidence),
+    reasons: strings(r.reasons),
+    actions: parseActions(r.actions),
+    expiresAt: str(r.expires_at),
+  };
+}
+
+/** Base64 of a blob's bytes (no `data:` prefix), in chunks so large frames do not overflow the stack. */
+export async function blobToBase64(blob: Blob): Promise<string> {
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** How frames travel: JSON with base64 images, or multipart with one `timestamp_ms` part before each `frame`. */
+export type FrameEncoding = "json" | "multipart";
+
+/** The request body for one upload of frames, in either of the contract's encodings. */
+export async function framesBody(frames: readonly ChallengeFrame[], encoding: FrameEncoding): Promise<RequestInit> {
+  if (frames.length === 0 || frames.length > MAX_FRAMES_PER_CALL) {
+    throw new RangeError(`a frames upload holds 1 to ${MAX_FRAMES_PER_CALL} frames, not ${frames.length}`);
+  }
+  if (encoding === "multipart") {
+    const form = new FormData();
+    frames.forEach((f, i) => {
+      form.append("timestamp_ms", String(Math.round(f.timestampMs)));
+      form.append("frame", f.jpeg, `frame-${i}.jpg`);
+    });
+    return { method: "POST", body: form };
+  }
+  const list = await Promise.all(
+    frames.map(async (f) => ({ image: await blobToBase64(f.jpeg), timestamp_ms: Math.round(f.timestampMs) })),
+  );
+  return postJson({ frames: list });
+}
+
+const sessionPath = (id: string) => `/v1/liveness/sessions/${encodeURIComponent(id)}`;
+
+/** `POST /v1/liveness/sessions {"subject"?}`: open a challenge session (scope `verify`). */
+export async function startSession(subject?: string, signal?: AbortSignal): Promise<LivenessSession> {
+  const body = subject ? { subject } : {};
+  return parseSession(await json("/v1/liveness/sessions", postJson(body, signal)));
+}
+
+/** `POST /v1/liveness/sessions/{id}/frames`: upload 1 to 8 frames, get live feedback. */
+export async function sendFrames(
+  id: string,
+  frames: readonly ChallengeFrame[],
+  signal?: AbortSignal,
+  encoding: FrameEncoding = "json",
+): Promise<FramesAnswer> {
+  const init = await framesBody(frames, encoding);
+  return parseFramesAnswer(await json(`${sessionPath(id)}/frames`, { ...init, signal }));
+}
+
+/** `GET /v1/liveness/sessions/{id}`: the session's state, and its verdict once final. */
+export async function sessionStatus(id: string, signal?: AbortSignal): Promise<SessionStatus> {
+  return parseSessionStatus(await json(sessionPath(id), { signal, cache: "no-store" }));
+}
+
+/**
+ * `POST /v1/verify {"subject","session"}`: verify with a passed challenge session instead of an
+ * image (its best frame is the probe). A session verifies once.
+ */
+export async function verifySession(
+  subjectId: string,
+  sessionId: string,
+  signal?: AbortSignal,
+  includeLayers = true,
+): Promise<VerifyResult> {
+  const body = { subject: subjectId, session: sessionId, ...(includeLayers ? { include_layers: true } : {}) };
+  return parseVerify(await json("/v1/verify", postJson(body, signal)));
+}

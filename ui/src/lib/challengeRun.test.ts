@@ -1,0 +1,385 @@
+import { describe, expect, it } from "vitest";
+import {
+  ApiError,
+  type ChallengeFrame,
+  type FramesAnswer,
+  type LivenessSession,
+  type SessionState,
+  type SessionStatus,
+  type VerifyResult,
+  parseVerify,
+} from "../api";
+import { type ChallengeEvent, type ChallengeState, challengeReducer, initialChallenge } from "./challenge";
+import { type ChallengeApi, ChallengeRun, type FrameSource, type RunOptions, type Timers } from "./challengeRun";
+
+/** Timers the test moves by hand: `every` callbacks fire on `tick`, `sleep` advances the clock at once. */
+class ManualTimers implements Timers {
+  t = Date.parse("2026-12-03T04:00:00Z");
+  private intervals = new Set<{ ms: number; fn: () => void }>();
+  sleeps: number[] = [];
+  now = () => this.t;
+  every(ms: number, fn: () => void) {
+    const h = { ms, fn };
+    this.intervals.add(h);
+    return () => void this.intervals.delete(h);
+  }
+  sleep(ms: number) {
+    this.sleeps.push(ms);
+    this.t += ms;
+    return Promise.resolve();
+  }
+  get running() {
+    return this.intervals.size;
+  }
+  /** Fire the capture interval `n` times, letting every promise settle in between. */
+  async tick(n = 1) {
+    for (let i = 0; i < n; i += 1) {
+      const hs = [...this.intervals];
+      this.t += hs[0]?.ms ?? 100;
+      for (const h of hs) h.fn();
+      await settle();
+    }
+  }
+}
+
+const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+/** A camera that yields a distinct small JPEG-like blob per frame. */
+class FakeCamera implements FrameSource {
+  count = 0;
+  async capture() {
+    this.count += 1;
+    return new Blob([new Uint8Array([0xff, 0xd8, this.count & 0xff, 0xff, 0xd9])], { type: "image/jpeg" });
+  }
+}
+
+interface Script {
+  challenge?: string[];
+  /** Whether frame `i` (0-based, over the session) shows a face. */
+  face?: (i: number) => boolean;
+  /** Frames of action-in-view needed to see each action (in order); 0 = never seen. */
+  framesPerAction?: number;
+  maxFrames?: number;
+  ttlMs?: number;
+  /** Throw this from the n-th frames call (0-based). */
+  framesErrors?: Map<number, unknown>;
+  startError?: unknown;
+  statusError?: unknown;
+  verifyError?: unknown;
+  /** Fail the session after this many faceless frames. */
+  failAfterFaceless?: number;
+}
+
+/**
+ * A stand-in for the runtime's session API with the contract's rules: 1..=8 frames per call,
+ * frames in timestamp order, one session, actions seen in order, final states stick.
+ */
+class ContractServer implements ChallengeApi {
+  calls: ChallengeFrame[][] = [];
+  received = 0;
+  state: SessionState = "in_progress";
+  actions: { action: string; passed: boolean; at_frame: number | null }[] = [];
+  reasons: string[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  verifyCalls: [string, string, boolean][] = [];
+  statusCalls = 0;
+  hold: Promise<void> | undefined;
+  private frameCalls = 0;
+  private lastTs = -Infinity;
+  private faceless = 0;
+  private progress = 0;
+
+  constructor(
+    private readonly timers: ManualTimers,
+    private readonly script: Script = {},
+  ) {}
+
+  async startSession(subject: string | undefined): Promise<LivenessSession> {
+    if (this.script.startError) throw this.script.startError;
+    void subject;
+    const challenge = this.script.challenge ?? ["blink", "turn_left"];
+    this.actions = challenge.map((action) => ({ action, passed: false, at_frame: null }));
+    return {
+      id: "sess-1",
+      challenge,
+      expiresAt: new Date(this.timers.now() + (this.script.ttlMs ?? 20_000)).toISOString(),
+      maxFrames: this.script.maxFrames ?? 200,
+    };
+  }
+
+  async sendFrames(id: string, frames: readonly ChallengeFrame[]): Promise<FramesAnswer> {
+    this.inFlight += 1;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      if (this.hold) await this.hold;
+      const call = this.frameCalls++;
+      this.calls.push([...frames]);
+      const err = this.script.framesErrors?.get(call);
+      if (err) throw err;
+      expect(id).toBe("sess-1");
+      expect(frames.length).toBeGreaterThanOrEqual(1);
+      expect(frames.length).toBeLessThanOrEqual(8);
+      if (this.state !== "in_progress") throw new ApiError(409, "session_finished", "final");
+      const out: FramesAnswer["frames"] = [];
+      for (const f of frames) {
+        expect(f.timestampMs).toBeGreaterThanOrEqual(this.lastTs);
+        this.lastTs = f.timestampMs;
+        const index = this.received++;
+        const face = this.script.face?.(index) ?? true;
+        this.faceless = face ? 0 : this.faceless + 1;
+        let seen: string | null = null;
+        const open = this.actions.find((a) => !a.passed);
+        const per = this.script.framesPerAction ?? 3;
+        if (face && open && per > 0 && ++this.progress >= per) {
+          this.progress = 0;
+          open.passed = true;
+          open.at_frame = index;
+          seen = open.action;
+        }
+        out.push({ index, faceFound: face, actionSeen: seen ?? undefined });
+      }
+      if (this.actions.every((a) => a.passed)) this.state = "passed";
+      else if (this.script.failAfterFaceless && this.faceless >= this.script.failAfterFaceless) {
+        this.state = "failed";
+        this.reasons = ["no_face"];
+      } else if (this.received >= (this.script.maxFrames ?? 200)) {
+        this.state = "failed";
+        this.reasons = ["actions_incomplete"];
+      }
+      return {
+        state: this.state,
+        framesReceived: this.received,
+        frames: out,
+        nextAction: this.actions.find((a) => !a.passed)?.action,
+        actions: this.actions.map((a) => ({ action: a.action, passed: a.passed, atFrame: a.at_frame ?? undefined })),
+      };
+    } finally {
+      this.inFlight -= 1;
+    }
+  }
+
+  async sessionStatus(id: string): Promise<SessionStatus> {
+    this.statusCalls += 1;
+    if (this.script.statusError) throw this.script.statusError;
+    return {
+      id,
+      state: this.state,
+      live: this.state === "in_progress" ? undefined : this.state === "passed",
+      confidence: this.state === "passed" ? 0.93 : undefined,
+      reasons: this.reasons,
+      actions: this.actions.map((a) => ({ action: a.action, passed: a.passed, atFrame: a.at_frame ?? undefined })),
+    };
+  }
+
+  async verifySession(subject: string, session: string, _signal: AbortSignal, layers: boolean): Promise<VerifyResult> {
+    this.verifyCalls.push([subject, session, layers]);
+    if (this.script.verifyError) throw this.script.verifyError;
+    return parseVerify({ subject, decision: "accept", reasons: [] });
+  }
+}
+
+function harness(script: Script = {}, options: Partial<RunOptions> = {}) {
+  const timers = new ManualTimers();
+  const server = new ContractServer(timers, script);
+  const events: ChallengeEvent[] = [];
+  let state: ChallengeState = initialChallenge;
+  const dispatch = (e: ChallengeEvent) => {
+    events.push(e);
+    state = challengeReducer(state, e);
+  };
+  const runner = new ChallengeRun(server, dispatch, timers, { fps: 10, batchMin: 4, batchMax: 6, ...options });
+  const camera = new FakeCamera();
+  const begin = async (
+    { subject, verify }: { subject?: string; verify: boolean } = { subject: "alice", verify: true },
+  ) => {
+    dispatch({ type: "open_camera", subject, verify });
+    await runner.start({ subject, verify, includeLayers: true }, camera);
+    await settle();
+  };
+  return { timers, server, events, runner, camera, begin, state: () => state };
+}
+
+describe("a challenge run", () => {
+  it("passes: steady capture, batches of 4..6 in order with capture-time stamps, verdict, then verify", async () => {
+    const h = harness({ challenge: ["blink", "turn_left", "look_up"], framesPerAction: 5 });
+    await h.begin();
+    expect(h.state().phase).toBe("running");
+    expect(h.timers.running).toBe(1);
+    for (let i = 0; i < 40 && h.state().phase === "running"; i += 1) await h.timers.tick();
+    await h.runner.finished;
+    const s = h.state();
+    expect(s.phase).toBe("done");
+    expect(s.verdict?.state).toBe("passed");
+    expect(s.result?.decision).toBe("accept");
+    expect(h.server.verifyCalls).toEqual([["alice", "sess-1", true]]);
+    // 15 frames pass it; each call holds 4 to 6 frames, 100 ms apart, in capture order.
+    expect(h.server.received).toBeGreaterThanOrEqual(15);
+    for (const call of h.server.calls) {
+      expect(call.length).toBeGreaterThanOrEqual(4);
+      expect(call.length).toBeLessThanOrEqual(6);
+    }
+    const stamps = h.server.calls.flat().map((f) => f.timestampMs);
+    expect(stamps.slice(1).map((t, i) => t - (stamps[i] as number))).toEqual(stamps.slice(1).map(() => 100));
+    expect(s.framesSent).toBe(h.server.received);
+    expect(s.framesReceived).toBe(h.server.received);
+    expect(s.actions.map((a) => a.passed)).toEqual([true, true, true]);
+    // Capture stopped with the verdict.
+    expect(h.timers.running).toBe(0);
+    expect(h.server.maxInFlight).toBe(1);
+  });
+
+  it("shows the next action after each answer", async () => {
+    const h = harness({ challenge: ["turn_right", "open_mouth"], framesPerAction: 4 });
+    await h.begin();
+    expect(h.state().current).toBe("turn_right");
+    await h.timers.tick(4);
+    expect(h.state().current).toBe("open_mouth");
+    expect(h.state().feedback?.actionsSeen).toEqual(["turn_right"]);
+  });
+
+  it("without a subject: the verdict only, no verification", async () => {
+    const h = harness({ framesPerAction: 2 });
+    await h.begin({ verify: true });
+    await h.timers.tick(8);
+    await h.runner.finished;
+    expect(h.state().phase).toBe("done");
+    expect(h.state().verdict?.state).toBe("passed");
+    expect(h.server.verifyCalls).toEqual([]);
+  });
+
+  it("no face in view: feedback says so and the run ends failed with the runtime's reasons, unverified", async () => {
+    const h = harness({ face: () => false, failAfterFaceless: 12 });
+    await h.begin();
+    await h.timers.tick(4);
+    expect(h.state().feedback).toEqual({ faceFound: false, facelessRun: 4, actionsSeen: [] });
+    for (let i = 0; i < 20 && h.state().phase === "running"; i += 1) await h.timers.tick();
+    await h.runner.finished;
+    const s = h.state();
+    expect(s.phase).toBe("done");
+    expect(s.verdict?.state).toBe("failed");
+    expect(s.verdict?.reasons).toEqual(["no_face"]);
+    expect(s.verdict?.live).toBe(false);
+    expect(h.server.verifyCalls).toEqual([]);
+  });
+
+  it("one upload in flight at a time; a slow upload holds capture at batchMax frames", async () => {
+    const h = harness({ framesPerAction: 0 });
+    await h.begin();
+    let release = () => undefined as void;
+    h.server.hold = new Promise<void>((r) => (release = r));
+    await h.timers.tick(4); // first batch goes out and hangs
+    expect(h.server.inFlight).toBe(1);
+    const captured = h.camera.count;
+    await h.timers.tick(20);
+    expect(h.camera.count - captured).toBe(6);
+    h.server.hold = undefined;
+    release();
+    await settle();
+    await settle();
+    expect(h.server.maxInFlight).toBe(1);
+    expect(h.server.calls.map((c) => c.length)).toEqual([4, 6]);
+  });
+
+  it("the frame budget ends capture: the last frames go in a short batch, then the verdict", async () => {
+    const h = harness({ framesPerAction: 0, maxFrames: 10 });
+    await h.begin();
+    await h.timers.tick(15);
+    await h.runner.finished;
+    expect(h.camera.count).toBe(10);
+    expect(h.server.calls.map((c) => c.length)).toEqual([4, 4, 2]);
+    expect(h.state().phase).toBe("done");
+    expect(h.state().verdict?.reasons).toEqual(["actions_incomplete"]);
+  });
+
+  it("410 session_expired on upload: the verdict is asked for, and a gone session reads as expired", async () => {
+    const expired = new ApiError(410, "session_expired", "the session expired");
+    const h = harness({ framesPerAction: 0, framesErrors: new Map([[1, expired]]), statusError: expired });
+    await h.begin();
+    await h.timers.tick(8);
+    await h.runner.finished;
+    const s = h.state();
+    expect(s.endCause).toBe("expired");
+    expect(s.phase).toBe("done");
+    expect(s.verdict).toMatchObject({ state: "expired", reasons: ["session_expired"] });
+  });
+
+  it("the local deadline ends capture; a verdict still in progress is polled, then reported as not finished", async () => {
+    const h = harness({ framesPerAction: 0, ttlMs: 1000 }, { graceMs: 500, verdictPolls: 2 });
+    await h.begin();
+    await h.timers.tick(20);
+    await h.runner.finished;
+    const s = h.state();
+    expect(s.endCause).toBe("deadline");
+    expect(h.camera.count).toBeLessThanOrEqual(15);
+    expect(h.server.statusCalls).toBe(3);
+    expect(s.verdict).toMatchObject({ state: "failed", reasons: ["not_finished"] });
+    expect(h.timers.running).toBe(0);
+  });
+
+  it("a network failure is retried with the same frames; persistent failure stops the run with the error", async () => {
+    const net = new ApiError(0, "network", "cannot reach the runtime");
+    const once = harness({ framesPerAction: 2, framesErrors: new Map([[0, net]]) });
+    await once.begin();
+    await once.timers.tick(8);
+    await once.runner.finished;
+    expect(once.server.calls[0]).toEqual(once.server.calls[1]);
+    expect(once.state().verdict?.state).toBe("passed");
+
+    const down = harness({ framesPerAction: 2, framesErrors: new Map([0, 1, 2].map((i) => [i, net])) });
+    await down.begin();
+    await down.timers.tick(8);
+    await down.runner.finished;
+    expect(down.server.calls).toHaveLength(3);
+    expect(down.state().phase).toBe("error");
+    expect(down.state().errorDuring).toBe("running");
+    expect(down.state().error).toBe(net);
+    expect(down.timers.running).toBe(0);
+  });
+
+  it("429 on upload stops the run with the rate-limit error (and its Retry-After)", async () => {
+    const limited = new ApiError(429, "rate_limited", "too many requests", 3);
+    const h = harness({ framesErrors: new Map([[0, limited]]) });
+    await h.begin();
+    await h.timers.tick(6);
+    await h.runner.finished;
+    expect(h.state().phase).toBe("error");
+    expect((h.state().error as ApiError).retryAfter).toBe(3);
+    expect(h.server.calls).toHaveLength(1);
+    expect(h.timers.running).toBe(0);
+  });
+
+  it("403 opening the session: no capture at all", async () => {
+    const h = harness({ startError: new ApiError(403, "forbidden", "needs the `verify` scope") });
+    await h.begin();
+    await h.runner.finished;
+    expect(h.state().phase).toBe("error");
+    expect(h.state().errorDuring).toBe("starting");
+    expect(h.timers.running).toBe(0);
+    expect(h.camera.count).toBe(0);
+  });
+
+  it("a verification refused (409 session_used) keeps the passed verdict", async () => {
+    const h = harness({ framesPerAction: 1, verifyError: new ApiError(409, "session_used", "used") });
+    await h.begin();
+    await h.timers.tick(4);
+    await h.runner.finished;
+    const s = h.state();
+    expect(s.phase).toBe("done");
+    expect(s.verdict?.state).toBe("passed");
+    expect((s.error as ApiError).code).toBe("session_used");
+    expect(s.errorDuring).toBe("verifying");
+  });
+
+  it("cancel stops capture and uploads; nothing is dispatched after it", async () => {
+    const h = harness({ framesPerAction: 0 });
+    await h.begin();
+    await h.timers.tick(2);
+    h.runner.cancel();
+    const n = h.events.length;
+    await h.timers.tick(10);
+    expect(h.events.length).toBe(n);
+    expect(h.timers.running).toBe(0);
+    expect(h.server.calls).toHaveLength(0);
+  });
+});

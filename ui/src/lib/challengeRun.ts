@@ -1,0 +1,285 @@
+/**
+ * Runs one liveness challenge once the camera is on: opens the session, captures frames at a
+ * steady rate, uploads them in batches (one upload in flight at a time, so the runtime sees
+ * frames in order), turns each answer into state-machine events, and on a final state asks for
+ * the verdict and, for a passed session with a subject, verifies it. The API, the frame source
+ * and the clock are injected, so the whole flow is unit-tested without a browser.
+ */
+
+import {
+  ApiError,
+  type ChallengeFrame,
+  type FramesAnswer,
+  type LivenessSession,
+  MAX_FRAMES_PER_CALL,
+  type SessionStatus,
+  type VerifyResult,
+} from "../api";
+import { type ChallengeEvent, type EndCause, localDeadline } from "./challenge";
+
+/** The API calls a run makes (`src/api.ts` in the app, a mock in tests). */
+export interface ChallengeApi {
+  startSession(subject: string | undefined, signal: AbortSignal): Promise<LivenessSession>;
+  sendFrames(id: string, frames: readonly ChallengeFrame[], signal: AbortSignal): Promise<FramesAnswer>;
+  sessionStatus(id: string, signal: AbortSignal): Promise<SessionStatus>;
+  verifySession(subject: string, session: string, signal: AbortSignal, includeLayers: boolean): Promise<VerifyResult>;
+}
+
+/** Where frames come from: the camera in the app. Undefined when no frame is available yet. */
+export interface FrameSource {
+  capture(): Promise<Blob | undefined>;
+}
+
+/** Time, for capture timestamps and pacing. */
+export interface Timers {
+  /** Milliseconds since the epoch (the frames' `timestamp_ms`). */
+  now(): number;
+  /** Call `fn` every `ms`; returns a function that stops it. */
+  every(ms: number, fn: () => void): () => void;
+  /** Resolve after `ms`. */
+  sleep(ms: number): Promise<void>;
+}
+
+export const browserTimers: Timers = {
+  now: () => Date.now(),
+  every: (ms, fn) => {
+    const id = setInterval(fn, ms);
+    return () => clearInterval(id);
+  },
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+export interface RunOptions {
+  /** Capture rate, frames per second. */
+  fps: number;
+  /** Frames to collect before an upload (fewer only for the last one). */
+  batchMin: number;
+  /** Most frames per upload (the contract allows 8); also the most kept waiting while one is in flight. */
+  batchMax: number;
+  /** Times a batch is sent again after a network failure before the run fails. */
+  networkRetries: number;
+  retryDelayMs: number;
+  /** How long after the local deadline capture goes on, for clock skew, before the run ends. */
+  graceMs: number;
+  /** How often, and how many times, to ask again for a verdict that is still `in_progress`. */
+  verdictPollMs: number;
+  verdictPolls: number;
+}
+
+export const DEFAULT_RUN_OPTIONS: RunOptions = {
+  fps: 10,
+  batchMin: 4,
+  batchMax: 6,
+  networkRetries: 2,
+  retryDelayMs: 500,
+  graceMs: 1500,
+  verdictPollMs: 1000,
+  verdictPolls: 5,
+};
+
+export interface RunRequest {
+  subject?: string;
+  /** Verify a passed session against the subject. */
+  verify: boolean;
+  /** Ask for the forward pass in the verification (admin keys get it). */
+  includeLayers: boolean;
+}
+
+/** API errors that end the session rather than the run: the verdict is still asked for. */
+function endCauseOf(e: unknown): EndCause | undefined {
+  if (!(e instanceof ApiError)) return undefined;
+  if (e.code === "session_expired" || e.status === 410) return "expired";
+  if (e.code === "too_many_frames") return "max_frames";
+  return undefined;
+}
+
+const aborted = (e: unknown) => e instanceof DOMException && e.name === "AbortError";
+
+export class ChallengeRun {
+  private readonly controller = new AbortController();
+  private readonly opts: RunOptions;
+  private stopCapture: (() => void) | undefined;
+  private queue: ChallengeFrame[] = [];
+  private captured = 0;
+  private capturingNow = false;
+  private captureDone = false;
+  private inFlight = false;
+  private ended = false;
+  private session: LivenessSession | undefined;
+  private deadline: number | undefined;
+  private req: RunRequest = { verify: false, includeLayers: false };
+  /** Settles when the run has nothing left to do (verdict, verification, error or cancel). */
+  readonly finished: Promise<void>;
+  private settle: () => void = () => undefined;
+
+  constructor(
+    private readonly api: ChallengeApi,
+    private readonly dispatch: (e: ChallengeEvent) => void,
+    private readonly timers: Timers = browserTimers,
+    options: Partial<RunOptions> = {},
+  ) {
+    this.opts = { ...DEFAULT_RUN_OPTIONS, ...options };
+    this.opts.batchMax = Math.min(Math.max(1, this.opts.batchMax), MAX_FRAMES_PER_CALL);
+    this.opts.batchMin = Math.min(Math.max(1, this.opts.batchMin), this.opts.batchMax);
+    this.finished = new Promise((resolve) => (this.settle = resolve));
+  }
+
+  private get signal() {
+    return this.controller.signal;
+  }
+
+  /** Start with the camera on: open the session and capture until it ends. */
+  async start(req: RunRequest, source: FrameSource): Promise<void> {
+    this.req = req;
+    this.dispatch({ type: "camera_ready" });
+    let session: LivenessSession;
+    try {
+      session = await this.api.startSession(req.subject, this.signal);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (this.signal.aborted) return;
+    this.session = session;
+    this.deadline = localDeadline(session.expiresAt, this.timers.now());
+    this.dispatch({ type: "session", session });
+    this.stopCapture = this.timers.every(1000 / this.opts.fps, () => void this.tick(source));
+  }
+
+  /** Stop everything: timers, uploads in flight. No further events. */
+  cancel(): void {
+    this.ended = true;
+    this.stopCapture?.();
+    this.controller.abort();
+    this.settle();
+  }
+
+  private fail(e: unknown): void {
+    this.stopCapture?.();
+    if (this.signal.aborted || aborted(e)) return;
+    this.ended = true;
+    this.dispatch({ type: "error", error: e });
+    this.settle();
+  }
+
+  private async tick(source: FrameSource): Promise<void> {
+    if (this.ended || this.captureDone || this.capturingNow) return;
+    const now = this.timers.now();
+    if (this.deadline !== undefined && now > this.deadline + this.opts.graceMs) {
+      void this.end("deadline");
+      return;
+    }
+    // Back-pressure: while an upload is slow, skip ticks rather than pile up frames.
+    if (this.queue.length >= this.opts.batchMax) return;
+    this.capturingNow = true;
+    let jpeg: Blob | undefined;
+    try {
+      jpeg = await source.capture();
+    } catch (e) {
+      this.capturingNow = false;
+      this.fail(e);
+      return;
+    }
+    this.capturingNow = false;
+    if (this.ended || !jpeg) return;
+    this.queue.push({ jpeg, timestampMs: now });
+    this.captured += 1;
+    const max = this.session?.maxFrames;
+    if (max !== undefined && this.captured >= max) {
+      this.captureDone = true;
+      this.stopCapture?.();
+    }
+    void this.pump();
+  }
+
+  /** Upload the next batch when none is in flight and enough frames wait (any, once capture is done). */
+  private async pump(): Promise<void> {
+    const session = this.session;
+    if (this.ended || this.inFlight || !session) return;
+    if (this.queue.length < (this.captureDone ? 1 : this.opts.batchMin)) {
+      if (this.captureDone && this.queue.length === 0) void this.end("max_frames");
+      return;
+    }
+    const batch = this.queue.splice(0, this.opts.batchMax);
+    this.inFlight = true;
+    this.dispatch({ type: "frames_sent", count: batch.length });
+    let answer: FramesAnswer;
+    try {
+      answer = await this.upload(session.id, batch);
+    } catch (e) {
+      this.inFlight = false;
+      const cause = endCauseOf(e);
+      if (cause && !this.signal.aborted) void this.end(cause);
+      else this.fail(e);
+      return;
+    }
+    this.inFlight = false;
+    if (this.ended) return;
+    this.dispatch({ type: "answer", answer });
+    if (answer.state !== "in_progress") {
+      void this.finish();
+      return;
+    }
+    void this.pump();
+  }
+
+  /** One upload, sent again after network failures (status 0) up to `networkRetries` times. */
+  private async upload(id: string, batch: ChallengeFrame[]): Promise<FramesAnswer> {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.api.sendFrames(id, batch, this.signal);
+      } catch (e) {
+        const network = e instanceof ApiError && e.status === 0;
+        if (!network || attempt >= this.opts.networkRetries || this.signal.aborted) throw e;
+        await this.timers.sleep(this.opts.retryDelayMs);
+      }
+    }
+  }
+
+  /** Capture ended on this side (deadline, frame budget, an expired answer): ask for the verdict. */
+  private async end(cause: EndCause): Promise<void> {
+    if (this.ended) return;
+    this.dispatch({ type: "end", cause });
+    await this.finish();
+  }
+
+  private async finish(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.stopCapture?.();
+    this.queue = [];
+    const session = this.session;
+    if (!session) return;
+    let status: SessionStatus | undefined;
+    try {
+      status = await this.api.sessionStatus(session.id, this.signal);
+      for (let i = 0; status.state === "in_progress" && i < this.opts.verdictPolls; i += 1) {
+        await this.timers.sleep(this.opts.verdictPollMs);
+        status = await this.api.sessionStatus(session.id, this.signal);
+      }
+    } catch (e) {
+      if (endCauseOf(e) === "expired") {
+        status = { id: session.id, state: "expired", reasons: ["session_expired"], actions: [] };
+      } else {
+        this.fail(e);
+        return;
+      }
+    }
+    if (this.signal.aborted) return;
+    if (status.state === "in_progress") {
+      // The runtime never ended it: say so rather than guess a verdict.
+      status = { ...status, state: "failed", live: undefined, reasons: [...status.reasons, "not_finished"] };
+    }
+    this.dispatch({ type: "verdict", status });
+    const subject = this.req.subject;
+    if (status.state === "passed" && this.req.verify && subject) {
+      try {
+        const result = await this.api.verifySession(subject, session.id, this.signal, this.req.includeLayers);
+        if (!this.signal.aborted) this.dispatch({ type: "verified", result });
+      } catch (e) {
+        if (!this.signal.aborted && !aborted(e)) this.dispatch({ type: "error", error: e });
+      }
+    }
+    this.settle();
+  }
+}
