@@ -1,0 +1,763 @@
+//! The ordered-sequence checker: [`evaluate`] judges a session's frame observations against its
+//! challenge. Pure and deterministic, so the server, the tests and the evaluation crate get the
+//! same verdict from the same observations.
+//!
+//! Rules, in the order they are checked:
+//! - timing: client timestamps strictly increase, consecutive frames at least
+//!   `min_frame_interval_ms` apart, and the client's claimed span not longer than the server saw
+//!   (plus `max_clock_skew_ms`);
+//! - no two frames of the session near-identical (fingerprint difference ≤
+//!   `duplicate_max_difference`): a repeated or re-encoded frame is a replay;
+//! - the same face in every usable frame (embedding distance to the first usable frame);
+//! - each action of the challenge seen in order: action `k` is searched only in frames after the
+//!   frame that completed action `k - 1` (that frame may serve as its starting pose), and needs a
+//!   transition inside that window (a neutral pose, then the action), lasting at least
+//!   `min_action_ms`;
+//! - once every action passed: enough usable frames and, when configured, the median passive
+//!   liveness score.
+//!
+//! Failures of the first three kinds, and of the last, are final; a missing action keeps the
+//! session in progress (the session layer fails it when its frames or time run out). A frame
+//! whose models failed has no face and can never be evidence for anything.
+
+use serde::{Deserialize, Serialize};
+
+use super::signals::{mouth_opening, pitch, yaw};
+use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Not every action was seen yet and nothing failed.
+    InProgress,
+    /// Every action was seen in order and every check held.
+    Passed,
+    /// A check failed (see the reasons).
+    Failed,
+}
+
+/// Why a session failed (snake_case in the API and in metrics labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// Client timestamps did not strictly increase.
+    TimestampsNotIncreasing,
+    /// Consecutive frames closer than `min_frame_interval_ms`.
+    FramesTooFast,
+    /// The client claims a longer span than the server observed (stale or pre-recorded frames).
+    ClockMismatch,
+    /// Two frames of the session are near-identical (a replayed or repeated frame).
+    DuplicateFrames,
+    /// A frame shows a different face from the first usable frame.
+    FaceChanged,
+    /// Fewer usable frames than `min_usable_frames`.
+    TooFewUsableFrames,
+    /// The median passive liveness score is under `passive_min_median`.
+    PassiveLivenessLow,
+    /// The frame budget ran out before every action was seen (set by the session layer).
+    ChallengeIncomplete,
+    /// The session expired before it passed (set by the session layer).
+    Expired,
+}
+
+impl FailReason {
+    /// Every reason, for pre-registering metric labels.
+    pub const ALL: [FailReason; 9] = [
+        Self::TimestampsNotIncreasing,
+        Self::FramesTooFast,
+        Self::ClockMismatch,
+        Self::DuplicateFrames,
+        Self::FaceChanged,
+        Self::TooFewUsableFrames,
+        Self::PassiveLivenessLow,
+        Self::ChallengeIncomplete,
+        Self::Expired,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TimestampsNotIncreasing => "timestamps_not_increasing",
+            Self::FramesTooFast => "frames_too_fast",
+            Self::ClockMismatch => "clock_mismatch",
+            Self::DuplicateFrames => "duplicate_frames",
+            Self::FaceChanged => "face_changed",
+            Self::TooFewUsableFrames => "too_few_usable_frames",
+            Self::PassiveLivenessLow => "passive_liveness_low",
+            Self::ChallengeIncomplete => "challenge_incomplete",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// One action's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActionResult {
+    /// The action.
+    pub action: Action,
+    /// Whether it was seen, in order.
+    pub passed: bool,
+    /// Index (in the session's frames) of the frame that completed it.
+    pub at_frame: Option<usize>,
+}
+
+/// Live feedback for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FrameFeedback {
+    /// Index of the frame in the session.
+    pub index: usize,
+    /// Whether a usable face was found.
+    pub face_found: bool,
+    /// An action this frame completes (the expected one first), if any.
+    pub action_seen: Option<Action>,
+}
+
+/// The checker's verdict on a sequence of frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChallengeVerdict {
+    /// Where the session stands.
+    pub outcome: Outcome,
+    /// Why it failed (empty unless `outcome` is `Failed`).
+    pub reasons: Vec<FailReason>,
+    /// Per action of the challenge, in order.
+    pub actions: Vec<ActionResult>,
+    /// Per frame, in order.
+    pub frames: Vec<FrameFeedback>,
+    /// The first action not yet seen.
+    pub next_action: Option<Action>,
+    /// Frames with a usable face.
+    pub usable_frames: usize,
+    /// Median passive liveness over usable frames that have one.
+    pub passive_median: Option<f32>,
+    /// The frame to use as the verify probe: usable, eyes open, most frontal and best quality.
+    pub best_frame: Option<usize>,
+    /// Largest embedding distance of a usable frame to the first usable frame.
+    pub max_face_distance: Option<f32>,
+    /// Smallest fingerprint difference between two frames.
+    pub min_frame_difference: Option<f32>,
+}
+
+impl ChallengeVerdict {
+    /// `Some(true)` when passed, `Some(false)` when failed, `None` while in progress.
+    pub fn live(&self) -> Option<bool> {
+        match self.outcome {
+            Outcome::Passed => Some(true),
+            Outcome::Failed => Some(false),
+            Outcome::InProgress => None,
+        }
+    }
+
+    /// Confidence in `[0, 1]` that the face is live, the liveness feature of the fusion model:
+    /// passed sessions score `0.7 + 0.3 × passive median` (0.5 standing in for a missing passive
+    /// score), failed ones `0.3 × the fraction of actions seen`; `None` while in progress.
+    pub fn confidence(&self) -> Option<f32> {
+        match self.outcome {
+            Outcome::InProgress => None,
+            Outcome::Passed => Some(0.7 + 0.3 * self.passive_median.unwrap_or(0.5).clamp(0.0, 1.0)),
+            Outcome::Failed => {
+                let seen = self.actions.iter().filter(|a| a.passed).count();
+                Some(0.3 * seen as f32 / self.actions.len().max(1) as f32)
+            }
+        }
+    }
+
+    /// Marks an unfinished verdict failed for `reason` (frames or time ran out); a passed or
+    /// already failed verdict keeps its outcome and reasons.
+    pub fn conclude(&mut self, reason: FailReason) {
+        if self.outcome == Outcome::InProgress {
+            self.outcome = Outcome::Failed;
+            self.reasons.push(reason);
+        }
+    }
+}
+
+/// A usable frame's face: found, and embedded (no model failure can count as evidence).
+fn usable(f: &FrameObservation) -> Option<&FaceObservation> {
+    f.face.as_ref().filter(|face| face.embedding.is_some())
+}
+
+/// Per-frame signals the detectors read.
+#[derive(Debug, Clone, Copy)]
+struct Signals {
+    ts: u64,
+    yaw: Option<f32>,
+    pitch: Option<f32>,
+    mouth: Option<f32>,
+    eyes: Option<f32>,
+}
+
+fn signals(frames: &[FrameObservation]) -> Vec<Option<Signals>> {
+    frames
+        .iter()
+        .map(|f| {
+            usable(f).map(|face| Signals {
+                ts: f.timestamp_ms,
+                yaw: yaw(&face.landmarks),
+                pitch: pitch(&face.landmarks),
+                mouth: mouth_opening(&face.landmarks),
+                eyes: face.eyes.map(|e| e.mean_open()),
+            })
+        })
+        .collect()
+}
+
+/// Whether `action` completes at frame `j` with its evidence in `start..j` (`start` included).
+fn completes_at(
+    action: Action,
+    s: &[Option<Signals>],
+    start: usize,
+    j: usize,
+    p: &ChallengePolicy,
+) -> bool {
+    let Some(sj) = s[j] else { return false };
+    let earlier = || {
+        s[start..j]
+            .iter()
+            .flatten()
+            .filter(move |si| sj.ts.saturating_sub(si.ts) >= p.min_action_ms)
+    };
+    match action {
+        Action::TurnLeft | Action::TurnRight => {
+            let sign = if action == Action::TurnLeft {
+                1.0
+            } else {
+                -1.0
+            };
+            let Some(yj) = sj.yaw.map(|y| y * sign) else {
+                return false;
+            };
+            yj >= p.turn_min_yaw
+                && earlier().any(|si| si.yaw.is_some_and(|yi| yj - yi * sign >= p.turn_min_delta))
+        }
+        Action::LookUp => {
+            let Some(pj) = sj.pitch else { return false };
+            earlier().any(|si| si.pitch.is_some_and(|pi| pi - pj >= p.look_up_min_delta))
+        }
+        Action::OpenMouth => {
+            let Some(mj) = sj.mouth else { return false };
+            mj >= p.mouth_open_min
+                && earlier().any(|si| si.mouth.is_some_and(|mi| mj - mi >= p.mouth_min_delta))
+        }
+        Action::Blink => {
+            // open (i) → closed (k) → open (j), i < k < j, ts_j - ts_i ≥ min_action_ms.
+            if !sj.eyes.is_some_and(|e| e >= p.eye_open_min) {
+                return false;
+            }
+            let mut open_at: Option<u64> = None;
+            for si in s[start..j].iter().flatten() {
+                match (si.eyes, open_at) {
+                    (Some(e), None) if e >= p.eye_open_min => open_at = Some(si.ts),
+                    (Some(e), Some(t0)) if e <= p.eye_closed_max => {
+                        return sj.ts.saturating_sub(t0) >= p.min_action_ms;
+                    }
+                    _ => {}
+                }
+            }
+            false
+        }
+    }
+}
+
+fn median(mut v: Vec<f32>) -> Option<f32> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f32::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}
+
+/// Judges `frames` (in the order received) against `challenge` under `policy`. Pure: no I/O,
+/// no clock, no randomness.
+pub fn evaluate(
+    challenge: &[Action],
+    frames: &[FrameObservation],
+    policy: &ChallengePolicy,
+) -> ChallengeVerdict {
+    let mut reasons: Vec<FailReason> = Vec::new();
+    let fail = |r: FailReason, reasons: &mut Vec<FailReason>| {
+        if !reasons.contains(&r) {
+            reasons.push(r);
+        }
+    };
+
+    // Timing.
+    for w in frames.windows(2) {
+        let (a, b) = (w[0].timestamp_ms, w[1].timestamp_ms);
+        if b <= a {
+            fail(FailReason::TimestampsNotIncreasing, &mut reasons);
+        } else if b - a < policy.min_frame_interval_ms {
+            fail(FailReason::FramesTooFast, &mut reasons);
+        }
+    }
+    if let (Some(first), Some(last)) = (frames.first(), frames.last())
+        && let Some(server_span) = last.received_ms
+        && last.timestamp_ms.saturating_sub(first.timestamp_ms)
+            > server_span.saturating_add(policy.max_clock_skew_ms)
+    {
+        fail(FailReason::ClockMismatch, &mut reasons);
+    }
+
+    // Near-duplicate frames anywhere in the session.
+    let mut min_diff: Option<f32> = None;
+    for (i, a) in frames.iter().enumerate() {
+        let Some(fa) = &a.fingerprint else { continue };
+        for b in &frames[i + 1..] {
+            let Some(fb) = &b.fingerprint else { continue };
+            let d = fa.difference(fb);
+            min_diff = Some(min_diff.map_or(d, |m: f32| m.min(d)));
+            if d <= policy.duplicate_max_difference {
+                fail(FailReason::DuplicateFrames, &mut reasons);
+            }
+        }
+    }
+
+    // The same face throughout.
+    let faces: Vec<Option<&FaceObservation>> = frames.iter().map(usable).collect();
+    let reference = faces.iter().flatten().find_map(|f| f.embedding.as_ref());
+    let mut max_dist: Option<f32> = None;
+    if let Some(reference) = reference {
+        for face in faces.iter().flatten() {
+            if let Some(e) = &face.embedding {
+                let d = e.distance(reference);
+                max_dist = Some(max_dist.map_or(d, |m: f32| m.max(d)));
+                if d > policy.same_face_max_distance {
+                    fail(FailReason::FaceChanged, &mut reasons);
+                }
+            }
+        }
+    }
+
+    // Actions in order.
+    let sig = signals(frames);
+    let mut actions: Vec<ActionResult> = challenge
+        .iter()
+        .map(|&action| ActionResult {
+            action,
+            passed: false,
+            at_frame: None,
+        })
+        .collect();
+    let mut start = 0usize;
+    let mut completions: Vec<usize> = Vec::new();
+    for result in &mut actions {
+        let found = (start + 1..frames.len())
+            .find(|&j| completes_at(result.action, &sig, start, j, policy));
+        match found {
+            Some(j) => {
+                result.passed = true;
+                result.at_frame = Some(j);
+                completions.push(j);
+                start = j;
+            }
+            None => break,
+        }
+    }
+    let next_action = actions.iter().find(|a| !a.passed).map(|a| a.action);
+
+    // Feedback per frame: the action (expected first) this frame completes in its window.
+    let feedback = (0..frames.len())
+        .map(|j| {
+            let k = completions.iter().filter(|&&c| c < j).count();
+            let window = if k == 0 { 0 } else { completions[k - 1] };
+            let expected = challenge.get(k).copied();
+            let action_seen = expected
+                .into_iter()
+                .chain(Action::ALL)
+                .find(|&a| j > window && completes_at(a, &sig, window, j, policy));
+            FrameFeedback {
+                index: j,
+                face_found: faces[j].is_some(),
+                action_seen,
+            }
+        })
+        .collect();
+
+    let usable_frames = faces.iter().flatten().count();
+    let passive_median = median(faces.iter().flatten().filter_map(|f| f.liveness).collect());
+    let all_passed = !actions.is_empty() && actions.iter().all(|a| a.passed);
+    if all_passed && reasons.is_empty() {
+        if usable_frames < policy.min_usable_frames {
+            fail(FailReason::TooFewUsableFrames, &mut reasons);
+        }
+        if let Some(min) = policy.passive_min_median
+            && passive_median.is_none_or(|m| m < min)
+        {
+            fail(FailReason::PassiveLivenessLow, &mut reasons);
+        }
+    }
+
+    // Best frame: eyes open first, then frontal and sharp.
+    let best_frame = faces
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.map(|f| (i, f)))
+        .map(|(i, f)| {
+            let eyes_open = f.eyes.is_none_or(|e| e.mean_open() >= policy.eye_open_min);
+            let frontal = 1.0 - (yaw(&f.landmarks).unwrap_or(1.0).abs() * 3.0).min(1.0);
+            let score = f.quality.unwrap_or(0.5) * (0.25 + 0.75 * frontal);
+            (i, eyes_open, score)
+        })
+        .max_by(|a, b| {
+            (a.1, a.2)
+                .partial_cmp(&(b.1, b.2))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .map(|(i, _, _)| i);
+
+    let outcome = if !reasons.is_empty() {
+        Outcome::Failed
+    } else if all_passed {
+        Outcome::Passed
+    } else {
+        Outcome::InProgress
+    };
+    ChallengeVerdict {
+        outcome,
+        reasons,
+        actions,
+        frames: feedback,
+        next_action,
+        usable_frames,
+        passive_median,
+        best_frame,
+        max_face_distance: max_dist,
+        min_frame_difference: min_diff,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::signals::tests::face;
+    use super::super::{EyeState, Fingerprint};
+    use super::*;
+    use crate::vision::detect::BoundingBox;
+    use crate::vision::embed::Embedding;
+
+    /// Pose of one synthetic frame.
+    #[derive(Clone, Copy)]
+    struct Pose {
+        yaw: f32,
+        up: f32,
+        mouth: f32,
+        eyes: f32,
+    }
+
+    const NEUTRAL: Pose = Pose {
+        yaw: 0.0,
+        up: 0.0,
+        mouth: 0.0,
+        eyes: 0.95,
+    };
+
+    fn embedding(seed: f32) -> Embedding {
+        Embedding::new(
+            (0..128)
+                .map(|i| ((i as f32 + seed) * 0.37).sin() * 0.09)
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// A distinct fingerprint per frame (a live camera never repeats a frame).
+    fn fp(i: usize) -> Fingerprint {
+        Fingerprint::try_from(
+            (0..256)
+                .map(|k| ((k * 7 + i * 13) % 251) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    }
+
+    fn frame(i: usize, ts: u64, pose: Pose) -> FrameObservation {
+        FrameObservation {
+            timestamp_ms: ts,
+            received_ms: None,
+            face: Some(FaceObservation {
+                bbox: BoundingBox {
+                    x: 150.0,
+                    y: 140.0,
+                    width: 100.0,
+                    height: 120.0,
+                },
+                landmarks: face(pose.yaw, pose.up, pose.mouth, 1.0),
+                eyes: Some(EyeState {
+                    left_open: pose.eyes,
+                    right_open: pose.eyes,
+                }),
+                embedding: Some(embedding(0.0)),
+                liveness: Some(0.8),
+                quality: Some(0.9 - pose.yaw.abs()),
+            }),
+            unusable: None,
+            fingerprint: Some(fp(i)),
+        }
+    }
+
+    /// Frames 100 ms apart, one per pose.
+    fn seq(poses: &[Pose]) -> Vec<FrameObservation> {
+        poses
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| frame(i, 1_000 + 100 * i as u64, p))
+            .collect()
+    }
+
+    fn with(f: impl Fn(&mut Pose)) -> Pose {
+        let mut p = NEUTRAL;
+        f(&mut p);
+        p
+    }
+
+    fn blink() -> Vec<Pose> {
+        vec![NEUTRAL, with(|p| p.eyes = 0.05), NEUTRAL]
+    }
+
+    #[test]
+    fn blink_then_turn_left_passes_in_order() {
+        let mut poses = vec![NEUTRAL];
+        poses.extend(blink());
+        poses.extend([with(|p| p.yaw = 0.08), with(|p| p.yaw = 0.2), NEUTRAL]);
+        let frames = seq(&poses);
+        let v = evaluate(
+            &[Action::Blink, Action::TurnLeft],
+            &frames,
+            &ChallengePolicy::default(),
+        );
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[0].at_frame, Some(3));
+        assert_eq!(v.actions[1].at_frame, Some(5));
+        assert_eq!(v.next_action, None);
+        assert_eq!(v.frames[5].action_seen, Some(Action::TurnLeft));
+        assert_eq!(v.frames[3].action_seen, Some(Action::Blink));
+        assert_eq!(v.frames[0].action_seen, None);
+        assert!(v.confidence().unwrap() > 0.9);
+        assert_eq!(v.live(), Some(true));
+        // The best frame is frontal with open eyes.
+        let b = v.best_frame.unwrap();
+        assert!(matches!(b, 0 | 1 | 3 | 6), "{b}");
+    }
+
+    #[test]
+    fn actions_out_of_order_do_not_count() {
+        // Turn left first, then blink: the challenge asked blink first, so turn_left is
+        // still open after the blink (no turn follows it).
+        let mut poses = vec![NEUTRAL, with(|p| p.yaw = 0.2), NEUTRAL];
+        poses.extend(blink());
+        let v = evaluate(
+            &[Action::Blink, Action::TurnLeft],
+            &seq(&poses),
+            &ChallengePolicy::default(),
+        );
+        assert_eq!(v.outcome, Outcome::InProgress);
+        assert!(v.actions[0].passed && !v.actions[1].passed);
+        assert_eq!(v.next_action, Some(Action::TurnLeft));
+        assert_eq!(v.confidence(), None);
+    }
+
+    #[test]
+    fn turn_direction_matters() {
+        let poses = [NEUTRAL, with(|p| p.yaw = -0.2)];
+        let p = ChallengePolicy::default();
+        assert!(!evaluate(&[Action::TurnLeft], &seq(&poses), &p).actions[0].passed);
+        assert!(evaluate(&[Action::TurnRight], &seq(&poses), &p).actions[0].passed);
+        // Already turned at the start and staying there: no transition, no action.
+        let held = [
+            with(|p| p.yaw = -0.2),
+            with(|p| p.yaw = -0.21),
+            with(|p| p.yaw = -0.2),
+        ];
+        assert!(!evaluate(&[Action::TurnRight], &seq(&held), &p).actions[0].passed);
+    }
+
+    #[test]
+    fn look_up_and_open_mouth() {
+        let p = ChallengePolicy::default();
+        let up = [NEUTRAL, with(|q| q.up = 0.3)];
+        assert!(evaluate(&[Action::LookUp], &seq(&up), &p).actions[0].passed);
+        let small = [NEUTRAL, with(|q| q.up = 0.02)];
+        assert!(!evaluate(&[Action::LookUp], &seq(&small), &p).actions[0].passed);
+        let mouth = [NEUTRAL, with(|q| q.mouth = 20.0)];
+        assert!(evaluate(&[Action::OpenMouth], &seq(&mouth), &p).actions[0].passed);
+        let ajar = [NEUTRAL, with(|q| q.mouth = 3.0)];
+        assert!(!evaluate(&[Action::OpenMouth], &seq(&ajar), &p).actions[0].passed);
+    }
+
+    #[test]
+    fn blink_needs_open_closed_open() {
+        let p = ChallengePolicy::default();
+        let closed_only = [NEUTRAL, with(|q| q.eyes = 0.05)];
+        assert!(!evaluate(&[Action::Blink], &seq(&closed_only), &p).actions[0].passed);
+        let half = [NEUTRAL, with(|q| q.eyes = 0.5), NEUTRAL];
+        assert!(!evaluate(&[Action::Blink], &seq(&half), &p).actions[0].passed);
+        // Missing eye state (fr_eye failed) is never a closure.
+        let mut frames = seq(&blink());
+        if let Some(f) = frames[1].face.as_mut() {
+            f.eyes = None;
+        }
+        assert!(!evaluate(&[Action::Blink], &frames, &p).actions[0].passed);
+    }
+
+    #[test]
+    fn an_action_faster_than_a_person_does_not_count() {
+        let frames: Vec<_> = blink()
+            .into_iter()
+            .enumerate()
+            .map(|(i, pose)| frame(i, 1_000 + 20 * i as u64, pose))
+            .collect();
+        let v = evaluate(&[Action::Blink], &frames, &ChallengePolicy::default());
+        assert!(!v.actions[0].passed, "a 40 ms blink");
+    }
+
+    #[test]
+    fn static_photo_repeated_fails() {
+        // The same image sent again and again: identical fingerprints, no action.
+        let mut frames = seq(&[NEUTRAL; 6]);
+        for f in &mut frames {
+            f.fingerprint = Some(fp(0));
+        }
+        let v = evaluate(
+            &[Action::Blink, Action::TurnRight],
+            &frames,
+            &ChallengePolicy::default(),
+        );
+        assert_eq!(v.outcome, Outcome::Failed);
+        assert!(v.reasons.contains(&FailReason::DuplicateFrames));
+        assert!(v.actions.iter().all(|a| !a.passed));
+        assert!(v.confidence().unwrap() < 0.01);
+        // Distinct fingerprints (jittered photo) but no motion: never passes, then concludes.
+        let mut v = evaluate(
+            &[Action::Blink],
+            &seq(&[NEUTRAL; 6]),
+            &ChallengePolicy::default(),
+        );
+        assert_eq!(v.outcome, Outcome::InProgress);
+        v.conclude(FailReason::ChallengeIncomplete);
+        assert_eq!(v.outcome, Outcome::Failed);
+        assert_eq!(v.reasons, vec![FailReason::ChallengeIncomplete]);
+    }
+
+    #[test]
+    fn a_different_face_fails() {
+        let mut frames = seq(&[NEUTRAL, with(|p| p.yaw = 0.2), NEUTRAL]);
+        if let Some(f) = frames[2].face.as_mut() {
+            f.embedding = Some(embedding(40.0));
+        }
+        let v = evaluate(&[Action::TurnLeft], &frames, &ChallengePolicy::default());
+        assert_eq!(v.outcome, Outcome::Failed);
+        assert_eq!(v.reasons, vec![FailReason::FaceChanged]);
+        assert!(v.max_face_distance.unwrap() > 0.55);
+    }
+
+    #[test]
+    fn timing_rules() {
+        let p = ChallengePolicy::default();
+        let mut frames = seq(&[NEUTRAL, with(|q| q.yaw = 0.2)]);
+        frames[1].timestamp_ms = frames[0].timestamp_ms;
+        assert!(
+            evaluate(&[Action::TurnLeft], &frames, &p)
+                .reasons
+                .contains(&FailReason::TimestampsNotIncreasing)
+        );
+        frames[1].timestamp_ms = frames[0].timestamp_ms + 5;
+        assert!(
+            evaluate(&[Action::TurnLeft], &frames, &p)
+                .reasons
+                .contains(&FailReason::FramesTooFast)
+        );
+        // The client claims 10 s of frames in a session the server saw for 1 s.
+        let mut frames = seq(&[NEUTRAL, with(|q| q.yaw = 0.2)]);
+        frames[1].timestamp_ms = frames[0].timestamp_ms + 10_000;
+        frames[1].received_ms = Some(1_000);
+        assert!(
+            evaluate(&[Action::TurnLeft], &frames, &p)
+                .reasons
+                .contains(&FailReason::ClockMismatch)
+        );
+        frames[1].received_ms = Some(9_000);
+        assert_eq!(
+            evaluate(&[Action::TurnLeft], &frames, &p).reasons,
+            vec![FailReason::TooFewUsableFrames],
+            "within the skew the clocks agree; two frames are too few"
+        );
+    }
+
+    #[test]
+    fn unusable_frames_never_count() {
+        let p = ChallengePolicy::default();
+        let mut frames = seq(&[NEUTRAL, with(|q| q.yaw = 0.2), NEUTRAL, NEUTRAL]);
+        frames[1] = FrameObservation::unusable(frames[1].timestamp_ms, "landmarks: model failed");
+        let v = evaluate(&[Action::TurnLeft], &frames, &p);
+        assert!(!v.actions[0].passed);
+        assert!(!v.frames[1].face_found);
+        assert_eq!(v.usable_frames, 3);
+        // A face without an embedding is unusable too.
+        let mut frames = seq(&[NEUTRAL, with(|q| q.yaw = 0.2), NEUTRAL]);
+        if let Some(f) = frames[1].face.as_mut() {
+            f.embedding = None;
+        }
+        assert!(!evaluate(&[Action::TurnLeft], &frames, &p).actions[0].passed);
+    }
+
+    #[test]
+    fn too_few_frames_and_passive_gate() {
+        let p = ChallengePolicy::default();
+        let v = evaluate(
+            &[Action::TurnLeft],
+            &seq(&[NEUTRAL, with(|q| q.yaw = 0.2)]),
+            &p,
+        );
+        assert_eq!(v.reasons, vec![FailReason::TooFewUsableFrames]);
+        let gated = ChallengePolicy {
+            passive_min_median: Some(0.9),
+            ..ChallengePolicy::default()
+        };
+        let frames = seq(&[NEUTRAL, with(|q| q.yaw = 0.2), NEUTRAL]);
+        let v = evaluate(&[Action::TurnLeft], &frames, &gated);
+        assert_eq!(v.reasons, vec![FailReason::PassiveLivenessLow]);
+        assert_eq!(v.passive_median, Some(0.8));
+        assert_eq!(
+            evaluate(&[Action::TurnLeft], &frames, &p).outcome,
+            Outcome::Passed
+        );
+    }
+
+    #[test]
+    fn empty_inputs() {
+        let v = evaluate(&[Action::Blink], &[], &ChallengePolicy::default());
+        assert_eq!(v.outcome, Outcome::InProgress);
+        assert_eq!(v.best_frame, None);
+        let v = evaluate(&[], &seq(&[NEUTRAL, NEUTRAL]), &ChallengePolicy::default());
+        assert_eq!(
+            v.outcome,
+            Outcome::InProgress,
+            "an empty challenge never passes"
+        );
+    }
+
+    #[test]
+    fn serde_names_are_snake_case() {
+        assert_eq!(serde_json::to_value(Action::TurnLeft).unwrap(), "turn_left");
+        assert_eq!(
+            serde_json::to_value(FailReason::DuplicateFrames).unwrap(),
+            "duplicate_frames"
+        );
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for r in FailReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        let f = frame(0, 5, NEUTRAL);
+        let back: FrameObservation =
+            serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+}

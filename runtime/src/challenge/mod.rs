@@ -1,0 +1,259 @@
+//! Challenge-response liveness: the server asks for a random sequence of actions (blink, head
+//! turns, look up, open mouth) and checks, frame by frame, that one and the same live face
+//! performed them in order. A printed photo, a photo moved as a whole or a replayed clip that does
+//! not contain the random sequence cannot pass, and no attack training data is needed.
+//!
+//! This module is pure logic (no I/O, no models, no clock): the vision pipeline turns each camera
+//! frame into a [`FrameObservation`] (see [`crate::vision::landmarks::observe_frame`]), and
+//! [`evaluate`] judges a whole sequence of observations against a challenge under a
+//! [`ChallengePolicy`] whose every threshold is a public field, so the evaluation crate can sweep
+//! them offline on exactly what the server computes. [`session`] holds the session state machine
+//! and the bounded session registry the HTTP API uses.
+//!
+//! Conventions: landmarks are the iBUG 68 points in image pixels (unmirrored camera image);
+//! `turn_left` is the person's own left, so the nose moves toward the image's right edge.
+
+pub mod checker;
+pub mod fingerprint;
+pub mod session;
+pub mod signals;
+
+use serde::{Deserialize, Serialize};
+
+pub use checker::{ActionResult, ChallengeVerdict, FailReason, FrameFeedback, Outcome, evaluate};
+pub use fingerprint::Fingerprint;
+
+use crate::vision::detect::{BoundingBox, Point};
+use crate::vision::embed::Embedding;
+
+/// One action of a challenge (snake_case in the API, the UI and the evaluation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Close both eyes and open them again (open → closed → open).
+    Blink,
+    /// Turn the head to the person's own left (nose toward the image's right edge).
+    TurnLeft,
+    /// Turn the head to the person's own right (nose toward the image's left edge).
+    TurnRight,
+    /// Pitch the head up (nose tip moves up relative to the eyes).
+    LookUp,
+    /// Open the mouth (lips apart).
+    OpenMouth,
+}
+
+impl Action {
+    /// Every action, in a fixed order.
+    pub const ALL: [Action; 5] = [
+        Action::Blink,
+        Action::TurnLeft,
+        Action::TurnRight,
+        Action::LookUp,
+        Action::OpenMouth,
+    ];
+
+    /// The snake_case name used in the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blink => "blink",
+            Self::TurnLeft => "turn_left",
+            Self::TurnRight => "turn_right",
+            Self::LookUp => "look_up",
+            Self::OpenMouth => "open_mouth",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Number of points of a [`Landmarks68`].
+pub const LANDMARK_COUNT: usize = 68;
+
+/// The 68 iBUG facial landmarks of one face in image pixels: 0–16 jaw, 17–26 brows, 27–35 nose
+/// (30 = tip), 36–41 the eye on the image's left, 42–47 the eye on the image's right, 48–59 outer
+/// lips, 60–67 inner lips.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Point>", into = "Vec<Point>")]
+pub struct Landmarks68(Vec<Point>);
+
+/// A point list that is not 68 finite points.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LandmarksError {
+    /// Wrong number of points.
+    #[error("68 landmarks expected, got {0}")]
+    Count(usize),
+    /// A NaN or infinite coordinate.
+    #[error("a landmark has a non-finite coordinate")]
+    NonFinite,
+}
+
+impl Landmarks68 {
+    /// Validates and wraps 68 points.
+    pub fn new(points: Vec<Point>) -> Result<Self, LandmarksError> {
+        if points.len() != LANDMARK_COUNT {
+            return Err(LandmarksError::Count(points.len()));
+        }
+        if points.iter().any(|p| !p.x.is_finite() || !p.y.is_finite()) {
+            return Err(LandmarksError::NonFinite);
+        }
+        Ok(Self(points))
+    }
+
+    /// The points.
+    pub fn points(&self) -> &[Point] {
+        &self.0
+    }
+
+    /// Point `i` (0-based iBUG index; callers use indices below 68).
+    pub fn at(&self, i: usize) -> Point {
+        self.0.get(i).copied().unwrap_or(Point { x: 0.0, y: 0.0 })
+    }
+}
+
+impl TryFrom<Vec<Point>> for Landmarks68 {
+    type Error = LandmarksError;
+
+    fn try_from(v: Vec<Point>) -> Result<Self, Self::Error> {
+        Self::new(v)
+    }
+}
+
+impl From<Landmarks68> for Vec<Point> {
+    fn from(l: Landmarks68) -> Self {
+        l.0
+    }
+}
+
+/// Eye state of one face: probability that each eye is open, from `fr_eye`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EyeState {
+    /// The eye on the image's left (landmarks 36–41).
+    pub left_open: f32,
+    /// The eye on the image's right (landmarks 42–47).
+    pub right_open: f32,
+}
+
+impl EyeState {
+    /// Mean open probability of both eyes.
+    pub fn mean_open(&self) -> f32 {
+        0.5 * (self.left_open + self.right_open)
+    }
+}
+
+/// What the models measured on the face of one frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceObservation {
+    /// Face box from the detector.
+    #[serde(rename = "box")]
+    pub bbox: BoundingBox,
+    /// 68 landmarks from `fr_landmark`.
+    pub landmarks: Landmarks68,
+    /// Eye state from `fr_eye`; `None` when it could not run (then no blink is seen).
+    pub eyes: Option<EyeState>,
+    /// 128-d embedding (dlib), for the same-face check and as the verify probe.
+    pub embedding: Option<Embedding>,
+    /// Passive liveness score in `[0, 1]`, when it ran.
+    pub liveness: Option<f32>,
+    /// Quality score in `[0, 1]`, when it ran.
+    pub quality: Option<f32>,
+}
+
+/// Everything the challenge checker knows about one camera frame: what the models saw (never
+/// the image), the client's timestamp and a small fingerprint for the near-duplicate check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameObservation {
+    /// Client capture time, milliseconds (any epoch; must increase within a session).
+    pub timestamp_ms: u64,
+    /// Server receipt time, milliseconds since the session opened; `None` offline.
+    pub received_ms: Option<u64>,
+    /// The face, when one was found and every model that must run on it ran; `None` marks the
+    /// frame unusable (it can never pass an action).
+    pub face: Option<FaceObservation>,
+    /// Why the frame is unusable (no face, a model failed), for feedback and logs.
+    pub unusable: Option<String>,
+    /// Thumbnail fingerprint of the whole frame; `None` if the image could not be read.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl FrameObservation {
+    /// A frame with no usable face, for `reason`.
+    pub fn unusable(timestamp_ms: u64, reason: impl Into<String>) -> Self {
+        Self {
+            timestamp_ms,
+            received_ms: None,
+            face: None,
+            unusable: Some(reason.into()),
+            fingerprint: None,
+        }
+    }
+}
+
+/// Every threshold of the checker. `Default` holds the shipped values; the evaluation crate
+/// sweeps these fields to calibrate them on synthetic sequences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChallengePolicy {
+    /// Eyes count as open when the mean open probability is at least this.
+    pub eye_open_min: f32,
+    /// Eyes count as closed when the mean open probability is at most this.
+    pub eye_closed_max: f32,
+    /// Yaw signal (nose offset from the jaw midline over jaw width) an action frame must reach,
+    /// in the turn's direction.
+    pub turn_min_yaw: f32,
+    /// How much the yaw signal must change from an earlier frame of the same action window.
+    pub turn_min_delta: f32,
+    /// How much the pitch signal (eye line to nose tip over eye line to mouth) must drop from an
+    /// earlier frame for `look_up`.
+    pub look_up_min_delta: f32,
+    /// Mouth opening (inner-lip gap over mouth width) an `open_mouth` frame must reach.
+    pub mouth_open_min: f32,
+    /// How much the mouth opening must grow from an earlier frame of the action window.
+    pub mouth_min_delta: f32,
+    /// An action takes at least this long (first frame of its evidence to the completing frame).
+    pub min_action_ms: u64,
+    /// Consecutive frames at least this far apart (faster is not a camera, or replayed frames).
+    pub min_frame_interval_ms: u64,
+    /// The client's claimed span (first to last frame) may exceed the server's observed span
+    /// (session open to last receipt) by at most this (stale or pre-recorded frames).
+    pub max_clock_skew_ms: u64,
+    /// Every usable frame's embedding within this distance of the reference frame's.
+    pub same_face_max_distance: f32,
+    /// Two frames whose fingerprints differ by at most this mean absolute luma difference (0–255)
+    /// are near-duplicates; any such pair fails the session.
+    pub duplicate_max_difference: f32,
+    /// At least this many usable frames before a session can pass.
+    pub min_usable_frames: usize,
+    /// Median passive liveness over usable frames must be at least this; `None` gates nothing
+    /// (the score still enters the confidence).
+    pub passive_min_median: Option<f32>,
+}
+
+impl Default for ChallengePolicy {
+    fn default() -> Self {
+        Self {
+            eye_open_min: 0.6,
+            eye_closed_max: 0.35,
+            turn_min_yaw: 0.12,
+            turn_min_delta: 0.1,
+            look_up_min_delta: 0.08,
+            mouth_open_min: 0.25,
+            mouth_min_delta: 0.15,
+            min_action_ms: 60,
+            min_frame_interval_ms: 15,
+            max_clock_skew_ms: 2_000,
+            same_face_max_distance: 0.55,
+            duplicate_max_difference: 0.75,
+            min_usable_frames: 3,
+            passive_min_median: None,
+        }
+    }
+}

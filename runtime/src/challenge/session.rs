@@ -1,0 +1,1 @@
+//! Challenge sessions: the state machine and the bounded registry (filled in next).
