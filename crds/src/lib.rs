@@ -169,6 +169,85 @@ pub struct FaceKeyDeploymentSpec {
     /// priority, extra labels and annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodOverrides>,
+    /// The runtime as a native sidecar of application pods: a pod of this namespace annotated
+    /// `facekey.dev/inject: <this resource's name>` gets the admitted runtime image (by digest)
+    /// as an init container with `restartPolicy: Always`, listening on 127.0.0.1 only. Without
+    /// this block no pod is injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<Sidecar>,
+}
+
+/// Pod annotation naming the FaceKeyDeployment (same namespace) whose runtime the operator's
+/// admission webhook injects as a sidecar.
+pub const INJECT_ANNOTATION: &str = "facekey.dev/inject";
+
+/// Settings of the injected runtime sidecar.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.port != self.metricsPort").message("sidecar.port and sidecar.metricsPort must differ"))]
+#[serde(rename_all = "camelCase")]
+pub struct Sidecar {
+    /// Whether pods may ask for the sidecar (default true once the block is present).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Loopback port of the runtime's API inside the application pod (`127.0.0.1:<port>`,
+    /// default 7070); the application calls `http://127.0.0.1:<port>/v1/...` with an API key.
+    #[serde(default = "default_sidecar_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Port of the keyless health and metrics listener (`/healthz`, `/readyz`, `/metrics`,
+    /// default 7071), for the kubelet's probes and Prometheus (a PodMonitor scrapes it).
+    #[serde(default = "default_sidecar_metrics_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics_port: i32,
+    /// Compute resources of the sidecar container; `spec.resources` when omitted, else the
+    /// runtime's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// What admission does with a pod that asks for this sidecar while it cannot be injected
+    /// (no admitted image yet, `enabled: false`, a port clash): `Ignore` admits the pod
+    /// unchanged with a warning and an Event, `Fail` refuses it with the same message.
+    #[serde(default)]
+    pub failure_policy: SidecarFailurePolicy,
+}
+
+impl Default for Sidecar {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: default_sidecar_port(),
+            metrics_port: default_sidecar_metrics_port(),
+            resources: None,
+            failure_policy: SidecarFailurePolicy::default(),
+        }
+    }
+}
+
+fn default_sidecar_port() -> i32 {
+    7070
+}
+
+fn default_sidecar_metrics_port() -> i32 {
+    7071
+}
+
+/// Admission's answer to a pod whose sidecar cannot be injected.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum SidecarFailurePolicy {
+    /// Admit the pod unchanged (with a warning and an Event).
+    #[default]
+    Ignore,
+    /// Refuse the pod with the reason.
+    Fail,
+}
+
+impl SidecarFailurePolicy {
+    /// The value as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SidecarFailurePolicy::Ignore => "Ignore",
+            SidecarFailurePolicy::Fail => "Fail",
+        }
+    }
 }
 
 /// Label keys the operator sets on the runtime pods (its selector and ownership labels); a pod
@@ -821,6 +900,27 @@ pub struct FaceKeyDeploymentStatus {
     /// In-cluster URL of the runtime Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Application pods running this resource's injected sidecar (written by the operator's
+    /// sidecar counter, a field manager of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarStatus>,
+}
+
+/// Pods carrying the injected runtime sidecar. Pods keep the image they were admitted with:
+/// after an image change they run an outdated sidecar until the application rolls them (its
+/// decision, never the operator's).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarStatus {
+    /// The image new pods get (`repository@sha256:…`, the last-known-good image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Pods of the namespace running this resource's sidecar.
+    #[serde(default)]
+    pub injected_pods: i32,
+    /// Of those, pods whose sidecar runs another image than `image`.
+    #[serde(default)]
+    pub outdated_pods: i32,
 }
 
 /// Outcome of a scan under the policy it was evaluated with.

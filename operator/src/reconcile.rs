@@ -563,10 +563,16 @@ async fn write_status(
         let name = fkd.name_any();
         let api: Api<FaceKeyDeployment> =
             Api::namespaced(ctx.client.clone(), &fkd.namespace().unwrap_or_default());
+        // `status.sidecar` belongs to the sidecar counter's field manager: never applied here,
+        // so a stale copy cannot overwrite a newer count.
+        let applied = FaceKeyDeploymentStatus {
+            sidecar: None,
+            ..new.clone()
+        };
         let patch = json!({
             "apiVersion": FaceKeyDeployment::api_version(&()),
             "kind": FaceKeyDeployment::kind(&()),
-            "status": new,
+            "status": applied,
         });
         api.patch_status(
             &name,

@@ -423,6 +423,9 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
         last_known_good_image: o.last_known_good.map(str::to_owned),
         scans,
         url: Some(o.url.to_owned()),
+        // Written by the sidecar counter (its own field manager), carried over unchanged so an
+        // unchanged status is not patched again; `reconcile` leaves it out of its apply.
+        sidecar: o.old.and_then(|s| s.sidecar.clone()),
     }
 }
 

@@ -1,0 +1,3 @@
+//! Admission latency benchmark (filled in below as the webhook lands).
+
+fn main() {}
