@@ -1,11 +1,23 @@
 //! The default template store: one redb file (ACID, crash-safe copy-on-write B-trees) under the
 //! data directory, for a single runtime process. Templates are stored sealed (AES-256-GCM,
 //! [`super::cipher`]); records written before encryption existed are sealed on open.
+//!
+//! A data directory that is full or read-only is an outage of the store, not of the runtime:
+//! a write that meets it fails with [`StoreError::Unavailable`] (the API's 503
+//! `store_unavailable`), nothing is acknowledged that was not committed, and reads keep coming
+//! from the index. redb refuses every operation after an I/O error until the file is reopened,
+//! so the database is then closed and reopened (at most every [`REOPEN_EVERY`]) by the next
+//! operation; once space is back, writes work again without a restart. A directory that is
+//! read-only at start-up opens the file read-only: the runtime serves, writes answer 503.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    StorageError, TableDefinition, WriteTransaction,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -113,16 +125,82 @@ pub struct RedbStore {
 }
 
 struct Inner {
-    db: Database,
+    db: Mutex<Handle>,
     path: PathBuf,
     max_faces: usize,
     keys: TemplateKeys,
 }
 
+/// Shortest time between two attempts to reopen a database closed after an I/O fault.
+pub const REOPEN_EVERY: Duration = Duration::from_millis(500);
+
+/// The database as it can be used now.
+enum Handle {
+    /// Open for reads and writes.
+    Writable(Arc<Database>),
+    /// The file could only be opened read-only: reads work, writes are refused with `why`.
+    ReadOnly(Arc<ReadOnlyDatabase>, String),
+    /// Closed after an I/O fault (`why`); reopened by the next operation after [`REOPEN_EVERY`].
+    Closed { why: String, tried: Instant },
+}
+
+/// What an I/O error means for the store, for the operator (`None`: not an I/O fault).
+fn io_fault(e: &redb::Error) -> Option<String> {
+    match e {
+        redb::Error::PreviousIo => Some("an earlier write to the data directory failed".into()),
+        redb::Error::Io(io) => Some(describe_io(io)),
+        _ => None,
+    }
+}
+
+fn describe_io(io: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            format!("the data directory is full ({io})")
+        }
+        ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied => {
+            format!("the data directory is read-only ({io})")
+        }
+        _ => format!("I/O error in the data directory ({io})"),
+    }
+}
+
+/// A redb error of `operation`: an I/O fault (disk full, read-only, failing) makes the store
+/// unavailable (503, retry later); anything else is a backend error (500).
 fn backend(operation: &'static str) -> impl Fn(redb::Error) -> StoreError {
-    move |e| StoreError::Backend {
-        operation,
-        source: Box::new(e),
+    move |e| match io_fault(&e) {
+        Some(why) => StoreError::Unavailable(format!("{operation} failed: {why}")),
+        None => StoreError::Backend {
+            operation,
+            source: Box::new(e),
+        },
+    }
+}
+
+/// Open the database file for writing, or read-only when its directory cannot be written.
+fn open_handle(path: &Path) -> Result<Handle, StoreError> {
+    let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    match Database::create(path) {
+        Ok(db) => Ok(Handle::Writable(Arc::new(db))),
+        Err(DatabaseError::Storage(StorageError::Io(io)))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ) && path.is_file() =>
+        {
+            let db = ReadOnlyDatabase::open(path).map_err(|e| open_err(Box::new(e)))?;
+            let why = format!(
+                "the data directory is read-only ({io}); {} is open for reads only",
+                path.display()
+            );
+            tracing::warn!(%why, "template store opened read-only: writes are refused");
+            Ok(Handle::ReadOnly(Arc::new(db), why))
+        }
+        Err(e) => Err(open_err(Box::new(e))),
     }
 }
 
@@ -155,28 +233,37 @@ impl RedbStore {
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(Box::new(e)))?;
-        let db = Database::create(&path).map_err(|e| open_err(Box::new(e)))?;
-        // Create both tables up front so readers never meet a missing table.
-        let txn = db.begin_write().map_err(|e| open_err(Box::new(e)))?;
-        txn.open_table(SUBJECTS)
-            .map_err(|e| open_err(Box::new(e)))?;
-        txn.open_table(TEMPLATES)
-            .map_err(|e| open_err(Box::new(e)))?;
-        txn.commit().map_err(|e| open_err(Box::new(e)))?;
+        let handle = open_handle(&path)?;
+        if let Handle::Writable(db) = &handle {
+            // Create both tables up front so readers never meet a missing table.
+            let txn = db.begin_write().map_err(|e| open_err(Box::new(e)))?;
+            txn.open_table(SUBJECTS)
+                .map_err(|e| open_err(Box::new(e)))?;
+            txn.open_table(TEMPLATES)
+                .map_err(|e| open_err(Box::new(e)))?;
+            txn.commit().map_err(|e| open_err(Box::new(e)))?;
+        }
+        let writable = matches!(handle, Handle::Writable(_));
         let mut inner = Inner {
-            db,
+            db: Mutex::new(handle),
             path,
             max_faces,
             keys,
         };
-        let sealed = inner.seal_legacy()?;
+        let sealed = if writable { inner.seal_legacy()? } else { 0 };
         if sealed > 0 {
             // Copy-on-write leaves the old plaintext pages in the file until they are reused;
             // compaction rewrites the file without them.
-            inner.db.compact().map_err(|e| StoreError::Open {
-                path: inner.path.display().to_string(),
-                source: Box::new(e),
-            })?;
+            let db = match inner.db.get_mut() {
+                Ok(Handle::Writable(db)) => Arc::get_mut(db),
+                _ => None,
+            };
+            if let Some(db) = db {
+                db.compact().map_err(|e| StoreError::Open {
+                    path: inner.path.display().to_string(),
+                    source: Box::new(e),
+                })?;
+            }
             tracing::info!(
                 templates = sealed,
                 "sealed templates stored before encryption"
@@ -198,7 +285,7 @@ impl RedbStore {
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
+        tokio::task::spawn_blocking(move || inner.after(f(&inner)))
             .await
             .map_err(|e| StoreError::Backend {
                 operation: "store task",
@@ -208,6 +295,83 @@ impl RedbStore {
 }
 
 impl Inner {
+    /// The current handle, reopening a database closed after a fault when it is time to try.
+    fn handle(&self) -> std::sync::MutexGuard<'_, Handle> {
+        let mut guard = self
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Handle::Closed { why, tried } = &*guard
+            && tried.elapsed() >= REOPEN_EVERY
+        {
+            match open_handle(&self.path) {
+                Ok(h) => {
+                    tracing::info!(path = %self.path.display(), "template store reopened after an I/O fault");
+                    *guard = h;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "template store still cannot be reopened");
+                    *guard = Handle::Closed {
+                        why: why.clone(),
+                        tried: Instant::now(),
+                    };
+                }
+            }
+        }
+        guard
+    }
+
+    fn unavailable(&self, why: &str) -> StoreError {
+        StoreError::Unavailable(format!("{why} (data directory {})", self.dir()))
+    }
+
+    fn dir(&self) -> String {
+        self.path.parent().map_or_else(
+            || self.path.display().to_string(),
+            |d| d.display().to_string(),
+        )
+    }
+
+    /// A write transaction, or `Unavailable` while the file is read-only or closed.
+    fn begin_write(&self, operation: &'static str) -> Result<WriteTransaction, StoreError> {
+        let db = match &*self.handle() {
+            Handle::Writable(db) => db.clone(),
+            Handle::ReadOnly(_, why) | Handle::Closed { why, .. } => {
+                return Err(self.unavailable(why));
+            }
+        };
+        db.begin_write().map_err(|e| backend(operation)(e.into()))
+    }
+
+    /// A read transaction (also on a read-only file), or `Unavailable` while closed.
+    fn begin_read(&self, operation: &'static str) -> Result<ReadTransaction, StoreError> {
+        match &*self.handle() {
+            Handle::Writable(db) => db.begin_read(),
+            Handle::ReadOnly(db, _) => db.begin_read(),
+            Handle::Closed { why, .. } => return Err(self.unavailable(why)),
+        }
+        .map_err(|e| backend(operation)(e.into()))
+    }
+
+    /// After an operation: an I/O fault on a writable file closes it (redb refuses everything
+    /// after one until reopened), so the next operation reopens it once the cause is gone.
+    fn after<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Unavailable(why)) = &result {
+            let mut guard = self
+                .db
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if matches!(&*guard, Handle::Writable(_)) {
+                tracing::error!(path = %self.path.display(), error = %why, "template store write failed; closing the file, reopening on a later request");
+                *guard = Handle::Closed {
+                    why: why.clone(),
+                    tried: Instant::now(),
+                };
+            }
+        }
+        result
+    }
+
     fn read_subject(
         table: &impl ReadableTable<&'static str, &'static [u8]>,
         id: &str,
@@ -223,7 +387,7 @@ impl Inner {
 
     fn seal_legacy(&self) -> Result<usize, StoreError> {
         let err = backend("seal legacy templates");
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.begin_write("seal legacy templates")?;
         let mut count = 0;
         {
             let mut t = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
@@ -257,7 +421,7 @@ impl Inner {
             created_at: now_rfc3339(),
         };
         let err = backend("create subject");
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.begin_write("create subject")?;
         {
             let mut t = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
             t.insert(subject.id.as_str(), encode(&subject)?.as_slice())
@@ -274,7 +438,7 @@ impl Inner {
 
     fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
         let err = backend("delete subject");
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.begin_write("delete subject")?;
         let existed = {
             let mut subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
             let existed = subjects.remove(id).map_err(|e| err(e.into()))?.is_some();
@@ -296,7 +460,7 @@ impl Inner {
     ) -> Result<Template, StoreError> {
         validate_template(&template)?;
         let err = backend("add template");
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.begin_write("add template")?;
         let stored = {
             let mut subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
             let mut subject = Self::read_subject(&subjects, subject_id)?
@@ -335,7 +499,7 @@ impl Inner {
 
     fn delete_template(&self, subject_id: &str, template_id: &str) -> Result<(), StoreError> {
         let err = backend("delete template");
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.begin_write("delete template")?;
         {
             let mut subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
             let mut subject = Self::read_subject(&subjects, subject_id)?
@@ -363,7 +527,7 @@ impl Inner {
     fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError> {
         let name = validate_name(name)?;
         let err = backend("rename subject");
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.begin_write("rename subject")?;
         {
             let mut subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
             let mut subject = Self::read_subject(&subjects, id)?
@@ -397,7 +561,7 @@ impl Inner {
 
     fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
         let err = backend("load subject");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let txn = self.begin_read("load subject")?;
         let subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
         let Some(subject) = Self::read_subject(&subjects, id)? else {
             return Ok(None);
@@ -413,7 +577,7 @@ impl Inner {
 
     fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
         let err = backend("load subjects");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let txn = self.begin_read("load subjects")?;
         let subjects = txn.open_table(SUBJECTS).map_err(|e| err(e.into()))?;
         let templates = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
         let mut out = Vec::new();
@@ -577,7 +741,7 @@ mod tests {
             "quality": null, "created_at": "2026-11-27T00:00:00Z"
         });
         {
-            let txn = store.inner.db.begin_write().unwrap();
+            let txn = store.inner.begin_write("test").unwrap();
             {
                 let mut t = txn.open_table(TEMPLATES).unwrap();
                 let key = format!("{}/t-old", a.id);
@@ -618,7 +782,7 @@ mod tests {
             1
         );
         // No orphan template rows remain.
-        let txn = store.inner.db.begin_read().unwrap();
+        let txn = store.inner.begin_read("test").unwrap();
         let t = txn.open_table(TEMPLATES).unwrap();
         assert_eq!(redb::ReadableTableMetadata::len(&t).unwrap(), 1);
     }
