@@ -109,9 +109,35 @@ pub fn supersampling(transform: &Affine) -> u32 {
 /// Aligns the face with `landmarks` in `img` into a dlib-style 150x150 chip (bilinear, black
 /// outside the image).
 pub fn align_face(img: &RgbImage, landmarks: &Landmarks) -> Result<AlignedFace, AlignError> {
-    let (transform, residual) = chip_transform(landmarks)?;
+    align_to(img, landmarks, &DLIB_TEMPLATE, CHIP_SIZE)
+}
+
+/// Aligns the face with `landmarks` in `img` onto any five-point `template` of a `size x size`
+/// chip (the second-opinion embeddings use their own templates, see
+/// [`super::second_opinion`]).
+pub fn align_to(
+    img: &RgbImage,
+    landmarks: &Landmarks,
+    template: &[[f64; 2]; 5],
+    size: u32,
+) -> Result<AlignedFace, AlignError> {
+    let src: Vec<[f64; 2]> = landmarks
+        .points()
+        .iter()
+        .map(|p| [f64::from(p.x), f64::from(p.y)])
+        .collect();
+    let transform = similarity_transform(&src, template).ok_or(AlignError::Degenerate)?;
+    let sq: f64 = src
+        .iter()
+        .zip(template)
+        .map(|(p, q)| {
+            let (x, y) = transform.apply(p[0], p[1]);
+            (x - q[0]).powi(2) + (y - q[1]).powi(2)
+        })
+        .sum();
+    let residual = (sq / src.len() as f64).sqrt();
     let inv = transform.inverse().ok_or(AlignError::Degenerate)?;
-    let chip = warp_affine_bilinear(img, &inv, CHIP_SIZE, CHIP_SIZE, supersampling(&transform));
+    let chip = warp_affine_bilinear(img, &inv, size, size, supersampling(&transform));
     Ok(AlignedFace {
         chip,
         transform,

@@ -40,6 +40,7 @@ pub mod mtcnn;
 pub mod onnx;
 pub mod pipeline;
 pub mod quality;
+pub mod second_opinion;
 
 pub use align::{AlignError, AlignedFace};
 pub use config::{
