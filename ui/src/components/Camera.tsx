@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "react";
 
-function cameraError(e: unknown): string {
+/** A getUserMedia failure in words: no camera, permission denied, camera busy. */
+export function cameraError(e: unknown): string {
   if (e instanceof DOMException) {
     if (e.name === "NotAllowedError") return "Camera permission was denied.";
     if (e.name === "NotFoundError") return "No camera found.";
@@ -9,13 +10,20 @@ function cameraError(e: unknown): string {
   return `Cannot start the camera: ${(e as Error).message ?? String(e)}`;
 }
 
+/** Whether this page may ask for the camera (getUserMedia needs HTTPS or localhost). */
+export const cameraSupported = (): boolean =>
+  typeof navigator !== "undefined" && typeof navigator.mediaDevices?.getUserMedia === "function";
+
+/** What the page says when the browser gives no camera access here. */
+export const NO_CAMERA_ACCESS = "This browser gives no camera access here: the camera needs HTTPS or localhost.";
+
 /** A live camera preview with a button that captures the current frame as a JPEG blob. */
 export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
   const video = useRef<HTMLVideoElement>(null);
   const [error, setError] = useState<string>();
   const [ready, setReady] = useState(false);
 
-  const supported = typeof navigator.mediaDevices?.getUserMedia === "function";
+  const supported = cameraSupported();
 
   useEffect(() => {
     if (!supported) return undefined;
@@ -51,7 +59,7 @@ export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
   if (!supported) {
     return (
       <p className="error" role="alert">
-        This browser gives no camera access here: the camera needs HTTPS or localhost.
+        {NO_CAMERA_ACCESS}
       </p>
     );
   }

@@ -9,6 +9,13 @@ import { VerifyDecisionView, VerifyResultView } from "../components/VerifyResult
 import { useAuth } from "../hooks/useAuth";
 import { useSubjects } from "../hooks/useSubjects";
 import { may } from "../lib/auth";
+import { ChallengeFlow } from "./ChallengeFlow";
+
+type Mode = "image" | "challenge";
+const MODES: [Mode, string][] = [
+  ["image", "Single image"],
+  ["challenge", "Liveness challenge"],
+];
 
 const TITLE = (
   <>
@@ -31,7 +38,37 @@ export function VerifyView() {
       </div>
     );
   }
-  return <VerifyForm admin={may(identity, "admin")} />;
+  return <VerifyModes admin={may(identity, "admin")} />;
+}
+
+/**
+ * One image against a subject, or the camera liveness challenge (whose passed session can then be
+ * verified against a subject). Switching away from the challenge ends it and turns the camera off.
+ */
+function VerifyModes({ admin, initial = "image" }: { admin: boolean; initial?: Mode }) {
+  const [mode, setMode] = useState<Mode>(initial);
+  const name = useId();
+  return (
+    <div className="view verify">
+      {TITLE}
+      <div className="segmented mode-switch" role="radiogroup" aria-label="How to verify">
+        {MODES.map(([m, label]) => (
+          <label key={m} className={mode === m ? "active" : undefined}>
+            <input
+              type="radio"
+              name={name}
+              value={m}
+              checked={mode === m}
+              onChange={() => setMode(m)}
+              data-testid={`verify-mode-${m}`}
+            />
+            {label}
+          </label>
+        ))}
+      </div>
+      {mode === "image" ? <VerifyForm admin={admin} /> : <ChallengeFlow admin={admin} />}
+    </div>
+  );
 }
 
 function VerifyForm({ admin }: { admin: boolean }) {
@@ -72,8 +109,7 @@ function VerifyForm({ admin }: { admin: boolean }) {
   };
 
   return (
-    <div className="view verify">
-      {TITLE}
+    <>
       <div className="columns">
         <form className="card controls" onSubmit={submit}>
           {admin ? (
@@ -162,6 +198,6 @@ function VerifyForm({ admin }: { admin: boolean }) {
           )}
         </div>
       </div>
-    </div>
+    </>
   );
 }

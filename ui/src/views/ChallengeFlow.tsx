@@ -1,0 +1,204 @@
+import { useCallback, useEffect, useId, useReducer, useRef, useState } from "react";
+import { sendFrames, sessionStatus, startSession, verifySession } from "../api";
+import {
+  ChallengeFeedback,
+  ChallengeInstruction,
+  ChallengeProgress,
+  ChallengeVerdict,
+} from "../components/ChallengePanel";
+import { ErrorBox } from "../components/ErrorBox";
+import { VerifyDecisionView, VerifyResultView } from "../components/VerifyResultView";
+import { useCamera } from "../hooks/useCamera";
+import { useSubjects } from "../hooks/useSubjects";
+import { type ChallengeState, busy, capturing, challengeReducer, initialChallenge } from "../lib/challenge";
+import { type ChallengeApi, ChallengeRun } from "../lib/challengeRun";
+
+/** The runtime's session API as the runner calls it. */
+const API: ChallengeApi = {
+  startSession: (subject, signal) => startSession(subject, signal),
+  sendFrames: (id, frames, signal) => sendFrames(id, frames, signal),
+  sessionStatus: (id, signal) => sessionStatus(id, signal),
+  verifySession: (subject, session, signal, includeLayers) => verifySession(subject, session, signal, includeLayers),
+};
+
+/** Titles of the error box by where the flow failed. */
+const ERROR_TITLES: Partial<Record<ChallengeState["phase"], string>> = {
+  camera: "Camera unavailable",
+  starting: "Cannot open a challenge session",
+  running: "The challenge stopped",
+  finishing: "Cannot read the challenge's verdict",
+  verifying: "Verification failed",
+};
+
+/**
+ * The liveness challenge: optionally pick a subject, turn the camera on, open a session, follow
+ * the actions it asks for with live feedback, then the verdict and, for a passed session with a
+ * subject, its verification. The camera opens before the session, so a permission prompt does
+ * not eat the session's few seconds and no session is opened without a camera.
+ */
+export function ChallengeFlow({ admin }: { admin: boolean }) {
+  const [state, dispatch] = useReducer(challengeReducer, initialChallenge);
+  const [subjectId, setSubjectId] = useState("");
+  const [mirrored, setMirrored] = useState(true);
+  const { subjects, error: listError, reload } = useSubjects(admin);
+  // Each start is a new camera attempt; the camera is on only while capturing.
+  const [attempt, setAttempt] = useState(0);
+  const {
+    videoRef,
+    status: cameraStatus,
+    error: cameraError,
+    frames,
+  } = useCamera(capturing(state.phase) ? attempt : undefined);
+  const runner = useRef<ChallengeRun>(undefined);
+  const subjectFieldId = useId();
+  const mirrorId = useId();
+
+  // Leaving the view ends the run (the camera hook stops the tracks itself).
+  useEffect(() => () => runner.current?.cancel(), []);
+
+  // The camera is on: start the run (once per start).
+  useEffect(() => {
+    if (state.phase !== "camera") return;
+    if (cameraStatus === "error") {
+      dispatch({ type: "error", error: new Error(cameraError ?? "The camera could not start.") });
+      return;
+    }
+    if (cameraStatus !== "on" || runner.current) return;
+    const run = new ChallengeRun(API, dispatch);
+    runner.current = run;
+    const subject = state.subject;
+    void run.start({ subject, verify: state.verify, includeLayers: admin }, frames);
+  }, [state.phase, state.subject, state.verify, cameraStatus, cameraError, frames, admin]);
+
+  const subject = subjectId.trim();
+  const start = () => {
+    runner.current?.cancel();
+    runner.current = undefined;
+    setAttempt((a) => a + 1);
+    dispatch({ type: "open_camera", subject: subject || undefined, verify: subject !== "" });
+  };
+  const cancel = useCallback(() => {
+    runner.current?.cancel();
+    runner.current = undefined;
+    dispatch({ type: "cancel" });
+  }, []);
+
+  const active = busy(state.phase);
+  const live = capturing(state.phase);
+  return (
+    <div className="columns challenge">
+      <div className="card controls">
+        {admin ? (
+          <div className="field">
+            <label htmlFor={subjectFieldId}>Subject (optional)</label>
+            <div className="row">
+              <select
+                id={subjectFieldId}
+                value={subjectId}
+                onChange={(e) => setSubjectId(e.currentTarget.value)}
+                disabled={active}
+                data-testid="challenge-subject"
+              >
+                <option value="">none: check liveness only</option>
+                {subjects?.map((s) => (
+                  <option key={s.id} value={s.id}>
+                    {s.name} · {s.faces} face{s.faces === 1 ? "" : "s"}
+                  </option>
+                ))}
+              </select>
+              <button type="button" className="secondary" onClick={reload} disabled={active}>
+                Reload
+              </button>
+            </div>
+            <ErrorBox error={listError} title="Cannot list subjects" />
+          </div>
+        ) : (
+          <div className="field">
+            <label htmlFor={subjectFieldId}>Subject id (optional)</label>
+            <input
+              id={subjectFieldId}
+              value={subjectId}
+              onChange={(e) => setSubjectId(e.currentTarget.value)}
+              placeholder="leave empty to check liveness only"
+              autoComplete="off"
+              spellCheck={false}
+              disabled={active}
+              data-testid="challenge-subject-id"
+            />
+          </div>
+        )}
+        <p className="muted small">
+          {subject
+            ? "A passed challenge is then verified against this subject, with the session's best frame as the image."
+            : "Without a subject the challenge only says whether a live person is in front of the camera."}
+        </p>
+        <div className="row">
+          {active ? (
+            <button type="button" className="secondary" onClick={cancel} data-testid="challenge-cancel">
+              Cancel
+            </button>
+          ) : (
+            <button type="button" onClick={start} data-testid="challenge-start">
+              {state.phase === "idle" ? "Start the challenge" : "Start again"}
+            </button>
+          )}
+          <label className="check" htmlFor={mirrorId}>
+            <input
+              id={mirrorId}
+              type="checkbox"
+              checked={mirrored}
+              onChange={(e) => setMirrored(e.currentTarget.checked)}
+              data-testid="challenge-mirror"
+            />
+            Mirror the preview
+          </label>
+        </div>
+        {live ? (
+          <div className="challenge-stage">
+            <video
+              ref={videoRef}
+              className={mirrored ? "mirrored" : undefined}
+              autoPlay
+              muted
+              playsInline
+              aria-label={`Camera preview${mirrored ? ", mirrored" : ""}`}
+              data-testid="challenge-video"
+              data-camera={cameraStatus}
+            />
+          </div>
+        ) : (
+          <p className="placeholder">
+            The camera turns on when the challenge starts and off when it ends. Frames go to the runtime only.
+          </p>
+        )}
+        {state.phase === "error" ? (
+          <ErrorBox
+            error={state.error}
+            title={ERROR_TITLES[state.errorDuring ?? "running"] ?? "The challenge failed"}
+          />
+        ) : null}
+      </div>
+      <div className="results">
+        <ChallengeInstruction state={state} mirrored={mirrored} />
+        <ChallengeProgress state={state} />
+        <ChallengeFeedback state={state} />
+        {state.verdict ? <ChallengeVerdict verdict={state.verdict} /> : null}
+        {state.phase === "done" && state.errorDuring === "verifying" ? (
+          <ErrorBox error={state.error} title="Verification with the session failed" />
+        ) : null}
+        {state.result ? (
+          <section data-testid="challenge-verification">
+            <h3>Verification with the session</h3>
+            {admin ? <VerifyResultView result={state.result} /> : <VerifyDecisionView result={state.result} />}
+          </section>
+        ) : null}
+        {state.phase === "idle" ? (
+          <p className="placeholder">
+            The runtime picks 2–3 actions at random (blink, turn left or right, look up, open your mouth); each one
+            appears here when it is asked for.
+          </p>
+        ) : null}
+      </div>
+    </div>
+  );
+}
