@@ -417,3 +417,204 @@ fn a_kill_during_enrolments_loses_no_acknowledged_face() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// One request a load worker sent: when curl started and ended (since the test began), curl's
+/// exit code, the HTTP status (0 without an answer) and the body.
+#[derive(Debug, Clone)]
+struct Sent {
+    started: Duration,
+    ended: Duration,
+    exit: i32,
+    status: u16,
+    body: String,
+}
+
+/// SIGTERM while verifications and enrolments are in flight: every request the server had
+/// already accepted is answered in full, requests sent after the signal are refused (the
+/// listener is closed: connection refused), the process exits 0, and every enrolment it
+/// acknowledged is there after a restart.
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_loses_no_enrolment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys_text, keys) = common::test_keys();
+    let keys_file = dir.path().join("api-keys");
+    std::fs::write(&keys_file, keys_text).unwrap();
+    let auth = format!("authorization: Bearer {}", keys["admin"]);
+    let start = || {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+            .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FACEKEY_DATA_DIR", dir.path().join("data"))
+            .env("FACEKEY_API_KEYS_FILE", &keys_file)
+            .env("FACEKEY_LOG", "warn")
+            .env("FACEKEY_AUDIT_LOG", "off")
+            .env("FACEKEY_MAX_FACES_PER_SUBJECT", "200")
+            // Room for every worker: this test is about shutdown, not shedding.
+            .env("FACEKEY_MAX_QUEUE", "16")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", &format!("http://127.0.0.1:{port}/readyz")])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("\"ready\"") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, port)
+    };
+    let (mut child, port) = start();
+    let out = Command::new("curl")
+        .args(["-s", "-H", &auth, "-H", "content-type: application/json"])
+        .args(["-d", r#"{"name":"Stopped under load"}"#])
+        .arg(format!("http://127.0.0.1:{port}/v1/subjects"))
+        .output()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let faces = format!("{}/testdata/faces", env!("CARGO_MANIFEST_DIR"));
+    let enrol: Vec<String> = vec![
+        "-F".into(),
+        format!("image=@{faces}/astronaut.png"),
+        format!("http://127.0.0.1:{port}/v1/subjects/{id}/faces"),
+    ];
+    let verify: Vec<String> = vec![
+        "-F".into(),
+        format!("subject={id}"),
+        "-F".into(),
+        format!("image=@{faces}/astronaut_640x480.jpg"),
+        format!("http://127.0.0.1:{port}/v1/verify"),
+    ];
+    // The first enrolment, so verifications have a template.
+    let first = Command::new("curl")
+        .args(["-s", "-H", &auth])
+        .args(&enrol)
+        .output()
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert!(first["face_id"].is_string(), "{first}");
+
+    let t0 = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two enrolling and two verifying workers, each sending one request after another (a new
+    // connection each) until the server stops answering.
+    let workers: Vec<_> = [enrol.clone(), enrol, verify.clone(), verify]
+        .into_iter()
+        .map(|args| {
+            let (auth, stop) = (auth.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut sent = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = t0.elapsed();
+                    let out = Command::new("curl")
+                        .args(["-s", "-m", "60", "-w", "\n%{http_code}", "-H", &auth])
+                        .args(&args)
+                        .output()
+                        .unwrap();
+                    let text = String::from_utf8_lossy(&out.stdout).to_string();
+                    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+                    let s = Sent {
+                        started,
+                        ended: t0.elapsed(),
+                        exit: out.status.code().unwrap_or(-1),
+                        status: code.trim().parse().unwrap_or(0),
+                        body: body.to_owned(),
+                    };
+                    let answered = s.status != 0;
+                    sent.push(s);
+                    if !answered {
+                        break; // refused: the server is going away
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(3000));
+    let term_at = t0.elapsed();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let exited_at = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        exit.success(),
+        "exit status after SIGTERM under load: {exit:?}"
+    );
+    let sent: Vec<Sent> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+
+    // Requests sent well before the signal were accepted by the server: each is answered in
+    // full with a success, including those still running when the signal came.
+    let margin = Duration::from_millis(300);
+    let before: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.started + margin < term_at)
+        .collect();
+    for s in &before {
+        assert!(
+            s.exit == 0 && (200..300).contains(&s.status),
+            "a request sent before SIGTERM was not answered in full: {s:?}"
+        );
+        serde_json::from_str::<serde_json::Value>(&s.body)
+            .unwrap_or_else(|e| panic!("truncated answer {s:?}: {e}"));
+    }
+    let in_flight = before.iter().filter(|s| s.ended > term_at).count();
+    assert!(
+        in_flight > 0,
+        "no request was in flight at SIGTERM, nothing tested: {sent:?}"
+    );
+    // Requests sent after the signal (and before exit) are refused, never served.
+    for s in sent.iter().filter(|s| s.started > term_at + margin) {
+        assert!(
+            s.status == 0 || s.status == 503,
+            "a request sent after SIGTERM was served: {s:?}"
+        );
+    }
+    eprintln!(
+        "SIGTERM at {term_at:?}, exit at {exited_at:?}: {} requests, {in_flight} in flight at the signal",
+        sent.len()
+    );
+
+    // Every acknowledged enrolment is in the store after a restart.
+    let acknowledged: Vec<String> = sent
+        .iter()
+        .filter(|s| s.status == 201)
+        .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.body).ok())
+        .filter_map(|v| v["face_id"].as_str().map(str::to_owned))
+        .chain(first["face_id"].as_str().map(str::to_owned))
+        .collect();
+    let (mut child, port) = start();
+    let out = Command::new("curl")
+        .args(["-s", "-H", &auth])
+        .arg(format!("http://127.0.0.1:{port}/v1/subjects/{id}"))
+        .output()
+        .unwrap();
+    let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stored: Vec<&str> = detail["templates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{detail}"))
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert!(acknowledged.len() > 1, "no enrolment under load: {sent:?}");
+    for face in &acknowledged {
+        assert!(
+            stored.contains(&face.as_str()),
+            "acknowledged face {face} lost: {detail}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
