@@ -58,6 +58,19 @@ pub const MINIFAS: ModelSpec = ModelSpec {
     sha256: "afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d",
 };
 
+/// 68-point facial landmarks (challenge sessions: head pose, mouth, eye crops).
+pub const LANDMARK: ModelSpec = ModelSpec {
+    name: "landmark",
+    file: "fr_landmark.onnx",
+    sha256: "f10b0ba1d2a8a099adefede1ebf3733e44fe370715e7303dbeb7f59c02142258",
+};
+/// Eye open/closed classifier (challenge sessions: blinks).
+pub const EYE: ModelSpec = ModelSpec {
+    name: "eye",
+    file: "fr_eye.onnx",
+    sha256: "1afcea006abc1ccac3c517022abde0aa092bed74ff3c9fe6878483ef9e6e38de",
+};
+
 /// A representative input shape of each model, for warm-up runs.
 pub fn warm_up_shape(spec: ModelSpec) -> [usize; 4] {
     match spec.name {
@@ -66,12 +79,14 @@ pub fn warm_up_shape(spec: ModelSpec) -> [usize; 4] {
         "onet" => [1, 48, 48, 3],
         "embed" => [1, 150, 150, 3],
         "dtn" => [1, 256, 256, 3],
+        "landmark" => [1, 1, 64, 64],
+        "eye" => [1, 1, 24, 24],
         _ => [1, 3, 128, 128],
     }
 }
 
 /// Every model the pipeline can use.
-pub const ALL_MODELS: [ModelSpec; 6] = [PNET, RNET, ONET, EMBEDDER, DTN, MINIFAS];
+pub const ALL_MODELS: [ModelSpec; 8] = [PNET, RNET, ONET, EMBEDDER, DTN, MINIFAS, LANDMARK, EYE];
 
 /// Failure to find or load a model file; every variant names the file.
 #[derive(Debug, thiserror::Error)]
