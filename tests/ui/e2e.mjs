@@ -16,6 +16,14 @@
 //                          at once without FACEKEY_API_KEY
 //   FACEKEY_E2E_SCHEME     light (default) or dark: the colour scheme the page is shown in
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
+//   FACEKEY_CHALLENGE_CAMERA  absolute path of a .y4m of a person performing the challenge actions
+//                          (run.sh makes one with `facekey-eval sequences --y4m` when the eval
+//                          binary can); unset: the liveness challenge runs on Chromium's built-in
+//                          fake camera pattern, which shows no face, and must end failed or
+//                          expired with reasons after "no face found" feedback
+//   FACEKEY_CHALLENGE_EXPECT  with FACEKEY_CHALLENGE_CAMERA: `passed` (the challenge must pass and
+//                          verify against the enrolled subject) or `verdict` (default: any final
+//                          verdict, after face-found feedback)
 
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -109,34 +117,63 @@ function missing(...ops) {
 }
 const FACES = "POST /v1/subjects/{id}/faces";
 const VERIFY = "POST /v1/verify";
+const SESSIONS = "POST /v1/liveness/sessions";
+const SESSION_FRAMES = "POST /v1/liveness/sessions/{id}/frames";
+const SESSION_GET = "GET /v1/liveness/sessions/{id}";
+const CHALLENGE_CAMERA = process.env.FACEKEY_CHALLENGE_CAMERA ?? "";
+const CHALLENGE_EXPECT = CHALLENGE_CAMERA ? (process.env.FACEKEY_CHALLENGE_EXPECT ?? "verdict") : "noface";
 
-const userDataDir = mkdtempSync(join(tmpdir(), "facekey-e2e-profile-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 900 },
-  colorScheme: process.env.FACEKEY_E2E_SCHEME === "dark" ? "dark" : "light",
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    `--use-file-for-fake-video-capture=${CAMERA}`,
-  ],
-});
-context.setDefaultTimeout(STEP_TIMEOUT);
-const page = context.pages()[0] ?? (await context.newPage());
 const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(e.message));
-page.on("console", (m) => {
-  if (m.type() === "error") console.log(`  browser console: ${m.text()}`);
-});
+/** Every camera track the page opens, so a test can check they were all stopped. */
+const TRACK_SPY = () => {
+  const md = navigator.mediaDevices;
+  if (!md?.getUserMedia) return;
+  const original = md.getUserMedia.bind(md);
+  window.__facekeyTracks = [];
+  md.getUserMedia = async (constraints) => {
+    const stream = await original(constraints);
+    window.__facekeyTracks.push(...stream.getTracks());
+    return stream;
+  };
+};
+
+/** A fresh Chromium profile whose fake camera shows `cameraFile` (a y4m), or the built-in pattern. */
+async function launch(cameraFile) {
+  const dir = mkdtempSync(join(tmpdir(), "facekey-e2e-profile-"));
+  const ctx = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    colorScheme: process.env.FACEKEY_E2E_SCHEME === "dark" ? "dark" : "light",
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--use-fake-ui-for-media-stream",
+      "--use-fake-device-for-media-stream",
+      ...(cameraFile ? [`--use-file-for-fake-video-capture=${cameraFile}`] : []),
+    ],
+  });
+  ctx.setDefaultTimeout(STEP_TIMEOUT);
+  await ctx.addInitScript(TRACK_SPY);
+  const pg = ctx.pages()[0] ?? (await ctx.newPage());
+  pg.on("pageerror", (e) => pageErrors.push(e.message));
+  pg.on("console", (m) => {
+    if (m.type() === "error") console.log(`  browser console: ${m.text()}`);
+  });
+  return { ctx, pg, dir };
+}
+
+const main = await launch(CAMERA);
+const context = main.ctx;
+const userDataDir = main.dir;
+/** The page the steps drive (the challenge steps switch it to their own browser). */
+let page = main.pg;
 
 let passed = 0;
 let failed = 0;
@@ -331,6 +368,147 @@ await step("verify-with-camera", async () => {
   );
   console.log(`     decision: ${decision}, probability ${probability}`);
 }, [FACES, VERIFY]);
+
+/** Camera tracks the page opened and how many of them still run. */
+async function cameraTracks() {
+  return page.evaluate(() => {
+    const tracks = window.__facekeyTracks ?? [];
+    return { opened: tracks.length, live: tracks.filter((t) => t.readyState === "live").length };
+  });
+}
+
+/** Wait until the challenge runs (camera on, session open); an error box instead fails at once. */
+async function untilRunning() {
+  await page
+    .locator('[data-testid="challenge-instruction"][data-phase="running"], [data-testid="error"]')
+    .first()
+    .waitFor({ timeout: 60_000 });
+  if ((await page.getByTestId("error").count()) > 0) {
+    throw new Error(`the challenge did not start: ${await text('[data-testid="error"]')}`);
+  }
+}
+
+/**
+ * The liveness challenge in the verify view, in its own browser (its camera shows the challenge
+ * y4m, or Chromium's built-in pattern with no face): instruction and progress while it runs,
+ * live face feedback, the verdict with reasons, the verification of a passed session, and the
+ * camera tracks stopped when it ends and when the view is left mid-run.
+ */
+async function challengeSteps() {
+  const needs = [SESSIONS, SESSION_FRAMES, SESSION_GET];
+  const absent = missing(...needs);
+  if (failed > 0 || absent) {
+    await step("liveness-challenge", async () => undefined, needs);
+    return;
+  }
+  const own = await launch(CHALLENGE_CAMERA || undefined);
+  const previous = page;
+  page = own.pg;
+  try {
+    await step("liveness-challenge", async () => {
+      await page.goto(OPEN_RUNTIME ? `${BASE}/verify` : `${BASE}/verify#key=${KEY}`);
+      await page.locator('label:has([data-testid="verify-mode-challenge"])').click();
+      const subjectSelect = page.getByTestId("challenge-subject");
+      await subjectSelect.waitFor();
+      if (CHALLENGE_EXPECT === "passed") {
+        const option = subjectSelect.locator("option", { hasText: subjectName });
+        await option.waitFor({ state: "attached" });
+        await subjectSelect.selectOption(await option.getAttribute("value"));
+      }
+      const outcome = { instruction: "", faceFound: new Set(), noFace: "" };
+      await page.getByTestId("challenge-start").click();
+      await untilRunning();
+      // The instruction is a live region naming the action in words; the progress counts the actions.
+      const region = page.getByTestId("challenge-instruction");
+      expect((await region.getAttribute("role")) === "status", "the instruction is not a status region");
+      expect((await region.getAttribute("aria-live")) === "polite", "the instruction is not a polite live region");
+      // What the instruction shows, read in one go (the action may change at any answer).
+      const shown = () =>
+        page.evaluate(() => {
+          const r = document.querySelector('[data-testid="challenge-instruction"]');
+          const mirror = document.querySelector('[data-testid="challenge-mirror"]');
+          return {
+            action: r?.getAttribute("data-action") ?? "",
+            title: r?.querySelector('[data-testid="challenge-action-title"]')?.textContent?.trim() ?? "",
+            arrow: r?.querySelector(".challenge-arrow")?.textContent ?? "",
+            mirrored: mirror instanceof HTMLInputElement && mirror.checked,
+          };
+        });
+      const words = { blink: "Blink", turn_left: "your left", turn_right: "your right", look_up: "Look up", open_mouth: "Open your mouth" };
+      /** turn_left is the person's own left: on a mirrored preview the arrow points left, unmirrored right. */
+      const checkShown = (v) => {
+        if (v.action === "") return;
+        expect(v.action in words && v.title.includes(words[v.action]), `action ${v.action} shown as ${JSON.stringify(v.title)}`);
+        if (v.action === "turn_left" || v.action === "turn_right") {
+          const screenLeft = (v.action === "turn_left") === v.mirrored;
+          expect(v.arrow === (screenLeft ? "←" : "→"), `${v.action} on a ${v.mirrored ? "" : "un"}mirrored preview has arrow ${v.arrow}`);
+        }
+      };
+      const first = await shown();
+      expect(first.action !== "", "no action asked for while running");
+      outcome.instruction = first.title;
+      checkShown(first);
+      await page.getByTestId("challenge-mirror").uncheck();
+      checkShown(await shown());
+      await page.getByTestId("challenge-mirror").check();
+      checkShown(await shown());
+      const total = Number(await page.getByTestId("challenge-progress").getAttribute("data-total"));
+      expect(total >= 2 && total <= 3, `the challenge has ${total} actions`);
+      expect((await cameraTracks()).live >= 1, "no live camera track while the challenge runs");
+      // Live feedback from each answer, until the verdict.
+      const deadline = Date.now() + 150_000;
+      while (Date.now() < deadline && (await page.getByTestId("challenge-verdict").count()) === 0) {
+        const found = await page.getByTestId("challenge-face").getAttribute("data-found").catch(() => null);
+        if (found) outcome.faceFound.add(found);
+        if (found === "false") outcome.noFace = await text('[data-testid="challenge-face"]');
+        if ((await page.getByTestId("error").count()) > 0) throw new Error(`the challenge stopped: ${await text('[data-testid="error"]')}`);
+        await page.waitForTimeout(100);
+      }
+      const verdict = page.getByTestId("challenge-verdict");
+      await verdict.waitFor({ timeout: 5_000 });
+      const state = await verdict.getAttribute("data-state");
+      const reasons = (await page.getByTestId("challenge-reasons").allTextContents()).join(" ").trim();
+      const frames = await text('[data-testid="challenge-frames"]');
+      console.log(`     challenge ${JSON.stringify(outcome.instruction)}: verdict ${state}, reasons ${JSON.stringify(reasons)}, frames ${frames}`);
+      if (CHALLENGE_EXPECT === "noface") {
+        expect(outcome.faceFound.has("false") && !outcome.faceFound.has("true"), `face feedback ${[...outcome.faceFound]} on a camera without a face`);
+        expect(/no face found/.test(outcome.noFace), `no-face feedback reads ${JSON.stringify(outcome.noFace)}`);
+        expect(state === "failed" || state === "expired", `verdict ${state} on a camera without a face`);
+        expect(reasons.length > 0 && !reasons.includes("gave no reason"), `no reasons shown: ${JSON.stringify(reasons)}`);
+        expect((await page.getByTestId("challenge-verification").count()) === 0, "a failed challenge was verified");
+      } else {
+        expect(outcome.faceFound.has("true"), "the challenge camera's face was never found");
+        if (CHALLENGE_EXPECT === "passed") {
+          expect(state === "passed", `verdict ${state} (${reasons}) on the challenge video`);
+          await page.getByTestId("challenge-verification").waitFor({ timeout: 60_000 });
+          const decision = await text('[data-testid="challenge-verification"] [data-testid="verify-decision"]');
+          expect(/accept|reject/.test(decision), `no verification decision shown (${decision})`);
+          console.log(`     verification with the session: ${decision}`);
+        }
+      }
+      // The camera is off once the challenge ends.
+      expect((await page.getByTestId("challenge-video").count()) === 0, "the preview is still shown after the verdict");
+      const tracks = await cameraTracks();
+      expect(tracks.opened >= 1 && tracks.live === 0, `camera tracks after the verdict: ${JSON.stringify(tracks)}`);
+    }, needs);
+
+    await step("liveness-challenge-leave-stops-camera", async () => {
+      await page.getByTestId("challenge-start").click();
+      await untilRunning();
+      expect((await cameraTracks()).live >= 1, "no live camera track while the challenge runs");
+      await page.getByTestId("tab-enrol").click();
+      await page.getByTestId("create-subject").waitFor();
+      const tracks = await cameraTracks();
+      expect(tracks.live === 0, `leaving the view left ${tracks.live} camera track(s) running`);
+    }, needs);
+  } finally {
+    page = previous;
+    await own.ctx.close().catch(() => undefined);
+    rmSync(own.dir, { recursive: true, force: true });
+  }
+}
+
+await challengeSteps();
 
 await step("metrics", async () => {
   await page.getByTestId("tab-metrics-view").click();

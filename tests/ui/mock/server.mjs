@@ -10,6 +10,15 @@
 // kiosk (verify) and desk (enrol); their login URLs are printed at start.
 // FACEKEY_MOCK_KEYS=off serves without keys, like a runtime before access control.
 //
+// Liveness challenge sessions (issue 13's contract): sessions bound to the key that opened them
+// (other keys get 404), a random 2-3 action challenge, 1..=8 JPEG frames per call (JSON base64 or
+// multipart) with strictly increasing client timestamps, expiry (FACEKEY_MOCK_SESSION_TTL_S,
+// default 30), a frame budget (FACEKEY_MOCK_MAX_FRAMES, default 150), and `POST /v1/verify
+// {"subject","session"}` once per passed session. The mock has no face models: what it "sees" is
+// scripted by FACEKEY_MOCK_CHALLENGE: `pass` (default: a face in every frame, each action seen
+// after 5 frames) or `noface` (no face in any frame: the session fails after 24 frames with
+// too_few_usable_frames).
+//
 //   node tests/ui/mock/server.mjs [port]     (default 8080; ui/dist must be built)
 
 import { createServer } from "node:http";
@@ -178,6 +187,9 @@ const OPENAPI = {
       post: { tags: ["subjects"], summary: "Enrol a face image", responses: { 201: { description: "Enrolled" } } },
     },
     "/v1/verify": { post: { tags: ["verification"], summary: "Verify a face against a subject", responses: { 200: { description: "Verified" } } } },
+    "/v1/liveness/sessions": { post: { tags: ["liveness"], summary: "Open a challenge session", responses: { 201: { description: "Opened" } } } },
+    "/v1/liveness/sessions/{id}": { get: { tags: ["liveness"], summary: "A session's state and verdict", responses: { 200: { description: "The session" } } } },
+    "/v1/liveness/sessions/{id}/frames": { post: { tags: ["liveness"], summary: "Upload frames", responses: { 200: { description: "Live feedback" } } } },
   },
   components: {
     schemas: {
@@ -201,6 +213,7 @@ const KEYS = new Map([
 /** The scope a request needs, or undefined when it is open. */
 function requiredScope(method, path) {
   if (["/v1/score", "/v1/verify", "/v1/identify", "/v1/liveness"].includes(path)) return "verify";
+  if (path.startsWith("/v1/liveness/")) return "verify";
   if (path === "/v1/auth/whoami") return "any";
   if (method === "POST" && (path === "/v1/subjects" || /^\/v1\/subjects\/[^/]+\/faces$/.test(path))) return "enrol";
   if (path.startsWith("/v1/subjects")) return "admin";
@@ -221,6 +234,175 @@ function authenticate(req, path) {
   return caller;
 }
 
+// ---- liveness challenge sessions ----
+const ACTIONS = ["blink", "turn_left", "turn_right", "look_up", "open_mouth"];
+const SESSION_TTL_MS = Number(process.env.FACEKEY_MOCK_SESSION_TTL_S ?? 30) * 1000;
+const SESSION_MAX_FRAMES = Number(process.env.FACEKEY_MOCK_MAX_FRAMES ?? 150);
+const CHALLENGE_SCRIPT = process.env.FACEKEY_MOCK_CHALLENGE ?? "pass";
+const FRAMES_PER_ACTION = 5;
+const NO_FACE_LIMIT = 24;
+const MAX_SESSIONS = 64;
+const sessions = new Map();
+
+function pickChallenge() {
+  const pool = [...ACTIONS];
+  const n = 2 + (randomBytes(1)[0] % 2);
+  const out = [];
+  while (out.length < n) out.push(pool.splice(randomBytes(1)[0] % pool.length, 1)[0]);
+  return out;
+}
+
+const sessionActions = (s) => s.actions.map((a) => ({ action: a.action, passed: a.passed, at_frame: a.at_frame }));
+
+/** The session a caller may see: another key's session is "not found", never "forbidden". */
+function ownSession(caller, id) {
+  const s = sessions.get(id);
+  if (!s || s.owner !== caller.key_id) throw new HttpError(404, "session_not_found", `no liveness session ${id}`);
+  if (s.state === "in_progress" && Date.now() > s.expires) {
+    s.state = "expired";
+    s.reasons = ["expired"];
+  }
+  return s;
+}
+
+/** The frames of one upload, from JSON `{"frames":[{image,timestamp_ms}]}` or multipart (`timestamp_ms` before each `frame`). */
+function uploadedFrames(body, contentType) {
+  if ((contentType ?? "").startsWith("application/json")) {
+    const list = JSON.parse(body.toString() || "null")?.frames;
+    if (!Array.isArray(list)) throw new HttpError(422, "invalid_request", "frames must be an array");
+    return list.map((f) => ({ image: Buffer.from(String(f?.image ?? "").replace(/^data:[^,]*,/, ""), "base64"), ts: f?.timestamp_ms }));
+  }
+  const m = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType ?? "");
+  if (!m) throw new HttpError(415, "unsupported_media_type", "expected JSON or multipart/form-data");
+  const boundary = Buffer.from(`--${m[1] ?? m[2]}`);
+  const frames = [];
+  let ts;
+  let start = body.indexOf(boundary);
+  while (start >= 0) {
+    const next = body.indexOf(boundary, start + boundary.length);
+    if (next < 0) break;
+    const part = body.subarray(start + boundary.length + 2, next - 2);
+    const split = part.indexOf("\r\n\r\n");
+    const name = /name="([^"]*)"/.exec(part.subarray(0, split).toString())?.[1];
+    const data = part.subarray(split + 4);
+    if (name === "timestamp_ms") ts = Number(data.toString());
+    if (name === "frame") frames.push({ image: data, ts });
+    start = next;
+  }
+  return frames;
+}
+
+function sessionFrames(caller, s, frames) {
+  if (s.state === "expired") throw new HttpError(410, "session_expired", "the liveness session expired");
+  if (frames.length < 1 || frames.length > 8) throw new HttpError(422, "invalid_request", `1 to 8 frames per call, not ${frames.length}`);
+  if (s.received + frames.length > s.max_frames) throw new HttpError(413, "too_many_frames", `the session takes at most ${s.max_frames} frames`);
+  const out = [];
+  for (const f of frames) {
+    if (!(f.image[0] === 0xff && f.image[1] === 0xd8)) throw new HttpError(415, "unsupported_media_type", "frames must be JPEG");
+    if (!Number.isInteger(f.ts) || f.ts < 0) throw new HttpError(422, "invalid_request", "timestamp_ms must be a non-negative integer");
+    if (s.state !== "in_progress") {
+      // Frames after the verdict (the rest of a batch) are looked at but change nothing.
+      out.push({ index: s.received++, face_found: CHALLENGE_SCRIPT !== "noface", action_seen: null });
+      continue;
+    }
+    if (s.lastTs !== undefined && f.ts <= s.lastTs) {
+      s.state = "failed";
+      s.reasons = ["timestamps_not_increasing"];
+    }
+    s.lastTs = f.ts;
+    const index = s.received++;
+    const face = CHALLENGE_SCRIPT !== "noface";
+    s.faceless = face ? 0 : s.faceless + 1;
+    let seen = null;
+    const open = s.actions.find((a) => !a.passed);
+    if (face && open && ++s.progress >= FRAMES_PER_ACTION) {
+      s.progress = 0;
+      open.passed = true;
+      open.at_frame = index;
+      seen = open.action;
+    }
+    out.push({ index, face_found: face, action_seen: seen });
+    if (s.state !== "in_progress") continue;
+    if (s.actions.every((a) => a.passed)) s.state = "passed";
+    else if (s.faceless >= NO_FACE_LIMIT) {
+      s.state = "failed";
+      s.reasons = ["too_few_usable_frames"];
+    } else if (s.received >= s.max_frames) {
+      s.state = "failed";
+      s.reasons = ["challenge_incomplete"];
+    }
+  }
+  const next = s.state === "in_progress" ? s.actions.find((a) => !a.passed)?.action ?? null : null;
+  return { state: s.state, frames_received: s.received, frames: out, next_action: next, actions: sessionActions(s) };
+}
+
+async function liveness(req, path, caller) {
+  if (path === "/v1/liveness/sessions" && req.method === "POST") {
+    const body = JSON.parse((await readBody(req)).toString() || "{}");
+    const subject = typeof body?.subject === "string" ? body.subject : undefined;
+    if (subject !== undefined && !subjects.has(subject)) throw new HttpError(404, "subject_not_found", `no subject ${subject}`);
+    for (const [id, s] of sessions) if (Date.now() > s.expires + 60_000) sessions.delete(id);
+    if (sessions.size >= MAX_SESSIONS) throw new HttpError(429, "too_many_sessions", "too many open liveness sessions");
+    const challenge = pickChallenge();
+    const s = {
+      id: randomUUID(),
+      owner: caller.key_id,
+      subject,
+      challenge,
+      actions: challenge.map((action) => ({ action, passed: false, at_frame: null })),
+      expires: Date.now() + SESSION_TTL_MS,
+      max_frames: SESSION_MAX_FRAMES,
+      state: "in_progress",
+      reasons: [],
+      received: 0,
+      progress: 0,
+      faceless: 0,
+      used: false,
+    };
+    sessions.set(s.id, s);
+    return { route: path, status: 201, body: { id: s.id, challenge, expires_at: new Date(s.expires).toISOString(), max_frames: s.max_frames } };
+  }
+  const m = /^\/v1\/liveness\/sessions\/([^/]+)(\/frames)?$/.exec(path);
+  if (!m) return undefined;
+  const route = m[2] ? "/v1/liveness/sessions/{id}/frames" : "/v1/liveness/sessions/{id}";
+  try {
+    const s = ownSession(caller, decodeURIComponent(m[1]));
+    if (m[2] && req.method === "POST") {
+      const frames = uploadedFrames(await readBody(req), req.headers["content-type"]);
+      return { route, body: sessionFrames(caller, s, frames) };
+    }
+    if (!m[2] && req.method === "GET") {
+      const final = s.state !== "in_progress";
+      return {
+        route,
+        body: {
+          id: s.id,
+          state: s.state,
+          live: final ? s.state === "passed" : null,
+          confidence: s.state === "passed" ? 0.91 : final ? 0.12 : null,
+          reasons: s.reasons,
+          actions: sessionActions(s),
+          expires_at: new Date(s.expires).toISOString(),
+        },
+      };
+    }
+  } catch (e) {
+    throw Object.assign(e, { route });
+  }
+  return undefined;
+}
+
+/** The session a verification names: passed, this key's, this subject's (if bound), unused. */
+function sessionForVerify(caller, id, subject) {
+  const s = ownSession(caller, id);
+  if (s.state === "expired") throw new HttpError(410, "session_expired", "the liveness session expired");
+  if (s.state !== "passed") throw new HttpError(409, "session_not_passed", `the liveness session ${s.state === "failed" ? "failed" : "has not passed yet"}`);
+  if (s.subject !== undefined && s.subject !== subject) throw new HttpError(404, "session_not_found", `no liveness session ${id}`);
+  if (s.used) throw new HttpError(409, "session_used", "the liveness session already verified once");
+  s.used = true;
+  return s;
+}
+
 function subjectJson(s) {
   return { id: s.id, name: s.name, faces: s.faces, created_at: s.created_at };
 }
@@ -234,6 +416,10 @@ async function api(req, url) {
   if (path === "/readyz") return { route: path, body: { status: "ready" } };
   if (path === "/openapi.json") return { route: path, body: OPENAPI };
   if (path === "/metrics") return { route: path, text: renderMetrics() };
+  if (path.startsWith("/v1/liveness/")) {
+    const out = await liveness(req, path, caller);
+    if (out) return out;
+  }
   if (path === "/v1/score" && method === "POST") {
     const body = JSON.parse((await readBody(req)).toString() || "null");
     const x = body?.features;
@@ -279,12 +465,27 @@ async function api(req, url) {
   }
   if (path === "/v1/verify" && method === "POST") {
     const t0 = performance.now();
-    const parts = parseMultipart(await readBody(req), req.headers["content-type"]);
+    const raw = await readBody(req);
+    const isJson = (req.headers["content-type"] ?? "").startsWith("application/json");
+    const jsonBody = isJson ? JSON.parse(raw.toString() || "null") ?? {} : undefined;
+    const parts = isJson
+      ? Object.fromEntries(
+          Object.entries(jsonBody).map(([k, v]) => [k, k === "image" ? Buffer.from(String(v), "base64") : Buffer.from(String(v))]),
+        )
+      : parseMultipart(raw, req.headers["content-type"]);
     const id = parts.subject?.toString();
     const s = id ? subjects.get(id) : undefined;
     if (!s) throw Object.assign(new HttpError(404, "subject_not_found", `no subject ${id ?? "(missing field subject)"}`), { route: path });
     if (s.faces === 0) throw Object.assign(new HttpError(409, "no_faces", `${s.name} has no enrolled face`), { route: path });
-    const { width, height } = requireImage(parts);
+    const sessionId = parts.session?.toString();
+    if (sessionId) {
+      try {
+        sessionForVerify(caller, sessionId, s.id);
+      } catch (e) {
+        throw Object.assign(e, { route: path });
+      }
+    }
+    const { width, height } = sessionId && !parts.image ? { width: 640, height: 480 } : requireImage(parts);
     const bw = Math.round(Math.min(width, height) * 0.4);
     const box = { x: Math.round(width / 2 - bw / 2), y: Math.round(height / 2 - bw * 0.6), width: bw, height: Math.round(bw * 1.2) };
     const lm = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
