@@ -92,6 +92,12 @@ pub fn eye_aspect_ratio(lm: &Landmarks68) -> Option<f32> {
     finite(0.5 * (ear(36)? + ear(42)?))
 }
 
+/// The frontal synthetic face of this module's tests, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn tests_face() -> Landmarks68 {
+    tests::face(0.0, 0.0, 0.0, 1.0)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {

@@ -34,6 +34,7 @@ pub mod decode;
 pub mod detect;
 pub mod embed;
 pub mod imgproc;
+pub mod landmarks;
 pub mod liveness;
 pub mod models;
 pub mod mtcnn;
