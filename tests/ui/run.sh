@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Browser end-to-end test of the UI against a running facekey-runtime at $FACEKEY_URL.
-# Builds nothing: the runtime (with the UI embedded) must already serve $FACEKEY_URL.
+# Builds at most the evaluation lab (see below): the runtime (with the UI embedded) must already serve $FACEKEY_URL.
 # Installs what it needs when missing: Debian's chromium and ffmpeg (as root) and the
-# pinned playwright-core (npm ci). Prepares the fake camera video and runs e2e.mjs.
+# pinned playwright-core (npm ci). Prepares the fake camera videos and runs e2e.mjs: the enrolled
+# face for the single-image steps and, for the liveness challenge, a synthetic person performing
+# the challenge actions from the evaluation lab (`facekey-eval sequences --y4m`, built when cargo
+# is here and the lab can write one). Without it the challenge runs on Chromium's built-in fake
+# camera pattern, which has no face, and must end failed or expired with reasons.
+# FACEKEY_CHALLENGE_CAMERA (a y4m), FACEKEY_CHALLENGE_EXPECT (passed | verdict) and FACEKEY_EVAL_BIN
+# (the lab binary; set, it is never built) override.
 set -euo pipefail
 
 : "${FACEKEY_URL:?set FACEKEY_URL to the base URL of a running facekey-runtime}"
@@ -41,6 +47,31 @@ face="$(cd "$(dirname "$face")" && pwd)/$(basename "$face")"
 work="$(mktemp -d "${TMPDIR:-/tmp}/facekey-e2e.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 ffmpeg -loglevel error -y -i "$face" -frames:v 1 -pix_fmt yuv420p "$work/face.y4m"
+
+challenge="${FACEKEY_CHALLENGE_CAMERA:-}"
+if [ -z "$challenge" ]; then
+  eval_bin="${FACEKEY_EVAL_BIN:-$repo/target/debug/facekey-eval}"
+  if [ -z "${FACEKEY_EVAL_BIN:-}" ] && [ ! -x "$eval_bin" ] && command -v cargo >/dev/null && [ -f "$repo/runtime/eval/Cargo.toml" ]; then
+    (cd "$repo" && cargo build -q --locked -p facekey-eval) || echo "run.sh: cannot build facekey-eval" >&2
+  fi
+  if [ -x "$eval_bin" ] && "$eval_bin" sequences --help 2>/dev/null | grep -q -- '--y4m'; then
+    if (cd "$repo" && "$eval_bin" sequences --y4m "$work/challenge.y4m") >"$work/sequences.log" 2>&1 \
+      && [ -s "$work/challenge.y4m" ]; then
+      challenge="$work/challenge.y4m"
+    else
+      echo "run.sh: facekey-eval sequences --y4m failed:" >&2
+      tail -n 20 "$work/sequences.log" >&2
+      exit 1
+    fi
+  fi
+fi
+if [ -n "$challenge" ]; then
+  echo "run.sh: the liveness challenge's camera plays $challenge"
+  export FACEKEY_CHALLENGE_CAMERA="$challenge"
+else
+  echo "run.sh: no challenge video (facekey-eval cannot write one): the challenge runs on Chromium's pattern, without a face"
+  unset FACEKEY_CHALLENGE_CAMERA
+fi
 
 echo "run.sh: testing $FACEKEY_URL with face $face"
 FACEKEY_FAKE_CAMERA="$work/face.y4m" FACEKEY_FACE_IMAGE="$face" node "$here/e2e.mjs"

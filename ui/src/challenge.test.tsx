@@ -2,6 +2,7 @@ import { renderToStaticMarkup } from "react-dom/server";
 import { describe, expect, it } from "vitest";
 import type { SessionStatus } from "./api";
 import {
+  ChallengeCue,
   ChallengeFeedback,
   ChallengeInstruction,
   ChallengeProgress,
@@ -183,5 +184,15 @@ describe("the verdict", () => {
     expect(html).toContain("✓ live");
     expect(html).toContain("confidence 0.93");
     expect(html).not.toContain("challenge-reasons");
+  });
+});
+
+describe("the cue over the preview", () => {
+  it("repeats the action for the eyes only, with the preview's arrow, and only while running", () => {
+    const html = renderToStaticMarkup(<ChallengeCue state={running()} mirrored />);
+    expect(html).toContain('aria-hidden="true"');
+    expect(html).toContain("←");
+    expect(html).toContain("Turn your head to your left");
+    expect(renderToStaticMarkup(<ChallengeCue state={running({ phase: "finishing" })} mirrored />)).toBe("");
   });
 });

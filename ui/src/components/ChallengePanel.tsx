@@ -180,3 +180,18 @@ export function ChallengeVerdict({ verdict }: { verdict: SessionStatus }) {
     </div>
   );
 }
+
+/**
+ * The current action over the camera preview, large, where the person is looking. Hidden from
+ * screen readers: the instruction's live region says the same.
+ */
+export function ChallengeCue({ state, mirrored }: { state: ChallengeState; mirrored: boolean }) {
+  if (state.phase !== "running" || !state.current) return null;
+  const instruction = instructionFor(state.current, mirrored);
+  return (
+    <div className="challenge-cue" aria-hidden="true" data-testid="challenge-cue">
+      {instruction.arrow ? <span className="challenge-arrow">{instruction.arrow}</span> : null}
+      {instruction.title}
+    </div>
+  );
+}

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useId, useReducer, useRef, useState } from "react";
 import { sendFrames, sessionStatus, startSession, verifySession } from "../api";
 import {
+  ChallengeCue,
   ChallengeFeedback,
   ChallengeInstruction,
   ChallengeProgress,
@@ -165,6 +166,7 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
               data-testid="challenge-video"
               data-camera={cameraStatus}
             />
+            <ChallengeCue state={state} mirrored={mirrored} />
           </div>
         ) : (
           <p className="placeholder">
