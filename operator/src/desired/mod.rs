@@ -9,6 +9,7 @@ mod dashboard;
 mod monitoring;
 mod runtime;
 mod scan_job;
+mod sidecar;
 mod store;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,10 @@ pub use runtime::{
     METRICS_PORT, RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
 };
 pub use scan_job::{SCAN_SUMMARY_CONTAINER, scan_job};
+pub use sidecar::{
+    SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL, SIDECAR_METRICS_PORT_NAME,
+    SIDECAR_PORT_NAME, SidecarParts, VOLUME_PREFIX, sidecar_env, sidecar_parts,
+};
 pub use store::{GeneratedContent, GeneratedSecret, StoreState, TEMPLATE_KEY_FILE, store_state};
 
 use crate::error::{DesiredError, MissingField};

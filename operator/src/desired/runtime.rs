@@ -42,12 +42,12 @@ const CONTAINER: &str = "runtime";
 const PORT_NAME: &str = "http";
 const METRICS_PORT_NAME: &str = "metrics";
 /// Non-root UID/GID the runtime runs as (distroless `nonroot`).
-const RUN_AS: i64 = 65532;
+pub(super) const RUN_AS: i64 = 65532;
 const CONFIG_DIR: &str = "/etc/facekey/config";
 const WEIGHTS_DIR: &str = "/etc/facekey/weights";
 const SPOOF_MODEL_DIR: &str = "/etc/facekey/models/spoof";
 const DATA_DIR: &str = "/var/lib/facekey";
-const WEIGHTS_FILE: &str = "weights.json";
+pub(super) const WEIGHTS_FILE: &str = "weights.json";
 
 /// Every runtime environment variable the operator can write into runtime pods: the keys of the
 /// `<name>-config` ConfigMap (through `envFrom`) and [`SECRET_ENV`] (through `valueFrom`).
@@ -177,7 +177,7 @@ pub fn runtime_env_keys(spec: &FaceKeyDeploymentSpec) -> Vec<String> {
 
 /// Variables taken from Secrets (`valueFrom`), never written into the ConfigMap: the SMTP
 /// password when email alerting is set.
-fn secret_env(spec: &FaceKeyDeploymentSpec) -> Vec<EnvVar> {
+pub(super) fn secret_env(spec: &FaceKeyDeploymentSpec) -> Vec<EnvVar> {
     let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) else {
         return Vec::new();
     };
@@ -227,7 +227,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn default_resources() -> ResourceRequirements {
+pub(super) fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("500m".to_owned())),
@@ -286,7 +286,10 @@ fn secret_file(volume: &str, r: &facekey_crds::KeyRef, file: &str) -> Volume {
 }
 
 /// Volumes and mounts: configuration, optional weights/spoof model, data and /tmp.
-fn volumes(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
+pub(super) fn volumes(
+    owner: &Owner<'_>,
+    spec: &FaceKeyDeploymentSpec,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![Volume {
         name: "config".to_owned(),
         config_map: Some(ConfigMapVolumeSource {

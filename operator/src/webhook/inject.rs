@@ -1,0 +1,521 @@
+//! The injection decision and its JSON patch, as pure functions of the pod and the
+//! FaceKeyDeployment it names (no client, no clock): what the webhook answers for a pod, what
+//! `render --inject` prints, what the tests and the admission benchmark exercise.
+
+use facekey_crds::{FaceKeyDeployment, INJECT_ANNOTATION, SidecarFailurePolicy};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{Value, json};
+
+use crate::desired::{
+    SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL, SidecarParts, sidecar_parts,
+};
+
+/// Annotation by which a pod whose template asks for injection opts out of it (`"true"`), e.g.
+/// one workload of a chart that annotates every pod.
+pub const OPT_OUT_ANNOTATION: &str = "facekey.dev/inject-disabled";
+
+/// Why a pod that asked for the sidecar did not get it (the Event reason, in UpperCamelCase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotInjectedReason {
+    /// No FaceKeyDeployment of that name in the pod's namespace.
+    UnknownResource,
+    /// The resource has no `spec.sidecar`, or `spec.sidecar.enabled: false`.
+    SidecarDisabled,
+    /// No image admitted yet (scan pending, blocked or failed, never reconciled).
+    NoAdmittedImage,
+    /// The admitted image is a tag, not `repository@sha256:…` (scan gate disabled).
+    ImageNotPinned,
+    /// `spec.store.embedded`: its ReadWriteOnce volume serves one pod, not every application pod.
+    EmbeddedStore,
+    /// An application container already uses the sidecar's port or metrics port.
+    PortConflict,
+    /// The pod already has a volume with one of the sidecar's volume names.
+    VolumeConflict,
+    /// `hostNetwork: true`: 127.0.0.1 would be the node's loopback.
+    HostNetwork,
+}
+
+impl NotInjectedReason {
+    /// The reason as an Event reason and a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotInjectedReason::UnknownResource => "UnknownResource",
+            NotInjectedReason::SidecarDisabled => "SidecarDisabled",
+            NotInjectedReason::NoAdmittedImage => "NoAdmittedImage",
+            NotInjectedReason::ImageNotPinned => "ImageNotPinned",
+            NotInjectedReason::EmbeddedStore => "EmbeddedStore",
+            NotInjectedReason::PortConflict => "PortConflict",
+            NotInjectedReason::VolumeConflict => "VolumeConflict",
+            NotInjectedReason::HostNetwork => "HostNetwork",
+        }
+    }
+}
+
+/// What admission does with one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The pod does not ask for a sidecar: admitted unchanged, nothing reported.
+    NotRequested,
+    /// The pod carries [`OPT_OUT_ANNOTATION`]: admitted unchanged, nothing reported.
+    OptedOut,
+    /// The pod already has the sidecar container: admitted unchanged (injection is idempotent).
+    AlreadyInjected,
+    /// The sidecar is added by `patch` (RFC 6902 operations).
+    Inject {
+        /// The FaceKeyDeployment named by the pod.
+        resource: String,
+        /// The image injected (`repository@sha256:…`).
+        image: String,
+        /// The JSON patch operations.
+        patch: Vec<Value>,
+    },
+    /// The sidecar cannot be injected: the pod is refused (`refuse`) or admitted unchanged with
+    /// a warning, and an Event says why either way.
+    NotInjected {
+        /// The FaceKeyDeployment named by the pod.
+        resource: String,
+        /// Why.
+        reason: NotInjectedReason,
+        /// A sentence for the user (the refusal message or the warning).
+        message: String,
+        /// Refused (`failurePolicy: Fail`) rather than admitted unchanged.
+        refuse: bool,
+    },
+}
+
+/// Settings of the decision that are the operator's, not any resource's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InjectOptions {
+    /// What happens to a pod naming a FaceKeyDeployment that does not exist (there is no
+    /// resource whose `failurePolicy` could say): the operator's `--sidecar-unknown-resource`.
+    pub unknown_resource: SidecarFailurePolicy,
+}
+
+impl Default for InjectOptions {
+    fn default() -> Self {
+        Self {
+            unknown_resource: SidecarFailurePolicy::Fail,
+        }
+    }
+}
+
+/// The FaceKeyDeployment a pod asks for (`facekey.dev/inject`), if any, unless it opted out.
+pub fn requested_resource(pod: &Pod) -> Option<&str> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    let name = annotations.get(INJECT_ANNOTATION)?.trim();
+    (!name.is_empty()).then_some(name)
+}
+
+fn opted_out(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPT_OUT_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Every container of the pod: init, regular and ephemeral.
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(spec.map(|s| s.containers.iter()).into_iter().flatten())
+}
+
+/// The admitted image of `fkd` if it may be injected: the last-known-good image, by digest.
+fn admitted_image(fkd: &FaceKeyDeployment) -> Result<&str, (NotInjectedReason, String)> {
+    let name = fkd.metadata.name.as_deref().unwrap_or("?");
+    let Some(image) = crate::scan_gate::last_known_good(fkd.status.as_ref()) else {
+        return Err((
+            NotInjectedReason::NoAdmittedImage,
+            format!(
+                "FaceKeyDeployment {name} has no admitted image yet (its scan is pending, \
+                 blocked or failed): an unscanned image is never injected"
+            ),
+        ));
+    };
+    if !image.contains("@sha256:") {
+        return Err((
+            NotInjectedReason::ImageNotPinned,
+            format!(
+                "FaceKeyDeployment {name} runs {image}, not pinned by digest (scan gate \
+                 disabled?): set spec.image to repository@sha256:… or enable the scan gate"
+            ),
+        ));
+    }
+    Ok(image)
+}
+
+/// Decide what admission does with `pod`, created in `namespace`, given the FaceKeyDeployment
+/// it names (`None`: not found).
+pub fn decide(
+    pod: &Pod,
+    namespace: &str,
+    fkd: Option<&FaceKeyDeployment>,
+    options: InjectOptions,
+) -> Decision {
+    let Some(resource) = requested_resource(pod) else {
+        return Decision::NotRequested;
+    };
+    if opted_out(pod) {
+        return Decision::OptedOut;
+    }
+    if all_containers(pod).any(|c| c.name == SIDECAR_CONTAINER) {
+        return Decision::AlreadyInjected;
+    }
+    let resource = resource.to_owned();
+    let not_injected =
+        |reason, message: String, policy: SidecarFailurePolicy| Decision::NotInjected {
+            resource: resource.clone(),
+            reason,
+            message,
+            refuse: policy == SidecarFailurePolicy::Fail,
+        };
+    let Some(fkd) = fkd else {
+        return not_injected(
+            NotInjectedReason::UnknownResource,
+            format!(
+                "pod asks for the FaceKey sidecar of FaceKeyDeployment {namespace}/{resource} \
+                 ({INJECT_ANNOTATION}), which does not exist"
+            ),
+            options.unknown_resource,
+        );
+    };
+    let Some(sidecar) = fkd.spec.sidecar.as_ref().filter(|s| s.enabled) else {
+        let policy = fkd
+            .spec
+            .sidecar
+            .as_ref()
+            .map_or(SidecarFailurePolicy::Ignore, |s| s.failure_policy);
+        return not_injected(
+            NotInjectedReason::SidecarDisabled,
+            format!(
+                "FaceKeyDeployment {namespace}/{resource} does not offer a sidecar \
+                 (spec.sidecar is unset or disabled)"
+            ),
+            policy,
+        );
+    };
+    let policy = sidecar.failure_policy;
+    let image = match admitted_image(fkd) {
+        Ok(image) => image,
+        Err((reason, message)) => return not_injected(reason, message, policy),
+    };
+    if fkd
+        .spec
+        .store
+        .as_ref()
+        .is_some_and(|s| s.embedded.is_some())
+    {
+        return not_injected(
+            NotInjectedReason::EmbeddedStore,
+            format!(
+                "FaceKeyDeployment {namespace}/{resource} keeps enrolments on an embedded \
+                 volume that serves one pod: sidecars need store.postgres (or no store)"
+            ),
+            policy,
+        );
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    if spec.host_network == Some(true) {
+        return not_injected(
+            NotInjectedReason::HostNetwork,
+            "the pod uses hostNetwork: a sidecar listening on 127.0.0.1 would share the \
+             node's loopback"
+                .to_owned(),
+            policy,
+        );
+    }
+    let taken: Vec<(String, i32)> = all_containers(pod)
+        .flat_map(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .map(|p| (c.name.clone(), p.container_port))
+        })
+        .collect();
+    if let Some((container, port)) = taken
+        .iter()
+        .find(|(_, p)| *p == sidecar.port || *p == sidecar.metrics_port)
+    {
+        return not_injected(
+            NotInjectedReason::PortConflict,
+            format!(
+                "container {container} already uses port {port}; the sidecar of \
+                 {namespace}/{resource} needs ports {} and {} (spec.sidecar.port, metricsPort)",
+                sidecar.port, sidecar.metrics_port
+            ),
+            policy,
+        );
+    }
+    let parts = sidecar_parts(resource.as_str(), namespace, &fkd.spec, sidecar, image);
+    let existing: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    if let Some(clash) = parts
+        .volumes
+        .iter()
+        .find(|v| existing.contains(&v.name.as_str()))
+    {
+        return not_injected(
+            NotInjectedReason::VolumeConflict,
+            format!(
+                "the pod already has a volume named {}, which the sidecar needs",
+                clash.name
+            ),
+            policy,
+        );
+    }
+    let patch = patch_ops(pod, &parts, &resource, image);
+    Decision::Inject {
+        resource,
+        image: image.to_owned(),
+        patch,
+    }
+}
+
+/// Escape a map key for a JSON pointer (RFC 6901).
+fn pointer_key(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    // The k8s-openapi types serialise infallibly (maps with string keys, no floats as keys).
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// The RFC 6902 operations adding `parts` to `pod`: the sidecar first among the init containers
+/// (so later init containers may use it too), its volumes, the resource's pull secrets the pod
+/// lacks, the [`SIDECAR_LABEL`] label and the [`SIDECAR_IMAGE_ANNOTATION`] annotation.
+pub fn patch_ops(pod: &Pod, parts: &SidecarParts, resource: &str, image: &str) -> Vec<Value> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut ops = Vec::new();
+    let container = to_json(&parts.container);
+    if spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
+        ops.push(json!({"op": "add", "path": "/spec/initContainers", "value": [container]}));
+    } else {
+        ops.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": container}));
+    }
+    if spec.volumes.as_ref().is_none_or(Vec::is_empty) {
+        ops.push(json!({"op": "add", "path": "/spec/volumes", "value": to_json(&parts.volumes)}));
+    } else {
+        for v in &parts.volumes {
+            ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": to_json(v)}));
+        }
+    }
+    let have: Vec<&str> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    let missing: Vec<_> = parts
+        .image_pull_secrets
+        .iter()
+        .filter(|s| !have.contains(&s.name.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        if spec.image_pull_secrets.as_ref().is_none_or(Vec::is_empty) {
+            ops.push(
+                json!({"op": "add", "path": "/spec/imagePullSecrets", "value": to_json(&missing)}),
+            );
+        } else {
+            for s in missing {
+                ops.push(
+                    json!({"op": "add", "path": "/spec/imagePullSecrets/-", "value": to_json(s)}),
+                );
+            }
+        }
+    }
+    for (field, key, value, present) in [
+        (
+            "labels",
+            SIDECAR_LABEL,
+            resource,
+            pod.metadata.labels.is_some(),
+        ),
+        (
+            "annotations",
+            SIDECAR_IMAGE_ANNOTATION,
+            image,
+            pod.metadata.annotations.is_some(),
+        ),
+    ] {
+        if present {
+            ops.push(json!({
+                "op": "add",
+                "path": format!("/metadata/{field}/{}", pointer_key(key)),
+                "value": value,
+            }));
+        } else {
+            ops.push(
+                json!({"op": "add", "path": format!("/metadata/{field}"), "value": {key: value}}),
+            );
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pod(annotations: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"generateName": "app-", "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 8080}]}]},
+        }))
+        .unwrap()
+    }
+
+    fn fkd(sidecar: Value, lkg: Option<&str>) -> FaceKeyDeployment {
+        let mut status = json!({});
+        if let Some(i) = lkg {
+            status = json!({"lastKnownGoodImage": i});
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment",
+            "metadata": {"name": "fk", "namespace": "team"},
+            "spec": {"image": "r/rt:1", "sidecar": sidecar},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    const DIGEST: &str = "r/rt@sha256:0123";
+
+    #[test]
+    fn the_decision_for_each_case() {
+        let asks = pod(json!({INJECT_ANNOTATION: "fk"}));
+        let ready = fkd(json!({}), Some(DIGEST));
+        let opts = InjectOptions::default();
+        assert_eq!(
+            decide(&pod(json!({})), "team", Some(&ready), opts),
+            Decision::NotRequested
+        );
+        let out = pod(json!({INJECT_ANNOTATION: "fk", OPT_OUT_ANNOTATION: "true"}));
+        assert_eq!(decide(&out, "team", Some(&ready), opts), Decision::OptedOut);
+        match decide(&asks, "team", Some(&ready), opts) {
+            Decision::Inject {
+                image, resource, ..
+            } => {
+                assert_eq!((image.as_str(), resource.as_str()), (DIGEST, "fk"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Unknown: the operator's default refuses.
+        let Decision::NotInjected {
+            reason,
+            refuse,
+            message,
+            ..
+        } = decide(&asks, "team", None, opts)
+        else {
+            panic!()
+        };
+        assert_eq!(reason, NotInjectedReason::UnknownResource);
+        assert!(refuse && message.contains("team/fk"), "{message}");
+        // Not admitted yet: Ignore by default, Fail when the resource says so.
+        let pending = fkd(json!({}), None);
+        let d = decide(&asks, "team", Some(&pending), opts);
+        assert!(
+            matches!(
+                d,
+                Decision::NotInjected {
+                    reason: NotInjectedReason::NoAdmittedImage,
+                    refuse: false,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let strict = fkd(json!({"failurePolicy": "Fail"}), None);
+        let d = decide(&asks, "team", Some(&strict), opts);
+        assert!(
+            matches!(d, Decision::NotInjected { refuse: true, .. }),
+            "{d:?}"
+        );
+        // A tag is never injected.
+        let tag = fkd(json!({}), Some("r/rt:1"));
+        let d = decide(&asks, "team", Some(&tag), opts);
+        assert!(
+            matches!(
+                d,
+                Decision::NotInjected {
+                    reason: NotInjectedReason::ImageNotPinned,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // Port clash with the application's 8080.
+        let clash = fkd(json!({"port": 8080, "metricsPort": 8081}), Some(DIGEST));
+        let d = decide(&asks, "team", Some(&clash), opts);
+        assert!(
+            matches!(
+                d,
+                Decision::NotInjected {
+                    reason: NotInjectedReason::PortConflict,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let off = fkd(json!({"enabled": false}), Some(DIGEST));
+        let d = decide(&asks, "team", Some(&off), opts);
+        assert!(
+            matches!(
+                d,
+                Decision::NotInjected {
+                    reason: NotInjectedReason::SidecarDisabled,
+                    refuse: false,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn applying_the_patch_injects_once() {
+        let asks = pod(json!({INJECT_ANNOTATION: "fk"}));
+        let ready = fkd(json!({}), Some(DIGEST));
+        let Decision::Inject { patch, .. } =
+            decide(&asks, "team", Some(&ready), InjectOptions::default())
+        else {
+            panic!()
+        };
+        let mut doc = serde_json::to_value(&asks).unwrap();
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(patch)).unwrap();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        let injected: Pod = serde_json::from_value(doc).unwrap();
+        let spec = injected.spec.as_ref().unwrap();
+        let init = spec.init_containers.as_ref().unwrap();
+        assert_eq!(init[0].name, SIDECAR_CONTAINER);
+        assert_eq!(init[0].image.as_deref(), Some(DIGEST));
+        assert_eq!(
+            injected.metadata.labels.as_ref().unwrap()[SIDECAR_LABEL],
+            "fk"
+        );
+        assert_eq!(
+            injected.metadata.annotations.as_ref().unwrap()[SIDECAR_IMAGE_ANNOTATION],
+            DIGEST
+        );
+        // Reviewed again (reinvocation, or a pod copied from an injected one): unchanged.
+        assert_eq!(
+            decide(&injected, "team", Some(&ready), InjectOptions::default()),
+            Decision::AlreadyInjected
+        );
+    }
+
+    #[test]
+    fn pointer_keys_are_escaped() {
+        assert_eq!(pointer_key("facekey.dev/sidecar"), "facekey.dev~1sidecar");
+        assert_eq!(pointer_key("a~b/c"), "a~0b~1c");
+    }
+}

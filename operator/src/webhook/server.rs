@@ -1,0 +1,312 @@
+//! The HTTPS server of the mutating webhook: TLS (rustls) with a certificate that can be swapped
+//! while serving, HTTP/1.1, one route `POST /mutate-v1-pod` answering AdmissionReview v1.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use facekey_crds::FaceKeyDeployment;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client};
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use super::events::EventSink;
+use super::inject::InjectOptions;
+use super::review;
+
+/// Path of the mutating webhook (`clientConfig.service.path`).
+pub const MUTATE_PATH: &str = "/mutate-v1-pod";
+/// Largest AdmissionReview body accepted (a pod with its managed fields is far smaller).
+const MAX_BODY: usize = 4 << 20;
+/// Longest a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the TLS setup.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate or key PEM does not parse.
+    #[error("{what}: {message}")]
+    Pem {
+        /// Which PEM.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// rustls refused the key or configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// Binding or accepting failed.
+    #[error("listening on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The serving certificate, replaceable while the server runs (rotation): every new handshake
+/// gets the current one.
+#[derive(Debug, Default)]
+pub struct ReloadingCert {
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+}
+
+impl ReloadingCert {
+    /// Replace the certificate with `cert_pem` (chain, leaf first) and `key_pem`.
+    pub fn set_pem(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| TlsError::Pem {
+                    what: "certificate",
+                    message: e.to_string(),
+                })?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                what: "certificate",
+                message: "no CERTIFICATE block".into(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Pem {
+            what: "key",
+            message: e.to_string(),
+        })?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
+        let certified = Arc::new(CertifiedKey::new(chain, signing));
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = Some(certified);
+        Ok(())
+    }
+
+    /// Whether a certificate is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.current.read().map(|c| c.is_some()).unwrap_or(false)
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+}
+
+/// A rustls server configuration (TLS 1.2 and 1.3, ring, HTTP/1.1) serving `cert`.
+pub fn tls_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Where the webhook finds FaceKeyDeployments.
+#[derive(Clone)]
+pub enum Resources {
+    /// The operator's watch cache; until it has synced (`synced`), a GET through `client`.
+    Watched {
+        /// The reflector's store.
+        store: Store<FaceKeyDeployment>,
+        /// Set once the store has its first full list.
+        synced: Arc<AtomicBool>,
+        /// For lookups before that.
+        client: Client,
+    },
+    /// A fixed set (tests, benchmark), keyed by `(namespace, name)`.
+    Fixed(Arc<HashMap<(String, String), Arc<FaceKeyDeployment>>>),
+}
+
+impl Resources {
+    /// A fixed set of resources.
+    pub fn fixed(items: impl IntoIterator<Item = FaceKeyDeployment>) -> Self {
+        Resources::Fixed(Arc::new(
+            items
+                .into_iter()
+                .map(|f| {
+                    let key = (
+                        f.metadata.namespace.clone().unwrap_or_default(),
+                        f.metadata.name.clone().unwrap_or_default(),
+                    );
+                    (key, Arc::new(f))
+                })
+                .collect(),
+        ))
+    }
+
+    /// The FaceKeyDeployment `namespace/name`, if it exists.
+    pub async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<FaceKeyDeployment>>, kube::Error> {
+        match self {
+            Resources::Fixed(map) => Ok(map.get(&(namespace.to_owned(), name.to_owned())).cloned()),
+            Resources::Watched {
+                store,
+                synced,
+                client,
+            } => {
+                if synced.load(Ordering::Acquire) {
+                    return Ok(store.get(&ObjectRef::new(name).within(namespace)));
+                }
+                Api::<FaceKeyDeployment>::namespaced(client.clone(), namespace)
+                    .get_opt(name)
+                    .await
+                    .map(|o| o.map(Arc::new))
+            }
+        }
+    }
+}
+
+/// State of the webhook handler.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// Where FaceKeyDeployments are looked up.
+    pub resources: Resources,
+    /// The operator's injection settings.
+    pub options: InjectOptions,
+    /// Where Events about pods that did not get their sidecar go (None: not published).
+    pub events: Option<EventSink>,
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
+    let req = match review::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let invalid = kube::core::admission::AdmissionResponse::invalid(e.to_string());
+            return match serde_json::to_vec(&invalid.into_review()) {
+                Ok(b) => json_response(StatusCode::BAD_REQUEST, b),
+                Err(_) => StatusCode::BAD_REQUEST.into_response(),
+            };
+        }
+    };
+    let fkd = match req.resource.as_deref() {
+        None => None,
+        Some(name) => match state.resources.get(&req.namespace, name).await {
+            Ok(f) => f,
+            Err(e) => {
+                // The API server is unreachable: refuse (the pod asked for a sidecar that
+                // cannot be checked); unrelated pods never reach this point.
+                warn!(namespace = %req.namespace, resource = name, error = %e, "looking up the FaceKeyDeployment failed");
+                let review = kube::core::admission::AdmissionResponse::from(&req.request)
+                    .deny(format!(
+                        "cannot read FaceKeyDeployment {}/{name}: {e}",
+                        req.namespace
+                    ))
+                    .into_review();
+                return match serde_json::to_vec(&review) {
+                    Ok(b) => json_response(StatusCode::OK, b),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                };
+            }
+        },
+    };
+    let decision = review::decide(&req, fkd.as_deref(), state.options);
+    if let Some(sink) = &state.events
+        && !req.request.dry_run
+    {
+        sink.report(&req, fkd.as_deref(), &decision);
+    }
+    let review = match review::respond(&req, &decision) {
+        Ok(r) => r,
+        Err(e) => kube::core::admission::AdmissionResponse::from(&req.request)
+            .deny(e.to_string())
+            .into_review(),
+    };
+    match serde_json::to_vec(&review) {
+        Ok(b) => json_response(StatusCode::OK, b),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The webhook's router (exposed for tests and the benchmark).
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route(MUTATE_PATH, post(mutate))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Bind `addr` for [`serve_tls`].
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| TlsError::Io {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "webhook TLS handshake timed out");
+                    return;
+                }
+            };
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                debug!(%peer, error = %e, "webhook connection ended with an error");
+            }
+        });
+    }
+}
