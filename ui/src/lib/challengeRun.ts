@@ -69,7 +69,7 @@ export interface RunOptions {
 export const DEFAULT_RUN_OPTIONS: RunOptions = {
   fps: 10,
   batchMin: 4,
-  batchMax: 6,
+  batchMax: 8,
   networkRetries: 2,
   retryDelayMs: 500,
   graceMs: 1500,
