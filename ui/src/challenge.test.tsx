@@ -8,6 +8,7 @@ import {
   ChallengeProgress,
   ChallengeVerdict,
   NO_FACE_HINT_AFTER,
+  secondsLeft,
 } from "./components/ChallengePanel";
 import { type Auth, AuthContext } from "./hooks/useAuth";
 import { type ChallengeState, initialChallenge } from "./lib/challenge";
@@ -194,5 +195,27 @@ describe("the cue over the preview", () => {
     expect(html).toContain("←");
     expect(html).toContain("Turn your head to your left");
     expect(renderToStaticMarkup(<ChallengeCue state={running({ phase: "finishing" })} mirrored />)).toBe("");
+  });
+});
+
+describe("the seconds left", () => {
+  const t0 = Date.parse("2026-12-03T04:00:00Z");
+  const withExpiry = running({
+    session: { id: "s1", challenge: ["blink"], expiresAt: "2026-12-03T04:00:30Z" },
+    startedAt: t0,
+  });
+
+  it("count down from the session's expiry while it runs", () => {
+    expect(secondsLeft(withExpiry, t0 + 10_200)).toBe(20);
+    expect(secondsLeft(withExpiry, t0 + 40_000)).toBe(0);
+    const html = renderToStaticMarkup(<ChallengeFeedback state={withExpiry} now={t0 + 26_000} />);
+    expect(html).toContain('data-testid="challenge-time-left" class="fail-text">4 s<');
+  });
+
+  it("are not shown for an implausible expiry, or once the session ended", () => {
+    const skewed = { ...withExpiry, startedAt: t0 + 60_000 };
+    expect(secondsLeft(skewed, t0)).toBeUndefined();
+    const done = renderToStaticMarkup(<ChallengeFeedback state={{ ...withExpiry, phase: "done" }} now={t0} />);
+    expect(done).not.toContain("challenge-time-left");
   });
 });

@@ -4,6 +4,7 @@ import {
   actionWords,
   challengeReasonWords,
   instructionFor,
+  localDeadline,
   progressWords,
 } from "../lib/challenge";
 import { fixed } from "../lib/format";
@@ -110,10 +111,20 @@ export function ChallengeProgress({ state }: { state: ChallengeState }) {
   );
 }
 
-/** What the runtime said about the latest frames: face found or not, actions seen, frame counts. */
-export function ChallengeFeedback({ state }: { state: ChallengeState }) {
+/** Whole seconds until the session's `expires_at`, from `now`; undefined without a usable expiry. */
+export function secondsLeft(state: ChallengeState, now: number): number | undefined {
+  const deadline = localDeadline(state.session?.expiresAt, state.startedAt ?? now);
+  return deadline === undefined ? undefined : Math.max(0, Math.ceil((deadline - now) / 1000));
+}
+
+/**
+ * What the runtime said about the latest frames: face found or not, actions seen, frame counts,
+ * and while it runs the seconds left (`now` is the page's clock).
+ */
+export function ChallengeFeedback({ state, now }: { state: ChallengeState; now?: number }) {
   const { feedback, framesSent, framesReceived, phase } = state;
   if (phase === "idle" || phase === "camera" || phase === "starting") return null;
+  const left = phase === "running" && now !== undefined ? secondsLeft(state, now) : undefined;
   return (
     <dl className="challenge-feedback measures" data-testid="challenge-feedback">
       <dt>Face</dt>
@@ -136,6 +147,14 @@ export function ChallengeFeedback({ state }: { state: ChallengeState }) {
       <dd data-testid="challenge-frames">
         {framesSent} sent · {framesReceived} checked
       </dd>
+      {left !== undefined ? (
+        <>
+          <dt>Time left</dt>
+          <dd data-testid="challenge-time-left" className={left <= 5 ? "fail-text" : undefined}>
+            {left} s
+          </dd>
+        </>
+      ) : null}
     </dl>
   );
 }

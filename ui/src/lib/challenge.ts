@@ -133,6 +133,8 @@ export interface ChallengeState {
   /** Whether a passed session is verified against the subject (needs a subject and `verify`). */
   verify: boolean;
   session?: LivenessSession;
+  /** When the session opened, on this page's clock (ms since the epoch). */
+  startedAt?: number;
   /** The challenge's actions with their progress, in order. */
   actions: ActionProgress[];
   /** The action asked for now. */
@@ -155,7 +157,7 @@ export interface ChallengeState {
 export type ChallengeEvent =
   | { type: "open_camera"; subject?: string; verify: boolean }
   | { type: "camera_ready" }
-  | { type: "session"; session: LivenessSession }
+  | { type: "session"; session: LivenessSession; at?: number }
   | { type: "frames_sent"; count: number }
   | { type: "answer"; answer: FramesAnswer }
   | { type: "end"; cause: EndCause }
@@ -211,6 +213,7 @@ export function challengeReducer(s: ChallengeState, e: ChallengeEvent): Challeng
         ...s,
         phase: "running",
         session: e.session,
+        startedAt: e.at,
         actions,
         current: actions[0]?.action,
         sessionState: "in_progress",

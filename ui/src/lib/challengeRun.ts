@@ -142,7 +142,7 @@ export class ChallengeRun {
     if (this.signal.aborted) return;
     this.session = session;
     this.deadline = localDeadline(session.expiresAt, this.timers.now());
-    this.dispatch({ type: "session", session });
+    this.dispatch({ type: "session", session, at: this.timers.now() });
     this.stopCapture = this.timers.every(1000 / this.opts.fps, () => void this.tick(source));
   }
 

@@ -14,6 +14,17 @@ import { useSubjects } from "../hooks/useSubjects";
 import { type ChallengeState, busy, capturing, challengeReducer, initialChallenge } from "../lib/challenge";
 import { type ChallengeApi, ChallengeRun } from "../lib/challengeRun";
 
+/** The page's clock, ticking every `ms` while `on` (for the seconds left); undefined while off. */
+function useClock(on: boolean, ms: number): number | undefined {
+  const [now, setNow] = useState<number>();
+  useEffect(() => {
+    if (!on) return undefined;
+    const id = setInterval(() => setNow(Date.now()), ms);
+    return () => clearInterval(id);
+  }, [on, ms]);
+  return on ? now : undefined;
+}
+
 /** The runtime's session API as the runner calls it. */
 const API: ChallengeApi = {
   startSession: (subject, signal) => startSession(subject, signal),
@@ -84,6 +95,7 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
     dispatch({ type: "cancel" });
   }, []);
 
+  const now = useClock(state.phase === "running", 1000);
   const active = busy(state.phase);
   const live = capturing(state.phase);
   return (
@@ -183,7 +195,7 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
       <div className="results">
         <ChallengeInstruction state={state} mirrored={mirrored} />
         <ChallengeProgress state={state} />
-        <ChallengeFeedback state={state} />
+        <ChallengeFeedback state={state} now={now} />
         {state.verdict ? <ChallengeVerdict verdict={state.verdict} /> : null}
         {state.phase === "done" && state.errorDuring === "verifying" ? (
           <ErrorBox error={state.error} title="Verification with the session failed" />
