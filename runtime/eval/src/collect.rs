@@ -13,9 +13,14 @@
 //!    the originals) and against every other identity's template (`impostor`); each attack
 //!    against its own identity's template.
 
+use std::collections::BTreeMap;
+
 use image::RgbImage;
 
 use facekey_runtime::vision::detect::Detection;
+use facekey_runtime::vision::second_opinion::{
+    HumanLiveness, SecondEmbedder, SecondOpinionError, cosine,
+};
 use facekey_runtime::vision::{AnalyzeOptions, Embedding, FaceAnalysis, LivenessMode, Vision};
 
 use super::EvalError;
@@ -25,6 +30,7 @@ use super::attacks::{
 use super::degrade::{Degradation, Region, Transformed, apply_chain, chain_label, plan};
 use super::features::{FeatureRow, Kind};
 use super::geometry::Homography;
+use super::glasses::{GlassesParams, Style, draw_glasses};
 use super::metrics::liveness_feature;
 use super::report::PresentationRecord;
 use super::rng::Rng;
@@ -50,6 +56,9 @@ pub struct CollectOptions {
     pub duplicate_distance: f32,
     /// Liveness mode of the recorded `liveness` column.
     pub liveness_mode: LivenessMode,
+    /// Glasses variants per style and source photo (the first plain, the next with a tone
+    /// change, then with JPEG, in turn).
+    pub glasses_per_style: usize,
 }
 
 impl Default for CollectOptions {
@@ -64,6 +73,7 @@ impl Default for CollectOptions {
             min_face_px: 20.0,
             duplicate_distance: 0.3,
             liveness_mode: LivenessMode::default(),
+            glasses_per_style: 3,
         }
     }
 }
@@ -88,6 +98,75 @@ pub struct Identity {
     pub face: Detection,
     /// The template.
     pub template: Embedding,
+    /// The second-opinion templates (when those models ran).
+    pub second: SecondProbe,
+}
+
+/// The second-opinion models the evaluation runs beside the pipeline (each optional).
+#[derive(Debug, Default)]
+pub struct SecondModels {
+    /// MobileFaceNet.
+    pub mobilefacenet: Option<SecondEmbedder>,
+    /// faceres-deep.
+    pub faceres: Option<SecondEmbedder>,
+    /// human_liveness.
+    pub human_liveness: Option<HumanLiveness>,
+}
+
+/// What the second-opinion models made of one face.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecondProbe {
+    /// MobileFaceNet embedding (L2-normalised).
+    pub mobilefacenet: Option<Vec<f32>>,
+    /// faceres-deep embedding (L2-normalised).
+    pub faceres: Option<Vec<f32>>,
+    /// human_liveness live probability.
+    pub human_live: Option<f32>,
+}
+
+/// Per-face times (milliseconds) of the matching and liveness stages, by model: `dlib` (align +
+/// embed), `mobilefacenet` and `faceres` (align + preprocessing + inference), `minifas` and
+/// `human_liveness` (inference).
+pub type Latencies = BTreeMap<String, Vec<f64>>;
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the second-opinion models on the analysed face, recording their times.
+fn second_probe(
+    models: &SecondModels,
+    img: &RgbImage,
+    a: &FaceAnalysis,
+    lat: &mut Latencies,
+) -> Result<SecondProbe, SecondOpinionError> {
+    let mut out = SecondProbe::default();
+    lat.entry("dlib".into())
+        .or_default()
+        .push(ms(a.timings.align + a.timings.embed));
+    if let Some(m) = a.inference.minifas {
+        lat.entry("minifas".into()).or_default().push(ms(m));
+    }
+    if let Some(e) = &models.mobilefacenet {
+        let (v, _, total) = e.embed(img, &a.face.landmarks)?;
+        lat.entry("mobilefacenet".into())
+            .or_default()
+            .push(ms(total));
+        out.mobilefacenet = Some(v);
+    }
+    if let Some(e) = &models.faceres {
+        let (v, _, total) = e.embed(img, &a.face.landmarks)?;
+        lat.entry("faceres".into()).or_default().push(ms(total));
+        out.faceres = Some(v);
+    }
+    if let Some(h) = &models.human_liveness {
+        let (p, took) = h.check(img, &a.face.bbox)?;
+        lat.entry("human_liveness".into())
+            .or_default()
+            .push(ms(took));
+        out.human_live = Some(p);
+    }
+    Ok(out)
 }
 
 /// A presentation the pipeline could not use.
@@ -131,6 +210,10 @@ pub struct Collected {
     pub degraded_images: usize,
     /// Attack frames produced.
     pub attack_frames: usize,
+    /// Glasses images produced.
+    pub glasses_images: usize,
+    /// Per-face stage times by model.
+    pub latencies: Latencies,
 }
 
 struct Presentation {
@@ -139,6 +222,7 @@ struct Presentation {
     identity: usize,
     variant: String,
     analysis: FaceAnalysis,
+    second: SecondProbe,
 }
 
 /// A face box as a region.
@@ -218,10 +302,99 @@ fn vision_err(context: String) -> impl FnOnce(facekey_runtime::vision::VisionErr
     move |source| EvalError::Vision { context, source }
 }
 
+fn second_err(context: String) -> impl FnOnce(SecondOpinionError) -> EvalError {
+    move |e| EvalError::Data(format!("{context}: {e}"))
+}
+
+/// `img` with a pair of `style` glasses drawn on the face of every identity in `members`, and
+/// the parameter label (the first face's parameters; every face gets its own draw).
+pub fn with_glasses(
+    img: &RgbImage,
+    members: &[&Identity],
+    style: Style,
+    rng: &mut Rng,
+) -> (RgbImage, String) {
+    let mut out = img.clone();
+    let mut label = String::new();
+    for m in members {
+        let p = GlassesParams::sample(style, rng);
+        if label.is_empty() {
+            label = p.label();
+        }
+        let l = &m.face.landmarks;
+        draw_glasses(
+            &mut out,
+            (f64::from(l.left_eye.x), f64::from(l.left_eye.y)),
+            (f64::from(l.right_eye.x), f64::from(l.right_eye.y)),
+            &p,
+        );
+    }
+    (out, label)
+}
+
+/// The glasses variants of source `si`: per style, `opts.glasses_per_style` images, the `k`-th
+/// followed by nothing, a tone change or a JPEG re-encoding (`k mod 3`). Each is the image, its
+/// label and the map (identity: glasses do not move the face).
+pub fn glasses_variants(
+    src: &Source,
+    si: usize,
+    identities: &[Identity],
+    opts: &CollectOptions,
+) -> Result<Vec<(Style, Transformed, String)>, EvalError> {
+    let members: Vec<&Identity> = identities.iter().filter(|i| i.source == si).collect();
+    if members.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (w, h) = src.image.dimensions();
+    let keep = Region {
+        x0: 0.0,
+        y0: 0.0,
+        x1: f64::from(w),
+        y1: f64::from(h),
+    };
+    let mut out = Vec::new();
+    for style in Style::ALL {
+        for k in 0..opts.glasses_per_style {
+            let mut rng = Rng::derive(opts.seed, &format!("glasses/{}/{style}/{k}", src.name));
+            let (img, mut label) = with_glasses(&src.image, &members, style, &mut rng);
+            let extra = match k % 3 {
+                1 => Some(super::degrade::sample(
+                    super::degrade::Kind::Tone,
+                    &mut rng,
+                    w,
+                    h,
+                    keep,
+                )),
+                2 => Some(super::degrade::sample(
+                    super::degrade::Kind::Jpeg,
+                    &mut rng,
+                    w,
+                    h,
+                    keep,
+                )),
+                _ => None,
+            };
+            let t = match extra {
+                Some(d) => {
+                    label = format!("{label}+{d}");
+                    apply_chain(&img, &[d])?
+                }
+                None => Transformed {
+                    image: img,
+                    map: Homography::IDENTITY,
+                },
+            };
+            out.push((style, t, label));
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the pipeline over every source photo, its degraded copies and its simulated attacks.
 /// `vision` must run both liveness models. `progress` receives one line per processed image.
 pub fn collect(
     vision: &Vision,
+    second: &SecondModels,
     sources: &[Source],
     opts: &CollectOptions,
     progress: &mut dyn FnMut(&str),
@@ -273,6 +446,8 @@ pub fn collect(
         }
         let n = kept.len();
         for (k, (face, analysis)) in kept.into_iter().enumerate() {
+            let second_probe = second_probe(second, &src.image, &analysis, &mut out.latencies)
+                .map_err(second_err(format!("second opinions on {}", src.name)))?;
             let name = if n == 1 {
                 stem(&src.name).to_string()
             } else {
@@ -283,6 +458,7 @@ pub fn collect(
                 source: si,
                 face,
                 template: analysis.embedding.clone(),
+                second: second_probe.clone(),
             });
             presentations.push(Presentation {
                 id: format!("bona_fide/{name}/original"),
@@ -290,6 +466,7 @@ pub fn collect(
                 identity: out.identities.len() - 1,
                 variant: "original".into(),
                 analysis,
+                second: second_probe,
             });
         }
         progress(&format!(
@@ -311,18 +488,25 @@ pub fn collect(
             let label = chain_label(chain);
             let t = apply_chain(&src.image, chain)?;
             out.degraded_images += 1;
-            let found = acquire(vision, &t, &members, &out.identities)
-                .map_err(vision_err(format!("{} {label}", src.name)))?;
+            let found = acquire(
+                vision,
+                second,
+                &t,
+                &members,
+                &out.identities,
+                &mut out.latencies,
+            )?;
             for (&m, analysis) in members.iter().zip(found) {
                 let name = &out.identities[m].name;
                 let id = format!("genuine/{name}/{ci:02}");
                 match analysis {
-                    Some(a) => presentations.push(Presentation {
+                    Some((a, s)) => presentations.push(Presentation {
                         id,
                         kind: Kind::Genuine,
                         identity: m,
                         variant: label.clone(),
                         analysis: a,
+                        second: s,
                     }),
                     None => out.unacquired.push(Unacquired {
                         presentation: id,
@@ -335,6 +519,43 @@ pub fn collect(
             }
             progress(&format!("{} #{ci:02} {label}", src.name));
         }
+        // 2b. Glasses.
+        for (gi, (style, t, label)) in glasses_variants(src, si, &out.identities, opts)?
+            .into_iter()
+            .enumerate()
+        {
+            out.glasses_images += 1;
+            let found = acquire(
+                vision,
+                second,
+                &t,
+                &members,
+                &out.identities,
+                &mut out.latencies,
+            )?;
+            for (&m, analysis) in members.iter().zip(found) {
+                let name = &out.identities[m].name;
+                let id = format!("genuine/{name}/{style}-{gi:02}");
+                match analysis {
+                    Some((a, s)) => presentations.push(Presentation {
+                        id,
+                        kind: Kind::Genuine,
+                        identity: m,
+                        variant: label.clone(),
+                        analysis: a,
+                        second: s,
+                    }),
+                    None => out.unacquired.push(Unacquired {
+                        presentation: id,
+                        kind: Kind::Genuine,
+                        identity: name.clone(),
+                        variant: label.clone(),
+                        reason: "face not found where the glasses were drawn".into(),
+                    }),
+                }
+            }
+            progress(&format!("{} {label}", src.name));
+        }
     }
 
     // 3. Simulated attacks.
@@ -345,15 +566,22 @@ pub fn collect(
                 let (t, variant) = attack_frame(&src.image, ident, kind, k, opts)?;
                 out.attack_frames += 1;
                 let id = format!("{kind}/{}/{k:02}", ident.name);
-                let found = acquire(vision, &t, &[m], &out.identities)
-                    .map_err(vision_err(format!("{id} {variant}")))?;
+                let found = acquire(
+                    vision,
+                    second,
+                    &t,
+                    &[m],
+                    &out.identities,
+                    &mut out.latencies,
+                )?;
                 match found.into_iter().next().flatten() {
-                    Some(a) => presentations.push(Presentation {
+                    Some((a, s)) => presentations.push(Presentation {
                         id,
                         kind,
                         identity: m,
                         variant,
                         analysis: a,
+                        second: s,
                     }),
                     None => out.unacquired.push(Unacquired {
                         presentation: id,
@@ -473,18 +701,30 @@ impl Collected {
 /// where the map puts its landmarks (`None` where none is).
 fn acquire(
     vision: &Vision,
+    second: &SecondModels,
     t: &Transformed,
     wanted: &[usize],
     identities: &[Identity],
-) -> Result<Vec<Option<FaceAnalysis>>, facekey_runtime::vision::VisionError> {
-    let (dets, _) = vision.detect(&t.image)?;
+    lat: &mut Latencies,
+) -> Result<Vec<Option<(FaceAnalysis, SecondProbe)>>, EvalError> {
+    let (dets, _) = vision
+        .detect(&t.image)
+        .map_err(vision_err("detecting faces".into()))?;
     let mut out = Vec::with_capacity(wanted.len());
     for &m in wanted {
         let hit = expected_landmarks(&identities[m].face, &t.map)
             .and_then(|e| find_face(&dets, &e))
             .map(|i| dets[i]);
         out.push(match hit {
-            Some(face) => Some(vision.analyze_face(&t.image, face, AnalyzeOptions::FULL)?),
+            Some(face) => {
+                let name = &identities[m].name;
+                let a = vision
+                    .analyze_face(&t.image, face, AnalyzeOptions::FULL)
+                    .map_err(vision_err(format!("analysing {name}")))?;
+                let s = second_probe(second, &t.image, &a, lat)
+                    .map_err(second_err(format!("second opinions on {name}")))?;
+                Some((a, s))
+            }
             None => None,
         });
     }
@@ -530,9 +770,25 @@ fn row(
         quality_exposure: q.map_or(0.0, |q| f64::from(q.exposure)),
         face_px: f64::from(a.face.bbox.width.min(a.face.bbox.height)),
         det_confidence: f64::from(a.face.confidence),
+        mfn_cosine: pair_cosine(
+            p.second.mobilefacenet.as_deref(),
+            claimed.second.mobilefacenet.as_deref(),
+        ),
+        faceres_cosine: pair_cosine(
+            p.second.faceres.as_deref(),
+            claimed.second.faceres.as_deref(),
+        ),
+        human_live: p.second.human_live.map_or(f64::NAN, f64::from),
     };
     r.liveness = liveness_feature(&r, opts.liveness_mode);
     r
+}
+
+fn pair_cosine(a: Option<&[f32]>, b: Option<&[f32]>) -> f64 {
+    match (a, b) {
+        (Some(a), Some(b)) => f64::from(cosine(a, b)),
+        _ => f64::NAN,
+    }
 }
 
 #[cfg(test)]

@@ -119,6 +119,12 @@ pub struct FeatureRow {
     pub face_px: f64,
     /// Detector confidence.
     pub det_confidence: f64,
+    /// MobileFaceNet cosine of probe and template (NaN when not measured).
+    pub mfn_cosine: f64,
+    /// faceres-deep cosine of probe and template (NaN when not measured).
+    pub faceres_cosine: f64,
+    /// human_liveness live probability (NaN when not measured).
+    pub human_live: f64,
 }
 
 impl FeatureRow {
@@ -158,6 +164,9 @@ pub const HEADER: [&str; 21] = [
     "det_confidence",
 ];
 
+/// Optional columns (the second-opinion models); older files without them read as NaN.
+pub const EXTRA_HEADER: [&str; 3] = ["mfn_cosine", "faceres_cosine", "human_live"];
+
 fn clean(s: &str) -> String {
     s.replace([',', '\n', '\r'], ";")
 }
@@ -165,6 +174,8 @@ fn clean(s: &str) -> String {
 /// Renders rows as CSV text (header first; text cells have commas replaced).
 pub fn to_csv(rows: &[FeatureRow]) -> String {
     let mut out = HEADER.join(",");
+    out.push(',');
+    out.push_str(&EXTRA_HEADER.join(","));
     out.push('\n');
     for r in rows {
         let cells = [
@@ -189,6 +200,9 @@ pub fn to_csv(rows: &[FeatureRow]) -> String {
             format!("{:.6}", r.quality_exposure),
             format!("{:.1}", r.face_px),
             format!("{:.4}", r.det_confidence),
+            format!("{:.6}", r.mfn_cosine),
+            format!("{:.6}", r.faceres_cosine),
+            format!("{:.6}", r.human_live),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -216,6 +230,10 @@ pub fn from_csv(text: &str, path: &Path) -> Result<Vec<FeatureRow>, EvalError> {
             .position(|n| *n == want)
             .ok_or_else(|| err(1, format!("missing column {want:?}")))?;
     }
+    let extra: Vec<Option<usize>> = EXTRA_HEADER
+        .iter()
+        .map(|want| names.iter().position(|n| n == want))
+        .collect();
     let mut rows = Vec::new();
     for (i, line) in lines {
         let line_no = i + 1;
@@ -236,6 +254,18 @@ pub fn from_csv(text: &str, path: &Path) -> Result<Vec<FeatureRow>, EvalError> {
                 err(
                     line_no,
                     format!("column {}: {s:?} is not a number ({e})", HEADER[k]),
+                )
+            })
+        };
+        let opt = |k: usize| -> Result<f64, EvalError> {
+            let Some(c) = extra[k] else {
+                return Ok(f64::NAN);
+            };
+            let s = cells[c].trim();
+            s.parse::<f64>().map_err(|e| {
+                err(
+                    line_no,
+                    format!("column {}: {s:?} is not a number ({e})", EXTRA_HEADER[k]),
                 )
             })
         };
@@ -261,6 +291,9 @@ pub fn from_csv(text: &str, path: &Path) -> Result<Vec<FeatureRow>, EvalError> {
             quality_exposure: num(18)?,
             face_px: num(19)?,
             det_confidence: num(20)?,
+            mfn_cosine: opt(0)?,
+            faceres_cosine: opt(1)?,
+            human_live: opt(2)?,
         });
     }
     Ok(rows)
@@ -304,6 +337,9 @@ pub(crate) mod tests {
             quality_exposure: 1.0,
             face_px: 100.0,
             det_confidence: 0.99,
+            mfn_cosine: f64::NAN,
+            faceres_cosine: f64::NAN,
+            human_live: f64::NAN,
         }
     }
 

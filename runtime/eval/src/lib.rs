@@ -23,6 +23,7 @@ pub mod degrade;
 pub mod features;
 pub mod fit;
 pub mod geometry;
+pub mod glasses;
 pub mod imageops;
 pub mod metrics;
 pub mod report;

@@ -14,7 +14,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use facekey_eval::collect::{
-    CollectOptions, Identity, Source, attack_frame, collect, degradation_plan,
+    CollectOptions, Identity, Latencies, SecondModels, Source, attack_frame, collect,
+    degradation_plan, glasses_variants,
 };
 use facekey_eval::degrade::apply_chain;
 use facekey_eval::features::{Kind, read_csv, to_csv};
@@ -26,6 +27,11 @@ use facekey_eval::report::{
 use facekey_runtime::config::LivenessModel;
 use facekey_runtime::fusion::{FusionMlp, WeightsSource};
 use facekey_runtime::verifier::{Verifier, VerifierConfig};
+use facekey_runtime::vision::models::ModelSpec;
+use facekey_runtime::vision::onnx::{SessionOptions, ort_runtime};
+use facekey_runtime::vision::second_opinion::{
+    FACERES, HUMAN_LIVENESS, HumanLiveness, MOBILEFACENET, SecondEmbedder, SecondModel,
+};
 use facekey_runtime::vision::{Combine, LivenessMode, Vision, VisionConfig};
 use facekey_settings::defaults;
 
@@ -132,6 +138,13 @@ struct CollectArgs {
     /// replay of each of its faces) to <out>/examples/; the photo defaults to astronaut.png.
     #[arg(long, value_name = "PHOTO", num_args = 0..=1, default_missing_value = "astronaut.png")]
     examples: Option<String>,
+    /// Glasses variants per style (dark rims, thin rims, tinted lenses) and photo.
+    #[arg(long, default_value_t = CollectOptions::default().glasses_per_style)]
+    glasses_per_style: usize,
+    /// Directory of the second-opinion models (MobileFaceNet, faceres-deep, human_liveness);
+    /// a model whose file is missing there is skipped (its columns read NaN).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))]
+    second_models_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +234,7 @@ fn collect_options(cli: &Cli) -> CollectOptions {
         combos: cli.collect.combos,
         attacks_per_kind: cli.collect.attacks_per_kind,
         liveness_mode: cli.common.liveness_mode(),
+        glasses_per_style: cli.collect.glasses_per_style,
         ..CollectOptions::default()
     }
 }
@@ -242,10 +256,17 @@ fn run_collect(cli: &Cli) -> anyhow::Result<()> {
             .join(", ")
     );
     let opts = collect_options(cli);
-    let collected = collect(&vision, &srcs, &opts, &mut |line| eprintln!("  {line}"))
-        .context("collecting features")?;
+    let second = load_second_models(&cli.collect.second_models_dir, vision.config())?;
+    let collected = collect(&vision, &second, &srcs, &opts, &mut |line| {
+        eprintln!("  {line}")
+    })
+    .context("collecting features")?;
     let out = &cli.common.out;
     write(&out.join("features.csv"), &to_csv(&collected.rows))?;
+    write(
+        &out.join("latency.json"),
+        &(latency_summary(&collected.latencies)? + "\n"),
+    )?;
     let log = DatasetLog {
         seed: opts.seed,
         variants_per_kind: opts.variants_per_kind,
@@ -278,6 +299,60 @@ fn run_collect(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the second-opinion models found in `dir` with the pipeline's session options.
+fn load_second_models(dir: &Path, cfg: &VisionConfig) -> anyhow::Result<SecondModels> {
+    let rt = ort_runtime(cfg.runtime.ort_library.as_deref())?;
+    let options = SessionOptions {
+        intra_threads: cfg.runtime.intra_threads,
+        sessions: 1,
+    };
+    let mut m = SecondModels::default();
+    let present = |spec: ModelSpec| {
+        let ok = dir.join(spec.file).is_file();
+        if !ok {
+            eprintln!("second opinion: {} not in {}, skipped", spec.file, dir.display());
+        }
+        ok
+    };
+    if present(MOBILEFACENET) {
+        m.mobilefacenet = Some(SecondEmbedder::load(
+            rt,
+            dir,
+            SecondModel::Mobilefacenet,
+            true,
+            options,
+        )?);
+    }
+    if present(FACERES) {
+        m.faceres = Some(SecondEmbedder::load(
+            rt,
+            dir,
+            SecondModel::Faceres,
+            true,
+            options,
+        )?);
+    }
+    if present(HUMAN_LIVENESS) {
+        m.human_liveness = Some(HumanLiveness::load(rt, dir, true, options)?);
+    }
+    Ok(m)
+}
+
+/// Per-model median, 90th percentile and count of the recorded per-face times, as JSON.
+fn latency_summary(lat: &Latencies) -> anyhow::Result<String> {
+    let mut out = serde_json::Map::new();
+    for (model, values) in lat {
+        let mut v = values.clone();
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied();
+        out.insert(
+            model.clone(),
+            serde_json::json!({"n": v.len(), "p50_ms": q(0.5), "p90_ms": q(0.9)}),
+        );
+    }
+    Ok(serde_json::to_string_pretty(&out)?)
+}
+
 /// Example images of `photo`: its last degradation chain and the first print and replay of each
 /// of its identities.
 fn write_examples(
@@ -296,6 +371,31 @@ fn write_examples(
         return Ok(());
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = photo.rsplit_once('.').map_or(photo, |(s, _)| s);
+    for (style, t, _) in glasses_variants(src, si, identities, opts)?
+        .into_iter()
+        .step_by(opts.glasses_per_style.max(1))
+    {
+        // A PNG crop around the faces: small, and viewable without a JPEG decoder.
+        let (w, h) = t.image.dimensions();
+        let faces = members
+            .iter()
+            .map(|i| facekey_eval::collect::face_region(&i.face))
+            .reduce(|a, b| a.union(&b));
+        let crop = match faces.map(|r| r.grown(0.4)) {
+            Some(r) => {
+                let x0 = r.x0.max(0.0) as u32;
+                let y0 = r.y0.max(0.0) as u32;
+                let x1 = (r.x1.min(f64::from(w)) as u32).max(x0 + 1);
+                let y1 = (r.y1.min(f64::from(h)) as u32).max(y0 + 1);
+                image::imageops::crop_imm(&t.image, x0, y0, x1 - x0, y1 - y0).to_image()
+            }
+            None => t.image.clone(),
+        };
+        let path = dir.join(format!("{stem}_{style}.png"));
+        crop.save(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     for ident in members {
         if let Some(chain) = chains.last() {
             let t = apply_chain(&src.image, chain)?;
