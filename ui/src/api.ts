@@ -152,6 +152,10 @@ export interface VerifyResult {
   policy?: string;
   /** Name of the fusion weights used. */
   weightsName?: string;
+  /** The liveness session the verification used, when it used one. */
+  session?: string;
+  /** With a session: whether the probe was an image sent beside it (else the session's best frame). */
+  probeFromImage?: boolean;
 }
 
 export interface ScoreResult {
@@ -295,6 +299,14 @@ function parseFeatures(v: unknown): [number, number, number] | undefined {
   return a !== undefined && b !== undefined && c !== undefined ? [a, b, c] : undefined;
 }
 
+/** The quality block: an object, or (session verification) a bare score with an optional `quality_detail`. */
+function verifyQuality(quality: unknown, detail: unknown): QualityResult {
+  const score = num(quality);
+  if (score === undefined) return splitQuality(quality);
+  const full = splitQuality(detail);
+  return { ...full, score: full.score ?? score };
+}
+
 /** Normalise a `POST /v1/verify` answer; missing parts stay undefined or empty. */
 export function parseVerify(raw: unknown): VerifyResult {
   const r = obj(raw);
@@ -326,7 +338,7 @@ export function parseVerify(raw: unknown): VerifyResult {
       state: livenessState(l.state),
       reason: str(l.reason),
     },
-    quality: splitQuality(r.quality),
+    quality: verifyQuality(r.quality, r.quality_detail),
     features: parseFeatures(r.features),
     probability: num(r.probability),
     decision: decision(r.decision),
@@ -339,6 +351,8 @@ export function parseVerify(raw: unknown): VerifyResult {
     reasons: (Array.isArray(r.reasons) ? r.reasons : []).flatMap((x) => (typeof x === "string" ? [x] : [])),
     policy: str(r.decision_policy),
     weightsName: str(r.weights) ?? str(obj(r.weights).name),
+    session: str(r.session),
+    probeFromImage: typeof r.probe_from_image === "boolean" ? r.probe_from_image : undefined,
   };
 }
 
@@ -594,6 +608,8 @@ export interface SessionStatus {
   reasons: string[];
   actions: ActionProgress[];
   expiresAt?: string;
+  /** Diagnostics (admin keys only): numbers by name, e.g. `usable_frames`, `passive_median`. */
+  detail?: [string, number][];
 }
 
 /** A camera frame to upload: a JPEG and the client's capture time in milliseconds. */
@@ -656,6 +672,7 @@ export function parseSessionStatus(raw: unknown): SessionStatus {
     reasons: strings(r.reasons),
     actions: parseActions(r.actions),
     expiresAt: str(r.expires_at),
+    detail: numericEntries(r.detail),
   };
 }
 

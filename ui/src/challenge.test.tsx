@@ -185,6 +185,22 @@ describe("the verdict", () => {
     expect(html).toContain("✓ live");
     expect(html).toContain("confidence 0.93");
     expect(html).not.toContain("challenge-reasons");
+    expect(html).not.toContain("challenge-detail");
+  });
+
+  it("admin: the session's diagnostics", () => {
+    const html = renderToStaticMarkup(
+      <ChallengeVerdict
+        verdict={verdict({
+          detail: [
+            ["usable_frames", 28],
+            ["min_frame_difference", 3.14159],
+          ],
+        })}
+      />,
+    );
+    expect(html).toContain('<dt>usable frames</dt><dd class="num">28</dd>');
+    expect(html).toContain('<dt>min frame difference</dt><dd class="num">3.142</dd>');
   });
 });
 

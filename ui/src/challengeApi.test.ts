@@ -6,6 +6,7 @@ import {
   parseFramesAnswer,
   parseSession,
   parseSessionStatus,
+  parseVerify,
   sendFrames,
   sessionStatus,
   startSession,
@@ -67,7 +68,46 @@ describe("session answers", () => {
       reasons: ["no_face"],
       actions: [],
       expiresAt: undefined,
+      detail: [],
     });
+    // An admin key also gets the session's diagnostics.
+    const admin = parseSessionStatus({
+      id: "s1",
+      state: "passed",
+      live: true,
+      confidence: 0.8,
+      reasons: [],
+      actions: [],
+      detail: { challenge: ["blink"], usable_frames: 30, passive_median: 0.7, max_face_distance: null, used: false },
+    });
+    expect(admin.detail).toEqual([
+      ["usable_frames", 30],
+      ["passive_median", 0.7],
+    ]);
+  });
+
+  it("read a verification with a session: bare quality score, session id, probe source", () => {
+    const v = parseVerify({
+      subject: "alice",
+      session: "s1",
+      challenge: ["blink", "look_up"],
+      probe_from_image: false,
+      match: { similarity: 0.8, threshold: 0.5, decision: "accept" },
+      liveness: { state: "live", score: 0.9, decision: "accept", threshold: 0.5, checked: true },
+      quality: 0.73,
+      quality_detail: null,
+      features: [0.8, 0.9, 0.73],
+      probability: 0.7,
+      decision: "accept",
+      threshold: 0.5,
+      reasons: [],
+    });
+    expect(v.session).toBe("s1");
+    expect(v.probeFromImage).toBe(false);
+    expect(v.quality).toEqual({ score: 0.73, parts: [], measures: [] });
+    expect(v.liveness.score).toBe(0.9);
+    const withImage = parseVerify({ quality: 0.6, quality_detail: { score: 0.61, size: 0.9, face_size_px: 180 } });
+    expect(withImage.quality).toEqual({ score: 0.61, parts: [["size", 0.9]], measures: [["face_size_px", 180]] });
   });
 
   it("refuse a session without id and an unknown state", () => {

@@ -196,6 +196,16 @@ export function ChallengeVerdict({ verdict }: { verdict: SessionStatus }) {
           The runtime gave no reason.
         </p>
       ) : null}
+      {verdict.detail && verdict.detail.length > 0 ? (
+        <dl className="measures" data-testid="challenge-detail" aria-label="Session diagnostics">
+          {verdict.detail.map(([name, value]) => (
+            <div key={name}>
+              <dt>{name.replace(/_/g, " ")}</dt>
+              <dd className="num">{Number.isInteger(value) ? value : fixed(value, 3)}</dd>
+            </div>
+          ))}
+        </dl>
+      ) : null}
     </div>
   );
 }

@@ -203,6 +203,11 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
         {state.result ? (
           <section data-testid="challenge-verification">
             <h3>Verification with the session</h3>
+            <p className="muted small" data-testid="challenge-probe">
+              Against <code>{state.subject}</code>; the probe is{" "}
+              {state.result.probeFromImage ? "the image sent beside the session" : "the session's best frame"}, and the
+              challenge&apos;s confidence is the liveness feature.
+            </p>
             {admin ? <VerifyResultView result={state.result} /> : <VerifyDecisionView result={state.result} />}
           </section>
         ) : null}
