@@ -5,12 +5,16 @@
 //! - [`review`]: AdmissionReview v1 in and out (pure but for the lookup);
 //! - [`certs`]: the private CA and serving certificate, issued and rotated (pure);
 //! - [`server`]: the HTTPS server with a certificate swapped in place on rotation;
-//! - [`events`]: Events about pods that did not get their sidecar.
+//! - [`events`]: Events about pods that did not get their sidecar;
+//! - [`manage`]: the certificate Secret and the configuration's `caBundle`, kept current;
+//! - [`sidecars`]: the count of injected and outdated pods in `status.sidecar`.
 
 pub mod certs;
 pub mod events;
 pub mod inject;
+pub mod manage;
 pub mod review;
 pub mod server;
+pub mod sidecars;
 
 pub use inject::{Decision, InjectOptions, NotInjectedReason, OPT_OUT_ANNOTATION};
