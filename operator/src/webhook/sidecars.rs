@@ -1,0 +1,263 @@
+//! The sidecar counter: how many application pods run a FaceKeyDeployment's injected sidecar, and
+//! how many of them an outdated image (`status.sidecar`). Pods keep the image they were admitted
+//! with; rolling them after an image change is the application's decision, never the operator's:
+//! the status and a Warning Event say so, nothing restarts a pod.
+//!
+//! The count is written with a field manager of its own (`facekey-operator-sidecars`): the
+//! reconciler's status apply leaves `status.sidecar` out, so neither overwrites the other.
+
+use std::time::Duration;
+
+use facekey_crds::{FaceKeyDeployment, SidecarStatus};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, warn};
+
+use crate::desired::{SIDECAR_CONTAINER, SIDECAR_LABEL};
+
+/// Field manager of `status.sidecar`.
+pub const FIELD_MANAGER: &str = "facekey-operator-sidecars";
+/// Event reason when pods run an outdated sidecar.
+pub const OUTDATED_REASON: &str = "SidecarsOutdated";
+
+/// The image of a pod's injected sidecar, if it has one.
+pub fn sidecar_image(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()?
+        .init_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == SIDECAR_CONTAINER)?
+        .image
+        .as_deref()
+}
+
+/// Count the pods (already selected by [`SIDECAR_LABEL`]) that run the sidecar, and those whose
+/// image is not `image` (the one new pods get). Terminated pods do not count.
+pub fn count<'a>(pods: impl IntoIterator<Item = &'a Pod>, image: Option<&str>) -> SidecarStatus {
+    let mut status = SidecarStatus {
+        image: image.map(str::to_owned),
+        ..SidecarStatus::default()
+    };
+    for pod in pods {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed"))
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let Some(running) = sidecar_image(pod) else {
+            continue;
+        };
+        status.injected_pods += 1;
+        if Some(running) != image {
+            status.outdated_pods += 1;
+        }
+    }
+    status
+}
+
+/// The Warning Event when pods run an outdated sidecar, if the change calls for one: the count
+/// went from none to some, or the image new pods get changed while some are outdated.
+pub fn outdated_event(old: Option<&SidecarStatus>, new: &SidecarStatus) -> Option<Event> {
+    if new.outdated_pods == 0 {
+        return None;
+    }
+    let was = old.map_or(0, |o| o.outdated_pods);
+    let same_image = old.and_then(|o| o.image.as_deref()) == new.image.as_deref();
+    if was > 0 && same_image {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason: OUTDATED_REASON.to_owned(),
+        note: Some(format!(
+            "{} of {} pods run an outdated FaceKey sidecar; new pods get {}. Rolling them (e.g. \
+             kubectl rollout restart) is the application's decision: the operator restarts no pod",
+            new.outdated_pods,
+            new.injected_pods,
+            new.image.as_deref().unwrap_or("no image (none admitted)")
+        )),
+        action: "CountSidecars".to_owned(),
+        secondary: None,
+    })
+}
+
+/// Whether `identity` holds the Lease `namespace/name` (only the leader writes counts).
+async fn leads(client: &Client, namespace: &str, name: &str, identity: &str) -> bool {
+    match Api::<Lease>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+    {
+        Ok(Some(lease)) => lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(identity),
+        Ok(None) => false,
+        Err(e) => {
+            debug!(error = %e, "reading the leader Lease failed");
+            false
+        }
+    }
+}
+
+/// Settings of the counter loop.
+#[derive(Clone, Debug)]
+pub struct CounterConfig {
+    /// Namespace to watch, or all.
+    pub namespace: Option<String>,
+    /// The leader Lease (namespace, name) and this replica's identity in it.
+    pub lease: (String, String, String),
+    /// How often to count.
+    pub every: Duration,
+}
+
+/// Count once for every FaceKeyDeployment offering a sidecar (or still reporting one).
+pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&str>) {
+    let fkds: Api<FaceKeyDeployment> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list = match fkds.list(&ListParams::default()).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "listing FaceKeyDeployments for the sidecar count failed");
+            return;
+        }
+    };
+    for fkd in list {
+        let offers = fkd.spec.sidecar.as_ref().is_some_and(|s| s.enabled);
+        let old = fkd.status.as_ref().and_then(|s| s.sidecar.clone());
+        if !offers && old.is_none() {
+            continue;
+        }
+        if let Err(e) = count_one(client, recorder, &fkd, old.as_ref()).await {
+            warn!(resource = %fkd.name_any(), error = %e, "counting sidecars failed");
+        }
+    }
+}
+
+async fn count_one(
+    client: &Client,
+    recorder: &Recorder,
+    fkd: &FaceKeyDeployment,
+    old: Option<&SidecarStatus>,
+) -> Result<(), kube::Error> {
+    let ns = fkd.namespace().unwrap_or_default();
+    let name = fkd.name_any();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{SIDECAR_LABEL}={name}")))
+        .await?;
+    let image =
+        crate::scan_gate::last_known_good(fkd.status.as_ref()).filter(|i| i.contains("@sha256:"));
+    let new = count(pods.items.iter(), image);
+    if old == Some(&new) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": FaceKeyDeployment::api_version(&()),
+        "kind": FaceKeyDeployment::kind(&()),
+        "status": {"sidecar": new},
+    });
+    Api::<FaceKeyDeployment>::namespaced(client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if let Some(event) = outdated_event(old, &new) {
+        let reference: ObjectReference = fkd.object_ref(&());
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, "publishing the outdated-sidecar Event failed");
+        }
+    }
+    Ok(())
+}
+
+/// Count every `config.every` while this replica leads, until `shutdown`.
+pub async fn run_counter(
+    client: Client,
+    config: CounterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: crate::CONTROLLER_NAME.to_owned(),
+            instance: Some(config.lease.2.clone()),
+        },
+    );
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(config.every) => {}
+        }
+        let (ns, name, identity) = &config.lease;
+        if leads(&client, ns, name, identity).await {
+            count_all(&client, &recorder, config.namespace.as_deref()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pod(image: Option<&str>, phase: &str) -> Pod {
+        let mut init = vec![json!({"name": "setup", "image": "busybox"})];
+        if let Some(i) = image {
+            init.push(json!({"name": SIDECAR_CONTAINER, "image": i, "restartPolicy": "Always"}));
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"initContainers": init, "containers": [{"name": "app"}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn counts_injected_and_outdated_pods() {
+        let pods = [
+            pod(Some("r@sha256:new"), "Running"),
+            pod(Some("r@sha256:old"), "Running"),
+            pod(Some("r@sha256:old"), "Pending"),
+            pod(Some("r@sha256:old"), "Succeeded"),
+            pod(None, "Running"),
+        ];
+        let s = count(pods.iter(), Some("r@sha256:new"));
+        assert_eq!((s.injected_pods, s.outdated_pods), (3, 2));
+        assert_eq!(s.image.as_deref(), Some("r@sha256:new"));
+    }
+
+    #[test]
+    fn outdated_event_on_the_transition_only() {
+        let none = SidecarStatus {
+            image: Some("a".into()),
+            injected_pods: 2,
+            outdated_pods: 0,
+        };
+        let some = SidecarStatus {
+            image: Some("b".into()),
+            injected_pods: 2,
+            outdated_pods: 2,
+        };
+        let ev = outdated_event(Some(&none), &some).unwrap();
+        let note = ev.note.unwrap();
+        assert!(
+            note.contains("2 of 2") && note.contains("application's decision"),
+            "{note}"
+        );
+        assert!(outdated_event(Some(&some), &some).is_none());
+        let newer = SidecarStatus {
+            image: Some("c".into()),
+            ..some.clone()
+        };
+        assert!(outdated_event(Some(&some), &newer).is_some());
+        assert!(outdated_event(Some(&some), &none).is_none());
+    }
+}
