@@ -10,7 +10,15 @@ import {
   parseVerify,
 } from "../api";
 import { type ChallengeEvent, type ChallengeState, challengeReducer, initialChallenge } from "./challenge";
-import { type ChallengeApi, ChallengeRun, type FrameSource, type RunOptions, type Timers } from "./challengeRun";
+import {
+  type ChallengeApi,
+  ChallengeRun,
+  DEFAULT_RUN_OPTIONS,
+  type FrameSource,
+  type RunOptions,
+  type Timers,
+  captureFps,
+} from "./challengeRun";
 
 /** Timers the test moves by hand: `every` callbacks fire on `tick`, `sleep` advances the clock at once. */
 class ManualTimers implements Timers {
@@ -18,7 +26,9 @@ class ManualTimers implements Timers {
   private intervals = new Set<{ ms: number; fn: () => void }>();
   sleeps: number[] = [];
   now = () => this.t;
+  periods: number[] = [];
   every(ms: number, fn: () => void) {
+    this.periods.push(ms);
     const h = { ms, fn };
     this.intervals.add(h);
     return () => void this.intervals.delete(h);
@@ -381,5 +391,22 @@ describe("a challenge run", () => {
     expect(h.events.length).toBe(n);
     expect(h.timers.running).toBe(0);
     expect(h.server.calls).toHaveLength(0);
+  });
+});
+
+describe("the capture rate", () => {
+  it("is 10 fps, lowered toward 8 fps when the frame budget would last under 5 s", () => {
+    expect(captureFps(undefined, DEFAULT_RUN_OPTIONS)).toBe(10);
+    expect(captureFps(200, DEFAULT_RUN_OPTIONS)).toBe(10);
+    expect(captureFps(45, DEFAULT_RUN_OPTIONS)).toBe(9);
+    expect(captureFps(32, DEFAULT_RUN_OPTIONS)).toBe(8);
+    expect(captureFps(10, DEFAULT_RUN_OPTIONS)).toBe(8);
+  });
+
+  it("paces the run's capture timer", async () => {
+    const h = harness({ maxFrames: 32 }, { fps: 10, minFps: 8, budgetSeconds: 5 });
+    await h.begin();
+    expect(h.timers.periods).toEqual([125]);
+    h.runner.cancel();
   });
 });

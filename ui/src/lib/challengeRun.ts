@@ -50,8 +50,12 @@ export const browserTimers: Timers = {
 };
 
 export interface RunOptions {
-  /** Capture rate, frames per second. */
+  /** Capture rate, frames per second, when the session's frame budget allows it. */
   fps: number;
+  /** The lowest capture rate a small frame budget may bring it down to. */
+  minFps: number;
+  /** Seconds of capture the frame budget should last (`max_frames / fps`), within the rates above. */
+  budgetSeconds: number;
   /** Frames to collect before an upload (fewer only for the last one). */
   batchMin: number;
   /** Most frames per upload (the contract allows 8); also the most kept waiting while one is in flight. */
@@ -68,6 +72,8 @@ export interface RunOptions {
 
 export const DEFAULT_RUN_OPTIONS: RunOptions = {
   fps: 10,
+  minFps: 8,
+  budgetSeconds: 5,
   batchMin: 4,
   batchMax: 8,
   networkRetries: 2,
@@ -83,6 +89,18 @@ export interface RunRequest {
   verify: boolean;
   /** Ask for the forward pass in the verification (admin keys get it). */
   includeLayers: boolean;
+}
+
+/**
+ * The capture rate for a session: `fps`, lowered toward `minFps` when the frame budget would
+ * otherwise last less than `budgetSeconds` (a budget of 32 frames: 8 fps, 4 s).
+ */
+export function captureFps(
+  maxFrames: number | undefined,
+  o: Pick<RunOptions, "fps" | "minFps" | "budgetSeconds">,
+): number {
+  if (maxFrames === undefined || maxFrames <= 0) return o.fps;
+  return Math.min(o.fps, Math.max(Math.min(o.minFps, o.fps), maxFrames / o.budgetSeconds));
 }
 
 /** API errors that end the session rather than the run: the verdict is still asked for. */
@@ -143,7 +161,7 @@ export class ChallengeRun {
     this.session = session;
     this.deadline = localDeadline(session.expiresAt, this.timers.now());
     this.dispatch({ type: "session", session, at: this.timers.now() });
-    this.stopCapture = this.timers.every(1000 / this.opts.fps, () => void this.tick(source));
+    this.stopCapture = this.timers.every(1000 / captureFps(session.maxFrames, this.opts), () => void this.tick(source));
   }
 
   /** Stop everything: timers, uploads in flight. No further events. */
