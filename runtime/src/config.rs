@@ -345,6 +345,27 @@ pub struct Config {
     #[arg(long, env = env::LOCKOUT_SECS, default_value_t = defaults::LOCKOUT_SECS)]
     pub lockout_secs: u64,
 
+    /// How long a challenge-liveness session lives after it is opened, seconds.
+    #[arg(long, env = env::SESSION_TTL_SECS, default_value_t = defaults::SESSION_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub session_ttl_secs: u64,
+
+    /// Challenge-liveness sessions open at once on this replica (429 `too_many_sessions` beyond).
+    #[arg(long, env = env::MAX_SESSIONS, default_value_t = defaults::MAX_SESSIONS)]
+    pub max_sessions: usize,
+
+    /// Challenge-liveness sessions open at once per API key.
+    #[arg(long, env = env::MAX_SESSIONS_PER_KEY, default_value_t = defaults::MAX_SESSIONS_PER_KEY)]
+    pub max_sessions_per_key: usize,
+
+    /// Frames one challenge-liveness session accepts in all (413 `too_many_frames` beyond).
+    #[arg(long, env = env::SESSION_MAX_FRAMES, default_value_t = defaults::SESSION_MAX_FRAMES)]
+    pub session_max_frames: usize,
+
+    /// `on`: `/v1/verify` refuses requests without a passed challenge-liveness session
+    /// (422 `session_required`).
+    #[arg(long, env = env::REQUIRE_SESSION, value_enum, default_value_t = parse_enum::<Switch>(defaults::REQUIRE_SESSION))]
+    pub require_session: Switch,
+
     /// A maintenance command instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub lockout_ledger_local: IntGauge,
     /// Re-reads of the changed keys file by result (`loaded`, `rejected`).
     pub api_key_reloads: IntCounterVec,
+    /// Challenge-liveness sessions: started, passed, failed by reason, frames, open now.
+    pub sessions: crate::api::sessions::SessionMetrics,
 }
 
 impl Metrics {
@@ -325,6 +327,7 @@ impl Metrics {
         ] {
             registry.register(c)?;
         }
+        let sessions = crate::api::sessions::SessionMetrics::register(&registry)?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -377,6 +380,7 @@ impl Metrics {
             enrolled_templates,
             subjects_outdated,
             model_info,
+            sessions,
         })
     }
 

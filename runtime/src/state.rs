@@ -39,6 +39,8 @@ pub struct AppState {
     pub api_keys: Arc<ApiKeys>,
     /// The audit trail.
     pub audit: Audit,
+    /// Challenge-liveness sessions of this replica.
+    pub sessions: crate::api::sessions::SessionService,
     engine: OnceLock<Arc<Engine>>,
     shutting_down: AtomicBool,
 }
@@ -70,7 +72,9 @@ impl AppState {
             // Waiting longer than the request may take in all is pointless.
             config.request_timeout() / 2,
         );
+        let sessions = crate::api::sessions::SessionService::new(&config);
         Self {
+            sessions,
             config,
             metrics,
             enrolments,
@@ -86,6 +90,7 @@ impl AppState {
 
     /// Install the loaded engine; readiness turns true. A second call is ignored.
     pub fn set_engine(&self, engine: Engine) {
+        self.sessions.load_models(engine.vision.config());
         self.metrics
             .model_info
             .with_label_values(&[engine.verifier.fusion().name(), "fusion"])

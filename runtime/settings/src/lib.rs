@@ -119,6 +119,16 @@ pub mod env {
     pub const LOCKOUT_WINDOW_SECS: &str = "FACEKEY_LOCKOUT_WINDOW_SECS";
     /// How long a locked subject stays locked, seconds.
     pub const LOCKOUT_SECS: &str = "FACEKEY_LOCKOUT_SECS";
+    /// How long a challenge-liveness session lives, seconds.
+    pub const SESSION_TTL_SECS: &str = "FACEKEY_SESSION_TTL_SECS";
+    /// Challenge-liveness sessions open at once on one replica.
+    pub const MAX_SESSIONS: &str = "FACEKEY_MAX_SESSIONS";
+    /// Challenge-liveness sessions open at once per API key.
+    pub const MAX_SESSIONS_PER_KEY: &str = "FACEKEY_MAX_SESSIONS_PER_KEY";
+    /// Frames one challenge-liveness session accepts in all.
+    pub const SESSION_MAX_FRAMES: &str = "FACEKEY_SESSION_MAX_FRAMES";
+    /// Whether `/v1/verify` requires a passed challenge-liveness session.
+    pub const REQUIRE_SESSION: &str = "FACEKEY_REQUIRE_SESSION";
 
     /// Every variable above: the runtime reads exactly these (a runtime test checks both ways).
     pub const ALL: &[&str] = &[
@@ -177,6 +187,11 @@ pub mod env {
         LOCKOUT_ATTEMPTS,
         LOCKOUT_WINDOW_SECS,
         LOCKOUT_SECS,
+        SESSION_TTL_SECS,
+        MAX_SESSIONS,
+        MAX_SESSIONS_PER_KEY,
+        SESSION_MAX_FRAMES,
+        REQUIRE_SESSION,
     ];
 }
 
@@ -269,6 +284,19 @@ pub mod defaults {
     pub const LOCKOUT_WINDOW_SECS: u64 = 900;
     /// `--lockout-secs`: 15 minutes.
     pub const LOCKOUT_SECS: u64 = 900;
+    /// `--session-ttl-secs`: a challenge takes a person 5–15 s; one minute covers a slow
+    /// camera start without leaving sessions around for replay.
+    pub const SESSION_TTL_SECS: u64 = 60;
+    /// `--max-sessions`: sessions open at once on one replica. A session holds at most
+    /// `SESSION_MAX_FRAMES` observations of about 1.5 KB (never images), so 256 sessions cost
+    /// at most about 12 MB.
+    pub const MAX_SESSIONS: usize = 256;
+    /// `--max-sessions-per-key`: one key cannot take the whole registry.
+    pub const MAX_SESSIONS_PER_KEY: usize = 16;
+    /// `--session-max-frames`: 4 s of camera at 8 frames/s; a challenge needs about 10.
+    pub const SESSION_MAX_FRAMES: usize = 32;
+    /// `--require-session`: off, so verify with an image (passive liveness) keeps working.
+    pub const REQUIRE_SESSION: &str = "off";
 
     /// Default `--sessions-per-model`: one per core (at most [`MAX_DEFAULT_SESSIONS`]), so
     /// concurrent requests with one intra-op thread each use every core.

@@ -246,7 +246,10 @@ pub struct VerifyTimings {
 }
 
 /// The embeddings to compare a probe with, or the reason there are none.
-fn subject_embeddings(state: &SharedState, subject: &str) -> Result<Vec<Embedding>, ApiError> {
+pub(super) fn subject_embeddings(
+    state: &SharedState,
+    subject: &str,
+) -> Result<Vec<Embedding>, ApiError> {
     match state.enrolments.index().subject_templates(subject) {
         SubjectTemplates::NotFound => Err(StoreError::SubjectNotFound(subject.to_owned()).into()),
         SubjectTemplates::Found {
@@ -300,6 +303,13 @@ pub async fn verify(
     headers: HeaderMap,
     input: ImageInput,
 ) -> Result<Response, ApiError> {
+    // Challenge-liveness sessions (issue 13): a `session` field verifies with the session.
+    if input.fields.contains_key("session") {
+        return super::sessions::verify_with_session(state, caller, headers, input).await;
+    }
+    if state.sessions.require_session() {
+        return Err(super::sessions::session_required());
+    }
     let engine = state.engine()?;
     let subject = input.required("subject")?.trim().to_string();
     let include_layers = parse_flag(&input, "include_layers")?;

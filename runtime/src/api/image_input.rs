@@ -17,6 +17,9 @@ use crate::state::SharedState;
 /// Name of the field that carries the image in both forms.
 pub const IMAGE_FIELD: &str = "image";
 
+/// Name of the field naming a liveness session, which may replace the image (`/v1/verify`).
+pub const SESSION_FIELD: &str = "session";
+
 /// Longest accepted text field in a multipart form, in bytes.
 const MAX_TEXT_FIELD_BYTES: usize = 4096;
 
@@ -127,7 +130,10 @@ async fn from_json(
             fields.insert(key, text);
         }
     }
-    let image = image.ok_or_else(missing_image)?;
+    // A liveness session may stand in for the image (verify): then the image is empty.
+    let image = image
+        .or_else(|| fields.contains_key(SESSION_FIELD).then(Vec::new))
+        .ok_or_else(missing_image)?;
     Ok(ImageInput {
         image: Bytes::from(image),
         fields,
@@ -180,7 +186,10 @@ async fn from_multipart(
             fields.insert(name, text);
         }
     }
-    let image = image.filter(|b| !b.is_empty()).ok_or_else(missing_image)?;
+    let image = image
+        .filter(|b| !b.is_empty())
+        .or_else(|| fields.contains_key(SESSION_FIELD).then(Bytes::new))
+        .ok_or_else(missing_image)?;
     Ok(ImageInput { image, fields })
 }
 

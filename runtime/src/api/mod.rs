@@ -10,6 +10,7 @@ pub mod health;
 pub mod image_input;
 pub mod openapi;
 pub mod score;
+pub mod sessions;
 pub mod subjects;
 pub mod ui;
 pub mod whoami;
@@ -64,6 +65,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/verify", post(faces::verify))
         .route("/v1/identify", post(faces::identify))
         .route("/v1/liveness", post(faces::liveness))
+        .route("/v1/liveness/sessions", post(sessions::open))
+        .route("/v1/liveness/sessions/{id}", get(sessions::get))
+        .route("/v1/liveness/sessions/{id}/frames", post(sessions::frames))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -6,7 +6,7 @@ use utoipa::openapi::path::HttpMethod;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{enrol, error, faces, health, score, subjects, whoami};
+use super::{enrol, error, faces, health, score, sessions, subjects, whoami};
 use crate::auth::policy::{Access, ROUTES};
 
 /// The name of the security scheme in the document.
@@ -79,6 +79,9 @@ Without `admin`, verify, identify and liveness answer the decision only (no scor
         faces::verify,
         faces::identify,
         faces::liveness,
+        sessions::open,
+        sessions::frames,
+        sessions::get,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -90,6 +93,8 @@ Without `admin`, verify, identify and liveness answer the decision only (no scor
         (name = "fusion", description = "The 3-4-3-1 score-fusion MLP"),
         (name = "subjects", description = "Enrolment of subjects and their face templates"),
         (name = "verification", description = "1:1 verification and passive liveness"),
+        (name = "liveness", description = "Challenge-response liveness sessions: a random \
+sequence of actions checked frame by frame; a passed session verifies once at /v1/verify"),
         (name = "operations", description = "Health, readiness and Prometheus metrics"),
         (name = "access", description = "API keys: which key is calling and what it may do"),
     )

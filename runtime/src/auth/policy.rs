@@ -30,6 +30,21 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::POST, "/v1/verify", Access::Scope(Scope::Verify)),
     (Method::POST, "/v1/identify", Access::Scope(Scope::Verify)),
     (Method::POST, "/v1/liveness", Access::Scope(Scope::Verify)),
+    (
+        Method::POST,
+        "/v1/liveness/sessions",
+        Access::Scope(Scope::Verify),
+    ),
+    (
+        Method::GET,
+        "/v1/liveness/sessions/{id}",
+        Access::Scope(Scope::Verify),
+    ),
+    (
+        Method::POST,
+        "/v1/liveness/sessions/{id}/frames",
+        Access::Scope(Scope::Verify),
+    ),
     (Method::POST, "/v1/subjects", Access::Scope(Scope::Enrol)),
     (Method::GET, "/v1/subjects", Access::Scope(Scope::Admin)),
     (

@@ -1,1 +1,865 @@
-//! Challenge sessions: the state machine and the bounded registry (filled in next).
+//! Challenge sessions: the per-session state machine and the bounded in-memory registry the HTTP
+//! API drives. Pure and synchronous (time is passed in), so every rule is unit-tested without a
+//! server.
+//!
+//! A session is opened by one API key (and optionally bound to a subject), gets a random
+//! challenge of 2–3 distinct actions from the OS CSPRNG, receives frame observations in batches,
+//! is re-judged by [`evaluate`] after each batch, and ends `passed`, `failed` or `expired`. A
+//! passed session can be consumed by one verification (single use). Bounds: sessions alive at
+//! once (globally and per key), frames per session, one batch in flight per session. Only
+//! observations are kept (never images), and once a session ends only what verify needs from its
+//! best frame (embedding, quality) is kept. Expired sessions stay as small tombstones for one
+//! more TTL (so late calls get 410 rather than 404) and are then swept.
+//!
+//! Sessions live in this replica's memory: with several replicas the load balancer must route a
+//! session's calls to the replica that opened it (sticky routing), and a restart loses open
+//! sessions (clients open a new one).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::checker::{ChallengeVerdict, FailReason, FrameFeedback, Outcome, evaluate};
+use super::{Action, ChallengePolicy, FrameObservation};
+use crate::vision::embed::Embedding;
+
+/// Bounds of the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// How long a session lives after it is opened.
+    pub ttl: Duration,
+    /// Sessions alive at once on this replica.
+    pub max_sessions: usize,
+    /// Sessions alive at once per API key.
+    pub max_per_key: usize,
+    /// Frames one session accepts in all.
+    pub max_frames: usize,
+    /// Frames one call may carry.
+    pub max_frames_per_call: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(facekey_settings::defaults::SESSION_TTL_SECS),
+            max_sessions: facekey_settings::defaults::MAX_SESSIONS,
+            max_per_key: facekey_settings::defaults::MAX_SESSIONS_PER_KEY,
+            max_frames: facekey_settings::defaults::SESSION_MAX_FRAMES,
+            max_frames_per_call: MAX_FRAMES_PER_CALL,
+        }
+    }
+}
+
+/// Frames one `POST .../frames` call may carry (the API contract: 1..=8).
+pub const MAX_FRAMES_PER_CALL: usize = 8;
+
+/// Where a session stands, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Waiting for frames.
+    InProgress,
+    /// Every action seen and every check held.
+    Passed,
+    /// A check failed, or the frames ran out.
+    Failed,
+    /// The session's time ran out before it passed (or before a passed session was used).
+    Expired,
+}
+
+impl SessionState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Why a session operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// No such session for this key (it may exist for another key: never revealed).
+    #[error("no liveness session with this id for this API key")]
+    NotFound,
+    /// The session expired.
+    #[error("the liveness session expired; open a new one")]
+    Expired,
+    /// Verify with a session that has not passed.
+    #[error("the liveness session has not passed (state {0})")]
+    NotPassed(&'static str),
+    /// Verify with a session already used by a verification.
+    #[error("the liveness session was already used by a verification")]
+    Used,
+    /// Verify for another subject than the session was opened for.
+    #[error("the liveness session was opened for another subject")]
+    SubjectMismatch,
+    /// Another batch of frames for this session is being processed.
+    #[error("another batch of frames for this session is still being processed")]
+    Busy,
+    /// The registry (`global`) or this key's share of it is full.
+    #[error("{message}")]
+    TooManySessions {
+        /// The whole replica is full (503), rather than this key's share (429).
+        global: bool,
+        /// What is full.
+        message: String,
+    },
+    /// The batch has too many frames, or the session's frame budget is spent.
+    #[error("{0}")]
+    TooManyFrames(String),
+}
+
+/// What a new session tells the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Session id (128 random bits, hex).
+    pub id: String,
+    /// The actions to perform, in order.
+    pub challenge: Vec<Action>,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Frames it accepts in all.
+    pub max_frames: usize,
+}
+
+/// A session's state as the API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// State.
+    pub state: SessionState,
+    /// The subject it was opened for.
+    pub subject: Option<String>,
+    /// The challenge.
+    pub challenge: Vec<Action>,
+    /// Frames received so far.
+    pub frames_received: usize,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Whether a verification consumed it.
+    pub used: bool,
+    /// The latest verdict (actions, reasons, diagnostics).
+    pub verdict: ChallengeVerdict,
+}
+
+impl SessionView {
+    /// `Some(true)` passed, `Some(false)` failed or expired before passing, `None` in progress.
+    pub fn live(&self) -> Option<bool> {
+        match self.state {
+            SessionState::InProgress => None,
+            SessionState::Passed => Some(true),
+            SessionState::Failed => Some(false),
+            SessionState::Expired => Some(self.verdict.outcome == Outcome::Passed),
+        }
+    }
+}
+
+/// A session that just ended: what metrics and the spoof alert need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Concluded {
+    /// Session id.
+    pub id: String,
+    /// Passed or failed.
+    pub outcome: Outcome,
+    /// Why it failed.
+    pub reasons: Vec<FailReason>,
+    /// The subject it was opened for.
+    pub subject: Option<String>,
+    /// The liveness confidence.
+    pub confidence: f32,
+    /// Frames with a usable face (a failure without any is abandonment, not an attack).
+    pub usable_frames: usize,
+}
+
+/// What a verification takes from a passed session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassedProbe {
+    /// The best frame's embedding.
+    pub embedding: Embedding,
+    /// The best frame's quality.
+    pub quality: Option<f32>,
+    /// The challenge confidence (the fusion's liveness feature).
+    pub confidence: f32,
+    /// The challenge that passed.
+    pub challenge: Vec<Action>,
+}
+
+/// The result of adding a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchResult {
+    /// The session after the batch.
+    pub view: SessionView,
+    /// Feedback for this batch's frames (indices in the whole session).
+    pub frames: Vec<FrameFeedback>,
+    /// Set when the batch ended the session.
+    pub concluded: Option<Concluded>,
+}
+
+#[derive(Debug)]
+struct Session {
+    key: String,
+    subject: Option<String>,
+    challenge: Vec<Action>,
+    opened: Instant,
+    expires: Instant,
+    expires_at: SystemTime,
+    frames: Vec<FrameObservation>,
+    frames_received: usize,
+    verdict: ChallengeVerdict,
+    busy: bool,
+    used: bool,
+    expired: bool,
+    probe: Option<(Embedding, Option<f32>)>,
+}
+
+impl Session {
+    fn state(&self) -> SessionState {
+        if self.expired {
+            return SessionState::Expired;
+        }
+        match self.verdict.outcome {
+            Outcome::InProgress => SessionState::InProgress,
+            Outcome::Passed => SessionState::Passed,
+            Outcome::Failed => SessionState::Failed,
+        }
+    }
+
+    fn view(&self, id: &str) -> SessionView {
+        SessionView {
+            id: id.to_owned(),
+            state: self.state(),
+            subject: self.subject.clone(),
+            challenge: self.challenge.clone(),
+            frames_received: self.frames_received,
+            expires_at: self.expires_at,
+            used: self.used,
+            verdict: self.verdict.clone(),
+        }
+    }
+
+    /// Keeps only what verify needs once the session has ended.
+    fn trim(&mut self) {
+        if self.probe.is_none()
+            && self.verdict.outcome == Outcome::Passed
+            && let Some(best) = self.verdict.best_frame
+            && let Some(face) = self.frames.get(best).and_then(|f| f.face.as_ref())
+            && let Some(e) = &face.embedding
+        {
+            self.probe = Some((e.clone(), face.quality));
+        }
+        self.frames = Vec::new();
+    }
+
+    fn concluded(&self, id: &str) -> Concluded {
+        Concluded {
+            id: id.to_owned(),
+            outcome: self.verdict.outcome,
+            reasons: self.verdict.reasons.clone(),
+            subject: self.subject.clone(),
+            confidence: self.verdict.confidence().unwrap_or(0.0),
+            usable_frames: self.verdict.usable_frames,
+        }
+    }
+}
+
+/// A random challenge of 2 or 3 distinct actions from the OS CSPRNG.
+pub fn random_challenge() -> Result<Vec<Action>, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)?;
+    let len = 2 + usize::from(bytes[0] & 1);
+    let mut pool: Vec<Action> = Action::ALL.to_vec();
+    let mut out = Vec::with_capacity(len);
+    for b in &bytes[1..=len] {
+        // Modulo bias over 5 or fewer items from a byte is < 2 %, irrelevant for a challenge.
+        let i = usize::from(*b) % pool.len();
+        out.push(pool.swap_remove(i));
+    }
+    Ok(out)
+}
+
+/// A session id: 128 random bits as hex.
+fn new_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// The bounded registry of this replica's sessions.
+#[derive(Debug)]
+pub struct Registry {
+    limits: SessionLimits,
+    policy: ChallengePolicy,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(limits: SessionLimits, policy: ChallengePolicy) -> Self {
+        Self {
+            limits,
+            policy,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    /// The checker's thresholds in force.
+    pub fn policy(&self) -> &ChallengePolicy {
+        &self.policy
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sessions not yet expired.
+    pub fn active(&self) -> usize {
+        self.lock().values().filter(|s| !s.expired).count()
+    }
+
+    /// Marks sessions past their time expired (returning those that had not ended, for
+    /// metrics) and forgets tombstones older than one more TTL.
+    pub fn sweep(&self, now: Instant) -> Vec<Concluded> {
+        let mut map = self.lock();
+        Self::sweep_locked(&mut map, now, self.limits.ttl)
+    }
+
+    fn sweep_locked(
+        map: &mut HashMap<String, Session>,
+        now: Instant,
+        ttl: Duration,
+    ) -> Vec<Concluded> {
+        let mut ended = Vec::new();
+        for (id, s) in map.iter_mut() {
+            if !s.expired && now >= s.expires {
+                s.expired = true;
+                if s.verdict.outcome == Outcome::InProgress {
+                    s.verdict.conclude(FailReason::Expired);
+                    ended.push(s.concluded(id));
+                }
+                s.trim();
+                s.probe = None;
+            }
+        }
+        map.retain(|_, s| now < s.expires + ttl);
+        ended
+    }
+
+    /// Opens a session for `key`, optionally bound to `subject`. Expired sessions are swept
+    /// first (returned for metrics).
+    pub fn open(
+        &self,
+        key: &str,
+        subject: Option<String>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(Opened, Vec<Concluded>), SessionError> {
+        let no_randomness = |e: getrandom::Error| SessionError::TooManySessions {
+            global: true,
+            message: format!("the OS random source failed: {e}"),
+        };
+        let challenge = random_challenge().map_err(no_randomness)?;
+        let id = new_id().map_err(no_randomness)?;
+        let mut map = self.lock();
+        let ended = Self::sweep_locked(&mut map, now, self.limits.ttl);
+        let alive = map.values().filter(|s| !s.expired);
+        let (total, mine) = alive.fold((0, 0), |(t, m), s| (t + 1, m + usize::from(s.key == key)));
+        if total >= self.limits.max_sessions {
+            return Err(SessionError::TooManySessions {
+                global: true,
+                message: format!(
+                    "{total} liveness sessions are open on this replica, the most it holds \
+                     (FACEKEY_MAX_SESSIONS); retry when some have ended"
+                ),
+            });
+        }
+        if mine >= self.limits.max_per_key {
+            return Err(SessionError::TooManySessions {
+                global: false,
+                message: format!(
+                    "this API key has {mine} open liveness sessions, the most one key may hold \
+                     (FACEKEY_MAX_SESSIONS_PER_KEY); finish or let them expire"
+                ),
+            });
+        }
+        let expires_at = wall + self.limits.ttl;
+        let empty = evaluate(&challenge, &[], &self.policy);
+        map.insert(
+            id.clone(),
+            Session {
+                key: key.to_owned(),
+                subject,
+                challenge: challenge.clone(),
+                opened: now,
+                expires: now + self.limits.ttl,
+                expires_at,
+                frames: Vec::new(),
+                frames_received: 0,
+                verdict: empty,
+                busy: false,
+                used: false,
+                expired: false,
+                probe: None,
+            },
+        );
+        Ok((
+            Opened {
+                id,
+                challenge,
+                expires_at,
+                max_frames: self.limits.max_frames,
+            },
+            ended,
+        ))
+    }
+
+    /// The session for `key`, marked expired if its time is up.
+    fn get<'a>(
+        map: &'a mut HashMap<String, Session>,
+        key: &str,
+        id: &str,
+        now: Instant,
+    ) -> Result<&'a mut Session, SessionError> {
+        let s = map
+            .get_mut(id)
+            .filter(|s| s.key == key)
+            .ok_or(SessionError::NotFound)?;
+        if !s.expired && now >= s.expires {
+            s.expired = true;
+            s.verdict.conclude(FailReason::Expired);
+            s.trim();
+            s.probe = None;
+        }
+        Ok(s)
+    }
+
+    /// The session's state.
+    pub fn view(&self, key: &str, id: &str, now: Instant) -> Result<SessionView, SessionError> {
+        let mut map = self.lock();
+        Ok(Self::get(&mut map, key, id, now)?.view(id))
+    }
+
+    /// Reserves the session for a batch of `n` frames: checks the per-call and per-session
+    /// bounds and that no other batch is in flight. Returns `Ok(None)` when the session has
+    /// already ended (the caller answers its state without processing frames), else the
+    /// milliseconds since it opened. Pair with [`Registry::add_frames`] or
+    /// [`Registry::release`].
+    pub fn begin_batch(
+        &self,
+        key: &str,
+        id: &str,
+        n: usize,
+        now: Instant,
+    ) -> Result<Option<SessionView>, SessionError> {
+        let limits = self.limits;
+        let mut map = self.lock();
+        let s = Self::get(&mut map, key, id, now)?;
+        if s.expired {
+            return Err(SessionError::Expired);
+        }
+        if s.verdict.outcome != Outcome::InProgress {
+            return Ok(Some(s.view(id)));
+        }
+        if n == 0 || n > limits.max_frames_per_call {
+            return Err(SessionError::TooManyFrames(format!(
+                "send 1 to {} frames per call, got {n}",
+                limits.max_frames_per_call
+            )));
+        }
+        let remaining = limits.max_frames.saturating_sub(s.frames_received);
+        if n > remaining {
+            return Err(SessionError::TooManyFrames(format!(
+                "the session accepts {remaining} more frame(s) of {} (FACEKEY_SESSION_MAX_FRAMES), \
+                 got {n}",
+                limits.max_frames
+            )));
+        }
+        if s.busy {
+            return Err(SessionError::Busy);
+        }
+        s.busy = true;
+        Ok(None)
+    }
+
+    /// Releases a reservation whose frames could not be processed (bad input, overload).
+    pub fn release(&self, key: &str, id: &str) {
+        if let Some(s) = self.lock().get_mut(id).filter(|s| s.key == key) {
+            s.busy = false;
+        }
+    }
+
+    /// Adds a reserved batch's observations (receipt time stamped here), re-judges the
+    /// session, ends it when passed, failed or out of frames, and releases the reservation.
+    pub fn add_frames(
+        &self,
+        key: &str,
+        id: &str,
+        mut batch: Vec<FrameObservation>,
+        now: Instant,
+    ) -> Result<BatchResult, SessionError> {
+        let limits = self.limits;
+        let mut map = self.lock();
+        let s = Self::get(&mut map, key, id, now)?;
+        s.busy = false;
+        if s.expired {
+            return Err(SessionError::Expired);
+        }
+        if s.verdict.outcome != Outcome::InProgress {
+            return Ok(BatchResult {
+                view: s.view(id),
+                frames: Vec::new(),
+                concluded: None,
+            });
+        }
+        let received =
+            u64::try_from(now.saturating_duration_since(s.opened).as_millis()).unwrap_or(u64::MAX);
+        let first = s.frames.len();
+        batch.truncate(limits.max_frames.saturating_sub(s.frames_received));
+        for f in &mut batch {
+            f.received_ms = Some(received);
+        }
+        s.frames_received += batch.len();
+        s.frames.extend(batch);
+        let mut verdict = evaluate(&s.challenge, &s.frames, &self.policy);
+        if verdict.outcome == Outcome::InProgress && s.frames_received >= limits.max_frames {
+            verdict.conclude(FailReason::ChallengeIncomplete);
+        }
+        let frames = verdict.frames.get(first..).unwrap_or_default().to_vec();
+        s.verdict = verdict;
+        let concluded = (s.verdict.outcome != Outcome::InProgress).then(|| {
+            s.trim();
+            s.concluded(id)
+        });
+        Ok(BatchResult {
+            view: s.view(id),
+            frames,
+            concluded,
+        })
+    }
+
+    /// Consumes a passed session for one verification of `subject`: the best frame's
+    /// embedding and quality and the challenge confidence. Any later use is refused.
+    pub fn take_for_verify(
+        &self,
+        key: &str,
+        id: &str,
+        subject: &str,
+        now: Instant,
+    ) -> Result<PassedProbe, SessionError> {
+        let mut map = self.lock();
+        let s = Self::get(&mut map, key, id, now)?;
+        if s.expired {
+            return Err(SessionError::Expired);
+        }
+        if s.used {
+            return Err(SessionError::Used);
+        }
+        if s.verdict.outcome != Outcome::Passed {
+            return Err(SessionError::NotPassed(s.state().as_str()));
+        }
+        if s.subject.as_deref().is_some_and(|b| b != subject) {
+            return Err(SessionError::SubjectMismatch);
+        }
+        let (embedding, quality) = s.probe.clone().ok_or(SessionError::NotPassed("passed"))?;
+        s.used = true;
+        s.probe = None;
+        Ok(PassedProbe {
+            embedding,
+            quality,
+            confidence: s.verdict.confidence().unwrap_or(0.0),
+            challenge: s.challenge.clone(),
+        })
+    }
+
+    /// Test helper: the challenge of a session (to script a passing sequence).
+    #[doc(hidden)]
+    pub fn challenge_of(&self, id: &str) -> Option<Vec<Action>> {
+        self.lock().get(id).map(|s| s.challenge.clone())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::signals::tests::face;
+    use super::super::{EyeState, FaceObservation, Fingerprint};
+    use super::*;
+    use crate::vision::detect::BoundingBox;
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            ttl: Duration::from_secs(60),
+            max_sessions: 4,
+            max_per_key: 2,
+            max_frames: 12,
+            max_frames_per_call: 8,
+        }
+    }
+
+    fn reg() -> Registry {
+        Registry::new(limits(), ChallengePolicy::default())
+    }
+
+    /// A frame performing `action` at `phase` 0 (neutral), 1 (peak) or 2 (back to neutral).
+    fn frame(i: usize, action: Option<Action>, phase: usize) -> FrameObservation {
+        let peak = phase == 1;
+        let (mut yaw, mut up, mut mouth, mut eyes) = (0.0, 0.0, 0.0, 0.95);
+        match (action, peak) {
+            (Some(Action::TurnLeft), true) => yaw = 0.2,
+            (Some(Action::TurnRight), true) => yaw = -0.2,
+            (Some(Action::LookUp), true) => up = 0.3,
+            (Some(Action::OpenMouth), true) => mouth = 20.0,
+            (Some(Action::Blink), true) => eyes = 0.05,
+            _ => {}
+        }
+        FrameObservation {
+            timestamp_ms: 10_000 + 100 * i as u64,
+            received_ms: None,
+            face: Some(FaceObservation {
+                bbox: BoundingBox {
+                    x: 0.0,
+                    y: 0.0,
+                    width: 100.0,
+                    height: 100.0,
+                },
+                landmarks: face(yaw, up, mouth, 1.0),
+                eyes: Some(EyeState {
+                    left_open: eyes,
+                    right_open: eyes,
+                }),
+                embedding: Some(
+                    Embedding::new((0..128).map(|k| (k as f32 * 0.1).sin() * 0.08).collect())
+                        .unwrap(),
+                ),
+                liveness: Some(0.7),
+                quality: Some(0.8),
+            }),
+            unusable: None,
+            fingerprint: Some(
+                Fingerprint::try_from(
+                    (0..256)
+                        .map(|k| ((k + i * 31) % 256) as u8)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap(),
+            ),
+        }
+    }
+
+    /// Frames performing `challenge`: neutral, then peak and back for each action.
+    fn performance(challenge: &[Action]) -> Vec<FrameObservation> {
+        let mut out = vec![frame(0, None, 0)];
+        for &a in challenge {
+            for phase in [1, 2] {
+                let i = out.len();
+                out.push(frame(i, Some(a), phase));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn challenges_are_random_distinct_and_short() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let c = random_challenge().unwrap();
+            assert!((2..=3).contains(&c.len()));
+            let set: std::collections::HashSet<_> = c.iter().collect();
+            assert_eq!(set.len(), c.len());
+            seen.insert(c);
+        }
+        assert!(
+            seen.len() > 20,
+            "only {} distinct challenges in 200",
+            seen.len()
+        );
+    }
+
+    #[test]
+    fn a_performed_challenge_passes_and_verifies_once() {
+        let r = reg();
+        let t0 = Instant::now();
+        let (o, _) = r
+            .open("k1", Some("alice".into()), t0, SystemTime::now())
+            .unwrap();
+        assert_eq!(o.id.len(), 32);
+        let frames = performance(&o.challenge);
+        let mut result = None;
+        for chunk in frames.chunks(3) {
+            // The session may pass before the last chunk: later frames are not processed.
+            if r.begin_batch("k1", &o.id, chunk.len(), t0)
+                .unwrap()
+                .is_some()
+            {
+                break;
+            }
+            result = Some(
+                r.add_frames("k1", &o.id, chunk.to_vec(), t0 + Duration::from_secs(1))
+                    .unwrap(),
+            );
+        }
+        let result = result.unwrap();
+        assert_eq!(
+            result.view.state,
+            SessionState::Passed,
+            "{:?}",
+            result.view.verdict
+        );
+        assert_eq!(result.concluded.as_ref().unwrap().outcome, Outcome::Passed);
+        assert_eq!(result.view.live(), Some(true));
+        // Another key cannot see or use it.
+        assert_eq!(r.view("k2", &o.id, t0), Err(SessionError::NotFound));
+        assert_eq!(
+            r.take_for_verify("k2", &o.id, "alice", t0),
+            Err(SessionError::NotFound)
+        );
+        // Bound to alice.
+        assert_eq!(
+            r.take_for_verify("k1", &o.id, "bob", t0),
+            Err(SessionError::SubjectMismatch)
+        );
+        let probe = r.take_for_verify("k1", &o.id, "alice", t0).unwrap();
+        assert!(probe.confidence > 0.7);
+        assert_eq!(probe.quality, Some(0.8));
+        assert_eq!(
+            r.take_for_verify("k1", &o.id, "alice", t0),
+            Err(SessionError::Used)
+        );
+        assert!(r.view("k1", &o.id, t0).unwrap().used);
+        // Frames after the end are not processed.
+        assert!(r.begin_batch("k1", &o.id, 1, t0).unwrap().is_some());
+    }
+
+    #[test]
+    fn bounds_on_sessions_and_frames() {
+        let r = reg();
+        let t0 = Instant::now();
+        let now = SystemTime::now();
+        let (a, _) = r.open("k1", None, t0, now).unwrap();
+        r.open("k1", None, t0, now).unwrap();
+        assert!(matches!(
+            r.open("k1", None, t0, now),
+            Err(SessionError::TooManySessions { global: false, .. })
+        ));
+        r.open("k2", None, t0, now).unwrap();
+        r.open("k3", None, t0, now).unwrap();
+        assert!(matches!(
+            r.open("k4", None, t0, now),
+            Err(SessionError::TooManySessions { global: true, .. })
+        ));
+        assert_eq!(r.active(), 4);
+        // Per call and per session.
+        assert!(matches!(
+            r.begin_batch("k1", &a.id, 9, t0),
+            Err(SessionError::TooManyFrames(_))
+        ));
+        assert!(matches!(
+            r.begin_batch("k1", &a.id, 0, t0),
+            Err(SessionError::TooManyFrames(_))
+        ));
+        assert!(r.begin_batch("k1", &a.id, 8, t0).unwrap().is_none());
+        assert_eq!(r.begin_batch("k1", &a.id, 1, t0), Err(SessionError::Busy));
+        // A static face for 12 frames: the budget runs out and the session fails.
+        let still: Vec<_> = (0..8).map(|i| frame(i, None, 0)).collect();
+        let res = r
+            .add_frames("k1", &a.id, still, t0 + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(res.view.state, SessionState::InProgress);
+        assert_eq!(res.frames.len(), 8);
+        assert!(matches!(
+            r.begin_batch("k1", &a.id, 5, t0),
+            Err(SessionError::TooManyFrames(_))
+        ));
+        assert!(r.begin_batch("k1", &a.id, 4, t0).unwrap().is_none());
+        let more: Vec<_> = (8..12).map(|i| frame(i, None, 0)).collect();
+        let res = r
+            .add_frames("k1", &a.id, more, t0 + Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(res.view.state, SessionState::Failed);
+        assert_eq!(
+            res.concluded.unwrap().reasons,
+            vec![FailReason::ChallengeIncomplete]
+        );
+        assert_eq!(res.frames[0].index, 8);
+        assert_eq!(
+            r.take_for_verify("k1", &a.id, "x", t0),
+            Err(SessionError::NotPassed("failed"))
+        );
+    }
+
+    #[test]
+    fn expiry_sweeps_and_tombstones() {
+        let r = reg();
+        let t0 = Instant::now();
+        let (a, _) = r.open("k1", None, t0, SystemTime::now()).unwrap();
+        r.begin_batch("k1", &a.id, 1, t0).unwrap();
+        r.add_frames("k1", &a.id, vec![frame(0, None, 0)], t0)
+            .unwrap();
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(
+            r.begin_batch("k1", &a.id, 1, later),
+            Err(SessionError::Expired)
+        );
+        assert_eq!(
+            r.view("k1", &a.id, later).unwrap().state,
+            SessionState::Expired
+        );
+        assert_eq!(r.view("k1", &a.id, later).unwrap().live(), Some(false));
+        assert_eq!(
+            r.take_for_verify("k1", &a.id, "x", later),
+            Err(SessionError::Expired)
+        );
+        assert_eq!(r.active(), 0);
+        // Expired sessions free their places; tombstones go after one more TTL.
+        let (b, _) = r.open("k1", None, later, SystemTime::now()).unwrap();
+        let ended = r.sweep(later + Duration::from_secs(61));
+        assert_eq!(ended.len(), 1, "b expired in progress");
+        assert_eq!(ended[0].id, b.id);
+        assert_eq!(ended[0].reasons, vec![FailReason::Expired]);
+        assert_eq!(
+            r.view("k1", &a.id, later + Duration::from_secs(61)),
+            Err(SessionError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_passed_session_keeps_only_the_probe() {
+        let r = reg();
+        let t0 = Instant::now();
+        let (o, _) = r.open("k", None, t0, SystemTime::now()).unwrap();
+        let frames = performance(&o.challenge);
+        let n = frames.len();
+        assert!(n <= 7);
+        r.begin_batch("k", &o.id, n, t0).unwrap();
+        let res = r
+            .add_frames("k", &o.id, frames, t0 + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(res.view.state, SessionState::Passed);
+        let map = r.lock();
+        let s = map.get(&o.id).unwrap();
+        assert!(s.frames.is_empty() && s.probe.is_some());
+    }
+
+    #[test]
+    fn release_frees_a_reservation() {
+        let r = reg();
+        let t0 = Instant::now();
+        let (o, _) = r.open("k", None, t0, SystemTime::now()).unwrap();
+        r.begin_batch("k", &o.id, 2, t0).unwrap();
+        r.release("k", &o.id);
+        assert!(r.begin_batch("k", &o.id, 2, t0).unwrap().is_none());
+    }
+}

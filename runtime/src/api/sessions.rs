@@ -1,0 +1,879 @@
+//! Challenge-response liveness sessions over HTTP (`/v1/liveness/sessions`): open a session
+//! with a random challenge, send camera frames in batches and get live feedback, read the
+//! verdict, and verify with a passed session instead of (or beside) an image. The rules live in
+//! [`crate::challenge`]; this module parses requests, runs frames through admission control and
+//! the inference pool, and records metrics and spoof events.
+//!
+//! Sessions are held in this replica's memory ([`crate::challenge::session::Registry`]): with
+//! several replicas, route each session's calls to one replica (sticky sessions); a restart
+//! loses open sessions.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as PromRegistry};
+use serde::{Deserialize, Serialize};
+
+use super::blocking::with_engine;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{is_json_content_type, parse_json, read_body};
+use super::faces::{
+    LivenessReportItem, MatchReport, VerifyDecision, is_admin, request_id, subject_embeddings,
+};
+use super::image_input::{ImageInput, decode_base64_image};
+use crate::alerts::SpoofAttempt;
+use crate::audit::AuditDetail;
+use crate::auth::Caller;
+use crate::challenge::session::{
+    Concluded, Registry, SessionError, SessionLimits, SessionState, SessionView,
+};
+use crate::challenge::{
+    Action, ActionResult, ChallengePolicy, FailReason, FrameFeedback, FrameObservation, Outcome,
+};
+use crate::config::{Config, Switch};
+use crate::decision::Decision;
+use crate::state::SharedState;
+use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, Reason};
+use crate::vision::landmarks::{ChallengeModels, observe_frame};
+use crate::vision::{AnalyzeOptions, Embedding, QualityResult, VisionConfig, VisionError};
+
+/// Route label of spoof events raised by a failed challenge.
+pub const FRAMES_ROUTE: &str = "/v1/liveness/sessions/{id}/frames";
+
+/// Session metrics (registered with the runtime's registry by [`crate::metrics::Metrics`]).
+#[derive(Clone)]
+pub struct SessionMetrics {
+    /// Sessions opened.
+    pub started: IntCounter,
+    /// Sessions that passed.
+    pub passed: IntCounter,
+    /// Sessions that failed, by reason (one count per reason of a failure).
+    pub failed: IntCounterVec,
+    /// Frames received, by whether a usable face was observed (`face`, `no_face`).
+    pub frames: IntCounterVec,
+    /// Sessions open now on this replica (updated when sessions are opened or swept).
+    pub active: IntGauge,
+}
+
+impl SessionMetrics {
+    /// Creates the metrics and registers them with `registry`.
+    pub fn register(registry: &PromRegistry) -> Result<Self, prometheus::Error> {
+        let started = IntCounter::new(
+            "facekey_liveness_sessions_started_total",
+            "Challenge-liveness sessions opened.",
+        )?;
+        let passed = IntCounter::new(
+            "facekey_liveness_sessions_passed_total",
+            "Challenge-liveness sessions that passed.",
+        )?;
+        let failed = IntCounterVec::new(
+            Opts::new(
+                "facekey_liveness_sessions_failed_total",
+                "Challenge-liveness sessions that failed, by reason (challenge_incomplete, \
+                 expired, duplicate_frames, face_changed, timestamps_not_increasing, \
+                 frames_too_fast, clock_mismatch, too_few_usable_frames, passive_liveness_low).",
+            ),
+            &["reason"],
+        )?;
+        let frames = IntCounterVec::new(
+            Opts::new(
+                "facekey_liveness_session_frames_total",
+                "Frames received by challenge-liveness sessions, by result (face: a usable face \
+                 was observed; no_face: none, or a model failed on it).",
+            ),
+            &["result"],
+        )?;
+        let active = IntGauge::new(
+            "facekey_liveness_sessions_active",
+            "Challenge-liveness sessions open on this replica.",
+        )?;
+        for c in [
+            Box::new(started.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(passed.clone()),
+            Box::new(failed.clone()),
+            Box::new(frames.clone()),
+            Box::new(active.clone()),
+        ] {
+            registry.register(c)?;
+        }
+        for r in FailReason::ALL {
+            failed.with_label_values(&[r.as_str()]);
+        }
+        for r in ["face", "no_face"] {
+            frames.with_label_values(&[r]);
+        }
+        Ok(Self {
+            started,
+            passed,
+            failed,
+            frames,
+            active,
+        })
+    }
+}
+
+/// The sessions of this replica and the challenge models.
+pub struct SessionService {
+    registry: Registry,
+    models: OnceLock<Arc<ChallengeModels>>,
+    require_session: bool,
+}
+
+impl SessionService {
+    /// The service the configuration describes (models are loaded with the engine).
+    pub fn new(config: &Config) -> Self {
+        let limits = SessionLimits {
+            ttl: std::time::Duration::from_secs(config.session_ttl_secs),
+            max_sessions: config.max_sessions,
+            max_per_key: config.max_sessions_per_key,
+            max_frames: config.session_max_frames,
+            ..SessionLimits::default()
+        };
+        Self {
+            registry: Registry::new(limits, ChallengePolicy::default()),
+            models: OnceLock::new(),
+            require_session: config.require_session == Switch::On,
+        }
+    }
+
+    /// Loads the landmark and eye models beside the engine; on failure sessions answer 503
+    /// `sessions_unavailable` (and the error is logged), the rest of the API is unaffected.
+    pub fn load_models(&self, vision: &VisionConfig) {
+        match ChallengeModels::load(vision) {
+            Ok(m) => {
+                let _ = self.models.set(Arc::new(m));
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "challenge-liveness models could not be loaded; liveness sessions are unavailable"
+            ),
+        }
+    }
+
+    /// Whether `/v1/verify` requires a passed session.
+    pub fn require_session(&self) -> bool {
+        self.require_session
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn models(&self) -> Result<Arc<ChallengeModels>, ApiError> {
+        self.models.get().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sessions_unavailable",
+                "challenge-liveness models are not loaded (still loading, or failed: see the log)",
+            )
+        })
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        let message = e.to_string();
+        match e {
+            SessionError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "session_not_found", message)
+            }
+            SessionError::Expired => ApiError::new(StatusCode::GONE, "session_expired", message),
+            SessionError::NotPassed(_) => {
+                ApiError::new(StatusCode::CONFLICT, "session_not_passed", message)
+            }
+            SessionError::Used => ApiError::new(StatusCode::CONFLICT, "session_used", message),
+            SessionError::SubjectMismatch => {
+                ApiError::new(StatusCode::CONFLICT, "session_subject_mismatch", message)
+            }
+            SessionError::Busy => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::CONFLICT, "session_busy", message)
+            },
+            SessionError::TooManySessions { global, .. } => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    if global {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::TOO_MANY_REQUESTS
+                    },
+                    "too_many_sessions",
+                    message,
+                )
+            },
+            SessionError::TooManyFrames(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_frames", message)
+            }
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiError> {
+    caller.map(|c| c.key_id.clone()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "liveness sessions need an API key",
+        )
+    })
+}
+
+/// Records sessions that ended: pass/fail counters, and a spoof event (log, counter, alert
+/// email) for every failure with at least one usable face (a session abandoned before any face
+/// was seen is no attack).
+fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMap) {
+    let m = &state.metrics.sessions;
+    for c in ended {
+        match c.outcome {
+            Outcome::Passed => m.passed.inc(),
+            Outcome::Failed => {
+                for r in &c.reasons {
+                    m.failed.with_label_values(&[r.as_str()]).inc();
+                }
+                tracing::info!(session = %c.id, reasons = ?c.reasons, "liveness session failed");
+                if c.usable_frames > 0 {
+                    SpoofAttempt {
+                        at: SystemTime::now(),
+                        route: FRAMES_ROUTE,
+                        subject: c.subject.clone(),
+                        liveness: f64::from(c.confidence),
+                        threshold: state
+                            .engine()
+                            .map_or(0.5, |e| e.verifier.config().liveness_threshold),
+                        request_id: request_id(headers),
+                    }
+                    .emit(&state.metrics, state.alerts.as_ref());
+                }
+            }
+            Outcome::InProgress => {}
+        }
+    }
+    m.active
+        .set(i64::try_from(state.sessions.registry.active()).unwrap_or(i64::MAX));
+}
+
+/// Body of `POST /v1/liveness/sessions`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    /// Bind the session to this subject: only a verification of it may use the session.
+    pub subject: Option<String>,
+}
+
+/// Answer of `POST /v1/liveness/sessions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenResponse {
+    /// Session id.
+    pub id: String,
+    /// Actions to perform, in order.
+    pub challenge: Vec<Action>,
+    /// RFC 3339 expiry time.
+    pub expires_at: String,
+    /// Frames the session accepts in all.
+    pub max_frames: usize,
+}
+
+/// `POST /v1/liveness/sessions`: open a challenge session.
+#[utoipa::path(
+    post,
+    path = "/v1/liveness/sessions",
+    tag = "liveness",
+    summary = "Open a challenge-response liveness session",
+    description = "Optional JSON body `{\"subject\": \"<id>\"}`. Answers a random challenge of 2–3 \
+distinct actions (`blink`, `turn_left` — the person's own left, `turn_right`, `look_up`, \
+`open_mouth`), to perform in order in front of the camera while sending frames. The session is \
+bound to the API key that opened it, expires after `FACEKEY_SESSION_TTL_SECS` and is held in this \
+replica's memory (sticky routing with several replicas).",
+    request_body(content = OpenRequest, description = "Optional", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Session opened", body = OpenResponse),
+        (status = 429, description = "This key holds too many open sessions (`too_many_sessions`)", body = ErrorBody),
+        (status = 503, description = "The replica holds too many sessions (`too_many_sessions`), or models are loading", body = ErrorBody),
+    )
+)]
+pub async fn open(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    state.engine()?;
+    state.sessions.models()?;
+    let key = key_of(caller.as_ref())?;
+    let req: OpenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        OpenRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let subject = match req.subject.map(|s| s.trim().to_owned()) {
+        Some(s) if s.is_empty() || s.len() > 256 => {
+            return Err(ApiError::invalid_request(
+                "`subject` must be 1 to 256 characters",
+            ));
+        }
+        other => other,
+    };
+    let (opened, ended) =
+        state
+            .sessions
+            .registry
+            .open(&key, subject.clone(), Instant::now(), SystemTime::now())?;
+    state.metrics.sessions.started.inc();
+    record_concluded(&state, &ended, &headers);
+    tracing::info!(session = %opened.id, challenge = ?opened.challenge, "liveness session opened");
+    let detail = AuditDetail {
+        subject,
+        ..AuditDetail::default()
+    };
+    let body = OpenResponse {
+        id: opened.id,
+        challenge: opened.challenge,
+        expires_at: rfc3339(opened.expires_at),
+        max_frames: opened.max_frames,
+    };
+    Ok((StatusCode::CREATED, Extension(detail), Json(body)).into_response())
+}
+
+/// One frame of a JSON frames body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrameInput {
+    /// Base64 JPEG (PNG and WebP are accepted too).
+    pub image: String,
+    /// Client capture time, milliseconds; must increase within the session.
+    pub timestamp_ms: u64,
+}
+
+/// JSON body of `POST /v1/liveness/sessions/{id}/frames`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FramesRequest {
+    /// 1 to 8 frames, in capture order.
+    pub frames: Vec<FrameInput>,
+}
+
+/// The frames of a request: encoded image and client timestamp each (JSON or multipart).
+pub struct Frames(pub Vec<(Bytes, u64)>);
+
+fn parse_timestamp(text: &str) -> Result<u64, ApiError> {
+    text.trim().parse::<u64>().map_err(|_| {
+        ApiError::invalid_request(format!(
+            "`timestamp_ms` must be a non-negative integer, got {:?}",
+            text.chars().take(32).collect::<String>()
+        ))
+    })
+}
+
+impl FromRequest<SharedState> for Frames {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        let limit = state.config.max_image_bytes;
+        let too_many = |n: usize| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_frames",
+                format!(
+                    "send 1 to {} frames per call, got {n} or more",
+                    crate::challenge::session::MAX_FRAMES_PER_CALL
+                ),
+            )
+        };
+        let max = crate::challenge::session::MAX_FRAMES_PER_CALL;
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if content_type.starts_with("multipart/form-data") {
+            let mut multipart = Multipart::from_request(req, state).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_multipart",
+                    format!("malformed multipart request: {}", e.body_text()),
+                )
+            })?;
+            let mut frames = Vec::new();
+            let mut pending_ts: Option<u64> = None;
+            let bad = |e: axum::extract::multipart::MultipartError| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::body_too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_multipart",
+                        format!("malformed multipart body: {}", e.body_text()),
+                    )
+                }
+            };
+            while let Some(field) = multipart.next_field().await.map_err(bad)? {
+                let name = field.name().unwrap_or_default().to_owned();
+                match name.as_str() {
+                    "timestamp_ms" => {
+                        let data = field.bytes().await.map_err(bad)?;
+                        let text = std::str::from_utf8(&data).map_err(|_| {
+                            ApiError::invalid_request("`timestamp_ms` is not UTF-8 text")
+                        })?;
+                        pending_ts = Some(parse_timestamp(text)?);
+                    }
+                    "frame" => {
+                        if frames.len() >= max {
+                            return Err(too_many(frames.len() + 1));
+                        }
+                        let ts = pending_ts.take().ok_or_else(|| {
+                            ApiError::invalid_request(
+                                "each `frame` part must follow its `timestamp_ms` part",
+                            )
+                        })?;
+                        let data = field.bytes().await.map_err(bad)?;
+                        if data.len() > limit {
+                            return Err(ApiError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "image_too_large",
+                                format!("a frame exceeds {limit} bytes (FACEKEY_MAX_IMAGE_BYTES)"),
+                            ));
+                        }
+                        frames.push((data, ts));
+                    }
+                    other => {
+                        return Err(ApiError::invalid_request(format!(
+                            "unexpected multipart part {other:?}: send `timestamp_ms` and `frame` parts"
+                        )));
+                    }
+                }
+            }
+            if frames.is_empty() {
+                return Err(ApiError::invalid_request("no `frame` part in the request"));
+            }
+            Ok(Frames(frames))
+        } else if is_json_content_type(&req) {
+            let body = read_body(req, state).await?;
+            let parsed: FramesRequest = parse_json(&body)?;
+            if parsed.frames.is_empty() {
+                return Err(ApiError::invalid_request("`frames` is empty"));
+            }
+            if parsed.frames.len() > max {
+                return Err(too_many(parsed.frames.len()));
+            }
+            let frames = parsed
+                .frames
+                .into_iter()
+                .map(|f| {
+                    decode_base64_image(&f.image, limit).map(|b| (Bytes::from(b), f.timestamp_ms))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Frames(frames))
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send application/json `{\"frames\":[{\"image\",\"timestamp_ms\"}]}` or \
+                 multipart/form-data with `timestamp_ms` and `frame` parts",
+            ))
+        }
+    }
+}
+
+/// One action's result in an answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActionReport {
+    /// The action.
+    pub action: Action,
+    /// Whether it was seen, in order.
+    pub passed: bool,
+    /// Index of the frame that completed it.
+    pub at_frame: Option<usize>,
+}
+
+fn action_reports(actions: &[ActionResult]) -> Vec<ActionReport> {
+    actions
+        .iter()
+        .map(|a| ActionReport {
+            action: a.action,
+            passed: a.passed,
+            at_frame: a.at_frame,
+        })
+        .collect()
+}
+
+/// Answer of `POST /v1/liveness/sessions/{id}/frames`: live feedback.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FramesResponse {
+    /// `in_progress`, `passed`, `failed` or `expired`.
+    pub state: SessionState,
+    /// Frames the session has received in all.
+    pub frames_received: usize,
+    /// Feedback on this call's frames.
+    pub frames: Vec<FrameFeedback>,
+    /// The action to perform now, if any.
+    pub next_action: Option<Action>,
+    /// Each action of the challenge.
+    pub actions: Vec<ActionReport>,
+}
+
+/// `POST /v1/liveness/sessions/{id}/frames`: send frames, get feedback.
+#[utoipa::path(
+    post,
+    path = "/v1/liveness/sessions/{id}/frames",
+    tag = "liveness",
+    summary = "Send camera frames to a liveness session",
+    description = "JSON `{\"frames\":[{\"image\":\"<base64 JPEG>\",\"timestamp_ms\":<client ms>}]}` \
+or multipart with a `timestamp_ms` text part before each `frame` image part; 1 to 8 frames per \
+call, one call at a time per session. Frames run through admission control like every inference. \
+Answers live feedback; once the session has passed or failed, further frames are not processed \
+and the answer reports its final state.",
+    params(("id" = String, Path, description = "Session id")),
+    request_body(content = FramesRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Feedback", body = FramesResponse),
+        (status = 404, description = "No such session for this key (`session_not_found`)", body = ErrorBody),
+        (status = 409, description = "Another call for this session is running (`session_busy`)", body = ErrorBody),
+        (status = 410, description = "Session expired (`session_expired`)", body = ErrorBody),
+        (status = 413, description = "Too many frames in the call or the session (`too_many_frames`), or a frame too large", body = ErrorBody),
+        (status = 422, description = "Malformed frames", body = ErrorBody),
+        (status = 503, description = "Overloaded, or models loading", body = ErrorBody),
+    )
+)]
+pub async fn frames(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Frames(frames): Frames,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let models = state.sessions.models()?;
+    let key = key_of(caller.as_ref())?;
+    let registry = &state.sessions.registry;
+    if let Some(done) = registry.begin_batch(&key, &id, frames.len(), Instant::now())? {
+        return Ok(Json(frames_response(&done, Vec::new())).into_response());
+    }
+    let observed = with_engine(&state, engine, move |e, cancel| {
+        let mut out: Vec<FrameObservation> = Vec::with_capacity(frames.len());
+        for (bytes, ts) in &frames {
+            if cancel.is_cancelled() {
+                return Err(VisionError::Cancelled { before: "frame" });
+            }
+            let img = e.vision.decode(bytes)?;
+            out.push(observe_frame(&e.vision, &models, &img, *ts));
+        }
+        Ok(out)
+    })
+    .await;
+    let observed = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            registry.release(&key, &id);
+            return Err(e);
+        }
+    };
+    for f in &observed {
+        let result = if f.face.is_some() { "face" } else { "no_face" };
+        state
+            .metrics
+            .sessions
+            .frames
+            .with_label_values(&[result])
+            .inc();
+    }
+    let result = registry.add_frames(&key, &id, observed, Instant::now())?;
+    if let Some(c) = &result.concluded {
+        record_concluded(&state, std::slice::from_ref(c), &headers);
+    }
+    Ok(Json(frames_response(&result.view, result.frames)).into_response())
+}
+
+fn frames_response(view: &SessionView, frames: Vec<FrameFeedback>) -> FramesResponse {
+    FramesResponse {
+        state: view.state,
+        frames_received: view.frames_received,
+        frames,
+        next_action: if view.state == SessionState::InProgress {
+            view.verdict.next_action
+        } else {
+            None
+        },
+        actions: action_reports(&view.verdict.actions),
+    }
+}
+
+/// Diagnostics of a session, for `admin` keys.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionDetail {
+    /// The challenge.
+    pub challenge: Vec<Action>,
+    /// The subject it is bound to.
+    pub subject: Option<String>,
+    /// Frames received.
+    pub frames_received: usize,
+    /// Frames with a usable face.
+    pub usable_frames: usize,
+    /// Median passive liveness over usable frames.
+    pub passive_median: Option<f32>,
+    /// Largest embedding distance from the first usable frame.
+    pub max_face_distance: Option<f32>,
+    /// Smallest fingerprint difference between two frames (grey levels).
+    pub min_frame_difference: Option<f32>,
+    /// Whether a verification used the session.
+    pub used: bool,
+}
+
+/// Answer of `GET /v1/liveness/sessions/{id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionResponse {
+    /// Session id.
+    pub id: String,
+    /// `in_progress`, `passed`, `failed` or `expired`.
+    pub state: SessionState,
+    /// `true` passed, `false` failed (or expired before passing), `null` in progress.
+    pub live: Option<bool>,
+    /// Liveness confidence in [0, 1] (the fusion's liveness feature); `null` in progress.
+    pub confidence: Option<f32>,
+    /// Why it failed.
+    pub reasons: Vec<FailReason>,
+    /// Each action of the challenge.
+    pub actions: Vec<ActionReport>,
+    /// RFC 3339 expiry time.
+    pub expires_at: String,
+    /// Diagnostics, for `admin` keys only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<SessionDetail>,
+}
+
+/// `GET /v1/liveness/sessions/{id}`: the session's verdict.
+#[utoipa::path(
+    get,
+    path = "/v1/liveness/sessions/{id}",
+    tag = "liveness",
+    summary = "Read a liveness session's state and verdict",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionResponse),
+        (status = 404, description = "No such session for this key (`session_not_found`)", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = key_of(caller.as_ref())?;
+    let view = state.sessions.registry.view(&key, &id, Instant::now())?;
+    let v = &view.verdict;
+    let confidence = match view.state {
+        SessionState::InProgress => None,
+        _ => v.confidence(),
+    };
+    let body = SessionResponse {
+        id: view.id.clone(),
+        state: view.state,
+        live: view.live(),
+        confidence,
+        reasons: v.reasons.clone(),
+        actions: action_reports(&v.actions),
+        expires_at: rfc3339(view.expires_at),
+        detail: is_admin(caller.as_ref()).then(|| SessionDetail {
+            challenge: view.challenge.clone(),
+            subject: view.subject.clone(),
+            frames_received: view.frames_received,
+            usable_frames: v.usable_frames,
+            passive_median: v.passive_median,
+            max_face_distance: v.max_face_distance,
+            min_frame_difference: v.min_frame_difference,
+            used: view.used,
+        }),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// Answer of a session verification to an `admin` key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionVerifyResponse {
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
+    /// The claimed subject.
+    pub subject: String,
+    /// The session used.
+    pub session: String,
+    /// The challenge it passed.
+    pub challenge: Vec<Action>,
+    /// Whether the probe was the image sent beside the session (else the session's best frame).
+    pub probe_from_image: bool,
+    /// Match against the subject's templates.
+    #[serde(rename = "match")]
+    pub match_: MatchReport,
+    /// Liveness: the challenge confidence.
+    pub liveness: LivenessReportItem,
+    /// The probe's quality score.
+    pub quality: Option<f32>,
+    /// Full quality measurements, when the probe was an image.
+    #[schema(value_type = Object)]
+    pub quality_detail: Option<QualityResult>,
+    /// The fusion inputs `[match_similarity, liveness, quality]`.
+    pub features: [f64; 3],
+    /// The fused authentication probability.
+    pub probability: f64,
+    /// The final decision.
+    pub decision: Decision,
+    /// The probability threshold.
+    pub threshold: f64,
+    /// `strict` or `fusion`.
+    pub decision_policy: DecisionPolicy,
+    /// Checks that failed.
+    pub reasons: Vec<Reason>,
+    /// Fusion weights used.
+    pub weights: String,
+}
+
+/// 422 `session_required`: the verify hook's answer when sessions are required and none came.
+pub fn session_required() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "session_required",
+        "this server requires a passed liveness session for verification \
+         (FACEKEY_REQUIRE_SESSION=on): open one at /v1/liveness/sessions and send \
+         {\"subject\", \"session\"}",
+    )
+}
+
+/// The session part of `POST /v1/verify`: `input` has a `session` field. The session must have
+/// passed, belong to the caller's key (and to `subject` if it was bound) and not be used; it is
+/// consumed before any other work. The probe is the session's best frame, or the image sent
+/// beside it when that shows the same face; the liveness feature is the challenge confidence.
+pub async fn verify_with_session(
+    state: SharedState,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    input: ImageInput,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let key = key_of(caller.as_ref())?;
+    let subject = input.required("subject")?.trim().to_string();
+    let session = input.required("session")?.trim().to_string();
+    let templates = subject_embeddings(&state, &subject)?;
+    state.lockouts.check(&subject).await?;
+    let probe =
+        state
+            .sessions
+            .registry
+            .take_for_verify(&key, &session, &subject, Instant::now())?;
+    let same_face = state.sessions.registry.policy().same_face_max_distance;
+    let (embedding, quality, quality_detail, from_image): (
+        Embedding,
+        Option<f32>,
+        Option<QualityResult>,
+        bool,
+    ) = if input.image.is_empty() {
+        (probe.embedding.clone(), probe.quality, None, false)
+    } else {
+        let image = input.image.clone();
+        let a = with_engine(&state, engine.clone(), move |e, c| {
+            e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
+        })
+        .await?;
+        let d = a.embedding.distance(&probe.embedding);
+        if d > same_face {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "session_face_mismatch",
+                "the image shows another face than the liveness session",
+            ));
+        }
+        (a.embedding, a.quality.map(|q| q.score), a.quality, true)
+    };
+    let verifier = &engine.verifier;
+    let scores: Vec<_> = templates
+        .iter()
+        .map(|t| engine.vision.compare(&embedding, t))
+        .collect();
+    let matched = verifier.judge_templates(&scores).ok_or_else(|| {
+        ApiError::internal("templates vanished between the lookup and the comparison")
+    })?;
+    let threshold = verifier.config().liveness_threshold;
+    let confidence = f64::from(probe.confidence);
+    let liveness = LivenessVerdict {
+        state: if Decision::at_least(confidence, threshold) == Decision::Accept {
+            LivenessState::Live
+        } else {
+            LivenessState::Spoof
+        },
+        score: Some(confidence),
+        threshold,
+        reason: None,
+    };
+    let outcome = verifier.decide(&matched, &liveness, quality.map_or(0.0, f64::from));
+    let m = &state.metrics;
+    m.record_decision(outcome.decision);
+    m.record_scores(
+        outcome.decision,
+        matched.similarity,
+        liveness.score,
+        outcome.forward.probability,
+    );
+    m.record_liveness(liveness.state);
+    if outcome.decision == Decision::Accept {
+        if let Err(e) = state.lockouts.record_success(&subject).await {
+            tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
+        }
+    } else {
+        state.lockouts.record_failure(&subject).await?;
+    }
+    let detail = AuditDetail {
+        subject: Some(subject.clone()),
+        decision: Some(outcome.decision),
+        reasons: outcome
+            .reasons
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
+        ..AuditDetail::default()
+    };
+    let request_id = request_id(&headers);
+    if !is_admin(caller.as_ref()) {
+        let body = VerifyDecision {
+            subject,
+            decision: outcome.decision,
+            reasons: outcome.reasons,
+            request_id,
+        };
+        return Ok((Extension(detail), Json(body)).into_response());
+    }
+    let body = SessionVerifyResponse {
+        request_id,
+        subject,
+        session,
+        challenge: probe.challenge,
+        probe_from_image: from_image,
+        match_: MatchReport::from(&matched),
+        liveness: LivenessReportItem {
+            state: liveness.state,
+            score: liveness.score,
+            decision: liveness.decision(),
+            threshold,
+            checked: true,
+            reason: None,
+            models: None,
+        },
+        quality,
+        quality_detail,
+        features: outcome.features,
+        probability: outcome.forward.probability,
+        decision: outcome.decision,
+        threshold: verifier.threshold(),
+        decision_policy: verifier.config().policy,
+        reasons: outcome.reasons,
+        weights: verifier.fusion().name().to_string(),
+    };
+    Ok((Extension(detail), Json(body)).into_response())
+}
