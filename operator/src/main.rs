@@ -1,6 +1,7 @@
 //! `facekey-operator`: reconciles FaceKeyDeployment resources into scanned, monitored runtime pods.
 //!
-//! Subcommands: `run` (the controller), `render` (print desired objects), `crdgen` (print the CRD),
+//! Subcommands: `run` (the controller and the sidecar injection webhook), `render` (print
+//! desired objects, or pods as the webhook would inject them), `crdgen` (print the CRD),
 //! `scan-summary` (the summary step inside scan Jobs).
 
 use std::io::Read;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Parser, Subcommand};
-use facekey_crds::Severity;
+use facekey_crds::{Severity, SidecarFailurePolicy};
 use facekey_operator::controller::{self, Exit, RunConfig};
 use facekey_operator::desired::{Capabilities, OptionalCrd};
 use facekey_operator::policy_floor::{
@@ -18,6 +19,9 @@ use facekey_operator::policy_floor::{
 };
 use facekey_operator::render::{self, RenderOptions};
 use facekey_operator::scan::{MAX_SUMMARY_BYTES, ScanSummary, trivy};
+use facekey_operator::webhook::certs::CertSettings;
+use facekey_operator::webhook::manage::{CertMode, CertTargets};
+use facekey_operator::webhook::{InjectOptions, WebhookConfig};
 
 /// Default image of the operator, used for the summary container of scan Jobs.
 const DEFAULT_OPERATOR_IMAGE: &str =
@@ -97,6 +101,57 @@ fn parse_severity(s: &str) -> Result<Severity, String> {
         .ok_or_else(|| format!("{s}: expected UNKNOWN, LOW, MEDIUM, HIGH or CRITICAL"))
 }
 
+fn parse_failure_policy(s: &str) -> Result<SidecarFailurePolicy, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "fail" => Ok(SidecarFailurePolicy::Fail),
+        "ignore" => Ok(SidecarFailurePolicy::Ignore),
+        _ => Err(format!("{s}: expected Fail or Ignore")),
+    }
+}
+
+/// The sidecar injection webhook of `run`.
+#[derive(clap::Args, Clone)]
+struct WebhookArgs {
+    /// Serve the sidecar injection webhook (HTTPS).
+    #[arg(long = "webhook", env = "FACEKEY_OPERATOR_WEBHOOK", default_value_t = true, action = ArgAction::Set)]
+    enabled: bool,
+    /// HTTPS address of the webhook.
+    #[arg(
+        long,
+        env = "FACEKEY_OPERATOR_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:9443"
+    )]
+    webhook_listen: SocketAddr,
+    /// Service in front of the webhook (the serving certificate's DNS names).
+    #[arg(
+        long,
+        env = "FACEKEY_OPERATOR_WEBHOOK_SERVICE",
+        default_value = "facekey-webhook"
+    )]
+    webhook_service: String,
+    /// Secret holding the webhook's CA and serving certificate (in the operator's namespace).
+    #[arg(
+        long,
+        env = "FACEKEY_OPERATOR_WEBHOOK_SECRET",
+        default_value = "facekey-webhook-tls"
+    )]
+    webhook_secret: String,
+    /// MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    #[arg(
+        long,
+        env = "FACEKEY_OPERATOR_WEBHOOK_CONFIG",
+        default_value = "facekey-sidecar-injector"
+    )]
+    webhook_config: String,
+    /// Who issues the serving certificate: `self-signed` (the operator's own CA) or
+    /// `cert-manager` (a Certificate writes the Secret, its CA injector the caBundle).
+    #[arg(long, env = "FACEKEY_OPERATOR_WEBHOOK_CERTS", default_value = "self-signed", value_parser = ["self-signed", "cert-manager"])]
+    webhook_certs: String,
+    /// What admission does with a pod naming a FaceKeyDeployment that does not exist.
+    #[arg(long, env = "FACEKEY_OPERATOR_SIDECAR_UNKNOWN_RESOURCE", default_value = "Fail", value_parser = parse_failure_policy)]
+    sidecar_unknown_resource: SidecarFailurePolicy,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (leader-elected).
@@ -124,6 +179,8 @@ enum Command {
         namespace: Option<String>,
         #[command(flatten)]
         scan_policy: ScanPolicyArgs,
+        #[command(flatten)]
+        webhook: WebhookArgs,
     },
     /// Print the objects the operator would apply for the FaceKeyDeployments in a file, as YAML.
     Render {
@@ -139,6 +196,17 @@ enum Command {
         /// Operator image for the scan Job.
         #[arg(long, default_value = DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
+        /// Instead: print the pods (or workloads' pod templates) of the file as the sidecar
+        /// injection webhook would admit them; FaceKeyDeployments come from the file itself and
+        /// `--resources`. Exits non-zero when admission would refuse one.
+        #[arg(long)]
+        inject: bool,
+        /// With `--inject`: a YAML file with the FaceKeyDeployments the pods name.
+        #[arg(long, requires = "inject")]
+        resources: Option<PathBuf>,
+        /// With `--inject`: what admission does with a pod naming an unknown resource.
+        #[arg(long, default_value = "Fail", value_parser = parse_failure_policy)]
+        sidecar_unknown_resource: SidecarFailurePolicy,
         #[command(flatten)]
         scan_policy: ScanPolicyArgs,
     },
@@ -195,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
             lease_seconds,
             namespace,
             scan_policy,
+            webhook,
         } => {
             let identity = match identity {
                 Some(id) => id,
@@ -202,6 +271,38 @@ async fn main() -> anyhow::Result<()> {
                     .map(|h| h.trim().to_owned())
                     .unwrap_or_else(|_| format!("facekey-operator-{}", std::process::id())),
             };
+            if webhook.enabled {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("kubeconfig / in-cluster configuration for the webhook")?;
+                let mode = if webhook.webhook_certs == "cert-manager" {
+                    CertMode::CertManager
+                } else {
+                    CertMode::SelfSigned
+                };
+                facekey_operator::webhook::start(
+                    client,
+                    WebhookConfig {
+                        listen: webhook.webhook_listen,
+                        targets: CertTargets {
+                            namespace: lease_namespace.clone(),
+                            secret: webhook.webhook_secret,
+                            webhook_config: webhook.webhook_config,
+                            settings: CertSettings::new(&webhook.webhook_service, &lease_namespace),
+                            mode,
+                        },
+                        options: InjectOptions {
+                            unknown_resource: webhook.sidecar_unknown_resource,
+                        },
+                        watch_namespace: namespace.clone(),
+                        identity: identity.clone(),
+                        lease: (lease_namespace.clone(), lease_name.clone()),
+                        every: Duration::from_secs(600),
+                    },
+                )
+                .await
+                .context("starting the sidecar injection webhook")?;
+            }
             let exit = controller::run(RunConfig {
                 listen,
                 operator_image,
@@ -223,9 +324,30 @@ async fn main() -> anyhow::Result<()> {
             without_monitoring_crds,
             include_scan_job,
             operator_image,
+            inject,
+            resources,
+            sidecar_unknown_resource,
             scan_policy,
         } => {
             let input = read_input(&file)?;
+            if inject {
+                let resources = match &resources {
+                    Some(path) => read_input(path)?,
+                    None => String::new(),
+                };
+                let out = render::render_inject(
+                    &input,
+                    &resources,
+                    InjectOptions {
+                        unknown_resource: sidecar_unknown_resource,
+                    },
+                )?;
+                print!("{}", out.yaml);
+                if !out.refused.is_empty() {
+                    bail!("admission would refuse: {}", out.refused.join("; "));
+                }
+                return Ok(());
+            }
             let mut capabilities = Capabilities::all();
             if without_monitoring_crds {
                 capabilities.installed.retain(|c| {

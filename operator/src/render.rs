@@ -159,6 +159,129 @@ pub fn render(input: &str, opts: &RenderOptions) -> Result<String> {
     Ok(out)
 }
 
+/// The result of [`render_inject`]: the manifests, and the pods admission would refuse.
+#[derive(Debug, Default)]
+pub struct Injected {
+    /// Every input document other than the FaceKeyDeployments, injected where asked (YAML).
+    pub yaml: String,
+    /// One message per pod (or pod template) admission would refuse.
+    pub refused: Vec<String>,
+}
+
+/// Where a document keeps its pod: the document itself (a Pod) or its pod template
+/// (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job: `spec.template`; CronJob:
+/// `spec.jobTemplate.spec.template`).
+fn pod_pointer(doc: &Value) -> Option<&'static str> {
+    if doc.get("kind").and_then(Value::as_str) == Some("Pod") {
+        return Some("");
+    }
+    ["/spec/template", "/spec/jobTemplate/spec/template"]
+        .into_iter()
+        .find(|p| doc.pointer(p).is_some_and(Value::is_object))
+}
+
+/// `facekey-operator render --inject`: the documents of `input` (pods or workloads with a pod
+/// template) as the sidecar injection webhook would admit them, for the FaceKeyDeployments in
+/// `input` or `resources`. A resource without a status is taken as having admitted its
+/// `spec.image` (as `render` assumes the scan gate open); a tag is then not injected, as the
+/// webhook injects digests only.
+pub fn render_inject(
+    input: &str,
+    resources: &str,
+    options: crate::webhook::InjectOptions,
+) -> Result<Injected> {
+    use crate::webhook::{Decision, inject};
+    let mut fkds = parse_resources(input)?.resources;
+    fkds.extend(parse_resources(resources)?.resources);
+    for f in &mut fkds {
+        let status = f.status.get_or_insert_with(Default::default);
+        if status.last_known_good_image.is_none() {
+            status.last_known_good_image = Some(f.spec.image.clone());
+        }
+    }
+    let mut out = Injected::default();
+    for (i, doc) in serde_yaml::Deserializer::from_str(input).enumerate() {
+        let mut value = Value::deserialize(doc).map_err(|source| Error::Yaml {
+            what: format!("document {}", i + 1),
+            source,
+        })?;
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+        if value.is_null() || kind == "FaceKeyDeployment" {
+            continue;
+        }
+        let label = format!(
+            "{kind} {}",
+            value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+        );
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_owned();
+        let mut note = String::new();
+        if let Some(ptr) = pod_pointer(&value) {
+            let pod_value = value.pointer(ptr).cloned().unwrap_or(Value::Null);
+            let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod_value.clone())
+                .map_err(|source| Error::Serialize {
+                    what: format!("the pod of {label}"),
+                    source,
+                })?;
+            let fkd = inject::requested_resource(&pod).and_then(|name| {
+                fkds.iter().find(|f| {
+                    f.metadata.name.as_deref() == Some(name)
+                        && f.metadata.namespace.as_deref() == Some(namespace.as_str())
+                })
+            });
+            match inject::decide(&pod, &namespace, fkd, options) {
+                Decision::Inject {
+                    patch,
+                    image,
+                    resource,
+                } => {
+                    let mut patched = pod_value;
+                    let ops: std::result::Result<json_patch::Patch, _> =
+                        serde_json::from_value(Value::Array(patch));
+                    match ops.map(|ops| json_patch::patch(&mut patched, &ops)) {
+                        Ok(Ok(())) => {
+                            if let Some(slot) = value.pointer_mut(ptr) {
+                                *slot = patched;
+                            }
+                            note = format!(
+                                "# {label}: injected the sidecar of {namespace}/{resource} ({image})\n"
+                            );
+                        }
+                        Ok(Err(e)) => out.refused.push(format!("{label}: patch failed: {e}")),
+                        Err(e) => out.refused.push(format!("{label}: patch failed: {e}")),
+                    }
+                }
+                Decision::NotInjected {
+                    message, refuse, ..
+                } => {
+                    if refuse {
+                        out.refused.push(format!("{label}: {message}"));
+                        note = format!("# {label}: REFUSED by admission: {message}\n");
+                    } else {
+                        note = format!("# {label}: admitted without the sidecar: {message}\n");
+                    }
+                }
+                Decision::AlreadyInjected => {
+                    note = format!("# {label}: already injected, unchanged\n");
+                }
+                Decision::NotRequested | Decision::OptedOut => {}
+            }
+        }
+        let yaml = serde_yaml::to_string(&value).map_err(|source| Error::Yaml {
+            what: "output".into(),
+            source,
+        })?;
+        out.yaml.push_str(&format!("---\n{note}{yaml}"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

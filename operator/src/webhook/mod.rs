@@ -18,3 +18,124 @@ pub mod server;
 pub mod sidecars;
 
 pub use inject::{Decision, InjectOptions, NotInjectedReason, OPT_OUT_ANNOTATION};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use facekey_crds::FaceKeyDeployment;
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+/// How often the leader counts injected and outdated sidecars.
+pub const COUNT_EVERY: Duration = Duration::from_secs(30);
+
+/// Settings of the webhook part of `facekey-operator run`.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// HTTPS address (default `0.0.0.0:9443`).
+    pub listen: SocketAddr,
+    /// Certificate Secret, webhook configuration, names and issuer.
+    pub targets: manage::CertTargets,
+    /// The operator's injection settings.
+    pub options: InjectOptions,
+    /// Namespace to watch, or all.
+    pub watch_namespace: Option<String>,
+    /// This replica's identity (Events, and the sidecar counter's leadership check).
+    pub identity: String,
+    /// Leader Lease (namespace, name): only the leader counts sidecars.
+    pub lease: (String, String),
+    /// How often certificates are checked (rotated when due, reloaded when another replica
+    /// rotated them).
+    pub every: Duration,
+}
+
+/// Start the webhook on every replica (leader or standby: admission must not wait for an
+/// election): the FaceKeyDeployment cache, the certificate upkeep, the HTTPS server and the
+/// sidecar counter. Returns once the listener is bound; until a certificate is loaded,
+/// handshakes fail and the API server applies the configuration's `failurePolicy: Ignore`.
+pub async fn start(client: Client, config: WebhookConfig) -> Result<(), server::TlsError> {
+    let listener = server::bind(config.listen).await?;
+    let cert = Arc::new(server::ReloadingCert::default());
+    let tls = server::tls_config(cert.clone())?;
+
+    let api: Api<FaceKeyDeployment> = match &config.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let synced = Arc::new(AtomicBool::new(false));
+    tokio::spawn(
+        reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| futures::future::ready(())),
+    );
+    {
+        let (store, synced) = (store.clone(), synced.clone());
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                synced.store(true, Ordering::Release);
+                info!("webhook FaceKeyDeployment cache synced");
+            }
+        });
+    }
+
+    let targets = config.targets.clone();
+    let (cert_client, every) = (client.clone(), config.every);
+    tokio::spawn(async move {
+        // Retry until the first certificate is in place, then keep it current.
+        loop {
+            match manage::keep_certificates(
+                cert_client.clone(),
+                targets.clone(),
+                cert.clone(),
+                every,
+                futures::future::pending::<()>(),
+            )
+            .await
+            {
+                Ok(_handle) => return,
+                Err(e) => {
+                    warn!(error = %e, at = %Timestamp::now(), "webhook certificates not ready; retrying in 10 s");
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+        }
+    });
+
+    let state = server::WebhookState {
+        resources: server::Resources::Watched {
+            store,
+            synced,
+            client: client.clone(),
+        },
+        options: config.options,
+        events: Some(events::EventSink::new(
+            client.clone(),
+            Some(config.identity.clone()),
+        )),
+    };
+    info!(listen = %config.listen, "sidecar injection webhook listening (HTTPS)");
+    tokio::spawn(server::serve_tls(
+        listener,
+        tls,
+        server::router(state),
+        futures::future::pending::<()>(),
+    ));
+    let (lease_ns, lease_name) = config.lease;
+    tokio::spawn(sidecars::run_counter(
+        client,
+        sidecars::CounterConfig {
+            namespace: config.watch_namespace,
+            lease: (lease_ns, lease_name, config.identity),
+            every: COUNT_EVERY,
+        },
+        futures::future::pending::<()>(),
+    ));
+    Ok(())
+}
