@@ -466,6 +466,10 @@ async function challengeSteps() {
       }
       const verdict = page.getByTestId("challenge-verdict");
       await verdict.waitFor({ timeout: 5_000 });
+      // The last answer's feedback stays on screen with the verdict.
+      const last = await page.getByTestId("challenge-face").getAttribute("data-found").catch(() => null);
+      if (last) outcome.faceFound.add(last);
+      if (last === "false") outcome.noFace = await text('[data-testid="challenge-face"]');
       const state = await verdict.getAttribute("data-state");
       const reasons = (await page.getByTestId("challenge-reasons").allTextContents()).join(" ").trim();
       const frames = await text('[data-testid="challenge-frames"]');
