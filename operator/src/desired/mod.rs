@@ -11,6 +11,7 @@ mod runtime;
 mod scan_job;
 mod sidecar;
 mod store;
+mod webhook;
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,10 @@ pub use sidecar::{
     SIDECAR_PORT_NAME, SidecarParts, VOLUME_PREFIX, sidecar_env, sidecar_parts,
 };
 pub use store::{GeneratedContent, GeneratedSecret, StoreState, TEMPLATE_KEY_FILE, store_state};
+pub use webhook::{
+    EXCLUDED_NAMESPACES, WEBHOOK_NAME, WEBHOOK_TIMEOUT_SECONDS, WebhookTarget, match_expression,
+    mutating_webhook_configuration,
+};
 
 use crate::error::{DesiredError, MissingField};
 use crate::labels::{self, Component};
