@@ -145,6 +145,9 @@ describe("progress and feedback", () => {
     expect(found).toContain("face found");
     expect(found).toContain('data-testid="challenge-seen">blink<');
     expect(found).toContain("12 sent · 8 checked");
+    expect(found).not.toContain("challenge-answer-time");
+    const timed = renderToStaticMarkup(<ChallengeFeedback state={running({ lastAnswerMs: 1250 })} />);
+    expect(timed).toMatch(/last answer in 1\.2\d? s/);
     const lost = renderToStaticMarkup(
       <ChallengeFeedback state={running({ feedback: { faceFound: false, facelessRun: 3, actionsSeen: [] } })} />,
     );

@@ -7,7 +7,7 @@ import {
   localDeadline,
   progressWords,
 } from "../lib/challenge";
-import { fixed } from "../lib/format";
+import { fixed, millis } from "../lib/format";
 
 /** Frames in a row without a face before the instruction says so. */
 export const NO_FACE_HINT_AFTER = 4;
@@ -146,6 +146,12 @@ export function ChallengeFeedback({ state, now }: { state: ChallengeState; now?:
       <dt>Frames</dt>
       <dd data-testid="challenge-frames">
         {framesSent} sent · {framesReceived} checked
+        {state.lastAnswerMs !== undefined ? (
+          <span className="muted" data-testid="challenge-answer-time">
+            {" "}
+            · last answer in {millis(state.lastAnswerMs)}
+          </span>
+        ) : null}
       </dd>
       {left !== undefined ? (
         <>

@@ -142,6 +142,8 @@ export interface ChallengeState {
   framesSent: number;
   framesReceived: number;
   feedback?: LiveFeedback;
+  /** How long the last upload took to answer, in milliseconds (the runtime checks every frame). */
+  lastAnswerMs?: number;
   /** The session's state as the last answer gave it. */
   sessionState?: SessionState;
   endCause?: EndCause;
@@ -159,7 +161,7 @@ export type ChallengeEvent =
   | { type: "camera_ready" }
   | { type: "session"; session: LivenessSession; at?: number }
   | { type: "frames_sent"; count: number }
-  | { type: "answer"; answer: FramesAnswer }
+  | { type: "answer"; answer: FramesAnswer; ms?: number }
   | { type: "end"; cause: EndCause }
   | { type: "verdict"; status: SessionStatus }
   | { type: "verified"; result: VerifyResult }
@@ -231,6 +233,7 @@ export function challengeReducer(s: ChallengeState, e: ChallengeEvent): Challeng
         current: ended ? undefined : (e.answer.nextAction ?? firstOpen(actions)),
         framesReceived: Math.max(s.framesReceived, e.answer.framesReceived),
         feedback: feedbackOf(s.feedback, e.answer),
+        lastAnswerMs: e.ms ?? s.lastAnswerMs,
         sessionState: e.answer.state,
         phase: ended ? "finishing" : "running",
         endCause: ended ? e.answer.state : undefined,

@@ -246,6 +246,7 @@ describe("a challenge run", () => {
     await h.timers.tick(4);
     expect(h.state().current).toBe("open_mouth");
     expect(h.state().feedback?.actionsSeen).toEqual(["turn_right"]);
+    expect(h.state().lastAnswerMs).toBe(0);
   });
 
   it("without a subject: the verdict only, no verification", async () => {

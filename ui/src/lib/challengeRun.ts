@@ -222,6 +222,7 @@ export class ChallengeRun {
     this.inFlight = true;
     this.dispatch({ type: "frames_sent", count: batch.length });
     let answer: FramesAnswer;
+    const sentAt = this.timers.now();
     try {
       answer = await this.upload(session.id, batch);
     } catch (e) {
@@ -233,7 +234,7 @@ export class ChallengeRun {
     }
     this.inFlight = false;
     if (this.ended) return;
-    this.dispatch({ type: "answer", answer });
+    this.dispatch({ type: "answer", answer, ms: this.timers.now() - sentAt });
     if (answer.state !== "in_progress") {
       void this.finish();
       return;
