@@ -28,6 +28,7 @@ pub mod imageops;
 pub mod metrics;
 pub mod report;
 pub mod rng;
+pub mod zfusion;
 
 use std::path::PathBuf;
 
