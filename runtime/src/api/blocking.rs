@@ -1,6 +1,6 @@
-//! Vision calls and large index searches run on the blocking thread pool (model inference, scans
-//! of every template), never on the async executor; their domain errors become API errors
-//! through `?` (see [`super::error`]).
+//! Vision calls run on the engine's sized inference pool ([`crate::engine::InferencePool`]) and
+//! large index searches on the blocking thread pool (scans of every template), never on the
+//! async executor; their domain errors become API errors through `?` (see [`super::error`]).
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Run a vision call on the blocking pool with the loaded engine, once admission control gives
+/// Run a vision call on the inference pool with the loaded engine, once admission control gives
 /// it a place (503 `overloaded` at once when running and queue are full). When the request goes
 /// away (client disconnected, the timeout answered), the work stops at its next stage boundary;
 /// its place is held until then.
@@ -41,16 +41,18 @@ where
     let cancel = Cancel::default();
     let _on_drop = CancelOnDrop(cancel.clone());
     let metrics = state.metrics.clone();
-    Ok(tokio::task::spawn_blocking(move || {
+    let pool_engine = engine.clone();
+    let job = pool_engine.pool.run(move || {
         let _permit = permit;
         let result = f(&engine, &cancel);
         if matches!(result, Err(VisionError::Cancelled { .. })) {
             metrics.inferences_cancelled.inc();
         }
         result
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
+    });
+    Ok(job
+        .await
+        .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
 }
 
 /// Run a CPU-bound computation that cannot fail (e.g. an index scan) on the blocking pool.

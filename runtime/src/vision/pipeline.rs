@@ -431,19 +431,32 @@ impl Vision {
             });
             Ok((aligned, embedding, took, quality, align, embed, t.elapsed()))
         };
-        let (rest, live) = if opts.liveness && self.config.runtime.parallel_liveness {
+        let panicked = |_| {
+            let failure = SessionError::Panicked { model: "liveness" }.to_string();
+            tracing::error!(%failure, "passive liveness thread panicked");
+            (
+                LivenessResult::failed(failure),
+                LivenessInference::default(),
+                Duration::ZERO,
+            )
+        };
+        let (rest, live) = if opts.liveness
+            && self.config.runtime.parallel_liveness
+            && rayon::current_thread_index().is_some()
+        {
+            // On the runtime's inference pool: the liveness branch is a job of the same pool
+            // (an idle pool thread takes it, else this one runs it next), never a new thread.
+            let (rest, live) = rayon::join(rest, || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(run_liveness))
+                    .unwrap_or_else(panicked)
+            });
+            (rest, Some(live))
+        } else if opts.liveness && self.config.runtime.parallel_liveness {
+            // Outside a pool (the evaluation lab, benchmarks): a scoped second thread.
             std::thread::scope(|s| {
                 let handle = s.spawn(run_liveness);
                 let rest = rest();
-                let live = handle.join().unwrap_or_else(|_| {
-                    let failure = SessionError::Panicked { model: "liveness" }.to_string();
-                    tracing::error!(%failure, "passive liveness thread panicked");
-                    (
-                        LivenessResult::failed(failure),
-                        LivenessInference::default(),
-                        Duration::ZERO,
-                    )
-                });
+                let live = handle.join().unwrap_or_else(panicked);
                 (rest, Some(live))
             })
         } else {
