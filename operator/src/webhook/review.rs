@@ -101,9 +101,35 @@ pub fn respond(
     Ok(response.into_review())
 }
 
+/// The review as the API server reads it. `patch` is a byte string, which Kubernetes' JSON
+/// carries as base64 (kube's type would write an array of numbers, which Go happens to accept;
+/// the standard form is used here).
+pub fn to_wire(review: &AdmissionReview<DynamicObject>) -> Result<serde_json::Value, ReviewError> {
+    let mut value = serde_json::to_value(review).map_err(|e| ReviewError::Patch(e.to_string()))?;
+    let bytes = review.response.as_ref().and_then(|r| r.patch.clone());
+    if let (Some(bytes), Some(response)) = (bytes, value.get_mut("response")) {
+        response["patch"] = serde_json::to_value(k8s_openapi::ByteString(bytes))
+            .map_err(|e| ReviewError::Patch(e.to_string()))?;
+    }
+    Ok(value)
+}
+
 /// The whole review with a synchronous lookup (tests, benchmark, `render`): parse, look up,
-/// decide, respond. Unreadable bodies get an `invalid` response.
+/// decide, respond ([`to_wire`] form). Unreadable bodies get an `invalid` response.
 pub fn review_with(
+    body: &[u8],
+    lookup: impl Fn(&str, &str) -> Option<Arc<FaceKeyDeployment>>,
+    options: InjectOptions,
+) -> (serde_json::Value, Option<Decision>) {
+    let (review, decision) = review_typed(body, lookup, options);
+    let wire = to_wire(&review).unwrap_or_else(|e| {
+        serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": {"uid": "", "allowed": false, "status": {"message": e.to_string()}}})
+    });
+    (wire, decision)
+}
+
+fn review_typed(
     body: &[u8],
     lookup: impl Fn(&str, &str) -> Option<Arc<FaceKeyDeployment>>,
     options: InjectOptions,

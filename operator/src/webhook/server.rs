@@ -241,7 +241,9 @@ async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
             .deny(e.to_string())
             .into_review(),
     };
-    match serde_json::to_vec(&review) {
+    match review::to_wire(&review)
+        .and_then(|v| serde_json::to_vec(&v).map_err(|e| review::ReviewError::Patch(e.to_string())))
+    {
         Ok(b) => json_response(StatusCode::OK, b),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

@@ -1,0 +1,380 @@
+//! The sidecar injection webhook's admission answers for AdmissionReview fixtures (inject,
+//! already injected, unknown resource, opt-out, resource not ready with Fail and with Ignore, port
+//! clash, an UPDATE), the JSON patch applied to the fixtures' real pod specs and validated with
+//! `kubernetes-validate --strict`, the manifest's MutatingWebhookConfiguration against the code,
+//! and the certificate upkeep against an in-memory API server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use facekey_operator::desired::{
+    SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL, WebhookTarget,
+    mutating_webhook_configuration,
+};
+use facekey_operator::render::parse_resources;
+use facekey_operator::webhook::certs::{self, CertSettings, keys};
+use facekey_operator::webhook::manage::{self, CertMode, CertTargets};
+use facekey_operator::webhook::review::review_with;
+use facekey_operator::webhook::server::MUTATE_PATH;
+use facekey_operator::webhook::{Decision, InjectOptions, NotInjectedReason};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
+use serde::Deserialize;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhook")
+}
+
+const ADMITTED: &str = "ghcr.io/facekey/runtime@sha256:4b825dc642cb6eb9a060e54bf8d69288fbee4904c8d1a9b2f07d3d5c2e4f6a1b";
+
+struct Outcome {
+    response: Value,
+    decision: Option<Decision>,
+    request_pod: Value,
+}
+
+fn run(case: &str) -> Outcome {
+    let body = std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap();
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let fkds = parse_resources(&resources).unwrap().resources;
+    let lookup = |ns: &str, name: &str| {
+        fkds.iter()
+            .find(|f| {
+                f.metadata.namespace.as_deref() == Some(ns)
+                    && f.metadata.name.as_deref() == Some(name)
+            })
+            .cloned()
+            .map(Arc::new)
+    };
+    let (review, decision) = review_with(&body, lookup, InjectOptions::default());
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    Outcome {
+        response: review["response"].clone(),
+        decision,
+        request_pod: request["request"]["object"].clone(),
+    }
+}
+
+/// The pod after the response's patch (base64 JSON patch, as the API server applies it).
+fn patched(o: &Outcome) -> Value {
+    let b64 = o.response["patch"].as_str().expect("a patch");
+    let bytes = base64_decode(b64);
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut pod = o.request_pod.clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    pod
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    // The response's `patch` is a byte string: Kubernetes' base64 (standard alphabet, padded).
+    k8s_openapi::ByteString::deserialize(Value::String(s.to_owned()))
+        .unwrap()
+        .0
+}
+
+fn uid(o: &Outcome, case: &str) {
+    let body: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        o.response["uid"], body["request"]["uid"],
+        "{case}: uid echoed"
+    );
+}
+
+#[test]
+fn inject_adds_the_native_sidecar_first_with_the_admitted_digest() {
+    let o = run("inject");
+    uid(&o, "inject");
+    assert_eq!(o.response["allowed"], true);
+    assert_eq!(o.response["patchType"], "JSONPatch");
+    let pod: Pod = serde_json::from_value(patched(&o)).unwrap();
+    let spec = pod.spec.as_ref().unwrap();
+    let init = spec.init_containers.as_ref().unwrap();
+    // The sidecar first, the application's own init container after it.
+    assert_eq!(init.len(), 2);
+    let sidecar = &init[0];
+    assert_eq!(sidecar.name, SIDECAR_CONTAINER);
+    assert_eq!(init[1].name, "migrate");
+    assert_eq!(sidecar.image.as_deref(), Some(ADMITTED));
+    assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+    let env: std::collections::BTreeMap<_, _> = sidecar
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(env["FACEKEY_LISTEN"], "127.0.0.1:7070");
+    assert_eq!(env["FACEKEY_METRICS_LISTEN"], "0.0.0.0:7071");
+    assert_eq!(env["FACEKEY_UI_ENABLED"], "false");
+    assert_eq!(env["FACEKEY_THRESHOLD"], "0.8");
+    assert_eq!(
+        env["FACEKEY_DATABASE_URL_FILE"],
+        "/etc/facekey/database/url"
+    );
+    // The store and key Secrets of the resource, mounted.
+    let secrets: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
+        .collect();
+    assert_eq!(
+        secrets,
+        ["verifier-db", "verifier-template-key", "verifier-api-keys"]
+    );
+    // The application's own volume is still there, first.
+    assert_eq!(spec.volumes.as_ref().unwrap()[0].name, "kube-api-access-x1");
+    assert_eq!(spec.image_pull_secrets.as_ref().unwrap()[0].name, "ghcr");
+    let meta = &pod.metadata;
+    assert_eq!(meta.labels.as_ref().unwrap()[SIDECAR_LABEL], "verifier");
+    assert_eq!(meta.labels.as_ref().unwrap()["app"], "login");
+    assert_eq!(
+        meta.annotations.as_ref().unwrap()[SIDECAR_IMAGE_ANNOTATION],
+        ADMITTED
+    );
+    let startup = sidecar.startup_probe.as_ref().unwrap();
+    assert_eq!(
+        startup.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/readyz")
+    );
+}
+
+#[test]
+fn a_bare_pod_gets_the_arrays_and_maps_it_lacked() {
+    let o = run("inject-bare");
+    let pod: Pod = serde_json::from_value(patched(&o)).unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.init_containers.unwrap()[0].name, SIDECAR_CONTAINER);
+    assert!(
+        spec.volumes
+            .unwrap()
+            .iter()
+            .all(|v| v.name.starts_with("facekey-"))
+    );
+    assert_eq!(pod.metadata.labels.unwrap()[SIDECAR_LABEL], "verifier");
+}
+
+#[test]
+fn unchanged_answers_carry_no_patch() {
+    for case in ["already-injected", "opt-out", "update"] {
+        let o = run(case);
+        uid(&o, case);
+        assert_eq!(o.response["allowed"], true, "{case}");
+        assert!(o.response.get("patch").is_none(), "{case}: {}", o.response);
+        assert!(o.response.get("warnings").is_none(), "{case}");
+    }
+    assert_eq!(
+        run("already-injected").decision,
+        Some(Decision::AlreadyInjected)
+    );
+    assert_eq!(run("opt-out").decision, Some(Decision::OptedOut));
+}
+
+#[test]
+fn refusals_and_warnings_say_why() {
+    // Unknown resource: refused by the operator's default, naming the resource.
+    let o = run("unknown-resource");
+    assert_eq!(o.response["allowed"], false);
+    assert_eq!(o.response["status"]["code"], 403);
+    let msg = o.response["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("shop/verfier") && msg.contains("does not exist"),
+        "{msg}"
+    );
+    // Not ready with failurePolicy Fail: refused, saying an unscanned image is never injected.
+    let o = run("not-ready-refused");
+    assert_eq!(o.response["allowed"], false);
+    let msg = o.response["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no admitted image") && msg.contains("unscanned"),
+        "{msg}"
+    );
+    // Not ready with Ignore: admitted unchanged, with a warning.
+    let o = run("not-ready-ignored");
+    assert_eq!(o.response["allowed"], true);
+    assert!(o.response.get("patch").is_none());
+    let warning = o.response["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.starts_with("FaceKey sidecar not injected:"),
+        "{warning}"
+    );
+    // The application already listens on the sidecar's metrics port.
+    let o = run("port-conflict");
+    assert!(matches!(
+        o.decision,
+        Some(Decision::NotInjected {
+            reason: NotInjectedReason::PortConflict,
+            refuse: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn garbage_is_answered_as_invalid_not_a_panic() {
+    let (review, decision) = review_with(b"{not json", |_, _| None, InjectOptions::default());
+    assert_eq!(review["response"]["allowed"], false);
+    assert!(decision.is_none());
+}
+
+/// The patched pods of every injecting fixture, strictly valid Pods for Kubernetes 1.35 (the
+/// test venv's kubernetes-validate, installed by tests/setup.sh).
+#[test]
+fn patched_pods_pass_kubernetes_validate_strict() {
+    let venv = std::env::var("VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tests"));
+    let tool = venv.join("bin/kubernetes-validate");
+    if !tool.exists() {
+        eprintln!(
+            "NOTE: {} missing (tests/setup.sh installs it); tests/operator/check.sh validates render --inject output instead",
+            tool.display()
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("facekey-webhook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut docs = String::new();
+    for case in ["inject", "inject-bare"] {
+        docs.push_str("---\n");
+        let mut pod = patched(&run(case));
+        // Pods of a ReplicaSet reach admission with `generateName` only; the API server names
+        // them before storing, which the validator needs.
+        if pod["metadata"]["name"].is_null() {
+            pod["metadata"]["name"] = Value::String("login-7d9f8c6b5-x2x9q".into());
+        }
+        docs.push_str(&serde_yaml::to_string(&pod).unwrap());
+    }
+    let file = dir.join("patched.yaml");
+    std::fs::write(&file, &docs).unwrap();
+    let out = std::process::Command::new(&tool)
+        .args(["--strict", "-k", "1.35.0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), 2, "{text}");
+}
+
+fn manifest_mwc() -> MutatingWebhookConfiguration {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/webhook.yaml"),
+    )
+    .unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "MutatingWebhookConfiguration")
+        .map(|v| serde_json::from_value(v).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn the_manifest_is_the_code() {
+    let code = mutating_webhook_configuration(&WebhookTarget {
+        config_name: "facekey-sidecar-injector",
+        namespace: "facekey-system",
+        service: "facekey-webhook",
+        path: MUTATE_PATH,
+    });
+    let manifest = manifest_mwc();
+    assert_eq!(manifest, code);
+    let hook = &manifest.webhooks.as_ref().unwrap()[0];
+    // An outage never blocks a pod; only opted-in pods outside the system namespaces are sent.
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    assert!(hook.timeout_seconds.unwrap() <= 5);
+    let excluded = hook
+        .namespace_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0]
+        .values
+        .clone()
+        .unwrap();
+    assert!(excluded.contains(&"kube-system".to_owned()));
+    assert!(excluded.contains(&"facekey-system".to_owned()));
+    assert!(
+        hook.match_conditions.as_ref().unwrap()[0]
+            .expression
+            .contains("'facekey.dev/inject' in object.metadata.annotations")
+    );
+}
+
+fn targets() -> CertTargets {
+    CertTargets {
+        namespace: "facekey-system".into(),
+        secret: "facekey-webhook-tls".into(),
+        webhook_config: "facekey-sidecar-injector".into(),
+        settings: CertSettings::new("facekey-webhook", "facekey-system"),
+        mode: CertMode::SelfSigned,
+    }
+}
+
+#[tokio::test]
+async fn ensure_creates_publishes_keeps_and_rotates() {
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_object(manifest_mwc())
+        .build()
+        .await
+        .unwrap();
+    let t0: Timestamp = "2026-01-10T00:00:00Z".parse().unwrap();
+    let first = manage::ensure(&client, &targets(), t0).await.unwrap();
+    assert!(first.rotated);
+    let secret = Api::<Secret>::namespaced(client.clone(), "facekey-system")
+        .get("facekey-webhook-tls")
+        .await
+        .unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.unwrap();
+    assert_eq!(
+        String::from_utf8(data[keys::TLS_CRT].0.clone()).unwrap(),
+        first.cert
+    );
+    let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get("facekey-sidecar-injector")
+        .await
+        .unwrap();
+    let published = mwc.webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .unwrap();
+    assert_eq!(String::from_utf8(published.0).unwrap(), first.ca_bundle);
+    // A day later: nothing to do, the same certificate.
+    let later = t0.checked_add(SignedDuration::from_hours(24)).unwrap();
+    let same = manage::ensure(&client, &targets(), later).await.unwrap();
+    assert!(!same.rotated);
+    assert_eq!(same.cert, first.cert);
+    // 61 days on (under a third of 90 days left): a new serving certificate, the same CA.
+    let renew = t0.checked_add(SignedDuration::from_hours(61 * 24)).unwrap();
+    let renewed = manage::ensure(&client, &targets(), renew).await.unwrap();
+    assert!(renewed.rotated);
+    assert_ne!(renewed.cert, first.cert);
+    assert_eq!(renewed.ca_bundle, first.ca_bundle);
+    assert_eq!(
+        certs::plan(
+            manage::bundle_of(
+                &Api::<Secret>::namespaced(client.clone(), "facekey-system")
+                    .get("facekey-webhook-tls")
+                    .await
+                    .unwrap()
+            )
+            .as_ref(),
+            &targets().settings,
+            renew
+        ),
+        certs::Plan::Keep
+    );
+}
