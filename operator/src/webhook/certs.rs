@@ -176,12 +176,24 @@ fn after(now: Timestamp, d: Duration) -> Result<Timestamp, CertError> {
         .map_err(|e| CertError::Time(e.to_string()))
 }
 
-/// The CA's parameters: the same each time, so a stored CA key can sign again without parsing
-/// the stored certificate.
-fn ca_params(not_before: Timestamp, not_after: Timestamp) -> Result<CertificateParams, CertError> {
+/// The CA's parameters: derived from its key alone, so a stored CA key can sign again without
+/// parsing the stored certificate. The common name carries a fingerprint of the key, so the old
+/// and the new CA of a rotation have different names (a verifier looking up the issuer by name
+/// finds the right one).
+fn ca_params(
+    key: &KeyPair,
+    not_before: Timestamp,
+    not_after: Timestamp,
+) -> Result<CertificateParams, CertError> {
+    use sha2::{Digest, Sha256};
+    let fingerprint = Sha256::digest(key.public_key_raw());
+    let short: String = fingerprint[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::CommonName, format!("{CA_COMMON_NAME} {short}"));
     dn.push(DnType::OrganizationName, "FaceKey");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -202,7 +214,7 @@ pub fn new_ca(
 ) -> Result<(String, String, Timestamp), CertError> {
     let key = KeyPair::generate().map_err(rc("CA key"))?;
     let not_after = after(now, settings.ca_validity)?;
-    let params = ca_params(skewed(now)?, not_after)?;
+    let params = ca_params(&key, skewed(now)?, not_after)?;
     let cert = params.self_signed(&key).map_err(rc("CA certificate"))?;
     Ok((cert.pem(), key.serialize_pem(), not_after))
 }
@@ -221,7 +233,7 @@ pub fn issue_serving(
 ) -> Result<(String, String, Timestamp), CertError> {
     let ca_key = KeyPair::from_pem(ca_key).map_err(rc("CA key"))?;
     // The issuer's name and key identifier come from the parameters and the key alone.
-    let issuer = Issuer::new(ca_params(now, ca_not_after)?, ca_key);
+    let issuer = Issuer::new(ca_params(&ca_key, now, ca_not_after)?, ca_key);
     let key = KeyPair::generate().map_err(rc("serving key"))?;
     // Never outlive the CA.
     let not_after = after(now, settings.cert_validity)?.min(ca_not_after);
@@ -292,18 +304,29 @@ pub fn rotate(
         (Plan::RenewServing, Some(old)) => {
             let (cert, key, cert_not_after) =
                 issue_serving(&old.ca_key, old.ca_not_after, settings, now)?;
-            Ok(Some(CertBundle {
-                cert,
-                key,
-                cert_not_after,
-                dns_names: settings.dns_names(),
-                ..old.clone()
-            }))
+            Ok(Some(without_expired_previous(
+                CertBundle {
+                    cert,
+                    key,
+                    cert_not_after,
+                    dns_names: settings.dns_names(),
+                    ..old.clone()
+                },
+                now,
+            )))
         }
-        (Plan::DropPreviousCa, Some(old)) => Ok(Some(CertBundle {
-            ca_bundle: old.ca_cert.clone(),
+        (Plan::DropPreviousCa, Some(old)) => Ok(Some(without_expired_previous(old.clone(), now))),
+    }
+}
+
+/// The bundle without the previous CA once it has expired.
+fn without_expired_previous(bundle: CertBundle, now: Timestamp) -> CertBundle {
+    match bundle.previous_ca_not_after {
+        Some(t) if t <= now => CertBundle {
+            ca_bundle: bundle.ca_cert.clone(),
             previous_ca_not_after: None,
-            ..old.clone()
-        })),
+            ..bundle
+        },
+        _ => bundle,
     }
 }

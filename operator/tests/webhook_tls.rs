@@ -1,0 +1,269 @@
+//! The webhook server over real TLS: a real HTTPS client (rustls, verifying the chain against the
+//! `caBundle` the operator publishes and the Service's DNS name) posts AdmissionReviews; clients
+//! trusting another CA or asking for another name are refused the handshake; the certificate is
+//! rotated while the server runs (serving renewal and CA rotation) without a client ever losing
+//! trust.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use facekey_operator::render::parse_resources;
+use facekey_operator::webhook::InjectOptions;
+use facekey_operator::webhook::certs::{self, CertBundle, CertSettings, Plan};
+use facekey_operator::webhook::server::{
+    self, MUTATE_PATH, ReloadingCert, Resources, WebhookState,
+};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HOST: &str = "facekey-webhook.facekey-system.svc";
+
+fn settings() -> CertSettings {
+    CertSettings::new("facekey-webhook", "facekey-system")
+}
+
+fn ago(days: i64) -> Timestamp {
+    Timestamp::now()
+        .checked_sub(SignedDuration::from_hours(24 * days))
+        .unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/webhook/{name}")),
+    )
+    .unwrap()
+}
+
+async fn start(cert: Arc<ReloadingCert>) -> SocketAddr {
+    let resources = String::from_utf8(fixture("resources.yaml")).unwrap();
+    let state = WebhookState {
+        resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
+        options: InjectOptions::default(),
+        events: None,
+    };
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = server::tls_config(cert).unwrap();
+    tokio::spawn(server::serve_tls(
+        listener,
+        tls,
+        server::router(state),
+        std::future::pending::<()>(),
+    ));
+    addr
+}
+
+/// An HTTPS POST trusting only the CAs in `ca_pem`, for `host`: the response body, and the
+/// certificate the server presented.
+async fn post(
+    addr: SocketAddr,
+    ca_pem: &str,
+    host: &str,
+    body: &[u8],
+) -> Result<(Value, CertificateDer<'static>), String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(host.to_owned()).unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let head = format!(
+        "POST {MUTATE_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    // rustls reports the peer's missing close_notify as an error after the body: keep the bytes.
+    let _ = tls.read_to_end(&mut raw).await;
+    let text = String::from_utf8(raw).unwrap();
+    let (status, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        status
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
+    Ok((serde_json::from_str(body).unwrap(), presented))
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+fn load(cert: &ReloadingCert, cert_pem: &str, key_pem: &str) {
+    cert.set_pem(cert_pem, key_pem).unwrap();
+}
+
+#[tokio::test]
+async fn admission_over_tls_verified_against_the_published_bundle() {
+    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
+        .unwrap()
+        .unwrap();
+    let cert = Arc::new(ReloadingCert::default());
+    load(&cert, &bundle.cert, &bundle.key);
+    let addr = start(cert).await;
+
+    let (review, presented) = post(
+        addr,
+        &bundle.ca_bundle,
+        HOST,
+        &fixture("reviews/inject.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(presented, der(&bundle.cert));
+    let response = &review["response"];
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    assert!(response["patch"].as_str().is_some_and(|p| !p.is_empty()));
+    let (review, _) = post(
+        addr,
+        &bundle.ca_bundle,
+        HOST,
+        &fixture("reviews/unknown-resource.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(review["response"]["allowed"], false);
+
+    // Every name the API server may use is in the certificate.
+    for host in settings().dns_names() {
+        post(
+            addr,
+            &bundle.ca_bundle,
+            &host,
+            &fixture("reviews/opt-out.json"),
+        )
+        .await
+        .unwrap();
+    }
+    // Another CA, or another name: no handshake.
+    let other = certs::rotate(None, &settings(), Timestamp::now())
+        .unwrap()
+        .unwrap();
+    let err = post(addr, &other.ca_bundle, HOST, b"{}").await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    let err = post(
+        addr,
+        &bundle.ca_bundle,
+        "facekey-webhook.elsewhere.svc",
+        b"{}",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("not valid for name"), "{err}");
+}
+
+#[tokio::test]
+async fn rotation_while_serving_never_breaks_trust() {
+    let s = settings();
+    // A CA issued four years ago (of five) and rotated 61 days ago: the bundle holds both CAs.
+    let first = certs::rotate(None, &s, ago(4 * 365)).unwrap().unwrap();
+    assert_eq!(certs::plan(Some(&first), &s, ago(61)), Plan::RotateCa);
+    let rotated = certs::rotate(Some(&first), &s, ago(61)).unwrap().unwrap();
+    assert_ne!(rotated.ca_cert, first.ca_cert);
+    assert!(rotated.ca_bundle.contains(&rotated.ca_cert));
+    assert!(rotated.ca_bundle.contains(&first.ca_cert));
+    assert_eq!(rotated.previous_ca_not_after, Some(first.ca_not_after));
+
+    let cert = Arc::new(ReloadingCert::default());
+    load(&cert, &rotated.cert, &rotated.key);
+    let addr = start(cert.clone()).await;
+    let body = fixture("reviews/inject.json");
+    let (_, presented) = post(addr, &rotated.ca_bundle, HOST, &body).await.unwrap();
+    assert_eq!(presented, der(&rotated.cert));
+
+    // A replica still serving a certificate of the old CA is trusted through the bundle, and only
+    // through it.
+    let (old_cert, old_key, _) =
+        certs::issue_serving(&first.ca_key, first.ca_not_after, &s, ago(1)).unwrap();
+    load(&cert, &old_cert, &old_key);
+    let (_, presented) = post(addr, &rotated.ca_bundle, HOST, &body).await.unwrap();
+    assert_eq!(presented, der(&old_cert));
+    assert!(post(addr, &rotated.ca_cert, HOST, &body).await.is_err());
+
+    // Today a third of the serving certificate's 90 days is left: renewed by the same CA, the
+    // bundle unchanged, loaded into the running server.
+    let now = Timestamp::now();
+    assert_eq!(certs::plan(Some(&rotated), &s, now), Plan::RenewServing);
+    let renewed = certs::rotate(Some(&rotated), &s, now).unwrap().unwrap();
+    assert_eq!(renewed.ca_bundle, rotated.ca_bundle);
+    assert_ne!(renewed.cert, rotated.cert);
+    load(&cert, &renewed.cert, &renewed.key);
+    let (review, presented) = post(addr, &rotated.ca_bundle, HOST, &body).await.unwrap();
+    assert_eq!(presented, der(&renewed.cert));
+    assert_eq!(review["response"]["allowed"], true);
+    assert_eq!(certs::plan(Some(&renewed), &s, now), Plan::Keep);
+
+    // Once the old CA expires it leaves the bundle.
+    let after_old = first
+        .ca_not_after
+        .checked_add(SignedDuration::from_secs(1))
+        .unwrap();
+    let later = certs::rotate(Some(&renewed), &s, after_old)
+        .unwrap()
+        .unwrap();
+    // (By then the serving certificate is due too; either way the old CA is gone.)
+    assert!(!later.ca_bundle.contains(&first.ca_cert));
+    assert_eq!(
+        certs::plan(
+            Some(&CertBundle {
+                cert_not_after: after_old
+                    .checked_add(SignedDuration::from_hours(24 * 80))
+                    .unwrap(),
+                ..renewed.clone()
+            }),
+            &s,
+            after_old
+        ),
+        Plan::DropPreviousCa
+    );
+}
+
+#[test]
+fn a_missing_or_expired_ca_is_replaced_and_names_follow_the_service() {
+    let s = settings();
+    assert_eq!(certs::plan(None, &s, Timestamp::now()), Plan::Create);
+    let b = certs::rotate(None, &s, Timestamp::now()).unwrap().unwrap();
+    let after_ca = b
+        .ca_not_after
+        .checked_add(SignedDuration::from_secs(1))
+        .unwrap();
+    assert_eq!(certs::plan(Some(&b), &s, after_ca), Plan::Create);
+    let moved = CertSettings::new("facekey-webhook", "operators");
+    assert_eq!(
+        certs::plan(Some(&b), &moved, Timestamp::now()),
+        Plan::RenewServing
+    );
+    // The serving certificate never outlives its CA.
+    let short = CertSettings {
+        ca_validity: std::time::Duration::from_secs(3600),
+        ..s.clone()
+    };
+    let c = certs::rotate(None, &short, Timestamp::now())
+        .unwrap()
+        .unwrap();
+    assert!(c.cert_not_after <= c.ca_not_after);
+}
