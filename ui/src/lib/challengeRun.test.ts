@@ -78,6 +78,8 @@ interface Script {
   verifyError?: unknown;
   /** Fail the session after this many faceless frames. */
   failAfterFaceless?: number;
+  /** Simulated checking time per frame: the clock moves on by this much per frame uploaded. */
+  msPerFrame?: number;
 }
 
 /**
@@ -124,6 +126,7 @@ class ContractServer implements ChallengeApi {
     try {
       if (this.hold) await this.hold;
       const call = this.frameCalls++;
+      this.timers.t += (this.script.msPerFrame ?? 0) * frames.length;
       this.calls.push([...frames]);
       const err = this.script.framesErrors?.get(call);
       if (err) throw err;
@@ -409,5 +412,37 @@ describe("the capture rate", () => {
     await h.begin();
     expect(h.timers.periods).toEqual([125]);
     h.runner.cancel();
+  });
+});
+
+describe("pacing to the runtime", () => {
+  it("spaces capture at the runtime's checking pace when it is slower than the capture rate", async () => {
+    const h = harness({ framesPerAction: 0, msPerFrame: 250 });
+    await h.begin();
+    expect(h.timers.periods).toEqual([100]);
+    await h.timers.tick(4); // the first batch takes 4 x 250 ms to answer
+    expect(h.timers.periods).toEqual([100, 250]);
+    expect(h.timers.running).toBe(1);
+    await h.timers.tick(8);
+    // Frames of later uploads are 250 ms apart (the manual clock also jumps while an upload is checked).
+    expect(h.server.calls.length).toBeGreaterThan(1);
+    for (const call of h.server.calls.slice(1)) {
+      const stamps = call.map((f) => f.timestampMs);
+      expect(stamps.slice(1).map((t, i) => t - (stamps[i] as number))).toEqual(stamps.slice(1).map(() => 250));
+    }
+    h.runner.cancel();
+  });
+
+  it("never below 1 frame/s, and small changes keep the pace", async () => {
+    const slow = harness({ framesPerAction: 0, msPerFrame: 3000 });
+    await slow.begin();
+    await slow.timers.tick(4);
+    expect(slow.timers.periods).toEqual([100, 1000]);
+    slow.runner.cancel();
+    const near = harness({ framesPerAction: 0, msPerFrame: 115 });
+    await near.begin();
+    await near.timers.tick(8);
+    expect(near.timers.periods).toEqual([100]);
+    near.runner.cancel();
   });
 });

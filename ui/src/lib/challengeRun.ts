@@ -117,6 +117,9 @@ export class ChallengeRun {
   private readonly controller = new AbortController();
   private readonly opts: RunOptions;
   private stopCapture: (() => void) | undefined;
+  private source: FrameSource | undefined;
+  /** The capture timer's period now, ms. */
+  private period = 0;
   private queue: ChallengeFrame[] = [];
   private captured = 0;
   private capturingNow = false;
@@ -161,7 +164,29 @@ export class ChallengeRun {
     this.session = session;
     this.deadline = localDeadline(session.expiresAt, this.timers.now());
     this.dispatch({ type: "session", session, at: this.timers.now() });
-    this.stopCapture = this.timers.every(1000 / captureFps(session.maxFrames, this.opts), () => void this.tick(source));
+    this.source = source;
+    this.pace(1000 / captureFps(session.maxFrames, this.opts));
+  }
+
+  /** (Re)start the capture timer at `period` ms. */
+  private pace(period: number): void {
+    const source = this.source;
+    if (!source || this.ended || this.captureDone) return;
+    this.stopCapture?.();
+    this.period = period;
+    this.stopCapture = this.timers.every(period, () => void this.tick(source));
+  }
+
+  /**
+   * Match capture to what the runtime can check: when an upload took longer per frame than the
+   * capture period, frames would only pile up and capture would stall in bursts; spacing them
+   * evenly at the runtime's pace covers the person's movement without gaps. Never faster than
+   * the session's rate, never slower than 1 frame/s; changes under 20 % are ignored.
+   */
+  private adapt(ms: number, frames: number): void {
+    const base = 1000 / captureFps(this.session?.maxFrames, this.opts);
+    const wanted = Math.min(1000, Math.max(base, ms / Math.max(1, frames)));
+    if (Math.abs(wanted - this.period) > 0.2 * this.period) this.pace(wanted);
   }
 
   /** Stop everything: timers, uploads in flight. No further events. */
@@ -234,11 +259,13 @@ export class ChallengeRun {
     }
     this.inFlight = false;
     if (this.ended) return;
-    this.dispatch({ type: "answer", answer, ms: this.timers.now() - sentAt });
+    const ms = this.timers.now() - sentAt;
+    this.dispatch({ type: "answer", answer, ms });
     if (answer.state !== "in_progress") {
       void this.finish();
       return;
     }
+    this.adapt(ms, batch.length);
     void this.pump();
   }
 
