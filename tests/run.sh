@@ -51,4 +51,7 @@ if [ -x tests/ui/run.sh ]; then
   FACEKEY_E2E_STRICT=1 tests/with-runtime.sh tests/ui/run.sh
 fi
 
+stage "fuzz: every cargo-fuzz target for a bounded time (FUZZ_SECONDS, default 20 s each)"
+tests/fuzz.sh
+
 printf '\n==== all tests passed in %ss\n' "$(( $(date +%s) - started ))"
