@@ -245,8 +245,10 @@ impl Default for ChallengePolicy {
             turn_min_yaw: 0.12,
             turn_min_delta: 0.1,
             look_up_min_delta: 0.08,
-            mouth_open_min: 0.25,
-            mouth_min_delta: 0.15,
+            // fr_landmark under-reports lip separation: a wide-open synthetic mouth on
+            // astronaut.png reads 0.19 against 0.105 closed (smiling), so these are low.
+            mouth_open_min: 0.15,
+            mouth_min_delta: 0.06,
             min_action_ms: 60,
             min_frame_interval_ms: 15,
             max_clock_skew_ms: 2_000,

@@ -72,7 +72,7 @@ pub fn eye_crop(lm: &Landmarks68, first: usize, width: u32, height: u32) -> Opti
     let (a, b) = (lm.at(first), lm.at(first + 3));
     let w = ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
     let side = (w * EYE_CROP_PADDING).round();
-    if !(side >= 2.0) || width < 2 || height < 2 {
+    if side.is_nan() || side < 2.0 || width < 2 || height < 2 {
         return None;
     }
     let x0 = (cx - side / 2.0).round().max(0.0);

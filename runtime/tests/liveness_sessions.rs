@@ -1,0 +1,645 @@
+//! Challenge-response liveness sessions (issue 13) with the real models: the landmark and eye
+//! models on real photos, the challenge checker on frames synthesised from a real face
+//! (landmark-driven warps for head turns, pitch and mouth; eyes painted shut for a blink), and
+//! the HTTP contract (`/v1/liveness/sessions`, frames, verdict, verify with a session): key
+//! binding, expiry, single use, bounds, bad frames, metrics, and a static photo repeated or
+//! jittered failing. Synthetic frames show what the checker sees, not what a camera of a live
+//! person gives: real head turns rotate the face in depth, and a real blink takes 100–400 ms.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use common::{Running, error_code, face};
+use facekey_runtime::challenge::{
+    Action, ChallengePolicy, FrameObservation, Outcome, evaluate, signals,
+};
+use facekey_runtime::config::Config;
+use facekey_runtime::vision::landmarks::{ChallengeModels, eye_crop, observe_frame};
+use facekey_runtime::vision::{Vision, VisionConfig};
+use image::{Rgb, RgbImage};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+fn models() -> &'static (Vision, ChallengeModels) {
+    static M: OnceLock<(Vision, ChallengeModels)> = OnceLock::new();
+    M.get_or_init(|| {
+        let cfg = VisionConfig::default();
+        (
+            Vision::load(cfg.clone()).unwrap(),
+            ChallengeModels::load(&cfg).unwrap(),
+        )
+    })
+}
+
+fn astronaut() -> RgbImage {
+    image::load_from_memory(&face("astronaut.png"))
+        .unwrap()
+        .to_rgb8()
+}
+
+/// Landmarks of the base face, for placing warps.
+struct Geometry {
+    nose: (f32, f32),
+    /// Lip line (between the inner lips): centre x, y, and half the inner mouth width.
+    mouth: (f32, f32, f32),
+    width: f32,
+    eyes: Vec<facekey_runtime::vision::imgproc::Rect>,
+}
+
+fn geometry(img: &RgbImage) -> Geometry {
+    let (v, m) = models();
+    let obs = observe_frame(v, m, img, 0);
+    let f = obs.face.expect("a face in the base image");
+    let lm = &f.landmarks;
+    let nose = lm.at(30);
+    let (ml, mr) = (lm.at(60), lm.at(64));
+    let lip_y = (lm.at(62).y + lm.at(66).y) / 2.0;
+    Geometry {
+        nose: (nose.x, nose.y),
+        mouth: ((ml.x + mr.x) / 2.0, lip_y, (mr.x - ml.x).abs() / 2.0),
+        width: f.bbox.width,
+        eyes: [36, 42]
+            .iter()
+            .map(|&e| eye_crop(lm, e, img.width(), img.height()).unwrap())
+            .collect(),
+    }
+}
+
+fn sample(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
+    let xi = x.round().clamp(0.0, img.width() as f32 - 1.0) as u32;
+    let yi = y.round().clamp(0.0, img.height() as f32 - 1.0) as u32;
+    *img.get_pixel(xi, yi)
+}
+
+/// Backward warp: each output pixel samples the input at `(x, y) - d(x, y)`.
+fn warp(img: &RgbImage, d: impl Fn(f32, f32) -> (f32, f32)) -> RgbImage {
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let (dx, dy) = d(x as f32, y as f32);
+        sample(img, x as f32 - dx, y as f32 - dy)
+    })
+}
+
+fn bump(x: f32, y: f32, c: (f32, f32), sigma: f32) -> f32 {
+    (-((x - c.0).powi(2) + (y - c.1).powi(2)) / (2.0 * sigma * sigma)).exp()
+}
+
+/// A frame of the base face performing `action` at its peak (`None`: neutral).
+fn pose(base: &RgbImage, g: &Geometry, action: Option<Action>) -> RgbImage {
+    let w = g.width;
+    match action {
+        None => base.clone(),
+        Some(Action::TurnLeft) => warp(base, |x, y| (0.25 * w * bump(x, y, g.nose, 0.3 * w), 0.0)),
+        Some(Action::TurnRight) => {
+            warp(base, |x, y| (-0.25 * w * bump(x, y, g.nose, 0.3 * w), 0.0))
+        }
+        Some(Action::LookUp) => warp(base, |x, y| (0.0, -0.18 * w * bump(x, y, g.nose, 0.2 * w))),
+        Some(Action::OpenMouth) => {
+            // Part the lips: everything below the lip line moves down (most at the mouth's
+            // centre, fading toward the corners and the chin); the gap shows a dark inside.
+            let (mx, ly, half) = g.mouth;
+            let gap = 0.22 * w;
+            let profile = |x: f32| (1.0 - ((x - mx) / (1.6 * half)).powi(2)).max(0.0).sqrt();
+            let mut out = warp(base, |x, y| {
+                if y < ly {
+                    return (0.0, 0.0);
+                }
+                let wy = (1.0 - (y - ly) / (0.8 * w)).clamp(0.0, 1.0);
+                (0.0, gap * profile(x) * wy)
+            });
+            for y in ly as u32..(ly + gap) as u32 {
+                for x in (mx - 1.6 * half) as u32..(mx + 1.6 * half) as u32 {
+                    let inner = (1.0 - ((x as f32 - mx) / half).powi(2)).max(0.0).sqrt();
+                    if (y as f32) < ly + gap * inner * 0.85 {
+                        out.put_pixel(x, y, Rgb([70, 30, 30]));
+                    }
+                }
+            }
+            out
+        }
+        Some(Action::Blink) => {
+            let mut out = base.clone();
+            for r in &g.eyes {
+                let skin_y = (r.y + r.h + r.h / 4).min(base.height() - 1);
+                for y in r.y + r.h / 4..r.y + r.h * 3 / 4 {
+                    for x in r.x..r.x + r.w {
+                        out.put_pixel(x, y, *base.get_pixel(x, skin_y));
+                    }
+                }
+                let my = r.y + r.h / 2;
+                for x in r.x + r.w / 5..r.x + r.w * 4 / 5 {
+                    out.put_pixel(x, my, Rgb([40, 30, 30]));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Brightens every pixel by `k` (so no two frames are identical, as with a camera).
+fn brighten(img: &RgbImage, k: u8) -> RgbImage {
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        p.0 = p.0.map(|v| v.saturating_add(k));
+    }
+    out
+}
+
+fn jpeg(img: &RgbImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+        .encode_image(img)
+        .unwrap();
+    out.into_inner()
+}
+
+/// The frames performing `challenge`: neutral, then each action's peak and a neutral frame.
+fn performance(challenge: &[Action]) -> Vec<RgbImage> {
+    let base = astronaut();
+    let g = geometry(&base);
+    let mut frames = vec![brighten(&base, 0)];
+    for &a in challenge {
+        for step in [Some(a), None] {
+            let k = frames.len() as u8 * 3;
+            frames.push(brighten(&pose(&base, &g, step), k));
+        }
+    }
+    frames
+}
+
+fn observe_all(frames: &[RgbImage]) -> Vec<FrameObservation> {
+    let (v, m) = models();
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| observe_frame(v, m, f, 1_000 + 150 * i as u64))
+        .collect()
+}
+
+#[test]
+fn landmarks_and_eye_state_on_real_photos() {
+    let (v, m) = models();
+    let base = astronaut();
+    let obs = observe_frame(v, m, &base, 0);
+    let f = obs.face.unwrap();
+    let eyes = f.eyes.unwrap();
+    assert!(eyes.left_open > 0.9 && eyes.right_open > 0.9, "{eyes:?}");
+    assert!(f.embedding.is_some() && f.quality.is_some());
+    // The 68 points agree with MTCNN's five within 10 % of the inter-ocular distance.
+    let (faces, _) = v.detect(&base).unwrap();
+    let five = faces[0].landmarks;
+    let iod = (five.right_eye.x - five.left_eye.x).hypot(five.right_eye.y - five.left_eye.y);
+    let pairs = [
+        (signals::eye_centre(&f.landmarks, 36), five.left_eye),
+        (signals::eye_centre(&f.landmarks, 42), five.right_eye),
+        (f.landmarks.at(30), five.nose),
+        (f.landmarks.at(48), five.mouth_left),
+        (f.landmarks.at(54), five.mouth_right),
+    ];
+    for (a, b) in pairs {
+        let d = (a.x - b.x).hypot(a.y - b.y) / iod;
+        assert!(d < 0.1, "landmark {a:?} vs MTCNN {b:?}: {d}");
+    }
+    // Eyes painted shut read closed.
+    let g = geometry(&base);
+    let shut = observe_frame(v, m, &pose(&base, &g, Some(Action::Blink)), 0);
+    let e = shut.face.unwrap().eyes.unwrap();
+    assert!(e.mean_open() < 0.35, "{e:?}");
+    // A frame without a face is unusable, with the reason.
+    let grey = RgbImage::from_pixel(200, 200, Rgb([120, 120, 120]));
+    let none = observe_frame(v, m, &grey, 0);
+    assert!(none.face.is_none() && none.unusable.is_some());
+}
+
+#[test]
+fn each_synthetic_action_is_seen_and_only_its_own_turn() {
+    let policy = ChallengePolicy::default();
+    for a in Action::ALL {
+        let obs = observe_all(&performance(&[a]));
+        let v = evaluate(&[a], &obs, &policy);
+        let sig: Vec<_> = obs
+            .iter()
+            .map(|o| {
+                o.face.as_ref().map(|f| {
+                    (
+                        signals::yaw(&f.landmarks),
+                        signals::pitch(&f.landmarks),
+                        signals::mouth_opening(&f.landmarks),
+                        f.eyes.map(|e| e.mean_open()),
+                    )
+                })
+            })
+            .collect();
+        assert!(v.actions[0].passed, "{a}: {sig:?} {v:?}");
+        assert_eq!(v.outcome, Outcome::Passed, "{a}: {v:?}");
+    }
+    // Turning right is not turning left.
+    let obs = observe_all(&performance(&[Action::TurnRight]));
+    assert!(!evaluate(&[Action::TurnLeft], &obs, &policy).actions[0].passed);
+}
+
+#[test]
+fn a_static_photo_fails_repeated_or_jittered() {
+    let policy = ChallengePolicy::default();
+    let base = astronaut();
+    // The same photo again and again: near-duplicate frames.
+    let same = vec![base.clone(); 6];
+    let v = evaluate(
+        &[Action::Blink, Action::TurnLeft],
+        &observe_all(&same),
+        &policy,
+    );
+    assert_eq!(v.outcome, Outcome::Failed, "{v:?}");
+    // Shifted, brightened and re-encoded copies: no action is ever seen.
+    let jittered: Vec<RgbImage> = (0..8u32)
+        .map(|i| {
+            let shifted = warp(&base, |_, _| ((i % 3) as f32 * 2.0, (i % 2) as f32 * 3.0));
+            let img = brighten(&shifted, (i * 4) as u8);
+            image::load_from_memory(&jpeg(&img)).unwrap().to_rgb8()
+        })
+        .collect();
+    for challenge in [
+        vec![Action::Blink, Action::TurnLeft],
+        vec![Action::TurnRight, Action::LookUp, Action::OpenMouth],
+    ] {
+        let v = evaluate(&challenge, &observe_all(&jittered), &policy);
+        assert_ne!(v.outcome, Outcome::Passed, "{v:?}");
+        assert!(v.actions.iter().all(|a| !a.passed), "{v:?}");
+    }
+}
+
+// ---- HTTP -------------------------------------------------------------------------------------
+
+fn config() -> Config {
+    let mut c = Config::for_tests();
+    c.max_sessions_per_key = 50;
+    c
+}
+
+fn frames_json(frames: &[RgbImage], t0: u64) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    json!({
+        "frames": frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| json!({"image": b64.encode(jpeg(f)), "timestamp_ms": t0 + 150 * i as u64}))
+            .collect::<Vec<_>>()
+    })
+}
+
+async fn open(s: &Running, client: &reqwest::Client, body: Value) -> (StatusCode, Value) {
+    s.json(client.post(s.url("/v1/liveness/sessions")).json(&body))
+        .await
+}
+
+async fn send(
+    s: &Running,
+    client: &reqwest::Client,
+    id: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    s.json(
+        client
+            .post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
+            .json(body),
+    )
+    .await
+}
+
+fn challenge_of(v: &Value) -> Vec<Action> {
+    serde_json::from_value(v["challenge"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn contract_key_binding_pass_and_verify_once() {
+    let s = Running::start(config()).await;
+    let verify = s.client_for("verify");
+    // A subject to verify.
+    let (st, subj) = s
+        .json(
+            s.client
+                .post(s.url("/v1/subjects"))
+                .json(&json!({"name": "Eileen"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{subj}");
+    let subject = subj["id"].as_str().unwrap().to_owned();
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("a.png"),
+    );
+    let (st, v) = s
+        .json(
+            s.client
+                .post(s.url(&format!("/v1/subjects/{subject}/faces")))
+                .multipart(form),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+
+    let (st, opened) = open(&s, &verify, json!({"subject": subject})).await;
+    assert_eq!(st, StatusCode::CREATED, "{opened}");
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let challenge = challenge_of(&opened);
+    assert!((2..=3).contains(&challenge.len()));
+    assert!(opened["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(opened["max_frames"], 32);
+
+    // Another key: never revealed.
+    let other = s.client_for("admin");
+    let (st, v) = s
+        .json(other.get(s.url(&format!("/v1/liveness/sessions/{id}"))))
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found")
+    );
+    let (st, v) = send(
+        &s,
+        &other,
+        &id,
+        &frames_json(&performance(&challenge)[..1], 1),
+    )
+    .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found")
+    );
+
+    // Not yet passed: verify refuses it.
+    let (st, v) = s
+        .json(
+            verify
+                .post(s.url("/v1/verify"))
+                .json(&json!({"subject": subject, "session": id})),
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::CONFLICT, "session_not_passed"),
+        "{v}"
+    );
+
+    // Perform it: first the neutral frame, then the rest.
+    let frames = performance(&challenge);
+    let (st, fb) = send(&s, &verify, &id, &frames_json(&frames[..1], 10_000)).await;
+    assert_eq!(st, StatusCode::OK, "{fb}");
+    assert_eq!(fb["state"], "in_progress");
+    assert_eq!(fb["frames"][0]["face_found"], true);
+    assert_eq!(fb["next_action"], json!(challenge[0]));
+    let (st, fb) = send(&s, &verify, &id, &frames_json(&frames[1..], 10_150)).await;
+    assert_eq!(st, StatusCode::OK, "{fb}");
+    assert_eq!(fb["state"], "passed", "{fb}");
+    assert_eq!(fb["frames_received"], frames.len());
+    assert!(
+        fb["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["action_seen"] == json!(challenge[0]))
+    );
+    assert!(
+        fb["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["passed"] == true)
+    );
+
+    let (st, g) = s
+        .json(verify.get(s.url(&format!("/v1/liveness/sessions/{id}"))))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (g["state"].clone(), g["live"].clone()),
+        (json!("passed"), json!(true))
+    );
+    assert!(g["confidence"].as_f64().unwrap() >= 0.7);
+    assert!(
+        g.get("detail").is_none(),
+        "no diagnostics without admin: {g}"
+    );
+
+    // Bound to the subject; verifies once.
+    let (st, v) = s
+        .json(
+            verify
+                .post(s.url("/v1/verify"))
+                .json(&json!({"subject": "someone-else", "session": id})),
+        )
+        .await;
+    assert!(
+        st == StatusCode::NOT_FOUND || st == StatusCode::CONFLICT,
+        "{st} {v}"
+    );
+    let (st, v) = s
+        .json(
+            verify
+                .post(s.url("/v1/verify"))
+                .json(&json!({"subject": subject, "session": id})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"], "accept", "{v}");
+    let (st, v) = s
+        .json(
+            verify
+                .post(s.url("/v1/verify"))
+                .json(&json!({"subject": subject, "session": id})),
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::CONFLICT, "session_used"));
+
+    // Frames after the end are not processed; the state is reported.
+    let (st, fb) = send(&s, &verify, &id, &frames_json(&frames[..1], 99_000)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(fb["state"], "passed");
+    assert_eq!(fb["frames"], json!([]));
+
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("facekey_liveness_sessions_started_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("facekey_liveness_sessions_passed_total 1"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn static_photo_session_fails_and_alerts() {
+    let s = Running::start(config()).await;
+    let verify = s.client_for("verify");
+    let (_, opened) = open(&s, &verify, json!({})).await;
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let photo = astronaut();
+    // The same photo three times: near-duplicate frames fail the session at once.
+    let (st, fb) = send(
+        &s,
+        &verify,
+        &id,
+        &frames_json(&[photo.clone(), photo.clone(), photo], 5),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{fb}");
+    assert_eq!(fb["state"], "failed", "{fb}");
+    let (_, g) = s
+        .json(
+            s.client_for("verify")
+                .get(s.url(&format!("/v1/liveness/sessions/{id}"))),
+        )
+        .await;
+    assert_eq!(g["live"], false);
+    assert!(
+        g["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("duplicate_frames")),
+        "{g}"
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("facekey_liveness_sessions_failed_total{reason=\"duplicate_frames\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("facekey_spoof_detected_total 1"),
+        "a failed challenge is a spoof event"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bounds_bad_frames_expiry_and_required_sessions() {
+    let mut c = config();
+    c.max_sessions_per_key = 2;
+    c.session_ttl_secs = 10;
+    c.session_max_frames = 10;
+    c.require_session = facekey_runtime::config::Switch::On;
+    // Encode every frame before the sessions open: debug-build JPEG encoding is slow and the
+    // sessions live 10 s.
+    let photo = astronaut();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let photo_jpeg = jpeg(&photo);
+    let nine = json!({"frames": (0..9).map(|i| json!({"image": b64.encode(&photo_jpeg), "timestamp_ms": i})).collect::<Vec<_>>()});
+    let shifted_jpeg = jpeg(&brighten(&warp(&photo, |_, _| (3.0, 0.0)), 9));
+    let one = json!({"frames": [{"image": b64.encode(&photo_jpeg), "timestamp_ms": 5_000}]});
+    let s = Running::start(c).await;
+    let verify = s.client_for("verify");
+    let (st, a) = open(&s, &verify, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _) = open(&s, &verify, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, v) = open(&s, &verify, json!({})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions")
+    );
+    // Another key still gets one.
+    let (st, _) = open(&s, &s.client, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, v) = open(&s, &verify, json!({"nope": 1})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    let id = a["id"].as_str().unwrap().to_owned();
+    // Nine frames in one call; zero frames; not an image; not base64; decreasing timestamps.
+    let (st, v) = send(&s, &verify, &id, &nine).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_frames")
+    );
+    let (st, _) = send(&s, &verify, &id, &json!({"frames": []})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (st, v) = send(
+        &s,
+        &verify,
+        &id,
+        &json!({"frames": [{"image": b64.encode(b"not an image"), "timestamp_ms": 1}]}),
+    )
+    .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_image_format"
+        )
+    );
+    let (st, _) = send(
+        &s,
+        &verify,
+        &id,
+        &json!({"frames": [{"image": "!!", "timestamp_ms": 1}]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (st, _) = send(
+        &s,
+        &verify,
+        &id,
+        &json!({"frames": [{"image": "aGk=", "timestamp_ms": -1}]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    // A bad frame consumed nothing: the session still takes frames (multipart this time).
+    let form = Form::new()
+        .text("timestamp_ms", "1000")
+        .part(
+            "frame",
+            Part::bytes(photo_jpeg.clone())
+                .mime_str("image/jpeg")
+                .unwrap(),
+        )
+        .text("timestamp_ms", "900")
+        .part(
+            "frame",
+            Part::bytes(shifted_jpeg).mime_str("image/jpeg").unwrap(),
+        );
+    let (st, fb) = s
+        .json(
+            verify
+                .post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
+                .multipart(form),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{fb}");
+    assert_eq!(fb["frames_received"], 2);
+    assert_eq!(fb["state"], "failed", "timestamps went backwards: {fb}");
+
+    // Verify without a session is refused when sessions are required.
+    let (st, v) = s
+        .json(
+            verify
+                .post(s.url("/v1/verify"))
+                .json(&json!({"subject": "x", "image": b64.encode(&photo_jpeg)})),
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "session_required")
+    );
+
+    // Expiry: 410 on frames and verify, `expired` on read; the key's places free up.
+    tokio::time::sleep(std::time::Duration::from_millis(10_200)).await;
+    let (_, b) = open(&s, &verify, json!({})).await;
+    assert!(
+        b["id"].is_string(),
+        "expired sessions free their places: {b}"
+    );
+    let (st, g) = s
+        .json(verify.get(s.url(&format!("/v1/liveness/sessions/{id}"))))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(g["state"], "expired", "{g}");
+    let (st, v) = send(&s, &verify, &id, &one).await;
+    assert_eq!((st, error_code(&v)), (StatusCode::GONE, "session_expired"));
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(
+            "facekey_liveness_sessions_failed_total{reason=\"timestamps_not_increasing\"} 1"
+        ),
+        "{metrics}"
+    );
+    s.stop().await;
+}
