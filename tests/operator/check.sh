@@ -11,7 +11,9 @@
 #   - the Grafana dashboard's structure, and its panel queries as recording rules for promtool;
 #   - sample FaceKeyDeployments against the CRD's openAPIV3Schema (check-jsonschema), and
 #     known-bad ones must fail it; CEL-invalid ones must make `render` fail;
-#   - `kubectl kustomize manifests` builds offline.
+#   - `kubectl kustomize manifests` builds offline;
+#   - sidecar injection: `render --inject` of workload fixtures is strictly valid, opt-out and
+#     unknown resources behave, the webhook objects and the cert-manager component build.
 #
 # Inputs (env): VENV (Python venv with kubernetes-validate, check-jsonschema, PyYAML),
 # NODE_MODULES (with @kubernetes-models/prometheus-operator and js-yaml), FACEKEY_OPERATOR_BIN
@@ -176,5 +178,36 @@ EXPECT_KINDS=ServiceMonitor NODE_MODULES="$NODE_MODULES" \
   || { cat "$WORK/monitoring.log" >&2; fail "manifests/monitoring schema validation"; }
 grep -q 'honorLabels: true' "$WORK/monitoring.yaml" || fail "the operator ServiceMonitor must honour labels"
 pass "manifests/monitoring: operator ServiceMonitor valid"
+
+# 9. Sidecar injection: the webhook's objects are in the base; `render --inject` (the webhook's own
+# decision and JSON patch) of a Deployment, a Pod, a CronJob and an opted-out StatefulSet gives
+# strictly valid objects with the native sidecar where asked; an unknown resource is refused; the
+# cert-manager component builds and its built-in objects are valid.
+grep -q '^kind: MutatingWebhookConfiguration' "$WORK/kustomized.yaml" || fail "the base lacks the MutatingWebhookConfiguration"
+grep -q 'name: facekey-webhook$' "$WORK/kustomized.yaml" || fail "the base lacks the webhook Service"
+WH="$ROOT/operator/tests/fixtures/webhook"
+"$BIN" render --inject -f "$WH/deployment.yaml" --resources "$WH/resources.yaml" >"$WORK/injected.yaml" \
+  || fail "render --inject deployment.yaml"
+"$BIN" render --inject -f "$WH/workloads.yaml" --resources "$WH/resources.yaml" >>"$WORK/injected.yaml" \
+  || fail "render --inject workloads.yaml"
+k8s_validate "$WORK/injected.yaml" "render --inject (sidecar injected)"
+sidecars="$(grep -c 'name: facekey-runtime$' "$WORK/injected.yaml" || true)"
+[ "$sidecars" -eq 3 ] || fail "expected 3 injected sidecars (Deployment, Pod, CronJob; not the opted-out StatefulSet), found $sidecars"
+grep -q 'value: 127.0.0.1:7070' "$WORK/injected.yaml" || fail "the sidecar must listen on 127.0.0.1"
+grep -q 'restartPolicy: Always' "$WORK/injected.yaml" || fail "the sidecar must be a native sidecar"
+if "$BIN" render --inject -f "$WH/unknown.yaml" --resources "$WH/resources.yaml" >/dev/null 2>"$WORK/unknown.err"; then
+  fail "render --inject admitted a pod naming an unknown FaceKeyDeployment"
+fi
+grep -q 'shop/verfier.*does not exist' "$WORK/unknown.err" || { cat "$WORK/unknown.err" >&2; fail "unknown resource: unclear message"; }
+pass "render --inject: sidecars injected where asked, opt-out respected, unknown resource refused"
+mkdir -p "$WORK/cm-overlay"
+rel="$("$PY" -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$ROOT/manifests" "$WORK/cm-overlay")"
+printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s/components/webhook-cert-manager]\n' "$rel" "$rel" >"$WORK/cm-overlay/kustomization.yaml"
+kubectl kustomize "$WORK/cm-overlay" >"$WORK/cert-manager.yaml" || fail "kubectl kustomize with the webhook-cert-manager component"
+grep -q 'cert-manager.io/inject-ca-from: facekey-system/facekey-webhook' "$WORK/cert-manager.yaml" || fail "cert-manager component: no CA injection annotation"
+grep -q 'value: cert-manager' "$WORK/cert-manager.yaml" || fail "cert-manager component: the operator is not switched to cert-manager certificates"
+"$PY" -c 'import sys,yaml; docs=[d for d in yaml.safe_load_all(open(sys.argv[1])) if isinstance(d, dict) and not d["apiVersion"].startswith("cert-manager.io/")]; yaml.safe_dump_all(docs, open(sys.argv[2], "w"))' \
+  "$WORK/cert-manager.yaml" "$WORK/cert-manager-builtin.yaml"
+k8s_validate "$WORK/cert-manager-builtin.yaml" "kustomize with the webhook-cert-manager component (built-in kinds)"
 
 echo "operator manifest checks: all passed"
