@@ -128,52 +128,128 @@ pub async fn hand_over_replicas(
     }
 }
 
+/// The children of one resource that exist, read once per reconcile by its owner label (metadata
+/// only): the ownership check and the pruner both use it, so a steady-state reconcile reads one
+/// list per kind and no object one by one.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Kinds that were listed (prunable, CRD installed).
+    listed: BTreeSet<ChildKind>,
+    /// Each listed object with the uids of its controller owner references.
+    objects: BTreeMap<(ChildKind, String), Vec<String>>,
+}
+
+impl Inventory {
+    /// Whether `name` of `kind` was listed with `owner_uid` as its controller (`None`: not listed).
+    fn owned_by(&self, kind: ChildKind, name: &str, owner_uid: &str) -> Option<bool> {
+        self.objects
+            .get(&(kind, name.to_owned()))
+            .map(|uids| uids.iter().any(|u| u == owner_uid))
+    }
+}
+
+/// List the labelled children of `owner` of every prunable kind whose CRD is installed.
+pub async fn inventory(
+    client: &Client,
+    namespace: &str,
+    owner: &str,
+    capabilities: &Capabilities,
+) -> Result<Inventory, ReadError> {
+    let selector = labels::owned_selector(owner);
+    let mut inv = Inventory::default();
+    for kind in ChildKind::ALL {
+        if !kind.prunable()
+            || kind
+                .required_crd()
+                .is_some_and(|crd| !capabilities.has(crd))
+        {
+            continue;
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+        let list = api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(ReadError::of(format!(
+                "{} list in {namespace}",
+                kind.as_str()
+            )))?;
+        inv.listed.insert(kind);
+        for item in list.items {
+            let Some(name) = item.metadata.name else {
+                continue;
+            };
+            let controllers = item
+                .metadata
+                .owner_references
+                .into_iter()
+                .flatten()
+                .filter(|r| r.controller == Some(true))
+                .map(|r| r.uid)
+                .collect();
+            inv.objects.insert((kind, name), controllers);
+        }
+    }
+    Ok(inv)
+}
+
 /// The desired objects that already exist without `owner_uid` as their controller owner (made by
 /// someone else, or left by a deleted resource of the same name): they must not be taken over.
-/// `live` is the runtime Deployment the observe stage read (no second read). Kinds the operator
-/// may not read (PersistentVolumeClaim, CloudNativePG Cluster: create/patch only) are not checked.
+/// `live` is the runtime Deployment the observe stage read and `inventory` the labelled children
+/// (no second read); only a desired object missing from the inventory is read, since it may exist
+/// without the operator's labels. Kinds the operator may not read (PersistentVolumeClaim,
+/// CloudNativePG Cluster: create/patch only) are not checked.
 pub async fn not_owned(
     client: &Client,
     namespace: &str,
     owner_uid: &str,
     desired: &Desired,
     live: Option<&Deployment>,
+    inventory: &Inventory,
 ) -> Result<Vec<(ChildKind, String)>, ApplyError> {
-    let owned =
-        |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-            refs.into_iter()
-                .flatten()
-                .any(|r| r.uid == owner_uid && r.controller == Some(true))
-        };
     let mut foreign = Vec::new();
     for obj in &desired.objects {
-        let owners = match obj.kind {
+        let owned = match obj.kind {
             ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster => continue,
             ChildKind::Deployment => match live {
-                Some(d) => d.metadata.owner_references.clone(),
+                Some(d) => controlled_by(d.metadata.owner_references.as_ref(), owner_uid),
                 None => continue,
             },
-            kind => {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
-                match api.get_metadata_opt(&obj.name).await {
-                    Ok(Some(meta)) => meta.metadata.owner_references,
-                    Ok(None) => continue,
-                    Err(source) => {
-                        return Err(ApplyError::Patch {
-                            kind: kind.as_str(),
-                            name: obj.name.clone(),
-                            source: Box::new(source),
-                        });
+            kind => match inventory.owned_by(kind, &obj.name, owner_uid) {
+                Some(owned) => owned,
+                None => {
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+                    match api.get_metadata_opt(&obj.name).await {
+                        Ok(Some(meta)) => {
+                            controlled_by(meta.metadata.owner_references.as_ref(), owner_uid)
+                        }
+                        Ok(None) => continue,
+                        Err(source) => {
+                            return Err(ApplyError::Patch {
+                                kind: kind.as_str(),
+                                name: obj.name.clone(),
+                                source: Box::new(source),
+                            });
+                        }
                     }
                 }
-            }
+            },
         };
-        if !owned(owners.as_ref()) {
+        if !owned {
             foreign.push((obj.kind, obj.name.clone()));
         }
     }
     Ok(foreign)
+}
+
+fn controlled_by(
+    refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+    owner_uid: &str,
+) -> bool {
+    refs.into_iter()
+        .flatten()
+        .any(|r| r.uid == owner_uid && r.controller == Some(true))
 }
 
 /// Create each generated Secret that does not exist yet, with fresh random content; an existing
@@ -288,63 +364,37 @@ fn is_already_exists(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
-/// Delete objects labelled as owned by `owner` (and carrying its uid in an owner reference) that
-/// are not in `desired`. Kinds whose CRD is missing are not listed. Returns what was deleted.
+/// Delete the inventory's objects controlled by `owner_uid` that are not in `desired`. Kinds whose
+/// CRD is missing were not listed. Returns what was deleted.
 pub async fn prune(
     client: &Client,
     namespace: &str,
-    owner: &str,
     owner_uid: &str,
     desired: &Desired,
-    capabilities: &Capabilities,
+    inventory: &Inventory,
 ) -> Result<Vec<(ChildKind, String)>, PruneError> {
     let keep: BTreeSet<(ChildKind, &str)> = desired
         .objects
         .iter()
         .map(|o| (o.kind, o.name.as_str()))
         .collect();
-    let selector = labels::owned_selector(owner);
     let mut deleted = Vec::new();
-    for kind in ChildKind::ALL {
-        if !kind.prunable()
-            || kind
-                .required_crd()
-                .is_some_and(|crd| !capabilities.has(crd))
-        {
+    for ((kind, name), controllers) in &inventory.objects {
+        let owned = controllers.iter().any(|u| u == owner_uid);
+        if !owned || keep.contains(&(*kind, name.as_str())) {
             continue;
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
-        let list = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(ReadError::of(format!(
-                "{} list in {namespace}",
-                kind.as_str()
-            )))?;
-        for item in list.items {
-            let Some(name) = item.metadata.name.clone() else {
-                continue;
-            };
-            let owned = item
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|r| r.uid == owner_uid && r.controller == Some(true));
-            if !owned || keep.contains(&(kind, name.as_str())) {
-                continue;
-            }
-            match delete_if_present(&api, &name).await {
-                Ok(true) => deleted.push((kind, name)),
-                Ok(false) => {}
-                Err(source) => {
-                    return Err(PruneError::Delete {
-                        kind: kind.as_str(),
-                        name,
-                        source: Box::new(source),
-                    });
-                }
+        match delete_if_present(&api, name).await {
+            Ok(true) => deleted.push((*kind, name.clone())),
+            Ok(false) => {}
+            Err(source) => {
+                return Err(PruneError::Delete {
+                    kind: kind.as_str(),
+                    name: name.clone(),
+                    source: Box::new(source),
+                });
             }
         }
     }

@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -31,10 +31,11 @@ pub const RECONCILE_CONCURRENCY: u16 = 8;
 /// Events for one resource within this window trigger one reconcile, not one each.
 pub const RECONCILE_DEBOUNCE: Duration = Duration::from_secs(1);
 
-/// What of an owned HPA or PDB should trigger a reconcile: its spec (the generation), labels,
-/// owner references and deletion, not its status. An HPA rewrites its status with every metrics
-/// sync (every 15 s) and a PDB with every pod change; neither status feeds the resource's status,
-/// so those writes would only cause reconciles that apply nothing.
+/// What of an object should trigger a reconcile: its spec (the generation), labels, owner
+/// references and deletion, not its status. For the FaceKeyDeployment itself: its status is the
+/// operator's own output, and without this filter every status write would queue one more
+/// reconcile that applies nothing. For an owned HPA or PDB: an HPA rewrites its status with every
+/// metrics sync (every 15 s) and a PDB with every pod change; neither feeds the resource's status.
 pub fn spec_or_ownership<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = obj.meta();
@@ -239,7 +240,14 @@ pub async fn run_with(
     let (c, ns) = (client.clone(), owned);
     let exit = Arc::new(std::sync::Mutex::new(Exit::Signal));
     let exit_on_loss = exit.clone();
-    let controller = Controller::new(fkd_api, watcher::Config::default())
+    // The resource's own status writes do not come back as reconciles (see spec_or_ownership).
+    let (reader, writer) = reflector::store();
+    let primary = watcher(fkd_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_ownership, Default::default());
+    let controller = Controller::for_stream(primary, reader)
         // At most RECONCILE_CONCURRENCY reconciles in flight; bursts of events for one object
         // (a child's status updated several times in a row) collapse into one reconcile.
         .with_config(

@@ -90,6 +90,9 @@ pub enum DesiredError {
 /// Apply stage: server-side apply of every desired object.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// Listing the existing children (the ownership check's inventory) failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// The API server refused an apply.
     #[error("applying {kind} {name} failed: {source}")]
     Patch {
@@ -328,6 +331,7 @@ impl ApplyError {
             | ApplyError::KeyGeneration { .. } => "ApplyFailed",
             ApplyError::Decode { .. } => SERIALIZE_FAILED,
             ApplyError::NotOwned { .. } => OBJECT_NOT_OWNED,
+            ApplyError::Read(_) => READ_FAILED,
         }
     }
 }

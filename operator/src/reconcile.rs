@@ -267,17 +267,26 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     let gate = check_gate(ctx, &ctx.policy.resolve(fkd), &seen).await?;
     let desired = desired_state(fkd, &seen, &gate)?;
     ctx.ensure_leading()?;
-    let applied = match create_generated(ctx, fkd, &seen, &desired).await {
-        Ok(()) => {
-            ctx.ensure_leading()?;
-            apply_desired(ctx, &seen, &desired).await
-        }
+    // The children that exist, read once for the ownership check and the pruner.
+    let inventory = apply::inventory(&ctx.client, &seen.namespace, seen.name, &seen.capabilities)
+        .await
+        .map_err(ApplyError::from);
+    let applied = match inventory {
+        Ok(inventory) => match create_generated(ctx, fkd, &seen, &desired).await {
+            Ok(()) => {
+                ctx.ensure_leading()?;
+                apply_desired(ctx, &seen, &desired, &inventory)
+                    .await
+                    .map(|d| (d, inventory))
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let (deployment, failure) = match applied {
-        Ok(applied) => {
+        Ok((applied, inventory)) => {
             ctx.ensure_leading()?;
-            let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired).await;
+            let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired, &inventory).await;
             let deployment = applied.or_else(|| seen.live.clone());
             (deployment, pruned.err().map(Error::from))
         }
@@ -401,9 +410,18 @@ async fn apply_desired(
     ctx: &Context,
     seen: &Observation<'_>,
     desired: &Desired,
+    inventory: &apply::Inventory,
 ) -> Result<Option<Deployment>, ApplyError> {
     let live = seen.live.as_ref();
-    let foreign = apply::not_owned(&ctx.client, &seen.namespace, &seen.uid, desired, live).await?;
+    let foreign = apply::not_owned(
+        &ctx.client,
+        &seen.namespace,
+        &seen.uid,
+        desired,
+        live,
+        inventory,
+    )
+    .await?;
     if foreign.is_empty() {
         apply::hand_over_replicas(&ctx.client, &seen.namespace, desired, live).await?;
         return apply::apply_all(&ctx.client, &seen.namespace, desired).await;
@@ -434,17 +452,10 @@ async fn prune_leftovers(
     seen: &Observation<'_>,
     gate: &GateResult,
     desired: &Desired,
+    inventory: &apply::Inventory,
 ) -> Result<(), PruneError> {
     let client = &ctx.client;
-    let children = apply::prune(
-        client,
-        &seen.namespace,
-        seen.name,
-        &seen.uid,
-        desired,
-        &seen.capabilities,
-    )
-    .await;
+    let children = apply::prune(client, &seen.namespace, &seen.uid, desired, inventory).await;
     let jobs = if gate.state.is_open() {
         apply::prune_scan_jobs(client, &seen.namespace, seen.name, &fkd.spec.image).await
     } else {

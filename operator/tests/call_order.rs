@@ -291,12 +291,21 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
         format!("GET {crd}/vulnerabilityreports.aquasecurity.github.io"),
         format!("GET {crd}/clusters.postgresql.cnpg.io"),
         "GET /apis/apps/v1/namespaces/ns/deployments/fk".to_owned(),
+        // The inventory: the labelled children of each kind, listed once (metadata only) for
+        // the ownership check and the pruner.
+        "GET /api/v1/namespaces/ns/configmaps".to_owned(),
+        "GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies".to_owned(),
+        "GET /apis/apps/v1/namespaces/ns/deployments".to_owned(),
+        "GET /api/v1/namespaces/ns/services".to_owned(),
+        "GET /apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers".to_owned(),
+        "GET /apis/policy/v1/namespaces/ns/poddisruptionbudgets".to_owned(),
         // The generated API keys Secret (create only, 409 once it exists), before any pod.
         "POST /api/v1/namespaces/ns/secrets".to_owned(),
         // Its `ApiKeyCreated` Event (once: later creates answer 409).
         "POST /apis/events.k8s.io/v1/namespaces/ns/events".to_owned(),
-        // Ownership of each child that may already exist (the Deployment was read above): an
-        // object this resource does not own is never applied.
+        // Ownership of each child missing from the inventory (it may exist without the
+        // operator's labels; the Deployment was read above): an object this resource does not
+        // own is never applied.
         "GET /api/v1/namespaces/ns/configmaps/fk-config".to_owned(),
         "GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/fk".to_owned(),
         "GET /api/v1/namespaces/ns/services/fk".to_owned(),
@@ -309,12 +318,7 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
         "PATCH /api/v1/namespaces/ns/services/fk".to_owned(),
         "PATCH /apis/policy/v1/namespaces/ns/poddisruptionbudgets/fk".to_owned(),
         "PATCH /api/v1/namespaces/ns/configmaps/fk-dashboard".to_owned(),
-        "GET /api/v1/namespaces/ns/configmaps".to_owned(),
-        "GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies".to_owned(),
-        "GET /apis/apps/v1/namespaces/ns/deployments".to_owned(),
-        "GET /api/v1/namespaces/ns/services".to_owned(),
-        "GET /apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers".to_owned(),
-        "GET /apis/policy/v1/namespaces/ns/poddisruptionbudgets".to_owned(),
+        // Finished scan Jobs of other images (children were pruned from the inventory).
         "GET /apis/batch/v1/namespaces/ns/jobs".to_owned(),
         "PATCH /apis/facekey.dev/v1alpha1/namespaces/ns/facekeydeployments/fk/status".to_owned(),
     ];

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub mod lifecycle;
+pub mod replay;
 pub mod ssa;
 
 pub const NS: &str = "team";
