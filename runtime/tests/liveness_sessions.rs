@@ -241,6 +241,63 @@ fn each_synthetic_action_is_seen_and_only_its_own_turn() {
     assert!(!evaluate(&[Action::TurnLeft], &obs, &policy).actions[0].passed);
 }
 
+/// Every ordered challenge of 2 and 3 actions passes when performed, and fails its order check
+/// when performed in another order: observations of each pose are measured once and assembled
+/// (the duplicate-frame rule is off here, since poses repeat; it is tested on its own).
+#[test]
+fn every_challenge_order_passes_when_performed() {
+    let base = astronaut();
+    let g = geometry(&base);
+    let (v, m) = models();
+    let neutral = observe_frame(v, m, &base, 0);
+    let peaks: Vec<(Action, FrameObservation)> = Action::ALL
+        .iter()
+        .map(|&a| (a, observe_frame(v, m, &pose(&base, &g, Some(a)), 0)))
+        .collect();
+    let peak = |a: Action| peaks.iter().find(|(b, _)| *b == a).unwrap().1.clone();
+    let policy = ChallengePolicy {
+        duplicate_max_difference: -1.0,
+        ..ChallengePolicy::default()
+    };
+    let perform = |order: &[Action]| -> Vec<FrameObservation> {
+        let mut frames = vec![neutral.clone()];
+        for &a in order {
+            frames.push(peak(a));
+            frames.push(neutral.clone());
+        }
+        for (i, f) in frames.iter_mut().enumerate() {
+            f.timestamp_ms = 1_000 + 150 * i as u64;
+        }
+        frames
+    };
+    let mut challenges: Vec<Vec<Action>> = Vec::new();
+    for &a in &Action::ALL {
+        for &b in &Action::ALL {
+            if a != b {
+                challenges.push(vec![a, b]);
+                for &c in &Action::ALL {
+                    if c != a && c != b {
+                        challenges.push(vec![a, b, c]);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(challenges.len(), 80);
+    for ch in &challenges {
+        let verdict = evaluate(ch, &perform(ch), &policy);
+        assert_eq!(verdict.outcome, Outcome::Passed, "{ch:?}: {verdict:?}");
+        let mut reversed = ch.clone();
+        reversed.reverse();
+        let verdict = evaluate(ch, &perform(&reversed), &policy);
+        assert_ne!(
+            verdict.outcome,
+            Outcome::Passed,
+            "{ch:?} performed reversed"
+        );
+    }
+}
+
 #[test]
 fn a_static_photo_fails_repeated_or_jittered() {
     let policy = ChallengePolicy::default();
@@ -465,6 +522,41 @@ async fn contract_key_binding_pass_and_verify_once() {
         "{metrics}"
     );
     assert!(metrics.contains("facekey_liveness_sessions_passed_total 1"));
+
+    // Beside an image: an admin session (admin answers show the scores), unbound; the image
+    // of the same face is the probe and the challenge confidence the liveness feature.
+    let (st, opened) = open(&s, &s.client, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let id2 = opened["id"].as_str().unwrap().to_owned();
+    let (st, fb) = send(
+        &s,
+        &s.client,
+        &id2,
+        &frames_json(&performance(&challenge_of(&opened)), 20_000),
+    )
+    .await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("passed")),
+        "{fb}"
+    );
+    let (_, g) = s
+        .json(s.client.get(s.url(&format!("/v1/liveness/sessions/{id2}"))))
+        .await;
+    assert!(g["detail"]["usable_frames"].as_u64().unwrap() >= 5, "{g}");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (st, v) = s
+        .json(s.client.post(s.url("/v1/verify")).json(&json!({
+            "subject": subject,
+            "session": id2,
+            "image": b64.encode(face("astronaut_640x480.jpg")),
+        })))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["probe_from_image"], true, "{v}");
+    assert_eq!(v["liveness"]["state"], "live", "{v}");
+    assert!(v["features"][1].as_f64().unwrap() >= 0.7, "{v}");
+    assert_eq!(v["decision"], "accept", "{v}");
     s.stop().await;
 }
 
