@@ -152,6 +152,10 @@ struct WebhookArgs {
     sidecar_unknown_resource: SidecarFailurePolicy,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing the flags buys nothing"
+)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (leader-elected).
