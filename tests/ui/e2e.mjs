@@ -22,8 +22,9 @@
 //                          fake camera pattern, which shows no face, and must end failed or
 //                          expired with reasons after "no face found" feedback
 //   FACEKEY_CHALLENGE_EXPECT  with FACEKEY_CHALLENGE_CAMERA: `passed` (the challenge must pass and
-//                          verify against the enrolled subject) or `verdict` (default: any final
-//                          verdict, after face-found feedback)
+//                          verify against the enrolled subject), `progress` (face found, at least
+//                          one action seen, a final verdict) or `verdict` (default: face found and
+//                          a final verdict)
 
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -482,6 +483,8 @@ async function challengeSteps() {
         expect((await page.getByTestId("challenge-verification").count()) === 0, "a failed challenge was verified");
       } else {
         expect(outcome.faceFound.has("true"), "the challenge camera's face was never found");
+        const done = Number(await page.getByTestId("challenge-progress").getAttribute("data-done"));
+        if (CHALLENGE_EXPECT === "progress") expect(done >= 1, `no action of the challenge was seen (${done} done)`);
         if (CHALLENGE_EXPECT === "passed") {
           expect(state === "passed", `verdict ${state} (${reasons}) on the challenge video`);
           await page.getByTestId("challenge-verification").waitFor({ timeout: 60_000 });

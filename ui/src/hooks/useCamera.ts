@@ -20,6 +20,11 @@ export function useCamera(attempt: number | undefined) {
   // What the camera did for one attempt; "opening" until it says.
   const [outcome, setOutcome] = useState<{ attempt: number; status: "on" | "error"; error?: string }>();
   const supported = cameraSupported();
+  // Frames the video has presented (requestVideoFrameCallback), and the count at the last capture:
+  // a busy browser may not present a new frame between two captures, and the same image sent
+  // twice reads to the runtime as a replay (duplicate_frames).
+  const presented = useRef(0);
+  const capturedAt = useRef(-1);
 
   useEffect(() => {
     if (attempt === undefined || !supported) return undefined;
@@ -30,6 +35,14 @@ export function useCamera(attempt: number | undefined) {
       if (!cancelled && video && video.videoWidth > 0) setOutcome({ attempt, status: "on" });
     };
     video?.addEventListener("loadeddata", onData);
+    let frameHandle: number | undefined;
+    const onFrame = () => {
+      presented.current += 1;
+      if (!cancelled && video) frameHandle = video.requestVideoFrameCallback(onFrame);
+    };
+    if (video && typeof video.requestVideoFrameCallback === "function") {
+      frameHandle = video.requestVideoFrameCallback(onFrame);
+    }
     navigator.mediaDevices
       .getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false })
       .then((s) => {
@@ -50,6 +63,7 @@ export function useCamera(attempt: number | undefined) {
     return () => {
       cancelled = true;
       video?.removeEventListener("loadeddata", onData);
+      if (video && frameHandle !== undefined) video.cancelVideoFrameCallback(frameHandle);
       stream?.getTracks().forEach((t) => t.stop());
       if (video) video.srcObject = null;
     };
@@ -74,6 +88,14 @@ export function useCamera(attempt: number | undefined) {
           if (!v || v.videoWidth === 0 || v.readyState < 2) {
             resolve(undefined);
             return;
+          }
+          // No new frame since the last capture (where the browser says): skip this tick.
+          if (typeof v.requestVideoFrameCallback === "function") {
+            if (presented.current === capturedAt.current) {
+              resolve(undefined);
+              return;
+            }
+            capturedAt.current = presented.current;
           }
           const scale = Math.min(1, MAX_FRAME_WIDTH / v.videoWidth);
           canvas ??= document.createElement("canvas");
