@@ -378,3 +378,27 @@ async fn ensure_creates_publishes_keeps_and_rotates() {
         certs::Plan::Keep
     );
 }
+
+/// Golden YAML of `render --inject` for the Deployment fixture (`UPDATE_GOLDEN=1` rewrites it;
+/// review the diff): every field of the injected sidecar is pinned.
+#[test]
+fn render_inject_golden() {
+    let input = std::fs::read_to_string(fixtures().join("deployment.yaml")).unwrap();
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let out = facekey_operator::render::render_inject(&input, &resources, InjectOptions::default())
+        .unwrap();
+    assert!(out.refused.is_empty(), "{:?}", out.refused);
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sidecar-injected-deployment.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &out.yaml).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", golden.display()));
+    assert!(
+        out.yaml == expected,
+        "render --inject differs from {}; run with UPDATE_GOLDEN=1 and review",
+        golden.display()
+    );
+}
