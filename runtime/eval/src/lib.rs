@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod report;
 pub mod rng;
 pub mod zfusion;
+pub mod sequences;
 
 use std::path::PathBuf;
 

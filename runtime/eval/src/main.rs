@@ -68,6 +68,11 @@ enum Command {
     Fit(FitArgs),
     /// Recompute report.md from features.csv.
     Report,
+    /// Write synthetic challenge clips (JPEG frames + manifest.json) to --out, or one as a y4m.
+    Sequences(facekey_eval::sequences::commands::SequencesArgs),
+    /// Run the synthetic challenge clips through the server's checker: pass rates per kind and
+    /// action, a threshold sweep, <out>/challenge.json.
+    Challenge(facekey_eval::sequences::commands::ChallengeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +198,12 @@ fn main() -> anyhow::Result<()> {
         None | Some(Command::Collect) => run_collect(&cli)?,
         Some(Command::Fit(args)) => run_fit(&cli.common, args)?,
         Some(Command::Report) => {}
+        Some(Command::Sequences(args)) => {
+            return facekey_eval::sequences::commands::run_sequences(args, &cli.common.out);
+        }
+        Some(Command::Challenge(args)) => {
+            return facekey_eval::sequences::commands::run_challenge(args, &cli.common.out);
+        }
     }
     write_report(&cli.common)
 }

@@ -1,0 +1,609 @@
+//! The `facekey-eval sequences` and `facekey-eval challenge` commands (file I/O and printing;
+//! the logic lives in the sibling modules).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use facekey_runtime::challenge::{Action, ChallengePolicy};
+use facekey_runtime::vision::landmarks::ChallengeModels;
+use facekey_runtime::vision::{Vision, VisionConfig};
+use serde::Serialize;
+
+use super::calibrate::{
+    Count, Rates, choose, for_action_sweep, frame_differences, grid, rates, replay_duplicated,
+    replay_other_challenge,
+};
+use super::observe::{ObservedClip, Skipped, observe, subjects};
+use super::{Manifest, ManifestEntry, SequenceKind, Subject, generate, random_challenge, y4m};
+use crate::EvalError;
+use crate::collect::Source;
+use crate::rng::Rng;
+
+/// The 13-action order that contains every ordered choice of 2 or 3 distinct actions as a
+/// subsequence (found by exhaustive search), so one looping clip can satisfy any challenge.
+pub const EVERY_CHALLENGE: [Action; 13] = {
+    use Action::*;
+    [
+        Blink, TurnLeft, TurnRight, LookUp, OpenMouth, Blink, TurnLeft, TurnRight, LookUp, Blink,
+        TurnLeft, TurnRight, OpenMouth,
+    ]
+};
+
+/// Where the sample photos are and how clips are framed.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Directory of the sample photos.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/faces"))]
+    pub faces_dir: PathBuf,
+    /// Photos to take faces from (derived copies of the same photos are left out).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "astronaut.png,messi5.jpg,t1.jpg,Tom_Hanks_54745.png"
+    )]
+    pub photos: Vec<String>,
+    /// Frame size, WIDTHxHEIGHT (even sides).
+    #[arg(long, default_value = "640x480", value_parser = parse_size)]
+    pub frame: (u32, u32),
+    /// Faces with a shorter box side in their photo are not used.
+    #[arg(long, default_value_t = 24.0)]
+    pub min_face_px: f32,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 20_261_203)]
+    pub seed: u64,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
+    let w: u32 = w.parse().map_err(|e| format!("width {w:?}: {e}"))?;
+    let h: u32 = h.parse().map_err(|e| format!("height {h:?}: {e}"))?;
+    if w < 64 || h < 64 || w % 2 == 1 || h % 2 == 1 {
+        return Err(format!("{s}: sides must be even and at least 64"));
+    }
+    Ok((w, h))
+}
+
+fn parse_kind(s: &str) -> Result<SequenceKind, String> {
+    SequenceKind::parse(s)
+        .filter(|k| {
+            matches!(
+                k,
+                SequenceKind::Genuine | SequenceKind::StaticPhoto | SequenceKind::FlatPrint
+            )
+        })
+        .ok_or_else(|| format!("{s:?} is not a rendered kind (genuine, static_photo, flat_print)"))
+}
+
+fn parse_actions(s: &str) -> Result<Action, String> {
+    Action::parse(s).ok_or_else(|| {
+        format!("unknown action {s:?} (blink, turn_left, turn_right, look_up, open_mouth)")
+    })
+}
+
+/// `facekey-eval sequences`.
+#[derive(Debug, Clone, Args)]
+pub struct SequencesArgs {
+    /// Photos, framing and seed.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Clips per kind (genuine, static_photo, flat_print) and face.
+    #[arg(long, default_value_t = 1)]
+    pub per_face: usize,
+    /// Only these faces (names as printed, e.g. astronaut, t1-3); default every face.
+    #[arg(long, value_delimiter = ',')]
+    pub faces: Vec<String>,
+    /// Kinds to write (genuine, static_photo, flat_print).
+    #[arg(long, value_delimiter = ',', default_value = "genuine,static_photo,flat_print", value_parser = parse_kind)]
+    pub kinds: Vec<SequenceKind>,
+    /// Frames per second of the JPEG clips (default: 10–15, drawn per clip).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Write one genuine clip as a y4m for Chromium's fake camera instead of JPEG clips.
+    #[arg(long, value_name = "FILE")]
+    pub y4m: Option<PathBuf>,
+    /// The challenge every clip performs (or fakes); default: a random one per clip, and for
+    /// the y4m an order holding every possible challenge.
+    #[arg(long, value_delimiter = ',', value_parser = parse_actions)]
+    pub actions: Vec<Action>,
+    /// Frame rate of the y4m clip; every frame is rendered anew (no repeats: the checker
+    /// fails near-duplicate frames).
+    #[arg(long, default_value_t = 15)]
+    pub y4m_fps: u32,
+}
+
+/// `facekey-eval challenge`.
+#[derive(Debug, Clone, Args)]
+pub struct ChallengeArgs {
+    /// Photos, framing and seed.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Genuine clips per face (each a random 2–3-action challenge).
+    #[arg(long, default_value_t = 4)]
+    pub genuine_per_face: usize,
+    /// Static-photo and flat-print clips per face.
+    #[arg(long, default_value_t = 2)]
+    pub attacks_per_face: usize,
+    /// Faces held out of the threshold sweep (reported apart); default: every third face.
+    #[arg(long, value_delimiter = ',')]
+    pub held_out: Vec<String>,
+}
+
+fn load_models() -> Result<(Vision, ChallengeModels), anyhow::Error> {
+    let cfg = VisionConfig::default();
+    let vision = Vision::load(cfg.clone())
+        .map_err(|e| anyhow::anyhow!("loading the vision pipeline: {e}"))?;
+    let models = ChallengeModels::load(&cfg)
+        .map_err(|e| anyhow::anyhow!("loading the challenge models: {e}"))?;
+    Ok((vision, models))
+}
+
+fn load_sources(args: &SourceArgs, vision: &Vision) -> Result<Vec<Source>, anyhow::Error> {
+    args.photos
+        .iter()
+        .map(|name| {
+            let path = args.faces_dir.join(name);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let image = vision
+                .decode(&bytes)
+                .map_err(|e| anyhow::anyhow!("decoding {}: {e}", path.display()))?;
+            Ok(Source {
+                name: name.clone(),
+                image,
+            })
+        })
+        .collect()
+}
+
+fn load_subjects(
+    args: &SourceArgs,
+) -> Result<(Vision, ChallengeModels, Vec<Subject>, Vec<Skipped>), anyhow::Error> {
+    let (vision, models) = load_models()?;
+    let sources = load_sources(args, &vision)?;
+    let (w, h) = args.frame;
+    let (subs, skipped) = subjects(
+        &vision,
+        &models,
+        &sources,
+        w,
+        h,
+        args.min_face_px,
+        args.seed,
+    )?;
+    for s in &skipped {
+        eprintln!("skipped {}: {}", s.face, s.reason);
+    }
+    eprintln!(
+        "faces: {}",
+        subs.iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok((vision, models, subs, skipped))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| EvalError::Io {
+            action: "creating",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(path, bytes).map_err(|source| EvalError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn fps_of(rng: &mut Rng) -> f64 {
+    rng.uniform(10.0, 15.0)
+}
+
+/// Runs `facekey-eval sequences`: JPEG clips and `manifest.json` under `out`, or one y4m.
+pub fn run_sequences(args: &SequencesArgs, out: &Path) -> anyhow::Result<()> {
+    let (_vision, _models, mut subs, _) = load_subjects(&args.source)?;
+    if !args.faces.is_empty() {
+        subs.retain(|s| args.faces.contains(&s.name));
+    }
+    if subs.is_empty() {
+        anyhow::bail!("no face to animate (check --faces and --photos)");
+    }
+    let seed = args.source.seed;
+    if let Some(path) = &args.y4m {
+        let actions = if args.actions.is_empty() {
+            EVERY_CHALLENGE.to_vec()
+        } else {
+            args.actions.clone()
+        };
+        let subject = &subs[0];
+        let fps = f64::from(args.y4m_fps.max(1));
+        // About one second per action at the y4m's frame rate (a brisk clip is ~0.6 s at 12 fps).
+        let slow = fps / 12.0 * 1.6;
+        let seq = generate(subject, SequenceKind::Genuine, &actions, 0, fps, slow, seed)?;
+        let mut images = Vec::with_capacity(seq.frames.len());
+        for f in &seq.frames {
+            let img = image::load_from_memory_with_format(&f.jpeg, image::ImageFormat::Jpeg)
+                .map_err(|source| EvalError::Image {
+                    context: "decoding a rendered frame".into(),
+                    source,
+                })?
+                .to_rgb8();
+            images.push(img);
+        }
+        let frames: Vec<(&image::RgbImage, usize)> = images.iter().map(|i| (i, 1)).collect();
+        let mut buf = Vec::new();
+        y4m::write(&mut buf, &frames, args.y4m_fps).map_err(|source| EvalError::Io {
+            action: "encoding y4m",
+            path: path.clone(),
+            source,
+        })?;
+        write_file(path, &buf)?;
+        eprintln!(
+            "{}: {} frames of {} at {} fps ({:.1} s), actions {}",
+            path.display(),
+            images.len(),
+            subject.name,
+            args.y4m_fps,
+            images.len() as f64 / fps,
+            actions
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        return Ok(());
+    }
+    let mut manifest = Manifest {
+        seed,
+        frame: args.source.frame,
+        sequences: Vec::new(),
+    };
+    for s in &subs {
+        for k in 0..args.per_face {
+            for &kind in &args.kinds {
+                let mut rng = Rng::derive(seed, &format!("clip/{kind}/{}/{k}", s.name));
+                let challenge = if args.actions.is_empty() {
+                    random_challenge(&mut rng)
+                } else {
+                    args.actions.clone()
+                };
+                let fps = args.fps.unwrap_or_else(|| fps_of(&mut rng));
+                let seq = generate(s, kind, &challenge, k, fps, 1.0, seed)?;
+                let dir = seq.id.clone();
+                for (i, f) in seq.frames.iter().enumerate() {
+                    write_file(&out.join(&dir).join(format!("{i:03}.jpg")), &f.jpeg)?;
+                }
+                manifest.sequences.push(ManifestEntry::of(&seq, &dir));
+                eprintln!("{}: {} frames", seq.id, seq.frames.len());
+            }
+        }
+    }
+    let json = serde_json::to_string_pretty(&manifest).map_err(|source| EvalError::Json {
+        context: "manifest".into(),
+        source,
+    })?;
+    write_file(&out.join("manifest.json"), (json + "\n").as_bytes())?;
+    eprintln!(
+        "{} clips, manifest {}",
+        manifest.sequences.len(),
+        out.join("manifest.json").display()
+    );
+    Ok(())
+}
+
+/// Per-kind and per-action rates as printed and recorded.
+#[derive(Debug, Clone, Serialize)]
+struct RatesRecord {
+    by_kind: Vec<(String, usize, usize)>,
+    genuine_actions: Vec<(String, usize, usize)>,
+    genuine_failures: Vec<(String, usize)>,
+    attack_failures: Vec<(String, usize)>,
+}
+
+impl From<&Rates> for RatesRecord {
+    fn from(r: &Rates) -> Self {
+        let counts = |m: &std::collections::BTreeMap<&'static str, Count>| {
+            m.iter()
+                .map(|(k, c)| (k.to_string(), c.passed, c.total))
+                .collect()
+        };
+        Self {
+            by_kind: counts(&r.by_kind),
+            genuine_actions: counts(&r.genuine_actions),
+            genuine_failures: r
+                .genuine_failures
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            attack_failures: r
+                .attack_failures
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        }
+    }
+}
+
+/// `challenge.json`.
+#[derive(Debug, Clone, Serialize)]
+struct ChallengeRecord {
+    seed: u64,
+    faces: Vec<String>,
+    held_out: Vec<String>,
+    skipped: Vec<(String, String)>,
+    clips: usize,
+    frames: usize,
+    seconds: f64,
+    shipped_policy: ChallengePolicy,
+    shipped_all: RatesRecord,
+    proposed_policy: Option<ChallengePolicy>,
+    proposed_train: Option<RatesRecord>,
+    proposed_held_out: Option<RatesRecord>,
+    proposed_all: Option<RatesRecord>,
+    /// Per genuine clip under the shipped policy: id, outcome, reasons.
+    genuine_clips: Vec<(String, String, Vec<String>)>,
+    signals: Vec<SignalRange>,
+    /// Per kind: each clip's smallest fingerprint difference between two of its frames.
+    frame_differences: std::collections::BTreeMap<&'static str, Vec<f32>>,
+}
+
+/// Range of a per-frame signal over one kind of clip, to show the margins.
+#[derive(Debug, Clone, Serialize)]
+struct SignalRange {
+    kind: String,
+    signal: String,
+    min: f32,
+    max: f32,
+}
+
+fn print_rates(title: &str, r: &Rates) {
+    println!("{title}");
+    for (k, c) in &r.by_kind {
+        println!(
+            "  {k:<24} passed {:>3}/{:<3} ({:5.1} %)",
+            c.passed,
+            c.total,
+            100.0 * c.rate()
+        );
+    }
+    for (a, c) in &r.genuine_actions {
+        println!(
+            "  genuine action {a:<12} seen {:>3}/{:<3} ({:5.1} %)",
+            c.passed,
+            c.total,
+            100.0 * c.rate()
+        );
+    }
+    if !r.genuine_failures.is_empty() {
+        println!("  genuine failures: {:?}", r.genuine_failures);
+    }
+    if !r.attack_failures.is_empty() {
+        println!("  attack failures: {:?}", r.attack_failures);
+    }
+}
+
+fn signal_ranges(clips: &[ObservedClip]) -> Vec<SignalRange> {
+    use facekey_runtime::challenge::signals::{mouth_opening, pitch, yaw};
+    let mut out = Vec::new();
+    for kind in [
+        SequenceKind::Genuine,
+        SequenceKind::StaticPhoto,
+        SequenceKind::FlatPrint,
+    ] {
+        let faces: Vec<_> = clips
+            .iter()
+            .filter(|c| c.kind == kind)
+            .flat_map(|c| c.frames.iter())
+            .filter_map(|f| f.face.as_ref())
+            .collect();
+        let mut push = |name: &str, v: Vec<f32>| {
+            if let (Some(min), Some(max)) = (
+                v.iter().copied().reduce(f32::min),
+                v.iter().copied().reduce(f32::max),
+            ) {
+                out.push(SignalRange {
+                    kind: kind.as_str().into(),
+                    signal: name.into(),
+                    min,
+                    max,
+                });
+            }
+        };
+        push(
+            "yaw",
+            faces.iter().filter_map(|f| yaw(&f.landmarks)).collect(),
+        );
+        push(
+            "pitch",
+            faces.iter().filter_map(|f| pitch(&f.landmarks)).collect(),
+        );
+        push(
+            "mouth_opening",
+            faces
+                .iter()
+                .filter_map(|f| mouth_opening(&f.landmarks))
+                .collect(),
+        );
+        push(
+            "eyes_open",
+            faces
+                .iter()
+                .filter_map(|f| f.eyes.map(|e| e.mean_open()))
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Runs `facekey-eval challenge`: renders and observes every clip, prints pass rates under the
+/// shipped policy, sweeps the thresholds on the training faces and writes `challenge.json`.
+pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (vision, models, subs, skipped) = load_subjects(&args.source)?;
+    let seed = args.source.seed;
+    let held_out: Vec<String> = if args.held_out.is_empty() {
+        subs.iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 == 2)
+            .map(|(_, s)| s.name.clone())
+            .collect()
+    } else {
+        args.held_out.clone()
+    };
+    let base_ms = 1_000_000u64;
+    let mut clips: Vec<ObservedClip> = Vec::new();
+    let mut frames = 0usize;
+    for s in &subs {
+        let plan = std::iter::repeat_n(SequenceKind::Genuine, args.genuine_per_face)
+            .enumerate()
+            .chain(
+                std::iter::repeat_n(SequenceKind::StaticPhoto, args.attacks_per_face).enumerate(),
+            )
+            .chain(std::iter::repeat_n(SequenceKind::FlatPrint, args.attacks_per_face).enumerate());
+        for (k, kind) in plan {
+            let mut rng = Rng::derive(seed, &format!("clip/{kind}/{}/{k}", s.name));
+            // Cover every action: clip k of a face starts from action (face index + k) mod 5.
+            let mut challenge = random_challenge(&mut rng);
+            let lead = Action::ALL[(k + s.name.len()) % Action::ALL.len()];
+            if !challenge.contains(&lead) {
+                challenge[0] = lead;
+            }
+            let seq = generate(s, kind, &challenge, k, fps_of(&mut rng), 1.0, seed)?;
+            frames += seq.frames.len();
+            let clip = observe(&vision, &models, &seq, base_ms)?;
+            eprintln!(
+                "  {} ({} frames, {})",
+                clip.id,
+                clip.frames.len(),
+                challenge
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            clips.push(clip);
+        }
+    }
+    let replays: Vec<ObservedClip> = clips
+        .iter()
+        .filter(|c| c.kind == SequenceKind::Genuine)
+        .flat_map(|c| [replay_duplicated(c), replay_other_challenge(c)])
+        .collect();
+    clips.extend(replays);
+    let shipped = ChallengePolicy::default();
+    let all = rates(&clips, &shipped);
+    println!(
+        "{} clips ({} rendered frames) of {} faces in {:.0} s",
+        clips.len(),
+        frames,
+        subs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    print_rates("shipped ChallengePolicy::default():", &all);
+    let (train, test): (Vec<ObservedClip>, Vec<ObservedClip>) = clips
+        .iter()
+        .cloned()
+        .partition(|c| !held_out.contains(&c.identity));
+    let candidates = grid(&shipped);
+    let proposed = choose(&for_action_sweep(&train), &candidates);
+    let diffs = frame_differences(&clips);
+    println!(
+        "smallest frame-to-frame fingerprint difference per clip (grey levels; duplicates at <= {}):",
+        shipped.duplicate_max_difference
+    );
+    for (k, v) in &diffs {
+        let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+        println!(
+            "  {k:<24} n {:>3}  min {:6.3}  10% {:6.3}  median {:6.3}  max {:6.3}",
+            v.len(),
+            q(0.0),
+            q(0.1),
+            q(0.5),
+            q(1.0)
+        );
+    }
+    match &proposed {
+        Some((p, r)) => {
+            println!(
+                "proposed policy (sweep of {} policies on {} training clips, held out: {}):",
+                candidates.len(),
+                train.len(),
+                held_out.join(", ")
+            );
+            println!(
+                "  eye_open_min {} eye_closed_max {} turn_min_yaw {} turn_min_delta {} look_up_min_delta {} mouth_open_min {} mouth_min_delta {}",
+                p.eye_open_min,
+                p.eye_closed_max,
+                p.turn_min_yaw,
+                p.turn_min_delta,
+                p.look_up_min_delta,
+                p.mouth_open_min,
+                p.mouth_min_delta
+            );
+            print_rates(
+                "  training faces (action sweep: no fingerprints, no duplicated replays):",
+                r,
+            );
+            print_rates("  training faces, every check:", &rates(&train, p));
+            print_rates("  held-out faces:", &rates(&test, p));
+        }
+        None => println!("no swept policy stops every training attack"),
+    }
+    let shipped_record = RatesRecord::from(&all);
+    let record = ChallengeRecord {
+        seed,
+        faces: subs.iter().map(|s| s.name.clone()).collect(),
+        held_out: held_out.clone(),
+        skipped: skipped
+            .iter()
+            .map(|s| (s.face.clone(), s.reason.clone()))
+            .collect(),
+        clips: clips.len(),
+        frames,
+        seconds: started.elapsed().as_secs_f64(),
+        shipped_policy: shipped.clone(),
+        shipped_all: shipped_record,
+        proposed_train: proposed
+            .as_ref()
+            .map(|(p, _)| RatesRecord::from(&rates(&train, p))),
+        proposed_held_out: proposed
+            .as_ref()
+            .map(|(p, _)| RatesRecord::from(&rates(&test, p))),
+        proposed_all: proposed
+            .as_ref()
+            .map(|(p, _)| RatesRecord::from(&rates(&clips, p))),
+        proposed_policy: proposed.map(|(p, _)| p),
+        genuine_clips: clips
+            .iter()
+            .filter(|c| c.kind == SequenceKind::Genuine)
+            .map(|c| {
+                let v = super::calibrate::judge(c, &shipped);
+                (
+                    c.id.clone(),
+                    format!("{:?}", v.outcome),
+                    v.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+                )
+            })
+            .collect(),
+        signals: signal_ranges(&clips),
+        frame_differences: diffs,
+    };
+    for s in &record.signals {
+        println!(
+            "  signal {:<14} {:<13} {:7.3} .. {:7.3}",
+            s.kind, s.signal, s.min, s.max
+        );
+    }
+    let json = serde_json::to_string_pretty(&record).map_err(|source| EvalError::Json {
+        context: "challenge.json".into(),
+        source,
+    })?;
+    write_file(&out.join("challenge.json"), (json + "\n").as_bytes())?;
+    Ok(())
+}
