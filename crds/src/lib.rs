@@ -183,7 +183,7 @@ pub const INJECT_ANNOTATION: &str = "facekey.dev/inject";
 
 /// Settings of the injected runtime sidecar.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.port != self.metricsPort").message("sidecar.port and sidecar.metricsPort must differ"))]
+#[x_kube(validation = Rule::new("!has(self.port) || !has(self.metricsPort) || self.port != self.metricsPort").message("sidecar.port and sidecar.metricsPort must differ"))]
 #[serde(rename_all = "camelCase")]
 pub struct Sidecar {
     /// Whether pods may ask for the sidecar (default true once the block is present).

@@ -429,3 +429,25 @@ fn names_that_cannot_name_every_child_are_rejected() {
         );
     }
 }
+
+#[test]
+fn sidecar_defaults_and_distinct_ports() {
+    let spec: facekey_crds::FaceKeyDeploymentSpec =
+        serde_json::from_value(json!({"image": "i", "sidecar": {}})).unwrap();
+    let sidecar = spec.sidecar.unwrap();
+    assert!(sidecar.enabled);
+    assert_eq!((sidecar.port, sidecar.metrics_port), (7070, 7071));
+    assert_eq!(
+        sidecar.failure_policy,
+        facekey_crds::SidecarFailurePolicy::Ignore
+    );
+    let ok = object(
+        json!({"image": "i", "sidecar": {"port": 9000, "metricsPort": 9001, "failurePolicy": "Fail"}}),
+    );
+    assert_eq!(cel_failures(&ok), Vec::<String>::new());
+    let clash = object(json!({"image": "i", "sidecar": {"port": 9000, "metricsPort": 9000}}));
+    assert_eq!(
+        cel_failures(&clash),
+        ["sidecar.port and sidecar.metricsPort must differ"]
+    );
+}
