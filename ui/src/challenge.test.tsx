@@ -76,6 +76,8 @@ describe("the instruction (accessibility)", () => {
   it("is a polite, atomic live region whose words carry the action; the arrow is hidden from screen readers", () => {
     const html = renderToStaticMarkup(<ChallengeInstruction state={running()} mirrored />);
     expect(html).toMatch(/^<div class="challenge-instruction" role="status" aria-live="polite" aria-atomic="true"/);
+    const idle = renderToStaticMarkup(<ChallengeInstruction state={initialChallenge} mirrored />);
+    expect(idle).toMatch(/^<div class="challenge-instruction quiet" role="status" aria-live="polite"/);
     expect(html).toContain('data-action="turn_left"');
     expect(html).toContain("Step 2 of 2: ");
     expect(html).toContain("Turn your head to your left");
@@ -121,6 +123,23 @@ describe("the instruction (accessibility)", () => {
       expect(html).toContain(words);
       expect(html).toContain(`data-phase="${phase}"`);
     }
+  });
+});
+
+describe("the verdict, announced", () => {
+  it("goes into the instruction's live region once the flow is done, with its reasons", () => {
+    const html = renderToStaticMarkup(
+      <ChallengeInstruction
+        state={running({
+          phase: "done",
+          current: undefined,
+          verdict: { id: "s1", state: "failed", live: false, reasons: ["duplicate_frames"], actions: [] },
+        })}
+        mirrored
+      />,
+    );
+    expect(html).toContain('role="status"');
+    expect(html).toContain('class="sr-only" data-testid="challenge-announce">challenge failed: frames were repeated');
   });
 });
 

@@ -9,6 +9,13 @@ import {
 } from "../lib/challenge";
 import { fixed, millis } from "../lib/format";
 
+const VERDICT_WORDS: Record<SessionStatus["state"], string> = {
+  passed: "challenge passed: a live person",
+  failed: "challenge failed",
+  expired: "session expired",
+  in_progress: "still in progress",
+};
+
 /** Frames in a row without a face before the instruction says so. */
 export const NO_FACE_HINT_AFTER = 4;
 
@@ -42,10 +49,19 @@ export function ChallengeInstruction({ state, mirrored }: { state: ChallengeStat
   } else if (phase === "running") text = <p className="challenge-title">Hold still while the runtime checks…</p>;
   else if (phase === "finishing") text = <p className="challenge-title">Checking the result…</p>;
   else if (phase === "verifying") text = <p className="challenge-title">Challenge passed: verifying…</p>;
-  else text = null;
+  else if (phase === "done" && state.verdict) {
+    // Said once to screen readers; the verdict card shows it on screen.
+    const reasons = challengeReasonWords(state.verdict.reasons);
+    text = (
+      <p className="sr-only" data-testid="challenge-announce">
+        {`${VERDICT_WORDS[state.verdict.state]}${reasons.length > 0 ? `: ${reasons.join(", ")}` : ""}.`}
+        {state.result?.decision ? ` Verification: ${state.result.decision}.` : ""}
+      </p>
+    );
+  } else text = null;
   return (
     <div
-      className="challenge-instruction"
+      className={`challenge-instruction${phase === "done" || text === null ? " quiet" : ""}`}
       role="status"
       aria-live="polite"
       aria-atomic="true"
@@ -164,13 +180,6 @@ export function ChallengeFeedback({ state, now }: { state: ChallengeState; now?:
     </dl>
   );
 }
-
-const VERDICT_WORDS: Record<SessionStatus["state"], string> = {
-  passed: "challenge passed: a live person",
-  failed: "challenge failed",
-  expired: "session expired",
-  in_progress: "still in progress",
-};
 
 /** The session's verdict: passed or not, confidence, and the reasons in words. */
 export function ChallengeVerdict({ verdict }: { verdict: SessionStatus }) {
