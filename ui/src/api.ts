@@ -30,12 +30,26 @@ export class ApiError extends Error {
   }
 }
 
+/** What to do about the liveness-session errors, by code. */
+const SESSION_ADVICE: Record<string, string> = {
+  session_not_found:
+    "The liveness session is gone (it expired long ago, the runtime restarted, or another replica has it): start a new challenge.",
+  session_expired: "The liveness session ran out of time: start a new challenge.",
+  session_not_passed: "Only a passed challenge can verify: start a new challenge.",
+  session_used: "A challenge verifies once: start a new challenge to verify again.",
+  session_subject_mismatch: "The session was opened for another subject: start a new challenge for this one.",
+};
+
 /**
  * What the user can do about an error, in words, for the statuses access control adds:
- * 401 (key not accepted), 403 (missing scope), 429 (rate limit or locked subject).
+ * 401 (key not accepted), 403 (missing scope), 429 (rate limit or locked subject), and for the
+ * liveness-session errors (expired, used, too many open sessions, ...).
  */
 export function errorAdvice(e: ApiError): string | undefined {
   const wait = e.retryAfter !== undefined ? `try again in ${e.retryAfter} s` : "try again later";
+  if (e.code === "too_many_sessions") return `Too many liveness sessions are open: ${wait}.`;
+  const session = SESSION_ADVICE[e.code];
+  if (session) return session;
   switch (e.status) {
     case 401:
       return "The runtime did not accept the API key: enter a valid key.";

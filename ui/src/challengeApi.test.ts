@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   ApiError,
   blobToBase64,
+  errorAdvice,
   framesBody,
   parseFramesAnswer,
   parseSession,
@@ -220,5 +221,22 @@ describe("session calls", () => {
       }),
     );
     await expect(sessionStatus("s")).rejects.toMatchObject({ status: 0, code: "network" });
+  });
+});
+
+describe("session errors in words", () => {
+  it("say what to do", () => {
+    expect(errorAdvice(new ApiError(429, "too_many_sessions", "full", 5))).toBe(
+      "Too many liveness sessions are open: try again in 5 s.",
+    );
+    expect(errorAdvice(new ApiError(503, "too_many_sessions", "full"))).toContain("try again later");
+    expect(errorAdvice(new ApiError(409, "session_used", "used"))).toContain("verifies once");
+    expect(errorAdvice(new ApiError(410, "session_expired", "expired"))).toContain("ran out of time");
+    expect(errorAdvice(new ApiError(404, "session_not_found", "gone"))).toContain("start a new challenge");
+    // Other errors keep their advice.
+    expect(errorAdvice(new ApiError(429, "rate_limited", "slow down", 2))).toBe(
+      "Too many requests with this key: try again in 2 s.",
+    );
+    expect(errorAdvice(new ApiError(404, "subject_not_found", "no"))).toBeUndefined();
   });
 });
