@@ -513,6 +513,29 @@ async function challengeSteps() {
     await own.ctx.close().catch(() => undefined);
     rmSync(own.dir, { recursive: true, force: true });
   }
+
+  // Without a camera the flow says so and opens no session.
+  const blind = await launch(join(tmpdir(), `facekey-e2e-no-camera-${process.pid}.y4m`));
+  page = blind.pg;
+  try {
+    await step("liveness-challenge-no-camera", async () => {
+      const opened = [];
+      page.on("request", (r) => {
+        if (r.method() === "POST" && r.url().includes("/v1/liveness/sessions")) opened.push(r.url());
+      });
+      await page.goto(OPEN_RUNTIME ? `${BASE}/verify` : `${BASE}/verify#key=${KEY}`);
+      await page.locator('label:has([data-testid="verify-mode-challenge"])').click();
+      await page.getByTestId("challenge-start").click();
+      const error = await waitText('[data-testid="error"]', (t) => t.includes("Camera unavailable"), "camera error");
+      expect(/No camera found|Cannot start the camera|permission/i.test(error), `camera error reads ${JSON.stringify(error)}`);
+      expect(opened.length === 0, `a session was opened without a camera: ${opened.join(", ")}`);
+      await page.getByTestId("challenge-start").waitFor();
+    }, needs);
+  } finally {
+    page = previous;
+    await blind.ctx.close().catch(() => undefined);
+    rmSync(blind.dir, { recursive: true, force: true });
+  }
 }
 
 await challengeSteps();
