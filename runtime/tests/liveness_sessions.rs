@@ -298,6 +298,59 @@ fn every_challenge_order_passes_when_performed() {
     }
 }
 
+/// A flat print turned or tilted as a whole (horizontal or vertical squeeze, keystone) moves
+/// the landmarks but not the ratios the signals use: no action is seen (with the mouth width as
+/// the mouth's denominator, a print turned by 53° read as an open mouth).
+#[test]
+fn a_photo_moved_as_a_whole_shows_no_action() {
+    let base = astronaut();
+    let (cx, cy) = (222.0f32, 120.0f32);
+    let moved: Vec<RgbImage> = vec![
+        base.clone(),
+        // Turned about the vertical axis: squeezed horizontally around the face.
+        warp(&base, |x, _| ((x - cx) * (1.0 - 1.0 / 0.75), 0.0)),
+        warp(&base, |x, _| ((x - cx) * (1.0 - 1.0 / 0.6), 0.0)),
+        // Tilted back: squeezed vertically.
+        warp(&base, |_, y| (0.0, (y - cy) * (1.0 - 1.0 / 0.75))),
+        // Keystone: the top of the print further away than the bottom.
+        warp(&base, |x, y| {
+            let k = 1.0 - 0.25 * ((cy + 100.0 - y) / 200.0).clamp(0.0, 1.0);
+            ((x - cx) * (1.0 - 1.0 / k), 0.0)
+        }),
+        // Keystone sideways: the left edge further away.
+        warp(&base, |x, y| {
+            let k = 1.0 - 0.25 * ((cx + 100.0 - x) / 200.0).clamp(0.0, 1.0);
+            (0.0, (y - cy) * (1.0 - 1.0 / k))
+        }),
+        brighten(&base, 6),
+    ];
+    let obs = observe_all(&moved);
+    assert!(
+        obs.iter().all(|o| o.face.is_some()),
+        "every moved print has a face"
+    );
+    let policy = ChallengePolicy::default();
+    for a in Action::ALL {
+        let v = evaluate(&[a], &obs, &policy);
+        let yaws: Vec<_> = obs
+            .iter()
+            .map(|o| {
+                o.face.as_ref().map(|f| {
+                    (
+                        signals::yaw(&f.landmarks),
+                        signals::pitch(&f.landmarks),
+                        signals::mouth_opening(&f.landmarks),
+                    )
+                })
+            })
+            .collect();
+        assert!(
+            !v.actions[0].passed,
+            "{a} seen on a moved print: (yaw, pitch, mouth) {yaws:?}"
+        );
+    }
+}
+
 #[test]
 fn a_static_photo_fails_repeated_or_jittered() {
     let policy = ChallengePolicy::default();

@@ -214,7 +214,8 @@ pub struct ChallengePolicy {
     /// How much the pitch signal (eye line to nose tip over eye line to mouth) must drop from an
     /// earlier frame for `look_up`.
     pub look_up_min_delta: f32,
-    /// Mouth opening (inner-lip gap over mouth width) an `open_mouth` frame must reach.
+    /// Mouth opening (inner-lip gap over the eyes-to-nose-tip distance) an `open_mouth` frame
+    /// must reach.
     pub mouth_open_min: f32,
     /// How much the mouth opening must grow from an earlier frame of the action window.
     pub mouth_min_delta: f32,
@@ -245,10 +246,10 @@ impl Default for ChallengePolicy {
             turn_min_yaw: 0.12,
             turn_min_delta: 0.1,
             look_up_min_delta: 0.08,
-            // fr_landmark under-reports lip separation: a wide-open synthetic mouth on
-            // astronaut.png reads 0.19 against 0.105 closed (smiling), so these are low.
-            mouth_open_min: 0.15,
-            mouth_min_delta: 0.06,
+            // Measured with the real models on astronaut.png: 0.18 closed (smiling, teeth
+            // showing), 0.38 with the lips parted by a synthetic warp.
+            mouth_open_min: 0.25,
+            mouth_min_delta: 0.1,
             min_action_ms: 60,
             min_frame_interval_ms: 15,
             max_clock_skew_ms: 2_000,

@@ -4,7 +4,7 @@
 //! - yaw: nose-tip offset from the jaw midline over the jaw width (positive: nose toward the
 //!   image's right, i.e. the person turned to their own left);
 //! - pitch: eye line to nose tip over eye line to mouth centre (drops when looking up);
-//! - mouth opening: inner-lip gap over mouth width;
+//! - mouth opening: inner-lip gap over the eyes-to-nose-tip distance;
 //! - eye aspect ratio (EAR, Soukupová & Čech 2016), reported for diagnostics and evaluation.
 
 use super::Landmarks68;
@@ -50,16 +50,20 @@ pub fn pitch(lm: &Landmarks68) -> Option<f32> {
     finite((nose.y - eyes.y) / span)
 }
 
-/// Mouth opening: mean inner-lip gap (61–67, 62–66, 63–65) over mouth width (48–54).
+/// Mouth opening: mean inner-lip gap (61–67, 62–66, 63–65) over the distance from the eyes'
+/// midpoint to the nose tip (30). Both lengths run roughly vertically in the face, so a flat print
+/// turned about its vertical axis (a horizontal squeeze) does not open the mouth, as it would
+/// with the mouth width as denominator; the eyes and nose do not move when the mouth opens.
 pub fn mouth_opening(lm: &Landmarks68) -> Option<f32> {
-    let width = dist(lm.at(48), lm.at(54));
-    if width < 1e-3 {
+    let eyes = mid(eye_centre(lm, 36), eye_centre(lm, 42));
+    let span = dist(eyes, lm.at(30));
+    if span < 1e-3 {
         return None;
     }
     let gap =
         (dist(lm.at(61), lm.at(67)) + dist(lm.at(62), lm.at(66)) + dist(lm.at(63), lm.at(65)))
             / 3.0;
-    finite(gap / width)
+    finite(gap / span)
 }
 
 /// Centre of the six points of the eye starting at `first` (36 or 42).
