@@ -291,8 +291,9 @@ pub mod defaults {
     /// `SESSION_MAX_FRAMES` observations of about 1.5 KB (never images), so 256 sessions cost
     /// at most about 12 MB.
     pub const MAX_SESSIONS: usize = 256;
-    /// `--max-sessions-per-key`: one key cannot take the whole registry.
-    pub const MAX_SESSIONS_PER_KEY: usize = 16;
+    /// `--max-sessions-per-key`: one key cannot take the whole registry (a backend serving
+    /// many users with one key needs a share large enough for its concurrent users).
+    pub const MAX_SESSIONS_PER_KEY: usize = 64;
     /// `--session-max-frames`: 4 s of camera at 8 frames/s; a challenge needs about 10.
     pub const SESSION_MAX_FRAMES: usize = 32;
     /// `--require-session`: off, so verify with an image (passive liveness) keeps working.

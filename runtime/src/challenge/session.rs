@@ -5,8 +5,10 @@
 //! A session is opened by one API key (and optionally bound to a subject), gets a random
 //! challenge of 2–3 distinct actions from the OS CSPRNG, receives frame observations in batches,
 //! is re-judged by [`evaluate`] after each batch, and ends `passed`, `failed` or `expired`. A
-//! passed session can be consumed by one verification (single use). Bounds: sessions alive at
-//! once (globally and per key), frames per session, one batch in flight per session. Only
+//! passed session can be consumed by one verification (single use). Bounds: sessions holding a
+//! place at once (in progress, or passed and unused; globally and per key), frames per session,
+//! one batch in flight per session; ended sessions are kept as small tombstones, at most 4x the
+//! global bound, the oldest evicted first. Only
 //! observations are kept (never images), and once a session ends only what verify needs from its
 //! best frame (embedding, quality) is kept. Expired sessions stay as small tombstones for one
 //! more TTL (so late calls get 410 rather than 404) and are then swept.
@@ -220,6 +222,16 @@ struct Session {
 }
 
 impl Session {
+    /// Whether the session counts against the bounds: in progress, or passed and not yet used.
+    fn holds_place(&self) -> bool {
+        !self.expired
+            && match self.verdict.outcome {
+                Outcome::InProgress => true,
+                Outcome::Passed => !self.used,
+                Outcome::Failed => false,
+            }
+    }
+
     fn state(&self) -> SessionState {
         if self.expired {
             return SessionState::Expired;
@@ -325,9 +337,25 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sessions not yet expired.
+    /// Sessions holding a place: in progress, or passed and not yet used.
     pub fn active(&self) -> usize {
-        self.lock().values().filter(|s| !s.expired).count()
+        self.lock().values().filter(|s| s.holds_place()).count()
+    }
+
+    fn evict_tombstones(map: &mut HashMap<String, Session>, max_entries: usize) {
+        if map.len() < max_entries {
+            return;
+        }
+        let mut ended: Vec<(Instant, String)> = map
+            .iter()
+            .filter(|(_, s)| !s.holds_place())
+            .map(|(id, s)| (s.expires, id.clone()))
+            .collect();
+        ended.sort();
+        let excess = map.len() + 1 - max_entries;
+        for (_, id) in ended.into_iter().take(excess) {
+            map.remove(&id);
+        }
     }
 
     /// Marks sessions past their time expired (returning those that had not ended, for
@@ -375,8 +403,12 @@ impl Registry {
         let id = new_id().map_err(no_randomness)?;
         let mut map = self.lock();
         let ended = Self::sweep_locked(&mut map, now, self.limits.ttl);
-        let alive = map.values().filter(|s| !s.expired);
-        let (total, mine) = alive.fold((0, 0), |(t, m), s| (t + 1, m + usize::from(s.key == key)));
+        // Ended sessions (failed, used, expired) keep no place but stay as small tombstones;
+        // beyond 4x the bound the oldest of them go first, so the map stays bounded.
+        Self::evict_tombstones(&mut map, 4 * self.limits.max_sessions.max(1));
+        let holding = map.values().filter(|s| s.holds_place());
+        let (total, mine) =
+            holding.fold((0, 0), |(t, m), s| (t + 1, m + usize::from(s.key == key)));
         if total >= self.limits.max_sessions {
             return Err(SessionError::TooManySessions {
                 global: true,
@@ -793,6 +825,9 @@ mod tests {
             res.concluded.unwrap().reasons,
             vec![FailReason::ChallengeIncomplete]
         );
+        // A failed session holds no place: k1 may open another.
+        assert_eq!(r.active(), 3);
+        r.open("k1", None, t0, now).unwrap();
         assert_eq!(res.frames[0].index, 8);
         assert_eq!(
             r.take_for_verify("k1", &a.id, "x", t0),
@@ -851,6 +886,29 @@ mod tests {
         let map = r.lock();
         let s = map.get(&o.id).unwrap();
         assert!(s.frames.is_empty() && s.probe.is_some());
+    }
+
+    #[test]
+    fn failed_sessions_free_places_and_tombstones_stay_bounded() {
+        let r = Registry::new(
+            SessionLimits {
+                max_sessions: 1,
+                max_per_key: 1,
+                ..limits()
+            },
+            ChallengePolicy::default(),
+        );
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            let (o, _) = r.open("k", None, t0, SystemTime::now()).unwrap();
+            // The same frame twice: a replay, failed at once.
+            r.begin_batch("k", &o.id, 2, t0).unwrap();
+            let f = frame(0, None, 0);
+            let res = r.add_frames("k", &o.id, vec![f.clone(), f], t0).unwrap();
+            assert_eq!(res.view.state, SessionState::Failed);
+        }
+        assert!(r.lock().len() <= 4, "{} entries", r.lock().len());
+        assert_eq!(r.active(), 0);
     }
 
     #[test]
