@@ -229,8 +229,8 @@ fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiError> {
 }
 
 /// Records sessions that ended: pass/fail counters, and a spoof event (log, counter, alert
-/// email) for every failure with at least one usable face (a session abandoned before any face
-/// was seen is no attack).
+/// email) for every failure with at least one usable face except expiry (a session abandoned
+/// before any face was seen, or left to expire, is no evidence of an attack).
 fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMap) {
     let m = &state.metrics.sessions;
     for c in ended {
@@ -241,7 +241,8 @@ fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMa
                     m.failed.with_label_values(&[r.as_str()]).inc();
                 }
                 tracing::info!(session = %c.id, reasons = ?c.reasons, "liveness session failed");
-                if c.usable_frames > 0 {
+                // Abandonment is no attack: an expired session, or one that never saw a face.
+                if c.usable_frames > 0 && !c.reasons.contains(&FailReason::Expired) {
                     SpoofAttempt {
                         at: SystemTime::now(),
                         route: FRAMES_ROUTE,
