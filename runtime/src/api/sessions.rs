@@ -9,7 +9,7 @@
 //! loses open sessions.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -122,6 +122,7 @@ pub struct SessionService {
     registry: Registry,
     models: OnceLock<Arc<ChallengeModels>>,
     require_session: bool,
+    sweeper: OnceLock<()>,
 }
 
 impl SessionService {
@@ -138,6 +139,7 @@ impl SessionService {
             registry: Registry::new(limits, ChallengePolicy::default()),
             models: OnceLock::new(),
             require_session: config.require_session == Switch::On,
+            sweeper: OnceLock::new(),
         }
     }
 
@@ -263,6 +265,26 @@ fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMa
         .set(i64::try_from(state.sessions.registry.active()).unwrap_or(i64::MAX));
 }
 
+/// Starts, once, the task that sweeps expired sessions every half TTL (at least every second):
+/// their failures are counted and the open-sessions gauge follows even when no session is
+/// opened. It holds the state weakly and ends when the state is gone.
+fn ensure_sweeper(state: &SharedState) {
+    state.sessions.sweeper.get_or_init(|| {
+        let weak = Arc::downgrade(state);
+        let period = (state.sessions.registry.limits().ttl / 2).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                let ended = state.sessions.registry.sweep(Instant::now());
+                record_concluded(&state, &ended, &HeaderMap::new());
+            }
+        });
+    });
+}
+
 /// Body of `POST /v1/liveness/sessions`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -331,6 +353,7 @@ pub async fn open(
             .open(&key, subject.clone(), Instant::now(), SystemTime::now())?;
     state.metrics.sessions.started.inc();
     record_concluded(&state, &ended, &headers);
+    ensure_sweeper(&state);
     tracing::info!(session = %opened.id, challenge = ?opened.challenge, "liveness session opened");
     let detail = AuditDetail {
         subject,
