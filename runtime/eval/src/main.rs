@@ -23,6 +23,7 @@ use facekey_eval::fit::{FitOptions, fit, weights_file};
 use facekey_eval::metrics::liveness_feature;
 use facekey_eval::report::{
     DatasetLog, FitSummary, ReportInput, baseline, read_dataset_log, read_fit_summary, render,
+    render_second_opinions,
 };
 use facekey_runtime::config::LivenessModel;
 use facekey_runtime::fusion::{FusionMlp, WeightsSource};
@@ -321,7 +322,11 @@ fn load_second_models(dir: &Path, cfg: &VisionConfig) -> anyhow::Result<SecondMo
     let present = |spec: ModelSpec| {
         let ok = dir.join(spec.file).is_file();
         if !ok {
-            eprintln!("second opinion: {} not in {}, skipped", spec.file, dir.display());
+            eprintln!(
+                "second opinion: {} not in {}, skipped",
+                spec.file,
+                dir.display()
+            );
         }
         ok
     };
@@ -355,7 +360,10 @@ fn latency_summary(lat: &Latencies) -> anyhow::Result<String> {
     for (model, values) in lat {
         let mut v = values.clone();
         v.sort_by(f64::total_cmp);
-        let q = |p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied();
+        let q = |p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+        };
         out.insert(
             model.clone(),
             serde_json::json!({"n": v.len(), "p50_ms": q(0.5), "p90_ms": q(0.9)}),
@@ -575,7 +583,17 @@ fn write_report(common: &Common) -> anyhow::Result<()> {
         config,
         liveness_mode: common.liveness_mode(),
     };
-    let md = render(&input);
+    let mut md = render(&input);
+    let latency: Option<serde_json::Value> =
+        std::fs::read_to_string(common.out.join("latency.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let (second_md, second) = render_second_opinions(&rows, dataset.as_ref(), latency.as_ref());
+    md.push_str(&second_md);
+    write(
+        &common.out.join("second_opinion.json"),
+        &(serde_json::to_string_pretty(&second)? + "\n"),
+    )?;
     let source = format!(
         "facekey-eval report on runtime/eval/results/features.csv{}: data SIMULATED from the \
          sample photos (see docs/evaluation.md); rates and quantiles of the recorded rows as the \

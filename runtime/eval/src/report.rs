@@ -730,3 +730,200 @@ mod tests {
         );
     }
 }
+
+/// Held-out constants: a match z-sum threshold at the impostor mean plus this many standard
+/// deviations (a one-sided Gaussian tail of 1e-4), unless the hardest impostor is higher.
+pub const MATCH_TAIL_Z: f64 = 3.72;
+/// Passive-liveness fusion threshold: at most this share of the training attacks pass.
+pub const PAD_MAX_APCER: f64 = 0.10;
+
+/// What the second-opinion section found (`second_opinion.json`): held-out error rates of
+/// every combination, the recommended one and its constants fitted on every identity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecondOpinionSummary {
+    /// `MATCH_TAIL_Z`.
+    pub match_tail_z: f64,
+    /// `PAD_MAX_APCER`.
+    pub pad_max_apcer: f64,
+    /// Leave-one-identity-out matching errors per combination.
+    pub matching: Vec<super::zfusion::MatchHeldOut>,
+    /// Leave-one-identity-out PAD errors per combination.
+    pub liveness: Vec<super::zfusion::PadHeldOut>,
+    /// The matching combination with no held-out false match and the fewest held-out false
+    /// non-matches (fewer models on a tie), if any.
+    pub recommended_matching: Option<String>,
+    /// Its constants fitted on every identity (what a runtime would serve).
+    pub matching_constants: Option<super::zfusion::FittedFusion>,
+    /// The PAD combination with the fewest held-out bona fide rejections.
+    pub recommended_liveness: Option<String>,
+    /// Its constants fitted on every identity.
+    pub liveness_constants: Option<super::zfusion::FittedFusion>,
+    /// Per-family detection and match rates of genuine presentations (dlib at distance 0.6).
+    pub families: Vec<super::zfusion::FamilyRates>,
+}
+
+fn pct(n: usize, d: usize) -> String {
+    if d == 0 {
+        return "–".into();
+    }
+    format!("{:.1} % ({n}/{d})", 100.0 * n as f64 / d as f64)
+}
+
+/// The second-opinion sections of the report (glasses per variant family, held-out fusion of
+/// the match and liveness models, per-model times from `latency`, `latency.json`'s content) and
+/// their summary.
+pub fn render_second_opinions(
+    rows: &[FeatureRow],
+    dataset: Option<&DatasetLog>,
+    latency: Option<&serde_json::Value>,
+) -> (String, SecondOpinionSummary) {
+    use super::zfusion::{
+        MATCH_COMBOS, PAD_COMBOS, combo_label, family_rates, fit_match, fit_pad,
+        leave_one_identity_out, pad_leave_one_identity_out,
+    };
+    let mut out = String::new();
+    let attempted: Vec<(String, bool)> = dataset
+        .map(|d| {
+            d.presentations
+                .iter()
+                .filter(|p| p.kind == Kind::Genuine.as_str())
+                .map(|p| (p.variant.clone(), p.status == "acquired"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let families = family_rates(&attempted, rows, 0.6);
+    let _ = writeln!(
+        out,
+        "\n## Glasses and the other degradations (genuine presentations)\n"
+    );
+    out.push_str(
+        "Detection: the face found where it should be; match: dlib distance ≤ 0.6 against the \
+         own template.\n\n| variant family | detected | matched (of detected) | dlib distance median / max |\n|---|---|---|---|\n",
+    );
+    for f in &families {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} / {} |",
+            f.family,
+            pct(f.detected, f.attempted),
+            pct(f.matched, f.detected),
+            f.median_distance.map_or("–".into(), |v| format!("{v:.3}")),
+            f.max_distance.map_or("–".into(), |v| format!("{v:.3}")),
+        );
+    }
+
+    let matching: Vec<_> = MATCH_COMBOS
+        .iter()
+        .filter_map(|c| leave_one_identity_out(rows, c, MATCH_TAIL_Z))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n## Second embedding: score-level fusion, identities held out\n\nEach identity in turn \
+         is held out; z-score constants (impostor mean and sd per model) and the threshold \
+         (max of the training impostors' z-sums and their mean + {MATCH_TAIL_Z} sd) come from \
+         the rows not involving it, and only rows involving it are scored. An impostor row is \
+         scored in both of its identities' folds.\n"
+    );
+    out.push_str(
+        "| models | false matches (impostor rows) | false-match decisions | FNMR genuine | FNMR glasses |\n|---|---|---|---|---|\n",
+    );
+    for m in &matching {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            m.models,
+            pct(m.false_match_rows, m.impostor_rows),
+            pct(m.false_matches, m.impostor_trials),
+            pct(m.false_non_matches, m.genuine),
+            pct(m.glasses_rejected, m.glasses),
+        );
+    }
+    let recommended = matching
+        .iter()
+        .filter(|m| m.false_match_rows == 0)
+        .min_by_key(|m| (m.false_non_matches, m.models.matches('+').count()))
+        .map(|m| m.models.clone());
+    let all: Vec<&FeatureRow> = rows.iter().collect();
+    let matching_constants = recommended.as_ref().and_then(|name| {
+        MATCH_COMBOS
+            .iter()
+            .find(|c| combo_label(c) == *name)
+            .and_then(|c| fit_match(&all, c, MATCH_TAIL_Z))
+    });
+
+    let liveness: Vec<_> = PAD_COMBOS
+        .iter()
+        .filter_map(|c| pad_leave_one_identity_out(rows, c, PAD_MAX_APCER))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n## Passive liveness: fusion of fr_liveness and human_liveness, identities held out\n\n\
+         Logits z-scored against the training identities' bona fide presentations, summed; the \
+         threshold lets at most {:.0} % of the training identities' simulated attacks pass. \
+         Scored on the held-out identity's presentations.\n",
+        PAD_MAX_APCER * 100.0
+    );
+    out.push_str(
+        "| models | BPCER (real called attack) | APCER print (sim.) | APCER replay (sim.) |\n|---|---|---|---|\n",
+    );
+    for p in &liveness {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            p.models,
+            pct(p.bona_fide_rejected, p.bona_fide),
+            pct(p.prints_passed, p.prints),
+            pct(p.replays_passed, p.replays),
+        );
+    }
+    let recommended_liveness = liveness
+        .iter()
+        .min_by_key(|p| (p.bona_fide_rejected, p.models.matches('+').count()))
+        .map(|p| p.models.clone());
+    let pres: Vec<&FeatureRow> = rows.iter().filter(|r| r.identity == r.claimed).collect();
+    let liveness_constants = recommended_liveness.as_ref().and_then(|name| {
+        PAD_COMBOS
+            .iter()
+            .find(|c| c.iter().map(|m| m.as_str()).collect::<Vec<_>>().join("+") == *name)
+            .and_then(|c| fit_pad(&pres, c, PAD_MAX_APCER))
+    });
+    if let Some(lat) = latency.and_then(|l| l.as_object()) {
+        let _ = writeln!(
+            out,
+            "\n## Per-face model times in this run (ms; align + preprocessing + inference for \
+             embeddings, inference for liveness; the machine was shared, compare the columns \
+             with each other)\n\n| model | faces | p50 | p90 |\n|---|---|---|---|"
+        );
+        for (model, v) in lat {
+            let f = |k: &str| v[k].as_f64().map_or("–".into(), |x| format!("{x:.1}"));
+            let _ = writeln!(
+                out,
+                "| {model} | {} | {} | {} |",
+                v["n"],
+                f("p50_ms"),
+                f("p90_ms")
+            );
+        }
+    }
+    if let Some(r) = &recommended {
+        let _ = writeln!(
+            out,
+            "\nRecommended match combination by these rules: **{r}**; liveness: **{}**.",
+            recommended_liveness.as_deref().unwrap_or("–")
+        );
+    }
+    (
+        out,
+        SecondOpinionSummary {
+            match_tail_z: MATCH_TAIL_Z,
+            pad_max_apcer: PAD_MAX_APCER,
+            matching,
+            liveness,
+            recommended_matching: recommended,
+            matching_constants,
+            recommended_liveness,
+            liveness_constants,
+            families,
+        },
+    )
+}
