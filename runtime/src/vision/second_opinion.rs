@@ -362,6 +362,28 @@ mod tests {
     }
 
     #[test]
+    fn carried_models_match_their_pinned_checksums() {
+        // MobileFaceNet is evaluated from ../shared/models and not carried.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+        for spec in [FACERES, HUMAN_LIVENESS] {
+            let bytes = std::fs::read(dir.join(spec.file)).unwrap();
+            assert_eq!(
+                super::super::models::sha256_hex(&bytes),
+                spec.sha256,
+                "{}",
+                spec.file
+            );
+            assert!(
+                sums.lines()
+                    .any(|l| l.starts_with(spec.sha256) && l.ends_with(spec.file)),
+                "{} missing from SHA256SUMS",
+                spec.file
+            );
+        }
+    }
+
+    #[test]
     fn logit_is_finite_at_the_ends() {
         assert!(logit(1.0).is_finite() && logit(0.0).is_finite());
         assert!((logit(0.5)).abs() < 1e-12);
