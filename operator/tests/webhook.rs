@@ -402,3 +402,24 @@ fn render_inject_golden() {
         golden.display()
     );
 }
+
+#[test]
+fn events_name_the_pod_owner_and_what_happened() {
+    use facekey_operator::webhook::{events, review};
+    let body = std::fs::read(fixtures().join("reviews/unknown-resource.json")).unwrap();
+    let req = review::parse(&body).unwrap();
+    assert_eq!(req.resource.as_deref(), Some("verfier"));
+    let decision = review::decide(&req, None, InjectOptions::default());
+    let event = events::event_for(&req, &decision).unwrap();
+    assert_eq!(event.reason, "SidecarUnknownResource");
+    let note = event.note.unwrap();
+    assert!(
+        note.starts_with("pod of ReplicaSet/login-7d9f8c6b5 refused:"),
+        "{note}"
+    );
+    // Injected and unchanged pods get no Event.
+    let ok = run("inject");
+    let body = std::fs::read(fixtures().join("reviews/inject.json")).unwrap();
+    let req = review::parse(&body).unwrap();
+    assert!(events::event_for(&req, ok.decision.as_ref().unwrap()).is_none());
+}
