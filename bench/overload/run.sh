@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Overload and soak benchmarks of POST /v1/verify (the 640x480 JPEG as base64 JSON, as
+# bench/verify). One command each; prints a summary and writes results/<mode>.json.
+#
+#   bench/overload/run.sh overload   # unloaded p99, sustainable rate S (wrk), 4xS for 5 min, recovery at S/2
+#   bench/overload/run.sh soak       # unloaded p99, S (wrk), then 80 % of S for 10 min
+#
+# Env: FACEKEY_RUNTIME_BIN (skip the release build), RUNTIME_ARGS (extra runtime flags),
+# OVERLOAD_SECS (300), SOAK_SECS (600), RECOVERY_SECS (60), FACTOR (4), SOAK_FRACTION (0.8),
+# SUSTAIN_CONNECTIONS (wrk -c for the sustainable rate; default: the runtime's max in-flight,
+# nproc), RATE (skip the wrk step and use this sustainable rate), RESULTS_DIR.
+set -euo pipefail
+MODE="${1:-overload}"
+case "$MODE" in overload|soak) ;; *) echo "usage: $0 overload|soak" >&2; exit 2 ;; esac
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/bench/overload"
+RESULTS_DIR="${RESULTS_DIR:-$HERE/results}"
+OVERLOAD_SECS="${OVERLOAD_SECS:-300}"
+SOAK_SECS="${SOAK_SECS:-600}"
+RECOVERY_SECS="${RECOVERY_SECS:-60}"
+FACTOR="${FACTOR:-4}"
+SOAK_FRACTION="${SOAK_FRACTION:-0.8}"
+SUSTAIN_CONNECTIONS="${SUSTAIN_CONNECTIONS:-$(nproc)}"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+command -v wrk >/dev/null || apt-get install -y -qq --no-install-recommends wrk >/dev/null
+if [ -z "${FACEKEY_RUNTIME_BIN:-}" ]; then
+  "$ROOT/scripts/setup-onnxruntime.sh" >/dev/null
+  (cd "$ROOT" && cargo build --release --locked -q -p facekey-runtime --bin facekey-runtime)
+  FACEKEY_RUNTIME_BIN="$ROOT/target/release/facekey-runtime"
+fi
+
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port"
+key_out=$("$FACEKEY_RUNTIME_BIN" new-api-key bench --scopes admin 2>/dev/null)
+sed -n 2p <<<"$key_out" >"$work/api-keys"
+export WRK_AUTH="Bearer $(sed -n 1p <<<"$key_out")"
+# shellcheck disable=SC2086
+"$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$port" --data-dir "$work/data" --log warn \
+  --api-keys-file "$work/api-keys" --audit-log off --lockout-attempts 0 ${RUNTIME_ARGS:-} \
+  >"$work/runtime.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do curl -fs "$url/readyz" >/dev/null && break; sleep 0.1; done
+curl -fs "$url/readyz" >/dev/null || { cat "$work/runtime.log"; exit 1; }
+
+id=$(curl -fs -H "authorization: $WRK_AUTH" "$url/v1/subjects" -H 'content-type: application/json' -d '{"name":"bench"}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+curl -fs -H "authorization: $WRK_AUTH" "$url/v1/subjects/$id/faces" -F image=@"$ROOT/runtime/testdata/faces/astronaut.png" >/dev/null
+python3 - "$id" "$ROOT/runtime/testdata/faces/astronaut_640x480.jpg" >"$work/body.json" <<'PY'
+import base64, json, sys
+print(json.dumps({"subject": sys.argv[1], "image": base64.b64encode(open(sys.argv[2], "rb").read()).decode()}))
+PY
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load before $load_before"
+python3 "$ROOT/bench/verify/probe.py" "$url/v1/verify" "$work/body.json" 5 >/dev/null   # warm-up
+
+# The sustainable rate: closed-loop wrk at the runtime's in-flight limit (every request is
+# admitted at once; more connections would only queue or be shed).
+if [ -z "${RATE:-}" ]; then
+  out=$(WRK_BODY_FILE="$work/body.json" wrk -t1 -c"$SUSTAIN_CONNECTIONS" -d30s --latency \
+    -s "$ROOT/bench/verify/verify.lua" "$url/v1/verify")
+  RATE=$(grep '^FACEKEY_WRK' <<<"$out" | cut -d' ' -f2- | python3 -c '
+import json, sys
+w = json.load(sys.stdin)
+assert w["non200"] == 0 and w["errors"] == 0, w
+print(round(w["requests"] / (w["duration_us"] / 1e6), 2))')
+fi
+echo "sustainable rate S = $RATE verify/s (wrk -c$SUSTAIN_CONNECTIONS, 30 s, no 503)"
+
+python3 - "$MODE" "$RATE" "$url" "$work" "$pid" "$RESULTS_DIR" "$OVERLOAD_SECS" "$SOAK_SECS" \
+  "$RECOVERY_SECS" "$FACTOR" "$SOAK_FRACTION" >"$work/phases.json" <<'PY'
+import json, sys
+mode, rate, url, work, pid, out, over, soak, rec, factor, frac = sys.argv[1:]
+rate, factor, frac = float(rate), float(factor), float(frac)
+phases = [{"name": "unloaded", "closed": 1, "seconds": 20}]
+if mode == "overload":
+    phases += [{"name": "overload", "rate": factor * rate, "seconds": int(over)},
+               {"name": "recovery", "rate": rate / 2, "seconds": int(rec)}]
+else:
+    phases += [{"name": "soak", "rate": frac * rate, "seconds": int(soak)}]
+print(json.dumps({"url": url + "/v1/verify", "body_file": work + "/body.json",
+                  "auth": __import__("os").environ["WRK_AUTH"], "pid": int(pid),
+                  "phases": phases, "out": work + "/raw.json"}))
+PY
+python3 "$HERE/loadgen.py" "$work/phases.json" >/dev/null
+kill -0 "$pid" 2>/dev/null || { echo "the runtime died during the run"; cat "$work/runtime.log"; exit 1; }
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+mkdir -p "$RESULTS_DIR"
+python3 - "$MODE" "$RATE" "$work/raw.json" "$RESULTS_DIR/$MODE.json" "$load_before" "$load_after" \
+  "${RUNTIME_ARGS:-}" <<'PY'
+import datetime, json, os, statistics, subprocess, sys
+mode, rate, raw, dest, before, after, args = sys.argv[1:]
+rate = float(rate)
+data = json.load(open(raw))
+ph = {p["name"]: p for p in data["phases"]}
+base = ph["unloaded"]
+print("unloaded: p50 %.1f ms, p99 %.1f ms (%d sequential requests)" % (
+    base["accepted_ms"]["p50"], base["accepted_ms"]["p99"], base["accepted"]))
+verdicts = {}
+
+def rss_over(p):
+    lo, hi = p["began_at_s"], p["began_at_s"] + p["seconds"]
+    pts = [kib for t, kib in data["rss_kib"] if lo <= t <= hi]
+    # The first 30 s fill caches and pools; flatness is judged after it.
+    steady = [kib for t, kib in data["rss_kib"] if lo + 30 <= t <= hi] or pts
+    med = statistics.median(steady)
+    return {"samples": len(pts), "start_mib": round(pts[0] / 1024, 1), "end_mib": round(pts[-1] / 1024, 1),
+            "min_mib": round(min(steady) / 1024, 1), "max_mib": round(max(steady) / 1024, 1),
+            "median_mib": round(med / 1024, 1),
+            "spread_pct": round(100 * max(max(steady) - med, med - min(steady)) / med, 1)}
+
+def show(p):
+    a, s = p["accepted_ms"], p["shed_ms"]
+    print("%s: offered %.1f/s (target %s) for %.0f s: %d accepted (%.2f/s), %d shed 503, %d errors %s" % (
+        p["name"], p["offered_rate"], p["target_rate"], p["seconds"], p["accepted"], p["accepted_rps"],
+        p["shed_503"], p["errors"], p["error_statuses"] or ""))
+    if a["p50"] is not None:
+        print("  accepted latency ms: p50 %.1f p90 %.1f p99 %.1f max %.1f" % (a["p50"], a["p90"], a["p99"], a["max"]))
+    if s["p50"] is not None:
+        print("  503 latency ms:      p50 %.2f p99 %.2f max %.2f" % (s["p50"], s["p99"], s["max"]))
+
+if mode == "overload":
+    o, r = ph["overload"], ph["recovery"]
+    show(o); show(r)
+    o["rss"] = rss_over(o)
+    print("  RSS during overload (after 30 s): %s" % o["rss"])
+    ratio = o["accepted_ms"]["p99"] / base["accepted_ms"]["p99"]
+    verdicts = {
+        "accepted_p99_over_unloaded_p99": round(ratio, 2),
+        "accepted_p99_within_2x": ratio <= 2,
+        "shed_p99_ms": o["shed_ms"]["p99"],
+        "rss_flat_10pct": o["rss"]["spread_pct"] <= 10,
+        "accepted_rps_over_sustainable": round(o["accepted_rps"] / rate, 2),
+        "recovery_shed": r["shed_503"], "recovery_errors": r["errors"],
+        "recovery_first_5s_p99_ms": r["accepted_first_5s_ms"]["p99"],
+    }
+else:
+    s = ph["soak"]
+    show(s)
+    s["rss"] = rss_over(s)
+    print("  RSS during soak (after 30 s): %s" % s["rss"])
+    verdicts = {"errors": s["errors"], "shed_503": s["shed_503"], "zero_errors": s["errors"] == 0 and s["shed_503"] == 0,
+                "rss_flat_10pct": s["rss"]["spread_pct"] <= 10,
+                "p99_over_unloaded_p99": round(s["accepted_ms"]["p99"] / base["accepted_ms"]["p99"], 2)}
+print("verdicts:", json.dumps(verdicts))
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": {"nproc": os.cpu_count(), "cpu": cpu, "load_before": before, "load_after": after},
+           "runtime_args": args, "sustainable_rate": rate, "verdicts": verdicts,
+           "phases": data["phases"], "rss_kib": data["rss_kib"]}, open(dest, "w"), indent=1)
+print("load average before %s, after %s; wrote %s" % (before, after, dest))
+PY
