@@ -1,5 +1,7 @@
-//! Benchmark: pure desired-state time of one FaceKeyDeployment, and reconciling 1,000 of them against
-//! kube-fake-client's in-memory API (time and peak memory). Prints plain numbers.
+//! Benchmark: pure desired-state time of one FaceKeyDeployment, reconciling 1,000 of them against
+//! kube-fake-client's in-memory API (time and peak memory), and the API calls and reconciles one
+//! change costs (the controller's watch triggers replayed over the objects each reconcile wrote).
+//! Prints plain numbers.
 //!
 //! Run: `cargo bench -p facekey-operator --bench reconcile` (optionally `-- 2000` for another count).
 //! The in-memory API runs in this process, so times include its JSON (de)serialisation and
@@ -19,39 +21,17 @@ use facekey_operator::render::{RenderOptions, parse_resources, render};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, CustomResource};
 use kube_fake_client::ClientBuilder;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const SAMPLE: &str = include_str!("../../manifests/samples/facekeydeployment.yaml");
 
-macro_rules! stand_in {
-    ($spec:ident, $group:literal, $version:literal, $kind:literal) => {
-        #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
-        #[kube(group = $group, version = $version, kind = $kind, namespaced)]
-        pub struct $spec {
-            #[serde(flatten)]
-            rest: std::collections::BTreeMap<String, serde_json::Value>,
-        }
-    };
-}
-stand_in!(SmSpec, "monitoring.coreos.com", "v1", "ServiceMonitor");
-stand_in!(PrSpec, "monitoring.coreos.com", "v1", "PrometheusRule");
-stand_in!(
-    AmSpec,
-    "monitoring.coreos.com",
-    "v1alpha1",
-    "AlertmanagerConfig"
-);
-stand_in!(
-    VrSpec,
-    "aquasecurity.github.io",
-    "v1alpha1",
-    "VulnerabilityReport"
-);
+use common::kinds::{AlertmanagerConfig, PrometheusRule, ServiceMonitor, VulnerabilityReport};
 
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -222,4 +202,30 @@ fn main() {
         .unwrap();
     rt.block_on(bench_reconcile(count, 1));
     rt.block_on(bench_reconcile(count, 16));
+    rt.block_on(api_calls_per_change());
+}
+
+/// API calls and reconciles per change, the controller's watch triggers replayed (see
+/// tests/common/replay.rs); tests/api_calls.rs asserts on the same numbers.
+async fn api_calls_per_change() {
+    println!("API calls per change (watch triggers replayed; server-side-apply harness):");
+    for (what, cost) in common::replay::standard_changes(6).await {
+        println!(
+            "  {what:<45} {} reconcile(s), {} calls ({} GET, {} LIST, {} writes){}",
+            cost.reconciles,
+            cost.total(),
+            cost.calls
+                .iter()
+                .filter(|(k, _)| k.starts_with("GET "))
+                .map(|(_, n)| n)
+                .sum::<usize>(),
+            cost.calls
+                .iter()
+                .filter(|(k, _)| k.starts_with("LIST "))
+                .map(|(_, n)| n)
+                .sum::<usize>(),
+            cost.writes(),
+            if cost.settled { "" } else { ", NOT SETTLED" }
+        );
+    }
 }
