@@ -423,3 +423,52 @@ fn events_name_the_pod_owner_and_what_happened() {
     let req = review::parse(&body).unwrap();
     assert!(events::event_for(&req, ok.decision.as_ref().unwrap()).is_none());
 }
+
+#[tokio::test]
+async fn the_counter_writes_injected_and_outdated_pods() {
+    use facekey_crds::FaceKeyDeployment;
+    use facekey_operator::webhook::sidecars;
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let mut fkd = parse_resources(&resources).unwrap().resources.remove(0);
+    fkd.metadata.uid = Some("6f1c2d3e-0000-4000-8000-000000000001".into());
+    let pod = |name: &str, image: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "labels": {SIDECAR_LABEL: "verifier"}},
+            "spec": {
+                "initContainers": [{"name": SIDECAR_CONTAINER, "image": image, "restartPolicy": "Always"}],
+                "containers": [{"name": "app", "image": "app:1"}],
+            },
+            "status": {"phase": "Running"},
+        }))
+        .unwrap()
+    };
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<FaceKeyDeployment>()
+        .with_status_subresource::<FaceKeyDeployment>()
+        .with_object(fkd)
+        .with_object(pod("a", ADMITTED))
+        .with_object(pod("b", "ghcr.io/facekey/runtime@sha256:older"))
+        .with_object(pod("c", "ghcr.io/facekey/runtime@sha256:older"))
+        .build()
+        .await
+        .unwrap();
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "facekey-operator".into(),
+            instance: None,
+        },
+    );
+    sidecars::count_all(&client, &recorder, Some("shop")).await;
+    let fkd = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
+        .get("verifier")
+        .await
+        .unwrap();
+    let status = fkd.status.unwrap();
+    let sidecar = status.sidecar.expect("status.sidecar written");
+    assert_eq!((sidecar.injected_pods, sidecar.outdated_pods), (3, 2));
+    assert_eq!(sidecar.image.as_deref(), Some(ADMITTED));
+    // The rest of the status is untouched.
+    assert_eq!(status.last_known_good_image.as_deref(), Some(ADMITTED));
+}
