@@ -289,6 +289,10 @@ pub async fn serve_tls(
                 }
             },
         };
+        // Answers are small: send them at once (no Nagle delay waiting for the client's ACK).
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(%peer, error = %e, "TCP_NODELAY not set");
+        }
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
