@@ -37,6 +37,9 @@ tests/prometheus/scrape.sh
 stage "alerts: runtime -> Prometheus -> Alertmanager -> SMTP, from the operator's rendered objects"
 tests/alerts/e2e.sh
 
+stage "challenge: synthetic clips through the real session API (genuine passes and verifies once; photo and print fail)"
+FACEKEY_EVAL_BIN="$ROOT/target/debug/facekey-eval" tests/challenge/e2e.sh
+
 stage "container: hadolint and trivy config on the Dockerfile"
 tests/container/check.sh
 

@@ -100,15 +100,21 @@ pub struct Subject {
     pub neutral: RgbImage,
     /// Its landmarks, image pixels.
     pub landmarks: Points68,
+    /// `fr_eye`'s mean open probability on the neutral frame (a face whose open eyes read
+    /// closed cannot show a blink as open → closed → open).
+    pub eyes_open: f32,
 }
 
 /// Frames a face of a photo like a webcam would: a `w x h` window centred on the face box
 /// (`bbox` = x, y, width, height in the photo), scaled so the box is `face_fraction` of the
 /// frame's height; parts of the window outside the photo show a synthetic wall (no smeared
-/// edges). Returns the frame and the photo-to-frame map.
+/// edges), and so do the other faces of the photo (`others`, their boxes grown by half), so a
+/// neighbour in a group photo is never the face the pipeline picks. Returns the frame and the
+/// photo-to-frame map.
 pub fn frame_face(
     photo: &RgbImage,
     bbox: [f64; 4],
+    others: &[[f64; 4]],
     w: u32,
     h: u32,
     face_fraction: f64,
@@ -125,8 +131,25 @@ pub fn frame_face(
             0.46 * f64::from(h),
         ));
     let wall = background(w, h, rng);
-    let mut out = wall;
+    let mut out = wall.clone();
     crate::geometry::warp_onto(&mut out, photo, &map);
+    for o in others {
+        let [ox, oy, ow, oh] = *o;
+        let (a, b) = (
+            map.apply(ox - 0.5 * ow, oy - 0.5 * oh),
+            map.apply(ox + 1.5 * ow, oy + 1.5 * oh),
+        );
+        let (Some(a), Some(b)) = (a, b) else { continue };
+        let x0 = a.0.max(0.0).min(f64::from(w)) as u32;
+        let x1 = b.0.max(0.0).min(f64::from(w)) as u32;
+        let y0 = a.1.max(0.0).min(f64::from(h)) as u32;
+        let y1 = b.1.max(0.0).min(f64::from(h)) as u32;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                out.put_pixel(x, y, *wall.get_pixel(x, y));
+            }
+        }
+    }
     (out, map)
 }
 
@@ -250,7 +273,7 @@ impl CameraWalk {
                 noise: rng.uniform(1.5, 3.5),
                 ..Camera::STILL
             },
-            shake: 0.5,
+            shake: 0.8,
             quality: (80, 93),
         }
     }
@@ -271,8 +294,10 @@ impl CameraWalk {
     pub fn next(&mut self, rng: &mut Rng) -> Camera {
         let s = &mut self.state;
         let k = self.shake;
-        s.shift.0 = (s.shift.0 * 0.85 + 0.9 * k * rng.normal()).clamp(-6.0 * k, 6.0 * k);
-        s.shift.1 = (s.shift.1 * 0.85 + 0.9 * k * rng.normal()).clamp(-6.0 * k, 6.0 * k);
+        // Slow drift (a seated person's head and a laptop lid wander a few pixels over seconds
+        // and do not come back to the same place), bounded.
+        s.shift.0 = (s.shift.0 * 0.97 + 0.9 * k * rng.normal()).clamp(-8.0 * k, 8.0 * k);
+        s.shift.1 = (s.shift.1 * 0.97 + 0.9 * k * rng.normal()).clamp(-8.0 * k, 8.0 * k);
         s.roll_deg = (s.roll_deg * 0.85 + 0.25 * k * rng.normal()).clamp(-1.2 * k, 1.2 * k);
         s.scale =
             1.0 + ((s.scale - 1.0) * 0.85 + 0.004 * k * rng.normal()).clamp(-0.02 * k, 0.02 * k);

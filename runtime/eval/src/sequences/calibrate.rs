@@ -7,19 +7,25 @@
 
 use std::collections::BTreeMap;
 
-use facekey_runtime::challenge::{Action, ChallengePolicy, ChallengeVerdict, Outcome, evaluate};
+use facekey_runtime::challenge::{
+    Action, ChallengePolicy, ChallengeVerdict, Fingerprint, Outcome, evaluate,
+};
 
 use super::SequenceKind;
 use super::observe::ObservedClip;
 
 /// A genuine clip with every frame sent twice, 40 ms apart (a replay padded to a camera's
-/// frame rate): the second copy of each frame is a near-duplicate of the first.
-pub fn replay_duplicated(clip: &ObservedClip) -> ObservedClip {
+/// frame rate). `copies` are the fingerprints of the second copies (the frames re-encoded, as a
+/// replaying client would); `None` repeats each frame exactly.
+pub fn replay_duplicated(clip: &ObservedClip, copies: Option<&[Fingerprint]>) -> ObservedClip {
     let mut frames = Vec::with_capacity(clip.frames.len() * 2);
-    for f in &clip.frames {
+    for (i, f) in clip.frames.iter().enumerate() {
         frames.push(f.clone());
         let mut again = f.clone();
         again.timestamp_ms += 40;
+        if let Some(fp) = copies.and_then(|c| c.get(i)) {
+            again.fingerprint = Some(fp.clone());
+        }
         frames.push(again);
     }
     // Keep timestamps increasing: stretch the original spacing where 40 ms would overtake it.
@@ -289,7 +295,7 @@ mod tests {
 
     #[test]
     fn duplicated_replay_repeats_every_frame_with_increasing_times() {
-        let d = replay_duplicated(&clip());
+        let d = replay_duplicated(&clip(), None);
         assert_eq!(d.frames.len(), 10);
         assert_eq!(d.kind, SequenceKind::ReplayDuplicated);
         assert!(d.id.starts_with("replay_duplicated/"));

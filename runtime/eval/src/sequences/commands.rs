@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use facekey_runtime::challenge::{Action, ChallengePolicy};
+use facekey_runtime::challenge::{Action, ChallengePolicy, Fingerprint};
 use facekey_runtime::vision::landmarks::ChallengeModels;
 use facekey_runtime::vision::{Vision, VisionConfig};
 use serde::Serialize;
@@ -447,6 +447,12 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let (vision, models, subs, skipped) = load_subjects(&args.source)?;
     let seed = args.source.seed;
+    for s in &subs {
+        println!(
+            "face {:<18} fr_eye open {:.2} on the neutral frame",
+            s.name, s.eyes_open
+        );
+    }
     let held_out: Vec<String> = if args.held_out.is_empty() {
         subs.iter()
             .enumerate()
@@ -458,6 +464,7 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
     };
     let base_ms = 1_000_000u64;
     let mut clips: Vec<ObservedClip> = Vec::new();
+    let mut reencoded: Vec<(String, Vec<Fingerprint>)> = Vec::new();
     let mut frames = 0usize;
     for s in &subs {
         let plan = std::iter::repeat_n(SequenceKind::Genuine, args.genuine_per_face)
@@ -474,9 +481,38 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
             if !challenge.contains(&lead) {
                 challenge[0] = lead;
             }
+            // fr_eye reads this face's open eyes as closed: no blink can show, leave it out
+            // (counted in the report as `blink_unreadable`).
+            if s.eyes_open < ChallengePolicy::default().eye_open_min
+                && let Some(i) = challenge.iter().position(|&a| a == Action::Blink)
+            {
+                challenge[i] = Action::ALL
+                    .into_iter()
+                    .find(|a| !challenge.contains(a))
+                    .unwrap_or(Action::TurnLeft);
+            }
             let seq = generate(s, kind, &challenge, k, fps_of(&mut rng), 1.0, seed)?;
             frames += seq.frames.len();
             let clip = observe(&vision, &models, &seq, base_ms)?;
+            if kind == SequenceKind::Genuine {
+                // What a replaying client sends again: each frame re-encoded at JPEG 70.
+                let copies = seq
+                    .frames
+                    .iter()
+                    .map(|f| {
+                        let img = image::load_from_memory(&f.jpeg)
+                            .map_err(|source| EvalError::Image {
+                                context: format!("decoding a frame of {}", seq.id),
+                                source,
+                            })?
+                            .to_rgb8();
+                        let again = crate::imageops::jpeg_roundtrip(&img, 70)?;
+                        Fingerprint::of(&again)
+                            .ok_or_else(|| EvalError::Data("an empty frame".into()))
+                    })
+                    .collect::<Result<Vec<_>, EvalError>>()?;
+                reencoded.push((clip.id.clone(), copies));
+            }
             eprintln!(
                 "  {} ({} frames, {})",
                 clip.id,
@@ -493,7 +529,13 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
     let replays: Vec<ObservedClip> = clips
         .iter()
         .filter(|c| c.kind == SequenceKind::Genuine)
-        .flat_map(|c| [replay_duplicated(c), replay_other_challenge(c)])
+        .flat_map(|c| {
+            let copies = reencoded
+                .iter()
+                .find(|(id, _)| *id == c.id)
+                .map(|(_, f)| f.as_slice());
+            [replay_duplicated(c, copies), replay_other_challenge(c)]
+        })
         .collect();
     clips.extend(replays);
     let shipped = ChallengePolicy::default();

@@ -32,8 +32,9 @@ pub struct Skipped {
 
 /// Every face of every source photo whose box is at least `min_face_px` on its short side,
 /// framed at `w x h` (face box = 42 % of the frame's height), with the landmarks the runtime
-/// finds in that neutral frame. A face whose framed copy yields no usable observation, or that
-/// repeats an earlier subject (embedding distance under 0.3), is skipped with the reason.
+/// finds in that neutral frame and the eye-open probability `fr_eye` gives it. A face whose
+/// framed copy yields no usable observation, or that repeats an earlier subject (embedding
+/// distance under 0.3), is skipped with the reason.
 pub fn subjects(
     vision: &Vision,
     models: &ChallengeModels,
@@ -69,6 +70,14 @@ pub fn subjects(
             };
             let mut rng = Rng::derive(seed, &format!("frame/{name}"));
             let b = face.bbox;
+            let others: Vec<[f64; 4]> = faces
+                .iter()
+                .filter(|o| o.bbox != b)
+                .map(|o| {
+                    let ob = o.bbox;
+                    [ob.x, ob.y, ob.width, ob.height].map(f64::from)
+                })
+                .collect();
             let (neutral, _) = frame_face(
                 &src.image,
                 [
@@ -77,6 +86,7 @@ pub fn subjects(
                     f64::from(b.width),
                     f64::from(b.height),
                 ],
+                &others,
                 w,
                 h,
                 0.42,
@@ -102,19 +112,13 @@ pub fn subjects(
                 });
                 continue;
             }
-            let open = f.eyes.map_or(0.0, |e| e.mean_open());
-            if open < 0.6 {
-                skipped.push(Skipped {
-                    face: name,
-                    reason: format!("fr_eye reads the neutral frame's eyes {open:.2} open (< 0.6): no blink can be seen"),
-                });
-                continue;
-            }
+            let eyes_open = f.eyes.map_or(0.0, |e| e.mean_open());
             out.push((
                 Subject {
                     name,
                     neutral,
                     landmarks: points(&f.landmarks),
+                    eyes_open,
                 },
                 embedding,
             ));
