@@ -5,7 +5,12 @@
 use facekey_fuzz::{BOUNDARY, app, check_answer};
 use libfuzzer_sys::fuzz_target;
 
-const PATHS: &[&str] = &["/v1/verify", "/v1/identify", "/v1/liveness", "/v1/subjects/x/faces"];
+const PATHS: &[&str] = &[
+    "/v1/verify",
+    "/v1/identify",
+    "/v1/liveness",
+    "/v1/subjects/x/faces",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {

@@ -14,7 +14,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mlp) = FusionMlp::from_json_str(text, "fuzz") else {
         return;
     };
-    for x in [[1.0, 0.5, -1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.0, -1.0]] {
+    for x in [
+        [1.0, 0.5, -1.0],
+        [0.0, 0.0, 0.0],
+        [1.0, 1.0, 1.0],
+        [0.5, 0.0, -1.0],
+    ] {
         let p = mlp.forward(&x).probability;
         assert!(p.is_nan() || (0.0..=1.0).contains(&p), "probability {p}");
         if p.is_nan() {

@@ -56,7 +56,13 @@ pub fn app() -> &'static App {
 
 impl App {
     /// Send one request through the application; the status and body of the answer.
-    pub fn call(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -65,7 +71,12 @@ impl App {
             .body(Body::from(body))
             .expect("request");
         self.rt.block_on(async {
-            let response = self.router.clone().oneshot(request).await.expect("infallible");
+            let response = self
+                .router
+                .clone()
+                .oneshot(request)
+                .await
+                .expect("infallible");
             let status = response.status().as_u16();
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await
@@ -88,7 +99,10 @@ pub fn check_answer(status: u16, body: &[u8]) {
     );
     if status >= 400 {
         let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
-            panic!("{status} answer is not JSON ({e}): {}", String::from_utf8_lossy(body))
+            panic!(
+                "{status} answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(body)
+            )
         });
         assert!(
             v["error"]["code"].is_string(),
