@@ -456,7 +456,10 @@ async fn contract_key_binding_pass_and_verify_once() {
     let challenge = challenge_of(&opened);
     assert!((2..=3).contains(&challenge.len()));
     assert!(opened["expires_at"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(opened["max_frames"], 32);
+    assert_eq!(
+        opened["max_frames"],
+        facekey_settings::defaults::SESSION_MAX_FRAMES
+    );
 
     // Another key: never revealed.
     let other = s.client_for("admin");

@@ -594,7 +594,9 @@ mod tests {
         let p = ChallengePolicy::default();
         let closed_only = [NEUTRAL, with(|q| q.eyes = 0.05)];
         assert!(!evaluate(&[Action::Blink], &seq(&closed_only), &p).actions[0].passed);
-        let half = [NEUTRAL, with(|q| q.eyes = 0.5), NEUTRAL];
+        // Half-closed: between the closed and open thresholds, neither.
+        let mid = (p.eye_closed_max + p.eye_open_min) / 2.0;
+        let half = [NEUTRAL, with(|q| q.eyes = mid), NEUTRAL];
         assert!(!evaluate(&[Action::Blink], &seq(&half), &p).actions[0].passed);
         // Missing eye state (fr_eye failed) is never a closure.
         let mut frames = seq(&blink());
