@@ -28,8 +28,8 @@ pub mod imageops;
 pub mod metrics;
 pub mod report;
 pub mod rng;
-pub mod zfusion;
 pub mod sequences;
+pub mod zfusion;
 
 use std::path::PathBuf;
 
