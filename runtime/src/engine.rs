@@ -135,13 +135,16 @@ impl InferencePool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (busy, peak) = (self.busy.clone(), self.peak.clone());
         self.pool.spawn(move || {
-            let _busy = Busy::enter(&busy, &peak);
+            let running = Busy::enter(&busy, &peak);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
                 p.downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "panic".to_owned())
             });
+            // No longer running once the answer can be seen, so a caller never finds its own
+            // finished job counted.
+            drop(running);
             // The receiver is gone when the request went away; the result is then unused.
             let _ = tx.send(result);
         });
@@ -276,15 +279,20 @@ mod tests {
             .map(|_| {
                 let (admission, pool) = (admission.clone(), pool.clone());
                 tokio::spawn(async move {
+                    // Released once the answer arrived, when the job no longer counts as
+                    // running. (The server moves the permit into the job instead, so a
+                    // successor may start a moment before the finished job stops counting.)
                     let permit = admission.admit().await.unwrap();
-                    pool.run(move || {
-                        let _permit = permit;
-                        let work = || std::thread::sleep(std::time::Duration::from_millis(5));
-                        rayon::join(work, work);
-                        std::thread::current().name().map(str::to_owned)
-                    })
-                    .await
-                    .unwrap()
+                    let name = pool
+                        .run(move || {
+                            let work = || std::thread::sleep(std::time::Duration::from_millis(5));
+                            rayon::join(work, work);
+                            std::thread::current().name().map(str::to_owned)
+                        })
+                        .await
+                        .unwrap();
+                    drop(permit);
+                    name
                 })
             })
             .collect();
