@@ -278,6 +278,60 @@ pub(super) fn subject_embeddings(
     }
 }
 
+/// How a decided verification ends for the caller: answered already (a key without `admin`),
+/// or the parts the full `admin` answer is built around.
+pub(crate) enum Settled {
+    /// The whole answer: decision and reasons only.
+    Answered(Response),
+    /// The caller builds the answer with every score.
+    Admin {
+        /// The audit trail's record of the attempt.
+        detail: AuditDetail,
+        /// The request id (`x-request-id`).
+        request_id: Option<String>,
+    },
+}
+
+/// What every verification does once decided, whatever supplied the probe (an image or a
+/// liveness session): count the attempt in the subject's lockout ledger (a ledger that cannot
+/// count fails the request, so failures are never lost; a success clears them), record it for
+/// the audit trail, and answer a key without `admin` with the decision and reasons only.
+pub(crate) async fn settle_verification(
+    state: &SharedState,
+    caller: Option<&Extension<Caller>>,
+    headers: &HeaderMap,
+    subject: &str,
+    decision: Decision,
+    reasons: &[Reason],
+) -> Result<Settled, ApiError> {
+    if decision == Decision::Accept {
+        if let Err(e) = state.lockouts.record_success(subject).await {
+            tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
+        }
+    } else {
+        state.lockouts.record_failure(subject).await?;
+    }
+    let detail = AuditDetail {
+        subject: Some(subject.to_owned()),
+        decision: Some(decision),
+        reasons: reasons.iter().map(|r| r.as_str().to_owned()).collect(),
+        ..AuditDetail::default()
+    };
+    let request_id = request_id(headers);
+    if is_admin(caller) {
+        return Ok(Settled::Admin { detail, request_id });
+    }
+    let body = VerifyDecision {
+        subject: subject.to_owned(),
+        decision,
+        reasons: reasons.to_vec(),
+        request_id,
+    };
+    Ok(Settled::Answered(
+        (Extension(detail), Json(body)).into_response(),
+    ))
+}
+
 /// `POST /v1/verify`: is this the subject, and is the face live?
 #[utoipa::path(
     post,
@@ -355,36 +409,20 @@ pub async fn verify(
     );
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
-    // Count the attempt: failures towards the subject's lockout (a ledger that cannot count
-    // fails the request, so failures are never lost), a success clears them.
-    if outcome.decision == Decision::Accept {
-        if let Err(e) = state.lockouts.record_success(&subject).await {
-            tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
-        }
-    } else {
-        state.lockouts.record_failure(&subject).await?;
-    }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let detail = AuditDetail {
-        subject: Some(subject.clone()),
-        decision: Some(outcome.decision),
-        reasons: outcome
-            .reasons
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
-        ..AuditDetail::default()
+    let (detail, request_id) = match settle_verification(
+        &state,
+        caller.as_ref(),
+        &headers,
+        &subject,
+        outcome.decision,
+        &outcome.reasons,
+    )
+    .await?
+    {
+        Settled::Answered(response) => return Ok(response),
+        Settled::Admin { detail, request_id } => (detail, request_id),
     };
-    let request_id = request_id(&headers);
-    if !is_admin(caller.as_ref()) {
-        let body = VerifyDecision {
-            subject,
-            decision: outcome.decision,
-            reasons: outcome.reasons,
-            request_id,
-        };
-        return Ok((Extension(detail), Json(body)).into_response());
-    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let body = VerifyResponse {
         request_id,
         subject,

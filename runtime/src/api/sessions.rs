@@ -23,7 +23,8 @@ use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{is_json_content_type, parse_json, read_body};
 use super::faces::{
-    LivenessReportItem, MatchReport, VerifyDecision, is_admin, request_id, subject_embeddings,
+    LivenessReportItem, MatchReport, Settled, is_admin, request_id, settle_verification,
+    subject_embeddings,
 };
 use super::image_input::{ImageInput, decode_base64_image};
 use crate::alerts::SpoofAttempt;
@@ -846,33 +847,19 @@ pub async fn verify_with_session(
         outcome.forward.probability,
     );
     m.record_liveness(liveness.state);
-    if outcome.decision == Decision::Accept {
-        if let Err(e) = state.lockouts.record_success(&subject).await {
-            tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
-        }
-    } else {
-        state.lockouts.record_failure(&subject).await?;
-    }
-    let detail = AuditDetail {
-        subject: Some(subject.clone()),
-        decision: Some(outcome.decision),
-        reasons: outcome
-            .reasons
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
-        ..AuditDetail::default()
+    let (detail, request_id) = match settle_verification(
+        &state,
+        caller.as_ref(),
+        &headers,
+        &subject,
+        outcome.decision,
+        &outcome.reasons,
+    )
+    .await?
+    {
+        Settled::Answered(response) => return Ok(response),
+        Settled::Admin { detail, request_id } => (detail, request_id),
     };
-    let request_id = request_id(&headers);
-    if !is_admin(caller.as_ref()) {
-        let body = VerifyDecision {
-            subject,
-            decision: outcome.decision,
-            reasons: outcome.reasons,
-            request_id,
-        };
-        return Ok((Extension(detail), Json(body)).into_response());
-    }
     let body = SessionVerifyResponse {
         request_id,
         subject,
