@@ -143,7 +143,8 @@ fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
     x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
-fn sample_bilinear(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
+/// Bilinear sample of `img` at `(x, y)` with clamp-to-edge.
+pub fn sample_bilinear(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
     let (w, h) = (i64::from(img.width()), i64::from(img.height()));
     let x0 = x.floor() as i64;
     let y0 = y.floor() as i64;

@@ -8,9 +8,10 @@ use image::{Rgb, RgbImage};
 
 use super::face::{FaceFrame, Points68, anchors, mouth_opened, posed, virtual_points};
 use super::paint::{close_eyes, mouth_interior};
-use super::tps::{Tps, sample_bilinear};
+use super::tps::Tps;
 use crate::EvalError;
 use crate::geometry::Homography;
+use crate::geometry::sample_bilinear;
 use crate::rng::Rng;
 
 /// What the face does in one frame (all zero: neutral).

@@ -6,6 +6,8 @@
 
 use image::{Rgb, RgbImage};
 
+use crate::geometry::sample_bilinear;
+
 /// A fitted 2-D thin-plate spline `R^2 -> R^2`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tps {
@@ -123,31 +125,6 @@ fn solve2(
         y[i] = sy / a[i * m + i];
     }
     (x.iter().chain(&y).all(|v| v.is_finite())).then_some((x, y))
-}
-
-/// Bilinear sample with clamp-to-edge.
-pub fn sample_bilinear(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
-    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
-    let x0 = x.floor() as i64;
-    let y0 = y.floor() as i64;
-    let (fx, fy) = (x - x0 as f64, y - y0 as f64);
-    let px = |xx: i64, yy: i64| {
-        let p = img.get_pixel(xx.clamp(0, w - 1) as u32, yy.clamp(0, h - 1) as u32);
-        [f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]
-    };
-    let (a, b, c, d) = (
-        px(x0, y0),
-        px(x0 + 1, y0),
-        px(x0, y0 + 1),
-        px(x0 + 1, y0 + 1),
-    );
-    let mut out = [0.0; 3];
-    for k in 0..3 {
-        let top = a[k] + (b[k] - a[k]) * fx;
-        let bottom = c[k] + (d[k] - c[k]) * fx;
-        out[k] = top + (bottom - top) * fy;
-    }
-    out
 }
 
 /// Renders an `out_w x out_h` image whose pixel `(x, y)` samples `src` at `map(x, y)` (pixel
