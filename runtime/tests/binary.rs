@@ -10,6 +10,40 @@ mod common;
 
 use common::free_port;
 
+/// Start the binary on a free port with its data in `<dir>/data`, keys from `keys_file` and
+/// the `extra` environment, and wait until `/readyz` says ready.
+fn start_keyed(
+    dir: &std::path::Path,
+    keys_file: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FACEKEY_DATA_DIR", dir.join("data"))
+        .env("FACEKEY_API_KEYS_FILE", keys_file)
+        .env("FACEKEY_LOG", "warn")
+        .env("FACEKEY_AUDIT_LOG", "off")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{port}/readyz")])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("\"ready\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
 #[test]
 fn serves_from_env_config_logs_json_and_exits_cleanly_on_sigterm() {
     let port = free_port();
@@ -308,32 +342,12 @@ fn a_kill_during_enrolments_loses_no_acknowledged_face() {
     std::fs::write(&keys_file, keys_text).unwrap();
     let auth = format!("authorization: Bearer {}", keys["admin"]);
     let start = || {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
-            .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FACEKEY_DATA_DIR", dir.path().join("data"))
-            .env("FACEKEY_API_KEYS_FILE", &keys_file)
-            .env("FACEKEY_LOG", "warn")
-            .env("FACEKEY_AUDIT_LOG", "off")
+        start_keyed(
+            dir.path(),
+            &keys_file,
             // Room for every enrolment of the run (the same person's face each time).
-            .env("FACEKEY_MAX_FACES_PER_SUBJECT", "50")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = Command::new("curl")
-                .args(["-s", &format!("http://127.0.0.1:{port}/readyz")])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains("\"ready\"") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (child, port)
+            &[("FACEKEY_MAX_FACES_PER_SUBJECT", "50")],
+        )
     };
     let curl = |args: &[&str]| -> String {
         let out = Command::new("curl").arg("-s").args(args).output().unwrap();
@@ -441,33 +455,15 @@ fn sigterm_under_load_finishes_in_flight_requests_and_loses_no_enrolment() {
     std::fs::write(&keys_file, keys_text).unwrap();
     let auth = format!("authorization: Bearer {}", keys["admin"]);
     let start = || {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
-            .env("FACEKEY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FACEKEY_DATA_DIR", dir.path().join("data"))
-            .env("FACEKEY_API_KEYS_FILE", &keys_file)
-            .env("FACEKEY_LOG", "warn")
-            .env("FACEKEY_AUDIT_LOG", "off")
-            .env("FACEKEY_MAX_FACES_PER_SUBJECT", "200")
-            // Room for every worker: this test is about shutdown, not shedding.
-            .env("FACEKEY_MAX_QUEUE", "16")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = Command::new("curl")
-                .args(["-s", &format!("http://127.0.0.1:{port}/readyz")])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains("\"ready\"") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (child, port)
+        start_keyed(
+            dir.path(),
+            &keys_file,
+            &[
+                ("FACEKEY_MAX_FACES_PER_SUBJECT", "200"),
+                // Room for every worker: this test is about shutdown, not shedding.
+                ("FACEKEY_MAX_QUEUE", "16"),
+            ],
+        )
     };
     let (mut child, port) = start();
     let out = Command::new("curl")
