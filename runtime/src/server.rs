@@ -78,11 +78,20 @@ pub struct Server {
 
 /// Open the template store the configuration names and load this replica's index; with
 /// PostgreSQL also start following other replicas' writes. The lockout ledger lives beside the
-/// templates: in the shared database, or in this replica's memory.
+/// templates: in the shared database, or in this replica's memory. With PostgreSQL the pool and
+/// the template keys are also returned for the shared liveness sessions.
 async fn open_enrolments(
     config: &Config,
     metrics: &Metrics,
-) -> Result<(Arc<Enrolments>, Option<JoinHandle<()>>, Arc<dyn Ledger>), ServerError> {
+) -> Result<
+    (
+        Arc<Enrolments>,
+        Option<JoinHandle<()>>,
+        Arc<dyn Ledger>,
+        Option<(sqlx::PgPool, TemplateKeys)>,
+    ),
+    ServerError,
+> {
     let max = config.max_faces_per_subject;
     match config.database_url().map_err(ServerError::Config)? {
         Some(url) => {
@@ -95,7 +104,7 @@ async fn open_enrolments(
                 ))
             })?;
             let keys = TemplateKeys::from_file(key_file)?;
-            let store = PgStore::connect(&url, keys, max, env::DATABASE_URL).await?;
+            let store = PgStore::connect(&url, keys.clone(), max, env::DATABASE_URL).await?;
             let enrolments = Arc::new(
                 Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
             );
@@ -103,8 +112,9 @@ async fn open_enrolments(
                 Arc::new(PgLedger::new(store.pool().clone())),
                 metrics.clone(),
             ));
+            let shared = Some((store.pool().clone(), keys));
             let follower = tokio::spawn(enrolments.clone().follow(store));
-            Ok((enrolments, Some(follower), ledger))
+            Ok((enrolments, Some(follower), ledger, shared))
         }
         None => {
             let keys = match &config.template_key_file {
@@ -115,7 +125,7 @@ async fn open_enrolments(
                 Arc::new(RedbStore::open(&config.data_dir, max, keys)?);
             let enrolments =
                 Arc::new(Enrolments::open(store, EMBEDDING_MODEL, EMBEDDING_DIM).await?);
-            Ok((enrolments, None, Arc::new(MemoryLedger::new())))
+            Ok((enrolments, None, Arc::new(MemoryLedger::new()), None))
         }
     }
 }
@@ -208,7 +218,7 @@ impl Server {
             None => (None, None),
         };
         let lockout_policy = LockoutPolicy::from_config(&config).map_err(ServerError::Config)?;
-        let (enrolments, follower, ledger) = open_enrolments(&config, &metrics).await?;
+        let (enrolments, follower, ledger, shared) = open_enrolments(&config, &metrics).await?;
         let stats = enrolments.index().stats();
         tracing::info!(
             store = %enrolments.describe(),
@@ -234,9 +244,19 @@ impl Server {
                 env::LOCKOUT_ATTEMPTS
             );
         }
-        let state = Arc::new(AppState::new(
-            config, metrics, enrolments, alerts, access, lockouts,
-        ));
+        let mut app = AppState::new(config, metrics, enrolments, alerts, access, lockouts);
+        if let Some((pool, keys)) = shared {
+            // Liveness sessions live beside the templates, so any replica serves any session.
+            let limits = app.sessions.limits();
+            app.sessions
+                .use_store(Arc::new(crate::challenge::pg::PgSessions::new(
+                    pool,
+                    keys,
+                    limits,
+                    crate::challenge::ChallengePolicy::default(),
+                )));
+        }
+        let state = Arc::new(app);
         Ok(Self {
             listener,
             metrics_listener,

@@ -4,12 +4,14 @@
 //! [`crate::challenge`]; this module parses requests, runs frames through admission control and
 //! the inference pool, and records metrics and spoof events.
 //!
-//! Sessions are held in this replica's memory ([`crate::challenge::session::Registry`]): with
-//! several replicas, route each session's calls to one replica (sticky sessions); a restart
-//! loses open sessions.
+//! Sessions live behind [`SessionStore`]: in this replica's memory
+//! ([`crate::challenge::session::Registry`]) with the embedded template store, or in the shared
+//! PostgreSQL database ([`crate::challenge::pg::PgSessions`]) when replicas share
+//! `FACEKEY_DATABASE_URL`, so any replica serves any call of a session and a restart keeps
+//! them. A session store that cannot be reached answers 503 `store_unavailable`.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -33,6 +35,7 @@ use crate::auth::Caller;
 use crate::challenge::session::{
     Concluded, Registry, SessionError, SessionLimits, SessionState, SessionView,
 };
+use crate::challenge::store::SessionStore;
 use crate::challenge::{
     Action, ActionResult, ChallengePolicy, FailReason, FrameFeedback, FrameObservation, Outcome,
 };
@@ -57,7 +60,8 @@ pub struct SessionMetrics {
     pub failed: IntCounterVec,
     /// Frames received, by whether a usable face was observed (`face`, `no_face`).
     pub frames: IntCounterVec,
-    /// Sessions open now on this replica (updated when sessions are opened or swept).
+    /// Sessions open now (on this replica, or in the shared database; updated when sessions
+    /// are opened, end or are swept).
     pub active: IntGauge,
 }
 
@@ -91,7 +95,8 @@ impl SessionMetrics {
         )?;
         let active = IntGauge::new(
             "facekey_liveness_sessions_active",
-            "Challenge-liveness sessions open on this replica.",
+            "Challenge-liveness sessions open (on this replica, or in the shared database when \
+             replicas share one).",
         )?;
         for c in [
             Box::new(started.clone()) as Box<dyn prometheus::core::Collector>,
@@ -118,9 +123,9 @@ impl SessionMetrics {
     }
 }
 
-/// The sessions of this replica and the challenge models.
+/// The session store and the challenge models.
 pub struct SessionService {
-    registry: Registry,
+    store: Arc<dyn SessionStore>,
     models: OnceLock<Arc<ChallengeModels>>,
     require_session: bool,
     sweeper: OnceLock<()>,
@@ -137,7 +142,7 @@ impl SessionService {
             ..SessionLimits::default()
         };
         Self {
-            registry: Registry::new(limits, ChallengePolicy::default()),
+            store: Arc::new(Registry::new(limits, ChallengePolicy::default())),
             models: OnceLock::new(),
             require_session: config.require_session == Switch::On,
             sweeper: OnceLock::new(),
@@ -163,9 +168,20 @@ impl SessionService {
         self.require_session
     }
 
-    /// The registry.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The bounds the configuration sets (for a shared store built at start-up).
+    pub fn limits(&self) -> SessionLimits {
+        self.store.limits()
+    }
+
+    /// Replaces the in-memory registry with a shared store (start-up, before serving).
+    pub fn use_store(&mut self, store: Arc<dyn SessionStore>) {
+        tracing::info!(store = store.describe(), "liveness sessions store");
+        self.store = store;
+    }
+
+    /// The session store in force.
+    pub fn store(&self) -> &dyn SessionStore {
+        self.store.as_ref()
     }
 
     fn models(&self) -> Result<Arc<ChallengeModels>, ApiError> {
@@ -213,6 +229,11 @@ impl From<SessionError> for ApiError {
             SessionError::TooManyFrames(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_frames", message)
             }
+            SessionError::Unavailable(_) => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
+            },
+            SessionError::Backend(_) => ApiError::internal(message),
         }
     }
 }
@@ -234,7 +255,7 @@ fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiError> {
 /// Records sessions that ended: pass/fail counters, and a spoof event (log, counter, alert
 /// email) for every failure with at least one usable face except expiry (a session abandoned
 /// before any face was seen, or left to expire, is no evidence of an attack).
-fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMap) {
+async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMap) {
     let m = &state.metrics.sessions;
     for c in ended {
         match c.outcome {
@@ -262,8 +283,10 @@ fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMa
             Outcome::InProgress => {}
         }
     }
-    m.active
-        .set(i64::try_from(state.sessions.registry.active()).unwrap_or(i64::MAX));
+    match state.sessions.store.active().await {
+        Ok(n) => m.active.set(i64::try_from(n).unwrap_or(i64::MAX)),
+        Err(e) => tracing::warn!(error = %e, "open liveness sessions not counted"),
+    }
 }
 
 /// Starts, once, the task that sweeps expired sessions every half TTL (at least every second):
@@ -272,15 +295,17 @@ fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMa
 fn ensure_sweeper(state: &SharedState) {
     state.sessions.sweeper.get_or_init(|| {
         let weak = Arc::downgrade(state);
-        let period = (state.sessions.registry.limits().ttl / 2).max(Duration::from_secs(1));
+        let period = (state.sessions.store.limits().ttl / 2).max(Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(state) = weak.upgrade() else { return };
-                let ended = state.sessions.registry.sweep(Instant::now());
-                record_concluded(&state, &ended, &HeaderMap::new());
+                match state.sessions.store.sweep().await {
+                    Ok(ended) => record_concluded(&state, &ended, &HeaderMap::new()).await,
+                    Err(e) => tracing::warn!(error = %e, "liveness sessions not swept"),
+                }
             }
         });
     });
@@ -317,12 +342,13 @@ pub struct OpenResponse {
 distinct actions (`blink`, `turn_left` — the person's own left, `turn_right`, `look_up`, \
 `open_mouth`), to perform in order in front of the camera while sending frames. The session is \
 bound to the API key that opened it, expires after `FACEKEY_SESSION_TTL_SECS` and is held in this \
-replica's memory (sticky routing with several replicas).",
+replica's memory, or with `FACEKEY_DATABASE_URL` in the shared database (any replica serves any \
+call of the session).",
     request_body(content = OpenRequest, description = "Optional", content_type = "application/json"),
     responses(
         (status = 201, description = "Session opened", body = OpenResponse),
         (status = 429, description = "This key holds too many open sessions (`too_many_sessions`)", body = ErrorBody),
-        (status = 503, description = "The replica holds too many sessions (`too_many_sessions`), or models are loading", body = ErrorBody),
+        (status = 503, description = "Too many sessions are open (`too_many_sessions`), the session store is unreachable (`store_unavailable`), or models are loading", body = ErrorBody),
     )
 )]
 pub async fn open(
@@ -347,13 +373,9 @@ pub async fn open(
         }
         other => other,
     };
-    let (opened, ended) =
-        state
-            .sessions
-            .registry
-            .open(&key, subject.clone(), Instant::now(), SystemTime::now())?;
+    let (opened, ended) = state.sessions.store.open(&key, subject.clone()).await?;
     state.metrics.sessions.started.inc();
-    record_concluded(&state, &ended, &headers);
+    record_concluded(&state, &ended, &headers).await;
     ensure_sweeper(&state);
     tracing::info!(session = %opened.id, challenge = ?opened.challenge, "liveness session opened");
     let detail = AuditDetail {
@@ -580,8 +602,8 @@ pub async fn frames(
     let engine = state.engine()?;
     let models = state.sessions.models()?;
     let key = key_of(caller.as_ref())?;
-    let registry = &state.sessions.registry;
-    if let Some(done) = registry.begin_batch(&key, &id, frames.len(), Instant::now())? {
+    let store = state.sessions.store.clone();
+    if let Some(done) = store.begin_batch(&key, &id, frames.len()).await? {
         return Ok(Json(frames_response(&done, Vec::new())).into_response());
     }
     let observed = with_engine(&state, engine, move |e, cancel| {
@@ -599,7 +621,7 @@ pub async fn frames(
     let observed = match observed {
         Ok(o) => o,
         Err(e) => {
-            registry.release(&key, &id);
+            store.release(&key, &id).await;
             return Err(e);
         }
     };
@@ -612,9 +634,9 @@ pub async fn frames(
             .with_label_values(&[result])
             .inc();
     }
-    let result = registry.add_frames(&key, &id, observed, Instant::now())?;
+    let result = store.add_frames(&key, &id, observed).await?;
     if let Some(c) = &result.concluded {
-        record_concluded(&state, std::slice::from_ref(c), &headers);
+        record_concluded(&state, std::slice::from_ref(c), &headers).await;
     }
     Ok(Json(frames_response(&result.view, result.frames)).into_response())
 }
@@ -694,7 +716,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = key_of(caller.as_ref())?;
-    let view = state.sessions.registry.view(&key, &id, Instant::now())?;
+    let view = state.sessions.store.view(&key, &id).await?;
     let v = &view.verdict;
     let confidence = match view.state {
         SessionState::InProgress => None,
@@ -788,12 +810,12 @@ pub async fn verify_with_session(
     let session = input.required("session")?.trim().to_string();
     let templates = subject_embeddings(&state, &subject)?;
     state.lockouts.check(&subject).await?;
-    let probe =
-        state
-            .sessions
-            .registry
-            .take_for_verify(&key, &session, &subject, Instant::now())?;
-    let same_face = state.sessions.registry.policy().same_face_max_distance;
+    let probe = state
+        .sessions
+        .store
+        .take_for_verify(&key, &session, &subject)
+        .await?;
+    let same_face = state.sessions.store.policy().same_face_max_distance;
     let (embedding, quality, quality_detail, from_image): (
         Embedding,
         Option<f32>,

@@ -15,8 +15,10 @@
 
 pub mod checker;
 pub mod fingerprint;
+pub mod pg;
 pub mod session;
 pub mod signals;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 

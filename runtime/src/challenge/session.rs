@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::checker::{ChallengeVerdict, FailReason, FrameFeedback, Outcome, evaluate};
-use super::{Action, ChallengePolicy, FrameObservation};
+use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
 use crate::vision::embed::Embedding;
 
 /// Bounds of the registry.
@@ -115,6 +115,12 @@ pub enum SessionError {
     /// The batch has too many frames, or the session's frame budget is spent.
     #[error("{0}")]
     TooManyFrames(String),
+    /// The shared session store (PostgreSQL) cannot be reached: nothing was decided.
+    #[error("the liveness session store is unavailable: {0}")]
+    Unavailable(String),
+    /// The shared session store failed otherwise (a query or a stored record is broken).
+    #[error("liveness session store: {0}")]
+    Backend(String),
 }
 
 /// What a new session tells the client.
@@ -193,6 +199,23 @@ pub struct PassedProbe {
     pub challenge: Vec<Action>,
 }
 
+impl PassedProbe {
+    /// The probe a passed session's best frame gives (`None` without an embedding). Both
+    /// session stores build it here, so a field added to the probe is filled in one place.
+    pub fn from_face(
+        face: &FaceObservation,
+        confidence: f32,
+        challenge: Vec<Action>,
+    ) -> Option<Self> {
+        Some(Self {
+            embedding: face.embedding.clone()?,
+            quality: face.quality,
+            confidence,
+            challenge,
+        })
+    }
+}
+
 /// The result of adding a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchResult {
@@ -218,7 +241,7 @@ struct Session {
     busy: bool,
     used: bool,
     expired: bool,
-    probe: Option<(Embedding, Option<f32>)>,
+    probe: Option<FaceObservation>,
 }
 
 impl Session {
@@ -262,9 +285,9 @@ impl Session {
             && self.verdict.outcome == Outcome::Passed
             && let Some(best) = self.verdict.best_frame
             && let Some(face) = self.frames.get(best).and_then(|f| f.face.as_ref())
-            && let Some(e) = &face.embedding
+            && face.embedding.is_some()
         {
-            self.probe = Some((e.clone(), face.quality));
+            self.probe = Some(face.clone());
         }
         self.frames = Vec::new();
     }
@@ -297,7 +320,7 @@ pub fn random_challenge() -> Result<Vec<Action>, getrandom::Error> {
 }
 
 /// A session id: 128 random bits as hex.
-fn new_id() -> Result<String, getrandom::Error> {
+pub(crate) fn new_id() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)?;
     Ok(hex::encode(bytes))
@@ -605,15 +628,20 @@ impl Registry {
         if s.subject.as_deref().is_some_and(|b| b != subject) {
             return Err(SessionError::SubjectMismatch);
         }
-        let (embedding, quality) = s.probe.clone().ok_or(SessionError::NotPassed("passed"))?;
+        let probe = s
+            .probe
+            .as_ref()
+            .and_then(|face| {
+                PassedProbe::from_face(
+                    face,
+                    s.verdict.confidence().unwrap_or(0.0),
+                    s.challenge.clone(),
+                )
+            })
+            .ok_or(SessionError::NotPassed("passed"))?;
         s.used = true;
         s.probe = None;
-        Ok(PassedProbe {
-            embedding,
-            quality,
-            confidence: s.verdict.confidence().unwrap_or(0.0),
-            challenge: s.challenge.clone(),
-        })
+        Ok(probe)
     }
 
     /// Test helper: the challenge of a session (to script a passing sequence).

@@ -1,0 +1,709 @@
+//! Challenge sessions in the shared PostgreSQL database (`facekey_liveness_sessions`, migration
+//! 0003), for replicas behind one Service: any replica serves any call of a session, and a
+//! restart keeps open sessions.
+//!
+//! Concurrency: a batch of frames is run through the models outside any transaction, then
+//! applied under the row's lock (`SELECT … FOR UPDATE`): batches posted at once through two
+//! replicas are applied one after the other, each re-judging the whole session, so no frame is
+//! lost and a session ends exactly once (only the call that ended it reports it, so the
+//! failed-challenge spoof event fires once). Frames are kept in client-timestamp order, so two
+//! batches applied in the other order than they were captured judge the same. A passed session
+//! is consumed under the row lock by an `UPDATE … WHERE NOT consumed`: one verification across
+//! all replicas. Sessions are opened under a transaction-level advisory lock, so the global and
+//! per-key bounds hold across replicas. Every time is the database's clock.
+//!
+//! Data: the key binding is the SHA-256 of the key id; observations (never images) and, once
+//! passed, the best frame's observation (embedding included) are sealed with the template key
+//! ([`crate::store::cipher`], bound to the session id) like templates.
+//!
+//! Failure policy: a database that cannot be reached answers [`SessionError::Unavailable`]
+//! (503 `store_unavailable`): no session opens, no frame is judged, nothing verifies — never a
+//! pass.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::checker::{ChallengeVerdict, FailReason, Outcome, evaluate};
+use super::session::{
+    BatchResult, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
+    SessionView, new_id, random_challenge,
+};
+use super::store::SessionStore;
+use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
+use crate::store::StoreError;
+use crate::store::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
+use crate::store::postgres::db_err;
+
+/// Advisory lock serialising session opens across replicas (the bounds check and the insert).
+const OPEN_LOCK: i64 = 0x6661_6365_6b65_7931;
+/// Expired sessions ended per sweep at most (the rest in the next sweep).
+const SWEEP_BATCH: i64 = 500;
+/// The "embedding model" of the cipher's binding: what the sealed bytes are.
+const SEALED_KIND: &str = "facekey.liveness-session.v1";
+
+/// The columns a session row is read with.
+macro_rules! session_columns {
+    () => {
+        "SELECT id, subject, challenge, frames_received, verdict::text AS verdict, consumed, \
+         sealed_key_id, sealed_nonce, sealed, expires_at <= now() AS expired, \
+         extract(epoch FROM expires_at)::float8 AS expires_epoch, \
+         (extract(epoch FROM now() - opened_at) * 1000)::float8 AS elapsed_ms \
+         FROM facekey_liveness_sessions"
+    };
+}
+
+/// Sessions holding a place: in progress, or passed and unused, and not expired.
+macro_rules! holding {
+    () => {
+        "expires_at > now() AND (outcome = 'in_progress' OR (outcome = 'passed' AND NOT consumed))"
+    };
+}
+
+/// The SHA-256 (hex) of an API key id: how a row records the key that opened it.
+pub fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The biometric part of a session, sealed in its row.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Private {
+    /// Observations of the frames so far, in timestamp order (emptied when the session ends).
+    frames: Vec<FrameObservation>,
+    /// The best frame's face once passed, until a verification takes it.
+    probe: Option<FaceObservation>,
+}
+
+/// Bytes as the little-endian 32-bit words the cipher seals (length-prefixed, zero-padded).
+/// The cipher takes embeddings as `f32`; `from_le_bytes`/`to_le_bytes` move the bits unchanged,
+/// so any bytes round-trip exactly (no arithmetic touches them).
+fn bytes_to_words(bytes: &[u8]) -> Vec<f32> {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(bytes.len() / 4 + 2);
+    out.push(f32::from_le_bytes(len.to_le_bytes()));
+    for c in bytes.chunks(4) {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        out.push(f32::from_le_bytes(w));
+    }
+    out
+}
+
+/// The inverse of [`bytes_to_words`]; `None` when the length prefix does not fit.
+fn words_to_bytes(words: &[f32]) -> Option<Vec<u8>> {
+    let (len, rest) = words.split_first()?;
+    let len = usize::try_from(u32::from_le_bytes(len.to_le_bytes())).ok()?;
+    let mut out: Vec<u8> = rest.iter().flat_map(|w| w.to_le_bytes()).collect();
+    if len > out.len() {
+        return None;
+    }
+    out.truncate(len);
+    Some(out)
+}
+
+/// Merges a batch into the session's frames in client-timestamp order (stable: earlier
+/// arrivals first on equal timestamps); returns the new frames' positions.
+fn merge_by_timestamp(
+    frames: Vec<FrameObservation>,
+    batch: Vec<FrameObservation>,
+) -> (Vec<FrameObservation>, Vec<usize>) {
+    let mut tagged: Vec<(FrameObservation, bool)> = frames
+        .into_iter()
+        .map(|f| (f, false))
+        .chain(batch.into_iter().map(|f| (f, true)))
+        .collect();
+    tagged.sort_by_key(|(f, _)| f.timestamp_ms);
+    let new = tagged
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, n))| *n)
+        .map(|(i, _)| i)
+        .collect();
+    (tagged.into_iter().map(|(f, _)| f).collect(), new)
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::InProgress => "in_progress",
+        Outcome::Passed => "passed",
+        Outcome::Failed => "failed",
+    }
+}
+
+fn store_err(e: StoreError) -> SessionError {
+    match e {
+        StoreError::Unavailable(m) => SessionError::Unavailable(m),
+        other => SessionError::Backend(other.to_string()),
+    }
+}
+
+fn db(operation: &'static str) -> impl Fn(sqlx::Error) -> SessionError {
+    let f = db_err(operation);
+    move |e| store_err(f(e))
+}
+
+/// One session row.
+struct SessionRow {
+    id: String,
+    subject: Option<String>,
+    challenge: Vec<Action>,
+    frames_received: usize,
+    verdict: ChallengeVerdict,
+    consumed: bool,
+    sealed: Option<Sealed>,
+    expired: bool,
+    expires_at: SystemTime,
+    elapsed_ms: u64,
+}
+
+impl SessionRow {
+    fn decode(row: &PgRow) -> Result<Self, SessionError> {
+        let get = |e: sqlx::Error| SessionError::Backend(format!("decode session row: {e}"));
+        let id: String = row.try_get("id").map_err(get)?;
+        let bad = |what: &str| SessionError::Backend(format!("session {id}: {what}"));
+        let challenge: Vec<String> = row.try_get("challenge").map_err(get)?;
+        let challenge = challenge
+            .iter()
+            .map(|a| Action::parse(a).ok_or_else(|| bad("unknown action in the challenge")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let verdict: String = row.try_get("verdict").map_err(get)?;
+        let verdict: ChallengeVerdict =
+            serde_json::from_str(&verdict).map_err(|e| bad(&format!("verdict: {e}")))?;
+        let key_id: Option<String> = row.try_get("sealed_key_id").map_err(get)?;
+        let nonce: Option<Vec<u8>> = row.try_get("sealed_nonce").map_err(get)?;
+        let ciphertext: Option<Vec<u8>> = row.try_get("sealed").map_err(get)?;
+        let sealed = match (key_id, nonce, ciphertext) {
+            (Some(key_id), Some(nonce), Some(ciphertext)) => Some(Sealed {
+                key_id,
+                nonce: <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| bad("malformed nonce"))?,
+                ciphertext,
+            }),
+            _ => None,
+        };
+        let frames_received: i32 = row.try_get("frames_received").map_err(get)?;
+        let expires: f64 = row.try_get("expires_epoch").map_err(get)?;
+        let elapsed: f64 = row.try_get("elapsed_ms").map_err(get)?;
+        Ok(Self {
+            subject: row.try_get("subject").map_err(get)?,
+            challenge,
+            frames_received: usize::try_from(frames_received).unwrap_or(0),
+            verdict,
+            consumed: row.try_get("consumed").map_err(get)?,
+            sealed,
+            expired: row.try_get("expired").map_err(get)?,
+            expires_at: UNIX_EPOCH + Duration::try_from_secs_f64(expires.max(0.0)).unwrap_or_default(),
+            // Float milliseconds to whole ones (never negative on the database's clock).
+            elapsed_ms: elapsed.max(0.0) as u64,
+            id,
+        })
+    }
+
+    fn state(&self) -> SessionState {
+        if self.expired {
+            return SessionState::Expired;
+        }
+        match self.verdict.outcome {
+            Outcome::InProgress => SessionState::InProgress,
+            Outcome::Passed => SessionState::Passed,
+            Outcome::Failed => SessionState::Failed,
+        }
+    }
+
+    fn view(&self) -> SessionView {
+        let mut verdict = self.verdict.clone();
+        if self.expired {
+            verdict.conclude(FailReason::Expired);
+        }
+        SessionView {
+            id: self.id.clone(),
+            state: self.state(),
+            subject: self.subject.clone(),
+            challenge: self.challenge.clone(),
+            frames_received: self.frames_received,
+            expires_at: self.expires_at,
+            used: self.consumed,
+            verdict,
+        }
+    }
+
+    fn concluded(&self) -> Concluded {
+        Concluded {
+            id: self.id.clone(),
+            outcome: self.verdict.outcome,
+            reasons: self.verdict.reasons.clone(),
+            subject: self.subject.clone(),
+            confidence: self.verdict.confidence().unwrap_or(0.0),
+            usable_frames: self.verdict.usable_frames,
+        }
+    }
+}
+
+/// Sessions in PostgreSQL (see the module docs).
+pub struct PgSessions {
+    pool: PgPool,
+    keys: TemplateKeys,
+    limits: SessionLimits,
+    policy: ChallengePolicy,
+}
+
+impl PgSessions {
+    /// Sessions on `pool` (whose migrations have run: [`crate::store::postgres::PgStore::pool`]),
+    /// sealed with `keys`.
+    pub fn new(
+        pool: PgPool,
+        keys: TemplateKeys,
+        limits: SessionLimits,
+        policy: ChallengePolicy,
+    ) -> Self {
+        Self {
+            pool,
+            keys,
+            limits,
+            policy,
+        }
+    }
+
+    fn binding<'a>(id: &'a str, key_hash: &'a str) -> Binding<'a> {
+        Binding {
+            template_id: id,
+            subject_id: key_hash,
+            model: SEALED_KIND,
+        }
+    }
+
+    fn seal(&self, id: &str, key_hash: &str, private: &Private) -> Result<Sealed, SessionError> {
+        let json = serde_json::to_vec(private)
+            .map_err(|e| SessionError::Backend(format!("encode session {id}: {e}")))?;
+        self.keys
+            .seal(Self::binding(id, key_hash), &bytes_to_words(&json))
+            .map_err(|e| SessionError::Backend(format!("seal session {id}: {e}")))
+    }
+
+    fn unseal(&self, row: &SessionRow, key_hash: &str) -> Result<Private, SessionError> {
+        let Some(sealed) = &row.sealed else {
+            return Ok(Private::default());
+        };
+        let bad = |what: String| SessionError::Backend(format!("session {}: {what}", row.id));
+        let words = self
+            .keys
+            .open(Self::binding(&row.id, key_hash), sealed)
+            .map_err(|e| bad(e.to_string()))?;
+        let bytes = words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))
+    }
+
+    async fn fetch(
+        &self,
+        executor: impl sqlx::PgExecutor<'_>,
+        key_hash: &str,
+        id: &str,
+        for_update: bool,
+    ) -> Result<SessionRow, SessionError> {
+        let sql = if for_update {
+            concat!(session_columns!(), " WHERE id = $1 AND key_hash = $2 FOR UPDATE")
+        } else {
+            concat!(session_columns!(), " WHERE id = $1 AND key_hash = $2")
+        };
+        let row = sqlx::query(sql)
+            .bind(id)
+            .bind(key_hash)
+            .fetch_optional(executor)
+            .await
+            .map_err(db("read liveness session"))?
+            .ok_or(SessionError::NotFound)?;
+        SessionRow::decode(&row)
+    }
+
+    async fn write(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        row: &SessionRow,
+        sealed: Option<&Sealed>,
+    ) -> Result<(), SessionError> {
+        let verdict = serde_json::to_string(&row.verdict)
+            .map_err(|e| SessionError::Backend(format!("encode verdict: {e}")))?;
+        sqlx::query(
+            "UPDATE facekey_liveness_sessions SET frames_received = $2, outcome = $3, \
+             verdict = $4::jsonb, sealed_key_id = $5, sealed_nonce = $6, sealed = $7 \
+             WHERE id = $1",
+        )
+        .bind(&row.id)
+        .bind(i32::try_from(row.frames_received).unwrap_or(i32::MAX))
+        .bind(outcome_str(row.verdict.outcome))
+        .bind(verdict)
+        .bind(sealed.map(|s| s.key_id.clone()))
+        .bind(sealed.map(|s| s.nonce.to_vec()))
+        .bind(sealed.map(|s| s.ciphertext.clone()))
+        .execute(&mut **tx)
+        .await
+        .map_err(db("update liveness session"))?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PgSessions {
+    fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    fn policy(&self) -> &ChallengePolicy {
+        &self.policy
+    }
+
+    fn describe(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        subject: Option<String>,
+    ) -> Result<(Opened, Vec<Concluded>), SessionError> {
+        let no_randomness = |e: getrandom::Error| SessionError::TooManySessions {
+            global: true,
+            message: format!("the OS random source failed: {e}"),
+        };
+        let challenge = random_challenge().map_err(no_randomness)?;
+        let id = new_id().map_err(no_randomness)?;
+        let ended = self.sweep().await?;
+        let hash = key_hash(key);
+        let err = db("open liveness session");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OPEN_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+        let row = sqlx::query(concat!(
+            "SELECT count(*) AS total, count(*) FILTER (WHERE key_hash = $1) AS mine \
+             FROM facekey_liveness_sessions WHERE ",
+            holding!()
+        ))
+        .bind(&hash)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(&err)?;
+        let total: i64 = row.try_get("total").map_err(&err)?;
+        let mine: i64 = row.try_get("mine").map_err(&err)?;
+        let max = i64::try_from(self.limits.max_sessions).unwrap_or(i64::MAX);
+        let max_per_key = i64::try_from(self.limits.max_per_key).unwrap_or(i64::MAX);
+        if total >= max {
+            return Err(SessionError::TooManySessions {
+                global: true,
+                message: format!(
+                    "{total} liveness sessions are open across the replicas, the most the \
+                     database holds (FACEKEY_MAX_SESSIONS); retry when some have ended"
+                ),
+            });
+        }
+        if mine >= max_per_key {
+            return Err(SessionError::TooManySessions {
+                global: false,
+                message: format!(
+                    "this API key has {mine} open liveness sessions, the most one key may hold \
+                     (FACEKEY_MAX_SESSIONS_PER_KEY); finish or let them expire"
+                ),
+            });
+        }
+        // Ended sessions stay as small rows until swept; beyond 4x the bound the oldest go.
+        sqlx::query(concat!(
+            "DELETE FROM facekey_liveness_sessions WHERE id IN (\
+               SELECT id FROM facekey_liveness_sessions WHERE NOT (",
+            holding!(),
+            ") ORDER BY expires_at DESC \
+               OFFSET greatest($1 - 1, 0))"
+        ))
+        .bind(4 * max.max(1))
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        let empty = evaluate(&challenge, &[], &self.policy);
+        let verdict = serde_json::to_string(&empty)
+            .map_err(|e| SessionError::Backend(format!("encode verdict: {e}")))?;
+        let names: Vec<&str> = challenge.iter().map(|a| a.as_str()).collect();
+        let expires: f64 = sqlx::query_scalar(
+            "INSERT INTO facekey_liveness_sessions \
+               (id, key_hash, subject, challenge, expires_at, verdict) \
+             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6::jsonb) \
+             RETURNING extract(epoch FROM expires_at)::float8",
+        )
+        .bind(&id)
+        .bind(&hash)
+        .bind(subject)
+        .bind(names)
+        .bind(self.limits.ttl.as_secs_f64())
+        .bind(verdict)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(&err)?;
+        tx.commit().await.map_err(&err)?;
+        Ok((
+            Opened {
+                id,
+                challenge,
+                expires_at: UNIX_EPOCH
+                    + Duration::try_from_secs_f64(expires.max(0.0)).unwrap_or_default(),
+                max_frames: self.limits.max_frames,
+            },
+            ended,
+        ))
+    }
+
+    async fn begin_batch(
+        &self,
+        key: &str,
+        id: &str,
+        n: usize,
+    ) -> Result<Option<SessionView>, SessionError> {
+        let s = self.fetch(&self.pool, &key_hash(key), id, false).await?;
+        if s.expired {
+            return Err(SessionError::Expired);
+        }
+        if s.verdict.outcome != Outcome::InProgress {
+            return Ok(Some(s.view()));
+        }
+        let limits = self.limits;
+        if n == 0 || n > limits.max_frames_per_call {
+            return Err(SessionError::TooManyFrames(format!(
+                "send 1 to {} frames per call, got {n}",
+                limits.max_frames_per_call
+            )));
+        }
+        let remaining = limits.max_frames.saturating_sub(s.frames_received);
+        if n > remaining {
+            return Err(SessionError::TooManyFrames(format!(
+                "the session accepts {remaining} more frame(s) of {} (FACEKEY_SESSION_MAX_FRAMES), \
+                 got {n}",
+                limits.max_frames
+            )));
+        }
+        // No reservation: batches through several replicas are applied one after the other
+        // under the row lock in `add_frames`, which enforces the frame budget again.
+        Ok(None)
+    }
+
+    async fn release(&self, _key: &str, _id: &str) {}
+
+    async fn add_frames(
+        &self,
+        key: &str,
+        id: &str,
+        mut batch: Vec<FrameObservation>,
+    ) -> Result<BatchResult, SessionError> {
+        let hash = key_hash(key);
+        let err = db("add frames to liveness session");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        let mut s = self.fetch(&mut *tx, &hash, id, true).await?;
+        if s.expired {
+            return Err(SessionError::Expired);
+        }
+        if s.verdict.outcome != Outcome::InProgress {
+            return Ok(BatchResult {
+                view: s.view(),
+                frames: Vec::new(),
+                concluded: None,
+            });
+        }
+        let private = self.unseal(&s, &hash)?;
+        batch.truncate(self.limits.max_frames.saturating_sub(s.frames_received));
+        for f in &mut batch {
+            f.received_ms = Some(s.elapsed_ms);
+        }
+        s.frames_received += batch.len();
+        let (frames, new) = merge_by_timestamp(private.frames, batch);
+        let mut verdict = evaluate(&s.challenge, &frames, &self.policy);
+        if verdict.outcome == Outcome::InProgress && s.frames_received >= self.limits.max_frames {
+            verdict.conclude(FailReason::ChallengeIncomplete);
+        }
+        let feedback = new
+            .iter()
+            .filter_map(|&i| verdict.frames.get(i).copied())
+            .collect();
+        let ended = verdict.outcome != Outcome::InProgress;
+        let private = if ended {
+            // Keep only what verify needs: the best frame's face of a passed session.
+            let probe = (verdict.outcome == Outcome::Passed)
+                .then(|| {
+                    verdict
+                        .best_frame
+                        .and_then(|b| frames.get(b))
+                        .and_then(|f| f.face.clone())
+                        .filter(|face| face.embedding.is_some())
+                })
+                .flatten();
+            Private {
+                frames: Vec::new(),
+                probe,
+            }
+        } else {
+            Private {
+                frames,
+                probe: None,
+            }
+        };
+        s.verdict = verdict;
+        let sealed = if private.frames.is_empty() && private.probe.is_none() {
+            None
+        } else {
+            Some(self.seal(id, &hash, &private)?)
+        };
+        self.write(&mut tx, &s, sealed.as_ref()).await?;
+        tx.commit().await.map_err(&err)?;
+        Ok(BatchResult {
+            view: s.view(),
+            frames: feedback,
+            concluded: ended.then(|| s.concluded()),
+        })
+    }
+
+    async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError> {
+        Ok(self.fetch(&self.pool, &key_hash(key), id, false).await?.view())
+    }
+
+    async fn take_for_verify(
+        &self,
+        key: &str,
+        id: &str,
+        subject: &str,
+    ) -> Result<PassedProbe, SessionError> {
+        let hash = key_hash(key);
+        let err = db("use liveness session");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        let s = self.fetch(&mut *tx, &hash, id, true).await?;
+        if s.expired {
+            return Err(SessionError::Expired);
+        }
+        if s.consumed {
+            return Err(SessionError::Used);
+        }
+        if s.verdict.outcome != Outcome::Passed {
+            return Err(SessionError::NotPassed(s.state().as_str()));
+        }
+        if s.subject.as_deref().is_some_and(|b| b != subject) {
+            return Err(SessionError::SubjectMismatch);
+        }
+        let probe = self
+            .unseal(&s, &hash)?
+            .probe
+            .and_then(|face| {
+                PassedProbe::from_face(
+                    &face,
+                    s.verdict.confidence().unwrap_or(0.0),
+                    s.challenge.clone(),
+                )
+            })
+            .ok_or(SessionError::NotPassed("passed"))?;
+        // Under the row lock already; the condition makes the single use explicit.
+        let done = sqlx::query(
+            "UPDATE facekey_liveness_sessions SET consumed = true, sealed_key_id = NULL, \
+             sealed_nonce = NULL, sealed = NULL \
+             WHERE id = $1 AND key_hash = $2 AND outcome = 'passed' AND NOT consumed \
+               AND expires_at > now()",
+        )
+        .bind(id)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        if done.rows_affected() != 1 {
+            return Err(SessionError::Used);
+        }
+        tx.commit().await.map_err(&err)?;
+        Ok(probe)
+    }
+
+    async fn sweep(&self) -> Result<Vec<Concluded>, SessionError> {
+        let err = db("sweep liveness sessions");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        // SKIP LOCKED: a session a batch is being applied to is left for the next sweep, and
+        // two replicas sweeping at once end each session once.
+        let rows = sqlx::query(concat!(
+            session_columns!(),
+            " WHERE outcome = 'in_progress' AND expires_at <= now() \
+              ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(SWEEP_BATCH)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(&err)?;
+        let mut ended = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut s = SessionRow::decode(row)?;
+            s.verdict.conclude(FailReason::Expired);
+            self.write(&mut tx, &s, None).await?;
+            ended.push(s.concluded());
+        }
+        // Expired sessions keep no observations; rows go one TTL after expiry.
+        sqlx::query(
+            "UPDATE facekey_liveness_sessions SET sealed_key_id = NULL, sealed_nonce = NULL, \
+             sealed = NULL WHERE expires_at <= now() AND sealed IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        sqlx::query(
+            "DELETE FROM facekey_liveness_sessions \
+             WHERE expires_at + make_interval(secs => $1) <= now()",
+        )
+        .bind(self.limits.ttl.as_secs_f64())
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        tx.commit().await.map_err(&err)?;
+        Ok(ended)
+    }
+
+    async fn active(&self) -> Result<usize, SessionError> {
+        let n: i64 = sqlx::query_scalar(concat!(
+            "SELECT count(*) FROM facekey_liveness_sessions WHERE ",
+            holding!()
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("count liveness sessions"))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_through_words() {
+        for len in [0usize, 1, 3, 4, 5, 1000] {
+            // Every byte value, NaN bit patterns included.
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 97 % 256) as u8).collect();
+            let nan = [0xff, 0xff, 0xbf, 0x7f, 0x01, 0x00, 0xc0, 0xff];
+            for b in [bytes.clone(), [bytes.as_slice(), &nan].concat()] {
+                assert_eq!(words_to_bytes(&bytes_to_words(&b)).unwrap(), b);
+            }
+        }
+        // A length beyond the words is refused.
+        let mut w = bytes_to_words(b"abcd");
+        w[0] = f32::from_le_bytes(100u32.to_le_bytes());
+        assert_eq!(words_to_bytes(&w), None);
+    }
+
+    #[test]
+    fn batches_merge_in_timestamp_order() {
+        let f = |t| FrameObservation::unusable(t, "x");
+        let (frames, new) = merge_by_timestamp(vec![f(100), f(300)], vec![f(200), f(400)]);
+        let ts: Vec<u64> = frames.iter().map(|f| f.timestamp_ms).collect();
+        assert_eq!(ts, vec![100, 200, 300, 400]);
+        assert_eq!(new, vec![1, 3]);
+    }
+
+    #[test]
+    fn key_hashes_hide_the_key_id() {
+        let h = key_hash("verify");
+        assert_eq!(h.len(), 64);
+        assert!(!h.contains("verify"));
+        assert_ne!(h, key_hash("admin"));
+    }
+}

@@ -1,0 +1,143 @@
+//! One interface over the two places challenge sessions can live, so the HTTP API and the verify
+//! hook do not care which is in force: this replica's memory ([`Registry`], the single-replica
+//! embedded-store mode) or the shared PostgreSQL database ([`super::pg::PgSessions`], when
+//! replicas share `FACEKEY_DATABASE_URL`, so any replica serves any call of a session).
+//!
+//! Contract common to both: sessions are bound to the key that opened them (another key gets
+//! [`SessionError::NotFound`]), expire after the TTL, are bounded (globally and per key) and a
+//! passed session is consumed by exactly one verification. A store that cannot be reached
+//! answers [`SessionError::Unavailable`], never a pass.
+
+use std::time::{Instant, SystemTime};
+
+use super::session::{
+    BatchResult, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits,
+    SessionView,
+};
+use super::{ChallengePolicy, FrameObservation};
+
+/// Where challenge sessions live.
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync {
+    /// The bounds in force.
+    fn limits(&self) -> SessionLimits;
+
+    /// The checker's thresholds in force.
+    fn policy(&self) -> &ChallengePolicy;
+
+    /// Where sessions live, for logs (`memory`, `PostgreSQL`).
+    fn describe(&self) -> &'static str;
+
+    /// Opens a session for `key`, optionally bound to `subject`; also returns sessions that
+    /// ended by expiry meanwhile (for metrics).
+    async fn open(
+        &self,
+        key: &str,
+        subject: Option<String>,
+    ) -> Result<(Opened, Vec<Concluded>), SessionError>;
+
+    /// Checks (and in memory reserves) the session for a batch of `n` frames before they are
+    /// run through the models; `Ok(Some(view))` when the session has already ended.
+    async fn begin_batch(
+        &self,
+        key: &str,
+        id: &str,
+        n: usize,
+    ) -> Result<Option<SessionView>, SessionError>;
+
+    /// Releases a reservation whose frames could not be processed.
+    async fn release(&self, key: &str, id: &str);
+
+    /// Adds a batch's observations, re-judges the session and ends it when passed, failed or
+    /// out of frames. `concluded` is set by exactly one call: the one that ended the session.
+    async fn add_frames(
+        &self,
+        key: &str,
+        id: &str,
+        batch: Vec<FrameObservation>,
+    ) -> Result<BatchResult, SessionError>;
+
+    /// The session's state.
+    async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError>;
+
+    /// Consumes a passed session for one verification of `subject` (at most once, across
+    /// replicas).
+    async fn take_for_verify(
+        &self,
+        key: &str,
+        id: &str,
+        subject: &str,
+    ) -> Result<PassedProbe, SessionError>;
+
+    /// Ends sessions past their time (returned once, for metrics) and forgets old ones.
+    async fn sweep(&self) -> Result<Vec<Concluded>, SessionError>;
+
+    /// Sessions holding a place now (in progress, or passed and unused).
+    async fn active(&self) -> Result<usize, SessionError>;
+}
+
+#[async_trait::async_trait]
+impl SessionStore for Registry {
+    fn limits(&self) -> SessionLimits {
+        Registry::limits(self)
+    }
+
+    fn policy(&self) -> &ChallengePolicy {
+        Registry::policy(self)
+    }
+
+    fn describe(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        subject: Option<String>,
+    ) -> Result<(Opened, Vec<Concluded>), SessionError> {
+        Registry::open(self, key, subject, Instant::now(), SystemTime::now())
+    }
+
+    async fn begin_batch(
+        &self,
+        key: &str,
+        id: &str,
+        n: usize,
+    ) -> Result<Option<SessionView>, SessionError> {
+        Registry::begin_batch(self, key, id, n, Instant::now())
+    }
+
+    async fn release(&self, key: &str, id: &str) {
+        Registry::release(self, key, id);
+    }
+
+    async fn add_frames(
+        &self,
+        key: &str,
+        id: &str,
+        batch: Vec<FrameObservation>,
+    ) -> Result<BatchResult, SessionError> {
+        Registry::add_frames(self, key, id, batch, Instant::now())
+    }
+
+    async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError> {
+        Registry::view(self, key, id, Instant::now())
+    }
+
+    async fn take_for_verify(
+        &self,
+        key: &str,
+        id: &str,
+        subject: &str,
+    ) -> Result<PassedProbe, SessionError> {
+        Registry::take_for_verify(self, key, id, subject, Instant::now())
+    }
+
+    async fn sweep(&self) -> Result<Vec<Concluded>, SessionError> {
+        Ok(Registry::sweep(self, Instant::now()))
+    }
+
+    async fn active(&self) -> Result<usize, SessionError> {
+        Ok(Registry::active(self))
+    }
+}
