@@ -358,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
                     !matches!(
                         c,
                         OptionalCrd::ServiceMonitor
+                            | OptionalCrd::PodMonitor
                             | OptionalCrd::PrometheusRule
                             | OptionalCrd::AlertmanagerConfig
                     )

@@ -51,6 +51,32 @@ async fn every_change_settles_and_status_churn_costs_nothing() {
         single_gets.is_empty(),
         "ownership comes from the listed inventory, not a GET per child: {single_gets:?}"
     );
+    // Every child kind is listed once per reconcile (the inventory), the sidecars' PodMonitor
+    // included, and nothing is listed twice.
+    for kind in [
+        "configmaps",
+        "deployments",
+        "services",
+        "servicemonitors",
+        "podmonitors",
+        "prometheusrules",
+        "alertmanagerconfigs",
+    ] {
+        assert_eq!(
+            resync.calls.get(&format!("LIST {kind}")).copied(),
+            Some(1),
+            "{kind}: {resync:?}"
+        );
+    }
+    assert_eq!(
+        resync.calls.get("PATCH podmonitors").copied(),
+        Some(1),
+        "the PodMonitor is applied like every other child: {resync:?}"
+    );
+    assert!(
+        created.calls.contains_key("PATCH podmonitors"),
+        "{created:?}"
+    );
     let hpa_status = find(&costs, "HPA status written");
     assert_eq!(hpa_status.reconciles, 0, "{hpa_status:?}");
     let threshold = find(&costs, "spec change");

@@ -286,6 +286,7 @@ async fn reconcile_applies_in_order_and_writes_status_last() {
     let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
     let expected = [
         format!("GET {crd}/servicemonitors.monitoring.coreos.com"),
+        format!("GET {crd}/podmonitors.monitoring.coreos.com"),
         format!("GET {crd}/prometheusrules.monitoring.coreos.com"),
         format!("GET {crd}/alertmanagerconfigs.monitoring.coreos.com"),
         format!("GET {crd}/vulnerabilityreports.aquasecurity.github.io"),

@@ -109,6 +109,16 @@ fn weights_configmap() {
     );
 }
 
+/// Sidecars allowed with monitoring on: the PodMonitor of the injected sidecars.
+#[test]
+fn sidecar_pod_monitor() {
+    check(
+        &root().join("tests/fixtures/resources/sidecar.yaml"),
+        "sidecar-pod-monitor.yaml",
+        &opts(),
+    );
+}
+
 #[test]
 fn sample_embedded_store() {
     check_without_monitoring(

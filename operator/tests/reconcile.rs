@@ -24,7 +24,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-const ALL: [OptionalCrd; 5] = OptionalCrd::ALL;
+const ALL: [OptionalCrd; 6] = OptionalCrd::ALL;
 const MONITORING: [OptionalCrd; 3] = [
     OptionalCrd::ServiceMonitor,
     OptionalCrd::PrometheusRule,

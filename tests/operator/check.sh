@@ -4,7 +4,8 @@
 #     (NetworkPolicies, PodDisruptionBudgets, pod overrides and scan Jobs with DB mirrors or a
 #     Trivy server included), and the kustomize base, against Kubernetes' schemas
 #     (kubernetes-validate --strict); the policy floor's flags refuse what they should;
-#   - ServiceMonitor / PrometheusRule / AlertmanagerConfig against prometheus-operator's schemas
+#   - ServiceMonitor / PodMonitor / PrometheusRule / AlertmanagerConfig against prometheus-operator's
+#     schemas
 #     (npm @kubernetes-models/prometheus-operator);
 #   - the rule groups with `promtool check rules` and `promtool test rules` (rules-test.yaml:
 #     every service alert and the /v1/verify SLO burn-rate alerts, exact labels and annotations);
@@ -120,10 +121,13 @@ k8s_validate "$WORK/mirror.yaml" "pod overrides, PDB and scan Job with DB mirror
 k8s_validate "$WORK/server.yaml" "scan Job in Trivy server mode"
 
 # 3. prometheus-operator kinds against their schemas.
-EXPECT_KINDS=ServiceMonitor,PrometheusRule,AlertmanagerConfig NODE_MODULES="$NODE_MODULES" \
+EXPECT_KINDS=ServiceMonitor,PodMonitor,PrometheusRule,AlertmanagerConfig NODE_MODULES="$NODE_MODULES" \
   node "$HERE/validate-prometheus-operator.mjs" "$WORK/split/prometheus-operator.yaml" >"$WORK/promop.log" 2>&1 \
   || { cat "$WORK/promop.log" >&2; fail "prometheus-operator schema validation"; }
 pass "prometheus-operator objects: $(grep -c '^ok' "$WORK/promop.log") valid"
+# Only the fixture that allows sidecars (with monitoring on) gets a PodMonitor.
+podmonitors="$(grep -c '^kind: PodMonitor' "$WORK/rendered.yaml" || true)"
+[ "$podmonitors" -eq 1 ] || fail "expected 1 PodMonitor (operator/tests/fixtures/resources/sidecar.yaml), rendered $podmonitors"
 
 # 4. Alerting and recording rules.
 promtool check rules "$WORK/split/rules.yaml" >"$WORK/promtool.log" 2>&1 \
@@ -195,6 +199,32 @@ sidecars="$(grep -c 'name: facekey-runtime$' "$WORK/injected.yaml" || true)"
 [ "$sidecars" -eq 3 ] || fail "expected 3 injected sidecars (Deployment, Pod, CronJob; not the opted-out StatefulSet), found $sidecars"
 grep -q 'value: 127.0.0.1:7070' "$WORK/injected.yaml" || fail "the sidecar must listen on 127.0.0.1"
 grep -q 'restartPolicy: Always' "$WORK/injected.yaml" || fail "the sidecar must be a native sidecar"
+# The PodMonitor rendered for shop/verifier selects the pods `render --inject` injected for that
+# same resource and scrapes a port the sidecar declares.
+"$PY" - "$WORK/rendered.yaml" "$WORK/injected.yaml" <<'PYEOF' || fail "the PodMonitor does not match the injected pods"
+import sys, yaml
+pm = next(d for d in yaml.safe_load_all(open(sys.argv[1]))
+          if isinstance(d, dict) and d.get("kind") == "PodMonitor")
+sel = pm["spec"]["selector"]["matchLabels"]
+port = pm["spec"]["podMetricsEndpoints"][0]["port"]
+pods = []
+for d in yaml.safe_load_all(open(sys.argv[2])):
+    if not isinstance(d, dict):
+        continue
+    spec = d.get("spec", {})
+    tpl = d if d.get("kind") == "Pod" else spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")
+    if not tpl:
+        continue
+    side = [c for c in tpl.get("spec", {}).get("initContainers", []) if c["name"] == "facekey-runtime"]
+    if side and d["metadata"].get("namespace") == pm["metadata"]["namespace"]:
+        pods.append((tpl["metadata"].get("labels", {}), side[0]))
+assert pods, "no injected pod of the PodMonitor's namespace"
+for labels, side in pods:
+    assert all(labels.get(k) == v for k, v in sel.items()), (sel, labels)
+    assert port in [p.get("name") for p in side.get("ports", [])], (port, side.get("ports"))
+    assert labels[pm["spec"]["jobLabel"]] == pm["metadata"]["name"]
+print(f"PodMonitor selects {len(pods)} injected pod templates on port {port}")
+PYEOF
 if "$BIN" render --inject -f "$WH/unknown.yaml" --resources "$WH/resources.yaml" >/dev/null 2>"$WORK/unknown.err"; then
   fail "render --inject admitted a pod naming an unknown FaceKeyDeployment"
 fi

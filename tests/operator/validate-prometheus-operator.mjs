@@ -1,4 +1,4 @@
-// Validate ServiceMonitor, PrometheusRule and AlertmanagerConfig documents against
+// Validate ServiceMonitor, PodMonitor, PrometheusRule and AlertmanagerConfig documents against
 // prometheus-operator's schemas (npm @kubernetes-models/prometheus-operator, ESM-only).
 //
 // usage: node validate-prometheus-operator.mjs FILE.yaml...
@@ -19,6 +19,7 @@ const v1alpha1 = await load('monitoring.coreos.com/v1alpha1');
 
 const models = {
   'monitoring.coreos.com/v1/ServiceMonitor': v1.ServiceMonitor,
+  'monitoring.coreos.com/v1/PodMonitor': v1.PodMonitor,
   'monitoring.coreos.com/v1/PrometheusRule': v1.PrometheusRule,
   'monitoring.coreos.com/v1alpha1/AlertmanagerConfig': v1alpha1.AlertmanagerConfig,
 };

@@ -75,6 +75,8 @@ pub enum ChildKind {
     PodDisruptionBudget,
     /// monitoring.coreos.com/v1 ServiceMonitor.
     ServiceMonitor,
+    /// monitoring.coreos.com/v1 PodMonitor of the injected sidecars.
+    PodMonitor,
     /// monitoring.coreos.com/v1 PrometheusRule.
     PrometheusRule,
     /// monitoring.coreos.com/v1alpha1 AlertmanagerConfig.
@@ -83,7 +85,7 @@ pub enum ChildKind {
 
 impl ChildKind {
     /// Every child kind, in apply order; the pruner walks the same list.
-    pub const ALL: [ChildKind; 11] = [
+    pub const ALL: [ChildKind; 12] = [
         ChildKind::ConfigMap,
         ChildKind::PersistentVolumeClaim,
         ChildKind::PostgresCluster,
@@ -93,6 +95,7 @@ impl ChildKind {
         ChildKind::HorizontalPodAutoscaler,
         ChildKind::PodDisruptionBudget,
         ChildKind::ServiceMonitor,
+        ChildKind::PodMonitor,
         ChildKind::PrometheusRule,
         ChildKind::AlertmanagerConfig,
     ];
@@ -111,6 +114,7 @@ impl ChildKind {
             ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
             ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
             ChildKind::ServiceMonitor => monitoring_resource("v1", "ServiceMonitor"),
+            ChildKind::PodMonitor => monitoring_resource("v1", "PodMonitor"),
             ChildKind::PrometheusRule => monitoring_resource("v1", "PrometheusRule"),
             ChildKind::AlertmanagerConfig => monitoring_resource("v1alpha1", "AlertmanagerConfig"),
         }
@@ -120,6 +124,7 @@ impl ChildKind {
     pub fn required_crd(self) -> Option<OptionalCrd> {
         match self {
             ChildKind::ServiceMonitor => Some(OptionalCrd::ServiceMonitor),
+            ChildKind::PodMonitor => Some(OptionalCrd::PodMonitor),
             ChildKind::PrometheusRule => Some(OptionalCrd::PrometheusRule),
             ChildKind::AlertmanagerConfig => Some(OptionalCrd::AlertmanagerConfig),
             ChildKind::PostgresCluster => Some(OptionalCrd::CloudNativePgCluster),
@@ -150,6 +155,7 @@ impl ChildKind {
             ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
             ChildKind::NetworkPolicy => "NetworkPolicy",
             ChildKind::ServiceMonitor => "ServiceMonitor",
+            ChildKind::PodMonitor => "PodMonitor",
             ChildKind::PrometheusRule => "PrometheusRule",
             ChildKind::AlertmanagerConfig => "AlertmanagerConfig",
         }
@@ -171,6 +177,8 @@ fn monitoring_resource(version: &str, kind: &str) -> ApiResource {
 pub enum OptionalCrd {
     /// prometheus-operator ServiceMonitor.
     ServiceMonitor,
+    /// prometheus-operator PodMonitor.
+    PodMonitor,
     /// prometheus-operator PrometheusRule.
     PrometheusRule,
     /// prometheus-operator AlertmanagerConfig.
@@ -183,8 +191,9 @@ pub enum OptionalCrd {
 
 impl OptionalCrd {
     /// Every optional CRD.
-    pub const ALL: [OptionalCrd; 5] = [
+    pub const ALL: [OptionalCrd; 6] = [
         OptionalCrd::ServiceMonitor,
+        OptionalCrd::PodMonitor,
         OptionalCrd::PrometheusRule,
         OptionalCrd::AlertmanagerConfig,
         OptionalCrd::VulnerabilityReport,
@@ -195,6 +204,7 @@ impl OptionalCrd {
     pub fn crd_name(self) -> &'static str {
         match self {
             OptionalCrd::ServiceMonitor => "servicemonitors.monitoring.coreos.com",
+            OptionalCrd::PodMonitor => "podmonitors.monitoring.coreos.com",
             OptionalCrd::PrometheusRule => "prometheusrules.monitoring.coreos.com",
             OptionalCrd::AlertmanagerConfig => "alertmanagerconfigs.monitoring.coreos.com",
             OptionalCrd::VulnerabilityReport => "vulnerabilityreports.aquasecurity.github.io",
@@ -412,6 +422,10 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
             ChildKind::ServiceMonitor,
             monitoring::service_monitor(&owner, &sm)?,
         ));
+        // Sidecars are scraped when monitoring is on and pods may ask for them.
+        if spec.sidecar.as_ref().is_some_and(|s| s.enabled) {
+            optional.push((ChildKind::PodMonitor, monitoring::pod_monitor(&owner, &sm)?));
+        }
     }
     let rules = monitoring.rules.clone().unwrap_or_default();
     if rules.enabled {

@@ -1,4 +1,5 @@
-//! prometheus-operator objects: ServiceMonitor, PrometheusRule and AlertmanagerConfig.
+//! prometheus-operator objects: ServiceMonitor, PodMonitor (injected sidecars), PrometheusRule
+//! and AlertmanagerConfig.
 //!
 //! They are plain JSON values (no typed crate) applied through the dynamic API; their shape is
 //! checked against prometheus-operator's schemas by `tests/operator/check.sh`.
@@ -6,6 +7,7 @@
 use facekey_crds::{EmailAlerting, RulesSpec, ServiceMonitorSpec};
 use serde_json::{Value, json};
 
+use super::sidecar::{SIDECAR_LABEL, SIDECAR_METRICS_PORT_NAME};
 use super::{Owner, Result, merged_labels, to_value};
 use crate::labels::{self, Component};
 
@@ -36,6 +38,31 @@ pub(super) fn service_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Res
             "endpoints": [{
                 // The runtime's metrics listener: no API key needed, whatever `auth.metrics` says.
                 "port": "metrics",
+                "path": "/metrics",
+                "scheme": "http",
+                "interval": sm.interval,
+            }],
+        },
+    }))
+}
+
+/// The PodMonitor scraping the runtime sidecars injected into application pods: it selects pods
+/// by the label the webhook puts on them ([`SIDECAR_LABEL`]` = <name>`), scrapes the sidecar's
+/// keyless health and metrics port by its name ([`SIDECAR_METRICS_PORT_NAME`]) and takes the `job`
+/// label from that pod label, so sidecar series carry `job="<name>"` exactly like the runtime
+/// Deployment's (the ServiceMonitor's job is the Service name, also `<name>`): the
+/// PrometheusRule's selectors and the dashboard see both. Interval and extra labels are the
+/// ServiceMonitor's (`monitoring.serviceMonitor`), so one switch turns scraping on or off.
+pub(super) fn pod_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Result<Value> {
+    Ok(json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": meta(owner, &sm.labels)?,
+        "spec": {
+            "selector": {"matchLabels": {SIDECAR_LABEL: owner.name}},
+            "jobLabel": SIDECAR_LABEL,
+            "podMetricsEndpoints": [{
+                "port": SIDECAR_METRICS_PORT_NAME,
                 "path": "/metrics",
                 "scheme": "http",
                 "interval": sm.interval,

@@ -54,6 +54,18 @@ pub mod kinds {
     #[kube(
         group = "monitoring.coreos.com",
         version = "v1",
+        kind = "PodMonitor",
+        namespaced
+    )]
+    pub struct PodMonitorSpec {
+        #[serde(flatten)]
+        pub rest: BTreeMap<String, Value>,
+    }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "monitoring.coreos.com",
+        version = "v1",
         kind = "PrometheusRule",
         namespaced
     )]
@@ -177,6 +189,7 @@ pub fn builder(installed: &[OptionalCrd]) -> ClientBuilder {
         .with_status_subresource::<Deployment>()
         .with_status_subresource::<Job>()
         .with_resource::<kinds::ServiceMonitor>()
+        .with_resource::<kinds::PodMonitor>()
         .with_resource::<kinds::PrometheusRule>()
         .with_resource::<kinds::AlertmanagerConfig>()
         .with_resource::<kinds::VulnerabilityReport>()

@@ -282,7 +282,8 @@ impl<'h> Replayer<'h> {
 }
 
 /// The resource the standard changes run on: autoscaled, monitored, alerting, with a
-/// NetworkPolicy; scan gate off (the gate's own calls are tests/scan_state.rs's subject).
+/// NetworkPolicy and sidecars allowed (so a PodMonitor); scan gate off (the gate's own calls are
+/// tests/scan_state.rs's subject).
 pub fn sample_spec() -> Value {
     serde_json::json!({
         "image": "ghcr.io/facekey/runtime:0.1.0",
@@ -294,6 +295,7 @@ pub fn sample_spec() -> Value {
                                "smarthost": "smtp.example.com:587",
                                "authSecretRef": {"name": "smtp", "key": "password"}}},
         "networkPolicy": {"apiFrom": [{"podSelector": {"matchLabels": {"app": "door"}}}]},
+        "sidecar": {},
     })
 }
 
@@ -307,6 +309,7 @@ pub async fn standard_changes(limit: usize) -> Vec<(&'static str, Cost)> {
     const NAME: &str = "fk";
     let (h, _) = super::ssa::harness(&[
         OptionalCrd::ServiceMonitor,
+        OptionalCrd::PodMonitor,
         OptionalCrd::PrometheusRule,
         OptionalCrd::AlertmanagerConfig,
     ])
