@@ -13,6 +13,7 @@ use facekey_settings::{defaults, env, validate_unit_threshold};
 use crate::alerts::{EmailSettings, SmtpTls};
 use crate::fusion::WeightsSource;
 use crate::verifier::{DecisionPolicy, VerifierConfig};
+use crate::vision::second_opinion::{MatchModels, PassiveLivenessModels};
 use crate::vision::{Combine, LivenessMode, MultiFacePolicy, VisionConfig};
 
 /// Log output format.
@@ -200,6 +201,19 @@ pub struct Config {
     /// How two liveness scores combine when both models run.
     #[arg(long, env = env::LIVENESS_COMBINE, value_enum, default_value_t = parse_enum::<Combine>(defaults::LIVENESS_COMBINE))]
     pub liveness_combine: Combine,
+
+    /// Embedding models of the match score: `dlib+faceres` fuses dlib's distance with
+    /// faceres-deep's cosine by z-score (0 false matches of 1840 held-out impostor pairs,
+    /// against 39 for dlib alone; docs/evaluation.md); faces enrolled before it hold dlib alone
+    /// and are matched on dlib alone, visibly (`match.models`). `dlib`: dlib alone.
+    #[arg(long, env = env::MATCH_MODELS, value_enum, default_value_t = parse_enum::<MatchModels>(defaults::MATCH_MODELS))]
+    pub match_models: MatchModels,
+
+    /// Models of the passive liveness score wherever fr_liveness runs:
+    /// `fr_liveness+human_liveness` fuses both by z-score of their logits (0.5 the live
+    /// boundary); `fr_liveness` alone.
+    #[arg(long, env = env::PASSIVE_LIVENESS_MODELS, value_enum, default_value_t = parse_enum::<PassiveLivenessModels>(defaults::PASSIVE_LIVENESS_MODELS))]
+    pub passive_liveness_models: PassiveLivenessModels,
 
     /// Minimum liveness score in [0, 1] to call a face live; below it is a spoof attempt.
     #[arg(long, env = env::LIVENESS_THRESHOLD, default_value_t = defaults::LIVENESS_THRESHOLD, value_parser = parse_threshold)]
@@ -424,6 +438,8 @@ impl Config {
         };
         v.liveness.mode = self.liveness.mode(self.liveness_combine);
         v.max_faces = self.max_faces_per_image;
+        v.second_opinion.match_models = self.match_models;
+        v.second_opinion.passive_liveness_models = self.passive_liveness_models;
         v
     }
 
@@ -595,6 +611,11 @@ mod tests {
             ("--multi-face", defaults::MULTI_FACE),
             ("--liveness", defaults::LIVENESS),
             ("--liveness-combine", defaults::LIVENESS_COMBINE),
+            ("--match-models", defaults::MATCH_MODELS),
+            (
+                "--passive-liveness-models",
+                defaults::PASSIVE_LIVENESS_MODELS,
+            ),
             ("--decision-policy", defaults::DECISION_POLICY),
             ("--smtp-tls", defaults::SMTP_TLS),
             ("--log-format", defaults::LOG_FORMAT),
@@ -604,6 +625,31 @@ mod tests {
             Config::try_parse_from(["facekey-runtime", flag, value])
                 .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
         }
+    }
+
+    #[test]
+    fn second_opinion_settings_parse() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.match_models, MatchModels::DlibFaceres);
+        assert_eq!(
+            c.passive_liveness_models,
+            PassiveLivenessModels::FrLivenessHumanLiveness
+        );
+        let c = Config::try_parse_from([
+            "facekey-runtime",
+            "--match-models",
+            "dlib",
+            "--passive-liveness-models",
+            "fr_liveness",
+        ])
+        .unwrap();
+        let v = c.vision_config();
+        assert_eq!(v.second_opinion.match_models, MatchModels::Dlib);
+        assert_eq!(
+            v.second_opinion.passive_liveness_models,
+            PassiveLivenessModels::FrLiveness
+        );
+        assert!(Config::try_parse_from(["facekey-runtime", "--match-models", "faceres"]).is_err());
     }
 
     #[test]

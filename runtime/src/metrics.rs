@@ -9,6 +9,7 @@ use prometheus::{
 use crate::baseline::Baseline;
 use crate::decision::Decision;
 use crate::verifier::LivenessState;
+use crate::vision::second_opinion::MatchModels;
 
 /// Buckets for HTTP request latency, in seconds: 0.1 ms to 10 s.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -59,6 +60,9 @@ pub struct Metrics {
     pub subject_lockouts: IntCounter,
     /// Liveness verdicts by state (`live`, `spoof`, `unknown`, `off`).
     pub liveness_checks: IntCounterVec,
+    /// Verifications by the embedding models their match score came from (`dlib+faceres`
+    /// fused, or `dlib` alone for subjects enrolled before faceres-deep).
+    pub verify_match_models: IntCounterVec,
     /// Spoof alert emails by result (`sent`, `failed`, `dropped` when the queue was full).
     pub alert_emails: IntCounterVec,
     /// Constant 1, labelled with the build version.
@@ -167,6 +171,14 @@ impl Metrics {
                  counts as live), off (liveness disabled).",
             ),
             &["state"],
+        )?;
+        let verify_match_models = IntCounterVec::new(
+            Opts::new(
+                "facekey_verify_match_models_total",
+                "Verifications by the embedding models of their match score: dlib+faceres \
+                 (fused) or dlib (alone: the subject's faces predate faceres-deep; re-enrol).",
+            ),
+            &["models"],
         )?;
         let alert_emails = IntCounterVec::new(
             Opts::new(
@@ -321,6 +333,7 @@ impl Metrics {
             Box::new(spoofs_detected.clone()),
             Box::new(subject_lockouts.clone()),
             Box::new(liveness_checks.clone()),
+            Box::new(verify_match_models.clone()),
             Box::new(alert_emails.clone()),
             Box::new(build_info.clone()),
             Box::new(model_info.clone()),
@@ -345,6 +358,9 @@ impl Metrics {
         ] {
             liveness_checks.with_label_values(&[state.as_str()]);
         }
+        for m in [MatchModels::Dlib, MatchModels::DlibFaceres] {
+            verify_match_models.with_label_values(&[m.as_str()]);
+        }
         for result in ["loaded", "rejected"] {
             api_key_reloads.with_label_values(&[result]);
         }
@@ -363,6 +379,7 @@ impl Metrics {
             spoofs_detected,
             subject_lockouts,
             liveness_checks,
+            verify_match_models,
             alert_emails,
             build_info,
             match_similarity,

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::decision::Decision;
 use crate::fusion::{Forward, FusionMlp, INPUTS};
+use crate::vision::second_opinion::MatchModels;
 use crate::vision::{LivenessResult, MatchScore};
 
 /// Who decides accept/reject in verification.
@@ -54,6 +55,7 @@ impl VerifierConfig {
             threshold: self.match_threshold,
             decision: self.match_decision(similarity),
             templates,
+            models: MatchModels::Dlib,
         }
     }
 
@@ -182,6 +184,10 @@ pub struct MatchVerdict {
     pub decision: Decision,
     /// Templates compared.
     pub templates: usize,
+    /// The embedding models the similarity comes from: `dlib+faceres` (fused) or `dlib` alone
+    /// (the subject's closest template was enrolled before faceres-deep, or the server matches
+    /// on dlib alone).
+    pub models: MatchModels,
 }
 
 /// A check that failed, as reported in `reasons`.
@@ -223,10 +229,13 @@ pub struct Verification {
     pub reasons: Vec<Reason>,
 }
 
-/// The closest of `scores` (smallest distance); a NaN distance never wins. `None` when empty.
+/// The closest of `scores`: the highest similarity (for dlib alone, the smallest distance;
+/// fused scores compare on the same 0.5-boundary scale); a NaN never wins. `None` when empty.
 pub fn closest(scores: impl IntoIterator<Item = MatchScore>) -> Option<MatchScore> {
     scores.into_iter().reduce(|a, b| {
-        if b.distance < a.distance || a.distance.is_nan() {
+        let better = b.similarity > a.similarity
+            || (b.similarity == a.similarity && b.distance < a.distance);
+        if better || a.similarity.is_nan() || (a.distance.is_nan() && !b.distance.is_nan()) {
             b
         } else {
             a
@@ -301,11 +310,14 @@ impl Verifier {
     /// The match verdict of the closest of `scores` (one per template); `None` without any.
     pub fn judge_templates(&self, scores: &[MatchScore]) -> Option<MatchVerdict> {
         let best = closest(scores.iter().copied())?;
-        Some(self.judge_match(
-            f64::from(best.distance),
-            f64::from(best.similarity),
-            scores.len(),
-        ))
+        Some(MatchVerdict {
+            models: best.models,
+            ..self.judge_match(
+                f64::from(best.distance),
+                f64::from(best.similarity),
+                scores.len(),
+            )
+        })
     }
 
     /// The liveness verdict of a combined score; `failure` says why no score was measured.
@@ -384,6 +396,7 @@ mod tests {
         MatchScore {
             distance: d,
             similarity: 1.0 - d,
+            models: MatchModels::Dlib,
         }
     }
 

@@ -31,8 +31,7 @@ use crate::store::index::SubjectTemplates;
 use crate::store::{NewTemplate, StoreError};
 use crate::verifier::LivenessState;
 use crate::vision::{
-    AnalyzeOptions, Detection, EMBEDDING_MODEL, Embedding, FaceAnalysis, QualityResult,
-    StageTimings, VisionError,
+    AnalyzeOptions, Detection, Embedding, FaceAnalysis, QualityResult, StageTimings, VisionError,
 };
 
 /// The route, as spoof events name it.
@@ -237,9 +236,10 @@ pub async fn enrol(
             ));
         }
     }
+    // dlib's embedding, with faceres-deep's when the server fuses them (one sealed template).
     let template = NewTemplate {
-        model: EMBEDDING_MODEL.to_string(),
-        embedding: analysis.embedding.as_slice().to_vec(),
+        model: analysis.embedding.template_model().to_string(),
+        embedding: analysis.embedding.template_values(),
         quality: analysis.quality.map(|q| f64::from(q.score)),
     };
     let (stored, subject) = state.enrolments.add_template(&id, template).await?;

@@ -24,6 +24,7 @@ use crate::store::index::SubjectTemplates;
 use crate::store::{StoreError, Subject};
 use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason};
 use crate::vision::embed::similarity;
+use crate::vision::second_opinion::MatchModels;
 use crate::vision::{
     AnalyzeOptions, Detection, EMBEDDING_MODEL, Embedding, FaceAnalysis, LivenessReport,
     LivenessResult, ModelTimings, QualityResult, StageTimings,
@@ -109,6 +110,8 @@ pub(super) fn observe_timings(state: &SharedState, stages: &StageTimings, models
     model("dlib_resnet", models.embed);
     model("dtn", models.dtn);
     model("minifas", models.minifas);
+    model("faceres", models.faceres);
+    model("human_liveness", models.human_liveness);
 }
 
 /// The match part of a verification answer.
@@ -124,6 +127,11 @@ pub struct MatchReport {
     pub decision: Decision,
     /// Templates compared.
     pub templates: usize,
+    /// The embedding models the similarity came from: `["dlib", "faceres"]` (the fused
+    /// score, `FACEKEY_MATCH_MODELS=dlib+faceres`) or `["dlib"]` (dlib alone: the subject's
+    /// closest face was enrolled before faceres-deep, or the server matches on dlib alone).
+    #[schema(value_type = Vec<String>, example = json!(["dlib", "faceres"]))]
+    pub models: &'static [&'static str],
 }
 
 impl From<&MatchVerdict> for MatchReport {
@@ -134,7 +142,27 @@ impl From<&MatchVerdict> for MatchReport {
             threshold: m.threshold,
             decision: m.decision,
             templates: m.templates,
+            models: m.models.names(),
         }
+    }
+}
+
+/// The code of the warning a verification of `subject` carries when it matched on dlib alone
+/// while the server fuses dlib and faceres-deep: the subject's closest face predates
+/// faceres-deep.
+pub const DLIB_ONLY_WARNING: &str = "matched_on_dlib_only";
+
+/// Warnings of a verification of `subject` matched by `models` on a server configured for
+/// `configured`.
+pub fn match_warnings(subject: &str, configured: MatchModels, models: MatchModels) -> Vec<String> {
+    if configured == MatchModels::DlibFaceres && models == MatchModels::Dlib {
+        vec![format!(
+            "{DLIB_ONLY_WARNING}: the subject's faces were enrolled before faceres-deep, so the \
+             match used dlib alone (more false matches); add the face again at \
+             /v1/subjects/{subject}/faces to store both embeddings"
+        )]
+    } else {
+        Vec::new()
     }
 }
 
@@ -220,6 +248,10 @@ pub struct VerifyResponse {
     pub decision_policy: DecisionPolicy,
     /// Checks that failed: `no_match`, `spoof`, `liveness_unknown`, `low_probability`.
     pub reasons: Vec<Reason>,
+    /// Conditions that did not fail the verification but weaken it, e.g.
+    /// `matched_on_dlib_only: ...` (see `match.models`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Fusion weights used.
     pub weights: String,
     /// Fusion layer values, when `include_layers` was true.
@@ -255,6 +287,7 @@ pub(super) fn subject_embeddings(
         SubjectTemplates::Found {
             embeddings,
             outdated,
+            ..
         } if embeddings.is_empty() && outdated > 0 => Err(ApiError::new(
             StatusCode::CONFLICT,
             "subject_needs_reenrolment",
@@ -271,9 +304,11 @@ pub(super) fn subject_embeddings(
                 "subject {subject:?} has no enrolled face; POST one to /v1/subjects/{subject}/faces"
             ),
         )),
-        SubjectTemplates::Found { embeddings, .. } => Ok(embeddings
-            .into_iter()
-            .filter_map(|e| Embedding::new(e).ok())
+        // Each template as the probe's embedding type: dlib's, with faceres-deep's when the
+        // template holds it (enrolled since the fused match), so the comparison can fuse.
+        SubjectTemplates::Found { templates, .. } => Ok(templates
+            .iter()
+            .filter_map(|(model, values)| Embedding::from_template(model, values))
             .collect()),
     }
 }
@@ -407,6 +442,13 @@ pub async fn verify(
         liveness.score,
         outcome.forward.probability,
     );
+    m.verify_match_models
+        .with_label_values(&[matched.models.as_str()])
+        .inc();
+    let warnings = match_warnings(&subject, engine.vision.match_models(), matched.models);
+    if !warnings.is_empty() {
+        tracing::info!(subject = %subject, "verification matched on dlib alone: the subject's faces predate faceres-deep");
+    }
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
     let (detail, request_id) = match settle_verification(
@@ -437,6 +479,7 @@ pub async fn verify(
         threshold: verifier.threshold(),
         decision_policy: verifier.config().policy,
         reasons: outcome.reasons,
+        warnings,
         weights: verifier.fusion().name().to_string(),
         layers: include_layers.then_some(outcome.forward.layers),
         timings_ms: VerifyTimings {

@@ -44,11 +44,28 @@ pub enum SubjectTemplates {
     /// The subject and the embeddings of its serving-model templates (possibly none) and how
     /// many it holds of other models.
     Found {
-        /// Embeddings of the serving model.
+        /// Embeddings of the serving model (dlib's part of each matched template).
         embeddings: Vec<Vec<f32>>,
+        /// The same templates whole, in the same order: the model name they record and
+        /// every stored value (a fused template holds dlib's and faceres-deep's embeddings).
+        templates: Vec<(String, Vec<f32>)>,
         /// Templates of other embedding models (not matched; re-enrol).
         outdated: usize,
     },
+}
+
+/// The serving model's part of a template: all of it when it records exactly `model` with
+/// `dim` values, or the first `dim` values of a template holding several models that
+/// starts with `model` (`model+other`, values concatenated in that order). `None`: not
+/// matched (another model; re-enrol).
+pub fn serving_part<'a>(t: &'a Template, model: &str, dim: usize) -> Option<&'a [f32]> {
+    let first = t.model.split('+').next()?;
+    let several = t.model.len() > first.len();
+    match (first == model, several) {
+        (true, false) if t.embedding.len() == dim => Some(&t.embedding),
+        (true, true) if t.embedding.len() > dim => Some(&t.embedding[..dim]),
+        _ => None,
+    }
 }
 
 struct Entry {
@@ -96,13 +113,22 @@ impl std::fmt::Debug for TemplateIndex {
     }
 }
 
-fn summary(record: &SubjectRecord, model: &str) -> Subject {
-    let outdated = record.templates.iter().filter(|t| t.model != model).count();
+fn summary(record: &SubjectRecord, model: &str, dim: usize) -> Subject {
+    let outdated = record
+        .templates
+        .iter()
+        .filter(|t| serving_part(t, model, dim).is_none())
+        .count();
+    let mut face_models = std::collections::BTreeMap::new();
+    for t in &record.templates {
+        *face_models.entry(t.model.clone()).or_insert(0) += 1;
+    }
     Subject {
         id: record.id.clone(),
         name: record.name.clone(),
         faces: record.templates.len(),
         outdated_faces: outdated,
+        face_models,
         created_at: record.created_at.clone(),
     }
 }
@@ -184,14 +210,14 @@ impl TemplateIndex {
             inner.slots.len() - 1
         });
         let mut rows = Vec::new();
-        for t in record
+        for part in record
             .templates
             .iter()
-            .filter(|t| t.model == model && t.embedding.len() == dim)
+            .filter_map(|t| serving_part(t, model, dim))
         {
             rows.push(inner.owners.len());
             inner.owners.push(slot);
-            inner.matrix.extend_from_slice(&t.embedding);
+            inner.matrix.extend_from_slice(part);
         }
         inner.by_id.insert(record.id.clone(), slot);
         inner.slots[slot] = Some(Entry { record, rows });
@@ -256,7 +282,7 @@ impl TemplateIndex {
             .slots
             .iter()
             .flatten()
-            .map(|e| summary(&e.record, &self.model))
+            .map(|e| summary(&e.record, &self.model, self.dim))
             .collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
@@ -286,7 +312,7 @@ impl TemplateIndex {
         out.sort_by_key(key);
         let page = out
             .iter()
-            .map(|e| summary(&e.record, &self.model))
+            .map(|e| summary(&e.record, &self.model, self.dim))
             .collect();
         (page, more)
     }
@@ -297,7 +323,7 @@ impl TemplateIndex {
         let slot = *inner.by_id.get(id)?;
         let entry = inner.slots.get(slot)?.as_ref()?;
         Some((
-            summary(&entry.record, &self.model),
+            summary(&entry.record, &self.model, self.dim),
             entry.record.templates.clone(),
         ))
     }
@@ -314,16 +340,19 @@ impl TemplateIndex {
             return SubjectTemplates::NotFound;
         };
         let mut embeddings = Vec::new();
+        let mut templates = Vec::new();
         let mut outdated = 0;
         for t in &entry.record.templates {
-            if t.model == self.model && t.embedding.len() == self.dim {
-                embeddings.push(t.embedding.clone());
+            if let Some(part) = serving_part(t, &self.model, self.dim) {
+                embeddings.push(part.to_vec());
+                templates.push((t.model.clone(), t.embedding.clone()));
             } else {
                 outdated += 1;
             }
         }
         SubjectTemplates::Found {
             embeddings,
+            templates,
             outdated,
         }
     }
@@ -360,7 +389,7 @@ impl TemplateIndex {
             .filter_map(|(slot, d2)| {
                 let entry = inner.slots.get(slot)?.as_ref()?;
                 Some(Nearest {
-                    subject: summary(&entry.record, &self.model),
+                    subject: summary(&entry.record, &self.model, self.dim),
                     distance: d2.sqrt(),
                 })
             })
@@ -602,6 +631,7 @@ mod tests {
             index.subject_templates("a"),
             SubjectTemplates::Found {
                 embeddings: vec![vec![0.0, 0.0]],
+                templates: vec![("m".into(), vec![0.0, 0.0])],
                 outdated: 1
             }
         );
@@ -609,6 +639,7 @@ mod tests {
             index.subject_templates("b"),
             SubjectTemplates::Found {
                 embeddings: vec![],
+                templates: vec![],
                 outdated: 1
             }
         );
@@ -619,5 +650,42 @@ mod tests {
         assert_eq!(hits[0].subject.id, "a");
         assert!(index.nearest(&[0.0], 5).is_empty(), "wrong dimension");
         assert_eq!(index.stats().outdated_subjects, 2);
+    }
+
+    #[test]
+    fn templates_holding_several_models_match_on_their_serving_part() {
+        let index = TemplateIndex::new("m", 2);
+        index.upsert(record(
+            "a",
+            vec![
+                template("1", "a", "m+second", vec![0.0, 0.0, 9.0, 9.0, 9.0]),
+                template("2", "a", "m", vec![3.0, 3.0]),
+                template("3", "a", "m+second", vec![1.0]),
+                template("4", "a", "second+m", vec![0.0, 0.0, 1.0]),
+            ],
+        ));
+        let (subject, _) = index.get("a").unwrap();
+        assert_eq!((subject.faces, subject.outdated_faces), (4, 2));
+        assert_eq!(subject.face_models.get("m+second"), Some(&2));
+        assert_eq!(subject.face_models.get("m"), Some(&1));
+        match index.subject_templates("a") {
+            SubjectTemplates::Found {
+                embeddings,
+                templates,
+                outdated,
+            } => {
+                assert_eq!(embeddings, vec![vec![0.0, 0.0], vec![3.0, 3.0]]);
+                assert_eq!(
+                    templates[0],
+                    ("m+second".into(), vec![0.0, 0.0, 9.0, 9.0, 9.0])
+                );
+                assert_eq!(templates.len(), 2);
+                assert_eq!(outdated, 2);
+            }
+            SubjectTemplates::NotFound => panic!("subject a is indexed"),
+        }
+        // 1:N search uses the serving part only.
+        let hits = index.nearest(&[0.0, 0.0], 1);
+        assert_eq!(hits[0].distance, 0.0);
     }
 }

@@ -92,6 +92,12 @@ pub struct Subject {
     /// the subject's faces.
     #[serde(default)]
     pub outdated_faces: usize,
+    /// How many faces hold each embedding-model combination, e.g.
+    /// `{"dlib_resnet_v1_128d+faceres_deep_1024d": 2, "dlib_resnet_v1_128d": 1}`: faces
+    /// enrolled before faceres-deep hold dlib alone and are matched on dlib alone; adding a
+    /// face again stores both.
+    #[serde(default)]
+    pub face_models: std::collections::BTreeMap<String, usize>,
     /// Creation time, RFC 3339 UTC.
     pub created_at: String,
 }

@@ -418,6 +418,7 @@ impl Inner {
             name,
             faces: 0,
             outdated_faces: 0,
+            face_models: Default::default(),
             created_at: now_rfc3339(),
         };
         let err = backend("create subject");

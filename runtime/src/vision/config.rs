@@ -32,6 +32,8 @@ pub struct VisionConfig {
     pub liveness: LivenessConfig,
     /// Face-quality scoring.
     pub quality: QualityConfig,
+    /// Second-opinion models fused into the match and passive liveness scores (issue 13).
+    pub second_opinion: super::second_opinion::SecondOpinionConfig,
 }
 
 impl Default for VisionConfig {
@@ -45,6 +47,7 @@ impl Default for VisionConfig {
             matching: MatchConfig::default(),
             liveness: LivenessConfig::default(),
             quality: QualityConfig::default(),
+            second_opinion: super::second_opinion::SecondOpinionConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::align::CHIP_SIZE;
 use super::config::MatchConfig;
 use super::onnx::{SessionError, SessionPool};
+use super::second_opinion::{MatchModels, cosine, fused_match_score};
 
 /// Length of a dlib face descriptor.
 pub const EMBEDDING_DIM: usize = 128;
@@ -17,16 +18,29 @@ pub const EMBEDDING_DIM: usize = 128;
 /// templates of this model.
 pub const EMBEDDING_MODEL: &str = "dlib_resnet_v1_128d";
 
-/// A 128-d face descriptor (what templates store; never the image).
+/// Name templates record for a face holding both dlib's and faceres-deep's embeddings: the
+/// model names joined by `+`, the values concatenated (dlib's 128 first, then faceres-deep's
+/// 1024), sealed together as one template.
+pub const FUSED_TEMPLATE_MODEL: &str = "dlib_resnet_v1_128d+faceres_deep_1024d";
+
+/// Length of a faceres-deep embedding.
+pub const FACERES_DIM: usize = 1024;
+
+/// A 128-d dlib face descriptor (what templates store; never the image), optionally carrying
+/// the same face's L2-normalised faceres-deep embedding (1024-d) for the fused match
+/// ([`super::second_opinion::MATCH_FUSION`]). Serialises as dlib's values alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<f32>", into = "Vec<f32>")]
-pub struct Embedding(Vec<f32>);
+pub struct Embedding {
+    dlib: Vec<f32>,
+    faceres: Option<Vec<f32>>,
+}
 
 /// A vector that is not a valid embedding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmbeddingError {
     /// Wrong number of values.
-    #[error("an embedding has {EMBEDDING_DIM} values, got {0}")]
+    #[error("an embedding has {EMBEDDING_DIM} values (faceres-deep {FACERES_DIM}), got {0}")]
     Length(usize),
     /// A NaN or infinite value.
     #[error("embedding contains a non-finite value")]
@@ -42,17 +56,79 @@ impl Embedding {
         if values.iter().any(|v| !v.is_finite()) {
             return Err(EmbeddingError::NonFinite);
         }
-        Ok(Self(values))
+        Ok(Self {
+            dlib: values,
+            faceres: None,
+        })
     }
 
-    /// The values.
+    /// This embedding carrying `faceres` (faceres-deep's embedding of the same face).
+    pub fn with_faceres(mut self, faceres: Vec<f32>) -> Result<Self, EmbeddingError> {
+        if faceres.len() != FACERES_DIM {
+            return Err(EmbeddingError::Length(faceres.len()));
+        }
+        if faceres.iter().any(|v| !v.is_finite()) {
+            return Err(EmbeddingError::NonFinite);
+        }
+        self.faceres = Some(faceres);
+        Ok(self)
+    }
+
+    /// dlib's values.
     pub fn as_slice(&self) -> &[f32] {
-        &self.0
+        &self.dlib
     }
 
-    /// Euclidean distance to `other`.
+    /// faceres-deep's embedding, when this face carries one.
+    pub fn faceres(&self) -> Option<&[f32]> {
+        self.faceres.as_deref()
+    }
+
+    /// Euclidean distance of dlib's embeddings.
     pub fn distance(&self, other: &Embedding) -> f32 {
-        distance(&self.0, &other.0)
+        distance(&self.dlib, &other.dlib)
+    }
+
+    /// The model name a template of this face records ([`EMBEDDING_MODEL`], or
+    /// [`FUSED_TEMPLATE_MODEL`] when it carries faceres-deep's embedding).
+    pub fn template_model(&self) -> &'static str {
+        if self.faceres.is_some() {
+            FUSED_TEMPLATE_MODEL
+        } else {
+            EMBEDDING_MODEL
+        }
+    }
+
+    /// The values a template of this face stores: dlib's, then faceres-deep's if carried.
+    pub fn template_values(&self) -> Vec<f32> {
+        let mut v = self.dlib.clone();
+        if let Some(f) = &self.faceres {
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    /// The embedding a stored template holds, from its model name and values; `None` for a
+    /// template of another model or of the wrong length (not matched).
+    pub fn from_template(model: &str, values: &[f32]) -> Option<Self> {
+        match model {
+            EMBEDDING_MODEL => Self::new(values.to_vec()).ok(),
+            FUSED_TEMPLATE_MODEL if values.len() == EMBEDDING_DIM + FACERES_DIM => {
+                let (d, f) = values.split_at(EMBEDDING_DIM);
+                Self::new(d.to_vec()).ok()?.with_faceres(f.to_vec()).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The embedding models a template named `model` holds (`dlib`, `faceres`), in order;
+    /// empty for a model this server does not know.
+    pub fn template_models(model: &str) -> &'static [&'static str] {
+        match model {
+            EMBEDDING_MODEL => &["dlib"],
+            FUSED_TEMPLATE_MODEL => &["dlib", "faceres"],
+            _ => &[],
+        }
     }
 }
 
@@ -66,7 +142,7 @@ impl TryFrom<Vec<f32>> for Embedding {
 
 impl From<Embedding> for Vec<f32> {
     fn from(e: Embedding) -> Self {
-        e.0
+        e.dlib
     }
 }
 
@@ -91,18 +167,44 @@ pub fn similarity(distance: f32, cfg: &MatchConfig) -> f32 {
 /// verifier's decision, [`crate::verifier`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MatchScore {
-    /// Euclidean distance.
+    /// Euclidean distance of dlib's embeddings.
     pub distance: f32,
-    /// Similarity in `(0, 1)` (see [`similarity`]).
+    /// Similarity in `(0, 1)`, 0.5 at the match boundary: dlib's ([`similarity`]) or, when
+    /// `models` is `dlib+faceres`, the fused score
+    /// ([`super::second_opinion::fused_match_score`]).
     pub similarity: f32,
+    /// The embedding models the similarity comes from.
+    pub models: MatchModels,
 }
 
-/// Measures two embeddings' distance and similarity under `cfg`.
+/// Measures two embeddings' dlib distance and similarity under `cfg` (dlib alone).
 pub fn compare(a: &Embedding, b: &Embedding, cfg: &MatchConfig) -> MatchScore {
     let d = a.distance(b);
     MatchScore {
         distance: d,
         similarity: similarity(d, cfg),
+        models: MatchModels::Dlib,
+    }
+}
+
+/// Measures two embeddings under `models`: the fused dlib + faceres-deep score when `models`
+/// asks for it and both carry faceres-deep's embedding, else dlib's similarity (a template
+/// enrolled before faceres-deep, or `models` = `dlib`); [`MatchScore::models`] says which.
+pub fn compare_with(
+    a: &Embedding,
+    b: &Embedding,
+    cfg: &MatchConfig,
+    models: MatchModels,
+) -> MatchScore {
+    let dlib = compare(a, b, cfg);
+    match (models, a.faceres(), b.faceres()) {
+        (MatchModels::DlibFaceres, Some(fa), Some(fb)) => MatchScore {
+            distance: dlib.distance,
+            similarity: fused_match_score(f64::from(dlib.distance), f64::from(cosine(fa, fb)))
+                as f32,
+            models: MatchModels::DlibFaceres,
+        },
+        _ => dlib,
     }
 }
 
@@ -197,6 +299,53 @@ mod tests {
         let back: Embedding = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
         assert!(serde_json::from_str::<Embedding>("[1.0, 2.0]").is_err());
+    }
+
+    #[test]
+    fn templates_carry_both_models_and_compare_fused() {
+        let cfg = MatchConfig::default();
+        let mut unit = vec![0.0f32; FACERES_DIM];
+        unit[0] = 1.0;
+        let a = Embedding::new(vec![0.0; 128])
+            .unwrap()
+            .with_faceres(unit.clone())
+            .unwrap();
+        assert_eq!(a.template_model(), FUSED_TEMPLATE_MODEL);
+        let values = a.template_values();
+        assert_eq!(values.len(), 128 + FACERES_DIM);
+        let back = Embedding::from_template(FUSED_TEMPLATE_MODEL, &values).unwrap();
+        assert_eq!(back, a);
+        assert!(Embedding::from_template(FUSED_TEMPLATE_MODEL, &values[..128]).is_none());
+        assert!(Embedding::from_template("other", &values[..128]).is_none());
+        let legacy = Embedding::from_template(EMBEDDING_MODEL, &values[..128]).unwrap();
+        assert_eq!(legacy.faceres(), None);
+        assert_eq!(
+            Embedding::template_models(FUSED_TEMPLATE_MODEL),
+            ["dlib", "faceres"]
+        );
+        // Serialised, an embedding is dlib's values only.
+        assert_eq!(
+            serde_json::to_value(&a).unwrap().as_array().unwrap().len(),
+            128
+        );
+
+        // Same dlib distance 0.5 (dlib alone: a match), faceres-deep orthogonal: fused rejects.
+        let mut v = vec![0.0; 128];
+        v[0] = 0.5;
+        let mut other = vec![0.0f32; FACERES_DIM];
+        other[1] = 1.0;
+        let b = Embedding::new(v).unwrap().with_faceres(other).unwrap();
+        let fused = compare_with(&a, &b, &cfg, MatchModels::DlibFaceres);
+        assert_eq!(fused.models, MatchModels::DlibFaceres);
+        assert!(fused.similarity < 0.5, "{fused:?}");
+        let dlib = compare_with(&a, &b, &cfg, MatchModels::Dlib);
+        assert_eq!(dlib.models, MatchModels::Dlib);
+        assert!(dlib.similarity > 0.5);
+        // A legacy template falls back to dlib alone, visibly.
+        let mixed = compare_with(&a, &legacy, &cfg, MatchModels::DlibFaceres);
+        assert_eq!(mixed.models, MatchModels::Dlib);
+        // Identical faces match fused.
+        assert!(compare_with(&a, &a, &cfg, MatchModels::DlibFaceres).similarity > 0.9);
     }
 
     #[test]

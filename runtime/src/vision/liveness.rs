@@ -16,6 +16,7 @@ use super::config::{Combine, LivenessConfig, LivenessMode};
 use super::detect::BoundingBox;
 use super::imgproc::{Layout, Rect, crop_resize_bilinear};
 use super::onnx::{SessionError, SessionPool};
+use super::second_opinion::{HumanLiveness, fused_live_score};
 
 /// DTN input side.
 pub const DTN_INPUT: usize = 256;
@@ -49,6 +50,11 @@ pub struct LivenessResult {
     pub dtn: Option<DtnScore>,
     /// MiniFASNet-like output, when it ran.
     pub minifas: Option<MiniFasScore>,
+    /// human_liveness's live probability, when it ran: fused with fr_liveness's
+    /// ([`super::second_opinion::fused_live_score`], 0.5 the live boundary) in place of
+    /// fr_liveness's score alone (`FACEKEY_PASSIVE_LIVENESS_MODELS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_liveness: Option<f32>,
     /// Why a configured model could not score the face (no crop possible, inference error);
     /// `None` when every configured model ran.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +68,7 @@ impl LivenessResult {
             score: None,
             dtn: None,
             minifas: None,
+            human_liveness: None,
             failure: Some(reason.into()),
         }
     }
@@ -201,6 +208,8 @@ pub struct LivenessInference {
     pub dtn: Option<Duration>,
     /// fr_liveness time, when it ran.
     pub minifas: Option<Duration>,
+    /// human_liveness time, when it ran.
+    pub human_liveness: Option<Duration>,
 }
 
 /// The configured liveness models.
@@ -208,6 +217,7 @@ pub struct LivenessInference {
 pub struct LivenessChecker {
     dtn: Option<SessionPool>,
     minifas: Option<SessionPool>,
+    human: Option<HumanLiveness>,
     config: LivenessConfig,
 }
 
@@ -221,8 +231,21 @@ impl LivenessChecker {
         Self {
             dtn,
             minifas,
+            human: None,
             config,
         }
+    }
+
+    /// Fuses human_liveness with fr_liveness wherever fr_liveness runs
+    /// (`fr_liveness+human_liveness`).
+    pub fn with_human_liveness(mut self, human: HumanLiveness) -> Self {
+        self.human = Some(human);
+        self
+    }
+
+    /// Whether human_liveness is fused with fr_liveness.
+    pub fn fuses_human_liveness(&self) -> bool {
+        self.human.is_some()
     }
 
     /// The configuration in use.
@@ -274,12 +297,25 @@ impl LivenessChecker {
                 },
             }
         }
+        // fr_liveness's part of the score: its own probability, or fused with human_liveness.
+        // A human_liveness failure leaves no score at all (unknown, never live).
+        let mut human_out = None;
+        let mut minifas_part = minifas_out.map(|m| m.live_score);
+        if let (Some(human), Some(fr)) = (&self.human, minifas_part) {
+            match human.check(img, bbox) {
+                Ok((p, took)) => {
+                    timing.human_liveness = Some(took);
+                    human_out = Some(p);
+                    minifas_part = Some(fused_live_score(f64::from(fr), f64::from(p)) as f32);
+                }
+                Err(e) => {
+                    failures.push(format!("human_liveness: {e}"));
+                    minifas_part = None;
+                }
+            }
+        }
 
-        let score = combine_scores(
-            cfg.mode,
-            dtn_out.map(|d| d.live_score),
-            minifas_out.map(|m| m.live_score),
-        );
+        let score = combine_scores(cfg.mode, dtn_out.map(|d| d.live_score), minifas_part);
         if !failures.is_empty() {
             tracing::warn!(failure = %failures.join("; "), "passive liveness could not score a face");
         }
@@ -288,6 +324,7 @@ impl LivenessChecker {
                 score,
                 dtn: dtn_out,
                 minifas: minifas_out,
+                human_liveness: human_out,
                 failure: (!failures.is_empty()).then(|| failures.join("; ")),
             },
             timing,

@@ -13,11 +13,15 @@ use super::align::align_face;
 use super::config::{MultiFacePolicy, VisionConfig};
 use super::decode::decode_image;
 use super::detect::{Detection, Detector, DetectorInference, largest};
-use super::embed::{Embedder, Embedding, MatchScore, compare};
+use super::embed::{Embedder, Embedding, MatchScore, compare_with};
 use super::liveness::{LivenessChecker, LivenessInference, LivenessResult};
 use super::models::{self, DTN, EMBEDDER, MINIFAS, ModelSpec, ONET, PNET, RNET};
 use super::onnx::{SessionError, SessionOptions, SessionPool, ort_runtime};
 use super::quality::{QualityResult, assess};
+use super::second_opinion::{
+    HumanLiveness, MatchModels, PassiveLivenessModels, SecondEmbedder, SecondModel,
+    SecondOpinionError,
+};
 
 fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
@@ -80,6 +84,12 @@ pub struct ModelTimings {
     /// MiniFASNet-like model.
     #[serde(serialize_with = "opt_as_millis")]
     pub minifas: Option<Duration>,
+    /// faceres-deep (second embedding), when it ran.
+    #[serde(serialize_with = "opt_as_millis")]
+    pub faceres: Option<Duration>,
+    /// human_liveness (second passive liveness model), when it ran.
+    #[serde(serialize_with = "opt_as_millis")]
+    pub human_liveness: Option<Duration>,
 }
 
 impl ModelTimings {
@@ -91,6 +101,8 @@ impl ModelTimings {
             + self.embed.unwrap_or_default()
             + self.dtn.unwrap_or_default()
             + self.minifas.unwrap_or_default()
+            + self.faceres.unwrap_or_default()
+            + self.human_liveness.unwrap_or_default()
     }
 
     fn add_detector(&mut self, d: DetectorInference) {
@@ -160,7 +172,8 @@ pub struct FaceAnalysis {
     pub faces_detected: usize,
     /// The chosen face: box, confidence, landmarks.
     pub face: Detection,
-    /// The 128-d embedding.
+    /// The 128-d dlib embedding, carrying faceres-deep's when `FACEKEY_MATCH_MODELS` is
+    /// `dlib+faceres`.
     pub embedding: Embedding,
     /// RMS landmark-to-template distance after alignment (chip pixels).
     pub alignment_residual: f32,
@@ -177,7 +190,7 @@ pub struct FaceAnalysis {
 impl FaceAnalysis {
     /// Compares this face's embedding with a stored template.
     pub fn compare(&self, template: &Embedding, vision: &Vision) -> MatchScore {
-        compare(&self.embedding, template, &vision.config().matching)
+        vision.compare(&self.embedding, template)
     }
 }
 
@@ -214,6 +227,8 @@ pub struct Vision {
     config: VisionConfig,
     detector: Detector,
     embedder: Embedder,
+    /// faceres-deep, with `dlib+faceres` matching.
+    faceres: Option<SecondEmbedder>,
     liveness: LivenessChecker,
     library: PathBuf,
     models_dir: PathBuf,
@@ -294,10 +309,34 @@ impl Vision {
             config.detector,
         );
         let embedder = Embedder::new(take(EMBEDDER).ok_or_else(|| missing(EMBEDDER))?);
-        let liveness = LivenessChecker::new(take(DTN), take(MINIFAS), config.liveness);
+        let mut liveness = LivenessChecker::new(take(DTN), take(MINIFAS), config.liveness);
+        // The second-opinion models: from the bundled directory, pinned checksums.
+        let second = config.second_opinion;
+        let want_faceres = second.match_models == MatchModels::DlibFaceres;
+        let want_human = second.passive_liveness_models
+            == PassiveLivenessModels::FrLivenessHumanLiveness
+            && mode.uses_minifas();
+        let (faceres, human) = std::thread::scope(|s| {
+            let f = want_faceres.then(|| {
+                s.spawn(|| SecondEmbedder::load(rt, &dir, SecondModel::Faceres, verify, options))
+            });
+            let h = want_human.then(|| s.spawn(|| HumanLiveness::load(rt, &dir, verify, options)));
+            fn join<T>(
+                h: std::thread::ScopedJoinHandle<'_, Result<T, SecondOpinionError>>,
+            ) -> Result<T, VisionError> {
+                h.join()
+                    .map_err(|_| VisionError::LoaderPanicked)?
+                    .map_err(VisionError::from)
+            }
+            Ok::<_, VisionError>((f.map(join).transpose()?, h.map(join).transpose()?))
+        })?;
+        if let Some(h) = human {
+            liveness = liveness.with_human_liveness(h);
+        }
         Ok(Self {
             detector,
             embedder,
+            faceres,
             liveness,
             library: rt.library().to_path_buf(),
             models_dir: dir,
@@ -418,7 +457,7 @@ impl Vision {
             let aligned = align_face(img, &face.landmarks)?;
             let align = t.elapsed();
             let t = Instant::now();
-            let (embedding, took) = self.embedder.embed(&aligned.chip)?;
+            let (embedding, took) = self.embed_both(img, &face, &aligned.chip)?;
             let embed = t.elapsed();
             let t = Instant::now();
             let quality = opts.quality.then(|| {
@@ -471,7 +510,8 @@ impl Vision {
         let (aligned, embedding, embed_took, quality, align, embed, quality_time) = rest?;
         timings.align = align;
         timings.embed = embed;
-        inference.embed = Some(embed_took);
+        inference.embed = Some(embed_took.0);
+        inference.faceres = embed_took.1;
         if quality.is_some() {
             timings.quality = quality_time;
         }
@@ -480,6 +520,7 @@ impl Vision {
                 timings.liveness = took;
                 inference.dtn = li.dtn;
                 inference.minifas = li.minifas;
+                inference.human_liveness = li.human_liveness;
                 Some(result)
             }
             None => None,
@@ -538,6 +579,9 @@ impl Vision {
             if let Some(d) = li.minifas {
                 inference.minifas = Some(inference.minifas.unwrap_or_default() + d);
             }
+            if let Some(d) = li.human_liveness {
+                inference.human_liveness = Some(inference.human_liveness.unwrap_or_default() + d);
+            }
             out.push(FaceLiveness { face, liveness });
         }
         timings.liveness = t.elapsed();
@@ -552,9 +596,52 @@ impl Vision {
         })
     }
 
-    /// Compares two embeddings with the configured threshold and similarity mapping.
+    /// Compares two embeddings under the configured match models (`FACEKEY_MATCH_MODELS`):
+    /// fused dlib + faceres-deep when both carry faceres-deep's embedding, else dlib alone
+    /// ([`MatchScore::models`] says which).
     pub fn compare(&self, a: &Embedding, b: &Embedding) -> MatchScore {
-        compare(a, b, &self.config.matching)
+        compare_with(
+            a,
+            b,
+            &self.config.matching,
+            self.config.second_opinion.match_models,
+        )
+    }
+
+    /// The match models configured.
+    pub fn match_models(&self) -> MatchModels {
+        self.config.second_opinion.match_models
+    }
+
+    /// dlib's embedding of the aligned chip, carrying faceres-deep's (own alignment, from
+    /// the image) when configured; with the inference times of each. On the runtime's
+    /// inference pool the two models run as a `rayon::join` (an idle pool thread takes
+    /// faceres-deep, else this one runs it next), never on a new thread. A faceres-deep
+    /// failure fails the analysis: it never falls back to dlib alone silently.
+    fn embed_both(
+        &self,
+        img: &RgbImage,
+        face: &Detection,
+        chip: &RgbImage,
+    ) -> Result<(Embedding, (Duration, Option<Duration>)), VisionError> {
+        let Some(faceres) = &self.faceres else {
+            let (e, took) = self.embedder.embed(chip)?;
+            return Ok((e, (took, None)));
+        };
+        let dlib = || self.embedder.embed(chip);
+        let second = || faceres.embed(img, &face.landmarks);
+        let (d, f) = if rayon::current_thread_index().is_some() {
+            rayon::join(dlib, second)
+        } else {
+            (dlib(), second())
+        };
+        let (e, took) = d?;
+        let (values, f_took, _) = f.map_err(VisionError::from)?;
+        let e = e.with_faceres(values).map_err(|err| SessionError::Output {
+            model: "faceres",
+            detail: err.to_string(),
+        })?;
+        Ok((e, (took, Some(f_took))))
     }
 }
 
@@ -633,6 +720,8 @@ mod tests {
             embed: Some(Duration::from_millis(7)),
             dtn: None,
             minifas: Some(Duration::from_micros(4500)),
+            faceres: None,
+            human_liveness: None,
         };
         assert_eq!(t.total(), Duration::from_micros(39_500));
         let v = serde_json::to_value(t).unwrap();

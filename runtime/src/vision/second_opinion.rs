@@ -127,6 +127,20 @@ pub enum SecondOpinionError {
     Crop,
 }
 
+impl From<SecondOpinionError> for super::VisionError {
+    fn from(e: SecondOpinionError) -> Self {
+        match e {
+            SecondOpinionError::Align(e) => Self::Align(e),
+            SecondOpinionError::Session(e) => Self::Inference(e),
+            SecondOpinionError::Model(e) => Self::Model(e),
+            SecondOpinionError::Crop => Self::Inference(SessionError::Output {
+                model: "human_liveness",
+                detail: SecondOpinionError::Crop.to_string(),
+            }),
+        }
+    }
+}
+
 /// L2-normalises `v` in place; a zero vector stays zero.
 pub fn l2_normalise(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -320,10 +334,204 @@ impl ZFusion {
     }
 }
 
+/// Which embedding models make the match score x1 (`FACEKEY_MATCH_MODELS`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, Default,
+)]
+pub enum MatchModels {
+    /// dlib alone: similarity of the Euclidean distance (0.5 at 0.6).
+    #[serde(rename = "dlib")]
+    #[value(name = "dlib")]
+    Dlib,
+    /// dlib and faceres-deep fused by z-score ([`MATCH_FUSION`]); subjects whose templates
+    /// hold only dlib's embedding are still matched on dlib alone.
+    #[default]
+    #[serde(rename = "dlib+faceres")]
+    #[value(name = "dlib+faceres")]
+    DlibFaceres,
+}
+
+impl MatchModels {
+    /// The embedding models a match on this selection compares, as the answer lists them.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            Self::Dlib => &["dlib"],
+            Self::DlibFaceres => &["dlib", "faceres"],
+        }
+    }
+
+    /// The label of metrics and logs (`dlib`, `dlib+faceres`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dlib => "dlib",
+            Self::DlibFaceres => "dlib+faceres",
+        }
+    }
+}
+
+/// Which MiniFASNet-like models make the passive liveness score
+/// (`FACEKEY_PASSIVE_LIVENESS_MODELS`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, Default,
+)]
+pub enum PassiveLivenessModels {
+    /// fr_liveness alone: its live probability.
+    #[serde(rename = "fr_liveness")]
+    #[value(name = "fr_liveness")]
+    FrLiveness,
+    /// fr_liveness and human_liveness fused by z-score of their logits
+    /// ([`LIVENESS_FUSION`]); a failure of either leaves the face without a score (never live).
+    #[default]
+    #[serde(rename = "fr_liveness+human_liveness")]
+    #[value(name = "fr_liveness+human_liveness")]
+    FrLivenessHumanLiveness,
+}
+
+/// The second-opinion models the server runs (part of [`super::VisionConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecondOpinionConfig {
+    /// Embedding models of the match score.
+    pub match_models: MatchModels,
+    /// Models of the passive liveness score (used wherever fr_liveness runs).
+    pub passive_liveness_models: PassiveLivenessModels,
+}
+
+/// Z-score fusion constants of two models, fixed at compile time (see [`ZFusion`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusionConstants {
+    /// Per-model constants, in input order.
+    pub models: [ZScore; 2],
+    /// Decision threshold on the z-sum.
+    pub threshold: f64,
+    /// Logistic steepness of the `(0, 1)` mapping.
+    pub steepness: f64,
+}
+
+impl FusionConstants {
+    /// As a [`ZFusion`].
+    pub fn fusion(&self) -> ZFusion {
+        ZFusion {
+            models: self.models.to_vec(),
+            threshold: self.threshold,
+            steepness: self.steepness,
+        }
+    }
+}
+
+/// Match fusion of dlib (score: −distance) and faceres-deep (score: cosine), fitted by the
+/// evaluation lab on all 9 identities (`runtime/eval/results/second_opinion.json`,
+/// `matching_constants`). The steepness 0.6 keeps the scale the fusion MLP was trained on
+/// (dlib's similarity): on the lab's 221 genuine pairs (`features.csv`) the fused score's
+/// quartiles are 0.85 / 0.98 / 0.99 against dlib's 0.88 / 0.98 / 0.99, while impostors fall
+/// lower (median 0.02 against dlib's 0.15).
+pub const MATCH_FUSION: FusionConstants = FusionConstants {
+    models: [
+        ZScore {
+            mean: -0.773_150_472_282_608_9,
+            sd: 0.072_506_686_165_576_19,
+        },
+        ZScore {
+            mean: 0.356_377_845_108_695_75,
+            sd: 0.103_063_561_258_318_74,
+        },
+    ],
+    threshold: 6.503_161_106_628_974,
+    steepness: 0.6,
+};
+
+/// Passive liveness fusion of fr_liveness and human_liveness (scores: logits of their live
+/// probabilities), fitted by the lab (`liveness_constants`; live when the z-sum exceeds
+/// −1.446). The steepness keeps fr_liveness's own slope per bona fide standard deviation:
+/// its probability is the logistic of its logit (sd 2.289), the bona fide z-sum has sd 1.322,
+/// so 2.289 / 1.322 ≈ 1.73 per z-sum unit. On the lab's data the median real face moves from
+/// 0.49 (fr_liveness alone) to 0.94, the median simulated attack from 0.005 to 0.06.
+pub const LIVENESS_FUSION: FusionConstants = FusionConstants {
+    models: [
+        ZScore {
+            mean: 0.238_150_001_225_584_27,
+            sd: 2.289_000_517_332_084_4,
+        },
+        ZScore {
+            mean: 7.146_895_058_824_085,
+            sd: 2.907_278_864_632_088,
+        },
+    ],
+    threshold: -1.445_909_430_393_723_7,
+    steepness: 1.73,
+};
+
+/// The fused match score in `(0, 1)` (0.5 at the fitted threshold) of a dlib distance and a
+/// faceres-deep cosine.
+pub fn fused_match_score(dlib_distance: f64, faceres_cosine: f64) -> f64 {
+    let f = &MATCH_FUSION;
+    let z = f.models[0].z(-dlib_distance) + f.models[1].z(faceres_cosine);
+    1.0 / (1.0 + (-f.steepness * (z - f.threshold)).exp())
+}
+
+/// The fused live score in `(0, 1)` (0.5 at the fitted threshold) of fr_liveness's and
+/// human_liveness's live probabilities.
+pub fn fused_live_score(fr_liveness: f64, human_liveness: f64) -> f64 {
+    let f = &LIVENESS_FUSION;
+    let z = f.models[0].z(logit(fr_liveness)) + f.models[1].z(logit(human_liveness));
+    1.0 / (1.0 + (-f.steepness * (z - f.threshold)).exp())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embedded_constants_are_the_labs() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/results/second_opinion.json");
+        let lab: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for (key, ours) in [
+            ("matching_constants", MATCH_FUSION),
+            ("liveness_constants", LIVENESS_FUSION),
+        ] {
+            let c = &lab[key];
+            assert!(
+                (c["threshold"].as_f64().unwrap() - ours.threshold).abs() < 1e-9,
+                "{key}"
+            );
+            for (i, m) in ours.models.iter().enumerate() {
+                let l = &c["constants"][i];
+                assert!(
+                    (l["mean"].as_f64().unwrap() - m.mean).abs() < 1e-9,
+                    "{key} {i}"
+                );
+                assert!((l["sd"].as_f64().unwrap() - m.sd).abs() < 1e-9, "{key} {i}");
+            }
+        }
+        assert_eq!(lab["recommended_matching"], "dlib+faceres");
+        assert_eq!(lab["recommended_liveness"], "minifas+human_liveness");
+    }
+
+    #[test]
+    fn fused_scores_put_the_threshold_at_half() {
+        // A z-sum exactly at the threshold: dlib at its impostor mean, faceres above its own.
+        let f = &MATCH_FUSION;
+        let cos = f.models[1].mean + f.threshold * f.models[1].sd;
+        let at = fused_match_score(-f.models[0].mean, cos);
+        assert!((at - 0.5).abs() < 1e-9, "{at}");
+        assert!(fused_match_score(0.3, 0.8) > 0.9);
+        assert!(
+            fused_match_score(0.55, 0.3) < 0.5,
+            "a dlib-only match is not enough"
+        );
+        // Liveness: both models confident live is live, either confident spoof is not.
+        assert!(fused_live_score(0.9, 0.999) > 0.5);
+        assert!(fused_live_score(0.01, 0.5) < 0.5);
+        assert!(fused_live_score(0.9, 0.999) > fused_live_score(0.9, 0.9));
+        let l = &LIVENESS_FUSION;
+        // fr_liveness at its bona fide mean, human_liveness at the threshold's remainder.
+        let h = l.models[1].mean + l.threshold * l.models[1].sd;
+        let p = 1.0 / (1.0 + (-h).exp());
+        let fr = 1.0 / (1.0 + (-l.models[0].mean).exp());
+        assert!((fused_live_score(fr, p) - 0.5).abs() < 1e-6);
+    }
 
     #[test]
     fn normalise_and_cosine() {
