@@ -231,7 +231,11 @@ impl From<SessionError> for ApiError {
             }
             SessionError::Unavailable(_) => ApiError {
                 retry_after: Some(5),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    message,
+                )
             },
             SessionError::Backend(_) => ApiError::internal(message),
         }

@@ -194,7 +194,8 @@ impl SessionRow {
             consumed: row.try_get("consumed").map_err(get)?,
             sealed,
             expired: row.try_get("expired").map_err(get)?,
-            expires_at: UNIX_EPOCH + Duration::try_from_secs_f64(expires.max(0.0)).unwrap_or_default(),
+            expires_at: UNIX_EPOCH
+                + Duration::try_from_secs_f64(expires.max(0.0)).unwrap_or_default(),
             // Float milliseconds to whole ones (never negative on the database's clock).
             elapsed_ms: elapsed.max(0.0) as u64,
             id,
@@ -303,7 +304,10 @@ impl PgSessions {
         for_update: bool,
     ) -> Result<SessionRow, SessionError> {
         let sql = if for_update {
-            concat!(session_columns!(), " WHERE id = $1 AND key_hash = $2 FOR UPDATE")
+            concat!(
+                session_columns!(),
+                " WHERE id = $1 AND key_hash = $2 FOR UPDATE"
+            )
         } else {
             concat!(session_columns!(), " WHERE id = $1 AND key_hash = $2")
         };
@@ -561,7 +565,10 @@ impl SessionStore for PgSessions {
     }
 
     async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError> {
-        Ok(self.fetch(&self.pool, &key_hash(key), id, false).await?.view())
+        Ok(self
+            .fetch(&self.pool, &key_hash(key), id, false)
+            .await?
+            .view())
     }
 
     async fn take_for_verify(

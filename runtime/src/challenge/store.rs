@@ -11,8 +11,7 @@
 use std::time::{Instant, SystemTime};
 
 use super::session::{
-    BatchResult, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits,
-    SessionView,
+    BatchResult, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits, SessionView,
 };
 use super::{ChallengePolicy, FrameObservation};
 

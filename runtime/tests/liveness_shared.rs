@@ -1,0 +1,426 @@
+//! Challenge-liveness sessions shared by replicas through a real PostgreSQL (issue 13): two
+//! runtimes on one database serve any call of a session (open on A, frames on B, read on A,
+//! verify on B once, again on A → 409), a restart keeps open sessions, batches posted at once
+//! through both replicas are all applied, a passed session verifies once when both replicas are
+//! asked at the same moment, the bounds hold across replicas, expired sessions are swept (their
+//! failure counted once), and a database outage answers 503 `store_unavailable`, never a pass.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+#[path = "common/challenge_frames.rs"]
+mod frames;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::postgres::{PgServer, key_file};
+use common::{Running, error_code, face, keyed_client, send_json, test_keys};
+use facekey_runtime::challenge::Action;
+use facekey_runtime::config::Config;
+use frames::{astronaut, brighten, frames_json, performance};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+/// What the replicas share: the database, the template key and the API keys.
+struct Shared {
+    pg: PgServer,
+    work: tempfile::TempDir,
+    template_keys: PathBuf,
+    api_keys: PathBuf,
+    keys: std::collections::BTreeMap<String, String>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        let pg = PgServer::start();
+        let work = tempfile::tempdir().unwrap();
+        let line = facekey_runtime::store::cipher::new_key_line("k1").unwrap();
+        let template_keys = key_file(work.path(), &line);
+        let (text, keys) = test_keys();
+        let api_keys = work.path().join("api-keys");
+        std::fs::write(&api_keys, text).unwrap();
+        Self {
+            pg,
+            work,
+            template_keys,
+            api_keys,
+            keys,
+        }
+    }
+
+    fn config(&self, name: &str, tune: impl Fn(&mut Config)) -> Config {
+        let mut c = Config::for_tests();
+        c.database_url = Some(self.pg.url());
+        c.template_key_file = Some(self.template_keys.clone());
+        c.api_keys_file = Some(self.api_keys.clone());
+        c.data_dir = self.work.path().join(name);
+        tune(&mut c);
+        c
+    }
+
+    fn client(&self, id: &str) -> reqwest::Client {
+        keyed_client(&self.keys[id])
+    }
+}
+
+fn url(r: &Running, path: &str) -> String {
+    r.url(path)
+}
+
+async fn open(r: &Running, c: &reqwest::Client, body: Value) -> (StatusCode, Value) {
+    send_json(c.post(url(r, "/v1/liveness/sessions")).json(&body)).await
+}
+
+async fn send(r: &Running, c: &reqwest::Client, id: &str, body: &Value) -> (StatusCode, Value) {
+    send_json(
+        c.post(url(r, &format!("/v1/liveness/sessions/{id}/frames")))
+            .json(body),
+    )
+    .await
+}
+
+async fn get(r: &Running, c: &reqwest::Client, id: &str) -> (StatusCode, Value) {
+    send_json(c.get(url(r, &format!("/v1/liveness/sessions/{id}")))).await
+}
+
+async fn verify(r: &Running, c: &reqwest::Client, subject: &str, id: &str) -> (StatusCode, Value) {
+    send_json(
+        c.post(url(r, "/v1/verify"))
+            .json(&json!({"subject": subject, "session": id})),
+    )
+    .await
+}
+
+fn challenge_of(v: &Value) -> Vec<Action> {
+    serde_json::from_value(v["challenge"].clone()).unwrap()
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// Opens a session on `r` and performs its challenge there: the passed session's id.
+async fn passed_session(r: &Running, c: &reqwest::Client, subject: &str) -> String {
+    let (st, o) = open(r, c, json!({ "subject": subject })).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let (st, fb) = send(
+        r,
+        c,
+        &id_of(&o),
+        &frames_json(&performance(&challenge_of(&o)), 5_000),
+    )
+    .await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("passed")),
+        "{fb}"
+    );
+    id_of(&o)
+}
+
+/// Neutral frames of the face, each a little brighter (never near-duplicates), in progress.
+fn neutral(n: usize, from: u8) -> Vec<image::RgbImage> {
+    let base = astronaut();
+    (0..n)
+        .map(|i| brighten(&base, from + 3 * i as u8))
+        .collect()
+}
+
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+async fn enrol(r: &Running, admin: &reqwest::Client) -> String {
+    let (st, subj) = send_json(
+        admin
+            .post(url(r, "/v1/subjects"))
+            .json(&json!({"name": "Eileen"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{subj}");
+    let subject = subj["id"].as_str().unwrap().to_owned();
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("a.png"),
+    );
+    let (st, v) = send_json(
+        admin
+            .post(url(r, &format!("/v1/subjects/{subject}/faces")))
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    subject
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_sessions_through_postgres() {
+    let sh = Shared::new();
+    let tune = |c: &mut Config| {
+        c.max_sessions = 4;
+        c.max_sessions_per_key = 2;
+    };
+    let a = Running::start(sh.config("a", tune)).await;
+    let b = Running::start(sh.config("b", tune)).await;
+    let (admin, verify_key) = (sh.client("admin"), sh.client("verify"));
+    let subject = enrol(&a, &admin).await;
+    // B learns of the enrolment through the database's notification.
+    for _ in 0..100 {
+        let (st, _) = send_json(admin.get(url(&b, &format!("/v1/subjects/{subject}")))).await;
+        if st == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Open on A, frames on B, read on A, verify on B once, again on A: 409.
+    let (st, o) = open(&a, &verify_key, json!({ "subject": subject })).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id = id_of(&o);
+    let challenge = challenge_of(&o);
+    let perf = performance(&challenge);
+    let (st, fb) = send(&b, &verify_key, &id, &frames_json(&perf[..1], 10_000)).await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("in_progress")),
+        "{fb}"
+    );
+    assert_eq!(fb["next_action"], json!(challenge[0]));
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&perf[1..], 10_150)).await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("passed")),
+        "{fb}"
+    );
+    assert_eq!(fb["frames_received"], perf.len());
+    let (st, g) = get(&a, &verify_key, &id).await;
+    assert_eq!(
+        (st, g["state"].clone(), g["live"].clone()),
+        (StatusCode::OK, json!("passed"), json!(true)),
+        "{g}"
+    );
+    // Another key sees nothing, on either replica.
+    for r in [&a, &b] {
+        let (st, v) = get(r, &admin, &id).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::NOT_FOUND, "session_not_found")
+        );
+    }
+    let (st, v) = verify(&b, &verify_key, &subject, &id).await;
+    assert_eq!(
+        (st, v["decision"].clone()),
+        (StatusCode::OK, json!("accept")),
+        "{v}"
+    );
+    let (st, v) = verify(&a, &verify_key, &subject, &id).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::CONFLICT, "session_used"),
+        "{v}"
+    );
+    // The row holds a key hash, never the key id; observations are sealed, not readable JSON.
+    let row = sh.pg.psql(&format!(
+        "SELECT key_hash, consumed, sealed IS NULL, position('landmarks' in coalesce(encode(sealed, 'escape'), '')) \
+         FROM facekey_liveness_sessions WHERE id = '{id}'"
+    ));
+    assert_eq!(row.split('|').count(), 4, "{row}");
+    assert!(!row.contains("verify") && row.contains("|t|t|0"), "{row}");
+
+    // Both replicas asked at the same moment to verify one passed session: exactly one does.
+    let id2 = passed_session(&b, &verify_key, &subject).await;
+    let (ra, rb) = tokio::join!(
+        verify(&a, &verify_key, &subject, &id2),
+        verify(&b, &verify_key, &subject, &id2)
+    );
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{ra:?} {rb:?}"
+    );
+
+    // Batches posted at once through both replicas: every frame is applied.
+    let (st, o) = open(&a, &admin, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id3 = id_of(&o);
+    let frames = neutral(8, 0);
+    // B's batch was captured first but may be applied second: frames sort by capture time.
+    let (late, early) = (
+        frames_json(&frames[4..], 20_600),
+        frames_json(&frames[..4], 20_000),
+    );
+    let (ra, rb) = tokio::join!(
+        send(&a, &admin, &id3, &late),
+        send(&b, &admin, &id3, &early)
+    );
+    assert_eq!(
+        (ra.0, rb.0),
+        (StatusCode::OK, StatusCode::OK),
+        "{ra:?} {rb:?}"
+    );
+    let (st, g) = get(&b, &admin, &id3).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(g["state"], "in_progress", "{g}");
+    assert_eq!(g["detail"]["frames_received"], 8, "{g}");
+    assert_eq!(g["detail"]["usable_frames"], 8, "{g}");
+
+    // Bounds across replicas: verify holds no place now (both sessions used); two on A and B,
+    // the third refused on either; the fourth place globally, then 503.
+    let (st, o4) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o4}");
+    let (st, _) = open(&b, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    for r in [&a, &b] {
+        let (st, v) = open(r, &verify_key, json!({})).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            "{v}"
+        );
+    }
+    let (st, _) = open(&b, &admin, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, v) = open(&a, &admin, json!({})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions"),
+        "{v}"
+    );
+
+    // A restart of A keeps the session opened there: frames continue on the new A.
+    let id4 = id_of(&o4);
+    let perf4 = performance(&challenge_of(&o4));
+    let (st, _) = send(&a, &verify_key, &id4, &frames_json(&perf4[..1], 30_000)).await;
+    assert_eq!(st, StatusCode::OK);
+    a.stop().await;
+    let a = Running::start(sh.config("a", tune)).await;
+    let (st, g) = get(&a, &verify_key, &id4).await;
+    assert_eq!(
+        (st, g["state"].clone()),
+        (StatusCode::OK, json!("in_progress")),
+        "{g}"
+    );
+    let (st, fb) = send(&a, &verify_key, &id4, &frames_json(&perf4[1..], 30_150)).await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("passed")),
+        "{fb}"
+    );
+    let (st, v) = verify(&b, &verify_key, &subject, &id4).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    // The database down: 503 store_unavailable, never a pass; back up, sessions resume.
+    let id5 = passed_session(&a, &verify_key, &subject).await;
+    sh.pg.stop();
+    let (st, v) = verify(&b, &verify_key, &subject, &id5).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        "{v}"
+    );
+    let (st, v) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        "{v}"
+    );
+    let (st, v) = get(&b, &verify_key, &id5).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        "{v}"
+    );
+    sh.pg.restart();
+    let mut last = None;
+    for _ in 0..100 {
+        let (st, v) = verify(&b, &verify_key, &subject, &id5).await;
+        if st != StatusCode::SERVICE_UNAVAILABLE {
+            last = Some((st, v));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, v) = last.expect("the database came back");
+    assert_eq!(
+        (st, v["decision"].clone()),
+        (StatusCode::OK, json!("accept")),
+        "{v}"
+    );
+
+    let (ma, mb) = (a.metrics().await, b.metrics().await);
+    let passed = counter(&ma, "facekey_liveness_sessions_passed_total")
+        + counter(&mb, "facekey_liveness_sessions_passed_total");
+    // id, id2, id4, id5 (a restarted A's counter is lost only for what A concluded before).
+    assert!(passed >= 3.0, "{passed}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_are_swept_once_across_replicas() {
+    let sh = Shared::new();
+    let tune = |c: &mut Config| c.session_ttl_secs = 5;
+    let a = Running::start(sh.config("a", tune)).await;
+    let b = Running::start(sh.config("b", tune)).await;
+    let admin = sh.client("admin");
+    let opened_at = std::time::Instant::now();
+    let (st, o) = open(&a, &admin, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id = id_of(&o);
+    let (st, v) = send(&b, &admin, &id, &frames_json(&neutral(2, 0), 1_000)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    tokio::time::sleep(Duration::from_millis(5_300).saturating_sub(opened_at.elapsed())).await;
+    let (st, g) = get(&b, &admin, &id).await;
+    assert_eq!(
+        (st, g["state"].clone(), g["live"].clone()),
+        (StatusCode::OK, json!("expired"), json!(false)),
+        "{g}"
+    );
+    let (st, v) = send(&a, &admin, &id, &frames_json(&neutral(1, 50), 9_000)).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::GONE, "session_expired"),
+        "{v}"
+    );
+    // Both sweepers run every second; the row goes one TTL after expiry, its observations at
+    // once.
+    let count = |sql: &str| sh.pg.psql(sql);
+    let mut gone = false;
+    for _ in 0..150 {
+        if count(&format!(
+            "SELECT count(*) FROM facekey_liveness_sessions WHERE id = '{id}'"
+        )) == "0"
+        {
+            gone = true;
+            break;
+        }
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM facekey_liveness_sessions WHERE id = '{id}' AND sealed IS NOT NULL \
+                 AND expires_at < now() - interval '3 seconds'"
+            )),
+            "0"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the expired session's row was not swept");
+    let (st, v) = get(&a, &admin, &id).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found"),
+        "{v}"
+    );
+    // Its failure (expired) was counted once, by one replica.
+    let metric = r#"facekey_liveness_sessions_failed_total{reason="expired"}"#;
+    let total = counter(&a.metrics().await, metric) + counter(&b.metrics().await, metric);
+    assert_eq!(total, 1.0);
+    a.stop().await;
+    b.stop().await;
+}
