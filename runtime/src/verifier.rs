@@ -308,8 +308,17 @@ impl Verifier {
     }
 
     /// The match verdict of the closest of `scores` (one per template); `None` without any.
+    /// When some scores are fused (dlib + faceres-deep), only those decide: once a subject
+    /// holds a face with both embeddings, its dlib-only faces (enrolled before) can no longer
+    /// let dlib alone accept a look-alike.
     pub fn judge_templates(&self, scores: &[MatchScore]) -> Option<MatchVerdict> {
-        let best = closest(scores.iter().copied())?;
+        let fused = scores.iter().any(|s| s.models == MatchModels::DlibFaceres);
+        let best = closest(
+            scores
+                .iter()
+                .copied()
+                .filter(|s| !fused || s.models == MatchModels::DlibFaceres),
+        )?;
         Some(MatchVerdict {
             models: best.models,
             ..self.judge_match(
@@ -529,6 +538,30 @@ mod tests {
         let out = v.decide(&m, &l, -1.0);
         assert_eq!(out.features, [1.0, 0.5, -1.0]);
         assert!((out.forward.probability - 0.768_524_783_499_017_8).abs() < 1e-15);
+    }
+
+    #[test]
+    fn fused_scores_outrank_dlib_only_ones() {
+        let v = verifier(DecisionPolicy::Strict, true);
+        let legacy = MatchScore {
+            distance: 0.1,
+            similarity: 0.99,
+            models: MatchModels::Dlib,
+        };
+        let fused = MatchScore {
+            distance: 0.58,
+            similarity: 0.2,
+            models: MatchModels::DlibFaceres,
+        };
+        let m = v.judge_templates(&[legacy, fused]).unwrap();
+        assert_eq!(m.models, MatchModels::DlibFaceres);
+        assert_eq!(m.decision, Decision::Reject);
+        assert_eq!(m.templates, 2);
+        let m = v.judge_templates(&[legacy]).unwrap();
+        assert_eq!(
+            (m.models, m.decision),
+            (MatchModels::Dlib, Decision::Accept)
+        );
     }
 
     #[test]

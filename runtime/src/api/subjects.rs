@@ -12,6 +12,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::state::SharedState;
 use crate::store::{StoreError, Subject};
+use crate::vision::Embedding;
 
 /// Body of `POST /v1/subjects`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -113,8 +114,14 @@ fn parse_page_query(state: &SharedState, query: Option<&str>) -> Result<PageQuer
 pub struct FaceSummary {
     /// Template id.
     pub id: String,
-    /// Embedding model that produced it (only the serving model's faces are matched).
+    /// Embedding model that produced it (only the serving model's faces are matched);
+    /// `dlib_resnet_v1_128d+faceres_deep_1024d` for a face holding both embeddings.
     pub model: String,
+    /// The embedding models the face holds: `["dlib", "faceres"]` (matched on the fused
+    /// score), `["dlib"]` (enrolled before faceres-deep: matched on dlib alone; add the face
+    /// again to store both), or empty for a model this server does not match.
+    #[serde(default)]
+    pub models: Vec<String>,
     /// Quality of the enrolled face.
     pub quality: Option<f64>,
     /// Enrolment time.
@@ -239,6 +246,10 @@ pub async fn get(
             .into_iter()
             .map(|t| FaceSummary {
                 id: t.id,
+                models: Embedding::template_models(&t.model)
+                    .iter()
+                    .map(|m| (*m).to_owned())
+                    .collect(),
                 model: t.model,
                 quality: t.quality,
                 created_at: t.created_at,
