@@ -127,6 +127,7 @@ fn main() {
             resources: Resources::fixed(fkds.clone()),
             options: InjectOptions::default(),
             events: None,
+            metrics: facekey_operator::metrics::Metrics::new().unwrap(),
         };
         tokio::spawn(server::serve_tls(
             listener,

@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub watch_namespace: Option<String>,
     /// The scan policy floor and scanner settings every resource gets.
     pub policy: crate::policy_floor::ClusterPolicy,
+    /// The metrics served on `/metrics` (shared with the webhook, which records its own).
+    pub metrics: Metrics,
 }
 
 /// Why the process stopped.
@@ -128,7 +130,7 @@ pub async fn run_with(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let metrics = Metrics::new().map_err(crate::Error::Metrics)?;
+    let metrics = config.metrics.clone();
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -249,6 +249,77 @@ impl Pruned<'_> {
     }
 }
 
+/// The sidecar injection webhook answered an admission review.
+#[derive(Debug)]
+pub struct AdmissionAnswered<'a> {
+    /// What became of the review.
+    pub outcome: crate::webhook::review::Outcome,
+    /// Why the pod did not get its sidecar, or what failed (empty otherwise).
+    pub reason: &'a str,
+    /// Time from the body read to the answer serialised.
+    pub seconds: f64,
+}
+
+impl AdmissionAnswered<'_> {
+    /// `facekey_operator_admission_reviews_total{outcome, reason}` and
+    /// `facekey_operator_admission_duration_seconds` (the decision's own log lines and Events
+    /// are written by the webhook; this adds none per review).
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics
+            .admission_reviews
+            .with_label_values(&[self.outcome.as_str(), self.reason])
+            .inc();
+        metrics.admission_duration.observe(self.seconds);
+    }
+}
+
+/// The webhook's certificates were checked: what this replica now serves and, when it issued
+/// them, what changed.
+#[derive(Debug)]
+pub struct WebhookCertificatesChecked {
+    /// The serving certificate's notAfter (Unix seconds), if it parses.
+    pub serving_not_after: Option<i64>,
+    /// The (newest) CA's notAfter (Unix seconds), if the Secret has a CA that parses.
+    pub ca_not_after: Option<i64>,
+    /// What this replica issued (the rotation's `reason` label), or None.
+    pub issued: Option<&'static str>,
+}
+
+impl WebhookCertificatesChecked {
+    /// `facekey_operator_webhook_certificate_expiry_timestamp_seconds{certificate}` and, on
+    /// issue, `facekey_operator_webhook_certificate_rotations_total{reason}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        for (which, at) in [
+            ("serving", self.serving_not_after),
+            ("ca", self.ca_not_after),
+        ] {
+            match at {
+                Some(t) => metrics
+                    .webhook_certificate_expiry
+                    .with_label_values(&[which])
+                    .set(t),
+                None => {
+                    // Unknown: no sample rather than a stale one.
+                    let _ = metrics
+                        .webhook_certificate_expiry
+                        .remove_label_values(&[which]);
+                }
+            }
+        }
+        if let Some(reason) = self.issued {
+            info!(
+                reason,
+                serving_not_after = ?self.serving_not_after,
+                "webhook certificate rotated"
+            );
+            metrics
+                .webhook_certificate_rotations
+                .with_label_values(&[reason])
+                .inc();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

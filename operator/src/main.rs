@@ -275,6 +275,9 @@ async fn main() -> anyhow::Result<()> {
                     .map(|h| h.trim().to_owned())
                     .unwrap_or_else(|_| format!("facekey-operator-{}", std::process::id())),
             };
+            // One registry for the controller's and the webhook's metrics, served on `listen`.
+            let metrics = facekey_operator::metrics::Metrics::new()
+                .context("registering the operator's metrics")?;
             if webhook.enabled {
                 let client = kube::Client::try_default()
                     .await
@@ -302,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
                         identity: identity.clone(),
                         lease: (lease_namespace.clone(), lease_name.clone()),
                         every: Duration::from_secs(600),
+                        metrics: metrics.clone(),
                     },
                 )
                 .await
@@ -316,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
                 lease_duration: Duration::from_secs(lease_seconds.max(3)),
                 watch_namespace: namespace,
                 policy: scan_policy.policy(),
+                metrics,
             })
             .await?;
             if exit == Exit::LostLeadership {

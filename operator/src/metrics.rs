@@ -6,7 +6,8 @@ use std::sync::Arc;
 use prometheus::core::Collector;
 use prometheus::proto::MetricType;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Name, type and label names of one metric family, as `docs/metrics.md` catalogues it.
@@ -40,6 +41,16 @@ pub struct Metrics {
     pub pruned: IntCounterVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// Admission reviews the sidecar injection webhook answered, by outcome and, for pods that
+    /// did not get their sidecar, the reason ([`crate::webhook::review::Outcome`]).
+    pub admission_reviews: IntCounterVec,
+    /// Time to answer one admission review (body read to answer serialised), in seconds.
+    pub admission_duration: Histogram,
+    /// When the webhook's loaded certificates expire (Unix seconds), by `certificate`
+    /// (`serving`, `ca`).
+    pub webhook_certificate_expiry: IntGaugeVec,
+    /// Webhook certificate Secret writes by this replica, by what changed.
+    pub webhook_certificate_rotations: IntCounterVec,
     /// Every registered collector, so families can be described before they have a child.
     collectors: Arc<[Arc<dyn Collector>]>,
 }
@@ -103,6 +114,39 @@ impl Metrics {
             "facekey_operator_leader",
             "1 while this replica holds the leader Lease",
         )?;
+        let admission_reviews = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_admission_reviews_total",
+                "Admission reviews answered by the sidecar injection webhook, by outcome",
+            ),
+            &["outcome", "reason"],
+        )?;
+        // The API server gives up after the configuration's timeoutSeconds (5 s); the answer
+        // itself takes well under a millisecond (docs/operator.md, Benchmark).
+        let admission_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "facekey_operator_admission_duration_seconds",
+                "Time to answer one admission review",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+        )?;
+        let webhook_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "facekey_operator_webhook_certificate_expiry_timestamp_seconds",
+                "Expiry (notAfter) of the webhook certificate this replica serves and of its CA",
+            ),
+            &["certificate"],
+        )?;
+        let webhook_certificate_rotations = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_webhook_certificate_rotations_total",
+                "Webhook certificates issued by this replica, by what changed",
+            ),
+            &["reason"],
+        )?;
         // One list feeds both the registry and `describe`, so they cannot drift apart.
         let collectors: Arc<[Arc<dyn Collector>]> = Arc::new([
             Arc::new(reconciles.clone()) as Arc<dyn Collector>,
@@ -113,6 +157,10 @@ impl Metrics {
             Arc::new(scan_verdicts.clone()),
             Arc::new(pruned.clone()),
             Arc::new(leader.clone()),
+            Arc::new(admission_reviews.clone()),
+            Arc::new(admission_duration.clone()),
+            Arc::new(webhook_certificate_expiry.clone()),
+            Arc::new(webhook_certificate_rotations.clone()),
         ]);
         for c in collectors.iter() {
             registry.register(Box::new(Shared(Arc::clone(c))))?;
@@ -127,6 +175,10 @@ impl Metrics {
             scan_verdicts,
             pruned,
             leader,
+            admission_reviews,
+            admission_duration,
+            webhook_certificate_expiry,
+            webhook_certificate_rotations,
             collectors,
         })
     }
@@ -163,6 +215,12 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 

@@ -32,6 +32,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         lease_duration: Duration::from_secs(3),
         watch_namespace: None,
         policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
+        metrics: facekey_operator::metrics::Metrics::new().unwrap(),
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;

@@ -472,3 +472,153 @@ async fn the_counter_writes_injected_and_outdated_pods() {
     // The rest of the status is untouched.
     assert_eq!(status.last_known_good_image.as_deref(), Some(ADMITTED));
 }
+
+/// Every fixture review posted to the webhook's router (the handler the HTTPS server runs): each
+/// answer is counted once under its outcome and reason and timed, and the label values are the
+/// documented ones.
+#[tokio::test]
+async fn admission_metrics_count_every_fixture_review_by_outcome() {
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::server::{Resources, WebhookState, router};
+    use tower::ServiceExt;
+
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let metrics = Metrics::new().unwrap();
+    let app = router(WebhookState {
+        resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
+        options: InjectOptions::default(),
+        events: None,
+        metrics: metrics.clone(),
+    });
+    let cases: [(&str, &str, &str, u16); 10] = [
+        ("inject", "injected", "", 200),
+        ("inject-bare", "injected", "", 200),
+        ("already-injected", "already_injected", "", 200),
+        ("opt-out", "opted_out", "", 200),
+        ("update", "not_requested", "", 200),
+        ("not-ready-ignored", "skipped", "NoAdmittedImage", 200),
+        ("port-conflict", "skipped", "PortConflict", 200),
+        ("not-ready-refused", "refused", "NoAdmittedImage", 200),
+        ("unknown-resource", "refused", "UnknownResource", 200),
+        ("garbage", "error", "InvalidReview", 400),
+    ];
+    for (case, _, _, status) in cases {
+        let body = if case == "garbage" {
+            b"{not json".to_vec()
+        } else {
+            std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap()
+        };
+        let response = app
+            .clone()
+            .oneshot(
+                http::Request::post(MUTATE_PATH)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{case}");
+    }
+    let count = |outcome: &str, reason: &str| {
+        metrics
+            .admission_reviews
+            .with_label_values(&[outcome, reason])
+            .get()
+    };
+    let mut expected = std::collections::BTreeMap::new();
+    for (_, outcome, reason, _) in cases {
+        *expected.entry((outcome, reason)).or_insert(0u64) += 1;
+    }
+    for ((outcome, reason), n) in &expected {
+        assert_eq!(count(outcome, reason), *n, "{outcome}/{reason}");
+    }
+    // Nothing else was counted, and every review was timed.
+    let text = metrics.encode().unwrap();
+    let counted: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("facekey_operator_admission_reviews_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, cases.len() as u64, "{text}");
+    assert!(
+        text.contains(&format!(
+            "facekey_operator_admission_duration_seconds_count {}",
+            cases.len()
+        )),
+        "{text}"
+    );
+}
+
+/// The certificate metrics after the operator's own issue and renewal: the expiry gauges hold
+/// the certificates' notAfter (the same instant the Secret's annotations record, read from the
+/// X.509 instead), and each issue is counted by what changed; a check that issues nothing counts
+/// nothing.
+#[tokio::test]
+async fn certificate_metrics_follow_issue_and_renewal() {
+    use facekey_operator::metrics::Metrics;
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_object(manifest_mwc())
+        .build()
+        .await
+        .unwrap();
+    let metrics = Metrics::new().unwrap();
+    let expiry = |which: &str| {
+        metrics
+            .webhook_certificate_expiry
+            .with_label_values(&[which])
+            .get()
+    };
+    let rotations = |reason: &str| {
+        metrics
+            .webhook_certificate_rotations
+            .with_label_values(&[reason])
+            .get()
+    };
+    async fn annotated(client: &kube::Client, key: &str) -> i64 {
+        let secret = Api::<Secret>::namespaced(client.clone(), "facekey-system")
+            .get("facekey-webhook-tls")
+            .await
+            .unwrap();
+        secret.metadata.annotations.unwrap()[key]
+            .parse::<Timestamp>()
+            .unwrap()
+            .as_second()
+    }
+
+    let t0: Timestamp = "2026-01-10T00:00:00Z".parse().unwrap();
+    let first = manage::ensure(&client, &targets(), t0).await.unwrap();
+    manage::observe(&metrics, &first);
+    assert_eq!(first.plan, certs::Plan::Create);
+    assert_eq!(rotations("created"), 1);
+    assert_eq!(
+        expiry("serving"),
+        annotated(&client, certs::annotations::CERT_NOT_AFTER).await
+    );
+    assert_eq!(
+        expiry("ca"),
+        annotated(&client, certs::annotations::CA_NOT_AFTER).await
+    );
+    // 90 days and 5 years after t0 (give or take the issue's own clock rounding).
+    assert!((expiry("serving") - (t0.as_second() + 90 * 86_400)).abs() < 120);
+    assert!(expiry("ca") > t0.as_second() + 4 * 365 * 86_400);
+
+    let later = t0.checked_add(SignedDuration::from_hours(24)).unwrap();
+    let same = manage::ensure(&client, &targets(), later).await.unwrap();
+    manage::observe(&metrics, &same);
+    assert_eq!(rotations("created"), 1);
+    assert_eq!(rotations("serving_renewed"), 0);
+
+    let renew = t0.checked_add(SignedDuration::from_hours(61 * 24)).unwrap();
+    let renewed = manage::ensure(&client, &targets(), renew).await.unwrap();
+    let ca_before = expiry("ca");
+    let serving_before = expiry("serving");
+    manage::observe(&metrics, &renewed);
+    assert_eq!(rotations("serving_renewed"), 1);
+    assert_eq!(expiry("ca"), ca_before, "the same CA");
+    assert!(expiry("serving") > serving_before + 60 * 86_400);
+    assert_eq!(
+        expiry("serving"),
+        annotated(&client, certs::annotations::CERT_NOT_AFTER).await
+    );
+}

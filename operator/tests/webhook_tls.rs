@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use facekey_operator::metrics::Metrics;
 use facekey_operator::render::parse_resources;
 use facekey_operator::webhook::InjectOptions;
 use facekey_operator::webhook::certs::{self, CertBundle, CertSettings, Plan};
@@ -43,11 +44,16 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 async fn start(cert: Arc<ReloadingCert>) -> SocketAddr {
+    start_with(cert, Metrics::new().unwrap()).await
+}
+
+async fn start_with(cert: Arc<ReloadingCert>, metrics: Metrics) -> SocketAddr {
     let resources = String::from_utf8(fixture("resources.yaml")).unwrap();
     let state = WebhookState {
         resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
         options: InjectOptions::default(),
         events: None,
+        metrics,
     };
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -123,7 +129,8 @@ async fn admission_over_tls_verified_against_the_published_bundle() {
         .unwrap();
     let cert = Arc::new(ReloadingCert::default());
     load(&cert, &bundle.cert, &bundle.key);
-    let addr = start(cert).await;
+    let metrics = Metrics::new().unwrap();
+    let addr = start_with(cert, metrics.clone()).await;
 
     let (review, presented) = post(
         addr,
@@ -174,6 +181,25 @@ async fn admission_over_tls_verified_against_the_published_bundle() {
     .await
     .unwrap_err();
     assert!(err.contains("not valid for name"), "{err}");
+
+    // Every answered review is counted and timed; failed handshakes never reach the handler.
+    let reviews = settings().dns_names().len() as u64 + 2;
+    let text = metrics.encode().unwrap();
+    let count = |outcome: &str, reason: &str| {
+        metrics
+            .admission_reviews
+            .with_label_values(&[outcome, reason])
+            .get()
+    };
+    assert_eq!(count("injected", ""), 1);
+    assert_eq!(count("refused", "UnknownResource"), 1);
+    assert_eq!(count("opted_out", ""), reviews - 2);
+    assert!(
+        text.contains(&format!(
+            "facekey_operator_admission_duration_seconds_count {reviews}"
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]

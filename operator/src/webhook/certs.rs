@@ -139,6 +139,33 @@ pub enum Plan {
     DropPreviousCa,
 }
 
+impl Plan {
+    /// What an issue by this plan changed: the `reason` label of
+    /// `facekey_operator_webhook_certificate_rotations_total` (`None` for [`Plan::Keep`]).
+    pub fn rotation_reason(self) -> Option<&'static str> {
+        match self {
+            Plan::Keep => None,
+            Plan::Create => Some("created"),
+            Plan::RotateCa => Some("ca_rotated"),
+            Plan::RenewServing => Some("serving_renewed"),
+            Plan::DropPreviousCa => Some("previous_ca_dropped"),
+        }
+    }
+}
+
+/// notAfter (Unix seconds) of the first certificate in `pem`, read from the certificate itself
+/// (so it holds for what cert-manager issued too); `None` when there is none or it does not
+/// parse. Used for the expiry metric only: rotation decisions use the Secret's annotations.
+pub fn not_after(pem: &str) -> Option<i64> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn third_left(not_after: Timestamp, validity: Duration, now: Timestamp) -> bool {
     let left = not_after.as_second() - now.as_second();
     left <= (validity.as_secs() / 3) as i64

@@ -23,6 +23,8 @@ use tracing::{info, warn};
 
 use super::certs::{self, CertBundle, CertError, CertSettings, annotations, keys};
 use super::server::{ReloadingCert, TlsError};
+use crate::events::WebhookCertificatesChecked;
+use crate::metrics::Metrics;
 
 /// Errors keeping the certificates.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +171,25 @@ pub struct Serving {
     pub ca_bundle: String,
     /// Whether this call issued new certificates.
     pub rotated: bool,
+    /// What this call found to do ([`certs::Plan::Keep`] when it issued nothing, and always in
+    /// cert-manager mode).
+    pub plan: certs::Plan,
+}
+
+/// Record what `serving` holds in the webhook metrics: the serving certificate's and the newest
+/// CA's expiry (read from the certificates), and the rotation when this replica issued one.
+pub fn observe(metrics: &Metrics, serving: &Serving) {
+    WebhookCertificatesChecked {
+        serving_not_after: certs::not_after(&serving.cert),
+        // The bundle lists the current CA first (then, during a CA rotation, the previous one).
+        ca_not_after: certs::not_after(&serving.ca_bundle),
+        issued: if serving.rotated {
+            serving.plan.rotation_reason()
+        } else {
+            None
+        },
+    }
+    .emit(metrics);
 }
 
 /// Self-signed mode: make the Secret hold valid certificates at `now` and the webhook
@@ -198,9 +219,11 @@ pub async fn ensure(
             key,
             ca_bundle: text(&data, keys::CA_CRT).unwrap_or_default(),
             rotated: false,
+            plan: certs::Plan::Keep,
         });
     }
     let current = existing.as_ref().and_then(bundle_of);
+    let plan = certs::plan(current.as_ref(), &targets.settings, now);
     let (bundle, rotated) = match certs::rotate(current.as_ref(), &targets.settings, now)? {
         None => match current {
             Some(b) => (b, false),
@@ -225,7 +248,7 @@ pub async fn ensure(
                         .map_err(api_err(what.clone()))?;
                 }
             }
-            info!(secret = %what, plan = ?certs::plan(current.as_ref(), &targets.settings, now), not_after = %new.cert_not_after, "webhook certificates issued");
+            info!(secret = %what, plan = ?plan, not_after = %new.cert_not_after, "webhook certificates issued");
             (new, true)
         }
     };
@@ -235,6 +258,7 @@ pub async fn ensure(
         key: bundle.key,
         ca_bundle: bundle.ca_bundle,
         rotated,
+        plan: if rotated { plan } else { certs::Plan::Keep },
     })
 }
 
@@ -272,16 +296,19 @@ pub async fn publish_ca_bundle(
 }
 
 /// Keep the certificates current every `every` until `shutdown`, loading each new serving
-/// certificate into `cert` (the first one before returning, or the error).
+/// certificate into `cert` (the first one before returning, or the error) and recording each
+/// check in `metrics` ([`observe`]).
 pub async fn keep_certificates(
     client: Client,
     targets: CertTargets,
     cert: Arc<ReloadingCert>,
     every: Duration,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, CertManageError> {
     let mut loaded = ensure(&client, &targets, Timestamp::now()).await?;
     cert.set_pem(&loaded.cert, &loaded.key)?;
+    observe(&metrics, &loaded);
     Ok(tokio::spawn(async move {
         tokio::pin!(shutdown);
         loop {
@@ -294,12 +321,14 @@ pub async fn keep_certificates(
                     match cert.set_pem(&s.cert, &s.key) {
                         Ok(()) => {
                             info!("webhook serving certificate reloaded");
+                            observe(&metrics, &s);
                             loaded = s;
                         }
                         Err(e) => warn!(error = %e, "the new webhook certificate does not load"),
                     }
                 }
-                Ok(_) => {}
+                // Only the bundle changed (a CA left it), or nothing: the serving expiry stands.
+                Ok(s) => observe(&metrics, &s),
                 Err(e) => warn!(error = %e, "keeping the webhook certificates failed; retrying"),
             }
         }

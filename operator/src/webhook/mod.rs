@@ -31,6 +31,8 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
+
 /// How often the leader counts injected and outdated sidecars.
 pub const COUNT_EVERY: Duration = Duration::from_secs(30);
 
@@ -52,6 +54,9 @@ pub struct WebhookConfig {
     /// How often certificates are checked (rotated when due, reloaded when another replica
     /// rotated them).
     pub every: Duration,
+    /// The operator's metrics: admissions by outcome, their latency, certificate expiry and
+    /// rotations are recorded here and served on the operator's `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// Start the webhook on every replica (leader or standby: admission must not wait for an
@@ -86,7 +91,7 @@ pub async fn start(client: Client, config: WebhookConfig) -> Result<(), server::
     }
 
     let targets = config.targets.clone();
-    let (cert_client, every) = (client.clone(), config.every);
+    let (cert_client, every, cert_metrics) = (client.clone(), config.every, config.metrics.clone());
     tokio::spawn(async move {
         // Retry until the first certificate is in place, then keep it current.
         loop {
@@ -95,6 +100,7 @@ pub async fn start(client: Client, config: WebhookConfig) -> Result<(), server::
                 targets.clone(),
                 cert.clone(),
                 every,
+                cert_metrics.clone(),
                 futures::future::pending::<()>(),
             )
             .await
@@ -119,6 +125,7 @@ pub async fn start(client: Client, config: WebhookConfig) -> Result<(), server::
             client.clone(),
             Some(config.identity.clone()),
         )),
+        metrics: config.metrics.clone(),
     };
     info!(listen = %config.listen, "sidecar injection webhook listening (HTTPS)");
     tokio::spawn(server::serve_tls(

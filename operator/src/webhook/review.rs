@@ -35,6 +35,63 @@ pub struct Request {
     pub resource: Option<String>,
 }
 
+/// What became of one admission review: the `outcome` label of
+/// `facekey_operator_admission_reviews_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The sidecar was added.
+    Injected,
+    /// The pod already had it (a reinvocation, or a pod created from an injected spec).
+    AlreadyInjected,
+    /// The pod carries the opt-out annotation.
+    OptedOut,
+    /// The pod does not ask for a sidecar, or the request is not a pod CREATE (the
+    /// configuration's `matchConditions` keep these from the webhook; counted if they come).
+    NotRequested,
+    /// The sidecar could not be injected and the pod was admitted unchanged with a warning
+    /// (`failurePolicy: Ignore`).
+    Skipped,
+    /// The sidecar could not be injected and the pod was refused (`failurePolicy: Fail`).
+    Refused,
+    /// The review could not be answered as asked: an unreadable body, the FaceKeyDeployment
+    /// unreadable, or an answer that does not serialise.
+    Error,
+}
+
+impl Outcome {
+    /// The outcome of `decision` and, for a pod that did not get its sidecar, why
+    /// ([`super::NotInjectedReason`]; empty otherwise): the metric's `reason` label.
+    pub fn of(decision: &Decision) -> (Self, &'static str) {
+        match decision {
+            Decision::NotRequested => (Outcome::NotRequested, ""),
+            Decision::OptedOut => (Outcome::OptedOut, ""),
+            Decision::AlreadyInjected => (Outcome::AlreadyInjected, ""),
+            Decision::Inject { .. } => (Outcome::Injected, ""),
+            Decision::NotInjected { reason, refuse, .. } => (
+                if *refuse {
+                    Outcome::Refused
+                } else {
+                    Outcome::Skipped
+                },
+                reason.as_str(),
+            ),
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Injected => "injected",
+            Outcome::AlreadyInjected => "already_injected",
+            Outcome::OptedOut => "opted_out",
+            Outcome::NotRequested => "not_requested",
+            Outcome::Skipped => "skipped",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 /// Parse an AdmissionReview v1 body.
 pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
     let review: AdmissionReview<Pod> = serde_json::from_slice(body).map_err(ReviewError::Parse)?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,7 +28,9 @@ use tracing::{debug, warn};
 
 use super::events::EventSink;
 use super::inject::InjectOptions;
-use super::review;
+use super::review::{self, Outcome};
+use crate::events::AdmissionAnswered;
+use crate::metrics::Metrics;
 
 /// Path of the mutating webhook (`clientConfig.service.path`).
 pub const MUTATE_PATH: &str = "/mutate-v1-pod";
@@ -186,6 +188,8 @@ pub struct WebhookState {
     pub options: InjectOptions,
     /// Where Events about pods that did not get their sidecar go (None: not published).
     pub events: Option<EventSink>,
+    /// Where every answer is counted and timed (`facekey_operator_admission_*`).
+    pub metrics: Metrics,
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
@@ -198,14 +202,28 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
-    let req = match review::parse(&body) {
+    let started = Instant::now();
+    let (response, outcome, reason) = answer(&state, &body).await;
+    AdmissionAnswered {
+        outcome,
+        reason,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit(&state.metrics);
+    response
+}
+
+/// The answer to one review, with its outcome and reason for the metrics.
+async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'static str) {
+    let req = match review::parse(body) {
         Ok(r) => r,
         Err(e) => {
             let invalid = kube::core::admission::AdmissionResponse::invalid(e.to_string());
-            return match serde_json::to_vec(&invalid.into_review()) {
+            let response = match serde_json::to_vec(&invalid.into_review()) {
                 Ok(b) => json_response(StatusCode::BAD_REQUEST, b),
                 Err(_) => StatusCode::BAD_REQUEST.into_response(),
             };
+            return (response, Outcome::Error, "InvalidReview");
         }
     };
     let fkd = match req.resource.as_deref() {
@@ -222,10 +240,11 @@ async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
                         req.namespace
                     ))
                     .into_review();
-                return match serde_json::to_vec(&review) {
+                let response = match serde_json::to_vec(&review) {
                     Ok(b) => json_response(StatusCode::OK, b),
                     Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                 };
+                return (response, Outcome::Error, "LookupFailed");
             }
         },
     };
@@ -235,17 +254,25 @@ async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
     {
         sink.report(&req, fkd.as_deref(), &decision);
     }
+    let (mut outcome, mut reason) = Outcome::of(&decision);
     let review = match review::respond(&req, &decision) {
         Ok(r) => r,
-        Err(e) => kube::core::admission::AdmissionResponse::from(&req.request)
-            .deny(e.to_string())
-            .into_review(),
+        Err(e) => {
+            (outcome, reason) = (Outcome::Error, "AnswerFailed");
+            kube::core::admission::AdmissionResponse::from(&req.request)
+                .deny(e.to_string())
+                .into_review()
+        }
     };
     match review::to_wire(&review)
         .and_then(|v| serde_json::to_vec(&v).map_err(|e| review::ReviewError::Patch(e.to_string())))
     {
-        Ok(b) => json_response(StatusCode::OK, b),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(b) => (json_response(StatusCode::OK, b), outcome, reason),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            Outcome::Error,
+            "AnswerFailed",
+        ),
     }
 }
 
