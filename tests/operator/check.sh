@@ -8,7 +8,8 @@
 #     schemas
 #     (npm @kubernetes-models/prometheus-operator);
 #   - the rule groups with `promtool check rules` and `promtool test rules` (rules-test.yaml:
-#     every service alert and the /v1/verify SLO burn-rate alerts, exact labels and annotations);
+#     every service alert and the /v1/verify SLO burn-rate alerts, exact labels and annotations;
+#     operator-rules-test.yaml: the operator's own webhook alerts in manifests/monitoring);
 #   - the Grafana dashboard's structure, and its panel queries as recording rules for promtool;
 #   - sample FaceKeyDeployments against the CRD's openAPIV3Schema (check-jsonschema), and
 #     known-bad ones must fail it; CEL-invalid ones must make `render` fail;
@@ -177,11 +178,26 @@ k8s_validate "$WORK/kustomized.yaml" "kubectl kustomize manifests"
 
 # 8. The optional monitoring overlay (the operator's own ServiceMonitor) builds and is valid.
 kubectl kustomize "$ROOT/manifests/monitoring" >"$WORK/monitoring.yaml" || fail "kubectl kustomize manifests/monitoring"
-EXPECT_KINDS=ServiceMonitor NODE_MODULES="$NODE_MODULES" \
+EXPECT_KINDS=ServiceMonitor,PrometheusRule NODE_MODULES="$NODE_MODULES" \
   node "$HERE/validate-prometheus-operator.mjs" "$WORK/monitoring.yaml" >"$WORK/monitoring.log" 2>&1 \
   || { cat "$WORK/monitoring.log" >&2; fail "manifests/monitoring schema validation"; }
 grep -q 'honorLabels: true' "$WORK/monitoring.yaml" || fail "the operator ServiceMonitor must honour labels"
-pass "manifests/monitoring: operator ServiceMonitor valid"
+pass "manifests/monitoring: operator ServiceMonitor and PrometheusRule valid"
+# The operator's own alerts (sidecar injection webhook): schema above, then promtool.
+mkdir -p "$WORK/operator-rules"
+"$PY" - "$WORK/monitoring.yaml" "$WORK/operator-rules/operator-rules.yaml" <<'PYEOF' || fail "no PrometheusRule in manifests/monitoring"
+import sys, yaml
+groups = [g for d in yaml.safe_load_all(open(sys.argv[1]))
+          if isinstance(d, dict) and d.get("kind") == "PrometheusRule" for g in d["spec"]["groups"]]
+assert groups, "no rule groups"
+yaml.safe_dump({"groups": groups}, open(sys.argv[2], "w"), sort_keys=False)
+PYEOF
+promtool check rules "$WORK/operator-rules/operator-rules.yaml" >"$WORK/operator-promtool.log" 2>&1 \
+  || { cat "$WORK/operator-promtool.log" >&2; fail "promtool check rules (operator alerts)"; }
+cp "$HERE/operator-rules-test.yaml" "$WORK/operator-rules/"
+promtool test rules "$WORK/operator-rules/operator-rules-test.yaml" >"$WORK/operator-promtool-test.log" 2>&1 \
+  || { cat "$WORK/operator-promtool-test.log" >&2; fail "promtool test rules (operator alerts)"; }
+pass "manifests/monitoring: operator webhook alerts ($(grep -o '[0-9]* rules found' "$WORK/operator-promtool.log")) pass their promtool unit tests"
 
 # 9. Sidecar injection: the webhook's objects are in the base; `render --inject` (the webhook's own
 # decision and JSON patch) of a Deployment, a Pod, a CronJob and an opted-out StatefulSet gives
