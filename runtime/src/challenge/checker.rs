@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::signals::{mouth_opening, pitch, yaw};
+use super::signals::{eye_opening, mouth_opening, pitch, yaw};
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
 
 /// Where a session stands.
@@ -185,9 +185,20 @@ struct Signals {
     pitch: Option<f32>,
     mouth: Option<f32>,
     eyes: Option<f32>,
+    /// Landmark eye opening over the session's open baseline (1 = as open as at the start).
+    lids: Option<f32>,
 }
 
-fn signals(frames: &[FrameObservation]) -> Vec<Option<Signals>> {
+fn signals(frames: &[FrameObservation], p: &ChallengePolicy) -> Vec<Option<Signals>> {
+    // The person's own open baseline: the median landmark eye opening of the first usable
+    // frames (a blink among them is outvoted by the open frames around it).
+    let first: Vec<f32> = frames
+        .iter()
+        .filter_map(usable)
+        .filter_map(|face| eye_opening(&face.landmarks))
+        .take(p.eye_baseline_frames.max(1))
+        .collect();
+    let baseline = median(first).filter(|b| *b > 1e-3);
     frames
         .iter()
         .map(|f| {
@@ -197,9 +208,61 @@ fn signals(frames: &[FrameObservation]) -> Vec<Option<Signals>> {
                 pitch: pitch(&face.landmarks),
                 mouth: mouth_opening(&face.landmarks),
                 eyes: face.eyes.map(|e| e.mean_open()),
+                lids: baseline.and_then(|b| eye_opening(&face.landmarks).map(|o| o / b)),
             })
         })
         .collect()
+}
+
+/// The absolute `fr_eye` blink: open (i) → closed (k) → open (j), `ts_j - ts_i ≥ min_action_ms`.
+fn eye_model_blink(s: &[Option<Signals>], start: usize, sj: Signals, p: &ChallengePolicy) -> bool {
+    if !sj.eyes.is_some_and(|e| e >= p.eye_open_min) {
+        return false;
+    }
+    let mut open_at: Option<u64> = None;
+    for si in s.get(start..).unwrap_or_default().iter().flatten() {
+        match (si.eyes, open_at) {
+            (Some(e), None) if e >= p.eye_open_min => open_at = Some(si.ts),
+            (Some(e), Some(t0)) if e <= p.eye_closed_max => {
+                return sj.ts.saturating_sub(t0) >= p.min_action_ms;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The relative blink, for people whose open eyes `fr_eye` misreads (narrowed or smiling eyes):
+/// the landmark eye opening goes open → closed → open relative to the person's own baseline,
+/// and `fr_eye` agrees at the closed frame (closed outright, or dropped by `eye_min_drop` from
+/// both open frames). Neither signal alone is enough.
+fn relative_blink(s: &[Option<Signals>], start: usize, sj: Signals, p: &ChallengePolicy) -> bool {
+    if p.eye_lid_closed_ratio <= 0.0 {
+        return false;
+    }
+    let (Some(rj), Some(ej)) = (sj.lids, sj.eyes) else {
+        return false;
+    };
+    if rj < p.eye_lid_open_ratio {
+        return false;
+    }
+    let mut open: Option<(u64, f32)> = None;
+    for si in s.get(start..).unwrap_or_default().iter().flatten() {
+        let (Some(r), Some(e)) = (si.lids, si.eyes) else {
+            continue;
+        };
+        match open {
+            None if r >= p.eye_lid_open_ratio => open = Some((si.ts, e)),
+            Some((t0, e0))
+                if r <= p.eye_lid_closed_ratio
+                    && (e <= p.eye_closed_max || e <= e0.min(ej) - p.eye_min_drop) =>
+            {
+                return sj.ts.saturating_sub(t0) >= p.min_action_ms;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether `action` completes at frame `j` with its evidence in `start..j` (`start` included).
@@ -240,21 +303,8 @@ fn completes_at(
                 && earlier().any(|si| si.mouth.is_some_and(|mi| mj - mi >= p.mouth_min_delta))
         }
         Action::Blink => {
-            // open (i) → closed (k) → open (j), i < k < j, ts_j - ts_i ≥ min_action_ms.
-            if !sj.eyes.is_some_and(|e| e >= p.eye_open_min) {
-                return false;
-            }
-            let mut open_at: Option<u64> = None;
-            for si in s[start..j].iter().flatten() {
-                match (si.eyes, open_at) {
-                    (Some(e), None) if e >= p.eye_open_min => open_at = Some(si.ts),
-                    (Some(e), Some(t0)) if e <= p.eye_closed_max => {
-                        return sj.ts.saturating_sub(t0) >= p.min_action_ms;
-                    }
-                    _ => {}
-                }
-            }
-            false
+            let window = &s[..j];
+            eye_model_blink(window, start, sj, p) || relative_blink(window, start, sj, p)
         }
     }
 }
@@ -334,7 +384,7 @@ pub fn evaluate(
     }
 
     // Actions in order.
-    let sig = signals(frames);
+    let sig = signals(frames, policy);
     let mut actions: Vec<ActionResult> = challenge
         .iter()
         .map(|&action| ActionResult {
@@ -447,6 +497,8 @@ mod tests {
         up: f32,
         mouth: f32,
         eyes: f32,
+        /// Landmark eyelid opening (1 = the synthetic face's open eyes).
+        lids: f32,
     }
 
     const NEUTRAL: Pose = Pose {
@@ -454,6 +506,7 @@ mod tests {
         up: 0.0,
         mouth: 0.0,
         eyes: 0.95,
+        lids: 1.0,
     };
 
     fn embedding(seed: f32) -> Embedding {
@@ -486,7 +539,7 @@ mod tests {
                     width: 100.0,
                     height: 120.0,
                 },
-                landmarks: face(pose.yaw, pose.up, pose.mouth, 1.0),
+                landmarks: face(pose.yaw, pose.up, pose.mouth, pose.lids),
                 eyes: Some(EyeState {
                     left_open: pose.eyes,
                     right_open: pose.eyes,
@@ -587,6 +640,62 @@ mod tests {
         assert!(evaluate(&[Action::OpenMouth], &seq(&mouth), &p).actions[0].passed);
         let ajar = [NEUTRAL, with(|q| q.mouth = 3.0)];
         assert!(!evaluate(&[Action::OpenMouth], &seq(&ajar), &p).actions[0].passed);
+    }
+
+    #[test]
+    fn narrowed_eyes_blink_relative_to_their_own_baseline() {
+        // fr_eye reads this person's open (narrowed, smiling) eyes as closed: 0.3 open, 0.05
+        // shut; the landmarks show lids at 0.5 of the synthetic face's, 0.08 when shut.
+        let open = with(|q| {
+            q.eyes = 0.3;
+            q.lids = 0.5;
+        });
+        let shut = with(|q| {
+            q.eyes = 0.05;
+            q.lids = 0.08;
+        });
+        let p = ChallengePolicy::default();
+        let frames = seq(&[open, open, shut, open]);
+        let v = evaluate(&[Action::Blink], &frames, &p);
+        assert!(v.actions[0].passed, "{v:?}");
+        assert_eq!(v.actions[0].at_frame, Some(3));
+        // The fr_eye rule alone never sees it (the shipped behaviour before the landmark rule).
+        let fr_eye_only = ChallengePolicy {
+            eye_lid_closed_ratio: 0.0,
+            ..p.clone()
+        };
+        assert!(!evaluate(&[Action::Blink], &frames, &fr_eye_only).actions[0].passed);
+        // Narrowed eyes held still, or narrowed further by half only: no blink.
+        assert!(!evaluate(&[Action::Blink], &seq(&[open, open, open, open]), &p).actions[0].passed);
+        let half = with(|q| {
+            q.eyes = 0.3;
+            q.lids = 0.4;
+        });
+        assert!(!evaluate(&[Action::Blink], &seq(&[open, open, half, open]), &p).actions[0].passed);
+        // Closed and never reopened: no blink.
+        assert!(!evaluate(&[Action::Blink], &seq(&[open, open, shut]), &p).actions[0].passed);
+    }
+
+    #[test]
+    fn landmark_closure_needs_fr_eye_to_agree() {
+        let p = ChallengePolicy::default();
+        // The lids read shut but fr_eye, which reads this face well, says wide open: no blink.
+        let lids_only = with(|q| q.lids = 0.1);
+        let frames = seq(&[NEUTRAL, NEUTRAL, lids_only, NEUTRAL]);
+        assert!(!evaluate(&[Action::Blink], &frames, &p).actions[0].passed);
+        // fr_eye dropping by eye_min_drop with the lids agrees.
+        let both = with(|q| {
+            q.lids = 0.1;
+            q.eyes = 0.95 - p.eye_min_drop - 0.05;
+        });
+        let frames = seq(&[NEUTRAL, NEUTRAL, both, NEUTRAL]);
+        assert!(evaluate(&[Action::Blink], &frames, &p).actions[0].passed);
+        // Missing eye state is never a closure, whatever the lids do.
+        let mut frames = seq(&[NEUTRAL, NEUTRAL, lids_only, NEUTRAL]);
+        for f in &mut frames {
+            f.face.as_mut().unwrap().eyes = None;
+        }
+        assert!(!evaluate(&[Action::Blink], &frames, &p).actions[0].passed);
     }
 
     #[test]

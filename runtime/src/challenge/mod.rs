@@ -208,6 +208,17 @@ pub struct ChallengePolicy {
     pub eye_open_min: f32,
     /// Eyes count as closed when the mean open probability is at most this.
     pub eye_closed_max: f32,
+    /// Usable frames at the start of the session whose median landmark eye opening
+    /// ([`signals::eye_opening`]) is the person's own open baseline.
+    pub eye_baseline_frames: usize,
+    /// Landmark blink: eyes count as closed at most this fraction of the baseline opening;
+    /// 0 turns the landmark blink off (only the absolute `fr_eye` rule remains).
+    pub eye_lid_closed_ratio: f32,
+    /// Landmark blink: eyes count as open at least this fraction of the baseline opening.
+    pub eye_lid_open_ratio: f32,
+    /// Landmark blink: at the closed frame `fr_eye` must agree — at most `eye_closed_max`, or
+    /// at least this much below its value on the open frames around it.
+    pub eye_min_drop: f32,
     /// Yaw signal (nose offset from the jaw midline over jaw width) an action frame must reach,
     /// in the turn's direction.
     pub turn_min_yaw: f32,
@@ -250,6 +261,10 @@ impl Default for ChallengePolicy {
         Self {
             eye_open_min: 0.6,
             eye_closed_max: 0.35,
+            eye_baseline_frames: 3,
+            eye_lid_closed_ratio: 0.6,
+            eye_lid_open_ratio: 0.85,
+            eye_min_drop: 0.2,
             turn_min_yaw: 0.12,
             turn_min_delta: 0.1,
             look_up_min_delta: 0.08,

@@ -5,6 +5,8 @@
 //!   image's right, i.e. the person turned to their own left);
 //! - pitch: eye line to nose tip over eye line to mouth centre (drops when looking up);
 //! - mouth opening: inner-lip gap over the eyes-to-nose-tip distance;
+//! - eye opening: mean eyelid gap over the eyes-to-nose-tip distance, the landmark half of the
+//!   blink check (judged relative to the person's own open baseline in the session);
 //! - eye aspect ratio (EAR, Soukupová & Čech 2016), reported for diagnostics and evaluation.
 
 use super::Landmarks68;
@@ -63,6 +65,24 @@ pub fn mouth_opening(lm: &Landmarks68) -> Option<f32> {
     let gap =
         (dist(lm.at(61), lm.at(67)) + dist(lm.at(62), lm.at(66)) + dist(lm.at(63), lm.at(65)))
             / 3.0;
+    finite(gap / span)
+}
+
+/// Eye opening: mean eyelid gap of both eyes (37–41, 38–40, 43–47, 44–46) over the distance
+/// from the eyes' midpoint to the nose tip (30). Like the eye aspect ratio it falls when the lids
+/// close, but both lengths run roughly vertically in the face, so a flat print pitched toward
+/// or away from the camera (a vertical squeeze) keeps it, where it would shrink the EAR.
+pub fn eye_opening(lm: &Landmarks68) -> Option<f32> {
+    let eyes = mid(eye_centre(lm, 36), eye_centre(lm, 42));
+    let span = dist(eyes, lm.at(30));
+    if span < 1e-3 {
+        return None;
+    }
+    let gap = (dist(lm.at(37), lm.at(41))
+        + dist(lm.at(38), lm.at(40))
+        + dist(lm.at(43), lm.at(47))
+        + dist(lm.at(44), lm.at(46)))
+        / 4.0;
     finite(gap / span)
 }
 
@@ -221,6 +241,26 @@ pub(crate) mod tests {
         let shut = eye_aspect_ratio(&face(0.0, 0.0, 0.0, 0.1)).unwrap();
         assert!(open > 0.3 && shut < 0.1, "{open} {shut}");
         assert!((eye_width(&face(0.0, 0.0, 0.0, 1.0), 36) - 20.0).abs() < 1e-3);
+        let open = eye_opening(&face(0.0, 0.0, 0.0, 1.0)).unwrap();
+        let narrow = eye_opening(&face(0.0, 0.0, 0.0, 0.5)).unwrap();
+        let shut = eye_opening(&face(0.0, 0.0, 0.0, 0.1)).unwrap();
+        assert!(
+            (narrow / open - 0.5).abs() < 1e-3 && shut / open < 0.15,
+            "{open} {shut}"
+        );
+    }
+
+    #[test]
+    fn eye_opening_is_invariant_to_a_vertical_squeeze() {
+        // A print pitched toward the camera squeezes y: the EAR drops, the opening must not.
+        let mut pts: Vec<Point> = face(0.0, 0.0, 0.0, 1.0).into();
+        for q in &mut pts {
+            q.y = 200.0 + (q.y - 200.0) * 0.7;
+        }
+        let squeezed = Landmarks68::new(pts).unwrap();
+        let flat = face(0.0, 0.0, 0.0, 1.0);
+        assert!((eye_opening(&squeezed).unwrap() - eye_opening(&flat).unwrap()).abs() < 1e-4);
+        assert!(eye_aspect_ratio(&squeezed).unwrap() < 0.8 * eye_aspect_ratio(&flat).unwrap());
     }
 
     #[test]
@@ -230,6 +270,7 @@ pub(crate) mod tests {
         assert!(pitch(&lm).is_none());
         assert!(mouth_opening(&lm).is_none());
         assert!(eye_aspect_ratio(&lm).is_none());
+        assert!(eye_opening(&lm).is_none());
         assert!(Landmarks68::new(vec![Point { x: 1.0, y: 1.0 }; 5]).is_err());
     }
 }
