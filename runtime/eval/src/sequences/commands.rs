@@ -129,6 +129,10 @@ pub struct ChallengeArgs {
     /// Faces held out of the threshold sweep (reported apart); default: every third face.
     #[arg(long, value_delimiter = ',')]
     pub held_out: Vec<String>,
+    /// Leave blinks out of the challenges of faces whose open eyes `fr_eye` reads as closed
+    /// (the lab's behaviour before the landmark blink); default: every face may draw a blink.
+    #[arg(long)]
+    pub skip_unreadable_blinks: bool,
 }
 
 fn load_models() -> Result<(Vision, ChallengeModels), anyhow::Error> {
@@ -342,6 +346,14 @@ struct ChallengeRecord {
     seconds: f64,
     shipped_policy: ChallengePolicy,
     shipped_all: RatesRecord,
+    /// The shipped policy with the landmark blink off (`eye_lid_closed_ratio` 0): the blink
+    /// rule before it, `fr_eye` alone.
+    fr_eye_only_all: RatesRecord,
+    /// Per face: `fr_eye` on its neutral frame, and genuine blinks seen (fr_eye only, shipped).
+    blink_by_face: Vec<BlinkByFace>,
+    /// The landmark-blink sweep: `[closed_ratio, open_ratio, min_drop]`, genuine clips passed
+    /// and attack clips passed, over every clip.
+    blink_sweep: Vec<([f32; 3], usize, usize)>,
     proposed_policy: Option<ChallengePolicy>,
     proposed_train: Option<RatesRecord>,
     proposed_held_out: Option<RatesRecord>,
@@ -351,6 +363,27 @@ struct ChallengeRecord {
     signals: Vec<SignalRange>,
     /// Per kind: each clip's smallest fingerprint difference between two of its frames.
     frame_differences: std::collections::BTreeMap<&'static str, Vec<f32>>,
+}
+
+/// Blinks of one face's genuine clips.
+#[derive(Debug, Clone, Serialize)]
+struct BlinkByFace {
+    face: String,
+    fr_eye_open: f32,
+    /// Genuine clips of this face whose challenge holds a blink.
+    clips: usize,
+    /// Blinks seen with `fr_eye` alone.
+    fr_eye_only: usize,
+    /// Blinks seen with the shipped policy (landmark blink on).
+    shipped: usize,
+}
+
+/// Whether the blink of `clip`'s challenge was seen in order under `p`.
+fn blink_seen(clip: &ObservedClip, p: &ChallengePolicy) -> bool {
+    let v = super::calibrate::judge(clip, p);
+    v.actions
+        .iter()
+        .any(|a| a.action == Action::Blink && a.passed)
 }
 
 /// Range of a per-frame signal over one kind of clip, to show the margins.
@@ -389,7 +422,7 @@ fn print_rates(title: &str, r: &Rates) {
 }
 
 fn signal_ranges(clips: &[ObservedClip]) -> Vec<SignalRange> {
-    use facekey_runtime::challenge::signals::{mouth_opening, pitch, yaw};
+    use facekey_runtime::challenge::signals::{eye_opening, mouth_opening, pitch, yaw};
     let mut out = Vec::new();
     for kind in [
         SequenceKind::Genuine,
@@ -428,6 +461,13 @@ fn signal_ranges(clips: &[ObservedClip]) -> Vec<SignalRange> {
             faces
                 .iter()
                 .filter_map(|f| mouth_opening(&f.landmarks))
+                .collect(),
+        );
+        push(
+            "eye_opening",
+            faces
+                .iter()
+                .filter_map(|f| eye_opening(&f.landmarks))
                 .collect(),
         );
         push(
@@ -483,7 +523,8 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
             }
             // fr_eye reads this face's open eyes as closed: no blink can show, leave it out
             // (counted in the report as `blink_unreadable`).
-            if s.eyes_open < ChallengePolicy::default().eye_open_min
+            if args.skip_unreadable_blinks
+                && s.eyes_open < ChallengePolicy::default().eye_open_min
                 && let Some(i) = challenge.iter().position(|&a| a == Action::Blink)
             {
                 challenge[i] = Action::ALL
@@ -548,6 +589,73 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     print_rates("shipped ChallengePolicy::default():", &all);
+    let fr_eye_only = ChallengePolicy {
+        eye_lid_closed_ratio: 0.0,
+        ..shipped.clone()
+    };
+    let before = rates(&clips, &fr_eye_only);
+    print_rates(
+        "the blink by fr_eye alone (eye_lid_closed_ratio 0, the rule before the landmark blink):",
+        &before,
+    );
+    let blink_by_face: Vec<BlinkByFace> = subs
+        .iter()
+        .map(|s| {
+            let mine: Vec<&ObservedClip> = clips
+                .iter()
+                .filter(|c| {
+                    c.kind == SequenceKind::Genuine
+                        && c.identity == s.name
+                        && c.challenge.contains(&Action::Blink)
+                })
+                .collect();
+            BlinkByFace {
+                face: s.name.clone(),
+                fr_eye_open: s.eyes_open,
+                clips: mine.len(),
+                fr_eye_only: mine.iter().filter(|c| blink_seen(c, &fr_eye_only)).count(),
+                shipped: mine.iter().filter(|c| blink_seen(c, &shipped)).count(),
+            }
+        })
+        .collect();
+    println!(
+        "genuine blinks per face (fr_eye on the neutral frame; seen by fr_eye alone → shipped):"
+    );
+    for b in &blink_by_face {
+        println!(
+            "  {:<18} fr_eye {:.2}  {}/{} → {}/{}",
+            b.face, b.fr_eye_open, b.fr_eye_only, b.clips, b.shipped, b.clips
+        );
+    }
+    let mut blink_sweep = Vec::new();
+    println!(
+        "landmark blink sweep (closed ratio, open ratio, fr_eye drop: genuine / attacks passed):"
+    );
+    for closed in [0.5f32, 0.6, 0.7] {
+        for open in [0.8f32, 0.85, 0.9] {
+            for drop in [0.1f32, 0.2, 0.3] {
+                let p = ChallengePolicy {
+                    eye_lid_closed_ratio: closed,
+                    eye_lid_open_ratio: open,
+                    eye_min_drop: drop,
+                    ..shipped.clone()
+                };
+                let r = rates(&clips, &p);
+                let genuine = r
+                    .by_kind
+                    .get(SequenceKind::Genuine.as_str())
+                    .map_or(0, |c| c.passed);
+                let attacks: usize = r
+                    .by_kind
+                    .iter()
+                    .filter(|(k, _)| **k != SequenceKind::Genuine.as_str())
+                    .map(|(_, c)| c.passed)
+                    .sum();
+                println!("  {closed:.2} {open:.2} {drop:.2}: {genuine} / {attacks}");
+                blink_sweep.push(([closed, open, drop], genuine, attacks));
+            }
+        }
+    }
     let (train, test): (Vec<ObservedClip>, Vec<ObservedClip>) = clips
         .iter()
         .cloned()
@@ -611,6 +719,9 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         seconds: started.elapsed().as_secs_f64(),
         shipped_policy: shipped.clone(),
         shipped_all: shipped_record,
+        fr_eye_only_all: RatesRecord::from(&before),
+        blink_by_face,
+        blink_sweep,
         proposed_train: proposed
             .as_ref()
             .map(|(p, _)| RatesRecord::from(&rates(&train, p))),
