@@ -13,9 +13,9 @@
 //! best frame (embedding, quality) is kept. Expired sessions stay as small tombstones for one
 //! more TTL (so late calls get 410 rather than 404) and are then swept.
 //!
-//! Sessions live in this replica's memory: with several replicas the load balancer must route a
-//! session's calls to the replica that opened it (sticky routing), and a restart loses open
-//! sessions (clients open a new one).
+//! This registry keeps sessions in this replica's memory (the single-replica mode; a restart
+//! loses open sessions). With a shared database, [`super::pg::PgSessions`] keeps them in
+//! PostgreSQL instead; both implement [`super::store::SessionStore`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
