@@ -42,7 +42,7 @@ def main() -> None:
         "models_ms_median": {k: round(med(v), 3) for k, v in models.items()},
         "floor_ms": {"p50": med(floors)},
         "decision_sample": v["decision"],
-        "liveness_models": [k for k, x in v["inference_ms"].items() if k in ("dtn", "minifas") and x],
+        "liveness_models": [k for k, x in v["inference_ms"].items() if k in ("dtn", "minifas", "human_liveness") and x],
     }
     out["ratio_p50_client_to_floor"] = out["client_ms"]["p50"] / out["floor_ms"]["p50"]
     print(json.dumps(out))

@@ -339,7 +339,9 @@ fn verify_reports_every_stage_on_a_selfie_sized_jpeg() {
     let live = a.liveness.clone().unwrap();
     let (dtn, mini) = (live.dtn.unwrap(), live.minifas.unwrap());
     let score = live.score.unwrap();
-    assert!((score - 0.5 * (dtn.live_score + mini.live_score)).abs() < 1e-6);
+    // fr_liveness's part is fused with human_liveness (FACEKEY_PASSIVE_LIVENESS_MODELS default).
+    let fr = fused_fr(&live);
+    assert!((score - 0.5 * (dtn.live_score + fr)).abs() < 1e-6);
     assert!(live.failure.is_none(), "{live:?}");
     assert!((0.0..=1.0).contains(&score));
     assert!((mini.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -412,7 +414,7 @@ fn liveness_mode_and_reject_policy_from_config() {
     assert!(t.total >= t.decode + t.detect + t.align + t.embed + t.liveness + t.quality);
     let live = a.liveness.unwrap();
     assert!(live.dtn.is_none() && a.inference.dtn.is_none());
-    assert_eq!(live.score, Some(live.minifas.unwrap().live_score));
+    assert_eq!(live.score, Some(fused_fr(&live)));
     let err = v.verify(&read("t1.jpg")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::MultipleFaces, "{err}");
     assert!(err.to_string().contains("6 faces"), "{err}");
@@ -427,11 +429,17 @@ fn liveness_mode_and_reject_policy_from_config() {
         .unwrap()
         .liveness
         .unwrap();
-    let (d, m) = (
-        live.dtn.unwrap().live_score,
-        live.minifas.unwrap().live_score,
-    );
+    let (d, m) = (live.dtn.unwrap().live_score, fused_fr(&live));
     assert_eq!(live.score, Some(d.min(m)));
+}
+
+/// fr_liveness's part of a liveness score: fused with human_liveness (the default
+/// `FACEKEY_PASSIVE_LIVENESS_MODELS`), which must have run.
+fn fused_fr(live: &facekey_runtime::vision::LivenessResult) -> f32 {
+    facekey_runtime::vision::second_opinion::fused_live_score(
+        f64::from(live.minifas.unwrap().live_score),
+        f64::from(live.human_liveness.expect("human_liveness ran")),
+    ) as f32
 }
 
 /// A face much larger than the 150-px chip (astronaut.png upscaled 3x to 1536x1536: ~250 px

@@ -81,9 +81,10 @@ fn check_subject(state: &SharedState, id: &str) -> Result<Vec<Embedding>, ApiErr
         .into());
     }
     Ok(match index.subject_templates(id) {
-        SubjectTemplates::Found { embeddings, .. } => embeddings
-            .into_iter()
-            .filter_map(|e| Embedding::new(e).ok())
+        // As verify compares: fused where the templates hold faceres-deep's embedding.
+        SubjectTemplates::Found { templates, .. } => templates
+            .iter()
+            .filter_map(|(model, values)| Embedding::from_template(model, values))
             .collect(),
         SubjectTemplates::NotFound => Vec::new(),
     })

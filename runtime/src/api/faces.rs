@@ -375,7 +375,10 @@ pub(crate) async fn settle_verification(
     summary = "Verify a face against an enrolled subject (1:1)",
     description = "Multipart fields `subject` (id) and `image`, or JSON \
 `{\"subject\": \"<id>\", \"image\": \"<base64>\"}`; optional `include_layers` (true/false). \
-Runs detection, embedding match, passive liveness, quality and the fusion MLP.",
+Runs detection, embedding match, passive liveness, quality and the fusion MLP. With \
+`FACEKEY_MATCH_MODELS=dlib+faceres` the match fuses dlib and faceres-deep for faces enrolled \
+with both; a subject whose faces hold dlib alone is matched on dlib alone, and the answer says \
+so (`match.models` `[\"dlib\"]`, a `warnings` entry `matched_on_dlib_only`).",
     responses(
         (status = 200, description = "Verified (the decision may be reject)", body = VerifyResponse),
         (status = 404, description = "Unknown subject", body = ErrorBody),
@@ -526,6 +529,9 @@ pub struct IdentifyCandidate {
     pub similarity: f64,
     /// Euclidean distance of that template.
     pub distance: f64,
+    /// The embedding models the similarity came from (`["dlib", "faceres"]` or `["dlib"]`).
+    #[schema(value_type = Vec<String>, example = json!(["dlib", "faceres"]))]
+    pub models: &'static [&'static str],
     /// The fused probability for this subject.
     pub probability: f64,
 }
@@ -592,7 +598,8 @@ pub struct IdentifyResponse {
     summary = "Identify a face among all enrolled subjects (1:N)",
     description = "Multipart field `image` or JSON `{\"image\": \"<base64>\"}`; optional `limit` \
 (1-100, default 5). The probe is compared with every template of the serving embedding model \
-(exact search); subjects above the match threshold are judged with the same liveness, quality \
+(exact search on dlib's embedding); the `limit` nearest subjects are judged on their templates \
+as `/v1/verify` judges them (the fused dlib + faceres-deep score where they hold both); those above the match threshold are judged with the same liveness, quality \
 and decision policy as `/v1/verify`, and the accepted ones are returned best first.",
     responses(
         (status = 200, description = "Searched (candidates may be empty)", body = IdentifyResponse),
@@ -634,9 +641,23 @@ pub async fn identify(
     let judged: Vec<(Subject, MatchVerdict, _)> = nearest
         .into_iter()
         .map(|n| {
-            let sim = f64::from(similarity(n.distance, &cfg));
-            let usable = n.subject.faces - n.subject.outdated_faces;
-            let m = verifier.judge_match(f64::from(n.distance), sim, usable);
+            // The candidates come ranked by dlib distance (the index holds dlib's part);
+            // each is judged on its templates as verify judges them (fused when they hold
+            // faceres-deep's embedding).
+            let fused = subject_embeddings(&state, &n.subject.id)
+                .ok()
+                .and_then(|templates| {
+                    let scores: Vec<_> = templates
+                        .iter()
+                        .map(|t| engine.vision.compare(&analysis.embedding, t))
+                        .collect();
+                    verifier.judge_templates(&scores)
+                });
+            let m = fused.unwrap_or_else(|| {
+                let sim = f64::from(similarity(n.distance, &cfg));
+                let usable = n.subject.faces - n.subject.outdated_faces;
+                verifier.judge_match(f64::from(n.distance), sim, usable)
+            });
             let outcome = verifier.decide(&m, &liveness, quality);
             (n.subject, m, outcome)
         })
@@ -657,6 +678,7 @@ pub async fn identify(
             },
             similarity: m.similarity,
             distance: m.distance,
+            models: m.models.names(),
             probability: o.forward.probability,
         })
         .collect();
