@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
-
-use std::sync::OnceLock;
+#[path = "common/challenge_frames.rs"]
+mod frames;
 
 use base64::Engine as _;
 use common::{Running, error_code, face};
@@ -17,158 +17,12 @@ use facekey_runtime::challenge::{
     Action, ChallengePolicy, FrameObservation, Outcome, evaluate, signals,
 };
 use facekey_runtime::config::Config;
-use facekey_runtime::vision::landmarks::{ChallengeModels, eye_crop, observe_frame};
-use facekey_runtime::vision::{Vision, VisionConfig};
+use facekey_runtime::vision::landmarks::observe_frame;
+use frames::{astronaut, brighten, frames_json, geometry, jpeg, models, performance, pose, warp};
 use image::{Rgb, RgbImage};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-
-fn models() -> &'static (Vision, ChallengeModels) {
-    static M: OnceLock<(Vision, ChallengeModels)> = OnceLock::new();
-    M.get_or_init(|| {
-        let cfg = VisionConfig::default();
-        (
-            Vision::load(cfg.clone()).unwrap(),
-            ChallengeModels::load(&cfg).unwrap(),
-        )
-    })
-}
-
-fn astronaut() -> RgbImage {
-    image::load_from_memory(&face("astronaut.png"))
-        .unwrap()
-        .to_rgb8()
-}
-
-/// Landmarks of the base face, for placing warps.
-struct Geometry {
-    nose: (f32, f32),
-    /// Lip line (between the inner lips): centre x, y, and half the inner mouth width.
-    mouth: (f32, f32, f32),
-    width: f32,
-    eyes: Vec<facekey_runtime::vision::imgproc::Rect>,
-}
-
-fn geometry(img: &RgbImage) -> Geometry {
-    let (v, m) = models();
-    let obs = observe_frame(v, m, img, 0);
-    let f = obs.face.expect("a face in the base image");
-    let lm = &f.landmarks;
-    let nose = lm.at(30);
-    let (ml, mr) = (lm.at(60), lm.at(64));
-    let lip_y = (lm.at(62).y + lm.at(66).y) / 2.0;
-    Geometry {
-        nose: (nose.x, nose.y),
-        mouth: ((ml.x + mr.x) / 2.0, lip_y, (mr.x - ml.x).abs() / 2.0),
-        width: f.bbox.width,
-        eyes: [36, 42]
-            .iter()
-            .map(|&e| eye_crop(lm, e, img.width(), img.height()).unwrap())
-            .collect(),
-    }
-}
-
-fn sample(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
-    let xi = x.round().clamp(0.0, img.width() as f32 - 1.0) as u32;
-    let yi = y.round().clamp(0.0, img.height() as f32 - 1.0) as u32;
-    *img.get_pixel(xi, yi)
-}
-
-/// Backward warp: each output pixel samples the input at `(x, y) - d(x, y)`.
-fn warp(img: &RgbImage, d: impl Fn(f32, f32) -> (f32, f32)) -> RgbImage {
-    RgbImage::from_fn(img.width(), img.height(), |x, y| {
-        let (dx, dy) = d(x as f32, y as f32);
-        sample(img, x as f32 - dx, y as f32 - dy)
-    })
-}
-
-fn bump(x: f32, y: f32, c: (f32, f32), sigma: f32) -> f32 {
-    (-((x - c.0).powi(2) + (y - c.1).powi(2)) / (2.0 * sigma * sigma)).exp()
-}
-
-/// A frame of the base face performing `action` at its peak (`None`: neutral).
-fn pose(base: &RgbImage, g: &Geometry, action: Option<Action>) -> RgbImage {
-    let w = g.width;
-    match action {
-        None => base.clone(),
-        Some(Action::TurnLeft) => warp(base, |x, y| (0.25 * w * bump(x, y, g.nose, 0.3 * w), 0.0)),
-        Some(Action::TurnRight) => {
-            warp(base, |x, y| (-0.25 * w * bump(x, y, g.nose, 0.3 * w), 0.0))
-        }
-        Some(Action::LookUp) => warp(base, |x, y| (0.0, -0.18 * w * bump(x, y, g.nose, 0.2 * w))),
-        Some(Action::OpenMouth) => {
-            // Part the lips: everything below the lip line moves down (most at the mouth's
-            // centre, fading toward the corners and the chin); the gap shows a dark inside.
-            let (mx, ly, half) = g.mouth;
-            let gap = 0.22 * w;
-            let profile = |x: f32| (1.0 - ((x - mx) / (1.6 * half)).powi(2)).max(0.0).sqrt();
-            let mut out = warp(base, |x, y| {
-                if y < ly {
-                    return (0.0, 0.0);
-                }
-                let wy = (1.0 - (y - ly) / (0.8 * w)).clamp(0.0, 1.0);
-                (0.0, gap * profile(x) * wy)
-            });
-            for y in ly as u32..(ly + gap) as u32 {
-                for x in (mx - 1.6 * half) as u32..(mx + 1.6 * half) as u32 {
-                    let inner = (1.0 - ((x as f32 - mx) / half).powi(2)).max(0.0).sqrt();
-                    if (y as f32) < ly + gap * inner * 0.85 {
-                        out.put_pixel(x, y, Rgb([70, 30, 30]));
-                    }
-                }
-            }
-            out
-        }
-        Some(Action::Blink) => {
-            let mut out = base.clone();
-            for r in &g.eyes {
-                let skin_y = (r.y + r.h + r.h / 4).min(base.height() - 1);
-                for y in r.y + r.h / 4..r.y + r.h * 3 / 4 {
-                    for x in r.x..r.x + r.w {
-                        out.put_pixel(x, y, *base.get_pixel(x, skin_y));
-                    }
-                }
-                let my = r.y + r.h / 2;
-                for x in r.x + r.w / 5..r.x + r.w * 4 / 5 {
-                    out.put_pixel(x, my, Rgb([40, 30, 30]));
-                }
-            }
-            out
-        }
-    }
-}
-
-/// Brightens every pixel by `k` (so no two frames are identical, as with a camera).
-fn brighten(img: &RgbImage, k: u8) -> RgbImage {
-    let mut out = img.clone();
-    for p in out.pixels_mut() {
-        p.0 = p.0.map(|v| v.saturating_add(k));
-    }
-    out
-}
-
-fn jpeg(img: &RgbImage) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
-        .encode_image(img)
-        .unwrap();
-    out.into_inner()
-}
-
-/// The frames performing `challenge`: neutral, then each action's peak and a neutral frame.
-fn performance(challenge: &[Action]) -> Vec<RgbImage> {
-    let base = astronaut();
-    let g = geometry(&base);
-    let mut frames = vec![brighten(&base, 0)];
-    for &a in challenge {
-        for step in [Some(a), None] {
-            let k = frames.len() as u8 * 3;
-            frames.push(brighten(&pose(&base, &g, step), k));
-        }
-    }
-    frames
-}
 
 fn observe_all(frames: &[RgbImage]) -> Vec<FrameObservation> {
     let (v, m) = models();
@@ -387,17 +241,6 @@ fn config() -> Config {
     let mut c = Config::for_tests();
     c.max_sessions_per_key = 50;
     c
-}
-
-fn frames_json(frames: &[RgbImage], t0: u64) -> Value {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    json!({
-        "frames": frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| json!({"image": b64.encode(jpeg(f)), "timestamp_ms": t0 + 150 * i as u64}))
-            .collect::<Vec<_>>()
-    })
 }
 
 async fn open(s: &Running, client: &reqwest::Client, body: Value) -> (StatusCode, Value) {

@@ -293,7 +293,8 @@ async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &He
     }
 }
 
-/// Starts, once, the task that sweeps expired sessions every half TTL (at least every second):
+/// Starts, once, the task that sweeps expired sessions every half TTL (at least every second),
+/// on the first session opened or fed through this replica:
 /// their failures are counted and the open-sessions gauge follows even when no session is
 /// opened. It holds the state weakly and ends when the state is gone.
 fn ensure_sweeper(state: &SharedState) {
@@ -607,6 +608,8 @@ pub async fn frames(
     let models = state.sessions.models()?;
     let key = key_of(caller.as_ref())?;
     let store = state.sessions.store.clone();
+    // Shared sessions may have been opened through another replica: sweep here too.
+    ensure_sweeper(&state);
     if let Some(done) = store.begin_batch(&key, &id, frames.len()).await? {
         return Ok(Json(frames_response(&done, Vec::new())).into_response());
     }

@@ -59,21 +59,21 @@ pub fn geometry(img: &RgbImage) -> Geometry {
     }
 }
 
-fn sample(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
+pub fn sample(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
     let xi = x.round().clamp(0.0, img.width() as f32 - 1.0) as u32;
     let yi = y.round().clamp(0.0, img.height() as f32 - 1.0) as u32;
     *img.get_pixel(xi, yi)
 }
 
 /// Backward warp: each output pixel samples the input at `(x, y) - d(x, y)`.
-fn warp(img: &RgbImage, d: impl Fn(f32, f32) -> (f32, f32)) -> RgbImage {
+pub fn warp(img: &RgbImage, d: impl Fn(f32, f32) -> (f32, f32)) -> RgbImage {
     RgbImage::from_fn(img.width(), img.height(), |x, y| {
         let (dx, dy) = d(x as f32, y as f32);
         sample(img, x as f32 - dx, y as f32 - dy)
     })
 }
 
-fn bump(x: f32, y: f32, c: (f32, f32), sigma: f32) -> f32 {
+pub fn bump(x: f32, y: f32, c: (f32, f32), sigma: f32) -> f32 {
     (-((x - c.0).powi(2) + (y - c.1).powi(2)) / (2.0 * sigma * sigma)).exp()
 }
 
