@@ -201,8 +201,16 @@ impl Audit {
         }
     }
 
+    /// Whether events are written anywhere (`off` writes none, so callers need not build them).
+    pub fn enabled(&self) -> bool {
+        !matches!(self.sink, Sink::Off)
+    }
+
     /// Write one event as a JSON line. A failed write is logged, never fails the request.
     pub fn record(&self, event: &AuditEvent) {
+        if !self.enabled() {
+            return;
+        }
         let mut line = match serde_json::to_vec(event) {
             Ok(l) => l,
             Err(e) => {

@@ -6,6 +6,7 @@
 //! for handlers (`ConnectInfo`); graceful shutdown that lets open connections finish their
 //! requests. `axum::serve` sets none of these limits, hence this loop.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -14,9 +15,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -26,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
-use tower::ServiceExt as _;
+use tower::{Service, ServiceExt as _};
 
 use crate::metrics::Metrics;
 
@@ -37,18 +38,21 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Longest wait for a request's headers, and for a new connection's first byte.
     pub header_read_timeout: Duration,
-    /// A connection with no bytes read or written for this long is closed (keep-alive
-    /// connections between requests; longer than any request may take).
+    /// A connection with no bytes read or written for this long (at most twice this) is
+    /// closed (keep-alive connections between requests; longer than any request may take).
     pub idle_timeout: Duration,
 }
 
 /// A connection that fails its reads once it has been silent too long: first for
-/// `first_byte` (a new connection that sends nothing), then for `idle` after every transfer.
-/// Hyper then closes it, which frees its place.
+/// `first_byte` (a new connection that sends nothing), then for `idle` with no bytes read or
+/// written. Hyper then closes it, which frees its place. Traffic only sets a flag; the timer is
+/// re-armed when it fires after traffic, so a busy connection costs no timer work per read or
+/// write, and a silent one is closed between `idle` and twice `idle` after its last byte.
 struct Deadline<T> {
     inner: T,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    active: bool,
 }
 
 impl<T> Deadline<T> {
@@ -57,11 +61,23 @@ impl<T> Deadline<T> {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(first_byte)),
+            active: false,
         }
     }
 
-    fn touch(&mut self) {
-        self.timer.as_mut().reset(Instant::now() + self.idle);
+    /// Whether the connection has been silent for a whole period; if not, the timer is
+    /// re-armed (with `cx`'s waker registered) when it has run out.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if !std::mem::take(&mut self.active) {
+                return true;
+            }
+            let next = Instant::now() + self.idle;
+            self.timer.as_mut().reset(next);
+        }
     }
 }
 
@@ -75,17 +91,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadline<T> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    self.touch();
+                    self.active = true;
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection silent for too long",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection silent for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -98,7 +112,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.active = true;
         }
         r
     }
@@ -118,7 +132,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.active = true;
         }
         r
     }
@@ -130,13 +144,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and wait for the
 /// open connections to finish their in-flight requests (the caller bounds that wait).
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: ConnectionLimits,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
-) {
+) where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());

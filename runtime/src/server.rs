@@ -337,7 +337,7 @@ impl Server {
             })
         });
         let metrics = state.metrics.clone();
-        let app = api::router(state);
+        let app = api::app(state);
         let serve = http_server::serve(listener, app, limits, metrics, graceful);
         let serve = async move {
             let mut drain_rx = drain_rx;

@@ -16,6 +16,7 @@ pub mod ui;
 pub mod whoami;
 
 use std::any::Any;
+use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::Router;
@@ -25,6 +26,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -32,7 +34,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use self::error::ApiError;
-use crate::auth::guard::{self, guard};
+use crate::auth::guard;
 use crate::state::SharedState;
 
 /// Route label for requests that matched no route, so unknown paths cannot explode cardinality.
@@ -40,9 +42,11 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// Route label for files of the bundled UI.
 const UI_ROUTE: &str = "ui";
 
-/// Build the full application router over the shared state.
+/// Build the routed API over the shared state, with the middleware that needs the matched route
+/// (per-route metrics, the key guard, the timeout). The route-independent layers are added once
+/// around it by [`app`], not here: every `Router::layer` wraps each route in one more boxed
+/// service that is cloned, with everything below it, on every request.
 pub fn router(state: SharedState) -> Router {
-    let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -70,18 +74,34 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/liveness/sessions/{id}/frames", post(sessions::frames))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(state.clone(), timeout))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn_with_state(state.clone(), per_route))
+        .with_state(state)
+}
+
+/// The API service the listener serves: [`router`] inside the layers every request passes
+/// whatever its route (outermost first): request id, tracing, request-id echo, CORS (only with
+/// origins configured), panics as JSON 500s, the body limit. The stack is concrete types, so the clone hyper makes for every
+/// request copies a few reference counts instead of re-boxing each layer.
+pub fn app(
+    state: SharedState,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static {
+    let max_body = state.config.max_body_bytes;
+    let cors = (!state.config.cors_origins.is_empty()).then(|| cors(&state.config.cors_origins));
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // 5xx answers are logged where they arise (ApiError::internal), so the trace layer's
         // failure line stays at debug: a 503 while models load is not an error.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(cors(&state.config.cors_origins))
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .option_layer(cors)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(max_body))
+        .service(router(state))
 }
 
 /// The health-and-metrics listener's router (`FACEKEY_METRICS_LISTEN`): probes and Prometheus
@@ -143,8 +163,38 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-/// Answer 503 `timeout` when a request runs longer than the configured limit.
-async fn timeout(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+/// The middleware that needs the matched route, as one layer (each `Router::layer` costs a
+/// boxed clone per request): the key guard ([`guard::admit`]), the request timeout (503
+/// `timeout`), the audit event, and request count and latency by route, method and status.
+async fn per_route(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(req.method());
+    let start = Instant::now();
+    let response =
+        match guard::admit(&state, matched.as_ref().map(MatchedPath::as_str), &mut req).await {
+            Ok(admitted) => {
+                let response = run_with_timeout(&state, next, req).await;
+                admitted.finish(&state, &response);
+                response
+            }
+            Err(refused) => refused,
+        };
+    let route = match &matched {
+        Some(route) => route.as_str(),
+        None if response.extensions().get::<ui::UiResponse>().is_some() => UI_ROUTE,
+        None => UNMATCHED_ROUTE,
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let m = &state.metrics;
+    m.http_duration.with_label_values(&[route]).observe(elapsed);
+    m.http_requests
+        .with_label_values(&[route, method, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Run the handler, answering 503 `timeout` when it takes longer than the configured limit.
+async fn run_with_timeout(state: &SharedState, next: Next, req: Request) -> Response {
     let limit = state.config.request_timeout();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
@@ -158,31 +208,6 @@ async fn timeout(State(state): State<SharedState>, req: Request, next: Next) -> 
         )
         .into_response(),
     }
-}
-
-/// Record request count and latency by matched route, method and status.
-async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let matched = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let response = next.run(req).await;
-    let route = match matched {
-        Some(route) => route,
-        None if response.extensions().get::<ui::UiResponse>().is_some() => UI_ROUTE.to_owned(),
-        None => UNMATCHED_ROUTE.to_owned(),
-    };
-    let elapsed = start.elapsed().as_secs_f64();
-    let m = &state.metrics;
-    m.http_duration
-        .with_label_values(&[&route])
-        .observe(elapsed);
-    m.http_requests
-        .with_label_values(&[&route, method, response.status().as_str()])
-        .inc();
-    response
 }
 
 /// The method as a metric label: one of the standard methods, else `other`, so made-up methods

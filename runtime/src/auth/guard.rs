@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::RequestExt as _;
+use axum::extract::{ConnectInfo, RawPathParams, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::policy::{self, Access};
@@ -150,83 +150,147 @@ pub fn authorize(
     Ok(Some(caller))
 }
 
-/// The middleware (applied with `Router::layer`, so the matched route is known).
-pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = req.method().clone();
-    let access = policy::required(&method, route.as_deref());
-    if access == Access::Open {
-        return next.run(req).await;
-    }
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let request_id = crate::api::faces::request_id(req.headers());
-    let (mut parts, body) = req.into_parts();
-    let params =
-        <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())
-            .await
-            .ok();
-    let param = |name: &str| {
-        params.as_ref().and_then(|p| {
-            p.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_owned())
-        })
-    };
-    let (path_subject, path_face) = (param("id"), param("face_id"));
-    let mut req = Request::from_parts(parts, body);
-    let route_label = route.clone().unwrap_or_default();
+/// What an admitted request leaves for after its answer: the audit event to write, if the
+/// route is audited and the audit log is on (gathered before the handler consumes the request).
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pending: Option<PendingAudit>,
+}
 
-    let (key_id, response, action) = match authorize(&state, access, req.headers()) {
+#[derive(Debug)]
+struct PendingAudit {
+    action: &'static str,
+    method: Method,
+    route: String,
+    key_id: Option<String>,
+    client: Option<SocketAddr>,
+    request_id: Option<String>,
+    subject: Option<String>,
+    face: Option<String>,
+}
+
+/// Decide a request on its matched `route` before it runs: `Ok` with the caller put into the
+/// request's extensions, or the refusal's answer (counted, logged and audited here). Called by
+/// the API's per-route middleware, so the key check, the timeout and the route metrics are one
+/// layer.
+pub async fn admit(
+    state: &SharedState,
+    route: Option<&str>,
+    req: &mut Request,
+) -> Result<Admitted, Response> {
+    let access = policy::required(req.method(), route);
+    if access == Access::Open {
+        return Ok(Admitted::default());
+    }
+    let route_label = route.unwrap_or_default();
+    match authorize(state, access, req.headers()) {
         Ok(caller) => {
             let key_id = caller.as_ref().map(|c| c.key_id.clone());
+            let action = audit::action(req.method(), route_label);
+            let pending = match action {
+                Some(action) if state.audit.enabled() => {
+                    let (subject, face) = path_ids(req).await;
+                    Some(PendingAudit {
+                        action,
+                        method: req.method().clone(),
+                        route: route_label.to_owned(),
+                        key_id,
+                        client: client_of(req),
+                        request_id: crate::api::faces::request_id(req.headers()),
+                        subject,
+                        face,
+                    })
+                }
+                _ => None,
+            };
             if let Some(c) = caller {
                 req.extensions_mut().insert(c);
             }
-            let response = next.run(req).await;
-            (key_id, response, audit::action(&method, &route_label))
+            Ok(Admitted { pending })
         }
-        Err(refusal) => {
-            state
-                .metrics
-                .auth_failures
-                .with_label_values(&[&route_label, refusal.reason()])
-                .inc();
-            tracing::info!(
-                target: "facekey::security",
-                route = %route_label,
-                reason = refusal.reason(),
-                key_id = refusal.key_id().as_deref().unwrap_or("-"),
-                client = client.map(|c| c.to_string()).as_deref().unwrap_or("-"),
-                "request refused"
-            );
-            let key_id = refusal.key_id();
-            let unauthorized = matches!(refusal, Refusal::MissingKey | Refusal::InvalidKey);
-            let mut response = refusal.into_error().into_response();
-            if unauthorized {
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"facekey\""),
-                );
-            }
-            (key_id, response, Some(audit::DENIED))
-        }
-    };
-    if let Some(action) = action {
-        let mut event = AuditEvent::new(action, &method, &route_label, response.status().as_u16())
-            .client(client)
+        Err(refusal) => Err(refuse(state, route_label, req, refusal).await),
+    }
+}
+
+impl Admitted {
+    /// Write the audit event of an admitted request, now that its answer is known.
+    pub fn finish(self, state: &SharedState, response: &Response) {
+        let Some(p) = self.pending else {
+            return;
+        };
+        let mut event = AuditEvent::new(p.action, &p.method, &p.route, response.status().as_u16())
+            .client(p.client)
             .detail(response.extensions().get::<AuditDetail>());
+        event.key_id = p.key_id;
+        event.request_id = p.request_id;
+        event.subject = event.subject.or(p.subject);
+        event.face = event.face.or(p.face);
+        event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
+        state.audit.record(&event);
+    }
+}
+
+/// The answer to a refused request, counted, logged and audited.
+async fn refuse(state: &SharedState, route: &str, req: &mut Request, refusal: Refusal) -> Response {
+    let client = client_of(req);
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&[route, refusal.reason()])
+        .inc();
+    tracing::info!(
+        target: "facekey::security",
+        route = %route,
+        reason = refusal.reason(),
+        key_id = refusal.key_id().as_deref().unwrap_or("-"),
+        client = client.map(|c| c.to_string()).as_deref().unwrap_or("-"),
+        "request refused"
+    );
+    let key_id = refusal.key_id();
+    let unauthorized = matches!(refusal, Refusal::MissingKey | Refusal::InvalidKey);
+    let mut response = refusal.into_error().into_response();
+    if unauthorized {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"facekey\""),
+        );
+    }
+    if state.audit.enabled() {
+        let (subject, face) = path_ids(req).await;
+        let mut event = AuditEvent::new(
+            audit::DENIED,
+            req.method(),
+            route,
+            response.status().as_u16(),
+        )
+        .client(client);
         event.key_id = key_id;
-        event.request_id = request_id;
-        event.subject = event.subject.or(path_subject);
-        event.face = event.face.or(path_face);
+        event.request_id = crate::api::faces::request_id(req.headers());
+        event.subject = subject;
+        event.face = face;
         event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
         state.audit.record(&event);
     }
     response
+}
+
+/// The peer address of the connection a request came on.
+fn client_of(req: &Request) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// The subject and face ids in the request's path, for the audit event.
+async fn path_ids(req: &mut Request) -> (Option<String>, Option<String>) {
+    let Ok(params) = req.extract_parts::<RawPathParams>().await else {
+        return (None, None);
+    };
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    };
+    (param("id"), param("face_id"))
 }
