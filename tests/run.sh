@@ -5,8 +5,18 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-stage() { printf '\n==== %s\n' "$*"; }
 started=$(date +%s)
+last_stage=""
+last_start=$started
+# Each stage's heading, after the time the previous one took (CI's budget is read from these).
+stage() {
+  local now
+  now=$(date +%s)
+  [ -n "$last_stage" ] && printf '==== (%ss: %s)\n' "$((now - last_start))" "$last_stage"
+  last_stage="$1"
+  last_start=$now
+  printf '\n==== %s\n' "$*"
+}
 
 stage "setup"
 tests/setup.sh
@@ -57,4 +67,5 @@ fi
 stage "fuzz: every cargo-fuzz target for a bounded time (FUZZ_SECONDS, default 20 s each)"
 tests/fuzz.sh
 
+stage "done"
 printf '\n==== all tests passed in %ss\n' "$(( $(date +%s) - started ))"
