@@ -157,7 +157,10 @@ async fn fused_and_legacy(s: &Running, legacy: &str) {
     );
     assert!(fused.similarity < 0.5, "{fused:?}");
     let dlib = facekey_runtime::vision::embed::compare(&ea, &eb, &v.config().matching);
-    assert!(dlib.similarity > 0.5, "dlib alone accepts the pair: {dlib:?}");
+    assert!(
+        dlib.similarity > 0.5,
+        "dlib alone accepts the pair: {dlib:?}"
+    );
 
     let t1 = create_subject(s, "t1-1").await;
     let e = enrol(s, &t1, a.clone()).await;
