@@ -234,9 +234,11 @@ pub struct Config {
     pub max_inflight: usize,
 
     /// Requests that may wait for an inference place; beyond running + waiting, requests are
-    /// answered at once with 503 `overloaded` and `Retry-After`.
-    #[arg(long, env = env::MAX_QUEUE, default_value_t = defaults::MAX_QUEUE)]
-    pub max_queue: usize,
+    /// answered at once with 503 `overloaded` and `Retry-After` (default: as many as run at
+    /// once, so an accepted request waits about one service time at most; see
+    /// [`Config::max_queue`]).
+    #[arg(long, env = env::MAX_QUEUE)]
+    pub max_queue: Option<usize>,
 
     /// Seconds a request may take before it is answered with 503 `timeout`.
     #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS)]
@@ -482,6 +484,14 @@ impl Config {
         Ok(Some(url))
     }
 
+    /// Requests that may wait for an inference place: `--max-queue`, else the in-flight count.
+    /// A longer queue only makes the last accepted request wait longer (with 2 in flight and 8
+    /// waiting, about 5 service times under overload; with 2 waiting, about 2), while the excess
+    /// is shed either way (bench/overload).
+    pub fn max_queue(&self) -> usize {
+        self.max_queue.unwrap_or(self.max_inflight)
+    }
+
     /// Request timeout as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
@@ -596,6 +606,18 @@ impl Config {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_follows_the_in_flight_count_unless_set() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.max_queue(), c.max_inflight);
+        let c = Config::try_parse_from(["facekey-runtime", "--max-inflight", "3"]).unwrap();
+        assert_eq!(c.max_queue(), 3);
+        let c =
+            Config::try_parse_from(["facekey-runtime", "--max-inflight", "3", "--max-queue", "0"])
+                .unwrap();
+        assert_eq!((c.max_inflight, c.max_queue()), (3, 0));
+    }
 
     #[test]
     fn defaults_are_the_catalogue_and_the_domain_defaults() {

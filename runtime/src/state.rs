@@ -68,7 +68,7 @@ impl AppState {
     ) -> Self {
         let admission = Admission::new(
             config.max_inflight,
-            config.max_queue,
+            config.max_queue(),
             // Waiting longer than the request may take in all is pointless.
             config.request_timeout() / 2,
         );

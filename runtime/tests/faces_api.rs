@@ -471,7 +471,7 @@ async fn identify_finds_the_enrolled_person_and_nobody_else() {
 async fn overload_is_refused_at_once_with_retry_after() {
     let mut config = Config::for_tests();
     config.max_inflight = 1;
-    config.max_queue = 0;
+    config.max_queue = Some(0);
     let s = Running::start(config).await;
     let id = s.create_subject("Eileen Collins").await;
     let (status, _) = s.enrol(&id, "astronaut.png").await;

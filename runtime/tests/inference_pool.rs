@@ -37,7 +37,7 @@ fn threads() -> BTreeMap<u32, (String, u64)> {
 async fn a_burst_of_verifications_starts_no_thread_and_runs_on_the_sized_pool() {
     let mut config = Config::for_tests();
     config.max_inflight = 2;
-    config.max_queue = 64;
+    config.max_queue = Some(64);
     // A loaded machine runs debug-build inference slowly: let the queue wait, not shed.
     config.request_timeout_secs = 300;
     let s = Running::start(config).await;

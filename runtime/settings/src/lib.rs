@@ -256,8 +256,6 @@ pub mod defaults {
     pub const DECISION_POLICY: &str = "strict";
     /// `--max-batch`.
     pub const MAX_BATCH: usize = 1024;
-    /// `--max-queue`: requests that may wait for an inference place beyond those running.
-    pub const MAX_QUEUE: usize = 8;
     /// `--request-timeout-secs`.
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     /// `--max-connections`: open connections beyond which new ones wait in the backlog.
