@@ -8,7 +8,7 @@
 # Env: FACEKEY_RUNTIME_BIN (skip the release build), RUNTIME_ARGS (extra runtime flags),
 # OVERLOAD_SECS (300), SOAK_SECS (600), RECOVERY_SECS (60), FACTOR (4), SOAK_FRACTION (0.8),
 # SUSTAIN_CONNECTIONS (wrk -c for the sustainable rate; default: the runtime's max in-flight,
-# nproc), RATE (skip the wrk step and use this sustainable rate), RESULTS_DIR.
+# nproc), RATE (skip the wrk step and use this sustainable rate; SUSTAIN_P99_MS its p99), RESULTS_DIR.
 set -euo pipefail
 MODE="${1:-overload}"
 case "$MODE" in overload|soak) ;; *) echo "usage: $0 overload|soak" >&2; exit 2 ;; esac
@@ -59,16 +59,19 @@ python3 "$ROOT/bench/verify/probe.py" "$url/v1/verify" "$work/body.json" 5 >/dev
 
 # The sustainable rate: closed-loop wrk at the runtime's in-flight limit (every request is
 # admitted at once; more connections would only queue or be shed).
+# Its p99 is the latency of full concurrency without any queueing: the floor the accepted p99
+# under overload is also compared with (on a small machine, requests in flight share the cores).
+SUSTAIN_P99_MS="${SUSTAIN_P99_MS:-null}"
 if [ -z "${RATE:-}" ]; then
   out=$(WRK_BODY_FILE="$work/body.json" wrk -t1 -c"$SUSTAIN_CONNECTIONS" -d30s --latency \
     -s "$ROOT/bench/verify/verify.lua" "$url/v1/verify")
-  RATE=$(grep '^FACEKEY_WRK' <<<"$out" | cut -d' ' -f2- | python3 -c '
+  read -r RATE SUSTAIN_P99_MS < <(grep '^FACEKEY_WRK' <<<"$out" | cut -d' ' -f2- | python3 -c '
 import json, sys
 w = json.load(sys.stdin)
 assert w["non200"] == 0 and w["errors"] == 0, w
-print(round(w["requests"] / (w["duration_us"] / 1e6), 2))')
+print(round(w["requests"] / (w["duration_us"] / 1e6), 2), w["latency_us"]["p99"] / 1000)')
 fi
-echo "sustainable rate S = $RATE verify/s (wrk -c$SUSTAIN_CONNECTIONS, 30 s, no 503)"
+echo "sustainable rate S = $RATE verify/s (wrk -c$SUSTAIN_CONNECTIONS, 30 s, no 503; p99 $SUSTAIN_P99_MS ms)"
 
 python3 - "$MODE" "$RATE" "$url" "$work" "$pid" "$RESULTS_DIR" "$OVERLOAD_SECS" "$SOAK_SECS" \
   "$RECOVERY_SECS" "$FACTOR" "$SOAK_FRACTION" >"$work/phases.json" <<'PY'
@@ -91,10 +94,11 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$RESULTS_DIR"
 python3 - "$MODE" "$RATE" "$work/raw.json" "$RESULTS_DIR/$MODE.json" "$load_before" "$load_after" \
-  "${RUNTIME_ARGS:-}" <<'PY'
+  "${RUNTIME_ARGS:-}" "$SUSTAIN_P99_MS" <<'PY'
 import datetime, json, os, statistics, subprocess, sys
-mode, rate, raw, dest, before, after, args = sys.argv[1:]
+mode, rate, raw, dest, before, after, args, sustain_p99 = sys.argv[1:]
 rate = float(rate)
+sustain_p99 = None if sustain_p99 == "null" else float(sustain_p99)
 data = json.load(open(raw))
 ph = {p["name"]: p for p in data["phases"]}
 base = ph["unloaded"]
@@ -132,6 +136,8 @@ if mode == "overload":
     verdicts = {
         "accepted_p99_over_unloaded_p99": round(ratio, 2),
         "accepted_p99_within_2x": ratio <= 2,
+        "sustainable_p99_ms": sustain_p99,
+        "accepted_p99_over_sustainable_p99": round(o["accepted_ms"]["p99"] / sustain_p99, 2) if sustain_p99 else None,
         "shed_p99_ms": o["shed_ms"]["p99"],
         "rss_flat_10pct": o["rss"]["spread_pct"] <= 10,
         "accepted_rps_over_sustainable": round(o["accepted_rps"] / rate, 2),
@@ -150,7 +156,7 @@ print("verdicts:", json.dumps(verdicts))
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": {"nproc": os.cpu_count(), "cpu": cpu, "load_before": before, "load_after": after},
-           "runtime_args": args, "sustainable_rate": rate, "verdicts": verdicts,
+           "runtime_args": args, "sustainable_rate": rate, "sustainable_p99_ms": sustain_p99, "verdicts": verdicts,
            "phases": data["phases"], "rss_kib": data["rss_kib"]}, open(dest, "w"), indent=1)
 print("load average before %s, after %s; wrote %s" % (before, after, dest))
 PY
