@@ -9,10 +9,14 @@
 //! - no two frames of the session near-identical (fingerprint difference ≤
 //!   `duplicate_max_difference`): a repeated or re-encoded frame is a replay;
 //! - the same face in every usable frame (embedding distance to the first usable frame);
-//! - each action of the challenge seen in order: action `k` is searched only in frames after the
-//!   frame that completed action `k - 1` (that frame may serve as its starting pose), and needs a
+//! - each action of the challenge seen in order, one at a time: action `k` is searched only in
+//!   frames after the person let action `k - 1` go (see [`released_at`]: the frame where its
+//!   signal has come back from its extreme by the action's own minimum change; a blink is let go
+//!   when it completes, eyes open), that frame may serve as its starting pose, and it needs a
 //!   transition inside that window (a neutral pose, then the action), lasting at least
-//!   `min_action_ms`;
+//!   `min_action_ms`. While one action is still held, the face is deformed or turned and the
+//!   other detectors read it less reliably (`fr_eye` misreads one eye far more often with the
+//!   mouth wide open), so nothing seen then counts for the next action;
 //! - once every action passed: enough usable frames and, when configured, the median passive
 //!   liveness score.
 //!
@@ -309,6 +313,39 @@ fn completes_at(
     }
 }
 
+/// The first frame at or after `j` (where `action` completed) at which the person has let the
+/// action go: the action's signal has come back from its extreme since `j` by the same minimum
+/// change that detects the action (`turn_min_delta` of yaw, `look_up_min_delta` of pitch,
+/// `mouth_min_delta` of mouth opening). A blink completes with the eyes open again, so it is let
+/// go at `j`. `None` while the action is still held. Frames without the signal are skipped.
+fn released_at(
+    action: Action,
+    s: &[Option<Signals>],
+    j: usize,
+    p: &ChallengePolicy,
+) -> Option<usize> {
+    // The signal oriented so that performing the action raises it, and the release delta.
+    let (signal, delta): (fn(&Signals) -> Option<f32>, f32) = match action {
+        Action::Blink => return Some(j),
+        Action::TurnLeft => (|x| x.yaw, p.turn_min_delta),
+        Action::TurnRight => (|x| x.yaw.map(|y| -y), p.turn_min_delta),
+        Action::LookUp => (|x| x.pitch.map(|v| -v), p.look_up_min_delta),
+        Action::OpenMouth => (|x| x.mouth, p.mouth_min_delta),
+    };
+    let mut peak: Option<f32> = None;
+    for (r, si) in s.iter().enumerate().skip(j) {
+        let Some(v) = si.as_ref().and_then(signal) else {
+            continue;
+        };
+        let top = peak.map_or(v, |m| m.max(v));
+        if top - v >= delta {
+            return Some(r);
+        }
+        peak = Some(top);
+    }
+    None
+}
+
 fn median(mut v: Vec<f32>) -> Option<f32> {
     if v.is_empty() {
         return None;
@@ -395,31 +432,40 @@ pub fn evaluate(
         .collect();
     let mut start = 0usize;
     let mut completions: Vec<usize> = Vec::new();
+    // Where each completed action was let go (the next action's window starts there).
+    let mut releases: Vec<usize> = Vec::new();
     for result in &mut actions {
         let found = (start + 1..frames.len())
             .find(|&j| completes_at(result.action, &sig, start, j, policy));
-        match found {
-            Some(j) => {
-                result.passed = true;
-                result.at_frame = Some(j);
-                completions.push(j);
-                start = j;
-            }
-            None => break,
-        }
+        let Some(j) = found else { break };
+        result.passed = true;
+        result.at_frame = Some(j);
+        completions.push(j);
+        let Some(r) = released_at(result.action, &sig, j, policy) else {
+            break;
+        };
+        releases.push(r);
+        start = r;
     }
     let next_action = actions.iter().find(|a| !a.passed).map(|a| a.action);
 
-    // Feedback per frame: the action (expected first) this frame completes in its window.
+    // Feedback per frame: the action (expected first) this frame completes in its window (none
+    // while the previous action is still held).
     let feedback = (0..frames.len())
         .map(|j| {
             let k = completions.iter().filter(|&&c| c < j).count();
-            let window = if k == 0 { 0 } else { completions[k - 1] };
+            let window = if k == 0 {
+                Some(0)
+            } else {
+                releases.get(k - 1).copied()
+            };
             let expected = challenge.get(k).copied();
-            let action_seen = expected
-                .into_iter()
-                .chain(Action::ALL)
-                .find(|&a| j > window && completes_at(a, &sig, window, j, policy));
+            let action_seen = window.and_then(|w| {
+                expected
+                    .into_iter()
+                    .chain(Action::ALL)
+                    .find(|&a| j > w && completes_at(a, &sig, w, j, policy))
+            });
             FrameFeedback {
                 index: j,
                 face_found: faces[j].is_some(),
@@ -612,6 +658,72 @@ mod tests {
         assert!(v.actions[0].passed && !v.actions[1].passed);
         assert_eq!(v.next_action, Some(Action::TurnLeft));
         assert_eq!(v.confidence(), None);
+    }
+
+    /// Regression (lab seed 20261203, `replay_other_challenge/t1-2/00`): a genuine clip of
+    /// blink then open mouth, replayed against open mouth then blink, passed. `fr_eye` read one
+    /// frame at the mouth's peak as closed (0.23 and 0.30 for the two eyes, 0.86 and 0.94 on
+    /// the mouth-open frames around it), and the blink window began at the frame that completed
+    /// the open mouth, so that misreading was a blink.
+    #[test]
+    fn an_action_counts_only_once_the_previous_one_is_let_go() {
+        let p = ChallengePolicy::default();
+        let mouth = |gap: f32, eyes: f32| {
+            with(|q| {
+                q.mouth = gap;
+                q.eyes = eyes;
+            })
+        };
+        let performed = [
+            NEUTRAL,
+            NEUTRAL,
+            with(|q| q.eyes = 0.05), // the blink
+            NEUTRAL,
+            mouth(12.0, 0.95), // opening: completes open_mouth
+            mouth(20.0, 0.27), // wide open, fr_eye misreads the eyes as closed
+            mouth(20.0, 0.76), // still wide open, eyes read open again
+            mouth(4.0, 0.95),  // closing: the open mouth is let go here
+            NEUTRAL,
+        ];
+        let frames = seq(&performed);
+        // As performed: passes.
+        let v = evaluate(&[Action::Blink, Action::OpenMouth], &frames, &p);
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[0].at_frame, Some(3));
+        assert_eq!(v.actions[1].at_frame, Some(4));
+        // Replayed against the reverse order: the open mouth is seen, but the misread frame
+        // comes while the mouth is still held, so no blink follows it.
+        let v = evaluate(&[Action::OpenMouth, Action::Blink], &frames, &p);
+        assert_eq!(v.outcome, Outcome::InProgress, "{v:?}");
+        assert_eq!(v.actions[0].at_frame, Some(4));
+        assert!(!v.actions[1].passed);
+        assert_eq!(
+            v.frames[6].action_seen, None,
+            "no blink while the mouth is held"
+        );
+        // The same misreading after the mouth closed again is a blink (the checker cannot tell
+        // it from one): the rule only moves the window, it does not forbid the action.
+        let mut later = performed.to_vec();
+        later.extend([with(|q| q.eyes = 0.27), NEUTRAL]);
+        let v = evaluate(&[Action::OpenMouth, Action::Blink], &seq(&later), &p);
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[1].at_frame, Some(10));
+        // A turn held while looking up: the look-up counts only once the turn is let go.
+        let turned = |up: f32| {
+            with(|q| {
+                q.yaw = 0.2;
+                q.up = up;
+            })
+        };
+        let held = [NEUTRAL, turned(0.0), turned(0.3), turned(0.0)];
+        let ch = [Action::TurnLeft, Action::LookUp];
+        let v = evaluate(&ch, &seq(&held), &p);
+        assert!(v.actions[0].passed && !v.actions[1].passed, "{v:?}");
+        let mut back = held.to_vec();
+        back.extend([NEUTRAL, with(|q| q.up = 0.3)]);
+        let v = evaluate(&ch, &seq(&back), &p);
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[1].at_frame, Some(5));
     }
 
     #[test]
