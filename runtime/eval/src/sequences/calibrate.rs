@@ -42,6 +42,7 @@ pub fn replay_duplicated(clip: &ObservedClip, copies: Option<&[Fingerprint]>) ->
         identity: clip.identity.clone(),
         challenge: clip.challenge.clone(),
         frames,
+        performing: clip.performing.iter().flat_map(|&a| [a, a]).collect(),
     }
 }
 
@@ -65,6 +66,7 @@ pub fn replay_other_challenge(clip: &ObservedClip) -> ObservedClip {
         identity: clip.identity.clone(),
         challenge,
         frames: clip.frames.clone(),
+        performing: clip.performing.clone(),
     }
 }
 
@@ -290,6 +292,7 @@ mod tests {
             identity: "x".into(),
             challenge: vec![Action::Blink, Action::TurnLeft],
             frames: (0..5).map(|i| frame(1000 + 80 * i, 10 * i as u8)).collect(),
+            performing: vec![None, Some(Action::Blink), Some(Action::Blink), None, None],
         }
     }
 

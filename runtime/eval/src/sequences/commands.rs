@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use facekey_runtime::challenge::{Action, ChallengePolicy, Fingerprint};
+use facekey_runtime::challenge::{
+    Action, ActionResult, ChallengePolicy, FailReason, Fingerprint, Outcome,
+};
 use facekey_runtime::vision::landmarks::ChallengeModels;
 use facekey_runtime::vision::{Vision, VisionConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::calibrate::{
     Count, Rates, choose, for_action_sweep, frame_differences, grid, rates, replay_duplicated,
@@ -133,6 +135,33 @@ pub struct ChallengeArgs {
     /// (the lab's behaviour before the landmark blink); default: every face may draw a blink.
     #[arg(long)]
     pub skip_unreadable_blinks: bool,
+    /// Judge the observations cached by an earlier run (its `<out>/observations.json`) instead
+    /// of rendering and observing the clips again (seconds instead of minutes; the source,
+    /// seed and clip counts of that run apply, these arguments' are ignored).
+    #[arg(long, value_name = "FILE")]
+    pub observations: Option<PathBuf>,
+}
+
+/// What rendering and observing the clips produced, the minutes-long part of
+/// `facekey-eval challenge`: written to `<out>/observations.json` and read back with
+/// `--observations` to re-judge the same frames under a changed checker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Observations {
+    /// Seed the clips were rendered from.
+    pub seed: u64,
+    /// The faces in order, each with `fr_eye`'s mean open probability on its neutral frame.
+    pub faces: Vec<(String, f32)>,
+    /// Faces left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Frames rendered.
+    pub frames: usize,
+    /// Seconds rendering and observing took.
+    pub seconds: f64,
+    /// The rendered clips (genuine, static_photo, flat_print), observed.
+    pub clips: Vec<ObservedClip>,
+    /// Per genuine clip id: the fingerprints of its frames re-encoded at JPEG 70 (what a
+    /// replaying client sends again).
+    pub reencoded: Vec<(String, Vec<Fingerprint>)>,
 }
 
 fn load_models() -> Result<(Vision, ChallengeModels), anyhow::Error> {
@@ -358,11 +387,122 @@ struct ChallengeRecord {
     proposed_train: Option<RatesRecord>,
     proposed_held_out: Option<RatesRecord>,
     proposed_all: Option<RatesRecord>,
-    /// Per genuine clip under the shipped policy: id, outcome, reasons.
-    genuine_clips: Vec<(String, String, Vec<String>)>,
+    /// Per genuine clip with a blink: what the two blink signals read on the painted blink.
+    blink_evidence: Vec<BlinkEvidence>,
+    /// Per genuine clip: the shipped policy's verdict.
+    genuine_clips: Vec<ClipResult>,
+    /// Per attack clip (static_photo, flat_print and both replays): the shipped policy's
+    /// verdict, so an attack that passes shows which action was seen where.
+    attack_clips: Vec<ClipResult>,
     signals: Vec<SignalRange>,
     /// Per kind: each clip's smallest fingerprint difference between two of its frames.
     frame_differences: std::collections::BTreeMap<&'static str, Vec<f32>>,
+}
+
+/// One clip's verdict under a policy.
+#[derive(Debug, Clone, Serialize)]
+struct ClipResult {
+    id: String,
+    kind: SequenceKind,
+    /// The challenge it was judged against.
+    challenge: Vec<Action>,
+    outcome: Outcome,
+    reasons: Vec<FailReason>,
+    /// Per action: seen in order, and the frame that completed it.
+    actions: Vec<ActionResult>,
+    frames: usize,
+}
+
+impl ClipResult {
+    fn of(clip: &ObservedClip, p: &ChallengePolicy) -> Self {
+        let v = super::calibrate::judge(clip, p);
+        Self {
+            id: clip.id.clone(),
+            kind: clip.kind,
+            challenge: clip.challenge.clone(),
+            outcome: v.outcome,
+            reasons: v.reasons,
+            actions: v.actions,
+            frames: clip.frames.len(),
+        }
+    }
+}
+
+/// The two blink signals on a genuine clip's painted blink: `fr_eye` and the landmark eye
+/// opening over the session's open baseline (as the checker computes it), at the open start
+/// and at the most closed frame of the blink (the frames the script marks as blinking).
+#[derive(Debug, Clone, Serialize)]
+struct BlinkEvidence {
+    id: String,
+    /// Median landmark eye opening of the first `eye_baseline_frames` usable frames.
+    lid_baseline: Option<f32>,
+    /// Median `fr_eye` open probability of the same frames.
+    fr_eye_baseline: Option<f32>,
+    /// Smallest lid ratio (opening over baseline) among the blinking frames.
+    closed_lid_ratio: Option<f32>,
+    /// Smallest `fr_eye` open probability among the blinking frames.
+    closed_fr_eye: Option<f32>,
+    /// Blinking frames with a usable face.
+    blinking_frames: usize,
+}
+
+impl BlinkEvidence {
+    fn of(clip: &ObservedClip, p: &ChallengePolicy) -> Option<Self> {
+        use facekey_runtime::challenge::signals::eye_opening;
+        if clip.kind != SequenceKind::Genuine || !clip.challenge.contains(&Action::Blink) {
+            return None;
+        }
+        let median = |mut v: Vec<f32>| {
+            v.sort_by(f32::total_cmp);
+            (!v.is_empty()).then(|| v[v.len() / 2])
+        };
+        let usable: Vec<_> = clip
+            .frames
+            .iter()
+            .filter_map(|f| f.face.as_ref().filter(|face| face.embedding.is_some()))
+            .take(p.eye_baseline_frames.max(1))
+            .collect();
+        let lid_baseline = median(
+            usable
+                .iter()
+                .filter_map(|f| eye_opening(&f.landmarks))
+                .collect(),
+        );
+        let fr_eye_baseline = median(
+            usable
+                .iter()
+                .filter_map(|f| f.eyes.map(|e| e.mean_open()))
+                .collect(),
+        );
+        let blinking: Vec<_> = clip
+            .frames
+            .iter()
+            .zip(&clip.performing)
+            .filter(|(_, a)| **a == Some(Action::Blink))
+            .filter_map(|(f, _)| f.face.as_ref())
+            .collect();
+        let lowest = |v: Vec<f32>| v.into_iter().reduce(f32::min);
+        Some(Self {
+            id: clip.id.clone(),
+            lid_baseline,
+            fr_eye_baseline,
+            closed_lid_ratio: lid_baseline.and_then(|b| {
+                lowest(
+                    blinking
+                        .iter()
+                        .filter_map(|f| eye_opening(&f.landmarks).map(|o| o / b))
+                        .collect(),
+                )
+            }),
+            closed_fr_eye: lowest(
+                blinking
+                    .iter()
+                    .filter_map(|f| f.eyes.map(|e| e.mean_open()))
+                    .collect(),
+            ),
+            blinking_frames: blinking.len(),
+        })
+    }
 }
 
 /// Blinks of one face's genuine clips.
@@ -481,27 +621,11 @@ fn signal_ranges(clips: &[ObservedClip]) -> Vec<SignalRange> {
     out
 }
 
-/// Runs `facekey-eval challenge`: renders and observes every clip, prints pass rates under the
-/// shipped policy, sweeps the thresholds on the training faces and writes `challenge.json`.
-pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
+/// Renders every clip of `args` and observes its frames with the runtime's models.
+fn render_and_observe(args: &ChallengeArgs) -> anyhow::Result<Observations> {
     let started = Instant::now();
     let (vision, models, subs, skipped) = load_subjects(&args.source)?;
     let seed = args.source.seed;
-    for s in &subs {
-        println!(
-            "face {:<18} fr_eye open {:.2} on the neutral frame",
-            s.name, s.eyes_open
-        );
-    }
-    let held_out: Vec<String> = if args.held_out.is_empty() {
-        subs.iter()
-            .enumerate()
-            .filter(|(i, _)| i % 3 == 2)
-            .map(|(_, s)| s.name.clone())
-            .collect()
-    } else {
-        args.held_out.clone()
-    };
     let base_ms = 1_000_000u64;
     let mut clips: Vec<ObservedClip> = Vec::new();
     let mut reencoded: Vec<(String, Vec<Fingerprint>)> = Vec::new();
@@ -558,15 +682,79 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
                 "  {} ({} frames, {})",
                 clip.id,
                 clip.frames.len(),
-                challenge
-                    .iter()
-                    .map(|a| a.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                actions_str(&challenge)
             );
             clips.push(clip);
         }
     }
+    Ok(Observations {
+        seed,
+        faces: subs.iter().map(|s| (s.name.clone(), s.eyes_open)).collect(),
+        skipped: skipped
+            .iter()
+            .map(|s| (s.face.clone(), s.reason.clone()))
+            .collect(),
+        frames,
+        seconds: started.elapsed().as_secs_f64(),
+        clips,
+        reencoded,
+    })
+}
+
+fn actions_str(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `facekey-eval challenge`: renders and observes every clip (or reads the observations
+/// of an earlier run), prints pass rates under the shipped policy, sweeps the thresholds on the
+/// training faces and writes `challenge.json` (and `observations.json` after rendering).
+pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let obs = match &args.observations {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let obs: Observations = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
+            eprintln!(
+                "observations of {} clips from {} (seed {})",
+                obs.clips.len(),
+                path.display(),
+                obs.seed
+            );
+            obs
+        }
+        None => {
+            let obs = render_and_observe(args)?;
+            let json = serde_json::to_string(&obs).map_err(|source| EvalError::Json {
+                context: "observations.json".into(),
+                source,
+            })?;
+            write_file(&out.join("observations.json"), (json + "\n").as_bytes())?;
+            obs
+        }
+    };
+    let seed = obs.seed;
+    for (name, open) in &obs.faces {
+        println!("face {name:<18} fr_eye open {open:.2} on the neutral frame");
+    }
+    let held_out: Vec<String> = if args.held_out.is_empty() {
+        obs.faces
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 == 2)
+            .map(|(_, (name, _))| name.clone())
+            .collect()
+    } else {
+        args.held_out.clone()
+    };
+    let frames = obs.frames;
+    let reencoded = &obs.reencoded;
+    let mut clips = obs.clips.clone();
     let replays: Vec<ObservedClip> = clips
         .iter()
         .filter(|c| c.kind == SequenceKind::Genuine)
@@ -585,10 +773,30 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         "{} clips ({} rendered frames) of {} faces in {:.0} s",
         clips.len(),
         frames,
-        subs.len(),
-        started.elapsed().as_secs_f64()
+        obs.faces.len(),
+        obs.seconds + started.elapsed().as_secs_f64()
     );
     print_rates("shipped ChallengePolicy::default():", &all);
+    let results: Vec<ClipResult> = clips.iter().map(|c| ClipResult::of(c, &shipped)).collect();
+    for r in results
+        .iter()
+        .filter(|r| r.kind.is_attack() && r.outcome == Outcome::Passed)
+    {
+        println!(
+            "  ATTACK PASSED {} against {}: actions at frames {}",
+            r.id,
+            actions_str(&r.challenge),
+            r.actions
+                .iter()
+                .map(|a| format!(
+                    "{} {}",
+                    a.action,
+                    a.at_frame.map_or("-".to_string(), |f| f.to_string())
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let fr_eye_only = ChallengePolicy {
         eye_lid_closed_ratio: 0.0,
         ..shipped.clone()
@@ -598,20 +806,21 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         "the blink by fr_eye alone (eye_lid_closed_ratio 0, the rule before the landmark blink):",
         &before,
     );
-    let blink_by_face: Vec<BlinkByFace> = subs
+    let blink_by_face: Vec<BlinkByFace> = obs
+        .faces
         .iter()
-        .map(|s| {
+        .map(|(name, open)| {
             let mine: Vec<&ObservedClip> = clips
                 .iter()
                 .filter(|c| {
                     c.kind == SequenceKind::Genuine
-                        && c.identity == s.name
+                        && c.identity == *name
                         && c.challenge.contains(&Action::Blink)
                 })
                 .collect();
             BlinkByFace {
-                face: s.name.clone(),
-                fr_eye_open: s.eyes_open,
+                face: name.clone(),
+                fr_eye_open: *open,
                 clips: mine.len(),
                 fr_eye_only: mine.iter().filter(|c| blink_seen(c, &fr_eye_only)).count(),
                 shipped: mine.iter().filter(|c| blink_seen(c, &shipped)).count(),
@@ -625,6 +834,25 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         println!(
             "  {:<18} fr_eye {:.2}  {}/{} → {}/{}",
             b.face, b.fr_eye_open, b.fr_eye_only, b.clips, b.shipped, b.clips
+        );
+    }
+    let blink_evidence: Vec<BlinkEvidence> = clips
+        .iter()
+        .filter_map(|c| BlinkEvidence::of(c, &shipped))
+        .collect();
+    let f2 = |v: Option<f32>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
+    println!(
+        "painted blinks (open baseline of the first frames → most closed blinking frame): fr_eye, lid ratio"
+    );
+    for b in &blink_evidence {
+        println!(
+            "  {:<28} fr_eye {} → {}  lids {} (baseline {})",
+            b.id,
+            f2(b.fr_eye_baseline),
+            f2(b.closed_fr_eye),
+            f2(b.closed_lid_ratio),
+            b.lid_baseline
+                .map_or("-".to_string(), |x| format!("{x:.3}")),
         );
     }
     let mut blink_sweep = Vec::new();
@@ -708,15 +936,12 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
     let shipped_record = RatesRecord::from(&all);
     let record = ChallengeRecord {
         seed,
-        faces: subs.iter().map(|s| s.name.clone()).collect(),
+        faces: obs.faces.iter().map(|(name, _)| name.clone()).collect(),
         held_out: held_out.clone(),
-        skipped: skipped
-            .iter()
-            .map(|s| (s.face.clone(), s.reason.clone()))
-            .collect(),
+        skipped: obs.skipped.clone(),
         clips: clips.len(),
         frames,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: obs.seconds + started.elapsed().as_secs_f64(),
         shipped_policy: shipped.clone(),
         shipped_all: shipped_record,
         fr_eye_only_all: RatesRecord::from(&before),
@@ -732,17 +957,16 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
             .as_ref()
             .map(|(p, _)| RatesRecord::from(&rates(&clips, p))),
         proposed_policy: proposed.map(|(p, _)| p),
-        genuine_clips: clips
+        blink_evidence,
+        genuine_clips: results
             .iter()
-            .filter(|c| c.kind == SequenceKind::Genuine)
-            .map(|c| {
-                let v = super::calibrate::judge(c, &shipped);
-                (
-                    c.id.clone(),
-                    format!("{:?}", v.outcome),
-                    v.reasons.iter().map(|r| r.as_str().to_string()).collect(),
-                )
-            })
+            .filter(|r| !r.kind.is_attack())
+            .cloned()
+            .collect(),
+        attack_clips: results
+            .iter()
+            .filter(|r| r.kind.is_attack())
+            .cloned()
             .collect(),
         signals: signal_ranges(&clips),
         frame_differences: diffs,

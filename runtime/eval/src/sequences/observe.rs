@@ -127,8 +127,9 @@ pub fn subjects(
     Ok((out.into_iter().map(|(s, _)| s).collect(), skipped))
 }
 
-/// A clip as the checker sees it: one observation per frame, in order.
-#[derive(Debug, Clone)]
+/// A clip as the checker sees it: one observation per frame, in order (serialisable, so the
+/// lab can cache the models' observations and re-judge them without rendering again).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ObservedClip {
     /// Clip id.
     pub id: String,
@@ -140,6 +141,9 @@ pub struct ObservedClip {
     pub challenge: Vec<facekey_runtime::challenge::Action>,
     /// Observations (client timestamps from `base_ms`).
     pub frames: Vec<FrameObservation>,
+    /// Ground truth per frame: the action being performed, if any (empty when unknown).
+    #[serde(default)]
+    pub performing: Vec<Option<facekey_runtime::challenge::Action>>,
 }
 
 /// Observes every frame of `seq` as the server would, with client timestamps `base_ms + t_ms`.
@@ -167,5 +171,6 @@ pub fn observe(
         identity: seq.identity.clone(),
         challenge: seq.challenge.clone(),
         frames,
+        performing: seq.frames.iter().map(|f| f.performing).collect(),
     })
 }
