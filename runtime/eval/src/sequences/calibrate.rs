@@ -308,6 +308,16 @@ mod tests {
                 .all(|w| w[1].timestamp_ms > w[0].timestamp_ms)
         );
         assert_eq!(d.frames[0].fingerprint, d.frames[1].fingerprint);
+        // The ground truth follows the frames (each copy performs what its original did).
+        assert_eq!(d.performing.len(), d.frames.len());
+        assert_eq!(d.performing[2], Some(Action::Blink));
+        assert_eq!(d.performing[3], Some(Action::Blink));
+        assert_eq!(d.performing[0], None);
+        // Observations round-trip through observations.json.
+        let back: ObservedClip = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back.frames, d.frames);
+        assert_eq!(back.performing, d.performing);
+        assert_eq!(back.challenge, d.challenge);
         let v = judge(&d, &ChallengePolicy::default());
         assert_eq!(v.outcome, Outcome::Failed);
     }
