@@ -10,7 +10,7 @@
 //!   `duplicate_max_difference`): a repeated or re-encoded frame is a replay;
 //! - the same face in every usable frame (embedding distance to the first usable frame);
 //! - each action of the challenge seen in order, one at a time: action `k` is searched only in
-//!   frames after the person let action `k - 1` go (see [`released_at`]: the frame where its
+//!   frames after the person let action `k - 1` go (`released_at`: the frame where its
 //!   signal has come back from its extreme by the action's own minimum change; a blink is let go
 //!   when it completes, eyes open), that frame may serve as its starting pose, and it needs a
 //!   transition inside that window (a neutral pose, then the action), lasting at least
