@@ -30,7 +30,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::checker::{ChallengeVerdict, FailReason, Outcome, evaluate};
 use super::session::{
     BatchResult, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
-    SessionView, new_id, random_challenge,
+    SessionView, new_id, random_challenge, usable_for_verify,
 };
 use super::store::SessionStore;
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
@@ -581,18 +581,14 @@ impl SessionStore for PgSessions {
         let err = db("use liveness session");
         let mut tx = self.pool.begin().await.map_err(&err)?;
         let s = self.fetch(&mut *tx, &hash, id, true).await?;
-        if s.expired {
-            return Err(SessionError::Expired);
-        }
-        if s.consumed {
-            return Err(SessionError::Used);
-        }
-        if s.verdict.outcome != Outcome::Passed {
-            return Err(SessionError::NotPassed(s.state().as_str()));
-        }
-        if s.subject.as_deref().is_some_and(|b| b != subject) {
-            return Err(SessionError::SubjectMismatch);
-        }
+        usable_for_verify(
+            s.expired,
+            s.consumed,
+            s.verdict.outcome,
+            s.state().as_str(),
+            s.subject.as_deref(),
+            subject,
+        )?;
         let probe = self
             .unseal(&s, &hash)?
             .probe

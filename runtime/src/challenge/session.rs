@@ -616,18 +616,14 @@ impl Registry {
     ) -> Result<PassedProbe, SessionError> {
         let mut map = self.lock();
         let s = Self::get(&mut map, key, id, now)?;
-        if s.expired {
-            return Err(SessionError::Expired);
-        }
-        if s.used {
-            return Err(SessionError::Used);
-        }
-        if s.verdict.outcome != Outcome::Passed {
-            return Err(SessionError::NotPassed(s.state().as_str()));
-        }
-        if s.subject.as_deref().is_some_and(|b| b != subject) {
-            return Err(SessionError::SubjectMismatch);
-        }
+        usable_for_verify(
+            s.expired,
+            s.used,
+            s.verdict.outcome,
+            s.state().as_str(),
+            s.subject.as_deref(),
+            subject,
+        )?;
         let probe = s
             .probe
             .as_ref()
@@ -649,6 +645,32 @@ impl Registry {
     pub fn challenge_of(&self, id: &str) -> Option<Vec<Action>> {
         self.lock().get(id).map(|s| s.challenge.clone())
     }
+}
+
+/// The rules for verifying with a session, the same in every store: not expired, not used yet
+/// (single use), passed, and opened for this subject or for none. `state` names the session's
+/// state for the not-passed error.
+pub(crate) fn usable_for_verify(
+    expired: bool,
+    used: bool,
+    outcome: Outcome,
+    state: &'static str,
+    bound_subject: Option<&str>,
+    subject: &str,
+) -> Result<(), SessionError> {
+    if expired {
+        return Err(SessionError::Expired);
+    }
+    if used {
+        return Err(SessionError::Used);
+    }
+    if outcome != Outcome::Passed {
+        return Err(SessionError::NotPassed(state));
+    }
+    if bound_subject.is_some_and(|b| b != subject) {
+        return Err(SessionError::SubjectMismatch);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
