@@ -668,7 +668,10 @@ pub struct ScanGate {
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "ignoreCVEs")]
     pub ignore_cves: Vec<String>,
     /// Reports older than this are stale: the image is scanned again (Go duration, e.g. `24h`).
-    #[serde(default = "default_max_report_age")]
+    #[serde(
+        default = "default_max_report_age",
+        deserialize_with = "bounded_duration::deserialize"
+    )]
     pub max_report_age: Duration,
     /// Image that runs `trivy image` in the scan Job. Unset: the operator's `--scanner-image`.
     /// Setting it (like `dbRepository`, `javaDbRepository`, `server`) needs the operator's
@@ -714,6 +717,75 @@ fn default_max_severity() -> Severity {
 
 fn default_max_report_age() -> Duration {
     Duration::from(std::time::Duration::from_secs(24 * 3600))
+}
+
+/// Go durations read without a panic. kube-core's parser multiplies each component into a
+/// `std::time::Duration` unchecked, so a component beyond `u64` seconds (`99999999999999999999h`)
+/// or a negative one after the first (`1h-5h`) panics: one such FaceKeyDeployment would crash
+/// the operator on every start. Each component is checked here first (a plain non-negative
+/// number, at most ten years), then kube-core parses the string.
+mod bounded_duration {
+    use kube::core::Duration;
+    use serde::{Deserialize, Deserializer, de};
+
+    /// Largest component and largest count of components accepted.
+    const MAX_COMPONENT_SECS: f64 = 10.0 * 366.0 * 24.0 * 3600.0;
+    const MAX_COMPONENTS: usize = 8;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        check(&s).map_err(de::Error::custom)?;
+        s.parse::<Duration>().map_err(de::Error::custom)
+    }
+
+    /// Why `s` would make kube-core's parser panic or is out of range, if it would.
+    pub(super) fn check(s: &str) -> Result<(), String> {
+        let mut rest = s.strip_prefix(['-', '+']).unwrap_or(s);
+        if rest == "0" {
+            return Ok(());
+        }
+        let mut components = 0;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (number, tail) = rest.split_at(digits);
+            let units = tail
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(tail.len());
+            let (unit, tail) = tail.split_at(units);
+            let secs = match unit {
+                "ns" => 1e-9,
+                "us" | "\u{00b5}s" | "\u{03bc}s" => 1e-6,
+                "ms" => 1e-3,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => {
+                    return Err(format!(
+                        "duration {s:?}: expected a number and one of ns, us, ms, s, m, h"
+                    ));
+                }
+            };
+            let value: f64 = number
+                .parse()
+                .map_err(|_| format!("duration {s:?}: {number:?} is not a number"))?;
+            let total = value * secs;
+            if !total.is_finite() || total > MAX_COMPONENT_SECS {
+                return Err(format!(
+                    "duration {s:?}: {number}{unit} is longer than ten years"
+                ));
+            }
+            components += 1;
+            if components > MAX_COMPONENTS {
+                return Err(format!(
+                    "duration {s:?}: more than {MAX_COMPONENTS} components"
+                ));
+            }
+            rest = tail;
+        }
+        Ok(())
+    }
 }
 
 /// Monitoring objects generated for the deployment.

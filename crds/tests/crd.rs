@@ -451,3 +451,43 @@ fn sidecar_defaults_and_distinct_ports() {
         ["sidecar.port and sidecar.metricsPort must differ"]
     );
 }
+
+/// `scanGate.maxReportAge` is read without a panic whatever the string: kube-core's parser
+/// panics on components beyond `u64` seconds or negative after the first, which would crash
+/// the operator on every start (found by the `crd_spec` fuzz target).
+#[test]
+fn max_report_age_rejects_what_would_panic_and_reads_go_durations() {
+    let spec = |age: &str| {
+        serde_json::from_value::<facekey_crds::FaceKeyDeploymentSpec>(json!({
+            "image": "ghcr.io/facekey/runtime:0.1.0",
+            "scanGate": {"maxReportAge": age}
+        }))
+    };
+    for bad in [
+        "99999999999999999999h",
+        "02000000000000000000000000024h",
+        "1h-5h",
+        "1h1h1h1h1h1h1h1h1h",
+        "h",
+        "5",
+        "1e9h",
+        "1.2.3s",
+    ] {
+        let err = spec(bad).expect_err(bad).to_string();
+        assert!(
+            err.contains("duration") || err.contains("number"),
+            "{bad}: {err}"
+        );
+    }
+    for (good, secs) in [
+        ("24h", 86_400.0),
+        ("1h30m", 5_400.0),
+        ("1.5s", 1.5),
+        ("0", 0.0),
+        ("500ms", 0.5),
+    ] {
+        let s = spec(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        let d = std::time::Duration::from(s.scan_gate.unwrap().max_report_age);
+        assert_eq!(d.as_secs_f64(), secs, "{good}");
+    }
+}
