@@ -65,11 +65,13 @@ SUSTAIN_P99_MS="${SUSTAIN_P99_MS:-null}"
 if [ -z "${RATE:-}" ]; then
   out=$(WRK_BODY_FILE="$work/body.json" wrk -t1 -c"$SUSTAIN_CONNECTIONS" -d30s --latency \
     -s "$ROOT/bench/verify/verify.lua" "$url/v1/verify")
-  read -r RATE SUSTAIN_P99_MS < <(grep '^FACEKEY_WRK' <<<"$out" | cut -d' ' -f2- | python3 -c '
+  # Captured first so that a failed assertion stops the script here (set -e).
+  sustained=$(grep '^FACEKEY_WRK' <<<"$out" | cut -d' ' -f2- | python3 -c '
 import json, sys
 w = json.load(sys.stdin)
 assert w["non200"] == 0 and w["errors"] == 0, w
 print(round(w["requests"] / (w["duration_us"] / 1e6), 2), w["latency_us"]["p99"] / 1000)')
+  read -r RATE SUSTAIN_P99_MS <<<"$sustained"
 fi
 echo "sustainable rate S = $RATE verify/s (wrk -c$SUSTAIN_CONNECTIONS, 30 s, no 503; p99 $SUSTAIN_P99_MS ms)"
 

@@ -80,8 +80,9 @@ pub fn router(state: SharedState) -> Router {
 
 /// The API service the listener serves: [`router`] inside the layers every request passes
 /// whatever its route (outermost first): request id, tracing, request-id echo, CORS (only with
-/// origins configured), panics as JSON 500s, the body limit. The stack is concrete types, so the clone hyper makes for every
-/// request copies a few reference counts instead of re-boxing each layer.
+/// origins configured), panics as JSON 500s, the body limit. The stack is concrete types, so
+/// the clone hyper makes for every request copies a few reference counts instead of re-boxing
+/// each layer.
 pub fn app(
     state: SharedState,
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
