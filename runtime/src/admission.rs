@@ -3,23 +3,69 @@
 //! joining an unbounded queue. A login path wants a fast "try again" over a slow timeout, and a
 //! bounded number of concurrent inferences bounds memory (each can hold 100-250 MB).
 //!
+//! The queue is also bounded in time: a request waits at most `max_wait` for a place, and one
+//! whose wait is already predicted to exceed it (its place in the queue times the recent
+//! service time, over the places running) is refused at once rather than after waiting in
+//! vain, so the excess under overload gets its 503 in milliseconds and an accepted request's
+//! latency stays near one service time plus `max_wait`.
+//!
 //! A waiting request that goes away (client disconnected, deadline passed) gives its place back
 //! as soon as its future is dropped; a running one keeps its place until its model work ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a request was refused a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverloadReason {
+    /// Running and queue were full.
+    QueueFull,
+    /// The wait predicted from the queue ahead and the recent service time exceeded the bound.
+    WaitPredicted {
+        /// The predicted wait.
+        predicted: Duration,
+    },
+    /// The request waited the whole bound without a place coming free.
+    WaitedTooLong,
+}
+
+impl OverloadReason {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OverloadReason::QueueFull => "queue_full",
+            OverloadReason::WaitPredicted { .. } => "wait_predicted",
+            OverloadReason::WaitedTooLong => "waited_too_long",
+        }
+    }
+}
+
+impl std::fmt::Display for OverloadReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverloadReason::QueueFull => f.write_str("running and queue are full"),
+            OverloadReason::WaitPredicted { predicted } => write!(
+                f,
+                "the wait for a place is predicted at {} ms, over the bound",
+                predicted.as_millis()
+            ),
+            OverloadReason::WaitedTooLong => f.write_str("no place came free within the bound"),
+        }
+    }
+}
 
 /// The service is at capacity: the caller should retry after `retry_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "overloaded: {in_flight} inferences running and {queued} waiting (the limits); retry in \
-     {} s",
+    "overloaded: {reason} ({in_flight} inferences running, {queued} waiting); retry in {} s",
     retry_after.as_secs()
 )]
 pub struct Overloaded {
+    /// Why.
+    pub reason: OverloadReason,
     /// Inferences running when the request was refused.
     pub in_flight: usize,
     /// Requests waiting when it was refused.
@@ -37,24 +83,46 @@ pub struct AdmissionStats {
     pub queued: usize,
     /// Requests refused since start.
     pub rejected: u64,
+    /// Recent service time (how long an inference holds its place, moving average), once one
+    /// has finished.
+    pub service_time: Option<Duration>,
+}
+
+/// The limits of [`Admission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Inferences running at once (at least 1).
+    pub in_flight: usize,
+    /// Requests waiting beyond them.
+    pub queue: usize,
+    /// Longest wait for a place, and the bound a predicted wait is checked against.
+    pub max_wait: Duration,
 }
 
 /// The admission controller shared by every request.
 #[derive(Debug)]
 pub struct Admission {
     running: Arc<Semaphore>,
-    in_flight: usize,
-    capacity: usize,
+    limits: Limits,
     admitted: Arc<AtomicUsize>,
     rejected: AtomicU64,
-    queue_timeout: Duration,
+    service: Arc<ServiceTime>,
 }
 
-/// A place among the running inferences; given back when dropped.
+/// A place among the running inferences; given back when dropped, when its hold time feeds the
+/// service-time average.
 #[derive(Debug)]
 pub struct Permit {
     _running: OwnedSemaphorePermit,
     _place: Place,
+    since: Instant,
+    service: Arc<ServiceTime>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.service.record(self.since.elapsed());
+    }
 }
 
 /// A reserved place (running or waiting), released on drop.
@@ -67,39 +135,98 @@ impl Drop for Place {
     }
 }
 
+/// Exponentially weighted moving average of hold times in microseconds (0: none yet), weight
+/// 1/8 per sample: it follows a change of image sizes or machine load within a few dozen
+/// requests without jumping on one slow outlier.
+#[derive(Debug, Default)]
+struct ServiceTime(AtomicU64);
+
+impl ServiceTime {
+    fn record(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    // old + (sample - old) / 8, in signed arithmetic.
+                    let next = i128::from(old) + (i128::from(sample) - i128::from(old)) / 8;
+                    u64::try_from(next.max(1)).unwrap_or(u64::MAX)
+                })
+            });
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// The wait of the `position`-th request in the queue (1 = next) when every one of `in_flight`
+/// places is busy and each holds its place for `service` on average: the places free up
+/// `in_flight` at a time per service time, so it is served after `ceil(position / in_flight)`
+/// rounds, the first of which is on average half over.
+pub fn predicted_wait(position: usize, in_flight: usize, service: Duration) -> Duration {
+    let in_flight = in_flight.max(1);
+    let rounds = position.max(1).div_ceil(in_flight) as u32;
+    service.saturating_mul(rounds).saturating_sub(service / 2)
+}
+
 impl Admission {
-    /// At most `in_flight` (at least 1) running and `queue` waiting; a request waits at most
-    /// `queue_timeout` for a place before it is refused.
-    pub fn new(in_flight: usize, queue: usize, queue_timeout: Duration) -> Self {
-        let in_flight = in_flight.max(1);
+    /// An admission controller with these limits.
+    pub fn new(limits: Limits) -> Self {
+        let limits = Limits {
+            in_flight: limits.in_flight.max(1),
+            ..limits
+        };
         Self {
-            running: Arc::new(Semaphore::new(in_flight)),
-            in_flight,
-            capacity: in_flight + queue,
+            running: Arc::new(Semaphore::new(limits.in_flight)),
+            limits,
             admitted: Arc::new(AtomicUsize::new(0)),
             rejected: AtomicU64::new(0),
-            queue_timeout,
+            service: Arc::new(ServiceTime::default()),
         }
     }
 
-    fn overloaded(&self) -> Overloaded {
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn overloaded(&self, reason: OverloadReason) -> Overloaded {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         let stats = self.stats();
         Overloaded {
+            reason,
             in_flight: stats.in_flight,
             queued: stats.queued,
             retry_after: Duration::from_secs(1),
         }
     }
 
+    fn permit(&self, running: OwnedSemaphorePermit, place: Place) -> Permit {
+        Permit {
+            _running: running,
+            _place: place,
+            since: Instant::now(),
+            service: self.service.clone(),
+        }
+    }
+
     /// A place to run an inference: at once when one is free, after a short wait when the
-    /// queue has room, else [`Overloaded`] immediately.
+    /// queue has room and the predicted wait is within the bound, else [`Overloaded`]
+    /// immediately.
     pub async fn admit(&self) -> Result<Permit, Overloaded> {
-        let place = {
+        // Reserve a place among running + waiting; `ahead` is how many held one before.
+        let (place, ahead) = {
+            let capacity = self.limits.in_flight + self.limits.queue;
             let mut current = self.admitted.load(Ordering::Acquire);
             loop {
-                if current >= self.capacity {
-                    return Err(self.overloaded());
+                if current >= capacity {
+                    return Err(self.overloaded(OverloadReason::QueueFull));
                 }
                 match self.admitted.compare_exchange_weak(
                     current,
@@ -107,32 +234,43 @@ impl Admission {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => break Place(self.admitted.clone()),
+                    Ok(_) => break (Place(self.admitted.clone()), current),
                     Err(now) => current = now,
                 }
             }
         };
-        match tokio::time::timeout(self.queue_timeout, self.running.clone().acquire_owned()).await {
-            Ok(Ok(running)) => Ok(Permit {
-                _running: running,
-                _place: place,
-            }),
+        if let Ok(running) = self.running.clone().try_acquire_owned() {
+            return Ok(self.permit(running, place));
+        }
+        // Every place runs: this request is behind the others waiting.
+        let position = ahead.saturating_sub(self.limits.in_flight) + 1;
+        if let Some(service) = self.service.get() {
+            let predicted = predicted_wait(position, self.limits.in_flight, service);
+            if predicted > self.limits.max_wait {
+                drop(place);
+                return Err(self.overloaded(OverloadReason::WaitPredicted { predicted }));
+            }
+        }
+        match tokio::time::timeout(self.limits.max_wait, self.running.clone().acquire_owned()).await
+        {
+            Ok(Ok(running)) => Ok(self.permit(running, place)),
             // Timed out waiting, or the semaphore closed (never closed here).
             Ok(Err(_)) | Err(_) => {
                 drop(place);
-                Err(self.overloaded())
+                Err(self.overloaded(OverloadReason::WaitedTooLong))
             }
         }
     }
 
     /// Running, waiting and refused counts.
     pub fn stats(&self) -> AdmissionStats {
-        let running = self.in_flight - self.running.available_permits();
+        let running = self.limits.in_flight - self.running.available_permits();
         let admitted = self.admitted.load(Ordering::Acquire);
         AdmissionStats {
             in_flight: running,
             queued: admitted.saturating_sub(running),
             rejected: self.rejected.load(Ordering::Relaxed),
+            service_time: self.service.get(),
         }
     }
 }
@@ -142,9 +280,17 @@ impl Admission {
 mod tests {
     use super::*;
 
+    fn admission(in_flight: usize, queue: usize, max_wait: Duration) -> Admission {
+        Admission::new(Limits {
+            in_flight,
+            queue,
+            max_wait,
+        })
+    }
+
     #[tokio::test]
     async fn runs_queues_then_refuses_at_once() {
-        let a = Arc::new(Admission::new(1, 1, Duration::from_secs(10)));
+        let a = Arc::new(admission(1, 1, Duration::from_secs(10)));
         let first = a.admit().await.unwrap();
         assert_eq!(a.stats().in_flight, 1);
         // The second waits in the queue.
@@ -159,6 +305,7 @@ mod tests {
         let err = a.admit().await.unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(50));
         assert_eq!((err.in_flight, err.queued), (1, 1));
+        assert_eq!(err.reason, OverloadReason::QueueFull);
         assert_eq!(err.retry_after, Duration::from_secs(1));
         assert_eq!(a.stats().rejected, 1);
         // Freeing the running place admits the waiting one.
@@ -170,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_that_goes_away_gives_its_place_back() {
-        let a = Arc::new(Admission::new(1, 1, Duration::from_secs(10)));
+        let a = Arc::new(admission(1, 1, Duration::from_secs(10)));
         let _running = a.admit().await.unwrap();
         let waiter = {
             let a = a.clone();
@@ -197,10 +344,77 @@ mod tests {
 
     #[tokio::test]
     async fn waiting_is_bounded_in_time() {
-        let a = Admission::new(1, 4, Duration::from_millis(30));
+        let a = admission(1, 4, Duration::from_millis(30));
         let _running = a.admit().await.unwrap();
+        let started = std::time::Instant::now();
         let err = a.admit().await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(30));
         assert_eq!(err.in_flight, 1);
+        assert_eq!(err.reason, OverloadReason::WaitedTooLong);
         assert_eq!(a.stats().queued, 0);
+    }
+
+    #[test]
+    fn the_predicted_wait_grows_with_the_place_in_the_queue() {
+        let s = Duration::from_millis(100);
+        // One running place: the next waits half a service time, the second one and a half.
+        assert_eq!(predicted_wait(1, 1, s), Duration::from_millis(50));
+        assert_eq!(predicted_wait(2, 1, s), Duration::from_millis(150));
+        // Two running places serve two per round.
+        assert_eq!(predicted_wait(2, 2, s), Duration::from_millis(50));
+        assert_eq!(predicted_wait(3, 2, s), Duration::from_millis(150));
+        assert_eq!(predicted_wait(0, 0, s), Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn the_service_time_is_a_moving_average_of_hold_times() {
+        let a = admission(1, 0, Duration::from_secs(1));
+        assert_eq!(a.stats().service_time, None);
+        let p = a.admit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        drop(p);
+        let first = a.stats().service_time.unwrap();
+        assert!(first >= Duration::from_millis(40), "{first:?}");
+        // A short hold moves the average an eighth of the way, not all of it.
+        drop(a.admit().await.unwrap());
+        let second = a.stats().service_time.unwrap();
+        assert!(second < first, "{second:?} < {first:?}");
+        assert!(
+            second >= first * 7 / 8 - Duration::from_millis(1),
+            "{second:?}"
+        );
+    }
+
+    /// With a known service time, a request whose place in the queue predicts a wait beyond the
+    /// bound is refused at once, while one that fits the bound waits and runs.
+    #[tokio::test]
+    async fn a_wait_predicted_over_the_bound_is_refused_at_once() {
+        let a = Arc::new(admission(1, 4, Duration::from_millis(400)));
+        // Teach it a service time of about 300 ms.
+        let p = a.admit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(p);
+        let _running = a.admit().await.unwrap();
+        // First in the queue: predicted ~150 ms, within 400 ms: it waits.
+        let first = {
+            let a = a.clone();
+            tokio::spawn(async move { a.admit().await.map(|_p| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(a.stats().queued, 1);
+        // Second in the queue: predicted ~450 ms, over the bound: refused without waiting,
+        // although the queue has room.
+        let started = std::time::Instant::now();
+        let err = a.admit().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(50));
+        match err.reason {
+            OverloadReason::WaitPredicted { predicted } => {
+                assert!(predicted > Duration::from_millis(400), "{predicted:?}")
+            }
+            other => panic!("refused for {other:?}"),
+        }
+        assert!(err.to_string().contains("predicted"), "{err}");
+        assert_eq!(a.stats().queued, 1, "the refused request holds no place");
+        first.abort();
     }
 }

@@ -240,6 +240,12 @@ pub struct Config {
     #[arg(long, env = env::MAX_QUEUE)]
     pub max_queue: Option<usize>,
 
+    /// Milliseconds a request may wait for an inference place (at most half the request
+    /// timeout). A request whose wait is predicted beyond it (its place in the queue times the
+    /// recent service time) is refused at once with 503 `overloaded`.
+    #[arg(long, env = env::MAX_QUEUE_WAIT_MS, default_value_t = defaults::MAX_QUEUE_WAIT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue_wait_ms: u64,
+
     /// Seconds a request may take before it is answered with 503 `timeout`.
     #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS)]
     pub request_timeout_secs: u64,
@@ -492,6 +498,17 @@ impl Config {
         self.max_queue.unwrap_or(self.max_inflight)
     }
 
+    /// The admission limits: `--max-inflight` running, [`Config::max_queue`] waiting, each
+    /// waiting at most `--max-queue-wait-ms` and never more than half the request timeout
+    /// (waiting longer than the request may take in all is pointless).
+    pub fn admission_limits(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            in_flight: self.max_inflight,
+            queue: self.max_queue(),
+            max_wait: Duration::from_millis(self.max_queue_wait_ms).min(self.request_timeout() / 2),
+        }
+    }
+
     /// Request timeout as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
@@ -617,6 +634,22 @@ mod tests {
             Config::try_parse_from(["facekey-runtime", "--max-inflight", "3", "--max-queue", "0"])
                 .unwrap();
         assert_eq!((c.max_inflight, c.max_queue()), (3, 0));
+    }
+
+    #[test]
+    fn the_queue_wait_is_bounded_by_half_the_request_timeout() {
+        let c = Config::try_parse_from(["facekey-runtime", "--max-queue-wait-ms", "250"]).unwrap();
+        assert_eq!(c.admission_limits().max_wait, Duration::from_millis(250));
+        let c = Config::try_parse_from([
+            "facekey-runtime",
+            "--max-queue-wait-ms",
+            "5000",
+            "--request-timeout-secs",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(c.admission_limits().max_wait, Duration::from_secs(2));
+        assert!(Config::try_parse_from(["facekey-runtime", "--max-queue-wait-ms", "0"]).is_err());
     }
 
     #[test]

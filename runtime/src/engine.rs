@@ -269,11 +269,11 @@ mod tests {
     /// at once however many are submitted, each with its nested branch, on the pool's threads.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admitted_jobs_are_bounded_by_admission() {
-        let admission = Arc::new(crate::admission::Admission::new(
-            2,
-            64,
-            std::time::Duration::from_secs(30),
-        ));
+        let admission = Arc::new(crate::admission::Admission::new(crate::admission::Limits {
+            in_flight: 2,
+            queue: 64,
+            max_wait: std::time::Duration::from_secs(30),
+        }));
         let pool = Arc::new(InferencePool::new(InferencePool::size_for(2, true)).unwrap());
         let tasks: Vec<_> = (0..24)
             .map(|_| {

@@ -66,12 +66,7 @@ impl AppState {
         access: AccessControl,
         lockouts: Lockouts,
     ) -> Self {
-        let admission = Admission::new(
-            config.max_inflight,
-            config.max_queue(),
-            // Waiting longer than the request may take in all is pointless.
-            config.request_timeout() / 2,
-        );
+        let admission = Admission::new(config.admission_limits());
         let sessions = crate::api::sessions::SessionService::new(&config);
         Self {
             sessions,

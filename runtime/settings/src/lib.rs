@@ -69,6 +69,8 @@ pub mod env {
     pub const MAX_INFLIGHT: &str = "FACEKEY_MAX_INFLIGHT";
     /// Requests waiting for an inference place.
     pub const MAX_QUEUE: &str = "FACEKEY_MAX_QUEUE";
+    /// Longest wait for an inference place, milliseconds.
+    pub const MAX_QUEUE_WAIT_MS: &str = "FACEKEY_MAX_QUEUE_WAIT_MS";
     /// Request timeout, seconds.
     pub const REQUEST_TIMEOUT_SECS: &str = "FACEKEY_REQUEST_TIMEOUT_SECS";
     /// Most open HTTP connections.
@@ -166,6 +168,7 @@ pub mod env {
         MAX_BATCH,
         MAX_INFLIGHT,
         MAX_QUEUE,
+        MAX_QUEUE_WAIT_MS,
         REQUEST_TIMEOUT_SECS,
         MAX_CONNECTIONS,
         HEADER_READ_TIMEOUT_SECS,
@@ -256,6 +259,9 @@ pub mod defaults {
     pub const DECISION_POLICY: &str = "strict";
     /// `--max-batch`.
     pub const MAX_BATCH: usize = 1024;
+    /// `--max-queue-wait-ms`: a login should not wait more than a second for a place; past
+    /// that a fast 503 and a retry (on another replica) serve the user better.
+    pub const MAX_QUEUE_WAIT_MS: u64 = 1000;
     /// `--request-timeout-secs`.
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     /// `--max-connections`: open connections beyond which new ones wait in the backlog.

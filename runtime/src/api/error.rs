@@ -241,6 +241,7 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
         );
         let e = ApiError::from(Overloaded {
+            reason: crate::admission::OverloadReason::QueueFull,
             in_flight: 2,
             queued: 8,
             retry_after: std::time::Duration::from_secs(1),
