@@ -667,10 +667,18 @@ pub struct ScanGate {
     /// Vulnerability IDs (CVE-…, GHSA-…) that are never counted.
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "ignoreCVEs")]
     pub ignore_cves: Vec<String>,
-    /// Reports older than this are stale: the image is scanned again (Go duration, e.g. `24h`).
+    /// Reports older than this are stale: the image is scanned again. A Go duration of one to
+    /// eight components, each a non-negative decimal number and a unit (`ns`, `us`, `µs`, `ms`,
+    /// `s`, `m`, `h`), such as `24h`, `1h30m` or `1.5h`, or `0`; a number has at most 18, 15,
+    /// 12, 9, 7 or 5 digits before its point for ns, us, ms, s, m or h. The API server refuses
+    /// any other string; the operator also refuses a component longer than ten years.
     #[serde(
         default = "default_max_report_age",
         deserialize_with = "bounded_duration::deserialize"
+    )]
+    #[schemars(
+        regex(pattern = bounded_duration::pattern()),
+        length(max = bounded_duration::MAX_CHARS)
     )]
     pub max_report_age: Duration,
     /// Image that runs `trivy image` in the scan Job. Unset: the operator's `--scanner-image`.
@@ -722,15 +730,36 @@ fn default_max_report_age() -> Duration {
 /// Go durations read without a panic. kube-core's parser multiplies each component into a
 /// `std::time::Duration` unchecked, so a component beyond `u64` seconds (`99999999999999999999h`)
 /// or a negative one after the first (`1h-5h`) panics: one such FaceKeyDeployment would crash
-/// the operator on every start. Each component is checked here first (a plain non-negative
-/// number, at most ten years), then kube-core parses the string.
+/// the operator on every start. The string is checked here first, then kube-core parses it.
+///
+/// The syntax `check` accepts is exactly what `pattern` matches (the CRD schema's pattern, so
+/// the API server refuses the rest at apply time): an optional `+`, then `0` or one to eight
+/// components, each a number (`5`, `5.`, `.5`, `5.25`: no sign, no exponent) with at most the
+/// digits `UNITS` allows its unit before the point, and a unit; at most `MAX_CHARS` characters.
+/// The digit bounds keep every component below 10⁹ seconds, so nothing the pattern accepts can
+/// overflow. What a regex cannot say is checked after the syntax: no component longer than ten
+/// years.
 mod bounded_duration {
     use kube::core::Duration;
     use serde::{Deserialize, Deserializer, de};
 
-    /// Largest component and largest count of components accepted.
-    const MAX_COMPONENT_SECS: f64 = 10.0 * 366.0 * 24.0 * 3600.0;
+    /// Longest string accepted, in characters (the schema's `maxLength`, which counts code points).
+    pub(super) const MAX_CHARS: usize = 64;
+    /// Largest count of components accepted.
     const MAX_COMPONENTS: usize = 8;
+    /// Longest component accepted (ten years of 366 days).
+    const MAX_COMPONENT_SECS: f64 = 10.0 * 366.0 * 24.0 * 3600.0;
+    /// Each unit kube-core reads, its length in seconds, and the most digits before the point:
+    /// enough for ten years in that unit (87840h, 316224000s, 3.16e17ns), and each bound keeps a
+    /// component below 10⁹ seconds.
+    const UNITS: [(&[&str], f64, usize); 6] = [
+        (&["ns"], 1e-9, 18),
+        (&["us", "\u{00b5}s", "\u{03bc}s"], 1e-6, 15),
+        (&["ms"], 1e-3, 12),
+        (&["s"], 1.0, 9),
+        (&["m"], 60.0, 7),
+        (&["h"], 3600.0, 5),
+    ];
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
@@ -738,13 +767,40 @@ mod bounded_duration {
         s.parse::<Duration>().map_err(de::Error::custom)
     }
 
-    /// Why `s` would make kube-core's parser panic or is out of range, if it would.
+    /// The ECMA-262/RE2 pattern of the syntax [`check`] accepts, built from the same [`UNITS`].
+    pub(super) fn pattern() -> String {
+        let components: Vec<String> = UNITS
+            .iter()
+            .map(|(units, _, digits)| {
+                let units = units.join("|");
+                format!(r"(?:[0-9]{{1,{digits}}}(?:\.[0-9]*)?|\.[0-9]+)(?:{units})")
+            })
+            .collect();
+        format!(
+            r"^\+?(?:0|(?:{}){{1,{MAX_COMPONENTS}}})$",
+            components.join("|")
+        )
+    }
+
+    /// Why `s` is not an accepted duration, if it is not: first its syntax (what [`pattern`]
+    /// matches), then the length of each component.
     pub(super) fn check(s: &str) -> Result<(), String> {
-        let mut rest = s.strip_prefix(['-', '+']).unwrap_or(s);
+        if s.chars().count() > MAX_CHARS {
+            return Err(format!(
+                "duration {s:?}: longer than {MAX_CHARS} characters"
+            ));
+        }
+        if s.starts_with('-') {
+            return Err(format!("duration {s:?}: a report age cannot be negative"));
+        }
+        let mut rest = s.strip_prefix('+').unwrap_or(s);
         if rest == "0" {
             return Ok(());
         }
-        let mut components = 0;
+        if rest.is_empty() {
+            return Err(format!("duration {s:?}: empty, expected e.g. 24h"));
+        }
+        let mut components = Vec::new();
         while !rest.is_empty() {
             let digits = rest
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -754,35 +810,38 @@ mod bounded_duration {
                 .find(|c: char| c.is_ascii_digit() || c == '.')
                 .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(units);
-            let secs = match unit {
-                "ns" => 1e-9,
-                "us" | "\u{00b5}s" | "\u{03bc}s" => 1e-6,
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => {
-                    return Err(format!(
-                        "duration {s:?}: expected a number and one of ns, us, ms, s, m, h"
-                    ));
-                }
+            let Some(&(_, secs, max_digits)) = UNITS.iter().find(|(u, _, _)| u.contains(&unit))
+            else {
+                return Err(format!(
+                    "duration {s:?}: expected a number and one of ns, us, \u{00b5}s, ms, s, m, h"
+                ));
             };
+            let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+            if fraction.contains('.') || (whole.is_empty() && fraction.is_empty()) {
+                return Err(format!("duration {s:?}: {number:?} is not a number"));
+            }
+            if whole.len() > max_digits {
+                return Err(format!(
+                    "duration {s:?}: {number}{unit} has more than {max_digits} digits before the point"
+                ));
+            }
             let value: f64 = number
                 .parse()
                 .map_err(|_| format!("duration {s:?}: {number:?} is not a number"))?;
-            let total = value * secs;
-            if !total.is_finite() || total > MAX_COMPONENT_SECS {
-                return Err(format!(
-                    "duration {s:?}: {number}{unit} is longer than ten years"
-                ));
-            }
-            components += 1;
-            if components > MAX_COMPONENTS {
+            components.push((number, unit, value * secs));
+            if components.len() > MAX_COMPONENTS {
                 return Err(format!(
                     "duration {s:?}: more than {MAX_COMPONENTS} components"
                 ));
             }
             rest = tail;
+        }
+        for (number, unit, total) in components {
+            if !total.is_finite() || total > MAX_COMPONENT_SECS {
+                return Err(format!(
+                    "duration {s:?}: {number}{unit} is longer than ten years"
+                ));
+            }
         }
         Ok(())
     }

@@ -491,3 +491,219 @@ fn max_report_age_rejects_what_would_panic_and_reads_go_durations() {
         assert_eq!(d.as_secs_f64(), secs, "{good}");
     }
 }
+
+/// What the CRD schema (`pattern`, `maxLength`) and the operator's reading of
+/// `scanGate.maxReportAge` make of one string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AgeVerdict {
+    /// The API server admits it and the operator reads it.
+    Accepted,
+    /// The API server refuses it, and so would the operator.
+    Refused,
+    /// Syntactically fine, so the API server admits it, but a component is longer than ten
+    /// years: the one check a regex cannot make.
+    TooLong,
+}
+
+/// Judges `maxReportAge` values by the generated schema and by the typed deserializer, and
+/// panics where they disagree on syntax.
+struct AgeJudge {
+    pattern: regex::Regex,
+    max_chars: usize,
+}
+
+impl AgeJudge {
+    fn new() -> Self {
+        let schema = schema();
+        let field =
+            &schema["properties"]["spec"]["properties"]["scanGate"]["properties"]["maxReportAge"];
+        let pattern = field["pattern"]
+            .as_str()
+            .expect("maxReportAge has a pattern");
+        assert!(
+            pattern.starts_with('^') && pattern.ends_with('$'),
+            "the pattern must be anchored (OpenAPI patterns search): {pattern}"
+        );
+        Self {
+            pattern: regex::Regex::new(pattern).unwrap(),
+            max_chars: field["maxLength"]
+                .as_u64()
+                .expect("maxReportAge has a maxLength") as usize,
+        }
+    }
+
+    fn schema_admits(&self, age: &str) -> bool {
+        age.chars().count() <= self.max_chars && self.pattern.is_match(age)
+    }
+
+    fn judge(&self, age: &str) -> AgeVerdict {
+        let read = serde_json::from_value::<facekey_crds::ScanGate>(json!({ "maxReportAge": age }));
+        match (self.schema_admits(age), read) {
+            (true, Ok(_)) => AgeVerdict::Accepted,
+            (true, Err(e)) if e.to_string().contains("longer than ten years") => {
+                AgeVerdict::TooLong
+            }
+            (false, Err(e)) if !e.to_string().contains("longer than ten years") => {
+                AgeVerdict::Refused
+            }
+            (admitted, read) => panic!(
+                "{age:?}: schema admits it: {admitted}, operator reads it: {:?}",
+                read.map(|g| g.max_report_age)
+            ),
+        }
+    }
+}
+
+/// The `maxReportAge` of the `crd_spec` fuzz regression (the file is not valid JSON).
+fn fuzz_regression_age() -> String {
+    let path = manifest_dir().join("../fuzz/regressions/crd_spec/max-report-age-overflow.json");
+    let bytes = std::fs::read(&path).unwrap();
+    let re = regex::bytes::Regex::new(r#""maxReportAge":\s*"([^"]*)""#).unwrap();
+    let age = re
+        .captures(&bytes)
+        .expect("the regression has a maxReportAge")[1]
+        .to_vec();
+    String::from_utf8(age).unwrap()
+}
+
+/// The API server refuses at apply time exactly the `maxReportAge` strings the operator cannot
+/// read, except a component longer than ten years (which the description states), so a bad value
+/// never reaches the operator's typed watcher.
+#[test]
+fn max_report_age_schema_pattern_agrees_with_the_operator() {
+    use AgeVerdict::{Accepted, Refused, TooLong};
+    let judge = AgeJudge::new();
+    let fuzz = fuzz_regression_age();
+    let long_fraction = format!("1.{}s", "0".repeat(judge.max_chars));
+    let cases = [
+        ("24h", Accepted),
+        ("1h30m", Accepted),
+        ("90s", Accepted),
+        ("0s", Accepted),
+        ("0", Accepted),
+        ("+0", Accepted),
+        ("+24h", Accepted),
+        ("1.5h", Accepted),
+        ("1.h", Accepted),
+        (".5h", Accepted),
+        ("500ms", Accepted),
+        ("12us", Accepted),
+        ("12\u{00b5}s", Accepted),
+        ("12\u{03bc}s", Accepted),
+        ("1h2m3s4ms5us6ns", Accepted),
+        ("10.5s4m", Accepted),
+        ("87840h", Accepted),
+        ("316224000000000000ns", Accepted),
+        ("1h1h1h1h1h1h1h1h", Accepted),
+        ("1h-5h", Refused),
+        ("99999999999999999999h", Refused),
+        (fuzz.as_str(), Refused),
+        ("-24h", Refused),
+        ("-0", Refused),
+        ("", Refused),
+        ("+", Refused),
+        ("1h0", Refused),
+        ("h", Refused),
+        ("5", Refused),
+        ("1e9h", Refused),
+        ("1.2.3s", Refused),
+        (".h", Refused),
+        ("24H", Refused),
+        ("1d", Refused),
+        ("24 h", Refused),
+        (" 24h", Refused),
+        ("24h\n", Refused),
+        ("1h1h1h1h1h1h1h1h1h", Refused),
+        ("100000h", Refused),
+        ("0000001h", Refused),
+        (long_fraction.as_str(), Refused),
+        ("90000h", TooLong),
+        ("99999.9h", TooLong),
+        ("9999999m", TooLong),
+        ("999999999s", TooLong),
+        ("1h999999999999999999ns", TooLong),
+    ];
+    for (age, expected) in cases {
+        assert_eq!(judge.judge(age), expected, "{age:?}");
+    }
+    assert_eq!(fuzz, "02000000000000000000000000024h");
+    let default = &schema()["properties"]["spec"]["properties"]["scanGate"]["properties"]["maxReportAge"]
+        ["default"];
+    assert_eq!(
+        judge.judge(default.as_str().unwrap()),
+        Accepted,
+        "{default}"
+    );
+}
+
+/// Every string of up to five characters over the duration alphabet, and many generated
+/// multi-component strings: the schema and the operator never disagree on syntax.
+#[test]
+fn max_report_age_schema_and_operator_agree_on_generated_strings() {
+    let judge = AgeJudge::new();
+    let mut seen = std::collections::HashMap::new();
+    let alphabet = [
+        "0", "1", "9", ".", "h", "m", "s", "n", "u", "\u{00b5}", "-", "+",
+    ];
+    let mut layer = vec![String::new()];
+    for _ in 0..5 {
+        let mut next = Vec::with_capacity(layer.len() * alphabet.len());
+        for prefix in &layer {
+            for c in alphabet {
+                let age = format!("{prefix}{c}");
+                *seen.entry(judge.judge(&age)).or_insert(0) += 1;
+                next.push(age);
+            }
+        }
+        layer = next;
+    }
+    // Components of random lengths around the digit bounds, units good and bad.
+    let units = [
+        "ns",
+        "us",
+        "\u{00b5}s",
+        "\u{03bc}s",
+        "ms",
+        "s",
+        "m",
+        "h",
+        "",
+        "d",
+        "H",
+        "sm",
+        "-",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    for _ in 0..100_000 {
+        let mut age = ["", "", "", "", "", "+", "-"][next(7)].to_owned();
+        for _ in 0..1 + next(10) {
+            for _ in 0..next(20) {
+                age.push(char::from(b'0' + next(10) as u8));
+            }
+            if next(3) == 0 {
+                age.push('.');
+                for _ in 0..next(4) {
+                    age.push(char::from(b'0' + next(10) as u8));
+                }
+            }
+            age.push_str(units[next(units.len())]);
+        }
+        *seen.entry(judge.judge(&age)).or_insert(0) += 1;
+    }
+    for verdict in [
+        AgeVerdict::Accepted,
+        AgeVerdict::Refused,
+        AgeVerdict::TooLong,
+    ] {
+        assert!(
+            seen.get(&verdict).copied().unwrap_or(0) >= 100,
+            "{verdict:?} was hardly exercised: {seen:?}"
+        );
+    }
+}
