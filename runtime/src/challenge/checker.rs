@@ -726,6 +726,59 @@ mod tests {
         assert_eq!(v.actions[1].at_frame, Some(5));
     }
 
+    /// Regression (lab seed 20261203, `replay_other_challenge/t1-3/01`): a genuine blink,
+    /// turn_left, look_up replayed against look_up first. Turning left pitched the signal down
+    /// by 0.086 (0.107 at the turn's peak), which `look_up_min_delta` 0.08 read as the look-up;
+    /// the real look-up of that clip drops it by 0.19. The synthetic face's pitch signal is
+    /// `0.5 - up / 1.5`, so `up` 1.5 × the drop reproduces each.
+    #[test]
+    fn the_pitch_a_turn_drags_along_is_no_look_up() {
+        let p = ChallengePolicy::default();
+        let pose = |yaw: f32, drop: f32| {
+            with(|q| {
+                q.yaw = yaw;
+                q.up = 1.5 * drop;
+            })
+        };
+        let frames = seq(&[
+            NEUTRAL,
+            NEUTRAL,
+            pose(0.07, 0.057), // turning left
+            pose(0.15, 0.086), // turned
+            pose(0.17, 0.107), // the turn's peak
+            pose(0.06, 0.052), // coming back
+            NEUTRAL,
+            NEUTRAL,
+            pose(-0.05, 0.097), // looking up
+            pose(-0.08, 0.193), // the look-up's peak
+            pose(-0.04, 0.14),
+            NEUTRAL,
+        ]);
+        // Under the old threshold the turn was the look-up.
+        let old = ChallengePolicy {
+            look_up_min_delta: 0.08,
+            ..p.clone()
+        };
+        assert_eq!(
+            evaluate(&[Action::LookUp], &frames, &old).actions[0].at_frame,
+            Some(3)
+        );
+        // Now only the look-up is.
+        let v = evaluate(&[Action::LookUp], &frames, &p);
+        assert_eq!(v.actions[0].at_frame, Some(9), "{v:?}");
+        assert!((2..=5).all(|j| v.frames[j].action_seen != Some(Action::LookUp)));
+        // The turn itself still counts, and the replay against the reverse order still sees
+        // both in order.
+        let v = evaluate(&[Action::TurnLeft, Action::LookUp], &frames, &p);
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[0].at_frame, Some(3));
+        assert_eq!(v.actions[1].at_frame, Some(9));
+        // Look-up first, then the turn: the turn came before the look-up, so it is not seen.
+        let v = evaluate(&[Action::LookUp, Action::TurnLeft], &frames, &p);
+        assert_eq!(v.actions[0].at_frame, Some(9));
+        assert!(!v.actions[1].passed, "{v:?}");
+    }
+
     #[test]
     fn turn_direction_matters() {
         let poses = [NEUTRAL, with(|p| p.yaw = -0.2)];
