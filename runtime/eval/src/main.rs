@@ -74,6 +74,9 @@ enum Command {
     /// Run the synthetic challenge clips through the server's checker: pass rates per kind and
     /// action, a threshold sweep, <out>/challenge.json.
     Challenge(facekey_eval::sequences::commands::ChallengeArgs),
+    /// Measure how far MTCNN's eye points and fr_landmark's eye centres move on the degraded
+    /// and glasses copies (against the original's MTCNN eyes); write <out>/eyes.json.
+    Eyes,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Challenge(args)) => {
             return facekey_eval::sequences::commands::run_challenge(args, &cli.common.out);
         }
+        Some(Command::Eyes) => return run_eyes(&cli),
     }
     write_report(&cli.common)
 }
@@ -309,6 +313,136 @@ fn run_collect(cli: &Cli) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `facekey-eval eyes`: the eye-point and re-alignment measurement of
+/// [`facekey_eval::eyes`]: eye-point errors per variant family, held-out matching errors per
+/// alignment (the evaluation's leave-one-identity-out fusion), the missed faces and
+/// fr_landmark's time, on stdout and in `<out>/eyes.json`.
+fn run_eyes(cli: &Cli) -> anyhow::Result<()> {
+    use facekey_eval::eyes::{ALIGNMENTS, EyeSample, measure, rows};
+    use facekey_eval::zfusion::{MatchModel, leave_one_identity_out};
+    let mut vcfg = VisionConfig::default();
+    vcfg.liveness.mode = LivenessMode::Off;
+    let vision = Vision::load(vcfg).context("loading the vision pipeline")?;
+    let models = facekey_runtime::vision::landmarks::ChallengeModels::load(vision.config())
+        .context("loading fr_landmark")?;
+    let srcs = sources(&cli.collect.faces_dir, &vision)?;
+    let opts = collect_options(cli);
+    let identities = facekey_eval::eyes::enrol(&vision, &srcs, opts.min_face_px)?;
+    let m = measure(&vision, &models, &srcs, &identities, &opts)?;
+    let samples = &m.samples;
+    let quantiles = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+        format!("{:.3} / {:.3} / {:.3}", q(0.5), q(0.9), q(1.0))
+    };
+    let mut families: Vec<&str> = samples.iter().map(|s| s.family.as_str()).collect();
+    families.sort_unstable();
+    families.dedup();
+    println!(
+        "eye points, median / p90 / max in inter-ocular distances (seed {}):\n\
+         family n | MTCNN vs reference | fr_landmark vs reference | fr_landmark vs its own on \
+         the original | MTCNN vs fr_landmark",
+        opts.seed
+    );
+    for f in &families {
+        let of = |g: fn(&EyeSample) -> f64| {
+            quantiles(samples.iter().filter(|s| s.family == *f).map(g).collect())
+        };
+        println!(
+            "{f} {} | {} | {} | {} | {}",
+            samples.iter().filter(|s| s.family == *f).count(),
+            of(|s| s.mtcnn_vs_ref),
+            of(|s| s.landmark_vs_ref),
+            of(|s| s.landmark_vs_own_ref),
+            of(|s| s.mtcnn_vs_landmark),
+        );
+    }
+    println!(
+        "\ngenuine dlib distance and faceres-deep cosine per alignment, median / p90 / max (cosine: min):"
+    );
+    for f in families.iter().filter(|f| **f != "plain") {
+        for (k, a) in ALIGNMENTS.iter().enumerate() {
+            let of = |g: fn(&facekey_eval::eyes::AlignmentScore) -> f64| {
+                samples
+                    .iter()
+                    .filter(|s| s.family == *f)
+                    .filter_map(|s| s.alignments.get(k).map(g))
+                    .collect::<Vec<f64>>()
+            };
+            let cos = of(|a| a.faceres);
+            let min_cos = cos.iter().copied().fold(f64::INFINITY, f64::min);
+            println!("{f} {a} | {} | {min_cos:.3}", quantiles(of(|a| a.dlib)));
+        }
+    }
+    println!(
+        "\nheld out (leave one identity out, tail z 3.72): FNMR | glasses FNMR | false-match trials"
+    );
+    let mut held = Vec::new();
+    for (k, a) in ALIGNMENTS.iter().enumerate() {
+        let r = rows(samples, k);
+        for combo in [
+            &[MatchModel::Dlib][..],
+            &[MatchModel::Dlib, MatchModel::Faceres],
+        ] {
+            let Some(h) = leave_one_identity_out(&r, combo, 3.72) else {
+                continue;
+            };
+            println!(
+                "{a} {} | {}/{} | {}/{} | {}/{} ({} rows)",
+                h.models,
+                h.false_non_matches,
+                h.genuine,
+                h.glasses_rejected,
+                h.glasses,
+                h.false_matches,
+                h.impostor_trials,
+                h.false_match_rows
+            );
+            held.push(serde_json::json!({"alignment": a, "held_out": h}));
+        }
+    }
+    println!("\nmissed faces (best box IoU; MTCNN / fr_landmark five-point mean error on it):");
+    for x in &m.missed {
+        println!(
+            "{} {} | {:.2} | {:?} / {:?}",
+            x.identity, x.variant, x.best_iou, x.mtcnn_error, x.landmark_error
+        );
+    }
+    println!("\nswitch_eyes used fr_landmark's eyes on:");
+    for f in &families {
+        let of: Vec<&EyeSample> = samples.iter().filter(|s| s.family == *f).collect();
+        println!(
+            "{f} {}/{}",
+            of.iter().filter(|s| s.switched).count(),
+            of.len()
+        );
+    }
+    println!(
+        "\ntemplate shift: dlib distance between the original's detected-aligned embedding and each alignment's, max over the originals:"
+    );
+    for (k, a) in ALIGNMENTS.iter().enumerate() {
+        let max = samples
+            .iter()
+            .filter(|s| s.family == "plain")
+            .filter_map(|s| Some(s.embeddings.first()?.distance(s.embeddings.get(k)?)))
+            .fold(0.0f32, f32::max);
+        println!("{a} {max:.3}");
+    }
+    let lm_ms = quantiles(samples.iter().map(|s| s.landmark_ms).collect());
+    println!("\nfr_landmark per face (ms): {lm_ms}");
+    write(
+        &cli.common.out.join("eyes.json"),
+        &(serde_json::to_string_pretty(&serde_json::json!({
+            "seed": opts.seed,
+            "glasses_per_style": opts.glasses_per_style,
+            "landmark_ms_p50_p90_max": lm_ms,
+            "held_out": held,
+            "missed": m.missed,
+            "samples": m.samples,
+        }))? + "\n"),
+    )
 }
 
 /// Loads the second-opinion models found in `dir` with the pipeline's session options.
