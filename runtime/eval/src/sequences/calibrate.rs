@@ -273,6 +273,121 @@ pub fn choose(
     best.map(|(p, r, _)| (p, r))
 }
 
+/// `base` with some thresholds replaced, each `(field, value)` named as in the policy's JSON
+/// (`turn_min_yaw=0.16`), so the lab can judge the same observations under a candidate policy
+/// without rebuilding. Fails on an unknown field or a value the field cannot hold.
+pub fn with_overrides(
+    base: &ChallengePolicy,
+    overrides: &[(String, f64)],
+) -> Result<ChallengePolicy, String> {
+    let mut value = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    let fields = value
+        .as_object_mut()
+        .ok_or_else(|| "the policy is not a JSON object".to_string())?;
+    for (key, v) in overrides {
+        let slot = fields
+            .get_mut(key)
+            .ok_or_else(|| format!("no policy field {key}"))?;
+        *slot = if slot.is_u64() {
+            if v.fract() != 0.0 || *v < 0.0 {
+                return Err(format!("{key} takes a whole number, not {v}"));
+            }
+            serde_json::json!(*v as u64)
+        } else {
+            serde_json::json!(v)
+        };
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// The pose thresholds [`pose_margins`] raises, with the action they decide.
+const POSE_FIELDS: [(&str, &[Action]); 3] = [
+    ("turn_min_yaw", &[Action::TurnLeft, Action::TurnRight]),
+    ("turn_min_delta", &[Action::TurnLeft, Action::TurnRight]),
+    ("look_up_min_delta", &[Action::LookUp]),
+];
+
+/// How far one pose action seen under a policy is from being lost: for each threshold that
+/// decides it, the highest value (in 0.005 steps, every step up to it also seeing the action)
+/// at which it is still seen during the same scripted action (or the same pause between
+/// actions) as under the base policy, the rest of the policy unchanged. A higher threshold that
+/// only moves a cross-talk detection onto the real action later in the clip ends the margin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PoseMargin {
+    /// Clip id.
+    pub id: String,
+    /// Clip kind.
+    pub kind: SequenceKind,
+    /// The action (a turn or look_up) and its index in the challenge.
+    pub action: Action,
+    /// Index of the action in the challenge.
+    pub index: usize,
+    /// Frame that completed it under the base policy.
+    pub at_frame: usize,
+    /// What the clip's script was performing at that frame (ground truth; `None` between
+    /// actions or when unknown): another action there is cross-talk.
+    pub performing: Option<Action>,
+    /// `(threshold, base value, highest value still seeing the action)`.
+    pub holds_up_to: Vec<(String, f32, f32)>,
+}
+
+/// For every turn and look-up of every clip that `base` sees, how far its thresholds can rise
+/// before the action is lost (see [`PoseMargin`]), up to `ceiling`.
+pub fn pose_margins(
+    clips: &[ObservedClip],
+    base: &ChallengePolicy,
+    ceiling: f32,
+) -> Result<Vec<PoseMargin>, String> {
+    let base_json = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for clip in clips {
+        let v = judge(clip, base);
+        let label = |f: usize| clip.performing.get(f).copied().flatten();
+        for (index, a) in v.actions.iter().enumerate() {
+            let Some(at_frame) = a.at_frame.filter(|_| a.passed) else {
+                continue;
+            };
+            let mut holds_up_to = Vec::new();
+            for (field, decides) in POSE_FIELDS {
+                if !decides.contains(&a.action) {
+                    continue;
+                }
+                let start = base_json
+                    .get(field)
+                    .and_then(serde_json::Value::as_f64)
+                    .ok_or_else(|| format!("no policy field {field}"))?;
+                let mut highest = start as f32;
+                for step in 1.. {
+                    let value = start + 0.005 * f64::from(step);
+                    if value > f64::from(ceiling) + 1e-9 {
+                        break;
+                    }
+                    let p = with_overrides(base, &[(field.to_string(), value)])?;
+                    let seen = judge(clip, &p).actions[index];
+                    if !seen.passed || seen.at_frame.map(label) != Some(label(at_frame)) {
+                        break;
+                    }
+                    highest = value as f32;
+                }
+                holds_up_to.push((field.to_string(), start as f32, highest));
+            }
+            if holds_up_to.is_empty() {
+                continue;
+            }
+            out.push(PoseMargin {
+                id: clip.id.clone(),
+                kind: clip.kind,
+                action: a.action,
+                index,
+                at_frame,
+                performing: clip.performing.get(at_frame).copied().flatten(),
+                holds_up_to,
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -353,5 +468,124 @@ mod tests {
         );
         assert_eq!(r.genuine_failures["incomplete"], 1);
         assert!(grid(&ChallengePolicy::default()).len() > 100);
+    }
+
+    #[test]
+    fn overrides_change_named_fields_only() {
+        let base = ChallengePolicy::default();
+        let p = with_overrides(
+            &base,
+            &[
+                ("turn_min_yaw".into(), 0.16),
+                ("min_action_ms".into(), 80.0),
+            ],
+        )
+        .unwrap();
+        assert!((p.turn_min_yaw - 0.16).abs() < 1e-6);
+        assert_eq!(p.min_action_ms, 80);
+        assert_eq!(
+            ChallengePolicy {
+                turn_min_yaw: base.turn_min_yaw,
+                min_action_ms: base.min_action_ms,
+                ..p
+            },
+            base
+        );
+        assert!(with_overrides(&base, &[("turn_min_yaww".into(), 0.1)]).is_err());
+        assert!(with_overrides(&base, &[("min_action_ms".into(), 60.5)]).is_err());
+    }
+
+    /// A frame whose yaw and pitch signals are `yaw` and `0.5 - drop`.
+    fn posed(ts: u64, yaw: f32, drop: f32) -> FrameObservation {
+        use facekey_runtime::challenge::{FaceObservation, Landmarks68};
+        use facekey_runtime::vision::detect::{BoundingBox, Point};
+        use facekey_runtime::vision::embed::Embedding;
+        let at = |x: f32, y: f32| Point { x, y };
+        let mut p = vec![at(200.0, 200.0); 68];
+        p[0] = at(150.0, 180.0);
+        p[16] = at(250.0, 180.0);
+        for k in 0..6 {
+            p[36 + k] = at(175.0, 170.0);
+            p[42 + k] = at(225.0, 170.0);
+        }
+        p[48] = at(185.0, 230.0);
+        p[54] = at(215.0, 230.0);
+        p[30] = at(200.0 + 100.0 * yaw, 200.0 - 60.0 * drop);
+        FrameObservation {
+            timestamp_ms: ts,
+            received_ms: None,
+            face: Some(FaceObservation {
+                bbox: BoundingBox {
+                    x: 150.0,
+                    y: 140.0,
+                    width: 100.0,
+                    height: 120.0,
+                },
+                landmarks: Landmarks68::new(p).unwrap(),
+                eyes: None,
+                embedding: Some(Embedding::new(vec![0.1; 128]).unwrap()),
+                liveness: None,
+                quality: None,
+            }),
+            unusable: None,
+            fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn pose_margins_measure_how_far_a_threshold_can_rise() {
+        use Action::{LookUp, TurnLeft};
+        // Rest, a turn left to yaw 0.202 that drags the pitch down by 0.092, rest, a look-up of
+        // 0.202 (a little above the 0.005 steps, so rounding cannot end a margin one step early).
+        let poses = [
+            (0.0, 0.0, None),
+            (0.0, 0.0, None),
+            (0.202, 0.092, Some(TurnLeft)),
+            (0.0, 0.0, None),
+            (0.0, 0.0, None),
+            (0.0, 0.202, Some(LookUp)),
+            (0.0, 0.0, None),
+        ];
+        let c = ObservedClip {
+            id: "replay_other_challenge/x/00".into(),
+            kind: SequenceKind::ReplayOtherChallenge,
+            identity: "x".into(),
+            challenge: vec![LookUp, TurnLeft],
+            frames: poses
+                .iter()
+                .enumerate()
+                .map(|(i, &(y, d, _))| posed(1_000 + 100 * i as u64, y, d))
+                .collect(),
+            performing: poses.iter().map(|p| p.2).collect(),
+        };
+        let loose = ChallengePolicy {
+            look_up_min_delta: 0.08,
+            ..ChallengePolicy::default()
+        };
+        let m = pose_margins(std::slice::from_ref(&c), &loose, 0.5).unwrap();
+        // The look-up is seen on the turn (cross-talk) and holds only up to its 0.09, although
+        // the real look-up would still be seen later at any value up to 0.2.
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!((m[0].action, m[0].at_frame), (LookUp, 2));
+        assert_eq!(m[0].performing, Some(TurnLeft));
+        let (field, base, hi) = &m[0].holds_up_to[0];
+        assert_eq!(field, "look_up_min_delta");
+        assert!(
+            (base - 0.08).abs() < 1e-6 && (hi - 0.09).abs() < 1e-3,
+            "{hi}"
+        );
+        // In the order performed, the turn holds up to its yaw and change of 0.2.
+        let performed = ObservedClip {
+            challenge: vec![TurnLeft, LookUp],
+            ..c
+        };
+        let m = pose_margins(&[performed], &loose, 0.5).unwrap();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!((m[0].action, m[0].performing), (TurnLeft, Some(TurnLeft)));
+        for (_, _, hi) in &m[0].holds_up_to {
+            assert!((hi - 0.2).abs() < 1e-3, "{m:?}");
+        }
+        assert_eq!((m[1].action, m[1].performing), (LookUp, Some(LookUp)));
+        assert!((m[1].holds_up_to[0].2 - 0.2).abs() < 1e-3, "{m:?}");
     }
 }

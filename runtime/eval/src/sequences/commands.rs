@@ -13,8 +13,8 @@ use facekey_runtime::vision::{Vision, VisionConfig};
 use serde::{Deserialize, Serialize};
 
 use super::calibrate::{
-    Count, Rates, choose, for_action_sweep, frame_differences, grid, rates, replay_duplicated,
-    replay_other_challenge,
+    Count, PoseMargin, Rates, choose, for_action_sweep, frame_differences, grid, pose_margins,
+    rates, replay_duplicated, replay_other_challenge, with_overrides,
 };
 use super::observe::{ObservedClip, Skipped, observe, subjects};
 use super::{Manifest, ManifestEntry, SequenceKind, Subject, generate, random_challenge, y4m};
@@ -140,6 +140,25 @@ pub struct ChallengeArgs {
     /// seed and clip counts of that run apply, these arguments' are ignored).
     #[arg(long, value_name = "FILE")]
     pub observations: Option<PathBuf>,
+    /// Also judge every clip under the shipped policy with these thresholds changed
+    /// (`FIELD=VALUE`, field names as in `challenge.json`'s `shipped_policy`, comma-separated)
+    /// and list the clips whose verdict or actions differ.
+    #[arg(long, value_delimiter = ',', value_name = "FIELD=VALUE", value_parser = parse_override)]
+    pub compare: Vec<(String, f64)>,
+}
+
+fn parse_override(s: &str) -> Result<(String, f64), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected FIELD=VALUE, got {s}"))?;
+    let v: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("{k}: not a number: {v}"))?;
+    if !v.is_finite() {
+        return Err(format!("{k}: not a finite number: {v}"));
+    }
+    Ok((k.trim().to_string(), v))
 }
 
 /// What rendering and observing the clips produced, the minutes-long part of
@@ -395,8 +414,36 @@ struct ChallengeRecord {
     /// verdict, so an attack that passes shows which action was seen where.
     attack_clips: Vec<ClipResult>,
     signals: Vec<SignalRange>,
+    /// Per turn and look-up seen under the shipped policy (every kind but the duplicated
+    /// replays, which fail on their frames): how far its thresholds can rise before it is lost.
+    pose_margins: Vec<PoseMargin>,
+    /// The shipped policy with `--compare`'s thresholds changed, when given.
+    compared: Option<Compared>,
     /// Per kind: each clip's smallest fingerprint difference between two of its frames.
     frame_differences: std::collections::BTreeMap<&'static str, Vec<f32>>,
+}
+
+/// Every clip judged under a changed policy (`--compare`).
+#[derive(Debug, Clone, Serialize)]
+struct Compared {
+    /// The changed thresholds.
+    overrides: Vec<(String, f64)>,
+    policy: ChallengePolicy,
+    all: RatesRecord,
+    /// The clips whose outcome or actions differ from the shipped policy's verdict.
+    changed: Vec<ClipChange>,
+}
+
+/// One clip's verdict under the shipped and the compared policy.
+#[derive(Debug, Clone, Serialize)]
+struct ClipChange {
+    id: String,
+    kind: SequenceKind,
+    challenge: Vec<Action>,
+    shipped: Outcome,
+    compared: Outcome,
+    /// Per action: the completing frame under the shipped and the compared policy.
+    at_frames: Vec<(Action, Option<usize>, Option<usize>)>,
 }
 
 /// One clip's verdict under a policy.
@@ -933,6 +980,95 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         }
         None => println!("no swept policy stops every training attack"),
     }
+    let margin_clips: Vec<ObservedClip> = clips
+        .iter()
+        .filter(|c| c.kind != SequenceKind::ReplayDuplicated)
+        .cloned()
+        .collect();
+    let margins = pose_margins(&margin_clips, &shipped, 0.5).map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "pose actions seen under the shipped policy: each threshold's highest value still seeing it (performed there per the script)"
+    );
+    for m in &margins {
+        println!(
+            "  {:<44} {:<10} #{} at frame {:>2} (performing {:<10}) {}",
+            m.id,
+            m.action.as_str(),
+            m.index,
+            m.at_frame,
+            m.performing.map_or("-", Action::as_str),
+            m.holds_up_to
+                .iter()
+                .map(|(f, base, hi)| format!("{f} {base:.3}→{hi:.3}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+        );
+    }
+    let compared = if args.compare.is_empty() {
+        None
+    } else {
+        let policy = with_overrides(&shipped, &args.compare).map_err(|e| anyhow::anyhow!(e))?;
+        let r = rates(&clips, &policy);
+        let title = format!(
+            "compared: the shipped policy with {}:",
+            args.compare
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        print_rates(&title, &r);
+        let changed: Vec<ClipChange> = clips
+            .iter()
+            .zip(&results)
+            .filter_map(|(c, before)| {
+                let after = ClipResult::of(c, &policy);
+                let at_frames: Vec<(Action, Option<usize>, Option<usize>)> = before
+                    .actions
+                    .iter()
+                    .zip(&after.actions)
+                    .map(|(b, a)| {
+                        (
+                            b.action,
+                            b.at_frame.filter(|_| b.passed),
+                            a.at_frame.filter(|_| a.passed),
+                        )
+                    })
+                    .collect();
+                let same =
+                    before.outcome == after.outcome && at_frames.iter().all(|(_, b, a)| b == a);
+                (!same).then(|| ClipChange {
+                    id: c.id.clone(),
+                    kind: c.kind,
+                    challenge: c.challenge.clone(),
+                    shipped: before.outcome,
+                    compared: after.outcome,
+                    at_frames,
+                })
+            })
+            .collect();
+        println!("  clips whose verdict or actions change (action: frame shipped → compared):");
+        let frame = |f: Option<usize>| f.map_or("-".to_string(), |f| f.to_string());
+        for ch in &changed {
+            println!(
+                "  {:<44} {:?} → {:?}  {}",
+                ch.id,
+                ch.shipped,
+                ch.compared,
+                ch.at_frames
+                    .iter()
+                    .map(|(a, b, c)| format!("{a}: {} → {}", frame(*b), frame(*c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Some(Compared {
+            overrides: args.compare.clone(),
+            policy,
+            all: RatesRecord::from(&r),
+            changed,
+        })
+    };
     let shipped_record = RatesRecord::from(&all);
     let record = ChallengeRecord {
         seed,
@@ -969,6 +1105,8 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         signals: signal_ranges(&clips),
+        pose_margins: margins,
+        compared,
         frame_differences: diffs,
     };
     for s in &record.signals {
