@@ -1,8 +1,10 @@
 //! Prometheus metrics of the runtime, registered in one registry and rendered in the text
 //! exposition format at `GET /metrics`.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -111,6 +113,10 @@ pub struct Metrics {
     pub api_key_reloads: IntCounterVec,
     /// Challenge-liveness sessions: started, passed, failed by reason, frames, open now.
     pub sessions: crate::api::sessions::SessionMetrics,
+    /// `decisions` of accept and reject, resolved once (no label lookup per request).
+    decision_counts: [IntCounter; 2],
+    /// `inference_duration` of the fusion model, resolved on first use.
+    fusion_duration: OnceLock<Histogram>,
 }
 
 impl Metrics {
@@ -344,8 +350,9 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let decision_counts = [Decision::Accept, Decision::Reject]
+            .map(|d| decisions.with_label_values(&[d.as_str()]));
         for d in [Decision::Accept, Decision::Reject] {
-            decisions.with_label_values(&[d.as_str()]);
             for h in [&match_similarity, &liveness_score, &fused_probability] {
                 h.with_label_values(&[d.as_str()]);
             }
@@ -398,12 +405,24 @@ impl Metrics {
             subjects_outdated,
             model_info,
             sessions,
+            decision_counts,
+            fusion_duration: OnceLock::new(),
         })
     }
 
     /// Count one authentication decision.
     pub fn record_decision(&self, decision: Decision) {
-        self.decisions.with_label_values(&[decision.as_str()]).inc();
+        let i = match decision {
+            Decision::Accept => 0,
+            Decision::Reject => 1,
+        };
+        self.decision_counts[i].inc();
+    }
+
+    /// The fusion model's `inference_duration` histogram (`/v1/score`'s per-request timer).
+    pub fn fusion_duration(&self) -> &Histogram {
+        self.fusion_duration
+            .get_or_init(|| self.inference_duration.with_label_values(&["fusion"]))
     }
 
     /// Record the scores behind one final decision.

@@ -337,7 +337,7 @@ impl Server {
             })
         });
         let metrics = state.metrics.clone();
-        let app = api::app(state);
+        let app = api::app(state).map_err(|e| ServerError::Config(e.to_string()))?;
         let serve = http_server::serve(listener, app, limits, metrics, graceful);
         let serve = async move {
             let mut drain_rx = drain_rx;

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod faces;
 pub mod health;
 pub mod image_input;
+pub mod layers;
 pub mod openapi;
 pub mod score;
 pub mod sessions;
@@ -15,94 +16,99 @@ pub mod subjects;
 pub mod ui;
 pub mod whoami;
 
-use std::any::Any;
 use std::convert::Infallible;
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use tower::{Service, ServiceBuilder};
-use tower_http::catch_panic::CatchPanicLayer;
+use axum::routing::{MethodRouter, delete, get, post};
+use tower::{Layer as _, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use tracing::Level;
 
 use self::error::ApiError;
+use self::layers::{Envelope, RouteTable, RouteTableError, Routed};
 use crate::auth::guard;
 use crate::state::SharedState;
 
-/// Route label for requests that matched no route, so unknown paths cannot explode cardinality.
-const UNMATCHED_ROUTE: &str = "unmatched";
-/// Route label for files of the bundled UI.
-const UI_ROUTE: &str = "ui";
-
-/// Build the routed API over the shared state, with the middleware that needs the matched route
-/// (per-route metrics, the key guard, the timeout). The route-independent layers are added once
-/// around it by [`app`], not here: every `Router::layer` wraps each route in one more boxed
-/// service that is cloned, with everything below it, on every request.
-pub fn router(state: SharedState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/v1/auth/whoami", get(whoami::whoami))
-        .route("/v1/score", post(score::score))
-        .route("/v1/subjects", post(subjects::create).get(subjects::list))
-        .route(
+/// Every API route: its pattern and handlers. [`router`] routes them and [`app`]'s route table
+/// matches the same patterns, so the two cannot disagree.
+fn routes() -> Vec<(&'static str, MethodRouter<SharedState>)> {
+    vec![
+        ("/healthz", get(health::healthz)),
+        ("/readyz", get(health::readyz)),
+        ("/metrics", get(health::metrics)),
+        ("/openapi.json", get(openapi::openapi_json)),
+        ("/v1/auth/whoami", get(whoami::whoami)),
+        ("/v1/score", post(score::score)),
+        ("/v1/subjects", post(subjects::create).get(subjects::list)),
+        (
             "/v1/subjects/{id}",
             get(subjects::get)
                 .patch(subjects::rename)
                 .delete(subjects::delete),
-        )
-        .route("/v1/subjects/{id}/faces", post(enrol::enrol))
-        .route(
+        ),
+        ("/v1/subjects/{id}/faces", post(enrol::enrol)),
+        (
             "/v1/subjects/{id}/faces/{face_id}",
             delete(enrol::delete_face),
-        )
-        .route("/v1/verify", post(faces::verify))
-        .route("/v1/identify", post(faces::identify))
-        .route("/v1/liveness", post(faces::liveness))
-        .route("/v1/liveness/sessions", post(sessions::open))
-        .route("/v1/liveness/sessions/{id}", get(sessions::get))
-        .route("/v1/liveness/sessions/{id}/frames", post(sessions::frames))
+        ),
+        ("/v1/verify", post(faces::verify)),
+        ("/v1/identify", post(faces::identify)),
+        ("/v1/liveness", post(faces::liveness)),
+        ("/v1/liveness/sessions", post(sessions::open)),
+        ("/v1/liveness/sessions/{id}", get(sessions::get)),
+        ("/v1/liveness/sessions/{id}/frames", post(sessions::frames)),
+    ]
+}
+
+/// The route patterns of [`router`].
+pub fn route_patterns() -> Vec<&'static str> {
+    routes().into_iter().map(|(pattern, _)| pattern).collect()
+}
+
+/// Build the routed API over the shared state, without the per-request layers (those wrap it
+/// once in [`app`]: every `Router::layer` wraps each route in one more boxed service that is
+/// cloned, with everything below it, on every request).
+pub fn router(state: SharedState) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (pattern, handlers)| {
+            router.route(pattern, handlers)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), per_route))
         .with_state(state)
 }
 
 /// The API service the listener serves: [`router`] inside the layers every request passes
-/// whatever its route (outermost first): request id, tracing, request-id echo, CORS (only with
-/// origins configured), panics as JSON 500s, the body limit. The stack is concrete types, so
-/// the clone hyper makes for every request copies a few reference counts instead of re-boxing
-/// each layer.
+/// (outermost first): [`Envelope`] (request id, tracing, request-id echo), CORS (only with
+/// origins configured), [`Routed`] (the key guard, the timeout, panics as JSON 500s, the audit
+/// event, route metrics), the body limit. The stack is concrete types, so the clone hyper makes
+/// for every request copies a few reference counts instead of re-boxing each layer.
 pub fn app(
     state: SharedState,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
+) -> Result<
+    impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+    RouteTableError,
+> {
     let max_body = state.config.max_body_bytes;
     let cors = (!state.config.cors_origins.is_empty()).then(|| cors(&state.config.cors_origins));
-    ServiceBuilder::new()
-        .map_response(IntoResponse::into_response)
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        // 5xx answers are logged where they arise (ApiError::internal), so the trace layer's
-        // failure line stays at debug: a 503 while models load is not an error.
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
-        .layer(PropagateRequestIdLayer::x_request_id())
+    let table = Arc::new(RouteTable::new(&route_patterns())?);
+    let routed = Routed::new(
+        DefaultBodyLimit::max(max_body).layer(router(state.clone())),
+        state,
+        table,
+    );
+    Ok(ServiceBuilder::new()
+        .layer_fn(Envelope::new)
         .option_layer(cors)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(DefaultBodyLimit::max(max_body))
-        .service(router(state))
+        .service(routed))
 }
 
 /// The health-and-metrics listener's router (`FACEKEY_METRICS_LISTEN`): probes and Prometheus
@@ -162,80 +168,4 @@ async fn method_not_allowed(req: Request) -> ApiError {
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
-}
-
-/// The middleware that needs the matched route, as one layer (each `Router::layer` costs a
-/// boxed clone per request): the key guard ([`guard::admit`]), the request timeout (503
-/// `timeout`), the audit event, and request count and latency by route, method and status.
-async fn per_route(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let response =
-        match guard::admit(&state, matched.as_ref().map(MatchedPath::as_str), &mut req).await {
-            Ok(admitted) => {
-                let response = run_with_timeout(&state, next, req).await;
-                admitted.finish(&state, &response);
-                response
-            }
-            Err(refused) => refused,
-        };
-    let route = match &matched {
-        Some(route) => route.as_str(),
-        None if response.extensions().get::<ui::UiResponse>().is_some() => UI_ROUTE,
-        None => UNMATCHED_ROUTE,
-    };
-    let elapsed = start.elapsed().as_secs_f64();
-    let m = &state.metrics;
-    m.http_duration.with_label_values(&[route]).observe(elapsed);
-    m.http_requests
-        .with_label_values(&[route, method, response.status().as_str()])
-        .inc();
-    response
-}
-
-/// Run the handler, answering 503 `timeout` when it takes longer than the configured limit.
-async fn run_with_timeout(state: &SharedState, next: Next, req: Request) -> Response {
-    let limit = state.config.request_timeout();
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!(
-                "request took longer than {} s (FACEKEY_REQUEST_TIMEOUT_SECS)",
-                limit.as_secs()
-            ),
-        )
-        .into_response(),
-    }
-}
-
-/// The method as a metric label: one of the standard methods, else `other`, so made-up methods
-/// cannot create new series.
-fn method_label(method: &Method) -> &'static str {
-    const KNOWN: [Method; 9] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::CONNECT,
-        Method::TRACE,
-    ];
-    KNOWN
-        .iter()
-        .find(|m| *m == method)
-        .map_or("other", |m| m.as_str())
-}
-
-fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    let detail = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
-    ApiError::internal(format!("handler panicked: {detail}")).into_response()
 }

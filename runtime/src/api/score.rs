@@ -131,10 +131,7 @@ pub async fn score(
     let verifier = &engine.verifier;
     let threshold = verifier.threshold();
     let weights = verifier.fusion().name().to_string();
-    let timer = state
-        .metrics
-        .inference_duration
-        .with_label_values(&["fusion"]);
+    let timer = state.metrics.fusion_duration();
     match (req.features, req.batch) {
         (Some(features), None) => {
             let x = validate_features(&features, "features")?;

@@ -4,8 +4,7 @@
 
 use std::net::SocketAddr;
 
-use axum::RequestExt as _;
-use axum::extract::{ConnectInfo, RawPathParams, Request};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -150,6 +149,16 @@ pub fn authorize(
     Ok(Some(caller))
 }
 
+/// The ids in a request's path, for its audit event: `{id}` (a subject, or a session) and
+/// `{face_id}`, percent-decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathIds {
+    /// The `{id}` parameter.
+    pub subject: Option<String>,
+    /// The `{face_id}` parameter.
+    pub face: Option<String>,
+}
+
 /// What an admitted request leaves for after its answer: the audit event to write, if the
 /// route is audited and the audit log is on (gathered before the handler consumes the request).
 #[derive(Debug, Default)]
@@ -157,6 +166,9 @@ pub struct Admitted {
     pending: Option<PendingAudit>,
 }
 
+/// The parts of an audit event known before the answer; [`PendingAudit::record`] completes
+/// it with the answer's status, error code and the handler's detail. Admitted requests and
+/// refusals (action [`audit::DENIED`]) are recorded through it alike.
 #[derive(Debug)]
 struct PendingAudit {
     action: &'static str,
@@ -165,19 +177,57 @@ struct PendingAudit {
     key_id: Option<String>,
     client: Option<SocketAddr>,
     request_id: Option<String>,
-    subject: Option<String>,
-    face: Option<String>,
+    ids: PathIds,
+}
+
+impl PendingAudit {
+    fn new(
+        action: &'static str,
+        route: &str,
+        key_id: Option<String>,
+        req: &Request,
+        ids: PathIds,
+    ) -> Self {
+        Self {
+            action,
+            method: req.method().clone(),
+            route: route.to_owned(),
+            key_id,
+            client: client_of(req),
+            request_id: crate::api::faces::request_id(req.headers()),
+            ids,
+        }
+    }
+
+    /// Write the event now that `response` is known (the handler's detail wins over the path).
+    fn record(self, state: &SharedState, response: &Response) {
+        let mut event = AuditEvent::new(
+            self.action,
+            &self.method,
+            &self.route,
+            response.status().as_u16(),
+        )
+        .client(self.client)
+        .detail(response.extensions().get::<AuditDetail>());
+        event.key_id = self.key_id;
+        event.request_id = self.request_id;
+        event.subject = event.subject.or(self.ids.subject);
+        event.face = event.face.or(self.ids.face);
+        event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
+        state.audit.record(&event);
+    }
 }
 
 /// Decide a request on its matched `route` before it runs: `Ok` with the caller put into the
 /// request's extensions, or the refusal's answer (counted, logged and audited here). Called by
-/// the API's per-route middleware, so the key check, the timeout and the route metrics are one
-/// layer.
-pub async fn admit(
+/// the API's per-route layer, so the key check, the timeout and the route metrics are one
+/// layer. `path_ids` is only called when an audit event is to be written.
+pub fn admit(
     state: &SharedState,
     route: Option<&str>,
     req: &mut Request,
-) -> Result<Admitted, Response> {
+    path_ids: impl FnOnce(&Request) -> PathIds,
+) -> Result<Admitted, Box<Response>> {
     let access = policy::required(req.method(), route);
     if access == Access::Open {
         return Ok(Admitted::default());
@@ -185,22 +235,14 @@ pub async fn admit(
     let route_label = route.unwrap_or_default();
     match authorize(state, access, req.headers()) {
         Ok(caller) => {
-            let key_id = caller.as_ref().map(|c| c.key_id.clone());
-            let action = audit::action(req.method(), route_label);
-            let pending = match action {
-                Some(action) if state.audit.enabled() => {
-                    let (subject, face) = path_ids(req).await;
-                    Some(PendingAudit {
-                        action,
-                        method: req.method().clone(),
-                        route: route_label.to_owned(),
-                        key_id,
-                        client: client_of(req),
-                        request_id: crate::api::faces::request_id(req.headers()),
-                        subject,
-                        face,
-                    })
-                }
+            let pending = match audit::action(req.method(), route_label) {
+                Some(action) if state.audit.enabled() => Some(PendingAudit::new(
+                    action,
+                    route_label,
+                    caller.as_ref().map(|c| c.key_id.clone()),
+                    req,
+                    path_ids(req),
+                )),
                 _ => None,
             };
             if let Some(c) = caller {
@@ -208,30 +250,27 @@ pub async fn admit(
             }
             Ok(Admitted { pending })
         }
-        Err(refusal) => Err(refuse(state, route_label, req, refusal).await),
+        Err(refusal) => Err(Box::new(refuse(state, route_label, req, refusal, path_ids))),
     }
 }
 
 impl Admitted {
     /// Write the audit event of an admitted request, now that its answer is known.
     pub fn finish(self, state: &SharedState, response: &Response) {
-        let Some(p) = self.pending else {
-            return;
-        };
-        let mut event = AuditEvent::new(p.action, &p.method, &p.route, response.status().as_u16())
-            .client(p.client)
-            .detail(response.extensions().get::<AuditDetail>());
-        event.key_id = p.key_id;
-        event.request_id = p.request_id;
-        event.subject = event.subject.or(p.subject);
-        event.face = event.face.or(p.face);
-        event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
-        state.audit.record(&event);
+        if let Some(pending) = self.pending {
+            pending.record(state, response);
+        }
     }
 }
 
 /// The answer to a refused request, counted, logged and audited.
-async fn refuse(state: &SharedState, route: &str, req: &mut Request, refusal: Refusal) -> Response {
+fn refuse(
+    state: &SharedState,
+    route: &str,
+    req: &Request,
+    refusal: Refusal,
+    path_ids: impl FnOnce(&Request) -> PathIds,
+) -> Response {
     let client = client_of(req);
     state
         .metrics
@@ -256,20 +295,8 @@ async fn refuse(state: &SharedState, route: &str, req: &mut Request, refusal: Re
         );
     }
     if state.audit.enabled() {
-        let (subject, face) = path_ids(req).await;
-        let mut event = AuditEvent::new(
-            audit::DENIED,
-            req.method(),
-            route,
-            response.status().as_u16(),
-        )
-        .client(client);
-        event.key_id = key_id;
-        event.request_id = crate::api::faces::request_id(req.headers());
-        event.subject = subject;
-        event.face = face;
-        event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
-        state.audit.record(&event);
+        PendingAudit::new(audit::DENIED, route, key_id, req, path_ids(req))
+            .record(state, &response);
     }
     response
 }
@@ -279,18 +306,4 @@ fn client_of(req: &Request) -> Option<SocketAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
-}
-
-/// The subject and face ids in the request's path, for the audit event.
-async fn path_ids(req: &mut Request) -> (Option<String>, Option<String>) {
-    let Ok(params) = req.extract_parts::<RawPathParams>().await else {
-        return (None, None);
-    };
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
-    };
-    (param("id"), param("face_id"))
 }

@@ -1,0 +1,485 @@
+//! The per-request serving layer around the API router, as two concrete services with
+//! hand-written futures instead of a stack of generic middleware (each of which boxed, cloned or
+//! wrapped the request, the response or its body once more on every request):
+//!
+//! - [`Envelope`], outermost: the request id (the client's `x-request-id`, or a new UUID), the
+//!   `request` trace span and its debug events (same names, levels and targets as tower-http's
+//!   `TraceLayer`, whose filters keep working), and the id's echo on the response.
+//! - [`Routed`], inside CORS: finds the route pattern with its own [`RouteTable`] (built from
+//!   the router's own route list), then the key guard ([`guard::admit`]), the request timeout
+//!   (503 `timeout`), panics as JSON 500s, the audit event, and request count and latency by
+//!   route, method and status through metric handles resolved once per route.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
+use futures::future::CatchUnwind;
+use pin_project_lite::pin_project;
+use prometheus::{Histogram, IntCounter};
+use tower::Service;
+use tracing::Level;
+
+use super::error::ApiError;
+use super::ui::UiResponse;
+use crate::auth::guard::{self, Admitted, PathIds};
+use crate::state::SharedState;
+
+/// The request id header, set on every request and echoed on every response.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Route label for requests that matched no route, so unknown paths cannot explode cardinality.
+const UNMATCHED_ROUTE: &str = "unmatched";
+/// Route label for files of the bundled UI.
+const UI_ROUTE: &str = "ui";
+
+/// Methods with their own metric label; any other is `other`, so made-up methods cannot create
+/// new series.
+const KNOWN_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+/// The method's metric label and its slot in [`RouteMetrics::ok`].
+fn method_label(method: &Method) -> (usize, &'static str) {
+    KNOWN_METHODS
+        .iter()
+        .position(|m| m == method)
+        .map_or((KNOWN_METHODS.len(), "other"), |i| {
+            (i, KNOWN_METHODS[i].as_str())
+        })
+}
+
+/// A new request id: a random (v4) UUID, formatted on the stack.
+fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_bytes(id.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// The outermost service: request id, trace span and events, request-id echo.
+#[derive(Debug, Clone)]
+pub struct Envelope<S> {
+    inner: S,
+}
+
+impl<S> Envelope<S> {
+    /// Wrap `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S> Service<Request> for Envelope<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EnvelopeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_request_id();
+                req.headers_mut().insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let span = tracing::debug_span!(
+            target: "tower_http::trace::make_span",
+            "request",
+            method = %req.method(),
+            uri = %req.uri(),
+            version = ?req.version(),
+        );
+        // The clock is read only when a finishing event will be written.
+        let timed = tracing::enabled!(target: "tower_http::trace::on_response", Level::DEBUG)
+            || tracing::enabled!(target: "tower_http::trace::on_failure", Level::DEBUG);
+        let inner = {
+            let _entered = span.enter();
+            tracing::debug!(target: "tower_http::trace::on_request", "started processing request");
+            self.inner.call(req)
+        };
+        EnvelopeFuture {
+            inner,
+            span,
+            request_id: Some(request_id),
+            start: timed.then(Instant::now),
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`Envelope`]: the inner answer with the request id set.
+    pub struct EnvelopeFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+        request_id: Option<HeaderValue>,
+        start: Option<Instant>,
+    }
+}
+
+impl<F> Future for EnvelopeFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let Ok(mut response) = ready!(this.inner.poll(cx));
+        if let Some(id) = this.request_id.take()
+            && !response.headers().contains_key(&X_REQUEST_ID)
+        {
+            response.headers_mut().insert(X_REQUEST_ID, id);
+        }
+        if let Some(start) = this.start {
+            let ms = start.elapsed().as_millis();
+            let status = response.status();
+            tracing::debug!(
+                target: "tower_http::trace::on_response",
+                latency = %format_args!("{ms} ms"),
+                status = i32::from(status.as_u16()),
+                "finished processing request"
+            );
+            if status.is_server_error() {
+                tracing::debug!(
+                    target: "tower_http::trace::on_failure",
+                    classification = %format_args!("Status code: {status}"),
+                    latency = %format_args!("{ms} ms"),
+                    "response failed"
+                );
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// A route's metric handles, resolved on first use (so only routes that were called have
+/// series, as with label lookups per request).
+#[derive(Debug)]
+struct RouteMetrics {
+    label: &'static str,
+    duration: OnceLock<Histogram>,
+    /// The `200` counter per method slot ([`method_label`]); other statuses are looked up.
+    ok: [OnceLock<IntCounter>; KNOWN_METHODS.len() + 1],
+}
+
+impl RouteMetrics {
+    fn new(label: &'static str) -> Self {
+        Self {
+            label,
+            duration: OnceLock::new(),
+            ok: Default::default(),
+        }
+    }
+}
+
+/// A route pattern the table could not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("route {pattern}: {source}")]
+pub struct RouteTableError {
+    /// The pattern.
+    pattern: String,
+    /// Why.
+    #[source]
+    source: matchit::InsertError,
+}
+
+/// The router's route patterns, matched once per request before the router runs (the guard
+/// needs the route before the handler), with each route's metric handles.
+#[derive(Debug)]
+pub struct RouteTable {
+    matcher: matchit::Router<usize>,
+    /// One per pattern, then the UI's and the unmatched requests'.
+    routes: Vec<RouteMetrics>,
+}
+
+impl RouteTable {
+    /// A table of `patterns`, the ones the router was built with.
+    pub fn new(patterns: &[&'static str]) -> Result<Self, RouteTableError> {
+        let mut matcher = matchit::Router::new();
+        let mut routes = Vec::with_capacity(patterns.len() + 2);
+        for &pattern in patterns {
+            matcher
+                .insert(pattern, routes.len())
+                .map_err(|source| RouteTableError {
+                    pattern: pattern.to_owned(),
+                    source,
+                })?;
+            routes.push(RouteMetrics::new(pattern));
+        }
+        routes.push(RouteMetrics::new(UI_ROUTE));
+        routes.push(RouteMetrics::new(UNMATCHED_ROUTE));
+        Ok(Self { matcher, routes })
+    }
+
+    /// The index of the route `path` matches.
+    fn find(&self, path: &str) -> Option<usize> {
+        self.matcher.at(path).ok().map(|m| *m.value)
+    }
+
+    /// The route pattern `path` matches.
+    pub fn pattern(&self, path: &str) -> Option<&'static str> {
+        self.find(path).map(|i| self.routes[i].label)
+    }
+
+    /// The subject and face ids in `path`, percent-decoded (none when not UTF-8).
+    fn path_ids(&self, path: &str) -> PathIds {
+        let Ok(m) = self.matcher.at(path) else {
+            return PathIds::default();
+        };
+        let param = |name: &str| {
+            m.params.get(name).and_then(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .ok()
+                    .map(|s| s.into_owned())
+            })
+        };
+        PathIds {
+            subject: param("id"),
+            face: param("face_id"),
+        }
+    }
+}
+
+/// The per-route service: guard, timeout, panics, audit and route metrics around `inner`.
+#[derive(Clone)]
+pub struct Routed<S> {
+    inner: S,
+    state: SharedState,
+    table: Arc<RouteTable>,
+}
+
+impl<S> Routed<S> {
+    /// Wrap `inner` (the router built with `table`'s patterns).
+    pub fn new(inner: S, state: SharedState, table: Arc<RouteTable>) -> Self {
+        Self {
+            inner,
+            state,
+            table,
+        }
+    }
+}
+
+impl<S> Service<Request> for Routed<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RoutedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let start = Instant::now();
+        let table = &self.table;
+        let route = table.find(req.uri().path());
+        let pattern = route.map(|i| table.routes[i].label);
+        let method = method_label(req.method());
+        let admitted = guard::admit(&self.state, pattern, &mut req, |req| {
+            table.path_ids(req.uri().path())
+        });
+        let finish = Finish {
+            state: self.state.clone(),
+            table: self.table.clone(),
+            route,
+            method,
+            start,
+        };
+        let (inner, ready, admitted) = match admitted {
+            Ok(admitted) => {
+                let limit = self.state.config.request_timeout();
+                let inner = &mut self.inner;
+                match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+                    Ok(future) => {
+                        let deadline = tokio::time::Instant::from_std(start) + limit;
+                        let guarded = AssertUnwindSafe(future).catch_unwind();
+                        (
+                            Some(tokio::time::timeout_at(deadline, guarded)),
+                            None,
+                            Some(admitted),
+                        )
+                    }
+                    Err(panic) => (None, Some(panic_response(panic)), Some(admitted)),
+                }
+            }
+            Err(refused) => (None, Some(*refused), None),
+        };
+        RoutedFuture {
+            inner,
+            ready,
+            admitted,
+            finish: Some(finish),
+        }
+    }
+}
+
+/// What [`RoutedFuture`] needs once the answer is known.
+struct Finish {
+    state: SharedState,
+    table: Arc<RouteTable>,
+    route: Option<usize>,
+    method: (usize, &'static str),
+    start: Instant,
+}
+
+impl Finish {
+    /// Write the audit event and count the request.
+    fn record(self, admitted: Option<Admitted>, response: &Response) {
+        if let Some(admitted) = admitted {
+            admitted.finish(&self.state, response);
+        }
+        let routes = &self.table.routes;
+        let index = self.route.unwrap_or_else(|| {
+            let ui = response.extensions().get::<UiResponse>().is_some();
+            routes.len() - if ui { 2 } else { 1 }
+        });
+        let route = &routes[index];
+        let m = &self.state.metrics;
+        route
+            .duration
+            .get_or_init(|| m.http_duration.with_label_values(&[route.label]))
+            .observe(self.start.elapsed().as_secs_f64());
+        let (slot, method) = self.method;
+        let status = response.status();
+        if status == StatusCode::OK {
+            route.ok[slot]
+                .get_or_init(|| {
+                    m.http_requests
+                        .with_label_values(&[route.label, method, "200"])
+                })
+                .inc();
+        } else {
+            m.http_requests
+                .with_label_values(&[route.label, method, status.as_str()])
+                .inc();
+        }
+    }
+}
+
+type Guarded<F> = tokio::time::Timeout<CatchUnwind<AssertUnwindSafe<F>>>;
+
+pin_project! {
+    /// The answer of [`Routed`]: the handler's, the refusal's, a timeout's or a panic's.
+    pub struct RoutedFuture<F> {
+        #[pin]
+        inner: Option<Guarded<F>>,
+        ready: Option<Response>,
+        admitted: Option<Admitted>,
+        finish: Option<Finish>,
+    }
+}
+
+impl<F> Future for RoutedFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match (this.ready.take(), this.inner.as_pin_mut()) {
+            (Some(response), _) => response,
+            (None, Some(inner)) => match ready!(inner.poll(cx)) {
+                Ok(Ok(Ok(response))) => response,
+                Ok(Err(panic)) => panic_response(panic),
+                Err(_elapsed) => timeout_response(this.finish.as_ref()),
+            },
+            (None, None) => ApiError::internal("request polled after its answer").into_response(),
+        };
+        if let Some(finish) = this.finish.take() {
+            finish.record(this.admitted.take(), &response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The 503 of a request over `FACEKEY_REQUEST_TIMEOUT_SECS`.
+fn timeout_response(finish: Option<&Finish>) -> Response {
+    let limit = finish.map_or(Duration::ZERO, |f| f.state.config.request_timeout());
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        format!(
+            "request took longer than {} s (FACEKEY_REQUEST_TIMEOUT_SECS)",
+            limit.as_secs()
+        ),
+    )
+    .into_response()
+}
+
+/// A handler's panic as a JSON 500 (the message is logged, not sent).
+pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {detail}")).into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table_matches_patterns_and_decodes_ids() {
+        let t = RouteTable::new(&[
+            "/v1/score",
+            "/v1/subjects/{id}",
+            "/v1/subjects/{id}/faces/{face_id}",
+        ])
+        .unwrap();
+        assert_eq!(t.pattern("/v1/score"), Some("/v1/score"));
+        assert_eq!(t.pattern("/v1/subjects/a%20b"), Some("/v1/subjects/{id}"));
+        assert_eq!(t.pattern("/v1/nothing"), None);
+        assert_eq!(t.pattern("/v1/score/"), None);
+        let ids = t.path_ids("/v1/subjects/a%20b/faces/f-1");
+        assert_eq!(ids.subject.as_deref(), Some("a b"));
+        assert_eq!(ids.face.as_deref(), Some("f-1"));
+        assert_eq!(t.path_ids("/v1/subjects/%FF").subject, None);
+        assert!(RouteTable::new(&["/a/{x}", "/a/{y}"]).is_err());
+    }
+
+    #[test]
+    fn request_ids_are_uuids_and_methods_have_bounded_labels() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 36);
+        assert_ne!(a, b);
+        assert!(uuid::Uuid::parse_str(a.to_str().unwrap()).is_ok());
+        assert_eq!(method_label(&Method::POST).1, "POST");
+        let odd = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&odd), (KNOWN_METHODS.len(), "other"));
+    }
+}
