@@ -144,7 +144,8 @@ pub fn apply_face_frame_offset(eyes: &[(f64, f64); 2], offset: &[[f64; 2]; 2]) -
     out
 }
 
-fn with_eyes(l: &Landmarks, eyes: [(f64, f64); 2]) -> Landmarks {
+/// `l` with its two eye points replaced by `eyes` (nose and mouth kept).
+pub fn with_eyes(l: &Landmarks, eyes: [(f64, f64); 2]) -> Landmarks {
     let mut out = *l;
     out.left_eye.x = eyes[0].0 as f32;
     out.left_eye.y = eyes[0].1 as f32;
@@ -326,7 +327,8 @@ pub struct Missed {
     pub landmark_error: Option<f64>,
 }
 
-fn iou(a: &BoundingBox, b: &BoundingBox) -> f64 {
+/// Intersection over union of two boxes.
+pub fn iou(a: &BoundingBox, b: &BoundingBox) -> f64 {
     let ix = (a.x + a.width).min(b.x + b.width) - a.x.max(b.x);
     let iy = (a.y + a.height).min(b.y + b.height) - a.y.max(b.y);
     if ix <= 0.0 || iy <= 0.0 {
@@ -334,6 +336,22 @@ fn iou(a: &BoundingBox, b: &BoundingBox) -> f64 {
     }
     let inter = f64::from(ix * iy);
     inter / (f64::from(a.area()) + f64::from(b.area()) - inter)
+}
+
+/// Where `ident`'s face box should be in a copy whose landmarks should be at `expected`: the
+/// original's box shifted by the eyes' mean displacement (the glasses and tone/JPEG variants
+/// do not move the face; geometric chains move it little).
+pub fn expected_box(ident: &Identity, expected: &[(f64, f64); 5]) -> BoundingBox {
+    let l = &ident.face.landmarks;
+    let (sx, sy) = (
+        (expected[0].0 + expected[1].0) / 2.0 - f64::from(l.left_eye.x + l.right_eye.x) / 2.0,
+        (expected[0].1 + expected[1].1) / 2.0 - f64::from(l.left_eye.y + l.right_eye.y) / 2.0,
+    );
+    BoundingBox {
+        x: ident.face.bbox.x + sx as f32,
+        y: ident.face.bbox.y + sy as f32,
+        ..ident.face.bbox
+    }
 }
 
 fn missed(
@@ -345,18 +363,7 @@ fn missed(
     family: &str,
     variant: &str,
 ) -> Result<Missed, EvalError> {
-    // The expected box: the original's, shifted by the eyes' mean displacement (the glasses
-    // and tone/JPEG variants do not move the face; geometric chains move it little).
-    let l = &ident.face.landmarks;
-    let (sx, sy) = (
-        (expected[0].0 + expected[1].0) / 2.0 - f64::from(l.left_eye.x + l.right_eye.x) / 2.0,
-        (expected[0].1 + expected[1].1) / 2.0 - f64::from(l.left_eye.y + l.right_eye.y) / 2.0,
-    );
-    let want = BoundingBox {
-        x: ident.face.bbox.x + sx as f32,
-        y: ident.face.bbox.y + sy as f32,
-        ..ident.face.bbox
-    };
+    let want = expected_box(ident, expected);
     let best = dets
         .iter()
         .map(|d| (iou(&d.bbox, &want), d))

@@ -20,6 +20,7 @@
 pub mod attacks;
 pub mod collect;
 pub mod degrade;
+pub mod enrolment;
 pub mod eyes;
 pub mod features;
 pub mod fit;

@@ -77,6 +77,10 @@ enum Command {
     /// Measure how far MTCNN's eye points and fr_landmark's eye centres move on the degraded
     /// and glasses copies (against the original's MTCNN eyes); write <out>/eyes.json.
     Eyes,
+    /// Measure enrolling a glasses photo beside the plain one (several templates per subject)
+    /// and a fr_landmark fallback for grossly wrong MTCNN eye points; write
+    /// <out>/enrolment.json.
+    Enrolment,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +213,7 @@ fn main() -> anyhow::Result<()> {
             return facekey_eval::sequences::commands::run_challenge(args, &cli.common.out);
         }
         Some(Command::Eyes) => return run_eyes(&cli),
+        Some(Command::Enrolment) => return run_enrolment(&cli),
     }
     write_report(&cli.common)
 }
@@ -441,6 +446,202 @@ fn run_eyes(cli: &Cli) -> anyhow::Result<()> {
             "held_out": held,
             "missed": m.missed,
             "samples": m.samples,
+        }))? + "\n"),
+    )
+}
+
+/// `facekey-eval enrolment`: the multi-template and landmark-fallback measurements of
+/// [`facekey_eval::enrolment`], on stdout and in `<out>/enrolment.json`.
+fn run_enrolment(cli: &Cli) -> anyhow::Result<()> {
+    use facekey_eval::enrolment::{
+        Enrolment, FALLBACK_LIMITS, Face, collect_faces, fallback_rows, multi_template, pair_scores,
+    };
+    use facekey_eval::glasses::Style;
+    use facekey_eval::zfusion::{MatchModel, leave_one_identity_out};
+    const TAIL_Z: f64 = 3.72;
+    let mut vcfg = VisionConfig::default();
+    vcfg.liveness.mode = LivenessMode::Off;
+    let vision = Vision::load(vcfg).context("loading the vision pipeline")?;
+    let models = facekey_runtime::vision::landmarks::ChallengeModels::load(vision.config())
+        .context("loading fr_landmark")?;
+    let srcs = sources(&cli.collect.faces_dir, &vision)?;
+    let opts = collect_options(cli);
+    let identities = facekey_eval::eyes::enrol(&vision, &srcs, opts.min_face_px)?;
+    let faces = collect_faces(&vision, &models, &srcs, &identities, &opts)?;
+    let combos: [&[MatchModel]; 2] = [
+        &[MatchModel::Dlib],
+        &[MatchModel::Dlib, MatchModel::Faceres],
+    ];
+    println!(
+        "A. several templates (seed {}): enrolment | probes kept out: style | models | decision: \
+         degraded rejected | glasses (other styles) rejected | false matches / impostor trials \
+         (via the glasses template) | worst impostor margin",
+        opts.seed
+    );
+    let mut multi = Vec::new();
+    for decision in [true, false] {
+        for combo in combos {
+            let mut totals: std::collections::BTreeMap<String, [usize; 7]> = Default::default();
+            for style in Style::ALL.map(|s| s.as_str()) {
+                for e in [Enrolment::Plain, Enrolment::PlainAndGlasses(style)] {
+                    let Some(r) = multi_template(&faces, e, style, combo, decision, TAIL_Z) else {
+                        continue;
+                    };
+                    println!(
+                        "{} | {style} | {} | {}: {}/{} | {}/{} | {}/{} ({}) | {:.3} ({} glasses templates)",
+                        r.enrolment,
+                        r.models,
+                        r.decision,
+                        r.degraded_rejected,
+                        r.degraded,
+                        r.glasses_rejected,
+                        r.glasses,
+                        r.false_matches,
+                        r.impostor_trials,
+                        r.false_matches_via_glasses,
+                        r.worst_impostor_margin,
+                        r.glasses_templates
+                    );
+                    if !r.rejected_glasses.is_empty() {
+                        println!("    rejected: {}", r.rejected_glasses.join("; "));
+                    }
+                    let key = if e == Enrolment::Plain {
+                        "plain"
+                    } else {
+                        "plain+glasses"
+                    };
+                    let t = totals.entry(key.to_string()).or_default();
+                    for (a, b) in t.iter_mut().zip([
+                        r.degraded_rejected,
+                        r.degraded,
+                        r.glasses_rejected,
+                        r.glasses,
+                        r.false_matches,
+                        r.impostor_trials,
+                        r.false_matches_via_glasses,
+                    ]) {
+                        *a += b;
+                    }
+                    multi.push(r);
+                }
+            }
+            for (k, t) in &totals {
+                println!(
+                    "  total {k} {} {}: degraded {}/{} | glasses {}/{} | false matches {}/{} ({} via glasses)",
+                    facekey_eval::zfusion::combo_label(combo),
+                    if decision { "held_out" } else { "runtime" },
+                    t[0],
+                    t[1],
+                    t[2],
+                    t[3],
+                    t[4],
+                    t[5],
+                    t[6]
+                );
+            }
+        }
+    }
+    // B. The landmark fallback.
+    fn fam(f: &Face) -> &str {
+        if f.glasses() {
+            "glasses"
+        } else {
+            f.family.as_str()
+        }
+    }
+    println!(
+        "\nB. MTCNN vs fr_landmark eye disagreement (offset removed; raw) per family, faces above each limit:"
+    );
+    for limit in FALLBACK_LIMITS {
+        for family in ["plain", "degraded", "glasses"] {
+            let of: Vec<&Face> = faces.faces.iter().filter(|f| fam(f) == family).collect();
+            println!(
+                "> {limit}: {family} {}/{} ({} raw)",
+                of.iter().filter(|f| f.disagreement > limit).count(),
+                of.len(),
+                of.iter().filter(|f| f.raw_disagreement > limit).count()
+            );
+        }
+    }
+    println!(
+        "\nfaces above {}: name | family | variant | loose | disagreement (raw) | MTCNN / fr_landmark eye error vs reference | dlib, faceres to the original: MTCNN -> fallback",
+        facekey_eval::enrolment::FALLBACK_COMPUTED_ABOVE
+    );
+    let mut fired = Vec::new();
+    for f in faces.faces.iter().filter(|f| f.fallback.is_some()) {
+        let Some(t) = faces.original(f.identity) else {
+            continue;
+        };
+        let before = pair_scores(&f.embedding, &t.embedding);
+        let after = f
+            .fallback
+            .as_ref()
+            .map(|e| pair_scores(e, t.fallback.as_ref().unwrap_or(&t.embedding)));
+        println!(
+            "{} | {} | {} | {} | {:.3} ({:.3}) | {:.3} / {:.3} | {:.3}, {:.3} -> {}",
+            f.name,
+            f.family,
+            f.variant,
+            f.loose,
+            f.disagreement,
+            f.raw_disagreement,
+            f.mtcnn_error,
+            f.landmark_error,
+            before.0,
+            before.1,
+            after.map_or("-".into(), |a| format!("{:.3}, {:.3}", a.0, a.1))
+        );
+        fired.push(serde_json::json!({
+            "face": f, "mtcnn_dlib_faceres": before, "fallback_dlib_faceres": after,
+        }));
+    }
+    println!(
+        "\nheld out (tail z {TAIL_Z}), loose faces included: alignment | models: FNMR | glasses | false-match trials"
+    );
+    let mut fallback = Vec::new();
+    for limit in std::iter::once(None).chain(FALLBACK_LIMITS.map(Some)) {
+        let rows = fallback_rows(&faces, limit, true);
+        for combo in combos {
+            let Some(h) = leave_one_identity_out(&rows, combo, TAIL_Z) else {
+                continue;
+            };
+            let label = limit.map_or("MTCNN".to_string(), |l| format!("fallback > {l}"));
+            println!(
+                "{label} | {}: {}/{} | {}/{} | {}/{}",
+                h.models,
+                h.false_non_matches,
+                h.genuine,
+                h.glasses_rejected,
+                h.glasses,
+                h.false_matches,
+                h.impostor_trials
+            );
+            let moved = faces
+                .faces
+                .iter()
+                .filter(|f| f.family == "plain")
+                .filter(|f| !std::ptr::eq(f.embedding_at(limit), &f.embedding))
+                .count();
+            fallback
+                .push(serde_json::json!({"limit": limit, "held_out": h, "templates_moved": moved}));
+        }
+    }
+    println!("\nmissing faces (no box where the face is):");
+    for m in &faces.missing {
+        println!("{} {} {}", m.identity, m.family, m.variant);
+    }
+    write(
+        &cli.common.out.join("enrolment.json"),
+        &(serde_json::to_string_pretty(&serde_json::json!({
+            "seed": opts.seed,
+            "glasses_per_style": opts.glasses_per_style,
+            "tail_z": TAIL_Z,
+            "multi_template": multi,
+            "fallback": fallback,
+            "fallback_faces": fired,
+            "missing": faces.missing,
+            "offset": faces.offset,
+            "faces": faces.faces,
         }))? + "\n"),
     )
 }
