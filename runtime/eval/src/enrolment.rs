@@ -4,7 +4,8 @@
 //! **Several templates.** The runtime lets a subject hold several faces and matches a probe
 //! against the closest of them ([`facekey_runtime::verifier::Verifier::judge_templates`]).
 //! [`multi_template`] measures what enrolling one glasses copy beside the plain photo does:
-//! templates are the plain original, or the original and the first copy of glasses style A;
+//! templates are the plain original, or the original and the first copy of glasses style A (as
+//! drawn, or rotated, resampled and toned as if from another photo);
 //! genuine probes are the degraded copies and the glasses copies of the *other* styles (never
 //! the enrolled image or style); impostor probes are every real presentation of every other
 //! identity, against the same template sets, so each extra template is one more chance of a
@@ -34,13 +35,14 @@ use super::collect::{
     CollectOptions, Identity, Source, degradation_plan, expected_landmarks, find_face,
     glasses_variants,
 };
-use super::degrade::{Transformed, apply_chain, chain_label};
+use super::degrade::{self, Kind as DegradeKind, Region, Transformed, apply_chain, chain_label};
 use super::eyes::{
     apply_face_frame_offset, expected_box, eye_centres, eye_error, face_frame_offset, iou,
     mtcnn_eyes, with_eyes,
 };
 use super::features::{FeatureRow, Kind};
 use super::geometry::Homography;
+use super::rng::Rng;
 use super::zfusion::{MatchModel, fit_match};
 
 /// Eye-point disagreement (worse eye, MTCNN's own inter-ocular distances, after the models'
@@ -50,6 +52,10 @@ pub const FALLBACK_COMPUTED_ABOVE: f64 = 0.2;
 
 /// The disagreement limits [`fallback_rows`] is scored at.
 pub const FALLBACK_LIMITS: [f64; 3] = [0.25, 0.3, 0.35];
+
+/// Family prefix of the enrolment-only glasses copies: the first copy of a style, rotated,
+/// resampled and toned as if taken in another photo. They are templates only, never probes.
+pub const ENROL_PREFIX: &str = "enrol_";
 
 /// Smallest overlap of a detected box with the expected one for a `loose` face.
 pub const LOOSE_IOU: f64 = 0.3;
@@ -89,9 +95,14 @@ pub struct Face {
 }
 
 impl Face {
-    /// Whether this is a glasses copy.
+    /// Whether this is a glasses copy (probe).
     pub fn glasses(&self) -> bool {
         self.family.starts_with("glasses_")
+    }
+
+    /// Whether this is an enrolment-only copy ([`ENROL_PREFIX`]).
+    pub fn enrol_only(&self) -> bool {
+        self.family.starts_with(ENROL_PREFIX)
     }
 
     /// The embedding under a fallback at `limit` (`None`: never).
@@ -182,11 +193,32 @@ pub fn collect_faces(
                 apply_chain(&src.image, &chain)?,
             ));
         }
+        let (w, h) = src.image.dimensions();
+        let keep = Region {
+            x0: 0.0,
+            y0: 0.0,
+            x1: f64::from(w),
+            y1: f64::from(h),
+        };
         for (k, (style, t, label)) in glasses_variants(src, si, identities, opts)?
             .into_iter()
             .enumerate()
         {
             let copy = k % opts.glasses_per_style.max(1);
+            if copy == 0 {
+                // The same glasses taken as if in another photo: rotated, resampled, toned.
+                let mut rng =
+                    Rng::derive(opts.seed, &format!("enrol-glasses/{}/{style}", src.name));
+                let chain = [DegradeKind::Rotate, DegradeKind::Rescale, DegradeKind::Tone]
+                    .map(|kind| degrade::sample(kind, &mut rng, w, h, keep));
+                let moved = apply_chain(&t.image, &chain)?;
+                images.push((
+                    format!("{ENROL_PREFIX}{style}"),
+                    0,
+                    format!("{label}+{}", chain_label(&chain)),
+                    moved,
+                ));
+            }
             images.push((style.to_string(), copy, label, t));
         }
         for (family, copy, variant, t) in images {
@@ -321,7 +353,7 @@ pub fn fallback_rows(faces: &Faces, limit: Option<f64>, loose: bool) -> Vec<Feat
     let ids: BTreeSet<usize> = faces.faces.iter().map(|f| f.identity).collect();
     let mut out = Vec::new();
     for (i, p) in faces.faces.iter().enumerate() {
-        if p.loose && !loose {
+        if (p.loose && !loose) || p.enrol_only() {
             continue;
         }
         for &c in &ids {
@@ -350,6 +382,8 @@ pub enum Enrolment {
     Plain,
     /// The original and the first copy (glasses only) of one glasses style.
     PlainAndGlasses(&'static str),
+    /// The original and that copy rotated, resampled and toned ([`ENROL_PREFIX`]).
+    PlainAndMovedGlasses(&'static str),
 }
 
 impl Enrolment {
@@ -358,6 +392,7 @@ impl Enrolment {
         match self {
             Self::Plain => "plain".into(),
             Self::PlainAndGlasses(s) => format!("plain+{s}"),
+            Self::PlainAndMovedGlasses(s) => format!("plain+{s}(moved)"),
         }
     }
 
@@ -372,6 +407,8 @@ impl Enrolment {
             .filter(|(_, f)| {
                 f.family == "plain"
                     || matches!(self, Self::PlainAndGlasses(s) if f.family == s && f.copy == 0)
+                    || matches!(self, Self::PlainAndMovedGlasses(s)
+                        if f.family.strip_prefix(ENROL_PREFIX) == Some(s))
             })
             .map(|(k, _)| k)
             .collect()
@@ -381,7 +418,7 @@ impl Enrolment {
 /// The genuine probes of a study where glasses style `style` may be enrolled: the degraded
 /// copies and the glasses copies of the other styles (found by the acquisition rule).
 pub fn genuine_probe(f: &Face, style: &str) -> bool {
-    !f.loose && f.family != "plain" && f.family != style
+    !f.loose && !f.enrol_only() && f.family != "plain" && f.family != style
 }
 
 /// Errors of one enrolment and matcher over the probes of one study.
@@ -517,7 +554,7 @@ pub fn multi_template(
             None => (Box::new(|s: (f64, f64)| 0.6 - s.0), 0.0),
         };
         for (c, templates) in &sets {
-            for p in faces.faces.iter().filter(|f| !f.loose) {
+            for p in faces.faces.iter().filter(|f| !f.loose && !f.enrol_only()) {
                 let involved = h.is_none_or(|h| p.identity == h || *c == h);
                 if !involved {
                     continue;
@@ -696,6 +733,30 @@ mod tests {
         assert_eq!(r.impostor_trials, 2 * 4 * 3 * 7);
         assert_eq!(r.false_matches, 0);
         assert_eq!(r.degraded, 8);
+    }
+
+    #[test]
+    fn enrolment_only_copies_are_templates_never_probes() {
+        let mut f = data();
+        let n = f.faces.len();
+        for i in 0..4 {
+            let a = i as f32 * 1.5;
+            let c = [3.0 * a.cos() + 0.91, 3.0 * a.sin() + 0.9];
+            f.faces.push(face(i, "enrol_glasses_dark", 0, c));
+        }
+        let dark = Enrolment::PlainAndMovedGlasses("glasses_dark");
+        assert_eq!(dark.templates(&f, 2), vec![2 * 7, n + 2]);
+        let r = multi_template(&f, dark, "glasses_dark", &[MatchModel::Dlib], false, 3.0).unwrap();
+        assert_eq!((r.degraded, r.glasses, r.glasses_rejected), (8, 8, 0));
+        assert_eq!(
+            r.impostor_trials,
+            4 * 3 * 7,
+            "the extra copies are no impostor probes"
+        );
+        assert_eq!(
+            fallback_rows(&f, None, false).len(),
+            fallback_rows(&data(), None, false).len()
+        );
     }
 
     #[test]

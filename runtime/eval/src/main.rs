@@ -483,7 +483,11 @@ fn run_enrolment(cli: &Cli) -> anyhow::Result<()> {
         for combo in combos {
             let mut totals: std::collections::BTreeMap<String, [usize; 7]> = Default::default();
             for style in Style::ALL.map(|s| s.as_str()) {
-                for e in [Enrolment::Plain, Enrolment::PlainAndGlasses(style)] {
+                for e in [
+                    Enrolment::Plain,
+                    Enrolment::PlainAndGlasses(style),
+                    Enrolment::PlainAndMovedGlasses(style),
+                ] {
                     let Some(r) = multi_template(&faces, e, style, combo, decision, TAIL_Z) else {
                         continue;
                     };
@@ -505,10 +509,10 @@ fn run_enrolment(cli: &Cli) -> anyhow::Result<()> {
                     if !r.rejected_glasses.is_empty() {
                         println!("    rejected: {}", r.rejected_glasses.join("; "));
                     }
-                    let key = if e == Enrolment::Plain {
-                        "plain"
-                    } else {
-                        "plain+glasses"
+                    let key = match e {
+                        Enrolment::Plain => "plain",
+                        Enrolment::PlainAndGlasses(_) => "plain+glasses",
+                        Enrolment::PlainAndMovedGlasses(_) => "plain+glasses(moved)",
                     };
                     let t = totals.entry(key.to_string()).or_default();
                     for (a, b) in t.iter_mut().zip([
@@ -554,7 +558,11 @@ fn run_enrolment(cli: &Cli) -> anyhow::Result<()> {
     );
     for limit in FALLBACK_LIMITS {
         for family in ["plain", "degraded", "glasses"] {
-            let of: Vec<&Face> = faces.faces.iter().filter(|f| fam(f) == family).collect();
+            let of: Vec<&Face> = faces
+                .faces
+                .iter()
+                .filter(|f| fam(f) == family && !f.enrol_only())
+                .collect();
             println!(
                 "> {limit}: {family} {}/{} ({} raw)",
                 of.iter().filter(|f| f.disagreement > limit).count(),
@@ -568,7 +576,11 @@ fn run_enrolment(cli: &Cli) -> anyhow::Result<()> {
         facekey_eval::enrolment::FALLBACK_COMPUTED_ABOVE
     );
     let mut fired = Vec::new();
-    for f in faces.faces.iter().filter(|f| f.fallback.is_some()) {
+    for f in faces
+        .faces
+        .iter()
+        .filter(|f| f.fallback.is_some() && !f.enrol_only())
+    {
         let Some(t) = faces.original(f.identity) else {
             continue;
         };
