@@ -11,22 +11,23 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
+use futures::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt as _};
 
 use crate::metrics::Metrics;
@@ -142,6 +143,40 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
     }
 }
 
+/// One connection's service: the API stack cloned once per connection and called in place for
+/// each request (hyper-util's `TowerToHyperService` clones the whole stack, and with it every
+/// reference count it holds, for every request). Each request gets the peer address
+/// (`ConnectInfo`) for the handlers.
+struct ConnectionService<S> {
+    service: Mutex<S>,
+    peer: SocketAddr,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<S::Future, Oneshot<S, Request<Body>>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let mut req = req.map(Body::new);
+        req.extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(self.peer));
+        let mut service = self
+            .service
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The API stack is always ready; should it ever not be, a clone waits for readiness.
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Either::Left(service.call(req)),
+            Poll::Pending => Either::Right(service.clone().oneshot(req)),
+        }
+    }
+}
+
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and wait for the
 /// open connections to finish their in-flight requests (the caller bounds that wait).
 pub async fn serve<S>(
@@ -195,14 +230,12 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let stream = Deadline::new(stream, limits.header_read_timeout, limits.idle_timeout);
-        let service = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req.map(Body::new)
-            });
+        let service = ConnectionService {
+            service: Mutex::new(app.clone()),
+            peer,
+        };
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         let open = metrics.http_connections.clone();

@@ -272,17 +272,21 @@ impl RouteTable {
 #[derive(Clone)]
 pub struct Routed<S> {
     inner: S,
+    shared: Arc<RoutedShared>,
+}
+
+/// The state and route table, behind one reference count (each request's answer holds it).
+struct RoutedShared {
     state: SharedState,
-    table: Arc<RouteTable>,
+    table: RouteTable,
 }
 
 impl<S> Routed<S> {
     /// Wrap `inner` (the router built with `table`'s patterns).
-    pub fn new(inner: S, state: SharedState, table: Arc<RouteTable>) -> Self {
+    pub fn new(inner: S, state: SharedState, table: RouteTable) -> Self {
         Self {
             inner,
-            state,
-            table,
+            shared: Arc::new(RoutedShared { state, table }),
         }
     }
 }
@@ -301,23 +305,23 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let start = Instant::now();
-        let table = &self.table;
+        let shared = &self.shared;
+        let table = &shared.table;
         let route = table.find(req.uri().path());
         let pattern = route.map(|i| table.routes[i].label);
         let method = method_label(req.method());
-        let admitted = guard::admit(&self.state, pattern, &mut req, |req| {
+        let admitted = guard::admit(&shared.state, pattern, &mut req, |req| {
             table.path_ids(req.uri().path())
         });
         let finish = Finish {
-            state: self.state.clone(),
-            table: self.table.clone(),
+            shared: shared.clone(),
             route,
             method,
             start,
         };
         let (inner, ready, admitted) = match admitted {
             Ok(admitted) => {
-                let limit = self.state.config.request_timeout();
+                let limit = shared.state.config.request_timeout();
                 let inner = &mut self.inner;
                 match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
                     Ok(future) => {
@@ -345,8 +349,7 @@ where
 
 /// What [`RoutedFuture`] needs once the answer is known.
 struct Finish {
-    state: SharedState,
-    table: Arc<RouteTable>,
+    shared: Arc<RoutedShared>,
     route: Option<usize>,
     method: (usize, &'static str),
     start: Instant,
@@ -355,16 +358,17 @@ struct Finish {
 impl Finish {
     /// Write the audit event and count the request.
     fn record(self, admitted: Option<Admitted>, response: &Response) {
+        let state = &self.shared.state;
         if let Some(admitted) = admitted {
-            admitted.finish(&self.state, response);
+            admitted.finish(state, response);
         }
-        let routes = &self.table.routes;
+        let routes = &self.shared.table.routes;
         let index = self.route.unwrap_or_else(|| {
             let ui = response.extensions().get::<UiResponse>().is_some();
             routes.len() - if ui { 2 } else { 1 }
         });
         let route = &routes[index];
-        let m = &self.state.metrics;
+        let m = &state.metrics;
         route
             .duration
             .get_or_init(|| m.http_duration.with_label_values(&[route.label]))
@@ -425,7 +429,7 @@ where
 
 /// The 503 of a request over `FACEKEY_REQUEST_TIMEOUT_SECS`.
 fn timeout_response(finish: Option<&Finish>) -> Response {
-    let limit = finish.map_or(Duration::ZERO, |f| f.state.config.request_timeout());
+    let limit = finish.map_or(Duration::ZERO, |f| f.shared.state.config.request_timeout());
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "timeout",

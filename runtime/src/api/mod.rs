@@ -17,7 +17,6 @@ pub mod ui;
 pub mod whoami;
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -99,7 +98,7 @@ pub fn app(
 > {
     let max_body = state.config.max_body_bytes;
     let cors = (!state.config.cors_origins.is_empty()).then(|| cors(&state.config.cors_origins));
-    let table = Arc::new(RouteTable::new(&route_patterns())?);
+    let table = RouteTable::new(&route_patterns())?;
     let routed = Routed::new(
         DefaultBodyLimit::max(max_body).layer(router(state.clone())),
         state,
