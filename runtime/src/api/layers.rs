@@ -476,6 +476,18 @@ mod tests {
     }
 
     #[test]
+    fn the_route_table_holds_every_routed_and_every_policy_pattern() {
+        let patterns = super::super::route_patterns();
+        let t = RouteTable::new(&patterns).unwrap();
+        for p in &patterns {
+            assert_eq!(t.pattern(p), Some(*p), "{p}");
+        }
+        for (method, route, _) in crate::auth::policy::ROUTES {
+            assert!(patterns.contains(route), "{method} {route} is not routed");
+        }
+    }
+
+    #[test]
     fn request_ids_are_uuids_and_methods_have_bounded_labels() {
         let a = new_request_id();
         let b = new_request_id();
