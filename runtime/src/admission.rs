@@ -33,6 +33,9 @@ pub enum OverloadReason {
 }
 
 impl OverloadReason {
+    /// Every metric label, so each series exists from the start.
+    pub const LABELS: [&'static str; 3] = ["queue_full", "wait_predicted", "waited_too_long"];
+
     /// The metric label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -352,6 +355,18 @@ mod tests {
         assert_eq!(err.in_flight, 1);
         assert_eq!(err.reason, OverloadReason::WaitedTooLong);
         assert_eq!(a.stats().queued, 0);
+    }
+
+    #[test]
+    fn every_reason_has_its_label_listed() {
+        let reasons = [
+            OverloadReason::QueueFull,
+            OverloadReason::WaitPredicted {
+                predicted: Duration::ZERO,
+            },
+            OverloadReason::WaitedTooLong,
+        ];
+        assert_eq!(reasons.map(|r| r.label()), OverloadReason::LABELS);
     }
 
     #[test]

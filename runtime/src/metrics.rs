@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::baseline::Baseline;
@@ -82,7 +82,9 @@ pub struct Metrics {
     /// 1 when the served thresholds and liveness mode are those the baseline was measured at.
     pub evaluation_applies: IntGauge,
     /// Inference requests refused by admission control (503 `overloaded`).
-    pub admission_rejected: IntCounter,
+    pub admission_rejected: IntCounterVec,
+    /// Recent inference service time, seconds (how long an inference holds its place).
+    pub inference_service_seconds: Gauge,
     /// Inferences stopped at a stage boundary because their request went away.
     pub inferences_cancelled: IntCounter,
     /// Inferences running now.
@@ -249,10 +251,19 @@ impl Metrics {
             "1 when the served match and liveness thresholds and liveness mode are those the \
              evaluation baseline was measured at, 0 otherwise.",
         )?;
-        let admission_rejected = IntCounter::new(
-            "facekey_admission_rejected_total",
-            "Inference requests answered 503 overloaded because running and waiting places were \
-             full (or the wait for a place ran out).",
+        let admission_rejected = IntCounterVec::new(
+            Opts::new(
+                "facekey_admission_rejected_total",
+                "Inference requests answered 503 overloaded, by reason: queue_full (running and \
+                 waiting places full), wait_predicted (the wait for a place predicted beyond \
+                 the bound), waited_too_long (the bound ran out while waiting).",
+            ),
+            &["reason"],
+        )?;
+        let inference_service_seconds = Gauge::new(
+            "facekey_inference_service_seconds",
+            "Recent inference service time: moving average of how long an inference holds its \
+             place (0 before the first); with the queue it predicts the wait for a place.",
         )?;
         let inferences_cancelled = IntCounter::new(
             "facekey_inferences_cancelled_total",
@@ -325,6 +336,7 @@ impl Metrics {
             Box::new(evaluation_score_quantile.clone()),
             Box::new(evaluation_applies.clone()),
             Box::new(admission_rejected.clone()),
+            Box::new(inference_service_seconds.clone()),
             Box::new(inferences_cancelled.clone()),
             Box::new(inferences_in_flight.clone()),
             Box::new(inferences_queued.clone()),
@@ -371,6 +383,9 @@ impl Metrics {
         for result in ["loaded", "rejected"] {
             api_key_reloads.with_label_values(&[result]);
         }
+        for reason in crate::admission::OverloadReason::LABELS {
+            admission_rejected.with_label_values(&[reason]);
+        }
         Ok(Self {
             registry,
             auth_failures,
@@ -396,6 +411,7 @@ impl Metrics {
             evaluation_score_quantile,
             evaluation_applies,
             admission_rejected,
+            inference_service_seconds,
             inferences_cancelled,
             inferences_in_flight,
             inferences_queued,

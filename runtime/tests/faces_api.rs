@@ -511,12 +511,21 @@ async fn overload_is_refused_at_once_with_retry_after() {
         );
     }
     let metrics = s.metrics().await;
+    let rejected: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("facekey_admission_rejected_total{reason="))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(rejected, refused.len() as u64, "{metrics}");
     assert!(
-        metrics.contains(&format!(
-            "facekey_admission_rejected_total {}",
-            refused.len()
-        )),
+        metrics.contains("facekey_admission_rejected_total{reason=\"queue_full\"}"),
         "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("facekey_inference_service_seconds ") && !l.ends_with(" 0")),
+        "a finished inference sets the service time: {metrics}"
     );
     assert!(metrics.contains("facekey_inferences_in_flight 0"));
     s.stop().await;

@@ -34,7 +34,11 @@ where
     let permit = match state.admission.admit().await {
         Ok(p) => p,
         Err(overloaded) => {
-            state.metrics.admission_rejected.inc();
+            state
+                .metrics
+                .admission_rejected
+                .with_label_values(&[overloaded.reason.label()])
+                .inc();
             return Err(overloaded.into());
         }
     };

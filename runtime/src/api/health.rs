@@ -56,6 +56,8 @@ pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiEr
     let admission = state.admission.stats();
     m.inferences_in_flight.set(gauge(admission.in_flight));
     m.inferences_queued.set(gauge(admission.queued));
+    m.inference_service_seconds
+        .set(admission.service_time.map_or(0.0, |d| d.as_secs_f64()));
     let text = m.render()?;
     Ok((
         [(
