@@ -9,6 +9,13 @@
 //! - no two frames of the session near-identical (fingerprint difference ≤
 //!   `duplicate_max_difference`): a repeated or re-encoded frame is a replay;
 //! - the same face in every usable frame (embedding distance to the first usable frame);
+//! - a turn's frame must be `turn_min_yaw` past frontal, `turn_min_delta` beyond an earlier
+//!   frame of its window, and `turn_min_delta` beyond at least one of the session's first
+//!   `rest_pose_frames` usable frames (the person's rest): a face resting at +0.12 that comes
+//!   back to +0.125 from another action's dip has not turned. A look-up's pitch must likewise be
+//!   `look_up_min_delta` below an earlier frame of its window and below one of those first
+//!   frames. The rest conditions only add to the others, so a session that starts turned away
+//!   and comes back to frontal is still no turn;
 //! - each action of the challenge seen in order, one at a time: action `k` is searched only in
 //!   frames after the person let action `k - 1` go (`released_at`: the frame where its
 //!   signal has come back from its extreme by the action's own minimum change; a blink is let go
@@ -27,7 +34,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::signals::{eye_opening, mouth_opening, pitch, yaw};
-use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
+use super::{Action, ChallengePolicy, FaceObservation, FrameObservation, Landmarks68};
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -191,6 +198,11 @@ struct Signals {
     eyes: Option<f32>,
     /// Landmark eye opening over the session's open baseline (1 = as open as at the start).
     lids: Option<f32>,
+    /// The person's resting pose: the lowest and highest yaw, and the highest pitch, of the
+    /// session's first `rest_pose_frames` usable frames (`None` when that rule is off or no
+    /// signal was read). A turn or look-up must move beyond at least one of those frames.
+    rest_yaw: Option<(f32, f32)>,
+    rest_pitch: Option<f32>,
 }
 
 fn signals(frames: &[FrameObservation], p: &ChallengePolicy) -> Vec<Option<Signals>> {
@@ -203,6 +215,22 @@ fn signals(frames: &[FrameObservation], p: &ChallengePolicy) -> Vec<Option<Signa
         .take(p.eye_baseline_frames.max(1))
         .collect();
     let baseline = median(first).filter(|b| *b > 1e-3);
+    // The resting pose from the same first frames: a face whose rest is turned or pitched (a
+    // camera beside or below the screen, a face the landmark model reads asymmetrically) moves
+    // from there. Its extremes, not its median, so a person who starts an action within those
+    // frames is measured from the frame before it.
+    let rest = |signal: fn(&Landmarks68) -> Option<f32>| {
+        let v: Vec<f32> = frames
+            .iter()
+            .filter_map(usable)
+            .filter_map(|face| signal(&face.landmarks))
+            .take(p.rest_pose_frames)
+            .collect();
+        let lo = v.iter().copied().reduce(f32::min)?;
+        let hi = v.iter().copied().reduce(f32::max)?;
+        Some((lo, hi))
+    };
+    let (rest_yaw, rest_pitch) = (rest(yaw), rest(pitch).map(|(_, hi)| hi));
     frames
         .iter()
         .map(|f| {
@@ -213,6 +241,8 @@ fn signals(frames: &[FrameObservation], p: &ChallengePolicy) -> Vec<Option<Signa
                 mouth: mouth_opening(&face.landmarks),
                 eyes: face.eyes.map(|e| e.mean_open()),
                 lids: baseline.and_then(|b| eye_opening(&face.landmarks).map(|o| o / b)),
+                rest_yaw,
+                rest_pitch,
             })
         })
         .collect()
@@ -294,12 +324,21 @@ fn completes_at(
             let Some(yj) = sj.yaw.map(|y| y * sign) else {
                 return false;
             };
+            // Past frontal by turn_min_yaw, and away from the person's rest by turn_min_delta:
+            // a change from an earlier frame alone can be the return from another action's dip.
             yj >= p.turn_min_yaw
+                && sj.rest_yaw.is_none_or(|(lo, hi)| {
+                    let from = if sign > 0.0 { lo } else { -hi };
+                    yj - from >= p.turn_min_delta
+                })
                 && earlier().any(|si| si.yaw.is_some_and(|yi| yj - yi * sign >= p.turn_min_delta))
         }
         Action::LookUp => {
             let Some(pj) = sj.pitch else { return false };
-            earlier().any(|si| si.pitch.is_some_and(|pi| pi - pj >= p.look_up_min_delta))
+            // Below the resting pitch too: coming back from a pitch another action raised is
+            // no look-up.
+            sj.rest_pitch.is_none_or(|r| r - pj >= p.look_up_min_delta)
+                && earlier().any(|si| si.pitch.is_some_and(|pi| pi - pj >= p.look_up_min_delta))
         }
         Action::OpenMouth => {
             let Some(mj) = sj.mouth else { return false };
@@ -531,9 +570,10 @@ pub fn evaluate(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::signals::tests::face;
-    use super::super::{EyeState, Fingerprint};
+    use super::super::signals::{eye_centre, pitch};
+    use super::super::{EyeState, Fingerprint, Landmarks68};
     use super::*;
-    use crate::vision::detect::BoundingBox;
+    use crate::vision::detect::{BoundingBox, Point};
     use crate::vision::embed::Embedding;
 
     /// Pose of one synthetic frame.
@@ -612,6 +652,13 @@ mod tests {
         let mut p = NEUTRAL;
         f(&mut p);
         p
+    }
+
+    /// The synthetic face's `up` whose pitch signal lies `drop` below level (the signal is
+    /// `(30 - 40 up) / (35 - 20 up)`, 30/35 level; a negative drop pitches the head down).
+    fn up_for(drop: f32) -> f32 {
+        let q = 30.0 / 35.0 - drop;
+        (30.0 - 35.0 * q) / (40.0 - 20.0 * q)
     }
 
     fn blink() -> Vec<Pose> {
@@ -729,17 +776,22 @@ mod tests {
     /// Regression (lab seed 20261203, `replay_other_challenge/t1-3/01`): a genuine blink,
     /// turn_left, look_up replayed against look_up first. Turning left pitched the signal down
     /// by 0.086 (0.107 at the turn's peak), which `look_up_min_delta` 0.08 read as the look-up;
-    /// the real look-up of that clip drops it by 0.19. The synthetic face's pitch signal is
-    /// `0.5 - up / 1.5`, so `up` 1.5 × the drop reproduces each.
+    /// the real look-up of that clip drops it by 0.19. Those are drops of the former,
+    /// mouth-corner signal (the nose-based one moves less during turns); the threshold must stop
+    /// drags of that size whatever the signal. The synthetic face's pitch signal is
+    /// `(30 - 40 up) / (35 - 20 up)`, so `up_for` inverts it for a given drop from level.
     #[test]
     fn the_pitch_a_turn_drags_along_is_no_look_up() {
         let p = ChallengePolicy::default();
         let pose = |yaw: f32, drop: f32| {
             with(|q| {
                 q.yaw = yaw;
-                q.up = 1.5 * drop;
+                q.up = up_for(drop);
             })
         };
+        let level = pitch(&face(0.0, 0.0, 0.0, 1.0)).unwrap();
+        let dropped = pitch(&face(0.0, up_for(0.107), 0.0, 1.0)).unwrap();
+        assert!((level - dropped - 0.107).abs() < 1e-4, "{level} {dropped}");
         let frames = seq(&[
             NEUTRAL,
             NEUTRAL,
@@ -777,6 +829,172 @@ mod tests {
         let v = evaluate(&[Action::LookUp, Action::TurnLeft], &frames, &p);
         assert_eq!(v.actions[0].at_frame, Some(9));
         assert!(!v.actions[1].passed, "{v:?}");
+    }
+
+    /// Regression (lab seed 20261203, `replay_other_challenge/t1-3/01`): t1-3's face rests at
+    /// yaw +0.12, right on `turn_min_yaw`. Coming back from a look-up that dipped its yaw to
+    /// +0.02, it reached +0.125, a change of 0.105, and that counted as a turn left; it is
+    /// 0.015 beyond the lowest of its first frames. Its real turns (left to +0.29, right to
+    /// −0.149) must still count.
+    #[test]
+    fn turns_are_measured_from_the_resting_yaw() {
+        let p = ChallengePolicy::default();
+        let at = |yaw: f32| with(|q| q.yaw = yaw);
+        let rest = [at(0.12), at(0.13), at(0.11), at(0.12)];
+        let dip = [
+            at(0.07),
+            at(0.04),
+            at(0.02),
+            at(0.05),
+            at(0.09),
+            at(0.125),
+            at(0.12),
+        ];
+        let frames = seq(&[&rest[..], &dip[..]].concat());
+        let from_frontal = ChallengePolicy {
+            rest_pose_frames: 0,
+            ..p.clone()
+        };
+        assert_eq!(
+            evaluate(&[Action::TurnLeft], &frames, &from_frontal).actions[0].at_frame,
+            Some(9),
+            "measured from frontal, the return to rest is a turn left"
+        );
+        let v = evaluate(&[Action::TurnLeft], &frames, &p);
+        assert!(!v.actions[0].passed, "{v:?}");
+        assert!(v.frames.iter().all(|f| f.action_seen.is_none()), "{v:?}");
+        // The real turns of that face still count: left from its rest, right past frontal.
+        let left = [at(0.19), at(0.27), at(0.29), at(0.18), at(0.12)];
+        let v = evaluate(
+            &[Action::TurnLeft],
+            &seq(&[&rest[..], &left[..]].concat()),
+            &p,
+        );
+        assert_eq!(v.actions[0].at_frame, Some(5), "{v:?}");
+        let right = [at(0.05), at(-0.08), at(-0.149), at(0.01), at(0.12)];
+        let v = evaluate(
+            &[Action::TurnRight],
+            &seq(&[&rest[..], &right[..]].concat()),
+            &p,
+        );
+        assert_eq!(v.actions[0].at_frame, Some(6), "{v:?}");
+        // A turn that starts within the first frames is measured from the frame before it.
+        let early = [at(0.0), at(0.2), at(0.21), at(0.2), at(0.0)];
+        let v = evaluate(&[Action::TurnLeft], &seq(&early), &p);
+        assert_eq!(v.actions[0].at_frame, Some(1), "{v:?}");
+    }
+
+    /// The pitch coming back to rest from a value another action raised is no look-up (on the
+    /// lab's t1-5 a turn right raised it by up to 0.15 and the return dropped it by 0.18), while
+    /// the same drop from rest is one.
+    #[test]
+    fn a_pitch_coming_back_to_rest_is_no_look_up() {
+        let p = ChallengePolicy::default();
+        let pitched = |drop: f32| with(|q| q.up = up_for(drop));
+        let raised = [
+            NEUTRAL,
+            NEUTRAL,
+            NEUTRAL,
+            pitched(-0.08),
+            pitched(-0.16),
+            pitched(-0.08),
+            pitched(0.0),
+            pitched(0.01),
+        ];
+        let frames = seq(&raised);
+        let from_window = ChallengePolicy {
+            rest_pose_frames: 0,
+            ..p.clone()
+        };
+        assert_eq!(
+            evaluate(&[Action::LookUp], &frames, &from_window).actions[0].at_frame,
+            Some(6),
+            "measured from the window alone, the return is a look-up"
+        );
+        let v = evaluate(&[Action::LookUp], &frames, &p);
+        assert!(!v.actions[0].passed, "{v:?}");
+        let mut then_up = raised.to_vec();
+        then_up.extend([pitched(0.08), pitched(0.16)]);
+        let v = evaluate(&[Action::LookUp], &seq(&then_up), &p);
+        assert_eq!(v.actions[0].at_frame, Some(9), "{v:?}");
+    }
+
+    /// The rest only ever raises the bar: a session that starts turned away and comes back to
+    /// frontal (a replay cut to start mid-turn) shows no turn, as measured from frontal.
+    #[test]
+    fn starting_turned_does_not_lower_the_bar() {
+        let p = ChallengePolicy::default();
+        let at = |yaw: f32| with(|q| q.yaw = yaw);
+        let back = seq(&[
+            at(-0.3),
+            at(-0.3),
+            at(-0.29),
+            at(-0.15),
+            at(0.0),
+            at(0.05),
+            at(0.0),
+        ]);
+        let v = evaluate(&[Action::TurnLeft], &back, &p);
+        assert!(!v.actions[0].passed, "{v:?}");
+        // Going on past frontal to the usual +0.12 is a turn left, as for anyone.
+        let mut on = back.clone();
+        on.push(frame(7, 1_700, at(0.13)));
+        let v = evaluate(&[Action::TurnLeft], &on, &p);
+        assert_eq!(v.actions[0].at_frame, Some(7), "{v:?}");
+    }
+
+    /// An open mouth without head motion is no look-up. The lab's open mouths (lower lip and
+    /// chin dropped; `fr_landmark` moved the mouth corners down with them) dragged the former
+    /// pitch signal, eye line to nose tip over eye line to the mouth corners, down by up to 0.22
+    /// (`replay_other_challenge/t1-2/01` saw its look-up there); here the corners drop by half
+    /// the lip's drop, and the nose-based signal does not move.
+    #[test]
+    fn an_open_mouth_is_no_look_up() {
+        let p = ChallengePolicy::default();
+        let dropped = |mut f: FrameObservation, drop: f32| {
+            let face = f.face.as_mut().unwrap();
+            let mut pts: Vec<Point> = face.landmarks.clone().into();
+            for i in [55, 56, 57, 58, 59, 65, 66, 67] {
+                pts[i].y += drop;
+            }
+            for i in [48, 54, 60, 64] {
+                pts[i].y += 0.5 * drop;
+            }
+            for (i, q) in pts.iter_mut().enumerate().take(17) {
+                q.y += 0.9 * drop * (1.0 - (i as f32 - 8.0).abs() / 8.0).powf(0.7);
+            }
+            face.landmarks = Landmarks68::new(pts).unwrap();
+            f
+        };
+        let drops = [0.0, 0.0, 0.0, 20.0, 45.0, 60.0, 60.0, 30.0, 0.0, 0.0];
+        let frames: Vec<FrameObservation> = drops
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| dropped(frame(i, 1_000 + 100 * i as u64, NEUTRAL), d))
+            .collect();
+        // The former signal read this as a look-up well past look_up_min_delta.
+        let mouth_ratio = |f: &FrameObservation| {
+            let lm = &f.face.as_ref().unwrap().landmarks;
+            let eyes = 0.5 * (eye_centre(lm, 36).y + eye_centre(lm, 42).y);
+            let mouth = 0.5 * (lm.at(48).y + lm.at(54).y);
+            (lm.at(30).y - eyes) / (mouth - eyes)
+        };
+        let former = mouth_ratio(&frames[0]) - mouth_ratio(&frames[5]);
+        assert!(former > p.look_up_min_delta + 0.03, "{former}");
+        let v = evaluate(&[Action::OpenMouth, Action::LookUp], &frames, &p);
+        assert!(v.actions[0].passed, "{v:?}");
+        assert!(!v.actions[1].passed, "{v:?}");
+        assert!(
+            v.frames
+                .iter()
+                .all(|f| f.action_seen != Some(Action::LookUp))
+        );
+        // A real look-up after it still counts.
+        let mut more = frames.clone();
+        more.push(frame(10, 2_000, with(|q| q.up = 0.3)));
+        let v = evaluate(&[Action::OpenMouth, Action::LookUp], &more, &p);
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[1].at_frame, Some(10));
     }
 
     #[test]

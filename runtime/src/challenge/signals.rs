@@ -3,7 +3,8 @@
 //! affine squeeze of a photo keeps ratios along each axis):
 //! - yaw: nose-tip offset from the jaw midline over the jaw width (positive: nose toward the
 //!   image's right, i.e. the person turned to their own left);
-//! - pitch: eye line to nose tip over eye line to mouth centre (drops when looking up);
+//! - pitch: eye line to nose tip over eye line to the nostrils, along the face's own vertical
+//!   axis (drops when looking up; the nose and eyes do not move when the mouth opens);
 //! - mouth opening: inner-lip gap over the eyes-to-nose-tip distance;
 //! - eye opening: mean eyelid gap over the eyes-to-nose-tip distance, the landmark half of the
 //!   blink check (judged relative to the person's own open baseline in the session);
@@ -38,18 +39,35 @@ pub fn yaw(lm: &Landmarks68) -> Option<f32> {
     finite((nose.x - 0.5 * (l.x + r.x)) / width)
 }
 
-/// Pitch signal: vertical distance eye line → nose tip over eye line → mouth centre (eye centres
-/// from 36–41 and 42–47, mouth centre from corners 48 and 54). Around 0.5–0.6 frontal; smaller
-/// when the head pitches up.
+/// Pitch signal: how far the nose tip (30) lies below the eye line, over how far the nostrils
+/// (mean of 31–35) lie below it, both measured along the face's own vertical axis (perpendicular
+/// to the line through the eye centres 36–41 and 42–47, so a rolled head reads the same). 0.66–0.97
+/// frontal on the lab's faces; smaller when the head pitches up, because the tip stands further out of the
+/// face than the nostrils and rises more. Only the eyes and the nose enter it: an open mouth or
+/// a dropped jaw does not move it (the mouth-centre denominator it replaces dropped with the jaw,
+/// so an open mouth read as a look-up), and a flat print pitched as a whole scales both lengths
+/// alike.
 pub fn pitch(lm: &Landmarks68) -> Option<f32> {
-    let eyes = mid(eye_centre(lm, 36), eye_centre(lm, 42));
-    let mouth = mid(lm.at(48), lm.at(54));
-    let nose = lm.at(30);
-    let span = mouth.y - eyes.y;
+    let (l, r) = (eye_centre(lm, 36), eye_centre(lm, 42));
+    let eye_line = dist(l, r);
+    if eye_line < 1e-3 {
+        return None;
+    }
+    let eyes = mid(l, r);
+    // Unit vector down the face: the eye line turned by 90 degrees.
+    let (dx, dy) = (-(r.y - l.y) / eye_line, (r.x - l.x) / eye_line);
+    let below = |p: Point| (p.x - eyes.x) * dx + (p.y - eyes.y) * dy;
+    let mut nostrils = Point { x: 0.0, y: 0.0 };
+    for i in 31..=35 {
+        let p = lm.at(i);
+        nostrils.x += p.x / 5.0;
+        nostrils.y += p.y / 5.0;
+    }
+    let span = below(nostrils);
     if span.abs() < 1e-3 {
         return None;
     }
-    finite((nose.y - eyes.y) / span)
+    finite(below(lm.at(30)) / span)
 }
 
 /// Mouth opening: mean inner-lip gap (61–67, 62–66, 63–65) over the distance from the eyes'
@@ -128,8 +146,9 @@ pub(crate) mod tests {
     use super::*;
 
     /// A frontal synthetic face: 68 points of a 100-px-wide face around (200, 200), with knobs
-    /// for yaw (nose and inner features shifted along x), pitch (nose shifted up), mouth gap and
-    /// eye opening. Shared by the checker's tests.
+    /// for yaw (nose and inner features shifted along x), pitch (nose tip shifted up by
+    /// `40 × pitch_up` px, the nostrils by half that), mouth gap and eye opening. The pitch
+    /// signal is `(30 - 40 u) / (35 - 20 u)` for `pitch_up = u`: 0.857 level. Shared by the checker's tests.
     pub(crate) fn face(yaw: f32, pitch_up: f32, mouth_gap: f32, eye_open: f32) -> Landmarks68 {
         let mut p = vec![Point { x: 0.0, y: 0.0 }; 68];
         let (cx, cy) = (200.0f32, 200.0f32);
@@ -158,7 +177,8 @@ pub(crate) mod tests {
         for (k, q) in p.iter_mut().enumerate().take(36).skip(31) {
             *q = Point {
                 x: cx - 10.0 + (k - 31) as f32 * 5.0 + shift,
-                y: cy + 5.0 - pitch_up * 40.0,
+                // The nostrils stand out of the face less than the tip: they rise half as much.
+                y: cy + 5.0 - pitch_up * 20.0,
             };
         }
         // Eyes: corners 20 px apart; lids `eye_open * 4` px from the centre line.
@@ -231,6 +251,47 @@ pub(crate) mod tests {
         let up = pitch(&face(0.0, 0.3, 0.0, 1.0)).unwrap();
         assert!(level > 0.4 && level < 0.9, "{level}");
         assert!(level - up > 0.1, "{level} {up}");
+    }
+
+    #[test]
+    fn pitch_ignores_the_mouth_and_the_jaw() {
+        // An open mouth drops the lower lip, the mouth corners a little and the chin (as the
+        // lab's renderer does): the pitch must not move, where the mouth-centre ratio dropped.
+        let level = face(0.0, 0.0, 0.0, 1.0);
+        let mut open: Vec<Point> = face(0.0, 0.0, 30.0, 1.0).into();
+        for i in [48, 54, 60, 64] {
+            open[i].y += 8.0;
+        }
+        for (i, q) in open.iter_mut().enumerate().take(17) {
+            q.y += 30.0 * (1.0 - (i as f32 - 8.0).abs() / 8.0);
+        }
+        let open = Landmarks68::new(open).unwrap();
+        assert!(mouth_opening(&open).unwrap() > 0.5);
+        assert!((pitch(&open).unwrap() - pitch(&level).unwrap()).abs() < 1e-4);
+        // Turning the head does not move it either.
+        assert!((pitch(&face(0.25, 0.0, 0.0, 1.0)).unwrap() - pitch(&level).unwrap()).abs() < 1e-4);
+    }
+
+    #[test]
+    fn pitch_is_invariant_to_roll_and_to_a_flat_squeeze() {
+        let flat = pitch(&face(0.0, 0.1, 0.0, 1.0)).unwrap();
+        // The head (or the camera) rolled by 20 degrees about the face centre.
+        let (sin, cos) = 20f32.to_radians().sin_cos();
+        let mut rolled: Vec<Point> = face(0.0, 0.1, 0.0, 1.0).into();
+        for q in &mut rolled {
+            let (x, y) = (q.x - 200.0, q.y - 200.0);
+            *q = Point {
+                x: 200.0 + cos * x - sin * y,
+                y: 200.0 + sin * x + cos * y,
+            };
+        }
+        assert!((pitch(&Landmarks68::new(rolled).unwrap()).unwrap() - flat).abs() < 1e-4);
+        // A print pitched as a whole squeezes y: both lengths shrink alike.
+        let mut squeezed: Vec<Point> = face(0.0, 0.1, 0.0, 1.0).into();
+        for q in &mut squeezed {
+            q.y = 200.0 + (q.y - 200.0) * 0.7;
+        }
+        assert!((pitch(&Landmarks68::new(squeezed).unwrap()).unwrap() - flat).abs() < 1e-4);
     }
 
     #[test]

@@ -510,6 +510,10 @@ mod tests {
         }
         p[48] = at(185.0, 230.0);
         p[54] = at(215.0, 230.0);
+        // The nostrils 60 px below the eyes: the pitch signal is (tip - eyes) / 60.
+        for q in &mut p[31..=35] {
+            *q = at(200.0, 230.0);
+        }
         p[30] = at(200.0 + 100.0 * yaw, 200.0 - 60.0 * drop);
         FrameObservation {
             timestamp_ms: ts,
