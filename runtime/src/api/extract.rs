@@ -21,9 +21,13 @@ pub fn is_json_content_type(req: &Request) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
+            // Compared without a lowercase copy: this runs on every JSON request.
+            let mime = mime.trim().as_bytes();
+            let (ty, suffix) = ("application/".as_bytes(), "+json".as_bytes());
+            mime.eq_ignore_ascii_case(b"application/json")
+                || (mime.len() > ty.len() + suffix.len()
+                    && mime[..ty.len()].eq_ignore_ascii_case(ty)
+                    && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
         })
         .unwrap_or(false)
 }
@@ -93,6 +97,38 @@ mod tests {
     struct T {
         #[allow(dead_code)]
         a: f64,
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |ct: &str| {
+            let req = Request::builder()
+                .header(header::CONTENT_TYPE, ct)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            is_json_content_type(&req)
+        };
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/problem+json",
+            "APPLICATION/VND.API+JSON;x=1",
+        ] {
+            assert!(with(ct), "{ct}");
+        }
+        for ct in [
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "multipart/form-data; boundary=x",
+            "text/plain+json",
+            "",
+        ] {
+            assert!(!with(ct), "{ct}");
+        }
+        let bare = Request::builder().body(axum::body::Body::empty()).unwrap();
+        assert!(!is_json_content_type(&bare));
     }
 
     #[test]

@@ -164,14 +164,15 @@ impl ApiKeys {
                 .limiters
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let fresh = || Arc::new(RateLimiter::direct(quota));
-            let slot = map
-                .entry(entry.id.clone())
-                .or_insert_with(|| (rps.to_bits(), fresh()));
-            if slot.0 != rps.to_bits() {
-                *slot = (rps.to_bits(), fresh());
+            // Looked up by &str first: the key id is only copied when a limiter is made.
+            match map.get(entry.id.as_str()) {
+                Some((bits, limiter)) if *bits == rps.to_bits() => limiter.clone(),
+                _ => {
+                    let limiter = Arc::new(RateLimiter::direct(quota));
+                    map.insert(entry.id.clone(), (rps.to_bits(), limiter.clone()));
+                    limiter
+                }
             }
-            slot.1.clone()
         };
         limiter.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
