@@ -327,14 +327,13 @@ fn run_collect(cli: &Cli) -> anyhow::Result<()> {
 fn run_eyes(cli: &Cli) -> anyhow::Result<()> {
     use facekey_eval::eyes::{ALIGNMENTS, EyeSample, measure, rows};
     use facekey_eval::zfusion::{MatchModel, leave_one_identity_out};
-    let mut vcfg = VisionConfig::default();
-    vcfg.liveness.mode = LivenessMode::Off;
-    let vision = Vision::load(vcfg).context("loading the vision pipeline")?;
-    let models = facekey_runtime::vision::landmarks::ChallengeModels::load(vision.config())
-        .context("loading fr_landmark")?;
-    let srcs = sources(&cli.collect.faces_dir, &vision)?;
-    let opts = collect_options(cli);
-    let identities = facekey_eval::eyes::enrol(&vision, &srcs, opts.min_face_px)?;
+    let LandmarkLab {
+        vision,
+        models,
+        srcs,
+        opts,
+        identities,
+    } = LandmarkLab::load(cli)?;
     let m = measure(&vision, &models, &srcs, &identities, &opts)?;
     let samples = &m.samples;
     let quantiles = |mut v: Vec<f64>| {
@@ -450,6 +449,36 @@ fn run_eyes(cli: &Cli) -> anyhow::Result<()> {
     )
 }
 
+/// What `eyes` and `enrolment` both start from: the pipeline without liveness, fr_landmark,
+/// the sample photos, the collection options and each photo's enrolled identities.
+struct LandmarkLab {
+    vision: Vision,
+    models: facekey_runtime::vision::landmarks::ChallengeModels,
+    srcs: Vec<Source>,
+    opts: CollectOptions,
+    identities: Vec<facekey_eval::collect::Identity>,
+}
+
+impl LandmarkLab {
+    fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let mut vcfg = VisionConfig::default();
+        vcfg.liveness.mode = LivenessMode::Off;
+        let vision = Vision::load(vcfg).context("loading the vision pipeline")?;
+        let models = facekey_runtime::vision::landmarks::ChallengeModels::load(vision.config())
+            .context("loading fr_landmark")?;
+        let srcs = sources(&cli.collect.faces_dir, &vision)?;
+        let opts = collect_options(cli);
+        let identities = facekey_eval::eyes::enrol(&vision, &srcs, opts.min_face_px)?;
+        Ok(Self {
+            vision,
+            models,
+            srcs,
+            opts,
+            identities,
+        })
+    }
+}
+
 /// `facekey-eval enrolment`: the multi-template and landmark-fallback measurements of
 /// [`facekey_eval::enrolment`], on stdout and in `<out>/enrolment.json`.
 fn run_enrolment(cli: &Cli) -> anyhow::Result<()> {
@@ -459,14 +488,13 @@ fn run_enrolment(cli: &Cli) -> anyhow::Result<()> {
     use facekey_eval::glasses::Style;
     use facekey_eval::zfusion::{MatchModel, leave_one_identity_out};
     const TAIL_Z: f64 = 3.72;
-    let mut vcfg = VisionConfig::default();
-    vcfg.liveness.mode = LivenessMode::Off;
-    let vision = Vision::load(vcfg).context("loading the vision pipeline")?;
-    let models = facekey_runtime::vision::landmarks::ChallengeModels::load(vision.config())
-        .context("loading fr_landmark")?;
-    let srcs = sources(&cli.collect.faces_dir, &vision)?;
-    let opts = collect_options(cli);
-    let identities = facekey_eval::eyes::enrol(&vision, &srcs, opts.min_face_px)?;
+    let LandmarkLab {
+        vision,
+        models,
+        srcs,
+        opts,
+        identities,
+    } = LandmarkLab::load(cli)?;
     let faces = collect_faces(&vision, &models, &srcs, &identities, &opts)?;
     let combos: [&[MatchModel]; 2] = [
         &[MatchModel::Dlib],
