@@ -321,29 +321,12 @@ pub fn pair_row(
     kind: Kind,
 ) -> FeatureRow {
     FeatureRow {
-        sample_id,
-        kind,
         identity: probe.name.clone(),
         claimed: claimed.to_string(),
-        source: String::new(),
-        presentation: String::new(),
         variant: probe.variant.clone(),
-        similarity: f64::NAN,
         distance: scores.0,
-        liveness: f64::NAN,
-        dtn_live: f64::NAN,
-        dtn_spoof: f64::NAN,
-        minifas_live: f64::NAN,
-        quality: f64::NAN,
-        quality_size: f64::NAN,
-        quality_sharpness: f64::NAN,
-        quality_pose: f64::NAN,
-        quality_exposure: f64::NAN,
-        face_px: f64::NAN,
-        det_confidence: f64::NAN,
-        mfn_cosine: f64::NAN,
         faceres_cosine: scores.1,
-        human_live: f64::NAN,
+        ..FeatureRow::unmeasured(sample_id, kind)
     }
 }
 

@@ -463,29 +463,13 @@ pub fn rows(samples: &[EyeSample], k: usize) -> Vec<FeatureRow> {
                 Kind::Impostor
             };
             out.push(FeatureRow {
-                sample_id: format!("{i}>{name}"),
-                kind,
                 identity: s.identity.clone(),
                 claimed: (*name).to_string(),
-                source: String::new(),
                 presentation: i.to_string(),
                 variant: s.variant.clone(),
-                similarity: f64::NAN,
                 distance: f64::from(p.distance(t)),
-                liveness: f64::NAN,
-                dtn_live: f64::NAN,
-                dtn_spoof: f64::NAN,
-                minifas_live: f64::NAN,
-                quality: f64::NAN,
-                quality_size: f64::NAN,
-                quality_sharpness: f64::NAN,
-                quality_pose: f64::NAN,
-                quality_exposure: f64::NAN,
-                face_px: f64::NAN,
-                det_confidence: f64::NAN,
-                mfn_cosine: f64::NAN,
                 faceres_cosine: faceres_cosine(p, t),
-                human_live: f64::NAN,
+                ..FeatureRow::unmeasured(format!("{i}>{name}"), kind)
             });
         }
     }

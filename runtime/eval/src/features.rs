@@ -128,6 +128,36 @@ pub struct FeatureRow {
 }
 
 impl FeatureRow {
+    /// A row with nothing measured yet: empty names and every score NaN, for studies that fill
+    /// in only the scores they compute (struct update syntax).
+    pub fn unmeasured(sample_id: String, kind: Kind) -> Self {
+        Self {
+            sample_id,
+            kind,
+            identity: String::new(),
+            claimed: String::new(),
+            source: String::new(),
+            presentation: String::new(),
+            variant: String::new(),
+            similarity: f64::NAN,
+            distance: f64::NAN,
+            liveness: f64::NAN,
+            dtn_live: f64::NAN,
+            dtn_spoof: f64::NAN,
+            minifas_live: f64::NAN,
+            quality: f64::NAN,
+            quality_size: f64::NAN,
+            quality_sharpness: f64::NAN,
+            quality_pose: f64::NAN,
+            quality_exposure: f64::NAN,
+            face_px: f64::NAN,
+            det_confidence: f64::NAN,
+            mfn_cosine: f64::NAN,
+            faceres_cosine: f64::NAN,
+            human_live: f64::NAN,
+        }
+    }
+
     /// `kind.label()`.
     pub fn label(&self) -> u8 {
         self.kind.label()
