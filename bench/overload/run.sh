@@ -92,13 +92,17 @@ print(json.dumps({"url": url + "/v1/verify", "body_file": work + "/body.json",
 PY
 python3 "$HERE/loadgen.py" "$work/phases.json" >/dev/null
 kill -0 "$pid" 2>/dev/null || { echo "the runtime died during the run"; cat "$work/runtime.log"; exit 1; }
+# The runtime's own count of refusals by reason (the whole run; the wrk step sheds none).
+curl -fs -H "authorization: $WRK_AUTH" "$url/metrics" | grep '^facekey_admission_rejected_total' >"$work/rejected.txt" || true
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$RESULTS_DIR"
 python3 - "$MODE" "$RATE" "$work/raw.json" "$RESULTS_DIR/$MODE.json" "$load_before" "$load_after" \
-  "${RUNTIME_ARGS:-}" "$SUSTAIN_P99_MS" <<'PY'
-import datetime, json, os, statistics, subprocess, sys
-mode, rate, raw, dest, before, after, args, sustain_p99 = sys.argv[1:]
+  "${RUNTIME_ARGS:-}" "$SUSTAIN_P99_MS" "$work/rejected.txt" <<'PY'
+import datetime, json, os, re, statistics, subprocess, sys
+mode, rate, raw, dest, before, after, args, sustain_p99, rejected_file = sys.argv[1:]
+rejected = {m.group(1): int(float(m.group(2))) for m in
+            re.finditer(r'reason="([a-z_]+)"\} (\S+)', open(rejected_file).read())}
 rate = float(rate)
 sustain_p99 = None if sustain_p99 == "null" else float(sustain_p99)
 data = json.load(open(raw))
@@ -154,11 +158,13 @@ else:
     verdicts = {"errors": s["errors"], "shed_503": s["shed_503"], "zero_errors": s["errors"] == 0 and s["shed_503"] == 0,
                 "rss_flat_10pct": s["rss"]["spread_pct"] <= 10,
                 "p99_over_unloaded_p99": round(s["accepted_ms"]["p99"] / base["accepted_ms"]["p99"], 2)}
+print("503 overloaded by reason (runtime metrics):", json.dumps(rejected))
 print("verdicts:", json.dumps(verdicts))
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": {"nproc": os.cpu_count(), "cpu": cpu, "load_before": before, "load_after": after},
            "runtime_args": args, "sustainable_rate": rate, "sustainable_p99_ms": sustain_p99, "verdicts": verdicts,
+           "rejected_by_reason": rejected,
            "phases": data["phases"], "rss_kib": data["rss_kib"]}, open(dest, "w"), indent=1)
 print("load average before %s, after %s; wrote %s" % (before, after, dest))
 PY

@@ -71,6 +71,14 @@ fn parse_threshold(s: &str) -> Result<f64, String> {
     validate_unit_threshold("threshold", v)
 }
 
+fn parse_load(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a positive number, got {v}")),
+        Err(e) => Err(format!("not a number: {s:?} ({e})")),
+    }
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -234,9 +242,8 @@ pub struct Config {
     pub max_inflight: usize,
 
     /// Requests that may wait for an inference place; beyond running + waiting, requests are
-    /// answered at once with 503 `overloaded` and `Retry-After` (default: as many as run at
-    /// once, so an accepted request waits about one service time at most; see
-    /// [`Config::max_queue`]).
+    /// answered at once with 503 `overloaded` and `Retry-After` (default: four per in-flight
+    /// place; see [`Config::max_queue`]).
     #[arg(long, env = env::MAX_QUEUE)]
     pub max_queue: Option<usize>,
 
@@ -245,6 +252,12 @@ pub struct Config {
     /// recent service time) is refused at once with 503 `overloaded`.
     #[arg(long, env = env::MAX_QUEUE_WAIT_MS, default_value_t = defaults::MAX_QUEUE_WAIT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue_wait_ms: u64,
+
+    /// Offered load (arrival rate x service time / in-flight places) above which a request
+    /// that finds every place busy gets 503 `overloaded` at once instead of queueing: under
+    /// standing overload a queue serves no more, it only delays every accepted request.
+    #[arg(long, env = env::QUEUE_MAX_LOAD, default_value_t = defaults::QUEUE_MAX_LOAD, value_parser = parse_load)]
+    pub queue_max_load: f64,
 
     /// Seconds a request may take before it is answered with 503 `timeout`.
     #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS)]
@@ -490,12 +503,15 @@ impl Config {
         Ok(Some(url))
     }
 
-    /// Requests that may wait for an inference place: `--max-queue`, else the in-flight count.
-    /// A longer queue only makes the last accepted request wait longer (with 2 in flight and 8
-    /// waiting, about 5 service times under overload; with 2 waiting, about 2), while the excess
-    /// is shed either way (bench/overload).
+    /// Requests that may wait for an inference place: `--max-queue`, else four per in-flight
+    /// place. The queue absorbs bursts below capacity; under overload (`--queue-max-load`)
+    /// nothing queues, so its length does not lengthen accepted requests' waits there
+    /// (bench/overload).
     pub fn max_queue(&self) -> usize {
-        self.max_queue.unwrap_or(self.max_inflight)
+        self.max_queue.unwrap_or(
+            self.max_inflight
+                .saturating_mul(defaults::QUEUE_PER_INFLIGHT),
+        )
     }
 
     /// The admission limits: `--max-inflight` running, [`Config::max_queue`] waiting, each
@@ -506,6 +522,7 @@ impl Config {
             in_flight: self.max_inflight,
             queue: self.max_queue(),
             max_wait: Duration::from_millis(self.max_queue_wait_ms).min(self.request_timeout() / 2),
+            queue_max_load: self.queue_max_load,
         }
     }
 
@@ -627,9 +644,9 @@ mod tests {
     #[test]
     fn the_queue_follows_the_in_flight_count_unless_set() {
         let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
-        assert_eq!(c.max_queue(), c.max_inflight);
+        assert_eq!(c.max_queue(), 4 * c.max_inflight);
         let c = Config::try_parse_from(["facekey-runtime", "--max-inflight", "3"]).unwrap();
-        assert_eq!(c.max_queue(), 3);
+        assert_eq!(c.max_queue(), 12);
         let c =
             Config::try_parse_from(["facekey-runtime", "--max-inflight", "3", "--max-queue", "0"])
                 .unwrap();
@@ -650,6 +667,20 @@ mod tests {
         .unwrap();
         assert_eq!(c.admission_limits().max_wait, Duration::from_secs(2));
         assert!(Config::try_parse_from(["facekey-runtime", "--max-queue-wait-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_queue_max_load_is_a_positive_finite_number() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.admission_limits().queue_max_load, 1.2);
+        let c = Config::try_parse_from(["facekey-runtime", "--queue-max-load", "3.5"]).unwrap();
+        assert_eq!(c.admission_limits().queue_max_load, 3.5);
+        for bad in ["0", "-1", "inf", "NaN", "lots"] {
+            assert!(
+                Config::try_parse_from(["facekey-runtime", "--queue-max-load", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

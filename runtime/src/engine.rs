@@ -273,6 +273,7 @@ mod tests {
             in_flight: 2,
             queue: 64,
             max_wait: std::time::Duration::from_secs(30),
+            queue_max_load: f64::INFINITY,
         }));
         let pool = Arc::new(InferencePool::new(InferencePool::size_for(2, true)).unwrap());
         let tasks: Vec<_> = (0..24)

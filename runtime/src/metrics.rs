@@ -85,6 +85,8 @@ pub struct Metrics {
     pub admission_rejected: IntCounterVec,
     /// Recent inference service time, seconds (how long an inference holds its place).
     pub inference_service_seconds: Gauge,
+    /// Offered load on the inference places (arrival rate x service time / places).
+    pub admission_offered_load: Gauge,
     /// Inferences stopped at a stage boundary because their request went away.
     pub inferences_cancelled: IntCounter,
     /// Inferences running now.
@@ -265,6 +267,11 @@ impl Metrics {
             "Recent inference service time: moving average of how long an inference holds its \
              place (0 before the first); with the queue it predicts the wait for a place.",
         )?;
+        let admission_offered_load = Gauge::new(
+            "facekey_admission_offered_load",
+            "Offered load on the inference places: arrival rate (2 s time constant) x service \
+             time / in-flight places; above FACEKEY_QUEUE_MAX_LOAD requests are not queued.",
+        )?;
         let inferences_cancelled = IntCounter::new(
             "facekey_inferences_cancelled_total",
             "Inferences stopped at a stage boundary because their request went away (client \
@@ -337,6 +344,7 @@ impl Metrics {
             Box::new(evaluation_applies.clone()),
             Box::new(admission_rejected.clone()),
             Box::new(inference_service_seconds.clone()),
+            Box::new(admission_offered_load.clone()),
             Box::new(inferences_cancelled.clone()),
             Box::new(inferences_in_flight.clone()),
             Box::new(inferences_queued.clone()),
@@ -412,6 +420,7 @@ impl Metrics {
             evaluation_applies,
             admission_rejected,
             inference_service_seconds,
+            admission_offered_load,
             inferences_cancelled,
             inferences_in_flight,
             inferences_queued,

@@ -462,6 +462,7 @@ fn sigterm_under_load_finishes_in_flight_requests_and_loses_no_enrolment() {
                 ("FACEKEY_MAX_FACES_PER_SUBJECT", "200"),
                 // Room for every worker: this test is about shutdown, not shedding.
                 ("FACEKEY_MAX_QUEUE", "16"),
+                ("FACEKEY_QUEUE_MAX_LOAD", "1000"),
             ],
         )
     };

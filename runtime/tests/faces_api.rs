@@ -527,6 +527,16 @@ async fn overload_is_refused_at_once_with_retry_after() {
             .any(|l| l.starts_with("facekey_inference_service_seconds ") && !l.ends_with(" 0")),
         "a finished inference sets the service time: {metrics}"
     );
+    assert!(
+        metrics.contains("facekey_admission_rejected_total{reason=\"over_capacity\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("facekey_admission_offered_load ") && !l.ends_with(" 0")),
+        "arrivals with a known service time give an offered load: {metrics}"
+    );
     assert!(metrics.contains("facekey_inferences_in_flight 0"));
     s.stop().await;
 }

@@ -58,6 +58,8 @@ pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiEr
     m.inferences_queued.set(gauge(admission.queued));
     m.inference_service_seconds
         .set(admission.service_time.map_or(0.0, |d| d.as_secs_f64()));
+    m.admission_offered_load
+        .set(admission.offered_load.unwrap_or(0.0));
     let text = m.render()?;
     Ok((
         [(
