@@ -171,6 +171,19 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             description: "{{ $value | humanizePercentage }} of requests returned a server error.".into(),
         },
         Alert {
+            name: "FaceKeyOverCapacity",
+            // The runtime's own estimate (arrival rate x service time / in-flight places),
+            // averaged over the pods: above 1 more arrives than the replicas can serve, and the
+            // excess is answered 503 `overloaded` rather than queued.
+            expr: format!(
+                "avg by ({KEEP}) (facekey_admission_offered_load{{{sel}}}) > 1"
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: format!("FaceKey {namespace}/{name} is offered more inferences than it can serve"),
+            description: "The runtime pods are offered {{ $value | printf \"%.2f\" }}x their inference capacity on average for 10 minutes; requests beyond it get 503 overloaded. Add replicas or raise the autoscaler's maximum.".into(),
+        },
+        Alert {
             name: "FaceKeyRuntimeDown",
             // `absent` covers "no target at all" and keeps the selector's namespace and job.
             expr: format!("sum by ({KEEP}) (up{{{sel}}}) < 1 or absent(up{{{sel}}})"),
@@ -250,7 +263,8 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             ),
         },
     ];
-    // Challenge-session alerts follow once the runtime has those metrics.
+    // Failed challenge sessions are spoof events (facekey_spoof_detected_total), so
+    // FaceKeySpoofAttemptsHigh covers them.
     let mut rules_json = vec![
         json!({
             "record": "facekey:http_request_duration_seconds:p99_5m",
