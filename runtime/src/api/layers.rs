@@ -325,10 +325,13 @@ where
                 let inner = &mut self.inner;
                 match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
                     Ok(future) => {
-                        let deadline = tokio::time::Instant::from_std(start) + limit;
                         let guarded = AssertUnwindSafe(future).catch_unwind();
                         (
-                            Some(tokio::time::timeout_at(deadline, guarded)),
+                            Some(Deadlined {
+                                inner: guarded,
+                                deadline: tokio::time::Instant::from_std(start) + limit,
+                                timer: None,
+                            }),
                             None,
                             Some(admitted),
                         )
@@ -390,7 +393,43 @@ impl Finish {
     }
 }
 
-type Guarded<F> = tokio::time::Timeout<CatchUnwind<AssertUnwindSafe<F>>>;
+type Guarded<F> = Deadlined<CatchUnwind<AssertUnwindSafe<F>>>;
+
+/// The request timeout ran out.
+#[derive(Debug)]
+pub struct TimedOut;
+
+pin_project! {
+    /// A handler's future bounded by the request deadline. The timer is made only when the
+    /// handler is not ready at its first poll: most cheap routes answer at once, and then no
+    /// timer is created, registered or cancelled for them.
+    pub struct Deadlined<F> {
+        #[pin]
+        inner: F,
+        deadline: tokio::time::Instant,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<F: Future> Future for Deadlined<F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        if this.timer.is_none() {
+            this.timer
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
+        }
+        match this.timer.as_pin_mut() {
+            Some(timer) => timer.poll(cx).map(|()| Err(TimedOut)),
+            None => Poll::Pending,
+        }
+    }
+}
 
 pin_project! {
     /// The answer of [`Routed`]: the handler's, the refusal's, a timeout's or a panic's.
@@ -416,7 +455,7 @@ where
             (None, Some(inner)) => match ready!(inner.poll(cx)) {
                 Ok(Ok(Ok(response))) => response,
                 Ok(Err(panic)) => panic_response(panic),
-                Err(_elapsed) => timeout_response(this.finish.as_ref()),
+                Err(TimedOut) => timeout_response(this.finish.as_ref()),
             },
             (None, None) => ApiError::internal("request polled after its answer").into_response(),
         };
@@ -485,6 +524,35 @@ mod tests {
         for (method, route, _) in crate::auth::policy::ROUTES {
             assert!(patterns.contains(route), "{method} {route} is not routed");
         }
+    }
+
+    /// A handler ready at once is answered without a timer; one still running at the deadline
+    /// is cut off with `TimedOut`, and one finishing before it is answered.
+    #[tokio::test]
+    async fn the_deadline_arms_a_timer_only_for_handlers_that_wait() {
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        let mut ready = std::pin::pin!(Deadlined {
+            inner: std::future::ready(7),
+            deadline: soon,
+            timer: None,
+        });
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(matches!(ready.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+        assert!(ready.timer.is_none(), "no timer for an answer at once");
+        let started = std::time::Instant::now();
+        let stuck = Deadlined {
+            inner: std::future::pending::<()>(),
+            deadline: soon,
+            timer: None,
+        };
+        assert!(matches!(stuck.await, Err(TimedOut)));
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        let in_time = Deadlined {
+            inner: tokio::time::sleep(Duration::from_millis(5)),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            timer: None,
+        };
+        assert!(matches!(in_time.await, Ok(())));
     }
 
     #[test]

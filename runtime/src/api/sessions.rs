@@ -247,7 +247,7 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiError> {
-    caller.map(|c| c.key_id.clone()).ok_or_else(|| {
+    caller.map(|c| c.key_id.to_string()).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -135,7 +135,7 @@ pub fn authorize(
         && !caller.has(needs)
     {
         return Err(Refusal::Forbidden {
-            key_id: caller.key_id,
+            key_id: caller.key_id.to_string(),
             needs,
         });
     }
@@ -143,7 +143,7 @@ pub fn authorize(
         .api_keys
         .admit(entry)
         .map_err(|limited| Refusal::RateLimited {
-            key_id: caller.key_id.clone(),
+            key_id: caller.key_id.to_string(),
             retry_after: limited.retry_after,
         })?;
     Ok(Some(caller))
@@ -239,7 +239,7 @@ pub fn admit(
                 Some(action) if state.audit.enabled() => Some(PendingAudit::new(
                     action,
                     route_label,
-                    caller.as_ref().map(|c| c.key_id.clone()),
+                    caller.as_ref().map(|c| c.key_id.to_string()),
                     req,
                     path_ids(req),
                 )),

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -61,15 +62,14 @@ pub struct KeyEntry {
     hash: [u8; 32],
     /// Request rate limit, requests per second; `None` is unlimited.
     pub rps: Option<f64>,
+    /// The caller it authenticates, built once: each request takes a reference-counted copy.
+    caller: Caller,
 }
 
 impl KeyEntry {
     /// The caller this key authenticates.
     pub fn caller(&self) -> Caller {
-        Caller {
-            key_id: self.id.clone(),
-            scopes: self.scopes.clone(),
-        }
+        self.caller.clone()
     }
 }
 
@@ -155,6 +155,10 @@ impl KeyRing {
                 .transpose()
                 .map_err(err)?;
             entries.push(KeyEntry {
+                caller: Caller {
+                    key_id: id.into(),
+                    scopes: Arc::new(scopes.clone()),
+                },
                 id: id.to_owned(),
                 scopes,
                 hash,

@@ -257,7 +257,7 @@ mod tests {
         let boot = boot.unwrap();
         let ring = keys.ring();
         let admin = ring.authenticate(&boot.key).unwrap();
-        assert_eq!(admin.caller().scopes, [Scope::Admin].into());
+        assert_eq!(*admin.caller().scopes, [Scope::Admin].into());
         let stored = std::fs::read_to_string(dir.path().join(LOCAL_KEYS_FILE)).unwrap();
         assert!(!stored.contains(&boot.key), "only the hash is stored");
         #[cfg(unix)]

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -49,10 +50,11 @@ impl fmt::Display for Scope {
 /// extensions by the authentication middleware; handlers read it to shape answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The key's id from the keys file.
-    pub key_id: String,
+    /// The key's id from the keys file (shared with the key ring: copying a caller allocates
+    /// nothing).
+    pub key_id: Arc<str>,
     /// The scopes it was granted.
-    pub scopes: BTreeSet<Scope>,
+    pub scopes: Arc<BTreeSet<Scope>>,
 }
 
 impl Caller {
@@ -75,12 +77,12 @@ mod tests {
     fn admin_includes_every_scope() {
         let admin = Caller {
             key_id: "a".into(),
-            scopes: [Scope::Admin].into(),
+            scopes: Arc::new([Scope::Admin].into()),
         };
         assert!(Scope::ALL.iter().all(|s| admin.has(*s)));
         let verify = Caller {
             key_id: "v".into(),
-            scopes: [Scope::Verify].into(),
+            scopes: Arc::new([Scope::Verify].into()),
         };
         assert!(verify.has(Scope::Verify));
         assert!(!verify.has(Scope::Enrol) && !verify.has(Scope::Admin) && !verify.is_admin());
