@@ -537,3 +537,48 @@ async fn idle_connections_beyond_the_limit_wait_and_are_cut_off() {
     drop(idle);
     s.stop().await;
 }
+
+/// A client that keeps sending header bytes, slowly enough never to finish them, is cut off by
+/// the header-read timeout although its connection is never silent (the idle timeout alone
+/// would keep it), within two header-read timeouts; a keep-alive connection that waits
+/// between requests is closed the same way, after its answered request.
+#[tokio::test]
+async fn headers_trickled_past_the_header_read_timeout_are_cut_off() {
+    let mut config = Config::for_tests();
+    config.header_read_timeout_secs = 1;
+    config.request_timeout_secs = 30;
+    let s = Running::start(config).await;
+    let mut trickle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut_after = None;
+    for b in b"POST /v1/score HTTP/1.1\r\nhost: x\r\nx-padding: "
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        if trickle.write_all(&[*b]).await.is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(
+            Duration::from_millis(250),
+            tokio::io::AsyncReadExt::read(&mut trickle, &mut probe),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_after = Some(started.elapsed());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let cut_after = cut_after.expect("a client trickling its headers for 15 s is still connected");
+    assert!(
+        cut_after >= Duration::from_millis(900) && cut_after < Duration::from_millis(3500),
+        "cut off after {cut_after:?} (header-read timeout 1 s)"
+    );
+    assert_serving(&s).await;
+    s.stop().await;
+}
