@@ -137,6 +137,25 @@ const PANELS: &[(&str, &str, &[Target])] = &[
             ("applies", "min(facekey_evaluation_applies{sel})"),
         ],
     ),
+    (
+        "Offered inference load (1 = capacity; above FACEKEY_QUEUE_MAX_LOAD nothing queues)",
+        "short",
+        &[
+            ("average", "avg(facekey_admission_offered_load{sel})"),
+            (
+                "{{pod}}",
+                "max by (pod) (facekey_admission_offered_load{sel})",
+            ),
+        ],
+    ),
+    (
+        "Overload refusals (503 overloaded) per second by reason",
+        "reqps",
+        &[(
+            "{{reason}}",
+            "sum by (reason) (rate(facekey_admission_rejected_total{sel}[5m]))",
+        )],
+    ),
     ("Runtime pods up", "short", &[("up", "sum(up{sel})")]),
     (
         "Build info",
