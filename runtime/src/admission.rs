@@ -375,14 +375,13 @@ impl Admission {
     pub fn stats(&self) -> AdmissionStats {
         let running = self.limits.in_flight - self.running.available_permits();
         let admitted = self.admitted.load(Ordering::Acquire);
+        let service_time = self.service.get();
         AdmissionStats {
             in_flight: running,
             queued: admitted.saturating_sub(running),
             rejected: self.rejected.load(Ordering::Relaxed),
-            service_time: self.service.get(),
-            offered_load: self
-                .service
-                .get()
+            service_time,
+            offered_load: service_time
                 .map(|s| offered_load(self.arrivals.get(), s, self.limits.in_flight)),
         }
     }

@@ -320,7 +320,7 @@ fn new_api_key_prints_the_key_then_its_keys_file_line() {
     let entry = ring
         .authenticate(key)
         .expect("the line authenticates the key");
-    assert_eq!(entry.id, "checkout");
+    assert_eq!(entry.id(), "checkout");
     assert_eq!(entry.rps, Some(5.0));
     assert!(!line.contains(&key[3..]));
 

@@ -346,12 +346,7 @@ pub fn glasses_variants(
         return Ok(Vec::new());
     }
     let (w, h) = src.image.dimensions();
-    let keep = Region {
-        x0: 0.0,
-        y0: 0.0,
-        x1: f64::from(w),
-        y1: f64::from(h),
-    };
+    let keep = Region::whole(w, h);
     let mut out = Vec::new();
     for style in Style::ALL {
         for k in 0..opts.glasses_per_style {

@@ -36,6 +36,16 @@ pub struct Region {
 }
 
 impl Region {
+    /// The whole of a `width` x `height` image.
+    pub fn whole(width: u32, height: u32) -> Region {
+        Region {
+            x0: 0.0,
+            y0: 0.0,
+            x1: f64::from(width),
+            y1: f64::from(height),
+        }
+    }
+
     /// The smallest region holding both.
     pub fn union(&self, o: &Region) -> Region {
         Region {

@@ -194,12 +194,7 @@ pub fn collect_faces(
             ));
         }
         let (w, h) = src.image.dimensions();
-        let keep = Region {
-            x0: 0.0,
-            y0: 0.0,
-            x1: f64::from(w),
-            y1: f64::from(h),
-        };
+        let keep = Region::whole(w, h);
         for (k, (style, t, label)) in glasses_variants(src, si, identities, opts)?
             .into_iter()
             .enumerate()

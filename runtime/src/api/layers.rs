@@ -402,13 +402,13 @@ pub struct TimedOut;
 pin_project! {
     /// A handler's future bounded by the request deadline. The timer is made only when the
     /// handler is not ready at its first poll: most cheap routes answer at once, and then no
-    /// timer is created, registered or cancelled for them.
+    /// timer is created, registered or cancelled for them (boxed, so that the slow path alone
+    /// pays for it).
     pub struct Deadlined<F> {
         #[pin]
         inner: F,
         deadline: tokio::time::Instant,
-        #[pin]
-        timer: Option<tokio::time::Sleep>,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -416,18 +416,16 @@ impl<F: Future> Future for Deadlined<F> {
     type Output = Result<F::Output, TimedOut>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if this.timer.is_none() {
-            this.timer
-                .set(Some(tokio::time::sleep_until(*this.deadline)));
-        }
-        match this.timer.as_pin_mut() {
-            Some(timer) => timer.poll(cx).map(|()| Err(TimedOut)),
-            None => Poll::Pending,
-        }
+        let deadline = *this.deadline;
+        this.timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(TimedOut))
     }
 }
 

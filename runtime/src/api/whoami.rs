@@ -42,7 +42,7 @@ pub async fn whoami(
         .ring()
         .entries()
         .iter()
-        .find(|e| *e.id == *caller.key_id)
+        .find(|e| e.id() == &*caller.key_id)
         .and_then(|e| e.rps);
     Ok(Json(WhoAmI {
         key_id: caller.key_id.to_string(),

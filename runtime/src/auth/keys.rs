@@ -54,22 +54,29 @@ pub enum KeyFileError {
 /// One key of the keys file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyEntry {
-    /// The key's id (logs, metrics and audit events name keys by it).
-    pub id: String,
-    /// Its scopes.
-    pub scopes: BTreeSet<Scope>,
+    /// The caller it authenticates (the key's id and scopes), built once: each request takes a
+    /// reference-counted copy.
+    caller: Caller,
     /// SHA-256 of the key.
     hash: [u8; 32],
     /// Request rate limit, requests per second; `None` is unlimited.
     pub rps: Option<f64>,
-    /// The caller it authenticates, built once: each request takes a reference-counted copy.
-    caller: Caller,
 }
 
 impl KeyEntry {
     /// The caller this key authenticates.
     pub fn caller(&self) -> Caller {
         self.caller.clone()
+    }
+
+    /// The key's id (logs, metrics and audit events name keys by it).
+    pub fn id(&self) -> &str {
+        &self.caller.key_id
+    }
+
+    /// Its scopes.
+    pub fn scopes(&self) -> &BTreeSet<Scope> {
+        &self.caller.scopes
     }
 }
 
@@ -157,10 +164,8 @@ impl KeyRing {
             entries.push(KeyEntry {
                 caller: Caller {
                     key_id: id.into(),
-                    scopes: Arc::new(scopes.clone()),
+                    scopes: Arc::new(scopes),
                 },
-                id: id.to_owned(),
-                scopes,
                 hash,
                 rps,
             });
@@ -263,9 +268,9 @@ mod tests {
         );
         let r = ring(&text).unwrap();
         let e = r.authenticate(&key).unwrap();
-        assert_eq!((e.id.as_str(), e.rps), ("app", Some(2.5)));
-        assert_eq!(e.scopes, [Scope::Verify].into());
-        assert_eq!(r.authenticate(&other).unwrap().id, "ops");
+        assert_eq!((e.id(), e.rps), ("app", Some(2.5)));
+        assert_eq!(*e.scopes(), [Scope::Verify].into());
+        assert_eq!(r.authenticate(&other).unwrap().id(), "ops");
         assert!(r.authenticate("fk_wrong").is_none());
         assert!(r.authenticate("").is_none());
         // A hash presented as the key does not authenticate.

@@ -165,11 +165,11 @@ impl ApiKeys {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             // Looked up by &str first: the key id is only copied when a limiter is made.
-            match map.get(entry.id.as_str()) {
+            match map.get(entry.id()) {
                 Some((bits, limiter)) if *bits == rps.to_bits() => limiter.clone(),
                 _ => {
                     let limiter = Arc::new(RateLimiter::direct(quota));
-                    map.insert(entry.id.clone(), (rps.to_bits(), limiter.clone()));
+                    map.insert(entry.id().to_owned(), (rps.to_bits(), limiter.clone()));
                     limiter
                 }
             }
