@@ -13,6 +13,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/identify"),
     ("POST", "/v1/liveness"),
     ("POST", "/v1/liveness/sessions"),
+    ("POST", "/v1/liveness/sessions/x/frames"),
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -10,6 +10,7 @@ const PATHS: &[&str] = &[
     "/v1/identify",
     "/v1/liveness",
     "/v1/subjects/x/faces",
+    "/v1/liveness/sessions/x/frames",
 ];
 
 fuzz_target!(|data: &[u8]| {

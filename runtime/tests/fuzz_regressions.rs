@@ -115,6 +115,7 @@ async fn request_inputs_through_a_real_server() {
         "/v1/identify",
         "/v1/liveness",
         "/v1/subjects/x/faces",
+        "/v1/liveness/sessions/x/frames",
     ];
     const JSON: &[(&str, &str)] = &[
         ("POST", "/v1/score"),
@@ -124,6 +125,7 @@ async fn request_inputs_through_a_real_server() {
         ("POST", "/v1/identify"),
         ("POST", "/v1/liveness"),
         ("POST", "/v1/liveness/sessions"),
+        ("POST", "/v1/liveness/sessions/x/frames"),
     ];
     let multipart = inputs("multipart_request");
     assert!(!multipart.is_empty());
@@ -143,6 +145,7 @@ async fn request_inputs_through_a_real_server() {
         )
         .await;
         check_answer(&name, status, &v);
+        seed_reaches_its_handler(&name, path, status, &v);
     }
     let json = inputs("json_request");
     assert!(!json.is_empty());
@@ -159,6 +162,24 @@ async fn request_inputs_through_a_real_server() {
         )
         .await;
         check_answer(&name, status, &v);
+        seed_reaches_its_handler(&name, path, status, &v);
     }
     s.stop().await;
+}
+
+/// The frames seeds are well-formed: they pass the frames extractor and reach the handler,
+/// which does not know the session `x` (so fuzzing starts from inputs the parser accepts).
+fn seed_reaches_its_handler(
+    name: &str,
+    path: &str,
+    status: reqwest::StatusCode,
+    v: &serde_json::Value,
+) {
+    if name.starts_with("seeds/") && path.ends_with("/frames") {
+        assert_eq!(
+            (status.as_u16(), error_code(v)),
+            (404, "session_not_found"),
+            "{name}: {v}"
+        );
+    }
 }
