@@ -233,6 +233,160 @@ async fn bad_images_on_every_image_endpoint_get_4xx_json() {
     s.stop().await;
 }
 
+/// A liveness session's frames (issue 13's `/frames` route) get the same matrix: every bad
+/// image as a JSON base64 frame and as a multipart frame, and the wrong shapes of a frames
+/// request. Each is a 4xx JSON error that consumes nothing: the session then takes a good frame
+/// as its first.
+#[tokio::test]
+async fn bad_frames_get_4xx_json_and_consume_nothing() {
+    let mut config = Config::for_tests();
+    config.max_image_bytes = 1024 * 1024;
+    let s = Running::start(config).await;
+    let (status, opened) = send_json(
+        s.client
+            .post(s.url("/v1/liveness/sessions"))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let frames = s.url(&format!(
+        "/v1/liveness/sessions/{}/frames",
+        opened["id"].as_str().unwrap()
+    ));
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut cases = bad_images();
+    cases.push((
+        "over FACEKEY_MAX_IMAGE_BYTES",
+        noise(1024 * 1024 + 1, 5),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    ));
+    for (what, bytes, want) in &cases {
+        let form = Form::new()
+            .text("timestamp_ms", "1")
+            .part("frame", Part::bytes(bytes.clone()).file_name("f"));
+        let (status, v) = send_json(s.client.post(&frames).multipart(form)).await;
+        assert_error(&format!("frames multipart {what}"), status, &v, *want);
+        let body = json!({"frames": [{"image": b64(bytes), "timestamp_ms": 1}]});
+        let (status, v) = send_json(s.client.post(&frames).json(&body)).await;
+        assert_error(&format!("frames JSON {what}"), status, &v, *want);
+    }
+    // A good frame behind a bad one: the whole call is refused.
+    let good = face("astronaut_640x480.jpg");
+    let body = json!({"frames": [
+        {"image": b64(&good), "timestamp_ms": 1},
+        {"image": b64(&good[..good.len() / 2]), "timestamp_ms": 2},
+    ]});
+    let (status, v) = send_json(s.client.post(&frames).json(&body)).await;
+    assert_error(
+        "a good frame then a cut one",
+        status,
+        &v,
+        StatusCode::BAD_REQUEST,
+    );
+    let part = || Part::bytes(good.clone()).file_name("f.jpg");
+    let shapes: Vec<(&str, reqwest::RequestBuilder, StatusCode)> = vec![
+        (
+            "text/plain body",
+            s.client
+                .post(&frames)
+                .header("content-type", "text/plain")
+                .body("hello"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "broken JSON",
+            s.client
+                .post(&frames)
+                .header("content-type", "application/json")
+                .body("{\"frames\": [{\"image\": \"abc"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "frames not a list",
+            s.client
+                .post(&frames)
+                .json(&json!({"frames": {"image": "aGk="}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "no timestamp",
+            s.client
+                .post(&frames)
+                .json(&json!({"frames": [{"image": b64(&good)}]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "timestamp beyond u64",
+            s.client.post(&frames).json(&json!({"frames": [
+                {"image": b64(&good), "timestamp_ms": 1e30}
+            ]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "an unknown field",
+            s.client.post(&frames).json(&json!({"frames": [
+                {"image": b64(&good), "timestamp_ms": 1, "live": true}
+            ]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "multipart frame before its timestamp",
+            s.client
+                .post(&frames)
+                .multipart(Form::new().part("frame", part()).text("timestamp_ms", "1")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "multipart timestamp not a number",
+            s.client.post(&frames).multipart(
+                Form::new()
+                    .text("timestamp_ms", "soon")
+                    .part("frame", part()),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "multipart unknown part",
+            s.client.post(&frames).multipart(
+                Form::new()
+                    .text("timestamp_ms", "1")
+                    .part("frame", part())
+                    .text("live", "true"),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "multipart without a frame",
+            s.client
+                .post(&frames)
+                .multipart(Form::new().text("timestamp_ms", "1")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "multipart declared, body not multipart",
+            s.client
+                .post(&frames)
+                .header("content-type", "multipart/form-data; boundary=xyz")
+                .body("garbage without boundaries"),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (what, request, want) in shapes {
+        let (status, v) = send_json(request).await;
+        assert_error(&format!("frames {what}"), status, &v, want);
+    }
+    let body = json!({"frames": [{"image": b64(&good), "timestamp_ms": 1}]});
+    let (status, v) = send_json(s.client.post(&frames).json(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["frames_received"], 1,
+        "a refused call consumed frames: {v}"
+    );
+    assert_eq!(v["state"], "in_progress", "{v}");
+    assert_serving(&s).await;
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn bad_json_numbers_and_ids_get_4xx_json() {
     let mut config = Config::for_tests();

@@ -489,6 +489,10 @@ impl FromRequest<SharedState> for Frames {
                             )
                         })?;
                         let data = field.bytes().await.map_err(bad)?;
+                        if data.is_empty() {
+                            // As an empty `image` is a missing one on the other routes.
+                            return Err(ApiError::invalid_request("a `frame` part is empty"));
+                        }
                         if data.len() > limit {
                             return Err(ApiError::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -584,15 +588,17 @@ pub struct FramesResponse {
 or multipart with a `timestamp_ms` text part before each `frame` image part; 1 to 8 frames per \
 call, one call at a time per session. Frames run through admission control like every inference. \
 Answers live feedback; once the session has passed or failed, further frames are not processed \
-and the answer reports its final state.",
+and the answer reports its final state. A refused call (any 4xx) adds no frame to the session.",
     params(("id" = String, Path, description = "Session id")),
     request_body(content = FramesRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Feedback", body = FramesResponse),
+        (status = 400, description = "A frame that is not a decodable image (`invalid_image`), or a malformed JSON or multipart body", body = ErrorBody),
         (status = 404, description = "No such session for this key (`session_not_found`)", body = ErrorBody),
         (status = 409, description = "Another call for this session is running (`session_busy`)", body = ErrorBody),
         (status = 410, description = "Session expired (`session_expired`)", body = ErrorBody),
         (status = 413, description = "Too many frames in the call or the session (`too_many_frames`), or a frame too large", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor multipart, or a frame neither JPEG, PNG nor WebP", body = ErrorBody),
         (status = 422, description = "Malformed frames", body = ErrorBody),
         (status = 503, description = "Overloaded, or models loading", body = ErrorBody),
     )
