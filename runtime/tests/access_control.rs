@@ -639,6 +639,17 @@ async fn repeated_failures_lock_the_subject_until_the_lock_expires() {
     assert_eq!(v["error"]["code"], "subject_locked");
     let retry: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
+    // Nor can a liveness session be opened for it meanwhile (it could not verify).
+    let r = app
+        .post(s.url("/v1/liveness/sessions"))
+        .json(&json!({"subject": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "subject_locked", "{v}");
     assert!(
         s.metrics()
             .await

@@ -530,6 +530,38 @@ async fn bad_json_numbers_and_ids_get_4xx_json() {
         ))
         .await;
         assert!(status.is_client_error(), "verify {id}: {status} {v}");
+        // The same ids as liveness sessions: looked up, fed, verified with, or bound to.
+        let frame = json!({"frames": [{"image": "aGk=", "timestamp_ms": 1}]});
+        for (what, request) in [
+            (
+                "session",
+                s.client.get(s.url(&format!("/v1/liveness/sessions/{id}"))),
+            ),
+            (
+                "frames",
+                s.client
+                    .post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
+                    .json(&frame),
+            ),
+            (
+                "verify with session",
+                s.client
+                    .post(s.url("/v1/verify"))
+                    .json(&json!({"session": id})),
+            ),
+            (
+                "session bound to subject",
+                s.client
+                    .post(s.url("/v1/liveness/sessions"))
+                    .json(&json!({"subject": id})),
+            ),
+        ] {
+            let (status, v) = send_json(request).await;
+            assert!(
+                status.is_client_error() && error_code(&v) != "<none>",
+                "{what} {id}: {status} {v}"
+            );
+        }
     }
     // Query parameters out of range.
     for q in [

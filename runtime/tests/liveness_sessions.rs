@@ -280,6 +280,20 @@ async fn contract_key_binding_pass_and_verify_once() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{subj}");
     let subject = subj["id"].as_str().unwrap().to_owned();
+    // A session bound to a subject it could never verify is refused at once, not after the
+    // challenge: unknown, then (not yet enrolled) without a face.
+    let (st, v) = open(&s, &verify, json!({"subject": "nobody"})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "subject_not_found"),
+        "{v}"
+    );
+    let (st, v) = open(&s, &verify, json!({"subject": subject})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::CONFLICT, "subject_has_no_faces"),
+        "{v}"
+    );
     let form = Form::new().part(
         "image",
         Part::bytes(face("astronaut.png")).file_name("a.png"),

@@ -352,7 +352,9 @@ call of the session).",
     request_body(content = OpenRequest, description = "Optional", content_type = "application/json"),
     responses(
         (status = 201, description = "Session opened", body = OpenResponse),
-        (status = 429, description = "This key holds too many open sessions (`too_many_sessions`)", body = ErrorBody),
+        (status = 404, description = "The bound subject does not exist (`subject_not_found`)", body = ErrorBody),
+        (status = 409, description = "The bound subject has no face to match (`subject_has_no_faces`, `subject_needs_reenrolment`)", body = ErrorBody),
+        (status = 429, description = "This key holds too many open sessions (`too_many_sessions`), or the bound subject is locked (`subject_locked`, with `Retry-After`)", body = ErrorBody),
         (status = 503, description = "Too many sessions are open (`too_many_sessions`), the session store is unreachable (`store_unavailable`), or models are loading", body = ErrorBody),
     )
 )]
@@ -378,6 +380,12 @@ pub async fn open(
         }
         other => other,
     };
+    if let Some(subject) = &subject {
+        // A bound session can only verify this subject: say now, not after the challenge, that
+        // it cannot (unknown, no face to match, or locked).
+        subject_embeddings(&state, subject)?;
+        state.lockouts.check(subject).await?;
+    }
     let (opened, ended) = state.sessions.store.open(&key, subject.clone()).await?;
     state.metrics.sessions.started.inc();
     record_concluded(&state, &ended, &headers).await;
