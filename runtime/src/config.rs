@@ -145,6 +145,12 @@ pub struct Config {
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = defaults::MAX_BODY_BYTES, value_parser = parse_positive)]
     pub max_body_bytes: usize,
 
+    /// Request body bytes held in memory at once, all requests together: a request with a body
+    /// reserves its declared length (the body limit when it declares none) before its handler
+    /// runs; beyond the budget it gets 503 `overloaded` at once. At least the body limit.
+    #[arg(long, env = env::MAX_BODY_MEMORY_BYTES, default_value_t = defaults::MAX_BODY_MEMORY_BYTES, value_parser = parse_positive)]
+    pub max_body_memory_bytes: usize,
+
     /// Largest encoded image accepted, in bytes (CompreFace and AWS Rekognition allow 5 MB).
     #[arg(long, env = env::MAX_IMAGE_BYTES, default_value_t = defaults::MAX_IMAGE_BYTES, value_parser = parse_positive)]
     pub max_image_bytes: usize,
@@ -692,6 +698,7 @@ mod tests {
         assert_eq!(c.multi_face, MultiFace::Largest);
         assert_eq!(c.smtp_tls, SmtpTls::Starttls);
         assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES);
+        assert_eq!(c.max_body_memory_bytes, defaults::MAX_BODY_MEMORY_BYTES);
         // Every enumerated default in the catalogue is a value the flag accepts.
         for (flag, value) in [
             ("--multi-face", defaults::MULTI_FACE),

@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod baseline;
+pub mod body_budget;
 pub mod challenge;
 pub mod config;
 pub mod decision;

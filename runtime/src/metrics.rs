@@ -87,6 +87,8 @@ pub struct Metrics {
     pub inference_service_seconds: Gauge,
     /// Offered load on the inference places (arrival rate x service time / places).
     pub admission_offered_load: Gauge,
+    /// Request body bytes reserved now.
+    pub body_memory_bytes: IntGauge,
     /// Inferences stopped at a stage boundary because their request went away.
     pub inferences_cancelled: IntCounter,
     /// Inferences running now.
@@ -256,9 +258,12 @@ impl Metrics {
         let admission_rejected = IntCounterVec::new(
             Opts::new(
                 "facekey_admission_rejected_total",
-                "Inference requests answered 503 overloaded, by reason: queue_full (running and \
-                 waiting places full), wait_predicted (the wait for a place predicted beyond \
-                 the bound), waited_too_long (the bound ran out while waiting).",
+                "Requests answered 503 overloaded, by reason: queue_full (running and waiting \
+                 inference places full), over_capacity (every place running and the offered \
+                 load above FACEKEY_QUEUE_MAX_LOAD), wait_predicted (the wait for a place \
+                 predicted beyond the bound), waited_too_long (the bound ran out while \
+                 waiting), body_memory (request bodies held at once at \
+                 FACEKEY_MAX_BODY_MEMORY_BYTES).",
             ),
             &["reason"],
         )?;
@@ -266,6 +271,12 @@ impl Metrics {
             "facekey_inference_service_seconds",
             "Recent inference service time: moving average of how long an inference holds its \
              place (0 before the first); with the queue it predicts the wait for a place.",
+        )?;
+        let body_memory_bytes = IntGauge::new(
+            "facekey_body_memory_bytes",
+            "Request body bytes reserved now by requests being handled (each its declared \
+             length, or the body limit when it declares none); FACEKEY_MAX_BODY_MEMORY_BYTES \
+             bounds them.",
         )?;
         let admission_offered_load = Gauge::new(
             "facekey_admission_offered_load",
@@ -345,6 +356,7 @@ impl Metrics {
             Box::new(admission_rejected.clone()),
             Box::new(inference_service_seconds.clone()),
             Box::new(admission_offered_load.clone()),
+            Box::new(body_memory_bytes.clone()),
             Box::new(inferences_cancelled.clone()),
             Box::new(inferences_in_flight.clone()),
             Box::new(inferences_queued.clone()),
@@ -394,6 +406,7 @@ impl Metrics {
         for reason in crate::admission::OverloadReason::LABELS {
             admission_rejected.with_label_values(&[reason]);
         }
+        admission_rejected.with_label_values(&[crate::body_budget::REFUSAL_LABEL]);
         Ok(Self {
             registry,
             auth_failures,
@@ -421,6 +434,7 @@ impl Metrics {
             admission_rejected,
             inference_service_seconds,
             admission_offered_load,
+            body_memory_bytes,
             inferences_cancelled,
             inferences_in_flight,
             inferences_queued,

@@ -180,6 +180,16 @@ fn open_access_control(
 impl Server {
     /// Bind the configured address and create the shared state (engine not loaded yet).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        if config.max_body_memory_bytes < config.max_body_bytes {
+            return Err(ServerError::Config(format!(
+                "{} ({}) is below {} ({}): a body of the largest allowed size could never be \
+                 received",
+                env::MAX_BODY_MEMORY_BYTES,
+                config.max_body_memory_bytes,
+                env::MAX_BODY_BYTES,
+                config.max_body_bytes
+            )));
+        }
         let insecure = config.insecure_settings();
         if !insecure.is_empty() {
             if !config.allow_insecure {

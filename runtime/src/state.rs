@@ -10,6 +10,7 @@ use crate::alerts::AlertSender;
 use crate::audit::Audit;
 use crate::auth::ApiKeys;
 use crate::baseline::Baseline;
+use crate::body_budget::BodyBudget;
 use crate::config::Config;
 use crate::engine::{Engine, loaded_models};
 use crate::enrolments::Enrolments;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub alerts: Option<AlertSender>,
     /// Bounds the inferences running and waiting.
     pub admission: Admission,
+    /// Bounds the request body bytes held at once.
+    pub body_budget: BodyBudget,
     /// Per-subject lockout after failed verifications.
     pub lockouts: Lockouts,
     /// The API keys in force.
@@ -67,6 +70,10 @@ impl AppState {
         lockouts: Lockouts,
     ) -> Self {
         let admission = Admission::new(config.admission_limits());
+        let body_budget = BodyBudget::new(
+            config.max_body_memory_bytes as u64,
+            config.max_body_bytes as u64,
+        );
         let sessions = crate::api::sessions::SessionService::new(&config);
         Self {
             sessions,
@@ -75,6 +82,7 @@ impl AppState {
             enrolments,
             alerts,
             admission,
+            body_budget,
             lockouts,
             api_keys: access.api_keys,
             audit: access.audit,

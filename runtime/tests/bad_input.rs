@@ -598,6 +598,182 @@ async fn bad_json_numbers_and_ids_get_4xx_json() {
     s.stop().await;
 }
 
+/// The value of an unlabelled (or fully labelled) series in a metrics text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{series} missing"))
+}
+
+/// Start a request to `/v1/score` declaring `declared` (a length, or chunked when `None`) and
+/// send only a little of its body, so its handler holds its reservation while it waits.
+async fn held_upload(
+    s: &Running,
+    key: Option<&str>,
+    declared: Option<usize>,
+) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let auth = key.map_or(String::new(), |k| format!("authorization: Bearer {k}\r\n"));
+    let framing = declared.map_or(
+        "transfer-encoding: chunked\r\n\r\n5\r\n{\"fea\r\n".to_owned(),
+        |n| format!("content-length: {n}\r\n\r\n{{\"fea"),
+    );
+    stream
+        .write_all(
+            format!(
+                "POST /v1/score HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\n{framing}"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    stream
+}
+
+/// Request bodies held at once are bounded (`FACEKEY_MAX_BODY_MEMORY_BYTES`): a request whose
+/// declared body does not fit beside the ones being received is answered 503 `overloaded` at
+/// once, a chunked one reserves the whole body limit, requests without a body are served, the
+/// room comes back when a request ends, and a caller without a key reserves nothing.
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 256 * 1024;
+    config.max_body_memory_bytes = 256 * 1024;
+    let s = Running::start(config).await;
+    let key = s.keys["admin"].clone();
+    // 100 kB: a valid request padded with whitespace.
+    let small = || {
+        s.client
+            .post(s.url("/v1/score"))
+            .header("content-type", "application/json")
+            .body(format!(
+                "{{\"features\": [1, 0.5, -1]}}{}",
+                " ".repeat(100_000)
+            ))
+    };
+    // Callers without a key are refused before their body is reserved or read.
+    let mut anonymous = held_upload(&s, None, Some(250_000)).await;
+    let mut answer = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut anonymous, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+    assert_eq!(metric(&s.metrics().await, "facekey_body_memory_bytes"), 0.0);
+    let (status, v) = send_json(small()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    drop(anonymous);
+
+    let held = held_upload(&s, Some(&key), Some(200_000)).await;
+    let mut refused = None;
+    for _ in 0..100 {
+        let text = s.metrics().await;
+        if metric(&text, "facekey_body_memory_bytes") > 0.0 {
+            assert_eq!(
+                metric(&text, "facekey_body_memory_bytes"),
+                196.0 * 1024.0,
+                "200000 bytes in whole KiB"
+            );
+            let r = small().send().await.unwrap();
+            refused = Some((
+                r.status(),
+                r.headers().get("retry-after").cloned(),
+                r.json::<Value>().await.unwrap(),
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, retry, v) = refused.expect("the held upload never reserved its body");
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        "{v}"
+    );
+    assert_eq!(retry.unwrap(), "1");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("FACEKEY_MAX_BODY_MEMORY_BYTES"),
+        "{v}"
+    );
+    // Requests without a body are served meanwhile.
+    let (status, v) = send_json(s.client.get(s.url("/v1/subjects"))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let text = s.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"facekey_admission_rejected_total{reason="body_memory"}"#
+        ),
+        1.0
+    );
+    // The client going away gives the room back.
+    drop(held);
+    let mut served = false;
+    for _ in 0..100 {
+        let (status, _) = send_json(small()).await;
+        if status == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the room never came back");
+    // A chunked body declares no length: it reserves the whole body limit.
+    let chunked = held_upload(&s, Some(&key), None).await;
+    let mut seen = false;
+    for _ in 0..100 {
+        if metric(&s.metrics().await, "facekey_body_memory_bytes") == 256.0 * 1024.0 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the chunked upload did not reserve the body limit");
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/score"))
+            .json(&json!({ "features": [1, 0.5, -1] })),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        "{v}"
+    );
+    drop(chunked);
+    for _ in 0..100 {
+        if metric(&s.metrics().await, "facekey_body_memory_bytes") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_serving(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_budget_below_the_body_limit_refuses_to_start() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 1024 * 1024;
+    config.max_body_memory_bytes = 512 * 1024;
+    let err = match facekey_runtime::server::Server::bind(config).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started with a body budget below the body limit"),
+    };
+    assert!(
+        err.contains("FACEKEY_MAX_BODY_MEMORY_BYTES") && err.contains("FACEKEY_MAX_BODY_BYTES"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn oversized_bodies_and_slow_clients_do_not_stop_the_server() {
     let mut config = Config::for_tests();

@@ -27,6 +27,8 @@ pub mod env {
     pub const MAX_FACES_PER_SUBJECT: &str = "FACEKEY_MAX_FACES_PER_SUBJECT";
     /// Largest request body, bytes.
     pub const MAX_BODY_BYTES: &str = "FACEKEY_MAX_BODY_BYTES";
+    /// Request body bytes held in memory at once, all requests together.
+    pub const MAX_BODY_MEMORY_BYTES: &str = "FACEKEY_MAX_BODY_MEMORY_BYTES";
     /// Largest encoded image, bytes.
     pub const MAX_IMAGE_BYTES: &str = "FACEKEY_MAX_IMAGE_BYTES";
     /// Largest decoded image, pixels.
@@ -149,6 +151,7 @@ pub mod env {
         TEMPLATE_KEY_FILE,
         MAX_FACES_PER_SUBJECT,
         MAX_BODY_BYTES,
+        MAX_BODY_MEMORY_BYTES,
         MAX_IMAGE_BYTES,
         MAX_IMAGE_PIXELS,
         ORT_LIBRARY,
@@ -225,6 +228,9 @@ pub mod defaults {
     pub const MAX_FACES_PER_SUBJECT: usize = 5;
     /// `--max-body-bytes`: 8 MiB.
     pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+    /// `--max-body-memory-bytes`: 128 MiB (16 bodies of the largest size, hundreds of typical
+    /// uploads; the runtime's default memory limit is 1 GiB, its models take about half).
+    pub const MAX_BODY_MEMORY_BYTES: usize = 128 * 1024 * 1024;
     /// `--max-image-bytes`: 5 MiB (CompreFace and AWS Rekognition allow 5 MB).
     pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
     /// `--max-image-pixels`: 16 megapixels.

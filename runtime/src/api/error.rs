@@ -135,6 +135,15 @@ impl From<Overloaded> for ApiError {
     }
 }
 
+impl From<crate::body_budget::BodyMemoryFull> for ApiError {
+    fn from(e: crate::body_budget::BodyMemoryFull) -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+        }
+    }
+}
+
 impl From<VisionError> for ApiError {
     fn from(e: VisionError) -> Self {
         let kind = e.kind();

@@ -58,6 +58,8 @@ pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiEr
     m.inferences_queued.set(gauge(admission.queued));
     m.inference_service_seconds
         .set(admission.service_time.map_or(0.0, |d| d.as_secs_f64()));
+    m.body_memory_bytes
+        .set(i64::try_from(state.body_budget.held()).unwrap_or(i64::MAX));
     m.admission_offered_load
         .set(admission.offered_load.unwrap_or(0.0));
     let text = m.render()?;

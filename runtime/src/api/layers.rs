@@ -6,9 +6,11 @@
 //!   `request` trace span and its debug events (same names, levels and targets as tower-http's
 //!   `TraceLayer`, whose filters keep working), and the id's echo on the response.
 //! - [`Routed`], inside CORS: finds the route pattern with its own [`RouteTable`] (built from
-//!   the router's own route list), then the key guard ([`guard::admit`]), the request timeout
-//!   (503 `timeout`), panics as JSON 500s, the audit event, and request count and latency by
-//!   route, method and status through metric handles resolved once per route.
+//!   the router's own route list), then the key guard ([`guard::admit`]), the body budget
+//!   ([`crate::body_budget`]: an admitted request's body is reserved before it is read, 503
+//!   `overloaded` when it does not fit), the request timeout (503 `timeout`), panics as JSON
+//!   500s, the audit event, and request count and latency by route, method and status through
+//!   metric handles resolved once per route.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -19,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +35,7 @@ use tracing::Level;
 use super::error::ApiError;
 use super::ui::UiResponse;
 use crate::auth::guard::{self, Admitted, PathIds};
+use crate::body_budget::{self, BodyMemoryFull, BodyReservation};
 use crate::state::SharedState;
 
 /// The request id header, set on every request and echoed on every response.
@@ -319,8 +323,19 @@ where
             method,
             start,
         };
-        let (inner, ready, admitted) = match admitted {
+        // An admitted request's body is reserved before anything reads it.
+        let admitted = match admitted {
             Ok(admitted) => {
+                let upper = HttpBody::size_hint(req.body()).upper();
+                match shared.state.body_budget.reserve(upper) {
+                    Ok(body) => Ok((admitted, body)),
+                    Err(full) => Err((body_refused(&shared.state, full), Some(admitted))),
+                }
+            }
+            Err(refused) => Err((*refused, None)),
+        };
+        let (inner, ready, admitted, body) = match admitted {
+            Ok((admitted, body)) => {
                 let limit = shared.state.config.request_timeout();
                 let inner = &mut self.inner;
                 match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
@@ -334,20 +349,37 @@ where
                             }),
                             None,
                             Some(admitted),
+                            body,
                         )
                     }
-                    Err(panic) => (None, Some(panic_response(panic)), Some(admitted)),
+                    Err(panic) => (None, Some(panic_response(panic)), Some(admitted), None),
                 }
             }
-            Err(refused) => (None, Some(*refused), None),
+            Err((response, admitted)) => (None, Some(response), admitted, None),
         };
         RoutedFuture {
             inner,
             ready,
             admitted,
             finish: Some(finish),
+            body,
         }
     }
+}
+
+/// The answer to a request whose body the body budget cannot hold now.
+fn body_refused(state: &SharedState, full: BodyMemoryFull) -> Response {
+    state
+        .metrics
+        .admission_rejected
+        .with_label_values(&[body_budget::REFUSAL_LABEL])
+        .inc();
+    tracing::debug!(
+        wanted = full.wanted,
+        held = full.held,
+        "request body refused: body memory full"
+    );
+    ApiError::from(full).into_response()
 }
 
 /// What [`RoutedFuture`] needs once the answer is known.
@@ -437,6 +469,8 @@ pin_project! {
         ready: Option<Response>,
         admitted: Option<Admitted>,
         finish: Option<Finish>,
+        // The request body's room in the body budget, given back with the answer.
+        body: Option<BodyReservation>,
     }
 }
 
@@ -460,6 +494,7 @@ where
         if let Some(finish) = this.finish.take() {
             finish.record(this.admitted.take(), &response);
         }
+        this.body.take();
         Poll::Ready(Ok(response))
     }
 }
