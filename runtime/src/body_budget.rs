@@ -7,7 +7,8 @@
 //! login it was serving. So an authorised request with a body reserves its size (its declared
 //! length, or the body limit when it declares none) before its handler runs and gives it back
 //! when its answer is ready; a request the budget cannot hold is answered 503 `overloaded` at
-//! once, before a byte of its body is read.
+//! once, before a byte of its body is read. What a body becomes while it is parsed (a base64
+//! image decoded, a multipart part copied out) is not counted: up to as much again, briefly.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
-//! Vision calls run on the engine's sized inference pool ([`crate::engine::InferencePool`]) and
-//! large index searches on the blocking thread pool (scans of every template), never on the
-//! async executor; their domain errors become API errors through `?` (see [`super::error`]).
+//! Vision calls, and the CPU work that goes with them (identify's scan of every template), run
+//! on the engine's sized inference pool ([`crate::engine::InferencePool`]) within an admitted
+//! place, never on the async executor; their domain errors become API errors through `?` (see
+//! [`super::error`]).
 
 use std::sync::Arc;
 
@@ -57,15 +58,4 @@ where
     Ok(job
         .await
         .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
-}
-
-/// Run a CPU-bound computation that cannot fail (e.g. an index scan) on the blocking pool.
-pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("background task failed: {e}")))
 }

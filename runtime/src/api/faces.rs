@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::blocking::{blocking, with_engine};
+use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
 use super::image_input::ImageInput;
 use crate::alerts::SpoofAttempt;
@@ -617,21 +617,19 @@ pub async fn identify(
     let engine = state.engine()?;
     let limit = parse_limit(&input)?;
     let image = input.image;
-    let analysis: FaceAnalysis = with_engine(&state, engine.clone(), move |e, c| {
-        e.vision.analyze(&image, AnalyzeOptions::FULL, c)
-    })
-    .await?;
-    observe_timings(&state, &analysis.timings, &analysis.inference);
-
-    let t = Instant::now();
     let enrolments = state.enrolments.clone();
-    let probe = analysis.embedding.as_slice().to_vec();
-    let (nearest, searched) = blocking(move || {
-        let index = enrolments.index();
-        (index.nearest(&probe, limit), index.template_count())
-    })
-    .await?;
-    let matching = t.elapsed();
+    // The search over every template is CPU work like the models': it runs on the inference
+    // pool within the same admitted place, so admission control counts it.
+    let (analysis, nearest, searched, matching) =
+        with_engine(&state, engine.clone(), move |e, c| {
+            let analysis: FaceAnalysis = e.vision.analyze(&image, AnalyzeOptions::FULL, c)?;
+            let t = Instant::now();
+            let index = enrolments.index();
+            let nearest = index.nearest(analysis.embedding.as_slice(), limit);
+            Ok((analysis, nearest, index.template_count(), t.elapsed()))
+        })
+        .await?;
+    observe_timings(&state, &analysis.timings, &analysis.inference);
 
     let t = Instant::now();
     let verifier = &engine.verifier;
