@@ -671,7 +671,7 @@ async fn request_bodies_held_at_once_are_bounded() {
 
     let held = held_upload(&s, Some(&key), Some(200_000)).await;
     let mut refused = None;
-    for _ in 0..100 {
+    for _ in 0..750 {
         let text = s.metrics().await;
         if metric(&text, "facekey_body_memory_bytes") > 0.0 {
             assert_eq!(
@@ -717,7 +717,7 @@ async fn request_bodies_held_at_once_are_bounded() {
     // The client going away gives the room back.
     drop(held);
     let mut served = false;
-    for _ in 0..100 {
+    for _ in 0..750 {
         let (status, _) = send_json(small()).await;
         if status == StatusCode::OK {
             served = true;
@@ -729,7 +729,7 @@ async fn request_bodies_held_at_once_are_bounded() {
     // A chunked body declares no length: it reserves the whole body limit.
     let chunked = held_upload(&s, Some(&key), None).await;
     let mut seen = false;
-    for _ in 0..100 {
+    for _ in 0..750 {
         if metric(&s.metrics().await, "facekey_body_memory_bytes") == 256.0 * 1024.0 {
             seen = true;
             break;
@@ -749,7 +749,7 @@ async fn request_bodies_held_at_once_are_bounded() {
         "{v}"
     );
     drop(chunked);
-    for _ in 0..100 {
+    for _ in 0..750 {
         if metric(&s.metrics().await, "facekey_body_memory_bytes") == 0.0 {
             break;
         }
