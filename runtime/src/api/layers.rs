@@ -323,39 +323,38 @@ where
             method,
             start,
         };
-        // An admitted request's body is reserved before anything reads it.
-        let admitted = match admitted {
-            Ok(admitted) => {
-                let upper = HttpBody::size_hint(req.body()).upper();
-                match shared.state.body_budget.reserve(upper) {
-                    Ok(body) => Ok((admitted, body)),
-                    Err(full) => Err((body_refused(&shared.state, full), Some(admitted))),
-                }
-            }
-            Err(refused) => Err((*refused, None)),
-        };
         let (inner, ready, admitted, body) = match admitted {
-            Ok((admitted, body)) => {
-                let limit = shared.state.config.request_timeout();
-                let inner = &mut self.inner;
-                match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
-                    Ok(future) => {
-                        let guarded = AssertUnwindSafe(future).catch_unwind();
-                        (
+            Err(refused) => (None, Some(*refused), None, None),
+            // An admitted request's body is reserved before anything reads it.
+            Ok(admitted) => match shared
+                .state
+                .body_budget
+                .reserve(HttpBody::size_hint(req.body()).upper())
+            {
+                Err(full) => (
+                    None,
+                    Some(body_refused(&shared.state, full)),
+                    Some(admitted),
+                    None,
+                ),
+                Ok(body) => {
+                    let limit = shared.state.config.request_timeout();
+                    let inner = &mut self.inner;
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+                        Ok(future) => (
                             Some(Deadlined {
-                                inner: guarded,
+                                inner: AssertUnwindSafe(future).catch_unwind(),
                                 deadline: tokio::time::Instant::from_std(start) + limit,
                                 timer: None,
                             }),
                             None,
                             Some(admitted),
                             body,
-                        )
+                        ),
+                        Err(panic) => (None, Some(panic_response(panic)), Some(admitted), None),
                     }
-                    Err(panic) => (None, Some(panic_response(panic)), Some(admitted), None),
                 }
-            }
-            Err((response, admitted)) => (None, Some(response), admitted, None),
+            },
         };
         RoutedFuture {
             inner,
