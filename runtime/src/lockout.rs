@@ -4,7 +4,12 @@
 //! attacker from trying photo after photo against one account; `0` attempts turns it off.
 //!
 //! [`Lockouts`] is the service the verify handler calls ([`Lockouts::check`] before the work,
-//! [`Lockouts::record_failure`] / [`Lockouts::record_success`] after it). The counting lives in a
+//! [`Lockouts::record_failure`] / [`Lockouts::record_success`] after it). The check before the
+//! work only spares a locked subject the models; what bounds the attempts is the record after it:
+//! it tells, atomically with the counting, whether the subject is locked by then, and a
+//! verification that finds it locked is answered 429 instead of its decision, accept or reject.
+//! So requests sent at once, which all pass the first check, reveal at most the threshold's number
+//! of decisions per lock; the rest learn nothing from the work done for them. The counting lives in a
 //! [`Ledger`]: [`MemoryLedger`] for one replica with the embedded store (bounded in memory), and
 //! [`PgLedger`] in the template database when replicas share it, so failures through any
 //! replica count together, on the database's clock, under a row lock.
@@ -175,7 +180,8 @@ pub enum Counted {
         /// How long the subject is locked.
         lock: Duration,
     },
-    /// The subject was already locked (by a concurrent request); the failure is not counted.
+    /// The subject was already locked (by a concurrent request): the failure is not counted and
+    /// its decision must not be revealed; the time left on the lock.
     AlreadyLocked(Duration),
 }
 
@@ -188,8 +194,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// Count one failure of `subject` under `policy` (which must be enabled).
     async fn record_failure(&self, subject: &str, policy: &Policy)
     -> Result<Counted, LockoutError>;
-    /// Forget the subject's counted failures; an active lock stays until it expires.
-    async fn clear(&self, subject: &str) -> Result<(), LockoutError>;
+    /// A success: forget the subject's counted failures, unless it is locked, when nothing changes
+    /// and the time left on the lock is returned (the success must not be revealed). Atomic with
+    /// [`Ledger::record_failure`]: a lock taken by a failure counted first is seen.
+    async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError>;
     /// Delete entries that no longer matter (lock over and no failure inside the window);
     /// returns how many.
     async fn purge_expired(&self) -> Result<u64, LockoutError>;
@@ -401,17 +409,17 @@ impl Ledger for MemoryLedger {
         }
     }
 
-    async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
+    async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
         let now = self.clock.now();
         let mut entries = self.entries();
-        if let Some(entry) = entries.get_mut(subject) {
-            if entry.is_locked(now) {
-                entry.failures.clear();
-            } else {
-                entries.remove(subject);
+        if let Some(entry) = entries.get(subject) {
+            // A locked entry holds no failures (locking clears them).
+            if let Some(until) = entry.locked_until.filter(|u| *u > now) {
+                return Ok(Some(until - now));
             }
+            entries.remove(subject);
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
@@ -532,17 +540,25 @@ impl Ledger for PgLedger {
         Ok(counted)
     }
 
-    async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
-        // A locked row holds no failures (locking clears them); it stays until it expires.
-        sqlx::query(
+    async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let err = db_err("clear failed verifications");
+        // A locked row holds no failures (locking clears them); it stays until it expires. The
+        // delete waits for a failure being counted under the row lock and re-reads the row after
+        // it, so a lock that failure took keeps the row, and the read below sees the lock.
+        let deleted = sqlx::query(
             "DELETE FROM facekey_lockouts WHERE subject = $1 \
              AND (locked_until IS NULL OR locked_until <= now())",
         )
         .bind(subject)
         .execute(&self.pool)
         .await
-        .map_err(db_err("clear failed verifications"))?;
-        Ok(())
+        .map_err(&err)?;
+        if deleted.rows_affected() > 0 {
+            return Ok(None);
+        }
+        // Nothing deleted: no row (never failed, or locked by a failure committed since, which
+        // then also refuses this success), or a locked one.
+        self.locked_for(subject).await
     }
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
@@ -629,13 +645,16 @@ impl Ledger for FallbackLedger {
         shared
     }
 
-    async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
-        self.local.clear(subject).await?;
+    async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let local = self.local.clear(subject).await?;
         let shared = self.shared.clear(subject).await;
         if self.note(&shared) {
-            return Ok(());
+            return Ok(local);
         }
-        shared
+        Ok(match (shared?, local) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
@@ -741,7 +760,9 @@ impl Lockouts {
     /// Count one failed verification of an existing subject (pass ids of existing subjects only,
     /// so clients cannot fill the ledger with made-up ids). Returns the lock when this failure
     /// locked the subject (the threshold-th within the window), after emitting the lock event;
-    /// `None` when it was counted below the threshold or the subject was already locked.
+    /// `None` when it was counted below the threshold. [`LockoutError::Locked`] when the subject
+    /// was locked already (by requests decided meanwhile): the failure is not counted and the
+    /// caller answers 429 instead of the decision.
     pub async fn record_failure(&self, subject: &str) -> Result<Option<Locked>, LockoutError> {
         let policy = self.inner.policy;
         if !policy.is_enabled() {
@@ -774,16 +795,29 @@ impl Lockouts {
                 );
                 Ok(None)
             }
-            Counted::AlreadyLocked(_) => Ok(None),
+            Counted::AlreadyLocked(retry_after) => Err(LockoutError::Locked(Locked {
+                subject: subject.into_owned(),
+                retry_after,
+            })),
         }
     }
 
     /// A successful verification: forget the subject's counted failures.
+    /// [`LockoutError::Locked`] when the subject was locked meanwhile (by failures of requests
+    /// sent at the same time): nothing is cleared and the caller answers 429 instead of the
+    /// decision, so a match found among more attempts than the threshold is never revealed.
     pub async fn record_success(&self, subject: &str) -> Result<(), LockoutError> {
         if !self.inner.policy.is_enabled() {
             return Ok(());
         }
-        self.inner.ledger.clear(&key(subject)).await
+        let subject = key(subject);
+        match self.inner.ledger.clear(&subject).await? {
+            Some(retry_after) => Err(LockoutError::Locked(Locked {
+                subject: subject.into_owned(),
+                retry_after,
+            })),
+            None => Ok(()),
+        }
     }
 
     /// Delete expired ledger entries at most once per [`PURGE_INTERVAL`]; a failure is logged,
@@ -869,7 +903,7 @@ mod tests {
             self.check()?;
             self.inner.record_failure(subject, policy).await
         }
-        async fn clear(&self, subject: &str) -> Result<(), LockoutError> {
+        async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
             self.check()?;
             self.inner.clear(subject).await
         }
@@ -944,11 +978,50 @@ mod tests {
             }
             other => panic!("expected locked, got {other:?}"),
         }
-        // Failures while locked are not counted and do not extend the lock or lock again.
-        assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+        // Failures while locked are not counted and do not extend the lock or lock again; they
+        // are refused (the decision is not revealed).
+        match l.record_failure(SUBJECT).await {
+            Err(LockoutError::Locked(locked)) => {
+                assert_eq!(locked.retry_after, Duration::from_secs(600));
+            }
+            other => panic!("expected locked, got {other:?}"),
+        }
         assert_eq!(lockouts_total(&metrics), 1);
         // Other subjects are unaffected.
         l.check("another-subject").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn attempts_decided_at_once_reveal_no_more_decisions_than_the_threshold() {
+        let (l, _, _, _) = service(policy(), 100);
+        // Twenty verifications pass the check before the first is decided (sent at once).
+        for _ in 0..20 {
+            l.check(SUBJECT).await.unwrap();
+        }
+        // They are decided one after another; the thirteenth is a match.
+        let mut outcomes = Vec::new();
+        for i in 0..20 {
+            let r = if i == 12 {
+                l.record_success(SUBJECT).await
+            } else {
+                l.record_failure(SUBJECT).await.map(|_| ())
+            };
+            outcomes.push(match r {
+                Ok(()) => "revealed",
+                Err(LockoutError::Locked(_)) => "refused",
+                Err(e) => panic!("{e}"),
+            });
+        }
+        assert_eq!(outcomes[..5], ["revealed"; 5]);
+        assert_eq!(
+            outcomes[5..],
+            ["refused"; 15],
+            "the match is not revealed either"
+        );
+        assert!(
+            l.check(SUBJECT).await.is_err(),
+            "the match did not lift the lock"
+        );
     }
 
     #[tokio::test]
@@ -983,7 +1056,11 @@ mod tests {
             assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
         }
         assert!(l.record_failure(SUBJECT).await.unwrap().is_some());
-        l.record_success(SUBJECT).await.unwrap();
+        // A success decided while locked is refused and does not lift the lock.
+        assert!(matches!(
+            l.record_success(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
         assert!(matches!(
             l.check(SUBJECT).await,
             Err(LockoutError::Locked(_))

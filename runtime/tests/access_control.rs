@@ -606,6 +606,74 @@ async fn unsafe_settings_refuse_to_start_unless_allowed() {
     assert!(facekey_runtime::server::Server::bind(config).await.is_ok());
 }
 
+/// Verifications sent at once all pass the lock check before the first is decided; the lockout
+/// still reveals no more decisions than its threshold: the rest are answered 429 after the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_sent_at_once_reveal_no_more_decisions_than_the_lockout_allows() {
+    let mut config = Config::for_tests();
+    config.lockout_attempts = 3;
+    config.lockout_secs = 60;
+    // Queue the whole burst (this test is about the lockout, not shedding).
+    config.max_queue = Some(64);
+    config.queue_max_load = f64::INFINITY;
+    config.max_queue_wait_ms = 120_000;
+    config.request_timeout_secs = 300;
+    let s = Running::start(config).await;
+    let id = create_subject(&s, "Eileen Collins").await;
+    let (status, v) = enrol(&s, &s.client, &id).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let app = s.client_for("verify");
+    let attempts = (0..10).map(|_| {
+        let form = Form::new().text("subject", id.clone()).part(
+            "image",
+            Part::bytes(face("Tom_Hanks_54745.png")).file_name("p.png"),
+        );
+        let request = app.post(s.url("/v1/verify")).multipart(form);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let decided: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .collect();
+    let locked = answers
+        .iter()
+        .filter(|(status, v)| {
+            *status == StatusCode::TOO_MANY_REQUESTS && v["error"]["code"] == "subject_locked"
+        })
+        .count();
+    assert_eq!((decided.len(), locked), (3, 7), "{answers:?}");
+    assert!(decided.iter().all(|(_, v)| v["decision"] == "reject"));
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("facekey_subject_lockouts_total 1"),
+        "locked once"
+    );
+    // Only the decisions delivered are counted as decisions.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("facekey_decisions_total{outcome=\"reject\"} 3")),
+        "{metrics}"
+    );
+    // The genuine face is refused too until the lock ends (no decision revealed).
+    let form = Form::new().text("subject", id.clone()).part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("p.png"),
+    );
+    let r = app
+        .post(s.url("/v1/verify"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn repeated_failures_lock_the_subject_until_the_lock_expires() {
     let mut config = Config::for_tests();

@@ -1,6 +1,8 @@
 //! The per-subject lockout ledger in a real PostgreSQL server, as replicas share it: two
 //! `Lockouts` on one database count one subject's failures together, concurrent failures through
-//! both lock exactly once at exactly the threshold, locks expire on the database's clock, expired
+//! both lock exactly once at exactly the threshold and every decision past it is refused (so
+//! attempts sent at once reveal no more decisions than the threshold), locks expire on the
+//! database's clock, expired
 //! rows are purged, and an unreachable database refuses (fails closed) instead of skipping the
 //! count. Needs Debian's `postgresql` (tests/setup.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -88,9 +90,11 @@ async fn replicas_count_together_and_locks_expire_on_the_database_clock() {
         other => panic!("expected locked, got {other:?}"),
     }
     assert!(is_locked(&b.lockouts.check(SUBJECT).await));
-    // Failures and a success while locked change nothing.
-    assert_eq!(a.lockouts.record_failure(SUBJECT).await.unwrap(), None);
-    a.lockouts.record_success(SUBJECT).await.unwrap();
+    // Failures and a success decided while locked change nothing and are refused.
+    assert!(is_locked(
+        &a.lockouts.record_failure(SUBJECT).await.map(|_| ())
+    ));
+    assert!(is_locked(&a.lockouts.record_success(SUBJECT).await));
     assert!(is_locked(&b.lockouts.check(SUBJECT).await));
 
     // The lock ends; the count starts from zero again.
@@ -127,12 +131,12 @@ async fn concurrent_failures_through_two_replicas_lock_exactly_once_at_the_thres
             } else {
                 b.lockouts.clone()
             };
-            tokio::spawn(async move { l.record_failure(subject).await.unwrap() })
+            tokio::spawn(async move { l.record_failure(subject).await })
         });
         futures::future::join_all(futures)
     };
     let results = burst(9, SUBJECT).await;
-    assert!(results.into_iter().all(|r| r.unwrap().is_none()));
+    assert!(results.into_iter().all(|r| r.unwrap().unwrap().is_none()));
     a.lockouts.check(SUBJECT).await.unwrap();
     assert_eq!(
         pg.psql(&format!(
@@ -144,15 +148,27 @@ async fn concurrent_failures_through_two_replicas_lock_exactly_once_at_the_thres
     // The tenth locks.
     assert!(b.lockouts.record_failure(SUBJECT).await.unwrap().is_some());
 
-    // Forty at once on a fresh subject: exactly one of them is the locking one.
+    // Forty at once on a fresh subject (as forty verifications that all passed the check before
+    // the work): exactly one of them is the locking one, nine more are counted, and the other
+    // thirty are refused, so no more than the threshold of decisions are revealed.
     const OTHER: &str = "a7d3e2f1-5b6c-4d8e-9f0a-1b2c3d4e5f60";
-    let results = burst(40, OTHER).await;
-    let locks = results
+    let results: Vec<_> = burst(40, OTHER)
+        .await
         .into_iter()
-        .filter(|r| r.as_ref().unwrap().is_some())
+        .map(|r| r.unwrap())
+        .collect();
+    let locks = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+    let counted = results.iter().filter(|r| matches!(r, Ok(None))).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(LockoutError::Locked(_))))
         .count();
     assert_eq!(locks, 1, "concurrent failures locked {locks} times");
+    assert_eq!((counted, refused), (9, 30), "{results:?}");
     assert!(is_locked(&a.lockouts.check(OTHER).await));
+    // A match decided after the lock, through either replica, is refused too.
+    assert!(is_locked(&a.lockouts.record_success(OTHER).await));
+    assert!(is_locked(&b.lockouts.record_success(OTHER).await));
     assert_eq!(
         a.metrics.subject_lockouts.get() + b.metrics.subject_lockouts.get(),
         2

@@ -19,6 +19,7 @@ use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::decision::Decision;
 use crate::fusion::Layers;
+use crate::lockout::LockoutError;
 use crate::state::SharedState;
 use crate::store::index::SubjectTemplates;
 use crate::store::{StoreError, Subject};
@@ -313,6 +314,19 @@ pub(super) fn subject_embeddings(
     }
 }
 
+/// The embeddings a verification of `subject` compares with, after the refusals every route
+/// that verifies gives before any model work, in one order: unknown subject (404), no face to
+/// match (409), locked (429). `/v1/verify`, verify with a session and opening a session bound
+/// to a subject all ask here, so they cannot drift in which refusals they give.
+pub(super) async fn verifiable_subject(
+    state: &SharedState,
+    subject: &str,
+) -> Result<Vec<Embedding>, ApiError> {
+    let templates = subject_embeddings(state, subject)?;
+    state.lockouts.check(subject).await?;
+    Ok(templates)
+}
+
 /// How a decided verification ends for the caller: answered already (a key without `admin`),
 /// or the parts the full `admin` answer is built around.
 pub(crate) enum Settled {
@@ -330,7 +344,10 @@ pub(crate) enum Settled {
 /// What every verification does once decided, whatever supplied the probe (an image or a
 /// liveness session): count the attempt in the subject's lockout ledger (a ledger that cannot
 /// count fails the request, so failures are never lost; a success clears them), record it for
-/// the audit trail, and answer a key without `admin` with the decision and reasons only.
+/// the audit trail, and answer a key without `admin` with the decision and reasons only. A
+/// subject locked while this verification ran (by attempts sent beside it) gets 429
+/// `subject_locked` instead of the decision, accept or reject: attempts sent at once reveal no
+/// more decisions than the lockout's threshold.
 pub(crate) async fn settle_verification(
     state: &SharedState,
     caller: Option<&Extension<Caller>>,
@@ -340,8 +357,19 @@ pub(crate) async fn settle_verification(
     reasons: &[Reason],
 ) -> Result<Settled, ApiError> {
     if decision == Decision::Accept {
-        if let Err(e) = state.lockouts.record_success(subject).await {
-            tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
+        match state.lockouts.record_success(subject).await {
+            Ok(()) => {}
+            Err(e @ LockoutError::Locked(_)) => {
+                tracing::warn!(
+                    target: "facekey::security",
+                    subject = %subject,
+                    "a match decided while the subject was locked is refused"
+                );
+                return Err(e.into());
+            }
+            Err(e) => {
+                tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
+            }
         }
     } else {
         state.lockouts.record_failure(subject).await?;
@@ -387,6 +415,9 @@ only faces of another embedding model (`subject_needs_reenrolment`)", body = Err
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
         (status = 422, description = "No face, several faces, or missing fields", body = ErrorBody),
+        (status = 429, description = "The subject is locked after repeated failed verifications \
+(`subject_locked`, `Retry-After`: seconds left), also when it locked while this verification ran \
+(by attempts sent beside it): its decision is then not revealed", body = ErrorBody),
     )
 )]
 pub async fn verify(
@@ -405,9 +436,7 @@ pub async fn verify(
     let engine = state.engine()?;
     let subject = input.required("subject")?.trim().to_string();
     let include_layers = parse_flag(&input, "include_layers")?;
-    let templates = subject_embeddings(&state, &subject)?;
-    // A locked subject is refused before any model work.
-    state.lockouts.check(&subject).await?;
+    let templates = verifiable_subject(&state, &subject).await?;
     let image = input.image;
     let analysis: FaceAnalysis = with_engine(&state, engine.clone(), move |e, c| {
         e.vision.analyze(&image, AnalyzeOptions::FULL, c)
@@ -438,23 +467,14 @@ pub async fn verify(
     m.inference_duration
         .with_label_values(&["fusion"])
         .observe(fusion.as_secs_f64());
-    m.record_decision(outcome.decision);
-    m.record_scores(
-        outcome.decision,
-        matched.similarity,
-        liveness.score,
-        outcome.forward.probability,
-    );
-    m.verify_match_models
-        .with_label_values(&[matched.models.as_str()])
-        .inc();
     let warnings = match_warnings(&subject, engine.vision.match_models(), matched.models);
     if !warnings.is_empty() {
         tracing::info!(subject = %subject, "verification matched on dlib alone: the subject's faces predate faceres-deep");
     }
+    let live_score = liveness.score;
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
-    let (detail, request_id) = match settle_verification(
+    let settled = settle_verification(
         &state,
         caller.as_ref(),
         &headers,
@@ -462,8 +482,19 @@ pub async fn verify(
         outcome.decision,
         &outcome.reasons,
     )
-    .await?
-    {
+    .await?;
+    // Counted once delivered: a decision refused because the subject was locked meanwhile is not.
+    m.record_decision(outcome.decision);
+    m.record_scores(
+        outcome.decision,
+        matched.similarity,
+        live_score,
+        outcome.forward.probability,
+    );
+    m.verify_match_models
+        .with_label_values(&[matched.models.as_str()])
+        .inc();
+    let (detail, request_id) = match settled {
         Settled::Answered(response) => return Ok(response),
         Settled::Admin { detail, request_id } => (detail, request_id),
     };

@@ -26,7 +26,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{is_json_content_type, parse_json, read_body};
 use super::faces::{
     LivenessReportItem, MatchReport, Settled, is_admin, request_id, settle_verification,
-    subject_embeddings,
+    verifiable_subject,
 };
 use super::image_input::{ImageInput, decode_base64_image};
 use crate::alerts::SpoofAttempt;
@@ -383,8 +383,7 @@ pub async fn open(
     if let Some(subject) = &subject {
         // A bound session can only verify this subject: say now, not after the challenge, that
         // it cannot (unknown, no face to match, or locked).
-        subject_embeddings(&state, subject)?;
-        state.lockouts.check(subject).await?;
+        verifiable_subject(&state, subject).await?;
     }
     let (opened, ended) = state.sessions.store.open(&key, subject.clone()).await?;
     state.metrics.sessions.started.inc();
@@ -829,8 +828,7 @@ pub async fn verify_with_session(
     let key = key_of(caller.as_ref())?;
     let subject = input.required("subject")?.trim().to_string();
     let session = input.required("session")?.trim().to_string();
-    let templates = subject_embeddings(&state, &subject)?;
-    state.lockouts.check(&subject).await?;
+    let templates = verifiable_subject(&state, &subject).await?;
     let probe = state
         .sessions
         .store
@@ -881,6 +879,16 @@ pub async fn verify_with_session(
         reason: None,
     };
     let outcome = verifier.decide(&matched, &liveness, quality.map_or(0.0, f64::from));
+    let settled = settle_verification(
+        &state,
+        caller.as_ref(),
+        &headers,
+        &subject,
+        outcome.decision,
+        &outcome.reasons,
+    )
+    .await?;
+    // Counted once delivered: a decision refused because the subject was locked meanwhile is not.
     let m = &state.metrics;
     m.record_decision(outcome.decision);
     m.record_scores(
@@ -890,16 +898,7 @@ pub async fn verify_with_session(
         outcome.forward.probability,
     );
     m.record_liveness(liveness.state);
-    let (detail, request_id) = match settle_verification(
-        &state,
-        caller.as_ref(),
-        &headers,
-        &subject,
-        outcome.decision,
-        &outcome.reasons,
-    )
-    .await?
-    {
+    let (detail, request_id) = match settled {
         Settled::Answered(response) => return Ok(response),
         Settled::Admin { detail, request_id } => (detail, request_id),
     };
