@@ -57,6 +57,8 @@ pub struct AuditDetail {
     pub reasons: Vec<String>,
     /// Subjects an identification accepted.
     pub candidates: Vec<String>,
+    /// Subjects an identification matched but withheld from its answer because they are locked.
+    pub withheld_locked: Vec<String>,
 }
 
 /// One audit event.
@@ -91,6 +93,10 @@ pub struct AuditEvent {
     /// Accepted identification candidates (subject ids).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<String>,
+    /// Subjects an identification matched but withheld because they are locked (an attempt on
+    /// a locked account through identify, for the security team).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld_locked: Vec<String>,
     /// The error code of a refused or failed request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
@@ -117,6 +123,7 @@ impl AuditEvent {
             decision: None,
             reasons: Vec::new(),
             candidates: Vec::new(),
+            withheld_locked: Vec::new(),
             error: None,
             request_id: None,
             client: None,
@@ -141,6 +148,7 @@ impl AuditEvent {
             self.decision = d.decision;
             self.reasons = d.reasons.clone();
             self.candidates = d.candidates.clone();
+            self.withheld_locked = d.withheld_locked.clone();
         }
         self
     }

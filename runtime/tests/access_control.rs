@@ -676,9 +676,12 @@ async fn attempts_sent_at_once_reveal_no_more_decisions_than_the_lockout_allows(
 
 #[tokio::test]
 async fn repeated_failures_lock_the_subject_until_the_lock_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
     let mut config = Config::for_tests();
     config.lockout_attempts = 3;
     config.lockout_secs = 2;
+    config.audit_log = log.display().to_string();
     let s = Running::start(config).await;
     let id = create_subject(&s, "Eileen Collins").await;
     let (status, v) = enrol(&s, &s.client, &id).await;
@@ -718,15 +721,43 @@ async fn repeated_failures_lock_the_subject_until_the_lock_expires() {
     assert!(r.headers().contains_key("retry-after"));
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "subject_locked", "{v}");
+    // Nor is it identified: the genuine face reads as no match (saying "locked" would tell the
+    // caller the face matches a locked account); the audit trail names the withheld subject.
+    let identify = || async {
+        send_json(app.post(s.url("/v1/identify")).multipart(Form::new().part(
+            "image",
+            Part::bytes(face("astronaut.png")).file_name("p.png"),
+        )))
+        .await
+    };
+    let (status, v) = identify().await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["decision"], &v["candidates"], &v["reasons"]),
+        (&json!("reject"), &json!([]), &json!(["no_match"])),
+        "{v}"
+    );
     assert!(
         s.metrics()
             .await
             .contains("facekey_subject_lockouts_total 1")
     );
-    // After the lock period the genuine face verifies again.
+    // After the lock period the genuine face verifies and is identified again.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, _, v) = verify("astronaut.png").await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["decision"], "accept", "{v}");
+    let (status, v) = identify().await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["candidates"][0]["subject"]["id"], id.as_str(), "{v}");
     s.stop().await;
+    let identified: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "identify")
+        .collect();
+    assert_eq!(identified.len(), 2, "{identified:?}");
+    assert_eq!(identified[0]["withheld_locked"], json!([id]));
+    assert!(identified[1].get("withheld_locked").is_none());
 }

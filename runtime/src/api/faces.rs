@@ -691,6 +691,29 @@ pub async fn identify(
             (n.subject, m, outcome)
         })
         .collect();
+    // A locked subject is never identified: the lock stops photo after photo against one
+    // account, and identify must not be the way around it. Withheld silently (as if it did not
+    // match), since saying so would tell the caller the face matches a locked account.
+    let mut judged = judged;
+    let mut withheld = Vec::new();
+    for i in (0..judged.len()).rev() {
+        let (s, m, o) = &judged[i];
+        if m.decision != Decision::Accept || o.decision != Decision::Accept {
+            continue;
+        }
+        match state.lockouts.check(&s.id).await {
+            Ok(()) => {}
+            Err(LockoutError::Locked(_)) => {
+                tracing::warn!(
+                    target: "facekey::security",
+                    subject = %s.id,
+                    "identify matched a locked subject; withheld from the answer"
+                );
+                withheld.push(judged.remove(i).0.id);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let best_reasons = judged
         .first()
         .map_or(vec![Reason::NoMatch], |(_, _, o)| o.reasons.clone());
@@ -731,15 +754,17 @@ pub async fn identify(
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/identify", None, &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let reasons = if decision == Decision::Accept {
-        Vec::new()
-    } else {
-        best_reasons
+    let reasons = match (decision, best_reasons.is_empty()) {
+        (Decision::Accept, _) => Vec::new(),
+        // The best candidates were withheld (locked): the answer reads as no match.
+        (Decision::Reject, true) => vec![Reason::NoMatch],
+        (Decision::Reject, false) => best_reasons,
     };
     let detail = AuditDetail {
         decision: Some(decision),
         reasons: reasons.iter().map(|r| r.as_str().to_owned()).collect(),
         candidates: candidates.iter().map(|c| c.subject.id.clone()).collect(),
+        withheld_locked: withheld,
         ..AuditDetail::default()
     };
     let request_id = request_id(&headers);
