@@ -75,8 +75,12 @@ impl LivenessResult {
 }
 
 /// `2^(-spoof / threshold)`: 1 for a zero spoof score, 0.5 at the threshold, halving with every
-/// further `threshold` of spoof score.
+/// further `threshold` of spoof score. A spoof score that is not a number scores 0 (never live:
+/// `f32::max` would otherwise turn NaN into 0 spoof, i.e. fully live).
 pub fn dtn_live_score(spoof_score: f32, spoof_threshold: f32) -> f32 {
+    if spoof_score.is_nan() {
+        return 0.0;
+    }
     if spoof_threshold <= 0.0 {
         return if spoof_score <= 0.0 { 1.0 } else { 0.0 };
     }
@@ -96,8 +100,12 @@ pub fn softmax3(logits: [f32; 3]) -> [f32; 3] {
     e.map(|v| v / s)
 }
 
-/// Combines per-model live scores under `mode`; `None` when no model ran.
+/// Combines per-model live scores under `mode`; `None` when no model ran, or when one that
+/// should have gave a score that is not a finite number (unknown, never live: `f32::min` and
+/// `max` would silently drop the NaN and keep the other model's score).
 pub fn combine_scores(mode: LivenessMode, dtn: Option<f32>, minifas: Option<f32>) -> Option<f32> {
+    let dtn = dtn.filter(|v| v.is_finite());
+    let minifas = minifas.filter(|v| v.is_finite());
     match (mode, dtn, minifas) {
         (LivenessMode::Off, _, _) => None,
         (LivenessMode::Dtn, Some(d), _) => Some(d),
@@ -303,6 +311,10 @@ impl LivenessChecker {
         let mut minifas_part = minifas_out.map(|m| m.live_score);
         if let (Some(human), Some(fr)) = (&self.human, minifas_part) {
             match human.check(img, bbox) {
+                Ok((p, _)) if !p.is_finite() => {
+                    failures.push(format!("human_liveness: probability {p} is not a number"));
+                    minifas_part = None;
+                }
                 Ok((p, took)) => {
                     timing.human_liveness = Some(took);
                     human_out = Some(p);
@@ -358,7 +370,14 @@ fn run_dtn(
                 detail: format!("expected two [1, 8] outputs, got {ls:?} and {ms:?}"),
             });
         }
-        Ok(dtn_spoof_score(leaf, mask))
+        let spoof = dtn_spoof_score(leaf, mask);
+        if !spoof.is_finite() {
+            return Err(SessionError::Output {
+                model: session.name(),
+                detail: format!("spoof score is not a finite number ({spoof})"),
+            });
+        }
+        Ok(spoof)
     })?;
     Ok((
         DtnScore {
@@ -393,6 +412,12 @@ fn run_minifas(
                 detail: format!("expected [1, 3], got {shape:?}"),
             });
         }
+        if !logits.iter().take(3).all(|v| v.is_finite()) {
+            return Err(SessionError::Output {
+                model: session.name(),
+                detail: format!("logits are not finite numbers ({:?})", &logits[..3]),
+            });
+        }
         Ok(softmax3([logits[0], logits[1], logits[2]]))
     })?;
     Ok((
@@ -424,6 +449,8 @@ mod tests {
         assert!((dtn_live_score(0.2, 0.2) - 0.5).abs() < 1e-6);
         assert!((dtn_live_score(0.4, 0.2) - 0.25).abs() < 1e-6);
         assert!(dtn_live_score(5.0, 0.2) < 1e-6);
+        assert_eq!(dtn_live_score(f32::NAN, 0.2), 0.0, "NaN spoof is not live");
+        assert_eq!(dtn_live_score(f32::INFINITY, 0.2), 0.0);
         assert_eq!(dtn_spoof_score(&[-0.5, 0.3, 2.0], &[1.0, 0.0, 0.5]), 1.5);
     }
 
@@ -459,6 +486,21 @@ mod tests {
             None
         );
         assert_eq!(combine_scores(both_mean, None, Some(0.9)), None);
+        // A model output that is not a number is unknown, never live (nor dropped in favour of
+        // the other model's score).
+        assert_eq!(combine_scores(both_min, Some(f32::NAN), Some(0.9)), None);
+        assert_eq!(
+            combine_scores(both_mean, Some(0.9), Some(f32::INFINITY)),
+            None
+        );
+        assert_eq!(
+            combine_scores(LivenessMode::Dtn, Some(f32::NAN), None),
+            None
+        );
+        assert_eq!(
+            combine_scores(LivenessMode::MiniFas, None, Some(f32::NAN)),
+            None
+        );
     }
 
     #[test]
