@@ -11,6 +11,8 @@ mod common;
 #[path = "common/challenge_frames.rs"]
 mod frames;
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use common::{Running, error_code, face};
 use facekey_runtime::challenge::{
@@ -646,5 +648,47 @@ async fn bounds_bad_frames_expiry_and_required_sessions() {
         ),
         "{metrics}"
     );
+    s.stop().await;
+}
+
+/// A frames call whose client goes away while its frames are analysed gives the session back:
+/// the next call is served instead of being refused `session_busy` until the session expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frames_call_abandoned_mid_analysis_leaves_the_session_usable() {
+    let mut c = config();
+    c.session_ttl_secs = 120;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let photo = b64.encode(jpeg(&astronaut()));
+    let eight = json!({"frames": (0..8).map(|i| json!({"image": photo, "timestamp_ms": i * 100})).collect::<Vec<_>>()});
+    let one = json!({"frames": [{"image": photo, "timestamp_ms": 2_000}]});
+    let s = Running::start(c).await;
+    let verify = s.client_for("verify");
+    let (st, v) = open(&s, &verify, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let url = s.url(&format!("/v1/liveness/sessions/{id}/frames"));
+    // Eight frames take the models far longer than 150 ms: the client gives up mid-analysis.
+    let gave_up = verify
+        .post(&url)
+        .json(&eight)
+        .timeout(Duration::from_millis(150))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    // The server notices the closed connection and drops the call; the session is free again
+    // (retried briefly: noticing is asynchronous; before, it stayed busy for its 120 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let (st, v) = send(&s, &verify, &id, &one).await;
+        if st == StatusCode::CONFLICT && std::time::Instant::now() < deadline {
+            assert_eq!(error_code(&v), "session_busy", "{v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(st, StatusCode::OK, "{v}");
+        break v;
+    };
+    // Only the frame of the call that was answered counts.
+    assert_eq!(v["frames_received"], 1, "{v}");
     s.stop().await;
 }

@@ -626,6 +626,12 @@ pub async fn frames(
     if let Some(done) = store.begin_batch(&key, &id, frames.len()).await? {
         return Ok(Json(frames_response(&done, Vec::new())).into_response());
     }
+    // From here until the frames are added, the session is reserved for this call; any other
+    // way out (an error, the client gone, the request timeout dropping this future) gives the
+    // reservation back, or the session would answer session_busy until it expires.
+    let reservation = BatchReservation {
+        held: Some((store.clone(), key.clone(), id.clone())),
+    };
     let observed = with_engine(&state, engine, move |e, cancel| {
         let mut out: Vec<FrameObservation> = Vec::with_capacity(frames.len());
         for (bytes, ts) in &frames {
@@ -638,13 +644,7 @@ pub async fn frames(
         Ok(out)
     })
     .await;
-    let observed = match observed {
-        Ok(o) => o,
-        Err(e) => {
-            store.release(&key, &id).await;
-            return Err(e);
-        }
-    };
+    let observed = observed?;
     for f in &observed {
         let result = if f.face.is_some() { "face" } else { "no_face" };
         state
@@ -654,11 +654,39 @@ pub async fn frames(
             .with_label_values(&[result])
             .inc();
     }
+    // Adding the frames releases the reservation whatever it answers.
+    reservation.handed_on();
     let result = store.add_frames(&key, &id, observed).await?;
     if let Some(c) = &result.concluded {
         record_concluded(&state, std::slice::from_ref(c), &headers).await;
     }
     Ok(Json(frames_response(&result.view, result.frames)).into_response())
+}
+
+/// A session's batch reservation ([`SessionStore::begin_batch`]) held by a frames call until its
+/// frames are added; dropped before that (an error, the client gone, the request timeout
+/// dropping the handler), it releases the reservation.
+struct BatchReservation {
+    held: Option<(Arc<dyn SessionStore>, String, String)>,
+}
+
+impl BatchReservation {
+    /// The frames are being added, which releases the reservation itself.
+    fn handed_on(mut self) {
+        self.held = None;
+    }
+}
+
+impl Drop for BatchReservation {
+    fn drop(&mut self) {
+        let Some((store, key, id)) = self.held.take() else {
+            return;
+        };
+        // Drop cannot wait: the release runs as its own task (a memory store's is immediate).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { store.release(&key, &id).await });
+        }
+    }
 }
 
 fn frames_response(view: &SessionView, frames: Vec<FrameFeedback>) -> FramesResponse {
