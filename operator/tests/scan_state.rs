@@ -54,6 +54,18 @@ async fn running_img1(h: &Harness, extra: serde_json::Value) {
     }
     h.create("fk", spec).await;
     h.reconcile("fk").await.unwrap();
+    // The blocked-rollout counter is exposed at 0 before anything is blocked, so the alert's
+    // increase() sees the first block (a series born at 1 shows none).
+    let text = h.ctx.metrics.encode().unwrap();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("facekey_operator_blocked_rollouts_total{")
+                && l.contains(&format!("namespace=\"{NS}\""))
+                && l.contains("name=\"fk\"")
+                && l.ends_with(" 0")
+        ),
+        "{text}"
+    );
     h.complete_scan(&scan_job_name("fk", IMG1), "runtime-0.1.0-pass.json", IMG1)
         .await;
     h.reconcile("fk").await.unwrap();
