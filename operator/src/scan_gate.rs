@@ -105,6 +105,16 @@ fn names_last_known_good(image: &str, lkg: &str, records: &[ScanStatus]) -> bool
     }
 }
 
+/// Whether a passed scan on record admitted `lkg` (the pinned image it rolled out as). An image
+/// that ran while the gate was disabled (or before scans were recorded) has none: turning the
+/// gate on scans it instead of admitting it again as last known good. (The status keeps the
+/// last-known-good image's passed record, so a scanned one always has it.)
+fn scan_admitted(lkg: &str, records: &[ScanStatus]) -> bool {
+    records
+        .iter()
+        .any(|r| r.verdict == ScanVerdict::Passed && record_image(r).as_deref() == Some(lkg))
+}
+
 /// Inputs of the gate stage.
 pub struct GateInputs<'a> {
     /// API client.
@@ -239,6 +249,7 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
     let old = fkd.status.as_ref();
     let records = old.map(|s| s.scans.as_slice()).unwrap_or_default();
     if let Some(lkg) = last_known_good(old)
+        && scan_admitted(lkg, records)
         && names_last_known_good(image, lkg, records)
     {
         return Ok(GateResult {

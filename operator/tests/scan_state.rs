@@ -533,3 +533,35 @@ async fn a_blocked_verdict_older_than_max_report_age_is_rescanned_once() {
     );
     assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
 }
+
+#[tokio::test]
+async fn turning_the_gate_on_scans_the_image_that_ran_without_it() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    assert_eq!(cond(&h.get("fk").await, "ScanGatePassed").1, "GateDisabled");
+    // The gate is turned on: the image admitted while it was off was never scanned, so it is
+    // scanned now, not admitted again as last known good. It keeps serving meanwhile.
+    h.patch_spec("fk", json!({"scanGate": {"enabled": true}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![scan_job_name("fk", IMG1)]);
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanPending".into()),
+        "not True/LastKnownGood"
+    );
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    // Passed: it rolls out pinned to the digest the scan resolved, and is last known good now.
+    h.complete_scan(&scan_job_name("fk", IMG1), "runtime-0.1.0-pass.json", IMG1)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    assert_eq!(cond(&h.get("fk").await, "ScanGatePassed").0, "True");
+}
