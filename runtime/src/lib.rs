@@ -17,6 +17,7 @@ pub mod fusion;
 pub mod http_server;
 pub mod lockout;
 pub mod metrics;
+pub mod private_file;
 pub mod server;
 pub mod state;
 pub mod store;

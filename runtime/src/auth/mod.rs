@@ -115,7 +115,7 @@ impl ApiKeys {
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(io)?;
-        write_private(
+        crate::private_file::create(
             &path,
             &format!(
                 "# FaceKey API keys: <key-id>:<scopes>:<sha256 of the key>[:<requests per second>]\n\
@@ -228,21 +228,6 @@ impl ApiKeys {
             }
         }
     }
-}
-
-/// Write a file readable by its owner only (it holds key hashes).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
 }
 
 #[cfg(test)]

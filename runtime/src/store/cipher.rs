@@ -233,7 +233,7 @@ impl TemplateKeys {
                  data; without it the templates cannot be read.\n{}\n",
                 new_key_line("local-1")?
             );
-            write_private(&path, &text).map_err(io)?;
+            crate::private_file::create(&path, &text).map_err(io)?;
         }
         Self::from_file(&path)
     }
@@ -320,21 +320,6 @@ impl TemplateKeys {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
     }
-}
-
-/// Write a file readable by its owner only (on Unix).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
 }
 
 #[cfg(test)]

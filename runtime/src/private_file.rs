@@ -1,0 +1,107 @@
+//! Creating the small secret files the runtime makes on first start (the template key, the
+//! local API keys) so that a crash or power loss at any moment leaves either no file or the whole
+//! one: an empty or missing key file would stop every later start, and a template key lost after
+//! templates were written with it would make them unreadable.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Create `path` holding `text`, readable by its owner only (on Unix), atomically and durably:
+/// written to a temporary file in the same directory and synced, linked into place (failing with
+/// [`io::ErrorKind::AlreadyExists`] if `path` exists, never replacing it), then the directory
+/// synced so the new entry survives a power loss.
+pub fn create(path: &Path, text: &str) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".tmp-{}", std::process::id()));
+    let temp = dir.join(temp_name);
+    // A temporary file left by a crash of this same process id is stale: start over.
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let written = write_synced(&temp, text).and_then(|()| std::fs::hard_link(&temp, path));
+    let removed = std::fs::remove_file(&temp);
+    written?;
+    removed?;
+    sync_dir(&dir)
+}
+
+fn write_synced(path: &Path, text: &str) -> io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_the_whole_file_owner_only_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("template.key");
+        create(&path, "secret\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["template.key"], "no temporary file left");
+    }
+
+    #[test]
+    fn never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-keys");
+        std::fs::write(&path, "first").unwrap();
+        let e = create(&path, "second").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_stale_temporary_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("template.key");
+        let stale = dir
+            .path()
+            .join(format!(".template.key.tmp-{}", std::process::id()));
+        std::fs::write(&stale, "half").unwrap();
+        create(&path, "whole").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "whole");
+        assert!(!stale.exists());
+    }
+}
