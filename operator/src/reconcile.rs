@@ -504,6 +504,7 @@ impl ApplyOutcome {
             Some(e) => ApplyOutcome::Failed {
                 category: e.category(),
                 message: e.to_string(),
+                refused: e.is_refused(),
             },
         }
     }

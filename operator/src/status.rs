@@ -67,6 +67,10 @@ pub enum ApplyOutcome {
         category: &'static str,
         /// Error text.
         message: String,
+        /// The API server refused the request itself ([`crate::Error::is_refused`]: an
+        /// immutable field, a quota, an admission webhook, an object not ours): the same
+        /// request fails again until the spec or the cluster changes.
+        refused: bool,
     },
 }
 
@@ -257,9 +261,17 @@ fn ready_condition(o: &Observed<'_>, view: Option<&DeploymentView>) -> Decided {
 fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decided; 2] {
     let stalled = match (&o.outcome, o.gate, view) {
         (ApplyOutcome::InvalidSpec(m), _, _) => Some(("InvalidSpec", m.clone())),
-        (ApplyOutcome::Failed { category, message }, _, _) if *category == OBJECT_NOT_OWNED => {
-            Some((OBJECT_NOT_OWNED, message.clone()))
-        }
+        // Refused writes (an object not ours among them) repeat until something changes: GitOps
+        // tools must show them as failed, not as progressing forever.
+        (
+            ApplyOutcome::Failed {
+                category,
+                message,
+                refused: true,
+            },
+            _,
+            _,
+        ) => Some((*category, message.clone())),
         (_, GateState::Blocked(m), _) => Some(("ImageBlocked", m.clone())),
         (_, GateState::Failed(m), _) => Some(("ScanFailed", m.clone())),
         (_, _, Some(v)) if v.deadline_exceeded => Some((
@@ -270,9 +282,13 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
     };
     let reconciling = match (&o.outcome, o.gate, view) {
         _ if stalled.is_some() => None,
-        (ApplyOutcome::Failed { category, message }, _, _) => {
-            Some((*category, format!("retrying: {message}")))
-        }
+        (
+            ApplyOutcome::Failed {
+                category, message, ..
+            },
+            _,
+            _,
+        ) => Some((*category, format!("retrying: {message}"))),
         (_, GateState::Pending(m), _) => Some(("ScanPending", m.clone())),
         (_, _, Some(v)) if !v.rollout_complete() || v.image.as_deref() != o.admitted => Some((
             "RollingOut",
@@ -359,9 +375,13 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
         (ApplyOutcome::InvalidSpec(m), _, _) => {
             Decided::new(DEGRADED, true, "InvalidSpec", m.clone())
         }
-        (ApplyOutcome::Failed { category, message }, _, _) => {
-            Decided::new(DEGRADED, true, category, message.clone())
-        }
+        (
+            ApplyOutcome::Failed {
+                category, message, ..
+            },
+            _,
+            _,
+        ) => Decided::new(DEGRADED, true, category, message.clone()),
         (_, GateState::Blocked(m), _) => Decided::new(DEGRADED, true, "ImageBlocked", m.clone()),
         (_, GateState::Failed(m), _) => Decided::new(DEGRADED, true, "ScanFailed", m.clone()),
         _ if matches!(o.store, StoreState::CloudNativePgMissing { .. }) => Decided::new(
@@ -400,7 +420,9 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
     decided.push(store_condition(o.store));
 
     // Only while an object is not ours; it goes away with the conflict.
-    if let ApplyOutcome::Failed { category, message } = &o.outcome
+    if let ApplyOutcome::Failed {
+        category, message, ..
+    } = &o.outcome
         && *category == OBJECT_NOT_OWNED
     {
         decided.push(Decided::new(

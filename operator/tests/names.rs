@@ -130,6 +130,10 @@ async fn a_refused_apply_is_reported_and_not_retried_in_a_loop() {
         ("True".into(), "ApplyFailed".into())
     );
     assert!(cond_message(&fkd, "Degraded").contains("field is immutable"));
+    // Retrying cannot help until something changes: Stalled (kstatus), which Flux and the
+    // documented Argo CD health check read as failed, not "Reconciling" for ever.
+    assert_eq!(cond(&fkd, "Stalled"), ("True".into(), "ApplyFailed".into()));
+    assert_eq!(cond(&fkd, "Reconciling").0, "False");
     let fkd = Arc::new(fkd);
     for _ in 0..3 {
         assert_eq!(
