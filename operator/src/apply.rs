@@ -16,11 +16,16 @@ use crate::desired::{
     ADMIN_KEY, Capabilities, ChildKind, Desired, GENERATED_API_KEY_ID, GeneratedContent,
     GeneratedSecret,
 };
-use crate::error::{ApplyError, PruneError, ReadError, is_not_found};
+use crate::error::{ApplyError, PruneError, ReadError, is_not_found, is_refusal};
 use crate::{FIELD_MANAGER, labels};
 
 /// Apply every desired object in order with one field manager (forcing ownership, as controllers
 /// should). Returns the Deployment as the API server stored it, when one was applied.
+///
+/// The first failure stops the rest, except a volume claim the API server refuses (a shrunk
+/// size, a changed storage class, a class that cannot expand: claims are mostly immutable): the
+/// runtime keeps its existing claim, so the objects after it, the Deployment above all, are
+/// still applied and a new image still rolls out; the refusal is returned at the end.
 pub async fn apply_all(
     client: &Client,
     namespace: &str,
@@ -28,17 +33,30 @@ pub async fn apply_all(
 ) -> Result<Option<Deployment>, ApplyError> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut deployment = None;
+    let mut refused_claim = None;
     for obj in &desired.objects {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &obj.kind.api_resource());
-        let applied = api
+        let applied = match api
             .patch(&obj.name, &params, &Patch::Apply(&obj.body))
             .await
-            .map_err(|source| ApplyError::Patch {
-                kind: obj.kind.as_str(),
-                name: obj.name.clone(),
-                source: Box::new(source),
-            })?;
+        {
+            Ok(applied) => applied,
+            Err(source) => {
+                let claim = obj.kind == ChildKind::PersistentVolumeClaim;
+                let refused = claim && is_refusal(&source);
+                let error = ApplyError::Patch {
+                    kind: obj.kind.as_str(),
+                    name: obj.name.clone(),
+                    source: Box::new(source),
+                };
+                if refused {
+                    refused_claim = Some(error);
+                    continue;
+                }
+                return Err(error);
+            }
+        };
         if obj.kind == ChildKind::Deployment {
             let decode = |source| ApplyError::Decode {
                 what: "applied Deployment".into(),
@@ -48,7 +66,10 @@ pub async fn apply_all(
             deployment = Some(serde_json::from_value(value).map_err(decode)?);
         }
     }
-    Ok(deployment)
+    match refused_claim {
+        Some(error) => Err(error),
+        None => Ok(deployment),
+    }
 }
 
 /// Field manager of the one-off apply that hands the runtime Deployment's `spec.replicas` to the

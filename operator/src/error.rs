@@ -406,8 +406,14 @@ impl Error {
             Error::Apply(ApplyError::NotOwned { .. }) => return true,
             _ => return false,
         };
-        matches!(source.as_ref(), kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 405 | 413 | 415 | 422))
+        is_refusal(source)
     }
+}
+
+/// Whether the API server refused a request itself (400, 403, 404 on a write, 405, 413, 415,
+/// 422): sending it again fails again. See [`Error::is_refused`].
+pub fn is_refusal(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 405 | 413 | 415 | 422))
 }
 
 /// Whether a kube error is an HTTP 409 Conflict.

@@ -21,6 +21,7 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 const IMG1: &str = "ghcr.io/facekey/runtime:0.1.0";
+const IMG2: &str = "ghcr.io/facekey/runtime:0.2.0";
 
 fn is_dns_1035(s: &str) -> bool {
     s.len() <= 63
@@ -142,4 +143,35 @@ async fn a_refused_apply_is_reported_and_not_retried_in_a_loop() {
         );
     }
     assert_eq!(h.ctx.failures(&format!("{NS}/fk")), 0, "no backoff counted");
+}
+
+/// A volume claim the API server refuses (a bound claim's size cannot shrink, nor its class
+/// change; the harness enforces both as a real server does) holds back nothing else: the new
+/// image still rolls out with the existing claim, and the status says what was refused.
+#[tokio::test]
+async fn a_refused_volume_claim_does_not_hold_back_the_rollout() {
+    let h = harness(&[]).await;
+    let store = |size: &str| json!({"embedded": {"pvc": {"size": size}}});
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"enabled": false}, "store": store("10Gi")}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    h.patch_spec("fk", json!({"image": IMG2, "store": store("5Gi")}))
+        .await;
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert!(err.is_refused(), "{err}");
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "ApplyFailed".into())
+    );
+    assert!(cond_message(&fkd, "Degraded").contains("can not be less"));
+    assert_eq!(cond(&fkd, "Stalled").0, "True");
+    // Growing it is accepted and clears the condition.
+    h.patch_spec("fk", json!({"store": store("20Gi")})).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
 }

@@ -146,11 +146,46 @@ pub struct Harness {
     pub fail_deployment_applies: Arc<AtomicBool>,
 }
 
-/// Patch interceptor emulating two API-server behaviours the fake lacks or tests need:
+/// Patch interceptor emulating API-server behaviours the fake lacks or tests need:
 /// an apply that changes nothing does not bump `metadata.generation` (the fake bumps it on every
-/// write, which would make every Deployment look mid-rollout), and injected 409 Conflicts.
+/// write, which would make every Deployment look mid-rollout), injected 409 Conflicts, and the
+/// PersistentVolumeClaim rules a real server enforces (a bound claim's storage class is
+/// immutable and its requested size cannot shrink: 422).
 fn interceptor(fail: Arc<AtomicBool>) -> interceptor::Funcs {
     interceptor::Funcs::new().patch(move |ctx| {
+        if ctx.patch.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim") {
+            let Ok(existing) = ctx
+                .client
+                .get::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(ctx.namespace, ctx.name)
+            else {
+                return Ok(None);
+            };
+            let existing = serde_json::to_value(existing).unwrap();
+            let class = |v: &Value| v.pointer("/spec/storageClassName").cloned();
+            if class(ctx.patch).is_some() && class(ctx.patch) != class(&existing) {
+                return Err(kube_fake_client::Error::InvalidRequest(format!(
+                    "PersistentVolumeClaim \"{}\" is invalid: spec: Forbidden: spec is immutable \
+                     after creation except resources.requests and volumeAttributesClassName for \
+                     bound claims",
+                    ctx.name
+                )));
+            }
+            let size = |v: &Value| {
+                v.pointer("/spec/resources/requests/storage")
+                    .and_then(Value::as_str)
+                    .and_then(quantity_bytes)
+            };
+            if let (Some(new), Some(old)) = (size(ctx.patch), size(&existing))
+                && new < old
+            {
+                return Err(kube_fake_client::Error::InvalidRequest(format!(
+                    "PersistentVolumeClaim \"{}\" is invalid: spec.resources.requests.storage: \
+                     Forbidden: field can not be less than status.capacity",
+                    ctx.name
+                )));
+            }
+            return Ok(None);
+        }
         if ctx.patch.get("kind").and_then(Value::as_str) != Some("Deployment") {
             return Ok(None);
         }
@@ -170,6 +205,25 @@ fn interceptor(fail: Arc<AtomicBool>) -> interceptor::Funcs {
         json_patch::merge(&mut merged, ctx.patch);
         if merged == existing { Ok(Some(existing)) } else { Ok(None) }
     })
+}
+
+/// Bytes of a Kubernetes quantity with a binary or decimal suffix (enough for claim sizes).
+fn quantity_bytes(q: &str) -> Option<f64> {
+    let units = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    let (number, scale) = units
+        .iter()
+        .find_map(|(suffix, scale)| q.strip_suffix(suffix).map(|n| (n, *scale)))
+        .unwrap_or((q, 1.0));
+    number.parse::<f64>().ok().map(|n| n * scale)
 }
 
 fn crd(name: &str) -> CustomResourceDefinition {
