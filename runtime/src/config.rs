@@ -141,6 +141,15 @@ pub struct Config {
     #[arg(long, env = env::MAX_FACES_PER_SUBJECT, default_value_t = defaults::MAX_FACES_PER_SUBJECT, value_parser = parse_positive)]
     pub max_faces_per_subject: usize,
 
+    /// Most subjects the store holds; creating one more answers 507 `store_full`.
+    #[arg(long, env = env::MAX_SUBJECTS, default_value_t = defaults::MAX_SUBJECTS, value_parser = parse_positive)]
+    pub max_subjects: usize,
+
+    /// Most templates (enrolled faces) the store holds, all subjects together; every replica
+    /// keeps them all in memory (about 5 KB each). Enrolling one more answers 507 `store_full`.
+    #[arg(long, env = env::MAX_TEMPLATES, default_value_t = defaults::MAX_TEMPLATES, value_parser = parse_positive)]
+    pub max_templates: usize,
+
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = defaults::MAX_BODY_BYTES, value_parser = parse_positive)]
     pub max_body_bytes: usize,

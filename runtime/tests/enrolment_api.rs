@@ -525,3 +525,42 @@ async fn face_deletion_and_rename_reach_other_replicas() {
     );
     follower.abort();
 }
+
+/// Every replica keeps every subject and template in memory: the store's size is bounded, and
+/// past the bound creating or enrolling answers 507 `store_full` naming the setting, before any
+/// model work; deleting makes room again.
+#[tokio::test]
+async fn the_store_is_bounded_with_a_clear_error() {
+    let mut config = Config::for_tests();
+    config.max_subjects = 2;
+    config.max_templates = 1;
+    let s = Running::start(config).await;
+    let a = create(&s, "A").await;
+    let b = create(&s, "B").await;
+    let (status, v) = s
+        .json(
+            s.client
+                .post(s.url("/v1/subjects"))
+                .json(&json!({"name": "C"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{v}");
+    assert_eq!(code(&v), "store_full");
+    assert!(message(&v).contains("FACEKEY_MAX_SUBJECTS"), "{v}");
+    let (status, v) = enrol(&s, &s.client, &a, face("astronaut.png")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = enrol(&s, &s.client, &b, face("Tom_Hanks_54745.png")).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{v}");
+    assert_eq!(code(&v), "store_full");
+    assert!(message(&v).contains("FACEKEY_MAX_TEMPLATES"), "{v}");
+    assert!(faces_of(&s, &b).await.is_empty());
+    // Deleting a subject (and its face) makes room for both again.
+    let (status, _) = s
+        .json(s.client.delete(s.url(&format!("/v1/subjects/{a}"))))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    create(&s, "C").await;
+    let (status, v) = enrol(&s, &s.client, &b, face("astronaut.png")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    s.stop().await;
+}

@@ -25,6 +25,10 @@ pub mod env {
     pub const TEMPLATE_KEY_FILE: &str = "FACEKEY_TEMPLATE_KEY_FILE";
     /// Most templates per subject.
     pub const MAX_FACES_PER_SUBJECT: &str = "FACEKEY_MAX_FACES_PER_SUBJECT";
+    /// Most subjects in the store.
+    pub const MAX_SUBJECTS: &str = "FACEKEY_MAX_SUBJECTS";
+    /// Most templates (enrolled faces) in the store, all subjects together.
+    pub const MAX_TEMPLATES: &str = "FACEKEY_MAX_TEMPLATES";
     /// Largest request body, bytes.
     pub const MAX_BODY_BYTES: &str = "FACEKEY_MAX_BODY_BYTES";
     /// Request body bytes held in memory at once, all requests together.
@@ -150,6 +154,8 @@ pub mod env {
         DATABASE_URL_FILE,
         TEMPLATE_KEY_FILE,
         MAX_FACES_PER_SUBJECT,
+        MAX_SUBJECTS,
+        MAX_TEMPLATES,
         MAX_BODY_BYTES,
         MAX_BODY_MEMORY_BYTES,
         MAX_IMAGE_BYTES,
@@ -226,6 +232,14 @@ pub mod defaults {
     pub const DATA_DIR: &str = "facekey-data";
     /// `--max-faces-per-subject`.
     pub const MAX_FACES_PER_SUBJECT: usize = 5;
+    /// `--max-subjects`: a subject without faces holds a few hundred bytes of every replica's
+    /// memory (id, name, index entry).
+    pub const MAX_SUBJECTS: usize = 100_000;
+    /// `--max-templates`: every replica holds every template in memory, about 5 KB each (dlib's
+    /// 128 and faceres-deep's 1024 values as f32, plus the search matrix row), so 50 000 take
+    /// about 270 MB beside the models' ~500 MB of the default 1 GiB memory limit. Raise it with
+    /// the memory limit.
+    pub const MAX_TEMPLATES: usize = 50_000;
     /// `--max-body-bytes`: 8 MiB.
     pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
     /// `--max-body-memory-bytes`: 128 MiB (16 bodies of the largest size, hundreds of typical

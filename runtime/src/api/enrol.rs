@@ -80,6 +80,18 @@ fn check_subject(state: &SharedState, id: &str) -> Result<Vec<Embedding>, ApiErr
         }
         .into());
     }
+    // Against this replica's index (a mirror of the shared store): replicas enrolling at the same
+    // moment may pass the bound by a few, which is all a memory bound needs.
+    let (held, limit) = (index.template_count(), state.config.max_templates);
+    if held >= limit {
+        return Err(StoreError::Full {
+            what: "templates",
+            held,
+            limit,
+            setting: facekey_settings::env::MAX_TEMPLATES,
+        }
+        .into());
+    }
     Ok(match index.subject_templates(id) {
         // As verify compares: fused where the templates hold faceres-deep's embedding.
         SubjectTemplates::Found { templates, .. } => templates
@@ -179,6 +191,8 @@ a subject that already has faces must match them unless the key holds `admin`.",
 `FACEKEY_MAX_FACES_PER_SUBJECT` faces", body = ErrorBody),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
+        (status = 507, description = "`store_full`: the store holds `FACEKEY_MAX_TEMPLATES` \
+templates", body = ErrorBody),
         (status = 422, description = "`no_face`; `multiple_faces` (always refused for \
 enrolment); `unusable_face`; `enrol_not_live` (judged a presentation attack); \
 `enrol_liveness_unknown` (liveness could not run on the face); `low_quality` (below \

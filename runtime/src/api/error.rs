@@ -177,6 +177,11 @@ impl From<StoreError> for ApiError {
             StoreError::TooManyFaces { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "too_many_faces", e.to_string())
             }
+            StoreError::Full { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_full",
+                e.to_string(),
+            ),
             StoreError::Invalid(message) => ApiError::invalid_request(message),
             StoreError::Unavailable(message) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -150,12 +150,28 @@ pub struct SubjectDetail {
          headers(("location" = String, description = "The subject's URL"))),
         (status = 422, description = "Invalid name", body = ErrorBody),
         (status = 503, description = "Template store unavailable", body = ErrorBody),
+        (status = 507, description = "`store_full`: the store holds `FACEKEY_MAX_SUBJECTS` \
+subjects", body = ErrorBody),
     )
 )]
 pub async fn create(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<CreateSubject>,
 ) -> Result<Response, ApiError> {
+    // Against this replica's index (a mirror of the shared store), as the template bound.
+    let (held, limit) = (
+        state.enrolments.index().subject_count(),
+        state.config.max_subjects,
+    );
+    if held >= limit {
+        return Err(StoreError::Full {
+            what: "subjects",
+            held,
+            limit,
+            setting: facekey_settings::env::MAX_SUBJECTS,
+        }
+        .into());
+    }
     let subject = state.enrolments.create_subject(&req.name).await?;
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/subjects/{}", subject.id)) {

@@ -401,6 +401,11 @@ impl TemplateIndex {
         self.read().owners.len()
     }
 
+    /// Subjects in the index.
+    pub fn subject_count(&self) -> usize {
+        self.read().by_id.len()
+    }
+
     /// What the index holds (walks every subject: for metrics, not per request).
     pub fn stats(&self) -> IndexStats {
         let inner = self.read();

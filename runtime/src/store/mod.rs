@@ -68,6 +68,21 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// The store holds the most subjects or templates its setting allows.
+    #[error(
+        "the store holds {held} {what}, the limit ({setting} = {limit}); delete some, or raise \
+         the limit with the memory every replica has (it keeps them all in memory)"
+    )]
+    Full {
+        /// `subjects` or `templates`.
+        what: &'static str,
+        /// How many it holds now.
+        held: usize,
+        /// The configured limit.
+        limit: usize,
+        /// The setting that sets it.
+        setting: &'static str,
+    },
     /// The request carried an invalid value (e.g. an empty name).
     #[error("{0}")]
     Invalid(String),
