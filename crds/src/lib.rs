@@ -402,8 +402,9 @@ pub struct NetworkPeer {
 }
 
 /// The template store: exactly one of `embedded` (one pod, a PersistentVolumeClaim) or `postgres`
-/// (any number of replicas sharing one database), and the template encryption key.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// (any number of replicas sharing one database), the template encryption key, and whether the
+/// data outlives the resource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.embedded) != has(self.postgres)").message("store: set exactly one of embedded or postgres"))]
 #[serde(rename_all = "camelCase")]
 pub struct Store {
@@ -421,6 +422,28 @@ pub struct Store {
     /// volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_key_secret_ref: Option<KeyRef>,
+    /// Whether the enrolments outlive the FaceKeyDeployment (like a StatefulSet's
+    /// `persistentVolumeClaimRetentionPolicy`, whose default is Retain). `true` (default): the
+    /// claim `<name>-data`, the CloudNativePG `Cluster` `<name>-db` and its generated
+    /// `<name>-template-key` carry no owner reference (annotation `facekey.dev/retained`), so
+    /// deleting the resource (by mistake, `kubectl delete -k`, an Argo CD app deletion, or to
+    /// recreate it from Git) keeps them, and a FaceKeyDeployment of the same name in the same
+    /// namespace adopts them (they carry the operator's labels for it). `false`: they carry the
+    /// resource's owner reference, and the garbage collector deletes them, and the enrolments,
+    /// with it.
+    #[serde(default = "default_true")]
+    pub retain_on_delete: bool,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            embedded: None,
+            postgres: None,
+            template_key_secret_ref: None,
+            retain_on_delete: true,
+        }
+    }
 }
 
 /// The embedded store's volume.
