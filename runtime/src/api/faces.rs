@@ -23,7 +23,9 @@ use crate::lockout::LockoutError;
 use crate::state::SharedState;
 use crate::store::index::SubjectTemplates;
 use crate::store::{StoreError, Subject};
-use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason};
+use crate::verifier::{
+    DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason, Verification,
+};
 use crate::vision::embed::similarity;
 use crate::vision::second_opinion::MatchModels;
 use crate::vision::{
@@ -344,18 +346,21 @@ pub(crate) enum Settled {
 /// What every verification does once decided, whatever supplied the probe (an image or a
 /// liveness session): count the attempt in the subject's lockout ledger (a ledger that cannot
 /// count fails the request, so failures are never lost; a success clears them), record it for
-/// the audit trail, and answer a key without `admin` with the decision and reasons only. A
-/// subject locked while this verification ran (by attempts sent beside it) gets 429
-/// `subject_locked` instead of the decision, accept or reject: attempts sent at once reveal no
-/// more decisions than the lockout's threshold.
+/// the audit trail, count the decision and its scores in the metrics, and answer a key without
+/// `admin` with the decision and reasons only. A subject locked while this verification ran (by
+/// attempts sent beside it) gets 429 `subject_locked` instead of the decision, accept or reject
+/// (and the decision is not counted): attempts sent at once reveal no more decisions than the
+/// lockout's threshold.
 pub(crate) async fn settle_verification(
     state: &SharedState,
     caller: Option<&Extension<Caller>>,
     headers: &HeaderMap,
     subject: &str,
-    decision: Decision,
-    reasons: &[Reason],
+    outcome: &Verification,
+    matched: &MatchVerdict,
+    live_score: Option<f64>,
 ) -> Result<Settled, ApiError> {
+    let (decision, reasons) = (outcome.decision, &outcome.reasons);
     if decision == Decision::Accept {
         match state.lockouts.record_success(subject).await {
             Ok(()) => {}
@@ -374,6 +379,14 @@ pub(crate) async fn settle_verification(
     } else {
         state.lockouts.record_failure(subject).await?;
     }
+    let m = &state.metrics;
+    m.record_decision(decision);
+    m.record_scores(
+        decision,
+        matched.similarity,
+        live_score,
+        outcome.forward.probability,
+    );
     let detail = AuditDetail {
         subject: Some(subject.to_owned()),
         decision: Some(decision),
@@ -479,18 +492,11 @@ pub async fn verify(
         caller.as_ref(),
         &headers,
         &subject,
-        outcome.decision,
-        &outcome.reasons,
+        &outcome,
+        &matched,
+        live_score,
     )
     .await?;
-    // Counted once delivered: a decision refused because the subject was locked meanwhile is not.
-    m.record_decision(outcome.decision);
-    m.record_scores(
-        outcome.decision,
-        matched.similarity,
-        live_score,
-        outcome.forward.probability,
-    );
     m.verify_match_models
         .with_label_values(&[matched.models.as_str()])
         .inc();

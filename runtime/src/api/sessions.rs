@@ -912,20 +912,12 @@ pub async fn verify_with_session(
         caller.as_ref(),
         &headers,
         &subject,
-        outcome.decision,
-        &outcome.reasons,
+        &outcome,
+        &matched,
+        liveness.score,
     )
     .await?;
-    // Counted once delivered: a decision refused because the subject was locked meanwhile is not.
-    let m = &state.metrics;
-    m.record_decision(outcome.decision);
-    m.record_scores(
-        outcome.decision,
-        matched.similarity,
-        liveness.score,
-        outcome.forward.probability,
-    );
-    m.record_liveness(liveness.state);
+    state.metrics.record_liveness(liveness.state);
     let (detail, request_id) = match settled {
         Settled::Answered(response) => return Ok(response),
         Settled::Admin { detail, request_id } => (detail, request_id),
