@@ -7,6 +7,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
@@ -218,11 +219,17 @@ pub async fn inventory(
 /// someone else, or left by a deleted resource of the same name): they must not be taken over.
 /// `live` is the runtime Deployment the observe stage read and `inventory` the labelled children
 /// (no second read); only a desired object missing from the inventory is read, since it may exist
-/// without the operator's labels. Kinds the operator may not read (PersistentVolumeClaim,
-/// CloudNativePG Cluster: create/patch only) are not checked.
+/// without the operator's labels.
+///
+/// The template store's claim and CloudNativePG `Cluster` are usually retained (no owner
+/// reference, `store.retainOnDelete`): they count as this resource's when they carry the
+/// operator's labels for `instance` and no other controller, so a FaceKeyDeployment recreated
+/// under the same name adopts its data; one without those labels is someone else's (see
+/// [`store_object_owned`]).
 pub async fn not_owned(
     client: &Client,
     namespace: &str,
+    instance: &str,
     owner_uid: &str,
     desired: &Desired,
     live: Option<&Deployment>,
@@ -231,7 +238,21 @@ pub async fn not_owned(
     let mut foreign = Vec::new();
     for obj in &desired.objects {
         let owned = match obj.kind {
-            ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster => continue,
+            ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), namespace, &obj.kind.api_resource());
+                match store_object_owned(&api, &obj.name, instance, owner_uid).await {
+                    Ok(Some(owned)) => owned,
+                    Ok(None) => continue,
+                    Err(source) => {
+                        return Err(ApplyError::Patch {
+                            kind: obj.kind.as_str(),
+                            name: obj.name.clone(),
+                            source: Box::new(source),
+                        });
+                    }
+                }
+            }
             ChildKind::Deployment => match live {
                 Some(d) => controlled_by(d.metadata.owner_references.as_ref(), owner_uid),
                 None => continue,
@@ -264,13 +285,50 @@ pub async fn not_owned(
     Ok(foreign)
 }
 
-fn controlled_by(
-    refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
-    owner_uid: &str,
-) -> bool {
+fn controlled_by(refs: Option<&Vec<OwnerReference>>, owner_uid: &str) -> bool {
     refs.into_iter()
         .flatten()
         .any(|r| r.uid == owner_uid && r.controller == Some(true))
+}
+
+/// Whether the store object `name` (claim or CloudNativePG `Cluster`) is this resource's:
+/// `None` when it does not exist; `Some(true)` when it carries the operator's labels for
+/// `instance` ([`labels::labelled_for`]) and no controller owner other than `owner_uid`.
+///
+/// The operator may only create and patch these kinds (no `get`: it never reads the data's
+/// objects beyond this), so the labels are checked by the API server: a JSON patch (RFC 6902)
+/// made of `test` operations only. It changes nothing, so the server writes nothing; a missing
+/// object answers 404, a failed test 422, and a passed one returns the object, whose owner
+/// references are then checked.
+async fn store_object_owned(
+    api: &Api<DynamicObject>,
+    name: &str,
+    instance: &str,
+    owner_uid: &str,
+) -> Result<Option<bool>, kube::Error> {
+    let ops = labels::identity_labels(instance)
+        .into_iter()
+        .map(|(label, value)| {
+            json_patch::PatchOperation::Test(json_patch::TestOperation {
+                path: json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "labels", label]),
+                value: serde_json::Value::String(value),
+            })
+        })
+        .collect();
+    let patch = Patch::<()>::Json(json_patch::Patch(ops));
+    match api.patch(name, &PatchParams::default(), &patch).await {
+        Ok(obj) => {
+            let refs = obj.metadata.owner_references.unwrap_or_default();
+            let labelled = labels::labelled_for(&obj.metadata.labels.unwrap_or_default(), instance);
+            let other_controller = refs
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid != owner_uid);
+            Ok(Some(labelled && !other_controller))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 422 => Ok(Some(false)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Create each generated Secret that does not exist yet, with fresh random content; an existing

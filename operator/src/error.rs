@@ -128,7 +128,7 @@ pub enum ApplyError {
     /// they are left alone (not taken over); everything else was applied.
     #[error(
         "{} exist{} and {} not owned by this FaceKeyDeployment (no controller ownerReference to \
-         it): not taken over; delete or rename {}",
+         it; for a retained claim or Cluster, not its labels): not taken over; delete or rename {}",
         objects.join(", "),
         if objects.len() == 1 { "s" } else { "" },
         if objects.len() == 1 { "is" } else { "are" },

@@ -11,6 +11,10 @@ pub const OWNER_LABEL: &str = "facekey.dev/owner";
 pub const GRAFANA_DASHBOARD_LABEL: &str = "grafana_dashboard";
 /// Annotation on the pod template carrying a hash of the runtime configuration; a change rolls pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "facekey.dev/config-hash";
+/// Annotation on the template store's objects created without an owner reference (the claim, the
+/// CloudNativePG `Cluster`, a generated template key): they are kept when the FaceKeyDeployment is
+/// deleted. The value says why.
+pub const RETAINED_ANNOTATION: &str = "facekey.dev/retained";
 /// Annotation on scan Jobs recording the full image reference they scan.
 pub const SCAN_IMAGE_ANNOTATION: &str = "facekey.dev/scan-image";
 
@@ -74,6 +78,29 @@ pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Whether `labels` are the operator's labels for `instance` (managed by it, owner and instance
+/// `instance`): what makes a retained claim or CloudNativePG `Cluster` adoptable by a
+/// FaceKeyDeployment of that name, when no owner reference says so.
+pub fn labelled_for(labels: &BTreeMap<String, String>, instance: &str) -> bool {
+    identity_labels(instance)
+        .iter()
+        .all(|(k, v)| labels.get(*k) == Some(v))
+}
+
+/// The labels that say an object is the operator's for `instance` (a subset of
+/// [`common_labels`]): `app.kubernetes.io/managed-by`, `app.kubernetes.io/instance` and
+/// [`OWNER_LABEL`].
+pub fn identity_labels(instance: &str) -> [(&'static str, String); 3] {
+    [
+        (
+            "app.kubernetes.io/managed-by",
+            crate::CONTROLLER_NAME.to_owned(),
+        ),
+        ("app.kubernetes.io/instance", instance.to_owned()),
+        (OWNER_LABEL, instance.to_owned()),
+    ]
 }
 
 /// Label selector matching every object owned by `instance`, used by the pruner.

@@ -425,6 +425,7 @@ async fn apply_desired(
     let foreign = apply::not_owned(
         &ctx.client,
         &seen.namespace,
+        seen.name,
         &seen.uid,
         desired,
         live,
@@ -435,14 +436,23 @@ async fn apply_desired(
         apply::hand_over_replicas(&ctx.client, &seen.namespace, desired, live).await?;
         return apply::apply_all(&ctx.client, &seen.namespace, desired).await;
     }
-    // Everything else is applied; the foreign objects (and an HPA that would scale a foreign
-    // Deployment) are not.
-    let deployment_foreign = foreign.iter().any(|(k, _)| *k == ChildKind::Deployment);
+    // Everything else is applied; the foreign objects are not, nor an HPA that would scale a
+    // foreign Deployment, nor the Deployment (and its HPA) when the store's claim or Cluster is
+    // someone else's: its pods would mount that claim or connect to that database.
+    let store_foreign = foreign.iter().any(|(k, _)| {
+        matches!(
+            k,
+            ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster
+        )
+    });
+    let deployment_foreign =
+        store_foreign || foreign.iter().any(|(k, _)| *k == ChildKind::Deployment);
     let mut rest = desired.clone();
     rest.objects.retain(|o| {
         let is_foreign = foreign.iter().any(|(k, n)| *k == o.kind && *n == o.name);
         let scales_foreign = deployment_foreign && o.kind == ChildKind::HorizontalPodAutoscaler;
-        !(is_foreign || scales_foreign)
+        let uses_foreign_store = store_foreign && o.kind == ChildKind::Deployment;
+        !(is_foreign || scales_foreign || uses_foreign_store)
     });
     apply::apply_all(&ctx.client, &seen.namespace, &rest).await?;
     Err(ApplyError::NotOwned {

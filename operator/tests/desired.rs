@@ -493,7 +493,25 @@ fn embedded_store_is_a_pvc_one_replica_and_recreate() {
     assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteOnce"]));
     assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "5Gi");
     assert_eq!(pvc["spec"]["storageClassName"], "fast");
-    assert_eq!(pvc["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    // Retained by default (store.retainOnDelete): no owner reference, the operator's labels and
+    // an annotation saying why; `retainOnDelete: false` gives the controller owner reference.
+    assert!(pvc["metadata"].get("ownerReferences").is_none(), "{pvc}");
+    assert_eq!(pvc["metadata"]["labels"]["facekey.dev/owner"], "fk");
+    assert_eq!(
+        pvc["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "facekey-operator"
+    );
+    assert!(pvc["metadata"]["annotations"]["facekey.dev/retained"].is_string());
+    let owned = fkd(json!({"image": "img:1",
+        "store": {"embedded": {}, "retainOnDelete": false}}));
+    let owned = desired(&owned, Some("img:1"), &Capabilities::all());
+    let meta = &owned
+        .get(ChildKind::PersistentVolumeClaim, "fk-data")
+        .unwrap()
+        .body["metadata"];
+    assert_eq!(meta["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(meta["ownerReferences"][0]["controller"], true);
+    assert!(meta.get("annotations").is_none());
     // The claim is applied before the Deployment whose pod mounts it.
     let order: Vec<ChildKind> = d.objects.iter().map(|o| o.kind).collect();
     let pos = |k| order.iter().position(|x| *x == k).unwrap();
@@ -679,11 +697,27 @@ fn cloudnativepg_cluster_and_its_app_secret() {
                "bootstrap": {"initdb": {"database": "facekey", "owner": "facekey"}},
                "imageName": "ghcr.io/cloudnative-pg/postgresql:17"})
     );
-    assert_eq!(cluster["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    // Retained by default, with its generated template key (the key of its templates).
+    assert!(cluster["metadata"].get("ownerReferences").is_none());
+    assert!(cluster["metadata"]["annotations"]["facekey.dev/retained"].is_string());
     assert_eq!(
         cluster["metadata"]["labels"]["app.kubernetes.io/component"],
         "database"
     );
+    let key = &template_keys(&d)[0].body["metadata"];
+    assert!(key.get("ownerReferences").is_none());
+    assert!(key["annotations"]["facekey.dev/retained"].is_string());
+    // `retainOnDelete: false`: both carry the controller owner reference.
+    let mut owned = f.clone();
+    owned.spec.store.as_mut().unwrap().retain_on_delete = false;
+    let owned = desired(&owned, Some("img:1"), &Capabilities::all());
+    let meta = &owned.get(ChildKind::PostgresCluster, "fk-db").unwrap().body["metadata"];
+    assert_eq!(meta["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(meta["ownerReferences"][0]["controller"], true);
+    assert!(meta.get("annotations").is_none());
+    let key = &template_keys(&owned)[0].body["metadata"];
+    assert_eq!(key["ownerReferences"][0]["uid"], "uid-1");
+    assert!(key.get("annotations").is_none());
     let (volume, _) = volume_and_mount(&d, "database-url");
     assert_eq!(volume["secret"]["secretName"], "fk-db-app");
     assert_eq!(

@@ -964,11 +964,14 @@ async fn embedded_store_creates_its_claim_runs_one_pod_and_keeps_the_data() {
         .get("fk-data")
         .await
         .unwrap();
-    let owner = &pvc.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!(
-        (owner.uid.as_str(), owner.controller),
-        (fkd.uid().unwrap().as_str(), Some(true))
+    // Retained by default (store.retainOnDelete): no owner reference, the operator's labels.
+    assert!(
+        pvc.metadata.owner_references.is_none(),
+        "{:?}",
+        pvc.metadata
     );
+    assert_eq!(pvc.labels()["facekey.dev/owner"], fkd.name_any());
+    assert!(pvc.annotations()["facekey.dev/retained"].contains("kept"));
     let spec = pvc.spec.unwrap();
     assert_eq!(spec.access_modes.unwrap(), ["ReadWriteOnce"]);
     assert_eq!(
@@ -1247,8 +1250,17 @@ async fn cloudnativepg_cluster_is_created_when_its_crd_is_installed() {
         cluster.data["spec"]["bootstrap"]["initdb"]["database"],
         "facekey"
     );
-    let owner = &cluster.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!(owner.uid, fkd.uid().unwrap());
+    // Retained by default (store.retainOnDelete): no owner reference, the operator's labels,
+    // and its generated template key is kept with it.
+    assert!(cluster.metadata.owner_references.is_none());
+    assert_eq!(cluster.labels()["facekey.dev/owner"], fkd.name_any());
+    let key = h
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .get("fk-template-key")
+        .await
+        .unwrap();
+    assert!(key.metadata.owner_references.is_none());
+    assert!(key.annotations()["facekey.dev/retained"].contains("CloudNativePG"));
     let dep = h.deployment("fk").await.unwrap();
     let url_volume = pod_volume(&dep, "database-url").secret.unwrap();
     assert_eq!(url_volume.secret_name.as_deref(), Some("fk-db-app"));

@@ -134,8 +134,9 @@ impl ChildKind {
 
     /// Whether the pruner may delete objects of this kind once they are no longer desired.
     /// Not the template store's data: a PersistentVolumeClaim or database cluster left behind by
-    /// a spec change keeps the enrolments until a human deletes it (or the FaceKeyDeployment
-    /// goes, and the garbage collector with it).
+    /// a spec change keeps the enrolments until a human deletes it (or, with
+    /// `store.retainOnDelete: false`, the FaceKeyDeployment goes, and the garbage collector with
+    /// it). These kinds are never listed, so never pruned, whatever their owner references.
     pub fn prunable(self) -> bool {
         !matches!(
             self,

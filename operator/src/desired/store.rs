@@ -9,6 +9,10 @@
 //!   (`FACEKEY_DATABASE_URL_FILE`), either the user's `urlSecretRef` or the `uri` of the Secret
 //!   CloudNativePG generates for the `Cluster` `<name>-db` the operator creates.
 //!
+//! The claim and the `Cluster` (and the CloudNativePG store's generated key) outlive the
+//! resource by default (`store.retainOnDelete`): no owner reference, the operator's labels, so a
+//! FaceKeyDeployment recreated under the same name adopts them (`apply::not_owned`).
+//!
 //! The template encryption key is a Secret key mounted as a file (`FACEKEY_TEMPLATE_KEY_FILE`):
 //! `store.templateKeySecretRef`, or for PostgreSQL without one the Secret `<name>-template-key`
 //! that the reconciler creates once with a random key ([`GeneratedSecret`]). Secrets are only
@@ -22,6 +26,7 @@ use facekey_crds::{
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, Secret, VolumeResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
@@ -211,6 +216,35 @@ fn storage_request(v: &VolumeClaim) -> VolumeResourceRequirements {
     }
 }
 
+/// Whether the store's data outlives the resource (`store.retainOnDelete`, default true).
+fn retain_on_delete(spec: &FaceKeyDeploymentSpec) -> bool {
+    spec.store.as_ref().is_none_or(|s| s.retain_on_delete)
+}
+
+/// Metadata of a store object: with `store.retainOnDelete` (the default) no owner reference, so
+/// the garbage collector keeps it (and the enrolments) when the FaceKeyDeployment is deleted, by
+/// mistake or to recreate it from Git; the operator's labels let a FaceKeyDeployment of the same
+/// name adopt it. Without it, the resource's controller owner reference, as every other child.
+fn store_meta(
+    owner: &Owner<'_>,
+    spec: &FaceKeyDeploymentSpec,
+    name: String,
+    component: Component,
+    what: &str,
+) -> ObjectMeta {
+    let mut metadata = owner.meta(name, component);
+    if retain_on_delete(spec) {
+        retain(&mut metadata, what);
+    }
+    metadata
+}
+
+/// Drop the owner reference and say why in the [`labels::RETAINED_ANNOTATION`].
+fn retain(metadata: &mut ObjectMeta, why: &str) {
+    metadata.owner_references = None;
+    metadata.annotations = Some([(labels::RETAINED_ANNOTATION.to_owned(), why.to_owned())].into());
+}
+
 /// The embedded store's PersistentVolumeClaim `<name>-data` (ReadWriteOnce).
 pub(super) fn data_claim(
     owner: &Owner<'_>,
@@ -218,7 +252,14 @@ pub(super) fn data_claim(
 ) -> Option<PersistentVolumeClaim> {
     let pvc = &embedded(spec)?.pvc;
     Some(PersistentVolumeClaim {
-        metadata: owner.meta(labels::data_claim_name(owner.name), Component::Runtime),
+        metadata: store_meta(
+            owner,
+            spec,
+            labels::data_claim_name(owner.name),
+            Component::Runtime,
+            "the embedded template store: kept when the FaceKeyDeployment is deleted \
+             (spec.store.retainOnDelete); a FaceKeyDeployment of the same name adopts it",
+        ),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
             storage_class_name: pvc.storage_class_name.clone(),
@@ -234,9 +275,13 @@ pub(super) fn data_claim(
 /// owned by a `facekey` user, whose URL CloudNativePG writes to the Secret `<name>-db-app`.
 pub(super) fn database_cluster(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> Option<Value> {
     let cnpg = cloud_native_pg(spec)?;
-    let meta = owner.meta(
+    let meta = store_meta(
+        owner,
+        spec,
         labels::database_cluster_name(owner.name),
         Component::Database,
+        "the template store's database: kept when the FaceKeyDeployment is deleted \
+         (spec.store.retainOnDelete); a FaceKeyDeployment of the same name adopts it",
     );
     let mut storage = json!({ "size": cnpg.storage.size });
     if let Some(class) = &cnpg.storage.storage_class_name {
@@ -263,7 +308,8 @@ pub(super) fn database_cluster(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) 
 /// `templateKeySecretRef`. With an external database (`urlSecretRef`) the templates outlive the
 /// FaceKeyDeployment, so the key must too: that Secret carries no owner reference, and deleting
 /// the resource (by mistake, or to recreate it from Git) never makes the data unreadable. With
-/// CloudNativePG the database is the resource's own, and the key goes with it.
+/// CloudNativePG the key follows the `Cluster`: kept with it (`store.retainOnDelete`, the
+/// default), else deleted with the resource, as the database is.
 pub(super) fn generated_template_key(
     owner: &Owner<'_>,
     spec: &FaceKeyDeploymentSpec,
@@ -278,15 +324,16 @@ pub(super) fn generated_template_key(
         Component::Runtime,
     );
     if postgres.url_secret_ref.is_some() {
-        metadata.owner_references = None;
-        metadata.annotations = Some(
-            [(
-                "facekey.dev/retained".to_owned(),
-                "the template key of an external database: kept when the FaceKeyDeployment is \
-                 deleted"
-                    .to_owned(),
-            )]
-            .into(),
+        retain(
+            &mut metadata,
+            "the template key of an external database: kept when the FaceKeyDeployment is \
+             deleted",
+        );
+    } else if retain_on_delete(spec) {
+        retain(
+            &mut metadata,
+            "the template key of the retained CloudNativePG Cluster: kept when the \
+             FaceKeyDeployment is deleted (spec.store.retainOnDelete)",
         );
     }
     Some(Secret {

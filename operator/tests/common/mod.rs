@@ -98,12 +98,13 @@ pub mod kinds {
         pub rest: BTreeMap<String, Value>,
     }
 
-    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
     #[kube(
         group = "postgresql.cnpg.io",
         version = "v1",
         kind = "Cluster",
-        namespaced
+        namespaced,
+        derive = "Default"
     )]
     pub struct ClusterSpec {
         #[serde(flatten)]
@@ -153,6 +154,9 @@ pub struct Harness {
 /// immutable and its requested size cannot shrink: 422).
 fn interceptor(fail: Arc<AtomicBool>) -> interceptor::Funcs {
     interceptor::Funcs::new().patch(move |ctx| {
+        if let Some(answer) = test_only_json_patch(&ctx) {
+            return answer;
+        }
         if ctx.patch.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim") {
             let Ok(existing) = ctx
                 .client
@@ -204,6 +208,41 @@ fn interceptor(fail: Arc<AtomicBool>) -> interceptor::Funcs {
         let mut merged = existing.clone();
         json_patch::merge(&mut merged, ctx.patch);
         if merged == existing { Ok(Some(existing)) } else { Ok(None) }
+    })
+}
+
+/// A JSON patch (RFC 6902) made only of `test` operations, as the operator sends to check a
+/// store object's labels, answered as a real API server does: 404 when the object is missing
+/// (the fake's own answer), 422 when a test fails, and the object unchanged when they pass —
+/// with nothing written (the fake would store the unchanged object again and bump its
+/// `resourceVersion`; the server skips a write that changes nothing). Only claims and
+/// CloudNativePG Clusters are looked up (the patch names no kind); `None` for anything else.
+pub fn test_only_json_patch(
+    ctx: &interceptor::PatchContext<'_>,
+) -> Option<Result<Option<Value>, kube_fake_client::Error>> {
+    if ctx.patch_type != PatchType::JsonPatch {
+        return None;
+    }
+    let ops = ctx.patch.as_array()?;
+    if ops.is_empty() || ops.iter().any(|op| op["op"] != "test") {
+        return None;
+    }
+    let existing = ctx
+        .client
+        .get::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(ctx.namespace, ctx.name)
+        .ok()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .or_else(|| {
+            ctx.client
+                .get::<kinds::Cluster>(ctx.namespace, ctx.name)
+                .ok()
+                .map(|o| serde_json::to_value(o).unwrap())
+        })?;
+    let patch: json_patch::Patch = serde_json::from_value(ctx.patch.clone()).unwrap();
+    let mut scratch = existing.clone();
+    Some(match json_patch::patch(&mut scratch, &patch) {
+        Ok(()) => Ok(Some(existing)),
+        Err(e) => Err(kube_fake_client::Error::PatchError(e)),
     })
 }
 

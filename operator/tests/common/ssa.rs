@@ -132,6 +132,9 @@ pub fn owners(obj: &Value, path: &[&str]) -> Vec<String> {
 
 fn funcs(fail: Arc<AtomicBool>, log: Log) -> interceptor::Funcs {
     interceptor::Funcs::new().patch(move |ctx| {
+        if let Some(answer) = super::test_only_json_patch(&ctx) {
+            return answer;
+        }
         let kind = ctx
             .patch
             .get("kind")
