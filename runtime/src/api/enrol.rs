@@ -82,16 +82,12 @@ fn check_subject(state: &SharedState, id: &str) -> Result<Vec<Embedding>, ApiErr
     }
     // Against this replica's index (a mirror of the shared store): replicas enrolling at the same
     // moment may pass the bound by a few, which is all a memory bound needs.
-    let (held, limit) = (index.template_count(), state.config.max_templates);
-    if held >= limit {
-        return Err(StoreError::Full {
-            what: "templates",
-            held,
-            limit,
-            setting: facekey_settings::env::MAX_TEMPLATES,
-        }
-        .into());
-    }
+    StoreError::check_room(
+        "templates",
+        index.template_count(),
+        state.config.max_templates,
+        facekey_settings::env::MAX_TEMPLATES,
+    )?;
     Ok(match index.subject_templates(id) {
         // As verify compares: fused where the templates hold faceres-deep's embedding.
         SubjectTemplates::Found { templates, .. } => templates

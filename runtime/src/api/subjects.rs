@@ -159,19 +159,12 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateSubject>,
 ) -> Result<Response, ApiError> {
     // Against this replica's index (a mirror of the shared store), as the template bound.
-    let (held, limit) = (
+    StoreError::check_room(
+        "subjects",
         state.enrolments.index().subject_count(),
         state.config.max_subjects,
-    );
-    if held >= limit {
-        return Err(StoreError::Full {
-            what: "subjects",
-            held,
-            limit,
-            setting: facekey_settings::env::MAX_SUBJECTS,
-        }
-        .into());
-    }
+        facekey_settings::env::MAX_SUBJECTS,
+    )?;
     let subject = state.enrolments.create_subject(&req.name).await?;
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/subjects/{}", subject.id)) {

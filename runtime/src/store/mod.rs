@@ -94,6 +94,26 @@ pub enum StoreError {
     Key(#[from] KeyError),
 }
 
+impl StoreError {
+    /// [`StoreError::Full`] when `held` has reached `limit` (of `what`, set by `setting`).
+    pub fn check_room(
+        what: &'static str,
+        held: usize,
+        limit: usize,
+        setting: &'static str,
+    ) -> Result<(), StoreError> {
+        if held >= limit {
+            return Err(StoreError::Full {
+                what,
+                held,
+                limit,
+                setting,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// An enrolled person.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subject {
