@@ -101,6 +101,10 @@ pub struct Metrics {
     pub enrolled_subjects: IntGauge,
     /// Serving-model templates in this replica's index.
     pub enrolled_templates: IntGauge,
+    /// `FACEKEY_MAX_SUBJECTS`: the most subjects the store takes.
+    pub enrolled_subjects_limit: IntGauge,
+    /// `FACEKEY_MAX_TEMPLATES`: the most templates the store takes.
+    pub enrolled_templates_limit: IntGauge,
     /// Subjects holding templates of another embedding model (to re-enrol).
     pub subjects_outdated: IntGauge,
     /// Constant 1 per loaded model, labelled with its name and kind.
@@ -309,6 +313,14 @@ impl Metrics {
             "facekey_enrolled_templates",
             "Templates of the serving embedding model in this replica's index (what 1:N search scans).",
         )?;
+        let enrolled_subjects_limit = IntGauge::new(
+            "facekey_enrolled_subjects_limit",
+            "The most subjects the store takes (FACEKEY_MAX_SUBJECTS); creating more answers 507.",
+        )?;
+        let enrolled_templates_limit = IntGauge::new(
+            "facekey_enrolled_templates_limit",
+            "The most templates the store takes (FACEKEY_MAX_TEMPLATES); enrolling more answers 507.",
+        )?;
         let subjects_outdated = IntGauge::new(
             "facekey_subjects_outdated_templates",
             "Subjects holding templates of another embedding model than the serving one; those are \
@@ -363,6 +375,8 @@ impl Metrics {
             Box::new(store_up.clone()),
             Box::new(enrolled_subjects.clone()),
             Box::new(enrolled_templates.clone()),
+            Box::new(enrolled_subjects_limit.clone()),
+            Box::new(enrolled_templates_limit.clone()),
             Box::new(subjects_outdated.clone()),
             Box::new(http_duration.clone()),
             Box::new(inference_duration.clone()),
@@ -441,6 +455,8 @@ impl Metrics {
             store_up,
             enrolled_subjects,
             enrolled_templates,
+            enrolled_subjects_limit,
+            enrolled_templates_limit,
             subjects_outdated,
             model_info,
             sessions,

@@ -554,6 +554,14 @@ async fn the_store_is_bounded_with_a_clear_error() {
     assert_eq!(code(&v), "store_full");
     assert!(message(&v).contains("FACEKEY_MAX_TEMPLATES"), "{v}");
     assert!(faces_of(&s, &b).await.is_empty());
+    let metrics = s.metrics().await;
+    for line in [
+        "facekey_enrolled_subjects_limit 2",
+        "facekey_enrolled_templates_limit 1",
+        "facekey_enrolled_templates 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}");
+    }
     // Deleting a subject (and its face) makes room for both again.
     let (status, _) = s
         .json(s.client.delete(s.url(&format!("/v1/subjects/{a}"))))

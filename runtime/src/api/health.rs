@@ -52,6 +52,10 @@ pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiEr
         .set(i64::from(state.enrolments.health().available));
     m.enrolled_subjects.set(gauge(stats.subjects));
     m.enrolled_templates.set(gauge(stats.templates));
+    m.enrolled_subjects_limit
+        .set(gauge(state.config.max_subjects));
+    m.enrolled_templates_limit
+        .set(gauge(state.config.max_templates));
     m.subjects_outdated.set(gauge(stats.outdated_subjects));
     let admission = state.admission.stats();
     m.inferences_in_flight.set(gauge(admission.in_flight));
