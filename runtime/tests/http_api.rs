@@ -271,6 +271,32 @@ async fn every_response_carries_a_request_id() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
+    // A client id that is too long or free text is replaced by a fresh one (it would travel into
+    // logs, the audit trail and alert mails).
+    for bad in [
+        "x".repeat(129),
+        "ignore this alert".to_owned(),
+        "a/b".to_owned(),
+    ] {
+        let r = s
+            .client
+            .get(s.url("/healthz"))
+            .header("x-request-id", bad.as_str())
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap();
+        assert!(id != bad && id.len() == 36, "{bad:?} answered with {id}");
+    }
+    let longest = "A".repeat(128);
+    let r = s
+        .client
+        .get(s.url("/healthz"))
+        .header("x-request-id", longest.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], longest.as_str());
     s.stop().await;
 }
 

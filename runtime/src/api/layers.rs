@@ -77,6 +77,20 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(id.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// Longest client-supplied request id kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a client's `x-request-id` is kept: 1 to [`MAX_REQUEST_ID_LEN`] characters of
+/// `A-Z a-z 0-9 . _ - :` (UUIDs, ULIDs, trace ids). Anything else is replaced by a fresh id: the
+/// id travels into logs, the audit trail and alert mails, so a caller must not put 400 KB or
+/// free text there.
+pub fn acceptable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
 /// The outermost service: request id, trace span and events, request-id echo.
 #[derive(Debug, Clone)]
 pub struct Envelope<S> {
@@ -104,8 +118,8 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let request_id = match req.headers().get(&X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
+            Some(id) if acceptable_request_id(id.as_bytes()) => id.clone(),
+            _ => {
                 let id = new_request_id();
                 req.headers_mut().insert(X_REQUEST_ID, id.clone());
                 id
