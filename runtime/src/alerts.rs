@@ -202,6 +202,17 @@ impl Batch {
     }
 }
 
+/// Longest wait before sending a failed email again.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+
+/// The wait before attempt `failures + 1` of an email that failed `failures` times: the minimum
+/// interval doubled per failure, at most [`MAX_RETRY_DELAY`] (or the interval, if longer).
+pub fn retry_delay(min_interval: Duration, failures: u32) -> Duration {
+    let base = min_interval.max(Duration::from_millis(100));
+    base.saturating_mul(1u32 << failures.min(16))
+        .min(MAX_RETRY_DELAY.max(min_interval))
+}
+
 /// Subject line and plain-text body summarising a batch of events.
 pub fn compose(instance: &str, batch: &Batch) -> (String, String) {
     let (spoofs, lockouts) = (batch.spoof_count(), batch.lockout_count());
@@ -419,7 +430,10 @@ impl Mailer {
 
 /// Start the email task. It sends the first event at once, then at most one email per
 /// `min_interval`, each summarising what arrived meanwhile (spoof attempts and lockouts alike).
-/// It flushes and ends when every [`AlertSender`] is dropped.
+/// An email that fails (relay down, a temporary refusal, a wrong password) keeps its events: they
+/// are sent again, with what arrived since, after [`retry_delay`] (the interval doubling per
+/// failure, at most [`MAX_RETRY_DELAY`]), within the batch's bounds. It flushes (one attempt)
+/// and ends when every [`AlertSender`] is dropped.
 pub fn spawn(
     mailer: Mailer,
     min_interval: Duration,
@@ -428,7 +442,10 @@ pub fn spawn(
     let (spoof_tx, mut spoof_rx) = mpsc::channel::<SpoofAttempt>(QUEUE_CAPACITY);
     let (lockout_tx, mut lockout_rx) = mpsc::channel::<SubjectLockout>(QUEUE_CAPACITY);
     let task = tokio::spawn(async move {
-        let mut last_sent: Option<tokio::time::Instant> = None;
+        // When the next email may go: after the interval since the last one, or the retry delay
+        // after a failure.
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut failures: u32 = 0;
         let mut pending = Batch::default();
         let (mut spoofs_open, mut lockouts_open) = (true, true);
         loop {
@@ -436,7 +453,6 @@ pub fn spawn(
             if !open && pending.is_empty() {
                 break;
             }
-            let due = last_sent.map(|t| t + min_interval);
             // Send when something is pending and the interval has passed, or at once when the
             // service is shutting down (no sender left).
             let ready = !pending.is_empty()
@@ -444,17 +460,40 @@ pub fn spawn(
             if ready {
                 let batch = std::mem::take(&mut pending);
                 let (spoofs, lockouts) = (batch.spoof_count(), batch.lockout_count());
-                match mailer.send(&batch).await {
+                let result = mailer.send(&batch).await;
+                let now = tokio::time::Instant::now();
+                match result {
                     Ok(()) => {
                         metrics.alert_emails.with_label_values(&["sent"]).inc();
                         tracing::info!(spoofs, lockouts, "alert email sent");
+                        failures = 0;
+                        due = Some(now + min_interval);
+                    }
+                    Err(e) if open => {
+                        metrics.alert_emails.with_label_values(&["failed"]).inc();
+                        failures = failures.saturating_add(1);
+                        let delay = retry_delay(min_interval, failures);
+                        tracing::error!(
+                            error = %e,
+                            spoofs,
+                            lockouts,
+                            retry_in_secs = delay.as_secs_f64(),
+                            "alert email failed; its events are kept and sent again"
+                        );
+                        // Nothing was added while sending: the batch is all that is pending.
+                        pending = batch;
+                        due = Some(now + delay);
                     }
                     Err(e) => {
                         metrics.alert_emails.with_label_values(&["failed"]).inc();
-                        tracing::error!(error = %e, spoofs, lockouts, "alert email failed");
+                        tracing::error!(
+                            error = %e,
+                            spoofs,
+                            lockouts,
+                            "alert email failed while shutting down; its events are not mailed"
+                        );
                     }
                 }
-                last_sent = Some(tokio::time::Instant::now());
                 continue;
             }
             tokio::select! {
@@ -515,6 +554,19 @@ mod tests {
         (1..=spoofs).for_each(|i| b.push_spoof(attempt(i)));
         (1..=lockouts).for_each(|i| b.push_lockout(lockout(i)));
         b
+    }
+
+    #[test]
+    fn retries_back_off_from_the_interval_to_the_cap() {
+        let m = Duration::from_secs(60);
+        assert_eq!(retry_delay(m, 1), Duration::from_secs(120));
+        assert_eq!(retry_delay(m, 2), Duration::from_secs(240));
+        assert_eq!(retry_delay(m, 4), MAX_RETRY_DELAY);
+        assert_eq!(retry_delay(m, 40), MAX_RETRY_DELAY);
+        // An interval longer than the cap is kept; a zero interval still waits a little.
+        let long = Duration::from_secs(3600);
+        assert_eq!(retry_delay(long, 3), long);
+        assert_eq!(retry_delay(Duration::ZERO, 1), Duration::from_millis(200));
     }
 
     #[test]
