@@ -87,6 +87,17 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_shutdown_delay(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(v) if v <= defaults::MAX_SHUTDOWN_DELAY_SECS => Ok(v),
+        Ok(v) => Err(format!(
+            "{v} s is longer than {} s",
+            defaults::MAX_SHUTDOWN_DELAY_SECS
+        )),
+        Err(e) => Err(format!("not a number of seconds: {s:?} ({e})")),
+    }
+}
+
 fn parse_enum<T: ValueEnum>(s: &str) -> T {
     // Only called on the catalogue's defaults, which a unit test parses.
     T::from_str(s, false).unwrap_or_else(|_| T::value_variants()[0].clone())
@@ -290,6 +301,13 @@ pub struct Config {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = env::SHUTDOWN_TIMEOUT_SECS, default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
+
+    /// Seconds to keep serving after SIGTERM/SIGINT, with readiness already failing, before
+    /// refusing new connections and draining: behind a Kubernetes Service, endpoints are removed
+    /// a few seconds after the pod is told to stop, and connections sent meanwhile would be
+    /// refused. 0 (alone) stops accepting at once; the operator sets it for its pods.
+    #[arg(long, env = env::SHUTDOWN_DELAY_SECS, default_value_t = defaults::SHUTDOWN_DELAY_SECS, value_parser = parse_shutdown_delay)]
+    pub shutdown_delay_secs: u64,
 
     /// SMTP server (`host:port`) for spoof alert emails; alerts are off when unset.
     #[arg(long, env = env::SMTP_SMARTHOST)]
@@ -600,6 +618,11 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// [`Config::shutdown_delay_secs`] as a duration.
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_secs(self.shutdown_delay_secs)
+    }
+
     /// Settings known to be unsafe, each with why; the runtime refuses to start with any of them
     /// unless `--allow-insecure` is set.
     pub fn insecure_settings(&self) -> Vec<String> {
@@ -628,6 +651,16 @@ impl Config {
                 self.match_threshold,
                 defaults::MATCH_DISTANCE,
                 defaults::MATCH_THRESHOLD
+            ));
+        }
+        if self.smtp_tls == SmtpTls::None
+            && self.smtp_smarthost.is_some()
+            && (self.smtp_username.is_some() || self.smtp_password.is_some())
+        {
+            found.push(format!(
+                "{}=none with SMTP credentials: the password crosses the network in clear text \
+                 (use starttls or tls; none is for a trusted relay without AUTH)",
+                env::SMTP_TLS
             ));
         }
         if self.cors_origins.iter().any(|o| o.trim() == "*") {
@@ -730,6 +763,21 @@ mod tests {
     }
 
     #[test]
+    fn the_shutdown_delay_is_bounded() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.shutdown_delay(), Duration::ZERO);
+        let c =
+            Config::try_parse_from(["facekey-runtime", "--shutdown-delay-secs", "300"]).unwrap();
+        assert_eq!(c.shutdown_delay(), Duration::from_secs(300));
+        for bad in ["301", "-1", "soon"] {
+            assert!(
+                Config::try_parse_from(["facekey-runtime", "--shutdown-delay-secs", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn second_opinion_settings_parse() {
         let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
         assert_eq!(c.match_models, MatchModels::DlibFaceres);
@@ -764,6 +812,14 @@ mod tests {
             &["--decision-policy", "fusion"],
             &["--match-threshold", "0.4"],
             &["--cors-origins", "https://a.example,*"],
+            &[
+                "--smtp-smarthost",
+                "relay:25",
+                "--smtp-tls",
+                "none",
+                "--smtp-username",
+                "alerts",
+            ],
         ] {
             let c = Config::try_parse_from(
                 std::iter::once("facekey-runtime").chain(args.iter().copied()),
@@ -782,6 +838,16 @@ mod tests {
         ])
         .unwrap();
         assert!(trained.insecure_settings().is_empty());
+        // A relay without TLS is fine without credentials.
+        let relay = Config::try_parse_from([
+            "facekey-runtime",
+            "--smtp-smarthost",
+            "relay:25",
+            "--smtp-tls",
+            "none",
+        ])
+        .unwrap();
+        assert!(relay.insecure_settings().is_empty());
         let allowed =
             Config::try_parse_from(["facekey-runtime", "--allow-insecure", "--liveness", "off"])
                 .unwrap();

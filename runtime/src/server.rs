@@ -321,10 +321,19 @@ impl Server {
 
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         let drain_state = state.clone();
+        let delay = state.config.shutdown_delay();
         let graceful = async move {
             shutdown.await;
             drain_state.begin_shutdown();
-            tracing::info!("shutdown requested; finishing in-flight requests");
+            if !delay.is_zero() {
+                // Readiness fails from now; keep serving while load balancers stop sending.
+                tracing::info!(
+                    delay_secs = delay.as_secs(),
+                    "shutdown requested; not ready, still serving until the delay is over"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            tracing::info!("shutdown: refusing new connections, finishing in-flight requests");
             let _ = drain_tx.send(true);
         };
         let grace = state.config.shutdown_timeout();

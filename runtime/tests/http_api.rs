@@ -319,6 +319,53 @@ async fn missing_weights_file_fails_start_up_naming_the_file() {
     );
 }
 
+/// Behind a Service, endpoints go a few seconds after the pod is told to stop: with a shutdown
+/// delay the server fails readiness at once but keeps serving new connections until the delay
+/// is over, then refuses them and ends.
+#[tokio::test]
+async fn a_shutdown_delay_keeps_serving_while_readiness_fails() {
+    let mut config = Config::for_tests();
+    config.shutdown_delay_secs = 2;
+    let s = Running::start(config).await;
+    let key = s.keys["admin"].clone();
+    let Running {
+        addr,
+        data_dir,
+        mut stop,
+        task,
+        ..
+    } = s;
+    let score = move || {
+        // A new connection each time, as a load balancer would open.
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+            .post(format!("http://{addr}/v1/score"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"features": [1, 0.5, -1]}))
+            .send()
+    };
+    let t0 = std::time::Instant::now();
+    stop.take().unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = score()
+        .await
+        .expect("a new connection is served during the delay");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!task.is_finished());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("server did not stop after the delay")
+        .unwrap()
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(score().await.is_err(), "served after the delay");
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
 #[tokio::test]
 async fn in_flight_request_finishes_during_graceful_shutdown() {
     let s = Running::start(Config::for_tests()).await;

@@ -87,6 +87,8 @@ pub mod env {
     pub const HEADER_READ_TIMEOUT_SECS: &str = "FACEKEY_HEADER_READ_TIMEOUT_SECS";
     /// Shutdown grace period, seconds.
     pub const SHUTDOWN_TIMEOUT_SECS: &str = "FACEKEY_SHUTDOWN_TIMEOUT_SECS";
+    /// Seconds to keep serving after SIGTERM while readiness fails (load balancers catching up).
+    pub const SHUTDOWN_DELAY_SECS: &str = "FACEKEY_SHUTDOWN_DELAY_SECS";
     /// SMTP server of spoof alert emails.
     pub const SMTP_SMARTHOST: &str = "FACEKEY_SMTP_SMARTHOST";
     /// SMTP connection security.
@@ -185,6 +187,7 @@ pub mod env {
         MAX_CONNECTIONS,
         HEADER_READ_TIMEOUT_SECS,
         SHUTDOWN_TIMEOUT_SECS,
+        SHUTDOWN_DELAY_SECS,
         SMTP_SMARTHOST,
         SMTP_TLS,
         SMTP_USERNAME,
@@ -303,6 +306,11 @@ pub mod defaults {
     pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
     /// `--shutdown-timeout-secs`.
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+    /// `--shutdown-delay-secs`: alone, stop accepting at once (the operator sets a delay for
+    /// pods behind a Service).
+    pub const SHUTDOWN_DELAY_SECS: u64 = 0;
+    /// Longest accepted `--shutdown-delay-secs`.
+    pub const MAX_SHUTDOWN_DELAY_SECS: u64 = 300;
     /// `--smtp-tls`.
     pub const SMTP_TLS: &str = "starttls";
     /// `--alert-min-interval-secs`.
