@@ -439,6 +439,11 @@ pub fn spawn(
     min_interval: Duration,
     metrics: Metrics,
 ) -> (AlertSender, JoinHandle<()>) {
+    // Every result's series exists at 0 from the start: an alert on increase() sees the first
+    // failure (a series born at 1 shows none).
+    for result in ["sent", "failed", "dropped"] {
+        metrics.alert_emails.with_label_values(&[result]);
+    }
     let (spoof_tx, mut spoof_rx) = mpsc::channel::<SpoofAttempt>(QUEUE_CAPACITY);
     let (lockout_tx, mut lockout_rx) = mpsc::channel::<SubjectLockout>(QUEUE_CAPACITY);
     let task = tokio::spawn(async move {

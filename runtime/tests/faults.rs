@@ -68,7 +68,7 @@ async fn a_hanging_smtp_server_does_not_hold_up_requests() {
         metrics.contains("facekey_spoof_detected_total 6"),
         "{metrics}"
     );
-    assert!(!metrics.contains(r#"facekey_alert_emails_total{result="sent"}"#));
+    assert!(metrics.contains(r#"facekey_alert_emails_total{result="sent"} 0"#));
     // Stopping waits a bounded time (10 s) for the stuck mail, then exits cleanly.
     let Running {
         mut stop,
@@ -95,7 +95,9 @@ async fn an_smtp_server_that_is_down_fails_emails_not_requests() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let metrics = s.metrics().await;
-        if metrics.contains(r#"facekey_alert_emails_total{result="failed"}"#) {
+        // The series exists at 0 from the start (alerts read its increase).
+        assert!(metrics.contains(r#"facekey_alert_emails_total{result="failed"}"#));
+        if !metrics.contains(r#"facekey_alert_emails_total{result="failed"} 0"#) {
             break;
         }
         assert!(
