@@ -16,6 +16,7 @@ pub mod enrolments;
 pub mod fusion;
 pub mod http_server;
 pub mod lockout;
+pub mod memory_check;
 pub mod metrics;
 pub mod private_file;
 pub mod server;

@@ -316,6 +316,18 @@ impl Server {
                 "models loaded; ready"
             );
             loader_state.set_engine(engine);
+            let config = &loader_state.config;
+            if let (Some(resident), Some(limit)) = (
+                crate::memory_check::resident_bytes(),
+                crate::memory_check::cgroup_limit_bytes(),
+            ) && let Some(warning) = crate::memory_check::warning(
+                resident,
+                config.max_body_memory_bytes as u64,
+                limit,
+                config.sessions_per_model,
+            ) {
+                tracing::warn!("{warning}");
+            }
             Ok::<(), EngineError>(())
         });
 
