@@ -42,6 +42,7 @@ async fn a_burst_of_verifications_starts_no_thread_and_runs_on_the_sized_pool() 
     config.queue_max_load = f64::INFINITY;
     // A loaded machine runs debug-build inference slowly: let the queue wait, not shed.
     config.request_timeout_secs = 300;
+    config.max_queue_wait_ms = 120_000;
     let s = Running::start(config).await;
     let (status, v) = send_json(
         s.client
