@@ -2,7 +2,8 @@
 //!
 //! Subcommands: `run` (the controller and the sidecar injection webhook), `render` (print
 //! desired objects, or pods as the webhook would inject them), `crdgen` (print the CRD),
-//! `scan-summary` (the summary step inside scan Jobs).
+//! `scan-summary` (the summary step inside scan Jobs), `merge-docker-config` (the registry logins
+//! of scan Jobs: their pull secrets merged into one Docker config for Trivy).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use facekey_operator::policy_floor::{
     ClusterPolicy, DEFAULT_SCANNER_IMAGE, PolicyFloor, ScannerSettings,
 };
 use facekey_operator::render::{self, RenderOptions};
+use facekey_operator::scan::docker_config::{self, Format};
 use facekey_operator::scan::{MAX_SUMMARY_BYTES, ScanSummary, trivy};
 use facekey_operator::webhook::certs::CertSettings;
 use facekey_operator::webhook::manage::{CertMode, CertTargets};
@@ -228,6 +230,19 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Merge pull-secret volumes into one Docker config.json for Trivy (runs inside scan Jobs).
+    MergeDockerConfig {
+        /// A mounted pull secret: a directory with `dockerconfigjson` and/or `dockercfg` (either
+        /// may be missing). Repeat in `imagePullSecrets` order: the first login of a registry wins.
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
+        /// The merged config.json to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// On failure, also write the error there (the scan Job uses /dev/termination-log).
+        #[arg(long)]
+        termination_log: Option<PathBuf>,
+    },
 }
 
 fn init_tracing(format: &str) {
@@ -251,6 +266,59 @@ fn read_input(path: &PathBuf) -> anyhow::Result<String> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     }
+}
+
+/// The pull-secret files of the `inputs` directories, in order (`.dockerconfigjson` before
+/// `.dockercfg` within one); a missing file is a Secret without that key.
+fn read_pull_secrets(inputs: &[PathBuf]) -> anyhow::Result<Vec<docker_config::Input>> {
+    let mut files = Vec::new();
+    for dir in inputs {
+        if !dir.is_dir() {
+            bail!("pull-secret directory {} does not exist", dir.display());
+        }
+        for format in Format::ALL {
+            let path = dir.join(format.file_name());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push(docker_config::Input {
+                    origin: format!("{} (key {})", path.display(), format.secret_key()),
+                    format,
+                    text,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// `merge-docker-config`: read, merge, write the config readable by the pod's user only.
+fn merge_docker_config(inputs: &[PathBuf], output: &PathBuf) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let files = read_pull_secrets(inputs)?;
+    let merged = docker_config::merge(&files)?;
+    for (registry, origin) in &merged.sources {
+        eprintln!("registry {registry}: login from {origin}");
+    }
+    for s in &merged.shadowed {
+        eprintln!(
+            "registry {}: login from {} ignored, {} comes first",
+            s.registry, s.origin, s.winner
+        );
+    }
+    if merged.sources.is_empty() {
+        eprintln!("no registry logins found: Trivy pulls anonymously");
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+    let mut file = options
+        .open(output)
+        .with_context(|| format!("creating {}", output.display()))?;
+    file.write_all(merged.to_json().as_bytes())
+        .with_context(|| format!("writing {}", output.display()))?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -407,6 +475,28 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("{json}");
             Ok(())
+        }
+        Command::MergeDockerConfig {
+            input,
+            output,
+            termination_log,
+        } => {
+            let result = merge_docker_config(&input, &output);
+            if let (Err(e), Some(path)) = (&result, termination_log) {
+                // Kubernetes keeps at most 4 KiB of a termination message.
+                let mut message = format!("merge-docker-config: {e:#}");
+                if message.len() > 3800 {
+                    let mut end = 3800;
+                    while !message.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    message.truncate(end);
+                }
+                if let Err(write) = std::fs::write(&path, message) {
+                    eprintln!("writing {}: {write}", path.display());
+                }
+            }
+            result
         }
     }
 }
