@@ -199,7 +199,8 @@ fn scan_job_uses_pull_secrets_and_the_resolved_scanner_settings() {
         pod["imagePullSecrets"],
         json!([{"name": "first"}, {"name": "second"}])
     );
-    let trivy = &pod["initContainers"][0];
+    // With pull secrets the merge of their logins runs first, then Trivy.
+    let trivy = &pod["initContainers"][1];
     assert_eq!(trivy["image"], "mirror.example/trivy:0.76.0");
     let args: Vec<&str> = trivy["args"]
         .as_array()
@@ -215,23 +216,14 @@ fn scan_job_uses_pull_secrets_and_the_resolved_scanner_settings() {
         assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
     }
     assert_eq!(args.last(), Some(&"reg.example/fk:1"));
-    // Trivy logs in with the first Secret's docker config.
+    // Trivy logs in with the config merged from both Secrets (see the test below).
     let env = trivy["env"].as_array().unwrap();
     assert!(env.contains(&json!({"name": "DOCKER_CONFIG", "value": "/docker-config"})));
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "docker-config")
-        .unwrap();
-    assert_eq!(volume["secret"]["secretName"], "first");
-    assert_eq!(
-        volume["secret"]["items"],
-        json!([{"key": ".dockerconfigjson", "path": "config.json"}])
-    );
     assert!(trivy["volumeMounts"].as_array().unwrap().contains(
         &json!({"name": "docker-config", "mountPath": "/docker-config", "readOnly": true})
     ));
+    assert_eq!(pod["initContainers"][0]["name"], "docker-config");
+    assert_eq!(pod["initContainers"][1]["name"], "trivy");
 
     // Without any: Trivy's defaults, no credentials, the default scanner image.
     let plain = fkd(json!({"image": "img:1"}));
@@ -246,6 +238,89 @@ fn scan_job_uses_pull_secrets_and_the_resolved_scanner_settings() {
         "{args}"
     );
     assert!(!pod["volumes"].to_string().contains("docker-config"));
+    assert!(!pod["volumes"].to_string().contains("pull-secret"));
+    assert_eq!(pod["initContainers"].as_array().unwrap().len(), 1);
+    assert!(
+        !pod["initContainers"][0]["env"]
+            .to_string()
+            .contains("DOCKER_CONFIG")
+    );
+}
+
+/// Every pull secret reaches Trivy, not only the first: with `[dockerhub, corp-registry]` and
+/// the image on the corporate registry, Trivy needs the second one's login.
+#[test]
+fn scan_job_merges_every_pull_secret_for_trivy() {
+    let f = fkd(json!({"image": "corp.example/fk:1", "imagePullSecrets": [
+        {"name": "dockerhub"}, {"name": "corp-registry"}]}));
+    let gate = ClusterPolicy::default().resolve_gate(None);
+    let job =
+        serde_json::to_value(scan_job(&f, "corp.example/fk:1", &gate, "op:1").unwrap()).unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap().clone();
+    // Each Secret its own volume, both formats to distinct files, optional so a Secret with
+    // only one of the keys (or a legacy kubernetes.io/dockercfg one) mounts.
+    for (i, secret) in ["dockerhub", "corp-registry"].into_iter().enumerate() {
+        assert_eq!(
+            volume(&format!("pull-secret-{i}"))["secret"],
+            json!({"secretName": secret, "defaultMode": 0o440, "optional": true, "items": [
+                {"key": ".dockerconfigjson", "path": "dockerconfigjson"},
+                {"key": ".dockercfg", "path": "dockercfg"}]})
+        );
+    }
+    assert_eq!(
+        volume("docker-config")["emptyDir"],
+        json!({"medium": "Memory", "sizeLimit": "1Mi"})
+    );
+
+    // The merge runs first, from the operator's image, with both inputs in order.
+    let init = pod["initContainers"].as_array().unwrap();
+    assert_eq!(init.len(), 2);
+    let merge = &init[0];
+    assert_eq!(merge["name"], "docker-config");
+    assert_eq!(merge["image"], "op:1");
+    assert_eq!(
+        merge["args"],
+        json!([
+            "merge-docker-config",
+            "--input",
+            "/pull-secrets/0-dockerhub",
+            "--input",
+            "/pull-secrets/1-corp-registry",
+            "--output",
+            "/docker-config/config.json",
+            "--termination-log",
+            "/dev/termination-log"
+        ])
+    );
+    assert_eq!(
+        merge["volumeMounts"],
+        json!([
+            {"name": "pull-secret-0", "mountPath": "/pull-secrets/0-dockerhub", "readOnly": true},
+            {"name": "pull-secret-1", "mountPath": "/pull-secrets/1-corp-registry", "readOnly": true},
+            {"name": "docker-config", "mountPath": "/docker-config"}])
+    );
+    // Same restricted context and resources as the summary container.
+    let summary = &pod["containers"][0];
+    assert_eq!(merge["securityContext"], summary["securityContext"]);
+    assert_eq!(merge["resources"], summary["resources"]);
+    assert_eq!(merge["securityContext"]["readOnlyRootFilesystem"], true);
+
+    // Trivy reads the merged config only, read-only; the raw Secrets are not mounted in it.
+    let trivy = &init[1];
+    assert_eq!(trivy["name"], "trivy");
+    assert!(
+        trivy["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "DOCKER_CONFIG", "value": "/docker-config"}))
+    );
+    let mounts = trivy["volumeMounts"].to_string();
+    assert!(!mounts.contains("pull-secret"), "{mounts}");
+    assert!(trivy["volumeMounts"].as_array().unwrap().contains(
+        &json!({"name": "docker-config", "mountPath": "/docker-config", "readOnly": true})
+    ));
 }
 
 /// The harness with `policy` instead of its permissive one.
@@ -366,7 +441,9 @@ async fn the_scan_job_runs_the_operators_scanner_settings() {
         .spec
         .clone()
         .unwrap();
-    let trivy = &pod.init_containers.unwrap()[0];
+    let init = pod.init_containers.unwrap();
+    assert_eq!(init[0].name, "docker-config");
+    let trivy = &init[1];
     assert_eq!(trivy.image.as_deref(), Some("mirror.example/trivy:0.76.0"));
     let args = trivy.args.clone().unwrap();
     assert!(

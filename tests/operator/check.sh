@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Validate what the FaceKey operator renders and ships with real outside tools:
 #   - every built-in object `facekey-operator render` produces for the samples and fixtures
-#     (NetworkPolicies, PodDisruptionBudgets, pod overrides and scan Jobs with DB mirrors or a
-#     Trivy server included), and the kustomize base, against Kubernetes' schemas
+#     (NetworkPolicies, PodDisruptionBudgets, pod overrides and scan Jobs with DB mirrors, a
+#     Trivy server or several pull secrets included), and the kustomize base, against Kubernetes' schemas
 #     (kubernetes-validate --strict); the policy floor's flags refuse what they should;
 #   - ServiceMonitor / PodMonitor / PrometheusRule / AlertmanagerConfig against prometheus-operator's
 #     schemas
@@ -113,6 +113,32 @@ grep -q -- '- --db-repository' "$WORK/mirror.yaml" && grep -q -- '- --java-db-re
   && grep -q 'image: registry.internal.example/aquasecurity/trivy:0.76.0' "$WORK/mirror.yaml" || fail "DB mirrors missing from the scan Job"
 grep -A1 -- '- --server' "$WORK/server.yaml" | grep -q 'http://trivy.trivy-system:4954' || fail "--server missing from the scan Job"
 
+# Registry logins of the scan: every pull secret is mounted and merged, in order, by an init
+# container into the Docker config Trivy reads; the Job stays schema-valid.
+printf '%s\n' 'apiVersion: facekey.dev/v1alpha1' 'kind: FaceKeyDeployment' 'metadata: {name: creds, namespace: ns}' \
+  'spec: {image: "corp.example/fk:1", imagePullSecrets: [{name: dockerhub}, {name: corp-registry}]}' >"$WORK/creds.yaml"
+"$BIN" render -f "$WORK/creds.yaml" --include-scan-job >"$WORK/creds-rendered.yaml" || fail "render with two pull secrets"
+"$PY" -c 'import sys,yaml; yaml.safe_dump_all([d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Job"], open(sys.argv[2], "w"))' \
+  "$WORK/creds-rendered.yaml" "$WORK/creds-job.yaml"
+grep -q -- '--input' "$WORK/creds-job.yaml" && grep -q 'secretName: corp-registry' "$WORK/creds-job.yaml" \
+  || fail "the scan Job does not merge both pull secrets"
+# The merge itself, on files laid out as the Job mounts them: both formats, first one wins.
+mkdir -p "$WORK/ps/0-dockerhub" "$WORK/ps/1-corp-registry" "$WORK/ps/2-absent" "$WORK/dc"
+printf '%s' '{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOjE="}}}' >"$WORK/ps/0-dockerhub/dockerconfigjson"
+printf '%s' '{"corp.example":{"auth":"Y29ycDox","email":"ops@example.com"},"docker.io":{"auth":"bm86MQ=="}}' >"$WORK/ps/1-corp-registry/dockercfg"
+"$BIN" merge-docker-config --input "$WORK/ps/0-dockerhub" --input "$WORK/ps/1-corp-registry" --input "$WORK/ps/2-absent" \
+  --output "$WORK/dc/config.json" 2>"$WORK/merge.log" || { cat "$WORK/merge.log" >&2; fail "merge-docker-config"; }
+"$PY" -c 'import json,sys; a=json.load(open(sys.argv[1]))["auths"]; sys.exit(a != {"https://index.docker.io/v1/": {"auth": "aHViOjE="}, "corp.example": {"auth": "Y29ycDox", "email": "ops@example.com"}})' \
+  "$WORK/dc/config.json" || { cat "$WORK/dc/config.json" >&2; fail "merged Docker config"; }
+printf '%s' '{"corp.example": ' >"$WORK/ps/1-corp-registry/dockercfg"
+if "$BIN" merge-docker-config --input "$WORK/ps/0-dockerhub" --input "$WORK/ps/1-corp-registry" \
+  --output "$WORK/dc/bad.json" --termination-log "$WORK/dc/termination-log" 2>/dev/null; then
+  fail "merge-docker-config accepted a pull secret that is not JSON"
+fi
+grep -q '1-corp-registry/dockercfg (key .dockercfg): not valid JSON' "$WORK/dc/termination-log" \
+  || fail "merge-docker-config did not explain the malformed pull secret in its termination log"
+pass "scan Job registry logins: both pull secrets mounted and merged (first wins), malformed one refused"
+
 "$PY" "$HERE/manifest_tools.py" split "$WORK/rendered.yaml" "$WORK/split" >/dev/null
 
 # 2. Built-in kinds against Kubernetes' OpenAPI schemas.
@@ -120,6 +146,7 @@ k8s_validate "$WORK/split/builtins.yaml" "rendered built-in objects"
 k8s_validate "$WORK/rendered-no-crds.yaml" "rendered objects without monitoring CRDs"
 k8s_validate "$WORK/mirror.yaml" "pod overrides, PDB and scan Job with DB mirrors"
 k8s_validate "$WORK/server.yaml" "scan Job in Trivy server mode"
+k8s_validate "$WORK/creds-job.yaml" "scan Job merging two pull secrets"
 
 # 3. prometheus-operator kinds against their schemas.
 EXPECT_KINDS=ServiceMonitor,PodMonitor,PrometheusRule,AlertmanagerConfig NODE_MODULES="$NODE_MODULES" \

@@ -6,15 +6,20 @@
 //! and writes it to `/dev/termination-log`. The reconciler reads it back from the pod's
 //! `state.terminated.message`: no log access and no extra storage needed, and the 4 KiB limit of
 //! termination messages is respected by construction.
+//!
+//! With `spec.imagePullSecrets`, a first init container (the operator's image again, running
+//! `facekey-operator merge-docker-config`) merges every pull secret, in order, into one Docker
+//! `config.json` in a memory-backed emptyDir that Trivy reads through `DOCKER_CONFIG`
+//! (see [`crate::scan::docker_config`]).
 
 use std::collections::BTreeMap;
 
 use facekey_crds::{FaceKeyDeployment, ScanGate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, Container, EnvVar, KeyToPath, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities as LinuxCapabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,12 +29,19 @@ use super::runtime::empty_dir;
 use super::{Owner, Result, instance_name};
 use crate::labels::{self, Component};
 use crate::policy_floor::DEFAULT_SCANNER_IMAGE;
+use crate::scan::docker_config::Format;
 
 /// Name of the container whose termination message carries the scan summary.
 pub const SCAN_SUMMARY_CONTAINER: &str = "summary";
 const REPORT_PATH: &str = "/report/report.json";
-/// Where Trivy finds registry credentials (`DOCKER_CONFIG`): the first `spec.imagePullSecrets`.
+/// Name of the init container merging the pull secrets into Trivy's Docker config.
+pub const DOCKER_CONFIG_CONTAINER: &str = "docker-config";
+/// Where Trivy finds registry credentials (`DOCKER_CONFIG`): an emptyDir holding the
+/// `config.json` merged from every `spec.imagePullSecrets` entry.
 const DOCKER_CONFIG_DIR: &str = "/docker-config";
+const DOCKER_CONFIG_FILE: &str = "/docker-config/config.json";
+/// Where the pull secrets are mounted for the merge, one directory each.
+const PULL_SECRETS_DIR: &str = "/pull-secrets";
 
 /// Arguments of `trivy image` for `image` under the resolved `gate`: the DB mirrors and the
 /// server mode when set (a server holds the DB, so no DB is downloaded then).
@@ -61,6 +73,31 @@ fn trivy_args(image: &str, gate: &ScanGate) -> Vec<String> {
     }
     args.push(image.to_owned());
     args
+}
+
+/// The volume of pull secret `secret`: both keys a registry login can be under, each to its own
+/// file. Optional, so a Secret with only one of the keys mounts (a missing key is skipped), and
+/// so does a missing Secret (an empty directory: Trivy then pulls without that login and fails
+/// with its registry's "unauthorized", as the kubelet's pull without it would).
+fn pull_secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(
+                Format::ALL
+                    .map(|format| KeyToPath {
+                        key: format.secret_key().to_owned(),
+                        path: format.file_name().to_owned(),
+                        ..KeyToPath::default()
+                    })
+                    .to_vec(),
+            ),
+            default_mode: Some(0o440),
+            optional: Some(true),
+        }),
+        ..Volume::default()
+    }
 }
 
 fn mount(name: &str, path: &str) -> VolumeMount {
@@ -145,21 +182,52 @@ pub fn scan_job(
         empty_dir("tmp", "1Gi"),
     ];
     let pull_secrets = &fkd.spec.image_pull_secrets;
-    // Trivy pulls the scanned image itself: it reads the registry login from DOCKER_CONFIG.
-    if let Some(first) = pull_secrets.first() {
+    // Trivy pulls the scanned image itself: it reads the registry logins from DOCKER_CONFIG, one
+    // config.json merged from every pull secret by an init container.
+    let mut init_containers = Vec::new();
+    if !pull_secrets.is_empty() {
+        let mut merge_mounts = Vec::new();
+        let mut merge_args = vec!["merge-docker-config".to_owned()];
+        for (i, secret) in pull_secrets.iter().enumerate() {
+            let volume = format!("pull-secret-{i}");
+            // The index keeps the paths distinct when a Secret is listed twice; the name makes
+            // the merge's messages say which Secret a file is.
+            let dir = format!("{PULL_SECRETS_DIR}/{i}-{}", secret.name);
+            volumes.push(pull_secret_volume(&volume, &secret.name));
+            merge_mounts.push(VolumeMount {
+                read_only: Some(true),
+                ..mount(&volume, &dir)
+            });
+            merge_args.extend(["--input".to_owned(), dir]);
+        }
+        merge_mounts.push(mount("docker-config", DOCKER_CONFIG_DIR));
+        merge_args.extend(
+            [
+                "--output",
+                DOCKER_CONFIG_FILE,
+                "--termination-log",
+                "/dev/termination-log",
+            ]
+            .map(str::to_owned),
+        );
+        // Logins only: in memory, never on the node's disk.
         volumes.push(Volume {
             name: "docker-config".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(first.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: ".dockerconfigjson".to_owned(),
-                    path: "config.json".to_owned(),
-                    ..KeyToPath::default()
-                }]),
-                default_mode: Some(0o440),
-                optional: Some(false),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".to_owned()),
+                size_limit: Some(Quantity("1Mi".to_owned())),
             }),
             ..Volume::default()
+        });
+        init_containers.push(Container {
+            name: DOCKER_CONFIG_CONTAINER.to_owned(),
+            image: Some(operator_image.to_owned()),
+            args: Some(merge_args),
+            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+            resources: Some(resources("50m", "64Mi", "256Mi")),
+            security_context: Some(restricted()),
+            volume_mounts: Some(merge_mounts),
+            ..Container::default()
         });
         trivy_mounts.push(VolumeMount {
             read_only: Some(true),
@@ -186,6 +254,7 @@ pub fn scan_job(
         volume_mounts: Some(trivy_mounts),
         ..Container::default()
     };
+    init_containers.push(trivy);
     let summary = Container {
         name: SCAN_SUMMARY_CONTAINER.to_owned(),
         image: Some(operator_image.to_owned()),
@@ -241,7 +310,7 @@ pub fn scan_job(
                     }),
                     // The kubelet pulls the scanner and summary images with them.
                     image_pull_secrets: Some(pull_secrets.clone()).filter(|s| !s.is_empty()),
-                    init_containers: Some(vec![trivy]),
+                    init_containers: Some(init_containers),
                     containers: vec![summary],
                     volumes: Some(volumes),
                     ..PodSpec::default()
