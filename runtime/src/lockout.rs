@@ -541,7 +541,6 @@ impl Ledger for PgLedger {
     }
 
     async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
-        let err = db_err("clear failed verifications");
         // A locked row holds no failures (locking clears them); it stays until it expires. The
         // delete waits for a failure being counted under the row lock and re-reads the row after
         // it, so a lock that failure took keeps the row, and the read below sees the lock.
@@ -552,7 +551,7 @@ impl Ledger for PgLedger {
         .bind(subject)
         .execute(&self.pool)
         .await
-        .map_err(&err)?;
+        .map_err(db_err("clear failed verifications"))?;
         if deleted.rows_affected() > 0 {
             return Ok(None);
         }
@@ -619,6 +618,14 @@ impl FallbackLedger {
     }
 }
 
+/// The longer of two ledgers' answers (time left on a lock, `None` when not locked).
+fn longer(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[async_trait::async_trait]
 impl Ledger for FallbackLedger {
     async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
@@ -627,10 +634,7 @@ impl Ledger for FallbackLedger {
         if self.note(&shared) {
             return Ok(local);
         }
-        Ok(match (shared?, local) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(longer(shared?, local))
     }
 
     async fn record_failure(
@@ -651,10 +655,7 @@ impl Ledger for FallbackLedger {
         if self.note(&shared) {
             return Ok(local);
         }
-        Ok(match (shared?, local) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(longer(shared?, local))
     }
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
@@ -698,6 +699,14 @@ fn key(subject: &str) -> Cow<'_, str> {
         }
         Err(_) => Cow::Borrowed(subject),
     }
+}
+
+/// The refusal of a verification of `subject` (its ledger key) locked for `retry_after` more.
+fn locked(subject: Cow<'_, str>, retry_after: Duration) -> LockoutError {
+    LockoutError::Locked(Locked {
+        subject: subject.into_owned(),
+        retry_after,
+    })
 }
 
 impl Lockouts {
@@ -749,10 +758,7 @@ impl Lockouts {
         }
         let subject = key(subject);
         match self.inner.ledger.locked_for(&subject).await? {
-            Some(retry_after) => Err(LockoutError::Locked(Locked {
-                subject: subject.into_owned(),
-                retry_after,
-            })),
+            Some(retry_after) => Err(locked(subject, retry_after)),
             None => Ok(()),
         }
     }
@@ -795,10 +801,7 @@ impl Lockouts {
                 );
                 Ok(None)
             }
-            Counted::AlreadyLocked(retry_after) => Err(LockoutError::Locked(Locked {
-                subject: subject.into_owned(),
-                retry_after,
-            })),
+            Counted::AlreadyLocked(retry_after) => Err(locked(subject, retry_after)),
         }
     }
 
@@ -812,10 +815,7 @@ impl Lockouts {
         }
         let subject = key(subject);
         match self.inner.ledger.clear(&subject).await? {
-            Some(retry_after) => Err(LockoutError::Locked(Locked {
-                subject: subject.into_owned(),
-                retry_after,
-            })),
+            Some(retry_after) => Err(locked(subject, retry_after)),
             None => Ok(()),
         }
     }

@@ -614,10 +614,7 @@ async fn attempts_sent_at_once_reveal_no_more_decisions_than_the_lockout_allows(
     config.lockout_attempts = 3;
     config.lockout_secs = 60;
     // Queue the whole burst (this test is about the lockout, not shedding).
-    config.max_queue = Some(64);
-    config.queue_max_load = f64::INFINITY;
-    config.max_queue_wait_ms = 120_000;
-    config.request_timeout_secs = 300;
+    common::queue_whole_bursts(&mut config);
     let s = Running::start(config).await;
     let id = create_subject(&s, "Eileen Collins").await;
     let (status, v) = enrol(&s, &s.client, &id).await;

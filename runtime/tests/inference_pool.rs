@@ -37,12 +37,8 @@ fn threads() -> BTreeMap<u32, (String, u64)> {
 async fn a_burst_of_verifications_starts_no_thread_and_runs_on_the_sized_pool() {
     let mut config = Config::for_tests();
     config.max_inflight = 2;
-    config.max_queue = Some(64);
     // The burst is 24 x the places: queue it all (this test is about threads, not shedding).
-    config.queue_max_load = f64::INFINITY;
-    // A loaded machine runs debug-build inference slowly: let the queue wait, not shed.
-    config.request_timeout_secs = 300;
-    config.max_queue_wait_ms = 120_000;
+    common::queue_whole_bursts(&mut config);
     let s = Running::start(config).await;
     let (status, v) = send_json(
         s.client

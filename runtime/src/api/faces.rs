@@ -673,7 +673,7 @@ pub async fn identify(
     let liveness = verifier.judge_liveness(analysis.liveness.as_ref());
     let quality = analysis.quality.map_or(0.0, |q| f64::from(q.score));
     let cfg = engine.vision.config().matching;
-    let judged: Vec<(Subject, MatchVerdict, _)> = nearest
+    let mut judged: Vec<(Subject, MatchVerdict, _)> = nearest
         .into_iter()
         .map(|n| {
             // The candidates come ranked by dlib distance (the index holds dlib's part);
@@ -700,7 +700,6 @@ pub async fn identify(
     // A locked subject is never identified: the lock stops photo after photo against one
     // account, and identify must not be the way around it. Withheld silently (as if it did not
     // match), since saying so would tell the caller the face matches a locked account.
-    let mut judged = judged;
     let mut withheld = Vec::new();
     for i in (0..judged.len()).rev() {
         let (s, m, o) = &judged[i];
@@ -760,11 +759,10 @@ pub async fn identify(
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/identify", None, &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let reasons = match (decision, best_reasons.is_empty()) {
-        (Decision::Accept, _) => Vec::new(),
-        // The best candidates were withheld (locked): the answer reads as no match.
-        (Decision::Reject, true) => vec![Reason::NoMatch],
-        (Decision::Reject, false) => best_reasons,
+    let reasons = if decision == Decision::Accept {
+        Vec::new()
+    } else {
+        best_reasons
     };
     let detail = AuditDetail {
         decision: Some(decision),

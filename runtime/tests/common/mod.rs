@@ -89,6 +89,15 @@ pub fn face(name: &str) -> Vec<u8> {
 }
 
 /// A TCP port free on loopback right now (for servers a test starts).
+/// Queue whole bursts of inferences instead of shedding them, and let them wait as long as a
+/// debug build on a busy machine needs: for tests about something other than overload.
+pub fn queue_whole_bursts(config: &mut facekey_runtime::config::Config) {
+    config.max_queue = Some(64);
+    config.queue_max_load = f64::INFINITY;
+    config.max_queue_wait_ms = 120_000;
+    config.request_timeout_secs = 300;
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
