@@ -122,6 +122,83 @@ fn without_overrides_the_pod_keeps_its_defaults() {
     );
 }
 
+/// The runtime configuration (`<name>-config` ConfigMap data) of `f`.
+fn config(f: &FaceKeyDeployment) -> Value {
+    desired(f)
+        .get(ChildKind::ConfigMap, "fk-config")
+        .unwrap()
+        .body["data"]
+        .clone()
+}
+
+#[test]
+fn sessions_follow_the_pod_resources_not_the_node() {
+    use facekey_settings::env;
+    // The defaults: 500m requested, no CPU limit, 1 GiB memory limit.
+    let c = config(&fkd(json!({"image": "img:1"})));
+    assert_eq!(c[env::SESSIONS_PER_MODEL], "2", "{c}");
+    assert_eq!(c[env::MAX_INFLIGHT], "2");
+    // Four cores and room for them.
+    let c = config(&fkd(json!({"image": "img:1", "resources": {
+        "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}}})));
+    assert_eq!(c[env::SESSIONS_PER_MODEL], "4", "{c}");
+    assert_eq!(c[env::MAX_INFLIGHT], "4");
+    // Many cores, too little memory for a session each.
+    let c = config(&fkd(json!({"image": "img:1", "resources": {
+        "requests": {"cpu": "16"}, "limits": {"memory": "1Gi"}}})));
+    assert_eq!(c[env::SESSIONS_PER_MODEL], "6", "{c}");
+    // Neither CPU nor memory named: the runtime's own default.
+    let c = config(&fkd(json!({"image": "img:1", "resources": {
+        "limits": {"ephemeral-storage": "2Gi"}}})));
+    assert!(c.get(env::SESSIONS_PER_MODEL).is_none(), "{c}");
+    assert!(c.get(env::MAX_INFLIGHT).is_none(), "{c}");
+}
+
+#[test]
+fn the_grace_period_outlasts_the_delay_the_drain_and_the_mail() {
+    use facekey_settings::{defaults, env};
+    let f = fkd(json!({"image": "img:1"}));
+    let delay: u64 = config(&f)[env::SHUTDOWN_DELAY_SECS]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(delay > 0);
+    let grace = pod_spec(&desired(&f))["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace > delay + defaults::SHUTDOWN_TIMEOUT_SECS + defaults::ALERT_FLUSH_TIMEOUT_SECS,
+        "grace {grace}"
+    );
+    assert_eq!(
+        i64::try_from(grace).unwrap(),
+        desired::termination_grace_period_seconds()
+    );
+}
+
+#[test]
+fn the_sidecar_is_sized_by_its_own_resources_without_a_delay() {
+    use facekey_settings::env;
+    let f = fkd(
+        json!({"image": "img:1", "resources": {"limits": {"cpu": "4", "memory": "4Gi"}},
+        "sidecar": {"enabled": true, "resources": {"requests": {"cpu": "250m", "memory": "384Mi"},
+                                                  "limits": {"memory": "768Mi"}}}}),
+    );
+    let sidecar = f.spec.sidecar.clone().unwrap();
+    let vars = desired::sidecar_env(&f.spec, &sidecar);
+    let get = |name: &str| {
+        vars.iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.value.clone())
+    };
+    // 768 MiB: 0.8 of it less 192 MiB holds four 96 MiB sessions, the CPU floor is two.
+    assert_eq!(get(env::SESSIONS_PER_MODEL).as_deref(), Some("2"));
+    assert_eq!(get(env::MAX_INFLIGHT).as_deref(), Some("2"));
+    assert_eq!(get(env::SHUTDOWN_DELAY_SECS), None);
+    assert_eq!(config(&f)[env::SESSIONS_PER_MODEL], "4");
+}
+
 #[test]
 fn operator_labels_and_annotations_are_refused() {
     let f = fkd(json!({"image": "img:1", "pod": {

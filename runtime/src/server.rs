@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// How long exit waits for queued alert emails.
-const ALERT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const ALERT_FLUSH_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(facekey_settings::defaults::ALERT_FLUSH_TIMEOUT_SECS);
 
 use crate::alerts::{self, Mailer};
 use crate::api;

@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use facekey_settings::{defaults, env};
 
-use super::{Owner, access, store};
+use super::{Owner, access, capacity, store};
 use crate::labels::{self, Component};
 
 /// TCP port of the runtime's API (`/v1` with keys; `/healthz`, `/readyz`, and `/metrics` as
@@ -72,6 +72,9 @@ const RUNTIME_ENV: &[&str] = &[
     env::API_KEYS_FILE,
     env::METRICS_LISTEN,
     env::METRICS_AUTH,
+    env::SESSIONS_PER_MODEL,
+    env::MAX_INFLIGHT,
+    env::SHUTDOWN_DELAY_SECS,
     env::SMTP_PASSWORD,
 ];
 
@@ -101,6 +104,15 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
     );
     set(env::LOG_FORMAT, "json".to_owned());
     set(env::DATA_DIR, DATA_DIR.to_owned());
+    // Sized to the container, not to the node's cores the runtime would otherwise see.
+    for (name, value) in capacity_env(&runtime_resources(spec)) {
+        set(name, value);
+    }
+    // Behind the Service: keep serving while the endpoints catch up with a terminating pod.
+    set(
+        env::SHUTDOWN_DELAY_SECS,
+        capacity::SHUTDOWN_DELAY_SECS.to_string(),
+    );
     let ui = spec.ui.as_ref().is_none_or(|u| u.enabled);
     set(env::UI_ENABLED, ui.to_string());
     if let Some(models) = &spec.models {
@@ -165,6 +177,24 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         );
     }
     data
+}
+
+/// Resources of the runtime container: `spec.resources`, else [`default_resources`].
+pub(super) fn runtime_resources(spec: &FaceKeyDeploymentSpec) -> ResourceRequirements {
+    spec.resources.clone().unwrap_or_else(default_resources)
+}
+
+/// `FACEKEY_SESSIONS_PER_MODEL` and `FACEKEY_MAX_INFLIGHT` for a container with `resources`
+/// (one in-flight inference per session); none when the resources name neither CPU nor memory.
+pub(super) fn capacity_env(resources: &ResourceRequirements) -> Vec<(&'static str, String)> {
+    capacity::sessions_per_model(resources)
+        .map(|n| {
+            vec![
+                (env::SESSIONS_PER_MODEL, n.to_string()),
+                (env::MAX_INFLIGHT, n.to_string()),
+            ]
+        })
+        .unwrap_or_default()
 }
 
 /// Names of the environment variables the ConfigMap sets (everything but the weights file).
@@ -444,7 +474,7 @@ pub(super) fn deployment(
             ..EnvFromSource::default()
         }]),
         env,
-        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(runtime_resources(spec)),
         // Model loading can take a while: the startup probe allows up to 2 minutes.
         startup_probe: Some(http_probe("/healthz", 2, 60)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
@@ -493,7 +523,9 @@ pub(super) fn deployment(
                     }),
                     containers: vec![container],
                     volumes: Some(volumes),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(
+                        capacity::termination_grace_period_seconds(),
+                    ),
                     topology_spread_constraints: Some(spread(
                         pod.topology_spread_constraints,
                         &selector,

@@ -96,6 +96,15 @@ pub fn sidecar_env(spec: &FaceKeyDeploymentSpec, sidecar: &Sidecar) -> Vec<EnvVa
         format!("0.0.0.0:{}", sidecar.metrics_port),
     );
     data.insert(env::UI_ENABLED.to_owned(), "false".to_owned());
+    // The sidecar's own resources size its sessions, not the Deployment's.
+    data.remove(env::SESSIONS_PER_MODEL);
+    data.remove(env::MAX_INFLIGHT);
+    // The kubelet stops a native sidecar after the application's containers: nothing sends to
+    // it once it is told to stop, so no delay (it would only eat the application's grace period).
+    data.remove(env::SHUTDOWN_DELAY_SECS);
+    for (name, value) in runtime::capacity_env(&resources(spec, sidecar)) {
+        data.insert(name.to_owned(), value);
+    }
     let mut vars: Vec<EnvVar> = data
         .into_iter()
         .map(|(name, value)| EnvVar {

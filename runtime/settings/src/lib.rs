@@ -311,6 +311,9 @@ pub mod defaults {
     pub const SHUTDOWN_DELAY_SECS: u64 = 0;
     /// Longest accepted `--shutdown-delay-secs`.
     pub const MAX_SHUTDOWN_DELAY_SECS: u64 = 300;
+    /// Seconds the runtime waits at exit for queued alert emails to go out (not a setting: the
+    /// operator adds it to the pods' termination grace period).
+    pub const ALERT_FLUSH_TIMEOUT_SECS: u64 = 10;
     /// `--smtp-tls`.
     pub const SMTP_TLS: &str = "starttls";
     /// `--alert-min-interval-secs`.
