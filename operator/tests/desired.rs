@@ -424,7 +424,7 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 15);
+    assert_eq!(alerts, 17);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

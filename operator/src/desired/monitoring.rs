@@ -76,6 +76,11 @@ pub(super) fn pod_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Result<
 /// misconfigured client's retries, the order of a key-guessing or scanning run.
 pub const AUTH_FAILURE_BURST_PER_SECOND: f64 = 1.0;
 
+/// `FaceKeyStoreNearlyFull` fires when a replica's index holds more than this share of
+/// `FACEKEY_MAX_SUBJECTS` subjects or `FACEKEY_MAX_TEMPLATES` templates for 15 minutes; at the
+/// limit writes answer 507 `store_full`.
+pub const STORE_NEARLY_FULL_RATIO: f64 = 0.9;
+
 /// Base of the runbook links in alert annotations: one section per alert in docs/operator.md.
 pub const RUNBOOK_BASE: &str = "https://github.com/facekey/facekey/blob/main/docs/operator.md";
 
@@ -224,6 +229,21 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             description: "Pod {{ $labels.pod }} reports its template store unreachable (facekey_store_up 0) for 2 minutes.".into(),
         },
         Alert {
+            name: "FaceKeyStoreNearlyFull",
+            // Each replica's index against the limits it checks writes against (the same
+            // counts); `limit` says which bound, the fullest replica counts.
+            expr: format!(
+                "max by ({KEEP}, limit) (label_replace(facekey_enrolled_subjects{{{sel}}} / facekey_enrolled_subjects_limit{{{sel}}}, \"limit\", \"subjects\", \"\", \"\") or label_replace(facekey_enrolled_templates{{{sel}}} / facekey_enrolled_templates_limit{{{sel}}}, \"limit\", \"templates\", \"\", \"\")) > {STORE_NEARLY_FULL_RATIO}"
+            ),
+            for_: "15m",
+            severity: "warning",
+            summary: format!("The template store of {namespace}/{name} is nearly full"),
+            description: format!(
+                "FaceKeyDeployment {namespace}/{name} holds {{{{ $value | humanizePercentage }}}} of its {{{{ $labels.limit }}}} limit (above {:.0}% for 15 minutes); at the limit writes answer 507 store_full.",
+                STORE_NEARLY_FULL_RATIO * 100.0
+            ),
+        },
+        Alert {
             name: "FaceKeyRolloutBlocked",
             // The operator's metric; its `namespace` label names the FaceKeyDeployment's namespace,
             // so the operator must be scraped with honorLabels: true.
@@ -260,6 +280,25 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             summary: format!("Burst of requests without a valid API key to {namespace}/{name}"),
             description: format!(
                 "{{{{ $value | printf \"%.1f\" }}}} requests per second without a valid API key (missing or invalid) to FaceKeyDeployment {namespace}/{name}, above {AUTH_FAILURE_BURST_PER_SECOND} for 2 minutes."
+            ),
+        },
+        Alert {
+            name: "FaceKeyAlertEmailFailing",
+            // The runtime's own spoof and lockout emails: `failed` counts each failed attempt
+            // (its events are kept and retried, at least every 10 minutes while they fail),
+            // `dropped` each event not queued (lost). No `for`: one failure keeps the 15-minute
+            // increase above 0 for the whole window, so a `for` shorter than it would only delay
+            // the alert, never filter it, and a broken security-alert path should be known at
+            // once; through an outage the retries keep it firing without flapping. The series
+            // exist (at 0 from the start) only with SMTP configured.
+            expr: format!(
+                "sum by ({KEEP}) (increase(facekey_alert_emails_total{{{sel},result=~\"failed|dropped\"}}[15m])) > 0"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("FaceKey {namespace}/{name} cannot deliver its alert emails"),
+            description: format!(
+                "{{{{ $value | printf \"%.0f\" }}}} failed alert email attempts and dropped alert events in FaceKeyDeployment {namespace}/{name} in the last 15 minutes: the runtime's own spoof and lockout emails are not reaching their recipients."
             ),
         },
     ];
@@ -441,4 +480,75 @@ pub(super) fn alertmanager_config(owner: &Owner<'_>, email: &EmailAlerting) -> R
             }],
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The alerting rule named `name` in the service group of `ns/fk`.
+    fn alert(name: &str) -> Value {
+        let groups = alert_rule_groups("ns", "fk", &RulesSpec::default());
+        groups[0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"] == name)
+            .unwrap_or_else(|| panic!("no alert {name}"))
+            .clone()
+    }
+
+    #[test]
+    fn alert_email_failures_and_drops_alert_at_once() {
+        let rule = alert("FaceKeyAlertEmailFailing");
+        assert_eq!(
+            rule["expr"],
+            r#"sum by (namespace, job) (increase(facekey_alert_emails_total{namespace="ns",job="fk",result=~"failed|dropped"}[15m])) > 0"#
+        );
+        // No `for`: a shorter one would only delay an alert the window already holds.
+        assert!(rule.get("for").is_none(), "{rule}");
+        assert_eq!(rule["labels"]["severity"], "warning");
+        assert_eq!(rule["labels"][DEPLOYMENT_LABEL], "fk");
+        assert_eq!(
+            rule["annotations"]["runbook_url"],
+            format!("{RUNBOOK_BASE}#facekeyalertemailfailing")
+        );
+        let description = rule["annotations"]["description"].as_str().unwrap();
+        assert!(
+            description.starts_with("{{ $value | printf \"%.0f\" }} failed alert email attempts"),
+            "{description}"
+        );
+        assert!(description.contains("ns/fk"), "{description}");
+    }
+
+    #[test]
+    fn store_nearly_full_names_the_limit_reached() {
+        let rule = alert("FaceKeyStoreNearlyFull");
+        assert_eq!(
+            rule["expr"],
+            concat!(
+                r#"max by (namespace, job, limit) ("#,
+                r#"label_replace(facekey_enrolled_subjects{namespace="ns",job="fk"} / facekey_enrolled_subjects_limit{namespace="ns",job="fk"}, "limit", "subjects", "", "")"#,
+                r#" or "#,
+                r#"label_replace(facekey_enrolled_templates{namespace="ns",job="fk"} / facekey_enrolled_templates_limit{namespace="ns",job="fk"}, "limit", "templates", "", "")"#,
+                r#") > 0.9"#
+            )
+        );
+        assert_eq!(rule["for"], "15m");
+        assert_eq!(rule["labels"]["severity"], "warning");
+        assert_eq!(rule["labels"][DEPLOYMENT_LABEL], "fk");
+        assert_eq!(
+            rule["annotations"]["runbook_url"],
+            format!("{RUNBOOK_BASE}#facekeystorenearlyfull")
+        );
+        let description = rule["annotations"]["description"].as_str().unwrap();
+        assert!(
+            description.contains(
+                "holds {{ $value | humanizePercentage }} of its {{ $labels.limit }} limit (above 90% for 15 minutes)"
+            ),
+            "{description}"
+        );
+        assert!(description.contains("507 store_full"), "{description}");
+    }
 }
