@@ -971,8 +971,11 @@ pub struct Alerting {
     pub email: Option<EmailAlerting>,
 }
 
-/// Email alert settings; the SMTP password comes from a Secret.
+/// Email alert settings; the SMTP password and a private CA come from Secrets. Credentials only
+/// cross the network inside TLS: without `requireTls` the relay must not ask for AUTH.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.requireTls || !has(self.authSecretRef)").message("authSecretRef needs requireTls: the SMTP password would cross the network in clear text"))]
+#[x_kube(validation = Rule::new("has(self.authSecretRef) || !has(self.authUsername)").message("authUsername needs authSecretRef (the password)"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmailAlerting {
     /// Recipient address.
@@ -984,12 +987,18 @@ pub struct EmailAlerting {
     /// SMTP server as `host:port`.
     #[x_kube(validation = Rule::new("self.matches('^[^: ]+:[0-9]+$')").message("smarthost must be host:port"))]
     pub smarthost: String,
-    /// SMTP user name; defaults to `from`.
+    /// SMTP user name; defaults to `from`. Only with `authSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_username: Option<String>,
-    /// Secret key holding the SMTP password.
-    pub auth_secret_ref: KeyRef,
-    /// Require TLS: STARTTLS, or implicit TLS when the port is 465 (default true).
+    /// Secret key holding the SMTP password; omit it for a relay that takes mail without AUTH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<KeyRef>,
+    /// Secret key holding the PEM certificate(s) of a private CA that signed the SMTP server's
+    /// certificate, trusted besides the system roots by the runtime and by Alertmanager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
+    /// Require TLS: STARTTLS, or implicit TLS when the port is 465 (default true). Turning it off
+    /// is for a trusted relay without AUTH only (no `authSecretRef`).
     #[serde(default = "default_true")]
     pub require_tls: bool,
 }

@@ -181,6 +181,34 @@ fn email_fields_are_checked() {
 }
 
 #[test]
+fn smtp_credentials_need_tls_and_a_username_needs_a_password() {
+    let email = |extra: Value| {
+        let mut e = json!({"to": "a@example.com", "from": "b@example.com",
+                           "smarthost": "relay.example.com:25"});
+        e.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        cel_failures(&object(json!({"image": "img:1", "alerting": {"email": e}})))
+    };
+    let secret = json!({"name": "smtp", "key": "password"});
+    // A trusted relay without AUTH or TLS; credentials over TLS with a private CA.
+    assert_eq!(email(json!({"requireTls": false})), Vec::<String>::new());
+    assert_eq!(
+        email(json!({"authSecretRef": secret, "authUsername": "u",
+                     "caSecretRef": {"name": "ca", "key": "ca.crt"}})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        email(json!({"authSecretRef": secret, "requireTls": false})),
+        ["authSecretRef needs requireTls: the SMTP password would cross the network in clear text"]
+    );
+    assert_eq!(
+        email(json!({"authUsername": "u"})),
+        ["authUsername needs authSecretRef (the password)"]
+    );
+}
+
+#[test]
 fn one_of_rules_on_model_sources() {
     let both = object(json!({"image": "img:1", "models": {"scoreWeights": {
         "inline": "{}", "configMapKeyRef": {"name": "w", "key": "k"}}}}));

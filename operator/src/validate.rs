@@ -59,9 +59,20 @@ pub enum Problem {
     /// `alerting.email.smarthost` is not `host:port`.
     #[error("alerting.email.smarthost must be host:port")]
     Smarthost,
-    /// `alerting.email.authSecretRef` lacks its name or key.
-    #[error("alerting.email.authSecretRef needs name and key")]
-    AuthSecretRef,
+    /// `alerting.email.authSecretRef` or `.caSecretRef` lacks its name or key.
+    #[error("alerting.email.{field} needs name and key")]
+    EmailSecretRef {
+        /// `authSecretRef` or `caSecretRef`.
+        field: &'static str,
+    },
+    /// `alerting.email.authSecretRef` without `requireTls`.
+    #[error(
+        "alerting.email.authSecretRef needs requireTls: the SMTP password would cross the network in clear text"
+    )]
+    CredentialsWithoutTls,
+    /// `alerting.email.authUsername` without `authSecretRef`.
+    #[error("alerting.email.authUsername needs authSecretRef (the password)")]
+    UsernameWithoutPassword,
     /// `store` sets neither or both of `embedded` and `postgres`.
     #[error("store: set exactly one of embedded or postgres")]
     StoreSource,
@@ -214,8 +225,21 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
         if parse_smarthost(&email.smarthost).is_none() {
             problems.push(Problem::Smarthost);
         }
-        if email.auth_secret_ref.name.is_empty() || email.auth_secret_ref.key.is_empty() {
-            problems.push(Problem::AuthSecretRef);
+        for (field, r) in [
+            ("authSecretRef", &email.auth_secret_ref),
+            ("caSecretRef", &email.ca_secret_ref),
+        ] {
+            if r.as_ref()
+                .is_some_and(|r| r.name.is_empty() || r.key.is_empty())
+            {
+                problems.push(Problem::EmailSecretRef { field });
+            }
+        }
+        if email.auth_secret_ref.is_some() && !email.require_tls {
+            problems.push(Problem::CredentialsWithoutTls);
+        }
+        if email.auth_secret_ref.is_none() && email.auth_username.is_some() {
+            problems.push(Problem::UsernameWithoutPassword);
         }
     }
     if let Some(store) = &spec.store {
@@ -361,6 +385,47 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid spec: replicas must be >= 0, got -1"
+        );
+    }
+
+    #[test]
+    fn email_credentials_need_tls_and_a_password() {
+        let problems = |email: serde_json::Value| {
+            let mut e = serde_json::json!({"to": "a@example.com", "from": "b@example.com",
+                                           "smarthost": "relay.example.com:25"});
+            if let (Some(o), Some(extra)) = (e.as_object_mut(), email.as_object()) {
+                o.extend(extra.clone());
+            }
+            let s: FaceKeyDeploymentSpec = serde_json::from_value(
+                serde_json::json!({"image": "img:1", "alerting": {"email": e}}),
+            )
+            .unwrap();
+            validate(&s).err().map(|e| e.problems).unwrap_or_default()
+        };
+        let secret = serde_json::json!({"name": "smtp", "key": "password"});
+        // A relay without AUTH, with or without TLS; credentials over TLS.
+        assert_eq!(problems(serde_json::json!({"requireTls": false})), []);
+        assert_eq!(problems(serde_json::json!({})), []);
+        assert_eq!(
+            problems(
+                serde_json::json!({"authSecretRef": secret, "authUsername": "u",
+                                        "caSecretRef": {"name": "ca", "key": "ca.crt"}})
+            ),
+            []
+        );
+        assert_eq!(
+            problems(serde_json::json!({"authSecretRef": secret, "requireTls": false})),
+            [Problem::CredentialsWithoutTls]
+        );
+        assert_eq!(
+            problems(serde_json::json!({"authUsername": "u"})),
+            [Problem::UsernameWithoutPassword]
+        );
+        assert_eq!(
+            problems(serde_json::json!({"caSecretRef": {"name": "ca", "key": ""}})),
+            [Problem::EmailSecretRef {
+                field: "caSecretRef"
+            }]
         );
     }
 

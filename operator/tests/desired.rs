@@ -285,10 +285,56 @@ fn email_settings_reach_the_runtime_and_the_password_comes_from_the_secret() {
         d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"]["FACEKEY_SMTP_TLS"],
         "tls"
     );
-    let d = desired(&email("relay:25", false), Some("img:1"), &caps);
+    // A trusted relay without TLS takes mail without AUTH: no user name, no password.
+    let relay = fkd(json!({"image": "img:1", "alerting": {"email": {
+        "to": "sec@example.com", "from": "fk@example.com", "smarthost": "relay:25",
+        "requireTls": false}}}));
+    let d = desired(&relay, Some("img:1"), &caps);
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    assert_eq!(data["FACEKEY_SMTP_TLS"], "none");
+    assert!(data.get("FACEKEY_SMTP_USERNAME").is_none(), "{data}");
+    let container = &d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]["containers"]
+        [0];
+    assert!(container.get("env").is_none(), "{container}");
+    let amc = &d.get(ChildKind::AlertmanagerConfig, "fk").unwrap().body;
+    let email_config = &amc["spec"]["receivers"][0]["emailConfigs"][0];
+    assert!(email_config.get("authUsername").is_none(), "{email_config}");
+    assert!(email_config.get("authPassword").is_none(), "{email_config}");
+    assert_eq!(email_config["requireTLS"], false);
+    // Credentials never go out in clear text: such a spec yields no objects.
+    let cleartext = email("relay:25", false);
+    assert!(
+        desired::compute(&DesiredInputs {
+            fkd: &cleartext,
+            runtime_image: Some("img:1"),
+            capabilities: &caps,
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn a_private_smtp_ca_reaches_the_runtime_and_alertmanager() {
+    let f = fkd(json!({"image": "img:1", "alerting": {"email": {
+        "to": "sec@example.com", "from": "fk@example.com", "smarthost": "smtp.corp:587",
+        "authSecretRef": {"name": "smtp", "key": "pw"},
+        "caSecretRef": {"name": "corp-ca", "key": "ca.pem"}}}}));
+    let d = desired(&f, Some("img:1"), &Capabilities::all());
+    let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
+    let ca_file = data["FACEKEY_SMTP_CA_FILE"].as_str().unwrap();
+    let (volume, mount) = volume_and_mount(&d, "smtp-ca");
+    assert_eq!(volume["secret"]["secretName"], "corp-ca");
+    assert_eq!(volume["secret"]["items"][0]["key"], "ca.pem");
+    let mounted = format!(
+        "{}/{}",
+        mount["mountPath"].as_str().unwrap(),
+        volume["secret"]["items"][0]["path"].as_str().unwrap()
+    );
+    assert_eq!(ca_file, mounted);
+    let amc = &d.get(ChildKind::AlertmanagerConfig, "fk").unwrap().body;
     assert_eq!(
-        d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"]["FACEKEY_SMTP_TLS"],
-        "none"
+        amc["spec"]["receivers"][0]["emailConfigs"][0]["tlsConfig"],
+        json!({"ca": {"secret": {"name": "corp-ca", "key": "ca.pem"}}})
     );
 }
 
@@ -321,7 +367,8 @@ fn written_env_names_are_runtime_settings_and_listed() {
                           "scoreWeights": {"inline": "{}"},
                           "spoof": {"uri": "https://example.com/m.onnx"}},
                "alerting": {"email": {"to": "a@example.com", "from": "b@example.com",
-                 "smarthost": "smtp:587", "authSecretRef": {"name": "s", "key": "k"}}}}),
+                 "smarthost": "smtp:587", "authSecretRef": {"name": "s", "key": "k"},
+                 "caSecretRef": {"name": "ca", "key": "ca.crt"}}}}),
         json!({"image": "img:1", "models": {
                "scoreWeights": {"configMapKeyRef": {"name": "w", "key": "k"}},
                "spoof": {"pvc": "models"}}}),

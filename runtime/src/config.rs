@@ -653,6 +653,16 @@ impl Config {
                 defaults::MATCH_THRESHOLD
             ));
         }
+        if self.smtp_tls == SmtpTls::None
+            && self.smtp_smarthost.is_some()
+            && (self.smtp_username.is_some() || self.smtp_password.is_some())
+        {
+            found.push(format!(
+                "{}=none with SMTP credentials: the password crosses the network in clear text \
+                 (use starttls or tls; none is for a trusted relay without AUTH)",
+                env::SMTP_TLS
+            ));
+        }
         if self.cors_origins.iter().any(|o| o.trim() == "*") {
             found.push(format!(
                 "{}=*: any web site may call the API from its visitors' browsers",
@@ -802,6 +812,14 @@ mod tests {
             &["--decision-policy", "fusion"],
             &["--match-threshold", "0.4"],
             &["--cors-origins", "https://a.example,*"],
+            &[
+                "--smtp-smarthost",
+                "relay:25",
+                "--smtp-tls",
+                "none",
+                "--smtp-username",
+                "alerts",
+            ],
         ] {
             let c = Config::try_parse_from(
                 std::iter::once("facekey-runtime").chain(args.iter().copied()),
@@ -820,6 +838,16 @@ mod tests {
         ])
         .unwrap();
         assert!(trained.insecure_settings().is_empty());
+        // A relay without TLS is fine without credentials.
+        let relay = Config::try_parse_from([
+            "facekey-runtime",
+            "--smtp-smarthost",
+            "relay:25",
+            "--smtp-tls",
+            "none",
+        ])
+        .unwrap();
+        assert!(relay.insecure_settings().is_empty());
         let allowed =
             Config::try_parse_from(["facekey-runtime", "--allow-insecure", "--liveness", "off"])
                 .unwrap();

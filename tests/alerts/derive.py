@@ -10,7 +10,9 @@ it, for the end-to-end alert test (tests/alerts/e2e.sh), with no Kubernetes at h
                 prometheus-operator merges it into the Alertmanager configuration (namespaced
                 receiver names, the injected `namespace` matcher, `continue: true`).
   runtime-env   Deployment + ConfigMap (+ Secret) -> the runtime's environment, as the kubelet
-                builds it from `envFrom` and `env[].valueFrom.secretKeyRef`.
+                builds it from `envFrom` and `env[].valueFrom.secretKeyRef`; with --mount-root,
+                Secret volumes whose keys are given are written below it as the kubelet mounts
+                them, and variables naming a path under their mount point follow them there.
 
 Every test-only deviation from a cluster is a command-line option, named `--test-*`, and listed
 in the output's header comment; nothing else is changed.
@@ -50,10 +52,13 @@ def sanitize(name):
 
 
 def secrets(pairs):
-    """`--secret name/key=value` options: the Secrets the objects reference."""
+    """`--secret name/key=value` options (`=@path`: the file's content): the Secrets the objects
+    reference."""
     out = {}
     for p in pairs or []:
         ref, _, value = p.partition("=")
+        if value.startswith("@"):
+            value = Path(value[1:]).read_text(encoding="utf-8")
         out[ref] = value
     return out
 
@@ -256,7 +261,9 @@ def convert_route(route, ns, name, top_level):
     return out
 
 
-def convert_email(cfg, store, ca_file):
+def convert_email(cfg, store, assets):
+    """One emailConfig; a Secret the TLS settings name is written into `assets` (a directory, as
+    prometheus-operator mounts such Secrets into Alertmanager) and referenced by path."""
     out = {
         "to": cfg["to"],
         "from": cfg["from"],
@@ -270,8 +277,12 @@ def convert_email(cfg, store, ca_file):
         out["auth_password"] = secret_value(store, cfg["authPassword"]["name"], cfg["authPassword"]["key"])
     if "requireTLS" in cfg:
         out["require_tls"] = bool(cfg["requireTLS"])
-    if ca_file:
-        out["tls_config"] = {"ca_file": ca_file}
+    ca = ((cfg.get("tlsConfig") or {}).get("ca") or {}).get("secret")
+    if ca:
+        path = Path(assets) / ca["name"] / ca["key"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secret_value(store, ca["name"], ca["key"]), encoding="utf-8")
+        out["tls_config"] = {"ca_file": str(path)}
     return out
 
 
@@ -294,12 +305,11 @@ def alertmanager(args):
         for r in amc["spec"].get("receivers") or []:
             rec = {"name": f"{ns}/{name}/{r['name']}"}
             if r.get("emailConfigs"):
-                rec["email_configs"] = [convert_email(c, store, args.test_smtp_ca_file) for c in r["emailConfigs"]]
+                assets = Path(args.out).parent / "alertmanager-secrets"
+                rec["email_configs"] = [convert_email(c, store, assets) for c in r["emailConfigs"]]
             receivers.append(rec)
     if len(receivers) == 1:
         sys.exit("no AlertmanagerConfig in the render")
-    if args.test_smtp_ca_file:
-        notes.append("email tls_config.ca_file: the test SMTP server's self-signed certificate")
     header = "# Derived from the rendered AlertmanagerConfig by tests/alerts/derive.py.\n"
     header += "".join(f"# test-only: {n}\n" for n in notes)
     text = yaml.safe_dump({"route": root, "receivers": receivers}, sort_keys=False)
@@ -325,8 +335,32 @@ def runtime_env(args):
         elif "secretKeyRef" in e.get("valueFrom", {}):
             ref = e["valueFrom"]["secretKeyRef"]
             env[e["name"]] = secret_value(store, ref["name"], ref["key"])
+    if args.mount_root:
+        mount_secret_volumes(deployment["spec"]["template"]["spec"], container, store, args.mount_root, env)
     for k, v in sorted(env.items()):
         print(f"{k}={v}")
+
+
+def mount_secret_volumes(pod, container, store, root, env):
+    """Write each Secret volume item whose value is in `store` where the kubelet would mount it,
+    below `root`, and move the variables naming a path under that mount point along."""
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for m in container.get("volumeMounts") or []:
+        secret = volumes.get(m["name"], {}).get("secret")
+        if not secret:
+            continue
+        items = secret.get("items") or []
+        if not all(f"{secret['secretName']}/{i['key']}" in store for i in items):
+            continue
+        target = Path(root) / m["mountPath"].lstrip("/")
+        for i in items:
+            path = target / i["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(store[f"{secret['secretName']}/{i['key']}"], encoding="utf-8")
+        prefix = m["mountPath"].rstrip("/") + "/"
+        for k, v in env.items():
+            if v.startswith(prefix):
+                env[k] = str(target / v[len(prefix):])
 
 
 def main():
@@ -346,10 +380,10 @@ def main():
     pa.add_argument("--out", required=True)
     pa.add_argument("--secret", action="append", metavar="NAME/KEY=VALUE")
     pa.add_argument("--test-group-wait")
-    pa.add_argument("--test-smtp-ca-file")
     pr = sub.add_parser("runtime-env")
     pr.add_argument("--rendered", required=True)
     pr.add_argument("--secret", action="append", metavar="NAME/KEY=VALUE")
+    pr.add_argument("--mount-root", help="directory standing in for the container's filesystem")
     args = p.parse_args()
     {"prometheus": prometheus, "alertmanager": alertmanager, "runtime-env": runtime_env}[args.cmd](args)
 

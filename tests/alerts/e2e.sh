@@ -16,7 +16,6 @@
 #   - scrape interval 1s, rule evaluation interval 1s, Alertmanager group_wait 1s;
 #   - FaceKeySpoofAttemptsHigh's `for` 1m -> 15s (the CRD has no `for` field; only that field of
 #     the rendered rule is rewritten, by derive.py --test-for);
-#   - both mailers trust the test SMTP server's self-signed certificate (ca_file / FACEKEY_SMTP_CA_FILE);
 #   - service discovery is one static target carrying the labels Kubernetes would attach.
 # Afterwards the runtime's real /metrics is checked against docs/metrics.md
 # (tests/metrics/catalogue.py) and every Grafana panel query against this Prometheus
@@ -88,15 +87,22 @@ spec:
       authSecretRef:
         name: $NAME-smtp
         key: password
+      caSecretRef:
+        name: $NAME-smtp-ca
+        key: ca.crt
 YAML
 "$OPERATOR" render -f "$WORK/fkd.yaml" >"$WORK/rendered.yaml"
-SECRET="$NAME-smtp/password=$SMTP_PASSWORD"
+# The Secrets the resource names: the SMTP password and the CA (here the test server's own
+# self-signed certificate) that both mailers must trust.
+SECRETS=(--secret "$NAME-smtp/password=$SMTP_PASSWORD" --secret "$NAME-smtp-ca/ca.crt=@$WORK/cert.pem")
 
 "$PY" "$HERE/derive.py" prometheus --rendered "$WORK/rendered.yaml" --pod "$POD" \
   --target "127.0.0.1:PORT_PLACEHOLDER" --alertmanager "127.0.0.1:$AM_PORT" --out "$WORK" \
   --test-scrape-interval 1s --test-evaluation-interval 1s --test-for FaceKeySpoofAttemptsHigh=15s
-"$PY" "$HERE/derive.py" alertmanager --rendered "$WORK/rendered.yaml" --secret "$SECRET" \
-  --out "$WORK/alertmanager.yml" --test-group-wait 1s --test-smtp-ca-file "$WORK/cert.pem"
+"$PY" "$HERE/derive.py" alertmanager --rendered "$WORK/rendered.yaml" "${SECRETS[@]}" \
+  --out "$WORK/alertmanager.yml" --test-group-wait 1s
+grep -q "ca_file: $WORK/alertmanager-secrets/$NAME-smtp-ca/ca.crt" "$WORK/alertmanager.yml" \
+  || fail "the AlertmanagerConfig's tlsConfig.ca did not reach the Alertmanager configuration"
 amtool check-config "$WORK/alertmanager.yml" >/dev/null || fail "amtool check-config"
 grep -qF "namespace=\"$NS\"" "$WORK/alertmanager.yml" \
   || fail "derived Alertmanager route lacks the namespace matcher"
@@ -110,10 +116,15 @@ route_of() { amtool config routes test --config.file="$WORK/alertmanager.yml" "$
 ok "rendered $(grep -c '^kind:' "$WORK/rendered.yaml") objects; derived Prometheus and Alertmanager configs; routing tree checked"
 
 # --- The runtime, with the environment the kubelet would give the pod ------------------------
-"$PY" "$HERE/derive.py" runtime-env --rendered "$WORK/rendered.yaml" --secret "$SECRET" >"$WORK/runtime.env"
+"$PY" "$HERE/derive.py" runtime-env --rendered "$WORK/rendered.yaml" "${SECRETS[@]}" \
+  --mount-root "$WORK/pod" >"$WORK/runtime.env"
 grep -Eqx 'FACEKEY_LIVENESS_THRESHOLD=1(\.0)?' "$WORK/runtime.env" || fail "rendered runtime env lacks FACEKEY_LIVENESS_THRESHOLD=1.0"
+# The CA Secret mounted where the Deployment says, and FACEKEY_SMTP_CA_FILE naming it.
+ca_file=$(sed -n 's/^FACEKEY_SMTP_CA_FILE=//p' "$WORK/runtime.env")
+[ -n "$ca_file" ] && cmp -s "$ca_file" "$WORK/cert.pem" \
+  || fail "the rendered runtime does not trust the CA of caSecretRef (FACEKEY_SMTP_CA_FILE=$ca_file)"
 while IFS= read -r kv; do export "${kv?}"; done <"$WORK/runtime.env"
-export FACEKEY_INSTANCE="$POD" FACEKEY_SMTP_CA_FILE="$WORK/cert.pem"
+export FACEKEY_INSTANCE="$POD"
 # --listen, --metrics-listen and --data-dir (flags win) replace the pod's 0.0.0.0:8080,
 # 0.0.0.0:9090 and /var/lib/facekey.
 # Every face is a spoof at this liveness threshold, so the enrolment below would be refused by

@@ -453,6 +453,21 @@ pub(super) fn prometheus_rule(owner: &Owner<'_>, rules: &RulesSpec) -> Result<Va
 }
 
 pub(super) fn alertmanager_config(owner: &Owner<'_>, email: &EmailAlerting) -> Result<Value> {
+    let mut email_config = json!({
+        "to": email.to,
+        "from": email.from,
+        "smarthost": email.smarthost,
+        "requireTLS": email.require_tls,
+        "sendResolved": true,
+    });
+    // Credentials only when given (a relay without AUTH gets none), a private CA when given.
+    if let Some(secret) = &email.auth_secret_ref {
+        email_config["authUsername"] = json!(email.auth_username.as_deref().unwrap_or(&email.from));
+        email_config["authPassword"] = json!({"name": secret.name, "key": secret.key});
+    }
+    if let Some(ca) = &email.ca_secret_ref {
+        email_config["tlsConfig"] = json!({"ca": {"secret": {"name": ca.name, "key": ca.key}}});
+    }
     Ok(json!({
         "apiVersion": "monitoring.coreos.com/v1alpha1",
         "kind": "AlertmanagerConfig",
@@ -468,15 +483,7 @@ pub(super) fn alertmanager_config(owner: &Owner<'_>, email: &EmailAlerting) -> R
             },
             "receivers": [{
                 "name": "email",
-                "emailConfigs": [{
-                    "to": email.to,
-                    "from": email.from,
-                    "smarthost": email.smarthost,
-                    "authUsername": email.auth_username.as_deref().unwrap_or(&email.from),
-                    "authPassword": {"name": email.auth_secret_ref.name, "key": email.auth_secret_ref.key},
-                    "requireTLS": email.require_tls,
-                    "sendResolved": true,
-                }],
+                "emailConfigs": [email_config],
             }],
         },
     }))

@@ -47,6 +47,9 @@ const CONFIG_DIR: &str = "/etc/facekey/config";
 const WEIGHTS_DIR: &str = "/etc/facekey/weights";
 const SPOOF_MODEL_DIR: &str = "/etc/facekey/models/spoof";
 const DATA_DIR: &str = "/var/lib/facekey";
+/// Directory and file of the SMTP server's private CA (`alerting.email.caSecretRef`).
+const SMTP_CA_DIR: &str = "/etc/facekey/smtp-ca";
+const SMTP_CA_FILE: &str = "ca.crt";
 pub(super) const WEIGHTS_FILE: &str = "weights.json";
 
 /// Every runtime environment variable the operator can write into runtime pods: the keys of the
@@ -65,6 +68,7 @@ const RUNTIME_ENV: &[&str] = &[
     env::SMTP_SMARTHOST,
     env::SMTP_TLS,
     env::SMTP_USERNAME,
+    env::SMTP_CA_FILE,
     env::ALERT_FROM,
     env::ALERT_TO,
     env::DATABASE_URL_FILE,
@@ -152,13 +156,20 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
             (true, _) => "starttls",
         };
         set(env::SMTP_TLS, tls.to_owned());
-        set(
-            env::SMTP_USERNAME,
-            email
-                .auth_username
-                .clone()
-                .unwrap_or_else(|| email.from.clone()),
-        );
+        // A user name only with a password (the runtime refuses credentials without TLS, as
+        // the CRD refuses authSecretRef without requireTls).
+        if email.auth_secret_ref.is_some() {
+            set(
+                env::SMTP_USERNAME,
+                email
+                    .auth_username
+                    .clone()
+                    .unwrap_or_else(|| email.from.clone()),
+            );
+        }
+        if email.ca_secret_ref.is_some() {
+            set(env::SMTP_CA_FILE, format!("{SMTP_CA_DIR}/{SMTP_CA_FILE}"));
+        }
         set(env::ALERT_FROM, email.from.clone());
         set(env::ALERT_TO, email.to.clone());
     }
@@ -206,17 +217,22 @@ pub fn runtime_env_keys(spec: &FaceKeyDeploymentSpec) -> Vec<String> {
 }
 
 /// Variables taken from Secrets (`valueFrom`), never written into the ConfigMap: the SMTP
-/// password when email alerting is set.
+/// password when email alerting names one.
 pub(super) fn secret_env(spec: &FaceKeyDeploymentSpec) -> Vec<EnvVar> {
-    let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) else {
+    let Some(secret) = spec
+        .alerting
+        .as_ref()
+        .and_then(|a| a.email.as_ref())
+        .and_then(|e| e.auth_secret_ref.as_ref())
+    else {
         return Vec::new();
     };
     vec![EnvVar {
         name: env::SMTP_PASSWORD.to_owned(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: email.auth_secret_ref.name.clone(),
-                key: email.auth_secret_ref.key.clone(),
+                name: secret.name.clone(),
+                key: secret.key.clone(),
                 optional: Some(false),
             }),
             ..EnvVarSource::default()
@@ -397,6 +413,15 @@ pub(super) fn volumes(
             Some(access::api_keys_ref(owner.name, spec)),
             access::API_KEYS_DIR,
             access::API_KEYS_FILE,
+        ),
+        (
+            "smtp-ca",
+            spec.alerting
+                .as_ref()
+                .and_then(|a| a.email.as_ref())
+                .and_then(|e| e.ca_secret_ref.clone()),
+            SMTP_CA_DIR,
+            SMTP_CA_FILE,
         ),
     ] {
         if let Some(r) = secret {
