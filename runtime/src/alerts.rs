@@ -330,30 +330,63 @@ fn parse_mailbox(field: &str, value: &str) -> Result<Mailbox, AlertError> {
         .map_err(|e| AlertError::Config(format!("{field} {value:?} is not an email address: {e}")))
 }
 
-impl Mailer {
-    /// Validate the settings and build the SMTP transport (no connection is made yet). Must be
-    /// called inside the Tokio runtime: the connection pool lives there.
-    pub fn new(settings: &EmailSettings) -> Result<Self, AlertError> {
-        let (host, port) = settings
+/// What [`EmailSettings`] name, checked without reading a file or opening a connection.
+struct Checked {
+    host: String,
+    port: u16,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+impl EmailSettings {
+    /// Check the settings as [`Mailer::new`] does, short of reading the CA file: the smarthost
+    /// is `host:port`, the addresses parse, user name and password come together.
+    pub fn check(&self) -> Result<(), AlertError> {
+        self.checked().map(|_| ())
+    }
+
+    fn checked(&self) -> Result<Checked, AlertError> {
+        let (host, port) = self
             .smarthost
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
             .filter(|(h, _)| !h.is_empty())
             .ok_or_else(|| {
-                AlertError::Config(format!(
-                    "smarthost {:?} must be host:port",
-                    settings.smarthost
-                ))
+                AlertError::Config(format!("smarthost {:?} must be host:port", self.smarthost))
             })?;
-        let from = parse_mailbox("alert sender", &settings.from)?;
-        if settings.to.is_empty() {
+        let from = parse_mailbox("alert sender", &self.from)?;
+        if self.to.is_empty() {
             return Err(AlertError::Config("no alert recipients".into()));
         }
-        let to = settings
+        let to = self
             .to
             .iter()
             .map(|t| parse_mailbox("alert recipient", t))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.username.is_some() != self.password.is_some() {
+            return Err(AlertError::Config(
+                "SMTP username and password must be set together".into(),
+            ));
+        }
+        Ok(Checked {
+            host,
+            port,
+            from,
+            to,
+        })
+    }
+}
+
+impl Mailer {
+    /// Validate the settings and build the SMTP transport (no connection is made yet). Must be
+    /// called inside the Tokio runtime: the connection pool lives there.
+    pub fn new(settings: &EmailSettings) -> Result<Self, AlertError> {
+        let Checked {
+            host,
+            port,
+            from,
+            to,
+        } = settings.checked()?;
 
         let tls_params = || -> Result<TlsParameters, AlertError> {
             let mut builder = TlsParameters::builder(host.clone());
@@ -381,16 +414,8 @@ impl Mailer {
             .port(port)
             .tls(tls)
             .timeout(Some(Duration::from_secs(20)));
-        match (&settings.username, &settings.password) {
-            (Some(user), Some(pass)) => {
-                builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(AlertError::Config(
-                    "SMTP username and password must be set together".into(),
-                ));
-            }
-            (None, None) => {}
+        if let (Some(user), Some(pass)) = (&settings.username, &settings.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
         }
         Ok(Self {
             transport: builder.build(),

@@ -87,6 +87,15 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The error for a shared (PostgreSQL) store without `setting`: replicas sharing a database
+/// must share `what`.
+pub(crate) fn shared_store_needs(setting: &str, what: &str) -> String {
+    format!(
+        "{} is set but {setting} is not: replicas sharing a database must share {what}",
+        env::DATABASE_URL
+    )
+}
+
 fn parse_shutdown_delay(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(v) if v <= defaults::MAX_SHUTDOWN_DELAY_SECS => Ok(v),
@@ -354,6 +363,12 @@ pub struct Config {
     #[arg(long)]
     pub check_health: bool,
 
+    /// Instead of serving, check the configuration (flags and `FACEKEY_*` variables) as start-up
+    /// does before it reads a file or loads a model, print what is wrong and exit 1, or exit 0
+    /// (with the unsafe settings `--allow-insecure` lets through, if any).
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Log format.
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = parse_enum::<LogFormat>(defaults::LOG_FORMAT))]
     pub log_format: LogFormat,
@@ -507,6 +522,55 @@ impl Config {
             policy: self.decision_policy,
             threshold: self.threshold,
         }
+    }
+
+    /// Check the configuration as start-up does before it reads any file, binds a port or loads
+    /// a model (`--check-config`, and the first step of [`crate::server::Server::bind`]): limits
+    /// that contradict each other, unsafe settings without `--allow-insecure`, the alert mail
+    /// settings, the lockout bounds, and what replicas sharing a database must share. `Ok` holds
+    /// the unsafe settings `--allow-insecure` lets through.
+    pub fn check(&self) -> Result<Vec<String>, String> {
+        if self.max_body_memory_bytes < self.max_body_bytes {
+            return Err(format!(
+                "{} ({}) is below {} ({}): a body of the largest allowed size could never be \
+                 received",
+                env::MAX_BODY_MEMORY_BYTES,
+                self.max_body_memory_bytes,
+                env::MAX_BODY_BYTES,
+                self.max_body_bytes
+            ));
+        }
+        let insecure = self.insecure_settings();
+        if !insecure.is_empty() && !self.allow_insecure {
+            return Err(format!(
+                "unsafe settings: {}. Fix them, or start with --allow-insecure ({}=true) to \
+                 accept the risk",
+                insecure.join("; "),
+                env::ALLOW_INSECURE
+            ));
+        }
+        if let Some(settings) = self.email_settings()? {
+            settings.check().map_err(|e| e.to_string())?;
+        }
+        crate::lockout::Policy::from_config(self)?;
+        let shared = self
+            .database_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+            || self.database_url_file.is_some();
+        if shared && self.template_key_file.is_none() {
+            return Err(shared_store_needs(
+                env::TEMPLATE_KEY_FILE,
+                "the template key; create one with `facekey-runtime --new-template-key <id>`",
+            ));
+        }
+        if shared && self.api_keys_file.is_none() {
+            return Err(shared_store_needs(
+                env::API_KEYS_FILE,
+                "their API keys; create keys with `facekey-runtime new-api-key <id> --scopes …`",
+            ));
+        }
+        Ok(insecure)
     }
 
     /// The database URL from `--database-url` or the file `--database-url-file` names (trimmed),
@@ -760,6 +824,99 @@ mod tests {
             Config::try_parse_from(["facekey-runtime", flag, value])
                 .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
         }
+    }
+
+    #[test]
+    fn check_refuses_what_start_up_would() {
+        let check = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("facekey-runtime").chain(args.iter().copied()))
+                .unwrap()
+                .check()
+        };
+        assert_eq!(check(&[]), Ok(Vec::new()));
+        let refused = |args: &[&str], needle: &str| {
+            let err = check(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        };
+        refused(
+            &[
+                "--max-body-memory-bytes",
+                "1000",
+                "--max-body-bytes",
+                "2000",
+            ],
+            env::MAX_BODY_MEMORY_BYTES,
+        );
+        refused(&["--liveness", "off"], "unsafe settings");
+        refused(
+            &[
+                "--smtp-smarthost",
+                "relay:25",
+                "--alert-from",
+                "fk@example.com",
+            ],
+            env::ALERT_TO,
+        );
+        refused(
+            &[
+                "--smtp-smarthost",
+                "relay:25",
+                "--alert-from",
+                "not an address",
+                "--alert-to",
+                "sec@example.com",
+            ],
+            "alert sender",
+        );
+        refused(
+            &[
+                "--smtp-smarthost",
+                "relay:587",
+                "--alert-from",
+                "fk@example.com",
+                "--alert-to",
+                "sec@example.com",
+                "--smtp-username",
+                "fk",
+            ],
+            "set together",
+        );
+        refused(&["--lockout-attempts", "1000000"], env::LOCKOUT_ATTEMPTS);
+        refused(
+            &[
+                "--database-url-file",
+                "/run/db/url",
+                "--api-keys-file",
+                "/k",
+            ],
+            env::TEMPLATE_KEY_FILE,
+        );
+        refused(
+            &[
+                "--database-url",
+                "postgres://db/fk",
+                "--template-key-file",
+                "/t",
+            ],
+            env::API_KEYS_FILE,
+        );
+        // A shared store with both keys files is fine (the files are not read by the check).
+        assert_eq!(
+            check(&[
+                "--database-url-file",
+                "/run/db/url",
+                "--template-key-file",
+                "/t",
+                "--api-keys-file",
+                "/k"
+            ]),
+            Ok(Vec::new())
+        );
+        // Allowed unsafe settings come back to be logged.
+        assert_eq!(
+            check(&["--liveness", "off", "--allow-insecure"]).map(|w| w.len()),
+            Ok(1)
+        );
     }
 
     #[test]

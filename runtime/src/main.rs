@@ -32,6 +32,14 @@ async fn main() -> anyhow::Result<()> {
         println!("{key}\n{line}");
         return Ok(());
     }
+    if config.check_config {
+        let allowed = config.check().map_err(anyhow::Error::msg)?;
+        for problem in &allowed {
+            eprintln!("INSECURE (allowed by --allow-insecure): {problem}");
+        }
+        println!("configuration OK (files and models are not read by --check-config)");
+        return Ok(());
+    }
     if config.check_health {
         return facekey_runtime::server::check_health(config.listen)
             .await

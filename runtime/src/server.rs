@@ -96,12 +96,11 @@ async fn open_enrolments(
     let max = config.max_faces_per_subject;
     match config.database_url().map_err(ServerError::Config)? {
         Some(url) => {
+            // Config::check refused this already; kept for callers that skip it.
             let key_file = config.template_key_file.as_ref().ok_or_else(|| {
-                ServerError::Config(format!(
-                    "{} is set but {} is not: replicas sharing a database must share the \
-                     template key; create one with `facekey-runtime --new-template-key <id>`",
-                    env::DATABASE_URL,
-                    env::TEMPLATE_KEY_FILE
+                ServerError::Config(crate::config::shared_store_needs(
+                    env::TEMPLATE_KEY_FILE,
+                    "the template key",
                 ))
             })?;
             let keys = TemplateKeys::from_file(key_file)?;
@@ -138,14 +137,6 @@ fn open_access_control(
     listener: &TcpListener,
     metrics: &Metrics,
 ) -> Result<AccessControl, ServerError> {
-    if config.api_keys_file.is_none() && config.database_url().ok().flatten().is_some() {
-        return Err(ServerError::Config(format!(
-            "{} is set but {} is not: replicas sharing a database must share their API keys; \
-             create keys with `facekey-runtime new-api-key <id> --scopes …`",
-            env::DATABASE_URL,
-            env::API_KEYS_FILE
-        )));
-    }
     let (api_keys, bootstrap) = ApiKeys::open(config.api_keys_file.as_deref(), &config.data_dir)
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let ring = api_keys.ring();
@@ -181,29 +172,8 @@ fn open_access_control(
 impl Server {
     /// Bind the configured address and create the shared state (engine not loaded yet).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        if config.max_body_memory_bytes < config.max_body_bytes {
-            return Err(ServerError::Config(format!(
-                "{} ({}) is below {} ({}): a body of the largest allowed size could never be \
-                 received",
-                env::MAX_BODY_MEMORY_BYTES,
-                config.max_body_memory_bytes,
-                env::MAX_BODY_BYTES,
-                config.max_body_bytes
-            )));
-        }
-        let insecure = config.insecure_settings();
-        if !insecure.is_empty() {
-            if !config.allow_insecure {
-                return Err(ServerError::Config(format!(
-                    "unsafe settings: {}. Fix them, or start with --allow-insecure ({}=true) to \
-                     accept the risk",
-                    insecure.join("; "),
-                    env::ALLOW_INSECURE
-                )));
-            }
-            for problem in &insecure {
-                tracing::warn!(target: "facekey::security", "INSECURE (allowed by --allow-insecure): {problem}");
-            }
+        for problem in config.check().map_err(ServerError::Config)? {
+            tracing::warn!(target: "facekey::security", "INSECURE (allowed by --allow-insecure): {problem}");
         }
         let addr = config.listen;
         let listener = TcpListener::bind(addr)

@@ -1,14 +1,16 @@
 //! The contract between the operator and the runtime: every `FACEKEY_*` variable the operator
 //! writes into a runtime pod is one the runtime reads, and every value it writes is one the
-//! runtime's flag parser accepts and applies. Renaming a runtime setting, or changing the values
-//! a flag accepts, fails here rather than in a cluster.
+//! runtime's flag parser accepts and applies, and with which the runtime's start-up checks pass
+//! (nothing unsafe, nothing contradictory), for the Deployment's pods and the injected sidecar.
+//! Renaming a runtime setting, changing the values a flag accepts, or a start-up check the
+//! operator's output would fail, fails here rather than in a cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 
 use clap::{CommandFactory, Parser};
 use facekey_crds::FaceKeyDeploymentSpec;
-use facekey_operator::desired::{config_data, runtime_env_for, runtime_env_names};
+use facekey_operator::desired::{config_data, runtime_env_for, runtime_env_names, sidecar_env};
 use facekey_runtime::config::Config;
 
 /// Specs that make the operator write every setting it can.
@@ -21,11 +23,12 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
             "spoof": { "configMap": "liveness-models" }
         },
         "alerting": { "email": {
-            "to": "security@example.com,soc@example.com",
+            "to": "security@example.com",
             "from": "facekey@example.com",
             "smarthost": "smtp.example.com:465",
             "authUsername": "mailer",
-            "authSecretRef": { "name": "smtp", "key": "password" }
+            "authSecretRef": { "name": "smtp", "key": "password" },
+            "caSecretRef": { "name": "corp-ca", "key": "ca.crt" }
         }},
         "ui": { "enabled": false }
     });
@@ -37,12 +40,23 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
                 "scoreWeights": { "configMapKeyRef": { "name": "w", "key": "weights.json" } },
                 "spoof": { "uri": "https://models.example/liveness.onnx" }
             },
+            // A trusted relay without TLS or AUTH.
             "alerting": { "email": {
                 "to": "a@example.com", "from": "f@example.com", "smarthost": "smtp:25",
-                "requireTls": false, "authSecretRef": { "name": "smtp", "key": "password" }
+                "requireTls": false
             }}
         }),
         serde_json::json!({ "image": "registry.example/facekey/runtime:1.0" }),
+        // Credentials over STARTTLS, a sidecar with resources of its own.
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "resources": { "limits": { "cpu": "4", "memory": "2Gi" } },
+            "alerting": { "email": {
+                "to": "a@example.com", "from": "f@example.com", "smarthost": "smtp:587",
+                "authSecretRef": { "name": "smtp", "key": "password" }
+            }},
+            "sidecar": { "resources": { "requests": { "cpu": "250m", "memory": "384Mi" } } }
+        }),
         // PostgreSQL: the URL and the (generated) template key as mounted Secret files.
         serde_json::json!({
             "image": "registry.example/facekey/runtime:1.0",
@@ -68,8 +82,59 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
     ];
     variants
         .into_iter()
-        .map(|v| serde_json::from_value(v).unwrap())
+        .map(|v| {
+            let spec = serde_json::from_value(v).unwrap();
+            // Only specs the operator accepts: the others never reach a pod.
+            facekey_operator::validate::validate(&spec).unwrap();
+            spec
+        })
         .collect()
+}
+
+/// Runtime flags for `vars` (`FACEKEY_*` name and value), as the pod's environment would set
+/// them; a variable the pod takes from a Secret gets a stand-in value.
+fn args_for(flags: &BTreeMap<String, String>, vars: &[(String, Option<String>)]) -> Vec<String> {
+    let mut args = vec!["facekey-runtime".to_owned()];
+    for (name, value) in vars.iter().filter(|(k, _)| k.starts_with("FACEKEY_")) {
+        args.push(format!("--{}", flags[name]));
+        args.push(value.clone().unwrap_or_else(|| "from-secret".to_owned()));
+    }
+    args
+}
+
+#[test]
+fn the_runtime_starts_with_what_the_operator_writes() {
+    let flags = flags_by_env();
+    for spec in specs() {
+        // The Deployment's pods: the ConfigMap's variables and those from Secrets.
+        let mut pod: Vec<(String, Option<String>)> = config_data(&spec)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for name in runtime_env_for(&spec) {
+            if !pod.iter().any(|(k, _)| *k == name) {
+                pod.push((name, None));
+            }
+        }
+        // The injected sidecar: its own `env`.
+        let sidecar: Vec<(String, Option<String>)> =
+            sidecar_env(&spec, &spec.sidecar.clone().unwrap_or_default())
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect();
+        for (what, vars) in [("pod", pod), ("sidecar", sidecar)] {
+            let args = args_for(&flags, &vars);
+            let config = Config::try_parse_from(&args).unwrap_or_else(|e| {
+                panic!("the runtime rejects the operator's {what} settings {args:?}: {e}")
+            });
+            assert_eq!(
+                config.check(),
+                Ok(Vec::new()),
+                "the runtime would not start (or only with --allow-insecure) on the {what} \
+                 settings {args:?}"
+            );
+        }
+    }
 }
 
 /// The runtime's flags by the environment variable they read.
@@ -125,7 +190,9 @@ fn every_value_the_operator_writes_parses_and_applies() {
         if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
             // The password comes from the Secret at run time; supply one as the pod would.
             let mut with_password = args.clone();
-            with_password.extend(["--smtp-password".to_owned(), "from-secret".to_owned()]);
+            if email.auth_secret_ref.is_some() {
+                with_password.extend(["--smtp-password".to_owned(), "from-secret".to_owned()]);
+            }
             let config = Config::try_parse_from(&with_password).unwrap();
             let settings = config.email_settings().unwrap().unwrap();
             assert_eq!(settings.smarthost, email.smarthost);

@@ -506,6 +506,20 @@ mod tests {
             .clone()
     }
 
+    /// A warning of deployment `fk` whose runbook is its own section; its description.
+    fn warning_with_runbook(rule: &Value, anchor: &str) -> String {
+        assert_eq!(rule["labels"]["severity"], "warning");
+        assert_eq!(rule["labels"][DEPLOYMENT_LABEL], "fk");
+        assert_eq!(
+            rule["annotations"]["runbook_url"],
+            format!("{RUNBOOK_BASE}#{anchor}")
+        );
+        rule["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     #[test]
     fn alert_email_failures_and_drops_alert_at_once() {
         let rule = alert("FaceKeyAlertEmailFailing");
@@ -515,13 +529,7 @@ mod tests {
         );
         // No `for`: a shorter one would only delay an alert the window already holds.
         assert!(rule.get("for").is_none(), "{rule}");
-        assert_eq!(rule["labels"]["severity"], "warning");
-        assert_eq!(rule["labels"][DEPLOYMENT_LABEL], "fk");
-        assert_eq!(
-            rule["annotations"]["runbook_url"],
-            format!("{RUNBOOK_BASE}#facekeyalertemailfailing")
-        );
-        let description = rule["annotations"]["description"].as_str().unwrap();
+        let description = warning_with_runbook(&rule, "facekeyalertemailfailing");
         assert!(
             description.starts_with("{{ $value | printf \"%.0f\" }} failed alert email attempts"),
             "{description}"
@@ -543,13 +551,7 @@ mod tests {
             )
         );
         assert_eq!(rule["for"], "15m");
-        assert_eq!(rule["labels"]["severity"], "warning");
-        assert_eq!(rule["labels"][DEPLOYMENT_LABEL], "fk");
-        assert_eq!(
-            rule["annotations"]["runbook_url"],
-            format!("{RUNBOOK_BASE}#facekeystorenearlyfull")
-        );
-        let description = rule["annotations"]["description"].as_str().unwrap();
+        let description = warning_with_runbook(&rule, "facekeystorenearlyfull");
         assert!(
             description.contains(
                 "holds {{ $value | humanizePercentage }} of its {{ $labels.limit }} limit (above 90% for 15 minutes)"
