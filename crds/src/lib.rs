@@ -599,9 +599,11 @@ pub struct KeyRef {
     pub key: String,
 }
 
-/// Where a model directory comes from: exactly one of a ConfigMap, a PersistentVolumeClaim or a URI.
+/// Where a model directory comes from: exactly one of a ConfigMap or a PersistentVolumeClaim
+/// (`uri` is refused: the runtime never downloads models).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("(has(self.configMap) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1").message("set exactly one of configMap, pvc or uri"))]
+#[x_kube(validation = Rule::new("!has(self.uri)").message("uri is not supported: the runtime never downloads models; put them on a PersistentVolumeClaim (pvc) or in a ConfigMap (configMap)"))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSource {
     /// Name of a ConfigMap whose keys are the model files.
@@ -610,7 +612,9 @@ pub struct ModelSource {
     /// Name of a PersistentVolumeClaim holding the model files (mounted read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<String>,
-    /// URI the runtime downloads the model from at start-up (`https://` or `s3://`).
+    /// Refused: the runtime never downloads models (no network at start-up is assumed, and a
+    /// download would be an unverified model on the authentication path). Kept in the schema so
+    /// a resource that sets it gets this reason instead of a silently pruned field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
 }

@@ -221,6 +221,15 @@ fn one_of_rules_on_model_sources() {
         cel_failures(&none),
         ["set exactly one of configMap, pvc or uri"]
     );
+    // A URI is refused with the reason: the runtime never downloads models.
+    let uri =
+        object(json!({"image": "img:1", "models": {"spoof": {"uri": "https://m.example/x.onnx"}}}));
+    assert_eq!(
+        cel_failures(&uri),
+        [
+            "uri is not supported: the runtime never downloads models; put them on a PersistentVolumeClaim (pvc) or in a ConfigMap (configMap)"
+        ]
+    );
 }
 
 #[test]

@@ -50,6 +50,11 @@ pub enum Problem {
     /// `spoof` sets none or several of its sources.
     #[error("spoof: set exactly one of configMap, pvc or uri")]
     SpoofModelSource,
+    /// `spoof.uri`: the runtime never downloads models, so its pods would never start.
+    #[error(
+        "spoof.uri is not supported: the runtime never downloads models; put them on a PersistentVolumeClaim (pvc) or in a ConfigMap (configMap)"
+    )]
+    SpoofModelUri,
     /// `alerting.email.to` or `.from` is not an address.
     #[error("alerting.email.{field} must be an email address")]
     EmailAddress {
@@ -213,6 +218,9 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
                 .count();
             if set != 1 {
                 problems.push(Problem::SpoofModelSource);
+            }
+            if s.uri.is_some() {
+                problems.push(Problem::SpoofModelUri);
             }
         }
     }
@@ -386,6 +394,18 @@ mod tests {
             err.to_string(),
             "invalid spec: replicas must be >= 0, got -1"
         );
+    }
+
+    #[test]
+    fn a_spoof_model_uri_is_refused() {
+        let s: FaceKeyDeploymentSpec = serde_json::from_value(serde_json::json!({
+            "image": "img:1", "models": {"spoof": {"uri": "https://m.example/x.onnx"}}}))
+        .unwrap();
+        assert_eq!(validate(&s).unwrap_err().problems, [Problem::SpoofModelUri]);
+        let s: FaceKeyDeploymentSpec = serde_json::from_value(serde_json::json!({
+            "image": "img:1", "models": {"spoof": {"pvc": "models"}}}))
+        .unwrap();
+        validate(&s).unwrap();
     }
 
     #[test]

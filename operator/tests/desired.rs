@@ -365,7 +365,7 @@ fn written_env_names_are_runtime_settings_and_listed() {
         json!({"image": "img:1", "ui": {"enabled": false},
                "models": {"thresholds": {"auth": 0.6, "spoof": 0.4, "match": 0.5},
                           "scoreWeights": {"inline": "{}"},
-                          "spoof": {"uri": "https://example.com/m.onnx"}},
+                          "spoof": {"configMap": "liveness-models"}},
                "alerting": {"email": {"to": "a@example.com", "from": "b@example.com",
                  "smarthost": "smtp:587", "authSecretRef": {"name": "s", "key": "k"},
                  "caSecretRef": {"name": "ca", "key": "ca.crt"}}}}),

@@ -818,6 +818,7 @@ async fn every_validation_problem_reaches_status_and_a_warning_event() {
         "thresholds.match must be in [0, 1], got 1.5",
         "scoreWeights: set exactly one of inline or configMapKeyRef",
         "spoof: set exactly one of configMap, pvc or uri",
+        "spoof.uri is not supported: the runtime never downloads models",
         "alerting.email.to must be an email address",
         "alerting.email.smarthost must be host:port",
         "alerting.email.authSecretRef needs name and key",

@@ -553,6 +553,9 @@ impl Config {
             settings.check().map_err(|e| e.to_string())?;
         }
         crate::lockout::Policy::from_config(self)?;
+        if let Some(uri) = &self.spoof_model_uri {
+            return Err(crate::engine::EngineError::ModelUri(uri.clone()).to_string());
+        }
         let shared = self
             .database_url
             .as_deref()
@@ -882,6 +885,10 @@ mod tests {
             "set together",
         );
         refused(&["--lockout-attempts", "1000000"], env::LOCKOUT_ATTEMPTS);
+        refused(
+            &["--spoof-model-uri", "https://m.example/x.onnx"],
+            "never downloads models",
+        );
         refused(
             &[
                 "--database-url-file",

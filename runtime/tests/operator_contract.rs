@@ -38,7 +38,7 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
             "image": "registry.example/facekey/runtime:1.0",
             "models": {
                 "scoreWeights": { "configMapKeyRef": { "name": "w", "key": "weights.json" } },
-                "spoof": { "uri": "https://models.example/liveness.onnx" }
+                "spoof": { "pvc": "liveness-models" }
             },
             // A trusted relay without TLS or AUTH.
             "alerting": { "email": {

@@ -63,7 +63,6 @@ const RUNTIME_ENV: &[&str] = &[
     env::LIVENESS_THRESHOLD,
     env::MATCH_THRESHOLD,
     env::WEIGHTS,
-    env::SPOOF_MODEL_URI,
     env::SPOOF_MODEL_DIR,
     env::SMTP_SMARTHOST,
     env::SMTP_TLS,
@@ -139,12 +138,16 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
                 set(env::WEIGHTS, format!("{WEIGHTS_DIR}/{WEIGHTS_FILE}"));
             }
         }
-        match &models.spoof {
-            Some(ModelSource { uri: Some(uri), .. }) => {
-                set(env::SPOOF_MODEL_URI, uri.clone());
+        // A mounted model directory; `uri` is refused by validation (never downloaded).
+        if let Some(
+            ModelSource {
+                config_map: Some(_),
+                ..
             }
-            Some(_) => set(env::SPOOF_MODEL_DIR, SPOOF_MODEL_DIR.to_owned()),
-            None => {}
+            | ModelSource { pvc: Some(_), .. },
+        ) = &models.spoof
+        {
+            set(env::SPOOF_MODEL_DIR, SPOOF_MODEL_DIR.to_owned());
         }
     }
     if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {
