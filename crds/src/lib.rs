@@ -499,6 +499,12 @@ pub struct PostgresStore {
         rename = "cloudNativePG"
     )]
     pub cloud_native_pg: Option<CloudNativePg>,
+    /// Secret key holding the PEM CA the database server's certificate must chain to, mounted
+    /// as `FACEKEY_DATABASE_CA_FILE`: TLS is then required and the certificate and host name
+    /// verified, whatever the URL says. Default with `cloudNativePG`: the cluster's own CA,
+    /// Secret `<name>-db-ca` key `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
 }
 
 /// A CloudNativePG cluster for the template store.

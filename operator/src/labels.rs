@@ -136,6 +136,12 @@ pub fn database_app_secret_name(instance: &str) -> String {
     format!("{}-app", database_cluster_name(instance))
 }
 
+/// Name of the Secret CloudNativePG generates with the CA of a cluster's server certificates
+/// (key `ca.crt`).
+pub fn database_ca_secret_name(instance: &str) -> String {
+    format!("{}-ca", database_cluster_name(instance))
+}
+
 /// Name of the template-key Secret the operator generates when `store.templateKeySecretRef` is
 /// not given for a PostgreSQL store.
 pub fn template_key_secret_name(instance: &str) -> String {

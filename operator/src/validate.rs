@@ -302,10 +302,13 @@ fn store_problems(spec: &FaceKeyDeploymentSpec, store: &Store, problems: &mut Ve
         if pg.url_secret_ref.is_some() == pg.cloud_native_pg.is_some() {
             problems.push(Problem::PostgresSource);
         }
-        if pg.url_secret_ref.as_ref().is_some_and(blank) {
-            problems.push(Problem::StoreSecretRef {
-                field: "postgres.urlSecretRef",
-            });
+        for (field, r) in [
+            ("postgres.urlSecretRef", &pg.url_secret_ref),
+            ("postgres.caSecretRef", &pg.ca_secret_ref),
+        ] {
+            if r.as_ref().is_some_and(blank) {
+                problems.push(Problem::StoreSecretRef { field });
+            }
         }
         if let Some(cnpg) = &pg.cloud_native_pg
             && cnpg.instances < 1

@@ -372,7 +372,8 @@ fn written_env_names_are_runtime_settings_and_listed() {
         json!({"image": "img:1", "models": {
                "scoreWeights": {"configMapKeyRef": {"name": "w", "key": "k"}},
                "spoof": {"pvc": "models"}}}),
-        json!({"image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}),
+        json!({"image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"},
+               "caSecretRef": {"name": "db-ca", "key": "ca.pem"}}}}),
     ];
     let listed: std::collections::BTreeSet<&str> =
         desired::runtime_env_names().iter().copied().collect();
@@ -668,6 +669,9 @@ fn postgres_url_and_generated_key_are_secret_files() {
         data["FACEKEY_DATABASE_URL_FILE"],
         "/etc/facekey/database/url"
     );
+    // TLS as the user's URL says: no CA of the operator's choosing.
+    assert!(data.get("FACEKEY_DATABASE_CA_FILE").is_none(), "{data}");
+    assert!(!has_volume(&d, "database-ca"));
     assert_eq!(
         data["FACEKEY_TEMPLATE_KEY_FILE"],
         "/etc/facekey/template-key/template.key"
@@ -770,6 +774,17 @@ fn cloudnativepg_cluster_and_its_app_secret() {
     assert_eq!(
         volume["secret"]["items"],
         json!([{"key": "uri", "path": "url"}])
+    );
+    // Its URL has no sslmode: the runtime verifies the server against the cluster's own CA.
+    let (volume, mount) = volume_and_mount(&d, "database-ca");
+    assert_eq!(volume["secret"]["secretName"], "fk-db-ca");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "ca.crt", "path": "ca.crt"}])
+    );
+    assert_eq!(
+        d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"]["FACEKEY_DATABASE_CA_FILE"],
+        format!("{}/ca.crt", mount["mountPath"].as_str().unwrap())
     );
     assert_eq!(
         template_keys(&d).len(),

@@ -147,6 +147,13 @@ pub struct Config {
     #[arg(long, env = env::DATABASE_URL_FILE)]
     pub database_url_file: Option<PathBuf>,
 
+    /// PEM certificate(s) of the CA that signed the database server's certificate: the
+    /// connection then requires TLS and verifies the certificate and the host name
+    /// (`sslmode=verify-full`), whatever the URL says. For URLs one cannot edit, such as the
+    /// one CloudNativePG generates.
+    #[arg(long, env = env::DATABASE_CA_FILE)]
+    pub database_ca_file: Option<PathBuf>,
+
     /// Template encryption keys (AES-256-GCM), one `<key-id>:<64 hex digits>` line each, the
     /// first sealing new templates. Required with a database; without one the embedded store
     /// creates `<data-dir>/template.key` on first start.
@@ -561,6 +568,15 @@ impl Config {
             .as_deref()
             .is_some_and(|u| !u.trim().is_empty())
             || self.database_url_file.is_some();
+        if !shared && let Some(ca) = &self.database_ca_file {
+            return Err(format!(
+                "{}={} is set without a database URL ({} or {})",
+                env::DATABASE_CA_FILE,
+                ca.display(),
+                env::DATABASE_URL,
+                env::DATABASE_URL_FILE
+            ));
+        }
         if shared && self.template_key_file.is_none() {
             return Err(shared_store_needs(
                 env::TEMPLATE_KEY_FILE,
@@ -885,6 +901,7 @@ mod tests {
             "set together",
         );
         refused(&["--lockout-attempts", "1000000"], env::LOCKOUT_ATTEMPTS);
+        refused(&["--database-ca-file", "/ca.crt"], env::DATABASE_CA_FILE);
         refused(
             &["--spoof-model-uri", "https://m.example/x.onnx"],
             "never downloads models",

@@ -104,7 +104,14 @@ async fn open_enrolments(
                 ))
             })?;
             let keys = TemplateKeys::from_file(key_file)?;
-            let store = PgStore::connect(&url, keys.clone(), max, env::DATABASE_URL).await?;
+            let store = PgStore::connect(
+                &url,
+                config.database_ca_file.as_deref(),
+                keys.clone(),
+                max,
+                env::DATABASE_URL,
+            )
+            .await?;
             let enrolments = Arc::new(
                 Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
             );

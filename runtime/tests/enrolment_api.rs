@@ -432,10 +432,10 @@ async fn face_deletion_and_rename_reach_other_replicas() {
     let line = new_key_line("k1").unwrap();
     let keys_path = key_file(pg.dir.path(), &line);
     let keys = || TemplateKeys::parse(&line, &keys_path).unwrap();
-    let a = PgStore::connect(&pg.url(), keys(), 5, "TEST_URL")
+    let a = PgStore::connect(&pg.url(), None, keys(), 5, "TEST_URL")
         .await
         .unwrap();
-    let b = PgStore::connect(&pg.url(), keys(), 5, "TEST_URL")
+    let b = PgStore::connect(&pg.url(), None, keys(), 5, "TEST_URL")
         .await
         .unwrap();
     let on_a = Arc::new(Enrolments::open(Arc::new(a.clone()), "m", 2).await.unwrap());

@@ -267,7 +267,7 @@ async fn fused_match_on_postgres() {
     let keys_path = key_file(pg.dir.path(), &line);
     let legacy = {
         let keys = TemplateKeys::from_file(&keys_path).unwrap();
-        let store = PgStore::connect(&pg.url(), keys, 10, "FACEKEY_DATABASE_URL")
+        let store = PgStore::connect(&pg.url(), None, keys, 10, "FACEKEY_DATABASE_URL")
             .await
             .unwrap();
         let subject = store.create_subject("legacy").await.unwrap();

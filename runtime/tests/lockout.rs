@@ -31,7 +31,7 @@ struct Replica {
 async fn replica(pg: &PgServer, policy: Policy) -> Replica {
     let keys = key_file(pg.dir.path(), &format!("k1:{}", "ab".repeat(32)));
     let keys = TemplateKeys::from_file(&keys).unwrap();
-    let store = PgStore::connect(&pg.url(), keys, 10, "FACEKEY_DATABASE_URL")
+    let store = PgStore::connect(&pg.url(), None, keys, 10, "FACEKEY_DATABASE_URL")
         .await
         .unwrap();
     let metrics = Metrics::new().unwrap();

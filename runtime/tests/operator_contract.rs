@@ -61,7 +61,10 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
         serde_json::json!({
             "image": "registry.example/facekey/runtime:1.0",
             "autoscaling": { "minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 60 },
-            "store": { "postgres": { "urlSecretRef": { "name": "db", "key": "url" } } }
+            "store": { "postgres": {
+                "urlSecretRef": { "name": "db", "key": "url" },
+                "caSecretRef": { "name": "db-ca", "key": "ca.pem" }
+            } }
         }),
         serde_json::json!({
             "image": "registry.example/facekey/runtime:1.0",
@@ -220,6 +223,13 @@ fn every_value_the_operator_writes_parses_and_applies() {
             assert_eq!(
                 config.database_url_file.as_deref(),
                 Some(std::path::Path::new("/etc/facekey/database/url"))
+            );
+            // A CA (the user's, or a CloudNativePG cluster's own) makes the runtime verify TLS.
+            let pg = store.and_then(|s| s.postgres.as_ref()).unwrap();
+            assert_eq!(
+                config.database_ca_file.is_some(),
+                pg.ca_secret_ref.is_some() || pg.cloud_native_pg.is_some(),
+                "{args:?}"
             );
         }
     }

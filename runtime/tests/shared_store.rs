@@ -45,6 +45,17 @@ fn api_keys(work: &Path) -> (PathBuf, String) {
 }
 
 fn spawn(db_url: &str, keys: &Path, work: &Path, name: &str) -> Replica {
+    spawn_with(db_url, keys, work, name, &[])
+}
+
+/// [`spawn`] with more environment variables.
+fn spawn_with(
+    db_url: &str,
+    keys: &Path,
+    work: &Path,
+    name: &str,
+    extra: &[(&str, &Path)],
+) -> Replica {
     let port = free_port();
     let (api_keys, admin) = api_keys(work);
     let log = work.join(format!("{name}.log"));
@@ -58,6 +69,7 @@ fn spawn(db_url: &str, keys: &Path, work: &Path, name: &str) -> Replica {
         .env("FACEKEY_DATA_DIR", work.join(name))
         .env("FACEKEY_SESSIONS_PER_MODEL", "1")
         .env("FACEKEY_UI_ENABLED", "false")
+        .envs(extra.iter().copied())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .stdin(Stdio::null())
@@ -481,6 +493,39 @@ async fn database_tls_is_verified() {
         );
         assert!(r.log().contains(expect), "{name}: {}", r.log());
     }
+
+    // The CA as its own setting, for URLs one cannot edit (CloudNativePG's has no sslmode): it
+    // wins over the URL, here one asking for no TLS, which this server would refuse.
+    for (name, url) in [
+        ("ca-file", pg.url()),
+        ("ca-file-wins", url("sslmode=disable")),
+    ] {
+        let mut ca = spawn_with(
+            &url,
+            &keys,
+            work.path(),
+            name,
+            &[("FACEKEY_DATABASE_CA_FILE", &root)],
+        );
+        ca.wait_ready().await;
+        let (status, s) = ca.create(name).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {s}");
+    }
+    // A CA that did not sign the server's certificate stops start-up, naming the setting.
+    let other = work.path().join("other.crt");
+    common::self_signed_cert(&other, &work.path().join("other.key"));
+    let mut r = spawn_with(
+        &pg.url(),
+        &keys,
+        work.path(),
+        "wrong-ca",
+        &[("FACEKEY_DATABASE_CA_FILE", &other)],
+    );
+    assert!(
+        !wait_exit(&mut r.child, Duration::from_secs(60)).success(),
+        "connected with a CA that did not sign the server's certificate"
+    );
+    assert!(r.log().contains("FACEKEY_DATABASE_CA_FILE"), "{}", r.log());
 }
 
 /// Key rotation: a new key put first seals new templates; templates sealed with the old key stay

@@ -71,6 +71,7 @@ const RUNTIME_ENV: &[&str] = &[
     env::ALERT_FROM,
     env::ALERT_TO,
     env::DATABASE_URL_FILE,
+    env::DATABASE_CA_FILE,
     env::TEMPLATE_KEY_FILE,
     env::API_KEYS_FILE,
     env::METRICS_LISTEN,
@@ -182,6 +183,12 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         set(
             env::DATABASE_URL_FILE,
             format!("{}/{}", store::DATABASE_DIR, store::DATABASE_URL_FILE),
+        );
+    }
+    if store::has_database_ca(spec) {
+        set(
+            env::DATABASE_CA_FILE,
+            format!("{}/{}", store::DATABASE_CA_DIR, store::DATABASE_CA_FILE),
         );
     }
     if store::has_template_key_file(spec) {
@@ -402,6 +409,12 @@ pub(super) fn volumes(
             store::database_url_ref(owner.name, spec),
             store::DATABASE_DIR,
             store::DATABASE_URL_FILE,
+        ),
+        (
+            "database-ca",
+            store::database_ca_ref(owner.name, spec),
+            store::DATABASE_CA_DIR,
+            store::DATABASE_CA_FILE,
         ),
         (
             "template-key",

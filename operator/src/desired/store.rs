@@ -43,6 +43,11 @@ pub(super) const TEMPLATE_KEY_DIR: &str = "/etc/facekey/template-key";
 pub const TEMPLATE_KEY_FILE: &str = "template.key";
 /// Key of the CloudNativePG application Secret holding the connection URI.
 const CNPG_URI_KEY: &str = "uri";
+/// Directory the database CA Secret key is mounted in.
+pub(super) const DATABASE_CA_DIR: &str = "/etc/facekey/database-ca";
+/// File name of the database CA inside [`DATABASE_CA_DIR`], and the key CloudNativePG's CA
+/// Secret holds it under.
+pub(super) const DATABASE_CA_FILE: &str = "ca.crt";
 /// Database and owner CloudNativePG bootstraps for the runtime.
 const CNPG_DATABASE: &str = "facekey";
 
@@ -145,6 +150,25 @@ pub(super) fn database_url_ref(instance: &str, spec: &FaceKeyDeploymentSpec) -> 
         }),
         (None, None) => None,
     }
+}
+
+/// The Secret key holding the CA of the database server's certificate: the user's, else for a
+/// CloudNativePG cluster its own CA Secret. `None` leaves TLS to the URL.
+pub(super) fn database_ca_ref(instance: &str, spec: &FaceKeyDeploymentSpec) -> Option<KeyRef> {
+    let pg = postgres(spec)?;
+    match (&pg.ca_secret_ref, &pg.cloud_native_pg) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(_)) => Some(KeyRef {
+            name: labels::database_ca_secret_name(instance),
+            key: DATABASE_CA_FILE.to_owned(),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// Whether the runtime gets a database CA file ([`database_ca_ref`] is `Some`).
+pub(super) fn has_database_ca(spec: &FaceKeyDeploymentSpec) -> bool {
+    postgres(spec).is_some_and(|pg| pg.ca_secret_ref.is_some() || pg.cloud_native_pg.is_some())
 }
 
 /// The Secret key holding the template keys: the user's, or the generated one for PostgreSQL.

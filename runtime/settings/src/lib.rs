@@ -21,6 +21,8 @@ pub mod env {
     pub const DATABASE_URL: &str = "FACEKEY_DATABASE_URL";
     /// A file holding that URL (a mounted Secret).
     pub const DATABASE_URL_FILE: &str = "FACEKEY_DATABASE_URL_FILE";
+    /// PEM CA the database server's certificate must chain to (TLS verified, host name too).
+    pub const DATABASE_CA_FILE: &str = "FACEKEY_DATABASE_CA_FILE";
     /// The template encryption key file (a mounted Secret).
     pub const TEMPLATE_KEY_FILE: &str = "FACEKEY_TEMPLATE_KEY_FILE";
     /// Most templates per subject.
@@ -154,6 +156,7 @@ pub mod env {
         DATA_DIR,
         DATABASE_URL,
         DATABASE_URL_FILE,
+        DATABASE_CA_FILE,
         TEMPLATE_KEY_FILE,
         MAX_FACES_PER_SUBJECT,
         MAX_SUBJECTS,

@@ -5,10 +5,11 @@
 //! `runtime/migrations/` are applied at start-up under an advisory lock (sqlx's migrator), so
 //! replicas starting together apply each one exactly once.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
@@ -107,11 +108,13 @@ fn parse_id(id: &str) -> Option<String> {
 }
 
 impl PgStore {
-    /// Connect to `url` (any libpq-style URL; `sslmode`, `sslrootcert` and friends select TLS),
-    /// apply pending migrations under the advisory lock and return the store. Errors name the
-    /// setting and the redacted URL.
+    /// Connect to `url` (any libpq-style URL; `sslmode`, `sslrootcert` and friends select TLS;
+    /// with `ca_file`, TLS is required and the server's certificate and host name verified
+    /// against that CA, whatever the URL says), apply pending migrations under the advisory lock
+    /// and return the store. Errors name the setting and the redacted URL.
     pub async fn connect(
         url: &str,
+        ca_file: Option<&Path>,
         keys: TemplateKeys,
         max_faces: usize,
         setting: &str,
@@ -121,16 +124,29 @@ impl PgStore {
             path: format!("{setting}={} ({what})", redact(url)),
             source: e,
         };
-        let options = PgConnectOptions::from_str(url)
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| open_err("not a valid PostgreSQL URL", Box::new(e)))?
             .application_name("facekey-runtime");
+        if let Some(ca) = ca_file {
+            options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| open_err("cannot connect", Box::new(e)))?;
+            .map_err(|e| {
+                let what = match ca_file {
+                    Some(ca) => format!(
+                        "cannot connect; TLS verified against {}={}",
+                        facekey_settings::env::DATABASE_CA_FILE,
+                        ca.display()
+                    ),
+                    None => "cannot connect".to_owned(),
+                };
+                open_err(&what, Box::new(e))
+            })?;
         MIGRATOR
             .run(&pool)
             .await
