@@ -378,9 +378,19 @@ async fn from_reports(
         if since.is_some_and(|d| d > FAILED_JOB_RETRY_AFTER) {
             delete_job(&jobs, &job_name).await?;
         }
+        // Why, from the pod: Trivy's or the login merge's own error. Best effort: a pod list
+        // that fails leaves the Job's condition alone as the reason.
+        let detail = match job_pods(client, namespace, &job).await {
+            Ok(pods) => pod_failure(&pods),
+            Err(e) => {
+                tracing::debug!(error = %e, job = %job_name, "pods of a failed scan Job not read");
+                None
+            }
+        };
         let message = format!(
-            "scan Job {job_name} failed: {}",
-            cond.message.as_deref().unwrap_or("no message")
+            "scan Job {job_name} failed: {}{}",
+            cond.message.as_deref().unwrap_or("no message"),
+            detail.map(|d| format!("; {d}")).unwrap_or_default()
         );
         return Ok(failed(image, policy, message).requeue(Duration::from_secs(300)));
     }
@@ -445,6 +455,62 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), ScanGateError> {
 /// Job deleted and recreated under the same name leaves pods of the old one behind for a while).
 pub const JOB_UID_LABELS: [&str; 2] = ["batch.kubernetes.io/controller-uid", "controller-uid"];
 
+/// The pods of `job`, found by its uid (none when it has no uid).
+async fn job_pods(client: &Client, namespace: &str, job: &Job) -> Result<Vec<Pod>, ReadError> {
+    let Some(uid) = job.uid() else {
+        return Ok(Vec::new());
+    };
+    let job_name = job.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for label in JOB_UID_LABELS {
+        let items = pods
+            .list(&ListParams::default().labels(&format!("{label}={uid}")))
+            .await
+            .map_err(ReadError::of(format!("pods of Job {namespace}/{job_name}")))?
+            .items;
+        if !items.is_empty() {
+            return Ok(items);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Longest part of a failed container's termination message put into a status message.
+const FAILURE_DETAIL_CHARS: usize = 300;
+
+/// Why a scan pod failed: the first container, init containers first in their order, that
+/// ended with a non-zero exit code, with the end of its termination message (Trivy's error
+/// output through `FallbackToLogsOnError`, the login merge's through its termination log) on
+/// one line. `None` when no container says.
+pub fn pod_failure(pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            let init = s.init_container_statuses.iter().flatten();
+            init.chain(s.container_statuses.iter().flatten())
+        })
+        .find_map(|cs| {
+            let t = cs.state.as_ref()?.terminated.as_ref()?;
+            if t.exit_code == 0 {
+                return None;
+            }
+            let message = t
+                .message
+                .as_deref()
+                .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|m| !m.is_empty());
+            Some(match message {
+                Some(m) => {
+                    let skip = m.chars().count().saturating_sub(FAILURE_DETAIL_CHARS);
+                    let tail: String = m.chars().skip(skip).collect();
+                    let cut = if skip > 0 { "…" } else { "" };
+                    format!("container {} exited {}: {cut}{tail}", cs.name, t.exit_code)
+                }
+                None => format!("container {} exited {}", cs.name, t.exit_code),
+            })
+        })
+}
+
 /// Read the summary from the termination message of the Job's summary container.
 /// The outer error is an API failure; the inner one explains a missing or unreadable summary.
 async fn read_summary(
@@ -452,22 +518,10 @@ async fn read_summary(
     namespace: &str,
     job: &Job,
 ) -> Result<Result<ScanSummary, String>, ReadError> {
-    let job_name = job.name_any();
-    let Some(uid) = job.uid() else {
+    if job.uid().is_none() {
         return Ok(Err("the Job has no uid".into()));
-    };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut items = Vec::new();
-    for label in JOB_UID_LABELS {
-        items = pods
-            .list(&ListParams::default().labels(&format!("{label}={uid}")))
-            .await
-            .map_err(ReadError::of(format!("pods of Job {namespace}/{job_name}")))?
-            .items;
-        if !items.is_empty() {
-            break;
-        }
     }
+    let items = job_pods(client, namespace, job).await?;
     let messages: Vec<&str> = items
         .iter()
         .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
@@ -484,4 +538,93 @@ async fn read_summary(
     };
     Ok(serde_json::from_str::<ScanSummary>(message)
         .map_err(|e| format!("its summary is unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pod(init: serde_json::Value, containers: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "scan-x"},
+            "status": {"initContainerStatuses": init, "containerStatuses": containers},
+        }))
+        .unwrap()
+    }
+
+    fn status(name: &str, exit: i32, message: Option<&str>) -> serde_json::Value {
+        let mut terminated = serde_json::json!({"exitCode": exit});
+        if let Some(m) = message {
+            terminated["message"] = m.into();
+        }
+        serde_json::json!({"name": name, "image": "i", "imageID": "", "ready": false,
+                           "restartCount": 0, "state": {"terminated": terminated}})
+    }
+
+    #[test]
+    fn the_first_failed_container_says_why_on_one_line() {
+        let waiting = serde_json::json!([{"name": "summary", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]);
+        let trivy = pod(
+            serde_json::json!([
+                status("docker-config", 0, None),
+                status(
+                    "trivy",
+                    1,
+                    Some(
+                        "2026-12-04T10:00:00Z\tFATAL\tunable to find the image:\n  UNAUTHORIZED: authentication required\n"
+                    )
+                ),
+            ]),
+            waiting.clone(),
+        );
+        assert_eq!(
+            pod_failure(&[trivy]).as_deref(),
+            Some(
+                "container trivy exited 1: 2026-12-04T10:00:00Z FATAL unable to find the image: UNAUTHORIZED: authentication required"
+            )
+        );
+        // The merge fails first: Trivy never ran.
+        let merge = pod(
+            serde_json::json!([status(
+                "docker-config",
+                2,
+                Some("pull secret regcred: not JSON")
+            )]),
+            waiting,
+        );
+        assert_eq!(
+            pod_failure(&[merge]).as_deref(),
+            Some("container docker-config exited 2: pull secret regcred: not JSON")
+        );
+        // A long log keeps its end, where the error is.
+        let long = format!("{} the real error", "noise ".repeat(200));
+        let verbose = pod(
+            serde_json::json!([status("trivy", 1, Some(&long))]),
+            serde_json::json!([]),
+        );
+        let detail = pod_failure(&[verbose]).unwrap();
+        assert!(detail.ends_with("the real error"), "{detail}");
+        assert!(detail.contains(": …"), "{detail}");
+        assert!(
+            detail.chars().count() < FAILURE_DETAIL_CHARS + 40,
+            "{detail}"
+        );
+        // Nothing failed, or no message: what is known.
+        let quiet = pod(
+            serde_json::json!([status("trivy", 137, None)]),
+            serde_json::json!([]),
+        );
+        assert_eq!(
+            pod_failure(&[quiet]).as_deref(),
+            Some("container trivy exited 137")
+        );
+        let fine = pod(
+            serde_json::json!([status("trivy", 0, Some("ok"))]),
+            serde_json::json!([]),
+        );
+        assert_eq!(pod_failure(&[fine]), None);
+        assert_eq!(pod_failure(&[]), None);
+    }
 }

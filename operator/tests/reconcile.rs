@@ -434,6 +434,46 @@ async fn failed_scan_fails_closed_and_retries_later() {
 }
 
 #[tokio::test]
+async fn a_failed_scan_says_why_from_its_pod() {
+    use common::lifecycle::ScanOutcome;
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    h.run_scan_job(
+        &job,
+        ScanOutcome::InitFailed {
+            container: "trivy".into(),
+            message: "2025-11-20T09:55:00Z\tFATAL\tinit error: unable to find the specified \
+                      image: GET https://ghcr.io/token: UNAUTHORIZED: authentication required\n"
+                .into(),
+        },
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    let message = cond_message(&fkd, "ScanGatePassed");
+    assert!(
+        message.contains("backoff limit; container trivy exited 1: ")
+            && message.contains("UNAUTHORIZED: authentication required"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message}");
+    // The Warning Event carries it too.
+    let events = h.events("fk").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, m)| t == "Warning" && r == "ScanFailed" && m.contains("UNAUTHORIZED")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
 async fn succeeded_job_without_summary_fails_closed() {
     let h = harness(&[]).await;
     h.create("fk", json!({"image": IMG1})).await;

@@ -249,6 +249,8 @@ pub fn scan_job(
         command: Some(vec!["trivy".to_owned()]),
         args: Some(trivy_args(image, gate)),
         env: Some(trivy_env),
+        // Trivy's error output becomes the termination message the ScanFailed reason quotes.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         resources: Some(resources("500m", "512Mi", "2Gi")),
         security_context: Some(restricted()),
         volume_mounts: Some(trivy_mounts),

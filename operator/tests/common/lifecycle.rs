@@ -37,6 +37,14 @@ pub enum ScanOutcome {
     NoMessage,
     /// Trivy failed in every attempt: the Job fails with `BackoffLimitExceeded`.
     Failed,
+    /// An init container (`trivy`, `docker-config`) failed with this termination message in
+    /// every attempt; the summary container never ran.
+    InitFailed {
+        /// The init container.
+        container: String,
+        /// Its termination message (for `trivy`, the end of its log).
+        message: String,
+    },
 }
 
 /// The alphabet Kubernetes' name generator draws random suffixes from (no vowels, no 0/1/3).
@@ -108,9 +116,18 @@ impl Harness {
         let (exit, message) = match &outcome {
             ScanOutcome::Summary(m) => (0, Some(m.as_str())),
             ScanOutcome::NoMessage => (0, None),
-            ScanOutcome::Failed => (1, None),
+            ScanOutcome::Failed | ScanOutcome::InitFailed { .. } => (1, None),
         };
-        let pod = pod_body(job, &uid, true, exit, message);
+        let mut pod = pod_body(job, &uid, true, exit, message);
+        if let ScanOutcome::InitFailed { container, message } = &outcome {
+            let mut status: Value = serde_json::to_value(pod.status.take()).unwrap();
+            status["initContainerStatuses"] = json!([{
+                "name": container, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}}}]);
+            status["containerStatuses"][0]["state"] =
+                json!({"waiting": {"reason": "PodInitializing"}});
+            pod.status = serde_json::from_value(status).unwrap();
+        }
         let name = pod.name_any();
         self.api::<Pod>()
             .create(&PostParams::default(), &pod)
@@ -118,7 +135,7 @@ impl Harness {
             .unwrap();
         let at = self.now_string();
         let status = match outcome {
-            ScanOutcome::Failed => json!({
+            ScanOutcome::Failed | ScanOutcome::InitFailed { .. } => json!({
             "failed": 2, "startTime": at,
             "conditions": [
                 {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
