@@ -11,6 +11,7 @@ use facekey_crds::{FaceKeyDeployment, FaceKeyDeploymentStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
+use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -20,7 +21,7 @@ use tracing::warn;
 use crate::capabilities::CapabilityCache;
 use crate::desired::{
     self, Capabilities, ChildKind, Desired, DesiredInputs, GeneratedContent, OptionalCrd,
-    RUNTIME_PORT,
+    RUNTIME_PORT, StoreState,
 };
 use crate::error::{
     ApplyError, DesiredError, MissingField, ObserveError, PruneError, ReadError, ScanGateError,
@@ -33,7 +34,7 @@ use crate::events::{
 use crate::metrics::Metrics;
 use crate::policy_floor::ClusterPolicy;
 use crate::scan_gate::{self, GateInputs, GateResult};
-use crate::status::{self, ApplyOutcome, GateState, Observed};
+use crate::status::{self, ApplyOutcome, DatabaseHealth, GateState, Observed};
 use crate::validate::{self, InvalidSpec};
 use crate::{CONTROLLER_NAME, Error, FIELD_MANAGER, Result, apply, labels};
 
@@ -246,6 +247,8 @@ struct Observation<'a> {
     now: Timestamp,
     capabilities: Capabilities,
     live: Option<Deployment>,
+    /// The CloudNativePG Cluster's status, when the store is one and the Cluster exists.
+    database: Option<DatabaseHealth>,
     selector: String,
     url: String,
 }
@@ -330,7 +333,9 @@ async fn observe<'a>(
         .get_opt(name)
         .await
         .map_err(ReadError::of(format!("Deployment {namespace}/{name}")))?;
+    let database = observe_database(ctx, fkd, name, &namespace, &capabilities).await;
     Ok(Observation {
+        database,
         selector: labels::selector_string(&labels::selector_labels(name)),
         url: format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}"),
         key: format!("{namespace}/{name}"),
@@ -341,6 +346,37 @@ async fn observe<'a>(
         capabilities,
         live,
     })
+}
+
+/// The CloudNativePG Cluster's status, for a `cloudNativePG` store whose Cluster exists. Best
+/// effort: it only informs the `PersistentStore` condition, so a failed read leaves it out.
+async fn observe_database(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    name: &str,
+    namespace: &str,
+    capabilities: &Capabilities,
+) -> Option<DatabaseHealth> {
+    let store = desired::store_state(
+        name,
+        &fkd.spec,
+        capabilities.has(OptionalCrd::CloudNativePgCluster),
+    );
+    let StoreState::CloudNativePg { cluster } = store else {
+        return None;
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        namespace,
+        &ChildKind::PostgresCluster.api_resource(),
+    );
+    match api.get_opt(&cluster).await {
+        Ok(found) => found.map(|c| DatabaseHealth::of(&c.data)),
+        Err(e) => {
+            tracing::debug!(error = %e, %cluster, "CloudNativePG Cluster status not read");
+            None
+        }
+    }
 }
 
 /// Scan gate stage: may `spec.image` run? Starts a scan Job when a report is needed.
@@ -542,6 +578,7 @@ impl Observation<'_> {
             outcome,
             skipped: &desired.skipped,
             store: &desired.store,
+            database: self.database.as_ref(),
             selector: &desired.selector,
             url: &self.url,
             now: self.now,
@@ -575,6 +612,7 @@ async fn write_invalid_status(
         outcome: &outcome,
         skipped: &[],
         store: &store,
+        database: seen.database.as_ref(),
         selector: &seen.selector,
         url: &seen.url,
         now: seen.now,

@@ -99,12 +99,60 @@ pub struct Observed<'a> {
     pub skipped: &'a [Skipped],
     /// Where enrolments live.
     pub store: &'a StoreState,
+    /// The CloudNativePG Cluster's own status, when the store is one and it was read.
+    pub database: Option<&'a DatabaseHealth>,
     /// Label selector of the runtime pods.
     pub selector: &'a str,
     /// In-cluster URL of the Service.
     pub url: &'a str,
     /// Wall-clock time of this reconcile.
     pub now: Timestamp,
+}
+
+/// What a CloudNativePG `Cluster`'s status says about the database: its operator's view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseHealth {
+    /// The Cluster's `Ready` condition (`None` before CloudNativePG has set one).
+    pub ready: Option<bool>,
+    /// `status.phase`, e.g. `Cluster in healthy state` or `Setting up primary`.
+    pub phase: Option<String>,
+    /// `status.readyInstances` and `status.instances`.
+    pub instances: Option<(i64, i64)>,
+}
+
+impl DatabaseHealth {
+    /// Read from a Cluster object as the API server returns it.
+    pub fn of(cluster: &serde_json::Value) -> Self {
+        let status = &cluster["status"];
+        let ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .and_then(|c| c["status"].as_str())
+            .map(|s| s == "True");
+        let count = |field: &str| status[field].as_i64();
+        Self {
+            ready,
+            phase: status["phase"].as_str().map(str::to_owned),
+            instances: count("instances").map(|n| (count("readyInstances").unwrap_or(0), n)),
+        }
+    }
+
+    /// `phase, k/n instances ready` with what is known.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(phase) = &self.phase {
+            parts.push(format!("phase {phase:?}"));
+        }
+        if let Some((ready, all)) = self.instances {
+            parts.push(format!("{ready}/{all} instances ready"));
+        }
+        if parts.is_empty() {
+            parts.push("no status yet".to_owned());
+        }
+        parts.join(", ")
+    }
 }
 
 /// Replica counts and image of a live Deployment.
@@ -388,7 +436,7 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
             DEGRADED,
             true,
             CNPG_NOT_INSTALLED,
-            store_condition(o.store).message,
+            store_condition(o.store, o.database).message,
         ),
         (_, _, Some(v)) if v.deadline_exceeded => Decided::new(
             DEGRADED,
@@ -417,7 +465,7 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
         Decided::new(MONITORING_READY, false, "CRDNotInstalled", list.join("; "))
     });
 
-    decided.push(store_condition(o.store));
+    decided.push(store_condition(o.store, o.database));
 
     // Only while an object is not ours; it goes away with the conflict.
     if let ApplyOutcome::Failed {
@@ -453,11 +501,14 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
 
 /// Reason of `PersistentStore` (and `Degraded`) when the CloudNativePG CRD is missing.
 const CNPG_NOT_INSTALLED: &str = "CloudNativePGNotInstalled";
+/// Reason of `PersistentStore` while the CloudNativePG Cluster is not ready.
+const DATABASE_NOT_READY: &str = "DatabaseNotReady";
 /// Reason of `PersistentStore` when `spec.replicas` asked for more pods than an embedded store serves.
 const REPLICAS_LIMITED: &str = "ReplicasLimited";
 
 /// The `PersistentStore` condition: do enrolments survive a pod restart, and where are they?
-fn store_condition(store: &StoreState) -> Decided {
+/// With CloudNativePG, also whether its Cluster says it is ready (`DatabaseNotReady` until then).
+fn store_condition(store: &StoreState, database: Option<&DatabaseHealth>) -> Decided {
     match store {
         StoreState::Ephemeral => Decided::new(
             PERSISTENT_STORE,
@@ -497,14 +548,30 @@ fn store_condition(store: &StoreState) -> Decided {
                 url.name, url.key
             ),
         ),
-        StoreState::CloudNativePg { cluster } => Decided::new(
-            PERSISTENT_STORE,
-            true,
-            "CloudNativePG",
-            format!(
-                "enrolments in the CloudNativePG Cluster {cluster} (URL from Secret {cluster}-app)"
+        StoreState::CloudNativePg { cluster } => match database {
+            Some(h) if h.ready != Some(true) => Decided::new(
+                PERSISTENT_STORE,
+                false,
+                DATABASE_NOT_READY,
+                format!(
+                    "the CloudNativePG Cluster {cluster} is not ready ({}): the runtime pods \
+                     cannot reach their template store until it is",
+                    h.describe()
+                ),
             ),
-        ),
+            _ => Decided::new(
+                PERSISTENT_STORE,
+                true,
+                "CloudNativePG",
+                format!(
+                    "enrolments in the CloudNativePG Cluster {cluster} (URL from Secret \
+                     {cluster}-app){}",
+                    database
+                        .map(|h| format!("; Cluster ready, {}", h.describe()))
+                        .unwrap_or_default()
+                ),
+            ),
+        },
         StoreState::CloudNativePgMissing { cluster } => Decided::new(
             PERSISTENT_STORE,
             false,
@@ -645,4 +712,57 @@ pub fn transition_events(
         });
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_cloudnativepg_cluster_not_ready_says_so() {
+        let store = StoreState::CloudNativePg {
+            cluster: "fk-db".into(),
+        };
+        let setting_up = DatabaseHealth::of(&serde_json::json!({"status": {
+            "phase": "Setting up primary", "instances": 3, "readyInstances": 0,
+            "conditions": [{"type": "Ready", "status": "False"}]}}));
+        assert_eq!(
+            setting_up,
+            DatabaseHealth {
+                ready: Some(false),
+                phase: Some("Setting up primary".into()),
+                instances: Some((0, 3)),
+            }
+        );
+        let d = store_condition(&store, Some(&setting_up));
+        assert_eq!((d.status, d.reason), (false, DATABASE_NOT_READY));
+        assert!(
+            d.message
+                .contains("fk-db is not ready (phase \"Setting up primary\", 0/3 instances ready)"),
+            "{}",
+            d.message
+        );
+        // A Cluster CloudNativePG has not looked at yet is not ready either.
+        let fresh = DatabaseHealth::of(&serde_json::json!({"spec": {}}));
+        let d = store_condition(&store, Some(&fresh));
+        assert_eq!((d.status, d.reason), (false, DATABASE_NOT_READY));
+        assert!(d.message.contains("no status yet"), "{}", d.message);
+        // Ready: where enrolments are, and the Cluster's word.
+        let healthy = DatabaseHealth::of(&serde_json::json!({"status": {
+            "phase": "Cluster in healthy state", "instances": 3, "readyInstances": 3,
+            "conditions": [{"type": "Ready", "status": "True"}]}}));
+        let d = store_condition(&store, Some(&healthy));
+        assert_eq!((d.status, d.reason), (true, "CloudNativePG"));
+        assert!(
+            d.message.ends_with(
+                "; Cluster ready, phase \"Cluster in healthy state\", 3/3 instances ready"
+            ),
+            "{}",
+            d.message
+        );
+        // Not read (not created yet, or the read failed): as before, where enrolments go.
+        let d = store_condition(&store, None);
+        assert_eq!((d.status, d.reason), (true, "CloudNativePG"));
+    }
 }

@@ -1320,6 +1320,47 @@ async fn cloudnativepg_cluster_is_created_when_its_crd_is_installed() {
     );
     assert_eq!(cond(&fkd, "Degraded").0, "False");
 
+    // CloudNativePG reports the Cluster as it comes up: the condition follows its word.
+    let set_cluster_status = |status: serde_json::Value| {
+        let clusters = dynamic(&h, ChildKind::PostgresCluster);
+        async move {
+            clusters
+                .patch_status(
+                    "fk-db",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_cluster_status(json!({"phase": "Setting up primary", "instances": 3, "readyInstances": 0,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "ClusterIsNotReady",
+                        "message": "Cluster Is Not Ready", "lastTransitionTime": "2025-11-20T10:00:00Z"}]}))
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("False".into(), "DatabaseNotReady".into())
+    );
+    let message = cond_message(&fkd, "PersistentStore");
+    assert!(
+        message.contains("\"Setting up primary\", 0/3 instances ready"),
+        "{message}"
+    );
+    set_cluster_status(json!({"phase": "Cluster in healthy state", "readyInstances": 3,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady",
+                        "message": "Cluster is Ready", "lastTransitionTime": "2025-11-20T10:05:00Z"}]}))
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "PersistentStore"),
+        ("True".into(), "CloudNativePG".into())
+    );
+    assert!(cond_message(&fkd, "PersistentStore").contains("3/3 instances ready"));
+
     // Switching to an existing database keeps the Cluster (its data): never pruned.
     h.patch_spec(
         "fk",

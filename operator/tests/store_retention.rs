@@ -12,7 +12,7 @@ mod common;
 use common::{NS, cond, cond_message, ssa};
 use facekey_operator::desired::{ChildKind, OptionalCrd};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -36,6 +36,21 @@ fn clusters(h: &common::Harness) -> Api<DynamicObject> {
         NS,
         &ChildKind::PostgresCluster.api_resource(),
     )
+}
+
+/// Play CloudNativePG: the Cluster `fk-db` reports itself ready.
+async fn mark_cluster_ready(h: &common::Harness) {
+    clusters(h)
+        .patch_status(
+            "fk-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Cluster in healthy state",
+                "instances": 1, "readyInstances": 1,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady",
+                    "message": "Cluster is Ready", "lastTransitionTime": "2025-11-20T10:00:00Z"}]}})),
+        )
+        .await
+        .unwrap();
 }
 
 async fn claim(h: &common::Harness) -> Option<PersistentVolumeClaim> {
@@ -324,6 +339,7 @@ async fn a_retained_cluster_and_its_key_survive_deletion_and_are_adopted() {
     h.create("fk", cloudnativepg(json!({}))).await;
     h.reconcile("fk").await.unwrap();
     h.mark_deployment_ready("fk").await;
+    mark_cluster_ready(&h).await;
     h.reconcile("fk").await.unwrap();
     let fkd = h.get("fk").await;
     assert!(!has_condition(&fkd, "Conflict"), "{:?}", fkd.status);

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub mod lifecycle;
+pub mod rbac;
 pub mod replay;
 pub mod ssa;
 
@@ -294,11 +295,12 @@ pub fn builder(installed: &[OptionalCrd]) -> ClientBuilder {
 }
 
 /// The reconciler context tests use: fresh metrics, the test clock, no capability caching and
-/// no scan policy floor (tests choose their gate; tests/pod_overrides.rs covers the floor).
+/// no scan policy floor (tests choose their gate; tests/pod_overrides.rs covers the floor). Its
+/// client may do only what `manifests/rbac.yaml` grants ([`rbac::enforcing`]).
 pub fn test_context(client: &Client, clock: &TestClock) -> Context {
     let c = clock.clone();
     Context::new(
-        client.clone(),
+        rbac::enforcing(client.clone()),
         Metrics::new().unwrap(),
         "ghcr.io/facekey/operator:test".into(),
         Some("test".into()),

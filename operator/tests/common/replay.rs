@@ -221,7 +221,7 @@ pub struct Replayer<'h> {
 impl<'h> Replayer<'h> {
     pub fn new(h: &'h Harness, name: &str, limit: usize) -> Self {
         let log = CallLog::default();
-        let client = counting(h.client.clone(), log.clone());
+        let client = counting(super::rbac::enforcing(h.client.clone()), log.clone());
         // As in production: installed CRDs cached for a minute, not re-read per reconcile.
         let clock = h.clock.clone();
         let ctx = Arc::new(
