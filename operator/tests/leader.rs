@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use facekey_operator::leader::LeaderElector;
@@ -19,17 +21,20 @@ fn at(s: &str) -> Timestamp {
 #[tokio::test(start_paused = true)]
 async fn one_leader_takeover_after_expiry_and_release() {
     let client = ClientBuilder::new().build().await.unwrap();
+    // Each replica's own client: only what manifests/rbac.yaml's leader-election Role grants,
+    // in the namespace and for the Lease name it names.
+    let operator = common::rbac::enforcing(client.clone());
     let a = LeaderElector::new(
-        client.clone(),
-        "sys",
-        "leader",
+        operator.clone(),
+        "facekey-system",
+        "facekey-operator-leader",
         "a",
         Duration::from_secs(15),
     );
     let b = LeaderElector::new(
-        client.clone(),
-        "sys",
-        "leader",
+        operator.clone(),
+        "facekey-system",
+        "facekey-operator-leader",
         "b",
         Duration::from_secs(15),
     );
@@ -59,15 +64,25 @@ async fn one_leader_takeover_after_expiry_and_release() {
     tokio::time::advance(Duration::from_secs(6)).await;
     assert!(b.step(skewed).await.unwrap(), "b takes over");
     assert!(!a.step(wall).await.unwrap(), "a lost it");
-    let lease: Api<Lease> = Api::namespaced(client.clone(), "sys");
-    let spec = lease.get("leader").await.unwrap().spec.unwrap();
+    let lease: Api<Lease> = Api::namespaced(client.clone(), "facekey-system");
+    let spec = lease
+        .get("facekey-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));
 
     // b shuts down gracefully: a can take over at once instead of waiting for expiry.
     b.release().await.unwrap();
     assert!(a.step(wall).await.unwrap());
-    let spec = lease.get("leader").await.unwrap().spec.unwrap();
+    let spec = lease
+        .get("facekey-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("a"));
     assert_eq!(spec.lease_transitions, Some(2));
 }

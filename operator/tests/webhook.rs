@@ -6,9 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::rbac;
 use facekey_operator::desired::{
     SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL, WebhookTarget,
     mutating_webhook_configuration,
@@ -329,8 +332,10 @@ async fn ensure_creates_publishes_keeps_and_rotates() {
         .build()
         .await
         .unwrap();
+    // The operator's own client: only what manifests/rbac.yaml grants.
+    let operator = rbac::enforcing(client.clone());
     let t0: Timestamp = "2026-01-10T00:00:00Z".parse().unwrap();
-    let first = manage::ensure(&client, &targets(), t0).await.unwrap();
+    let first = manage::ensure(&operator, &targets(), t0).await.unwrap();
     assert!(first.rotated);
     let secret = Api::<Secret>::namespaced(client.clone(), "facekey-system")
         .get("facekey-webhook-tls")
@@ -354,12 +359,12 @@ async fn ensure_creates_publishes_keeps_and_rotates() {
     assert_eq!(String::from_utf8(published.0).unwrap(), first.ca_bundle);
     // A day later: nothing to do, the same certificate.
     let later = t0.checked_add(SignedDuration::from_hours(24)).unwrap();
-    let same = manage::ensure(&client, &targets(), later).await.unwrap();
+    let same = manage::ensure(&operator, &targets(), later).await.unwrap();
     assert!(!same.rotated);
     assert_eq!(same.cert, first.cert);
     // 61 days on (under a third of 90 days left): a new serving certificate, the same CA.
     let renew = t0.checked_add(SignedDuration::from_hours(61 * 24)).unwrap();
-    let renewed = manage::ensure(&client, &targets(), renew).await.unwrap();
+    let renewed = manage::ensure(&operator, &targets(), renew).await.unwrap();
     assert!(renewed.rotated);
     assert_ne!(renewed.cert, first.cert);
     assert_eq!(renewed.ca_bundle, first.ca_bundle);
@@ -460,7 +465,7 @@ async fn the_counter_writes_injected_and_outdated_pods() {
             instance: None,
         },
     );
-    sidecars::count_all(&client, &recorder, Some("shop")).await;
+    sidecars::count_all(&rbac::enforcing(client.clone()), &recorder, Some("shop")).await;
     let fkd = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
         .get("verifier")
         .await
@@ -586,8 +591,10 @@ async fn certificate_metrics_follow_issue_and_renewal() {
             .as_second()
     }
 
+    // The operator's own client: only what manifests/rbac.yaml grants.
+    let operator = rbac::enforcing(client.clone());
     let t0: Timestamp = "2026-01-10T00:00:00Z".parse().unwrap();
-    let first = manage::ensure(&client, &targets(), t0).await.unwrap();
+    let first = manage::ensure(&operator, &targets(), t0).await.unwrap();
     manage::observe(&metrics, &first);
     assert_eq!(first.plan, certs::Plan::Create);
     assert_eq!(rotations("created"), 1);
@@ -604,13 +611,13 @@ async fn certificate_metrics_follow_issue_and_renewal() {
     assert!(expiry("ca") > t0.as_second() + 4 * 365 * 86_400);
 
     let later = t0.checked_add(SignedDuration::from_hours(24)).unwrap();
-    let same = manage::ensure(&client, &targets(), later).await.unwrap();
+    let same = manage::ensure(&operator, &targets(), later).await.unwrap();
     manage::observe(&metrics, &same);
     assert_eq!(rotations("created"), 1);
     assert_eq!(rotations("serving_renewed"), 0);
 
     let renew = t0.checked_add(SignedDuration::from_hours(61 * 24)).unwrap();
-    let renewed = manage::ensure(&client, &targets(), renew).await.unwrap();
+    let renewed = manage::ensure(&operator, &targets(), renew).await.unwrap();
     let ca_before = expiry("ca");
     let serving_before = expiry("serving");
     manage::observe(&metrics, &renewed);
