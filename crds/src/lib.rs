@@ -433,6 +433,18 @@ pub struct Store {
     /// with it.
     #[serde(default = "default_true")]
     pub retain_on_delete: bool,
+    /// Most subjects the store holds (`FACEKEY_MAX_SUBJECTS`; the runtime's 100 000 when
+    /// omitted): beyond, creating a subject answers 507 `store_full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_subjects: Option<u32>,
+    /// Most templates, the enrolled faces of all subjects together (`FACEKEY_MAX_TEMPLATES`; the
+    /// runtime's 50 000 when omitted): beyond, enrolling answers 507 `store_full`. Every replica
+    /// keeps them in memory (about 5.5 KB each), which the operator counts against the memory
+    /// limit when it sizes the model sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_templates: Option<u32>,
 }
 
 impl Default for Store {
@@ -442,6 +454,8 @@ impl Default for Store {
             postgres: None,
             template_key_secret_ref: None,
             retain_on_delete: true,
+            max_subjects: None,
+            max_templates: None,
         }
     }
 }

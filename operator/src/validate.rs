@@ -70,6 +70,12 @@ pub enum Problem {
         /// `authSecretRef` or `caSecretRef`.
         field: &'static str,
     },
+    /// `store.maxSubjects` or `store.maxTemplates` is 0 (nothing could ever be enrolled).
+    #[error("store.{field} must be at least 1")]
+    StoreLimit {
+        /// `maxSubjects` or `maxTemplates`.
+        field: &'static str,
+    },
     /// `alerting.email.authSecretRef` without `requireTls`.
     #[error(
         "alerting.email.authSecretRef needs requireTls: the SMTP password would cross the network in clear text"
@@ -316,6 +322,14 @@ fn store_problems(spec: &FaceKeyDeploymentSpec, store: &Store, problems: &mut Ve
             problems.push(Problem::CloudNativePgInstances(cnpg.instances));
         }
     }
+    for (field, limit) in [
+        ("maxSubjects", store.max_subjects),
+        ("maxTemplates", store.max_templates),
+    ] {
+        if limit == Some(0) {
+            problems.push(Problem::StoreLimit { field });
+        }
+    }
     if store.template_key_secret_ref.as_ref().is_some_and(blank) {
         problems.push(Problem::StoreSecretRef {
             field: "templateKeySecretRef",
@@ -396,6 +410,19 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid spec: replicas must be >= 0, got -1"
+        );
+    }
+
+    #[test]
+    fn store_limits_must_allow_an_enrolment() {
+        let s: FaceKeyDeploymentSpec = serde_json::from_value(serde_json::json!({
+            "image": "img:1", "store": {"embedded": {}, "maxSubjects": 0, "maxTemplates": 1}}))
+        .unwrap();
+        assert_eq!(
+            validate(&s).unwrap_err().problems,
+            [Problem::StoreLimit {
+                field: "maxSubjects"
+            }]
         );
     }
 

@@ -373,7 +373,8 @@ fn written_env_names_are_runtime_settings_and_listed() {
                "scoreWeights": {"configMapKeyRef": {"name": "w", "key": "k"}},
                "spoof": {"pvc": "models"}}}),
         json!({"image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"},
-               "caSecretRef": {"name": "db-ca", "key": "ca.pem"}}}}),
+               "caSecretRef": {"name": "db-ca", "key": "ca.pem"}},
+               "maxSubjects": 500, "maxTemplates": 1000}}),
     ];
     let listed: std::collections::BTreeSet<&str> =
         desired::runtime_env_names().iter().copied().collect();

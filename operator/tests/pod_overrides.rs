@@ -143,10 +143,17 @@ fn sessions_follow_the_pod_resources_not_the_node() {
         "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}}})));
     assert_eq!(c[env::SESSIONS_PER_MODEL], "4", "{c}");
     assert_eq!(c[env::MAX_INFLIGHT], "4");
-    // Many cores, too little memory for a session each.
+    // Many cores, too little memory for a session each beside 50 000 templates; fewer templates
+    // leave room for more.
     let c = config(&fkd(json!({"image": "img:1", "resources": {
         "requests": {"cpu": "16"}, "limits": {"memory": "1Gi"}}})));
+    assert_eq!(c[env::SESSIONS_PER_MODEL], "3", "{c}");
+    let c = config(&fkd(json!({"image": "img:1", "resources": {
+        "requests": {"cpu": "16"}, "limits": {"memory": "1Gi"}},
+        "store": {"embedded": {}, "maxSubjects": 2000, "maxTemplates": 5000}})));
     assert_eq!(c[env::SESSIONS_PER_MODEL], "6", "{c}");
+    assert_eq!(c[env::MAX_SUBJECTS], "2000");
+    assert_eq!(c[env::MAX_TEMPLATES], "5000");
     // Neither CPU nor memory named: the runtime's own default.
     let c = config(&fkd(json!({"image": "img:1", "resources": {
         "limits": {"ephemeral-storage": "2Gi"}}})));
@@ -192,9 +199,10 @@ fn the_sidecar_is_sized_by_its_own_resources_without_a_delay() {
             .find(|v| v.name == name)
             .and_then(|v| v.value.clone())
     };
-    // 768 MiB: 0.8 of it less 192 MiB holds four 96 MiB sessions, the CPU floor is two.
-    assert_eq!(get(env::SESSIONS_PER_MODEL).as_deref(), Some("2"));
-    assert_eq!(get(env::MAX_INFLIGHT).as_deref(), Some("2"));
+    // 768 MiB: 0.8 of it less 192 MiB and 262 MiB for 50 000 templates holds one 96 MiB
+    // session, under the CPU floor of two.
+    assert_eq!(get(env::SESSIONS_PER_MODEL).as_deref(), Some("1"));
+    assert_eq!(get(env::MAX_INFLIGHT).as_deref(), Some("1"));
     assert_eq!(get(env::SHUTDOWN_DELAY_SECS), None);
     assert_eq!(config(&f)[env::SESSIONS_PER_MODEL], "4");
 }

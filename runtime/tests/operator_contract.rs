@@ -80,7 +80,7 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
         }),
         serde_json::json!({
             "image": "registry.example/facekey/runtime:1.0",
-            "store": { "embedded": {} }
+            "store": { "embedded": {}, "maxSubjects": 20000, "maxTemplates": 40000 }
         }),
     ];
     variants

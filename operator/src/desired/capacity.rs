@@ -22,6 +22,8 @@ pub const MAX_SESSIONS: usize = defaults::MAX_DEFAULT_SESSIONS;
 pub const BASE_MEMORY_BYTES: u64 = 64 * MIB;
 /// Resident memory each further session per model adds (measured ~91 MB, rounded up).
 pub const SESSION_MEMORY_BYTES: u64 = 96 * MIB;
+/// Resident memory of one template in every replica's index (README: 50 000 ≈ 270 MB).
+pub const TEMPLATE_MEMORY_BYTES: u64 = 5_500;
 /// Share of the memory limit the models and the request-body budget may take, as the runtime's
 /// start-up check (`memory_check::WARN_SHARE`): the rest is for templates and inference buffers.
 pub const MEMORY_SHARE: f64 = 0.8;
@@ -32,11 +34,12 @@ pub const SHUTDOWN_DELAY_SECS: u64 = 5;
 const EXIT_MARGIN_SECS: u64 = 5;
 const MIB: u64 = 1024 * 1024;
 
-/// Sessions per model (and in-flight inferences) for a container with `resources`: one per core
-/// of its CPU limit, else of its request (rounded up), within [`MIN_SESSIONS`]..=[`MAX_SESSIONS`];
-/// then no more than its memory limit (else request) holds, but never fewer than one.
-/// `None` when the resources name neither CPU nor memory: the runtime's own default applies.
-pub fn sessions_per_model(resources: &ResourceRequirements) -> Option<usize> {
+/// Sessions per model (and in-flight inferences) for a container with `resources` whose store
+/// may hold `templates` templates: one per core of its CPU limit, else of its request (rounded
+/// up), within [`MIN_SESSIONS`]..=[`MAX_SESSIONS`]; then no more than its memory limit (else
+/// request) holds beside a full template index, but never fewer than one. `None` when the
+/// resources name neither CPU nor memory: the runtime's own default applies.
+pub fn sessions_per_model(resources: &ResourceRequirements, templates: u64) -> Option<usize> {
     let cpu = quantity(resources, "cpu").and_then(|q| parse_cpu(&q));
     let memory = quantity(resources, "memory").and_then(|q| parse_memory(&q));
     if cpu.is_none() && memory.is_none() {
@@ -46,15 +49,17 @@ pub fn sessions_per_model(resources: &ResourceRequirements) -> Option<usize> {
         // Float to count: a finite non-negative number of cores, ceil'd and clamped.
         (cores.ceil() as usize).clamp(MIN_SESSIONS, MAX_SESSIONS)
     });
-    let by_memory = memory.map_or(MAX_SESSIONS, sessions_in_memory);
+    let by_memory = memory.map_or(MAX_SESSIONS, |limit| sessions_in_memory(limit, templates));
     Some(by_cpu.min(by_memory).max(1))
 }
 
-/// Sessions per model whose weights, with the request-body budget, fit in [`MEMORY_SHARE`] of
-/// `limit` bytes.
-fn sessions_in_memory(limit: u64) -> usize {
+/// Sessions per model whose weights, with the request-body budget and `templates` templates,
+/// fit in [`MEMORY_SHARE`] of `limit` bytes.
+fn sessions_in_memory(limit: u64, templates: u64) -> usize {
     let budget = (limit as f64 * MEMORY_SHARE) as u64;
-    let fixed = BASE_MEMORY_BYTES + defaults::MAX_BODY_MEMORY_BYTES as u64;
+    let fixed = BASE_MEMORY_BYTES
+        + defaults::MAX_BODY_MEMORY_BYTES as u64
+        + templates.saturating_mul(TEMPLATE_MEMORY_BYTES);
     (budget.saturating_sub(fixed) / SESSION_MEMORY_BYTES) as usize
 }
 
@@ -157,43 +162,58 @@ mod tests {
         assert_eq!(parse_memory("much"), None);
     }
 
+    /// The runtime's default template bound.
+    const TEMPLATES: u64 = defaults::MAX_TEMPLATES as u64;
+
     #[test]
     fn the_default_resources_get_two_sessions() {
         // 500m requested, no CPU limit, 1 GiB memory limit.
         let r = super::super::runtime::default_resources();
-        assert_eq!(sessions_per_model(&r), Some(2));
+        assert_eq!(sessions_per_model(&r, TEMPLATES), Some(2));
     }
 
     #[test]
     fn cpu_limit_wins_over_request_and_is_clamped() {
         let r = resources(&[("cpu", "1")], &[("cpu", "3500m")]);
-        assert_eq!(sessions_per_model(&r), Some(4));
+        assert_eq!(sessions_per_model(&r, TEMPLATES), Some(4));
         let r = resources(&[("cpu", "64")], &[]);
-        assert_eq!(sessions_per_model(&r), Some(MAX_SESSIONS));
+        assert_eq!(sessions_per_model(&r, TEMPLATES), Some(MAX_SESSIONS));
         let r = resources(&[("cpu", "100m")], &[]);
-        assert_eq!(sessions_per_model(&r), Some(MIN_SESSIONS));
+        assert_eq!(sessions_per_model(&r, TEMPLATES), Some(MIN_SESSIONS));
     }
 
     #[test]
     fn memory_bounds_the_sessions() {
-        // 1 GiB: 0.8 GiB - 64 MiB - 128 MiB body budget = 627 MiB, six 96 MiB sessions.
+        // 1 GiB: 0.8 GiB - 64 MiB - 128 MiB body budget - 262 MiB for 50 000 templates = 365 MiB,
+        // three 96 MiB sessions; without templates 627 MiB, six.
         let r = resources(&[("cpu", "8")], &[("memory", "1Gi")]);
-        assert_eq!(sessions_per_model(&r), Some(6));
+        assert_eq!(sessions_per_model(&r, TEMPLATES), Some(3));
+        assert_eq!(sessions_per_model(&r, 0), Some(6));
         let r = resources(&[("cpu", "8")], &[("memory", "4Gi")]);
-        assert_eq!(sessions_per_model(&r), Some(8));
+        assert_eq!(sessions_per_model(&r, TEMPLATES), Some(8));
         // A tiny limit still gets one session (the runtime warns at start).
         let r = resources(&[("cpu", "4")], &[("memory", "128Mi")]);
-        assert_eq!(sessions_per_model(&r), Some(1));
+        assert_eq!(sessions_per_model(&r, TEMPLATES), Some(1));
         // Memory alone (no CPU named) bounds the runtime's per-core default.
-        let r = resources(&[], &[("memory", "512Mi")]);
-        assert_eq!(sessions_per_model(&r), Some(2));
+        let r = resources(&[], &[("memory", "768Mi")]);
+        assert_eq!(sessions_per_model(&r, 10_000), Some(3));
+    }
+
+    #[test]
+    fn a_larger_template_index_leaves_fewer_sessions() {
+        let r = resources(&[("cpu", "8")], &[("memory", "2Gi")]);
+        let few = sessions_per_model(&r, 1_000);
+        let many = sessions_per_model(&r, 200_000);
+        assert_eq!((few, many), (Some(8), Some(4)));
+        // An index that alone passes the share: one session, never zero.
+        assert_eq!(sessions_per_model(&r, 10_000_000), Some(1));
     }
 
     #[test]
     fn without_cpu_or_memory_the_runtime_decides() {
-        assert_eq!(sessions_per_model(&resources(&[], &[])), None);
+        assert_eq!(sessions_per_model(&resources(&[], &[]), TEMPLATES), None);
         let r = resources(&[("nvidia.com/gpu", "1")], &[]);
-        assert_eq!(sessions_per_model(&r), None);
+        assert_eq!(sessions_per_model(&r, TEMPLATES), None);
     }
 
     #[test]

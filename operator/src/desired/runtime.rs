@@ -79,6 +79,8 @@ const RUNTIME_ENV: &[&str] = &[
     env::SESSIONS_PER_MODEL,
     env::MAX_INFLIGHT,
     env::SHUTDOWN_DELAY_SECS,
+    env::MAX_SUBJECTS,
+    env::MAX_TEMPLATES,
     env::SMTP_PASSWORD,
 ];
 
@@ -109,8 +111,16 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
     set(env::LOG_FORMAT, "json".to_owned());
     set(env::DATA_DIR, DATA_DIR.to_owned());
     // Sized to the container, not to the node's cores the runtime would otherwise see.
-    for (name, value) in capacity_env(&runtime_resources(spec)) {
+    for (name, value) in capacity_env(&runtime_resources(spec), spec) {
         set(name, value);
+    }
+    if let Some(store) = &spec.store {
+        if let Some(n) = store.max_subjects {
+            set(env::MAX_SUBJECTS, n.to_string());
+        }
+        if let Some(n) = store.max_templates {
+            set(env::MAX_TEMPLATES, n.to_string());
+        }
     }
     // Behind the Service: keep serving while the endpoints catch up with a terminating pod.
     set(
@@ -206,9 +216,18 @@ pub(super) fn runtime_resources(spec: &FaceKeyDeploymentSpec) -> ResourceRequire
 }
 
 /// `FACEKEY_SESSIONS_PER_MODEL` and `FACEKEY_MAX_INFLIGHT` for a container with `resources`
-/// (one in-flight inference per session); none when the resources name neither CPU nor memory.
-pub(super) fn capacity_env(resources: &ResourceRequirements) -> Vec<(&'static str, String)> {
-    capacity::sessions_per_model(resources)
+/// holding `spec`'s templates (one in-flight inference per session); none when the resources
+/// name neither CPU nor memory.
+pub(super) fn capacity_env(
+    resources: &ResourceRequirements,
+    spec: &FaceKeyDeploymentSpec,
+) -> Vec<(&'static str, String)> {
+    let templates = spec
+        .store
+        .as_ref()
+        .and_then(|s| s.max_templates)
+        .map_or(defaults::MAX_TEMPLATES as u64, u64::from);
+    capacity::sessions_per_model(resources, templates)
         .map(|n| {
             vec![
                 (env::SESSIONS_PER_MODEL, n.to_string()),

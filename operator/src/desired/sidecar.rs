@@ -102,7 +102,7 @@ pub fn sidecar_env(spec: &FaceKeyDeploymentSpec, sidecar: &Sidecar) -> Vec<EnvVa
     // The kubelet stops a native sidecar after the application's containers: nothing sends to
     // it once it is told to stop, so no delay (it would only eat the application's grace period).
     data.remove(env::SHUTDOWN_DELAY_SECS);
-    for (name, value) in runtime::capacity_env(&resources(spec, sidecar)) {
+    for (name, value) in runtime::capacity_env(&resources(spec, sidecar), spec) {
         data.insert(name.to_owned(), value);
     }
     let mut vars: Vec<EnvVar> = data
