@@ -334,7 +334,10 @@ def runtime_env(args):
             env[e["name"]] = e["value"]
         elif "secretKeyRef" in e.get("valueFrom", {}):
             ref = e["valueFrom"]["secretKeyRef"]
-            env[e["name"]] = secret_value(store, ref["name"], ref["key"])
+            if args.any_secret is not None:
+                env[e["name"]] = store.get(f"{ref['name']}/{ref['key']}", args.any_secret)
+            else:
+                env[e["name"]] = secret_value(store, ref["name"], ref["key"])
     if args.mount_root:
         mount_secret_volumes(deployment["spec"]["template"]["spec"], container, store, args.mount_root, env)
     for k, v in sorted(env.items()):
@@ -384,6 +387,7 @@ def main():
     pr.add_argument("--rendered", required=True)
     pr.add_argument("--secret", action="append", metavar="NAME/KEY=VALUE")
     pr.add_argument("--mount-root", help="directory standing in for the container's filesystem")
+    pr.add_argument("--any-secret", metavar="VALUE", help="the value of every Secret key not given by --secret")
     args = p.parse_args()
     {"prometheus": prometheus, "alertmanager": alertmanager, "runtime-env": runtime_env}[args.cmd](args)
 

@@ -19,7 +19,8 @@
 #
 # Inputs (env): VENV (Python venv with kubernetes-validate, check-jsonschema, PyYAML),
 # NODE_MODULES (with @kubernetes-models/prometheus-operator and js-yaml), FACEKEY_OPERATOR_BIN
-# (built operator binary), K8S_VERSION (schema version, default 1.35.0 = the k8s-openapi feature).
+# (built operator binary), FACEKEY_RUNTIME_BIN (built runtime binary), K8S_VERSION (schema
+# version, default 1.35.0 = the k8s-openapi feature).
 # Tools installed by tests/setup.sh; promtool comes from Debian's `prometheus` package.
 set -euo pipefail
 
@@ -282,5 +283,28 @@ grep -q 'value: cert-manager' "$WORK/cert-manager.yaml" || fail "cert-manager co
 "$PY" -c 'import sys,yaml; docs=[d for d in yaml.safe_load_all(open(sys.argv[1])) if isinstance(d, dict) and not d["apiVersion"].startswith("cert-manager.io/")]; yaml.safe_dump_all(docs, open(sys.argv[2], "w"))' \
   "$WORK/cert-manager.yaml" "$WORK/cert-manager-builtin.yaml"
 k8s_validate "$WORK/cert-manager-builtin.yaml" "kustomize with the webhook-cert-manager component (built-in kinds)"
+
+# 10. The runtime starts on what the operator renders: each sample's runtime environment as the
+#     kubelet builds it (the ConfigMap's envFrom and the Secret-backed env, derived by
+#     tests/alerts/derive.py; Secret values stand-ins) passes the real runtime binary's
+#     --check-config, the checks start-up runs before it reads a file or loads a model.
+RUNTIME_BIN="${FACEKEY_RUNTIME_BIN:-$ROOT/target/debug/facekey-runtime}"
+[ -x "$RUNTIME_BIN" ] || fail "runtime binary $RUNTIME_BIN missing (cargo build -p facekey-runtime, or set FACEKEY_RUNTIME_BIN)"
+checked=0
+for sample in "$ROOT"/manifests/samples/facekeydeployment*.yaml; do
+  name="$(basename "$sample" .yaml)"
+  "$BIN" render -f "$sample" >"$WORK/env-$name.yaml"
+  "$PY" "$ROOT/tests/alerts/derive.py" runtime-env --rendered "$WORK/env-$name.yaml" --any-secret stand-in \
+    | grep '^FACEKEY_' >"$WORK/env-$name.env"
+  mapfile -t vars <"$WORK/env-$name.env"
+  env -i PATH="$PATH" "${vars[@]}" "$RUNTIME_BIN" --check-config >/dev/null 2>"$WORK/check-config.err" \
+    || { cat "$WORK/check-config.err" >&2; fail "$name: the runtime refuses the environment the operator renders"; }
+  checked=$((checked + 1))
+done
+[ "$checked" -ge 3 ] || fail "only $checked samples checked"
+# And it would refuse a broken one: the same check is not a no-op.
+env -i PATH="$PATH" "${vars[@]}" FACEKEY_LIVENESS=off "$RUNTIME_BIN" --check-config >/dev/null 2>&1 \
+  && fail "--check-config accepted FACEKEY_LIVENESS=off without --allow-insecure"
+pass "the runtime's --check-config accepts the environment rendered for each of the $checked samples"
 
 echo "operator manifest checks: all passed"
