@@ -12,6 +12,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube_fake_client::ClientBuilder;
 
+/// The operator's namespace and Lease, as manifests/rbac.yaml's leader-election Role names them.
+const NS: &str = "facekey-system";
+const LEASE: &str = "facekey-operator-leader";
+
 fn at(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
@@ -24,20 +28,8 @@ async fn one_leader_takeover_after_expiry_and_release() {
     // Each replica's own client: only what manifests/rbac.yaml's leader-election Role grants,
     // in the namespace and for the Lease name it names.
     let operator = common::rbac::enforcing(client.clone());
-    let a = LeaderElector::new(
-        operator.clone(),
-        "facekey-system",
-        "facekey-operator-leader",
-        "a",
-        Duration::from_secs(15),
-    );
-    let b = LeaderElector::new(
-        operator.clone(),
-        "facekey-system",
-        "facekey-operator-leader",
-        "b",
-        Duration::from_secs(15),
-    );
+    let a = LeaderElector::new(operator.clone(), NS, LEASE, "a", Duration::from_secs(15));
+    let b = LeaderElector::new(operator.clone(), NS, LEASE, "b", Duration::from_secs(15));
     let wall = at("2025-01-01T00:00:00Z");
 
     assert!(a.step(wall).await.unwrap(), "a creates the Lease");
@@ -64,25 +56,16 @@ async fn one_leader_takeover_after_expiry_and_release() {
     tokio::time::advance(Duration::from_secs(6)).await;
     assert!(b.step(skewed).await.unwrap(), "b takes over");
     assert!(!a.step(wall).await.unwrap(), "a lost it");
-    let lease: Api<Lease> = Api::namespaced(client.clone(), "facekey-system");
-    let spec = lease
-        .get("facekey-operator-leader")
-        .await
-        .unwrap()
-        .spec
-        .unwrap();
+    let lease: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let lease_spec = || async { lease.get(LEASE).await.unwrap().spec.unwrap() };
+    let spec = lease_spec().await;
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));
 
     // b shuts down gracefully: a can take over at once instead of waiting for expiry.
     b.release().await.unwrap();
     assert!(a.step(wall).await.unwrap());
-    let spec = lease
-        .get("facekey-operator-leader")
-        .await
-        .unwrap()
-        .spec
-        .unwrap();
+    let spec = lease_spec().await;
     assert_eq!(spec.holder_identity.as_deref(), Some("a"));
     assert_eq!(spec.lease_transitions, Some(2));
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 /// Share of the memory limit the models and the body budget may take before the warning.
-pub const WARN_SHARE: f64 = 0.8;
+pub const WARN_SHARE: f64 = facekey_settings::defaults::MEMORY_SHARE;
 
 /// The warning for a process holding `resident` bytes after loading its models, that may hold
 /// `body_budget` more bytes of request bodies, under a memory limit of `limit` bytes; `None`

@@ -24,9 +24,9 @@ pub const BASE_MEMORY_BYTES: u64 = 64 * MIB;
 pub const SESSION_MEMORY_BYTES: u64 = 96 * MIB;
 /// Resident memory of one template in every replica's index (README: 50 000 ≈ 270 MB).
 pub const TEMPLATE_MEMORY_BYTES: u64 = 5_500;
-/// Share of the memory limit the models and the request-body budget may take, as the runtime's
-/// start-up check (`memory_check::WARN_SHARE`): the rest is for templates and inference buffers.
-pub const MEMORY_SHARE: f64 = 0.8;
+/// Share of the memory limit the models, the request-body budget and the template index may
+/// take: the runtime's start-up warning's share.
+pub const MEMORY_SHARE: f64 = defaults::MEMORY_SHARE;
 /// `FACEKEY_SHUTDOWN_DELAY_SECS` of pods behind the Service: time for the endpoints controller
 /// and the proxies to stop sending new connections while the pod keeps serving.
 pub const SHUTDOWN_DELAY_SECS: u64 = 5;

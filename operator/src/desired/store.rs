@@ -155,15 +155,11 @@ pub(super) fn database_url_ref(instance: &str, spec: &FaceKeyDeploymentSpec) -> 
 /// The Secret key holding the CA of the database server's certificate: the user's, else for a
 /// CloudNativePG cluster its own CA Secret. `None` leaves TLS to the URL.
 pub(super) fn database_ca_ref(instance: &str, spec: &FaceKeyDeploymentSpec) -> Option<KeyRef> {
-    let pg = postgres(spec)?;
-    match (&pg.ca_secret_ref, &pg.cloud_native_pg) {
-        (Some(r), _) => Some(r.clone()),
-        (None, Some(_)) => Some(KeyRef {
-            name: labels::database_ca_secret_name(instance),
-            key: DATABASE_CA_FILE.to_owned(),
-        }),
-        (None, None) => None,
-    }
+    let pg = postgres(spec).filter(|_| has_database_ca(spec))?;
+    Some(pg.ca_secret_ref.clone().unwrap_or_else(|| KeyRef {
+        name: labels::database_ca_secret_name(instance),
+        key: DATABASE_CA_FILE.to_owned(),
+    }))
 }
 
 /// Whether the runtime gets a database CA file ([`database_ca_ref`] is `Some`).

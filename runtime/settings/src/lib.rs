@@ -314,6 +314,10 @@ pub mod defaults {
     pub const SHUTDOWN_DELAY_SECS: u64 = 0;
     /// Longest accepted `--shutdown-delay-secs`.
     pub const MAX_SHUTDOWN_DELAY_SECS: u64 = 300;
+    /// Share of the container's memory limit the models and the request-body budget may take:
+    /// past it the runtime warns at start-up, and the operator sizes sessions (with the template
+    /// index) to stay within it; the rest is for inference buffers and the process itself.
+    pub const MEMORY_SHARE: f64 = 0.8;
     /// Seconds the runtime waits at exit for queued alert emails to go out (not a setting: the
     /// operator adds it to the pods' termination grace period).
     pub const ALERT_FLUSH_TIMEOUT_SECS: u64 = 10;
