@@ -4,9 +4,10 @@
 For each case: open a session (bound to the subject), read its random challenge, render a clip of
 the requested kind performing (or faking) exactly that challenge, send its frames in real time
 (client timestamps = wall clock, up to 4 frames per call, paced by the clip's timestamps), then
-read the session. Genuine: the session must pass and verify the subject once (a second use is
-409 session_used). Attacks (static photo, flat print): the session must not pass, and verify with
-it must be refused with 409 session_not_passed (or the session failed).
+read the session. Genuine: a session must pass within CHALLENGE_GENUINE_ATTEMPTS (3) tries, each
+try unfinished at worst (never another failure reason), and verify the subject once (a second use
+is 409 session_used). Attacks (static photo, flat print): the session must not pass, and verify
+with it must be refused. Clip seeds are fixed (CHALLENGE_SEED, default 20261204; "time" draws one).
 
 Usage: drive.py URL SUBJECT EVAL_BIN WORKDIR KIND [KIND...]   (API key in FACEKEY_API_KEY)
 Standard library only.
@@ -25,6 +26,10 @@ KINDS = sys.argv[5:]
 KEY = os.environ["FACEKEY_API_KEY"]
 FPS = os.environ.get("CHALLENGE_FPS", "8")
 FRAME = os.environ.get("CHALLENGE_FRAME", "640x480")
+# Clip seeds: fixed by default so a failure can be rendered again (`facekey-eval sequences
+# --seed`); CHALLENGE_SEED=time draws a new one per run.
+SEED = int(time.time()) if os.environ.get("CHALLENGE_SEED") == "time" else int(os.environ.get("CHALLENGE_SEED", "20261204"))
+GENUINE_ATTEMPTS = int(os.environ.get("CHALLENGE_GENUINE_ATTEMPTS", "3"))
 
 
 def call(method, path, body=None):
@@ -49,7 +54,9 @@ def fail(msg):
     sys.exit(1)
 
 
-def run_case(kind):
+def perform(kind, seed):
+    """Opens a session, renders a clip of `kind` for its challenge from `seed`, sends it in real
+    time and returns (session id, challenge, frames sent, the session as read at the end)."""
     status, session = call("POST", "/v1/liveness/sessions", {"subject": SUBJECT})
     if status != 201:
         fail(f"open session: {status} {session}")
@@ -58,14 +65,14 @@ def run_case(kind):
     out = os.path.join(WORK, f"{kind}-{sid}")
     subprocess.run(
         [EVAL_BIN, "sequences", "--out", out, "--photos", "astronaut.png", "--kinds", kind,
-         "--actions", ",".join(challenge), "--fps", FPS, "--frame", FRAME, "--seed", str(int(time.time()))],
+         "--actions", ",".join(challenge), "--fps", FPS, "--frame", FRAME, "--seed", str(seed)],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with open(os.path.join(out, "manifest.json")) as f:
         clip = json.load(f)["sequences"][0]
     frames = list(zip(clip["frames"], clip["timestamps_ms"]))[:max_frames]
     start = time.time() * 1000.0
     base = int(start)
-    i, last = 0, None
+    i = 0
     while i < len(frames):
         # Wait until the next frame's capture time, then send what is due (at most 4).
         due_at = start + frames[i][1]
@@ -86,29 +93,56 @@ def run_case(kind):
     if status != 200:
         fail(f"{kind}: get session: {status} {final}")
     seen = [a["action"] for a in final["actions"] if a["passed"]]
-    print(f"{kind}: challenge {','.join(challenge)}, {i} frames sent, state {final['state']}, "
+    print(f"{kind}: challenge {','.join(challenge)}, seed {seed}, {i} frames sent, state {final['state']}, "
           f"actions seen {seen}, reasons {final.get('reasons')}")
+    return sid, final
+
+
+def refused_verify(kind, sid):
+    """Verify with a session that did not pass must be refused (409 session_not_passed)."""
     vstatus, verdict = call("POST", "/v1/verify", {"subject": SUBJECT, "session": sid})
-    if kind == "genuine":
-        if final["state"] != "passed" or final.get("live") is not True:
-            fail(f"genuine clip did not pass: {final}")
-        if vstatus != 200:
-            fail(f"verify with a passed session: {vstatus} {verdict}")
-        if verdict.get("match", {}).get("decision") != "accept" or verdict.get("decision") != "accept":
-            fail(f"verify with the passed session did not accept the subject: {verdict}")
-        again, body = call("POST", "/v1/verify", {"subject": SUBJECT, "session": sid})
-        if again != 409 or "session_used" not in json.dumps(body):
-            fail(f"second verify with the same session: {again} {body}")
-        print(f"  verify: {vstatus} decision {verdict['decision']} (match distance "
-              f"{verdict['match']['distance']:.3f}, features {verdict['features']}), second use: {again} session_used")
+    if vstatus == 200:
+        fail(f"verify accepted a {kind} session that did not pass: {verdict}")
+    print(f"  verify: {vstatus} {verdict.get('error', verdict) if isinstance(verdict, dict) else verdict}")
+
+
+def genuine():
+    # A synthetic clip can miss an action a person performs (docs/evaluation.md: on astronaut at
+    # this frame size about 1 clip in 25 has a painted blink fr_eye does not read closed), and a
+    # person who is not seen tries again with a new session and a new challenge. So up to
+    # GENUINE_ATTEMPTS sessions, each with its own clip seed; an attempt may only end unfinished
+    # (frames ran out, or challenge_incomplete): any other failure reason (face_changed,
+    # duplicate frames, timing) fails the test at once, and verify with it must be refused.
+    for attempt in range(1, GENUINE_ATTEMPTS + 1):
+        sid, final = perform("genuine", SEED + attempt)
+        if final["state"] == "passed" and final.get("live") is True:
+            break
+        reasons = final.get("reasons") or []
+        if final["state"] not in ("in_progress", "failed") or any(r != "challenge_incomplete" for r in reasons):
+            fail(f"genuine clip failed for a reason other than an unfinished challenge: {final}")
+        refused_verify("genuine (not passed)", sid)
     else:
-        if final["state"] == "passed" or final.get("live") is True:
-            fail(f"{kind} attack passed: {final}")
-        if vstatus == 200:
-            fail(f"verify accepted a {kind} session: {verdict}")
-        print(f"  verify: {vstatus} {verdict.get('error', verdict) if isinstance(verdict, dict) else verdict}")
+        fail(f"genuine clips did not pass in {GENUINE_ATTEMPTS} sessions; last: {final}")
+    print(f"  genuine passed on attempt {attempt} of at most {GENUINE_ATTEMPTS}")
+    vstatus, verdict = call("POST", "/v1/verify", {"subject": SUBJECT, "session": sid})
+    if vstatus != 200:
+        fail(f"verify with a passed session: {vstatus} {verdict}")
+    if verdict.get("match", {}).get("decision") != "accept" or verdict.get("decision") != "accept":
+        fail(f"verify with the passed session did not accept the subject: {verdict}")
+    again, body = call("POST", "/v1/verify", {"subject": SUBJECT, "session": sid})
+    if again != 409 or "session_used" not in json.dumps(body):
+        fail(f"second verify with the same session: {again} {body}")
+    print(f"  verify: {vstatus} decision {verdict['decision']} (match distance "
+          f"{verdict['match']['distance']:.3f}, features {verdict['features']}), second use: {again} session_used")
+
+
+def attack(kind):
+    sid, final = perform(kind, SEED)
+    if final["state"] == "passed" or final.get("live") is True:
+        fail(f"{kind} attack passed: {final}")
+    refused_verify(kind, sid)
 
 
 for k in KINDS:
-    run_case(k)
+    genuine() if k == "genuine" else attack(k)
 print("ok: challenge sessions end to end")
