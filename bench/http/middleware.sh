@@ -24,7 +24,14 @@ if [ -z "${FACEKEY_RUNTIME_BIN:-}" ] || [ -z "${BARE_BIN:-}" ]; then
 fi
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$work"; }
+# Under set -e a server's status from `wait` (143 after the kill) would end the trap and make it
+# the script's exit status; the run's own status is kept instead.
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+  exit "$rc"
+}
 trap cleanup EXIT
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport=$(freeport); bport=$(freeport)
