@@ -1,8 +1,11 @@
 //! Call sequences pinned with a tower-test mock API server, where order matters: leader election
 //! (read, then create/replace with the read resourceVersion) and the reconcile stages (observe,
-//! apply in order, prune, status last).
+//! apply in order, prune, status last). Every client goes through `common::rbac::enforcing`, so
+//! these sequences are also ones manifests/rbac.yaml lets the operator send.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::sync::Arc;
 
@@ -59,7 +62,10 @@ fn mock(respond: Responder) -> (Client, JoinHandle<Vec<Seen>>) {
         }
         seen
     });
-    (Client::new(service, "default"), task)
+    (
+        common::rbac::enforcing(Client::new(service, "default")),
+        task,
+    )
 }
 
 fn not_found() -> (StatusCode, Value) {
@@ -76,12 +82,16 @@ fn conflict() -> (StatusCode, Value) {
     )
 }
 
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/sys/leases/leader";
+/// The Lease the deployed operator uses (manifests/rbac.yaml grants it by name).
+const NS: &str = "facekey-system";
+const LEASE_NAME: &str = "facekey-operator-leader";
+const LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/facekey-system/leases/facekey-operator-leader";
 
 fn lease(holder: &str, renewed: &str, rv: &str) -> Value {
     json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "leader", "namespace": "sys", "resourceVersion": rv},
+        "metadata": {"name": LEASE_NAME, "namespace": NS, "resourceVersion": rv},
         "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
                  "acquireTime": "2025-01-01T00:00:00.000000Z", "renewTime": renewed,
                  "leaseTransitions": 3}
@@ -91,8 +101,8 @@ fn lease(holder: &str, renewed: &str, rv: &str) -> Value {
 fn elector(client: Client) -> LeaderElector {
     LeaderElector::new(
         client,
-        "sys",
-        "leader",
+        NS,
+        LEASE_NAME,
         "me",
         std::time::Duration::from_secs(15),
     )
@@ -120,7 +130,7 @@ async fn lease_is_created_when_absent() {
         lines,
         [
             format!("GET {LEASE}"),
-            "POST /apis/coordination.k8s.io/v1/namespaces/sys/leases".to_owned()
+            "POST /apis/coordination.k8s.io/v1/namespaces/facekey-system/leases".to_owned()
         ]
     );
     assert_eq!(seen[1].body["spec"]["holderIdentity"], "me");
