@@ -15,7 +15,9 @@
 #     known-bad ones must fail it; CEL-invalid ones must make `render` fail;
 #   - `kubectl kustomize manifests` builds offline;
 #   - sidecar injection: `render --inject` of workload fixtures is strictly valid, opt-out and
-#     unknown resources behave, the webhook objects and the cert-manager component build.
+#     unknown resources behave, the webhook objects and the cert-manager component build;
+#   - the runtime's --check-config on each sample's rendered environment;
+#   - the Argo CD health check, run with Lua 5.1 on the operator's recorded statuses.
 #
 # Inputs (env): VENV (Python venv with kubernetes-validate, check-jsonschema, PyYAML),
 # NODE_MODULES (with @kubernetes-models/prometheus-operator and js-yaml), FACEKEY_OPERATOR_BIN
@@ -306,5 +308,16 @@ done
 env -i PATH="$PATH" "${vars[@]}" FACEKEY_LIVENESS=off "$RUNTIME_BIN" --check-config >/dev/null 2>&1 \
   && fail "--check-config accepted FACEKEY_LIVENESS=off without --allow-insecure"
 pass "the runtime's --check-config accepts the environment rendered for each of the $checked samples"
+
+# 11. GitOps health: the shipped Argo CD health check (manifests/gitops/argocd-health.lua, the
+#     same script in the argocd-cm patch and in docs/operator.md) run with a real Lua 5.1 on the
+#     statuses the reconciler writes in nine states (operator/tests/golden/gitops-health.json,
+#     from operator/tests/gitops_health.rs); the patch is a valid ConfigMap.
+command -v lua5.1 >/dev/null || fail "lua5.1 missing (tests/setup.sh installs Debian's lua5.1)"
+"$PY" "$ROOT/tests/operator/argocd_health.py" "$ROOT/operator/tests/golden/gitops-health.json" \
+  "$ROOT/manifests/gitops/argocd-health.lua" "$ROOT/manifests/gitops/argocd-cm-patch.yaml" "$ROOT/docs/operator.md" \
+  || fail "Argo CD health check"
+k8s_validate "$ROOT/manifests/gitops/argocd-cm-patch.yaml" "the argocd-cm patch"
+pass "the Argo CD health check maps the operator's statuses as documented"
 
 echo "operator manifest checks: all passed"
