@@ -17,7 +17,8 @@
 #   - sidecar injection: `render --inject` of workload fixtures is strictly valid, opt-out and
 #     unknown resources behave, the webhook objects and the cert-manager component build;
 #   - the runtime's --check-config on each sample's rendered environment;
-#   - the Argo CD health check, run with Lua 5.1 on the operator's recorded statuses.
+#   - the Argo CD health check, run with Lua 5.1 on the operator's recorded statuses;
+#   - the scan Job's pod, container by container, with the real trivy and operator binaries.
 #
 # Inputs (env): VENV (Python venv with kubernetes-validate, check-jsonschema, PyYAML),
 # NODE_MODULES (with @kubernetes-models/prometheus-operator and js-yaml), FACEKEY_OPERATOR_BIN
@@ -319,5 +320,34 @@ command -v lua5.1 >/dev/null || fail "lua5.1 missing (tests/setup.sh installs De
   || fail "Argo CD health check"
 k8s_validate "$ROOT/manifests/gitops/argocd-cm-patch.yaml" "the argocd-cm patch"
 pass "the Argo CD health check maps the operator's statuses as documented"
+
+# 12. The scan Job's pod run here with the real programs (tests/operator/scan_job.py): each
+#     container's exact command line and environment, volumes as directories shared as in the
+#     pod. The real trivy (the scanner image's version, from the venv) must accept the Job's flags
+#     and fail only where the network starts (its DB download from the expected repository, or
+#     the expected Trivy server); the real operator binary merges the pull secrets' logins and
+#     turns a recorded report into the summary for the Job's image.
+TRIVY_BIN="$VENV/bin/trivy"
+want_trivy="$("$BIN" render --include-scan-job -f "$ROOT/manifests/samples/facekeydeployment.yaml" | grep -o 'image: [^ ]*trivy:[0-9.]*' | head -1 | sed 's/.*trivy://')"
+have_trivy="$("$TRIVY_BIN" --version | sed -n 's/^Version: //p')"
+[ "$want_trivy" = "$have_trivy" ] || fail "the scan Job runs trivy $want_trivy, the venv has $have_trivy: keep tests/requirements.txt's trivy at the operator's default scanner version"
+sample="$ROOT/manifests/samples/facekeydeployment.yaml"
+report="$ROOT/operator/tests/fixtures/trivy/runtime-0.1.0-pass.json"
+"$BIN" render --include-scan-job -f "$sample" >"$WORK/scan-default.yaml"
+"$PY" "$HERE/scan_job.py" "$WORK/scan-default.yaml" "$BIN" "$TRIVY_BIN" "$report" "$WORK/pod-default" \
+  --expect-db trivy-db || fail "scan Job pod (defaults)"
+"$BIN" render --include-scan-job -f "$sample" --db-repository registry.internal.example/aquasecurity/trivy-db:2 \
+  --java-db-repository registry.internal.example/aquasecurity/trivy-java-db:1 >"$WORK/scan-mirror.yaml"
+"$PY" "$HERE/scan_job.py" "$WORK/scan-mirror.yaml" "$BIN" "$TRIVY_BIN" "$report" "$WORK/pod-mirror" \
+  --expect-db registry.internal.example/aquasecurity/trivy-db:2 || fail "scan Job pod (DB mirrors)"
+FACEKEY_OPERATOR_TRIVY_SERVER=http://trivy.trivy-system:4954 "$BIN" render --include-scan-job -f "$sample" >"$WORK/scan-server.yaml"
+"$PY" "$HERE/scan_job.py" "$WORK/scan-server.yaml" "$BIN" "$TRIVY_BIN" "$report" "$WORK/pod-server" \
+  --expect-server http://trivy.trivy-system:4954 || fail "scan Job pod (Trivy server)"
+printf '%s\n' 'apiVersion: facekey.dev/v1alpha1' 'kind: FaceKeyDeployment' 'metadata: {name: logins, namespace: ns}' \
+  'spec: {image: "ghcr.io/facekey/runtime:0.1.0", imagePullSecrets: [{name: dockerhub}, {name: corp-registry}]}' >"$WORK/logins.yaml"
+"$BIN" render --include-scan-job -f "$WORK/logins.yaml" >"$WORK/scan-logins.yaml"
+"$PY" "$HERE/scan_job.py" "$WORK/scan-logins.yaml" "$BIN" "$TRIVY_BIN" "$report" "$WORK/pod-logins" --expect-db trivy-db \
+  --expect-login dockerhub.registry.example --expect-login corp-registry.registry.example || fail "scan Job pod (pull secrets)"
+pass "the scan Job's pod runs with the real trivy $have_trivy and operator binaries: defaults, DB mirrors, Trivy server, pull secrets"
 
 echo "operator manifest checks: all passed"
