@@ -41,6 +41,9 @@ export FACEKEY_OPERATOR_BIN="$ROOT/target/debug/facekey-operator"
 stage "quickstart: the README's run command (scripts/run.sh) serves UI, models and API"
 tests/quickstart/run-command.sh
 
+stage "api: the OpenAPI document against the real runtime (openapi-spec-validator, schemathesis, real requests)"
+tests/api/contract.sh
+
 stage "prometheus: real scrape of the runtime, promtool metric lint"
 tests/prometheus/scrape.sh
 

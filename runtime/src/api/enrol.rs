@@ -173,6 +173,7 @@ fn check_quality(quality: Option<&QualityResult>, minimum: f64) -> Result<(), Ap
 #[utoipa::path(
     post,
     path = "/v1/subjects/{id}/faces",
+    operation_id = "enrol_face",
     tag = "subjects",
     summary = "Enrol a face image for a subject",
     description = "Send the image as multipart field `image` or JSON `{\"image\": \"<base64>\"}`. \
@@ -180,6 +181,10 @@ Only the face embedding is stored. The image must show exactly one face, live \
 (`FACEKEY_ENROL_LIVENESS`) and of quality at least `FACEKEY_ENROL_MIN_QUALITY`; a face added to \
 a subject that already has faces must match them unless the key holds `admin`.",
     params(("id" = String, Path, description = "Subject id")),
+    request_body(content(
+        (super::bodies::ImageJson = "application/json"),
+        (super::bodies::ImageForm = "multipart/form-data"),
+    )),
     responses(
         (status = 201, description = "Enrolled", body = EnrolResponse),
         (status = 404, description = "`subject_not_found`", body = ErrorBody),

@@ -420,6 +420,10 @@ Runs detection, embedding match, passive liveness, quality and the fusion MLP. W
 `FACEKEY_MATCH_MODELS=dlib+faceres` the match fuses dlib and faceres-deep for faces enrolled \
 with both; a subject whose faces hold dlib alone is matched on dlib alone, and the answer says \
 so (`match.models` `[\"dlib\"]`, a `warnings` entry `matched_on_dlib_only`).",
+    request_body(content(
+        (super::bodies::VerifyJson = "application/json"),
+        (super::bodies::VerifyForm = "multipart/form-data"),
+    )),
     responses(
         (status = 200, description = "Verified (the decision may be reject)", body = VerifyResponse),
         (status = 404, description = "Unknown subject", body = ErrorBody),
@@ -638,6 +642,10 @@ pub struct IdentifyResponse {
 (exact search on dlib's embedding); the `limit` nearest subjects are judged on their templates \
 as `/v1/verify` judges them (the fused dlib + faceres-deep score where they hold both); those above the match threshold are judged with the same liveness, quality \
 and decision policy as `/v1/verify`, and the accepted ones are returned best first.",
+    request_body(content(
+        (super::bodies::IdentifyJson = "application/json"),
+        (super::bodies::IdentifyForm = "multipart/form-data"),
+    )),
     responses(
         (status = 200, description = "Searched (candidates may be empty)", body = IdentifyResponse),
         (status = 413, description = "Image too large", body = ErrorBody),
@@ -874,6 +882,10 @@ pub struct LivenessResponse {
     summary = "Passive liveness (anti-spoofing) of every face in an image",
     description = "Multipart field `image` or JSON `{\"image\": \"<base64>\"}`. A face whose \
 score is below the threshold is reported as a spoof attempt (metric, log, alert email).",
+    request_body(content(
+        (super::bodies::ImageJson = "application/json"),
+        (super::bodies::ImageForm = "multipart/form-data"),
+    )),
     responses(
         (status = 200, description = "Faces and their liveness", body = LivenessResponse),
         (status = 413, description = "Image too large", body = ErrorBody),

@@ -2,6 +2,7 @@
 //! per-route metrics, enforces the body limit and timeout, and turns panics into JSON 500s.
 
 pub mod blocking;
+pub mod bodies;
 pub mod enrol;
 pub mod error;
 pub mod extract;

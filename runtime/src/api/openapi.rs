@@ -2,17 +2,25 @@
 //! so it cannot drift from the code, served at `GET /openapi.json`.
 
 use axum::Json;
-use utoipa::openapi::path::HttpMethod;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{
+    AllOfBuilder, Array, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, Number, OpenApi};
 
+use super::score::MAX_FEATURE_MAGNITUDE;
 use super::{enrol, error, faces, health, score, sessions, subjects, whoami};
 use crate::auth::policy::{Access, ROUTES};
+use crate::fusion::INPUTS;
 
 /// The name of the security scheme in the document.
 const SCHEME: &str = "api_key";
 
-/// Declares the API-key scheme and, from the route → scope table, each operation's scope.
+/// Declares the API-key scheme and, from the route → scope table, each operation's scope and
+/// the answers the serving layer can give on it beside the handler's own (key, scope, rate,
+/// body, overload, timeout, panic), so a generated client knows every status it may receive.
 struct Security;
 
 impl Modify for Security {
@@ -31,11 +39,6 @@ impl Modify for Security {
             ),
         );
         for (method, route, access) in ROUTES {
-            let scopes: Vec<&str> = match access {
-                Access::Scope(scope) => vec![scope.as_str()],
-                Access::AnyKey => Vec::new(),
-                Access::Open | Access::Metrics => continue,
-            };
             let Some(item) = doc.paths.paths.get_mut(*route) else {
                 continue;
             };
@@ -47,11 +50,165 @@ impl Modify for Security {
                 axum::http::Method::PUT => item.put.as_mut(),
                 _ => None,
             };
-            if let Some(op) = op {
-                op.security = Some(vec![SecurityRequirement::new(SCHEME, scopes)]);
+            let Some(op) = op else { continue };
+            match access {
+                Access::Scope(scope) => {
+                    op.security = Some(vec![SecurityRequirement::new(SCHEME, [scope.as_str()])]);
+                }
+                Access::AnyKey => {
+                    op.security = Some(vec![SecurityRequirement::new(SCHEME, Vec::<&str>::new())]);
+                }
+                Access::Open | Access::Metrics => {}
+            }
+            for (status, description) in common_responses(access, op.request_body.is_some()) {
+                add_response(op, status, description);
             }
         }
-        let _ = HttpMethod::Get;
+        if let Some(components) = doc.components.as_mut() {
+            bound_feature_vectors(components);
+            exactly_one_of(components, "ScoreRequest", ["features", "batch"]);
+        }
+    }
+}
+
+/// States `/v1/score`'s rules on feature vectors that the derive cannot: `features` and each row
+/// of `batch` hold exactly [`INPUTS`] numbers, each within ±[`MAX_FEATURE_MAGNITUDE`]
+/// (`validate_features`).
+fn bound_feature_vectors(components: &mut Components) {
+    let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("ScoreRequest") else {
+        return;
+    };
+    let vector = |v: &mut Array| {
+        v.min_items = Some(INPUTS);
+        v.max_items = Some(INPUTS);
+        if let ArrayItems::RefOrSchema(item) = &mut v.items
+            && let RefOr::T(Schema::Object(number)) = item.as_mut()
+        {
+            number.minimum = Some(Number::Float(-MAX_FEATURE_MAGNITUDE));
+            number.maximum = Some(Number::Float(MAX_FEATURE_MAGNITUDE));
+        }
+    };
+    if let Some(RefOr::T(Schema::Array(features))) = object.properties.get_mut("features") {
+        vector(features);
+    }
+    if let Some(RefOr::T(Schema::Array(rows))) = object.properties.get_mut("batch")
+        && let ArrayItems::RefOrSchema(row) = &mut rows.items
+        && let RefOr::T(Schema::Array(row)) = row.as_mut()
+    {
+        vector(row);
+    }
+}
+
+/// Makes the object schema `name` accept exactly one of `fields` as an array (a handler's rule
+/// the derive cannot state): `allOf` the object and a `oneOf` of each field required.
+fn exactly_one_of(components: &mut Components, name: &str, fields: [&str; 2]) {
+    let Some(object) = components.schemas.remove(name) else {
+        return;
+    };
+    let present = |field: &str| {
+        ObjectBuilder::new()
+            .property(field, ObjectBuilder::new().schema_type(Type::Array))
+            .required(field)
+            .build()
+    };
+    let choice = OneOfBuilder::new()
+        .item(present(fields[0]))
+        .item(present(fields[1]))
+        .build();
+    let description = match &object {
+        RefOr::T(Schema::Object(o)) => o.description.clone(),
+        _ => None,
+    };
+    let combined = AllOfBuilder::new()
+        .item(object)
+        .item(Schema::OneOf(choice))
+        .description(description)
+        .build();
+    components
+        .schemas
+        .insert(name.to_owned(), RefOr::T(Schema::AllOf(combined)));
+}
+
+/// The answers the serving layer gives on a route with this access, beside its handler's:
+/// `(status, description)`, each with the error body.
+fn common_responses(access: &Access, has_body: bool) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    match access {
+        Access::Scope(_) | Access::AnyKey => {
+            out.push(("401", "`unauthorized`: no API key, or not a valid one"));
+            out.push((
+                "429",
+                "`rate_limited`: over the key's request rate (`Retry-After`: seconds)",
+            ));
+        }
+        Access::Metrics => out.push((
+            "401",
+            "`unauthorized`: with `FACEKEY_METRICS_AUTH=key`, no valid key holding `metrics`",
+        )),
+        Access::Open => {}
+    }
+    if matches!(access, Access::Scope(_)) {
+        out.push((
+            "403",
+            "`forbidden`: the key lacks the scope this operation needs",
+        ));
+    }
+    if has_body {
+        out.push(("400", "`invalid_json`: the body is not well-formed JSON"));
+        out.push((
+            "413",
+            "`payload_too_large`: the body exceeds the request size limit",
+        ));
+        out.push((
+            "415",
+            "`unsupported_media_type`: neither `application/json` nor a form this operation reads",
+        ));
+        out.push((
+            "422",
+            "`invalid_request`: a field is missing, of the wrong type or out of range",
+        ));
+        out.push((
+            "503",
+            "`overloaded`: the request bodies being received already hold \
+             `FACEKEY_MAX_BODY_MEMORY_BYTES`, or no inference place is free (`Retry-After`)",
+        ));
+    }
+    out.push((
+        "503",
+        "`timeout`: no answer within `FACEKEY_REQUEST_TIMEOUT_SECS`",
+    ));
+    out.push((
+        "500",
+        "`internal`: an unexpected error (a handler panic included)",
+    ));
+    out
+}
+
+/// Documents `status` on `op` with the error body; where the handler already documents it, its
+/// description gains this one.
+fn add_response(op: &mut Operation, status: &str, description: &str) {
+    use std::collections::btree_map::Entry;
+    match op.responses.responses.entry(status.to_owned()) {
+        Entry::Vacant(slot) => {
+            slot.insert(RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            ));
+        }
+        Entry::Occupied(mut slot) => {
+            if let RefOr::T(response) = slot.get_mut()
+                && !response.description.contains(description)
+            {
+                response.description = format!("{}; or {description}", response.description);
+            }
+        }
     }
 }
 
@@ -104,4 +261,58 @@ pub struct ApiDoc;
 /// `GET /openapi.json`.
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn operation_ids_are_unique_and_every_routed_operation_is_documented() {
+        let doc = ApiDoc::openapi();
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            for op in [&item.get, &item.post, &item.patch, &item.delete, &item.put]
+                .into_iter()
+                .flatten()
+            {
+                let id = op.operation_id.clone().unwrap();
+                assert!(ids.insert(id.clone()), "operationId {id} repeats ({path})");
+            }
+        }
+        for (method, route, _) in ROUTES {
+            if *route == "/openapi.json" {
+                continue;
+            }
+            let item = doc
+                .paths
+                .paths
+                .get(*route)
+                .unwrap_or_else(|| panic!("{route} undocumented"));
+            let op = match *method {
+                axum::http::Method::GET => &item.get,
+                axum::http::Method::POST => &item.post,
+                axum::http::Method::PATCH => &item.patch,
+                axum::http::Method::DELETE => &item.delete,
+                _ => &item.put,
+            };
+            assert!(op.is_some(), "{method} {route} undocumented");
+        }
+    }
+
+    #[test]
+    fn keyed_operations_document_the_serving_layer_answers() {
+        let doc = ApiDoc::openapi();
+        let verify = doc.paths.paths["/v1/verify"].post.as_ref().unwrap();
+        for status in [
+            "400", "401", "403", "413", "415", "422", "429", "500", "503",
+        ] {
+            assert!(verify.responses.responses.contains_key(status), "{status}");
+        }
+        assert!(verify.request_body.is_some(), "verify has no request body");
+        let healthz = doc.paths.paths["/healthz"].get.as_ref().unwrap();
+        assert!(!healthz.responses.responses.contains_key("401"));
+        assert!(healthz.security.is_none());
+    }
 }

@@ -24,8 +24,9 @@ pub struct ScoreRequest {
     #[serde(default)]
     #[schema(min_items = 3, max_items = 3, example = json!([1.0, 0.5, -1.0]))]
     pub features: Option<Vec<f64>>,
-    /// Several feature vectors scored in one call.
+    /// Several feature vectors scored in one call (at most `FACEKEY_MAX_BATCH`).
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub batch: Option<Vec<Vec<f64>>>,
     /// Return every layer's values (z1, a1, z2, a2, z3) with each result.
     #[serde(default)]

@@ -321,6 +321,7 @@ fn ensure_sweeper(state: &SharedState) {
 #[serde(deny_unknown_fields)]
 pub struct OpenRequest {
     /// Bind the session to this subject: only a verification of it may use the session.
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub subject: Option<String>,
 }
 
@@ -341,6 +342,7 @@ pub struct OpenResponse {
 #[utoipa::path(
     post,
     path = "/v1/liveness/sessions",
+    operation_id = "open_session",
     tag = "liveness",
     summary = "Open a challenge-response liveness session",
     description = "Optional JSON body `{\"subject\": \"<id>\"}`. Answers a random challenge of 2–3 \
@@ -349,7 +351,7 @@ distinct actions (`blink`, `turn_left` — the person's own left, `turn_right`, 
 bound to the API key that opened it, expires after `FACEKEY_SESSION_TTL_SECS` and is held in this \
 replica's memory, or with `FACEKEY_DATABASE_URL` in the shared database (any replica serves any \
 call of the session).",
-    request_body(content = OpenRequest, description = "Optional", content_type = "application/json"),
+    request_body(content = Option<OpenRequest>, description = "Optional", content_type = "application/json"),
     responses(
         (status = 201, description = "Session opened", body = OpenResponse),
         (status = 404, description = "The bound subject does not exist (`subject_not_found`)", body = ErrorBody),
@@ -367,13 +369,14 @@ pub async fn open(
     state.engine()?;
     state.sessions.models()?;
     let key = key_of(caller.as_ref())?;
+    // No body, or JSON `null` (what the document's optional body allows), opens an unbound session.
     let req: OpenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         OpenRequest::default()
     } else {
-        parse_json(&body)?
+        parse_json::<Option<OpenRequest>>(&body)?.unwrap_or_default()
     };
     let subject = match req.subject.map(|s| s.trim().to_owned()) {
-        Some(s) if s.is_empty() || s.len() > 256 => {
+        Some(s) if s.is_empty() || s.chars().count() > 256 => {
             return Err(ApiError::invalid_request(
                 "`subject` must be 1 to 256 characters",
             ));
@@ -408,6 +411,7 @@ pub async fn open(
 #[serde(deny_unknown_fields)]
 pub struct FrameInput {
     /// Base64 JPEG (PNG and WebP are accepted too).
+    #[schema(content_encoding = "base64", min_length = 1)]
     pub image: String,
     /// Client capture time, milliseconds; must increase within the session.
     pub timestamp_ms: u64,
@@ -418,6 +422,7 @@ pub struct FrameInput {
 #[serde(deny_unknown_fields)]
 pub struct FramesRequest {
     /// 1 to 8 frames, in capture order.
+    #[schema(min_items = 1, max_items = 8)]
     pub frames: Vec<FrameInput>,
 }
 
@@ -589,6 +594,7 @@ pub struct FramesResponse {
 #[utoipa::path(
     post,
     path = "/v1/liveness/sessions/{id}/frames",
+    operation_id = "send_session_frames",
     tag = "liveness",
     summary = "Send camera frames to a liveness session",
     description = "JSON `{\"frames\":[{\"image\":\"<base64 JPEG>\",\"timestamp_ms\":<client ms>}]}` \
@@ -750,6 +756,7 @@ pub struct SessionResponse {
 #[utoipa::path(
     get,
     path = "/v1/liveness/sessions/{id}",
+    operation_id = "get_session",
     tag = "liveness",
     summary = "Read a liveness session's state and verdict",
     params(("id" = String, Path, description = "Session id")),

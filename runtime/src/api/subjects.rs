@@ -18,7 +18,12 @@ use crate::vision::Embedding;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubject {
-    /// Display name of the person.
+    /// Display name of the person: 1 to 128 characters once trimmed, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
 }
 
@@ -27,6 +32,11 @@ pub struct CreateSubject {
 #[serde(deny_unknown_fields)]
 pub struct RenameSubject {
     /// The new display name (same rules as at creation).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
 }
 
@@ -142,6 +152,7 @@ pub struct SubjectDetail {
 #[utoipa::path(
     post,
     path = "/v1/subjects",
+    operation_id = "create_subject",
     tag = "subjects",
     summary = "Create a subject to enrol faces for",
     request_body = CreateSubject,
@@ -177,11 +188,12 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/v1/subjects",
+    operation_id = "list_subjects",
     tag = "subjects",
     summary = "List enrolled subjects, a page at a time",
     params(
-        ("limit" = Option<usize>, Query, description = "Subjects per page, 1-1000 (default 100)"),
-        ("after" = Option<String>, Query,
+        ("limit" = Option<usize>, Query, description = "Subjects per page, 1-1000 (default 100)", minimum = 1, maximum = 1000),
+        ("after" = Option<String>, Query, min_length = 1,
          description = "The `next` cursor of the previous page (or a subject id): start after it"),
     ),
     responses(
@@ -209,6 +221,7 @@ pub async fn list(
 #[utoipa::path(
     patch,
     path = "/v1/subjects/{id}",
+    operation_id = "rename_subject",
     tag = "subjects",
     summary = "Rename a subject",
     params(("id" = String, Path, description = "Subject id")),
@@ -232,6 +245,7 @@ pub async fn rename(
 #[utoipa::path(
     get,
     path = "/v1/subjects/{id}",
+    operation_id = "get_subject",
     tag = "subjects",
     summary = "Get a subject and its enrolled faces (never the embeddings)",
     params(("id" = String, Path, description = "Subject id")),
@@ -271,6 +285,7 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/v1/subjects/{id}",
+    operation_id = "delete_subject",
     tag = "subjects",
     summary = "Delete a subject and all its templates",
     params(("id" = String, Path, description = "Subject id")),
