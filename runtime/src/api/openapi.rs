@@ -6,7 +6,9 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{
     AllOfBuilder, Array, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type,
 };
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, Number, OpenApi};
 
@@ -15,8 +17,11 @@ use super::{enrol, error, faces, health, score, sessions, subjects, whoami};
 use crate::auth::policy::{Access, ROUTES};
 use crate::fusion::INPUTS;
 
-/// The name of the security scheme in the document.
+/// The name of the security scheme in the document: the key as a bearer token.
 const SCHEME: &str = "api_key";
+
+/// The same key in the `X-API-Key` header, the alternative the server accepts.
+const HEADER_SCHEME: &str = "api_key_header";
 
 /// Declares the API-key scheme and, from the route → scope table, each operation's scope and
 /// the answers the serving layer can give on it beside the handler's own (key, scope, rate,
@@ -38,6 +43,13 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            HEADER_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "The same API key as `api_key`, in the `X-API-Key` header instead.",
+            ))),
+        );
         for (method, route, access) in ROUTES {
             let Some(item) = doc.paths.paths.get_mut(*route) else {
                 continue;
@@ -51,14 +63,17 @@ impl Modify for Security {
                 _ => None,
             };
             let Some(op) = op else { continue };
-            match access {
-                Access::Scope(scope) => {
-                    op.security = Some(vec![SecurityRequirement::new(SCHEME, [scope.as_str()])]);
-                }
-                Access::AnyKey => {
-                    op.security = Some(vec![SecurityRequirement::new(SCHEME, Vec::<&str>::new())]);
-                }
-                Access::Open | Access::Metrics => {}
+            // Either scheme carries the key (alternatives), with the operation's scope.
+            let scopes: Option<Vec<&str>> = match access {
+                Access::Scope(scope) => Some(vec![scope.as_str()]),
+                Access::AnyKey => Some(Vec::new()),
+                Access::Open | Access::Metrics => None,
+            };
+            if let Some(scopes) = scopes {
+                op.security = Some(vec![
+                    SecurityRequirement::new(SCHEME, scopes.clone()),
+                    SecurityRequirement::new(HEADER_SCHEME, scopes),
+                ]);
             }
             for (status, description) in common_responses(access, op.request_body.is_some()) {
                 add_response(op, status, description);
