@@ -46,6 +46,13 @@ start_runtime() {
   dir=$(mktemp -d)
   CLEANUP_DIRS+=("$dir")
   new_admin_key "$dir/api-keys"
+  # RUNTIME_EXTRA_SCOPES="verify enrol": one more key per scope, exported as FACEKEY_KEY_<SCOPE>.
+  local scope out
+  for scope in ${RUNTIME_EXTRA_SCOPES:-}; do
+    out=$("$FACEKEY_RUNTIME_BIN" new-api-key "tests-$scope" --scopes "$scope" 2>/dev/null)
+    sed -n 2p <<<"$out" >>"$dir/api-keys"
+    export "FACEKEY_KEY_${scope^^}=$(sed -n 1p <<<"$out")"
+  done
   AUTH="authorization: Bearer $FACEKEY_API_KEY"
   FACEKEY_DATA_DIR="$dir/data" FACEKEY_AUDIT_LOG="$dir/audit.log" "$FACEKEY_RUNTIME_BIN" \
     --listen "127.0.0.1:$port" --api-keys-file "$dir/api-keys" --log warn "$@" \

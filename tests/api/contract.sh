@@ -17,7 +17,7 @@ fail() { printf 'FAIL: %s\n' "$*" >&2; [ -n "${RUNTIME_LOG:-}" ] && tail -n 30 "
 [ -x "$VENV/bin/schemathesis" ] || fail "schemathesis missing from $VENV (bash tests/setup.sh)"
 WORK=$(mktemp -d); CLEANUP_DIRS+=("$WORK")
 
-start_runtime
+RUNTIME_EXTRA_SCOPES="verify enrol" start_runtime
 curl -fsS "$RUNTIME_URL/openapi.json" >"$WORK/openapi.json" || fail "GET /openapi.json"
 "$VENV/bin/openapi-spec-validator" "$WORK/openapi.json" >"$WORK/validator.log" 2>&1 \
   || { cat "$WORK/validator.log" >&2; fail "the OpenAPI document is not valid OpenAPI"; }

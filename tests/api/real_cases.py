@@ -5,7 +5,12 @@ schema, headers). Generated data never carries a real face, so the fuzzing run c
 success answers of verify, identify, liveness, enrolment or session frames; these cases do,
 with the sample photos, in both request forms the document describes (JSON base64 and multipart).
 
-Usage: real_cases.py RUNTIME_URL FACES_DIR   (API key with `admin` in FACEKEY_API_KEY)
+Answers differ by the key's scope (without `admin`, verify, identify and liveness answer the
+decision only), so the image operations also run with a `verify` key and enrolment with an
+`enrol` key, and each of those answers is checked against the same document.
+
+Usage: real_cases.py RUNTIME_URL FACES_DIR   (API keys: FACEKEY_API_KEY with `admin`,
+       FACEKEY_KEY_VERIFY with `verify`, FACEKEY_KEY_ENROL with `enrol`)
 """
 import base64
 import os
@@ -21,30 +26,34 @@ from schemathesis.specs.openapi.checks import (
 )
 
 URL, FACES = sys.argv[1:3]
-AUTH = {"Authorization": f"Bearer {os.environ['FACEKEY_API_KEY']}"}
+KEYS = {"admin": os.environ["FACEKEY_API_KEY"], "verify": os.environ["FACEKEY_KEY_VERIFY"],
+        "enrol": os.environ["FACEKEY_KEY_ENROL"]}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 schema = schemathesis.openapi.from_url(f"{URL}/openapi.json")
 seen = set()
 
 
-def call(method, path, expect, *, path_parameters=None, query=None, body=None, media_type=None, auth=True):
-    """One request, its answer checked against the document; returns the JSON body."""
+def call(method, path, expect, *, path_parameters=None, query=None, body=None, media_type=None, auth=True,
+         key="admin"):
+    """One request with the `key` scope's key (none when not `auth`), its answer checked against
+    the document; returns the JSON body."""
     op = schema[path][method]
     kwargs = {"path_parameters": path_parameters or {}, "query": query}
     if body is not None:
         kwargs["body"] = body
         kwargs["media_type"] = media_type or "application/json"
     case = op.Case(**kwargs)
-    response = case.call(base_url=URL, headers=AUTH if auth else {})
+    headers = {"Authorization": f"Bearer {KEYS[key]}"} if auth else {}
+    response = case.call(base_url=URL, headers=headers)
     try:
-        case.validate_response(response, checks=CHECKS, headers=AUTH if auth else {})
+        case.validate_response(response, checks=CHECKS, headers=headers)
     except Exception as e:  # schemathesis raises a FailureGroup naming every failed check
         sys.exit(f"FAIL: {method} {path} -> {response.status_code}: the answer does not conform to the document:\n{e}")
     if response.status_code != expect:
         sys.exit(f"FAIL: {method} {path}: {response.status_code} {response.text[:300]}, expected {expect}")
     seen.add((method, path))
-    print(f"  {method:6} {path:42} {response.status_code} conforms")
+    print(f"  {method:6} {path:42} {response.status_code} conforms ({key if auth else 'no'} key)")
     try:
         return response.json()
     except ValueError:
@@ -86,6 +95,25 @@ call("POST", "/v1/liveness/sessions/{id}/frames", 200, path_parameters={"id": se
      body={"frames": [{"image": b64, "timestamp_ms": 1000}]})
 call("GET", "/v1/liveness/sessions/{id}", 200, path_parameters={"id": session})
 call("POST", "/v1/verify", 409, body={"subject": subject, "session": session})
+# The same operations with narrower keys: the answers without scores must fit the document too.
+call("POST", "/v1/verify", 200, body={"subject": subject, "image": b64}, key="verify")
+call("POST", "/v1/verify", 200, body={"subject": subject, "image": astronaut}, media_type="multipart/form-data",
+     key="verify")
+call("POST", "/v1/identify", 200, body={"image": b64}, key="verify")
+call("POST", "/v1/liveness", 200, body={"image": b64}, key="verify")
+call("POST", "/v1/score", 200, body={"features": [0.9, 0.8, 0.7]}, key="verify")
+own = call("POST", "/v1/liveness/sessions", 201, body={"subject": subject}, key="verify")["id"]
+call("POST", "/v1/liveness/sessions/{id}/frames", 200, path_parameters={"id": own},
+     body={"frames": [{"image": b64, "timestamp_ms": 1000}]}, key="verify")
+call("GET", "/v1/liveness/sessions/{id}", 200, path_parameters={"id": own}, key="verify")
+call("GET", "/v1/liveness/sessions/{id}", 404, path_parameters={"id": session}, key="verify")
+call("GET", "/v1/subjects", 403, key="verify")
+call("GET", "/v1/auth/whoami", 200, key="verify")
+desk = call("POST", "/v1/subjects", 201, body={"name": "Desk Enrolment"}, key="enrol")["id"]
+call("POST", "/v1/subjects/{id}/faces", 201, path_parameters={"id": desk}, body={"image": b64}, key="enrol")
+call("POST", "/v1/verify", 403, body={"subject": desk, "image": b64}, key="enrol")
+call("DELETE", "/v1/subjects/{id}", 204, path_parameters={"id": desk})
+
 call("DELETE", "/v1/subjects/{id}/faces/{face_id}", 204, path_parameters={"id": subject, "face_id": face["face_id"]})
 call("DELETE", "/v1/subjects/{id}", 204, path_parameters={"id": subject})
 call("GET", "/v1/subjects/{id}", 404, path_parameters={"id": subject})

@@ -208,6 +208,7 @@ impl LivenessReportItem {
 /// Answer of `POST /v1/verify` to a key without the `admin` scope: the decision only, so the
 /// answer cannot guide an attacker towards a passing photo.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VerifyDecision {
     /// The claimed subject.
     pub subject: String,
@@ -425,7 +426,7 @@ so (`match.models` `[\"dlib\"]`, a `warnings` entry `matched_on_dlib_only`).",
         (super::bodies::VerifyForm = "multipart/form-data"),
     )),
     responses(
-        (status = 200, description = "Verified (the decision may be reject)", body = VerifyResponse),
+        (status = 200, description = "Verified (the decision may be reject)", body = VerifyAnswer),
         (status = 404, description = "Unknown subject", body = ErrorBody),
         (status = 409, description = "Subject has no enrolled face (`subject_has_no_faces`), or \
 only faces of another embedding model (`subject_needs_reenrolment`)", body = ErrorBody),
@@ -586,6 +587,7 @@ pub struct IdentifiedSubject {
 
 /// Answer of `POST /v1/identify` to a key without the `admin` scope.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IdentifyDecision {
     /// Subjects the face was accepted as, best first.
     pub candidates: Vec<IdentifiedSubject>,
@@ -647,7 +649,7 @@ and decision policy as `/v1/verify`, and the accepted ones are returned best fir
         (super::bodies::IdentifyForm = "multipart/form-data"),
     )),
     responses(
-        (status = 200, description = "Searched (candidates may be empty)", body = IdentifyResponse),
+        (status = 200, description = "Searched (candidates may be empty)", body = IdentifyAnswer),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
         (status = 422, description = "No face, several faces, bad limit or missing image", body = ErrorBody),
@@ -847,6 +849,7 @@ pub struct LivenessFaceDecision {
 
 /// Answer of `POST /v1/liveness` to a key without the `admin` scope.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LivenessDecision {
     /// How many faces the image held.
     pub faces_detected: usize,
@@ -874,6 +877,38 @@ pub struct LivenessResponse {
     pub inference_ms: ModelTimings,
 }
 
+/// The answer of `POST /v1/verify` as the document describes it: every score and diagnostic for
+/// an `admin` key, the decision alone for others (only the decision form has exactly its fields,
+/// so an answer matches one of the two).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum VerifyAnswer {
+    /// To an `admin` key.
+    Full(Box<VerifyResponse>),
+    /// To any other key.
+    Decision(VerifyDecision),
+}
+
+/// The answer of `POST /v1/identify` by the key's scope (see [`VerifyAnswer`]).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum IdentifyAnswer {
+    /// To an `admin` key.
+    Full(Box<IdentifyResponse>),
+    /// To any other key.
+    Decision(IdentifyDecision),
+}
+
+/// The answer of `POST /v1/liveness` by the key's scope (see [`VerifyAnswer`]).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum LivenessAnswer {
+    /// To an `admin` key.
+    Full(Box<LivenessResponse>),
+    /// To any other key.
+    Decision(LivenessDecision),
+}
+
 /// `POST /v1/liveness`: passive liveness of every face in an image.
 #[utoipa::path(
     post,
@@ -887,7 +922,7 @@ score is below the threshold is reported as a spoof attempt (metric, log, alert 
         (super::bodies::ImageForm = "multipart/form-data"),
     )),
     responses(
-        (status = 200, description = "Faces and their liveness", body = LivenessResponse),
+        (status = 200, description = "Faces and their liveness", body = LivenessAnswer),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
         (status = 422, description = "Missing image", body = ErrorBody),
