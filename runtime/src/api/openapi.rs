@@ -317,6 +317,26 @@ mod tests {
     }
 
     #[test]
+    fn score_request_states_the_handlers_rules() {
+        // The post-processing finds the shapes it rewrites; if utoipa changed them, the rules
+        // would silently vanish from the document.
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let score = &doc["components"]["schemas"]["ScoreRequest"];
+        let object = &score["allOf"][0]["properties"];
+        assert_eq!(object["features"]["minItems"], 3);
+        assert_eq!(object["features"]["items"]["maximum"], 1e6);
+        assert_eq!(object["batch"]["items"]["maxItems"], 3);
+        assert_eq!(object["batch"]["items"]["items"]["minimum"], -1e6);
+        assert_eq!(score["allOf"][1]["oneOf"][1]["required"][0], "batch");
+        let verify = &doc["paths"]["/v1/verify"]["post"];
+        assert_eq!(verify["security"][1]["api_key_header"][0], "verify");
+        assert_eq!(
+            doc["components"]["schemas"]["VerifyDecision"]["additionalProperties"],
+            false
+        );
+    }
+
+    #[test]
     fn keyed_operations_document_the_serving_layer_answers() {
         let doc = ApiDoc::openapi();
         let verify = doc.paths.paths["/v1/verify"].post.as_ref().unwrap();
