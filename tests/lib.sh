@@ -15,6 +15,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# fail MESSAGE: print it, and the end of the runtime's log when one was started, then exit 1.
+fail() {
+  printf 'FAIL: %s\n' "$*" >&2
+  if [ -n "${RUNTIME_LOG:-}" ]; then tail -n 40 "$RUNTIME_LOG" >&2; fi
+  exit 1
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }

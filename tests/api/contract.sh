@@ -14,7 +14,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 VENV="${VENV:-$ROOT/.venv-tests}"
 started=$(date +%s)
-fail() { printf 'FAIL: %s\n' "$*" >&2; [ -n "${RUNTIME_LOG:-}" ] && tail -n 30 "$RUNTIME_LOG" >&2; exit 1; }
 [ -x "$VENV/bin/schemathesis" ] || fail "schemathesis missing from $VENV (bash tests/setup.sh)"
 WORK=$(mktemp -d); CLEANUP_DIRS+=("$WORK")
 

@@ -15,7 +15,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 EVAL="${FACEKEY_EVAL_BIN:-$ROOT/target/debug/facekey-eval}"
 started=$(date +%s)
-fail() { printf 'FAIL: %s\n' "$*" >&2; [ -n "${RUNTIME_LOG:-}" ] && tail -n 40 "$RUNTIME_LOG" >&2; exit 1; }
 [ -x "$FACEKEY_RUNTIME_BIN" ] || fail "runtime binary $FACEKEY_RUNTIME_BIN missing"
 [ -x "$EVAL" ] || fail "facekey-eval binary $EVAL missing (cargo build -p facekey-eval)"
 WORK=$(mktemp -d); CLEANUP_DIRS+=("$WORK")

@@ -16,6 +16,7 @@ use super::score::MAX_FEATURE_MAGNITUDE;
 use super::{enrol, error, faces, health, score, sessions, subjects, whoami};
 use crate::auth::policy::{Access, ROUTES};
 use crate::fusion::INPUTS;
+use crate::store::MAX_NAME_CHARS;
 
 /// The name of the security scheme in the document: the key as a bearer token.
 const SCHEME: &str = "api_key";
@@ -51,18 +52,9 @@ impl Modify for Security {
             ))),
         );
         for (method, route, access) in ROUTES {
-            let Some(item) = doc.paths.paths.get_mut(*route) else {
+            let Some(op) = operation_mut(doc, method, route) else {
                 continue;
             };
-            let op = match *method {
-                axum::http::Method::GET => item.get.as_mut(),
-                axum::http::Method::POST => item.post.as_mut(),
-                axum::http::Method::PATCH => item.patch.as_mut(),
-                axum::http::Method::DELETE => item.delete.as_mut(),
-                axum::http::Method::PUT => item.put.as_mut(),
-                _ => None,
-            };
-            let Some(op) = op else { continue };
             // Either scheme carries the key (alternatives), with the operation's scope.
             let scopes: Option<Vec<&str>> = match access {
                 Access::Scope(scope) => Some(vec![scope.as_str()]),
@@ -80,9 +72,29 @@ impl Modify for Security {
             }
         }
         if let Some(components) = doc.components.as_mut() {
+            for body in ["CreateSubject", "RenameSubject"] {
+                subject_name_rules(components, body);
+            }
             bound_feature_vectors(components);
             exactly_one_of(components, "ScoreRequest", ["features", "batch"]);
         }
+    }
+}
+
+/// A subject name as `store::validate_name` accepts it: a character other than white space, and
+/// no control characters.
+const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+
+/// States the name rules of `store::validate_name` on the `name` property of the object schema
+/// `body`, from the store's own bound (the derive takes only literals): 1 to [`MAX_NAME_CHARS`]
+/// characters matching [`NAME_PATTERN`].
+fn subject_name_rules(components: &mut Components, body: &str) {
+    if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(body)
+        && let Some(RefOr::T(Schema::Object(name))) = object.properties.get_mut("name")
+    {
+        name.min_length = Some(1);
+        name.max_length = Some(MAX_NAME_CHARS);
+        name.pattern = Some(NAME_PATTERN.to_owned());
     }
 }
 
@@ -142,6 +154,23 @@ fn exactly_one_of(components: &mut Components, name: &str, fields: [&str; 2]) {
     components
         .schemas
         .insert(name.to_owned(), RefOr::T(Schema::AllOf(combined)));
+}
+
+/// The documented operation for `method` on `route`, if any.
+fn operation_mut<'a>(
+    doc: &'a mut utoipa::openapi::OpenApi,
+    method: &axum::http::Method,
+    route: &str,
+) -> Option<&'a mut Operation> {
+    let item = doc.paths.paths.get_mut(route)?;
+    match *method {
+        axum::http::Method::GET => item.get.as_mut(),
+        axum::http::Method::POST => item.post.as_mut(),
+        axum::http::Method::PATCH => item.patch.as_mut(),
+        axum::http::Method::DELETE => item.delete.as_mut(),
+        axum::http::Method::PUT => item.put.as_mut(),
+        _ => None,
+    }
 }
 
 /// The answers the serving layer gives on a route with this access, beside its handler's:
@@ -296,28 +325,19 @@ mod tests {
                 assert!(ids.insert(id.clone()), "operationId {id} repeats ({path})");
             }
         }
+        let mut doc = doc;
         for (method, route, _) in ROUTES {
-            if *route == "/openapi.json" {
-                continue;
+            if *route != "/openapi.json" {
+                assert!(
+                    operation_mut(&mut doc, method, route).is_some(),
+                    "{method} {route} undocumented"
+                );
             }
-            let item = doc
-                .paths
-                .paths
-                .get(*route)
-                .unwrap_or_else(|| panic!("{route} undocumented"));
-            let op = match *method {
-                axum::http::Method::GET => &item.get,
-                axum::http::Method::POST => &item.post,
-                axum::http::Method::PATCH => &item.patch,
-                axum::http::Method::DELETE => &item.delete,
-                _ => &item.put,
-            };
-            assert!(op.is_some(), "{method} {route} undocumented");
         }
     }
 
     #[test]
-    fn score_request_states_the_handlers_rules() {
+    fn post_processed_rules_are_in_the_document() {
         // The post-processing finds the shapes it rewrites; if utoipa changed them, the rules
         // would silently vanish from the document.
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
@@ -328,6 +348,12 @@ mod tests {
         assert_eq!(object["batch"]["items"]["maxItems"], 3);
         assert_eq!(object["batch"]["items"]["items"]["minimum"], -1e6);
         assert_eq!(score["allOf"][1]["oneOf"][1]["required"][0], "batch");
+        for body in ["CreateSubject", "RenameSubject"] {
+            let name = &doc["components"]["schemas"][body]["properties"]["name"];
+            assert_eq!(name["maxLength"], MAX_NAME_CHARS, "{body}");
+            assert_eq!(name["minLength"], 1, "{body}");
+            assert_eq!(name["pattern"], NAME_PATTERN, "{body}");
+        }
         let verify = &doc["paths"]["/v1/verify"]["post"];
         assert_eq!(verify["security"][1]["api_key_header"][0], "verify");
         assert_eq!(

@@ -19,11 +19,6 @@ use crate::vision::Embedding;
 #[serde(deny_unknown_fields)]
 pub struct CreateSubject {
     /// Display name of the person: 1 to 128 characters once trimmed, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 128,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
     pub name: String,
 }
 
@@ -32,11 +27,6 @@ pub struct CreateSubject {
 #[serde(deny_unknown_fields)]
 pub struct RenameSubject {
     /// The new display name (same rules as at creation).
-    #[schema(
-        min_length = 1,
-        max_length = 128,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
     pub name: String,
 }
 
