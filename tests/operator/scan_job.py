@@ -106,14 +106,21 @@ def run(container, kind):
             env[e["name"]] = remap(e["value"], mounts)
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     message = open(term).read() if os.path.exists(term) else ""
-    return r, message
+    return r, message, argv
 
 
-containers = [(c, "init") for c in pod.get("initContainers", [])] + [(c, "main") for c in pod["containers"]]
+def output_of(argv):
+    """The path after `--output` (the report Trivy writes, the Docker config the merge writes)."""
+    if "--output" not in argv[:-1]:
+        fail(f"no --output in {argv}")
+    return argv[argv.index("--output") + 1]
+
+
+containers = pod.get("initContainers", []) + pod["containers"]
 seen = []
-for c, phase in containers:
+for c in containers:
     kind = "trivy" if "trivy" in c["image"].split("/")[-1] else "operator"
-    r, message = run(c, kind)
+    r, message, argv = run(c, kind)
     out = (r.stdout + r.stderr).strip()
     if kind == "trivy":
         if r.returncode == 0:
@@ -139,20 +146,16 @@ for c, phase in containers:
         if image_scanned not in " ".join(c["args"]):
             fail(f"trivy's arguments do not name the image {image_scanned}")
         # What Trivy would have left in the report volume.
-        report_path = next(x for x in (remap(y, {m["mountPath"]: vol_dir[m["name"]] for m in c["volumeMounts"]})
-                                       for y in c["args"]) if x.endswith(".json") and x.startswith(a.work))
-        shutil.copy(a.report, report_path)
-        seen.append(f"{c['name']}: flags accepted by trivy {os.path.basename(a.trivy_bin)}, failed offline at {reached}")
+        shutil.copy(a.report, output_of(argv))
+        seen.append(f"{c['name']}: flags accepted by the real {a.trivy_bin}, failed offline at {reached}")
     elif r.returncode != 0:
         fail(f"container {c['name']} ({' '.join(c['args'][:1])}) failed: {out[-600:]} {message[-300:]}")
     elif c["args"][0] == "merge-docker-config":
-        config = json.load(open(os.path.join(remap("/docker-config", {m["mountPath"]: vol_dir[m["name"]]
-                                                                     for m in c["volumeMounts"]}), "config.json")))
+        config = json.load(open(output_of(argv)))
         logins = sorted(config.get("auths", {}))
         for want in a.expect_login:
             if want not in logins:
                 fail(f"merged Docker config has logins {logins}, not {want}")
-        # Trivy reads it through DOCKER_CONFIG; the trivy container must point there.
         seen.append(f"{c['name']}: merged logins {logins}")
     elif c["args"][0] == "scan-summary":
         try:
@@ -168,7 +171,7 @@ for c, phase in containers:
     else:
         fail(f"unexpected operator container {c['name']}: {c['args'][:1]}")
 
-names = [c["name"] for c, _ in containers]
+names = [c["name"] for c in containers]
 if "trivy" not in names or names[-1] != "summary":
     fail(f"containers {names}: expected trivy then the summary last")
 for line in seen:
