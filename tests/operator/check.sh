@@ -328,12 +328,12 @@ pass "the Argo CD health check maps the operator's statuses as documented"
 #     the expected Trivy server); the real operator binary merges the pull secrets' logins and
 #     turns a recorded report into the summary for the Job's image.
 TRIVY_BIN="$VENV/bin/trivy"
-want_trivy="$("$BIN" render --include-scan-job -f "$ROOT/manifests/samples/facekeydeployment.yaml" | grep -o 'image: [^ ]*trivy:[0-9.]*' | head -1 | sed 's/.*trivy://')"
-have_trivy="$("$TRIVY_BIN" --version | sed -n 's/^Version: //p')"
-[ "$want_trivy" = "$have_trivy" ] || fail "the scan Job runs trivy $want_trivy, the venv has $have_trivy: keep tests/requirements.txt's trivy at the operator's default scanner version"
 sample="$ROOT/manifests/samples/facekeydeployment.yaml"
 report="$ROOT/operator/tests/fixtures/trivy/runtime-0.1.0-pass.json"
 "$BIN" render --include-scan-job -f "$sample" >"$WORK/scan-default.yaml"
+want_trivy="$(grep -o 'image: [^ ]*trivy:[0-9.]*' "$WORK/scan-default.yaml" | head -1 | sed 's/.*trivy://')"
+have_trivy="$("$TRIVY_BIN" --version | sed -n 's/^Version: //p')"
+[ "$want_trivy" = "$have_trivy" ] || fail "the scan Job runs trivy $want_trivy, the venv has $have_trivy: keep tests/requirements.txt's trivy at the operator's default scanner version"
 "$PY" "$HERE/scan_job.py" "$WORK/scan-default.yaml" "$BIN" "$TRIVY_BIN" "$report" "$WORK/pod-default" \
   --expect-db trivy-db || fail "scan Job pod (defaults)"
 "$BIN" render --include-scan-job -f "$sample" --db-repository registry.internal.example/aquasecurity/trivy-db:2 \
