@@ -56,7 +56,7 @@ def fail(msg):
 
 def perform(kind, seed):
     """Opens a session, renders a clip of `kind` for its challenge from `seed`, sends it in real
-    time and returns (session id, challenge, frames sent, the session as read at the end)."""
+    time and returns (session id, the session as read at the end)."""
     status, session = call("POST", "/v1/liveness/sessions", {"subject": SUBJECT})
     if status != 201:
         fail(f"open session: {status} {session}")
@@ -99,7 +99,8 @@ def perform(kind, seed):
 
 
 def refused_verify(kind, sid):
-    """Verify with a session that did not pass must be refused (409 session_not_passed)."""
+    """Verify with a session that did not pass must be refused (any answer but 200; the runtime
+    says 409 session_not_passed, printed)."""
     vstatus, verdict = call("POST", "/v1/verify", {"subject": SUBJECT, "session": sid})
     if vstatus == 200:
         fail(f"verify accepted a {kind} session that did not pass: {verdict}")
