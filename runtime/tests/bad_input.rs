@@ -316,6 +316,22 @@ async fn bad_frames_get_4xx_json_and_consume_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
+            "timestamp beyond what a JSON reader holds exactly (2^53)",
+            s.client.post(&frames).json(&json!({"frames": [
+                {"image": b64(&good), "timestamp_ms": 1_u64 << 53}
+            ]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "multipart timestamp beyond 2^53 - 1",
+            s.client.post(&frames).multipart(
+                Form::new()
+                    .text("timestamp_ms", "9223372036854775808")
+                    .part("frame", part()),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
             "timestamp beyond u64",
             s.client.post(&frames).json(&json!({"frames": [
                 {"image": b64(&good), "timestamp_ms": 1e30}
@@ -330,10 +346,23 @@ async fn bad_frames_get_4xx_json_and_consume_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            "multipart frame before its timestamp",
-            s.client
-                .post(&frames)
-                .multipart(Form::new().part("frame", part()).text("timestamp_ms", "1")),
+            "multipart frame without its timestamp",
+            s.client.post(&frames).multipart(
+                Form::new()
+                    .part("frame", part())
+                    .text("timestamp_ms", "1")
+                    .part("frame", part()),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "multipart timestamp without its frame",
+            s.client.post(&frames).multipart(
+                Form::new()
+                    .text("timestamp_ms", "1")
+                    .text("timestamp_ms", "2")
+                    .part("frame", part()),
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (

@@ -589,16 +589,17 @@ async fn bounds_bad_frames_expiry_and_required_sessions() {
     )
     .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
-    // A bad frame consumed nothing: the session still takes frames (multipart this time).
+    // A bad frame consumed nothing: the session still takes frames (multipart this time, the
+    // two arrays one after the other as OpenAPI clients send them; parts pair by position).
     let form = Form::new()
         .text("timestamp_ms", "1000")
+        .text("timestamp_ms", "900")
         .part(
             "frame",
             Part::bytes(photo_jpeg.clone())
                 .mime_str("image/jpeg")
                 .unwrap(),
         )
-        .text("timestamp_ms", "900")
         .part(
             "frame",
             Part::bytes(shifted_jpeg).mime_str("image/jpeg").unwrap(),

@@ -81,3 +81,16 @@ pub struct ImageForm {
     #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     pub image: Vec<u8>,
 }
+
+/// Multipart body of `POST /v1/liveness/sessions/{id}/frames`: 1 to 8 `frame` file parts and
+/// as many `timestamp_ms` text parts, paired by position (the i-th timestamp is the i-th
+/// frame's), interleaved or one array after the other.
+#[derive(ToSchema)]
+pub struct FramesForm {
+    /// Client capture time of each frame, milliseconds; must increase within the session.
+    #[schema(min_items = 1, max_items = 8)]
+    pub timestamp_ms: Vec<u64>,
+    /// The frames (JPEG, PNG or WebP), in capture order.
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1, max_items = 8)]
+    pub frame: Vec<Vec<u8>>,
+}

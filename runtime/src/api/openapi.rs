@@ -13,6 +13,7 @@ use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, Number, OpenApi};
 
 use super::score::MAX_FEATURE_MAGNITUDE;
+use super::sessions::MAX_TIMESTAMP_MS;
 use super::{enrol, error, faces, health, score, sessions, subjects, whoami};
 use crate::auth::policy::{Access, ROUTES};
 use crate::fusion::INPUTS;
@@ -76,6 +77,7 @@ impl Modify for Security {
                 subject_name_rules(components, body);
             }
             bound_feature_vectors(components);
+            bound_timestamps(components);
             exactly_one_of(components, "ScoreRequest", ["features", "batch"]);
         }
     }
@@ -123,6 +125,24 @@ fn bound_feature_vectors(components: &mut Components) {
         && let RefOr::T(Schema::Array(row)) = row.as_mut()
     {
         vector(row);
+    }
+}
+
+/// States the frames routes' bound on client timestamps ([`MAX_TIMESTAMP_MS`], what a JSON
+/// reader holds exactly) on the JSON frame and on each multipart `timestamp_ms` part.
+fn bound_timestamps(components: &mut Components) {
+    let max = usize::try_from(MAX_TIMESTAMP_MS).ok().map(Number::UInt);
+    if let Some(RefOr::T(Schema::Object(frame))) = components.schemas.get_mut("FrameInput")
+        && let Some(RefOr::T(Schema::Object(ms))) = frame.properties.get_mut("timestamp_ms")
+    {
+        ms.maximum = max.clone();
+    }
+    if let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut("FramesForm")
+        && let Some(RefOr::T(Schema::Array(list))) = form.properties.get_mut("timestamp_ms")
+        && let ArrayItems::RefOrSchema(item) = &mut list.items
+        && let RefOr::T(Schema::Object(ms)) = item.as_mut()
+    {
+        ms.maximum = max;
     }
 }
 
@@ -354,6 +374,15 @@ mod tests {
             assert_eq!(name["minLength"], 1, "{body}");
             assert_eq!(name["pattern"], NAME_PATTERN, "{body}");
         }
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["FrameInput"]["properties"]["timestamp_ms"]["maximum"],
+            MAX_TIMESTAMP_MS
+        );
+        assert_eq!(
+            schemas["FramesForm"]["properties"]["timestamp_ms"]["items"]["maximum"],
+            MAX_TIMESTAMP_MS
+        );
         let verify = &doc["paths"]["/v1/verify"]["post"];
         assert_eq!(verify["security"][1]["api_key_header"][0], "verify");
         assert_eq!(

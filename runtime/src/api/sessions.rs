@@ -429,13 +429,27 @@ pub struct FramesRequest {
 /// The frames of a request: encoded image and client timestamp each (JSON or multipart).
 pub struct Frames(pub Vec<(Bytes, u64)>);
 
+/// The largest client timestamp taken: 2^53 - 1 ms, the largest integer a JavaScript client
+/// (or any JSON reader using doubles) holds exactly; the document states it as the maximum.
+pub const MAX_TIMESTAMP_MS: u64 = (1 << 53) - 1;
+
+fn check_timestamp(ms: u64) -> Result<u64, ApiError> {
+    if ms > MAX_TIMESTAMP_MS {
+        return Err(ApiError::invalid_request(format!(
+            "`timestamp_ms` must be at most {MAX_TIMESTAMP_MS}, got {ms}"
+        )));
+    }
+    Ok(ms)
+}
+
 fn parse_timestamp(text: &str) -> Result<u64, ApiError> {
-    text.trim().parse::<u64>().map_err(|_| {
+    let ms = text.trim().parse::<u64>().map_err(|_| {
         ApiError::invalid_request(format!(
             "`timestamp_ms` must be a non-negative integer, got {:?}",
             text.chars().take(32).collect::<String>()
         ))
-    })
+    })?;
+    check_timestamp(ms)
 }
 
 impl FromRequest<SharedState> for Frames {
@@ -468,8 +482,11 @@ impl FromRequest<SharedState> for Frames {
                     format!("malformed multipart request: {}", e.body_text()),
                 )
             })?;
-            let mut frames = Vec::new();
-            let mut pending_ts: Option<u64> = None;
+            // Parts pair by position: the i-th `timestamp_ms` belongs to the i-th `frame`, so
+            // interleaved parts and the two arrays sent one after the other (as OpenAPI clients
+            // send array fields) both work.
+            let mut images: Vec<Bytes> = Vec::new();
+            let mut timestamps: Vec<u64> = Vec::new();
             let bad = |e: axum::extract::multipart::MultipartError| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::body_too_large()
@@ -485,21 +502,19 @@ impl FromRequest<SharedState> for Frames {
                 let name = field.name().unwrap_or_default().to_owned();
                 match name.as_str() {
                     "timestamp_ms" => {
+                        if timestamps.len() >= max {
+                            return Err(too_many(timestamps.len() + 1));
+                        }
                         let data = field.bytes().await.map_err(bad)?;
                         let text = std::str::from_utf8(&data).map_err(|_| {
                             ApiError::invalid_request("`timestamp_ms` is not UTF-8 text")
                         })?;
-                        pending_ts = Some(parse_timestamp(text)?);
+                        timestamps.push(parse_timestamp(text)?);
                     }
                     "frame" => {
-                        if frames.len() >= max {
-                            return Err(too_many(frames.len() + 1));
+                        if images.len() >= max {
+                            return Err(too_many(images.len() + 1));
                         }
-                        let ts = pending_ts.take().ok_or_else(|| {
-                            ApiError::invalid_request(
-                                "each `frame` part must follow its `timestamp_ms` part",
-                            )
-                        })?;
                         let data = field.bytes().await.map_err(bad)?;
                         if data.is_empty() {
                             // As an empty `image` is a missing one on the other routes.
@@ -512,7 +527,7 @@ impl FromRequest<SharedState> for Frames {
                                 format!("a frame exceeds {limit} bytes (FACEKEY_MAX_IMAGE_BYTES)"),
                             ));
                         }
-                        frames.push((data, ts));
+                        images.push(data);
                     }
                     other => {
                         return Err(ApiError::invalid_request(format!(
@@ -521,9 +536,18 @@ impl FromRequest<SharedState> for Frames {
                     }
                 }
             }
-            if frames.is_empty() {
+            if images.is_empty() {
                 return Err(ApiError::invalid_request("no `frame` part in the request"));
             }
+            if images.len() != timestamps.len() {
+                return Err(ApiError::invalid_request(format!(
+                    "each `frame` part needs its `timestamp_ms` part (the i-th of each pair up): \
+                     got {} frames and {} timestamps",
+                    images.len(),
+                    timestamps.len()
+                )));
+            }
+            let frames = images.into_iter().zip(timestamps).collect();
             Ok(Frames(frames))
         } else if is_json_content_type(&req) {
             let body = read_body(req, state).await?;
@@ -538,7 +562,8 @@ impl FromRequest<SharedState> for Frames {
                 .frames
                 .into_iter()
                 .map(|f| {
-                    decode_base64_image(&f.image, limit).map(|b| (Bytes::from(b), f.timestamp_ms))
+                    let ms = check_timestamp(f.timestamp_ms)?;
+                    decode_base64_image(&f.image, limit).map(|b| (Bytes::from(b), ms))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Frames(frames))
@@ -598,12 +623,16 @@ pub struct FramesResponse {
     tag = "liveness",
     summary = "Send camera frames to a liveness session",
     description = "JSON `{\"frames\":[{\"image\":\"<base64 JPEG>\",\"timestamp_ms\":<client ms>}]}` \
-or multipart with a `timestamp_ms` text part before each `frame` image part; 1 to 8 frames per \
+or multipart with `frame` image parts and as many `timestamp_ms` text parts, paired by position \
+(interleaved or one after the other); 1 to 8 frames per \
 call, one call at a time per session. Frames run through admission control like every inference. \
 Answers live feedback; once the session has passed or failed, further frames are not processed \
 and the answer reports its final state. A refused call (any 4xx) adds no frame to the session.",
     params(("id" = String, Path, description = "Session id")),
-    request_body(content = FramesRequest, content_type = "application/json"),
+    request_body(content(
+        (FramesRequest = "application/json"),
+        (super::bodies::FramesForm = "multipart/form-data"),
+    )),
     responses(
         (status = 200, description = "Feedback", body = FramesResponse),
         (status = 400, description = "A frame that is not a decodable image (`invalid_image`), or a malformed JSON or multipart body", body = ErrorBody),
