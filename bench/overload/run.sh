@@ -23,44 +23,9 @@ SOAK_FRACTION="${SOAK_FRACTION:-0.8}"
 SUSTAIN_CONNECTIONS="${SUSTAIN_CONNECTIONS:-$(nproc)}"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-command -v wrk >/dev/null || apt-get install -y -qq --no-install-recommends wrk >/dev/null
-if [ -z "${FACEKEY_RUNTIME_BIN:-}" ]; then
-  "$ROOT/scripts/setup-onnxruntime.sh" >/dev/null
-  (cd "$ROOT" && cargo build --release --locked -q -p facekey-runtime --bin facekey-runtime)
-  FACEKEY_RUNTIME_BIN="$ROOT/target/release/facekey-runtime"
-fi
-
-work=$(mktemp -d)
-pid=""
-# The run's own status is kept: under set -e the server's 143 from `wait` would replace it (and
-# skip the rm).
-cleanup() {
-  local rc=$?
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url="http://127.0.0.1:$port"
-key_out=$("$FACEKEY_RUNTIME_BIN" new-api-key bench --scopes admin 2>/dev/null)
-sed -n 2p <<<"$key_out" >"$work/api-keys"
-export WRK_AUTH="Bearer $(sed -n 1p <<<"$key_out")"
+source "$ROOT/bench/verify/server.sh"
 # shellcheck disable=SC2086
-"$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$port" --data-dir "$work/data" --log warn \
-  --api-keys-file "$work/api-keys" --audit-log off --lockout-attempts 0 ${RUNTIME_ARGS:-} \
-  >"$work/runtime.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do curl -fs "$url/readyz" >/dev/null && break; sleep 0.1; done
-curl -fs "$url/readyz" >/dev/null || { cat "$work/runtime.log"; exit 1; }
-
-id=$(curl -fs -H "authorization: $WRK_AUTH" "$url/v1/subjects" -H 'content-type: application/json' -d '{"name":"bench"}' |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-curl -fs -H "authorization: $WRK_AUTH" "$url/v1/subjects/$id/faces" -F image=@"$ROOT/runtime/testdata/faces/astronaut.png" >/dev/null
-python3 - "$id" "$ROOT/runtime/testdata/faces/astronaut_640x480.jpg" >"$work/body.json" <<'PY'
-import base64, json, sys
-print(json.dumps({"subject": sys.argv[1], "image": base64.b64encode(open(sys.argv[2], "rb").read()).decode()}))
-PY
+start_bench_runtime --lockout-attempts 0 ${RUNTIME_ARGS:-}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load before $load_before"
 python3 "$ROOT/bench/verify/probe.py" "$url/v1/verify" "$work/body.json" 5 >/dev/null   # warm-up
 
