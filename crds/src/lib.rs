@@ -777,7 +777,8 @@ fn default_max_report_age() -> Duration {
 /// Go durations read without a panic. kube-core's parser multiplies each component into a
 /// `std::time::Duration` unchecked, so a component beyond `u64` seconds (`99999999999999999999h`)
 /// or a negative one after the first (`1h-5h`) panics: one such FaceKeyDeployment would crash
-/// the operator on every start. The string is checked here first, then kube-core parses it.
+/// the operator on every start. The string is checked here first, then kube-core parses it
+/// (the report to file upstream: docs/upstream/kube-core-duration-panic.md).
 ///
 /// The syntax `check` accepts is exactly what `pattern` matches (the CRD schema's pattern, so
 /// the API server refuses the rest at apply time): an optional `+`, then `0` or one to eight
