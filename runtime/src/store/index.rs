@@ -416,7 +416,14 @@ impl TemplateIndex {
         };
         for e in entries {
             stats.subjects += 1;
-            if e.record.templates.iter().any(|t| t.model != self.model) {
+            // The rule `summary` reports per subject: a template is outdated when verify cannot
+            // use it, not when its name differs (fused templates are `model+other`).
+            if e
+                .record
+                .templates
+                .iter()
+                .any(|t| serving_part(t, &self.model, self.dim).is_none())
+            {
                 stats.outdated_subjects += 1;
             }
         }
@@ -669,6 +676,14 @@ mod tests {
                 template("4", "a", "second+m", vec![0.0, 0.0, 1.0]),
             ],
         ));
+        // A subject holding only fused templates the serving model reads is up to date (the
+        // gauge and start-up warning once counted every `m+second` template as outdated).
+        index.upsert(record(
+            "fused",
+            vec![template("5", "fused", "m+second", vec![0.0, 1.0, 2.0])],
+        ));
+        assert_eq!(index.get("fused").unwrap().0.outdated_faces, 0);
+        assert_eq!(index.stats().outdated_subjects, 1, "only a is outdated");
         let (subject, _) = index.get("a").unwrap();
         assert_eq!((subject.faces, subject.outdated_faces), (4, 2));
         assert_eq!(subject.face_models.get("m+second"), Some(&2));
