@@ -34,6 +34,42 @@ pub fn create(path: &Path, text: &str) -> io::Result<()> {
     sync_dir(&dir)
 }
 
+/// Create directory `path` (and missing parents) readable by its owner only (on Unix): the data
+/// directory holds the templates, the template key and the API keys. An existing directory is
+/// left as it is (a mounted volume's permissions are the platform's to set).
+pub fn create_dir(path: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// Make the file at `path` readable by its owner only (on Unix): created empty with mode 0600
+/// when missing (for a database that initialises an empty file), narrowed to 0600 when it
+/// grants anything to group or others.
+pub fn restrict(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn write_synced(path: &Path, text: &str) -> io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -79,6 +115,35 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["template.key"], "no temporary file left");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_directory_and_database_file_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/data");
+        create_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        // A file made before (or by a looser umask) is narrowed, its content kept.
+        let db = data.join("templates.redb");
+        std::fs::write(&db, "pages").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        restrict(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(std::fs::read_to_string(&db).unwrap(), "pages");
+        // A missing one is created empty and owner-only.
+        let fresh = data.join("new.redb");
+        restrict(&fresh).unwrap();
+        assert_eq!(
+            (mode(&fresh), std::fs::metadata(&fresh).unwrap().len()),
+            (0o600, 0)
+        );
+        // An existing directory keeps the permissions it was given.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).unwrap();
+        create_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o750);
     }
 
     #[test]

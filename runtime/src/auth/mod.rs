@@ -114,7 +114,7 @@ impl ApiKeys {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
+        crate::private_file::create_dir(data_dir).map_err(io)?;
         crate::private_file::create(
             &path,
             &format!(

@@ -227,7 +227,7 @@ impl TemplateKeys {
                 path: path.clone(),
                 source,
             };
-            std::fs::create_dir_all(data_dir).map_err(io)?;
+            crate::private_file::create_dir(data_dir).map_err(io)?;
             let text = format!(
                 "# FaceKey template encryption key, created on first start. Keep it with the \
                  data; without it the templates cannot be read.\n{}\n",

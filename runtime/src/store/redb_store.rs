@@ -232,7 +232,12 @@ impl RedbStore {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_err(Box::new(e)))?;
+        crate::private_file::create_dir(data_dir).map_err(|e| open_err(Box::new(e)))?;
+        // Subject names and ids are stored in clear: the file is the owner's only. A read-only
+        // data directory (reads keep working) cannot be changed, which is not an error here.
+        if let Err(e) = crate::private_file::restrict(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not make the template store owner-only");
+        }
         let handle = open_handle(&path)?;
         if let Handle::Writable(db) = &handle {
             // Create both tables up front so readers never meet a missing table.
