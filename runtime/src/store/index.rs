@@ -418,8 +418,7 @@ impl TemplateIndex {
             stats.subjects += 1;
             // The rule `summary` reports per subject: a template is outdated when verify cannot
             // use it, not when its name differs (fused templates are `model+other`).
-            if e
-                .record
+            if e.record
                 .templates
                 .iter()
                 .any(|t| serving_part(t, &self.model, self.dim).is_none())
