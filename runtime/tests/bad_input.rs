@@ -502,6 +502,26 @@ async fn bad_json_numbers_and_ids_get_4xx_json() {
             format!("{{\"name\":{deep}}}"),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
+        // A repeated key is refused, not resolved to its last value (a gateway reading the
+        // first `subject` would otherwise disagree with the server).
+        (
+            "verify: subject twice",
+            "/v1/verify",
+            "{\"subject\":\"a\",\"subject\":\"b\",\"image\":\"aGk=\"}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "identify: image twice",
+            "/v1/identify",
+            "{\"image\":\"aGk=\",\"image\":\"aGk=\"}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "subject: name twice",
+            "/v1/subjects",
+            "{\"name\":\"a\",\"name\":\"b\"}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ];
     for (what, path, body, want) in json_cases {
         let (status, v) = send_json(
@@ -512,6 +532,32 @@ async fn bad_json_numbers_and_ids_get_4xx_json() {
         )
         .await;
         assert_error(what, status, &v, want);
+    }
+    for (what, form) in [
+        (
+            "verify: subject part twice",
+            Form::new().text("subject", "a").text("subject", "b").part(
+                "image",
+                Part::bytes(face("astronaut_640x480.jpg")).file_name("a"),
+            ),
+        ),
+        (
+            "verify: image part twice",
+            Form::new()
+                .text("subject", "a")
+                .part(
+                    "image",
+                    Part::bytes(face("astronaut_640x480.jpg")).file_name("a"),
+                )
+                .part(
+                    "image",
+                    Part::bytes(face("astronaut_640x480.jpg")).file_name("b"),
+                ),
+        ),
+    ] {
+        let (status, v) = send_json(s.client.post(s.url("/v1/verify")).multipart(form)).await;
+        assert_error(what, status, &v, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(v.to_string().contains("duplicate part"), "{what}: {v}");
     }
 
     // Ids: unicode, path-like, encoded, over-long: 404 (or 422) JSON, never a 5xx or a path.

@@ -106,13 +106,47 @@ fn json_scalar_to_string(value: serde_json::Value) -> Option<String> {
     }
 }
 
+/// A JSON object whose keys are unique: a repeated key is refused (422) rather than the last one
+/// winning, so a gateway that checked the first `subject` and this server never disagree (the
+/// derived bodies refuse duplicates the same way, as `duplicate field`).
+struct UniqueObject(BTreeMap<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueObject, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `{key}`"
+                        )));
+                    }
+                    let value: serde_json::Value = map.next_value()?;
+                    entries.insert(key, value);
+                }
+                Ok(UniqueObject(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 async fn from_json(
     req: Request,
     state: &SharedState,
     limit: usize,
 ) -> Result<ImageInput, ApiError> {
     let body = read_body(req, state).await?;
-    let object: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
+    let UniqueObject(object) = parse_json(&body)?;
     let mut image = None;
     let mut fields = BTreeMap::new();
     for (key, value) in object {
@@ -168,6 +202,11 @@ async fn from_multipart(
     let mut fields = BTreeMap::new();
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
+        if (name == IMAGE_FIELD && image.is_some()) || fields.contains_key(&name) {
+            return Err(ApiError::invalid_request(format!(
+                "duplicate part `{name}`: send each field once"
+            )));
+        }
         let data = field.bytes().await.map_err(multipart_error)?;
         if name == IMAGE_FIELD {
             if data.len() > limit {
