@@ -2,7 +2,8 @@
 //! status instead of axum's plain-text rejections.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -13,6 +14,29 @@ use super::error::ApiError;
 /// the configured limit, and JSON that deserialises into `T`.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
+
+/// Path parameters (`{id}`, `{face_id}`): an id that is not valid UTF-8 after percent-decoding
+/// is 404 `not_found` JSON like any unknown id, instead of axum's plain-text 400.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::not_found(format!(
+                "no such resource: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
 
 /// True when the request declares a JSON media type.
 pub fn is_json_content_type(req: &Request) -> bool {

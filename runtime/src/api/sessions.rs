@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, FromRequest, Multipart, Path, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as PromRegistry};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{is_json_content_type, parse_json, read_body};
+use super::extract::{ApiPath, is_json_content_type, parse_json, read_body};
 use super::faces::{
     LivenessReportItem, MatchReport, Settled, is_admin, request_id, settle_verification,
     verifiable_subject,
@@ -649,7 +649,7 @@ pub async fn frames(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     Frames(frames): Frames,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
@@ -797,7 +797,7 @@ pub struct SessionResponse {
 pub async fn get(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let key = key_of(caller.as_ref())?;
     let view = state.sessions.store.view(&key, &id).await?;

@@ -3,13 +3,13 @@
 //! keep working while the store is unavailable.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::state::SharedState;
 use crate::store::{StoreError, Subject};
 use crate::vision::Embedding;
@@ -225,7 +225,7 @@ pub async fn list(
 )]
 pub async fn rename(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RenameSubject>,
 ) -> Result<Json<Subject>, ApiError> {
     Ok(Json(state.enrolments.rename_subject(&id, &req.name).await?))
@@ -246,7 +246,7 @@ pub async fn rename(
 )]
 pub async fn get(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SubjectDetail>, ApiError> {
     let (subject, templates) = state
         .enrolments
@@ -287,7 +287,7 @@ pub async fn get(
 )]
 pub async fn delete(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.enrolments.delete_subject(&id).await? {
         Ok(StatusCode::NO_CONTENT)
