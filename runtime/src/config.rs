@@ -79,6 +79,13 @@ fn parse_load(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("not a number: {s:?} ({e})"))?;
+    validate_unit_threshold("the share", v)
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -186,6 +193,25 @@ pub struct Config {
     /// runs; beyond the budget it gets 503 `overloaded` at once. At least the body limit.
     #[arg(long, env = env::MAX_BODY_MEMORY_BYTES, default_value_t = defaults::MAX_BODY_MEMORY_BYTES, value_parser = parse_positive)]
     pub max_body_memory_bytes: usize,
+
+    /// Share (0 to 1) of `--max-body-memory-bytes` the request bodies of one API key may hold
+    /// at once, but at least one body of `--max-body-bytes`: beyond it that key's requests with
+    /// a body get 429 `too_many_uploads` at once, so one key trickling large bodies on many
+    /// connections cannot take the memory every other key's uploads need. 1: no per-key bound.
+    #[arg(long, env = env::MAX_BODY_MEMORY_PER_KEY_SHARE, default_value_t = defaults::MAX_BODY_MEMORY_PER_KEY_SHARE, value_parser = parse_share)]
+    pub max_body_memory_per_key_share: f64,
+
+    /// Least rate, in bytes per second, at which a request body must arrive once
+    /// `--body-rate-grace-secs` have passed since its headers (by `t` seconds, this rate times
+    /// `t` minus the grace); a body that falls behind is cut off with 408 `body_too_slow` and its
+    /// reserved memory given back at once, instead of being held until the request timeout.
+    /// 0: off.
+    #[arg(long, env = env::MIN_BODY_BYTES_PER_SEC, default_value_t = defaults::MIN_BODY_BYTES_PER_SEC)]
+    pub min_body_bytes_per_sec: u64,
+
+    /// Seconds a request body may lag behind `--min-body-bytes-per-sec` before the rate applies.
+    #[arg(long, env = env::BODY_RATE_GRACE_SECS, default_value_t = defaults::BODY_RATE_GRACE_SECS)]
+    pub body_rate_grace_secs: u64,
 
     /// Largest encoded image accepted, in bytes (CompreFace and AWS Rekognition allow 5 MB).
     #[arg(long, env = env::MAX_IMAGE_BYTES, default_value_t = defaults::MAX_IMAGE_BYTES, value_parser = parse_positive)]
@@ -824,6 +850,19 @@ mod tests {
         assert_eq!(c.smtp_tls, SmtpTls::Starttls);
         assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES);
         assert_eq!(c.max_body_memory_bytes, defaults::MAX_BODY_MEMORY_BYTES);
+        assert_eq!(
+            c.max_body_memory_per_key_share,
+            defaults::MAX_BODY_MEMORY_PER_KEY_SHARE
+        );
+        assert_eq!(c.min_body_bytes_per_sec, defaults::MIN_BODY_BYTES_PER_SEC);
+        assert_eq!(c.body_rate_grace_secs, defaults::BODY_RATE_GRACE_SECS);
+        for bad in ["-0.1", "1.5", "NaN", "half"] {
+            assert!(
+                Config::try_parse_from(["facekey-runtime", "--max-body-memory-per-key-share", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
         // Every enumerated default in the catalogue is a value the flag accepts.
         for (flag, value) in [
             ("--multi-face", defaults::MULTI_FACE),

@@ -35,6 +35,12 @@ pub mod env {
     pub const MAX_BODY_BYTES: &str = "FACEKEY_MAX_BODY_BYTES";
     /// Request body bytes held in memory at once, all requests together.
     pub const MAX_BODY_MEMORY_BYTES: &str = "FACEKEY_MAX_BODY_MEMORY_BYTES";
+    /// Share of that memory the request bodies of one API key may hold at once.
+    pub const MAX_BODY_MEMORY_PER_KEY_SHARE: &str = "FACEKEY_MAX_BODY_MEMORY_PER_KEY_SHARE";
+    /// Least rate a request body must arrive at after the grace period, bytes per second.
+    pub const MIN_BODY_BYTES_PER_SEC: &str = "FACEKEY_MIN_BODY_BYTES_PER_SEC";
+    /// Seconds a request body may lag before that rate applies.
+    pub const BODY_RATE_GRACE_SECS: &str = "FACEKEY_BODY_RATE_GRACE_SECS";
     /// Largest encoded image, bytes.
     pub const MAX_IMAGE_BYTES: &str = "FACEKEY_MAX_IMAGE_BYTES";
     /// Largest decoded image, pixels.
@@ -163,6 +169,9 @@ pub mod env {
         MAX_TEMPLATES,
         MAX_BODY_BYTES,
         MAX_BODY_MEMORY_BYTES,
+        MAX_BODY_MEMORY_PER_KEY_SHARE,
+        MIN_BODY_BYTES_PER_SEC,
+        BODY_RATE_GRACE_SECS,
         MAX_IMAGE_BYTES,
         MAX_IMAGE_PIXELS,
         ORT_LIBRARY,
@@ -251,6 +260,18 @@ pub mod defaults {
     /// `--max-body-memory-bytes`: 128 MiB (16 bodies of the largest size, hundreds of typical
     /// uploads; the runtime's default memory limit is 1 GiB, its models take about half).
     pub const MAX_BODY_MEMORY_BYTES: usize = 128 * 1024 * 1024;
+    /// `--max-body-memory-per-key-share`: a quarter, so one key (a leaked one, or a buggy
+    /// client) holding its whole share with bodies it trickles in leaves three quarters to
+    /// every other key; 32 MiB of the default budget is 4 bodies of the largest size or about
+    /// a hundred typical uploads in flight for one key. Never below one body of the largest size.
+    pub const MAX_BODY_MEMORY_PER_KEY_SHARE: f64 = 0.25;
+    /// `--min-body-bytes-per-sec`: 16 KiB/s (128 kbit/s), below any mobile uplink that can send
+    /// an image within the request timeout at all (a 300 KB photo at this rate takes 19 s), so
+    /// only a body trickled in to hold its reservation is cut off.
+    pub const MIN_BODY_BYTES_PER_SEC: u64 = 16 * 1024;
+    /// `--body-rate-grace-secs`: room for the connection's slow start, a mobile radio waking up
+    /// and a client waiting for `100 Continue` (curl waits 1 s) before the rate counts.
+    pub const BODY_RATE_GRACE_SECS: u64 = 5;
     /// `--max-image-bytes`: 5 MiB (CompreFace and AWS Rekognition allow 5 MB).
     pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
     /// `--max-image-pixels`: 16 megapixels.
