@@ -6,11 +6,13 @@
 //!   `request` trace span and its debug events (same names, levels and targets as tower-http's
 //!   `TraceLayer`, whose filters keep working), and the id's echo on the response.
 //! - [`Routed`], inside CORS: finds the route pattern with its own [`RouteTable`] (built from
-//!   the router's own route list), then the key guard ([`guard::admit`]), the body budget
-//!   ([`crate::body_budget`]: an admitted request's body is reserved before it is read, 503
-//!   `overloaded` when it does not fit), the request timeout (503 `timeout`), panics as JSON
-//!   500s, the audit event, and request count and latency by route, method and status through
-//!   metric handles resolved once per route.
+//!   the router's own route list), then the key guard ([`guard::admit`]), the body checks
+//!   ([`crate::body_budget`]: a declared length over the body limit is answered 413
+//!   `payload_too_large` unread; an admitted request's body is reserved before it is read, 503
+//!   `overloaded` when the budget cannot hold it, 429 `too_many_uploads` when its key holds its
+//!   share; a body that falls behind the rate floor is cut off with 408 `body_too_slow`), the
+//!   request timeout (503 `timeout`), panics as JSON 500s, the audit event, and request count and
+//!   latency by route, method and status through metric handles resolved once per route.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -34,8 +36,12 @@ use tracing::Level;
 
 use super::error::ApiError;
 use super::ui::UiResponse;
+use crate::auth::Caller;
 use crate::auth::guard::{self, Admitted, PathIds};
-use crate::body_budget::{self, BodyMemoryFull, BodyReservation};
+use crate::body_budget::{
+    self, BodyRefused, BodyReservation, BodyTooSlow, BodyWatch, KeyShare, KeyShareFull, Pace,
+    RateFloor,
+};
 use crate::state::SharedState;
 
 /// The request id header, set on every request and echoed on every response.
@@ -297,14 +303,37 @@ pub struct Routed<S> {
 struct RoutedShared {
     state: SharedState,
     table: RouteTable,
+    /// The body limit (`FACEKEY_MAX_BODY_BYTES`): a longer declared body is refused unread.
+    max_body: u64,
+    /// The bytes one key's bodies may hold at once; `None`: no per-key bound.
+    key_share: Option<u64>,
+    /// The least pace of a body; `None`: off.
+    rate_floor: Option<RateFloor>,
 }
 
 impl<S> Routed<S> {
     /// Wrap `inner` (the router built with `table`'s patterns).
     pub fn new(inner: S, state: SharedState, table: RouteTable) -> Self {
+        let config = &state.config;
+        let max_body = config.max_body_bytes as u64;
+        let key_share = body_budget::key_share_bytes(
+            config.max_body_memory_bytes as u64,
+            max_body,
+            config.max_body_memory_per_key_share,
+        );
+        let rate_floor = RateFloor::new(
+            config.min_body_bytes_per_sec,
+            Duration::from_secs(config.body_rate_grace_secs),
+        );
         Self {
             inner,
-            shared: Arc::new(RoutedShared { state, table }),
+            shared: Arc::new(RoutedShared {
+                state,
+                table,
+                max_body,
+                key_share,
+                rate_floor,
+            }),
         }
     }
 }
@@ -337,21 +366,11 @@ where
             method,
             start,
         };
-        let (inner, ready, admitted, body) = match admitted {
-            Err(refused) => (None, Some(*refused), None, None),
-            // An admitted request's body is reserved before anything reads it.
-            Ok(admitted) => match shared
-                .state
-                .body_budget
-                .reserve(HttpBody::size_hint(req.body()).upper())
-            {
-                Err(full) => (
-                    None,
-                    Some(body_refused(&shared.state, full)),
-                    Some(admitted),
-                    None,
-                ),
-                Ok(body) => {
+        let (inner, ready, admitted, body, watch) = match admitted {
+            Err(refused) => (None, Some(*refused), None, None, None),
+            Ok(admitted) => match admit_body(shared, &mut req, start) {
+                Err(refused) => (None, Some(*refused), Some(admitted), None, None),
+                Ok((body, watch)) => {
                     let limit = shared.state.config.request_timeout();
                     let inner = &mut self.inner;
                     match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
@@ -364,8 +383,15 @@ where
                             None,
                             Some(admitted),
                             body,
+                            watch,
                         ),
-                        Err(panic) => (None, Some(panic_response(panic)), Some(admitted), None),
+                        Err(panic) => (
+                            None,
+                            Some(panic_response(panic)),
+                            Some(admitted),
+                            None,
+                            None,
+                        ),
                     }
                 }
             },
@@ -376,23 +402,116 @@ where
             admitted,
             finish: Some(finish),
             body,
+            watch,
         }
     }
 }
 
-/// The answer to a request whose body the body budget cannot hold now.
-fn body_refused(state: &SharedState, full: BodyMemoryFull) -> Response {
-    state
-        .metrics
-        .admission_rejected
-        .with_label_values(&[body_budget::REFUSAL_LABEL])
-        .inc();
-    tracing::debug!(
-        wanted = full.wanted,
-        held = full.held,
-        "request body refused: body memory full"
+/// The body checks of an admitted request, before anything reads its body: a declared length
+/// over the body limit is refused (413); the body's room is reserved in the budget, counted
+/// against the caller's key (503 when the budget cannot hold it, 429 when the key holds its
+/// share); and the body is wrapped to be watched against the rate floor. `Ok` holds the
+/// reservation and the watch, both `None` for a request without a body.
+fn admit_body(
+    shared: &RoutedShared,
+    req: &mut Request,
+    start: Instant,
+) -> Result<(Option<BodyReservation>, Option<BodyWatch>), Box<Response>> {
+    let hint = HttpBody::size_hint(req.body());
+    if hint.lower() > shared.max_body {
+        return Err(Box::new(declared_too_large(hint.lower(), shared.max_body)));
+    }
+    let caller = req.extensions().get::<Caller>();
+    let key = shared
+        .key_share
+        .zip(caller)
+        .map(|(bytes, caller)| KeyShare {
+            key: &caller.key_id,
+            bytes,
+        });
+    let state = &shared.state;
+    let reservation = match state.body_budget.reserve(hint.upper(), key) {
+        Ok(reservation) => reservation,
+        Err(BodyRefused::Full(full)) => {
+            state
+                .metrics
+                .admission_rejected
+                .with_label_values(&[body_budget::REFUSAL_LABEL])
+                .inc();
+            tracing::debug!(
+                wanted = full.wanted,
+                held = full.held,
+                "request body refused: body memory full"
+            );
+            return Err(Box::new(ApiError::from(full).into_response()));
+        }
+        Err(BodyRefused::KeyShare(over)) => return Err(Box::new(key_share_refused(over))),
+    };
+    let watch = match (&reservation, shared.rate_floor) {
+        (Some(_), Some(floor)) => {
+            let body = std::mem::take(req.body_mut());
+            let (body, watch) =
+                body_budget::watch(body, floor, tokio::time::Instant::from_std(start));
+            *req.body_mut() = body;
+            Some(watch)
+        }
+        _ => None,
+    };
+    Ok((reservation, watch))
+}
+
+/// The 413 of a request whose declared length is over the body limit, answered before a byte of
+/// it is read or reserved (the same code as a body found too long while read).
+fn declared_too_large(declared: u64, limit: u64) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::body_too_large().code,
+        format!(
+            "the request declares a body of {declared} bytes, over the limit of {limit} bytes \
+             (FACEKEY_MAX_BODY_BYTES)"
+        ),
+    )
+    .into_response()
+}
+
+/// The 429 of a request whose key's bodies already hold the key's share of the body budget:
+/// the budget still has room for other keys, so this is the caller's limit, not the service's
+/// overload.
+fn key_share_refused(over: KeyShareFull) -> Response {
+    tracing::info!(
+        target: "facekey::security",
+        key_id = %over.key,
+        wanted = over.wanted,
+        held = over.held,
+        share = over.share,
+        "request body refused: the key holds its share of the body memory"
     );
-    ApiError::from(full).into_response()
+    ApiError {
+        retry_after: Some(1),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            over.to_string(),
+        )
+    }
+    .into_response()
+}
+
+/// The 408 of a request whose body fell behind the rate floor. Its handler, with the body, is
+/// dropped before this is sent, so the reservation goes back at once; hyper closes an HTTP/1.1
+/// connection whose body was not read to its end.
+fn too_slow_response(slow: BodyTooSlow) -> Response {
+    tracing::debug!(
+        received = slow.received,
+        elapsed_ms = u64::try_from(slow.elapsed.as_millis()).unwrap_or(u64::MAX),
+        "request body cut off: too slow"
+    );
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_too_slow",
+        slow.to_string(),
+    )
+    .into_response()
 }
 
 /// What [`RoutedFuture`] needs once the answer is known.
@@ -475,15 +594,19 @@ impl<F: Future> Future for Deadlined<F> {
 }
 
 pin_project! {
-    /// The answer of [`Routed`]: the handler's, the refusal's, a timeout's or a panic's.
+    /// The answer of [`Routed`]: the handler's, the refusal's, a timeout's, a panic's, or the
+    /// 408 of a body that fell behind the rate floor.
     pub struct RoutedFuture<F> {
         #[pin]
         inner: Option<Guarded<F>>,
         ready: Option<Response>,
         admitted: Option<Admitted>,
         finish: Option<Finish>,
-        // The request body's room in the body budget, given back with the answer.
+        // The request body's room in the body budget, given back with the answer (or when the
+        // request is dropped: a client that goes away gives it back too).
         body: Option<BodyReservation>,
+        // The body's pace, watched while the handler waits and the body is still arriving.
+        watch: Option<BodyWatch>,
     }
 }
 
@@ -494,13 +617,26 @@ where
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = match (this.ready.take(), this.inner.as_pin_mut()) {
+        let mut this = self.project();
+        let response = match (this.ready.take(), this.inner.as_mut().as_pin_mut()) {
             (Some(response), _) => response,
-            (None, Some(inner)) => match ready!(inner.poll(cx)) {
-                Ok(Ok(Ok(response))) => response,
-                Ok(Err(panic)) => panic_response(panic),
-                Err(TimedOut) => timeout_response(this.finish.as_ref()),
+            (None, Some(inner)) => match inner.poll(cx) {
+                Poll::Ready(Ok(Ok(Ok(response)))) => response,
+                Poll::Ready(Ok(Err(panic))) => panic_response(panic),
+                Poll::Ready(Err(TimedOut)) => timeout_response(this.finish.as_ref()),
+                Poll::Pending => {
+                    let pace = match this.watch.as_mut() {
+                        Some(watch) => ready!(watch.poll(cx)),
+                        None => return Poll::Pending,
+                    };
+                    *this.watch = None;
+                    let Pace::TooSlow(slow) = pace else {
+                        return Poll::Pending;
+                    };
+                    // The handler and the body go now; the reservation below.
+                    this.inner.set(None);
+                    too_slow_response(slow)
+                }
             },
             (None, None) => ApiError::internal("request polled after its answer").into_response(),
         };
@@ -508,6 +644,7 @@ where
             finish.record(this.admitted.take(), &response);
         }
         this.body.take();
+        this.watch.take();
         Poll::Ready(Ok(response))
     }
 }

@@ -1,0 +1,323 @@
+//! Request bodies used to hold the body budget hostage, over raw TCP against a real server: a
+//! declared length over the body limit is refused before any of it is read; one key trickling
+//! large bodies on many connections holds at most its share of the budget while other keys'
+//! score, enrol and verify calls are served; a body slower than the rate floor is cut off with
+//! 408 and gives its room back, while a body at a moderate pace is served.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Running, error_code, face, send_json};
+use facekey_runtime::config::Config;
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KIB: usize = 1024;
+
+/// The value of a metric series in the exposition text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{series} missing"))
+}
+
+/// Open a connection and send a request's headers with `key`, `content-type` and `framing`
+/// (the `content-length` line or more), then `body_start`.
+async fn open_request(
+    s: &Running,
+    path: &str,
+    key: &str,
+    content_type: &str,
+    framing: &str,
+    body_start: &[u8],
+) -> TcpStream {
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: {content_type}\r\n{framing}\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_start).await.unwrap();
+    stream
+}
+
+/// Everything the server sends until it closes the connection (the answers here leave the
+/// body unread, so the server closes it); fails after `within`.
+async fn read_answer(stream: &mut TcpStream, within: Duration) -> String {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut bytes))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no answer and no close within {within:?}; got {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// The status line's code and the JSON body of a raw HTTP/1.1 answer.
+fn parse(answer: &str) -> (u16, Value) {
+    let status = answer
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Wait until `/metrics` shows `want` bytes of bodies reserved.
+async fn wait_for_reserved(s: &Running, want: f64) {
+    let mut seen = f64::NAN;
+    for _ in 0..500 {
+        seen = metric(&s.metrics().await, "facekey_body_memory_bytes");
+        if seen == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("body memory reserved stayed at {seen}, not {want}");
+}
+
+async fn assert_scores(s: &Running, client: &reqwest::Client) {
+    let (status, v) = send_json(
+        client
+            .post(s.url("/v1/score"))
+            .json(&json!({ "features": [1, 0.5, -1] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// A declared length over the body limit is answered 413 `payload_too_large` without a byte of
+/// the body being sent (the request timeout is a minute: the answer cannot be the timeout's),
+/// even when the client waits for `100 Continue`; nothing is reserved and the server serves on.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_unread() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 256 * KIB;
+    config.request_timeout_secs = 60;
+    let s = Running::start(config).await;
+    let key = s.keys["verify"].clone();
+    for expect in ["", "expect: 100-continue\r\n"] {
+        let mut stream = open_request(
+            &s,
+            "/v1/verify",
+            &key,
+            "application/json",
+            &format!("content-length: 9000000\r\n{expect}"),
+            b"",
+        )
+        .await;
+        let answer = read_answer(&mut stream, Duration::from_secs(20)).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{expect:?}: {answer}");
+        let (_, v) = parse(&answer);
+        assert_eq!(error_code(&v), "payload_too_large", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("9000000") && message.contains("FACEKEY_MAX_BODY_BYTES"),
+            "{message}"
+        );
+    }
+    // Exactly the limit is not refused for its length (it is held, waiting for its body).
+    let held = open_request(
+        &s,
+        "/v1/score",
+        &key,
+        "application/json",
+        &format!("content-length: {}\r\n", 256 * KIB),
+        b"{",
+    )
+    .await;
+    wait_for_reserved(&s, (256 * KIB) as f64).await;
+    drop(held);
+    wait_for_reserved(&s, 0.0).await;
+    assert_scores(&s, &s.client).await;
+    s.stop().await;
+}
+
+/// The audit's outage: one key opens 16 connections declaring the largest body and trickles
+/// them. It holds its share of the budget (here one such body) and its further uploads get 429
+/// `too_many_uploads` at once, while another key's score, enrolment and verification are
+/// served; its room comes back when its clients go away. The rate floor is off here, so the
+/// share alone is what protects the other key.
+#[tokio::test]
+async fn one_key_trickling_bodies_cannot_starve_another_key() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 1024 * KIB;
+    config.max_body_memory_bytes = 4 * 1024 * KIB;
+    config.max_body_memory_per_key_share = 0.25;
+    config.min_body_bytes_per_sec = 0;
+    let s = Running::start(config).await;
+    let greedy = s.keys["verify"].clone();
+    let framing = "content-length: 1048576\r\n";
+    let multipart = "multipart/form-data; boundary=X";
+    let mut held = vec![open_request(&s, "/v1/verify", &greedy, multipart, framing, b"--X").await];
+    wait_for_reserved(&s, (1024 * KIB) as f64).await;
+    for _ in 1..16 {
+        let mut refused = open_request(&s, "/v1/verify", &greedy, multipart, framing, b"--X").await;
+        let answer = read_answer(&mut refused, Duration::from_secs(20)).await;
+        let (status, v) = parse(&answer);
+        assert_eq!(
+            (status, error_code(&v)),
+            (429, "too_many_uploads"),
+            "{answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+            "{answer}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("FACEKEY_MAX_BODY_MEMORY_PER_KEY_SHARE"),
+            "{v}"
+        );
+        held.push(refused);
+    }
+    // Only the first holds room: the budget is far from full.
+    let text = s.metrics().await;
+    assert_eq!(
+        metric(&text, "facekey_body_memory_bytes"),
+        (1024 * KIB) as f64
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"facekey_admission_rejected_total{reason="body_memory"}"#
+        ),
+        0.0
+    );
+    // Meanwhile another key scores, enrols and verifies.
+    assert_scores(&s, &s.client).await;
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/subjects"))
+            .json(&json!({ "name": "Victim of a neighbour" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let subject = v["id"].as_str().unwrap().to_owned();
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("a.png"),
+    );
+    let (status, v) = send_json(
+        s.client
+            .post(s.url(&format!("/v1/subjects/{subject}/faces")))
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let form = Form::new()
+        .part(
+            "image",
+            Part::bytes(face("astronaut_640x480.jpg")).file_name("p.jpg"),
+        )
+        .text("subject", subject);
+    let (status, v) = send_json(s.client.post(s.url("/v1/verify")).multipart(form)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"], "accept", "{v}");
+    // The greedy key's clients go away: its share comes back, and it can upload again.
+    drop(held);
+    wait_for_reserved(&s, 0.0).await;
+    assert_scores(&s, &s.client_for("verify")).await;
+    s.stop().await;
+}
+
+/// With a floor of 4 KiB/s after 1 s: a body trickled a byte every half second is cut off with
+/// 408 `body_too_slow` long before the request timeout and its room comes back at once; a body
+/// sent at about twice the floor in small chunks is served.
+#[tokio::test]
+async fn a_body_slower_than_the_floor_is_cut_off_and_a_moderate_one_is_served() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 256 * KIB;
+    config.min_body_bytes_per_sec = 4 * KIB as u64;
+    config.body_rate_grace_secs = 1;
+    config.request_timeout_secs = 60;
+    let s = Running::start(config).await;
+    let key = s.keys["verify"].clone();
+
+    let body = br#"{"features":[1,0.5,-1]}"#;
+    let mut slow = open_request(
+        &s,
+        "/v1/score",
+        &key,
+        "application/json",
+        &format!("content-length: {}\r\n", body.len()),
+        b"",
+    )
+    .await;
+    let (mut reader, mut writer) = slow.split();
+    let trickle = async {
+        for b in body {
+            if writer.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut bytes));
+    // The answer comes (and the connection closes) while the trickle is still going: 23 bytes
+    // at 2 bytes/s would take 11.5 s.
+    let started = std::time::Instant::now();
+    tokio::select! {
+        read = read => { read.expect("no answer within 20 s").unwrap(); }
+        () = trickle => panic!("the whole trickled body was taken"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(11), "cut off late");
+    let answer = String::from_utf8(bytes).unwrap();
+    let (status, v) = parse(&answer);
+    assert_eq!((status, error_code(&v)), (408, "body_too_slow"), "{answer}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("FACEKEY_MIN_BODY_BYTES_PER_SEC"),
+        "{v}"
+    );
+    drop(slow);
+    assert_eq!(
+        metric(&s.metrics().await, "facekey_body_memory_bytes"),
+        0.0,
+        "the cut-off body's room came back with its answer"
+    );
+
+    // About 8 KiB/s for 3 s: 2 KiB every 250 ms, a valid request padded with whitespace.
+    let mut padded = body.to_vec();
+    padded.resize(24 * KIB, b' ');
+    let mut moderate = open_request(
+        &s,
+        "/v1/score",
+        &key,
+        "application/json",
+        &format!("content-length: {}\r\nconnection: close\r\n", padded.len()),
+        b"",
+    )
+    .await;
+    for chunk in padded.chunks(2 * KIB) {
+        moderate.write_all(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let answer = read_answer(&mut moderate, Duration::from_secs(20)).await;
+    let (status, v) = parse(&answer);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(v["decision"], "accept", "{v}");
+    wait_for_reserved(&s, 0.0).await;
+    assert_scores(&s, &s.client).await;
+    s.stop().await;
+}
