@@ -103,7 +103,8 @@ pub struct SequencesArgs {
     /// Frames per second of the JPEG clips (default: 10–15, drawn per clip).
     #[arg(long)]
     pub fps: Option<f64>,
-    /// Write one genuine clip as a y4m for Chromium's fake camera instead of JPEG clips.
+    /// Write one genuine clip of the first face (see --y4m-copies) as a y4m for Chromium's fake
+    /// camera instead of JPEG clips.
     #[arg(long, value_name = "FILE")]
     pub y4m: Option<PathBuf>,
     /// The challenge every clip performs (or fakes); default: a random one per clip, and for
@@ -114,6 +115,14 @@ pub struct SequencesArgs {
     /// fails near-duplicate frames).
     #[arg(long, default_value_t = 15)]
     pub y4m_fps: u32,
+    /// Times the y4m performs its actions, one after the other, each copy rendered with its own
+    /// randomness (amplitudes, timing, camera, noise), so no two frames of the file are alike.
+    /// Chromium loops the file: a session shorter than the whole file never sees a frame twice
+    /// (an exact repeat fails it as duplicate_frames), and with the default order and 2 copies
+    /// it can still see any challenge from wherever the file is when it opens (each completes
+    /// within 17 consecutive actions of the looping order, of the file's 26).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub y4m_copies: u32,
 }
 
 /// `facekey-eval challenge`.
@@ -277,16 +286,16 @@ pub fn run_sequences(args: &SequencesArgs, out: &Path) -> anyhow::Result<()> {
         let fps = f64::from(args.y4m_fps.max(1));
         // About one second per action at the y4m's frame rate (a brisk clip is ~0.6 s at 12 fps).
         let slow = fps / 12.0 * 1.6;
-        let seq = generate(subject, SequenceKind::Genuine, &actions, 0, fps, slow, seed)?;
-        let mut images = Vec::with_capacity(seq.frames.len());
-        for f in &seq.frames {
-            let img = image::load_from_memory_with_format(&f.jpeg, image::ImageFormat::Jpeg)
-                .map_err(|source| EvalError::Image {
-                    context: "decoding a rendered frame".into(),
-                    source,
-                })?
-                .to_rgb8();
-            images.push(img);
+        let (images, copy_starts) =
+            render_copies(subject, &actions, args.y4m_copies as usize, fps, slow, seed)?;
+        let closest = closest_frames(&images)?;
+        let bound = ChallengePolicy::default().duplicate_max_difference;
+        if let Some((d, a, b)) = closest
+            && d <= bound
+        {
+            anyhow::bail!(
+                "frames {a} and {b} of the y4m are near-duplicates (fingerprint difference {d:.3} <= {bound}): a session seeing both fails"
+            );
         }
         let frames: Vec<(&image::RgbImage, usize)> = images.iter().map(|i| (i, 1)).collect();
         let mut buf = Vec::new();
@@ -297,17 +306,23 @@ pub fn run_sequences(args: &SequencesArgs, out: &Path) -> anyhow::Result<()> {
         })?;
         write_file(path, &buf)?;
         eprintln!(
-            "{}: {} frames of {} at {} fps ({:.1} s), actions {}",
+            "{}: {} frames of {} at {} fps ({:.1} s), {} cop{} (from frames {}) of actions {}; closest two frames differ by {}",
             path.display(),
             images.len(),
             subject.name,
             args.y4m_fps,
             images.len() as f64 / fps,
-            actions
+            copy_starts.len(),
+            if copy_starts.len() == 1 { "y" } else { "ies" },
+            copy_starts
                 .iter()
-                .map(|a| a.as_str())
+                .map(|i| i.to_string())
                 .collect::<Vec<_>>()
-                .join(",")
+                .join(", "),
+            actions_str(&actions),
+            closest.map_or("-".to_string(), |(d, a, b)| format!(
+                "{d:.3} (frames {a} and {b}; near-duplicates at <= {bound})"
+            ))
         );
         return Ok(());
     }
@@ -748,6 +763,83 @@ fn render_and_observe(args: &ChallengeArgs) -> anyhow::Result<Observations> {
     })
 }
 
+/// Renders `copies` genuine clips of `subject` performing `actions`, copy `k` as clip index `k`
+/// (so each has its own amplitudes, timing, camera and noise), one thread per copy, and returns
+/// their frames one copy after the other with the index where each copy starts.
+fn render_copies(
+    subject: &Subject,
+    actions: &[Action],
+    copies: usize,
+    fps: f64,
+    slow: f64,
+    seed: u64,
+) -> Result<(Vec<image::RgbImage>, Vec<usize>), EvalError> {
+    let rendered: Vec<Result<Vec<image::RgbImage>, EvalError>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..copies)
+            .map(|copy| {
+                scope.spawn(move || {
+                    let seq = generate(
+                        subject,
+                        SequenceKind::Genuine,
+                        actions,
+                        copy,
+                        fps,
+                        slow,
+                        seed,
+                    )?;
+                    seq.frames
+                        .iter()
+                        .map(|f| {
+                            image::load_from_memory_with_format(&f.jpeg, image::ImageFormat::Jpeg)
+                                .map(|img| img.to_rgb8())
+                                .map_err(|source| EvalError::Image {
+                                    context: "decoding a rendered frame".into(),
+                                    source,
+                                })
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(EvalError::Data(
+                        "a thread rendering the y4m panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut images = Vec::new();
+    let mut starts = Vec::with_capacity(copies);
+    for copy in rendered {
+        starts.push(images.len());
+        images.extend(copy?);
+    }
+    Ok((images, starts))
+}
+
+/// The two most alike frames of `images` by the runtime's near-duplicate fingerprint: their
+/// difference and indices (`None` for fewer than two frames).
+fn closest_frames(images: &[image::RgbImage]) -> Result<Option<(f32, usize, usize)>, EvalError> {
+    let prints = images
+        .iter()
+        .map(|img| Fingerprint::of(img).ok_or_else(|| EvalError::Data("an empty frame".into())))
+        .collect::<Result<Vec<_>, EvalError>>()?;
+    let mut closest: Option<(f32, usize, usize)> = None;
+    for (i, a) in prints.iter().enumerate() {
+        for (j, b) in prints.iter().enumerate().skip(i + 1) {
+            let d = a.difference(b);
+            if closest.is_none_or(|(m, _, _)| d < m) {
+                closest = Some((d, i, j));
+            }
+        }
+    }
+    Ok(closest)
+}
+
 fn actions_str(actions: &[Action]) -> String {
     actions
         .iter()
@@ -1121,4 +1213,62 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
     })?;
     write_file(&out.join("challenge.json"), (json + "\n").as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn grey(level: u8) -> image::RgbImage {
+        image::RgbImage::from_fn(64, 48, |x, _| image::Rgb([level.wrapping_add(x as u8); 3]))
+    }
+
+    /// Actions of the looping order, from its action `start` on, until `challenge` has been
+    /// performed in order (each action found at its next occurrence, as the checker finds them).
+    fn actions_until_done(challenge: &[Action], start: usize) -> usize {
+        let n = EVERY_CHALLENGE.len();
+        let mut at = start;
+        for a in challenge {
+            while EVERY_CHALLENGE[at % n] != *a {
+                at += 1;
+            }
+            at += 1;
+        }
+        at - start
+    }
+
+    #[test]
+    fn every_challenge_is_done_within_17_actions_of_the_looping_order() {
+        let mut challenges = Vec::new();
+        for &a in &Action::ALL {
+            for &b in Action::ALL.iter().filter(|&&b| b != a) {
+                challenges.push(vec![a, b]);
+                for &c in Action::ALL.iter().filter(|&&c| c != a && c != b) {
+                    challenges.push(vec![a, b, c]);
+                }
+            }
+        }
+        assert_eq!(challenges.len(), 20 + 60);
+        // From the order's first action, each challenge is a subsequence of one copy.
+        for c in &challenges {
+            assert!(actions_until_done(c, 0) <= EVERY_CHALLENGE.len(), "{c:?}");
+        }
+        // From any action of the looping y4m, at most 17 actions: what its sessions must span
+        // (tests/ui/run.sh), besides the action under way when they open.
+        let longest = (0..EVERY_CHALLENGE.len())
+            .flat_map(|start| challenges.iter().map(move |c| actions_until_done(c, start)))
+            .max();
+        assert_eq!(longest, Some(17));
+    }
+
+    #[test]
+    fn closest_frames_finds_a_repeat_anywhere_in_the_clip() {
+        let frames = [grey(10), grey(60), grey(11), grey(60), grey(200)];
+        assert_eq!(closest_frames(&frames).unwrap(), Some((0.0, 1, 3)));
+        let distinct = [grey(10), grey(60), grey(12)];
+        let (d, a, b) = closest_frames(&distinct).unwrap().unwrap();
+        assert_eq!((d, a, b), (2.0, 0, 2));
+        assert_eq!(closest_frames(&[grey(1)]).unwrap(), None);
+    }
 }
