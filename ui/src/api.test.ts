@@ -432,6 +432,10 @@ describe("errorAdvice", () => {
       "Too many failed verifications locked this subject: try again in 60 s.",
     );
     expect(errorAdvice(new ApiError(429, "rate_limited", ""))).toMatch(/try again later/);
+    expect(errorAdvice(new ApiError(429, "too_many_uploads", "", 1))).toBe(
+      "This API key is already sending many uploads at once: try again in 1 s.",
+    );
+    expect(errorAdvice(new ApiError(408, "body_too_slow", ""))).toMatch(/upload was too slow/);
     expect(errorAdvice(new ApiError(503, "overloaded", "", 1))).toBe("The runtime is busy: try again in 1 s.");
     expect(errorAdvice(new ApiError(422, "no_face", ""))).toBeUndefined();
   });

@@ -42,7 +42,8 @@ const SESSION_ADVICE: Record<string, string> = {
 
 /**
  * What the user can do about an error, in words, for the statuses access control adds:
- * 401 (key not accepted), 403 (missing scope), 429 (rate limit or locked subject), and for the
+ * 401 (key not accepted), 403 (missing scope), 429 (rate limit, locked subject or the key's share
+ * of upload memory), 408 (an upload slower than the runtime's floor), and for the
  * liveness-session errors (expired, used, too many open sessions, ...).
  */
 export function errorAdvice(e: ApiError): string | undefined {
@@ -55,10 +56,14 @@ export function errorAdvice(e: ApiError): string | undefined {
       return "The runtime did not accept the API key: enter a valid key.";
     case 403:
       return "This API key lacks the scope this needs; ask the operator for a key that has it.";
+    case 408:
+      return e.code === "body_too_slow"
+        ? "The upload was too slow and the runtime stopped waiting: check the connection and send it again."
+        : undefined;
     case 429:
-      return e.code === "subject_locked"
-        ? `Too many failed verifications locked this subject: ${wait}.`
-        : `Too many requests with this key: ${wait}.`;
+      if (e.code === "subject_locked") return `Too many failed verifications locked this subject: ${wait}.`;
+      if (e.code === "too_many_uploads") return `This API key is already sending many uploads at once: ${wait}.`;
+      return `Too many requests with this key: ${wait}.`;
     case 503:
       return e.retryAfter !== undefined ? `The runtime is busy: ${wait}.` : undefined;
     default:

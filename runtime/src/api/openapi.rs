@@ -220,9 +220,22 @@ fn common_responses(access: &Access, has_body: bool) -> Vec<(&'static str, &'sta
     if has_body {
         out.push(("400", "`invalid_json`: the body is not well-formed JSON"));
         out.push((
-            "413",
-            "`payload_too_large`: the body exceeds the request size limit",
+            "408",
+            "`body_too_slow`: the body arrived slower than `FACEKEY_MIN_BODY_BYTES_PER_SEC` \
+             after `FACEKEY_BODY_RATE_GRACE_SECS`",
         ));
+        out.push((
+            "413",
+            "`payload_too_large`: the body (or its declared `Content-Length`) exceeds the \
+             request size limit",
+        ));
+        if matches!(access, Access::Scope(_) | Access::AnyKey) {
+            out.push((
+                "429",
+                "`too_many_uploads`: the key's bodies being received already hold its share \
+                 of `FACEKEY_MAX_BODY_MEMORY_BYTES` (`Retry-After`)",
+            ));
+        }
         out.push((
             "415",
             "`unsupported_media_type`: neither `application/json` nor a form this operation reads",
@@ -396,10 +409,19 @@ mod tests {
         let doc = ApiDoc::openapi();
         let verify = doc.paths.paths["/v1/verify"].post.as_ref().unwrap();
         for status in [
-            "400", "401", "403", "413", "415", "422", "429", "500", "503",
+            "400", "401", "403", "408", "413", "415", "422", "429", "500", "503",
         ] {
             assert!(verify.responses.responses.contains_key(status), "{status}");
         }
+        let busy = &verify.responses.responses["429"];
+        let RefOr::T(busy) = busy else {
+            panic!("429 is a reference")
+        };
+        assert!(
+            busy.description.contains("too_many_uploads"),
+            "{}",
+            busy.description
+        );
         assert!(verify.request_body.is_some(), "verify has no request body");
         let healthz = doc.paths.paths["/healthz"].get.as_ref().unwrap();
         assert!(!healthz.responses.responses.contains_key("401"));
