@@ -44,11 +44,27 @@ impl std::fmt::Debug for Audit {
     }
 }
 
+/// Longest subject or session id an audit event records, in characters. Ids a request's body
+/// named are recorded even when the request is refused (unknown subject, missing image), so a
+/// client could otherwise make one event as long as its whole body.
+pub const MAX_ID_CHARS: usize = 256;
+
+/// An id a request's body named, as an audit event records it: trimmed, cut to
+/// [`MAX_ID_CHARS`] characters, `None` when absent or blank.
+pub fn body_id(id: Option<&str>) -> Option<String> {
+    let id = id?.trim();
+    (!id.is_empty()).then(|| id.chars().take(MAX_ID_CHARS).collect())
+}
+
 /// What a handler knows for the audit event that the middleware does not.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditDetail {
-    /// The subject acted on (verify names it in the body).
+    /// The subject acted on (verify names it in the body; recorded for refused verifications
+    /// too, so the trail shows which account a refused attempt aimed at).
     pub subject: Option<String>,
+    /// The challenge-liveness session used (a verify with `session`) or acted on (opening or
+    /// concluding one).
+    pub session: Option<String>,
     /// The face (template) acted on.
     pub face: Option<String>,
     /// The decision of a verification or identification.
@@ -59,6 +75,32 @@ pub struct AuditDetail {
     pub candidates: Vec<String>,
     /// Subjects an identification matched but withheld from its answer because they are locked.
     pub withheld_locked: Vec<String>,
+    /// Subjects a rejected identification counted a failed attempt against (the face matched
+    /// them but was rejected, e.g. as a spoof), as a failed verification of each would be.
+    pub failed_attempts: Vec<String>,
+}
+
+impl AuditDetail {
+    /// The detail of a request whose body named `subject` and `session` (see [`body_id`]),
+    /// known before the handler can fail.
+    pub fn named(subject: Option<&str>, session: Option<&str>) -> Self {
+        Self {
+            subject: body_id(subject),
+            session: body_id(session),
+            ..Self::default()
+        }
+    }
+
+    /// Fill in the subject and session of `named` where this detail has none: the handler's own
+    /// detail wins, what the body named completes it.
+    pub fn complete(&mut self, named: Self) {
+        if self.subject.is_none() {
+            self.subject = named.subject;
+        }
+        if self.session.is_none() {
+            self.session = named.session;
+        }
+    }
 }
 
 /// One audit event.
@@ -84,6 +126,9 @@ pub struct AuditEvent {
     /// The face.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face: Option<String>,
+    /// The challenge-liveness session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// The decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
@@ -97,6 +142,10 @@ pub struct AuditEvent {
     /// a locked account through identify, for the security team).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub withheld_locked: Vec<String>,
+    /// Subjects a rejected identification counted a failed attempt against (the face matched
+    /// them but was rejected): identify's share of the lockout, for the security team.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_attempts: Vec<String>,
     /// The error code of a refused or failed request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
@@ -120,10 +169,12 @@ impl AuditEvent {
             key_id: None,
             subject: None,
             face: None,
+            session: None,
             decision: None,
             reasons: Vec::new(),
             candidates: Vec::new(),
             withheld_locked: Vec::new(),
+            failed_attempts: Vec::new(),
             error: None,
             request_id: None,
             client: None,
@@ -145,10 +196,14 @@ impl AuditEvent {
             if d.face.is_some() {
                 self.face = d.face.clone();
             }
+            if d.session.is_some() {
+                self.session = d.session.clone();
+            }
             self.decision = d.decision;
             self.reasons = d.reasons.clone();
             self.candidates = d.candidates.clone();
             self.withheld_locked = d.withheld_locked.clone();
+            self.failed_attempts = d.failed_attempts.clone();
         }
         self
     }
@@ -277,6 +332,35 @@ mod tests {
         assert_eq!(lines[1]["action"], DENIED);
         assert!(lines[1].get("key_id").is_none());
         assert!(Audit::open("/nonexistent-dir/x/audit.log").is_err());
+    }
+
+    #[test]
+    fn body_ids_are_trimmed_bounded_and_complete_the_handlers_detail() {
+        assert_eq!(body_id(None), None);
+        assert_eq!(body_id(Some("  ")), None);
+        assert_eq!(body_id(Some(" s1 ")).as_deref(), Some("s1"));
+        let long = "é".repeat(MAX_ID_CHARS + 10);
+        assert_eq!(
+            body_id(Some(&long)).map(|s| s.chars().count()),
+            Some(MAX_ID_CHARS)
+        );
+        // The handler's subject wins; the body's session fills the gap.
+        let mut detail = AuditDetail {
+            subject: Some("handler".into()),
+            ..AuditDetail::default()
+        };
+        detail.complete(AuditDetail::named(Some("body"), Some("sess")));
+        assert_eq!(
+            (detail.subject.as_deref(), detail.session.as_deref()),
+            (Some("handler"), Some("sess"))
+        );
+        let e = AuditEvent::new("verify", &Method::POST, "/v1/verify", 429).detail(Some(&detail));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            (&v["subject"], &v["session"]),
+            (&"handler".into(), &"sess".into())
+        );
+        assert!(v.get("failed_attempts").is_none(), "{v}");
     }
 
     #[test]
