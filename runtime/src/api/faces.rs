@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
-use super::image_input::ImageInput;
+use super::image_input::{ImageInput, SESSION_FIELD};
 use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
 use crate::auth::Caller;
@@ -443,9 +443,42 @@ pub async fn verify(
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     input: ImageInput,
+) -> Response {
+    // What the body named, taken before anything can refuse the request: the audit event of a
+    // refused verification (unknown subject, locked, no face, sessions required) still says
+    // which account it aimed at and with which session.
+    let named = AuditDetail::named(
+        input.fields.get("subject").map(String::as_str),
+        input.fields.get(SESSION_FIELD).map(String::as_str),
+    );
+    let response = verify_decided(state, caller, headers, input)
+        .await
+        .into_response();
+    with_named_detail(response, named)
+}
+
+/// `response` with `named` completing its audit detail (or as its detail, when the handler
+/// left none, as every refusal does).
+fn with_named_detail(mut response: Response, named: AuditDetail) -> Response {
+    let extensions = response.extensions_mut();
+    match extensions.get_mut::<AuditDetail>() {
+        Some(detail) => detail.complete(named),
+        None => {
+            extensions.insert(named);
+        }
+    }
+    response
+}
+
+/// The work of `POST /v1/verify` (see [`verify`]).
+async fn verify_decided(
+    state: SharedState,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    input: ImageInput,
 ) -> Result<Response, ApiError> {
     // Challenge-liveness sessions (issue 13): a `session` field verifies with the session.
-    if input.fields.contains_key("session") {
+    if input.fields.contains_key(SESSION_FIELD) {
         return super::sessions::verify_with_session(state, caller, headers, input).await;
     }
     if state.sessions.require_session() {

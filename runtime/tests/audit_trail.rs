@@ -1,0 +1,288 @@
+//! The audit trail of verifications against a real server: a refused verification's event names
+//! the subject (and session) its body named, whatever refused it (unknown subject, no face
+//! enrolled, no face in the image, locked, a session not passed), so the security team sees which
+//! account a refused attempt aimed at; a verification with a liveness session records the
+//! session's id beside the decision.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+#[path = "common/challenge_frames.rs"]
+mod frames;
+
+use common::{Running, error_code, face, send_json};
+use facekey_runtime::audit::MAX_ID_CHARS;
+use facekey_runtime::challenge::Action;
+use facekey_runtime::config::Config;
+use frames::{frames_json, performance};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+fn audited(config: &mut Config) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    config.audit_log = dir.path().join("audit.log").display().to_string();
+    dir
+}
+
+fn audit_events(dir: &tempfile::TempDir, action: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.path().join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+async fn create_subject(s: &Running, name: &str) -> String {
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/subjects"))
+            .json(&json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn enrol(s: &Running, id: &str) {
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("a.png"),
+    );
+    let (status, v) = send_json(
+        s.client
+            .post(s.url(&format!("/v1/subjects/{id}/faces")))
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
+
+/// A grey PNG with no face in it.
+fn blank_png() -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// `POST /v1/verify` with these text fields and image (none when `image` is `None`).
+async fn verify(
+    s: &Running,
+    fields: &[(&str, &str)],
+    image: Option<Vec<u8>>,
+) -> (StatusCode, Value) {
+    let mut form = Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    if let Some(bytes) = image {
+        form = form.part("image", Part::bytes(bytes).file_name("p.png"));
+    }
+    send_json(
+        s.client_for("verify")
+            .post(s.url("/v1/verify"))
+            .multipart(form),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn refused_verifications_name_the_subject_and_session_they_aimed_at() {
+    let mut config = Config::for_tests();
+    config.lockout_attempts = 1;
+    config.lockout_secs = 120;
+    let dir = audited(&mut config);
+    let s = Running::start(config).await;
+    let eileen = create_subject(&s, "Eileen Collins").await;
+    enrol(&s, &eileen).await;
+    let other = create_subject(&s, "Other").await;
+    enrol(&s, &other).await;
+    let faceless = create_subject(&s, "No face yet").await;
+    let live = || Some(face("astronaut.png"));
+    let long = "x".repeat(MAX_ID_CHARS + 50);
+
+    let session = {
+        let (status, v) = send_json(
+            s.client_for("verify")
+                .post(s.url("/v1/liveness/sessions"))
+                .json(&json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    };
+    let case = |subject: Option<&str>, session: Option<&str>, image, status, code| Case {
+        subject: subject.map(str::to_owned),
+        session: session.map(str::to_owned),
+        image,
+        status,
+        code,
+    };
+    // Each verification, in order.
+    let cases = [
+        case(
+            Some("no-such-subject"),
+            None,
+            live(),
+            StatusCode::NOT_FOUND,
+            "subject_not_found",
+        ),
+        case(
+            Some(&faceless),
+            None,
+            live(),
+            StatusCode::CONFLICT,
+            "subject_has_no_faces",
+        ),
+        case(
+            Some(&eileen),
+            None,
+            Some(blank_png()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_face",
+        ),
+        case(
+            Some(&long),
+            None,
+            live(),
+            StatusCode::NOT_FOUND,
+            "subject_not_found",
+        ),
+        // A session that has not passed: refused, the subject and the session both named.
+        case(
+            Some(&other),
+            Some(&session),
+            None,
+            StatusCode::CONFLICT,
+            "session_not_passed",
+        ),
+        // One failure locks Eileen (answered); the next is refused as locked.
+        case(
+            Some(&eileen),
+            None,
+            Some(face("Tom_Hanks_54745.png")),
+            StatusCode::OK,
+            "<none>",
+        ),
+        case(
+            Some(&eileen),
+            None,
+            live(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "subject_locked",
+        ),
+        // No subject named: none recorded (nothing is made up).
+        case(
+            None,
+            None,
+            live(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+    ];
+    for c in &cases {
+        let mut fields = Vec::new();
+        fields.extend(c.subject.as_deref().map(|v| ("subject", v)));
+        fields.extend(c.session.as_deref().map(|v| ("session", v)));
+        let (got, v) = verify(&s, &fields, c.image.clone()).await;
+        assert_eq!((got, error_code(&v)), (c.status, c.code), "{fields:?}: {v}");
+    }
+    s.stop().await;
+
+    let events = audit_events(&dir, "verify");
+    assert_eq!(events.len(), cases.len(), "{events:?}");
+    for (c, e) in cases.iter().zip(&events) {
+        assert_eq!(e["status"], c.status.as_u16(), "{e}");
+        match &c.subject {
+            Some(subject) => {
+                let recorded: String = subject.chars().take(MAX_ID_CHARS).collect();
+                assert_eq!(e["subject"], recorded.as_str(), "{e}");
+            }
+            None => assert!(e.get("subject").is_none(), "{e}"),
+        }
+        match &c.session {
+            Some(session) => assert_eq!(e["session"], session.as_str(), "{e}"),
+            None => assert!(e.get("session").is_none(), "{e}"),
+        }
+        if c.status == StatusCode::OK {
+            assert_eq!(e["decision"], "reject", "{e}");
+        } else {
+            assert_eq!(e["error"], c.code, "{e}");
+            assert!(e.get("decision").is_none(), "{e}");
+        }
+    }
+}
+
+/// One verification of the refusals test: what its body names, and the answer expected.
+struct Case {
+    subject: Option<String>,
+    session: Option<String>,
+    image: Option<Vec<u8>>,
+    status: StatusCode,
+    code: &'static str,
+}
+
+#[tokio::test]
+async fn a_verification_with_a_session_records_the_session() {
+    let mut config = Config::for_tests();
+    let dir = audited(&mut config);
+    let s = Running::start(config).await;
+    let eileen = create_subject(&s, "Eileen Collins").await;
+    enrol(&s, &eileen).await;
+    let app = s.client_for("verify");
+    let (status, opened) = send_json(
+        app.post(s.url("/v1/liveness/sessions"))
+            .json(&json!({ "subject": eileen })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let challenge: Vec<Action> = serde_json::from_value(opened["challenge"].clone()).unwrap();
+    let (status, fb) = send_json(
+        app.post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
+            .json(&frames_json(&performance(&challenge), 1_000)),
+    )
+    .await;
+    assert_eq!(
+        (status, &fb["state"]),
+        (StatusCode::OK, &json!("passed")),
+        "{fb}"
+    );
+    let (status, v) = send_json(
+        app.post(s.url("/v1/verify"))
+            .json(&json!({ "subject": eileen, "session": id })),
+    )
+    .await;
+    assert_eq!(
+        (status, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    // Used once: the second use is refused, and names the session too.
+    let (status, v) = send_json(
+        app.post(s.url("/v1/verify"))
+            .json(&json!({ "subject": eileen, "session": id })),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::CONFLICT, "session_used"),
+        "{v}"
+    );
+    s.stop().await;
+
+    let events = audit_events(&dir, "verify");
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (used, refused) = (&events[0], &events[1]);
+    assert_eq!(
+        (&used["subject"], &used["session"], &used["decision"]),
+        (&json!(eileen), &json!(id), &json!("accept")),
+        "{used}"
+    );
+    assert_eq!(
+        (&refused["subject"], &refused["session"], &refused["error"]),
+        (&json!(eileen), &json!(id), &json!("session_used")),
+        "{refused}"
+    );
+}
