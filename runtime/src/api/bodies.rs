@@ -44,7 +44,9 @@ pub struct VerifyForm {
     pub include_layers: bool,
 }
 
-/// JSON body of `POST /v1/identify`.
+/// JSON body of `POST /v1/identify`. There is no `session` field: identification takes no
+/// challenge-liveness session, and a server requiring them (`FACEKEY_REQUIRE_SESSION=on`)
+/// refuses it with 422 `session_required`.
 #[derive(ToSchema)]
 pub struct IdentifyJson {
     /// The probe image (JPEG, PNG or WebP) in base64 (as for `/v1/verify`).
@@ -55,7 +57,7 @@ pub struct IdentifyJson {
     pub limit: u32,
 }
 
-/// Multipart body of `POST /v1/identify`.
+/// Multipart body of `POST /v1/identify`: the same fields as the JSON form (no `session`).
 #[derive(ToSchema)]
 pub struct IdentifyForm {
     /// The probe image file (JPEG, PNG or WebP).

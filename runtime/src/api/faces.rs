@@ -586,6 +586,119 @@ fn parse_limit(input: &ImageInput) -> Result<usize, ApiError> {
     }
 }
 
+/// One of the nearest subjects as identification judged it.
+struct Judged {
+    subject: Subject,
+    matched: MatchVerdict,
+    outcome: Verification,
+    /// Locked after failed attempts: left out of the answer.
+    locked: bool,
+}
+
+impl Judged {
+    /// Whether the subject is returned as a candidate: matched, accepted, not locked.
+    fn accepted(&self) -> bool {
+        !self.locked
+            && self.matched.decision == Decision::Accept
+            && self.outcome.decision == Decision::Accept
+    }
+}
+
+/// What the lockout made of an identification's judged subjects.
+struct Ruled {
+    /// The judged subjects that are not locked, nearest first: what the answer is made of.
+    judged: Vec<Judged>,
+    /// `accept` when an unlocked subject was accepted.
+    decision: Decision,
+    /// Locked subjects the face matched, withheld from the answer (for the audit trail).
+    withheld: Vec<String>,
+    /// Subjects a failed attempt was counted against.
+    failed: Vec<String>,
+}
+
+/// Rule on an identification's judged subjects as the lockout does on verifications of each, so
+/// guesses against one subject are bounded whichever route they take. A locked subject is left
+/// out of the answer, from the candidates and from the reasons alike, whether or not the face
+/// matched it: the answer is then the same as for a face matching nobody locked, so it cannot
+/// tell the caller that the face matches a locked account. An accepted subject's failures are
+/// cleared as a successful verification clears them, unless it locked meanwhile (then it is left
+/// out, as verify then answers 429). When nobody is accepted, every subject the face matched
+/// (similarity past the match threshold) but rejected, e.g. as a spoof or on low probability,
+/// is counted one failed attempt, as a verification of it with this face would be. A subject
+/// locked by attempts sent beside this one is left out too. Only a ledger that cannot count
+/// fails the request, as in verify.
+async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Result<Ruled, ApiError> {
+    let mut withheld = Vec::new();
+    let lock = |j: &mut Judged, withheld: &mut Vec<String>| {
+        j.locked = true;
+        if j.matched.decision == Decision::Accept {
+            tracing::warn!(
+                target: "facekey::security",
+                subject = %j.subject.id,
+                "identify matched a locked subject; withheld from the answer"
+            );
+            withheld.push(j.subject.id.clone());
+        }
+    };
+    // Every judged subject is looked up (at once: with the shared ledger, one query each).
+    let checks =
+        futures::future::join_all(judged.iter().map(|j| state.lockouts.check(&j.subject.id))).await;
+    for (j, checked) in judged.iter_mut().zip(checks) {
+        match checked {
+            Ok(()) => {}
+            Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for j in judged.iter_mut().filter(|j| j.accepted()) {
+        match state.lockouts.record_success(&j.subject.id).await {
+            Ok(()) => {}
+            Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
+            Err(e) => {
+                tracing::warn!(subject = %j.subject.id, error = %e, "clearing the subject's failed attempts failed");
+            }
+        }
+    }
+    let decision = if judged.iter().any(Judged::accepted) {
+        Decision::Accept
+    } else {
+        Decision::Reject
+    };
+    let mut failed = Vec::new();
+    if decision == Decision::Reject {
+        for j in judged
+            .iter_mut()
+            .filter(|j| !j.locked && j.matched.decision == Decision::Accept)
+        {
+            match state.lockouts.record_failure(&j.subject.id).await {
+                Ok(_) => failed.push(j.subject.id.clone()),
+                Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    judged.retain(|j| !j.locked);
+    Ok(Ruled {
+        judged,
+        decision,
+        withheld,
+        failed,
+    })
+}
+
+/// 422 `session_required` of `/v1/identify`: with sessions required, identification is refused
+/// rather than run on a still image, since a session proves liveness for one verification of a
+/// claimed subject and identify names none.
+fn identify_session_required() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "session_required",
+        "this server requires a passed liveness session for every face decision \
+         (FACEKEY_REQUIRE_SESSION=on) and identification cannot take one: verify against the \
+         claimed subject at /v1/verify with {\"subject\", \"session\"}",
+    )
+}
+
 /// A subject as identification names it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CandidateSubject {
@@ -676,7 +789,11 @@ pub struct IdentifyResponse {
 (1-100, default 5). The probe is compared with every template of the serving embedding model \
 (exact search on dlib's embedding); the `limit` nearest subjects are judged on their templates \
 as `/v1/verify` judges them (the fused dlib + faceres-deep score where they hold both); those above the match threshold are judged with the same liveness, quality \
-and decision policy as `/v1/verify`, and the accepted ones are returned best first.",
+and decision policy as `/v1/verify`, and the accepted ones are returned best first. Under the \
+per-subject lockout as `/v1/verify` is: a locked subject is never a candidate and reads as no \
+match (also in `reasons`), and a rejected identification counts one failed attempt against each \
+subject the face matched. Takes no liveness session: with `FACEKEY_REQUIRE_SESSION=on` it is \
+refused (422 `session_required`); verify against the claimed subject with a session instead.",
     request_body(content(
         (super::bodies::IdentifyJson = "application/json"),
         (super::bodies::IdentifyForm = "multipart/form-data"),
@@ -685,7 +802,9 @@ and decision policy as `/v1/verify`, and the accepted ones are returned best fir
         (status = 200, description = "Searched (candidates may be empty)", body = IdentifyAnswer),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
-        (status = 422, description = "No face, several faces, bad limit or missing image", body = ErrorBody),
+        (status = 422, description = "No face, several faces, bad limit or missing image; \
+`session_required` when the server requires liveness sessions (`FACEKEY_REQUIRE_SESSION=on`), \
+which identification does not take", body = ErrorBody),
     )
 )]
 pub async fn identify(
@@ -694,6 +813,11 @@ pub async fn identify(
     headers: HeaderMap,
     input: ImageInput,
 ) -> Result<Response, ApiError> {
+    // A still image proves no liveness that a required session would: identify does not take
+    // sessions, so it refuses rather than be the way around the requirement.
+    if state.sessions.require_session() {
+        return Err(identify_session_required());
+    }
     let engine = state.engine()?;
     let limit = parse_limit(&input)?;
     let image = input.image;
@@ -716,7 +840,7 @@ pub async fn identify(
     let liveness = verifier.judge_liveness(analysis.liveness.as_ref());
     let quality = analysis.quality.map_or(0.0, |q| f64::from(q.score));
     let cfg = engine.vision.config().matching;
-    let mut judged: Vec<(Subject, MatchVerdict, _)> = nearest
+    let judged: Vec<Judged> = nearest
         .into_iter()
         .map(|n| {
             // The candidates come ranked by dlib distance (the index holds dlib's part);
@@ -731,68 +855,31 @@ pub async fn identify(
                         .collect();
                     verifier.judge_templates(&scores)
                 });
-            let m = fused.unwrap_or_else(|| {
+            let matched = fused.unwrap_or_else(|| {
                 let sim = f64::from(similarity(n.distance, &cfg));
                 let usable = n.subject.faces - n.subject.outdated_faces;
                 verifier.judge_match(f64::from(n.distance), sim, usable)
             });
-            let outcome = verifier.decide(&m, &liveness, quality);
-            (n.subject, m, outcome)
-        })
-        .collect();
-    // A locked subject is never identified: the lock stops photo after photo against one
-    // account, and identify must not be the way around it. Withheld silently (as if it did not
-    // match), since saying so would tell the caller the face matches a locked account.
-    let mut withheld = Vec::new();
-    for i in (0..judged.len()).rev() {
-        let (s, m, o) = &judged[i];
-        if m.decision != Decision::Accept || o.decision != Decision::Accept {
-            continue;
-        }
-        match state.lockouts.check(&s.id).await {
-            Ok(()) => {}
-            Err(LockoutError::Locked(_)) => {
-                tracing::warn!(
-                    target: "facekey::security",
-                    subject = %s.id,
-                    "identify matched a locked subject; withheld from the answer"
-                );
-                withheld.push(judged.remove(i).0.id);
+            let outcome = verifier.decide(&matched, &liveness, quality);
+            Judged {
+                subject: n.subject,
+                matched,
+                outcome,
+                locked: false,
             }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let best_reasons = judged
-        .first()
-        .map_or(vec![Reason::NoMatch], |(_, _, o)| o.reasons.clone());
-    let best_scores = judged
-        .first()
-        .map(|(_, m, o)| (m.similarity, o.forward.probability));
-    let candidates: Vec<IdentifyCandidate> = judged
-        .into_iter()
-        .filter(|(_, m, o)| m.decision == Decision::Accept && o.decision == Decision::Accept)
-        .map(|(s, m, o)| IdentifyCandidate {
-            subject: CandidateSubject {
-                id: s.id,
-                name: s.name,
-            },
-            similarity: m.similarity,
-            distance: m.distance,
-            models: m.models.names(),
-            probability: o.forward.probability,
         })
         .collect();
-    let decision = if candidates.is_empty() {
-        Decision::Reject
-    } else {
-        Decision::Accept
-    };
+    let ruled = rule_on_attempts(&state, judged).await?;
+    let decision = ruled.decision;
     let fusion = t.elapsed();
     state.metrics.record_decision(decision);
-    if let Some((similarity, probability)) = best_scores {
-        state
-            .metrics
-            .record_scores(decision, similarity, liveness.score, probability);
+    if let Some(best) = ruled.judged.first() {
+        state.metrics.record_scores(
+            decision,
+            best.matched.similarity,
+            liveness.score,
+            best.outcome.forward.probability,
+        );
     }
     state
         .metrics
@@ -802,16 +889,33 @@ pub async fn identify(
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
     report_liveness(&state, &headers, "/v1/identify", None, &liveness);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let reasons = if decision == Decision::Accept {
-        Vec::new()
-    } else {
-        best_reasons
+    // The reasons are the nearest unlocked subject's (locked ones are gone from the list).
+    let reasons = match ruled.judged.first() {
+        _ if decision == Decision::Accept => Vec::new(),
+        None => vec![Reason::NoMatch],
+        Some(best) => best.outcome.reasons.clone(),
     };
+    let candidates: Vec<IdentifyCandidate> = ruled
+        .judged
+        .into_iter()
+        .filter(Judged::accepted)
+        .map(|j| IdentifyCandidate {
+            subject: CandidateSubject {
+                id: j.subject.id,
+                name: j.subject.name,
+            },
+            similarity: j.matched.similarity,
+            distance: j.matched.distance,
+            models: j.matched.models.names(),
+            probability: j.outcome.forward.probability,
+        })
+        .collect();
     let detail = AuditDetail {
         decision: Some(decision),
         reasons: reasons.iter().map(|r| r.as_str().to_owned()).collect(),
         candidates: candidates.iter().map(|c| c.subject.id.clone()).collect(),
-        withheld_locked: withheld,
+        withheld_locked: ruled.withheld,
+        failed_attempts: ruled.failed,
         ..AuditDetail::default()
     };
     let request_id = request_id(&headers);

@@ -1,0 +1,287 @@
+//! The guards identification shares with verification, against a real server: guesses against
+//! one subject are bounded whichever route they take. A rejected identification that matched a
+//! subject counts as a failed attempt against it (with verify's own failures, one ledger); a
+//! locked subject reads as no match in identify's candidates and reasons alike; and
+//! `FACEKEY_REQUIRE_SESSION=on` covers identify.
+//!
+//! The attacker's photo is `Tom_Hanks_54745.png`, which the liveness models score as a spoof
+//! (about 0.08): enrolled with enrolment liveness off, every identification with it matches the
+//! subject and is rejected as `spoof`, the case the lockout must count.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Running, error_code, face, send_json};
+use facekey_runtime::config::{Config, Switch};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+/// One face the liveness models call a spoof.
+const SPOOF: &str = "Tom_Hanks_54745.png";
+/// One live face (Eileen Collins).
+const LIVE: &str = "astronaut.png";
+
+/// Three failures lock for two minutes; enrolment takes the spoof photo (liveness off there).
+fn config() -> Config {
+    let mut c = Config::for_tests();
+    c.enrol_liveness = Switch::Off;
+    c.lockout_attempts = 3;
+    c.lockout_secs = 120;
+    c
+}
+
+fn image_form(image: &str) -> Form {
+    Form::new().part("image", Part::bytes(face(image)).file_name("p.png"))
+}
+
+async fn create_subject(s: &Running, name: &str) -> String {
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/subjects"))
+            .json(&json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// `POST /v1/subjects/{id}/faces` with `image`: status, `Retry-After`, body.
+async fn add_face(
+    s: &Running,
+    client: &reqwest::Client,
+    id: &str,
+    image: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let r = client
+        .post(s.url(&format!("/v1/subjects/{id}/faces")))
+        .multipart(image_form(image))
+        .send()
+        .await
+        .unwrap();
+    let retry = retry_after(&r);
+    (r.status(), retry, r.json().await.unwrap_or(Value::Null))
+}
+
+fn retry_after(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn identify(s: &Running, client: &reqwest::Client, image: &str) -> Value {
+    let (status, v) = send_json(
+        client
+            .post(s.url("/v1/identify"))
+            .multipart(image_form(image)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v
+}
+
+/// `POST /v1/verify` of `id` with `image`: status, `Retry-After`, body.
+async fn verify(
+    s: &Running,
+    client: &reqwest::Client,
+    id: &str,
+    image: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let r = client
+        .post(s.url("/v1/verify"))
+        .multipart(image_form(image).text("subject", id.to_owned()))
+        .send()
+        .await
+        .unwrap();
+    let retry = retry_after(&r);
+    (r.status(), retry, r.json().await.unwrap())
+}
+
+fn reasons(v: &Value) -> Vec<&str> {
+    v["reasons"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no reasons in {v}"))
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect()
+}
+
+fn audit_events(log: &std::path::Path, action: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+#[tokio::test]
+async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_as_no_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let mut c = config();
+    c.audit_log = log.display().to_string();
+    let s = Running::start(c).await;
+    let app = s.client_for("verify");
+    let eileen = create_subject(&s, "Eileen Collins").await;
+    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    // The attacker's photo while it matches nobody: the answer a locked subject must give later.
+    let nobody = identify(&s, &app, SPOOF).await;
+    assert_eq!(
+        (&nobody["decision"], &nobody["candidates"]),
+        (&json!("reject"), &json!([]))
+    );
+    assert!(reasons(&nobody).contains(&"no_match"), "{nobody}");
+
+    let tom = create_subject(&s, "Tom").await;
+    let (status, _, v) = add_face(&s, &s.client, &tom, SPOOF).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // Two identifications match Tom and are rejected as a spoof: each is a failed attempt.
+    for i in 0..2 {
+        let v = identify(&s, &app, SPOOF).await;
+        assert_eq!(
+            (&v["decision"], &v["candidates"]),
+            (&json!("reject"), &json!([])),
+            "identify {i}"
+        );
+        let r = reasons(&v);
+        assert!(r.contains(&"spoof") && !r.contains(&"no_match"), "{v}");
+    }
+    // So the first verification of Tom is his third failure: it is answered, and locks him.
+    let (status, _, v) = verify(&s, &app, &tom, SPOOF).await;
+    assert_eq!((status, &v["decision"]), (StatusCode::OK, &json!("reject")));
+    let (status, retry, v) = verify(&s, &app, &tom, SPOOF).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+        "identify's failures were not counted: {v}"
+    );
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=120).contains(&retry), "{retry}");
+    assert!(
+        s.metrics()
+            .await
+            .contains("facekey_subject_lockouts_total 1")
+    );
+
+    // Locked: the photo that matches Tom now reads exactly as a face matching nobody, to a
+    // verify key and to an admin key, candidates and reasons alike.
+    for client in [&app, &s.client] {
+        let v = identify(&s, client, SPOOF).await;
+        assert_eq!(
+            (&v["decision"], &v["candidates"], &v["reasons"]),
+            (&json!("reject"), &json!([]), &nobody["reasons"]),
+            "{v}"
+        );
+    }
+    // Eileen was never matched, so nothing was counted against her.
+    let (status, _, v) = verify(&s, &app, &eileen, LIVE).await;
+    assert_eq!((status, &v["decision"]), (StatusCode::OK, &json!("accept")));
+    s.stop().await;
+
+    // The trail: the two matching identifications counted against Tom, the locked ones name
+    // him as withheld and count nothing.
+    let events = audit_events(&log, "identify");
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(events[0].get("failed_attempts").is_none(), "{}", events[0]);
+    for e in &events[1..3] {
+        assert_eq!(e["failed_attempts"], json!([tom]), "{e}");
+    }
+    for e in &events[3..] {
+        assert_eq!(e["withheld_locked"], json!([tom]), "{e}");
+        assert!(e.get("failed_attempts").is_none(), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_locked_subjects_genuine_face_is_no_candidate_while_others_are_still_identified() {
+    let s = Running::start(config()).await;
+    let app = s.client_for("verify");
+    let eileen = create_subject(&s, "Eileen Collins").await;
+    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // A second subject enrolled with the same live face: both are accepted while unlocked.
+    let twin = create_subject(&s, "Twin").await;
+    let (status, _, v) = add_face(&s, &s.client, &twin, LIVE).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let v = identify(&s, &app, LIVE).await;
+    let mut ids: Vec<&str> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut both = vec![eileen.as_str(), twin.as_str()];
+    both.sort_unstable();
+    assert_eq!(ids, both, "{v}");
+    // Lock Eileen through verify failures.
+    for _ in 0..3 {
+        let (status, _, v) = verify(&s, &app, &eileen, SPOOF).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    // Her face now identifies the twin alone; the answer is the decision-only shape.
+    let v = identify(&s, &app, LIVE).await;
+    assert_eq!(v["decision"], "accept", "{v}");
+    assert_eq!(
+        v["candidates"],
+        json!([{"subject": {"id": twin, "name": "Twin"}}]),
+        "{v}"
+    );
+    assert_eq!(v["reasons"], json!([]));
+    assert!(
+        v.get("liveness").is_none(),
+        "scores leaked to a verify key: {v}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn required_sessions_cover_identify() {
+    let mut c = config();
+    c.require_session = Switch::On;
+    let s = Running::start(c).await;
+    let app = s.client_for("verify");
+    let eileen = create_subject(&s, "Eileen Collins").await;
+    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // Verify with a still photo is refused...
+    let (status, _, v) = verify(&s, &app, &eileen, LIVE).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "session_required"),
+        "{v}"
+    );
+    // ... and so is identify, with any key, in either body form, with or without a session.
+    for client in [&app, &s.client] {
+        let (status, v) = send_json(
+            client
+                .post(s.url("/v1/identify"))
+                .multipart(image_form(LIVE)),
+        )
+        .await;
+        assert_eq!(
+            (status, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "session_required"),
+            "{v}"
+        );
+        assert!(v.get("candidates").is_none(), "{v}");
+    }
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(face(LIVE))
+    };
+    let (status, v) = send_json(
+        app.post(s.url("/v1/identify"))
+            .json(&json!({"image": b64, "session": "00000000-0000-4000-8000-000000000000"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "session_required"),
+        "{v}"
+    );
+    s.stop().await;
+}
