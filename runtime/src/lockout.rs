@@ -3,7 +3,14 @@
 //! during which its verifications answer 429 `subject_locked` with `Retry-After`. It stops an
 //! attacker from trying photo after photo against one account; `0` attempts turns it off.
 //!
-//! [`Lockouts`] is the service the verify handler calls ([`Lockouts::check`] before the work,
+//! Every route that tells whether a face matches a subject counts here, so the guesses against
+//! one subject are bounded whichever route they take: a rejected verification (`/v1/verify`,
+//! with an image or a session); a rejected identification, once against each subject the face
+//! matched (`/v1/identify`, which also answers a locked subject as no match); and a face refused
+//! as `face_mismatch` when added to the subject (`/v1/subjects/{id}/faces`, which adds no face
+//! to a locked subject).
+//!
+//! [`Lockouts`] is the service those handlers call ([`Lockouts::check`] before the work,
 //! [`Lockouts::record_failure`] / [`Lockouts::record_success`] after it). The check before the
 //! work only spares a locked subject the models; what bounds the attempts is the record after it:
 //! it tells, atomically with the counting, whether the subject is locked by then, and a
@@ -763,7 +770,9 @@ impl Lockouts {
         }
     }
 
-    /// Count one failed verification of an existing subject (pass ids of existing subjects only,
+    /// Count one failed attempt (a rejected verification, a rejected identification that
+    /// matched the subject, a face refused as not matching it) against an existing subject
+    /// (pass ids of existing subjects only,
     /// so clients cannot fill the ledger with made-up ids). Returns the lock when this failure
     /// locked the subject (the threshold-th within the window), after emitting the lock event;
     /// `None` when it was counted below the threshold. [`LockoutError::Locked`] when the subject

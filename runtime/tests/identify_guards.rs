@@ -1,8 +1,9 @@
-//! The guards identification shares with verification, against a real server: guesses against
-//! one subject are bounded whichever route they take. A rejected identification that matched a
-//! subject counts as a failed attempt against it (with verify's own failures, one ledger); a
-//! locked subject reads as no match in identify's candidates and reasons alike; and
-//! `FACEKEY_REQUIRE_SESSION=on` covers identify.
+//! The guards identification and face enrolment share with verification, against a real server:
+//! guesses against one subject are bounded whichever route they take. A rejected identification
+//! that matched a subject counts as a failed attempt against it (with verify's own failures, one
+//! ledger); a locked subject reads as no match in identify's candidates and reasons alike;
+//! `FACEKEY_REQUIRE_SESSION=on` covers identify; and a face added to a locked subject is
+//! refused, while a `face_mismatch` counts as a failed attempt.
 //!
 //! The attacker's photo is `Tom_Hanks_54745.png`, which the liveness models score as a spoof
 //! (about 0.08): enrolled with enrolment liveness off, every identification with it matches the
@@ -283,5 +284,49 @@ async fn required_sessions_cover_identify() {
         (StatusCode::UNPROCESSABLE_ENTITY, "session_required"),
         "{v}"
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_locked_subject_takes_no_face_and_a_face_mismatch_is_a_failed_attempt() {
+    let s = Running::start(config()).await;
+    let enrol = s.client_for("enrol");
+    let app = s.client_for("verify");
+    let eileen = create_subject(&s, "Eileen Collins").await;
+    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // Another person's face through an enrol key: refused, and counted, twice.
+    for _ in 0..2 {
+        let (status, _, v) = add_face(&s, &enrol, &eileen, SPOOF).await;
+        assert_eq!(
+            (status, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "face_mismatch"),
+            "{v}"
+        );
+    }
+    // So one failed verification locks her (the third failure)...
+    let (status, _, v) = verify(&s, &app, &eileen, SPOOF).await;
+    assert_eq!((status, &v["decision"]), (StatusCode::OK, &json!("reject")));
+    let (status, _, v) = verify(&s, &app, &eileen, LIVE).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+        "the mismatches were not counted: {v}"
+    );
+    // ... and while locked she takes no face, not even her own, whatever the key; a mismatch
+    // is refused the same way (no match test for a locked subject).
+    for (client, image) in [(&enrol, LIVE), (&enrol, SPOOF), (&s.client, LIVE)] {
+        let (status, retry, v) = add_face(&s, client, &eileen, image).await;
+        assert_eq!(
+            (status, error_code(&v)),
+            (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+            "{image}: {v}"
+        );
+        let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+        assert!((1..=120).contains(&retry), "{retry}");
+    }
+    let (status, v) = send_json(s.client.get(s.url(&format!("/v1/subjects/{eileen}")))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["faces"], 1, "a locked subject gained a face: {v}");
     s.stop().await;
 }

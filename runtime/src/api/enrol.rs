@@ -9,6 +9,11 @@
 //! one); its quality reaches `FACEKEY_ENROL_MIN_QUALITY`; and, when the subject already has
 //! templates of the serving model, it matches them, unless the caller holds `admin`: a stolen
 //! `enrol` key cannot add an attacker's face to someone else's subject.
+//!
+//! That match gate is a match test like a verification, so it is under the per-subject lockout
+//! ([`crate::lockout`]): a subject locked after failed attempts takes no face (429
+//! `subject_locked`, whatever the key's scope, before any model work), and a `face_mismatch`
+//! counts as a failed attempt against the subject.
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
@@ -179,7 +184,9 @@ fn check_quality(quality: Option<&QualityResult>, minimum: f64) -> Result<(), Ap
     description = "Send the image as multipart field `image` or JSON `{\"image\": \"<base64>\"}`. \
 Only the face embedding is stored. The image must show exactly one face, live \
 (`FACEKEY_ENROL_LIVENESS`) and of quality at least `FACEKEY_ENROL_MIN_QUALITY`; a face added to \
-a subject that already has faces must match them unless the key holds `admin`.",
+a subject that already has faces must match them unless the key holds `admin`; a face that \
+does not (`face_mismatch`) counts as a failed attempt against the subject's lockout, and a \
+locked subject takes no face.",
     params(("id" = String, Path, description = "Subject id")),
     request_body(content(
         (super::bodies::ImageJson = "application/json"),
@@ -199,6 +206,8 @@ enrolment); `unusable_face`; `enrol_not_live` (judged a presentation attack); \
 `enrol_liveness_unknown` (liveness could not run on the face); `low_quality` (below \
 `FACEKEY_ENROL_MIN_QUALITY`); `face_mismatch` (does not match the subject's faces; an `admin` \
 key overrides)", body = ErrorBody),
+        (status = 429, description = "`subject_locked`: the subject is locked after repeated \
+failed attempts (`Retry-After`: seconds left); no face is added whatever the key's scope", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
     )
 )]
@@ -211,6 +220,9 @@ pub async fn enrol(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let enrolled = check_subject(&state, &id)?;
+    // A locked subject takes no face: the match gate below is a match test like a verification,
+    // and a locked subject must not gain a face an attacker could then verify with.
+    state.lockouts.check(&id).await?;
     // With liveness off altogether (FACEKEY_LIVENESS=off, the insecure mode) no model runs and
     // every face counts as live, as in verification.
     let options = AnalyzeOptions {
@@ -242,6 +254,9 @@ pub async fn enrol(
         if let Some(m) = engine.verifier.judge_templates(&scores)
             && m.decision == Decision::Reject
         {
+            // A failed attempt against the subject, as a verification with this face would be;
+            // one decided after the subject locked (by attempts sent beside it) answers 429.
+            state.lockouts.record_failure(&id).await?;
             return Err(rejected(
                 "face_mismatch",
                 format!(
@@ -252,6 +267,8 @@ pub async fn enrol(
             ));
         }
     }
+    // Locked while the models ran (by attempts sent beside this one): still no face added.
+    state.lockouts.check(&id).await?;
     // dlib's embedding, with faceres-deep's when the server fuses them (one sealed template).
     let template = NewTemplate {
         model: analysis.embedding.template_model().to_string(),
