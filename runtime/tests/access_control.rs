@@ -160,6 +160,29 @@ async fn every_route_answers_each_key_as_its_scope_says() {
         }
     }
     assert_eq!(checked, ROUTES.len() * 6);
+    // A method a route does not have is 405 for every valid key (not "needs admin" for the
+    // others), and still 401 without one.
+    for (method, path) in [
+        (Method::GET, "/v1/verify".to_owned()),
+        (Method::PUT, format!("/v1/subjects/{subject}")),
+        (Method::DELETE, "/v1/liveness/sessions".to_owned()),
+    ] {
+        for id in ["verify", "enrol", "metrics", "admin"] {
+            let (status, v) =
+                send_json(s.client_for(id).request(method.clone(), s.url(&path))).await;
+            assert_eq!(
+                (status, v["error"]["code"].as_str()),
+                (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")),
+                "{method} {path} with {id}: {v}"
+            );
+        }
+        let (status, _) = send_json(anonymous.request(method.clone(), s.url(&path))).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a key"
+        );
+    }
     // The OpenAPI document declares the scheme, and each keyed route its scope.
     let (_, doc) = send_json(reqwest::Client::new().get(s.url("/openapi.json"))).await;
     assert_eq!(

@@ -163,6 +163,12 @@ async fn not_found(State(state): State<SharedState>, req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
+    method_not_allowed_error(&req)
+}
+
+/// 405 `method_not_allowed` for a request whose path has routes, none for its method (the
+/// router's fallback, and the key guard's answer to a key that may call none of them).
+pub(crate) fn method_not_allowed_error(req: &Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -250,6 +250,16 @@ pub fn admit(
             }
             Ok(Admitted { pending })
         }
+        // A key without admin asked for a method the route does not have: the router would
+        // answer 405 to an admin; saying 405 (not "needs admin") tells the caller the truth
+        // and still runs no handler (a handler missing from the policy table needs admin).
+        Err(Refusal::Forbidden { .. })
+            if route.is_some_and(|r| policy::other_method_only(req.method(), r)) =>
+        {
+            Err(Box::new(
+                crate::api::method_not_allowed_error(req).into_response(),
+            ))
+        }
         Err(refusal) => Err(Box::new(refuse(state, route_label, req, refusal, path_ids))),
     }
 }

@@ -93,6 +93,18 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
         .map_or(Access::Scope(Scope::Admin), |(_, _, a)| *a)
 }
 
+/// True when `route` is listed for another method but not for `method` (HEAD as GET): the
+/// router answers such a request 405, so the key guard need not ask for `admin` to say so.
+pub fn other_method_only(method: &Method, route: &str) -> bool {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    let mut listed = ROUTES.iter().filter(|(_, r, _)| *r == route).peekable();
+    listed.peek().is_some() && listed.all(|(m, _, _)| m != method)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +125,17 @@ mod tests {
             Access::Scope(Scope::Admin)
         );
         assert_eq!(required(&Method::GET, Some("/healthz")), Access::Open);
+    }
+
+    #[test]
+    fn a_listed_route_with_another_method_is_told_apart() {
+        assert!(other_method_only(&Method::GET, "/v1/verify"));
+        assert!(!other_method_only(&Method::POST, "/v1/verify"));
+        assert!(!other_method_only(&Method::HEAD, "/v1/subjects"));
+        assert!(
+            !other_method_only(&Method::PUT, "/v1/new-thing"),
+            "unlisted route"
+        );
     }
 
     #[test]
