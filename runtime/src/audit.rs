@@ -222,9 +222,15 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
         ("POST", "/v1/verify") => "verify",
         ("POST", "/v1/identify") => "identify",
         ("POST", "/v1/liveness") => "liveness",
+        ("POST", "/v1/liveness/sessions") => "session.open",
+        ("GET", "/v1/liveness/sessions/{id}") => "session.read",
+        ("POST", "/v1/liveness/sessions/{id}/frames") => SESSION_FRAMES,
         _ => return None,
     })
 }
+
+/// The action of a frames call, written only when it concludes its session or is refused.
+pub const SESSION_FRAMES: &str = "session.frames";
 
 /// The action of refused requests.
 pub const DENIED: &str = "auth.denied";

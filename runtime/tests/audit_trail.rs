@@ -270,7 +270,69 @@ async fn a_verification_with_a_session_records_the_session() {
         (StatusCode::CONFLICT, "session_used"),
         "{v}"
     );
+    // Another session, unbound: read, fed one frame (still in progress: no event), then the
+    // same frame again, which fails it (duplicate_frames).
+    let (_, other) = send_json(app.post(s.url("/v1/liveness/sessions")).json(&json!({}))).await;
+    let other = other["id"].as_str().unwrap().to_owned();
+    let (status, _) = send_json(app.get(s.url(&format!("/v1/liveness/sessions/{other}")))).await;
+    assert_eq!(status, StatusCode::OK);
+    let first = performance(&challenge).remove(0);
+    for t0 in [1_000, 2_000] {
+        let (status, fb) = send_json(
+            app.post(s.url(&format!("/v1/liveness/sessions/{other}/frames")))
+                .json(&frames_json(std::slice::from_ref(&first), t0)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{fb}");
+    }
     s.stop().await;
+
+    // Sessions: opened (bound subject recorded), concluded (the verdict), read; the path's
+    // `{id}` is the session, never a subject.
+    let opens = audit_events(&dir, "session.open");
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    assert_eq!(
+        (&opens[0]["session"], &opens[0]["subject"]),
+        (&json!(id), &json!(eileen))
+    );
+    assert_eq!(
+        (&opens[1]["session"], &opens[1]["subject"]),
+        (&json!(other), &Value::Null)
+    );
+    let concluded = audit_events(&dir, "session.frames");
+    assert_eq!(
+        concluded.len(),
+        2,
+        "one event per concluded session: {concluded:?}"
+    );
+    assert_eq!(
+        (
+            &concluded[0]["session"],
+            &concluded[0]["subject"],
+            &concluded[0]["decision"]
+        ),
+        (&json!(id), &json!(eileen), &json!("accept")),
+        "{}",
+        concluded[0]
+    );
+    assert_eq!(
+        (&concluded[1]["session"], &concluded[1]["decision"]),
+        (&json!(other), &json!("reject")),
+        "{}",
+        concluded[1]
+    );
+    assert!(
+        concluded[1]["reasons"]
+            .to_string()
+            .contains("duplicate_frames"),
+        "{}",
+        concluded[1]
+    );
+    let reads = audit_events(&dir, "session.read");
+    assert_eq!(
+        (reads.len(), &reads[0]["session"], &reads[0]["subject"]),
+        (1, &json!(other), &Value::Null)
+    );
 
     let events = audit_events(&dir, "verify");
     assert_eq!(events.len(), 2, "{events:?}");

@@ -285,9 +285,15 @@ impl RouteTable {
                     .map(|s| s.into_owned())
             })
         };
+        // `{id}` names a liveness session on the session routes, a subject on the others.
+        let is_session = self.routes[*m.value]
+            .label
+            .starts_with("/v1/liveness/sessions/");
+        let id = param("id");
         PathIds {
-            subject: param("id"),
+            subject: if is_session { None } else { id.clone() },
             face: param("face_id"),
+            session: if is_session { id } else { None },
         }
     }
 }
@@ -684,8 +690,12 @@ mod tests {
             "/v1/score",
             "/v1/subjects/{id}",
             "/v1/subjects/{id}/faces/{face_id}",
+            "/v1/liveness/sessions/{id}/frames",
         ])
         .unwrap();
+        // On a session route `{id}` is the session.
+        let ids = t.path_ids("/v1/liveness/sessions/s-1/frames");
+        assert_eq!((ids.subject, ids.session.as_deref()), (None, Some("s-1")));
         assert_eq!(t.pattern("/v1/score"), Some("/v1/score"));
         assert_eq!(t.pattern("/v1/subjects/a%20b"), Some("/v1/subjects/{id}"));
         assert_eq!(t.pattern("/v1/nothing"), None);

@@ -395,6 +395,7 @@ pub async fn open(
     tracing::info!(session = %opened.id, challenge = ?opened.challenge, "liveness session opened");
     let detail = AuditDetail {
         subject,
+        session: Some(opened.id.clone()),
         ..AuditDetail::default()
     };
     let body = OpenResponse {
@@ -692,10 +693,24 @@ pub async fn frames(
     // Adding the frames releases the reservation whatever it answers.
     reservation.handed_on();
     let result = store.add_frames(&key, &id, observed).await?;
-    if let Some(c) = &result.concluded {
-        record_concluded(&state, std::slice::from_ref(c), &headers).await;
-    }
-    Ok(Json(frames_response(&result.view, result.frames)).into_response())
+    let body = Json(frames_response(&result.view, result.frames));
+    let Some(c) = &result.concluded else {
+        return Ok(body.into_response());
+    };
+    record_concluded(&state, std::slice::from_ref(c), &headers).await;
+    // The call that concluded the session carries its verdict into the audit log.
+    let detail = AuditDetail {
+        subject: c.subject.clone(),
+        session: Some(c.id.clone()),
+        decision: match c.outcome {
+            Outcome::Passed => Some(Decision::Accept),
+            Outcome::Failed => Some(Decision::Reject),
+            Outcome::InProgress => None,
+        },
+        reasons: c.reasons.iter().map(|r| r.as_str().to_owned()).collect(),
+        ..AuditDetail::default()
+    };
+    Ok((Extension(detail), body).into_response())
 }
 
 /// A session's batch reservation ([`SessionStore::begin_batch`]) held by a frames call until its

@@ -153,10 +153,12 @@ pub fn authorize(
 /// `{face_id}`, percent-decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PathIds {
-    /// The `{id}` parameter.
+    /// The `{id}` parameter of a subject route.
     pub subject: Option<String>,
     /// The `{face_id}` parameter.
     pub face: Option<String>,
+    /// The `{id}` parameter of a liveness-session route.
+    pub session: Option<String>,
 }
 
 /// What an admitted request leaves for after its answer: the audit event to write, if the
@@ -200,7 +202,16 @@ impl PendingAudit {
     }
 
     /// Write the event now that `response` is known (the handler's detail wins over the path).
+    /// A frames call is written only when it concludes its session (the handler's detail then
+    /// carries the verdict) or is refused: the calls in between would only repeat the session.
     fn record(self, state: &SharedState, response: &Response) {
+        let detail = response.extensions().get::<AuditDetail>();
+        if self.action == audit::SESSION_FRAMES
+            && response.status().is_success()
+            && detail.is_none_or(|d| d.decision.is_none())
+        {
+            return;
+        }
         let mut event = AuditEvent::new(
             self.action,
             &self.method,
@@ -208,11 +219,12 @@ impl PendingAudit {
             response.status().as_u16(),
         )
         .client(self.client)
-        .detail(response.extensions().get::<AuditDetail>());
+        .detail(detail);
         event.key_id = self.key_id;
         event.request_id = self.request_id;
         event.subject = event.subject.or(self.ids.subject);
         event.face = event.face.or(self.ids.face);
+        event.session = event.session.or(self.ids.session);
         event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
         state.audit.record(&event);
     }
