@@ -570,6 +570,9 @@ async fn bad_json_numbers_and_ids_get_4xx_json() {
         "null",
         long.as_str(),
         "%20",
+        // Not UTF-8 once decoded.
+        "%ff",
+        "%C3%28",
     ];
     for id in ids {
         for (method, path) in [

@@ -16,7 +16,7 @@
 //! counts as a failed attempt against the subject.
 
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use facekey_settings::env;
@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
+use super::extract::ApiPath;
 use super::faces::{is_admin, observe_timings, request_id};
 use super::image_input::ImageInput;
 use crate::alerts::SpoofAttempt;
@@ -215,7 +216,7 @@ pub async fn enrol(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     input: ImageInput,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
@@ -311,7 +312,7 @@ pub async fn enrol(
 )]
 pub async fn delete_face(
     State(state): State<SharedState>,
-    Path((id, face_id)): Path<(String, String)>,
+    ApiPath((id, face_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.enrolments.delete_template(&id, &face_id).await?;
     Ok(StatusCode::NO_CONTENT)
