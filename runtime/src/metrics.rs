@@ -42,6 +42,9 @@ pub enum MetricsError {
     Encode(String),
 }
 
+/// The reasons of `facekey_body_refused_total`.
+pub const BODY_REFUSAL_REASONS: [&str; 3] = ["declared_too_large", "key_share", "too_slow"];
+
 /// Every metric the runtime exposes.
 #[derive(Clone)]
 pub struct Metrics {
@@ -87,6 +90,8 @@ pub struct Metrics {
     pub inference_service_seconds: Gauge,
     /// Offered load on the inference places (arrival rate x service time / places).
     pub admission_offered_load: Gauge,
+    /// Request bodies refused by the body guards, by reason ([`BODY_REFUSAL_REASONS`]).
+    pub body_refused: IntCounterVec,
     /// Request body bytes reserved now.
     pub body_memory_bytes: IntGauge,
     /// Inferences stopped at a stage boundary because their request went away.
@@ -276,6 +281,16 @@ impl Metrics {
             "Recent inference service time: moving average of how long an inference holds its \
              place (0 before the first); with the queue it predicts the wait for a place.",
         )?;
+        let body_refused = IntCounterVec::new(
+            Opts::new(
+                "facekey_body_refused_total",
+                "Request bodies refused by the body guards, by reason: declared_too_large \
+                 (413, a Content-Length over FACEKEY_MAX_BODY_BYTES), key_share (429 \
+                 too_many_uploads, the key's bodies held its share of the body memory), \
+                 too_slow (408 body_too_slow, under FACEKEY_MIN_BODY_BYTES_PER_SEC).",
+            ),
+            &["reason"],
+        )?;
         let body_memory_bytes = IntGauge::new(
             "facekey_body_memory_bytes",
             "Request body bytes reserved now by requests being handled (each its declared \
@@ -366,6 +381,7 @@ impl Metrics {
             Box::new(evaluation_score_quantile.clone()),
             Box::new(evaluation_applies.clone()),
             Box::new(admission_rejected.clone()),
+            Box::new(body_refused.clone()),
             Box::new(inference_service_seconds.clone()),
             Box::new(admission_offered_load.clone()),
             Box::new(body_memory_bytes.clone()),
@@ -421,6 +437,9 @@ impl Metrics {
             admission_rejected.with_label_values(&[reason]);
         }
         admission_rejected.with_label_values(&[crate::body_budget::REFUSAL_LABEL]);
+        for reason in BODY_REFUSAL_REASONS {
+            body_refused.with_label_values(&[reason]);
+        }
         Ok(Self {
             registry,
             auth_failures,
@@ -446,6 +465,7 @@ impl Metrics {
             evaluation_score_quantile,
             evaluation_applies,
             admission_rejected,
+            body_refused,
             inference_service_seconds,
             admission_offered_load,
             body_memory_bytes,

@@ -131,6 +131,13 @@ async fn a_declared_length_over_the_limit_is_refused_unread() {
             "{message}"
         );
     }
+    assert_eq!(
+        metric(
+            &s.metrics().await,
+            r#"facekey_body_refused_total{reason="declared_too_large"}"#
+        ),
+        2.0
+    );
     // Exactly the limit is not refused for its length (it is held, waiting for its body).
     let held = open_request(
         &s,
@@ -200,6 +207,11 @@ async fn one_key_trickling_bodies_cannot_starve_another_key() {
             r#"facekey_admission_rejected_total{reason="body_memory"}"#
         ),
         0.0
+    );
+    assert_eq!(
+        metric(&text, r#"facekey_body_refused_total{reason="key_share"}"#),
+        held.len() as f64 - 1.0,
+        "every connection but the first was refused for the key's share"
     );
     // Meanwhile another key scores, enrols and verifies.
     assert_scores(&s, &s.client).await;
@@ -291,10 +303,15 @@ async fn a_body_slower_than_the_floor_is_cut_off_and_a_moderate_one_is_served() 
         "{v}"
     );
     drop(slow);
+    let text = s.metrics().await;
     assert_eq!(
-        metric(&s.metrics().await, "facekey_body_memory_bytes"),
+        metric(&text, "facekey_body_memory_bytes"),
         0.0,
         "the cut-off body's room came back with its answer"
+    );
+    assert_eq!(
+        metric(&text, r#"facekey_body_refused_total{reason="too_slow"}"#),
+        1.0
     );
 
     // About 8 KiB/s for 3 s: 2 KiB every 250 ms, a valid request padded with whitespace.

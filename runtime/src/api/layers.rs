@@ -425,6 +425,7 @@ fn admit_body(
 ) -> Result<(Option<BodyReservation>, Option<BodyWatch>), Box<Response>> {
     let hint = HttpBody::size_hint(req.body());
     if hint.lower() > shared.max_body {
+        body_refused(shared, "declared_too_large");
         return Err(Box::new(declared_too_large(hint.lower(), shared.max_body)));
     }
     let caller = req.extensions().get::<Caller>();
@@ -451,7 +452,10 @@ fn admit_body(
             );
             return Err(Box::new(ApiError::from(full).into_response()));
         }
-        Err(BodyRefused::KeyShare(over)) => return Err(Box::new(key_share_refused(over))),
+        Err(BodyRefused::KeyShare(over)) => {
+            body_refused(shared, "key_share");
+            return Err(Box::new(key_share_refused(over)));
+        }
     };
     let watch = match (&reservation, shared.rate_floor) {
         (Some(_), Some(floor)) => {
@@ -518,6 +522,16 @@ fn too_slow_response(slow: BodyTooSlow) -> Response {
         slow.to_string(),
     )
     .into_response()
+}
+
+/// Count a body refused by the guards (`facekey_body_refused_total`).
+fn body_refused(shared: &RoutedShared, reason: &str) {
+    shared
+        .state
+        .metrics
+        .body_refused
+        .with_label_values(&[reason])
+        .inc();
 }
 
 /// What [`RoutedFuture`] needs once the answer is known.
@@ -641,6 +655,9 @@ where
                     };
                     // The handler and the body go now; the reservation below.
                     this.inner.set(None);
+                    if let Some(finish) = this.finish.as_ref() {
+                        body_refused(&finish.shared, "too_slow");
+                    }
                     too_slow_response(slow)
                 }
             },
