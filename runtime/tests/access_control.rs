@@ -26,30 +26,6 @@ fn image_form(subject: Option<&str>) -> Form {
     }
 }
 
-async fn create_subject(s: &Running, name: &str) -> String {
-    let (status, v) = send_json(
-        s.client
-            .post(s.url("/v1/subjects"))
-            .json(&json!({ "name": name })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
-async fn enrol(s: &Running, client: &reqwest::Client, id: &str) -> (StatusCode, Value) {
-    let form = Form::new().part(
-        "image",
-        Part::bytes(face("astronaut.png")).file_name("a.png"),
-    );
-    send_json(
-        client
-            .post(s.url(&format!("/v1/subjects/{id}/faces")))
-            .multipart(form),
-    )
-    .await
-}
-
 /// A request for `route` with a body its handler accepts far enough to get past access control.
 fn request(
     client: &reqwest::Client,
@@ -77,7 +53,7 @@ fn request(
 #[tokio::test]
 async fn every_route_answers_each_key_as_its_scope_says() {
     let s = Running::start(Config::for_tests()).await;
-    let subject = create_subject(&s, "Matrix subject").await;
+    let subject = s.new_subject("Matrix subject").await;
     let wrong = keyed_client(&keys::new_key().unwrap());
     let anonymous = reqwest::Client::new();
     // The scope sets of the test keys.
@@ -92,7 +68,7 @@ async fn every_route_answers_each_key_as_its_scope_says() {
         // Deleting the subject would change later rows; it is last in the table's order anyway,
         // but use a throwaway subject for it.
         let target = if *method == Method::DELETE && *route == "/v1/subjects/{id}" {
-            create_subject(&s, "Throwaway").await
+            s.new_subject("Throwaway").await
         } else {
             subject.clone()
         };
@@ -124,7 +100,7 @@ async fn every_route_answers_each_key_as_its_scope_says() {
         for (id, scope) in scoped {
             let client = s.client_for(id);
             let target = if *method == Method::DELETE && *route == "/v1/subjects/{id}" {
-                create_subject(&s, "Throwaway").await
+                s.new_subject("Throwaway").await
             } else {
                 target.clone()
             };
@@ -219,15 +195,15 @@ async fn every_route_answers_each_key_as_its_scope_says() {
 #[tokio::test]
 async fn the_unauthenticated_takeover_fails_at_the_first_call() {
     let s = Running::start(Config::for_tests()).await;
-    let victim = create_subject(&s, "Victim").await;
-    let (status, v) = enrol(&s, &s.client, &victim).await;
+    let victim = s.new_subject("Victim").await;
+    let (status, v) = s.enrol_sample(&s.client, &victim, "astronaut.png").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let attacker = reqwest::Client::new();
     // 1. List subjects to find a victim.
     let (status, _) = send_json(attacker.get(s.url("/v1/subjects"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // 2. Enrol the attacker's face for the victim.
-    let (status, _) = enrol(&s, &attacker, &victim).await;
+    let (status, _) = s.enrol_sample(&attacker, &victim, "astronaut.png").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // 3. Verify as the victim.
     let (status, _) = send_json(
@@ -239,7 +215,10 @@ async fn the_unauthenticated_takeover_fails_at_the_first_call() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // An application's verify key cannot enrol or list either.
     let app = s.client_for("verify");
-    assert_eq!(enrol(&s, &app, &victim).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.enrol_sample(&app, &victim, "astronaut.png").await.0,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(
         send_json(app.get(s.url("/v1/subjects"))).await.0,
         StatusCode::FORBIDDEN
@@ -252,8 +231,8 @@ async fn the_unauthenticated_takeover_fails_at_the_first_call() {
 #[tokio::test]
 async fn answers_without_admin_carry_the_decision_only() {
     let s = Running::start(Config::for_tests()).await;
-    let id = create_subject(&s, "Eileen Collins").await;
-    let (status, v) = enrol(&s, &s.client, &id).await;
+    let id = s.new_subject("Eileen Collins").await;
+    let (status, v) = s.enrol_sample(&s.client, &id, "astronaut.png").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
 
     let verify = |client: reqwest::Client| {
@@ -409,8 +388,8 @@ async fn audit_trail_records_each_action_without_secrets() {
     let mut config = Config::for_tests();
     config.audit_log = log.display().to_string();
     let s = Running::start(config).await;
-    let id = create_subject(&s, "Audited").await;
-    let (status, enrolled) = enrol(&s, &s.client, &id).await;
+    let id = s.new_subject("Audited").await;
+    let (status, enrolled) = s.enrol_sample(&s.client, &id, "astronaut.png").await;
     assert_eq!(status, StatusCode::CREATED, "{enrolled}");
     let (status, _) = send_json(
         s.client_for("verify")
@@ -639,8 +618,8 @@ async fn attempts_sent_at_once_reveal_no_more_decisions_than_the_lockout_allows(
     // Queue the whole burst (this test is about the lockout, not shedding).
     common::queue_whole_bursts(&mut config);
     let s = Running::start(config).await;
-    let id = create_subject(&s, "Eileen Collins").await;
-    let (status, v) = enrol(&s, &s.client, &id).await;
+    let id = s.new_subject("Eileen Collins").await;
+    let (status, v) = s.enrol_sample(&s.client, &id, "astronaut.png").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let app = s.client_for("verify");
     let attempts = (0..10).map(|_| {
@@ -703,8 +682,8 @@ async fn repeated_failures_lock_the_subject_until_the_lock_expires() {
     config.lockout_secs = 2;
     config.audit_log = log.display().to_string();
     let s = Running::start(config).await;
-    let id = create_subject(&s, "Eileen Collins").await;
-    let (status, v) = enrol(&s, &s.client, &id).await;
+    let id = s.new_subject("Eileen Collins").await;
+    let (status, v) = s.enrol_sample(&s.client, &id, "astronaut.png").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let app = s.client_for("verify");
     let verify = |image: &'static str| {

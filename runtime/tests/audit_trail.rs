@@ -33,31 +33,6 @@ fn audit_events(dir: &tempfile::TempDir, action: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn create_subject(s: &Running, name: &str) -> String {
-    let (status, v) = send_json(
-        s.client
-            .post(s.url("/v1/subjects"))
-            .json(&json!({ "name": name })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
-async fn enrol(s: &Running, id: &str) {
-    let form = Form::new().part(
-        "image",
-        Part::bytes(face("astronaut.png")).file_name("a.png"),
-    );
-    let (status, v) = send_json(
-        s.client
-            .post(s.url(&format!("/v1/subjects/{id}/faces")))
-            .multipart(form),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-}
-
 /// A grey PNG with no face in it.
 fn blank_png() -> Vec<u8> {
     let img = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
@@ -94,11 +69,17 @@ async fn refused_verifications_name_the_subject_and_session_they_aimed_at() {
     config.lockout_secs = 120;
     let dir = audited(&mut config);
     let s = Running::start(config).await;
-    let eileen = create_subject(&s, "Eileen Collins").await;
-    enrol(&s, &eileen).await;
-    let other = create_subject(&s, "Other").await;
-    enrol(&s, &other).await;
-    let faceless = create_subject(&s, "No face yet").await;
+    let eileen = s.new_subject("Eileen Collins").await;
+    assert_eq!(
+        s.enrol_sample(&s.client, &eileen, "astronaut.png").await.0,
+        StatusCode::CREATED
+    );
+    let other = s.new_subject("Other").await;
+    assert_eq!(
+        s.enrol_sample(&s.client, &other, "astronaut.png").await.0,
+        StatusCode::CREATED
+    );
+    let faceless = s.new_subject("No face yet").await;
     let live = || Some(face("astronaut.png"));
     let long = "x".repeat(MAX_ID_CHARS + 50);
 
@@ -228,8 +209,11 @@ async fn a_verification_with_a_session_records_the_session() {
     let mut config = Config::for_tests();
     let dir = audited(&mut config);
     let s = Running::start(config).await;
-    let eileen = create_subject(&s, "Eileen Collins").await;
-    enrol(&s, &eileen).await;
+    let eileen = s.new_subject("Eileen Collins").await;
+    assert_eq!(
+        s.enrol_sample(&s.client, &eileen, "astronaut.png").await.0,
+        StatusCode::CREATED
+    );
     let app = s.client_for("verify");
     let (status, opened) = send_json(
         app.post(s.url("/v1/liveness/sessions"))

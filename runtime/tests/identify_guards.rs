@@ -36,17 +36,6 @@ fn image_form(image: &str) -> Form {
     Form::new().part("image", Part::bytes(face(image)).file_name("p.png"))
 }
 
-async fn create_subject(s: &Running, name: &str) -> String {
-    let (status, v) = send_json(
-        s.client
-            .post(s.url("/v1/subjects"))
-            .json(&json!({ "name": name })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
 /// `POST /v1/subjects/{id}/faces` with `image`: status, `Retry-After`, body.
 async fn add_face(
     s: &Running,
@@ -124,7 +113,7 @@ async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_a
     c.audit_log = log.display().to_string();
     let s = Running::start(c).await;
     let app = s.client_for("verify");
-    let eileen = create_subject(&s, "Eileen Collins").await;
+    let eileen = s.new_subject("Eileen Collins").await;
     let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
 
@@ -136,7 +125,7 @@ async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_a
     );
     assert!(reasons(&nobody).contains(&"no_match"), "{nobody}");
 
-    let tom = create_subject(&s, "Tom").await;
+    let tom = s.new_subject("Tom").await;
     let (status, _, v) = add_face(&s, &s.client, &tom, SPOOF).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     // Two identifications match Tom and are rejected as a spoof: each is a failed attempt.
@@ -200,11 +189,11 @@ async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_a
 async fn a_locked_subjects_genuine_face_is_no_candidate_while_others_are_still_identified() {
     let s = Running::start(config()).await;
     let app = s.client_for("verify");
-    let eileen = create_subject(&s, "Eileen Collins").await;
+    let eileen = s.new_subject("Eileen Collins").await;
     let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     // A second subject enrolled with the same live face: both are accepted while unlocked.
-    let twin = create_subject(&s, "Twin").await;
+    let twin = s.new_subject("Twin").await;
     let (status, _, v) = add_face(&s, &s.client, &twin, LIVE).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let v = identify(&s, &app, LIVE).await;
@@ -245,7 +234,7 @@ async fn required_sessions_cover_identify() {
     c.require_session = Switch::On;
     let s = Running::start(c).await;
     let app = s.client_for("verify");
-    let eileen = create_subject(&s, "Eileen Collins").await;
+    let eileen = s.new_subject("Eileen Collins").await;
     let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     // Verify with a still photo is refused...
@@ -292,7 +281,7 @@ async fn a_locked_subject_takes_no_face_and_a_face_mismatch_is_a_failed_attempt(
     let s = Running::start(config()).await;
     let enrol = s.client_for("enrol");
     let app = s.client_for("verify");
-    let eileen = create_subject(&s, "Eileen Collins").await;
+    let eileen = s.new_subject("Eileen Collins").await;
     let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     // Another person's face through an enrol key: refused, and counted, twice.

@@ -238,6 +238,37 @@ impl Running {
     }
 
     /// The `/metrics` exposition text.
+    /// Create a subject named `name` with the admin key: its id (the creation must succeed).
+    pub async fn new_subject(&self, name: &str) -> String {
+        let (status, v) = send_json(
+            self.client
+                .post(self.url("/v1/subjects"))
+                .json(&serde_json::json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Enrol the sample face `file` (runtime/testdata/faces) into subject `id` with `client`.
+    pub async fn enrol_sample(
+        &self,
+        client: &reqwest::Client,
+        id: &str,
+        file: &str,
+    ) -> (StatusCode, Value) {
+        let form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(face(file)).file_name(file.to_owned()),
+        );
+        send_json(
+            client
+                .post(self.url(&format!("/v1/subjects/{id}/faces")))
+                .multipart(form),
+        )
+        .await
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))
