@@ -33,6 +33,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::fingerprint::closest_pair;
 use super::signals::{eye_opening, mouth_opening, pitch, yaw};
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation, Landmarks68};
 
@@ -430,17 +431,9 @@ pub fn evaluate(
     }
 
     // Near-duplicate frames anywhere in the session.
-    let mut min_diff: Option<f32> = None;
-    for (i, a) in frames.iter().enumerate() {
-        let Some(fa) = &a.fingerprint else { continue };
-        for b in &frames[i + 1..] {
-            let Some(fb) = &b.fingerprint else { continue };
-            let d = fa.difference(fb);
-            min_diff = Some(min_diff.map_or(d, |m: f32| m.min(d)));
-            if d <= policy.duplicate_max_difference {
-                fail(FailReason::DuplicateFrames, &mut reasons);
-            }
-        }
+    let min_diff = closest_pair(frames.iter().map(|f| f.fingerprint.as_ref())).map(|(d, _, _)| d);
+    if min_diff.is_some_and(|d| d <= policy.duplicate_max_difference) {
+        fail(FailReason::DuplicateFrames, &mut reasons);
     }
 
     // The same face throughout.

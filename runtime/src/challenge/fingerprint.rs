@@ -86,6 +86,27 @@ impl Fingerprint {
     }
 }
 
+/// The two most alike of `prints` (a `None` is skipped, its index kept): their difference and
+/// indices, `None` with fewer than two. The checker's near-duplicate test and the evaluation
+/// lab's check of a clip before it is written both ask this.
+pub fn closest_pair<'a>(
+    prints: impl IntoIterator<Item = Option<&'a Fingerprint>>,
+) -> Option<(f32, usize, usize)> {
+    let prints: Vec<Option<&Fingerprint>> = prints.into_iter().collect();
+    let mut closest: Option<(f32, usize, usize)> = None;
+    for (i, a) in prints.iter().enumerate() {
+        let Some(a) = a else { continue };
+        for (j, b) in prints.iter().enumerate().skip(i + 1) {
+            let Some(b) = b else { continue };
+            let d = a.difference(b);
+            if closest.is_none_or(|(m, _, _)| d < m) {
+                closest = Some((d, i, j));
+            }
+        }
+    }
+    closest
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -96,6 +117,18 @@ mod tests {
             let v = ((x * 3 + y) as u8).wrapping_add(offset);
             image::Rgb([v, v, v])
         })
+    }
+
+    #[test]
+    fn closest_pair_skips_missing_prints_and_keeps_their_indices() {
+        let (a, b) = (
+            Fingerprint::of(&gradient(0)).unwrap(),
+            Fingerprint::of(&gradient(90)).unwrap(),
+        );
+        let near = Fingerprint::of(&gradient(1)).unwrap();
+        let found = closest_pair([Some(&a), None, Some(&b), Some(&near)]).unwrap();
+        assert_eq!((found.1, found.2), (0, 3));
+        assert_eq!(closest_pair([Some(&a), None]), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod store;
 use serde::{Deserialize, Serialize};
 
 pub use checker::{ActionResult, ChallengeVerdict, FailReason, FrameFeedback, Outcome, evaluate};
-pub use fingerprint::Fingerprint;
+pub use fingerprint::{Fingerprint, closest_pair};
 
 use crate::vision::detect::{BoundingBox, Point};
 use crate::vision::embed::Embedding;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use facekey_runtime::challenge::{
-    Action, ActionResult, ChallengePolicy, FailReason, Fingerprint, Outcome,
+    Action, ActionResult, ChallengePolicy, FailReason, Fingerprint, Outcome, closest_pair,
 };
 use facekey_runtime::vision::landmarks::ChallengeModels;
 use facekey_runtime::vision::{Vision, VisionConfig};
@@ -828,16 +828,7 @@ fn closest_frames(images: &[image::RgbImage]) -> Result<Option<(f32, usize, usiz
         .iter()
         .map(|img| Fingerprint::of(img).ok_or_else(|| EvalError::Data("an empty frame".into())))
         .collect::<Result<Vec<_>, EvalError>>()?;
-    let mut closest: Option<(f32, usize, usize)> = None;
-    for (i, a) in prints.iter().enumerate() {
-        for (j, b) in prints.iter().enumerate().skip(i + 1) {
-            let d = a.difference(b);
-            if closest.is_none_or(|(m, _, _)| d < m) {
-                closest = Some((d, i, j));
-            }
-        }
-    }
-    Ok(closest)
+    Ok(closest_pair(prints.iter().map(Some)))
 }
 
 fn actions_str(actions: &[Action]) -> String {
