@@ -42,8 +42,30 @@ pub enum MetricsError {
     Encode(String),
 }
 
-/// The reasons of `facekey_body_refused_total`.
-pub const BODY_REFUSAL_REASONS: [&str; 3] = ["declared_too_large", "key_share", "too_slow"];
+/// Why the body guards refused a body: the `reason` of `facekey_body_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRefusal {
+    /// 413: a declared length over the body limit.
+    DeclaredTooLarge,
+    /// 429 `too_many_uploads`: the key's bodies hold its share of the body memory.
+    KeyShare,
+    /// 408 `body_too_slow`: the body fell behind the rate floor.
+    TooSlow,
+}
+
+impl BodyRefusal {
+    /// Every reason (each series exists from the start).
+    pub const ALL: [Self; 3] = [Self::DeclaredTooLarge, Self::KeyShare, Self::TooSlow];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DeclaredTooLarge => "declared_too_large",
+            Self::KeyShare => "key_share",
+            Self::TooSlow => "too_slow",
+        }
+    }
+}
 
 /// Every metric the runtime exposes.
 #[derive(Clone)]
@@ -90,7 +112,7 @@ pub struct Metrics {
     pub inference_service_seconds: Gauge,
     /// Offered load on the inference places (arrival rate x service time / places).
     pub admission_offered_load: Gauge,
-    /// Request bodies refused by the body guards, by reason ([`BODY_REFUSAL_REASONS`]).
+    /// Request bodies refused by the body guards, by reason ([`BodyRefusal`]).
     pub body_refused: IntCounterVec,
     /// Request body bytes reserved now.
     pub body_memory_bytes: IntGauge,
@@ -437,8 +459,8 @@ impl Metrics {
             admission_rejected.with_label_values(&[reason]);
         }
         admission_rejected.with_label_values(&[crate::body_budget::REFUSAL_LABEL]);
-        for reason in BODY_REFUSAL_REASONS {
-            body_refused.with_label_values(&[reason]);
+        for reason in BodyRefusal::ALL {
+            body_refused.with_label_values(&[reason.label()]);
         }
         Ok(Self {
             registry,

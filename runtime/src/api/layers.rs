@@ -42,6 +42,7 @@ use crate::body_budget::{
     self, BodyRefused, BodyReservation, BodyTooSlow, BodyWatch, KeyShare, KeyShareFull, Pace,
     RateFloor,
 };
+use crate::metrics::BodyRefusal;
 use crate::state::SharedState;
 
 /// The request id header, set on every request and echoed on every response.
@@ -425,7 +426,7 @@ fn admit_body(
 ) -> Result<(Option<BodyReservation>, Option<BodyWatch>), Box<Response>> {
     let hint = HttpBody::size_hint(req.body());
     if hint.lower() > shared.max_body {
-        body_refused(shared, "declared_too_large");
+        body_refused(shared, BodyRefusal::DeclaredTooLarge);
         return Err(Box::new(declared_too_large(hint.lower(), shared.max_body)));
     }
     let caller = req.extensions().get::<Caller>();
@@ -453,7 +454,7 @@ fn admit_body(
             return Err(Box::new(ApiError::from(full).into_response()));
         }
         Err(BodyRefused::KeyShare(over)) => {
-            body_refused(shared, "key_share");
+            body_refused(shared, BodyRefusal::KeyShare);
             return Err(Box::new(key_share_refused(over)));
         }
     };
@@ -525,12 +526,12 @@ fn too_slow_response(slow: BodyTooSlow) -> Response {
 }
 
 /// Count a body refused by the guards (`facekey_body_refused_total`).
-fn body_refused(shared: &RoutedShared, reason: &str) {
+fn body_refused(shared: &RoutedShared, reason: BodyRefusal) {
     shared
         .state
         .metrics
         .body_refused
-        .with_label_values(&[reason])
+        .with_label_values(&[reason.label()])
         .inc();
 }
 
@@ -656,7 +657,7 @@ where
                     // The handler and the body go now; the reservation below.
                     this.inner.set(None);
                     if let Some(finish) = this.finish.as_ref() {
-                        body_refused(&finish.shared, "too_slow");
+                        body_refused(&finish.shared, BodyRefusal::TooSlow);
                     }
                     too_slow_response(slow)
                 }
