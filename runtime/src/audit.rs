@@ -232,6 +232,13 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
 /// The action of a frames call, written only when it concludes its session or is refused.
 pub const SESSION_FRAMES: &str = "session.frames";
 
+/// Whether an admitted request's event is written, given its answer: always, except a frames
+/// call that neither concluded its session (the handler's detail then carries the verdict) nor
+/// was refused; the calls in between would only repeat the session.
+pub fn is_recorded(action: &str, success: bool, detail: Option<&AuditDetail>) -> bool {
+    !(action == SESSION_FRAMES && success && detail.is_none_or(|d| d.decision.is_none()))
+}
+
 /// The action of refused requests.
 pub const DENIED: &str = "auth.denied";
 
@@ -367,6 +374,23 @@ mod tests {
             (&"handler".into(), &"sess".into())
         );
         assert!(v.get("failed_attempts").is_none(), "{v}");
+    }
+
+    #[test]
+    fn frames_calls_are_written_when_they_conclude_or_are_refused() {
+        let verdict = AuditDetail {
+            decision: Some(Decision::Reject),
+            ..AuditDetail::default()
+        };
+        assert!(!is_recorded(SESSION_FRAMES, true, None));
+        assert!(!is_recorded(
+            SESSION_FRAMES,
+            true,
+            Some(&AuditDetail::default())
+        ));
+        assert!(is_recorded(SESSION_FRAMES, true, Some(&verdict)));
+        assert!(is_recorded(SESSION_FRAMES, false, None));
+        assert!(is_recorded("verify", true, None));
     }
 
     #[test]

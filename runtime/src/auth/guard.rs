@@ -201,15 +201,11 @@ impl PendingAudit {
         }
     }
 
-    /// Write the event now that `response` is known (the handler's detail wins over the path).
-    /// A frames call is written only when it concludes its session (the handler's detail then
-    /// carries the verdict) or is refused: the calls in between would only repeat the session.
+    /// Write the event now that `response` is known (the handler's detail wins over the path),
+    /// unless [`audit::is_recorded`] leaves it out.
     fn record(self, state: &SharedState, response: &Response) {
         let detail = response.extensions().get::<AuditDetail>();
-        if self.action == audit::SESSION_FRAMES
-            && response.status().is_success()
-            && detail.is_none_or(|d| d.decision.is_none())
-        {
+        if !audit::is_recorded(self.action, response.status().is_success(), detail) {
             return;
         }
         let mut event = AuditEvent::new(
