@@ -81,26 +81,27 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
     let Some(route) = route else {
         return Access::Open;
     };
-    // HEAD is answered by the GET handler and needs what GET needs.
-    let method = if method == Method::HEAD {
-        &Method::GET
-    } else {
-        method
-    };
+    let method = as_listed(method);
     ROUTES
         .iter()
         .find(|(m, r, _)| m == method && *r == route)
         .map_or(Access::Scope(Scope::Admin), |(_, _, a)| *a)
 }
 
-/// True when `route` is listed for another method but not for `method` (HEAD as GET): the
-/// router answers such a request 405, so the key guard need not ask for `admin` to say so.
-pub fn other_method_only(method: &Method, route: &str) -> bool {
-    let method = if method == Method::HEAD {
+/// The method a request is listed under: HEAD is answered by the GET handler and needs what GET
+/// needs.
+fn as_listed(method: &Method) -> &Method {
+    if method == Method::HEAD {
         &Method::GET
     } else {
         method
-    };
+    }
+}
+
+/// True when `route` is listed for another method but not for `method` (HEAD as GET): the
+/// router answers such a request 405, so the key guard need not ask for `admin` to say so.
+pub fn other_method_only(method: &Method, route: &str) -> bool {
+    let method = as_listed(method);
     let mut listed = ROUTES.iter().filter(|(_, r, _)| *r == route).peekable();
     listed.peek().is_some() && listed.all(|(m, _, _)| m != method)
 }
