@@ -482,7 +482,10 @@ async fn verify_decided(
         return super::sessions::verify_with_session(state, caller, headers, input).await;
     }
     if state.sessions.require_session() {
-        return Err(super::sessions::session_required());
+        return Err(super::sessions::session_required(
+            "verification",
+            "open one at /v1/liveness/sessions and send {\"subject\", \"session\"}",
+        ));
     }
     let engine = state.engine()?;
     let subject = input.required("subject")?.trim().to_string();
@@ -686,19 +689,6 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
     })
 }
 
-/// 422 `session_required` of `/v1/identify`: with sessions required, identification is refused
-/// rather than run on a still image, since a session proves liveness for one verification of a
-/// claimed subject and identify names none.
-fn identify_session_required() -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "session_required",
-        "this server requires a passed liveness session for every face decision \
-         (FACEKEY_REQUIRE_SESSION=on) and identification cannot take one: verify against the \
-         claimed subject at /v1/verify with {\"subject\", \"session\"}",
-    )
-}
-
 /// A subject as identification names it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CandidateSubject {
@@ -816,7 +806,11 @@ pub async fn identify(
     // A still image proves no liveness that a required session would: identify does not take
     // sessions, so it refuses rather than be the way around the requirement.
     if state.sessions.require_session() {
-        return Err(identify_session_required());
+        return Err(super::sessions::session_required(
+            "every face decision",
+            "identification cannot take one: verify against the claimed subject at /v1/verify \
+             with {\"subject\", \"session\"}",
+        ));
     }
     let engine = state.engine()?;
     let limit = parse_limit(&input)?;

@@ -882,14 +882,17 @@ pub struct SessionVerifyResponse {
     pub weights: String,
 }
 
-/// 422 `session_required`: the verify hook's answer when sessions are required and none came.
-pub fn session_required() -> ApiError {
+/// 422 `session_required`: the answer of a face decision made without a passed session when
+/// sessions are required (verify without one, and identify, which takes none); `what` names
+/// the decision and `advice` says what to send instead.
+pub fn session_required(what: &str, advice: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "session_required",
-        "this server requires a passed liveness session for verification \
-         (FACEKEY_REQUIRE_SESSION=on): open one at /v1/liveness/sessions and send \
-         {\"subject\", \"session\"}",
+        format!(
+            "this server requires a passed liveness session for {what} \
+             (FACEKEY_REQUIRE_SESSION=on): {advice}"
+        ),
     )
 }
 
