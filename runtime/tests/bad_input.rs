@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Running, error_code, face, png_header_only, send_json};
+use common::{Running, error_code, face, metric, png_header_only, send_json};
 use facekey_runtime::config::Config;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -101,16 +101,6 @@ fn assert_error(what: &str, status: StatusCode, v: &Value, want: StatusCode) {
             .is_some_and(|m| !m.is_empty()),
         "{what}: {v}"
     );
-}
-
-async fn assert_serving(s: &Running) {
-    let (status, v) = send_json(
-        s.client
-            .post(s.url("/v1/score"))
-            .json(&json!({ "features": [1, 0.5, -1] })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "server stopped serving: {v}");
 }
 
 #[tokio::test]
@@ -229,7 +219,7 @@ async fn bad_images_on_every_image_endpoint_get_4xx_json() {
             assert_eq!(status, want, "{path} {what}: {v}");
         }
     }
-    assert_serving(&s).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
 }
 
@@ -412,7 +402,7 @@ async fn bad_frames_get_4xx_json_and_consume_nothing() {
         "a refused call consumed frames: {v}"
     );
     assert_eq!(v["state"], "in_progress", "{v}");
-    assert_serving(&s).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
 }
 
@@ -672,21 +662,8 @@ async fn bad_json_numbers_and_ids_get_4xx_json() {
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
-    assert_serving(&s).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
-}
-
-/// The value of an unlabelled (or fully labelled) series in a metrics text.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{series} missing"))
 }
 
 /// Start a request to `/v1/score` declaring `declared` (a length, or chunked when `None`) and
@@ -696,22 +673,24 @@ async fn held_upload(
     key: Option<&str>,
     declared: Option<usize>,
 ) -> tokio::net::TcpStream {
-    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let auth = key.map_or(String::new(), |k| format!("authorization: Bearer {k}\r\n"));
-    let framing = declared.map_or(
-        "transfer-encoding: chunked\r\n\r\n5\r\n{\"fea\r\n".to_owned(),
-        |n| format!("content-length: {n}\r\n\r\n{{\"fea"),
-    );
-    stream
-        .write_all(
-            format!(
-                "POST /v1/score HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\n{framing}"
+    match declared {
+        Some(n) => {
+            let framing = format!("content-length: {n}\r\n");
+            s.open_request("/v1/score", key, "application/json", &framing, b"{\"fea")
+                .await
+        }
+        None => {
+            let framing = "transfer-encoding: chunked\r\n";
+            s.open_request(
+                "/v1/score",
+                key,
+                "application/json",
+                framing,
+                b"5\r\n{\"fea\r\n",
             )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    stream
+            .await
+        }
+    }
 }
 
 /// Request bodies held at once are bounded (`FACEKEY_MAX_BODY_MEMORY_BYTES`): a request whose
@@ -833,7 +812,7 @@ async fn request_bodies_held_at_once_are_bounded() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_serving(&s).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
 }
 
@@ -910,7 +889,7 @@ async fn oversized_bodies_and_slow_clients_do_not_stop_the_server() {
     });
     // Meanwhile everyone else is served.
     for _ in 0..5 {
-        assert_serving(&s).await;
+        s.assert_scores(&s.client).await;
     }
     // The trickling request runs into the request timeout: a 503 JSON answer, not a hang.
     let mut trickle = writer.await.unwrap();
@@ -936,7 +915,7 @@ async fn oversized_bodies_and_slow_clients_do_not_stop_the_server() {
         closed.is_ok(),
         "a stalled client still holds its connection"
     );
-    assert_serving(&s).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
 }
 
@@ -1019,6 +998,6 @@ async fn headers_trickled_past_the_header_read_timeout_are_cut_off() {
         cut_after >= Duration::from_millis(900) && cut_after < Duration::from_millis(3500),
         "cut off after {cut_after:?} (header-read timeout 1 s)"
     );
-    assert_serving(&s).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Running, error_code, face, send_json};
+use common::{Running, error_code, face, metric, send_json};
 use facekey_runtime::config::Config;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -18,39 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const KIB: usize = 1024;
-
-/// The value of a metric series in the exposition text.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{series} missing"))
-}
-
-/// Open a connection and send a request's headers with `key`, `content-type` and `framing`
-/// (the `content-length` line or more), then `body_start`.
-async fn open_request(
-    s: &Running,
-    path: &str,
-    key: &str,
-    content_type: &str,
-    framing: &str,
-    body_start: &[u8],
-) -> TcpStream {
-    let mut stream = TcpStream::connect(s.addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
-         content-type: {content_type}\r\n{framing}\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body_start).await.unwrap();
-    stream
-}
 
 /// Everything the server sends until it closes the connection (the answers here leave the
 /// body unread, so the server closes it); fails after `within`.
@@ -91,16 +58,6 @@ async fn wait_for_reserved(s: &Running, want: f64) {
     panic!("body memory reserved stayed at {seen}, not {want}");
 }
 
-async fn assert_scores(s: &Running, client: &reqwest::Client) {
-    let (status, v) = send_json(
-        client
-            .post(s.url("/v1/score"))
-            .json(&json!({ "features": [1, 0.5, -1] })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
-}
-
 /// A declared length over the body limit is answered 413 `payload_too_large` without a byte of
 /// the body being sent (the request timeout is a minute: the answer cannot be the timeout's),
 /// even when the client waits for `100 Continue`; nothing is reserved and the server serves on.
@@ -112,15 +69,15 @@ async fn a_declared_length_over_the_limit_is_refused_unread() {
     let s = Running::start(config).await;
     let key = s.keys["verify"].clone();
     for expect in ["", "expect: 100-continue\r\n"] {
-        let mut stream = open_request(
-            &s,
-            "/v1/verify",
-            &key,
-            "application/json",
-            &format!("content-length: 9000000\r\n{expect}"),
-            b"",
-        )
-        .await;
+        let mut stream = s
+            .open_request(
+                "/v1/verify",
+                Some(&key),
+                "application/json",
+                &format!("content-length: 9000000\r\n{expect}"),
+                b"",
+            )
+            .await;
         let answer = read_answer(&mut stream, Duration::from_secs(20)).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{expect:?}: {answer}");
         let (_, v) = parse(&answer);
@@ -139,19 +96,19 @@ async fn a_declared_length_over_the_limit_is_refused_unread() {
         2.0
     );
     // Exactly the limit is not refused for its length (it is held, waiting for its body).
-    let held = open_request(
-        &s,
-        "/v1/score",
-        &key,
-        "application/json",
-        &format!("content-length: {}\r\n", 256 * KIB),
-        b"{",
-    )
-    .await;
+    let held = s
+        .open_request(
+            "/v1/score",
+            Some(&key),
+            "application/json",
+            &format!("content-length: {}\r\n", 256 * KIB),
+            b"{",
+        )
+        .await;
     wait_for_reserved(&s, (256 * KIB) as f64).await;
     drop(held);
     wait_for_reserved(&s, 0.0).await;
-    assert_scores(&s, &s.client).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
 }
 
@@ -171,10 +128,15 @@ async fn one_key_trickling_bodies_cannot_starve_another_key() {
     let greedy = s.keys["verify"].clone();
     let framing = "content-length: 1048576\r\n";
     let multipart = "multipart/form-data; boundary=X";
-    let mut held = vec![open_request(&s, "/v1/verify", &greedy, multipart, framing, b"--X").await];
+    let mut held = vec![
+        s.open_request("/v1/verify", Some(&greedy), multipart, framing, b"--X")
+            .await,
+    ];
     wait_for_reserved(&s, (1024 * KIB) as f64).await;
     for _ in 1..16 {
-        let mut refused = open_request(&s, "/v1/verify", &greedy, multipart, framing, b"--X").await;
+        let mut refused = s
+            .open_request("/v1/verify", Some(&greedy), multipart, framing, b"--X")
+            .await;
         let answer = read_answer(&mut refused, Duration::from_secs(20)).await;
         let (status, v) = parse(&answer);
         assert_eq!(
@@ -214,7 +176,7 @@ async fn one_key_trickling_bodies_cannot_starve_another_key() {
         "every connection but the first was refused for the key's share"
     );
     // Meanwhile another key scores, enrols and verifies.
-    assert_scores(&s, &s.client).await;
+    s.assert_scores(&s.client).await;
     let (status, v) = send_json(
         s.client
             .post(s.url("/v1/subjects"))
@@ -246,7 +208,7 @@ async fn one_key_trickling_bodies_cannot_starve_another_key() {
     // The greedy key's clients go away: its share comes back, and it can upload again.
     drop(held);
     wait_for_reserved(&s, 0.0).await;
-    assert_scores(&s, &s.client_for("verify")).await;
+    s.assert_scores(&s.client_for("verify")).await;
     s.stop().await;
 }
 
@@ -264,15 +226,15 @@ async fn a_body_slower_than_the_floor_is_cut_off_and_a_moderate_one_is_served() 
     let key = s.keys["verify"].clone();
 
     let body = br#"{"features":[1,0.5,-1]}"#;
-    let mut slow = open_request(
-        &s,
-        "/v1/score",
-        &key,
-        "application/json",
-        &format!("content-length: {}\r\n", body.len()),
-        b"",
-    )
-    .await;
+    let mut slow = s
+        .open_request(
+            "/v1/score",
+            Some(&key),
+            "application/json",
+            &format!("content-length: {}\r\n", body.len()),
+            b"",
+        )
+        .await;
     let (mut reader, mut writer) = slow.split();
     let trickle = async {
         for b in body {
@@ -317,15 +279,15 @@ async fn a_body_slower_than_the_floor_is_cut_off_and_a_moderate_one_is_served() 
     // About 8 KiB/s for 3 s: 2 KiB every 250 ms, a valid request padded with whitespace.
     let mut padded = body.to_vec();
     padded.resize(24 * KIB, b' ');
-    let mut moderate = open_request(
-        &s,
-        "/v1/score",
-        &key,
-        "application/json",
-        &format!("content-length: {}\r\nconnection: close\r\n", padded.len()),
-        b"",
-    )
-    .await;
+    let mut moderate = s
+        .open_request(
+            "/v1/score",
+            Some(&key),
+            "application/json",
+            &format!("content-length: {}\r\nconnection: close\r\n", padded.len()),
+            b"",
+        )
+        .await;
     for chunk in padded.chunks(2 * KIB) {
         moderate.write_all(chunk).await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -335,6 +297,6 @@ async fn a_body_slower_than_the_floor_is_cut_off_and_a_moderate_one_is_served() 
     assert_eq!(status, 200, "{answer}");
     assert_eq!(v["decision"], "accept", "{v}");
     wait_for_reserved(&s, 0.0).await;
-    assert_scores(&s, &s.client).await;
+    s.assert_scores(&s.client).await;
     s.stop().await;
 }

@@ -43,20 +43,24 @@ async fn add_face(
     id: &str,
     image: &str,
 ) -> (StatusCode, Option<String>, Value) {
-    let r = client
-        .post(s.url(&format!("/v1/subjects/{id}/faces")))
-        .multipart(image_form(image))
-        .send()
-        .await
-        .unwrap();
-    let retry = retry_after(&r);
-    (r.status(), retry, r.json().await.unwrap_or(Value::Null))
+    send_with_retry_after(
+        client
+            .post(s.url(&format!("/v1/subjects/{id}/faces")))
+            .multipart(image_form(image)),
+    )
+    .await
 }
 
-fn retry_after(r: &reqwest::Response) -> Option<String> {
-    r.headers()
+/// Send `request`: its status, `Retry-After` and JSON body.
+async fn send_with_retry_after(
+    request: reqwest::RequestBuilder,
+) -> (StatusCode, Option<String>, Value) {
+    let r = request.send().await.unwrap();
+    let retry = r
+        .headers()
         .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned())
+        .map(|v| v.to_str().unwrap().to_owned());
+    (r.status(), retry, r.json().await.unwrap())
 }
 
 async fn identify(s: &Running, client: &reqwest::Client, image: &str) -> Value {
@@ -77,14 +81,12 @@ async fn verify(
     id: &str,
     image: &str,
 ) -> (StatusCode, Option<String>, Value) {
-    let r = client
-        .post(s.url("/v1/verify"))
-        .multipart(image_form(image).text("subject", id.to_owned()))
-        .send()
-        .await
-        .unwrap();
-    let retry = retry_after(&r);
-    (r.status(), retry, r.json().await.unwrap())
+    send_with_retry_after(
+        client
+            .post(s.url("/v1/verify"))
+            .multipart(image_form(image).text("subject", id.to_owned())),
+    )
+    .await
 }
 
 fn reasons(v: &Value) -> Vec<&str> {

@@ -38,6 +38,19 @@ pub async fn send_json(request: reqwest::RequestBuilder) -> (StatusCode, Value) 
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The value of an unlabelled (or fully labelled) series in a metrics text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{series} missing"))
+}
+
 pub fn error_code(v: &serde_json::Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -267,6 +280,43 @@ impl Running {
                 .multipart(form),
         )
         .await
+    }
+
+    /// `POST /v1/score` with `client` must be answered 200: the server still serves.
+    pub async fn assert_scores(&self, client: &reqwest::Client) {
+        let (status, v) = send_json(
+            client
+                .post(self.url("/v1/score"))
+                .json(&serde_json::json!({ "features": [1, 0.5, -1] })),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "/v1/score failed (server stopped serving?): {v}"
+        );
+    }
+
+    /// Open a raw connection and send a `POST path` request's headers (with `key` as a bearer
+    /// token when given, `content-type` and `framing`: the `content-length` or
+    /// `transfer-encoding` line and any more), then `body_start`; the caller sends the rest.
+    pub async fn open_request(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        content_type: &str,
+        framing: &str,
+        body_start: &[u8],
+    ) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let auth = key.map_or(String::new(), |k| format!("authorization: Bearer {k}\r\n"));
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: {content_type}\r\n{framing}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body_start).await.unwrap();
+        stream
     }
 
     pub async fn metrics(&self) -> String {
