@@ -39,8 +39,8 @@ use super::ui::UiResponse;
 use crate::auth::Caller;
 use crate::auth::guard::{self, Admitted, PathIds};
 use crate::body_budget::{
-    self, BodyRefused, BodyReservation, BodyTooSlow, BodyWatch, KeyShare, KeyShareFull, Pace,
-    RateFloor,
+    self, BodyMemoryFull, BodyRefused, BodyReservation, BodyTooSlow, BodyWatch, KeyShare,
+    KeyShareFull, Pace, RateFloor,
 };
 use crate::metrics::BodyRefusal;
 use crate::state::SharedState;
@@ -440,19 +440,7 @@ fn admit_body(
     let state = &shared.state;
     let reservation = match state.body_budget.reserve(hint.upper(), key) {
         Ok(reservation) => reservation,
-        Err(BodyRefused::Full(full)) => {
-            state
-                .metrics
-                .admission_rejected
-                .with_label_values(&[body_budget::REFUSAL_LABEL])
-                .inc();
-            tracing::debug!(
-                wanted = full.wanted,
-                held = full.held,
-                "request body refused: body memory full"
-            );
-            return Err(Box::new(ApiError::from(full).into_response()));
-        }
+        Err(BodyRefused::Full(full)) => return Err(Box::new(memory_full_refused(state, full))),
         Err(BodyRefused::KeyShare(over)) => {
             body_refused(shared, BodyRefusal::KeyShare);
             return Err(Box::new(key_share_refused(over)));
@@ -483,6 +471,21 @@ fn declared_too_large(declared: u64, limit: u64) -> Response {
         ),
     )
     .into_response()
+}
+
+/// The 503 `overloaded` of a request whose body the whole budget cannot hold now.
+fn memory_full_refused(state: &SharedState, full: BodyMemoryFull) -> Response {
+    state
+        .metrics
+        .admission_rejected
+        .with_label_values(&[body_budget::REFUSAL_LABEL])
+        .inc();
+    tracing::debug!(
+        wanted = full.wanted,
+        held = full.held,
+        "request body refused: body memory full"
+    );
+    ApiError::from(full).into_response()
 }
 
 /// The 429 of a request whose key's bodies already hold the key's share of the body budget:
