@@ -147,10 +147,7 @@ pub fn render(input: &str, opts: &RenderOptions) -> Result<String> {
             out.push_str(&format!("# FaceKeyDeployment {source}: {note}"));
         }
         for obj in render_objects(&fkd, opts)? {
-            let yaml = serde_yaml::to_string(&obj).map_err(|source| Error::Yaml {
-                what: "output".into(),
-                source,
-            })?;
+            let yaml = to_yaml(&obj)?;
             out.push_str(&format!(
                 "---\n# Source: FaceKeyDeployment {source}\n{yaml}"
             ));
@@ -273,19 +270,100 @@ pub fn render_inject(
                 Decision::NotRequested | Decision::OptedOut => {}
             }
         }
-        let yaml = serde_yaml::to_string(&value).map_err(|source| Error::Yaml {
-            what: "output".into(),
-            source,
-        })?;
+        let yaml = to_yaml(&value)?;
         out.yaml.push_str(&format!("---\n{note}{yaml}"));
     }
     Ok(out)
+}
+
+/// `value` as YAML that YAML 1.1 readers (kubectl's, PyYAML) read back as the same strings.
+fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    let yaml = serde_yaml::to_string(value).map_err(|source| Error::Yaml {
+        what: "output".into(),
+        source,
+    })?;
+    Ok(quote_yaml11_booleans(&yaml))
+}
+
+/// Plain scalars YAML 1.1 reads as booleans, which serde_yaml (YAML 1.2) leaves unquoted.
+const YAML11_BOOLEANS: [&str; 16] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Single-quote the plain scalar values of `yaml` that a YAML 1.1 reader would take for a
+/// boolean: `FACEKEY_REQUIRE_SESSION: on` reaches `kubectl apply` as `true`, and a ConfigMap
+/// refuses a boolean. Lines inside block scalars (`|-`, `>`) are text and left alone.
+fn quote_yaml11_booleans(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    // Indentation of the line that opened the block scalar being copied, if any.
+    let mut block: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(opened) = block {
+            if line.trim().is_empty() || indent > opened {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            block = None;
+        }
+        // The value after any sequence dashes and a plain `key: `.
+        let mut rest = line.trim_start();
+        while let Some(item) = rest.strip_prefix("- ") {
+            rest = item;
+        }
+        let value = match rest.split_once(": ") {
+            Some((key, value)) if !key.starts_with(['\'', '"']) => value,
+            Some(_) => "",
+            None => rest,
+        };
+        let trimmed = value.trim_end();
+        if ["|", "|-", "|+", ">", ">-", ">+"].contains(&trimmed) {
+            block = Some(indent);
+        }
+        if YAML11_BOOLEANS.contains(&trimmed) {
+            out.push_str(&line[..line.len() - value.len()]);
+            out.push_str(&format!("'{trimmed}'"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn yaml11_booleans_are_quoted_outside_block_scalars() {
+        let value = serde_json::json!({
+            "data": {"A": "on", "B": "off", "C": "yes", "D": "n", "E": "online", "F": "true"},
+            "list": ["on", "no", "x"],
+            "nested": [{"k": "Off"}],
+            "text": "first line\nno\non\n",
+        });
+        let yaml = to_yaml(&value).unwrap();
+        for quoted in [
+            "A: 'on'",
+            "B: 'off'",
+            "C: 'yes'",
+            "D: 'n'",
+            "- 'on'",
+            "- 'no'",
+            "- k: 'Off'",
+        ] {
+            assert!(yaml.contains(quoted), "{quoted} in\n{yaml}");
+        }
+        assert!(yaml.contains("E: online"), "{yaml}");
+        // The block scalar's lines are text, unchanged.
+        assert!(yaml.contains("\n  no\n  on\n"), "{yaml}");
+        let back: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, value);
+    }
 
     const TWO: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n\
         apiVersion: facekey.dev/v1alpha1\nkind: FaceKeyDeployment\nmetadata: {name: a}\n\
