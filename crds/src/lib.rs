@@ -116,6 +116,8 @@ pub mod condition {
 )]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || !has(self.replicas) || self.replicas == 1").message("set either replicas or autoscaling, not both"))]
 #[x_kube(validation = Rule::new("!(has(self.autoscaling) && has(self.store) && has(self.store.embedded))").message("an embedded store serves one pod: autoscaling needs store.postgres"))]
+#[x_kube(validation = Rule::new("!has(self.verification) || !has(self.verification.decisionPolicy) || self.verification.decisionPolicy != 'fusion' || (has(self.models) && has(self.models.scoreWeights)) || (has(self.settings) && has(self.settings.allowInsecure) && self.settings.allowInsecure == 'true')").message("verification.decisionPolicy fusion needs models.scoreWeights: the runtime refuses to start with its uncalibrated reference weights under fusion unless settings.allowInsecure is \"true\""))]
+#[x_kube(validation = Rule::new("!has(self.settings) || !has(self.settings.liveness) || self.settings.liveness != 'off' || (has(self.settings.allowInsecure) && self.settings.allowInsecure == 'true')").message("settings.liveness off makes every face count as live: the runtime refuses to start with it unless settings.allowInsecure is \"true\""))]
 #[serde(rename_all = "camelCase")]
 pub struct FaceKeyDeploymentSpec {
     /// Runtime container image reference (tag or digest), e.g. `ghcr.io/facekey/runtime:0.1.0`.
@@ -175,6 +177,208 @@ pub struct FaceKeyDeploymentSpec {
     /// this block no pod is injected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<Sidecar>,
+    /// What the runtime asks before it accepts a face: challenge-liveness sessions, the lockout
+    /// after failed attempts, the decision policy and the checks on enrolled faces. An omitted
+    /// field keeps the runtime's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Further runtime settings, for the tuning the spec has no field for (body and image limits,
+    /// the admission queue, CORS origins, the log filter, ...): each name is the runtime's
+    /// `FACEKEY_<NAME>` in camelCase and each value a string as in the environment, e.g.
+    /// `maxBodyBytes: "4194304"` for `FACEKEY_MAX_BODY_BYTES`. Only the names listed here are
+    /// accepted (the API server drops or, with strict field validation, refuses others): those
+    /// the operator writes itself or a field of the spec sets are not among them. The runtime
+    /// checks the values when it starts; a pod given a value it refuses does not start (a
+    /// rolling update stops with the old pods serving; the embedded store's `Recreate` has none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "settings_schema")]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Runtime settings (`FACEKEY_*` names) `spec.settings` may set, under their
+/// [`settings_field`] names: the runtime's tuning knobs that neither the operator derives
+/// (listeners, files, capacity, shutdown) nor a spec field names (thresholds, store limits,
+/// `verification`).
+pub const RUNTIME_SETTINGS: &[&str] = &[
+    "FACEKEY_MAX_BODY_BYTES",
+    "FACEKEY_MAX_BODY_MEMORY_BYTES",
+    "FACEKEY_MAX_BODY_MEMORY_PER_KEY_SHARE",
+    "FACEKEY_MIN_BODY_BYTES_PER_SEC",
+    "FACEKEY_BODY_RATE_GRACE_SECS",
+    "FACEKEY_MAX_IMAGE_BYTES",
+    "FACEKEY_MAX_IMAGE_PIXELS",
+    "FACEKEY_MIN_FACE_SIZE",
+    "FACEKEY_MULTI_FACE",
+    "FACEKEY_MAX_FACES_PER_IMAGE",
+    "FACEKEY_LIVENESS",
+    "FACEKEY_LIVENESS_COMBINE",
+    "FACEKEY_MATCH_MODELS",
+    "FACEKEY_PASSIVE_LIVENESS_MODELS",
+    "FACEKEY_MAX_BATCH",
+    "FACEKEY_MAX_QUEUE",
+    "FACEKEY_MAX_QUEUE_WAIT_MS",
+    "FACEKEY_QUEUE_MAX_LOAD",
+    "FACEKEY_REQUEST_TIMEOUT_SECS",
+    "FACEKEY_MAX_CONNECTIONS",
+    "FACEKEY_HEADER_READ_TIMEOUT_SECS",
+    "FACEKEY_ALERT_MIN_INTERVAL_SECS",
+    "FACEKEY_CORS_ORIGINS",
+    "FACEKEY_LOG",
+    "FACEKEY_ALLOW_INSECURE",
+];
+
+/// Longest value of one `spec.settings` entry.
+pub const MAX_SETTING_LENGTH: usize = 4096;
+
+/// The `spec.settings` name of runtime setting `env_name`: `FACEKEY_MAX_BODY_BYTES` →
+/// `maxBodyBytes`.
+pub fn settings_field(env_name: &str) -> String {
+    let mut field = String::new();
+    let words = env_name.trim_start_matches("FACEKEY_").split('_');
+    for (i, word) in words.enumerate() {
+        let lower = word.to_ascii_lowercase();
+        let mut chars = lower.chars();
+        if i > 0
+            && let Some(first) = chars.next()
+        {
+            field.push(first.to_ascii_uppercase());
+        }
+        field.extend(chars);
+    }
+    field
+}
+
+/// The runtime setting (`FACEKEY_*`) a `spec.settings` name stands for, if it is one of
+/// [`RUNTIME_SETTINGS`].
+pub fn setting_env_name(field: &str) -> Option<&'static str> {
+    RUNTIME_SETTINGS
+        .iter()
+        .copied()
+        .find(|name| settings_field(name) == field)
+}
+
+/// The schema of `spec.settings`: an object whose properties are [`RUNTIME_SETTINGS`] by their
+/// [`settings_field`] names, each a string of one line. The API server drops (or, with strict field validation, refuses) any
+/// other name; the operator refuses one that got past it.
+fn settings_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let properties: serde_json::Map<String, serde_json::Value> = RUNTIME_SETTINGS
+        .iter()
+        .map(|name| {
+            let property = serde_json::json!({
+                "type": "string",
+                "maxLength": MAX_SETTING_LENGTH,
+                "pattern": "^[^\\r\\n]*$",
+            });
+            (settings_field(name), property)
+        })
+        .collect();
+    let mut schema = serde_json::Map::new();
+    schema.insert("type".to_owned(), "object".into());
+    schema.insert("properties".to_owned(), properties.into());
+    schemars::Schema::from(schema)
+}
+
+/// What the runtime asks before it accepts a face (`spec.verification`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// `true`: `/v1/verify` and `/v1/identify` refuse a face without a passed challenge-liveness
+    /// session (422 `session_required`), so a still photo is never enough
+    /// (`FACEKEY_REQUIRE_SESSION`; default false: passive liveness on the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_session: Option<bool>,
+    /// `strict` (the runtime's default): accept only when the fused probability, the match and
+    /// the liveness check all accept; `fusion`: the fused probability alone decides, which needs
+    /// calibrated `models.scoreWeights` (`FACEKEY_DECISION_POLICY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_policy: Option<DecisionPolicy>,
+    /// Limits of challenge-liveness sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionLimits>,
+    /// Locking a subject after repeated failed verifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout: Option<Lockout>,
+    /// Checks on a face being enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<EnrolmentChecks>,
+}
+
+/// How the runtime's decision combines its scores (`FACEKEY_DECISION_POLICY`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionPolicy {
+    /// The fused probability, the match and the liveness check must all accept.
+    Strict,
+    /// The fused probability alone decides.
+    Fusion,
+}
+
+impl DecisionPolicy {
+    /// The value of `FACEKEY_DECISION_POLICY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionPolicy::Strict => "strict",
+            DecisionPolicy::Fusion => "fusion",
+        }
+    }
+}
+
+/// Limits of challenge-liveness sessions (`spec.verification.sessions`); the runtime's
+/// defaults when omitted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionLimits {
+    /// Seconds a session lives after it is opened (`FACEKEY_SESSION_TTL_SECS`, default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub ttl_seconds: Option<u32>,
+    /// Frames one session accepts in all (`FACEKEY_SESSION_MAX_FRAMES`, default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_frames: Option<u32>,
+    /// Sessions open at once per replica, or across replicas sharing PostgreSQL
+    /// (`FACEKEY_MAX_SESSIONS`, default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_open: Option<u32>,
+    /// Sessions open at once per API key (`FACEKEY_MAX_SESSIONS_PER_KEY`, default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_open_per_key: Option<u32>,
+}
+
+/// Locking a subject after repeated failed verifications (`spec.verification.lockout`): 429
+/// `subject_locked` while locked.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Lockout {
+    /// Failed verifications within `windowSeconds` that lock the subject; 0 turns the lockout
+    /// off (`FACEKEY_LOCKOUT_ATTEMPTS`, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub attempts: Option<u32>,
+    /// Seconds in which failures are counted (`FACEKEY_LOCKOUT_WINDOW_SECS`, default 900).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31_622_400))]
+    pub window_seconds: Option<u32>,
+    /// Seconds a locked subject stays locked (`FACEKEY_LOCKOUT_SECS`, default 900).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31_622_400))]
+    pub duration_seconds: Option<u32>,
+}
+
+/// Checks on a face being enrolled (`spec.verification.enrolment`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrolmentChecks {
+    /// Whether the face must pass passive liveness (`FACEKEY_ENROL_LIVENESS`, default true;
+    /// false for enrolment from ID photos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<bool>,
+    /// Least quality score in [0, 1] (`FACEKEY_ENROL_MIN_QUALITY`, default 0.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("enrolment.minQuality must be in [0, 1]"))]
+    pub min_quality: Option<f64>,
 }
 
 /// Pod annotation naming the FaceKeyDeployment (same namespace) whose runtime the operator's
@@ -445,6 +649,11 @@ pub struct Store {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100_000_000))]
     pub max_templates: Option<u32>,
+    /// Most faces one subject holds (`FACEKEY_MAX_FACES_PER_SUBJECT`; the runtime's 5 when
+    /// omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_faces_per_subject: Option<u32>,
 }
 
 impl Default for Store {
@@ -456,6 +665,7 @@ impl Default for Store {
             retain_on_delete: true,
             max_subjects: None,
             max_templates: None,
+            max_faces_per_subject: None,
         }
     }
 }

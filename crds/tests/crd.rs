@@ -747,3 +747,110 @@ fn kube_core_duration_parser_still_panics_on_overflow_and_inner_signs() {
         assert!(panicked, "kube-core now parses {s:?} without a panic");
     }
 }
+
+#[test]
+fn settings_accept_only_the_listed_runtime_settings_as_single_lines() {
+    let settings = &schema()["properties"]["spec"]["properties"]["settings"];
+    let names: Vec<&str> = settings["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut listed: Vec<String> = facekey_crds::RUNTIME_SETTINGS
+        .iter()
+        .map(|n| facekey_crds::settings_field(n))
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(
+        names, listed,
+        "the schema's properties are RUNTIME_SETTINGS"
+    );
+    assert!(names.contains(&"maxBodyMemoryPerKeyShare") && names.contains(&"log"));
+    for field in &names {
+        let env = facekey_crds::setting_env_name(field).unwrap();
+        assert_eq!(facekey_crds::settings_field(env), *field);
+    }
+    // No additionalProperties: the API server prunes (or, strict, refuses) any other name.
+    assert!(settings.get("additionalProperties").is_none());
+    for name in &names {
+        let value = &settings["properties"][name];
+        assert_eq!(value["type"], "string", "{name}");
+        let pattern = regex::Regex::new(value["pattern"].as_str().unwrap()).unwrap();
+        assert!(pattern.is_match("https://a.example,https://b.example"));
+        assert!(!pattern.is_match("1\nFACEKEY_LISTEN=0.0.0.0:1"), "{name}");
+        assert!(!pattern.is_match("1\r"), "{name}");
+    }
+    // Nothing the operator writes itself can be given here.
+    for owned in [
+        "listen",
+        "dataDir",
+        "apiKeysFile",
+        "requireSession",
+        "maxSubjects",
+    ] {
+        assert!(facekey_crds::setting_env_name(owned).is_none(), "{owned}");
+    }
+}
+
+#[test]
+fn unsafe_verification_settings_need_allow_insecure() {
+    let fusion = object(json!({"image": "img:1", "verification": {"decisionPolicy": "fusion"}}));
+    let failures = cel_failures(&fusion);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].starts_with("verification.decisionPolicy fusion needs models.scoreWeights")
+    );
+    let with_weights = object(json!({"image": "img:1",
+        "models": {"scoreWeights": {"configMapKeyRef": {"name": "w", "key": "weights.json"}}},
+        "verification": {"decisionPolicy": "fusion"}}));
+    assert_eq!(cel_failures(&with_weights), Vec::<String>::new());
+    let allowed = object(
+        json!({"image": "img:1", "verification": {"decisionPolicy": "fusion"},
+        "settings": {"allowInsecure": "true"}}),
+    );
+    assert_eq!(cel_failures(&allowed), Vec::<String>::new());
+    let strict = object(json!({"image": "img:1", "verification": {"decisionPolicy": "strict"}}));
+    assert_eq!(cel_failures(&strict), Vec::<String>::new());
+
+    let off = object(json!({"image": "img:1", "settings": {"liveness": "off"}}));
+    let failures = cel_failures(&off);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].starts_with("settings.liveness off"));
+    let off_allowed = object(json!({"image": "img:1",
+        "settings": {"liveness": "off", "allowInsecure": "true"}}));
+    assert_eq!(cel_failures(&off_allowed), Vec::<String>::new());
+    let both = object(json!({"image": "img:1", "settings": {"liveness": "both"}}));
+    assert_eq!(cel_failures(&both), Vec::<String>::new());
+}
+
+#[test]
+fn verification_fields_deserialize_and_check_quality() {
+    let obj = object(json!({"image": "img:1", "verification": {
+        "requireSession": true,
+        "sessions": {"ttlSeconds": 30, "maxFrames": 90, "maxOpen": 100, "maxOpenPerKey": 10},
+        "lockout": {"attempts": 0},
+        "enrolment": {"liveness": false, "minQuality": 1.5}}}));
+    assert_eq!(
+        cel_failures(&obj),
+        ["enrolment.minQuality must be in [0, 1]"]
+    );
+    let spec: facekey_crds::FaceKeyDeploymentSpec =
+        serde_json::from_value(obj["spec"].clone()).unwrap();
+    let v = spec.verification.unwrap();
+    assert_eq!(v.require_session, Some(true));
+    assert_eq!(v.sessions.unwrap().max_open_per_key, Some(10));
+    assert_eq!(v.lockout.unwrap().attempts, Some(0));
+    // Bounds the API server enforces from the schema (not CEL): the runtime's own.
+    let props = &schema()["properties"]["spec"]["properties"]["verification"]["properties"];
+    assert_eq!(
+        props["sessions"]["properties"]["ttlSeconds"]["maximum"],
+        3600.0
+    );
+    assert_eq!(
+        props["lockout"]["properties"]["attempts"]["maximum"],
+        1000.0
+    );
+    assert_eq!(props["lockout"]["properties"]["attempts"]["minimum"], 0.0);
+    assert_eq!(props["decisionPolicy"]["enum"], json!(["strict", "fusion"]));
+}

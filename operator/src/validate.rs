@@ -123,6 +123,36 @@ pub enum Problem {
     /// `pod.annotations` sets a `facekey.dev/` key.
     #[error("pod.annotations must not set {0} (facekey.dev/ keys are the operator's)")]
     ReservedPodAnnotation(String),
+    /// A number of `verification` or `store` outside the bounds the runtime accepts (the
+    /// schema's `minimum`/`maximum`).
+    #[error("{field} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        /// The field as written, e.g. `verification.sessions.ttlSeconds`.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// Least accepted value.
+        min: f64,
+        /// Largest accepted value.
+        max: f64,
+    },
+    /// `settings` names something that is not one of `facekey_crds::RUNTIME_SETTINGS` (the
+    /// schema drops such names; one got past it).
+    #[error(
+        "settings.{0} cannot be set: settings takes only {names} (the other runtime settings are the operator's or have a field in the spec)",
+        names = settings_names()
+    )]
+    UnknownSetting(String),
+    /// A `settings` value with a line break or longer than the schema allows.
+    #[error(
+        "settings.{0} must be one line of at most {max} characters",
+        max = facekey_crds::MAX_SETTING_LENGTH
+    )]
+    SettingValue(String),
+    /// A setting the runtime refuses to start with unless `FACEKEY_ALLOW_INSECURE` is true
+    /// (its own start-up check), named with the reason.
+    #[error("{0}: the runtime refuses to start with it unless settings.allowInsecure is \"true\"")]
+    Insecure(&'static str),
 }
 
 /// `metadata.name` cannot produce valid child names (the CRD's CEL rule on the name).
@@ -276,10 +306,137 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
     if let Some(pod) = &spec.pod {
         pod_problems(pod, &mut problems);
     }
+    verification_problems(spec, &mut problems);
+    settings_problems(spec, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(InvalidSpec { problems })
+    }
+}
+
+/// `field` within `[min, max]` (the schema's bounds, repeated for objects that got past them).
+fn check_range(
+    field: &'static str,
+    value: Option<f64>,
+    (min, max): (f64, f64),
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(value) = value
+        && !(min..=max).contains(&value)
+    {
+        problems.push(Problem::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        });
+    }
+}
+
+/// Bounds of `verification` and `store.maxFacesPerSubject`: the runtime's own.
+fn verification_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) {
+    /// A year and a day, the runtime's longest lockout period.
+    const MAX_PERIOD: f64 = 31_622_400.0;
+    let n = |v: Option<u32>| v.map(f64::from);
+    if let Some(store) = &spec.store {
+        check_range(
+            "store.maxFacesPerSubject",
+            n(store.max_faces_per_subject),
+            (1.0, 1000.0),
+            problems,
+        );
+    }
+    let Some(v) = &spec.verification else {
+        return;
+    };
+    if let Some(s) = &v.sessions {
+        let checks = [
+            ("verification.sessions.ttlSeconds", s.ttl_seconds, 3600.0),
+            ("verification.sessions.maxFrames", s.max_frames, 100_000.0),
+            ("verification.sessions.maxOpen", s.max_open, 1_000_000.0),
+            (
+                "verification.sessions.maxOpenPerKey",
+                s.max_open_per_key,
+                1_000_000.0,
+            ),
+        ];
+        for (field, value, max) in checks {
+            check_range(field, n(value), (1.0, max), problems);
+        }
+    }
+    if let Some(l) = &v.lockout {
+        check_range(
+            "verification.lockout.attempts",
+            n(l.attempts),
+            (0.0, 1000.0),
+            problems,
+        );
+        check_range(
+            "verification.lockout.windowSeconds",
+            n(l.window_seconds),
+            (1.0, MAX_PERIOD),
+            problems,
+        );
+        check_range(
+            "verification.lockout.durationSeconds",
+            n(l.duration_seconds),
+            (1.0, MAX_PERIOD),
+            problems,
+        );
+    }
+    if let Some(e) = &v.enrolment {
+        check_range(
+            "verification.enrolment.minQuality",
+            e.min_quality,
+            (0.0, 1.0),
+            problems,
+        );
+    }
+    let weights = spec
+        .models
+        .as_ref()
+        .is_some_and(|m| m.score_weights.is_some());
+    if v.decision_policy == Some(facekey_crds::DecisionPolicy::Fusion)
+        && !weights
+        && !allows_insecure(spec)
+    {
+        problems.push(Problem::Insecure(
+            "verification.decisionPolicy fusion without models.scoreWeights (the built-in reference weights are not calibrated)",
+        ));
+    }
+}
+
+/// The names `spec.settings` accepts, for messages.
+fn settings_names() -> String {
+    facekey_crds::RUNTIME_SETTINGS
+        .iter()
+        .map(|name| facekey_crds::settings_field(name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `settings` turns the runtime's start-up safety check into warnings.
+fn allows_insecure(spec: &FaceKeyDeploymentSpec) -> bool {
+    spec.settings
+        .get("allowInsecure")
+        .is_some_and(|v| v == "true")
+}
+
+/// `settings` names only [`facekey_crds::RUNTIME_SETTINGS`], with one-line values, and does not
+/// turn liveness off without saying it is insecure.
+fn settings_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) {
+    for (name, value) in &spec.settings {
+        if facekey_crds::setting_env_name(name).is_none() {
+            problems.push(Problem::UnknownSetting(name.clone()));
+        } else if value.len() > facekey_crds::MAX_SETTING_LENGTH || value.contains(['\r', '\n']) {
+            problems.push(Problem::SettingValue(name.clone()));
+        }
+    }
+    if spec.settings.get("liveness").is_some_and(|v| v == "off") && !allows_insecure(spec) {
+        problems.push(Problem::Insecure(
+            "settings.liveness off (every face counts as live)",
+        ));
     }
 }
 
@@ -411,6 +568,85 @@ mod tests {
             err.to_string(),
             "invalid spec: replicas must be >= 0, got -1"
         );
+    }
+
+    fn parse(spec: serde_json::Value) -> FaceKeyDeploymentSpec {
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn verification_bounds_are_the_runtimes() {
+        let s = parse(serde_json::json!({"image": "img:1",
+            "store": {"embedded": {}, "maxFacesPerSubject": 0},
+            "verification": {
+                "sessions": {"ttlSeconds": 7200, "maxFrames": 0, "maxOpen": 1, "maxOpenPerKey": 1},
+                "lockout": {"attempts": 1001, "windowSeconds": 60, "durationSeconds": 0},
+                "enrolment": {"minQuality": 1.5}}}));
+        let fields: Vec<&str> = validate(&s)
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| match p {
+                Problem::OutOfRange { field, .. } => *field,
+                other => panic!("unexpected {other}"),
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "store.maxFacesPerSubject",
+                "verification.sessions.ttlSeconds",
+                "verification.sessions.maxFrames",
+                "verification.lockout.attempts",
+                "verification.lockout.durationSeconds",
+                "verification.enrolment.minQuality",
+            ]
+        );
+        let ok = parse(serde_json::json!({"image": "img:1", "verification": {
+            "requireSession": true, "lockout": {"attempts": 0},
+            "sessions": {"ttlSeconds": 3600}}}));
+        assert_eq!(validate(&ok), Ok(()));
+    }
+
+    #[test]
+    fn settings_take_only_listed_names_and_single_lines() {
+        let s = parse(serde_json::json!({"image": "img:1", "settings": {
+            "maxBodyBytes": "4194304",
+            "listen": "0.0.0.0:1",
+            "FACEKEY_MAX_BODY_BYTES": "1",
+            "corsOrigins": "https://a.example\nFACEKEY_LISTEN=x"}}));
+        let problems = validate(&s).unwrap_err().problems;
+        assert_eq!(
+            problems,
+            [
+                Problem::UnknownSetting("FACEKEY_MAX_BODY_BYTES".into()),
+                Problem::SettingValue("corsOrigins".into()),
+                Problem::UnknownSetting("listen".into()),
+            ]
+        );
+        assert!(problems[2].to_string().contains("maxBodyMemoryPerKeyShare"));
+    }
+
+    #[test]
+    fn insecure_choices_need_allow_insecure() {
+        let fusion = parse(serde_json::json!({"image": "img:1",
+            "verification": {"decisionPolicy": "fusion"}}));
+        let off = parse(serde_json::json!({"image": "img:1", "settings": {"liveness": "off"}}));
+        for spec in [&fusion, &off] {
+            let problems = validate(spec).unwrap_err().problems;
+            assert!(
+                matches!(problems.as_slice(), [Problem::Insecure(_)]),
+                "{problems:?}"
+            );
+        }
+        for mut spec in [fusion, off] {
+            spec.settings.insert("allowInsecure".into(), "true".into());
+            assert_eq!(validate(&spec), Ok(()));
+        }
+        let weighted = parse(serde_json::json!({"image": "img:1",
+            "models": {"scoreWeights": {"inline": "{}"}},
+            "verification": {"decisionPolicy": "fusion"}}));
+        assert_eq!(validate(&weighted), Ok(()));
     }
 
     #[test]

@@ -374,10 +374,18 @@ fn written_env_names_are_runtime_settings_and_listed() {
                "spoof": {"pvc": "models"}}}),
         json!({"image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"},
                "caSecretRef": {"name": "db-ca", "key": "ca.pem"}},
-               "maxSubjects": 500, "maxTemplates": 1000}}),
+               "maxSubjects": 500, "maxTemplates": 1000, "maxFacesPerSubject": 3}}),
+        json!({"image": "img:1", "verification": {
+               "requireSession": true, "decisionPolicy": "strict",
+               "sessions": {"ttlSeconds": 30, "maxFrames": 90, "maxOpen": 100, "maxOpenPerKey": 10},
+               "lockout": {"attempts": 3, "windowSeconds": 600, "durationSeconds": 1200},
+               "enrolment": {"liveness": false, "minQuality": 0.5}},
+               "settings": facekey_crds::RUNTIME_SETTINGS.iter()
+                   .map(|n| (facekey_crds::settings_field(n), json!("1")))
+                   .collect::<serde_json::Map<_, _>>()}),
     ];
     let listed: std::collections::BTreeSet<&str> =
-        desired::runtime_env_names().iter().copied().collect();
+        desired::runtime_env_names().into_iter().collect();
     let mut written = std::collections::BTreeSet::new();
     for spec in specs {
         let f = fkd(spec);

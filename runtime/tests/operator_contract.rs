@@ -80,7 +80,26 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
         }),
         serde_json::json!({
             "image": "registry.example/facekey/runtime:1.0",
-            "store": { "embedded": {}, "maxSubjects": 20000, "maxTemplates": 40000 }
+            "store": { "embedded": {}, "maxSubjects": 20000, "maxTemplates": 40000, "maxFacesPerSubject": 3 }
+        }),
+        // Every verification field, and every setting `spec.settings` may pass through.
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "models": { "scoreWeights": { "configMapKeyRef": { "name": "w", "key": "weights.json" } } },
+            "verification": {
+                "requireSession": true,
+                "decisionPolicy": "fusion",
+                "sessions": { "ttlSeconds": 30, "maxFrames": 90, "maxOpen": 100, "maxOpenPerKey": 10 },
+                "lockout": { "attempts": 3, "windowSeconds": 600, "durationSeconds": 1200 },
+                "enrolment": { "liveness": false, "minQuality": 0.55 }
+            },
+            "settings": settings_values()
+        }),
+        // Lockout off.
+        serde_json::json!({
+            "image": "registry.example/facekey/runtime:1.0",
+            "verification": { "requireSession": false, "lockout": { "attempts": 0 },
+                              "enrolment": { "liveness": true } }
         }),
     ];
     variants
@@ -92,6 +111,102 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
             spec
         })
         .collect()
+}
+
+/// A value the runtime accepts for each name `spec.settings` may set, none its default.
+fn settings_values() -> serde_json::Value {
+    let values = [
+        ("FACEKEY_MAX_BODY_BYTES", "4194304"),
+        ("FACEKEY_MAX_BODY_MEMORY_BYTES", "67108864"),
+        ("FACEKEY_MAX_BODY_MEMORY_PER_KEY_SHARE", "0.5"),
+        ("FACEKEY_MIN_BODY_BYTES_PER_SEC", "8192"),
+        ("FACEKEY_BODY_RATE_GRACE_SECS", "8"),
+        ("FACEKEY_MAX_IMAGE_BYTES", "3145728"),
+        ("FACEKEY_MAX_IMAGE_PIXELS", "12000000"),
+        ("FACEKEY_MIN_FACE_SIZE", "40"),
+        ("FACEKEY_MULTI_FACE", "reject"),
+        ("FACEKEY_MAX_FACES_PER_IMAGE", "4"),
+        ("FACEKEY_LIVENESS", "both"),
+        ("FACEKEY_LIVENESS_COMBINE", "min"),
+        ("FACEKEY_MATCH_MODELS", "dlib"),
+        ("FACEKEY_PASSIVE_LIVENESS_MODELS", "fr_liveness"),
+        ("FACEKEY_MAX_BATCH", "64"),
+        ("FACEKEY_MAX_QUEUE", "6"),
+        ("FACEKEY_MAX_QUEUE_WAIT_MS", "400"),
+        ("FACEKEY_QUEUE_MAX_LOAD", "1.5"),
+        ("FACEKEY_REQUEST_TIMEOUT_SECS", "20"),
+        ("FACEKEY_MAX_CONNECTIONS", "512"),
+        ("FACEKEY_HEADER_READ_TIMEOUT_SECS", "5"),
+        ("FACEKEY_ALERT_MIN_INTERVAL_SECS", "120"),
+        (
+            "FACEKEY_CORS_ORIGINS",
+            "https://a.example,https://b.example",
+        ),
+        ("FACEKEY_LOG", "info,facekey_runtime=debug"),
+        ("FACEKEY_ALLOW_INSECURE", "true"),
+    ];
+    let listed: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        listed,
+        facekey_crds::RUNTIME_SETTINGS,
+        "a value for every name spec.settings accepts"
+    );
+    serde_json::Value::Object(
+        values
+            .iter()
+            .map(|(n, v)| (facekey_crds::settings_field(n), serde_json::json!(v)))
+            .collect(),
+    )
+}
+
+/// What `spec.verification` and `store.maxFacesPerSubject` say is what `config` applies.
+fn applies_verification(spec: &FaceKeyDeploymentSpec, config: &Config) {
+    if let Some(n) = spec.store.as_ref().and_then(|s| s.max_faces_per_subject) {
+        assert_eq!(config.max_faces_per_subject, n as usize);
+    }
+    let Some(v) = &spec.verification else {
+        return;
+    };
+    let switch = |on: bool| if on { "On" } else { "Off" };
+    if let Some(on) = v.require_session {
+        assert_eq!(format!("{:?}", config.require_session), switch(on));
+    }
+    if let Some(policy) = v.decision_policy {
+        assert_eq!(
+            format!("{:?}", config.decision_policy).to_lowercase(),
+            policy.as_str()
+        );
+    }
+    if let Some(s) = &v.sessions {
+        let n = |v: Option<u32>, got: u64| {
+            if let Some(v) = v {
+                assert_eq!(u64::from(v), got);
+            }
+        };
+        n(s.ttl_seconds, config.session_ttl_secs);
+        n(s.max_frames, config.session_max_frames as u64);
+        n(s.max_open, config.max_sessions as u64);
+        n(s.max_open_per_key, config.max_sessions_per_key as u64);
+    }
+    if let Some(l) = &v.lockout {
+        if let Some(a) = l.attempts {
+            assert_eq!(config.lockout_attempts, a);
+        }
+        if let Some(w) = l.window_seconds {
+            assert_eq!(config.lockout_window_secs, u64::from(w));
+        }
+        if let Some(d) = l.duration_seconds {
+            assert_eq!(config.lockout_secs, u64::from(d));
+        }
+    }
+    if let Some(e) = &v.enrolment {
+        if let Some(on) = e.liveness {
+            assert_eq!(format!("{:?}", config.enrol_liveness), switch(on));
+        }
+        if let Some(q) = e.min_quality {
+            assert_eq!(config.enrol_min_quality, q);
+        }
+    }
 }
 
 /// Runtime flags for `vars` (`FACEKEY_*` name and value), as the pod's environment would set
@@ -156,7 +271,7 @@ fn every_variable_the_operator_can_write_is_read_by_the_runtime() {
     let flags = flags_by_env();
     for name in runtime_env_names() {
         assert!(
-            flags.contains_key(*name),
+            flags.contains_key(name),
             "the operator can write {name}, which the runtime does not read"
         );
     }
@@ -206,6 +321,29 @@ fn every_value_the_operator_writes_parses_and_applies() {
             config.ui_enabled,
             spec.ui.as_ref().is_none_or(|u| u.enabled)
         );
+        applies_verification(&spec, &config);
+        // Each passed-through setting is written unchanged and changes what the runtime parses
+        // (no sample value is the default).
+        for (field, value) in &spec.settings {
+            let name = facekey_crds::setting_env_name(field).unwrap();
+            assert_eq!(data.get(name), Some(value), "{name} is passed through");
+            let flag = format!("--{}", flags[name]);
+            let without: Vec<String> = std::iter::once(args[0].clone())
+                .chain(
+                    args[1..]
+                        .chunks(2)
+                        .filter(|pair| pair[0] != flag)
+                        .flatten()
+                        .cloned(),
+                )
+                .collect();
+            let default = Config::try_parse_from(&without).unwrap();
+            assert_ne!(
+                format!("{config:?}"),
+                format!("{default:?}"),
+                "{name}={value} changes nothing in the runtime"
+            );
+        }
         // The store: PostgreSQL reads the URL from a file and needs a key file; embedded keeps
         // its data dir (the volume), with a key file only when the spec names one.
         let store = spec.store.as_ref();

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use facekey_crds::{FaceKeyDeploymentSpec, ModelSource};
+use facekey_crds::{FaceKeyDeploymentSpec, ModelSource, Verification};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -81,13 +81,30 @@ const RUNTIME_ENV: &[&str] = &[
     env::SHUTDOWN_DELAY_SECS,
     env::MAX_SUBJECTS,
     env::MAX_TEMPLATES,
+    env::MAX_FACES_PER_SUBJECT,
+    env::REQUIRE_SESSION,
+    env::DECISION_POLICY,
+    env::SESSION_TTL_SECS,
+    env::SESSION_MAX_FRAMES,
+    env::MAX_SESSIONS,
+    env::MAX_SESSIONS_PER_KEY,
+    env::LOCKOUT_ATTEMPTS,
+    env::LOCKOUT_WINDOW_SECS,
+    env::LOCKOUT_SECS,
+    env::ENROL_LIVENESS,
+    env::ENROL_MIN_QUALITY,
     env::SMTP_PASSWORD,
 ];
 
 /// Every runtime environment variable name the operator can write into runtime pods, whatever
-/// the spec. Each is one of `facekey_settings::env::ALL`.
-pub fn runtime_env_names() -> &'static [&'static str] {
+/// the spec: its own and those `spec.settings` may set ([`facekey_crds::RUNTIME_SETTINGS`]).
+/// Each is one of `facekey_settings::env::ALL`.
+pub fn runtime_env_names() -> Vec<&'static str> {
     RUNTIME_ENV
+        .iter()
+        .chain(facekey_crds::RUNTIME_SETTINGS)
+        .copied()
+        .collect()
 }
 
 /// Runtime configuration as `FACEKEY_*` variables (plus inline weights), the data of the
@@ -121,6 +138,12 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         if let Some(n) = store.max_templates {
             set(env::MAX_TEMPLATES, n.to_string());
         }
+        if let Some(n) = store.max_faces_per_subject {
+            set(env::MAX_FACES_PER_SUBJECT, n.to_string());
+        }
+    }
+    if let Some(v) = &spec.verification {
+        verification_env(v, &mut set);
     }
     // Behind the Service: keep serving while the endpoints catch up with a terminating pod.
     set(
@@ -187,6 +210,12 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         set(env::ALERT_FROM, email.from.clone());
         set(env::ALERT_TO, email.to.clone());
     }
+    // The spec's own fields win: validation refuses a settings name that a field sets.
+    for (field, value) in &spec.settings {
+        if let Some(name) = facekey_crds::setting_env_name(field) {
+            set(name, value.clone());
+        }
+    }
     // Secrets are files: only their paths are configuration (the values never reach the
     // ConfigMap). Which Secret backs them does not matter here, so no instance name is needed.
     if store::is_postgres(spec) {
@@ -208,6 +237,48 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         );
     }
     data
+}
+
+/// `spec.verification` as runtime variables; omitted fields keep the runtime's defaults.
+fn verification_env(v: &Verification, set: &mut impl FnMut(&str, String)) {
+    let switch = |on: bool| if on { "on" } else { "off" }.to_owned();
+    if let Some(on) = v.require_session {
+        set(env::REQUIRE_SESSION, switch(on));
+    }
+    if let Some(policy) = v.decision_policy {
+        set(env::DECISION_POLICY, policy.as_str().to_owned());
+    }
+    if let Some(s) = &v.sessions {
+        for (name, value) in [
+            (env::SESSION_TTL_SECS, s.ttl_seconds),
+            (env::SESSION_MAX_FRAMES, s.max_frames),
+            (env::MAX_SESSIONS, s.max_open),
+            (env::MAX_SESSIONS_PER_KEY, s.max_open_per_key),
+        ] {
+            if let Some(n) = value {
+                set(name, n.to_string());
+            }
+        }
+    }
+    if let Some(l) = &v.lockout {
+        for (name, value) in [
+            (env::LOCKOUT_ATTEMPTS, l.attempts),
+            (env::LOCKOUT_WINDOW_SECS, l.window_seconds),
+            (env::LOCKOUT_SECS, l.duration_seconds),
+        ] {
+            if let Some(n) = value {
+                set(name, n.to_string());
+            }
+        }
+    }
+    if let Some(e) = &v.enrolment {
+        if let Some(on) = e.liveness {
+            set(env::ENROL_LIVENESS, switch(on));
+        }
+        if let Some(q) = e.min_quality {
+            set(env::ENROL_MIN_QUALITY, q.to_string());
+        }
+    }
 }
 
 /// Resources of the runtime container: `spec.resources`, else [`default_resources`].
