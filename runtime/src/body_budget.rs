@@ -21,9 +21,12 @@
 //!   (`FACEKEY_MAX_BODY_MEMORY_PER_KEY_SHARE`, [`key_share_bytes`]); beyond it its request is
 //!   refused ([`KeyShareFull`], 429 `too_many_uploads`) while other keys' still fit;
 //! - a body must keep arriving at a floor rate after a grace period
-//!   (`FACEKEY_MIN_BODY_BYTES_PER_SEC`, `FACEKEY_BODY_RATE_GRACE_SECS`, [`RateFloor`]): one that
-//!   falls behind is cut off ([`BodyTooSlow`], 408 `body_too_slow`) and its room given back at
-//!   once, instead of at the request timeout.
+//!   (`FACEKEY_MIN_BODY_BYTES_PER_SEC`, `FACEKEY_BODY_RATE_GRACE_SECS`, [`RateFloor`]), and at
+//!   least at the pace that brings the bytes it holds in before the request timeout
+//!   ([`RateFloor::for_body`]): one that falls behind is cut off ([`BodyTooSlow`], 408
+//!   `body_too_slow`) and its room given back at once, instead of at the request timeout. So
+//!   holding memory costs a caller the bandwidth of filling it: a body just above the floor
+//!   cannot keep 8 MiB for the whole timeout, it would need 8 MiB's worth of bytes.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -63,6 +66,14 @@ pub struct BodyBudget {
 pub struct BodyReservation {
     _permit: OwnedSemaphorePermit,
     _key: Option<KeyHold>,
+    bytes: u64,
+}
+
+impl BodyReservation {
+    /// Bytes the body holds in the budget.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
 }
 
 /// The bytes a reservation counts against its key's share.
@@ -225,6 +236,7 @@ impl BodyBudget {
         Ok(Some(BodyReservation {
             _permit: permit,
             _key: key,
+            bytes: wanted,
         }))
     }
 
@@ -249,7 +261,8 @@ impl BodyBudget {
 /// The least pace a body must keep: by `t` seconds after its request's headers, at least
 /// `bytes_per_sec × (t − grace)` of its bytes must have arrived. A legitimate upload, even an
 /// 8 MB image over a slow mobile link at 100 KB/s, stays far ahead; a body trickled in to hold
-/// its reservation falls behind and is cut off.
+/// its reservation falls behind and is cut off. [`RateFloor::for_body`] raises the rate for a
+/// body too large to arrive at the floor within the request timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateFloor {
     /// The floor (`FACEKEY_MIN_BODY_BYTES_PER_SEC`), at least 1.
@@ -269,6 +282,26 @@ impl RateFloor {
         })
     }
 
+    /// The floor for one body holding `bytes` of the budget, whose request times out after
+    /// `timeout`: the configured rate, or the rate at which all `bytes` arrive by the timeout
+    /// when that is higher. Such a body would be answered with the timeout anyway; cut off as
+    /// soon as it falls behind that pace, it gives its room back early instead of holding it
+    /// to the end at the floor's trickle. No change when the timeout is within the grace.
+    pub fn for_body(self, bytes: u64, timeout: Duration) -> Self {
+        let window = timeout.saturating_sub(self.grace);
+        if window.is_zero() {
+            return self;
+        }
+        let nanos = window.as_nanos().max(1);
+        let pace = (u128::from(bytes) * 1_000_000_000).div_ceil(nanos);
+        Self {
+            bytes_per_sec: self
+                .bytes_per_sec
+                .max(u64::try_from(pace).unwrap_or(u64::MAX)),
+            grace: self.grace,
+        }
+    }
+
     /// Time after the headers by which a body with `received` bytes falls behind the floor.
     fn lag_after(&self, received: u64) -> Duration {
         let nanos = u128::from(received) * 1_000_000_000 / u128::from(self.bytes_per_sec.max(1));
@@ -281,9 +314,10 @@ impl RateFloor {
 /// A body fell behind the [`RateFloor`] and was cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "request body too slow: {received} bytes in {:.1} s; after the first {} s a body must \
-     arrive at {} bytes/s or more on average (FACEKEY_MIN_BODY_BYTES_PER_SEC, \
-     FACEKEY_BODY_RATE_GRACE_SECS)",
+    "request body too slow: {received} bytes in {:.1} s; after the first {} s this body must \
+     arrive at {} bytes/s or more on average: the floor (FACEKEY_MIN_BODY_BYTES_PER_SEC, \
+     FACEKEY_BODY_RATE_GRACE_SECS), or the pace that brings a body of its size in before the \
+     request timeout (FACEKEY_REQUEST_TIMEOUT_SECS) when that is higher",
     elapsed.as_secs_f64(),
     floor.grace.as_secs(),
     floor.bytes_per_sec
@@ -553,10 +587,32 @@ mod tests {
         };
         assert_eq!(
             slow.to_string(),
-            "request body too slow: 3 bytes in 5.2 s; after the first 5 s a body must arrive at \
-             1000 bytes/s or more on average (FACEKEY_MIN_BODY_BYTES_PER_SEC, \
-             FACEKEY_BODY_RATE_GRACE_SECS)"
+            "request body too slow: 3 bytes in 5.2 s; after the first 5 s this body must arrive \
+             at 1000 bytes/s or more on average: the floor (FACEKEY_MIN_BODY_BYTES_PER_SEC, \
+             FACEKEY_BODY_RATE_GRACE_SECS), or the pace that brings a body of its size in \
+             before the request timeout (FACEKEY_REQUEST_TIMEOUT_SECS) when that is higher"
         );
+    }
+
+    #[test]
+    fn a_large_body_must_keep_the_pace_that_ends_it_before_the_timeout() {
+        let floor = RateFloor::new(16 * 1024, Duration::from_secs(5)).unwrap();
+        let timeout = Duration::from_secs(30);
+        // 8 MiB in the 25 s after the grace: 335 545 bytes/s (rounded up), 20x the floor.
+        let large = floor.for_body(8 * MIB, timeout);
+        assert_eq!(large.bytes_per_sec, (8 * MIB).div_ceil(25));
+        assert_eq!(large.grace, floor.grace);
+        // At that pace the whole body is in exactly when the request times out.
+        let lag = large.lag_after(8 * MIB);
+        assert!(
+            lag <= timeout && timeout - lag < Duration::from_millis(1),
+            "{lag:?}"
+        );
+        // A small body keeps the floor: it arrives at the floor long before the timeout.
+        assert_eq!(floor.for_body(64 * 1024, timeout), floor);
+        // No window after the grace: nothing to pace against.
+        assert_eq!(floor.for_body(8 * MIB, Duration::from_secs(5)), floor);
+        assert_eq!(floor.for_body(8 * MIB, Duration::from_secs(1)), floor);
     }
 
     /// A body that stops is cut off once it lags; one that keeps up, or has ended, is not.

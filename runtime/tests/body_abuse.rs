@@ -300,3 +300,76 @@ async fn a_body_slower_than_the_floor_is_cut_off_and_a_moderate_one_is_served() 
     s.assert_scores(&s.client).await;
     s.stop().await;
 }
+
+/// A floor of 1 KiB/s and a request timeout of 5 s: a 64 KiB body sent at 4 KiB/s, four times
+/// the floor, would take 16 s, so the timeout would answer it anyway. It must keep the pace that
+/// brings 64 KiB in before the timeout (16 KiB/s after the grace) and is cut off with 408
+/// `body_too_slow` within about a second of the grace, its room given back, not held to the
+/// timeout; the same body sent at once is served.
+#[tokio::test]
+async fn a_body_that_cannot_arrive_before_the_timeout_is_cut_off_early() {
+    let mut config = Config::for_tests();
+    config.max_body_bytes = 256 * KIB;
+    config.min_body_bytes_per_sec = KIB as u64;
+    config.body_rate_grace_secs = 1;
+    config.request_timeout_secs = 5;
+    let s = Running::start(config).await;
+    let key = s.keys["verify"].clone();
+    let mut padded = br#"{"features":[1,0.5,-1]}"#.to_vec();
+    padded.resize(64 * KIB, b' ');
+    let head = format!("content-length: {}\r\nconnection: close\r\n", padded.len());
+
+    let mut slow = s
+        .open_request("/v1/score", Some(&key), "application/json", &head, b"")
+        .await;
+    let started = std::time::Instant::now();
+    let (mut reader, mut writer) = slow.split();
+    let trickle = async {
+        // 1 KiB every 250 ms: 4 KiB/s.
+        for chunk in padded.chunks(KIB) {
+            if writer.write_all(chunk).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut bytes));
+    tokio::select! {
+        read = read => { read.expect("no answer within 20 s").unwrap(); }
+        () = trickle => panic!("the whole body was taken at 4 KiB/s"),
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "cut off at {elapsed:?}, not before the 5 s timeout"
+    );
+    let answer = String::from_utf8(bytes).unwrap();
+    let (status, v) = parse(&answer);
+    assert_eq!((status, error_code(&v)), (408, "body_too_slow"), "{answer}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("FACEKEY_REQUEST_TIMEOUT_SECS"),
+        "{v}"
+    );
+    drop(slow);
+    wait_for_reserved(&s, 0.0).await;
+    assert_eq!(
+        metric(
+            &s.metrics().await,
+            r#"facekey_body_refused_total{reason="too_slow"}"#
+        ),
+        1.0
+    );
+
+    let mut fast = s
+        .open_request("/v1/score", Some(&key), "application/json", &head, &padded)
+        .await;
+    let answer = read_answer(&mut fast, Duration::from_secs(10)).await;
+    let (status, v) = parse(&answer);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(v["decision"], "accept", "{v}");
+    s.stop().await;
+}

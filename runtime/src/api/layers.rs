@@ -447,7 +447,8 @@ fn admit_body(
         }
     };
     let watch = match (&reservation, shared.rate_floor) {
-        (Some(_), Some(floor)) => {
+        (Some(reserved), Some(floor)) => {
+            let floor = floor.for_body(reserved.bytes(), state.config.request_timeout());
             let body = std::mem::take(req.body_mut());
             let (body, watch) =
                 body_budget::watch(body, floor, tokio::time::Instant::from_std(start));
