@@ -44,6 +44,7 @@ fn index_of(n: usize) -> TemplateIndex {
             id: format!("s{i}"),
             name: format!("subject {i}"),
             created_at: "2026-12-02T00:00:00Z".into(),
+            created_by: None,
             templates: vec![Template {
                 id: format!("t{i}"),
                 subject_id: format!("s{i}"),

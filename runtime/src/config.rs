@@ -179,6 +179,13 @@ pub struct Config {
     #[arg(long, env = env::MAX_SUBJECTS, default_value_t = defaults::MAX_SUBJECTS, value_parser = parse_positive)]
     pub max_subjects: usize,
 
+    /// Most subjects one API key may have created and still hold, so one `enrol` key cannot
+    /// fill the store for every other; creating one more answers 507 `key_subject_quota`.
+    /// Deleting a subject frees its place. Admin keys are held to `--max-subjects` only.
+    /// 0: no per-key limit.
+    #[arg(long, env = env::MAX_SUBJECTS_PER_KEY, default_value_t = defaults::MAX_SUBJECTS_PER_KEY)]
+    pub max_subjects_per_key: usize,
+
     /// Most templates (enrolled faces) the store holds, all subjects together; every replica
     /// keeps them all in memory (about 5 KB each). Enrolling one more answers 507 `store_full`.
     #[arg(long, env = env::MAX_TEMPLATES, default_value_t = defaults::MAX_TEMPLATES, value_parser = parse_positive)]
@@ -645,6 +652,12 @@ impl Config {
         Ok(Some(url))
     }
 
+    /// The per-key subject quota of a key that is not admin: `--max-subjects-per-key`, `None`
+    /// when it is 0 (no per-key limit).
+    pub fn subject_quota(&self) -> Option<usize> {
+        Some(self.max_subjects_per_key).filter(|&n| n > 0)
+    }
+
     /// Requests that may wait for an inference place: `--max-queue`, else four per in-flight
     /// place. The queue absorbs bursts below capacity; under overload (`--queue-max-load`)
     /// nothing queues, so its length does not lengthen accepted requests' waits there
@@ -808,6 +821,20 @@ mod tests {
             Config::try_parse_from(["facekey-runtime", "--max-inflight", "3", "--max-queue", "0"])
                 .unwrap();
         assert_eq!((c.max_inflight, c.max_queue()), (3, 0));
+    }
+
+    #[test]
+    fn the_subject_quota_is_per_key_unless_zero() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.subject_quota(), Some(defaults::MAX_SUBJECTS_PER_KEY));
+        assert!(c.subject_quota() < Some(c.max_subjects));
+        let c = Config::try_parse_from(["facekey-runtime", "--max-subjects-per-key", "3"]).unwrap();
+        assert_eq!(c.subject_quota(), Some(3));
+        let c = Config::try_parse_from(["facekey-runtime", "--max-subjects-per-key", "0"]).unwrap();
+        assert_eq!(c.subject_quota(), None);
+        assert!(
+            Config::try_parse_from(["facekey-runtime", "--max-subjects-per-key", "-1"]).is_err()
+        );
     }
 
     #[test]

@@ -3,9 +3,14 @@
 //! once acknowledged; reads (list, get, verify, identify) come from the index and keep working
 //! while the store is away. With PostgreSQL a background task applies other replicas' writes as
 //! they are notified, and reloads everything after any gap in the notifications.
+//!
+//! A subject records the API key that created it, and a key may be held to a quota of subjects
+//! ([`Creator`]): checked against the index plus this replica's creations in progress, so
+//! concurrent requests of one key on one replica cannot pass it together.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::store::postgres::PgStore;
@@ -27,6 +32,16 @@ pub struct StoreHealth {
     pub reloads: u64,
 }
 
+/// Who creates a subject: the API key recorded as its creator and the most subjects that key
+/// may hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Creator<'a> {
+    /// The creating key's id (never the key); `None` records no creator.
+    pub key_id: Option<&'a str>,
+    /// Most subjects created by `key_id` the store may hold; `None`: no per-key limit.
+    pub quota: Option<usize>,
+}
+
 /// The store and the index of one replica.
 pub struct Enrolments {
     store: Arc<dyn TemplateStore>,
@@ -34,6 +49,47 @@ pub struct Enrolments {
     available: AtomicBool,
     error: Mutex<Option<String>>,
     reloads: AtomicU64,
+    /// Subject creations in progress on this replica per creating key id, held to its quota
+    /// beside the subjects the index counts (keys with none are absent).
+    creating: Mutex<HashMap<String, usize>>,
+}
+
+/// One creation counted against its key's quota until its subject is in the index (or it
+/// failed, or the request went away).
+struct Reservation<'a> {
+    enrolments: &'a Enrolments,
+    key_id: String,
+    released: bool,
+}
+
+impl Reservation<'_> {
+    /// Put the created subject in the index and give the reservation back in one step under
+    /// the reservations' lock, so no quota check misses the subject in between. (With
+    /// PostgreSQL this replica's own notification may upsert it first: until this step it is
+    /// then counted twice, which can only refuse early, never admit one too many.)
+    fn complete(mut self, record: SubjectRecord) {
+        let mut creating = self.enrolments.creating();
+        self.enrolments.index.upsert(record);
+        Self::release(&mut creating, &self.key_id);
+        self.released = true;
+    }
+
+    fn release(creating: &mut HashMap<String, usize>, key_id: &str) {
+        if let Some(n) = creating.get_mut(key_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                creating.remove(key_id);
+            }
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            Self::release(&mut self.enrolments.creating(), &self.key_id);
+        }
+    }
 }
 
 impl std::fmt::Debug for Enrolments {
@@ -59,6 +115,7 @@ impl Enrolments {
             available: AtomicBool::new(true),
             error: Mutex::new(None),
             reloads: AtomicU64::new(0),
+            creating: Mutex::new(HashMap::new()),
         };
         this.reload().await?;
         Ok(this)
@@ -129,11 +186,52 @@ impl Enrolments {
         Ok(())
     }
 
-    /// Create a subject; in the index once the store acknowledged it.
-    pub async fn create_subject(&self, name: &str) -> Result<Subject, StoreError> {
-        let record: SubjectRecord = self.mark(self.store.create_subject(name).await)?;
+    /// The creations in progress (a poisoned lock is still consistent: every change is one
+    /// counter step).
+    fn creating(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.creating.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Count one creation against `key_id`'s quota: [`StoreError::KeyQuota`] when the subjects
+    /// it created (in the index, and being created on this replica) already reach `limit`.
+    fn reserve(&self, key_id: &str, limit: usize) -> Result<Reservation<'_>, StoreError> {
+        let mut creating = self.creating();
+        let in_progress = creating.get(key_id).copied().unwrap_or(0);
+        let held = self.index.subjects_created_by(key_id) + in_progress;
+        if held >= limit {
+            return Err(StoreError::KeyQuota {
+                key_id: key_id.to_owned(),
+                held,
+                limit,
+            });
+        }
+        *creating.entry(key_id.to_owned()).or_default() += 1;
+        Ok(Reservation {
+            enrolments: self,
+            key_id: key_id.to_owned(),
+            released: false,
+        })
+    }
+
+    /// Create a subject recording `creator`'s key, within its quota; in the index once the
+    /// store acknowledged it. The quota is checked against this replica's index: with
+    /// PostgreSQL, other replicas' creations count once their notification has arrived.
+    pub async fn create_subject(
+        &self,
+        name: &str,
+        creator: Creator<'_>,
+    ) -> Result<Subject, StoreError> {
+        let reservation = match (creator.key_id, creator.quota) {
+            (Some(key_id), Some(limit)) => Some(self.reserve(key_id, limit)?),
+            _ => None,
+        };
+        let record: SubjectRecord =
+            self.mark(self.store.create_subject(name, creator.key_id).await)?;
         let id = record.id.clone();
-        self.index.upsert(record);
+        match reservation {
+            Some(r) => r.complete(record),
+            None => self.index.upsert(record),
+        }
         self.index
             .get(&id)
             .map(|(s, _)| s)
@@ -251,7 +349,7 @@ mod tests {
     async fn writes_reach_the_index_after_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let e = open(dir.path()).await;
-        let s = e.create_subject("Ada").await.unwrap();
+        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
         assert_eq!(e.index().list(), vec![s.clone()]);
         let t = NewTemplate {
             model: "m".into(),
@@ -288,5 +386,80 @@ mod tests {
         assert!(e.index().list().is_empty());
         assert!(e.health().available);
         assert_eq!(e.health().reloads, 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_is_held_to_its_quota_and_deleting_frees_a_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path()).await;
+        let app = Creator {
+            key_id: Some("app"),
+            quota: Some(2),
+        };
+        let first = e.create_subject("a1", app).await.unwrap();
+        assert_eq!(first.created_by.as_deref(), Some("app"));
+        e.create_subject("a2", app).await.unwrap();
+        match e.create_subject("a3", app).await {
+            Err(StoreError::KeyQuota {
+                key_id,
+                held: 2,
+                limit: 2,
+            }) => assert_eq!(key_id, "app"),
+            other => panic!("expected the quota, got {other:?}"),
+        }
+        // Another key, and a key without a quota (admin), still create.
+        let other = Creator {
+            key_id: Some("other"),
+            quota: Some(2),
+        };
+        e.create_subject("b1", other).await.unwrap();
+        let admin = Creator {
+            key_id: Some("admin"),
+            quota: None,
+        };
+        for i in 0..3 {
+            e.create_subject(&format!("root{i}"), admin).await.unwrap();
+        }
+        assert_eq!(e.index().subjects_created_by("admin"), 3);
+        // A refused or failed creation gives its reservation back.
+        assert!(matches!(
+            e.create_subject(" ", other).await,
+            Err(StoreError::Invalid(_))
+        ));
+        e.create_subject("b2", other).await.unwrap();
+        assert!(e.creating().is_empty());
+        // Deleting one of the key's subjects frees its place.
+        assert!(e.delete_subject(&first.id).await.unwrap());
+        e.create_subject("a3", app).await.unwrap();
+        assert!(e.create_subject("a4", app).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn concurrent_creations_of_one_key_cannot_pass_its_quota_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Arc::new(open(dir.path()).await);
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    let creator = Creator {
+                        key_id: Some("app"),
+                        quota: Some(5),
+                    };
+                    e.create_subject(&format!("s{i}"), creator).await
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => created += 1,
+                Err(StoreError::KeyQuota { limit: 5, .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(created, 5);
+        assert_eq!(e.index().subjects_created_by("app"), 5);
+        assert!(e.creating().is_empty());
     }
 }

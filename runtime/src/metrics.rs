@@ -67,6 +67,28 @@ impl BodyRefusal {
     }
 }
 
+/// Why creating a subject was refused: the `reason` of `facekey_subjects_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectRefusal {
+    /// 507 `store_full`: the store holds `FACEKEY_MAX_SUBJECTS` subjects.
+    StoreFull,
+    /// 507 `key_subject_quota`: the key holds `FACEKEY_MAX_SUBJECTS_PER_KEY` subjects.
+    KeyQuota,
+}
+
+impl SubjectRefusal {
+    /// Every reason (each series exists from the start).
+    pub const ALL: [Self; 2] = [Self::StoreFull, Self::KeyQuota];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::StoreFull => "store_full",
+            Self::KeyQuota => "key_quota",
+        }
+    }
+}
+
 /// Every metric the runtime exposes.
 #[derive(Clone)]
 pub struct Metrics {
@@ -114,6 +136,8 @@ pub struct Metrics {
     pub admission_offered_load: Gauge,
     /// Request bodies refused by the body guards, by reason ([`BodyRefusal`]).
     pub body_refused: IntCounterVec,
+    /// Subject creations refused by a bound of the store, by reason ([`SubjectRefusal`]).
+    pub subjects_refused: IntCounterVec,
     /// Request body bytes reserved now.
     pub body_memory_bytes: IntGauge,
     /// Inferences stopped at a stage boundary because their request went away.
@@ -313,6 +337,15 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let subjects_refused = IntCounterVec::new(
+            Opts::new(
+                "facekey_subjects_refused_total",
+                "Subject creations refused with 507, by reason: store_full (the store holds \
+                 FACEKEY_MAX_SUBJECTS subjects), key_quota (key_subject_quota: the creating key \
+                 holds FACEKEY_MAX_SUBJECTS_PER_KEY).",
+            ),
+            &["reason"],
+        )?;
         let body_memory_bytes = IntGauge::new(
             "facekey_body_memory_bytes",
             "Request body bytes reserved now by requests being handled (each its declared \
@@ -404,6 +437,7 @@ impl Metrics {
             Box::new(evaluation_applies.clone()),
             Box::new(admission_rejected.clone()),
             Box::new(body_refused.clone()),
+            Box::new(subjects_refused.clone()),
             Box::new(inference_service_seconds.clone()),
             Box::new(admission_offered_load.clone()),
             Box::new(body_memory_bytes.clone()),
@@ -462,6 +496,9 @@ impl Metrics {
         for reason in BodyRefusal::ALL {
             body_refused.with_label_values(&[reason.label()]);
         }
+        for reason in SubjectRefusal::ALL {
+            subjects_refused.with_label_values(&[reason.label()]);
+        }
         Ok(Self {
             registry,
             auth_failures,
@@ -488,6 +525,7 @@ impl Metrics {
             evaluation_applies,
             admission_rejected,
             body_refused,
+            subjects_refused,
             inference_service_seconds,
             admission_offered_load,
             body_memory_bytes,
@@ -505,6 +543,13 @@ impl Metrics {
             decision_counts,
             fusion_duration: OnceLock::new(),
         })
+    }
+
+    /// Count one refused subject creation.
+    pub fn record_subject_refusal(&self, reason: SubjectRefusal) {
+        self.subjects_refused
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     /// Count one authentication decision.

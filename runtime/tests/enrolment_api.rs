@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::postgres::{PgServer, key_file};
 use common::{Running, face};
 use facekey_runtime::config::{Config, Switch};
-use facekey_runtime::enrolments::Enrolments;
+use facekey_runtime::enrolments::{Creator, Enrolments};
 use facekey_runtime::store::cipher::{TemplateKeys, new_key_line};
 use facekey_runtime::store::postgres::PgStore;
 use facekey_runtime::store::{NewTemplate, TemplateStore};
@@ -443,7 +443,10 @@ async fn face_deletion_and_rename_reach_other_replicas() {
     let follower = tokio::spawn(on_b.clone().follow(b));
     let reloads = on_b.health().reloads;
 
-    let subject = on_a.create_subject("Ada").await.unwrap();
+    let subject = on_a
+        .create_subject("Ada", Creator::default())
+        .await
+        .unwrap();
     let template = |v: f32| NewTemplate {
         model: "m".into(),
         embedding: vec![v, v],

@@ -43,8 +43,9 @@ const SESSION_ADVICE: Record<string, string> = {
 /**
  * What the user can do about an error, in words, for the statuses access control adds:
  * 401 (key not accepted), 403 (missing scope), 429 (rate limit, locked subject or the key's share
- * of upload memory), 408 (an upload slower than the runtime's floor), and for the
- * liveness-session errors (expired, used, too many open sessions, ...).
+ * of upload memory), 408 (an upload slower than the runtime's floor), 507 (the store, or the
+ * key's quota of subjects, is full), and for the liveness-session errors (expired, used, too
+ * many open sessions, ...).
  */
 export function errorAdvice(e: ApiError): string | undefined {
   const wait = e.retryAfter !== undefined ? `try again in ${e.retryAfter} s` : "try again later";
@@ -66,6 +67,12 @@ export function errorAdvice(e: ApiError): string | undefined {
       return `Too many requests with this key: ${wait}.`;
     case 503:
       return e.retryAfter !== undefined ? `The runtime is busy: ${wait}.` : undefined;
+    case 507:
+      if (e.code === "key_subject_quota")
+        return "This API key holds as many subjects as one key may create: delete some of them (with an admin key) or ask the operator to raise FACEKEY_MAX_SUBJECTS_PER_KEY.";
+      return e.code === "store_full"
+        ? "The store is full: delete subjects or faces, or ask the operator to raise its limits."
+        : undefined;
     default:
       return undefined;
   }

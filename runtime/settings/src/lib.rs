@@ -29,6 +29,8 @@ pub mod env {
     pub const MAX_FACES_PER_SUBJECT: &str = "FACEKEY_MAX_FACES_PER_SUBJECT";
     /// Most subjects in the store.
     pub const MAX_SUBJECTS: &str = "FACEKEY_MAX_SUBJECTS";
+    /// Most subjects one API key may have created and still hold (admin keys: only the store's).
+    pub const MAX_SUBJECTS_PER_KEY: &str = "FACEKEY_MAX_SUBJECTS_PER_KEY";
     /// Most templates (enrolled faces) in the store, all subjects together.
     pub const MAX_TEMPLATES: &str = "FACEKEY_MAX_TEMPLATES";
     /// Largest request body, bytes.
@@ -166,6 +168,7 @@ pub mod env {
         TEMPLATE_KEY_FILE,
         MAX_FACES_PER_SUBJECT,
         MAX_SUBJECTS,
+        MAX_SUBJECTS_PER_KEY,
         MAX_TEMPLATES,
         MAX_BODY_BYTES,
         MAX_BODY_MEMORY_BYTES,
@@ -250,6 +253,12 @@ pub mod defaults {
     /// `--max-subjects`: a subject without faces holds a few hundred bytes of every replica's
     /// memory (id, name, index entry).
     pub const MAX_SUBJECTS: usize = 100_000;
+    /// `--max-subjects-per-key`: a tenth of [`MAX_SUBJECTS`], so one `enrol` key (leaked, or a
+    /// runaway client: empty subjects are created at about 600/s) can take at most a tenth of
+    /// the store and every other key keeps the rest to enrol in. A backend enrolling more of
+    /// its users with one key needs a larger share (0: no per-key limit). Admin keys are not
+    /// held to it: they can delete any subject anyway.
+    pub const MAX_SUBJECTS_PER_KEY: usize = 10_000;
     /// `--max-templates`: every replica holds every template in memory, about 5 KB each (dlib's
     /// 128 and faceres-deep's 1024 values as f32, plus the search matrix row), so 50 000 take
     /// about 270 MB beside the models' ~500 MB of the default 1 GiB memory limit. Raise it with

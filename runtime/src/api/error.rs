@@ -182,6 +182,13 @@ impl From<StoreError> for ApiError {
                 "store_full",
                 e.to_string(),
             ),
+            // 507 as `store_full`: a quota of what is stored (RFC 4918's use of 507), which
+            // waiting does not free, so no 429 and no Retry-After.
+            StoreError::KeyQuota { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "key_subject_quota",
+                e.to_string(),
+            ),
             StoreError::Invalid(message) => ApiError::invalid_request(message),
             StoreError::Unavailable(message) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -296,6 +303,20 @@ mod tests {
         assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "too_many_faces"));
         assert!(
             e.message.contains("FACEKEY_MAX_FACES_PER_SUBJECT"),
+            "{}",
+            e.message
+        );
+        let e = ApiError::from(StoreError::KeyQuota {
+            key_id: "app".into(),
+            held: 3,
+            limit: 3,
+        });
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::INSUFFICIENT_STORAGE, "key_subject_quota", None)
+        );
+        assert!(
+            e.message.contains("\"app\"") && e.message.contains("FACEKEY_MAX_SUBJECTS_PER_KEY = 3"),
             "{}",
             e.message
         );

@@ -1,15 +1,20 @@
 //! Enrolment: create, list (paged), get, rename and delete subjects. Writes go to the template
 //! store (and reach this replica's index once acknowledged); reads come from the index, so they
-//! keep working while the store is unavailable.
+//! keep working while the store is unavailable. A subject records the key that created it, and
+//! a key without `admin` may hold at most `FACEKEY_MAX_SUBJECTS_PER_KEY` subjects, so one key
+//! cannot fill the store for every other.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
+use crate::auth::Caller;
+use crate::enrolments::Creator;
+use crate::metrics::SubjectRefusal;
 use crate::state::SharedState;
 use crate::store::{StoreError, Subject};
 use crate::vision::Embedding;
@@ -147,31 +152,90 @@ pub struct SubjectDetail {
     summary = "Create a subject to enrol faces for",
     request_body = CreateSubject,
     responses(
-        (status = 201, description = "Created", body = Subject,
+        (status = 201, description = "Created; `created_by` names the key", body = Subject,
          headers(("location" = String, description = "The subject's URL"))),
         (status = 422, description = "Invalid name", body = ErrorBody),
         (status = 503, description = "Template store unavailable", body = ErrorBody),
         (status = 507, description = "`store_full`: the store holds `FACEKEY_MAX_SUBJECTS` \
-subjects", body = ErrorBody),
+subjects; or `key_subject_quota`: the key (without `admin`) holds \
+`FACEKEY_MAX_SUBJECTS_PER_KEY` subjects it created (deleting one frees a place)", body = ErrorBody),
     )
 )]
 pub async fn create(
     State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
     ApiJson(req): ApiJson<CreateSubject>,
 ) -> Result<Response, ApiError> {
-    // Against this replica's index (a mirror of the shared store), as the template bound.
+    let Extension(caller) = caller.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "creating a subject needs an API key",
+        )
+    })?;
+    let subject = match create_within_bounds(&state, &caller, &req.name).await {
+        Ok(subject) => subject,
+        Err(e) => {
+            refused(&state, &caller, &e);
+            return Err(e.into());
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/subjects/{}", subject.id)) {
+        headers.insert(header::LOCATION, v);
+    }
+    Ok((StatusCode::CREATED, headers, Json(subject)).into_response())
+}
+
+/// Create a subject within the store's bound and, for a key without `admin`, the key's quota.
+/// Both are checked against this replica's index, a mirror of the shared store. The store's
+/// bound may be passed by a few creations at once, which is all a memory bound needs; the
+/// key's quota also counts this replica's creations in progress, so it holds exactly on one
+/// replica, and with PostgreSQL may be passed by the key's creations in flight on other
+/// replicas (they count here once notified, within milliseconds).
+async fn create_within_bounds(
+    state: &SharedState,
+    caller: &Caller,
+    name: &str,
+) -> Result<Subject, StoreError> {
     StoreError::check_room(
         "subjects",
         state.enrolments.index().subject_count(),
         state.config.max_subjects,
         facekey_settings::env::MAX_SUBJECTS,
     )?;
-    let subject = state.enrolments.create_subject(&req.name).await?;
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/subjects/{}", subject.id)) {
-        headers.insert(header::LOCATION, v);
-    }
-    Ok((StatusCode::CREATED, headers, Json(subject)).into_response())
+    // Admin keys are held to the store's bound only: they can delete any subject anyway, and
+    // the operator's own key must be able to enrol whatever other keys did.
+    let quota = if caller.is_admin() {
+        None
+    } else {
+        state.config.subject_quota()
+    };
+    let creator = Creator {
+        key_id: Some(&*caller.key_id),
+        quota,
+    };
+    state.enrolments.create_subject(name, creator).await
+}
+
+/// Count a creation refused by a bound, and log a key reaching its quota (a runaway client or
+/// a key filling the store) on `facekey::security`.
+fn refused(state: &SharedState, caller: &Caller, e: &StoreError) {
+    let reason = match e {
+        StoreError::Full { .. } => SubjectRefusal::StoreFull,
+        StoreError::KeyQuota { held, limit, .. } => {
+            tracing::info!(
+                target: "facekey::security",
+                key_id = %caller.key_id,
+                held,
+                limit,
+                "subject creation refused: the key holds its quota of subjects"
+            );
+            SubjectRefusal::KeyQuota
+        }
+        _ => return,
+    };
+    state.metrics.record_subject_refusal(reason);
 }
 
 /// `GET /v1/subjects?limit=&after=`: one page of subjects, oldest first.

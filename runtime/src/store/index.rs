@@ -84,6 +84,9 @@ struct Inner {
     matrix: Vec<f32>,
     /// Slot of each row's subject.
     owners: Vec<usize>,
+    /// Subjects held per creating API key id (keys holding none are absent): the per-key quota
+    /// is checked against it without walking the subjects.
+    by_creator: HashMap<String, usize>,
 }
 
 /// Counts of what the index holds.
@@ -130,6 +133,7 @@ fn summary(record: &SubjectRecord, model: &str, dim: usize) -> Subject {
         outdated_faces: outdated,
         face_models,
         created_at: record.created_at.clone(),
+        created_by: record.created_by.clone(),
     }
 }
 
@@ -163,6 +167,14 @@ impl Inner {
         };
         if let Some(entry) = self.slots[slot].take() {
             self.remove_rows(&entry.rows);
+            if let Some(key) = &entry.record.created_by
+                && let Some(n) = self.by_creator.get_mut(key)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.by_creator.remove(key);
+                }
+            }
         }
         self.free.push(slot);
         true
@@ -220,6 +232,9 @@ impl TemplateIndex {
             inner.matrix.extend_from_slice(part);
         }
         inner.by_id.insert(record.id.clone(), slot);
+        if let Some(key) = &record.created_by {
+            *inner.by_creator.entry(key.clone()).or_default() += 1;
+        }
         inner.slots[slot] = Some(Entry { record, rows });
     }
 
@@ -406,6 +421,11 @@ impl TemplateIndex {
         self.read().by_id.len()
     }
 
+    /// Subjects in the index created by the API key `key_id` (one map lookup).
+    pub fn subjects_created_by(&self, key_id: &str) -> usize {
+        self.read().by_creator.get(key_id).copied().unwrap_or(0)
+    }
+
     /// What the index holds (walks every subject: for metrics, not per request).
     pub fn stats(&self) -> IndexStats {
         let inner = self.read();
@@ -451,7 +471,15 @@ mod tests {
             id: id.into(),
             name: format!("name-{id}"),
             created_at: format!("2026-01-01T00:00:00Z{id}"),
+            created_by: None,
             templates,
+        }
+    }
+
+    fn created_by(id: &str, key: Option<&str>) -> SubjectRecord {
+        SubjectRecord {
+            created_by: key.map(str::to_owned),
+            ..record(id, vec![])
         }
     }
 
@@ -706,5 +734,44 @@ mod tests {
         // 1:N search uses the serving part only.
         let hits = index.nearest(&[0.0, 0.0], 1);
         assert_eq!(hits[0].distance, 0.0);
+    }
+
+    #[test]
+    fn subjects_are_counted_per_creating_key_through_every_change() {
+        let index = TemplateIndex::new("m", 2);
+        index.replace_all(vec![
+            created_by("a1", Some("app")),
+            created_by("a2", Some("app")),
+            created_by("b1", Some("other")),
+            created_by("old", None),
+        ]);
+        let counts = || {
+            (
+                index.subjects_created_by("app"),
+                index.subjects_created_by("other"),
+                index.subjects_created_by("nobody"),
+            )
+        };
+        assert_eq!(counts(), (2, 1, 0));
+        // Creator-less (old) subjects count against no key, and no key is named by "".
+        assert_eq!(index.subjects_created_by(""), 0);
+        // Updates that replace the record (a face added or removed, a rename, a replica's
+        // notification upserting it again) keep the count.
+        assert!(index.add_template(template("t", "a1", "m", vec![0.0, 0.0])));
+        assert!(index.rename("a1", "Ada"));
+        assert!(index.remove_template("a1", "t"));
+        index.upsert(created_by("a2", Some("app")));
+        assert_eq!(counts(), (2, 1, 0));
+        index.upsert(created_by("a3", Some("app")));
+        assert_eq!(counts(), (3, 1, 0));
+        // Deleting frees the key's place; deleting an absent subject changes nothing.
+        assert!(index.remove("a1"));
+        assert!(!index.remove("a1"));
+        assert!(index.remove("b1"));
+        assert_eq!(counts(), (2, 0, 0));
+        assert_eq!(index.subject_count(), 3);
+        // A reload replaces the counts with the store's.
+        index.replace_all(vec![created_by("x", Some("other"))]);
+        assert_eq!(counts(), (0, 1, 0));
     }
 }

@@ -83,6 +83,20 @@ pub enum StoreError {
         /// The setting that sets it.
         setting: &'static str,
     },
+    /// The API key creating a subject already holds the most subjects one key may create.
+    #[error(
+        "API key {key_id:?} holds {held} subjects it created, its limit ({} = {limit}); delete \
+         some of them (an admin key can), or ask the operator to raise the limit",
+        facekey_settings::env::MAX_SUBJECTS_PER_KEY
+    )]
+    KeyQuota {
+        /// The key's id (never the key).
+        key_id: String,
+        /// Subjects it created that the store holds, with its creations in progress.
+        held: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The request carried an invalid value (e.g. an empty name).
     #[error("{0}")]
     Invalid(String),
@@ -135,6 +149,11 @@ pub struct Subject {
     pub face_models: std::collections::BTreeMap<String, usize>,
     /// Creation time, RFC 3339 UTC.
     pub created_at: String,
+    /// Id of the API key that created the subject (never the key itself), which it counts
+    /// against (`FACEKEY_MAX_SUBJECTS_PER_KEY`); absent for subjects created before creators
+    /// were recorded, which count against no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 /// A subject with all its templates, as the store loads it for the index.
@@ -146,6 +165,9 @@ pub struct SubjectRecord {
     pub name: String,
     /// Creation time, RFC 3339 UTC.
     pub created_at: String,
+    /// Id of the API key that created it; `None` when unknown (created before creators were
+    /// recorded): such a subject counts against no key's quota.
+    pub created_by: Option<String>,
     /// Its templates, decrypted.
     pub templates: Vec<Template>,
 }
@@ -186,8 +208,13 @@ pub struct NewTemplate {
 pub trait TemplateStore: Send + Sync + 'static {
     /// Where the data lives, for logs (never a password).
     fn describe(&self) -> String;
-    /// Create a subject with a trimmed, non-empty name of at most [`MAX_NAME_CHARS`].
-    async fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError>;
+    /// Create a subject with a trimmed, non-empty name of at most [`MAX_NAME_CHARS`], recording
+    /// the id of the API key creating it (`created_by`; never the key itself).
+    async fn create_subject(
+        &self,
+        name: &str,
+        created_by: Option<&str>,
+    ) -> Result<SubjectRecord, StoreError>;
     /// Delete a subject and all its templates; `false` when it did not exist.
     async fn delete_subject(&self, id: &str) -> Result<bool, StoreError>;
     /// Add a template to an existing subject, within the per-subject limit.

@@ -251,16 +251,22 @@ impl TemplateStore for PgStore {
         self.described.clone()
     }
 
-    async fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError> {
+    async fn create_subject(
+        &self,
+        name: &str,
+        created_by: Option<&str>,
+    ) -> Result<SubjectRecord, StoreError> {
         let name = validate_name(name)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool.begin().await.map_err(db_err("create subject"))?;
         let row = sqlx::query(concat!(
-            "INSERT INTO facekey_subjects (id, name) VALUES ($1::uuid, $2) RETURNING ",
+            "INSERT INTO facekey_subjects (id, name, created_by) VALUES ($1::uuid, $2, $3) \
+             RETURNING ",
             created_at!()
         ))
         .bind(&id)
         .bind(&name)
+        .bind(created_by)
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err("create subject"))?;
@@ -272,6 +278,7 @@ impl TemplateStore for PgStore {
                 .map_err(db_err("create subject"))?,
             id,
             name,
+            created_by: created_by.map(str::to_owned),
             templates: Vec::new(),
         })
     }
@@ -422,7 +429,7 @@ impl TemplateStore for PgStore {
 
     async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
         let rows = sqlx::query(concat!(
-            "SELECT id::text AS id, name, ",
+            "SELECT id::text AS id, name, created_by, ",
             created_at!(),
             " FROM facekey_subjects ORDER BY created_at, id"
         ))
@@ -442,6 +449,7 @@ impl TemplateStore for PgStore {
                     templates: by_subject.remove(&id).unwrap_or_default(),
                     name: r.try_get("name").map_err(db_err("load subjects"))?,
                     created_at: r.try_get("created_at").map_err(db_err("load subjects"))?,
+                    created_by: r.try_get("created_by").map_err(db_err("load subjects"))?,
                     id,
                 })
             })
@@ -453,7 +461,7 @@ impl TemplateStore for PgStore {
             return Ok(None);
         };
         let row = sqlx::query(concat!(
-            "SELECT name, ",
+            "SELECT name, created_by, ",
             created_at!(),
             " FROM facekey_subjects WHERE id = $1::uuid"
         ))
@@ -468,6 +476,7 @@ impl TemplateStore for PgStore {
         Ok(Some(SubjectRecord {
             name: row.try_get("name").map_err(db_err("load subject"))?,
             created_at: row.try_get("created_at").map_err(db_err("load subject"))?,
+            created_by: row.try_get("created_by").map_err(db_err("load subject"))?,
             id,
             templates,
         }))

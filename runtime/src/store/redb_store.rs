@@ -416,7 +416,11 @@ impl Inner {
         Ok(count)
     }
 
-    fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError> {
+    fn create_subject(
+        &self,
+        name: &str,
+        created_by: Option<&str>,
+    ) -> Result<SubjectRecord, StoreError> {
         let name = validate_name(name)?;
         let subject = Subject {
             id: uuid::Uuid::new_v4().to_string(),
@@ -425,6 +429,7 @@ impl Inner {
             outdated_faces: 0,
             face_models: Default::default(),
             created_at: now_rfc3339(),
+            created_by: created_by.map(str::to_owned),
         };
         let err = backend("create subject");
         let txn = self.begin_write("create subject")?;
@@ -438,6 +443,7 @@ impl Inner {
             id: subject.id,
             name: subject.name,
             created_at: subject.created_at,
+            created_by: subject.created_by,
             templates: Vec::new(),
         })
     }
@@ -578,6 +584,7 @@ impl Inner {
             id: subject.id,
             name: subject.name,
             created_at: subject.created_at,
+            created_by: subject.created_by,
         }))
     }
 
@@ -595,6 +602,7 @@ impl Inner {
                 id: subject.id,
                 name: subject.name,
                 created_at: subject.created_at,
+                created_by: subject.created_by,
             });
         }
         Ok(out)
@@ -607,9 +615,15 @@ impl TemplateStore for RedbStore {
         format!("embedded redb file {}", self.inner.path.display())
     }
 
-    async fn create_subject(&self, name: &str) -> Result<SubjectRecord, StoreError> {
+    async fn create_subject(
+        &self,
+        name: &str,
+        created_by: Option<&str>,
+    ) -> Result<SubjectRecord, StoreError> {
         let name = name.to_owned();
-        self.blocking(move |s| s.create_subject(&name)).await
+        let created_by = created_by.map(str::to_owned);
+        self.blocking(move |s| s.create_subject(&name, created_by.as_deref()))
+            .await
     }
 
     async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
@@ -681,10 +695,10 @@ mod tests {
         let keys = keys();
         let (a_id, b_id) = {
             let store = open(dir.path(), 10, &keys);
-            let a = store.create_subject(" Ada ").await.unwrap();
+            let a = store.create_subject(" Ada ", None).await.unwrap();
             assert_eq!(a.name, "Ada");
             assert!(a.templates.is_empty());
-            let b = store.create_subject("Grace").await.unwrap();
+            let b = store.create_subject("Grace", None).await.unwrap();
             store.add_template(&a.id, tmpl(1.0)).await.unwrap();
             store.add_template(&a.id, tmpl(2.0)).await.unwrap();
             store.add_template(&b.id, tmpl(3.0)).await.unwrap();
@@ -709,7 +723,7 @@ mod tests {
         let keys = keys();
         let id = {
             let store = open(dir.path(), 10, &keys);
-            let a = store.create_subject("a").await.unwrap();
+            let a = store.create_subject("a", None).await.unwrap();
             store.add_template(&a.id, tmpl(0.123_456_79)).await.unwrap();
             a.id
         };
@@ -740,7 +754,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = keys();
         let store = open(dir.path(), 10, &keys);
-        let a = store.create_subject("a").await.unwrap();
+        let a = store.create_subject("a", None).await.unwrap();
         // Write a record the way the previous release did: the embedding in clear.
         let legacy = serde_json::json!({
             "id": "t-old", "subject_id": a.id, "model": "test", "embedding": [0.5, 0.25],
@@ -765,11 +779,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_creating_key_persists_and_old_subjects_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys();
+        let (owned, legacy) = {
+            let store = open(dir.path(), 10, &keys);
+            let owned = store.create_subject("a", Some("app-1")).await.unwrap();
+            assert_eq!(owned.created_by.as_deref(), Some("app-1"));
+            // Writes that rewrite the subject's record keep its creator.
+            store.add_template(&owned.id, tmpl(1.0)).await.unwrap();
+            store.rename_subject(&owned.id, "b").await.unwrap();
+            // A subject the way the previous release wrote it: no creator.
+            let legacy = serde_json::json!({
+                "id": "s-old", "name": "old", "faces": 0, "created_at": "2026-11-27T00:00:00Z"
+            });
+            let txn = store.inner.begin_write("test").unwrap();
+            {
+                let mut t = txn.open_table(SUBJECTS).unwrap();
+                t.insert("s-old", legacy.to_string().as_bytes()).unwrap();
+            }
+            txn.commit().unwrap();
+            (owned.id, "s-old")
+        };
+        let store = open(dir.path(), 10, &keys);
+        let all = store.load_all().await.unwrap();
+        let by_id = |id: &str| all.iter().find(|r| r.id == id).unwrap().created_by.clone();
+        assert_eq!(by_id(&owned).as_deref(), Some("app-1"));
+        assert_eq!(by_id(legacy), None, "an old record loads, owned by no key");
+        let one = store.load_subject(&owned).await.unwrap().unwrap();
+        assert_eq!(
+            (one.name.as_str(), one.created_by.as_deref()),
+            ("b", Some("app-1"))
+        );
+    }
+
+    #[tokio::test]
     async fn deleting_a_subject_deletes_its_templates_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 10, &keys());
-        let a = store.create_subject("a").await.unwrap();
-        let b = store.create_subject("b").await.unwrap();
+        let a = store.create_subject("a", None).await.unwrap();
+        let b = store.create_subject("b", None).await.unwrap();
         for i in 0..3 {
             store.add_template(&a.id, tmpl(i as f32)).await.unwrap();
         }
@@ -797,7 +846,7 @@ mod tests {
     async fn limits_and_unknown_subjects() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 2, &keys());
-        let a = store.create_subject("a").await.unwrap();
+        let a = store.create_subject("a", None).await.unwrap();
         store.add_template(&a.id, tmpl(1.0)).await.unwrap();
         store.add_template(&a.id, tmpl(1.0)).await.unwrap();
         assert!(matches!(
@@ -832,7 +881,7 @@ mod tests {
             Err(StoreError::Invalid(_))
         ));
         assert!(matches!(
-            store.create_subject("").await,
+            store.create_subject("", None).await,
             Err(StoreError::Invalid(_))
         ));
     }
@@ -843,8 +892,8 @@ mod tests {
         let keys = keys();
         let (a, b, keep) = {
             let store = open(dir.path(), 2, &keys);
-            let a = store.create_subject("a").await.unwrap();
-            let b = store.create_subject("b").await.unwrap();
+            let a = store.create_subject("a", None).await.unwrap();
+            let b = store.create_subject("b", None).await.unwrap();
             let gone = store.add_template(&a.id, tmpl(1.0)).await.unwrap();
             let keep = store.add_template(&a.id, tmpl(2.0)).await.unwrap();
             let other = store.add_template(&b.id, tmpl(3.0)).await.unwrap();

@@ -1,0 +1,338 @@
+//! The per-key subject quota (`FACEKEY_MAX_SUBJECTS_PER_KEY`): one `enrol` key cannot fill the
+//! store for every other key. Over HTTP on the embedded store: a key at its quota gets 507
+//! `key_subject_quota` naming the limit and the setting while another key still creates, admin
+//! keys are held to the store's bound only, deleting one of the key's subjects frees a place,
+//! and the subjects' creators survive a restart on the same data directory. On a real
+//! PostgreSQL: the creator column is migrated onto an old database (old rows count against no
+//! key), persists, and two replicas count a key's subjects from the shared store's view.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::postgres::{PgServer, key_file};
+use common::{Running, error_code, keyed_client, metric, send_json};
+use facekey_runtime::auth::Scope;
+use facekey_runtime::auth::keys::{key_line, new_key};
+use facekey_runtime::config::Config;
+use facekey_runtime::enrolments::{Creator, Enrolments};
+use facekey_runtime::store::StoreError;
+use facekey_runtime::store::cipher::{TemplateKeys, new_key_line};
+use facekey_runtime::store::postgres::PgStore;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The quota the tests run with.
+const QUOTA: usize = 3;
+
+/// A keys file with two `enrol` keys (`app-a`, `app-b`) and an `admin` key in `dir`: its path
+/// and the keys by id.
+fn keys_file(dir: &std::path::Path) -> (std::path::PathBuf, BTreeMap<&'static str, String>) {
+    let mut text = String::new();
+    let mut keys = BTreeMap::new();
+    for (id, scope) in [
+        ("app-a", Scope::Enrol),
+        ("app-b", Scope::Enrol),
+        ("admin", Scope::Admin),
+    ] {
+        let key = new_key().unwrap();
+        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
+        text.push('\n');
+        keys.insert(id, key);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("quota-api-keys");
+    std::fs::write(&path, text).unwrap();
+    (path, keys)
+}
+
+async fn create(s: &Running, client: &reqwest::Client, name: &str) -> (StatusCode, Value) {
+    send_json(
+        client
+            .post(s.url("/v1/subjects"))
+            .json(&json!({ "name": name })),
+    )
+    .await
+}
+
+/// Create a subject that must be created: its id, after checking it names its creator.
+async fn created(s: &Running, client: &reqwest::Client, name: &str, key_id: &str) -> String {
+    let (status, v) = create(s, client, name).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["created_by"], key_id, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// The creation must be refused as over `key_id`'s quota, with a message naming the key, the
+/// limit and its setting.
+async fn refused(s: &Running, client: &reqwest::Client, key_id: &str) {
+    let (status, v) = create(s, client, "one too many").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::INSUFFICIENT_STORAGE, "key_subject_quota"),
+        "{v}"
+    );
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{key_id:?}"))
+            && message.contains(&format!("FACEKEY_MAX_SUBJECTS_PER_KEY = {QUOTA}")),
+        "{message}"
+    );
+}
+
+/// Every subject the server lists, by id, with its `created_by`.
+async fn creators(s: &Running, admin: &reqwest::Client) -> BTreeMap<String, Value> {
+    let (status, v) = send_json(admin.get(s.url("/v1/subjects?limit=1000"))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s["created_by"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Stop the server and wait for it to exit, keeping its data directory (unlike
+/// [`Running::stop`]).
+async fn stop_keeping_data(mut s: Running) {
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+    tokio::time::timeout(Duration::from_secs(10), s.task)
+        .await
+        .expect("server did not stop")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_key_at_its_quota_is_refused_while_others_create_and_the_quota_survives_a_restart() {
+    let mut config = Config::for_tests();
+    config.max_subjects_per_key = QUOTA;
+    let (file, keys) = keys_file(&config.data_dir);
+    config.api_keys_file = Some(file);
+    let (a, b, admin) = (
+        keyed_client(&keys["app-a"]),
+        keyed_client(&keys["app-b"]),
+        keyed_client(&keys["admin"]),
+    );
+    let s = Running::start(config.clone()).await;
+
+    let mut a_subjects = Vec::new();
+    for i in 0..QUOTA {
+        a_subjects.push(created(&s, &a, &format!("a{i}"), "app-a").await);
+    }
+    refused(&s, &a, "app-a").await;
+    // Key A being at its quota takes nothing from key B, nor from the admin key (held to
+    // FACEKEY_MAX_SUBJECTS only).
+    let b_first = created(&s, &b, "b0", "app-b").await;
+    for i in 0..=QUOTA {
+        created(&s, &admin, &format!("root{i}"), "admin").await;
+    }
+    // The quota is on subjects, not faces: A still enrols a face into a subject it holds.
+    let (status, v) = s.enrol_sample(&a, &a_subjects[0], "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // Refused creations stored nothing, and are counted.
+    let listed = creators(&s, &admin).await;
+    assert_eq!(listed.len(), QUOTA + 1 + QUOTA + 1);
+    assert_eq!(listed.values().filter(|c| *c == "app-a").count(), QUOTA);
+    let metrics = s.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "facekey_subjects_refused_total{reason=\"key_quota\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "facekey_subjects_refused_total{reason=\"store_full\"}"
+        ),
+        0.0
+    );
+
+    // Deleting one of A's subjects (an admin can) frees exactly one place.
+    let (status, _) =
+        send_json(admin.delete(s.url(&format!("/v1/subjects/{}", a_subjects[1])))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    created(&s, &a, "a again", "app-a").await;
+    refused(&s, &a, "app-a").await;
+
+    // Restart on the same data directory: the creators were stored with the subjects.
+    stop_keeping_data(s).await;
+    let s = Running::start(config).await;
+    let (status, v) = send_json(admin.get(s.url(&format!("/v1/subjects/{}", a_subjects[0])))).await;
+    assert_eq!(
+        (status, &v["created_by"]),
+        (StatusCode::OK, &json!("app-a")),
+        "{v}"
+    );
+    assert_eq!(v["faces"], 1, "{v}");
+    refused(&s, &a, "app-a").await;
+    for i in 1..QUOTA {
+        created(&s, &b, &format!("b{i}"), "app-b").await;
+    }
+    refused(&s, &b, "app-b").await;
+    let listed = creators(&s, &admin).await;
+    assert_eq!(listed[&b_first], "app-b");
+    assert_eq!(listed.values().filter(|c| *c == "app-a").count(), QUOTA);
+    s.stop().await;
+}
+
+/// Without a per-key limit (0), a key is held to the store's bound only.
+#[tokio::test]
+async fn zero_means_no_per_key_limit() {
+    let mut config = Config::for_tests();
+    config.max_subjects_per_key = 0;
+    config.max_subjects = 4;
+    let (file, keys) = keys_file(&config.data_dir);
+    config.api_keys_file = Some(file);
+    let a = keyed_client(&keys["app-a"]);
+    let s = Running::start(config).await;
+    for i in 0..4 {
+        created(&s, &a, &format!("a{i}"), "app-a").await;
+    }
+    let (status, v) = create(&s, &a, "a4").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
+        "{v}"
+    );
+    let metrics = s.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "facekey_subjects_refused_total{reason=\"store_full\"}"
+        ),
+        1.0
+    );
+    // The API description lists both refusals of creating a subject.
+    let (_, doc) = send_json(s.client.get(s.url("/openapi.json"))).await;
+    let full = doc["paths"]["/v1/subjects"]["post"]["responses"]["507"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        full.contains("store_full")
+            && full.contains("key_subject_quota")
+            && full.contains("FACEKEY_MAX_SUBJECTS_PER_KEY"),
+        "{full}"
+    );
+    s.stop().await;
+}
+
+async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+/// PostgreSQL: migrating an old database adds the creator column (old rows: NULL, counted
+/// against no key); creators persist; a replica counts a key's subjects created through
+/// another once notified, and a deletion through one frees the place on both.
+#[tokio::test]
+async fn the_creator_is_stored_in_postgres_and_counted_across_replicas() {
+    let pg = PgServer::start();
+    let line = new_key_line("k1").unwrap();
+    let keys_path = key_file(pg.dir.path(), &line);
+    let keys = || TemplateKeys::parse(&line, &keys_path).unwrap();
+    let url = pg.url();
+    let connect = || PgStore::connect(&url, None, keys(), 5, "TEST_URL");
+
+    // A database as the previous release left it: the schema before the creator column, with
+    // a subject in it.
+    drop(connect().await.unwrap());
+    pg.psql(
+        "ALTER TABLE facekey_subjects DROP COLUMN created_by; \
+         DELETE FROM _sqlx_migrations WHERE version = 4",
+    );
+    let old = uuid::Uuid::new_v4().to_string();
+    pg.psql(&format!(
+        "INSERT INTO facekey_subjects (id, name) VALUES ('{old}', 'old subject')"
+    ));
+
+    // The upgrade migrates it; the old subject loads, created by nobody.
+    let a = connect().await.unwrap();
+    let b = connect().await.unwrap();
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT coalesce(created_by, '<null>') FROM facekey_subjects WHERE id = '{old}'"
+        )),
+        "<null>"
+    );
+    let on_a = Arc::new(Enrolments::open(Arc::new(a.clone()), "m", 2).await.unwrap());
+    let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
+    let follower = tokio::spawn(on_b.clone().follow(b));
+    let (old_subject, _) = on_a.index().get(&old).unwrap();
+    assert_eq!(old_subject.created_by, None);
+
+    let app = Creator {
+        key_id: Some("app-a"),
+        quota: Some(2),
+    };
+    let first = on_a.create_subject("a0", app).await.unwrap();
+    on_a.create_subject("a1", app).await.unwrap();
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM facekey_subjects WHERE created_by = 'app-a'"),
+        "2"
+    );
+    // Replica b counts them once notified, and refuses the key's third subject.
+    assert!(
+        eventually(Duration::from_secs(5), || on_b
+            .index()
+            .subjects_created_by("app-a")
+            == 2)
+        .await,
+        "a's creations never reached b"
+    );
+    assert!(matches!(
+        on_b.create_subject("a2", app).await,
+        Err(StoreError::KeyQuota {
+            held: 2,
+            limit: 2,
+            ..
+        })
+    ));
+    // Another key, and the old creator-less subject, are not counted against it.
+    let other = Creator {
+        key_id: Some("app-b"),
+        quota: Some(2),
+    };
+    on_b.create_subject("b0", other).await.unwrap();
+    assert_eq!(on_b.index().subjects_created_by("app-b"), 1);
+
+    // A deletion through a frees the place on b.
+    assert!(on_a.delete_subject(&first.id).await.unwrap());
+    assert!(
+        eventually(Duration::from_secs(5), || on_b
+            .index()
+            .subjects_created_by("app-a")
+            == 1)
+        .await,
+        "the deletion never reached b"
+    );
+    on_b.create_subject("a2", app).await.unwrap();
+
+    // A replica started afresh loads the creators from the database.
+    let fresh = Enrolments::open(Arc::new(connect().await.unwrap()), "m", 2)
+        .await
+        .unwrap();
+    assert_eq!(fresh.index().subjects_created_by("app-a"), 2);
+    assert_eq!(fresh.index().subjects_created_by("app-b"), 1);
+    assert_eq!(fresh.index().subject_count(), 4);
+    assert!(fresh.create_subject("a3", app).await.is_err());
+    follower.abort();
+}
