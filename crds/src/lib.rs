@@ -649,6 +649,13 @@ pub struct Store {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100_000_000))]
     pub max_templates: Option<u32>,
+    /// Most subjects one API key may have created and still hold
+    /// (`FACEKEY_MAX_SUBJECTS_PER_KEY`; the runtime's 10 000 when omitted, 0 for no per-key
+    /// limit): beyond, creating a subject answers 507 `key_subject_quota`, so one `enrol` key
+    /// cannot fill the store. Admin keys are held to `maxSubjects` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100_000_000))]
+    pub max_subjects_per_key: Option<u32>,
     /// Most faces one subject holds (`FACEKEY_MAX_FACES_PER_SUBJECT`; the runtime's 5 when
     /// omitted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -665,6 +672,7 @@ impl Default for Store {
             retain_on_delete: true,
             max_subjects: None,
             max_templates: None,
+            max_subjects_per_key: None,
             max_faces_per_subject: None,
         }
     }

@@ -346,6 +346,12 @@ fn verification_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Proble
             (1.0, 1000.0),
             problems,
         );
+        check_range(
+            "store.maxSubjectsPerKey",
+            n(store.max_subjects_per_key),
+            (0.0, 100_000_000.0),
+            problems,
+        );
     }
     let Some(v) = &spec.verification else {
         return;

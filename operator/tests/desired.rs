@@ -374,7 +374,8 @@ fn written_env_names_are_runtime_settings_and_listed() {
                "spoof": {"pvc": "models"}}}),
         json!({"image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"},
                "caSecretRef": {"name": "db-ca", "key": "ca.pem"}},
-               "maxSubjects": 500, "maxTemplates": 1000, "maxFacesPerSubject": 3}}),
+               "maxSubjects": 500, "maxTemplates": 1000, "maxFacesPerSubject": 3,
+               "maxSubjectsPerKey": 100}}),
         json!({"image": "img:1", "verification": {
                "requireSession": true, "decisionPolicy": "strict",
                "sessions": {"ttlSeconds": 30, "maxFrames": 90, "maxOpen": 100, "maxOpenPerKey": 10},

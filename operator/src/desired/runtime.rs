@@ -81,6 +81,7 @@ const RUNTIME_ENV: &[&str] = &[
     env::SHUTDOWN_DELAY_SECS,
     env::MAX_SUBJECTS,
     env::MAX_TEMPLATES,
+    env::MAX_SUBJECTS_PER_KEY,
     env::MAX_FACES_PER_SUBJECT,
     env::REQUIRE_SESSION,
     env::DECISION_POLICY,
@@ -137,6 +138,9 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         }
         if let Some(n) = store.max_templates {
             set(env::MAX_TEMPLATES, n.to_string());
+        }
+        if let Some(n) = store.max_subjects_per_key {
+            set(env::MAX_SUBJECTS_PER_KEY, n.to_string());
         }
         if let Some(n) = store.max_faces_per_subject {
             set(env::MAX_FACES_PER_SUBJECT, n.to_string());
