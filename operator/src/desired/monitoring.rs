@@ -244,6 +244,20 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             ),
         },
         Alert {
+            name: "FaceKeySubjectsRefused",
+            // Any refusal: a key at its subject quota is a runaway client, someone filling the
+            // store, or one application outgrowing its quota; a full store refuses everyone.
+            expr: format!(
+                "sum by ({KEEP}, reason) (increase(facekey_subjects_refused_total{{{sel}}}[15m])) > 0"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("FaceKey {namespace}/{name} refuses to create subjects"),
+            description: format!(
+                "{{{{ $value | printf \"%.0f\" }}}} subject creations in FaceKeyDeployment {namespace}/{name} were refused with 507 in the last 15 minutes, reason {{{{ $labels.reason }}}}: key_quota is a key holding FACEKEY_MAX_SUBJECTS_PER_KEY subjects (the facekey::security log names it), store_full the store at FACEKEY_MAX_SUBJECTS."
+            ),
+        },
+        Alert {
             name: "FaceKeyRolloutBlocked",
             // The operator's metric; its `namespace` label names the FaceKeyDeployment's namespace,
             // so the operator must be scraped with honorLabels: true.
@@ -535,6 +549,21 @@ mod tests {
             "{description}"
         );
         assert!(description.contains("ns/fk"), "{description}");
+    }
+
+    #[test]
+    fn refused_subject_creations_alert_at_once_by_reason() {
+        let rule = alert("FaceKeySubjectsRefused");
+        assert_eq!(
+            rule["expr"],
+            r#"sum by (namespace, job, reason) (increase(facekey_subjects_refused_total{namespace="ns",job="fk"}[15m])) > 0"#
+        );
+        assert!(rule.get("for").is_none(), "{rule}");
+        let description = warning_with_runbook(&rule, "facekeysubjectsrefused");
+        assert!(
+            description.contains("reason {{ $labels.reason }}: key_quota"),
+            "{description}"
+        );
     }
 
     #[test]
