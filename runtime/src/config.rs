@@ -484,8 +484,8 @@ pub struct Config {
     #[arg(long, env = env::SESSION_MAX_FRAMES, default_value_t = defaults::SESSION_MAX_FRAMES)]
     pub session_max_frames: usize,
 
-    /// `on`: `/v1/verify` refuses requests without a passed challenge-liveness session
-    /// (422 `session_required`).
+    /// `on`: `/v1/verify` and `/v1/identify` refuse requests without a passed
+    /// challenge-liveness session (422 `session_required`).
     #[arg(long, env = env::REQUIRE_SESSION, value_enum, default_value_t = parse_enum::<Switch>(defaults::REQUIRE_SESSION))]
     pub require_session: Switch,
 

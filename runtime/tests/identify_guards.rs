@@ -2,8 +2,8 @@
 //! guesses against one subject are bounded whichever route they take. A rejected identification
 //! that matched a subject counts as a failed attempt against it (with verify's own failures, one
 //! ledger); a locked subject reads as no match in identify's candidates and reasons alike;
-//! `FACEKEY_REQUIRE_SESSION=on` covers identify; and a face added to a locked subject is
-//! refused, while a `face_mismatch` counts as a failed attempt.
+//! `FACEKEY_REQUIRE_SESSION=on` covers identify (without a session); and a face added to a
+//! locked subject is refused, while a `face_mismatch` counts as a failed attempt.
 //!
 //! The attacker's photo is `Tom_Hanks_54745.png`, which the liveness models score as a spoof
 //! (about 0.08): enrolled with enrolment liveness off, every identification with it matches the
@@ -246,7 +246,7 @@ async fn required_sessions_cover_identify() {
         (StatusCode::UNPROCESSABLE_ENTITY, "session_required"),
         "{v}"
     );
-    // ... and so is identify, with any key, in either body form, with or without a session.
+    // ... and so is identify without a session, with any key, and the answer says to send one.
     for client in [&app, &s.client] {
         let (status, v) = send_json(
             client
@@ -260,11 +260,15 @@ async fn required_sessions_cover_identify() {
             "{v}"
         );
         assert!(v.get("candidates").is_none(), "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("/v1/liveness/sessions"), "{v}");
     }
     let b64 = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(face(LIVE))
     };
+    // With a session, identify takes it as verify does: it must exist for this key (passed
+    // sessions identifying: tests/identify_sessions.rs).
     let (status, v) = send_json(
         app.post(s.url("/v1/identify"))
             .json(&json!({"image": b64, "session": "00000000-0000-4000-8000-000000000000"})),
@@ -272,7 +276,7 @@ async fn required_sessions_cover_identify() {
     .await;
     assert_eq!(
         (status, error_code(&v)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "session_required"),
+        (StatusCode::NOT_FOUND, "session_not_found"),
         "{v}"
     );
     s.stop().await;

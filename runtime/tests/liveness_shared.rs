@@ -4,6 +4,7 @@
 //! through both replicas are all applied, a passed session verifies once when both replicas are
 //! asked at the same moment, the bounds hold across replicas, expired sessions are swept (their
 //! failure counted once), and a database outage answers 503 `store_unavailable`, never a pass.
+//! An unbound passed session identifies once across replicas too; a bound one only verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -100,9 +101,19 @@ fn id_of(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
-/// Opens a session on `r` and performs its challenge there: the passed session's id.
-async fn passed_session(r: &Running, c: &reqwest::Client, subject: &str) -> String {
-    let (st, o) = open(r, c, json!({ "subject": subject })).await;
+async fn identify(r: &Running, c: &reqwest::Client, id: &str) -> (StatusCode, Value) {
+    send_json(
+        c.post(url(r, "/v1/identify"))
+            .json(&json!({ "session": id })),
+    )
+    .await
+}
+
+/// Opens a session on `r` (bound to `subject` when given) and performs its challenge there: the
+/// passed session's id.
+async fn passed_session(r: &Running, c: &reqwest::Client, subject: Option<&str>) -> String {
+    let body = subject.map_or_else(|| json!({}), |s| json!({ "subject": s }));
+    let (st, o) = open(r, c, body).await;
     assert_eq!(st, StatusCode::CREATED, "{o}");
     let (st, fb) = send(
         r,
@@ -158,6 +169,19 @@ async fn enrol(r: &Running, admin: &reqwest::Client) -> String {
     subject
 }
 
+/// Waits until `r` knows `subject` (enrolled through another replica): it learns of it through
+/// the database's notification.
+async fn known_to(r: &Running, admin: &reqwest::Client, subject: &str) {
+    for _ in 0..100 {
+        let (st, _) = send_json(admin.get(url(r, &format!("/v1/subjects/{subject}")))).await;
+        if st == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the other replica never learnt of subject {subject}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_sessions_through_postgres() {
     let sh = Shared::new();
@@ -169,14 +193,7 @@ async fn replicas_share_sessions_through_postgres() {
     let b = Running::start(sh.config("b", tune)).await;
     let (admin, verify_key) = (sh.client("admin"), sh.client("verify"));
     let subject = enrol(&a, &admin).await;
-    // B learns of the enrolment through the database's notification.
-    for _ in 0..100 {
-        let (st, _) = send_json(admin.get(url(&b, &format!("/v1/subjects/{subject}")))).await;
-        if st == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    known_to(&b, &admin, &subject).await;
 
     // Open on A, frames on B, read on A, verify on B once, again on A: 409.
     let (st, o) = open(&a, &verify_key, json!({ "subject": subject })).await;
@@ -233,7 +250,7 @@ async fn replicas_share_sessions_through_postgres() {
     assert!(!row.contains("verify") && row.contains("|t|t|0"), "{row}");
 
     // Both replicas asked at the same moment to verify one passed session: exactly one does.
-    let id2 = passed_session(&b, &verify_key, &subject).await;
+    let id2 = passed_session(&b, &verify_key, Some(&subject)).await;
     let (ra, rb) = tokio::join!(
         verify(&a, &verify_key, &subject, &id2),
         verify(&b, &verify_key, &subject, &id2)
@@ -317,7 +334,7 @@ async fn replicas_share_sessions_through_postgres() {
     assert_eq!(st, StatusCode::OK, "{v}");
 
     // The database down: 503 store_unavailable, never a pass; back up, sessions resume.
-    let id5 = passed_session(&a, &verify_key, &subject).await;
+    let id5 = passed_session(&a, &verify_key, Some(&subject)).await;
     sh.pg.stop();
     let (st, v) = verify(&b, &verify_key, &subject, &id5).await;
     assert_eq!(
@@ -359,6 +376,63 @@ async fn replicas_share_sessions_through_postgres() {
         + counter(&mb, "facekey_liveness_sessions_passed_total");
     // id, id2, id4, id5 (a restarted A's counter is lost only for what A concluded before).
     assert!(passed >= 3.0, "{passed}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Identify takes shared sessions as verify does: a session bound to a subject is refused and left
+/// unused (it still verifies the subject), and an unbound one asked of both replicas at the same
+/// moment identifies exactly once; a verification after it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_session_identifies_once_across_replicas() {
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let b = Running::start(sh.config("b", |_| {})).await;
+    let (admin, verify_key) = (sh.client("admin"), sh.client("verify"));
+    let subject = enrol(&a, &admin).await;
+    known_to(&b, &admin, &subject).await;
+
+    let bound = passed_session(&a, &verify_key, Some(&subject)).await;
+    let (st, v) = identify(&b, &verify_key, &bound).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "session_bound_to_subject"),
+        "{v}"
+    );
+    let (st, v) = verify(&a, &verify_key, &subject, &bound).await;
+    assert_eq!(
+        (st, v["decision"].clone()),
+        (StatusCode::OK, json!("accept")),
+        "{v}"
+    );
+
+    let id = passed_session(&b, &verify_key, None).await;
+    let (ra, rb) = tokio::join!(
+        identify(&a, &verify_key, &id),
+        identify(&b, &verify_key, &id)
+    );
+    let (won, lost) = if ra.0 == StatusCode::OK {
+        (ra, rb)
+    } else {
+        (rb, ra)
+    };
+    assert_eq!(won.0, StatusCode::OK, "{won:?} {lost:?}");
+    assert_eq!(
+        won.1["candidates"],
+        json!([{"subject": {"id": subject, "name": "Eileen"}}]),
+        "{won:?}"
+    );
+    assert_eq!(
+        (lost.0, error_code(&lost.1)),
+        (StatusCode::CONFLICT, "session_used"),
+        "{lost:?}"
+    );
+    let (st, v) = verify(&a, &verify_key, &subject, &id).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::CONFLICT, "session_used"),
+        "{v}"
+    );
     a.stop().await;
     b.stop().await;
 }

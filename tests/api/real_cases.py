@@ -95,6 +95,7 @@ call("POST", "/v1/liveness/sessions/{id}/frames", 200, path_parameters={"id": se
      body={"frames": [{"image": b64, "timestamp_ms": 1000}]})
 call("GET", "/v1/liveness/sessions/{id}", 200, path_parameters={"id": session})
 call("POST", "/v1/verify", 409, body={"subject": subject, "session": session})
+call("POST", "/v1/identify", 409, body={"session": session})
 # The same operations with narrower keys: the answers without scores must fit the document too.
 call("POST", "/v1/verify", 200, body={"subject": subject, "image": b64}, key="verify")
 call("POST", "/v1/verify", 200, body={"subject": subject, "image": astronaut}, media_type="multipart/form-data",
@@ -107,6 +108,8 @@ call("POST", "/v1/liveness/sessions/{id}/frames", 200, path_parameters={"id": ow
      body={"frames": [{"image": b64, "timestamp_ms": 1000}]}, key="verify")
 call("GET", "/v1/liveness/sessions/{id}", 200, path_parameters={"id": own}, key="verify")
 call("GET", "/v1/liveness/sessions/{id}", 404, path_parameters={"id": session}, key="verify")
+call("POST", "/v1/identify", 409, body={"session": own}, media_type="multipart/form-data", key="verify")
+call("POST", "/v1/identify", 404, body={"session": session}, key="verify")
 call("GET", "/v1/subjects", 403, key="verify")
 call("GET", "/v1/auth/whoami", 200, key="verify")
 desk = call("POST", "/v1/subjects", 201, body={"name": "Desk Enrolment"}, key="enrol")["id"]

@@ -36,8 +36,10 @@ const SESSION_ADVICE: Record<string, string> = {
     "The liveness session is gone (it expired long ago, the runtime restarted, or another replica has it): start a new challenge.",
   session_expired: "The liveness session ran out of time: start a new challenge.",
   session_not_passed: "Only a passed challenge can verify: start a new challenge.",
-  session_used: "A challenge verifies once: start a new challenge to verify again.",
+  session_used: "A challenge serves one verification or identification: start a new challenge.",
   session_subject_mismatch: "The session was opened for another subject: start a new challenge for this one.",
+  session_bound_to_subject:
+    "This challenge was opened for one subject, so it can only verify that subject: start a challenge without a subject to identify.",
 };
 
 /**

@@ -230,7 +230,7 @@ describe("session errors in words", () => {
       "Too many liveness sessions are open: try again in 5 s.",
     );
     expect(errorAdvice(new ApiError(503, "too_many_sessions", "full"))).toContain("try again later");
-    expect(errorAdvice(new ApiError(409, "session_used", "used"))).toContain("verifies once");
+    expect(errorAdvice(new ApiError(409, "session_used", "used"))).toContain("one verification or identification");
     expect(errorAdvice(new ApiError(410, "session_expired", "expired"))).toContain("ran out of time");
     expect(errorAdvice(new ApiError(404, "session_not_found", "gone"))).toContain("start a new challenge");
     // Other errors keep their advice.

@@ -44,25 +44,32 @@ pub struct VerifyForm {
     pub include_layers: bool,
 }
 
-/// JSON body of `POST /v1/identify`. There is no `session` field: identification takes no
-/// challenge-liveness session, and a server requiring them (`FACEKEY_REQUIRE_SESSION=on`)
-/// refuses it with 422 `session_required`.
+/// JSON body of `POST /v1/identify`: the image, a passed liveness session, or both.
 #[derive(ToSchema)]
 pub struct IdentifyJson {
-    /// The probe image (JPEG, PNG or WebP) in base64 (as for `/v1/verify`).
-    #[schema(content_encoding = "base64", min_length = 1)]
+    /// The probe image (JPEG, PNG or WebP) in base64 (as for `/v1/verify`). Required unless
+    /// `session` is given.
+    #[schema(required = false, content_encoding = "base64", min_length = 1)]
     pub image: String,
+    /// Id of a passed challenge-liveness session opened without a subject: its best frame is the
+    /// probe (or `image`, when it shows the same face) and its result is the liveness; it is
+    /// consumed (one identification or verification).
+    #[schema(required = false, min_length = 1, max_length = 256)]
+    pub session: String,
     /// How many of the nearest subjects to judge (default 5).
     #[schema(required = false, minimum = 1, maximum = 100)]
     pub limit: u32,
 }
 
-/// Multipart body of `POST /v1/identify`: the same fields as the JSON form (no `session`).
+/// Multipart body of `POST /v1/identify`: the same fields as the JSON form, the image as a file.
 #[derive(ToSchema)]
 pub struct IdentifyForm {
-    /// The probe image file (JPEG, PNG or WebP).
-    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    /// The probe image file (JPEG, PNG or WebP). Required unless `session` is given.
+    #[schema(required = false, value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     pub image: Vec<u8>,
+    /// Id of a passed challenge-liveness session opened without a subject.
+    #[schema(required = false, min_length = 1, max_length = 256)]
+    pub session: String,
     /// How many of the nearest subjects to judge (1-100, default 5).
     #[schema(required = false, minimum = 1, maximum = 100)]
     pub limit: u32,

@@ -1,5 +1,6 @@
 //! Face endpoints: verify a face against a subject (1:1), identify a face among every enrolled
-//! subject (1:N), and passive liveness of every face in an image.
+//! subject (1:N), either from an image or a passed liveness session, and passive liveness of
+//! every face in an image.
 //! Model work and index scans run on the blocking pool; templates come from this replica's
 //! index; every decision is the [`crate::verifier::Verifier`]'s.
 
@@ -14,17 +15,21 @@ use serde::Serialize;
 use super::blocking::with_engine;
 use super::error::{ApiError, ErrorBody};
 use super::image_input::{ImageInput, SESSION_FIELD};
+use super::sessions::SessionProbe;
 use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
 use crate::auth::Caller;
+use crate::challenge::Action;
+use crate::challenge::session::SessionUse;
 use crate::decision::Decision;
+use crate::enrolments::Enrolments;
 use crate::fusion::Layers;
 use crate::lockout::LockoutError;
 use crate::state::SharedState;
-use crate::store::index::SubjectTemplates;
+use crate::store::index::{Nearest, SubjectTemplates};
 use crate::store::{StoreError, Subject};
 use crate::verifier::{
-    DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason, Verification,
+    DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason, Verification, Verifier,
 };
 use crate::vision::embed::similarity;
 use crate::vision::second_opinion::MatchModels;
@@ -187,7 +192,7 @@ pub struct LivenessReportItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Per-model outputs.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub models: Option<LivenessResult>,
 }
 
@@ -238,7 +243,7 @@ pub struct VerifyResponse {
     /// Passive liveness.
     pub liveness: LivenessReportItem,
     /// Face quality and its measurements.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub quality: Option<QualityResult>,
     /// The fusion inputs `[match_similarity, liveness, quality]`.
     pub features: [f64; 3],
@@ -420,19 +425,28 @@ pub(crate) async fn settle_verification(
 Runs detection, embedding match, passive liveness, quality and the fusion MLP. With \
 `FACEKEY_MATCH_MODELS=dlib+faceres` the match fuses dlib and faceres-deep for faces enrolled \
 with both; a subject whose faces hold dlib alone is matched on dlib alone, and the answer says \
-so (`match.models` `[\"dlib\"]`, a `warnings` entry `matched_on_dlib_only`).",
+so (`match.models` `[\"dlib\"]`, a `warnings` entry `matched_on_dlib_only`). With a passed \
+challenge-liveness `session` instead of (or beside) the image, the session's best frame is the \
+probe and the challenge confidence the liveness; the session is consumed (one verification or \
+identification).",
     request_body(content(
         (super::bodies::VerifyJson = "application/json"),
         (super::bodies::VerifyForm = "multipart/form-data"),
     )),
     responses(
         (status = 200, description = "Verified (the decision may be reject)", body = VerifyAnswer),
-        (status = 404, description = "Unknown subject", body = ErrorBody),
+        (status = 404, description = "Unknown subject (`subject_not_found`), or no such liveness \
+session for this key (`session_not_found`)", body = ErrorBody),
         (status = 409, description = "Subject has no enrolled face (`subject_has_no_faces`), or \
-only faces of another embedding model (`subject_needs_reenrolment`)", body = ErrorBody),
+only faces of another embedding model (`subject_needs_reenrolment`); the session has not passed \
+(`session_not_passed`), was already used (`session_used`) or was opened for another subject \
+(`session_subject_mismatch`)", body = ErrorBody),
+        (status = 410, description = "The session expired (`session_expired`)", body = ErrorBody),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
-        (status = 422, description = "No face, several faces, or missing fields", body = ErrorBody),
+        (status = 422, description = "No face, several faces, or missing fields; \
+`session_required` when the server requires liveness sessions and none was given; \
+`session_face_mismatch` when the image beside the session shows another face", body = ErrorBody),
         (status = 429, description = "The subject is locked after repeated failed verifications \
 (`subject_locked`, `Retry-After`: seconds left), also when it locked while this verification ran \
 (by attempts sent beside it): its decision is then not revealed", body = ErrorBody),
@@ -754,7 +768,7 @@ pub struct IdentifyResponse {
     /// Passive liveness.
     pub liveness: LivenessReportItem,
     /// Face quality.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub quality: Option<QualityResult>,
     /// Templates of the serving model searched (exactly, every one).
     pub templates_searched: usize,
@@ -769,32 +783,76 @@ pub struct IdentifyResponse {
     pub inference_ms: ModelTimings,
 }
 
+/// Answer of `POST /v1/identify` with a liveness session to an `admin` key: the candidates with
+/// their scores, and the session's probe and challenge liveness in place of the image analysis.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionIdentifyResponse {
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
+    /// Subjects the face was accepted as, best first (empty when none; at most `limit`).
+    pub candidates: Vec<IdentifyCandidate>,
+    /// `accept` when at least one candidate was accepted.
+    pub decision: Decision,
+    /// Why the best match was rejected (`no_match` when nobody matched).
+    pub reasons: Vec<Reason>,
+    /// The session used.
+    pub session: String,
+    /// The challenge it passed.
+    pub challenge: Vec<Action>,
+    /// Whether the probe was the image sent beside the session (else the session's best frame).
+    pub probe_from_image: bool,
+    /// Liveness: the challenge confidence.
+    pub liveness: LivenessReportItem,
+    /// The probe's quality score.
+    pub quality: Option<f32>,
+    /// Full quality measurements, when the probe was an image.
+    #[schema(value_type = Option<Object>)]
+    pub quality_detail: Option<QualityResult>,
+    /// Templates of the serving model searched (exactly, every one).
+    pub templates_searched: usize,
+    /// The probability threshold.
+    pub threshold: f64,
+    /// `strict` or `fusion`.
+    pub decision_policy: DecisionPolicy,
+}
+
 /// `POST /v1/identify`: who is this, among every enrolled subject (1:N)?
 #[utoipa::path(
     post,
     path = "/v1/identify",
     tag = "verification",
     summary = "Identify a face among all enrolled subjects (1:N)",
-    description = "Multipart field `image` or JSON `{\"image\": \"<base64>\"}`; optional `limit` \
+    description = "Multipart field `image` or JSON `{\"image\": \"<base64>\"}`, or a passed \
+challenge-liveness session as `session` instead of (or beside) the image; optional `limit` \
 (1-100, default 5). The probe is compared with every template of the serving embedding model \
 (exact search on dlib's embedding); the `limit` nearest subjects are judged on their templates \
 as `/v1/verify` judges them (the fused dlib + faceres-deep score where they hold both); those above the match threshold are judged with the same liveness, quality \
 and decision policy as `/v1/verify`, and the accepted ones are returned best first. Under the \
 per-subject lockout as `/v1/verify` is: a locked subject is never a candidate and reads as no \
 match (also in `reasons`), and a rejected identification counts one failed attempt against each \
-subject the face matched. Takes no liveness session: with `FACEKEY_REQUIRE_SESSION=on` it is \
-refused (422 `session_required`); verify against the claimed subject with a session instead.",
+subject the face matched. With `session` (as for `/v1/verify`: passed, opened by the same key, \
+unused, unexpired) the session's best frame is the probe (or the image, when it shows the same \
+face) and the challenge confidence the liveness; the session is consumed, so it serves one \
+identification or verification. Only a session opened without `subject` identifies: a session \
+bound to a subject verifies that subject alone (422 `session_bound_to_subject`, the session \
+left unused). With `FACEKEY_REQUIRE_SESSION=on` an identification without a session is refused \
+(422 `session_required`).",
     request_body(content(
         (super::bodies::IdentifyJson = "application/json"),
         (super::bodies::IdentifyForm = "multipart/form-data"),
     )),
     responses(
         (status = 200, description = "Searched (candidates may be empty)", body = IdentifyAnswer),
+        (status = 404, description = "No such liveness session for this key (`session_not_found`)", body = ErrorBody),
+        (status = 409, description = "The session has not passed (`session_not_passed`) or was \
+already used (`session_used`)", body = ErrorBody),
+        (status = 410, description = "The session expired (`session_expired`)", body = ErrorBody),
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
         (status = 422, description = "No face, several faces, bad limit or missing image; \
-`session_required` when the server requires liveness sessions (`FACEKEY_REQUIRE_SESSION=on`), \
-which identification does not take", body = ErrorBody),
+`session_required` when the server requires liveness sessions (`FACEKEY_REQUIRE_SESSION=on`) \
+and none was given; `session_bound_to_subject` for a session opened for one subject; \
+`session_face_mismatch` when the image beside the session shows another face", body = ErrorBody),
     )
 )]
 pub async fn identify(
@@ -802,37 +860,133 @@ pub async fn identify(
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     input: ImageInput,
+) -> Response {
+    // The session the body named, taken before anything can refuse the request: the audit event
+    // of a refused identification (not passed, used, expired) still names it, as verify's does.
+    let named = AuditDetail::named(None, input.fields.get(SESSION_FIELD).map(String::as_str));
+    let response = identify_decided(state, caller, headers, input)
+        .await
+        .into_response();
+    with_named_detail(response, named)
+}
+
+/// What an identification searched with: a face analysed in the image, or a passed liveness
+/// session's probe.
+enum IdentifyProbe {
+    /// The image's face, with passive liveness and the pipeline's timings.
+    Image(Box<FaceAnalysis>),
+    /// A passed session's best frame (or the image beside it) and the challenge's liveness.
+    Session(Box<SessionProbe>),
+}
+
+impl IdentifyProbe {
+    /// The liveness verdict the fusion takes.
+    fn liveness(&self, verifier: &Verifier) -> LivenessVerdict {
+        match self {
+            Self::Image(a) => verifier.judge_liveness(a.liveness.as_ref()),
+            Self::Session(p) => p.liveness.clone(),
+        }
+    }
+
+    /// The quality feature (0 when unmeasured).
+    fn quality(&self) -> f64 {
+        match self {
+            Self::Image(a) => a.quality.map_or(0.0, |q| f64::from(q.score)),
+            Self::Session(p) => p.quality.map_or(0.0, f64::from),
+        }
+    }
+
+    /// The probe's embedding.
+    fn embedding(&self) -> &Embedding {
+        match self {
+            Self::Image(a) => &a.embedding,
+            Self::Session(p) => &p.embedding,
+        }
+    }
+}
+
+/// The `limit` subjects nearest to `probe` in this replica's index (exact search over every
+/// serving-model template), how many templates were searched, and how long it took.
+fn search(
+    enrolments: &Enrolments,
+    probe: &Embedding,
+    limit: usize,
+) -> (Vec<Nearest>, usize, Duration) {
+    let t = Instant::now();
+    let index = enrolments.index();
+    let nearest = index.nearest(probe.as_slice(), limit);
+    (nearest, index.template_count(), t.elapsed())
+}
+
+/// The work of `POST /v1/identify` (see [`identify`]).
+async fn identify_decided(
+    state: SharedState,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    input: ImageInput,
 ) -> Result<Response, ApiError> {
-    // A still image proves no liveness that a required session would: identify does not take
-    // sessions, so it refuses rather than be the way around the requirement.
-    if state.sessions.require_session() {
+    let with_session = input.fields.contains_key(SESSION_FIELD);
+    // A still image proves no liveness that a required session would: without a session
+    // identify refuses rather than be the way around the requirement.
+    if !with_session && state.sessions.require_session() {
         return Err(super::sessions::session_required(
-            "every face decision",
-            "identification cannot take one: verify against the claimed subject at /v1/verify \
-             with {\"subject\", \"session\"}",
+            "identification",
+            "open one (without a subject) at /v1/liveness/sessions and send {\"session\"}, \
+             with or without the image",
         ));
     }
     let engine = state.engine()?;
     let limit = parse_limit(&input)?;
-    let image = input.image;
     let enrolments = state.enrolments.clone();
     // The search over every template is CPU work like the models': it runs on the inference
-    // pool within the same admitted place, so admission control counts it.
-    let (analysis, nearest, searched, matching) =
-        with_engine(&state, engine.clone(), move |e, c| {
-            let analysis: FaceAnalysis = e.vision.analyze(&image, AnalyzeOptions::FULL, c)?;
-            let t = Instant::now();
-            let index = enrolments.index();
-            let nearest = index.nearest(analysis.embedding.as_slice(), limit);
-            Ok((analysis, nearest, index.template_count(), t.elapsed()))
+    // pool within an admitted place (the image's analysis's, when there is one), so admission
+    // control counts it.
+    let (probe, nearest, searched, matching) = if with_session {
+        // With a passed session, as verify takes one: consumed before the search.
+        let key = super::sessions::key_of(caller.as_ref())?;
+        let session = input.required(SESSION_FIELD)?.trim().to_string();
+        let probe = super::sessions::take_session_probe(
+            &state,
+            &engine,
+            &key,
+            session,
+            &input.image,
+            SessionUse::Identify,
+        )
+        .await?;
+        let embedding = probe.embedding.clone();
+        let (nearest, searched, matching) = with_engine(&state, engine.clone(), move |_, _| {
+            Ok(search(&enrolments, &embedding, limit))
         })
         .await?;
-    observe_timings(&state, &analysis.timings, &analysis.inference);
+        (
+            IdentifyProbe::Session(Box::new(probe)),
+            nearest,
+            searched,
+            matching,
+        )
+    } else {
+        let image = input.image;
+        let (analysis, (nearest, searched, matching)) =
+            with_engine(&state, engine.clone(), move |e, c| {
+                let analysis: FaceAnalysis = e.vision.analyze(&image, AnalyzeOptions::FULL, c)?;
+                let found = search(&enrolments, &analysis.embedding, limit);
+                Ok((analysis, found))
+            })
+            .await?;
+        observe_timings(&state, &analysis.timings, &analysis.inference);
+        (
+            IdentifyProbe::Image(Box::new(analysis)),
+            nearest,
+            searched,
+            matching,
+        )
+    };
 
     let t = Instant::now();
     let verifier = &engine.verifier;
-    let liveness = verifier.judge_liveness(analysis.liveness.as_ref());
-    let quality = analysis.quality.map_or(0.0, |q| f64::from(q.score));
+    let liveness = probe.liveness(verifier);
+    let quality = probe.quality();
     let cfg = engine.vision.config().matching;
     let judged: Vec<Judged> = nearest
         .into_iter()
@@ -845,7 +999,7 @@ pub async fn identify(
                 .and_then(|templates| {
                     let scores: Vec<_> = templates
                         .iter()
-                        .map(|t| engine.vision.compare(&analysis.embedding, t))
+                        .map(|t| engine.vision.compare(probe.embedding(), t))
                         .collect();
                     verifier.judge_templates(&scores)
                 });
@@ -880,9 +1034,6 @@ pub async fn identify(
         .stage_duration
         .with_label_values(&["search"])
         .observe(matching.as_secs_f64());
-    let liveness = LivenessReportItem::new(liveness, analysis.liveness);
-    report_liveness(&state, &headers, "/v1/identify", None, &liveness);
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // The reasons are the nearest unlocked subject's (locked ones are gone from the list).
     let reasons = match ruled.judged.first() {
         _ if decision == Decision::Accept => Vec::new(),
@@ -904,7 +1055,12 @@ pub async fn identify(
             probability: j.outcome.forward.probability,
         })
         .collect();
+    let session = match &probe {
+        IdentifyProbe::Session(p) => Some(p.session.clone()),
+        IdentifyProbe::Image(_) => None,
+    };
     let detail = AuditDetail {
+        session,
         decision: Some(decision),
         reasons: reasons.iter().map(|r| r.as_str().to_owned()).collect(),
         candidates: candidates.iter().map(|c| c.subject.id.clone()).collect(),
@@ -913,6 +1069,19 @@ pub async fn identify(
         ..AuditDetail::default()
     };
     let request_id = request_id(&headers);
+    // The liveness answer and its metrics: passive liveness (a spoof is an event, as in
+    // verify), or the challenge's, counted as verify with a session counts it.
+    let liveness = match &probe {
+        IdentifyProbe::Image(analysis) => {
+            let liveness = LivenessReportItem::new(liveness, analysis.liveness.clone());
+            report_liveness(&state, &headers, "/v1/identify", None, &liveness);
+            liveness
+        }
+        IdentifyProbe::Session(p) => {
+            state.metrics.record_liveness(p.liveness.state);
+            p.liveness_report()
+        }
+    };
     if !is_admin(caller.as_ref()) {
         let body = IdentifyDecision {
             candidates: candidates
@@ -925,26 +1094,46 @@ pub async fn identify(
         };
         return Ok((Extension(detail), Json(body)).into_response());
     }
-    let body = IdentifyResponse {
-        request_id,
-        reasons,
-        candidates,
-        decision,
-        face: analysis.face,
-        faces_detected: analysis.faces_detected,
-        liveness,
-        quality: analysis.quality,
-        templates_searched: searched,
-        threshold: verifier.threshold(),
-        decision_policy: verifier.config().policy,
-        timings_ms: VerifyTimings {
-            stages: analysis.timings,
-            matching: ms(matching),
-            fusion: ms(fusion),
-        },
-        inference_ms: analysis.inference,
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let response = match probe {
+        IdentifyProbe::Image(analysis) => Json(IdentifyResponse {
+            request_id,
+            reasons,
+            candidates,
+            decision,
+            face: analysis.face,
+            faces_detected: analysis.faces_detected,
+            liveness,
+            quality: analysis.quality,
+            templates_searched: searched,
+            threshold: verifier.threshold(),
+            decision_policy: verifier.config().policy,
+            timings_ms: VerifyTimings {
+                stages: analysis.timings,
+                matching: ms(matching),
+                fusion: ms(fusion),
+            },
+            inference_ms: analysis.inference,
+        })
+        .into_response(),
+        IdentifyProbe::Session(p) => Json(SessionIdentifyResponse {
+            request_id,
+            candidates,
+            decision,
+            reasons,
+            session: p.session,
+            challenge: p.challenge,
+            probe_from_image: p.from_image,
+            liveness,
+            quality: p.quality,
+            quality_detail: p.quality_detail,
+            templates_searched: searched,
+            threshold: verifier.threshold(),
+            decision_policy: verifier.config().policy,
+        })
+        .into_response(),
     };
-    Ok((Extension(detail), Json(body)).into_response())
+    Ok((Extension(detail), response).into_response())
 }
 
 /// One face of a liveness answer.
@@ -1009,8 +1198,9 @@ pub struct LivenessResponse {
 }
 
 /// The answer of `POST /v1/verify` as the document describes it: every score and diagnostic for
-/// an `admin` key, the decision alone for others (only the decision form has exactly its fields,
-/// so an answer matches one of the two).
+/// an `admin` key (with an image, or with a liveness session), the decision alone for others
+/// (only the decision form has exactly its fields, and only the session form has `session`, so
+/// an answer matches one of the three).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum VerifyAnswer {
@@ -1018,9 +1208,11 @@ pub enum VerifyAnswer {
     Full(Box<VerifyResponse>),
     /// To any other key.
     Decision(VerifyDecision),
+    /// To an `admin` key, verifying with a liveness session.
+    Session(Box<super::sessions::SessionVerifyResponse>),
 }
 
-/// The answer of `POST /v1/identify` by the key's scope (see [`VerifyAnswer`]).
+/// The answer of `POST /v1/identify` by the key's scope and probe (see [`VerifyAnswer`]).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum IdentifyAnswer {
@@ -1028,6 +1220,8 @@ pub enum IdentifyAnswer {
     Full(Box<IdentifyResponse>),
     /// To any other key.
     Decision(IdentifyDecision),
+    /// To an `admin` key, identifying with a liveness session.
+    Session(Box<SessionIdentifyResponse>),
 }
 
 /// The answer of `POST /v1/liveness` by the key's scope (see [`VerifyAnswer`]).

@@ -328,7 +328,8 @@ Without `admin`, verify, identify and liveness answer the decision only (no scor
         (name = "subjects", description = "Enrolment of subjects and their face templates"),
         (name = "verification", description = "1:1 verification and passive liveness"),
         (name = "liveness", description = "Challenge-response liveness sessions: a random \
-sequence of actions checked frame by frame; a passed session verifies once at /v1/verify"),
+sequence of actions checked frame by frame; a passed session serves one decision, a verification \
+at /v1/verify or (opened without a subject) an identification at /v1/identify"),
         (name = "operations", description = "Health, readiness and Prometheus metrics"),
         (name = "access", description = "API keys: which key is calling and what it may do"),
     )
@@ -398,6 +399,18 @@ mod tests {
         );
         let verify = &doc["paths"]["/v1/verify"]["post"];
         assert_eq!(verify["security"][1]["api_key_header"][0], "verify");
+        // Identify takes a session beside or instead of the image, as verify does, and its
+        // answer has a session form.
+        for body in ["IdentifyJson", "IdentifyForm"] {
+            let schema = &schemas[body];
+            assert!(schema["properties"]["session"].is_object(), "{body}");
+            let required = schema["required"].as_array().cloned().unwrap_or_default();
+            assert!(!required.contains(&"image".into()), "{body}: {required:?}");
+        }
+        assert_eq!(
+            schemas["IdentifyAnswer"]["oneOf"].as_array().map(Vec::len),
+            Some(3)
+        );
         assert_eq!(
             doc["components"]["schemas"]["VerifyDecision"]["additionalProperties"],
             false

@@ -1,8 +1,8 @@
 //! Challenge-response liveness sessions over HTTP (`/v1/liveness/sessions`): open a session
 //! with a random challenge, send camera frames in batches and get live feedback, read the
-//! verdict, and verify with a passed session instead of (or beside) an image. The rules live in
-//! [`crate::challenge`]; this module parses requests, runs frames through admission control and
-//! the inference pool, and records metrics and spoof events.
+//! verdict, and verify or identify with a passed session instead of (or beside) an image. The
+//! rules live in [`crate::challenge`]; this module parses requests, runs frames through admission
+//! control and the inference pool, and records metrics and spoof events.
 //!
 //! Sessions live behind [`SessionStore`]: in this replica's memory
 //! ([`crate::challenge::session::Registry`]) with the embedded template store, or in the shared
@@ -28,12 +28,12 @@ use super::faces::{
     LivenessReportItem, MatchReport, Settled, is_admin, request_id, settle_verification,
     verifiable_subject,
 };
-use super::image_input::{ImageInput, decode_base64_image};
+use super::image_input::{ImageInput, SESSION_FIELD, decode_base64_image};
 use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::challenge::session::{
-    Concluded, Registry, SessionError, SessionLimits, SessionState, SessionView,
+    Concluded, Registry, SessionError, SessionLimits, SessionState, SessionUse, SessionView,
 };
 use crate::challenge::store::SessionStore;
 use crate::challenge::{
@@ -41,6 +41,7 @@ use crate::challenge::{
 };
 use crate::config::{Config, Switch};
 use crate::decision::Decision;
+use crate::engine::Engine;
 use crate::state::SharedState;
 use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, Reason};
 use crate::vision::landmarks::{ChallengeModels, observe_frame};
@@ -163,7 +164,7 @@ impl SessionService {
         }
     }
 
-    /// Whether `/v1/verify` requires a passed session.
+    /// Whether `/v1/verify` and `/v1/identify` require a passed session.
     pub fn require_session(&self) -> bool {
         self.require_session
     }
@@ -210,6 +211,11 @@ impl From<SessionError> for ApiError {
             SessionError::SubjectMismatch => {
                 ApiError::new(StatusCode::CONFLICT, "session_subject_mismatch", message)
             }
+            SessionError::BoundToSubject => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "session_bound_to_subject",
+                message,
+            ),
             SessionError::Busy => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::CONFLICT, "session_busy", message)
@@ -246,7 +252,8 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiError> {
+/// The id of the caller's key, which sessions are bound to (401 without one).
+pub(super) fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiError> {
     caller.map(|c| c.key_id.to_string()).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -770,7 +777,7 @@ pub struct SessionDetail {
     pub max_face_distance: Option<f32>,
     /// Smallest fingerprint difference between two frames (grey levels).
     pub min_frame_difference: Option<f32>,
-    /// Whether a verification used the session.
+    /// Whether a verification or identification used the session.
     pub used: bool,
 }
 
@@ -864,7 +871,7 @@ pub struct SessionVerifyResponse {
     /// The probe's quality score.
     pub quality: Option<f32>,
     /// Full quality measurements, when the probe was an image.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub quality_detail: Option<QualityResult>,
     /// The fusion inputs `[match_similarity, liveness, quality]`.
     pub features: [f64; 3],
@@ -882,9 +889,9 @@ pub struct SessionVerifyResponse {
     pub weights: String,
 }
 
-/// 422 `session_required`: the answer of a face decision made without a passed session when
-/// sessions are required (verify without one, and identify, which takes none); `what` names
-/// the decision and `advice` says what to send instead.
+/// 422 `session_required`: the answer of a face decision (verify, identify) made without a
+/// passed session when sessions are required; `what` names the decision and `advice` says what
+/// to send instead.
 pub fn session_required(what: &str, advice: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -896,42 +903,68 @@ pub fn session_required(what: &str, advice: &str) -> ApiError {
     )
 }
 
-/// The session part of `POST /v1/verify`: `input` has a `session` field. The session must have
-/// passed, belong to the caller's key (and to `subject` if it was bound) and not be used; it is
-/// consumed before any other work. The probe is the session's best frame, or the image sent
-/// beside it when that shows the same face; the liveness feature is the challenge confidence.
-pub async fn verify_with_session(
-    state: SharedState,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    input: ImageInput,
-) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
-    let key = key_of(caller.as_ref())?;
-    let subject = input.required("subject")?.trim().to_string();
-    let session = input.required("session")?.trim().to_string();
-    let templates = verifiable_subject(&state, &subject).await?;
+/// The probe a passed liveness session gives one face decision, with the challenge's liveness.
+pub(super) struct SessionProbe {
+    /// The session's id.
+    pub session: String,
+    /// The challenge it passed.
+    pub challenge: Vec<Action>,
+    /// The probe: the session's best frame, or the image sent beside it (the same face).
+    pub embedding: Embedding,
+    /// The probe's quality score.
+    pub quality: Option<f32>,
+    /// Full quality measurements, when the probe was an image.
+    pub quality_detail: Option<QualityResult>,
+    /// Whether the probe was the image sent beside the session.
+    pub from_image: bool,
+    /// The challenge confidence judged against the liveness threshold (the fusion's feature).
+    pub liveness: LivenessVerdict,
+}
+
+impl SessionProbe {
+    /// The liveness part of an answer: the challenge confidence (no per-model outputs).
+    pub fn liveness_report(&self) -> LivenessReportItem {
+        LivenessReportItem {
+            state: self.liveness.state,
+            score: self.liveness.score,
+            decision: self.liveness.decision(),
+            threshold: self.liveness.threshold,
+            checked: true,
+            reason: None,
+            models: None,
+        }
+    }
+}
+
+/// Consumes the passed `session` of `key` for one face decision, `purpose`, and gives its probe:
+/// the one path verify and identify take, so their session rules cannot drift. The session must
+/// have passed, belong to the key, not be used, and be opened for the verified subject or for
+/// none (identify: for none); it is consumed before any model work. A non-empty `image` beside
+/// it is the probe when it shows the same face (422 `session_face_mismatch` otherwise); the
+/// liveness is the challenge confidence.
+pub(super) async fn take_session_probe(
+    state: &SharedState,
+    engine: &Arc<Engine>,
+    key: &str,
+    session: String,
+    image: &Bytes,
+    purpose: SessionUse<'_>,
+) -> Result<SessionProbe, ApiError> {
     let probe = state
         .sessions
         .store
-        .take_for_verify(&key, &session, &subject)
+        .take_probe(key, &session, purpose)
         .await?;
     let same_face = state.sessions.store.policy().same_face_max_distance;
-    let (embedding, quality, quality_detail, from_image): (
-        Embedding,
-        Option<f32>,
-        Option<QualityResult>,
-        bool,
-    ) = if input.image.is_empty() {
-        (probe.embedding.clone(), probe.quality, None, false)
+    let (embedding, quality, quality_detail, from_image) = if image.is_empty() {
+        (probe.embedding, probe.quality, None, false)
     } else {
-        let image = input.image.clone();
-        let a = with_engine(&state, engine.clone(), move |e, c| {
+        let image = image.clone();
+        let a = with_engine(state, engine.clone(), move |e, c| {
             e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
         })
         .await?;
-        let d = a.embedding.distance(&probe.embedding);
-        if d > same_face {
+        if a.embedding.distance(&probe.embedding) > same_face {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "session_face_mismatch",
@@ -940,15 +973,7 @@ pub async fn verify_with_session(
         }
         (a.embedding, a.quality.map(|q| q.score), a.quality, true)
     };
-    let verifier = &engine.verifier;
-    let scores: Vec<_> = templates
-        .iter()
-        .map(|t| engine.vision.compare(&embedding, t))
-        .collect();
-    let matched = verifier.judge_templates(&scores).ok_or_else(|| {
-        ApiError::internal("templates vanished between the lookup and the comparison")
-    })?;
-    let threshold = verifier.config().liveness_threshold;
+    let threshold = engine.verifier.config().liveness_threshold;
     let confidence = f64::from(probe.confidence);
     let liveness = LivenessVerdict {
         state: if Decision::at_least(confidence, threshold) == Decision::Accept {
@@ -960,7 +985,50 @@ pub async fn verify_with_session(
         threshold,
         reason: None,
     };
-    let outcome = verifier.decide(&matched, &liveness, quality.map_or(0.0, f64::from));
+    Ok(SessionProbe {
+        session,
+        challenge: probe.challenge,
+        embedding,
+        quality,
+        quality_detail,
+        from_image,
+        liveness,
+    })
+}
+
+/// The session part of `POST /v1/verify`: `input` has a `session` field. The subject's
+/// refusals (unknown, no face, locked) come first, then the session is consumed
+/// ([`take_session_probe`]) and the probe matched against the subject's templates.
+pub async fn verify_with_session(
+    state: SharedState,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    input: ImageInput,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let key = key_of(caller.as_ref())?;
+    let subject = input.required("subject")?.trim().to_string();
+    let session = input.required(SESSION_FIELD)?.trim().to_string();
+    let templates = verifiable_subject(&state, &subject).await?;
+    let probe = take_session_probe(
+        &state,
+        &engine,
+        &key,
+        session,
+        &input.image,
+        SessionUse::Verify(&subject),
+    )
+    .await?;
+    let verifier = &engine.verifier;
+    let scores: Vec<_> = templates
+        .iter()
+        .map(|t| engine.vision.compare(&probe.embedding, t))
+        .collect();
+    let matched = verifier.judge_templates(&scores).ok_or_else(|| {
+        ApiError::internal("templates vanished between the lookup and the comparison")
+    })?;
+    let liveness = &probe.liveness;
+    let outcome = verifier.decide(&matched, liveness, probe.quality.map_or(0.0, f64::from));
     let settled = settle_verification(
         &state,
         caller.as_ref(),
@@ -979,21 +1047,13 @@ pub async fn verify_with_session(
     let body = SessionVerifyResponse {
         request_id,
         subject,
-        session,
+        liveness: probe.liveness_report(),
+        session: probe.session,
         challenge: probe.challenge,
-        probe_from_image: from_image,
+        probe_from_image: probe.from_image,
         match_: MatchReport::from(&matched),
-        liveness: LivenessReportItem {
-            state: liveness.state,
-            score: liveness.score,
-            decision: liveness.decision(),
-            threshold,
-            checked: true,
-            reason: None,
-            models: None,
-        },
-        quality,
-        quality_detail,
+        quality: probe.quality,
+        quality_detail: probe.quality_detail,
         features: outcome.features,
         probability: outcome.forward.probability,
         decision: outcome.decision,

@@ -8,9 +8,10 @@
 //! lost and a session ends exactly once (only the call that ended it reports it, so the
 //! failed-challenge spoof event fires once). Frames are kept in client-timestamp order, so two
 //! batches applied in the other order than they were captured judge the same. A passed session
-//! is consumed under the row lock by an `UPDATE … WHERE NOT consumed`: one verification across
-//! all replicas. Sessions are opened under a transaction-level advisory lock, so the global and
-//! per-key bounds hold across replicas. Every time is the database's clock.
+//! is consumed under the row lock by an `UPDATE … WHERE NOT consumed`: one verification or
+//! identification across all replicas. Sessions are opened under a transaction-level advisory
+//! lock, so the global and per-key bounds hold across replicas. Every time is the database's
+//! clock.
 //!
 //! Data: the key binding is the SHA-256 of the key id; observations (never images) and, once
 //! passed, the best frame's observation (embedding included) are sealed with the template key
@@ -30,7 +31,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::checker::{ChallengeVerdict, FailReason, Outcome, evaluate};
 use super::session::{
     BatchResult, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
-    SessionView, new_id, random_challenge, usable_for_verify,
+    SessionUse, SessionView, new_id, random_challenge, usable_for,
 };
 use super::store::SessionStore;
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
@@ -571,23 +572,23 @@ impl SessionStore for PgSessions {
             .view())
     }
 
-    async fn take_for_verify(
+    async fn take_probe(
         &self,
         key: &str,
         id: &str,
-        subject: &str,
+        purpose: SessionUse<'_>,
     ) -> Result<PassedProbe, SessionError> {
         let hash = key_hash(key);
         let err = db("use liveness session");
         let mut tx = self.pool.begin().await.map_err(&err)?;
         let s = self.fetch(&mut *tx, &hash, id, true).await?;
-        usable_for_verify(
+        usable_for(
             s.expired,
             s.consumed,
             s.verdict.outcome,
             s.state().as_str(),
             s.subject.as_deref(),
-            subject,
+            purpose,
         )?;
         let probe = self
             .unseal(&s, &hash)?

@@ -5,13 +5,13 @@
 //! A session is opened by one API key (and optionally bound to a subject), gets a random
 //! challenge of 2–3 distinct actions from the OS CSPRNG, receives frame observations in batches,
 //! is re-judged by [`evaluate`] after each batch, and ends `passed`, `failed` or `expired`. A
-//! passed session can be consumed by one verification (single use). Bounds: sessions holding a
-//! place at once (in progress, or passed and unused; globally and per key), frames per session,
-//! one batch in flight per session; ended sessions are kept as small tombstones, at most 4x the
-//! global bound, the oldest evicted first. Only
-//! observations are kept (never images), and once a session ends only what verify needs from its
-//! best frame (embedding, quality) is kept. Expired sessions stay as small tombstones for one
-//! more TTL (so late calls get 410 rather than 404) and are then swept.
+//! passed session can be consumed by one face decision, a verification or an identification
+//! (single use; see [`SessionUse`]). Bounds: sessions holding a place at once (in progress, or
+//! passed and unused; globally and per key), frames per session, one batch in flight per session;
+//! ended sessions are kept as small tombstones, at most 4x the global bound, the oldest evicted
+//! first. Only observations are kept (never images), and once a session ends only what a decision
+//! needs from its best frame (embedding, quality) is kept. Expired sessions stay as small
+//! tombstones for one more TTL (so late calls get 410 rather than 404) and are then swept.
 //!
 //! This registry keeps sessions in this replica's memory (the single-replica mode; a restart
 //! loses open sessions). With a shared database, [`super::pg::PgSessions`] keeps them in
@@ -95,12 +95,18 @@ pub enum SessionError {
     /// Verify with a session that has not passed.
     #[error("the liveness session has not passed (state {0})")]
     NotPassed(&'static str),
-    /// Verify with a session already used by a verification.
-    #[error("the liveness session was already used by a verification")]
+    /// A session already used by a verification or an identification.
+    #[error("the liveness session was already used by a verification or identification")]
     Used,
     /// Verify for another subject than the session was opened for.
     #[error("the liveness session was opened for another subject")]
     SubjectMismatch,
+    /// Identify with a session opened for one subject, which decides about that subject alone.
+    #[error(
+        "the liveness session was opened for one subject and can only verify that subject; \
+         open a session without a subject to identify"
+    )]
+    BoundToSubject,
     /// Another batch of frames for this session is being processed.
     #[error("another batch of frames for this session is still being processed")]
     Busy,
@@ -151,7 +157,7 @@ pub struct SessionView {
     pub frames_received: usize,
     /// When it expires.
     pub expires_at: SystemTime,
-    /// Whether a verification consumed it.
+    /// Whether a verification or identification consumed it.
     pub used: bool,
     /// The latest verdict (actions, reasons, diagnostics).
     pub verdict: ChallengeVerdict,
@@ -186,7 +192,18 @@ pub struct Concluded {
     pub usable_frames: usize,
 }
 
-/// What a verification takes from a passed session.
+/// The one face decision a passed session is consumed for, which decides whether a session bound
+/// to a subject may serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionUse<'a> {
+    /// A verification of this subject (1:1): a session bound to another subject is refused.
+    Verify(&'a str),
+    /// An identification among every subject (1:N): only an unbound session serves it, since a
+    /// bound one was opened to decide about its subject alone.
+    Identify,
+}
+
+/// What a verification or identification takes from a passed session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassedProbe {
     /// The best frame's embedding.
@@ -605,24 +622,24 @@ impl Registry {
         })
     }
 
-    /// Consumes a passed session for one verification of `subject`: the best frame's
+    /// Consumes a passed session for one face decision (`purpose`): the best frame's
     /// embedding and quality and the challenge confidence. Any later use is refused.
-    pub fn take_for_verify(
+    pub fn take_probe(
         &self,
         key: &str,
         id: &str,
-        subject: &str,
+        purpose: SessionUse<'_>,
         now: Instant,
     ) -> Result<PassedProbe, SessionError> {
         let mut map = self.lock();
         let s = Self::get(&mut map, key, id, now)?;
-        usable_for_verify(
+        usable_for(
             s.expired,
             s.used,
             s.verdict.outcome,
             s.state().as_str(),
             s.subject.as_deref(),
-            subject,
+            purpose,
         )?;
         let probe = s
             .probe
@@ -647,16 +664,17 @@ impl Registry {
     }
 }
 
-/// The rules for verifying with a session, the same in every store: not expired, not used yet
-/// (single use), passed, and opened for this subject or for none. `state` names the session's
-/// state for the not-passed error.
-pub(crate) fn usable_for_verify(
+/// The rules for deciding with a session, the same in every store: not expired, not used yet
+/// (single use), passed, and opened for the verified subject or for none (an identification
+/// takes only a session opened for none). `state` names the session's state for the not-passed
+/// error.
+pub(crate) fn usable_for(
     expired: bool,
     used: bool,
     outcome: Outcome,
     state: &'static str,
     bound_subject: Option<&str>,
-    subject: &str,
+    purpose: SessionUse<'_>,
 ) -> Result<(), SessionError> {
     if expired {
         return Err(SessionError::Expired);
@@ -667,10 +685,13 @@ pub(crate) fn usable_for_verify(
     if outcome != Outcome::Passed {
         return Err(SessionError::NotPassed(state));
     }
-    if bound_subject.is_some_and(|b| b != subject) {
-        return Err(SessionError::SubjectMismatch);
+    match (bound_subject, purpose) {
+        (Some(bound), SessionUse::Verify(subject)) if bound != subject => {
+            Err(SessionError::SubjectMismatch)
+        }
+        (Some(_), SessionUse::Identify) => Err(SessionError::BoundToSubject),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -805,19 +826,26 @@ mod tests {
         // Another key cannot see or use it.
         assert_eq!(r.view("k2", &o.id, t0), Err(SessionError::NotFound));
         assert_eq!(
-            r.take_for_verify("k2", &o.id, "alice", t0),
+            r.take_probe("k2", &o.id, SessionUse::Verify("alice"), t0),
             Err(SessionError::NotFound)
         );
-        // Bound to alice.
+        // Bound to alice: neither a verification of bob nor an identification takes it, and
+        // neither refusal consumes it.
         assert_eq!(
-            r.take_for_verify("k1", &o.id, "bob", t0),
+            r.take_probe("k1", &o.id, SessionUse::Verify("bob"), t0),
             Err(SessionError::SubjectMismatch)
         );
-        let probe = r.take_for_verify("k1", &o.id, "alice", t0).unwrap();
+        assert_eq!(
+            r.take_probe("k1", &o.id, SessionUse::Identify, t0),
+            Err(SessionError::BoundToSubject)
+        );
+        let probe = r
+            .take_probe("k1", &o.id, SessionUse::Verify("alice"), t0)
+            .unwrap();
         assert!(probe.confidence > 0.7);
         assert_eq!(probe.quality, Some(0.8));
         assert_eq!(
-            r.take_for_verify("k1", &o.id, "alice", t0),
+            r.take_probe("k1", &o.id, SessionUse::Verify("alice"), t0),
             Err(SessionError::Used)
         );
         assert!(r.view("k1", &o.id, t0).unwrap().used);
@@ -880,7 +908,7 @@ mod tests {
         r.open("k1", None, t0, now).unwrap();
         assert_eq!(res.frames[0].index, 8);
         assert_eq!(
-            r.take_for_verify("k1", &a.id, "x", t0),
+            r.take_probe("k1", &a.id, SessionUse::Verify("x"), t0),
             Err(SessionError::NotPassed("failed"))
         );
     }
@@ -904,7 +932,7 @@ mod tests {
         );
         assert_eq!(r.view("k1", &a.id, later).unwrap().live(), Some(false));
         assert_eq!(
-            r.take_for_verify("k1", &a.id, "x", later),
+            r.take_probe("k1", &a.id, SessionUse::Verify("x"), later),
             Err(SessionError::Expired)
         );
         assert_eq!(r.active(), 0);
@@ -936,6 +964,35 @@ mod tests {
         let map = r.lock();
         let s = map.get(&o.id).unwrap();
         assert!(s.frames.is_empty() && s.probe.is_some());
+    }
+
+    #[test]
+    fn an_unbound_session_identifies_once() {
+        let r = reg();
+        let t0 = Instant::now();
+        let (o, _) = r.open("k", None, t0, SystemTime::now()).unwrap();
+        let frames = performance(&o.challenge);
+        r.begin_batch("k", &o.id, frames.len(), t0).unwrap();
+        let res = r
+            .add_frames("k", &o.id, frames, t0 + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(res.view.state, SessionState::Passed);
+        assert_eq!(
+            r.take_probe("k2", &o.id, SessionUse::Identify, t0),
+            Err(SessionError::NotFound)
+        );
+        // One decision, whichever kind: a verification after the identification is refused too.
+        let probe = r.take_probe("k", &o.id, SessionUse::Identify, t0).unwrap();
+        assert!(probe.confidence > 0.7);
+        assert_eq!(
+            r.take_probe("k", &o.id, SessionUse::Identify, t0),
+            Err(SessionError::Used)
+        );
+        assert_eq!(
+            r.take_probe("k", &o.id, SessionUse::Verify("x"), t0),
+            Err(SessionError::Used)
+        );
+        assert!(r.lock().get(&o.id).unwrap().probe.is_none());
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //!
 //! Contract common to both: sessions are bound to the key that opened them (another key gets
 //! [`SessionError::NotFound`]), expire after the TTL, are bounded (globally and per key) and a
-//! passed session is consumed by exactly one verification. A store that cannot be reached
-//! answers [`SessionError::Unavailable`], never a pass.
+//! passed session is consumed by exactly one verification or identification. A store that
+//! cannot be reached answers [`SessionError::Unavailable`], never a pass.
 
 use std::time::{Instant, SystemTime};
 
 use super::session::{
-    BatchResult, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits, SessionView,
+    BatchResult, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits, SessionUse,
+    SessionView,
 };
 use super::{ChallengePolicy, FrameObservation};
 
@@ -59,13 +60,13 @@ pub trait SessionStore: Send + Sync {
     /// The session's state.
     async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError>;
 
-    /// Consumes a passed session for one verification of `subject` (at most once, across
-    /// replicas).
-    async fn take_for_verify(
+    /// Consumes a passed session for one face decision, `purpose` (at most once, across
+    /// replicas; a bound session serves only a verification of its subject).
+    async fn take_probe(
         &self,
         key: &str,
         id: &str,
-        subject: &str,
+        purpose: SessionUse<'_>,
     ) -> Result<PassedProbe, SessionError>;
 
     /// Ends sessions past their time (returned once, for metrics) and forgets old ones.
@@ -123,13 +124,13 @@ impl SessionStore for Registry {
         Registry::view(self, key, id, Instant::now())
     }
 
-    async fn take_for_verify(
+    async fn take_probe(
         &self,
         key: &str,
         id: &str,
-        subject: &str,
+        purpose: SessionUse<'_>,
     ) -> Result<PassedProbe, SessionError> {
-        Registry::take_for_verify(self, key, id, subject, Instant::now())
+        Registry::take_probe(self, key, id, purpose, Instant::now())
     }
 
     async fn sweep(&self) -> Result<Vec<Concluded>, SessionError> {
