@@ -6,7 +6,8 @@
 //!
 //! A subject records the API key that created it, and a key may be held to a quota of subjects
 //! ([`Creator`]): checked against the index plus this replica's creations in progress, so
-//! concurrent requests of one key on one replica cannot pass it together.
+//! concurrent requests of one key on one replica cannot pass it together, and by PostgreSQL
+//! inside the write, so neither can requests spread over replicas.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -214,8 +215,9 @@ impl Enrolments {
     }
 
     /// Create a subject recording `creator`'s key, within its quota; in the index once the
-    /// store acknowledged it. The quota is checked against this replica's index: with
-    /// PostgreSQL, other replicas' creations count once their notification has arrived.
+    /// store acknowledged it. The quota is checked against this replica's index and again by a
+    /// store shared between replicas inside its write (PostgreSQL), which sees the other
+    /// replicas' creations before their notifications arrive.
     pub async fn create_subject(
         &self,
         name: &str,
@@ -225,8 +227,11 @@ impl Enrolments {
             (Some(key_id), Some(limit)) => Some(self.reserve(key_id, limit)?),
             _ => None,
         };
-        let record: SubjectRecord =
-            self.mark(self.store.create_subject(name, creator.key_id).await)?;
+        let record: SubjectRecord = self.mark(
+            self.store
+                .create_subject(name, creator.key_id, creator.quota)
+                .await,
+        )?;
         let id = record.id.clone();
         match reservation {
             Some(r) => r.complete(record),

@@ -249,7 +249,7 @@ async fn fused_match_on_the_embedded_store() {
     let legacy = {
         let keys = TemplateKeys::load_or_create_local(&config.data_dir).unwrap();
         let store = RedbStore::open(&config.data_dir, 10, keys).unwrap();
-        let subject = store.create_subject("legacy", None).await.unwrap();
+        let subject = store.create_subject("legacy", None, None).await.unwrap();
         store
             .add_template(&subject.id, legacy_template("astronaut.png"))
             .await
@@ -270,7 +270,7 @@ async fn fused_match_on_postgres() {
         let store = PgStore::connect(&pg.url(), None, keys, 10, "FACEKEY_DATABASE_URL")
             .await
             .unwrap();
-        let subject = store.create_subject("legacy", None).await.unwrap();
+        let subject = store.create_subject("legacy", None, None).await.unwrap();
         store
             .add_template(&subject.id, legacy_template("astronaut.png"))
             .await

@@ -4,7 +4,8 @@
 //! keys are held to the store's bound only, deleting one of the key's subjects frees a place,
 //! and the subjects' creators survive a restart on the same data directory. On a real
 //! PostgreSQL: the creator column is migrated onto an old database (old rows count against no
-//! key), persists, and two replicas count a key's subjects from the shared store's view.
+//! key), persists, and two replicas count a key's subjects from the shared store's view; a
+//! key's creations racing through both replicas at once are held to its quota exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -335,4 +336,61 @@ async fn the_creator_is_stored_in_postgres_and_counted_across_replicas() {
     assert_eq!(fresh.index().subject_count(), 4);
     assert!(fresh.create_subject("a3", app).await.is_err());
     follower.abort();
+}
+
+/// PostgreSQL: one key's creations racing through two replicas at the same moment, before
+/// either replica has heard of the other's, are held to the quota exactly: the store counts
+/// the key's subjects inside each creation, one creation of the key at a time. Another key
+/// racing beside it is not held up or counted.
+#[tokio::test]
+async fn racing_creations_through_two_replicas_stay_within_the_quota() {
+    let pg = PgServer::start();
+    let line = new_key_line("k1").unwrap();
+    let keys_path = key_file(pg.dir.path(), &line);
+    let keys = || TemplateKeys::parse(&line, &keys_path).unwrap();
+    let url = pg.url();
+    let connect = || PgStore::connect(&url, None, keys(), 5, "TEST_URL");
+    let on_a = Arc::new(
+        Enrolments::open(Arc::new(connect().await.unwrap()), "m", 2)
+            .await
+            .unwrap(),
+    );
+    let on_b = Arc::new(
+        Enrolments::open(Arc::new(connect().await.unwrap()), "m", 2)
+            .await
+            .unwrap(),
+    );
+
+    const LIMIT: usize = 3;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let replica = if i % 2 == 0 {
+            on_a.clone()
+        } else {
+            on_b.clone()
+        };
+        let key = if i < 12 { "racer" } else { "bystander" };
+        tasks.push(tokio::spawn(async move {
+            let creator = Creator {
+                key_id: Some(key),
+                quota: Some(LIMIT),
+            };
+            (key, replica.create_subject(&format!("s{i}"), creator).await)
+        }));
+    }
+    let (mut created, mut refused) = (BTreeMap::<&str, usize>::new(), 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (key, Ok(_)) => *created.entry(key).or_default() += 1,
+            (_, Err(StoreError::KeyQuota { limit: LIMIT, .. })) => refused += 1,
+            (_, Err(e)) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(created.get("racer"), Some(&LIMIT), "{created:?}");
+    assert_eq!(created.get("bystander"), Some(&LIMIT), "{created:?}");
+    assert_eq!(refused, 12 - LIMIT + 4 - LIMIT);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM facekey_subjects WHERE created_by = 'racer'"),
+        LIMIT.to_string()
+    );
 }

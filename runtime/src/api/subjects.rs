@@ -191,8 +191,7 @@ pub async fn create(
 /// Both are checked against this replica's index, a mirror of the shared store. The store's
 /// bound may be passed by a few creations at once, which is all a memory bound needs; the
 /// key's quota also counts this replica's creations in progress, so it holds exactly on one
-/// replica, and with PostgreSQL may be passed by the key's creations in flight on other
-/// replicas (they count here once notified, within milliseconds).
+/// replica, and PostgreSQL counts it again inside the write, so it holds across replicas too.
 async fn create_within_bounds(
     state: &SharedState,
     caller: &Caller,

@@ -209,11 +209,16 @@ pub trait TemplateStore: Send + Sync + 'static {
     /// Where the data lives, for logs (never a password).
     fn describe(&self) -> String;
     /// Create a subject with a trimmed, non-empty name of at most [`MAX_NAME_CHARS`], recording
-    /// the id of the API key creating it (`created_by`; never the key itself).
+    /// the id of the API key creating it (`created_by`; never the key itself). With
+    /// `key_quota`, a store shared by replicas refuses the subject inside the write
+    /// ([`StoreError::KeyQuota`]) when `created_by` already holds that many, so concurrent
+    /// creations through several replicas cannot pass it together; a store of one replica
+    /// leaves the quota to its index ([`crate::enrolments`]), which sees every creation.
     async fn create_subject(
         &self,
         name: &str,
         created_by: Option<&str>,
+        key_quota: Option<usize>,
     ) -> Result<SubjectRecord, StoreError>;
     /// Delete a subject and all its templates; `false` when it did not exist.
     async fn delete_subject(&self, id: &str) -> Result<bool, StoreError>;

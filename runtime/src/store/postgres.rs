@@ -175,6 +175,37 @@ impl PgStore {
         Ok(l)
     }
 
+    /// [`StoreError::KeyQuota`] when `key_id` created `limit` subjects or more. Run in the
+    /// creating transaction under a transaction lock of the key, so the creations of one key
+    /// through any number of replicas are counted one after the other (each sees the ones
+    /// committed before it) and cannot pass the quota together; other keys are not held up.
+    async fn check_key_quota(
+        tx: &mut Transaction<'_, Postgres>,
+        key_id: &str,
+        limit: usize,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("facekey.subject_creator.{key_id}"))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err("lock the key's subject quota"))?;
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM facekey_subjects WHERE created_by = $1")
+                .bind(key_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_err("count the key's subjects"))?;
+        let held = usize::try_from(held).unwrap_or(usize::MAX);
+        if held >= limit {
+            return Err(StoreError::KeyQuota {
+                key_id: key_id.to_owned(),
+                held,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     async fn notify(
         tx: &mut Transaction<'_, Postgres>,
         subject_id: &str,
@@ -255,10 +286,14 @@ impl TemplateStore for PgStore {
         &self,
         name: &str,
         created_by: Option<&str>,
+        key_quota: Option<usize>,
     ) -> Result<SubjectRecord, StoreError> {
         let name = validate_name(name)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool.begin().await.map_err(db_err("create subject"))?;
+        if let (Some(key_id), Some(limit)) = (created_by, key_quota) {
+            Self::check_key_quota(&mut tx, key_id, limit).await?;
+        }
         let row = sqlx::query(concat!(
             "INSERT INTO facekey_subjects (id, name, created_by) VALUES ($1::uuid, $2, $3) \
              RETURNING ",

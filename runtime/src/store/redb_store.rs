@@ -619,6 +619,8 @@ impl TemplateStore for RedbStore {
         &self,
         name: &str,
         created_by: Option<&str>,
+        // One process writes this store: the index's quota check sees every creation.
+        _key_quota: Option<usize>,
     ) -> Result<SubjectRecord, StoreError> {
         let name = name.to_owned();
         let created_by = created_by.map(str::to_owned);
@@ -695,10 +697,10 @@ mod tests {
         let keys = keys();
         let (a_id, b_id) = {
             let store = open(dir.path(), 10, &keys);
-            let a = store.create_subject(" Ada ", None).await.unwrap();
+            let a = store.create_subject(" Ada ", None, None).await.unwrap();
             assert_eq!(a.name, "Ada");
             assert!(a.templates.is_empty());
-            let b = store.create_subject("Grace", None).await.unwrap();
+            let b = store.create_subject("Grace", None, None).await.unwrap();
             store.add_template(&a.id, tmpl(1.0)).await.unwrap();
             store.add_template(&a.id, tmpl(2.0)).await.unwrap();
             store.add_template(&b.id, tmpl(3.0)).await.unwrap();
@@ -723,7 +725,7 @@ mod tests {
         let keys = keys();
         let id = {
             let store = open(dir.path(), 10, &keys);
-            let a = store.create_subject("a", None).await.unwrap();
+            let a = store.create_subject("a", None, None).await.unwrap();
             store.add_template(&a.id, tmpl(0.123_456_79)).await.unwrap();
             a.id
         };
@@ -754,7 +756,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = keys();
         let store = open(dir.path(), 10, &keys);
-        let a = store.create_subject("a", None).await.unwrap();
+        let a = store.create_subject("a", None, None).await.unwrap();
         // Write a record the way the previous release did: the embedding in clear.
         let legacy = serde_json::json!({
             "id": "t-old", "subject_id": a.id, "model": "test", "embedding": [0.5, 0.25],
@@ -784,7 +786,10 @@ mod tests {
         let keys = keys();
         let (owned, legacy) = {
             let store = open(dir.path(), 10, &keys);
-            let owned = store.create_subject("a", Some("app-1")).await.unwrap();
+            let owned = store
+                .create_subject("a", Some("app-1"), None)
+                .await
+                .unwrap();
             assert_eq!(owned.created_by.as_deref(), Some("app-1"));
             // Writes that rewrite the subject's record keep its creator.
             store.add_template(&owned.id, tmpl(1.0)).await.unwrap();
@@ -817,8 +822,8 @@ mod tests {
     async fn deleting_a_subject_deletes_its_templates_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 10, &keys());
-        let a = store.create_subject("a", None).await.unwrap();
-        let b = store.create_subject("b", None).await.unwrap();
+        let a = store.create_subject("a", None, None).await.unwrap();
+        let b = store.create_subject("b", None, None).await.unwrap();
         for i in 0..3 {
             store.add_template(&a.id, tmpl(i as f32)).await.unwrap();
         }
@@ -846,7 +851,7 @@ mod tests {
     async fn limits_and_unknown_subjects() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 2, &keys());
-        let a = store.create_subject("a", None).await.unwrap();
+        let a = store.create_subject("a", None, None).await.unwrap();
         store.add_template(&a.id, tmpl(1.0)).await.unwrap();
         store.add_template(&a.id, tmpl(1.0)).await.unwrap();
         assert!(matches!(
@@ -881,7 +886,7 @@ mod tests {
             Err(StoreError::Invalid(_))
         ));
         assert!(matches!(
-            store.create_subject("", None).await,
+            store.create_subject("", None, None).await,
             Err(StoreError::Invalid(_))
         ));
     }
@@ -892,8 +897,8 @@ mod tests {
         let keys = keys();
         let (a, b, keep) = {
             let store = open(dir.path(), 2, &keys);
-            let a = store.create_subject("a", None).await.unwrap();
-            let b = store.create_subject("b", None).await.unwrap();
+            let a = store.create_subject("a", None, None).await.unwrap();
+            let b = store.create_subject("b", None, None).await.unwrap();
             let gone = store.add_template(&a.id, tmpl(1.0)).await.unwrap();
             let keep = store.add_template(&a.id, tmpl(2.0)).await.unwrap();
             let other = store.add_template(&b.id, tmpl(3.0)).await.unwrap();
