@@ -9,7 +9,7 @@ mod common;
 #[path = "common/challenge_frames.rs"]
 mod frames;
 
-use common::{Running, error_code, face, send_json};
+use common::{Running, audit_events, audited, error_code, face, send_json};
 use facekey_runtime::audit::MAX_ID_CHARS;
 use facekey_runtime::challenge::Action;
 use facekey_runtime::config::Config;
@@ -17,21 +17,6 @@ use frames::{frames_json, performance};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-
-fn audited(config: &mut Config) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    config.audit_log = dir.path().join("audit.log").display().to_string();
-    dir
-}
-
-fn audit_events(dir: &tempfile::TempDir, action: &str) -> Vec<Value> {
-    std::fs::read_to_string(dir.path().join("audit.log"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["action"] == action)
-        .collect()
-}
 
 /// A grey PNG with no face in it.
 fn blank_png() -> Vec<u8> {

@@ -9,10 +9,10 @@ mod common;
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::postgres::{PgServer, key_file};
-use common::{Running, face};
+use common::{Running, eventually, face};
 use facekey_runtime::config::{Config, Switch};
 use facekey_runtime::enrolments::{Creator, Enrolments};
 use facekey_runtime::store::cipher::{TemplateKeys, new_key_line};
@@ -410,18 +410,6 @@ async fn subjects_are_listed_a_page_at_a_time() {
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// Wait up to `within` for `done`.
-async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
 }
 
 /// Two replicas on one PostgreSQL: a face deleted and a subject renamed through one reach the

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Running, error_code, face, send_json};
+use common::{Running, audit_events, audited, error_code, face, send_json};
 use facekey_runtime::config::{Config, Switch};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -98,21 +98,10 @@ fn reasons(v: &Value) -> Vec<&str> {
         .collect()
 }
 
-fn audit_events(log: &std::path::Path, action: &str) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["action"] == action)
-        .collect()
-}
-
 #[tokio::test]
 async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_as_no_match() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("audit.log");
     let mut c = config();
-    c.audit_log = log.display().to_string();
+    let dir = audited(&mut c);
     let s = Running::start(c).await;
     let app = s.client_for("verify");
     let eileen = s.new_subject("Eileen Collins").await;
@@ -175,7 +164,7 @@ async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_a
 
     // The trail: the two matching identifications counted against Tom, the locked ones name
     // him as withheld and count nothing.
-    let events = audit_events(&log, "identify");
+    let events = audit_events(&dir, "identify");
     assert_eq!(events.len(), 5, "{events:?}");
     assert!(events[0].get("failed_attempts").is_none(), "{}", events[0]);
     for e in &events[1..3] {

@@ -12,7 +12,7 @@ mod frames;
 
 use std::time::Duration;
 
-use common::{Running, error_code, face, send_json};
+use common::{Running, audit_events, audited, error_code, face, send_json};
 use facekey_runtime::challenge::Action;
 use facekey_runtime::config::{Config, Switch};
 use frames::{frames_json, performance};
@@ -29,22 +29,6 @@ fn config() -> Config {
     let mut c = Config::for_tests();
     c.max_sessions_per_key = 50;
     c
-}
-
-/// `config` with the audit trail written to a file in the returned directory.
-fn audited(config: &mut Config) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    config.audit_log = dir.path().join("audit.log").display().to_string();
-    dir
-}
-
-fn audit_events(dir: &tempfile::TempDir, action: &str) -> Vec<Value> {
-    std::fs::read_to_string(dir.path().join("audit.log"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["action"] == action)
-        .collect()
 }
 
 /// A subject with the live face enrolled: its id.

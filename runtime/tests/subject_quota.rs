@@ -12,10 +12,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::postgres::{PgServer, key_file};
-use common::{Running, error_code, keyed_client, metric, send_json};
+use common::{Running, error_code, eventually, keyed_client, metric, send_json};
 use facekey_runtime::auth::Scope;
 use facekey_runtime::auth::keys::{key_line, new_key};
 use facekey_runtime::config::Config;
@@ -228,17 +228,6 @@ async fn zero_means_no_per_key_limit() {
         "{full}"
     );
     s.stop().await;
-}
-
-async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
 }
 
 /// PostgreSQL: migrating an old database adds the creator column (old rows: NULL, counted

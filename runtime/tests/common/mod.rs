@@ -343,3 +343,33 @@ impl Running {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
+
+/// Write `config`'s audit trail to a file in the returned directory (read it with
+/// [`audit_events`]).
+pub fn audited(config: &mut facekey_runtime::config::Config) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    config.audit_log = dir.path().join("audit.log").display().to_string();
+    dir
+}
+
+/// The audit events of `action` in the trail [`audited`] set up in `dir`, in order.
+pub fn audit_events(dir: &tempfile::TempDir, action: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.path().join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+/// Wait up to `within` for `done` (checked every 10 ms); whether it came true.
+pub async fn eventually(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done()
+}
