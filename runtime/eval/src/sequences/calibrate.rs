@@ -166,6 +166,35 @@ pub fn rates<'a>(
     r
 }
 
+/// Each action of each genuine clip judged alone, as a one-action challenge on the clip's
+/// frames, and counted seen when it completes during its own scripted performance or the rest
+/// right after it: what the checker sees of every action apart from the order, where an unseen
+/// action stops the rest.
+pub fn actions_alone<'a>(
+    clips: impl IntoIterator<Item = &'a ObservedClip>,
+    policy: &ChallengePolicy,
+) -> BTreeMap<&'static str, Count> {
+    let mut out: BTreeMap<&'static str, Count> = BTreeMap::new();
+    for clip in clips {
+        if clip.kind != SequenceKind::Genuine || clip.performing.is_empty() {
+            continue;
+        }
+        for &a in &clip.challenge {
+            let v = evaluate(&[a], &clip.frames, policy);
+            // The last action performed at or before the completing frame (a blink completes
+            // on the first open frame after it).
+            let seen = v.actions.first().is_some_and(|x| {
+                x.passed
+                    && x.at_frame
+                        .and_then(|f| clip.performing.iter().take(f + 1).rev().find_map(|l| *l))
+                        == Some(a)
+            });
+            out.entry(a.as_str()).or_default().add(seen);
+        }
+    }
+    out
+}
+
 /// The thresholds the sweep varies, as a grid around `base`.
 pub fn grid(base: &ChallengePolicy) -> Vec<ChallengePolicy> {
     let mut out = Vec::new();
@@ -534,6 +563,50 @@ mod tests {
             unusable: None,
             fingerprint: None,
         }
+    }
+
+    #[test]
+    fn actions_alone_count_each_action_apart_from_the_order() {
+        use Action::{LookUp, TurnLeft};
+        // A genuine clip that looks up, then turns left, judged against turn left then look up:
+        // in order only the turn is seen (the look-up came first); alone, both are.
+        let poses = [
+            (0.0, 0.0, None),
+            (0.0, 0.0, None),
+            (0.0, 0.0, None),
+            (0.0, 0.202, Some(LookUp)),
+            (0.0, 0.0, None),
+            (0.202, 0.0, Some(TurnLeft)),
+            (0.0, 0.0, None),
+        ];
+        let c = ObservedClip {
+            id: "genuine/x/00".into(),
+            kind: SequenceKind::Genuine,
+            identity: "x".into(),
+            challenge: vec![TurnLeft, LookUp],
+            frames: poses
+                .iter()
+                .enumerate()
+                .map(|(i, &(y, d, _))| posed(1_000 + 100 * i as u64, y, d))
+                .collect(),
+            performing: poses.iter().map(|p| p.2).collect(),
+        };
+        let p = ChallengePolicy::default();
+        let in_order = rates(std::slice::from_ref(&c), &p);
+        assert_eq!(in_order.genuine_actions["look_up"].passed, 0);
+        let alone = actions_alone(std::slice::from_ref(&c), &p);
+        assert_eq!((alone["look_up"].passed, alone["look_up"].total), (1, 1));
+        assert_eq!(
+            (alone["turn_left"].passed, alone["turn_left"].total),
+            (1, 1)
+        );
+        // An action seen while another was performed (or before any) is not counted.
+        let mislabelled = ObservedClip {
+            performing: vec![None; poses.len()],
+            ..c
+        };
+        let alone = actions_alone(std::slice::from_ref(&mislabelled), &p);
+        assert_eq!(alone["turn_left"].passed, 0);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use facekey_runtime::vision::{Vision, VisionConfig};
 use serde::{Deserialize, Serialize};
 
 use super::calibrate::{
-    Count, PoseMargin, Rates, choose, for_action_sweep, frame_differences, grid, pose_margins,
-    rates, replay_duplicated, replay_other_challenge, with_overrides,
+    Count, PoseMargin, Rates, actions_alone, choose, for_action_sweep, frame_differences, grid,
+    pose_margins, rates, replay_duplicated, replay_other_challenge, with_overrides,
 };
 use super::observe::{ObservedClip, Skipped, observe, subjects};
 use super::{Manifest, ManifestEntry, SequenceKind, Subject, generate, random_challenge, y4m};
@@ -429,6 +429,10 @@ struct ChallengeRecord {
     /// verdict, so an attack that passes shows which action was seen where.
     attack_clips: Vec<ClipResult>,
     signals: Vec<SignalRange>,
+    /// Per action of the genuine challenges, judged alone under the shipped policy (seen
+    /// during its own performance, whether or not the actions before it were seen): `(action,
+    /// seen, total)`.
+    genuine_actions_alone: Vec<(String, usize, usize)>,
     /// Per turn and look-up seen under the shipped policy (every kind but the duplicated
     /// replays, which fail on their frames): how far its thresholds can rise before it is lost.
     pose_margins: Vec<PoseMargin>,
@@ -1063,6 +1067,16 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         }
         None => println!("no swept policy stops every training attack"),
     }
+    let alone: Vec<(String, usize, usize)> = actions_alone(&clips, &shipped)
+        .iter()
+        .map(|(a, c)| (a.to_string(), c.passed, c.total))
+        .collect();
+    println!(
+        "genuine actions judged alone (seen during their own performance or the rest after it, order aside):"
+    );
+    for (a, seen, total) in &alone {
+        println!("  {a:<12} seen {seen:>3}/{total:<3}");
+    }
     let margin_clips: Vec<ObservedClip> = clips
         .iter()
         .filter(|c| c.kind != SequenceKind::ReplayDuplicated)
@@ -1188,6 +1202,7 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         signals: signal_ranges(&clips),
+        genuine_actions_alone: alone,
         pose_margins: margins,
         compared,
         frame_differences: diffs,

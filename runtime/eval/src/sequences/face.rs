@@ -2,10 +2,13 @@
 //! them), and the landmark motions of each challenge action.
 //!
 //! Depth comes from a generic model, not from the person: a vertical cylinder through the jaw
-//! line (depth `0.75 W` at the midline, 0 at the jaw's outermost points, `W` = half the jaw
-//! width), plus per-landmark relief (the nose stands out, the eyes sit back). Rotating these
-//! points about the cylinder's axis and projecting orthographically gives where the landmarks
-//! of a turned or raised head fall; a thin-plate spline then moves the pixels with them.
+//! line (depth `0.75 R` at the midline, 0 at the jaw's outermost points), plus per-landmark
+//! relief (the nose stands out, the eyes sit back). The photo's own head yaw is read from the
+//! nose tip's offset, so a face photographed turned is a turned cylinder (radius `R` = half the
+//! jaw width over the cosine of that yaw) whose points are found on it, not a frontal one; rotating
+//! these points about the cylinder's axis from that yaw and projecting orthographically gives where
+//! the landmarks of a turned or raised head fall; a thin-plate spline then moves the pixels with
+//! them.
 //!
 //! Index ranges (0-based): jaw 0–16 (0 on the image's left), brows 17–26, nose bridge 27–30,
 //! nostrils 31–35, eyes 36–41 (image left) and 42–47, outer lips 48–59, inner lips 60–67.
@@ -41,6 +44,12 @@ fn relief(i: usize) -> f64 {
     }
 }
 
+/// Depth of the nose tip in front of the cylinder's axis, in units of the radius.
+const NOSE_DEPTH: f64 = 0.75 + 0.34;
+
+/// The largest head yaw read from a photo (radians): a nose further out is taken as this turn.
+const MAX_REST_YAW: f64 = std::f64::consts::FRAC_PI_4;
+
 /// The face's own frame: origin at the jaw's midpoint level with the nose bridge, `u` along the
 /// line from the image-left jaw point to the image-right one, `v` perpendicular (down).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +62,10 @@ pub struct FaceFrame {
     pub ey: (f64, f64),
     /// Half the jaw width (pixels).
     pub half_width: f64,
+    /// The head's yaw in the photo (radians, the sign of [`posed`]'s), read from the nose tip.
+    pub rest_yaw: f64,
+    /// The cylinder's radius (pixels): `half_width` over the cosine of `rest_yaw`.
+    pub radius: f64,
 }
 
 impl FaceFrame {
@@ -70,11 +83,22 @@ impl FaceFrame {
         // Slide the origin along v to the nose bridge's level.
         let b = lm[28];
         let t = (b.0 - mid.0) * ey.0 + (b.1 - mid.1) * ey.1;
+        let half_width = len / 2.0;
+        // The nose tip (on the midline, NOSE_DEPTH R in front of the axis) of a head turned by
+        // θ lies NOSE_DEPTH R sin θ from the axis, and the jaw's ends R cos θ: their ratio is
+        // NOSE_DEPTH tan θ.
+        let n = lm[NOSE_TIP];
+        let nose_u = (n.0 - mid.0) * ex.0 + (n.1 - mid.1) * ex.1;
+        let rest_yaw = (nose_u / (NOSE_DEPTH * half_width))
+            .atan()
+            .clamp(-MAX_REST_YAW, MAX_REST_YAW);
         Some(FaceFrame {
             origin: (mid.0 + t * ey.0, mid.1 + t * ey.1),
             ex,
             ey,
-            half_width: len / 2.0,
+            half_width,
+            rest_yaw,
+            radius: half_width / rest_yaw.cos(),
         })
     }
 
@@ -95,20 +119,59 @@ impl FaceFrame {
         )
     }
 
-    /// Model depth at face coordinates `(u, v)` plus `extra` (units of `W`).
-    pub fn depth(&self, (u, _v): (f64, f64), extra: f64) -> f64 {
-        let w = self.half_width;
-        let c = (1.0 - (u / w).powi(2)).max(0.0).sqrt();
-        w * (0.75 * c + extra)
+    /// Model depth of the head point `u0` across the unturned head, plus `extra` (units of the
+    /// radius).
+    pub fn depth(&self, u0: f64, extra: f64) -> f64 {
+        let r = self.radius;
+        let c = (1.0 - (u0 / r).powi(2)).max(0.0).sqrt();
+        r * (0.75 * c + extra)
     }
 
-    /// Rotates a point at face coordinates `(u, v)` and depth `z` by `yaw` (positive: the
-    /// points in front move toward +u, the image's right) and `pitch` (positive: they move up,
-    /// toward -v) about the cylinder axis, and projects it back to the image.
-    pub fn rotate(&self, (u, v): (f64, f64), z: f64, yaw: f64, pitch: f64) -> (f64, f64) {
-        let (sy, cy) = yaw.sin_cos();
-        let u1 = u * cy + z * sy;
-        let z1 = -u * sy + z * cy;
+    /// Where the head point `u0` (with relief `extra`) lies across the image and in depth when
+    /// the head is turned by `yaw`: `(u, z)`.
+    fn turned(&self, u0: f64, extra: f64, yaw: f64) -> (f64, f64) {
+        let z0 = self.depth(u0, extra);
+        let (s, c) = yaw.sin_cos();
+        (u0 * c + z0 * s, -u0 * s + z0 * c)
+    }
+
+    /// The head point `u0` seen at `u` in the photo (turned by `rest_yaw`), searched on the half
+    /// of the cylinder facing the camera; a point beyond its outline is taken at the outline.
+    pub fn head_point(&self, u: f64, extra: f64) -> f64 {
+        let (r, t) = (self.radius, self.rest_yaw);
+        // The outline: where the turned cylinder's u stops growing (t > 0) or shrinking.
+        let k = t.cos() / (0.75 * t.sin().abs()).max(1e-9);
+        let edge = r * k / (1.0 + k * k).sqrt();
+        let (mut lo, mut hi) = if t >= 0.0 { (-r, edge) } else { (-edge, r) };
+        let at = |u0: f64| self.turned(u0, extra, t).0;
+        if u <= at(lo) {
+            return lo;
+        }
+        if u >= at(hi) {
+            return hi;
+        }
+        for _ in 0..60 {
+            let m = 0.5 * (lo + hi);
+            if at(m) < u {
+                lo = m;
+            } else {
+                hi = m;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    /// Turns the head point at face coordinates `(u, v)` (relief `extra`, units of the radius)
+    /// further by `yaw` (positive: the points in front move toward +u, the image's right) and
+    /// raises it by `pitch` (positive: they move up, toward -v) about the cylinder axis, from
+    /// the photo's own pose, and projects it back to the image (no pose: the point itself).
+    pub fn rotate(&self, (u, v): (f64, f64), extra: f64, yaw: f64, pitch: f64) -> (f64, f64) {
+        let u0 = self.head_point(u, extra);
+        let (ua, _) = self.turned(u0, extra, self.rest_yaw);
+        let (ub, z1) = self.turned(u0, extra, self.rest_yaw + yaw);
+        // Moved by the model's displacement, so a point the model does not fit exactly (one
+        // beyond the outline) still stays put without a pose.
+        let u1 = u + ub - ua;
         let (sp, cp) = pitch.sin_cos();
         // The pitch axis sits behind the face at the level of the ears (v = 0).
         let v1 = v * cp - z1 * sp;
@@ -121,9 +184,7 @@ impl FaceFrame {
 pub fn posed(lm: &Points68, frame: &FaceFrame, yaw: f64, pitch: f64) -> Points68 {
     let mut out = *lm;
     for (i, o) in out.iter_mut().enumerate() {
-        let f = frame.to_face(lm[i]);
-        let z = frame.depth(f, relief(i));
-        *o = frame.rotate(f, z, yaw, pitch);
+        *o = frame.rotate(frame.to_face(lm[i]), relief(i), yaw, pitch);
     }
     out
 }
@@ -150,8 +211,8 @@ pub fn mouth_opened(lm: &Points68, frame: &FaceFrame, drop: f64) -> Points68 {
 }
 
 /// Extra control points that move with the head but are not landmarks: the forehead (above the
-/// brows) and the cheeks beside the nose, with their model depths (so a turn carries the
-/// forehead along instead of stretching it).
+/// brows) and the cheeks beside the nose, with their relief (units of the radius; so a turn
+/// carries the forehead along instead of stretching it).
 pub fn virtual_points(lm: &Points68, frame: &FaceFrame) -> Vec<((f64, f64), f64)> {
     let w = frame.half_width;
     let mut out = Vec::new();
@@ -159,13 +220,13 @@ pub fn virtual_points(lm: &Points68, frame: &FaceFrame) -> Vec<((f64, f64), f64)
         let (u, v) = frame.to_face(lm[i]);
         for lift in [0.35, 0.7] {
             let f = (u * (1.0 - 0.1 * lift), v - lift * w);
-            out.push((f, frame.depth(f, 0.0)));
+            out.push((f, 0.0));
         }
     }
     for (a, b) in [(2, 31), (14, 35), (4, 48), (12, 54)] {
         let (pa, pb) = (frame.to_face(lm[a]), frame.to_face(lm[b]));
         let f = ((pa.0 + pb.0) / 2.0, (pa.1 + pb.1) / 2.0);
-        out.push((f, frame.depth(f, 0.05)));
+        out.push((f, 0.05));
     }
     out
 }
@@ -260,6 +321,39 @@ pub(crate) mod tests {
         // No pose: nothing moves.
         let same = posed(&lm, &f, 0.0, 0.0);
         for (a, b) in same.iter().zip(&lm) {
+            assert!((a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9);
+        }
+    }
+
+    /// A face photographed turned is a turned head, not a frontal one: the photo's yaw is read
+    /// back from the nose, turning it back by that yaw brings the nose to where the frontal
+    /// face has it, and a further turn moves the nose about as far as it does on the frontal
+    /// face (the frontal cylinder gave this off-centre nose less depth: a turn moved it less).
+    #[test]
+    fn a_face_photographed_turned_turns_from_its_own_pose() {
+        let lm = frontal();
+        let f = FaceFrame::of(&lm).unwrap();
+        assert!(f.rest_yaw.abs() < 1e-9 && (f.radius - 100.0).abs() < 1e-9);
+        let photo = posed(&lm, &f, -0.6, 0.0);
+        let fp = FaceFrame::of(&photo).unwrap();
+        assert!((fp.rest_yaw + 0.6).abs() < 1e-6, "{}", fp.rest_yaw);
+        let back = posed(&photo, &fp, 0.6, 0.0);
+        assert!(
+            (back[NOSE_TIP].0 - lm[NOSE_TIP].0).abs() < 1.0,
+            "{:?}",
+            back[NOSE_TIP]
+        );
+        // The frontal cylinder moved this nose 32 px for a turn of 0.4, against 42 px frontal.
+        let moved = |a: &Points68, b: &Points68| b[NOSE_TIP].0 - a[NOSE_TIP].0;
+        let frontal_turn = moved(&lm, &posed(&lm, &f, 0.4, 0.0));
+        let photo_turn = moved(&photo, &posed(&photo, &fp, 0.4, 0.0));
+        assert!(
+            photo_turn > 0.9 * frontal_turn,
+            "{photo_turn} vs {frontal_turn}"
+        );
+        // No pose: nothing moves, even points the model does not fit.
+        let same = posed(&photo, &fp, 0.0, 0.0);
+        for (a, b) in same.iter().zip(&photo) {
             assert!((a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9);
         }
     }

@@ -140,8 +140,11 @@ fn control_points(
     for (o, s) in target.iter().zip(neutral) {
         push(*o, *s);
     }
-    for (f, z) in virtual_points(neutral, frame) {
-        push(frame.rotate(f, z, pose.yaw, pose.pitch), frame.to_image(f));
+    for (f, extra) in virtual_points(neutral, frame) {
+        push(
+            frame.rotate(f, extra, pose.yaw, pose.pitch),
+            frame.to_image(f),
+        );
     }
     for a in anchors(frame, w, h) {
         push(a, a);
