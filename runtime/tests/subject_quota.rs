@@ -161,6 +161,32 @@ async fn a_key_at_its_quota_is_refused_while_others_create_and_the_quota_survive
         0.0
     );
 
+    // An admin finds what a key filled its quota with: the list filtered by creator.
+    let (status, v) = send_json(admin.get(s.url("/v1/subjects?created_by=app-a&limit=2"))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let page: Vec<&Value> = v["subjects"].as_array().unwrap().iter().collect();
+    assert_eq!(page.len(), 2, "{v}");
+    assert!(page.iter().all(|s| s["created_by"] == "app-a"), "{v}");
+    let next = v["next"].as_str().unwrap().to_owned();
+    let (status, v) = send_json(admin.get(s.url(&format!(
+        "/v1/subjects?created_by=app-a&after={}",
+        url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+    ))))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["subjects"].as_array().unwrap().len(), QUOTA - 2, "{v}");
+    assert!(v["next"].is_null(), "{v}");
+    let (status, v) = send_json(admin.get(s.url("/v1/subjects?created_by=nobody"))).await;
+    assert_eq!(
+        (status, v["subjects"].as_array().unwrap().len()),
+        (StatusCode::OK, 0)
+    );
+    let (status, v) = send_json(admin.get(s.url("/v1/subjects?created_by="))).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+
     // Deleting one of A's subjects (an admin can) frees exactly one place.
     let (status, _) =
         send_json(admin.delete(s.url(&format!("/v1/subjects/{}", a_subjects[1])))).await;

@@ -61,14 +61,18 @@ fn cursor_of(subject: &Subject) -> String {
 struct PageQuery {
     after: Option<(String, String)>,
     limit: usize,
+    /// Only the subjects this key id created.
+    created_by: Option<String>,
 }
 
-/// Parse `limit` and `after` of `GET /v1/subjects`; anything else is a 422 `invalid_request`.
-/// `after` is a `next` cursor, or (as a convenience) the id of an existing subject.
+/// Parse `limit`, `after` and `created_by` of `GET /v1/subjects`; anything else is a 422
+/// `invalid_request`. `after` is a `next` cursor, or (as a convenience) the id of an existing
+/// subject.
 fn parse_page_query(state: &SharedState, query: Option<&str>) -> Result<PageQuery, ApiError> {
     let mut page = PageQuery {
         after: None,
         limit: PAGE_LIMIT.0,
+        created_by: None,
     };
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match key.as_ref() {
@@ -104,9 +108,18 @@ fn parse_page_query(state: &SharedState, query: Option<&str>) -> Result<PageQuer
                     }
                 });
             }
+            "created_by" => {
+                if value.is_empty() {
+                    return Err(ApiError::invalid_request(
+                        "query parameter `created_by` must be an API key id",
+                    ));
+                }
+                page.created_by = Some(value.into_owned());
+            }
             other => {
                 return Err(ApiError::invalid_request(format!(
-                    "unknown query parameter `{other}`; `limit` and `after` are accepted"
+                    "unknown query parameter `{other}`; `limit`, `after` and `created_by` are \
+                     accepted"
                 )));
             }
         }
@@ -237,7 +250,8 @@ fn refused(state: &SharedState, caller: &Caller, e: &StoreError) {
     state.metrics.record_subject_refusal(reason);
 }
 
-/// `GET /v1/subjects?limit=&after=`: one page of subjects, oldest first.
+/// `GET /v1/subjects?limit=&after=&created_by=`: one page of subjects, oldest first, optionally
+/// only those one API key created (to find what a key filled its quota with).
 #[utoipa::path(
     get,
     path = "/v1/subjects",
@@ -248,12 +262,14 @@ fn refused(state: &SharedState, caller: &Caller, e: &StoreError) {
         ("limit" = Option<usize>, Query, description = "Subjects per page, 1-1000 (default 100)", minimum = 1, maximum = 1000),
         ("after" = Option<String>, Query, min_length = 1,
          description = "The `next` cursor of the previous page (or a subject id): start after it"),
+        ("created_by" = Option<String>, Query, min_length = 1,
+         description = "Only the subjects created by the API key of this id (`created_by`)"),
     ),
     responses(
         (status = 200, description = "One page, oldest first; `next` is null on the last",
          body = SubjectList),
-        (status = 422, description = "`invalid_request`: bad `limit`, `after` or an unknown \
-parameter", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad `limit`, `after`, `created_by` or \
+an unknown parameter", body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -265,7 +281,11 @@ pub async fn list(
         .after
         .as_ref()
         .map(|(at, id)| (at.as_str(), id.as_str()));
-    let (subjects, more) = state.enrolments.index().page(after, page.limit);
+    let (subjects, more) =
+        state
+            .enrolments
+            .index()
+            .page(after, page.limit, page.created_by.as_deref());
     let next = subjects.last().filter(|_| more).map(cursor_of);
     Ok(Json(SubjectList { subjects, next }))
 }

@@ -305,13 +305,20 @@ impl TemplateIndex {
 
     /// At most `limit` subjects in the order of [`TemplateIndex::list`], starting after
     /// `after` (a position in that order: creation time and id, which stays valid when that
-    /// subject is deleted), and whether more follow.
-    pub fn page(&self, after: Option<(&str, &str)>, limit: usize) -> (Vec<Subject>, bool) {
+    /// subject is deleted), only those created by `created_by` when given, and whether more
+    /// follow.
+    pub fn page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+        created_by: Option<&str>,
+    ) -> (Vec<Subject>, bool) {
         let inner = self.read();
         let mut out: Vec<&Entry> = inner
             .slots
             .iter()
             .flatten()
+            .filter(|e| created_by.is_none_or(|key| e.record.created_by.as_deref() == Some(key)))
             .filter(|e| {
                 after.is_none_or(|(at, id)| {
                     (e.record.created_at.as_str(), e.record.id.as_str()) > (at, id)
@@ -631,7 +638,11 @@ mod tests {
         let mut seen = Vec::new();
         let mut after: Option<(String, String)> = None;
         loop {
-            let (page, more) = index.page(after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())), 3);
+            let (page, more) = index.page(
+                after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                3,
+                None,
+            );
             assert!(page.len() <= 3);
             seen.extend(page.iter().cloned());
             let Some(last) = page.last() else { break };
@@ -642,14 +653,14 @@ mod tests {
         }
         assert_eq!(seen, all);
         // Delete the subject a cursor points at: the next page is still the rest.
-        let (first, more) = index.page(None, 2);
+        let (first, more) = index.page(None, 2, None);
         assert!(more);
         let cursor = first[1].clone();
         assert!(index.remove(&cursor.id));
-        let (rest, more) = index.page(Some((&cursor.created_at, &cursor.id)), 100);
+        let (rest, more) = index.page(Some((&cursor.created_at, &cursor.id)), 100, None);
         assert!(!more);
         assert_eq!(rest, all[2..].to_vec());
-        assert_eq!(index.page(None, 0), (vec![], true));
+        assert_eq!(index.page(None, 0, None), (vec![], true));
     }
 
     #[test]
