@@ -11,9 +11,8 @@ mod frames;
 
 use common::{Running, audit_events, audited, error_code, face, send_json};
 use facekey_runtime::audit::MAX_ID_CHARS;
-use facekey_runtime::challenge::Action;
 use facekey_runtime::config::Config;
-use frames::{frames_json, performance};
+use frames::{frames_json, open_session, perform, performance};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -200,24 +199,8 @@ async fn a_verification_with_a_session_records_the_session() {
         StatusCode::CREATED
     );
     let app = s.client_for("verify");
-    let (status, opened) = send_json(
-        app.post(s.url("/v1/liveness/sessions"))
-            .json(&json!({ "subject": eileen })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{opened}");
-    let id = opened["id"].as_str().unwrap().to_owned();
-    let challenge: Vec<Action> = serde_json::from_value(opened["challenge"].clone()).unwrap();
-    let (status, fb) = send_json(
-        app.post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
-            .json(&frames_json(&performance(&challenge), 1_000)),
-    )
-    .await;
-    assert_eq!(
-        (status, &fb["state"]),
-        (StatusCode::OK, &json!("passed")),
-        "{fb}"
-    );
+    let (id, challenge) = open_session(&s, &app, Some(&eileen)).await;
+    perform(&s, &app, &id, &challenge).await;
     let (status, v) = send_json(
         app.post(s.url("/v1/verify"))
             .json(&json!({ "subject": eileen, "session": id })),

@@ -13,7 +13,7 @@ use common::{Running, error_code, face, metric, send_json};
 use facekey_runtime::config::Config;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -177,24 +177,8 @@ async fn one_key_trickling_bodies_cannot_starve_another_key() {
     );
     // Meanwhile another key scores, enrols and verifies.
     s.assert_scores(&s.client).await;
-    let (status, v) = send_json(
-        s.client
-            .post(s.url("/v1/subjects"))
-            .json(&json!({ "name": "Victim of a neighbour" })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    let subject = v["id"].as_str().unwrap().to_owned();
-    let form = Form::new().part(
-        "image",
-        Part::bytes(face("astronaut.png")).file_name("a.png"),
-    );
-    let (status, v) = send_json(
-        s.client
-            .post(s.url(&format!("/v1/subjects/{subject}/faces")))
-            .multipart(form),
-    )
-    .await;
+    let subject = s.new_subject("Victim of a neighbour").await;
+    let (status, v) = s.enrol_sample(&s.client, &subject, "astronaut.png").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let form = Form::new()
         .part(

@@ -11,12 +11,10 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::postgres::{PgServer, key_file};
+use common::postgres::{PgServer, Replicas};
 use common::{Running, eventually, face};
 use facekey_runtime::config::{Config, Switch};
 use facekey_runtime::enrolments::{Creator, Enrolments};
-use facekey_runtime::store::cipher::{TemplateKeys, new_key_line};
-use facekey_runtime::store::postgres::PgStore;
 use facekey_runtime::store::{NewTemplate, TemplateStore};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -417,15 +415,9 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn face_deletion_and_rename_reach_other_replicas() {
     let pg = PgServer::start();
-    let line = new_key_line("k1").unwrap();
-    let keys_path = key_file(pg.dir.path(), &line);
-    let keys = || TemplateKeys::parse(&line, &keys_path).unwrap();
-    let a = PgStore::connect(&pg.url(), None, keys(), 5, "TEST_URL")
-        .await
-        .unwrap();
-    let b = PgStore::connect(&pg.url(), None, keys(), 5, "TEST_URL")
-        .await
-        .unwrap();
+    let replicas = Replicas::new(&pg);
+    let a = replicas.connect().await;
+    let b = replicas.connect().await;
     let on_a = Arc::new(Enrolments::open(Arc::new(a.clone()), "m", 2).await.unwrap());
     let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
     let follower = tokio::spawn(on_b.clone().follow(b));

@@ -13,9 +13,8 @@ mod frames;
 use std::time::Duration;
 
 use common::{Running, audit_events, audited, error_code, face, send_json};
-use facekey_runtime::challenge::Action;
 use facekey_runtime::config::{Config, Switch};
-use frames::{frames_json, performance};
+use frames::{frames_json, open_session, passed_session};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -39,36 +38,6 @@ async fn enrolled(s: &Running) -> String {
     id
 }
 
-/// Opens a session with `client` (bound to `subject` when given): its id and challenge.
-async fn open(
-    s: &Running,
-    client: &reqwest::Client,
-    subject: Option<&str>,
-) -> (String, Vec<Action>) {
-    let body = subject.map_or_else(|| json!({}), |id| json!({ "subject": id }));
-    let (status, v) = send_json(client.post(s.url("/v1/liveness/sessions")).json(&body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    let challenge = serde_json::from_value(v["challenge"].clone()).unwrap();
-    (v["id"].as_str().unwrap().to_owned(), challenge)
-}
-
-/// Opens a session with `client` and performs its challenge: the passed session's id.
-async fn passed(s: &Running, client: &reqwest::Client, subject: Option<&str>) -> String {
-    let (id, challenge) = open(s, client, subject).await;
-    let (status, fb) = send_json(
-        client
-            .post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
-            .json(&frames_json(&performance(&challenge), 1_000)),
-    )
-    .await;
-    assert_eq!(
-        (status, &fb["state"]),
-        (StatusCode::OK, &json!("passed")),
-        "{fb}"
-    );
-    id
-}
-
 async fn identify(s: &Running, client: &reqwest::Client, body: Value) -> (StatusCode, Value) {
     send_json(client.post(s.url("/v1/identify")).json(&body)).await
 }
@@ -86,7 +55,7 @@ async fn a_passed_session_identifies_once_and_the_trail_names_it() {
     let eileen = enrolled(&s).await;
 
     // An admin's session alone: the full answer, the probe the session's best frame.
-    let a = passed(&s, &s.client, None).await;
+    let a = passed_session(&s, &s.client, None).await;
     let (status, v) = identify(&s, &s.client, json!({ "session": a })).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["decision"], "accept", "{v}");
@@ -116,7 +85,7 @@ async fn a_passed_session_identifies_once_and_the_trail_names_it() {
     );
 
     // Used by a verification first: identify refuses it the same way.
-    let b = passed(&s, &app, None).await;
+    let b = passed_session(&s, &app, None).await;
     let (status, v) = verify(&s, &app, json!({ "subject": eileen, "session": b })).await;
     assert_eq!(
         (status, &v["decision"]),
@@ -131,7 +100,7 @@ async fn a_passed_session_identifies_once_and_the_trail_names_it() {
     );
 
     // Multipart, the same face's image beside the session, a `verify` key: decision only.
-    let c = passed(&s, &app, None).await;
+    let c = passed_session(&s, &app, None).await;
     let form = Form::new()
         .text("session", c.clone())
         .text("limit", "3")
@@ -157,7 +126,7 @@ async fn a_passed_session_identifies_once_and_the_trail_names_it() {
 
     // Another face beside the session: refused, and the session is spent all the same (it is
     // consumed before the image is analysed, as in verify).
-    let d = passed(&s, &s.client, None).await;
+    let d = passed_session(&s, &s.client, None).await;
     let form = Form::new()
         .text("session", d.clone())
         .part("image", Part::bytes(face(OTHER)).file_name("p.png"));
@@ -243,13 +212,13 @@ async fn sessions_identify_cannot_take_are_refused_as_verify_refuses_them() {
     let eileen = enrolled(&s).await;
     let both = |session: String| refused_alike(&s, &app, &eileen, session);
     // Not performed yet.
-    let (fresh, _) = open(&s, &app, None).await;
+    let (fresh, _) = open_session(&s, &app, None).await;
     assert_eq!(
         both(fresh).await,
         (StatusCode::CONFLICT, "session_not_passed".to_owned())
     );
     // Failed: the same still photo three times (duplicate frames).
-    let (failed, _) = open(&s, &app, None).await;
+    let (failed, _) = open_session(&s, &app, None).await;
     let photo = frames::astronaut();
     let (status, fb) = send_json(
         app.post(s.url(&format!("/v1/liveness/sessions/{failed}/frames")))
@@ -262,7 +231,7 @@ async fn sessions_identify_cannot_take_are_refused_as_verify_refuses_them() {
         (StatusCode::CONFLICT, "session_not_passed".to_owned())
     );
     // Another key's passed session, and an id that names none: never revealed.
-    let admins = passed(&s, &s.client, None).await;
+    let admins = passed_session(&s, &s.client, None).await;
     assert_eq!(
         both(admins.clone()).await,
         (StatusCode::NOT_FOUND, "session_not_found".to_owned())
@@ -287,7 +256,7 @@ async fn sessions_identify_cannot_take_are_refused_as_verify_refuses_them() {
     );
 
     // Bound to Eileen: it verifies her alone. Identify refuses it without using it up.
-    let bound = passed(&s, &app, Some(&eileen)).await;
+    let bound = passed_session(&s, &app, Some(&eileen)).await;
     let (status, v) = identify(&s, &app, json!({ "session": bound })).await;
     assert_eq!(
         (status, error_code(&v)),
@@ -317,7 +286,7 @@ async fn an_expired_session_is_refused_as_verify_refuses_it() {
     let s = Running::start(c).await;
     let app = s.client_for("verify");
     let eileen = enrolled(&s).await;
-    let (id, _) = open(&s, &app, None).await;
+    let (id, _) = open_session(&s, &app, None).await;
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     let (status, v) = identify(&s, &app, json!({ "session": id })).await;
     assert_eq!(
@@ -364,7 +333,7 @@ async fn required_sessions_identify_with_a_session_and_locked_subjects_stay_with
         "{v}"
     );
     // A passed session identifies.
-    let first = passed(&s, &app, None).await;
+    let first = passed_session(&s, &app, None).await;
     let (status, v) = identify(&s, &app, json!({ "session": first })).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(
@@ -382,7 +351,7 @@ async fn required_sessions_identify_with_a_session_and_locked_subjects_stay_with
     );
     // Locked, she is withheld from a session's identification as from an image's: the answer
     // of a face matching nobody.
-    let last = passed(&s, &app, None).await;
+    let last = passed_session(&s, &app, None).await;
     let (status, v) = identify(&s, &app, json!({ "session": last })).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(

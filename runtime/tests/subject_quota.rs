@@ -14,15 +14,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::postgres::{PgServer, key_file};
+use common::postgres::{PgServer, Replicas};
 use common::{Running, error_code, eventually, keyed_client, metric, send_json};
 use facekey_runtime::auth::Scope;
 use facekey_runtime::auth::keys::{key_line, new_key};
 use facekey_runtime::config::Config;
 use facekey_runtime::enrolments::{Creator, Enrolments};
 use facekey_runtime::store::StoreError;
-use facekey_runtime::store::cipher::{TemplateKeys, new_key_line};
-use facekey_runtime::store::postgres::PgStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -262,15 +260,11 @@ async fn zero_means_no_per_key_limit() {
 #[tokio::test]
 async fn the_creator_is_stored_in_postgres_and_counted_across_replicas() {
     let pg = PgServer::start();
-    let line = new_key_line("k1").unwrap();
-    let keys_path = key_file(pg.dir.path(), &line);
-    let keys = || TemplateKeys::parse(&line, &keys_path).unwrap();
-    let url = pg.url();
-    let connect = || PgStore::connect(&url, None, keys(), 5, "TEST_URL");
+    let replicas = Replicas::new(&pg);
 
     // A database as the previous release left it: the schema before the creator column, with
     // a subject in it.
-    drop(connect().await.unwrap());
+    drop(replicas.connect().await);
     pg.psql(
         "ALTER TABLE facekey_subjects DROP COLUMN created_by; \
          DELETE FROM _sqlx_migrations WHERE version = 4",
@@ -281,8 +275,8 @@ async fn the_creator_is_stored_in_postgres_and_counted_across_replicas() {
     ));
 
     // The upgrade migrates it; the old subject loads, created by nobody.
-    let a = connect().await.unwrap();
-    let b = connect().await.unwrap();
+    let a = replicas.connect().await;
+    let b = replicas.connect().await;
     assert_eq!(
         pg.psql(&format!(
             "SELECT coalesce(created_by, '<null>') FROM facekey_subjects WHERE id = '{old}'"
@@ -343,7 +337,7 @@ async fn the_creator_is_stored_in_postgres_and_counted_across_replicas() {
     on_b.create_subject("a2", app).await.unwrap();
 
     // A replica started afresh loads the creators from the database.
-    let fresh = Enrolments::open(Arc::new(connect().await.unwrap()), "m", 2)
+    let fresh = Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
         .await
         .unwrap();
     assert_eq!(fresh.index().subjects_created_by("app-a"), 2);
@@ -360,18 +354,14 @@ async fn the_creator_is_stored_in_postgres_and_counted_across_replicas() {
 #[tokio::test]
 async fn racing_creations_through_two_replicas_stay_within_the_quota() {
     let pg = PgServer::start();
-    let line = new_key_line("k1").unwrap();
-    let keys_path = key_file(pg.dir.path(), &line);
-    let keys = || TemplateKeys::parse(&line, &keys_path).unwrap();
-    let url = pg.url();
-    let connect = || PgStore::connect(&url, None, keys(), 5, "TEST_URL");
+    let replicas = Replicas::new(&pg);
     let on_a = Arc::new(
-        Enrolments::open(Arc::new(connect().await.unwrap()), "m", 2)
+        Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
             .await
             .unwrap(),
     );
     let on_b = Arc::new(
-        Enrolments::open(Arc::new(connect().await.unwrap()), "m", 2)
+        Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
             .await
             .unwrap(),
     );

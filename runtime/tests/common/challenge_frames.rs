@@ -12,7 +12,7 @@ use facekey_runtime::vision::{Vision, VisionConfig};
 use image::{Rgb, RgbImage};
 use serde_json::{Value, json};
 
-use crate::common::face;
+use crate::common::{Running, face, send_json};
 
 pub fn models() -> &'static (Vision, ChallengeModels) {
     static M: OnceLock<(Vision, ChallengeModels)> = OnceLock::new();
@@ -170,4 +170,43 @@ pub fn frames_json(frames: &[RgbImage], t0: u64) -> Value {
             .map(|(i, f)| json!({"image": b64.encode(jpeg(f)), "timestamp_ms": t0 + 150 * i as u64}))
             .collect::<Vec<_>>()
     })
+}
+
+/// Opens a session with `client` (bound to `subject` when given): its id and challenge.
+pub async fn open_session(
+    s: &Running,
+    client: &reqwest::Client,
+    subject: Option<&str>,
+) -> (String, Vec<Action>) {
+    let body = subject.map_or_else(|| json!({}), |id| json!({ "subject": id }));
+    let (status, v) = send_json(client.post(s.url("/v1/liveness/sessions")).json(&body)).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{v}");
+    let challenge = serde_json::from_value(v["challenge"].clone()).unwrap();
+    (v["id"].as_str().unwrap().to_owned(), challenge)
+}
+
+/// Sends the frames performing `challenge` to session `id`; it must pass.
+pub async fn perform(s: &Running, client: &reqwest::Client, id: &str, challenge: &[Action]) {
+    let (status, fb) = send_json(
+        client
+            .post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
+            .json(&frames_json(&performance(challenge), 1_000)),
+    )
+    .await;
+    assert_eq!(
+        (status, &fb["state"]),
+        (reqwest::StatusCode::OK, &json!("passed")),
+        "{fb}"
+    );
+}
+
+/// Opens a session with `client` and performs its challenge: the passed session's id.
+pub async fn passed_session(
+    s: &Running,
+    client: &reqwest::Client,
+    subject: Option<&str>,
+) -> String {
+    let (id, challenge) = open_session(s, client, subject).await;
+    perform(s, client, &id, &challenge).await;
+    id
 }

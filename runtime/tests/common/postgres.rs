@@ -282,3 +282,33 @@ pub fn key_file(dir: &Path, line: &str) -> PathBuf {
     std::fs::write(&path, format!("{line}\n")).unwrap();
     path
 }
+
+/// Template stores on one [`PgServer`] under one generated template key: each
+/// [`Replicas::connect`] is another replica's connection to the same data.
+pub struct Replicas {
+    url: String,
+    line: String,
+    keys_path: PathBuf,
+}
+
+impl Replicas {
+    /// A fresh template key (`k1`) written beside `pg`'s data.
+    pub fn new(pg: &PgServer) -> Self {
+        let line = facekey_runtime::store::cipher::new_key_line("k1").unwrap();
+        let keys_path = key_file(pg.dir.path(), &line);
+        Self {
+            url: pg.url(),
+            line,
+            keys_path,
+        }
+    }
+
+    /// Another connection to the store (migrating it on the first).
+    pub async fn connect(&self) -> facekey_runtime::store::postgres::PgStore {
+        let keys = facekey_runtime::store::cipher::TemplateKeys::parse(&self.line, &self.keys_path)
+            .unwrap();
+        facekey_runtime::store::postgres::PgStore::connect(&self.url, None, keys, 5, "TEST_URL")
+            .await
+            .unwrap()
+    }
+}
