@@ -258,8 +258,8 @@ pub fn setting_env_name(field: &str) -> Option<&'static str> {
 }
 
 /// The schema of `spec.settings`: an object whose properties are [`RUNTIME_SETTINGS`] by their
-/// [`settings_field`] names, each a string of one line. The API server drops (or, with strict field validation, refuses) any
-/// other name; the operator refuses one that got past it.
+/// [`settings_field`] names, each a string of one line. The API server drops (or, with strict
+/// field validation, refuses) any other name; the operator refuses one that got past it.
 fn settings_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let properties: serde_json::Map<String, serde_json::Value> = RUNTIME_SETTINGS
         .iter()
@@ -276,6 +276,26 @@ fn settings_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schema.insert("type".to_owned(), "object".into());
     schema.insert("properties".to_owned(), properties.into());
     schemars::Schema::from(schema)
+}
+
+/// Largest values of the `verification` and `store` numbers, the runtime's own bounds: the
+/// schema's `maximum` and the operator's check of objects that got past it use these.
+pub mod bounds {
+    /// `verification.sessions.ttlSeconds` (the runtime's `FACEKEY_SESSION_TTL_SECS`).
+    pub const SESSION_TTL_SECONDS: u32 = 3600;
+    /// `verification.sessions.maxFrames`.
+    pub const SESSION_FRAMES: u32 = 100_000;
+    /// `verification.sessions.maxOpen` and `maxOpenPerKey`.
+    pub const SESSIONS_OPEN: u32 = 1_000_000;
+    /// `verification.lockout.attempts` (the runtime's `lockout::MAX_ATTEMPTS`).
+    pub const LOCKOUT_ATTEMPTS: u32 = 1000;
+    /// `verification.lockout.windowSeconds` and `durationSeconds`: a year and a day (the
+    /// runtime's `lockout::MAX_PERIOD`).
+    pub const LOCKOUT_PERIOD_SECONDS: u32 = 31_622_400;
+    /// `store.maxFacesPerSubject`.
+    pub const FACES_PER_SUBJECT: u32 = 1000;
+    /// `store.maxSubjects`, `maxTemplates` and `maxSubjectsPerKey`.
+    pub const STORE_ITEMS: u32 = 100_000_000;
 }
 
 /// What the runtime asks before it accepts a face (`spec.verification`).
@@ -330,20 +350,20 @@ impl DecisionPolicy {
 pub struct SessionLimits {
     /// Seconds a session lives after it is opened (`FACEKEY_SESSION_TTL_SECS`, default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = 1, max = bounds::SESSION_TTL_SECONDS))]
     pub ttl_seconds: Option<u32>,
     /// Frames one session accepts in all (`FACEKEY_SESSION_MAX_FRAMES`, default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100_000))]
+    #[schemars(range(min = 1, max = bounds::SESSION_FRAMES))]
     pub max_frames: Option<u32>,
     /// Sessions open at once per replica, or across replicas sharing PostgreSQL
     /// (`FACEKEY_MAX_SESSIONS`, default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1_000_000))]
+    #[schemars(range(min = 1, max = bounds::SESSIONS_OPEN))]
     pub max_open: Option<u32>,
     /// Sessions open at once per API key (`FACEKEY_MAX_SESSIONS_PER_KEY`, default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1_000_000))]
+    #[schemars(range(min = 1, max = bounds::SESSIONS_OPEN))]
     pub max_open_per_key: Option<u32>,
 }
 
@@ -355,15 +375,15 @@ pub struct Lockout {
     /// Failed verifications within `windowSeconds` that lock the subject; 0 turns the lockout
     /// off (`FACEKEY_LOCKOUT_ATTEMPTS`, default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = bounds::LOCKOUT_ATTEMPTS))]
     pub attempts: Option<u32>,
     /// Seconds in which failures are counted (`FACEKEY_LOCKOUT_WINDOW_SECS`, default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 31_622_400))]
+    #[schemars(range(min = 1, max = bounds::LOCKOUT_PERIOD_SECONDS))]
     pub window_seconds: Option<u32>,
     /// Seconds a locked subject stays locked (`FACEKEY_LOCKOUT_SECS`, default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 31_622_400))]
+    #[schemars(range(min = 1, max = bounds::LOCKOUT_PERIOD_SECONDS))]
     pub duration_seconds: Option<u32>,
 }
 
@@ -640,26 +660,26 @@ pub struct Store {
     /// Most subjects the store holds (`FACEKEY_MAX_SUBJECTS`; the runtime's 100 000 when
     /// omitted): beyond, creating a subject answers 507 `store_full`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100_000_000))]
+    #[schemars(range(min = 1, max = bounds::STORE_ITEMS))]
     pub max_subjects: Option<u32>,
     /// Most templates, the enrolled faces of all subjects together (`FACEKEY_MAX_TEMPLATES`; the
     /// runtime's 50 000 when omitted): beyond, enrolling answers 507 `store_full`. Every replica
     /// keeps them in memory (about 5.5 KB each), which the operator counts against the memory
     /// limit when it sizes the model sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100_000_000))]
+    #[schemars(range(min = 1, max = bounds::STORE_ITEMS))]
     pub max_templates: Option<u32>,
     /// Most subjects one API key may have created and still hold
     /// (`FACEKEY_MAX_SUBJECTS_PER_KEY`; the runtime's 10 000 when omitted, 0 for no per-key
     /// limit): beyond, creating a subject answers 507 `key_subject_quota`, so one `enrol` key
     /// cannot fill the store. Admin keys are held to `maxSubjects` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100_000_000))]
+    #[schemars(range(min = 0, max = bounds::STORE_ITEMS))]
     pub max_subjects_per_key: Option<u32>,
     /// Most faces one subject holds (`FACEKEY_MAX_FACES_PER_SUBJECT`; the runtime's 5 when
     /// omitted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = bounds::FACES_PER_SUBJECT))]
     pub max_faces_per_subject: Option<u32>,
 }
 

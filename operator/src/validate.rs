@@ -334,67 +334,85 @@ fn check_range(
     }
 }
 
-/// Bounds of `verification` and `store.maxFacesPerSubject`: the runtime's own.
+/// Bounds of `verification` and `store.maxFacesPerSubject` / `maxSubjectsPerKey`: the
+/// schema's ([`facekey_crds::bounds`]), the runtime's own.
 fn verification_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) {
-    /// A year and a day, the runtime's longest lockout period.
-    const MAX_PERIOD: f64 = 31_622_400.0;
-    let n = |v: Option<u32>| v.map(f64::from);
-    if let Some(store) = &spec.store {
+    use facekey_crds::bounds;
+    let mut check = |field, value: Option<u32>, min: u32, max: u32| {
         check_range(
-            "store.maxFacesPerSubject",
-            n(store.max_faces_per_subject),
-            (1.0, 1000.0),
+            field,
+            value.map(f64::from),
+            (f64::from(min), f64::from(max)),
             problems,
         );
-        check_range(
+    };
+    if let Some(store) = &spec.store {
+        check(
+            "store.maxFacesPerSubject",
+            store.max_faces_per_subject,
+            1,
+            bounds::FACES_PER_SUBJECT,
+        );
+        check(
             "store.maxSubjectsPerKey",
-            n(store.max_subjects_per_key),
-            (0.0, 100_000_000.0),
-            problems,
+            store.max_subjects_per_key,
+            0,
+            bounds::STORE_ITEMS,
         );
     }
     let Some(v) = &spec.verification else {
         return;
     };
     if let Some(s) = &v.sessions {
-        let checks = [
-            ("verification.sessions.ttlSeconds", s.ttl_seconds, 3600.0),
-            ("verification.sessions.maxFrames", s.max_frames, 100_000.0),
-            ("verification.sessions.maxOpen", s.max_open, 1_000_000.0),
-            (
-                "verification.sessions.maxOpenPerKey",
-                s.max_open_per_key,
-                1_000_000.0,
-            ),
-        ];
-        for (field, value, max) in checks {
-            check_range(field, n(value), (1.0, max), problems);
-        }
+        check(
+            "verification.sessions.ttlSeconds",
+            s.ttl_seconds,
+            1,
+            bounds::SESSION_TTL_SECONDS,
+        );
+        check(
+            "verification.sessions.maxFrames",
+            s.max_frames,
+            1,
+            bounds::SESSION_FRAMES,
+        );
+        check(
+            "verification.sessions.maxOpen",
+            s.max_open,
+            1,
+            bounds::SESSIONS_OPEN,
+        );
+        check(
+            "verification.sessions.maxOpenPerKey",
+            s.max_open_per_key,
+            1,
+            bounds::SESSIONS_OPEN,
+        );
     }
     if let Some(l) = &v.lockout {
-        check_range(
+        check(
             "verification.lockout.attempts",
-            n(l.attempts),
-            (0.0, 1000.0),
-            problems,
+            l.attempts,
+            0,
+            bounds::LOCKOUT_ATTEMPTS,
         );
-        check_range(
+        check(
             "verification.lockout.windowSeconds",
-            n(l.window_seconds),
-            (1.0, MAX_PERIOD),
-            problems,
+            l.window_seconds,
+            1,
+            bounds::LOCKOUT_PERIOD_SECONDS,
         );
-        check_range(
+        check(
             "verification.lockout.durationSeconds",
-            n(l.duration_seconds),
-            (1.0, MAX_PERIOD),
-            problems,
+            l.duration_seconds,
+            1,
+            bounds::LOCKOUT_PERIOD_SECONDS,
         );
     }
-    if let Some(e) = &v.enrolment {
+    if let Some(min_quality) = v.enrolment.as_ref().and_then(|e| e.min_quality) {
         check_range(
             "verification.enrolment.minQuality",
-            e.min_quality,
+            Some(min_quality),
             (0.0, 1.0),
             problems,
         );
@@ -435,7 +453,9 @@ fn settings_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) 
     for (name, value) in &spec.settings {
         if facekey_crds::setting_env_name(name).is_none() {
             problems.push(Problem::UnknownSetting(name.clone()));
-        } else if value.len() > facekey_crds::MAX_SETTING_LENGTH || value.contains(['\r', '\n']) {
+        } else if value.chars().count() > facekey_crds::MAX_SETTING_LENGTH
+            || value.contains(['\r', '\n'])
+        {
             problems.push(Problem::SettingValue(name.clone()));
         }
     }

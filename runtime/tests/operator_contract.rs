@@ -396,3 +396,21 @@ fn the_operators_generated_template_key_loads_in_the_runtime() {
         "fresh randomness each time"
     );
 }
+
+/// The CRD's bounds on the runtime's numbers are the runtime's own: what the schema admits the
+/// runtime starts with, and one past it the runtime refuses.
+#[test]
+fn the_crd_bounds_are_the_runtimes() {
+    use facekey_crds::bounds;
+    use facekey_runtime::lockout;
+    assert_eq!(bounds::LOCKOUT_ATTEMPTS, lockout::MAX_ATTEMPTS);
+    assert_eq!(
+        u64::from(bounds::LOCKOUT_PERIOD_SECONDS),
+        lockout::MAX_PERIOD.as_secs()
+    );
+    let ttl = |secs: u32| {
+        Config::try_parse_from(["facekey-runtime", "--session-ttl-secs", &secs.to_string()])
+    };
+    assert!(ttl(bounds::SESSION_TTL_SECONDS).is_ok());
+    assert!(ttl(bounds::SESSION_TTL_SECONDS + 1).is_err());
+}
