@@ -565,6 +565,28 @@ mod tests {
         }
     }
 
+    /// A clip of identity `x` judged against `challenge`: one [`posed`] frame per `(yaw, pitch
+    /// drop, action performed)`, 100 ms apart.
+    fn posed_clip(
+        id: &str,
+        kind: SequenceKind,
+        challenge: Vec<Action>,
+        poses: &[(f32, f32, Option<Action>)],
+    ) -> ObservedClip {
+        ObservedClip {
+            id: id.into(),
+            kind,
+            identity: "x".into(),
+            challenge,
+            frames: poses
+                .iter()
+                .enumerate()
+                .map(|(i, &(y, d, _))| posed(1_000 + 100 * i as u64, y, d))
+                .collect(),
+            performing: poses.iter().map(|p| p.2).collect(),
+        }
+    }
+
     #[test]
     fn actions_alone_count_each_action_apart_from_the_order() {
         use Action::{LookUp, TurnLeft};
@@ -579,18 +601,12 @@ mod tests {
             (0.202, 0.0, Some(TurnLeft)),
             (0.0, 0.0, None),
         ];
-        let c = ObservedClip {
-            id: "genuine/x/00".into(),
-            kind: SequenceKind::Genuine,
-            identity: "x".into(),
-            challenge: vec![TurnLeft, LookUp],
-            frames: poses
-                .iter()
-                .enumerate()
-                .map(|(i, &(y, d, _))| posed(1_000 + 100 * i as u64, y, d))
-                .collect(),
-            performing: poses.iter().map(|p| p.2).collect(),
-        };
+        let c = posed_clip(
+            "genuine/x/00",
+            SequenceKind::Genuine,
+            vec![TurnLeft, LookUp],
+            &poses,
+        );
         let p = ChallengePolicy::default();
         let in_order = rates(std::slice::from_ref(&c), &p);
         assert_eq!(in_order.genuine_actions["look_up"].passed, 0);
@@ -623,18 +639,12 @@ mod tests {
             (0.0, 0.202, Some(LookUp)),
             (0.0, 0.0, None),
         ];
-        let c = ObservedClip {
-            id: "replay_other_challenge/x/00".into(),
-            kind: SequenceKind::ReplayOtherChallenge,
-            identity: "x".into(),
-            challenge: vec![LookUp, TurnLeft],
-            frames: poses
-                .iter()
-                .enumerate()
-                .map(|(i, &(y, d, _))| posed(1_000 + 100 * i as u64, y, d))
-                .collect(),
-            performing: poses.iter().map(|p| p.2).collect(),
-        };
+        let c = posed_clip(
+            "replay_other_challenge/x/00",
+            SequenceKind::ReplayOtherChallenge,
+            vec![LookUp, TurnLeft],
+            &poses,
+        );
         let loose = ChallengePolicy {
             look_up_min_delta: 0.08,
             ..ChallengePolicy::default()
