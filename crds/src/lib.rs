@@ -294,7 +294,7 @@ pub mod bounds {
     pub const LOCKOUT_PERIOD_SECONDS: u32 = 31_622_400;
     /// `store.maxFacesPerSubject`.
     pub const FACES_PER_SUBJECT: u32 = 1000;
-    /// `store.maxSubjects`, `maxTemplates` and `maxSubjectsPerKey`.
+    /// `store.maxSubjects`, `maxTemplates`, `maxSubjectsPerKey` and `maxTemplatesPerKey`.
     pub const STORE_ITEMS: u32 = 100_000_000;
 }
 
@@ -676,6 +676,13 @@ pub struct Store {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = bounds::STORE_ITEMS))]
     pub max_subjects_per_key: Option<u32>,
+    /// Most templates (enrolled faces) one API key may have enrolled and still hold
+    /// (`FACEKEY_MAX_TEMPLATES_PER_KEY`; the runtime's 5 000 when omitted, 0 for no per-key
+    /// limit): beyond, enrolling answers 507 `key_template_quota`, so one `enrol` key cannot
+    /// fill the templates of every other. Admin keys are held to `maxTemplates` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = bounds::STORE_ITEMS))]
+    pub max_templates_per_key: Option<u32>,
     /// Most faces one subject holds (`FACEKEY_MAX_FACES_PER_SUBJECT`; the runtime's 5 when
     /// omitted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -693,6 +700,7 @@ impl Default for Store {
             max_subjects: None,
             max_templates: None,
             max_subjects_per_key: None,
+            max_templates_per_key: None,
             max_faces_per_subject: None,
         }
     }

@@ -334,7 +334,8 @@ fn check_range(
     }
 }
 
-/// Bounds of `verification` and `store.maxFacesPerSubject` / `maxSubjectsPerKey`: the
+/// Bounds of `verification` and `store.maxFacesPerSubject` / `maxSubjectsPerKey` /
+/// `maxTemplatesPerKey`: the
 /// schema's ([`facekey_crds::bounds`]), the runtime's own.
 fn verification_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) {
     use facekey_crds::bounds;
@@ -356,6 +357,12 @@ fn verification_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Proble
         check(
             "store.maxSubjectsPerKey",
             store.max_subjects_per_key,
+            0,
+            bounds::STORE_ITEMS,
+        );
+        check(
+            "store.maxTemplatesPerKey",
+            store.max_templates_per_key,
             0,
             bounds::STORE_ITEMS,
         );

@@ -375,7 +375,7 @@ fn written_env_names_are_runtime_settings_and_listed() {
         json!({"image": "img:1", "store": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"},
                "caSecretRef": {"name": "db-ca", "key": "ca.pem"}},
                "maxSubjects": 500, "maxTemplates": 1000, "maxFacesPerSubject": 3,
-               "maxSubjectsPerKey": 100}}),
+               "maxSubjectsPerKey": 100, "maxTemplatesPerKey": 200}}),
         json!({"image": "img:1", "verification": {
                "requireSession": true, "decisionPolicy": "strict",
                "sessions": {"ttlSeconds": 30, "maxFrames": 90, "maxOpen": 100, "maxOpenPerKey": 10},
@@ -482,7 +482,7 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 18);
+    assert_eq!(alerts, 19);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

@@ -52,6 +52,7 @@ fn index_of(n: usize) -> TemplateIndex {
                 embedding,
                 quality: None,
                 created_at: "2026-12-02T00:00:00Z".into(),
+                enrolled_by: None,
             }],
         })
         .collect();

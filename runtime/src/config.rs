@@ -191,6 +191,13 @@ pub struct Config {
     #[arg(long, env = env::MAX_TEMPLATES, default_value_t = defaults::MAX_TEMPLATES, value_parser = parse_positive)]
     pub max_templates: usize,
 
+    /// Most templates (enrolled faces) one API key may have enrolled and still hold, so one
+    /// `enrol` key cannot fill the templates of every other; enrolling one more answers 507
+    /// `key_template_quota`. Deleting a face (or its subject) frees its place. Admin keys are
+    /// held to `--max-templates` only. 0: no per-key limit.
+    #[arg(long, env = env::MAX_TEMPLATES_PER_KEY, default_value_t = defaults::MAX_TEMPLATES_PER_KEY)]
+    pub max_templates_per_key: usize,
+
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = defaults::MAX_BODY_BYTES, value_parser = parse_positive)]
     pub max_body_bytes: usize,
@@ -658,6 +665,12 @@ impl Config {
         Some(self.max_subjects_per_key).filter(|&n| n > 0)
     }
 
+    /// The per-key template quota of a key that is not admin: `--max-templates-per-key`, `None`
+    /// when it is 0 (no per-key limit).
+    pub fn template_quota(&self) -> Option<usize> {
+        Some(self.max_templates_per_key).filter(|&n| n > 0)
+    }
+
     /// Requests that may wait for an inference place: `--max-queue`, else four per in-flight
     /// place. The queue absorbs bursts below capacity; under overload (`--queue-max-load`)
     /// nothing queues, so its length does not lengthen accepted requests' waits there
@@ -835,6 +848,19 @@ mod tests {
         assert!(
             Config::try_parse_from(["facekey-runtime", "--max-subjects-per-key", "-1"]).is_err()
         );
+    }
+
+    #[test]
+    fn the_template_quota_is_per_key_unless_zero() {
+        let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
+        assert_eq!(c.template_quota(), Some(defaults::MAX_TEMPLATES_PER_KEY));
+        assert!(c.template_quota() < Some(c.max_templates));
+        let c =
+            Config::try_parse_from(["facekey-runtime", "--max-templates-per-key", "3"]).unwrap();
+        assert_eq!(c.template_quota(), Some(3));
+        let c =
+            Config::try_parse_from(["facekey-runtime", "--max-templates-per-key", "0"]).unwrap();
+        assert_eq!(c.template_quota(), None);
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! while the store is away. With PostgreSQL a background task applies other replicas' writes as
 //! they are notified, and reloads everything after any gap in the notifications.
 //!
-//! A subject records the API key that created it, and a key may be held to a quota of subjects
-//! ([`Creator`]): checked against the index plus this replica's creations in progress, so
-//! concurrent requests of one key on one replica cannot pass it together, and by PostgreSQL
-//! inside the write, so neither can requests spread over replicas.
+//! A subject records the API key that created it and a template the key that enrolled it, and a
+//! key may be held to a quota of each ([`Creator`], [`QuotaOf`]): checked against the index plus
+//! this replica's writes in progress, so concurrent requests of one key on one replica cannot
+//! pass it together, and by PostgreSQL inside the write, so neither can requests spread over
+//! replicas.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use crate::store::postgres::PgStore;
 use crate::store::{
-    NewTemplate, StoreError, Subject, SubjectRecord, Template, TemplateIndex, TemplateStore,
+    NewTemplate, QuotaOf, StoreError, Subject, SubjectRecord, Template, TemplateIndex,
+    TemplateStore,
 };
 
 /// How often the change listener retries after losing the database.
@@ -33,13 +35,14 @@ pub struct StoreHealth {
     pub reloads: u64,
 }
 
-/// Who creates a subject: the API key recorded as its creator and the most subjects that key
-/// may hold.
+/// Who writes a subject or a template: the API key recorded as its creator (or enroller) and
+/// the most of them that key may hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Creator<'a> {
-    /// The creating key's id (never the key); `None` records no creator.
+    /// The writing key's id (never the key); `None` records no creator.
     pub key_id: Option<&'a str>,
-    /// Most subjects created by `key_id` the store may hold; `None`: no per-key limit.
+    /// Most subjects (or templates) written by `key_id` the store may hold; `None`: no
+    /// per-key limit.
     pub quota: Option<usize>,
 }
 
@@ -50,36 +53,37 @@ pub struct Enrolments {
     available: AtomicBool,
     error: Mutex<Option<String>>,
     reloads: AtomicU64,
-    /// Subject creations in progress on this replica per creating key id, held to its quota
-    /// beside the subjects the index counts (keys with none are absent).
-    creating: Mutex<HashMap<String, usize>>,
+    /// Subject creations and enrolments in progress on this replica per quota and writing key
+    /// id, held to its quota beside what the index counts (keys with none are absent).
+    creating: Mutex<HashMap<(QuotaOf, String), usize>>,
 }
 
-/// One creation counted against its key's quota until its subject is in the index (or it
+/// One write counted against its key's quota until what it wrote is in the index (or it
 /// failed, or the request went away).
 struct Reservation<'a> {
     enrolments: &'a Enrolments,
-    key_id: String,
+    slot: (QuotaOf, String),
     released: bool,
 }
 
 impl Reservation<'_> {
-    /// Put the created subject in the index and give the reservation back in one step under
-    /// the reservations' lock, so no quota check misses the subject in between. (With
-    /// PostgreSQL this replica's own notification may upsert it first: until this step it is
-    /// then counted twice, which can only refuse early, never admit one too many.)
-    fn complete(mut self, record: SubjectRecord) {
+    /// Put what was written in the index (`apply`) and give the reservation back in one step
+    /// under the reservations' lock, so no quota check misses it in between. (With PostgreSQL
+    /// this replica's own notification may apply it first: until this step it is then counted
+    /// twice, which can only refuse early, never admit one too many.)
+    fn complete<T>(mut self, apply: impl FnOnce(&TemplateIndex) -> T) -> T {
         let mut creating = self.enrolments.creating();
-        self.enrolments.index.upsert(record);
-        Self::release(&mut creating, &self.key_id);
+        let applied = apply(&self.enrolments.index);
+        Self::release(&mut creating, &self.slot);
         self.released = true;
+        applied
     }
 
-    fn release(creating: &mut HashMap<String, usize>, key_id: &str) {
-        if let Some(n) = creating.get_mut(key_id) {
+    fn release(creating: &mut HashMap<(QuotaOf, String), usize>, slot: &(QuotaOf, String)) {
+        if let Some(n) = creating.get_mut(slot) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                creating.remove(key_id);
+                creating.remove(slot);
             }
         }
     }
@@ -88,7 +92,7 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.released {
-            Self::release(&mut self.enrolments.creating(), &self.key_id);
+            Self::release(&mut self.enrolments.creating(), &self.slot);
         }
     }
 }
@@ -187,31 +191,67 @@ impl Enrolments {
         Ok(())
     }
 
-    /// The creations in progress (a poisoned lock is still consistent: every change is one
+    /// The writes in progress (a poisoned lock is still consistent: every change is one
     /// counter step).
-    fn creating(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+    fn creating(&self) -> MutexGuard<'_, HashMap<(QuotaOf, String), usize>> {
         self.creating.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Count one creation against `key_id`'s quota: [`StoreError::KeyQuota`] when the subjects
-    /// it created (in the index, and being created on this replica) already reach `limit`.
-    fn reserve(&self, key_id: &str, limit: usize) -> Result<Reservation<'_>, StoreError> {
+    /// What `key_id` holds of `of` in the index.
+    fn held(&self, of: QuotaOf, key_id: &str) -> usize {
+        match of {
+            QuotaOf::Subjects => self.index.subjects_created_by(key_id),
+            QuotaOf::Templates => self.index.templates_enrolled_by(key_id),
+        }
+    }
+
+    /// [`StoreError::KeyQuota`] when `writer`'s key already holds its quota of `of` in the index
+    /// (writes in progress not counted): a cheap early refusal before the work of a write
+    /// (an enrolment's inference), which [`Self::add_template`] checks again exactly.
+    pub fn check_quota(&self, of: QuotaOf, writer: Creator<'_>) -> Result<(), StoreError> {
+        if let (Some(key_id), Some(limit)) = (writer.key_id, writer.quota) {
+            let held = self.held(of, key_id);
+            if held >= limit {
+                return Err(StoreError::KeyQuota {
+                    of,
+                    key_id: key_id.to_owned(),
+                    held,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Count one write against `writer`'s quota of `of`: [`StoreError::KeyQuota`] when what its
+    /// key holds (in the index, and being written on this replica) already reaches the quota.
+    /// `None` for a writer without key or quota.
+    fn reserve(
+        &self,
+        of: QuotaOf,
+        writer: Creator<'_>,
+    ) -> Result<Option<Reservation<'_>>, StoreError> {
+        let (Some(key_id), Some(limit)) = (writer.key_id, writer.quota) else {
+            return Ok(None);
+        };
+        let slot = (of, key_id.to_owned());
         let mut creating = self.creating();
-        let in_progress = creating.get(key_id).copied().unwrap_or(0);
-        let held = self.index.subjects_created_by(key_id) + in_progress;
+        let in_progress = creating.get(&slot).copied().unwrap_or(0);
+        let held = self.held(of, key_id) + in_progress;
         if held >= limit {
             return Err(StoreError::KeyQuota {
+                of,
                 key_id: key_id.to_owned(),
                 held,
                 limit,
             });
         }
-        *creating.entry(key_id.to_owned()).or_default() += 1;
-        Ok(Reservation {
+        *creating.entry(slot.clone()).or_default() += 1;
+        Ok(Some(Reservation {
             enrolments: self,
-            key_id: key_id.to_owned(),
+            slot,
             released: false,
-        })
+        }))
     }
 
     /// Create a subject recording `creator`'s key, within its quota; in the index once the
@@ -223,10 +263,7 @@ impl Enrolments {
         name: &str,
         creator: Creator<'_>,
     ) -> Result<Subject, StoreError> {
-        let reservation = match (creator.key_id, creator.quota) {
-            (Some(key_id), Some(limit)) => Some(self.reserve(key_id, limit)?),
-            _ => None,
-        };
+        let reservation = self.reserve(QuotaOf::Subjects, creator)?;
         let record: SubjectRecord = self.mark(
             self.store
                 .create_subject(name, creator.key_id, creator.quota)
@@ -234,7 +271,7 @@ impl Enrolments {
         )?;
         let id = record.id.clone();
         match reservation {
-            Some(r) => r.complete(record),
+            Some(r) => r.complete(|index| index.upsert(record)),
             None => self.index.upsert(record),
         }
         self.index
@@ -250,14 +287,26 @@ impl Enrolments {
         Ok(existed)
     }
 
-    /// Add a template; returns it and the subject's new summary.
+    /// Add a template recording `enroller`'s key as its `enrolled_by` (whatever `template`
+    /// says), within its quota of templates (held as [`Self::create_subject`] holds subjects);
+    /// returns it and the subject's new summary.
     pub async fn add_template(
         &self,
         subject_id: &str,
-        template: NewTemplate,
+        mut template: NewTemplate,
+        enroller: Creator<'_>,
     ) -> Result<(Template, Subject), StoreError> {
-        let stored = self.mark(self.store.add_template(subject_id, template).await)?;
-        let applied = self.index.add_template(stored.clone());
+        let reservation = self.reserve(QuotaOf::Templates, enroller)?;
+        template.enrolled_by = enroller.key_id.map(str::to_owned);
+        let stored = self.mark(
+            self.store
+                .add_template(subject_id, template, enroller.quota)
+                .await,
+        )?;
+        let applied = match reservation {
+            Some(r) => r.complete(|index| index.add_template(stored.clone())),
+            None => self.index.add_template(stored.clone()),
+        };
         let subject = self.after_write(subject_id, applied).await?;
         Ok((stored, subject))
     }
@@ -360,8 +409,9 @@ mod tests {
             model: "m".into(),
             embedding: vec![0.5, 0.5],
             quality: None,
+            enrolled_by: None,
         };
-        let (_, after) = e.add_template(&s.id, t).await.unwrap();
+        let (_, after) = e.add_template(&s.id, t, Creator::default()).await.unwrap();
         assert_eq!(after.faces, 1);
         assert_eq!(e.index().nearest(&[0.5, 0.5], 1)[0].subject.id, s.id);
         let (second, _) = e
@@ -371,7 +421,9 @@ mod tests {
                     model: "m".into(),
                     embedding: vec![-1.0, -1.0],
                     quality: None,
+                    enrolled_by: None,
                 },
+                Creator::default(),
             )
             .await
             .unwrap();
@@ -406,6 +458,7 @@ mod tests {
         e.create_subject("a2", app).await.unwrap();
         match e.create_subject("a3", app).await {
             Err(StoreError::KeyQuota {
+                of: QuotaOf::Subjects,
                 key_id,
                 held: 2,
                 limit: 2,
@@ -465,6 +518,110 @@ mod tests {
         }
         assert_eq!(created, 5);
         assert_eq!(e.index().subjects_created_by("app"), 5);
+        assert!(e.creating().is_empty());
+    }
+
+    fn face(v: f32) -> NewTemplate {
+        NewTemplate {
+            model: "m".into(),
+            embedding: vec![v, 1.0],
+            quality: None,
+            enrolled_by: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_is_held_to_its_quota_of_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path()).await;
+        let anyone = Creator::default();
+        let (s1, s2) = (
+            e.create_subject("s1", anyone).await.unwrap(),
+            e.create_subject("s2", anyone).await.unwrap(),
+        );
+        let app = Creator {
+            key_id: Some("app"),
+            quota: Some(3),
+        };
+        // The quota counts faces across subjects, and records the enroller whatever the
+        // template said.
+        let mut claimed = face(0.1);
+        claimed.enrolled_by = Some("someone-else".into());
+        let (first, _) = e.add_template(&s1.id, claimed, app).await.unwrap();
+        assert_eq!(first.enrolled_by.as_deref(), Some("app"));
+        e.add_template(&s1.id, face(0.2), app).await.unwrap();
+        e.add_template(&s2.id, face(0.3), app).await.unwrap();
+        assert_eq!(e.index().templates_enrolled_by("app"), 3);
+        assert!(e.check_quota(QuotaOf::Templates, app).is_err());
+        match e.add_template(&s2.id, face(0.4), app).await {
+            Err(StoreError::KeyQuota {
+                of: QuotaOf::Templates,
+                held: 3,
+                limit: 3,
+                ..
+            }) => {}
+            other => panic!("expected the template quota, got {other:?}"),
+        }
+        // Other keys and keys without a quota enrol; the subject quota is another count.
+        let other = Creator {
+            key_id: Some("other"),
+            quota: Some(3),
+        };
+        e.add_template(&s2.id, face(0.5), other).await.unwrap();
+        assert!(e.check_quota(QuotaOf::Subjects, app).is_ok());
+        let admin = Creator {
+            key_id: Some("admin"),
+            quota: None,
+        };
+        e.add_template(&s2.id, face(0.6), admin).await.unwrap();
+        // Deleting one face frees a place; deleting a subject frees all its faces.
+        e.delete_template(&s1.id, &first.id).await.unwrap();
+        e.add_template(&s2.id, face(0.7), app).await.unwrap();
+        assert!(e.delete_subject(&s2.id).await.unwrap());
+        assert_eq!(e.index().templates_enrolled_by("app"), 1);
+        assert!(e.creating().is_empty());
+        // A restart counts what the store recorded.
+        drop(e);
+        let e = open(dir.path()).await;
+        assert_eq!(e.index().templates_enrolled_by("app"), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_enrolments_of_one_key_cannot_pass_its_quota_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Arc::new(open(dir.path()).await);
+        let mut subjects = Vec::new();
+        for i in 0..6 {
+            let name = format!("s{i}");
+            subjects.push(
+                e.create_subject(&name, Creator::default())
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let (e, subject) = (e.clone(), subjects[i % 6].clone());
+                tokio::spawn(async move {
+                    let app = Creator {
+                        key_id: Some("app"),
+                        quota: Some(7),
+                    };
+                    e.add_template(&subject, face(i as f32), app).await
+                })
+            })
+            .collect();
+        let mut enrolled = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => enrolled += 1,
+                Err(StoreError::KeyQuota { limit: 7, .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(enrolled, 7);
+        assert_eq!(e.index().templates_enrolled_by("app"), 7);
         assert!(e.creating().is_empty());
     }
 }

@@ -67,16 +67,19 @@ impl BodyRefusal {
     }
 }
 
-/// Why creating a subject was refused: the `reason` of `facekey_subjects_refused_total`.
+/// Why creating a subject or enrolling a face was refused by a bound of the store: the `reason`
+/// of `facekey_subjects_refused_total` and `facekey_templates_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubjectRefusal {
-    /// 507 `store_full`: the store holds `FACEKEY_MAX_SUBJECTS` subjects.
+pub enum StoreRefusal {
+    /// 507 `store_full`: the store holds `FACEKEY_MAX_SUBJECTS` subjects or
+    /// `FACEKEY_MAX_TEMPLATES` templates.
     StoreFull,
-    /// 507 `key_subject_quota`: the key holds `FACEKEY_MAX_SUBJECTS_PER_KEY` subjects.
+    /// 507 `key_subject_quota` or `key_template_quota`: the key holds
+    /// `FACEKEY_MAX_SUBJECTS_PER_KEY` subjects or `FACEKEY_MAX_TEMPLATES_PER_KEY` templates.
     KeyQuota,
 }
 
-impl SubjectRefusal {
+impl StoreRefusal {
     /// Every reason (each series exists from the start).
     pub const ALL: [Self; 2] = [Self::StoreFull, Self::KeyQuota];
 
@@ -136,8 +139,10 @@ pub struct Metrics {
     pub admission_offered_load: Gauge,
     /// Request bodies refused by the body guards, by reason ([`BodyRefusal`]).
     pub body_refused: IntCounterVec,
-    /// Subject creations refused by a bound of the store, by reason ([`SubjectRefusal`]).
+    /// Subject creations refused by a bound of the store, by reason ([`StoreRefusal`]).
     pub subjects_refused: IntCounterVec,
+    /// Enrolments (new templates) refused by a bound of the store, by reason ([`StoreRefusal`]).
+    pub templates_refused: IntCounterVec,
     /// Request body bytes reserved now.
     pub body_memory_bytes: IntGauge,
     /// Inferences stopped at a stage boundary because their request went away.
@@ -346,6 +351,15 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let templates_refused = IntCounterVec::new(
+            Opts::new(
+                "facekey_templates_refused_total",
+                "Enrolments (new faces) refused with 507, by reason: store_full (the store holds \
+                 FACEKEY_MAX_TEMPLATES templates), key_quota (key_template_quota: the enrolling \
+                 key holds FACEKEY_MAX_TEMPLATES_PER_KEY).",
+            ),
+            &["reason"],
+        )?;
         let body_memory_bytes = IntGauge::new(
             "facekey_body_memory_bytes",
             "Request body bytes reserved now by requests being handled (each its declared \
@@ -438,6 +452,7 @@ impl Metrics {
             Box::new(admission_rejected.clone()),
             Box::new(body_refused.clone()),
             Box::new(subjects_refused.clone()),
+            Box::new(templates_refused.clone()),
             Box::new(inference_service_seconds.clone()),
             Box::new(admission_offered_load.clone()),
             Box::new(body_memory_bytes.clone()),
@@ -496,8 +511,9 @@ impl Metrics {
         for reason in BodyRefusal::ALL {
             body_refused.with_label_values(&[reason.label()]);
         }
-        for reason in SubjectRefusal::ALL {
+        for reason in StoreRefusal::ALL {
             subjects_refused.with_label_values(&[reason.label()]);
+            templates_refused.with_label_values(&[reason.label()]);
         }
         Ok(Self {
             registry,
@@ -526,6 +542,7 @@ impl Metrics {
             admission_rejected,
             body_refused,
             subjects_refused,
+            templates_refused,
             inference_service_seconds,
             admission_offered_load,
             body_memory_bytes,
@@ -545,11 +562,14 @@ impl Metrics {
         })
     }
 
-    /// Count one refused subject creation.
-    pub fn record_subject_refusal(&self, reason: SubjectRefusal) {
-        self.subjects_refused
-            .with_label_values(&[reason.label()])
-            .inc();
+    /// Count one subject creation (`of` subjects) or enrolment (`of` templates) refused by a
+    /// bound of the store.
+    pub fn record_store_refusal(&self, of: crate::store::QuotaOf, reason: StoreRefusal) {
+        let counter = match of {
+            crate::store::QuotaOf::Subjects => &self.subjects_refused,
+            crate::store::QuotaOf::Templates => &self.templates_refused,
+        };
+        counter.with_label_values(&[reason.label()]).inc();
     }
 
     /// Count one authentication decision.

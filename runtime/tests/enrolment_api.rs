@@ -431,9 +431,15 @@ async fn face_deletion_and_rename_reach_other_replicas() {
         model: "m".into(),
         embedding: vec![v, v],
         quality: Some(0.9),
+        enrolled_by: None,
     };
-    let (gone, _) = on_a.add_template(&subject.id, template(1.0)).await.unwrap();
-    on_a.add_template(&subject.id, template(2.0)).await.unwrap();
+    let (gone, _) = on_a
+        .add_template(&subject.id, template(1.0), Creator::default())
+        .await
+        .unwrap();
+    on_a.add_template(&subject.id, template(2.0), Creator::default())
+        .await
+        .unwrap();
     let faces_on_b = || on_b.index().get(&subject.id).map(|(s, _)| s.faces);
     assert!(
         eventually(Duration::from_secs(5), || faces_on_b() == Some(2)).await,

@@ -72,6 +72,7 @@ fn legacy_template(image: &str) -> NewTemplate {
         model: EMBEDDING_MODEL.to_string(),
         embedding: a.embedding.as_slice().to_vec(),
         quality: None,
+        enrolled_by: None,
     }
 }
 
@@ -251,7 +252,7 @@ async fn fused_match_on_the_embedded_store() {
         let store = RedbStore::open(&config.data_dir, 10, keys).unwrap();
         let subject = store.create_subject("legacy", None, None).await.unwrap();
         store
-            .add_template(&subject.id, legacy_template("astronaut.png"))
+            .add_template(&subject.id, legacy_template("astronaut.png"), None)
             .await
             .unwrap();
         subject.id
@@ -272,7 +273,7 @@ async fn fused_match_on_postgres() {
             .unwrap();
         let subject = store.create_subject("legacy", None, None).await.unwrap();
         store
-            .add_template(&subject.id, legacy_template("astronaut.png"))
+            .add_template(&subject.id, legacy_template("astronaut.png"), None)
             .await
             .unwrap();
         subject.id

@@ -80,7 +80,7 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
         }),
         serde_json::json!({
             "image": "registry.example/facekey/runtime:1.0",
-            "store": { "embedded": {}, "maxSubjects": 20000, "maxTemplates": 40000, "maxFacesPerSubject": 3, "maxSubjectsPerKey": 500 }
+            "store": { "embedded": {}, "maxSubjects": 20000, "maxTemplates": 40000, "maxFacesPerSubject": 3, "maxSubjectsPerKey": 500, "maxTemplatesPerKey": 700 }
         }),
         // Every verification field, and every setting `spec.settings` may pass through.
         serde_json::json!({
@@ -159,10 +159,14 @@ fn settings_values() -> serde_json::Value {
     )
 }
 
-/// What `spec.verification` and `store.maxFacesPerSubject` say is what `config` applies.
+/// What `spec.verification` and `store.maxFacesPerSubject` / `maxSubjectsPerKey` /
+/// `maxTemplatesPerKey` say is what `config` applies.
 fn applies_verification(spec: &FaceKeyDeploymentSpec, config: &Config) {
     if let Some(n) = spec.store.as_ref().and_then(|s| s.max_faces_per_subject) {
         assert_eq!(config.max_faces_per_subject, n as usize);
+    }
+    if let Some(n) = spec.store.as_ref().and_then(|s| s.max_templates_per_key) {
+        assert_eq!(config.max_templates_per_key, n as usize);
     }
     if let Some(n) = spec.store.as_ref().and_then(|s| s.max_subjects_per_key) {
         assert_eq!(config.max_subjects_per_key, n as usize);

@@ -99,19 +99,6 @@ async fn creators(s: &Running, admin: &reqwest::Client) -> BTreeMap<String, Valu
         .collect()
 }
 
-/// Stop the server and wait for it to exit, keeping its data directory (unlike
-/// [`Running::stop`]).
-async fn stop_keeping_data(mut s: Running) {
-    if let Some(tx) = s.stop.take() {
-        let _ = tx.send(());
-    }
-    tokio::time::timeout(Duration::from_secs(10), s.task)
-        .await
-        .expect("server did not stop")
-        .unwrap()
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_key_at_its_quota_is_refused_while_others_create_and_the_quota_survives_a_restart() {
     let mut config = Config::for_tests();
@@ -193,7 +180,7 @@ async fn a_key_at_its_quota_is_refused_while_others_create_and_the_quota_survive
     refused(&s, &a, "app-a").await;
 
     // Restart on the same data directory: the creators were stored with the subjects.
-    stop_keeping_data(s).await;
+    s.stop_keeping_data().await;
     let s = Running::start(config).await;
     let (status, v) = send_json(admin.get(s.url(&format!("/v1/subjects/{}", a_subjects[0])))).await;
     assert_eq!(

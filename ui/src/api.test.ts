@@ -438,6 +438,7 @@ describe("errorAdvice", () => {
     expect(errorAdvice(new ApiError(408, "body_too_slow", ""))).toMatch(/upload was too slow/);
     expect(errorAdvice(new ApiError(503, "overloaded", "", 1))).toBe("The runtime is busy: try again in 1 s.");
     expect(errorAdvice(new ApiError(507, "key_subject_quota", ""))).toMatch(/FACEKEY_MAX_SUBJECTS_PER_KEY/);
+    expect(errorAdvice(new ApiError(507, "key_template_quota", ""))).toMatch(/FACEKEY_MAX_TEMPLATES_PER_KEY/);
     expect(errorAdvice(new ApiError(507, "store_full", ""))).toMatch(/store is full/);
     expect(errorAdvice(new ApiError(422, "session_bound_to_subject", ""))).toMatch(/without a subject/);
     expect(errorAdvice(new ApiError(422, "no_face", ""))).toBeUndefined();

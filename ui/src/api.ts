@@ -72,6 +72,8 @@ export function errorAdvice(e: ApiError): string | undefined {
     case 507:
       if (e.code === "key_subject_quota")
         return "This API key holds as many subjects as one key may create: delete some of them (with an admin key) or ask the operator to raise FACEKEY_MAX_SUBJECTS_PER_KEY.";
+      if (e.code === "key_template_quota")
+        return "This API key holds as many faces as one key may enrol: delete some of them (with an admin key) or ask the operator to raise FACEKEY_MAX_TEMPLATES_PER_KEY.";
       return e.code === "store_full"
         ? "The store is full: delete subjects or faces, or ask the operator to raise its limits."
         : undefined;

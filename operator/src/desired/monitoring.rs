@@ -258,6 +258,19 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             ),
         },
         Alert {
+            name: "FaceKeyTemplatesRefused",
+            // As for subjects: a key at its template quota, or a store that takes no more faces.
+            expr: format!(
+                "sum by ({KEEP}, reason) (increase(facekey_templates_refused_total{{{sel}}}[15m])) > 0"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("FaceKey {namespace}/{name} refuses to enrol faces"),
+            description: format!(
+                "{{{{ $value | printf \"%.0f\" }}}} enrolments in FaceKeyDeployment {namespace}/{name} were refused with 507 in the last 15 minutes, reason {{{{ $labels.reason }}}}: key_quota is a key holding FACEKEY_MAX_TEMPLATES_PER_KEY faces it enrolled (the facekey::security log names it), store_full the store at FACEKEY_MAX_TEMPLATES."
+            ),
+        },
+        Alert {
             name: "FaceKeyRolloutBlocked",
             // The operator's metric; its `namespace` label names the FaceKeyDeployment's namespace,
             // so the operator must be scraped with honorLabels: true.
@@ -549,6 +562,21 @@ mod tests {
             "{description}"
         );
         assert!(description.contains("ns/fk"), "{description}");
+    }
+
+    #[test]
+    fn refused_enrolments_alert_at_once_by_reason() {
+        let rule = alert("FaceKeyTemplatesRefused");
+        assert_eq!(
+            rule["expr"],
+            r#"sum by (namespace, job, reason) (increase(facekey_templates_refused_total{namespace="ns",job="fk"}[15m])) > 0"#
+        );
+        assert!(rule.get("for").is_none(), "{rule}");
+        let description = warning_with_runbook(&rule, "facekeytemplatesrefused");
+        assert!(
+            description.contains("FACEKEY_MAX_TEMPLATES_PER_KEY"),
+            "{description}"
+        );
     }
 
     #[test]

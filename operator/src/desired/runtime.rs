@@ -82,6 +82,7 @@ const RUNTIME_ENV: &[&str] = &[
     env::MAX_SUBJECTS,
     env::MAX_TEMPLATES,
     env::MAX_SUBJECTS_PER_KEY,
+    env::MAX_TEMPLATES_PER_KEY,
     env::MAX_FACES_PER_SUBJECT,
     env::REQUIRE_SESSION,
     env::DECISION_POLICY,
@@ -141,6 +142,9 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
         }
         if let Some(n) = store.max_subjects_per_key {
             set(env::MAX_SUBJECTS_PER_KEY, n.to_string());
+        }
+        if let Some(n) = store.max_templates_per_key {
+            set(env::MAX_TEMPLATES_PER_KEY, n.to_string());
         }
         if let Some(n) = store.max_faces_per_subject {
             set(env::MAX_FACES_PER_SUBJECT, n.to_string());

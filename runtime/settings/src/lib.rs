@@ -33,6 +33,9 @@ pub mod env {
     pub const MAX_SUBJECTS_PER_KEY: &str = "FACEKEY_MAX_SUBJECTS_PER_KEY";
     /// Most templates (enrolled faces) in the store, all subjects together.
     pub const MAX_TEMPLATES: &str = "FACEKEY_MAX_TEMPLATES";
+    /// Most templates one API key may have enrolled and still hold (admin keys: only the
+    /// store's).
+    pub const MAX_TEMPLATES_PER_KEY: &str = "FACEKEY_MAX_TEMPLATES_PER_KEY";
     /// Largest request body, bytes.
     pub const MAX_BODY_BYTES: &str = "FACEKEY_MAX_BODY_BYTES";
     /// Request body bytes held in memory at once, all requests together.
@@ -170,6 +173,7 @@ pub mod env {
         MAX_SUBJECTS,
         MAX_SUBJECTS_PER_KEY,
         MAX_TEMPLATES,
+        MAX_TEMPLATES_PER_KEY,
         MAX_BODY_BYTES,
         MAX_BODY_MEMORY_BYTES,
         MAX_BODY_MEMORY_PER_KEY_SHARE,
@@ -264,6 +268,11 @@ pub mod defaults {
     /// about 270 MB beside the models' ~500 MB of the default 1 GiB memory limit. Raise it with
     /// the memory limit.
     pub const MAX_TEMPLATES: usize = 50_000;
+    /// `--max-templates-per-key`: a tenth of [`MAX_TEMPLATES`], as [`MAX_SUBJECTS_PER_KEY`] is of
+    /// the subjects: without it one `enrol` key could fill the templates of every key with
+    /// faces enrolled into its own subjects (10 000 subjects of 5 faces). 0: no per-key limit;
+    /// admin keys are not held to it.
+    pub const MAX_TEMPLATES_PER_KEY: usize = 5_000;
     /// `--max-body-bytes`: 8 MiB.
     pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
     /// `--max-body-memory-bytes`: 128 MiB (16 bodies of the largest size, hundreds of typical

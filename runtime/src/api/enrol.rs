@@ -32,9 +32,10 @@ use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::config::Switch;
 use crate::decision::Decision;
+use crate::enrolments::Creator;
 use crate::state::SharedState;
 use crate::store::index::SubjectTemplates;
-use crate::store::{NewTemplate, StoreError};
+use crate::store::{NewTemplate, QuotaOf, StoreError};
 use crate::verifier::LivenessState;
 use crate::vision::{
     AnalyzeOptions, Detection, Embedding, FaceAnalysis, QualityResult, StageTimings, VisionError,
@@ -66,14 +67,38 @@ pub struct EnrolResponse {
     pub timings_ms: StageTimings,
 }
 
+/// Count and log an enrolment refused by a bound of the store.
+fn refused(state: &SharedState, enroller: Creator<'_>, e: &StoreError) {
+    super::subjects::refused(state, enroller.key_id.unwrap_or("-"), QuotaOf::Templates, e);
+}
+
 /// A 422 of an enrolment gate.
 fn rejected(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
+/// Who enrols: the caller's key, held to `FACEKEY_MAX_TEMPLATES_PER_KEY` unless it holds `admin`
+/// (an admin key can delete any face anyway, and the operator's own key must be able to enrol
+/// whatever other keys did). No key (authentication off): no enroller, no quota.
+fn enroller<'a>(state: &SharedState, caller: Option<&'a Extension<Caller>>) -> Creator<'a> {
+    Creator {
+        key_id: caller.map(|c| &*c.key_id),
+        quota: if is_admin(caller) {
+            None
+        } else {
+            state.config.template_quota()
+        },
+    }
+}
+
 /// The subject's serving-model embeddings (the ones a new face must match), failing fast on an
-/// unknown subject or one without room before any inference is spent.
-fn check_subject(state: &SharedState, id: &str) -> Result<Vec<Embedding>, ApiError> {
+/// unknown subject, one without room, a full store or an enroller at its quota before any
+/// inference is spent.
+fn check_subject(
+    state: &SharedState,
+    id: &str,
+    enroller: Creator<'_>,
+) -> Result<Vec<Embedding>, StoreError> {
     let index = state.enrolments.index();
     let (subject, _) = index
         .get(id)
@@ -83,8 +108,7 @@ fn check_subject(state: &SharedState, id: &str) -> Result<Vec<Embedding>, ApiErr
         return Err(StoreError::TooManyFaces {
             subject: id.to_owned(),
             limit,
-        }
-        .into());
+        });
     }
     // Against this replica's index (a mirror of the shared store): replicas enrolling at the same
     // moment may pass the bound by a few, which is all a memory bound needs.
@@ -94,6 +118,7 @@ fn check_subject(state: &SharedState, id: &str) -> Result<Vec<Embedding>, ApiErr
         state.config.max_templates,
         facekey_settings::env::MAX_TEMPLATES,
     )?;
+    state.enrolments.check_quota(QuotaOf::Templates, enroller)?;
     Ok(match index.subject_templates(id) {
         // As verify compares: fused where the templates hold faceres-deep's embedding.
         SubjectTemplates::Found { templates, .. } => templates
@@ -201,7 +226,8 @@ locked subject takes no face.",
         (status = 413, description = "Image too large", body = ErrorBody),
         (status = 415, description = "Not JPEG, PNG or WebP", body = ErrorBody),
         (status = 507, description = "`store_full`: the store holds `FACEKEY_MAX_TEMPLATES` \
-templates", body = ErrorBody),
+templates; or `key_template_quota`: the key (without `admin`) holds \
+`FACEKEY_MAX_TEMPLATES_PER_KEY` faces it enrolled (deleting one frees a place)", body = ErrorBody),
         (status = 422, description = "`no_face`; `multiple_faces` (always refused for \
 enrolment); `unusable_face`; `enrol_not_live` (judged a presentation attack); \
 `enrol_liveness_unknown` (liveness could not run on the face); `low_quality` (below \
@@ -220,7 +246,9 @@ pub async fn enrol(
     input: ImageInput,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let enrolled = check_subject(&state, &id)?;
+    let enroller = enroller(&state, caller.as_ref());
+    let enrolled =
+        check_subject(&state, &id, enroller).inspect_err(|e| refused(&state, enroller, e))?;
     // A locked subject takes no face: the match gate below is a match test like a verification,
     // and a locked subject must not gain a face an attacker could then verify with.
     state.lockouts.check(&id).await?;
@@ -275,8 +303,13 @@ pub async fn enrol(
         model: analysis.embedding.template_model().to_string(),
         embedding: analysis.embedding.template_values(),
         quality: analysis.quality.map(|q| f64::from(q.score)),
+        enrolled_by: None,
     };
-    let (stored, subject) = state.enrolments.add_template(&id, template).await?;
+    let (stored, subject) = state
+        .enrolments
+        .add_template(&id, template, enroller)
+        .await
+        .inspect_err(|e| refused(&state, enroller, e))?;
     let detail = AuditDetail {
         face: Some(stored.id.clone()),
         ..AuditDetail::default()

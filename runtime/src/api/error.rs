@@ -12,7 +12,7 @@ use crate::admission::Overloaded;
 use crate::lockout::LockoutError;
 use crate::metrics::MetricsError;
 use crate::state::NotReady;
-use crate::store::StoreError;
+use crate::store::{QuotaOf, StoreError};
 use crate::vision::{ErrorKind, VisionError};
 
 /// A request failure with its HTTP status, a stable machine-readable code and a message.
@@ -184,9 +184,12 @@ impl From<StoreError> for ApiError {
             ),
             // 507 as `store_full`: a quota of what is stored (RFC 4918's use of 507), which
             // waiting does not free, so no 429 and no Retry-After.
-            StoreError::KeyQuota { .. } => ApiError::new(
+            StoreError::KeyQuota { of, .. } => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
-                "key_subject_quota",
+                match of {
+                    QuotaOf::Subjects => "key_subject_quota",
+                    QuotaOf::Templates => "key_template_quota",
+                },
                 e.to_string(),
             ),
             StoreError::Invalid(message) => ApiError::invalid_request(message),
@@ -306,20 +309,34 @@ mod tests {
             "{}",
             e.message
         );
-        let e = ApiError::from(StoreError::KeyQuota {
-            key_id: "app".into(),
-            held: 3,
-            limit: 3,
-        });
-        assert_eq!(
-            (e.status, e.code, e.retry_after),
-            (StatusCode::INSUFFICIENT_STORAGE, "key_subject_quota", None)
-        );
-        assert!(
-            e.message.contains("\"app\"") && e.message.contains("FACEKEY_MAX_SUBJECTS_PER_KEY = 3"),
-            "{}",
-            e.message
-        );
+        for (of, code, setting) in [
+            (
+                QuotaOf::Subjects,
+                "key_subject_quota",
+                "FACEKEY_MAX_SUBJECTS_PER_KEY = 3",
+            ),
+            (
+                QuotaOf::Templates,
+                "key_template_quota",
+                "FACEKEY_MAX_TEMPLATES_PER_KEY = 3",
+            ),
+        ] {
+            let e = ApiError::from(StoreError::KeyQuota {
+                of,
+                key_id: "app".into(),
+                held: 3,
+                limit: 3,
+            });
+            assert_eq!(
+                (e.status, e.code, e.retry_after),
+                (StatusCode::INSUFFICIENT_STORAGE, code, None)
+            );
+            assert!(
+                e.message.contains("\"app\"") && e.message.contains(setting),
+                "{}",
+                e.message
+            );
+        }
         let e = ApiError::from(StoreError::FaceNotFound {
             subject: "s".into(),
             face: "f".into(),

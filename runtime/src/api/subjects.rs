@@ -14,9 +14,10 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
 use crate::auth::Caller;
 use crate::enrolments::Creator;
-use crate::metrics::SubjectRefusal;
+use crate::metrics::StoreRefusal;
 use crate::state::SharedState;
-use crate::store::{StoreError, Subject};
+use crate::store::index::PageFilter;
+use crate::store::{QuotaOf, StoreError, Subject};
 use crate::vision::Embedding;
 
 /// Body of `POST /v1/subjects`.
@@ -63,9 +64,12 @@ struct PageQuery {
     limit: usize,
     /// Only the subjects this key id created.
     created_by: Option<String>,
+    /// Only the subjects holding faces this key id enrolled.
+    enrolled_by: Option<String>,
 }
 
-/// Parse `limit`, `after` and `created_by` of `GET /v1/subjects`; anything else is a 422
+/// Parse `limit`, `after`, `created_by` and `enrolled_by` of `GET /v1/subjects`; anything else
+/// is a 422
 /// `invalid_request`. `after` is a `next` cursor, or (as a convenience) the id of an existing
 /// subject.
 fn parse_page_query(state: &SharedState, query: Option<&str>) -> Result<PageQuery, ApiError> {
@@ -73,6 +77,7 @@ fn parse_page_query(state: &SharedState, query: Option<&str>) -> Result<PageQuer
         after: None,
         limit: PAGE_LIMIT.0,
         created_by: None,
+        enrolled_by: None,
     };
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match key.as_ref() {
@@ -108,18 +113,23 @@ fn parse_page_query(state: &SharedState, query: Option<&str>) -> Result<PageQuer
                     }
                 });
             }
-            "created_by" => {
+            name @ ("created_by" | "enrolled_by") => {
                 if value.is_empty() {
-                    return Err(ApiError::invalid_request(
-                        "query parameter `created_by` must be an API key id",
-                    ));
+                    return Err(ApiError::invalid_request(format!(
+                        "query parameter `{name}` must be an API key id"
+                    )));
                 }
-                page.created_by = Some(value.into_owned());
+                let value = Some(value.into_owned());
+                if name == "created_by" {
+                    page.created_by = value;
+                } else {
+                    page.enrolled_by = value;
+                }
             }
             other => {
                 return Err(ApiError::invalid_request(format!(
-                    "unknown query parameter `{other}`; `limit`, `after` and `created_by` are \
-                     accepted"
+                    "unknown query parameter `{other}`; `limit`, `after`, `created_by` and \
+                     `enrolled_by` are accepted"
                 )));
             }
         }
@@ -144,6 +154,11 @@ pub struct FaceSummary {
     pub quality: Option<f64>,
     /// Enrolment time.
     pub created_at: String,
+    /// Id of the API key that enrolled it (never the key), which it counts against
+    /// (`FACEKEY_MAX_TEMPLATES_PER_KEY`); absent for faces enrolled before enrollers were
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_by: Option<String>,
 }
 
 /// Answer of `GET /v1/subjects/{id}`.
@@ -189,7 +204,7 @@ pub async fn create(
     let subject = match create_within_bounds(&state, &caller, &req.name).await {
         Ok(subject) => subject,
         Err(e) => {
-            refused(&state, &caller, &e);
+            refused(&state, &caller.key_id, QuotaOf::Subjects, &e);
             return Err(e.into());
         }
     };
@@ -230,28 +245,30 @@ async fn create_within_bounds(
     state.enrolments.create_subject(name, creator).await
 }
 
-/// Count a creation refused by a bound, and log a key reaching its quota (a runaway client or
-/// a key filling the store) on `facekey::security`.
-fn refused(state: &SharedState, caller: &Caller, e: &StoreError) {
+/// Count a subject creation or an enrolment (`of`) refused by a bound, and log a key reaching
+/// its quota (a runaway client or a key filling the store) on `facekey::security`.
+pub(super) fn refused(state: &SharedState, key_id: &str, of: QuotaOf, e: &StoreError) {
     let reason = match e {
-        StoreError::Full { .. } => SubjectRefusal::StoreFull,
+        StoreError::Full { .. } => StoreRefusal::StoreFull,
         StoreError::KeyQuota { held, limit, .. } => {
             tracing::info!(
                 target: "facekey::security",
-                key_id = %caller.key_id,
+                key_id,
                 held,
                 limit,
-                "subject creation refused: the key holds its quota of subjects"
+                "refused: the key holds its quota of {}",
+                of.held()
             );
-            SubjectRefusal::KeyQuota
+            StoreRefusal::KeyQuota
         }
         _ => return,
     };
-    state.metrics.record_subject_refusal(reason);
+    state.metrics.record_store_refusal(of, reason);
 }
 
-/// `GET /v1/subjects?limit=&after=&created_by=`: one page of subjects, oldest first, optionally
-/// only those one API key created (to find what a key filled its quota with).
+/// `GET /v1/subjects?limit=&after=&created_by=&enrolled_by=`: one page of subjects, oldest
+/// first, optionally only those one API key created or enrolled faces into (to find what a key
+/// filled its quotas with).
 #[utoipa::path(
     get,
     path = "/v1/subjects",
@@ -264,12 +281,15 @@ fn refused(state: &SharedState, caller: &Caller, e: &StoreError) {
          description = "The `next` cursor of the previous page (or a subject id): start after it"),
         ("created_by" = Option<String>, Query, min_length = 1,
          description = "Only the subjects created by the API key of this id (`created_by`)"),
+        ("enrolled_by" = Option<String>, Query, min_length = 1,
+         description = "Only the subjects holding faces enrolled by the API key of this id (their \
+`templates[].enrolled_by`)"),
     ),
     responses(
         (status = 200, description = "One page, oldest first; `next` is null on the last",
          body = SubjectList),
-        (status = 422, description = "`invalid_request`: bad `limit`, `after`, `created_by` or \
-an unknown parameter", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad `limit`, `after`, `created_by`, \
+`enrolled_by` or an unknown parameter", body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -281,11 +301,11 @@ pub async fn list(
         .after
         .as_ref()
         .map(|(at, id)| (at.as_str(), id.as_str()));
-    let (subjects, more) =
-        state
-            .enrolments
-            .index()
-            .page(after, page.limit, page.created_by.as_deref());
+    let filter = PageFilter {
+        created_by: page.created_by.as_deref(),
+        enrolled_by: page.enrolled_by.as_deref(),
+    };
+    let (subjects, more) = state.enrolments.index().page(after, page.limit, filter);
     let next = subjects.last().filter(|_| more).map(cursor_of);
     Ok(Json(SubjectList { subjects, next }))
 }
@@ -349,6 +369,7 @@ pub async fn get(
                 model: t.model,
                 quality: t.quality,
                 created_at: t.created_at,
+                enrolled_by: t.enrolled_by,
             })
             .collect(),
     }))

@@ -87,6 +87,43 @@ struct Inner {
     /// Subjects held per creating API key id (keys holding none are absent): the per-key quota
     /// is checked against it without walking the subjects.
     by_creator: HashMap<String, usize>,
+    /// Templates held per enrolling API key id (keys holding none are absent), likewise.
+    by_enroller: HashMap<String, usize>,
+}
+
+/// Count one more (`up`) or one fewer under `key`, dropping keys that reach zero.
+fn count(counts: &mut HashMap<String, usize>, key: &str, up: bool) {
+    if up {
+        *counts.entry(key.to_owned()).or_default() += 1;
+    } else if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+/// Which subjects a page lists: all, or only those one API key created, or holding faces one
+/// key enrolled (both when both are given), to find what a key filled its quota with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageFilter<'a> {
+    /// Only subjects created by this key id.
+    pub created_by: Option<&'a str>,
+    /// Only subjects holding at least one face enrolled by this key id.
+    pub enrolled_by: Option<&'a str>,
+}
+
+impl PageFilter<'_> {
+    fn admits(&self, record: &SubjectRecord) -> bool {
+        self.created_by
+            .is_none_or(|key| record.created_by.as_deref() == Some(key))
+            && self.enrolled_by.is_none_or(|key| {
+                record
+                    .templates
+                    .iter()
+                    .any(|t| t.enrolled_by.as_deref() == Some(key))
+            })
+    }
 }
 
 /// Counts of what the index holds.
@@ -167,13 +204,16 @@ impl Inner {
         };
         if let Some(entry) = self.slots[slot].take() {
             self.remove_rows(&entry.rows);
-            if let Some(key) = &entry.record.created_by
-                && let Some(n) = self.by_creator.get_mut(key)
+            if let Some(key) = &entry.record.created_by {
+                count(&mut self.by_creator, key, false);
+            }
+            for key in entry
+                .record
+                .templates
+                .iter()
+                .filter_map(|t| t.enrolled_by.as_ref())
             {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.by_creator.remove(key);
-                }
+                count(&mut self.by_enroller, key, false);
             }
         }
         self.free.push(slot);
@@ -233,7 +273,14 @@ impl TemplateIndex {
         }
         inner.by_id.insert(record.id.clone(), slot);
         if let Some(key) = &record.created_by {
-            *inner.by_creator.entry(key.clone()).or_default() += 1;
+            count(&mut inner.by_creator, key, true);
+        }
+        for key in record
+            .templates
+            .iter()
+            .filter_map(|t| t.enrolled_by.as_ref())
+        {
+            count(&mut inner.by_enroller, key, true);
         }
         inner.slots[slot] = Some(Entry { record, rows });
     }
@@ -305,20 +352,19 @@ impl TemplateIndex {
 
     /// At most `limit` subjects in the order of [`TemplateIndex::list`], starting after
     /// `after` (a position in that order: creation time and id, which stays valid when that
-    /// subject is deleted), only those created by `created_by` when given, and whether more
-    /// follow.
+    /// subject is deleted), only those `filter` admits, and whether more follow.
     pub fn page(
         &self,
         after: Option<(&str, &str)>,
         limit: usize,
-        created_by: Option<&str>,
+        filter: PageFilter<'_>,
     ) -> (Vec<Subject>, bool) {
         let inner = self.read();
         let mut out: Vec<&Entry> = inner
             .slots
             .iter()
             .flatten()
-            .filter(|e| created_by.is_none_or(|key| e.record.created_by.as_deref() == Some(key)))
+            .filter(|e| filter.admits(&e.record))
             .filter(|e| {
                 after.is_none_or(|(at, id)| {
                     (e.record.created_at.as_str(), e.record.id.as_str()) > (at, id)
@@ -433,6 +479,11 @@ impl TemplateIndex {
         self.read().by_creator.get(key_id).copied().unwrap_or(0)
     }
 
+    /// Templates the index holds that `key_id` enrolled (of any model).
+    pub fn templates_enrolled_by(&self, key_id: &str) -> usize {
+        self.read().by_enroller.get(key_id).copied().unwrap_or(0)
+    }
+
     /// What the index holds (walks every subject: for metrics, not per request).
     pub fn stats(&self) -> IndexStats {
         let inner = self.read();
@@ -470,6 +521,14 @@ mod tests {
             embedding: v,
             quality: None,
             created_at: format!("2026-01-01T00:00:0{}Z", id.len() % 10),
+            enrolled_by: None,
+        }
+    }
+
+    fn enrolled_by(id: &str, subject: &str, key: Option<&str>) -> Template {
+        Template {
+            enrolled_by: key.map(str::to_owned),
+            ..template(id, subject, "m", vec![0.0, 1.0])
         }
     }
 
@@ -641,7 +700,7 @@ mod tests {
             let (page, more) = index.page(
                 after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
                 3,
-                None,
+                PageFilter::default(),
             );
             assert!(page.len() <= 3);
             seen.extend(page.iter().cloned());
@@ -653,14 +712,18 @@ mod tests {
         }
         assert_eq!(seen, all);
         // Delete the subject a cursor points at: the next page is still the rest.
-        let (first, more) = index.page(None, 2, None);
+        let (first, more) = index.page(None, 2, PageFilter::default());
         assert!(more);
         let cursor = first[1].clone();
         assert!(index.remove(&cursor.id));
-        let (rest, more) = index.page(Some((&cursor.created_at, &cursor.id)), 100, None);
+        let (rest, more) = index.page(
+            Some((&cursor.created_at, &cursor.id)),
+            100,
+            PageFilter::default(),
+        );
         assert!(!more);
         assert_eq!(rest, all[2..].to_vec());
-        assert_eq!(index.page(None, 0, None), (vec![], true));
+        assert_eq!(index.page(None, 0, PageFilter::default()), (vec![], true));
     }
 
     #[test]
@@ -784,5 +847,54 @@ mod tests {
         // A reload replaces the counts with the store's.
         index.replace_all(vec![created_by("x", Some("other"))]);
         assert_eq!(counts(), (0, 1, 0));
+    }
+
+    #[test]
+    fn templates_are_counted_per_enrolling_key_through_every_change() {
+        let index = TemplateIndex::new("m", 2);
+        index.replace_all(vec![
+            record(
+                "a",
+                vec![
+                    enrolled_by("t1", "a", Some("app")),
+                    enrolled_by("t2", "a", Some("other")),
+                    enrolled_by("old", "a", None),
+                ],
+            ),
+            record("b", vec![enrolled_by("t3", "b", Some("app"))]),
+        ]);
+        let counts = || {
+            (
+                index.templates_enrolled_by("app"),
+                index.templates_enrolled_by("other"),
+            )
+        };
+        assert_eq!(counts(), (2, 1));
+        let listed = |created_by, enrolled_by| {
+            let filter = PageFilter {
+                created_by,
+                enrolled_by,
+            };
+            let (page, _) = index.page(None, 10, filter);
+            page.into_iter().map(|s| s.id).collect::<Vec<_>>()
+        };
+        assert_eq!(listed(None, Some("app")), ["a", "b"]);
+        assert_eq!(listed(None, Some("other")), ["a"]);
+        assert!(listed(None, Some("nobody")).is_empty());
+        assert!(listed(Some("app"), Some("app")).is_empty());
+        // A face added twice (this replica's write and its own notification) counts once.
+        assert!(index.add_template(enrolled_by("t4", "b", Some("app"))));
+        assert!(index.add_template(enrolled_by("t4", "b", Some("app"))));
+        assert!(index.rename("b", "Bea"));
+        assert_eq!(counts(), (3, 1));
+        assert!(index.remove_template("a", "t2"));
+        assert!(index.remove_template("a", "t2"));
+        assert_eq!(counts(), (3, 0));
+        // Deleting a subject frees every face in it, whoever created the subject.
+        assert!(index.remove("b"));
+        assert_eq!(counts(), (1, 0));
+        assert_eq!(index.templates_enrolled_by(""), 0);
+        index.replace_all(vec![]);
+        assert_eq!(counts(), (0, 0));
     }
 }

@@ -83,16 +83,20 @@ pub enum StoreError {
         /// The setting that sets it.
         setting: &'static str,
     },
-    /// The API key creating a subject already holds the most subjects one key may create.
+    /// The API key creating a subject or enrolling a face already holds the most of them one
+    /// key may.
     #[error(
-        "API key {key_id:?} holds {held} subjects it created, its limit ({} = {limit}); delete \
-         some of them (an admin key can), or ask the operator to raise the limit",
-        facekey_settings::env::MAX_SUBJECTS_PER_KEY
+        "API key {key_id:?} holds {held} {}, its limit ({} = {limit}); delete some of them (an \
+         admin key can), or ask the operator to raise the limit",
+        of.held(),
+        of.setting()
     )]
     KeyQuota {
+        /// What the quota counts.
+        of: QuotaOf,
         /// The key's id (never the key).
         key_id: String,
-        /// Subjects it created that the store holds, with its creations in progress.
+        /// How many the store holds, with the key's writes in progress.
         held: usize,
         /// The configured limit.
         limit: usize,
@@ -106,6 +110,35 @@ pub enum StoreError {
     /// A template could not be encrypted or decrypted.
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// What a per-key quota counts: subjects a key created (`FACEKEY_MAX_SUBJECTS_PER_KEY`) or faces
+/// (templates) it enrolled (`FACEKEY_MAX_TEMPLATES_PER_KEY`), so that one key, leaked or
+/// runaway, cannot fill the store's bounds for every other key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaOf {
+    /// Subjects the key created.
+    Subjects,
+    /// Templates (enrolled faces) the key enrolled.
+    Templates,
+}
+
+impl QuotaOf {
+    /// What the key holds, as the error message says it.
+    pub fn held(self) -> &'static str {
+        match self {
+            Self::Subjects => "subjects it created",
+            Self::Templates => "faces (templates) it enrolled",
+        }
+    }
+
+    /// The setting of the limit.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::Subjects => facekey_settings::env::MAX_SUBJECTS_PER_KEY,
+            Self::Templates => facekey_settings::env::MAX_TEMPLATES_PER_KEY,
+        }
+    }
 }
 
 impl StoreError {
@@ -187,6 +220,11 @@ pub struct Template {
     pub quality: Option<f64>,
     /// Creation time, RFC 3339 UTC.
     pub created_at: String,
+    /// Id of the API key that enrolled it (never the key itself), which it counts against
+    /// (`FACEKEY_MAX_TEMPLATES_PER_KEY`); absent for templates enrolled before enrollers were
+    /// recorded, which count against no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_by: Option<String>,
 }
 
 /// A template to add.
@@ -198,6 +236,8 @@ pub struct NewTemplate {
     pub embedding: Vec<f32>,
     /// Quality score of the face.
     pub quality: Option<f64>,
+    /// Id of the API key enrolling it (never the key); `None` records no enroller.
+    pub enrolled_by: Option<String>,
 }
 
 /// Durable storage of subjects and templates. Implementations encrypt templates at rest,
@@ -222,11 +262,15 @@ pub trait TemplateStore: Send + Sync + 'static {
     ) -> Result<SubjectRecord, StoreError>;
     /// Delete a subject and all its templates; `false` when it did not exist.
     async fn delete_subject(&self, id: &str) -> Result<bool, StoreError>;
-    /// Add a template to an existing subject, within the per-subject limit.
+    /// Add a template to an existing subject, within the per-subject limit, recording the key
+    /// that enrolled it (`template.enrolled_by`). With `key_quota`, a store shared by replicas
+    /// refuses it inside the write ([`StoreError::KeyQuota`]) when that key already enrolled
+    /// that many templates, as [`TemplateStore::create_subject`] does for subjects.
     async fn add_template(
         &self,
         subject_id: &str,
         template: NewTemplate,
+        key_quota: Option<usize>,
     ) -> Result<Template, StoreError>;
     /// Delete one template of a subject: [`StoreError::SubjectNotFound`] or
     /// [`StoreError::FaceNotFound`] when either is absent.

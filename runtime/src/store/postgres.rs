@@ -14,7 +14,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
 use super::{
-    NewTemplate, StoreError, SubjectRecord, Template, TemplateStore, validate_name,
+    NewTemplate, QuotaOf, StoreError, SubjectRecord, Template, TemplateStore, validate_name,
     validate_template,
 };
 
@@ -40,7 +40,7 @@ macro_rules! template_columns {
     () => {
         concat!(
             "SELECT id::text AS id, subject_id::text AS subject_id, model, key_id, nonce, ",
-            "ciphertext, quality, ",
+            "ciphertext, quality, enrolled_by, ",
             created_at!(),
             " FROM facekey_templates"
         )
@@ -175,29 +175,41 @@ impl PgStore {
         Ok(l)
     }
 
-    /// [`StoreError::KeyQuota`] when `key_id` created `limit` subjects or more. Run in the
-    /// creating transaction under a transaction lock of the key, so the creations of one key
-    /// through any number of replicas are counted one after the other (each sees the ones
-    /// committed before it) and cannot pass the quota together; other keys are not held up.
+    /// [`StoreError::KeyQuota`] when `key_id` created `limit` subjects or enrolled `limit`
+    /// templates or more (`of`). Run in the writing transaction under a transaction lock of the
+    /// key and quota, so the writes of one key through any number of replicas are counted one
+    /// after the other (each sees the ones committed before it) and cannot pass the quota
+    /// together; other keys are not held up.
     async fn check_key_quota(
         tx: &mut Transaction<'_, Postgres>,
+        of: QuotaOf,
         key_id: &str,
         limit: usize,
     ) -> Result<(), StoreError> {
+        let (lock, count) = match of {
+            QuotaOf::Subjects => (
+                "facekey.subject_creator",
+                "SELECT count(*) FROM facekey_subjects WHERE created_by = $1",
+            ),
+            QuotaOf::Templates => (
+                "facekey.template_enroller",
+                "SELECT count(*) FROM facekey_templates WHERE enrolled_by = $1",
+            ),
+        };
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("facekey.subject_creator.{key_id}"))
+            .bind(format!("{lock}.{key_id}"))
             .execute(&mut **tx)
             .await
-            .map_err(db_err("lock the key's subject quota"))?;
-        let held: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM facekey_subjects WHERE created_by = $1")
-                .bind(key_id)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(db_err("count the key's subjects"))?;
+            .map_err(db_err("lock the key's quota"))?;
+        let held: i64 = sqlx::query_scalar(count)
+            .bind(key_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err("count what the key holds"))?;
         let held = usize::try_from(held).unwrap_or(usize::MAX);
         if held >= limit {
             return Err(StoreError::KeyQuota {
+                of,
                 key_id: key_id.to_owned(),
                 held,
                 limit,
@@ -246,6 +258,7 @@ impl PgStore {
         )?;
         Ok(Template {
             quality: row.try_get("quality").map_err(get)?,
+            enrolled_by: row.try_get("enrolled_by").map_err(get)?,
             created_at: row.try_get("created_at").map_err(get)?,
             id,
             subject_id,
@@ -292,7 +305,7 @@ impl TemplateStore for PgStore {
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool.begin().await.map_err(db_err("create subject"))?;
         if let (Some(key_id), Some(limit)) = (created_by, key_quota) {
-            Self::check_key_quota(&mut tx, key_id, limit).await?;
+            Self::check_key_quota(&mut tx, QuotaOf::Subjects, key_id, limit).await?;
         }
         let row = sqlx::query(concat!(
             "INSERT INTO facekey_subjects (id, name, created_by) VALUES ($1::uuid, $2, $3) \
@@ -340,11 +353,17 @@ impl TemplateStore for PgStore {
         &self,
         subject_id: &str,
         template: NewTemplate,
+        key_quota: Option<usize>,
     ) -> Result<Template, StoreError> {
         validate_template(&template)?;
         let not_found = || StoreError::SubjectNotFound(subject_id.to_owned());
         let subject = parse_id(subject_id).ok_or_else(not_found)?;
         let mut tx = self.pool.begin().await.map_err(db_err("add template"))?;
+        // The key's lock first, then the subject's row (as no other write takes them the other
+        // way round, no two enrolments wait on each other).
+        if let (Some(key_id), Some(limit)) = (template.enrolled_by.as_deref(), key_quota) {
+            Self::check_key_quota(&mut tx, QuotaOf::Templates, key_id, limit).await?;
+        }
         // Lock the subject row: concurrent enrolments for one subject serialise here, so the
         // limit holds across replicas.
         let exists = sqlx::query("SELECT 1 FROM facekey_subjects WHERE id = $1::uuid FOR UPDATE")
@@ -379,7 +398,8 @@ impl TemplateStore for PgStore {
         )?;
         let row = sqlx::query(concat!(
             "INSERT INTO facekey_templates (id, subject_id, model, key_id, nonce, ciphertext, ",
-            "quality) VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7) RETURNING ",
+            "quality, enrolled_by) VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8) ",
+            "RETURNING ",
             created_at!()
         ))
         .bind(&id)
@@ -389,6 +409,7 @@ impl TemplateStore for PgStore {
         .bind(&sealed.nonce[..])
         .bind(&sealed.ciphertext)
         .bind(template.quality)
+        .bind(&template.enrolled_by)
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err("add template"))?;
@@ -401,6 +422,7 @@ impl TemplateStore for PgStore {
             model: template.model,
             embedding: template.embedding,
             quality: template.quality,
+            enrolled_by: template.enrolled_by,
         })
     }
 

@@ -44,6 +44,9 @@ struct StoredTemplate {
     model: String,
     quality: Option<f64>,
     created_at: String,
+    /// The enrolling key's id; absent in records written before enrollers were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enrolled_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     embedding: Option<Vec<f32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +73,7 @@ impl StoredTemplate {
             model: template.model.clone(),
             quality: template.quality,
             created_at: template.created_at.clone(),
+            enrolled_by: template.enrolled_by.clone(),
             embedding: None,
             key_id: None,
             nonce: None,
@@ -114,6 +118,7 @@ impl StoredTemplate {
             embedding,
             quality: self.quality,
             created_at: self.created_at,
+            enrolled_by: self.enrolled_by,
         })
     }
 }
@@ -490,6 +495,7 @@ impl Inner {
                 embedding: template.embedding,
                 quality: template.quality,
                 created_at: now_rfc3339(),
+                enrolled_by: template.enrolled_by,
             };
             let key = format!("{subject_id}/{}", stored.id);
             let mut templates = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
@@ -633,10 +639,13 @@ impl TemplateStore for RedbStore {
         self.blocking(move |s| s.delete_subject(&id)).await
     }
 
+    /// One replica serves this file, and its index sees every enrolment, so the key's quota
+    /// is held there ([`crate::enrolments`]), not here.
     async fn add_template(
         &self,
         subject_id: &str,
         template: NewTemplate,
+        _key_quota: Option<usize>,
     ) -> Result<Template, StoreError> {
         let id = subject_id.to_owned();
         self.blocking(move |s| s.add_template(&id, template)).await
@@ -674,6 +683,7 @@ mod tests {
             model: "test".into(),
             embedding: vec![v; 4],
             quality: Some(0.5),
+            enrolled_by: Some("app".into()),
         }
     }
 
@@ -701,9 +711,9 @@ mod tests {
             assert_eq!(a.name, "Ada");
             assert!(a.templates.is_empty());
             let b = store.create_subject("Grace", None, None).await.unwrap();
-            store.add_template(&a.id, tmpl(1.0)).await.unwrap();
-            store.add_template(&a.id, tmpl(2.0)).await.unwrap();
-            store.add_template(&b.id, tmpl(3.0)).await.unwrap();
+            store.add_template(&a.id, tmpl(1.0), None).await.unwrap();
+            store.add_template(&a.id, tmpl(2.0), None).await.unwrap();
+            store.add_template(&b.id, tmpl(3.0), None).await.unwrap();
             (a.id, b.id)
         };
         // Reopen: everything committed is still there.
@@ -711,6 +721,12 @@ mod tests {
         let a = store.load_subject(&a_id).await.unwrap().unwrap();
         assert_eq!(a.templates.len(), 2);
         assert!(a.templates.iter().all(|t| t.subject_id == a_id));
+        // The enrolling key is kept (each key's quota counts it after a restart).
+        assert!(
+            a.templates
+                .iter()
+                .all(|t| t.enrolled_by.as_deref() == Some("app"))
+        );
         assert_eq!(firsts(&a), vec![1.0, 2.0]);
         let all = store.load_all().await.unwrap();
         assert_eq!(all.len(), 2);
@@ -726,7 +742,10 @@ mod tests {
         let id = {
             let store = open(dir.path(), 10, &keys);
             let a = store.create_subject("a", None, None).await.unwrap();
-            store.add_template(&a.id, tmpl(0.123_456_79)).await.unwrap();
+            store
+                .add_template(&a.id, tmpl(0.123_456_79), None)
+                .await
+                .unwrap();
             a.id
         };
         // The embedding's value is nowhere in the file in clear.
@@ -792,7 +811,10 @@ mod tests {
                 .unwrap();
             assert_eq!(owned.created_by.as_deref(), Some("app-1"));
             // Writes that rewrite the subject's record keep its creator.
-            store.add_template(&owned.id, tmpl(1.0)).await.unwrap();
+            store
+                .add_template(&owned.id, tmpl(1.0), None)
+                .await
+                .unwrap();
             store.rename_subject(&owned.id, "b").await.unwrap();
             // A subject the way the previous release wrote it: no creator.
             let legacy = serde_json::json!({
@@ -825,9 +847,12 @@ mod tests {
         let a = store.create_subject("a", None, None).await.unwrap();
         let b = store.create_subject("b", None, None).await.unwrap();
         for i in 0..3 {
-            store.add_template(&a.id, tmpl(i as f32)).await.unwrap();
+            store
+                .add_template(&a.id, tmpl(i as f32), None)
+                .await
+                .unwrap();
         }
-        store.add_template(&b.id, tmpl(9.0)).await.unwrap();
+        store.add_template(&b.id, tmpl(9.0), None).await.unwrap();
         assert!(store.delete_subject(&a.id).await.unwrap());
         assert!(!store.delete_subject(&a.id).await.unwrap());
         assert!(store.load_subject(&a.id).await.unwrap().is_none());
@@ -852,10 +877,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 2, &keys());
         let a = store.create_subject("a", None, None).await.unwrap();
-        store.add_template(&a.id, tmpl(1.0)).await.unwrap();
-        store.add_template(&a.id, tmpl(1.0)).await.unwrap();
+        store.add_template(&a.id, tmpl(1.0), None).await.unwrap();
+        store.add_template(&a.id, tmpl(1.0), None).await.unwrap();
         assert!(matches!(
-            store.add_template(&a.id, tmpl(1.0)).await,
+            store.add_template(&a.id, tmpl(1.0), None).await,
             Err(StoreError::TooManyFaces { limit: 2, .. })
         ));
         assert_eq!(
@@ -869,7 +894,7 @@ mod tests {
             2
         );
         assert!(matches!(
-            store.add_template("missing", tmpl(1.0)).await,
+            store.add_template("missing", tmpl(1.0), None).await,
             Err(StoreError::SubjectNotFound(_))
         ));
         assert!(matches!(
@@ -879,8 +904,10 @@ mod tests {
                     NewTemplate {
                         model: "m".into(),
                         embedding: vec![f32::NAN],
-                        quality: None
-                    }
+                        quality: None,
+                        enrolled_by: None,
+                    },
+                    None
                 )
                 .await,
             Err(StoreError::Invalid(_))
@@ -899,9 +926,9 @@ mod tests {
             let store = open(dir.path(), 2, &keys);
             let a = store.create_subject("a", None, None).await.unwrap();
             let b = store.create_subject("b", None, None).await.unwrap();
-            let gone = store.add_template(&a.id, tmpl(1.0)).await.unwrap();
-            let keep = store.add_template(&a.id, tmpl(2.0)).await.unwrap();
-            let other = store.add_template(&b.id, tmpl(3.0)).await.unwrap();
+            let gone = store.add_template(&a.id, tmpl(1.0), None).await.unwrap();
+            let keep = store.add_template(&a.id, tmpl(2.0), None).await.unwrap();
+            let other = store.add_template(&b.id, tmpl(3.0), None).await.unwrap();
             store.delete_template(&a.id, &gone.id).await.unwrap();
             // Gone now; another subject's face is not this subject's; unknown subject.
             assert!(matches!(
@@ -923,7 +950,7 @@ mod tests {
                 Err(StoreError::SubjectNotFound(_))
             ));
             // The freed place counts: the limit of 2 admits one more.
-            store.add_template(&a.id, tmpl(4.0)).await.unwrap();
+            store.add_template(&a.id, tmpl(4.0), None).await.unwrap();
             assert_eq!(
                 store.rename_subject(&a.id, "  Ada L.  ").await.unwrap(),
                 "Ada L."

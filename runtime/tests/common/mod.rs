@@ -331,7 +331,15 @@ impl Running {
     }
 
     /// Stop the server, wait for it to exit cleanly, and remove its data directory.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        let data_dir = self.data_dir.clone();
+        self.stop_keeping_data().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+
+    /// Stop the server and wait for it to exit, keeping its data directory (to start another
+    /// on it).
+    pub async fn stop_keeping_data(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -340,7 +348,6 @@ impl Running {
             .expect("server did not stop")
             .unwrap()
             .unwrap();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
