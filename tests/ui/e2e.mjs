@@ -12,8 +12,8 @@
 //   FACEKEY_E2E_SHOTS      directory for screenshots (default: a new temp dir)
 //   FACEKEY_E2E_SHOTS_ALL  1 = screenshot every step, not only failures
 //   FACEKEY_E2E_STRICT     1 = fail, instead of skipping, the steps whose endpoints the runtime's
-//                          openapi.json does not list (face enrolment, verification), and fail
-//                          at once without FACEKEY_API_KEY
+//                          openapi.json does not list (face enrolment, verification,
+//                          identification), and fail at once without FACEKEY_API_KEY
 //   FACEKEY_E2E_SCHEME     light (default) or dark: the colour scheme the page is shown in
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
 //   FACEKEY_CHALLENGE_CAMERA  absolute path of a .y4m of a person performing the challenge actions
@@ -26,7 +26,10 @@
 //                          runs, and the verification with the passed session must be shown and
 //                          accept the enrolled subject, whose photo the clip animates),
 //                          `progress` (face found, at least one action seen, a final verdict) or
-//                          `verdict` (default: face found and a final verdict)
+//                          `verdict` (default: face found and a final verdict). With `passed` the
+//                          identify view's challenge (a session opened without a subject) must
+//                          pass too and its identification must name the enrolled subject;
+//                          otherwise that step is skipped
 //   FACEKEY_CHALLENGE_ATTEMPTS  runs of the challenge `passed` allows (default 3), as a person who
 //                          is not seen tries again: a run before the last may only end unfinished
 //                          (challenge_incomplete, expired, or a pass whose session expired before
@@ -136,6 +139,7 @@ function missing(...ops) {
 }
 const FACES = "POST /v1/subjects/{id}/faces";
 const VERIFY = "POST /v1/verify";
+const IDENTIFY = "POST /v1/identify";
 const SESSIONS = "POST /v1/liveness/sessions";
 const SESSION_FRAMES = "POST /v1/liveness/sessions/{id}/frames";
 const SESSION_GET = "GET /v1/liveness/sessions/{id}";
@@ -422,6 +426,71 @@ await step("verify-with-camera", async () => {
   console.log(`     decision: ${decision}, probability ${probability}`);
 }, [FACES, VERIFY]);
 
+/**
+ * The identification the page shows: its decision, the best match's name, and the candidates
+ * (name, subject id, probability when the key may see scores), read in one go.
+ */
+function shownIdentification(scope) {
+  return page.evaluate((root) => {
+    const within = document.querySelector(root) ?? document;
+    const t = (el) => (el?.textContent ?? "").trim();
+    return {
+      decision: t(within.querySelector('[data-testid="identify-decision"]')),
+      best: t(within.querySelector('[data-testid="identify-best"] strong')),
+      reasons: t(within.querySelector('[data-testid="identify-reasons"]')),
+      candidates: [...within.querySelectorAll('[data-testid="identify-candidate"]')].map((row) => ({
+        id: row.getAttribute("data-subject") ?? "",
+        name: t(row.querySelector('[data-testid="candidate-name"]')),
+        probability: t(row.querySelector('[data-testid="candidate-probability"]')),
+      })),
+    };
+  }, scope);
+}
+
+/** The enrolled subject is among the candidates shown, accepted, with a probability in [0, 1] (admin). */
+function expectIdentified(shown, where) {
+  const mine = shown.candidates.find((c) => c.name === subjectName);
+  expect(/accept/.test(shown.decision), `${where}: decision ${JSON.stringify(shown.decision)} (${shown.reasons}), not accept`);
+  expect(mine !== undefined, `${where}: ${subjectName} is not among the candidates ${JSON.stringify(shown.candidates)}`);
+  expect(mine.id !== "", `${where}: the candidate has no subject id`);
+  const p = number(mine.probability);
+  expect(mine.probability !== "" && p >= 0 && p <= 1, `${where}: the candidate's probability reads ${JSON.stringify(mine.probability)}`);
+  return mine;
+}
+
+await step("identify-upload", async () => {
+  await page.getByTestId("tab-identify").click();
+  expect(new URL(page.url()).pathname.endsWith("/identify"), `the identify tab went to ${page.url()}`);
+  // The limit box refuses what the runtime would (1 to 100), before anything is sent.
+  await page.getByTestId("file-input").setInputFiles(FACE);
+  await page.locator('img[alt^="Image to identify"]').waitFor();
+  await page.getByTestId("identify-limit").fill("0");
+  await waitText('[data-testid="identify-limit-help"]', (t) => t.includes("from 1 to 100"), "limit help");
+  expect(await page.getByTestId("identify-submit").isDisabled(), "identify is offered with limit 0");
+  await page.getByTestId("identify-limit").fill("3");
+  await page.getByTestId("identify-submit").click();
+  await page.locator('[data-testid="identify-result"], [data-testid="error"]').first().waitFor({ timeout: 60_000 });
+  if (await page.getByTestId("error").count()) {
+    throw new Error(`identification failed: ${await text('[data-testid="error"]')}`);
+  }
+  const shown = await shownIdentification('[data-testid="identify-result"]');
+  // The uploaded image is the enrolled photo: its subject must be found.
+  const mine = expectIdentified(shown, "identification of the enrolled photo");
+  expect(shown.candidates.length <= 3, `limit 3, but ${shown.candidates.length} candidates shown`);
+  expect(shown.best !== "", "no best match shown");
+  await page.getByTestId("face-overlay").waitFor();
+  expect((await page.locator('[data-testid="face-overlay"] circle').count()) === 5, "not 5 landmarks drawn");
+  expect((await page.locator('[data-testid="identify-result"] [data-testid="timings"] li').count()) > 0, "no stage timings shown");
+  console.log(`     best match ${shown.best}; ${subjectName} (${mine.id}) with probability ${mine.probability}; ${shown.candidates.length} candidate(s)`);
+}, [FACES, IDENTIFY]);
+
+// The identify view has its own URL: a reload keeps it (runtime/src/api/ui.rs APP_PATHS).
+await step("identify-direct-url", async () => {
+  await page.reload();
+  await page.getByTestId("identify-submit").waitFor();
+  expect((await page.getByTestId("tab-identify").getAttribute("aria-current")) === "page", "the identify tab is not current after a reload");
+});
+
 /** Camera tracks the page opened and how many of them still run. */
 async function cameraTracks() {
   return page.evaluate(() => {
@@ -549,6 +618,52 @@ function expectPassableSession(session) {
 }
 
 /**
+ * Runs the challenge from its start button: once, or with `passed` expected until it passes and
+ * what the passed session was used for (`use`: its verification or identification, shown in
+ * `resultTestId`) is shown, at most CHALLENGE_ATTEMPTS runs, each before the last ending only
+ * unfinished (a person who is not seen starts again). `afterFirst` checks the first run's session.
+ * The camera must be off after each verdict. Returns the last run's outcome.
+ */
+async function runChallenge(resultTestId, use, afterFirst = () => undefined) {
+  const attempts = CHALLENGE_EXPECT === "passed" ? CHALLENGE_ATTEMPTS : 1;
+  let outcome;
+  for (let attempt = 1; attempt <= attempts; attempt += 1) {
+    outcome = await challengeAttempt();
+    console.log(
+      `     attempt ${attempt}: challenge ${outcome.challenge.join(",")}: verdict ${outcome.state}, ` +
+        `reasons ${JSON.stringify(outcome.reasons)} (${JSON.stringify(outcome.reasonText)}), frames ${outcome.frames}, ${outcome.seconds.toFixed(1)} s`,
+    );
+    // The camera is off once the challenge ends.
+    expect((await page.getByTestId("challenge-video").count()) === 0, "the preview is still shown after the verdict");
+    const tracks = await cameraTracks();
+    expect(tracks.opened >= 1 && tracks.live === 0, `camera tracks after the verdict: ${JSON.stringify(tracks)}`);
+    if (CHALLENGE_EXPECT !== "passed") break;
+    if (attempt === 1) afterFirst();
+    if (outcome.state === "passed") {
+      await page.locator(`[data-testid="${resultTestId}"], [data-testid="error"]`).first().waitFor({ timeout: 60_000 });
+      const error = (await page.getByTestId("error").count()) > 0 ? await text('[data-testid="error"]') : "";
+      if (error === "") break;
+      // A pass in the session's last moment can expire before its verification or identification
+      // reaches it (410 session_expired): unfinished as well, and a person would start again.
+      expect(/session_expired/.test(error), `${use} with the passed session failed: ${error}`);
+      console.log(`     attempt ${attempt}: the session expired before its ${use}: ${error}`);
+      outcome.state = `expired_before_${use}`;
+      continue;
+    }
+    // A person who is not seen tries again; only an unfinished challenge may end a try.
+    expect(
+      (outcome.state === "failed" || outcome.state === "expired") &&
+        outcome.reasons.length > 0 &&
+        outcome.reasons.every((r) => UNFINISHED.has(r)),
+      `verdict ${outcome.state} (${outcome.reasons.join(", ") || "no reason"}) on the challenge video: ` +
+        `only an unfinished challenge (${[...UNFINISHED].join(", ")}) may be tried again`,
+    );
+    expect((await page.getByTestId(resultTestId).count()) === 0, `a challenge that did not pass went on to its ${use}`);
+  }
+  return { outcome, attempts };
+}
+
+/**
  * The liveness challenge in the verify view, in its own browser (its camera shows the challenge
  * y4m, or Chromium's built-in pattern with no face): instruction and progress while it runs,
  * live face feedback, the verdict with reasons, the verification of a passed session, and the
@@ -586,41 +701,7 @@ async function challengeSteps() {
         const body = await res.json().catch(() => undefined);
         if (res.status() === 201 && body) opened.push({ ttlMs: Date.parse(body.expires_at) - sent, maxFrames: body.max_frames });
       });
-      const attempts = CHALLENGE_EXPECT === "passed" ? CHALLENGE_ATTEMPTS : 1;
-      let outcome;
-      for (let attempt = 1; attempt <= attempts; attempt += 1) {
-        outcome = await challengeAttempt();
-        console.log(
-          `     attempt ${attempt}: challenge ${outcome.challenge.join(",")}: verdict ${outcome.state}, ` +
-            `reasons ${JSON.stringify(outcome.reasons)} (${JSON.stringify(outcome.reasonText)}), frames ${outcome.frames}, ${outcome.seconds.toFixed(1)} s`,
-        );
-        // The camera is off once the challenge ends.
-        expect((await page.getByTestId("challenge-video").count()) === 0, "the preview is still shown after the verdict");
-        const tracks = await cameraTracks();
-        expect(tracks.opened >= 1 && tracks.live === 0, `camera tracks after the verdict: ${JSON.stringify(tracks)}`);
-        if (CHALLENGE_EXPECT !== "passed") break;
-        if (attempt === 1) expectPassableSession(opened[0]);
-        if (outcome.state === "passed") {
-          await page.locator('[data-testid="challenge-verification"], [data-testid="error"]').first().waitFor({ timeout: 60_000 });
-          const error = (await page.getByTestId("error").count()) > 0 ? await text('[data-testid="error"]') : "";
-          if (error === "") break;
-          // A pass in the session's last moment can expire before the verification reaches it
-          // (410 session_expired): unfinished as well, and a person would start again.
-          expect(/session_expired/.test(error), `verification with the passed session failed: ${error}`);
-          console.log(`     attempt ${attempt}: the session expired before its verification: ${error}`);
-          outcome.state = "expired_before_verification";
-          continue;
-        }
-        // A person who is not seen tries again; only an unfinished challenge may end a try.
-        expect(
-          (outcome.state === "failed" || outcome.state === "expired") &&
-            outcome.reasons.length > 0 &&
-            outcome.reasons.every((r) => UNFINISHED.has(r)),
-          `verdict ${outcome.state} (${outcome.reasons.join(", ") || "no reason"}) on the challenge video: ` +
-            `only an unfinished challenge (${[...UNFINISHED].join(", ")}) may be tried again`,
-        );
-        expect((await page.getByTestId("challenge-verification").count()) === 0, "a challenge that did not pass was verified");
-      }
+      const { outcome, attempts } = await runChallenge("challenge-verification", "verification", () => expectPassableSession(opened[0]));
       const { state, reasonText } = outcome;
       if (CHALLENGE_EXPECT === "noface") {
         expect(outcome.faceFound.has("false") && !outcome.faceFound.has("true"), `face feedback ${[...outcome.faceFound]} on a camera without a face`);
@@ -649,6 +730,41 @@ async function challengeSteps() {
         }
       }
     }, needs);
+
+    // The identify view's challenge: a session opened without a subject, identified once passed.
+    // Only the lab's clip of the enrolled photo can pass it; without it the step is skipped.
+    if (CHALLENGE_EXPECT === "passed") {
+      await step("identify-with-challenge", async () => {
+        await page.getByTestId("tab-identify").click();
+        await page.locator('label:has([data-testid="identify-mode-challenge"])').click();
+        await page.getByTestId("challenge-start").waitFor();
+        expect((await page.getByTestId("challenge-subject").count()) === 0, "the identify challenge offers a subject to bind");
+        const opened = [];
+        const onRequest = (r) => {
+          if (r.method() === "POST" && /\/v1\/liveness\/sessions$/.test(new URL(r.url()).pathname)) opened.push(r.postData() ?? "");
+        };
+        page.on("request", onRequest);
+        let outcome;
+        try {
+          ({ outcome } = await runChallenge("challenge-identification", "identification"));
+        } finally {
+          page.off("request", onRequest);
+        }
+        expect(opened.length >= 1 && opened.every((body) => !/"subject"/.test(body)), `sessions opened with a subject: ${JSON.stringify(opened)}`);
+        expect(outcome.state === "passed", `the identify challenge did not pass in ${CHALLENGE_ATTEMPTS} attempts; last verdict ${outcome.state} (${outcome.reasonText})`);
+        const probe = await text('[data-testid="challenge-identification"] [data-testid="challenge-probe"]');
+        expect(probe.includes("the session's best frame"), `the identification's probe reads ${JSON.stringify(probe)}`);
+        // The clip's face is the enrolled photo's, animated: the enrolled subject must be identified.
+        const shown = await shownIdentification('[data-testid="challenge-identification"]');
+        const mine = expectIdentified(shown, "identification with the passed session");
+        console.log(`     identification with the session: best match ${shown.best}; ${subjectName} with probability ${mine.probability}`);
+        const tracks = await cameraTracks();
+        expect(tracks.live === 0, `camera tracks after the identification: ${JSON.stringify(tracks)}`);
+      }, [...needs, IDENTIFY]);
+    } else {
+      skipped += 1;
+      console.log(`skip identify-with-challenge: FACEKEY_CHALLENGE_EXPECT=${CHALLENGE_EXPECT}; only the lab's clip (passed) can pass a challenge to identify`);
+    }
 
     await step("liveness-challenge-leave-stops-camera", async () => {
       await page.getByTestId("challenge-start").click();
@@ -700,6 +816,10 @@ await step("metrics", async () => {
   if (!missing(VERIFY)) {
     const verify = await text('tr[data-route="/v1/verify"] [data-testid="route-requests"]');
     expect(number(verify) >= 1, `/v1/verify shows ${verify} requests`);
+  }
+  if (!missing(IDENTIFY)) {
+    const identified = await text('tr[data-route="/v1/identify"] [data-testid="route-requests"]');
+    expect(number(identified) >= 1, `/v1/identify shows ${identified} requests`);
   }
   const decisions = number(await text('[data-testid="metrics-accept"]')) + number(await text('[data-testid="metrics-reject"]'));
   expect(decisions >= 1, "no decisions counted");

@@ -7,16 +7,19 @@ import { NavigateContext, useRoute } from "./hooks/useRoute";
 import { ROUTE_TITLES, type Route } from "./lib/route";
 import { DocsView } from "./views/DocsView";
 import { EnrolView } from "./views/EnrolView";
+import { IdentifyView } from "./views/IdentifyView";
 import { MetricsView } from "./views/MetricsView";
 import { ScoreView } from "./views/ScoreView";
 import { VerifyView } from "./views/VerifyView";
 
-const TABS: readonly Route[] = ["verify", "enrol", "fusion", "metrics-view"];
+const TABS: readonly Route[] = ["verify", "identify", "enrol", "fusion", "metrics-view"];
 
 function View({ route }: { route: Route }) {
   switch (route) {
     case "verify":
       return <VerifyView />;
+    case "identify":
+      return <IdentifyView />;
     case "enrol":
       return <EnrolView />;
     case "fusion":

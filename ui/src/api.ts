@@ -35,11 +35,15 @@ const SESSION_ADVICE: Record<string, string> = {
   session_not_found:
     "The liveness session is gone (it expired long ago, the runtime restarted, or another replica has it): start a new challenge.",
   session_expired: "The liveness session ran out of time: start a new challenge.",
-  session_not_passed: "Only a passed challenge can verify: start a new challenge.",
+  session_not_passed: "Only a passed challenge can verify or identify: start a new challenge.",
   session_used: "A challenge serves one verification or identification: start a new challenge.",
   session_subject_mismatch: "The session was opened for another subject: start a new challenge for this one.",
   session_bound_to_subject:
     "This challenge was opened for one subject, so it can only verify that subject: start a challenge without a subject to identify.",
+  session_required:
+    "This runtime decides only with a passed liveness challenge (FACEKEY_REQUIRE_SESSION=on), not from a still image: use the liveness challenge.",
+  session_face_mismatch:
+    "The image sent beside the session shows another face than the challenge saw: start a new challenge, or send the session alone.",
 };
 
 /**
@@ -774,4 +778,135 @@ export async function verifySession(
 ): Promise<VerifyResult> {
   const body = { subject: subjectId, session: sessionId, ...(includeLayers ? { include_layers: true } : {}) };
   return parseVerify(await json("/v1/verify", postJson(body, signal)));
+}
+
+// ---- Identification (1:N) ----
+
+/** A subject as an identification names it. */
+export interface CandidateSubject {
+  id: string;
+  name: string;
+}
+
+/**
+ * One subject an identification accepted the face as. The scores come to an admin key only
+ * (another key gets the subject alone).
+ */
+export interface IdentifyCandidate {
+  subject: CandidateSubject;
+  /** Similarity in [0, 1] of the subject's closest template. */
+  similarity?: number;
+  /** Euclidean distance of that template. */
+  distance?: number;
+  /** The fused probability for this subject. */
+  probability?: number;
+  /** The embedding models the similarity came from, e.g. `["dlib", "faceres"]`. */
+  models: string[];
+}
+
+/**
+ * A `POST /v1/identify` answer: the subjects the face was accepted as, best first (empty when
+ * none), the decision and why the best match was rejected; for an admin key also the probe's
+ * face, liveness, quality and timings, read as a verification's (`face`, `faces_detected`,
+ * `liveness`, `quality`, `decision_policy`, `timings_ms`, `inference_ms`), or, with a session,
+ * the session, its challenge and the probe's source.
+ */
+export interface IdentifyResult extends Pick<
+  VerifyResult,
+  | "face"
+  | "facesDetected"
+  | "liveness"
+  | "quality"
+  | "decision"
+  | "threshold"
+  | "reasons"
+  | "policy"
+  | "timings"
+  | "totalMs"
+  | "inference"
+  | "session"
+  | "probeFromImage"
+> {
+  candidates: IdentifyCandidate[];
+  /** Templates of the serving model searched (every one: the search is exact). */
+  templatesSearched?: number;
+  /** With a session (admin): the challenge it passed. */
+  challenge: string[];
+}
+
+/** The contract's bounds of `limit`, how many of the nearest subjects an identification judges. */
+export const IDENTIFY_LIMIT = { min: 1, max: 100, default: 5 } as const;
+
+function parseCandidate(v: unknown): IdentifyCandidate | undefined {
+  const o = obj(v);
+  const subject = obj(o.subject);
+  const id = str(subject.id);
+  if (id === undefined) return undefined;
+  return {
+    subject: { id, name: str(subject.name) ?? id },
+    similarity: num(o.similarity),
+    distance: num(o.distance),
+    probability: num(o.probability),
+    models: strings(o.models),
+  };
+}
+
+/** Normalise a `POST /v1/identify` answer; one without a `candidates` list is an error. */
+export function parseIdentify(raw: unknown): IdentifyResult {
+  const r = obj(raw);
+  if (!Array.isArray(r.candidates)) {
+    throw new ApiError(200, "bad_response", "the identification answer has no candidates list");
+  }
+  const v = parseVerify(raw);
+  return {
+    candidates: r.candidates.flatMap((c) => {
+      const candidate = parseCandidate(c);
+      return candidate ? [candidate] : [];
+    }),
+    templatesSearched: num(r.templates_searched),
+    challenge: strings(r.challenge),
+    face: v.face,
+    facesDetected: v.facesDetected,
+    liveness: v.liveness,
+    quality: v.quality,
+    decision: v.decision,
+    threshold: v.threshold,
+    reasons: v.reasons,
+    policy: v.policy,
+    timings: v.timings,
+    totalMs: v.totalMs,
+    inference: v.inference,
+    session: v.session,
+    probeFromImage: v.probeFromImage,
+  };
+}
+
+/**
+ * `POST /v1/identify` with multipart fields `image` and, when given, `limit`: who is this among
+ * every enrolled subject? (scope `verify`; only an admin key gets scores back).
+ */
+export async function identify(
+  image: Blob,
+  filename: string,
+  signal?: AbortSignal,
+  limit?: number,
+): Promise<IdentifyResult> {
+  const form = new FormData();
+  if (limit !== undefined) form.append("limit", String(limit));
+  form.append("image", image, filename);
+  return parseIdentify(await json("/v1/identify", { method: "POST", body: form, signal }));
+}
+
+/**
+ * `POST /v1/identify {"session","limit"?}`: identify with a passed challenge session opened
+ * without a subject (its best frame is the probe). A session serves one identification or
+ * verification; one bound to a subject is refused (422 `session_bound_to_subject`).
+ */
+export async function identifySession(
+  sessionId: string,
+  signal?: AbortSignal,
+  limit?: number,
+): Promise<IdentifyResult> {
+  const body = { session: sessionId, ...(limit !== undefined ? { limit } : {}) };
+  return parseIdentify(await json("/v1/identify", postJson(body, signal)));
 }

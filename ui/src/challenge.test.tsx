@@ -72,6 +72,53 @@ describe("the challenge in the verify view", () => {
   });
 });
 
+describe("the challenge in the identify view", () => {
+  it("opens its session without a subject: no subject field, and says the passed session is identified", () => {
+    for (const admin of [true, false]) {
+      const html = render(
+        <ChallengeFlow admin={admin} purpose="identify" />,
+        identity("k", admin ? "admin" : "verify"),
+      );
+      const ids = testIds(html);
+      expect(ids.has("challenge-start")).toBe(true);
+      expect(ids.has("challenge-subject")).toBe(false);
+      expect(ids.has("challenge-subject-id")).toBe(false);
+      expect(html).toContain("identified among every enrolled subject");
+    }
+  });
+
+  it("says it is identifying, and announces who was identified", () => {
+    const identifying = renderToStaticMarkup(
+      <ChallengeInstruction state={running({ phase: "identifying", current: undefined })} mirrored />,
+    );
+    expect(identifying).toContain("Challenge passed: identifying");
+    const done = renderToStaticMarkup(
+      <ChallengeInstruction
+        state={running({
+          phase: "done",
+          current: undefined,
+          subject: undefined,
+          verify: false,
+          identify: true,
+          verdict: { id: "s1", state: "passed", live: true, reasons: [], actions: [] },
+          identification: {
+            candidates: [{ subject: { id: "a1", name: "Alice" }, models: [] }],
+            decision: "accept",
+            reasons: [],
+            challenge: [],
+            timings: [],
+            inference: [],
+            liveness: { models: [], checked: false },
+            quality: { parts: [], measures: [] },
+          },
+        })}
+        mirrored
+      />,
+    );
+    expect(done).toContain("challenge passed: a live person. Identification: Alice (a1).");
+  });
+});
+
 describe("the instruction (accessibility)", () => {
   it("is a polite, atomic live region whose words carry the action; the arrow is hidden from screen readers", () => {
     const html = renderToStaticMarkup(<ChallengeInstruction state={running()} mirrored />);

@@ -8,6 +8,7 @@ import { VerifyDecisionView, VerifyResultView } from "./components/VerifyResultV
 import { type Auth, AuthContext } from "./hooks/useAuth";
 import type { Identity, Scope } from "./lib/auth";
 import { EnrolView } from "./views/EnrolView";
+import { IdentifyView } from "./views/IdentifyView";
 import { ScoreView } from "./views/ScoreView";
 import { VerifyView } from "./views/VerifyView";
 
@@ -56,6 +57,43 @@ describe("the verify view by scope", () => {
     expect(testIds(html).has("verify-submit")).toBe(false);
     expect(html).toContain('data-needs="verify"');
     expect(html).toContain("<code>prom</code>) may read metrics");
+  });
+});
+
+describe("the identify view by scope", () => {
+  it("admin and verify: an image or the liveness challenge, and no subject to pick", () => {
+    for (const who of [ADMIN, KIOSK]) {
+      const ids = testIds(render(<IdentifyView />, who));
+      expect(ids.has("identify-submit")).toBe(true);
+      expect(ids.has("identify-mode-image")).toBe(true);
+      expect(ids.has("identify-mode-challenge")).toBe(true);
+      expect(ids.has("file-input")).toBe(true);
+      expect(ids.has("identify-limit")).toBe(true);
+      expect(ids.has("verify-subject")).toBe(false);
+      expect(ids.has("verify-subject-id")).toBe(false);
+      expect(ids.has("scope-notice")).toBe(false);
+    }
+  });
+
+  it("without verify: says which scope is missing and offers no form", () => {
+    for (const [who, can] of [
+      [ENROLLER, "may enrol subjects and faces"],
+      [SCRAPER, "may read metrics"],
+    ] as const) {
+      const html = render(<IdentifyView />, who);
+      const ids = testIds(html);
+      expect(ids.has("identify-submit")).toBe(false);
+      expect(ids.has("identify-mode-challenge")).toBe(false);
+      expect(html).toContain('data-needs="verify"');
+      expect(html).toContain("Identifying a face needs an API key with the <code>verify</code> scope");
+      expect(html).toContain(can);
+    }
+  });
+
+  it("has its own route and tab title", () => {
+    const html = render(<Main route="identify" auth={signedIn(KIOSK)} />, KIOSK);
+    expect(testIds(html).has("identify-submit")).toBe(true);
+    expect(html).toContain("<h2>Identify a face</h2>");
   });
 });
 

@@ -29,6 +29,7 @@ const APP_PATHS: &[&str] = &[
     "/index.html",
     "/docs",
     "/verify",
+    "/identify",
     "/enrol",
     "/fusion",
     "/metrics-view",
@@ -101,4 +102,37 @@ pub fn serve(method: &Method, path: &str) -> Option<Response> {
         &mime,
         cache,
     ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Every view the UI routes to (`ROUTES` in ui/src/lib/route.ts) has its URL served as the
+    /// app, so a view's link can be shared and reloaded.
+    #[test]
+    fn every_ui_route_is_served_as_the_app() {
+        let source = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/src/lib/route.ts"),
+        )
+        .unwrap();
+        let list = source
+            .split("export const ROUTES = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .expect("ROUTES in route.ts");
+        let routes: Vec<String> = list
+            .split(',')
+            .map(|r| r.trim().trim_matches('"').to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        assert!(routes.len() >= 5, "{routes:?}");
+        for route in routes {
+            let path = format!("/{route}");
+            assert!(APP_PATHS.contains(&path.as_str()), "{path} is not served");
+            let served = serve(&Method::GET, &path).expect("served");
+            assert_eq!(served.status(), StatusCode::OK, "{path}");
+        }
+    }
 }

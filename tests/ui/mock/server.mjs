@@ -14,7 +14,9 @@
 // (other keys get 404), a random 2-3 action challenge, 1..=8 JPEG frames per call (JSON base64 or
 // multipart) with strictly increasing client timestamps, expiry (FACEKEY_MOCK_SESSION_TTL_S,
 // default 30), a frame budget (FACEKEY_MOCK_MAX_FRAMES, default 150), and `POST /v1/verify
-// {"subject","session"}` once per passed session. The mock has no face models: what it "sees" is
+// {"subject","session"}` or `POST /v1/identify {"session"}` (an unbound session only) once per
+// passed session. Identification (`POST /v1/identify`, an image or a session, `limit`) matches
+// every subject with a face, the first enrolled best, with fixed scores. The mock has no face models: what it "sees" is
 // scripted by FACEKEY_MOCK_CHALLENGE: `pass` (default: a face in every frame, each action seen
 // after 5 frames) or `noface` (no face in any frame: the session fails after 24 frames with
 // too_few_usable_frames).
@@ -187,6 +189,7 @@ const OPENAPI = {
       post: { tags: ["subjects"], summary: "Enrol a face image", responses: { 201: { description: "Enrolled" } } },
     },
     "/v1/verify": { post: { tags: ["verification"], summary: "Verify a face against a subject", responses: { 200: { description: "Verified" } } } },
+    "/v1/identify": { post: { tags: ["verification"], summary: "Identify a face among all enrolled subjects (1:N)", responses: { 200: { description: "Searched (candidates may be empty)" } } } },
     "/v1/liveness/sessions": { post: { tags: ["liveness"], summary: "Open a challenge session", responses: { 201: { description: "Opened" } } } },
     "/v1/liveness/sessions/{id}": { get: { tags: ["liveness"], summary: "A session's state and verdict", responses: { 200: { description: "The session" } } } },
     "/v1/liveness/sessions/{id}/frames": { post: { tags: ["liveness"], summary: "Upload frames", responses: { 200: { description: "Live feedback" } } } },
@@ -463,16 +466,10 @@ async function api(req, url) {
       return { route, status: 201, body: { subject_id: s.id, face_id: randomUUID(), faces: s.faces, quality: { score: 0.82 } } };
     }
   }
+  if (path === "/v1/identify" && method === "POST") return identify(req, path, caller);
   if (path === "/v1/verify" && method === "POST") {
     const t0 = performance.now();
-    const raw = await readBody(req);
-    const isJson = (req.headers["content-type"] ?? "").startsWith("application/json");
-    const jsonBody = isJson ? JSON.parse(raw.toString() || "null") ?? {} : undefined;
-    const parts = isJson
-      ? Object.fromEntries(
-          Object.entries(jsonBody).map(([k, v]) => [k, k === "image" ? Buffer.from(String(v), "base64") : Buffer.from(String(v))]),
-        )
-      : parseMultipart(raw, req.headers["content-type"]);
+    const parts = await imageRequestParts(req);
     const id = parts.subject?.toString();
     const s = id ? subjects.get(id) : undefined;
     if (!s) throw Object.assign(new HttpError(404, "subject_not_found", `no subject ${id ?? "(missing field subject)"}`), { route: path });
@@ -486,13 +483,8 @@ async function api(req, url) {
       }
     }
     const { width, height } = sessionId && !parts.image ? { width: 640, height: 480 } : requireImage(parts);
-    const bw = Math.round(Math.min(width, height) * 0.4);
-    const box = { x: Math.round(width / 2 - bw / 2), y: Math.round(height / 2 - bw * 0.6), width: bw, height: Math.round(bw * 1.2) };
-    const lm = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
+    const { face, liveness, quality } = analysis(width, height);
     const match = { distance: 0.31, similarity: 0.84, threshold: 0.5, decision: "accept", templates: s.faces };
-    const live = { score: 0.93, live: true, threshold: 0.5, dtn: { spoof_score: 0.2, live_score: 0.91 }, minifas: { probabilities: [0.95, 0.03, 0.02], live_score: 0.95 } };
-    const liveness = { score: 0.93, decision: "accept", threshold: 0.5, checked: true, models: live };
-    const quality = { score: 0.8, size: 0.9, sharpness: 0.7, pose: 0.85, exposure: 0.9, face_size_px: bw, yaw_degrees: -2.4 };
     const features = [match.similarity, liveness.score, quality.score];
     const f = forward(features);
     const decision = f.probability >= THRESHOLD ? "accept" : "reject";
@@ -507,16 +499,7 @@ async function api(req, url) {
       body: {
         subject: s.id,
         faces_detected: 1,
-        face: {
-          box,
-          confidence: 0.99,
-          landmarks: Object.fromEntries(
-            ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"].map((k, i) => {
-              const [x, y] = [lm(0.3, 0.4), lm(0.7, 0.4), lm(0.5, 0.6), lm(0.35, 0.8), lm(0.65, 0.8)][i];
-              return [k, { x, y }];
-            }),
-          ),
-        },
+        face,
         match,
         liveness,
         quality,
@@ -536,9 +519,98 @@ async function api(req, url) {
   return undefined;
 }
 
+/** The fields of an image request, JSON (`image` in base64) or multipart, as buffers by name. */
+async function imageRequestParts(req) {
+  const raw = await readBody(req);
+  const isJson = (req.headers["content-type"] ?? "").startsWith("application/json");
+  if (!isJson) return parseMultipart(raw, req.headers["content-type"]);
+  const jsonBody = JSON.parse(raw.toString() || "null") ?? {};
+  return Object.fromEntries(
+    Object.entries(jsonBody).map(([k, v]) => [k, k === "image" ? Buffer.from(String(v), "base64") : Buffer.from(String(v))]),
+  );
+}
+
+/** What the mock "finds" in a width x height image: one centred face, live, of fixed quality. */
+function analysis(width, height) {
+  const bw = Math.round(Math.min(width, height) * 0.4);
+  const box = { x: Math.round(width / 2 - bw / 2), y: Math.round(height / 2 - bw * 0.6), width: bw, height: Math.round(bw * 1.2) };
+  const lm = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
+  const face = {
+    box,
+    confidence: 0.99,
+    landmarks: Object.fromEntries(
+      ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"].map((k, i) => {
+        const [x, y] = [lm(0.3, 0.4), lm(0.7, 0.4), lm(0.5, 0.6), lm(0.35, 0.8), lm(0.65, 0.8)][i];
+        return [k, { x, y }];
+      }),
+    ),
+  };
+  const live = { score: 0.93, live: true, threshold: 0.5, dtn: { spoof_score: 0.2, live_score: 0.91 }, minifas: { probabilities: [0.95, 0.03, 0.02], live_score: 0.95 } };
+  const liveness = { score: 0.93, decision: "accept", threshold: 0.5, checked: true, models: live };
+  const quality = { score: 0.8, size: 0.9, sharpness: 0.7, pose: 0.85, exposure: 0.9, face_size_px: bw, yaw_degrees: -2.4 };
+  return { face, liveness, quality };
+}
+
+/**
+ * `POST /v1/identify`: an image or an unbound passed session (a bound one is refused and left
+ * unused), `limit` 1-100 (default 5). Every subject with a face "matches", the first enrolled
+ * best; those whose fused probability passes are the candidates.
+ */
+async function identify(req, path, caller) {
+  const parts = await imageRequestParts(req);
+  const sessionId = parts.session?.toString();
+  try {
+    if (sessionId) {
+      if (ownSession(caller, sessionId).subject !== undefined) {
+        throw new HttpError(422, "session_bound_to_subject", "the liveness session was opened for one subject: it verifies that subject and cannot identify");
+      }
+      sessionForVerify(caller, sessionId, undefined);
+    }
+  } catch (e) {
+    throw Object.assign(e, { route: path });
+  }
+  const limitText = parts.limit?.toString();
+  const limit = limitText === undefined ? 5 : Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+    throw Object.assign(new HttpError(422, "invalid_request", `field \`limit\` must be an integer from 1 to 100, got ${JSON.stringify(limitText)}`), { route: path });
+  }
+  const { width, height } = sessionId && !parts.image ? { width: 640, height: 480 } : requireImage(parts);
+  const { face, liveness, quality } = analysis(width, height);
+  const enrolled = [...subjects.values()].filter((s) => s.faces > 0);
+  const candidates = enrolled
+    .slice(0, limit)
+    .map((s, i) => {
+      const similarity = 0.84 - 0.2 * i;
+      return { subject: { id: s.id, name: s.name }, similarity, distance: 0.31 + 0.2 * i, models: ["dlib"], probability: forward([similarity, liveness.score, quality.score]).probability };
+    })
+    .filter((c) => c.probability >= THRESHOLD);
+  const decision = candidates.length > 0 ? "accept" : "reject";
+  decisions[decision] += 1;
+  const reasons = decision === "accept" ? [] : ["no_match"];
+  if (!has(caller, "admin")) {
+    return { route: path, body: { candidates: candidates.map((c) => ({ subject: c.subject })), decision, reasons, request_id: randomUUID() } };
+  }
+  const common = { request_id: randomUUID(), candidates, decision, reasons, templates_searched: enrolled.reduce((n, s) => n + s.faces, 0), threshold: THRESHOLD, decision_policy: "strict" };
+  if (sessionId) {
+    return { route: path, body: { ...common, session: sessionId, challenge: ownSession(caller, sessionId).challenge, probe_from_image: Boolean(parts.image), liveness: { state: "live", score: 0.91, decision: "accept", threshold: 0.5, checked: true }, quality: quality.score, quality_detail: null } };
+  }
+  return {
+    route: path,
+    body: {
+      ...common,
+      face,
+      faces_detected: 1,
+      liveness,
+      quality,
+      timings_ms: { decode: 3.2, detect: 31.5, align: 0.8, embed: 7.4, liveness: 112.3, quality: 0.9, total: 156.1, matching: 0.01, fusion: 0.02 },
+      inference_ms: { pnet: 22.1, pnet_runs: 9, rnet: 4.2, onet: 2.9, embed: 7.1, dtn: 108.4 },
+    },
+  };
+}
+
 const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json" };
 
-const APP_PATHS = ["/", "/verify", "/enrol", "/fusion", "/metrics-view", "/docs"];
+const APP_PATHS = ["/", "/verify", "/identify", "/enrol", "/fusion", "/metrics-view", "/docs"];
 
 async function staticFile(path) {
   const rel = normalize(APP_PATHS.includes(path) ? "/index.html" : path).replace(/^(\.\.[/\\])+/, "");

@@ -1,4 +1,4 @@
-import type { SessionStatus } from "../api";
+import type { IdentifyResult, SessionStatus } from "../api";
 import {
   type ChallengeState,
   actionWords,
@@ -14,6 +14,12 @@ const VERDICT_WORDS: Record<SessionStatus["state"], string> = {
   failed: "challenge failed",
   expired: "session expired",
   in_progress: "still in progress",
+};
+
+/** An identification in a few words, for the announcement: who, or that nobody was identified. */
+export const identificationWords = (r: IdentifyResult): string => {
+  const best = r.candidates[0];
+  return best ? `${best.subject.name} (${best.subject.id})` : "nobody identified";
 };
 
 /** Frames in a row without a face before the instruction says so. */
@@ -49,6 +55,7 @@ export function ChallengeInstruction({ state, mirrored }: { state: ChallengeStat
   } else if (phase === "running") text = <p className="challenge-title">Hold still while the runtime checks…</p>;
   else if (phase === "finishing") text = <p className="challenge-title">Checking the result…</p>;
   else if (phase === "verifying") text = <p className="challenge-title">Challenge passed: verifying…</p>;
+  else if (phase === "identifying") text = <p className="challenge-title">Challenge passed: identifying…</p>;
   else if (phase === "done" && state.verdict) {
     // Said once to screen readers; the verdict card shows it on screen.
     const reasons = challengeReasonWords(state.verdict.reasons);
@@ -56,6 +63,7 @@ export function ChallengeInstruction({ state, mirrored }: { state: ChallengeStat
       <p className="sr-only" data-testid="challenge-announce">
         {`${VERDICT_WORDS[state.verdict.state]}${reasons.length > 0 ? `: ${reasons.join(", ")}` : ""}.`}
         {state.result?.decision ? ` Verification: ${state.result.decision}.` : ""}
+        {state.identification ? ` Identification: ${identificationWords(state.identification)}.` : ""}
       </p>
     );
   } else text = null;

@@ -1,4 +1,4 @@
-import { type VerifyResult, decideAtLeast } from "../api";
+import { type LivenessResult, type QualityResult, type VerifyResult, decideAtLeast } from "../api";
 import { fixed, percent } from "../lib/format";
 import { FEATURE_NAMES } from "../lib/mlp";
 import { DecisionBadge, Meter } from "./Meter";
@@ -41,7 +41,7 @@ export function VerifyDecisionView({ result }: { result: VerifyResult }) {
   );
 }
 
-function Section({
+export function Section({
   title,
   children,
   decision,
@@ -111,51 +111,9 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
             </p>
           ) : null}
         </Section>
-        <Section
-          title="Liveness"
-          decision={liveness.checked || liveness.state === "unknown" ? liveness.decision : undefined}
-        >
-          {liveness.checked ? (
-            <>
-              <Meter label="live score" value={liveness.score} threshold={liveness.threshold} />
-              {liveness.models.map(([model, value]) => (
-                <Meter key={model} label={model} value={value} />
-              ))}
-            </>
-          ) : liveness.state === "unknown" ? (
-            <p className="muted" data-testid="liveness-unknown">
-              Could not check liveness{liveness.reason ? `: ${liveness.reason}` : ""}. An unchecked face never counts as
-              live.
-            </p>
-          ) : (
-            <p className="muted">Not checked: liveness is off on this server (every face counts as live).</p>
-          )}
-        </Section>
-        <Section title="Quality">
-          <Meter label="overall" value={quality.score} />
-          {quality.parts.map(([part, value]) => (
-            <Meter key={part} label={part} value={value} />
-          ))}
-          {quality.measures.length > 0 ? (
-            <dl className="measures">
-              {quality.measures.map(([name, value]) => (
-                <div key={name}>
-                  <dt>{name.replace(/_/g, " ")}</dt>
-                  <dd className="num">{fixed(value, Math.abs(value) >= 100 ? 0 : 2)}</dd>
-                </div>
-              ))}
-            </dl>
-          ) : null}
-        </Section>
-        <Section title="Timings">
-          <TimingsChart timings={result.timings} totalMs={result.totalMs} />
-          {result.inference.length > 0 ? (
-            <>
-              <h4>Inside the models</h4>
-              <TimingsChart timings={result.inference} totalLabel="inference" testId="inference-timings" />
-            </>
-          ) : null}
-        </Section>
+        <LivenessSection liveness={liveness} />
+        <QualitySection quality={quality} />
+        <TimingsSection result={result} />
       </div>
       <Section title="Score fusion" decision={fusionDecision}>
         {fusionDecision !== result.decision ? (
@@ -198,5 +156,68 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
         ) : null}
       </Section>
     </div>
+  );
+}
+
+/** The liveness check of an answer: live score against its threshold and per-model scores, or why it was not checked. */
+export function LivenessSection({ liveness }: { liveness: LivenessResult }) {
+  return (
+    <Section
+      title="Liveness"
+      decision={liveness.checked || liveness.state === "unknown" ? liveness.decision : undefined}
+    >
+      {liveness.checked ? (
+        <>
+          <Meter label="live score" value={liveness.score} threshold={liveness.threshold} />
+          {liveness.models.map(([model, value]) => (
+            <Meter key={model} label={model} value={value} />
+          ))}
+        </>
+      ) : liveness.state === "unknown" ? (
+        <p className="muted" data-testid="liveness-unknown">
+          Could not check liveness{liveness.reason ? `: ${liveness.reason}` : ""}. An unchecked face never counts as
+          live.
+        </p>
+      ) : (
+        <p className="muted">Not checked: liveness is off on this server (every face counts as live).</p>
+      )}
+    </Section>
+  );
+}
+
+/** The face quality of an answer: the overall score, its sub-scores and the raw measurements. */
+export function QualitySection({ quality }: { quality: QualityResult }) {
+  return (
+    <Section title="Quality">
+      <Meter label="overall" value={quality.score} />
+      {quality.parts.map(([part, value]) => (
+        <Meter key={part} label={part} value={value} />
+      ))}
+      {quality.measures.length > 0 ? (
+        <dl className="measures">
+          {quality.measures.map(([name, value]) => (
+            <div key={name}>
+              <dt>{name.replace(/_/g, " ")}</dt>
+              <dd className="num">{fixed(value, Math.abs(value) >= 100 ? 0 : 2)}</dd>
+            </div>
+          ))}
+        </dl>
+      ) : null}
+    </Section>
+  );
+}
+
+/** Per-stage wall times of an answer and the time inside each model. */
+export function TimingsSection({ result }: { result: Pick<VerifyResult, "timings" | "totalMs" | "inference"> }) {
+  return (
+    <Section title="Timings">
+      <TimingsChart timings={result.timings} totalMs={result.totalMs} />
+      {result.inference.length > 0 ? (
+        <>
+          <h4>Inside the models</h4>
+          <TimingsChart timings={result.inference} totalLabel="inference" testId="inference-timings" />
+        </>
+      ) : null}
+    </Section>
   );
 }

@@ -149,6 +149,43 @@ describe("the challenge state machine", () => {
     expect(noScope.phase).toBe("done");
   });
 
+  it("identifying: no subject is bound, and a passed session goes on to identifying → done", () => {
+    const opened = run([{ type: "open_camera", subject: "alice", verify: true, identify: true }]);
+    expect(opened).toMatchObject({ phase: "camera", verify: false, identify: true });
+    expect(opened.subject).toBeUndefined();
+    const passed = run(
+      [
+        ...RUNNING.slice(1),
+        { type: "answer", answer: answer({ state: "passed", nextAction: undefined }) },
+        { type: "verdict", status: status() },
+      ],
+      opened,
+    );
+    expect(passed.phase).toBe("identifying");
+    // A verification's answer does not end an identification.
+    expect(run([{ type: "verified", result: { reasons: [] } as never }], passed)).toBe(passed);
+    const result = { candidates: [], reasons: ["no_match"], decision: "reject" } as never;
+    const done = run([{ type: "identified", result }], passed);
+    expect(done.phase).toBe("done");
+    expect(done.identification).toBe(result);
+    // A refused identification keeps the verdict.
+    const refused = run([{ type: "error", error: new Error("used") }], passed);
+    expect(refused).toMatchObject({ phase: "done", errorDuring: "identifying", verdict: { state: "passed" } });
+    // A failed challenge is not identified.
+    const failed = run(
+      [
+        ...RUNNING.slice(1),
+        { type: "end", cause: "deadline" },
+        { type: "verdict", status: status({ state: "failed" }) },
+      ],
+      opened,
+    );
+    expect(failed.phase).toBe("done");
+    // Out of phase, an identification's answer is ignored.
+    const running = run(RUNNING);
+    expect(run([{ type: "identified", result }], running)).toBe(running);
+  });
+
   it("counts frames without a face across uploads", () => {
     const noFace = (from: number) =>
       answer({ frames: [from, from + 1, from + 2].map((index) => ({ index, faceFound: false })) });

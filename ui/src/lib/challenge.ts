@@ -4,7 +4,15 @@
  * state machine. The runner (`challengeRun.ts`) feeds it events; the view only renders its state.
  */
 
-import type { ActionProgress, FramesAnswer, LivenessSession, SessionState, SessionStatus, VerifyResult } from "../api";
+import type {
+  ActionProgress,
+  FramesAnswer,
+  IdentifyResult,
+  LivenessSession,
+  SessionState,
+  SessionStatus,
+  VerifyResult,
+} from "../api";
 
 /** What the person is asked to do for one action. */
 export interface Instruction {
@@ -110,7 +118,8 @@ export type Phase =
   | "running" // capturing and uploading frames
   | "finishing" // the session ended: asking for the verdict
   | "verifying" // the session passed: verifying against the subject
-  | "done" // verdict (and verification) shown
+  | "identifying" // the session (opened without a subject) passed: identifying among every subject
+  | "done" // verdict (and verification or identification) shown
   | "error"; // something failed: the error is shown, the camera is off
 
 /** Why capture stopped. */
@@ -132,6 +141,11 @@ export interface ChallengeState {
   subject?: string;
   /** Whether a passed session is verified against the subject (needs a subject and `verify`). */
   verify: boolean;
+  /**
+   * Whether a passed session is identified among every enrolled subject (1:N). Only a session
+   * opened without a subject identifies, so an identifying run never has one.
+   */
+  identify: boolean;
   session?: LivenessSession;
   /** When the session opened, on this page's clock (ms since the epoch). */
   startedAt?: number;
@@ -150,14 +164,16 @@ export interface ChallengeState {
   verdict?: SessionStatus;
   /** The verification of a passed session. */
   result?: VerifyResult;
-  /** A failure that stopped the flow (phase `error`), or of the verification alone (phase `done`). */
+  /** The identification of a passed session. */
+  identification?: IdentifyResult;
+  /** A failure that stopped the flow (phase `error`), or of the verification or identification alone (phase `done`). */
   error?: unknown;
   /** The phase the error happened in. */
   errorDuring?: Phase;
 }
 
 export type ChallengeEvent =
-  | { type: "open_camera"; subject?: string; verify: boolean }
+  | { type: "open_camera"; subject?: string; verify: boolean; identify?: boolean }
   | { type: "camera_ready" }
   | { type: "session"; session: LivenessSession; at?: number }
   | { type: "frames_sent"; count: number }
@@ -165,12 +181,14 @@ export type ChallengeEvent =
   | { type: "end"; cause: EndCause }
   | { type: "verdict"; status: SessionStatus }
   | { type: "verified"; result: VerifyResult }
+  | { type: "identified"; result: IdentifyResult }
   | { type: "error"; error: unknown }
   | { type: "cancel" };
 
 export const initialChallenge: ChallengeState = {
   phase: "idle",
   verify: false,
+  identify: false,
   actions: [],
   framesSent: 0,
   framesReceived: 0,
@@ -178,6 +196,9 @@ export const initialChallenge: ChallengeState = {
 
 /** Whether the camera and capture are in use in this phase. */
 export const capturing = (phase: Phase): boolean => phase === "camera" || phase === "starting" || phase === "running";
+
+/** Whether a passed session is being used (verified or identified) in this phase. */
+export const usesSession = (phase: Phase): boolean => phase === "verifying" || phase === "identifying";
 
 /** Whether the flow is between start and result (a new start must cancel first). */
 export const busy = (phase: Phase): boolean => phase !== "idle" && phase !== "done" && phase !== "error";
@@ -205,6 +226,8 @@ export function challengeReducer(s: ChallengeState, e: ChallengeEvent): Challeng
   switch (e.type) {
     case "open_camera":
       if (busy(s.phase)) return s;
+      // Identifying takes a session opened without a subject: the subject is dropped, not bound.
+      if (e.identify) return { ...initialChallenge, phase: "camera", verify: false, identify: true };
       return { ...initialChallenge, phase: "camera", subject: e.subject || undefined, verify: e.verify };
     case "camera_ready":
       return s.phase === "camera" ? { ...s, phase: "starting" } : s;
@@ -244,21 +267,25 @@ export function challengeReducer(s: ChallengeState, e: ChallengeEvent): Challeng
     case "verdict": {
       if (s.phase !== "finishing") return s;
       const actions = e.status.actions.length > 0 ? e.status.actions : s.actions;
-      const verifying = e.status.state === "passed" && s.verify && s.subject !== undefined;
+      const passed = e.status.state === "passed";
+      const verifying = passed && s.verify && s.subject !== undefined;
+      const identifying = passed && s.identify && s.subject === undefined;
       return {
         ...s,
         verdict: e.status,
         actions,
         sessionState: e.status.state,
-        phase: verifying ? "verifying" : "done",
+        phase: verifying ? "verifying" : identifying ? "identifying" : "done",
       };
     }
     case "verified":
       return s.phase === "verifying" ? { ...s, result: e.result, phase: "done" } : s;
+    case "identified":
+      return s.phase === "identifying" ? { ...s, identification: e.result, phase: "done" } : s;
     case "error":
       if (!busy(s.phase)) return s;
-      // A failed verification keeps the verdict: the challenge itself is over.
-      if (s.phase === "verifying") return { ...s, phase: "done", error: e.error, errorDuring: "verifying" };
+      // A failed verification or identification keeps the verdict: the challenge itself is over.
+      if (usesSession(s.phase)) return { ...s, phase: "done", error: e.error, errorDuring: s.phase };
       return { ...s, phase: "error", error: e.error, errorDuring: s.phase, current: undefined };
     case "cancel":
       return { ...initialChallenge };

@@ -3,10 +3,12 @@ import {
   ApiError,
   type ChallengeFrame,
   type FramesAnswer,
+  type IdentifyResult,
   type LivenessSession,
   type SessionState,
   type SessionStatus,
   type VerifyResult,
+  parseIdentify,
   parseVerify,
 } from "../api";
 import { type ChallengeEvent, type ChallengeState, challengeReducer, initialChallenge } from "./challenge";
@@ -76,6 +78,7 @@ interface Script {
   startError?: unknown;
   statusError?: unknown;
   verifyError?: unknown;
+  identifyError?: unknown;
   /** Fail the session after this many faceless frames. */
   failAfterFaceless?: number;
   /** Simulated checking time per frame: the clock moves on by this much per frame uploaded. */
@@ -95,6 +98,9 @@ class ContractServer implements ChallengeApi {
   inFlight = 0;
   maxInFlight = 0;
   verifyCalls: [string, string, boolean][] = [];
+  identifyCalls: string[] = [];
+  /** The subject each session was opened for (undefined: none). */
+  opened: (string | undefined)[] = [];
   statusCalls = 0;
   hold: Promise<void> | undefined;
   private frameCalls = 0;
@@ -109,7 +115,7 @@ class ContractServer implements ChallengeApi {
 
   async startSession(subject: string | undefined): Promise<LivenessSession> {
     if (this.script.startError) throw this.script.startError;
-    void subject;
+    this.opened.push(subject);
     const challenge = this.script.challenge ?? ["blink", "turn_left"];
     this.actions = challenge.map((action) => ({ action, passed: false, at_frame: null }));
     return {
@@ -190,6 +196,16 @@ class ContractServer implements ChallengeApi {
     if (this.script.verifyError) throw this.script.verifyError;
     return parseVerify({ subject, decision: "accept", reasons: [] });
   }
+
+  async identifySession(session: string): Promise<IdentifyResult> {
+    this.identifyCalls.push(session);
+    if (this.script.identifyError) throw this.script.identifyError;
+    return parseIdentify({
+      candidates: [{ subject: { id: "alice-id", name: "Alice" } }],
+      decision: "accept",
+      reasons: [],
+    });
+  }
 }
 
 function harness(script: Script = {}, options: Partial<RunOptions> = {}) {
@@ -204,10 +220,13 @@ function harness(script: Script = {}, options: Partial<RunOptions> = {}) {
   const runner = new ChallengeRun(server, dispatch, timers, { fps: 10, batchMin: 4, batchMax: 6, ...options });
   const camera = new FakeCamera();
   const begin = async (
-    { subject, verify }: { subject?: string; verify: boolean } = { subject: "alice", verify: true },
+    { subject, verify, identify }: { subject?: string; verify: boolean; identify?: boolean } = {
+      subject: "alice",
+      verify: true,
+    },
   ) => {
-    dispatch({ type: "open_camera", subject, verify });
-    await runner.start({ subject, verify, includeLayers: true }, camera);
+    dispatch({ type: "open_camera", subject, verify, identify });
+    await runner.start({ subject, verify, identify, includeLayers: true }, camera);
     await settle();
   };
   return { timers, server, events, runner, camera, begin, state: () => state };
@@ -260,6 +279,49 @@ describe("a challenge run", () => {
     expect(h.state().phase).toBe("done");
     expect(h.state().verdict?.state).toBe("passed");
     expect(h.server.verifyCalls).toEqual([]);
+  });
+
+  it("identify: opens the session without a subject and identifies the passed one, never verifies it", async () => {
+    const h = harness({ framesPerAction: 2 });
+    // A subject handed to an identifying run is dropped: only an unbound session identifies.
+    await h.begin({ subject: "alice", verify: true, identify: true });
+    await h.timers.tick(8);
+    await h.runner.finished;
+    const s = h.state();
+    expect(h.server.opened).toEqual([undefined]);
+    expect(s.subject).toBeUndefined();
+    expect(s.phase).toBe("done");
+    expect(s.verdict?.state).toBe("passed");
+    expect(h.server.identifyCalls).toEqual(["sess-1"]);
+    expect(h.server.verifyCalls).toEqual([]);
+    expect(s.identification?.candidates.map((c) => c.subject)).toEqual([{ id: "alice-id", name: "Alice" }]);
+    expect(s.result).toBeUndefined();
+    expect(h.events.map((e) => e.type)).toContain("identified");
+  });
+
+  it("identify: a challenge that did not pass is not identified", async () => {
+    const h = harness({ face: () => false, failAfterFaceless: 8 });
+    await h.begin({ verify: false, identify: true });
+    for (let i = 0; i < 10 && h.state().phase === "running"; i += 1) await h.timers.tick();
+    await h.runner.finished;
+    expect(h.state().verdict?.state).toBe("failed");
+    expect(h.state().phase).toBe("done");
+    expect(h.server.identifyCalls).toEqual([]);
+    expect(h.state().identification).toBeUndefined();
+  });
+
+  it("identify: a refused identification keeps the passed verdict and says where it failed", async () => {
+    const refused = new ApiError(409, "session_used", "used");
+    const h = harness({ framesPerAction: 1, identifyError: refused });
+    await h.begin({ verify: false, identify: true });
+    await h.timers.tick(4);
+    await h.runner.finished;
+    const s = h.state();
+    expect(s.phase).toBe("done");
+    expect(s.verdict?.state).toBe("passed");
+    expect(s.error).toBe(refused);
+    expect(s.errorDuring).toBe("identifying");
+    expect(s.identification).toBeUndefined();
   });
 
   it("no face in view: feedback says so and the run ends failed with the runtime's reasons, unverified", async () => {

@@ -2,14 +2,16 @@
  * Runs one liveness challenge once the camera is on: opens the session, captures frames at a
  * steady rate, uploads them in batches (one upload in flight at a time, so the runtime sees
  * frames in order), turns each answer into state-machine events, and on a final state asks for
- * the verdict and, for a passed session with a subject, verifies it. The API, the frame source
- * and the clock are injected, so the whole flow is unit-tested without a browser.
+ * the verdict and, for a passed session, verifies it against its subject or identifies it among
+ * every subject (a session opened without one). The API, the frame source and the clock are
+ * injected, so the whole flow is unit-tested without a browser.
  */
 
 import {
   ApiError,
   type ChallengeFrame,
   type FramesAnswer,
+  type IdentifyResult,
   type LivenessSession,
   MAX_FRAMES_PER_CALL,
   type SessionStatus,
@@ -23,6 +25,7 @@ export interface ChallengeApi {
   sendFrames(id: string, frames: readonly ChallengeFrame[], signal: AbortSignal): Promise<FramesAnswer>;
   sessionStatus(id: string, signal: AbortSignal): Promise<SessionStatus>;
   verifySession(subject: string, session: string, signal: AbortSignal, includeLayers: boolean): Promise<VerifyResult>;
+  identifySession(session: string, signal: AbortSignal): Promise<IdentifyResult>;
 }
 
 /** Where frames come from: the camera in the app. Undefined when no frame is available yet. */
@@ -87,6 +90,8 @@ export interface RunRequest {
   subject?: string;
   /** Verify a passed session against the subject. */
   verify: boolean;
+  /** Identify a passed session among every subject (the session is opened without a subject). */
+  identify?: boolean;
   /** Ask for the forward pass in the verification (admin keys get it). */
   includeLayers: boolean;
 }
@@ -151,11 +156,12 @@ export class ChallengeRun {
 
   /** Start with the camera on: open the session and capture until it ends. */
   async start(req: RunRequest, source: FrameSource): Promise<void> {
-    this.req = req;
+    // Only a session opened without a subject identifies: an identifying run binds none.
+    this.req = req.identify ? { ...req, subject: undefined, verify: false } : req;
     this.dispatch({ type: "camera_ready" });
     let session: LivenessSession;
     try {
-      session = await this.api.startSession(req.subject, this.signal);
+      session = await this.api.startSession(this.req.subject, this.signal);
     } catch (e) {
       this.fail(e);
       return;
@@ -318,13 +324,16 @@ export class ChallengeRun {
     }
     this.dispatch({ type: "verdict", status });
     const subject = this.req.subject;
-    if (status.state === "passed" && this.req.verify && subject) {
-      try {
+    try {
+      if (status.state === "passed" && this.req.verify && subject) {
         const result = await this.api.verifySession(subject, session.id, this.signal, this.req.includeLayers);
         if (!this.signal.aborted) this.dispatch({ type: "verified", result });
-      } catch (e) {
-        if (!this.signal.aborted && !aborted(e)) this.dispatch({ type: "error", error: e });
+      } else if (status.state === "passed" && this.req.identify) {
+        const result = await this.api.identifySession(session.id, this.signal);
+        if (!this.signal.aborted) this.dispatch({ type: "identified", result });
       }
+    } catch (e) {
+      if (!this.signal.aborted && !aborted(e)) this.dispatch({ type: "error", error: e });
     }
     this.settle();
   }

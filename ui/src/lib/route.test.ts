@@ -6,6 +6,7 @@ describe("routeFromPath", () => {
     expect(routeFromPath("/")).toBe("verify");
     expect(routeFromPath("/index.html")).toBe("verify");
     expect(routeFromPath("/verify")).toBe("verify");
+    expect(routeFromPath("/identify")).toBe("identify");
     expect(routeFromPath("/enrol")).toBe("enrol");
     expect(routeFromPath("/fusion")).toBe("fusion");
     expect(routeFromPath("/metrics-view")).toBe("metrics-view");

@@ -3,11 +3,12 @@
  * (and at `/`), so every view has a real, shareable URL; links are relative to the app's root.
  */
 
-export const ROUTES = ["verify", "enrol", "fusion", "metrics-view", "docs"] as const;
+export const ROUTES = ["verify", "identify", "enrol", "fusion", "metrics-view", "docs"] as const;
 export type Route = (typeof ROUTES)[number];
 
 export const ROUTE_TITLES: Record<Route, string> = {
   verify: "Verify",
+  identify: "Identify",
   enrol: "Enrol",
   fusion: "Score fusion",
   "metrics-view": "Metrics",

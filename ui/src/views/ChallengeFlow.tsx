@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useId, useReducer, useRef, useState } from "react";
-import { sendFrames, sessionStatus, startSession, verifySession } from "../api";
+import { identifySession, sendFrames, sessionStatus, startSession, verifySession } from "../api";
 import {
   ChallengeCue,
   ChallengeFeedback,
@@ -8,6 +8,7 @@ import {
   ChallengeVerdict,
 } from "../components/ChallengePanel";
 import { ErrorBox } from "../components/ErrorBox";
+import { IdentifyResultView } from "../components/IdentifyResultView";
 import { VerifyDecisionView, VerifyResultView } from "../components/VerifyResultView";
 import { useCamera } from "../hooks/useCamera";
 import { useSubjects } from "../hooks/useSubjects";
@@ -31,6 +32,7 @@ const API: ChallengeApi = {
   sendFrames: (id, frames, signal) => sendFrames(id, frames, signal),
   sessionStatus: (id, signal) => sessionStatus(id, signal),
   verifySession: (subject, session, signal, includeLayers) => verifySession(subject, session, signal, includeLayers),
+  identifySession: (session, signal) => identifySession(session, signal),
 };
 
 /** Titles of the error box by where the flow failed. */
@@ -40,19 +42,26 @@ const ERROR_TITLES: Partial<Record<ChallengeState["phase"], string>> = {
   running: "The challenge stopped",
   finishing: "Cannot read the challenge's verdict",
   verifying: "Verification failed",
+  identifying: "Identification failed",
 };
+
+/** What a passed session is used for: verifying a subject (optional), or identifying who it is. */
+export type ChallengePurpose = "verify" | "identify";
 
 /**
  * The liveness challenge: optionally pick a subject, turn the camera on, open a session, follow
  * the actions it asks for with live feedback, then the verdict and, for a passed session with a
  * subject, its verification. The camera opens before the session, so a permission prompt does
  * not eat the session's few seconds and no session is opened without a camera.
+ * With `purpose` `identify` there is no subject: the session is opened without one and, once
+ * passed, identified among every enrolled subject.
  */
-export function ChallengeFlow({ admin }: { admin: boolean }) {
+export function ChallengeFlow({ admin, purpose = "verify" }: { admin: boolean; purpose?: ChallengePurpose }) {
+  const identifying = purpose === "identify";
   const [state, dispatch] = useReducer(challengeReducer, initialChallenge);
   const [subjectId, setSubjectId] = useState("");
   const [mirrored, setMirrored] = useState(true);
-  const { subjects, error: listError, reload } = useSubjects(admin);
+  const { subjects, error: listError, reload } = useSubjects(admin && !identifying);
   // Each start is a new camera attempt; the camera is on only while capturing.
   const [attempt, setAttempt] = useState(0);
   const {
@@ -79,15 +88,19 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
     const run = new ChallengeRun(API, dispatch);
     runner.current = run;
     const subject = state.subject;
-    void run.start({ subject, verify: state.verify, includeLayers: admin }, frames);
-  }, [state.phase, state.subject, state.verify, cameraStatus, cameraError, frames, admin]);
+    void run.start({ subject, verify: state.verify, identify: state.identify, includeLayers: admin }, frames);
+  }, [state.phase, state.subject, state.verify, state.identify, cameraStatus, cameraError, frames, admin]);
 
-  const subject = subjectId.trim();
+  const subject = identifying ? "" : subjectId.trim();
   const start = () => {
     runner.current?.cancel();
     runner.current = undefined;
     setAttempt((a) => a + 1);
-    dispatch({ type: "open_camera", subject: subject || undefined, verify: subject !== "" });
+    dispatch(
+      identifying
+        ? { type: "open_camera", verify: false, identify: true }
+        : { type: "open_camera", subject: subject || undefined, verify: subject !== "" },
+    );
   };
   const cancel = useCallback(() => {
     runner.current?.cancel();
@@ -101,7 +114,7 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
   return (
     <div className="columns challenge">
       <div className="card controls">
-        {admin ? (
+        {identifying ? null : admin ? (
           <div className="field">
             <label htmlFor={subjectFieldId}>Subject (optional)</label>
             <div className="row">
@@ -141,9 +154,11 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
           </div>
         )}
         <p className="muted small">
-          {subject
-            ? "A passed challenge is then verified against this subject, with the session's best frame as the image."
-            : "Without a subject the challenge only says whether a live person is in front of the camera."}
+          {identifying
+            ? "The challenge is opened without a subject; once passed, its best frame is identified among every enrolled subject."
+            : subject
+              ? "A passed challenge is then verified against this subject, with the session's best frame as the image."
+              : "Without a subject the challenge only says whether a live person is in front of the camera."}
         </p>
         <div className="row">
           {active ? (
@@ -199,6 +214,20 @@ export function ChallengeFlow({ admin }: { admin: boolean }) {
         {state.verdict ? <ChallengeVerdict verdict={state.verdict} /> : null}
         {state.phase === "done" && state.errorDuring === "verifying" ? (
           <ErrorBox error={state.error} title="Verification with the session failed" />
+        ) : null}
+        {state.phase === "done" && state.errorDuring === "identifying" ? (
+          <ErrorBox error={state.error} title="Identification with the session failed" />
+        ) : null}
+        {state.identification ? (
+          <section data-testid="challenge-identification">
+            <h3>Identification with the session</h3>
+            <p className="muted small" data-testid="challenge-probe">
+              Among every enrolled subject; the probe is{" "}
+              {state.identification.probeFromImage ? "the image sent beside the session" : "the session's best frame"},
+              and the challenge&apos;s confidence is the liveness feature.
+            </p>
+            <IdentifyResultView result={state.identification} admin={admin} />
+          </section>
         ) : null}
         {state.result ? (
           <section data-testid="challenge-verification">
