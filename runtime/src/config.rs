@@ -11,7 +11,9 @@ use clap::{Parser, ValueEnum};
 use facekey_settings::{defaults, env, validate_unit_threshold};
 
 use crate::alerts::{EmailSettings, SmtpTls};
+use crate::auth::Caller;
 use crate::fusion::WeightsSource;
+use crate::store::QuotaOf;
 use crate::verifier::{DecisionPolicy, VerifierConfig};
 use crate::vision::second_opinion::{MatchModels, PassiveLivenessModels};
 use crate::vision::{Combine, LivenessMode, MultiFacePolicy, VisionConfig};
@@ -659,16 +661,26 @@ impl Config {
         Ok(Some(url))
     }
 
-    /// The per-key subject quota of a key that is not admin: `--max-subjects-per-key`, `None`
-    /// when it is 0 (no per-key limit).
-    pub fn subject_quota(&self) -> Option<usize> {
-        Some(self.max_subjects_per_key).filter(|&n| n > 0)
+    /// The per-key quota of `of` (subjects created or faces enrolled) a key without `admin` is
+    /// held to: `--max-subjects-per-key` or `--max-templates-per-key`, `None` when it is 0 (no
+    /// per-key limit).
+    pub fn quota(&self, of: QuotaOf) -> Option<usize> {
+        let limit = match of {
+            QuotaOf::Subjects => self.max_subjects_per_key,
+            QuotaOf::Templates => self.max_templates_per_key,
+        };
+        Some(limit).filter(|&n| n > 0)
     }
 
-    /// The per-key template quota of a key that is not admin: `--max-templates-per-key`, `None`
-    /// when it is 0 (no per-key limit).
-    pub fn template_quota(&self) -> Option<usize> {
-        Some(self.max_templates_per_key).filter(|&n| n > 0)
+    /// The quota of `of` that `caller` is held to: none for `admin` keys, which are held to the
+    /// store's bounds only (they can delete any subject or face anyway, and the operator's own
+    /// key must be able to enrol whatever other keys did); [`Config::quota`] for the others.
+    pub fn key_quota(&self, of: QuotaOf, caller: &Caller) -> Option<usize> {
+        if caller.is_admin() {
+            None
+        } else {
+            self.quota(of)
+        }
     }
 
     /// Requests that may wait for an inference place: `--max-queue`, else four per in-flight
@@ -839,28 +851,53 @@ mod tests {
     #[test]
     fn the_subject_quota_is_per_key_unless_zero() {
         let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
-        assert_eq!(c.subject_quota(), Some(defaults::MAX_SUBJECTS_PER_KEY));
-        assert!(c.subject_quota() < Some(c.max_subjects));
+        assert_eq!(
+            c.quota(QuotaOf::Subjects),
+            Some(defaults::MAX_SUBJECTS_PER_KEY)
+        );
+        assert!(c.quota(QuotaOf::Subjects) < Some(c.max_subjects));
         let c = Config::try_parse_from(["facekey-runtime", "--max-subjects-per-key", "3"]).unwrap();
-        assert_eq!(c.subject_quota(), Some(3));
+        assert_eq!(c.quota(QuotaOf::Subjects), Some(3));
         let c = Config::try_parse_from(["facekey-runtime", "--max-subjects-per-key", "0"]).unwrap();
-        assert_eq!(c.subject_quota(), None);
+        assert_eq!(c.quota(QuotaOf::Subjects), None);
         assert!(
             Config::try_parse_from(["facekey-runtime", "--max-subjects-per-key", "-1"]).is_err()
         );
     }
 
     #[test]
+    fn admin_keys_are_held_to_no_key_quota() {
+        let c =
+            Config::try_parse_from(["facekey-runtime", "--max-templates-per-key", "7"]).unwrap();
+        let caller = |scope| Caller {
+            key_id: "k".into(),
+            scopes: std::sync::Arc::new([scope].into()),
+        };
+        let enrol = caller(crate::auth::Scope::Enrol);
+        assert_eq!(c.key_quota(QuotaOf::Templates, &enrol), Some(7));
+        assert_eq!(
+            c.key_quota(QuotaOf::Subjects, &enrol),
+            Some(defaults::MAX_SUBJECTS_PER_KEY)
+        );
+        let admin = caller(crate::auth::Scope::Admin);
+        assert_eq!(c.key_quota(QuotaOf::Templates, &admin), None);
+        assert_eq!(c.key_quota(QuotaOf::Subjects, &admin), None);
+    }
+
+    #[test]
     fn the_template_quota_is_per_key_unless_zero() {
         let c = Config::try_parse_from(["facekey-runtime"]).unwrap();
-        assert_eq!(c.template_quota(), Some(defaults::MAX_TEMPLATES_PER_KEY));
-        assert!(c.template_quota() < Some(c.max_templates));
+        assert_eq!(
+            c.quota(QuotaOf::Templates),
+            Some(defaults::MAX_TEMPLATES_PER_KEY)
+        );
+        assert!(c.quota(QuotaOf::Templates) < Some(c.max_templates));
         let c =
             Config::try_parse_from(["facekey-runtime", "--max-templates-per-key", "3"]).unwrap();
-        assert_eq!(c.template_quota(), Some(3));
+        assert_eq!(c.quota(QuotaOf::Templates), Some(3));
         let c =
             Config::try_parse_from(["facekey-runtime", "--max-templates-per-key", "0"]).unwrap();
-        assert_eq!(c.template_quota(), None);
+        assert_eq!(c.quota(QuotaOf::Templates), None);
     }
 
     #[test]

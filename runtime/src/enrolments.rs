@@ -197,8 +197,8 @@ impl Enrolments {
         self.creating.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// What `key_id` holds of `of` in the index.
-    fn held(&self, of: QuotaOf, key_id: &str) -> usize {
+    /// What `key_id` holds of `of` in the index: subjects it created or templates it enrolled.
+    pub fn held(&self, of: QuotaOf, key_id: &str) -> usize {
         match of {
             QuotaOf::Subjects => self.index.subjects_created_by(key_id),
             QuotaOf::Templates => self.index.templates_enrolled_by(key_id),

@@ -143,6 +143,10 @@ pub struct Metrics {
     pub subjects_refused: IntCounterVec,
     /// Enrolments (new templates) refused by a bound of the store, by reason ([`StoreRefusal`]).
     pub templates_refused: IntCounterVec,
+    /// What each key held to a per-key quota holds, by key id and quota (set at each scrape).
+    pub key_quota_held: IntGaugeVec,
+    /// The per-key quotas by quota; 0 when there is none.
+    pub key_quota_limit: IntGaugeVec,
     /// Request body bytes reserved now.
     pub body_memory_bytes: IntGauge,
     /// Inferences stopped at a stage boundary because their request went away.
@@ -360,6 +364,23 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let key_quota_held = IntGaugeVec::new(
+            Opts::new(
+                "facekey_key_quota_held",
+                "What each API key held to a per-key quota (enrol scope, no admin) holds, by \
+                 key_id and quota: subjects it created, templates (faces) it enrolled.",
+            ),
+            &["key_id", "quota"],
+        )?;
+        let key_quota_limit = IntGaugeVec::new(
+            Opts::new(
+                "facekey_key_quota_limit",
+                "The per-key quota by quota (FACEKEY_MAX_SUBJECTS_PER_KEY, \
+                 FACEKEY_MAX_TEMPLATES_PER_KEY); 0 when there is none. Beyond it a key's writes \
+                 answer 507 key_subject_quota / key_template_quota.",
+            ),
+            &["quota"],
+        )?;
         let body_memory_bytes = IntGauge::new(
             "facekey_body_memory_bytes",
             "Request body bytes reserved now by requests being handled (each its declared \
@@ -453,6 +474,8 @@ impl Metrics {
             Box::new(body_refused.clone()),
             Box::new(subjects_refused.clone()),
             Box::new(templates_refused.clone()),
+            Box::new(key_quota_held.clone()),
+            Box::new(key_quota_limit.clone()),
             Box::new(inference_service_seconds.clone()),
             Box::new(admission_offered_load.clone()),
             Box::new(body_memory_bytes.clone()),
@@ -543,6 +566,8 @@ impl Metrics {
             body_refused,
             subjects_refused,
             templates_refused,
+            key_quota_held,
+            key_quota_limit,
             inference_service_seconds,
             admission_offered_load,
             body_memory_bytes,

@@ -174,6 +174,38 @@ async fn a_key_at_its_template_quota_is_refused_while_others_enrol_and_it_surviv
         0.0
     );
 
+    // Each key sees its own use of its quotas; admin keys have none.
+    let (status, me) = send_json(a.get(s.url("/v1/auth/whoami"))).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(
+        me["quotas"],
+        serde_json::json!({
+            "subjects": {"held": 3, "limit": config.max_subjects_per_key},
+            "templates": {"held": QUOTA, "limit": QUOTA},
+        })
+    );
+    let (_, me) = send_json(admin.get(s.url("/v1/auth/whoami"))).await;
+    assert_eq!(
+        me["quotas"]["templates"],
+        serde_json::json!({"held": QUOTA, "limit": null})
+    );
+    // The metrics give each key held to a quota its use and the limits, for the operator's
+    // FaceKeyKeyQuotaNearlyFull; admin keys have no series.
+    let held = |key: &str, quota: &str| {
+        metric(
+            &metrics,
+            &format!("facekey_key_quota_held{{key_id=\"{key}\",quota=\"{quota}\"}}"),
+        )
+    };
+    assert_eq!(held("app-a", "templates"), QUOTA as f64);
+    assert_eq!(held("app-a", "subjects"), 3.0);
+    assert_eq!(held("app-b", "templates"), 1.0);
+    assert!(!metrics.contains("key_id=\"admin\""), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "facekey_key_quota_limit{quota=\"templates\"}"),
+        QUOTA as f64
+    );
+
     // An admin finds what a key filled its quota with: the subjects holding its faces.
     let mut expected = vec![a1.clone(), a2.clone()];
     expected.sort();

@@ -390,6 +390,8 @@ await step("enrol-upload-face", async () => {
   const row = page.locator(`[data-testid="subject-row"][data-name="${subjectName}"]`);
   await row.waitFor();
   await waitText(`[data-testid="subject-row"][data-name="${subjectName}"] [data-testid="subject-faces"]`, (t) => t === "1", "face count");
+  // The key's use of its quotas, asked again after the write (an admin key has no per-key limit).
+  await waitText('[data-testid="key-quotas"]', (t) => /[1-9][\d,]* (of [\d,]+ )?faces enrolled/.test(t), "the key's quotas");
 }, [FACES]);
 
 await step("verify-with-camera", async () => {

@@ -244,6 +244,21 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             ),
         },
         Alert {
+            name: "FaceKeyApiKeyQuotaNearlyFull",
+            // Each key held to a per-key quota against that quota (none when it is 0); the
+            // replicas report the same counts, the fullest counts.
+            expr: format!(
+                "max by ({KEEP}, key_id, quota) (facekey_key_quota_held{{{sel}}}) / on ({KEEP}, quota) group_left () max by ({KEEP}, quota) (facekey_key_quota_limit{{{sel}}} > 0) > {STORE_NEARLY_FULL_RATIO}"
+            ),
+            for_: "15m",
+            severity: "warning",
+            summary: format!("An API key of {namespace}/{name} nearly holds its quota"),
+            description: format!(
+                "API key {{{{ $labels.key_id }}}} of FaceKeyDeployment {namespace}/{name} holds {{{{ $value | humanizePercentage }}}} of its {{{{ $labels.quota }}}} quota (above {:.0}% for 15 minutes); at the quota its writes answer 507 key_subject_quota or key_template_quota.",
+                STORE_NEARLY_FULL_RATIO * 100.0
+            ),
+        },
+        Alert {
             name: "FaceKeySubjectsRefused",
             // Any refusal: a key at its subject quota is a runaway client, someone filling the
             // store, or one application outgrowing its quota; a full store refuses everyone.
@@ -562,6 +577,21 @@ mod tests {
             "{description}"
         );
         assert!(description.contains("ns/fk"), "{description}");
+    }
+
+    #[test]
+    fn a_key_near_its_quota_alerts_by_key_and_quota() {
+        let rule = alert("FaceKeyApiKeyQuotaNearlyFull");
+        assert_eq!(
+            rule["expr"],
+            r#"max by (namespace, job, key_id, quota) (facekey_key_quota_held{namespace="ns",job="fk"}) / on (namespace, job, quota) group_left () max by (namespace, job, quota) (facekey_key_quota_limit{namespace="ns",job="fk"} > 0) > 0.9"#
+        );
+        assert_eq!(rule["for"], "15m");
+        let description = warning_with_runbook(&rule, "facekeyapikeyquotanearlyfull");
+        assert!(
+            description.contains("{{ $labels.key_id }}"),
+            "{description}"
+        );
     }
 
     #[test]

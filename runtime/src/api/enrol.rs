@@ -78,16 +78,11 @@ fn rejected(code: &'static str, message: String) -> ApiError {
 }
 
 /// Who enrols: the caller's key, held to `FACEKEY_MAX_TEMPLATES_PER_KEY` unless it holds `admin`
-/// (an admin key can delete any face anyway, and the operator's own key must be able to enrol
-/// whatever other keys did). No key (authentication off): no enroller, no quota.
+/// ([`crate::config::Config::key_quota`]). No key (authentication off): no enroller, no quota.
 fn enroller<'a>(state: &SharedState, caller: Option<&'a Extension<Caller>>) -> Creator<'a> {
     Creator {
         key_id: caller.map(|c| &*c.key_id),
-        quota: if is_admin(caller) {
-            None
-        } else {
-            state.config.template_quota()
-        },
+        quota: caller.and_then(|c| state.config.key_quota(QuotaOf::Templates, c)),
     }
 }
 

@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
+use crate::auth::Scope;
 use crate::state::SharedState;
+use crate::store::QuotaOf;
 
 /// `GET /healthz`: the process is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness",
@@ -41,6 +43,33 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
     }
 }
 
+/// Set the per-key quota gauges: the limits, and what each key of the keys file held to a quota
+/// (`enrol` without `admin`) holds; keys removed from the file lose their series.
+fn key_quotas(state: &SharedState) {
+    let m = &state.metrics;
+    m.key_quota_held.reset();
+    for of in QuotaOf::ALL {
+        let limit = state.config.quota(of).unwrap_or(0);
+        m.key_quota_limit
+            .with_label_values(&[of.label()])
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    for entry in state.api_keys.ring().entries() {
+        let caller = entry.caller();
+        if !caller.has(Scope::Enrol) {
+            continue;
+        }
+        for of in QuotaOf::ALL {
+            if state.config.key_quota(of, &caller).is_some() {
+                let held = state.enrolments.held(of, entry.id());
+                m.key_quota_held
+                    .with_label_values(&[entry.id(), of.label()])
+                    .set(i64::try_from(held).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
+
 /// `GET /metrics`: Prometheus text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
     responses((status = 200, description = "Text exposition format 0.0.4", content_type = "text/plain")))]
@@ -57,6 +86,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiEr
     m.enrolled_templates_limit
         .set(gauge(state.config.max_templates));
     m.subjects_outdated.set(gauge(stats.outdated_subjects));
+    key_quotas(&state);
     let admission = state.admission.stats();
     m.inferences_in_flight.set(gauge(admission.in_flight));
     m.inferences_queued.set(gauge(admission.queued));

@@ -231,16 +231,9 @@ async fn create_within_bounds(
         state.config.max_subjects,
         facekey_settings::env::MAX_SUBJECTS,
     )?;
-    // Admin keys are held to the store's bound only: they can delete any subject anyway, and
-    // the operator's own key must be able to enrol whatever other keys did.
-    let quota = if caller.is_admin() {
-        None
-    } else {
-        state.config.subject_quota()
-    };
     let creator = Creator {
         key_id: Some(&*caller.key_id),
-        quota,
+        quota: state.config.key_quota(QuotaOf::Subjects, caller),
     };
     state.enrolments.create_subject(name, creator).await
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use crate::auth::{Caller, Scope};
 use crate::state::SharedState;
+use crate::store::QuotaOf;
 
 /// Answer of `GET /v1/auth/whoami`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -17,6 +18,28 @@ pub struct WhoAmI {
     pub scopes: Vec<Scope>,
     /// Its request rate limit, requests per second (`null`: unlimited).
     pub rps: Option<f64>,
+    /// What it holds against its store quotas, so a client sees a quota coming before its
+    /// writes answer 507.
+    pub quotas: KeyQuotas,
+}
+
+/// A key's use of its per-key store quotas.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyQuotas {
+    /// Subjects it created (`FACEKEY_MAX_SUBJECTS_PER_KEY`).
+    pub subjects: QuotaUse,
+    /// Faces (templates) it enrolled (`FACEKEY_MAX_TEMPLATES_PER_KEY`).
+    pub templates: QuotaUse,
+}
+
+/// How much of one quota a key holds.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QuotaUse {
+    /// How many it holds (in this replica's index).
+    pub held: usize,
+    /// Its limit; `null` when it has none (an `admin` key, or a quota of 0): then only the
+    /// store's bounds hold it.
+    pub limit: Option<usize>,
 }
 
 /// `GET /v1/auth/whoami`.
@@ -24,7 +47,7 @@ pub struct WhoAmI {
     get,
     path = "/v1/auth/whoami",
     tag = "access",
-    summary = "The presented key's id, scopes and rate limit",
+    summary = "The presented key's id, scopes, rate limit and quotas",
     responses(
         (status = 200, description = "The key", body = WhoAmI),
         (status = 401, description = "No key or an invalid one", body = super::error::ErrorBody),
@@ -44,9 +67,17 @@ pub async fn whoami(
         .iter()
         .find(|e| e.id() == &*caller.key_id)
         .and_then(|e| e.rps);
+    let quota = |of| QuotaUse {
+        held: state.enrolments.held(of, &caller.key_id),
+        limit: state.config.key_quota(of, &caller),
+    };
     Ok(Json(WhoAmI {
         key_id: caller.key_id.to_string(),
         scopes: caller.scopes.iter().copied().collect(),
         rps,
+        quotas: KeyQuotas {
+            subjects: quota(QuotaOf::Subjects),
+            templates: quota(QuotaOf::Templates),
+        },
     }))
 }

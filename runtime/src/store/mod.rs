@@ -132,6 +132,17 @@ impl QuotaOf {
         }
     }
 
+    /// Both quotas.
+    pub const ALL: [Self; 2] = [Self::Subjects, Self::Templates];
+
+    /// The `quota` label of the per-key metrics and the field of `GET /v1/auth/whoami`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Subjects => "subjects",
+            Self::Templates => "templates",
+        }
+    }
+
     /// The setting of the limit.
     pub fn setting(self) -> &'static str {
         match self {

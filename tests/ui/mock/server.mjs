@@ -414,7 +414,17 @@ async function api(req, url) {
   const path = url.pathname;
   const method = req.method;
   const caller = authenticate(req, path);
-  if (path === "/v1/auth/whoami" && KEYED) return { route: path, body: caller };
+  if (path === "/v1/auth/whoami" && KEYED) {
+    // Every subject and face counts against whoever asks (the mock keeps no creators); admin
+    // keys have no per-key limit, the others the runtime's defaults.
+    const admin = caller.scopes.includes("admin");
+    const faces = [...subjects.values()].reduce((n, s) => n + s.faces, 0);
+    const quotas = {
+      subjects: { held: subjects.size, limit: admin ? null : 10000 },
+      templates: { held: faces, limit: admin ? null : 5000 },
+    };
+    return { route: path, body: { ...caller, quotas } };
+  }
   if (path === "/healthz") return { route: path, body: { status: "ok" } };
   if (path === "/readyz") return { route: path, body: { status: "ready" } };
   if (path === "/openapi.json") return { route: path, body: OPENAPI };

@@ -12,6 +12,9 @@ import {
   may,
   parseScopes,
   parseWhoami,
+  parseQuotas,
+  describeQuotas,
+  nearlyFull,
   retryAfterSeconds,
   splitKeyFromHash,
 } from "./auth";
@@ -129,6 +132,31 @@ describe("parseWhoami", () => {
       rps: 5,
     });
     expect(parseWhoami(null)).toEqual({ keyId: "", scopes: [], rps: undefined });
+  });
+
+  it("reads the quotas, a null limit as none, and drops malformed ones", () => {
+    const quotas = { subjects: { held: 3, limit: 10000 }, templates: { held: 4600, limit: null } };
+    expect(parseWhoami({ key_id: "app", scopes: ["enrol"], quotas }).quotas).toEqual({
+      subjects: { held: 3, limit: 10000 },
+      templates: { held: 4600, limit: undefined },
+    });
+    expect(parseQuotas({ subjects: { held: 3 } })).toBeUndefined();
+    expect(parseQuotas({ subjects: { held: "3" }, templates: { held: 1 } })).toBeUndefined();
+    expect(parseWhoami({ key_id: "old", scopes: [] }).quotas).toBeUndefined();
+  });
+});
+
+describe("describeQuotas", () => {
+  it("says what the key holds of each quota", () => {
+    expect(describeQuotas({ subjects: { held: 3, limit: 10000 }, templates: { held: 4600, limit: 5000 } })).toBe(
+      "3 of 10,000 subjects created and 4,600 of 5,000 faces enrolled",
+    );
+    expect(describeQuotas({ subjects: { held: 12 }, templates: { held: 0 } })).toBe(
+      "12 subjects created (no per-key limit) and 0 faces enrolled (no per-key limit)",
+    );
+    expect(nearlyFull({ held: 4500, limit: 5000 })).toBe(true);
+    expect(nearlyFull({ held: 4499, limit: 5000 })).toBe(false);
+    expect(nearlyFull({ held: 1e9 })).toBe(false);
   });
 });
 

@@ -25,7 +25,51 @@ export interface Identity {
   rps?: number;
   /** True when the runtime has no API keys at all (an older runtime): everything is allowed. */
   open?: boolean;
+  /** What the key holds against its store quotas; undefined from a runtime without them. */
+  quotas?: KeyQuotas;
 }
+
+/** How much of one per-key quota a key holds; `limit` undefined: no per-key limit. */
+export interface QuotaUse {
+  held: number;
+  limit?: number;
+}
+
+/** A key's per-key store quotas: subjects it created, faces (templates) it enrolled. */
+export interface KeyQuotas {
+  subjects: QuotaUse;
+  templates: QuotaUse;
+}
+
+function parseQuotaUse(raw: unknown): QuotaUse | undefined {
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const o = raw as Record<string, unknown>;
+  if (typeof o.held !== "number" || !Number.isFinite(o.held)) return undefined;
+  const limit = typeof o.limit === "number" && Number.isFinite(o.limit) ? o.limit : undefined;
+  return { held: o.held, limit };
+}
+
+/** The `quotas` of a whoami answer, or undefined when absent or malformed. */
+export function parseQuotas(raw: unknown): KeyQuotas | undefined {
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const o = raw as Record<string, unknown>;
+  const subjects = parseQuotaUse(o.subjects);
+  const templates = parseQuotaUse(o.templates);
+  return subjects && templates ? { subjects, templates } : undefined;
+}
+
+const quotaPart = (use: QuotaUse, what: string): string =>
+  use.limit === undefined
+    ? `${use.held.toLocaleString("en-US")} ${what} (no per-key limit)`
+    : `${use.held.toLocaleString("en-US")} of ${use.limit.toLocaleString("en-US")} ${what}`;
+
+/** The quotas in words: "3 of 10,000 subjects created and 2 of 5,000 faces enrolled". */
+export function describeQuotas(q: KeyQuotas): string {
+  return `${quotaPart(q.subjects, "subjects created")} and ${quotaPart(q.templates, "faces enrolled")}`;
+}
+
+/** Whether a quota is at least 90 % used (the operator's alert threshold). */
+export const nearlyFull = (use: QuotaUse): boolean => use.limit !== undefined && use.held >= 0.9 * use.limit;
 
 /** The `sessionStorage` entry holding the key. */
 export const KEY_STORAGE_NAME = "facekey.api_key";
@@ -60,11 +104,16 @@ export function describeScopes(scopes: readonly Scope[]): string {
   return `may ${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
 }
 
-/** Normalise a `GET /v1/auth/whoami` answer `{"key_id","scopes","rps"}`. */
+/** Normalise a `GET /v1/auth/whoami` answer `{"key_id","scopes","rps","quotas"}`. */
 export function parseWhoami(raw: unknown): Identity {
   const o = typeof raw === "object" && raw !== null ? (raw as Record<string, unknown>) : {};
   const rps = typeof o.rps === "number" && Number.isFinite(o.rps) ? o.rps : undefined;
-  return { keyId: typeof o.key_id === "string" ? o.key_id : "", scopes: parseScopes(o.scopes), rps };
+  return {
+    keyId: typeof o.key_id === "string" ? o.key_id : "",
+    scopes: parseScopes(o.scopes),
+    rps,
+    quotas: parseQuotas(o.quotas),
+  };
 }
 
 /** The headers that authenticate a request with `key` (none without a key). */

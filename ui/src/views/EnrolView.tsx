@@ -5,8 +5,9 @@ import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/
 import { ScopeNotice } from "../components/ScopeNotice";
 import { SubjectTable } from "../components/SubjectTable";
 import { useAuth } from "../hooks/useAuth";
+import { useKeyQuotas } from "../hooks/useKeyQuotas";
 import { useSubjects } from "../hooks/useSubjects";
-import { may } from "../lib/auth";
+import { describeQuotas, may, nearlyFull } from "../lib/auth";
 
 const TITLE = (
   <>
@@ -37,6 +38,7 @@ export function EnrolView() {
 function EnrolForms({ admin }: { admin: boolean }) {
   const { identity } = useAuth();
   const { subjects: listed, error: listError, reload } = useSubjects(admin);
+  const { quotas, refresh: refreshQuotas } = useKeyQuotas(identity?.quotas);
   // Without `admin` the runtime lists nothing: the subjects created here are all the view knows.
   const [created, setCreated] = useState<Subject[]>([]);
   const subjects = admin ? listed : created;
@@ -64,6 +66,7 @@ function EnrolForms({ admin }: { admin: boolean }) {
       setStatus("");
     } finally {
       setBusy(false);
+      refreshQuotas();
     }
   };
 
@@ -106,6 +109,14 @@ function EnrolForms({ admin }: { admin: boolean }) {
         <div className="stack">
           <form className="card controls" onSubmit={create}>
             <h3>New subject</h3>
+            {quotas ? (
+              <p
+                className={nearlyFull(quotas.subjects) || nearlyFull(quotas.templates) ? "warn" : "muted"}
+                data-testid="key-quotas"
+              >
+                This key: {describeQuotas(quotas)}.
+              </p>
+            ) : null}
             <div className="field">
               <label htmlFor={nameId}>Name</label>
               <div className="row">
