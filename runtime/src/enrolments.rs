@@ -390,11 +390,13 @@ impl Enrolments {
 mod tests {
     use super::*;
     use crate::store::RedbStore;
-    use crate::store::cipher::{TemplateKeys, new_key_line};
+    use crate::store::cipher::TemplateKeys;
 
+    /// The enrolments of the store in `dir`, under one fixed template key (so a store opened
+    /// again reads what it wrote).
     async fn open(dir: &std::path::Path) -> Enrolments {
-        let keys =
-            TemplateKeys::parse(&new_key_line("k").unwrap(), std::path::Path::new("k")).unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
         let store = RedbStore::open(dir, 5, keys).unwrap();
         Enrolments::open(Arc::new(store), "m", 2).await.unwrap()
     }

@@ -14,8 +14,11 @@
 #
 # Test-only changes to what a cluster would run (each also printed in the derived files):
 #   - scrape interval 1s, rule evaluation interval 1s, Alertmanager group_wait 1s;
-#   - FaceKeySpoofAttemptsHigh's `for` 1m -> 15s (the CRD has no `for` field; only that field of
-#     the rendered rule is rewritten, by derive.py --test-for);
+#   - FaceKeySpoofAttemptsHigh's `for` 1m -> 15s and FaceKeyApiKeyQuotaNearlyFull's 15m -> 2s
+#     (the CRD has no `for` field; only that field of the rendered rules is rewritten, by
+#     derive.py --test-for);
+#   - an `enrol` key beside the admin key, with a subject quota of 2, which it then fills: the
+#     quota alert's chain (runtime gauges, rule, Alertmanager, mail) like the spoof alert's;
 #   - service discovery is one static target carrying the labels Kubernetes would attach.
 # Afterwards the runtime's real /metrics is checked against docs/metrics.md
 # (tests/metrics/catalogue.py) and every Grafana panel query against this Prometheus
@@ -98,7 +101,8 @@ SECRETS=(--secret "$NAME-smtp/password=$SMTP_PASSWORD" --secret "$NAME-smtp-ca/c
 
 "$PY" "$HERE/derive.py" prometheus --rendered "$WORK/rendered.yaml" --pod "$POD" \
   --target "127.0.0.1:PORT_PLACEHOLDER" --alertmanager "127.0.0.1:$AM_PORT" --out "$WORK" \
-  --test-scrape-interval 1s --test-evaluation-interval 1s --test-for FaceKeySpoofAttemptsHigh=15s
+  --test-scrape-interval 1s --test-evaluation-interval 1s --test-for FaceKeySpoofAttemptsHigh=15s \
+  --test-for FaceKeyApiKeyQuotaNearlyFull=2s
 "$PY" "$HERE/derive.py" alertmanager --rendered "$WORK/rendered.yaml" "${SECRETS[@]}" \
   --out "$WORK/alertmanager.yml" --test-group-wait 1s
 grep -q "ca_file: $WORK/alertmanager-secrets/$NAME-smtp-ca/ca.crt" "$WORK/alertmanager.yml" \
@@ -129,7 +133,10 @@ export FACEKEY_INSTANCE="$POD"
 # 0.0.0.0:9090 and /var/lib/facekey.
 # Every face is a spoof at this liveness threshold, so the enrolment below would be refused by
 # the enrolment liveness gate: enrol as from an ID photo.
-start_runtime --data-dir "$WORK/data" --enrol-liveness off --metrics-listen "127.0.0.1:$METRICS_PORT"
+# An application's `enrol` key (FACEKEY_KEY_ENROL) beside the admin key, with a subject quota of
+# 2: its one subject below holds half of it, its second all of it (FaceKeyApiKeyQuotaNearlyFull).
+RUNTIME_EXTRA_SCOPES=enrol start_runtime --data-dir "$WORK/data" --enrol-liveness off \
+  --metrics-listen "127.0.0.1:$METRICS_PORT" --max-subjects-per-key 2
 METRICS_URL="http://127.0.0.1:$METRICS_PORT"
 wait_http "$METRICS_URL/readyz" 30 || fail "the metrics listener does not answer"
 ok "runtime ready at $RUNTIME_URL, metrics at $METRICS_URL"
@@ -199,9 +206,11 @@ ok "Alertmanager emailed: $(grep -o "[0-9]* presentation attacks against FaceKey
 
 # --- Traffic on every other endpoint that moves a metric (score, enrolment, verify) ------------
 curl -fsS -H "$AUTH" "$RUNTIME_URL/v1/score" -H 'content-type: application/json' -d '{"features":[1,0.5,-1]}' >/dev/null
-subject=$(curl -fsS -H "$AUTH" "$RUNTIME_URL/v1/subjects" -H 'content-type: application/json' -d '{"name":"E2E"}' |
+# The application's key creates and enrols (its quota series, the key-quota panel).
+APP_AUTH="authorization: Bearer $FACEKEY_KEY_ENROL"
+subject=$(curl -fsS -H "$APP_AUTH" "$RUNTIME_URL/v1/subjects" -H 'content-type: application/json' -d '{"name":"E2E"}' |
   "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-curl -fsS -H "$AUTH" "$RUNTIME_URL/v1/subjects/$subject/faces" -F "image=@$ROOT/runtime/testdata/faces/astronaut.png" >/dev/null
+curl -fsS -H "$APP_AUTH" "$RUNTIME_URL/v1/subjects/$subject/faces" -F "image=@$ROOT/runtime/testdata/faces/astronaut.png" >/dev/null
 # Two verifies more than a scrape apart, so rate() over the verify series is not 0 (0/0 = NaN).
 for i in 1 2; do
   curl -fsS -H "$AUTH" "$RUNTIME_URL/v1/verify" -F "subject=$subject" -F "image=@$FACE" >/dev/null
@@ -234,6 +243,20 @@ until query "facekey:slo_verify_errors:ratio_rate5m{$sel}" >"$WORK/slo.json" && 
   sleep 0.5
 done
 ok "SLO recording rules evaluate on the verify traffic (error ratio 0)"
+
+# --- A key reaching its quota: the runtime's gauges, the rule, Alertmanager, the mail ------------
+# The same chain as the spoof alert, for the operator's per-key quota alert: the key's second
+# subject fills its quota of 2, and the mail must name the key and the quota.
+curl -fsS -H "$APP_AUTH" "$RUNTIME_URL/v1/subjects" -H 'content-type: application/json' -d '{"name":"E2E 2"}' >/dev/null
+status=$(curl -sS -o "$WORK/third.json" -w '%{http_code}' -H "$APP_AUTH" "$RUNTIME_URL/v1/subjects" \
+  -H 'content-type: application/json' -d '{"name":"E2E 3"}')
+[ "$status" = 507 ] && grep -q key_subject_quota "$WORK/third.json" \
+  || fail "a third subject of the key answered $status: $(cat "$WORK/third.json")"
+wait_mail "FaceKeyApiKeyQuotaNearlyFull" 60 >"$WORK/quota-mail.txt" \
+  || { query 'ALERTS' >&2; fail "no Alertmanager email for the key at its quota"; }
+grep -q "API key tests-enrol of FaceKeyDeployment $NS/$NAME holds 100% of its subjects quota" "$WORK/quota-mail.txt" \
+  || { cat "$WORK/quota-mail.txt" >&2; fail "the quota email does not name the key, the deployment and the quota"; }
+ok "a key at its subject quota: 507 key_subject_quota, and Alertmanager emailed FaceKeyApiKeyQuotaNearlyFull"
 
 # --- Every Grafana panel query returns data from this Prometheus ------------------------------
 # No Grafana server exists in any registry here: the panels' PromQL is checked instead.

@@ -156,6 +156,42 @@ const PANELS: &[(&str, &str, &[Target])] = &[
             "sum by (reason) (rate(facekey_admission_rejected_total{sel}[5m]))",
         )],
     ),
+    (
+        "Template store use (of FACEKEY_MAX_SUBJECTS / FACEKEY_MAX_TEMPLATES)",
+        "percentunit",
+        &[
+            (
+                "subjects",
+                "max(facekey_enrolled_subjects{sel}) / max(facekey_enrolled_subjects_limit{sel})",
+            ),
+            (
+                "templates",
+                "max(facekey_enrolled_templates{sel}) / max(facekey_enrolled_templates_limit{sel})",
+            ),
+        ],
+    ),
+    (
+        "API key quota use (of each key's per-key quota)",
+        "percentunit",
+        &[(
+            "{{key_id}} {{quota}}",
+            "max by (key_id, quota) (facekey_key_quota_held{sel}) / on (quota) group_left () max by (quota) (facekey_key_quota_limit{sel} > 0)",
+        )],
+    ),
+    (
+        "Store refusals (507) per second by reason",
+        "reqps",
+        &[
+            (
+                "subjects {{reason}}",
+                "sum by (reason) (rate(facekey_subjects_refused_total{sel}[5m]))",
+            ),
+            (
+                "templates {{reason}}",
+                "sum by (reason) (rate(facekey_templates_refused_total{sel}[5m]))",
+            ),
+        ],
+    ),
     ("Runtime pods up", "short", &[("up", "sum(up{sel})")]),
     (
         "Build info",
