@@ -348,9 +348,11 @@ async fn a_rotated_keys_file_applies_without_restart() {
     let (status, v) = whoami(old["verify"].clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        v,
-        json!({ "key_id": "verify", "scopes": ["verify"], "rps": null })
+        (&v["key_id"], &v["scopes"], &v["rps"]),
+        (&json!("verify"), &json!(["verify"]), &json!(null)),
+        "{v}"
     );
+    assert_eq!(v["quotas"]["templates"]["held"], 0, "{v}");
 
     // An invalid file is refused and the old keys stay in force.
     std::fs::write(&file, "broken line\n").unwrap();

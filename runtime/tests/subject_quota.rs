@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::postgres::{PgServer, Replicas};
-use common::{Running, error_code, eventually, keyed_client, metric, send_json};
-use facekey_runtime::auth::Scope;
-use facekey_runtime::auth::keys::{key_line, new_key};
+use common::{
+    Running, error_code, eventually, keyed_client, metric, send_json, two_apps_and_admin_keys,
+};
 use facekey_runtime::config::Config;
 use facekey_runtime::enrolments::{Creator, Enrolments};
 use facekey_runtime::store::StoreError;
@@ -26,27 +26,6 @@ use serde_json::{Value, json};
 
 /// The quota the tests run with.
 const QUOTA: usize = 3;
-
-/// A keys file with two `enrol` keys (`app-a`, `app-b`) and an `admin` key in `dir`: its path
-/// and the keys by id.
-fn keys_file(dir: &std::path::Path) -> (std::path::PathBuf, BTreeMap<&'static str, String>) {
-    let mut text = String::new();
-    let mut keys = BTreeMap::new();
-    for (id, scope) in [
-        ("app-a", Scope::Enrol),
-        ("app-b", Scope::Enrol),
-        ("admin", Scope::Admin),
-    ] {
-        let key = new_key().unwrap();
-        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
-        text.push('\n');
-        keys.insert(id, key);
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("quota-api-keys");
-    std::fs::write(&path, text).unwrap();
-    (path, keys)
-}
 
 async fn create(s: &Running, client: &reqwest::Client, name: &str) -> (StatusCode, Value) {
     send_json(
@@ -103,7 +82,7 @@ async fn creators(s: &Running, admin: &reqwest::Client) -> BTreeMap<String, Valu
 async fn a_key_at_its_quota_is_refused_while_others_create_and_the_quota_survives_a_restart() {
     let mut config = Config::for_tests();
     config.max_subjects_per_key = QUOTA;
-    let (file, keys) = keys_file(&config.data_dir);
+    let (file, keys) = two_apps_and_admin_keys(&config.data_dir);
     config.api_keys_file = Some(file);
     let (a, b, admin) = (
         keyed_client(&keys["app-a"]),
@@ -206,7 +185,7 @@ async fn zero_means_no_per_key_limit() {
     let mut config = Config::for_tests();
     config.max_subjects_per_key = 0;
     config.max_subjects = 4;
-    let (file, keys) = keys_file(&config.data_dir);
+    let (file, keys) = two_apps_and_admin_keys(&config.data_dir);
     config.api_keys_file = Some(file);
     let a = keyed_client(&keys["app-a"]);
     let s = Running::start(config).await;

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::postgres::{PgServer, Replicas};
-use common::{Running, error_code, keyed_client, metric, send_json};
-use facekey_runtime::auth::Scope;
-use facekey_runtime::auth::keys::{key_line, new_key};
+use common::{Running, error_code, keyed_client, metric, send_json, two_apps_and_admin_keys};
 use facekey_runtime::config::Config;
 use facekey_runtime::enrolments::{Creator, Enrolments};
 use facekey_runtime::store::{NewTemplate, QuotaOf, StoreError};
@@ -25,27 +23,6 @@ use serde_json::Value;
 
 /// The quota the HTTP test runs with.
 const QUOTA: usize = 2;
-
-/// A keys file with two `enrol` keys (`app-a`, `app-b`) and an `admin` key in `dir`: its path
-/// and the keys by id.
-fn keys_file(dir: &std::path::Path) -> (std::path::PathBuf, BTreeMap<&'static str, String>) {
-    let mut text = String::new();
-    let mut keys = BTreeMap::new();
-    for (id, scope) in [
-        ("app-a", Scope::Enrol),
-        ("app-b", Scope::Enrol),
-        ("admin", Scope::Admin),
-    ] {
-        let key = new_key().unwrap();
-        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
-        text.push('\n');
-        keys.insert(id, key);
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("template-quota-api-keys");
-    std::fs::write(&path, text).unwrap();
-    (path, keys)
-}
 
 /// Create a subject with `client`: its id.
 async fn subject(s: &Running, client: &reqwest::Client, name: &str) -> String {
@@ -134,7 +111,7 @@ async fn faces(s: &Running, admin: &reqwest::Client, id: &str) -> Vec<(String, V
 async fn a_key_at_its_template_quota_is_refused_while_others_enrol_and_it_survives_a_restart() {
     let mut config = Config::for_tests();
     config.max_templates_per_key = QUOTA;
-    let (file, keys) = keys_file(&config.data_dir);
+    let (file, keys) = two_apps_and_admin_keys(&config.data_dir);
     config.api_keys_file = Some(file);
     let (a, b, admin) = (
         keyed_client(&keys["app-a"]),

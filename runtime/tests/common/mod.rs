@@ -150,6 +150,34 @@ pub fn test_keys() -> (String, std::collections::BTreeMap<String, String>) {
     (text, keys)
 }
 
+/// A keys file in `dir` with two `enrol` keys (`app-a`, `app-b`) and an `admin` key, for the
+/// per-key quota tests: its path and the keys by id.
+pub fn two_apps_and_admin_keys(
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    std::collections::BTreeMap<&'static str, String>,
+) {
+    use facekey_runtime::auth::Scope;
+    use facekey_runtime::auth::keys::{key_line, new_key};
+    let mut text = String::new();
+    let mut keys = std::collections::BTreeMap::new();
+    for (id, scope) in [
+        ("app-a", Scope::Enrol),
+        ("app-b", Scope::Enrol),
+        ("admin", Scope::Admin),
+    ] {
+        let key = new_key().unwrap();
+        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
+        text.push('\n');
+        keys.insert(id, key);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("quota-api-keys");
+    std::fs::write(&path, text).unwrap();
+    (path, keys)
+}
+
 /// A client that sends `key` on every request.
 pub fn keyed_client(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();

@@ -10,12 +10,7 @@ import { useAuth } from "../hooks/useAuth";
 import { may } from "../lib/auth";
 import { readLimit } from "../lib/identify";
 import { ChallengeFlow } from "./ChallengeFlow";
-
-type Mode = "image" | "challenge";
-const MODES: [Mode, string][] = [
-  ["image", "Single image"],
-  ["challenge", "Liveness challenge"],
-];
+import { type Mode, ModeSwitch } from "../components/ModeSwitch";
 
 const TITLE = (
   <>
@@ -49,25 +44,10 @@ export function IdentifyView() {
 /** One image, or the camera liveness challenge; switching away from the challenge ends it. */
 function IdentifyModes({ admin }: { admin: boolean }) {
   const [mode, setMode] = useState<Mode>("image");
-  const name = useId();
   return (
     <div className="view identify">
       {TITLE}
-      <div className="segmented mode-switch" role="radiogroup" aria-label="How to identify">
-        {MODES.map(([m, label]) => (
-          <label key={m} className={mode === m ? "active" : undefined}>
-            <input
-              type="radio"
-              name={name}
-              value={m}
-              checked={mode === m}
-              onChange={() => setMode(m)}
-              data-testid={`identify-mode-${m}`}
-            />
-            {label}
-          </label>
-        ))}
-      </div>
+      <ModeSwitch mode={mode} onChange={setMode} label="How to identify" testIdPrefix="identify-mode" />
       {mode === "image" ? <IdentifyForm admin={admin} /> : <ChallengeFlow admin={admin} purpose="identify" />}
     </div>
   );

@@ -10,12 +10,7 @@ import { useAuth } from "../hooks/useAuth";
 import { useSubjects } from "../hooks/useSubjects";
 import { may } from "../lib/auth";
 import { ChallengeFlow } from "./ChallengeFlow";
-
-type Mode = "image" | "challenge";
-const MODES: [Mode, string][] = [
-  ["image", "Single image"],
-  ["challenge", "Liveness challenge"],
-];
+import { type Mode, ModeSwitch } from "../components/ModeSwitch";
 
 const TITLE = (
   <>
@@ -47,25 +42,10 @@ export function VerifyView() {
  */
 function VerifyModes({ admin, initial = "image" }: { admin: boolean; initial?: Mode }) {
   const [mode, setMode] = useState<Mode>(initial);
-  const name = useId();
   return (
     <div className="view verify">
       {TITLE}
-      <div className="segmented mode-switch" role="radiogroup" aria-label="How to verify">
-        {MODES.map(([m, label]) => (
-          <label key={m} className={mode === m ? "active" : undefined}>
-            <input
-              type="radio"
-              name={name}
-              value={m}
-              checked={mode === m}
-              onChange={() => setMode(m)}
-              data-testid={`verify-mode-${m}`}
-            />
-            {label}
-          </label>
-        ))}
-      </div>
+      <ModeSwitch mode={mode} onChange={setMode} label="How to verify" testIdPrefix="verify-mode" />
       {mode === "image" ? <VerifyForm admin={admin} /> : <ChallengeFlow admin={admin} />}
     </div>
   );
