@@ -391,7 +391,7 @@ await step("enrol-upload-face", async () => {
   await row.waitFor();
   await waitText(`[data-testid="subject-row"][data-name="${subjectName}"] [data-testid="subject-faces"]`, (t) => t === "1", "face count");
   // The key's use of its quotas, asked again after the write (an admin key has no per-key limit).
-  await waitText('[data-testid="key-quotas"]', (t) => /[1-9][\d,]* (of [\d,]+ )?faces enrolled/.test(t), "the key's quotas");
+  await waitText('[data-testid="key-quotas"]', (t) => /[1-9][\d,]* (of [\d,]+ )?faces? enrolled/.test(t), "the key's quotas");
 }, [FACES]);
 
 await step("verify-with-camera", async () => {

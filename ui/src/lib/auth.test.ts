@@ -154,6 +154,9 @@ describe("describeQuotas", () => {
     expect(describeQuotas({ subjects: { held: 12 }, templates: { held: 0 } })).toBe(
       "12 subjects created (no per-key limit) and 0 faces enrolled (no per-key limit)",
     );
+    expect(describeQuotas({ subjects: { held: 1 }, templates: { held: 1, limit: 1 } })).toBe(
+      "1 subject created (no per-key limit) and 1 of 1 face enrolled",
+    );
     expect(nearlyFull({ held: 4500, limit: 5000 })).toBe(true);
     expect(nearlyFull({ held: 4499, limit: 5000 })).toBe(false);
     expect(nearlyFull({ held: 1e9 })).toBe(false);

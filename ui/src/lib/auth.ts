@@ -58,14 +58,16 @@ export function parseQuotas(raw: unknown): KeyQuotas | undefined {
   return subjects && templates ? { subjects, templates } : undefined;
 }
 
-const quotaPart = (use: QuotaUse, what: string): string =>
-  use.limit === undefined
-    ? `${use.held.toLocaleString("en-US")} ${what} (no per-key limit)`
-    : `${use.held.toLocaleString("en-US")} of ${use.limit.toLocaleString("en-US")} ${what}`;
+function quotaPart(use: QuotaUse, [one, many]: [string, string]): string {
+  const held = use.held.toLocaleString("en-US");
+  if (use.limit === undefined) return `${held} ${use.held === 1 ? one : many} (no per-key limit)`;
+  return `${held} of ${use.limit.toLocaleString("en-US")} ${use.limit === 1 ? one : many}`;
+}
 
 /** The quotas in words: "3 of 10,000 subjects created and 2 of 5,000 faces enrolled". */
 export function describeQuotas(q: KeyQuotas): string {
-  return `${quotaPart(q.subjects, "subjects created")} and ${quotaPart(q.templates, "faces enrolled")}`;
+  const subjects = quotaPart(q.subjects, ["subject created", "subjects created"]);
+  return `${subjects} and ${quotaPart(q.templates, ["face enrolled", "faces enrolled"])}`;
 }
 
 /** Whether a quota is at least 90 % used (the operator's alert threshold). */
