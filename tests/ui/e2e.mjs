@@ -479,6 +479,7 @@ await step("identify-upload", async () => {
   // The uploaded image is the enrolled photo: its subject must be found.
   const mine = expectIdentified(shown, "identification of the enrolled photo");
   expect(shown.candidates.length <= 3, `limit 3, but ${shown.candidates.length} candidates shown`);
+  expect((await page.getByTestId("identify-enrol-hint").count()) === 0, "the enrol hint is still shown though templates were searched");
   expect(shown.best !== "", "no best match shown");
   await page.getByTestId("face-overlay").waitFor();
   expect((await page.locator('[data-testid="face-overlay"] circle').count()) === 5, "not 5 landmarks drawn");

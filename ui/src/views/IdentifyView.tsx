@@ -140,9 +140,12 @@ function IdentifyForm({ admin }: { admin: boolean }) {
             .
           </p>
         ) : null}
-        <p className="muted small">
-          Nobody enrolled yet? <RouteLink to="enrol">Enrol a subject</RouteLink> first.
-        </p>
+        {!result || result.templatesSearched === 0 ? (
+          <p className="muted small" data-testid="identify-enrol-hint">
+            {result ? "Nobody is enrolled yet: " : "Nobody enrolled yet? "}
+            <RouteLink to="enrol">Enrol a subject</RouteLink> first.
+          </p>
+        ) : null}
       </form>
       <div className="results" aria-live="polite">
         {result ? (
