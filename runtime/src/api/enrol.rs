@@ -2,7 +2,9 @@
 //! the image, as a new template) behind the enrolment gates, and delete one.
 //!
 //! The gates, in order, each a 4xx before anything is stored: the subject exists and has room
-//! (`FACEKEY_MAX_FACES_PER_SUBJECT`); the image holds exactly one face, whatever
+//! (`FACEKEY_MAX_FACES_PER_SUBJECT`), the store has room (`FACEKEY_MAX_TEMPLATES`) and the key
+//! holds fewer faces than its quota (`FACEKEY_MAX_TEMPLATES_PER_KEY`, checked again exactly when
+//! the face is stored); the image holds exactly one face, whatever
 //! `FACEKEY_MULTI_FACE` says (verification may pick the largest face of a crowd, an enrolment
 //! must not guess whose face it stores); the face is live (`FACEKEY_ENROL_LIVENESS`, judged by
 //! the [`crate::verifier::Verifier`] exactly as verification judges it; a spoof is reported as
