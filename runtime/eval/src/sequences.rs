@@ -5,8 +5,8 @@
 //!
 //! Kinds ([`SequenceKind`]):
 //! - `genuine`: the face turns ([`face::posed`], a cylinder-plus-relief head model driving a
-//!   thin-plate-spline warp, [`tps`]), looks up, blinks (eyelids painted over the eyes in the
-//!   person's skin tone with a lash line, [`paint::close_eyes`]) and opens the mouth (lower lip
+//!   thin-plate-spline warp, [`tps`]), looks up, blinks (each upper lid's own pixels slid down over
+//!   the eye, toned toward the skin, with a dark seam for the lashes, [`paint::slide_lids`]) and opens the mouth (lower lip
 //!   and jaw moved down, interior painted dark), with a camera's sway, flicker, noise and JPEG;
 //! - `static_photo`: the neutral frame again and again, hand-held (shift, roll, zoom, JPEG noise);
 //! - `flat_print`: the neutral frame as a flat print tilted and turned in 3-D in front of a

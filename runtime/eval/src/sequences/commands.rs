@@ -421,7 +421,7 @@ struct ChallengeRecord {
     proposed_train: Option<RatesRecord>,
     proposed_held_out: Option<RatesRecord>,
     proposed_all: Option<RatesRecord>,
-    /// Per genuine clip with a blink: what the two blink signals read on the painted blink.
+    /// Per genuine clip with a blink: what the two blink signals read on the rendered blink.
     blink_evidence: Vec<BlinkEvidence>,
     /// Per genuine clip: the shipped policy's verdict.
     genuine_clips: Vec<ClipResult>,
@@ -494,7 +494,7 @@ impl ClipResult {
     }
 }
 
-/// The two blink signals on a genuine clip's painted blink: `fr_eye` and the landmark eye
+/// The two blink signals on a genuine clip's rendered blink: `fr_eye` and the landmark eye
 /// opening over the session's open baseline (as the checker computes it), at the open start
 /// and at the most closed frame of the blink (the frames the script marks as blinking).
 #[derive(Debug, Clone, Serialize)]
@@ -976,7 +976,7 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         .collect();
     let f2 = |v: Option<f32>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
     println!(
-        "painted blinks (open baseline of the first frames → most closed blinking frame): fr_eye, lid ratio"
+        "rendered blinks (open baseline of the first frames → most closed blinking frame): fr_eye, lid ratio"
     );
     for b in &blink_evidence {
         println!(

@@ -1,13 +1,13 @@
 //! Renders one camera frame of a synthetic sequence from a neutral frame and its 68 landmarks:
 //! the face posed (turned, raised, jaw dropped) by a thin-plate spline through the moved
-//! landmarks, eyes closed and mouth interior painted, or — for the attacks — the whole neutral
-//! frame shown as a flat print tilted in 3-D; then the camera: a small sway (shift, roll,
-//! scale), exposure flicker, sensor noise and JPEG.
+//! landmarks, the upper lids slid down over the eyes and the mouth interior painted, or — for
+//! the attacks — the whole neutral frame shown as a flat print tilted in 3-D; then the camera:
+//! a small sway (shift, roll, scale), exposure flicker, sensor noise and JPEG.
 
 use image::{Rgb, RgbImage};
 
 use super::face::{FaceFrame, Points68, anchors, mouth_opened, posed, virtual_points};
-use super::paint::{close_eyes, mouth_interior};
+use super::paint::{LidSlide, mouth_interior, slide_lids};
 use super::tps::Tps;
 use crate::EvalError;
 use crate::geometry::Homography;
@@ -194,7 +194,7 @@ pub fn render_live(
         mouth_interior(&mut img, &seen);
     }
     if pose.eyes_closed > 0.0 {
-        close_eyes(&mut img, &seen, pose.eyes_closed);
+        slide_lids(&mut img, &seen, pose.eyes_closed, &LidSlide::default());
     }
     Ok((finish(&img, camera, rng), seen))
 }
