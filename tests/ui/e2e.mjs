@@ -390,6 +390,9 @@ await step("enrol-upload-face", async () => {
   const row = page.locator(`[data-testid="subject-row"][data-name="${subjectName}"]`);
   await row.waitFor();
   await waitText(`[data-testid="subject-row"][data-name="${subjectName}"] [data-testid="subject-faces"]`, (t) => t === "1", "face count");
+  // The subject names the key that created it (the e2e signs in with its admin key).
+  const by = await text(`[data-testid="subject-row"][data-name="${subjectName}"] [data-testid="subject-created-by"]`);
+  expect(/by key \S+/.test(by), `the subject's creator reads ${JSON.stringify(by)}`);
   // The key's use of its quotas, asked again after the write (an admin key has no per-key limit).
   await waitText('[data-testid="key-quotas"]', (t) => /[1-9][\d,]* (of [\d,]+ )?faces? enrolled/.test(t), "the key's quotas");
 }, [FACES]);

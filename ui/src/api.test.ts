@@ -300,6 +300,7 @@ describe("parseSubjects", () => {
       { id: "b", name: "b", faces: 0, created_at: undefined },
     ]);
     expect(parseSubjects([{ id: "c", name: "C", faces: 1 }])).toHaveLength(1);
+    expect(parseSubjects([{ id: "d", created_by: "app" }])[0]?.created_by).toBe("app");
     expect(parseSubjects(null)).toEqual([]);
   });
 });

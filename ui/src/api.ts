@@ -91,6 +91,8 @@ export interface Subject {
   name: string;
   faces: number;
   created_at?: string;
+  /** Id of the API key that created it (never the key); absent for subjects from before. */
+  created_by?: string;
 }
 
 export interface AddedFace {
@@ -411,7 +413,13 @@ function parseSubject(v: unknown): Subject | undefined {
   const o = obj(v);
   const id = str(o.id);
   if (id === undefined) return undefined;
-  return { id, name: str(o.name) ?? id, faces: num(o.faces) ?? 0, created_at: str(o.created_at) };
+  return {
+    id,
+    name: str(o.name) ?? id,
+    faces: num(o.faces) ?? 0,
+    created_at: str(o.created_at),
+    created_by: str(o.created_by),
+  };
 }
 
 /** Normalise `GET /v1/subjects` (`{"subjects":[...]}` or a bare array). */

@@ -407,7 +407,7 @@ function sessionForVerify(caller, id, subject) {
 }
 
 function subjectJson(s) {
-  return { id: s.id, name: s.name, faces: s.faces, created_at: s.created_at };
+  return { id: s.id, name: s.name, faces: s.faces, created_at: s.created_at, created_by: s.created_by };
 }
 
 async function api(req, url) {
@@ -456,7 +456,7 @@ async function api(req, url) {
     const body = JSON.parse((await readBody(req)).toString() || "null");
     const name = typeof body?.name === "string" ? body.name.trim() : "";
     if (!name) throw new HttpError(422, "invalid_request", "name must be a non-empty string");
-    const s = { id: randomUUID(), name, faces: 0, created_at: new Date().toISOString() };
+    const s = { id: randomUUID(), name, faces: 0, created_at: new Date().toISOString(), created_by: caller.key_id };
     subjects.set(s.id, s);
     return { route: path, status: 201, body: subjectJson(s) };
   }

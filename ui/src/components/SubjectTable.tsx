@@ -51,7 +51,14 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: S
             <td className="num" data-testid="subject-faces">
               {s.faces}
             </td>
-            <td>{dateTime(s.created_at)}</td>
+            <td>
+              {dateTime(s.created_at)}
+              {s.created_by !== undefined ? (
+                <div className="muted small" data-testid="subject-created-by">
+                  by key <code>{s.created_by}</code>
+                </div>
+              ) : null}
+            </td>
             {onDelete ? (
               <td className="actions">
                 {confirming === s.id ? (
