@@ -209,18 +209,12 @@ impl Enrolments {
     /// (writes in progress not counted): a cheap early refusal before the work of a write
     /// (an enrolment's inference), which [`Self::add_template`] checks again exactly.
     pub fn check_quota(&self, of: QuotaOf, writer: Creator<'_>) -> Result<(), StoreError> {
-        if let (Some(key_id), Some(limit)) = (writer.key_id, writer.quota) {
-            let held = self.held(of, key_id);
-            if held >= limit {
-                return Err(StoreError::KeyQuota {
-                    of,
-                    key_id: key_id.to_owned(),
-                    held,
-                    limit,
-                });
+        match (writer.key_id, writer.quota) {
+            (Some(key_id), Some(limit)) => {
+                StoreError::check_quota(of, key_id, self.held(of, key_id), limit)
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Count one write against `writer`'s quota of `of`: [`StoreError::KeyQuota`] when what its
@@ -237,15 +231,7 @@ impl Enrolments {
         let slot = (of, key_id.to_owned());
         let mut creating = self.creating();
         let in_progress = creating.get(&slot).copied().unwrap_or(0);
-        let held = self.held(of, key_id) + in_progress;
-        if held >= limit {
-            return Err(StoreError::KeyQuota {
-                of,
-                key_id: key_id.to_owned(),
-                held,
-                limit,
-            });
-        }
+        StoreError::check_quota(of, key_id, self.held(of, key_id) + in_progress, limit)?;
         *creating.entry(slot.clone()).or_default() += 1;
         Ok(Some(Reservation {
             enrolments: self,

@@ -153,6 +153,24 @@ impl QuotaOf {
 }
 
 impl StoreError {
+    /// [`StoreError::KeyQuota`] when `key_id` holds `held` of `of`, at or beyond its `limit`.
+    pub fn check_quota(
+        of: QuotaOf,
+        key_id: &str,
+        held: usize,
+        limit: usize,
+    ) -> Result<(), StoreError> {
+        if held >= limit {
+            return Err(StoreError::KeyQuota {
+                of,
+                key_id: key_id.to_owned(),
+                held,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// [`StoreError::Full`] when `held` has reached `limit` (of `what`, set by `setting`).
     pub fn check_room(
         what: &'static str,

@@ -206,16 +206,12 @@ impl PgStore {
             .fetch_one(&mut **tx)
             .await
             .map_err(db_err("count what the key holds"))?;
-        let held = usize::try_from(held).unwrap_or(usize::MAX);
-        if held >= limit {
-            return Err(StoreError::KeyQuota {
-                of,
-                key_id: key_id.to_owned(),
-                held,
-                limit,
-            });
-        }
-        Ok(())
+        StoreError::check_quota(
+            of,
+            key_id,
+            usize::try_from(held).unwrap_or(usize::MAX),
+            limit,
+        )
     }
 
     async fn notify(
