@@ -43,6 +43,7 @@ tests/quickstart/run-command.sh
 
 stage "api: the OpenAPI document against the real runtime (openapi-spec-validator, schemathesis, real requests)"
 tests/api/contract.sh
+tests/api/delete_key_data.sh
 
 stage "prometheus: real scrape of the runtime, promtool metric lint"
 tests/prometheus/scrape.sh
