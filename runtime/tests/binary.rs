@@ -443,10 +443,30 @@ struct Sent {
     body: String,
 }
 
+/// Send one request with curl (`extra` flags, then `args`), timed from `t0`.
+fn send(t0: Instant, auth: &str, extra: &[&str], args: &[String]) -> Sent {
+    let started = t0.elapsed();
+    let out = Command::new("curl")
+        .args(["-s", "-m", "60", "-w", "\n%{http_code}", "-H", auth])
+        .args(extra)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Sent {
+        started,
+        ended: t0.elapsed(),
+        exit: out.status.code().unwrap_or(-1),
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_owned(),
+    }
+}
+
 /// SIGTERM while verifications and enrolments are in flight: every request the server had
-/// already accepted is answered in full, requests sent after the signal are refused (the
-/// listener is closed: connection refused), the process exits 0, and every enrolment it
-/// acknowledged is there after a restart.
+/// already accepted is answered in full (among them one still uploading its image at the
+/// signal), requests sent after the signal are refused (the listener is closed: connection
+/// refused), the process exits 0, and every enrolment it acknowledged is there after a restart.
 #[test]
 fn sigterm_under_load_finishes_in_flight_requests_and_loses_no_enrolment() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,28 +521,14 @@ fn sigterm_under_load_finishes_in_flight_requests_and_loses_no_enrolment() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Two enrolling and two verifying workers, each sending one request after another (a new
     // connection each) until the server stops answering.
-    let workers: Vec<_> = [enrol.clone(), enrol, verify.clone(), verify]
+    let workers: Vec<_> = [enrol.clone(), enrol, verify.clone(), verify.clone()]
         .into_iter()
         .map(|args| {
             let (auth, stop) = (auth.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut sent = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let started = t0.elapsed();
-                    let out = Command::new("curl")
-                        .args(["-s", "-m", "60", "-w", "\n%{http_code}", "-H", &auth])
-                        .args(&args)
-                        .output()
-                        .unwrap();
-                    let text = String::from_utf8_lossy(&out.stdout).to_string();
-                    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-                    let s = Sent {
-                        started,
-                        ended: t0.elapsed(),
-                        exit: out.status.code().unwrap_or(-1),
-                        status: code.trim().parse().unwrap_or(0),
-                        body: body.to_owned(),
-                    };
+                    let s = send(t0, &auth, &[], &args);
                     let answered = s.status != 0;
                     sent.push(s);
                     if !answered {
@@ -533,7 +539,15 @@ fn sigterm_under_load_finishes_in_flight_requests_and_loses_no_enrolment() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(2400));
+    // One verification whose 68 kB image uploads at 40 kB/s (above the slow-client floor of
+    // 16 kB/s): certainly accepted and still in flight, mid-body, when the signal comes. (The
+    // workers' requests alone may all fall between two requests at the signal.)
+    let slow = {
+        let (auth, verify) = (auth.clone(), verify.clone());
+        std::thread::spawn(move || send(t0, &auth, &["--limit-rate", "40k"], &verify))
+    };
+    std::thread::sleep(Duration::from_millis(600));
     let term_at = t0.elapsed();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -547,9 +561,15 @@ fn sigterm_under_load_finishes_in_flight_requests_and_loses_no_enrolment() {
         exit.success(),
         "exit status after SIGTERM under load: {exit:?}"
     );
+    let slow = slow.join().unwrap();
+    assert!(
+        slow.ended > term_at && slow.status == 200,
+        "the upload in progress at SIGTERM was not answered in full: {slow:?}"
+    );
     let sent: Vec<Sent> = workers
         .into_iter()
         .flat_map(|w| w.join().unwrap())
+        .chain([slow])
         .collect();
 
     // Requests sent well before the signal were accepted by the server: each is answered in
