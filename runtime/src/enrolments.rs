@@ -240,61 +240,109 @@ impl Enrolments {
         }))
     }
 
+    /// Run `write` (a store write and the index update after it) on a task of its own and wait
+    /// for it. The caller's future may be dropped at any await (a request timeout, a client that
+    /// went away), but a write the store acknowledged still reaches this replica's index, and its
+    /// quota reservation is given back only then: the index and the quota counts never miss a
+    /// stored subject or face until the next reload.
+    async fn detached<T, F>(
+        self: &Arc<Self>,
+        operation: &'static str,
+        write: impl FnOnce(Arc<Self>) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(write(Arc::clone(self)))
+            .await
+            .map_err(|e| StoreError::Backend {
+                operation,
+                source: Box::new(e),
+            })?
+    }
+
     /// Create a subject recording `creator`'s key, within its quota; in the index once the
     /// store acknowledged it. The quota is checked against this replica's index and again by a
     /// store shared between replicas inside its write (PostgreSQL), which sees the other
     /// replicas' creations before their notifications arrive.
     pub async fn create_subject(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         creator: Creator<'_>,
     ) -> Result<Subject, StoreError> {
-        let reservation = self.reserve(QuotaOf::Subjects, creator)?;
-        let record: SubjectRecord = self.mark(
-            self.store
-                .create_subject(name, creator.key_id, creator.quota)
-                .await,
-        )?;
-        let id = record.id.clone();
-        match reservation {
-            Some(r) => r.complete(|index| index.upsert(record)),
-            None => self.index.upsert(record),
-        }
-        self.index
-            .get(&id)
-            .map(|(s, _)| s)
-            .ok_or(StoreError::SubjectNotFound(id))
+        let (name, key_id, quota) = (
+            name.to_owned(),
+            creator.key_id.map(str::to_owned),
+            creator.quota,
+        );
+        self.detached("create subject", move |this| async move {
+            let creator = Creator {
+                key_id: key_id.as_deref(),
+                quota,
+            };
+            let reservation = this.reserve(QuotaOf::Subjects, creator)?;
+            let record: SubjectRecord = this.mark(
+                this.store
+                    .create_subject(&name, creator.key_id, creator.quota)
+                    .await,
+            )?;
+            let id = record.id.clone();
+            match reservation {
+                Some(r) => r.complete(|index| index.upsert(record)),
+                None => this.index.upsert(record),
+            }
+            this.index
+                .get(&id)
+                .map(|(s, _)| s)
+                .ok_or(StoreError::SubjectNotFound(id))
+        })
+        .await
     }
 
     /// Delete a subject and its templates; `false` when it did not exist.
-    pub async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
-        let existed = self.mark(self.store.delete_subject(id).await)?;
-        self.index.remove(id);
-        Ok(existed)
+    pub async fn delete_subject(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.detached("delete subject", move |this| async move {
+            let existed = this.mark(this.store.delete_subject(&id).await)?;
+            this.index.remove(&id);
+            Ok(existed)
+        })
+        .await
     }
 
     /// Add a template recording `enroller`'s key as its `enrolled_by` (whatever `template`
     /// says), within its quota of templates (held as [`Self::create_subject`] holds subjects);
     /// returns it and the subject's new summary.
     pub async fn add_template(
-        &self,
+        self: &Arc<Self>,
         subject_id: &str,
         mut template: NewTemplate,
         enroller: Creator<'_>,
     ) -> Result<(Template, Subject), StoreError> {
-        let reservation = self.reserve(QuotaOf::Templates, enroller)?;
+        let subject_id = subject_id.to_owned();
+        let quota = enroller.quota;
         template.enrolled_by = enroller.key_id.map(str::to_owned);
-        let stored = self.mark(
-            self.store
-                .add_template(subject_id, template, enroller.quota)
-                .await,
-        )?;
-        let applied = match reservation {
-            Some(r) => r.complete(|index| index.add_template(stored.clone())),
-            None => self.index.add_template(stored.clone()),
-        };
-        let subject = self.after_write(subject_id, applied).await?;
-        Ok((stored, subject))
+        self.detached("add template", move |this| async move {
+            let key_id = template.enrolled_by.clone();
+            let enroller = Creator {
+                key_id: key_id.as_deref(),
+                quota,
+            };
+            let reservation = this.reserve(QuotaOf::Templates, enroller)?;
+            let stored = this.mark(
+                this.store
+                    .add_template(&subject_id, template, enroller.quota)
+                    .await,
+            )?;
+            let applied = match reservation {
+                Some(r) => r.complete(|index| index.add_template(stored.clone())),
+                None => this.index.add_template(stored.clone()),
+            };
+            let subject = this.after_write(&subject_id, applied).await?;
+            Ok((stored, subject))
+        })
+        .await
     }
 
     /// The subject's summary after a write the index applied (or, for a subject this replica
@@ -312,20 +360,32 @@ impl Enrolments {
 
     /// Delete one face (template) of a subject; returns the subject's new summary.
     pub async fn delete_template(
-        &self,
+        self: &Arc<Self>,
         subject_id: &str,
         template_id: &str,
     ) -> Result<Subject, StoreError> {
-        self.mark(self.store.delete_template(subject_id, template_id).await)?;
-        let applied = self.index.remove_template(subject_id, template_id);
-        self.after_write(subject_id, applied).await
+        let (subject_id, template_id) = (subject_id.to_owned(), template_id.to_owned());
+        self.detached("delete template", move |this| async move {
+            this.mark(this.store.delete_template(&subject_id, &template_id).await)?;
+            let applied = this.index.remove_template(&subject_id, &template_id);
+            this.after_write(&subject_id, applied).await
+        })
+        .await
     }
 
     /// Rename a subject; returns its new summary.
-    pub async fn rename_subject(&self, id: &str, name: &str) -> Result<Subject, StoreError> {
-        let name = self.mark(self.store.rename_subject(id, name).await)?;
-        let applied = self.index.rename(id, &name);
-        self.after_write(id, applied).await
+    pub async fn rename_subject(
+        self: &Arc<Self>,
+        id: &str,
+        name: &str,
+    ) -> Result<Subject, StoreError> {
+        let (id, name) = (id.to_owned(), name.to_owned());
+        self.detached("rename subject", move |this| async move {
+            let name = this.mark(this.store.rename_subject(&id, &name).await)?;
+            let applied = this.index.rename(&id, &name);
+            this.after_write(&id, applied).await
+        })
+        .await
     }
 
     /// Keep the index in step with other replicas' writes: apply each notified subject, and
@@ -380,11 +440,11 @@ mod tests {
 
     /// The enrolments of the store in `dir`, under one fixed template key (so a store opened
     /// again reads what it wrote).
-    async fn open(dir: &std::path::Path) -> Enrolments {
+    async fn open(dir: &std::path::Path) -> Arc<Enrolments> {
         let line = format!("k:{}", "ab".repeat(32));
         let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
         let store = RedbStore::open(dir, 5, keys).unwrap();
-        Enrolments::open(Arc::new(store), "m", 2).await.unwrap()
+        Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap())
     }
 
     #[tokio::test]
@@ -483,7 +543,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_creations_of_one_key_cannot_pass_its_quota_together() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Arc::new(open(dir.path()).await);
+        let e = open(dir.path()).await;
         let tasks: Vec<_> = (0..24)
             .map(|i| {
                 let e = e.clone();
@@ -611,5 +671,103 @@ mod tests {
         assert_eq!(enrolled, 7);
         assert_eq!(e.index().templates_enrolled_by("app"), 7);
         assert!(e.creating().is_empty());
+    }
+
+    /// A store that holds each acknowledged `add_template` until released: the write is durable,
+    /// its caller has not heard back yet.
+    struct HeldAfterWrite {
+        inner: RedbStore,
+        written: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl TemplateStore for HeldAfterWrite {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn create_subject(
+            &self,
+            name: &str,
+            created_by: Option<&str>,
+            key_quota: Option<usize>,
+        ) -> Result<SubjectRecord, StoreError> {
+            self.inner.create_subject(name, created_by, key_quota).await
+        }
+        async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
+            self.inner.delete_subject(id).await
+        }
+        async fn add_template(
+            &self,
+            subject_id: &str,
+            template: NewTemplate,
+            key_quota: Option<usize>,
+        ) -> Result<Template, StoreError> {
+            let stored = self
+                .inner
+                .add_template(subject_id, template, key_quota)
+                .await;
+            self.written.notify_one();
+            self.release.notified().await;
+            stored
+        }
+        async fn delete_template(
+            &self,
+            subject_id: &str,
+            template_id: &str,
+        ) -> Result<(), StoreError> {
+            self.inner.delete_template(subject_id, template_id).await
+        }
+        async fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError> {
+            self.inner.rename_subject(id, name).await
+        }
+        async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
+            self.inner.load_all().await
+        }
+        async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
+            self.inner.load_subject(id).await
+        }
+    }
+
+    /// Regression: a request dropped (timed out, client gone) after the store acknowledged its
+    /// enrolment left the face stored but missing from the index, uncounted against the key's
+    /// quota and never matched until a restart.
+    #[tokio::test]
+    async fn a_write_whose_caller_went_away_still_reaches_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let (written, release) = (Arc::default(), Arc::<tokio::sync::Notify>::default());
+        let store = HeldAfterWrite {
+            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            written: Arc::clone(&written),
+            release: Arc::clone(&release),
+        };
+        let e = Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap());
+        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
+        let app = Creator {
+            key_id: Some("app"),
+            quota: Some(1),
+        };
+        tokio::select! {
+            r = e.add_template(&s.id, face(0.1), app) => panic!("the write was held: {r:?}"),
+            () = written.notified() => {}
+        }
+        // The caller's future is gone; the store lets the acknowledgement through.
+        release.notify_one();
+        for _ in 0..200 {
+            if e.index().templates_enrolled_by("app") == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(e.index().templates_enrolled_by("app"), 1);
+        assert_eq!(e.index().get(&s.id).unwrap().0.faces, 1);
+        assert!(e.creating().is_empty());
+        // The stored face counts against the key's quota of one.
+        assert!(matches!(
+            e.check_quota(QuotaOf::Templates, app),
+            Err(StoreError::KeyQuota { held: 1, .. })
+        ));
     }
 }

@@ -303,9 +303,11 @@ async fn the_creator_is_stored_in_postgres_and_counted_across_replicas() {
     on_b.create_subject("a2", app).await.unwrap();
 
     // A replica started afresh loads the creators from the database.
-    let fresh = Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
-        .await
-        .unwrap();
+    let fresh = Arc::new(
+        Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
+            .await
+            .unwrap(),
+    );
     assert_eq!(fresh.index().subjects_created_by("app-a"), 2);
     assert_eq!(fresh.index().subjects_created_by("app-b"), 1);
     assert_eq!(fresh.index().subject_count(), 4);

@@ -251,7 +251,7 @@ async fn racing_enrolments_through_two_replicas_stay_within_the_template_quota()
     // A database as the previous release left it, with a subject holding a face.
     let old = {
         let store = replicas.connect().await;
-        let e = Enrolments::open(Arc::new(store), "m", 2).await.unwrap();
+        let e = Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap());
         let s = e.create_subject("old", Creator::default()).await.unwrap();
         e.add_template(&s.id, face(0.5), Creator::default())
             .await
@@ -328,9 +328,11 @@ async fn racing_enrolments_through_two_replicas_stay_within_the_template_quota()
     );
 
     // A replica started afresh counts each key's faces, the old one against none.
-    let fresh = Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
-        .await
-        .unwrap();
+    let fresh = Arc::new(
+        Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
+            .await
+            .unwrap(),
+    );
     assert_eq!(fresh.index().templates_enrolled_by("racer"), LIMIT);
     assert_eq!(fresh.index().templates_enrolled_by("bystander"), LIMIT);
     assert_eq!(fresh.index().template_count(), 2 * LIMIT + 1);
