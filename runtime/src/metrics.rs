@@ -96,6 +96,9 @@ impl StoreRefusal {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Held by a scrape while it sets the gauges read at scrape time and renders them, so two
+    /// concurrent scrapes (a Prometheus HA pair) cannot reset each other's series in between.
+    scrape: std::sync::Arc<std::sync::Mutex<()>>,
     /// Requests by matched route, method and status code.
     pub http_requests: IntCounterVec,
     /// Request latency by matched route.
@@ -539,6 +542,7 @@ impl Metrics {
             templates_refused.with_label_values(&[reason.label()]);
         }
         Ok(Self {
+            scrape: std::sync::Arc::default(),
             registry,
             auth_failures,
             api_keys,
@@ -661,6 +665,16 @@ impl Metrics {
         self.liveness_checks
             .with_label_values(&[state.as_str()])
             .inc();
+    }
+
+    /// Set the scrape-time gauges (`fill`) and render everything, one scrape at a time.
+    pub fn scrape(&self, fill: impl FnOnce(&Self)) -> Result<String, MetricsError> {
+        let _one_at_a_time = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        fill(self);
+        self.render()
     }
 
     /// Render all metrics in the Prometheus text format.

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::auth::Scope;
 use crate::state::SharedState;
 use crate::store::QuotaOf;
 
@@ -56,9 +55,6 @@ fn key_quotas(state: &SharedState) {
     }
     for entry in state.api_keys.ring().entries() {
         let caller = entry.caller();
-        if !caller.has(Scope::Enrol) {
-            continue;
-        }
         for of in QuotaOf::ALL {
             if state.config.key_quota(of, &caller).is_some() {
                 let held = state.enrolments.held(of, entry.id());
@@ -74,29 +70,29 @@ fn key_quotas(state: &SharedState) {
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
     responses((status = 200, description = "Text exposition format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let m = &state.metrics;
-    let stats = state.enrolments.index().stats();
-    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    m.store_up
-        .set(i64::from(state.enrolments.health().available));
-    m.enrolled_subjects.set(gauge(stats.subjects));
-    m.enrolled_templates.set(gauge(stats.templates));
-    m.enrolled_subjects_limit
-        .set(gauge(state.config.max_subjects));
-    m.enrolled_templates_limit
-        .set(gauge(state.config.max_templates));
-    m.subjects_outdated.set(gauge(stats.outdated_subjects));
-    key_quotas(&state);
-    let admission = state.admission.stats();
-    m.inferences_in_flight.set(gauge(admission.in_flight));
-    m.inferences_queued.set(gauge(admission.queued));
-    m.inference_service_seconds
-        .set(admission.service_time.map_or(0.0, |d| d.as_secs_f64()));
-    m.body_memory_bytes
-        .set(i64::try_from(state.body_budget.held()).unwrap_or(i64::MAX));
-    m.admission_offered_load
-        .set(admission.offered_load.unwrap_or(0.0));
-    let text = m.render()?;
+    let text = state.metrics.scrape(|m| {
+        let stats = state.enrolments.index().stats();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        m.store_up
+            .set(i64::from(state.enrolments.health().available));
+        m.enrolled_subjects.set(gauge(stats.subjects));
+        m.enrolled_templates.set(gauge(stats.templates));
+        m.enrolled_subjects_limit
+            .set(gauge(state.config.max_subjects));
+        m.enrolled_templates_limit
+            .set(gauge(state.config.max_templates));
+        m.subjects_outdated.set(gauge(stats.outdated_subjects));
+        key_quotas(&state);
+        let admission = state.admission.stats();
+        m.inferences_in_flight.set(gauge(admission.in_flight));
+        m.inferences_queued.set(gauge(admission.queued));
+        m.inference_service_seconds
+            .set(admission.service_time.map_or(0.0, |d| d.as_secs_f64()));
+        m.body_memory_bytes
+            .set(i64::try_from(state.body_budget.held()).unwrap_or(i64::MAX));
+        m.admission_offered_load
+            .set(admission.offered_load.unwrap_or(0.0));
+    })?;
     Ok((
         [(
             header::CONTENT_TYPE,
