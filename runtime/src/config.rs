@@ -674,9 +674,10 @@ impl Config {
 
     /// The quota of `of` that `caller` is held to: none for `admin` keys, which are held to the
     /// store's bounds only (they can delete any subject or face anyway, and the operator's own
-    /// key must be able to enrol whatever other keys did); [`Config::quota`] for the others.
+    /// key must be able to enrol whatever other keys did), nor for keys without `enrol`, which
+    /// write nothing; [`Config::quota`] for the others.
     pub fn key_quota(&self, of: QuotaOf, caller: &Caller) -> Option<usize> {
-        if caller.is_admin() {
+        if caller.is_admin() || !caller.has(crate::auth::Scope::Enrol) {
             None
         } else {
             self.quota(of)
@@ -866,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn admin_keys_are_held_to_no_key_quota() {
+    fn admin_and_read_only_keys_are_held_to_no_key_quota() {
         let c =
             Config::try_parse_from(["facekey-runtime", "--max-templates-per-key", "7"]).unwrap();
         let caller = |scope| Caller {
@@ -882,6 +883,10 @@ mod tests {
         let admin = caller(crate::auth::Scope::Admin);
         assert_eq!(c.key_quota(QuotaOf::Templates, &admin), None);
         assert_eq!(c.key_quota(QuotaOf::Subjects, &admin), None);
+        // A key that cannot write reports no quota either.
+        let verify = caller(crate::auth::Scope::Verify);
+        assert_eq!(c.key_quota(QuotaOf::Templates, &verify), None);
+        assert_eq!(c.key_quota(QuotaOf::Subjects, &verify), None);
     }
 
     #[test]

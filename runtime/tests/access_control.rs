@@ -353,6 +353,11 @@ async fn a_rotated_keys_file_applies_without_restart() {
         "{v}"
     );
     assert_eq!(v["quotas"]["templates"]["held"], 0, "{v}");
+    assert_eq!(
+        v["quotas"]["templates"]["limit"],
+        json!(null),
+        "a verify key writes nothing"
+    );
 
     // An invalid file is refused and the old keys stay in force.
     std::fs::write(&file, "broken line\n").unwrap();

@@ -37,8 +37,8 @@ pub struct KeyQuotas {
 pub struct QuotaUse {
     /// How many it holds (in this replica's index).
     pub held: usize,
-    /// Its limit; `null` when it has none (an `admin` key, or a quota of 0): then only the
-    /// store's bounds hold it.
+    /// Its limit; `null` when it has none: an `admin` key (held by the store's bounds only), a
+    /// key without `enrol` (it cannot write), or a quota of 0.
     pub limit: Option<usize>,
 }
 
