@@ -2,7 +2,8 @@
 # scripts/delete-key-data.sh, the runbooks' clean-up after a leaked key, against the real runtime:
 # an application key creates two subjects (one with a face) and enrols a face into a subject the
 # admin key created beside the admin's own face; the dry run lists exactly those and deletes
-# nothing; --yes deletes the key's subjects and its face, and leaves the admin's subject and face.
+# nothing; a failed listing stops it before any deletion; --yes deletes the key's subjects and its
+# face, and leaves the admin's subject and face.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 started=$(date +%s)
@@ -42,6 +43,15 @@ grep -qx "  face $shared/$app_face" <<<"$dry" || fail "the dry run does not list
 exists "$app1" && exists "$app2" || fail "the dry run deleted a subject"
 [ "$(faces_of "$shared" | wc -l)" = 2 ] || fail "the dry run deleted a face"
 ok "dry run: lists the 2 subjects and the face, deletes nothing"
+
+# A listing that fails (here a key the runtime refuses) stops the script before any deletion,
+# with an error, instead of finding nothing and reporting success.
+if refused=$(FACEKEY_API_KEY=not-a-key "$ROOT/scripts/delete-key-data.sh" tests-enrol --yes 2>&1); then
+  fail "a refused listing exited 0: $refused"
+fi
+grep -q "nothing deleted" <<<"$refused" || fail "a refused listing did not say so: $refused"
+exists "$app1" && exists "$app2" || fail "a refused listing deleted a subject"
+ok "a refused listing fails loudly and deletes nothing"
 
 "$ROOT/scripts/delete-key-data.sh" tests-enrol --yes | sed 's/^/  /'
 exists "$app1" && fail "subject $app1 of the app key survived"
