@@ -161,8 +161,8 @@ impl ChallengeVerdict {
     }
 
     /// Confidence in `[0, 1]` that the face is live, the liveness feature of the fusion model:
-    /// passed sessions score `0.7 + 0.3 × passive median` (0.5 standing in for a missing passive
-    /// score), failed ones `0.3 × the fraction of actions seen`; `None` while in progress.
+    /// passed sessions score `0.7 + 0.3 × passive median` (0.5 standing in where passive
+    /// liveness is off; a model that failed on a frame scores it 0), failed ones `0.3 × the fraction of actions seen`; `None` while in progress.
     pub fn confidence(&self) -> Option<f32> {
         match self.outcome {
             Outcome::InProgress => None,

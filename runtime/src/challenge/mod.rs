@@ -163,7 +163,8 @@ pub struct FaceObservation {
     pub eyes: Option<EyeState>,
     /// 128-d embedding (dlib), for the same-face check and as the verify probe.
     pub embedding: Option<Embedding>,
-    /// Passive liveness score in `[0, 1]`, when it ran.
+    /// Passive liveness score in `[0, 1]` (0 when a configured model failed on the face);
+    /// `None` when passive liveness is off.
     pub liveness: Option<f32>,
     /// Quality score in `[0, 1]`, when it ran.
     pub quality: Option<f32>,

@@ -243,11 +243,24 @@ pub fn observe_frame(
             landmarks,
             eyes: Some(eyes),
             embedding: Some(analysis.embedding),
-            liveness: analysis.liveness.and_then(|l| l.score),
+            liveness: analysis.liveness.as_ref().and_then(passive_score),
             quality: analysis.quality.map(|q| q.score),
         }),
         unusable: None,
         fingerprint,
+    }
+}
+
+/// A frame's passive liveness evidence: its score, or 0 when a configured model could not
+/// score the face (no crop fits, an inference error). A failure is never live, and must not
+/// weigh less than a low score: the session's confidence stands in 0.5 only where passive
+/// liveness is off (no score and no failure), so a hostile client could otherwise push its
+/// face to the frame edge to trade a low passive score for the stand-in.
+fn passive_score(l: &crate::vision::LivenessResult) -> Option<f32> {
+    if l.failure.is_some() {
+        Some(0.0)
+    } else {
+        l.score
     }
 }
 
@@ -267,6 +280,28 @@ pub fn observe_bytes(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_passive_failure_is_a_zero_score_and_passive_off_is_none() {
+        let scored = crate::vision::LivenessResult {
+            score: Some(0.9),
+            ..crate::vision::LivenessResult::failed("x")
+        };
+        // A model that failed beside a score still counts as no evidence of life.
+        assert_eq!(passive_score(&scored), Some(0.0));
+        let failed = crate::vision::LivenessResult::failed("minifas: no crop fits");
+        assert_eq!(passive_score(&failed), Some(0.0));
+        let ran = crate::vision::LivenessResult {
+            failure: None,
+            ..scored
+        };
+        assert_eq!(passive_score(&ran), Some(0.9));
+        let off = crate::vision::LivenessResult {
+            score: None,
+            ..ran
+        };
+        assert_eq!(passive_score(&off), None);
+    }
 
     #[test]
     fn output_maps_through_the_crop() {
