@@ -283,8 +283,8 @@ fn settings_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub mod bounds {
     /// `verification.sessions.ttlSeconds` (the runtime's `FACEKEY_SESSION_TTL_SECS`).
     pub const SESSION_TTL_SECONDS: u32 = 3600;
-    /// `verification.sessions.maxFrames`.
-    pub const SESSION_FRAMES: u32 = 100_000;
+    /// `verification.sessions.maxFrames` (the runtime's `FACEKEY_SESSION_MAX_FRAMES`).
+    pub const SESSION_FRAMES: u32 = 512;
     /// `verification.sessions.maxOpen` and `maxOpenPerKey`.
     pub const SESSIONS_OPEN: u32 = 1_000_000;
     /// `verification.lockout.attempts` (the runtime's `lockout::MAX_ATTEMPTS`).

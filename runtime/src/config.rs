@@ -96,6 +96,16 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Most frames a liveness session may accept (`--session-max-frames`).
+pub const MAX_SESSION_FRAMES: usize = 512;
+
+fn parse_session_frames(s: &str) -> Result<usize, String> {
+    match parse_positive(s)? {
+        n if n > MAX_SESSION_FRAMES => Err(format!("must be at most {MAX_SESSION_FRAMES}")),
+        n => Ok(n),
+    }
+}
+
 /// The error for a shared (PostgreSQL) store without `setting`: replicas sharing a database
 /// must share `what`.
 pub(crate) fn shared_store_needs(setting: &str, what: &str) -> String {
@@ -489,8 +499,10 @@ pub struct Config {
     #[arg(long, env = env::MAX_SESSIONS_PER_KEY, default_value_t = defaults::MAX_SESSIONS_PER_KEY)]
     pub max_sessions_per_key: usize,
 
-    /// Frames one challenge-liveness session accepts in all (413 `too_many_frames` beyond).
-    #[arg(long, env = env::SESSION_MAX_FRAMES, default_value_t = defaults::SESSION_MAX_FRAMES)]
+    /// Frames one challenge-liveness session accepts in all (413 `too_many_frames` beyond); at
+    /// most 512, since each batch re-judges every frame so far (the near-duplicate check
+    /// compares every pair) and an open session holds what the models saw on each.
+    #[arg(long, env = env::SESSION_MAX_FRAMES, default_value_t = defaults::SESSION_MAX_FRAMES, value_parser = parse_session_frames)]
     pub session_max_frames: usize,
 
     /// `on`: `/v1/verify` and `/v1/identify` refuse requests without a passed

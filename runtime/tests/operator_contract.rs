@@ -417,4 +417,14 @@ fn the_crd_bounds_are_the_runtimes() {
     };
     assert!(ttl(bounds::SESSION_TTL_SECONDS).is_ok());
     assert!(ttl(bounds::SESSION_TTL_SECONDS + 1).is_err());
+    let frames = |n: u32| {
+        Config::try_parse_from(["facekey-runtime", "--session-max-frames", &n.to_string()])
+    };
+    assert_eq!(
+        bounds::SESSION_FRAMES as usize,
+        facekey_runtime::config::MAX_SESSION_FRAMES
+    );
+    assert!(frames(bounds::SESSION_FRAMES).is_ok());
+    assert!(frames(bounds::SESSION_FRAMES + 1).is_err());
+    assert!(frames(0).is_err());
 }
