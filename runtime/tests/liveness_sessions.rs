@@ -395,17 +395,40 @@ async fn contract_key_binding_pass_and_verify_once() {
         "no diagnostics without admin: {g}"
     );
 
-    // Bound to the subject; verifies once.
+    // Bound to the subject: another enrolled subject with the same face (whom the probe would
+    // match) is refused without consuming the session; then it verifies its own subject once.
+    let (st, other_subject) = s
+        .json(
+            s.client
+                .post(s.url("/v1/subjects"))
+                .json(&json!({"name": "Eileen's twin"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{other_subject}");
+    let other_subject = other_subject["id"].as_str().unwrap().to_owned();
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("a.png"),
+    );
+    let (st, v) = s
+        .json(
+            s.client
+                .post(s.url(&format!("/v1/subjects/{other_subject}/faces")))
+                .multipart(form),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
     let (st, v) = s
         .json(
             verify
                 .post(s.url("/v1/verify"))
-                .json(&json!({"subject": "someone-else", "session": id})),
+                .json(&json!({"subject": other_subject, "session": id})),
         )
         .await;
-    assert!(
-        st == StatusCode::NOT_FOUND || st == StatusCode::CONFLICT,
-        "{st} {v}"
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::CONFLICT, "session_subject_mismatch"),
+        "{v}"
     );
     let (st, v) = s
         .json(
