@@ -329,6 +329,30 @@ impl Verifier {
         })
     }
 
+    /// The match verdict of a liveness session: the worse (less similar) of its probe's
+    /// (`probe`: one score per template) and its witnesses' typical one, the median of their
+    /// verdicts (the lower middle of an even count). A probe the client chose (a sharp frontal
+    /// frame, or an image sent beside the session, each only held to the session's same-face
+    /// bound) therefore cannot carry a session whose frames show someone else: a morph of the
+    /// performer and the subject matches as the performer's frames do. Without witnesses (a
+    /// session passed before they were kept) the probe's verdict alone.
+    pub fn judge_session(
+        &self,
+        probe: &[MatchScore],
+        witnesses: &[Vec<MatchScore>],
+    ) -> Option<MatchVerdict> {
+        let probe = self.judge_templates(probe)?;
+        let mut typical: Vec<MatchVerdict> = witnesses
+            .iter()
+            .filter_map(|w| self.judge_templates(w))
+            .collect();
+        typical.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        match typical.get(typical.len() / 2) {
+            Some(w) if w.similarity < probe.similarity => Some(*w),
+            _ => Some(probe),
+        }
+    }
+
     /// The liveness verdict of a combined score; `failure` says why no score was measured.
     pub fn judge_liveness_score(
         &self,
@@ -538,6 +562,36 @@ mod tests {
         let out = v.decide(&m, &l, -1.0);
         assert_eq!(out.features, [1.0, 0.5, -1.0]);
         assert!((out.forward.probability - 0.768_524_783_499_017_8).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_session_matches_as_its_typical_frame_unless_its_probe_is_worse() {
+        let v = verifier(DecisionPolicy::Strict, true);
+        let frames = |ds: &[f32]| ds.iter().map(|&d| vec![score(d)]).collect::<Vec<_>>();
+        // A morph as the probe (0.1 from the subject) over frames of someone else: the
+        // median frame (0.7, similarity 0.3) decides, and rejects.
+        let m = v
+            .judge_session(&[score(0.1)], &frames(&[0.9, 0.7, 0.1, 0.8, 0.65]))
+            .unwrap();
+        assert!((m.distance - 0.7).abs() < 1e-6, "{m:?}");
+        // One odd frame among the subject's own does not move the median.
+        let m = v
+            .judge_session(&[score(0.2)], &frames(&[0.25, 0.9, 0.3, 0.2, 0.22]))
+            .unwrap();
+        assert!((m.distance - 0.25).abs() < 1e-6, "{m:?}");
+        // Even count: the lower middle (the less similar of the two middle frames).
+        let m = v
+            .judge_session(&[score(0.0)], &frames(&[0.1, 0.2, 0.3, 0.4]))
+            .unwrap();
+        assert!((m.distance - 0.3).abs() < 1e-6, "{m:?}");
+        // A probe worse than its frames decides; no witnesses: the probe alone.
+        let m = v
+            .judge_session(&[score(0.5)], &frames(&[0.1, 0.1, 0.1]))
+            .unwrap();
+        assert!((m.distance - 0.5).abs() < 1e-6, "{m:?}");
+        let m = v.judge_session(&[score(0.3)], &[]).unwrap();
+        assert!((m.distance - 0.3).abs() < 1e-6, "{m:?}");
+        assert!(v.judge_session(&[], &frames(&[0.1])).is_none());
     }
 
     #[test]

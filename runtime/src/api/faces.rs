@@ -895,14 +895,6 @@ impl IdentifyProbe {
             Self::Session(p) => p.quality.map_or(0.0, f64::from),
         }
     }
-
-    /// The probe's embedding.
-    fn embedding(&self) -> &Embedding {
-        match self {
-            Self::Image(a) => &a.embedding,
-            Self::Session(p) => &p.embedding,
-        }
-    }
 }
 
 /// The `limit` subjects nearest to `probe` in this replica's index (exact search over every
@@ -996,12 +988,16 @@ async fn identify_decided(
             // faceres-deep's embedding).
             let fused = subject_embeddings(&state, &n.subject.id)
                 .ok()
-                .and_then(|templates| {
-                    let scores: Vec<_> = templates
-                        .iter()
-                        .map(|t| engine.vision.compare(probe.embedding(), t))
-                        .collect();
-                    verifier.judge_templates(&scores)
+                .and_then(|templates| match &probe {
+                    // A session matches as verify matches it: its frames too.
+                    IdentifyProbe::Session(p) => p.judge(&engine, &templates),
+                    IdentifyProbe::Image(a) => {
+                        let scores: Vec<_> = templates
+                            .iter()
+                            .map(|t| engine.vision.compare(&a.embedding, t))
+                            .collect();
+                        verifier.judge_templates(&scores)
+                    }
                 });
             let matched = fused.unwrap_or_else(|| {
                 let sim = f64::from(similarity(n.distance, &cfg));

@@ -43,7 +43,7 @@ use crate::config::{Config, Switch};
 use crate::decision::Decision;
 use crate::engine::Engine;
 use crate::state::SharedState;
-use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, Reason};
+use crate::verifier::{DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason};
 use crate::vision::landmarks::{ChallengeModels, observe_frame};
 use crate::vision::{AnalyzeOptions, Embedding, QualityResult, VisionConfig, VisionError};
 
@@ -911,6 +911,8 @@ pub(super) struct SessionProbe {
     pub challenge: Vec<Action>,
     /// The probe: the session's best frame, or the image sent beside it (the same face).
     pub embedding: Embedding,
+    /// Embeddings of frames spread over the session, matched beside the probe.
+    pub witnesses: Vec<Embedding>,
     /// The probe's quality score.
     pub quality: Option<f32>,
     /// Full quality measurements, when the probe was an image.
@@ -922,6 +924,22 @@ pub(super) struct SessionProbe {
 }
 
 impl SessionProbe {
+    /// The session's match against a subject's `templates`: the worse of the probe's and the
+    /// session frames' typical one ([`crate::verifier::Verifier::judge_session`]); `None`
+    /// without templates.
+    pub fn judge(&self, engine: &Engine, templates: &[Embedding]) -> Option<MatchVerdict> {
+        let scores = |e: &Embedding| -> Vec<_> {
+            templates
+                .iter()
+                .map(|t| engine.vision.compare(e, t))
+                .collect()
+        };
+        let witnesses: Vec<_> = self.witnesses.iter().map(scores).collect();
+        engine
+            .verifier
+            .judge_session(&scores(&self.embedding), &witnesses)
+    }
+
     /// The liveness part of an answer: the challenge confidence (no per-model outputs).
     pub fn liveness_report(&self) -> LivenessReportItem {
         LivenessReportItem {
@@ -989,6 +1007,7 @@ pub(super) async fn take_session_probe(
         session,
         challenge: probe.challenge,
         embedding,
+        witnesses: probe.witnesses,
         quality,
         quality_detail,
         from_image,
@@ -1020,11 +1039,7 @@ pub async fn verify_with_session(
     )
     .await?;
     let verifier = &engine.verifier;
-    let scores: Vec<_> = templates
-        .iter()
-        .map(|t| engine.vision.compare(&probe.embedding, t))
-        .collect();
-    let matched = verifier.judge_templates(&scores).ok_or_else(|| {
+    let matched = probe.judge(&engine, &templates).ok_or_else(|| {
         ApiError::internal("templates vanished between the lookup and the comparison")
     })?;
     let liveness = &probe.liveness;

@@ -184,6 +184,36 @@ impl ChallengeVerdict {
     }
 }
 
+/// Most frames a passed session keeps as witnesses ([`witness_frames`]).
+pub const MAX_WITNESSES: usize = 16;
+
+/// Indices of up to [`MAX_WITNESSES`] usable frames spread evenly over the session (its first
+/// and last usable frames included): the frames a verification matches beside the probe, so
+/// the face that performed the challenge must be the subject's, not only the best frame (which
+/// a client chooses by sending a sharp frontal one) or the image sent beside the session.
+pub fn witness_frames(frames: &[FrameObservation]) -> Vec<usize> {
+    let usable: Vec<usize> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| usable(f).is_some())
+        .map(|(i, _)| i)
+        .collect();
+    if usable.len() <= MAX_WITNESSES {
+        return usable;
+    }
+    (0..MAX_WITNESSES)
+        .map(|k| usable[k * (usable.len() - 1) / (MAX_WITNESSES - 1)])
+        .collect()
+}
+
+/// The witnesses' embeddings ([`witness_frames`]).
+pub fn witnesses(frames: &[FrameObservation]) -> Vec<crate::vision::embed::Embedding> {
+    witness_frames(frames)
+        .into_iter()
+        .filter_map(|i| frames[i].face.as_ref()?.embedding.clone())
+        .collect()
+}
+
 /// A usable frame's face: found, and embedded (no model failure can count as evidence).
 fn usable(f: &FrameObservation) -> Option<&FaceObservation> {
     f.face.as_ref().filter(|face| face.embedding.is_some())
@@ -633,6 +663,24 @@ mod tests {
     }
 
     /// Frames 100 ms apart, one per pose.
+    #[test]
+    fn witnesses_spread_over_the_usable_frames() {
+        let mut frames: Vec<FrameObservation> = (0..40)
+            .map(|i| frame(i, 100 * i as u64, NEUTRAL))
+            .collect();
+        for i in [0, 7, 39] {
+            frames[i] = FrameObservation::unusable(frames[i].timestamp_ms, "no face");
+        }
+        let picked = witness_frames(&frames);
+        assert_eq!(picked.len(), MAX_WITNESSES);
+        assert_eq!((picked[0], picked[MAX_WITNESSES - 1]), (1, 38));
+        assert!(picked.windows(2).all(|w| w[0] < w[1]));
+        assert!(picked.iter().all(|&i| frames[i].face.is_some()));
+        assert_eq!(witnesses(&frames).len(), MAX_WITNESSES);
+        // Fewer usable frames than the bound: every one of them.
+        assert_eq!(witness_frames(&frames[..5]), vec![1, 2, 3, 4]);
+    }
+
     fn seq(poses: &[Pose]) -> Vec<FrameObservation> {
         poses
             .iter()

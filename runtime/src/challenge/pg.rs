@@ -76,6 +76,10 @@ struct Private {
     frames: Vec<FrameObservation>,
     /// The best frame's face once passed, until a verification takes it.
     probe: Option<FaceObservation>,
+    /// The witnesses' embeddings once passed ([`super::checker::witness_frames`]); absent
+    /// from sessions sealed by a release before them.
+    #[serde(default)]
+    witnesses: Vec<crate::vision::embed::Embedding>,
 }
 
 /// Bytes as the little-endian 32-bit words the cipher seals (length-prefixed, zero-padded).
@@ -540,14 +544,21 @@ impl SessionStore for PgSessions {
                         .filter(|face| face.embedding.is_some())
                 })
                 .flatten();
+            let witnesses = if probe.is_some() {
+                super::checker::witnesses(&frames)
+            } else {
+                Vec::new()
+            };
             Private {
                 frames: Vec::new(),
                 probe,
+                witnesses,
             }
         } else {
             Private {
                 frames,
                 probe: None,
+                witnesses: Vec::new(),
             }
         };
         s.verdict = verdict;
@@ -590,12 +601,13 @@ impl SessionStore for PgSessions {
             s.subject.as_deref(),
             purpose,
         )?;
-        let probe = self
-            .unseal(&s, &hash)?
+        let private = self.unseal(&s, &hash)?;
+        let probe = private
             .probe
             .and_then(|face| {
                 PassedProbe::from_face(
                     &face,
+                    private.witnesses,
                     s.verdict.confidence().unwrap_or(0.0),
                     s.challenge.clone(),
                 )
@@ -701,6 +713,22 @@ mod tests {
         let ts: Vec<u64> = frames.iter().map(|f| f.timestamp_ms).collect();
         assert_eq!(ts, vec![100, 200, 300, 400]);
         assert_eq!(new, vec![1, 3]);
+    }
+
+    #[test]
+    fn witnesses_are_sealed_with_the_probe_and_absent_from_older_sessions() {
+        let e = crate::vision::embed::Embedding::new(vec![0.01; 128]).unwrap();
+        let private = Private {
+            frames: Vec::new(),
+            probe: None,
+            witnesses: vec![e.clone(), e],
+        };
+        let text = serde_json::to_string(&private).unwrap();
+        let back: Private = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.witnesses.len(), 2);
+        // A session sealed by the release before witnesses: none, the probe alone decides.
+        let old: Private = serde_json::from_str(r#"{"frames":[],"probe":null}"#).unwrap();
+        assert!(old.witnesses.is_empty());
     }
 
     #[test]

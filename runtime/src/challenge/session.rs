@@ -208,6 +208,9 @@ pub enum SessionUse<'a> {
 pub struct PassedProbe {
     /// The best frame's embedding.
     pub embedding: Embedding,
+    /// Embeddings of frames spread over the session ([`super::checker::witness_frames`]):
+    /// the verification's match is the worse of the probe's and theirs (typical) one.
+    pub witnesses: Vec<Embedding>,
     /// The best frame's quality.
     pub quality: Option<f32>,
     /// The challenge confidence (the fusion's liveness feature).
@@ -221,11 +224,13 @@ impl PassedProbe {
     /// session stores build it here, so a field added to the probe is filled in one place.
     pub fn from_face(
         face: &FaceObservation,
+        witnesses: Vec<Embedding>,
         confidence: f32,
         challenge: Vec<Action>,
     ) -> Option<Self> {
         Some(Self {
             embedding: face.embedding.clone()?,
+            witnesses,
             quality: face.quality,
             confidence,
             challenge,
@@ -259,6 +264,8 @@ struct Session {
     used: bool,
     expired: bool,
     probe: Option<FaceObservation>,
+    /// The witnesses' embeddings once passed, until a verification takes them with the probe.
+    witnesses: Vec<Embedding>,
 }
 
 impl Session {
@@ -305,8 +312,15 @@ impl Session {
             && face.embedding.is_some()
         {
             self.probe = Some(face.clone());
+            self.witnesses = super::checker::witnesses(&self.frames);
         }
         self.frames = Vec::new();
+    }
+
+    /// Forgets the probe and witnesses (used, or expired).
+    fn drop_probe(&mut self) {
+        self.probe = None;
+        self.witnesses = Vec::new();
     }
 
     fn concluded(&self, id: &str) -> Concluded {
@@ -419,7 +433,7 @@ impl Registry {
                     ended.push(s.concluded(id));
                 }
                 s.trim();
-                s.probe = None;
+                s.drop_probe();
             }
         }
         map.retain(|_, s| now < s.expires + ttl);
@@ -485,6 +499,7 @@ impl Registry {
                 used: false,
                 expired: false,
                 probe: None,
+                witnesses: Vec::new(),
             },
         );
         Ok((
@@ -513,7 +528,7 @@ impl Registry {
             s.expired = true;
             s.verdict.conclude(FailReason::Expired);
             s.trim();
-            s.probe = None;
+            s.drop_probe();
         }
         Ok(s)
     }
@@ -647,13 +662,14 @@ impl Registry {
             .and_then(|face| {
                 PassedProbe::from_face(
                     face,
+                    s.witnesses.clone(),
                     s.verdict.confidence().unwrap_or(0.0),
                     s.challenge.clone(),
                 )
             })
             .ok_or(SessionError::NotPassed("passed"))?;
         s.used = true;
-        s.probe = None;
+        s.drop_probe();
         Ok(probe)
     }
 
@@ -961,9 +977,17 @@ mod tests {
             .add_frames("k", &o.id, frames, t0 + Duration::from_secs(1))
             .unwrap();
         assert_eq!(res.view.state, SessionState::Passed);
-        let map = r.lock();
-        let s = map.get(&o.id).unwrap();
-        assert!(s.frames.is_empty() && s.probe.is_some());
+        {
+            let map = r.lock();
+            let s = map.get(&o.id).unwrap();
+            assert!(s.frames.is_empty() && s.probe.is_some());
+            assert_eq!(s.witnesses.len(), n, "every usable frame witnesses");
+        }
+        let probe = r
+            .take_probe("k", &o.id, SessionUse::Identify, t0 + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(probe.witnesses.len(), n);
+        assert!(r.lock().get(&o.id).unwrap().witnesses.is_empty());
     }
 
     #[test]
