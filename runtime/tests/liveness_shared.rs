@@ -1,7 +1,8 @@
 //! Challenge-liveness sessions shared by replicas through a real PostgreSQL (issue 13): two
 //! runtimes on one database serve any call of a session (open on A, frames on B, read on A,
 //! verify on B once, again on A → 409), a restart keeps open sessions, batches posted at once
-//! through both replicas are all applied, a passed session verifies once when both replicas are
+//! through both replicas are one applied and one refused as busy (a batch captured before frames
+//! already applied fails the session, as on one replica), a passed session verifies once when both replicas are
 //! asked at the same moment, the bounds hold across replicas, expired sessions are swept (their
 //! failure counted once), and a database outage answers 503 `store_unavailable`, never a pass.
 //! An unbound passed session identifies once across replicas too; a bound one only verifies.
@@ -263,30 +264,61 @@ async fn replicas_share_sessions_through_postgres() {
         "{ra:?} {rb:?}"
     );
 
-    // Batches posted at once through both replicas: every frame is applied.
+    // Batches posted at once through both replicas: one holds the session, the other answers
+    // 409 session_busy, as on one replica (the lease is taken before the models run).
     let (st, o) = open(&a, &admin, json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{o}");
     let id3 = id_of(&o);
     let frames = neutral(8, 0);
-    // B's batch was captured first but may be applied second: frames sort by capture time.
-    let (late, early) = (
-        frames_json(&frames[4..], 20_600),
+    let (first, second) = (
         frames_json(&frames[..4], 20_000),
+        frames_json(&frames[4..], 20_600),
     );
     let (ra, rb) = tokio::join!(
-        send(&a, &admin, &id3, &late),
-        send(&b, &admin, &id3, &early)
+        send(&a, &admin, &id3, &first),
+        send(&b, &admin, &id3, &second)
     );
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
     assert_eq!(
-        (ra.0, rb.0),
-        (StatusCode::OK, StatusCode::OK),
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
         "{ra:?} {rb:?}"
     );
-    let (st, g) = get(&b, &admin, &id3).await;
+    let busy = if ra.0 == StatusCode::CONFLICT {
+        &ra.1
+    } else {
+        &rb.1
+    };
+    assert_eq!(error_code(busy), "session_busy", "{busy}");
+    // The lease is given back: the next batch through either replica is applied.
+    let applied_first = ra.0 == StatusCode::OK;
+    let (st, fb) = send(&b, &admin, &id3, &frames_json(&neutral(4, 30), 21_200)).await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("in_progress")),
+        "{fb}"
+    );
+    let (st, g) = get(&a, &admin, &id3).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(g["state"], "in_progress", "{g}");
-    assert_eq!(g["detail"]["frames_received"], 8, "{g}");
+    assert_eq!(
+        g["detail"]["frames_received"], 8,
+        "{g} (A's batch first: {applied_first})"
+    );
     assert_eq!(g["detail"]["usable_frames"], 8, "{g}");
+    // A batch captured before the frames already applied cannot be slipped in before them: the
+    // session fails, on this replica as on one alone.
+    let (st, fb) = send(&a, &admin, &id3, &frames_json(&neutral(1, 50)[..], 19_000)).await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("failed")),
+        "{fb}"
+    );
+    let (_, g) = get(&b, &admin, &id3).await;
+    assert_eq!(g["reasons"], json!(["timestamps_not_increasing"]), "{g}");
+    // A failed session holds no place: another in progress stands in for it below.
+    let (st, o) = open(&a, &admin, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
 
     // Bounds across replicas: verify holds no place now (both sessions used); two on A and B,
     // the third refused on either; the fourth place globally, then 503.

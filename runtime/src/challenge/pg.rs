@@ -2,12 +2,14 @@
 //! 0003), for replicas behind one Service: any replica serves any call of a session, and a
 //! restart keeps open sessions.
 //!
-//! Concurrency: a batch of frames is run through the models outside any transaction, then
-//! applied under the row's lock (`SELECT … FOR UPDATE`): batches posted at once through two
-//! replicas are applied one after the other, each re-judging the whole session, so no frame is
-//! lost and a session ends exactly once (only the call that ended it reports it, so the
-//! failed-challenge spoof event fires once). Frames are kept in client-timestamp order, so two
-//! batches applied in the other order than they were captured judge the same. A passed session
+//! Concurrency: a frames call holds its session with a lease (`busy_until`, migration 0006)
+//! from its checks until its batch is applied, so a second call through any replica answers
+//! `session_busy`, as on one replica. The batch is run through the models outside any
+//! transaction, then applied under the row's lock (`SELECT … FOR UPDATE`) in the order received,
+//! re-judging the whole session, so a session ends exactly once (only the call that ended it
+//! reports it, so the failed-challenge spoof event fires once) and a batch captured before
+//! frames already applied fails it (`timestamps_not_increasing`): a client cannot slip frames in
+//! before those the checker has already judged and answered about. A passed session
 //! is consumed under the row lock by an `UPDATE … WHERE NOT consumed`: one verification or
 //! identification across all replicas. Sessions are opened under a transaction-level advisory
 //! lock, so the global and per-key bounds hold across replicas. Every time is the database's
@@ -57,6 +59,10 @@ macro_rules! session_columns {
     };
 }
 
+/// Longest a frames call holds its session ([`SessionStore::begin_batch`]) when it neither
+/// applies nor gives back its batch (its replica died): the request timeout's order.
+const BATCH_LEASE: Duration = Duration::from_secs(30);
+
 /// Sessions holding a place: in progress, or passed and unused, and not expired.
 macro_rules! holding {
     () => {
@@ -72,7 +78,7 @@ pub fn key_hash(key: &str) -> String {
 /// The biometric part of a session, sealed in its row.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Private {
-    /// Observations of the frames so far, in timestamp order (emptied when the session ends).
+    /// Observations of the frames so far, in the order received (emptied when the session ends).
     frames: Vec<FrameObservation>,
     /// The best frame's face once passed, until a verification takes it.
     probe: Option<FaceObservation>,
@@ -107,27 +113,6 @@ fn words_to_bytes(words: &[f32]) -> Option<Vec<u8>> {
     }
     out.truncate(len);
     Some(out)
-}
-
-/// Merges a batch into the session's frames in client-timestamp order (stable: earlier
-/// arrivals first on equal timestamps); returns the new frames' positions.
-fn merge_by_timestamp(
-    frames: Vec<FrameObservation>,
-    batch: Vec<FrameObservation>,
-) -> (Vec<FrameObservation>, Vec<usize>) {
-    let mut tagged: Vec<(FrameObservation, bool)> = frames
-        .into_iter()
-        .map(|f| (f, false))
-        .chain(batch.into_iter().map(|f| (f, true)))
-        .collect();
-    tagged.sort_by_key(|(f, _)| f.timestamp_ms);
-    let new = tagged
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, n))| *n)
-        .map(|(i, _)| i)
-        .collect();
-    (tagged.into_iter().map(|(f, _)| f).collect(), new)
 }
 
 fn outcome_str(o: Outcome) -> &'static str {
@@ -336,8 +321,8 @@ impl PgSessions {
             .map_err(|e| SessionError::Backend(format!("encode verdict: {e}")))?;
         sqlx::query(
             "UPDATE facekey_liveness_sessions SET frames_received = $2, outcome = $3, \
-             verdict = $4::jsonb, sealed_key_id = $5, sealed_nonce = $6, sealed = $7 \
-             WHERE id = $1",
+             verdict = $4::jsonb, sealed_key_id = $5, sealed_nonce = $6, sealed = $7, \
+             busy_until = NULL WHERE id = $1",
         )
         .bind(&row.id)
         .bind(i32::try_from(row.frames_received).unwrap_or(i32::MAX))
@@ -490,12 +475,39 @@ impl SessionStore for PgSessions {
                 limits.max_frames
             )));
         }
-        // No reservation: batches through several replicas are applied one after the other
-        // under the row lock in `add_frames`, which enforces the frame budget again.
+        // Hold the session for this batch, as one replica's store does: another call for it,
+        // through any replica, answers session_busy until the batch is applied or given back
+        // (or the lease of a replica that died holding it runs out). `add_frames` checks the
+        // frame budget again under the row lock.
+        let claimed = sqlx::query(
+            "UPDATE facekey_liveness_sessions SET busy_until = now() + make_interval(secs => $3) \
+             WHERE id = $1 AND key_hash = $2 AND (busy_until IS NULL OR busy_until <= now())",
+        )
+        .bind(id)
+        .bind(key_hash(key))
+        .bind(BATCH_LEASE.as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .map_err(db("reserve liveness session"))?;
+        if claimed.rows_affected() != 1 {
+            return Err(SessionError::Busy);
+        }
         Ok(None)
     }
 
-    async fn release(&self, _key: &str, _id: &str) {}
+    async fn release(&self, key: &str, id: &str) {
+        let released = sqlx::query(
+            "UPDATE facekey_liveness_sessions SET busy_until = NULL \
+             WHERE id = $1 AND key_hash = $2",
+        )
+        .bind(id)
+        .bind(key_hash(key))
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(session = id, error = %e, "liveness session reservation not given back; it runs out by itself");
+        }
+    }
 
     async fn add_frames(
         &self,
@@ -523,7 +535,11 @@ impl SessionStore for PgSessions {
             f.received_ms = Some(s.elapsed_ms);
         }
         s.frames_received += batch.len();
-        let (frames, new) = merge_by_timestamp(private.frames, batch);
+        // In the order received, as one replica's store keeps them: a batch captured before
+        // frames already applied fails the session (timestamps_not_increasing).
+        let mut frames = private.frames;
+        let new: Vec<usize> = (frames.len()..frames.len() + batch.len()).collect();
+        frames.extend(batch);
         let mut verdict = evaluate(&s.challenge, &frames, &self.policy);
         if verdict.outcome == Outcome::InProgress && s.frames_received >= self.limits.max_frames {
             verdict.conclude(FailReason::ChallengeIncomplete);
@@ -704,15 +720,6 @@ mod tests {
         let mut w = bytes_to_words(b"abcd");
         w[0] = f32::from_le_bytes(100u32.to_le_bytes());
         assert_eq!(words_to_bytes(&w), None);
-    }
-
-    #[test]
-    fn batches_merge_in_timestamp_order() {
-        let f = |t| FrameObservation::unusable(t, "x");
-        let (frames, new) = merge_by_timestamp(vec![f(100), f(300)], vec![f(200), f(400)]);
-        let ts: Vec<u64> = frames.iter().map(|f| f.timestamp_ms).collect();
-        assert_eq!(ts, vec![100, 200, 300, 400]);
-        assert_eq!(new, vec![1, 3]);
     }
 
     #[test]
