@@ -560,12 +560,19 @@ async fn bounds_bad_frames_expiry_and_required_sessions() {
     let verify = s.client_for("verify");
     let (st, a) = open(&s, &verify, json!({})).await;
     assert_eq!(st, StatusCode::CREATED);
-    let (st, _) = open(&s, &verify, json!({})).await;
+    let (st, abandoned) = open(&s, &verify, json!({})).await;
     assert_eq!(st, StatusCode::CREATED);
     let (st, v) = open(&s, &verify, json!({})).await;
     assert_eq!(
         (st, error_code(&v)),
         (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions")
+    );
+    // A face seen, then left to expire (below): abandoned, not a spoof event.
+    let (st, fb) = send(&s, &verify, abandoned["id"].as_str().unwrap(), &one).await;
+    assert_eq!(
+        (st, fb["frames"][0]["face_found"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{fb}"
     );
     // Another key still gets one.
     let (st, _) = open(&s, &s.client, json!({})).await;
@@ -670,6 +677,15 @@ async fn bounds_bad_frames_expiry_and_required_sessions() {
         metrics.contains(
             "facekey_liveness_sessions_failed_total{reason=\"timestamps_not_increasing\"} 1"
         ),
+        "{metrics}"
+    );
+    // Both untouched sessions expired; only the one that saw a face was abandoned.
+    assert!(
+        metrics.contains("facekey_liveness_sessions_failed_total{reason=\"expired\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("facekey_liveness_sessions_abandoned_total 1"),
         "{metrics}"
     );
     s.stop().await;

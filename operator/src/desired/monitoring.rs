@@ -76,6 +76,10 @@ pub(super) fn pod_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Result<
 /// misconfigured client's retries, the order of a key-guessing or scanning run.
 pub const AUTH_FAILURE_BURST_PER_SECOND: f64 = 1.0;
 
+/// Liveness sessions abandoned after a face was seen in an hour above which, when they are also
+/// most of the sessions opened, `FaceKeyLivenessSessionsAbandoned` fires.
+pub const ABANDONED_SESSIONS_PER_HOUR: u32 = 20;
+
 /// `FaceKeyStoreNearlyFull` fires when a replica's index holds more than this share of
 /// `FACEKEY_MAX_SUBJECTS` subjects or `FACEKEY_MAX_TEMPLATES` templates for 15 minutes; at the
 /// limit writes answer 507 `store_full`.
@@ -308,6 +312,21 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             summary: format!("Subjects of {namespace}/{name} locked after failed verifications"),
             description: format!(
                 "{{{{ $value | printf \"%.0f\" }}}} subject lockouts in FaceKeyDeployment {namespace}/{name} in the last 5 minutes (repeated failed verifications of one subject)."
+            ),
+        },
+        Alert {
+            name: "FaceKeyLivenessSessionsAbandoned",
+            // A session left to expire after faces were seen is no spoof event (people give
+            // up), so a client tuning a spoof on the per-frame feedback and walking away raises
+            // none; many such sessions, most of those opened, are that pattern.
+            expr: format!(
+                "sum by ({KEEP}) (increase(facekey_liveness_sessions_abandoned_total{{{sel}}}[1h])) > {ABANDONED_SESSIONS_PER_HOUR} and sum by ({KEEP}) (increase(facekey_liveness_sessions_abandoned_total{{{sel}}}[1h])) > 0.5 * sum by ({KEEP}) (increase(facekey_liveness_sessions_started_total{{{sel}}}[1h]))"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("Liveness sessions of {namespace}/{name} abandoned after faces were seen"),
+            description: format!(
+                "{{{{ $value | printf \"%.0f\" }}}} challenge-liveness sessions of FaceKeyDeployment {namespace}/{name} expired in the last hour after a face was seen, over half of those opened: people giving up at a step, or a client probing the challenge's feedback (the facekey::security log lists the sessions)."
             ),
         },
         Alert {
@@ -592,6 +611,22 @@ mod tests {
             description.contains("{{ $labels.key_id }}"),
             "{description}"
         );
+    }
+
+    #[test]
+    fn abandoned_sessions_alert_when_many_and_most_of_those_opened() {
+        let rule = alert("FaceKeyLivenessSessionsAbandoned");
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(
+            expr.starts_with(r#"sum by (namespace, job) (increase(facekey_liveness_sessions_abandoned_total{namespace="ns",job="fk"}[1h])) > 20 and "#),
+            "{expr}"
+        );
+        assert!(
+            expr.ends_with(r#"> 0.5 * sum by (namespace, job) (increase(facekey_liveness_sessions_started_total{namespace="ns",job="fk"}[1h]))"#),
+            "{expr}"
+        );
+        let description = warning_with_runbook(&rule, "facekeylivenesssessionsabandoned");
+        assert!(description.contains("facekey::security"), "{description}");
     }
 
     #[test]

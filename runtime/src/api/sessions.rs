@@ -59,6 +59,10 @@ pub struct SessionMetrics {
     pub passed: IntCounter,
     /// Sessions that failed, by reason (one count per reason of a failure).
     pub failed: IntCounterVec,
+    /// Sessions that expired after a usable face was seen (also failures with reason
+    /// `expired`): people giving up, or a client probing the checker's per-frame feedback
+    /// (which raises no spoof event).
+    pub abandoned: IntCounter,
     /// Frames received, by whether a usable face was observed (`face`, `no_face`).
     pub frames: IntCounterVec,
     /// Sessions open now (on this replica, or in the shared database; updated when sessions
@@ -86,6 +90,12 @@ impl SessionMetrics {
             ),
             &["reason"],
         )?;
+        let abandoned = IntCounter::new(
+            "facekey_liveness_sessions_abandoned_total",
+            "Challenge-liveness sessions that expired after a usable face was seen (also counted \
+             in failed, reason expired): people giving up, or a client probing the per-frame \
+             feedback.",
+        )?;
         let frames = IntCounterVec::new(
             Opts::new(
                 "facekey_liveness_session_frames_total",
@@ -103,6 +113,7 @@ impl SessionMetrics {
             Box::new(started.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(passed.clone()),
             Box::new(failed.clone()),
+            Box::new(abandoned.clone()),
             Box::new(frames.clone()),
             Box::new(active.clone()),
         ] {
@@ -118,6 +129,7 @@ impl SessionMetrics {
             started,
             passed,
             failed,
+            abandoned,
             frames,
             active,
         })
@@ -265,7 +277,10 @@ pub(super) fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiEr
 
 /// Records sessions that ended: pass/fail counters, and a spoof event (log, counter, alert
 /// email) for every failure with at least one usable face except expiry (a session abandoned
-/// before any face was seen, or left to expire, is no evidence of an attack).
+/// before any face was seen, or left to expire, is no evidence of an attack). A session that
+/// expired after faces were seen is counted as abandoned and logged on `facekey::security`:
+/// one is someone giving up, many are a client tuning a spoof on the feedback
+/// (`FaceKeyLivenessSessionsAbandoned`).
 async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMap) {
     let m = &state.metrics.sessions;
     for c in ended {
@@ -276,6 +291,16 @@ async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &He
                     m.failed.with_label_values(&[r.as_str()]).inc();
                 }
                 tracing::info!(session = %c.id, reasons = ?c.reasons, "liveness session failed");
+                if c.usable_frames > 0 && c.reasons.contains(&FailReason::Expired) {
+                    m.abandoned.inc();
+                    tracing::warn!(
+                        target: "facekey::security",
+                        session = %c.id,
+                        subject = c.subject.as_deref().unwrap_or("-"),
+                        usable_frames = c.usable_frames,
+                        "liveness session abandoned after a face was seen"
+                    );
+                }
                 // Abandonment is no attack: an expired session, or one that never saw a face.
                 if c.usable_frames > 0 && !c.reasons.contains(&FailReason::Expired) {
                     SpoofAttempt {

@@ -665,9 +665,8 @@ mod tests {
     /// Frames 100 ms apart, one per pose.
     #[test]
     fn witnesses_spread_over_the_usable_frames() {
-        let mut frames: Vec<FrameObservation> = (0..40)
-            .map(|i| frame(i, 100 * i as u64, NEUTRAL))
-            .collect();
+        let mut frames: Vec<FrameObservation> =
+            (0..40).map(|i| frame(i, 100 * i as u64, NEUTRAL)).collect();
         for i in [0, 7, 39] {
             frames[i] = FrameObservation::unusable(frames[i].timestamp_ms, "no face");
         }

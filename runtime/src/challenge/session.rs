@@ -984,7 +984,12 @@ mod tests {
             assert_eq!(s.witnesses.len(), n, "every usable frame witnesses");
         }
         let probe = r
-            .take_probe("k", &o.id, SessionUse::Identify, t0 + Duration::from_secs(1))
+            .take_probe(
+                "k",
+                &o.id,
+                SessionUse::Identify,
+                t0 + Duration::from_secs(1),
+            )
             .unwrap();
         assert_eq!(probe.witnesses.len(), n);
         assert!(r.lock().get(&o.id).unwrap().witnesses.is_empty());

@@ -296,10 +296,7 @@ mod tests {
             ..scored
         };
         assert_eq!(passive_score(&ran), Some(0.9));
-        let off = crate::vision::LivenessResult {
-            score: None,
-            ..ran
-        };
+        let off = crate::vision::LivenessResult { score: None, ..ran };
         assert_eq!(passive_score(&off), None);
     }
 
