@@ -92,6 +92,26 @@ impl StoreRefusal {
     }
 }
 
+/// Families an open `/metrics` on the API port leaves out (`FACEKEY_METRICS_AUTH=open` and no
+/// `metrics` key presented): each attempt's scores, since a histogram's `_sum` read before and
+/// after one's own verification gives its exact score, which answers withhold from keys without
+/// `admin` so that nobody can tune a photo against the threshold; and the per-key quota series,
+/// which name key ids. The operations listener and keyed scrapes have everything.
+pub const PRIVATE_FAMILIES: [&str; 4] = [
+    "facekey_match_similarity",
+    "facekey_liveness_score",
+    "facekey_fused_probability",
+    "facekey_key_quota_held",
+];
+
+fn encode(families: &[prometheus::proto::MetricFamily]) -> Result<String, MetricsError> {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(families, &mut buf)
+        .map_err(MetricsError::Register)?;
+    String::from_utf8(buf).map_err(|e| MetricsError::Encode(e.to_string()))
+}
+
 /// Every metric the runtime exposes.
 #[derive(Clone)]
 pub struct Metrics {
@@ -667,23 +687,24 @@ impl Metrics {
             .inc();
     }
 
-    /// Set the scrape-time gauges (`fill`) and render everything, one scrape at a time.
-    pub fn scrape(&self, fill: impl FnOnce(&Self)) -> Result<String, MetricsError> {
+    /// Set the scrape-time gauges (`fill`) and render, one scrape at a time: every family, or
+    /// for a `public` scrape all but [`PRIVATE_FAMILIES`].
+    pub fn scrape(&self, public: bool, fill: impl FnOnce(&Self)) -> Result<String, MetricsError> {
         let _one_at_a_time = self
             .scrape
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         fill(self);
-        self.render()
+        let mut families = self.registry.gather();
+        if public {
+            families.retain(|f| !PRIVATE_FAMILIES.contains(&f.name()));
+        }
+        encode(&families)
     }
 
     /// Render all metrics in the Prometheus text format.
     pub fn render(&self) -> Result<String, MetricsError> {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .map_err(MetricsError::Register)?;
-        String::from_utf8(buf).map_err(|e| MetricsError::Encode(e.to_string()))
+        encode(&self.registry.gather())
     }
 }
 

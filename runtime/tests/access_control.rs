@@ -494,6 +494,37 @@ async fn audit_trail_records_each_action_without_secrets() {
     s.stop().await;
 }
 
+/// Open `/metrics` on the API port leaves out each attempt's scores (a histogram's `_sum` read
+/// around one's own verification gives its exact score, which answers withhold from keys
+/// without admin) and the per-key series; a `metrics` or `admin` key gets every family.
+#[tokio::test]
+async fn open_metrics_withhold_per_attempt_scores_and_key_ids() {
+    let s = Running::start(Config::for_tests()).await;
+    let scrape = |client: reqwest::Client| {
+        let url = s.url("/metrics");
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.text().await.unwrap()
+        }
+    };
+    let private = facekey_runtime::metrics::PRIVATE_FAMILIES;
+    for client in [reqwest::Client::new(), s.client_for("verify")] {
+        let text = scrape(client).await;
+        assert!(text.contains("facekey_decisions_total"), "{text}");
+        for family in private {
+            assert!(!text.contains(family), "{family} open to anyone");
+        }
+    }
+    for id in ["metrics", "admin"] {
+        let text = scrape(s.client_for(id)).await;
+        for family in private {
+            assert!(text.contains(family), "{family} missing for the {id} key");
+        }
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn keyed_metrics_and_the_operations_listener() {
     let mut config = Config::for_tests();

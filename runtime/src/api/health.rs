@@ -2,11 +2,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
+use crate::auth::Scope;
+use crate::auth::guard::presented_key;
+use crate::config::MetricsAuth;
 use crate::state::SharedState;
 use crate::store::QuotaOf;
 
@@ -66,11 +69,34 @@ fn key_quotas(state: &SharedState) {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition format.
+/// `GET /metrics` on the API port: everything to a `metrics` (or `admin`) key, and, when the
+/// route is open (`FACEKEY_METRICS_AUTH=open`), all but the per-attempt scores and per-key
+/// series ([`crate::metrics::PRIVATE_FAMILIES`]) to anyone else.
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
-    responses((status = 200, description = "Text exposition format 0.0.4", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let text = state.metrics.scrape(|m| {
+    responses((status = 200, description = "Text exposition format 0.0.4; when open to anyone, without the per-attempt score histograms and per-key quota series (a `metrics` key, or the operations listener, has every family)", content_type = "text/plain")))]
+pub async fn metrics(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // Keyed: the guard admitted only a `metrics` key. Open: whoever presents one gets all.
+    let keyed = state.config.metrics_auth == MetricsAuth::Key
+        || presented_key(&headers).ok().flatten().is_some_and(|k| {
+            state
+                .api_keys
+                .ring()
+                .authenticate(k)
+                .is_some_and(|e| e.caller().has(Scope::Metrics))
+        });
+    scrape(&state, !keyed)
+}
+
+/// `GET /metrics` on the operations listener (`FACEKEY_METRICS_LISTEN`): every family.
+pub async fn operations_metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
+    scrape(&state, false)
+}
+
+fn scrape(state: &SharedState, public: bool) -> Result<Response, ApiError> {
+    let text = state.metrics.scrape(public, |m| {
         let stats = state.enrolments.index().stats();
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         m.store_up
@@ -82,7 +108,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiEr
         m.enrolled_templates_limit
             .set(gauge(state.config.max_templates));
         m.subjects_outdated.set(gauge(stats.outdated_subjects));
-        key_quotas(&state);
+        key_quotas(state);
         let admission = state.admission.stats();
         m.inferences_in_flight.set(gauge(admission.in_flight));
         m.inferences_queued.set(gauge(admission.queued));

@@ -117,7 +117,7 @@ pub fn operations_router(state: SharedState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::operations_metrics))
         .with_state(state)
 }
 
