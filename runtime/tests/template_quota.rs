@@ -135,7 +135,7 @@ async fn a_key_at_its_template_quota_is_refused_while_others_enrol_and_it_surviv
     for _ in 0..QUOTA {
         enrolled(&s, &admin, &a3).await;
     }
-    let metrics = s.metrics().await;
+    let metrics = s.metrics_as(&admin).await;
     assert_eq!(
         metric(
             &metrics,

@@ -348,7 +348,13 @@ impl Running {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
+        self.metrics_as(&self.client).await
+    }
+
+    /// `/metrics` as `client`'s key sees it (an open scrape without a `metrics` or `admin` key
+    /// leaves out the per-attempt scores and per-key series).
+    pub async fn metrics_as(&self, client: &reqwest::Client) -> String {
+        client
             .get(self.url("/metrics"))
             .send()
             .await
