@@ -329,6 +329,25 @@ impl Verifier {
         })
     }
 
+    /// The match verdict against the first of `scores` (one per template, oldest first) of the
+    /// best model class (fused when any is): what an enrolment by a key without `admin` must
+    /// match. Against the closest face only, a chain of faces each close to the one before
+    /// could walk a subject toward another person; the first face anchors who it is.
+    pub fn judge_first_template(&self, scores: &[MatchScore]) -> Option<MatchVerdict> {
+        let fused = scores.iter().any(|s| s.models == MatchModels::DlibFaceres);
+        let first = scores
+            .iter()
+            .find(|s| !fused || s.models == MatchModels::DlibFaceres)?;
+        Some(MatchVerdict {
+            models: first.models,
+            ..self.judge_match(
+                f64::from(first.distance),
+                f64::from(first.similarity),
+                scores.len(),
+            )
+        })
+    }
+
     /// The match verdict of a liveness session: the worse (less similar) of its probe's
     /// (`probe`: one score per template) and its witnesses' typical one, the median of their
     /// verdicts (the lower middle of an even count). A probe the client chose (a sharp frontal
@@ -562,6 +581,30 @@ mod tests {
         let out = v.decide(&m, &l, -1.0);
         assert_eq!(out.features, [1.0, 0.5, -1.0]);
         assert!((out.forward.probability - 0.768_524_783_499_017_8).abs() < 1e-15);
+    }
+
+    #[test]
+    fn an_enrolment_is_judged_against_the_first_face_of_the_best_model() {
+        let v = verifier(DecisionPolicy::Strict, true);
+        // Closest 0.1 (the last face of a chain), the first 0.8: rejected.
+        let m = v
+            .judge_first_template(&[score(0.8), score(0.4), score(0.1)])
+            .unwrap();
+        assert_eq!(m.decision, Decision::Reject);
+        assert_eq!(m.templates, 3);
+        // A dlib-only face enrolled before the fused ones does not anchor them.
+        let fused = |d: f32| MatchScore {
+            models: MatchModels::DlibFaceres,
+            ..score(d)
+        };
+        let m = v
+            .judge_first_template(&[score(0.9), fused(0.2), fused(0.7)])
+            .unwrap();
+        assert_eq!(
+            (m.models, m.decision),
+            (MatchModels::DlibFaceres, Decision::Accept)
+        );
+        assert!(v.judge_first_template(&[]).is_none());
     }
 
     #[test]

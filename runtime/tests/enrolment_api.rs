@@ -50,9 +50,14 @@ fn message(v: &Value) -> &str {
 }
 
 async fn create(s: &Running, name: &str) -> String {
+    create_with(s, &s.client, name).await
+}
+
+/// A subject created with `client`'s key (its creator).
+async fn create_with(s: &Running, client: &reqwest::Client, name: &str) -> String {
     let (status, v) = s
         .json(
-            s.client
+            client
                 .post(s.url("/v1/subjects"))
                 .json(&json!({ "name": name })),
         )
@@ -105,7 +110,23 @@ async fn enrolment_gates_with_real_images() {
     config.max_faces_per_subject = 3;
     let s = Running::start(config).await;
     let enrol_key = s.client_for("enrol");
-    let id = create(&s, "Eileen Collins").await;
+    let id = create_with(&s, &enrol_key, "Eileen Collins").await;
+
+    // The first face of a subject another key created decides who that subject is: refused to
+    // an `enrol` key before any model runs, whatever the face; its creator (here `admin`) sets it,
+    // and then the `enrol` key may add faces that match it.
+    let others = create(&s, "Created by admin").await;
+    let (status, v) = enrol(&s, &enrol_key, &others, face("astronaut.png")).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::FORBIDDEN, "not_subject_creator"),
+        "{v}"
+    );
+    assert!(message(&v).contains("(admin)"), "{v}");
+    let (status, v) = enrol(&s, &s.client, &others, face("astronaut.png")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = enrol(&s, &enrol_key, &others, face("astronaut_640x480.jpg")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
 
     // The group photo: several faces, whatever FACEKEY_MULTI_FACE (default `largest`) says.
     let (status, v) = enrol(&s, &enrol_key, &id, face("t1.jpg")).await;
@@ -218,6 +239,7 @@ async fn enrolment_gates_with_real_images() {
         "enrol_liveness_unknown",
         "low_quality",
         "face_mismatch",
+        "not_subject_creator",
         "too_many_faces",
     ] {
         assert!(responses.contains(code), "{code} undocumented: {responses}");
@@ -236,8 +258,8 @@ async fn enrol_liveness_off_admits_id_photos() {
     let mut config = Config::for_tests();
     config.enrol_liveness = Switch::Off;
     let s = Running::start(config).await;
-    let id = create(&s, "Tom Hanks").await;
     let enrol_key = s.client_for("enrol");
+    let id = create_with(&s, &enrol_key, "Tom Hanks").await;
     let before = spoofs(&s.metrics().await);
     let (status, v) = enrol(&s, &enrol_key, &id, face("Tom_Hanks_54745.png")).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");

@@ -426,6 +426,7 @@ describe("errorAdvice", () => {
   it("says what to do about access-control errors", () => {
     expect(errorAdvice(new ApiError(401, "unauthorized", ""))).toMatch(/did not accept the API key/);
     expect(errorAdvice(new ApiError(403, "forbidden", "needs the `admin` scope"))).toMatch(/lacks the scope/);
+    expect(errorAdvice(new ApiError(403, "not_subject_creator", ""))).toMatch(/key that created the subject/);
     expect(errorAdvice(new ApiError(429, "rate_limited", "", 4))).toBe(
       "Too many requests with this key: try again in 4 s.",
     );

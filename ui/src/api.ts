@@ -62,6 +62,8 @@ export function errorAdvice(e: ApiError): string | undefined {
     case 401:
       return "The runtime did not accept the API key: enter a valid key.";
     case 403:
+      if (e.code === "not_subject_creator")
+        return "This subject has no face yet (or only faces of an older model), so its first face decides who it is: enrol it with the key that created the subject, or with an admin key.";
       return "This API key lacks the scope this needs; ask the operator for a key that has it.";
     case 408:
       return e.code === "body_too_slow"

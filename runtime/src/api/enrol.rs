@@ -8,9 +8,13 @@
 //! `FACEKEY_MULTI_FACE` says (verification may pick the largest face of a crowd, an enrolment
 //! must not guess whose face it stores); the face is live (`FACEKEY_ENROL_LIVENESS`, judged by
 //! the [`crate::verifier::Verifier`] exactly as verification judges it; a spoof is reported as
-//! one); its quality reaches `FACEKEY_ENROL_MIN_QUALITY`; and, when the subject already has
-//! templates of the serving model, it matches them, unless the caller holds `admin`: a stolen
-//! `enrol` key cannot add an attacker's face to someone else's subject.
+//! one); its quality reaches `FACEKEY_ENROL_MIN_QUALITY`; and, unless the caller
+//! holds `admin`, when the subject already has templates of the serving model it matches the
+//! first of them (not only the closest: a chain of faces each close to the one before would walk
+//! the subject toward another person), and when it has none the caller's key created the
+//! subject (checked before any model work): a stolen `enrol` key cannot add an attacker's face
+//! to someone else's subject, nor set the first face of one another key created, or one whose
+//! faces are all of an older model or were deleted for re-enrolment.
 //!
 //! That match gate is a match test like a verification, so it is under the per-subject lockout
 //! ([`crate::lockout`]): a subject locked after failed attempts takes no face (429
@@ -126,6 +130,37 @@ fn check_subject(
     })
 }
 
+/// A subject without a face of the serving model takes its first one only from the key that
+/// created it or an `admin` key: with no face to match, that face decides who the subject is.
+/// No caller (authentication off): nobody owns anything.
+fn check_first_face(
+    state: &SharedState,
+    id: &str,
+    caller: Option<&Extension<Caller>>,
+) -> Result<(), ApiError> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    let created_by = state
+        .enrolments
+        .index()
+        .get(id)
+        .and_then(|(subject, _)| subject.created_by);
+    if caller.is_admin() || created_by.as_deref() == Some(&*caller.key_id) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "not_subject_creator",
+        format!(
+            "subject {id} has no face of the serving model to match this one against, so its \
+             first face decides who it is: only the key that created it{} or a key with the \
+             admin scope may enrol it",
+            created_by.map_or_else(|| " (none recorded)".to_owned(), |k| format!(" ({k})"))
+        ),
+    ))
+}
+
 /// Exactly one face: several are refused whatever the multi-face policy.
 fn check_one_face(analysis: &FaceAnalysis) -> Result<(), ApiError> {
     if analysis.faces_detected > 1 {
@@ -207,9 +242,10 @@ fn check_quality(quality: Option<&QualityResult>, minimum: f64) -> Result<(), Ap
     description = "Send the image as multipart field `image` or JSON `{\"image\": \"<base64>\"}`. \
 Only the face embedding is stored. The image must show exactly one face, live \
 (`FACEKEY_ENROL_LIVENESS`) and of quality at least `FACEKEY_ENROL_MIN_QUALITY`; a face added to \
-a subject that already has faces must match them unless the key holds `admin`; a face that \
-does not (`face_mismatch`) counts as a failed attempt against the subject's lockout, and a \
-locked subject takes no face.",
+a subject that already has faces must match the first of them unless the key holds `admin`; \
+a face that does not (`face_mismatch`) counts as a failed attempt against the subject's \
+lockout, and a locked subject takes no face. A subject without a face of the serving model \
+takes its first from the key that created it or an `admin` key only (`not_subject_creator`).",
     params(("id" = String, Path, description = "Subject id")),
     request_body(content(
         (super::bodies::ImageJson = "application/json"),
@@ -217,6 +253,8 @@ locked subject takes no face.",
     )),
     responses(
         (status = 201, description = "Enrolled", body = EnrolResponse),
+        (status = 403, description = "`not_subject_creator`: the subject has no face of the \
+serving model and the key (without `admin`) did not create it", body = ErrorBody),
         (status = 404, description = "`subject_not_found`", body = ErrorBody),
         (status = 409, description = "`too_many_faces`: the subject has \
 `FACEKEY_MAX_FACES_PER_SUBJECT` faces", body = ErrorBody),
@@ -228,8 +266,8 @@ templates; or `key_template_quota`: the key (without `admin`) holds \
         (status = 422, description = "`no_face`; `multiple_faces` (always refused for \
 enrolment); `unusable_face`; `enrol_not_live` (judged a presentation attack); \
 `enrol_liveness_unknown` (liveness could not run on the face); `low_quality` (below \
-`FACEKEY_ENROL_MIN_QUALITY`); `face_mismatch` (does not match the subject's faces; an `admin` \
-key overrides)", body = ErrorBody),
+`FACEKEY_ENROL_MIN_QUALITY`); `face_mismatch` (does not match the subject's first face; an \
+`admin` key overrides)", body = ErrorBody),
         (status = 429, description = "`subject_locked`: the subject is locked after repeated \
 failed attempts (`Retry-After`: seconds left); no face is added whatever the key's scope", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
@@ -246,6 +284,9 @@ pub async fn enrol(
     let enroller = enroller(&state, caller.as_ref());
     let enrolled =
         check_subject(&state, &id, enroller).inspect_err(|e| refused(&state, enroller, e))?;
+    if enrolled.is_empty() {
+        check_first_face(&state, &id, caller.as_ref())?;
+    }
     // A locked subject takes no face: the match gate below is a match test like a verification,
     // and a locked subject must not gain a face an attacker could then verify with.
     state.lockouts.check(&id).await?;
@@ -277,7 +318,7 @@ pub async fn enrol(
             .iter()
             .map(|t| engine.vision.compare(&analysis.embedding, t))
             .collect();
-        if let Some(m) = engine.verifier.judge_templates(&scores)
+        if let Some(m) = engine.verifier.judge_first_template(&scores)
             && m.decision == Decision::Reject
         {
             // A failed attempt against the subject, as a verification with this face would be;
@@ -286,8 +327,8 @@ pub async fn enrol(
             return Err(rejected(
                 "face_mismatch",
                 format!(
-                    "the face does not match the subject's {} enrolled face(s); a key with the \
-                     admin scope can add it anyway",
+                    "the face does not match the first of the subject's {} enrolled face(s); a \
+                     key with the admin scope can add it anyway",
                     m.templates
                 ),
             ));

@@ -44,7 +44,7 @@ pub enum SubjectTemplates {
     /// The subject and the embeddings of its serving-model templates (possibly none) and how
     /// many it holds of other models.
     Found {
-        /// Embeddings of the serving model (dlib's part of each matched template).
+        /// Embeddings of the serving model (dlib's part of each matched template), oldest first.
         embeddings: Vec<Vec<f32>>,
         /// The same templates whole, in the same order: the model name they record and
         /// every stored value (a fused template holds dlib's and faceres-deep's embeddings).
@@ -410,7 +410,10 @@ impl TemplateIndex {
         let mut embeddings = Vec::new();
         let mut templates = Vec::new();
         let mut outdated = 0;
-        for t in &entry.record.templates {
+        // Oldest first (RFC 3339 UTC times order as text; ties keep the stored order).
+        let mut by_age: Vec<&Template> = entry.record.templates.iter().collect();
+        by_age.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        for t in by_age {
             if let Some(part) = serving_part(t, &self.model, self.dim) {
                 embeddings.push(part.to_vec());
                 templates.push((t.model.clone(), t.embedding.clone()));
@@ -523,6 +526,30 @@ mod tests {
             created_at: format!("2026-01-01T00:00:0{}Z", id.len() % 10),
             enrolled_by: None,
         }
+    }
+
+    #[test]
+    fn a_subjects_templates_come_oldest_first() {
+        let index = TemplateIndex::new("m", 2);
+        let at = |id: &str, v: f32, time: &str| Template {
+            created_at: time.into(),
+            ..template(id, "a", "m", vec![v, 0.0])
+        };
+        index.upsert(record(
+            "a",
+            vec![
+                at("x", 3.0, "2026-03-01T00:00:00Z"),
+                at("y", 1.0, "2026-01-01T00:00:00Z"),
+                at("z", 2.0, "2026-02-01T00:00:00Z"),
+            ],
+        ));
+        let SubjectTemplates::Found { embeddings, .. } = index.subject_templates("a") else {
+            panic!("no subject");
+        };
+        assert_eq!(
+            embeddings,
+            vec![vec![1.0, 0.0], vec![2.0, 0.0], vec![3.0, 0.0]]
+        );
     }
 
     fn enrolled_by(id: &str, subject: &str, key: Option<&str>) -> Template {
