@@ -31,7 +31,6 @@ use crate::store::{StoreError, Subject};
 use crate::verifier::{
     DecisionPolicy, LivenessState, LivenessVerdict, MatchVerdict, Reason, Verification, Verifier,
 };
-use crate::vision::embed::similarity;
 use crate::vision::second_opinion::MatchModels;
 use crate::vision::{
     AnalyzeOptions, Detection, EMBEDDING_MODEL, Embedding, FaceAnalysis, LivenessReport,
@@ -979,7 +978,6 @@ async fn identify_decided(
     let verifier = &engine.verifier;
     let liveness = probe.liveness(verifier);
     let quality = probe.quality();
-    let cfg = engine.vision.config().matching;
     let judged: Vec<Judged> = nearest
         .into_iter()
         .map(|n| {
@@ -999,11 +997,11 @@ async fn identify_decided(
                         verifier.judge_templates(&scores)
                     }
                 });
-            let matched = fused.unwrap_or_else(|| {
-                let sim = f64::from(similarity(n.distance, &cfg));
-                let usable = n.subject.faces - n.subject.outdated_faces;
-                verifier.judge_match(f64::from(n.distance), sim, usable)
-            });
+            // Its templates gone since the search (deleted meanwhile): no match. The index's
+            // dlib-only distance is no verdict (a face just revoked would still identify, and a
+            // session's witnesses would be skipped).
+            let matched =
+                fused.unwrap_or_else(|| verifier.judge_match(f64::from(n.distance), 0.0, 0));
             let outcome = verifier.decide(&matched, &liveness, quality);
             Judged {
                 subject: n.subject,

@@ -124,6 +124,9 @@ pub fn operations_router(state: SharedState) -> Router {
 /// CORS for the configured origins; none configured: no CORS headers, so browsers allow only
 /// the bundled UI (same origin).
 fn cors(origins: &[String]) -> CorsLayer {
+    // `*` (allowed only with FACEKEY_ALLOW_INSECURE) is any origin: tower-http's list refuses a
+    // wildcard by panicking, so it must never reach the list.
+    let any = origins.iter().any(|o| o.trim() == "*");
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
@@ -131,8 +134,13 @@ fn cors(origins: &[String]) -> CorsLayer {
     if origins.is_empty() {
         return CorsLayer::new();
     }
+    let allow = if any {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins)
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
@@ -174,4 +182,19 @@ pub(crate) fn method_not_allowed_error(req: &Request) -> ApiError {
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `FACEKEY_CORS_ORIGINS=*` (with `FACEKEY_ALLOW_INSECURE`) made tower-http panic
+    /// at start-up; it means any origin.
+    #[test]
+    fn a_wildcard_origin_is_any_origin_not_a_panic() {
+        let _ = cors(&["*".into()]);
+        let _ = cors(&["https://a.example".into(), " * ".into()]);
+        let _ = cors(&["https://a.example".into()]);
+        let _ = cors(&[]);
+    }
 }
