@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 pub const APP_NAME: &str = "facekey";
 /// Label naming the FaceKeyDeployment that owns an object; the pruner lists by it.
 pub const OWNER_LABEL: &str = "facekey.dev/owner";
+/// The recommended label naming the instance (the FaceKeyDeployment); left off retained store
+/// objects, which GitOps tools would otherwise claim (see `desired::store`).
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// Label Grafana's dashboard sidecar (kube-prometheus-stack default) watches for.
 pub const GRAFANA_DASHBOARD_LABEL: &str = "grafana_dashboard";
 /// Annotation on the pod template carrying a hash of the runtime configuration; a change rolls pods.
@@ -46,7 +49,7 @@ impl Component {
 pub fn selector_labels(instance: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), APP_NAME.to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
+        (INSTANCE_LABEL.to_owned(), instance.to_owned()),
         (
             "app.kubernetes.io/component".to_owned(),
             Component::Runtime.as_str().to_owned(),
@@ -58,7 +61,7 @@ pub fn selector_labels(instance: &str) -> BTreeMap<String, String> {
 pub fn common_labels(instance: &str, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), APP_NAME.to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
+        (INSTANCE_LABEL.to_owned(), instance.to_owned()),
         (
             "app.kubernetes.io/component".to_owned(),
             component.as_str().to_owned(),
@@ -80,7 +83,7 @@ pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// Whether `labels` are the operator's labels for `instance` (managed by it, owner and instance
+/// Whether `labels` are the operator's labels for `instance` (managed by it, owner
 /// `instance`): what makes a retained claim or CloudNativePG `Cluster` adoptable by a
 /// FaceKeyDeployment of that name, when no owner reference says so.
 pub fn labelled_for(labels: &BTreeMap<String, String>, instance: &str) -> bool {
@@ -90,15 +93,15 @@ pub fn labelled_for(labels: &BTreeMap<String, String>, instance: &str) -> bool {
 }
 
 /// The labels that say an object is the operator's for `instance` (a subset of
-/// [`common_labels`]): `app.kubernetes.io/managed-by`, `app.kubernetes.io/instance` and
-/// [`OWNER_LABEL`].
-pub fn identity_labels(instance: &str) -> [(&'static str, String); 3] {
+/// [`common_labels`]): `app.kubernetes.io/managed-by` and [`OWNER_LABEL`]. Not
+/// `app.kubernetes.io/instance`, which retained objects do not carry (older releases put it on
+/// them too; they still match).
+pub fn identity_labels(instance: &str) -> [(&'static str, String); 2] {
     [
         (
             "app.kubernetes.io/managed-by",
             crate::CONTROLLER_NAME.to_owned(),
         ),
-        ("app.kubernetes.io/instance", instance.to_owned()),
         (OWNER_LABEL, instance.to_owned()),
     ]
 }

@@ -91,9 +91,23 @@ async fn a_deleted_resource_leaves_its_claim_and_a_recreated_one_adopts_it() {
         pvc.labels()["app.kubernetes.io/managed-by"],
         "facekey-operator"
     );
-    assert_eq!(pvc.labels()["app.kubernetes.io/instance"], "fk");
     assert_eq!(pvc.labels()["facekey.dev/owner"], "fk");
     assert!(pvc.annotations()["facekey.dev/retained"].contains("retainOnDelete"));
+    // Argo CD's label tracking would count an unowned object with the instance label as its
+    // application's (and prune it): the retained claim has none, and asks never to be pruned.
+    assert!(
+        !pvc.labels().contains_key("app.kubernetes.io/instance"),
+        "{:?}",
+        pvc.labels()
+    );
+    assert_eq!(
+        pvc.annotations()["argocd.argoproj.io/sync-options"],
+        "Prune=false"
+    );
+    assert_eq!(
+        pvc.annotations()["argocd.argoproj.io/compare-options"],
+        "IgnoreExtraneous"
+    );
     // The label check writes nothing: a steady reconcile leaves the claim's version alone.
     let version = pvc.resource_version();
     h.reconcile("fk").await.unwrap();

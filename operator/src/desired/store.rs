@@ -259,10 +259,29 @@ fn store_meta(
     metadata
 }
 
-/// Drop the owner reference and say why in the [`labels::RETAINED_ANNOTATION`].
+/// Drop the owner reference and say why in the [`labels::RETAINED_ANNOTATION`]. Without an
+/// owner a GitOps tool could take the object for its own: Argo CD's label tracking (its default
+/// before 3.0) counts every object without owner references that carries
+/// `app.kubernetes.io/instance=<application>` as part of that application, so an Application
+/// named like the FaceKeyDeployment would show the store's data as extraneous and, with
+/// automated pruning, delete it. A retained object therefore carries no
+/// `app.kubernetes.io/instance` (the adoption check reads `facekey.dev/owner`), and tells Argo CD
+/// never to prune it or count it as drift should another tracking label select it.
 fn retain(metadata: &mut ObjectMeta, why: &str) {
     metadata.owner_references = None;
-    metadata.annotations = Some([(labels::RETAINED_ANNOTATION.to_owned(), why.to_owned())].into());
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.remove(labels::INSTANCE_LABEL);
+    }
+    metadata.annotations = Some(
+        [
+            (labels::RETAINED_ANNOTATION, why),
+            ("argocd.argoproj.io/sync-options", "Prune=false"),
+            ("argocd.argoproj.io/compare-options", "IgnoreExtraneous"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
 }
 
 /// The embedded store's PersistentVolumeClaim `<name>-data` (ReadWriteOnce).
