@@ -822,6 +822,35 @@ fn unsafe_verification_settings_need_allow_insecure() {
     assert_eq!(cel_failures(&off_allowed), Vec::<String>::new());
     let both = object(json!({"image": "img:1", "settings": {"liveness": "both"}}));
     assert_eq!(cel_failures(&both), Vec::<String>::new());
+
+    // The runtime's other start-up refusals: a match threshold looser than dlib's 0.6 distance,
+    // and any origin for CORS.
+    let loose = object(json!({"image": "img:1", "models": {"thresholds": {"match": 0.4}}}));
+    let failures = cel_failures(&loose);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].starts_with("models.thresholds.match below 0.5"));
+    for spec in [
+        json!({"image": "img:1", "models": {"thresholds": {"match": 0.5}}}),
+        json!({"image": "img:1", "models": {"thresholds": {"match": 0.4}},
+               "settings": {"allowInsecure": "true"}}),
+        json!({"image": "img:1", "settings": {"corsOrigins": "https://a.example,https://b.example"}}),
+        json!({"image": "img:1", "settings": {"corsOrigins": "*", "allowInsecure": "true"}}),
+    ] {
+        assert_eq!(
+            cel_failures(&object(spec.clone())),
+            Vec::<String>::new(),
+            "{spec}"
+        );
+    }
+    for origins in ["*", "https://a.example, *", " * ,https://a.example"] {
+        let any = object(json!({"image": "img:1", "settings": {"corsOrigins": origins}}));
+        let failures = cel_failures(&any);
+        assert_eq!(failures.len(), 1, "{origins}: {failures:?}");
+        assert!(
+            failures[0].starts_with("settings.corsOrigins *"),
+            "{failures:?}"
+        );
+    }
 }
 
 #[test]

@@ -471,6 +471,27 @@ fn settings_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) 
             "settings.liveness off (every face counts as live)",
         ));
     }
+    if spec
+        .settings
+        .get("corsOrigins")
+        .is_some_and(|v| v.split(',').any(|o| o.trim() == "*"))
+        && !allows_insecure(spec)
+    {
+        problems.push(Problem::Insecure(
+            "settings.corsOrigins * (any web site may call the API from its visitors' browsers)",
+        ));
+    }
+    let loose_match = spec
+        .models
+        .as_ref()
+        .and_then(|m| m.thresholds.as_ref())
+        .and_then(|t| t.match_)
+        .is_some_and(|m| m < facekey_settings::defaults::MATCH_THRESHOLD);
+    if loose_match && !allows_insecure(spec) {
+        problems.push(Problem::Insecure(
+            "models.thresholds.match below 0.5 (looser than dlib's distance 0.6: more impostors match)",
+        ));
+    }
 }
 
 /// Pod labels and annotations must leave the operator's keys alone (the CRD's CEL rules).
@@ -665,14 +686,18 @@ mod tests {
         let fusion = parse(serde_json::json!({"image": "img:1",
             "verification": {"decisionPolicy": "fusion"}}));
         let off = parse(serde_json::json!({"image": "img:1", "settings": {"liveness": "off"}}));
-        for spec in [&fusion, &off] {
+        let loose = parse(serde_json::json!({"image": "img:1",
+            "models": {"thresholds": {"match": 0.4}}}));
+        let any_site = parse(serde_json::json!({"image": "img:1",
+            "settings": {"corsOrigins": "https://a.example, *"}}));
+        for spec in [&fusion, &off, &loose, &any_site] {
             let problems = validate(spec).unwrap_err().problems;
             assert!(
                 matches!(problems.as_slice(), [Problem::Insecure(_)]),
                 "{problems:?}"
             );
         }
-        for mut spec in [fusion, off] {
+        for mut spec in [fusion, off, loose, any_site] {
             spec.settings.insert("allowInsecure".into(), "true".into());
             assert_eq!(validate(&spec), Ok(()));
         }
@@ -680,6 +705,10 @@ mod tests {
             "models": {"scoreWeights": {"inline": "{}"}},
             "verification": {"decisionPolicy": "fusion"}}));
         assert_eq!(validate(&weighted), Ok(()));
+        let strict_match = parse(serde_json::json!({"image": "img:1",
+            "models": {"thresholds": {"match": 0.5}},
+            "settings": {"corsOrigins": "https://a.example,https://b.example"}}));
+        assert_eq!(validate(&strict_match), Ok(()));
     }
 
     #[test]

@@ -225,7 +225,7 @@ mod tests {
     fn listens_on_loopback_without_ui_and_probes_the_metrics_port() {
         let spec: FaceKeyDeploymentSpec = serde_json::from_value(serde_json::json!({
             "image": "r/rt:1",
-            "models": {"thresholds": {"auth": 0.7, "match": 0.4}},
+            "models": {"thresholds": {"auth": 0.7, "match": 0.6}},
             "ui": {"enabled": true},
         }))
         .unwrap();
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(env[env::METRICS_LISTEN].as_deref(), Some("0.0.0.0:7301"));
         assert_eq!(env[env::UI_ENABLED].as_deref(), Some("false"));
         assert_eq!(env[env::THRESHOLD].as_deref(), Some("0.7"));
-        assert_eq!(env[env::MATCH_THRESHOLD].as_deref(), Some("0.4"));
+        assert_eq!(env[env::MATCH_THRESHOLD].as_deref(), Some("0.6"));
         let c = &parts.container;
         assert_eq!(c.restart_policy.as_deref(), Some("Always"));
         let startup = c.startup_probe.as_ref().unwrap().http_get.as_ref().unwrap();
