@@ -962,7 +962,8 @@ pub struct ScanGate {
     /// Vulnerability IDs (CVE-…, GHSA-…) that are never counted.
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "ignoreCVEs")]
     pub ignore_cves: Vec<String>,
-    /// Reports older than this are stale: the image is scanned again. A Go duration of one to
+    /// Reports older than this are stale: the image is scanned again (a report is fresh for at
+    /// least 15 minutes, the scan Job's deadline, whatever this says). A Go duration of one to
     /// eight components, each a non-negative decimal number and a unit (`ns`, `us`, `µs`, `ms`,
     /// `s`, `m`, `h`), such as `24h`, `1h30m` or `1.5h`, or `0`; a number has at most 18, 15,
     /// 12, 9, 7 or 5 digits before its point for ns, us, ms, s, m or h (so a component stays

@@ -46,11 +46,21 @@ pub fn policy_hash(gate: &ScanGate) -> String {
     crate::labels::short_hash(canonical.as_bytes(), 16)
 }
 
-/// Whether a report made at `scanned_at` is older than `maxReportAge` at `now` (an unknown time
-/// is stale).
+/// The youngest age at which a report may be stale whatever `maxReportAge` says: the scan Job's
+/// deadline (`activeDeadlineSeconds`, 900). A scan takes minutes (Trivy fetches its database
+/// first), so a shorter age made every fresh report stale before the gate read it: its Job was
+/// deleted and run again, forever, and the image never admitted.
+pub const MIN_REPORT_AGE: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// The age beyond which a report is stale: `maxReportAge`, at least [`MIN_REPORT_AGE`].
+pub fn max_report_age(gate: &ScanGate) -> std::time::Duration {
+    std::time::Duration::from(gate.max_report_age).max(MIN_REPORT_AGE)
+}
+
+/// Whether a report made at `scanned_at` is older than [`max_report_age`] at `now` (an unknown
+/// time is stale).
 pub fn is_stale(scanned_at: Option<Timestamp>, gate: &ScanGate, now: Timestamp) -> bool {
-    let max_age = SignedDuration::try_from(std::time::Duration::from(gate.max_report_age))
-        .unwrap_or(SignedDuration::MAX);
+    let max_age = SignedDuration::try_from(max_report_age(gate)).unwrap_or(SignedDuration::MAX);
     scanned_at.is_none_or(|t| now.duration_since(t) > max_age)
 }
 
@@ -99,7 +109,7 @@ pub fn evaluate(summary: &ScanSummary, gate: &ScanGate, now: Timestamp) -> Verdi
     );
     let message = if stale {
         format!(
-            "scan report of {} from {} is older than maxReportAge {}",
+            "scan report of {} from {} is older than maxReportAge {} (at least 15m)",
             summary.image, summary.created_at, gate.max_report_age
         )
     } else if passed {
@@ -186,6 +196,34 @@ mod tests {
             now(),
         );
         assert_eq!(v.blocking, 1);
+    }
+
+    /// Regression: `maxReportAge: 0` (or anything shorter than a scan) made every report stale
+    /// on arrival, so the gate deleted and re-ran its scan Job forever.
+    #[test]
+    fn a_report_is_fresh_for_at_least_the_scan_deadline() {
+        let at = |minutes_ago: i64| {
+            let mut s = summary(&[]);
+            s.created_at = now()
+                .checked_sub(SignedDuration::from_mins(minutes_ago))
+                .unwrap()
+                .to_string();
+            s
+        };
+        for age in ["0", "1s", "10m"] {
+            let gate = ScanGate {
+                max_report_age: age.parse().unwrap(),
+                ..ScanGate::default()
+            };
+            assert!(evaluate(&at(1), &gate, now()).passed, "{age}");
+            assert!(!evaluate(&at(14), &gate, now()).stale, "{age}");
+            assert!(evaluate(&at(16), &gate, now()).stale, "{age}");
+        }
+        let day = ScanGate {
+            max_report_age: "24h".parse().unwrap(),
+            ..ScanGate::default()
+        };
+        assert!(!evaluate(&at(600), &day, now()).stale);
     }
 
     #[test]
