@@ -70,6 +70,9 @@ pub struct RunConfig {
     pub policy: crate::policy_floor::ClusterPolicy,
     /// The metrics served on `/metrics` (shared with the webhook, which records its own).
     pub metrics: Metrics,
+    /// The sidecar webhook's certificate when this process serves the webhook
+    /// ([`crate::webhook::start`]): `/readyz` waits for it.
+    pub webhook_cert: Option<Arc<crate::webhook::server::ReloadingCert>>,
 }
 
 /// Why the process stopped.
@@ -137,6 +140,7 @@ pub async fn run_with(
     let server_state = ServerState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        webhook_cert: config.webhook_cert.clone(),
     };
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(server::serve(config.listen, server_state, async move {

@@ -346,6 +346,7 @@ async fn main() -> anyhow::Result<()> {
             // One registry for the controller's and the webhook's metrics, served on `listen`.
             let metrics = facekey_operator::metrics::Metrics::new()
                 .context("registering the operator's metrics")?;
+            let mut webhook_cert = None;
             if webhook.enabled {
                 let client = kube::Client::try_default()
                     .await
@@ -355,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     CertMode::SelfSigned
                 };
-                facekey_operator::webhook::start(
+                let cert = facekey_operator::webhook::start(
                     client,
                     WebhookConfig {
                         listen: webhook.webhook_listen,
@@ -378,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await
                 .context("starting the sidecar injection webhook")?;
+                webhook_cert = Some(cert);
             }
             let exit = controller::run(RunConfig {
                 listen,
@@ -389,6 +391,7 @@ async fn main() -> anyhow::Result<()> {
                 watch_namespace: namespace,
                 policy: scan_policy.policy(),
                 metrics,
+                webhook_cert,
             })
             .await?;
             if exit == Exit::LostLeadership {

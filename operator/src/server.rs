@@ -19,6 +19,10 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Set once the API client works; standby replicas are ready too (they can take over).
     pub ready: Arc<AtomicBool>,
+    /// The sidecar webhook's certificate, when this process serves the webhook: not ready
+    /// until one is loaded, or the webhook Service would send admissions to a replica whose TLS
+    /// handshakes fail and `failurePolicy: Ignore` would admit pods without their sidecar.
+    pub webhook_cert: Option<Arc<crate::webhook::server::ReloadingCert>>,
 }
 
 async fn metrics(State(state): State<ServerState>) -> (StatusCode, String) {
@@ -29,10 +33,15 @@ async fn metrics(State(state): State<ServerState>) -> (StatusCode, String) {
 }
 
 async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
+    if !state.ready.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if state.webhook_cert.as_ref().is_some_and(|c| !c.is_loaded()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the sidecar webhook has no certificate yet",
+        )
+    } else {
+        (StatusCode::OK, "ok")
     }
 }
 
@@ -91,6 +100,7 @@ mod tests {
         let state = ServerState {
             metrics: Metrics::new().unwrap(),
             ready: Arc::new(AtomicBool::new(false)),
+            webhook_cert: None,
         };
         state
             .metrics
@@ -110,6 +120,19 @@ mod tests {
         );
         state.ready.store(true, Ordering::Relaxed);
         assert_eq!(get(r.clone(), "/readyz").await.0, StatusCode::OK);
+        // Serving the webhook: not ready until its certificate is loaded.
+        let cert = Arc::new(crate::webhook::server::ReloadingCert::default());
+        let webhook = router(ServerState {
+            webhook_cert: Some(cert.clone()),
+            ..state.clone()
+        });
+        let (code, why) = get(webhook.clone(), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(why.contains("certificate"), "{why}");
+        let pair = rcgen::generate_simple_self_signed(vec!["facekey-webhook".into()]).unwrap();
+        cert.set_pem(&pair.cert.pem(), &pair.signing_key.serialize_pem())
+            .unwrap();
+        assert_eq!(get(webhook, "/readyz").await.0, StatusCode::OK);
         let (code, text) = get(r, "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(

@@ -33,6 +33,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         watch_namespace: None,
         policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
         metrics: facekey_operator::metrics::Metrics::new().unwrap(),
+        webhook_cert: None,
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;

@@ -63,10 +63,14 @@ pub struct WebhookConfig {
 /// election): the FaceKeyDeployment cache, the certificate upkeep, the HTTPS server and the
 /// sidecar counter. Returns once the listener is bound; until a certificate is loaded,
 /// handshakes fail and the API server applies the configuration's `failurePolicy: Ignore`.
-pub async fn start(client: Client, config: WebhookConfig) -> Result<(), server::TlsError> {
+pub async fn start(
+    client: Client,
+    config: WebhookConfig,
+) -> Result<Arc<server::ReloadingCert>, server::TlsError> {
     let listener = server::bind(config.listen).await?;
     let cert = Arc::new(server::ReloadingCert::default());
     let tls = server::tls_config(cert.clone())?;
+    let served_cert = cert.clone();
 
     let api: Api<FaceKeyDeployment> = match &config.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -144,5 +148,5 @@ pub async fn start(client: Client, config: WebhookConfig) -> Result<(), server::
         },
         futures::future::pending::<()>(),
     ));
-    Ok(())
+    Ok(served_cert)
 }
