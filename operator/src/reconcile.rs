@@ -276,7 +276,20 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     // Every stage from here may write (scan Jobs, children, pruning, status): each checks first
     // that this replica still leads.
     ctx.ensure_leading()?;
-    let gate = check_gate(ctx, &ctx.policy.resolve(fkd), &seen).await?;
+    let gate = match check_gate(ctx, &ctx.policy.resolve(fkd), &seen).await {
+        Ok(gate) => gate,
+        Err(e) => {
+            // A scan Job the API server refuses (a quota, an admission policy) or a report it
+            // will not list: reported in the status like an apply failure, so observedGeneration
+            // and Degraded say why instead of Progressing forever.
+            let e = Error::from(e);
+            ctx.ensure_leading()?;
+            let outcome = ApplyOutcome::of(Some(&e));
+            let gate = GateState::Pending(format!("the scan gate could not run: {e}"));
+            write_early_status(ctx, fkd, &seen, &outcome, &gate).await?;
+            return Err(e);
+        }
+    };
     let desired = desired_state(fkd, &seen, &gate)?;
     ctx.ensure_leading()?;
     // The children that exist, read once for the ownership check and the pruner.
@@ -595,6 +608,18 @@ async fn write_invalid_status(
 ) -> Result<(), StatusError> {
     let outcome = ApplyOutcome::InvalidSpec(invalid.message());
     let gate = GateState::Pending("spec is invalid".to_owned());
+    write_early_status(ctx, fkd, seen, &outcome, &gate).await
+}
+
+/// The status of a reconcile that stopped before the desired state (an invalid spec, a scan
+/// gate that could not run): `outcome` and `gate` as given, nothing applied.
+async fn write_early_status(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    seen: &Observation<'_>,
+    outcome: &ApplyOutcome,
+    gate: &GateState,
+) -> Result<(), StatusError> {
     let store = desired::store_state(
         seen.name,
         &fkd.spec,
@@ -605,11 +630,11 @@ async fn write_invalid_status(
         old: fkd.status.as_ref(),
         deployment: seen.live.as_ref(),
         spec_image: &fkd.spec.image,
-        gate: &gate,
+        gate,
         record: None,
         admitted: None,
         last_known_good: scan_gate::last_known_good(fkd.status.as_ref()),
-        outcome: &outcome,
+        outcome,
         skipped: &[],
         store: &store,
         database: seen.database.as_ref(),

@@ -766,6 +766,34 @@ async fn missing_monitoring_crds_are_reported_not_fatal() {
     );
 }
 
+/// A scan Job the API server refuses (a quota, an admission policy) is reported in the status:
+/// observedGeneration moves and Degraded says why, instead of a status that stays Progressing
+/// while every reconcile fails before it.
+#[tokio::test]
+async fn a_refused_scan_job_is_reported_in_the_status() {
+    let h = harness(&[]).await;
+    h.fail_job_creates.store(true, Ordering::SeqCst);
+    h.create("fk", json!({"image": IMG1})).await;
+    let err = h.reconcile("fk").await.unwrap_err();
+    let fkd = h.get("fk").await;
+    let status = fkd.status.as_ref().expect("a status despite the failure");
+    assert_eq!(status.observed_generation, fkd.metadata.generation);
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), err.category().into())
+    );
+    assert!(
+        cond_message(&fkd, "Degraded").contains("exceeded quota"),
+        "{}",
+        cond_message(&fkd, "Degraded")
+    );
+    assert_eq!(cond(&fkd, "Ready").0, "False");
+    // The quota lifted: the next reconcile creates the Job and clears Degraded.
+    h.fail_job_creates.store(false, Ordering::SeqCst);
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
+}
+
 #[tokio::test]
 async fn apply_conflict_is_reported_and_backed_off() {
     let h = harness(&[]).await;

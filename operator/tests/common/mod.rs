@@ -146,15 +146,30 @@ pub struct Harness {
     pub clock: TestClock,
     /// While set, every apply of a Deployment fails with 409 Conflict.
     pub fail_deployment_applies: Arc<AtomicBool>,
+    /// While set, creating a Job is refused (as a `count/jobs.batch` quota would).
+    pub fail_job_creates: Arc<AtomicBool>,
 }
 
 /// Patch interceptor emulating API-server behaviours the fake lacks or tests need:
 /// an apply that changes nothing does not bump `metadata.generation` (the fake bumps it on every
 /// write, which would make every Deployment look mid-rollout), injected 409 Conflicts, and the
 /// PersistentVolumeClaim rules a real server enforces (a bound claim's storage class is
-/// immutable and its requested size cannot shrink: 422).
-fn interceptor(fail: Arc<AtomicBool>) -> interceptor::Funcs {
-    interceptor::Funcs::new().patch(move |ctx| {
+/// immutable and its requested size cannot shrink: 422), and refused Job creations.
+fn interceptor(fail: Arc<AtomicBool>, fail_jobs: Arc<AtomicBool>) -> interceptor::Funcs {
+    interceptor::Funcs::new()
+        .create(move |ctx| {
+            if fail_jobs.load(Ordering::SeqCst)
+                && ctx.object.get("kind").and_then(Value::as_str) == Some("Job")
+            {
+                return Err(kube_fake_client::Error::InvalidRequest(
+                    "jobs is forbidden: exceeded quota: jobs, requested: count/jobs.batch=1, \
+                     used: count/jobs.batch=5, limited: count/jobs.batch=5"
+                        .into(),
+                ));
+            }
+            Ok(None)
+        })
+        .patch(move |ctx| {
         if let Some(answer) = test_only_json_patch(&ctx) {
             return answer;
         }
@@ -316,8 +331,9 @@ pub async fn harness(installed: &[OptionalCrd]) -> Harness {
 
 pub async fn harness_from(builder: ClientBuilder) -> Harness {
     let fail = Arc::new(AtomicBool::new(false));
+    let fail_jobs = Arc::new(AtomicBool::new(false));
     let client = builder
-        .with_interceptor_funcs(interceptor(fail.clone()))
+        .with_interceptor_funcs(interceptor(fail.clone(), fail_jobs.clone()))
         .build()
         .await
         .unwrap();
@@ -328,6 +344,7 @@ pub async fn harness_from(builder: ClientBuilder) -> Harness {
         ctx: Arc::new(ctx),
         clock,
         fail_deployment_applies: fail,
+        fail_job_creates: fail_jobs,
     }
 }
 

@@ -97,6 +97,8 @@ pub async fn harness(installed: &[OptionalCrd]) -> (Harness, Log) {
         ctx: Arc::new(ctx),
         clock,
         fail_deployment_applies: fail,
+        // The SSA harness does not refuse Jobs.
+        fail_job_creates: Arc::default(),
     };
     (h, log)
 }
