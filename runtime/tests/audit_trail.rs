@@ -300,3 +300,48 @@ async fn a_verification_with_a_session_records_the_session() {
         "{refused}"
     );
 }
+
+/// An enrolment whose client goes away before the answer is still in the trail: audited as 499
+/// `client_gone` with the key and the subject (the face may be stored: store writes finish on
+/// their own task), not silently missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_went_away_is_audited() {
+    let mut config = Config::for_tests();
+    let dir = audited(&mut config);
+    let s = Running::start(config).await;
+    let subject = s.new_subject("Gone").await;
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("a.png"),
+    );
+    // The models take far longer than 50 ms: the client gives up while they run.
+    let gave_up = s
+        .client
+        .post(s.url(&format!("/v1/subjects/{subject}/faces")))
+        .multipart(form)
+        .timeout(std::time::Duration::from_millis(50))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    let gone = || {
+        audit_events(&dir, "face.enrol")
+            .into_iter()
+            .find(|e| e["status"] == 499)
+    };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || gone().is_some()).await,
+        "no face.enrol event for the abandoned request: {:?}",
+        audit_events(&dir, "face.enrol")
+    );
+    let event = gone().unwrap();
+    assert_eq!(
+        (
+            event["key_id"].as_str(),
+            event["subject"].as_str(),
+            event["error"].as_str()
+        ),
+        (Some("admin"), Some(subject.as_str()), Some("client_gone")),
+        "{event}"
+    );
+    s.stop().await;
+}

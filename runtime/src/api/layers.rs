@@ -633,6 +633,31 @@ pin_project! {
         // The body's pace, watched while the handler waits and the body is still arriving.
         watch: Option<BodyWatch>,
     }
+
+    impl<F> PinnedDrop for RoutedFuture<F> {
+        // Dropped before its answer (the client went away, an HTTP/2 stream was reset, the
+        // server stopped): counted and audited as 499 `client_gone`, so a write the store went
+        // on to acknowledge (store writes finish on their own task) still has its audit event
+        // with the key, route and ids, and the request counts in the metrics.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(finish) = this.finish.take() {
+                finish.record(this.admitted.take(), &client_gone_response());
+            }
+        }
+    }
+}
+
+/// The answer recorded for a request whose client went away before it was answered (nginx's
+/// 499 "client closed request"; never sent).
+fn client_gone_response() -> Response {
+    let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(
+        status,
+        "client_gone",
+        "the client went away before the answer",
+    )
+    .into_response()
 }
 
 impl<F> Future for RoutedFuture<F>
