@@ -199,6 +199,68 @@ fn failed_record(image: &str, policy: &str, message: &str) -> ScanStatus {
     }
 }
 
+/// Whether a scan Job found by name is one this resource's gate can trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provenance {
+    /// Controlled by the resource, running the containers the gate would create now.
+    Ours,
+    /// Controlled by the resource, but running other containers (another operator version,
+    /// other scanner settings).
+    Outdated,
+    /// Not controlled by the resource (made by someone else).
+    Foreign,
+}
+
+/// The [`Provenance`] of `job` against the Job the gate would create (`wanted`) for the resource
+/// of uid `owner_uid`: its controller reference, and its containers' and init containers' names,
+/// images, commands, arguments and environment, and its volumes' names (what decides what the
+/// Job writes; fields the API server defaults are not compared).
+fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
+    let controlled = owner_uid.is_some_and(|uid| {
+        job.owner_references()
+            .iter()
+            .any(|r| r.uid == uid && r.controller == Some(true))
+    });
+    if !controlled {
+        return Provenance::Foreign;
+    }
+    let shape = |j: &Job| {
+        let pod = j.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let containers = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| {
+            list.into_iter()
+                .flatten()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        c.image.clone(),
+                        c.command.clone(),
+                        c.args.clone(),
+                        c.env
+                            .iter()
+                            .flatten()
+                            .map(|e| (e.name.clone(), e.value.clone()))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        (
+            containers(pod.map(|p| &p.containers)),
+            containers(pod.and_then(|p| p.init_containers.as_ref())),
+            pod.and_then(|p| p.volumes.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    if shape(job) == shape(wanted) {
+        Provenance::Ours
+    } else {
+        Provenance::Outdated
+    }
+}
+
 fn failed(image: &str, policy: &str, message: String) -> GateResult {
     GateResult {
         record: Some(failed_record(image, policy, &message)),
@@ -330,12 +392,13 @@ async fn from_reports(
 
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let job_name = labels::scan_job_name(inputs.name, image);
+    let wanted = scan_job(fkd, image, gate, inputs.operator_image)?;
     let Some(job) = jobs
         .get_opt(&job_name)
         .await
         .map_err(ReadError::of(format!("Job {namespace}/{job_name}")))?
     else {
-        let job = scan_job(fkd, image, gate, inputs.operator_image)?;
+        let job = wanted;
         jobs.create(&PostParams::default(), &job)
             .await
             .map_err(|source| ScanGateError::Job {
@@ -363,6 +426,29 @@ async fn from_reports(
                 scanned.unwrap_or("an unknown image")
             ),
         ));
+    }
+    match provenance(&job, &wanted, fkd.uid().as_deref()) {
+        Provenance::Ours => {}
+        // Anyone who may create Jobs here could have made one of this name writing any summary.
+        Provenance::Foreign => {
+            return Ok(failed(
+                image,
+                policy,
+                format!(
+                    "Job {job_name} was not created for this FaceKeyDeployment (no controller \
+                     reference to it): its report is not trusted; delete the Job to rescan"
+                ),
+            )
+            .requeue(Duration::from_secs(300)));
+        }
+        // Ours, but made by another operator version or scanner setting: scan again.
+        Provenance::Outdated => {
+            delete_job(&jobs, &job_name).await?;
+            return Ok(GateResult::state(GateState::Pending(format!(
+                "scan Job {job_name} runs other containers than this operator's; rescanning"
+            )))
+            .requeue(Duration::from_secs(5)));
+        }
     }
     let status = job.status.clone().unwrap_or_default();
     let failed_cond = status

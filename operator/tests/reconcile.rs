@@ -399,6 +399,65 @@ async fn stale_report_is_discarded_and_rescanned() {
     assert_eq!(h.jobs().await, vec![job]);
 }
 
+/// A scan Job of the right name that this resource does not control (made by anyone who may
+/// create Jobs in the namespace) could write any summary: its clean report is not trusted, and
+/// nothing rolls out. One the resource controls but running other containers (another operator
+/// version) is deleted and scanned again.
+#[tokio::test]
+async fn a_scan_job_not_made_for_the_resource_is_not_trusted() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    h.api::<Job>()
+        .patch(
+            &job,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": null}})),
+        )
+        .await
+        .unwrap();
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_none(), "nothing rolled out");
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    assert!(
+        cond_message(&fkd, "ScanGatePassed").contains("not created for this FaceKeyDeployment"),
+        "{}",
+        cond_message(&fkd, "ScanGatePassed")
+    );
+    assert_eq!(
+        h.jobs().await,
+        vec![job.clone()],
+        "someone else's Job is left alone"
+    );
+
+    // Ours, but with other containers: deleted and scanned again.
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    h.api::<Job>()
+        .patch(
+            &job,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "summary", "image": "evil/summary:1", "args": ["echo", "clean"]}
+            ]}}}})),
+        )
+        .await
+        .unwrap();
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_none());
+    assert!(h.jobs().await.is_empty(), "deleted to scan again");
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![job], "a new scan starts");
+}
+
 #[tokio::test]
 async fn failed_scan_fails_closed_and_retries_later() {
     let h = harness(&[]).await;
