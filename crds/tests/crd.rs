@@ -90,6 +90,55 @@ fn cel_failures(obj: &Value) -> Vec<String> {
     }
 }
 
+fn cel_update_failures(old: &Value, new: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(&schema(), new, Some(old)) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+/// With CloudNativePG and a generated template key, `retainOnDelete` is fixed at creation: the
+/// key Secret (create-only for the operator) keeps the owner it was made with, so flipping the
+/// field would keep the database but delete its key (or the reverse) with the resource.
+#[test]
+fn retention_of_a_generated_key_cannot_change() {
+    let store = |retain: Option<bool>, key_ref: bool| {
+        let mut store =
+            json!({"postgres": {"cloudNativePG": {"instances": 1, "storage": {"size": "1Gi"}}}});
+        if let Some(r) = retain {
+            store["retainOnDelete"] = json!(r);
+        }
+        if key_ref {
+            store["templateKeySecretRef"] = json!({"name": "k", "key": "template.key"});
+        }
+        object(json!({"image": "img:1", "store": store}))
+    };
+    let failures = cel_update_failures(&store(Some(false), false), &store(Some(true), false));
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].starts_with("store.retainOnDelete cannot change"),
+        "{failures:?}"
+    );
+    // The default is true: leaving it out is no change from true.
+    assert_eq!(
+        cel_update_failures(&store(Some(true), false), &store(None, false)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cel_update_failures(&store(None, false), &store(Some(false), false)).len(),
+        1
+    );
+    // With a key Secret the user manages, or on creation, it may be anything.
+    assert_eq!(
+        cel_update_failures(&store(Some(false), true), &store(Some(true), true)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cel_failures(&store(Some(false), false)),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn valid_spec_passes_cel() {
     let obj = object(json!({
