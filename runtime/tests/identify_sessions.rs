@@ -383,3 +383,39 @@ async fn required_sessions_identify_with_a_session_and_locked_subjects_stay_with
     );
     assert!(events[2].get("failed_attempts").is_none(), "{}", events[2]);
 }
+
+/// Another face sent beside a session that passed for a subject is a failed attempt against
+/// that subject (here the one attempt allowed): the subject locks, as a verification with that
+/// face would have locked it.
+#[tokio::test]
+async fn a_face_swapped_in_beside_a_session_counts_against_the_subject() {
+    let mut c = config();
+    c.lockout_attempts = 1;
+    c.lockout_secs = 120;
+    let s = Running::start(c).await;
+    let app = s.client_for("verify");
+    let eileen = enrolled(&s).await;
+    let session = passed_session(&s, &app, Some(&eileen)).await;
+    let form = Form::new()
+        .text("subject", eileen.clone())
+        .text("session", session)
+        .part("image", Part::bytes(face(OTHER)).file_name("p.png"));
+    let (status, v) = send_json(app.post(s.url("/v1/verify")).multipart(form)).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "session_face_mismatch"),
+        "{v}"
+    );
+    // Locked: not even a new session opens for her.
+    let (status, v) = send_json(
+        app.post(s.url("/v1/liveness/sessions"))
+            .json(&json!({ "subject": eileen })),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+        "{v}"
+    );
+    s.stop().await;
+}

@@ -983,8 +983,8 @@ impl SessionProbe {
 /// the one path verify and identify take, so their session rules cannot drift. The session must
 /// have passed, belong to the key, not be used, and be opened for the verified subject or for
 /// none (identify: for none); it is consumed before any model work. A non-empty `image` beside
-/// it is the probe when it shows the same face (422 `session_face_mismatch` otherwise); the
-/// liveness is the challenge confidence.
+/// it is the probe when it shows the same face (422 `session_face_mismatch` otherwise, counted
+/// as a failed attempt against a verified subject); the liveness is the challenge confidence.
 pub(super) async fn take_session_probe(
     state: &SharedState,
     engine: &Arc<Engine>,
@@ -1008,6 +1008,11 @@ pub(super) async fn take_session_probe(
         })
         .await?;
         if a.embedding.distance(&probe.embedding) > same_face {
+            // Another face swapped in beside a passed session: a failed attempt against the
+            // subject, as a verification with that face would be.
+            if let SessionUse::Verify(subject) = purpose {
+                state.lockouts.record_failure(subject).await?;
+            }
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "session_face_mismatch",
