@@ -397,25 +397,9 @@ async fn contract_key_binding_pass_and_verify_once() {
 
     // Bound to the subject: another enrolled subject with the same face (whom the probe would
     // match) is refused without consuming the session; then it verifies its own subject once.
-    let (st, other_subject) = s
-        .json(
-            s.client
-                .post(s.url("/v1/subjects"))
-                .json(&json!({"name": "Eileen's twin"})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{other_subject}");
-    let other_subject = other_subject["id"].as_str().unwrap().to_owned();
-    let form = Form::new().part(
-        "image",
-        Part::bytes(face("astronaut.png")).file_name("a.png"),
-    );
+    let other_subject = s.new_subject("Eileen's twin").await;
     let (st, v) = s
-        .json(
-            s.client
-                .post(s.url(&format!("/v1/subjects/{other_subject}/faces")))
-                .multipart(form),
-        )
+        .enrol_sample(&s.client, &other_subject, "astronaut.png")
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (st, v) = s
