@@ -563,8 +563,23 @@ async fn root_serves_an_html_page_with_security_headers() {
     );
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        r.headers()["permissions-policy"]
+            .to_str()
+            .unwrap()
+            .contains("camera=(self)")
+    );
     let html = r.text().await.unwrap();
+    // API answers (here a subject list with names and enrollers, and an error) are never cached
+    // nor sniffed.
+    for path in ["/v1/subjects", "/v1/no-such-route"] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
     assert!(html.contains("FaceKey"), "{html}");
     let text = s.metrics().await;
     assert!(

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::HttpBody;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
 use futures::future::CatchUnwind;
@@ -181,6 +181,19 @@ where
             && !response.headers().contains_key(&X_REQUEST_ID)
         {
             response.headers_mut().insert(X_REQUEST_ID, id);
+        }
+        // API answers (subject names and enrollers, verdicts, session states) are never stored
+        // by a browser's or an intermediary's cache, nor sniffed as another type; the UI's
+        // files set their own caching.
+        let headers = response.headers_mut();
+        if !headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        if !headers.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
         }
         if let Some(start) = this.start {
             let ms = start.elapsed().as_millis();

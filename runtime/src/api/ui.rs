@@ -2,7 +2,7 @@
 //! caching for hashed assets and a restrictive content security policy.
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
 
@@ -61,6 +61,11 @@ fn with_headers(mut response: Response, content_type: &str, cache: &'static str)
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    // The camera for this origin's own pages only; nothing else the UI never uses.
+    headers.insert(
+        HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static("camera=(self), microphone=(), geolocation=()"),
     );
     response.extensions_mut().insert(UiResponse);
     response
