@@ -354,6 +354,21 @@ describe("API keys on requests", () => {
     expect(new Headers(scoreInit.headers).get("Content-Type")).toBe("application/json");
   });
 
+  it("lists every page of subjects, following the next cursors", async () => {
+    const page = (ids: string[], next?: string) => ({
+      subjects: ids.map((id) => ({ id, name: id, faces: 1 })),
+      next: next ?? null,
+    });
+    const fetchMock = vi.fn(async (url: string) =>
+      url.includes("after=b") ? answer(200, page(["c"])) : answer(200, page(["a", "b"], "b")),
+    );
+    vi.stubGlobal("fetch", fetchMock);
+    const list = await listSubjects();
+    expect(list.map((s) => s.id)).toEqual(["a", "b", "c"]);
+    const urls = (fetchMock.mock.calls as unknown as [string][]).map((c) => c[0]);
+    expect(urls).toEqual(["v1/subjects?limit=1000", "v1/subjects?limit=1000&after=b"]);
+  });
+
   it("sends no Authorization header without a key", async () => {
     const fetchMock = vi.fn(async () => answer(200, { subjects: [] }));
     vi.stubGlobal("fetch", fetchMock);

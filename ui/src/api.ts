@@ -508,9 +508,25 @@ export async function whoami(signal?: AbortSignal): Promise<Identity> {
   }
 }
 
-/** `GET /v1/subjects` */
+/** Most subjects the UI lists (pages of 1 000 followed to the end, up to this many). */
+export const MAX_LISTED_SUBJECTS = 10_000;
+
+/**
+ * `GET /v1/subjects`, every page: the runtime answers a page at a time (oldest first) with a
+ * `next` cursor, so one page would leave every subject past the first hundred out of the
+ * pickers.
+ */
 export async function listSubjects(signal?: AbortSignal): Promise<Subject[]> {
-  return parseSubjects(await json("/v1/subjects", { signal }));
+  const all: Subject[] = [];
+  let after: string | undefined;
+  do {
+    const query = new URLSearchParams({ limit: "1000" });
+    if (after) query.set("after", after);
+    const raw = await json(`/v1/subjects?${query.toString()}`, { signal });
+    all.push(...parseSubjects(raw));
+    after = Array.isArray(raw) ? undefined : str(obj(raw).next);
+  } while (after && all.length < MAX_LISTED_SUBJECTS);
+  return all;
 }
 
 /** `POST /v1/subjects {"name"}` */
