@@ -3,6 +3,7 @@ import { type Health, health, metricsText } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { usePolling } from "../hooks/usePolling";
 import { count, rate, seconds } from "../lib/format";
+import { pollAfter } from "../lib/polling";
 import { pushBounded, sparkPath } from "../lib/sparkline";
 import { parsePrometheus } from "../lib/prom";
 import { type LatencyRow, type Scrape, type Summary, summarize } from "../lib/summary";
@@ -128,15 +129,19 @@ export function MetricsView() {
   const [rates, setRates] = useState<number[]>([]);
 
   usePolling(async (signal) => {
+    let failed: unknown;
     const [text, readiness] = await Promise.all([
       metricsText(signal).catch((e: unknown) => {
+        failed = e;
         if (!signal.aborted) setError(e);
         return undefined;
       }),
       health("/readyz", signal),
     ]);
     setReady(readiness);
-    if (text === undefined) return;
+    // A refused scrape stops the polling (open the view again with a `metrics` key); a busy
+    // runtime is asked again when it says.
+    if (text === undefined) return pollAfter(failed);
     try {
       const current = { at: Date.now(), exposition: parsePrometheus(text) };
       const next = summarize(current, previous.current);
