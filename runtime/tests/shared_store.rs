@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::postgres::{PgServer, key_file};
+use common::postgres::{PgServer, Replicas, key_file};
 use common::{face, free_port, keyed_client, send_json, test_keys};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -564,4 +564,20 @@ async fn template_keys_rotate_without_re_enrolment() {
     let mut c = spawn(&pg.url(), &keys, work.path(), "c");
     assert!(!wait_exit(&mut c.child, Duration::from_secs(60)).success());
     assert!(c.log().contains("\"k1\""), "{}", c.log());
+}
+
+/// A database a newer release migrated further (a migration this binary does not know) still
+/// opens: an older replica restarting mid-rollout, or a rollback, starts instead of failing.
+#[tokio::test]
+async fn an_older_binary_starts_on_a_newer_schema() {
+    let pg = PgServer::start();
+    let replicas = Replicas::new(&pg);
+    drop(replicas.connect().await);
+    pg.psql(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999, 'from a newer release', true, '\\x00', 0)",
+    );
+    use facekey_runtime::store::TemplateStore as _;
+    let store = replicas.connect().await;
+    assert!(store.load_all().await.unwrap().is_empty());
 }

@@ -21,9 +21,6 @@ use super::{
 /// The channel every write notifies, with the changed subject's id as payload.
 pub const CHANNEL: &str = "facekey_changes";
 
-/// The migrations compiled into the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// How long a request waits for a database connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -147,7 +144,12 @@ impl PgStore {
                 };
                 open_err(&what, Box::new(e))
             })?;
-        MIGRATOR
+        // The migrations compiled into the binary. A database migrated further by a newer
+        // release is accepted (migrations only add), so an older replica restarting mid-rollout,
+        // or a rollback, still starts instead of failing on a version it does not know.
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator
             .run(&pool)
             .await
             .map_err(|e| open_err("migrations failed", Box::new(e)))?;
