@@ -23,6 +23,12 @@ use crate::store::{
 
 /// How often the change listener retries after losing the database.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// How long the change listener waits without a notification before it checks that its
+/// connection still answers: a connection that died without a reset (a failover to another
+/// node, a NAT or load balancer dropping it idle) never delivers again and never says so.
+const LISTENER_PROBE_EVERY: Duration = Duration::from_secs(30);
+/// How long that check may take before the connection counts as dead.
+const LISTENER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The template store's health as `/readyz` and the metrics report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,7 +396,9 @@ impl Enrolments {
 
     /// Keep the index in step with other replicas' writes: apply each notified subject, and
     /// reload everything after the listener (re)connects, since notifications sent while it was
-    /// away are lost. Runs until the task is dropped.
+    /// away are lost. A listener quiet for [`LISTENER_PROBE_EVERY`] is asked a `SELECT 1` over its
+    /// own connection; no answer within [`LISTENER_PROBE_TIMEOUT`] counts as a lost connection
+    /// (reconnect, reload). Runs until the task is dropped.
     pub async fn follow(self: Arc<Self>, store: PgStore) {
         loop {
             let mut listener = match store.listener().await {
@@ -408,7 +416,32 @@ impl Enrolments {
                 continue;
             }
             loop {
-                match listener.try_recv().await {
+                let received = match tokio::time::timeout(LISTENER_PROBE_EVERY, listener.try_recv())
+                    .await
+                {
+                    Ok(received) => received,
+                    // Quiet for a while: is anyone still there?
+                    Err(_) => match tokio::time::timeout(
+                        LISTENER_PROBE_TIMEOUT,
+                        sqlx::query("SELECT 1").execute(&mut listener),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(e)) => {
+                            self.set_available(false, Some(format!("change listener: {e}")));
+                            break;
+                        }
+                        Err(_) => {
+                            self.set_available(
+                                false,
+                                Some("change listener: its connection stopped answering".into()),
+                            );
+                            break;
+                        }
+                    },
+                };
+                match received {
                     Ok(Some(n)) => {
                         if let Err(e) = self.refresh_subject(n.payload()).await {
                             tracing::warn!(subject = n.payload(), error = %e, "applying a change failed; reloading");

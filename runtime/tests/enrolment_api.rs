@@ -583,3 +583,51 @@ async fn the_store_is_bounded_with_a_clear_error() {
     assert_eq!(status, StatusCode::CREATED, "{v}");
     s.stop().await;
 }
+
+/// The other replica's change listener loses its connection without a reset (its database
+/// backend frozen, as a failover to another node or a NAT dropping an idle connection leaves
+/// it): notifications stop arriving and nothing says so. The listener's probe notices within
+/// its period, reconnects and reloads, so a subject deleted meanwhile stops matching there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_listener_is_noticed_and_the_index_catches_up() {
+    let pg = PgServer::start();
+    let replicas = Replicas::new(&pg);
+    let a = replicas.connect().await;
+    let b = replicas.connect().await;
+    let on_a = Arc::new(Enrolments::open(Arc::new(a.clone()), "m", 2).await.unwrap());
+    let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
+    let follower = tokio::spawn(on_b.clone().follow(b));
+    let subject = on_a
+        .create_subject("Ada", Creator::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || on_b
+            .index()
+            .get(&subject.id)
+            .is_some())
+        .await,
+        "the subject never reached b"
+    );
+    // Freeze the backend serving b's LISTEN: its socket stays open, nothing answers.
+    let pid = pg.psql(
+        "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' ORDER BY backend_start DESC LIMIT 1",
+    );
+    let pid = pid.trim().to_owned();
+    assert!(!pid.is_empty(), "no listening backend");
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+    };
+    assert!(signal("-STOP").success());
+    assert!(on_a.delete_subject(&subject.id).await.unwrap());
+    let caught_up = eventually(Duration::from_secs(60), || {
+        on_b.index().get(&subject.id).is_none()
+    })
+    .await;
+    signal("-CONT");
+    assert!(caught_up, "b still matches a deleted subject");
+    follower.abort();
+}
