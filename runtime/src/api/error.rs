@@ -378,6 +378,9 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
         );
         let e = ApiError::from(StoreError::Invalid("bad".into()));
+        // A damaged stored record is the server's fault, never the request's.
+        let malformed = ApiError::from(StoreError::Malformed("template t has no embedding".into()));
+        assert_eq!(malformed.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
             (e.status, e.code),
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")

@@ -104,6 +104,10 @@ pub enum StoreError {
     /// The request carried an invalid value (e.g. an empty name).
     #[error("{0}")]
     Invalid(String),
+    /// A stored template is malformed (a damaged row or file): the store's fault, never the
+    /// request's (answered 500).
+    #[error("template store record is malformed: {0}")]
+    Malformed(String),
     /// The store cannot be reached (database down); reads keep working from the index.
     #[error("template store unavailable: {0}")]
     Unavailable(String),

@@ -240,7 +240,7 @@ impl PgStore {
         let nonce: Vec<u8> = row.try_get("nonce").map_err(get)?;
         let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
-            .map_err(|_| StoreError::Invalid(format!("template {id} has a malformed nonce")))?;
+            .map_err(|_| StoreError::Malformed(format!("template {id} has a malformed nonce")))?;
         let sealed = Sealed {
             key_id: row.try_get("key_id").map_err(get)?,
             nonce,

@@ -94,7 +94,7 @@ impl StoredTemplate {
         let embedding = match (&self.key_id, &self.nonce, &self.ciphertext) {
             (Some(key_id), Some(nonce), Some(ciphertext)) => {
                 let corrupt = |what: &str| {
-                    StoreError::Invalid(format!("template {} has a malformed {what}", self.id))
+                    StoreError::Malformed(format!("template {} has a malformed {what}", self.id))
                 };
                 let nonce: [u8; NONCE_LEN] = hex::decode(nonce)
                     .ok()
@@ -108,7 +108,7 @@ impl StoredTemplate {
                 keys.open(self.binding(), &sealed)?
             }
             _ => self.embedding.clone().ok_or_else(|| {
-                StoreError::Invalid(format!("template {} has no embedding", self.id))
+                StoreError::Malformed(format!("template {} has no embedding", self.id))
             })?,
         };
         Ok(Template {
