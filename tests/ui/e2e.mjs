@@ -411,6 +411,9 @@ await step("verify-with-camera", async () => {
   });
   await capture.click();
   await page.locator('img[alt^="Image to verify"]').waitFor();
+  // The frame taken, the camera is off (no camera light while the result is read), until Retake.
+  await page.getByTestId("retake").waitFor();
+  await page.waitForFunction(() => (window.__facekeyTracks ?? []).every((t) => t.readyState !== "live"));
   await page.getByTestId("verify-submit").click();
   await page.locator('[data-testid="verify-result"], [data-testid="error"]').first().waitFor({ timeout: 60_000 });
   if (await page.getByTestId("error").count()) {

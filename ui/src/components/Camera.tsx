@@ -17,16 +17,29 @@ export const cameraSupported = (): boolean =>
 /** What the page says when the browser gives no camera access here. */
 export const NO_CAMERA_ACCESS = "This browser gives no camera access here: the camera needs HTTPS or localhost.";
 
-/** A live camera preview with a button that captures the current frame as a JPEG blob. */
+/**
+ * A live camera preview with a button that captures the current frame as a JPEG blob. The
+ * camera turns off once a frame is captured (no camera light while the result is read) and on
+ * again with "Retake"; a camera that could not start offers "Try again".
+ */
 export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
   const video = useRef<HTMLVideoElement>(null);
   const [error, setError] = useState<string>();
   const [ready, setReady] = useState(false);
+  // Each start of the camera; `live` false once a frame was captured.
+  const [start, setStart] = useState(0);
+  const [live, setLive] = useState(true);
 
   const supported = cameraSupported();
+  const restart = () => {
+    setError(undefined);
+    setReady(false);
+    setLive(true);
+    setStart((n) => n + 1);
+  };
 
   useEffect(() => {
-    if (!supported) return undefined;
+    if (!supported || !live) return undefined;
     let stream: MediaStream | undefined;
     let cancelled = false;
     navigator.mediaDevices
@@ -44,7 +57,7 @@ export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
       cancelled = true;
       stream?.getTracks().forEach((t) => t.stop());
     };
-  }, [supported]);
+  }, [supported, live, start]);
 
   const capture = () => {
     const v = video.current;
@@ -53,7 +66,18 @@ export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
     canvas.width = v.videoWidth;
     canvas.height = v.videoHeight;
     canvas.getContext("2d")?.drawImage(v, 0, 0);
-    canvas.toBlob((blob) => (blob ? onCapture(blob) : setError("Could not encode the frame.")), "image/jpeg", 0.92);
+    canvas.toBlob(
+      (blob) => {
+        if (!blob) {
+          setError("Could not encode the frame.");
+          return;
+        }
+        onCapture(blob);
+        setLive(false);
+      },
+      "image/jpeg",
+      0.92,
+    );
   };
 
   if (!supported) {
@@ -65,9 +89,23 @@ export function Camera({ onCapture }: { onCapture: (jpeg: Blob) => void }) {
   }
   if (error)
     return (
-      <p className="error" role="alert">
-        {error}
-      </p>
+      <div className="camera">
+        <p className="error" role="alert">
+          {error}
+        </p>
+        <button type="button" onClick={restart} data-testid="camera-retry">
+          Try again
+        </button>
+      </div>
+    );
+  if (!live)
+    return (
+      <div className="camera">
+        <p>Frame captured; the camera is off.</p>
+        <button type="button" onClick={restart} data-testid="retake">
+          Retake
+        </button>
+      </div>
     );
   return (
     <div className="camera">
