@@ -372,7 +372,13 @@ impl Enrolments {
     ) -> Result<Subject, StoreError> {
         let (subject_id, template_id) = (subject_id.to_owned(), template_id.to_owned());
         self.detached("delete template", move |this| async move {
-            this.mark(this.store.delete_template(&subject_id, &template_id).await)?;
+            let deleted = this.mark(this.store.delete_template(&subject_id, &template_id).await);
+            if let Err(StoreError::FaceNotFound { .. }) = &deleted {
+                // The store (the truth) has no such face: neither may the index, whatever it
+                // missed (a delete whose commit answered an error yet reached the disk, retried).
+                this.index.remove_template(&subject_id, &template_id);
+            }
+            deleted?;
             let applied = this.index.remove_template(&subject_id, &template_id);
             this.after_write(&subject_id, applied).await
         })
@@ -704,6 +710,32 @@ mod tests {
         assert_eq!(enrolled, 7);
         assert_eq!(e.index().templates_enrolled_by("app"), 7);
         assert!(e.creating().is_empty());
+    }
+
+    /// Regression: a face the index still had but the store no longer did (a delete whose
+    /// commit answered an error yet reached the disk) kept matching after the retried delete
+    /// answered face_not_found.
+    #[tokio::test]
+    async fn a_face_the_store_lacks_leaves_the_index_on_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path()).await;
+        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
+        let ghost = Template {
+            id: "ghost".into(),
+            subject_id: s.id.clone(),
+            model: "m".into(),
+            embedding: vec![0.5, 0.5],
+            quality: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            enrolled_by: None,
+        };
+        assert!(e.index().add_template(ghost));
+        assert_eq!(e.index().get(&s.id).unwrap().0.faces, 1);
+        assert!(matches!(
+            e.delete_template(&s.id, "ghost").await,
+            Err(StoreError::FaceNotFound { .. })
+        ));
+        assert_eq!(e.index().get(&s.id).unwrap().0.faces, 0);
     }
 
     /// A store that holds each acknowledged `add_template` until released: the write is durable,
