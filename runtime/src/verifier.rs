@@ -229,6 +229,16 @@ pub struct Verification {
     pub reasons: Vec<Reason>,
 }
 
+/// The scores that decide a match, in order: the fused ones (dlib + faceres-deep) when any
+/// template holds both embeddings, else all (dlib alone).
+fn best_class(scores: &[MatchScore]) -> impl Iterator<Item = MatchScore> + '_ {
+    let fused = scores.iter().any(|s| s.models == MatchModels::DlibFaceres);
+    scores
+        .iter()
+        .copied()
+        .filter(move |s| !fused || s.models == MatchModels::DlibFaceres)
+}
+
 /// The closest of `scores`: the highest similarity (for dlib alone, the smallest distance;
 /// fused scores compare on the same 0.5-boundary scale); a NaN never wins. `None` when empty.
 pub fn closest(scores: impl IntoIterator<Item = MatchScore>) -> Option<MatchScore> {
@@ -312,21 +322,20 @@ impl Verifier {
     /// holds a face with both embeddings, its dlib-only faces (enrolled before) can no longer
     /// let dlib alone accept a look-alike.
     pub fn judge_templates(&self, scores: &[MatchScore]) -> Option<MatchVerdict> {
-        let fused = scores.iter().any(|s| s.models == MatchModels::DlibFaceres);
-        let best = closest(
-            scores
-                .iter()
-                .copied()
-                .filter(|s| !fused || s.models == MatchModels::DlibFaceres),
-        )?;
-        Some(MatchVerdict {
-            models: best.models,
+        let best = closest(best_class(scores))?;
+        Some(self.verdict_of(best, scores.len()))
+    }
+
+    /// The match verdict of one template's score, `templates` compared in all.
+    fn verdict_of(&self, score: MatchScore, templates: usize) -> MatchVerdict {
+        MatchVerdict {
+            models: score.models,
             ..self.judge_match(
-                f64::from(best.distance),
-                f64::from(best.similarity),
-                scores.len(),
+                f64::from(score.distance),
+                f64::from(score.similarity),
+                templates,
             )
-        })
+        }
     }
 
     /// The match verdict against the first of `scores` (one per template, oldest first) of the
@@ -334,18 +343,8 @@ impl Verifier {
     /// match. Against the closest face only, a chain of faces each close to the one before
     /// could walk a subject toward another person; the first face anchors who it is.
     pub fn judge_first_template(&self, scores: &[MatchScore]) -> Option<MatchVerdict> {
-        let fused = scores.iter().any(|s| s.models == MatchModels::DlibFaceres);
-        let first = scores
-            .iter()
-            .find(|s| !fused || s.models == MatchModels::DlibFaceres)?;
-        Some(MatchVerdict {
-            models: first.models,
-            ..self.judge_match(
-                f64::from(first.distance),
-                f64::from(first.similarity),
-                scores.len(),
-            )
-        })
+        let first = best_class(scores).next()?;
+        Some(self.verdict_of(first, scores.len()))
     }
 
     /// The match verdict of a liveness session: the worse (less similar) of its probe's

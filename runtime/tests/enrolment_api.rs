@@ -432,17 +432,30 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// Two replicas' enrolments on `pg`'s database, the second following the changes the first
+/// makes (its follower task, to abort at the end).
+async fn followed_replicas(
+    pg: &PgServer,
+) -> (
+    Arc<Enrolments>,
+    Arc<Enrolments>,
+    tokio::task::JoinHandle<()>,
+) {
+    let replicas = Replicas::new(pg);
+    let a = replicas.connect().await;
+    let b = replicas.connect().await;
+    let on_a = Arc::new(Enrolments::open(Arc::new(a), "m", 2).await.unwrap());
+    let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
+    let follower = tokio::spawn(on_b.clone().follow(b));
+    (on_a, on_b, follower)
+}
+
 /// Two replicas on one PostgreSQL: a face deleted and a subject renamed through one reach the
 /// other's index through NOTIFY, without a reload.
 #[tokio::test]
 async fn face_deletion_and_rename_reach_other_replicas() {
     let pg = PgServer::start();
-    let replicas = Replicas::new(&pg);
-    let a = replicas.connect().await;
-    let b = replicas.connect().await;
-    let on_a = Arc::new(Enrolments::open(Arc::new(a.clone()), "m", 2).await.unwrap());
-    let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
-    let follower = tokio::spawn(on_b.clone().follow(b));
+    let (on_a, on_b, follower) = followed_replicas(&pg).await;
     let reloads = on_b.health().reloads;
 
     let subject = on_a
@@ -500,7 +513,9 @@ async fn face_deletion_and_rename_reach_other_replicas() {
         "no reload needed"
     );
 
-    // Unknown face and subject, and ids that are not UUIDs, are told apart.
+    // Unknown face and subject, and ids that are not UUIDs, are told apart (by a third
+    // connection to the same database).
+    let a = Replicas::new(&pg).connect().await;
     let store: &dyn TemplateStore = &a;
     assert!(
         store
@@ -591,12 +606,7 @@ async fn the_store_is_bounded_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silently_dead_listener_is_noticed_and_the_index_catches_up() {
     let pg = PgServer::start();
-    let replicas = Replicas::new(&pg);
-    let a = replicas.connect().await;
-    let b = replicas.connect().await;
-    let on_a = Arc::new(Enrolments::open(Arc::new(a.clone()), "m", 2).await.unwrap());
-    let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
-    let follower = tokio::spawn(on_b.clone().follow(b));
+    let (on_a, on_b, follower) = followed_replicas(&pg).await;
     let subject = on_a
         .create_subject("Ada", Creator::default())
         .await
