@@ -243,6 +243,24 @@ describe("KeySession", () => {
     expect(other.key()).toBe(KEY);
   });
 
+  it("never swaps a signed-in tab to a key a link offers", () => {
+    const storage = memoryStorage({ [KEY_STORAGE_NAME]: KEY });
+    const session = new KeySession(storage);
+    const { location, history } = fakeLocation("#key=fk_someone_else", "/enrol");
+    expect(session.adoptFromLocation(location, history)).toBe(false);
+    expect(session.key()).toBe(KEY);
+    expect(storage.data[KEY_STORAGE_NAME]).toBe(KEY);
+    // The offered key leaves the address all the same.
+    expect(history.replaceState).toHaveBeenCalledWith({ from: "test" }, "", "/enrol");
+    // The same key again, or any key once signed out, is taken.
+    const same = fakeLocation(`#key=${KEY}`, "/");
+    expect(session.adoptFromLocation(same.location, same.history)).toBe(true);
+    session.clear();
+    const after = fakeLocation("#key=fk_someone_else", "/");
+    expect(session.adoptFromLocation(after.location, after.history)).toBe(true);
+    expect(session.key()).toBe("fk_someone_else");
+  });
+
   it("removes an empty #key= from the address without forgetting the stored key", () => {
     const session = new KeySession(memoryStorage({ [KEY_STORAGE_NAME]: KEY }));
     const { location, history } = fakeLocation("#key=", "/");

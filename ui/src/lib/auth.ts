@@ -224,8 +224,11 @@ export class KeySession {
 
   /**
    * Take a `#key=` from the address: store it and remove it from the address bar and the
-   * history entry (`replaceState`), so it stays out of history, bookmarks and screenshots.
-   * Returns whether there was one.
+   * current history entry (`replaceState`), so it stays out of the page's history entry,
+   * bookmarks and screenshots. A tab already signed in with another key keeps it: a link (or a
+   * page that opened this tab) must not switch the user to a key of its choosing unseen, so the
+   * offered key is only removed from the address (sign out first to use it). Returns whether a
+   * key was taken.
    */
   adoptFromLocation(
     location: Pick<Location, "hash" | "pathname" | "search">,
@@ -234,8 +237,11 @@ export class KeySession {
     if (!/^#?(?:[^&]*&)*key=/.test(location.hash)) return false;
     const { key, rest } = splitKeyFromHash(location.hash);
     history.replaceState(history.state, "", `${location.pathname}${location.search}${rest}`);
-    if (key) this.set(key);
-    return key !== undefined;
+    if (!key) return false;
+    const current = this.key();
+    if (current !== undefined && current !== key) return false;
+    this.set(key);
+    return true;
   }
 
   private update(state: KeyState): void {
