@@ -314,10 +314,7 @@ pub async fn enrol(
     check_quality(analysis.quality.as_ref(), state.config.enrol_min_quality)?;
     let admin = is_admin(caller.as_ref());
     if !enrolled.is_empty() && !admin {
-        let scores: Vec<_> = enrolled
-            .iter()
-            .map(|t| engine.vision.compare(&analysis.embedding, t))
-            .collect();
+        let scores = engine.vision.compare_all(&analysis.embedding, &enrolled);
         if let Some(m) = engine.verifier.judge_first_template(&scores)
             && m.decision == Decision::Reject
         {

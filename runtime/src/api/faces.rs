@@ -513,10 +513,7 @@ async fn verify_decided(
 
     let verifier = &engine.verifier;
     let t = Instant::now();
-    let scores: Vec<_> = templates
-        .iter()
-        .map(|t| engine.vision.compare(&analysis.embedding, t))
-        .collect();
+    let scores = engine.vision.compare_all(&analysis.embedding, &templates);
     let matched = verifier.judge_templates(&scores).ok_or_else(|| {
         ApiError::internal("templates vanished between the lookup and the comparison")
     })?;
@@ -989,13 +986,8 @@ async fn identify_decided(
                 .and_then(|templates| match &probe {
                     // A session matches as verify matches it: its frames too.
                     IdentifyProbe::Session(p) => p.judge(&engine, &templates),
-                    IdentifyProbe::Image(a) => {
-                        let scores: Vec<_> = templates
-                            .iter()
-                            .map(|t| engine.vision.compare(&a.embedding, t))
-                            .collect();
-                        verifier.judge_templates(&scores)
-                    }
+                    IdentifyProbe::Image(a) => verifier
+                        .judge_templates(&engine.vision.compare_all(&a.embedding, &templates)),
                 });
             // Its templates gone since the search (deleted meanwhile): no match. The index's
             // dlib-only distance is no verdict (a face just revoked would still identify, and a

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::auth::Scope;
-use crate::auth::guard::presented_key;
+use crate::auth::guard::authorize;
+use crate::auth::policy::Access;
 use crate::config::MetricsAuth;
 use crate::state::SharedState;
 use crate::store::QuotaOf;
@@ -78,15 +79,10 @@ pub async fn metrics(
     State(state): State<SharedState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // Keyed: the guard admitted only a `metrics` key. Open: whoever presents one gets all.
+    // Keyed: the guard admitted only a `metrics` key. Open: whoever presents one (the guard's
+    // own decision for the `metrics` scope) gets all.
     let keyed = state.config.metrics_auth == MetricsAuth::Key
-        || presented_key(&headers).ok().flatten().is_some_and(|k| {
-            state
-                .api_keys
-                .ring()
-                .authenticate(k)
-                .is_some_and(|e| e.caller().has(Scope::Metrics))
-        });
+        || authorize(&state, Access::Scope(Scope::Metrics), &headers).is_ok_and(|c| c.is_some());
     scrape(&state, !keyed)
 }
 

@@ -291,6 +291,9 @@ async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &He
                     m.failed.with_label_values(&[r.as_str()]).inc();
                 }
                 tracing::info!(session = %c.id, reasons = ?c.reasons, "liveness session failed");
+                // A session that never saw a face is no evidence of anything; one left to
+                // expire after faces were seen is abandoned (no attack by itself, logged and
+                // counted); any other failure with a face is a spoof event.
                 if c.usable_frames > 0 && c.reasons.contains(&FailReason::Expired) {
                     m.abandoned.inc();
                     tracing::warn!(
@@ -300,9 +303,7 @@ async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &He
                         usable_frames = c.usable_frames,
                         "liveness session abandoned after a face was seen"
                     );
-                }
-                // Abandonment is no attack: an expired session, or one that never saw a face.
-                if c.usable_frames > 0 && !c.reasons.contains(&FailReason::Expired) {
+                } else if c.usable_frames > 0 {
                     SpoofAttempt {
                         at: SystemTime::now(),
                         route: FRAMES_ROUTE,
@@ -953,12 +954,7 @@ impl SessionProbe {
     /// session frames' typical one ([`crate::verifier::Verifier::judge_session`]); `None`
     /// without templates.
     pub fn judge(&self, engine: &Engine, templates: &[Embedding]) -> Option<MatchVerdict> {
-        let scores = |e: &Embedding| -> Vec<_> {
-            templates
-                .iter()
-                .map(|t| engine.vision.compare(e, t))
-                .collect()
-        };
+        let scores = |e: &Embedding| engine.vision.compare_all(e, templates);
         let witnesses: Vec<_> = self.witnesses.iter().map(scores).collect();
         engine
             .verifier

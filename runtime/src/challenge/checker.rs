@@ -162,7 +162,8 @@ impl ChallengeVerdict {
 
     /// Confidence in `[0, 1]` that the face is live, the liveness feature of the fusion model:
     /// passed sessions score `0.7 + 0.3 × passive median` (0.5 standing in where passive
-    /// liveness is off; a model that failed on a frame scores it 0), failed ones `0.3 × the fraction of actions seen`; `None` while in progress.
+    /// liveness is off; a model that failed on a frame scores it 0), failed ones `0.3 × the
+    /// fraction of actions seen`; `None` while in progress.
     pub fn confidence(&self) -> Option<f32> {
         match self.outcome {
             Outcome::InProgress => None,
@@ -212,6 +213,20 @@ pub fn witnesses(frames: &[FrameObservation]) -> Vec<crate::vision::embed::Embed
         .into_iter()
         .filter_map(|i| frames[i].face.as_ref()?.embedding.clone())
         .collect()
+}
+
+/// What a passed session keeps for the one verification that may use it: its best frame's face
+/// (the probe) and the witnesses' embeddings; `None` unless it passed with an embedded best
+/// frame. Both session stores keep exactly this.
+pub fn kept_for_verify(
+    verdict: &ChallengeVerdict,
+    frames: &[FrameObservation],
+) -> Option<(FaceObservation, Vec<crate::vision::embed::Embedding>)> {
+    if verdict.outcome != Outcome::Passed {
+        return None;
+    }
+    let face = usable(frames.get(verdict.best_frame?)?)?;
+    Some((face.clone(), witnesses(frames)))
 }
 
 /// A usable frame's face: found, and embedded (no model failure can count as evidence).
@@ -662,7 +677,6 @@ mod tests {
         }
     }
 
-    /// Frames 100 ms apart, one per pose.
     #[test]
     fn witnesses_spread_over_the_usable_frames() {
         let mut frames: Vec<FrameObservation> =
@@ -680,6 +694,7 @@ mod tests {
         assert_eq!(witness_frames(&frames[..5]), vec![1, 2, 3, 4]);
     }
 
+    /// Frames 100 ms apart, one per pose.
     fn seq(poses: &[Pose]) -> Vec<FrameObservation> {
         poses
             .iter()

@@ -550,21 +550,9 @@ impl SessionStore for PgSessions {
             .collect();
         let ended = verdict.outcome != Outcome::InProgress;
         let private = if ended {
-            // Keep only what verify needs: the best frame's face of a passed session.
-            let probe = (verdict.outcome == Outcome::Passed)
-                .then(|| {
-                    verdict
-                        .best_frame
-                        .and_then(|b| frames.get(b))
-                        .and_then(|f| f.face.clone())
-                        .filter(|face| face.embedding.is_some())
-                })
-                .flatten();
-            let witnesses = if probe.is_some() {
-                super::checker::witnesses(&frames)
-            } else {
-                Vec::new()
-            };
+            // Keep only what verify needs: a passed session's probe and witnesses.
+            let (probe, witnesses) = super::checker::kept_for_verify(&verdict, &frames)
+                .map_or((None, Vec::new()), |(face, w)| (Some(face), w));
             Private {
                 frames: Vec::new(),
                 probe,

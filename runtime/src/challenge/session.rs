@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::checker::{ChallengeVerdict, FailReason, FrameFeedback, Outcome, evaluate};
+use super::checker::{
+    ChallengeVerdict, FailReason, FrameFeedback, Outcome, evaluate, kept_for_verify,
+};
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
 use crate::vision::embed::Embedding;
 
@@ -306,13 +308,10 @@ impl Session {
     /// Keeps only what verify needs once the session has ended.
     fn trim(&mut self) {
         if self.probe.is_none()
-            && self.verdict.outcome == Outcome::Passed
-            && let Some(best) = self.verdict.best_frame
-            && let Some(face) = self.frames.get(best).and_then(|f| f.face.as_ref())
-            && face.embedding.is_some()
+            && let Some((face, witnesses)) = kept_for_verify(&self.verdict, &self.frames)
         {
-            self.probe = Some(face.clone());
-            self.witnesses = super::checker::witnesses(&self.frames);
+            self.probe = Some(face);
+            self.witnesses = witnesses;
         }
         self.frames = Vec::new();
     }

@@ -255,7 +255,12 @@ impl TemplateIndex {
         *self.write() = fresh;
     }
 
-    fn insert(inner: &mut Inner, record: SubjectRecord, model: &str, dim: usize) {
+    /// Every write of a subject goes through here: its templates are kept oldest first (RFC 3339
+    /// UTC times order as text; ties keep the given order), so reads need not sort them.
+    fn insert(inner: &mut Inner, mut record: SubjectRecord, model: &str, dim: usize) {
+        record
+            .templates
+            .sort_by(|a, b| a.created_at.cmp(&b.created_at));
         inner.remove(&record.id);
         let slot = inner.free.pop().unwrap_or_else(|| {
             inner.slots.push(None);
@@ -410,10 +415,8 @@ impl TemplateIndex {
         let mut embeddings = Vec::new();
         let mut templates = Vec::new();
         let mut outdated = 0;
-        // Oldest first (RFC 3339 UTC times order as text; ties keep the stored order).
-        let mut by_age: Vec<&Template> = entry.record.templates.iter().collect();
-        by_age.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        for t in by_age {
+        // Oldest first, as `insert` keeps them.
+        for t in &entry.record.templates {
             if let Some(part) = serving_part(t, &self.model, self.dim) {
                 embeddings.push(part.to_vec());
                 templates.push((t.model.clone(), t.embedding.clone()));

@@ -608,6 +608,11 @@ impl Vision {
         )
     }
 
+    /// [`Self::compare`] of `probe` with each of `templates`, in their order.
+    pub fn compare_all(&self, probe: &Embedding, templates: &[Embedding]) -> Vec<MatchScore> {
+        templates.iter().map(|t| self.compare(probe, t)).collect()
+    }
+
     /// The match models configured.
     pub fn match_models(&self) -> MatchModels {
         self.config.second_opinion.match_models
