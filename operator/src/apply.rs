@@ -285,7 +285,8 @@ pub async fn not_owned(
     Ok(foreign)
 }
 
-fn controlled_by(refs: Option<&Vec<OwnerReference>>, owner_uid: &str) -> bool {
+/// Whether `refs` name `owner_uid` as the controller.
+pub(crate) fn controlled_by(refs: Option<&Vec<OwnerReference>>, owner_uid: &str) -> bool {
     refs.into_iter()
         .flatten()
         .any(|r| r.uid == owner_uid && r.controller == Some(true))

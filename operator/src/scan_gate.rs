@@ -217,9 +217,7 @@ enum Provenance {
 /// Job writes; fields the API server defaults are not compared).
 fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
     let controlled = owner_uid.is_some_and(|uid| {
-        job.owner_references()
-            .iter()
-            .any(|r| r.uid == uid && r.controller == Some(true))
+        crate::apply::controlled_by(job.metadata.owner_references.as_ref(), uid)
     });
     if !controlled {
         return Provenance::Foreign;

@@ -137,6 +137,10 @@ fn resources(cpu: &str, memory: &str, limit: &str) -> ResourceRequirements {
     }
 }
 
+/// How long a scan Job may run (`activeDeadlineSeconds`); the scan gate holds a report fresh
+/// for at least this long ([`crate::scan::policy::MIN_REPORT_AGE`]).
+pub const SCAN_JOB_DEADLINE_SECONDS: i64 = 900;
+
 /// The Job scanning `image` for `fkd`, whose summary container runs `operator_image`. `gate` is
 /// the resolved gate ([`crate::policy_floor::ClusterPolicy::resolve_gate`]); an unset scanner
 /// image falls back to [`DEFAULT_SCANNER_IMAGE`].
@@ -286,7 +290,7 @@ pub fn scan_job(
         metadata: meta,
         spec: Some(JobSpec {
             backoff_limit: Some(1),
-            active_deadline_seconds: Some(900),
+            active_deadline_seconds: Some(SCAN_JOB_DEADLINE_SECONDS),
             // The verdict is kept in the FaceKeyDeployment status; the Job only has to live
             // until the reconciler has read it.
             ttl_seconds_after_finished: Some(3600),

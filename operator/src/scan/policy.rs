@@ -47,10 +47,11 @@ pub fn policy_hash(gate: &ScanGate) -> String {
 }
 
 /// The youngest age at which a report may be stale whatever `maxReportAge` says: the scan Job's
-/// deadline (`activeDeadlineSeconds`, 900). A scan takes minutes (Trivy fetches its database
-/// first), so a shorter age made every fresh report stale before the gate read it: its Job was
-/// deleted and run again, forever, and the image never admitted.
-pub const MIN_REPORT_AGE: std::time::Duration = std::time::Duration::from_secs(900);
+/// deadline (`activeDeadlineSeconds`). A scan takes minutes (Trivy fetches its database first),
+/// so a shorter age made every fresh report stale before the gate read it: its Job was deleted
+/// and run again, forever, and the image never admitted.
+pub const MIN_REPORT_AGE: std::time::Duration =
+    std::time::Duration::from_secs(crate::desired::SCAN_JOB_DEADLINE_SECONDS.unsigned_abs());
 
 /// The age beyond which a report is stale: `maxReportAge`, at least [`MIN_REPORT_AGE`].
 pub fn max_report_age(gate: &ScanGate) -> std::time::Duration {
