@@ -99,9 +99,15 @@ pub(crate) fn db_err(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreEr
     }
 }
 
-/// A subject id the database can hold; anything else names no subject.
+/// A subject or template id the database can hold: a UUID in the canonical form the stores
+/// hand out (lower-case, hyphenated). Other spellings of the same UUID (upper case, braces, no
+/// hyphens) name nothing, as in the embedded store, which compares ids byte for byte: one id has
+/// one spelling, so a write can never commit under a spelling that the index then cannot find.
 fn parse_id(id: &str) -> Option<String> {
-    uuid::Uuid::parse_str(id).ok().map(|u| u.to_string())
+    uuid::Uuid::try_parse(id)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+        .filter(|canonical| canonical == id)
 }
 
 impl PgStore {
@@ -556,6 +562,9 @@ mod tests {
         assert!(parse_id("no-such-subject").is_none());
         assert!(parse_id("../etc").is_none());
         let id = uuid::Uuid::new_v4().to_string();
-        assert_eq!(parse_id(&id.to_uppercase()), Some(id));
+        assert_eq!(parse_id(&id), Some(id.clone()));
+        assert!(parse_id(&id.to_uppercase()).is_none());
+        assert!(parse_id(&id.replace('-', "")).is_none());
+        assert!(parse_id(&format!("{{{id}}}")).is_none());
     }
 }
