@@ -116,7 +116,7 @@ async fn open_enrolments(
                 Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
             );
             let ledger: Arc<dyn Ledger> = Arc::new(FallbackLedger::new(
-                Arc::new(PgLedger::new(store.pool().clone())),
+                Arc::new(PgLedger::new(store.ledger_pool().clone())),
                 metrics.clone(),
             ));
             let shared = Some((store.pool().clone(), keys));

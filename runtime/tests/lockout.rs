@@ -37,7 +37,7 @@ async fn replica(pg: &PgServer, policy: Policy) -> Replica {
     let metrics = Metrics::new().unwrap();
     let lockouts = Lockouts::new(
         policy,
-        Arc::new(PgLedger::new(store.pool().clone())),
+        Arc::new(PgLedger::new(store.ledger_pool().clone())),
         metrics.clone(),
         None,
     );
@@ -218,4 +218,50 @@ async fn expired_rows_are_purged_and_an_unreachable_database_fails_closed() {
     let e =
         facekey_runtime::api::error::ApiError::from(a.lockouts.check(SUBJECT).await.unwrap_err());
     assert_eq!((e.status.as_u16(), e.code), (503, "store_unavailable"));
+}
+
+/// A key's writes can hold every connection of the store's pool (each waiting on its quota
+/// lock); the lockout ledger has a pool of its own, so verifications still count on the shared
+/// ledger and do not drop to the per-replica fallback (which lets an attacker through the
+/// threshold once per replica).
+#[tokio::test]
+async fn writes_holding_every_store_connection_do_not_starve_the_ledger() {
+    let pg = PgServer::start();
+    let a = replica(&pg, policy(3, Duration::from_secs(60))).await;
+    let store = &a._store;
+    let mut held = Vec::new();
+    while store.pool().size() < 8 || store.pool().num_idle() > 0 {
+        held.push(store.pool().acquire().await.unwrap());
+    }
+    assert_eq!(held.len(), 8, "the store's pool is exhausted");
+
+    let metrics = Metrics::new().unwrap();
+    let ledger = facekey_runtime::lockout::FallbackLedger::new(
+        Arc::new(PgLedger::new(store.ledger_pool().clone())),
+        metrics.clone(),
+    );
+    let lockouts = Lockouts::new(
+        policy(3, Duration::from_secs(60)),
+        Arc::new(ledger),
+        metrics.clone(),
+        None,
+    );
+    for _ in 0..2 {
+        assert_eq!(lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    }
+    assert!(lockouts.record_failure(SUBJECT).await.unwrap().is_some());
+    assert_eq!(
+        metrics.lockout_ledger_local.get(),
+        0,
+        "the ledger fell back to this replica's memory"
+    );
+    // Counted where every replica sees it.
+    assert!(is_locked(&a.lockouts.check(SUBJECT).await));
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT count(*) FROM facekey_lockouts WHERE subject = '{SUBJECT}' AND locked_until > now()"
+        )),
+        "1"
+    );
+    drop(held);
 }

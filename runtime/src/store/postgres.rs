@@ -24,6 +24,15 @@ pub const CHANNEL: &str = "facekey_changes";
 /// How long a request waits for a database connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Connections of the store's pool (writes, listings, liveness sessions).
+const STORE_CONNECTIONS: u32 = 8;
+
+/// Connections of the lockout ledger's own pool. Its queries are short and come from
+/// verifications, which admission control bounds; a pool of its own means no burst of writes
+/// (a key creating subjects as fast as it can, each waiting on its quota lock with a connection
+/// held) can starve it, which would send the ledger to its per-replica fallback.
+const LEDGER_CONNECTIONS: u32 = 4;
+
 /// `created_at` as the API shows it: RFC 3339 UTC with seconds (a macro, so queries stay
 /// literal strings).
 macro_rules! created_at {
@@ -48,6 +57,7 @@ macro_rules! template_columns {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    ledger_pool: PgPool,
     keys: TemplateKeys,
     max_faces: usize,
     described: String,
@@ -133,8 +143,12 @@ impl PgStore {
         if let Some(ca) = ca_file {
             options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca);
         }
+        let ledger_pool = PgPoolOptions::new()
+            .max_connections(LEDGER_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone());
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(STORE_CONNECTIONS)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
@@ -161,6 +175,7 @@ impl PgStore {
             .map_err(|e| open_err("migrations failed", Box::new(e)))?;
         Ok(Self {
             pool,
+            ledger_pool,
             keys,
             max_faces,
             described,
@@ -170,6 +185,12 @@ impl PgStore {
     /// The connection pool (the change listener shares its settings).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The lockout ledger's own pool on the same database ([`crate::lockout::PgLedger`]), apart
+    /// from [`Self::pool`] so that writes holding every store connection cannot starve it.
+    pub fn ledger_pool(&self) -> &PgPool {
+        &self.ledger_pool
     }
 
     /// A listener on [`CHANNEL`].
