@@ -310,8 +310,9 @@ pub struct Verification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_session: Option<bool>,
     /// `strict` (the runtime's default): accept only when the fused probability, the match and
-    /// the liveness check all accept; `fusion`: the fused probability alone decides, which needs
-    /// calibrated `models.scoreWeights` (`FACEKEY_DECISION_POLICY`).
+    /// the liveness check all accept; `fusion`: the fused probability alone decides (liveness
+    /// that could not run still rejects), which needs calibrated `models.scoreWeights`
+    /// (`FACEKEY_DECISION_POLICY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_policy: Option<DecisionPolicy>,
     /// Limits of challenge-liveness sessions.
@@ -331,7 +332,7 @@ pub struct Verification {
 pub enum DecisionPolicy {
     /// The fused probability, the match and the liveness check must all accept.
     Strict,
-    /// The fused probability alone decides.
+    /// The fused probability alone decides; liveness that could not run still rejects.
     Fusion,
 }
 

@@ -322,7 +322,8 @@ pub struct Config {
     pub liveness_threshold: f64,
 
     /// `strict`: accept only when the fused probability, the match and the liveness check all
-    /// accept; `fusion`: the fused probability alone decides.
+    /// accept; `fusion`: the fused probability alone decides (liveness that could not run
+    /// still rejects).
     #[arg(long, env = env::DECISION_POLICY, value_enum, default_value_t = parse_enum::<DecisionPolicy>(defaults::DECISION_POLICY))]
     pub decision_policy: DecisionPolicy,
 

@@ -20,7 +20,8 @@ use crate::vision::{LivenessResult, MatchScore};
 pub enum DecisionPolicy {
     /// Fused probability, match and liveness must all accept.
     Strict,
-    /// The fused probability alone (failed checks are still reported).
+    /// The fused probability alone (failed checks are still reported), except that liveness
+    /// which could not run (`unknown`) always rejects: a failure never counts as live.
     Fusion,
 }
 
@@ -391,7 +392,9 @@ impl Verifier {
     /// The final decision: fuse `[similarity, liveness, quality]` and apply the policy.
     /// `strict` accepts only when the probability reaches the threshold and the match and
     /// liveness checks accept; `fusion` lets the probability alone decide (failed checks are
-    /// still reported).
+    /// still reported) unless liveness is `unknown`: a model that failed, timed out or found no
+    /// crop rejects under every policy, since its fusion input of 0 can be outweighed by a high
+    /// similarity (the trained weights give `[1, 0, 1]` a probability of 0.96).
     pub fn decide(
         &self,
         matched: &MatchVerdict,
@@ -414,6 +417,7 @@ impl Verifier {
             reasons.push(Reason::LowProbability);
         }
         let decision = match self.config.policy {
+            DecisionPolicy::Fusion if liveness.state == LivenessState::Unknown => Decision::Reject,
             DecisionPolicy::Fusion => fused,
             DecisionPolicy::Strict if reasons.is_empty() => Decision::Accept,
             DecisionPolicy::Strict => Decision::Reject,
@@ -570,6 +574,35 @@ mod tests {
             .decide(&good, &spoofish, -1.0);
         assert_eq!(strict.decision, Decision::Reject);
         assert_eq!(strict.forward, out.forward);
+    }
+
+    #[test]
+    fn unknown_liveness_rejects_under_the_fusion_policy_too() {
+        // The trained weights give a perfect match and quality with liveness 0 a probability
+        // above their threshold: the fusion policy alone would accept a face whose liveness
+        // model failed.
+        let v = Verifier::new(
+            FusionMlp::built_in("trained").unwrap().unwrap(),
+            VerifierConfig {
+                policy: DecisionPolicy::Fusion,
+                ..VerifierConfig::default()
+            },
+        );
+        let good = v.judge_match(0.0, 1.0, 1);
+        let unknown = v.judge_liveness_score(None, Some("minifas: model error"));
+        let out = v.decide(&good, &unknown, 1.0);
+        assert_eq!(
+            v.fused_decision(out.forward.probability),
+            Decision::Accept,
+            "the probability alone accepts ({})",
+            out.forward.probability
+        );
+        assert_eq!(out.decision, Decision::Reject);
+        assert!(out.reasons.contains(&Reason::LivenessUnknown));
+        // The same features from a measured score of 0: the veto is the failure's, not the
+        // features'.
+        let measured = v.decide(&good, &v.judge_liveness_score(Some(0.0), None), 1.0);
+        assert_eq!(measured.forward, out.forward);
     }
 
     #[test]
