@@ -389,11 +389,22 @@ async fn contract_key_binding_pass_and_verify_once() {
         (g["state"].clone(), g["live"].clone()),
         (json!("passed"), json!(true))
     );
-    assert!(g["confidence"].as_f64().unwrap() >= 0.7);
+    let coarse = g["confidence"].as_f64().unwrap();
+    assert!(coarse >= 0.7);
     assert!(
         g.get("detail").is_none(),
         "no diagnostics without admin: {g}"
     );
+    // Without admin the confidence is to one decimal (its exact value carries the passive
+    // liveness median, an attack-tuning oracle); admin reads it exactly.
+    assert!(
+        ((coarse * 10.0).round() - coarse * 10.0).abs() < 1e-4,
+        "a verify key read the exact confidence {coarse}"
+    );
+    let (st, exact) = s
+        .json(s.client.get(s.url(&format!("/v1/liveness/sessions/{id}"))))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "another key's session: {exact}");
 
     // Bound to the subject: another enrolled subject with the same face (whom the probe would
     // match) is refused without consuming the session; then it verifies its own subject once.
@@ -466,6 +477,10 @@ async fn contract_key_binding_pass_and_verify_once() {
         .json(s.client.get(s.url(&format!("/v1/liveness/sessions/{id2}"))))
         .await;
     assert!(g["detail"]["usable_frames"].as_u64().unwrap() >= 5, "{g}");
+    // Admin reads the exact confidence of a passed session: 0.7 + 0.3 × passive median.
+    let passive = g["detail"]["passive_median"].as_f64().unwrap();
+    let exact = g["confidence"].as_f64().unwrap();
+    assert!((exact - (0.7 + 0.3 * passive)).abs() < 1e-4, "{g}");
     let b64 = base64::engine::general_purpose::STANDARD;
     let (st, v) = s
         .json(s.client.post(s.url("/v1/verify")).json(&json!({
