@@ -176,6 +176,38 @@ async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_a
     }
 }
 
+/// A rejected identification counts one failure, against the closest subject it matched, not
+/// against every look-alike: a face matching many subjects cannot lock them all at once.
+#[tokio::test]
+async fn a_rejected_identify_counts_against_the_closest_match_only() {
+    let mut c = config();
+    let dir = audited(&mut c);
+    let s = Running::start(c).await;
+    let app = s.client_for("verify");
+    let mut subjects = Vec::new();
+    for name in ["Tom", "Tom's twin", "Tom's double"] {
+        let id = s.new_subject(name).await;
+        let (status, _, v) = add_face(&s, &s.client, &id, SPOOF).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        subjects.push(id);
+    }
+    for _ in 0..2 {
+        let v = identify(&s, &app, SPOOF).await;
+        assert_eq!(v["decision"], "reject", "{v}");
+    }
+    s.stop().await;
+    let events = audit_events(&dir, "identify");
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        let failed = e["failed_attempts"].as_array().expect("failed_attempts");
+        assert_eq!(failed.len(), 1, "counted against several subjects: {e}");
+        assert!(
+            subjects.contains(&failed[0].as_str().unwrap().to_owned()),
+            "{e}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_locked_subjects_genuine_face_is_no_candidate_while_others_are_still_identified() {
     let s = Running::start(config()).await;

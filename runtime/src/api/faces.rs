@@ -352,7 +352,8 @@ pub(crate) enum Settled {
 /// liveness session): count the attempt in the subject's lockout ledger (a ledger that cannot
 /// count fails the request, so failures are never lost; a success clears them), record it for
 /// the audit trail, count the decision and its scores in the metrics, and answer a key without
-/// `admin` with the decision and reasons only. A subject locked while this verification ran (by
+/// `admin` with the decision and reasons only; a ledger that cannot clear fails it too. A subject
+/// locked while this verification ran (by
 /// attempts sent beside it) gets 429 `subject_locked` instead of the decision, accept or reject
 /// (and the decision is not counted): attempts sent at once reveal no more decisions than the
 /// lockout's threshold.
@@ -377,9 +378,8 @@ pub(crate) async fn settle_verification(
                 );
                 return Err(e.into());
             }
-            Err(e) => {
-                tracing::warn!(subject = %subject, error = %e, "clearing the subject's failed attempts failed");
-            }
+            // Not known to be unlocked: the accept is not revealed (fail closed).
+            Err(e) => return Err(e.into()),
         }
     } else {
         state.lockouts.record_failure(subject).await?;
@@ -635,11 +635,13 @@ struct Ruled {
 /// matched it: the answer is then the same as for a face matching nobody locked, so it cannot
 /// tell the caller that the face matches a locked account. An accepted subject's failures are
 /// cleared as a successful verification clears them, unless it locked meanwhile (then it is left
-/// out, as verify then answers 429). When nobody is accepted, every subject the face matched
-/// (similarity past the match threshold) but rejected, e.g. as a spoof or on low probability,
-/// is counted one failed attempt, as a verification of it with this face would be. A subject
-/// locked by attempts sent beside this one is left out too. Only a ledger that cannot count
-/// fails the request, as in verify.
+/// out, as verify then answers 429). When nobody is accepted, the closest subject the face
+/// matched (similarity past the match threshold) but rejected, e.g. as a spoof or on low
+/// probability, is counted one failed attempt, as a verification of it with this face would be:
+/// the answer's reasons are about that subject. Only the closest, so one rejected
+/// identification cannot count against every look-alike at once (a hundred subjects locked by
+/// five requests). A subject locked by attempts sent beside this one is left out too. A ledger
+/// that cannot count or clear fails the request, as in verify.
 async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Result<Ruled, ApiError> {
     let mut withheld = Vec::new();
     let lock = |j: &mut Judged, withheld: &mut Vec<String>| {
@@ -667,9 +669,7 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
         match state.lockouts.record_success(&j.subject.id).await {
             Ok(()) => {}
             Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
-            Err(e) => {
-                tracing::warn!(subject = %j.subject.id, error = %e, "clearing the subject's failed attempts failed");
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     let decision = if judged.iter().any(Judged::accepted) {
@@ -679,10 +679,11 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
     };
     let mut failed = Vec::new();
     if decision == Decision::Reject {
-        for j in judged
+        let closest = judged
             .iter_mut()
             .filter(|j| !j.locked && j.matched.decision == Decision::Accept)
-        {
+            .max_by(|a, b| a.matched.similarity.total_cmp(&b.matched.similarity));
+        if let Some(j) = closest {
             match state.lockouts.record_failure(&j.subject.id).await {
                 Ok(_) => failed.push(j.subject.id.clone()),
                 Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
