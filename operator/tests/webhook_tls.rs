@@ -48,6 +48,14 @@ async fn start(cert: Arc<ReloadingCert>) -> SocketAddr {
 }
 
 async fn start_with(cert: Arc<ReloadingCert>, metrics: Metrics) -> SocketAddr {
+    start_limited(cert, metrics, server::ServeLimits::default()).await
+}
+
+async fn start_limited(
+    cert: Arc<ReloadingCert>,
+    metrics: Metrics,
+    limits: server::ServeLimits,
+) -> SocketAddr {
     let resources = String::from_utf8(fixture("resources.yaml")).unwrap();
     let state = WebhookState {
         resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
@@ -58,23 +66,22 @@ async fn start_with(cert: Arc<ReloadingCert>, metrics: Metrics) -> SocketAddr {
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = server::tls_config(cert).unwrap();
-    tokio::spawn(server::serve_tls(
+    tokio::spawn(server::serve_tls_with(
         listener,
         tls,
         server::router(state),
+        limits,
         std::future::pending::<()>(),
     ));
     addr
 }
 
-/// An HTTPS POST trusting only the CAs in `ca_pem`, for `host`: the response body, and the
-/// certificate the server presented.
-async fn post(
+/// A TLS connection to `addr` trusting only the CAs in `ca_pem`, for `host`.
+async fn connect(
     addr: SocketAddr,
     ca_pem: &str,
     host: &str,
-    body: &[u8],
-) -> Result<(Value, CertificateDer<'static>), String> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -89,10 +96,21 @@ async fn post(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from(host.to_owned()).unwrap();
-    let mut tls = connector
+    connector
         .connect(name, tcp)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// An HTTPS POST trusting only the CAs in `ca_pem`, for `host`: the response body, and the
+/// certificate the server presented.
+async fn post(
+    addr: SocketAddr,
+    ca_pem: &str,
+    host: &str,
+    body: &[u8],
+) -> Result<(Value, CertificateDer<'static>), String> {
+    let mut tls = connect(addr, ca_pem, host).await?;
     let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     let head = format!(
         "POST {MUTATE_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -292,4 +310,97 @@ fn a_missing_or_expired_ca_is_replaced_and_names_follow_the_service() {
         .unwrap()
         .unwrap();
     assert!(c.cert_not_after <= c.ca_not_after);
+}
+
+/// What a connection sends before it reads: everything the server wrote until it closed, and
+/// how long that took (`None`: still open after `within`).
+async fn closed_after(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    within: std::time::Duration,
+) -> Option<(String, std::time::Duration)> {
+    let started = std::time::Instant::now();
+    let mut raw = Vec::new();
+    match tokio::time::timeout(within, tls.read_to_end(&mut raw)).await {
+        Ok(_) => Some((
+            String::from_utf8_lossy(&raw).into_owned(),
+            started.elapsed(),
+        )),
+        Err(_) => None,
+    }
+}
+
+/// Any pod can reach the webhook's port: a client trickling its headers or its body, or sitting
+/// on an idle connection, is cut off after the limits, and connections past the bound wait
+/// (their handshake is not even answered) until one is freed, so no client can make the
+/// operator hold unbounded buffers.
+#[tokio::test]
+async fn slow_idle_and_surplus_clients_are_bounded() {
+    use std::time::Duration;
+    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
+        .unwrap()
+        .unwrap();
+    let cert = Arc::new(ReloadingCert::default());
+    load(&cert, &bundle.cert, &bundle.key);
+    let limits = server::ServeLimits {
+        handshake_timeout: Duration::from_secs(2),
+        header_read_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        max_connections: 2,
+    };
+    let addr = start_limited(cert, Metrics::new().unwrap(), limits).await;
+
+    // Half a request head, then nothing: closed at the header timeout.
+    let mut slow_head = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
+    slow_head
+        .write_all(format!("POST {MUTATE_PATH} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (_, took) = closed_after(&mut slow_head, Duration::from_secs(5))
+        .await
+        .expect("a connection trickling its headers was never closed");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+
+    // A whole head announcing a body that never comes: 408 at the request timeout.
+    let mut slow_body = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
+    slow_body
+        .write_all(
+            format!(
+                "POST {MUTATE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100000\r\n\r\n{{\"kind\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (answer, _) = closed_after(&mut slow_body, Duration::from_secs(5))
+        .await
+        .expect("a request whose body never arrives was never answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // Two idle connections hold the two places: a third is not served until they are cut off
+    // (idle keep-alive counts as waiting for headers), then it is.
+    let idle_a = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
+    let idle_b = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
+    let started = std::time::Instant::now();
+    let third = tokio::time::timeout(
+        Duration::from_millis(500),
+        connect(addr, &bundle.ca_bundle, HOST),
+    )
+    .await;
+    assert!(third.is_err(), "a third connection was served beside two");
+    let (review, _) = post(
+        addr,
+        &bundle.ca_bundle,
+        HOST,
+        &fixture("reviews/opt-out.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "served before an idle connection was cut off: {:?}",
+        started.elapsed()
+    );
+    drop((idle_a, idle_b));
 }

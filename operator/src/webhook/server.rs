@@ -2,6 +2,7 @@
 //! while serving, HTTP/1.1, one route `POST /mutate-v1-pod` answering AdmissionReview v1.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -14,8 +15,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use facekey_crds::FaceKeyDeployment;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use rustls::ServerConfig;
@@ -24,6 +26,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::events::EventSink;
@@ -34,10 +38,39 @@ use crate::metrics::Metrics;
 
 /// Path of the mutating webhook (`clientConfig.service.path`).
 pub const MUTATE_PATH: &str = "/mutate-v1-pod";
-/// Largest AdmissionReview body accepted (a pod with its managed fields is far smaller).
-const MAX_BODY: usize = 4 << 20;
-/// Longest a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest AdmissionReview body accepted: the API server stores no object over 1.5 MiB, so a
+/// review of a real pod is smaller. With [`ServeLimits::max_connections`] it bounds what bodies
+/// in flight can hold (48 x 3 MiB, within the operator's 256 MiB limit with room to spare).
+const MAX_BODY: usize = 3 << 20;
+
+/// What the webhook's listener allows each client. Any pod in the cluster can reach the port,
+/// so a client that trickles headers or a body, or opens connections by the hundred, must not
+/// hold the operator's memory (OOM-killed, pods that asked for a sidecar would be admitted
+/// without one under `failurePolicy: Ignore`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Longest a TLS handshake may take before the connection is dropped.
+    pub handshake_timeout: Duration,
+    /// Longest wait for a request's headers, an idle keep-alive connection's next request
+    /// included (the API server reconnects when it needs to).
+    pub header_read_timeout: Duration,
+    /// Longest a request may take, its body's arrival included: 408 past it (the API server
+    /// gives up on a review after its `timeoutSeconds`, at most 30 s, anyway).
+    pub request_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_connections: 48,
+        }
+    }
+}
 
 /// Errors of the TLS setup.
 #[derive(Debug, thiserror::Error)]
@@ -295,16 +328,38 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
         })
 }
 
-/// Serve `router` over TLS on `listener` until `shutdown` resolves.
+/// Serve `router` over TLS on `listener` until `shutdown` resolves, with the default
+/// [`ServeLimits`].
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    serve_tls_with(listener, tls, router, ServeLimits::default(), shutdown).await;
+}
+
+/// [`serve_tls`] with the given limits.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // A connection is accepted only with a permit: past the bound, clients wait in the
+        // backlog instead of each holding a task and buffers.
+        let permit = tokio::select! {
+            () = &mut shutdown => return,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let (tcp, peer) = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
@@ -321,20 +376,38 @@ pub async fn serve_tls(
             debug!(%peer, error = %e, "TCP_NODELAY not set");
         }
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let router = router.clone();
+            async move {
+                let answer = tokio::time::timeout(
+                    limits.request_timeout,
+                    router.oneshot(req.map(axum::body::Body::new)),
+                )
+                .await;
+                answer.unwrap_or_else(|_| {
+                    debug!(%peer, "webhook request timed out");
+                    Ok::<_, Infallible>(StatusCode::REQUEST_TIMEOUT.into_response())
+                })
+            }
+        });
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "webhook TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "webhook TLS handshake timed out");
-                    return;
-                }
-            };
+            let _permit = permit;
+            let tls =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "webhook TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "webhook TLS handshake timed out");
+                        return;
+                    }
+                };
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(tls), service)
                 .await
             {
