@@ -1147,7 +1147,7 @@ pub struct Monitoring {
 }
 
 /// ServiceMonitor settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceMonitorSpec {
     /// Whether the ServiceMonitor is created.
@@ -1156,11 +1156,16 @@ pub struct ServiceMonitorSpec {
     /// Extra labels, e.g. the `release` label a Prometheus instance selects on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Scrape interval (Prometheus duration such as `30s`).
+    /// Scrape interval (Prometheus duration such as `30s`), at most 75s: the alert rules' shortest
+    /// windows are 5 minutes, and `rate()` needs at least 4 samples in one to fire reliably.
     #[serde(default = "default_interval")]
-    #[schemars(regex(
-        pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
-    ))]
+    #[schemars(
+        regex(
+            pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+        ),
+        length(max = 32)
+    )]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s|ms))+$') && duration(self) > duration('0s') && duration(self) <= duration('75s')").message("serviceMonitor.interval must be more than 0 and at most 75s: the alert rules' 5-minute windows need at least 4 scrapes, or the spoof and error alerts never fire"))]
     pub interval: String,
 }
 
