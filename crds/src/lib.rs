@@ -1282,6 +1282,11 @@ pub struct EmailAlerting {
     /// is for a trusted relay without AUTH only (no `authSecretRef`).
     #[serde(default = "default_true")]
     pub require_tls: bool,
+    /// Extra labels on the AlertmanagerConfig, e.g. the label the Alertmanager resource's
+    /// `alertmanagerConfigSelector` selects on: one it does not select is never loaded, and no
+    /// alert of this deployment is mailed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Web UI switch.

@@ -532,7 +532,7 @@ pub(super) fn alertmanager_config(owner: &Owner<'_>, email: &EmailAlerting) -> R
     Ok(json!({
         "apiVersion": "monitoring.coreos.com/v1alpha1",
         "kind": "AlertmanagerConfig",
-        "metadata": meta(owner, &Default::default())?,
+        "metadata": meta(owner, &email.labels)?,
         "spec": {
             "route": {
                 "receiver": "email",
