@@ -1275,7 +1275,8 @@ pub struct EmailAlerting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret_ref: Option<KeyRef>,
     /// Secret key holding the PEM certificate(s) of a private CA that signed the SMTP server's
-    /// certificate, trusted besides the system roots by the runtime and by Alertmanager.
+    /// certificate, trusted by the runtime besides the public web roots built into it (Mozilla's
+    /// list, not the image's system store) and by Alertmanager besides its system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<KeyRef>,
     /// Require TLS: STARTTLS, or implicit TLS when the port is 465 (default true). Turning it off

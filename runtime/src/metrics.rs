@@ -550,6 +550,18 @@ impl Metrics {
         for result in ["loaded", "rejected"] {
             api_key_reloads.with_label_values(&[result]);
         }
+        // Every keyed route's refusals of requests without a valid key start at 0, so the
+        // first burst against a route is a rise `rate()` sees (`FaceKeyAuthFailureBurst`).
+        for (_, route, access) in crate::auth::policy::ROUTES {
+            if matches!(
+                access,
+                crate::auth::policy::Access::Scope(_) | crate::auth::policy::Access::AnyKey
+            ) {
+                for reason in ["missing_key", "invalid_key"] {
+                    auth_failures.with_label_values(&[route, reason]);
+                }
+            }
+        }
         for reason in crate::admission::OverloadReason::LABELS {
             admission_rejected.with_label_values(&[reason]);
         }
@@ -738,5 +750,16 @@ mod tests {
         assert!(text.contains("facekey_liveness_checks_total{state=\"unknown\"} 1"));
         assert!(text.contains("facekey_liveness_checks_total{state=\"off\"} 0"));
         assert!(text.contains("# TYPE facekey_http_request_duration_seconds histogram"));
+        // Refusals without a valid key start at 0 on keyed routes, none on open ones.
+        assert!(
+            text.contains(
+                "facekey_auth_failures_total{reason=\"missing_key\",route=\"/v1/verify\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "facekey_auth_failures_total{reason=\"invalid_key\",route=\"/v1/auth/whoami\"} 0"
+        ));
+        assert!(!text.contains("route=\"/healthz\""), "{text}");
     }
 }
