@@ -26,6 +26,9 @@ const QUEUE_CAPACITY: usize = 1024;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events of one kind listed one by one in an email; the rest are counted.
 const MAX_LISTED: usize = 20;
+/// Distinct targets (route, subject, key) of the spoof attempts past [`MAX_LISTED`] tallied by
+/// name in an email, so a flood of cheap attempts cannot hide the one aimed at a subject.
+const MAX_TALLIED: usize = 50;
 
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -100,8 +103,11 @@ pub struct SpoofAttempt {
     pub liveness: f64,
     /// The liveness threshold it fell below.
     pub threshold: f64,
-    /// The request id, to find the request in logs.
+    /// The request id, to find the request in logs (a client may have chosen it: the audit
+    /// trail has the request by id with its key and client address).
     pub request_id: Option<String>,
+    /// The id of the API key that sent it (`None` on an open runtime).
+    pub key_id: Option<String>,
 }
 
 impl SpoofAttempt {
@@ -113,6 +119,7 @@ impl SpoofAttempt {
             liveness = self.liveness,
             threshold = self.threshold,
             request_id = self.request_id.as_deref().unwrap_or("-"),
+            key_id = self.key_id.as_deref().unwrap_or("-"),
             "spoof attempt detected"
         );
         metrics.spoofs_detected.inc();
@@ -157,11 +164,17 @@ impl SubjectLockout {
     }
 }
 
-/// The events one email summarises: at most [`MAX_LISTED`] of each kind kept in full, the rest
-/// counted, so a flood between two mails costs no memory and is still reported.
+/// Where a spoof attempt was aimed: route, claimed subject, API key.
+type Target = (&'static str, Option<String>, Option<String>);
+
+/// The events one email summarises: at most [`MAX_LISTED`] of each kind kept in full; spoof
+/// attempts past them tallied per target (up to [`MAX_TALLIED`] targets), the rest counted, so
+/// a flood between two mails costs no memory, is still reported, and cannot hide an attempt on
+/// a subject behind cheap ones.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
     spoofs: Vec<SpoofAttempt>,
+    tallied: std::collections::BTreeMap<Target, usize>,
     more_spoofs: usize,
     lockouts: Vec<SubjectLockout>,
     more_lockouts: usize,
@@ -172,6 +185,13 @@ impl Batch {
     pub fn push_spoof(&mut self, attempt: SpoofAttempt) {
         if self.spoofs.len() < MAX_LISTED {
             self.spoofs.push(attempt);
+            return;
+        }
+        let target = (attempt.route, attempt.subject, attempt.key_id);
+        if let Some(n) = self.tallied.get_mut(&target) {
+            *n += 1;
+        } else if self.tallied.len() < MAX_TALLIED {
+            self.tallied.insert(target, 1);
         } else {
             self.more_spoofs += 1;
         }
@@ -186,9 +206,9 @@ impl Batch {
         }
     }
 
-    /// Spoof attempts in the batch, listed or only counted.
+    /// Spoof attempts in the batch, listed, tallied or only counted.
     pub fn spoof_count(&self) -> usize {
-        self.spoofs.len() + self.more_spoofs
+        self.spoofs.len() + self.tallied.values().sum::<usize>() + self.more_spoofs
     }
 
     /// Lockouts in the batch, listed or only counted.
@@ -261,19 +281,33 @@ pub fn compose(instance: &str, batch: &Batch) -> (String, String) {
         ));
         for a in &batch.spoofs {
             body.push_str(&format!(
-                "- {} {} subject={} liveness={:.3} (threshold {:.3}) request_id={}\n",
+                "- {} {} subject={} key={} liveness={:.3} (threshold {:.3}) request_id={}\n",
                 humantime::format_rfc3339_seconds(a.at),
                 a.route,
                 a.subject.as_deref().unwrap_or("-"),
+                a.key_id.as_deref().unwrap_or("-"),
                 a.liveness,
                 a.threshold,
                 a.request_id.as_deref().unwrap_or("-"),
             ));
         }
+        if !batch.tallied.is_empty() {
+            body.push_str("Further attempts by target:\n");
+            for ((route, subject, key), n) in &batch.tallied {
+                body.push_str(&format!(
+                    "- {n} x {route} subject={} key={}\n",
+                    subject.as_deref().unwrap_or("-"),
+                    key.as_deref().unwrap_or("-"),
+                ));
+            }
+        }
         if batch.more_spoofs > 0 {
             body.push_str(&format!("- … and {} more\n", batch.more_spoofs));
         }
-        body.push_str("\nLook the request ids up in the runtime's logs.");
+        body.push_str(
+            "\nLook the request ids up in the runtime's logs or audit trail (a client may choose \
+             its request id; the audit trail records each request's key and client address).",
+        );
     }
     body.push_str(
         " This mail is throttled: further events within the alert interval are summarised in the \
@@ -566,6 +600,7 @@ mod tests {
             liveness: 0.1,
             threshold: 0.5,
             request_id: Some(format!("req-{i}")),
+            key_id: Some("app".to_owned()),
         }
     }
 
@@ -603,9 +638,9 @@ mod tests {
     fn compose_single_and_many() {
         let (subject, body) = compose("facekey-0", &batch(1, 0));
         assert_eq!(subject, "[FaceKey] spoof attempt detected on facekey-0");
-        assert!(
-            body.contains("subject=subject-1 liveness=0.100 (threshold 0.500) request_id=req-1")
-        );
+        assert!(body.contains(
+            "subject=subject-1 key=app liveness=0.100 (threshold 0.500) request_id=req-1"
+        ));
         assert!(body.contains("2027-01-15T08:00:00Z"), "{body}");
 
         let many = batch(25, 0);
@@ -617,7 +652,55 @@ mod tests {
         let (subject, body) = compose("facekey-0", &many);
         assert!(subject.starts_with("[FaceKey] 25 spoof attempts"));
         assert_eq!(body.matches("request_id=").count(), MAX_LISTED);
-        assert!(body.contains("and 5 more"));
+        assert!(
+            body.contains("subject=subject-1 key=app liveness="),
+            "{body}"
+        );
+        // Past the listed ones, each target is named with its count.
+        assert!(
+            body.contains("- 1 x /v1/verify subject=subject-25 key=app"),
+            "{body}"
+        );
+        assert!(!body.contains("more"), "{body}");
+    }
+
+    #[test]
+    fn a_flood_of_cheap_attempts_does_not_hide_the_targeted_one() {
+        let mut b = Batch::default();
+        for i in 0..300 {
+            b.push_spoof(SpoofAttempt {
+                route: "/v1/liveness",
+                subject: None,
+                request_id: Some(format!("noise-{i}")),
+                ..attempt(0)
+            });
+        }
+        for _ in 0..3 {
+            b.push_spoof(SpoofAttempt {
+                subject: Some("victim".to_owned()),
+                key_id: Some("attacker".to_owned()),
+                ..attempt(0)
+            });
+        }
+        // Many distinct targets past the tally's bound are still counted.
+        for i in 0..(MAX_TALLIED + 5) {
+            b.push_spoof(SpoofAttempt {
+                subject: Some(format!("other-{i}")),
+                ..attempt(0)
+            });
+        }
+        assert_eq!(b.spoof_count(), 300 + 3 + MAX_TALLIED + 5);
+        let (subject, body) = compose("facekey-0", &b);
+        assert!(subject.contains(&format!("{} spoof attempts", b.spoof_count())));
+        assert!(
+            body.contains("- 280 x /v1/liveness subject=- key=app"),
+            "{body}"
+        );
+        assert!(
+            body.contains("- 3 x /v1/verify subject=victim key=attacker"),
+            "{body}"
+        );
+        assert!(body.contains("and 7 more"), "{body}");
     }
 
     #[test]
@@ -645,7 +728,11 @@ mod tests {
         );
         assert_eq!(body.matches(" locked: ").count(), MAX_LISTED);
         assert!(body.contains("- … and 2 more\n"), "{body}");
-        assert!(body.contains("- … and 10 more\n"), "{body}");
+        // The 10 spoofs past the listed ones are named by target.
+        assert!(
+            body.contains("- 1 x /v1/verify subject=subject-30 key=app\n"),
+            "{body}"
+        );
     }
 
     fn settings() -> EmailSettings {

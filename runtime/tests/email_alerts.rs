@@ -180,6 +180,7 @@ fn attempt(i: usize) -> SpoofAttempt {
         liveness: 0.12,
         threshold: 0.5,
         request_id: Some(format!("req-{i}")),
+        key_id: Some("checkout-app".to_owned()),
     }
 }
 
@@ -314,7 +315,12 @@ async fn a_lockout_is_mailed_and_not_lost_behind_throttled_spoof_alerts() {
         summary.contains(&format!("subject={other} locked: 3 failed")),
         "{summary}"
     );
-    assert!(summary.contains("- … and 10 more"), "{summary}");
+    // The 10 spoofs past the 20 listed are named by target, none merely counted.
+    assert!(
+        summary.contains("- 1 x /v1/verify subject=subject-29 key=checkout-app"),
+        "{summary}"
+    );
+    assert!(!summary.contains("more"), "{summary}");
 
     drop(lockouts);
     drop(sender);
@@ -480,6 +486,8 @@ async fn a_spoof_seen_by_the_server_reaches_the_inbox() {
         mails[0]
     );
     assert!(mails[0].contains("/v1/liveness") && mails[0].contains("request_id=spoof-e2e-1"));
+    // The key that sent it is named (a request id is the client's to choose).
+    assert!(mails[0].contains("key=admin"), "{}", mails[0]);
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(20), task)

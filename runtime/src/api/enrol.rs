@@ -179,6 +179,7 @@ fn check_liveness(
     verdict: &crate::verifier::LivenessVerdict,
     headers: &HeaderMap,
     subject: &str,
+    key_id: Option<&str>,
 ) -> Result<(), ApiError> {
     state.metrics.record_liveness(verdict.state);
     match verdict.state {
@@ -191,6 +192,7 @@ fn check_liveness(
                 liveness: verdict.score.unwrap_or(0.0),
                 threshold: verdict.threshold,
                 request_id: request_id(headers),
+                key_id: key_id.map(str::to_owned),
             }
             .emit(&state.metrics, state.alerts.as_ref());
             Err(rejected(
@@ -306,7 +308,7 @@ pub async fn enrol(
     check_one_face(&analysis)?;
     let liveness = if options.liveness {
         let verdict = engine.verifier.judge_liveness(analysis.liveness.as_ref());
-        check_liveness(&state, &verdict, &headers, &id)?;
+        check_liveness(&state, &verdict, &headers, &id, enroller.key_id)?;
         verdict.state
     } else {
         LivenessState::Off

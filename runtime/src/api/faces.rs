@@ -69,6 +69,7 @@ pub(super) fn is_admin(caller: Option<&Extension<Caller>>) -> bool {
 /// face was judged a presentation attack.
 fn report_liveness(
     state: &SharedState,
+    caller: Option<&Extension<Caller>>,
     headers: &HeaderMap,
     route: &'static str,
     subject: Option<&str>,
@@ -83,6 +84,7 @@ fn report_liveness(
             liveness: liveness.score.unwrap_or(0.0),
             threshold: liveness.threshold,
             request_id: request_id(headers),
+            key_id: caller.map(|c| c.key_id.to_string()),
         }
         .emit(&state.metrics, state.alerts.as_ref());
     }
@@ -537,7 +539,14 @@ async fn verify_decided(
     }
     let live_score = liveness.score;
     let liveness = LivenessReportItem::new(liveness, analysis.liveness);
-    report_liveness(&state, &headers, "/v1/verify", Some(&subject), &liveness);
+    report_liveness(
+        &state,
+        caller.as_ref(),
+        &headers,
+        "/v1/verify",
+        Some(&subject),
+        &liveness,
+    );
     let settled = settle_verification(
         &state,
         caller.as_ref(),
@@ -1061,7 +1070,14 @@ async fn identify_decided(
     let liveness = match &probe {
         IdentifyProbe::Image(analysis) => {
             let liveness = LivenessReportItem::new(liveness, analysis.liveness.clone());
-            report_liveness(&state, &headers, "/v1/identify", None, &liveness);
+            report_liveness(
+                &state,
+                caller.as_ref(),
+                &headers,
+                "/v1/identify",
+                None,
+                &liveness,
+            );
             liveness
         }
         IdentifyProbe::Session(p) => {
@@ -1265,7 +1281,14 @@ pub async fn liveness(
         })
         .collect();
     for f in &faces {
-        report_liveness(&state, &headers, "/v1/liveness", None, &f.liveness);
+        report_liveness(
+            &state,
+            caller.as_ref(),
+            &headers,
+            "/v1/liveness",
+            None,
+            &f.liveness,
+        );
     }
     let request_id = request_id(&headers);
     if !is_admin(caller.as_ref()) {

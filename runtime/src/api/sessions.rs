@@ -281,7 +281,12 @@ pub(super) fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiEr
 /// expired after faces were seen is counted as abandoned and logged on `facekey::security`:
 /// one is someone giving up, many are a client tuning a spoof on the feedback
 /// (`FaceKeyLivenessSessionsAbandoned`).
-async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &HeaderMap) {
+async fn record_concluded(
+    state: &SharedState,
+    ended: &[Concluded],
+    headers: &HeaderMap,
+    key_id: Option<&str>,
+) {
     let m = &state.metrics.sessions;
     for c in ended {
         match c.outcome {
@@ -313,6 +318,7 @@ async fn record_concluded(state: &SharedState, ended: &[Concluded], headers: &He
                             .engine()
                             .map_or(0.5, |e| e.verifier.config().liveness_threshold),
                         request_id: request_id(headers),
+                        key_id: key_id.map(str::to_owned),
                     }
                     .emit(&state.metrics, state.alerts.as_ref());
                 }
@@ -341,7 +347,7 @@ fn ensure_sweeper(state: &SharedState) {
                 tick.tick().await;
                 let Some(state) = weak.upgrade() else { return };
                 match state.sessions.store.sweep().await {
-                    Ok(ended) => record_concluded(&state, &ended, &HeaderMap::new()).await,
+                    Ok(ended) => record_concluded(&state, &ended, &HeaderMap::new(), None).await,
                     Err(e) => tracing::warn!(error = %e, "liveness sessions not swept"),
                 }
             }
@@ -396,7 +402,6 @@ call of the session).",
 pub async fn open(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     state.engine()?;
@@ -423,7 +428,8 @@ pub async fn open(
     }
     let (opened, ended) = state.sessions.store.open(&key, subject.clone()).await?;
     state.metrics.sessions.started.inc();
-    record_concluded(&state, &ended, &headers).await;
+    // Sessions swept while opening this one may be other keys': no request or key of theirs.
+    record_concluded(&state, &ended, &HeaderMap::new(), None).await;
     ensure_sweeper(&state);
     tracing::info!(session = %opened.id, challenge = ?opened.challenge, "liveness session opened");
     let detail = AuditDetail {
@@ -730,7 +736,7 @@ pub async fn frames(
     let Some(c) = &result.concluded else {
         return Ok(body.into_response());
     };
-    record_concluded(&state, std::slice::from_ref(c), &headers).await;
+    record_concluded(&state, std::slice::from_ref(c), &headers, Some(&key)).await;
     // The call that concluded the session carries its verdict into the audit log.
     let detail = AuditDetail {
         subject: c.subject.clone(),
