@@ -14,7 +14,7 @@ mod frames;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Running, error_code, face};
+use common::{Running, error_code, face, metric};
 use facekey_runtime::challenge::{
     Action, ChallengePolicy, FrameObservation, Outcome, evaluate, signals,
 };
@@ -455,6 +455,7 @@ async fn contract_key_binding_pass_and_verify_once() {
         "{metrics}"
     );
     assert!(metrics.contains("facekey_liveness_sessions_passed_total 1"));
+    assert!(metrics.contains("facekey_liveness_sessions_faced_total 1"));
 
     // Beside an image: an admin session (admin answers show the scores), unbound; the image
     // of the same face is the probe and the challenge confidence the liveness feature.
@@ -686,6 +687,14 @@ async fn bounds_bad_frames_expiry_and_required_sessions() {
     assert!(
         metrics.contains("facekey_liveness_sessions_abandoned_total 1"),
         "{metrics}"
+    );
+    // What abandoned sessions are judged against: the sessions that saw a face (the abandoned
+    // one among them), not the untouched one that expired beside it.
+    let faced = metric(&metrics, "facekey_liveness_sessions_faced_total");
+    let started = metric(&metrics, "facekey_liveness_sessions_started_total");
+    assert!(
+        faced >= 2.0 && faced < started,
+        "faced {faced} of {started} opened"
     );
     s.stop().await;
 }

@@ -77,7 +77,7 @@ pub(super) fn pod_monitor(owner: &Owner<'_>, sm: &ServiceMonitorSpec) -> Result<
 pub const AUTH_FAILURE_BURST_PER_SECOND: f64 = 1.0;
 
 /// Liveness sessions abandoned after a face was seen in an hour above which, when they are also
-/// most of the sessions opened, `FaceKeyLivenessSessionsAbandoned` fires.
+/// most of the sessions that saw a face, `FaceKeyLivenessSessionsAbandoned` fires.
 pub const ABANDONED_SESSIONS_PER_HOUR: u32 = 20;
 
 /// `FaceKeyStoreNearlyFull` fires when a replica's index holds more than this share of
@@ -318,15 +318,16 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             name: "FaceKeyLivenessSessionsAbandoned",
             // A session left to expire after faces were seen is no spoof event (people give
             // up), so a client tuning a spoof on the per-frame feedback and walking away raises
-            // none; many such sessions, most of those opened, are that pattern.
+            // none; many such sessions, most of those that saw a face, are that pattern. Not
+            // "of those opened": sessions opened without a face cost nothing and would dilute it.
             expr: format!(
-                "sum by ({KEEP}) (increase(facekey_liveness_sessions_abandoned_total{{{sel}}}[1h])) > {ABANDONED_SESSIONS_PER_HOUR} and sum by ({KEEP}) (increase(facekey_liveness_sessions_abandoned_total{{{sel}}}[1h])) > 0.5 * sum by ({KEEP}) (increase(facekey_liveness_sessions_started_total{{{sel}}}[1h]))"
+                "sum by ({KEEP}) (increase(facekey_liveness_sessions_abandoned_total{{{sel}}}[1h])) > {ABANDONED_SESSIONS_PER_HOUR} and sum by ({KEEP}) (increase(facekey_liveness_sessions_abandoned_total{{{sel}}}[1h])) > 0.5 * sum by ({KEEP}) (increase(facekey_liveness_sessions_faced_total{{{sel}}}[1h]))"
             ),
             for_: "",
             severity: "warning",
             summary: format!("Liveness sessions of {namespace}/{name} abandoned after faces were seen"),
             description: format!(
-                "{{{{ $value | printf \"%.0f\" }}}} challenge-liveness sessions of FaceKeyDeployment {namespace}/{name} expired in the last hour after a face was seen, over half of those opened: people giving up at a step, or a client probing the challenge's feedback (the facekey::security log lists the sessions)."
+                "{{{{ $value | printf \"%.0f\" }}}} challenge-liveness sessions of FaceKeyDeployment {namespace}/{name} expired in the last hour after a face was seen, over half of the sessions that saw one: people giving up at a step, or a client probing the challenge's feedback (the facekey::security log lists the sessions)."
             ),
         },
         Alert {
@@ -614,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn abandoned_sessions_alert_when_many_and_most_of_those_opened() {
+    fn abandoned_sessions_alert_when_many_and_most_of_those_that_saw_a_face() {
         let rule = alert("FaceKeyLivenessSessionsAbandoned");
         let expr = rule["expr"].as_str().unwrap();
         assert!(
@@ -622,7 +623,7 @@ mod tests {
             "{expr}"
         );
         assert!(
-            expr.ends_with(r#"> 0.5 * sum by (namespace, job) (increase(facekey_liveness_sessions_started_total{namespace="ns",job="fk"}[1h]))"#),
+            expr.ends_with(r#"> 0.5 * sum by (namespace, job) (increase(facekey_liveness_sessions_faced_total{namespace="ns",job="fk"}[1h]))"#),
             "{expr}"
         );
         let description = warning_with_runbook(&rule, "facekeylivenesssessionsabandoned");

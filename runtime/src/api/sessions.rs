@@ -63,6 +63,10 @@ pub struct SessionMetrics {
     /// `expired`): people giving up, or a client probing the checker's per-frame feedback
     /// (which raises no spoof event).
     pub abandoned: IntCounter,
+    /// Sessions that ended after a usable face was seen: passed, failed with a face, or
+    /// abandoned. What abandoned sessions are a share of: sessions opened and left without a
+    /// face (cheap to open by the thousand) do not dilute it.
+    pub faced: IntCounter,
     /// Frames received, by whether a usable face was observed (`face`, `no_face`).
     pub frames: IntCounterVec,
     /// Sessions open now (on this replica, or in the shared database; updated when sessions
@@ -96,6 +100,11 @@ impl SessionMetrics {
              in failed, reason expired): people giving up, or a client probing the per-frame \
              feedback.",
         )?;
+        let faced = IntCounter::new(
+            "facekey_liveness_sessions_faced_total",
+            "Challenge-liveness sessions that ended after a usable face was seen (passed, failed \
+             with a face, or abandoned): what abandoned sessions are a share of.",
+        )?;
         let frames = IntCounterVec::new(
             Opts::new(
                 "facekey_liveness_session_frames_total",
@@ -114,6 +123,7 @@ impl SessionMetrics {
             Box::new(passed.clone()),
             Box::new(failed.clone()),
             Box::new(abandoned.clone()),
+            Box::new(faced.clone()),
             Box::new(frames.clone()),
             Box::new(active.clone()),
         ] {
@@ -130,6 +140,7 @@ impl SessionMetrics {
             passed,
             failed,
             abandoned,
+            faced,
             frames,
             active,
         })
@@ -289,6 +300,9 @@ async fn record_concluded(
 ) {
     let m = &state.metrics.sessions;
     for c in ended {
+        if c.usable_frames > 0 {
+            m.faced.inc();
+        }
         match c.outcome {
             Outcome::Passed => m.passed.inc(),
             Outcome::Failed => {
