@@ -369,8 +369,21 @@ async fn a_rotated_keys_file_applies_without_restart() {
         "a verify key writes nothing"
     );
 
-    // An invalid file is refused and the old keys stay in force.
-    std::fs::write(&file, "broken line\n").unwrap();
+    // An edit that breaks the file: its valid lines' keys stay in force, nothing new is
+    // granted, and the key whose line was removed is revoked at once (one typo cannot hold a
+    // revocation back).
+    let (new_text, new) = test_keys();
+    let new_admin_line = new_text.lines().find(|l| l.starts_with("admin:")).unwrap();
+    let broken: String = old_text
+        .lines()
+        .filter(|l| !l.starts_with("verify:"))
+        .chain([
+            "broken line",
+            &new_admin_line.replacen("admin:", "newcomer:", 1),
+        ])
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, broken).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !s
         .metrics()
@@ -380,10 +393,20 @@ async fn a_rotated_keys_file_applies_without_restart() {
         assert!(Instant::now() < deadline, "invalid file not noticed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(whoami(old["verify"].clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        whoami(old["verify"].clone()).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a key removed in a broken edit stayed in force"
+    );
+    assert_eq!(whoami(old["admin"].clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        whoami(new["admin"].clone()).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a broken file granted a new key"
+    );
+    assert!(s.metrics().await.contains("facekey_api_keys 4"));
 
     // Rotation: new keys work, the old ones stop, with no restart.
-    let (new_text, new) = test_keys();
     std::fs::write(&file, &new_text).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while whoami(new["verify"].clone()).await.0 != StatusCode::OK {
@@ -395,6 +418,15 @@ async fn a_rotated_keys_file_applies_without_restart() {
         StatusCode::UNAUTHORIZED
     );
     assert!(s.metrics().await.contains("facekey_api_keys 5"));
+
+    // Emptied (comments only): refused as a keys file, and every key is revoked.
+    std::fs::write(&file, "# every key revoked\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while whoami(new["admin"].clone()).await.0 != StatusCode::UNAUTHORIZED {
+        assert!(Instant::now() < deadline, "an emptied file revoked nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.metrics().await.contains("facekey_api_keys 0"));
     s.stop().await;
 }
 

@@ -80,6 +80,50 @@ impl KeyEntry {
     }
 }
 
+/// One line of a keys file: `None` for a blank or comment line, the entry, or why the line is
+/// wrong (naming `path` and `line`).
+fn parse_line(raw: &str, line: usize, path: &str) -> Result<Option<KeyEntry>, KeyFileError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let err = |problem: String| KeyFileError::Line {
+        path: path.to_owned(),
+        line,
+        problem,
+    };
+    let fields: Vec<&str> = trimmed.split(':').collect();
+    if !(3..=4).contains(&fields.len()) {
+        return Err(err(format!(
+            "expected <key-id>:<scopes>:<sha256 hex>[:<requests per second>], got {} field(s)",
+            fields.len()
+        )));
+    }
+    let id = fields[0].trim();
+    if !valid_id(id) {
+        return Err(err(
+            "the key id must be 1-64 letters, digits, '-', '_' or '.'".into(),
+        ));
+    }
+    let scopes = parse_scopes(fields[1]).map_err(err)?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(fields[2].trim(), &mut hash)
+        .map_err(|_| err("the hash must be 64 hex digits (SHA-256 of the key)".to_owned()))?;
+    let rps = fields
+        .get(3)
+        .map(|s| parse_rps(s))
+        .transpose()
+        .map_err(err)?;
+    Ok(Some(KeyEntry {
+        caller: Caller {
+            key_id: id.into(),
+            scopes: Arc::new(scopes),
+        },
+        hash,
+        rps,
+    }))
+}
+
 /// The parsed keys file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyRing {
@@ -124,56 +168,54 @@ impl KeyRing {
         let shown = path.display().to_string();
         let mut entries: Vec<KeyEntry> = Vec::new();
         let mut ids = BTreeMap::new();
+        let mut hashes = BTreeMap::new();
         for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
+            let Some(entry) = parse_line(raw, n + 1, &shown)? else {
                 continue;
-            }
+            };
             let err = |problem: String| KeyFileError::Line {
                 path: shown.clone(),
                 line: n + 1,
                 problem,
             };
-            let fields: Vec<&str> = line.split(':').collect();
-            if !(3..=4).contains(&fields.len()) {
+            if ids.insert(entry.id().to_owned(), n + 1).is_some() {
+                return Err(err(format!("key id {:?} appears twice", entry.id())));
+            }
+            if let Some(first) = hashes.insert(entry.hash, entry.id().to_owned()) {
                 return Err(err(format!(
-                    "expected <key-id>:<scopes>:<sha256 hex>[:<requests per second>], got {} \
-                     field(s)",
-                    fields.len()
+                    "the key of {:?} is also the key of {first:?}: one key, one id (its scopes \
+                     and audit trail)",
+                    entry.id()
                 )));
             }
-            let id = fields[0].trim();
-            if !valid_id(id) {
-                return Err(err(
-                    "the key id must be 1-64 letters, digits, '-', '_' or '.'".into(),
-                ));
-            }
-            if ids.insert(id.to_owned(), n + 1).is_some() {
-                return Err(err(format!("key id {id:?} appears twice")));
-            }
-            let scopes = parse_scopes(fields[1]).map_err(err)?;
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(fields[2].trim(), &mut hash).map_err(|_| {
-                err("the hash must be 64 hex digits (SHA-256 of the key)".to_owned())
-            })?;
-            let rps = fields
-                .get(3)
-                .map(|s| parse_rps(s))
-                .transpose()
-                .map_err(err)?;
-            entries.push(KeyEntry {
-                caller: Caller {
-                    key_id: id.into(),
-                    scopes: Arc::new(scopes),
-                },
-                hash,
-                rps,
-            });
+            entries.push(entry);
         }
         if entries.is_empty() {
             return Err(KeyFileError::Empty { path: shown });
         }
         Ok(Self { entries })
+    }
+
+    /// The keys of this ring a changed file that does not parse as a whole still lists: each
+    /// kept only while a valid line of `text` carries its id and hash. A broken edit grants
+    /// nothing new (the changed or added lines wait for a file that parses), but a key whose
+    /// line was removed, or an emptied file, is revoked at once: one bad line cannot hold every
+    /// revocation back.
+    pub fn surviving(&self, text: &str) -> Self {
+        let listed: BTreeSet<(String, [u8; 32])> = text
+            .lines()
+            .enumerate()
+            .filter_map(|(n, raw)| parse_line(raw, n + 1, "").ok().flatten())
+            .map(|e| (e.id().to_owned(), e.hash))
+            .collect();
+        Self {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| listed.contains(&(e.id().to_owned(), e.hash)))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Read and parse a keys file.
@@ -279,6 +321,34 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_edit_revokes_removed_keys_and_grants_nothing() {
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let before = ring(&format!("app:verify:{a}\nops:admin:{b}\n")).unwrap();
+        let ids = |r: &KeyRing| {
+            r.entries()
+                .iter()
+                .map(|e| e.id().to_owned())
+                .collect::<Vec<_>>()
+        };
+        // ops removed, a new key added, one broken line: ops revoked, the new one not granted.
+        let kept = before.surviving(&format!("app:verify:{a}\nnew:admin:{c}\nbroken\n"));
+        assert_eq!(ids(&kept), ["app"]);
+        // A line whose hash changed is no longer the key in force.
+        assert!(
+            before
+                .surviving(&format!("app:verify:{c}\nbroken"))
+                .entries()
+                .is_empty()
+        );
+        // Scope changes wait for a file that parses: the entry stays as it was.
+        let kept = before.surviving(&format!("app:admin:{a}\nops:admin:{b}\nbroken"));
+        assert_eq!(ids(&kept), ["app", "ops"]);
+        assert!(!kept.entries()[0].scopes().contains(&Scope::Admin));
+        // Emptied: nothing survives.
+        assert!(before.surviving("# none\n").entries().is_empty());
+    }
+
+    #[test]
     fn malformed_lines_are_refused_with_their_number() {
         let h = "a".repeat(64);
         for (text, needle) in [
@@ -290,7 +360,8 @@ mod tests {
             ("x:verify:abc".to_owned(), "64 hex"),
             (format!("x:verify:{h}:0"), "rate limit"),
             (format!("x:verify:{h}:-1"), "rate limit"),
-            (format!("x:verify:{h}\nx:admin:{h}"), "twice"),
+            (format!("x:verify:{h}\nx:admin:{}", "b".repeat(64)), "twice"),
+            (format!("x:verify:{h}\ny:admin:{h}"), "also the key of"),
         ] {
             let e = ring(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -182,8 +182,11 @@ impl ApiKeys {
         })
     }
 
-    /// Re-read the keys file whenever its contents change, until the task is dropped. A file
-    /// that no longer parses is logged and counted, and the keys in force stay.
+    /// Re-read the keys file whenever its contents change, until the task is dropped. A changed
+    /// file that does not parse is logged and counted (`rejected`): it grants nothing new, but
+    /// the keys it no longer lists on a valid line are revoked at once ([`KeyRing::surviving`];
+    /// emptied of keys, every key is). A file that cannot be read (a Secret's files are swapped
+    /// through a symlink) leaves the keys in force.
     pub async fn watch(self: Arc<Self>, metrics: Metrics) {
         let path = self.source.path().to_owned();
         let mut last = tokio::fs::read(&path).await.ok();
@@ -223,7 +226,25 @@ impl ApiKeys {
                         .api_key_reloads
                         .with_label_values(&["rejected"])
                         .inc();
-                    tracing::error!(error = %e, "API keys file changed but is invalid; the loaded keys stay in force");
+                    let text = String::from_utf8_lossy(last.as_deref().unwrap_or_default());
+                    let before = self.ring();
+                    let kept = before.surviving(&text);
+                    let revoked: Vec<&str> = before
+                        .entries()
+                        .iter()
+                        .map(KeyEntry::id)
+                        .filter(|id| !kept.entries().iter().any(|k| k.id() == *id))
+                        .collect();
+                    tracing::error!(
+                        error = %e,
+                        revoked = ?revoked,
+                        "API keys file changed but is invalid; nothing new is granted, keys it no \
+                         longer lists are revoked, the others stay in force"
+                    );
+                    if !revoked.is_empty() {
+                        metrics.api_keys.set(kept.entries().len() as i64);
+                        self.replace(kept);
+                    }
                 }
             }
         }
