@@ -482,7 +482,7 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 21);
+    assert_eq!(alerts, 23);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

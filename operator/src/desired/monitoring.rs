@@ -363,6 +363,33 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
                 "{{{{ $value | printf \"%.0f\" }}}} failed alert email attempts and dropped alert events in FaceKeyDeployment {namespace}/{name} in the last 15 minutes: the runtime's own spoof and lockout emails are not reaching their recipients."
             ),
         },
+        Alert {
+            name: "FaceKeyApiKeysFileRejected",
+            // A changed keys file that does not parse grants nothing new, and its rotations
+            // and scope changes wait (removed keys are revoked anyway): someone's edit did not
+            // take. No `for`, as above: the 15-minute increase stays up for the window.
+            expr: format!(
+                "sum by ({KEEP}) (increase(facekey_api_key_reloads_total{{{sel},result=\"rejected\"}}[15m])) > 0"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("FaceKey {namespace}/{name} refused a changed API keys file"),
+            description: format!(
+                "Replicas of FaceKeyDeployment {namespace}/{name} refused a changed or unreadable API keys file in the last 15 minutes: new or changed keys are not in force (keys it no longer lists are revoked); the runtime log names the line."
+            ),
+        },
+        Alert {
+            name: "FaceKeyLockoutLedgerLocal",
+            // The shared lockout ledger (PostgreSQL) unreachable: failed attempts are counted
+            // in each replica's memory, so an attacker gets the threshold once per replica.
+            expr: format!("max by ({KEEP}) (facekey_lockout_ledger_local{{{sel}}}) > 0"),
+            for_: "5m",
+            severity: "warning",
+            summary: format!("FaceKey {namespace}/{name} counts failed verifications per replica"),
+            description: format!(
+                "A replica of FaceKeyDeployment {namespace}/{name} has counted failed verifications in its own memory for 5 minutes because the shared lockout ledger in PostgreSQL is unreachable: the lockout holds per replica, so guesses at a subject are bounded by the threshold times the replicas."
+            ),
+        },
     ];
     // Failed challenge sessions are spoof events (facekey_spoof_detected_total), so
     // FaceKeySpoofAttemptsHigh covers them.
