@@ -1353,7 +1353,12 @@ pub struct SidecarStatus {
     /// Pods of the namespace running this resource's sidecar.
     #[serde(default)]
     pub injected_pods: i32,
-    /// Of those, pods whose sidecar runs another image than `image`.
+    /// Hash of the sidecar settings new pods get (thresholds, lockout, alerting, store, …;
+    /// the pods' `facekey.dev/sidecar-config` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Of those, pods whose sidecar runs another image than `image`, or other settings than
+    /// `config` (pods injected before settings were recorded count as outdated).
     #[serde(default)]
     pub outdated_pods: i32,
 }

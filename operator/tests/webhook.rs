@@ -436,10 +436,22 @@ async fn the_counter_writes_injected_and_outdated_pods() {
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let mut fkd = parse_resources(&resources).unwrap().resources.remove(0);
     fkd.metadata.uid = Some("6f1c2d3e-0000-4000-8000-000000000001".into());
-    let pod = |name: &str, image: &str| -> Pod {
+    // The settings pods admitted now carry (what the webhook writes in its patch).
+    let current = facekey_operator::desired::sidecar_parts(
+        "verifier",
+        "shop",
+        &fkd.spec,
+        fkd.spec.sidecar.as_ref().unwrap(),
+        ADMITTED,
+    )
+    .config_hash();
+    let configured = |name: &str, image: &str, config: &str| -> Pod {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "shop", "labels": {SIDECAR_LABEL: "verifier"}},
+            "metadata": {
+                "name": name, "namespace": "shop", "labels": {SIDECAR_LABEL: "verifier"},
+                "annotations": {"facekey.dev/sidecar-config": config},
+            },
             "spec": {
                 "initContainers": [{"name": SIDECAR_CONTAINER, "image": image, "restartPolicy": "Always"}],
                 "containers": [{"name": "app", "image": "app:1"}],
@@ -448,6 +460,7 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         }))
         .unwrap()
     };
+    let pod = |name: &str, image: &str| configured(name, image, &current);
     let client = kube_fake_client::ClientBuilder::new()
         .with_resource::<FaceKeyDeployment>()
         .with_status_subresource::<FaceKeyDeployment>()
@@ -455,6 +468,8 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         .with_object(pod("a", ADMITTED))
         .with_object(pod("b", "ghcr.io/facekey/runtime@sha256:older"))
         .with_object(pod("c", "ghcr.io/facekey/runtime@sha256:older"))
+        // The admitted image, but settings changed since (e.g. a tightened lockout).
+        .with_object(configured("d", ADMITTED, "0123456789abcdef"))
         .build()
         .await
         .unwrap();
@@ -472,8 +487,9 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         .unwrap();
     let status = fkd.status.unwrap();
     let sidecar = status.sidecar.expect("status.sidecar written");
-    assert_eq!((sidecar.injected_pods, sidecar.outdated_pods), (3, 2));
+    assert_eq!((sidecar.injected_pods, sidecar.outdated_pods), (4, 3));
     assert_eq!(sidecar.image.as_deref(), Some(ADMITTED));
+    assert_eq!(sidecar.config.as_deref(), Some(current.as_str()));
     // The rest of the status is untouched.
     assert_eq!(status.last_known_good_image.as_deref(), Some(ADMITTED));
 }

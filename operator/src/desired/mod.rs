@@ -40,8 +40,9 @@ pub use runtime::{
 };
 pub use scan_job::{SCAN_JOB_DEADLINE_SECONDS, SCAN_SUMMARY_CONTAINER, scan_job};
 pub use sidecar::{
-    SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL, SIDECAR_METRICS_PORT_NAME,
-    SIDECAR_PORT_NAME, SidecarParts, VOLUME_PREFIX, sidecar_env, sidecar_parts,
+    SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL,
+    SIDECAR_METRICS_PORT_NAME, SIDECAR_PORT_NAME, SidecarParts, VOLUME_PREFIX, sidecar_env,
+    sidecar_parts,
 };
 pub use store::{GeneratedContent, GeneratedSecret, StoreState, TEMPLATE_KEY_FILE, store_state};
 pub use webhook::{

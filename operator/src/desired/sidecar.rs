@@ -32,6 +32,10 @@ pub const SIDECAR_CONTAINER: &str = "facekey-runtime";
 pub const SIDECAR_LABEL: &str = "facekey.dev/sidecar";
 /// Annotation put on injected pods recording the image injected (`repository@sha256:…`).
 pub const SIDECAR_IMAGE_ANNOTATION: &str = "facekey.dev/sidecar-image";
+/// Annotation put on injected pods recording [`SidecarParts::config_hash`]: the settings the
+/// sidecar was admitted with, so a pod still running older thresholds, lockout or alerting
+/// settings counts as outdated as one running an older image does.
+pub const SIDECAR_CONFIG_ANNOTATION: &str = "facekey.dev/sidecar-config";
 /// Prefix of every volume the sidecar adds, so they cannot be mistaken for the application's.
 pub const VOLUME_PREFIX: &str = "facekey-";
 /// Name of the sidecar's API port (container port names must be unique within a pod).
@@ -53,6 +57,18 @@ pub struct SidecarParts {
     pub volumes: Vec<Volume>,
     /// The FaceKeyDeployment's registry credentials (for pulling the runtime image).
     pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
+impl SidecarParts {
+    /// A short hash of everything injected but the image (the container's settings, its
+    /// volumes and pull secrets): equal hashes, same settings.
+    pub fn config_hash(&self) -> String {
+        let mut container = self.container.clone();
+        container.image = None;
+        let text = serde_json::to_string(&(&container, &self.volumes, &self.image_pull_secrets))
+            .unwrap_or_default();
+        crate::labels::short_hash(text.as_bytes(), 16)
+    }
 }
 
 /// Default resources of the sidecar: `spec.sidecar.resources`, else `spec.resources`, else the

@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
 use crate::desired::{
-    SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL, SidecarParts, sidecar_parts,
+    SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL,
+    SidecarParts, sidecar_parts,
 };
 
 /// Annotation by which a pod whose template asks for injection opts out of it (`"true"`), e.g.
@@ -290,7 +291,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 
 /// The RFC 6902 operations adding `parts` to `pod`: the sidecar first among the init containers
 /// (so later init containers may use it too), its volumes, the resource's pull secrets the pod
-/// lacks, the [`SIDECAR_LABEL`] label and the [`SIDECAR_IMAGE_ANNOTATION`] annotation.
+/// lacks, the [`SIDECAR_LABEL`] label and the [`SIDECAR_IMAGE_ANNOTATION`] and
+/// [`SIDECAR_CONFIG_ANNOTATION`] annotations.
 pub fn patch_ops(pod: &Pod, parts: &SidecarParts, resource: &str, image: &str) -> Vec<Value> {
     let spec = pod.spec.clone().unwrap_or_default();
     let mut ops = Vec::new();
@@ -331,30 +333,36 @@ pub fn patch_ops(pod: &Pod, parts: &SidecarParts, resource: &str, image: &str) -
             }
         }
     }
-    for (field, key, value, present) in [
+    let config = parts.config_hash();
+    for (field, entries, present) in [
         (
             "labels",
-            SIDECAR_LABEL,
-            resource,
+            vec![(SIDECAR_LABEL, resource)],
             pod.metadata.labels.is_some(),
         ),
         (
             "annotations",
-            SIDECAR_IMAGE_ANNOTATION,
-            image,
+            vec![
+                (SIDECAR_IMAGE_ANNOTATION, image),
+                (SIDECAR_CONFIG_ANNOTATION, config.as_str()),
+            ],
             pod.metadata.annotations.is_some(),
         ),
     ] {
         if present {
-            ops.push(json!({
-                "op": "add",
-                "path": format!("/metadata/{field}/{}", pointer_key(key)),
-                "value": value,
-            }));
+            for (key, value) in entries {
+                ops.push(json!({
+                    "op": "add",
+                    "path": format!("/metadata/{field}/{}", pointer_key(key)),
+                    "value": value,
+                }));
+            }
         } else {
-            ops.push(
-                json!({"op": "add", "path": format!("/metadata/{field}"), "value": {key: value}}),
-            );
+            let map: serde_json::Map<String, Value> = entries
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), json!(v)))
+                .collect();
+            ops.push(json!({"op": "add", "path": format!("/metadata/{field}"), "value": map}));
         }
     }
     ops
@@ -506,6 +514,23 @@ mod tests {
             injected.metadata.annotations.as_ref().unwrap()[SIDECAR_IMAGE_ANNOTATION],
             DIGEST
         );
+        // The settings it was admitted with, as the sidecar counter computes them: up to date.
+        let sidecar = ready.spec.sidecar.as_ref().unwrap();
+        let current = sidecar_parts("fk", "team", &ready.spec, sidecar, DIGEST).config_hash();
+        assert_eq!(
+            injected.metadata.annotations.as_ref().unwrap()[SIDECAR_CONFIG_ANNOTATION],
+            current
+        );
+        let counted = super::super::sidecars::count([&injected], Some(DIGEST), Some(&current));
+        assert_eq!((counted.injected_pods, counted.outdated_pods), (1, 0));
+        // Another threshold for new pods: this one is outdated.
+        let mut tightened = ready.spec.clone();
+        tightened.models =
+            Some(serde_json::from_value(json!({"thresholds": {"match": 0.7}})).unwrap());
+        let changed = sidecar_parts("fk", "team", &tightened, sidecar, DIGEST).config_hash();
+        assert_ne!(changed, current);
+        let counted = super::super::sidecars::count([&injected], Some(DIGEST), Some(&changed));
+        assert_eq!(counted.outdated_pods, 1);
         // Reviewed again (reinvocation, or a pod copied from an injected one): unchanged.
         assert_eq!(
             decide(&injected, "team", Some(&ready), InjectOptions::default()),

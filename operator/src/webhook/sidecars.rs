@@ -17,7 +17,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::desired::{SIDECAR_CONTAINER, SIDECAR_LABEL};
+use crate::desired::{SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_LABEL};
 
 /// Field manager of `status.sidecar`.
 pub const FIELD_MANAGER: &str = "facekey-operator-sidecars";
@@ -36,11 +36,26 @@ pub fn sidecar_image(pod: &Pod) -> Option<&str> {
         .as_deref()
 }
 
+/// The settings hash a pod's sidecar was admitted with ([`SIDECAR_CONFIG_ANNOTATION`]).
+fn sidecar_config(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(SIDECAR_CONFIG_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// Count the pods (already selected by [`SIDECAR_LABEL`]) that run the sidecar, and those whose
-/// image is not `image` (the one new pods get). Terminated pods do not count.
-pub fn count<'a>(pods: impl IntoIterator<Item = &'a Pod>, image: Option<&str>) -> SidecarStatus {
+/// image is not `image` or whose settings are not `config` (what new pods get). Terminated pods
+/// do not count.
+pub fn count<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    image: Option<&str>,
+    config: Option<&str>,
+) -> SidecarStatus {
     let mut status = SidecarStatus {
         image: image.map(str::to_owned),
+        config: config.map(str::to_owned),
         ..SidecarStatus::default()
     };
     for pod in pods {
@@ -54,7 +69,7 @@ pub fn count<'a>(pods: impl IntoIterator<Item = &'a Pod>, image: Option<&str>) -
             continue;
         };
         status.injected_pods += 1;
-        if Some(running) != image {
+        if Some(running) != image || sidecar_config(pod) != config {
             status.outdated_pods += 1;
         }
     }
@@ -68,8 +83,8 @@ pub fn outdated_event(old: Option<&SidecarStatus>, new: &SidecarStatus) -> Optio
         return None;
     }
     let was = old.map_or(0, |o| o.outdated_pods);
-    let same_image = old.and_then(|o| o.image.as_deref()) == new.image.as_deref();
-    if was > 0 && same_image {
+    let same = old.is_some_and(|o| o.image == new.image && o.config == new.config);
+    if was > 0 && same {
         return None;
     }
     Some(Event {
@@ -151,7 +166,13 @@ async fn count_one(
         .await?;
     let image =
         crate::scan_gate::last_known_good(fkd.status.as_ref()).filter(|i| i.contains("@sha256:"));
-    let new = count(pods.items.iter(), image);
+    let config = match (image, fkd.spec.sidecar.as_ref().filter(|s| s.enabled)) {
+        (Some(image), Some(sidecar)) => {
+            Some(crate::desired::sidecar_parts(&name, &ns, &fkd.spec, sidecar, image).config_hash())
+        }
+        _ => None,
+    };
+    let new = count(pods.items.iter(), image, config.as_deref());
     if old == Some(&new) {
         return Ok(());
     }
@@ -208,12 +229,17 @@ mod tests {
     use super::*;
 
     fn pod(image: Option<&str>, phase: &str) -> Pod {
+        configured(image, phase, Some("cfg-new"))
+    }
+
+    fn configured(image: Option<&str>, phase: &str, config: Option<&str>) -> Pod {
         let mut init = vec![json!({"name": "setup", "image": "busybox"})];
         if let Some(i) = image {
             init.push(json!({"name": SIDECAR_CONTAINER, "image": i, "restartPolicy": "Always"}));
         }
+        let annotations = config.map_or(json!({}), |c| json!({SIDECAR_CONFIG_ANNOTATION: c}));
         serde_json::from_value(json!({
-            "metadata": {"name": "p"},
+            "metadata": {"name": "p", "annotations": annotations},
             "spec": {"initContainers": init, "containers": [{"name": "app"}]},
             "status": {"phase": phase},
         }))
@@ -229,9 +255,24 @@ mod tests {
             pod(Some("r@sha256:old"), "Succeeded"),
             pod(None, "Running"),
         ];
-        let s = count(pods.iter(), Some("r@sha256:new"));
+        let s = count(pods.iter(), Some("r@sha256:new"), Some("cfg-new"));
         assert_eq!((s.injected_pods, s.outdated_pods), (3, 2));
         assert_eq!(s.image.as_deref(), Some("r@sha256:new"));
+        assert_eq!(s.config.as_deref(), Some("cfg-new"));
+    }
+
+    #[test]
+    fn a_pod_admitted_with_other_settings_is_outdated_whatever_its_image() {
+        let image = Some("r@sha256:new");
+        let pods = [
+            configured(image, "Running", Some("cfg-new")),
+            // Settings changed since (a tightened lockout, another threshold).
+            configured(image, "Running", Some("cfg-old")),
+            // Injected before settings were recorded: not known to be current.
+            configured(image, "Running", None),
+        ];
+        let s = count(pods.iter(), image, Some("cfg-new"));
+        assert_eq!((s.injected_pods, s.outdated_pods), (3, 2));
     }
 
     #[test]
@@ -240,11 +281,13 @@ mod tests {
             image: Some("a".into()),
             injected_pods: 2,
             outdated_pods: 0,
+            config: None,
         };
         let some = SidecarStatus {
             image: Some("b".into()),
             injected_pods: 2,
             outdated_pods: 2,
+            config: None,
         };
         let ev = outdated_event(Some(&none), &some).unwrap();
         let note = ev.note.unwrap();
@@ -259,5 +302,11 @@ mod tests {
         };
         assert!(outdated_event(Some(&some), &newer).is_some());
         assert!(outdated_event(Some(&some), &none).is_none());
+        // New settings while some pods are outdated: told again, as for a new image.
+        let reconfigured = SidecarStatus {
+            config: Some("cfg-2".into()),
+            ..some.clone()
+        };
+        assert!(outdated_event(Some(&some), &reconfigured).is_some());
     }
 }
