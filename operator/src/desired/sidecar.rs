@@ -15,9 +15,11 @@ use std::collections::BTreeMap;
 
 use facekey_crds::{FaceKeyDeploymentSpec, Sidecar};
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, Container, ContainerPort, EnvVar, HTTPGetAction,
-    LocalObjectReference, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities as LinuxCapabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, LocalObjectReference, Probe, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use facekey_settings::env;
@@ -47,6 +49,14 @@ pub const SIDECAR_METRICS_PORT_NAME: &str = "facekey-metrics";
 /// `root:root`), so the files are world-readable within the pod's own mount namespace instead.
 /// Any container of the pod could mount the same Secret, so this hides nothing it could not read.
 const SIDECAR_SECRET_MODE: i32 = 0o444;
+
+/// Where Kubernetes mounts a pod's service-account token into every container that has nothing
+/// mounted there.
+pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The empty volume mounted over [`SERVICE_ACCOUNT_PATH`] in the sidecar: the runtime parses
+/// images from untrusted callers and needs no API access, so the application's token is kept
+/// out of its reach (the ServiceAccount admission plugin skips a container with a mount there).
+pub const NO_TOKEN_VOLUME: &str = "facekey-no-service-account-token";
 
 /// Everything the webhook adds to a pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,7 +158,7 @@ pub fn sidecar_parts(
         owner_ref: None,
     };
     let (volumes, mounts) = runtime::volumes(&owner, spec);
-    let volumes = volumes
+    let mut volumes: Vec<Volume> = volumes
         .into_iter()
         .map(|mut v| {
             v.name = format!("{VOLUME_PREFIX}{}", v.name);
@@ -158,13 +168,27 @@ pub fn sidecar_parts(
             v
         })
         .collect();
-    let mounts: Vec<VolumeMount> = mounts
+    let mut mounts: Vec<VolumeMount> = mounts
         .into_iter()
         .map(|mut m| {
             m.name = format!("{VOLUME_PREFIX}{}", m.name);
             m
         })
         .collect();
+    volumes.push(Volume {
+        name: NO_TOKEN_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: Some(Quantity("1Ki".to_owned())),
+        }),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount {
+        name: NO_TOKEN_VOLUME.to_owned(),
+        mount_path: SERVICE_ACCOUNT_PATH.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
     let container = Container {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(image.to_owned()),
@@ -280,6 +304,24 @@ mod tests {
         let secret = keys.secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("fk-api-keys"));
         assert_eq!(secret.default_mode, Some(0o444));
+        // The application's service-account token is not mounted into the sidecar: an empty
+        // read-only volume sits where Kubernetes would put it.
+        let over_token = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.mount_path == SERVICE_ACCOUNT_PATH)
+            .unwrap();
+        assert_eq!(over_token.read_only, Some(true));
+        let volume = parts
+            .volumes
+            .iter()
+            .find(|v| v.name == over_token.name)
+            .unwrap();
+        assert!(
+            volume.empty_dir.is_some() && volume.secret.is_none() && volume.projected.is_none()
+        );
     }
 
     #[test]
