@@ -108,8 +108,9 @@ impl AuditDetail {
 pub struct AuditEvent {
     /// RFC 3339 time, milliseconds, UTC.
     pub time: String,
-    /// `subject.create`, `subject.rename`, `subject.delete`, `face.enrol`, `face.delete`,
-    /// `verify`, `identify`, `liveness`, or `auth.denied` for a refused request on any route.
+    /// `subject.create`, `subject.rename`, `subject.delete`, `subject.unlock`, `face.enrol`,
+    /// `face.delete`, `verify`, `identify`, `liveness`, or `auth.denied` for a refused request on
+    /// any route.
     pub action: &'static str,
     /// HTTP method.
     pub method: String,
@@ -219,6 +220,7 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
         ("GET", "/v1/subjects") | ("GET", "/v1/subjects/{id}") => "subject.read",
         ("POST", "/v1/subjects/{id}/faces") => "face.enrol",
         ("DELETE", "/v1/subjects/{id}/faces/{face_id}") => "face.delete",
+        ("DELETE", "/v1/subjects/{id}/lockout") => "subject.unlock",
         ("POST", "/v1/verify") => "verify",
         ("POST", "/v1/identify") => "identify",
         ("POST", "/v1/liveness") => "liveness",

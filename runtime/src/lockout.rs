@@ -205,6 +205,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// and the time left on the lock is returned (the success must not be revealed). Atomic with
     /// [`Ledger::record_failure`]: a lock taken by a failure counted first is seen.
     async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError>;
+    /// An administrator's release: forget the subject's lock and counted failures whatever
+    /// their state; returns the time that was left on the lock (`None`: it was not locked).
+    async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError>;
     /// Delete entries that no longer matter (lock over and no failure inside the window);
     /// returns how many.
     async fn purge_expired(&self) -> Result<u64, LockoutError>;
@@ -369,6 +372,15 @@ impl Ledger for MemoryLedger {
             entries.remove(subject);
         }
         Ok(None)
+    }
+
+    async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let now = self.clock.now();
+        let removed = self.entries().remove(subject);
+        Ok(removed
+            .and_then(|e| e.locked_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now))
     }
 
     async fn record_failure(
@@ -567,6 +579,19 @@ impl Ledger for PgLedger {
         self.locked_for(subject).await
     }
 
+    async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let left: Option<Option<f64>> = sqlx::query_scalar(
+            "DELETE FROM facekey_lockouts WHERE subject = $1 RETURNING \
+               CASE WHEN locked_until > now() \
+                 THEN extract(epoch FROM locked_until - now())::float8 END",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("release subject lockout"))?;
+        Ok(left.flatten().map(secs))
+    }
+
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
         let done = sqlx::query("DELETE FROM facekey_lockouts WHERE expires_at <= now()")
             .execute(&self.pool)
@@ -663,6 +688,15 @@ impl Ledger for FallbackLedger {
             return Ok(local);
         }
         Ok(longer(shared?, local))
+    }
+
+    async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        // Both: a lock taken locally during an outage keeps holding otherwise. The shared one
+        // must answer: a release that cannot reach it would leave the lock in force elsewhere.
+        let shared = self.shared.release(subject).await;
+        self.note(&shared);
+        let shared = shared?;
+        Ok(longer(shared, self.local.release(subject).await?))
     }
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
@@ -768,6 +802,22 @@ impl Lockouts {
             Some(retry_after) => Err(locked(subject, retry_after)),
             None => Ok(()),
         }
+    }
+
+    /// Lift `subject`'s lock and forget its counted failures: an administrator's decision (after
+    /// checking with the person, or once an attack stopped), logged on `facekey::security`.
+    /// Returns the time that was left on the lock (`None`: it was not locked).
+    pub async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+        let subject = key(subject);
+        let left = self.inner.ledger.release(&subject).await?;
+        tracing::warn!(
+            target: "facekey::security",
+            subject = %subject,
+            was_locked = left.is_some(),
+            left_secs = left.map_or(0, |d| d.as_secs()),
+            "subject lockout released by an administrator"
+        );
+        Ok(left)
     }
 
     /// Count one failed attempt (a rejected verification, a rejected identification that
@@ -916,6 +966,10 @@ mod tests {
             self.check()?;
             self.inner.clear(subject).await
         }
+        async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+            self.check()?;
+            self.inner.release(subject).await
+        }
         async fn purge_expired(&self) -> Result<u64, LockoutError> {
             self.check()?;
             self.inner.purge_expired().await
@@ -963,6 +1017,21 @@ mod tests {
             Err(LockoutError::Locked(_))
         ));
         assert_eq!(metrics.lockout_ledger_local.get(), 0);
+        // A release while the shared ledger is down is refused and changes nothing; once it
+        // answers, the release lifts the lock taken locally too.
+        shared
+            .down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(l.release(SUBJECT).await.is_err());
+        shared
+            .down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(
+            l.check(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
+        assert!(l.release(SUBJECT).await.unwrap().is_some());
+        l.check(SUBJECT).await.unwrap();
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 //! that matched a subject counts as a failed attempt against it (with verify's own failures, one
 //! ledger); a locked subject reads as no match in identify's candidates and reasons alike;
 //! `FACEKEY_REQUIRE_SESSION=on` covers identify (without a session); and a face added to a
-//! locked subject is refused, while a `face_mismatch` counts as a failed attempt.
+//! locked subject is refused, while a `face_mismatch` counts as a failed attempt. An admin key
+//! lifts a lock (`DELETE /v1/subjects/{id}/lockout`, audited); nothing else does.
 //!
 //! The attacker's photo is `Tom_Hanks_54745.png`, which the liveness models score as a spoof
 //! (about 0.08): enrolled with enrolment liveness off, every identification with it matches the
@@ -345,4 +346,75 @@ async fn a_locked_subject_takes_no_face_and_a_face_mismatch_is_a_failed_attempt(
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["faces"], 1, "a locked subject gained a face: {v}");
     s.stop().await;
+}
+
+/// Only an admin key lifts a lock, and it is audited; the subject verifies again at once. A
+/// successful verification does not lift it by itself (its decision is not even revealed).
+#[tokio::test]
+async fn an_admin_lifts_a_lock_and_nothing_else_does() {
+    let mut c = config();
+    let dir = audited(&mut c);
+    let s = Running::start(c).await;
+    let app = s.client_for("verify");
+    let eileen = s.new_subject("Eileen Collins").await;
+    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    for _ in 0..3 {
+        let (status, _, v) = verify(&s, &app, &eileen, SPOOF).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    // Locked: her own live face is refused, and does not lift the lock.
+    let (status, _, v) = verify(&s, &app, &eileen, LIVE).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "subject_locked")
+    );
+
+    let release = |client: &reqwest::Client, id: &str| {
+        send_json(client.delete(s.url(&format!("/v1/subjects/{id}/lockout"))))
+    };
+    let (status, v) = release(&app, &eileen).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a verify key lifted a lock: {v}"
+    );
+    let (status, v) = release(&s.client, "8f4e2d1c-0b9a-4c7d-8e6f-5a4b3c2d1e0f").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::NOT_FOUND, "subject_not_found")
+    );
+    let (status, v) = release(&s.client, &eileen).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["subject"], &v["was_locked"]),
+        (&json!(eileen), &json!(true)),
+        "{v}"
+    );
+    let left = v["seconds_left"].as_u64().unwrap();
+    assert!((1..=120).contains(&left), "{v}");
+
+    let (status, _, v) = verify(&s, &app, &eileen, LIVE).await;
+    assert_eq!(
+        (status, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    // Nothing locked any more: the release says so.
+    let (status, v) = release(&s.client, &eileen).await;
+    assert_eq!(
+        (status, &v["was_locked"], &v["seconds_left"]),
+        (StatusCode::OK, &json!(false), &json!(null))
+    );
+    s.stop().await;
+
+    let events = audit_events(&dir, "subject.unlock");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["subject"] == json!(eileen) || e["status"] == json!(404)),
+        "{events:?}"
+    );
+    assert_eq!(events[1]["key_id"], json!("admin"), "{}", events[1]);
 }

@@ -117,6 +117,8 @@ call("POST", "/v1/subjects/{id}/faces", 201, path_parameters={"id": desk}, body=
 call("POST", "/v1/verify", 403, body={"subject": desk, "image": b64}, key="enrol")
 call("DELETE", "/v1/subjects/{id}", 204, path_parameters={"id": desk})
 
+call("DELETE", "/v1/subjects/{id}/lockout", 200, path_parameters={"id": subject})
+call("DELETE", "/v1/subjects/{id}/lockout", 403, path_parameters={"id": subject}, key="verify")
 call("DELETE", "/v1/subjects/{id}/faces/{face_id}", 204, path_parameters={"id": subject, "face_id": face["face_id"]})
 call("DELETE", "/v1/subjects/{id}", 204, path_parameters={"id": subject})
 call("GET", "/v1/subjects/{id}", 404, path_parameters={"id": subject})

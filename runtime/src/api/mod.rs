@@ -54,6 +54,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<SharedState>)> {
             "/v1/subjects/{id}/faces/{face_id}",
             delete(enrol::delete_face),
         ),
+        (
+            "/v1/subjects/{id}/lockout",
+            delete(subjects::release_lockout),
+        ),
         ("/v1/verify", post(faces::verify)),
         ("/v1/identify", post(faces::identify)),
         ("/v1/liveness", post(faces::liveness)),

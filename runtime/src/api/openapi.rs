@@ -308,6 +308,7 @@ Without `admin`, verify, identify and liveness answer the decision only (no scor
         subjects::get,
         subjects::rename,
         subjects::delete,
+        subjects::release_lockout,
         enrol::enrol,
         enrol::delete_face,
         faces::verify,

@@ -1,4 +1,5 @@
-//! Enrolment: create, list (paged), get, rename and delete subjects. Writes go to the template
+//! Enrolment: create, list (paged), get, rename and delete subjects, and lift a subject's
+//! lockout. Writes go to the template
 //! store (and reach this replica's index once acknowledged); reads come from the index, so they
 //! keep working while the store is unavailable. A subject records the key that created it, and
 //! a key without `admin` may hold at most `FACEKEY_MAX_SUBJECTS_PER_KEY` subjects, so one key
@@ -391,4 +392,49 @@ pub async fn delete(
     } else {
         Err(StoreError::SubjectNotFound(id).into())
     }
+}
+
+/// Answer of `DELETE /v1/subjects/{id}/lockout`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LockoutReleased {
+    /// The subject.
+    pub subject: String,
+    /// Whether it was locked: the lock is lifted. `false`: it was not, and any failed attempts
+    /// counted against it are forgotten.
+    pub was_locked: bool,
+    /// Seconds that were left on the lock (`null` when it was not locked).
+    pub seconds_left: Option<u64>,
+}
+
+/// `DELETE /v1/subjects/{id}/lockout`: lift the subject's lockout and forget its failed
+/// attempts, on every replica (with PostgreSQL). An administrator's decision: a successful
+/// verification never lifts a lock by itself. Logged on `facekey::security` and audited
+/// (`subject.unlock`).
+#[utoipa::path(
+    delete,
+    path = "/v1/subjects/{id}/lockout",
+    operation_id = "release_lockout",
+    tag = "subjects",
+    summary = "Lift a subject's lockout and forget its failed attempts",
+    params(("id" = String, Path, description = "Subject id")),
+    responses(
+        (status = 200, description = "Released (or there was nothing to release)", body = LockoutReleased),
+        (status = 404, description = "`subject_not_found`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the shared lockout ledger does not \
+answer (a lock there stays in force)", body = ErrorBody),
+    )
+)]
+pub async fn release_lockout(
+    State(state): State<SharedState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<LockoutReleased>, ApiError> {
+    if state.enrolments.index().get(&id).is_none() {
+        return Err(StoreError::SubjectNotFound(id).into());
+    }
+    let left = state.lockouts.release(&id).await?;
+    Ok(Json(LockoutReleased {
+        subject: id,
+        was_locked: left.is_some(),
+        seconds_left: left.map(|d| d.as_secs()),
+    }))
 }

@@ -72,6 +72,11 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         "/v1/subjects/{id}/faces/{face_id}",
         Access::Scope(Scope::Admin),
     ),
+    (
+        Method::DELETE,
+        "/v1/subjects/{id}/lockout",
+        Access::Scope(Scope::Admin),
+    ),
 ];
 
 /// The access a request needs. `route` is the matched route pattern, `None` when no route
