@@ -515,8 +515,9 @@ fn store_condition(store: &StoreState, database: Option<&DatabaseHealth>) -> Dec
             false,
             "Ephemeral",
             "no spec.store: each pod keeps its own enrolments on an emptyDir; they are not shared \
-             between replicas and are lost when the pod restarts (set spec.store.embedded or \
-             spec.store.postgres)",
+             between replicas and are lost when the pod restarts, and each pod (an injected \
+             sidecar too) counts failed verifications apart, so the lockout holds per pod (set \
+             spec.store.embedded or spec.store.postgres)",
         ),
         StoreState::Embedded {
             claim,
