@@ -130,6 +130,7 @@ fn main() {
             options: InjectOptions::default(),
             events: None,
             metrics: metrics.clone(),
+            scope: None,
         };
         tokio::spawn(server::serve_tls(
             listener,

@@ -510,6 +510,7 @@ async fn admission_metrics_count_every_fixture_review_by_outcome() {
         options: InjectOptions::default(),
         events: None,
         metrics: metrics.clone(),
+        scope: None,
     });
     let cases: [(&str, &str, &str, u16); 10] = [
         ("inject", "injected", "", 200),
@@ -644,4 +645,52 @@ async fn certificate_metrics_follow_issue_and_renewal() {
         expiry("serving"),
         annotated(&client, certs::annotations::CERT_NOT_AFTER).await
     );
+}
+
+/// An operator serving one namespace (`--namespace`) admits pods of other namespaces unchanged:
+/// the resource they name is not in its cache, and refusing them as unknown would block pods
+/// another operator serves. Its own namespace is judged as before.
+#[tokio::test]
+async fn an_operator_scoped_to_one_namespace_leaves_other_namespaces_alone() {
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::server::{Resources, WebhookState, router};
+    use tower::ServiceExt;
+
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let answer = |scope: &str, case: &str| {
+        let app = router(WebhookState {
+            resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
+            options: InjectOptions::default(),
+            events: None,
+            metrics: Metrics::new().unwrap(),
+            scope: Some(scope.to_owned()),
+        });
+        let body = std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap();
+        async move {
+            let response = app
+                .oneshot(
+                    http::Request::post(MUTATE_PATH)
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    // The fixtures' pods are in `shop`.
+    let elsewhere = answer("team-b", "unknown-resource").await;
+    assert_eq!(elsewhere["response"]["allowed"], true, "{elsewhere}");
+    assert!(elsewhere["response"]["patch"].is_null(), "{elsewhere}");
+    let untouched = answer("team-b", "inject").await;
+    assert!(untouched["response"]["patch"].is_null(), "{untouched}");
+    let own = answer("shop", "unknown-resource").await;
+    assert_eq!(own["response"]["allowed"], false, "{own}");
+    let injected = answer("shop", "inject").await;
+    assert!(injected["response"]["patch"].is_string(), "{injected}");
 }

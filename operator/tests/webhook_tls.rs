@@ -62,6 +62,7 @@ async fn start_limited(
         options: InjectOptions::default(),
         events: None,
         metrics,
+        scope: None,
     };
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -130,6 +130,7 @@ pub async fn start(
             Some(config.identity.clone()),
         )),
         metrics: config.metrics.clone(),
+        scope: config.watch_namespace.clone(),
     };
     info!(listen = %config.listen, "sidecar injection webhook listening (HTTPS)");
     tokio::spawn(server::serve_tls(

@@ -223,6 +223,10 @@ pub struct WebhookState {
     pub events: Option<EventSink>,
     /// Where every answer is counted and timed (`facekey_operator_admission_*`).
     pub metrics: Metrics,
+    /// The one namespace this operator serves (`--namespace`), or all. Pods of another
+    /// namespace are admitted unchanged: another operator may serve it, and the resource they
+    /// name is not in this one's cache (refusing them as unknown would block them).
+    pub scope: Option<String>,
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
@@ -259,7 +263,10 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
             return (response, Outcome::Error, "InvalidReview");
         }
     };
-    let fkd = match req.resource.as_deref() {
+    // A pod of a namespace this operator does not serve is not its to judge: admitted
+    // unchanged (another operator's webhook may inject it), never refused as unknown.
+    let out_of_scope = state.scope.as_ref().is_some_and(|ns| *ns != req.namespace);
+    let fkd = match req.resource.as_deref().filter(|_| !out_of_scope) {
         None => None,
         Some(name) => match state.resources.get(&req.namespace, name).await {
             Ok(f) => f,
@@ -281,7 +288,11 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
             }
         },
     };
-    let decision = review::decide(&req, fkd.as_deref(), state.options);
+    let decision = if out_of_scope {
+        super::inject::Decision::NotRequested
+    } else {
+        review::decide(&req, fkd.as_deref(), state.options)
+    };
     if let Some(sink) = &state.events
         && !req.request.dry_run
     {
