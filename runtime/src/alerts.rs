@@ -197,6 +197,27 @@ impl Batch {
         }
     }
 
+    /// Add the events of `later` after this batch's, within the same bounds.
+    pub fn absorb(&mut self, later: Batch) {
+        for a in later.spoofs {
+            self.push_spoof(a);
+        }
+        for (target, n) in later.tallied {
+            if let Some(m) = self.tallied.get_mut(&target) {
+                *m += n;
+            } else if self.tallied.len() < MAX_TALLIED {
+                self.tallied.insert(target, n);
+            } else {
+                self.more_spoofs += n;
+            }
+        }
+        self.more_spoofs += later.more_spoofs;
+        for l in later.lockouts {
+            self.push_lockout(l);
+        }
+        self.more_lockouts += later.more_lockouts;
+    }
+
     /// Add a lockout.
     pub fn push_lockout(&mut self, lockout: SubjectLockout) {
         if self.lockouts.len() < MAX_LISTED {
@@ -524,7 +545,26 @@ pub fn spawn(
             if ready {
                 let batch = std::mem::take(&mut pending);
                 let (spoofs, lockouts) = (batch.spoof_count(), batch.lockout_count());
-                let result = mailer.send(&batch).await;
+                // Events keep being taken off the queues while the mail is sent (up to
+                // SEND_TIMEOUT with a slow relay): they wait in the next batch, bounded as any
+                // batch, instead of filling the queues until new ones are dropped.
+                let result = {
+                    let send = mailer.send(&batch);
+                    tokio::pin!(send);
+                    loop {
+                        tokio::select! {
+                            r = &mut send => break r,
+                            msg = spoof_rx.recv(), if spoofs_open => match msg {
+                                Some(a) => pending.push_spoof(a),
+                                None => spoofs_open = false,
+                            },
+                            msg = lockout_rx.recv(), if lockouts_open => match msg {
+                                Some(l) => pending.push_lockout(l),
+                                None => lockouts_open = false,
+                            },
+                        }
+                    }
+                };
                 let now = tokio::time::Instant::now();
                 match result {
                     Ok(()) => {
@@ -544,8 +584,9 @@ pub fn spawn(
                             retry_in_secs = delay.as_secs_f64(),
                             "alert email failed; its events are kept and sent again"
                         );
-                        // Nothing was added while sending: the batch is all that is pending.
-                        pending = batch;
+                        // The failed batch first, then what arrived while it was sent.
+                        let arrived = std::mem::replace(&mut pending, batch);
+                        pending.absorb(arrived);
                         due = Some(now + delay);
                     }
                     Err(e) => {
@@ -701,6 +742,21 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("and 7 more"), "{body}");
+    }
+
+    #[test]
+    fn a_batch_absorbs_a_later_one_within_its_bounds() {
+        let mut first = batch(15, 1);
+        let mut later = batch(0, 0);
+        for i in 100..200 {
+            later.push_spoof(attempt(i));
+        }
+        later.push_lockout(lockout(7));
+        first.absorb(later);
+        assert_eq!((first.spoof_count(), first.lockout_count()), (115, 2));
+        assert_eq!(first.spoofs.len(), MAX_LISTED);
+        // The failed batch's own events stay first.
+        assert_eq!(first.spoofs[0].subject.as_deref(), Some("subject-1"));
     }
 
     #[test]

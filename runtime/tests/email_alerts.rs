@@ -39,6 +39,11 @@ struct SmtpServer {
 
 impl SmtpServer {
     fn start() -> Self {
+        Self::start_with_delay(0.0)
+    }
+
+    /// A relay that waits `delay` seconds before accepting each message (0: none).
+    fn start_with_delay(delay: f64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
@@ -49,7 +54,7 @@ impl SmtpServer {
             .unwrap()
             .port();
         let maildir = dir.path().join("maildir");
-        let child = Self::spawn(port, &cert, &key, &maildir);
+        let child = Self::spawn_with(port, &cert, &key, &maildir, delay);
         Self {
             child,
             port,
@@ -60,7 +65,12 @@ impl SmtpServer {
     }
 
     fn spawn(port: u16, cert: &Path, key: &Path, maildir: &Path) -> Child {
+        Self::spawn_with(port, cert, key, maildir, 0.0)
+    }
+
+    fn spawn_with(port: u16, cert: &Path, key: &Path, maildir: &Path, delay: f64) -> Child {
         let mut child = Command::new(python())
+            .env("SMTP_DATA_DELAY_SECS", delay.to_string())
             .arg(repo_root().join("tests/smtp/server.py"))
             .arg(port.to_string())
             .arg(cert)
@@ -241,6 +251,44 @@ async fn alerts_are_delivered_over_starttls_with_auth_and_throttled() {
         "{text}"
     );
     assert!(text.contains("facekey_spoof_detected_total 4"), "{text}");
+}
+
+/// A slow relay (each message accepted after 3 s) does not make events be dropped: they keep
+/// being taken off the queue while a mail is sent, and the next mail counts them all.
+#[tokio::test]
+async fn a_slow_relay_loses_no_event() {
+    let smtp = SmtpServer::start_with_delay(3.0);
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_millis(200);
+    let mailer = Mailer::new(&smtp.settings("s3cret", interval)).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+    attempt(0).emit(&metrics, Some(&sender));
+    // While the first mail waits on the relay: more events than the queue holds (1024).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Arriving as requests do, a few at a time (all within the first mail's 3 s).
+    for i in 1..=2000 {
+        attempt(i).emit(&metrics, Some(&sender));
+        if i % 10 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mails = smtp.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 2, "the second mail never came");
+    assert!(
+        mails[1].contains("[FaceKey] 2000 spoof attempts detected"),
+        "{}",
+        mails[1]
+    );
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = metrics.render().unwrap();
+    assert!(
+        text.contains(r#"facekey_alert_emails_total{result="dropped"} 0"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]

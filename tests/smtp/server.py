@@ -7,8 +7,11 @@ Prints "ready" on stdout once listening; stops on SIGTERM/SIGINT.
 SMTP_AUTH_EXCLUDE (env, optional): comma-separated AUTH mechanisms not to offer, e.g. `LOGIN`
 for Alertmanager, whose LOGIN client only understands the challenge texts "Username:" and
 "Password:" while aiosmtpd sends "User Name" and "Password" (PLAIN works with both clients).
+SMTP_DATA_DELAY_SECS (env, optional): seconds to wait before accepting each message's DATA (a
+slow relay).
 """
 
+import asyncio
 import mailbox
 import os
 import signal
@@ -19,6 +22,18 @@ import threading
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+class SlowMailbox(Mailbox):
+    """A Mailbox that waits SMTP_DATA_DELAY_SECS before accepting a message."""
+
+    def __init__(self, maildir: str, delay: float) -> None:
+        super().__init__(maildir)
+        self.delay = delay
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
 
 
 def main() -> None:
@@ -36,8 +51,9 @@ def main() -> None:
         # handled=False: aiosmtpd itself answers 235 or 535.
         return AuthResult(success=ok, handled=False)
 
+    delay = float(os.environ.get("SMTP_DATA_DELAY_SECS", "0"))
     controller = Controller(
-        Mailbox(maildir),
+        SlowMailbox(maildir, delay) if delay > 0 else Mailbox(maildir),
         hostname="127.0.0.1",
         port=int(port),
         tls_context=ctx,
