@@ -482,7 +482,7 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 23);
+    assert_eq!(alerts, 24);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

@@ -369,7 +369,12 @@ impl AlertSender {
     }
 }
 
+/// How often the relay is checked (connect, TLS, login) while no email is sent, so a broken
+/// mail set-up is known before the first attack needs it.
+pub const CHECK_EVERY: Duration = Duration::from_secs(600);
+
 /// A ready-to-use mailer: transport and addresses, validated at start-up.
+#[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
@@ -481,6 +486,30 @@ impl Mailer {
         })
     }
 
+    /// Connect to the relay, start TLS and log in (as a send would), then leave: whether the
+    /// alert emails could go out now.
+    pub async fn check(&self) -> Result<(), AlertError> {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| AlertError::Send {
+            smarthost: self.smarthost.clone(),
+            source,
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, self.transport.test_connection()).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(err("the connection did not stay open".into())),
+            Ok(Err(e)) => Err(err(Box::new(e))),
+            Err(_) => Err(err(format!(
+                "no answer within {} s",
+                SEND_TIMEOUT.as_secs()
+            )
+            .into())),
+        }
+    }
+
+    /// The relay, `host:port`.
+    pub fn smarthost(&self) -> &str {
+        &self.smarthost
+    }
+
     /// Send one email summarising `batch`.
     pub async fn send(&self, batch: &Batch) -> Result<(), AlertError> {
         let (subject, body) = compose(&self.instance, batch);
@@ -508,6 +537,28 @@ impl Mailer {
     }
 }
 
+/// Check the relay at once and every [`CHECK_EVERY`], into `reachable` (1/0); a failure is
+/// logged when the state changes, so a wrong password or CA is known before an attack needs the
+/// mail. Runs until aborted.
+async fn check_relay(mailer: Mailer, reachable: prometheus::IntGauge) {
+    let mut was_up: Option<bool> = None;
+    loop {
+        let result = mailer.check().await;
+        let up = result.is_ok();
+        reachable.set(i64::from(up));
+        match (&result, was_up) {
+            (Err(e), None | Some(true)) => tracing::error!(
+                error = %e,
+                "alert email relay check failed: spoof and lockout emails cannot go out"
+            ),
+            (Ok(()), Some(false)) => tracing::info!("alert email relay reachable again"),
+            _ => {}
+        }
+        was_up = Some(up);
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
 /// Start the email task. It sends the first event at once, then at most one email per
 /// `min_interval`, each summarising what arrived meanwhile (spoof attempts and lockouts alike).
 /// An email that fails (relay down, a temporary refusal, a wrong password) keeps its events: they
@@ -526,6 +577,10 @@ pub fn spawn(
     }
     let (spoof_tx, mut spoof_rx) = mpsc::channel::<SpoofAttempt>(QUEUE_CAPACITY);
     let (lockout_tx, mut lockout_rx) = mpsc::channel::<SubjectLockout>(QUEUE_CAPACITY);
+    let reachable = metrics
+        .alert_smtp_reachable
+        .with_label_values(&[mailer.smarthost()]);
+    let checker = tokio::spawn(check_relay(mailer.clone(), reachable.clone()));
     let task = tokio::spawn(async move {
         // When the next email may go: after the interval since the last one, or the retry delay
         // after a failure.
@@ -568,12 +623,14 @@ pub fn spawn(
                 let now = tokio::time::Instant::now();
                 match result {
                     Ok(()) => {
+                        reachable.set(1);
                         metrics.alert_emails.with_label_values(&["sent"]).inc();
                         tracing::info!(spoofs, lockouts, "alert email sent");
                         failures = 0;
                         due = Some(now + min_interval);
                     }
                     Err(e) if open => {
+                        reachable.set(0);
                         metrics.alert_emails.with_label_values(&["failed"]).inc();
                         failures = failures.saturating_add(1);
                         let delay = retry_delay(min_interval, failures);
@@ -618,6 +675,7 @@ pub fn spawn(
                 } => {}
             }
         }
+        checker.abort();
     });
     (
         AlertSender {

@@ -140,6 +140,9 @@ pub struct Metrics {
     pub verify_match_models: IntCounterVec,
     /// Spoof alert emails by result (`sent`, `failed`, `dropped` when the queue was full).
     pub alert_emails: IntCounterVec,
+    /// 1 when the SMTP relay of the alert emails answered and accepted the login at the last
+    /// check, 0 when not; the series exists only with SMTP configured (label `smarthost`).
+    pub alert_smtp_reachable: IntGaugeVec,
     /// Constant 1, labelled with the build version.
     pub build_info: IntGaugeVec,
     /// Match similarity of verifications and identifications, by final decision.
@@ -285,6 +288,15 @@ impl Metrics {
                 "Spoof alert emails by result: sent, failed, dropped (queue full).",
             ),
             &["result"],
+        )?;
+        let alert_smtp_reachable = IntGaugeVec::new(
+            Opts::new(
+                "facekey_alert_smtp_reachable",
+                "1 when the SMTP relay of the alert emails answered, spoke TLS and accepted the \
+                 login at the last check (at start-up, every 10 minutes and with each email), 0 \
+                 when not; only with SMTP configured.",
+            ),
+            &["smarthost"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -520,6 +532,7 @@ impl Metrics {
             Box::new(liveness_checks.clone()),
             Box::new(verify_match_models.clone()),
             Box::new(alert_emails.clone()),
+            Box::new(alert_smtp_reachable.clone()),
             Box::new(build_info.clone()),
             Box::new(model_info.clone()),
         ] {
@@ -591,6 +604,7 @@ impl Metrics {
             liveness_checks,
             verify_match_models,
             alert_emails,
+            alert_smtp_reachable,
             build_info,
             match_similarity,
             liveness_score,

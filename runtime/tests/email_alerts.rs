@@ -426,6 +426,36 @@ async fn an_email_that_fails_is_sent_again_once_the_relay_is_back() {
     );
 }
 
+/// The relay is checked at start-up (connect, STARTTLS, login) before any event: a wrong
+/// password shows as `facekey_alert_smtp_reachable 0` at once, not at the first attack; the
+/// right one as 1.
+#[tokio::test]
+async fn the_relay_is_checked_before_any_alert_needs_it() {
+    let smtp = SmtpServer::start();
+    for (password, expected) in [("wrong-password", 0), ("s3cret", 1)] {
+        let metrics = Metrics::new().unwrap();
+        let interval = Duration::from_millis(100);
+        let mailer = Mailer::new(&smtp.settings(password, interval)).unwrap();
+        let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+        let series = format!(
+            "facekey_alert_smtp_reachable{{smarthost=\"127.0.0.1:{}\"}} {expected}",
+            smtp.port
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !metrics.render().unwrap().contains(&series) {
+            assert!(Instant::now() < deadline, "{series} never read");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(emails(&metrics, "failed"), 0, "no email was even attempted");
+        drop(sender);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(smtp.messages().is_empty());
+}
+
 #[tokio::test]
 async fn a_rejected_login_is_counted_as_a_failed_email() {
     let smtp = SmtpServer::start();

@@ -364,6 +364,19 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             ),
         },
         Alert {
+            name: "FaceKeyAlertEmailUnreachable",
+            // The relay checked at start-up and every 10 minutes (connect, TLS, login) without
+            // an email being due: a wrong password or CA is known before an attack needs the
+            // mail. The series exist only with SMTP configured.
+            expr: format!("min by ({KEEP}) (facekey_alert_smtp_reachable{{{sel}}}) == 0"),
+            for_: "15m",
+            severity: "warning",
+            summary: format!("FaceKey {namespace}/{name} cannot reach its alert email relay"),
+            description: format!(
+                "A replica of FaceKeyDeployment {namespace}/{name} has not been able to connect to, start TLS with or log in to its SMTP relay for 15 minutes: spoof and lockout emails would not go out."
+            ),
+        },
+        Alert {
             name: "FaceKeyApiKeysFileRejected",
             // A changed keys file that does not parse grants nothing new, and its rotations
             // and scope changes wait (removed keys are revoked anyway): someone's edit did not
