@@ -232,6 +232,23 @@ fn ready_condition(o: &Observed<'_>, view: Option<&DeploymentView>) -> Decided {
     if let ApplyOutcome::InvalidSpec(m) = o.outcome {
         return Decided::new(READY, false, "InvalidSpec", m.clone());
     }
+    // An apply that failed left part of this generation unwritten (the Deployment's template
+    // among it, perhaps): what runs may be the previous generation's, so it is not Ready
+    // whatever the old pods report.
+    if let ApplyOutcome::Failed {
+        category, message, ..
+    } = o.outcome
+    {
+        return Decided::new(
+            READY,
+            false,
+            "ApplyFailed",
+            format!(
+                "applying this generation failed ({category}: {message}); {}",
+                serving(view)
+            ),
+        );
+    }
     if !o.gate.is_open() {
         let why = match o.gate {
             GateState::Pending(_) => "waiting for its scan",
@@ -322,6 +339,11 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
         ) => Some((*category, message.clone())),
         (_, GateState::Blocked(m), _) => Some(("ImageBlocked", m.clone())),
         (_, GateState::Failed(m), _) => Some(("ScanFailed", m.clone())),
+        // Waiting cannot install a CRD: the pods wait for a Secret nothing will create.
+        _ if matches!(o.store, StoreState::CloudNativePgMissing { .. }) => Some((
+            CNPG_NOT_INSTALLED,
+            store_condition(o.store, o.database).message,
+        )),
         (_, _, Some(v)) if v.deadline_exceeded => Some((
             "RolloutStuck",
             "the Deployment exceeded its progress deadline".to_owned(),

@@ -1,6 +1,7 @@
 //! The FaceKeyDeployment as GitOps tools read it, at each point of its life that a health check
 //! must tell apart: no status yet, scan pending, rolling out, available, a spec change not yet
-//! observed, a blocked image, a failed scan, an invalid spec, scaled to zero. Each object (the
+//! observed, a spec change whose apply fails, a blocked image, a failed scan, an invalid spec,
+//! scaled to zero. Each object (the
 //! generation and the status the reconciler wrote) goes to `tests/golden/gitops-health.json`
 //! (`UPDATE_GOLDEN=1` rewrites it), which `tests/operator/check.sh` runs the shipped Argo CD
 //! health script (`manifests/gitops/argocd-health.lua`) on with a real Lua 5.1 interpreter, the
@@ -64,6 +65,33 @@ async fn statuses_for_gitops_health_checks() {
     assert_eq!(cond(&h.get("fk").await, "Stalled").1, "ImageBlocked");
     record(
         "image blocked, the previous one serving",
+        seen(&h, "fk").await,
+    );
+
+    // A spec change whose apply keeps failing (a 409 on the Deployment, retried): the old
+    // generation's pods are all available, yet this generation is not rolled out.
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(cond(&h.get("fk").await, "Ready").1, "Available");
+    h.patch_spec("fk", json!({"replicas": 3})).await;
+    h.fail_deployment_applies
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    h.reconcile("fk").await.unwrap_err();
+    let failing = h.get("fk").await;
+    assert_eq!(
+        cond(&failing, "Ready"),
+        ("False".into(), "ApplyFailed".into())
+    );
+    assert_eq!(cond(&failing, "Reconciling").0, "True");
+    record(
+        "a spec change whose apply fails, the previous generation serving",
         seen(&h, "fk").await,
     );
 

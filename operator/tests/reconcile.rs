@@ -1488,6 +1488,12 @@ async fn cloudnativepg_without_its_crd_is_reported_until_it_is_installed() {
         cond(&fkd, "Degraded"),
         ("True".into(), "CloudNativePGNotInstalled".into())
     );
+    // Waiting cannot install a CRD: kstatus and Flux must see it stalled, not in progress.
+    assert_eq!(
+        cond(&fkd, "Stalled"),
+        ("True".into(), "CloudNativePGNotInstalled".into())
+    );
+    assert_eq!(cond(&fkd, "Reconciling").0, "False");
     assert!(cond_message(&fkd, "PersistentStore").contains("clusters.postgresql.cnpg.io"));
     assert_eq!(
         cond(&fkd, "MonitoringReady"),

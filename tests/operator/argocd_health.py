@@ -30,6 +30,8 @@ EXPECTED = {
     # Ready=True is still the old generation's: not Healthy before the operator has seen the change.
     "spec changed, not yet observed": "Progressing",
     "image blocked, the previous one serving": "Degraded",
+    # The old generation's pods are all available, but this generation was never applied.
+    "a spec change whose apply fails, the previous generation serving": "Progressing",
     "scan failed": "Degraded",
     "invalid spec": "Degraded",
     "scaled to zero": "Healthy",

@@ -312,7 +312,7 @@ pass "the runtime's --check-config accepts the environment rendered for each of 
 
 # 11. GitOps health: the shipped Argo CD health check (manifests/gitops/argocd-health.lua, the
 #     same script in the argocd-cm patch and in docs/operator.md) run with a real Lua 5.1 on the
-#     statuses the reconciler writes in nine states (operator/tests/golden/gitops-health.json,
+#     statuses the reconciler writes in ten states (operator/tests/golden/gitops-health.json,
 #     from operator/tests/gitops_health.rs); the patch is a valid ConfigMap.
 command -v lua5.1 >/dev/null || fail "lua5.1 missing (tests/setup.sh installs Debian's lua5.1)"
 "$PY" "$ROOT/tests/operator/argocd_health.py" "$ROOT/operator/tests/golden/gitops-health.json" \
