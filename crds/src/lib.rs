@@ -633,7 +633,7 @@ pub struct NetworkPeer {
 /// data outlives the resource.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.embedded) != has(self.postgres)").message("store: set exactly one of embedded or postgres"))]
-#[x_kube(validation = Rule::new("!has(oldSelf.postgres) || !has(oldSelf.postgres.cloudNativePG) || has(oldSelf.templateKeySecretRef) || (has(self.retainOnDelete) ? self.retainOnDelete : true) == (has(oldSelf.retainOnDelete) ? oldSelf.retainOnDelete : true)").message("store.retainOnDelete cannot change with cloudNativePG and a generated template key: the key Secret keeps the owner it was created with, so the database and its key would no longer go (or stay) together; set templateKeySecretRef to a Secret you manage first"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.postgres) || !has(oldSelf.postgres.cloudNativePG) || has(oldSelf.templateKeySecretRef) || ((has(self.postgres) && has(self.postgres.cloudNativePG)) ? (has(self.retainOnDelete) ? self.retainOnDelete : true) == (has(oldSelf.retainOnDelete) ? oldSelf.retainOnDelete : true) : (has(oldSelf.retainOnDelete) ? oldSelf.retainOnDelete : true))").message("with cloudNativePG and a generated template key, store.retainOnDelete cannot change, and with retainOnDelete false the store cannot leave cloudNativePG: the key Secret keeps the owner it was created with, so the database and its key would no longer go (or stay) together, or templates moved to another database would lose their key with this resource; set templateKeySecretRef to a Secret you manage first"))]
 #[serde(rename_all = "camelCase")]
 pub struct Store {
     /// The runtime's embedded store on a PersistentVolumeClaim the operator creates
