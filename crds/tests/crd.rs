@@ -116,7 +116,7 @@ fn retention_of_a_generated_key_cannot_change() {
     let failures = cel_update_failures(&store(Some(false), false), &store(Some(true), false));
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert!(
-        failures[0].starts_with("store.retainOnDelete cannot change"),
+        failures[0].contains("store.retainOnDelete cannot change"),
         "{failures:?}"
     );
     // The default is true: leaving it out is no change from true.
@@ -135,6 +135,31 @@ fn retention_of_a_generated_key_cannot_change() {
     );
     assert_eq!(
         cel_failures(&store(Some(false), false)),
+        Vec::<String>::new()
+    );
+
+    // Leaving cloudNativePG for a database of one's own: refused while the generated key is
+    // owned (retainOnDelete false), since it would go with the resource; allowed when it was
+    // created retained, or with a key Secret the user manages.
+    let external = |key_ref: bool| {
+        let mut store = json!({"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}});
+        if key_ref {
+            store["templateKeySecretRef"] = json!({"name": "k", "key": "template.key"});
+        }
+        object(json!({"image": "img:1", "store": store}))
+    };
+    let failures = cel_update_failures(&store(Some(false), false), &external(false));
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("cannot leave cloudNativePG"),
+        "{failures:?}"
+    );
+    assert_eq!(
+        cel_update_failures(&store(None, false), &external(false)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cel_update_failures(&store(Some(false), true), &external(true)),
         Vec::<String>::new()
     );
 }
@@ -931,4 +956,21 @@ fn verification_fields_deserialize_and_check_quality() {
     );
     assert_eq!(props["lockout"]["properties"]["attempts"]["minimum"], 0.0);
     assert_eq!(props["decisionPolicy"]["enum"], json!(["strict", "fusion"]));
+}
+
+/// The shipped CRD carries the annotations that keep Argo CD and Flux from deleting it (and with
+/// it every FaceKeyDeployment) when the operator's own Application or Kustomization goes.
+#[test]
+fn the_shipped_crd_is_protected_from_gitops_pruning() {
+    let text = facekey_crds::crd_yaml().unwrap();
+    let crd: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let annotations = &crd["metadata"]["annotations"];
+    assert_eq!(
+        annotations["argocd.argoproj.io/sync-options"].as_str(),
+        Some("Delete=false,Prune=false")
+    );
+    assert_eq!(
+        annotations["kustomize.toolkit.fluxcd.io/prune"].as_str(),
+        Some("disabled")
+    );
 }
