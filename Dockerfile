@@ -32,10 +32,14 @@ RUN cargo build --release --locked -p facekey-runtime -p facekey-operator \
 
 # glibc and libstdc++ (ONNX Runtime needs them), no shell, user 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+# The code is MIT; the bundled models and ONNX Runtime carry their own terms
+# (/usr/share/facekey/models/MODELS.md, /usr/share/doc/facekey/onnxruntime/).
 LABEL org.opencontainers.image.title="facekey-runtime" \
       org.opencontainers.image.description="FaceKey face verification server" \
-      org.opencontainers.image.licenses="MIT"
+      org.opencontainers.image.licenses="MIT AND LicenseRef-bundled-models"
 COPY --from=onnxruntime /opt/onnxruntime/libonnxruntime.so.1.32.0 /usr/lib/facekey/libonnxruntime.so.1.32.0
+COPY --from=onnxruntime /opt/onnxruntime/onnxruntime-LICENSE /opt/onnxruntime/onnxruntime-ThirdPartyNotices.txt /usr/share/doc/facekey/onnxruntime/
+COPY LICENSE /usr/share/doc/facekey/LICENSE
 COPY runtime/models /usr/share/facekey/models
 COPY --from=build /out/facekey-runtime /usr/bin/facekey-runtime
 COPY --from=build --chown=65532:65532 /out/data /var/lib/facekey
@@ -44,6 +48,8 @@ ENV FACEKEY_ORT_LIBRARY=/usr/lib/facekey/libonnxruntime.so.1.32.0 \
     FACEKEY_DATA_DIR=/var/lib/facekey \
     FACEKEY_LOG_FORMAT=json
 USER 65532:65532
+# API keys file and templates: keep them on a volume (README, "Container images").
+VOLUME ["/var/lib/facekey"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=6s --start-period=60s \
     CMD ["/usr/bin/facekey-runtime", "--check-health"]

@@ -35,7 +35,15 @@ python="${PYTHON:-python3}"
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-if [[ -f "${dest}/${LIB_NAME}" ]] && [[ "$(sha256_of "${dest}/${LIB_NAME}")" == "${LIB_SHA256}" ]]; then
+# The wheel's licence and third-party notices travel with the library (MIT asks for the notice).
+NOTICES=(LICENSE ThirdPartyNotices.txt)
+notices_present() {
+  local n
+  for n in "${NOTICES[@]}"; do [[ -s "${dest}/onnxruntime-${n}" ]] || return 1; done
+}
+
+if [[ -f "${dest}/${LIB_NAME}" ]] && [[ "$(sha256_of "${dest}/${LIB_NAME}")" == "${LIB_SHA256}" ]] \
+  && notices_present; then
   ln -sfn "${LIB_NAME}" "${dest}/libonnxruntime.so"
   echo "setup-onnxruntime: ${dest}/${LIB_NAME} already present"
   exit 0
@@ -78,5 +86,13 @@ if [[ "$(sha256_of "${tmp}")" != "${LIB_SHA256}" ]]; then
 fi
 chmod 0755 "${tmp}"
 mv -f "${tmp}" "${dest}/${LIB_NAME}"
+for n in "${NOTICES[@]}"; do
+  "${python}" - "${wheel_path}" "onnxruntime/${n}" "${dest}/onnxruntime-${n}" <<'PY'
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+done
 ln -sfn "${LIB_NAME}" "${dest}/libonnxruntime.so"
 echo "setup-onnxruntime: installed ${dest}/${LIB_NAME}"
