@@ -1361,6 +1361,11 @@ pub struct SidecarStatus {
     /// `config` (pods injected before settings were recorded count as outdated).
     #[serde(default)]
     pub outdated_pods: i32,
+    /// Pods of the namespace that ask for this resource's sidecar (`facekey.dev/inject`) but
+    /// run without it: admitted while no webhook answered (`failurePolicy: Ignore`), or skipped
+    /// (the reasons are Events on the pods' owners).
+    #[serde(default)]
+    pub missing_pods: i32,
 }
 
 /// Outcome of a scan under the policy it was evaluated with.

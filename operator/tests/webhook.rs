@@ -470,6 +470,17 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         .with_object(pod("c", "ghcr.io/facekey/runtime@sha256:older"))
         // The admitted image, but settings changed since (e.g. a tightened lockout).
         .with_object(configured("d", ADMITTED, "0123456789abcdef"))
+        // Asked for the sidecar, admitted without it (no webhook answered).
+        .with_object(
+            serde_json::from_value::<Pod>(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "e", "namespace": "shop",
+                             "annotations": {"facekey.dev/inject": "verifier"}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+                "status": {"phase": "Running"},
+            }))
+            .unwrap(),
+        )
         .build()
         .await
         .unwrap();
@@ -488,6 +499,7 @@ async fn the_counter_writes_injected_and_outdated_pods() {
     let status = fkd.status.unwrap();
     let sidecar = status.sidecar.expect("status.sidecar written");
     assert_eq!((sidecar.injected_pods, sidecar.outdated_pods), (4, 3));
+    assert_eq!(sidecar.missing_pods, 1);
     assert_eq!(sidecar.image.as_deref(), Some(ADMITTED));
     assert_eq!(sidecar.config.as_deref(), Some(current.as_str()));
     // The rest of the status is untouched.

@@ -107,7 +107,8 @@ pub fn requested_resource(pod: &Pod) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-fn opted_out(pod: &Pod) -> bool {
+/// Whether the pod carries the opt-out annotation.
+pub fn opted_out(pod: &Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()

@@ -45,6 +45,24 @@ fn sidecar_config(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// Whether a pod has ended or is being deleted (counted in no figure).
+fn gone(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some()
+}
+
+/// Pods (any of the namespace) that ask for `resource`'s sidecar and did not opt out, but run
+/// without it.
+pub fn missing<'a>(pods: impl IntoIterator<Item = &'a Pod>, resource: &str) -> i32 {
+    let count = pods
+        .into_iter()
+        .filter(|p| !gone(p))
+        .filter(|p| super::inject::requested_resource(p) == Some(resource))
+        .filter(|p| !super::inject::opted_out(p) && sidecar_image(p).is_none())
+        .count();
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
 /// Count the pods (already selected by [`SIDECAR_LABEL`]) that run the sidecar, and those whose
 /// image is not `image` or whose settings are not `config` (what new pods get). Terminated pods
 /// do not count.
@@ -59,10 +77,7 @@ pub fn count<'a>(
         ..SidecarStatus::default()
     };
     for pod in pods {
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed"))
-            || pod.metadata.deletion_timestamp.is_some()
-        {
+        if gone(pod) {
             continue;
         }
         let Some(running) = sidecar_image(pod) else {
@@ -96,6 +111,32 @@ pub fn outdated_event(old: Option<&SidecarStatus>, new: &SidecarStatus) -> Optio
             new.outdated_pods,
             new.injected_pods,
             new.image.as_deref().unwrap_or("no image (none admitted)")
+        )),
+        action: "CountSidecars".to_owned(),
+        secondary: None,
+    })
+}
+
+/// Event reason when pods that ask for the sidecar run without it.
+pub const MISSING_REASON: &str = "SidecarsMissing";
+
+/// The Warning Event when pods that ask for the sidecar run without it, when their count rises.
+pub fn missing_event(
+    old: Option<&SidecarStatus>,
+    new: &SidecarStatus,
+    resource: &str,
+) -> Option<Event> {
+    if new.missing_pods <= old.map_or(0, |o| o.missing_pods) {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason: MISSING_REASON.to_owned(),
+        note: Some(format!(
+            "{} pods ask for the FaceKey sidecar of {resource} (facekey.dev/inject) but run \
+             without it: admitted while no webhook answered (failurePolicy Ignore) or skipped \
+             (see the Events on their owners); restart them once the webhook answers",
+            new.missing_pods
         )),
         action: "CountSidecars".to_owned(),
         secondary: None,
@@ -161,9 +202,22 @@ async fn count_one(
 ) -> Result<(), kube::Error> {
     let ns = fkd.namespace().unwrap_or_default();
     let name = fkd.name_any();
+    // Every pod of the namespace: the injected ones carry the label, the ones that asked and
+    // were admitted without the sidecar only the annotation (not selectable).
     let pods = Api::<Pod>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels(&format!("{SIDECAR_LABEL}={name}")))
+        .list(&ListParams::default())
         .await?;
+    let labelled: Vec<&Pod> = pods
+        .items
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SIDECAR_LABEL))
+                .is_some_and(|v| *v == name)
+        })
+        .collect();
     let image =
         crate::scan_gate::last_known_good(fkd.status.as_ref()).filter(|i| i.contains("@sha256:"));
     let config = match (image, fkd.spec.sidecar.as_ref().filter(|s| s.enabled)) {
@@ -172,7 +226,8 @@ async fn count_one(
         }
         _ => None,
     };
-    let new = count(pods.items.iter(), image, config.as_deref());
+    let mut new = count(labelled, image, config.as_deref());
+    new.missing_pods = missing(&pods.items, &name);
     if old == Some(&new) {
         return Ok(());
     }
@@ -188,10 +243,13 @@ async fn count_one(
             &Patch::Apply(&patch),
         )
         .await?;
-    if let Some(event) = outdated_event(old, &new) {
-        let reference: ObjectReference = fkd.object_ref(&());
+    let reference: ObjectReference = fkd.object_ref(&());
+    for event in [outdated_event(old, &new), missing_event(old, &new, &name)]
+        .into_iter()
+        .flatten()
+    {
         if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(error = %e, "publishing the outdated-sidecar Event failed");
+            warn!(error = %e, reason = %event.reason, "publishing a sidecar Event failed");
         }
     }
     Ok(())
@@ -276,18 +334,74 @@ mod tests {
     }
 
     #[test]
+    fn pods_that_asked_and_run_without_the_sidecar_are_missing() {
+        let asking =
+            |name: &str, annotations: serde_json::Value, phase: &str, with_sidecar: bool| -> Pod {
+                let mut init = vec![];
+                if with_sidecar {
+                    init.push(json!({"name": SIDECAR_CONTAINER, "image": "r@sha256:a"}));
+                }
+                serde_json::from_value(json!({
+                    "metadata": {"name": name, "annotations": annotations},
+                    "spec": {"initContainers": init, "containers": [{"name": "app"}]},
+                    "status": {"phase": phase},
+                }))
+                .unwrap()
+            };
+        let pods = [
+            // Admitted while no webhook answered.
+            asking("a", json!({"facekey.dev/inject": "fk"}), "Running", false),
+            asking("b", json!({"facekey.dev/inject": "fk"}), "Pending", false),
+            // Injected, another resource's, opted out, ended, or not asking: not missing.
+            asking("c", json!({"facekey.dev/inject": "fk"}), "Running", true),
+            asking(
+                "d",
+                json!({"facekey.dev/inject": "other"}),
+                "Running",
+                false,
+            ),
+            asking(
+                "e",
+                json!({"facekey.dev/inject": "fk", "facekey.dev/inject-disabled": "true"}),
+                "Running",
+                false,
+            ),
+            asking("f", json!({"facekey.dev/inject": "fk"}), "Succeeded", false),
+            asking("g", json!({}), "Running", false),
+        ];
+        assert_eq!(missing(pods.iter(), "fk"), 2);
+        let none = SidecarStatus::default();
+        let two = SidecarStatus {
+            missing_pods: 2,
+            ..SidecarStatus::default()
+        };
+        let note = missing_event(Some(&none), &two, "fk")
+            .unwrap()
+            .note
+            .unwrap();
+        assert!(
+            note.starts_with("2 pods ask for the FaceKey sidecar of fk"),
+            "{note}"
+        );
+        assert!(missing_event(Some(&two), &two, "fk").is_none());
+        assert!(missing_event(Some(&two), &none, "fk").is_none());
+    }
+
+    #[test]
     fn outdated_event_on_the_transition_only() {
         let none = SidecarStatus {
             image: Some("a".into()),
             injected_pods: 2,
             outdated_pods: 0,
             config: None,
+            missing_pods: 0,
         };
         let some = SidecarStatus {
             image: Some("b".into()),
             injected_pods: 2,
             outdated_pods: 2,
             config: None,
+            missing_pods: 0,
         };
         let ev = outdated_event(Some(&none), &some).unwrap();
         let note = ev.note.unwrap();
