@@ -260,7 +260,19 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         // Children carry owner references: the garbage collector removes them.
         return Ok(Action::await_change());
     }
-    let seen = observe(ctx, fkd).await?;
+    let seen = match observe(ctx, fkd).await {
+        Ok(seen) => seen,
+        Err(e) => {
+            let e = Error::from(e);
+            ctx.ensure_leading()?;
+            // The status says why; a status that cannot be written either leaves the error
+            // this reconcile returns as it was (the status write's own is logged).
+            if let Err(w) = write_observe_failure(ctx, fkd, &e).await {
+                tracing::warn!(error = %w, "writing the status of a failed observation failed");
+            }
+            return Err(e);
+        }
+    };
     // A name that cannot produce valid child names (the CRD's CEL rule, for servers without it).
     if let Err(invalid) = validate::validate_name(seen.name) {
         ctx.ensure_leading()?;
@@ -643,6 +655,50 @@ async fn write_early_status(
         now: seen.now,
     };
     write_status(ctx, fkd, &observed).await.map(drop)
+}
+
+/// The status of a reconcile that could not observe (see [`status::observe_failure`]), patched
+/// when it changed. A resource without a name or namespace has nowhere to write it.
+async fn write_observe_failure(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    e: &Error,
+) -> Result<(), StatusError> {
+    let (Some(name), Some(namespace)) = (fkd.meta().name.clone(), fkd.namespace()) else {
+        return Ok(());
+    };
+    let new = status::observe_failure(
+        fkd.status.as_ref(),
+        fkd.meta().generation,
+        e.category(),
+        &e.to_string(),
+        (ctx.clock)(),
+    );
+    if fkd.status.as_ref().is_some_and(|old| {
+        FaceKeyDeploymentStatus {
+            sidecar: None,
+            ..old.clone()
+        } == new
+    }) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": FaceKeyDeployment::api_version(&()),
+        "kind": FaceKeyDeployment::kind(&()),
+        "status": new,
+    });
+    Api::<FaceKeyDeployment>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(|source| StatusError {
+            name,
+            source: Box::new(source),
+        })
 }
 
 /// Status stage: compute the status, patch it when it changed, and publish transition Events.

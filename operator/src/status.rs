@@ -521,6 +521,44 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
     }
 }
 
+/// The status of a generation the operator could not observe (capability discovery or the
+/// Deployment's read failed: RBAC, the API server): `observedGeneration` moves to `generation`,
+/// with `Ready` False, `Reconciling` True (retried) and `Degraded` True naming `category` and
+/// `message`, so GitOps tools show why instead of "not yet observed"; everything else is kept
+/// from `old` (what was last known), `Stalled` False (retrying may succeed).
+pub fn observe_failure(
+    old: Option<&FaceKeyDeploymentStatus>,
+    generation: Option<i64>,
+    category: &'static str,
+    message: &str,
+    now: Timestamp,
+) -> FaceKeyDeploymentStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    let decided = [
+        Decided::new(
+            READY,
+            false,
+            category,
+            format!("the operator cannot observe this generation: {message}"),
+        ),
+        Decided::new(RECONCILING, true, category, format!("retrying: {message}")),
+        Decided::new(STALLED, false, "AsExpected", "retrying"),
+        Decided::new(DEGRADED, true, category, message.to_owned()),
+    ];
+    let mut conditions = conditions::merge(&status.conditions, &decided, generation, now);
+    conditions.extend(
+        status
+            .conditions
+            .iter()
+            .filter(|c| !decided.iter().any(|d| d.type_ == c.type_))
+            .cloned(),
+    );
+    status.conditions = conditions;
+    status.observed_generation = generation;
+    status.sidecar = None;
+    status
+}
+
 /// Reason of `PersistentStore` (and `Degraded`) when the CloudNativePG CRD is missing.
 const CNPG_NOT_INSTALLED: &str = "CloudNativePGNotInstalled";
 /// Reason of `PersistentStore` while the CloudNativePG Cluster is not ready.
@@ -741,6 +779,52 @@ pub fn transition_events(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_generation_that_cannot_be_observed_is_not_ready_and_says_why() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
+        // Generation 1 was available; generation 2 cannot be observed (a 403 on the read).
+        let old = FaceKeyDeploymentStatus {
+            observed_generation: Some(1),
+            conditions: conditions::merge(
+                &[],
+                &[
+                    Decided::new(READY, true, "Available", "2/2"),
+                    Decided::new(PERSISTENT_STORE, true, "EmbeddedVolume", "claim"),
+                ],
+                Some(1),
+                t0,
+            ),
+            replicas: 2,
+            current_image: Some("img@sha256:1".into()),
+            ..FaceKeyDeploymentStatus::default()
+        };
+        let new = observe_failure(Some(&old), Some(2), "ReadFailed", "forbidden", t1);
+        assert_eq!(new.observed_generation, Some(2));
+        let get = |t: &str| conditions::find(&new.conditions, t).unwrap().clone();
+        assert_eq!(
+            (get(READY).status.as_str(), get(READY).reason.as_str()),
+            ("False", "ReadFailed")
+        );
+        assert!(get(READY).message.contains("forbidden"));
+        assert_eq!(get(RECONCILING).status, "True");
+        assert_eq!(get(DEGRADED).status, "True");
+        assert_eq!(get(STALLED).status, "False");
+        assert_eq!(get(READY).last_transition_time.0, t1);
+        // What was last known stays.
+        assert_eq!(get(PERSISTENT_STORE).reason, "EmbeddedVolume");
+        assert_eq!(get(PERSISTENT_STORE).last_transition_time.0, t0);
+        assert_eq!(
+            (new.replicas, new.current_image.as_deref()),
+            (2, Some("img@sha256:1"))
+        );
+        // The same failure again changes nothing (no status write).
+        assert_eq!(
+            observe_failure(Some(&new), Some(2), "ReadFailed", "forbidden", t1),
+            new
+        );
+    }
 
     #[test]
     fn a_cloudnativepg_cluster_not_ready_says_so() {
