@@ -513,7 +513,6 @@ async fn the_counter_writes_injected_and_outdated_pods() {
 async fn admission_metrics_count_every_fixture_review_by_outcome() {
     use facekey_operator::metrics::Metrics;
     use facekey_operator::webhook::server::{Resources, WebhookState, router};
-    use tower::ServiceExt;
 
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let metrics = Metrics::new().unwrap();
@@ -542,16 +541,7 @@ async fn admission_metrics_count_every_fixture_review_by_outcome() {
         } else {
             std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap()
         };
-        let response = app
-            .clone()
-            .oneshot(
-                http::Request::post(MUTATE_PATH)
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let response = post_review(&app, body).await;
         assert_eq!(response.status().as_u16(), status, "{case}");
     }
     let count = |outcome: &str, reason: &str| {
@@ -666,7 +656,6 @@ async fn certificate_metrics_follow_issue_and_renewal() {
 async fn an_operator_scoped_to_one_namespace_leaves_other_namespaces_alone() {
     use facekey_operator::metrics::Metrics;
     use facekey_operator::webhook::server::{Resources, WebhookState, router};
-    use tower::ServiceExt;
 
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let answer = |scope: &str, case: &str| {
@@ -679,15 +668,7 @@ async fn an_operator_scoped_to_one_namespace_leaves_other_namespaces_alone() {
         });
         let body = std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap();
         async move {
-            let response = app
-                .oneshot(
-                    http::Request::post(MUTATE_PATH)
-                        .header("content-type", "application/json")
-                        .body(axum::body::Body::from(body))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
+            let response = post_review(&app, body).await;
             let bytes = http_body_util::BodyExt::collect(response.into_body())
                 .await
                 .unwrap()
@@ -705,4 +686,18 @@ async fn an_operator_scoped_to_one_namespace_leaves_other_namespaces_alone() {
     assert_eq!(own["response"]["allowed"], false, "{own}");
     let injected = answer("shop", "inject").await;
     assert!(injected["response"]["patch"].is_string(), "{injected}");
+}
+
+/// POST an AdmissionReview `body` to the webhook's router.
+async fn post_review(app: &axum::Router, body: Vec<u8>) -> axum::response::Response {
+    use tower::ServiceExt;
+    app.clone()
+        .oneshot(
+            http::Request::post(MUTATE_PATH)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
 }

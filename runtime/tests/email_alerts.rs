@@ -182,6 +182,15 @@ fn decode_qp(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Drop the last sender and wait (at most `secs`) for the email task to flush and end.
+async fn finish(sender: alerts::AlertSender, task: tokio::task::JoinHandle<()>, secs: u64) {
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(secs), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 fn attempt(i: usize) -> SpoofAttempt {
     SpoofAttempt {
         at: SystemTime::now(),
@@ -240,11 +249,7 @@ async fn alerts_are_delivered_over_starttls_with_auth_and_throttled() {
         );
     }
 
-    drop(sender);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    finish(sender, task, 10).await;
     let text = metrics.render().unwrap();
     assert!(
         text.contains(r#"facekey_alert_emails_total{result="sent"} 2"#),
@@ -279,11 +284,7 @@ async fn a_slow_relay_loses_no_event() {
         "{}",
         mails[1]
     );
-    drop(sender);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap();
+    finish(sender, task, 20).await;
     let text = metrics.render().unwrap();
     assert!(
         text.contains(r#"facekey_alert_emails_total{result="dropped"} 0"#),
@@ -371,11 +372,7 @@ async fn a_lockout_is_mailed_and_not_lost_behind_throttled_spoof_alerts() {
     assert!(!summary.contains("more"), "{summary}");
 
     drop(lockouts);
-    drop(sender);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    finish(sender, task, 10).await;
     let text = metrics.render().unwrap();
     assert!(text.contains("facekey_subject_lockouts_total 2"), "{text}");
     assert!(
@@ -414,11 +411,7 @@ async fn an_email_that_fails_is_sent_again_once_the_relay_is_back() {
         "both events in it: {}",
         messages[0]
     );
-    drop(sender);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap();
+    finish(sender, task, 20).await;
     let text = metrics.render().unwrap();
     assert!(
         text.contains(r#"facekey_alert_emails_total{result="sent"} 1"#),
@@ -447,11 +440,7 @@ async fn the_relay_is_checked_before_any_alert_needs_it() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(emails(&metrics, "failed"), 0, "no email was even attempted");
-        drop(sender);
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .unwrap()
-            .unwrap();
+        finish(sender, task, 10).await;
     }
     assert!(smtp.messages().is_empty());
 }
@@ -491,11 +480,7 @@ async fn an_untrusted_certificate_is_refused() {
     let mailer = Mailer::new(&settings).unwrap();
     let (sender, task) = alerts::spawn(mailer, Duration::from_millis(100), metrics.clone());
     attempt(1).emit(&metrics, Some(&sender));
-    drop(sender);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap();
+    finish(sender, task, 20).await;
     assert!(
         smtp.messages().is_empty(),
         "mail sent over an unverified TLS connection"

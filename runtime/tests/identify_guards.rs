@@ -64,6 +64,14 @@ async fn send_with_retry_after(
     (r.status(), retry, r.json().await.unwrap())
 }
 
+/// A subject named `name` with the face in `image`, added by the admin key.
+async fn enrolled(s: &Running, name: &str, image: &str) -> String {
+    let id = s.new_subject(name).await;
+    let (status, _, v) = add_face(s, &s.client, &id, image).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    id
+}
+
 async fn identify(s: &Running, client: &reqwest::Client, image: &str) -> Value {
     let (status, v) = send_json(
         client
@@ -105,9 +113,7 @@ async fn identify_counts_against_the_subject_it_matched_and_a_locked_one_reads_a
     let dir = audited(&mut c);
     let s = Running::start(c).await;
     let app = s.client_for("verify");
-    let eileen = s.new_subject("Eileen Collins").await;
-    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let eileen = enrolled(&s, "Eileen Collins", LIVE).await;
 
     // The attacker's photo while it matches nobody: the answer a locked subject must give later.
     let nobody = identify(&s, &app, SPOOF).await;
@@ -213,9 +219,7 @@ async fn a_rejected_identify_counts_against_the_closest_match_only() {
 async fn a_locked_subjects_genuine_face_is_no_candidate_while_others_are_still_identified() {
     let s = Running::start(config()).await;
     let app = s.client_for("verify");
-    let eileen = s.new_subject("Eileen Collins").await;
-    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let eileen = enrolled(&s, "Eileen Collins", LIVE).await;
     // A second subject enrolled with the same live face: both are accepted while unlocked.
     let twin = s.new_subject("Twin").await;
     let (status, _, v) = add_face(&s, &s.client, &twin, LIVE).await;
@@ -258,9 +262,7 @@ async fn required_sessions_cover_identify() {
     c.require_session = Switch::On;
     let s = Running::start(c).await;
     let app = s.client_for("verify");
-    let eileen = s.new_subject("Eileen Collins").await;
-    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let eileen = enrolled(&s, "Eileen Collins", LIVE).await;
     // Verify with a still photo is refused...
     let (status, _, v) = verify(&s, &app, &eileen, LIVE).await;
     assert_eq!(
@@ -309,9 +311,7 @@ async fn a_locked_subject_takes_no_face_and_a_face_mismatch_is_a_failed_attempt(
     let s = Running::start(config()).await;
     let enrol = s.client_for("enrol");
     let app = s.client_for("verify");
-    let eileen = s.new_subject("Eileen Collins").await;
-    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let eileen = enrolled(&s, "Eileen Collins", LIVE).await;
     // Another person's face through an enrol key: refused, and counted, twice.
     for _ in 0..2 {
         let (status, _, v) = add_face(&s, &enrol, &eileen, SPOOF).await;
@@ -356,9 +356,7 @@ async fn an_admin_lifts_a_lock_and_nothing_else_does() {
     let dir = audited(&mut c);
     let s = Running::start(c).await;
     let app = s.client_for("verify");
-    let eileen = s.new_subject("Eileen Collins").await;
-    let (status, _, v) = add_face(&s, &s.client, &eileen, LIVE).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let eileen = enrolled(&s, "Eileen Collins", LIVE).await;
     for _ in 0..3 {
         let (status, _, v) = verify(&s, &app, &eileen, SPOOF).await;
         assert_eq!(status, StatusCode::OK, "{v}");
