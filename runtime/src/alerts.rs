@@ -559,6 +559,38 @@ async fn check_relay(mailer: Mailer, reachable: prometheus::IntGauge) {
     }
 }
 
+/// The email task's two queues (lockouts apart, so a spoof flood cannot crowd them out), read
+/// as one: each event goes into a batch as it is taken.
+struct Inbox {
+    spoofs: mpsc::Receiver<SpoofAttempt>,
+    lockouts: mpsc::Receiver<SubjectLockout>,
+    spoofs_open: bool,
+    lockouts_open: bool,
+}
+
+impl Inbox {
+    /// Whether a sender is left (events may still come).
+    fn is_open(&self) -> bool {
+        self.spoofs_open || self.lockouts_open
+    }
+
+    /// Take the next event into `batch` (or note a queue closed). Pending forever once both are
+    /// closed: callers select it beside what else they wait for, only while [`Self::is_open`].
+    async fn take_into(&mut self, batch: &mut Batch) {
+        tokio::select! {
+            msg = self.spoofs.recv(), if self.spoofs_open => match msg {
+                Some(a) => batch.push_spoof(a),
+                None => self.spoofs_open = false,
+            },
+            msg = self.lockouts.recv(), if self.lockouts_open => match msg {
+                Some(l) => batch.push_lockout(l),
+                None => self.lockouts_open = false,
+            },
+            else => std::future::pending::<()>().await,
+        }
+    }
+}
+
 /// Start the email task. It sends the first event at once, then at most one email per
 /// `min_interval`, each summarising what arrived meanwhile (spoof attempts and lockouts alike).
 /// An email that fails (relay down, a temporary refusal, a wrong password) keeps its events: they
@@ -575,8 +607,14 @@ pub fn spawn(
     for result in ["sent", "failed", "dropped"] {
         metrics.alert_emails.with_label_values(&[result]);
     }
-    let (spoof_tx, mut spoof_rx) = mpsc::channel::<SpoofAttempt>(QUEUE_CAPACITY);
-    let (lockout_tx, mut lockout_rx) = mpsc::channel::<SubjectLockout>(QUEUE_CAPACITY);
+    let (spoof_tx, spoofs) = mpsc::channel::<SpoofAttempt>(QUEUE_CAPACITY);
+    let (lockout_tx, lockouts) = mpsc::channel::<SubjectLockout>(QUEUE_CAPACITY);
+    let mut inbox = Inbox {
+        spoofs,
+        lockouts,
+        spoofs_open: true,
+        lockouts_open: true,
+    };
     let reachable = metrics
         .alert_smtp_reachable
         .with_label_values(&[mailer.smarthost()]);
@@ -587,9 +625,8 @@ pub fn spawn(
         let mut due: Option<tokio::time::Instant> = None;
         let mut failures: u32 = 0;
         let mut pending = Batch::default();
-        let (mut spoofs_open, mut lockouts_open) = (true, true);
         loop {
-            let open = spoofs_open || lockouts_open;
+            let open = inbox.is_open();
             if !open && pending.is_empty() {
                 break;
             }
@@ -609,14 +646,7 @@ pub fn spawn(
                     loop {
                         tokio::select! {
                             r = &mut send => break r,
-                            msg = spoof_rx.recv(), if spoofs_open => match msg {
-                                Some(a) => pending.push_spoof(a),
-                                None => spoofs_open = false,
-                            },
-                            msg = lockout_rx.recv(), if lockouts_open => match msg {
-                                Some(l) => pending.push_lockout(l),
-                                None => lockouts_open = false,
-                            },
+                            () = inbox.take_into(&mut pending) => {}
                         }
                     }
                 };
@@ -658,19 +688,14 @@ pub fn spawn(
                 }
                 continue;
             }
+            // Wake when an email becomes due (only with something pending) or an event comes.
+            let wake = due.filter(|_| !pending.is_empty());
             tokio::select! {
-                msg = spoof_rx.recv(), if spoofs_open => match msg {
-                    Some(a) => pending.push_spoof(a),
-                    None => spoofs_open = false,
-                },
-                msg = lockout_rx.recv(), if lockouts_open => match msg {
-                    Some(l) => pending.push_lockout(l),
-                    None => lockouts_open = false,
-                },
+                () = inbox.take_into(&mut pending), if open => {}
                 () = async {
-                    match due {
-                        Some(d) if !pending.is_empty() => tokio::time::sleep_until(d).await,
-                        _ => std::future::pending::<()>().await,
+                    match wake {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending::<()>().await,
                     }
                 } => {}
             }
