@@ -395,6 +395,9 @@ await step("enrol-upload-face", async () => {
   expect(/by key \S+/.test(by), `the subject's creator reads ${JSON.stringify(by)}`);
   // The key's use of its quotas, asked again after the write (an admin key has no per-key limit).
   await waitText('[data-testid="key-quotas"]', (t) => /[1-9][\d,]* (of [\d,]+ )?faces? enrolled/.test(t), "the key's quotas");
+  // An admin row lifts a lockout through the real route (nothing is locked yet: it says so).
+  await row.getByTestId("subject-unlock").click();
+  await waitText('[data-testid="enrol-status"]', (t) => t.startsWith(`${subjectName} was not locked`), "status after unlock");
 }, [FACES]);
 
 await step("verify-with-camera", async () => {

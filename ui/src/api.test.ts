@@ -12,6 +12,7 @@ import {
   parseScore,
   parseSubjects,
   parseVerify,
+  releaseLockout,
   score,
   verify,
   whoami,
@@ -367,6 +368,20 @@ describe("API keys on requests", () => {
     expect(list.map((s) => s.id)).toEqual(["a", "b", "c"]);
     const urls = (fetchMock.mock.calls as unknown as [string][]).map((c) => c[0]);
     expect(urls).toEqual(["v1/subjects?limit=1000", "v1/subjects?limit=1000&after=b"]);
+  });
+
+  it("lifts a lockout and reads what it did", async () => {
+    const fetchMock = vi.fn(async () => answer(200, { subject: "s 1", was_locked: true, seconds_left: 42 }));
+    vi.stubGlobal("fetch", fetchMock);
+    expect(await releaseLockout("s 1")).toEqual({ subject: "s 1", wasLocked: true, secondsLeft: 42 });
+    const [url, init] = fetchMock.mock.calls[0] as unknown as [string, RequestInit];
+    expect(url).toBe("v1/subjects/s%201/lockout");
+    expect(init.method).toBe("DELETE");
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(200, { subject: "s1", was_locked: false, seconds_left: null })),
+    );
+    expect(await releaseLockout("s1")).toEqual({ subject: "s1", wasLocked: false, secondsLeft: undefined });
   });
 
   it("sends no Authorization header without a key", async () => {

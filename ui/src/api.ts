@@ -554,6 +554,25 @@ export async function deleteSubject(subjectId: string): Promise<void> {
   await send(`/v1/subjects/${encodeURIComponent(subjectId)}`, { method: "DELETE" });
 }
 
+/** What `DELETE /v1/subjects/{id}/lockout` did. */
+export interface LockoutReleased {
+  subject: string;
+  /** Whether the subject was locked (the lock is lifted). */
+  wasLocked: boolean;
+  /** Seconds that were left on the lock. */
+  secondsLeft?: number;
+}
+
+/** `DELETE /v1/subjects/{id}/lockout` (admin): lift the subject's lock, forget its failures. */
+export async function releaseLockout(subjectId: string): Promise<LockoutReleased> {
+  const r = obj(await json(`/v1/subjects/${encodeURIComponent(subjectId)}/lockout`, { method: "DELETE" }));
+  return {
+    subject: str(r.subject) ?? subjectId,
+    wasLocked: r.was_locked === true,
+    secondsLeft: num(r.seconds_left),
+  };
+}
+
 /**
  * `POST /v1/verify` with multipart fields `subject`, `image` and, for the forward pass,
  * `include_layers=true` (only an admin key gets scores and layers back).

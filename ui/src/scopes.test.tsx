@@ -4,6 +4,7 @@ import { Main } from "./App";
 import { ApiError, parseVerify } from "./api";
 import { ErrorBox } from "./components/ErrorBox";
 import { KeyBadge } from "./components/Header";
+import { SubjectTable } from "./components/SubjectTable";
 import { VerifyDecisionView, VerifyResultView } from "./components/VerifyResultView";
 import { type Auth, AuthContext } from "./hooks/useAuth";
 import type { Identity, Scope } from "./lib/auth";
@@ -105,6 +106,28 @@ describe("the enrol view by scope", () => {
     expect(ids.has("add-face")).toBe(true);
     expect(ids.has("subjects-need-admin")).toBe(false);
     expect(ids.has("face-target-id")).toBe(false);
+  });
+
+  it("admin rows offer unlock and delete; without the actions, neither", () => {
+    const subjects = [{ id: "s1", name: "Eileen", faces: 1 }];
+    const noop = () => undefined;
+    const admin = testIds(
+      render(
+        <SubjectTable
+          subjects={subjects}
+          selected={undefined}
+          onSelect={noop}
+          onDelete={noop}
+          onUnlock={noop}
+          busy={false}
+        />,
+      ),
+    );
+    expect(admin.has("subject-unlock")).toBe(true);
+    const plain = testIds(
+      render(<SubjectTable subjects={subjects} selected={undefined} onSelect={noop} busy={false} />),
+    );
+    expect(plain.has("subject-unlock")).toBe(false);
   });
 
   it("enrol: create and add faces, but listing and deleting need admin", () => {

@@ -8,11 +8,16 @@ interface SubjectTableProps {
   onSelect: (id: string) => void;
   /** Absent when the key may not delete subjects (no `admin` scope): no delete buttons. */
   onDelete?: (subject: Subject) => void;
+  /** Lift the subject's lockout (an `admin` key); absent: no such button. */
+  onUnlock?: (subject: Subject) => void;
   busy: boolean;
 }
 
-/** Enrolled subjects with selection for adding faces and, with `onDelete`, a two-step delete. */
-export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: SubjectTableProps) {
+/**
+ * Enrolled subjects with selection for adding faces and, with `onDelete`, a two-step delete
+ * (and with `onUnlock`, lifting a lockout).
+ */
+export function SubjectTable({ subjects, selected, onSelect, onDelete, onUnlock, busy }: SubjectTableProps) {
   const [confirming, setConfirming] = useState<string>();
   if (subjects.length === 0) return <p className="placeholder">No subjects enrolled yet.</p>;
   return (
@@ -79,9 +84,23 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, busy }: S
                     </button>
                   </>
                 ) : (
-                  <button type="button" className="secondary" disabled={busy} onClick={() => setConfirming(s.id)}>
-                    Delete…
-                  </button>
+                  <>
+                    {onUnlock ? (
+                      <button
+                        type="button"
+                        className="secondary"
+                        disabled={busy}
+                        onClick={() => onUnlock(s)}
+                        title="Lift a lockout after too many failed verifications"
+                        data-testid="subject-unlock"
+                      >
+                        Unlock
+                      </button>
+                    ) : null}
+                    <button type="button" className="secondary" disabled={busy} onClick={() => setConfirming(s.id)}>
+                      Delete…
+                    </button>
+                  </>
                 )}
               </td>
             ) : null}

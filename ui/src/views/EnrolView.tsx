@@ -1,5 +1,5 @@
 import { useId, useState } from "react";
-import { type Subject, addFace, createSubject, deleteSubject } from "../api";
+import { type Subject, addFace, createSubject, deleteSubject, releaseLockout } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
 import { ScopeNotice } from "../components/ScopeNotice";
@@ -100,6 +100,14 @@ function EnrolForms({ admin }: { admin: boolean }) {
       await deleteSubject(subject.id);
       if (selected === subject.id) setSelected(undefined);
       return `Deleted ${subject.name}.`;
+    });
+
+  const unlock = (subject: Subject) =>
+    void run("list", async () => {
+      const released = await releaseLockout(subject.id);
+      return released.wasLocked
+        ? `Lifted the lockout of ${subject.name}${released.secondsLeft !== undefined ? ` (${released.secondsLeft} s were left)` : ""}; its failed attempts are forgotten.`
+        : `${subject.name} was not locked; its failed attempts, if any, are forgotten.`;
     });
 
   return (
@@ -203,6 +211,7 @@ function EnrolForms({ admin }: { admin: boolean }) {
               selected={selected}
               onSelect={setSelected}
               onDelete={admin ? remove : undefined}
+              onUnlock={admin ? unlock : undefined}
               busy={busy}
             />
           ) : (
