@@ -537,15 +537,15 @@ impl Mailer {
     }
 }
 
-/// Check the relay at once and every [`CHECK_EVERY`], into `reachable` (1/0); a failure is
+/// Check the relay at once and every [`CHECK_EVERY`], into `reachable`; a failure is
 /// logged when the state changes, so a wrong password or CA is known before an attack needs the
 /// mail. Runs until aborted.
-async fn check_relay(mailer: Mailer, reachable: prometheus::IntGauge) {
+async fn check_relay(mailer: Mailer, reachable: impl Fn(bool)) {
     let mut was_up: Option<bool> = None;
     loop {
         let result = mailer.check().await;
         let up = result.is_ok();
-        reachable.set(i64::from(up));
+        reachable(up);
         match (&result, was_up) {
             (Err(e), None | Some(true)) => tracing::error!(
                 error = %e,
@@ -615,9 +615,15 @@ pub fn spawn(
         spoofs_open: true,
         lockouts_open: true,
     };
-    let reachable = metrics
-        .alert_smtp_reachable
-        .with_label_values(&[mailer.smarthost()]);
+    // The series appears with the first result (a check or an email), not at 0 before any:
+    // until then nothing is known about the relay.
+    let gauge = metrics.alert_smtp_reachable.clone();
+    let smarthost = mailer.smarthost().to_owned();
+    let reachable = move |up: bool| {
+        gauge
+            .with_label_values(&[smarthost.as_str()])
+            .set(i64::from(up));
+    };
     let checker = tokio::spawn(check_relay(mailer.clone(), reachable.clone()));
     let task = tokio::spawn(async move {
         // When the next email may go: after the interval since the last one, or the retry delay
@@ -653,14 +659,14 @@ pub fn spawn(
                 let now = tokio::time::Instant::now();
                 match result {
                     Ok(()) => {
-                        reachable.set(1);
+                        reachable(true);
                         metrics.alert_emails.with_label_values(&["sent"]).inc();
                         tracing::info!(spoofs, lockouts, "alert email sent");
                         failures = 0;
                         due = Some(now + min_interval);
                     }
-                    Err(e) if open => {
-                        reachable.set(0);
+                    Err(e) if inbox.is_open() => {
+                        reachable(false);
                         metrics.alert_emails.with_label_values(&["failed"]).inc();
                         failures = failures.saturating_add(1);
                         let delay = retry_delay(min_interval, failures);

@@ -430,15 +430,24 @@ async fn the_relay_is_checked_before_any_alert_needs_it() {
         let interval = Duration::from_millis(100);
         let mailer = Mailer::new(&smtp.settings(password, interval)).unwrap();
         let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+        // The series appears with the check's result (not before: nothing is known until then).
         let series = format!(
-            "facekey_alert_smtp_reachable{{smarthost=\"127.0.0.1:{}\"}} {expected}",
+            "facekey_alert_smtp_reachable{{smarthost=\"127.0.0.1:{}\"}}",
             smtp.port
         );
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !metrics.render().unwrap().contains(&series) {
+        let value = loop {
+            let text = metrics.render().unwrap();
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            {
+                break v.trim().to_owned();
+            }
             assert!(Instant::now() < deadline, "{series} never read");
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        assert_eq!(value, expected.to_string(), "with password {password}");
         assert_eq!(emails(&metrics, "failed"), 0, "no email was even attempted");
         finish(sender, task, 10).await;
     }

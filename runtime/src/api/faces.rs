@@ -688,10 +688,18 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
     };
     let mut failed = Vec::new();
     if decision == Decision::Reject {
+        // The first of the most similar (the judged are nearest first, as the answer's reasons
+        // are), not `max_by`'s last of equals.
         let closest = judged
             .iter_mut()
             .filter(|j| !j.locked && j.matched.decision == Decision::Accept)
-            .max_by(|a, b| a.matched.similarity.total_cmp(&b.matched.similarity));
+            .reduce(|best, j| {
+                if j.matched.similarity > best.matched.similarity {
+                    j
+                } else {
+                    best
+                }
+            });
         if let Some(j) = closest {
             match state.lockouts.record_failure(&j.subject.id).await {
                 Ok(_) => failed.push(j.subject.id.clone()),

@@ -222,10 +222,6 @@ impl ApiKeys {
                     tracing::info!(file = %path.display(), keys = count, "API keys file changed; keys reloaded");
                 }
                 Err(e) => {
-                    metrics
-                        .api_key_reloads
-                        .with_label_values(&["rejected"])
-                        .inc();
                     let text = String::from_utf8_lossy(last.as_deref().unwrap_or_default());
                     let before = self.ring();
                     let kept = before.surviving(&text);
@@ -245,6 +241,11 @@ impl ApiKeys {
                         metrics.api_keys.set(kept.entries().len() as i64);
                         self.replace(kept);
                     }
+                    // Counted once the revocations are in force.
+                    metrics
+                        .api_key_reloads
+                        .with_label_values(&["rejected"])
+                        .inc();
                 }
             }
         }
