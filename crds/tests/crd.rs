@@ -974,3 +974,20 @@ fn the_shipped_crd_is_protected_from_gitops_pruning() {
         Some("disabled")
     );
 }
+
+/// The scrape interval the alert rules' 5-minute windows can use: more than 0, at most 75s.
+#[test]
+fn scrape_intervals_past_75s_are_refused() {
+    let with = |interval: &str| {
+        object(json!({"image": "img:1",
+                      "monitoring": {"serviceMonitor": {"interval": interval}}}))
+    };
+    for ok in ["30s", "1m", "1m15s", "75s", "500ms"] {
+        assert_eq!(cel_failures(&with(ok)), Vec::<String>::new(), "{ok}");
+    }
+    for bad in ["76s", "2m", "1h", "0s"] {
+        let failures = cel_failures(&with(bad));
+        assert_eq!(failures.len(), 1, "{bad}: {failures:?}");
+        assert!(failures[0].contains("at most 75s"), "{failures:?}");
+    }
+}

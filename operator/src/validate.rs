@@ -114,12 +114,6 @@ pub enum Problem {
         /// Position in the list.
         index: usize,
     },
-    /// `monitoring.serviceMonitor.interval` is 0 or longer than [`MAX_SCRAPE_INTERVAL`]: the
-    /// alert rules' 5-minute windows would hold too few samples to fire.
-    #[error(
-        "monitoring.serviceMonitor.interval must be more than 0 and at most 75s, got {0:?}: the alert rules' 5-minute windows need at least 4 scrapes, or the spoof and error alerts never fire"
-    )]
-    ScrapeInterval(String),
     /// `scanGate` is looser than the operator's policy floor (the message names the flag).
     #[error("{0}")]
     PolicyFloor(String),
@@ -309,16 +303,6 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
             }
         }
     }
-    if let Some(sm) = spec
-        .monitoring
-        .as_ref()
-        .and_then(|m| m.service_monitor.as_ref())
-    {
-        match prometheus_duration(&sm.interval) {
-            Some(d) if !d.is_zero() && d <= MAX_SCRAPE_INTERVAL => {}
-            _ => problems.push(Problem::ScrapeInterval(sm.interval.clone())),
-        }
-    }
     if let Some(pod) = &spec.pod {
         pod_problems(pod, &mut problems);
     }
@@ -472,49 +456,6 @@ fn allows_insecure(spec: &FaceKeyDeploymentSpec) -> bool {
 
 /// `settings` names only [`facekey_crds::RUNTIME_SETTINGS`], with one-line values, and does not
 /// turn liveness off without saying it is insecure.
-/// The longest scrape interval the generated alert rules work with: their shortest windows are
-/// 5 minutes, and `rate()`/`increase()` need at least 4 samples in one.
-pub const MAX_SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(75);
-
-/// A Prometheus duration (`1h30m`, `45s`, `500ms`, units `y w d h m s ms` in that order, each at
-/// most once); `None` when it is not one.
-pub fn prometheus_duration(text: &str) -> Option<std::time::Duration> {
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    if text == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut millis: u64 = 0;
-    let mut next_unit = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let value: u64 = rest[..digits].parse().ok()?;
-        let after = &rest[digits..];
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let unit = &after[..unit_len];
-        let at = UNITS[next_unit..].iter().position(|(u, _)| *u == unit)? + next_unit;
-        millis = millis.checked_add(value.checked_mul(UNITS[at].1)?)?;
-        next_unit = at + 1;
-        rest = &after[unit_len..];
-    }
-    (!text.is_empty()).then(|| std::time::Duration::from_millis(millis))
-}
-
 fn settings_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) {
     for (name, value) in &spec.settings {
         if facekey_crds::setting_env_name(name).is_none() {
@@ -927,48 +868,6 @@ mod tests {
                 },
             ]
         );
-    }
-
-    #[test]
-    fn prometheus_durations() {
-        use std::time::Duration;
-        assert_eq!(prometheus_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(prometheus_duration("1m15s"), Some(Duration::from_secs(75)));
-        assert_eq!(
-            prometheus_duration("1h30m"),
-            Some(Duration::from_secs(5400))
-        );
-        assert_eq!(
-            prometheus_duration("500ms"),
-            Some(Duration::from_millis(500))
-        );
-        assert_eq!(prometheus_duration("1d"), Some(Duration::from_secs(86_400)));
-        assert_eq!(prometheus_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "30", "s", "1s1m", "1m1m", "1.5s", "-1s", "1x"] {
-            assert_eq!(prometheus_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn scrape_intervals_the_alert_windows_cannot_use_are_refused() {
-        let with = |interval: &str| {
-            let mut spec = spec();
-            spec.monitoring = Some(facekey_crds::Monitoring {
-                service_monitor: Some(facekey_crds::ServiceMonitorSpec {
-                    interval: interval.to_owned(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-            validate(&spec)
-        };
-        for ok in ["30s", "1m", "1m15s", "75s", "500ms"] {
-            assert!(with(ok).is_ok(), "{ok}");
-        }
-        for bad in ["76s", "2m", "5m", "0", "0s", "1d"] {
-            let err = with(bad).unwrap_err();
-            assert_eq!(err.problems, vec![Problem::ScrapeInterval(bad.to_owned())]);
-        }
     }
 
     #[test]

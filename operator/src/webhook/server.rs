@@ -39,8 +39,8 @@ use crate::metrics::Metrics;
 /// Path of the mutating webhook (`clientConfig.service.path`).
 pub const MUTATE_PATH: &str = "/mutate-v1-pod";
 /// Largest AdmissionReview body accepted: the API server stores no object over 1.5 MiB, so a
-/// review of a real pod is smaller. With [`ServeLimits::max_connections`] it bounds what bodies
-/// in flight can hold (48 x 3 MiB, within the operator's 256 MiB limit with room to spare).
+/// review of a real pod is smaller. With [`ServeLimits::max_requests_in_flight`] it bounds what
+/// bodies in flight can hold (16 x 3 MiB, within the operator's 256 MiB limit with room to spare).
 const MAX_BODY: usize = 3 << 20;
 
 /// What the webhook's listener allows each client. Any pod in the cluster can reach the port,
@@ -57,8 +57,15 @@ pub struct ServeLimits {
     /// Longest a request may take, its body's arrival included: 408 past it (the API server
     /// gives up on a review after its `timeoutSeconds`, at most 30 s, anyway).
     pub request_timeout: Duration,
-    /// Connections served at once; further ones wait in the kernel's backlog.
+    /// Connections served at once (idle ones are cheap; this bounds sockets and tasks);
+    /// further ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one peer address may hold at once; more are closed at once, so a single pod
+    /// keeping connections alive cannot take the places the API server needs.
+    pub max_connections_per_peer: usize,
+    /// Requests whose bodies are read and answered at once, across connections (each body up
+    /// to 3 MiB: this bounds their memory); more wait within their request timeout.
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for ServeLimits {
@@ -67,7 +74,54 @@ impl Default for ServeLimits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
-            max_connections: 48,
+            max_connections: 1024,
+            max_connections_per_peer: 64,
+            max_requests_in_flight: 16,
+        }
+    }
+}
+
+/// Connections held per peer address ([`ServeLimits::max_connections_per_peer`]).
+#[derive(Clone, Default)]
+struct PeerCount(Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection counted against its peer until dropped.
+struct PeerSlot {
+    count: PeerCount,
+    ip: std::net::IpAddr,
+}
+
+impl PeerCount {
+    /// A slot for `ip`, or `None` when it holds `max` already.
+    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = map.entry(ip).or_default();
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(PeerSlot {
+            count: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .count
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
         }
     }
 }
@@ -360,6 +414,8 @@ pub async fn serve_tls_with(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight.max(1)));
+    let peers = PeerCount::default();
     tokio::pin!(shutdown);
     loop {
         // A connection is accepted only with a permit: past the bound, clients wait in the
@@ -382,19 +438,25 @@ pub async fn serve_tls_with(
                 }
             },
         };
+        let Some(slot) = peers.take(peer.ip(), limits.max_connections_per_peer.max(1)) else {
+            debug!(%peer, "webhook connection refused: the peer holds its share of connections");
+            continue;
+        };
         // Answers are small: send them at once (no Nagle delay waiting for the client's ACK).
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(%peer, error = %e, "TCP_NODELAY not set");
         }
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let in_flight = Arc::clone(&in_flight);
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let router = router.clone();
+            let (router, in_flight) = (router.clone(), Arc::clone(&in_flight));
             async move {
-                let answer = tokio::time::timeout(
-                    limits.request_timeout,
-                    router.oneshot(req.map(axum::body::Body::new)),
-                )
+                // The wait for a place counts against the request's own timeout.
+                let answer = tokio::time::timeout(limits.request_timeout, async move {
+                    let _place = in_flight.acquire_owned().await;
+                    router.oneshot(req.map(axum::body::Body::new)).await
+                })
                 .await;
                 answer.unwrap_or_else(|_| {
                     debug!(%peer, "webhook request timed out");
@@ -403,7 +465,7 @@ pub async fn serve_tls_with(
             }
         });
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _slot) = (permit, slot);
             let tls =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,

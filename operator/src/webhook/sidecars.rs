@@ -19,6 +19,9 @@ use tracing::{debug, warn};
 
 use crate::desired::{SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_LABEL};
 
+/// Pods read per list call when counting (the namespace's pods, a page at a time).
+const PAGE: u32 = 500;
+
 /// Field manager of `status.sidecar`.
 pub const FIELD_MANAGER: &str = "facekey-operator-sidecars";
 /// Event reason when pods run an outdated sidecar.
@@ -84,7 +87,8 @@ pub fn count<'a>(
             continue;
         };
         status.injected_pods += 1;
-        if Some(running) != image || sidecar_config(pod) != config {
+        // Without the settings new pods get (no sidecar offered any more), the image alone.
+        if Some(running) != image || (config.is_some() && sidecar_config(pod) != config) {
             status.outdated_pods += 1;
         }
     }
@@ -134,8 +138,10 @@ pub fn missing_event(
         reason: MISSING_REASON.to_owned(),
         note: Some(format!(
             "{} pods ask for the FaceKey sidecar of {resource} (facekey.dev/inject) but run \
-             without it: admitted while no webhook answered (failurePolicy Ignore) or skipped \
-             (see the Events on their owners); restart them once the webhook answers",
+             without it: admitted while no webhook answered (failurePolicy Ignore), or skipped \
+             for a reason of their own (hostNetwork, a port or volume conflict, no admitted \
+             image: see the Sidecar<Reason> Warning Events on their owners); restart those admitted \
+             during an outage once the webhook answers",
             new.missing_pods
         )),
         action: "CountSidecars".to_owned(),
@@ -202,22 +208,6 @@ async fn count_one(
 ) -> Result<(), kube::Error> {
     let ns = fkd.namespace().unwrap_or_default();
     let name = fkd.name_any();
-    // Every pod of the namespace: the injected ones carry the label, the ones that asked and
-    // were admitted without the sidecar only the annotation (not selectable).
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?;
-    let labelled: Vec<&Pod> = pods
-        .items
-        .iter()
-        .filter(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SIDECAR_LABEL))
-                .is_some_and(|v| *v == name)
-        })
-        .collect();
     let image =
         crate::scan_gate::last_known_good(fkd.status.as_ref()).filter(|i| i.contains("@sha256:"));
     let config = match (image, fkd.spec.sidecar.as_ref().filter(|s| s.enabled)) {
@@ -226,8 +216,30 @@ async fn count_one(
         }
         _ => None,
     };
-    let mut new = count(labelled, image, config.as_deref());
-    new.missing_pods = missing(&pods.items, &name);
+    // Every pod of the namespace, a page at a time (bounded memory however many there are): the
+    // injected ones carry the label, the ones that asked and were admitted without the sidecar
+    // only the annotation (not selectable).
+    let api = Api::<Pod>::namespaced(client.clone(), &ns);
+    let mut new = count([], image, config.as_deref());
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        let labelled = page.items.iter().filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SIDECAR_LABEL))
+                .is_some_and(|v| *v == name)
+        });
+        let counted = count(labelled, image, config.as_deref());
+        new.injected_pods += counted.injected_pods;
+        new.outdated_pods += counted.outdated_pods;
+        new.missing_pods += missing(&page.items, &name);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
     if old == Some(&new) {
         return Ok(());
     }
@@ -331,6 +343,9 @@ mod tests {
         ];
         let s = count(pods.iter(), image, Some("cfg-new"));
         assert_eq!((s.injected_pods, s.outdated_pods), (3, 2));
+        // No settings to compare (the sidecar is no longer offered): the image alone decides.
+        let s = count(pods.iter(), image, None);
+        assert_eq!((s.injected_pods, s.outdated_pods), (3, 0));
     }
 
     #[test]
