@@ -384,7 +384,8 @@ pub struct Lockout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = bounds::LOCKOUT_PERIOD_SECONDS))]
     pub window_seconds: Option<u32>,
-    /// Seconds a locked subject stays locked (`FACEKEY_LOCKOUT_SECS`, default 900).
+    /// Seconds a locked subject stays locked the first time (`FACEKEY_LOCKOUT_SECS`, default
+    /// 900); each lock in a row doubles, up to a day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = bounds::LOCKOUT_PERIOD_SECONDS))]
     pub duration_seconds: Option<u32>,

@@ -484,7 +484,8 @@ pub struct Config {
     #[arg(long, env = env::LOCKOUT_WINDOW_SECS, default_value_t = defaults::LOCKOUT_WINDOW_SECS)]
     pub lockout_window_secs: u64,
 
-    /// How long a locked subject stays locked, seconds.
+    /// How long a locked subject stays locked the first time, seconds; each lock in a row (no
+    /// successful verification between) doubles, up to a day.
     #[arg(long, env = env::LOCKOUT_SECS, default_value_t = defaults::LOCKOUT_SECS)]
     pub lockout_secs: u64,
 

@@ -68,8 +68,11 @@ pub struct Policy {
     pub attempts: u32,
     /// The sliding window failures are counted in.
     pub window: Duration,
-    /// How long a locked subject stays locked.
+    /// How long a locked subject stays locked the first time.
     pub lock: Duration,
+    /// The longest a lock grows to by doubling ([`Policy::lock_for`]), and how long after its
+    /// end a lock still counts toward the next one's length; zero: locks never grow.
+    pub max_lock: Duration,
 }
 
 impl Policy {
@@ -78,6 +81,7 @@ impl Policy {
         attempts: 0,
         window: Duration::ZERO,
         lock: Duration::ZERO,
+        max_lock: Duration::ZERO,
     };
 
     /// The policy the configuration sets, validated; the error names the setting.
@@ -86,6 +90,7 @@ impl Policy {
             attempts: config.lockout_attempts,
             window: Duration::from_secs(config.lockout_window_secs),
             lock: Duration::from_secs(config.lockout_secs),
+            max_lock: ESCALATION_CAP,
         }
         .validated()
     }
@@ -123,7 +128,23 @@ impl Policy {
     pub fn is_enabled(&self) -> bool {
         self.attempts > 0
     }
+
+    /// How long the `streak`-th lock in a row lasts (locks with no successful verification in
+    /// between, each within `max_lock` of the previous one's end): the base lock, doubled for
+    /// each lock before it, at most `max_lock` (or the base lock if that is longer) — the
+    /// exponential delay NIST SP 800-63B (5.2.3) asks of biometric authenticators once the
+    /// attempts are spent.
+    pub fn lock_for(&self, streak: u32) -> Duration {
+        let doublings = streak.saturating_sub(1).min(30);
+        self.lock
+            .saturating_mul(1u32 << doublings)
+            .min(self.lock.max(self.max_lock))
+    }
 }
+
+/// [`Policy::max_lock`] as configured: locks double up to a day, and a lock counts toward the
+/// next one's length for a day after it ends.
+pub const ESCALATION_CAP: Duration = Duration::from_secs(24 * 3600);
 
 /// A subject that is locked, and for how long still.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -267,6 +288,8 @@ struct Entry {
     /// Failures inside the window, oldest first (fewer than the threshold).
     failures: VecDeque<Instant>,
     locked_until: Option<Instant>,
+    /// Locks in a row (no success in between): the next one lasts [`Policy::lock_for`] of it.
+    streak: u32,
     /// After this instant the entry says nothing any more.
     expires: Instant,
 }
@@ -396,6 +419,7 @@ impl Ledger for MemoryLedger {
         let entry = entries.entry(subject.to_owned()).or_insert_with(|| Entry {
             failures: VecDeque::new(),
             locked_until: None,
+            streak: 0,
             expires: now,
         });
         if let Some(until) = entry.locked_until {
@@ -414,16 +438,16 @@ impl Ledger for MemoryLedger {
         entry.failures.push_back(now);
         let failures = u32::try_from(entry.failures.len()).unwrap_or(u32::MAX);
         if failures >= policy.attempts {
-            let until = now + policy.lock;
+            entry.streak = entry.streak.saturating_add(1);
+            let lock = policy.lock_for(entry.streak);
+            let until = now + lock;
             entry.failures.clear();
             entry.locked_until = Some(until);
-            entry.expires = until;
-            Ok(Counted::LockedNow {
-                failures,
-                lock: policy.lock,
-            })
+            // Remembered for the next lock's length a while after it ends.
+            entry.expires = until + policy.max_lock;
+            Ok(Counted::LockedNow { failures, lock })
         } else {
-            entry.expires = now + policy.window;
+            entry.expires = entry.expires.max(now + policy.window);
             Ok(Counted::Failures(failures))
         }
     }
@@ -524,20 +548,28 @@ impl Ledger for PgLedger {
         }
         let failures = u32::try_from(recent.saturating_add(1)).unwrap_or(u32::MAX);
         let counted = if failures >= policy.attempts {
-            sqlx::query(
+            // The lock doubles per lock in a row (lock_streak before this one), up to the cap;
+            // the row is kept the cap's length after the lock ends to remember the streak.
+            let locked: f64 = sqlx::query_scalar(
                 "UPDATE facekey_lockouts SET failures = '{}', \
-                   locked_until = now() + make_interval(secs => $2), \
-                   expires_at = now() + make_interval(secs => $2) \
-                 WHERE subject = $1",
+                   locked_until = now() + make_interval(secs => \
+                     LEAST($2 * power(2, LEAST(lock_streak, 30)), $3)), \
+                   expires_at = now() + make_interval(secs => \
+                     LEAST($2 * power(2, LEAST(lock_streak, 30)), $3) + $4), \
+                   lock_streak = lock_streak + 1 \
+                 WHERE subject = $1 \
+                 RETURNING extract(epoch FROM locked_until - now())::float8",
             )
             .bind(subject)
             .bind(lock)
-            .execute(&mut *tx)
+            .bind(policy.lock.max(policy.max_lock).as_secs_f64())
+            .bind(policy.max_lock.as_secs_f64())
+            .fetch_one(&mut *tx)
             .await
             .map_err(&err)?;
             Counted::LockedNow {
                 failures,
-                lock: policy.lock,
+                lock: secs(locked),
             }
         } else {
             sqlx::query(
@@ -545,7 +577,7 @@ impl Ledger for PgLedger {
                    failures = ARRAY(SELECT f FROM unnest(failures) AS f \
                      WHERE f > now() - make_interval(secs => $2) ORDER BY f) || now(), \
                    locked_until = NULL, \
-                   expires_at = now() + make_interval(secs => $2) \
+                   expires_at = GREATEST(expires_at, now() + make_interval(secs => $2)) \
                  WHERE subject = $1",
             )
             .bind(subject)
@@ -914,6 +946,7 @@ mod tests {
             attempts: 5,
             window: Duration::from_secs(900),
             lock: Duration::from_secs(600),
+            max_lock: Duration::ZERO,
         }
     }
 
@@ -1124,6 +1157,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn locks_in_a_row_double_up_to_the_cap_until_a_success_or_a_quiet_spell() {
+        let escalating = Policy {
+            attempts: 2,
+            window: Duration::from_secs(900),
+            lock: Duration::from_secs(60),
+            max_lock: Duration::from_secs(300),
+        };
+        let (l, clock, ledger, _) = service(escalating, 100);
+        // Two failures lock; each lock in a row lasts twice the one before, up to 300 s.
+        let lock_now = async || {
+            assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+            let locked = l.record_failure(SUBJECT).await.unwrap().expect("locks");
+            clock.advance(locked.retry_after);
+            locked.retry_after.as_secs()
+        };
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(lock_now().await);
+        }
+        assert_eq!(seen, [60, 120, 240, 300, 300]);
+        // A successful verification ends the streak: the next lock is the first again.
+        l.record_success(SUBJECT).await.unwrap();
+        assert_eq!(lock_now().await, 60);
+        assert_eq!(lock_now().await, 120);
+        // So does a quiet spell of `max_lock` after the last lock ended.
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(ledger.purge_expired().await.unwrap(), 1);
+        assert_eq!(lock_now().await, 60);
+        // An administrator's release forgets the streak too.
+        assert_eq!(lock_now().await, 120);
+        l.release(SUBJECT).await.unwrap();
+        assert_eq!(lock_now().await, 60);
+        // The base policy's numbers: a day at most, from 15 minutes (900, 1800, … 86400).
+        let configured = Policy {
+            lock: Duration::from_secs(900),
+            max_lock: ESCALATION_CAP,
+            ..escalating
+        };
+        assert_eq!(configured.lock_for(1), Duration::from_secs(900));
+        assert_eq!(configured.lock_for(7), Duration::from_secs(57_600));
+        assert_eq!(configured.lock_for(8), ESCALATION_CAP);
+        assert_eq!(configured.lock_for(u32::MAX), ESCALATION_CAP);
+        // A base lock longer than the cap is kept as it is, never shortened.
+        let long = Policy {
+            lock: Duration::from_secs(200_000),
+            ..configured
+        };
+        assert_eq!(long.lock_for(3), Duration::from_secs(200_000));
+    }
+
+    #[tokio::test]
     async fn success_clears_failures_but_not_a_lock() {
         let (l, _, _, _) = service(policy(), 100);
         for _ in 0..4 {
@@ -1262,6 +1346,7 @@ mod tests {
         assert!(e.contains("FACEKEY_LOCKOUT_WINDOW_SECS"), "{e}");
         let e = Policy {
             lock: MAX_PERIOD + Duration::from_secs(1),
+            max_lock: Duration::ZERO,
             ..policy()
         }
         .validated()

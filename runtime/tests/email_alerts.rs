@@ -305,6 +305,7 @@ async fn a_lockout_is_mailed_and_not_lost_behind_throttled_spoof_alerts() {
             attempts: 3,
             window: Duration::from_secs(900),
             lock: Duration::from_secs(600),
+            max_lock: Duration::ZERO,
         },
         std::sync::Arc::new(MemoryLedger::new()),
         metrics.clone(),

@@ -53,6 +53,7 @@ fn policy(attempts: u32, lock: Duration) -> Policy {
         attempts,
         window: Duration::from_secs(900),
         lock,
+        max_lock: Duration::ZERO,
     }
 }
 
@@ -191,6 +192,7 @@ async fn expired_rows_are_purged_and_an_unreachable_database_fails_closed() {
         attempts: 3,
         window: Duration::from_secs(1),
         lock: Duration::from_secs(1),
+        max_lock: Duration::ZERO,
     };
     let a = replica(&pg, p).await;
     // One subject locked, one with a failure: both expire within a second.
@@ -273,4 +275,52 @@ async fn writes_holding_every_store_connection_do_not_starve_the_ledger() {
         "1"
     );
     drop(held);
+}
+
+/// Locks in a row double on the shared ledger as in memory, whichever replica counts them, and a
+/// success through either resets the streak.
+#[tokio::test]
+async fn locks_in_a_row_double_across_replicas() {
+    let pg = PgServer::start();
+    let p = Policy {
+        attempts: 2,
+        window: Duration::from_secs(60),
+        lock: Duration::from_secs(1),
+        max_lock: Duration::from_secs(30),
+    };
+    let a = replica(&pg, p).await;
+    let b = replica(&pg, p).await;
+    let lock_through = async |first: &Replica, second: &Replica| {
+        assert_eq!(first.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+        let locked = second
+            .lockouts
+            .record_failure(SUBJECT)
+            .await
+            .unwrap()
+            .expect("the second failure locks");
+        tokio::time::sleep(locked.retry_after + Duration::from_millis(50)).await;
+        locked.retry_after
+    };
+    let first = lock_through(&a, &b).await;
+    let second = lock_through(&b, &a).await;
+    let third = lock_through(&a, &a).await;
+    assert!(first <= Duration::from_secs(1), "{first:?}");
+    assert!(
+        second > Duration::from_millis(1500) && second <= Duration::from_secs(2),
+        "{second:?}"
+    );
+    assert!(
+        third > Duration::from_millis(3500) && third <= Duration::from_secs(4),
+        "{third:?}"
+    );
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT lock_streak FROM facekey_lockouts WHERE subject = '{SUBJECT}'"
+        )),
+        "3"
+    );
+    // A success through the other replica ends the streak.
+    b.lockouts.record_success(SUBJECT).await.unwrap();
+    let again = lock_through(&a, &b).await;
+    assert!(again <= Duration::from_secs(1), "{again:?}");
 }
