@@ -1168,7 +1168,7 @@ mod tests {
         // Two failures lock; each lock in a row lasts twice the one before, up to 300 s.
         let lock_now = async || {
             assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
-            let locked = l.record_failure(SUBJECT).await.unwrap().expect("locks");
+            let locked = l.record_failure(SUBJECT).await.unwrap().unwrap();
             clock.advance(locked.retry_after);
             locked.retry_after.as_secs()
         };
