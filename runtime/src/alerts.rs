@@ -187,13 +187,18 @@ impl Batch {
             self.spoofs.push(attempt);
             return;
         }
-        let target = (attempt.route, attempt.subject, attempt.key_id);
-        if let Some(n) = self.tallied.get_mut(&target) {
-            *n += 1;
+        self.tally((attempt.route, attempt.subject, attempt.key_id), 1);
+    }
+
+    /// Count `n` attempts at `target`: under its name while fewer than [`MAX_TALLIED`] targets
+    /// are named, else only in the total.
+    fn tally(&mut self, target: Target, n: usize) {
+        if let Some(m) = self.tallied.get_mut(&target) {
+            *m += n;
         } else if self.tallied.len() < MAX_TALLIED {
-            self.tallied.insert(target, 1);
+            self.tallied.insert(target, n);
         } else {
-            self.more_spoofs += 1;
+            self.more_spoofs += n;
         }
     }
 
@@ -203,13 +208,7 @@ impl Batch {
             self.push_spoof(a);
         }
         for (target, n) in later.tallied {
-            if let Some(m) = self.tallied.get_mut(&target) {
-                *m += n;
-            } else if self.tallied.len() < MAX_TALLIED {
-                self.tallied.insert(target, n);
-            } else {
-                self.more_spoofs += n;
-            }
+            self.tally(target, n);
         }
         self.more_spoofs += later.more_spoofs;
         for l in later.lockouts {
@@ -486,22 +485,38 @@ impl Mailer {
         })
     }
 
+    /// The error of a failed exchange with the relay.
+    fn failed(&self, source: Box<dyn std::error::Error + Send + Sync>) -> AlertError {
+        AlertError::Send {
+            smarthost: self.smarthost.clone(),
+            source,
+        }
+    }
+
+    /// `exchange` with the relay, given at most [`SEND_TIMEOUT`], its error as [`AlertError`].
+    async fn within_timeout<T>(
+        &self,
+        exchange: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, AlertError> {
+        match tokio::time::timeout(SEND_TIMEOUT, exchange).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => Err(self.failed(Box::new(e))),
+            Err(_) => {
+                Err(self.failed(format!("no answer within {} s", SEND_TIMEOUT.as_secs()).into()))
+            }
+        }
+    }
+
     /// Connect to the relay, start TLS and log in (as a send would), then leave: whether the
     /// alert emails could go out now.
     pub async fn check(&self) -> Result<(), AlertError> {
-        let err = |source: Box<dyn std::error::Error + Send + Sync>| AlertError::Send {
-            smarthost: self.smarthost.clone(),
-            source,
-        };
-        match tokio::time::timeout(SEND_TIMEOUT, self.transport.test_connection()).await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(err("the connection did not stay open".into())),
-            Ok(Err(e)) => Err(err(Box::new(e))),
-            Err(_) => Err(err(format!(
-                "no answer within {} s",
-                SEND_TIMEOUT.as_secs()
-            )
-            .into())),
+        if self
+            .within_timeout(self.transport.test_connection())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(self.failed("the connection did not stay open".into()))
         }
     }
 
@@ -513,10 +528,6 @@ impl Mailer {
     /// Send one email summarising `batch`.
     pub async fn send(&self, batch: &Batch) -> Result<(), AlertError> {
         let (subject, body) = compose(&self.instance, batch);
-        let err = |source: Box<dyn std::error::Error + Send + Sync>| AlertError::Send {
-            smarthost: self.smarthost.clone(),
-            source,
-        };
         let mut message = Message::builder().from(self.from.clone()).subject(subject);
         for to in &self.to {
             message = message.to(to.clone());
@@ -524,16 +535,10 @@ impl Mailer {
         let message = message
             .header(ContentType::TEXT_PLAIN)
             .body(body)
-            .map_err(|e| err(Box::new(e)))?;
-        match tokio::time::timeout(SEND_TIMEOUT, self.transport.send(message)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(err(Box::new(e))),
-            Err(_) => Err(err(format!(
-                "no answer within {} s",
-                SEND_TIMEOUT.as_secs()
-            )
-            .into())),
-        }
+            .map_err(|e| self.failed(Box::new(e)))?;
+        self.within_timeout(self.transport.send(message))
+            .await
+            .map(drop)
     }
 }
 
