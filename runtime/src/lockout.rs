@@ -522,7 +522,6 @@ impl Ledger for PgLedger {
     ) -> Result<Counted, LockoutError> {
         let err = db_err("count failed verification");
         let window = policy.window.as_secs_f64();
-        let lock = policy.lock.as_secs_f64();
         let mut tx = self.pool.begin().await.map_err(&err)?;
         // Create the row if needed and lock it until commit: every other failure of this subject
         // waits here, then sees this one's result.
@@ -533,7 +532,8 @@ impl Ledger for PgLedger {
                CASE WHEN l.locked_until > now() \
                  THEN extract(epoch FROM l.locked_until - now())::float8 END AS locked_for, \
                (SELECT count(*) FROM unnest(l.failures) AS f \
-                 WHERE f > now() - make_interval(secs => $2))::int8 AS recent",
+                 WHERE f > now() - make_interval(secs => $2))::int8 AS recent, \
+               l.lock_streak",
         )
         .bind(subject)
         .bind(window)
@@ -542,35 +542,32 @@ impl Ledger for PgLedger {
         .map_err(&err)?;
         let locked_for: Option<f64> = row.try_get("locked_for").map_err(&err)?;
         let recent: i64 = row.try_get("recent").map_err(&err)?;
+        let streak: i32 = row.try_get("lock_streak").map_err(&err)?;
         if let Some(left) = locked_for {
             tx.commit().await.map_err(&err)?;
             return Ok(Counted::AlreadyLocked(secs(left)));
         }
         let failures = u32::try_from(recent.saturating_add(1)).unwrap_or(u32::MAX);
         let counted = if failures >= policy.attempts {
-            // The lock doubles per lock in a row (lock_streak before this one), up to the cap;
-            // the row is kept the cap's length after the lock ends to remember the streak.
-            let locked: f64 = sqlx::query_scalar(
+            // This lock's length from the streak read under the row lock, as the memory ledger
+            // decides it; the row is kept `max_lock` after the lock ends to remember the streak.
+            let streak = u32::try_from(streak).unwrap_or(0).saturating_add(1);
+            let lock = policy.lock_for(streak);
+            sqlx::query(
                 "UPDATE facekey_lockouts SET failures = '{}', \
-                   locked_until = now() + make_interval(secs => \
-                     LEAST($2 * power(2, LEAST(lock_streak, 30)), $3)), \
-                   expires_at = now() + make_interval(secs => \
-                     LEAST($2 * power(2, LEAST(lock_streak, 30)), $3) + $4), \
-                   lock_streak = lock_streak + 1 \
-                 WHERE subject = $1 \
-                 RETURNING extract(epoch FROM locked_until - now())::float8",
+                   locked_until = now() + make_interval(secs => $2), \
+                   expires_at = now() + make_interval(secs => $2 + $3), \
+                   lock_streak = $4 \
+                 WHERE subject = $1",
             )
             .bind(subject)
-            .bind(lock)
-            .bind(policy.lock.max(policy.max_lock).as_secs_f64())
+            .bind(lock.as_secs_f64())
             .bind(policy.max_lock.as_secs_f64())
-            .fetch_one(&mut *tx)
+            .bind(i32::try_from(streak).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
             .await
             .map_err(&err)?;
-            Counted::LockedNow {
-                failures,
-                lock: secs(locked),
-            }
+            Counted::LockedNow { failures, lock }
         } else {
             sqlx::query(
                 "UPDATE facekey_lockouts SET \
