@@ -79,6 +79,13 @@ pub fn count<'a>(
         config: config.map(str::to_owned),
         ..SidecarStatus::default()
     };
+    count_into(&mut status, pods);
+    status
+}
+
+/// Add `pods` to `status`'s counts, judged against its `image` and `config` (a page of a list
+/// at a time).
+fn count_into<'a>(status: &mut SidecarStatus, pods: impl IntoIterator<Item = &'a Pod>) {
     for pod in pods {
         if gone(pod) {
             continue;
@@ -88,11 +95,12 @@ pub fn count<'a>(
         };
         status.injected_pods += 1;
         // Without the settings new pods get (no sidecar offered any more), the image alone.
-        if Some(running) != image || (config.is_some() && sidecar_config(pod) != config) {
+        if Some(running) != status.image.as_deref()
+            || (status.config.is_some() && sidecar_config(pod) != status.config.as_deref())
+        {
             status.outdated_pods += 1;
         }
     }
-    status
 }
 
 /// The Warning Event when pods run an outdated sidecar, if the change calls for one: the count
@@ -220,7 +228,11 @@ async fn count_one(
     // injected ones carry the label, the ones that asked and were admitted without the sidecar
     // only the annotation (not selectable).
     let api = Api::<Pod>::namespaced(client.clone(), &ns);
-    let mut new = count([], image, config.as_deref());
+    let mut new = SidecarStatus {
+        image: image.map(str::to_owned),
+        config,
+        ..SidecarStatus::default()
+    };
     let mut params = ListParams::default().limit(PAGE);
     loop {
         let page = api.list(&params).await?;
@@ -231,9 +243,7 @@ async fn count_one(
                 .and_then(|l| l.get(SIDECAR_LABEL))
                 .is_some_and(|v| *v == name)
         });
-        let counted = count(labelled, image, config.as_deref());
-        new.injected_pods += counted.injected_pods;
-        new.outdated_pods += counted.outdated_pods;
+        count_into(&mut new, labelled);
         new.missing_pods += missing(&page.items, &name);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
