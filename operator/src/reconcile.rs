@@ -664,9 +664,9 @@ async fn write_observe_failure(
     fkd: &FaceKeyDeployment,
     e: &Error,
 ) -> Result<(), StatusError> {
-    let (Some(name), Some(namespace)) = (fkd.meta().name.clone(), fkd.namespace()) else {
+    if fkd.meta().name.is_none() || fkd.namespace().is_none() {
         return Ok(());
-    };
+    }
     let new = status::observe_failure(
         fkd.status.as_ref(),
         fkd.meta().generation,
@@ -674,20 +674,31 @@ async fn write_observe_failure(
         &e.to_string(),
         (ctx.clock)(),
     );
-    if fkd.status.as_ref().is_some_and(|old| {
-        FaceKeyDeploymentStatus {
-            sidecar: None,
-            ..old.clone()
-        } == new
-    }) {
+    apply_status(ctx, fkd, &new).await
+}
+
+/// Apply `new` as the resource's status when it differs from the one it has. `status.sidecar`
+/// belongs to the sidecar counter's field manager: never applied here, so a stale copy cannot
+/// overwrite a newer count.
+async fn apply_status(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    new: &FaceKeyDeploymentStatus,
+) -> Result<(), StatusError> {
+    if fkd.status.as_ref() == Some(new) {
         return Ok(());
     }
+    let name = fkd.name_any();
+    let applied = FaceKeyDeploymentStatus {
+        sidecar: None,
+        ..new.clone()
+    };
     let patch = json!({
         "apiVersion": FaceKeyDeployment::api_version(&()),
         "kind": FaceKeyDeployment::kind(&()),
-        "status": new,
+        "status": applied,
     });
-    Api::<FaceKeyDeployment>::namespaced(ctx.client.clone(), &namespace)
+    Api::<FaceKeyDeployment>::namespaced(ctx.client.clone(), &fkd.namespace().unwrap_or_default())
         .patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -709,32 +720,7 @@ async fn write_status(
 ) -> Result<FaceKeyDeploymentStatus, StatusError> {
     let new = status::compute(observed);
     let old = fkd.status.as_ref();
-    if old != Some(&new) {
-        let name = fkd.name_any();
-        let api: Api<FaceKeyDeployment> =
-            Api::namespaced(ctx.client.clone(), &fkd.namespace().unwrap_or_default());
-        // `status.sidecar` belongs to the sidecar counter's field manager: never applied here,
-        // so a stale copy cannot overwrite a newer count.
-        let applied = FaceKeyDeploymentStatus {
-            sidecar: None,
-            ..new.clone()
-        };
-        let patch = json!({
-            "apiVersion": FaceKeyDeployment::api_version(&()),
-            "kind": FaceKeyDeployment::kind(&()),
-            "status": applied,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| StatusError {
-            name,
-            source: Box::new(source),
-        })?;
-    }
+    apply_status(ctx, fkd, &new).await?;
     let (object, namespace) = (key(fkd), fkd.namespace().unwrap_or_default());
     let mut events = Vec::new();
     if let Some(change) = status::verdict_change(old, &new, &fkd.spec.image) {

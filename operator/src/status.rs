@@ -525,7 +525,8 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
 /// Deployment's read failed: RBAC, the API server): `observedGeneration` moves to `generation`,
 /// with `Ready` False, `Reconciling` True (retried) and `Degraded` True naming `category` and
 /// `message`, so GitOps tools show why instead of "not yet observed"; everything else is kept
-/// from `old` (what was last known), `Stalled` False (retrying may succeed).
+/// from `old` (what was last known, `sidecar` included: the counter's, never applied from
+/// here), `Stalled` False (retrying may succeed).
 pub fn observe_failure(
     old: Option<&FaceKeyDeploymentStatus>,
     generation: Option<i64>,
@@ -555,7 +556,6 @@ pub fn observe_failure(
     );
     status.conditions = conditions;
     status.observed_generation = generation;
-    status.sidecar = None;
     status
 }
 
