@@ -969,6 +969,11 @@ mod tests {
     }
 
     impl Flaky {
+        /// Take the shared ledger down (`true`) or bring it back.
+        fn set_down(&self, down: bool) {
+            self.down.store(down, std::sync::atomic::Ordering::Relaxed);
+        }
+
         fn check(&self) -> Result<(), LockoutError> {
             if self.down.load(std::sync::atomic::Ordering::Relaxed) {
                 Err(StoreError::Unavailable("connection refused".into()).into())
@@ -1021,9 +1026,7 @@ mod tests {
         for _ in 0..2 {
             assert!(l.record_failure(SUBJECT).await.unwrap().is_none());
         }
-        shared
-            .down
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        shared.set_down(true);
         // During the outage verification is not refused, and failures still count.
         l.check(SUBJECT).await.unwrap();
         assert_eq!(metrics.lockout_ledger_local.get(), 1);
@@ -1039,9 +1042,7 @@ mod tests {
             Err(LockoutError::Locked(_))
         ));
         // Back: the shared ledger knows nothing of the lock, the local one still holds it.
-        shared
-            .down
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        shared.set_down(false);
         assert!(matches!(
             l.check(SUBJECT).await,
             Err(LockoutError::Locked(_))
@@ -1049,13 +1050,9 @@ mod tests {
         assert_eq!(metrics.lockout_ledger_local.get(), 0);
         // A release while the shared ledger is down is refused and changes nothing; once it
         // answers, the release lifts the lock taken locally too.
-        shared
-            .down
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        shared.set_down(true);
         assert!(l.release(SUBJECT).await.is_err());
-        shared
-            .down
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        shared.set_down(false);
         assert!(matches!(
             l.check(SUBJECT).await,
             Err(LockoutError::Locked(_))
