@@ -73,12 +73,16 @@ fi
 
 tmp="${dest}/${LIB_NAME}.tmp.$$"
 trap 'rm -f "${tmp}"' EXIT
-"${python}" - "${wheel_path}" "onnxruntime/capi/${LIB_NAME}" "${tmp}" <<'PY'
+# extract MEMBER OUT: one file of the wheel.
+extract() {
+  "${python}" - "${wheel_path}" "$1" "$2" <<'PY'
 import shutil, sys, zipfile
 wheel, member, out = sys.argv[1:4]
 with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
     shutil.copyfileobj(src, dst)
 PY
+}
+extract "onnxruntime/capi/${LIB_NAME}" "${tmp}"
 
 if [[ "$(sha256_of "${tmp}")" != "${LIB_SHA256}" ]]; then
   echo "setup-onnxruntime: unexpected checksum of ${LIB_NAME} inside the wheel" >&2
@@ -87,12 +91,7 @@ fi
 chmod 0755 "${tmp}"
 mv -f "${tmp}" "${dest}/${LIB_NAME}"
 for n in "${NOTICES[@]}"; do
-  "${python}" - "${wheel_path}" "onnxruntime/${n}" "${dest}/onnxruntime-${n}" <<'PY'
-import shutil, sys, zipfile
-wheel, member, out = sys.argv[1:4]
-with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PY
+  extract "onnxruntime/${n}" "${dest}/onnxruntime-${n}"
 done
 ln -sfn "${LIB_NAME}" "${dest}/libonnxruntime.so"
 echo "setup-onnxruntime: installed ${dest}/${LIB_NAME}"
