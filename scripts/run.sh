@@ -30,7 +30,7 @@ if [ -f ui/package-lock.json ]; then
   fi
 fi
 if ! compgen -G "${FACEKEY_ORT_DIR:-.tools/onnxruntime}/libonnxruntime.so*" >/dev/null \
-  && ! python3 -m pip --version >/dev/null 2>&1; then
+  && ! "${PYTHON:-python3}" -m pip --version >/dev/null 2>&1; then
   missing+=("python3 with pip, to fetch the ONNX Runtime wheel from PyPI (Debian/Ubuntu: apt install python3-pip)")
 fi
 [ "$(uname -m)" = x86_64 ] || missing+=("an x86_64 machine (the pinned ONNX Runtime wheel is x86_64 only; found $(uname -m))")
