@@ -385,10 +385,17 @@ pub struct Lockout {
     #[schemars(range(min = 1, max = bounds::LOCKOUT_PERIOD_SECONDS))]
     pub window_seconds: Option<u32>,
     /// Seconds a locked subject stays locked the first time (`FACEKEY_LOCKOUT_SECS`, default
-    /// 900); each lock in a row doubles, up to a day.
+    /// 900); each lock in a row doubles, up to `maxDurationSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = bounds::LOCKOUT_PERIOD_SECONDS))]
     pub duration_seconds: Option<u32>,
+    /// The longest a lock grows to by doubling, and how long after a lock ends it still counts
+    /// toward the next one's length (`FACEKEY_LOCKOUT_MAX_SECS`, default 86400, a day); 0 or
+    /// at most `durationSeconds`: locks never grow. A long cap bounds guesses more tightly but
+    /// lets any key knowing a subject id keep it locked out longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = bounds::LOCKOUT_PERIOD_SECONDS))]
+    pub max_duration_seconds: Option<u32>,
 }
 
 /// Checks on a face being enrolled (`spec.verification.enrolment`).

@@ -415,6 +415,12 @@ fn verification_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Proble
             1,
             bounds::LOCKOUT_PERIOD_SECONDS,
         );
+        check(
+            "verification.lockout.maxDurationSeconds",
+            l.max_duration_seconds,
+            0,
+            bounds::LOCKOUT_PERIOD_SECONDS,
+        );
     }
     if let Some(min_quality) = v.enrolment.as_ref().and_then(|e| e.min_quality) {
         check_range(
@@ -634,7 +640,8 @@ mod tests {
             "store": {"embedded": {}, "maxFacesPerSubject": 0},
             "verification": {
                 "sessions": {"ttlSeconds": 7200, "maxFrames": 0, "maxOpen": 1, "maxOpenPerKey": 1},
-                "lockout": {"attempts": 1001, "windowSeconds": 60, "durationSeconds": 0},
+                "lockout": {"attempts": 1001, "windowSeconds": 60, "durationSeconds": 0,
+                    "maxDurationSeconds": 31_622_401},
                 "enrolment": {"minQuality": 1.5}}}));
         let fields: Vec<&str> = validate(&s)
             .unwrap_err()
@@ -653,11 +660,12 @@ mod tests {
                 "verification.sessions.maxFrames",
                 "verification.lockout.attempts",
                 "verification.lockout.durationSeconds",
+                "verification.lockout.maxDurationSeconds",
                 "verification.enrolment.minQuality",
             ]
         );
         let ok = parse(serde_json::json!({"image": "img:1", "verification": {
-            "requireSession": true, "lockout": {"attempts": 0},
+            "requireSession": true, "lockout": {"attempts": 0, "maxDurationSeconds": 0},
             "sessions": {"ttlSeconds": 3600}}}));
         assert_eq!(validate(&ok), Ok(()));
     }

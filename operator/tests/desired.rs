@@ -379,7 +379,8 @@ fn written_env_names_are_runtime_settings_and_listed() {
         json!({"image": "img:1", "verification": {
                "requireSession": true, "decisionPolicy": "strict",
                "sessions": {"ttlSeconds": 30, "maxFrames": 90, "maxOpen": 100, "maxOpenPerKey": 10},
-               "lockout": {"attempts": 3, "windowSeconds": 600, "durationSeconds": 1200},
+               "lockout": {"attempts": 3, "windowSeconds": 600, "durationSeconds": 1200,
+                   "maxDurationSeconds": 7200},
                "enrolment": {"liveness": false, "minQuality": 0.5}},
                "settings": facekey_crds::RUNTIME_SETTINGS.iter()
                    .map(|n| (facekey_crds::settings_field(n), json!("1")))

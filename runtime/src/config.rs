@@ -485,9 +485,14 @@ pub struct Config {
     pub lockout_window_secs: u64,
 
     /// How long a locked subject stays locked the first time, seconds; each lock in a row (no
-    /// successful verification between) doubles, up to a day.
+    /// successful verification between) doubles, up to `--lockout-max-secs`.
     #[arg(long, env = env::LOCKOUT_SECS, default_value_t = defaults::LOCKOUT_SECS)]
     pub lockout_secs: u64,
+
+    /// The longest a lock grows to by doubling, and how long after a lock ends it still counts
+    /// toward the next one's length, seconds; 0 (or at most `--lockout-secs`): locks never grow.
+    #[arg(long, env = env::LOCKOUT_MAX_SECS, default_value_t = defaults::LOCKOUT_MAX_SECS)]
+    pub lockout_max_secs: u64,
 
     /// How long a challenge-liveness session lives after it is opened, seconds.
     #[arg(long, env = env::SESSION_TTL_SECS, default_value_t = defaults::SESSION_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -90,13 +90,14 @@ impl Policy {
             attempts: config.lockout_attempts,
             window: Duration::from_secs(config.lockout_window_secs),
             lock: Duration::from_secs(config.lockout_secs),
-            max_lock: ESCALATION_CAP,
+            max_lock: Duration::from_secs(config.lockout_max_secs),
         }
         .validated()
     }
 
     /// Check the bounds: with the lockout on, the window and the lock must be between one second
-    /// and [`MAX_PERIOD`] and the attempts at most [`MAX_ATTEMPTS`].
+    /// and [`MAX_PERIOD`], the longest lock at most [`MAX_PERIOD`] (0: locks never grow) and the
+    /// attempts at most [`MAX_ATTEMPTS`].
     pub fn validated(self) -> Result<Self, String> {
         if !self.is_enabled() {
             return Ok(self);
@@ -121,6 +122,14 @@ impl Policy {
                 ));
             }
         }
+        if self.max_lock > MAX_PERIOD {
+            return Err(format!(
+                "{} must be at most {} seconds (0: locks never grow), got {}",
+                env::LOCKOUT_MAX_SECS,
+                MAX_PERIOD.as_secs(),
+                self.max_lock.as_secs_f64()
+            ));
+        }
         Ok(self)
     }
 
@@ -141,10 +150,6 @@ impl Policy {
             .min(self.lock.max(self.max_lock))
     }
 }
-
-/// [`Policy::max_lock`] as configured: locks double up to a day, and a lock counts toward the
-/// next one's length for a day after it ends.
-pub const ESCALATION_CAP: Duration = Duration::from_secs(24 * 3600);
 
 /// A subject that is locked, and for how long still.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1186,13 +1191,13 @@ mod tests {
         // The base policy's numbers: a day at most, from 15 minutes (900, 1800, … 86400).
         let configured = Policy {
             lock: Duration::from_secs(900),
-            max_lock: ESCALATION_CAP,
+            max_lock: Duration::from_secs(facekey_settings::defaults::LOCKOUT_MAX_SECS),
             ..escalating
         };
         assert_eq!(configured.lock_for(1), Duration::from_secs(900));
         assert_eq!(configured.lock_for(7), Duration::from_secs(57_600));
-        assert_eq!(configured.lock_for(8), ESCALATION_CAP);
-        assert_eq!(configured.lock_for(u32::MAX), ESCALATION_CAP);
+        assert_eq!(configured.lock_for(8), configured.max_lock);
+        assert_eq!(configured.lock_for(u32::MAX), configured.max_lock);
         // A base lock longer than the cap is kept as it is, never shortened.
         let long = Policy {
             lock: Duration::from_secs(200_000),
@@ -1353,12 +1358,33 @@ mod tests {
         .validated()
         .unwrap_err();
         assert!(e.contains("FACEKEY_LOCKOUT_ATTEMPTS"), "{e}");
-        let config = Config::for_tests();
+        let e = Policy {
+            max_lock: MAX_PERIOD + Duration::from_secs(1),
+            ..policy()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(e.contains("FACEKEY_LOCKOUT_MAX_SECS"), "{e}");
+        let mut config = Config::for_tests();
         let p = Policy::from_config(&config).unwrap();
         assert_eq!(
-            (p.attempts, p.window, p.lock),
-            (5, Duration::from_secs(900), Duration::from_secs(900))
+            (p.attempts, p.window, p.lock, p.max_lock),
+            (
+                5,
+                Duration::from_secs(900),
+                Duration::from_secs(900),
+                Duration::from_secs(86_400)
+            )
         );
+        // The longest lock is a setting: an hour caps the doubling at the third lock.
+        config.lockout_max_secs = 3600;
+        let p = Policy::from_config(&config).unwrap();
+        assert_eq!(p.lock_for(3), Duration::from_secs(3600));
+        assert_eq!(p.lock_for(4), Duration::from_secs(3600));
+        // 0: every lock lasts the first one's length.
+        config.lockout_max_secs = 0;
+        let p = Policy::from_config(&config).unwrap();
+        assert_eq!(p.lock_for(5), Duration::from_secs(900));
     }
 
     #[test]

@@ -93,6 +93,7 @@ const RUNTIME_ENV: &[&str] = &[
     env::LOCKOUT_ATTEMPTS,
     env::LOCKOUT_WINDOW_SECS,
     env::LOCKOUT_SECS,
+    env::LOCKOUT_MAX_SECS,
     env::ENROL_LIVENESS,
     env::ENROL_MIN_QUALITY,
     env::SMTP_PASSWORD,
@@ -273,6 +274,7 @@ fn verification_env(v: &Verification, set: &mut impl FnMut(&str, String)) {
             (env::LOCKOUT_ATTEMPTS, l.attempts),
             (env::LOCKOUT_WINDOW_SECS, l.window_seconds),
             (env::LOCKOUT_SECS, l.duration_seconds),
+            (env::LOCKOUT_MAX_SECS, l.max_duration_seconds),
         ] {
             if let Some(n) = value {
                 set(name, n.to_string());

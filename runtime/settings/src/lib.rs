@@ -146,8 +146,10 @@ pub mod env {
     pub const LOCKOUT_ATTEMPTS: &str = "FACEKEY_LOCKOUT_ATTEMPTS";
     /// Window in which those failures are counted, seconds.
     pub const LOCKOUT_WINDOW_SECS: &str = "FACEKEY_LOCKOUT_WINDOW_SECS";
-    /// How long a locked subject stays locked, seconds.
+    /// How long a locked subject stays locked the first time, seconds.
     pub const LOCKOUT_SECS: &str = "FACEKEY_LOCKOUT_SECS";
+    /// The longest a lock grows to by doubling, seconds (0: locks never grow).
+    pub const LOCKOUT_MAX_SECS: &str = "FACEKEY_LOCKOUT_MAX_SECS";
     /// How long a challenge-liveness session lives, seconds.
     pub const SESSION_TTL_SECS: &str = "FACEKEY_SESSION_TTL_SECS";
     /// Challenge-liveness sessions open at once on one replica.
@@ -230,6 +232,7 @@ pub mod env {
         LOCKOUT_ATTEMPTS,
         LOCKOUT_WINDOW_SECS,
         LOCKOUT_SECS,
+        LOCKOUT_MAX_SECS,
         SESSION_TTL_SECS,
         MAX_SESSIONS,
         MAX_SESSIONS_PER_KEY,
@@ -390,6 +393,10 @@ pub mod defaults {
     pub const LOCKOUT_WINDOW_SECS: u64 = 900;
     /// `--lockout-secs`: 15 minutes.
     pub const LOCKOUT_SECS: u64 = 900;
+    /// `--lockout-max-secs`: a day. Locks in a row double up to it (900 s, 1800 s, … 86 400 s),
+    /// so a key that keeps failing gets about a dozen guesses a day at a subject instead of 480;
+    /// an administrator can lift a lock sooner (`DELETE /v1/subjects/{id}/lockout`).
+    pub const LOCKOUT_MAX_SECS: u64 = 86_400;
     /// `--session-ttl-secs`: a challenge takes a person 5–15 s; one minute covers a slow
     /// camera start without leaving sessions around for replay.
     pub const SESSION_TTL_SECS: u64 = 60;
