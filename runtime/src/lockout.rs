@@ -854,6 +854,15 @@ impl Lockouts {
         Ok(left)
     }
 
+    /// Forget a deleted subject's counted failures and lock, so nothing about it outlives its
+    /// erasure in the ledger (a row would otherwise stay until its window or lock ends, up to
+    /// days). Best effort: the subject is gone either way, and rows expire on their own.
+    pub async fn forget(&self, subject: &str) {
+        if let Err(e) = self.inner.ledger.release(&key(subject)).await {
+            tracing::warn!(subject, error = %e, "forgetting a deleted subject's lockout failed; its row expires on its own");
+        }
+    }
+
     /// Count one failed attempt (a rejected verification, a rejected identification that
     /// matched the subject, a face refused as not matching it) against an existing subject
     /// (pass ids of existing subjects only,

@@ -494,8 +494,12 @@ async fn audit_trail_records_each_action_without_secrets() {
     };
     let created = find("subject.create");
     assert_eq!(
-        (created["key_id"].as_str(), created["status"].as_u64()),
-        (Some("admin"), Some(201))
+        (
+            created["key_id"].as_str(),
+            created["status"].as_u64(),
+            created["subject"].as_str()
+        ),
+        (Some("admin"), Some(201), Some(id.as_str()))
     );
     let enrol_event = find("face.enrol");
     assert_eq!(enrol_event["subject"], id.as_str());

@@ -261,7 +261,13 @@ async fn replicas_share_enrolments_within_a_second_and_migrate_once() {
         format!("k1|{}", (128 + 1024) * 4 + 16)
     );
 
-    // A deletion through b disappears from a.
+    // Another person's face is rejected and counted in the shared lockout ledger...
+    let (status, v) = a.verify(&id, "Tom_Hanks_54745.png").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"], "reject", "{v}");
+    assert_eq!(pg.psql("SELECT count(*) FROM facekey_lockouts"), "1");
+
+    // A deletion through b disappears from a, and erases the subject's ledger row too.
     let r = b
         .client
         .delete(b.url(&format!("/v1/subjects/{id}")))
@@ -275,6 +281,7 @@ async fn replicas_share_enrolments_within_a_second_and_migrate_once() {
     .await;
     eprintln!("deletion visible on a after {took:?}");
     assert_eq!(pg.psql("SELECT count(*) FROM facekey_templates"), "0");
+    assert_eq!(pg.psql("SELECT count(*) FROM facekey_lockouts"), "0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

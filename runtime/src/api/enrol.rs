@@ -149,14 +149,15 @@ fn check_first_face(
     if caller.is_admin() || created_by.as_deref() == Some(&*caller.key_id) {
         return Ok(());
     }
+    // The creator's key id is not named: it is another tenant's, and only the audit trail
+    // (and an admin reading the subject) may tell who that is.
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         "not_subject_creator",
         format!(
             "subject {id} has no face of the serving model to match this one against, so its \
-             first face decides who it is: only the key that created it{} or a key with the \
-             admin scope may enrol it",
-            created_by.map_or_else(|| " (none recorded)".to_owned(), |k| format!(" ({k})"))
+             first face decides who it is: only the key that created it or a key with the \
+             admin scope may enrol it"
         ),
     ))
 }

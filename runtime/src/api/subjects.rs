@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
+use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::enrolments::Creator;
 use crate::metrics::StoreRefusal;
@@ -213,7 +214,19 @@ pub async fn create(
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/subjects/{}", subject.id)) {
         headers.insert(header::LOCATION, v);
     }
-    Ok((StatusCode::CREATED, headers, Json(subject)).into_response())
+    // The route names no subject: the trail records the one created, so it still links the
+    // subject to the key that created it after the subject (and its `created_by`) is deleted.
+    let detail = AuditDetail {
+        subject: Some(subject.id.clone()),
+        ..AuditDetail::default()
+    };
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Extension(detail),
+        Json(subject),
+    )
+        .into_response())
 }
 
 /// Create a subject within the store's bound and, for a key without `admin`, the key's quota.
@@ -388,6 +401,7 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.enrolments.delete_subject(&id).await? {
+        state.lockouts.forget(&id).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(StoreError::SubjectNotFound(id).into())
