@@ -253,6 +253,18 @@ struct Observation<'a> {
     url: String,
 }
 
+impl Observation<'_> {
+    /// The live Deployment if this resource controls it. A foreign one of the same name (another
+    /// team's, or left by `kubectl delete --cascade=orphan`) is only a conflict: its image is
+    /// never reported as `currentImage`, so it never becomes the last-known-good image that the
+    /// webhook injects and a held rollout falls back to.
+    fn own_deployment(&self) -> Option<&Deployment> {
+        self.live
+            .as_ref()
+            .filter(|d| apply::controlled_by(d.metadata.owner_references.as_ref(), &self.uid))
+    }
+}
+
 /// The stages in order. Apply and prune failures are still reported in the status before the
 /// reconcile fails with them.
 async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Action> {
@@ -324,11 +336,11 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         Ok((applied, inventory)) => {
             ctx.ensure_leading()?;
             let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired, &inventory).await;
-            let deployment = applied.or_else(|| seen.live.clone());
+            let deployment = applied.or_else(|| seen.own_deployment().cloned());
             (deployment, pruned.err().map(Error::from))
         }
         // A failed apply skips pruning: not every desired object exists yet.
-        Err(e) => (seen.live.clone(), Some(e.into())),
+        Err(e) => (seen.own_deployment().cloned(), Some(e.into())),
     };
     let outcome = ApplyOutcome::of(failure.as_ref());
     let observed = seen.status_input(fkd, &gate, &desired, deployment.as_ref(), &outcome);
@@ -640,7 +652,7 @@ async fn write_early_status(
     let observed = Observed {
         generation: fkd.meta().generation,
         old: fkd.status.as_ref(),
-        deployment: seen.live.as_ref(),
+        deployment: seen.own_deployment(),
         spec_image: &fkd.spec.image,
         gate,
         record: None,

@@ -139,3 +139,46 @@ async fn a_foreign_deployment_gets_no_apply_and_no_autoscaler() {
     );
     assert!(h.api::<Service>().get_opt("fk").await.unwrap().is_some());
 }
+
+/// With the scan gate on, a foreign Deployment of the same name (another team's, or one left
+/// behind by `kubectl delete --cascade=orphan`) is not this resource's rollout: its image is
+/// never reported as `currentImage`, never becomes the last-known-good image (which the
+/// webhook would inject and a later rollout would fall back to), and once it is deleted
+/// nothing runs until the scan admits an image.
+#[tokio::test]
+async fn a_foreign_deployments_image_is_never_admitted_by_the_gate() {
+    let (h, _log) = ssa::harness(&[]).await;
+    let foreign: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "fk", "namespace": NS},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "other"}},
+                 "template": {"metadata": {"labels": {"app": "other"}},
+                              "spec": {"containers": [{"name": "c",
+                                  "image": "other@sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}}},
+    }))
+    .unwrap();
+    h.api::<Deployment>()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    h.create("fk", json!({"image": IMG1})).await;
+    for _ in 0..2 {
+        let _ = h.reconcile("fk").await;
+        let status = h.get("fk").await.status.unwrap();
+        assert_eq!(status.current_image, None, "{status:?}");
+        assert_eq!(status.last_known_good_image, None, "{status:?}");
+        assert_eq!(
+            facekey_operator::scan_gate::last_known_good(Some(&status)),
+            None
+        );
+    }
+    h.api::<Deployment>()
+        .delete("fk", &DeleteParams::default())
+        .await
+        .unwrap();
+    let _ = h.reconcile("fk").await;
+    assert!(
+        h.deployment("fk").await.is_none(),
+        "a Deployment runs before the scan admitted an image"
+    );
+}
