@@ -440,8 +440,10 @@ fn base64url(bytes: &[u8]) -> String {
     out
 }
 
+/// A create refused because the object exists. Other 409s (a ResourceQuota's update conflict)
+/// are failures: the Secret was not created.
 fn is_already_exists(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
+    matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
 }
 
 /// Delete the inventory's objects controlled by `owner_uid` that are not in `desired`. Kinds whose

@@ -211,10 +211,30 @@ enum Provenance {
     Foreign,
 }
 
+/// An image reference without the digest admission added to a tagged one: image-verification
+/// policies (Kyverno's `verifyImages` with `mutateDigest`, its default) rewrite `repo:tag` to
+/// `repo:tag@sha256:…` in every Job they admit. Without this every scan Job would look outdated,
+/// be deleted and created again, and the gate would wait forever. A reference pinned only by
+/// digest (`repo@sha256:…`) is kept as it is.
+fn without_admitted_digest(image: &str) -> &str {
+    match image.split_once('@') {
+        Some((named, _))
+            if named
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':')) =>
+        {
+            named
+        }
+        _ => image,
+    }
+}
+
 /// The [`Provenance`] of `job` against the Job the gate would create (`wanted`) for the resource
 /// of uid `owner_uid`: its controller reference, and its containers' and init containers' names,
-/// images, commands, arguments and environment, and its volumes' names (what decides what the
-/// Job writes; fields the API server defaults are not compared).
+/// images (less a digest admission added to a tag, [`without_admitted_digest`]), commands,
+/// arguments and environment, and its volumes' names (what decides what the Job writes; fields
+/// the API server defaults are not compared).
 fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
     let controlled = owner_uid.is_some_and(|uid| {
         crate::apply::controlled_by(job.metadata.owner_references.as_ref(), uid)
@@ -230,7 +250,7 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
                 .map(|c| {
                     (
                         c.name.clone(),
-                        c.image.clone(),
+                        c.image.as_deref().map(without_admitted_digest),
                         c.command.clone(),
                         c.args.clone(),
                         c.env
@@ -644,6 +664,45 @@ mod tests {
         }
         serde_json::json!({"name": name, "image": "i", "imageID": "", "ready": false,
                            "restartCount": 0, "state": {"terminated": terminated}})
+    }
+
+    #[test]
+    fn a_digest_admission_added_to_a_tag_is_not_a_change() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let kyverno = format!("mirror.gcr.io/aquasec/trivy:0.58.1@{digest}");
+        assert_eq!(
+            without_admitted_digest(&kyverno),
+            "mirror.gcr.io/aquasec/trivy:0.58.1"
+        );
+        // A registry port is not a tag; a digest-only pin stays as it is.
+        let pinned = format!("registry:5000/trivy@{digest}");
+        assert_eq!(without_admitted_digest(&pinned), pinned);
+        assert_eq!(
+            without_admitted_digest("registry:5000/trivy:1"),
+            "registry:5000/trivy:1"
+        );
+        // The whole comparison: the mutated Job is ours, another scanner is not.
+        let job = |image: &str| -> Job {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "fk-scan-1", "ownerReferences": [{"apiVersion": "facekey.dev/v1alpha1",
+                    "kind": "FaceKeyDeployment", "name": "fk", "uid": "u1", "controller": true}]},
+                "spec": {"template": {"spec": {"containers": [{"name": "trivy", "image": image}]}}},
+            }))
+            .unwrap()
+        };
+        let wanted = job("mirror.gcr.io/aquasec/trivy:0.58.1");
+        assert_eq!(
+            provenance(&job(&kyverno), &wanted, Some("u1")),
+            Provenance::Ours
+        );
+        assert_eq!(
+            provenance(
+                &job("mirror.gcr.io/aquasec/trivy:0.50.0"),
+                &wanted,
+                Some("u1")
+            ),
+            Provenance::Outdated
+        );
     }
 
     #[test]
