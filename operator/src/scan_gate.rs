@@ -250,7 +250,9 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
                 .map(|c| {
                     (
                         c.name.clone(),
-                        c.image.as_deref().map(|i| without_admitted_digest(i).to_owned()),
+                        c.image
+                            .as_deref()
+                            .map(|i| without_admitted_digest(i).to_owned()),
                         c.command.clone(),
                         c.args.clone(),
                         c.env

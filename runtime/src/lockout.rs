@@ -538,7 +538,7 @@ impl Ledger for PgLedger {
                  THEN extract(epoch FROM l.locked_until - now())::float8 END AS locked_for, \
                (SELECT count(*) FROM unnest(l.failures) AS f \
                  WHERE f > now() - make_interval(secs => $2))::int8 AS recent, \
-               l.lock_streak",
+               CASE WHEN l.expires_at > now() THEN l.lock_streak ELSE 0 END AS lock_streak",
         )
         .bind(subject)
         .bind(window)
@@ -579,6 +579,7 @@ impl Ledger for PgLedger {
                    failures = ARRAY(SELECT f FROM unnest(failures) AS f \
                      WHERE f > now() - make_interval(secs => $2) ORDER BY f) || now(), \
                    locked_until = NULL, \
+                   lock_streak = CASE WHEN expires_at > now() THEN lock_streak ELSE 0 END, \
                    expires_at = GREATEST(expires_at, now() + make_interval(secs => $2)) \
                  WHERE subject = $1",
             )

@@ -323,4 +323,70 @@ async fn locks_in_a_row_double_across_replicas() {
     b.lockouts.record_success(SUBJECT).await.unwrap();
     let again = lock_through(&a, &b).await;
     assert!(again <= Duration::from_secs(1), "{again:?}");
+    let _ = lock_through(&a, &b).await;
+    // So does a quiet `max_lock` after the last lock, even while its row waits to be purged
+    // (purges run at most once a minute, on a failure): moved into the past here.
+    pg.psql(&format!(
+        "UPDATE facekey_lockouts SET locked_until = now() - interval '31 s', \
+           expires_at = now() - interval '1 s' WHERE subject = '{SUBJECT}'"
+    ));
+    let after_quiet = lock_through(&b, &a).await;
+    assert!(after_quiet <= Duration::from_secs(1), "{after_quiet:?}");
+}
+
+/// A peer that dies inside a transaction (its node lost) keeps its row locks until PostgreSQL
+/// notices, which takes hours by default. Failures of that subject wait `lock_timeout` (5 s),
+/// not forever, and are then counted in this replica's memory; the waits give their connections
+/// back, so other subjects still count on the shared ledger.
+#[tokio::test]
+async fn a_row_lock_held_by_a_stuck_peer_neither_hangs_nor_drains_the_ledger() {
+    const OTHER: &str = "0b7e8d2a-5c1f-4e3b-8a9d-6f2e1c0b7a35";
+    let pg = PgServer::start();
+    let a = replica(&pg, policy(100, Duration::from_secs(60))).await;
+    let metrics = Metrics::new().unwrap();
+    let lockouts = Lockouts::new(
+        policy(100, Duration::from_secs(60)),
+        Arc::new(facekey_runtime::lockout::FallbackLedger::new(
+            Arc::new(PgLedger::new(a._store.ledger_pool().clone())),
+            metrics.clone(),
+        )),
+        metrics.clone(),
+        None,
+    );
+    assert_eq!(lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    let mut stuck = pg.psql_spawn(&format!(
+        "BEGIN; SELECT * FROM facekey_lockouts WHERE subject = '{SUBJECT}' FOR UPDATE; \
+         SELECT pg_sleep(120);"
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND state = 'active' AND pid <> pg_backend_pid()") != "1" {
+        assert!(std::time::Instant::now() < deadline, "the lock holder never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // More failures at once than the ledger has connections.
+    let started = std::time::Instant::now();
+    let results = futures::future::join_all((0..6).map(|_| lockouts.record_failure(SUBJECT))).await;
+    let took = started.elapsed();
+    for r in results {
+        assert_eq!(r.unwrap(), None, "counted (in memory)");
+    }
+    assert!(
+        took < Duration::from_secs(20),
+        "failures waited {took:?} on a lock held by a stuck peer"
+    );
+    assert_eq!(
+        metrics.lockout_ledger_local.get(),
+        1,
+        "counted locally meanwhile"
+    );
+    // Connections came back: another subject's failure reaches the shared ledger.
+    assert_eq!(a.lockouts.record_failure(OTHER).await.unwrap(), None);
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT count(*) FROM facekey_lockouts WHERE subject = '{OTHER}'"
+        )),
+        "1"
+    );
+    stuck.kill().unwrap();
+    stuck.wait().unwrap();
 }

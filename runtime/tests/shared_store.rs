@@ -382,6 +382,57 @@ async fn database_outage_under_verify_load_serves_reads_refuses_writes_loses_not
     assert!(a.metrics().await.contains("facekey_store_up 1"));
 }
 
+/// A database that turns read-only (a primary demoted during failover, a database set
+/// read-only for maintenance): writes answer 503 `store_unavailable`, not 500, and verification
+/// keeps answering with the lockout counted in this replica's memory meanwhile; once it is
+/// writable again so are the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_refuses_writes_with_503_and_verification_keeps_answering() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_file(work.path(), &new_key("k1"));
+    let mut a = spawn(&pg.url(), &keys, work.path(), "a");
+    a.wait_ready().await;
+    let (status, s) = a.create("Eileen Collins").await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    let (status, e) = a.enrol(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+
+    // Read-only from now on: every new transaction, and every connection is started afresh.
+    let reconnect = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = 'facekey' AND pid <> pg_backend_pid()";
+    pg.psql("ALTER DATABASE facekey SET default_transaction_read_only = on");
+    pg.psql(reconnect);
+    for (image, decision) in [
+        ("astronaut_640x480.jpg", "accept"),
+        ("Tom_Hanks_54745.png", "reject"),
+    ] {
+        let (status, v) = a.verify(&id, image).await;
+        assert_eq!(status, StatusCode::OK, "{image}: {v}");
+        assert_eq!(v["decision"], decision, "{v}");
+    }
+    assert!(
+        a.metrics().await.contains("facekey_lockout_ledger_local 1"),
+        "the lockout did not fall back to memory"
+    );
+    let (status, v) = a.create("while read-only").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
+        "{v}"
+    );
+
+    pg.psql(
+        "BEGIN READ WRITE; ALTER DATABASE facekey SET default_transaction_read_only = off; COMMIT",
+    );
+    pg.psql(reconnect);
+    within(Duration::from_secs(10), "writes accepted again", || async {
+        a.create("after").await.0 == StatusCode::CREATED
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_or_unreachable_database_stop_start_up_clearly() {
     let pg = PgServer::start();

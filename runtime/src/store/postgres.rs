@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
 use super::{
@@ -32,6 +32,26 @@ const STORE_CONNECTIONS: u32 = 8;
 /// (a key creating subjects as fast as it can, each waiting on its quota lock with a connection
 /// held) can starve it, which would send the ledger to its per-replica fallback.
 const LEDGER_CONNECTIONS: u32 = 4;
+
+/// Server-side bounds set on every pooled connection (by `SET` after connecting, which a
+/// session-mode PgBouncer passes on, unlike start-up options). Without them one stuck lock takes
+/// a replica down: a peer that died inside a transaction (its node lost) keeps its row locks
+/// until PostgreSQL's TCP keepalive notices (about 2 hours), every request waiting on that row
+/// holds a pooled connection past its own timeout, and the pools run dry.
+/// - `lock_timeout`: a wait for a row or advisory lock gives up (55P03: 503 `store_unavailable`,
+///   the lockout counts in memory meanwhile);
+/// - `idle_in_transaction_session_timeout`: the server ends a session that sits in an open
+///   transaction, so a dead client's locks go (no transaction here waits on anything but the
+///   database);
+/// - `statement_timeout`: no statement runs unbounded (a full reload of a large store included).
+const SESSION_BOUNDS: &str = "SET lock_timeout = '5s'; \
+    SET idle_in_transaction_session_timeout = '15s'; \
+    SET statement_timeout = '60s'";
+
+/// How long migrations wait for a lock (the advisory lock another replica migrating holds, or a
+/// table lock an `ALTER TABLE` needs) before start-up fails with the error: a restart retries,
+/// instead of every old replica's queries queueing behind a waiting `ALTER TABLE`.
+const MIGRATION_LOCK_TIMEOUT: &str = "SET lock_timeout = '60s'";
 
 /// `created_at` as the API shows it: RFC 3339 UTC with seconds (a macro, so queries stay
 /// literal strings).
@@ -77,8 +97,36 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Whether a database error means "the database is not reachable" (as opposed to a query or
-/// data problem).
+/// A pool of `connections` whose connections carry [`SESSION_BOUNDS`] and are never to a
+/// standby: a connection that lands on a read-only server (a demoted primary during failover,
+/// a DNS name still pointing at it) is refused at once instead of failing every write it serves
+/// for the rest of its life.
+fn bounded_pool(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql(SESSION_BOUNDS).execute(&mut *conn).await?;
+                let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if standby {
+                    return Err(sqlx::Error::Protocol(
+                        "connected to a read-only standby (pg_is_in_recovery); \
+                         the URL must name the primary"
+                            .into(),
+                    ));
+                }
+                Ok(())
+            })
+        })
+}
+
+/// Whether a database error means "the database cannot serve this now" (as opposed to a query
+/// or data problem): unreachable, shutting down, read-only, out of connections or resources, a
+/// lock or statement timeout, a deadlock. Each answers 503 `store_unavailable` with
+/// `Retry-After`, and lets the lockout count in memory meanwhile.
 fn is_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
@@ -88,10 +136,25 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_)
-    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| {
-        // 57P01..03: admin shutdown, crash shutdown, cannot connect now; 08xxx: connection.
-        c.starts_with("57P") || c.starts_with("08")
-    }))
+    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| transient_state(&c)))
+}
+
+/// SQLSTATEs of a server that cannot serve the statement now, where trying again later (or on
+/// another connection) can succeed.
+fn transient_state(code: &str) -> bool {
+    // 57P01..03: admin shutdown, crash shutdown, cannot connect now; 57014: statement timeout
+    // (query canceled); 08xxx: connection; 53xxx: insufficient resources (53300 too many
+    // connections); 55P03: lock timeout; 25006: read-only transaction (a standby, a database
+    // set read-only during failover); 25P03: idle-in-transaction timeout; 40xxx: serialization
+    // failure, deadlock.
+    code.starts_with("57P")
+        || code == "57014"
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || code == "55P03"
+        || code == "25006"
+        || code == "25P03"
+        || code.starts_with("40")
 }
 
 /// Map a database error: unreachable becomes [`StoreError::Unavailable`], the rest
@@ -143,15 +206,10 @@ impl PgStore {
         if let Some(ca) = ca_file {
             options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca);
         }
-        let ledger_pool = PgPoolOptions::new()
-            .max_connections(LEDGER_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options.clone());
-        let pool = PgPoolOptions::new()
-            .max_connections(STORE_CONNECTIONS)
+        let ledger_pool = bounded_pool(LEDGER_CONNECTIONS).connect_lazy_with(options.clone());
+        let pool = bounded_pool(STORE_CONNECTIONS)
             .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| {
                 let what = match ca_file {
@@ -167,12 +225,23 @@ impl PgStore {
         // The migrations compiled into the binary. A database migrated further by a newer
         // release is accepted (migrations only add), so an older replica restarting mid-rollout,
         // or a rollback, still starts instead of failing on a version it does not know.
+        // They run on a connection of their own, whose lock waits are longer than a request's.
         let mut migrator = sqlx::migrate!("./migrations");
         migrator.set_ignore_missing(true);
-        migrator
-            .run(&pool)
+        let mut conn = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| open_err("cannot connect", Box::new(e)))?;
+        sqlx::raw_sql(MIGRATION_LOCK_TIMEOUT)
+            .execute(&mut conn)
             .await
             .map_err(|e| open_err("migrations failed", Box::new(e)))?;
+        migrator
+            .run(&mut conn)
+            .await
+            .map_err(|e| open_err("migrations failed", Box::new(e)))?;
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the migration connection failed");
+        }
         Ok(Self {
             pool,
             ledger_pool,

@@ -234,30 +234,41 @@ impl PgServer {
 
     /// Run one SQL statement with psql and return its unaligned output.
     pub fn psql(&self, sql: &str) -> String {
-        let out = self
-            .command("psql")
-            .env("PGSSLMODE", self.ssl_mode())
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "facekey",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
+        let out = self.psql_command(sql).output().unwrap();
         assert!(
             out.status.success(),
             "psql failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Start psql running `sql` in the background (another client holding a lock, say); the
+    /// caller kills it.
+    pub fn psql_spawn(&self, sql: &str) -> std::process::Child {
+        self.psql_command(sql)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn psql_command(&self, sql: &str) -> Command {
+        let mut c = self.command("psql");
+        c.env("PGSSLMODE", self.ssl_mode()).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "facekey",
+            "-At",
+            "-c",
+            sql,
+        ]);
+        c
     }
 
     /// The server log, for failure messages.
