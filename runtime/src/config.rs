@@ -830,6 +830,19 @@ impl Config {
                 env::SMTP_TLS
             ));
         }
+        // A URL in a file is judged when start-up reads it (`server`), the same way.
+        if let Some(url) = self
+            .database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            && crate::store::postgres::transport(url, self.database_ca_file.as_deref())
+                == crate::store::postgres::Transport::Unstated
+        {
+            found.push(crate::store::postgres::unstated_transport(
+                env::DATABASE_URL,
+                url,
+            ));
+        }
         if self.cors_origins.iter().any(|o| o.trim() == "*") {
             found.push(format!(
                 "{}=*: any web site may call the API from its visitors' browsers",
@@ -1071,11 +1084,23 @@ mod tests {
         refused(
             &[
                 "--database-url",
-                "postgres://db/fk",
+                "postgres://db/fk?sslmode=verify-full",
                 "--template-key-file",
                 "/t",
             ],
             env::API_KEYS_FILE,
+        );
+        // A URL that leaves TLS to chance is an unsafe setting (one in a file: at start-up).
+        refused(
+            &[
+                "--database-url",
+                "postgres://db/fk",
+                "--template-key-file",
+                "/t",
+                "--api-keys-file",
+                "/k",
+            ],
+            "sslmode",
         );
         // A shared store with both keys files is fine (the files are not read by the check).
         assert_eq!(

@@ -25,7 +25,7 @@ use crate::lockout::{
 };
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::{AccessControl, AppState, SharedState};
-use crate::store::postgres::PgStore;
+use crate::store::postgres::{self, PgStore, Transport};
 use crate::store::{KeyError, RedbStore, TemplateKeys, TemplateStore};
 use crate::vision::{EMBEDDING_DIM, EMBEDDING_MODEL};
 use facekey_settings::env;
@@ -96,6 +96,29 @@ async fn open_enrolments(
     let max = config.max_faces_per_subject;
     match config.database_url().map_err(ServerError::Config)? {
         Some(url) => {
+            match postgres::transport(&url, config.database_ca_file.as_deref()) {
+                Transport::Protected => {}
+                Transport::Stated(mode) => tracing::warn!(
+                    target: "facekey::security",
+                    "the template database connection is sslmode={mode}, as its URL states"
+                ),
+                Transport::Unstated => {
+                    let setting = if config.database_url_file.is_some() {
+                        env::DATABASE_URL_FILE
+                    } else {
+                        env::DATABASE_URL
+                    };
+                    let problem = postgres::unstated_transport(setting, &url);
+                    if !config.allow_insecure {
+                        return Err(ServerError::Config(format!(
+                            "unsafe settings: {problem}. Fix them, or start with \
+                             --allow-insecure ({}=true) to accept the risk",
+                            env::ALLOW_INSECURE
+                        )));
+                    }
+                    tracing::warn!(target: "facekey::security", "accepted with --allow-insecure: {problem}");
+                }
+            }
             // Config::check refused this already; kept for callers that skip it.
             let key_file = config.template_key_file.as_ref().ok_or_else(|| {
                 ServerError::Config(crate::config::shared_store_needs(

@@ -173,6 +173,50 @@ fn bad_weights_file_exits_non_zero_naming_the_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A database URL read from a file that leaves TLS to chance stops start-up, naming the file's
+/// setting, before anything connects; the same URL stating `sslmode=disable` is a choice.
+#[test]
+fn a_database_url_without_sslmode_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("url");
+    std::fs::write(&url, "postgres://facekey:s3cret@db.invalid:5432/facekey\n").unwrap();
+    let key = dir.path().join("template.key");
+    std::fs::write(&key, format!("k1:{}\n", "ab".repeat(32))).unwrap();
+    let keys = dir.path().join("api-keys");
+    std::fs::write(&keys, common::test_keys().0).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+            .env("FACEKEY_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("FACEKEY_DATA_DIR", dir.path().join("data"))
+            .env("FACEKEY_DATABASE_URL_FILE", &url)
+            .env("FACEKEY_TEMPLATE_KEY_FILE", &key)
+            .env("FACEKEY_API_KEYS_FILE", &keys)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FACEKEY_DATABASE_URL_FILE") && stderr.contains("sslmode"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    // Stated: start-up goes on to connect (and fails on the unresolvable host instead).
+    std::fs::write(
+        &url,
+        "postgres://facekey:s3cret@db.invalid:5432/facekey?sslmode=disable\n",
+    )
+    .unwrap();
+    let out = run();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("unsafe settings") && stderr.contains("cannot connect"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_health_fails_when_nothing_listens() {
     let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))

@@ -97,6 +97,64 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How a connection to the database is protected in transit, as start-up judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS with the server's certificate verified (`sslmode=verify-full`/`verify-ca`, or a CA
+    /// file given), or a loopback address or Unix socket that never leaves the host.
+    Protected,
+    /// The URL states a weaker mode on purpose (`sslmode=require`: encrypted, server not
+    /// verified; `disable`: clear text): accepted, with a warning at start-up.
+    Stated(&'static str),
+    /// The URL states no mode, or `prefer`/`allow` (libpq's and sqlx's default is `prefer`):
+    /// plain text whenever the server offers no TLS, and never verified, so anyone on the path
+    /// can read and alter what crosses it. An unsafe setting.
+    Unstated,
+}
+
+/// The [`Transport`] of `url` (with `ca_file`, TLS is verified whatever the URL says).
+pub fn transport(url: &str, ca_file: Option<&Path>) -> Transport {
+    if ca_file.is_some() {
+        return Transport::Protected;
+    }
+    let Ok(options) = PgConnectOptions::from_str(url) else {
+        // Not a URL sqlx takes: connecting reports it, naming the setting.
+        return Transport::Protected;
+    };
+    let host = options
+        .get_host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match options.get_ssl_mode() {
+        _ if local => Transport::Protected,
+        PgSslMode::VerifyFull | PgSslMode::VerifyCa => Transport::Protected,
+        PgSslMode::Require => {
+            Transport::Stated("require: encrypted, but the server is not verified")
+        }
+        PgSslMode::Disable => Transport::Stated("disable: clear text"),
+        PgSslMode::Prefer | PgSslMode::Allow => Transport::Unstated,
+    }
+}
+
+/// The unsafe-setting sentence for an [`Transport::Unstated`] URL named by `setting`.
+pub fn unstated_transport(setting: &str, url: &str) -> String {
+    format!(
+        "{setting} ({}) states no sslmode (or prefer/allow): the connection falls back to clear \
+         text when the server offers no TLS and never verifies the server, so subject names, \
+         lockouts, sessions and sealed templates can be read and altered on the way; set \
+         sslmode=verify-full with {} (or sslrootcert), or state sslmode=require or \
+         sslmode=disable in the URL to accept that on a network you trust",
+        redact(url),
+        facekey_settings::env::DATABASE_CA_FILE
+    )
+}
+
 /// A pool of `connections` whose connections carry [`SESSION_BOUNDS`] and are never to a
 /// standby: a connection that lands on a read-only server (a demoted primary during failover,
 /// a DNS name still pointing at it) is refused at once instead of failing every write it serves
@@ -645,6 +703,45 @@ mod tests {
         assert!(r.contains("facekey:***@db.example:5432/facekey"), "{r}");
         assert!(!r.contains("sslmode"), "{r}");
         assert_eq!(redact("host=db password=x"), "<unparsable URL>");
+    }
+
+    #[test]
+    fn transport_is_judged_from_the_url_host_and_ca() {
+        let t = |url: &str| transport(url, None);
+        assert_eq!(t("postgres://u:p@db:5432/f"), Transport::Unstated);
+        assert_eq!(t("postgres://u@db/f?sslmode=prefer"), Transport::Unstated);
+        assert_eq!(t("postgres://u@db/f?sslmode=allow"), Transport::Unstated);
+        assert!(
+            matches!(t("postgres://u@db/f?sslmode=require"), Transport::Stated(m) if m.starts_with("require"))
+        );
+        assert!(
+            matches!(t("postgres://u@db/f?sslmode=disable"), Transport::Stated(m) if m.starts_with("disable"))
+        );
+        assert_eq!(
+            t("postgres://u@db/f?sslmode=verify-full"),
+            Transport::Protected
+        );
+        assert_eq!(
+            t("postgres://u@db/f?sslmode=verify-ca"),
+            Transport::Protected
+        );
+        // Never leaves the host.
+        for local in [
+            "postgres://u@127.0.0.1:5432/f",
+            "postgres://u@localhost/f",
+            "postgres://u@[::1]:5432/f",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/f",
+        ] {
+            assert_eq!(t(local), Transport::Protected, "{local}");
+        }
+        // A CA file verifies the server whatever the URL says.
+        assert_eq!(
+            transport("postgres://u@db/f", Some(Path::new("/ca.pem"))),
+            Transport::Protected
+        );
+        let sentence = unstated_transport("FACEKEY_DATABASE_URL", "postgres://u:s3cret@db/f");
+        assert!(sentence.contains("sslmode=verify-full"), "{sentence}");
+        assert!(!sentence.contains("s3cret"), "{sentence}");
     }
 
     #[test]
