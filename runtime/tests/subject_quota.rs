@@ -158,6 +158,33 @@ async fn a_key_at_its_quota_is_refused_while_others_create_and_the_quota_survive
     created(&s, &a, "a again", "app-a").await;
     refused(&s, &a, "app-a").await;
 
+    // An application erases the subjects it created (a person's erasure request) without an
+    // admin key, and no other key's: B is refused A's subject, A B's; A deletes its own.
+    let delete = |client: &reqwest::Client, id: &str| {
+        send_json(client.delete(s.url(&format!("/v1/subjects/{id}"))))
+    };
+    let (status, v) = delete(&b, &a_subjects[2]).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::FORBIDDEN, "not_subject_creator"),
+        "{v}"
+    );
+    assert!(
+        !v["error"]["message"].as_str().unwrap().contains("app-a"),
+        "{v}"
+    );
+    let (status, v) = delete(&a, &b_first).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, v) = delete(&a, &a_subjects[2]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let (status, v) = delete(&a, &a_subjects[2]).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::NOT_FOUND, "subject_not_found"),
+        "{v}"
+    );
+    created(&s, &a, "a once more", "app-a").await;
+
     // Restart on the same data directory: the creators were stored with the subjects.
     s.stop_keeping_data().await;
     let s = Running::start(config).await;

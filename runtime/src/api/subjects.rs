@@ -392,14 +392,36 @@ pub async fn get(
     params(("id" = String, Path, description = "Subject id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "`not_subject_creator`: a key without `admin` may delete \
+only the subjects it created", body = ErrorBody),
         (status = 404, description = "Unknown subject", body = ErrorBody),
         (status = 503, description = "Template store unavailable", body = ErrorBody),
     )
 )]
 pub async fn delete(
     State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Without `admin`, only the key that created the subject erases it (as only it sets the
+    // first face): the application that enrolled a person honours their erasure request.
+    if let Some(Extension(caller)) = &caller
+        && !caller.is_admin()
+    {
+        let Some((subject, _)) = state.enrolments.index().get(&id) else {
+            return Err(StoreError::SubjectNotFound(id).into());
+        };
+        if subject.created_by.as_deref() != Some(&*caller.key_id) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_subject_creator",
+                format!(
+                    "subject {id} was not created by this key: only its creator's key or a key \
+                     with the admin scope may delete it"
+                ),
+            ));
+        }
+    }
     if state.enrolments.delete_subject(&id).await? {
         state.lockouts.forget(&id).await;
         Ok(StatusCode::NO_CONTENT)

@@ -57,10 +57,13 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         "/v1/subjects/{id}",
         Access::Scope(Scope::Admin),
     ),
+    // An `enrol` key may delete the subjects it created (the application that enrolled a
+    // person must be able to honour their erasure request without an all-powerful key); others'
+    // need `admin` (checked by the handler: 403 `not_subject_creator`).
     (
         Method::DELETE,
         "/v1/subjects/{id}",
-        Access::Scope(Scope::Admin),
+        Access::Scope(Scope::Enrol),
     ),
     (
         Method::POST,
