@@ -575,9 +575,10 @@ fn store_condition(store: &StoreState, database: Option<&DatabaseHealth>) -> Dec
             false,
             "Ephemeral",
             "no spec.store: each pod keeps its own enrolments on an emptyDir; they are not shared \
-             between replicas and are lost when the pod restarts, and each pod (an injected \
-             sidecar too) counts failed verifications apart, so the lockout holds per pod (set \
-             spec.store.embedded or spec.store.postgres)",
+             between replicas and are lost when the pod restarts, a deletion reaches only the \
+             pod that answers it, and each pod (an injected sidecar too) counts failed \
+             verifications apart, so the lockout holds per pod (set spec.store.embedded or \
+             spec.store.postgres)",
         ),
         StoreState::Embedded {
             claim,
