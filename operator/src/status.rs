@@ -184,7 +184,12 @@ impl DeploymentView {
         let desired = spec.and_then(|s| s.replicas).unwrap_or(1);
         let image = spec
             .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| p.containers.first())
+            .and_then(|p| {
+                // By name: a container added by hand (server-side apply keeps it) may come first.
+                p.containers
+                    .iter()
+                    .find(|c| c.name == crate::desired::RUNTIME_CONTAINER)
+            })
             .and_then(|c| c.image.clone());
         let observed_latest = match (status.observed_generation, d.metadata.generation) {
             (Some(o), Some(g)) => o >= g,

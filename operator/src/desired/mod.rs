@@ -9,6 +9,7 @@ mod capacity;
 mod dashboard;
 mod monitoring;
 mod runtime;
+pub(crate) use runtime::CONTAINER as RUNTIME_CONTAINER;
 mod scan_job;
 mod sidecar;
 mod store;

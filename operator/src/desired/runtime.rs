@@ -38,7 +38,7 @@ pub const RUNTIME_PORT: i32 = defaults::PORT as i32;
 /// `/readyz` and `/metrics`, without keys. Probes and the ServiceMonitor use it.
 pub const METRICS_PORT: i32 = 9090;
 /// Name of the runtime container and its ports.
-const CONTAINER: &str = "runtime";
+pub(crate) const CONTAINER: &str = "runtime";
 const PORT_NAME: &str = "http";
 const METRICS_PORT_NAME: &str = "metrics";
 /// Non-root UID/GID the runtime runs as (distroless `nonroot`).
