@@ -145,6 +145,11 @@ impl Enrolments {
         self.store.describe()
     }
 
+    /// The store's kind ([`TemplateStore::kind`]).
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
     /// The store's health.
     pub fn health(&self) -> StoreHealth {
         StoreHealth {
@@ -753,6 +758,9 @@ mod tests {
     impl TemplateStore for HeldAfterWrite {
         fn describe(&self) -> String {
             self.inner.describe()
+        }
+        fn kind(&self) -> &'static str {
+            self.inner.kind()
         }
         async fn create_subject(
             &self,

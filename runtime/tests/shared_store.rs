@@ -219,8 +219,10 @@ async fn replicas_share_enrolments_within_a_second_and_migrate_once() {
         format!("{migrations}|{migrations}"),
         "each migration applied exactly once"
     );
-    // The password never reaches the log.
+    // The password never reaches the log, and the open /readyz names no host or user.
     assert!(!a.log().contains("s3cret-pw") && !b.log().contains("s3cret-pw"));
+    let ready = a.readyz().await;
+    assert_eq!(ready["store"]["backend"], "postgresql", "{ready}");
 
     let (status, s) = a.create("Eileen Collins").await;
     assert_eq!(status, StatusCode::CREATED, "{s}");

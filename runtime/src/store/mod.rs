@@ -281,6 +281,9 @@ pub struct NewTemplate {
 pub trait TemplateStore: Send + Sync + 'static {
     /// Where the data lives, for logs (never a password).
     fn describe(&self) -> String;
+    /// The kind of store (`embedded`, `postgresql`), for the open `/readyz`: unlike
+    /// [`Self::describe`] it names no host, user, database or path.
+    fn kind(&self) -> &'static str;
     /// Create a subject with a trimmed, non-empty name of at most [`MAX_NAME_CHARS`], recording
     /// the id of the API key creating it (`created_by`; never the key itself). With
     /// `key_quota`, a store shared by replicas refuses the subject inside the write

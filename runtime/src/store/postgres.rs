@@ -447,6 +447,10 @@ impl TemplateStore for PgStore {
         self.described.clone()
     }
 
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
     async fn create_subject(
         &self,
         name: &str,

@@ -621,6 +621,10 @@ impl TemplateStore for RedbStore {
         format!("embedded redb file {}", self.inner.path.display())
     }
 
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn create_subject(
         &self,
         name: &str,
