@@ -588,8 +588,9 @@ async fn database_tls_is_verified() {
     assert!(r.log().contains("FACEKEY_DATABASE_CA_FILE"), "{}", r.log());
 }
 
-/// Key rotation: a new key put first seals new templates; templates sealed with the old key stay
-/// readable (no re-enrolment); dropping the old key while it still seals data stops start-up.
+/// Key rotation: dropping the old key while it still seals data stops start-up, naming it; a
+/// replica starting with the new key first (the old one still listed) seals every template
+/// again with it (no re-enrolment), after which the old key can leave the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_keys_rotate_without_re_enrolment() {
     let pg = PgServer::start();
@@ -604,26 +605,40 @@ async fn template_keys_rotate_without_re_enrolment() {
     assert_eq!(status, StatusCode::CREATED, "{e}");
     drop(a);
 
+    // The new key alone cannot open what k1 sealed: start-up stops naming k1.
+    std::fs::write(&keys, format!("{k2}\n")).unwrap();
+    let mut early = spawn(&pg.url(), &keys, work.path(), "early");
+    assert!(!wait_exit(&mut early.child, Duration::from_secs(60)).success());
+    assert!(early.log().contains("\"k1\""), "{}", early.log());
+
+    // The new key first, the old one still listed: start-up seals every template again with k2.
     std::fs::write(&keys, format!("{k2}\n{k1}\n")).unwrap();
     let mut b = spawn(&pg.url(), &keys, work.path(), "b");
     b.wait_ready().await;
+    assert_eq!(
+        pg.psql("SELECT string_agg(DISTINCT key_id, ',') FROM facekey_templates"),
+        "k2"
+    );
     let (status, v) = b.verify(&id, "astronaut_640x480.jpg").await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["match"]["decision"], "accept", "{v}");
     let (status, e) = b.enrol(&id, "astronaut_640x480.jpg").await;
     assert_eq!(status, StatusCode::CREATED, "{e}");
-    assert_eq!(
-        pg.psql(
-            "SELECT string_agg(key_id, ',' ORDER BY created_at, key_id) FROM facekey_templates"
-        ),
-        "k1,k2"
-    );
     drop(b);
 
+    // So k1 is retired: a replica with k2 alone starts and matches both faces.
     std::fs::write(&keys, format!("{k2}\n")).unwrap();
     let mut c = spawn(&pg.url(), &keys, work.path(), "c");
-    assert!(!wait_exit(&mut c.child, Duration::from_secs(60)).success());
-    assert!(c.log().contains("\"k1\""), "{}", c.log());
+    c.wait_ready().await;
+    let (status, v) = c.subject(&id).await;
+    assert_eq!(
+        (status, &v["faces"]),
+        (StatusCode::OK, &serde_json::json!(2)),
+        "{v}"
+    );
+    let (status, v) = c.verify(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["match"]["decision"], "accept", "{v}");
 }
 
 /// A database a newer release migrated further (a migration this binary does not know) still

@@ -48,6 +48,9 @@ const SESSION_BOUNDS: &str = "SET lock_timeout = '5s'; \
     SET idle_in_transaction_session_timeout = '15s'; \
     SET statement_timeout = '60s'";
 
+/// Templates read and sealed again per query by [`PgStore::reseal`].
+const RESEAL_BATCH: i64 = 500;
+
 /// How long migrations wait for a lock (the advisory lock another replica migrating holds, or a
 /// table lock an `ALTER TABLE` needs) before start-up fails with the error: a restart retries,
 /// instead of every old replica's queries queueing behind a waiting `ALTER TABLE`.
@@ -300,13 +303,92 @@ impl PgStore {
         if let Err(e) = conn.close().await {
             tracing::debug!(error = %e, "closing the migration connection failed");
         }
-        Ok(Self {
+        let store = Self {
             pool,
             ledger_pool,
             keys,
             max_faces,
             described,
-        })
+        };
+        store.reseal().await?;
+        Ok(store)
+    }
+
+    /// Seal again with the current key every template sealed with another one (a rotation's
+    /// second rollout, once every replica can read the new key), in batches of [`RESEAL_BATCH`],
+    /// one pass by id; so a retired key can leave the key file once every replica has started
+    /// with the new key first. A row changed meanwhile (deleted, or sealed again by a replica
+    /// starting beside this one) is left as it is. The embeddings do not change, so the other
+    /// replicas' indexes need no notification. Returns the templates sealed again.
+    async fn reseal(&self) -> Result<usize, StoreError> {
+        let current = self.keys.current_id();
+        let mut after = String::new();
+        let mut count = 0;
+        let mut retired = std::collections::BTreeSet::new();
+        loop {
+            let rows = sqlx::query(concat!(
+                template_columns!(),
+                " WHERE key_id <> $1 AND id::text > $2 ORDER BY id::text LIMIT $3"
+            ))
+            .bind(current)
+            .bind(&after)
+            .bind(RESEAL_BATCH)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("seal templates again"))?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = last.try_get("id").map_err(db_err("seal templates again"))?;
+            let (mut ids, mut olds, mut nonces, mut ciphertexts) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for row in &rows {
+                let old: String = row
+                    .try_get("key_id")
+                    .map_err(db_err("seal templates again"))?;
+                let template = self.template_of(row)?;
+                let sealed = self.keys.seal(
+                    Binding {
+                        template_id: &template.id,
+                        subject_id: &template.subject_id,
+                        model: &template.model,
+                    },
+                    &template.embedding,
+                )?;
+                retired.insert(old.clone());
+                ids.push(template.id);
+                olds.push(old);
+                nonces.push(sealed.nonce.to_vec());
+                ciphertexts.push(sealed.ciphertext);
+            }
+            // One statement per batch; a row whose key changed meanwhile is not matched.
+            let updated = sqlx::query(
+                "UPDATE facekey_templates AS t SET key_id = $1, nonce = u.nonce, \
+                   ciphertext = u.ciphertext \
+                 FROM unnest($2::text[], $3::text[], $4::bytea[], $5::bytea[]) \
+                   AS u(id, old, nonce, ciphertext) \
+                 WHERE t.id = u.id::uuid AND t.key_id = u.old",
+            )
+            .bind(current)
+            .bind(&ids)
+            .bind(&olds)
+            .bind(&nonces)
+            .bind(&ciphertexts)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("seal templates again"))?;
+            count += usize::try_from(updated.rows_affected()).unwrap_or(usize::MAX);
+        }
+        if count > 0 {
+            tracing::info!(
+                templates = count,
+                key = current,
+                retired_keys = ?retired,
+                "sealed templates again with the current key; the older keys can leave the key \
+                 file once every replica runs with this one first"
+            );
+        }
+        Ok(count)
     }
 
     /// The connection pool (the change listener shares its settings).

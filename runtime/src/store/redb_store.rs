@@ -10,6 +10,7 @@
 //! operation; once space is back, writes work again without a restart. A directory that is
 //! read-only at start-up opens the file read-only: the runtime serves, writes answer 503.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,10 +261,14 @@ impl RedbStore {
             max_faces,
             keys,
         };
-        let sealed = if writable { inner.seal_legacy()? } else { 0 };
+        let (sealed, retired) = if writable {
+            inner.seal_legacy()?
+        } else {
+            (0, BTreeSet::new())
+        };
         if sealed > 0 {
-            // Copy-on-write leaves the old plaintext pages in the file until they are reused;
-            // compaction rewrites the file without them.
+            // Copy-on-write leaves the old pages (plaintext, or sealed with the retired key) in
+            // the file until they are reused; compaction rewrites the file without most of them.
             let db = match inner.db.get_mut() {
                 Ok(Handle::Writable(db)) => Arc::get_mut(db),
                 _ => None,
@@ -276,7 +281,10 @@ impl RedbStore {
             }
             tracing::info!(
                 templates = sealed,
-                "sealed templates stored before encryption"
+                key = inner.keys.current_id(),
+                retired_keys = ?retired,
+                "sealed templates stored before encryption or with an older key; the older keys \
+                 can now leave the key file"
             );
         }
         Ok(Self {
@@ -395,19 +403,30 @@ impl Inner {
         }
     }
 
-    fn seal_legacy(&self) -> Result<usize, StoreError> {
+    /// Seal every template not sealed with the current key: those stored before encryption, and
+    /// those sealed with a key the file now lists after the current one (a rotation), so a
+    /// retired key can leave the key file after one start with the new key first. Returns the
+    /// templates rewritten and the older key ids they were sealed with.
+    fn seal_legacy(&self) -> Result<(usize, BTreeSet<String>), StoreError> {
         let err = backend("seal legacy templates");
         let txn = self.begin_write("seal legacy templates")?;
         let mut count = 0;
+        let mut retired = BTreeSet::new();
         {
             let mut t = txn.open_table(TEMPLATES).map_err(|e| err(e.into()))?;
             let mut legacy = Vec::new();
             for row in t.iter().map_err(|e| err(e.into()))? {
                 let (k, v) = row.map_err(|e| err(e.into()))?;
                 let stored: StoredTemplate = decode(k.value(), v.value())?;
-                if !stored.is_sealed() {
-                    legacy.push((k.value().to_owned(), stored));
+                match stored.key_id.as_deref() {
+                    _ if !stored.is_sealed() => {}
+                    Some(id) if id == self.keys.current_id() => continue,
+                    Some(id) => {
+                        retired.insert(id.to_owned());
+                    }
+                    None => {}
                 }
+                legacy.push((k.value().to_owned(), stored));
             }
             for (key, stored) in legacy {
                 let template = stored.open(&self.keys)?;
@@ -418,7 +437,7 @@ impl Inner {
             }
         }
         txn.commit().map_err(|e| err(e.into()))?;
-        Ok(count)
+        Ok((count, retired))
     }
 
     fn create_subject(
@@ -772,6 +791,33 @@ mod tests {
             ),
             vec![0.123_456_79]
         );
+    }
+
+    /// A rotation retires the old key after one start with the new key first: every template
+    /// is sealed again with it on open, so the old line can then leave the key file.
+    #[tokio::test]
+    async fn templates_sealed_with_an_older_key_are_sealed_again_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k1, k2) = (new_key_line("k1").unwrap(), new_key_line("k2").unwrap());
+        let parse = |text: &str| TemplateKeys::parse(text, Path::new("test-keys")).unwrap();
+        let id = {
+            let store = open(dir.path(), 10, &parse(&k1));
+            let a = store.create_subject("a", None, None).await.unwrap();
+            store.add_template(&a.id, tmpl(0.75), None).await.unwrap();
+            a.id
+        };
+        // Only k2: the template needs k1, so opening refuses, naming it (never garbage).
+        let refused = RedbStore::open(dir.path(), 10, parse(&k2)).err().unwrap();
+        assert!(refused.to_string().contains("k1"), "{refused}");
+        // k2 first, k1 still listed: opening seals everything with k2...
+        drop(open(dir.path(), 10, &parse(&format!("{k2}\n{k1}"))));
+        let bytes = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"key_id\":\"k2\""));
+        // ... so k1 can go: the store opens and reads with k2 alone.
+        let store = open(dir.path(), 10, &parse(&k2));
+        let r = store.load_subject(&id).await.unwrap().unwrap();
+        assert_eq!(firsts(&r), vec![0.75]);
+        assert_eq!(store.load_all().await.unwrap().len(), 1);
     }
 
     #[tokio::test]
