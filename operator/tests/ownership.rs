@@ -98,22 +98,27 @@ async fn a_foreign_service_is_left_alone_and_reported_until_it_goes() {
     );
 }
 
-/// A foreign Deployment of the same name: not applied, and no HPA that would scale it.
-#[tokio::test]
-async fn a_foreign_deployment_gets_no_apply_and_no_autoscaler() {
-    let (h, log) = ssa::harness(&[]).await;
+/// Create a Deployment named `fk` that no FaceKeyDeployment owns, running `image`.
+async fn create_foreign_deployment(h: &common::Harness, image: &str) {
     let foreign: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "fk", "namespace": NS},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "other"}},
                  "template": {"metadata": {"labels": {"app": "other"}},
-                              "spec": {"containers": [{"name": "c", "image": "other:1"}]}}},
+                              "spec": {"containers": [{"name": "c", "image": image}]}}},
     }))
     .unwrap();
     h.api::<Deployment>()
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
+}
+
+/// A foreign Deployment of the same name: not applied, and no HPA that would scale it.
+#[tokio::test]
+async fn a_foreign_deployment_gets_no_apply_and_no_autoscaler() {
+    let (h, log) = ssa::harness(&[]).await;
+    create_foreign_deployment(&h, "other:1").await;
     h.create(
         "fk",
         json!({"image": IMG1, "scanGate": {"enabled": false},
@@ -148,19 +153,11 @@ async fn a_foreign_deployment_gets_no_apply_and_no_autoscaler() {
 #[tokio::test]
 async fn a_foreign_deployments_image_is_never_admitted_by_the_gate() {
     let (h, _log) = ssa::harness(&[]).await;
-    let foreign: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "fk", "namespace": NS},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "other"}},
-                 "template": {"metadata": {"labels": {"app": "other"}},
-                              "spec": {"containers": [{"name": "c",
-                                  "image": "other@sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}}},
-    }))
-    .unwrap();
-    h.api::<Deployment>()
-        .create(&PostParams::default(), &foreign)
-        .await
-        .unwrap();
+    create_foreign_deployment(
+        &h,
+        "other@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    )
+    .await;
     h.create("fk", json!({"image": IMG1})).await;
     for _ in 0..2 {
         let _ = h.reconcile("fk").await;
