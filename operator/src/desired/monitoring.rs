@@ -135,9 +135,14 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
         owner_ref: None,
     };
     let sel = series_selector(&owner);
+    // Frame batches of challenge sessions carry up to a few MB of base64 frames from phones,
+    // timed from the first byte: their upload time is the client's uplink, not the service.
     let p99 = format!(
-        "histogram_quantile(0.99, sum by ({KEEP}, le) (rate(facekey_http_request_duration_seconds_bucket{{{sel}}}[5m])))"
+        "histogram_quantile(0.99, sum by ({KEEP}, le) (rate(facekey_http_request_duration_seconds_bucket{{{sel},route!=\"{FRAMES_ROUTE}\"}}[5m])))"
     );
+    // Server errors: 5xx but 507 (a key or the store at its quota: a client's limit, alerted
+    // by FaceKeySubjectsRefused/FaceKeyTemplatesRefused).
+    let server_errors = format!("{sel},status=~\"5..\",status!=\"507\"");
     let p99_seconds = f64::from(rules.p99_latency_ms) / 1000.0;
     // Attacks counted over 5 minutes: the alert's value is the attack count the mail names.
     let spoof_threshold = rules.spoof_rate_per_minute * 5.0;
@@ -171,8 +176,10 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
         },
         Alert {
             name: "FaceKeyHighErrorRate",
+            // At least MIN_BAD_EVENTS errors in the window: at a request a minute, one error
+            // is 20 % of five minutes.
             expr: format!(
-                "sum by ({KEEP}) (rate(facekey_http_requests_total{{{sel},status=~\"5..\"}}[5m])) / sum by ({KEEP}) (rate(facekey_http_requests_total{{{sel}}}[5m])) > 0.05"
+                "sum by ({KEEP}) (rate(facekey_http_requests_total{{{server_errors}}}[5m])) / sum by ({KEEP}) (rate(facekey_http_requests_total{{{sel}}}[5m])) > 0.05 and on ({KEEP}) sum by ({KEEP}) (increase(facekey_http_requests_total{{{server_errors}}}[5m])) >= {MIN_BAD_EVENTS}"
             ),
             for_: "10m",
             severity: "warning",
@@ -184,8 +191,10 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             // The runtime's own estimate (arrival rate x service time / in-flight places),
             // averaged over the pods: above 1 more arrives than the replicas can serve, and the
             // excess is answered 503 `overloaded` rather than queued.
+            // Averaged over 5 minutes too: the gauge is a 2-second estimate that swings
+            // ±15-20 %, and one sample under 1 would restart the `for` of a sustained overload.
             expr: format!(
-                "avg by ({KEEP}) (facekey_admission_offered_load{{{sel}}}) > 1"
+                "avg by ({KEEP}) (avg_over_time(facekey_admission_offered_load{{{sel}}}[5m])) > 1"
             ),
             for_: "10m",
             severity: "warning",
@@ -437,6 +446,14 @@ pub(crate) fn error_budget(objective: f64) -> f64 {
     ((1.0 - objective) * 1e6).round() / 1e6
 }
 
+/// Least bad events (5xx, or answers slower than the latency bound) in an alert's window before
+/// a ratio alert fires: at low traffic one failure is a large share (one 503 among 60 verifies an
+/// hour burns the 99.9 % budget 16x), which is no outage to page for.
+pub const MIN_BAD_EVENTS: u32 = 5;
+
+/// The frame-batch route of challenge sessions, whose requests carry uploads of up to a few MB.
+const FRAMES_ROUTE: &str = "/v1/liveness/sessions/{id}/frames";
+
 /// Rate windows the burn-rate alerts read.
 const SLO_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
 
@@ -501,6 +518,18 @@ fn slo_rule_group(namespace: &str, name: &str) -> Value {
             ),
         ),
     ];
+    // Bad events in a window, for the MIN_BAD_EVENTS guard.
+    let bad_events = |record: &str, w: &str| -> String {
+        if record == "slo_verify_errors" {
+            format!(
+                "sum by ({KEEP}) (increase(facekey_http_requests_total{{{verify},status=~\"5..\"}}[{w}]))"
+            )
+        } else {
+            format!(
+                "(sum by ({KEEP}) (increase(facekey_http_request_duration_seconds_count{{{verify}}}[{w}])) - sum by ({KEEP}) (increase(facekey_http_request_duration_seconds_bucket{{{verify},le=\"{SLO_LATENCY_LE}\"}}[{w}])))"
+            )
+        }
+    };
     for (sli, record, objective, meaning) in &slis {
         let budget = error_budget(*objective);
         for (speed, severity, for_) in [("Fast", "critical", "2m"), ("Slow", "warning", "15m")] {
@@ -510,7 +539,8 @@ fn slo_rule_group(namespace: &str, name: &str) -> Value {
                 .map(|(_, long, short, rate)| {
                     let limit = format!("({rate} * {budget})");
                     format!(
-                        "(facekey:{record}:ratio_rate{long}{{{sel}}} > {limit} and facekey:{record}:ratio_rate{short}{{{sel}}} > {limit})"
+                        "(facekey:{record}:ratio_rate{long}{{{sel}}} > {limit} and facekey:{record}:ratio_rate{short}{{{sel}}} > {limit} and on ({KEEP}) {} >= {MIN_BAD_EVENTS})",
+                        bad_events(record, long)
                     )
                 })
                 .collect::<Vec<_>>()
