@@ -58,6 +58,10 @@ pub const MEMORY_CAPACITY: usize = 100_000;
 pub const MAX_ATTEMPTS: u32 = 1_000;
 /// Longest accepted window or lock: one year.
 pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+/// How often a degraded [`FallbackLedger`] asks the shared ledger whether it is back.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// The subject the recheck reads: not a UUID, so never a subject's.
+const RECHECK_SUBJECT: &str = "facekey-ledger-recheck";
 /// Least time between two purges of expired ledger entries by one replica.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -237,6 +241,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// Delete entries that no longer matter (lock over and no failure inside the window);
     /// returns how many.
     async fn purge_expired(&self) -> Result<u64, LockoutError>;
+    /// Whether the ledger can count failures now (reachable and writable); by default a read.
+    async fn probe(&self) -> Result<(), LockoutError> {
+        self.locked_for(RECHECK_SUBJECT).await.map(|_| ())
+    }
     /// Where the ledger lives, for the start-up log.
     fn describe(&self) -> String;
 }
@@ -508,6 +516,21 @@ fn secs(value: f64) -> Duration {
 
 #[async_trait::async_trait]
 impl Ledger for PgLedger {
+    async fn probe(&self) -> Result<(), LockoutError> {
+        // A read answers on a read-only database too, where counting fails: ask for writes.
+        let writable: bool = sqlx::query_scalar(
+            "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err("check the lockout ledger"))?;
+        if writable {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("the lockout ledger's database is read-only".into()).into())
+        }
+    }
+
     async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
         let left: Option<f64> = sqlx::query_scalar(
             "SELECT extract(epoch FROM locked_until - now())::float8 FROM facekey_lockouts \
@@ -660,6 +683,31 @@ impl FallbackLedger {
             local: MemoryLedger::new(),
             metrics,
             degraded: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// While degraded, ask the shared ledger `every` ([`RECHECK_EVERY`] in the server) whether
+    /// it answers again, so `facekey_lockout_ledger_local` (and its alert) clears when the
+    /// database is back, not at this replica's next verification, which may be hours later at
+    /// night. Ends when the ledger is dropped.
+    pub fn watch(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let ledger = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(ledger) = ledger.upgrade() else {
+                    return;
+                };
+                ledger.recheck().await;
+            }
+        })
+    }
+
+    /// One check of the shared ledger while degraded ([`Ledger::probe`]).
+    pub async fn recheck(&self) {
+        if self.degraded.load(std::sync::atomic::Ordering::Relaxed) {
+            let probe = self.shared.probe().await;
+            self.note(&probe);
         }
     }
 
@@ -1074,6 +1122,33 @@ mod tests {
         ));
         assert!(l.release(SUBJECT).await.unwrap().is_some());
         l.check(SUBJECT).await.unwrap();
+    }
+
+    /// The local-ledger gauge clears once the shared ledger answers again, without waiting for a
+    /// verification (a quiet replica at night would keep its alert up for hours).
+    #[tokio::test]
+    async fn a_degraded_ledger_notices_the_shared_one_is_back_without_traffic() {
+        const EVERY: Duration = Duration::from_millis(20);
+        let metrics = Metrics::new().unwrap();
+        let shared = Arc::new(Flaky {
+            inner: MemoryLedger::new(),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
+        let watch = ledger.watch(EVERY);
+        ledger.record_failure(SUBJECT, &policy()).await.unwrap();
+        assert_eq!(metrics.lockout_ledger_local.get(), 1);
+        // Still down: the rechecks change nothing.
+        tokio::time::sleep(EVERY * 3).await;
+        assert_eq!(metrics.lockout_ledger_local.get(), 1);
+        // Back, and no request arrives: the next recheck clears it.
+        shared.set_down(false);
+        tokio::time::sleep(EVERY * 10).await;
+        assert_eq!(metrics.lockout_ledger_local.get(), 0);
+        // The watch ends with the ledger.
+        drop(ledger);
+        tokio::time::sleep(EVERY * 5).await;
+        assert!(watch.is_finished());
     }
 
     #[tokio::test]

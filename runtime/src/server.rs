@@ -138,10 +138,13 @@ async fn open_enrolments(
             let enrolments = Arc::new(
                 Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
             );
-            let ledger: Arc<dyn Ledger> = Arc::new(FallbackLedger::new(
+            let fallback = Arc::new(FallbackLedger::new(
                 Arc::new(PgLedger::new(store.ledger_pool().clone())),
                 metrics.clone(),
             ));
+            // Ends when the ledger goes (with the server).
+            drop(fallback.watch(crate::lockout::RECHECK_EVERY));
+            let ledger: Arc<dyn Ledger> = fallback;
             let shared = Some((store.pool().clone(), keys));
             let follower = tokio::spawn(enrolments.clone().follow(store));
             Ok((enrolments, Some(follower), ledger, shared))

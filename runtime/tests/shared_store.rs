@@ -424,6 +424,9 @@ async fn a_read_only_database_refuses_writes_with_503_and_verification_keeps_ans
         (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
         "{v}"
     );
+    // The ledger's recheck (every 5 s) asks for a writable database, not a read: still local.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(a.metrics().await.contains("facekey_lockout_ledger_local 1"));
 
     pg.psql(
         "BEGIN READ WRITE; ALTER DATABASE facekey SET default_transaction_read_only = off; COMMIT",
@@ -432,6 +435,13 @@ async fn a_read_only_database_refuses_writes_with_503_and_verification_keeps_ans
     within(Duration::from_secs(10), "writes accepted again", || async {
         a.create("after").await.0 == StatusCode::CREATED
     })
+    .await;
+    // And the lockout is shared again without waiting for a verification.
+    within(
+        Duration::from_secs(10),
+        "the ledger shared again",
+        || async { a.metrics().await.contains("facekey_lockout_ledger_local 0") },
+    )
     .await;
 }
 
