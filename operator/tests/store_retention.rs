@@ -113,6 +113,15 @@ async fn a_deleted_resource_leaves_its_claim_and_a_recreated_one_adopts_it() {
     h.reconcile("fk").await.unwrap();
     assert_eq!(claim(&h).await.unwrap().resource_version(), version);
 
+    // The generated API keys go with the enrolments: kept, not owned.
+    let keys = h.api::<Secret>().get("fk-api-keys").await.unwrap();
+    assert!(
+        keys.metadata.owner_references.is_none(),
+        "{:?}",
+        keys.metadata
+    );
+    assert!(keys.annotations()["facekey.dev/retained"].contains("API keys"));
+
     // `kubectl delete fkd fk` (or `kubectl delete -k`, an Argo CD app deletion): the owned
     // children go, the claim and its enrolments stay.
     delete_resource(&h).await;
@@ -147,6 +156,10 @@ async fn a_deleted_resource_leaves_its_claim_and_a_recreated_one_adopts_it() {
     );
     let adopted = claim(&h).await.unwrap();
     assert_eq!(adopted.uid(), pvc.uid(), "the same claim, not a new one");
+    // The applications' keys are the ones they hold: the same Secret, not a new admin key.
+    let keys_after = h.api::<Secret>().get("fk-api-keys").await.unwrap();
+    assert_eq!(keys_after.uid(), keys.uid());
+    assert_eq!(keys_after.data, keys.data);
     assert!(adopted.metadata.owner_references.is_none());
     assert!(
         !log.of("PersistentVolumeClaim").is_empty(),
@@ -185,10 +198,23 @@ async fn without_retention_the_claim_is_owned_and_deleted_with_the_resource() {
         (fkd.uid().unwrap().as_str(), Some(true))
     );
     assert!(!pvc.annotations().contains_key("facekey.dev/retained"));
+    let keys = h.api::<Secret>().get("fk-api-keys").await.unwrap();
+    assert_eq!(
+        keys.metadata.owner_references.unwrap()[0].uid,
+        fkd.uid().unwrap()
+    );
     delete_resource(&h).await;
     assert!(
         claim(&h).await.is_none(),
         "the garbage collector deletes it, and the enrolments with it"
+    );
+    assert!(
+        h.api::<Secret>()
+            .get_opt("fk-api-keys")
+            .await
+            .unwrap()
+            .is_none(),
+        "the keys go with the enrolments"
     );
 }
 

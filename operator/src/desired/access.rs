@@ -57,7 +57,11 @@ pub(super) fn metrics_auth(spec: &FaceKeyDeploymentSpec) -> MetricsAuth {
 }
 
 /// The API keys Secret to generate when `auth.keysSecretRef` is not given: metadata only (the
-/// reconciler fills in the key), owned by the FaceKeyDeployment so it goes with it.
+/// reconciler fills in the key). Owned by the FaceKeyDeployment so it goes with it, unless the
+/// enrolments outlive the resource ([`super::store::data_outlives`]): then it is kept with
+/// them, so a resource deleted and recreated from Git finds its applications' keys (and the
+/// key ids its subjects record) as they were, instead of a new admin key that answers every
+/// client 401.
 pub(super) fn generated_api_keys(
     owner: &Owner<'_>,
     spec: &FaceKeyDeploymentSpec,
@@ -69,8 +73,16 @@ pub(super) fn generated_api_keys(
     {
         return None;
     }
+    let mut metadata = owner.meta(labels::api_keys_secret_name(owner.name), Component::Runtime);
+    if super::store::data_outlives(spec) {
+        super::store::retain(
+            &mut metadata,
+            "the API keys of a store that outlives the FaceKeyDeployment: kept when it is \
+             deleted, with the enrolments",
+        );
+    }
     Some(Secret {
-        metadata: owner.meta(labels::api_keys_secret_name(owner.name), Component::Runtime),
+        metadata,
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
     })

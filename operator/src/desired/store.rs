@@ -241,6 +241,18 @@ fn retain_on_delete(spec: &FaceKeyDeploymentSpec) -> bool {
     spec.store.as_ref().is_none_or(|s| s.retain_on_delete)
 }
 
+/// Whether the enrolments outlive the resource: an external database, or a store kept when the
+/// resource is deleted (`store.retainOnDelete`). What belongs with them (the API keys whose ids
+/// the subjects record, that their applications hold) is then kept too.
+pub(super) fn data_outlives(spec: &FaceKeyDeploymentSpec) -> bool {
+    spec.store.as_ref().is_some_and(|s| {
+        s.retain_on_delete
+            || s.postgres
+                .as_ref()
+                .is_some_and(|p| p.url_secret_ref.is_some())
+    })
+}
+
 /// Metadata of a store object: with `store.retainOnDelete` (the default) no owner reference, so
 /// the garbage collector keeps it (and the enrolments) when the FaceKeyDeployment is deleted, by
 /// mistake or to recreate it from Git; the operator's labels let a FaceKeyDeployment of the same
@@ -267,7 +279,7 @@ fn store_meta(
 /// automated pruning, delete it. A retained object therefore carries no
 /// `app.kubernetes.io/instance` (the adoption check reads `facekey.dev/owner`), and tells Argo CD
 /// never to prune it or count it as drift should another tracking label select it.
-fn retain(metadata: &mut ObjectMeta, why: &str) {
+pub(super) fn retain(metadata: &mut ObjectMeta, why: &str) {
     metadata.owner_references = None;
     if let Some(labels) = metadata.labels.as_mut() {
         labels.remove(labels::INSTANCE_LABEL);
