@@ -852,6 +852,19 @@ impl Config {
         found
     }
 
+    /// `FACEKEY_*` names in `vars` that are no setting of this runtime: a typo, or a setting of a
+    /// newer release (an operator newer than the runtime image it runs), which this runtime
+    /// ignores. Start-up and `--check-config` warn about each, so an ignored security setting
+    /// (a CA file, a lockout bound) is not ignored silently.
+    pub fn unknown_settings(names: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut unknown: Vec<String> = names
+            .into_iter()
+            .filter(|name| name.starts_with("FACEKEY_") && !env::ALL.contains(&name.as_str()))
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
     /// Defaults for tests: everything as if no flag were set, except an ephemeral loopback port
     /// and a fresh data directory under the system temp dir.
     pub fn for_tests() -> Self {
@@ -1224,6 +1237,22 @@ mod tests {
         let catalogue: std::collections::BTreeSet<String> =
             env::ALL.iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(read, catalogue);
+    }
+
+    #[test]
+    fn unknown_facekey_names_are_reported() {
+        let names = [
+            "FACEKEY_LISTEN",
+            "FACEKEY_LOCKOUT_MAX_SECS",
+            "FACEKEY_LISTNE",
+            "FACEKEY_SETTING_OF_A_NEWER_RELEASE",
+            "PATH",
+        ]
+        .map(str::to_owned);
+        assert_eq!(
+            Config::unknown_settings(names),
+            ["FACEKEY_LISTNE", "FACEKEY_SETTING_OF_A_NEWER_RELEASE"]
+        );
     }
 
     #[test]

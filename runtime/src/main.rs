@@ -32,7 +32,13 @@ async fn main() -> anyhow::Result<()> {
         println!("{key}\n{line}");
         return Ok(());
     }
+    let unknown = Config::unknown_settings(
+        std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
+    );
     if config.check_config {
+        for name in &unknown {
+            eprintln!("UNKNOWN SETTING (ignored by this runtime): {name}");
+        }
         let allowed = config.check().map_err(anyhow::Error::msg)?;
         for problem in &allowed {
             eprintln!("INSECURE (allowed by --allow-insecure): {problem}");
@@ -46,6 +52,13 @@ async fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg);
     }
     telemetry::init(config.log_format, &config.log).map_err(anyhow::Error::msg)?;
+    for name in &unknown {
+        tracing::warn!(
+            setting = %name,
+            "{name} is no setting of this runtime and is ignored: a typo, or a setting of a newer \
+             release (run the runtime image of the operator's release)"
+        );
+    }
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "facekey-runtime listening");

@@ -217,6 +217,23 @@ fn a_database_url_without_sslmode_stops_start_up() {
     );
 }
 
+/// A setting this runtime does not know (a typo, or a newer operator's) is named, not ignored
+/// silently.
+#[test]
+fn check_config_names_unknown_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
+        .arg("--check-config")
+        .env("FACEKEY_LOCKOUT_MAX_SECCS", "60")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("UNKNOWN SETTING (ignored by this runtime): FACEKEY_LOCKOUT_MAX_SECCS"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_health_fails_when_nothing_listens() {
     let out = Command::new(env!("CARGO_BIN_EXE_facekey-runtime"))
