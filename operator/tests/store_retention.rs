@@ -456,3 +456,45 @@ async fn an_unlabelled_cluster_of_that_name_is_refused_as_foreign() {
         "no pod connects to a stranger's database"
     );
 }
+
+/// With a template key of one's own (`templateKeySecretRef`), retention of a CloudNativePG store
+/// may change; the Cluster's owner reference moves as a real server moves it (the operator's
+/// apply stops sending it, server-side apply removes it), so the database is then kept.
+#[tokio::test]
+async fn turning_retention_on_moves_the_clusters_owner_reference() {
+    let (h, _log) = ssa::harness(&CNPG).await;
+    let key = json!({"name": "my-key", "key": "template.key"});
+    h.create(
+        "fk",
+        cloudnativepg(json!({"retainOnDelete": false, "templateKeySecretRef": key})),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let owned = clusters(&h).get("fk-db").await.unwrap();
+    assert!(owned.metadata.owner_references.is_some());
+    h.patch_spec("fk", json!({"store": {"retainOnDelete": true}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let kept = clusters(&h).get("fk-db").await.unwrap();
+    assert!(
+        kept.metadata.owner_references.is_none(),
+        "{:?}",
+        kept.metadata
+    );
+    assert!(
+        kept.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("facekey.dev/retained"))
+    );
+    delete_resource(&h).await;
+    assert_eq!(
+        clusters(&h)
+            .get_opt("fk-db")
+            .await
+            .unwrap()
+            .map(|c| c.uid()),
+        Some(owned.uid()),
+        "the database outlives the resource"
+    );
+}

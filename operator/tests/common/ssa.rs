@@ -210,7 +210,10 @@ fn funcs(fail: Arc<AtomicBool>, log: Log) -> interceptor::Funcs {
             "PodDisruptionBudget" => run!(PodDisruptionBudget),
             "NetworkPolicy" => run!(NetworkPolicy),
             "PersistentVolumeClaim" => run!(PersistentVolumeClaim),
-            // prometheus-operator and CloudNativePG stand-ins: the fake's own merge.
+            // The CloudNativePG Cluster carries the store's owner reference, which a real
+            // server removes when the operator stops sending it (retention turned on).
+            "Cluster" => run!(super::kinds::Cluster),
+            // prometheus-operator stand-ins: the fake's own merge.
             _ => Ok(None),
         }
     })
