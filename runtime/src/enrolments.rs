@@ -30,8 +30,9 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// still verifies): a `SELECT 1` every 5 s is nothing to the database.
 const LISTENER_PROBE_EVERY: Duration = Duration::from_secs(5);
 /// How long that check may take before the connection counts as dead (reconnecting reloads the
-/// whole index, so changes missed meanwhile arrive then).
-const LISTENER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// whole index, so changes missed meanwhile arrive then): not shorter, so a database slow under
+/// load does not get every replica's full reload on top.
+const LISTENER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The template store's health as `/readyz` and the metrics report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -538,6 +539,20 @@ mod tests {
         assert!(e.index().list().is_empty());
         assert!(e.health().available);
         assert_eq!(e.health().reloads, 1);
+        // One statement that timed out on a lock is no outage; an unreachable store is, until
+        // the next success.
+        assert!(
+            e.mark::<()>(Err(StoreError::Busy("lock timeout".into())))
+                .is_err()
+        );
+        assert!(e.health().available);
+        assert!(
+            e.mark::<()>(Err(StoreError::Unavailable("refused".into())))
+                .is_err()
+        );
+        assert!(!e.health().available);
+        e.mark(Ok(())).unwrap();
+        assert!(e.health().available);
     }
 
     #[tokio::test]

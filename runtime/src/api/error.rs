@@ -201,6 +201,14 @@ impl From<StoreError> for ApiError {
                      are refused until it returns"
                 ),
             ),
+            StoreError::Busy(message) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!("the template store could not serve this now ({message}); retry"),
+                )
+            },
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -228,14 +236,16 @@ impl From<LockoutError> for ApiError {
                     )
                 }
             }
-            LockoutError::Store(StoreError::Unavailable(message)) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                format!(
-                    "the failed-verification ledger is unavailable ({message}); verification is \
+            LockoutError::Store(StoreError::Unavailable(message) | StoreError::Busy(message)) => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!(
+                        "the failed-verification ledger is unavailable ({message}); verification is \
                      refused until it returns"
-                ),
-            ),
+                    ),
+                )
+            }
             e @ LockoutError::Full { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -349,6 +359,16 @@ mod tests {
         assert_eq!(
             (e.status, e.code),
             (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        );
+        // A statement that timed out on a lock: 503 too, to retry at once.
+        let e = ApiError::from(StoreError::Busy("rename subject: lock timeout".into()));
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                Some(1)
+            )
         );
         let e = ApiError::from(LockoutError::Locked(crate::lockout::Locked {
             subject: "s-1".into(),

@@ -125,7 +125,7 @@ fn outcome_str(o: Outcome) -> &'static str {
 
 fn store_err(e: StoreError) -> SessionError {
     match e {
-        StoreError::Unavailable(m) => SessionError::Unavailable(m),
+        StoreError::Unavailable(m) | StoreError::Busy(m) => SessionError::Unavailable(m),
         other => SessionError::Backend(other.to_string()),
     }
 }

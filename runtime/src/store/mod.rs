@@ -111,6 +111,11 @@ pub enum StoreError {
     /// The store cannot be reached (database down); reads keep working from the index.
     #[error("template store unavailable: {0}")]
     Unavailable(String),
+    /// The store is up but could not serve this statement now (a lock or statement timeout, a
+    /// deadlock, a serialization failure): answered 503 like [`Self::Unavailable`], without
+    /// marking the store down, since the next statement may well succeed.
+    #[error("template store busy: {0}")]
+    Busy(String),
     /// A template could not be encrypted or decrypted.
     #[error(transparent)]
     Key(#[from] KeyError),

@@ -184,10 +184,10 @@ fn bounded_pool(connections: u32) -> PgPoolOptions {
         })
 }
 
-/// Whether a database error means "the database cannot serve this now" (as opposed to a query
-/// or data problem): unreachable, shutting down, read-only, out of connections or resources, a
-/// lock or statement timeout, a deadlock. Each answers 503 `store_unavailable` with
-/// `Retry-After`, and lets the lockout count in memory meanwhile.
+/// Whether a database error means "the database is not there for writes" (as opposed to a
+/// query or data problem): unreachable, shutting down, read-only, out of connections or
+/// resources. Each answers 503 `store_unavailable`, marks the store down (`facekey_store_up 0`)
+/// and lets the lockout count in memory meanwhile.
 fn is_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
@@ -197,25 +197,28 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_)
-    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| transient_state(&c)))
+    ) || sqlstate(e).is_some_and(|c| {
+        // 57P01..03: admin shutdown, crash shutdown, cannot connect now; 08xxx: connection;
+        // 53xxx: insufficient resources (53300 too many connections); 25006: read-only
+        // transaction (a standby, a database set read-only during failover).
+        c.starts_with("57P") || c.starts_with("08") || c.starts_with("53") || c == "25006"
+    })
 }
 
-/// SQLSTATEs of a server that cannot serve the statement now, where trying again later (or on
-/// another connection) can succeed.
-fn transient_state(code: &str) -> bool {
-    // 57P01..03: admin shutdown, crash shutdown, cannot connect now; 57014: statement timeout
-    // (query canceled); 08xxx: connection; 53xxx: insufficient resources (53300 too many
-    // connections); 55P03: lock timeout; 25006: read-only transaction (a standby, a database
-    // set read-only during failover); 25P03: idle-in-transaction timeout; 40xxx: serialization
-    // failure, deadlock.
-    code.starts_with("57P")
-        || code == "57014"
-        || code.starts_with("08")
-        || code.starts_with("53")
-        || code == "55P03"
-        || code == "25006"
-        || code == "25P03"
-        || code.starts_with("40")
+/// Whether a database error is about this statement only: a lock or statement timeout (55P03,
+/// 57014), the server ending a transaction left idle (25P03), a serialization failure or
+/// deadlock (40xxx). Answered 503 too, without marking the store down: the next statement may
+/// well succeed, and one stuck row must not read as a database outage.
+fn is_busy(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|c| c == "55P03" || c == "57014" || c == "25P03" || c.starts_with("40"))
+}
+
+/// The SQLSTATE of a database error.
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
 }
 
 /// Map a database error: unreachable becomes [`StoreError::Unavailable`], the rest
@@ -224,6 +227,12 @@ pub(crate) fn db_err(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreEr
     move |e| {
         if is_unavailable(&e) {
             StoreError::Unavailable(format!("{operation}: {e}"))
+        } else if is_busy(&e) {
+            // A deadlock is the code's to fix (locks taken in two orders): said loudly.
+            if sqlstate(&e).is_some_and(|c| c == "40P01") {
+                tracing::error!(operation, error = %e, "deadlock in the template database");
+            }
+            StoreError::Busy(format!("{operation}: {e}"))
         } else {
             StoreError::Backend {
                 operation,
@@ -310,25 +319,33 @@ impl PgStore {
             max_faces,
             described,
         };
-        store.reseal().await?;
+        // In the background: a large store takes a while, and start-up (the index load, the
+        // listener) need not wait for it; the old key opens what is not sealed again yet.
+        let resealing = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = resealing.reseal().await {
+                tracing::warn!(error = %e, "sealing templates again with the current key failed; the next start tries again");
+            }
+        });
         Ok(store)
     }
 
     /// Seal again with the current key every template sealed with another one (a rotation's
     /// second rollout, once every replica can read the new key), in batches of [`RESEAL_BATCH`],
-    /// one pass by id; so a retired key can leave the key file once every replica has started
-    /// with the new key first. A row changed meanwhile (deleted, or sealed again by a replica
+    /// one pass in primary-key order (run in the background at start-up); so a retired key can
+    /// leave the key file once every replica has started with the new key first and no
+    /// template names it any more. A row changed meanwhile (deleted, or sealed again by a replica
     /// starting beside this one) is left as it is. The embeddings do not change, so the other
     /// replicas' indexes need no notification. Returns the templates sealed again.
     async fn reseal(&self) -> Result<usize, StoreError> {
         let current = self.keys.current_id();
-        let mut after = String::new();
+        let mut after = uuid::Uuid::nil().to_string();
         let mut count = 0;
         let mut retired = std::collections::BTreeSet::new();
         loop {
             let rows = sqlx::query(concat!(
                 template_columns!(),
-                " WHERE key_id <> $1 AND id::text > $2 ORDER BY id::text LIMIT $3"
+                " WHERE key_id <> $1 AND id > $2::uuid ORDER BY id LIMIT $3"
             ))
             .bind(current)
             .bind(&after)
@@ -723,15 +740,34 @@ impl TemplateStore for PgStore {
     }
 
     async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
+        // One snapshot for subjects and templates, and no statement timeout: the whole store is
+        // read (about 4.6 KB a template), which may take longer than any one request may.
+        let err = db_err("load subjects");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        sqlx::raw_sql(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+             SET LOCAL statement_timeout = 0",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
         let rows = sqlx::query(concat!(
             "SELECT id::text AS id, name, created_by, ",
             created_at!(),
             " FROM facekey_subjects ORDER BY created_at, id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(db_err("load subjects"))?;
-        let mut templates = self.templates(None).await?;
+        .map_err(&err)?;
+        let template_rows = sqlx::query(concat!(template_columns!(), " ORDER BY created_at, id"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err("load templates"))?;
+        tx.commit().await.map_err(&err)?;
+        let mut templates = template_rows
+            .iter()
+            .map(|r| self.template_of(r))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut by_subject: std::collections::HashMap<String, Vec<Template>> =
             std::collections::HashMap::new();
         for t in templates.drain(..) {
