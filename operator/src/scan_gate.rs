@@ -10,6 +10,7 @@
 //! new scan Job. An admitted scanned image runs as `repository@sha256:…`, never by its tag. Until
 //! a usable report exists the gate stays closed (fail closed).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use facekey_crds::{
@@ -232,9 +233,10 @@ fn without_admitted_digest(image: &str) -> &str {
 
 /// The [`Provenance`] of `job` against the Job the gate would create (`wanted`) for the resource
 /// of uid `owner_uid`: its controller reference, and its containers' and init containers' names,
-/// images (less a digest admission added to a tag, [`without_admitted_digest`]), commands,
-/// arguments and environment, and its volumes' names (what decides what the Job writes; fields
-/// the API server defaults are not compared).
+/// images, commands, arguments and environment, and its volumes' names (what decides what the
+/// Job writes; fields the API server defaults are not compared). A live image is taken as the
+/// wanted one when it is that tagged reference with a digest added ([`without_admitted_digest`]);
+/// a wanted image pinned by digest must match exactly.
 fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
     let controlled = owner_uid.is_some_and(|uid| {
         crate::apply::controlled_by(job.metadata.owner_references.as_ref(), uid)
@@ -242,7 +244,27 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
     if !controlled {
         return Provenance::Foreign;
     }
-    let shape = |j: &Job| {
+    let wanted_images: BTreeSet<&str> = wanted
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .into_iter()
+        .flat_map(|p| {
+            p.containers
+                .iter()
+                .chain(p.init_containers.iter().flatten())
+        })
+        .filter_map(|c| c.image.as_deref())
+        .collect();
+    let admitted = |image: &str| -> String {
+        let named = without_admitted_digest(image);
+        if named != image && wanted_images.contains(named) {
+            named.to_owned()
+        } else {
+            image.to_owned()
+        }
+    };
+    let shape = |j: &Job, image: &dyn Fn(&str) -> String| {
         let pod = j.spec.as_ref().and_then(|s| s.template.spec.as_ref());
         let containers = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| {
             list.into_iter()
@@ -250,9 +272,7 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
                 .map(|c| {
                     (
                         c.name.clone(),
-                        c.image
-                            .as_deref()
-                            .map(|i| without_admitted_digest(i).to_owned()),
+                        c.image.as_deref().map(image),
                         c.command.clone(),
                         c.args.clone(),
                         c.env
@@ -274,7 +294,7 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
                 .collect::<Vec<_>>(),
         )
     };
-    if shape(job) == shape(wanted) {
+    if shape(job, &admitted) == shape(wanted, &str::to_owned) {
         Provenance::Ours
     } else {
         Provenance::Outdated
@@ -701,6 +721,21 @@ mod tests {
             provenance(
                 &job("mirror.gcr.io/aquasec/trivy:0.50.0"),
                 &wanted,
+                Some("u1")
+            ),
+            Provenance::Outdated
+        );
+        // A wanted image pinned by digest matches only that digest.
+        let other = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+        let pinned_wanted = job(&kyverno);
+        assert_eq!(
+            provenance(&job(&kyverno), &pinned_wanted, Some("u1")),
+            Provenance::Ours
+        );
+        assert_eq!(
+            provenance(
+                &job(&format!("mirror.gcr.io/aquasec/trivy:0.58.1@{other}")),
+                &pinned_wanted,
                 Some("u1")
             ),
             Provenance::Outdated

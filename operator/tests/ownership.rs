@@ -105,7 +105,7 @@ async fn create_foreign_deployment(h: &common::Harness, image: &str) {
         "metadata": {"name": "fk", "namespace": NS},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "other"}},
                  "template": {"metadata": {"labels": {"app": "other"}},
-                              "spec": {"containers": [{"name": "c", "image": image}]}}},
+                              "spec": {"containers": [{"name": "runtime", "image": image}]}}},
     }))
     .unwrap();
     h.api::<Deployment>()

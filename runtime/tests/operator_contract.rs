@@ -90,7 +90,8 @@ fn specs() -> Vec<FaceKeyDeploymentSpec> {
                 "requireSession": true,
                 "decisionPolicy": "fusion",
                 "sessions": { "ttlSeconds": 30, "maxFrames": 90, "maxOpen": 100, "maxOpenPerKey": 10 },
-                "lockout": { "attempts": 3, "windowSeconds": 600, "durationSeconds": 1200 },
+                "lockout": { "attempts": 3, "windowSeconds": 600, "durationSeconds": 1200,
+                             "maxDurationSeconds": 7200 },
                 "enrolment": { "liveness": false, "minQuality": 0.55 }
             },
             "settings": settings_values()
@@ -204,6 +205,9 @@ fn applies_verification(spec: &FaceKeyDeploymentSpec, config: &Config) {
         }
         if let Some(d) = l.duration_seconds {
             assert_eq!(config.lockout_secs, u64::from(d));
+        }
+        if let Some(m) = l.max_duration_seconds {
+            assert_eq!(config.lockout_max_secs, u64::from(m));
         }
     }
     if let Some(e) = &v.enrolment {
