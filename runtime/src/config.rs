@@ -856,10 +856,23 @@ impl Config {
     /// newer release (an operator newer than the runtime image it runs), which this runtime
     /// ignores. Start-up and `--check-config` warn about each, so an ignored security setting
     /// (a CA file, a lockout bound) is not ignored silently.
+    /// Kubernetes' service links are left out: a Service named `facekey` (or `facekey-db-rw`)
+    /// gives every pod of its namespace `FACEKEY_SERVICE_HOST`, `FACEKEY_PORT_8080_TCP` and
+    /// the like, the injected sidecar's pod included.
     pub fn unknown_settings(names: impl IntoIterator<Item = String>) -> Vec<String> {
+        let service_link = |name: &str| {
+            name.contains("_SERVICE_HOST")
+                || name.contains("_SERVICE_PORT")
+                || name.ends_with("_PORT")
+                || name.contains("_PORT_")
+        };
         let mut unknown: Vec<String> = names
             .into_iter()
-            .filter(|name| name.starts_with("FACEKEY_") && !env::ALL.contains(&name.as_str()))
+            .filter(|name| {
+                name.starts_with("FACEKEY_")
+                    && !env::ALL.contains(&name.as_str())
+                    && !service_link(name)
+            })
             .collect();
         unknown.sort();
         unknown
@@ -1247,6 +1260,10 @@ mod tests {
             "FACEKEY_LISTNE",
             "FACEKEY_SETTING_OF_A_NEWER_RELEASE",
             "PATH",
+            "FACEKEY_SERVICE_HOST",
+            "FACEKEY_SERVICE_PORT_HTTP",
+            "FACEKEY_PORT",
+            "FACEKEY_DB_RW_PORT_5432_TCP_ADDR",
         ]
         .map(str::to_owned);
         assert_eq!(

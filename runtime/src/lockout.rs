@@ -435,6 +435,11 @@ impl Ledger for MemoryLedger {
             streak: 0,
             expires: now,
         });
+        // An entry past its expiry awaits the next purge: it remembers nothing any more (a
+        // quiet `max_lock` after the last lock ends the streak), as the shared ledger reads it.
+        if entry.expires <= now {
+            entry.streak = 0;
+        }
         if let Some(until) = entry.locked_until {
             if until > now {
                 return Ok(Counted::AlreadyLocked(until - now));
@@ -713,7 +718,12 @@ impl FallbackLedger {
 
     /// Whether the last shared call failed as unreachable; logs and sets the gauge on change.
     fn note<T>(&self, result: &Result<T, LockoutError>) -> bool {
-        let down = matches!(result, Err(LockoutError::Store(StoreError::Unavailable(_))));
+        let down = matches!(
+            result,
+            Err(LockoutError::Store(
+                StoreError::Unavailable(_) | StoreError::Busy(_)
+            ))
+        );
         let was = self
             .degraded
             .swap(down, std::sync::atomic::Ordering::Relaxed);
@@ -1272,6 +1282,10 @@ mod tests {
         // An administrator's release forgets the streak too.
         assert_eq!(lock_now().await, 120);
         l.release(SUBJECT).await.unwrap();
+        assert_eq!(lock_now().await, 60);
+        // The quiet spell counts even before a purge removed the entry.
+        assert_eq!(lock_now().await, 120);
+        clock.advance(Duration::from_secs(300));
         assert_eq!(lock_now().await, 60);
         // The base policy's numbers: a day at most, from 15 minutes (900, 1800, … 86400).
         let configured = Policy {

@@ -55,8 +55,9 @@ async fn main() -> anyhow::Result<()> {
     for name in &unknown {
         tracing::warn!(
             setting = %name,
-            "{name} is no setting of this runtime and is ignored: a typo, or a setting of a newer \
-             release (run the runtime image of the operator's release)"
+            "{name} is not a setting of this runtime and is ignored: a typo, a setting of another \
+             release (the operator renders settings for the runtime of its own release), or \
+             another program's variable"
         );
     }
     let server = Server::bind(config).await?;

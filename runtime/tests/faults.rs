@@ -322,6 +322,9 @@ async fn a_full_data_directory_refuses_writes_and_keeps_serving() {
     let (status, v) = send_json(admin.get(s.url("/readyz"))).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["store"]["available"], false, "{v}");
+    // What failed, without the data directory's path (the open /readyz is no place for it).
+    let error = v["store"]["error"].as_str().unwrap_or_default();
+    assert!(!error.is_empty() && !error.contains('/'), "{v}");
     assert!(s.metrics().await.contains("facekey_store_up 0"));
     reads_and_verification_work(&s, &admin, &verifier, &eileen, 1).await;
 

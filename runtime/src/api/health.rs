@@ -24,7 +24,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: 200 once every model is loaded, 503 while loading or shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness",
     responses(
-        (status = 200, description = "`{\"status\":\"ready\",\"store\":{\"available\",\"error\",\"backend\"}}`: every model loaded; `store.available` is false while the template store is unreachable (reads still served); `store.backend` is `embedded` or `postgresql`"),
+        (status = 200, description = "`{\"status\":\"ready\",\"store\":{\"available\",\"error\",\"backend\"}}`: every model loaded; `store.available` is false while the template store is unreachable (reads still served); `store.backend` is `embedded` or `postgresql`, `store.error` the operation that failed (the log has the error)"),
         (status = 503, description = "`{\"status\":\"not_ready\",\"reason\",\"store\"}`: loading or shutting down"),
     ))]
 pub async fn readyz(State(state): State<SharedState>) -> Response {
@@ -33,7 +33,8 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
     // from its index, and taking every replica out of the Service would stop that too.
     let store = json!({
         "available": health.available,
-        "error": health.error,
+        // What failed, not the error's text: that names hosts and paths (the log has it).
+        "error": health.error.as_deref().map(|e| e.split(':').next().unwrap_or(e).trim()),
         // The kind only: `/readyz` is open, and the database's host, user and name (or the
         // data path) are for the logs.
         "backend": state.enrolments.store_kind(),
