@@ -16,6 +16,22 @@ use serde::Serialize;
 
 use crate::decision::Decision;
 
+/// Records a store write that was committed after its request ended (the client went away, or
+/// the request timed out): the request's own event says 499 or 503 and cannot name what the
+/// write stored, so the write's task records a follow-up with its status and ids. Set by the
+/// access-control middleware around each audited handler, read by
+/// [`crate::enrolments::Enrolments`] when a write starts.
+#[derive(Clone)]
+pub struct OnCommit(pub std::sync::Arc<dyn Fn(u16, AuditDetail) + Send + Sync>);
+
+tokio::task_local! {
+    /// The current request's [`OnCommit`] while its handler runs (`None`: not audited).
+    pub static ON_COMMIT: Option<OnCommit>;
+}
+
+/// The reason a follow-up event ([`OnCommit`]) carries.
+pub const COMMITTED_AFTER_REQUEST: &str = "committed_after_request_ended";
+
 /// Why the audit sink could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("audit log {path}: {source}")]
@@ -81,6 +97,14 @@ pub struct AuditDetail {
 }
 
 impl AuditDetail {
+    /// The detail naming only `subject`.
+    pub fn subject(id: &str) -> Self {
+        Self {
+            subject: Some(id.to_owned()),
+            ..Self::default()
+        }
+    }
+
     /// The detail of a request whose body named `subject` and `session` (see [`body_id`]),
     /// known before the handler can fail.
     pub fn named(subject: Option<&str>, session: Option<&str>) -> Self {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::audit::{self, AuditDetail};
 use crate::store::postgres::PgStore;
 use crate::store::{
     NewTemplate, QuotaOf, StoreError, Subject, SubjectRecord, Template, TemplateIndex,
@@ -259,22 +260,35 @@ impl Enrolments {
     /// for it. The caller's future may be dropped at any await (a request timeout, a client that
     /// went away), but a write the store acknowledged still reaches this replica's index, and its
     /// quota reservation is given back only then: the index and the quota counts never miss a
-    /// stored subject or face until the next reload.
+    /// stored subject or face until the next reload. A write that succeeds after its caller
+    /// went away is audited through the request's [`audit::OnCommit`] with the status and ids
+    /// `committed` gives (`None`: nothing was written), so the trail shows what was stored.
     async fn detached<T, F>(
         self: &Arc<Self>,
         operation: &'static str,
+        committed: fn(&T) -> Option<(u16, AuditDetail)>,
         write: impl FnOnce(Arc<Self>) -> F,
     ) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        tokio::spawn(write(Arc::clone(self)))
-            .await
-            .map_err(|e| StoreError::Backend {
-                operation,
-                source: Box::new(e),
-            })?
+        let on_commit = audit::ON_COMMIT.try_with(Clone::clone).ok().flatten();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let write = write(Arc::clone(self));
+        tokio::spawn(async move {
+            // The caller gone (its receiver dropped): the write's own follow-up event.
+            if let Err(Ok(value)) = tx.send(write.await)
+                && let Some(hook) = on_commit
+                && let Some((status, detail)) = committed(&value)
+            {
+                (hook.0)(status, detail);
+            }
+        });
+        rx.await.map_err(|e| StoreError::Backend {
+            operation,
+            source: Box::new(e),
+        })?
     }
 
     /// Create a subject recording `creator`'s key, within its quota; in the index once the
@@ -291,7 +305,8 @@ impl Enrolments {
             creator.key_id.map(str::to_owned),
             creator.quota,
         );
-        self.detached("create subject", move |this| async move {
+        let committed = |s: &Subject| Some((201, AuditDetail::subject(&s.id)));
+        self.detached("create subject", committed, move |this| async move {
             let creator = Creator {
                 key_id: key_id.as_deref(),
                 quota,
@@ -318,7 +333,8 @@ impl Enrolments {
     /// Delete a subject and its templates; `false` when it did not exist.
     pub async fn delete_subject(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.detached("delete subject", move |this| async move {
+        let committed = |existed: &bool| existed.then(|| (204, AuditDetail::default()));
+        self.detached("delete subject", committed, move |this| async move {
             let existed = this.mark(this.store.delete_subject(&id).await)?;
             this.index.remove(&id);
             Ok(existed)
@@ -338,7 +354,16 @@ impl Enrolments {
         let subject_id = subject_id.to_owned();
         let quota = enroller.quota;
         template.enrolled_by = enroller.key_id.map(str::to_owned);
-        self.detached("add template", move |this| async move {
+        let committed = |(t, s): &(Template, Subject)| {
+            Some((
+                201,
+                AuditDetail {
+                    face: Some(t.id.clone()),
+                    ..AuditDetail::subject(&s.id)
+                },
+            ))
+        };
+        self.detached("add template", committed, move |this| async move {
             let key_id = template.enrolled_by.clone();
             let enroller = Creator {
                 key_id: key_id.as_deref(),
@@ -380,7 +405,8 @@ impl Enrolments {
         template_id: &str,
     ) -> Result<Subject, StoreError> {
         let (subject_id, template_id) = (subject_id.to_owned(), template_id.to_owned());
-        self.detached("delete template", move |this| async move {
+        let committed = |_: &Subject| Some((204, AuditDetail::default()));
+        self.detached("delete template", committed, move |this| async move {
             let deleted = this.mark(this.store.delete_template(&subject_id, &template_id).await);
             if let Err(StoreError::FaceNotFound { .. }) = &deleted {
                 // The store (the truth) has no such face: neither may the index, whatever it
@@ -401,7 +427,8 @@ impl Enrolments {
         name: &str,
     ) -> Result<Subject, StoreError> {
         let (id, name) = (id.to_owned(), name.to_owned());
-        self.detached("rename subject", move |this| async move {
+        let committed = |s: &Subject| Some((200, AuditDetail::subject(&s.id)));
+        self.detached("rename subject", committed, move |this| async move {
             let name = this.mark(this.store.rename_subject(&id, &name).await)?;
             let applied = this.index.rename(&id, &name);
             this.after_write(&id, applied).await
@@ -840,20 +867,40 @@ mod tests {
             key_id: Some("app"),
             quota: Some(1),
         };
-        tokio::select! {
-            r = e.add_template(&s.id, face(0.1), app) => panic!("the write was held: {r:?}"),
-            () = written.notified() => {}
-        }
+        // The request's audit hook, as the access-control middleware sets it.
+        let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook = {
+            let audited = Arc::clone(&audited);
+            audit::OnCommit(Arc::new(move |status, detail: AuditDetail| {
+                audited.lock().unwrap().push((status, detail));
+            }))
+        };
+        audit::ON_COMMIT
+            .scope(Some(hook), async {
+                tokio::select! {
+                    r = e.add_template(&s.id, face(0.1), app) => panic!("the write was held: {r:?}"),
+                    () = written.notified() => {}
+                }
+            })
+            .await;
         // The caller's future is gone; the store lets the acknowledgement through.
         release.notify_one();
         for _ in 0..200 {
-            if e.index().templates_enrolled_by("app") == 1 {
+            if e.index().templates_enrolled_by("app") == 1 && !audited.lock().unwrap().is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(e.index().templates_enrolled_by("app"), 1);
-        assert_eq!(e.index().get(&s.id).unwrap().0.faces, 1);
+        let record = e.index().get(&s.id).unwrap();
+        assert_eq!(record.0.faces, 1);
+        // The write recorded what it stored, since its request's event could not.
+        let audited = audited.lock().unwrap().clone();
+        assert_eq!(audited.len(), 1, "{audited:?}");
+        let (status, detail) = &audited[0];
+        assert_eq!(*status, 201);
+        assert_eq!(detail.subject.as_deref(), Some(s.id.as_str()));
+        assert_eq!(detail.face.as_deref(), Some(record.1[0].id.as_str()));
         assert!(e.creating().is_empty());
         // The stored face counts against the key's quota of one.
         assert!(matches!(

@@ -670,3 +670,74 @@ async fn an_older_binary_starts_on_a_newer_schema() {
     let store = replicas.connect().await;
     assert!(store.load_all().await.unwrap().is_empty());
 }
+
+/// A write that commits after its client went away is in the audit trail with what it did: a
+/// rename waits on a row lock another session holds, the client gives up (audited 499), the lock
+/// goes, the rename commits, and the write's own follow-up event says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_committed_after_its_client_left_is_audited_with_its_outcome() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_file(work.path(), &new_key("k1"));
+    let audit = work.path().join("audit.log");
+    let mut a = spawn_with(
+        &pg.url(),
+        &keys,
+        work.path(),
+        "a",
+        &[("FACEKEY_AUDIT_LOG", audit.as_path())],
+    );
+    a.wait_ready().await;
+    let (status, s) = a.create("Ada").await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut holder = pg.psql_spawn(&format!(
+        "BEGIN; SELECT * FROM facekey_subjects WHERE id = '{id}' FOR UPDATE; SELECT pg_sleep(2);"
+    ));
+    within(
+        Duration::from_secs(10),
+        "the lock holder started",
+        || async {
+            pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' \
+             AND state = 'active' AND pid <> pg_backend_pid()",
+            ) == "1"
+        },
+    )
+    .await;
+    let gave_up = a
+        .client
+        .patch(a.url(&format!("/v1/subjects/{id}")))
+        .json(&serde_json::json!({"name": "Ada L."}))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    holder.wait().unwrap();
+    let renames = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["action"] == "subject.rename")
+            .collect::<Vec<_>>()
+    };
+    within(Duration::from_secs(10), "the commit audited", || async {
+        renames().len() == 2
+    })
+    .await;
+    let events = renames();
+    assert_eq!(events[0]["status"], 499, "{events:?}");
+    assert_eq!(
+        (&events[1]["status"], &events[1]["subject"]),
+        (&serde_json::json!(200), &serde_json::json!(id)),
+        "{events:?}"
+    );
+    assert!(
+        events[1]["reasons"]
+            .to_string()
+            .contains("committed_after_request_ended"),
+        "{events:?}"
+    );
+    assert_eq!(a.subject(&id).await.1["name"], "Ada L.");
+}

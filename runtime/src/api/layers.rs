@@ -36,6 +36,7 @@ use tracing::Level;
 
 use super::error::ApiError;
 use super::ui::UiResponse;
+use crate::audit;
 use crate::auth::Caller;
 use crate::auth::guard::{self, Admitted, PathIds};
 use crate::body_budget::{
@@ -364,7 +365,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = RoutedFuture<S::Future>;
+    type Future = RoutedFuture<Scoped<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -393,10 +394,14 @@ where
                 Ok((body, watch)) => {
                     let limit = shared.state.config.request_timeout();
                     let inner = &mut self.inner;
+                    // A store write the handler starts may outlive the request: it records
+                    // its commit through the request's audit event (see audit::OnCommit).
+                    let on_commit = admitted.on_commit(&shared.state);
                     match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
                         Ok(future) => (
                             Some(Deadlined {
-                                inner: AssertUnwindSafe(future).catch_unwind(),
+                                inner: AssertUnwindSafe(audit::ON_COMMIT.scope(on_commit, future))
+                                    .catch_unwind(),
                                 deadline: tokio::time::Instant::from_std(start) + limit,
                                 timer: None,
                             }),
@@ -596,6 +601,10 @@ impl Finish {
 }
 
 type Guarded<F> = Deadlined<CatchUnwind<AssertUnwindSafe<F>>>;
+
+/// A handler future run with its request's [`audit::OnCommit`] in the task-local (`None` when
+/// the request is not audited).
+pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<Option<audit::OnCommit>, F>;
 
 /// The request timeout ran out.
 #[derive(Debug)]

@@ -171,7 +171,7 @@ pub struct Admitted {
 /// The parts of an audit event known before the answer; [`PendingAudit::record`] completes
 /// it with the answer's status, error code and the handler's detail. Admitted requests and
 /// refusals (action [`audit::DENIED`]) are recorded through it alike.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PendingAudit {
     action: &'static str,
     method: Method,
@@ -278,6 +278,27 @@ impl Admitted {
         if let Some(pending) = self.pending {
             pending.record(state, response);
         }
+    }
+
+    /// The hook a store write that outlives this request records its commit through
+    /// ([`audit::OnCommit`]): the request's event again, with the write's status and ids and
+    /// the reason [`audit::COMMITTED_AFTER_REQUEST`]. `None` when the request is not audited.
+    pub fn on_commit(&self, state: &SharedState) -> Option<audit::OnCommit> {
+        let pending = self.pending.clone()?;
+        let state = state.clone();
+        Some(audit::OnCommit(std::sync::Arc::new(
+            move |status, mut detail: AuditDetail| {
+                detail
+                    .reasons
+                    .push(audit::COMMITTED_AFTER_REQUEST.to_owned());
+                let mut response = Response::new(axum::body::Body::empty());
+                if let Ok(status) = axum::http::StatusCode::from_u16(status) {
+                    *response.status_mut() = status;
+                }
+                response.extensions_mut().insert(detail);
+                pending.clone().record(&state, &response);
+            },
+        )))
     }
 }
 
