@@ -142,6 +142,17 @@ impl Enrolments {
         &self.index
     }
 
+    /// The key id that created subject `id` (`Ok(None)` inside: none recorded), or `Ok(None)`
+    /// when there is no such subject: the index first, then the store, which has a subject
+    /// another replica created a moment ago before its notification arrives.
+    pub async fn creator_of(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
+        if let Some((subject, _)) = self.index.get(id) {
+            return Ok(Some(subject.created_by));
+        }
+        let stored = self.mark(self.store.load_subject(id).await)?;
+        Ok(stored.map(|s| s.created_by))
+    }
+
     /// Where the data lives, for logs.
     pub fn describe(&self) -> String {
         self.store.describe()
@@ -520,6 +531,28 @@ mod tests {
         let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
         let store = RedbStore::open(dir, 5, keys).unwrap();
         Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap())
+    }
+
+    /// A subject another replica created a moment ago is in the store before its notification
+    /// reaches this index: its creator is found there, and an unknown id is none.
+    #[tokio::test]
+    async fn the_creator_is_found_in_the_store_before_the_index_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path()).await;
+        let elsewhere = e
+            .store
+            .create_subject("Ada", Some("app"), None)
+            .await
+            .unwrap();
+        assert!(e.index().get(&elsewhere.id).is_none());
+        assert_eq!(
+            e.creator_of(&elsewhere.id).await.unwrap(),
+            Some(Some("app".to_owned()))
+        );
+        let here = e.create_subject("Grace", Creator::default()).await.unwrap();
+        assert_eq!(e.creator_of(&here.id).await.unwrap(), Some(None));
+        let unknown = uuid::Uuid::new_v4().to_string();
+        assert_eq!(e.creator_of(&unknown).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -408,10 +408,10 @@ pub async fn delete(
     if let Some(Extension(caller)) = &caller
         && !caller.is_admin()
     {
-        let Some((subject, _)) = state.enrolments.index().get(&id) else {
+        let Some(created_by) = state.enrolments.creator_of(&id).await? else {
             return Err(StoreError::SubjectNotFound(id).into());
         };
-        if subject.created_by.as_deref() != Some(&*caller.key_id) {
+        if created_by.as_deref() != Some(&*caller.key_id) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "not_subject_creator",
