@@ -115,6 +115,16 @@ pub(crate) fn shared_store_needs(setting: &str, what: &str) -> String {
     )
 }
 
+/// The start-up refusal for unsafe settings without `--allow-insecure`.
+pub(crate) fn unsafe_settings(problems: &[String]) -> String {
+    format!(
+        "unsafe settings: {}. Fix them, or start with --allow-insecure ({}=true) to accept the \
+         risk",
+        problems.join("; "),
+        env::ALLOW_INSECURE
+    )
+}
+
 fn parse_shutdown_delay(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(v) if v <= defaults::MAX_SHUTDOWN_DELAY_SECS => Ok(v),
@@ -610,12 +620,7 @@ impl Config {
         }
         let insecure = self.insecure_settings();
         if !insecure.is_empty() && !self.allow_insecure {
-            return Err(format!(
-                "unsafe settings: {}. Fix them, or start with --allow-insecure ({}=true) to \
-                 accept the risk",
-                insecure.join("; "),
-                env::ALLOW_INSECURE
-            ));
+            return Err(unsafe_settings(&insecure));
         }
         if let Some(settings) = self.email_settings()? {
             settings.check().map_err(|e| e.to_string())?;

@@ -102,22 +102,18 @@ async fn open_enrolments(
                     target: "facekey::security",
                     "the template database connection is sslmode={mode}, as its URL states"
                 ),
-                Transport::Unstated => {
-                    let setting = if config.database_url_file.is_some() {
-                        env::DATABASE_URL_FILE
-                    } else {
-                        env::DATABASE_URL
-                    };
-                    let problem = postgres::unstated_transport(setting, &url);
+                // An inline URL is one of Config::check's unsafe settings (refused, or warned
+                // about with the others); a URL in a file is judged here, once it is read.
+                Transport::Unstated if config.database_url_file.is_some() => {
+                    let problem = postgres::unstated_transport(env::DATABASE_URL_FILE, &url);
                     if !config.allow_insecure {
-                        return Err(ServerError::Config(format!(
-                            "unsafe settings: {problem}. Fix them, or start with \
-                             --allow-insecure ({}=true) to accept the risk",
-                            env::ALLOW_INSECURE
-                        )));
+                        return Err(ServerError::Config(crate::config::unsafe_settings(&[
+                            problem,
+                        ])));
                     }
-                    tracing::warn!(target: "facekey::security", "accepted with --allow-insecure: {problem}");
+                    tracing::warn!(target: "facekey::security", "INSECURE (allowed by --allow-insecure): {problem}");
                 }
+                Transport::Unstated => {}
             }
             // Config::check refused this already; kept for callers that skip it.
             let key_file = config.template_key_file.as_ref().ok_or_else(|| {
