@@ -557,16 +557,18 @@ impl Ledger for PgLedger {
         let window = policy.window.as_secs_f64();
         let mut tx = self.pool.begin().await.map_err(&err)?;
         // Create the row if needed and lock it until commit: every other failure of this subject
-        // waits here, then sees this one's result.
+        // waits here, then sees this one's result. A row past its expiry (awaiting a purge)
+        // remembers no streak any more: a quiet `max_lock` after the last lock ends it.
         let row = sqlx::query(
             "INSERT INTO facekey_lockouts AS l (subject, expires_at) VALUES ($1, now()) \
-             ON CONFLICT (subject) DO UPDATE SET subject = l.subject \
+             ON CONFLICT (subject) DO UPDATE SET lock_streak = \
+               CASE WHEN l.expires_at > now() THEN l.lock_streak ELSE 0 END \
              RETURNING \
                CASE WHEN l.locked_until > now() \
                  THEN extract(epoch FROM l.locked_until - now())::float8 END AS locked_for, \
                (SELECT count(*) FROM unnest(l.failures) AS f \
                  WHERE f > now() - make_interval(secs => $2))::int8 AS recent, \
-               CASE WHEN l.expires_at > now() THEN l.lock_streak ELSE 0 END AS lock_streak",
+               l.lock_streak",
         )
         .bind(subject)
         .bind(window)
@@ -607,7 +609,6 @@ impl Ledger for PgLedger {
                    failures = ARRAY(SELECT f FROM unnest(failures) AS f \
                      WHERE f > now() - make_interval(secs => $2) ORDER BY f) || now(), \
                    locked_until = NULL, \
-                   lock_streak = CASE WHEN expires_at > now() THEN lock_streak ELSE 0 END, \
                    expires_at = GREATEST(expires_at, now() + make_interval(secs => $2)) \
                  WHERE subject = $1",
             )

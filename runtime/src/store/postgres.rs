@@ -518,23 +518,15 @@ impl PgStore {
         })
     }
 
-    async fn templates(&self, subject: Option<&str>) -> Result<Vec<Template>, StoreError> {
-        let rows = match subject {
-            Some(id) => {
-                sqlx::query(concat!(
-                    template_columns!(),
-                    " WHERE subject_id = $1::uuid ORDER BY created_at, id"
-                ))
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(concat!(template_columns!(), " ORDER BY created_at, id"))
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
+    /// One subject's templates (the full reload reads every subject's in its own transaction).
+    async fn templates(&self, subject: &str) -> Result<Vec<Template>, StoreError> {
+        let rows = sqlx::query(concat!(
+            template_columns!(),
+            " WHERE subject_id = $1::uuid ORDER BY created_at, id"
+        ))
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await
         .map_err(db_err("load templates"))?;
         rows.iter().map(|r| self.template_of(r)).collect()
     }
@@ -803,7 +795,7 @@ impl TemplateStore for PgStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let templates = self.templates(Some(&id)).await?;
+        let templates = self.templates(&id).await?;
         Ok(Some(SubjectRecord {
             name: row.try_get("name").map_err(db_err("load subject"))?,
             created_at: row.try_get("created_at").map_err(db_err("load subject"))?,
