@@ -22,7 +22,7 @@ use crate::decision::Decision;
 /// access-control middleware around each audited handler, read by
 /// [`crate::enrolments::Enrolments`] when a write starts.
 #[derive(Clone)]
-pub struct OnCommit(pub std::sync::Arc<dyn Fn(u16, AuditDetail) + Send + Sync>);
+pub struct OnCommit(pub std::sync::Arc<dyn Fn(axum::http::StatusCode, AuditDetail) + Send + Sync>);
 
 tokio::task_local! {
     /// The current request's [`OnCommit`] while its handler runs (`None`: not audited).

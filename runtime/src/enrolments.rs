@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use axum::http::StatusCode;
+
 use crate::audit::{self, AuditDetail};
 use crate::store::postgres::PgStore;
 use crate::store::{
@@ -277,7 +279,7 @@ impl Enrolments {
     async fn detached<T, F>(
         self: &Arc<Self>,
         operation: &'static str,
-        committed: fn(&T) -> Option<(u16, AuditDetail)>,
+        committed: fn(&T) -> Option<(StatusCode, AuditDetail)>,
         write: impl FnOnce(Arc<Self>) -> F,
     ) -> Result<T, StoreError>
     where
@@ -316,7 +318,7 @@ impl Enrolments {
             creator.key_id.map(str::to_owned),
             creator.quota,
         );
-        let committed = |s: &Subject| Some((201, AuditDetail::subject(&s.id)));
+        let committed = |s: &Subject| Some((StatusCode::CREATED, AuditDetail::subject(&s.id)));
         self.detached("create subject", committed, move |this| async move {
             let creator = Creator {
                 key_id: key_id.as_deref(),
@@ -344,7 +346,8 @@ impl Enrolments {
     /// Delete a subject and its templates; `false` when it did not exist.
     pub async fn delete_subject(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        let committed = |existed: &bool| existed.then(|| (204, AuditDetail::default()));
+        let committed =
+            |existed: &bool| existed.then(|| (StatusCode::NO_CONTENT, AuditDetail::default()));
         self.detached("delete subject", committed, move |this| async move {
             let existed = this.mark(this.store.delete_subject(&id).await)?;
             this.index.remove(&id);
@@ -367,7 +370,7 @@ impl Enrolments {
         template.enrolled_by = enroller.key_id.map(str::to_owned);
         let committed = |(t, s): &(Template, Subject)| {
             Some((
-                201,
+                StatusCode::CREATED,
                 AuditDetail {
                     face: Some(t.id.clone()),
                     ..AuditDetail::subject(&s.id)
@@ -416,7 +419,7 @@ impl Enrolments {
         template_id: &str,
     ) -> Result<Subject, StoreError> {
         let (subject_id, template_id) = (subject_id.to_owned(), template_id.to_owned());
-        let committed = |_: &Subject| Some((204, AuditDetail::default()));
+        let committed = |_: &Subject| Some((StatusCode::NO_CONTENT, AuditDetail::default()));
         self.detached("delete template", committed, move |this| async move {
             let deleted = this.mark(this.store.delete_template(&subject_id, &template_id).await);
             if let Err(StoreError::FaceNotFound { .. }) = &deleted {
@@ -438,7 +441,7 @@ impl Enrolments {
         name: &str,
     ) -> Result<Subject, StoreError> {
         let (id, name) = (id.to_owned(), name.to_owned());
-        let committed = |s: &Subject| Some((200, AuditDetail::subject(&s.id)));
+        let committed = |s: &Subject| Some((StatusCode::OK, AuditDetail::subject(&s.id)));
         self.detached("rename subject", committed, move |this| async move {
             let name = this.mark(this.store.rename_subject(&id, &name).await)?;
             let applied = this.index.rename(&id, &name);
@@ -931,7 +934,7 @@ mod tests {
         let audited = audited.lock().unwrap().clone();
         assert_eq!(audited.len(), 1, "{audited:?}");
         let (status, detail) = &audited[0];
-        assert_eq!(*status, 201);
+        assert_eq!(*status, StatusCode::CREATED);
         assert_eq!(detail.subject.as_deref(), Some(s.id.as_str()));
         assert_eq!(detail.face.as_deref(), Some(record.1[0].id.as_str()));
         assert!(e.creating().is_empty());

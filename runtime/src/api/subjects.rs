@@ -216,10 +216,7 @@ pub async fn create(
     }
     // The route names no subject: the trail records the one created, so it still links the
     // subject to the key that created it after the subject (and its `created_by`) is deleted.
-    let detail = AuditDetail {
-        subject: Some(subject.id.clone()),
-        ..AuditDetail::default()
-    };
+    let detail = AuditDetail::subject(&subject.id);
     Ok((
         StatusCode::CREATED,
         headers,

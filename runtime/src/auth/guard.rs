@@ -204,24 +204,35 @@ impl PendingAudit {
     /// Write the event now that `response` is known (the handler's detail wins over the path),
     /// unless [`audit::is_recorded`] leaves it out.
     fn record(self, state: &SharedState, response: &Response) {
-        let detail = response.extensions().get::<AuditDetail>();
-        if !audit::is_recorded(self.action, response.status().is_success(), detail) {
+        self.record_with(
+            state,
+            response.status(),
+            response.extensions().get::<AuditDetail>(),
+            response.extensions().get::<ErrorCode>().map(|c| c.0),
+        );
+    }
+
+    /// [`Self::record`] from the answer's parts: its status, the handler's detail and the error
+    /// code.
+    fn record_with(
+        self,
+        state: &SharedState,
+        status: axum::http::StatusCode,
+        detail: Option<&AuditDetail>,
+        error: Option<&'static str>,
+    ) {
+        if !audit::is_recorded(self.action, status.is_success(), detail) {
             return;
         }
-        let mut event = AuditEvent::new(
-            self.action,
-            &self.method,
-            &self.route,
-            response.status().as_u16(),
-        )
-        .client(self.client)
-        .detail(detail);
+        let mut event = AuditEvent::new(self.action, &self.method, &self.route, status.as_u16())
+            .client(self.client)
+            .detail(detail);
         event.key_id = self.key_id;
         event.request_id = self.request_id;
         event.subject = event.subject.or(self.ids.subject);
         event.face = event.face.or(self.ids.face);
         event.session = event.session.or(self.ids.session);
-        event.error = response.extensions().get::<ErrorCode>().map(|c| c.0);
+        event.error = error;
         state.audit.record(&event);
     }
 }
@@ -291,12 +302,9 @@ impl Admitted {
                 detail
                     .reasons
                     .push(audit::COMMITTED_AFTER_REQUEST.to_owned());
-                let mut response = Response::new(axum::body::Body::empty());
-                if let Ok(status) = axum::http::StatusCode::from_u16(status) {
-                    *response.status_mut() = status;
-                }
-                response.extensions_mut().insert(detail);
-                pending.clone().record(&state, &response);
+                pending
+                    .clone()
+                    .record_with(&state, status, Some(&detail), None);
             },
         )))
     }
