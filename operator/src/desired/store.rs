@@ -374,17 +374,16 @@ pub(super) fn generated_template_key(
         labels::template_key_secret_name(owner.name),
         Component::Runtime,
     );
-    if postgres.url_secret_ref.is_some() {
+    if data_outlives(spec) {
         retain(
             &mut metadata,
-            "the template key of an external database: kept when the FaceKeyDeployment is \
-             deleted",
-        );
-    } else if retain_on_delete(spec) {
-        retain(
-            &mut metadata,
-            "the template key of the retained CloudNativePG Cluster: kept when the \
-             FaceKeyDeployment is deleted (spec.store.retainOnDelete)",
+            if postgres.url_secret_ref.is_some() {
+                "the template key of an external database: kept when the FaceKeyDeployment is \
+                 deleted"
+            } else {
+                "the template key of the retained CloudNativePG Cluster: kept when the \
+                 FaceKeyDeployment is deleted (spec.store.retainOnDelete)"
+            },
         );
     }
     Some(Secret {
