@@ -7,22 +7,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use facekey_crds::FaceKeyDeployment;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::decode::{Decoder, Report};
 use crate::error::ReadError;
 use crate::leader::{LeaderElector, renew_deadline};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{self, Context, error_policy};
 use crate::server::{self, ServerState};
 use crate::{CONTROLLER_NAME, Result, labels};
 
@@ -105,6 +107,29 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Reports of the decoder waiting for the reporter; beyond this they are dropped (each comes
+/// again with the resource's next generation or the operator's next start).
+const REPORT_QUEUE: usize = 256;
+
+/// The task that logs, records Events and writes the status of resources the decoder could not
+/// read, off the watch stream (which must not wait on API calls).
+fn undecodable_reporter(ctx: Arc<Context>) -> (mpsc::Sender<Report>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Report>(REPORT_QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(report) = rx.recv().await {
+            match report {
+                Report::Undecodable(u) => reconcile::report_undecodable(&ctx, &u).await,
+                Report::StatusDropped { object, reason } => crate::events::StatusUnreadable {
+                    object: &object,
+                    reason: &reason,
+                }
+                .emit(),
+            }
+        }
+    });
+    (tx, task)
 }
 
 /// Run until SIGTERM/SIGINT or lost leadership, with the in-cluster or kubeconfig client.
@@ -221,12 +246,18 @@ pub async fn run_with(
         .with_policy(config.policy.clone())
         .with_leadership(leading_rx),
     );
+    // The resources are watched untyped and decoded one by one (crate::decode): one object this
+    // operator cannot read must not stop the reconciles of every other.
+    let fkd_resource = ApiResource::erase::<FaceKeyDeployment>(&());
     let (fkd_api, owned) = match &config.watch_namespace {
         Some(ns) => (
-            Api::<FaceKeyDeployment>::namespaced(client.clone(), ns),
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &fkd_resource),
             Some(ns.clone()),
         ),
-        None => (Api::<FaceKeyDeployment>::all(client.clone()), None),
+        None => (
+            Api::<DynamicObject>::all_with(client.clone(), &fkd_resource),
+            None,
+        ),
     };
     fn scoped<K>(client: Client, ns: Option<String>) -> Api<K>
     where
@@ -248,8 +279,21 @@ pub async fn run_with(
     let exit_on_loss = exit.clone();
     // The resource's own status writes do not come back as reconciles (see spec_or_ownership).
     let (reader, writer) = reflector::store();
+    let (reports, reporter) = undecodable_reporter(ctx.clone());
+    let mut decoder = Decoder::default();
+    let undecodable_gauge = metrics.undecodable.clone();
     let primary = watcher(fkd_api, watcher::Config::default())
         .default_backoff()
+        .map_ok(move |event| {
+            let (event, found) = decoder.event(event);
+            undecodable_gauge.set(i64::try_from(decoder.undecodable_count()).unwrap_or(i64::MAX));
+            for report in found {
+                if reports.try_send(report).is_err() {
+                    warn!("the undecodable-resource reporter is behind; a report was dropped");
+                }
+            }
+            event
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_ownership, Default::default());
@@ -301,7 +345,7 @@ pub async fn run_with(
                 }
             }
         })
-        .run(reconcile, error_policy, ctx);
+        .run(reconcile::reconcile, error_policy, ctx);
     controller
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -311,7 +355,9 @@ pub async fn run_with(
         .await;
 
     renewer.abort();
+    reporter.abort();
     metrics.leader.set(0);
+    metrics.undecodable.set(0);
     let exit = exit.lock().map(|e| *e).unwrap_or(Exit::Signal);
     if exit == Exit::Signal
         && let Err(e) = elector.release().await

@@ -320,6 +320,61 @@ impl WebhookCertificatesChecked {
     }
 }
 
+/// A FaceKeyDeployment's spec could not be decoded by this operator ([`crate::decode`]).
+#[derive(Debug)]
+pub struct SpecUndecodable<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Where and why decoding failed.
+    pub reason: &'a str,
+}
+
+impl SpecUndecodable<'_> {
+    /// Warning log line (the metric is the decoder's gauge of such resources).
+    pub fn emit(&self) {
+        warn!(
+            object = self.object,
+            reason = self.reason,
+            "cannot decode the resource's spec; it is not reconciled until the spec or the \
+             operator changes"
+        );
+    }
+
+    /// Warning Event `SpecUndecodable`.
+    pub fn event(&self) -> EventSpec {
+        EventSpec {
+            warning: true,
+            reason: crate::status::SPEC_UNDECODABLE,
+            note: format!(
+                "this operator cannot read the spec ({}); nothing is applied until the spec or \
+                 the operator changes",
+                self.reason
+            ),
+        }
+    }
+}
+
+/// A FaceKeyDeployment's status could not be decoded by this operator (written by a newer one):
+/// it is reconciled as if it had none, and its next status write replaces it.
+#[derive(Debug)]
+pub struct StatusUnreadable<'a> {
+    /// `namespace/name` of the FaceKeyDeployment.
+    pub object: &'a str,
+    /// Where and why decoding failed.
+    pub reason: &'a str,
+}
+
+impl StatusUnreadable<'_> {
+    /// Warning log line.
+    pub fn emit(&self) {
+        warn!(
+            object = self.object,
+            reason = self.reason,
+            "cannot decode the resource's status; reconciling it as if it had none"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

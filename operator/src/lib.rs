@@ -2,7 +2,7 @@
 //! FaceKey runtime pods.
 //!
 //! The crate separates pure logic from I/O so most of it is testable without an API server:
-//! - [`desired`], [`validate`], [`policy_floor`], [`conditions`], [`status`], [`scan`] and
+//! - [`desired`], [`decode`], [`validate`], [`policy_floor`], [`conditions`], [`status`], [`scan`] and
 //!   [`leader::decide`] are pure functions of their inputs (no client);
 //! - [`reconcile`], [`scan_gate`], [`apply`], [`capabilities`] and [`leader`] talk to the API
 //!   server through a [`kube::Client`] (a real one, or `kube-fake-client` in tests);
@@ -16,6 +16,7 @@ pub mod apply;
 pub mod capabilities;
 pub mod conditions;
 pub mod controller;
+pub mod decode;
 pub mod desired;
 pub mod error;
 pub mod events;

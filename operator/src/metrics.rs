@@ -1,5 +1,6 @@
 //! The operator's own Prometheus metrics, served on `/metrics`. They move only through the event
-//! structs of [`crate::events`] (and the leader gauge and reconcile timer), so each has one owner.
+//! structs of [`crate::events`] (and the leader gauge, the undecodable-resources gauge and the
+//! reconcile timer), so each has one owner.
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub struct Metrics {
     pub pruned: IntCounterVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// FaceKeyDeployments the leader's watch holds whose spec it cannot decode.
+    pub undecodable: IntGauge,
     /// Admission reviews the sidecar injection webhook answered, by outcome and, for pods that
     /// did not get their sidecar, the reason ([`crate::webhook::review::Outcome`]).
     pub admission_reviews: IntCounterVec,
@@ -114,6 +117,10 @@ impl Metrics {
             "facekey_operator_leader",
             "1 while this replica holds the leader Lease",
         )?;
+        let undecodable = IntGauge::new(
+            "facekey_operator_undecodable_resources",
+            "FaceKeyDeployments whose spec this operator cannot decode (not reconciled)",
+        )?;
         let admission_reviews = IntCounterVec::new(
             Opts::new(
                 "facekey_operator_admission_reviews_total",
@@ -157,6 +164,7 @@ impl Metrics {
             Arc::new(scan_verdicts.clone()),
             Arc::new(pruned.clone()),
             Arc::new(leader.clone()),
+            Arc::new(undecodable.clone()),
             Arc::new(admission_reviews.clone()),
             Arc::new(admission_duration.clone()),
             Arc::new(webhook_certificate_expiry.clone()),
@@ -175,6 +183,7 @@ impl Metrics {
             scan_verdicts,
             pruned,
             leader,
+            undecodable,
             admission_reviews,
             admission_duration,
             webhook_certificate_expiry,

@@ -700,6 +700,17 @@ async fn apply_status(
     if fkd.status.as_ref() == Some(new) {
         return Ok(());
     }
+    patch_status(ctx, fkd, new).await
+}
+
+/// Server-side apply `new` (without `sidecar`) as the status of `fkd`. The answer is read
+/// untyped: the status of a resource whose spec does not decode ([`crate::decode`]) is written
+/// here too.
+async fn patch_status(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    new: &FaceKeyDeploymentStatus,
+) -> Result<(), StatusError> {
     let name = fkd.name_any();
     let applied = FaceKeyDeploymentStatus {
         sidecar: None,
@@ -710,18 +721,47 @@ async fn apply_status(
         "kind": FaceKeyDeployment::kind(&()),
         "status": applied,
     });
-    Api::<FaceKeyDeployment>::namespaced(ctx.client.clone(), &fkd.namespace().unwrap_or_default())
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(drop)
-        .map_err(|source| StatusError {
-            name,
-            source: Box::new(source),
-        })
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &fkd.namespace().unwrap_or_default(),
+        &kube::core::ApiResource::erase::<FaceKeyDeployment>(&()),
+    );
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| StatusError {
+        name,
+        source: Box::new(source),
+    })
+}
+
+/// Report a resource whose spec this operator cannot decode: a warning log line and Event, and
+/// a status saying so ([`status::undecodable`]) unless its stored status is unreadable too (then
+/// it is left as it is). Nothing else is written for it: its children keep running as they are.
+pub async fn report_undecodable(ctx: &Context, u: &crate::decode::Undecodable) {
+    let event = crate::events::SpecUndecodable {
+        object: &u.object,
+        reason: &u.reason,
+    };
+    event.emit();
+    if ctx.ensure_leading().is_err() {
+        return;
+    }
+    publish(ctx, &u.placeholder, &event.event()).await;
+    if u.status_unreadable {
+        return;
+    }
+    let new = status::undecodable(u.status.as_ref(), u.generation, &u.reason, (ctx.clock)());
+    if u.status.as_ref() == Some(&new) {
+        return;
+    }
+    if let Err(e) = patch_status(ctx, &u.placeholder, &new).await {
+        warn!(object = %u.object, error = %e, "writing the status of an undecodable resource failed");
+    }
 }
 
 /// Status stage: compute the status, patch it when it changed, and publish transition Events.

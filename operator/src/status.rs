@@ -539,7 +539,6 @@ pub fn observe_failure(
     message: &str,
     now: Timestamp,
 ) -> FaceKeyDeploymentStatus {
-    let mut status = old.cloned().unwrap_or_default();
     let decided = [
         Decided::new(
             READY,
@@ -551,7 +550,52 @@ pub fn observe_failure(
         Decided::new(STALLED, false, "AsExpected", "retrying"),
         Decided::new(DEGRADED, true, category, message.to_owned()),
     ];
-    let mut conditions = conditions::merge(&status.conditions, &decided, generation, now);
+    with_conditions(old, generation, &decided, now)
+}
+
+/// Reason of the conditions of a resource whose spec this operator cannot decode.
+pub const SPEC_UNDECODABLE: &str = "SpecUndecodable";
+
+/// The status of a generation whose spec this operator cannot decode ([`crate::decode`]: a value
+/// a newer operator accepts, or a field an older CRD did not require): nothing is applied,
+/// pruned or scanned for it, its runtime keeps running as it is. `observedGeneration` moves to
+/// `generation` with `Ready` False, `Stalled` True (retrying cannot help: the spec or the
+/// operator must change), `Reconciling` False and `Degraded` True naming the field; everything
+/// else is kept from `old`.
+pub fn undecodable(
+    old: Option<&FaceKeyDeploymentStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    now: Timestamp,
+) -> FaceKeyDeploymentStatus {
+    let message = format!(
+        "this operator cannot read the spec ({reason}); nothing is applied until the spec or \
+         the operator changes, the running pods are left as they are"
+    );
+    let decided = [
+        Decided::new(READY, false, SPEC_UNDECODABLE, message.clone()),
+        Decided::new(
+            RECONCILING,
+            false,
+            SPEC_UNDECODABLE,
+            "waiting for a spec this operator can read",
+        ),
+        Decided::new(STALLED, true, SPEC_UNDECODABLE, message.clone()),
+        Decided::new(DEGRADED, true, SPEC_UNDECODABLE, message),
+    ];
+    with_conditions(old, generation, &decided, now)
+}
+
+/// `old` (or an empty status) with `decided` merged over its conditions, the others kept, and
+/// `observedGeneration` moved to `generation`.
+fn with_conditions(
+    old: Option<&FaceKeyDeploymentStatus>,
+    generation: Option<i64>,
+    decided: &[Decided],
+    now: Timestamp,
+) -> FaceKeyDeploymentStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    let mut conditions = conditions::merge(&status.conditions, decided, generation, now);
     conditions.extend(
         status
             .conditions

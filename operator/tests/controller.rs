@@ -75,3 +75,166 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         "Lease released for a fast hand-over"
     );
 }
+
+/// A resource the operator cannot decode (here a `decisionPolicy` value of a newer operator, as
+/// after an operator rollback; the fake validates no schema, a real server would have taken it
+/// under the newer CRD) is reported on its own status, Event and metric, while every other
+/// resource is reconciled. With a typed watch the one object failed the whole list and nothing
+/// was reconciled. A resource whose stored status is unreadable is reconciled as if it had none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_undecodable_resource_does_not_stop_the_others() {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false}}),
+    )
+    .await;
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        common::NS,
+        &ApiResource::erase::<facekey_crds::FaceKeyDeployment>(&()),
+    );
+    let stored = |name: &str, spec: serde_json::Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "facekey.dev/v1alpha1",
+            "kind": "FaceKeyDeployment",
+            "metadata": {"name": name, "namespace": common::NS},
+            "spec": spec,
+        }))
+        .unwrap()
+    };
+    raw.create(
+        &PostParams::default(),
+        &stored(
+            "newer",
+            json!({"image": "ghcr.io/facekey/runtime:0.1.0",
+                   "verification": {"decisionPolicy": "adaptive"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    raw.create(
+        &PostParams::default(),
+        &stored(
+            "rolled-back",
+            json!({"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut rolled_back = raw.get_status("rolled-back").await.unwrap();
+    // As a newer operator might have written it (the field of that name is a string here).
+    rolled_back.data["status"] =
+        json!({"currentImage": {"image": "x", "digest": "sha256:00"}, "observedGeneration": 1});
+    raw.replace_status("rolled-back", &PostParams::default(), &rolled_back)
+        .await
+        .unwrap();
+
+    let metrics = facekey_operator::metrics::Metrics::new().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = RunConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        operator_image: "op:test".into(),
+        lease_namespace: "sys".into(),
+        lease_name: "leader".into(),
+        identity: "op-1".into(),
+        lease_duration: Duration::from_secs(3),
+        watch_namespace: Some(common::NS.into()),
+        policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
+        metrics: metrics.clone(),
+        webhook_cert: None,
+    };
+    let task = tokio::spawn(run_with(h.client.clone(), config, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let stalled = |obj: &DynamicObject| {
+        obj.data
+            .pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .and_then(|c| {
+                c.iter().find(|c| c["type"] == "Stalled").map(|c| {
+                    (
+                        c["status"].clone(),
+                        c["reason"].clone(),
+                        c["message"].clone(),
+                    )
+                })
+            })
+    };
+    let mut done = false;
+    for _ in 0..200 {
+        let newer = raw.get("newer").await.unwrap();
+        if h.deployment("fk").await.is_some()
+            && h.get("fk").await.status.is_some()
+            && h.deployment("rolled-back").await.is_some()
+            && raw
+                .get("rolled-back")
+                .await
+                .ok()
+                .and_then(|o| {
+                    serde_json::from_value::<facekey_crds::FaceKeyDeploymentStatus>(
+                        o.data["status"].clone(),
+                    )
+                    .ok()
+                })
+                .is_some_and(|s| s.observed_generation.is_some())
+            && stalled(&newer).is_some()
+        {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        done,
+        "the readable resources were reconciled and the unreadable one reported"
+    );
+    let newer = raw.get("newer").await.unwrap();
+    let (status, reason, message) = stalled(&newer).unwrap();
+    assert_eq!(status, "True");
+    assert_eq!(reason, "SpecUndecodable");
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("spec.verification.decisionPolicy: unknown variant `adaptive`"),
+        "{message}"
+    );
+    assert_eq!(
+        newer.data.pointer("/status/observedGeneration"),
+        newer
+            .metadata
+            .generation
+            .map(serde_json::Value::from)
+            .as_ref(),
+        "GitOps tools see the generation observed, and why it is not ready"
+    );
+    assert!(
+        h.deployment("newer").await.is_none(),
+        "nothing is applied for a spec the operator cannot read"
+    );
+    assert!(
+        h.events("newer")
+            .await
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "SpecUndecodable" && n.contains("adaptive")),
+        "{:?}",
+        h.events("newer").await
+    );
+    assert_eq!(metrics.undecodable.get(), 1);
+    let rewritten = h.get("rolled-back").await.status.unwrap();
+    assert_eq!(
+        rewritten.current_image.as_deref(),
+        Some("ghcr.io/facekey/runtime:0.1.0"),
+        "the unreadable status was replaced by the operator's own"
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("shut down in time")
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,348 @@
+//! Decoding watched FaceKeyDeployments one by one. A typed watch decodes the whole list at once,
+//! so one object this operator cannot read (stored under an older CRD, or written by a newer
+//! operator before a rollback) would stop reconciles of every resource. Here the watch carries
+//! untyped objects; each is decoded alone, an unreadable status is treated as absent, and an
+//! unreadable spec takes that one resource out of the controller's cache and is reported.
+//! Pure: [`Decoder`] tracks what it saw, the caller reports it.
+
+use std::collections::BTreeMap;
+
+use facekey_crds::FaceKeyDeployment;
+use kube::api::DynamicObject;
+use kube::runtime::watcher::Event;
+use serde_json::Value;
+
+/// A FaceKeyDeployment whose spec this operator cannot decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undecodable {
+    /// `namespace/name`.
+    pub object: String,
+    /// `metadata.generation` of what was stored.
+    pub generation: Option<i64>,
+    /// Where and why decoding failed, e.g. `spec.verification.decisionPolicy: unknown variant`.
+    pub reason: String,
+    /// The object with the spec and status left out: enough to address it (name, namespace, uid,
+    /// generation) and to drop it from the cache.
+    pub placeholder: FaceKeyDeployment,
+    /// Its status when that part decodes alone (what the operator last wrote).
+    pub status: Option<facekey_crds::FaceKeyDeploymentStatus>,
+    /// A status is stored but does not decode either: it is left as it is rather than replaced
+    /// by conditions alone (which would drop e.g. the last-known-good image).
+    pub status_unreadable: bool,
+}
+
+/// How one stored object decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Spec and status decoded.
+    Whole(FaceKeyDeployment),
+    /// The spec decoded; the status did not (`reason`) and is treated as absent: the next
+    /// reconcile writes a status this operator can read.
+    StatusDropped(FaceKeyDeployment, String),
+    /// The spec did not decode.
+    Undecodable(Box<Undecodable>),
+}
+
+/// `namespace/name` of a stored object.
+fn object_key(obj: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Decode `value` as `T`, naming the path of the first field that failed.
+fn decode_at<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path.is_empty() || path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
+/// Decode one stored object.
+pub fn decode(obj: DynamicObject) -> Decoded {
+    let object = object_key(&obj);
+    let mut value = match serde_json::to_value(&obj) {
+        Ok(v) => v,
+        Err(e) => return undecodable(obj, object, e.to_string(), None, false),
+    };
+    let whole_error = match decode_at::<FaceKeyDeployment>(value.clone()) {
+        Ok(fkd) => return Decoded::Whole(fkd),
+        Err(e) => e,
+    };
+    let status = value.as_object_mut().and_then(|o| o.remove("status"));
+    match decode_at::<FaceKeyDeployment>(value) {
+        Ok(fkd) if status.is_some() => Decoded::StatusDropped(fkd, whole_error),
+        Ok(fkd) => Decoded::Whole(fkd),
+        Err(reason) => {
+            let stored = status.is_some();
+            let status = status.and_then(|s| serde_json::from_value(s).ok());
+            let unreadable = stored && status.is_none();
+            undecodable(obj, object, reason, status, unreadable)
+        }
+    }
+}
+
+fn undecodable(
+    obj: DynamicObject,
+    object: String,
+    reason: String,
+    status: Option<facekey_crds::FaceKeyDeploymentStatus>,
+    status_unreadable: bool,
+) -> Decoded {
+    Decoded::Undecodable(Box::new(Undecodable {
+        object,
+        generation: obj.metadata.generation,
+        reason,
+        placeholder: FaceKeyDeployment {
+            metadata: obj.metadata,
+            spec: Default::default(),
+            status: None,
+        },
+        status,
+        status_unreadable,
+    }))
+}
+
+/// What one watch event asks of the caller besides feeding the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A resource (or a new generation of it) cannot be decoded: log, Event, status.
+    Undecodable(Box<Undecodable>),
+    /// A resource's status could not be decoded and is rewritten by its next reconcile.
+    StatusDropped {
+        /// `namespace/name`.
+        object: String,
+        /// Where and why decoding failed.
+        reason: String,
+    },
+}
+
+/// Turns the untyped watch into the typed events the controller's cache takes, and keeps the
+/// set of resources that could not be decoded (for the metric, and to report each generation
+/// once, not on every relist or status write).
+#[derive(Debug, Default)]
+pub struct Decoder {
+    /// Undecodable resources by `namespace/name`, with the generation last reported.
+    undecodable: BTreeMap<String, Option<i64>>,
+    /// During a relist: the undecodable resources seen so far in it.
+    relisting: Option<BTreeMap<String, Option<i64>>>,
+}
+
+impl Decoder {
+    /// How many resources are currently undecodable.
+    pub fn undecodable_count(&self) -> usize {
+        self.undecodable.len()
+    }
+
+    /// Map one untyped event. An undecodable object becomes a `Delete` of its placeholder, so a
+    /// readable older version of it leaves the cache instead of being reconciled as if current
+    /// (and during a relist it is simply left out of the new cache).
+    pub fn event(
+        &mut self,
+        event: Event<DynamicObject>,
+    ) -> (Event<FaceKeyDeployment>, Vec<Report>) {
+        match event {
+            Event::Init => {
+                self.relisting = Some(BTreeMap::new());
+                (Event::Init, Vec::new())
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.relisting.take() {
+                    self.undecodable = seen;
+                }
+                (Event::InitDone, Vec::new())
+            }
+            Event::Apply(obj) => self.applied(obj, false),
+            Event::InitApply(obj) => self.applied(obj, true),
+            Event::Delete(obj) => {
+                let key = object_key(&obj);
+                self.undecodable.remove(&key);
+                if let Some(seen) = self.relisting.as_mut() {
+                    seen.remove(&key);
+                }
+                let fkd = match decode(obj) {
+                    Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => fkd,
+                    Decoded::Undecodable(u) => u.placeholder,
+                };
+                (Event::Delete(fkd), Vec::new())
+            }
+        }
+    }
+
+    fn applied(
+        &mut self,
+        obj: DynamicObject,
+        init: bool,
+    ) -> (Event<FaceKeyDeployment>, Vec<Report>) {
+        let key = object_key(&obj);
+        let wrap = |fkd| {
+            if init {
+                Event::InitApply(fkd)
+            } else {
+                Event::Apply(fkd)
+            }
+        };
+        match decode(obj) {
+            Decoded::Whole(fkd) => {
+                self.forget(&key);
+                (wrap(fkd), Vec::new())
+            }
+            Decoded::StatusDropped(fkd, reason) => {
+                self.forget(&key);
+                let report = Report::StatusDropped {
+                    object: key,
+                    reason,
+                };
+                (wrap(fkd), vec![report])
+            }
+            Decoded::Undecodable(u) => {
+                let reported = self.undecodable.get(&key).copied();
+                let new = reported != Some(u.generation);
+                self.undecodable.insert(key.clone(), u.generation);
+                if let Some(seen) = self.relisting.as_mut() {
+                    seen.insert(key, u.generation);
+                }
+                let reports = if new {
+                    vec![Report::Undecodable(u.clone())]
+                } else {
+                    Vec::new()
+                };
+                (Event::Delete(u.placeholder), reports)
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.undecodable.remove(key);
+        if let Some(seen) = self.relisting.as_mut() {
+            seen.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn stored(name: &str, generation: i64, spec: Value, status: Option<Value>) -> DynamicObject {
+        let mut v = json!({
+            "apiVersion": "facekey.dev/v1alpha1",
+            "kind": "FaceKeyDeployment",
+            "metadata": {"name": name, "namespace": "apps", "uid": format!("uid-{name}"),
+                         "generation": generation, "resourceVersion": "7"},
+            "spec": spec,
+        });
+        if let Some(s) = status {
+            v["status"] = s;
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn good() -> Value {
+        json!({"image": "ghcr.io/facekey/runtime:0.1.0"})
+    }
+
+    fn bad() -> Value {
+        json!({"image": "ghcr.io/facekey/runtime:0.1.0",
+               "verification": {"decisionPolicy": "adaptive"}})
+    }
+
+    #[test]
+    fn a_readable_object_decodes_whole() {
+        let Decoded::Whole(fkd) = decode(stored("a", 1, good(), None)) else {
+            panic!("decodes");
+        };
+        assert_eq!(fkd.spec.image, "ghcr.io/facekey/runtime:0.1.0");
+    }
+
+    #[test]
+    fn an_unreadable_spec_names_the_field_and_keeps_identity_and_status() {
+        let status = json!({"observedGeneration": 2, "lastKnownGoodImage": "img:1"});
+        let Decoded::Undecodable(u) = decode(stored("a", 3, bad(), Some(status))) else {
+            panic!("undecodable");
+        };
+        assert_eq!(u.object, "apps/a");
+        assert_eq!(u.generation, Some(3));
+        assert!(
+            u.reason
+                .starts_with("spec.verification.decisionPolicy: unknown variant `adaptive`"),
+            "{}",
+            u.reason
+        );
+        assert_eq!(u.placeholder.metadata.uid.as_deref(), Some("uid-a"));
+        assert_eq!(
+            u.status.unwrap().last_known_good_image.as_deref(),
+            Some("img:1")
+        );
+        assert!(!u.status_unreadable);
+
+        let status = json!({"scans": [{"image": "img:2", "verdict": "Waived"}]});
+        let Decoded::Undecodable(u) = decode(stored("a", 3, bad(), Some(status))) else {
+            panic!("undecodable");
+        };
+        assert!(u.status.is_none() && u.status_unreadable);
+    }
+
+    #[test]
+    fn an_unreadable_status_is_dropped_and_the_spec_kept() {
+        let status = json!({"scans": [{"image": "img:2", "verdict": "Waived"}]});
+        let Decoded::StatusDropped(fkd, reason) = decode(stored("a", 1, good(), Some(status)))
+        else {
+            panic!("status dropped");
+        };
+        assert!(fkd.status.is_none());
+        assert!(reason.starts_with("status.scans[0]"), "{reason}");
+    }
+
+    #[test]
+    fn an_undecodable_object_leaves_the_cache_and_is_reported_once_per_generation() {
+        let mut d = Decoder::default();
+        let (ev, reports) = d.event(Event::Apply(stored("a", 1, bad(), None)));
+        assert!(matches!(ev, Event::Delete(ref p) if p.metadata.name.as_deref() == Some("a")));
+        assert_eq!(reports.len(), 1);
+        assert_eq!(d.undecodable_count(), 1);
+
+        // Its own status write (same generation) and a relist do not report it again.
+        let (_, reports) = d.event(Event::Apply(stored("a", 1, bad(), None)));
+        assert!(reports.is_empty());
+        d.event(Event::Init);
+        let (ev, reports) = d.event(Event::InitApply(stored("a", 1, bad(), None)));
+        assert!(matches!(ev, Event::Delete(_)));
+        assert!(reports.is_empty());
+        d.event(Event::InitDone);
+        assert_eq!(d.undecodable_count(), 1);
+
+        // A new generation still unreadable is reported; fixed, it is reconciled again.
+        let (_, reports) = d.event(Event::Apply(stored("a", 2, bad(), None)));
+        assert_eq!(reports.len(), 1);
+        let (ev, reports) = d.event(Event::Apply(stored("a", 3, good(), None)));
+        assert!(matches!(ev, Event::Apply(ref f) if f.spec.image.ends_with("0.1.0")));
+        assert!(reports.is_empty());
+        assert_eq!(d.undecodable_count(), 0);
+    }
+
+    #[test]
+    fn a_relist_forgets_undecodable_objects_that_are_gone() {
+        let mut d = Decoder::default();
+        d.event(Event::Apply(stored("a", 1, bad(), None)));
+        d.event(Event::Apply(stored("b", 1, bad(), None)));
+        assert_eq!(d.undecodable_count(), 2);
+        d.event(Event::Init);
+        d.event(Event::InitApply(stored("b", 1, bad(), None)));
+        let (ev, _) = d.event(Event::InitApply(stored("c", 1, good(), None)));
+        assert!(matches!(ev, Event::InitApply(_)));
+        d.event(Event::InitDone);
+        assert_eq!(d.undecodable_count(), 1, "a was deleted while unwatched");
+        let (ev, _) = d.event(Event::Delete(stored("b", 1, bad(), None)));
+        assert!(matches!(ev, Event::Delete(_)));
+        assert_eq!(d.undecodable_count(), 0);
+    }
+}
