@@ -780,13 +780,23 @@ pub struct PostgresStore {
 }
 
 /// A CloudNativePG cluster for the template store.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.synchronousReplicas) || self.synchronousReplicas < (has(self.instances) ? self.instances : 1)").message("store.postgres.cloudNativePG.synchronousReplicas must be below instances (the primary does not count)"))]
 #[serde(rename_all = "camelCase")]
 pub struct CloudNativePg {
     /// PostgreSQL instances (1 primary + replicas; default 1).
     #[serde(default = "default_instances")]
     #[schemars(range(min = 1))]
     pub instances: i32,
+    /// Standbys that must confirm each commit before it is acknowledged (CloudNativePG
+    /// `postgresql.synchronous`, method `any`, data durability `required`). 0 (default):
+    /// asynchronous replication, so a failover can lose the last acknowledged enrolments,
+    /// deletions and lock releases. With 1 and `instances: 3` no acknowledged write is lost when
+    /// the primary's node is, and writes go on while one standby is down; with `instances: 2`
+    /// writes wait while the only standby is down. Must be below `instances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub synchronous_replicas: Option<i32>,
     /// Volume of each instance.
     #[serde(default)]
     pub storage: VolumeClaim,
@@ -799,6 +809,7 @@ impl Default for CloudNativePg {
     fn default() -> Self {
         Self {
             instances: default_instances(),
+            synchronous_replicas: None,
             storage: VolumeClaim::default(),
             image_name: None,
         }

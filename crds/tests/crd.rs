@@ -991,3 +991,24 @@ fn scrape_intervals_past_75s_are_refused() {
         assert!(failures[0].contains("at most 75s"), "{failures:?}");
     }
 }
+
+#[test]
+fn synchronous_replicas_must_leave_the_primary_out() {
+    let cnpg =
+        |c: Value| object(json!({"image": "img:1", "store": {"postgres": {"cloudNativePG": c}}}));
+    let message = "store.postgres.cloudNativePG.synchronousReplicas must be below instances \
+                   (the primary does not count)";
+    assert_eq!(
+        cel_failures(&cnpg(json!({"instances": 2, "synchronousReplicas": 2}))),
+        [message]
+    );
+    assert_eq!(
+        cel_failures(&cnpg(json!({"synchronousReplicas": 1}))),
+        [message],
+        "instances defaults to 1"
+    );
+    assert_eq!(
+        cel_failures(&cnpg(json!({"instances": 3, "synchronousReplicas": 1}))),
+        Vec::<String>::new()
+    );
+}

@@ -102,6 +102,17 @@ pub enum Problem {
     /// `store.postgres.cloudNativePG.instances` is below 1.
     #[error("store.postgres.cloudNativePG.instances must be >= 1, got {0}")]
     CloudNativePgInstances(i32),
+    /// `store.postgres.cloudNativePG.synchronousReplicas` is negative or not below `instances`.
+    #[error(
+        "store.postgres.cloudNativePG.synchronousReplicas must be between 0 and instances - 1 \
+         ({instances} instances), got {synchronous}"
+    )]
+    CloudNativePgSynchronous {
+        /// The asked number of synchronous standbys.
+        synchronous: i32,
+        /// The instances of the Cluster.
+        instances: i32,
+    },
     /// `auth.keysSecretRef` lacks its name or key.
     #[error("auth.keysSecretRef needs name and key")]
     ApiKeysSecretRef,
@@ -538,6 +549,15 @@ fn store_problems(spec: &FaceKeyDeploymentSpec, store: &Store, problems: &mut Ve
         {
             problems.push(Problem::CloudNativePgInstances(cnpg.instances));
         }
+        if let Some(cnpg) = &pg.cloud_native_pg
+            && let Some(synchronous) = cnpg.synchronous_replicas
+            && !(0..cnpg.instances).contains(&synchronous)
+        {
+            problems.push(Problem::CloudNativePgSynchronous {
+                synchronous,
+                instances: cnpg.instances,
+            });
+        }
     }
     for (field, limit) in [
         ("maxSubjects", store.max_subjects),
@@ -834,8 +854,24 @@ mod tests {
                 },
             ]
         );
+        assert_eq!(
+            with(
+                serde_json::json!({"postgres": {"cloudNativePG":
+                    {"instances": 2, "synchronousReplicas": 2}}}),
+                none.clone()
+            ),
+            [Problem::CloudNativePgSynchronous {
+                synchronous: 2,
+                instances: 2
+            }]
+        );
         // Valid stores; replicas above 1 with embedded are limited, not refused.
         for (store, extra) in [
+            (
+                serde_json::json!({"postgres": {"cloudNativePG":
+                    {"instances": 3, "synchronousReplicas": 1}}}),
+                none.clone(),
+            ),
             (
                 serde_json::json!({"embedded": {}}),
                 serde_json::json!({"replicas": 3}),

@@ -322,8 +322,9 @@ pub(super) fn data_claim(
     })
 }
 
-/// The CloudNativePG `Cluster` `<name>-db`: `instances` PostgreSQL servers, a `facekey` database
-/// owned by a `facekey` user, whose URL CloudNativePG writes to the Secret `<name>-db-app`.
+/// The CloudNativePG `Cluster` `<name>-db`: `instances` PostgreSQL servers (synchronous
+/// replication to `synchronousReplicas` of them when set), a `facekey` database owned by a
+/// `facekey` user, whose URL CloudNativePG writes to the Secret `<name>-db-app`.
 pub(super) fn database_cluster(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) -> Option<Value> {
     let cnpg = cloud_native_pg(spec)?;
     let meta = store_meta(
@@ -345,6 +346,11 @@ pub(super) fn database_cluster(owner: &Owner<'_>, spec: &FaceKeyDeploymentSpec) 
     });
     if let Some(image) = &cnpg.image_name {
         cluster_spec["imageName"] = json!(image);
+    }
+    // Quorum-based synchronous replication: a commit waits for `number` of the standbys, any
+    // of them; CloudNativePG's default data durability (`required`) never downgrades to async.
+    if let Some(number) = cnpg.synchronous_replicas.filter(|n| *n > 0) {
+        cluster_spec["postgresql"] = json!({"synchronous": {"method": "any", "number": number}});
     }
     let resource = cnpg_cluster_resource();
     Some(json!({
