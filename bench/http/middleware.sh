@@ -39,7 +39,7 @@ key_out=$("$FACEKEY_RUNTIME_BIN" new-api-key bench --scopes verify 2>/dev/null)
 sed -n 2p <<<"$key_out" >"$work/api-keys"
 export WRK_AUTH="Bearer $(sed -n 1p <<<"$key_out")"
 "$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$rport" --data-dir "$work/data" --log warn \
-  --api-keys-file "$work/api-keys" --audit-log off >"$work/runtime.log" 2>&1 &
+  --api-keys-file "$work/api-keys" --audit-log off --allow-insecure >"$work/runtime.log" 2>&1 &
 pids+=($!)
 "$BARE_BIN" "127.0.0.1:$bport" >"$work/bare.log" 2>&1 &
 pids+=($!)

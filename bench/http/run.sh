@@ -101,7 +101,7 @@ KEY_OUT=$("$BIN" new-api-key bench --scopes verify 2>/dev/null)
 sed -n 2p <<<"$KEY_OUT" >"$WORK/api-keys"
 export WRK_AUTH="Bearer $(sed -n 1p <<<"$KEY_OUT")"
 "$BIN" --listen "127.0.0.1:$RUST_PORT" --weights "$WEIGHTS" --api-keys-file "$WORK/api-keys" \
-    --audit-log off --log warn >"$WORK/rust.log" 2>&1 &
+    --audit-log off --allow-insecure --log warn >"$WORK/rust.log" 2>&1 &
 RUST_PID=$!
 FACEKEY_WEIGHTS_FILE=$WEIGHTS "$VENV/bin/uvicorn" app:app --app-dir "$HERE/peer" \
     --host 127.0.0.1 --port "$PEER_PORT" --workers "$PEER_WORKERS" \

@@ -37,7 +37,7 @@ start_bench_runtime() {
   WRK_AUTH="Bearer $(sed -n 1p <<<"$key_out")"
   export WRK_AUTH
   "$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$port" --data-dir "$work/data" --log warn \
-    --api-keys-file "$work/api-keys" --audit-log off "$@" >"$work/runtime.log" 2>&1 &
+    --api-keys-file "$work/api-keys" --audit-log off --allow-insecure "$@" >"$work/runtime.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do curl -fs "$url/readyz" >/dev/null && break; sleep 0.1; done
   curl -fs "$url/readyz" >/dev/null || { cat "$work/runtime.log"; exit 1; }

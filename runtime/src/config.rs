@@ -848,6 +848,13 @@ impl Config {
                 url,
             ));
         }
+        if self.audit_log.trim() == "off" {
+            found.push(format!(
+                "{}=off: no record is kept of who enrolled, read, deleted or verified whom, nor \
+                 of refused calls (biometric data usually needs one)",
+                env::AUDIT_LOG
+            ));
+        }
         if self.cors_origins.iter().any(|o| o.trim() == "*") {
             found.push(format!(
                 "{}=*: any web site may call the API from its visitors' browsers",
@@ -889,8 +896,9 @@ impl Config {
         let mut c = Self::parse_from(["facekey-runtime"]);
         c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c.data_dir = std::env::temp_dir().join(format!("facekey-test-{}", uuid::Uuid::new_v4()));
-        // Tests that check the audit trail point it at a file.
-        c.audit_log = "off".into();
+        // Beside the data directory (which a shared store never creates), out of the test's
+        // output; tests that read the trail set their own file.
+        c.audit_log = format!("{}.audit.log", c.data_dir.display());
         c
     }
 }
@@ -1202,6 +1210,7 @@ mod tests {
             &["--decision-policy", "fusion"],
             &["--match-threshold", "0.4"],
             &["--cors-origins", "https://a.example,*"],
+            &["--audit-log", "off"],
             &[
                 "--smtp-smarthost",
                 "relay:25",

@@ -65,7 +65,7 @@ fn spawn_with(
         .env("FACEKEY_DATABASE_URL", db_url)
         .env("FACEKEY_TEMPLATE_KEY_FILE", keys)
         .env("FACEKEY_API_KEYS_FILE", api_keys)
-        .env("FACEKEY_AUDIT_LOG", "off")
+        .env("FACEKEY_AUDIT_LOG", work.join(format!("{name}.audit.log")))
         .env("FACEKEY_DATA_DIR", work.join(name))
         .env("FACEKEY_SESSIONS_PER_MODEL", "1")
         .env("FACEKEY_UI_ENABLED", "false")

@@ -461,7 +461,9 @@ pub async fn release_lockout(
     State(state): State<SharedState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<LockoutReleased>, ApiError> {
-    if state.enrolments.index().get(&id).is_none() {
+    // In the store too when this replica's index lacks it: a subject another replica created
+    // a moment ago can already be locked (its failures count on the shared ledger).
+    if state.enrolments.creator_of(&id).await?.is_none() {
         return Err(StoreError::SubjectNotFound(id).into());
     }
     let left = state.lockouts.release(&id).await?;
