@@ -16,7 +16,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -107,6 +107,34 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// How often the held-rollout gauge is recomputed from the controller's cache.
+pub const HELD_REFRESH: Duration = Duration::from_secs(15);
+
+/// Recompute `facekey_operator_rollout_held` from the cached resources every [`HELD_REFRESH`]:
+/// a state read from the statuses the operator wrote, so the alert on it holds while an image is
+/// held back, whichever replica leads and whenever Prometheus first scraped it (a counter born at
+/// 1 in a new leader's first reconcile shows no increase), and a deleted resource's series goes.
+fn held_rollouts(
+    reader: reflector::Store<FaceKeyDeployment>,
+    metrics: Metrics,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            metrics.rollouts_held.reset();
+            for fkd in reader.state() {
+                if let Some(reason) = crate::status::rollout_held(fkd.status.as_ref()) {
+                    let (namespace, name) = (fkd.namespace().unwrap_or_default(), fkd.name_any());
+                    metrics
+                        .rollouts_held
+                        .with_label_values(&[namespace.as_str(), name.as_str(), reason])
+                        .set(1);
+                }
+            }
+            tokio::time::sleep(HELD_REFRESH).await;
+        }
+    })
 }
 
 /// Reports of the decoder waiting for the reporter; beyond this they are dropped (each comes
@@ -280,6 +308,7 @@ pub async fn run_with(
     // The resource's own status writes do not come back as reconciles (see spec_or_ownership).
     let (reader, writer) = reflector::store();
     let (reports, reporter) = undecodable_reporter(ctx.clone());
+    let held = held_rollouts(reader.clone(), metrics.clone());
     let mut decoder = Decoder::default();
     let undecodable_gauge = metrics.undecodable.clone();
     let primary = watcher(fkd_api, watcher::Config::default())
@@ -356,8 +385,10 @@ pub async fn run_with(
 
     renewer.abort();
     reporter.abort();
+    held.abort();
     metrics.leader.set(0);
     metrics.undecodable.set(0);
+    metrics.rollouts_held.reset();
     let exit = exit.lock().map(|e| *e).unwrap_or(Exit::Signal);
     if exit == Exit::Signal
         && let Err(e) = elector.release().await

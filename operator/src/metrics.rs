@@ -1,6 +1,6 @@
 //! The operator's own Prometheus metrics, served on `/metrics`. They move only through the event
-//! structs of [`crate::events`] (and the leader gauge, the undecodable-resources gauge and the
-//! reconcile timer), so each has one owner.
+//! structs of [`crate::events`] (and the leader gauge, the gauges the controller recomputes from
+//! its cache, and the reconcile timer), so each has one owner.
 
 use std::sync::Arc;
 
@@ -34,6 +34,9 @@ pub struct Metrics {
     pub duration: Histogram,
     /// Rollouts stopped by the scan gate, by namespace and FaceKeyDeployment name.
     pub blocked_rollouts: IntCounterVec,
+    /// 1 per FaceKeyDeployment whose `spec.image` the scan gate holds back, by namespace, name
+    /// and reason (`VulnerabilitiesFound`, `ScanFailed`); recomputed from the leader's cache.
+    pub rollouts_held: IntGaugeVec,
     /// Scan Jobs created, by namespace.
     pub scan_jobs: IntCounterVec,
     /// Scan gate verdict changes, by namespace and verdict.
@@ -91,6 +94,13 @@ impl Metrics {
                 "Image rollouts stopped by the scan gate",
             ),
             &["namespace", "name"],
+        )?;
+        let rollouts_held = IntGaugeVec::new(
+            Opts::new(
+                "facekey_operator_rollout_held",
+                "1 while the scan gate holds a FaceKeyDeployment's spec.image back, by reason",
+            ),
+            &["namespace", "name", "reason"],
         )?;
         let scan_jobs = IntCounterVec::new(
             Opts::new(
@@ -160,6 +170,7 @@ impl Metrics {
             Arc::new(errors.clone()),
             Arc::new(duration.clone()),
             Arc::new(blocked_rollouts.clone()),
+            Arc::new(rollouts_held.clone()),
             Arc::new(scan_jobs.clone()),
             Arc::new(scan_verdicts.clone()),
             Arc::new(pruned.clone()),
@@ -179,6 +190,7 @@ impl Metrics {
             errors,
             duration,
             blocked_rollouts,
+            rollouts_held,
             scan_jobs,
             scan_verdicts,
             pruned,

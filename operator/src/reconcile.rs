@@ -159,9 +159,8 @@ fn key(fkd: &FaceKeyDeployment) -> String {
 /// Reconcile one FaceKeyDeployment: the controller's reconcile function.
 pub async fn reconcile(fkd: Arc<FaceKeyDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.duration.start_timer();
-    // The scan gate's counter of this resource exists at 0 from its first reconcile: the
-    // FaceKeyRolloutBlocked alert reads increase(), which a series born at 1 (on the first
-    // blocked image) never shows, so that image would alert nobody.
+    // The scan gate's counter of this resource exists at 0 from its first reconcile, so an
+    // increase() over it shows the first blocked image too (a series born at 1 shows none).
     if fkd.meta().deletion_timestamp.is_none() {
         ctx.metrics.blocked_rollouts.with_label_values(&[
             fkd.namespace().unwrap_or_default().as_str(),

@@ -46,9 +46,9 @@ impl GateState {
             GateState::Disabled => (true, "GateDisabled", "scanGate.enabled is false".to_owned()),
             GateState::LastKnownGood(m) => (true, "LastKnownGood", m.clone()),
             GateState::Passed(m) => (true, "ScanPassed", m.clone()),
-            GateState::Blocked(m) => (false, "VulnerabilitiesFound", m.clone()),
+            GateState::Blocked(m) => (false, VULNERABILITIES_FOUND, m.clone()),
             GateState::Pending(m) => (false, "ScanPending", m.clone()),
-            GateState::Failed(m) => (false, "ScanFailed", m.clone()),
+            GateState::Failed(m) => (false, SCAN_FAILED, m.clone()),
         };
         Decided::new(SCAN_GATE_PASSED, status, reason, message)
     }
@@ -553,6 +553,24 @@ pub fn observe_failure(
     with_conditions(old, generation, &decided, now)
 }
 
+/// Why the scan gate holds `spec.image` back, read from a written status: the `ScanGatePassed`
+/// reason when it is `VulnerabilitiesFound` or `ScanFailed` (the previous image keeps serving);
+/// `None` otherwise (admitted, disabled, or a scan still pending, which is no fault).
+pub fn rollout_held(status: Option<&FaceKeyDeploymentStatus>) -> Option<&'static str> {
+    let c = conditions::find(&status?.conditions, SCAN_GATE_PASSED)?;
+    if c.status != "False" {
+        return None;
+    }
+    [VULNERABILITIES_FOUND, SCAN_FAILED]
+        .into_iter()
+        .find(|r| *r == c.reason)
+}
+
+/// `ScanGatePassed` reason: findings above the policy hold `spec.image` back.
+const VULNERABILITIES_FOUND: &str = "VulnerabilitiesFound";
+/// `ScanGatePassed` reason: the scan produced no usable report; `spec.image` is held back.
+const SCAN_FAILED: &str = "ScanFailed";
+
 /// Reason of the conditions of a resource whose spec this operator cannot decode.
 pub const SPEC_UNDECODABLE: &str = "SpecUndecodable";
 
@@ -829,6 +847,33 @@ pub fn transition_events(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_held_rollout_is_read_from_the_gate_condition() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let with = |gate: GateState| FaceKeyDeploymentStatus {
+            conditions: conditions::merge(&[], &[gate.condition()], Some(1), t0),
+            ..FaceKeyDeploymentStatus::default()
+        };
+        let m = || "m".to_owned();
+        assert_eq!(
+            rollout_held(Some(&with(GateState::Blocked(m())))),
+            Some("VulnerabilitiesFound")
+        );
+        assert_eq!(
+            rollout_held(Some(&with(GateState::Failed(m())))),
+            Some("ScanFailed")
+        );
+        for open in [
+            GateState::Pending(m()),
+            GateState::Passed(m()),
+            GateState::Disabled,
+            GateState::LastKnownGood(m()),
+        ] {
+            assert_eq!(rollout_held(Some(&with(open.clone()))), None, "{open:?}");
+        }
+        assert_eq!(rollout_held(None), None);
+    }
 
     #[test]
     fn a_generation_that_cannot_be_observed_is_not_ready_and_says_why() {

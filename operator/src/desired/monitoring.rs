@@ -301,14 +301,16 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
         Alert {
             name: "FaceKeyRolloutBlocked",
             // The operator's metric; its `namespace` label names the FaceKeyDeployment's namespace,
-            // so the operator must be scraped with honorLabels: true.
+            // so the operator must be scraped with honorLabels: true. A state the leader reads
+            // from the statuses (not an increase of the blocked-rollouts counter, which a new
+            // leader's first reconcile can start at 1 unseen): it holds while the image is held.
             expr: format!(
-                "sum by (namespace, name) (increase(facekey_operator_blocked_rollouts_total{{namespace=\"{namespace}\",name=\"{name}\"}}[1h])) > 0"
+                "max by (namespace, name, reason) (facekey_operator_rollout_held{{namespace=\"{namespace}\",name=\"{name}\"}}) > 0"
             ),
             for_: "",
             severity: "warning",
-            summary: format!("The scan gate blocked a new image of {namespace}/{name}"),
-            description: "A rollout was blocked by the vulnerability scan gate in the last hour; the previous image keeps serving. See the ScanGatePassed condition.".into(),
+            summary: format!("The scan gate holds back the new image of {namespace}/{name}"),
+            description: "The vulnerability scan gate holds spec.image back ({{ $labels.reason }}: VulnerabilitiesFound is findings above the policy, ScanFailed a scan without a usable report); the previous image keeps serving. See the ScanGatePassed condition.".into(),
         },
         Alert {
             name: "FaceKeySubjectLockouts",
