@@ -148,7 +148,11 @@ fn undecodable_reporter(ctx: Arc<Context>) -> (mpsc::Sender<Report>, tokio::task
     let task = tokio::spawn(async move {
         while let Some(report) = rx.recv().await {
             match report {
-                Report::Undecodable(u) => reconcile::report_undecodable(&ctx, &u).await,
+                // Apart, so one resource's retried status write does not hold up the next.
+                Report::Undecodable(u) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { reconcile::report_undecodable(&ctx, &u).await });
+                }
                 Report::StatusDropped { object, reason } => crate::events::StatusUnreadable {
                     object: &object,
                     reason: &reason,

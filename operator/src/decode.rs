@@ -2,12 +2,15 @@
 //! so one object this operator cannot read (stored under an older CRD, or written by a newer
 //! operator before a rollback) would stop reconciles of every resource. Here the watch carries
 //! untyped objects; each is decoded alone, an unreadable status is treated as absent, and an
-//! unreadable spec takes that one resource out of the controller's cache and is reported.
-//! Pure: [`Decoder`] tracks what it saw, the caller reports it.
+//! unreadable spec — a value this operator does not know, or a field it does not have (the API
+//! server keeps only fields its CRD declares, so one this operator lacks is a newer operator's,
+//! which reconciling without would silently drop) — takes that one resource out of the cache
+//! and is reported. Pure: [`Decoder`] tracks what it saw, the caller reports it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use facekey_crds::FaceKeyDeployment;
+use facekey_crds::{FaceKeyDeployment, FaceKeyDeploymentSpec, SidecarFailurePolicy};
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 use serde_json::Value;
@@ -26,9 +29,9 @@ pub struct Undecodable {
     pub placeholder: FaceKeyDeployment,
     /// Its status when that part decodes alone (what the operator last wrote).
     pub status: Option<facekey_crds::FaceKeyDeploymentStatus>,
-    /// A status is stored but does not decode either: it is left as it is rather than replaced
-    /// by conditions alone (which would drop e.g. the last-known-good image).
-    pub status_unreadable: bool,
+    /// `spec.sidecar.failurePolicy` read alone (`Ignore` when absent or unreadable), so the
+    /// sidecar webhook answers a pod that asks for this resource by the resource's own policy.
+    pub sidecar_failure_policy: SidecarFailurePolicy,
 }
 
 /// How one stored object decoded.
@@ -69,8 +72,14 @@ pub fn decode(obj: DynamicObject) -> Decoded {
     let object = object_key(&obj);
     let mut value = match serde_json::to_value(&obj) {
         Ok(v) => v,
-        Err(e) => return undecodable(obj, object, e.to_string(), None, false),
+        Err(e) => return undecodable(obj, object, e.to_string(), None),
     };
+    if let Some(unknown) = unknown_spec_fields(&value) {
+        let status = value
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok());
+        return undecodable(obj, object, unknown, status);
+    }
     let whole_error = match decode_at::<FaceKeyDeployment>(value.clone()) {
         Ok(fkd) => return Decoded::Whole(fkd),
         Err(e) => e,
@@ -80,12 +89,49 @@ pub fn decode(obj: DynamicObject) -> Decoded {
         Ok(fkd) if status.is_some() => Decoded::StatusDropped(fkd, whole_error),
         Ok(fkd) => Decoded::Whole(fkd),
         Err(reason) => {
-            let stored = status.is_some();
             let status = status.and_then(|s| serde_json::from_value(s).ok());
-            let unreadable = stored && status.is_none();
-            undecodable(obj, object, reason, status, unreadable)
+            undecodable(obj, object, reason, status)
         }
     }
+}
+
+/// The spec's fields this operator's types do not have, as `spec.<path>: unknown field` (`None`
+/// when there are none, or the spec does not decode anyway: [`decode_at`] names that).
+fn unknown_spec_fields(value: &Value) -> Option<String> {
+    let spec = value.get("spec")?.clone();
+    let mut unknown = Vec::new();
+    let decoded: Result<FaceKeyDeploymentSpec, _> =
+        serde_ignored::deserialize(spec, |path| unknown.push(format!("spec{}", dotted(&path))));
+    if decoded.is_err() || unknown.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}: unknown field{} (set by a newer operator's CRD)",
+        unknown.join(", "),
+        if unknown.len() == 1 { "" } else { "s" }
+    ))
+}
+
+/// `path` as `.a.b[0].c` (the wrappers of `Option` and newtypes left out).
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        Path::Map { parent, key } => format!("{}.{key}", dotted(parent)),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
+    }
+}
+
+/// `spec.sidecar.failurePolicy` of a stored object, read alone.
+fn raw_sidecar_failure_policy(obj: &DynamicObject) -> SidecarFailurePolicy {
+    obj.data
+        .pointer("/spec/sidecar/failurePolicy")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 fn undecodable(
@@ -93,10 +139,11 @@ fn undecodable(
     object: String,
     reason: String,
     status: Option<facekey_crds::FaceKeyDeploymentStatus>,
-    status_unreadable: bool,
 ) -> Decoded {
+    let sidecar_failure_policy = raw_sidecar_failure_policy(&obj);
     Decoded::Undecodable(Box::new(Undecodable {
         object,
+        sidecar_failure_policy,
         generation: obj.metadata.generation,
         reason,
         placeholder: FaceKeyDeployment {
@@ -105,7 +152,6 @@ fn undecodable(
             status: None,
         },
         status,
-        status_unreadable,
     }))
 }
 
@@ -128,16 +174,23 @@ pub enum Report {
 /// once, not on every relist or status write).
 #[derive(Debug, Default)]
 pub struct Decoder {
-    /// Undecodable resources by `namespace/name`, with the generation last reported.
-    undecodable: BTreeMap<String, Option<i64>>,
+    /// Undecodable resources by `namespace/name`, as last reported.
+    undecodable: BTreeMap<String, Arc<Undecodable>>,
     /// During a relist: the undecodable resources seen so far in it.
-    relisting: Option<BTreeMap<String, Option<i64>>>,
+    relisting: Option<BTreeMap<String, Arc<Undecodable>>>,
 }
 
 impl Decoder {
     /// How many resources are currently undecodable.
     pub fn undecodable_count(&self) -> usize {
         self.undecodable.len()
+    }
+
+    /// The resource `namespace/name` when it is currently undecodable.
+    pub fn undecodable(&self, namespace: &str, name: &str) -> Option<Arc<Undecodable>> {
+        self.undecodable
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
     }
 
     /// Map one untyped event. An undecodable object becomes a `Delete` of its placeholder, so a
@@ -202,11 +255,12 @@ impl Decoder {
                 (wrap(fkd), vec![report])
             }
             Decoded::Undecodable(u) => {
-                let reported = self.undecodable.get(&key).copied();
+                let reported = self.undecodable.get(&key).map(|r| r.generation);
                 let new = reported != Some(u.generation);
-                self.undecodable.insert(key.clone(), u.generation);
+                let shared: Arc<Undecodable> = Arc::from(u.clone());
+                self.undecodable.insert(key.clone(), shared.clone());
                 if let Some(seen) = self.relisting.as_mut() {
-                    seen.insert(key, u.generation);
+                    seen.insert(key, shared);
                 }
                 let reports = if new {
                     vec![Report::Undecodable(u.clone())]
@@ -282,13 +336,63 @@ mod tests {
             u.status.unwrap().last_known_good_image.as_deref(),
             Some("img:1")
         );
-        assert!(!u.status_unreadable);
 
         let status = json!({"scans": [{"image": "img:2", "verdict": "Waived"}]});
         let Decoded::Undecodable(u) = decode(stored("a", 3, bad(), Some(status))) else {
             panic!("undecodable");
         };
-        assert!(u.status.is_none() && u.status_unreadable);
+        assert!(
+            u.status.is_none(),
+            "unreadable: its conditions are written anew"
+        );
+    }
+
+    #[test]
+    fn a_field_this_operator_lacks_makes_the_spec_undecodable() {
+        let spec = json!({"image": "ghcr.io/facekey/runtime:0.1.0",
+            "sidecar": {"enabled": true, "failurePolicy": "Fail"},
+            "store": {"postgres": {"cloudNativePG": {"instances": 3, "witnesses": 1}}}});
+        let Decoded::Undecodable(u) = decode(stored("a", 4, spec, None)) else {
+            panic!("undecodable");
+        };
+        assert_eq!(
+            u.reason,
+            "spec.store.postgres.cloudNativePG.witnesses: unknown field (set by a newer \
+             operator's CRD)"
+        );
+        assert_eq!(u.sidecar_failure_policy, SidecarFailurePolicy::Fail);
+    }
+
+    /// Every FaceKeyDeployment the repository ships or tests with decodes whole: the unknown
+    /// field check has no false positives on this operator's own fields.
+    #[test]
+    fn shipped_resources_have_no_unknown_fields() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut seen = 0;
+        for dir in [
+            "manifests/samples",
+            "operator/tests/fixtures/resources",
+            "operator/tests/fixtures/store",
+        ] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    let Ok(v) = <Value as serde::Deserialize>::deserialize(doc) else {
+                        continue;
+                    };
+                    if v.get("kind").and_then(Value::as_str) != Some("FaceKeyDeployment") {
+                        continue;
+                    }
+                    let obj: DynamicObject = serde_json::from_value(v).unwrap();
+                    match decode(obj) {
+                        Decoded::Whole(_) => seen += 1,
+                        other => panic!("{}: {other:?}", path.display()),
+                    }
+                }
+            }
+        }
+        assert!(seen >= 5, "{seen} resources checked");
     }
 
     #[test]

@@ -738,9 +738,19 @@ async fn patch_status(
     })
 }
 
+/// Field manager of the status written for a resource whose spec does not decode: its own, so
+/// the apply of `observedGeneration` and `conditions` alone leaves every other status field the
+/// reconciler wrote (the last-known-good image, scans) where it is, readable or not.
+pub const UNDECODABLE_FIELD_MANAGER: &str = "facekey-operator-undecodable";
+
+/// Attempts at writing that status (a failed one is retried after 1, 2, 4, 8 s): the decoder
+/// reports a generation once, so a write lost here would leave GitOps tools waiting on an
+/// unobserved generation.
+const UNDECODABLE_STATUS_ATTEMPTS: u32 = 5;
+
 /// Report a resource whose spec this operator cannot decode: a warning log line and Event, and
-/// a status saying so ([`status::undecodable`]) unless its stored status is unreadable too (then
-/// it is left as it is). Nothing else is written for it: its children keep running as they are.
+/// its conditions and `observedGeneration` saying so ([`status::undecodable`]). Nothing else is
+/// written for it: its children keep running as they are.
 pub async fn report_undecodable(ctx: &Context, u: &crate::decode::Undecodable) {
     let event = crate::events::SpecUndecodable {
         object: &u.object,
@@ -751,15 +761,39 @@ pub async fn report_undecodable(ctx: &Context, u: &crate::decode::Undecodable) {
         return;
     }
     publish(ctx, &u.placeholder, &event.event()).await;
-    if u.status_unreadable {
-        return;
-    }
     let new = status::undecodable(u.status.as_ref(), u.generation, &u.reason, (ctx.clock)());
     if u.status.as_ref() == Some(&new) {
         return;
     }
-    if let Err(e) = patch_status(ctx, &u.placeholder, &new).await {
-        warn!(object = %u.object, error = %e, "writing the status of an undecodable resource failed");
+    let patch = json!({
+        "apiVersion": FaceKeyDeployment::api_version(&()),
+        "kind": FaceKeyDeployment::kind(&()),
+        "status": {"observedGeneration": new.observed_generation, "conditions": new.conditions},
+    });
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &u.placeholder.namespace().unwrap_or_default(),
+        &kube::core::ApiResource::erase::<FaceKeyDeployment>(&()),
+    );
+    let name = u.placeholder.name_any();
+    let params = PatchParams::apply(UNDECODABLE_FIELD_MANAGER).force();
+    for attempt in 1..=UNDECODABLE_STATUS_ATTEMPTS {
+        if ctx.ensure_leading().is_err() {
+            return;
+        }
+        match api
+            .patch_status(&name, &params, &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if attempt < UNDECODABLE_STATUS_ATTEMPTS => {
+                warn!(object = %u.object, error = %e, attempt, "writing the status of an undecodable resource failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+            }
+            Err(e) => {
+                warn!(object = %u.object, error = %e, "writing the status of an undecodable resource failed; giving up until its next change");
+            }
+        }
     }
 }
 

@@ -164,7 +164,8 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
             })
     };
     let mut done = false;
-    for _ in 0..200 {
+    // Up to a minute: three resources, leader election and the reporter on a busy CI host.
+    for _ in 0..600 {
         let newer = raw.get("newer").await.unwrap();
         if h.deployment("fk").await.is_some()
             && h.get("fk").await.status.is_some()

@@ -701,3 +701,129 @@ async fn post_review(app: &axum::Router, body: Vec<u8>) -> axum::response::Respo
         .await
         .unwrap()
 }
+
+/// A FaceKeyDeployment the operator cannot decode (a value of a newer operator) neither fails
+/// the lookups of the others nor the sidecar count: the readable resource's pods are injected
+/// and counted, and a pod naming the unreadable one is answered `ResourceUndecodable` under that
+/// resource's own `sidecar.failurePolicy` (default Ignore: admitted with a warning), not refused
+/// as `LookupFailed` or `UnknownResource`. With typed reads every lookup before the cache synced
+/// and every count failed; with a typed watch the cache never synced.
+#[tokio::test]
+async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
+    use facekey_crds::FaceKeyDeployment;
+    use facekey_operator::decode::Decoder;
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::server::{Resources, WebhookState, router};
+    use facekey_operator::webhook::sidecars;
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    use kube::runtime::watcher::Event;
+    use std::sync::atomic::AtomicBool;
+
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let mut good = parse_resources(&resources).unwrap().resources.remove(0);
+    good.metadata.uid = Some("6f1c2d3e-0000-4000-8000-000000000001".into());
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<FaceKeyDeployment>()
+        .with_status_subresource::<FaceKeyDeployment>()
+        .with_object(good)
+        .build()
+        .await
+        .unwrap();
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "shop",
+        &ApiResource::erase::<FaceKeyDeployment>(&()),
+    );
+    // Named as the unknown-resource review's pod asks (`verfier`).
+    let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment",
+        "metadata": {"name": "verfier", "namespace": "shop"},
+        "spec": {"image": "ghcr.io/facekey/runtime:0.1.0", "sidecar": {"enabled": true},
+                 "verification": {"decisionPolicy": "adaptive"}},
+    }))
+    .unwrap();
+    let bad = raw.create(&PostParams::default(), &bad).await.unwrap();
+
+    let answer = |resources: Resources, case: &str| {
+        let app = router(WebhookState {
+            resources,
+            options: InjectOptions::default(),
+            events: None,
+            metrics: Metrics::new().unwrap(),
+            scope: None,
+        });
+        let body = std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap();
+        async move {
+            let response = post_review(&app, body).await;
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    // Before the cache has synced: one GET per review, decoded alone.
+    let unsynced = || Resources::Watched {
+        store: kube::runtime::reflector::store().0,
+        decoder: Arc::new(std::sync::Mutex::new(Decoder::default())),
+        synced: Arc::new(AtomicBool::new(false)),
+        client: client.clone(),
+    };
+    let injected = answer(unsynced(), "inject").await;
+    assert!(injected["response"]["patch"].is_string(), "{injected}");
+    let undecodable = answer(unsynced(), "unknown-resource").await;
+    assert_eq!(undecodable["response"]["allowed"], true, "{undecodable}");
+    let warning = undecodable["response"]["warnings"].to_string();
+    assert!(
+        warning.contains("cannot be read by this operator")
+            && warning.contains("decisionPolicy: unknown variant `adaptive`"),
+        "{undecodable}"
+    );
+
+    // Synced: the watch's decoder knows the resource it left out of the cache.
+    let decoder = Arc::new(std::sync::Mutex::new(Decoder::default()));
+    decoder.lock().unwrap().event(Event::Apply(bad.clone()));
+    let synced = Resources::Watched {
+        store: kube::runtime::reflector::store().0,
+        decoder,
+        synced: Arc::new(AtomicBool::new(true)),
+        client: client.clone(),
+    };
+    let undecodable = answer(synced, "unknown-resource").await;
+    assert_eq!(undecodable["response"]["allowed"], true, "{undecodable}");
+
+    // With `sidecar.failurePolicy: Fail` the pod is refused, by the resource's own policy.
+    let mut failing = bad;
+    failing.data["spec"]["sidecar"]["failurePolicy"] = serde_json::json!("Fail");
+    let decoder = Arc::new(std::sync::Mutex::new(Decoder::default()));
+    decoder.lock().unwrap().event(Event::Apply(failing));
+    let refused = answer(
+        Resources::Watched {
+            store: kube::runtime::reflector::store().0,
+            decoder,
+            synced: Arc::new(AtomicBool::new(true)),
+            client: client.clone(),
+        },
+        "unknown-resource",
+    )
+    .await;
+    assert_eq!(refused["response"]["allowed"], false, "{refused}");
+
+    // The count goes on for the readable resource.
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "facekey-operator".into(),
+            instance: None,
+        },
+    );
+    sidecars::count_all(&client, &recorder, Some("shop")).await;
+    let counted = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
+        .get("verifier")
+        .await
+        .unwrap();
+    assert!(
+        counted.status.and_then(|s| s.sidecar).is_some(),
+        "status.sidecar written for the readable resource"
+    );
+}

@@ -34,6 +34,9 @@ pub enum NotInjectedReason {
     VolumeConflict,
     /// `hostNetwork: true`: 127.0.0.1 would be the node's loopback.
     HostNetwork,
+    /// The FaceKeyDeployment exists but this operator cannot decode its spec
+    /// ([`crate::decode`]): answered by its own `sidecar.failurePolicy`, read alone.
+    ResourceUndecodable,
 }
 
 impl NotInjectedReason {
@@ -48,6 +51,7 @@ impl NotInjectedReason {
             NotInjectedReason::PortConflict => "PortConflict",
             NotInjectedReason::VolumeConflict => "VolumeConflict",
             NotInjectedReason::HostNetwork => "HostNetwork",
+            NotInjectedReason::ResourceUndecodable => "ResourceUndecodable",
         }
     }
 }
@@ -147,6 +151,34 @@ fn admitted_image(fkd: &FaceKeyDeployment) -> Result<&str, (NotInjectedReason, S
         ));
     }
     Ok(image)
+}
+
+/// `decision` for a pod naming a FaceKeyDeployment this operator cannot decode (`undecodable`):
+/// where [`decide`] found no resource to inject from, the answer is `ResourceUndecodable` under
+/// the resource's own failure policy rather than `UnknownResource` (it exists); every other
+/// decision (not requested, opted out, already injected) stands.
+pub fn undecodable(
+    decision: Decision,
+    namespace: &str,
+    undecodable: &crate::decode::Undecodable,
+) -> Decision {
+    match decision {
+        Decision::NotInjected {
+            resource,
+            reason: NotInjectedReason::UnknownResource,
+            ..
+        } => Decision::NotInjected {
+            message: format!(
+                "FaceKeyDeployment {namespace}/{resource} cannot be read by this operator ({}); \
+                 no sidecar until its spec or the operator changes",
+                undecodable.reason
+            ),
+            resource,
+            reason: NotInjectedReason::ResourceUndecodable,
+            refuse: undecodable.sidecar_failure_policy == SidecarFailurePolicy::Fail,
+        },
+        other => other,
+    }
 }
 
 /// Decide what admission does with `pod`, created in `namespace`, given the FaceKeyDeployment

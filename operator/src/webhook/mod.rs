@@ -25,12 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use facekey_crds::FaceKeyDeployment;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
+use crate::decode::Decoder;
 use crate::metrics::Metrics;
 
 /// How often the leader counts injected and outdated sidecars.
@@ -72,15 +74,28 @@ pub async fn start(
     let tls = server::tls_config(cert.clone())?;
     let served_cert = cert.clone();
 
-    let api: Api<FaceKeyDeployment> = match &config.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // Untyped and decoded one by one, as the controller's watch (crate::decode): a resource
+    // this operator cannot read must not keep the cache from syncing for every other.
+    let resource = ApiResource::erase::<FaceKeyDeployment>(&());
+    let api: Api<DynamicObject> = match &config.watch_namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
     };
     let (store, writer) = reflector::store();
     let synced = Arc::new(AtomicBool::new(false));
+    let decoder = Arc::new(std::sync::Mutex::new(Decoder::default()));
+    let watch_decoder = decoder.clone();
     tokio::spawn(
-        reflector(writer, watcher(api, watcher::Config::default()))
+        watcher(api, watcher::Config::default())
             .default_backoff()
+            .map_ok(move |event| {
+                watch_decoder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .event(event)
+                    .0
+            })
+            .reflect(writer)
             .touched_objects()
             .for_each(|_| futures::future::ready(())),
     );
@@ -121,6 +136,7 @@ pub async fn start(
     let state = server::WebhookState {
         resources: server::Resources::Watched {
             store,
+            decoder,
             synced,
             client: client.clone(),
         },

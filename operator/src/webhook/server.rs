@@ -18,6 +18,7 @@ use facekey_crds::FaceKeyDeployment;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use rustls::ServerConfig;
@@ -33,6 +34,7 @@ use tracing::{debug, warn};
 use super::events::EventSink;
 use super::inject::InjectOptions;
 use super::review::{self, Outcome};
+use crate::decode::{Decoded, Decoder, Undecodable, decode};
 use crate::events::AdmissionAnswered;
 use crate::metrics::Metrics;
 
@@ -208,6 +210,27 @@ pub fn tls_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsErro
     Ok(Arc::new(config))
 }
 
+/// What a lookup of a FaceKeyDeployment found.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// The resource, decoded.
+    Found(Arc<FaceKeyDeployment>),
+    /// The resource exists, but this operator cannot decode its spec.
+    Undecodable(Arc<Undecodable>),
+    /// No such resource.
+    Missing,
+}
+
+impl Lookup {
+    /// The decoded resource, if any.
+    pub fn found(&self) -> Option<&FaceKeyDeployment> {
+        match self {
+            Lookup::Found(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
 /// Where the webhook finds FaceKeyDeployments.
 #[derive(Clone)]
 pub enum Resources {
@@ -215,6 +238,8 @@ pub enum Resources {
     Watched {
         /// The reflector's store.
         store: Store<FaceKeyDeployment>,
+        /// The watch's decoder, which knows the resources left out of `store` as undecodable.
+        decoder: Arc<std::sync::Mutex<Decoder>>,
         /// Set once the store has its first full list.
         synced: Arc<AtomicBool>,
         /// For lookups before that.
@@ -241,26 +266,45 @@ impl Resources {
         ))
     }
 
-    /// The FaceKeyDeployment `namespace/name`, if it exists.
-    pub async fn get(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Arc<FaceKeyDeployment>>, kube::Error> {
+    /// The FaceKeyDeployment `namespace/name`: decoded, undecodable, or missing. Before the
+    /// cache has synced, one untyped GET decoded alone (one unreadable resource must not fail
+    /// the lookups of the others, nor the cache's list).
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Lookup, kube::Error> {
         match self {
-            Resources::Fixed(map) => Ok(map.get(&(namespace.to_owned(), name.to_owned())).cloned()),
+            Resources::Fixed(map) => Ok(map
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned()
+                .map_or(Lookup::Missing, Lookup::Found)),
             Resources::Watched {
                 store,
+                decoder,
                 synced,
                 client,
             } => {
                 if synced.load(Ordering::Acquire) {
-                    return Ok(store.get(&ObjectRef::new(name).within(namespace)));
+                    if let Some(f) = store.get(&ObjectRef::new(name).within(namespace)) {
+                        return Ok(Lookup::Found(f));
+                    }
+                    let undecodable = decoder
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .undecodable(namespace, name);
+                    return Ok(undecodable.map_or(Lookup::Missing, Lookup::Undecodable));
                 }
-                Api::<FaceKeyDeployment>::namespaced(client.clone(), namespace)
-                    .get_opt(name)
-                    .await
-                    .map(|o| o.map(Arc::new))
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    client.clone(),
+                    namespace,
+                    &ApiResource::erase::<FaceKeyDeployment>(&()),
+                );
+                Ok(match api.get_opt(name).await? {
+                    None => Lookup::Missing,
+                    Some(obj) => match decode(obj) {
+                        Decoded::Whole(f) | Decoded::StatusDropped(f, _) => {
+                            Lookup::Found(Arc::new(f))
+                        }
+                        Decoded::Undecodable(u) => Lookup::Undecodable(Arc::from(u)),
+                    },
+                })
             }
         }
     }
@@ -320,8 +364,8 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
     // A pod of a namespace this operator does not serve is not its to judge: admitted
     // unchanged (another operator's webhook may inject it), never refused as unknown.
     let out_of_scope = state.scope.as_ref().is_some_and(|ns| *ns != req.namespace);
-    let fkd = match req.resource.as_deref().filter(|_| !out_of_scope) {
-        None => None,
+    let lookup = match req.resource.as_deref().filter(|_| !out_of_scope) {
+        None => Lookup::Missing,
         Some(name) => match state.resources.get(&req.namespace, name).await {
             Ok(f) => f,
             Err(e) => {
@@ -342,15 +386,25 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
             }
         },
     };
+    let fkd = lookup.found();
     let decision = if out_of_scope {
         super::inject::Decision::NotRequested
     } else {
-        review::decide(&req, fkd.as_deref(), state.options)
+        let decision = review::decide(&req, fkd, state.options);
+        match &lookup {
+            Lookup::Undecodable(u) => super::inject::undecodable(decision, &req.namespace, u),
+            _ => decision,
+        }
     };
     if let Some(sink) = &state.events
         && !req.request.dry_run
     {
-        sink.report(&req, fkd.as_deref(), &decision);
+        // An undecodable resource's placeholder carries its uid, so the Event lists under it.
+        let regarding = match &lookup {
+            Lookup::Undecodable(u) => Some(&u.placeholder),
+            _ => fkd,
+        };
+        sink.report(&req, regarding, &decision);
     }
     let (mut outcome, mut reason) = Outcome::of(&decision);
     let review = match review::respond(&req, &decision) {

@@ -11,12 +11,13 @@ use std::time::Duration;
 use facekey_crds::{FaceKeyDeployment, SidecarStatus};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
+use crate::decode::{Decoded, decode};
 use crate::desired::{SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_LABEL};
 
 /// Pods read per list call when counting (the namespace's pods, a page at a time).
@@ -185,9 +186,12 @@ pub struct CounterConfig {
 
 /// Count once for every FaceKeyDeployment offering a sidecar (or still reporting one).
 pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&str>) {
-    let fkds: Api<FaceKeyDeployment> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // Listed untyped and decoded one by one: a resource this operator cannot read is skipped
+    // (the controller reports it), not a failed list that stops the count of every other.
+    let resource = ApiResource::erase::<FaceKeyDeployment>(&());
+    let fkds: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
     };
     let list = match fkds.list(&ListParams::default()).await {
         Ok(l) => l,
@@ -196,7 +200,11 @@ pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&
             return;
         }
     };
-    for fkd in list {
+    let decoded = list.into_iter().filter_map(|obj| match decode(obj) {
+        Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => Some(fkd),
+        Decoded::Undecodable(_) => None,
+    });
+    for fkd in decoded {
         let offers = fkd.spec.sidecar.as_ref().is_some_and(|s| s.enabled);
         let old = fkd.status.as_ref().and_then(|s| s.sidecar.clone());
         if !offers && old.is_none() {
@@ -258,13 +266,17 @@ async fn count_one(
         "kind": FaceKeyDeployment::kind(&()),
         "status": {"sidecar": new},
     });
-    Api::<FaceKeyDeployment>::namespaced(client.clone(), &ns)
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<FaceKeyDeployment>(&()),
+    )
+    .patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     let reference: ObjectReference = fkd.object_ref(&());
     for event in [outdated_event(old, &new), missing_event(old, &new, &name)]
         .into_iter()
