@@ -1,19 +1,24 @@
 //! Server-side apply field ownership as a real API server applies it (the harness in
-//! `common/ssa.rs`), and the hand-over of the runtime Deployment's `spec.replicas` to the
+//! `common/ssa.rs`): keyed list items, conflicts per field, what another manager adds surviving
+//! the operator's applies, and the hand-over of the runtime Deployment's `spec.replicas` to the
 //! HorizontalPodAutoscaler without a capacity dip.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::ssa::{self, HPA_MANAGER, owners, scale_as_hpa};
+use common::ssa::{self, HPA_MANAGER, item_owners, owners, scale_as_hpa};
 use facekey_operator::FIELD_MANAGER;
 use facekey_operator::apply::HANDOVER_FIELD_MANAGER;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 const IMG1: &str = "ghcr.io/facekey/runtime:0.1.0";
+const IMG2: &str = "ghcr.io/facekey/runtime:0.2.0";
+/// The runtime container as a FieldsV1 path element.
+const RUNTIME: &str = r#"k:{"name":"runtime"}"#;
 
 fn deployment(replicas: Option<i32>) -> Value {
     let mut d = json!({
@@ -208,4 +213,570 @@ async fn dropping_replicas_without_a_hand_over_dips_to_one_pod() {
 
 async fn raw_named(h: &common::Harness, name: &str) -> Value {
     serde_json::to_value(h.deployment(name).await.unwrap()).unwrap()
+}
+
+/// managedFields name the items of keyed lists as the API server does: `k:` and the item's key
+/// fields as JSON with sorted keys (a port's defaulted `protocol` included), each item owned
+/// itself (`.`) and field by field; `v:` and the value for a set; an atomic list as one field.
+#[tokio::test]
+async fn harness_records_keyed_items_as_the_server_does() {
+    let (h, _) = ssa::harness(&[]).await;
+    let mut body = deployment(Some(1));
+    body["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    body["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u-1"}]);
+    body["spec"]["template"]["spec"] = json!({
+        "containers": [{"name": "c", "image": "x",
+            "ports": [{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 9090}],
+            "env": [{"name": "A", "value": "1"}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        "initContainers": [{"name": "init", "image": "y"}],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+        "imagePullSecrets": [{"name": "registry"}],
+        "topologySpreadConstraints": [{"topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway", "maxSkew": 1}],
+        "tolerations": [{"key": "k", "operator": "Exists"}],
+    });
+    apply(&h, "op", true, &body).await;
+    let fields = ssa::fields_v1(&raw(&h).await, "op", "Apply").unwrap();
+    let pod = &fields["f:spec"]["f:template"]["f:spec"];
+    let c = &pod["f:containers"][r#"k:{"name":"c"}"#];
+    assert_eq!(c["."], json!({}), "the item itself is owned: {c}");
+    assert_eq!((&c["f:name"], &c["f:image"]), (&json!({}), &json!({})));
+    assert_eq!(
+        c["f:ports"][r#"k:{"containerPort":8080,"protocol":"TCP"}"#],
+        json!({".": {}, "f:containerPort": {}, "f:protocol": {}})
+    );
+    assert_eq!(
+        c["f:ports"][r#"k:{"containerPort":9090,"protocol":"TCP"}"#],
+        json!({".": {}, "f:containerPort": {}}),
+        "the key reads the defaulted protocol; the field itself was not applied"
+    );
+    assert_eq!(
+        c["f:env"][r#"k:{"name":"A"}"#],
+        json!({".": {}, "f:name": {}, "f:value": {}})
+    );
+    assert_eq!(
+        c["f:volumeMounts"][r#"k:{"mountPath":"/data"}"#],
+        json!({".": {}, "f:mountPath": {}, "f:name": {}})
+    );
+    assert_eq!(
+        pod["f:initContainers"][r#"k:{"name":"init"}"#],
+        json!({".": {}, "f:image": {}, "f:name": {}})
+    );
+    assert_eq!(
+        pod["f:volumes"][r#"k:{"name":"data"}"#],
+        json!({".": {}, "f:emptyDir": {}, "f:name": {}})
+    );
+    assert_eq!(
+        pod["f:imagePullSecrets"][r#"k:{"name":"registry"}"#],
+        json!({".": {}, "f:name": {}})
+    );
+    let spread =
+        r#"k:{"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"ScheduleAnyway"}"#;
+    assert_eq!(
+        pod["f:topologySpreadConstraints"][spread]["f:maxSkew"],
+        json!({})
+    );
+    assert_eq!(pod["f:tolerations"], json!({}), "atomic: one field");
+    let meta = &fields["f:metadata"];
+    assert_eq!(
+        meta["f:ownerReferences"][r#"k:{"uid":"u-1"}"#]["."],
+        json!({})
+    );
+    assert_eq!(meta["f:finalizers"][r#"v:"example.com/keep""#], json!({}));
+
+    // Service ports are keyed by port and protocol.
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 53, "protocol": "UDP"}]}});
+    let svc = h
+        .api::<Service>()
+        .patch("web", &PatchParams::apply("op"), &Patch::Apply(&svc))
+        .await
+        .unwrap();
+    let fields = ssa::fields_v1(&serde_json::to_value(svc).unwrap(), "op", "Apply").unwrap();
+    let ports = fields["f:spec"]["f:ports"].as_object().unwrap();
+    let keys: Vec<&String> = ports.keys().collect();
+    assert_eq!(
+        keys,
+        [
+            r#"k:{"port":53,"protocol":"UDP"}"#,
+            r#"k:{"port":80,"protocol":"TCP"}"#
+        ]
+    );
+
+    // An item without its key field is refused, as the server refuses it.
+    let mut body = deployment(Some(1));
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"value": "1"}]);
+    let err = h
+        .api::<Deployment>()
+        .patch("web", &PatchParams::apply("op"), &Patch::Apply(&body))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("omits key field \"name\"")),
+        "{err}"
+    );
+}
+
+/// Keyed items merge by key: another manager's env var and container stay when "op" applies
+/// again without them; what "op" drops goes unless another manager owns the item itself. An
+/// update that only changed a field inside an item (a value edited by hand) does not keep it:
+/// structured-merge-diff removes the item with that field. Sets merge by value the same way.
+#[tokio::test]
+async fn harness_merges_keyed_items_and_prunes_only_what_nobody_else_owns() {
+    let (h, _) = ssa::harness(&[]).await;
+    let op = |env: Value, volumes: Value, finalizers: Value| {
+        let mut d = deployment(Some(1));
+        d["metadata"]["finalizers"] = finalizers;
+        d["spec"]["template"]["spec"] =
+            json!({"containers": [{"name": "c", "image": "x", "env": env}], "volumes": volumes});
+        d
+    };
+    let emptydir = |name: &str| json!({"name": name, "emptyDir": {}});
+    apply(
+        &h,
+        "op",
+        true,
+        &op(
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}, {"name": "C", "value": "3"}]),
+            json!([emptydir("v1"), emptydir("v2")]),
+            json!(["example.com/a", "example.com/b"]),
+        ),
+    )
+    .await;
+
+    // Another applier adds a sidecar container and an env var of c, and declares B and a
+    // finalizer too (the same values: shared, no conflict).
+    let other = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web",
+        "finalizers": ["example.com/b", "example.com/c"]},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "sidecar", "image": "s"},
+            {"name": "c", "env": [{"name": "B", "value": "2"}, {"name": "X", "value": "x"}]}]}}}});
+    apply(&h, "other", false, &other).await;
+    // An editor changes C's value (a merge patch of the whole list, as `kubectl edit` sends).
+    let mut containers = raw(&h).await["spec"]["template"]["spec"]["containers"].clone();
+    let c = containers
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == "c")
+        .unwrap();
+    for e in c["env"].as_array_mut().unwrap() {
+        if e["name"] == "C" {
+            e["value"] = json!("30");
+        }
+    }
+    h.api::<Deployment>()
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("editor".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "spec": {"template": {"spec": {"containers": containers}}}})),
+        )
+        .await
+        .unwrap();
+    // Owners of env var `name` of container c: of the item itself, or of its `field`.
+    let owners_of = |d: &Value, name: &str, field: Option<&str>| {
+        let item = format!(r#"k:{{"name":"{name}"}}"#);
+        let mut p = vec![
+            "spec",
+            "template",
+            "spec",
+            "containers",
+            r#"k:{"name":"c"}"#,
+            "env",
+        ];
+        p.push(&item);
+        let o = match field {
+            Some(f) => {
+                p.push(f);
+                owners(d, &p)
+            }
+            None => item_owners(d, &p),
+        };
+        sorted(o)
+    };
+    let d = raw(&h).await;
+    assert_eq!(owners_of(&d, "C", Some("value")), ["editor"]);
+    assert_eq!(owners_of(&d, "C", None), ["op"]);
+    assert_eq!(owners_of(&d, "B", None), ["op", "other"]);
+
+    // "op" applies again with A, v1 and finalizer x only.
+    apply(
+        &h,
+        "op",
+        true,
+        &op(
+            json!([{"name": "A", "value": "1"}]),
+            json!([emptydir("v1")]),
+            json!(["example.com/x"]),
+        ),
+    )
+    .await;
+    let d = raw(&h).await;
+    let spec = &d["spec"]["template"]["spec"];
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&spec["containers"]),
+        ["sidecar", "c"],
+        "the other manager's container stays, in the server's order"
+    );
+    let c = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "c")
+        .unwrap();
+    assert_eq!(
+        c["env"],
+        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}, {"name": "X", "value": "x"}]),
+        "B stays (another applier owns it), C goes (the editor owned only its value)"
+    );
+    assert_eq!(c["image"], "x");
+    assert_eq!(names(&spec["volumes"]), ["v1"], "v2 had no other owner");
+    assert_eq!(
+        d["metadata"]["finalizers"],
+        json!(["example.com/b", "example.com/c", "example.com/x"])
+    );
+    assert_eq!(owners_of(&d, "B", None), ["other"]);
+    assert_eq!(owners_of(&d, "X", None), ["other"]);
+    assert_eq!(
+        ssa::fields_v1(&d, "editor", "Update"),
+        None,
+        "the editor's one field went with the item"
+    );
+}
+
+/// Play `kubectl apply --server-side` (field manager `kubectl`) of the pod spec `pod` into
+/// Deployment `name`.
+async fn kubectl_apply(
+    h: &common::Harness,
+    name: &str,
+    force: bool,
+    pod: Value,
+) -> Result<Deployment, kube::Error> {
+    let mut params = PatchParams::apply("kubectl");
+    params.force = force;
+    let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                      "spec": {"template": {"spec": pod}}});
+    h.api::<Deployment>()
+        .patch(name, &params, &Patch::Apply(&body))
+        .await
+}
+
+/// Play `kubectl edit` (or `kubectl set env`) of Deployment `name` under field manager
+/// `kubectl-edit`: `edit` changes the stored pod spec, which goes back as a merge patch.
+async fn kubectl_edit(h: &common::Harness, name: &str, edit: impl FnOnce(&mut Value)) {
+    let mut pod = raw_named(h, name).await["spec"]["template"]["spec"].clone();
+    edit(&mut pod);
+    h.api::<Deployment>()
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                                 "spec": {"template": {"spec": pod}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// The item of `list` named `name`.
+fn named<'v>(list: &'v Value, name: &str) -> Option<&'v Value> {
+    list.as_array()?.iter().find(|i| i["name"] == name)
+}
+
+fn runtime(d: &Value) -> &Value {
+    named(&d["spec"]["template"]["spec"]["containers"], "runtime").expect("runtime container")
+}
+
+/// `["spec", "template", "spec", "containers", <runtime>, rest…]`.
+fn in_runtime<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    let mut p = vec!["spec", "template", "spec", "containers", RUNTIME];
+    p.extend_from_slice(rest);
+    p
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn email(extra: Value) -> Value {
+    let mut e = json!({"to": "sec@example.com", "from": "fk@example.com",
+                       "smarthost": "smtp.example.com:587"});
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            e[k] = v;
+        }
+    }
+    json!({"email": e})
+}
+
+/// What `kubectl edit` / `kubectl set env` add to the runtime container and what
+/// `kubectl apply --server-side` adds to the pod (a sidecar container before the runtime, a
+/// volume) stay through the operator's next applies, as docs/operator.md says; the operator's
+/// own env var takes its new value, the new image rolls out and is read from the runtime
+/// container, and a steady reconcile writes nothing. Under the atomic-list harness the
+/// operator's forced apply replaced `containers` and `volumes` whole.
+#[tokio::test]
+async fn what_another_manager_adds_to_the_pod_survives_the_operators_apply() {
+    let (h, log) = ssa::harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"enabled": false},
+               "alerting": email(json!({"authSecretRef": {"name": "smtp", "key": "pw"}}))}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    kubectl_edit(&h, "fk", |pod| {
+        let containers = pod["containers"].as_array_mut().unwrap();
+        let runtime = containers
+            .iter_mut()
+            .find(|c| c["name"] == "runtime")
+            .unwrap();
+        runtime["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "EXTRA", "value": "1"}));
+    })
+    .await;
+    kubectl_apply(
+        &h,
+        "fk",
+        false,
+        json!({"containers": [{"name": "proxy", "image": "envoy:1"}, {"name": "runtime"}],
+               "volumes": [{"name": "proxy-config", "emptyDir": {}}]}),
+    )
+    .await
+    .unwrap();
+
+    h.patch_spec(
+        "fk",
+        json!({"image": IMG2, "alerting": {"email": {"authSecretRef": {"name": "smtp", "key": "password"}}}}),
+    )
+    .await;
+    log.clear();
+    h.reconcile("fk").await.unwrap();
+    let writes = log.of("Deployment");
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.manager == FIELD_MANAGER && w.force && w.operation == "Apply"),
+        "{writes:#?}"
+    );
+    let d = raw_named(&h, "fk").await;
+    let pod = &d["spec"]["template"]["spec"];
+    let containers: Vec<&str> = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(containers, ["proxy", "runtime"]);
+    assert_eq!(
+        named(&pod["containers"], "proxy").unwrap()["image"],
+        "envoy:1"
+    );
+    assert!(named(&pod["volumes"], "proxy-config").is_some(), "{pod}");
+    let runtime_env = &runtime(&d)["env"];
+    assert_eq!(runtime(&d)["image"], IMG2);
+    assert_eq!(named(runtime_env, "EXTRA").unwrap()["value"], "1");
+    assert_eq!(
+        named(runtime_env, "FACEKEY_SMTP_PASSWORD").unwrap()["valueFrom"]["secretKeyRef"],
+        json!({"name": "smtp", "key": "password", "optional": false})
+    );
+    let extra = in_runtime(&["env", r#"k:{"name":"EXTRA"}"#]);
+    assert_eq!(item_owners(&d, &extra), ["kubectl-edit"]);
+    let password = in_runtime(&["env", r#"k:{"name":"FACEKEY_SMTP_PASSWORD"}"#]);
+    assert_eq!(item_owners(&d, &password), [FIELD_MANAGER]);
+    let proxy = [
+        "spec",
+        "template",
+        "spec",
+        "containers",
+        r#"k:{"name":"proxy"}"#,
+    ];
+    assert_eq!(item_owners(&d, &proxy), ["kubectl"]);
+
+    // The runtime container is found by name, not by position.
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    let status = h.get("fk").await.status.unwrap();
+    assert_eq!(status.current_image.as_deref(), Some(IMG2));
+
+    // Nothing to fight over: the next reconcile writes nothing.
+    let version = raw_named(&h, "fk").await["metadata"]["resourceVersion"].clone();
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        raw_named(&h, "fk").await["metadata"]["resourceVersion"],
+        version
+    );
+}
+
+/// An env var, volume and mount the operator stops rendering (email alerting turned off) are
+/// removed from the Deployment — unless another manager owns the item itself: the env var that
+/// a `kubectl apply` declared too stays, now that manager's alone. Under the atomic-list
+/// harness the second applier could not even declare it (409 on the whole `containers`).
+#[tokio::test]
+async fn what_the_operator_stops_applying_goes_unless_another_manager_owns_it() {
+    let (h, _) = ssa::harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"enabled": false},
+               "alerting": email(json!({"authSecretRef": {"name": "smtp", "key": "pw"},
+                                        "caSecretRef": {"name": "smtp-ca", "key": "ca.crt"}}))}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let d = raw_named(&h, "fk").await;
+    let mounts = |d: &Value| -> Vec<String> {
+        runtime(d)["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(named(&d["spec"]["template"]["spec"]["volumes"], "smtp-ca").is_some());
+    assert!(mounts(&d).contains(&"/etc/facekey/smtp-ca".to_owned()));
+    let password = named(&runtime(&d)["env"], "FACEKEY_SMTP_PASSWORD")
+        .unwrap()
+        .clone();
+
+    // Someone who relies on the variable declares it too: the same value, shared.
+    kubectl_apply(
+        &h,
+        "fk",
+        false,
+        json!({"containers": [{"name": "runtime", "env": [password.clone()]}]}),
+    )
+    .await
+    .unwrap();
+    let item = in_runtime(&["env", r#"k:{"name":"FACEKEY_SMTP_PASSWORD"}"#]);
+    assert_eq!(
+        sorted(item_owners(&raw_named(&h, "fk").await, &item)),
+        sorted(vec![FIELD_MANAGER.to_owned(), "kubectl".to_owned()])
+    );
+
+    h.patch_spec("fk", json!({"alerting": null})).await;
+    h.reconcile("fk").await.unwrap();
+    let d = raw_named(&h, "fk").await;
+    assert!(
+        named(&d["spec"]["template"]["spec"]["volumes"], "smtp-ca").is_none(),
+        "the operator's alone: removed"
+    );
+    assert!(!mounts(&d).contains(&"/etc/facekey/smtp-ca".to_owned()));
+    assert_eq!(
+        named(&runtime(&d)["env"], "FACEKEY_SMTP_PASSWORD"),
+        Some(&password),
+        "kubectl owns it too: kept"
+    );
+    assert_eq!(item_owners(&d, &item), ["kubectl"]);
+    assert_eq!(
+        runtime(&d)["image"],
+        IMG1,
+        "the rest of the container is intact"
+    );
+}
+
+/// The runtime container's image changed by `kubectl apply --server-side` (another manager)
+/// conflicts with the operator's field: 409 unless forced, naming that one field. Forced, kubectl
+/// owns just that field; the operator's own apply, unforced, would conflict on it alone; the
+/// operator forces (as it always does) and takes just that field back, while kubectl keeps the
+/// env var it applied and a share of the container item.
+#[tokio::test]
+async fn an_image_set_by_another_manager_conflicts_per_field_and_the_operator_takes_it_back() {
+    let (h, log) = ssa::harness(&[]).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let pod = json!({"containers": [{"name": "runtime", "image": "evil:1",
+                                     "env": [{"name": "EXTRA", "value": "1"}]}]});
+    let image = in_runtime(&["image"]);
+    let field = r#".spec.template.spec.containers[name="runtime"].image"#;
+
+    let err = kubectl_apply(&h, "fk", false, pod.clone())
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status.code, 409);
+    assert!(
+        status.message.starts_with("Apply failed with 1 conflict:")
+            && status.message.contains(&format!(
+                "conflict with \"{FIELD_MANAGER}\" using apps/v1: {field}"
+            )),
+        "{}",
+        status.message
+    );
+    assert_eq!(runtime(&raw_named(&h, "fk").await)["image"], IMG1);
+
+    kubectl_apply(&h, "fk", true, pod).await.unwrap();
+    let d = raw_named(&h, "fk").await;
+    assert_eq!(runtime(&d)["image"], "evil:1");
+    assert_eq!(owners(&d, &image), ["kubectl"]);
+    assert_eq!(
+        owners(&d, &in_runtime(&["imagePullPolicy"])),
+        [FIELD_MANAGER],
+        "the rest of the container stays the operator's"
+    );
+
+    // The operator's last body, applied without force: the one field conflicts.
+    let body = log
+        .of("Deployment")
+        .into_iter()
+        .rev()
+        .find(|w| w.manager == FIELD_MANAGER)
+        .unwrap();
+    assert!(body.force, "the operator forces its applies");
+    let err = h
+        .api::<Deployment>()
+        .patch(
+            "fk",
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&body.body),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status.code, 409);
+    assert!(
+        status.message.starts_with("Apply failed with 1 conflict:")
+            && status
+                .message
+                .contains(&format!("conflict with \"kubectl\" using apps/v1: {field}")),
+        "{}",
+        status.message
+    );
+
+    h.reconcile("fk").await.unwrap();
+    let d = raw_named(&h, "fk").await;
+    assert_eq!(runtime(&d)["image"], IMG1, "drift repaired");
+    assert_eq!(owners(&d, &image), [FIELD_MANAGER]);
+    assert_eq!(
+        sorted(item_owners(&d, &in_runtime(&[]))),
+        sorted(vec![FIELD_MANAGER.to_owned(), "kubectl".to_owned()]),
+        "kubectl keeps its share of the container"
+    );
+    assert_eq!(named(&runtime(&d)["env"], "EXTRA").unwrap()["value"], "1");
+    assert_eq!(
+        item_owners(&d, &in_runtime(&["env", r#"k:{"name":"EXTRA"}"#])),
+        ["kubectl"]
+    );
 }

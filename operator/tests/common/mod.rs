@@ -401,9 +401,17 @@ impl Harness {
         self.api::<Deployment>().get_opt(name).await.unwrap()
     }
 
+    /// Image of the runtime container (found by name: under server-side apply a container
+    /// another manager added may come first).
     pub async fn deployment_image(&self, name: &str) -> Option<String> {
         let d = self.deployment(name).await?;
-        d.spec?.template.spec?.containers[0].image.clone()
+        d.spec?
+            .template
+            .spec?
+            .containers
+            .into_iter()
+            .find(|c| c.name == "runtime")?
+            .image
     }
 
     /// Play the Deployment controller: all desired replicas updated and available.

@@ -1,26 +1,44 @@
-//! Server-side apply with a real API server's field-ownership rules, for the fields that matter
-//! here, in front of kube-fake-client (which merges an apply like a JSON merge patch and keeps
-//! every field a manager stops applying).
+//! Server-side apply with a real API server's field-ownership rules (structured-merge-diff, as the
+//! Kubernetes server-side-apply documentation describes them), in front of kube-fake-client (which
+//! merges an apply like a JSON merge patch and keeps every field a manager stops applying).
 //!
-//! Rules modelled (from the Kubernetes server-side-apply documentation):
-//! - each manager's applied field set is recorded in `metadata.managedFields` (FieldsV1 trie:
-//!   `f:<key>` per map key, lists owned whole as atomic leaves — a simplification: the server
-//!   treats e.g. `containers` as a list keyed by name);
-//! - a field a manager applied before and leaves out of its next apply is **removed** when no
-//!   other manager owns it (kept when another one does);
+//! Modelled:
+//! - each manager's field set in `metadata.managedFields` (FieldsV1): `f:<key>` per map key; an
+//!   item of an associative list as `k:<its key fields as JSON, sorted>` (e.g.
+//!   `k:{"containerPort":8080,"protocol":"TCP"}`), owned itself (`.`) and field by field; an item
+//!   of a set as `v:<value>`; any other list owned whole, as one atomic field;
+//! - which lists are associative, and their keys: [`LISTS`], the upstream OpenAPI's
+//!   `x-kubernetes-list-type` and `x-kubernetes-list-map-keys` for every list of the kinds the
+//!   harness serves that is not atomic (a key field the schema defaults, `protocol`, counts as
+//!   `TCP` when an item leaves it out);
+//! - an apply merges associative lists item by item, in the server's order: items another
+//!   manager added (an `env` entry, a sidecar container) stay;
+//! - a field or item a manager applied before and leaves out of its next apply is removed when
+//!   no manager owns it any more; an item stays only while another manager owns the item itself
+//!   (it added or applied it) — one that owns a field inside it (an update changed one value)
+//!   does not keep it; a map field goes when nobody owns anything under it;
 //! - applying a value that differs from one another manager owns is a conflict (409) unless
-//!   forced, when ownership moves; applying the same value shares ownership;
-//! - an update (merge patch with a field manager, e.g. the HPA controller writing
-//!   `spec.replicas` through `/scale`) takes ownership of the fields it changes, without conflicts;
+//!   forced, when that one field (inside an item, not the whole list) moves; applying the same
+//!   value shares it;
+//! - an update (merge patch with a field manager: `kubectl edit`, the HPA controller writing
+//!   `spec.replicas` through `/scale`) takes the fields and items it adds or changes, from
+//!   everyone, without conflicts, and drops those it removes from everyone's sets;
 //! - apps/v1 defaulting: a Deployment without `spec.replicas` gets 1;
 //! - `metadata.generation` moves only when something outside `metadata` changed, and an apply
 //!   that changes nothing writes nothing.
+//!
+//! Not modelled: atomic maps and structs (`x-kubernetes-map-type: atomic`, e.g. label selectors)
+//! are owned key by key; server defaulting other than `replicas`; the status subresource (an
+//! apply's `status` is ignored, status writes bypass the harness); strategic merge patches
+//! (`kubectl set env` is played by the merge patch `kubectl edit` would send); API versions and
+//! timestamps of managers; the kinds the operator does not apply through it (prometheus-operator
+//! stand-ins get the fake's own merge).
 //!
 //! Every apply and update is recorded ([`Log`]) so tests can check the bodies the operator sent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -122,13 +140,53 @@ pub async fn scale_as_hpa(h: &Harness, name: &str, replicas: i32) {
         .unwrap();
 }
 
-/// Managers owning `path` (e.g. `["spec", "replicas"]`) of `obj`, outside the status subresource.
+/// Managers owning `path` of `obj`, or anything under it, outside the status subresource. Each
+/// element is a field name, or an item as FieldsV1 writes it (`k:{"name":"runtime"}`, `v:"x"`):
+/// `["spec", "replicas"]`, `["spec", "template", "spec", "containers", r#"k:{"name":"runtime"}"#,
+/// "image"]`.
 pub fn owners(obj: &Value, path: &[&str]) -> Vec<String> {
-    let path: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+    let path = to_path(path);
     entries(obj)
         .iter()
-        .filter(|e| e.subresource.is_empty() && e.fields.iter().any(|p| related(p, &path)))
+        .filter(|e| e.subresource.is_empty() && e.fields.iter().any(|p| p.starts_with(&path)))
         .map(|e| e.manager.clone())
+        .collect()
+}
+
+/// Managers owning exactly `path` of `obj` (written as for [`owners`]): for an item, the item
+/// itself (FieldsV1 `.`), not merely a field inside it.
+pub fn item_owners(obj: &Value, path: &[&str]) -> Vec<String> {
+    let path = to_path(path);
+    entries(obj)
+        .iter()
+        .filter(|e| e.subresource.is_empty() && e.fields.contains(&path))
+        .map(|e| e.manager.clone())
+        .collect()
+}
+
+/// The FieldsV1 trie `manager` recorded for `operation` (`Apply` or `Update`) in `obj`'s
+/// `metadata.managedFields`, outside the status subresource.
+pub fn fields_v1(obj: &Value, manager: &str, operation: &str) -> Option<Value> {
+    obj.pointer("/metadata/managedFields")?
+        .as_array()?
+        .iter()
+        .find(|e| {
+            e["manager"] == manager
+                && e["operation"] == operation
+                && e.get("subresource").is_none_or(|s| s == "")
+        })
+        .map(|e| e["fieldsV1"].clone())
+}
+
+fn to_path(path: &[&str]) -> Path {
+    path.iter()
+        .map(|s| {
+            if s.starts_with("k:{") || s.starts_with("v:") {
+                (*s).to_owned()
+            } else {
+                field(s)
+            }
+        })
         .collect()
 }
 
@@ -244,6 +302,7 @@ struct Store<'a> {
     update: &'a dyn Fn(Value, bool) -> Res<Value>,
 }
 
+/// A field path as FieldsV1 writes its elements: `f:<field>`, `k:<key JSON>`, `v:<value JSON>`.
 type Path = Vec<String>;
 
 /// One `managedFields` entry.
@@ -256,6 +315,543 @@ struct Entry {
     fields: BTreeSet<Path>,
 }
 
+/// How the API server merges and owns a list (`x-kubernetes-list-type`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ListType {
+    /// Replaced whole and owned as one field: the default.
+    Atomic,
+    /// Scalars, each owned by value (`v:<value>`).
+    Set,
+    /// Objects merged and owned by these key fields (`k:{...}`).
+    Map(&'static [&'static str]),
+}
+
+/// Path of the pod spec in the kinds with a pod template.
+const POD_SPEC: &str = "spec.template.spec";
+
+/// Kinds whose `spec.template.spec` is a core/v1 PodSpec.
+const POD_KINDS: &[&str] = &[
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+];
+
+/// Every list that is not atomic, as `(kinds, path, type)` — kinds empty for any kind; `{pod}` is
+/// the pod spec, `{container}` an item of its `containers`, `initContainers` or
+/// `ephemeralContainers`. From the upstream OpenAPI (`x-kubernetes-list-type`,
+/// `x-kubernetes-list-map-keys`; k8s-openapi's `DeepMerge` treats the same lists of these kinds'
+/// specs and metadata as maps and sets, but keys ports and spread constraints by their first key
+/// only). Atomic there, and so here: `tolerations`, `readinessGates`, `envFrom`,
+/// `command`, `args`, `resizePolicy`, capabilities, affinity terms and their expressions, volume
+/// `items`, HPA `spec.metrics`, NetworkPolicy `ingress`, `egress`, `from`, `ports` and
+/// `policyTypes`, PVC `accessModes`, Service `ipFamilies`, and every list of a custom resource
+/// whose schema says nothing (CloudNativePG's Cluster).
+const LISTS: &[(&[&str], &str, ListType)] = &[
+    (&[], "metadata.ownerReferences", ListType::Map(&["uid"])),
+    (&[], "metadata.finalizers", ListType::Set),
+    (
+        &["Service"],
+        "spec.ports",
+        ListType::Map(&["port", "protocol"]),
+    ),
+    (POD_KINDS, "{pod}.containers", ListType::Map(&["name"])),
+    (POD_KINDS, "{pod}.initContainers", ListType::Map(&["name"])),
+    (
+        POD_KINDS,
+        "{pod}.ephemeralContainers",
+        ListType::Map(&["name"]),
+    ),
+    (POD_KINDS, "{pod}.volumes", ListType::Map(&["name"])),
+    (
+        POD_KINDS,
+        "{pod}.imagePullSecrets",
+        ListType::Map(&["name"]),
+    ),
+    (
+        POD_KINDS,
+        "{pod}.topologySpreadConstraints",
+        ListType::Map(&["topologyKey", "whenUnsatisfiable"]),
+    ),
+    (POD_KINDS, "{pod}.hostAliases", ListType::Map(&["ip"])),
+    (POD_KINDS, "{pod}.schedulingGates", ListType::Map(&["name"])),
+    (POD_KINDS, "{pod}.resourceClaims", ListType::Map(&["name"])),
+    (POD_KINDS, "{container}.env", ListType::Map(&["name"])),
+    (
+        POD_KINDS,
+        "{container}.ports",
+        ListType::Map(&["containerPort", "protocol"]),
+    ),
+    (
+        POD_KINDS,
+        "{container}.volumeMounts",
+        ListType::Map(&["mountPath"]),
+    ),
+    (
+        POD_KINDS,
+        "{container}.volumeDevices",
+        ListType::Map(&["devicePath"]),
+    ),
+    (
+        POD_KINDS,
+        "{container}.resources.claims",
+        ListType::Map(&["name"]),
+    ),
+];
+
+/// Key fields the schema defaults, as the server reads them from an item that leaves them out
+/// (container and Service ports).
+const KEY_DEFAULTS: &[(&str, &str)] = &[("protocol", "TCP")];
+
+/// Metadata the server sets or that names the object: never part of a field set.
+const SERVER_METADATA: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+    "managedFields",
+];
+
+/// The path element of map key `name`.
+fn field(name: &str) -> String {
+    format!("f:{name}")
+}
+
+/// `path` with list items as `[]`, e.g. `spec.template.spec.containers[].env`.
+fn shape(path: &[String]) -> String {
+    let mut s = String::new();
+    for e in path {
+        match e.strip_prefix("f:") {
+            Some(f) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(f);
+            }
+            None => s.push_str("[]"),
+        }
+    }
+    s
+}
+
+/// Whether a [`LISTS`] pattern names the list at `shape`.
+fn matches(pattern: &str, shape: &str) -> bool {
+    let pattern = pattern.replace("{pod}", POD_SPEC);
+    match pattern.strip_prefix("{container}") {
+        Some(rest) => ["containers", "initContainers", "ephemeralContainers"]
+            .iter()
+            .any(|c| shape == format!("{POD_SPEC}.{c}[]{rest}")),
+        None => shape == pattern,
+    }
+}
+
+/// `obj` without what names it and what the server sets: the part field sets and comparisons
+/// cover.
+fn strip(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(root) = v.as_object_mut() {
+        for k in ["apiVersion", "kind", "status"] {
+            root.remove(k);
+        }
+        if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in SERVER_METADATA {
+                meta.remove(*k);
+            }
+        }
+    }
+    v
+}
+
+/// Fields and items one write adds, changes and removes (structured-merge-diff's `Compare`).
+#[derive(Default, Debug)]
+struct Comparison {
+    added: BTreeSet<Path>,
+    modified: BTreeSet<Path>,
+    removed: BTreeSet<Path>,
+}
+
+/// The list types of one kind, and the operations that depend on them.
+struct Schema<'a> {
+    kind: &'a str,
+}
+
+impl Schema<'_> {
+    /// How the list at `path` merges: as [`LISTS`] says, atomic otherwise.
+    fn list_type(&self, path: &[String]) -> ListType {
+        let shape = shape(path);
+        LISTS
+            .iter()
+            .find(|(kinds, pattern, _)| {
+                (kinds.is_empty() || kinds.contains(&self.kind)) && matches(pattern, &shape)
+            })
+            .map_or(ListType::Atomic, |(_, _, t)| *t)
+    }
+
+    /// The path element of `item` in a list of type `list`.
+    fn element(list: ListType, item: &Value) -> Result<String, String> {
+        match list {
+            ListType::Atomic => Err("an atomic list has no item keys".into()),
+            ListType::Set => Ok(format!("v:{item}")),
+            ListType::Map(keys) => {
+                let mut names = keys.to_vec();
+                names.sort_unstable();
+                let mut key = Map::new();
+                for k in names {
+                    let default = KEY_DEFAULTS
+                        .iter()
+                        .find(|(f, _)| *f == k)
+                        .map(|(_, d)| json!(d));
+                    let value = item.get(k).cloned().or(default).ok_or_else(|| {
+                        format!(
+                            "associative list with keys has an element that omits key field {k:?}"
+                        )
+                    })?;
+                    key.insert(k.to_owned(), value);
+                }
+                Ok(format!("k:{}", Value::Object(key)))
+            }
+        }
+    }
+
+    /// The items of the list at `path` with their path elements, first of each key only; with
+    /// `strict` a repeated key is refused, as the server refuses it in an applied body.
+    fn index<'v>(
+        &self,
+        items: &'v [Value],
+        path: &[String],
+        strict: bool,
+    ) -> Res<Vec<(String, &'v Value)>> {
+        let list = self.list_type(path);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let pe = Self::element(list, item).map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "{} is invalid: .{}: element {i}: {e}",
+                    self.kind,
+                    shape(path)
+                ))
+            })?;
+            if !seen.insert(pe.clone()) {
+                if strict {
+                    return Err(Error::InvalidRequest(format!(
+                        "{} is invalid: .{}: duplicate entries for key {pe}",
+                        self.kind,
+                        shape(path)
+                    )));
+                }
+                continue;
+            }
+            out.push((pe, item));
+        }
+        Ok(out)
+    }
+
+    /// The field set of an applied body (structured-merge-diff's `ToFieldSet`): leaves, atomic
+    /// lists, empty maps, and every item of an associative list or set together with its fields.
+    fn field_set(&self, body: &Value) -> Res<BTreeSet<Path>> {
+        let mut out = BTreeSet::new();
+        self.collect(&strip(body), &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    /// Add the field set of `v`, found at `path`, to `out`.
+    fn collect(&self, v: &Value, path: &mut Path, out: &mut BTreeSet<Path>) -> Res<()> {
+        match v {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    path.push(field(k));
+                    self.collect(child, path, out)?;
+                    path.pop();
+                }
+            }
+            // What named the object was stripped: nothing of it is owned.
+            Value::Object(_) if path.as_slice() == [field("metadata")] => {}
+            Value::Array(items) if self.list_type(path) != ListType::Atomic => {
+                for (pe, item) in self.index(items, path, true)? {
+                    path.push(pe);
+                    out.insert(path.clone());
+                    if item.is_object() {
+                        self.collect(item, path, out)?;
+                    }
+                    path.pop();
+                }
+            }
+            _ if !path.is_empty() => {
+                out.insert(path.clone());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `applied` merged into `live` (structured-merge-diff's `Merge`): maps key by key,
+    /// associative lists and sets item by item, anything else replaced. `None`: remove (an
+    /// applied `null`).
+    fn merge(&self, live: Option<&Value>, applied: &Value, path: &mut Path) -> Res<Option<Value>> {
+        match (live, applied) {
+            (_, Value::Null) => Ok(None),
+            (live, Value::Object(a)) => {
+                let mut out = match live {
+                    Some(Value::Object(l)) => l.clone(),
+                    _ => Map::new(),
+                };
+                for (k, av) in a {
+                    path.push(field(k));
+                    match self.merge(out.get(k), av, path)? {
+                        Some(v) => {
+                            out.insert(k.clone(), v);
+                        }
+                        None => {
+                            out.remove(k);
+                        }
+                    }
+                    path.pop();
+                }
+                Ok(Some(Value::Object(out)))
+            }
+            (live, Value::Array(a)) if self.list_type(path) != ListType::Atomic => {
+                let live = match live {
+                    Some(Value::Array(l)) => l.as_slice(),
+                    _ => &[],
+                };
+                let merged = self.merge_list(live, a, path)?;
+                Ok(Some(if merged.is_empty() {
+                    applied.clone()
+                } else {
+                    Value::Array(merged)
+                }))
+            }
+            _ => Ok(Some(applied.clone())),
+        }
+    }
+
+    /// Merge the items of an associative list or set in the server's order: the applied order
+    /// for the items it names, the live position for the others.
+    fn merge_list(&self, live: &[Value], applied: &[Value], path: &mut Path) -> Res<Vec<Value>> {
+        let lhs = self.index(live, path, false)?;
+        let rhs = self.index(applied, path, true)?;
+        let in_lhs: HashMap<&str, &Value> = lhs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let in_rhs: HashSet<&str> = rhs.iter().map(|(k, _)| k.as_str()).collect();
+        let mut shared: VecDeque<&str> = rhs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| in_lhs.contains_key(k))
+            .collect();
+        let mut next = shared.pop_front();
+        let mut merged: HashSet<&str> = HashSet::new();
+        let mut out = Vec::new();
+        let (mut li, mut ri) = (0, 0);
+        while li < lhs.len() || ri < rhs.len() {
+            if li < lhs.len() && ri < rhs.len() {
+                let pe = lhs[li].0.as_str();
+                if pe == rhs[ri].0 {
+                    out.push(self.merge_item(Some(lhs[li].1), rhs[ri].1, pe, path)?);
+                    merged.insert(pe);
+                    li += 1;
+                    ri += 1;
+                    next = shared.pop_front();
+                    continue;
+                }
+                if in_rhs.contains(pe) && next.is_some_and(|n| n != pe) {
+                    // Shared, but not the one this round places.
+                    li += 1;
+                    continue;
+                }
+            }
+            if li < lhs.len() {
+                let pe = lhs[li].0.as_str();
+                if !in_rhs.contains(pe) {
+                    out.push(lhs[li].1.clone());
+                    li += 1;
+                    continue;
+                }
+                if merged.contains(pe) {
+                    li += 1;
+                    continue;
+                }
+            }
+            if ri < rhs.len() {
+                let pe = rhs[ri].0.as_str();
+                out.push(self.merge_item(in_lhs.get(pe).copied(), rhs[ri].1, pe, path)?);
+                merged.insert(pe);
+                ri += 1;
+                if next == Some(pe) {
+                    next = shared.pop_front();
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One item of a merged list: `applied` merged into its `live` counterpart.
+    fn merge_item(
+        &self,
+        live: Option<&Value>,
+        applied: &Value,
+        pe: &str,
+        path: &mut Path,
+    ) -> Res<Value> {
+        path.push(pe.to_owned());
+        let merged = self.merge(live, applied, path)?;
+        path.pop();
+        Ok(merged.unwrap_or_else(|| applied.clone()))
+    }
+
+    /// What changed from `old` to `new` (structured-merge-diff's `Compare`): changed leaves and
+    /// atomic lists, and every field, map and item present on one side only.
+    fn compare(&self, old: &Value, new: &Value) -> Res<Comparison> {
+        let mut c = Comparison::default();
+        self.diff(
+            Some(&strip(old)),
+            Some(&strip(new)),
+            &mut Vec::new(),
+            &mut c,
+        )?;
+        Ok(c)
+    }
+
+    /// Add what changed from `old` to `new`, both found at `path`, to `c`.
+    fn diff(
+        &self,
+        old: Option<&Value>,
+        new: Option<&Value>,
+        path: &mut Path,
+        c: &mut Comparison,
+    ) -> Res<()> {
+        let empty = |v: Option<&Value>| match v {
+            None | Some(Value::Null) => true,
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(_) => false,
+        };
+        let is = |v: Option<&Value>, f: fn(&Value) -> bool| v.is_none_or(f);
+        let both_empty = empty(old) && empty(new);
+        if !both_empty && is(old, Value::is_object) && is(new, Value::is_object) {
+            let no = Map::new();
+            let o = old.and_then(Value::as_object).unwrap_or(&no);
+            let n = new.and_then(Value::as_object).unwrap_or(&no);
+            let keys: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+            for k in keys {
+                path.push(field(k));
+                self.diff(o.get(k), n.get(k), path, c)?;
+                path.pop();
+            }
+        } else if !both_empty
+            && self.list_type(path) != ListType::Atomic
+            && is(old, Value::is_array)
+            && is(new, Value::is_array)
+        {
+            let none = Vec::new();
+            let o = self.index(old.and_then(Value::as_array).unwrap_or(&none), path, false)?;
+            let n = self.index(new.and_then(Value::as_array).unwrap_or(&none), path, false)?;
+            let in_old: HashMap<&str, &Value> = o.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let in_new: HashSet<&str> = n.iter().map(|(k, _)| k.as_str()).collect();
+            for (pe, item) in &n {
+                path.push(pe.clone());
+                self.diff(in_old.get(pe.as_str()).copied(), Some(item), path, c)?;
+                path.pop();
+            }
+            for (pe, item) in o.iter().filter(|(pe, _)| !in_new.contains(pe.as_str())) {
+                path.push(pe.clone());
+                self.diff(Some(item), None, path, c)?;
+                path.pop();
+            }
+        } else {
+            match (old, new) {
+                (None, Some(_)) => c.added.insert(path.clone()),
+                (Some(_), None) => c.removed.insert(path.clone()),
+                (Some(a), Some(b)) if a != b => c.modified.insert(path.clone()),
+                _ => false,
+            };
+            return Ok(());
+        }
+        if !path.is_empty() {
+            if old.is_none() {
+                c.added.insert(path.clone());
+            } else if new.is_none() {
+                c.removed.insert(path.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The node at `path`, if `obj` has it.
+    fn node_mut<'v>(&self, obj: &'v mut Value, path: &[String]) -> Option<&'v mut Value> {
+        let mut cur = obj;
+        for (i, e) in path.iter().enumerate() {
+            cur = match e.strip_prefix("f:") {
+                Some(f) => cur.get_mut(f)?,
+                None => {
+                    let list = self.list_type(&path[..i]);
+                    cur.as_array_mut()?
+                        .iter_mut()
+                        .find(|item| Self::element(list, item).as_deref() == Ok(e.as_str()))?
+                }
+            };
+        }
+        Some(cur)
+    }
+
+    /// Remove the field or item at `path` with everything under it; whether it was there.
+    fn remove(&self, obj: &mut Value, path: &[String]) -> bool {
+        let Some((last, parents)) = path.split_last() else {
+            return false;
+        };
+        let list = self.list_type(parents);
+        match self.node_mut(obj, parents) {
+            Some(Value::Object(map)) => last
+                .strip_prefix("f:")
+                .is_some_and(|f| map.remove(f).is_some()),
+            Some(Value::Array(items)) => {
+                let before = items.len();
+                items.retain(|item| Self::element(list, item).as_deref() != Ok(last.as_str()));
+                items.len() != before
+            }
+            _ => false,
+        }
+    }
+
+    /// Remove from `merged` what the applying manager owned (`last`) and no manager in `managed`
+    /// (its new set included) owns any more (structured-merge-diff's prune): an item, when
+    /// nobody owns the item itself; a field, when nobody owns it or anything under it — also
+    /// for the fields above what it owned. `metadata` itself stays.
+    fn prune(&self, merged: &mut Value, last: &BTreeSet<Path>, managed: &[Entry]) {
+        let owned = |p: &Path| managed.iter().any(|e| e.fields.contains(p));
+        let owned_under = |p: &Path| {
+            managed
+                .iter()
+                .any(|e| e.fields.iter().any(|q| q.starts_with(p)))
+        };
+        let mut candidates: BTreeSet<(usize, Path)> = BTreeSet::new();
+        for p in last {
+            for n in 1..=p.len() {
+                if n == p.len() || p[n - 1].starts_with("f:") {
+                    candidates.insert((n, p[..n].to_vec()));
+                }
+            }
+        }
+        let mut removed: Vec<Path> = Vec::new();
+        for (_, c) in candidates {
+            if c == [field("metadata")] || removed.iter().any(|r| c.starts_with(r)) {
+                continue;
+            }
+            let is_field = c.last().is_some_and(|e| e.starts_with("f:"));
+            let kept = if is_field { owned_under(&c) } else { owned(&c) };
+            if !kept && self.remove(merged, &c) {
+                removed.push(c);
+            }
+        }
+    }
+}
+
+/// Apply or update `patch` on object `name` of `kind` as the API server would, and store it.
 fn write_through(
     store: &Store<'_>,
     ns: &str,
@@ -265,6 +861,7 @@ fn write_through(
     op: Op,
     patch: &Value,
 ) -> Res<Value> {
+    let schema = Schema { kind };
     let existing = (store.get)()?;
     let api_version = patch
         .get("apiVersion")
@@ -275,100 +872,99 @@ fn write_through(
         json!({"apiVersion": api_version, "kind": kind,
                "metadata": {"name": name, "namespace": ns}})
     });
+    let mut body = patch.clone();
+    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
     let mut managed = entries(&obj);
-    let applied = leaves(patch);
     match op {
         Op::Apply { force } => {
-            // Conflicts: another manager owns a field this apply sets to a different value.
+            if let Some(root) = body.as_object_mut() {
+                // The status subresource's: an apply to the resource leaves it alone.
+                root.remove("status");
+            }
+            let applied = schema.field_set(&body)?;
+            let mut merged = schema
+                .merge(Some(&obj), &body, &mut Vec::new())?
+                .unwrap_or_default();
+            let last = match managed.iter_mut().find(|e| is_mine(e, manager, "Apply")) {
+                Some(e) => {
+                    e.api_version.clone_from(&api_version);
+                    std::mem::replace(&mut e.fields, applied)
+                }
+                None => {
+                    managed.push(Entry {
+                        manager: manager.to_owned(),
+                        operation: "Apply".into(),
+                        subresource: String::new(),
+                        api_version: api_version.clone(),
+                        fields: applied,
+                    });
+                    BTreeSet::new()
+                }
+            };
+            schema.prune(&mut merged, &last, &managed);
+            // Conflicts: another manager owns a field this apply adds or changes.
+            let change = schema.compare(&obj, &merged)?;
             let mut conflicts = Vec::new();
             for e in managed.iter_mut().filter(|e| is_other(e, manager, "Apply")) {
                 let theirs: Vec<Path> = e
                     .fields
                     .iter()
-                    .filter(|p| applied.iter().any(|a| related(a, p)))
+                    .filter(|p| change.modified.contains(*p) || change.added.contains(*p))
                     .cloned()
                     .collect();
                 for p in theirs {
-                    let differs = applied
-                        .iter()
-                        .filter(|a| related(a, &p))
-                        .any(|a| value_at(&obj, a) != value_at(patch, a));
-                    if !differs {
-                        continue; // same value: shared ownership
-                    }
                     if force {
                         e.fields.remove(&p);
                     } else {
                         conflicts.push(format!(
-                            "conflict with \"{}\": .{}",
+                            "conflict with \"{}\" using {}: {}",
                             e.manager,
-                            p.join(".")
+                            e.api_version,
+                            display(&p)
                         ));
                     }
                 }
+                e.fields.retain(|p| !change.removed.contains(p));
             }
             if !conflicts.is_empty() {
+                let plural = if conflicts.len() == 1 { "" } else { "s" };
                 return Err(Error::Conflict(format!(
-                    "Apply failed with {} conflict(s): {}",
+                    "Apply failed with {} conflict{plural}: {}",
                     conflicts.len(),
                     conflicts.join(", ")
                 )));
             }
-            // Fields this manager applied before and leaves out now: removed unless someone
-            // else owns them.
-            let before: BTreeSet<Path> = managed
-                .iter()
-                .find(|e| is_mine(e, manager, "Apply"))
-                .map(|e| e.fields.clone())
-                .unwrap_or_default();
-            for dropped in before
-                .iter()
-                .filter(|p| !applied.iter().any(|a| related(a, p)))
-            {
-                let kept = managed
-                    .iter()
-                    .filter(|e| !is_mine(e, manager, "Apply") && e.subresource.is_empty())
-                    .any(|e| e.fields.iter().any(|p| related(p, dropped)));
-                if !kept {
-                    remove_at(&mut obj, dropped);
-                }
-            }
-            managed.retain(|e| !is_mine(e, manager, "Apply"));
-            managed.push(Entry {
-                manager: manager.to_owned(),
-                operation: "Apply".into(),
-                subresource: String::new(),
-                api_version: api_version.clone(),
-                fields: applied,
-            });
+            obj = merged;
         }
         Op::Update => {
-            // The fields this update changes move to its manager, from everyone.
-            let changed: BTreeSet<Path> = applied
-                .into_iter()
-                .filter(|p| value_at(&obj, p) != value_at(patch, p))
-                .collect();
+            let before = obj.clone();
+            json_patch::merge(&mut obj, &body);
+            // The fields this update adds or changes move to its manager, from everyone; those
+            // it removes leave everyone's sets.
+            let change = schema.compare(&before, &obj)?;
             for e in managed.iter_mut().filter(|e| e.subresource.is_empty()) {
-                e.fields.retain(|p| !changed.iter().any(|c| related(c, p)));
+                e.fields
+                    .retain(|p| !change.modified.contains(p) && !change.added.contains(p));
             }
+            for e in &mut managed {
+                e.fields.retain(|p| !change.removed.contains(p));
+            }
+            let taken = change.modified.into_iter().chain(change.added);
             match managed.iter_mut().find(|e| is_mine(e, manager, "Update")) {
-                Some(e) => e.fields.extend(changed),
+                Some(e) => e.fields.extend(taken),
                 None => managed.push(Entry {
                     manager: manager.to_owned(),
                     operation: "Update".into(),
                     subresource: String::new(),
                     api_version: api_version.clone(),
-                    fields: changed,
+                    fields: taken.collect(),
                 }),
             }
         }
     }
     managed.retain(|e| !e.fields.is_empty());
-    let mut body = patch.clone();
-    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
-    }
-    json_patch::merge(&mut obj, &body);
     if kind == "Deployment" && obj.pointer("/spec/replicas").is_none() {
         // apps/v1 defaulting (SetDefaults_Deployment).
         if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
@@ -393,82 +989,35 @@ fn write_through(
     (store.update)(obj, bump)
 }
 
+/// Whether `e` is `manager`'s entry for `operation` on the resource itself.
 fn is_mine(e: &Entry, manager: &str, operation: &str) -> bool {
     e.manager == manager && e.operation == operation && e.subresource.is_empty()
 }
 
+/// Whether `e` is another entry on the resource itself (status subresource entries are not).
 fn is_other(e: &Entry, manager: &str, operation: &str) -> bool {
     !is_mine(e, manager, operation) && e.subresource.is_empty()
 }
 
-/// One path is the other or an ancestor of it.
-fn related(a: &[String], b: &[String]) -> bool {
-    a.starts_with(b) || b.starts_with(a)
-}
-
-/// Leaf paths of an applied body (lists and scalars are leaves), without the identifying and
-/// server-set fields.
-fn leaves(body: &Value) -> BTreeSet<Path> {
-    fn walk(v: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
-        match v.as_object() {
-            Some(map) if !map.is_empty() => {
-                for (k, child) in map {
-                    let skip = match path.as_slice() {
-                        [] => matches!(k.as_str(), "apiVersion" | "kind" | "status"),
-                        [m] if m == "metadata" => matches!(
-                            k.as_str(),
-                            "name"
-                                | "namespace"
-                                | "uid"
-                                | "resourceVersion"
-                                | "generation"
-                                | "creationTimestamp"
-                                | "managedFields"
-                        ),
-                        _ => false,
-                    };
-                    if !skip {
-                        path.push(k.clone());
-                        walk(child, path, out);
-                        path.pop();
-                    }
-                }
+/// A path as the server's conflict message writes it:
+/// `.spec.template.spec.containers[name="runtime"].image`.
+fn display(path: &Path) -> String {
+    path.iter()
+        .map(|e| {
+            if let Some(f) = e.strip_prefix("f:") {
+                format!(".{f}")
+            } else if let Some(k) = e.strip_prefix("k:") {
+                let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
+                let fields: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("[{}]", fields.join(","))
+            } else {
+                format!("[={}]", e.trim_start_matches("v:"))
             }
-            _ if !path.is_empty() => {
-                out.insert(path.clone());
-            }
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(body, &mut Vec::new(), &mut out);
-    out
+        })
+        .collect()
 }
 
-fn value_at<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
-    path.iter().try_fold(v, |v, k| v.get(k))
-}
-
-/// Remove `path`, then the maps it leaves empty.
-fn remove_at(obj: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut cur = &mut *obj;
-    for k in parents {
-        match cur.get_mut(k) {
-            Some(next) => cur = next,
-            None => return,
-        }
-    }
-    if let Some(map) = cur.as_object_mut() {
-        map.remove(last);
-        if map.is_empty() && !parents.is_empty() {
-            remove_at(obj, parents);
-        }
-    }
-}
-
+/// The `managedFields` entries of `obj`.
 fn entries(obj: &Value) -> Vec<Entry> {
     let list = obj
         .pointer("/metadata/managedFields")
@@ -500,36 +1049,45 @@ fn entries(obj: &Value) -> Vec<Entry> {
         .collect()
 }
 
+/// The paths of a FieldsV1 trie: a node that is empty or has `.` is itself in the set.
 fn trie_paths(trie: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
     let Some(map) = trie.as_object() else {
         return;
     };
-    if map.is_empty() {
-        if !path.is_empty() {
-            out.insert(path.clone());
-        }
-        return;
+    if (map.is_empty() || map.contains_key(".")) && !path.is_empty() {
+        out.insert(path.clone());
     }
-    for (k, child) in map {
-        let Some(key) = k.strip_prefix("f:") else {
-            continue;
-        };
-        path.push(key.to_owned());
+    for (k, child) in map.iter().filter(|(k, _)| k.as_str() != ".") {
+        path.push(k.clone());
         trie_paths(child, path, out);
         path.pop();
     }
 }
 
+/// `e` as a `managedFields` entry.
 fn to_json(e: &Entry) -> Value {
     let mut trie = Map::new();
     for p in &e.fields {
         let mut cur = &mut trie;
         for k in p {
             cur = cur
-                .entry(format!("f:{k}"))
+                .entry(k.clone())
                 .or_insert_with(|| Value::Object(Map::new()))
                 .as_object_mut()
                 .expect("trie node");
+        }
+    }
+    // A member with fields under it says so with `.`.
+    for p in &e.fields {
+        let mut cur = &mut trie;
+        for k in p {
+            cur = cur
+                .get_mut(k)
+                .and_then(Value::as_object_mut)
+                .expect("trie node");
+        }
+        if !cur.is_empty() {
+            cur.insert(".".into(), json!({}));
         }
     }
     let mut v = json!({
