@@ -75,6 +75,48 @@ pub struct RunConfig {
     /// The sidecar webhook's certificate when this process serves the webhook
     /// ([`crate::webhook::start`]): `/readyz` waits for it.
     pub webhook_cert: Option<Arc<crate::webhook::server::ReloadingCert>>,
+    /// How long the process lives on after a stop (SIGTERM, or leadership lost) with `/readyz`
+    /// failing ([`DRAIN_DELAY`] when it serves the webhook, else zero): the API server keeps
+    /// sending admission reviews to a pod until its endpoint removal reaches it, and a webhook
+    /// gone meanwhile admits pods without their sidecar (`failurePolicy: Ignore`).
+    pub drain: Duration,
+}
+
+/// The drain of a process serving the sidecar webhook: a few endpoint-propagation delays, well
+/// within the pod's 30-second termination grace period.
+pub const DRAIN_DELAY: Duration = Duration::from_secs(10);
+
+/// The drain before exit: readiness fails from the stop on, and the process lasts until the
+/// stop plus the delay.
+struct Drain {
+    ready: Arc<AtomicBool>,
+    delay: Duration,
+    since: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Drain {
+    /// The stop: not ready from now on (the first call counts).
+    fn begin(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+        if let Ok(mut since) = self.since.lock() {
+            since.get_or_insert_with(tokio::time::Instant::now);
+        }
+    }
+
+    /// Wait out what is left of the delay since [`Drain::begin`].
+    async fn finish(&self) {
+        self.begin();
+        let since = self.since.lock().ok().and_then(|s| *s);
+        if let Some(since) = since
+            && !self.delay.is_zero()
+        {
+            info!(
+                seconds = self.delay.as_secs(),
+                "draining: not ready, still answering"
+            );
+            tokio::time::sleep_until(since + self.delay).await;
+        }
+    }
 }
 
 /// Why the process stopped.
@@ -204,6 +246,11 @@ pub async fn run_with(
         let _ = server_stop.wait_for(|s| *s).await;
     }));
     ready.store(true, Ordering::Relaxed);
+    let drain = Arc::new(Drain {
+        ready: ready.clone(),
+        delay: config.drain,
+        since: std::sync::Mutex::new(None),
+    });
 
     let elector = Arc::new(LeaderElector::new(
         client.clone(),
@@ -225,6 +272,7 @@ pub async fn run_with(
         }
         tokio::select! {
             () = &mut signal => {
+                drain.finish().await;
                 let _ = stop_tx.send(true);
                 let _ = server.await;
                 return Ok(Exit::Signal);
@@ -309,6 +357,7 @@ pub async fn run_with(
     let (c, ns) = (client.clone(), owned);
     let exit = Arc::new(std::sync::Mutex::new(Exit::Signal));
     let exit_on_loss = exit.clone();
+    let stop_drain = drain.clone();
     // The resource's own status writes do not come back as reconciles (see spec_or_ownership).
     let (reader, writer) = reflector::store();
     let (reports, reporter) = undecodable_reporter(ctx.clone());
@@ -369,8 +418,12 @@ pub async fn run_with(
         .owns(scoped::<Job>(c, ns), owned_cfg)
         .graceful_shutdown_on(async move {
             tokio::select! {
-                () = signalled() => info!("shutdown requested"),
+                () = signalled() => {
+                    info!("shutdown requested");
+                    stop_drain.begin();
+                }
                 _ = lost_rx.wait_for(|l| *l) => {
+                    stop_drain.begin();
                     error!("leadership lost; stopping reconciles");
                     if let Ok(mut e) = exit_on_loss.lock() {
                         *e = Exit::LostLeadership;
@@ -399,6 +452,7 @@ pub async fn run_with(
     {
         warn!(error = %e, "releasing the Lease failed; a standby takes over after expiry");
     }
+    drain.finish().await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     Ok(exit)

@@ -391,6 +391,11 @@ async fn main() -> anyhow::Result<()> {
                 watch_namespace: namespace,
                 policy: scan_policy.policy(),
                 metrics,
+                drain: if webhook_cert.is_some() {
+                    controller::DRAIN_DELAY
+                } else {
+                    Duration::ZERO
+                },
                 webhook_cert,
             })
             .await?;

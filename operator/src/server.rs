@@ -34,7 +34,10 @@ async fn metrics(State(state): State<ServerState>) -> (StatusCode, String) {
 
 async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) {
     if !state.ready.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting, or draining before exit",
+        )
     } else if state.webhook_cert.as_ref().is_some_and(|c| !c.is_loaded()) {
         (
             StatusCode::SERVICE_UNAVAILABLE,

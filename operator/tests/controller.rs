@@ -1,6 +1,6 @@
 //! The `run` glue against kube-fake-client: leader election, the kube-runtime Controller driving
 //! reconciles from its initial list (the fake serves no watch streams), graceful shutdown that
-//! releases the Lease.
+//! releases the Lease after draining (not ready, still up).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +14,28 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;
 
+/// The drain delay the first test runs with (the operator's is 10 s with the webhook).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The status code of `GET /readyz` on the operator's metrics/health server, 0 when unreachable.
+async fn readyz(port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return 0;
+    };
+    let request = "GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
     let h = harness(&[]).await;
@@ -23,8 +45,13 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
     )
     .await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = RunConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
         operator_image: "op:test".into(),
         lease_namespace: "sys".into(),
         lease_name: "leader".into(),
@@ -34,6 +61,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
         metrics: facekey_operator::metrics::Metrics::new().unwrap(),
         webhook_cert: None,
+        drain: DRAIN,
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;
@@ -62,13 +90,30 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         .holder_identity;
     assert_eq!(holder.as_deref(), Some("op-1"));
 
+    assert_eq!(readyz(port).await, 200);
+    let stopped = std::time::Instant::now();
     stop_tx.send(()).unwrap();
+    // Draining: not ready at once, and the process (with the webhook it would serve) stays up.
+    let mut not_ready = false;
+    for _ in 0..20 {
+        if readyz(port).await == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(not_ready, "/readyz fails as soon as the stop arrives");
+    assert!(!task.is_finished(), "still up while draining");
     let exit = tokio::time::timeout(Duration::from_secs(30), task)
         .await
         .expect("shut down in time")
         .unwrap()
         .unwrap();
     assert_eq!(exit, Exit::Signal);
+    assert!(
+        stopped.elapsed() >= DRAIN,
+        "lived on for the drain delay after the stop"
+    );
     let spec = leases.get("leader").await.unwrap().spec.unwrap();
     assert_eq!(
         spec.holder_identity, None,
@@ -144,6 +189,7 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
         policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
         metrics: metrics.clone(),
         webhook_cert: None,
+        drain: Duration::ZERO,
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;
