@@ -392,8 +392,9 @@ impl Error {
     }
 
     /// Whether the API server refused the request itself (400, 403, 404 on a write, 405, 413,
-    /// 415, 422): the same request fails again, so it is retried only at the steady interval,
-    /// not in a fast backoff loop. 409 (conflict), 429 and 5xx are transient.
+    /// 415, 422; for the observe stage's reads, e.g. a 403 of a missing RBAC rule): the same
+    /// request fails again, so it is retried only at the steady interval, not in a fast backoff
+    /// loop. 409 (conflict), 429 and 5xx are transient.
     pub fn is_refused(&self) -> bool {
         let source = match self {
             Error::Apply(ApplyError::Patch { source, .. } | ApplyError::Create { source, .. })
@@ -401,6 +402,7 @@ impl Error {
                 PruneError::Delete { source, .. } | PruneError::ScanJob { source, .. },
             )
             | Error::ScanGate(ScanGateError::Job { source, .. })
+            | Error::Observe(ObserveError::Read(ReadError { source, .. }))
             | Error::Status(StatusError { source, .. }) => source,
             // Only a human resolves it (the Warning Event and `Conflict` say so).
             Error::Apply(ApplyError::NotOwned { .. }) => return true,

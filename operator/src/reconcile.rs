@@ -683,6 +683,7 @@ async fn write_observe_failure(
         fkd.meta().generation,
         e.category(),
         &e.to_string(),
+        e.is_refused(),
         (ctx.clock)(),
     );
     apply_status(ctx, fkd, &new).await

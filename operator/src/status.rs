@@ -531,14 +531,27 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
 /// with `Ready` False, `Reconciling` True (retried) and `Degraded` True naming `category` and
 /// `message`, so GitOps tools show why instead of "not yet observed"; everything else is kept
 /// from `old` (what was last known, `sidecar` included: the counter's, never applied from
-/// here), `Stalled` False (retrying may succeed).
+/// here). `Stalled` is True when the API server `refused` the read itself (a 403: RBAC needs a
+/// human, and kstatus and the Argo CD check then show a failure, not progress forever), False
+/// otherwise (retrying may succeed).
 pub fn observe_failure(
     old: Option<&FaceKeyDeploymentStatus>,
     generation: Option<i64>,
     category: &'static str,
     message: &str,
+    refused: bool,
     now: Timestamp,
 ) -> FaceKeyDeploymentStatus {
+    let stalled = if refused {
+        Decided::new(
+            STALLED,
+            true,
+            category,
+            format!("the API server refuses what the operator must read: {message}"),
+        )
+    } else {
+        Decided::new(STALLED, false, "AsExpected", "retrying")
+    };
     let decided = [
         Decided::new(
             READY,
@@ -547,7 +560,7 @@ pub fn observe_failure(
             format!("the operator cannot observe this generation: {message}"),
         ),
         Decided::new(RECONCILING, true, category, format!("retrying: {message}")),
-        Decided::new(STALLED, false, "AsExpected", "retrying"),
+        stalled,
         Decided::new(DEGRADED, true, category, message.to_owned()),
     ];
     with_conditions(old, generation, &decided, now)
@@ -895,14 +908,14 @@ mod tests {
             current_image: Some("img@sha256:1".into()),
             ..FaceKeyDeploymentStatus::default()
         };
-        let new = observe_failure(Some(&old), Some(2), "ReadFailed", "forbidden", t1);
+        let new = observe_failure(Some(&old), Some(2), "ReadFailed", "timed out", false, t1);
         assert_eq!(new.observed_generation, Some(2));
         let get = |t: &str| conditions::find(&new.conditions, t).unwrap().clone();
         assert_eq!(
             (get(READY).status.as_str(), get(READY).reason.as_str()),
             ("False", "ReadFailed")
         );
-        assert!(get(READY).message.contains("forbidden"));
+        assert!(get(READY).message.contains("timed out"));
         assert_eq!(get(RECONCILING).status, "True");
         assert_eq!(get(DEGRADED).status, "True");
         assert_eq!(get(STALLED).status, "False");
@@ -916,9 +929,17 @@ mod tests {
         );
         // The same failure again changes nothing (no status write).
         assert_eq!(
-            observe_failure(Some(&new), Some(2), "ReadFailed", "forbidden", t1),
+            observe_failure(Some(&new), Some(2), "ReadFailed", "timed out", false, t1),
             new
         );
+        // Refused (a 403): retrying alone cannot help, so it is a failure, not progress.
+        let refused = observe_failure(Some(&old), Some(2), "ReadFailed", "forbidden", true, t1);
+        let stalled = conditions::find(&refused.conditions, STALLED).unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "ReadFailed")
+        );
+        assert!(stalled.message.contains("forbidden"));
     }
 
     #[test]

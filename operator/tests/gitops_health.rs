@@ -1,7 +1,7 @@
 //! The FaceKeyDeployment as GitOps tools read it, at each point of its life that a health check
 //! must tell apart: no status yet, scan pending, rolling out, available, a spec change not yet
 //! observed, a spec change whose apply fails, a blocked image, a failed scan, an invalid spec,
-//! scaled to zero. Each object (the
+//! scaled to zero, a read the API server refuses, a spec this operator cannot decode. Each object (the
 //! generation and the status the reconciler wrote) goes to `tests/golden/gitops-health.json`
 //! (`UPDATE_GOLDEN=1` rewrites it), which `tests/operator/check.sh` runs the shipped Argo CD
 //! health script (`manifests/gitops/argocd-health.lua`) on with a real Lua 5.1 interpreter, the
@@ -28,6 +28,42 @@ async fn seen(h: &Harness, name: &str) -> Value {
         "metadata": {"name": name, "namespace": NS, "generation": fkd.metadata.generation},
         "status": fkd.status,
     })
+}
+
+/// FaceKeyDeployments read untyped (one whose spec does not decode too).
+fn raw_api(h: &Harness) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &kube::api::ApiResource::erase::<facekey_crds::FaceKeyDeployment>(&()),
+    )
+}
+
+/// `inner`, except that every GET of a Deployment is answered 403 Forbidden, as a real API
+/// server answers a ServiceAccount whose Role lacks `get` on deployments.
+fn forbidding_deployment_reads(inner: kube::Client) -> kube::Client {
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        async move {
+            if req.method() == http::Method::GET && req.uri().path().contains("/deployments") {
+                let status = json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "deployments.apps \"fk\" is forbidden: User \"system:serviceaccount:facekey-system:facekey-operator\" cannot get resource \"deployments\" in API group \"apps\" in the namespace \"team\"",
+                    "reason": "Forbidden", "details": {"name": "fk", "group": "apps", "kind": "deployments"},
+                    "code": 403,
+                });
+                return Ok(http::Response::builder()
+                    .status(403)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&status).unwrap(),
+                    ))
+                    .unwrap());
+            }
+            inner.send(req).await
+        }
+    });
+    kube::Client::new(svc, NS)
 }
 
 #[tokio::test]
@@ -129,6 +165,59 @@ async fn statuses_for_gitops_health_checks() {
     h.reconcile("fk").await.unwrap();
     assert_eq!(cond(&h.get("fk").await, "Ready").1, "ScaledToZero");
     record("scaled to zero", seen(&h, "fk").await);
+
+    // The Deployment's read refused (403: a Role the operator lacks): a failure that needs a
+    // human, not progress forever.
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    let ctx = std::sync::Arc::new(common::test_context(
+        &forbidding_deployment_reads(h.client.clone()),
+        &h.clock,
+    ));
+    let fkd = std::sync::Arc::new(h.get("fk").await);
+    facekey_operator::reconcile::reconcile(fkd, ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        cond(&h.get("fk").await, "Stalled"),
+        ("True".into(), "ReadFailed".into())
+    );
+    record("a read refused (RBAC)", seen(&h, "fk").await);
+
+    // A spec this operator cannot decode (a value of a newer operator's CRD).
+    let h = harness(&[]).await;
+    let raw = raw_api(&h);
+    raw.create(
+        &kube::api::PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment",
+            "metadata": {"name": "fk", "namespace": NS},
+            "spec": {"image": IMG1, "verification": {"decisionPolicy": "adaptive"}},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let facekey_operator::decode::Decoded::Undecodable(u) =
+        facekey_operator::decode::decode(raw.get("fk").await.unwrap())
+    else {
+        panic!("undecodable");
+    };
+    facekey_operator::reconcile::report_undecodable(&h.ctx, &u).await;
+    let stored = raw.get("fk").await.unwrap();
+    record(
+        "spec undecodable",
+        json!({
+            "apiVersion": "facekey.dev/v1alpha1",
+            "kind": "FaceKeyDeployment",
+            "metadata": {"name": "fk", "namespace": NS, "generation": stored.metadata.generation},
+            "status": stored.data["status"],
+        }),
+    );
 
     let text = format!("{}\n", serde_json::to_string_pretty(&out).unwrap());
     let golden =

@@ -35,6 +35,10 @@ EXPECTED = {
     "scan failed": "Degraded",
     "invalid spec": "Degraded",
     "scaled to zero": "Healthy",
+    # RBAC refuses a read the operator needs: retrying alone cannot help.
+    "a read refused (RBAC)": "Degraded",
+    # A newer operator's value: this operator leaves the resource alone and says why.
+    "spec undecodable": "Degraded",
 }
 
 
