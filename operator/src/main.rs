@@ -373,7 +373,7 @@ async fn main() -> anyhow::Result<()> {
                         watch_namespace: namespace.clone(),
                         identity: identity.clone(),
                         lease: (lease_namespace.clone(), lease_name.clone()),
-                        every: Duration::from_secs(600),
+                        every: facekey_operator::webhook::CERT_CHECK_EVERY,
                         metrics: metrics.clone(),
                     },
                 )

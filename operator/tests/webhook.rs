@@ -384,6 +384,64 @@ async fn ensure_creates_publishes_keeps_and_rotates() {
     );
 }
 
+/// A configuration whose `caBundle` was lost (re-created from Git, replaced by a sync) gets it
+/// back at the next check of the certificate upkeep, without a rotation.
+#[tokio::test]
+async fn a_lost_ca_bundle_is_put_back_at_the_next_check() {
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_object(manifest_mwc())
+        .build()
+        .await
+        .unwrap();
+    let operator = rbac::enforcing(client.clone());
+    let cert = Arc::new(facekey_operator::webhook::server::ReloadingCert::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let upkeep = manage::keep_certificates(
+        operator,
+        targets(),
+        cert,
+        std::time::Duration::from_millis(100),
+        facekey_operator::metrics::Metrics::new().unwrap(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .unwrap();
+    let mwcs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let bundle = |m: &MutatingWebhookConfiguration| {
+        m.webhooks.as_ref().unwrap()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+    };
+    let published = bundle(&mwcs.get("facekey-sidecar-injector").await.unwrap());
+    assert!(published.is_some(), "published at start");
+    // The configuration as Git has it: no caBundle.
+    mwcs.replace(
+        "facekey-sidecar-injector",
+        &kube::api::PostParams::default(),
+        &{
+            let mut m = mwcs.get("facekey-sidecar-injector").await.unwrap();
+            m.webhooks.as_mut().unwrap()[0].client_config.ca_bundle = None;
+            m
+        },
+    )
+    .await
+    .unwrap();
+    let mut restored = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if bundle(&mwcs.get("facekey-sidecar-injector").await.unwrap()) == published {
+            restored = true;
+            break;
+        }
+    }
+    assert!(restored, "the same caBundle is back");
+    stop_tx.send(()).unwrap();
+    upkeep.await.unwrap();
+}
+
 /// Golden YAML of `render --inject` for the Deployment fixture (`UPDATE_GOLDEN=1` rewrites it;
 /// review the diff): every field of the injected sidecar is pinned.
 #[test]

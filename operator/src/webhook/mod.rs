@@ -54,12 +54,19 @@ pub struct WebhookConfig {
     /// Leader Lease (namespace, name): only the leader counts sidecars.
     pub lease: (String, String),
     /// How often certificates are checked (rotated when due, reloaded when another replica
-    /// rotated them).
+    /// rotated them, the `caBundle` put back when it differs): [`CERT_CHECK_EVERY`].
     pub every: Duration,
     /// The operator's metrics: admissions by outcome, their latency, certificate expiry and
     /// rotations are recorded here and served on the operator's `/metrics`.
     pub metrics: Metrics,
 }
+
+/// How often each replica checks the webhook certificates and the configuration's `caBundle`
+/// (a GET of each; writes only on a change). A `caBundle` lost to a re-created or replaced
+/// configuration (an Argo CD `Replace=true` sync, a restore from backup) makes every admission
+/// call fail TLS, and `failurePolicy: Ignore` then admits pods without their sidecar: it is put
+/// back within this.
+pub const CERT_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// Start the webhook on every replica (leader or standby: admission must not wait for an
 /// election): the FaceKeyDeployment cache, the certificate upkeep, the HTTPS server and the
