@@ -241,6 +241,20 @@ pub trait Ledger: Send + Sync + 'static {
     /// Delete entries that no longer matter (lock over and no failure inside the window);
     /// returns how many.
     async fn purge_expired(&self) -> Result<u64, LockoutError>;
+    /// Take over a lock another ledger took: `left` of it, taken at lock number `streak` in a
+    /// row. The fallback hands the locks it took in memory during an outage to the shared ledger
+    /// once that is back ([`FallbackLedger::recheck`]), so every replica enforces them and an
+    /// administrator's release on any replica lifts them. A longer lock already there stays.
+    /// `Ok(false)`: this ledger takes no locks over (the default).
+    async fn adopt(
+        &self,
+        subject: &str,
+        left: Duration,
+        streak: u32,
+    ) -> Result<bool, LockoutError> {
+        let _ = (subject, left, streak);
+        Ok(false)
+    }
     /// Whether the ledger can count failures now (reachable and writable); by default a read.
     async fn probe(&self) -> Result<(), LockoutError> {
         self.locked_for(RECHECK_SUBJECT).await.map(|_| ())
@@ -359,6 +373,18 @@ impl MemoryLedger {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The subjects locked now, with the time left and the lock's streak.
+    pub fn held_locks(&self) -> Vec<(String, Duration, u32)> {
+        let now = self.clock.now();
+        self.entries()
+            .iter()
+            .filter_map(|(subject, e)| {
+                let until = e.locked_until.filter(|u| *u > now)?;
+                Some((subject.clone(), until - now, e.streak))
+            })
+            .collect()
+    }
+
     /// Make room for one more subject, or refuse when every tracked subject is locked.
     fn make_room(
         &self,
@@ -395,6 +421,31 @@ impl MemoryLedger {
 
 #[async_trait::async_trait]
 impl Ledger for MemoryLedger {
+    async fn adopt(
+        &self,
+        subject: &str,
+        left: Duration,
+        streak: u32,
+    ) -> Result<bool, LockoutError> {
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        if !entries.contains_key(subject) && entries.len() >= self.capacity {
+            self.make_room(&mut entries, now, subject)?;
+        }
+        let entry = entries.entry(subject.to_owned()).or_insert_with(|| Entry {
+            failures: VecDeque::new(),
+            locked_until: None,
+            streak: 0,
+            expires: now,
+        });
+        let until = now + left;
+        entry.failures.clear();
+        entry.locked_until = Some(entry.locked_until.map_or(until, |u| u.max(until)));
+        entry.streak = entry.streak.max(streak);
+        entry.expires = entry.expires.max(until);
+        Ok(true)
+    }
+
     async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
         let now = self.clock.now();
         let mut entries = self.entries();
@@ -521,6 +572,33 @@ fn secs(value: f64) -> Duration {
 
 #[async_trait::async_trait]
 impl Ledger for PgLedger {
+    async fn adopt(
+        &self,
+        subject: &str,
+        left: Duration,
+        streak: u32,
+    ) -> Result<bool, LockoutError> {
+        // The longer lock and streak win; the row is kept as long as the lock (the streak's
+        // memory past it is the replica's that took the lock, not carried over).
+        sqlx::query(
+            "INSERT INTO facekey_lockouts AS l (subject, locked_until, expires_at, lock_streak) \
+             VALUES ($1, now() + make_interval(secs => $2), now() + make_interval(secs => $2), $3) \
+             ON CONFLICT (subject) DO UPDATE SET failures = '{}', \
+               locked_until = GREATEST(l.locked_until, EXCLUDED.locked_until), \
+               expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at), \
+               lock_streak = GREATEST( \
+                 CASE WHEN l.expires_at > now() THEN l.lock_streak ELSE 0 END, \
+                 EXCLUDED.lock_streak)",
+        )
+        .bind(subject)
+        .bind(left.as_secs_f64())
+        .bind(i32::try_from(streak).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("take over a lock taken during an outage"))?;
+        Ok(true)
+    }
+
     async fn probe(&self) -> Result<(), LockoutError> {
         // A read answers on a read-only database too, where counting fails: ask for writes.
         let writable: bool = sqlx::query_scalar(
@@ -673,7 +751,9 @@ impl Ledger for PgLedger {
 /// counted in this replica's memory, so verification keeps answering during a database outage
 /// (as template reads do) and an attacker still meets a lock, only per replica: at most the
 /// threshold times the replicas within a window. Locks taken locally keep holding after the
-/// shared ledger is back. The switch is logged and exposed as `facekey_lockout_ledger_local`.
+/// shared ledger is back, handed over to it at the next recheck (so every replica enforces them
+/// and an administrator's release on any replica lifts them). The switch is logged and exposed
+/// as `facekey_lockout_ledger_local`.
 pub struct FallbackLedger {
     shared: Arc<dyn Ledger>,
     local: MemoryLedger,
@@ -692,10 +772,11 @@ impl FallbackLedger {
         }
     }
 
-    /// While degraded, ask the shared ledger `every` ([`RECHECK_EVERY`] in the server) whether
-    /// it answers again, so `facekey_lockout_ledger_local` (and its alert) clears when the
-    /// database is back, not at this replica's next verification, which may be hours later at
-    /// night. Ends when the ledger is dropped.
+    /// Every `every` ([`RECHECK_EVERY`] in the server), [`FallbackLedger::recheck`]: while
+    /// degraded, whether the shared ledger answers again, so `facekey_lockout_ledger_local` (and
+    /// its alert) clears when the database is back, not at this replica's next verification,
+    /// which may be hours later at night; then the hand-over of the locks taken meanwhile. Ends
+    /// when the ledger is dropped.
     pub fn watch(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let ledger = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -709,11 +790,40 @@ impl FallbackLedger {
         })
     }
 
-    /// One check of the shared ledger while degraded ([`Ledger::probe`]).
+    /// One check of the shared ledger while degraded ([`Ledger::probe`]); once it answers, the
+    /// locks taken in memory meanwhile are handed over to it ([`Ledger::adopt`]) and forgotten
+    /// here.
     pub async fn recheck(&self) {
         if self.degraded.load(std::sync::atomic::Ordering::Relaxed) {
             let probe = self.shared.probe().await;
-            self.note(&probe);
+            if self.note(&probe) {
+                return;
+            }
+        }
+        for (subject, left, streak) in self.local.held_locks() {
+            let adopted = self.shared.adopt(&subject, left, streak).await;
+            if self.note(&adopted) {
+                return;
+            }
+            match adopted {
+                Ok(true) => {
+                    if let Err(e) = self.local.release(&subject).await {
+                        tracing::warn!(error = %e, "forgetting a handed-over lock failed");
+                    }
+                    tracing::info!(
+                        target: "facekey::security",
+                        subject = %subject,
+                        seconds_left = left.as_secs(),
+                        "a lock taken in this replica's memory during the outage now holds on the \
+                         shared ledger"
+                    );
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "handing a lock over to the shared ledger failed");
+                    return;
+                }
+            }
         }
     }
 
@@ -1083,6 +1193,15 @@ mod tests {
             self.check()?;
             self.inner.purge_expired().await
         }
+        async fn adopt(
+            &self,
+            subject: &str,
+            left: Duration,
+            streak: u32,
+        ) -> Result<bool, LockoutError> {
+            self.check()?;
+            self.inner.adopt(subject, left, streak).await
+        }
         fn describe(&self) -> String {
             "flaky".into()
         }
@@ -1132,6 +1251,44 @@ mod tests {
             Err(LockoutError::Locked(_))
         ));
         assert!(l.release(SUBJECT).await.unwrap().is_some());
+        l.check(SUBJECT).await.unwrap();
+    }
+
+    /// A lock taken in memory during an outage moves to the shared ledger once it is back: an
+    /// administrator's release through another replica (straight on the shared ledger) then
+    /// lifts it here too. Before the hand-over it held on this replica until it expired.
+    #[tokio::test]
+    async fn a_lock_taken_during_an_outage_is_handed_over_to_the_shared_ledger() {
+        let metrics = Metrics::new().unwrap();
+        let shared = Arc::new(Flaky {
+            inner: MemoryLedger::new(),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
+        let l = Lockouts::new(policy(), ledger.clone(), metrics.clone(), None);
+        for _ in 0..5 {
+            l.record_failure(SUBJECT).await.unwrap();
+        }
+        assert!(matches!(
+            l.check(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
+        // Still down: a recheck hands nothing over.
+        ledger.recheck().await;
+        assert_eq!(shared.inner.locked_for(SUBJECT).await.unwrap(), None);
+        shared.set_down(false);
+        ledger.recheck().await;
+        assert_eq!(metrics.lockout_ledger_local.get(), 0);
+        let moved = shared.inner.locked_for(SUBJECT).await.unwrap().unwrap();
+        assert!(moved > Duration::from_secs(590), "{moved:?}");
+        assert!(ledger.local.held_locks().is_empty());
+        // Still locked here, now through the shared ledger.
+        assert!(matches!(
+            l.check(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
+        // Another replica's release reaches the lock.
+        shared.inner.release(SUBJECT).await.unwrap();
         l.check(SUBJECT).await.unwrap();
     }
 

@@ -390,3 +390,44 @@ async fn a_row_lock_held_by_a_stuck_peer_neither_hangs_nor_drains_the_ledger() {
     stuck.kill().unwrap();
     stuck.wait().unwrap();
 }
+
+/// The SQL that takes over a lock a replica took in memory during an outage: the lock then holds
+/// for every replica, a longer one already there stays, a shorter one is lengthened, and an
+/// administrator's release through any replica lifts it.
+#[tokio::test]
+async fn a_lock_handed_over_to_the_shared_ledger_holds_everywhere_and_releases() {
+    const OTHER: &str = "7c2d9e1f-3b4a-4c5d-8e6f-0a1b2c3d4e5f";
+    let pg = PgServer::start();
+    let a = replica(&pg, policy(3, Duration::from_secs(60))).await;
+    let b = replica(&pg, policy(3, Duration::from_secs(60))).await;
+    let ledger = PgLedger::new(a._store.ledger_pool().clone());
+    assert!(
+        ledger
+            .adopt(SUBJECT, Duration::from_secs(600), 2)
+            .await
+            .unwrap()
+    );
+    assert!(is_locked(&b.lockouts.check(SUBJECT).await), "every replica");
+    let left = ledger.locked_for(SUBJECT).await.unwrap().unwrap();
+    assert!(left > Duration::from_secs(590), "{left:?}");
+    // A shorter lock handed over later (another replica's) does not shorten it.
+    ledger
+        .adopt(SUBJECT, Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert!(ledger.locked_for(SUBJECT).await.unwrap().unwrap() > Duration::from_secs(590));
+    // A subject with failures counted on the shared ledger is locked by the hand-over.
+    assert_eq!(b.lockouts.record_failure(OTHER).await.unwrap(), None);
+    ledger
+        .adopt(OTHER, Duration::from_secs(120), 1)
+        .await
+        .unwrap();
+    let left = ledger.locked_for(OTHER).await.unwrap().unwrap();
+    assert!(
+        left > Duration::from_secs(110) && left <= Duration::from_secs(120),
+        "{left:?}"
+    );
+    // The administrator's release through the other replica.
+    assert!(b.lockouts.release(SUBJECT).await.unwrap().is_some());
+    a.lockouts.check(SUBJECT).await.unwrap();
+}
