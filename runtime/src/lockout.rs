@@ -385,6 +385,25 @@ impl MemoryLedger {
             .collect()
     }
 
+    /// The subject's entry, created empty (room made first, [`MemoryLedger::make_room`]) when it
+    /// has none.
+    fn entry_for<'a>(
+        &self,
+        entries: &'a mut HashMap<String, Entry>,
+        now: Instant,
+        subject: &str,
+    ) -> Result<&'a mut Entry, LockoutError> {
+        if !entries.contains_key(subject) && entries.len() >= self.capacity {
+            self.make_room(entries, now, subject)?;
+        }
+        Ok(entries.entry(subject.to_owned()).or_insert_with(|| Entry {
+            failures: VecDeque::new(),
+            locked_until: None,
+            streak: 0,
+            expires: now,
+        }))
+    }
+
     /// Make room for one more subject, or refuse when every tracked subject is locked.
     fn make_room(
         &self,
@@ -429,15 +448,7 @@ impl Ledger for MemoryLedger {
     ) -> Result<bool, LockoutError> {
         let now = self.clock.now();
         let mut entries = self.entries();
-        if !entries.contains_key(subject) && entries.len() >= self.capacity {
-            self.make_room(&mut entries, now, subject)?;
-        }
-        let entry = entries.entry(subject.to_owned()).or_insert_with(|| Entry {
-            failures: VecDeque::new(),
-            locked_until: None,
-            streak: 0,
-            expires: now,
-        });
+        let entry = self.entry_for(&mut entries, now, subject)?;
         let until = now + left;
         entry.failures.clear();
         entry.locked_until = Some(entry.locked_until.map_or(until, |u| u.max(until)));
@@ -477,15 +488,7 @@ impl Ledger for MemoryLedger {
     ) -> Result<Counted, LockoutError> {
         let now = self.clock.now();
         let mut entries = self.entries();
-        if !entries.contains_key(subject) && entries.len() >= self.capacity {
-            self.make_room(&mut entries, now, subject)?;
-        }
-        let entry = entries.entry(subject.to_owned()).or_insert_with(|| Entry {
-            failures: VecDeque::new(),
-            locked_until: None,
-            streak: 0,
-            expires: now,
-        });
+        let entry = self.entry_for(&mut entries, now, subject)?;
         // An entry past its expiry awaits the next purge: it remembers nothing any more (a
         // quiet `max_lock` after the last lock ends the streak), as the shared ledger reads it.
         if entry.expires <= now {
