@@ -15,12 +15,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::decode::{Decoder, Report};
+use crate::decode::{Decoder, Report, UnknownFields};
 use crate::error::ReadError;
 use crate::leader::{LeaderElector, renew_deadline};
 use crate::metrics::Metrics;
@@ -80,6 +81,9 @@ pub struct RunConfig {
     /// sending admission reviews to a pod until its endpoint removal reaches it, and a webhook
     /// gone meanwhile admits pods without their sidecar (`failurePolicy: Ignore`).
     pub drain: Duration,
+    /// How long a resource stays undecodable before its Event and status say so
+    /// ([`UNDECODABLE_GRACE`]; tests shorten it).
+    pub undecodable_grace: Duration,
 }
 
 /// The drain of a process serving the sidecar webhook: a few endpoint-propagation delays, well
@@ -154,52 +158,108 @@ async fn shutdown_signal() {
 /// How often the held-rollout gauge is recomputed from the controller's cache.
 pub const HELD_REFRESH: Duration = Duration::from_secs(15);
 
-/// Recompute `facekey_operator_rollout_held` from the cached resources every [`HELD_REFRESH`]:
-/// a state read from the statuses the operator wrote, so the alert on it holds while an image is
-/// held back, whichever replica leads and whenever Prometheus first scraped it (a counter born at
-/// 1 in a new leader's first reconcile shows no increase), and a deleted resource's series goes.
+/// Recompute `facekey_operator_rollout_held` from the cached resources every [`HELD_REFRESH`]
+/// once the cache has its first full list: a state read from the statuses the operator wrote,
+/// so the alert on it holds while an image is held back, whichever replica leads and whenever
+/// Prometheus first scraped it (a counter born at 1 in a new leader's first reconcile shows no
+/// increase). Series are set and the stale ones removed, never all cleared at once (a scrape
+/// in between would see none), and a deleted resource's series goes.
 fn held_rollouts(
     reader: reflector::Store<FaceKeyDeployment>,
     metrics: Metrics,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        if reader.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut set: std::collections::BTreeSet<[String; 3]> = std::collections::BTreeSet::new();
         loop {
-            metrics.rollouts_held.reset();
-            for fkd in reader.state() {
-                if let Some(reason) = crate::status::rollout_held(fkd.status.as_ref()) {
-                    let (namespace, name) = (fkd.namespace().unwrap_or_default(), fkd.name_any());
-                    metrics
-                        .rollouts_held
-                        .with_label_values(&[namespace.as_str(), name.as_str(), reason])
-                        .set(1);
-                }
+            let now: std::collections::BTreeSet<[String; 3]> = reader
+                .state()
+                .iter()
+                .filter_map(|fkd| {
+                    let reason = crate::status::rollout_held(fkd.status.as_ref())?;
+                    Some([
+                        fkd.namespace().unwrap_or_default(),
+                        fkd.name_any(),
+                        reason.to_owned(),
+                    ])
+                })
+                .collect();
+            for labels in &now {
+                let [namespace, name, reason] = labels;
+                metrics
+                    .rollouts_held
+                    .with_label_values(&[namespace.as_str(), name.as_str(), reason.as_str()])
+                    .set(1);
             }
+            for [namespace, name, reason] in set.difference(&now) {
+                // Absent already is fine: nothing to remove.
+                let _ = metrics.rollouts_held.remove_label_values(&[
+                    namespace.as_str(),
+                    name.as_str(),
+                    reason.as_str(),
+                ]);
+            }
+            set = now;
             tokio::time::sleep(HELD_REFRESH).await;
         }
     })
 }
 
-/// Reports of the decoder waiting for the reporter; beyond this they are dropped (each comes
-/// again with the resource's next generation or the operator's next start).
-const REPORT_QUEUE: usize = 256;
+/// How long a resource stays undecodable before its Event and status say so. An operator
+/// upgrade applies the newer CRD (whose defaulted fields show on every stored object at once) a
+/// little before the newer operator takes over: that moment must not mark every resource
+/// Stalled. The log line and the gauge come at once; the alert waits 10 minutes.
+pub const UNDECODABLE_GRACE: Duration = Duration::from_secs(120);
 
-/// The task that logs, records Events and writes the status of resources the decoder could not
-/// read, off the watch stream (which must not wait on API calls).
-fn undecodable_reporter(ctx: Arc<Context>) -> (mpsc::Sender<Report>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Report>(REPORT_QUEUE);
+/// The task that acts on the decoder's reports, off the watch stream (which must not wait on
+/// API calls): an undecodable resource still so at its generation after `grace`
+/// ([`UNDECODABLE_GRACE`])
+/// gets its Event and status (each in its own child, so one's retries do not hold up the next;
+/// the children end with this task); a recovered one is sent to `recovered` for a reconcile.
+fn undecodable_reporter(
+    ctx: Arc<Context>,
+    decoder: Arc<std::sync::Mutex<Decoder>>,
+    grace: Duration,
+    recovered: mpsc::UnboundedSender<ObjectRef<FaceKeyDeployment>>,
+) -> (mpsc::UnboundedSender<Report>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     let task = tokio::spawn(async move {
-        while let Some(report) = rx.recv().await {
+        let mut children = tokio::task::JoinSet::new();
+        loop {
+            let report = tokio::select! {
+                report = rx.recv() => report,
+                Some(_) = children.join_next(), if !children.is_empty() => continue,
+            };
+            let Some(report) = report else { break };
             match report {
-                // Apart, so one resource's retried status write does not hold up the next.
                 Report::Undecodable(u) => {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move { reconcile::report_undecodable(&ctx, &u).await });
+                    crate::events::SpecUndecodable {
+                        object: &u.object,
+                        reason: &u.reason,
+                    }
+                    .emit();
+                    let (ctx, decoder) = (ctx.clone(), decoder.clone());
+                    children.spawn(async move {
+                        tokio::time::sleep(grace).await;
+                        let still = || {
+                            decoder
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .still_undecodable(&u.object, u.generation)
+                        };
+                        reconcile::report_undecodable(&ctx, &u, &still).await;
+                    });
                 }
                 Report::StatusDropped { object, reason } => crate::events::StatusUnreadable {
                     object: &object,
                     reason: &reason,
                 }
                 .emit(),
+                Report::Recovered { namespace, name } => {
+                    let _ = recovered.send(ObjectRef::new(&name).within(&namespace));
+                }
             }
         }
     });
@@ -360,19 +420,27 @@ pub async fn run_with(
     let stop_drain = drain.clone();
     // The resource's own status writes do not come back as reconciles (see spec_or_ownership).
     let (reader, writer) = reflector::store();
-    let (reports, reporter) = undecodable_reporter(ctx.clone());
+    let decoder = Arc::new(std::sync::Mutex::new(Decoder::new(UnknownFields::Reject)));
+    let (recovered_tx, mut recovered_rx) = mpsc::unbounded_channel();
+    let (reports, reporter) = undecodable_reporter(
+        ctx.clone(),
+        decoder.clone(),
+        config.undecodable_grace,
+        recovered_tx,
+    );
     let held = held_rollouts(reader.clone(), metrics.clone());
-    let mut decoder = Decoder::default();
     let undecodable_gauge = metrics.undecodable.clone();
     let primary = watcher(fkd_api, watcher::Config::default())
         .default_backoff()
         .map_ok(move |event| {
+            let mut decoder = decoder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let (event, found) = decoder.event(event);
             undecodable_gauge.set(i64::try_from(decoder.undecodable_count()).unwrap_or(i64::MAX));
             for report in found {
-                if reports.try_send(report).is_err() {
-                    warn!("the undecodable-resource reporter is behind; a report was dropped");
-                }
+                // The reporter ends only with the process.
+                let _ = reports.send(report);
             }
             event
         })
@@ -416,6 +484,11 @@ pub async fn run_with(
             .predicate_filter(spec_or_ownership, Default::default()),
         )
         .owns(scoped::<Job>(c, ns), owned_cfg)
+        // A resource decodable again at an unchanged generation passes the change filter
+        // unseen: the decoder asks for its reconcile.
+        .reconcile_on(futures::stream::poll_fn(move |cx| {
+            recovered_rx.poll_recv(cx)
+        }))
         .graceful_shutdown_on(async move {
             tokio::select! {
                 () = signalled() => {

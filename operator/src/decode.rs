@@ -67,17 +67,38 @@ fn decode_at<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> 
     })
 }
 
-/// Decode one stored object.
+/// Whether a spec field this operator does not have makes the spec undecodable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownFields {
+    /// Undecodable: the controller, which would otherwise silently drop what the field asks.
+    #[default]
+    Reject,
+    /// Ignored: the webhook and the sidecar count, which read only the sidecar's settings. A
+    /// newer CRD's defaulted field shows on every object (the API server defaults on read) from
+    /// the moment that CRD is applied, and an operator upgrade must not stop injection.
+    Ignore,
+}
+
+/// Decode one stored object, rejecting unknown spec fields ([`UnknownFields::Reject`]).
 pub fn decode(obj: DynamicObject) -> Decoded {
+    decode_with(obj, UnknownFields::Reject)
+}
+
+/// Decode one stored object. A status that does not decode whole keeps its readable top-level
+/// fields (the last-known-good image survives an unreadable scan record).
+pub fn decode_with(obj: DynamicObject, unknown: UnknownFields) -> Decoded {
     let object = object_key(&obj);
     let mut value = match serde_json::to_value(&obj) {
         Ok(v) => v,
         Err(e) => return undecodable(obj, object, e.to_string(), None),
     };
-    if let Some(unknown) = unknown_spec_fields(&value) {
+    if unknown == UnknownFields::Reject
+        && let Some(unknown) = unknown_spec_fields(&value)
+    {
         let status = value
             .get("status")
-            .and_then(|s| serde_json::from_value(s.clone()).ok());
+            .cloned()
+            .and_then(|s| readable_status(s).0);
         return undecodable(obj, object, unknown, status);
     }
     let whole_error = match decode_at::<FaceKeyDeployment>(value.clone()) {
@@ -86,13 +107,47 @@ pub fn decode(obj: DynamicObject) -> Decoded {
     };
     let status = value.as_object_mut().and_then(|o| o.remove("status"));
     match decode_at::<FaceKeyDeployment>(value) {
-        Ok(fkd) if status.is_some() => Decoded::StatusDropped(fkd, whole_error),
-        Ok(fkd) => Decoded::Whole(fkd),
+        Ok(fkd) => match status {
+            None => Decoded::Whole(fkd),
+            Some(status) => {
+                let (kept, dropped) = readable_status(status);
+                let fkd = FaceKeyDeployment {
+                    status: kept,
+                    ..fkd
+                };
+                Decoded::StatusDropped(
+                    fkd,
+                    format!(
+                        "{whole_error} (left out: status.{})",
+                        dropped.join(", status.")
+                    ),
+                )
+            }
+        },
         Err(reason) => {
-            let status = status.and_then(|s| serde_json::from_value(s).ok());
+            let status = status.and_then(|s| readable_status(s).0);
             undecodable(obj, object, reason, status)
         }
     }
+}
+
+/// The fields of `status` that decode, each top-level one judged alone, and the names of those
+/// that do not.
+fn readable_status(status: Value) -> (Option<facekey_crds::FaceKeyDeploymentStatus>, Vec<String>) {
+    let Value::Object(fields) = status else {
+        return (None, vec!["(not an object)".to_owned()]);
+    };
+    let mut kept = serde_json::Map::new();
+    let mut dropped = Vec::new();
+    for (name, field) in fields {
+        let alone = Value::Object([(name.clone(), field.clone())].into_iter().collect());
+        if serde_json::from_value::<facekey_crds::FaceKeyDeploymentStatus>(alone).is_ok() {
+            kept.insert(name, field);
+        } else {
+            dropped.push(name);
+        }
+    }
+    (serde_json::from_value(Value::Object(kept)).ok(), dropped)
 }
 
 /// The spec's fields this operator's types do not have, as `spec.<path>: unknown field` (`None`
@@ -160,27 +215,53 @@ fn undecodable(
 pub enum Report {
     /// A resource (or a new generation of it) cannot be decoded: log, Event, status.
     Undecodable(Box<Undecodable>),
-    /// A resource's status could not be decoded and is rewritten by its next reconcile.
+    /// A resource's status could not be decoded whole: its readable fields are kept and the
+    /// rest rewritten by its next reconcile (reported once per reason).
     StatusDropped {
         /// `namespace/name`.
         object: String,
         /// Where and why decoding failed.
         reason: String,
     },
+    /// A resource undecodable until now decodes again (the CRD or the operator changed, maybe
+    /// at the same generation, which the controller's change filter would pass over): reconcile
+    /// it now that the cache has it.
+    Recovered {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Turns the untyped watch into the typed events the controller's cache takes, and keeps the
-/// set of resources that could not be decoded (for the metric, and to report each generation
-/// once, not on every relist or status write).
+/// set of resources that could not be decoded (for the metric, the webhook's answers, and to
+/// report each generation once, not on every relist or status write).
 #[derive(Debug, Default)]
 pub struct Decoder {
+    /// What a spec field this operator lacks means.
+    unknown: UnknownFields,
     /// Undecodable resources by `namespace/name`, as last reported.
     undecodable: BTreeMap<String, Arc<Undecodable>>,
-    /// During a relist: the undecodable resources seen so far in it.
-    relisting: Option<BTreeMap<String, Arc<Undecodable>>>,
+    /// Status decoding problems by `namespace/name`, as last reported.
+    status_dropped: BTreeMap<String, String>,
+    /// During a relist: what it found so far.
+    relisting: Option<Relist>,
 }
 
+/// What a relist found so far: the undecodable resources, and those of [`Decoder`]'s
+/// undecodable set it found decodable (reported recovered once the relist is in the cache).
+type Relist = (BTreeMap<String, Arc<Undecodable>>, Vec<String>);
+
 impl Decoder {
+    /// A decoder judging unknown spec fields by `unknown`.
+    pub fn new(unknown: UnknownFields) -> Self {
+        Self {
+            unknown,
+            ..Self::default()
+        }
+    }
+
     /// How many resources are currently undecodable.
     pub fn undecodable_count(&self) -> usize {
         self.undecodable.len()
@@ -193,6 +274,13 @@ impl Decoder {
             .cloned()
     }
 
+    /// Whether `namespace/name` is undecodable at `generation` now.
+    pub fn still_undecodable(&self, object: &str, generation: Option<i64>) -> bool {
+        self.undecodable
+            .get(object)
+            .is_some_and(|u| u.generation == generation)
+    }
+
     /// Map one untyped event. An undecodable object becomes a `Delete` of its placeholder, so a
     /// readable older version of it leaves the cache instead of being reconciled as if current
     /// (and during a relist it is simply left out of the new cache).
@@ -202,24 +290,33 @@ impl Decoder {
     ) -> (Event<FaceKeyDeployment>, Vec<Report>) {
         match event {
             Event::Init => {
-                self.relisting = Some(BTreeMap::new());
+                self.relisting = Some((BTreeMap::new(), Vec::new()));
                 (Event::Init, Vec::new())
             }
             Event::InitDone => {
-                if let Some(seen) = self.relisting.take() {
+                let mut reports = Vec::new();
+                if let Some((seen, recovered)) = self.relisting.take() {
                     self.undecodable = seen;
+                    reports.extend(
+                        recovered
+                            .into_iter()
+                            .filter(|k| !self.undecodable.contains_key(k))
+                            .filter_map(|k| recovered_report(&k)),
+                    );
                 }
-                (Event::InitDone, Vec::new())
+                (Event::InitDone, reports)
             }
             Event::Apply(obj) => self.applied(obj, false),
             Event::InitApply(obj) => self.applied(obj, true),
             Event::Delete(obj) => {
                 let key = object_key(&obj);
                 self.undecodable.remove(&key);
-                if let Some(seen) = self.relisting.as_mut() {
+                self.status_dropped.remove(&key);
+                if let Some((seen, recovered)) = self.relisting.as_mut() {
                     seen.remove(&key);
+                    recovered.retain(|k| *k != key);
                 }
-                let fkd = match decode(obj) {
+                let fkd = match decode_with(obj, self.unknown) {
                     Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => fkd,
                     Decoded::Undecodable(u) => u.placeholder,
                 };
@@ -241,27 +338,33 @@ impl Decoder {
                 Event::Apply(fkd)
             }
         };
-        match decode(obj) {
+        match decode_with(obj, self.unknown) {
             Decoded::Whole(fkd) => {
-                self.forget(&key);
-                (wrap(fkd), Vec::new())
+                self.status_dropped.remove(&key);
+                let reports = self.decodable(&key).into_iter().collect();
+                (wrap(fkd), reports)
             }
             Decoded::StatusDropped(fkd, reason) => {
-                self.forget(&key);
-                let report = Report::StatusDropped {
-                    object: key,
-                    reason,
-                };
-                (wrap(fkd), vec![report])
+                let mut reports: Vec<Report> = self.decodable(&key).into_iter().collect();
+                if self.status_dropped.get(&key) != Some(&reason) {
+                    self.status_dropped.insert(key.clone(), reason.clone());
+                    reports.push(Report::StatusDropped {
+                        object: key,
+                        reason,
+                    });
+                }
+                (wrap(fkd), reports)
             }
             Decoded::Undecodable(u) => {
                 let reported = self.undecodable.get(&key).map(|r| r.generation);
                 let new = reported != Some(u.generation);
                 let shared: Arc<Undecodable> = Arc::from(u.clone());
-                self.undecodable.insert(key.clone(), shared.clone());
-                if let Some(seen) = self.relisting.as_mut() {
-                    seen.insert(key, shared);
+                if let Some((seen, recovered)) = self.relisting.as_mut() {
+                    seen.insert(key.clone(), shared.clone());
+                    recovered.retain(|k| *k != key);
                 }
+                // At once, relist or not: its `Delete` takes it out of the cache at once too.
+                self.undecodable.insert(key, shared);
                 let reports = if new {
                     vec![Report::Undecodable(u.clone())]
                 } else {
@@ -272,12 +375,32 @@ impl Decoder {
         }
     }
 
-    fn forget(&mut self, key: &str) {
-        self.undecodable.remove(key);
-        if let Some(seen) = self.relisting.as_mut() {
-            seen.remove(key);
+    /// `key` decoded: forgotten as undecodable (at the end of a relist, when one is under way,
+    /// as the cache takes the relist's contents then), and reported recovered if it was.
+    fn decodable(&mut self, key: &str) -> Option<Report> {
+        match self.relisting.as_mut() {
+            Some((seen, recovered)) => {
+                seen.remove(key);
+                if self.undecodable.contains_key(key) && !recovered.iter().any(|k| k == key) {
+                    recovered.push(key.to_owned());
+                }
+                None
+            }
+            None => self
+                .undecodable
+                .remove(key)
+                .and_then(|_| recovered_report(key)),
         }
     }
+}
+
+/// [`Report::Recovered`] for `namespace/name`.
+fn recovered_report(key: &str) -> Option<Report> {
+    let (namespace, name) = key.split_once('/')?;
+    Some(Report::Recovered {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -342,8 +465,8 @@ mod tests {
             panic!("undecodable");
         };
         assert!(
-            u.status.is_none(),
-            "unreadable: its conditions are written anew"
+            u.status.is_some_and(|s| s.scans.is_empty()),
+            "its readable part: the conditions are merged over it"
         );
     }
 
@@ -397,13 +520,72 @@ mod tests {
 
     #[test]
     fn an_unreadable_status_is_dropped_and_the_spec_kept() {
-        let status = json!({"scans": [{"image": "img:2", "verdict": "Waived"}]});
+        // The readable fields stay (the last-known-good image above all); the unreadable go.
+        let status = json!({"scans": [{"image": "img:2", "verdict": "Waived"}],
+                            "lastKnownGoodImage": "img:1", "observedGeneration": 1});
         let Decoded::StatusDropped(fkd, reason) = decode(stored("a", 1, good(), Some(status)))
         else {
             panic!("status dropped");
         };
-        assert!(fkd.status.is_none());
-        assert!(reason.starts_with("status.scans[0]"), "{reason}");
+        let kept = fkd.status.unwrap();
+        assert!(kept.scans.is_empty());
+        assert_eq!(kept.last_known_good_image.as_deref(), Some("img:1"));
+        assert!(
+            reason.starts_with("status.scans[0]") && reason.ends_with("(left out: status.scans)"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_dropped_status_is_reported_once_per_reason() {
+        let mut d = Decoder::default();
+        let status = || Some(json!({"scans": [{"image": "img:2", "verdict": "Waived"}]}));
+        let (_, reports) = d.event(Event::Apply(stored("a", 1, good(), status())));
+        assert!(matches!(reports[..], [Report::StatusDropped { .. }]));
+        let (_, reports) = d.event(Event::Apply(stored("a", 1, good(), status())));
+        assert!(reports.is_empty(), "its own status writes do not repeat it");
+    }
+
+    #[test]
+    fn unknown_fields_can_be_ignored() {
+        let spec = json!({"image": "img:1", "store": {"postgres":
+            {"cloudNativePG": {"instances": 3, "witnesses": 1}}}});
+        let mut d = Decoder::new(UnknownFields::Ignore);
+        let (ev, reports) = d.event(Event::Apply(stored("a", 1, spec.clone(), None)));
+        assert!(matches!(ev, Event::Apply(_)) && reports.is_empty());
+        let mut d = Decoder::new(UnknownFields::Reject);
+        let (ev, _) = d.event(Event::Apply(stored("a", 1, spec, None)));
+        assert!(matches!(ev, Event::Delete(_)));
+    }
+
+    /// Decodable again at the same generation (the CRD or the operator changed): the controller's
+    /// change filter would pass over it, so the decoder asks for its reconcile — at once on a
+    /// watch event, after the relist's end during one (when the cache has it).
+    #[test]
+    fn a_resource_decodable_again_is_reported_recovered() {
+        let recovered = |r: &[Report]| {
+            r.iter()
+                .any(|r| matches!(r, Report::Recovered { namespace, name } if namespace == "apps" && name == "a"))
+        };
+        let mut d = Decoder::default();
+        d.event(Event::Apply(stored("a", 1, bad(), None)));
+        let (_, reports) = d.event(Event::Apply(stored("a", 1, good(), None)));
+        assert!(recovered(&reports), "{reports:?}");
+        // A decodable resource that never was undecodable is no recovery.
+        let (_, reports) = d.event(Event::Apply(stored("a", 1, good(), None)));
+        assert!(!recovered(&reports));
+
+        d.event(Event::Apply(stored("a", 1, bad(), None)));
+        d.event(Event::Init);
+        let (_, reports) = d.event(Event::InitApply(stored("a", 1, good(), None)));
+        assert!(!recovered(&reports), "not before the cache has it");
+        assert!(
+            d.undecodable("apps", "a").is_some(),
+            "until the relist ends, lookups see what the cache holds"
+        );
+        let (_, reports) = d.event(Event::InitDone);
+        assert!(recovered(&reports), "{reports:?}");
+        assert!(d.undecodable("apps", "a").is_none());
     }
 
     #[test]
@@ -429,7 +611,7 @@ mod tests {
         assert_eq!(reports.len(), 1);
         let (ev, reports) = d.event(Event::Apply(stored("a", 3, good(), None)));
         assert!(matches!(ev, Event::Apply(ref f) if f.spec.image.ends_with("0.1.0")));
-        assert!(reports.is_empty());
+        assert!(matches!(reports[..], [Report::Recovered { .. }]));
         assert_eq!(d.undecodable_count(), 0);
     }
 

@@ -330,7 +330,8 @@ pub struct SpecUndecodable<'a> {
 }
 
 impl SpecUndecodable<'_> {
-    /// Warning log line (the metric is the decoder's gauge of such resources).
+    /// Warning log line, at once (the metric is the decoder's gauge of such resources; the
+    /// Event and status follow if it lasts).
     pub fn emit(&self) {
         warn!(
             object = self.object,

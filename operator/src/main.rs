@@ -397,6 +397,7 @@ async fn main() -> anyhow::Result<()> {
                     Duration::ZERO
                 },
                 webhook_cert,
+                undecodable_grace: controller::UNDECODABLE_GRACE,
             })
             .await?;
             if exit == Exit::LostLeadership {

@@ -749,16 +749,21 @@ pub const UNDECODABLE_FIELD_MANAGER: &str = "facekey-operator-undecodable";
 /// unobserved generation.
 const UNDECODABLE_STATUS_ATTEMPTS: u32 = 5;
 
-/// Report a resource whose spec this operator cannot decode: a warning log line and Event, and
-/// its conditions and `observedGeneration` saying so ([`status::undecodable`]). Nothing else is
-/// written for it: its children keep running as they are.
-pub async fn report_undecodable(ctx: &Context, u: &crate::decode::Undecodable) {
+/// Report a resource whose spec this operator cannot decode: a Warning Event, and its
+/// conditions and `observedGeneration` saying so ([`status::undecodable`]); nothing else is
+/// written for it, its children keep running as they are. `still` says whether it is still
+/// undecodable at that generation, asked before every write, so a late retry never marks a
+/// fixed (or re-created) resource Stalled again.
+pub async fn report_undecodable(
+    ctx: &Context,
+    u: &crate::decode::Undecodable,
+    still: &(dyn Fn() -> bool + Send + Sync),
+) {
     let event = crate::events::SpecUndecodable {
         object: &u.object,
         reason: &u.reason,
     };
-    event.emit();
-    if ctx.ensure_leading().is_err() {
+    if ctx.ensure_leading().is_err() || !still() {
         return;
     }
     publish(ctx, &u.placeholder, &event.event()).await;
@@ -779,7 +784,7 @@ pub async fn report_undecodable(ctx: &Context, u: &crate::decode::Undecodable) {
     let name = u.placeholder.name_any();
     let params = PatchParams::apply(UNDECODABLE_FIELD_MANAGER).force();
     for attempt in 1..=UNDECODABLE_STATUS_ATTEMPTS {
-        if ctx.ensure_leading().is_err() {
+        if ctx.ensure_leading().is_err() || !still() {
             return;
         }
         match api

@@ -528,7 +528,8 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
 
 /// The status of a generation the operator could not observe (capability discovery or the
 /// Deployment's read failed: RBAC, the API server): `observedGeneration` moves to `generation`,
-/// with `Ready` False, `Reconciling` True (retried) and `Degraded` True naming `category` and
+/// with `Ready` False, `Reconciling` True (retried; False when refused) and `Degraded` True
+/// naming `category` and
 /// `message`, so GitOps tools show why instead of "not yet observed"; everything else is kept
 /// from `old` (what was last known, `sidecar` included: the counter's, never applied from
 /// here). `Stalled` is True when the API server `refused` the read itself (a 403: RBAC needs a
@@ -542,15 +543,28 @@ pub fn observe_failure(
     refused: bool,
     now: Timestamp,
 ) -> FaceKeyDeploymentStatus {
-    let stalled = if refused {
-        Decided::new(
-            STALLED,
-            true,
-            category,
-            format!("the API server refuses what the operator must read: {message}"),
+    // kstatus reads the first of Reconciling/Stalled that is True: a refusal must not also say
+    // Reconciling, or Flux would wait on it as progress.
+    let (reconciling, stalled) = if refused {
+        (
+            Decided::new(
+                RECONCILING,
+                false,
+                category,
+                format!("retried only every 5 minutes: {message}"),
+            ),
+            Decided::new(
+                STALLED,
+                true,
+                category,
+                format!("the API server refuses what the operator must read: {message}"),
+            ),
         )
     } else {
-        Decided::new(STALLED, false, "AsExpected", "retrying")
+        (
+            Decided::new(RECONCILING, true, category, format!("retrying: {message}")),
+            Decided::new(STALLED, false, "AsExpected", "retrying"),
+        )
     };
     let decided = [
         Decided::new(
@@ -559,7 +573,7 @@ pub fn observe_failure(
             category,
             format!("the operator cannot observe this generation: {message}"),
         ),
-        Decided::new(RECONCILING, true, category, format!("retrying: {message}")),
+        reconciling,
         stalled,
         Decided::new(DEGRADED, true, category, message.to_owned()),
     ];
@@ -940,6 +954,13 @@ mod tests {
             ("True", "ReadFailed")
         );
         assert!(stalled.message.contains("forbidden"));
+        assert_eq!(
+            conditions::find(&refused.conditions, RECONCILING)
+                .unwrap()
+                .status,
+            "False",
+            "kstatus reads the first True of Reconciling and Stalled"
+        );
     }
 
     #[test]

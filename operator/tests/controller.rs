@@ -62,6 +62,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         metrics: facekey_operator::metrics::Metrics::new().unwrap(),
         webhook_cert: None,
         drain: DRAIN,
+        undecodable_grace: Duration::ZERO,
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;
@@ -190,6 +191,7 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
         metrics: metrics.clone(),
         webhook_cert: None,
         drain: Duration::ZERO,
+        undecodable_grace: Duration::ZERO,
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;

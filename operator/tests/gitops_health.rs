@@ -207,7 +207,7 @@ async fn statuses_for_gitops_health_checks() {
     else {
         panic!("undecodable");
     };
-    facekey_operator::reconcile::report_undecodable(&h.ctx, &u).await;
+    facekey_operator::reconcile::report_undecodable(&h.ctx, &u, &|| true).await;
     let stored = raw.get("fk").await.unwrap();
     record(
         "spec undecodable",

@@ -769,7 +769,7 @@ async fn post_review(app: &axum::Router, body: Vec<u8>) -> axum::response::Respo
 #[tokio::test]
 async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     use facekey_crds::FaceKeyDeployment;
-    use facekey_operator::decode::Decoder;
+    use facekey_operator::decode::{Decoder, UnknownFields};
     use facekey_operator::metrics::Metrics;
     use facekey_operator::webhook::server::{Resources, WebhookState, router};
     use facekey_operator::webhook::sidecars;
@@ -823,7 +823,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     // Before the cache has synced: one GET per review, decoded alone.
     let unsynced = || Resources::Watched {
         store: kube::runtime::reflector::store().0,
-        decoder: Arc::new(std::sync::Mutex::new(Decoder::default())),
+        decoder: Arc::new(std::sync::Mutex::new(Decoder::new(UnknownFields::Ignore))),
         synced: Arc::new(AtomicBool::new(false)),
         client: client.clone(),
     };
@@ -839,7 +839,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     );
 
     // Synced: the watch's decoder knows the resource it left out of the cache.
-    let decoder = Arc::new(std::sync::Mutex::new(Decoder::default()));
+    let decoder = Arc::new(std::sync::Mutex::new(Decoder::new(UnknownFields::Ignore)));
     decoder.lock().unwrap().event(Event::Apply(bad.clone()));
     let synced = Resources::Watched {
         store: kube::runtime::reflector::store().0,
@@ -853,7 +853,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     // With `sidecar.failurePolicy: Fail` the pod is refused, by the resource's own policy.
     let mut failing = bad;
     failing.data["spec"]["sidecar"]["failurePolicy"] = serde_json::json!("Fail");
-    let decoder = Arc::new(std::sync::Mutex::new(Decoder::default()));
+    let decoder = Arc::new(std::sync::Mutex::new(Decoder::new(UnknownFields::Ignore)));
     decoder.lock().unwrap().event(Event::Apply(failing));
     let refused = answer(
         Resources::Watched {

@@ -303,9 +303,11 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             // The operator's metric; its `namespace` label names the FaceKeyDeployment's namespace,
             // so the operator must be scraped with honorLabels: true. A state the leader reads
             // from the statuses (not an increase of the blocked-rollouts counter, which a new
-            // leader's first reconcile can start at 1 unseen): it holds while the image is held.
+            // leader's first reconcile can start at 1 unseen): it holds while the image is held,
+            // and over the few scrapes an operator rollout leaves without the series (the old
+            // leader gone, the new one listing), so a leader change neither resolves nor repeats it.
             expr: format!(
-                "max by (namespace, name, reason) (facekey_operator_rollout_held{{namespace=\"{namespace}\",name=\"{name}\"}}) > 0"
+                "max by (namespace, name, reason) (max_over_time(facekey_operator_rollout_held{{namespace=\"{namespace}\",name=\"{name}\"}}[5m])) > 0"
             ),
             for_: "",
             severity: "warning",

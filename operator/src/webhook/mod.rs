@@ -32,7 +32,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::decode::Decoder;
+use crate::decode::{Decoder, UnknownFields};
 use crate::metrics::Metrics;
 
 /// How often the leader counts injected and outdated sidecars.
@@ -90,7 +90,9 @@ pub async fn start(
     };
     let (store, writer) = reflector::store();
     let synced = Arc::new(AtomicBool::new(false));
-    let decoder = Arc::new(std::sync::Mutex::new(Decoder::default()));
+    // Unknown spec fields ignored: a newer CRD's defaulted fields must not stop injection
+    // while the operator is being upgraded.
+    let decoder = Arc::new(std::sync::Mutex::new(Decoder::new(UnknownFields::Ignore)));
     let watch_decoder = decoder.clone();
     tokio::spawn(
         watcher(api, watcher::Config::default())

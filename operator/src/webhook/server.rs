@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 use super::events::EventSink;
 use super::inject::InjectOptions;
 use super::review::{self, Outcome};
-use crate::decode::{Decoded, Decoder, Undecodable, decode};
+use crate::decode::{Decoded, Decoder, Undecodable, UnknownFields, decode_with};
 use crate::events::AdmissionAnswered;
 use crate::metrics::Metrics;
 
@@ -298,7 +298,7 @@ impl Resources {
                 );
                 Ok(match api.get_opt(name).await? {
                     None => Lookup::Missing,
-                    Some(obj) => match decode(obj) {
+                    Some(obj) => match decode_with(obj, UnknownFields::Ignore) {
                         Decoded::Whole(f) | Decoded::StatusDropped(f, _) => {
                             Lookup::Found(Arc::new(f))
                         }

@@ -17,7 +17,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::decode::{Decoded, decode};
+use crate::decode::{Decoded, UnknownFields, decode_with};
 use crate::desired::{SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_LABEL};
 
 /// Pods read per list call when counting (the namespace's pods, a page at a time).
@@ -186,8 +186,9 @@ pub struct CounterConfig {
 
 /// Count once for every FaceKeyDeployment offering a sidecar (or still reporting one).
 pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&str>) {
-    // Listed untyped and decoded one by one: a resource this operator cannot read is skipped
-    // (the controller reports it), not a failed list that stops the count of every other.
+    // Listed untyped and decoded one by one (unknown spec fields ignored, as the webhook does):
+    // a resource this operator cannot read is skipped (the controller reports it), not a failed
+    // list that stops the count of every other.
     let resource = ApiResource::erase::<FaceKeyDeployment>(&());
     let fkds: Api<DynamicObject> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
@@ -200,10 +201,12 @@ pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&
             return;
         }
     };
-    let decoded = list.into_iter().filter_map(|obj| match decode(obj) {
-        Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => Some(fkd),
-        Decoded::Undecodable(_) => None,
-    });
+    let decoded =
+        list.into_iter()
+            .filter_map(|obj| match decode_with(obj, UnknownFields::Ignore) {
+                Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => Some(fkd),
+                Decoded::Undecodable(_) => None,
+            });
     for fkd in decoded {
         let offers = fkd.spec.sidecar.as_ref().is_some_and(|s| s.enabled);
         let old = fkd.status.as_ref().and_then(|s| s.sidecar.clone());
