@@ -415,6 +415,37 @@ async fn replicas_share_sessions_through_postgres() {
 /// Identify takes shared sessions as verify does: a session bound to a subject is refused and left
 /// unused (it still verifies the subject), and an unbound one asked of both replicas at the same
 /// moment identifies exactly once; a verification after it is refused.
+/// Deleting a subject through one replica deletes the sessions bound to it, wherever they were
+/// opened (their frames and probe with them): the other replica's passed session is gone, not
+/// left to its TTL, and a session of another subject stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_subject_deletes_its_sessions_on_every_replica() {
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let b = Running::start(sh.config("b", |_| {})).await;
+    let (admin, verify_key) = (sh.client("admin"), sh.client("verify"));
+    let subject = enrol(&a, &admin).await;
+    known_to(&b, &admin, &subject).await;
+    let bound = passed_session(&b, &verify_key, Some(&subject)).await;
+    let unbound = passed_session(&b, &verify_key, None).await;
+    let (st, _) = send_json(admin.delete(url(&a, &format!("/v1/subjects/{subject}")))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, v) = get(&b, &verify_key, &bound).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found"),
+        "{v}"
+    );
+    let (st, v) = get(&b, &verify_key, &unbound).await;
+    assert_eq!(
+        (st, v["state"].clone()),
+        (StatusCode::OK, json!("passed")),
+        "{v}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_session_identifies_once_across_replicas() {
     let sh = Shared::new();

@@ -421,6 +421,11 @@ pub async fn delete(
     }
     if state.enrolments.delete_subject(&id).await? {
         state.lockouts.forget(&id).await;
+        // The frames and probe captured for this subject go with it, not at the sessions'
+        // expiry. The subject is gone either way: a failure here is logged, not answered.
+        if let Err(e) = state.sessions.store().forget_subject(&id).await {
+            tracing::warn!(subject = %id, error = %e, "deleting the liveness sessions of a deleted subject failed; they expire at their TTL");
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(StoreError::SubjectNotFound(id).into())

@@ -677,6 +677,15 @@ impl SessionStore for PgSessions {
         Ok(ended)
     }
 
+    async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
+        let done = sqlx::query("DELETE FROM facekey_liveness_sessions WHERE subject = $1")
+            .bind(subject)
+            .execute(&self.pool)
+            .await
+            .map_err(db("delete the liveness sessions of a deleted subject"))?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
     async fn active(&self) -> Result<usize, SessionError> {
         let n: i64 = sqlx::query_scalar(concat!(
             "SELECT count(*) FROM facekey_liveness_sessions WHERE ",

@@ -390,6 +390,15 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Deletes the sessions bound to `subject` (see [`super::store::SessionStore::forget_subject`]);
+    /// returns how many.
+    pub fn forget_subject(&self, subject: &str) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| s.subject.as_deref() != Some(subject));
+        before - map.len()
+    }
+
     /// Sessions holding a place: in progress, or passed and not yet used.
     pub fn active(&self) -> usize {
         self.lock().values().filter(|s| s.holds_place()).count()
@@ -804,6 +813,32 @@ mod tests {
             "only {} distinct challenges in 200",
             seen.len()
         );
+    }
+
+    /// A deleted subject's sessions go with it (frames and probe), at once; others stay.
+    #[test]
+    fn the_sessions_of_a_deleted_subject_are_deleted() {
+        let r = reg();
+        let t0 = Instant::now();
+        let open = |key: &str, subject: Option<&str>| {
+            r.open(key, subject.map(str::to_owned), t0, SystemTime::now())
+                .unwrap()
+                .0
+                .id
+        };
+        let alice = [open("k1", Some("alice")), open("k2", Some("alice"))];
+        let bob = open("k1", Some("bob"));
+        let unbound = open("k2", None);
+        assert_eq!(r.forget_subject("alice"), 2);
+        for id in &alice {
+            assert!(matches!(
+                r.view("k1", id, t0).or_else(|_| r.view("k2", id, t0)),
+                Err(SessionError::NotFound)
+            ));
+        }
+        assert!(r.view("k1", &bob, t0).is_ok());
+        assert!(r.view("k2", &unbound, t0).is_ok());
+        assert_eq!(r.forget_subject("alice"), 0);
     }
 
     #[test]

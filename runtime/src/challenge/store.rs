@@ -74,6 +74,11 @@ pub trait SessionStore: Send + Sync {
 
     /// Sessions holding a place now (in progress, or passed and unused).
     async fn active(&self) -> Result<usize, SessionError>;
+
+    /// Deletes every session bound to `subject`, with the frames and probe they hold (the
+    /// subject was deleted: what was captured for it goes too, not at the sessions' expiry);
+    /// returns how many.
+    async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError>;
 }
 
 #[async_trait::async_trait]
@@ -139,5 +144,9 @@ impl SessionStore for Registry {
 
     async fn active(&self) -> Result<usize, SessionError> {
         Ok(Registry::active(self))
+    }
+
+    async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
+        Ok(Registry::forget_subject(self, subject))
     }
 }
