@@ -407,7 +407,16 @@ async fn observe_database(
         &ChildKind::PostgresCluster.api_resource(),
     );
     match api.get_opt(&cluster).await {
-        Ok(found) => found.map(|c| DatabaseHealth::of(&c.data)),
+        Ok(found) => found.map(|c| {
+            let asked = fkd
+                .spec
+                .store
+                .as_ref()
+                .and_then(|s| s.postgres.as_ref())
+                .and_then(|p| p.cloud_native_pg.as_ref())
+                .and_then(|c| c.synchronous_replicas);
+            DatabaseHealth::of(&c.data).asking_synchronous(asked)
+        }),
         Err(e) => {
             tracing::debug!(error = %e, %cluster, "CloudNativePG Cluster status not read");
             None

@@ -118,6 +118,10 @@ pub struct DatabaseHealth {
     pub phase: Option<String>,
     /// `status.readyInstances` and `status.instances`.
     pub instances: Option<(i64, i64)>,
+    /// `spec.postgresql.synchronous.number` as the Cluster holds it.
+    pub synchronous: Option<i64>,
+    /// `store.postgres.cloudNativePG.synchronousReplicas` of the resource, when above 0.
+    pub synchronous_asked: Option<i32>,
 }
 
 impl DatabaseHealth {
@@ -136,7 +140,27 @@ impl DatabaseHealth {
             ready,
             phase: status["phase"].as_str().map(str::to_owned),
             instances: count("instances").map(|n| (count("readyInstances").unwrap_or(0), n)),
+            synchronous: cluster
+                .pointer("/spec/postgresql/synchronous/number")
+                .and_then(serde_json::Value::as_i64),
+            synchronous_asked: None,
         }
+    }
+
+    /// With the synchronous standbys the resource asks for (`None` or 0: asynchronous).
+    #[must_use]
+    pub fn asking_synchronous(mut self, asked: Option<i32>) -> Self {
+        self.synchronous_asked = asked.filter(|n| *n > 0);
+        self
+    }
+
+    /// Asked for synchronous standbys the Cluster does not hold: a CloudNativePG older than
+    /// 1.24 drops `postgresql.synchronous` with only a warning, and replication stays
+    /// asynchronous. (Right after `synchronousReplicas` changes, one reconcile still reads the
+    /// Cluster as it was before the apply.)
+    pub fn synchronous_missing(&self) -> bool {
+        self.synchronous_asked
+            .is_some_and(|asked| self.synchronous != Some(i64::from(asked)))
     }
 
     /// `phase, k/n instances ready` with what is known.
@@ -721,9 +745,19 @@ fn store_condition(store: &StoreState, database: Option<&DatabaseHealth>) -> Dec
                 "CloudNativePG",
                 format!(
                     "enrolments in the CloudNativePG Cluster {cluster} (URL from Secret \
-                     {cluster}-app){}",
+                     {cluster}-app){}{}",
                     database
                         .map(|h| format!("; Cluster ready, {}", h.describe()))
+                        .unwrap_or_default(),
+                    database
+                        .filter(|h| h.synchronous_missing())
+                        .map(|h| format!(
+                            "; replication is asynchronous: synchronousReplicas asks for {} but \
+                             the Cluster holds no postgresql.synchronous of that number \
+                             (CloudNativePG older than 1.24 drops it), so a failover can lose \
+                             acknowledged writes",
+                            h.synchronous_asked.unwrap_or_default()
+                        ))
                         .unwrap_or_default()
                 ),
             ),
@@ -977,6 +1011,7 @@ mod tests {
                 ready: Some(false),
                 phase: Some("Setting up primary".into()),
                 instances: Some((0, 3)),
+                ..DatabaseHealth::default()
             }
         );
         let d = store_condition(&store, Some(&setting_up));
@@ -1004,6 +1039,34 @@ mod tests {
             ),
             "{}",
             d.message
+        );
+        // Synchronous standbys asked for and held; asked for and dropped by an old CloudNativePG.
+        let held = DatabaseHealth::of(&serde_json::json!({
+            "spec": {"postgresql": {"synchronous": {"method": "any", "number": 1}}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+        .asking_synchronous(Some(1));
+        assert!(
+            !store_condition(&store, Some(&held))
+                .message
+                .contains("asynchronous")
+        );
+        let dropped = DatabaseHealth::of(&serde_json::json!({
+            "spec": {"postgresql": {}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+        .asking_synchronous(Some(1));
+        let d = store_condition(&store, Some(&dropped));
+        assert_eq!((d.status, d.reason), (true, "CloudNativePG"));
+        assert!(
+            d.message
+                .contains("replication is asynchronous: synchronousReplicas asks for 1"),
+            "{}",
+            d.message
+        );
+        assert!(
+            !store_condition(&store, Some(&dropped.clone().asking_synchronous(Some(0))))
+                .message
+                .contains("asynchronous"),
+            "none asked for"
         );
         // Not read (not created yet, or the read failed): as before, where enrolments go.
         let d = store_condition(&store, None);
