@@ -14,7 +14,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -388,17 +387,8 @@ pub async fn run_with(
     );
     // The resources are watched untyped and decoded one by one (crate::decode): one object this
     // operator cannot read must not stop the reconciles of every other.
-    let fkd_resource = ApiResource::erase::<FaceKeyDeployment>(&());
-    let (fkd_api, owned) = match &config.watch_namespace {
-        Some(ns) => (
-            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &fkd_resource),
-            Some(ns.clone()),
-        ),
-        None => (
-            Api::<DynamicObject>::all_with(client.clone(), &fkd_resource),
-            None,
-        ),
-    };
+    let fkd_api = crate::decode::api(client.clone(), config.watch_namespace.as_deref());
+    let owned = config.watch_namespace.clone();
     fn scoped<K>(client: Client, ns: Option<String>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,

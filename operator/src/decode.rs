@@ -46,6 +46,27 @@ pub enum Decoded {
     Undecodable(Box<Undecodable>),
 }
 
+impl Decoded {
+    /// The decoded resource (its status as far as it decoded), or what is known of one that
+    /// did not decode.
+    pub fn resource(self) -> Result<FaceKeyDeployment, Box<Undecodable>> {
+        match self {
+            Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => Ok(fkd),
+            Decoded::Undecodable(u) => Err(u),
+        }
+    }
+}
+
+/// FaceKeyDeployments read and written untyped, so each is decoded alone ([`decode`]): in
+/// `namespace`, or in every namespace.
+pub fn api(client: kube::Client, namespace: Option<&str>) -> kube::Api<DynamicObject> {
+    let resource = kube::api::ApiResource::erase::<FaceKeyDeployment>(&());
+    match namespace {
+        Some(ns) => kube::Api::namespaced_with(client, ns, &resource),
+        None => kube::Api::all_with(client, &resource),
+    }
+}
+
 /// `namespace/name` of a stored object.
 fn object_key(obj: &DynamicObject) -> String {
     format!(
@@ -316,10 +337,9 @@ impl Decoder {
                     seen.remove(&key);
                     recovered.retain(|k| *k != key);
                 }
-                let fkd = match decode_with(obj, self.unknown) {
-                    Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => fkd,
-                    Decoded::Undecodable(u) => u.placeholder,
-                };
+                let fkd = decode_with(obj, self.unknown)
+                    .resource()
+                    .unwrap_or_else(|u| u.placeholder);
                 (Event::Delete(fkd), Vec::new())
             }
         }

@@ -730,10 +730,9 @@ async fn patch_status(
         "kind": FaceKeyDeployment::kind(&()),
         "status": applied,
     });
-    let api: Api<DynamicObject> = Api::namespaced_with(
+    let api = crate::decode::api(
         ctx.client.clone(),
-        &fkd.namespace().unwrap_or_default(),
-        &kube::core::ApiResource::erase::<FaceKeyDeployment>(&()),
+        Some(&fkd.namespace().unwrap_or_default()),
     );
     api.patch_status(
         &name,
@@ -785,10 +784,9 @@ pub async fn report_undecodable(
         "kind": FaceKeyDeployment::kind(&()),
         "status": {"observedGeneration": new.observed_generation, "conditions": new.conditions},
     });
-    let api: Api<DynamicObject> = Api::namespaced_with(
+    let api = crate::decode::api(
         ctx.client.clone(),
-        &u.placeholder.namespace().unwrap_or_default(),
-        &kube::core::ApiResource::erase::<FaceKeyDeployment>(&()),
+        Some(&u.placeholder.namespace().unwrap_or_default()),
     );
     let name = u.placeholder.name_any();
     let params = PatchParams::apply(UNDECODABLE_FIELD_MANAGER).force();

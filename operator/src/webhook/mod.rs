@@ -24,12 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use facekey_crds::FaceKeyDeployment;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject};
+use kube::Client;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
 use tracing::{info, warn};
 
 use crate::decode::{Decoder, UnknownFields};
@@ -83,11 +81,7 @@ pub async fn start(
 
     // Untyped and decoded one by one, as the controller's watch (crate::decode): a resource
     // this operator cannot read must not keep the cache from syncing for every other.
-    let resource = ApiResource::erase::<FaceKeyDeployment>(&());
-    let api: Api<DynamicObject> = match &config.watch_namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
+    let api = crate::decode::api(client.clone(), config.watch_namespace.as_deref());
     let (store, writer) = reflector::store();
     let synced = Arc::new(AtomicBool::new(false));
     // Unknown spec fields ignored: a newer CRD's defaulted fields must not stop injection

@@ -18,9 +18,8 @@ use facekey_crds::FaceKeyDeployment;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use kube::api::{ApiResource, DynamicObject};
+use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -34,7 +33,7 @@ use tracing::{debug, warn};
 use super::events::EventSink;
 use super::inject::InjectOptions;
 use super::review::{self, Outcome};
-use crate::decode::{Decoded, Decoder, Undecodable, UnknownFields, decode_with};
+use crate::decode::{Decoder, Undecodable, UnknownFields, decode_with};
 use crate::events::AdmissionAnswered;
 use crate::metrics::Metrics;
 
@@ -291,18 +290,12 @@ impl Resources {
                         .undecodable(namespace, name);
                     return Ok(undecodable.map_or(Lookup::Missing, Lookup::Undecodable));
                 }
-                let api: Api<DynamicObject> = Api::namespaced_with(
-                    client.clone(),
-                    namespace,
-                    &ApiResource::erase::<FaceKeyDeployment>(&()),
-                );
+                let api = crate::decode::api(client.clone(), Some(namespace));
                 Ok(match api.get_opt(name).await? {
                     None => Lookup::Missing,
-                    Some(obj) => match decode_with(obj, UnknownFields::Ignore) {
-                        Decoded::Whole(f) | Decoded::StatusDropped(f, _) => {
-                            Lookup::Found(Arc::new(f))
-                        }
-                        Decoded::Undecodable(u) => Lookup::Undecodable(Arc::from(u)),
+                    Some(obj) => match decode_with(obj, UnknownFields::Ignore).resource() {
+                        Ok(f) => Lookup::Found(Arc::new(f)),
+                        Err(u) => Lookup::Undecodable(Arc::from(u)),
                     },
                 })
             }

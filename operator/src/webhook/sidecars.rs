@@ -11,13 +11,13 @@ use std::time::Duration;
 use facekey_crds::{FaceKeyDeployment, SidecarStatus};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::decode::{Decoded, UnknownFields, decode_with};
+use crate::decode::{UnknownFields, decode_with};
 use crate::desired::{SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_LABEL};
 
 /// Pods read per list call when counting (the namespace's pods, a page at a time).
@@ -189,11 +189,7 @@ pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&
     // Listed untyped and decoded one by one (unknown spec fields ignored, as the webhook does):
     // a resource this operator cannot read is skipped (the controller reports it), not a failed
     // list that stops the count of every other.
-    let resource = ApiResource::erase::<FaceKeyDeployment>(&());
-    let fkds: Api<DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
+    let fkds = crate::decode::api(client.clone(), namespace);
     let list = match fkds.list(&ListParams::default()).await {
         Ok(l) => l,
         Err(e) => {
@@ -201,12 +197,9 @@ pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&
             return;
         }
     };
-    let decoded =
-        list.into_iter()
-            .filter_map(|obj| match decode_with(obj, UnknownFields::Ignore) {
-                Decoded::Whole(fkd) | Decoded::StatusDropped(fkd, _) => Some(fkd),
-                Decoded::Undecodable(_) => None,
-            });
+    let decoded = list
+        .into_iter()
+        .filter_map(|obj| decode_with(obj, UnknownFields::Ignore).resource().ok());
     for fkd in decoded {
         let offers = fkd.spec.sidecar.as_ref().is_some_and(|s| s.enabled);
         let old = fkd.status.as_ref().and_then(|s| s.sidecar.clone());
@@ -269,17 +262,13 @@ async fn count_one(
         "kind": FaceKeyDeployment::kind(&()),
         "status": {"sidecar": new},
     });
-    Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<FaceKeyDeployment>(&()),
-    )
-    .patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    crate::decode::api(client.clone(), Some(&ns))
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     let reference: ObjectReference = fkd.object_ref(&());
     for event in [outdated_event(old, &new), missing_event(old, &new, &name)]
         .into_iter()
