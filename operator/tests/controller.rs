@@ -1,6 +1,6 @@
 //! The `run` glue against kube-fake-client: leader election, the kube-runtime Controller driving
-//! reconciles from its initial list (the fake serves no watch streams), graceful shutdown that
-//! releases the Lease after draining (not ready, still up).
+//! reconciles from its initial list and from watch events (served by `common::watch`), graceful
+//! shutdown that releases the Lease after draining (not ready, still up).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +36,41 @@ async fn readyz(port: u16) -> u16 {
         .unwrap_or(0)
 }
 
+/// The operator's run configuration in these tests: leader `op-1` watching `common::NS`, no
+/// webhook, no drain and no grace before an undecodable resource is reported.
+fn run_config(metrics: &facekey_operator::metrics::Metrics) -> RunConfig {
+    RunConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        operator_image: "op:test".into(),
+        lease_namespace: "sys".into(),
+        lease_name: "leader".into(),
+        identity: "op-1".into(),
+        lease_duration: Duration::from_secs(3),
+        watch_namespace: Some(common::NS.into()),
+        policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
+        metrics: metrics.clone(),
+        webhook_cert: None,
+        drain: Duration::ZERO,
+        undecodable_grace: Duration::ZERO,
+    }
+}
+
+/// Polls `ready` every 100 ms for up to a minute (three resources, leader election and the
+/// reporter on a busy CI host); whether it came true.
+async fn eventually<F, Fut>(mut ready: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if ready().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
     let h = harness(&[]).await;
@@ -52,17 +87,9 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         .port();
     let config = RunConfig {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
-        operator_image: "op:test".into(),
-        lease_namespace: "sys".into(),
-        lease_name: "leader".into(),
-        identity: "op-1".into(),
-        lease_duration: Duration::from_secs(3),
         watch_namespace: None,
-        policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
-        metrics: facekey_operator::metrics::Metrics::new().unwrap(),
-        webhook_cert: None,
         drain: DRAIN,
-        undecodable_grace: Duration::ZERO,
+        ..run_config(&facekey_operator::metrics::Metrics::new().unwrap())
     };
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;
@@ -179,20 +206,7 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
 
     let metrics = facekey_operator::metrics::Metrics::new().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = RunConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        operator_image: "op:test".into(),
-        lease_namespace: "sys".into(),
-        lease_name: "leader".into(),
-        identity: "op-1".into(),
-        lease_duration: Duration::from_secs(3),
-        watch_namespace: Some(common::NS.into()),
-        policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
-        metrics: metrics.clone(),
-        webhook_cert: None,
-        drain: Duration::ZERO,
-        undecodable_grace: Duration::ZERO,
-    };
+    let config = run_config(&metrics);
     let task = tokio::spawn(run_with(h.client.clone(), config, async move {
         let _ = stop_rx.await;
     }));
@@ -211,34 +225,37 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
                 })
             })
     };
-    let mut done = false;
+    let mut seen = Vec::new();
     // Up to a minute: three resources, leader election and the reporter on a busy CI host.
     for _ in 0..600 {
         let newer = raw.get("newer").await.unwrap();
-        if h.deployment("fk").await.is_some()
-            && h.get("fk").await.status.is_some()
-            && h.deployment("rolled-back").await.is_some()
-            && raw
-                .get("rolled-back")
-                .await
-                .ok()
-                .and_then(|o| {
-                    serde_json::from_value::<facekey_crds::FaceKeyDeploymentStatus>(
-                        o.data["status"].clone(),
-                    )
-                    .ok()
-                })
-                .is_some_and(|s| s.observed_generation.is_some())
-            && stalled(&newer).is_some()
-        {
-            done = true;
+        let rolled_back_status = raw.get("rolled-back").await.ok().and_then(|o| {
+            serde_json::from_value::<facekey_crds::FaceKeyDeploymentStatus>(
+                o.data["status"].clone(),
+            )
+            .ok()
+        });
+        seen = vec![
+            ("fk applied", h.deployment("fk").await.is_some()),
+            ("fk status", h.get("fk").await.status.is_some()),
+            (
+                "rolled-back applied",
+                h.deployment("rolled-back").await.is_some(),
+            ),
+            (
+                "rolled-back status rewritten",
+                rolled_back_status.is_some_and(|s| s.observed_generation.is_some()),
+            ),
+            ("newer reported", stalled(&newer).is_some()),
+        ];
+        if seen.iter().all(|(_, ok)| *ok) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        done,
-        "the readable resources were reconciled and the unreadable one reported"
+        seen.iter().all(|(_, ok)| *ok),
+        "the readable resources were reconciled and the unreadable one reported: {seen:?}"
     );
     let newer = raw.get("newer").await.unwrap();
     let (status, reason, message) = stalled(&newer).unwrap();
@@ -278,6 +295,106 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
         rewritten.current_image.as_deref(),
         Some("ghcr.io/facekey/runtime:0.1.0"),
         "the unreadable status was replaced by the operator's own"
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("shut down in time")
+        .unwrap()
+        .unwrap();
+}
+
+/// A resource the operator could not decode is reconciled once its spec is fixed, from the watch
+/// event alone: its Deployment appears, its `SpecUndecodable` condition goes and the gauge falls
+/// back to 0. Other resources go on being reconciled meanwhile (a new one created after the
+/// start comes from a watch event too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_spec_is_reconciled_from_its_watch_event() {
+    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+    let h = harness(&[]).await;
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        common::NS,
+        &ApiResource::erase::<facekey_crds::FaceKeyDeployment>(&()),
+    );
+    raw.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "facekey.dev/v1alpha1",
+            "kind": "FaceKeyDeployment",
+            "metadata": {"name": "newer", "namespace": common::NS},
+            "spec": {"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false},
+                     "verification": {"decisionPolicy": "adaptive"}},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let metrics = facekey_operator::metrics::Metrics::new().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_with(
+        h.client.clone(),
+        run_config(&metrics),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let condition = |obj: &DynamicObject, kind: &str| {
+        obj.data
+            .pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .and_then(|c| c.iter().find(|c| c["type"] == kind).cloned())
+    };
+    assert!(
+        eventually(|| async {
+            let newer = raw.get("newer").await.unwrap();
+            condition(&newer, "Stalled").is_some_and(|c| c["reason"] == "SpecUndecodable")
+        })
+        .await,
+        "the unreadable spec was reported"
+    );
+    assert_eq!(metrics.undecodable.get(), 1);
+
+    // Created after the start: only a watch event brings it to the controller.
+    h.create(
+        "later",
+        json!({"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false}}),
+    )
+    .await;
+    assert!(
+        eventually(|| async { h.deployment("later").await.is_some() }).await,
+        "a resource created while the operator runs is reconciled"
+    );
+    assert!(h.deployment("newer").await.is_none());
+
+    raw.patch(
+        "newer",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"verification": {"decisionPolicy": "strict"}}})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(|| async {
+            let newer = raw.get("newer").await.unwrap();
+            h.deployment("newer").await.is_some()
+                && condition(&newer, "Stalled").is_none_or(|c| c["reason"] != "SpecUndecodable")
+                && newer.data.pointer("/status/observedGeneration")
+                    == newer
+                        .metadata
+                        .generation
+                        .map(serde_json::Value::from)
+                        .as_ref()
+        })
+        .await,
+        "the fixed resource was reconciled: {:?}",
+        raw.get("newer").await.unwrap().data.get("status")
+    );
+    assert_eq!(
+        metrics.undecodable.get(),
+        0,
+        "no resource is left undecodable"
     );
 
     stop_tx.send(()).unwrap();

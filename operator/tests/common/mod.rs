@@ -32,6 +32,7 @@ pub mod lifecycle;
 pub mod rbac;
 pub mod replay;
 pub mod ssa;
+pub mod watch;
 
 pub const NS: &str = "team";
 
@@ -332,11 +333,13 @@ pub async fn harness(installed: &[OptionalCrd]) -> Harness {
 pub async fn harness_from(builder: ClientBuilder) -> Harness {
     let fail = Arc::new(AtomicBool::new(false));
     let fail_jobs = Arc::new(AtomicBool::new(false));
-    let client = builder
-        .with_interceptor_funcs(interceptor(fail.clone(), fail_jobs.clone()))
-        .build()
-        .await
-        .unwrap();
+    let client = watch::serving(
+        builder
+            .with_interceptor_funcs(interceptor(fail.clone(), fail_jobs.clone()))
+            .build()
+            .await
+            .unwrap(),
+    );
     let clock = TestClock::new(t0());
     let ctx = test_context(&client, &clock);
     Harness {

@@ -1,0 +1,186 @@
+//! Watches for the fake API server. kube-fake-client answers a watch request with a plain list,
+//! which every watcher reads as an error; kube's controller then backs off all its triggers
+//! together, so a child's failed watch could hold the resource watch's first sync back for a
+//! minute (the cause of a flaky controller test). [`serving`] answers a watch as the API server
+//! does: a stream of `ADDED`/`MODIFIED`/`DELETED` events, found by listing through the fake every
+//! [`POLL`]. The stream opens with every current object (the fake's lists carry no usable
+//! resourceVersion, so nothing changed between a watcher's list and its watch is lost) and ends
+//! at the request's `timeoutSeconds`, as a real watch does.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Bytes;
+use hyper::body::Frame;
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// How often a served watch lists through the fake to find changes.
+pub const POLL: Duration = Duration::from_millis(50);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Answer = http::Response<UnsyncBoxBody<Bytes, BoxError>>;
+
+/// `inner` with its watch requests served as event streams; every other request goes through.
+pub fn serving(inner: Client) -> Client {
+    let svc = tower::service_fn(move |req: http::Request<Body>| {
+        let inner = inner.clone();
+        async move {
+            match watch_params(req.uri()) {
+                Some((list_uri, timeout)) => watch(inner, req, list_uri, timeout).await,
+                None => Ok(boxed(inner.send(req).await?)),
+            }
+        }
+    });
+    Client::new(svc, super::NS)
+}
+
+fn boxed(response: http::Response<Body>) -> Answer {
+    response.map(|b| b.map_err(BoxError::from).boxed_unsync())
+}
+
+/// For a watch request: the list URI it watches (its watch parameters removed) and its timeout.
+fn watch_params(uri: &http::Uri) -> Option<(http::Uri, Duration)> {
+    let query = uri.query()?;
+    let pairs: Vec<&str> = query.split('&').filter(|kv| !kv.is_empty()).collect();
+    if !pairs
+        .iter()
+        .any(|kv| *kv == "watch=true" || *kv == "watch=1")
+    {
+        return None;
+    }
+    let timeout = pairs
+        .iter()
+        .find_map(|kv| kv.strip_prefix("timeoutSeconds="))
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(290), Duration::from_secs);
+    let kept: Vec<&str> = pairs
+        .into_iter()
+        .filter(|kv| {
+            let key = kv.split('=').next().unwrap_or_default();
+            !matches!(
+                key,
+                "watch"
+                    | "timeoutSeconds"
+                    | "allowWatchBookmarks"
+                    | "resourceVersion"
+                    | "resourceVersionMatch"
+                    | "sendInitialEvents"
+            )
+        })
+        .collect();
+    let list = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    Some((list.parse().ok()?, timeout))
+}
+
+/// The objects a list through `inner` returns, by namespace/name; `Err` carries a failed answer.
+async fn list(
+    inner: &Client,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+) -> Result<BTreeMap<String, Value>, http::Response<Body>> {
+    let mut req = http::Request::get(uri.clone())
+        .body(Body::from(Vec::new()))
+        .expect("a list request");
+    *req.headers_mut() = headers.clone();
+    let Ok(response) = inner.send(req).await else {
+        return Ok(BTreeMap::new());
+    };
+    if !response.status().is_success() {
+        return Err(response);
+    }
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let list: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            let meta = &o["metadata"];
+            let key = format!(
+                "{}/{}",
+                meta["namespace"].as_str().unwrap_or_default(),
+                meta["name"].as_str().unwrap_or_default()
+            );
+            (key, o.clone())
+        })
+        .collect())
+}
+
+fn version(o: &Value) -> &Value {
+    &o["metadata"]["resourceVersion"]
+}
+
+async fn watch(
+    inner: Client,
+    req: http::Request<Body>,
+    list_uri: http::Uri,
+    timeout: Duration,
+) -> Result<Answer, BoxError> {
+    let headers = req.headers().clone();
+    // The first list answers for the watch itself: a refused or unknown kind fails as it would.
+    let first = match list(&inner, &list_uri, &headers).await {
+        Ok(objects) => objects,
+        Err(refused) => return Ok(boxed(refused)),
+    };
+    let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut known: BTreeMap<String, Value> = BTreeMap::new();
+        let mut current = first;
+        loop {
+            let mut events = Vec::new();
+            for (key, object) in &current {
+                match known.get(key) {
+                    None => events.push(("ADDED", object.clone())),
+                    Some(old) if version(old) != version(object) => {
+                        events.push(("MODIFIED", object.clone()));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (key, object) in &known {
+                if !current.contains_key(key) {
+                    events.push(("DELETED", object.clone()));
+                }
+            }
+            for (kind, object) in events {
+                let mut line = json!({"type": kind, "object": object}).to_string();
+                line.push('\n');
+                if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
+                    return;
+                }
+            }
+            known = current;
+            tokio::time::sleep(POLL).await;
+            if tokio::time::Instant::now() >= deadline || tx.is_closed() {
+                return;
+            }
+            current = match list(&inner, &list_uri, &headers).await {
+                Ok(objects) => objects,
+                // The kind went away (or became forbidden): the watch ends, as the server's would.
+                Err(_) => return,
+            };
+        }
+    });
+    let body = StreamBody::new(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    Ok(http::Response::builder()
+        .status(http::StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.map_err(|e: Infallible| match e {}).boxed_unsync())
+        .expect("a watch response"))
+}
