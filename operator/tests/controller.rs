@@ -42,8 +42,8 @@ fn run_config(metrics: &facekey_operator::metrics::Metrics) -> RunConfig {
     RunConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         operator_image: "op:test".into(),
-        lease_namespace: "sys".into(),
-        lease_name: "leader".into(),
+        lease_namespace: "facekey-system".into(),
+        lease_name: "facekey-operator-leader".into(),
         identity: "op-1".into(),
         lease_duration: Duration::from_secs(3),
         watch_namespace: Some(common::NS.into()),
@@ -91,9 +91,13 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         drain: DRAIN,
         ..run_config(&facekey_operator::metrics::Metrics::new().unwrap())
     };
-    let task = tokio::spawn(run_with(h.client.clone(), config, async move {
-        let _ = stop_rx.await;
-    }));
+    let task = tokio::spawn(run_with(
+        common::rbac::enforcing(h.client.clone()),
+        config,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let mut created = false;
     for _ in 0..200 {
@@ -108,9 +112,9 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         created,
         "the controller reconciled the resource (children and status) from its initial list"
     );
-    let leases: Api<Lease> = Api::namespaced(h.client.clone(), "sys");
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), "facekey-system");
     let holder = leases
-        .get("leader")
+        .get("facekey-operator-leader")
         .await
         .unwrap()
         .spec
@@ -142,7 +146,12 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         stopped.elapsed() >= DRAIN,
         "lived on for the drain delay after the stop"
     );
-    let spec = leases.get("leader").await.unwrap().spec.unwrap();
+    let spec = leases
+        .get("facekey-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
     assert_eq!(
         spec.holder_identity, None,
         "Lease released for a fast hand-over"
@@ -207,9 +216,13 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
     let metrics = facekey_operator::metrics::Metrics::new().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let config = run_config(&metrics);
-    let task = tokio::spawn(run_with(h.client.clone(), config, async move {
-        let _ = stop_rx.await;
-    }));
+    let task = tokio::spawn(run_with(
+        common::rbac::enforcing(h.client.clone()),
+        config,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let stalled = |obj: &DynamicObject| {
         obj.data
@@ -334,7 +347,7 @@ async fn a_fixed_spec_is_reconciled_from_its_watch_event() {
     let metrics = facekey_operator::metrics::Metrics::new().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run_with(
-        h.client.clone(),
+        common::rbac::enforcing(h.client.clone()),
         run_config(&metrics),
         async move {
             let _ = stop_rx.await;
