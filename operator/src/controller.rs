@@ -14,6 +14,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -26,6 +27,7 @@ use crate::leader::{LeaderElector, renew_deadline};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, error_policy};
 use crate::server::{self, ServerState};
+use crate::watching::{self, Component};
 use crate::{CONTROLLER_NAME, Result, labels};
 
 /// Most reconciles in flight at once (each makes ~20 API calls).
@@ -420,23 +422,29 @@ pub async fn run_with(
     );
     let held = held_rollouts(reader.clone(), metrics.clone());
     let undecodable_gauge = metrics.undecodable.clone();
-    let primary = watcher(fkd_api, watcher::Config::default())
-        .default_backoff()
-        .map_ok(move |event| {
-            let mut decoder = decoder
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (event, found) = decoder.event(event);
-            undecodable_gauge.set(i64::try_from(decoder.undecodable_count()).unwrap_or(i64::MAX));
-            for report in found {
-                // The reporter ends only with the process.
-                let _ = reports.send(report);
-            }
-            event
-        })
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(spec_or_ownership, Default::default());
+    // Every watch on its own backoff, its errors counted and kept from the Controller (which
+    // would back all triggers off together: crate::watching).
+    let errors = metrics.watch_errors.clone();
+    let counted = |kind| (Component::Controller, kind, errors.clone());
+    let primary = watching::counted(
+        watcher(fkd_api, watcher::Config::default()).default_backoff(),
+        counted("FaceKeyDeployment"),
+    )
+    .map_ok(move |event| {
+        let mut decoder = decoder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (event, found) = decoder.event(event);
+        undecodable_gauge.set(i64::try_from(decoder.undecodable_count()).unwrap_or(i64::MAX));
+        for report in found {
+            // The reporter ends only with the process.
+            let _ = reports.send(report);
+        }
+        event
+    })
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(spec_or_ownership, Default::default());
     let controller = Controller::for_stream(primary, reader)
         // At most RECONCILE_CONCURRENCY reconciles in flight; bursts of events for one object
         // (a child's status updated several times in a row) collapse into one reconcile.
@@ -445,35 +453,71 @@ pub async fn run_with(
                 .concurrency(RECONCILE_CONCURRENCY)
                 .debounce(RECONCILE_DEBOUNCE),
         )
-        .owns(
-            scoped::<Deployment>(c.clone(), ns.clone()),
-            owned_cfg.clone(),
+        .owns_stream(
+            watching::counted(
+                watcher(
+                    scoped::<PartialObjectMeta<Deployment>>(c.clone(), ns.clone()),
+                    owned_cfg.clone(),
+                )
+                .default_backoff(),
+                counted("Deployment"),
+            )
+            .touched_objects(),
         )
-        .owns(scoped::<Service>(c.clone(), ns.clone()), owned_cfg.clone())
-        .owns(
-            scoped::<ConfigMap>(c.clone(), ns.clone()),
-            owned_cfg.clone(),
+        .owns_stream(
+            watching::counted(
+                watcher(
+                    scoped::<PartialObjectMeta<Service>>(c.clone(), ns.clone()),
+                    owned_cfg.clone(),
+                )
+                .default_backoff(),
+                counted("Service"),
+            )
+            .touched_objects(),
+        )
+        .owns_stream(
+            watching::counted(
+                watcher(
+                    scoped::<PartialObjectMeta<ConfigMap>>(c.clone(), ns.clone()),
+                    owned_cfg.clone(),
+                )
+                .default_backoff(),
+                counted("ConfigMap"),
+            )
+            .touched_objects(),
         )
         // HPA and PDB status churn (metrics syncs, pod changes) does not trigger reconciles.
         .owns_stream(
-            watcher(
-                scoped::<HorizontalPodAutoscaler>(c.clone(), ns.clone()),
-                owned_cfg.clone(),
+            watching::counted(
+                watcher(
+                    scoped::<HorizontalPodAutoscaler>(c.clone(), ns.clone()),
+                    owned_cfg.clone(),
+                )
+                .default_backoff(),
+                counted("HorizontalPodAutoscaler"),
             )
-            .default_backoff()
             .touched_objects()
             .predicate_filter(spec_or_ownership, Default::default()),
         )
         .owns_stream(
-            watcher(
-                scoped::<PodDisruptionBudget>(c.clone(), ns.clone()),
-                owned_cfg.clone(),
+            watching::counted(
+                watcher(
+                    scoped::<PodDisruptionBudget>(c.clone(), ns.clone()),
+                    owned_cfg.clone(),
+                )
+                .default_backoff(),
+                counted("PodDisruptionBudget"),
             )
-            .default_backoff()
             .touched_objects()
             .predicate_filter(spec_or_ownership, Default::default()),
         )
-        .owns(scoped::<Job>(c, ns), owned_cfg)
+        .owns_stream(
+            watching::counted(
+                watcher(scoped::<PartialObjectMeta<Job>>(c, ns), owned_cfg).default_backoff(),
+                counted("Job"),
+            )
+            .touched_objects(),
+        )
         // A resource decodable again at an unchanged generation passes the change filter
         // unseen: the decoder asks for its reconcile.
         .reconcile_on(futures::stream::poll_fn(move |cx| {

@@ -31,6 +31,7 @@ pub mod scan_gate;
 pub mod server;
 pub mod status;
 pub mod validate;
+pub mod watching;
 pub mod webhook;
 
 pub use error::{Error, Result};

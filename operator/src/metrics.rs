@@ -47,6 +47,9 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// FaceKeyDeployments the leader's watch holds whose spec it cannot decode.
     pub undecodable: IntGauge,
+    /// Watch errors by component (`controller`, `webhook`), kind and
+    /// [`crate::watching::reason`]; each watch retries on its own backoff.
+    pub watch_errors: IntCounterVec,
     /// Admission reviews the sidecar injection webhook answered, by outcome and, for pods that
     /// did not get their sidecar, the reason ([`crate::webhook::review::Outcome`]).
     pub admission_reviews: IntCounterVec,
@@ -131,6 +134,13 @@ impl Metrics {
             "facekey_operator_undecodable_resources",
             "FaceKeyDeployments whose spec this operator cannot decode (not reconciled)",
         )?;
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_watch_errors_total",
+                "Watch errors by component, kind and reason (each watch retries with backoff)",
+            ),
+            &["component", "kind", "reason"],
+        )?;
         let admission_reviews = IntCounterVec::new(
             Opts::new(
                 "facekey_operator_admission_reviews_total",
@@ -176,6 +186,7 @@ impl Metrics {
             Arc::new(pruned.clone()),
             Arc::new(leader.clone()),
             Arc::new(undecodable.clone()),
+            Arc::new(watch_errors.clone()),
             Arc::new(admission_reviews.clone()),
             Arc::new(admission_duration.clone()),
             Arc::new(webhook_certificate_expiry.clone()),
@@ -196,6 +207,7 @@ impl Metrics {
             pruned,
             leader,
             undecodable,
+            watch_errors,
             admission_reviews,
             admission_duration,
             webhook_certificate_expiry,

@@ -417,3 +417,61 @@ async fn a_fixed_spec_is_reconciled_from_its_watch_event() {
         .unwrap()
         .unwrap();
 }
+
+/// A kind the operator may list but not watch (a role missing `watch` on PodDisruptionBudgets)
+/// is counted in `facekey_operator_watch_errors_total` under its kind and reason, retried on
+/// its own backoff, and does not stop reconciles: a resource created meanwhile is reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_watch_is_counted_and_reconciles_go_on() {
+    let h = harness(&[]).await;
+    let metrics = facekey_operator::metrics::Metrics::new().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let client = common::watch::refusing_watches_of(
+        common::rbac::enforcing(h.client.clone()),
+        "poddisruptionbudgets",
+    );
+    let task = tokio::spawn(run_with(client, run_config(&metrics), async move {
+        let _ = stop_rx.await;
+    }));
+    let refused = || {
+        metrics
+            .watch_errors
+            .with_label_values(&["controller", "PodDisruptionBudget", "forbidden"])
+            .get()
+    };
+    assert!(
+        eventually(|| async { refused() >= 2 }).await,
+        "the refused watch was counted and retried: {}",
+        refused()
+    );
+    h.create(
+        "fk",
+        json!({"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false}}),
+    )
+    .await;
+    assert!(
+        eventually(|| async {
+            h.deployment("fk").await.is_some() && h.get("fk").await.status.is_some()
+        })
+        .await,
+        "a resource created while a watch is refused is reconciled"
+    );
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains(
+            "facekey_operator_watch_errors_total{component=\"controller\",kind=\"PodDisruptionBudget\",reason=\"forbidden\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("kind=\"FaceKeyDeployment\""),
+        "only the refused kind fails"
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("shut down in time")
+        .unwrap()
+        .unwrap();
+}

@@ -89,18 +89,24 @@ pub async fn start(
     let decoder = Arc::new(std::sync::Mutex::new(Decoder::new(UnknownFields::Ignore)));
     let watch_decoder = decoder.clone();
     tokio::spawn(
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .map_ok(move |event| {
-                watch_decoder
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .event(event)
-                    .0
-            })
-            .reflect(writer)
-            .touched_objects()
-            .for_each(|_| futures::future::ready(())),
+        crate::watching::counted(
+            watcher(api, watcher::Config::default()).default_backoff(),
+            (
+                crate::watching::Component::Webhook,
+                "FaceKeyDeployment",
+                config.metrics.watch_errors.clone(),
+            ),
+        )
+        .map_ok(move |event| {
+            watch_decoder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .event(event)
+                .0
+        })
+        .reflect(writer)
+        .touched_objects()
+        .for_each(|_| futures::future::ready(())),
     );
     {
         let (store, synced) = (store.clone(), synced.clone());

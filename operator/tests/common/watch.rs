@@ -184,3 +184,32 @@ async fn watch(
         .body(body.map_err(|e: Infallible| match e {}).boxed_unsync())
         .expect("a watch response"))
 }
+
+/// `inner` answering 403 Forbidden, as an API server enforcing RBAC does, to every watch of the
+/// resource (plural, e.g. `poddisruptionbudgets`) `resource`: a role that grants `list` but not
+/// `watch`. Other requests, including lists of it, go through.
+pub fn refusing_watches_of(inner: Client, resource: &'static str) -> Client {
+    let svc = tower::service_fn(move |req: http::Request<Body>| {
+        let inner = inner.clone();
+        async move {
+            let refused = watch_params(req.uri()).is_some()
+                && req.uri().path().rsplit('/').next() == Some(resource);
+            if !refused {
+                return inner.send(req).await;
+            }
+            let status = json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+                "code": 403,
+                "message": format!("{resource} is forbidden: User \"system:serviceaccount:facekey-system:facekey-operator\" cannot watch resource \"{resource}\""),
+            });
+            Ok::<_, kube::Error>(
+                http::Response::builder()
+                    .status(http::StatusCode::FORBIDDEN)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(status.to_string().into_bytes()))
+                    .expect("a refusal"),
+            )
+        }
+    });
+    Client::new(svc, super::NS)
+}
