@@ -276,6 +276,15 @@ pub enum Error {
     /// This replica lost the leader Lease: the reconcile stopped before writing.
     #[error("this replica no longer holds the leader Lease; stopped before writing")]
     NotLeader,
+    /// A reconcile did not finish in time: an API call got no answer (the client sets no
+    /// response timeout of its own, so watches may idle). Retried with backoff.
+    #[error(
+        "the reconcile did not finish within {after:?}: an API call got no answer; abandoned and retried"
+    )]
+    Timeout {
+        /// The reconcile timeout.
+        after: std::time::Duration,
+    },
 }
 
 /// Result alias of this crate.
@@ -377,6 +386,7 @@ impl Error {
             Error::Metrics(_) => "MetricsFailed",
             Error::Lease { .. } | Error::LeaseTimeout { .. } => "LeaseFailed",
             Error::NotLeader => "NotLeader",
+            Error::Timeout { .. } => "Timeout",
         }
     }
 

@@ -67,7 +67,20 @@ pub struct Context {
     /// Whether this replica still holds the leader Lease (`None`: no election, e.g. tests and
     /// `render`). Checked before every stage that writes.
     leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// How long one reconcile may take ([`RECONCILE_TIMEOUT`]; tests shorten it).
+    reconcile_timeout: Duration,
 }
+
+/// The longest one reconcile may take before it is abandoned and retried with backoff. The
+/// kube client sets no response timeout (so watches can idle), so an API server that takes a
+/// request and never answers (a stalled apiserver, a half-open connection through a load
+/// balancer) would otherwise hold the reconcile, and one of its RECONCILE_CONCURRENCY slots,
+/// forever. A healthy reconcile takes milliseconds to a few seconds.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The longest publishing one Event may take: Events are best effort and must not outlive a
+/// failed reconcile by long.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Context {
     /// A context with the real clock and a 60-second capability cache.
@@ -94,6 +107,7 @@ impl Context {
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
             leading: None,
+            reconcile_timeout: RECONCILE_TIMEOUT,
         }
     }
 
@@ -110,6 +124,13 @@ impl Context {
             Some(rx) if !*rx.borrow() => Err(Error::NotLeader),
             _ => Ok(()),
         }
+    }
+
+    /// Replace the reconcile timeout (default [`RECONCILE_TIMEOUT`]; tests shorten it).
+    #[must_use]
+    pub fn with_reconcile_timeout(mut self, timeout: Duration) -> Self {
+        self.reconcile_timeout = timeout;
+        self
     }
 
     /// Replace the clock (tests).
@@ -167,7 +188,11 @@ pub async fn reconcile(fkd: Arc<FaceKeyDeployment>, ctx: Arc<Context>) -> Result
             fkd.name_any().as_str(),
         ]);
     }
-    let result = reconcile_stages(&fkd, &ctx).await;
+    let result =
+        match tokio::time::timeout(ctx.reconcile_timeout, reconcile_stages(&fkd, &ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(&fkd, &ctx).await),
+        };
     timer.observe_duration();
     let object = key(&fkd);
     match &result {
@@ -225,13 +250,36 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
+/// The reconcile of `fkd` timed out: say so in its status when the API server takes that write
+/// (the call that hung may have been another kind's, e.g. behind a stalled admission webhook),
+/// within [`EVENT_TIMEOUT`]; the rest of the status stays as last known.
+async fn timed_out(fkd: &FaceKeyDeployment, ctx: &Context) -> Error {
+    let e = Error::Timeout {
+        after: ctx.reconcile_timeout,
+    };
+    if ctx.ensure_leading().is_ok() {
+        match tokio::time::timeout(EVENT_TIMEOUT, write_observe_failure(ctx, fkd, &e)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(w)) => {
+                warn!(object = %key(fkd), error = %w, "writing the status of a timed-out reconcile failed")
+            }
+            Err(_) => {
+                warn!(object = %key(fkd), "writing the status of a timed-out reconcile got no answer")
+            }
+        }
+    }
+    e
+}
+
 async fn publish(ctx: &Context, fkd: &FaceKeyDeployment, ev: &EventSpec) {
-    if let Err(e) = ctx
-        .recorder
-        .publish(&ev.to_kube(), &fkd.object_ref(&()))
-        .await
-    {
-        warn!(object = %key(fkd), error = %e, "publishing event failed");
+    let kube_event = ev.to_kube();
+    let reference = fkd.object_ref(&());
+    match tokio::time::timeout(EVENT_TIMEOUT, ctx.recorder.publish(&kube_event, &reference)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(object = %key(fkd), error = %e, "publishing event failed"),
+        Err(_) => {
+            warn!(object = %key(fkd), after = ?EVENT_TIMEOUT, "publishing event got no answer")
+        }
     }
 }
 

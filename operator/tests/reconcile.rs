@@ -898,6 +898,71 @@ async fn apply_conflict_is_reported_and_backed_off() {
     assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
 }
 
+/// An API server that takes a request and never answers (the kube client has no response
+/// timeout) does not hold a reconcile, and its concurrency slot, forever: the reconcile is
+/// abandoned at its timeout, counted as `Timeout`, reported in the status (`Degraded`, when the
+/// status write is answered) and retried with backoff; once the API server answers again the
+/// next reconcile goes through.
+#[tokio::test]
+async fn a_reconcile_whose_api_call_never_answers_times_out_and_is_retried() {
+    use std::sync::atomic::AtomicBool;
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    let stalled = Arc::new(AtomicBool::new(true));
+    let inner = h.client.clone();
+    let stall = stalled.clone();
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let hang = stall.load(Ordering::SeqCst) && req.uri().path().contains("/deployments");
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            inner.send(req).await
+        }
+    });
+    let client = kube::Client::new(svc, NS);
+    let ctx = Arc::new(
+        common::test_context(&client, &h.clock).with_reconcile_timeout(Duration::from_millis(500)),
+    );
+    let fkd = Arc::new(h.get("fk").await);
+
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        facekey_operator::reconcile::reconcile(fkd.clone(), ctx.clone()),
+    )
+    .await
+    .expect("the reconcile gave up at its own timeout")
+    .unwrap_err();
+    assert_eq!(err.category(), "Timeout", "{err}");
+    assert_eq!(ctx.metrics.errors.with_label_values(&["Timeout"]).get(), 1);
+    // The status write itself is answered: GitOps tools see why.
+    let seen = h.get("fk").await;
+    assert_eq!(cond(&seen, "Degraded"), ("True".into(), "Timeout".into()));
+    assert_eq!(
+        cond(&seen, "Reconciling"),
+        ("True".into(), "Timeout".into())
+    );
+    assert!(
+        cond_message(&seen, "Degraded").contains("an API call got no answer"),
+        "{}",
+        cond_message(&seen, "Degraded")
+    );
+    assert_eq!(
+        error_policy(fkd.clone(), &err, ctx.clone()),
+        Action::requeue(retry_delay(&format!("{NS}/fk"), 1)),
+        "retried with backoff"
+    );
+
+    stalled.store(false, Ordering::SeqCst);
+    facekey_operator::reconcile::reconcile(fkd, ctx)
+        .await
+        .unwrap();
+    assert!(h.deployment("fk").await.is_some());
+    assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
+}
+
 #[tokio::test]
 async fn invalid_spec_applies_nothing_and_waits_for_a_change() {
     let h = harness(&[]).await;
