@@ -269,7 +269,7 @@ fn undecodable_reporter(
 
 /// Run until SIGTERM/SIGINT or lost leadership, with the in-cluster or kubeconfig client.
 pub async fn run(config: RunConfig) -> Result<Exit> {
-    let client = Client::try_default()
+    let client = crate::client::infer()
         .await
         .map_err(ReadError::of("kubeconfig / in-cluster configuration"))?;
     run_with(client, config, shutdown_signal()).await

@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod capabilities;
+pub mod client;
 pub mod conditions;
 pub mod controller;
 pub mod decode;

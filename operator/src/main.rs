@@ -348,7 +348,7 @@ async fn main() -> anyhow::Result<()> {
                 .context("registering the operator's metrics")?;
             let mut webhook_cert = None;
             if webhook.enabled {
-                let client = kube::Client::try_default()
+                let client = facekey_operator::client::infer()
                     .await
                     .context("kubeconfig / in-cluster configuration for the webhook")?;
                 let mode = if webhook.webhook_certs == "cert-manager" {
