@@ -255,6 +255,13 @@ pub trait Ledger: Send + Sync + 'static {
         let _ = (subject, left, streak);
         Ok(false)
     }
+    /// Every lock in force with the time left on it, at most `limit` (the longest first), so a
+    /// replica can keep a copy that holds while this ledger is unreachable
+    /// ([`FallbackLedger::recheck`]). Default: none.
+    async fn active_locks(&self, limit: usize) -> Result<Vec<(String, Duration)>, LockoutError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
     /// Whether the ledger can count failures now (reachable and writable); by default a read.
     async fn probe(&self) -> Result<(), LockoutError> {
         self.locked_for(RECHECK_SUBJECT).await.map(|_| ())
@@ -440,6 +447,17 @@ impl MemoryLedger {
 
 #[async_trait::async_trait]
 impl Ledger for MemoryLedger {
+    async fn active_locks(&self, limit: usize) -> Result<Vec<(String, Duration)>, LockoutError> {
+        let mut locks: Vec<(String, Duration)> = self
+            .held_locks()
+            .into_iter()
+            .map(|(subject, left, _)| (subject, left))
+            .collect();
+        locks.sort_by(|a, b| b.1.cmp(&a.1));
+        locks.truncate(limit);
+        Ok(locks)
+    }
+
     async fn adopt(
         &self,
         subject: &str,
@@ -602,6 +620,22 @@ impl Ledger for PgLedger {
         Ok(true)
     }
 
+    async fn active_locks(&self, limit: usize) -> Result<Vec<(String, Duration)>, LockoutError> {
+        let rows: Vec<(String, f64)> = sqlx::query_as(
+            "SELECT subject, extract(epoch FROM locked_until - now())::float8 \
+             FROM facekey_lockouts WHERE locked_until > now() \
+             ORDER BY locked_until DESC LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list subject lockouts"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(subject, left)| (subject, secs(left)))
+            .collect())
+    }
+
     async fn probe(&self) -> Result<(), LockoutError> {
         // A read answers on a read-only database too, where counting fails: ask for writes.
         let writable: bool = sqlx::query_scalar(
@@ -753,13 +787,17 @@ impl Ledger for PgLedger {
 /// The shared ledger with a local fallback: while the shared one is unreachable, failures are
 /// counted in this replica's memory, so verification keeps answering during a database outage
 /// (as template reads do) and an attacker still meets a lock, only per replica: at most the
-/// threshold times the replicas within a window. Locks taken locally keep holding after the
-/// shared ledger is back, handed over to it at the next recheck (so every replica enforces them
-/// and an administrator's release on any replica lifts them). The switch is logged and exposed
-/// as `facekey_lockout_ledger_local`.
+/// threshold times the replicas within a window. The locks in force on the shared ledger keep
+/// holding through the outage: each replica keeps a copy of them (refreshed at every recheck,
+/// and from every answer about a subject), so an outage does not lift a lock or restart its
+/// escalation. Locks taken locally keep holding after the shared ledger is back, handed over
+/// to it at the next recheck (so every replica enforces them and an administrator's release on
+/// any replica lifts them). The switch is logged and exposed as `facekey_lockout_ledger_local`.
 pub struct FallbackLedger {
     shared: Arc<dyn Ledger>,
     local: MemoryLedger,
+    /// The shared ledger's locks as last seen: subject → when the lock ends.
+    copies: Mutex<HashMap<String, Instant>>,
     metrics: Metrics,
     degraded: std::sync::atomic::AtomicBool,
 }
@@ -770,8 +808,41 @@ impl FallbackLedger {
         Self {
             shared,
             local: MemoryLedger::new(),
+            copies: Mutex::new(HashMap::new()),
             metrics,
             degraded: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.copies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the shared ledger just said of `subject`'s lock (`None`: not locked).
+    fn remember(&self, subject: &str, left: Option<Duration>) {
+        let mut copies = self.copies();
+        match left {
+            Some(left) => {
+                if copies.len() < MEMORY_CAPACITY || copies.contains_key(subject) {
+                    copies.insert(subject.to_owned(), Instant::now() + left);
+                }
+            }
+            None => {
+                copies.remove(subject);
+            }
+        }
+    }
+
+    /// The time left on `subject`'s lock as the shared ledger last said, while it is unreachable.
+    fn copied(&self, subject: &str) -> Option<Duration> {
+        let mut copies = self.copies();
+        let until = *copies.get(subject)?;
+        let now = Instant::now();
+        if until > now {
+            Some(until - now)
+        } else {
+            copies.remove(subject);
+            None
         }
     }
 
@@ -802,6 +873,21 @@ impl FallbackLedger {
             if self.note(&probe) {
                 return;
             }
+        }
+        // The copy of the shared locks, whole: a lock released or run out elsewhere goes.
+        let active = self.shared.active_locks(MEMORY_CAPACITY).await;
+        if self.note(&active) {
+            return;
+        }
+        match active {
+            Ok(locks) => {
+                let now = Instant::now();
+                *self.copies() = locks
+                    .into_iter()
+                    .map(|(subject, left)| (subject, now + left))
+                    .collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the shared locks failed"),
         }
         for (subject, left, streak) in self.local.held_locks() {
             let adopted = self.shared.adopt(&subject, left, streak).await;
@@ -871,9 +957,11 @@ impl Ledger for FallbackLedger {
         let local = self.local.locked_for(subject).await?;
         let shared = self.shared.locked_for(subject).await;
         if self.note(&shared) {
-            return Ok(local);
+            return Ok(longer(local, self.copied(subject)));
         }
-        Ok(longer(shared?, local))
+        let shared = shared?;
+        self.remember(subject, shared);
+        Ok(longer(shared, local))
     }
 
     async fn record_failure(
@@ -883,7 +971,16 @@ impl Ledger for FallbackLedger {
     ) -> Result<Counted, LockoutError> {
         let shared = self.shared.record_failure(subject, policy).await;
         if self.note(&shared) {
+            // A lock the shared ledger holds stays in force: the failure is not counted again.
+            if let Some(left) = self.copied(subject) {
+                return Ok(Counted::AlreadyLocked(left));
+            }
             return self.local.record_failure(subject, policy).await;
+        }
+        match &shared {
+            Ok(Counted::LockedNow { lock, .. }) => self.remember(subject, Some(*lock)),
+            Ok(Counted::AlreadyLocked(left)) => self.remember(subject, Some(*left)),
+            Ok(Counted::Failures(_)) | Err(_) => {}
         }
         shared
     }
@@ -892,9 +989,11 @@ impl Ledger for FallbackLedger {
         let local = self.local.clear(subject).await?;
         let shared = self.shared.clear(subject).await;
         if self.note(&shared) {
-            return Ok(local);
+            return Ok(longer(local, self.copied(subject)));
         }
-        Ok(longer(shared?, local))
+        let shared = shared?;
+        self.remember(subject, shared);
+        Ok(longer(shared, local))
     }
 
     async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
@@ -903,6 +1002,7 @@ impl Ledger for FallbackLedger {
         let shared = self.shared.release(subject).await;
         self.note(&shared);
         let shared = shared?;
+        self.remember(subject, None);
         Ok(longer(shared, self.local.release(subject).await?))
     }
 
@@ -1205,6 +1305,13 @@ mod tests {
             self.check()?;
             self.inner.adopt(subject, left, streak).await
         }
+        async fn active_locks(
+            &self,
+            limit: usize,
+        ) -> Result<Vec<(String, Duration)>, LockoutError> {
+            self.check()?;
+            self.inner.active_locks(limit).await
+        }
         fn describe(&self) -> String {
             "flaky".into()
         }
@@ -1255,6 +1362,69 @@ mod tests {
         ));
         assert!(l.release(SUBJECT).await.unwrap().is_some());
         l.check(SUBJECT).await.unwrap();
+    }
+
+    /// A lock on the shared ledger keeps holding while the shared ledger is unreachable: taken
+    /// through this replica (its answer is remembered) or through another one (copied at the
+    /// recheck), an outage neither lifts it nor lets an accept through nor counts failures
+    /// afresh. Before, the outage answered from this replica's memory alone: 5 new attempts and
+    /// an accept for a locked subject. A release elsewhere reaches the copy at the next recheck.
+    #[tokio::test]
+    async fn shared_locks_hold_through_an_outage() {
+        const OTHER: &str = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
+        let metrics = Metrics::new().unwrap();
+        let shared = Arc::new(Flaky {
+            inner: MemoryLedger::new(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
+        let l = Lockouts::new(policy(), ledger.clone(), metrics.clone(), None);
+        // SUBJECT locked through this replica; OTHER through another one.
+        for _ in 0..5 {
+            l.record_failure(SUBJECT).await.unwrap();
+        }
+        for _ in 0..5 {
+            shared.inner.record_failure(OTHER, &policy()).await.unwrap();
+        }
+        ledger.recheck().await;
+
+        shared.set_down(true);
+        for subject in [SUBJECT, OTHER] {
+            assert!(
+                matches!(l.check(subject).await, Err(LockoutError::Locked(_))),
+                "{subject} stays locked during the outage"
+            );
+            assert!(
+                matches!(
+                    l.record_success(subject).await,
+                    Err(LockoutError::Locked(_))
+                ),
+                "no accept for {subject} during the outage"
+            );
+            assert!(
+                matches!(
+                    l.record_failure(subject).await,
+                    Err(LockoutError::Locked(_))
+                ),
+                "a failure on a locked subject is refused, not counted afresh"
+            );
+        }
+        assert!(
+            ledger.local.held_locks().is_empty(),
+            "nothing counted afresh in memory"
+        );
+        assert_eq!(metrics.lockout_ledger_local.get(), 1);
+
+        // Back; another replica releases OTHER: the next recheck drops its copy.
+        shared.set_down(false);
+        shared.inner.release(OTHER).await.unwrap();
+        ledger.recheck().await;
+        shared.set_down(true);
+        l.check(OTHER).await.unwrap();
+        assert!(matches!(
+            l.check(SUBJECT).await,
+            Err(LockoutError::Locked(_))
+        ));
     }
 
     /// A lock taken in memory during an outage moves to the shared ledger once it is back: an

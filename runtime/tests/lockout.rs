@@ -431,3 +431,35 @@ async fn a_lock_handed_over_to_the_shared_ledger_holds_everywhere_and_releases()
     assert!(b.lockouts.release(SUBJECT).await.unwrap().is_some());
     a.lockouts.check(SUBJECT).await.unwrap();
 }
+
+/// The locks in force, as a replica copies them to hold through a database outage: every
+/// subject locked now with its time left, longest first, and not one whose failures are below
+/// the threshold or whose lock was released.
+#[tokio::test]
+async fn active_locks_lists_the_locks_in_force() {
+    const SHORT: &str = "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d";
+    const COUNTING: &str = "2b3c4d5e-6f7a-4b2c-9d3e-4f5a6b7c8d9e";
+    const RELEASED: &str = "3c4d5e6f-7a8b-4c3d-8e4f-5a6b7c8d9e0f";
+    let pg = PgServer::start();
+    let a = replica(&pg, policy(2, Duration::from_secs(60))).await;
+    let ledger = PgLedger::new(a._store.ledger_pool().clone());
+    for subject in [SHORT, RELEASED] {
+        a.lockouts.record_failure(subject).await.unwrap();
+        a.lockouts.record_failure(subject).await.unwrap();
+    }
+    a.lockouts.record_failure(COUNTING).await.unwrap();
+    ledger
+        .adopt(SUBJECT, Duration::from_secs(600), 1)
+        .await
+        .unwrap();
+    a.lockouts.release(RELEASED).await.unwrap();
+    let locks = ledger.active_locks(100).await.unwrap();
+    let subjects: Vec<&str> = locks.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(subjects, vec![SUBJECT, SHORT], "{locks:?}");
+    assert!(locks[0].1 > Duration::from_secs(590), "{locks:?}");
+    assert!(
+        locks[1].1 > Duration::from_secs(50) && locks[1].1 <= Duration::from_secs(60),
+        "{locks:?}"
+    );
+    assert_eq!(ledger.active_locks(1).await.unwrap().len(), 1, "bounded");
+}
