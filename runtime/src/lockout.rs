@@ -453,7 +453,7 @@ impl Ledger for MemoryLedger {
             .into_iter()
             .map(|(subject, left, _)| (subject, left))
             .collect();
-        locks.sort_by(|a, b| b.1.cmp(&a.1));
+        locks.sort_by_key(|(_, left)| std::cmp::Reverse(*left));
         locks.truncate(limit);
         Ok(locks)
     }
