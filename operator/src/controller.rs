@@ -53,6 +53,26 @@ pub fn spec_or_ownership<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What of an owned HPA or PDB should trigger a reconcile: its spec (hashed: an HPA has no
+/// `metadata.generation` on API servers before 1.37, so a hand edit of `maxReplicas` would
+/// change nothing [`spec_or_ownership`] sees), labels, owner references and deletion, not its
+/// status (an HPA rewrites it with every metrics sync, a PDB with every pod change).
+pub fn owned_spec_or_ownership<K: Resource + serde::Serialize>(obj: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_value(obj)
+        .ok()
+        .and_then(|v| v.get("spec").map(ToString::to_string))
+        .hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.uid, owner.controller).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// Settings of `facekey-operator run`.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -486,8 +506,9 @@ pub async fn run_with(
             )
             .touched_objects(),
         )
-        // HPA and PDB status churn (metrics syncs, pod changes) does not trigger reconciles.
-        .owns_stream(
+        // HPA and PDB status churn (metrics syncs, pod changes) does not trigger reconciles;
+        // their deletion and any change of their spec does.
+        .owns_stream(watching::changed_or_deleted(
             watching::counted(
                 watcher(
                     scoped::<HorizontalPodAutoscaler>(c.clone(), ns.clone()),
@@ -495,11 +516,10 @@ pub async fn run_with(
                 )
                 .default_backoff(),
                 counted("HorizontalPodAutoscaler"),
-            )
-            .touched_objects()
-            .predicate_filter(spec_or_ownership, Default::default()),
-        )
-        .owns_stream(
+            ),
+            owned_spec_or_ownership::<HorizontalPodAutoscaler>,
+        ))
+        .owns_stream(watching::changed_or_deleted(
             watching::counted(
                 watcher(
                     scoped::<PodDisruptionBudget>(c.clone(), ns.clone()),
@@ -507,10 +527,9 @@ pub async fn run_with(
                 )
                 .default_backoff(),
                 counted("PodDisruptionBudget"),
-            )
-            .touched_objects()
-            .predicate_filter(spec_or_ownership, Default::default()),
-        )
+            ),
+            owned_spec_or_ownership::<PodDisruptionBudget>,
+        ))
         .owns_stream(
             watching::counted(
                 watcher(scoped::<PartialObjectMeta<Job>>(c, ns), owned_cfg).default_backoff(),
@@ -605,5 +624,42 @@ mod tests {
         let mut orphaned = hpa();
         orphaned.metadata.owner_references = None;
         assert_ne!(spec_or_ownership(&orphaned), base);
+    }
+
+    /// Owned HPAs and PDBs are compared by their spec: an HPA carries no generation on API
+    /// servers before 1.37, so a hand edit shows only there.
+    #[test]
+    fn owned_objects_are_compared_by_spec_not_generation() {
+        let mut plain = hpa();
+        plain.metadata.generation = None;
+        let base = owned_spec_or_ownership(&plain);
+        let mut status_only = plain.clone();
+        status_only.status = Some(HorizontalPodAutoscalerStatus {
+            current_replicas: Some(7),
+            desired_replicas: 9,
+            ..HorizontalPodAutoscalerStatus::default()
+        });
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(owned_spec_or_ownership(&status_only), base);
+        let mut edited = plain.clone();
+        edited.spec = Some(
+            k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerSpec {
+                max_replicas: 50,
+                ..Default::default()
+            },
+        );
+        assert_ne!(
+            owned_spec_or_ownership(&edited),
+            base,
+            "a spec edit without a generation"
+        );
+        assert_eq!(
+            spec_or_ownership(&edited),
+            spec_or_ownership(&plain),
+            "what the generation-based filter missed"
+        );
+        let mut orphaned = plain.clone();
+        orphaned.metadata.owner_references = None;
+        assert_ne!(owned_spec_or_ownership(&orphaned), base);
     }
 }

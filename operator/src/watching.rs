@@ -85,6 +85,50 @@ where
     })
 }
 
+/// An owned kind's watch events as reconcile triggers: every deletion, and an applied object
+/// only when `key` of it differs from the last seen (status churn filtered out). kube's
+/// `predicate_filter` cannot serve here: a deleted object's key equals its last one, so a
+/// deleted PDB or HPA triggered nothing and stayed gone until the next periodic reconcile.
+pub fn changed_or_deleted<K, S>(
+    stream: S,
+    key: fn(&K) -> u64,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: kube::Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let mut last: std::collections::HashMap<(Option<String>, String), u64> =
+        std::collections::HashMap::new();
+    stream
+        .map(move |item| {
+            let triggers: Vec<Result<K, watcher::Error>> = match item {
+                Err(e) => vec![Err(e)],
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    let id = (
+                        obj.meta().namespace.clone(),
+                        obj.meta().name.clone().unwrap_or_default(),
+                    );
+                    let k = key(&obj);
+                    if last.insert(id, k) == Some(k) {
+                        Vec::new()
+                    } else {
+                        vec![Ok(obj)]
+                    }
+                }
+                Ok(watcher::Event::Delete(obj)) => {
+                    last.remove(&(
+                        obj.meta().namespace.clone(),
+                        obj.meta().name.clone().unwrap_or_default(),
+                    ));
+                    vec![Ok(obj)]
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => Vec::new(),
+            };
+            futures::stream::iter(triggers)
+        })
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -115,6 +159,40 @@ mod tests {
         );
         assert_eq!(reason(&watcher::Error::WatchFailed(api(500))), "failed");
         assert_eq!(reason(&watcher::Error::NoResourceVersion), "failed");
+    }
+
+    #[tokio::test]
+    async fn deletions_and_changes_trigger_status_churn_does_not() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let cm = |name: &str, data: &str| {
+            let mut c = ConfigMap::default();
+            c.metadata.name = Some(name.into());
+            c.metadata.namespace = Some("team".into());
+            c.data = Some([("k".to_owned(), data.to_owned())].into());
+            c
+        };
+        let key = |c: &ConfigMap| u64::from(c.data.as_ref().map_or(0, |d| d["k"].len() as u8));
+        let events: Vec<Result<watcher::Event<ConfigMap>, watcher::Error>> = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(cm("a", "1"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(cm("a", "2"))),
+            Ok(watcher::Event::Apply(cm("a", "22"))),
+            Ok(watcher::Event::Delete(cm("a", "22"))),
+            Ok(watcher::Event::Apply(cm("a", "22"))),
+        ];
+        let out: Vec<String> = changed_or_deleted(futures::stream::iter(events), key)
+            .map(|c| {
+                let c = c.unwrap();
+                format!("{}={}", c.metadata.name.unwrap(), c.data.unwrap()["k"])
+            })
+            .collect()
+            .await;
+        assert_eq!(
+            out,
+            vec!["a=1", "a=22", "a=22", "a=22"],
+            "first sight, the change, the deletion and the re-creation; not the same key again"
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,12 @@
 //! does: a stream of `ADDED`/`MODIFIED`/`DELETED` events, found by listing through the fake every
 //! [`POLL`]. The stream opens with every current object (the fake's lists carry no usable
 //! resourceVersion, so nothing changed between a watcher's list and its watch is lost) and ends
-//! at the request's `timeoutSeconds`, as a real watch does.
+//! at the request's `timeoutSeconds`, as a real watch does. A write that changed nothing but
+//! the fake's own bookkeeping (a no-op apply) sends no event, as on a real server.
+//!
+//! It also keeps one rule of the real server the fake does not: HorizontalPodAutoscalers carry
+//! no `metadata.generation` before Kubernetes 1.37 (the fake sets and bumps one), so a change
+//! filter that relies on it misses hand edits on real clusters.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -33,11 +38,48 @@ pub fn serving(inner: Client) -> Client {
         async move {
             match watch_params(req.uri()) {
                 Some((list_uri, timeout)) => watch(inner, req, list_uri, timeout).await,
+                None if without_generation(req.uri().path()) => {
+                    Ok(boxed(strip_generation(inner.send(req).await?).await))
+                }
                 None => Ok(boxed(inner.send(req).await?)),
             }
         }
     });
     Client::new(svc, super::NS)
+}
+
+/// Whether the kind at `path` has no `metadata.generation` on a real server (HPAs before 1.37).
+fn without_generation(path: &str) -> bool {
+    path.split('/').any(|seg| seg == "horizontalpodautoscalers")
+}
+
+/// `object` (or every item of a list) without `metadata.generation`.
+fn drop_generation(object: &mut Value) {
+    if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
+        items.iter_mut().for_each(drop_generation);
+    } else if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("generation");
+    }
+}
+
+/// `response` with [`drop_generation`] applied to its JSON body.
+async fn strip_generation(response: http::Response<Body>) -> http::Response<Body> {
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let bytes = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut value) => {
+            drop_generation(&mut value);
+            value.to_string().into_bytes()
+        }
+        Err(_) => bytes.to_vec(),
+    };
+    let mut parts = parts;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    http::Response::from_parts(parts, Body::from(bytes))
 }
 
 fn boxed(response: http::Response<Body>) -> Answer {
@@ -104,7 +146,10 @@ async fn list(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let list: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut list: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if without_generation(uri.path()) {
+        drop_generation(&mut list);
+    }
     Ok(list["items"]
         .as_array()
         .into_iter()
@@ -121,8 +166,18 @@ async fn list(
         .collect())
 }
 
-fn version(o: &Value) -> &Value {
-    &o["metadata"]["resourceVersion"]
+/// `o` as a real server's no-op detection compares it: without `resourceVersion`, `generation`
+/// and `managedFields`. The fake stamps a new managedFields time (and so a new resourceVersion,
+/// and a generation) on every server-side apply, even one that changes nothing; a real server
+/// writes nothing then and sends no event (or the operator would reconcile itself in a loop).
+fn content(o: &Value) -> Value {
+    let mut o = o.clone();
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("generation");
+        meta.remove("managedFields");
+    }
+    o
 }
 
 async fn watch(
@@ -147,7 +202,7 @@ async fn watch(
             for (key, object) in &current {
                 match known.get(key) {
                     None => events.push(("ADDED", object.clone())),
-                    Some(old) if version(old) != version(object) => {
+                    Some(old) if content(old) != content(object) => {
                         events.push(("MODIFIED", object.clone()));
                     }
                     Some(_) => {}
