@@ -412,7 +412,14 @@ impl Verifier {
             LivenessState::Unknown => reasons.push(Reason::LivenessUnknown),
             LivenessState::Live | LivenessState::Off => {}
         }
-        let fused = self.fused_decision(forward.probability);
+        // A non-finite feature (a NaN the checks upstream let through) decides nothing: ReLU
+        // maps NaN to 0, so the network would answer as for a zero input, which some weights
+        // accept.
+        let fused = if features.iter().all(|v| v.is_finite()) {
+            self.fused_decision(forward.probability)
+        } else {
+            Decision::Reject
+        };
         if fused == Decision::Reject {
             reasons.push(Reason::LowProbability);
         }
@@ -691,6 +698,37 @@ mod tests {
             (m.models, m.decision),
             (MatchModels::Dlib, Decision::Accept)
         );
+    }
+
+    /// A NaN feature rejects under both policies, even where the weights' answer to the zero
+    /// input ReLU turns it into reaches the threshold (here 0).
+    #[test]
+    fn a_non_finite_feature_never_accepts() {
+        for policy in [DecisionPolicy::Fusion, DecisionPolicy::Strict] {
+            let v = Verifier::new(
+                FusionMlp::reference().unwrap(),
+                VerifierConfig {
+                    policy,
+                    check_liveness: false,
+                    threshold: Some(0.0),
+                    ..VerifierConfig::default()
+                },
+            );
+            let mut matched = v.judge_match(0.2, 0.8, 1);
+            let live = v.judge_liveness_score(Some(0.9), None);
+            assert_eq!(v.decide(&matched, &live, 1.0).decision, Decision::Accept);
+            matched.similarity = f64::NAN;
+            matched.decision = Decision::Accept;
+            let out = v.decide(&matched, &live, 1.0);
+            assert_eq!(out.decision, Decision::Reject, "{policy:?}");
+            assert!(out.reasons.contains(&Reason::LowProbability));
+            assert_eq!(
+                v.decide(&v.judge_match(0.2, 0.8, 1), &live, f64::NAN)
+                    .decision,
+                Decision::Reject,
+                "{policy:?}: NaN quality"
+            );
+        }
     }
 
     #[test]

@@ -843,8 +843,8 @@ challenge-liveness session as `session` instead of (or beside) the image; option
 as `/v1/verify` judges them (the fused dlib + faceres-deep score where they hold both); those above the match threshold are judged with the same liveness, quality \
 and decision policy as `/v1/verify`, and the accepted ones are returned best first. Under the \
 per-subject lockout as `/v1/verify` is: a locked subject is never a candidate and reads as no \
-match (also in `reasons`), and a rejected identification counts one failed attempt against each \
-subject the face matched. With `session` (as for `/v1/verify`: passed, opened by the same key, \
+match (also in `reasons`), and a rejected identification counts one failed attempt against the \
+closest subject the face matched (never against every look-alike at once). With `session` (as for `/v1/verify`: passed, opened by the same key, \
 unused, unexpired) the session's best frame is the probe (or the image, when it shows the same \
 face) and the challenge confidence the liveness; the session is consumed, so it serves one \
 identification or verification. Only a session opened without `subject` identifies: a session \

@@ -1,7 +1,6 @@
 //! The OpenAPI 3.1 document of the HTTP API, generated from the handler and type annotations
 //! so it cannot drift from the code, served at `GET /openapi.json`.
 
-use axum::Json;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{
     AllOfBuilder, Array, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type,
@@ -337,9 +336,20 @@ at /v1/verify or (opened without a subject) an identification at /v1/identify"),
 )]
 pub struct ApiDoc;
 
-/// `GET /openapi.json`.
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// `GET /openapi.json`: the document serialised once, at the first request. The route needs no
+/// key, so building the whole document on every request would be free work for any caller.
+pub async fn openapi_json() -> impl axum::response::IntoResponse {
+    static DOCUMENT: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| {
+        // Serialising the generated document cannot fail; an empty object would show it did.
+        axum::body::Bytes::from(
+            serde_json::to_vec(&ApiDoc::openapi()).unwrap_or_else(|_| b"{}".to_vec()),
+        )
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.clone(),
+    )
 }
 
 #[cfg(test)]
