@@ -527,6 +527,12 @@ pub struct Config {
     #[arg(long, env = env::REQUIRE_SESSION, value_enum, default_value_t = parse_enum::<Switch>(defaults::REQUIRE_SESSION))]
     pub require_session: Switch,
 
+    /// Least median passive liveness score over a challenge session's frames for it to pass
+    /// (`passive_liveness_low` below it); 0 turns the gate off. Without it a passed challenge
+    /// is live whatever the passive models said (its confidence is 0.7 + 0.3 x their median).
+    #[arg(long, env = env::SESSION_PASSIVE_MIN, default_value_t = defaults::SESSION_PASSIVE_MIN, value_parser = parse_threshold)]
+    pub session_passive_min: f64,
+
     /// A maintenance command instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -258,12 +258,10 @@ impl Server {
         if let Some((pool, keys)) = shared {
             // Liveness sessions live beside the templates, so any replica serves any session.
             let limits = app.sessions.limits();
+            let policy = app.sessions.policy();
             app.sessions
                 .use_store(Arc::new(crate::challenge::pg::PgSessions::new(
-                    pool,
-                    keys,
-                    limits,
-                    crate::challenge::ChallengePolicy::default(),
+                    pool, keys, limits, policy,
                 )));
         }
         let state = Arc::new(app);

@@ -160,6 +160,8 @@ pub mod env {
     pub const SESSION_MAX_FRAMES: &str = "FACEKEY_SESSION_MAX_FRAMES";
     /// Whether `/v1/verify` requires a passed challenge-liveness session.
     pub const REQUIRE_SESSION: &str = "FACEKEY_REQUIRE_SESSION";
+    /// Least median passive liveness score over a session's frames for it to pass (0: off).
+    pub const SESSION_PASSIVE_MIN: &str = "FACEKEY_SESSION_PASSIVE_MIN";
 
     /// Every variable above: the runtime reads exactly these (a runtime test checks both ways).
     pub const ALL: &[&str] = &[
@@ -238,6 +240,7 @@ pub mod env {
         MAX_SESSIONS_PER_KEY,
         SESSION_MAX_FRAMES,
         REQUIRE_SESSION,
+        SESSION_PASSIVE_MIN,
     ];
 }
 
@@ -413,6 +416,11 @@ pub mod defaults {
     pub const SESSION_MAX_FRAMES: usize = 64;
     /// `--require-session`: off, so verify with an image (passive liveness) keeps working.
     pub const REQUIRE_SESSION: &str = "off";
+    /// `--session-passive-min`: 0, off. The passive models call a third to a half of real faces
+    /// attacks at their threshold (docs/evaluation.md), so a gate on them would refuse many
+    /// people who performed the challenge; deployments that want the passive models to veto a
+    /// replayed or re-enacted video set it, knowing that cost.
+    pub const SESSION_PASSIVE_MIN: f64 = 0.0;
 
     /// Default `--sessions-per-model`: one per core (at most [`MAX_DEFAULT_SESSIONS`]), so
     /// concurrent requests with one intra-op thread each use every core.

@@ -147,9 +147,20 @@ impl SessionMetrics {
     }
 }
 
+/// The checker's policy `config` asks for: [`ChallengePolicy::default`] with
+/// `FACEKEY_SESSION_PASSIVE_MIN` as the least passive median (0: no gate).
+pub fn policy_of(config: &Config) -> ChallengePolicy {
+    ChallengePolicy {
+        passive_min_median: (config.session_passive_min > 0.0)
+            .then_some(config.session_passive_min as f32),
+        ..ChallengePolicy::default()
+    }
+}
+
 /// The session store and the challenge models.
 pub struct SessionService {
     store: Arc<dyn SessionStore>,
+    policy: ChallengePolicy,
     models: OnceLock<Arc<ChallengeModels>>,
     require_session: bool,
     sweeper: OnceLock<()>,
@@ -165,12 +176,19 @@ impl SessionService {
             max_frames: config.session_max_frames,
             ..SessionLimits::default()
         };
+        let policy = policy_of(config);
         Self {
-            store: Arc::new(Registry::new(limits, ChallengePolicy::default())),
+            store: Arc::new(Registry::new(limits, policy.clone())),
+            policy,
             models: OnceLock::new(),
             require_session: config.require_session == Switch::On,
             sweeper: OnceLock::new(),
         }
+    }
+
+    /// The checker's policy: the defaults, with the configured passive-liveness gate.
+    pub fn policy(&self) -> ChallengePolicy {
+        self.policy.clone()
     }
 
     /// Loads the landmark and eye models beside the engine; on failure sessions answer 503
@@ -1133,4 +1151,27 @@ pub async fn verify_with_session(
         weights: verifier.fusion().name().to_string(),
     };
     Ok((Extension(detail), Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    /// `FACEKEY_SESSION_PASSIVE_MIN` reaches the checker: off (no gate) by default, a least
+    /// passive median once set, which the session store the service opens sessions in applies.
+    #[test]
+    fn the_passive_gate_comes_from_the_configuration() {
+        let off = Config::for_tests();
+        assert_eq!(SessionService::new(&off).policy().passive_min_median, None);
+        let gated = Config::parse_from(["facekey-runtime", "--session-passive-min", "0.6"]);
+        let service = SessionService::new(&gated);
+        assert_eq!(service.policy().passive_min_median, Some(0.6));
+        assert_eq!(service.store.policy().passive_min_median, Some(0.6));
+        assert!(
+            Config::try_parse_from(["facekey-runtime", "--session-passive-min", "1.5"]).is_err(),
+            "out of [0, 1]"
+        );
+    }
 }
