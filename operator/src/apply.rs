@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use facekey_crds::FaceKeyDeployment;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -157,16 +158,57 @@ pub async fn hand_over_replicas(
 pub struct Inventory {
     /// Kinds that were listed (prunable, CRD installed).
     listed: BTreeSet<ChildKind>,
-    /// Each listed object with the uids of its controller owner references.
-    objects: BTreeMap<(ChildKind, String), Vec<String>>,
+    /// Each listed object with its controller owner references.
+    objects: BTreeMap<(ChildKind, String), Vec<OwnerReference>>,
 }
 
 impl Inventory {
-    /// Whether `name` of `kind` was listed with `owner_uid` as its controller (`None`: not listed).
-    fn owned_by(&self, kind: ChildKind, name: &str, owner_uid: &str) -> Option<bool> {
+    /// How `name` of `kind` stands to the resource ([`standing`]; `None`: not listed).
+    fn standing(
+        &self,
+        kind: ChildKind,
+        name: &str,
+        owner_uid: &str,
+        instance: &str,
+    ) -> Option<Standing> {
         self.objects
             .get(&(kind, name.to_owned()))
-            .map(|uids| uids.iter().any(|u| u == owner_uid))
+            .map(|refs| standing(refs, owner_uid, instance))
+    }
+}
+
+/// How an existing object with a child's name stands to the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Controlled by this resource (or, for a retained claim or Cluster, labelled for it).
+    Owned,
+    /// Controlled by a FaceKeyDeployment of this name with another uid: one deleted before this
+    /// one was created under its name, whose children the garbage collector is removing (a
+    /// claim waits for its pods to go). Not taken over; the reconcile retries soon.
+    Predecessor,
+    /// Someone else's: never taken over.
+    Foreign,
+}
+
+/// The [`Standing`] of an object whose controller owner references are `refs` (only those with
+/// `controller: true` count) to the resource `instance` with uid `owner_uid`. Names are unique
+/// in a namespace and owners must be in their dependents' namespace, so a FaceKeyDeployment
+/// controller of this name with another uid no longer exists.
+pub fn standing(refs: &[OwnerReference], owner_uid: &str, instance: &str) -> Standing {
+    let controllers: Vec<&OwnerReference> =
+        refs.iter().filter(|r| r.controller == Some(true)).collect();
+    if controllers.iter().any(|r| r.uid == owner_uid) {
+        Standing::Owned
+    } else if !controllers.is_empty()
+        && controllers.iter().all(|r| {
+            r.kind == <FaceKeyDeployment as kube::Resource>::kind(&())
+                && r.name == instance
+                && r.api_version.starts_with("facekey.dev/")
+        })
+    {
+        Standing::Predecessor
+    } else {
+        Standing::Foreign
     }
 }
 
@@ -207,7 +249,6 @@ pub async fn inventory(
                 .into_iter()
                 .flatten()
                 .filter(|r| r.controller == Some(true))
-                .map(|r| r.uid)
                 .collect();
             inv.objects.insert((kind, name), controllers);
         }
@@ -234,9 +275,12 @@ pub async fn not_owned(
     desired: &Desired,
     live: Option<&Deployment>,
     inventory: &Inventory,
-) -> Result<Vec<(ChildKind, String)>, ApplyError> {
+) -> Result<Vec<(ChildKind, String, Standing)>, ApplyError> {
     let mut foreign = Vec::new();
     for obj in &desired.objects {
+        let standing_of = |refs: Option<&Vec<OwnerReference>>| {
+            standing(refs.map_or(&[][..], Vec::as_slice), owner_uid, instance)
+        };
         let owned = match obj.kind {
             ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster => {
                 let api: Api<DynamicObject> =
@@ -254,18 +298,16 @@ pub async fn not_owned(
                 }
             }
             ChildKind::Deployment => match live {
-                Some(d) => controlled_by(d.metadata.owner_references.as_ref(), owner_uid),
+                Some(d) => standing_of(d.metadata.owner_references.as_ref()),
                 None => continue,
             },
-            kind => match inventory.owned_by(kind, &obj.name, owner_uid) {
+            kind => match inventory.standing(kind, &obj.name, owner_uid, instance) {
                 Some(owned) => owned,
                 None => {
                     let api: Api<DynamicObject> =
                         Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
                     match api.get_metadata_opt(&obj.name).await {
-                        Ok(Some(meta)) => {
-                            controlled_by(meta.metadata.owner_references.as_ref(), owner_uid)
-                        }
+                        Ok(Some(meta)) => standing_of(meta.metadata.owner_references.as_ref()),
                         Ok(None) => continue,
                         Err(source) => {
                             return Err(ApplyError::Patch {
@@ -278,8 +320,8 @@ pub async fn not_owned(
                 }
             },
         };
-        if !owned {
-            foreign.push((obj.kind, obj.name.clone()));
+        if owned != Standing::Owned {
+            foreign.push((obj.kind, obj.name.clone(), owned));
         }
     }
     Ok(foreign)
@@ -292,9 +334,10 @@ pub(crate) fn controlled_by(refs: Option<&Vec<OwnerReference>>, owner_uid: &str)
         .any(|r| r.uid == owner_uid && r.controller == Some(true))
 }
 
-/// Whether the store object `name` (claim or CloudNativePG `Cluster`) is this resource's:
-/// `None` when it does not exist; `Some(true)` when it carries the operator's labels for
-/// `instance` ([`labels::labelled_for`]) and no controller owner other than `owner_uid`.
+/// How the store object `name` (claim or CloudNativePG `Cluster`) stands to this resource:
+/// `None` when it does not exist; [`Standing::Owned`] when it carries the operator's labels for
+/// `instance` ([`labels::labelled_for`]) and no controller owner other than `owner_uid`;
+/// [`Standing::Predecessor`] when a deleted resource of this name still controls it.
 ///
 /// The operator may only create and patch these kinds (no `get`: it never reads the data's
 /// objects beyond this), so the labels are checked by the API server: a JSON patch (RFC 6902)
@@ -306,7 +349,7 @@ async fn store_object_owned(
     name: &str,
     instance: &str,
     owner_uid: &str,
-) -> Result<Option<bool>, kube::Error> {
+) -> Result<Option<Standing>, kube::Error> {
     let ops = labels::identity_labels(instance)
         .into_iter()
         .map(|(label, value)| {
@@ -324,10 +367,14 @@ async fn store_object_owned(
             let other_controller = refs
                 .iter()
                 .any(|r| r.controller == Some(true) && r.uid != owner_uid);
-            Ok(Some(labelled && !other_controller))
+            Ok(Some(match standing(&refs, owner_uid, instance) {
+                Standing::Predecessor => Standing::Predecessor,
+                _ if labelled && !other_controller => Standing::Owned,
+                _ => Standing::Foreign,
+            }))
         }
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(kube::Error::Api(s)) if s.code == 422 => Ok(Some(false)),
+        Err(kube::Error::Api(s)) if s.code == 422 => Ok(Some(Standing::Foreign)),
         Err(e) => Err(e),
     }
 }
@@ -462,7 +509,7 @@ pub async fn prune(
         .collect();
     let mut deleted = Vec::new();
     for ((kind, name), controllers) in &inventory.objects {
-        let owned = controllers.iter().any(|u| u == owner_uid);
+        let owned = controllers.iter().any(|r| r.uid == owner_uid);
         if !owned || keep.contains(&(*kind, name.as_str())) {
             continue;
         }
@@ -573,6 +620,50 @@ mod tests {
         assert_eq!(
             api_key_line("admin", "admin", "abc"),
             "admin:admin:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
+        );
+    }
+
+    fn owner(kind: &str, name: &str, uid: &str, controller: bool) -> OwnerReference {
+        OwnerReference {
+            api_version: if kind == "FaceKeyDeployment" {
+                "facekey.dev/v1alpha1".into()
+            } else {
+                "apps/v1".into()
+            },
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller: Some(controller),
+            ..OwnerReference::default()
+        }
+    }
+
+    #[test]
+    fn standing_tells_ours_a_predecessors_and_someone_elses() {
+        let fkd = |name: &str, uid: &str| owner("FaceKeyDeployment", name, uid, true);
+        assert_eq!(standing(&[fkd("fk", "u2")], "u2", "fk"), Standing::Owned);
+        assert_eq!(
+            standing(&[fkd("fk", "u1")], "u2", "fk"),
+            Standing::Predecessor,
+            "a deleted resource of this name"
+        );
+        assert_eq!(
+            standing(&[fkd("other", "u3")], "u2", "fk"),
+            Standing::Foreign
+        );
+        assert_eq!(
+            standing(&[owner("StatefulSet", "fk", "u4", true)], "u2", "fk"),
+            Standing::Foreign
+        );
+        assert_eq!(
+            standing(&[], "u2", "fk"),
+            Standing::Foreign,
+            "no controller: not ours"
+        );
+        assert_eq!(
+            standing(&[owner("FaceKeyDeployment", "fk", "u1", false)], "u2", "fk"),
+            Standing::Foreign,
+            "only controller references count"
         );
     }
 }

@@ -138,6 +138,20 @@ pub enum ApplyError {
         /// `Kind namespace/name` of each.
         objects: Vec<String>,
     },
+    /// Objects with a child's name still controlled by a deleted FaceKeyDeployment of this name
+    /// (deleted and created again, its children not yet removed by the garbage collector): not
+    /// taken over; retried with backoff until they are gone.
+    #[error(
+        "{} still belong{} to a deleted FaceKeyDeployment of this name; waiting for the garbage \
+         collector to remove {} (a claim goes once the pods using it are gone)",
+        objects.join(", "),
+        if objects.len() == 1 { "s" } else { "" },
+        if objects.len() == 1 { "it" } else { "them" }
+    )]
+    AwaitingDeletion {
+        /// `Kind namespace/name` of each.
+        objects: Vec<String>,
+    },
     /// The applied Deployment the server returned could not be read back.
     #[error("serialising {what}: {source}")]
     Decode {
@@ -340,6 +354,7 @@ impl ApplyError {
             | ApplyError::KeyGeneration { .. } => "ApplyFailed",
             ApplyError::Decode { .. } => SERIALIZE_FAILED,
             ApplyError::NotOwned { .. } => OBJECT_NOT_OWNED,
+            ApplyError::AwaitingDeletion { .. } => "AwaitingDeletion",
             ApplyError::Read(_) => READ_FAILED,
         }
     }

@@ -568,28 +568,38 @@ async fn apply_desired(
     // Everything else is applied; the foreign objects are not, nor an HPA that would scale a
     // foreign Deployment, nor the Deployment (and its HPA) when the store's claim or Cluster is
     // someone else's: its pods would mount that claim or connect to that database.
-    let store_foreign = foreign.iter().any(|(k, _)| {
+    // A predecessor's objects (a resource of this name deleted and created again) are left to
+    // the garbage collector the same way, and retried soon rather than reported as a conflict.
+    let store_foreign = foreign.iter().any(|(k, _, _)| {
         matches!(
             k,
             ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster
         )
     });
     let deployment_foreign =
-        store_foreign || foreign.iter().any(|(k, _)| *k == ChildKind::Deployment);
+        store_foreign || foreign.iter().any(|(k, _, _)| *k == ChildKind::Deployment);
     let mut rest = desired.clone();
     rest.objects.retain(|o| {
-        let is_foreign = foreign.iter().any(|(k, n)| *k == o.kind && *n == o.name);
+        let is_foreign = foreign.iter().any(|(k, n, _)| *k == o.kind && *n == o.name);
         let scales_foreign = deployment_foreign && o.kind == ChildKind::HorizontalPodAutoscaler;
         let uses_foreign_store = store_foreign && o.kind == ChildKind::Deployment;
         !(is_foreign || scales_foreign || uses_foreign_store)
     });
     apply::apply_all(&ctx.client, &seen.namespace, &rest).await?;
-    Err(ApplyError::NotOwned {
-        objects: foreign
+    let named = |standing: apply::Standing| -> Vec<String> {
+        foreign
             .iter()
-            .map(|(k, n)| format!("{} {}/{n}", k.as_str(), seen.namespace))
-            .collect(),
-    })
+            .filter(|(_, _, s)| *s == standing)
+            .map(|(k, n, _)| format!("{} {}/{n}", k.as_str(), seen.namespace))
+            .collect()
+    };
+    let others = named(apply::Standing::Foreign);
+    if others.is_empty() {
+        return Err(ApplyError::AwaitingDeletion {
+            objects: named(apply::Standing::Predecessor),
+        });
+    }
+    Err(ApplyError::NotOwned { objects: others })
 }
 
 /// Prune stage: owned children no longer desired, then (once `spec.image` may run) finished scan

@@ -316,10 +316,16 @@ async fn a_claim_of_that_name_without_the_labels_is_refused_as_foreign() {
     }
 }
 
-/// Labelled for this name but controlled by another object (say, a resource of this name with
-/// `retainOnDelete: false` that is being deleted): not adopted either.
+/// Labelled for this name but still controlled by a deleted resource of this name (deleted with
+/// `retainOnDelete: false` and created again; the garbage collector removes the claim once its
+/// pods are gone): not adopted, no Deployment mounts it, and no conflict is reported: the
+/// reconcile says what it waits for and retries with backoff, not in 5 minutes. Once the claim
+/// is gone, ours is created. Before, this was `ObjectNotOwned` (Stalled, a Warning, a retry every
+/// 5 minutes) and the recreated resource ran no runtime until then.
 #[tokio::test]
-async fn a_labelled_claim_controlled_by_another_owner_is_not_adopted() {
+async fn a_claim_still_controlled_by_a_deleted_resource_of_this_name_is_waited_for() {
+    use facekey_operator::reconcile::{error_policy, retry_delay};
+    use kube::runtime::controller::Action;
     let (h, log) = ssa::harness(&[]).await;
     let mut pvc = stranger_claim(json!({"app.kubernetes.io/instance": "fk",
         "app.kubernetes.io/managed-by": "facekey-operator", "facekey.dev/owner": "fk"}));
@@ -334,8 +340,66 @@ async fn a_labelled_claim_controlled_by_another_owner_is_not_adopted() {
         .unwrap();
     h.create("fk", embedded(json!({}))).await;
     let err = h.reconcile("fk").await.unwrap_err();
-    assert_eq!(err.category(), "ObjectNotOwned");
-    assert!(log.of("PersistentVolumeClaim").is_empty());
+    assert_eq!(err.category(), "AwaitingDeletion", "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("PersistentVolumeClaim {NS}/fk-data still belongs")),
+        "{err}"
+    );
+    assert!(log.of("PersistentVolumeClaim").is_empty(), "not adopted");
+    assert!(
+        h.deployment("fk").await.is_none(),
+        "no pod mounts the old claim"
+    );
+    let fkd = h.get("fk").await;
+    assert!(!has_condition(&fkd, "Conflict"), "no conflict to resolve");
+    assert_eq!(cond(&fkd, "Stalled").0, "False", "it resolves by itself");
+    assert_eq!(
+        error_policy(std::sync::Arc::new(fkd), &err, h.ctx.clone()),
+        Action::requeue(retry_delay(&format!("{NS}/fk"), 1)),
+        "retried soon, not at the 5-minute refusal interval"
+    );
+
+    // The garbage collector removes it: ours is created and mounted.
+    h.api::<PersistentVolumeClaim>()
+        .delete("fk-data", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    let ours = claim(&h).await.unwrap();
+    assert!(
+        ours.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .all(|r| r.uid != "old-uid")
+    );
+    assert!(h.deployment("fk").await.is_some());
+}
+
+/// Controlled by another kind of owner, or by a FaceKeyDeployment of another name: someone
+/// else's, reported as ObjectNotOwned as before.
+#[tokio::test]
+async fn a_labelled_claim_controlled_by_another_owner_is_not_adopted() {
+    for owner in [
+        json!({"apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment", "name": "other",
+               "uid": "other-uid", "controller": true}),
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "fk",
+               "uid": "sts-uid", "controller": true}),
+    ] {
+        let (h, log) = ssa::harness(&[]).await;
+        let mut pvc = stranger_claim(json!({"app.kubernetes.io/instance": "fk",
+            "app.kubernetes.io/managed-by": "facekey-operator", "facekey.dev/owner": "fk"}));
+        pvc.metadata.owner_references = Some(vec![serde_json::from_value(owner).unwrap()]);
+        h.api::<PersistentVolumeClaim>()
+            .create(&PostParams::default(), &pvc)
+            .await
+            .unwrap();
+        h.create("fk", embedded(json!({}))).await;
+        let err = h.reconcile("fk").await.unwrap_err();
+        assert_eq!(err.category(), "ObjectNotOwned");
+        assert!(log.of("PersistentVolumeClaim").is_empty());
+    }
 }
 
 const CNPG: [OptionalCrd; 1] = [OptionalCrd::CloudNativePgCluster];
