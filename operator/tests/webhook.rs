@@ -564,6 +564,85 @@ async fn the_counter_writes_injected_and_outdated_pods() {
     assert_eq!(status.last_known_good_image.as_deref(), Some(ADMITTED));
 }
 
+/// More pods than one page (500): the counter follows the `continue` token to the end, as it
+/// must on a real API server; the harness pages lists as one does (the fake cut them at the
+/// limit, so a counter that stopped after one page could not be told apart).
+#[tokio::test]
+async fn the_counter_pages_through_every_pod() {
+    use facekey_crds::FaceKeyDeployment;
+    use facekey_operator::webhook::sidecars;
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let mut fkd = parse_resources(&resources).unwrap().resources.remove(0);
+    fkd.metadata.uid = Some("6f1c2d3e-0000-4000-8000-000000000001".into());
+    let current = facekey_operator::desired::sidecar_parts(
+        "verifier",
+        "shop",
+        &fkd.spec,
+        fkd.spec.sidecar.as_ref().unwrap(),
+        ADMITTED,
+    )
+    .config_hash();
+    let mut builder = kube_fake_client::ClientBuilder::new()
+        .with_resource::<FaceKeyDeployment>()
+        .with_status_subresource::<FaceKeyDeployment>()
+        .with_object(fkd);
+    for i in 0..501 {
+        builder = builder.with_object(
+            serde_json::from_value::<Pod>(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": format!("p{i:04}"), "namespace": "shop",
+                    "labels": {SIDECAR_LABEL: "verifier"},
+                    "annotations": {"facekey.dev/sidecar-config": current},
+                },
+                "spec": {
+                    "initContainers": [{"name": SIDECAR_CONTAINER, "image": ADMITTED, "restartPolicy": "Always"}],
+                    "containers": [{"name": "app", "image": "app:1"}],
+                },
+                "status": {"phase": "Running"},
+            }))
+            .unwrap(),
+        );
+    }
+    // On the second page: asked for the sidecar, admitted without it.
+    builder = builder.with_object(
+        serde_json::from_value::<Pod>(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "zz-missing", "namespace": "shop",
+                         "annotations": {"facekey.dev/inject": "verifier"}},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+            "status": {"phase": "Running"},
+        }))
+        .unwrap(),
+    );
+    let client = common::watch::serving(builder.build().await.unwrap());
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "facekey-operator".into(),
+            instance: None,
+        },
+    );
+    sidecars::count_all(&rbac::enforcing(client.clone()), &recorder, Some("shop")).await;
+    let sidecar = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
+        .get("verifier")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .sidecar
+        .expect("status.sidecar written");
+    assert_eq!(
+        (
+            sidecar.injected_pods,
+            sidecar.outdated_pods,
+            sidecar.missing_pods
+        ),
+        (501, 0, 1),
+        "every page counted"
+    );
+}
+
 /// Every fixture review posted to the webhook's router (the handler the HTTPS server runs): each
 /// answer is counted once under its outcome and reason and timed, and the label values are the
 /// documented ones.

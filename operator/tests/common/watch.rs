@@ -8,9 +8,11 @@
 //! at the request's `timeoutSeconds`, as a real watch does. A write that changed nothing but
 //! the fake's own bookkeeping (a no-op apply) sends no event, as on a real server.
 //!
-//! It also keeps one rule of the real server the fake does not: HorizontalPodAutoscalers carry
-//! no `metadata.generation` before Kubernetes 1.37 (the fake sets and bumps one), so a change
-//! filter that relies on it misses hand edits on real clusters.
+//! It also keeps rules of the real server the fake does not: HorizontalPodAutoscalers carry no
+//! `metadata.generation` before Kubernetes 1.37 (the fake sets and bumps one), so a change
+//! filter that relies on it misses hand edits on real clusters; and a list with `limit` is paged
+//! (in name order, with a `continue` token while more remain), where the fake cuts the list at
+//! `limit` and says nothing of the rest.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -38,6 +40,9 @@ pub fn serving(inner: Client) -> Client {
         async move {
             match watch_params(req.uri()) {
                 Some((list_uri, timeout)) => watch(inner, req, list_uri, timeout).await,
+                None if req.method() == http::Method::GET && page_params(req.uri()).is_some() => {
+                    Ok(boxed(page(&inner, req).await?))
+                }
                 None if without_generation(req.uri().path()) => {
                     Ok(boxed(strip_generation(inner.send(req).await?).await))
                 }
@@ -46,6 +51,87 @@ pub fn serving(inner: Client) -> Client {
         }
     });
     Client::new(svc, super::NS)
+}
+
+/// For a list request with `limit`: the list URI without `limit` and `continue`, the limit and
+/// the continue token (the `namespace/name` of the last object already sent).
+fn page_params(uri: &http::Uri) -> Option<(http::Uri, usize, Option<String>)> {
+    let query = uri.query()?;
+    let mut limit = None;
+    let mut token = None;
+    let mut kept = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("limit", v)) => limit = v.parse().ok(),
+            Some(("continue", v)) => {
+                token = Some(v.replace("%2F", "/").replace("%2f", "/"));
+            }
+            _ => kept.push(kv),
+        }
+    }
+    let limit = limit.filter(|l| *l > 0)?;
+    let list = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    Some((list.parse().ok()?, limit, token))
+}
+
+/// One page of a list, as a real server pages it.
+async fn page(
+    inner: &Client,
+    req: http::Request<Body>,
+) -> Result<http::Response<Body>, kube::Error> {
+    let Some((list_uri, limit, token)) = page_params(req.uri()) else {
+        return inner.send(req).await;
+    };
+    let mut full = http::Request::get(list_uri)
+        .body(Body::from(Vec::new()))
+        .expect("a list request");
+    *full.headers_mut() = req.headers().clone();
+    let response = inner.send(full).await?;
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(http::Response::from_parts(
+            parts,
+            Body::from(bytes.to_vec()),
+        ));
+    };
+    let key = |o: &Value| {
+        format!(
+            "{}/{}",
+            o["metadata"]["namespace"].as_str().unwrap_or_default(),
+            o["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    };
+    let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|o| key(o));
+    if let Some(token) = &token {
+        items.retain(|o| key(o).as_str() > token.as_str());
+    }
+    let remaining = items.len().saturating_sub(limit);
+    items.truncate(limit);
+    if remaining > 0
+        && let Some(last) = items.last()
+    {
+        list["metadata"]["continue"] = Value::String(key(last));
+        list["metadata"]["remainingItemCount"] = json!(remaining);
+    }
+    list["items"] = Value::Array(items);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(http::Response::from_parts(
+        parts,
+        Body::from(list.to_string().into_bytes()),
+    ))
 }
 
 /// Whether the kind at `path` has no `metadata.generation` on a real server (HPAs before 1.37).
