@@ -565,3 +565,57 @@ async fn turning_the_gate_on_scans_the_image_that_ran_without_it() {
     assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
     assert_eq!(cond(&h.get("fk").await, "ScanGatePassed").0, "True");
 }
+
+/// The status is the operator's only memory of the last admitted image. With the harness's
+/// status rule (a top-level field its manager stops applying is removed, as on a real server),
+/// every status path while an image is held keeps it: an invalid spec, a failed apply, and
+/// the reconcile after them still run the admitted digest. A path that forgot the field would
+/// lose it here, and the next desired state would have no image to run.
+#[tokio::test]
+async fn the_last_known_good_image_survives_every_status_path_while_held() {
+    use std::sync::atomic::Ordering;
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    img2_blocked(&h).await;
+    let held = h.get("fk").await.status.unwrap().last_known_good_image;
+    assert!(held.is_some());
+    let kept = |what: &'static str| {
+        let h = &h;
+        let held = held.clone();
+        async move {
+            assert_eq!(
+                h.get("fk").await.status.unwrap().last_known_good_image,
+                held,
+                "after {what}"
+            );
+        }
+    };
+
+    // An invalid spec: InvalidSpec status, nothing applied.
+    h.patch_spec(
+        "fk",
+        json!({"replicas": null, "autoscaling": {"minReplicas": 3, "maxReplicas": 2,
+                                                  "targetCPUUtilizationPercentage": 50}}),
+    )
+    .await;
+    assert_eq!(
+        h.reconcile("fk").await.unwrap_err().category(),
+        "InvalidSpec"
+    );
+    kept("an invalid spec").await;
+    h.patch_spec("fk", json!({"replicas": 2, "autoscaling": null}))
+        .await;
+
+    // A failed apply.
+    h.fail_deployment_applies.store(true, Ordering::SeqCst);
+    assert_eq!(
+        h.reconcile("fk").await.unwrap_err().category(),
+        "ApplyConflict"
+    );
+    kept("a failed apply").await;
+    h.fail_deployment_applies.store(false, Ordering::SeqCst);
+
+    h.reconcile("fk").await.unwrap();
+    kept("the next reconcile").await;
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+}

@@ -780,3 +780,50 @@ async fn an_image_set_by_another_manager_conflicts_per_field_and_the_operator_ta
         ["kubectl"]
     );
 }
+
+/// A FaceKeyDeployment status field its manager applied before and leaves out of its next apply
+/// is removed, as a real server removes it (the fake kept it, so a status path that forgot
+/// `lastKnownGoodImage` passed its tests); one another manager applied stays.
+#[tokio::test]
+async fn a_status_field_its_manager_stops_applying_is_removed() {
+    use facekey_crds::FaceKeyDeployment;
+    let (h, _) = ssa::harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false}}),
+    )
+    .await;
+    let api = h.api::<FaceKeyDeployment>();
+    let status = |manager: &str, status: Value| {
+        let api = api.clone();
+        let manager = manager.to_owned();
+        async move {
+            api.patch_status(
+                "fk",
+                &PatchParams::apply(&manager).force(),
+                &Patch::Apply(json!({"apiVersion": "facekey.dev/v1alpha1",
+                                     "kind": "FaceKeyDeployment", "status": status})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    status(
+        FIELD_MANAGER,
+        json!({"observedGeneration": 1, "lastKnownGoodImage": "ghcr.io/facekey/runtime:0.1.0"}),
+    )
+    .await;
+    status("someone-else", json!({"url": "http://fk.team.svc:8080"})).await;
+    status(FIELD_MANAGER, json!({"observedGeneration": 2})).await;
+    let got = h.get("fk").await.status.unwrap();
+    assert_eq!(got.observed_generation, Some(2));
+    assert_eq!(
+        got.last_known_good_image, None,
+        "dropped by its only manager"
+    );
+    assert_eq!(
+        got.url.as_deref(),
+        Some("http://fk.team.svc:8080"),
+        "another manager's field stays"
+    );
+}

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -158,6 +158,7 @@ pub struct Harness {
 /// immutable and its requested size cannot shrink: 422), and refused Job creations.
 fn interceptor(fail: Arc<AtomicBool>, fail_jobs: Arc<AtomicBool>) -> interceptor::Funcs {
     interceptor::Funcs::new()
+        .patch_status(status_apply_rule(StatusApplies::default()))
         .create(move |ctx| {
             if fail_jobs.load(Ordering::SeqCst)
                 && ctx.object.get("kind").and_then(Value::as_str) == Some("Job")
@@ -226,6 +227,76 @@ fn interceptor(fail: Arc<AtomicBool>, fail_jobs: Arc<AtomicBool>) -> interceptor
         json_patch::merge(&mut merged, ctx.patch);
         if merged == existing { Ok(Some(existing)) } else { Ok(None) }
     })
+}
+
+/// What each field manager last applied to a FaceKeyDeployment's status: the top-level fields,
+/// by namespace, name and manager.
+type StatusApplies = Arc<std::sync::Mutex<BTreeMap<(String, String, String), BTreeSet<String>>>>;
+
+/// A status server-side apply of a FaceKeyDeployment as a real server treats it, at the level of
+/// the status's top-level fields: one the manager applied before and leaves out now is removed
+/// (unless another manager's last apply holds it), where the fake merges the apply like a JSON
+/// merge patch and keeps it. So a status path that forgot `lastKnownGoodImage` loses it here as
+/// on a cluster (where the next desired state would then run no image), instead of passing.
+/// Nested fields are the status's own lists and the sidecar counter's `sidecar`, applied whole.
+pub fn status_apply_rule(
+    applied: StatusApplies,
+) -> impl Fn(interceptor::PatchStatusContext) -> kube_fake_client::Result<Option<Value>>
++ Send
++ Sync
++ 'static {
+    move |ctx| {
+        if ctx.patch_type != PatchType::ApplyPatch
+            || ctx.patch.get("kind").and_then(Value::as_str) != Some("FaceKeyDeployment")
+        {
+            return Ok(None);
+        }
+        let manager = ctx.params.field_manager.clone().unwrap_or_default();
+        let keys: BTreeSet<String> = ctx
+            .patch
+            .get("status")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let object = (ctx.namespace.to_owned(), ctx.name.to_owned());
+        let removed: Vec<String> = {
+            let mut applied = applied.lock().unwrap();
+            let before = applied
+                .insert(
+                    (object.0.clone(), object.1.clone(), manager.clone()),
+                    keys.clone(),
+                )
+                .unwrap_or_default();
+            let held_by_others: BTreeSet<String> = applied
+                .iter()
+                .filter(|((ns, name, m), _)| (ns, name) == (&object.0, &object.1) && *m != manager)
+                .flat_map(|(_, k)| k.iter().cloned())
+                .collect();
+            before
+                .difference(&keys)
+                .filter(|k| !held_by_others.contains(*k))
+                .cloned()
+                .collect()
+        };
+        if removed.is_empty() {
+            return Ok(None);
+        }
+        let Ok(current) = ctx.client.get::<FaceKeyDeployment>(ctx.namespace, ctx.name) else {
+            return Ok(None);
+        };
+        let mut value = serde_json::to_value(&current).unwrap();
+        if let Some(status) = value.get_mut("status").and_then(Value::as_object_mut) {
+            for key in &removed {
+                status.remove(key);
+            }
+        }
+        let Ok(trimmed) = serde_json::from_value::<FaceKeyDeployment>(value) else {
+            return Ok(None);
+        };
+        ctx.client
+            .update_status(ctx.namespace, &trimmed, &PostParams::default())?;
+        Ok(None)
+    }
 }
 
 /// A JSON patch (RFC 6902) made only of `test` operations, as the operator sends to check a

@@ -28,11 +28,12 @@
 //!   that changes nothing writes nothing.
 //!
 //! Not modelled: atomic maps and structs (`x-kubernetes-map-type: atomic`, e.g. label selectors)
-//! are owned key by key; server defaulting other than `replicas`; the status subresource (an
-//! apply's `status` is ignored, status writes bypass the harness); strategic merge patches
+//! are owned key by key; server defaulting other than `replicas`; the status subresource field
+//! by field (an apply's `status` is ignored here, status writes bypass this model); strategic merge patches
 //! (`kubectl set env` is played by the merge patch `kubectl edit` would send); API versions and
 //! timestamps of managers; the kinds the operator does not apply through it (prometheus-operator
-//! stand-ins get the fake's own merge).
+//! stand-ins get the fake's own merge). The FaceKeyDeployment status gets a coarser rule of its
+//! own ([`super::status_apply_rule`]: top-level fields a manager stops applying go).
 //!
 //! Every apply and update is recorded ([`Log`]) so tests can check the bodies the operator sent.
 
@@ -191,7 +192,9 @@ fn to_path(path: &[&str]) -> Path {
 }
 
 fn funcs(fail: Arc<AtomicBool>, log: Log) -> interceptor::Funcs {
-    interceptor::Funcs::new().patch(move |ctx| {
+    interceptor::Funcs::new()
+        .patch_status(super::status_apply_rule(Default::default()))
+        .patch(move |ctx| {
         if let Some(answer) = super::test_only_json_patch(&ctx) {
             return answer;
         }
