@@ -179,12 +179,13 @@ async fn shutdown_signal() {
 /// How often the held-rollout gauge is recomputed from the controller's cache.
 pub const HELD_REFRESH: Duration = Duration::from_secs(15);
 
-/// Recompute `facekey_operator_rollout_held` from the cached resources every [`HELD_REFRESH`]
-/// once the cache has its first full list: a state read from the statuses the operator wrote,
-/// so the alert on it holds while an image is held back, whichever replica leads and whenever
-/// Prometheus first scraped it (a counter born at 1 in a new leader's first reconcile shows no
-/// increase). Series are set and the stale ones removed, never all cleared at once (a scrape
-/// in between would see none), and a deleted resource's series goes.
+/// Recompute `facekey_operator_rollout_held` and `facekey_operator_resource_degraded` from the
+/// cached resources every [`HELD_REFRESH`] once the cache has its first full list: states read
+/// from the statuses the operator wrote, so the alerts on them hold while the state does,
+/// whichever replica leads and whenever Prometheus first scraped it (a counter born at 1 in a
+/// new leader's first reconcile shows no increase). Series are set and the stale ones removed,
+/// never all cleared at once (a scrape in between would see none), and a deleted resource's
+/// series go.
 fn held_rollouts(
     reader: reflector::Store<FaceKeyDeployment>,
     metrics: Metrics,
@@ -193,39 +194,59 @@ fn held_rollouts(
         if reader.wait_until_ready().await.is_err() {
             return;
         }
-        let mut set: std::collections::BTreeSet<[String; 3]> = std::collections::BTreeSet::new();
+        let mut held = StateGauge::new(metrics.rollouts_held.clone());
+        let mut degraded = StateGauge::new(metrics.resources_degraded.clone());
         loop {
-            let now: std::collections::BTreeSet<[String; 3]> = reader
-                .state()
-                .iter()
-                .filter_map(|fkd| {
-                    let reason = crate::status::rollout_held(fkd.status.as_ref())?;
-                    Some([
-                        fkd.namespace().unwrap_or_default(),
-                        fkd.name_any(),
-                        reason.to_owned(),
-                    ])
-                })
-                .collect();
-            for labels in &now {
-                let [namespace, name, reason] = labels;
-                metrics
-                    .rollouts_held
-                    .with_label_values(&[namespace.as_str(), name.as_str(), reason.as_str()])
-                    .set(1);
-            }
-            for [namespace, name, reason] in set.difference(&now) {
-                // Absent already is fine: nothing to remove.
-                let _ = metrics.rollouts_held.remove_label_values(&[
-                    namespace.as_str(),
-                    name.as_str(),
-                    reason.as_str(),
-                ]);
-            }
-            set = now;
+            let state = reader.state();
+            held.set(state.iter().filter_map(|fkd| {
+                let reason = crate::status::rollout_held(fkd.status.as_ref())?;
+                Some([
+                    fkd.namespace().unwrap_or_default(),
+                    fkd.name_any(),
+                    reason.to_owned(),
+                ])
+            }));
+            degraded.set(state.iter().filter_map(|fkd| {
+                let reason = crate::status::degraded(fkd.status.as_ref())?;
+                Some([fkd.namespace().unwrap_or_default(), fkd.name_any(), reason])
+            }));
             tokio::time::sleep(HELD_REFRESH).await;
         }
     })
+}
+
+/// A gauge vector of `namespace`, `name`, `reason` series at 1, kept equal to a set.
+struct StateGauge {
+    gauge: prometheus::IntGaugeVec,
+    set: std::collections::BTreeSet<[String; 3]>,
+}
+
+impl StateGauge {
+    fn new(gauge: prometheus::IntGaugeVec) -> Self {
+        Self {
+            gauge,
+            set: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Set the series of `now` to 1 and remove the ones no longer in it.
+    fn set(&mut self, now: impl Iterator<Item = [String; 3]>) {
+        let now: std::collections::BTreeSet<[String; 3]> = now.collect();
+        for [namespace, name, reason] in &now {
+            self.gauge
+                .with_label_values(&[namespace.as_str(), name.as_str(), reason.as_str()])
+                .set(1);
+        }
+        for [namespace, name, reason] in self.set.difference(&now) {
+            // Absent already is fine: nothing to remove.
+            let _ = self.gauge.remove_label_values(&[
+                namespace.as_str(),
+                name.as_str(),
+                reason.as_str(),
+            ]);
+        }
+        self.set = now;
+    }
 }
 
 /// How long a resource stays undecodable before its Event and status say so. An operator
@@ -572,6 +593,7 @@ pub async fn run_with(
     metrics.leader.set(0);
     metrics.undecodable.set(0);
     metrics.rollouts_held.reset();
+    metrics.resources_degraded.reset();
     let exit = exit.lock().map(|e| *e).unwrap_or(Exit::Signal);
     if exit == Exit::Signal
         && let Err(e) = elector.release().await

@@ -37,6 +37,9 @@ pub struct Metrics {
     /// 1 per FaceKeyDeployment whose `spec.image` the scan gate holds back, by namespace, name
     /// and reason (`VulnerabilitiesFound`, `ScanFailed`); recomputed from the leader's cache.
     pub rollouts_held: IntGaugeVec,
+    /// 1 per FaceKeyDeployment whose `Degraded` condition is True, by namespace, name and its
+    /// reason; recomputed from the leader's cache.
+    pub resources_degraded: IntGaugeVec,
     /// Scan Jobs created, by namespace.
     pub scan_jobs: IntCounterVec,
     /// Scan gate verdict changes, by namespace and verdict.
@@ -102,6 +105,13 @@ impl Metrics {
             Opts::new(
                 "facekey_operator_rollout_held",
                 "1 while the scan gate holds a FaceKeyDeployment's spec.image back, by reason",
+            ),
+            &["namespace", "name", "reason"],
+        )?;
+        let resources_degraded = IntGaugeVec::new(
+            Opts::new(
+                "facekey_operator_resource_degraded",
+                "1 while a FaceKeyDeployment's Degraded condition is True, by its reason",
             ),
             &["namespace", "name", "reason"],
         )?;
@@ -181,6 +191,7 @@ impl Metrics {
             Arc::new(duration.clone()),
             Arc::new(blocked_rollouts.clone()),
             Arc::new(rollouts_held.clone()),
+            Arc::new(resources_degraded.clone()),
             Arc::new(scan_jobs.clone()),
             Arc::new(scan_verdicts.clone()),
             Arc::new(pruned.clone()),
@@ -202,6 +213,7 @@ impl Metrics {
             duration,
             blocked_rollouts,
             rollouts_held,
+            resources_degraded,
             scan_jobs,
             scan_verdicts,
             pruned,

@@ -617,6 +617,23 @@ pub fn rollout_held(status: Option<&FaceKeyDeploymentStatus>) -> Option<&'static
         .find(|r| *r == c.reason)
 }
 
+/// Why the resource is degraded, read from a written status: the `Degraded` condition's reason
+/// while it is True (`ApplyFailed`, `ObjectNotOwned`, `RolloutStuck`, `ImageBlocked`, ...);
+/// `None` otherwise. A reason that is not one short PascalCase word reads as `Other`, so the
+/// metric built on it keeps a small label set whoever wrote the status.
+pub fn degraded(status: Option<&FaceKeyDeploymentStatus>) -> Option<String> {
+    let c = conditions::find(&status?.conditions, DEGRADED)?;
+    if c.status != "True" {
+        return None;
+    }
+    let known = c.reason.len() <= 40 && c.reason.chars().all(|ch| ch.is_ascii_alphanumeric());
+    Some(if known {
+        c.reason.clone()
+    } else {
+        "Other".to_owned()
+    })
+}
+
 /// `ScanGatePassed` reason: findings above the policy hold `spec.image` back.
 const VULNERABILITIES_FOUND: &str = "VulnerabilitiesFound";
 /// `ScanGatePassed` reason: the scan produced no usable report; `spec.image` is held back.
@@ -908,6 +925,31 @@ pub fn transition_events(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_degraded_reason_is_read_while_the_condition_is_true() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let with = |status: bool, reason: &'static str| FaceKeyDeploymentStatus {
+            conditions: conditions::merge(
+                &[],
+                &[Decided::new(DEGRADED, status, reason, "m")],
+                Some(1),
+                t0,
+            ),
+            ..FaceKeyDeploymentStatus::default()
+        };
+        assert_eq!(
+            degraded(Some(&with(true, "ApplyFailed"))).as_deref(),
+            Some("ApplyFailed")
+        );
+        assert_eq!(degraded(Some(&with(false, "AsExpected"))), None);
+        assert_eq!(
+            degraded(Some(&with(true, "not a reason: {x}"))).as_deref(),
+            Some("Other"),
+            "a label set kept small whoever wrote the status"
+        );
+        assert_eq!(degraded(None), None);
+    }
 
     #[test]
     fn a_held_rollout_is_read_from_the_gate_condition() {

@@ -483,7 +483,7 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 24);
+    assert_eq!(alerts, 25);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

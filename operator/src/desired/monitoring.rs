@@ -315,6 +315,21 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             description: "The vulnerability scan gate holds spec.image back ({{ $labels.reason }}: VulnerabilitiesFound is findings above the policy, ScanFailed a scan without a usable report); the previous image keeps serving. See the ScanGatePassed condition.".into(),
         },
         Alert {
+            name: "FaceKeyDeploymentDegraded",
+            // The operator's metric, read like facekey_operator_rollout_held (honorLabels: true;
+            // max_over_time bridges a leader change). A held image has its own alert above, and
+            // a status the operator cannot read its own in the operator's rules.
+            expr: format!(
+                "max by (namespace, name, reason) (max_over_time(facekey_operator_resource_degraded{{namespace=\"{namespace}\",name=\"{name}\",reason!~\"ImageBlocked|ScanFailed|SpecUndecodable\"}}[5m])) > 0"
+            ),
+            for_: "15m",
+            severity: "warning",
+            summary: format!("FaceKeyDeployment {namespace}/{name} is degraded ({{{{ $labels.reason }}}})"),
+            description: format!(
+                "For 15 minutes the operator has reported FaceKeyDeployment {namespace}/{name} Degraded with reason {{{{ $labels.reason }}}}; what runs does not follow the spec (an apply the API server refuses or that conflicts, an object of a child's name it does not own, a rollout past its progress deadline, an invalid spec). The Degraded condition's message says what; kubectl describe fkd {name} -n {namespace}."
+            ),
+        },
+        Alert {
             name: "FaceKeySubjectLockouts",
             // Every lock counts: it follows repeated failed verifications of one subject.
             expr: format!(
