@@ -290,8 +290,8 @@ pub enum Error {
     /// This replica lost the leader Lease: the reconcile stopped before writing.
     #[error("this replica no longer holds the leader Lease; stopped before writing")]
     NotLeader,
-    /// A reconcile did not finish in time: an API call got no answer (the client sets no
-    /// response timeout of its own, so watches may idle). Retried with backoff.
+    /// A reconcile did not finish within `reconcile::RECONCILE_TIMEOUT`: an API call got no
+    /// answer. Retried with backoff.
     #[error(
         "the reconcile did not finish within {after:?}: an API call got no answer; abandoned and retried"
     )]

@@ -71,11 +71,12 @@ pub struct Context {
     reconcile_timeout: Duration,
 }
 
-/// The longest one reconcile may take before it is abandoned and retried with backoff. The
-/// kube client sets no response timeout (so watches can idle), so an API server that takes a
-/// request and never answers (a stalled apiserver, a half-open connection through a load
-/// balancer) would otherwise hold the reconcile, and one of its RECONCILE_CONCURRENCY slots,
-/// forever. A healthy reconcile takes milliseconds to a few seconds.
+/// The longest one reconcile may take before it is abandoned and retried with backoff. An API
+/// server that takes a request and never answers (a stalled apiserver, a half-open connection
+/// through a load balancer) would otherwise hold the reconcile, and one of its
+/// RECONCILE_CONCURRENCY slots, until the client's read timeout (`client::READ_TIMEOUT`, almost
+/// 5 minutes; a client built elsewhere may have none). A healthy reconcile takes milliseconds to
+/// a few seconds.
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The longest publishing one Event may take: Events are best effort and must not outlive a
@@ -250,25 +251,70 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-/// The reconcile of `fkd` timed out: say so in its status when the API server takes that write
-/// (the call that hung may have been another kind's, e.g. behind a stalled admission webhook),
-/// within [`EVENT_TIMEOUT`]; the rest of the status stays as last known.
+/// The reconcile of `fkd` timed out: say so in its conditions when the API server takes that
+/// write (the call that hung may have been another kind's, e.g. behind a stalled admission
+/// webhook), within [`EVENT_TIMEOUT`].
 async fn timed_out(fkd: &FaceKeyDeployment, ctx: &Context) -> Error {
     let e = Error::Timeout {
         after: ctx.reconcile_timeout,
     };
     if ctx.ensure_leading().is_ok() {
-        match tokio::time::timeout(EVENT_TIMEOUT, write_observe_failure(ctx, fkd, &e)).await {
+        match tokio::time::timeout(EVENT_TIMEOUT, write_timeout_conditions(ctx, fkd, &e)).await {
             Ok(Ok(())) => {}
             Ok(Err(w)) => {
-                warn!(object = %key(fkd), error = %w, "writing the status of a timed-out reconcile failed")
+                warn!(object = %key(fkd), error = %w, "writing the conditions of a timed-out reconcile failed")
             }
             Err(_) => {
-                warn!(object = %key(fkd), "writing the status of a timed-out reconcile got no answer")
+                warn!(object = %key(fkd), "writing the conditions of a timed-out reconcile got no answer")
             }
         }
     }
     e
+}
+
+/// Field manager of the conditions a timed-out reconcile writes ([`write_timeout_conditions`]).
+pub const TIMEOUT_FIELD_MANAGER: &str = "facekey-operator-timeout";
+
+/// `observedGeneration` and the conditions of a timed-out reconcile, built on the status as
+/// stored now and applied under [`TIMEOUT_FIELD_MANAGER`], never the rest of the status. The
+/// reconcile's own status write may have landed with its answer lost (a half-open connection):
+/// the status it read at its start is older, and applying that under the operator's manager
+/// would take back the new `currentImage`, `lastKnownGoodImage` and scans, rolling the runtime
+/// back at the next reconcile.
+async fn write_timeout_conditions(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    e: &Error,
+) -> Result<(), kube::Error> {
+    let (Some(name), Some(namespace)) = (fkd.meta().name.clone(), fkd.namespace()) else {
+        return Ok(());
+    };
+    let api = crate::decode::api(ctx.client.clone(), Some(&namespace));
+    let live = api.get(&name).await?;
+    let stored: Option<FaceKeyDeploymentStatus> = live
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    let new = status::observe_failure(
+        stored.as_ref(),
+        fkd.meta().generation,
+        e.category(),
+        &e.to_string(),
+        e.is_refused(),
+        (ctx.clock)(),
+    );
+    let patch = json!({
+        "apiVersion": FaceKeyDeployment::api_version(&()),
+        "kind": FaceKeyDeployment::kind(&()),
+        "status": {"observedGeneration": new.observed_generation, "conditions": new.conditions},
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(TIMEOUT_FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn publish(ctx: &Context, fkd: &FaceKeyDeployment, ev: &EventSpec) {

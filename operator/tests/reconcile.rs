@@ -963,6 +963,67 @@ async fn a_reconcile_whose_api_call_never_answers_times_out_and_is_retried() {
     assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
 }
 
+/// A reconcile whose status write landed but whose answer never came (a half-open connection)
+/// times out; what it writes then are conditions only, on the status as stored, under their
+/// own field manager: the status it just wrote stays. Before, it applied the status read at its
+/// start under the operator's manager, and the server removed the new fields (here
+/// `currentImage` and `url`; with a held image, `lastKnownGoodImage` and the scans, so the next
+/// reconcile rolled the runtime back).
+#[tokio::test]
+async fn a_timed_out_reconcile_never_takes_back_the_status_it_wrote() {
+    use std::sync::atomic::AtomicBool;
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    let answer_lost = Arc::new(AtomicBool::new(true));
+    let inner = h.client.clone();
+    let lost = answer_lost.clone();
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let own_status_write = req.method() == http::Method::PATCH
+            && req.uri().path().ends_with("/facekeydeployments/fk/status")
+            && req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| kv == format!("fieldManager={}", facekey_operator::FIELD_MANAGER))
+            });
+        let lose = lost.load(Ordering::SeqCst) && own_status_write;
+        async move {
+            let answer = inner.send(req).await;
+            if lose {
+                // Applied, but the answer never arrives.
+                std::future::pending::<()>().await;
+            }
+            answer
+        }
+    });
+    let client = kube::Client::new(svc, NS);
+    let ctx = Arc::new(
+        common::test_context(&client, &h.clock).with_reconcile_timeout(Duration::from_secs(1)),
+    );
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        facekey_operator::reconcile::reconcile(Arc::new(h.get("fk").await), ctx.clone()),
+    )
+    .await
+    .expect("the reconcile gave up at its own timeout")
+    .unwrap_err();
+    assert_eq!(err.category(), "Timeout", "{err}");
+    let fkd = h.get("fk").await;
+    let status = fkd.status.clone().unwrap();
+    assert!(
+        status.current_image.is_some() && status.url.is_some(),
+        "the status the reconcile wrote is kept: {status:?}"
+    );
+    assert_eq!(cond(&fkd, "Degraded"), ("True".into(), "Timeout".into()));
+
+    // Answers arrive again: the next reconcile clears the condition it wrote.
+    answer_lost.store(false, Ordering::SeqCst);
+    facekey_operator::reconcile::reconcile(Arc::new(h.get("fk").await), ctx)
+        .await
+        .unwrap();
+    assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
+}
+
 #[tokio::test]
 async fn invalid_spec_applies_nothing_and_waits_for_a_change() {
     let h = harness(&[]).await;

@@ -25,6 +25,15 @@ printf 'ok: /openapi.json is valid OpenAPI %s (%s operations)\n' \
   "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openapi"])' "$WORK/openapi.json")" \
   "$(python3 -c 'import json,sys; print(sum(len(v) for v in json.load(open(sys.argv[1]))["paths"].values()))' "$WORK/openapi.json")"
 
+# Every reason a challenge session can fail with has words in the UI (not the code with spaces).
+python3 - "$WORK/openapi.json" "$ROOT/ui/src/lib/challenge.ts" <<'PYEOF' || fail "the UI lacks words for a session failure reason"
+import json, re, sys
+reasons = json.load(open(sys.argv[1]))["components"]["schemas"]["FailReason"]["enum"]
+ui = open(sys.argv[2]).read()
+missing = [r for r in reasons if not re.search(r"^\s+%s:" % re.escape(r), ui, re.M)]
+assert not missing, f"no words in ui/src/lib/challenge.ts for {missing}"
+print(f"ok: the UI words every session failure reason ({len(reasons)})")
+PYEOF
 # Real requests first: generated ones may use up the admin key's session budget (64 open).
 "$VENV/bin/python" "$ROOT/tests/api/real_cases.py" "$RUNTIME_URL" "$ROOT/runtime/testdata/faces" || fail "real requests"
 

@@ -104,6 +104,12 @@ const REASONS: Record<string, string> = {
   too_many_frames: "the session took too many frames",
   max_frames: "the session took too many frames",
   not_finished: "the runtime had not ended the session",
+  timestamps_not_increasing: "the frames' times did not increase (a replay?)",
+  frames_too_fast: "frames came faster than a camera sends them",
+  clock_mismatch: "the frames claim more time than passed (recorded earlier?)",
+  too_few_usable_frames: "too few frames showed the face clearly",
+  passive_liveness_low: "the anti-spoofing check judged the frames an attack",
+  challenge_incomplete: "the frames ran out before every action was seen",
 };
 
 /** A session's failure reasons in words; unknown codes are shown with spaces. */
