@@ -88,41 +88,63 @@ where
 /// An owned kind's watch events as reconcile triggers: every deletion, and an applied object
 /// only when `key` of it differs from the last seen (status churn filtered out). kube's
 /// `predicate_filter` cannot serve here: a deleted object's key equals its last one, so a
-/// deleted PDB or HPA triggered nothing and stayed gone until the next periodic reconcile.
+/// deleted PDB or HPA triggered nothing and stayed gone until the next periodic reconcile. After
+/// a relist (a watch that expired), an object the list no longer holds was deleted meanwhile: it
+/// triggers too, and is forgotten, so the memory holds only objects that exist.
 pub fn changed_or_deleted<K, S>(
     stream: S,
     key: fn(&K) -> u64,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send
 where
-    K: kube::Resource + Send + 'static,
+    K: kube::Resource + Clone + Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
-    let mut last: std::collections::HashMap<(Option<String>, String), u64> =
-        std::collections::HashMap::new();
+    type Id = (Option<String>, String);
+    let id = |obj: &K| {
+        (
+            obj.meta().namespace.clone(),
+            obj.meta().name.clone().unwrap_or_default(),
+        )
+    };
+    // The last key and object seen of each, and the ones a relist under way has listed.
+    let mut last: std::collections::HashMap<Id, (u64, K)> = std::collections::HashMap::new();
+    let mut relisted: Option<std::collections::HashSet<Id>> = None;
     stream
         .map(move |item| {
             let triggers: Vec<Result<K, watcher::Error>> = match item {
                 Err(e) => vec![Err(e)],
+                Ok(watcher::Event::Init) => {
+                    relisted = Some(std::collections::HashSet::new());
+                    Vec::new()
+                }
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                    let id = (
-                        obj.meta().namespace.clone(),
-                        obj.meta().name.clone().unwrap_or_default(),
-                    );
-                    let k = key(&obj);
-                    if last.insert(id, k) == Some(k) {
-                        Vec::new()
-                    } else {
-                        vec![Ok(obj)]
+                    let (id, k) = (id(&obj), key(&obj));
+                    if let Some(listed) = relisted.as_mut() {
+                        listed.insert(id.clone());
+                    }
+                    match last.insert(id, (k, obj.clone())) {
+                        Some((before, _)) if before == k => Vec::new(),
+                        _ => vec![Ok(obj)],
                     }
                 }
                 Ok(watcher::Event::Delete(obj)) => {
-                    last.remove(&(
-                        obj.meta().namespace.clone(),
-                        obj.meta().name.clone().unwrap_or_default(),
-                    ));
+                    last.remove(&id(&obj));
                     vec![Ok(obj)]
                 }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => Vec::new(),
+                Ok(watcher::Event::InitDone) => match relisted.take() {
+                    Some(listed) => {
+                        let gone: Vec<Id> = last
+                            .keys()
+                            .filter(|k| !listed.contains(*k))
+                            .cloned()
+                            .collect();
+                        gone.iter()
+                            .filter_map(|k| last.remove(k))
+                            .map(|(_, obj)| Ok(obj))
+                            .collect()
+                    }
+                    None => Vec::new(),
+                },
             };
             futures::stream::iter(triggers)
         })
@@ -180,6 +202,11 @@ mod tests {
             Ok(watcher::Event::Apply(cm("a", "22"))),
             Ok(watcher::Event::Delete(cm("a", "22"))),
             Ok(watcher::Event::Apply(cm("a", "22"))),
+            Ok(watcher::Event::Apply(cm("b", "1"))),
+            // A relist after the watch expired: b was deleted during the gap, a is unchanged.
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(cm("a", "22"))),
+            Ok(watcher::Event::InitDone),
         ];
         let out: Vec<String> = changed_or_deleted(futures::stream::iter(events), key)
             .map(|c| {
@@ -190,8 +217,9 @@ mod tests {
             .await;
         assert_eq!(
             out,
-            vec!["a=1", "a=22", "a=22", "a=22"],
-            "first sight, the change, the deletion and the re-creation; not the same key again"
+            vec!["a=1", "a=22", "a=22", "a=22", "b=1", "b=1"],
+            "first sight, the change, the deletion and the re-creation, not the same key again; \
+             a deletion a relist reveals"
         );
     }
 

@@ -127,6 +127,9 @@ async fn page(
         list["metadata"]["remainingItemCount"] = json!(remaining);
     }
     list["items"] = Value::Array(items);
+    if without_generation(req.uri().path()) {
+        drop_generation(&mut list);
+    }
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok(http::Response::from_parts(
         parts,
@@ -210,21 +213,22 @@ fn watch_params(uri: &http::Uri) -> Option<(http::Uri, Duration)> {
     Some((list.parse().ok()?, timeout))
 }
 
-/// The objects a list through `inner` returns, by namespace/name; `Err` carries a failed answer.
+/// The objects a list through `inner` returns, by namespace/name; `Err` carries a failed answer
+/// (`None`: no answer at all, which ends a watch rather than reading as every object deleted).
 async fn list(
     inner: &Client,
     uri: &http::Uri,
     headers: &http::HeaderMap,
-) -> Result<BTreeMap<String, Value>, http::Response<Body>> {
+) -> Result<BTreeMap<String, Value>, Option<http::Response<Body>>> {
     let mut req = http::Request::get(uri.clone())
         .body(Body::from(Vec::new()))
         .expect("a list request");
     *req.headers_mut() = headers.clone();
     let Ok(response) = inner.send(req).await else {
-        return Ok(BTreeMap::new());
+        return Err(None);
     };
     if !response.status().is_success() {
-        return Err(response);
+        return Err(Some(response));
     }
     let bytes = response
         .into_body()
@@ -276,7 +280,8 @@ async fn watch(
     // The first list answers for the watch itself: a refused or unknown kind fails as it would.
     let first = match list(&inner, &list_uri, &headers).await {
         Ok(objects) => objects,
-        Err(refused) => return Ok(boxed(refused)),
+        Err(Some(refused)) => return Ok(boxed(refused)),
+        Err(None) => return Err("the fake API server did not answer".into()),
     };
     let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     tokio::spawn(async move {
