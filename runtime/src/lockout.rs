@@ -784,20 +784,30 @@ impl Ledger for PgLedger {
     }
 }
 
+/// A copy of one shared lock: when it ends and when this replica learnt it.
+#[derive(Debug, Clone, Copy)]
+struct Copied {
+    until: Instant,
+    seen: Instant,
+}
+
 /// The shared ledger with a local fallback: while the shared one is unreachable, failures are
 /// counted in this replica's memory, so verification keeps answering during a database outage
 /// (as template reads do) and an attacker still meets a lock, only per replica: at most the
 /// threshold times the replicas within a window. The locks in force on the shared ledger keep
 /// holding through the outage: each replica keeps a copy of them (refreshed at every recheck,
-/// and from every answer about a subject), so an outage does not lift a lock or restart its
-/// escalation. Locks taken locally keep holding after the shared ledger is back, handed over
-/// to it at the next recheck (so every replica enforces them and an administrator's release on
-/// any replica lifts them). The switch is logged and exposed as `facekey_lockout_ledger_local`.
+/// and from every answer about a subject), so an outage does not lift a lock (a lock released
+/// elsewhere up to a recheck before the outage may still hold here; a lock that ends during the
+/// outage starts the next one at the base length, as the streak is not copied). Locks taken
+/// locally keep holding after the shared ledger is back, handed over to it at the next recheck
+/// (so every replica enforces them and an administrator's release on any replica lifts them).
+/// The switch is logged and exposed as `facekey_lockout_ledger_local`.
 pub struct FallbackLedger {
     shared: Arc<dyn Ledger>,
     local: MemoryLedger,
-    /// The shared ledger's locks as last seen: subject → when the lock ends.
-    copies: Mutex<HashMap<String, Instant>>,
+    /// The shared ledger's locks as last seen: subject → when the lock ends, and when this
+    /// replica learnt it.
+    copies: Mutex<HashMap<String, Copied>>,
     metrics: Metrics,
     degraded: std::sync::atomic::AtomicBool,
 }
@@ -814,7 +824,7 @@ impl FallbackLedger {
         }
     }
 
-    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Copied>> {
         self.copies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -824,7 +834,14 @@ impl FallbackLedger {
         match left {
             Some(left) => {
                 if copies.len() < MEMORY_CAPACITY || copies.contains_key(subject) {
-                    copies.insert(subject.to_owned(), Instant::now() + left);
+                    let now = Instant::now();
+                    copies.insert(
+                        subject.to_owned(),
+                        Copied {
+                            until: now + left,
+                            seen: now,
+                        },
+                    );
                 }
             }
             None => {
@@ -836,7 +853,7 @@ impl FallbackLedger {
     /// The time left on `subject`'s lock as the shared ledger last said, while it is unreachable.
     fn copied(&self, subject: &str) -> Option<Duration> {
         let mut copies = self.copies();
-        let until = *copies.get(subject)?;
+        let until = copies.get(subject)?.until;
         let now = Instant::now();
         if until > now {
             Some(until - now)
@@ -874,7 +891,9 @@ impl FallbackLedger {
                 return;
             }
         }
-        // The copy of the shared locks, whole: a lock released or run out elsewhere goes.
+        // The copy of the shared locks, whole: a lock released or run out elsewhere goes. One
+        // learnt from an answer while the list was being read is newer than the list: kept.
+        let asked = Instant::now();
         let active = self.shared.active_locks(MEMORY_CAPACITY).await;
         if self.note(&active) {
             return;
@@ -882,9 +901,22 @@ impl FallbackLedger {
         match active {
             Ok(locks) => {
                 let now = Instant::now();
-                *self.copies() = locks
+                let mut copies = self.copies();
+                let newer: Vec<(String, Copied)> = copies
+                    .iter()
+                    .filter(|(_, c)| c.seen >= asked)
+                    .map(|(s, c)| (s.clone(), *c))
+                    .collect();
+                *copies = locks
                     .into_iter()
-                    .map(|(subject, left)| (subject, now + left))
+                    .map(|(subject, left)| {
+                        let copy = Copied {
+                            until: now + left,
+                            seen: now,
+                        };
+                        (subject, copy)
+                    })
+                    .chain(newer)
                     .collect();
             }
             Err(e) => tracing::warn!(error = %e, "reading the shared locks failed"),
