@@ -83,6 +83,34 @@ where
     }
 }
 
+/// The operator running as `run` runs it, until [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<facekey_operator::Result<Exit>>,
+}
+
+/// Start the operator with `client` (seen through `manifests/rbac.yaml` unless the test wraps it
+/// otherwise) and `config`.
+fn start(client: kube::Client, config: RunConfig) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_with(client, config, async move {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    /// Ask it to stop and wait (up to 30 s) for it to end; how it ended.
+    async fn stop(self) -> Exit {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("shut down in time")
+            .unwrap()
+            .unwrap()
+    }
+}
+
 /// Waits (up to a minute) until no reconcile has run for 2 s: what follows is then reconciled
 /// only if its own watch event brings it.
 async fn settled(metrics: &facekey_operator::metrics::Metrics) {
@@ -108,7 +136,6 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         json!({"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false}}),
     )
     .await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -120,13 +147,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
         drain: DRAIN,
         ..run_config(&facekey_operator::metrics::Metrics::new().unwrap())
     };
-    let task = tokio::spawn(run_with(
-        common::rbac::enforcing(h.client.clone()),
-        config,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let Running { stop, task } = start(common::rbac::enforcing(h.client.clone()), config);
 
     let mut created = false;
     for _ in 0..200 {
@@ -153,7 +174,7 @@ async fn run_reconciles_as_leader_and_releases_the_lease_on_shutdown() {
 
     assert_eq!(readyz(port).await, 200);
     let stopped = std::time::Instant::now();
-    stop_tx.send(()).unwrap();
+    stop.send(()).unwrap();
     // Draining: not ready at once, and the process (with the webhook it would serve) stays up.
     let mut not_ready = false;
     for _ in 0..20 {
@@ -243,15 +264,8 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
         .unwrap();
 
     let metrics = facekey_operator::metrics::Metrics::new().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let config = run_config(&metrics);
-    let task = tokio::spawn(run_with(
-        common::rbac::enforcing(h.client.clone()),
-        config,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let operator = start(common::rbac::enforcing(h.client.clone()), config);
 
     let stalled = |obj: &DynamicObject| {
         obj.data
@@ -339,12 +353,7 @@ async fn one_undecodable_resource_does_not_stop_the_others() {
         "the unreadable status was replaced by the operator's own"
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("shut down in time")
-        .unwrap()
-        .unwrap();
+    operator.stop().await;
 }
 
 /// A resource the operator could not decode is reconciled once its spec is fixed, from the watch
@@ -374,14 +383,10 @@ async fn a_fixed_spec_is_reconciled_from_its_watch_event() {
     .await
     .unwrap();
     let metrics = facekey_operator::metrics::Metrics::new().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run_with(
+    let operator = start(
         common::rbac::enforcing(h.client.clone()),
         run_config(&metrics),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    );
     let condition = |obj: &DynamicObject, kind: &str| {
         obj.data
             .pointer("/status/conditions")
@@ -439,12 +444,7 @@ async fn a_fixed_spec_is_reconciled_from_its_watch_event() {
         "no resource is left undecodable"
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("shut down in time")
-        .unwrap()
-        .unwrap();
+    operator.stop().await;
 }
 
 /// A kind the operator may list but not watch (a role missing `watch` on PodDisruptionBudgets)
@@ -454,14 +454,11 @@ async fn a_fixed_spec_is_reconciled_from_its_watch_event() {
 async fn a_refused_watch_is_counted_and_reconciles_go_on() {
     let h = harness(&[]).await;
     let metrics = facekey_operator::metrics::Metrics::new().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let client = common::watch::refusing_watches_of(
         common::rbac::enforcing(h.client.clone()),
         "poddisruptionbudgets",
     );
-    let task = tokio::spawn(run_with(client, run_config(&metrics), async move {
-        let _ = stop_rx.await;
-    }));
+    let operator = start(client, run_config(&metrics));
     let refused = || {
         metrics
             .watch_errors
@@ -499,12 +496,7 @@ async fn a_refused_watch_is_counted_and_reconciles_go_on() {
         "only the refused kind fails"
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("shut down in time")
-        .unwrap()
-        .unwrap();
+    operator.stop().await;
 }
 
 /// Owned objects changed by hand are put back from their watch events: an HPA's `maxReplicas`
@@ -526,14 +518,10 @@ async fn a_hand_edited_hpa_and_a_deleted_pdb_are_put_back() {
     )
     .await;
     let metrics = facekey_operator::metrics::Metrics::new().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run_with(
+    let operator = start(
         common::rbac::enforcing(h.client.clone()),
         run_config(&metrics),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    );
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(h.client.clone(), common::NS);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(h.client.clone(), common::NS);
     let max_replicas = || async {
@@ -599,10 +587,5 @@ async fn a_hand_edited_hpa_and_a_deleted_pdb_are_put_back() {
         "the deleted PDB was recreated"
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("shut down in time")
-        .unwrap()
-        .unwrap();
+    operator.stop().await;
 }

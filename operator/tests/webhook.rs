@@ -487,14 +487,12 @@ fn events_name_the_pod_owner_and_what_happened() {
     assert!(events::event_for(&req, ok.decision.as_ref().unwrap()).is_none());
 }
 
-#[tokio::test]
-async fn the_counter_writes_injected_and_outdated_pods() {
-    use facekey_crds::FaceKeyDeployment;
-    use facekey_operator::webhook::sidecars;
+/// The fixture's first resource (`shop/verifier`, with a uid) and the sidecar settings hash its
+/// pods admitted now carry.
+fn counted_resource() -> (facekey_crds::FaceKeyDeployment, String) {
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let mut fkd = parse_resources(&resources).unwrap().resources.remove(0);
     fkd.metadata.uid = Some("6f1c2d3e-0000-4000-8000-000000000001".into());
-    // The settings pods admitted now carry (what the webhook writes in its patch).
     let current = facekey_operator::desired::sidecar_parts(
         "verifier",
         "shop",
@@ -503,6 +501,26 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         ADMITTED,
     )
     .config_hash();
+    (fkd, current)
+}
+
+/// The Event recorder the sidecar counter publishes with.
+fn recorder(client: &kube::Client) -> kube::runtime::events::Recorder {
+    kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "facekey-operator".into(),
+            instance: None,
+        },
+    )
+}
+
+#[tokio::test]
+async fn the_counter_writes_injected_and_outdated_pods() {
+    use facekey_crds::FaceKeyDeployment;
+    use facekey_operator::webhook::sidecars;
+    // The settings pods admitted now carry (what the webhook writes in its patch).
+    let (fkd, current) = counted_resource();
     let configured = |name: &str, image: &str, config: &str| -> Pod {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -542,13 +560,7 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         .build()
         .await
         .unwrap();
-    let recorder = kube::runtime::events::Recorder::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "facekey-operator".into(),
-            instance: None,
-        },
-    );
+    let recorder = recorder(&client);
     sidecars::count_all(&rbac::enforcing(client.clone()), &recorder, Some("shop")).await;
     let fkd = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
         .get("verifier")
@@ -571,17 +583,7 @@ async fn the_counter_writes_injected_and_outdated_pods() {
 async fn the_counter_pages_through_every_pod() {
     use facekey_crds::FaceKeyDeployment;
     use facekey_operator::webhook::sidecars;
-    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
-    let mut fkd = parse_resources(&resources).unwrap().resources.remove(0);
-    fkd.metadata.uid = Some("6f1c2d3e-0000-4000-8000-000000000001".into());
-    let current = facekey_operator::desired::sidecar_parts(
-        "verifier",
-        "shop",
-        &fkd.spec,
-        fkd.spec.sidecar.as_ref().unwrap(),
-        ADMITTED,
-    )
-    .config_hash();
+    let (fkd, current) = counted_resource();
     let mut builder = kube_fake_client::ClientBuilder::new()
         .with_resource::<FaceKeyDeployment>()
         .with_status_subresource::<FaceKeyDeployment>()
@@ -616,13 +618,7 @@ async fn the_counter_pages_through_every_pod() {
         .unwrap(),
     );
     let client = common::watch::serving(builder.build().await.unwrap());
-    let recorder = kube::runtime::events::Recorder::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "facekey-operator".into(),
-            instance: None,
-        },
-    );
+    let recorder = recorder(&client);
     sidecars::count_all(&rbac::enforcing(client.clone()), &recorder, Some("shop")).await;
     let sidecar = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
         .get("verifier")
@@ -947,13 +943,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     assert_eq!(refused["response"]["allowed"], false, "{refused}");
 
     // The count goes on for the readable resource.
-    let recorder = kube::runtime::events::Recorder::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "facekey-operator".into(),
-            instance: None,
-        },
-    );
+    let recorder = recorder(&client);
     sidecars::count_all(&client, &recorder, Some("shop")).await;
     let counted = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
         .get("verifier")
