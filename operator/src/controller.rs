@@ -35,21 +35,14 @@ pub const RECONCILE_CONCURRENCY: u16 = 8;
 /// Events for one resource within this window trigger one reconcile, not one each.
 pub const RECONCILE_DEBOUNCE: Duration = Duration::from_secs(1);
 
-/// What of an object should trigger a reconcile: its spec (the generation), labels, owner
-/// references and deletion, not its status. For the FaceKeyDeployment itself: its status is the
-/// operator's own output, and without this filter every status write would queue one more
-/// reconcile that applies nothing. For an owned HPA or PDB: an HPA rewrites its status with every
-/// metrics sync (every 15 s) and a PDB with every pod change; neither feeds the resource's status.
+/// What of the FaceKeyDeployment should trigger a reconcile: its spec (the generation), labels,
+/// owner references and deletion, not its status, which is the operator's own output: without
+/// this filter every status write would queue one more reconcile that applies nothing.
 pub fn spec_or_ownership<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
-    let meta = obj.meta();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut h);
-    meta.labels.hash(&mut h);
-    meta.deletion_timestamp.is_some().hash(&mut h);
-    for owner in meta.owner_references.iter().flatten() {
-        (&owner.uid, owner.controller).hash(&mut h);
-    }
+    obj.meta().generation.hash(&mut h);
+    hash_ownership(obj.meta(), &mut h);
     Some(h.finish())
 }
 
@@ -59,18 +52,98 @@ pub fn spec_or_ownership<K: Resource>(obj: &K) -> Option<u64> {
 /// status (an HPA rewrites it with every metrics sync, a PDB with every pod change).
 pub fn owned_spec_or_ownership<K: Resource + serde::Serialize>(obj: &K) -> u64 {
     use std::hash::{Hash, Hasher};
-    let meta = obj.meta();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_value(obj)
         .ok()
         .and_then(|v| v.get("spec").map(ToString::to_string))
         .hash(&mut h);
-    meta.labels.hash(&mut h);
-    meta.deletion_timestamp.is_some().hash(&mut h);
-    for owner in meta.owner_references.iter().flatten() {
-        (&owner.uid, owner.controller).hash(&mut h);
-    }
+    hash_ownership(obj.meta(), &mut h);
     h.finish()
+}
+
+/// The labels, deletion and owner references of `meta` into `h`: what both change filters
+/// watch beside the spec.
+fn hash_ownership(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    h: &mut impl std::hash::Hasher,
+) {
+    use std::hash::Hash;
+    meta.labels.hash(h);
+    meta.deletion_timestamp.is_some().hash(h);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.uid, owner.controller).hash(h);
+    }
+}
+
+/// `K` in namespace `ns`, or in every namespace.
+fn scoped<K>(client: Client, ns: Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client, &ns),
+        None => Api::all(client),
+    }
+}
+
+/// An owned kind's watch as reconcile triggers, metadata only (any change of one triggers):
+/// in the watched namespace, by the operator's labels (`cfg`), on its own backoff with its
+/// errors counted under its kind ([`watching::counted`]).
+fn owned_metadata<K>(
+    client: Client,
+    ns: Option<String>,
+    cfg: watcher::Config,
+    errors: prometheus::IntCounterVec,
+) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>>
++ Send
++ 'static
+where
+    K: k8s_openapi::Resource + Send + Sync + 'static,
+    PartialObjectMeta<K>: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    watching::counted(
+        watcher(scoped::<PartialObjectMeta<K>>(client, ns), cfg).default_backoff(),
+        (Component::Controller, kind, errors),
+    )
+    .touched_objects()
+}
+
+/// An owned kind whose status churns (HPA, PDB) as reconcile triggers: as [`owned_metadata`],
+/// whole objects, of which only a deletion or a change [`owned_spec_or_ownership`] sees
+/// triggers ([`watching::changed_or_deleted`]).
+fn owned_specs<K>(
+    client: Client,
+    ns: Option<String>,
+    cfg: watcher::Config,
+    errors: prometheus::IntCounterVec,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: k8s_openapi::Resource
+        + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    watching::changed_or_deleted(
+        watching::counted(
+            watcher(scoped::<K>(client, ns), cfg).default_backoff(),
+            (Component::Controller, kind, errors),
+        ),
+        owned_spec_or_ownership::<K>,
+    )
 }
 
 /// Settings of `facekey-operator run`.
@@ -432,16 +505,6 @@ pub async fn run_with(
     // operator cannot read must not stop the reconciles of every other.
     let fkd_api = crate::decode::api(client.clone(), config.watch_namespace.as_deref());
     let owned = config.watch_namespace.clone();
-    fn scoped<K>(client: Client, ns: Option<String>) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client, &ns),
-            None => Api::all(client),
-        }
-    }
     // Only objects carrying our managed-by label are cached, not every Deployment in the cluster.
     let owned_cfg = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={CONTROLLER_NAME},app.kubernetes.io/name={}",
@@ -466,10 +529,9 @@ pub async fn run_with(
     // Every watch on its own backoff, its errors counted and kept from the Controller (which
     // would back all triggers off together: crate::watching).
     let errors = metrics.watch_errors.clone();
-    let counted = |kind| (Component::Controller, kind, errors.clone());
     let primary = watching::counted(
         watcher(fkd_api, watcher::Config::default()).default_backoff(),
-        counted("FaceKeyDeployment"),
+        (Component::Controller, "FaceKeyDeployment", errors.clone()),
     )
     .map_ok(move |event| {
         let mut decoder = decoder
@@ -494,70 +556,39 @@ pub async fn run_with(
                 .concurrency(RECONCILE_CONCURRENCY)
                 .debounce(RECONCILE_DEBOUNCE),
         )
-        .owns_stream(
-            watching::counted(
-                watcher(
-                    scoped::<PartialObjectMeta<Deployment>>(c.clone(), ns.clone()),
-                    owned_cfg.clone(),
-                )
-                .default_backoff(),
-                counted("Deployment"),
-            )
-            .touched_objects(),
-        )
-        .owns_stream(
-            watching::counted(
-                watcher(
-                    scoped::<PartialObjectMeta<Service>>(c.clone(), ns.clone()),
-                    owned_cfg.clone(),
-                )
-                .default_backoff(),
-                counted("Service"),
-            )
-            .touched_objects(),
-        )
-        .owns_stream(
-            watching::counted(
-                watcher(
-                    scoped::<PartialObjectMeta<ConfigMap>>(c.clone(), ns.clone()),
-                    owned_cfg.clone(),
-                )
-                .default_backoff(),
-                counted("ConfigMap"),
-            )
-            .touched_objects(),
-        )
+        .owns_stream(owned_metadata::<Deployment>(
+            c.clone(),
+            ns.clone(),
+            owned_cfg.clone(),
+            errors.clone(),
+        ))
+        .owns_stream(owned_metadata::<Service>(
+            c.clone(),
+            ns.clone(),
+            owned_cfg.clone(),
+            errors.clone(),
+        ))
+        .owns_stream(owned_metadata::<ConfigMap>(
+            c.clone(),
+            ns.clone(),
+            owned_cfg.clone(),
+            errors.clone(),
+        ))
         // HPA and PDB status churn (metrics syncs, pod changes) does not trigger reconciles;
         // their deletion and any change of their spec does.
-        .owns_stream(watching::changed_or_deleted(
-            watching::counted(
-                watcher(
-                    scoped::<HorizontalPodAutoscaler>(c.clone(), ns.clone()),
-                    owned_cfg.clone(),
-                )
-                .default_backoff(),
-                counted("HorizontalPodAutoscaler"),
-            ),
-            owned_spec_or_ownership::<HorizontalPodAutoscaler>,
+        .owns_stream(owned_specs::<HorizontalPodAutoscaler>(
+            c.clone(),
+            ns.clone(),
+            owned_cfg.clone(),
+            errors.clone(),
         ))
-        .owns_stream(watching::changed_or_deleted(
-            watching::counted(
-                watcher(
-                    scoped::<PodDisruptionBudget>(c.clone(), ns.clone()),
-                    owned_cfg.clone(),
-                )
-                .default_backoff(),
-                counted("PodDisruptionBudget"),
-            ),
-            owned_spec_or_ownership::<PodDisruptionBudget>,
+        .owns_stream(owned_specs::<PodDisruptionBudget>(
+            c.clone(),
+            ns.clone(),
+            owned_cfg.clone(),
+            errors.clone(),
         ))
-        .owns_stream(
-            watching::counted(
-                watcher(scoped::<PartialObjectMeta<Job>>(c, ns), owned_cfg).default_backoff(),
-                counted("Job"),
-            )
-            .touched_objects(),
-        )
+        .owns_stream(owned_metadata::<Job>(c, ns, owned_cfg, errors))
         // A resource decodable again at an unchanged generation passes the change filter
         // unseen: the decoder asks for its reconcile.
         .reconcile_on(futures::stream::poll_fn(move |cx| {
