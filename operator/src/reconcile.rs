@@ -303,18 +303,23 @@ async fn write_timeout_conditions(
         e.is_refused(),
         (ctx.clock)(),
     );
-    let patch = json!({
-        "apiVersion": FaceKeyDeployment::api_version(&()),
-        "kind": FaceKeyDeployment::kind(&()),
-        "status": {"observedGeneration": new.observed_generation, "conditions": new.conditions},
-    });
     api.patch_status(
         &name,
         &PatchParams::apply(TIMEOUT_FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        &Patch::Apply(&conditions_patch(&new)),
     )
     .await?;
     Ok(())
+}
+
+/// A status server-side apply of `status`'s `observedGeneration` and conditions alone, for a
+/// field manager of its own: the rest of the status stays the operator's.
+fn conditions_patch(status: &FaceKeyDeploymentStatus) -> serde_json::Value {
+    json!({
+        "apiVersion": FaceKeyDeployment::api_version(&()),
+        "kind": FaceKeyDeployment::kind(&()),
+        "status": {"observedGeneration": status.observed_generation, "conditions": status.conditions},
+    })
 }
 
 async fn publish(ctx: &Context, fkd: &FaceKeyDeployment, ev: &EventSpec) {
@@ -883,11 +888,7 @@ pub async fn report_undecodable(
     if u.status.as_ref() == Some(&new) {
         return;
     }
-    let patch = json!({
-        "apiVersion": FaceKeyDeployment::api_version(&()),
-        "kind": FaceKeyDeployment::kind(&()),
-        "status": {"observedGeneration": new.observed_generation, "conditions": new.conditions},
-    });
+    let patch = conditions_patch(&new);
     let api = crate::decode::api(
         ctx.client.clone(),
         Some(&u.placeholder.namespace().unwrap_or_default()),
