@@ -791,6 +791,16 @@ struct Copied {
     seen: Instant,
 }
 
+impl Copied {
+    /// A lock with `left` to run, learnt at `now`.
+    fn lasting(left: Duration, now: Instant) -> Self {
+        Self {
+            until: now + left,
+            seen: now,
+        }
+    }
+}
+
 /// The shared ledger with a local fallback: while the shared one is unreachable, failures are
 /// counted in this replica's memory, so verification keeps answering during a database outage
 /// (as template reads do) and an attacker still meets a lock, only per replica: at most the
@@ -834,14 +844,7 @@ impl FallbackLedger {
         match left {
             Some(left) => {
                 if copies.len() < MEMORY_CAPACITY || copies.contains_key(subject) {
-                    let now = Instant::now();
-                    copies.insert(
-                        subject.to_owned(),
-                        Copied {
-                            until: now + left,
-                            seen: now,
-                        },
-                    );
+                    copies.insert(subject.to_owned(), Copied::lasting(left, Instant::now()));
                 }
             }
             None => {
@@ -909,13 +912,7 @@ impl FallbackLedger {
                     .collect();
                 *copies = locks
                     .into_iter()
-                    .map(|(subject, left)| {
-                        let copy = Copied {
-                            until: now + left,
-                            seen: now,
-                        };
-                        (subject, copy)
-                    })
+                    .map(|(subject, left)| (subject, Copied::lasting(left, now)))
                     .chain(newer)
                     .collect();
             }
