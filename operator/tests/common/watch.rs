@@ -56,26 +56,38 @@ pub fn serving(inner: Client) -> Client {
 /// For a list request with `limit`: the list URI without `limit` and `continue`, the limit and
 /// the continue token (the `namespace/name` of the last object already sent).
 fn page_params(uri: &http::Uri) -> Option<(http::Uri, usize, Option<String>)> {
-    let query = uri.query()?;
-    let mut limit = None;
-    let mut token = None;
+    let (list, taken) = split_query(uri, &["limit", "continue"])?;
+    let limit = taken
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .filter(|l| *l > 0)?;
+    let token = taken
+        .get("continue")
+        .map(|v| v.replace("%2F", "/").replace("%2f", "/"));
+    Some((list, limit, token))
+}
+
+/// `uri` without the query parameters named in `keys`, and those parameters' values.
+fn split_query<'a>(
+    uri: &'a http::Uri,
+    keys: &[&str],
+) -> Option<(http::Uri, BTreeMap<&'a str, &'a str>)> {
+    let mut taken = BTreeMap::new();
     let mut kept = Vec::new();
-    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-        match kv.split_once('=') {
-            Some(("limit", v)) => limit = v.parse().ok(),
-            Some(("continue", v)) => {
-                token = Some(v.replace("%2F", "/").replace("%2f", "/"));
-            }
-            _ => kept.push(kv),
+    for kv in uri.query()?.split('&').filter(|kv| !kv.is_empty()) {
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        if keys.contains(&key) {
+            taken.insert(key, value);
+        } else {
+            kept.push(kv);
         }
     }
-    let limit = limit.filter(|l| *l > 0)?;
-    let list = if kept.is_empty() {
+    let rest = if kept.is_empty() {
         uri.path().to_owned()
     } else {
         format!("{}?{}", uri.path(), kept.join("&"))
     };
-    Some((list.parse().ok()?, limit, token))
+    Some((rest.parse().ok()?, taken))
 }
 
 /// One page of a list, as a real server pages it.
@@ -177,40 +189,25 @@ fn boxed(response: http::Response<Body>) -> Answer {
 
 /// For a watch request: the list URI it watches (its watch parameters removed) and its timeout.
 fn watch_params(uri: &http::Uri) -> Option<(http::Uri, Duration)> {
-    let query = uri.query()?;
-    let pairs: Vec<&str> = query.split('&').filter(|kv| !kv.is_empty()).collect();
-    if !pairs
-        .iter()
-        .any(|kv| *kv == "watch=true" || *kv == "watch=1")
-    {
+    let (list, taken) = split_query(
+        uri,
+        &[
+            "watch",
+            "timeoutSeconds",
+            "allowWatchBookmarks",
+            "resourceVersion",
+            "resourceVersionMatch",
+            "sendInitialEvents",
+        ],
+    )?;
+    if !matches!(taken.get("watch"), Some(&"true" | &"1")) {
         return None;
     }
-    let timeout = pairs
-        .iter()
-        .find_map(|kv| kv.strip_prefix("timeoutSeconds="))
+    let timeout = taken
+        .get("timeoutSeconds")
         .and_then(|s| s.parse().ok())
         .map_or(Duration::from_secs(290), Duration::from_secs);
-    let kept: Vec<&str> = pairs
-        .into_iter()
-        .filter(|kv| {
-            let key = kv.split('=').next().unwrap_or_default();
-            !matches!(
-                key,
-                "watch"
-                    | "timeoutSeconds"
-                    | "allowWatchBookmarks"
-                    | "resourceVersion"
-                    | "resourceVersionMatch"
-                    | "sendInitialEvents"
-            )
-        })
-        .collect();
-    let list = if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
-    };
-    Some((list.parse().ok()?, timeout))
+    Some((list, timeout))
 }
 
 /// The objects a list through `inner` returns, by namespace/name; `Err` carries a failed answer
