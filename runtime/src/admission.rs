@@ -19,7 +19,17 @@
 //!
 //! A waiting request that goes away (client disconnected, deadline passed) gives its place back
 //! as soon as its future is dropped; a running one keeps its place until its model work ends.
+//!
+//! The places are shared among API keys by demand ([`Admission::admit_for`], [`key_caps`]): one
+//! key sending more than the places serve must not leave every other key with 503s. Each key's
+//! demand is its arrival rate times the service time (in places); a key asking for less than an
+//! equal share is reserved what it asks for, and the keys asking for more share the rest
+//! equally. A key at its reservation may still take a place while more are free than the other
+//! keys' reservations still need, so a key alone (or with idle neighbours) keeps the whole
+//! capacity for its bursts; one beyond it is refused with [`KeyShareFull`] (429
+//! `too_many_inferences`), which leaves the places it would have taken to the keys within theirs.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -101,6 +111,53 @@ pub struct Overloaded {
     pub retry_after: Duration,
 }
 
+/// The request's key holds the places it may count on while other keys need the rest: it should
+/// retry after `retry_after` (429 `too_many_inferences`).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error(
+    "too many inferences for this key: it holds {held} of the {capacity} inference places, its \
+     share while {keys} keys ask for places is {cap}; retry in {} s",
+    retry_after.as_secs()
+)]
+pub struct KeyShareFull {
+    /// Places the key held (running and waiting).
+    pub held: usize,
+    /// Places it may count on now ([`key_caps`]).
+    pub cap: usize,
+    /// Keys asking for places now, the key included.
+    pub keys: usize,
+    /// The places shared out (running, plus waiting while requests may queue).
+    pub capacity: usize,
+    /// When to retry.
+    pub retry_after: Duration,
+}
+
+impl KeyShareFull {
+    /// The `reason` label of `facekey_admission_rejected_total` for this refusal.
+    pub const LABEL: &'static str = "key_share";
+}
+
+/// Why a keyed request got no place: its key's share, or the service's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum Refused {
+    /// The key holds its share while other keys need the rest.
+    #[error(transparent)]
+    KeyShare(#[from] KeyShareFull),
+    /// Every place is taken.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+}
+
+impl Refused {
+    /// The `reason` label of `facekey_admission_rejected_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refused::KeyShare(_) => KeyShareFull::LABEL,
+            Refused::Overloaded(o) => o.reason.label(),
+        }
+    }
+}
+
 /// Counts for metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdmissionStats {
@@ -141,6 +198,7 @@ pub struct Admission {
     rejected: AtomicU64,
     service: Arc<ServiceTime>,
     arrivals: Arrivals,
+    keys: KeyUses,
 }
 
 /// A place among the running inferences; given back when dropped, when its hold time feeds the
@@ -149,6 +207,7 @@ pub struct Admission {
 pub struct Permit {
     _running: OwnedSemaphorePermit,
     _place: Place,
+    _key: Option<KeyPlace>,
     since: Instant,
     service: Arc<ServiceTime>,
 }
@@ -167,6 +226,82 @@ impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What each key holds and asks for; a key is forgotten once it holds nothing and its arrival
+/// rate has decayed below [`KEY_FORGET_RATE`].
+type KeyUses = Arc<Mutex<HashMap<Arc<str>, KeyUse>>>;
+
+/// Arrivals per second below which a key holding no place no longer counts as asking for one:
+/// about 5 s after its last arrival.
+pub const KEY_FORGET_RATE: f64 = 0.05;
+
+/// One key's use of the places.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyUse {
+    /// Places held, running and waiting.
+    held: usize,
+    /// Its arrivals, refused ones included (that is its demand).
+    arrivals: ArrivalRate,
+}
+
+/// A place counted against its key; released on drop.
+#[derive(Debug)]
+struct KeyPlace {
+    keys: KeyUses,
+    key: Arc<str>,
+}
+
+impl Drop for KeyPlace {
+    fn drop(&mut self) {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(used) = keys.get_mut(&self.key) {
+            used.held = used.held.saturating_sub(1);
+        }
+    }
+}
+
+/// The places each key may count on, max-min fair by demand (in places): keys asking for less
+/// than an equal share of what is left get what they ask for, rounded up; the others share the
+/// rest equally, rounded down; every key at least one place. The order is that of `demands`.
+pub fn key_caps(capacity: usize, demands: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..demands.len()).collect();
+    order.sort_by(|&a, &b| demands[a].total_cmp(&demands[b]));
+    let mut caps = vec![0; demands.len()];
+    let mut left = capacity as f64;
+    for (served, &i) in order.iter().enumerate() {
+        let equal = left / (demands.len() - served) as f64;
+        let demand = if demands[i].is_finite() {
+            demands[i].max(0.0)
+        } else {
+            f64::INFINITY
+        };
+        if demand > equal {
+            // This key and every one after it asks for more than an equal share of the rest.
+            for &j in &order[served..] {
+                caps[j] = (equal.floor() as usize).max(1);
+            }
+            break;
+        }
+        caps[i] = (demand.ceil() as usize).max(1);
+        left = (left - demand.ceil()).max(0.0);
+    }
+    caps
+}
+
+/// Whether the key at `me` in `held` (places each key holds) may take one more of `capacity`
+/// places, given `caps` from [`key_caps`]: while it holds fewer than its cap, or while more
+/// places are free than the other keys' caps still reserve for them.
+pub fn may_take(me: usize, held: &[usize], caps: &[usize], capacity: usize) -> bool {
+    if held[me] < caps[me] {
+        return true;
+    }
+    let free = capacity.saturating_sub(held.iter().sum());
+    let reserved: usize = (0..held.len())
+        .filter(|&k| k != me)
+        .map(|k| caps[k].saturating_sub(held[k]))
+        .sum();
+    free > reserved
 }
 
 /// Exponentially weighted moving average of hold times in microseconds (0: none yet), weight
@@ -291,6 +426,7 @@ impl Admission {
             rejected: AtomicU64::new(0),
             service: Arc::new(ServiceTime::default()),
             arrivals: Arrivals::new(),
+            keys: KeyUses::default(),
         }
     }
 
@@ -314,6 +450,7 @@ impl Admission {
         Permit {
             _running: running,
             _place: place,
+            _key: None,
             since: Instant::now(),
             service: self.service.clone(),
         }
@@ -368,6 +505,77 @@ impl Admission {
                 drop(place);
                 Err(self.overloaded(OverloadReason::WaitedTooLong))
             }
+        }
+    }
+
+    /// A place for a request of API key `key`: as [`Admission::admit`], after the key's share
+    /// ([`key_caps`], [`may_take`]) when other keys ask for places too. The key's arrival counts
+    /// towards its demand whether or not it gets a place.
+    pub async fn admit_for(&self, key: &str) -> Result<Permit, Refused> {
+        let place = self.take_key_place(key)?;
+        let mut permit = self.admit().await?;
+        permit._key = Some(place);
+        Ok(permit)
+    }
+
+    /// Count the key's arrival, check its share and count a place against it.
+    fn take_key_place(&self, key: &str) -> Result<KeyPlace, KeyShareFull> {
+        let now = self.arrivals.epoch.elapsed().as_secs_f64();
+        let tau = ARRIVAL_TIME_CONSTANT;
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let stored = match keys.get_key_value(key) {
+            Some((stored, _)) => stored.clone(),
+            None => {
+                let stored: Arc<str> = Arc::from(key);
+                keys.insert(stored.clone(), KeyUse::default());
+                stored
+            }
+        };
+        if let Some(used) = keys.get_mut(key) {
+            used.arrivals = used.arrivals.arrive(now, tau);
+        }
+        keys.retain(|_, u| u.held > 0 || u.arrivals.at(now, tau) >= KEY_FORGET_RATE);
+        if let (Some(service), true) = (self.service.get(), keys.len() > 1) {
+            let capacity = self.capacity_now(service);
+            let ids: Vec<&Arc<str>> = keys.keys().collect();
+            let held: Vec<usize> = ids.iter().map(|k| keys[*k].held).collect();
+            let demands: Vec<f64> = ids
+                .iter()
+                .map(|k| {
+                    let u = keys[*k];
+                    (u.arrivals.at(now, tau) * service.as_secs_f64()).max(u.held as f64)
+                })
+                .collect();
+            let caps = key_caps(capacity, &demands);
+            let me = ids.iter().position(|k| ***k == *key).unwrap_or_default();
+            if !may_take(me, &held, &caps, capacity) {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(KeyShareFull {
+                    held: held[me],
+                    cap: caps[me],
+                    keys: ids.len(),
+                    capacity,
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        }
+        if let Some(used) = keys.get_mut(key) {
+            used.held += 1;
+        }
+        Ok(KeyPlace {
+            keys: self.keys.clone(),
+            key: stored,
+        })
+    }
+
+    /// The places shared among keys: running and waiting while requests may queue, running
+    /// only while the offered load is over `queue_max_load` (when nothing queues).
+    fn capacity_now(&self, service: Duration) -> usize {
+        let load = offered_load(self.arrivals.get(), service, self.limits.in_flight);
+        if load > self.limits.queue_max_load {
+            self.limits.in_flight
+        } else {
+            self.limits.in_flight + self.limits.queue
         }
     }
 
@@ -627,5 +835,88 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(a.stats().queued, 1);
         waiting.abort();
+    }
+
+    #[test]
+    fn keys_asking_for_little_are_reserved_it_and_the_rest_is_shared() {
+        // A key alone may count on every place.
+        assert_eq!(key_caps(20, &[100.0]), vec![20]);
+        assert_eq!(key_caps(20, &[0.2]), vec![1]);
+        // A flood beside a key asking for half a place: one place kept for the small one.
+        assert_eq!(key_caps(4, &[25.0, 0.5]), vec![3, 1]);
+        assert_eq!(key_caps(4, &[0.5, 25.0]), vec![1, 3]);
+        // Floods share equally, rounded down, at least one place each.
+        assert_eq!(key_caps(4, &[10.0, 10.0]), vec![2, 2]);
+        assert_eq!(key_caps(4, &[10.0, 10.0, 10.0]), vec![1, 1, 1]);
+        assert_eq!(key_caps(2, &[9.0, 9.0, 9.0]), vec![1, 1, 1]);
+        // What a small key leaves goes to the others.
+        assert_eq!(key_caps(10, &[1.0, 30.0, 30.0]), vec![1, 4, 4]);
+        // Unreadable demands count as floods; none at all is no key.
+        assert_eq!(key_caps(4, &[f64::NAN, 0.5]), vec![3, 1]);
+        assert_eq!(key_caps(4, &[]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_key_at_its_cap_takes_only_places_nobody_else_has_reserved() {
+        // The flood at its cap of 3 leaves the last place to the small key.
+        assert!(!may_take(0, &[3, 0], &[3, 1], 4));
+        assert!(may_take(1, &[3, 0], &[3, 1], 4));
+        // Under its cap it may take one, even when that leaves the others' reservations short
+        // (the others' share is then refused by the whole capacity, not by this check).
+        assert!(may_take(0, &[2, 0], &[3, 1], 4));
+        // Places nobody has reserved go to whoever asks: three floods of one place each on
+        // four places keep the fourth busy.
+        assert!(may_take(0, &[1, 1, 1], &[1, 1, 1], 4));
+        assert!(!may_take(0, &[2, 1, 1], &[1, 1, 1], 4));
+    }
+
+    /// A key alone fills every place; once another key asked for a place and was refused, the
+    /// first is held to its share and the place it gives back goes to the other.
+    #[tokio::test]
+    async fn a_key_over_its_share_leaves_places_to_the_other_keys() {
+        let a = admission(2, 0, Duration::from_secs(1));
+        let p = a.admit_for("flood").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(p);
+        let _f1 = a.admit_for("flood").await.unwrap();
+        let f2 = a.admit_for("flood").await.unwrap();
+        match a.admit_for("small").await.unwrap_err() {
+            Refused::Overloaded(o) => assert_eq!(o.reason, OverloadReason::QueueFull),
+            other => panic!("refused for {other:?}"),
+        }
+        drop(f2);
+        // One place is free, and it is the small key's: the flood is refused it.
+        let refused = a.admit_for("flood").await.unwrap_err();
+        assert_eq!(refused.label(), "key_share");
+        let Refused::KeyShare(share) = refused else {
+            panic!("refused for {refused:?}")
+        };
+        assert_eq!(
+            (share.held, share.cap, share.keys, share.capacity),
+            (1, 1, 2, 2)
+        );
+        assert_eq!(share.retry_after, Duration::from_secs(1));
+        assert!(share.to_string().contains("holds 1 of the 2"), "{share}");
+        let _s1 = a.admit_for("small").await.unwrap();
+        assert_eq!(a.stats().in_flight, 2);
+        assert_eq!(a.stats().rejected, 2);
+    }
+
+    /// Places a key waits for count against it too, and are given back when its request goes.
+    #[tokio::test]
+    async fn a_key_gives_its_places_back_with_its_requests() {
+        let a = Arc::new(admission(1, 2, Duration::from_secs(10)));
+        let running = a.admit_for("one").await.unwrap();
+        let waiting = {
+            let a = a.clone();
+            tokio::spawn(async move { a.admit_for("one").await.map(|_p| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(a.keys.lock().unwrap()["one"].held, 2);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(a.keys.lock().unwrap()["one"].held, 1);
+        drop(running);
+        assert_eq!(a.keys.lock().unwrap()["one"].held, 0);
     }
 }

@@ -541,6 +541,139 @@ async fn overload_is_refused_at_once_with_retry_after() {
     s.stop().await;
 }
 
+/// One key flooding the inference places does not shut out another key: once the other key
+/// asked for a place, the flood is held to its share (429 `too_many_inferences`, `Retry-After`)
+/// and the other key's verifications keep being served.
+#[tokio::test]
+async fn a_flooding_key_leaves_places_to_another_key() {
+    use facekey_runtime::auth::Scope;
+    use facekey_runtime::auth::keys::{key_line, new_key};
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut keys = std::collections::BTreeMap::new();
+    for (id, scope) in [
+        ("flood", Scope::Verify),
+        ("small", Scope::Verify),
+        ("admin", Scope::Admin),
+    ] {
+        let key = new_key().unwrap();
+        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
+        text.push('\n');
+        keys.insert(id, key);
+    }
+    let keys_file = dir.path().join("fair-api-keys");
+    std::fs::write(&keys_file, text).unwrap();
+    let mut config = Config::for_tests();
+    config.max_inflight = 2;
+    config.max_queue = Some(0);
+    config.api_keys_file = Some(keys_file);
+    let s = Running::start(config).await;
+    let admin = common::keyed_client(&keys["admin"]);
+    let (status, v) = s
+        .json(
+            admin
+                .post(s.url("/v1/subjects"))
+                .json(&json!({ "name": "Eileen Collins" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let form = Form::new().part(
+        "image",
+        Part::bytes(face("astronaut.png")).file_name("astronaut.png"),
+    );
+    let (status, v) = s
+        .json(
+            admin
+                .post(s.url(&format!("/v1/subjects/{id}/faces")))
+                .multipart(form),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let verify = |client: reqwest::Client| {
+        let form = Form::new().text("subject", id.clone()).part(
+            "image",
+            Part::bytes(face("astronaut_640x480.jpg")).file_name("p.jpg"),
+        );
+        let request = client.post(s.url("/v1/verify")).multipart(form);
+        async move {
+            let r = request.send().await.unwrap();
+            let retry = r.headers().get("retry-after").cloned();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (status, retry, body)
+        }
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = common::keyed_client(&keys["flood"]);
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (done, flood) = (done.clone(), flood.clone());
+            async move {
+                let mut answers = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answer = verify(flood.clone()).await;
+                    if answer.0 != StatusCode::OK {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    answers.push(answer);
+                }
+                answers
+            }
+        })
+        .collect();
+    let small = common::keyed_client(&keys["small"]);
+    let paced = async {
+        // Let the flood hold every place first.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            answers.push(verify(small.clone()).await);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        answers
+    };
+    let (flooded, paced) = tokio::join!(futures::future::join_all(workers), paced);
+    let flooded: Vec<_> = flooded.into_iter().flatten().collect();
+    // The small key's first request may find the flood holding both places; after it, the
+    // flood keeps one free for it.
+    let served = paced.iter().filter(|a| a.0 == StatusCode::OK).count();
+    assert!(
+        served >= 8,
+        "the small key was served {served} of 10 times: {:?}",
+        paced
+            .iter()
+            .map(|a| (a.0, a.2["error"]["code"].clone()))
+            .collect::<Vec<_>>()
+    );
+    let held_back: Vec<_> = flooded
+        .iter()
+        .filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(
+        !held_back.is_empty(),
+        "the flood was never held to its share"
+    );
+    for (_, retry, body) in &held_back {
+        assert_eq!(body["error"]["code"], "too_many_inferences", "{body}");
+        assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+    }
+    assert!(
+        flooded.iter().any(|a| a.0 == StatusCode::OK),
+        "the flood keeps its share"
+    );
+    let metrics = s.metrics_as(&admin).await;
+    assert!(
+        common::metric(
+            &metrics,
+            "facekey_admission_rejected_total{reason=\"key_share\"}"
+        ) >= held_back.len() as f64,
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
 /// A crowd photo cannot multiply one request's model work: `/v1/liveness` analyses at most
 /// `FACEKEY_MAX_FACES_PER_IMAGE` faces (the most confident) and counts the rest.
 #[tokio::test]

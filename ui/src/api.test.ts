@@ -467,6 +467,9 @@ describe("errorAdvice", () => {
     expect(errorAdvice(new ApiError(429, "too_many_uploads", "", 1))).toBe(
       "This API key is already sending many uploads at once: try again in 1 s.",
     );
+    expect(errorAdvice(new ApiError(429, "too_many_inferences", "", 1))).toBe(
+      "This API key is using its share of the runtime while other keys wait for theirs: try again in 1 s.",
+    );
     expect(errorAdvice(new ApiError(408, "body_too_slow", ""))).toMatch(/upload was too slow/);
     expect(errorAdvice(new ApiError(503, "overloaded", "", 1))).toBe("The runtime is busy: try again in 1 s.");
     expect(errorAdvice(new ApiError(507, "key_subject_quota", ""))).toMatch(/FACEKEY_MAX_SUBJECTS_PER_KEY/);

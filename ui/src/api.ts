@@ -72,6 +72,8 @@ export function errorAdvice(e: ApiError): string | undefined {
     case 429:
       if (e.code === "subject_locked") return `Too many failed verifications locked this subject: ${wait}.`;
       if (e.code === "too_many_uploads") return `This API key is already sending many uploads at once: ${wait}.`;
+      if (e.code === "too_many_inferences")
+        return `This API key is using its share of the runtime while other keys wait for theirs: ${wait}.`;
       return `Too many requests with this key: ${wait}.`;
     case 503:
       return e.retryAfter !== undefined ? `The runtime is busy: ${wait}.` : undefined;

@@ -5,7 +5,11 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
+
 use super::error::ApiError;
+use crate::admission::Refused;
+use crate::auth::Caller;
 use crate::engine::Engine;
 use crate::state::SharedState;
 use crate::vision::{Cancel, VisionError};
@@ -19,28 +23,40 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// The API key id of a request's caller, the owner its inference places are counted against.
+pub fn key_id(caller: Option<&Extension<Caller>>) -> Option<&str> {
+    caller.map(|c| &*c.key_id)
+}
+
 /// Run a vision call on the inference pool with the loaded engine, once admission control gives
-/// it a place (503 `overloaded` at once when running and queue are full). When the request goes
+/// it a place (503 `overloaded` at once when running and queue are full; 429
+/// `too_many_inferences` when `key`, the caller's API key id, holds its share of the places
+/// while other keys need the rest). When the request goes
 /// away (client disconnected, the timeout answered), the work stops at its next stage boundary;
 /// its place is held until then.
 pub async fn with_engine<T, F>(
     state: &SharedState,
     engine: Arc<Engine>,
+    key: Option<&str>,
     f: F,
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Engine, &Cancel) -> Result<T, VisionError> + Send + 'static,
 {
-    let permit = match state.admission.admit().await {
+    let admitted = match key {
+        Some(key) => state.admission.admit_for(key).await,
+        None => state.admission.admit().await.map_err(Refused::from),
+    };
+    let permit = match admitted {
         Ok(p) => p,
-        Err(overloaded) => {
+        Err(refused) => {
             state
                 .metrics
                 .admission_rejected
-                .with_label_values(&[overloaded.reason.label()])
+                .with_label_values(&[refused.label()])
                 .inc();
-            return Err(overloaded.into());
+            return Err(refused.into());
         }
     };
     let cancel = Cancel::default();

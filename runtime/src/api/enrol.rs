@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use facekey_settings::env;
 use serde::Serialize;
 
-use super::blocking::with_engine;
+use super::blocking::{key_id, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiPath;
 use super::faces::{is_admin, observe_timings, request_id};
@@ -301,9 +301,12 @@ pub async fn enrol(
         quality: true,
     };
     let image = input.image;
-    let analysis = with_engine(&state, engine.clone(), move |e, c| {
-        e.vision.analyze(&image, options, c)
-    })
+    let analysis = with_engine(
+        &state,
+        engine.clone(),
+        key_id(caller.as_ref()),
+        move |e, c| e.vision.analyze(&image, options, c),
+    )
     .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
     check_one_face(&analysis)?;

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::admission::Overloaded;
+use crate::admission::{KeyShareFull, Overloaded, Refused};
 use crate::lockout::LockoutError;
 use crate::metrics::MetricsError;
 use crate::state::NotReady;
@@ -131,6 +131,28 @@ impl From<Overloaded> for ApiError {
         ApiError {
             retry_after: Some(e.retry_after.as_secs().max(1)),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+        }
+    }
+}
+
+impl From<KeyShareFull> for ApiError {
+    fn from(e: KeyShareFull) -> Self {
+        ApiError {
+            retry_after: Some(e.retry_after.as_secs().max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_inferences",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::KeyShare(e) => e.into(),
+            Refused::Overloaded(e) => e.into(),
         }
     }
 }

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::blocking::with_engine;
+use super::blocking::{key_id, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::image_input::{ImageInput, SESSION_FIELD};
 use super::sessions::SessionProbe;
@@ -507,9 +507,12 @@ async fn verify_decided(
     let include_layers = parse_flag(&input, "include_layers")?;
     let templates = verifiable_subject(&state, &subject).await?;
     let image = input.image;
-    let analysis: FaceAnalysis = with_engine(&state, engine.clone(), move |e, c| {
-        e.vision.analyze(&image, AnalyzeOptions::FULL, c)
-    })
+    let analysis: FaceAnalysis = with_engine(
+        &state,
+        engine.clone(),
+        key_id(caller.as_ref()),
+        move |e, c| e.vision.analyze(&image, AnalyzeOptions::FULL, c),
+    )
     .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
@@ -961,10 +964,11 @@ async fn identify_decided(
         )
         .await?;
         let embedding = probe.embedding.clone();
-        let (nearest, searched, matching) = with_engine(&state, engine.clone(), move |_, _| {
-            Ok(search(&enrolments, &embedding, limit))
-        })
-        .await?;
+        let (nearest, searched, matching) =
+            with_engine(&state, engine.clone(), Some(&key), move |_, _| {
+                Ok(search(&enrolments, &embedding, limit))
+            })
+            .await?;
         (
             IdentifyProbe::Session(Box::new(probe)),
             nearest,
@@ -973,13 +977,17 @@ async fn identify_decided(
         )
     } else {
         let image = input.image;
-        let (analysis, (nearest, searched, matching)) =
-            with_engine(&state, engine.clone(), move |e, c| {
+        let (analysis, (nearest, searched, matching)) = with_engine(
+            &state,
+            engine.clone(),
+            key_id(caller.as_ref()),
+            move |e, c| {
                 let analysis: FaceAnalysis = e.vision.analyze(&image, AnalyzeOptions::FULL, c)?;
                 let found = search(&enrolments, &analysis.embedding, limit);
                 Ok((analysis, found))
-            })
-            .await?;
+            },
+        )
+        .await?;
         observe_timings(&state, &analysis.timings, &analysis.inference);
         (
             IdentifyProbe::Image(Box::new(analysis)),
@@ -1272,9 +1280,12 @@ pub async fn liveness(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let image = input.image;
-    let report: LivenessReport = with_engine(&state, engine.clone(), move |e, c| {
-        e.vision.liveness_all_until(&image, c)
-    })
+    let report: LivenessReport = with_engine(
+        &state,
+        engine.clone(),
+        key_id(caller.as_ref()),
+        move |e, c| e.vision.liveness_all_until(&image, c),
+    )
     .await?;
     observe_timings(&state, &report.timings, &report.inference);
     let faces: Vec<LivenessFace> = report

@@ -232,7 +232,9 @@ fn common_responses(access: &Access, has_body: bool) -> Vec<(&'static str, &'sta
             out.push((
                 "429",
                 "`too_many_uploads`: the key's bodies being received already hold its share \
-                 of `FACEKEY_MAX_BODY_MEMORY_BYTES` (`Retry-After`)",
+                 of `FACEKEY_MAX_BODY_MEMORY_BYTES`; on operations that run the models, also \
+                 `too_many_inferences`: the key holds its share of the inference places while \
+                 other keys need the rest (`Retry-After`)",
             ));
         }
         out.push((

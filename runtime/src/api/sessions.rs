@@ -739,7 +739,7 @@ pub async fn frames(
     let reservation = BatchReservation {
         held: Some((store.clone(), key.clone(), id.clone())),
     };
-    let observed = with_engine(&state, engine, move |e, cancel| {
+    let observed = with_engine(&state, engine, Some(&key), move |e, cancel| {
         let mut out: Vec<FrameObservation> = Vec::with_capacity(frames.len());
         for (bytes, ts) in &frames {
             if cancel.is_cancelled() {
@@ -1046,7 +1046,7 @@ pub(super) async fn take_session_probe(
         (probe.embedding, probe.quality, None, false)
     } else {
         let image = image.clone();
-        let a = with_engine(state, engine.clone(), move |e, c| {
+        let a = with_engine(state, engine.clone(), Some(key), move |e, c| {
             e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
         })
         .await?;
