@@ -6,9 +6,12 @@ Standard library only.
 
 usage: loadgen.py phases.json
   phases.json: {"url", "body_file", "auth", "pid", "phases": [{"name", "rate", "seconds",
-                "closed": <connections, optional: closed loop instead of a rate>}],
+                "closed": <connections, optional: closed loop instead of a rate>,
+                "streams": <optional: [{"name", "rate", "auth"}] sent side by side instead,
+                            each with its own API key and summary>}],
                 "out": <results file>}
 Prints one JSON summary per phase and writes them all, with the RSS series, to "out".
+429s (a key held to its share) are counted apart from 503s and from errors.
 """
 
 import asyncio
@@ -62,6 +65,25 @@ async def sampler(pid, t0, series, stop):
             pass
 
 
+def request_for(url, body, auth):
+    u = urllib.parse.urlsplit(url)
+    return (
+        f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+        f"Authorization: {auth}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+async def streams(host, port, cfg, body, spec, t0):
+    """The phase's streams side by side, each summarised as a phase of its own."""
+    parts = [
+        phase(host, port, request_for(cfg["url"], body, st["auth"]),
+              {"name": st["name"], "rate": st["rate"], "seconds": spec["seconds"]}, t0)
+        for st in spec["streams"]
+    ]
+    done = await asyncio.gather(*parts)
+    return {"name": spec["name"], "seconds": spec["seconds"], "streams": done}
+
+
 async def phase(host, port, request, spec, t0):
     results = []  # (send time since phase start, status, latency ms)
     start = time.perf_counter()
@@ -89,7 +111,8 @@ async def phase(host, port, request, spec, t0):
     elapsed = time.perf_counter() - start
     ok = [ms for _, s, ms in results if s == 200]
     shed = [ms for _, s, ms in results if s == 503]
-    other = [s for _, s, _ in results if s not in (200, 503)]
+    held = [ms for _, s, ms in results if s == 429]
+    other = [s for _, s, _ in results if s not in (200, 503, 429)]
     # Accepted throughput per 5 s window, to see recovery and stability.
     windows = {}
     for at, s, _ in results:
@@ -105,6 +128,8 @@ async def phase(host, port, request, spec, t0):
         "accepted": len(ok),
         "accepted_rps": round(len(ok) / elapsed, 2),
         "shed_503": len(shed),
+        "held_429": len(held),
+        "held_ms": {"p50": pct(held, 50), "p99": pct(held, 99)},
         "errors": len(other),
         "error_statuses": sorted(set(other)),
         "accepted_ms": {"p50": pct(ok, 50), "p90": pct(ok, 90), "p99": pct(ok, 99), "max": max(ok) if ok else None},
@@ -117,17 +142,17 @@ async def phase(host, port, request, spec, t0):
 async def main(cfg):
     u = urllib.parse.urlsplit(cfg["url"])
     body = open(cfg["body_file"], "rb").read()
-    request = (
-        f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
-        f"Authorization: {cfg['auth']}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    request = request_for(cfg["url"], body, cfg["auth"])
     t0 = time.perf_counter()
     series, stop = [], asyncio.Event()
     rss_task = asyncio.create_task(sampler(cfg["pid"], t0, series, stop))
     out = []
     for spec in cfg["phases"]:
         began = round(time.perf_counter() - t0, 1)
-        r = await phase(u.hostname, u.port, request, spec, t0)
+        if spec.get("streams"):
+            r = await streams(u.hostname, u.port, cfg, body, spec, t0)
+        else:
+            r = await phase(u.hostname, u.port, request, spec, t0)
         r["began_at_s"] = began
         print(json.dumps(r), flush=True)
         out.append(r)

@@ -4,14 +4,17 @@
 #
 #   bench/overload/run.sh overload   # unloaded p99, sustainable rate S (wrk), 4xS for 5 min, recovery at S/2
 #   bench/overload/run.sh soak       # unloaded p99, S (wrk), then 80 % of S for 10 min
+#   bench/overload/run.sh fair       # unloaded p99, S (wrk), a second key at S/4 alone for 30 s, then
+#                                    # beside the first key at 4xS for 2 min: what each key is served
 #
 # Env: FACEKEY_RUNTIME_BIN (skip the release build), RUNTIME_ARGS (extra runtime flags),
 # OVERLOAD_SECS (300), SOAK_SECS (600), RECOVERY_SECS (60), FACTOR (4), SOAK_FRACTION (0.8),
+# FAIR_SECS (120), SMALL_FRACTION (0.25: the second key's rate over S),
 # SUSTAIN_CONNECTIONS (wrk -c for the sustainable rate; default: the runtime's max in-flight,
 # nproc), RATE (skip the wrk step and use this sustainable rate; SUSTAIN_P99_MS its p99), RESULTS_DIR.
 set -euo pipefail
 MODE="${1:-overload}"
-case "$MODE" in overload|soak) ;; *) echo "usage: $0 overload|soak" >&2; exit 2 ;; esac
+case "$MODE" in overload|soak|fair) ;; *) echo "usage: $0 overload|soak|fair" >&2; exit 2 ;; esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HERE="$ROOT/bench/overload"
 RESULTS_DIR="${RESULTS_DIR:-$HERE/results}"
@@ -20,6 +23,8 @@ SOAK_SECS="${SOAK_SECS:-600}"
 RECOVERY_SECS="${RECOVERY_SECS:-60}"
 FACTOR="${FACTOR:-4}"
 SOAK_FRACTION="${SOAK_FRACTION:-0.8}"
+FAIR_SECS="${FAIR_SECS:-120}"
+SMALL_FRACTION="${SMALL_FRACTION:-0.25}"
 SUSTAIN_CONNECTIONS="${SUSTAIN_CONNECTIONS:-$(nproc)}"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -28,6 +33,15 @@ source "$ROOT/bench/verify/server.sh"
 start_bench_runtime --lockout-attempts 0 ${RUNTIME_ARGS:-}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load before $load_before"
 python3 "$ROOT/bench/verify/probe.py" "$url/v1/verify" "$work/body.json" 5 >/dev/null   # warm-up
+# The fair mode's second key (verify scope), read by the runtime within 2 s.
+SMALL_AUTH=""
+if [ "$MODE" = fair ]; then
+  small_out=$("$FACEKEY_RUNTIME_BIN" new-api-key small --scopes verify 2>/dev/null)
+  sed -n 2p <<<"$small_out" >>"$work/api-keys"
+  SMALL_AUTH="Bearer $(sed -n 1p <<<"$small_out")"
+  sleep 3
+fi
+export SMALL_AUTH
 
 # The sustainable rate: closed-loop wrk at the runtime's in-flight limit (every request is
 # admitted at once; more connections would only queue or be shed).
@@ -48,12 +62,19 @@ fi
 echo "sustainable rate S = $RATE verify/s (wrk -c$SUSTAIN_CONNECTIONS, 30 s, no 503; p99 $SUSTAIN_P99_MS ms)"
 
 python3 - "$MODE" "$RATE" "$url" "$work" "$pid" "$RESULTS_DIR" "$OVERLOAD_SECS" "$SOAK_SECS" \
-  "$RECOVERY_SECS" "$FACTOR" "$SOAK_FRACTION" >"$work/phases.json" <<'PY'
-import json, sys
-mode, rate, url, work, pid, out, over, soak, rec, factor, frac = sys.argv[1:]
-rate, factor, frac = float(rate), float(factor), float(frac)
+  "$RECOVERY_SECS" "$FACTOR" "$SOAK_FRACTION" "$FAIR_SECS" "$SMALL_FRACTION" >"$work/phases.json" <<'PY'
+import json, os, sys
+mode, rate, url, work, pid, out, over, soak, rec, factor, frac, fair, small = sys.argv[1:]
+rate, factor, frac, small = float(rate), float(factor), float(frac), float(small)
 phases = [{"name": "unloaded", "closed": 1, "seconds": 20}]
-if mode == "overload":
+flood, alone = os.environ["WRK_AUTH"], os.environ["SMALL_AUTH"]
+if mode == "fair":
+    phases += [{"name": "small_alone", "streams": [{"name": "small", "rate": small * rate, "auth": alone}],
+                "seconds": 30},
+               {"name": "fair", "seconds": int(fair),
+                "streams": [{"name": "flood", "rate": factor * rate, "auth": flood},
+                            {"name": "small", "rate": small * rate, "auth": alone}]}]
+elif mode == "overload":
     phases += [{"name": "overload", "rate": factor * rate, "seconds": int(over)},
                {"name": "recovery", "rate": rate / 2, "seconds": int(rec)}]
 else:
@@ -105,7 +126,25 @@ def show(p):
     if s["p50"] is not None:
         print("  503 latency ms:      p50 %.2f p99 %.2f max %.2f" % (s["p50"], s["p99"], s["max"]))
 
-if mode == "overload":
+if mode == "fair":
+    alone, both = ph["small_alone"]["streams"][0], {st["name"]: st for st in ph["fair"]["streams"]}
+    show(alone)
+    for st in both.values():
+        show(st)
+        if st["held_429"]:
+            print("  429 too_many_inferences: %d, p50 %.2f p99 %.2f ms" % (
+                st["held_429"], st["held_ms"]["p50"], st["held_ms"]["p99"]))
+    small, flood = both["small"], both["flood"]
+    verdicts = {
+        "small_served_alone": round(alone["accepted"] / max(alone["requests"], 1), 3),
+        "small_served_beside_flood": round(small["accepted"] / max(small["requests"], 1), 3),
+        "small_p99_alone_ms": alone["accepted_ms"]["p99"],
+        "small_p99_beside_flood_ms": small["accepted_ms"]["p99"],
+        "flood_accepted_rps_over_sustainable": round(flood["accepted_rps"] / rate, 2),
+        "all_accepted_rps_over_sustainable": round((flood["accepted_rps"] + small["accepted_rps"]) / rate, 2),
+        "flood_429": flood["held_429"], "flood_503": flood["shed_503"],
+    }
+elif mode == "overload":
     o, r = ph["overload"], ph["recovery"]
     show(o); show(r)
     o["rss"] = rss_over(o)

@@ -20,14 +20,17 @@
 //! A waiting request that goes away (client disconnected, deadline passed) gives its place back
 //! as soon as its future is dropped; a running one keeps its place until its model work ends.
 //!
-//! The places are shared among API keys by demand ([`Admission::admit_for`], [`key_caps`]): one
-//! key sending more than the places serve must not leave every other key with 503s. Each key's
-//! demand is its arrival rate times the service time (in places); a key asking for less than an
-//! equal share is reserved what it asks for, and the keys asking for more share the rest
-//! equally. A key at its reservation may still take a place while more are free than the other
-//! keys' reservations still need, so a key alone (or with idle neighbours) keeps the whole
-//! capacity for its bursts; one beyond it is refused with [`KeyShareFull`] (429
-//! `too_many_inferences`), which leaves the places it would have taken to the keys within theirs.
+//! The running places are shared among API keys by demand ([`Admission::admit_for`],
+//! [`key_caps`]), so that one key sending more than the places serve cannot leave every other
+//! key with 503s. Each key's demand is its arrival rate times the service time (in places); a
+//! key asking for less than an equal share is allotted what it asks for (at least one place),
+//! the keys asking for more share the rest equally. Every key takes a free place at once, so a
+//! key alone (or beside idle ones) keeps the whole capacity. What the share changes is who may
+//! wait: a key within its share may wait for the next place even while the offered load is over
+//! `queue_max_load`, and the waiting are served before any new arrival, while a key at its
+//! share gets no more than the free places then and, refused, is told so with [`KeyShareFull`]
+//! (429 `too_many_inferences`) rather than 503. Without a queue (`queue` 0) nobody waits, and
+//! the share only names the refusal.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -111,23 +114,26 @@ pub struct Overloaded {
     pub retry_after: Duration,
 }
 
-/// The request's key holds the places it may count on while other keys need the rest: it should
-/// retry after `retry_after` (429 `too_many_inferences`).
+/// The request's key holds its share of the places while other keys ask for places too, and no
+/// place was free: it should retry after `retry_after` (429 `too_many_inferences`).
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[error(
-    "too many inferences for this key: it holds {held} of the {capacity} inference places, its \
-     share while {keys} keys ask for places is {cap}; retry in {} s",
+    "too many inferences for this key: it holds {held} inference places (running and waiting) \
+     and its share of the {in_flight} running places while {keys} keys ask for them is {cap}; \
+     {refused}; retry in {} s",
     retry_after.as_secs()
 )]
 pub struct KeyShareFull {
     /// Places the key held (running and waiting).
     pub held: usize,
-    /// Places it may count on now ([`key_caps`]).
+    /// Its share of the running places ([`key_caps`]).
     pub cap: usize,
     /// Keys asking for places now, the key included.
     pub keys: usize,
-    /// The places shared out (running, plus waiting while requests may queue).
-    pub capacity: usize,
+    /// The running places.
+    pub in_flight: usize,
+    /// Why no place was given beyond its share.
+    pub refused: OverloadReason,
     /// When to retry.
     pub retry_after: Duration,
 }
@@ -261,6 +267,17 @@ impl Drop for KeyPlace {
     }
 }
 
+/// A key's standing when it asked for a place.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    /// Places it held before this request.
+    held: usize,
+    /// Its share of the running places.
+    cap: usize,
+    /// Keys asking for places, it included.
+    keys: usize,
+}
+
 /// The places each key may count on, max-min fair by demand (in places): keys asking for less
 /// than an equal share of what is left get what they ask for, rounded up; the others share the
 /// rest equally, rounded down; every key at least one place. The order is that of `demands`.
@@ -287,21 +304,6 @@ pub fn key_caps(capacity: usize, demands: &[f64]) -> Vec<usize> {
         left = (left - demand.ceil()).max(0.0);
     }
     caps
-}
-
-/// Whether the key at `me` in `held` (places each key holds) may take one more of `capacity`
-/// places, given `caps` from [`key_caps`]: while it holds fewer than its cap, or while more
-/// places are free than the other keys' caps still reserve for them.
-pub fn may_take(me: usize, held: &[usize], caps: &[usize], capacity: usize) -> bool {
-    if held[me] < caps[me] {
-        return true;
-    }
-    let free = capacity.saturating_sub(held.iter().sum());
-    let reserved: usize = (0..held.len())
-        .filter(|&k| k != me)
-        .map(|k| caps[k].saturating_sub(held[k]))
-        .sum();
-    free > reserved
 }
 
 /// Exponentially weighted moving average of hold times in microseconds (0: none yet), weight
@@ -460,7 +462,16 @@ impl Admission {
     /// offered load is within `queue_max_load`, the queue has room and the predicted wait is
     /// within the bound, else [`Overloaded`] immediately.
     pub async fn admit(&self) -> Result<Permit, Overloaded> {
-        let arrivals_per_sec = self.arrivals.arrive();
+        self.admit_arrived(self.arrivals.arrive(), false).await
+    }
+
+    /// [`Admission::admit`] for a request already counted in `arrivals_per_sec`; with
+    /// `may_wait` it may wait for a place whatever the offered load.
+    async fn admit_arrived(
+        &self,
+        arrivals_per_sec: f64,
+        may_wait: bool,
+    ) -> Result<Permit, Overloaded> {
         // Reserve a place among running + waiting; `ahead` is how many held one before.
         let (place, ahead) = {
             let capacity = self.limits.in_flight + self.limits.queue;
@@ -487,7 +498,7 @@ impl Admission {
         let position = ahead.saturating_sub(self.limits.in_flight) + 1;
         if let Some(service) = self.service.get() {
             let load = offered_load(arrivals_per_sec, service, self.limits.in_flight);
-            if load > self.limits.queue_max_load {
+            if load > self.limits.queue_max_load && !may_wait {
                 drop(place);
                 return Err(self.overloaded(OverloadReason::OverCapacity { offered_load: load }));
             }
@@ -508,18 +519,37 @@ impl Admission {
         }
     }
 
-    /// A place for a request of API key `key`: as [`Admission::admit`], after the key's share
-    /// ([`key_caps`], [`may_take`]) when other keys ask for places too. The key's arrival counts
-    /// towards its demand whether or not it gets a place.
+    /// A place for a request of API key `key`: as [`Admission::admit`], but while other keys ask
+    /// for places too, a key within its share ([`key_caps`]) may wait for one whatever the
+    /// offered load, and a key at its share that is refused gets [`KeyShareFull`]. The key's
+    /// arrival counts towards its demand whether or not it gets a place.
     pub async fn admit_for(&self, key: &str) -> Result<Permit, Refused> {
-        let place = self.take_key_place(key)?;
-        let mut permit = self.admit().await?;
-        permit._key = Some(place);
-        Ok(permit)
+        let arrivals_per_sec = self.arrivals.arrive();
+        let (place, share) = self.take_key_place(key);
+        let within = share.is_some_and(|s| s.held < s.cap);
+        match self.admit_arrived(arrivals_per_sec, within).await {
+            Ok(mut permit) => {
+                permit._key = Some(place);
+                Ok(permit)
+            }
+            Err(overloaded) => Err(match share {
+                Some(share) if !within => KeyShareFull {
+                    held: share.held,
+                    cap: share.cap,
+                    keys: share.keys,
+                    in_flight: self.limits.in_flight,
+                    refused: overloaded.reason,
+                    retry_after: overloaded.retry_after,
+                }
+                .into(),
+                _ => overloaded.into(),
+            }),
+        }
     }
 
-    /// Count the key's arrival, check its share and count a place against it.
-    fn take_key_place(&self, key: &str) -> Result<KeyPlace, KeyShareFull> {
+    /// Count the key's arrival and a place against it; its share when other keys ask for places
+    /// too and a service time is known.
+    fn take_key_place(&self, key: &str) -> (KeyPlace, Option<Share>) {
         let now = self.arrivals.epoch.elapsed().as_secs_f64();
         let tau = ARRIVAL_TIME_CONSTANT;
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
@@ -535,48 +565,33 @@ impl Admission {
             used.arrivals = used.arrivals.arrive(now, tau);
         }
         keys.retain(|_, u| u.held > 0 || u.arrivals.at(now, tau) >= KEY_FORGET_RATE);
-        if let (Some(service), true) = (self.service.get(), keys.len() > 1) {
-            let capacity = self.capacity_now(service);
-            let ids: Vec<&Arc<str>> = keys.keys().collect();
-            let held: Vec<usize> = ids.iter().map(|k| keys[*k].held).collect();
-            let demands: Vec<f64> = ids
-                .iter()
-                .map(|k| {
-                    let u = keys[*k];
-                    (u.arrivals.at(now, tau) * service.as_secs_f64()).max(u.held as f64)
-                })
-                .collect();
-            let caps = key_caps(capacity, &demands);
-            let me = ids.iter().position(|k| ***k == *key).unwrap_or_default();
-            if !may_take(me, &held, &caps, capacity) {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(KeyShareFull {
-                    held: held[me],
+        let share = match self.service.get() {
+            Some(service) if keys.len() > 1 => {
+                let ids: Vec<&Arc<str>> = keys.keys().collect();
+                let demands: Vec<f64> = ids
+                    .iter()
+                    .map(|k| {
+                        let u = keys[*k];
+                        (u.arrivals.at(now, tau) * service.as_secs_f64()).max(u.held as f64)
+                    })
+                    .collect();
+                let caps = key_caps(self.limits.in_flight, &demands);
+                ids.iter().position(|k| ***k == *key).map(|me| Share {
+                    held: keys[ids[me]].held,
                     cap: caps[me],
                     keys: ids.len(),
-                    capacity,
-                    retry_after: Duration::from_secs(1),
-                });
+                })
             }
-        }
+            _ => None,
+        };
         if let Some(used) = keys.get_mut(key) {
             used.held += 1;
         }
-        Ok(KeyPlace {
+        let place = KeyPlace {
             keys: self.keys.clone(),
             key: stored,
-        })
-    }
-
-    /// The places shared among keys: running and waiting while requests may queue, running
-    /// only while the offered load is over `queue_max_load` (when nothing queues).
-    fn capacity_now(&self, service: Duration) -> usize {
-        let load = offered_load(self.arrivals.get(), service, self.limits.in_flight);
-        if load > self.limits.queue_max_load {
-            self.limits.in_flight
-        } else {
-            self.limits.in_flight + self.limits.queue
-        }
+        };
+        (place, share)
     }
 
     /// Running, waiting and refused counts.
@@ -856,49 +871,54 @@ mod tests {
         assert_eq!(key_caps(4, &[]), Vec::<usize>::new());
     }
 
-    #[test]
-    fn a_key_at_its_cap_takes_only_places_nobody_else_has_reserved() {
-        // The flood at its cap of 3 leaves the last place to the small key.
-        assert!(!may_take(0, &[3, 0], &[3, 1], 4));
-        assert!(may_take(1, &[3, 0], &[3, 1], 4));
-        // Under its cap it may take one, even when that leaves the others' reservations short
-        // (the others' share is then refused by the whole capacity, not by this check).
-        assert!(may_take(0, &[2, 0], &[3, 1], 4));
-        // Places nobody has reserved go to whoever asks: three floods of one place each on
-        // four places keep the fourth busy.
-        assert!(may_take(0, &[1, 1, 1], &[1, 1, 1], 4));
-        assert!(!may_take(0, &[2, 1, 1], &[1, 1, 1], 4));
-    }
-
-    /// A key alone fills every place; once another key asked for a place and was refused, the
-    /// first is held to its share and the place it gives back goes to the other.
+    /// A key alone is refused as before; once another key asks, the other waits for the next
+    /// place although nothing queues at this load, and the first, at its share, is told so.
     #[tokio::test]
-    async fn a_key_over_its_share_leaves_places_to_the_other_keys() {
-        let a = admission(2, 0, Duration::from_secs(1));
+    async fn a_key_within_its_share_waits_for_the_next_place_the_others_do_not() {
+        let a = Arc::new(Admission::new(Limits {
+            in_flight: 1,
+            queue: 4,
+            max_wait: Duration::from_secs(10),
+            // Every arrival counts as overload: only a key within its share may wait.
+            queue_max_load: 0.0,
+        }));
         let p = a.admit_for("flood").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(p);
-        let _f1 = a.admit_for("flood").await.unwrap();
-        let f2 = a.admit_for("flood").await.unwrap();
-        match a.admit_for("small").await.unwrap_err() {
-            Refused::Overloaded(o) => assert_eq!(o.reason, OverloadReason::QueueFull),
-            other => panic!("refused for {other:?}"),
+        let running = a.admit_for("flood").await.unwrap();
+        match a.admit_for("flood").await.unwrap_err() {
+            Refused::Overloaded(o) => {
+                assert!(
+                    matches!(o.reason, OverloadReason::OverCapacity { .. }),
+                    "{o}"
+                )
+            }
+            other => panic!("a key alone refused for {other:?}"),
         }
-        drop(f2);
-        // One place is free, and it is the small key's: the flood is refused it.
+        let small = {
+            let a = a.clone();
+            tokio::spawn(async move { a.admit_for("small").await.map(|_p| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(a.stats().queued, 1, "the small key waits");
         let refused = a.admit_for("flood").await.unwrap_err();
         assert_eq!(refused.label(), "key_share");
         let Refused::KeyShare(share) = refused else {
             panic!("refused for {refused:?}")
         };
         assert_eq!(
-            (share.held, share.cap, share.keys, share.capacity),
-            (1, 1, 2, 2)
+            (share.held, share.cap, share.keys, share.in_flight),
+            (1, 1, 2, 1)
         );
+        assert!(matches!(share.refused, OverloadReason::OverCapacity { .. }));
         assert_eq!(share.retry_after, Duration::from_secs(1));
-        assert!(share.to_string().contains("holds 1 of the 2"), "{share}");
-        let _s1 = a.admit_for("small").await.unwrap();
-        assert_eq!(a.stats().in_flight, 2);
+        assert!(
+            share.to_string().contains("share of the 1 running"),
+            "{share}"
+        );
+        // The place the flood gives back goes to the waiting key.
+        drop(running);
+        small.await.unwrap().unwrap();
         assert_eq!(a.stats().rejected, 2);
     }
 
