@@ -278,7 +278,7 @@ struct Share {
     keys: usize,
 }
 
-/// The places each key may count on, max-min fair by demand (in places): keys asking for less
+/// Each key's share of `capacity` places, max-min fair by demand (in places): keys asking for less
 /// than an equal share of what is left get what they ask for, rounded up; the others share the
 /// rest equally, rounded down; every key at least one place. The order is that of `demands`.
 pub fn key_caps(capacity: usize, demands: &[f64]) -> Vec<usize> {
