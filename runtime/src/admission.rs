@@ -21,16 +21,22 @@
 //! as soon as its future is dropped; a running one keeps its place until its model work ends.
 //!
 //! The running places are shared among API keys by demand ([`Admission::admit_for`],
-//! [`key_caps`]), so that one key sending more than the places serve cannot leave every other
-//! key with 503s. Each key's demand is its arrival rate times the service time (in places); a
-//! key asking for less than an equal share is allotted what it asks for (at least one place),
-//! the keys asking for more share the rest equally. Every key takes a free place at once, so a
-//! key alone (or beside idle ones) keeps the whole capacity. What the share changes is who may
-//! wait: a key within its share may wait for the next place even while the offered load is over
-//! `queue_max_load`, and the waiting are served before any new arrival, while a key at its
-//! share gets no more than the free places then and, refused, is told so with [`KeyShareFull`]
-//! (429 `too_many_inferences`) rather than 503. Without a queue (`queue` 0) nobody waits, and
-//! the share only names the refusal.
+//! [`key_shares`]), so that one key sending more than the places serve cannot leave the keys
+//! that ask for little with 503s. Each key's demand is its arrival rate times the service time
+//! (in places); shares are max-min fair: a key asking for less than an equal share of what is
+//! left is *met* (its share is its demand), the keys asking for more share the rest equally, so
+//! the shares never add up to more than the places. Every key takes a free place at once, so a
+//! key alone (or beside idle ones) keeps the whole capacity. What the shares change, while
+//! other keys ask for places too:
+//!
+//! - a met key holding fewer places than its share (rounded up) may wait for the next place
+//!   even while the offered load is over `queue_max_load`, and waiting requests get freed places
+//!   before new arrivals. The met keys' demands together fit the places, so their waiting builds
+//!   no standing queue;
+//! - any other key may not take the queue places the met keys may still need, and when it is
+//!   refused it is told so with [`KeyShareFull`] (429 `too_many_inferences`) rather than 503.
+//!
+//! Without a queue (`queue` 0) nobody waits, and the shares only name the refusal.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -114,25 +120,26 @@ pub struct Overloaded {
     pub retry_after: Duration,
 }
 
-/// The request's key holds its share of the places while other keys ask for places too, and no
-/// place was free: it should retry after `retry_after` (429 `too_many_inferences`).
+/// The request's key asks for more than its share of the places while other keys ask for places
+/// too, and no place was given: it should retry after `retry_after` (429 `too_many_inferences`).
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[error(
     "too many inferences for this key: it holds {held} inference places (running and waiting) \
-     and its share of the {in_flight} running places while {keys} keys ask for them is {cap}; \
-     {refused}; retry in {} s",
+     and its share of the {in_flight} running places while {keys} keys ask for them is \
+     {share:.2}; {refused}; retry in {} s",
     retry_after.as_secs()
 )]
 pub struct KeyShareFull {
     /// Places the key held (running and waiting).
     pub held: usize,
-    /// Its share of the running places ([`key_caps`]).
-    pub cap: usize,
+    /// Its share of the running places ([`key_shares`]).
+    pub share: f64,
     /// Keys asking for places now, the key included.
     pub keys: usize,
     /// The running places.
     pub in_flight: usize,
-    /// Why no place was given beyond its share.
+    /// Why no place was given: the refusal any request would have got, or the queue places
+    /// kept for the keys that ask for little.
     pub refused: OverloadReason,
     /// When to retry.
     pub retry_after: Duration,
@@ -269,41 +276,87 @@ impl Drop for KeyPlace {
 
 /// A key's standing when it asked for a place.
 #[derive(Debug, Clone, Copy)]
-struct Share {
-    /// Places it held before this request.
+struct Standing {
+    /// Places it held before this request (running and waiting).
     held: usize,
-    /// Its share of the running places.
-    cap: usize,
+    /// Its share.
+    share: KeyShare,
+    /// Whether it may wait whatever the load: met and holding fewer than its share rounded up.
+    within: bool,
+    /// Queue places the other met keys may still need ([`queue_kept`]).
+    kept: usize,
     /// Keys asking for places, it included.
     keys: usize,
 }
 
-/// Each key's share of `capacity` places, max-min fair by demand (in places): keys asking for less
-/// than an equal share of what is left get what they ask for, rounded up; the others share the
-/// rest equally, rounded down; every key at least one place. The order is that of `demands`.
-pub fn key_caps(capacity: usize, demands: &[f64]) -> Vec<usize> {
+/// One key's share of the running places.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyShare {
+    /// Places (fractional): its demand when met, else an equal part of what the met keys leave.
+    pub places: f64,
+    /// Whether its whole demand fits an equal share (it asks for little).
+    pub met: bool,
+}
+
+impl KeyShare {
+    /// Whether a key of this share holding `held` places may wait for one more whatever the
+    /// load: met, and holding fewer than its share rounded up (at least one).
+    pub fn may_wait(&self, held: usize) -> bool {
+        self.met && (held as f64) < self.places.ceil().max(1.0)
+    }
+}
+
+/// Each key's share of `capacity` places, max-min fair by `demands` (in places; unreadable ones
+/// count as unbounded): in order of demand, a key asking for at most an equal share of what is
+/// left is met, and once one asks for more, it and every key after it get an equal share of
+/// the rest. The shares add up to at most `capacity`. The order is that of `demands`.
+pub fn key_shares(capacity: usize, demands: &[f64]) -> Vec<KeyShare> {
+    let demand = |d: f64| {
+        if d.is_finite() {
+            d.max(0.0)
+        } else {
+            f64::INFINITY
+        }
+    };
     let mut order: Vec<usize> = (0..demands.len()).collect();
-    order.sort_by(|&a, &b| demands[a].total_cmp(&demands[b]));
-    let mut caps = vec![0; demands.len()];
+    order.sort_by(|&a, &b| demand(demands[a]).total_cmp(&demand(demands[b])));
+    let mut shares = vec![
+        KeyShare {
+            places: 0.0,
+            met: false
+        };
+        demands.len()
+    ];
     let mut left = capacity as f64;
     for (served, &i) in order.iter().enumerate() {
         let equal = left / (demands.len() - served) as f64;
-        let demand = if demands[i].is_finite() {
-            demands[i].max(0.0)
-        } else {
-            f64::INFINITY
-        };
-        if demand > equal {
-            // This key and every one after it asks for more than an equal share of the rest.
+        let d = demand(demands[i]);
+        if d > equal {
             for &j in &order[served..] {
-                caps[j] = (equal.floor() as usize).max(1);
+                shares[j] = KeyShare {
+                    places: equal,
+                    met: false,
+                };
             }
             break;
         }
-        caps[i] = (demand.ceil() as usize).max(1);
-        left = (left - demand.ceil()).max(0.0);
+        shares[i] = KeyShare {
+            places: d,
+            met: true,
+        };
+        left = (left - d).max(0.0);
     }
-    caps
+    shares
+}
+
+/// Queue places kept for met keys other than `me`: what each may still wait for (its share
+/// rounded up, at least one, less what it holds), at most `queue`.
+pub fn queue_kept(me: usize, shares: &[KeyShare], held: &[usize], queue: usize) -> usize {
+    let kept: usize = (0..shares.len())
+        .filter(|&k| k != me && shares[k].met)
+        .map(|k| (shares[k].places.ceil().max(1.0) as usize).saturating_sub(held[k]))
+        .sum();
+    kept.min(queue)
 }
 
 /// Exponentially weighted moving average of hold times in microseconds (0: none yet), weight
@@ -462,19 +515,21 @@ impl Admission {
     /// offered load is within `queue_max_load`, the queue has room and the predicted wait is
     /// within the bound, else [`Overloaded`] immediately.
     pub async fn admit(&self) -> Result<Permit, Overloaded> {
-        self.admit_arrived(self.arrivals.arrive(), false).await
+        self.admit_arrived(self.arrivals.arrive(), false, 0).await
     }
 
     /// [`Admission::admit`] for a request already counted in `arrivals_per_sec`; with
-    /// `may_wait` it may wait for a place whatever the offered load.
+    /// `may_wait` it may wait for a place whatever the offered load; it may not take the last
+    /// `kept` queue places.
     async fn admit_arrived(
         &self,
         arrivals_per_sec: f64,
         may_wait: bool,
+        kept: usize,
     ) -> Result<Permit, Overloaded> {
         // Reserve a place among running + waiting; `ahead` is how many held one before.
         let (place, ahead) = {
-            let capacity = self.limits.in_flight + self.limits.queue;
+            let capacity = self.limits.in_flight + self.limits.queue.saturating_sub(kept);
             let mut current = self.admitted.load(Ordering::Acquire);
             loop {
                 if current >= capacity {
@@ -520,23 +575,24 @@ impl Admission {
     }
 
     /// A place for a request of API key `key`: as [`Admission::admit`], but while other keys ask
-    /// for places too, a key within its share ([`key_caps`]) may wait for one whatever the
-    /// offered load, and a key at its share that is refused gets [`KeyShareFull`]. The key's
-    /// arrival counts towards its demand whether or not it gets a place.
+    /// for places too ([`key_shares`]), a met key holding less than its share may wait for one
+    /// whatever the offered load, any other key may not take the queue places the met keys may
+    /// still need, and is refused with [`KeyShareFull`]. The key's arrival counts towards its
+    /// demand whether or not it gets a place.
     pub async fn admit_for(&self, key: &str) -> Result<Permit, Refused> {
         let arrivals_per_sec = self.arrivals.arrive();
-        let (place, share) = self.take_key_place(key);
-        let within = share.is_some_and(|s| s.held < s.cap);
-        match self.admit_arrived(arrivals_per_sec, within).await {
+        let (place, standing) = self.take_key_place(key);
+        let (within, kept) = standing.map_or((false, 0), |s| (s.within, s.kept));
+        match self.admit_arrived(arrivals_per_sec, within, kept).await {
             Ok(mut permit) => {
                 permit._key = Some(place);
                 Ok(permit)
             }
-            Err(overloaded) => Err(match share {
-                Some(share) if !within => KeyShareFull {
-                    held: share.held,
-                    cap: share.cap,
-                    keys: share.keys,
+            Err(overloaded) => Err(match standing {
+                Some(s) if !s.within => KeyShareFull {
+                    held: s.held,
+                    share: s.share.places,
+                    keys: s.keys,
                     in_flight: self.limits.in_flight,
                     refused: overloaded.reason,
                     retry_after: overloaded.retry_after,
@@ -547,9 +603,9 @@ impl Admission {
         }
     }
 
-    /// Count the key's arrival and a place against it; its share when other keys ask for places
-    /// too and a service time is known.
-    fn take_key_place(&self, key: &str) -> (KeyPlace, Option<Share>) {
+    /// Count the key's arrival and a place against it; its standing when other keys ask for
+    /// places too and a service time is known.
+    fn take_key_place(&self, key: &str) -> (KeyPlace, Option<Standing>) {
         let now = self.arrivals.epoch.elapsed().as_secs_f64();
         let tau = ARRIVAL_TIME_CONSTANT;
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
@@ -565,22 +621,26 @@ impl Admission {
             used.arrivals = used.arrivals.arrive(now, tau);
         }
         keys.retain(|_, u| u.held > 0 || u.arrivals.at(now, tau) >= KEY_FORGET_RATE);
-        let share = match self.service.get() {
+        let standing = match self.service.get() {
             Some(service) if keys.len() > 1 => {
-                let ids: Vec<&Arc<str>> = keys.keys().collect();
-                let demands: Vec<f64> = ids
+                let uses: Vec<(&Arc<str>, &KeyUse)> = keys.iter().collect();
+                let held: Vec<usize> = uses.iter().map(|(_, u)| u.held).collect();
+                let demands: Vec<f64> = uses
                     .iter()
-                    .map(|k| {
-                        let u = keys[*k];
+                    .map(|(_, u)| {
                         (u.arrivals.at(now, tau) * service.as_secs_f64()).max(u.held as f64)
                     })
                     .collect();
-                let caps = key_caps(self.limits.in_flight, &demands);
-                ids.iter().position(|k| ***k == *key).map(|me| Share {
-                    held: keys[ids[me]].held,
-                    cap: caps[me],
-                    keys: ids.len(),
-                })
+                let shares = key_shares(self.limits.in_flight, &demands);
+                uses.iter()
+                    .position(|(k, _)| ***k == *key)
+                    .map(|me| Standing {
+                        held: held[me],
+                        share: shares[me],
+                        within: shares[me].may_wait(held[me]),
+                        kept: queue_kept(me, &shares, &held, self.limits.queue),
+                        keys: uses.len(),
+                    })
             }
             _ => None,
         };
@@ -591,7 +651,7 @@ impl Admission {
             keys: self.keys.clone(),
             key: stored,
         };
-        (place, share)
+        (place, standing)
     }
 
     /// Running, waiting and refused counts.
@@ -852,34 +912,69 @@ mod tests {
         waiting.abort();
     }
 
+    fn share(places: f64, met: bool) -> KeyShare {
+        KeyShare { places, met }
+    }
+
     #[test]
-    fn keys_asking_for_little_are_reserved_it_and_the_rest_is_shared() {
-        // A key alone may count on every place.
-        assert_eq!(key_caps(20, &[100.0]), vec![20]);
-        assert_eq!(key_caps(20, &[0.2]), vec![1]);
-        // A flood beside a key asking for half a place: one place kept for the small one.
-        assert_eq!(key_caps(4, &[25.0, 0.5]), vec![3, 1]);
-        assert_eq!(key_caps(4, &[0.5, 25.0]), vec![1, 3]);
-        // Floods share equally, rounded down, at least one place each.
-        assert_eq!(key_caps(4, &[10.0, 10.0]), vec![2, 2]);
-        assert_eq!(key_caps(4, &[10.0, 10.0, 10.0]), vec![1, 1, 1]);
-        assert_eq!(key_caps(2, &[9.0, 9.0, 9.0]), vec![1, 1, 1]);
-        // What a small key leaves goes to the others.
-        assert_eq!(key_caps(10, &[1.0, 30.0, 30.0]), vec![1, 4, 4]);
+    fn keys_asking_for_little_are_met_and_the_rest_is_shared_equally() {
+        // A key alone asking for more than the places gets them all, unmet.
+        assert_eq!(key_shares(20, &[100.0]), vec![share(20.0, false)]);
+        assert_eq!(key_shares(20, &[0.2]), vec![share(0.2, true)]);
+        // A flood beside a key asking for half a place.
+        assert_eq!(
+            key_shares(4, &[25.0, 0.5]),
+            vec![share(3.5, false), share(0.5, true)]
+        );
+        // Floods share equally.
+        assert_eq!(
+            key_shares(4, &[10.0, 10.0]),
+            vec![share(2.0, false), share(2.0, false)]
+        );
+        // Three keys asking for 0.6 of two places each fit; five do not, and none is met.
+        assert!(key_shares(2, &[0.6; 3]).iter().all(|s| s.met));
+        assert!(key_shares(2, &[0.6; 5]).iter().all(|s| !s.met));
+        // The shares never add up to more than the places.
+        for demands in [
+            vec![0.1, 0.1, 0.1, 0.1, 10.0],
+            vec![0.6; 10],
+            vec![1.2, 5.0],
+            vec![0.9, 0.9, 3.0],
+        ] {
+            let total: f64 = key_shares(2, &demands).iter().map(|s| s.places).sum();
+            assert!(total <= 2.0 + 1e-9, "{demands:?}: {total}");
+        }
         // Unreadable demands count as floods; none at all is no key.
-        assert_eq!(key_caps(4, &[f64::NAN, 0.5]), vec![3, 1]);
-        assert_eq!(key_caps(4, &[]), Vec::<usize>::new());
+        assert_eq!(
+            key_shares(4, &[f64::NAN, 0.5]),
+            vec![share(3.5, false), share(0.5, true)]
+        );
+        assert_eq!(key_shares(4, &[]), Vec::<KeyShare>::new());
+    }
+
+    #[test]
+    fn only_a_met_key_under_its_share_may_wait_and_its_queue_places_are_kept() {
+        assert!(share(0.5, true).may_wait(0));
+        assert!(!share(0.5, true).may_wait(1));
+        assert!(share(1.2, true).may_wait(1));
+        assert!(!share(3.5, false).may_wait(0));
+        // The flood (1) may not take the queue place the small key (0) may still need.
+        let shares = [share(0.5, true), share(3.5, false)];
+        assert_eq!(queue_kept(1, &shares, &[0, 3], 8), 1);
+        assert_eq!(queue_kept(1, &shares, &[1, 3], 8), 0);
+        assert_eq!(queue_kept(0, &shares, &[0, 3], 8), 0);
+        assert_eq!(queue_kept(1, &shares, &[0, 3], 0), 0);
     }
 
     /// A key alone is refused as before; once another key asks, the other waits for the next
-    /// place although nothing queues at this load, and the first, at its share, is told so.
+    /// place although nothing queues at this load, and the first, beyond its share, is told so.
     #[tokio::test]
-    async fn a_key_within_its_share_waits_for_the_next_place_the_others_do_not() {
+    async fn a_met_key_waits_for_the_next_place_the_flood_does_not() {
         let a = Arc::new(Admission::new(Limits {
             in_flight: 1,
             queue: 4,
             max_wait: Duration::from_secs(10),
-            // Every arrival counts as overload: only a key within its share may wait.
+            // Every arrival counts as overload: only a met key may wait.
             queue_max_load: 0.0,
         }));
         let p = a.admit_for("flood").await.unwrap();
@@ -903,23 +998,60 @@ mod tests {
         assert_eq!(a.stats().queued, 1, "the small key waits");
         let refused = a.admit_for("flood").await.unwrap_err();
         assert_eq!(refused.label(), "key_share");
-        let Refused::KeyShare(share) = refused else {
+        let Refused::KeyShare(full) = refused else {
             panic!("refused for {refused:?}")
         };
-        assert_eq!(
-            (share.held, share.cap, share.keys, share.in_flight),
-            (1, 1, 2, 1)
-        );
-        assert!(matches!(share.refused, OverloadReason::OverCapacity { .. }));
-        assert_eq!(share.retry_after, Duration::from_secs(1));
+        assert_eq!((full.held, full.keys, full.in_flight), (1, 2, 1));
+        assert!(full.share < 1.0, "{full}");
+        assert!(matches!(full.refused, OverloadReason::OverCapacity { .. }));
+        assert_eq!(full.retry_after, Duration::from_secs(1));
         assert!(
-            share.to_string().contains("share of the 1 running"),
-            "{share}"
+            full.to_string().contains("share of the 1 running"),
+            "{full}"
         );
+        // A second request of the small key is beyond its share: it may not wait.
+        assert_eq!(a.admit_for("small").await.unwrap_err().label(), "key_share");
         // The place the flood gives back goes to the waiting key.
         drop(running);
         small.await.unwrap().unwrap();
-        assert_eq!(a.stats().rejected, 2);
+        assert_eq!(a.stats().rejected, 3);
+    }
+
+    /// Below the load bound a flood queues, but not into the queue places a met key may still
+    /// need; a met key refused for the capacity itself gets 503, not 429.
+    #[tokio::test]
+    async fn a_flood_that_queues_leaves_the_met_keys_their_queue_places() {
+        let a = Arc::new(admission(1, 2, Duration::from_secs(10)));
+        let p = a.admit_for("small").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(p);
+        let _running = a.admit_for("flood").await.unwrap();
+        let queued = {
+            let a = a.clone();
+            tokio::spawn(async move { a.admit_for("flood").await.map(|_p| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(a.stats().queued, 1);
+        // The last queue place is the small key's.
+        let refused = a.admit_for("flood").await.unwrap_err();
+        let Refused::KeyShare(full) = refused else {
+            panic!("refused for {refused:?}")
+        };
+        assert_eq!(full.refused, OverloadReason::QueueFull);
+        let small = {
+            let a = a.clone();
+            tokio::spawn(async move { a.admit_for("small").await.map(|_p| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(a.stats().queued, 2, "the small key waits in its place");
+        // Every place is taken now: a third key, met, is refused for the capacity itself, with
+        // the plain 503.
+        match a.admit_for("third").await.unwrap_err() {
+            Refused::Overloaded(o) => assert_eq!(o.reason, OverloadReason::QueueFull),
+            other => panic!("a met key refused for {other:?}"),
+        }
+        queued.abort();
+        small.abort();
     }
 
     /// Places a key waits for count against it too, and are given back when its request goes.

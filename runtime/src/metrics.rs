@@ -363,8 +363,8 @@ impl Metrics {
                  predicted beyond the bound), waited_too_long (the bound ran out while \
                  waiting), body_memory (request bodies held at once at \
                  FACEKEY_MAX_BODY_MEMORY_BYTES); and key_share, answered 429 \
-                 too_many_inferences (no place was free and the key held its share of the \
-                 running places while other keys asked for them).",
+                 too_many_inferences (the key asked for more than its share of the running \
+                 places while other keys asked for them, and got none).",
             ),
             &["reason"],
         )?;

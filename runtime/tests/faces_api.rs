@@ -647,6 +647,12 @@ async fn a_flooding_key_leaves_places_to_another_key() {
             .map(|a| (a.0, a.2["error"]["code"].clone()))
             .collect::<Vec<_>>()
     );
+    assert!(
+        paced
+            .iter()
+            .all(|a| a.2["error"]["code"] != "too_many_inferences"),
+        "the small key never asked for more than its share"
+    );
     let held_back: Vec<_> = flooded
         .iter()
         .filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
