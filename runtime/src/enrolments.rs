@@ -26,6 +26,10 @@ use crate::store::{
 
 /// How often the change listener retries after losing the database.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait between attempts to resynchronise an index whose reload keeps failing with the
+/// database reachable (a template that does not decrypt, say): each attempt reads every
+/// template, so the wait doubles from [`RECONNECT_EVERY`] up to this.
+const RESYNC_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long the change listener waits without a notification before it checks that its
 /// connection still answers: a connection that died without a reset (a failover to another
 /// node, a NAT or load balancer dropping it idle) never delivers again and never says so. Short,
@@ -40,7 +44,8 @@ const LISTENER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The template store's health as `/readyz` and the metrics report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreHealth {
-    /// Whether the last store call or change-listener check succeeded.
+    /// Whether the last store call or change-listener check succeeded, and the index is in step
+    /// with the store (its last resynchronisation succeeded).
     pub available: bool,
     /// What failed, while unavailable.
     pub error: Option<String>,
@@ -65,6 +70,9 @@ pub struct Enrolments {
     index: TemplateIndex,
     available: AtomicBool,
     error: Mutex<Option<String>>,
+    /// Why the index is out of step with the store: its resynchronisation failed (until one
+    /// succeeds, other replicas' changes, deletions included, do not reach it).
+    unsynced: Mutex<Option<String>>,
     reloads: AtomicU64,
     /// Subject creations and enrolments in progress on this replica per quota and writing key
     /// id, held to its quota beside what the index counts (keys with none are absent).
@@ -132,6 +140,7 @@ impl Enrolments {
             index: TemplateIndex::new(model, dim),
             available: AtomicBool::new(true),
             error: Mutex::new(None),
+            unsynced: Mutex::new(None),
             reloads: AtomicU64::new(0),
             creating: Mutex::new(HashMap::new()),
         };
@@ -167,11 +176,36 @@ impl Enrolments {
 
     /// The store's health.
     pub fn health(&self) -> StoreHealth {
+        let unsynced = self.unsynced().clone();
+        let error = self.error.lock().map(|e| e.clone()).unwrap_or_default();
         StoreHealth {
-            available: self.available.load(Ordering::Relaxed),
-            error: self.error.lock().map(|e| e.clone()).unwrap_or_default(),
+            available: self.available.load(Ordering::Relaxed) && unsynced.is_none(),
+            error: unsynced.or(error),
             reloads: self.reloads.load(Ordering::Relaxed),
         }
+    }
+
+    fn unsynced(&self) -> MutexGuard<'_, Option<String>> {
+        self.unsynced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record whether the last resynchronisation succeeded; logged when that changes.
+    fn set_synced(&self, failed: Option<String>) {
+        let mut unsynced = self.unsynced();
+        match (&*unsynced, &failed) {
+            (None, Some(error)) => tracing::error!(
+                store = %self.store.describe(),
+                error = %error,
+                "the template index is out of step with the store: other replicas' changes \
+                 (deletions included) do not reach this replica until it resynchronises"
+            ),
+            (Some(_), None) => tracing::info!(
+                store = %self.store.describe(),
+                "the template index is in step with the store again"
+            ),
+            _ => {}
+        }
+        *unsynced = failed;
     }
 
     fn mark<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
@@ -455,7 +489,11 @@ impl Enrolments {
     /// away are lost. A listener quiet for [`LISTENER_PROBE_EVERY`] is asked a `SELECT 1` over its
     /// own connection; no answer within [`LISTENER_PROBE_TIMEOUT`] counts as a lost connection
     /// (reconnect, reload). Runs until the task is dropped.
+    /// A resynchronisation that fails with the database reachable (a template that does not
+    /// decrypt) marks the store unavailable in [`Enrolments::health`] until one succeeds, and is
+    /// retried with a doubling wait up to [`RESYNC_BACKOFF_MAX`].
     pub async fn follow(self: Arc<Self>, store: PgStore) {
+        let mut resync_wait = RECONNECT_EVERY;
         loop {
             let mut listener = match store.listener().await {
                 Ok(l) => l,
@@ -467,10 +505,18 @@ impl Enrolments {
             };
             // Anything may have changed while nobody listened.
             if let Err(e) = self.reload().await {
-                tracing::warn!(error = %e, "resynchronising the template index failed; retrying");
-                tokio::time::sleep(RECONNECT_EVERY).await;
+                tracing::warn!(
+                    error = %e,
+                    retry_in_secs = resync_wait.as_secs(),
+                    "resynchronising the template index failed; retrying"
+                );
+                self.set_synced(Some(format!("resynchronise the template index: {e}")));
+                tokio::time::sleep(resync_wait).await;
+                resync_wait = (resync_wait * 2).min(RESYNC_BACKOFF_MAX);
                 continue;
             }
+            self.set_synced(None);
+            resync_wait = RECONNECT_EVERY;
             loop {
                 let received = match tokio::time::timeout(LISTENER_PROBE_EVERY, listener.try_recv())
                     .await

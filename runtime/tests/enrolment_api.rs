@@ -643,6 +643,67 @@ async fn a_silently_dead_listener_is_noticed_and_the_index_catches_up() {
     follower.abort();
 }
 
+/// A template that stops decrypting (written under a key this replica does not hold, as a
+/// mis-ordered key rotation leaves it) makes the other replica's resynchronisation fail. It then
+/// reports its store unavailable (`/readyz`, `facekey_store_up`, the store-down alert) instead
+/// of serving a frozen index as healthy, in which subjects deleted elsewhere still verify, and
+/// recovers once the record is readable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_that_cannot_resynchronise_reports_its_store_unavailable() {
+    let pg = PgServer::start();
+    let (on_a, on_b, follower) = followed_replicas(&pg).await;
+    let subject = on_a
+        .create_subject("Ada", Creator::default())
+        .await
+        .unwrap();
+    let template = NewTemplate {
+        model: "m".into(),
+        embedding: vec![1.0, 0.0],
+        quality: Some(0.9),
+        enrolled_by: None,
+    };
+    on_a.add_template(&subject.id, template, Creator::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || on_b
+            .index()
+            .get(&subject.id)
+            .is_some_and(|(_, templates)| templates.len() == 1))
+        .await,
+        "the face never reached b"
+    );
+    assert!(on_b.health().available);
+    let key_id = pg.psql("SELECT DISTINCT key_id FROM facekey_templates");
+    pg.psql("UPDATE facekey_templates SET key_id = 'rotated-away'");
+    pg.psql(&format!(
+        "SELECT pg_notify('facekey_changes', '{}')",
+        subject.id
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || !on_b.health().available).await,
+        "b kept reporting a store it cannot resynchronise from as available"
+    );
+    let error = on_b.health().error.unwrap_or_default();
+    assert!(
+        error.starts_with("resynchronise the template index"),
+        "{error}"
+    );
+    // A successful write elsewhere does not make the frozen index look healthy.
+    on_b.create_subject("Eve", Creator::default())
+        .await
+        .unwrap();
+    assert!(!on_b.health().available);
+    pg.psql(&format!("UPDATE facekey_templates SET key_id = '{key_id}'"));
+    assert!(
+        eventually(Duration::from_secs(20), || on_b.health().available).await,
+        "b never resynchronised: {:?}",
+        on_b.health()
+    );
+    assert!(on_b.health().error.is_none());
+    follower.abort();
+}
+
 /// Every store operation on `store` through another spelling of a subject's or face's UUID
 /// (upper case, no hyphens, braces) names nothing and writes nothing: one id, one spelling.
 async fn other_spellings_name_nothing(store: &dyn TemplateStore) {
