@@ -49,9 +49,20 @@ enum Sink {
     File(Mutex<std::fs::File>, PathBuf),
 }
 
-/// Where audit events go.
+/// Where audit events go, and the instance (pod) every event names.
 pub struct Audit {
     sink: Sink,
+    instance: String,
+}
+
+/// An event as written: the event and the instance that wrote it, so a trail gathered from
+/// several replicas (a file per pod, or stdout without the collector's pod labels) says which
+/// one answered.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+    instance: &'a str,
 }
 
 impl std::fmt::Debug for Audit {
@@ -270,8 +281,8 @@ pub const DENIED: &str = "auth.denied";
 
 impl Audit {
     /// Open the sink `setting` names: `stdout`, `off`, or a file path (appended to, created
-    /// owner-readable only).
-    pub fn open(setting: &str) -> Result<Self, AuditError> {
+    /// owner-readable only); every event names `instance`.
+    pub fn open(setting: &str, instance: &str) -> Result<Self, AuditError> {
         let sink = match setting.trim() {
             "off" => Sink::Off,
             "stdout" | "" => Sink::Stdout,
@@ -291,7 +302,10 @@ impl Audit {
                 Sink::File(Mutex::new(file), path)
             }
         };
-        Ok(Self { sink })
+        Ok(Self {
+            sink,
+            instance: instance.to_owned(),
+        })
     }
 
     /// Where events go, for the start-up log.
@@ -313,7 +327,11 @@ impl Audit {
         if !self.enabled() {
             return;
         }
-        let mut line = match serde_json::to_vec(event) {
+        let line = Line {
+            event,
+            instance: &self.instance,
+        };
+        let mut line = match serde_json::to_vec(&line) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "audit event not serialisable");
@@ -344,7 +362,7 @@ mod tests {
     fn file_sink_appends_one_json_line_per_event() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let audit = Audit::open(path.to_str().unwrap()).unwrap();
+        let audit = Audit::open(path.to_str().unwrap(), "pod-1").unwrap();
         let detail = AuditDetail {
             subject: Some("s1".into()),
             decision: Some(Decision::Reject),
@@ -370,7 +388,9 @@ mod tests {
         assert_eq!(lines[0]["client"], "127.0.0.1:4000");
         assert_eq!(lines[1]["action"], DENIED);
         assert!(lines[1].get("key_id").is_none());
-        assert!(Audit::open("/nonexistent-dir/x/audit.log").is_err());
+        // Every event names the instance that wrote it.
+        assert!(lines.iter().all(|l| l["instance"] == "pod-1"), "{lines:?}");
+        assert!(Audit::open("/nonexistent-dir/x/audit.log", "pod-1").is_err());
     }
 
     #[test]

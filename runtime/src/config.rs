@@ -420,7 +420,7 @@ pub struct Config {
     #[arg(long, env = env::ALERT_MIN_INTERVAL_SECS, default_value_t = defaults::ALERT_MIN_INTERVAL_SECS)]
     pub alert_min_interval_secs: u64,
 
-    /// Name of this instance in alert emails (defaults to the host name).
+    /// Name of this instance in alert emails and audit events (defaults to the host name).
     #[arg(long, env = env::INSTANCE)]
     pub instance: Option<String>,
 
@@ -768,11 +768,7 @@ impl Config {
                 env::ALERT_TO
             ));
         }
-        let instance = self
-            .instance
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "facekey-runtime".into());
+        let instance = self.instance_name();
         Ok(Some(EmailSettings {
             smarthost,
             tls: self.smtp_tls,
@@ -784,6 +780,15 @@ impl Config {
             min_interval: Duration::from_secs(self.alert_min_interval_secs),
             instance,
         }))
+    }
+
+    /// This instance's name in alert emails and audit events: `--instance`, else the host name
+    /// (the pod's name on Kubernetes).
+    pub fn instance_name(&self) -> String {
+        self.instance
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "facekey-runtime".into())
     }
 
     /// The header-read timeout as a [`Duration`].

@@ -190,7 +190,8 @@ fn open_access_control(
             boot.key
         );
     }
-    let audit = Audit::open(&config.audit_log).map_err(|e| ServerError::Config(e.to_string()))?;
+    let audit = Audit::open(&config.audit_log, &config.instance_name())
+        .map_err(|e| ServerError::Config(e.to_string()))?;
     tracing::info!(sink = %audit.describe(), "audit trail");
     Ok(AccessControl {
         api_keys: Arc::new(api_keys),

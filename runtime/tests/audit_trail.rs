@@ -51,6 +51,7 @@ async fn refused_verifications_name_the_subject_and_session_they_aimed_at() {
     let mut config = Config::for_tests();
     config.lockout_attempts = 1;
     config.lockout_secs = 120;
+    config.instance = Some("replica-a".into());
     let dir = audited(&mut config);
     let s = Running::start(config).await;
     let eileen = s.new_subject("Eileen Collins").await;
@@ -157,6 +158,10 @@ async fn refused_verifications_name_the_subject_and_session_they_aimed_at() {
 
     let events = audit_events(&dir, "verify");
     assert_eq!(events.len(), cases.len(), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["instance"] == "replica-a"),
+        "every event names the replica that wrote it: {events:?}"
+    );
     for (c, e) in cases.iter().zip(&events) {
         assert_eq!(e["status"], c.status.as_u16(), "{e}");
         match &c.subject {
