@@ -11,7 +11,7 @@ usage: loadgen.py phases.json
                             each with its own API key and summary>}],
                 "out": <results file>}
 Prints one JSON summary per phase and writes them all, with the RSS series, to "out".
-429s (a key held to its share) are counted apart from 503s and from errors.
+429s (a key refused beyond its share) are counted apart from 503s and from errors.
 """
 
 import asyncio
@@ -111,7 +111,7 @@ async def phase(host, port, request, spec, t0):
     elapsed = time.perf_counter() - start
     ok = [ms for _, s, ms in results if s == 200]
     shed = [ms for _, s, ms in results if s == 503]
-    held = [ms for _, s, ms in results if s == 429]
+    refused = [ms for _, s, ms in results if s == 429]
     other = [s for _, s, _ in results if s not in (200, 503, 429)]
     # Accepted throughput per 5 s window, to see recovery and stability.
     windows = {}
@@ -128,8 +128,8 @@ async def phase(host, port, request, spec, t0):
         "accepted": len(ok),
         "accepted_rps": round(len(ok) / elapsed, 2),
         "shed_503": len(shed),
-        "held_429": len(held),
-        "held_ms": {"p50": pct(held, 50), "p99": pct(held, 99)},
+        "refused_429": len(refused),
+        "refused_429_ms": {"p50": pct(refused, 50), "p99": pct(refused, 99)},
         "errors": len(other),
         "error_statuses": sorted(set(other)),
         "accepted_ms": {"p50": pct(ok, 50), "p90": pct(ok, 90), "p99": pct(ok, 99), "max": max(ok) if ok else None},

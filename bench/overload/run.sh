@@ -36,9 +36,7 @@ python3 "$ROOT/bench/verify/probe.py" "$url/v1/verify" "$work/body.json" 5 >/dev
 # The fair mode's second key (verify scope), read by the runtime within 2 s.
 SMALL_AUTH=""
 if [ "$MODE" = fair ]; then
-  small_out=$("$FACEKEY_RUNTIME_BIN" new-api-key small --scopes verify 2>/dev/null)
-  sed -n 2p <<<"$small_out" >>"$work/api-keys"
-  SMALL_AUTH="Bearer $(sed -n 1p <<<"$small_out")"
+  SMALL_AUTH=$(add_bench_key small verify)
   sleep 3
 fi
 export SMALL_AUTH
@@ -80,12 +78,13 @@ elif mode == "overload":
 else:
     phases += [{"name": "soak", "rate": frac * rate, "seconds": int(soak)}]
 print(json.dumps({"url": url + "/v1/verify", "body_file": work + "/body.json",
-                  "auth": __import__("os").environ["WRK_AUTH"], "pid": int(pid),
+                  "auth": flood, "pid": int(pid),
                   "phases": phases, "out": work + "/raw.json"}))
 PY
 python3 "$HERE/loadgen.py" "$work/phases.json" >/dev/null
 kill -0 "$pid" 2>/dev/null || { echo "the runtime died during the run"; cat "$work/runtime.log"; exit 1; }
-# The runtime's own count of refusals by reason (the whole run; the wrk step sheds none).
+# The runtime's own count of refusals by reason (the whole run; the wrk step sheds none): 503
+# overloaded, and 429 too_many_inferences as inference_share.
 curl -fs -H "authorization: $WRK_AUTH" "$url/metrics" | grep '^facekey_admission_rejected_total' >"$work/rejected.txt" || true
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -131,9 +130,9 @@ if mode == "fair":
     show(alone)
     for st in both.values():
         show(st)
-        if st["held_429"]:
+        if st["refused_429"]:
             print("  429 too_many_inferences: %d, p50 %.2f p99 %.2f ms" % (
-                st["held_429"], st["held_ms"]["p50"], st["held_ms"]["p99"]))
+                st["refused_429"], st["refused_429_ms"]["p50"], st["refused_429_ms"]["p99"]))
     small, flood = both["small"], both["flood"]
     verdicts = {
         "small_served_alone": round(alone["accepted"] / max(alone["requests"], 1), 3),
@@ -142,7 +141,7 @@ if mode == "fair":
         "small_p99_beside_flood_ms": small["accepted_ms"]["p99"],
         "flood_accepted_rps_over_sustainable": round(flood["accepted_rps"] / rate, 2),
         "all_accepted_rps_over_sustainable": round((flood["accepted_rps"] + small["accepted_rps"]) / rate, 2),
-        "flood_429": flood["held_429"], "flood_503": flood["shed_503"],
+        "flood_429": flood["refused_429"], "flood_503": flood["shed_503"],
     }
 elif mode == "overload":
     o, r = ph["overload"], ph["recovery"]
@@ -169,7 +168,7 @@ else:
     verdicts = {"errors": s["errors"], "shed_503": s["shed_503"], "zero_errors": s["errors"] == 0 and s["shed_503"] == 0,
                 "rss_flat_10pct": s["rss"]["spread_pct"] <= 10,
                 "p99_over_unloaded_p99": round(s["accepted_ms"]["p99"] / base["accepted_ms"]["p99"], 2)}
-print("503 overloaded by reason (runtime metrics):", json.dumps(rejected))
+print("refused by reason (runtime metrics; inference_share is 429, the rest 503):", json.dumps(rejected))
 print("verdicts:", json.dumps(verdicts))
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

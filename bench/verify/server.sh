@@ -4,6 +4,8 @@
 #
 #   start_bench_runtime [EXTRA RUNTIME FLAGS...]
 #
+#   add_bench_key ID SCOPES   # appends a key to the keys file, prints its authorization header
+#
 # Sets work (a temp dir removed on exit with the server stopped), pid, url, WRK_AUTH (exported,
 # the admin key's authorization header: the stage split is only in admin answers) and id (the
 # subject); writes $work/body.json (the 640x480 JPEG as base64 JSON) and $work/runtime.log.
@@ -28,13 +30,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A new key ID with SCOPES: its line appended to $work/api-keys (the runtime re-reads the file
+# within 2 s), its `Bearer` header printed.
+add_bench_key() {
+  local key_out
+  key_out=$("$FACEKEY_RUNTIME_BIN" new-api-key "$1" --scopes "$2" 2>/dev/null)
+  sed -n 2p <<<"$key_out" >>"$work/api-keys"
+  echo "Bearer $(sed -n 1p <<<"$key_out")"
+}
+
 start_bench_runtime() {
-  local port key_out
+  local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   url="http://127.0.0.1:$port"
-  key_out=$("$FACEKEY_RUNTIME_BIN" new-api-key bench --scopes admin 2>/dev/null)
-  sed -n 2p <<<"$key_out" >"$work/api-keys"
-  WRK_AUTH="Bearer $(sed -n 1p <<<"$key_out")"
+  WRK_AUTH=$(add_bench_key bench admin)
   export WRK_AUTH
   "$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$port" --data-dir "$work/data" --log warn \
     --api-keys-file "$work/api-keys" --audit-log off --allow-insecure "$@" >"$work/runtime.log" 2>&1 &

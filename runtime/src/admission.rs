@@ -21,20 +21,21 @@
 //! as soon as its future is dropped; a running one keeps its place until its model work ends.
 //!
 //! The running places are shared among API keys by demand ([`Admission::admit_for`],
-//! [`key_shares`]), so that one key sending more than the places serve cannot leave the keys
-//! that ask for little with 503s. Each key's demand is its arrival rate times the service time
-//! (in places); shares are max-min fair: a key asking for less than an equal share of what is
-//! left is *met* (its share is its demand), the keys asking for more share the rest equally, so
-//! the shares never add up to more than the places. Every key takes a free place at once, so a
-//! key alone (or beside idle ones) keeps the whole capacity. What the shares change, while
-//! other keys ask for places too:
+//! [`inference_shares`]), so that one key sending more than the places serve cannot leave the
+//! keys that ask for little with 503s. Each key's demand is its arrival rate times the service
+//! time (in places, [`key_demand`]); shares are max-min fair: a key asking for at most an equal
+//! share of what is left is *met* (its share is its demand), the keys asking for more share the
+//! rest equally, so the shares never add up to more than the places. Every key takes a free
+//! place at once, so a key alone (or beside idle ones) keeps the whole capacity. What the shares
+//! change, while other keys ask for places too:
 //!
 //! - a met key holding fewer places than its share (rounded up) may wait for the next place
 //!   even while the offered load is over `queue_max_load`, and waiting requests get freed places
 //!   before new arrivals. The met keys' demands together fit the places, so their waiting builds
 //!   no standing queue;
-//! - any other key may not take the queue places the met keys may still need, and when it is
-//!   refused it is told so with [`KeyShareFull`] (429 `too_many_inferences`) rather than 503.
+//! - the other keys may not take the queue places the met keys may still need;
+//! - a key refused while it already holds its share is told so with [`InferenceShareFull`] (429
+//!   `too_many_inferences`) rather than 503.
 //!
 //! Without a queue (`queue` 0) nobody waits, and the shares only name the refusal.
 
@@ -120,8 +121,9 @@ pub struct Overloaded {
     pub retry_after: Duration,
 }
 
-/// The request's key asks for more than its share of the places while other keys ask for places
-/// too, and no place was given: it should retry after `retry_after` (429 `too_many_inferences`).
+/// The request's key already holds its share of the places (rounded up) while other keys ask for
+/// places too, and no place was given: it should retry after `retry_after` (429
+/// `too_many_inferences`).
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[error(
     "too many inferences for this key: it holds {held} inference places (running and waiting) \
@@ -129,10 +131,10 @@ pub struct Overloaded {
      {share:.2}; {refused}; retry in {} s",
     retry_after.as_secs()
 )]
-pub struct KeyShareFull {
+pub struct InferenceShareFull {
     /// Places the key held (running and waiting).
     pub held: usize,
-    /// Its share of the running places ([`key_shares`]).
+    /// Its share of the running places ([`inference_shares`]).
     pub share: f64,
     /// Keys asking for places now, the key included.
     pub keys: usize,
@@ -145,17 +147,17 @@ pub struct KeyShareFull {
     pub retry_after: Duration,
 }
 
-impl KeyShareFull {
+impl InferenceShareFull {
     /// The `reason` label of `facekey_admission_rejected_total` for this refusal.
-    pub const LABEL: &'static str = "key_share";
+    pub const LABEL: &'static str = "inference_share";
 }
 
 /// Why a keyed request got no place: its key's share, or the service's capacity.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum Refused {
-    /// The key holds its share while other keys need the rest.
+    /// The key holds its share while other keys ask for places too.
     #[error(transparent)]
-    KeyShare(#[from] KeyShareFull),
+    InferenceShare(#[from] InferenceShareFull),
     /// Every place is taken.
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
@@ -165,7 +167,7 @@ impl Refused {
     /// The `reason` label of `facekey_admission_rejected_total`.
     pub fn label(&self) -> &'static str {
         match self {
-            Refused::KeyShare(_) => KeyShareFull::LABEL,
+            Refused::InferenceShare(_) => InferenceShareFull::LABEL,
             Refused::Overloaded(o) => o.reason.label(),
         }
     }
@@ -241,13 +243,15 @@ impl Drop for Place {
     }
 }
 
-/// What each key holds and asks for; a key is forgotten once it holds nothing and its arrival
-/// rate has decayed below [`KEY_FORGET_RATE`].
+/// What each key holds and asks for; a key is forgotten once it holds nothing and has not
+/// asked for [`KEY_FORGET_AFTER`] ([`forgotten`]). Entries are per authenticated key id, so the
+/// map holds at most the keys of the key file; each admission scans it (and sorts the keys
+/// asking for places), which suits tens of keys, not thousands.
 type KeyUses = Arc<Mutex<HashMap<Arc<str>, KeyUse>>>;
 
-/// Arrivals per second below which a key holding no place no longer counts as asking for one:
-/// about 5 s after its last arrival.
-pub const KEY_FORGET_RATE: f64 = 0.05;
+/// How long a key holding no place still counts as asking for places after its last arrival:
+/// longer than a `Retry-After` of 1 s, so a client retrying is not forgotten in between.
+pub const KEY_FORGET_AFTER: Duration = Duration::from_secs(5);
 
 /// One key's use of the places.
 #[derive(Debug, Clone, Copy, Default)]
@@ -274,15 +278,27 @@ impl Drop for KeyPlace {
     }
 }
 
+/// Whether a key holding `held` places whose last arrival was `quiet_secs` ago no longer counts
+/// as asking for places.
+pub fn forgotten(held: usize, quiet_secs: f64) -> bool {
+    held == 0 && quiet_secs >= KEY_FORGET_AFTER.as_secs_f64()
+}
+
+/// A key's demand in places: its arrival rate times the service time, and at least what it
+/// holds (a key whose requests run long asks for the places they hold).
+pub fn key_demand(arrivals_per_sec: f64, service: Duration, held: usize) -> f64 {
+    (arrivals_per_sec * service.as_secs_f64()).max(held as f64)
+}
+
 /// A key's standing when it asked for a place.
 #[derive(Debug, Clone, Copy)]
 struct Standing {
     /// Places it held before this request (running and waiting).
     held: usize,
     /// Its share.
-    share: KeyShare,
-    /// Whether it may wait whatever the load: met and holding fewer than its share rounded up.
-    within: bool,
+    share: InferenceShare,
+    /// Whether it may wait whatever the load ([`InferenceShare::may_wait`]).
+    may_wait: bool,
     /// Queue places the other met keys may still need ([`queue_kept`]).
     kept: usize,
     /// Keys asking for places, it included.
@@ -291,18 +307,29 @@ struct Standing {
 
 /// One key's share of the running places.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KeyShare {
+pub struct InferenceShare {
     /// Places (fractional): its demand when met, else an equal part of what the met keys leave.
     pub places: f64,
     /// Whether its whole demand fits an equal share (it asks for little).
     pub met: bool,
 }
 
-impl KeyShare {
+impl InferenceShare {
+    /// The places the share stands for: rounded up, at least one.
+    pub fn due(&self) -> usize {
+        self.places.ceil().max(1.0) as usize
+    }
+
     /// Whether a key of this share holding `held` places may wait for one more whatever the
-    /// load: met, and holding fewer than its share rounded up (at least one).
+    /// load: met, and holding fewer than its due places.
     pub fn may_wait(&self, held: usize) -> bool {
-        self.met && (held as f64) < self.places.ceil().max(1.0)
+        self.met && held < self.due()
+    }
+
+    /// Whether a key holding `held` places holds its due places already (its refusal is then
+    /// [`InferenceShareFull`]; a key under its share refused for the capacity gets a plain 503).
+    pub fn is_full(&self, held: usize) -> bool {
+        held >= self.due()
     }
 }
 
@@ -310,7 +337,7 @@ impl KeyShare {
 /// count as unbounded): in order of demand, a key asking for at most an equal share of what is
 /// left is met, and once one asks for more, it and every key after it get an equal share of
 /// the rest. The shares add up to at most `capacity`. The order is that of `demands`.
-pub fn key_shares(capacity: usize, demands: &[f64]) -> Vec<KeyShare> {
+pub fn inference_shares(capacity: usize, demands: &[f64]) -> Vec<InferenceShare> {
     let demand = |d: f64| {
         if d.is_finite() {
             d.max(0.0)
@@ -321,7 +348,7 @@ pub fn key_shares(capacity: usize, demands: &[f64]) -> Vec<KeyShare> {
     let mut order: Vec<usize> = (0..demands.len()).collect();
     order.sort_by(|&a, &b| demand(demands[a]).total_cmp(&demand(demands[b])));
     let mut shares = vec![
-        KeyShare {
+        InferenceShare {
             places: 0.0,
             met: false
         };
@@ -333,14 +360,14 @@ pub fn key_shares(capacity: usize, demands: &[f64]) -> Vec<KeyShare> {
         let d = demand(demands[i]);
         if d > equal {
             for &j in &order[served..] {
-                shares[j] = KeyShare {
+                shares[j] = InferenceShare {
                     places: equal,
                     met: false,
                 };
             }
             break;
         }
-        shares[i] = KeyShare {
+        shares[i] = InferenceShare {
             places: d,
             met: true,
         };
@@ -351,10 +378,10 @@ pub fn key_shares(capacity: usize, demands: &[f64]) -> Vec<KeyShare> {
 
 /// Queue places kept for met keys other than `me`: what each may still wait for (its share
 /// rounded up, at least one, less what it holds), at most `queue`.
-pub fn queue_kept(me: usize, shares: &[KeyShare], held: &[usize], queue: usize) -> usize {
+pub fn queue_kept(me: usize, shares: &[InferenceShare], held: &[usize], queue: usize) -> usize {
     let kept: usize = (0..shares.len())
         .filter(|&k| k != me && shares[k].met)
-        .map(|k| (shares[k].places.ceil().max(1.0) as usize).saturating_sub(held[k]))
+        .map(|k| shares[k].due().saturating_sub(held[k]))
         .sum();
     kept.min(queue)
 }
@@ -409,6 +436,11 @@ impl ArrivalRate {
     pub fn at(self, now: f64, tau: Duration) -> f64 {
         let elapsed = (now - self.at).max(0.0);
         self.rate * (-elapsed / tau.as_secs_f64()).exp()
+    }
+
+    /// Seconds since the last arrival, as of `now` (since the epoch when there was none).
+    pub fn quiet_for(self, now: f64) -> f64 {
+        (now - self.at).max(0.0)
     }
 
     /// The estimate after an arrival at `now`.
@@ -575,21 +607,22 @@ impl Admission {
     }
 
     /// A place for a request of API key `key`: as [`Admission::admit`], but while other keys ask
-    /// for places too ([`key_shares`]), a met key holding less than its share may wait for one
-    /// whatever the offered load, any other key may not take the queue places the met keys may
-    /// still need, and is refused with [`KeyShareFull`]. The key's arrival counts towards its
-    /// demand whether or not it gets a place.
+    /// for places too ([`inference_shares`]), a met key holding less than its share may wait
+    /// for one whatever the offered load, the other keys may not take the queue places the met
+    /// keys may still need, and a key already holding its share is refused with
+    /// [`InferenceShareFull`]. The key's arrival counts towards its demand whether or not it
+    /// gets a place.
     pub async fn admit_for(&self, key: &str) -> Result<Permit, Refused> {
         let arrivals_per_sec = self.arrivals.arrive();
         let (place, standing) = self.take_key_place(key);
-        let (within, kept) = standing.map_or((false, 0), |s| (s.within, s.kept));
-        match self.admit_arrived(arrivals_per_sec, within, kept).await {
+        let (may_wait, kept) = standing.map_or((false, 0), |s| (s.may_wait, s.kept));
+        match self.admit_arrived(arrivals_per_sec, may_wait, kept).await {
             Ok(mut permit) => {
                 permit._key = Some(place);
                 Ok(permit)
             }
             Err(overloaded) => Err(match standing {
-                Some(s) if !s.within => KeyShareFull {
+                Some(s) if s.share.is_full(s.held) => InferenceShareFull {
                     held: s.held,
                     share: s.share.places,
                     keys: s.keys,
@@ -620,24 +653,22 @@ impl Admission {
         if let Some(used) = keys.get_mut(key) {
             used.arrivals = used.arrivals.arrive(now, tau);
         }
-        keys.retain(|_, u| u.held > 0 || u.arrivals.at(now, tau) >= KEY_FORGET_RATE);
+        keys.retain(|_, u| !forgotten(u.held, u.arrivals.quiet_for(now)));
         let standing = match self.service.get() {
             Some(service) if keys.len() > 1 => {
                 let uses: Vec<(&Arc<str>, &KeyUse)> = keys.iter().collect();
                 let held: Vec<usize> = uses.iter().map(|(_, u)| u.held).collect();
                 let demands: Vec<f64> = uses
                     .iter()
-                    .map(|(_, u)| {
-                        (u.arrivals.at(now, tau) * service.as_secs_f64()).max(u.held as f64)
-                    })
+                    .map(|(_, u)| key_demand(u.arrivals.at(now, tau), service, u.held))
                     .collect();
-                let shares = key_shares(self.limits.in_flight, &demands);
+                let shares = inference_shares(self.limits.in_flight, &demands);
                 uses.iter()
                     .position(|(k, _)| ***k == *key)
                     .map(|me| Standing {
                         held: held[me],
                         share: shares[me],
-                        within: shares[me].may_wait(held[me]),
+                        may_wait: shares[me].may_wait(held[me]),
                         kept: queue_kept(me, &shares, &held, self.limits.queue),
                         keys: uses.len(),
                     })
@@ -912,28 +943,28 @@ mod tests {
         waiting.abort();
     }
 
-    fn share(places: f64, met: bool) -> KeyShare {
-        KeyShare { places, met }
+    fn share(places: f64, met: bool) -> InferenceShare {
+        InferenceShare { places, met }
     }
 
     #[test]
     fn keys_asking_for_little_are_met_and_the_rest_is_shared_equally() {
         // A key alone asking for more than the places gets them all, unmet.
-        assert_eq!(key_shares(20, &[100.0]), vec![share(20.0, false)]);
-        assert_eq!(key_shares(20, &[0.2]), vec![share(0.2, true)]);
+        assert_eq!(inference_shares(20, &[100.0]), vec![share(20.0, false)]);
+        assert_eq!(inference_shares(20, &[0.2]), vec![share(0.2, true)]);
         // A flood beside a key asking for half a place.
         assert_eq!(
-            key_shares(4, &[25.0, 0.5]),
+            inference_shares(4, &[25.0, 0.5]),
             vec![share(3.5, false), share(0.5, true)]
         );
         // Floods share equally.
         assert_eq!(
-            key_shares(4, &[10.0, 10.0]),
+            inference_shares(4, &[10.0, 10.0]),
             vec![share(2.0, false), share(2.0, false)]
         );
         // Three keys asking for 0.6 of two places each fit; five do not, and none is met.
-        assert!(key_shares(2, &[0.6; 3]).iter().all(|s| s.met));
-        assert!(key_shares(2, &[0.6; 5]).iter().all(|s| !s.met));
+        assert!(inference_shares(2, &[0.6; 3]).iter().all(|s| s.met));
+        assert!(inference_shares(2, &[0.6; 5]).iter().all(|s| !s.met));
         // The shares never add up to more than the places.
         for demands in [
             vec![0.1, 0.1, 0.1, 0.1, 10.0],
@@ -941,15 +972,41 @@ mod tests {
             vec![1.2, 5.0],
             vec![0.9, 0.9, 3.0],
         ] {
-            let total: f64 = key_shares(2, &demands).iter().map(|s| s.places).sum();
+            let total: f64 = inference_shares(2, &demands).iter().map(|s| s.places).sum();
             assert!(total <= 2.0 + 1e-9, "{demands:?}: {total}");
         }
         // Unreadable demands count as floods; none at all is no key.
         assert_eq!(
-            key_shares(4, &[f64::NAN, 0.5]),
+            inference_shares(4, &[f64::NAN, 0.5]),
             vec![share(3.5, false), share(0.5, true)]
         );
-        assert_eq!(key_shares(4, &[]), Vec::<KeyShare>::new());
+        assert_eq!(inference_shares(4, &[]), Vec::<InferenceShare>::new());
+    }
+
+    #[test]
+    fn a_key_is_full_at_its_share_rounded_up_and_forgotten_when_quiet() {
+        assert_eq!(share(1.5, false).due(), 2);
+        assert_eq!(share(0.2, true).due(), 1);
+        assert_eq!(share(0.0, false).due(), 1);
+        // An unmet key under its share is refused for the capacity, not for its share.
+        assert!(!share(1.5, false).is_full(1));
+        assert!(share(1.5, false).is_full(2));
+        assert!(share(0.2, true).is_full(1));
+        // A key's demand is its rate times the service time, and at least what it holds.
+        let s = Duration::from_millis(100);
+        assert!((key_demand(10.0, s, 0) - 1.0).abs() < 1e-12);
+        assert!((key_demand(0.1, s, 2) - 2.0).abs() < 1e-12);
+        // A key holding nothing is forgotten after a quiet spell; one holding a place never is.
+        let after = KEY_FORGET_AFTER.as_secs_f64();
+        assert!(forgotten(0, after));
+        assert!(!forgotten(0, after - 0.1));
+        assert!(!forgotten(1, 10.0 * after));
+        let mut r = ArrivalRate::default();
+        for i in 0..100 {
+            r = r.arrive(f64::from(i) / 50.0, ARRIVAL_TIME_CONSTANT);
+        }
+        // However busy it was: 50 per second for 2 s, then quiet.
+        assert!((r.quiet_for(1.98 + after) - after).abs() < 1e-9);
     }
 
     #[test]
@@ -997,8 +1054,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(a.stats().queued, 1, "the small key waits");
         let refused = a.admit_for("flood").await.unwrap_err();
-        assert_eq!(refused.label(), "key_share");
-        let Refused::KeyShare(full) = refused else {
+        assert_eq!(refused.label(), "inference_share");
+        let Refused::InferenceShare(full) = refused else {
             panic!("refused for {refused:?}")
         };
         assert_eq!((full.held, full.keys, full.in_flight), (1, 2, 1));
@@ -1010,7 +1067,10 @@ mod tests {
             "{full}"
         );
         // A second request of the small key is beyond its share: it may not wait.
-        assert_eq!(a.admit_for("small").await.unwrap_err().label(), "key_share");
+        assert_eq!(
+            a.admit_for("small").await.unwrap_err().label(),
+            "inference_share"
+        );
         // The place the flood gives back goes to the waiting key.
         drop(running);
         small.await.unwrap().unwrap();
@@ -1034,7 +1094,7 @@ mod tests {
         assert_eq!(a.stats().queued, 1);
         // The last queue place is the small key's.
         let refused = a.admit_for("flood").await.unwrap_err();
-        let Refused::KeyShare(full) = refused else {
+        let Refused::InferenceShare(full) = refused else {
             panic!("refused for {refused:?}")
         };
         assert_eq!(full.refused, OverloadReason::QueueFull);

@@ -180,7 +180,8 @@ impl Enrolments {
         let error = self.error.lock().map(|e| e.clone()).unwrap_or_default();
         StoreHealth {
             available: self.available.load(Ordering::Relaxed) && unsynced.is_none(),
-            error: unsynced.or(error),
+            // The current failure first: an outage that follows a failed resynchronisation.
+            error: error.or(unsynced),
             reloads: self.reloads.load(Ordering::Relaxed),
         }
     }
@@ -489,9 +490,11 @@ impl Enrolments {
     /// away are lost. A listener quiet for [`LISTENER_PROBE_EVERY`] is asked a `SELECT 1` over its
     /// own connection; no answer within [`LISTENER_PROBE_TIMEOUT`] counts as a lost connection
     /// (reconnect, reload). Runs until the task is dropped.
+    ///
     /// A resynchronisation that fails with the database reachable (a template that does not
     /// decrypt) marks the store unavailable in [`Enrolments::health`] until one succeeds, and is
-    /// retried with a doubling wait up to [`RESYNC_BACKOFF_MAX`].
+    /// retried with a doubling wait up to [`RESYNC_BACKOFF_MAX`]; an unreachable database is
+    /// retried every [`RECONNECT_EVERY`], as a lost listener is.
     pub async fn follow(self: Arc<Self>, store: PgStore) {
         let mut resync_wait = RECONNECT_EVERY;
         loop {
@@ -505,14 +508,22 @@ impl Enrolments {
             };
             // Anything may have changed while nobody listened.
             if let Err(e) = self.reload().await {
+                // Notifications buffered meanwhile would be read by nobody.
+                drop(listener);
+                let wait = if matches!(e, StoreError::Unavailable(_)) {
+                    RECONNECT_EVERY
+                } else {
+                    self.set_synced(Some(format!("resynchronise the template index: {e}")));
+                    let wait = resync_wait;
+                    resync_wait = (resync_wait * 2).min(RESYNC_BACKOFF_MAX);
+                    wait
+                };
                 tracing::warn!(
                     error = %e,
-                    retry_in_secs = resync_wait.as_secs(),
+                    retry_in_secs = wait.as_secs(),
                     "resynchronising the template index failed; retrying"
                 );
-                self.set_synced(Some(format!("resynchronise the template index: {e}")));
-                tokio::time::sleep(resync_wait).await;
-                resync_wait = (resync_wait * 2).min(RESYNC_BACKOFF_MAX);
+                tokio::time::sleep(wait).await;
                 continue;
             }
             self.set_synced(None);

@@ -362,9 +362,9 @@ impl Metrics {
                  load above FACEKEY_QUEUE_MAX_LOAD), wait_predicted (the wait for a place \
                  predicted beyond the bound), waited_too_long (the bound ran out while \
                  waiting), body_memory (request bodies held at once at \
-                 FACEKEY_MAX_BODY_MEMORY_BYTES); and key_share, answered 429 \
-                 too_many_inferences (the key asked for more than its share of the running \
-                 places while other keys asked for them, and got none).",
+                 FACEKEY_MAX_BODY_MEMORY_BYTES); and inference_share, answered 429 \
+                 too_many_inferences (the key already held its share of the running places \
+                 while other keys asked for them, and got no more).",
             ),
             &["reason"],
         )?;
@@ -581,7 +581,7 @@ impl Metrics {
             admission_rejected.with_label_values(&[reason]);
         }
         admission_rejected.with_label_values(&[crate::body_budget::REFUSAL_LABEL]);
-        admission_rejected.with_label_values(&[crate::admission::KeyShareFull::LABEL]);
+        admission_rejected.with_label_values(&[crate::admission::InferenceShareFull::LABEL]);
         for reason in BodyRefusal::ALL {
             body_refused.with_label_values(&[reason.label()]);
         }

@@ -636,8 +636,8 @@ async fn a_flooding_key_leaves_places_to_another_key() {
     };
     let (flooded, paced) = tokio::join!(futures::future::join_all(workers), paced);
     let flooded: Vec<_> = flooded.into_iter().flatten().collect();
-    // The small key's first request may come before its share is known; after it, it waits for
-    // the next place the flood gives back.
+    // Asking for little, the small key waits for the next place the flood gives back (a verify
+    // may still run past the queue-wait bound on a slow machine: two of ten may fail).
     let served = paced.iter().filter(|a| a.0 == StatusCode::OK).count();
     assert!(
         served >= 8,
@@ -673,7 +673,7 @@ async fn a_flooding_key_leaves_places_to_another_key() {
     assert!(
         common::metric(
             &metrics,
-            "facekey_admission_rejected_total{reason=\"key_share\"}"
+            "facekey_admission_rejected_total{reason=\"inference_share\"}"
         ) >= held_back.len() as f64,
         "{metrics}"
     );

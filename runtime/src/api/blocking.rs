@@ -30,9 +30,9 @@ pub fn key_id(caller: Option<&Extension<Caller>>) -> Option<&str> {
 
 /// Run a vision call on the inference pool with the loaded engine, once admission control gives
 /// it a place (503 `overloaded` at once when running and queue are full; 429
-/// `too_many_inferences` instead when `key`, the caller's API key id, asks for more than its
-/// share of the places while other keys ask for places too; see [`crate::admission`]). When the request goes
-/// away (client disconnected, the timeout answered), the work stops at its next stage boundary;
+/// `too_many_inferences` instead when `key`, the caller's API key id, already holds its share
+/// of the places while other keys ask for places too; see [`crate::admission`]). When the
+/// request goes away (client disconnected, the timeout answered), the work stops at its next stage boundary;
 /// its place is held until then.
 pub async fn with_engine<T, F>(
     state: &SharedState,

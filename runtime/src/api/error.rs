@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::admission::{KeyShareFull, Overloaded, Refused};
+use crate::admission::{InferenceShareFull, Overloaded, Refused};
 use crate::lockout::LockoutError;
 use crate::metrics::MetricsError;
 use crate::state::NotReady;
@@ -135,8 +135,8 @@ impl From<Overloaded> for ApiError {
     }
 }
 
-impl From<KeyShareFull> for ApiError {
-    fn from(e: KeyShareFull) -> Self {
+impl From<InferenceShareFull> for ApiError {
+    fn from(e: InferenceShareFull) -> Self {
         ApiError {
             retry_after: Some(e.retry_after.as_secs().max(1)),
             ..ApiError::new(
@@ -151,7 +151,7 @@ impl From<KeyShareFull> for ApiError {
 impl From<Refused> for ApiError {
     fn from(e: Refused) -> Self {
         match e {
-            Refused::KeyShare(e) => e.into(),
+            Refused::InferenceShare(e) => e.into(),
             Refused::Overloaded(e) => e.into(),
         }
     }

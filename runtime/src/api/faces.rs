@@ -84,7 +84,7 @@ fn report_liveness(
             liveness: liveness.score.unwrap_or(0.0),
             threshold: liveness.threshold,
             request_id: request_id(headers),
-            key_id: caller.map(|c| c.key_id.to_string()),
+            key_id: key_id(caller).map(str::to_owned),
         }
         .emit(&state.metrics, state.alerts.as_ref());
     }

@@ -24,7 +24,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: 200 once every model is loaded, 503 while loading or shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness",
     responses(
-        (status = 200, description = "`{\"status\":\"ready\",\"store\":{\"available\",\"error\",\"backend\"}}`: every model loaded; `store.available` is false while the template store is unreachable (reads still served); `store.backend` is `embedded` or `postgresql`, `store.error` the operation that failed (the log has the error)"),
+        (status = 200, description = "`{\"status\":\"ready\",\"store\":{\"available\",\"error\",\"backend\"}}`: every model loaded; `store.available` is false while the template store is unreachable, or this replica's index cannot resynchronise from it (reads still served); `store.backend` is `embedded` or `postgresql`, `store.error` the operation that failed (the log has the error)"),
         (status = 503, description = "`{\"status\":\"not_ready\",\"reason\",\"store\"}`: loading or shutting down"),
     ))]
 pub async fn readyz(State(state): State<SharedState>) -> Response {

@@ -233,8 +233,8 @@ fn common_responses(access: &Access, has_body: bool) -> Vec<(&'static str, &'sta
                 "429",
                 "`too_many_uploads`: the key's bodies being received already hold its share \
                  of `FACEKEY_MAX_BODY_MEMORY_BYTES`; on operations that run the models, also \
-                 `too_many_inferences`: no inference place was given to the key, which asks for \
-                 more than its share while other keys ask for places too (`Retry-After`)",
+                 `too_many_inferences`: no inference place was given to the key, which already \
+                 holds its share while other keys ask for places too (`Retry-After`)",
             ));
         }
         out.push((

@@ -295,13 +295,15 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// The id of the caller's key, which sessions are bound to (401 without one).
 pub(super) fn key_of(caller: Option<&Extension<Caller>>) -> Result<String, ApiError> {
-    caller.map(|c| c.key_id.to_string()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "liveness sessions need an API key",
-        )
-    })
+    super::blocking::key_id(caller)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "liveness sessions need an API key",
+            )
+        })
 }
 
 /// Records sessions that ended: pass/fail counters, and a spoof event (log, counter, alert
