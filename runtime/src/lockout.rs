@@ -222,6 +222,17 @@ pub enum Counted {
     AlreadyLocked(Duration),
 }
 
+/// A lock in force, as [`Ledger::active_locks`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveLock {
+    /// The locked subject.
+    pub subject: String,
+    /// Time left on the lock.
+    pub left: Duration,
+    /// Its number in the subject's streak of locks ([`Policy::lock_for`]).
+    pub streak: u32,
+}
+
 /// Where failures are counted. Implementations make counting atomic per subject: concurrent
 /// failures never both miss the threshold nor both lock.
 #[async_trait::async_trait]
@@ -255,10 +266,10 @@ pub trait Ledger: Send + Sync + 'static {
         let _ = (subject, left, streak);
         Ok(false)
     }
-    /// Every lock in force with the time left on it, at most `limit` (the longest first), so a
-    /// replica can keep a copy that holds while this ledger is unreachable
+    /// Every lock in force with the time left on it and its streak, at most `limit` (the longest
+    /// first), so a replica can keep a copy that holds while this ledger is unreachable
     /// ([`FallbackLedger::recheck`]). Default: none.
-    async fn active_locks(&self, limit: usize) -> Result<Vec<(String, Duration)>, LockoutError> {
+    async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
         let _ = limit;
         Ok(Vec::new())
     }
@@ -392,6 +403,25 @@ impl MemoryLedger {
             .collect()
     }
 
+    /// Continue `subject`'s streak of locks from lock number `streak` (taken elsewhere), remembered
+    /// until `until`: its next lock here is the one after it ([`Policy::lock_for`]).
+    pub fn continue_streak(
+        &self,
+        subject: &str,
+        streak: u32,
+        until: Instant,
+    ) -> Result<(), LockoutError> {
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        let entry = self.entry_for(&mut entries, now, subject)?;
+        if entry.expires <= now {
+            entry.streak = 0;
+        }
+        entry.streak = entry.streak.max(streak);
+        entry.expires = entry.expires.max(until);
+        Ok(())
+    }
+
     /// The subject's entry, created empty (room made first, [`MemoryLedger::make_room`]) when it
     /// has none.
     fn entry_for<'a>(
@@ -447,13 +477,17 @@ impl MemoryLedger {
 
 #[async_trait::async_trait]
 impl Ledger for MemoryLedger {
-    async fn active_locks(&self, limit: usize) -> Result<Vec<(String, Duration)>, LockoutError> {
-        let mut locks: Vec<(String, Duration)> = self
+    async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
+        let mut locks: Vec<ActiveLock> = self
             .held_locks()
             .into_iter()
-            .map(|(subject, left, _)| (subject, left))
+            .map(|(subject, left, streak)| ActiveLock {
+                subject,
+                left,
+                streak,
+            })
             .collect();
-        locks.sort_by_key(|(_, left)| std::cmp::Reverse(*left));
+        locks.sort_by_key(|l| std::cmp::Reverse(l.left));
         locks.truncate(limit);
         Ok(locks)
     }
@@ -620,9 +654,9 @@ impl Ledger for PgLedger {
         Ok(true)
     }
 
-    async fn active_locks(&self, limit: usize) -> Result<Vec<(String, Duration)>, LockoutError> {
-        let rows: Vec<(String, f64)> = sqlx::query_as(
-            "SELECT subject, extract(epoch FROM locked_until - now())::float8 \
+    async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
+        let rows: Vec<(String, f64, i32)> = sqlx::query_as(
+            "SELECT subject, extract(epoch FROM locked_until - now())::float8, lock_streak \
              FROM facekey_lockouts WHERE locked_until > now() \
              ORDER BY locked_until DESC LIMIT $1",
         )
@@ -632,7 +666,11 @@ impl Ledger for PgLedger {
         .map_err(db_err("list subject lockouts"))?;
         Ok(rows
             .into_iter()
-            .map(|(subject, left)| (subject, secs(left)))
+            .map(|(subject, left, streak)| ActiveLock {
+                subject,
+                left: secs(left),
+                streak: u32::try_from(streak).unwrap_or(0),
+            })
             .collect())
     }
 
@@ -784,19 +822,22 @@ impl Ledger for PgLedger {
     }
 }
 
-/// A copy of one shared lock: when it ends and when this replica learnt it.
+/// A copy of one shared lock: when it ends, when this replica learnt it, and its streak (0
+/// until a recheck has read it: an answer about a subject tells the time left only).
 #[derive(Debug, Clone, Copy)]
 struct Copied {
     until: Instant,
     seen: Instant,
+    streak: u32,
 }
 
 impl Copied {
-    /// A lock with `left` to run, learnt at `now`.
-    fn lasting(left: Duration, now: Instant) -> Self {
+    /// A lock with `left` to run, learnt at `now`, number `streak` in its subject's streak.
+    fn lasting(left: Duration, now: Instant, streak: u32) -> Self {
         Self {
             until: now + left,
             seen: now,
+            streak,
         }
     }
 }
@@ -808,7 +849,8 @@ impl Copied {
 /// holding through the outage: each replica keeps a copy of them (refreshed at every recheck,
 /// and from every answer about a subject), so an outage does not lift a lock (a lock released
 /// elsewhere up to a recheck before the outage may still hold here; a lock that ends during the
-/// outage starts the next one at the base length, as the streak is not copied). Locks taken
+/// outage passes its streak on, copied at the recheck, so the next lock taken here is as long
+/// as the shared ledger's next would have been). Locks taken
 /// locally keep holding after the shared ledger is back, handed over to it at the next recheck
 /// (so every replica enforces them and an administrator's release on any replica lifts them).
 /// The switch is logged and exposed as `facekey_lockout_ledger_local`.
@@ -844,7 +886,9 @@ impl FallbackLedger {
         match left {
             Some(left) => {
                 if copies.len() < MEMORY_CAPACITY || copies.contains_key(subject) {
-                    copies.insert(subject.to_owned(), Copied::lasting(left, Instant::now()));
+                    let streak = copies.get(subject).map_or(0, |c| c.streak);
+                    let copy = Copied::lasting(left, Instant::now(), streak);
+                    copies.insert(subject.to_owned(), copy);
                 }
             }
             None => {
@@ -854,16 +898,25 @@ impl FallbackLedger {
     }
 
     /// The time left on `subject`'s lock as the shared ledger last said, while it is unreachable.
+    /// A copy that has run out stays for [`FallbackLedger::ended_copy`] (the next recheck with
+    /// the shared ledger back replaces every copy).
     fn copied(&self, subject: &str) -> Option<Duration> {
+        let until = self.copies().get(subject)?.until;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    }
+
+    /// A copied lock of `subject` that has run out, taken out of the copies: its streak and when
+    /// it ended.
+    fn ended_copy(&self, subject: &str) -> Option<(u32, Instant)> {
         let mut copies = self.copies();
-        let until = copies.get(subject)?.until;
-        let now = Instant::now();
-        if until > now {
-            Some(until - now)
-        } else {
-            copies.remove(subject);
-            None
+        let copy = *copies.get(subject)?;
+        if copy.until > Instant::now() {
+            return None;
         }
+        copies.remove(subject);
+        Some((copy.streak, copy.until))
     }
 
     /// Every `every` ([`RECHECK_EVERY`] in the server), [`FallbackLedger::recheck`]: while
@@ -912,7 +965,7 @@ impl FallbackLedger {
                     .collect();
                 *copies = locks
                     .into_iter()
-                    .map(|(subject, left)| (subject, Copied::lasting(left, now)))
+                    .map(|l| (l.subject, Copied::lasting(l.left, now, l.streak)))
                     .chain(newer)
                     .collect();
             }
@@ -1003,6 +1056,12 @@ impl Ledger for FallbackLedger {
             // A lock the shared ledger holds stays in force: the failure is not counted again.
             if let Some(left) = self.copied(subject) {
                 return Ok(Counted::AlreadyLocked(left));
+            }
+            // One that ran out meanwhile passes its streak on, remembered as long as the shared
+            // ledger would remember it.
+            if let Some((streak, ended)) = self.ended_copy(subject) {
+                self.local
+                    .continue_streak(subject, streak, ended + policy.max_lock)?;
             }
             return self.local.record_failure(subject, policy).await;
         }
@@ -1334,10 +1393,7 @@ mod tests {
             self.check()?;
             self.inner.adopt(subject, left, streak).await
         }
-        async fn active_locks(
-            &self,
-            limit: usize,
-        ) -> Result<Vec<(String, Duration)>, LockoutError> {
+        async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
             self.check()?;
             self.inner.active_locks(limit).await
         }
@@ -1454,6 +1510,44 @@ mod tests {
             l.check(SUBJECT).await,
             Err(LockoutError::Locked(_))
         ));
+    }
+
+    /// A shared lock that ends during an outage passes its streak on: the next lock taken in
+    /// this replica's memory is as long as the shared ledger's next would have been. Before, it
+    /// started again at the base lock: an attacker whose locks had escalated to the longest
+    /// got the shortest again once the database went away.
+    #[tokio::test]
+    async fn a_lock_that_ends_during_an_outage_passes_its_streak_on() {
+        let metrics = Metrics::new().unwrap();
+        let shared = Arc::new(Flaky {
+            inner: MemoryLedger::new(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
+        let policy = Policy {
+            max_lock: Duration::from_secs(86_400),
+            ..policy()
+        };
+        // Another replica's third lock in a row, about to end.
+        shared
+            .inner
+            .adopt(SUBJECT, Duration::from_millis(50), 3)
+            .await
+            .unwrap();
+        ledger.recheck().await;
+        shared.set_down(true);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let mut last = None;
+        for _ in 0..policy.attempts {
+            last = Some(ledger.record_failure(SUBJECT, &policy).await.unwrap());
+        }
+        match last {
+            Some(Counted::LockedNow { lock, .. }) => {
+                assert_eq!(lock, policy.lock_for(4));
+                assert!(lock > policy.lock_for(1));
+            }
+            other => panic!("not locked: {other:?}"),
+        }
     }
 
     /// A lock taken in memory during an outage moves to the shared ledger once it is back: an

@@ -433,8 +433,8 @@ async fn a_lock_handed_over_to_the_shared_ledger_holds_everywhere_and_releases()
 }
 
 /// The locks in force, as a replica copies them to hold through a database outage: every
-/// subject locked now with its time left, longest first, and not one whose failures are below
-/// the threshold or whose lock was released.
+/// subject locked now with its time left and streak, longest first, and not one whose failures
+/// are below the threshold or whose lock was released.
 #[tokio::test]
 async fn active_locks_lists_the_locks_in_force() {
     const SHORT: &str = "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d";
@@ -449,17 +449,19 @@ async fn active_locks_lists_the_locks_in_force() {
     }
     a.lockouts.record_failure(COUNTING).await.unwrap();
     ledger
-        .adopt(SUBJECT, Duration::from_secs(600), 1)
+        .adopt(SUBJECT, Duration::from_secs(600), 3)
         .await
         .unwrap();
     a.lockouts.release(RELEASED).await.unwrap();
     let locks = ledger.active_locks(100).await.unwrap();
-    let subjects: Vec<&str> = locks.iter().map(|(s, _)| s.as_str()).collect();
+    let subjects: Vec<&str> = locks.iter().map(|l| l.subject.as_str()).collect();
     assert_eq!(subjects, vec![SUBJECT, SHORT], "{locks:?}");
-    assert!(locks[0].1 > Duration::from_secs(590), "{locks:?}");
+    assert!(locks[0].left > Duration::from_secs(590), "{locks:?}");
     assert!(
-        locks[1].1 > Duration::from_secs(50) && locks[1].1 <= Duration::from_secs(60),
+        locks[1].left > Duration::from_secs(50) && locks[1].left <= Duration::from_secs(60),
         "{locks:?}"
     );
+    // With their streaks, so a copy passes a streak on when its lock ends in an outage.
+    assert_eq!((locks[0].streak, locks[1].streak), (3, 1), "{locks:?}");
     assert_eq!(ledger.active_locks(1).await.unwrap().len(), 1, "bounded");
 }
