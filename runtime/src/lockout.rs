@@ -222,6 +222,19 @@ pub enum Counted {
     AlreadyLocked(Duration),
 }
 
+/// A lock held in a replica's memory, as [`MemoryLedger::held_locks`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLock {
+    /// The locked subject.
+    pub subject: String,
+    /// Time left on the lock.
+    pub left: Duration,
+    /// Its number in the subject's streak of locks.
+    pub streak: u32,
+    /// How long from now the streak is remembered (the lock's end plus `max_lock`).
+    pub remembered: Duration,
+}
+
 /// A lock in force, as [`Ledger::active_locks`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveLock {
@@ -253,17 +266,19 @@ pub trait Ledger: Send + Sync + 'static {
     /// returns how many.
     async fn purge_expired(&self) -> Result<u64, LockoutError>;
     /// Take over a lock another ledger took: `left` of it, taken at lock number `streak` in a
-    /// row. The fallback hands the locks it took in memory during an outage to the shared ledger
-    /// once that is back ([`FallbackLedger::recheck`]), so every replica enforces them and an
-    /// administrator's release on any replica lifts them. A longer lock already there stays.
+    /// row, the streak remembered for `remembered` from now (at least `left`). The fallback
+    /// hands the locks it took in memory during an outage to the shared ledger once that is back
+    /// ([`FallbackLedger::recheck`]), so every replica enforces them and an administrator's
+    /// release on any replica lifts them. A longer lock already there stays.
     /// `Ok(false)`: this ledger takes no locks over (the default).
     async fn adopt(
         &self,
         subject: &str,
         left: Duration,
         streak: u32,
+        remembered: Duration,
     ) -> Result<bool, LockoutError> {
-        let _ = (subject, left, streak);
+        let _ = (subject, left, streak, remembered);
         Ok(false)
     }
     /// Every lock in force with the time left on it and its streak, at most `limit` (the longest
@@ -391,14 +406,20 @@ impl MemoryLedger {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The subjects locked now, with the time left and the lock's streak.
-    pub fn held_locks(&self) -> Vec<(String, Duration, u32)> {
+    /// The subjects locked now, with the time left, the lock's streak and how long it is
+    /// remembered.
+    pub fn held_locks(&self) -> Vec<HeldLock> {
         let now = self.clock.now();
         self.entries()
             .iter()
             .filter_map(|(subject, e)| {
                 let until = e.locked_until.filter(|u| *u > now)?;
-                Some((subject.clone(), until - now, e.streak))
+                Some(HeldLock {
+                    subject: subject.clone(),
+                    left: until - now,
+                    streak: e.streak,
+                    remembered: e.expires.max(until) - now,
+                })
             })
             .collect()
     }
@@ -481,10 +502,10 @@ impl Ledger for MemoryLedger {
         let mut locks: Vec<ActiveLock> = self
             .held_locks()
             .into_iter()
-            .map(|(subject, left, streak)| ActiveLock {
-                subject,
-                left,
-                streak,
+            .map(|l| ActiveLock {
+                subject: l.subject,
+                left: l.left,
+                streak: l.streak,
             })
             .collect();
         locks.sort_by_key(|l| std::cmp::Reverse(l.left));
@@ -497,6 +518,7 @@ impl Ledger for MemoryLedger {
         subject: &str,
         left: Duration,
         streak: u32,
+        remembered: Duration,
     ) -> Result<bool, LockoutError> {
         let now = self.clock.now();
         let mut entries = self.entries();
@@ -505,7 +527,7 @@ impl Ledger for MemoryLedger {
         entry.failures.clear();
         entry.locked_until = Some(entry.locked_until.map_or(until, |u| u.max(until)));
         entry.streak = entry.streak.max(streak);
-        entry.expires = entry.expires.max(until);
+        entry.expires = entry.expires.max(until).max(now + remembered);
         Ok(true)
     }
 
@@ -632,12 +654,14 @@ impl Ledger for PgLedger {
         subject: &str,
         left: Duration,
         streak: u32,
+        remembered: Duration,
     ) -> Result<bool, LockoutError> {
-        // The longer lock and streak win; the row is kept as long as the lock (the streak's
-        // memory past it is the replica's that took the lock, not carried over).
+        // The longer lock and streak win; the row is kept as long as the replica that took the
+        // lock would have remembered its streak.
         sqlx::query(
             "INSERT INTO facekey_lockouts AS l (subject, locked_until, expires_at, lock_streak) \
-             VALUES ($1, now() + make_interval(secs => $2), now() + make_interval(secs => $2), $3) \
+             VALUES ($1, now() + make_interval(secs => $2), \
+               now() + make_interval(secs => GREATEST($2, $4)), $3) \
              ON CONFLICT (subject) DO UPDATE SET failures = '{}', \
                locked_until = GREATEST(l.locked_until, EXCLUDED.locked_until), \
                expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at), \
@@ -648,6 +672,7 @@ impl Ledger for PgLedger {
         .bind(subject)
         .bind(left.as_secs_f64())
         .bind(i32::try_from(streak).unwrap_or(i32::MAX))
+        .bind(remembered.as_secs_f64())
         .execute(&self.pool)
         .await
         .map_err(db_err("take over a lock taken during an outage"))?;
@@ -886,8 +911,14 @@ impl FallbackLedger {
         match left {
             Some(left) => {
                 if copies.len() < MEMORY_CAPACITY || copies.contains_key(subject) {
-                    let streak = copies.get(subject).map_or(0, |c| c.streak);
-                    let copy = Copied::lasting(left, Instant::now(), streak);
+                    // The streak of the lock in force (an answer tells the time left only): a
+                    // new lock's streak is unknown until the next recheck reads it.
+                    let now = Instant::now();
+                    let streak = copies
+                        .get(subject)
+                        .filter(|c| c.until > now)
+                        .map_or(0, |c| c.streak);
+                    let copy = Copied::lasting(left, now, streak);
                     copies.insert(subject.to_owned(), copy);
                 }
             }
@@ -898,8 +929,9 @@ impl FallbackLedger {
     }
 
     /// The time left on `subject`'s lock as the shared ledger last said, while it is unreachable.
-    /// A copy that has run out stays for [`FallbackLedger::ended_copy`] (the next recheck with
-    /// the shared ledger back replaces every copy).
+    /// A copy that has run out stays, to pass its streak on to the next lock taken here
+    /// ([`Ledger::record_failure`]) unless a success ends it first; the next recheck with the
+    /// shared ledger back replaces every copy.
     fn copied(&self, subject: &str) -> Option<Duration> {
         let until = self.copies().get(subject)?.until;
         until
@@ -907,16 +939,16 @@ impl FallbackLedger {
             .filter(|left| !left.is_zero())
     }
 
-    /// A copied lock of `subject` that has run out, taken out of the copies: its streak and when
-    /// it ended.
-    fn ended_copy(&self, subject: &str) -> Option<(u32, Instant)> {
+    /// Forget a copied lock of `subject` that has run out (a success ends its streak, as the
+    /// shared ledger's does).
+    fn forget_ended_copy(&self, subject: &str) {
         let mut copies = self.copies();
-        let copy = *copies.get(subject)?;
-        if copy.until > Instant::now() {
-            return None;
+        if copies
+            .get(subject)
+            .is_some_and(|c| c.until <= Instant::now())
+        {
+            copies.remove(subject);
         }
-        copies.remove(subject);
-        Some((copy.streak, copy.until))
     }
 
     /// Every `every` ([`RECHECK_EVERY`] in the server), [`FallbackLedger::recheck`]: while
@@ -971,8 +1003,14 @@ impl FallbackLedger {
             }
             Err(e) => tracing::warn!(error = %e, "reading the shared locks failed"),
         }
-        for (subject, left, streak) in self.local.held_locks() {
-            let adopted = self.shared.adopt(&subject, left, streak).await;
+        for HeldLock {
+            subject,
+            left,
+            streak,
+            remembered,
+        } in self.local.held_locks()
+        {
+            let adopted = self.shared.adopt(&subject, left, streak, remembered).await;
             if self.note(&adopted) {
                 return;
             }
@@ -1054,14 +1092,23 @@ impl Ledger for FallbackLedger {
         let shared = self.shared.record_failure(subject, policy).await;
         if self.note(&shared) {
             // A lock the shared ledger holds stays in force: the failure is not counted again.
-            if let Some(left) = self.copied(subject) {
-                return Ok(Counted::AlreadyLocked(left));
-            }
             // One that ran out meanwhile passes its streak on, remembered as long as the shared
-            // ledger would remember it.
-            if let Some((streak, ended)) = self.ended_copy(subject) {
-                self.local
-                    .continue_streak(subject, streak, ended + policy.max_lock)?;
+            // ledger would remember it; taken and passed on under the copies' lock, so a
+            // failure counted beside this one sees the streak (lock order: copies, entries).
+            {
+                let mut copies = self.copies();
+                if let Some(copy) = copies.get(subject).copied() {
+                    let now = Instant::now();
+                    if copy.until > now {
+                        return Ok(Counted::AlreadyLocked(copy.until - now));
+                    }
+                    copies.remove(subject);
+                    self.local.continue_streak(
+                        subject,
+                        copy.streak,
+                        copy.until + policy.max_lock,
+                    )?;
+                }
             }
             return self.local.record_failure(subject, policy).await;
         }
@@ -1077,7 +1124,11 @@ impl Ledger for FallbackLedger {
         let local = self.local.clear(subject).await?;
         let shared = self.shared.clear(subject).await;
         if self.note(&shared) {
-            return Ok(longer(local, self.copied(subject)));
+            let locked = longer(local, self.copied(subject));
+            if locked.is_none() {
+                self.forget_ended_copy(subject);
+            }
+            return Ok(locked);
         }
         let shared = shared?;
         self.remember(subject, shared);
@@ -1389,9 +1440,10 @@ mod tests {
             subject: &str,
             left: Duration,
             streak: u32,
+            remembered: Duration,
         ) -> Result<bool, LockoutError> {
             self.check()?;
-            self.inner.adopt(subject, left, streak).await
+            self.inner.adopt(subject, left, streak, remembered).await
         }
         async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
             self.check()?;
@@ -1531,7 +1583,12 @@ mod tests {
         // Another replica's third lock in a row, about to end.
         shared
             .inner
-            .adopt(SUBJECT, Duration::from_millis(50), 3)
+            .adopt(
+                SUBJECT,
+                Duration::from_millis(50),
+                3,
+                Duration::from_millis(50),
+            )
             .await
             .unwrap();
         ledger.recheck().await;
@@ -1547,6 +1604,46 @@ mod tests {
                 assert!(lock > policy.lock_for(1));
             }
             other => panic!("not locked: {other:?}"),
+        }
+    }
+
+    /// A copied streak ends as the shared ledger's would: with a success during the outage, or
+    /// `max_lock` after the lock's end. Either way the next lock is the base one again.
+    #[tokio::test]
+    async fn a_copied_streak_ends_with_a_success_or_after_max_lock() {
+        let policy = Policy {
+            attempts: 2,
+            window: Duration::from_secs(900),
+            lock: Duration::from_millis(10),
+            max_lock: Duration::from_millis(200),
+        };
+        assert!(policy.lock_for(4) > policy.lock_for(1));
+        for success in [true, false] {
+            let shared = Arc::new(Flaky {
+                inner: MemoryLedger::new(),
+                down: std::sync::atomic::AtomicBool::new(false),
+            });
+            let ledger = FallbackLedger::new(shared.clone(), Metrics::new().unwrap());
+            let left = Duration::from_millis(50);
+            shared.inner.adopt(SUBJECT, left, 3, left).await.unwrap();
+            ledger.recheck().await;
+            shared.set_down(true);
+            if success {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+                assert_eq!(ledger.clear(SUBJECT).await.unwrap(), None);
+            } else {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let mut last = None;
+            for _ in 0..policy.attempts {
+                last = Some(ledger.record_failure(SUBJECT, &policy).await.unwrap());
+            }
+            match last {
+                Some(Counted::LockedNow { lock, .. }) => {
+                    assert_eq!(lock, policy.lock_for(1), "success: {success}")
+                }
+                other => panic!("not locked: {other:?}"),
+            }
         }
     }
 

@@ -403,7 +403,7 @@ async fn a_lock_handed_over_to_the_shared_ledger_holds_everywhere_and_releases()
     let ledger = PgLedger::new(a._store.ledger_pool().clone());
     assert!(
         ledger
-            .adopt(SUBJECT, Duration::from_secs(600), 2)
+            .adopt(SUBJECT, Duration::from_secs(600), 2, Duration::ZERO)
             .await
             .unwrap()
     );
@@ -412,14 +412,14 @@ async fn a_lock_handed_over_to_the_shared_ledger_holds_everywhere_and_releases()
     assert!(left > Duration::from_secs(590), "{left:?}");
     // A shorter lock handed over later (another replica's) does not shorten it.
     ledger
-        .adopt(SUBJECT, Duration::from_secs(30), 1)
+        .adopt(SUBJECT, Duration::from_secs(30), 1, Duration::ZERO)
         .await
         .unwrap();
     assert!(ledger.locked_for(SUBJECT).await.unwrap().unwrap() > Duration::from_secs(590));
     // A subject with failures counted on the shared ledger is locked by the hand-over.
     assert_eq!(b.lockouts.record_failure(OTHER).await.unwrap(), None);
     ledger
-        .adopt(OTHER, Duration::from_secs(120), 1)
+        .adopt(OTHER, Duration::from_secs(120), 1, Duration::ZERO)
         .await
         .unwrap();
     let left = ledger.locked_for(OTHER).await.unwrap().unwrap();
@@ -430,6 +430,35 @@ async fn a_lock_handed_over_to_the_shared_ledger_holds_everywhere_and_releases()
     // The administrator's release through the other replica.
     assert!(b.lockouts.release(SUBJECT).await.unwrap().is_some());
     a.lockouts.check(SUBJECT).await.unwrap();
+}
+
+/// A lock taken in a replica's memory during an outage and handed over keeps its streak on the
+/// shared ledger as long as that replica would have remembered it: the next lock after it is the
+/// one after it in the streak. Before, the row was kept only as long as the lock, and the next
+/// lock was the base one again.
+#[tokio::test]
+async fn a_handed_over_lock_keeps_its_streak_remembered() {
+    let pg = PgServer::start();
+    let p = Policy {
+        attempts: 2,
+        window: Duration::from_secs(900),
+        lock: Duration::from_secs(1),
+        max_lock: Duration::from_secs(60),
+    };
+    let a = replica(&pg, p).await;
+    let ledger = PgLedger::new(a._store.ledger_pool().clone());
+    ledger
+        .adopt(SUBJECT, Duration::from_secs(1), 2, Duration::from_secs(600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(a.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    let locked = a.lockouts.record_failure(SUBJECT).await.unwrap().unwrap();
+    assert!(
+        locked.retry_after > Duration::from_secs(3) && locked.retry_after <= p.lock_for(3),
+        "{locked:?}: the third lock in a row lasts {:?}",
+        p.lock_for(3)
+    );
 }
 
 /// The locks in force, as a replica copies them to hold through a database outage: every
@@ -449,7 +478,7 @@ async fn active_locks_lists_the_locks_in_force() {
     }
     a.lockouts.record_failure(COUNTING).await.unwrap();
     ledger
-        .adopt(SUBJECT, Duration::from_secs(600), 3)
+        .adopt(SUBJECT, Duration::from_secs(600), 3, Duration::ZERO)
         .await
         .unwrap();
     a.lockouts.release(RELEASED).await.unwrap();
