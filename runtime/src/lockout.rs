@@ -1395,6 +1395,14 @@ mod tests {
     }
 
     impl Flaky {
+        /// A shared ledger that answers, until [`Flaky::set_down`].
+        fn up() -> Arc<Self> {
+            Arc::new(Flaky {
+                inner: MemoryLedger::new(),
+                down: std::sync::atomic::AtomicBool::new(false),
+            })
+        }
+
         /// Take the shared ledger down (`true`) or bring it back.
         fn set_down(&self, down: bool) {
             self.down.store(down, std::sync::atomic::Ordering::Relaxed);
@@ -1457,10 +1465,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_shared_ledger_counts_locally_and_the_lock_outlives_the_outage() {
         let metrics = Metrics::new().unwrap();
-        let shared = Arc::new(Flaky {
-            inner: MemoryLedger::new(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
+        let shared = Flaky::up();
         let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
         let l = Lockouts::new(policy(), ledger, metrics.clone(), None);
         for _ in 0..2 {
@@ -1510,10 +1515,7 @@ mod tests {
     async fn shared_locks_hold_through_an_outage() {
         const OTHER: &str = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
         let metrics = Metrics::new().unwrap();
-        let shared = Arc::new(Flaky {
-            inner: MemoryLedger::new(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
+        let shared = Flaky::up();
         let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
         let l = Lockouts::new(policy(), ledger.clone(), metrics.clone(), None);
         // SUBJECT locked through this replica; OTHER through another one.
@@ -1571,10 +1573,7 @@ mod tests {
     #[tokio::test]
     async fn a_lock_that_ends_during_an_outage_passes_its_streak_on() {
         let metrics = Metrics::new().unwrap();
-        let shared = Arc::new(Flaky {
-            inner: MemoryLedger::new(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
+        let shared = Flaky::up();
         let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
         let policy = Policy {
             max_lock: Duration::from_secs(86_400),
@@ -1619,10 +1618,7 @@ mod tests {
         };
         assert!(policy.lock_for(4) > policy.lock_for(1));
         for success in [true, false] {
-            let shared = Arc::new(Flaky {
-                inner: MemoryLedger::new(),
-                down: std::sync::atomic::AtomicBool::new(false),
-            });
+            let shared = Flaky::up();
             let ledger = FallbackLedger::new(shared.clone(), Metrics::new().unwrap());
             let left = Duration::from_millis(50);
             shared.inner.adopt(SUBJECT, left, 3, left).await.unwrap();

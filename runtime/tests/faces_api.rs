@@ -547,22 +547,16 @@ async fn overload_is_refused_at_once_with_retry_after() {
 #[tokio::test]
 async fn a_flooding_key_leaves_places_to_another_key() {
     use facekey_runtime::auth::Scope;
-    use facekey_runtime::auth::keys::{key_line, new_key};
     let dir = tempfile::tempdir().unwrap();
-    let mut text = String::new();
-    let mut keys = std::collections::BTreeMap::new();
-    for (id, scope) in [
-        ("flood", Scope::Verify),
-        ("small", Scope::Verify),
-        ("admin", Scope::Admin),
-    ] {
-        let key = new_key().unwrap();
-        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
-        text.push('\n');
-        keys.insert(id, key);
-    }
-    let keys_file = dir.path().join("fair-api-keys");
-    std::fs::write(&keys_file, text).unwrap();
+    let (keys_file, keys) = common::keys_file(
+        dir.path(),
+        "fair-api-keys",
+        &[
+            ("flood", Scope::Verify),
+            ("small", Scope::Verify),
+            ("admin", Scope::Admin),
+        ],
+    );
     let mut config = Config::for_tests();
     config.max_inflight = 2;
     config.max_queue = Some(8);

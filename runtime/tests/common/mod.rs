@@ -150,6 +150,31 @@ pub fn test_keys() -> (String, std::collections::BTreeMap<String, String>) {
     (text, keys)
 }
 
+/// A keys file in `dir` (file name `name`) with one key per `(id, scope)`, no rate: its path and
+/// the keys by id.
+pub fn keys_file(
+    dir: &std::path::Path,
+    name: &str,
+    keys: &[(&'static str, facekey_runtime::auth::Scope)],
+) -> (
+    std::path::PathBuf,
+    std::collections::BTreeMap<&'static str, String>,
+) {
+    use facekey_runtime::auth::keys::{key_line, new_key};
+    let mut text = String::new();
+    let mut by_id = std::collections::BTreeMap::new();
+    for &(id, scope) in keys {
+        let key = new_key().unwrap();
+        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
+        text.push('\n');
+        by_id.insert(id, key);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    (path, by_id)
+}
+
 /// A keys file in `dir` with two `enrol` keys (`app-a`, `app-b`) and an `admin` key, for the
 /// per-key quota tests: its path and the keys by id.
 pub fn two_apps_and_admin_keys(
@@ -159,23 +184,15 @@ pub fn two_apps_and_admin_keys(
     std::collections::BTreeMap<&'static str, String>,
 ) {
     use facekey_runtime::auth::Scope;
-    use facekey_runtime::auth::keys::{key_line, new_key};
-    let mut text = String::new();
-    let mut keys = std::collections::BTreeMap::new();
-    for (id, scope) in [
-        ("app-a", Scope::Enrol),
-        ("app-b", Scope::Enrol),
-        ("admin", Scope::Admin),
-    ] {
-        let key = new_key().unwrap();
-        text.push_str(&key_line(id, &[scope].into(), &key, None).unwrap());
-        text.push('\n');
-        keys.insert(id, key);
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("quota-api-keys");
-    std::fs::write(&path, text).unwrap();
-    (path, keys)
+    keys_file(
+        dir,
+        "quota-api-keys",
+        &[
+            ("app-a", Scope::Enrol),
+            ("app-b", Scope::Enrol),
+            ("admin", Scope::Admin),
+        ],
+    )
 }
 
 /// A client that sends `key` on every request.
