@@ -268,6 +268,28 @@ async fn replicas_share_enrolments_within_a_second_and_migrate_once() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["decision"], "reject", "{v}");
     assert_eq!(pg.psql("SELECT count(*) FROM facekey_lockouts"), "1");
+    // ...with the failures through b: the fifth, through either, locks the subject on both.
+    for (n, replica) in [&b, &a, &b, &a].into_iter().enumerate() {
+        let (status, v) = replica.verify(&id, "Tom_Hanks_54745.png").await;
+        assert_eq!(status, StatusCode::OK, "failure {}: {v}", n + 2);
+    }
+    for replica in [&a, &b] {
+        let (status, v) = replica.verify(&id, "astronaut_640x480.jpg").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+        assert_eq!(v["error"]["code"], "subject_locked", "{v}");
+    }
+    // An administrator's release through b lifts it on a at once.
+    let (status, r) = b
+        .json(
+            b.client
+                .delete(b.url(&format!("/v1/subjects/{id}/lockout"))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["was_locked"], true, "{r}");
+    let (status, v) = a.verify(&id, "astronaut_640x480.jpg").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"], "accept", "{v}");
 
     // A deletion through b disappears from a, and erases the subject's ledger row too.
     let r = b
