@@ -235,15 +235,18 @@ pub struct HeldLock {
     pub remembered: Duration,
 }
 
-/// A lock in force, as [`Ledger::active_locks`] lists it.
+/// A lock in force, or one that ended but whose streak is still remembered, as
+/// [`Ledger::active_locks`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveLock {
     /// The locked subject.
     pub subject: String,
-    /// Time left on the lock.
+    /// Time left on the lock (zero once it ended).
     pub left: Duration,
     /// Its number in the subject's streak of locks ([`Policy::lock_for`]).
     pub streak: u32,
+    /// How long from now the streak is remembered (at least `left`).
+    pub remembered: Duration,
 }
 
 /// Where failures are counted. Implementations make counting atomic per subject: concurrent
@@ -281,8 +284,9 @@ pub trait Ledger: Send + Sync + 'static {
         let _ = (subject, left, streak, remembered);
         Ok(false)
     }
-    /// Every lock in force with the time left on it and its streak, at most `limit` (the longest
-    /// first), so a replica can keep a copy that holds while this ledger is unreachable
+    /// Every lock in force with the time left on it and its streak, then the ended locks whose
+    /// streak is still remembered, at most `limit` (the longest first), so a replica can keep a
+    /// copy that holds, and escalates, while this ledger is unreachable
     /// ([`FallbackLedger::recheck`]). Default: none.
     async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
         let _ = limit;
@@ -499,13 +503,19 @@ impl MemoryLedger {
 #[async_trait::async_trait]
 impl Ledger for MemoryLedger {
     async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
+        let now = self.clock.now();
         let mut locks: Vec<ActiveLock> = self
-            .held_locks()
-            .into_iter()
-            .map(|l| ActiveLock {
-                subject: l.subject,
-                left: l.left,
-                streak: l.streak,
+            .entries()
+            .iter()
+            .filter(|(_, e)| e.is_locked(now) || (e.streak > 0 && e.expires > now))
+            .map(|(subject, e)| {
+                let until = e.locked_until.map_or(now, |u| u.max(now));
+                ActiveLock {
+                    subject: subject.clone(),
+                    left: until - now,
+                    streak: e.streak,
+                    remembered: e.expires.max(until) - now,
+                }
             })
             .collect();
         locks.sort_by_key(|l| std::cmp::Reverse(l.left));
@@ -680,10 +690,16 @@ impl Ledger for PgLedger {
     }
 
     async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
-        let rows: Vec<(String, f64, i32)> = sqlx::query_as(
-            "SELECT subject, extract(epoch FROM locked_until - now())::float8, lock_streak \
-             FROM facekey_lockouts WHERE locked_until > now() \
-             ORDER BY locked_until DESC LIMIT $1",
+        // Ended locks whose streak is remembered come after those in force (the partial indexes
+        // of migrations 0008 and 0009 keep the read to these rows).
+        let rows: Vec<(String, f64, i32, f64)> = sqlx::query_as(
+            "SELECT subject, \
+               GREATEST(extract(epoch FROM locked_until - now()), 0)::float8, lock_streak, \
+               GREATEST(extract(epoch FROM expires_at - now()), 0)::float8 \
+             FROM facekey_lockouts \
+             WHERE (locked_until IS NOT NULL AND locked_until > now()) \
+               OR (lock_streak > 0 AND expires_at > now()) \
+             ORDER BY locked_until DESC NULLS LAST LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
@@ -691,10 +707,11 @@ impl Ledger for PgLedger {
         .map_err(db_err("list subject lockouts"))?;
         Ok(rows
             .into_iter()
-            .map(|(subject, left, streak)| ActiveLock {
+            .map(|(subject, left, streak, remembered)| ActiveLock {
                 subject,
                 left: secs(left),
                 streak: u32::try_from(streak).unwrap_or(0),
+                remembered: secs(remembered.max(left)),
             })
             .collect())
     }
@@ -847,22 +864,26 @@ impl Ledger for PgLedger {
     }
 }
 
-/// A copy of one shared lock: when it ends, when this replica learnt it, and its streak (0
-/// until a recheck has read it: an answer about a subject tells the time left only).
+/// A copy of one shared lock: when it ends, when this replica learnt it, its streak (0 until a
+/// recheck has read it: an answer about a subject tells the time left only) and until when the
+/// streak is remembered.
 #[derive(Debug, Clone, Copy)]
 struct Copied {
     until: Instant,
     seen: Instant,
     streak: u32,
+    forget_at: Instant,
 }
 
 impl Copied {
-    /// A lock with `left` to run, learnt at `now`, number `streak` in its subject's streak.
-    fn lasting(left: Duration, now: Instant, streak: u32) -> Self {
+    /// A lock with `left` to run, learnt at `now`, number `streak` in its subject's streak,
+    /// remembered for `remembered` (at least `left`).
+    fn lasting(left: Duration, now: Instant, streak: u32, remembered: Duration) -> Self {
         Self {
             until: now + left,
             seen: now,
             streak,
+            forget_at: now + remembered.max(left),
         }
     }
 }
@@ -874,8 +895,9 @@ impl Copied {
 /// holding through the outage: each replica keeps a copy of them (refreshed at every recheck,
 /// and from every answer about a subject), so an outage does not lift a lock (a lock released
 /// elsewhere up to a recheck before the outage may still hold here; a lock that ends during the
-/// outage passes its streak on, copied at the recheck, so the next lock taken here is as long
-/// as the shared ledger's next would have been). Locks taken
+/// outage, or ended before it while its streak is remembered, passes its streak on, copied at
+/// the recheck, so the next lock taken here is as long as the shared ledger's next would have
+/// been). Locks taken
 /// locally keep holding after the shared ledger is back, handed over to it at the next recheck
 /// (so every replica enforces them and an administrator's release on any replica lifts them).
 /// The switch is logged and exposed as `facekey_lockout_ledger_local`.
@@ -914,11 +936,10 @@ impl FallbackLedger {
                     // The streak of the lock in force (an answer tells the time left only): a
                     // new lock's streak is unknown until the next recheck reads it.
                     let now = Instant::now();
-                    let streak = copies
-                        .get(subject)
-                        .filter(|c| c.until > now)
-                        .map_or(0, |c| c.streak);
-                    let copy = Copied::lasting(left, now, streak);
+                    let running = copies.get(subject).filter(|c| c.until > now);
+                    let streak = running.map_or(0, |c| c.streak);
+                    let remembered = running.map_or(left, |c| c.forget_at - now);
+                    let copy = Copied::lasting(left, now, streak, remembered);
                     copies.insert(subject.to_owned(), copy);
                 }
             }
@@ -997,7 +1018,10 @@ impl FallbackLedger {
                     .collect();
                 *copies = locks
                     .into_iter()
-                    .map(|l| (l.subject, Copied::lasting(l.left, now, l.streak)))
+                    .map(|l| {
+                        let copy = Copied::lasting(l.left, now, l.streak, l.remembered);
+                        (l.subject, copy)
+                    })
                     .chain(newer)
                     .collect();
             }
@@ -1106,7 +1130,7 @@ impl Ledger for FallbackLedger {
                     self.local.continue_streak(
                         subject,
                         copy.streak,
-                        copy.until + policy.max_lock,
+                        copy.forget_at.max(copy.until + policy.max_lock),
                     )?;
                 }
             }
@@ -1602,6 +1626,39 @@ mod tests {
                 assert_eq!(lock, policy.lock_for(4));
                 assert!(lock > policy.lock_for(1));
             }
+            other => panic!("not locked: {other:?}"),
+        }
+    }
+
+    /// A lock that ended just before the outage, its streak still remembered, passes the
+    /// streak on too: the recheck copies it with the locks in force.
+    #[tokio::test]
+    async fn a_lock_that_ended_before_the_outage_passes_its_streak_on() {
+        let shared = Flaky::up();
+        let ledger = FallbackLedger::new(shared.clone(), Metrics::new().unwrap());
+        let policy = Policy {
+            max_lock: Duration::from_secs(86_400),
+            ..policy()
+        };
+        shared
+            .inner
+            .adopt(SUBJECT, Duration::from_millis(20), 3, policy.max_lock)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listed = shared.inner.active_locks(10).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!((listed[0].left, listed[0].streak), (Duration::ZERO, 3));
+        ledger.recheck().await;
+        shared.set_down(true);
+        // Not locked, so the failures count here; the lock they take continues the streak.
+        assert_eq!(ledger.locked_for(SUBJECT).await.unwrap(), None);
+        let mut last = None;
+        for _ in 0..policy.attempts {
+            last = Some(ledger.record_failure(SUBJECT, &policy).await.unwrap());
+        }
+        match last {
+            Some(Counted::LockedNow { lock, .. }) => assert_eq!(lock, policy.lock_for(4)),
             other => panic!("not locked: {other:?}"),
         }
     }

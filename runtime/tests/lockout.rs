@@ -492,5 +492,26 @@ async fn active_locks_lists_the_locks_in_force() {
     );
     // With their streaks, so a copy passes a streak on when its lock ends in an outage.
     assert_eq!((locks[0].streak, locks[1].streak), (3, 1), "{locks:?}");
+    // An ended lock whose streak is still remembered comes after them, with nothing left.
+    const ENDED: &str = "4d5e6f7a-8b9c-4d4e-9f5a-6b7c8d9e0f1a";
+    ledger
+        .adopt(
+            ENDED,
+            Duration::from_millis(200),
+            2,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let locks = ledger.active_locks(100).await.unwrap();
+    let ended = locks.last().unwrap();
+    assert_eq!(locks.len(), 3, "{locks:?}");
+    assert_eq!(
+        (ended.subject.as_str(), ended.left, ended.streak),
+        (ENDED, Duration::ZERO, 2),
+        "{locks:?}"
+    );
+    assert!(ended.remembered > Duration::from_secs(590), "{locks:?}");
     assert_eq!(ledger.active_locks(1).await.unwrap().len(), 1, "bounded");
 }
