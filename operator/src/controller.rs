@@ -87,63 +87,74 @@ where
     }
 }
 
-/// An owned kind's watch as reconcile triggers, metadata only (any change of one triggers):
-/// in the watched namespace, by the operator's labels (`cfg`), on its own backoff with its
-/// errors counted under its kind ([`watching::counted`]).
-fn owned_metadata<K>(
+/// What every watch of an owned kind shares: the client, the watched namespace, the operator's
+/// labels (`cfg`) and the counter of watch errors.
+struct OwnedWatches {
     client: Client,
     ns: Option<String>,
     cfg: watcher::Config,
     errors: prometheus::IntCounterVec,
-) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>>
-+ Send
-+ 'static
-where
-    K: k8s_openapi::Resource + Send + Sync + 'static,
-    PartialObjectMeta<K>: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let kind = <K as k8s_openapi::Resource>::KIND;
-    watching::counted(
-        watcher(scoped::<PartialObjectMeta<K>>(client, ns), cfg).default_backoff(),
-        (Component::Controller, kind, errors),
-    )
-    .touched_objects()
 }
 
-/// An owned kind whose status churns (HPA, PDB) as reconcile triggers: as [`owned_metadata`],
-/// whole objects, of which only a deletion or a change [`owned_spec_or_ownership`] sees
-/// triggers ([`watching::changed_or_deleted`]).
-fn owned_specs<K>(
-    client: Client,
-    ns: Option<String>,
-    cfg: watcher::Config,
-    errors: prometheus::IntCounterVec,
-) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
-where
-    K: k8s_openapi::Resource
-        + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let kind = <K as k8s_openapi::Resource>::KIND;
-    watching::changed_or_deleted(
+impl OwnedWatches {
+    /// An owned kind's watch as reconcile triggers, metadata only (any change of one triggers):
+    /// in the watched namespace, by the operator's labels, on its own backoff with its errors
+    /// counted under its kind ([`watching::counted`]).
+    fn metadata<K>(
+        &self,
+    ) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>>
+    + Send
+    + 'static
+    where
+        K: k8s_openapi::Resource + Send + Sync + 'static,
+        PartialObjectMeta<K>: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let watch = watcher(
+            scoped::<PartialObjectMeta<K>>(self.client.clone(), self.ns.clone()),
+            self.cfg.clone(),
+        );
         watching::counted(
-            watcher(scoped::<K>(client, ns), cfg).default_backoff(),
-            (Component::Controller, kind, errors),
-        ),
-        owned_spec_or_ownership::<K>,
-    )
+            watch.default_backoff(),
+            (Component::Controller, K::KIND, self.errors.clone()),
+        )
+        .touched_objects()
+    }
+
+    /// An owned kind whose status churns (HPA, PDB) as reconcile triggers: as
+    /// [`OwnedWatches::metadata`], whole objects, of which only a deletion or a change
+    /// [`owned_spec_or_ownership`] sees triggers ([`watching::changed_or_deleted`]).
+    fn specs<K>(
+        &self,
+    ) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+    where
+        K: k8s_openapi::Resource
+            + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let watch = watcher(
+            scoped::<K>(self.client.clone(), self.ns.clone()),
+            self.cfg.clone(),
+        );
+        watching::changed_or_deleted(
+            watching::counted(
+                watch.default_backoff(),
+                (Component::Controller, K::KIND, self.errors.clone()),
+            ),
+            owned_spec_or_ownership::<K>,
+        )
+    }
 }
 
 /// Settings of `facekey-operator run`.
@@ -504,13 +515,6 @@ pub async fn run_with(
     // The resources are watched untyped and decoded one by one (crate::decode): one object this
     // operator cannot read must not stop the reconciles of every other.
     let fkd_api = crate::decode::api(client.clone(), config.watch_namespace.as_deref());
-    let owned = config.watch_namespace.clone();
-    // Only objects carrying our managed-by label are cached, not every Deployment in the cluster.
-    let owned_cfg = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={CONTROLLER_NAME},app.kubernetes.io/name={}",
-        labels::APP_NAME
-    ));
-    let (c, ns) = (client.clone(), owned);
     let exit = Arc::new(std::sync::Mutex::new(Exit::Signal));
     let exit_on_loss = exit.clone();
     let stop_drain = drain.clone();
@@ -528,10 +532,24 @@ pub async fn run_with(
     let undecodable_gauge = metrics.undecodable.clone();
     // Every watch on its own backoff, its errors counted and kept from the Controller (which
     // would back all triggers off together: crate::watching).
-    let errors = metrics.watch_errors.clone();
+    let owned = OwnedWatches {
+        client: client.clone(),
+        ns: config.watch_namespace.clone(),
+        // Only objects carrying our managed-by label are cached, not every Deployment in the
+        // cluster.
+        cfg: watcher::Config::default().labels(&format!(
+            "app.kubernetes.io/managed-by={CONTROLLER_NAME},app.kubernetes.io/name={}",
+            labels::APP_NAME
+        )),
+        errors: metrics.watch_errors.clone(),
+    };
     let primary = watching::counted(
         watcher(fkd_api, watcher::Config::default()).default_backoff(),
-        (Component::Controller, "FaceKeyDeployment", errors.clone()),
+        (
+            Component::Controller,
+            "FaceKeyDeployment",
+            owned.errors.clone(),
+        ),
     )
     .map_ok(move |event| {
         let mut decoder = decoder
@@ -556,39 +574,14 @@ pub async fn run_with(
                 .concurrency(RECONCILE_CONCURRENCY)
                 .debounce(RECONCILE_DEBOUNCE),
         )
-        .owns_stream(owned_metadata::<Deployment>(
-            c.clone(),
-            ns.clone(),
-            owned_cfg.clone(),
-            errors.clone(),
-        ))
-        .owns_stream(owned_metadata::<Service>(
-            c.clone(),
-            ns.clone(),
-            owned_cfg.clone(),
-            errors.clone(),
-        ))
-        .owns_stream(owned_metadata::<ConfigMap>(
-            c.clone(),
-            ns.clone(),
-            owned_cfg.clone(),
-            errors.clone(),
-        ))
+        .owns_stream(owned.metadata::<Deployment>())
+        .owns_stream(owned.metadata::<Service>())
+        .owns_stream(owned.metadata::<ConfigMap>())
         // HPA and PDB status churn (metrics syncs, pod changes) does not trigger reconciles;
         // their deletion and any change of their spec does.
-        .owns_stream(owned_specs::<HorizontalPodAutoscaler>(
-            c.clone(),
-            ns.clone(),
-            owned_cfg.clone(),
-            errors.clone(),
-        ))
-        .owns_stream(owned_specs::<PodDisruptionBudget>(
-            c.clone(),
-            ns.clone(),
-            owned_cfg.clone(),
-            errors.clone(),
-        ))
-        .owns_stream(owned_metadata::<Job>(c, ns, owned_cfg, errors))
+        .owns_stream(owned.specs::<HorizontalPodAutoscaler>())
+        .owns_stream(owned.specs::<PodDisruptionBudget>())
+        .owns_stream(owned.metadata::<Job>())
         // A resource decodable again at an unchanged generation passes the change filter
         // unseen: the decoder asks for its reconcile.
         .reconcile_on(futures::stream::poll_fn(move |cx| {

@@ -132,17 +132,10 @@ where
                     vec![Ok(obj)]
                 }
                 Ok(watcher::Event::InitDone) => match relisted.take() {
-                    Some(listed) => {
-                        let gone: Vec<Id> = last
-                            .keys()
-                            .filter(|k| !listed.contains(*k))
-                            .cloned()
-                            .collect();
-                        gone.iter()
-                            .filter_map(|k| last.remove(k))
-                            .map(|(_, obj)| Ok(obj))
-                            .collect()
-                    }
+                    Some(listed) => last
+                        .extract_if(|id, _| !listed.contains(id))
+                        .map(|(_, (_, obj))| Ok(obj))
+                        .collect(),
                     None => Vec::new(),
                 },
             };
