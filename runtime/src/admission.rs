@@ -297,8 +297,6 @@ struct Standing {
     held: usize,
     /// Its share.
     share: InferenceShare,
-    /// Whether it may wait whatever the load ([`InferenceShare::may_wait`]).
-    may_wait: bool,
     /// Queue places the other met keys may still need ([`queue_kept`]).
     kept: usize,
     /// Keys asking for places, it included.
@@ -615,7 +613,7 @@ impl Admission {
     pub async fn admit_for(&self, key: &str) -> Result<Permit, Refused> {
         let arrivals_per_sec = self.arrivals.arrive();
         let (place, standing) = self.take_key_place(key);
-        let (may_wait, kept) = standing.map_or((false, 0), |s| (s.may_wait, s.kept));
+        let (may_wait, kept) = standing.map_or((false, 0), |s| (s.share.may_wait(s.held), s.kept));
         match self.admit_arrived(arrivals_per_sec, may_wait, kept).await {
             Ok(mut permit) => {
                 permit._key = Some(place);
@@ -668,7 +666,6 @@ impl Admission {
                     .map(|me| Standing {
                         held: held[me],
                         share: shares[me],
-                        may_wait: shares[me].may_wait(held[me]),
                         kept: queue_kept(me, &shares, &held, self.limits.queue),
                         keys: uses.len(),
                     })

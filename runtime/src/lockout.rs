@@ -886,6 +886,13 @@ impl Copied {
             forget_at: now + remembered.max(left),
         }
     }
+
+    /// The time left on the lock at `now`; `None` once it ran out.
+    fn left(&self, now: Instant) -> Option<Duration> {
+        self.until
+            .checked_duration_since(now)
+            .filter(|left| !left.is_zero())
+    }
 }
 
 /// The shared ledger with a local fallback: while the shared one is unreachable, failures are
@@ -936,7 +943,7 @@ impl FallbackLedger {
                     // The streak of the lock in force (an answer tells the time left only): a
                     // new lock's streak is unknown until the next recheck reads it.
                     let now = Instant::now();
-                    let running = copies.get(subject).filter(|c| c.until > now);
+                    let running = copies.get(subject).filter(|c| c.left(now).is_some());
                     let streak = running.map_or(0, |c| c.streak);
                     let remembered = running.map_or(left, |c| c.forget_at - now);
                     let copy = Copied::lasting(left, now, streak, remembered);
@@ -954,10 +961,7 @@ impl FallbackLedger {
     /// ([`Ledger::record_failure`]) unless a success ends it first; the next recheck with the
     /// shared ledger back replaces every copy.
     fn copied(&self, subject: &str) -> Option<Duration> {
-        let until = self.copies().get(subject)?.until;
-        until
-            .checked_duration_since(Instant::now())
-            .filter(|left| !left.is_zero())
+        self.copies().get(subject)?.left(Instant::now())
     }
 
     /// Forget a copied lock of `subject` that has run out (a success ends its streak, as the
@@ -966,7 +970,7 @@ impl FallbackLedger {
         let mut copies = self.copies();
         if copies
             .get(subject)
-            .is_some_and(|c| c.until <= Instant::now())
+            .is_some_and(|c| c.left(Instant::now()).is_none())
         {
             copies.remove(subject);
         }
@@ -1122,9 +1126,8 @@ impl Ledger for FallbackLedger {
             {
                 let mut copies = self.copies();
                 if let Some(copy) = copies.get(subject).copied() {
-                    let now = Instant::now();
-                    if copy.until > now {
-                        return Ok(Counted::AlreadyLocked(copy.until - now));
+                    if let Some(left) = copy.left(Instant::now()) {
+                        return Ok(Counted::AlreadyLocked(left));
                     }
                     copies.remove(subject);
                     self.local.continue_streak(
