@@ -15,7 +15,7 @@ stage() {
   [ -n "$last_stage" ] && printf '==== (%ss: %s)\n' "$((now - last_start))" "$last_stage"
   last_stage="$1"
   last_start=$now
-  printf '\n==== %s\n' "$*"
+  printf '\n==== %s (%s free on disk)\n' "$*" "$(df -h --output=avail . | tail -1 | tr -d ' ')"
 }
 
 stage "setup"
@@ -74,6 +74,12 @@ if [ -x tests/ui/run.sh ]; then
 fi
 
 stage "fuzz: every cargo-fuzz target for a bounded time (FUZZ_SECONDS, default 20 s each)"
+# The fuzz build is a second build of the runtime (about 3 GB) with its own flags. On CI nothing
+# after this stage needs the debug build (about 5 GB), so it makes room first: a CI machine ran
+# out of disk here with both on it.
+if [ "${CI:-}" = true ]; then
+  cargo clean --profile dev
+fi
 tests/fuzz.sh
 
 stage "done"
