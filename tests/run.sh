@@ -68,7 +68,7 @@ if [ -x tests/ui/run.sh ]; then
   # must pass on the lab's 24 s looping clip (tests/ui/run.sh): sessions end within 22 s, before
   # the clip comes round again with frames the runtime rightly fails as repeats but after the
   # ~16 s any challenge takes from any point of it, and their frame budget lasts that long at the
-  # UI's top capture rate of 10 frames/s (defaults: 60 s, 64 frames).
+  # UI's top capture rate of 10 frames/s (defaults: 60 s, 160 frames).
   FACEKEY_E2E_STRICT=1 FACEKEY_RUNTIME_ARGS="--session-ttl-secs 22 --session-max-frames 240" \
     tests/with-runtime.sh tests/ui/run.sh
 fi

@@ -356,7 +356,7 @@ pub struct SessionLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = bounds::SESSION_TTL_SECONDS))]
     pub ttl_seconds: Option<u32>,
-    /// Frames one session accepts in all (`FACEKEY_SESSION_MAX_FRAMES`, default 64).
+    /// Frames one session accepts in all (`FACEKEY_SESSION_MAX_FRAMES`, default 160).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = bounds::SESSION_FRAMES))]
     pub max_frames: Option<u32>,

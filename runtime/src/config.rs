@@ -508,11 +508,13 @@ pub struct Config {
     #[arg(long, env = env::SESSION_TTL_SECS, default_value_t = defaults::SESSION_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub session_ttl_secs: u64,
 
-    /// Challenge-liveness sessions open at once on this replica (429 `too_many_sessions` beyond).
+    /// Challenge-liveness sessions open at once on this replica, or across the replicas sharing
+    /// PostgreSQL (503 `too_many_sessions` beyond).
     #[arg(long, env = env::MAX_SESSIONS, default_value_t = defaults::MAX_SESSIONS)]
     pub max_sessions: usize,
 
-    /// Challenge-liveness sessions open at once per API key.
+    /// Challenge-liveness sessions open at once per API key (429 `too_many_sessions` beyond; a
+    /// key also opens one only while more places are free than it holds).
     #[arg(long, env = env::MAX_SESSIONS_PER_KEY, default_value_t = defaults::MAX_SESSIONS_PER_KEY)]
     pub max_sessions_per_key: usize,
 

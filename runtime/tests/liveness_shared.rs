@@ -321,10 +321,11 @@ async fn replicas_share_sessions_through_postgres() {
     assert_eq!(st, StatusCode::CREATED, "{o}");
 
     // Bounds across replicas: verify holds no place now (both sessions used); two on A and B,
-    // the third refused on either; the fourth place globally, then 503.
+    // the third refused on either. Admin (holding one) may not take the last place, which stays
+    // for a key holding none; then 503.
     let (st, o4) = open(&a, &verify_key, json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{o4}");
-    let (st, _) = open(&b, &verify_key, json!({})).await;
+    let (st, spare) = open(&b, &verify_key, json!({})).await;
     assert_eq!(st, StatusCode::CREATED);
     for r in [&a, &b] {
         let (st, v) = open(r, &verify_key, json!({})).await;
@@ -334,8 +335,14 @@ async fn replicas_share_sessions_through_postgres() {
             "{v}"
         );
     }
-    let (st, _) = open(&b, &admin, json!({})).await;
-    assert_eq!(st, StatusCode::CREATED);
+    let (st, v) = open(&b, &admin, json!({})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+        "{v}"
+    );
+    let (st, v) = open(&a, &sh.client("slow"), json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
     let (st, v) = open(&a, &admin, json!({})).await;
     assert_eq!(
         (st, error_code(&v)),
@@ -364,6 +371,22 @@ async fn replicas_share_sessions_through_postgres() {
     );
     let (st, v) = verify(&b, &verify_key, &subject, &id4).await;
     assert_eq!(st, StatusCode::OK, "{v}");
+
+    // Verify holds one of three places: its spare session (failed as a replay of one frame) makes
+    // room for the next, which the last free place would not.
+    let replay = [neutral(1, 50), neutral(1, 50)].concat();
+    let (st, fb) = send(
+        &b,
+        &verify_key,
+        &id_of(&spare),
+        &frames_json(&replay, 40_000),
+    )
+    .await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("failed")),
+        "{fb}"
+    );
 
     // The database down: 503 store_unavailable, never a pass; back up, sessions resume.
     let id5 = passed_session(&a, &verify_key, Some(&subject)).await;

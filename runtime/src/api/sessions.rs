@@ -429,7 +429,7 @@ call of the session).",
         (status = 201, description = "Session opened", body = OpenResponse),
         (status = 404, description = "The bound subject does not exist (`subject_not_found`)", body = ErrorBody),
         (status = 409, description = "The bound subject has no face to match (`subject_has_no_faces`, `subject_needs_reenrolment`)", body = ErrorBody),
-        (status = 429, description = "This key holds too many open sessions (`too_many_sessions`), or the bound subject is locked (`subject_locked`, with `Retry-After`)", body = ErrorBody),
+        (status = 429, description = "This key holds too many open sessions (`too_many_sessions`: `FACEKEY_MAX_SESSIONS_PER_KEY`, or as many as there are free places, which are kept for keys holding fewer), or the bound subject is locked (`subject_locked`, with `Retry-After`)", body = ErrorBody),
         (status = 503, description = "Too many sessions are open (`too_many_sessions`), the session store is unreachable (`store_unavailable`), or models are loading", body = ErrorBody),
     )
 )]

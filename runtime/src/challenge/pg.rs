@@ -383,26 +383,10 @@ impl SessionStore for PgSessions {
         .map_err(&err)?;
         let total: i64 = row.try_get("total").map_err(&err)?;
         let mine: i64 = row.try_get("mine").map_err(&err)?;
+        let count = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
+        self.limits
+            .admit_open(count(total), count(mine), "across the replicas")?;
         let max = i64::try_from(self.limits.max_sessions).unwrap_or(i64::MAX);
-        let max_per_key = i64::try_from(self.limits.max_per_key).unwrap_or(i64::MAX);
-        if total >= max {
-            return Err(SessionError::TooManySessions {
-                global: true,
-                message: format!(
-                    "{total} liveness sessions are open across the replicas, the most the \
-                     database holds (FACEKEY_MAX_SESSIONS); retry when some have ended"
-                ),
-            });
-        }
-        if mine >= max_per_key {
-            return Err(SessionError::TooManySessions {
-                global: false,
-                message: format!(
-                    "this API key has {mine} open liveness sessions, the most one key may hold \
-                     (FACEKEY_MAX_SESSIONS_PER_KEY); finish or let them expire"
-                ),
-            });
-        }
         // Ended sessions stay as small rows until swept; beyond 4x the bound the oldest go.
         sqlx::query(concat!(
             "DELETE FROM facekey_liveness_sessions WHERE id IN (\

@@ -56,6 +56,48 @@ impl Default for SessionLimits {
     }
 }
 
+impl SessionLimits {
+    /// Whether a key holding `mine` of the `total` sessions that hold a place (counted `held`,
+    /// e.g. "on this replica") may open one more. Beyond `max_sessions` it is 503; beyond
+    /// `max_per_key`, or when the key already holds as many sessions as there are free places,
+    /// 429. The last rule keeps the last free places for keys holding fewer, so that a handful of
+    /// keys (leaked, or a client looping) cannot take every place from the rest: a key holding
+    /// none gets a place while any is free, and keys together fill the last ones only by halves.
+    pub fn admit_open(&self, total: usize, mine: usize, held: &str) -> Result<(), SessionError> {
+        if total >= self.max_sessions {
+            return Err(SessionError::TooManySessions {
+                global: true,
+                message: format!(
+                    "{total} liveness sessions are open {held}, the most allowed \
+                     (FACEKEY_MAX_SESSIONS); retry when some have ended"
+                ),
+            });
+        }
+        if mine >= self.max_per_key {
+            return Err(SessionError::TooManySessions {
+                global: false,
+                message: format!(
+                    "this API key has {mine} open liveness sessions, the most one key may hold \
+                     (FACEKEY_MAX_SESSIONS_PER_KEY); finish or let them expire"
+                ),
+            });
+        }
+        let free = self.max_sessions - total;
+        if mine >= free {
+            return Err(SessionError::TooManySessions {
+                global: false,
+                message: format!(
+                    "this API key has {mine} open liveness sessions and {free} more may open \
+                     {held} (FACEKEY_MAX_SESSIONS): a key opens another only while more places \
+                     are free than it holds, which keeps the last ones for other keys; finish or \
+                     let some expire"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Frames one `POST .../frames` call may carry (the API contract: 1..=8).
 pub const MAX_FRAMES_PER_CALL: usize = 8;
 
@@ -471,24 +513,7 @@ impl Registry {
         let holding = map.values().filter(|s| s.holds_place());
         let (total, mine) =
             holding.fold((0, 0), |(t, m), s| (t + 1, m + usize::from(s.key == key)));
-        if total >= self.limits.max_sessions {
-            return Err(SessionError::TooManySessions {
-                global: true,
-                message: format!(
-                    "{total} liveness sessions are open on this replica, the most it holds \
-                     (FACEKEY_MAX_SESSIONS); retry when some have ended"
-                ),
-            });
-        }
-        if mine >= self.limits.max_per_key {
-            return Err(SessionError::TooManySessions {
-                global: false,
-                message: format!(
-                    "this API key has {mine} open liveness sessions, the most one key may hold \
-                     (FACEKEY_MAX_SESSIONS_PER_KEY); finish or let them expire"
-                ),
-            });
-        }
+        self.limits.admit_open(total, mine, "on this replica")?;
         let expires_at = wall + self.limits.ttl;
         let empty = evaluate(&challenge, &[], &self.policy);
         map.insert(
@@ -1056,6 +1081,50 @@ mod tests {
             Err(SessionError::Used)
         );
         assert!(r.lock().get(&o.id).unwrap().probe.is_none());
+    }
+
+    #[test]
+    fn the_last_places_stay_for_keys_holding_fewer() {
+        let r = reg();
+        let (t0, now) = (Instant::now(), SystemTime::now());
+        r.open("k1", None, t0, now).unwrap();
+        r.open("k1", None, t0, now).unwrap();
+        r.open("k2", None, t0, now).unwrap();
+        // k2 is under its own bound (2), but holds as many as are free (1): the last place is
+        // kept for a key holding none.
+        let refused = r.open("k2", None, t0, now);
+        assert!(
+            matches!(
+                &refused,
+                Err(SessionError::TooManySessions { global: false, message })
+                    if message.contains("1 more may open")
+            ),
+            "{refused:?}"
+        );
+        r.open("k3", None, t0, now).unwrap();
+        assert_eq!(r.active(), 4);
+
+        // At the defaults' proportions, keys that each open as many as they may leave places to
+        // the next one nine times over (four were enough to take every place before).
+        let l = SessionLimits {
+            max_sessions: 256,
+            max_per_key: 64,
+            ..limits()
+        };
+        let (mut total, mut held) = (0, Vec::new());
+        while total < l.max_sessions {
+            assert!(l.admit_open(total, 0, "here").is_ok(), "a key holding none");
+            let mut mine = 0;
+            while l.admit_open(total, mine, "here").is_ok() {
+                (mine, total) = (mine + 1, total + 1);
+            }
+            held.push(mine);
+        }
+        assert_eq!(held, [64, 64, 64, 32, 16, 8, 4, 2, 1, 1]);
+        assert!(matches!(
+            l.admit_open(total, 0, "here"),
+            Err(SessionError::TooManySessions { global: true, .. })
+        ));
     }
 
     #[test]

@@ -461,12 +461,31 @@ describe("a challenge run", () => {
 });
 
 describe("the capture rate", () => {
-  it("is 10 fps, lowered toward 8 fps when the frame budget would last under 5 s", () => {
+  it("is 10 fps, lowered toward 4 fps when the frame budget would last under 20 s", () => {
     expect(captureFps(undefined, DEFAULT_RUN_OPTIONS)).toBe(10);
-    expect(captureFps(200, DEFAULT_RUN_OPTIONS)).toBe(10);
-    expect(captureFps(45, DEFAULT_RUN_OPTIONS)).toBe(9);
-    expect(captureFps(32, DEFAULT_RUN_OPTIONS)).toBe(8);
-    expect(captureFps(10, DEFAULT_RUN_OPTIONS)).toBe(8);
+    expect(captureFps(240, DEFAULT_RUN_OPTIONS)).toBe(10);
+    // The runtime's default budget: 20 s at 8 fps.
+    expect(captureFps(160, DEFAULT_RUN_OPTIONS)).toBe(8);
+    // An older runtime's 64 frames last 16 s at 4 fps rather than 6.4 s at 10.
+    expect(captureFps(64, DEFAULT_RUN_OPTIONS)).toBe(4);
+    expect(captureFps(10, DEFAULT_RUN_OPTIONS)).toBe(4);
+  });
+
+  it("spreads the budget only over the time the session has left", () => {
+    expect(captureFps(64, DEFAULT_RUN_OPTIONS, 8)).toBe(8);
+    expect(captureFps(240, DEFAULT_RUN_OPTIONS, 21)).toBe(10);
+    expect(captureFps(64, DEFAULT_RUN_OPTIONS, 0)).toBe(4);
+  });
+
+  it("spreads the frame budget over the session's capture", async () => {
+    const h = harness({ maxFrames: 64, ttlMs: 60_000 });
+    await h.begin();
+    expect(h.timers.periods).toEqual([250]);
+    h.runner.cancel();
+    const short = harness({ maxFrames: 64, ttlMs: 8_000 });
+    await short.begin();
+    expect(short.timers.periods).toEqual([125]);
+    short.runner.cancel();
   });
 
   it("paces the run's capture timer", async () => {

@@ -57,7 +57,11 @@ export interface RunOptions {
   fps: number;
   /** The lowest capture rate a small frame budget may bring it down to. */
   minFps: number;
-  /** Seconds of capture the frame budget should last (`max_frames / fps`), within the rates above. */
+  /**
+   * Seconds of capture the frame budget should last (`max_frames / fps`, or until the session
+   * expires if sooner), within the rates above: a budget spent before the last action fails the
+   * session as `challenge_incomplete`, which the runtime counts as a spoof attempt.
+   */
   budgetSeconds: number;
   /** Frames to collect before an upload (fewer only for the last one). */
   batchMin: number;
@@ -75,8 +79,8 @@ export interface RunOptions {
 
 export const DEFAULT_RUN_OPTIONS: RunOptions = {
   fps: 10,
-  minFps: 8,
-  budgetSeconds: 5,
+  minFps: 4,
+  budgetSeconds: 20,
   batchMin: 4,
   batchMax: 8,
   networkRetries: 2,
@@ -98,14 +102,18 @@ export interface RunRequest {
 
 /**
  * The capture rate for a session: `fps`, lowered toward `minFps` when the frame budget would
- * otherwise last less than `budgetSeconds` (a budget of 32 frames: 8 fps, 4 s).
+ * otherwise last less than `budgetSeconds`, or less than the `secondsLeft` before the session
+ * expires when that is sooner (the runtime's default 160 frames: 8 fps for 20 s).
  */
 export function captureFps(
   maxFrames: number | undefined,
   o: Pick<RunOptions, "fps" | "minFps" | "budgetSeconds">,
+  secondsLeft?: number,
 ): number {
   if (maxFrames === undefined || maxFrames <= 0) return o.fps;
-  return Math.min(o.fps, Math.max(Math.min(o.minFps, o.fps), maxFrames / o.budgetSeconds));
+  const span =
+    secondsLeft !== undefined && secondsLeft > 0 ? Math.min(o.budgetSeconds, secondsLeft) : o.budgetSeconds;
+  return Math.min(o.fps, Math.max(Math.min(o.minFps, o.fps), maxFrames / span));
 }
 
 /** API errors that end the session rather than the run: the verdict is still asked for. */
@@ -133,6 +141,8 @@ export class ChallengeRun {
   private ended = false;
   private session: LivenessSession | undefined;
   private deadline: number | undefined;
+  /** The session's capture rate ([`captureFps`]), frames per second. */
+  private fps = 0;
   private req: RunRequest = { verify: false, includeLayers: false };
   /** Settles when the run has nothing left to do (verdict, verification, error or cancel). */
   readonly finished: Promise<void>;
@@ -171,7 +181,10 @@ export class ChallengeRun {
     this.deadline = localDeadline(session.expiresAt, this.timers.now());
     this.dispatch({ type: "session", session, at: this.timers.now() });
     this.source = source;
-    this.pace(1000 / captureFps(session.maxFrames, this.opts));
+    const now = this.timers.now();
+    const left = this.deadline === undefined ? undefined : (this.deadline - now) / 1000;
+    this.fps = captureFps(session.maxFrames, this.opts, left);
+    this.pace(1000 / this.fps);
   }
 
   /** (Re)start the capture timer at `period` ms. */
@@ -190,7 +203,7 @@ export class ChallengeRun {
    * the session's rate, never slower than 1 frame/s; changes under 20 % are ignored.
    */
   private adapt(ms: number, frames: number): void {
-    const base = 1000 / captureFps(this.session?.maxFrames, this.opts);
+    const base = 1000 / this.fps;
     const wanted = Math.min(1000, Math.max(base, ms / Math.max(1, frames)));
     if (Math.abs(wanted - this.period) > 0.2 * this.period) this.pace(wanted);
   }
