@@ -389,6 +389,8 @@ async fn contract_key_binding_pass_and_verify_once() {
         (g["state"].clone(), g["live"].clone()),
         (json!("passed"), json!(true))
     );
+    // Without admin too: a client that lost a frames answer learns whether its batch arrived.
+    assert_eq!(g["frames_received"], frames.len(), "{g}");
     let coarse = g["confidence"].as_f64().unwrap();
     assert!(coarse >= 0.7);
     assert!(

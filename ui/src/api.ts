@@ -35,6 +35,7 @@ const SESSION_ADVICE: Record<string, string> = {
   session_not_found:
     "The liveness session is gone (it expired long ago, the runtime restarted, or another replica has it): start a new challenge.",
   session_expired: "The liveness session ran out of time: start a new challenge.",
+  session_busy: "The runtime is still checking this session's previous frames: try again in a moment.",
   session_not_passed: "Only a passed challenge can verify or identify: start a new challenge.",
   session_used: "A challenge serves one verification or identification: start a new challenge.",
   session_subject_mismatch: "The session was opened for another subject: start a new challenge for this one.",
@@ -682,6 +683,8 @@ export interface FramesAnswer {
 export interface SessionStatus {
   id: string;
   state: SessionState;
+  /** Frames the session has taken so far (undefined from a runtime that does not say). */
+  framesReceived?: number;
   /** Undefined while the session runs. */
   live?: boolean;
   confidence?: number;
@@ -748,6 +751,7 @@ export function parseSessionStatus(raw: unknown): SessionStatus {
   return {
     id: str(r.id) ?? "",
     state: sessionState(r.state),
+    framesReceived: num(r.frames_received),
     live: typeof r.live === "boolean" ? r.live : undefined,
     confidence: num(r.confidence),
     reasons: strings(r.reasons),

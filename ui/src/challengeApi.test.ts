@@ -56,6 +56,7 @@ describe("session answers", () => {
       parseSessionStatus({
         id: "s1",
         state: "failed",
+        frames_received: 12,
         live: false,
         confidence: null,
         reasons: ["no_face", 3],
@@ -64,6 +65,7 @@ describe("session answers", () => {
     ).toEqual({
       id: "s1",
       state: "failed",
+      framesReceived: 12,
       live: false,
       confidence: undefined,
       reasons: ["no_face"],

@@ -854,6 +854,10 @@ pub struct SessionResponse {
     pub id: String,
     /// `in_progress`, `passed`, `failed` or `expired`.
     pub state: SessionState,
+    /// Frames the session has taken so far: a client whose frames call got no answer (a network
+    /// failure) compares it with the count before the call to know whether the batch arrived,
+    /// rather than sending it again (a resent batch fails the session as a replay).
+    pub frames_received: usize,
     /// `true` passed, `false` failed (or expired before passing), `null` in progress.
     pub live: Option<bool>,
     /// Liveness confidence in [0, 1] (the fusion's liveness feature); `null` in progress. To one
@@ -901,6 +905,7 @@ pub async fn get(
     let body = SessionResponse {
         id: view.id.clone(),
         state: view.state,
+        frames_received: view.frames_received,
         live: view.live(),
         confidence,
         reasons: v.reasons.clone(),

@@ -73,8 +73,10 @@ interface Script {
   framesPerAction?: number;
   maxFrames?: number;
   ttlMs?: number;
-  /** Throw this from the n-th frames call (0-based). */
+  /** Throw this from the n-th frames call (0-based), before taking its frames. */
   framesErrors?: Map<number, unknown>;
+  /** Take the frames of these calls (0-based), then lose the answer (a network failure). */
+  lostAnswers?: Set<number>;
   startError?: unknown;
   statusError?: unknown;
   verifyError?: unknown;
@@ -142,7 +144,12 @@ class ContractServer implements ChallengeApi {
       if (this.state !== "in_progress") throw new ApiError(409, "session_finished", "final");
       const out: FramesAnswer["frames"] = [];
       for (const f of frames) {
-        expect(f.timestampMs).toBeGreaterThanOrEqual(this.lastTs);
+        // As the runtime: frames from before those already taken (a batch sent twice) fail it.
+        if (f.timestampMs <= this.lastTs) {
+          this.state = "failed";
+          this.reasons = ["timestamps_not_increasing"];
+          return { state: this.state, framesReceived: this.received, frames: [], actions: [] };
+        }
         this.lastTs = f.timestampMs;
         const index = this.received++;
         const face = this.script.face?.(index) ?? true;
@@ -166,6 +173,7 @@ class ContractServer implements ChallengeApi {
         this.state = "failed";
         this.reasons = ["actions_incomplete"];
       }
+      if (this.script.lostAnswers?.has(call)) throw new ApiError(0, "network", "the answer was lost");
       return {
         state: this.state,
         framesReceived: this.received,
@@ -184,6 +192,7 @@ class ContractServer implements ChallengeApi {
     return {
       id,
       state: this.state,
+      framesReceived: this.received,
       live: this.state === "in_progress" ? undefined : this.state === "passed",
       confidence: this.state === "passed" ? 0.93 : undefined,
       reasons: this.reasons,
@@ -413,16 +422,54 @@ describe("a challenge run", () => {
     expect(down.timers.running).toBe(0);
   });
 
-  it("429 on upload stops the run with the rate-limit error (and its Retry-After)", async () => {
-    const limited = new ApiError(429, "rate_limited", "too many requests", 3);
-    const h = harness({ framesErrors: new Map([[0, limited]]) });
+  it("a batch whose answer was lost is not sent again once the runtime shows it took it", async () => {
+    const h = harness({ framesPerAction: 4, lostAnswers: new Set([0]) });
+    await h.begin();
+    await h.timers.tick(12);
+    await h.runner.finished;
+    // Sent once: the next call carries the next frames, and the session passes (a resent batch
+    // would fail it as timestamps_not_increasing).
+    expect(h.server.calls[1]?.[0]?.timestampMs).toBeGreaterThan(h.server.calls[0]?.at(-1)?.timestampMs ?? Infinity);
+    expect(h.server.statusCalls).toBeGreaterThanOrEqual(1);
+    expect(h.state().verdict?.state).toBe("passed");
+    expect(h.state().result?.decision).toBe("accept");
+  });
+
+  it("a refusal that adds no frame is sent again after its Retry-After", async () => {
+    for (const refusal of [
+      new ApiError(429, "rate_limited", "too many requests", 2),
+      new ApiError(429, "too_many_inferences", "share", 1),
+      new ApiError(503, "overloaded", "busy", 1),
+      new ApiError(409, "session_busy", "busy", 1),
+    ]) {
+      const h = harness({ framesPerAction: 2, framesErrors: new Map([[0, refusal]]) });
+      await h.begin();
+      await h.timers.tick(8);
+      await h.runner.finished;
+      expect(h.server.calls[0]).toEqual(h.server.calls[1]);
+      expect(h.timers.sleeps).toContain((refusal.retryAfter ?? 0) * 1000);
+      expect(h.state().verdict?.state, refusal.code).toBe("passed");
+    }
+  });
+
+  it("a refusal that is not about seconds, or waits past the session's end, stops the run with its error", async () => {
+    const locked = new ApiError(429, "subject_locked", "locked", 900);
+    const h = harness({ framesErrors: new Map([[0, locked]]) });
     await h.begin();
     await h.timers.tick(6);
     await h.runner.finished;
     expect(h.state().phase).toBe("error");
-    expect((h.state().error as ApiError).retryAfter).toBe(3);
+    expect((h.state().error as ApiError).retryAfter).toBe(900);
     expect(h.server.calls).toHaveLength(1);
     expect(h.timers.running).toBe(0);
+
+    const late = new ApiError(503, "overloaded", "busy", 30);
+    const l = harness({ framesErrors: new Map([[0, late]]), ttlMs: 20_000 });
+    await l.begin();
+    await l.timers.tick(6);
+    await l.runner.finished;
+    expect(l.state().error).toBe(late);
+    expect(l.server.calls).toHaveLength(1);
   });
 
   it("403 opening the session: no capture at all", async () => {

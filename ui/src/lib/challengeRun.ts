@@ -70,6 +70,12 @@ export interface RunOptions {
   /** Times a batch is sent again after a network failure before the run fails. */
   networkRetries: number;
   retryDelayMs: number;
+  /**
+   * Times a batch is sent again after a refusal that added no frame and names a wait
+   * (`Retry-After`: the runtime busy, the key's share or rate, the previous call still running),
+   * while the session has that long left.
+   */
+  refusalRetries: number;
   /** How long after the local deadline capture goes on, for clock skew, before the run ends. */
   graceMs: number;
   /** How often, and how many times, to ask again for a verdict that is still `in_progress`. */
@@ -85,6 +91,7 @@ export const DEFAULT_RUN_OPTIONS: RunOptions = {
   batchMax: 8,
   networkRetries: 2,
   retryDelayMs: 500,
+  refusalRetries: 20,
   graceMs: 1500,
   verdictPollMs: 1000,
   verdictPolls: 5,
@@ -111,9 +118,23 @@ export function captureFps(
   secondsLeft?: number,
 ): number {
   if (maxFrames === undefined || maxFrames <= 0) return o.fps;
-  const span =
-    secondsLeft !== undefined && secondsLeft > 0 ? Math.min(o.budgetSeconds, secondsLeft) : o.budgetSeconds;
+  const span = secondsLeft !== undefined && secondsLeft > 0 ? Math.min(o.budgetSeconds, secondsLeft) : o.budgetSeconds;
   return Math.min(o.fps, Math.max(Math.min(o.minFps, o.fps), maxFrames / span));
+}
+
+/**
+ * How long to wait before sending a refused batch again, ms: for refusals that add no frame and
+ * name a wait (503 `overloaded` or `store_unavailable`, 429 for the key's share or rate, 409
+ * `session_busy`); undefined for every other error (a locked subject or too many sessions is not
+ * a matter of seconds within one session).
+ */
+export function refusalWaitMs(e: unknown): number | undefined {
+  if (!(e instanceof ApiError) || e.retryAfter === undefined) return undefined;
+  const retryable =
+    (e.status === 409 && e.code === "session_busy") ||
+    (e.status === 429 && e.code !== "subject_locked" && e.code !== "too_many_sessions") ||
+    (e.status === 503 && e.code !== "too_many_sessions");
+  return retryable ? Math.max(0, e.retryAfter) * 1000 : undefined;
 }
 
 /** API errors that end the session rather than the run: the verdict is still asked for. */
@@ -135,6 +156,8 @@ export class ChallengeRun {
   private period = 0;
   private queue: ChallengeFrame[] = [];
   private captured = 0;
+  /** Frames the runtime has taken, from its last answer. */
+  private received = 0;
   private capturingNow = false;
   private captureDone = false;
   private inFlight = false;
@@ -279,6 +302,7 @@ export class ChallengeRun {
     this.inFlight = false;
     if (this.ended) return;
     const ms = this.timers.now() - sentAt;
+    this.received = Math.max(this.received, answer.framesReceived);
     this.dispatch({ type: "answer", answer, ms });
     if (answer.state !== "in_progress") {
       void this.finish();
@@ -288,17 +312,56 @@ export class ChallengeRun {
     void this.pump();
   }
 
-  /** One upload, sent again after network failures (status 0) up to `networkRetries` times. */
+  /**
+   * One upload, sent again after a network failure (status 0) up to `networkRetries` times, and
+   * after a refusal that added no frame ([`refusalWaitMs`]) up to `refusalRetries` times while
+   * the session has the wait left. After a network failure the runtime may have taken the batch
+   * and only its answer was lost: the session's `frames_received` says so, and the batch is not
+   * sent again (its frames would fail the session as a replay).
+   */
   private async upload(id: string, batch: ChallengeFrame[]): Promise<FramesAnswer> {
-    for (let attempt = 0; ; attempt += 1) {
+    const before = this.received;
+    let networkFailures = 0;
+    let refusals = 0;
+    for (;;) {
       try {
+        if (networkFailures > 0) {
+          const taken = await this.takenSince(id, before + batch.length);
+          if (taken) return taken;
+        }
         return await this.api.sendFrames(id, batch, this.signal);
       } catch (e) {
-        const network = e instanceof ApiError && e.status === 0;
-        if (!network || attempt >= this.opts.networkRetries || this.signal.aborted) throw e;
-        await this.timers.sleep(this.opts.retryDelayMs);
+        if (this.signal.aborted) throw e;
+        if (e instanceof ApiError && e.status === 0) {
+          networkFailures += 1;
+          if (networkFailures > this.opts.networkRetries) throw e;
+          await this.timers.sleep(this.opts.retryDelayMs);
+          continue;
+        }
+        const wait = refusalWaitMs(e);
+        const left = this.deadline === undefined ? Infinity : this.deadline - this.timers.now();
+        if (wait === undefined || refusals >= this.opts.refusalRetries || wait >= left) throw e;
+        refusals += 1;
+        await this.timers.sleep(wait);
       }
     }
+  }
+
+  /**
+   * The session as an answer when the runtime has taken `frames` frames or more, or has ended;
+   * undefined when the batch has not arrived (or the runtime does not say how many it took).
+   */
+  private async takenSince(id: string, frames: number): Promise<FramesAnswer | undefined> {
+    const s = await this.api.sessionStatus(id, this.signal);
+    const ended = s.state !== "in_progress";
+    if (!ended && (s.framesReceived === undefined || s.framesReceived < frames)) return undefined;
+    return {
+      state: s.state,
+      framesReceived: s.framesReceived ?? this.received,
+      frames: [],
+      nextAction: ended ? undefined : s.actions.find((a) => !a.passed)?.action,
+      actions: s.actions,
+    };
   }
 
   /** Capture ended on this side (deadline, frame budget, an expired answer): ask for the verdict. */
