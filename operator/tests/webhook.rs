@@ -253,7 +253,10 @@ fn patched_pods_pass_kubernetes_validate_strict() {
         if pod["metadata"]["name"].is_null() {
             pod["metadata"]["name"] = Value::String("login-7d9f8c6b5-x2x9q".into());
         }
-        docs.push_str(&serde_yaml::to_string(&pod).unwrap());
+        // JSON, which is YAML too, as the API server receives it: a YAML 1.2 emitter leaves `off`
+        // unquoted, which the validator's YAML 1.1 reads as a boolean.
+        docs.push_str(&serde_json::to_string_pretty(&pod).unwrap());
+        docs.push('\n');
     }
     let file = dir.join("patched.yaml");
     std::fs::write(&file, &docs).unwrap();

@@ -462,6 +462,13 @@ pub struct Config {
     #[arg(long, env = env::METRICS_LISTEN)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// `off`: the second listener's `/metrics` leaves out the per-attempt score histograms and
+    /// per-key series, as the open API route does (`crate::metrics::PRIVATE_FAMILIES`), for a
+    /// port that more than Prometheus can reach: reading a score histogram's sum around one's
+    /// own attempt gives its exact score. The operator sets it for sidecars.
+    #[arg(long, env = env::METRICS_LISTEN_PRIVATE, value_enum, default_value_t = parse_enum::<Switch>(defaults::METRICS_LISTEN_PRIVATE))]
+    pub metrics_listen_private: Switch,
+
     /// Origins allowed to call the API from a browser (CORS), comma-separated. Unset: CORS off,
     /// so only the bundled UI (same origin) can.
     #[arg(long, env = env::CORS_ORIGINS, value_delimiter = ',')]

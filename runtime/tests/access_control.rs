@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Running, face, keyed_client, send_json, test_keys};
 use facekey_runtime::auth::policy::{Access, ROUTES};
 use facekey_runtime::auth::{Scope, keys};
-use facekey_runtime::config::{Config, MetricsAuth};
+use facekey_runtime::config::{Config, MetricsAuth, Switch};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -626,11 +626,19 @@ async fn keyed_metrics_and_the_operations_listener() {
         .await,
         StatusCode::OK
     );
-    // The operations listener: probes and metrics without keys, no API.
-    assert_eq!(
-        get(&anonymous, format!("http://{ops}/metrics")).await,
-        StatusCode::OK
-    );
+    // The operations listener: probes and metrics without keys (every family, for Prometheus
+    // in the monitoring namespace), no API.
+    let ops_text = anonymous
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in facekey_runtime::metrics::PRIVATE_FAMILIES {
+        assert!(ops_text.contains(family), "{family} missing");
+    }
     assert_eq!(
         get(&anonymous, format!("http://{ops}/healthz")).await,
         StatusCode::OK
@@ -672,6 +680,38 @@ async fn keyed_metrics_and_the_operations_listener() {
         .unwrap();
     assert!(!text.contains("BREW"));
     assert!(text.contains(r#"method="other""#));
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+/// With `FACEKEY_METRICS_LISTEN_PRIVATE=off` (the operator's sidecars, whose port any pod may
+/// reach), the operations listener withholds what the open API route withholds.
+#[tokio::test]
+async fn an_operations_listener_without_the_private_families() {
+    let mut config = Config::for_tests();
+    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.metrics_listen_private = Switch::Off;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("k"), test_keys().0).unwrap();
+    config.api_keys_file = Some(data_dir.join("k"));
+    let server = facekey_runtime::server::Server::bind(config).await.unwrap();
+    let ops = server.metrics_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    let text = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("facekey_decisions_total"), "{text}");
+    for family in facekey_runtime::metrics::PRIVATE_FAMILIES {
+        assert!(!text.contains(family), "{family} served");
+    }
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(data_dir);

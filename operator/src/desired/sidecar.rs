@@ -121,6 +121,10 @@ pub fn sidecar_env(spec: &FaceKeyDeploymentSpec, sidecar: &Sidecar) -> Vec<EnvVa
         env::METRICS_LISTEN.to_owned(),
         format!("0.0.0.0:{}", sidecar.metrics_port),
     );
+    // No NetworkPolicy of the operator's covers application pods, so any pod may read this
+    // port: without the per-attempt score histograms, whose sums around one's own attempt give
+    // its exact score.
+    data.insert(env::METRICS_LISTEN_PRIVATE.to_owned(), "off".to_owned());
     data.insert(env::UI_ENABLED.to_owned(), "false".to_owned());
     // The sidecar's own resources size its sessions, not the Deployment's.
     data.remove(env::SESSIONS_PER_MODEL);

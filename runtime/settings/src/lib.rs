@@ -132,6 +132,9 @@ pub mod env {
     pub const METRICS_AUTH: &str = "FACEKEY_METRICS_AUTH";
     /// A second listener serving only health and metrics, without keys (unset: none).
     pub const METRICS_LISTEN: &str = "FACEKEY_METRICS_LISTEN";
+    /// Whether that listener's `/metrics` has the private families (per-attempt scores, per-key
+    /// series): `on` or `off`.
+    pub const METRICS_LISTEN_PRIVATE: &str = "FACEKEY_METRICS_LISTEN_PRIVATE";
     /// Origins allowed by CORS (unset: CORS off).
     pub const CORS_ORIGINS: &str = "FACEKEY_CORS_ORIGINS";
     /// Start even with settings known to be unsafe.
@@ -226,6 +229,7 @@ pub mod env {
         API_KEYS_FILE,
         METRICS_AUTH,
         METRICS_LISTEN,
+        METRICS_LISTEN_PRIVATE,
         CORS_ORIGINS,
         ALLOW_INSECURE,
         AUDIT_LOG,
@@ -379,6 +383,10 @@ pub mod defaults {
     /// `--metrics-auth`: `/metrics` answers without a key (Prometheus scrapes it; restrict the
     /// port with a NetworkPolicy or use `key`).
     pub const METRICS_AUTH: &str = "open";
+    /// `--metrics-listen-private`: the operations listener has every family, as Prometheus in
+    /// the monitoring namespace needs for the score dashboards; the operator turns it off for
+    /// sidecars, whose port any pod in the cluster may reach.
+    pub const METRICS_LISTEN_PRIVATE: &str = "on";
     /// `--audit-log`.
     pub const AUDIT_LOG: &str = "stdout";
     /// `--enrol-liveness`: an enrolled face must be live.

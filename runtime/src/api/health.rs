@@ -10,7 +10,7 @@ use super::error::ApiError;
 use crate::auth::Scope;
 use crate::auth::guard::authorize;
 use crate::auth::policy::Access;
-use crate::config::MetricsAuth;
+use crate::config::{MetricsAuth, Switch};
 use crate::state::SharedState;
 use crate::store::QuotaOf;
 
@@ -89,9 +89,10 @@ pub async fn metrics(
     scrape(&state, !keyed)
 }
 
-/// `GET /metrics` on the operations listener (`FACEKEY_METRICS_LISTEN`): every family.
+/// `GET /metrics` on the operations listener (`FACEKEY_METRICS_LISTEN`): every family, or the
+/// public ones with `FACEKEY_METRICS_LISTEN_PRIVATE=off`.
 pub async fn operations_metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    scrape(&state, false)
+    scrape(&state, state.config.metrics_listen_private == Switch::Off)
 }
 
 fn scrape(state: &SharedState, public: bool) -> Result<Response, ApiError> {
