@@ -742,3 +742,82 @@ async fn a_frames_call_abandoned_mid_analysis_leaves_the_session_usable() {
     assert_eq!(v["frames_received"], 1, "{v}");
     s.stop().await;
 }
+
+/// A verification or identification with a passed session that admission control refuses (503
+/// `overloaded`: the one inference place is busy) leaves the session unused: the retry is
+/// served, rather than answered `session_used` after the person performed the challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_use_of_a_session_leaves_it_for_the_retry() {
+    let mut c = config();
+    c.max_inflight = 1;
+    c.max_queue = Some(0);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let photo = b64.encode(jpeg(&astronaut()));
+    let s = Running::start(c).await;
+    let verify = s.client_for("verify");
+    let subject = s.new_subject("Eileen").await;
+    let (st, v) = s.enrol_sample(&s.client, &subject, "astronaut.png").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let passed = |body: Value| {
+        let (s, verify) = (&s, &verify);
+        async move {
+            let (st, o) = open(s, verify, body).await;
+            assert_eq!(st, StatusCode::CREATED, "{o}");
+            let id = o["id"].as_str().unwrap().to_owned();
+            let frames = frames_json(&performance(&challenge_of(&o)), 5_000);
+            let (st, fb) = send(s, verify, &id, &frames).await;
+            assert_eq!((st, fb["state"].clone()), (StatusCode::OK, json!("passed")));
+            id
+        }
+    };
+    let bound = passed(json!({"subject": subject})).await;
+    let unbound = passed(json!({})).await;
+    let uses = [
+        (
+            "/v1/verify",
+            json!({"subject": subject, "session": bound, "image": photo}),
+        ),
+        ("/v1/identify", json!({"session": unbound})),
+    ];
+    for (path, body) in &uses {
+        // The admin key holds the one place with eight frames of a session of its own.
+        let (st, o) = open(&s, &s.client, json!({})).await;
+        assert_eq!(st, StatusCode::CREATED, "{o}");
+        let eight = json!({"frames": (0..8).map(|i| json!({"image": photo, "timestamp_ms": 100 * i})).collect::<Vec<_>>()});
+        let holder = s
+            .client
+            .post(s.url(&format!(
+                "/v1/liveness/sessions/{}/frames",
+                o["id"].as_str().unwrap()
+            )))
+            .json(&eight)
+            .send();
+        let holder = tokio::spawn(holder);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while metric(&s.metrics().await, "facekey_inferences_in_flight") < 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the place was never taken"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (st, v) = s.json(verify.post(s.url(path)).json(body)).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            "{path}: {v}"
+        );
+        assert_eq!(holder.await.unwrap().unwrap().status(), StatusCode::OK);
+        let (st, v) = s.json(verify.post(s.url(path)).json(body)).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v["decision"], "accept", "{path}: {v}");
+        // Used now, once.
+        let (st, v) = s.json(verify.post(s.url(path)).json(body)).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::CONFLICT, "session_used"),
+            "{path}: {v}"
+        );
+    }
+    s.stop().await;
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Extension;
 
 use super::error::ApiError;
-use crate::admission::Refused;
+use crate::admission::{Permit, Refused};
 use crate::auth::Caller;
 use crate::engine::Engine;
 use crate::state::SharedState;
@@ -29,11 +29,7 @@ pub fn key_id(caller: Option<&Extension<Caller>>) -> Option<&str> {
 }
 
 /// Run a vision call on the inference pool with the loaded engine, once admission control gives
-/// it a place (503 `overloaded` at once when running and queue are full; 429
-/// `too_many_inferences` instead when `key`, the caller's API key id, already holds its share
-/// of the places while other keys ask for places too; see [`crate::admission`]). When the
-/// request goes away (client disconnected, the timeout answered), the work stops at its next stage boundary;
-/// its place is held until then.
+/// it a place ([`admit`], then [`Admitted::run`]).
 pub async fn with_engine<T, F>(
     state: &SharedState,
     engine: Arc<Engine>,
@@ -44,34 +40,66 @@ where
     T: Send + 'static,
     F: FnOnce(&Engine, &Cancel) -> Result<T, VisionError> + Send + 'static,
 {
+    admit(state, key).await?.run(state, engine, f).await
+}
+
+/// A place among the running inferences, given by [`admit`]: work run with it holds it until
+/// that work ends, and it is given back once the work and this handle are gone. A request takes
+/// one before anything it cannot undo (consuming a liveness session), so that a refusal leaves
+/// nothing spent.
+pub struct Admitted(Arc<Permit>);
+
+/// Ask admission control for a place: 503 `overloaded` at once when running and queue are
+/// full; 429 `too_many_inferences` instead when `key`, the caller's API key id, already holds
+/// its share of the places while other keys ask for places too (see [`crate::admission`]).
+/// Refusals are counted by reason.
+pub async fn admit(state: &SharedState, key: Option<&str>) -> Result<Admitted, ApiError> {
     let admitted = match key {
         Some(key) => state.admission.admit_for(key).await,
         None => state.admission.admit().await.map_err(Refused::from),
     };
-    let permit = match admitted {
-        Ok(p) => p,
+    match admitted {
+        Ok(permit) => Ok(Admitted(Arc::new(permit))),
         Err(refused) => {
             state
                 .metrics
                 .admission_rejected
                 .with_label_values(&[refused.label()])
                 .inc();
-            return Err(refused.into());
+            Err(refused.into())
         }
-    };
-    let cancel = Cancel::default();
-    let _on_drop = CancelOnDrop(cancel.clone());
-    let metrics = state.metrics.clone();
-    let pool_engine = engine.clone();
-    let job = pool_engine.pool.run(move || {
-        let _permit = permit;
-        let result = f(&engine, &cancel);
-        if matches!(result, Err(VisionError::Cancelled { .. })) {
-            metrics.inferences_cancelled.inc();
-        }
-        result
-    });
-    Ok(job
-        .await
-        .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
+    }
+}
+
+impl Admitted {
+    /// Run `f` on the inference pool within this place. When the request goes away (client
+    /// disconnected, the timeout answered), the work stops at its next stage boundary; the
+    /// place is held until then.
+    pub async fn run<T, F>(
+        &self,
+        state: &SharedState,
+        engine: Arc<Engine>,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine, &Cancel) -> Result<T, VisionError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.0);
+        let cancel = Cancel::default();
+        let _on_drop = CancelOnDrop(cancel.clone());
+        let metrics = state.metrics.clone();
+        let pool_engine = engine.clone();
+        let job = pool_engine.pool.run(move || {
+            let _permit = permit;
+            let result = f(&engine, &cancel);
+            if matches!(result, Err(VisionError::Cancelled { .. })) {
+                metrics.inferences_cancelled.inc();
+            }
+            result
+        });
+        Ok(job
+            .await
+            .map_err(|e| ApiError::internal(format!("vision task failed: {e}")))??)
+    }
 }

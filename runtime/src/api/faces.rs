@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::blocking::{key_id, with_engine};
+use super::blocking::{admit, key_id, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::image_input::{ImageInput, SESSION_FIELD};
 use super::sessions::SessionProbe;
@@ -951,9 +951,11 @@ async fn identify_decided(
     // pool within an admitted place (the image's analysis's, when there is one), so admission
     // control counts it.
     let (probe, nearest, searched, matching) = if with_session {
-        // With a passed session, as verify takes one: consumed before the search.
+        // With a passed session, as verify takes one: consumed before the search, once the
+        // search (and the image's analysis) has its place, so a refusal leaves the session.
         let key = super::sessions::key_of(caller.as_ref())?;
         let session = input.required(SESSION_FIELD)?.trim().to_string();
+        let place = admit(&state, Some(&key)).await?;
         let probe = super::sessions::take_session_probe(
             &state,
             &engine,
@@ -961,11 +963,12 @@ async fn identify_decided(
             session,
             &input.image,
             SessionUse::Identify,
+            Some(&place),
         )
         .await?;
         let embedding = probe.embedding.clone();
-        let (nearest, searched, matching) =
-            with_engine(&state, engine.clone(), Some(&key), move |_, _| {
+        let (nearest, searched, matching) = place
+            .run(&state, engine.clone(), move |_, _| {
                 Ok(search(&enrolments, &embedding, limit))
             })
             .await?;

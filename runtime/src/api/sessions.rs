@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as PromRegistry};
 use serde::{Deserialize, Serialize};
 
-use super::blocking::with_engine;
+use super::blocking::{Admitted, admit, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, is_json_content_type, parse_json, read_body};
 use super::faces::{
@@ -1032,9 +1032,12 @@ impl SessionProbe {
 /// Consumes the passed `session` of `key` for one face decision, `purpose`, and gives its probe:
 /// the one path verify and identify take, so their session rules cannot drift. The session must
 /// have passed, belong to the key, not be used, and be opened for the verified subject or for
-/// none (identify: for none); it is consumed before any model work. A non-empty `image` beside
-/// it is the probe when it shows the same face (422 `session_face_mismatch` otherwise, counted
-/// as a failed attempt against a verified subject); the liveness is the challenge confidence.
+/// none (identify: for none); it is consumed before any model work, but after admission control
+/// gave the work its place (`place`, or one taken here for the image), so that a refusal (503
+/// `overloaded`, 429 `too_many_inferences`) leaves the session for the retry. A non-empty
+/// `image` beside it is the probe when it shows the same face (422 `session_face_mismatch`
+/// otherwise, counted as a failed attempt against a verified subject); the liveness is the
+/// challenge confidence.
 pub(super) async fn take_session_probe(
     state: &SharedState,
     engine: &Arc<Engine>,
@@ -1042,34 +1045,46 @@ pub(super) async fn take_session_probe(
     session: String,
     image: &Bytes,
     purpose: SessionUse<'_>,
+    place: Option<&Admitted>,
 ) -> Result<SessionProbe, ApiError> {
+    let own;
+    let place = match (place, image.is_empty()) {
+        (Some(p), _) => Some(p),
+        (None, true) => None,
+        (None, false) => {
+            own = admit(state, Some(key)).await?;
+            Some(&own)
+        }
+    };
     let probe = state
         .sessions
         .store
         .take_probe(key, &session, purpose)
         .await?;
     let same_face = state.sessions.store.policy().same_face_max_distance;
-    let (embedding, quality, quality_detail, from_image) = if image.is_empty() {
-        (probe.embedding, probe.quality, None, false)
-    } else {
-        let image = image.clone();
-        let a = with_engine(state, engine.clone(), Some(key), move |e, c| {
-            e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
-        })
-        .await?;
-        if a.embedding.distance(&probe.embedding) > same_face {
-            // Another face swapped in beside a passed session: a failed attempt against the
-            // subject, as a verification with that face would be.
-            if let SessionUse::Verify(subject) = purpose {
-                state.lockouts.record_failure(subject).await?;
+    let (embedding, quality, quality_detail, from_image) = match place {
+        Some(place) if !image.is_empty() => {
+            let image = image.clone();
+            let a = place
+                .run(state, engine.clone(), move |e, c| {
+                    e.vision.analyze(&image, AnalyzeOptions::ENROL, c)
+                })
+                .await?;
+            if a.embedding.distance(&probe.embedding) > same_face {
+                // Another face swapped in beside a passed session: a failed attempt against the
+                // subject, as a verification with that face would be.
+                if let SessionUse::Verify(subject) = purpose {
+                    state.lockouts.record_failure(subject).await?;
+                }
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "session_face_mismatch",
+                    "the image shows another face than the liveness session",
+                ));
             }
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "session_face_mismatch",
-                "the image shows another face than the liveness session",
-            ));
+            (a.embedding, a.quality.map(|q| q.score), a.quality, true)
         }
-        (a.embedding, a.quality.map(|q| q.score), a.quality, true)
+        _ => (probe.embedding, probe.quality, None, false),
     };
     let threshold = engine.verifier.config().liveness_threshold;
     let confidence = f64::from(probe.confidence);
@@ -1116,6 +1131,7 @@ pub async fn verify_with_session(
         session,
         &input.image,
         SessionUse::Verify(&subject),
+        None,
     )
     .await?;
     let verifier = &engine.verifier;
