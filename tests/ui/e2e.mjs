@@ -437,6 +437,24 @@ await step("verify-with-camera", async () => {
   console.log(`     decision: ${decision}, probability ${probability}`);
 }, [FACES, VERIFY]);
 
+await step("verify-new-image-drops-the-answer-in-flight", async () => {
+  // A verification is sent, then another image is picked before its answer: the answer about
+  // the first image must not be shown (nor its face box drawn) over the second.
+  await page.locator('label:has([data-testid="source-upload"])').click();
+  await page.getByTestId("file-input").setInputFiles(FACE);
+  await page.locator('img[alt^="Image to verify"]').waitFor();
+  const ended = page.waitForEvent("requestfailed", (r) => r.url().endsWith("/v1/verify"));
+  const answered = page.waitForEvent("requestfinished", (r) => r.url().endsWith("/v1/verify"));
+  await page.getByTestId("verify-submit").click();
+  await waitText('[data-testid="verify-submit"]', (t) => t.startsWith("Verifying"), "the busy button");
+  await page.getByTestId("file-input").setInputFiles(FACE);
+  const first = await Promise.race([ended.then(() => "dropped"), answered.then(() => "answered")]);
+  // Give an answer that did arrive the time to be drawn, then look.
+  await page.waitForTimeout(500);
+  expect((await page.getByTestId("verify-result").count()) === 0, `the first image's answer (${first}) is shown over the second`);
+  expect(!(await page.getByTestId("verify-submit").isDisabled()), "the form stays busy after the new image");
+}, [FACES, VERIFY]);
+
 /**
  * The identification the page shows: its decision, the best match's name, and the candidates
  * (name, subject id, probability when the key may see scores), read in one go.

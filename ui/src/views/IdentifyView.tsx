@@ -90,6 +90,9 @@ function IdentifyForm({ admin }: { admin: boolean }) {
         <ImagePicker
           selected={image?.filename}
           onPick={(img) => {
+            // A new image: the answer about the previous one (shown or still coming) is gone.
+            inFlight.current?.abort();
+            setBusy(false);
             setImage(img);
             setResult(undefined);
             setError(undefined);

@@ -70,6 +70,15 @@ function VerifyForm({ admin }: { admin: boolean }) {
       ? { id: subjectId.trim() }
       : undefined;
 
+  // A new image or subject: the answer about the previous one (shown or still coming) is gone,
+  // so it is never drawn over the new image.
+  const startOver = () => {
+    inFlight.current?.abort();
+    setBusy(false);
+    setResult(undefined);
+    setError(undefined);
+  };
+
   const submit = async (e: React.FormEvent) => {
     e.preventDefault();
     if (!chosen || !image) return;
@@ -99,7 +108,10 @@ function VerifyForm({ admin }: { admin: boolean }) {
                 <select
                   id={selectId}
                   value={chosen?.id ?? ""}
-                  onChange={(e) => setSubjectId(e.currentTarget.value)}
+                  onChange={(e) => {
+                    setSubjectId(e.currentTarget.value);
+                    startOver();
+                  }}
                   disabled={!subjects || subjects.length === 0}
                   data-testid="verify-subject"
                 >
@@ -127,7 +139,10 @@ function VerifyForm({ admin }: { admin: boolean }) {
               <input
                 id={selectId}
                 value={subjectId}
-                onChange={(e) => setSubjectId(e.currentTarget.value)}
+                onChange={(e) => {
+                  setSubjectId(e.currentTarget.value);
+                  startOver();
+                }}
                 placeholder="the id enrolment gave, e.g. 3f0c…"
                 autoComplete="off"
                 spellCheck={false}
@@ -142,8 +157,7 @@ function VerifyForm({ admin }: { admin: boolean }) {
             selected={image?.filename}
             onPick={(img) => {
               setImage(img);
-              setResult(undefined);
-              setError(undefined);
+              startOver();
             }}
           />
           <button type="submit" disabled={!chosen || !image || busy} data-testid="verify-submit">
