@@ -62,7 +62,12 @@ pub struct ServeLimits {
     /// further ones wait in the kernel's backlog.
     pub max_connections: usize,
     /// Connections one peer address may hold at once; more are closed at once, so a single pod
-    /// keeping connections alive cannot take the places the API server needs.
+    /// keeping connections alive cannot take the places the API server needs. The API server
+    /// itself calls from one address (or a few, behind konnectivity or SNAT), one connection per
+    /// review in flight plus its idle keep-alives, and a connection it is refused admits the pod
+    /// without its sidecar under `failurePolicy: Ignore`: the share is a quarter of
+    /// `max_connections`, far above its concurrency at any pod-creation rate the reviews keep up
+    /// with, while four addresses are still needed to take every place.
     pub max_connections_per_peer: usize,
     /// Requests whose bodies are read and answered at once, across connections (each body up
     /// to 3 MiB: this bounds their memory); more wait within their request timeout.
@@ -76,7 +81,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             max_connections: 1024,
-            max_connections_per_peer: 64,
+            max_connections_per_peer: 256,
             max_requests_in_flight: 16,
         }
     }
