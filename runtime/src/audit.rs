@@ -144,8 +144,8 @@ pub struct AuditEvent {
     /// RFC 3339 time, milliseconds, UTC.
     pub time: String,
     /// `subject.create`, `subject.rename`, `subject.delete`, `subject.unlock`, `face.enrol`,
-    /// `face.delete`, `verify`, `identify`, `liveness`, or `auth.denied` for a refused request on
-    /// any route.
+    /// `face.delete`, `verify`, `identify`, `liveness`, `session.open`, `session.read`,
+    /// `session.close`, `session.frames`, or `auth.denied` for a refused request on any route.
     pub action: &'static str,
     /// HTTP method.
     pub method: String,
@@ -261,6 +261,7 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
         ("POST", "/v1/liveness") => "liveness",
         ("POST", "/v1/liveness/sessions") => "session.open",
         ("GET", "/v1/liveness/sessions/{id}") => "session.read",
+        ("DELETE", "/v1/liveness/sessions/{id}") => "session.close",
         ("POST", "/v1/liveness/sessions/{id}/frames") => SESSION_FRAMES,
         _ => return None,
     })

@@ -821,3 +821,84 @@ async fn a_refused_use_of_a_session_leaves_it_for_the_retry() {
     }
     s.stop().await;
 }
+
+/// `DELETE /v1/liveness/sessions/{id}`: only the key that opened a session closes it; the
+/// session is gone and its place free at once, and one closed after a face was seen counts as
+/// abandoned (closing cannot hide a client probing the feedback), with an audit event.
+#[tokio::test]
+async fn a_client_closes_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.max_sessions_per_key = 1;
+    c.audit_log = dir.path().join("audit.log").display().to_string();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let one = json!({"frames": [{"image": b64.encode(jpeg(&astronaut())), "timestamp_ms": 1_000}]});
+    let s = Running::start(c).await;
+    let verify = s.client_for("verify");
+    let (st, o) = open(&s, &verify, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id = o["id"].as_str().unwrap().to_owned();
+    let (st, fb) = send(&s, &verify, &id, &one).await;
+    assert_eq!(
+        (st, fb["frames"][0]["face_found"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (st, v) = open(&s, &verify, json!({})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions")
+    );
+    let path = s.url(&format!("/v1/liveness/sessions/{id}"));
+    let (st, v) = s.json(s.client.delete(&path)).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found"),
+        "{v}"
+    );
+    let r = verify.delete(&path).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (st, v) = s.json(verify.get(&path)).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found"),
+        "{v}"
+    );
+    let (st, v) = s.json(verify.delete(&path)).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found"),
+        "{v}"
+    );
+    // Its place is free: the key's one session may open again.
+    let (st, v) = open(&s, &verify, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(&m, "facekey_liveness_sessions_closed_total"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "facekey_liveness_sessions_abandoned_total"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "facekey_liveness_sessions_faced_total"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "facekey_liveness_sessions_active"), 1.0, "{m}");
+    s.stop().await;
+    let trail = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let closed: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "session.close" && e["status"] == 204)
+        .collect();
+    assert_eq!(closed.len(), 1, "{trail}");
+    assert_eq!(
+        (closed[0]["session"].as_str(), closed[0]["key_id"].as_str()),
+        (Some(id.as_str()), Some("verify"))
+    );
+}

@@ -465,6 +465,26 @@ async fn deleting_a_subject_deletes_its_sessions_on_every_replica() {
         (StatusCode::OK, json!("passed")),
         "{v}"
     );
+    // Closed by its client through A (another key may not), gone on B too.
+    let close = |r: &Running, c: &reqwest::Client| {
+        c.delete(url(r, &format!("/v1/liveness/sessions/{unbound}")))
+    };
+    let (st, v) = send_json(close(&a, &admin)).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found"),
+        "{v}"
+    );
+    assert_eq!(
+        close(&a, &verify_key).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let (st, v) = get(&b, &verify_key, &unbound).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::NOT_FOUND, "session_not_found"),
+        "{v}"
+    );
     a.stop().await;
     b.stop().await;
 }

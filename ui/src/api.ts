@@ -812,6 +812,11 @@ export async function sendFrames(
   return parseFramesAnswer(await json(`${sessionPath(id)}/frames`, { ...init, signal }));
 }
 
+/** `DELETE /v1/liveness/sessions/{id}`: give the session up; the runtime frees its place at once. */
+export async function closeSession(id: string): Promise<void> {
+  await send(sessionPath(id), { method: "DELETE" });
+}
+
 /** `GET /v1/liveness/sessions/{id}`: the session's state, and its verdict once final. */
 export async function sessionStatus(id: string, signal?: AbortSignal): Promise<SessionStatus> {
   return parseSessionStatus(await json(sessionPath(id), { signal, cache: "no-store" }));

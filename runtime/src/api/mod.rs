@@ -62,7 +62,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<SharedState>)> {
         ("/v1/identify", post(faces::identify)),
         ("/v1/liveness", post(faces::liveness)),
         ("/v1/liveness/sessions", post(sessions::open)),
-        ("/v1/liveness/sessions/{id}", get(sessions::get)),
+        (
+            "/v1/liveness/sessions/{id}",
+            get(sessions::get).delete(sessions::close),
+        ),
         ("/v1/liveness/sessions/{id}/frames", post(sessions::frames)),
     ]
 }

@@ -318,6 +318,7 @@ Without `admin`, verify, identify and liveness answer the decision only (no scor
         sessions::open,
         sessions::frames,
         sessions::get,
+        sessions::close,
         health::healthz,
         health::readyz,
         health::metrics,

@@ -59,9 +59,9 @@ pub struct SessionMetrics {
     pub passed: IntCounter,
     /// Sessions that failed, by reason (one count per reason of a failure).
     pub failed: IntCounterVec,
-    /// Sessions that expired after a usable face was seen (also failures with reason
-    /// `expired`): people giving up, or a client probing the checker's per-frame feedback
-    /// (which raises no spoof event).
+    /// Sessions that expired (also failures with reason `expired`), or that their client closed
+    /// in progress, after a usable face was seen: people giving up, or a client probing the
+    /// checker's per-frame feedback (which raises no spoof event).
     pub abandoned: IntCounter,
     /// Sessions that ended after a usable face was seen: passed, failed with a face, or
     /// abandoned. What abandoned sessions are a share of: sessions opened and left without a
@@ -72,6 +72,8 @@ pub struct SessionMetrics {
     /// Sessions open now (on this replica, or in the shared database; updated when sessions
     /// are opened, end or are swept).
     pub active: IntGauge,
+    /// Sessions their client closed (`DELETE`), in any state.
+    pub closed: IntCounter,
 }
 
 impl SessionMetrics {
@@ -96,9 +98,9 @@ impl SessionMetrics {
         )?;
         let abandoned = IntCounter::new(
             "facekey_liveness_sessions_abandoned_total",
-            "Challenge-liveness sessions that expired after a usable face was seen (also counted \
-             in failed, reason expired): people giving up, or a client probing the per-frame \
-             feedback.",
+            "Challenge-liveness sessions that expired, or that their client closed in progress, \
+             after a usable face was seen (an expired one is also counted in failed, reason \
+             expired): people giving up, or a client probing the per-frame feedback.",
         )?;
         let faced = IntCounter::new(
             "facekey_liveness_sessions_faced_total",
@@ -118,6 +120,11 @@ impl SessionMetrics {
             "Challenge-liveness sessions open (on this replica, or in the shared database when \
              replicas share one).",
         )?;
+        let closed = IntCounter::new(
+            "facekey_liveness_sessions_closed_total",
+            "Challenge-liveness sessions their client closed (DELETE), in any state; one closed \
+             in progress after a usable face was seen is also counted as abandoned.",
+        )?;
         for c in [
             Box::new(started.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(passed.clone()),
@@ -126,6 +133,7 @@ impl SessionMetrics {
             Box::new(faced.clone()),
             Box::new(frames.clone()),
             Box::new(active.clone()),
+            Box::new(closed.clone()),
         ] {
             registry.register(c)?;
         }
@@ -143,6 +151,7 @@ impl SessionMetrics {
             faced,
             frames,
             active,
+            closed,
         })
     }
 }
@@ -845,6 +854,57 @@ pub struct SessionDetail {
     pub min_frame_difference: Option<f32>,
     /// Whether a verification or identification used the session.
     pub used: bool,
+}
+
+/// `DELETE /v1/liveness/sessions/{id}`: the client gives the session up.
+#[utoipa::path(
+    delete,
+    path = "/v1/liveness/sessions/{id}",
+    operation_id = "close_session",
+    tag = "liveness",
+    summary = "Close a liveness session",
+    description = "Ends the session at once, in any state, and erases what it holds (its frames' \
+observations, its probe), so that it no longer counts against the key's sessions or \
+`FACEKEY_MAX_SESSIONS`; a passed session closed can no longer verify. A session closed in progress \
+after a usable face was seen counts as abandoned, like one left to expire \
+(`facekey_liveness_sessions_abandoned_total`). With PostgreSQL it is gone on every replica.",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Closed"),
+        (status = 404, description = "No such session for this key (`session_not_found`)", body = ErrorBody),
+        (status = 503, description = "The session store is unreachable (`store_unavailable`)", body = ErrorBody),
+    )
+)]
+pub async fn close(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let key = key_of(caller.as_ref())?;
+    let closed = state.sessions.store.close(&key, &id).await?;
+    let m = &state.metrics.sessions;
+    m.closed.inc();
+    if closed.in_progress && closed.usable_frames > 0 {
+        // Closing is walking away explicitly: counted as abandonment, so that a client probing
+        // the feedback cannot hide from FaceKeyLivenessSessionsAbandoned by closing.
+        m.faced.inc();
+        m.abandoned.inc();
+        tracing::warn!(
+            target: "facekey::security",
+            session = %id,
+            subject = closed.subject.as_deref().unwrap_or("-"),
+            usable_frames = closed.usable_frames,
+            "liveness session closed by its client after a face was seen"
+        );
+    }
+    // Only the open-sessions gauge to update.
+    record_concluded(&state, &[], &HeaderMap::new(), None).await;
+    let detail = AuditDetail {
+        subject: closed.subject,
+        session: Some(id),
+        ..AuditDetail::default()
+    };
+    Ok((StatusCode::NO_CONTENT, Extension(detail)).into_response())
 }
 
 /// Answer of `GET /v1/liveness/sessions/{id}`.

@@ -41,6 +41,11 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         Access::Scope(Scope::Verify),
     ),
     (
+        Method::DELETE,
+        "/v1/liveness/sessions/{id}",
+        Access::Scope(Scope::Verify),
+    ),
+    (
         Method::POST,
         "/v1/liveness/sessions/{id}/frames",
         Access::Scope(Scope::Verify),

@@ -32,7 +32,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::checker::{ChallengeVerdict, FailReason, Outcome, evaluate};
 use super::session::{
-    BatchResult, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
+    BatchResult, Closed, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
     SessionUse, SessionView, new_id, random_challenge, usable_for,
 };
 use super::store::SessionStore;
@@ -659,6 +659,25 @@ impl SessionStore for PgSessions {
         .map_err(&err)?;
         tx.commit().await.map_err(&err)?;
         Ok(ended)
+    }
+
+    async fn close(&self, key: &str, id: &str) -> Result<Closed, SessionError> {
+        let hash = key_hash(key);
+        let err = db("close liveness session");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        // Under the row's lock: a batch or a verification using it finishes first.
+        let s = self.fetch(&mut *tx, &hash, id, true).await?;
+        sqlx::query("DELETE FROM facekey_liveness_sessions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+        tx.commit().await.map_err(&err)?;
+        Ok(Closed {
+            in_progress: s.verdict.outcome == Outcome::InProgress,
+            usable_frames: s.verdict.usable_frames,
+            subject: s.subject,
+        })
     }
 
     async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {

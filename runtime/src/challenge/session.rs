@@ -236,6 +236,17 @@ pub struct Concluded {
     pub usable_frames: usize,
 }
 
+/// A session its client closed ([`Registry::close`]): what the abandonment count needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// Whether it was still in progress (neither passed, failed nor counted as expired).
+    pub in_progress: bool,
+    /// Frames with a usable face.
+    pub usable_frames: usize,
+    /// The subject it was opened for.
+    pub subject: Option<String>,
+}
+
 /// The one face decision a passed session is consumed for, which decides whether a session bound
 /// to a subject may serve it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,6 +450,21 @@ impl Registry {
         let before = map.len();
         map.retain(|_, s| s.subject.as_deref() != Some(subject));
         before - map.len()
+    }
+
+    /// Removes `key`'s session `id` at its client's request, with what it holds (observations,
+    /// probe), whatever its state: its place is free at once.
+    pub fn close(&self, key: &str, id: &str) -> Result<Closed, SessionError> {
+        let mut map = self.lock();
+        if map.get(id).is_none_or(|s| s.key != key) {
+            return Err(SessionError::NotFound);
+        }
+        let s = map.remove(id).ok_or(SessionError::NotFound)?;
+        Ok(Closed {
+            in_progress: s.verdict.outcome == Outcome::InProgress,
+            usable_frames: s.verdict.usable_frames,
+            subject: s.subject,
+        })
     }
 
     /// Sessions holding a place: in progress, or passed and not yet used.
@@ -853,7 +879,8 @@ mod tests {
         };
         let alice = [open("k1", Some("alice")), open("k2", Some("alice"))];
         let bob = open("k1", Some("bob"));
-        let unbound = open("k2", None);
+        // The last place goes to a key holding none.
+        let unbound = open("k3", None);
         assert_eq!(r.forget_subject("alice"), 2);
         for id in &alice {
             assert!(matches!(
@@ -862,7 +889,7 @@ mod tests {
             ));
         }
         assert!(r.view("k1", &bob, t0).is_ok());
-        assert!(r.view("k2", &unbound, t0).is_ok());
+        assert!(r.view("k3", &unbound, t0).is_ok());
         assert_eq!(r.forget_subject("alice"), 0);
     }
 
@@ -978,9 +1005,10 @@ mod tests {
             res.concluded.unwrap().reasons,
             vec![FailReason::ChallengeIncomplete]
         );
-        // A failed session holds no place: k1 may open another.
+        // A failed session holds no place: one is free again (for a key holding none, since k1
+        // still holds one and only one is free).
         assert_eq!(r.active(), 3);
-        r.open("k1", None, t0, now).unwrap();
+        r.open("k4", None, t0, now).unwrap();
         assert_eq!(res.frames[0].index, 8);
         assert_eq!(
             r.take_probe("k1", &a.id, SessionUse::Verify("x"), t0),
@@ -1148,6 +1176,43 @@ mod tests {
         }
         assert!(r.lock().len() <= 4, "{} entries", r.lock().len());
         assert_eq!(r.active(), 0);
+    }
+
+    #[test]
+    fn a_closed_session_is_gone_and_frees_its_place() {
+        let r = reg();
+        let (t0, now) = (Instant::now(), SystemTime::now());
+        let (a, _) = r.open("k1", None, t0, now).unwrap();
+        let (b, _) = r.open("k1", None, t0, now).unwrap();
+        assert!(matches!(
+            r.open("k1", None, t0, now),
+            Err(SessionError::TooManySessions { global: false, .. })
+        ));
+        r.begin_batch("k1", &a.id, 1, t0).unwrap();
+        r.add_frames("k1", &a.id, vec![frame(0, None, 0)], t0)
+            .unwrap();
+        // Only its own key may close it.
+        assert_eq!(r.close("k2", &a.id), Err(SessionError::NotFound));
+        let closed = r.close("k1", &a.id).unwrap();
+        assert_eq!(
+            closed,
+            Closed {
+                in_progress: true,
+                usable_frames: 1,
+                subject: None,
+            }
+        );
+        assert_eq!(r.view("k1", &a.id, t0).unwrap_err(), SessionError::NotFound);
+        assert_eq!(r.close("k1", &a.id), Err(SessionError::NotFound));
+        assert_eq!(r.active(), 1);
+        r.open("k1", None, t0, now).unwrap();
+        // A passed session closed is no longer in progress, and can no longer verify.
+        let frames = performance(&b.challenge);
+        r.begin_batch("k1", &b.id, frames.len(), t0).unwrap();
+        let done = r.add_frames("k1", &b.id, frames, t0).unwrap();
+        assert_eq!(done.view.state, SessionState::Passed);
+        assert!(!r.close("k1", &b.id).unwrap().in_progress);
+        assert!(r.take_probe("k1", &b.id, SessionUse::Identify, t0).is_err());
     }
 
     #[test]

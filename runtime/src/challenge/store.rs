@@ -11,8 +11,8 @@
 use std::time::{Instant, SystemTime};
 
 use super::session::{
-    BatchResult, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits, SessionUse,
-    SessionView,
+    BatchResult, Closed, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits,
+    SessionUse, SessionView,
 };
 use super::{ChallengePolicy, FrameObservation};
 
@@ -72,6 +72,10 @@ pub trait SessionStore: Send + Sync {
     /// Ends sessions past their time (returned once, for metrics) and forgets old ones.
     async fn sweep(&self) -> Result<Vec<Concluded>, SessionError>;
 
+    /// Deletes `key`'s session `id` at its client's request, whatever its state, with what it
+    /// holds; its place is free at once, on every replica.
+    async fn close(&self, key: &str, id: &str) -> Result<Closed, SessionError>;
+
     /// Sessions holding a place now (in progress, or passed and unused).
     async fn active(&self) -> Result<usize, SessionError>;
 
@@ -127,6 +131,10 @@ impl SessionStore for Registry {
 
     async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError> {
         Registry::view(self, key, id, Instant::now())
+    }
+
+    async fn close(&self, key: &str, id: &str) -> Result<Closed, SessionError> {
+        Registry::close(self, key, id)
     }
 
     async fn take_probe(

@@ -186,6 +186,11 @@ class ContractServer implements ChallengeApi {
     }
   }
 
+  closed: string[] = [];
+  async closeSession(id: string): Promise<void> {
+    this.closed.push(id);
+  }
+
   async sessionStatus(id: string): Promise<SessionStatus> {
     this.statusCalls += 1;
     if (this.script.statusError) throw this.script.statusError;
@@ -504,6 +509,28 @@ describe("a challenge run", () => {
     expect(h.events.length).toBe(n);
     expect(h.timers.running).toBe(0);
     expect(h.server.calls).toHaveLength(0);
+    // The session is given up on the runtime, once.
+    expect(h.server.closed).toEqual(["sess-1"]);
+    h.runner.cancel();
+    expect(h.server.closed).toEqual(["sess-1"]);
+  });
+
+  it("an error during capture gives the session up; a finished run does not", async () => {
+    const refused = new ApiError(429, "subject_locked", "locked", 900);
+    const h = harness({ framesErrors: new Map([[0, refused]]) });
+    await h.begin();
+    await h.timers.tick(6);
+    await h.runner.finished;
+    expect(h.state().phase).toBe("error");
+    expect(h.server.closed).toEqual(["sess-1"]);
+
+    const done = harness({ framesPerAction: 1 });
+    await done.begin();
+    await done.timers.tick(8);
+    await done.runner.finished;
+    expect(done.state().verdict?.state).toBe("passed");
+    done.runner.cancel();
+    expect(done.server.closed).toEqual([]);
   });
 });
 

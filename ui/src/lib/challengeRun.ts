@@ -24,6 +24,8 @@ export interface ChallengeApi {
   startSession(subject: string | undefined, signal: AbortSignal): Promise<LivenessSession>;
   sendFrames(id: string, frames: readonly ChallengeFrame[], signal: AbortSignal): Promise<FramesAnswer>;
   sessionStatus(id: string, signal: AbortSignal): Promise<SessionStatus>;
+  /** Give the session up (not tied to the run's signal: it is sent as the run stops). */
+  closeSession(id: string): Promise<void>;
   verifySession(subject: string, session: string, signal: AbortSignal, includeLayers: boolean): Promise<VerifyResult>;
   identifySession(session: string, signal: AbortSignal): Promise<IdentifyResult>;
 }
@@ -233,15 +235,28 @@ export class ChallengeRun {
 
   /** Stop everything: timers, uploads in flight. No further events. */
   cancel(): void {
+    this.close();
     this.ended = true;
     this.stopCapture?.();
     this.controller.abort();
     this.settle();
   }
 
+  /**
+   * Give the session up on the runtime when the run stops before its verdict (Cancel, leaving
+   * the view, an error during capture), so that its place is free at once rather than at its
+   * expiry; a failure is ignored (the session then expires).
+   */
+  private close(): void {
+    const session = this.session;
+    if (!session || this.ended) return;
+    this.api.closeSession(session.id).catch(() => undefined);
+  }
+
   private fail(e: unknown): void {
     this.stopCapture?.();
     if (this.signal.aborted || aborted(e)) return;
+    this.close();
     this.ended = true;
     this.dispatch({ type: "error", error: e });
     this.settle();

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useId, useReducer, useRef, useState } from "react";
-import { identifySession, sendFrames, sessionStatus, startSession, verifySession } from "../api";
+import { closeSession, identifySession, sendFrames, sessionStatus, startSession, verifySession } from "../api";
 import {
   ChallengeCue,
   ChallengeFeedback,
@@ -31,6 +31,7 @@ const API: ChallengeApi = {
   startSession: (subject, signal) => startSession(subject, signal),
   sendFrames: (id, frames, signal) => sendFrames(id, frames, signal),
   sessionStatus: (id, signal) => sessionStatus(id, signal),
+  closeSession: (id) => closeSession(id),
   verifySession: (subject, session, signal, includeLayers) => verifySession(subject, session, signal, includeLayers),
   identifySession: (session, signal) => identifySession(session, signal),
 };
