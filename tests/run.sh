@@ -79,6 +79,7 @@ stage "fuzz: every cargo-fuzz target for a bounded time (FUZZ_SECONDS, default 2
 # out of disk here with both on it.
 if [ "${CI:-}" = true ]; then
   cargo clean --profile dev
+  printf '(%s free on disk after removing the debug build)\n' "$(df -h --output=avail . | tail -1 | tr -d ' ')"
 fi
 tests/fuzz.sh
 

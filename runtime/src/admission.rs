@@ -227,6 +227,15 @@ pub struct Permit {
     service: Arc<ServiceTime>,
 }
 
+impl Permit {
+    /// Count the hold's service time from now: for a place taken before a wait that is not
+    /// inference (a liveness session read from its store before it is consumed), which would
+    /// otherwise lengthen the service-time average admission predicts with.
+    pub fn restart_clock(&mut self) {
+        self.since = Instant::now();
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         self.service.record(self.since.elapsed());
@@ -820,6 +829,14 @@ mod tests {
             second >= first * 7 / 8 - Duration::from_millis(1),
             "{second:?}"
         );
+        // A hold whose clock restarted counts from then: a wait before the work is left out.
+        let fresh = admission(1, 0, Duration::from_secs(1));
+        let mut p = fresh.admit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        p.restart_clock();
+        drop(p);
+        let held = fresh.stats().service_time.unwrap();
+        assert!(held < Duration::from_millis(40), "{held:?}");
     }
 
     /// With a known service time, a request whose place in the queue predicts a wait beyond the

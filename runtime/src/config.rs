@@ -521,7 +521,8 @@ pub struct Config {
     pub max_sessions: usize,
 
     /// Challenge-liveness sessions open at once per API key (429 `too_many_sessions` beyond; a
-    /// key also opens one only while more places are free than it holds).
+    /// key also opens one only while more places are free than it holds, so none holds more
+    /// than half of `FACEKEY_MAX_SESSIONS`).
     #[arg(long, env = env::MAX_SESSIONS_PER_KEY, default_value_t = defaults::MAX_SESSIONS_PER_KEY)]
     pub max_sessions_per_key: usize,
 

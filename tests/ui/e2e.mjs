@@ -449,6 +449,7 @@ await step("verify-new-image-drops-the-answer-in-flight", async () => {
   await waitText('[data-testid="verify-submit"]', (t) => t.startsWith("Verifying"), "the busy button");
   await page.getByTestId("file-input").setInputFiles(FACE);
   const first = await Promise.race([ended.then(() => "dropped"), answered.then(() => "answered")]);
+  expect(first === "dropped", "the first image's verification was not dropped when the second was picked");
   // Give an answer that did arrive the time to be drawn, then look.
   await page.waitForTimeout(500);
   expect((await page.getByTestId("verify-result").count()) === 0, `the first image's answer (${first}) is shown over the second`);

@@ -416,7 +416,8 @@ pub mod defaults {
     /// at most about 60 MB.
     pub const MAX_SESSIONS: usize = 256;
     /// `--max-sessions-per-key`: one key cannot take the whole registry (a backend serving
-    /// many users with one key needs a share large enough for its concurrent users).
+    /// many users with one key needs a share large enough for its concurrent users, and
+    /// `MAX_SESSIONS` twice that, since no key holds more than half of it).
     pub const MAX_SESSIONS_PER_KEY: usize = 64;
     /// `--session-max-frames`: 20 s of camera at 8 frames/s, the UI's pace. Two or three
     /// actions take a person 1–2 s each once read, but the lab's runs through the UI took 3–21 s

@@ -3,7 +3,8 @@
 //! place, never on the async executor; their domain errors become API errors through `?` (see
 //! [`super::error`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Extension;
 
@@ -46,8 +47,12 @@ where
 /// A place among the running inferences, given by [`admit`]: work run with it holds it until
 /// that work ends, and it is given back once the work and this handle are gone. A request takes
 /// one before anything it cannot undo (consuming a liveness session), so that a refusal leaves
-/// nothing spent.
-pub struct Admitted(Arc<Permit>);
+/// nothing spent; the hold's service time counts from the first work run with it, so the wait
+/// in between (the session store) does not lengthen admission's average.
+pub struct Admitted {
+    permit: Arc<Mutex<Permit>>,
+    working: AtomicBool,
+}
 
 /// Ask admission control for a place: 503 `overloaded` at once when running and queue are
 /// full; 429 `too_many_inferences` instead when `key`, the caller's API key id, already holds
@@ -59,7 +64,10 @@ pub async fn admit(state: &SharedState, key: Option<&str>) -> Result<Admitted, A
         None => state.admission.admit().await.map_err(Refused::from),
     };
     match admitted {
-        Ok(permit) => Ok(Admitted(Arc::new(permit))),
+        Ok(permit) => Ok(Admitted {
+            permit: Arc::new(Mutex::new(permit)),
+            working: AtomicBool::new(false),
+        }),
         Err(refused) => {
             state
                 .metrics
@@ -85,7 +93,13 @@ impl Admitted {
         T: Send + 'static,
         F: FnOnce(&Engine, &Cancel) -> Result<T, VisionError> + Send + 'static,
     {
-        let permit = Arc::clone(&self.0);
+        if !self.working.swap(true, Ordering::Relaxed) {
+            self.permit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .restart_clock();
+        }
+        let permit = Arc::clone(&self.permit);
         let cancel = Cancel::default();
         let _on_drop = CancelOnDrop(cancel.clone());
         let metrics = state.metrics.clone();

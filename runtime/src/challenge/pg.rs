@@ -395,7 +395,7 @@ impl SessionStore for PgSessions {
             ") ORDER BY expires_at DESC \
                OFFSET greatest($1 - 1, 0))"
         ))
-        .bind(4 * max.max(1))
+        .bind(max.max(1).saturating_mul(4))
         .execute(&mut *tx)
         .await
         .map_err(&err)?;

@@ -75,12 +75,14 @@ interface Script {
   ttlMs?: number;
   /** Throw this from the n-th frames call (0-based), before taking its frames. */
   framesErrors?: Map<number, unknown>;
-  /** Take the frames of these calls (0-based), then lose the answer (a network failure). */
-  lostAnswers?: Set<number>;
+  /** Take the frames of these calls (0-based), then fail with this instead of answering. */
+  lostAnswers?: Map<number, unknown>;
   startError?: unknown;
   statusError?: unknown;
   verifyError?: unknown;
   identifyError?: unknown;
+  /** Refuse this many verifications and identifications first (before using the session). */
+  useRefusals?: unknown[];
   /** Fail the session after this many faceless frames. */
   failAfterFaceless?: number;
   /** Simulated checking time per frame: the clock moves on by this much per frame uploaded. */
@@ -173,7 +175,8 @@ class ContractServer implements ChallengeApi {
         this.state = "failed";
         this.reasons = ["actions_incomplete"];
       }
-      if (this.script.lostAnswers?.has(call)) throw new ApiError(0, "network", "the answer was lost");
+      const lost = this.script.lostAnswers?.get(call);
+      if (lost) throw lost;
       return {
         state: this.state,
         framesReceived: this.received,
@@ -207,12 +210,16 @@ class ContractServer implements ChallengeApi {
 
   async verifySession(subject: string, session: string, _signal: AbortSignal, layers: boolean): Promise<VerifyResult> {
     this.verifyCalls.push([subject, session, layers]);
+    const refusal = this.script.useRefusals?.shift();
+    if (refusal) throw refusal;
     if (this.script.verifyError) throw this.script.verifyError;
     return parseVerify({ subject, decision: "accept", reasons: [] });
   }
 
   async identifySession(session: string): Promise<IdentifyResult> {
     this.identifyCalls.push(session);
+    const refusal = this.script.useRefusals?.shift();
+    if (refusal) throw refusal;
     if (this.script.identifyError) throw this.script.identifyError;
     return parseIdentify({
       candidates: [{ subject: { id: "alice-id", name: "Alice" } }],
@@ -324,6 +331,24 @@ describe("a challenge run", () => {
     expect(h.state().identification).toBeUndefined();
   });
 
+  it("a verification or identification refused with a wait is asked again: the session is still unused", async () => {
+    for (const identify of [false, true]) {
+      const useRefusals = [
+        new ApiError(503, "overloaded", "busy", 1),
+        new ApiError(429, "too_many_inferences", "share", 1),
+      ];
+      const h = harness({ framesPerAction: 1, useRefusals });
+      await h.begin(identify ? { verify: false, identify: true } : { subject: "alice", verify: true });
+      await h.timers.tick(4);
+      await h.runner.finished;
+      const s = h.state();
+      expect(s.phase).toBe("done");
+      expect(identify ? h.server.identifyCalls : h.server.verifyCalls).toHaveLength(3);
+      expect(identify ? s.identification?.decision : s.result?.decision).toBe("accept");
+      expect(h.timers.sleeps.filter((ms) => ms === 1000)).toHaveLength(2);
+    }
+  });
+
   it("identify: a refused identification keeps the passed verdict and says where it failed", async () => {
     const refused = new ApiError(409, "session_used", "used");
     const h = harness({ framesPerAction: 1, identifyError: refused });
@@ -427,17 +452,34 @@ describe("a challenge run", () => {
     expect(down.timers.running).toBe(0);
   });
 
-  it("a batch whose answer was lost is not sent again once the runtime shows it took it", async () => {
-    const h = harness({ framesPerAction: 4, lostAnswers: new Set([0]) });
+  it("a batch the runtime took is not sent again, whether its answer was lost or its commit unknown", async () => {
+    for (const lost of [
+      new ApiError(0, "network", "the answer was lost"),
+      new ApiError(503, "store_unavailable", "the commit's outcome is unknown", 5),
+    ]) {
+      const h = harness({ framesPerAction: 4, lostAnswers: new Map([[0, lost]]) });
+      await h.begin();
+      await h.timers.tick(12);
+      await h.runner.finished;
+      // Sent once: the next call carries the next frames, and the session passes (a resent batch
+      // would fail it as timestamps_not_increasing).
+      expect(h.server.calls[1]?.[0]?.timestampMs, lost.code).toBeGreaterThan(
+        h.server.calls[0]?.at(-1)?.timestampMs ?? Infinity,
+      );
+      expect(h.server.statusCalls).toBeGreaterThanOrEqual(1);
+      expect(h.state().verdict?.state, lost.code).toBe("passed");
+      expect(h.state().result?.decision).toBe("accept");
+    }
+  });
+
+  it("the wait before a resend does not count as the runtime's checking time", async () => {
+    const h = harness({ framesPerAction: 4, framesErrors: new Map([[0, new ApiError(503, "overloaded", "busy", 2)]]) });
     await h.begin();
-    await h.timers.tick(12);
+    await h.timers.tick(8);
     await h.runner.finished;
-    // Sent once: the next call carries the next frames, and the session passes (a resent batch
-    // would fail it as timestamps_not_increasing).
-    expect(h.server.calls[1]?.[0]?.timestampMs).toBeGreaterThan(h.server.calls[0]?.at(-1)?.timestampMs ?? Infinity);
-    expect(h.server.statusCalls).toBeGreaterThanOrEqual(1);
     expect(h.state().verdict?.state).toBe("passed");
-    expect(h.state().result?.decision).toBe("accept");
+    // The 2 s wait would have read as 500 ms per frame and slowed capture to 2 frames/s.
+    expect(h.timers.periods.every((p) => p === 100)).toBe(true);
   });
 
   it("a refusal that adds no frame is sent again after its Retry-After", async () => {

@@ -160,6 +160,8 @@ export class ChallengeRun {
   private captured = 0;
   /** Frames the runtime has taken, from its last answer. */
   private received = 0;
+  /** When the current upload's last attempt was sent (its time per frame paces capture). */
+  private attemptAt = 0;
   private capturingNow = false;
   private captureDone = false;
   private inFlight = false;
@@ -316,7 +318,7 @@ export class ChallengeRun {
     }
     this.inFlight = false;
     if (this.ended) return;
-    const ms = this.timers.now() - sentAt;
+    const ms = this.timers.now() - Math.max(sentAt, this.attemptAt);
     this.received = Math.max(this.received, answer.framesReceived);
     this.dispatch({ type: "answer", answer, ms });
     if (answer.state !== "in_progress") {
@@ -330,20 +332,24 @@ export class ChallengeRun {
   /**
    * One upload, sent again after a network failure (status 0) up to `networkRetries` times, and
    * after a refusal that added no frame ([`refusalWaitMs`]) up to `refusalRetries` times while
-   * the session has the wait left. After a network failure the runtime may have taken the batch
-   * and only its answer was lost: the session's `frames_received` says so, and the batch is not
-   * sent again (its frames would fail the session as a replay).
+   * the session has the wait left. A failed call may have been applied all the same (a network
+   * failure after the runtime took the batch, a database commit whose outcome it could not learn):
+   * before every resend the session's `frames_received` says so, and a batch it took is not sent
+   * again (its frames would fail the session as a replay).
    */
   private async upload(id: string, batch: ChallengeFrame[]): Promise<FramesAnswer> {
     const before = this.received;
     let networkFailures = 0;
     let refusals = 0;
-    for (;;) {
+    for (let attempt = 0; ; attempt += 1) {
       try {
-        if (networkFailures > 0) {
+        // Before any resend: a failed call may have been applied all the same (an answer lost
+        // on the way, or a database commit whose outcome the runtime could not learn).
+        if (attempt > 0) {
           const taken = await this.takenSince(id, before + batch.length);
           if (taken) return taken;
         }
+        this.attemptAt = this.timers.now();
         return await this.api.sendFrames(id, batch, this.signal);
       } catch (e) {
         if (this.signal.aborted) throw e;
@@ -386,6 +392,23 @@ export class ChallengeRun {
     await this.finish();
   }
 
+  /**
+   * `call`, made again after a refusal that names a wait ([`refusalWaitMs`]: the runtime busy, the
+   * key's share or rate), up to `refusalRetries` times: the runtime refuses a verification or
+   * identification with a session before using the session, which stays for the retry.
+   */
+  private async refusedAgain<T>(call: () => Promise<T>): Promise<T> {
+    for (let refusals = 0; ; refusals += 1) {
+      try {
+        return await call();
+      } catch (e) {
+        const wait = refusalWaitMs(e);
+        if (wait === undefined || refusals >= this.opts.refusalRetries || this.signal.aborted) throw e;
+        await this.timers.sleep(wait);
+      }
+    }
+  }
+
   private async finish(): Promise<void> {
     if (this.ended) return;
     this.ended = true;
@@ -417,10 +440,12 @@ export class ChallengeRun {
     const subject = this.req.subject;
     try {
       if (status.state === "passed" && this.req.verify && subject) {
-        const result = await this.api.verifySession(subject, session.id, this.signal, this.req.includeLayers);
+        const result = await this.refusedAgain(() =>
+          this.api.verifySession(subject, session.id, this.signal, this.req.includeLayers),
+        );
         if (!this.signal.aborted) this.dispatch({ type: "verified", result });
       } else if (status.state === "passed" && this.req.identify) {
-        const result = await this.api.identifySession(session.id, this.signal);
+        const result = await this.refusedAgain(() => this.api.identifySession(session.id, this.signal));
         if (!this.signal.aborted) this.dispatch({ type: "identified", result });
       }
     } catch (e) {
