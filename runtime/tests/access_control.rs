@@ -572,36 +572,71 @@ async fn open_metrics_withhold_per_attempt_scores_and_key_ids() {
     s.stop().await;
 }
 
+/// A runtime with the operations listener on loopback, the test keys and `config`'s other
+/// settings, ready: its API and operations addresses, the keys, and how to stop it.
+struct WithOps {
+    addr: std::net::SocketAddr,
+    ops: std::net::SocketAddr,
+    keys: std::collections::BTreeMap<String, String>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), facekey_runtime::server::ServerError>>,
+    data_dir: std::path::PathBuf,
+}
+
+impl WithOps {
+    async fn start(mut config: Config) -> Self {
+        config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let data_dir = config.data_dir.clone();
+        let (text, keys) = test_keys();
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::write(data_dir.join("k"), text).unwrap();
+        config.api_keys_file = Some(data_dir.join("k"));
+        let server = facekey_runtime::server::Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let ops = server.metrics_addr().unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while reqwest::get(format!("http://{ops}/readyz"))
+            .await
+            .map(|r| r.status() != StatusCode::OK)
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            addr,
+            ops,
+            keys,
+            stop,
+            task,
+            data_dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(self.data_dir);
+    }
+}
+
+/// The body of `GET url` by `client`.
+async fn body(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test]
 async fn keyed_metrics_and_the_operations_listener() {
     let mut config = Config::for_tests();
     config.metrics_auth = MetricsAuth::Key;
-    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     config.cors_origins = vec!["https://app.example".into()];
-    let data_dir = config.data_dir.clone();
-    let (text, keys) = test_keys();
-    std::fs::create_dir_all(&data_dir).unwrap();
-    std::fs::write(data_dir.join("k"), text).unwrap();
-    config.api_keys_file = Some(data_dir.join("k"));
-    let server = facekey_runtime::server::Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let ops = server.metrics_addr().unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(async move {
-        let _ = rx.await;
-    }));
+    let s = WithOps::start(config).await;
+    let (addr, ops, keys) = (s.addr, s.ops, &s.keys);
     let anonymous = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while anonymous
-        .get(format!("http://{ops}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != StatusCode::OK)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let get = |client: &reqwest::Client, url: String| {
         let r = client.get(url).send();
         async move { r.await.unwrap().status() }
@@ -628,14 +663,7 @@ async fn keyed_metrics_and_the_operations_listener() {
     );
     // The operations listener: probes and metrics without keys (every family, for Prometheus
     // in the monitoring namespace), no API.
-    let ops_text = anonymous
-        .get(format!("http://{ops}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ops_text = body(&anonymous, format!("http://{ops}/metrics")).await;
     for family in facekey_runtime::metrics::PRIVATE_FAMILIES {
         assert!(ops_text.contains(family), "{family} missing");
     }
@@ -670,19 +698,14 @@ async fn keyed_metrics_and_the_operations_listener() {
         .send()
         .await
         .unwrap();
-    let text = keyed_client(&keys["metrics"])
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = body(
+        &keyed_client(&keys["metrics"]),
+        format!("http://{addr}/metrics"),
+    )
+    .await;
     assert!(!text.contains("BREW"));
     assert!(text.contains(r#"method="other""#));
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
+    s.stop().await;
 }
 
 /// With `FACEKEY_METRICS_LISTEN_PRIVATE=off` (the operator's sidecars, whose port any pod may
@@ -690,31 +713,14 @@ async fn keyed_metrics_and_the_operations_listener() {
 #[tokio::test]
 async fn an_operations_listener_without_the_private_families() {
     let mut config = Config::for_tests();
-    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     config.metrics_listen_private = Switch::Off;
-    let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).unwrap();
-    std::fs::write(data_dir.join("k"), test_keys().0).unwrap();
-    config.api_keys_file = Some(data_dir.join("k"));
-    let server = facekey_runtime::server::Server::bind(config).await.unwrap();
-    let ops = server.metrics_addr().unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(async move {
-        let _ = rx.await;
-    }));
-    let text = reqwest::get(format!("http://{ops}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let s = WithOps::start(config).await;
+    let text = body(&reqwest::Client::new(), format!("http://{}/metrics", s.ops)).await;
     assert!(text.contains("facekey_decisions_total"), "{text}");
     for family in facekey_runtime::metrics::PRIVATE_FAMILIES {
         assert!(!text.contains(family), "{family} served");
     }
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
+    s.stop().await;
 }
 
 #[tokio::test]
