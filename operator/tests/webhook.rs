@@ -907,6 +907,35 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     };
     let injected = answer(unsynced(), "inject").await;
     assert!(injected["response"]["patch"].is_string(), "{injected}");
+    // A name no resource can have is unknown, not a path: `verifier/status` is not `verifier`.
+    let mut review: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("reviews/inject.json")).unwrap(),
+    )
+    .unwrap();
+    let annotations = &mut review["request"]["object"]["metadata"]["annotations"];
+    let named = annotations["facekey.dev/inject"].as_str().unwrap().to_owned();
+    annotations["facekey.dev/inject"] = serde_json::json!(format!("{named}/status"));
+    let app = router(WebhookState {
+        resources: unsynced(),
+        options: InjectOptions::default(),
+        events: None,
+        metrics: Metrics::new().unwrap(),
+        scope: None,
+    });
+    let response = post_review(&app, serde_json::to_vec(&review).unwrap()).await;
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let pathlike: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(pathlike["response"]["patch"].is_null(), "{pathlike}");
+    assert_eq!(pathlike["response"]["allowed"], false, "{pathlike}");
+    assert!(
+        pathlike["response"]["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not exist")),
+        "{pathlike}"
+    );
     let undecodable = answer(unsynced(), "unknown-resource").await;
     assert_eq!(undecodable["response"]["allowed"], true, "{undecodable}");
     let warning = undecodable["response"]["warnings"].to_string();

@@ -272,8 +272,13 @@ impl Resources {
 
     /// The FaceKeyDeployment `namespace/name`: decoded, undecodable, or missing. Before the
     /// cache has synced, one untyped GET decoded alone (one unreadable resource must not fail
-    /// the lookups of the others, nor the cache's list).
+    /// the lookups of the others, nor the cache's list). A name no FaceKeyDeployment can have
+    /// is missing without a lookup: it would otherwise go into the GET's path as it is, and
+    /// `verifier/status` would read resource `verifier`.
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Lookup, kube::Error> {
+        if crate::validate::validate_name(name).is_err() {
+            return Ok(Lookup::Missing);
+        }
         match self {
             Resources::Fixed(map) => Ok(map
                 .get(&(namespace.to_owned(), name.to_owned()))
