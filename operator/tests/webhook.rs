@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhook")
@@ -42,7 +42,17 @@ struct Outcome {
 }
 
 fn run(case: &str) -> Outcome {
-    let body = std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap();
+    run_changed(case, |_| {})
+}
+
+/// [`run`] with the review's pod changed by `change` first.
+fn run_changed(case: &str, change: impl FnOnce(&mut Value)) -> Outcome {
+    let mut review: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap(),
+    )
+    .unwrap();
+    change(&mut review["request"]["object"]);
+    let body = serde_json::to_vec(&review).unwrap();
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let fkds = parse_resources(&resources).unwrap().resources;
     let lookup = |ns: &str, name: &str| {
@@ -218,6 +228,48 @@ fn refusals_and_warnings_say_why() {
             ..
         })
     ));
+}
+
+/// Pods the patched form of which the API server would refuse whatever `failurePolicy` says are
+/// not injected, with the reason: a Windows pod (the sidecar's security context is forbidden
+/// there), and pod-level requests the sidecar's would exceed. Pod-level requests with room for
+/// it are injected.
+#[test]
+fn pods_the_patch_would_make_invalid_are_not_injected() {
+    let reason = |o: &Outcome| match &o.decision {
+        Some(Decision::NotInjected { reason, .. }) => Some(*reason),
+        _ => None,
+    };
+    let windows = run_changed("inject", |pod| {
+        pod["spec"]["os"] = json!({"name": "windows"})
+    });
+    assert_eq!(reason(&windows), Some(NotInjectedReason::WindowsPod));
+    let with_pod_requests = |cpu: &str, memory: &str| {
+        let (cpu, memory) = (cpu.to_owned(), memory.to_owned());
+        run_changed("inject", move |pod| {
+            pod["spec"]["resources"] = json!({"requests": {"cpu": cpu, "memory": memory}});
+        })
+    };
+    // Pod-level requests as small as the application's own (none in the fixture): no room for
+    // the sidecar's.
+    let app = run("inject").request_pod["spec"]["containers"][0]["resources"]["requests"].clone();
+    let full = with_pod_requests(
+        app["cpu"].as_str().unwrap_or("0"),
+        app["memory"].as_str().unwrap_or("0"),
+    );
+    assert_eq!(reason(&full), Some(NotInjectedReason::PodLevelResources));
+    let warning = full.response["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("spec.resources requests cpu"),
+        "{}",
+        full.response
+    );
+    let roomy = with_pod_requests("64", "256Gi");
+    assert!(
+        matches!(roomy.decision, Some(Decision::Inject { .. })),
+        "{:?}",
+        roomy.decision
+    );
 }
 
 #[test]
@@ -908,12 +960,14 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     let injected = answer(unsynced(), "inject").await;
     assert!(injected["response"]["patch"].is_string(), "{injected}");
     // A name no resource can have is unknown, not a path: `verifier/status` is not `verifier`.
-    let mut review: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixtures().join("reviews/inject.json")).unwrap(),
-    )
-    .unwrap();
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("reviews/inject.json")).unwrap())
+            .unwrap();
     let annotations = &mut review["request"]["object"]["metadata"]["annotations"];
-    let named = annotations["facekey.dev/inject"].as_str().unwrap().to_owned();
+    let named = annotations["facekey.dev/inject"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     annotations["facekey.dev/inject"] = serde_json::json!(format!("{named}/status"));
     let app = router(WebhookState {
         resources: unsynced(),

@@ -5,7 +5,7 @@
 //! apply. The reconciler, `render` and the golden tests all go through this one function.
 
 mod access;
-mod capacity;
+pub(crate) mod capacity;
 mod dashboard;
 mod monitoring;
 mod runtime;

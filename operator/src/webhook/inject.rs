@@ -3,7 +3,7 @@
 //! `render --inject` prints, what the tests and the admission benchmark exercise.
 
 use facekey_crds::{FaceKeyDeployment, INJECT_ANNOTATION, SidecarFailurePolicy};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde_json::{Value, json};
 
 use crate::desired::{
@@ -34,6 +34,12 @@ pub enum NotInjectedReason {
     VolumeConflict,
     /// `hostNetwork: true`: 127.0.0.1 would be the node's loopback.
     HostNetwork,
+    /// `spec.os.name: windows`: the sidecar's security context is forbidden there and its image
+    /// is Linux-only.
+    WindowsPod,
+    /// Pod-level `spec.resources` requests that the containers' requests with the sidecar's
+    /// would exceed: the API server would refuse the patched pod, whatever `failurePolicy`.
+    PodLevelResources,
     /// The FaceKeyDeployment exists but this operator cannot decode its spec
     /// ([`crate::decode`]): answered by its own `sidecar.failurePolicy`, read alone.
     ResourceUndecodable,
@@ -51,6 +57,8 @@ impl NotInjectedReason {
             NotInjectedReason::PortConflict => "PortConflict",
             NotInjectedReason::VolumeConflict => "VolumeConflict",
             NotInjectedReason::HostNetwork => "HostNetwork",
+            NotInjectedReason::WindowsPod => "WindowsPod",
+            NotInjectedReason::PodLevelResources => "PodLevelResources",
             NotInjectedReason::ResourceUndecodable => "ResourceUndecodable",
         }
     }
@@ -261,6 +269,27 @@ pub fn decide(
             policy,
         );
     }
+    if spec.os.as_ref().is_some_and(|os| os.name == "windows") {
+        return not_injected(
+            NotInjectedReason::WindowsPod,
+            "the pod runs on Windows (spec.os.name): the sidecar's image is Linux-only and its \
+             security context (seccomp, runAsUser, read-only root) is forbidden there"
+                .to_owned(),
+            policy,
+        );
+    }
+    let parts = sidecar_parts(resource.as_str(), namespace, &fkd.spec, sidecar, image);
+    if let Some(short) = pod_level_shortfall(&spec, &parts.container) {
+        return not_injected(
+            NotInjectedReason::PodLevelResources,
+            format!(
+                "the pod's spec.resources requests {short}: the API server refuses a pod whose \
+                 containers request more than its pod-level requests; raise them by the \
+                 sidecar's (spec.sidecar.resources of {namespace}/{resource})"
+            ),
+            policy,
+        );
+    }
     let taken: Vec<(String, i32)> = all_containers(pod)
         .flat_map(|c| {
             c.ports
@@ -283,7 +312,6 @@ pub fn decide(
             policy,
         );
     }
-    let parts = sidecar_parts(resource.as_str(), namespace, &fkd.spec, sidecar, image);
     let existing: Vec<&str> = spec
         .volumes
         .iter()
@@ -310,6 +338,43 @@ pub fn decide(
         image: image.to_owned(),
         patch,
     }
+}
+
+/// Where the pod's pod-level requests (`spec.resources`) would fall short of its containers'
+/// requests with `sidecar`'s added, in words (`"cpu 1 < 1.5 cores"`); `None` when they do not,
+/// or are not set. Only regular containers are summed with the sidecar: a sum that leaves out
+/// other init containers may let through a pod the API server refuses (as it would without
+/// the sidecar), never refuse one it would accept.
+fn pod_level_shortfall(spec: &PodSpec, sidecar: &Container) -> Option<String> {
+    use crate::desired::capacity::{parse_cpu, parse_memory};
+    let pod = spec.resources.as_ref()?.requests.as_ref()?;
+    let requested = |c: &Container, name: &str| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get(name))
+            .map(|q| q.0.clone())
+    };
+    let amount = |name: &str, q: &str| match name {
+        "cpu" => parse_cpu(q),
+        _ => parse_memory(q).map(|b| b as f64),
+    };
+    let sum = |name: &str| {
+        spec.containers
+            .iter()
+            .chain(std::iter::once(sidecar))
+            .filter_map(|c| requested(c, name).and_then(|q| amount(name, &q)))
+            .sum::<f64>()
+    };
+    [("cpu", "cores"), ("memory", "bytes")]
+        .into_iter()
+        .find_map(|(name, unit)| {
+            let given = &pod.get(name)?.0;
+            let limit = amount(name, given)?;
+            let needed = sum(name);
+            (needed > limit * (1.0 + 1e-9))
+                .then(|| format!("{name} {given} < {needed} {unit} with the sidecar"))
+        })
 }
 
 /// Escape a map key for a JSON pointer (RFC 6901).
