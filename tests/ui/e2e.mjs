@@ -806,6 +806,27 @@ async function challengeSteps() {
       const tracks = await cameraTracks();
       expect(tracks.live === 0, `leaving the view left ${tracks.live} camera track(s) running`);
     }, needs);
+
+    await step("liveness-challenge-camera-lost", async () => {
+      await page.getByTestId("tab-verify").click();
+      await page.locator('label:has([data-testid="verify-mode-challenge"])').click();
+      const closed = page.waitForRequest((r) => r.method() === "DELETE" && r.url().includes("/v1/liveness/sessions/"), {
+        timeout: 30_000,
+      });
+      await page.getByTestId("challenge-start").click();
+      await untilRunning();
+      // The camera goes away on its own (unplugged, permission revoked): its track fires "ended".
+      await page.evaluate(() =>
+        (window.__facekeyTracks ?? [])
+          .filter((t) => t.kind === "video" && t.readyState === "live")
+          .forEach((t) => t.dispatchEvent(new Event("ended"))),
+      );
+      await waitText('[data-testid="error"]', (t) => t.includes("The camera stopped"), "the camera-stopped error");
+      // The run gave its session up rather than leaving it to expire.
+      await closed;
+      const tracks = await cameraTracks();
+      expect(tracks.live === 0, `a lost camera left ${tracks.live} camera track(s) running`);
+    }, needs);
   } finally {
     page = previous;
     await own.ctx.close().catch(() => undefined);

@@ -7,6 +7,9 @@ export type CameraStatus = "off" | "opening" | "on" | "error";
 /** Frames are scaled down to at most this width: enough for the detector, small to upload. */
 const MAX_FRAME_WIDTH = 640;
 const JPEG_QUALITY = 0.85;
+/** What a camera that stopped on its own says (unplugged, permission revoked, taken over). */
+export const CAMERA_STOPPED =
+  "The camera stopped (unplugged, its permission revoked, or taken by another program): check it and start again.";
 
 /**
  * The camera while `attempt` is defined (a number that changes for each new start): asks
@@ -25,11 +28,19 @@ export function useCamera(attempt: number | undefined) {
   // twice reads to the runtime as a replay (duplicate_frames).
   const presented = useRef(0);
   const capturedAt = useRef(-1);
+  // Set when the camera's video track ends on its own: captures then fail, ending the run.
+  const stopped = useRef<string>(undefined);
 
   useEffect(() => {
     if (attempt === undefined || !supported) return undefined;
+    stopped.current = undefined;
     let stream: MediaStream | undefined;
     let cancelled = false;
+    const onEnded = () => {
+      if (cancelled) return;
+      stopped.current = CAMERA_STOPPED;
+      setOutcome({ attempt, status: "error", error: CAMERA_STOPPED });
+    };
     const video = videoRef.current;
     const onData = () => {
       if (!cancelled && video && video.videoWidth > 0) setOutcome({ attempt, status: "on" });
@@ -51,6 +62,7 @@ export function useCamera(attempt: number | undefined) {
           return;
         }
         stream = s;
+        s.getVideoTracks().forEach((t) => t.addEventListener("ended", onEnded));
         if (video) {
           video.srcObject = s;
           void video.play().catch(() => undefined);
@@ -64,6 +76,7 @@ export function useCamera(attempt: number | undefined) {
       cancelled = true;
       video?.removeEventListener("loadeddata", onData);
       if (video && frameHandle !== undefined) video.cancelVideoFrameCallback(frameHandle);
+      stream?.getVideoTracks().forEach((t) => t.removeEventListener("ended", onEnded));
       stream?.getTracks().forEach((t) => t.stop());
       if (video) video.srcObject = null;
     };
@@ -84,6 +97,10 @@ export function useCamera(attempt: number | undefined) {
     return {
       capture: () =>
         new Promise<Blob | undefined>((resolve, reject) => {
+          if (stopped.current) {
+            reject(new Error(stopped.current));
+            return;
+          }
           const v = videoRef.current;
           if (!v || v.videoWidth === 0 || v.readyState < 2) {
             resolve(undefined);
