@@ -191,6 +191,8 @@ export interface VerifyResult {
   reasons: string[];
   /** How the decision was taken, e.g. `strict` or `fusion`. */
   policy?: string;
+  /** What the answer should not be read without, e.g. `matched_on_dlib_only: …` (re-enrol). */
+  warnings: string[];
   /** Name of the fusion weights used. */
   weightsName?: string;
   /** The liveness session the verification used, when it used one. */
@@ -391,6 +393,7 @@ export function parseVerify(raw: unknown): VerifyResult {
     facesDetected: num(r.faces_detected),
     reasons: (Array.isArray(r.reasons) ? r.reasons : []).flatMap((x) => (typeof x === "string" ? [x] : [])),
     policy: str(r.decision_policy),
+    warnings: strings(r.warnings),
     weightsName: str(r.weights) ?? str(obj(r.weights).name),
     session: str(r.session),
     probeFromImage: typeof r.probe_from_image === "boolean" ? r.probe_from_image : undefined,

@@ -172,6 +172,19 @@ describe("verification answers by scope", () => {
   });
   const slim = parseVerify({ subject: "s1", decision: "reject", reasons: ["no_match", "spoof"], request_id: "r1" });
 
+  it("the runtime's warnings are shown, to admin and verify keys alike", () => {
+    const warning = "matched_on_dlib_only: the subject's faces were enrolled before faceres-deep";
+    for (const html of [
+      render(<VerifyResultView result={{ ...full, warnings: [warning] }} />, ADMIN),
+      render(<VerifyDecisionView result={{ ...slim, warnings: [warning] }} />, KIOSK),
+    ]) {
+      expect(html).toContain('data-testid="verify-warnings"');
+      expect(html).toContain("enrolled before faceres-deep");
+    }
+    expect(testIds(render(<VerifyResultView result={full} />, ADMIN)).has("verify-warnings")).toBe(false);
+    expect(parseVerify({ decision: "accept", warnings: [warning, 3] }).warnings).toEqual([warning]);
+  });
+
   it("admin: scores and the forward pass", () => {
     const ids = testIds(render(<VerifyResultView result={full} />, ADMIN));
     expect(ids.has("verify-probability")).toBe(true);

@@ -12,6 +12,15 @@ const REASONS: Record<string, string> = {
   low_probability: "fused probability below threshold",
 };
 
+/** The runtime's warnings about an answer (e.g. a match on dlib alone: re-enrol the face). */
+function Warnings({ warnings }: { warnings: readonly string[] }) {
+  return warnings.length > 0 ? (
+    <p className="warning" role="note" data-testid="verify-warnings">
+      {warnings.join(" ")}
+    </p>
+  ) : null;
+}
+
 /** The reasons a verification failed, in words. */
 export const reasonWords = (reasons: readonly string[]): string =>
   reasons.map((r) => REASONS[r] ?? r.replace(/_/g, " ")).join(" · ");
@@ -33,6 +42,7 @@ export function VerifyDecisionView({ result }: { result: VerifyResult }) {
           <span className="muted">the enrolled person, and a live face</span>
         ) : null}
       </div>
+      <Warnings warnings={result.warnings} />
       <p className="scope-notice" role="note" data-testid="scores-need-admin">
         Scores need an admin key: with this key the runtime answers only the decision and its reasons, without match,
         liveness and quality scores or the score-fusion forward pass.
@@ -91,6 +101,7 @@ export function VerifyResultView({ result }: { result: VerifyResult }) {
           </span>
         ) : null}
       </div>
+      <Warnings warnings={result.warnings} />
       <div className="grid2">
         <Section title="Match" decision={match.decision}>
           <Meter
