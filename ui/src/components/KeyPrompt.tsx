@@ -1,5 +1,5 @@
 import { useId, useState } from "react";
-import { keyFromInput, looksLikeKey } from "../lib/auth";
+import { keyFromInput, mayBeKey } from "../lib/auth";
 
 /**
  * Asks for an API key when the page has none (or the runtime rejected it), and says where keys
@@ -14,8 +14,10 @@ export function KeyPrompt({ notice, onKey }: { notice?: string; onKey: (key: str
   const submit = (e: React.FormEvent) => {
     e.preventDefault();
     const key = keyFromInput(input);
-    if (!looksLikeKey(key)) {
-      setProblem("That is not a FaceKey API key: a key is fk_ followed by 43 letters, digits, - or _.");
+    if (!mayBeKey(key)) {
+      setProblem(
+        "That is not an API key: a key is one word of at least 16 characters (those new-api-key makes are fk_ followed by 43 letters, digits, - or _); a line of the keys file holds the key's hash, not the key.",
+      );
       return;
     }
     setProblem(undefined);

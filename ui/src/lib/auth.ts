@@ -76,10 +76,13 @@ export const nearlyFull = (use: QuotaUse): boolean => use.limit !== undefined &&
 /** The `sessionStorage` entry holding the key. */
 export const KEY_STORAGE_NAME = "facekey.api_key";
 
-/** A FaceKey API key: `fk_` and 43 base64url characters (256 bits). */
-export const KEY_PATTERN = /^fk_[A-Za-z0-9_-]{43}$/;
-
-export const looksLikeKey = (s: string): boolean => KEY_PATTERN.test(s);
+/**
+ * Whether `s` may be an API key at all: the runtime accepts any secret whose SHA-256 is in its
+ * keys file (not only the `fk_` keys `new-api-key` makes), so only what cannot be one is
+ * refused before asking it: empty or short input, or one with spaces or colons (a pasted line
+ * of the keys file, which holds the hash, not the key).
+ */
+export const mayBeKey = (s: string): boolean => s.length >= 16 && !/[\s:]/.test(s);
 
 /** The scope names among `v`, in [`SCOPES`] order, without duplicates or unknown names. */
 export function parseScopes(v: unknown): Scope[] {
