@@ -2,6 +2,7 @@ import { Header } from "./components/Header";
 import { KeyPrompt } from "./components/KeyPrompt";
 import { RouteLink } from "./components/RouteLink";
 import { ErrorBox } from "./components/ErrorBox";
+import { ApiError } from "./api";
 import { type Auth, AuthContext, useAuthState } from "./hooks/useAuth";
 import { NavigateContext, useRoute } from "./hooks/useRoute";
 import { ROUTE_TITLES, type Route } from "./lib/route";
@@ -37,9 +38,17 @@ export function Main({ route, auth }: { route: Route; auth: Auth }) {
   if (route === "docs" || state.status === "signed-in") return <View route={route} />;
   if (state.status === "signed-out") return <KeyPrompt notice={state.notice} onKey={auth.signIn} />;
   if (state.status === "unavailable") {
+    const limited = state.error instanceof ApiError && state.error.status === 429;
     return (
       <div className="view">
-        <ErrorBox error={state.error} title="Cannot reach the runtime to check the API key (retrying)" />
+        <ErrorBox
+          error={state.error}
+          title={
+            limited
+              ? "The runtime asks this key to slow down (retrying after its wait)"
+              : "Cannot reach the runtime to check the API key (retrying)"
+          }
+        />
       </div>
     );
   }

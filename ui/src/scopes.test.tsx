@@ -6,7 +6,7 @@ import { ErrorBox } from "./components/ErrorBox";
 import { KeyBadge } from "./components/Header";
 import { SubjectTable } from "./components/SubjectTable";
 import { VerifyDecisionView, VerifyResultView } from "./components/VerifyResultView";
-import { type Auth, AuthContext } from "./hooks/useAuth";
+import { type Auth, AuthContext, retryMs } from "./hooks/useAuth";
 import type { Identity, Scope } from "./lib/auth";
 import { EnrolView } from "./views/EnrolView";
 import { IdentifyView } from "./views/IdentifyView";
@@ -200,6 +200,23 @@ describe("verification answers by scope", () => {
     expect(ids.has("network")).toBe(false);
     expect(html).toContain("not the enrolled person · presentation attack suspected");
     expect(html).toContain("Scores need an admin key");
+  });
+});
+
+describe("while the key cannot be checked", () => {
+  const auth = (error: unknown): Auth => ({
+    state: { status: "unavailable", error },
+    signIn: () => undefined,
+    signOut: () => undefined,
+  });
+
+  it("a key over its rate is told to slow down, and asked again after the runtime's wait", () => {
+    const limited = new ApiError(429, "rate_limited", "too many requests", 7);
+    expect(renderToStaticMarkup(<Main route="verify" auth={auth(limited)} />)).toContain("asks this key to slow down");
+    expect(retryMs(limited)).toBe(7000);
+    const down = new ApiError(0, "network", "cannot reach the runtime");
+    expect(renderToStaticMarkup(<Main route="verify" auth={auth(down)} />)).toContain("Cannot reach the runtime");
+    expect(retryMs(down)).toBe(3000);
   });
 });
 

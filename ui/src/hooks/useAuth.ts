@@ -23,6 +23,11 @@ export interface Auth {
 
 const RETRY_MS = 3000;
 
+/** How long to wait before asking again: the runtime's `Retry-After` when it names one (a key
+ * over its rate), else [`RETRY_MS`]. */
+export const retryMs = (error: unknown): number =>
+  error instanceof ApiError && error.retryAfter !== undefined ? Math.max(RETRY_MS, error.retryAfter * 1000) : RETRY_MS;
+
 /**
  * The page's key and identity: the key from the session (or a `#key=` pasted into the address
  * bar), checked with `GET /v1/auth/whoami` whenever it changes.
@@ -49,7 +54,7 @@ export function useAuthState(): Auth {
           setChecked({ key, result: { status: "signed-out" } });
         } else {
           setChecked({ key, result: { status: "unavailable", error } });
-          timer = setTimeout(() => setAttempt((n) => n + 1), RETRY_MS);
+          timer = setTimeout(() => setAttempt((n) => n + 1), retryMs(error));
         }
       });
     return () => {
