@@ -490,6 +490,7 @@ async fn contract_key_binding_pass_and_verify_once() {
             "subject": subject,
             "session": id2,
             "image": b64.encode(face("astronaut_640x480.jpg")),
+            "include_layers": "true",
         })))
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -497,6 +498,10 @@ async fn contract_key_binding_pass_and_verify_once() {
     assert_eq!(v["liveness"]["state"], "live", "{v}");
     assert!(v["features"][1].as_f64().unwrap() >= 0.7, "{v}");
     assert_eq!(v["decision"], "accept", "{v}");
+    // The forward pass, as a verification with an image gives it: its output is the probability.
+    let z3 = v["layers"]["z3"].as_f64().unwrap_or(f64::NAN);
+    let p = v["probability"].as_f64().unwrap();
+    assert!((1.0 / (1.0 + (-z3).exp()) - p).abs() < 1e-6, "{v}");
     s.stop().await;
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn parse_flag(input: &ImageInput, name: &str) -> Result<bool, ApiError> {
+pub(super) fn parse_flag(input: &ImageInput, name: &str) -> Result<bool, ApiError> {
     match input
         .fields
         .get(name)

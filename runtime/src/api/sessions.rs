@@ -25,8 +25,8 @@ use super::blocking::{Admitted, admit, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, is_json_content_type, parse_json, read_body};
 use super::faces::{
-    LivenessReportItem, MatchReport, Settled, is_admin, request_id, settle_verification,
-    verifiable_subject,
+    LivenessReportItem, MatchReport, Settled, is_admin, match_warnings, request_id,
+    settle_verification, verifiable_subject,
 };
 use super::image_input::{ImageInput, SESSION_FIELD, decode_base64_image};
 use crate::alerts::SpoofAttempt;
@@ -1025,8 +1025,15 @@ pub struct SessionVerifyResponse {
     pub decision_policy: DecisionPolicy,
     /// Checks that failed.
     pub reasons: Vec<Reason>,
+    /// What the answer should not be read without, as for a verification with an image:
+    /// `matched_on_dlib_only: ...` (see `match.models`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Fusion weights used.
     pub weights: String,
+    /// Fusion layer values, when `include_layers` was true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<crate::fusion::Layers>,
 }
 
 /// 422 `session_required`: the answer of a face decision (verify, identify) made without a
@@ -1183,6 +1190,7 @@ pub async fn verify_with_session(
     let key = key_of(caller.as_ref())?;
     let subject = input.required("subject")?.trim().to_string();
     let session = input.required(SESSION_FIELD)?.trim().to_string();
+    let include_layers = super::faces::parse_flag(&input, "include_layers")?;
     let templates = verifiable_subject(&state, &subject).await?;
     let probe = take_session_probe(
         &state,
@@ -1215,6 +1223,7 @@ pub async fn verify_with_session(
         Settled::Answered(response) => return Ok(response),
         Settled::Admin { detail, request_id } => (detail, request_id),
     };
+    let warnings = match_warnings(&subject, engine.vision.match_models(), matched.models);
     let body = SessionVerifyResponse {
         request_id,
         subject,
@@ -1231,7 +1240,9 @@ pub async fn verify_with_session(
         threshold: verifier.threshold(),
         decision_policy: verifier.config().policy,
         reasons: outcome.reasons,
+        warnings,
         weights: verifier.fusion().name().to_string(),
+        layers: include_layers.then_some(outcome.forward.layers),
     };
     Ok((Extension(detail), Json(body)).into_response())
 }
