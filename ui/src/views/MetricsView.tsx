@@ -3,7 +3,7 @@ import { type Health, health, metricsText } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { usePolling } from "../hooks/usePolling";
 import { count, rate, seconds } from "../lib/format";
-import { pollAfter } from "../lib/polling";
+import { afterFailures } from "../lib/polling";
 import { pushBounded, sparkPath } from "../lib/sparkline";
 import { parsePrometheus } from "../lib/prom";
 import { type LatencyRow, type Scrape, type Summary, summarize } from "../lib/summary";
@@ -122,6 +122,8 @@ function Latency({ rows, what, testId }: { rows: LatencyRow[]; what: string; tes
 /** Live service metrics: `/metrics` polled and parsed in the browser, and `/readyz`. */
 export function MetricsView() {
   const previous = useRef<Scrape>(undefined);
+  // Failed scrapes in a row: a runtime that keeps failing is asked less and less often.
+  const failures = useRef(0);
   const [summary, setSummary] = useState<Summary>();
   const [ready, setReady] = useState<Health>();
   const [error, setError] = useState<unknown>();
@@ -141,7 +143,11 @@ export function MetricsView() {
     setReady(readiness);
     // A refused scrape stops the polling (open the view again with a `metrics` key); a busy
     // runtime is asked again when it says.
-    if (text === undefined) return pollAfter(failed);
+    if (text === undefined) {
+      failures.current += 1;
+      return afterFailures(failed, failures.current, POLL_MS);
+    }
+    failures.current = 0;
     try {
       const current = { at: Date.now(), exposition: parsePrometheus(text) };
       const next = summarize(current, previous.current);
