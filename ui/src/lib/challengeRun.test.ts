@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   ApiError,
   type ChallengeFrame,
@@ -17,6 +17,7 @@ import {
   ChallengeRun,
   DEFAULT_RUN_OPTIONS,
   type FrameSource,
+  browserTimers,
   type RunOptions,
   type Timers,
   captureFps,
@@ -641,5 +642,18 @@ describe("pacing to the runtime", () => {
     await near.timers.tick(8);
     expect(near.timers.periods).toEqual([100]);
     near.runner.cancel();
+  });
+});
+
+describe("the browser's clock for frame timestamps", () => {
+  it("keeps increasing when the wall clock is stepped back", () => {
+    const before = browserTimers.now();
+    const wall = vi.spyOn(Date, "now").mockReturnValue(before - 3_600_000);
+    try {
+      expect(browserTimers.now()).toBeGreaterThanOrEqual(before);
+    } finally {
+      wall.mockRestore();
+    }
+    expect(Math.abs(browserTimers.now() - Date.now())).toBeLessThan(60_000);
   });
 });

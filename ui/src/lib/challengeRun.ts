@@ -46,7 +46,10 @@ export interface Timers {
 }
 
 export const browserTimers: Timers = {
-  now: () => Date.now(),
+  // The page's monotonic clock, anchored at its wall-clock start: frame timestamps must increase
+  // within a session (the runtime fails it otherwise), which a wall clock stepped back by NTP or
+  // by hand mid-session would break.
+  now: () => Math.round(performance.timeOrigin + performance.now()),
   every: (ms, fn) => {
     const id = setInterval(fn, ms);
     return () => clearInterval(id);
