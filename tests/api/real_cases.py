@@ -110,6 +110,10 @@ call("GET", "/v1/liveness/sessions/{id}", 200, path_parameters={"id": own}, key=
 call("GET", "/v1/liveness/sessions/{id}", 404, path_parameters={"id": session}, key="verify")
 call("POST", "/v1/identify", 409, body={"session": own}, media_type="multipart/form-data", key="verify")
 call("POST", "/v1/identify", 404, body={"session": session}, key="verify")
+# Another key's session is not found; the key's own is closed, then gone.
+call("DELETE", "/v1/liveness/sessions/{id}", 404, path_parameters={"id": session}, key="verify")
+call("DELETE", "/v1/liveness/sessions/{id}", 204, path_parameters={"id": own}, key="verify")
+call("GET", "/v1/liveness/sessions/{id}", 404, path_parameters={"id": own}, key="verify")
 call("GET", "/v1/subjects", 403, key="verify")
 call("GET", "/v1/auth/whoami", 200, key="verify")
 desk = call("POST", "/v1/subjects", 201, body={"name": "Desk Enrolment"}, key="enrol")["id"]
