@@ -121,7 +121,7 @@ struct WebhookArgs {
     #[arg(
         long,
         env = "FACEKEY_OPERATOR_WEBHOOK_LISTEN",
-        default_value = "0.0.0.0:9443"
+        default_value = "[::]:9443"
     )]
     webhook_listen: SocketAddr,
     /// Service in front of the webhook (the serving certificate's DNS names).
@@ -163,7 +163,7 @@ enum Command {
     /// Run the controller (leader-elected).
     Run {
         /// Address of the /metrics, /healthz and /readyz server.
-        #[arg(long, env = "FACEKEY_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+        #[arg(long, env = "FACEKEY_OPERATOR_LISTEN", default_value = "[::]:8080")]
         listen: SocketAddr,
         /// Operator image, run by scan Jobs to summarise Trivy reports.
         #[arg(long, env = "FACEKEY_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]

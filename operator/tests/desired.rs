@@ -429,10 +429,7 @@ fn runtime_port_is_the_runtime_default() {
         port
     );
     let data = &d.get(ChildKind::ConfigMap, "fk-config").unwrap().body["data"];
-    assert_eq!(
-        data[facekey_settings::env::LISTEN],
-        format!("0.0.0.0:{port}")
-    );
+    assert_eq!(data[facekey_settings::env::LISTEN], format!("[::]:{port}"));
 }
 
 /// Every alert keeps `namespace` through its aggregations (prometheus-operator's
@@ -838,7 +835,7 @@ fn api_keys_metrics_listener_and_probes_are_wired() {
         data["FACEKEY_API_KEYS_FILE"],
         "/etc/facekey/api-keys/api-keys"
     );
-    assert_eq!(data["FACEKEY_METRICS_LISTEN"], "0.0.0.0:9090");
+    assert_eq!(data["FACEKEY_METRICS_LISTEN"], "[::]:9090");
     assert_eq!(data["FACEKEY_METRICS_AUTH"], "open");
     // Generated: `<name>-api-keys`, owned, without data (the reconciler fills it in).
     let [api] = d

@@ -150,7 +150,7 @@ fn pod_monitor_scrapes_the_pods_and_port_the_webhook_injects() {
         .iter()
         .find(|e| e["name"] == "FACEKEY_METRICS_LISTEN")
         .unwrap();
-    assert_eq!(listen["value"], "0.0.0.0:7071");
+    assert_eq!(listen["value"], "[::]:7071");
 
     // `job` comes from the pod label, valued with the resource's name: the series the alert
     // rules select (`job="<name>"`, the ServiceMonitor's Service name) include the sidecars.

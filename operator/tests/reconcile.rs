@@ -1804,7 +1804,7 @@ async fn api_keys_are_never_overwritten_and_a_given_secret_is_mounted() {
         "/etc/facekey/api-keys/api-keys"
     );
     assert_eq!(data["FACEKEY_METRICS_AUTH"], "key");
-    assert_eq!(data["FACEKEY_METRICS_LISTEN"], "0.0.0.0:9090");
+    assert_eq!(data["FACEKEY_METRICS_LISTEN"], "[::]:9090");
 }
 
 /// The NetworkPolicy is applied with the other children, and pruned once disabled.

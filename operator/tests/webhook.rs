@@ -124,7 +124,7 @@ fn inject_adds_the_native_sidecar_first_with_the_admitted_digest() {
         .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
         .collect();
     assert_eq!(env["FACEKEY_LISTEN"], "127.0.0.1:7070");
-    assert_eq!(env["FACEKEY_METRICS_LISTEN"], "0.0.0.0:7071");
+    assert_eq!(env["FACEKEY_METRICS_LISTEN"], "[::]:7071");
     assert_eq!(env["FACEKEY_UI_ENABLED"], "false");
     assert_eq!(env["FACEKEY_THRESHOLD"], "0.8");
     assert_eq!(

@@ -723,6 +723,27 @@ async fn an_operations_listener_without_the_private_families() {
     s.stop().await;
 }
 
+/// `[::]`, which the operator renders so that pods of IPv6-only clusters are reachable, serves
+/// IPv4 clients too (and IPv6 ones where the host has IPv6).
+#[tokio::test]
+async fn a_dual_stack_listener_serves_both_families() {
+    let mut config = Config::for_tests();
+    config.listen = "[::]:0".parse().unwrap();
+    let s = WithOps::start(config).await;
+    let port = s.addr.port();
+    let mut hosts = vec!["127.0.0.1"];
+    if s.addr.is_ipv6() {
+        hosts.push("[::1]");
+    }
+    for host in hosts {
+        let r = reqwest::get(format!("http://{host}:{port}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn unsafe_settings_refuse_to_start_unless_allowed() {
     let mut config = Config::for_tests();

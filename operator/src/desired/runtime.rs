@@ -117,8 +117,8 @@ pub fn config_data(spec: &FaceKeyDeploymentSpec) -> BTreeMap<String, String> {
     let mut set = |k: &str, v: String| {
         data.insert(k.to_owned(), v);
     };
-    set(env::LISTEN, format!("0.0.0.0:{}", defaults::PORT));
-    set(env::METRICS_LISTEN, format!("0.0.0.0:{METRICS_PORT}"));
+    set(env::LISTEN, format!("[::]:{}", defaults::PORT));
+    set(env::METRICS_LISTEN, format!("[::]:{METRICS_PORT}"));
     set(
         env::METRICS_AUTH,
         access::metrics_auth(spec).as_str().to_owned(),

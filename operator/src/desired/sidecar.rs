@@ -119,7 +119,7 @@ pub fn sidecar_env(spec: &FaceKeyDeploymentSpec, sidecar: &Sidecar) -> Vec<EnvVa
     );
     data.insert(
         env::METRICS_LISTEN.to_owned(),
-        format!("0.0.0.0:{}", sidecar.metrics_port),
+        format!("[::]:{}", sidecar.metrics_port),
     );
     // No NetworkPolicy of the operator's covers application pods, so any pod may read this
     // port: without the per-attempt score histograms, whose sums around one's own attempt give
@@ -281,7 +281,7 @@ mod tests {
         let parts = sidecar_parts("fk", "team", &spec, &sidecar, "r/rt@sha256:ab");
         let env = env_of(&parts);
         assert_eq!(env[env::LISTEN].as_deref(), Some("127.0.0.1:7300"));
-        assert_eq!(env[env::METRICS_LISTEN].as_deref(), Some("0.0.0.0:7301"));
+        assert_eq!(env[env::METRICS_LISTEN].as_deref(), Some("[::]:7301"));
         assert_eq!(env[env::UI_ENABLED].as_deref(), Some("false"));
         assert_eq!(env[env::THRESHOLD].as_deref(), Some("0.7"));
         assert_eq!(env[env::MATCH_THRESHOLD].as_deref(), Some("0.6"));

@@ -442,12 +442,10 @@ pub fn router(state: WebhookState) -> Router {
 
 /// Bind `addr` for [`serve_tls`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| TlsError::Io {
-            addr: addr.to_string(),
-            source,
-        })
+    crate::server::listen(addr).map_err(|source| TlsError::Io {
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 /// Serve `router` over TLS on `listener` until `shutdown` resolves, with the default
