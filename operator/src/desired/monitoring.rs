@@ -355,7 +355,7 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             severity: "warning",
             summary: format!("Liveness sessions of {namespace}/{name} abandoned after faces were seen"),
             description: format!(
-                "{{{{ $value | printf \"%.0f\" }}}} challenge-liveness sessions of FaceKeyDeployment {namespace}/{name} expired in the last hour after a face was seen, over half of the sessions that saw one: people giving up at a step, or a client probing the challenge's feedback (the facekey::security log lists the sessions)."
+                "{{{{ $value | printf \"%.0f\" }}}} challenge-liveness sessions of FaceKeyDeployment {namespace}/{name} expired, or were closed by their client in progress, in the last hour after a face was seen, over half of the sessions that saw one: people giving up at a step, or a client probing the challenge's feedback (the facekey::security log lists the sessions)."
             ),
         },
         Alert {
