@@ -172,15 +172,23 @@ async fn enrol(r: &Running, admin: &reqwest::Client) -> String {
 
 /// Waits until `r` knows `subject` (enrolled through another replica): it learns of it through
 /// the database's notification.
+/// Waits until replica `r` knows `subject` and, in its template index (what sessions and
+/// verifications match against), every face the shared store holds: the subject's creation and
+/// its face reach the other replicas as two changes, and a session bound to a subject known
+/// without its face is refused `subject_has_no_faces`. Tests call it with one subject enrolled.
 async fn known_to(r: &Running, admin: &reqwest::Client, subject: &str) {
-    for _ in 0..100 {
-        let (st, _) = send_json(admin.get(url(r, &format!("/v1/subjects/{subject}")))).await;
-        if st == StatusCode::OK {
+    for _ in 0..200 {
+        let (st, v) = send_json(admin.get(url(r, &format!("/v1/subjects/{subject}")))).await;
+        let faces = v["templates"].as_array().map_or(0, Vec::len) as f64;
+        if st == StatusCode::OK
+            && faces > 0.0
+            && common::metric(&r.metrics().await, "facekey_enrolled_templates") >= faces
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the other replica never learnt of subject {subject}");
+    panic!("the other replica never learnt of subject {subject} and its faces");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
