@@ -57,23 +57,13 @@ pub fn router(state: ServerState) -> Router {
         .with_state(state)
 }
 
-/// Listen on `addr` ([`facekey_net::listen`]: `[::]` takes IPv4 connections too, and falls back
-/// to IPv4 alone on a host without IPv6, which is logged).
-pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let bound = facekey_net::listen(addr)?;
-    if let Some(why) = &bound.fell_back {
-        tracing::warn!(%addr, error = %why, "no IPv6 on this host: listening on IPv4 only");
-    }
-    tokio::net::TcpListener::from_std(bound.listener)
-}
-
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     state: ServerState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let listener = listen(addr).map_err(|source| Error::Io {
+    let listener = facekey_net::listen_tokio(addr).map_err(|source| Error::Io {
         path: addr.to_string(),
         source,
     })?;

@@ -199,16 +199,6 @@ fn open_access_control(
     })
 }
 
-/// Listen on `addr` ([`facekey_net::listen`]: `[::]` takes IPv4 connections too, and falls back
-/// to IPv4 alone on a host without IPv6, which is logged).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let bound = facekey_net::listen(addr)?;
-    if let Some(why) = &bound.fell_back {
-        tracing::warn!(%addr, error = %why, "no IPv6 on this host: listening on IPv4 only");
-    }
-    TcpListener::from_std(bound.listener)
-}
-
 impl Server {
     /// Bind the configured address and create the shared state (engine not loaded yet).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
@@ -216,9 +206,13 @@ impl Server {
             tracing::warn!(target: "facekey::security", "INSECURE (allowed by --allow-insecure): {problem}");
         }
         let addr = config.listen;
-        let listener = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let listener =
+            facekey_net::listen_tokio(addr).map_err(|source| ServerError::Bind { addr, source })?;
         let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(listen(addr).map_err(|source| ServerError::Bind { addr, source })?),
+            Some(addr) => Some(
+                facekey_net::listen_tokio(addr)
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
             None => None,
         };
         let metrics = Metrics::new()?;

@@ -442,7 +442,7 @@ pub fn router(state: WebhookState) -> Router {
 
 /// Bind `addr` for [`serve_tls`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
-    crate::server::listen(addr).map_err(|source| TlsError::Io {
+    facekey_net::listen_tokio(addr).map_err(|source| TlsError::Io {
         addr: addr.to_string(),
         source,
     })

@@ -50,6 +50,16 @@ pub fn listen(addr: SocketAddr) -> io::Result<Listening> {
     }
 }
 
+/// [`listen`] for a tokio server: the listener registered with the running tokio runtime, and a
+/// fall-back to IPv4 logged as a warning.
+pub fn listen_tokio(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let bound = listen(addr)?;
+    if let Some(why) = &bound.fell_back {
+        tracing::warn!(%addr, error = %why, "no IPv6 on this host: listening on IPv4 only");
+    }
+    tokio::net::TcpListener::from_std(bound.listener)
+}
+
 /// Which step of [`open`] failed: a host without IPv6 fails to create an IPv6 socket at all.
 enum Failed {
     Socket(io::Error),

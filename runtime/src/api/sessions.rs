@@ -369,8 +369,17 @@ async fn record_concluded(
             Outcome::InProgress => {}
         }
     }
+    count_active(state).await;
+}
+
+/// Sets `facekey_liveness_sessions_active` from the store (this replica's, or the database's).
+async fn count_active(state: &SharedState) {
     match state.sessions.store.active().await {
-        Ok(n) => m.active.set(i64::try_from(n).unwrap_or(i64::MAX)),
+        Ok(n) => state
+            .metrics
+            .sessions
+            .active
+            .set(i64::try_from(n).unwrap_or(i64::MAX)),
         Err(e) => tracing::warn!(error = %e, "open liveness sessions not counted"),
     }
 }
@@ -897,8 +906,7 @@ pub async fn close(
             "liveness session closed by its client after a face was seen"
         );
     }
-    // Only the open-sessions gauge to update.
-    record_concluded(&state, &[], &HeaderMap::new(), None).await;
+    count_active(&state).await;
     let detail = AuditDetail {
         subject: closed.subject,
         session: Some(id),
