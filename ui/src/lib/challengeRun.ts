@@ -309,7 +309,6 @@ export class ChallengeRun {
     this.inFlight = true;
     this.dispatch({ type: "frames_sent", count: batch.length });
     let answer: FramesAnswer;
-    const sentAt = this.timers.now();
     try {
       answer = await this.upload(session.id, batch);
     } catch (e) {
@@ -321,7 +320,7 @@ export class ChallengeRun {
     }
     this.inFlight = false;
     if (this.ended) return;
-    const ms = this.timers.now() - Math.max(sentAt, this.attemptAt);
+    const ms = this.timers.now() - this.attemptAt;
     this.received = Math.max(this.received, answer.framesReceived);
     this.dispatch({ type: "answer", answer, ms });
     if (answer.state !== "in_progress") {
