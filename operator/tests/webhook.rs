@@ -497,6 +497,100 @@ async fn a_lost_ca_bundle_is_put_back_at_the_next_check() {
     upkeep.await.unwrap();
 }
 
+/// A CA rotation against the API server: the new CA is published while the old one still signs,
+/// and signs only once the grace has passed with it in the published `caBundle`; a configuration
+/// that lost the staged CA meanwhile (replaced from Git) gets a fresh one staged, never a
+/// certificate it cannot verify.
+#[tokio::test]
+async fn a_new_ca_is_published_before_it_signs() {
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_object(manifest_mwc())
+        .build()
+        .await
+        .unwrap();
+    let operator = rbac::enforcing(client.clone());
+    let mwcs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let published = || async {
+        let m = mwcs.get("facekey-sidecar-injector").await.unwrap();
+        String::from_utf8(
+            m.webhooks.unwrap()[0]
+                .client_config
+                .ca_bundle
+                .clone()
+                .unwrap()
+                .0,
+        )
+        .unwrap()
+    };
+    let secret = || async {
+        manage::bundle_of(
+            &Api::<Secret>::namespaced(client.clone(), "facekey-system")
+                .get("facekey-webhook-tls")
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let at = |t: Timestamp, secs: i64| t.checked_add(SignedDuration::from_secs(secs)).unwrap();
+    let t0: Timestamp = "2026-01-10T00:00:00Z".parse().unwrap();
+    let first = manage::ensure(&operator, &targets(), t0).await.unwrap();
+    // Three years and five months on, a third of the CA's five years is left.
+    let t1 = at(t0, 41 * 30 * 24 * 3600);
+    let staged = manage::ensure(&operator, &targets(), t1).await.unwrap();
+    assert_eq!(staged.plan, certs::Plan::StageCa);
+    assert_eq!(
+        staged.cert, first.cert,
+        "the old CA's certificate is served"
+    );
+    let next = secret().await.next_ca.unwrap();
+    assert_eq!(published().await, staged.ca_bundle);
+    assert!(staged.ca_bundle.contains(&next.cert));
+    // The serving certificate, long due, is renewed by the current CA meanwhile.
+    let renewed = manage::ensure(&operator, &targets(), at(t1, 1))
+        .await
+        .unwrap();
+    assert_eq!(renewed.plan, certs::Plan::RenewServing);
+    assert_eq!(secret().await.ca_cert, first.ca_bundle);
+
+    // The configuration is replaced from Git with the bundle of before: the staged CA is not
+    // trusted, so after the grace it is staged again instead of signing.
+    mwcs.replace(
+        "facekey-sidecar-injector",
+        &kube::api::PostParams::default(),
+        &{
+            let mut m = mwcs.get("facekey-sidecar-injector").await.unwrap();
+            m.webhooks.as_mut().unwrap()[0].client_config.ca_bundle = Some(
+                k8s_openapi::ByteString(first.ca_bundle.clone().into_bytes()),
+            );
+            m
+        },
+    )
+    .await
+    .unwrap();
+    let t2 = at(t1, 11 * 60);
+    let again = manage::ensure(&operator, &targets(), t2).await.unwrap();
+    assert_eq!(again.plan, certs::Plan::StageCa);
+    assert_eq!(again.cert, renewed.cert);
+    let fresh = secret().await.next_ca.unwrap();
+    assert_ne!(fresh.cert, next.cert);
+    assert!(published().await.contains(&fresh.cert));
+    // Within its own grace nothing signs; after it, the published staged CA does.
+    let kept = manage::ensure(&operator, &targets(), at(t2, 9 * 60))
+        .await
+        .unwrap();
+    assert!(!kept.rotated);
+    let rotated = manage::ensure(&operator, &targets(), at(t2, 10 * 60))
+        .await
+        .unwrap();
+    assert_eq!(rotated.plan, certs::Plan::RotateCa);
+    let now = secret().await;
+    assert_eq!(now.ca_cert, fresh.cert);
+    assert_eq!(now.next_ca, None);
+    assert_eq!(published().await, rotated.ca_bundle);
+    assert!(rotated.ca_bundle.starts_with(&fresh.cert));
+    assert!(rotated.ca_bundle.contains(&first.ca_bundle));
+}
+
 /// Golden YAML of `render --inject` for the Deployment fixture (`UPDATE_GOLDEN=1` rewrites it;
 /// review the diff): every field of the injected sidecar is pinned.
 #[test]

@@ -224,26 +224,51 @@ async fn admission_over_tls_verified_against_the_published_bundle() {
 #[tokio::test]
 async fn rotation_while_serving_never_breaks_trust() {
     let s = settings();
-    // A CA issued four years ago (of five) and rotated 61 days ago: the bundle holds both CAs.
+    // A CA issued four years ago (of five): 62 days ago a new CA was staged beside it, signing
+    // nothing, so the published bundle trusted it before any replica could serve its certificate.
     let first = certs::rotate(None, &s, ago(4 * 365)).unwrap().unwrap();
-    assert_eq!(certs::plan(Some(&first), &s, ago(61)), Plan::RotateCa);
-    let rotated = certs::rotate(Some(&first), &s, ago(61)).unwrap().unwrap();
-    assert_ne!(rotated.ca_cert, first.ca_cert);
-    assert!(rotated.ca_bundle.contains(&rotated.ca_cert));
+    assert_eq!(certs::plan(Some(&first), &s, ago(62)), Plan::StageCa);
+    let staged = certs::rotate(Some(&first), &s, ago(62)).unwrap().unwrap();
+    let next = staged.next_ca.clone().unwrap();
+    assert_eq!(
+        (staged.cert.as_str(), staged.ca_cert.as_str()),
+        (first.cert.as_str(), first.ca_cert.as_str()),
+        "staging changes only the bundle"
+    );
+    assert!(staged.ca_bundle.starts_with(&first.ca_cert));
+    assert!(staged.ca_bundle.contains(&next.cert));
+    // Within the grace the staged CA signs nothing (this old serving certificate is renewed by
+    // the current CA); after it, the staged CA signs.
+    let within = ago(62).checked_add(SignedDuration::from_secs(60)).unwrap();
+    assert_eq!(certs::plan(Some(&staged), &s, within), Plan::RenewServing);
+    assert_eq!(certs::plan(Some(&staged), &s, ago(61)), Plan::RotateCa);
+    let rotated = certs::rotate(Some(&staged), &s, ago(61)).unwrap().unwrap();
+    assert_eq!(rotated.ca_cert, next.cert);
+    assert_eq!(rotated.next_ca, None);
+    assert!(rotated.ca_bundle.starts_with(&next.cert));
     assert!(rotated.ca_bundle.contains(&first.ca_cert));
     assert_eq!(rotated.previous_ca_not_after, Some(first.ca_not_after));
 
+    // Every certificate a replica may serve at any point is trusted by the bundle published
+    // before it: the staged bundle already trusts what the rotation issues.
+    let (old_cert, old_key, _) =
+        certs::issue_serving(&first.ca_key, first.ca_not_after, &s, ago(1)).unwrap();
     let cert = Arc::new(ReloadingCert::default());
-    load(&cert, &rotated.cert, &rotated.key);
     let addr = start(cert.clone()).await;
     let body = fixture("reviews/inject.json");
+    for (serving, key) in [(&old_cert, &old_key), (&rotated.cert, &rotated.key)] {
+        load(&cert, serving, key);
+        let (_, presented) = post(addr, &staged.ca_bundle, HOST, &body).await.unwrap();
+        assert_eq!(presented, der(serving));
+    }
+    // Before the staging, the first bundle did not trust the new CA's certificate: serving it
+    // at once, as a one-step rotation did, was refused until the API server saw the bundle.
+    assert!(post(addr, &first.ca_bundle, HOST, &body).await.is_err());
     let (_, presented) = post(addr, &rotated.ca_bundle, HOST, &body).await.unwrap();
     assert_eq!(presented, der(&rotated.cert));
 
     // A replica still serving a certificate of the old CA is trusted through the bundle, and only
     // through it.
-    let (old_cert, old_key, _) =
-        certs::issue_serving(&first.ca_key, first.ca_not_after, &s, ago(1)).unwrap();
     load(&cert, &old_cert, &old_key);
     let (_, presented) = post(addr, &rotated.ca_bundle, HOST, &body).await.unwrap();
     assert_eq!(presented, der(&old_cert));
@@ -285,6 +310,52 @@ async fn rotation_while_serving_never_breaks_trust() {
         ),
         Plan::DropPreviousCa
     );
+}
+
+/// A staged CA stays in the bundle through whatever else happens before it signs: a serving
+/// renewal, the previous CA leaving; one whose key no longer loads is staged afresh.
+#[test]
+fn a_staged_ca_survives_renewals_until_it_signs() {
+    let s = settings();
+    let first = certs::rotate(None, &s, ago(4 * 365)).unwrap().unwrap();
+    let staged = certs::rotate(Some(&first), &s, ago(1)).unwrap().unwrap();
+    let next = staged.next_ca.clone().unwrap();
+    let due = CertBundle {
+        cert_not_after: Timestamp::now(),
+        previous_ca_not_after: Some(ago(2)),
+        ca_bundle: format!("{}{}{}", first.ca_cert, "PREVIOUS\n", next.cert),
+        ..staged.clone()
+    };
+    let within = ago(1).checked_add(SignedDuration::from_secs(30)).unwrap();
+    assert_eq!(certs::plan(Some(&due), &s, within), Plan::RenewServing);
+    let renewed = certs::rotate(Some(&due), &s, within).unwrap().unwrap();
+    assert_eq!(renewed.next_ca.as_ref(), Some(&next));
+    assert_eq!(renewed.ca_bundle, format!("{}{}", first.ca_cert, next.cert));
+    assert_eq!(renewed.previous_ca_not_after, None);
+    // The staged CA signs only after its grace.
+    assert_eq!(certs::plan(Some(&renewed), &s, within), Plan::Keep);
+    assert_eq!(
+        certs::plan(Some(&renewed), &s, Timestamp::now()),
+        Plan::RotateCa
+    );
+    let broken = CertBundle {
+        next_ca: Some(certs::StagedCa {
+            key: "not a key".into(),
+            ..next.clone()
+        }),
+        ..renewed.clone()
+    };
+    assert_eq!(
+        certs::plan(Some(&broken), &s, Timestamp::now()),
+        Plan::StageCa
+    );
+    let again = certs::rotate(Some(&broken), &s, Timestamp::now())
+        .unwrap()
+        .unwrap();
+    let fresh = again.next_ca.unwrap();
+    assert_ne!(fresh.cert, next.cert);
+    assert_eq!(again.ca_bundle, format!("{}{}", first.ca_cert, fresh.cert));
+    assert_eq!(again.cert, renewed.cert);
 }
 
 #[test]

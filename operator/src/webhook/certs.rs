@@ -3,10 +3,12 @@
 //! Secret holds and the time (the I/O around it is in [`super::manage`]).
 //!
 //! Rotation keeps the API server's trust unbroken: the serving certificate is reissued by the
-//! same CA when a third of its validity is left (the `caBundle` does not change); the CA itself
-//! is replaced when a third of its validity is left, and the published bundle then holds the new
-//! CA and the old one until the old one expires, so a replica still serving a certificate of the
-//! old CA is trusted while it reloads.
+//! same CA when a third of its validity is left (the `caBundle` does not change). The CA is
+//! replaced in two steps: when a third of its validity is left a new CA is *staged* (added to the
+//! bundle, signing nothing yet); only once the staged bundle has been published for
+//! [`CertSettings::ca_stage_grace`] does the new CA sign a serving certificate, so no replica ever
+//! serves a certificate the API server cannot yet verify. The old CA then stays in the bundle
+//! until it expires, so a replica still serving a certificate of it is trusted while it reloads.
 
 use std::time::Duration;
 
@@ -34,6 +36,10 @@ pub mod keys {
     /// The CAs the API server must trust: the current one and, during a CA rotation, the
     /// previous one until it expires. The `caBundle` of the webhook configuration.
     pub const CA_BUNDLE: &str = "ca-bundle.crt";
+    /// The staged CA certificate: in the bundle, signing nothing until the rotation.
+    pub const NEXT_CA_CRT: &str = "next-ca.crt";
+    /// The staged CA key.
+    pub const NEXT_CA_KEY: &str = "next-ca.key";
 }
 
 /// Annotations of the Secret recording validity, so rotation needs no X.509 parser.
@@ -46,6 +52,10 @@ pub mod annotations {
     pub const CERT_NOT_AFTER: &str = "facekey.dev/cert-not-after";
     /// DNS names of the serving certificate, comma-separated.
     pub const DNS_NAMES: &str = "facekey.dev/dns-names";
+    /// When the staged CA expires (RFC 3339).
+    pub const NEXT_CA_NOT_AFTER: &str = "facekey.dev/next-ca-not-after";
+    /// When the staged CA entered the bundle (RFC 3339): the grace counts from here.
+    pub const NEXT_CA_STAGED_AT: &str = "facekey.dev/next-ca-staged-at";
 }
 
 /// Errors issuing certificates.
@@ -76,6 +86,9 @@ pub struct CertSettings {
     pub ca_validity: Duration,
     /// Validity of a new serving certificate (default 90 days).
     pub cert_validity: Duration,
+    /// How long a staged CA is in the published bundle before it signs (default 10 minutes:
+    /// far above the seconds every API server takes to see a new `caBundle`).
+    pub ca_stage_grace: Duration,
 }
 
 impl CertSettings {
@@ -86,6 +99,7 @@ impl CertSettings {
             namespace: namespace.to_owned(),
             ca_validity: Duration::from_secs(5 * 365 * 24 * 3600),
             cert_validity: Duration::from_secs(90 * 24 * 3600),
+            ca_stage_grace: Duration::from_secs(10 * 60),
         }
     }
 
@@ -122,6 +136,21 @@ pub struct CertBundle {
     pub cert_not_after: Timestamp,
     /// DNS names of the serving certificate.
     pub dns_names: Vec<String>,
+    /// The CA staged to replace the current one: in `ca_bundle`, signing nothing yet.
+    pub next_ca: Option<StagedCa>,
+}
+
+/// A CA in the bundle before it signs anything ([`Plan::StageCa`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedCa {
+    /// Certificate (PEM).
+    pub cert: String,
+    /// Key (PEM).
+    pub key: String,
+    /// Expiry.
+    pub not_after: Timestamp,
+    /// When it entered the bundle.
+    pub staged_at: Timestamp,
 }
 
 /// What [`plan`] found to do.
@@ -131,7 +160,11 @@ pub enum Plan {
     Keep,
     /// No usable CA: issue a CA and a serving certificate.
     Create,
-    /// The CA nears expiry: a new CA (the old one stays in the bundle) and a serving certificate.
+    /// The CA nears expiry: a new CA joins the bundle, signing nothing yet; the serving
+    /// certificate stays.
+    StageCa,
+    /// The staged CA has been in the bundle for the grace: it becomes the CA (the old one stays
+    /// in the bundle until it expires) and signs a new serving certificate.
     RotateCa,
     /// The serving certificate nears expiry or names other hosts: reissue it with the same CA.
     RenewServing,
@@ -146,6 +179,7 @@ impl Plan {
         match self {
             Plan::Keep => None,
             Plan::Create => Some("created"),
+            Plan::StageCa => Some("ca_staged"),
             Plan::RotateCa => Some("ca_rotated"),
             Plan::RenewServing => Some("serving_renewed"),
             Plan::DropPreviousCa => Some("previous_ca_dropped"),
@@ -166,6 +200,17 @@ pub fn not_after(pem: &str) -> Option<i64> {
     Some(cert.validity().not_after.timestamp())
 }
 
+/// The staged CA, when its key loads and it is valid: one that is not is staged again.
+fn staged(b: &CertBundle, now: Timestamp) -> Option<&StagedCa> {
+    b.next_ca
+        .as_ref()
+        .filter(|n| n.not_after > now && KeyPair::from_pem(&n.key).is_ok())
+}
+
+fn grace_over(next: &StagedCa, settings: &CertSettings, now: Timestamp) -> bool {
+    now.as_second() - next.staged_at.as_second() >= settings.ca_stage_grace.as_secs() as i64
+}
+
 fn third_left(not_after: Timestamp, validity: Duration, now: Timestamp) -> bool {
     let left = not_after.as_second() - now.as_second();
     left <= (validity.as_secs() / 3) as i64
@@ -179,8 +224,14 @@ pub fn plan(existing: Option<&CertBundle>, settings: &CertSettings, now: Timesta
     if KeyPair::from_pem(&b.ca_key).is_err() || b.ca_not_after <= now {
         return Plan::Create;
     }
-    if third_left(b.ca_not_after, settings.ca_validity, now) {
-        return Plan::RotateCa;
+    match staged(b, now) {
+        Some(next) if grace_over(next, settings, now) => return Plan::RotateCa,
+        Some(_) => {}
+        // A staged CA that no longer loads or expired is staged afresh.
+        None if b.next_ca.is_some() || third_left(b.ca_not_after, settings.ca_validity, now) => {
+            return Plan::StageCa;
+        }
+        None => {}
     }
     if third_left(b.cert_not_after, settings.cert_validity, now)
         || b.dns_names != settings.dns_names()
@@ -286,49 +337,68 @@ pub fn issue_serving(
     Ok((cert.pem(), key.serialize_pem(), not_after))
 }
 
-/// Carry out `plan` on `existing`: the new bundle, or None for [`Plan::Keep`].
+/// Carry out [`plan`] on `existing`: the new bundle, or None for [`Plan::Keep`].
 pub fn rotate(
     existing: Option<&CertBundle>,
     settings: &CertSettings,
     now: Timestamp,
 ) -> Result<Option<CertBundle>, CertError> {
-    let plan = plan(existing, settings, now);
-    let fresh =
-        |ca_cert: String, ca_key: String, ca_not_after, previous: Option<(&str, Timestamp)>| {
-            let (cert, key, cert_not_after) = issue_serving(&ca_key, ca_not_after, settings, now)?;
-            let (ca_bundle, previous_ca_not_after) = match previous {
-                Some((old, until)) if until > now => (format!("{ca_cert}{old}"), Some(until)),
-                _ => (ca_cert.clone(), None),
+    rotate_by(plan(existing, settings, now), existing, settings, now)
+}
+
+/// Carry out `plan` on `existing` (a plan the caller may have overruled: [`Plan::StageCa`] again
+/// instead of [`Plan::RotateCa`] when the staged CA has not reached the API server).
+pub fn rotate_by(
+    plan: Plan,
+    existing: Option<&CertBundle>,
+    settings: &CertSettings,
+    now: Timestamp,
+) -> Result<Option<CertBundle>, CertError> {
+    let Some(old) = existing else {
+        return match plan {
+            Plan::Keep => Ok(None),
+            _ => created(settings, now).map(Some),
+        };
+    };
+    match plan {
+        Plan::Keep => Ok(None),
+        Plan::Create => created(settings, now).map(Some),
+        Plan::StageCa => {
+            let (cert, key, not_after) = new_ca(settings, now)?;
+            // Current CA first (the expiry metric reads it), then the previous one, then this.
+            let current = without_staged(without_expired_previous(old.clone(), now));
+            Ok(Some(CertBundle {
+                ca_bundle: format!("{}{cert}", current.ca_bundle),
+                next_ca: Some(StagedCa {
+                    cert,
+                    key,
+                    not_after,
+                    staged_at: now,
+                }),
+                ..current
+            }))
+        }
+        Plan::RotateCa => {
+            let Some(next) = staged(old, now) else {
+                return rotate_by(Plan::StageCa, existing, settings, now);
             };
-            Ok::<_, CertError>(CertBundle {
-                ca_cert,
-                ca_key,
+            let (cert, key, cert_not_after) =
+                issue_serving(&next.key, next.not_after, settings, now)?;
+            // The old CA stays trusted until it expires: replicas still serving its certificate.
+            Ok(Some(CertBundle {
+                ca_cert: next.cert.clone(),
+                ca_key: next.key.clone(),
                 cert,
                 key,
-                ca_bundle,
-                ca_not_after,
-                previous_ca_not_after,
+                ca_bundle: format!("{}{}", next.cert, old.ca_cert),
+                ca_not_after: next.not_after,
+                previous_ca_not_after: Some(old.ca_not_after),
                 cert_not_after,
                 dns_names: settings.dns_names(),
-            })
-        };
-    match (plan, existing) {
-        (Plan::Keep, _) => Ok(None),
-        (Plan::Create, _) | (_, None) => {
-            let (ca_cert, ca_key, ca_not_after) = new_ca(settings, now)?;
-            fresh(ca_cert, ca_key, ca_not_after, None).map(Some)
+                next_ca: None,
+            }))
         }
-        (Plan::RotateCa, Some(old)) => {
-            let (ca_cert, ca_key, ca_not_after) = new_ca(settings, now)?;
-            fresh(
-                ca_cert,
-                ca_key,
-                ca_not_after,
-                Some((old.ca_cert.as_str(), old.ca_not_after)),
-            )
-            .map(Some)
-        }
-        (Plan::RenewServing, Some(old)) => {
+        Plan::RenewServing => {
             let (cert, key, cert_not_after) =
                 issue_serving(&old.ca_key, old.ca_not_after, settings, now)?;
             Ok(Some(without_expired_previous(
@@ -342,7 +412,41 @@ pub fn rotate(
                 now,
             )))
         }
-        (Plan::DropPreviousCa, Some(old)) => Ok(Some(without_expired_previous(old.clone(), now))),
+        Plan::DropPreviousCa => Ok(Some(without_expired_previous(old.clone(), now))),
+    }
+}
+
+/// A new CA and a serving certificate from it, trusting nothing else.
+fn created(settings: &CertSettings, now: Timestamp) -> Result<CertBundle, CertError> {
+    let (ca_cert, ca_key, ca_not_after) = new_ca(settings, now)?;
+    let (cert, key, cert_not_after) = issue_serving(&ca_key, ca_not_after, settings, now)?;
+    Ok(CertBundle {
+        ca_bundle: ca_cert.clone(),
+        ca_cert,
+        ca_key,
+        cert,
+        key,
+        ca_not_after,
+        previous_ca_not_after: None,
+        cert_not_after,
+        dns_names: settings.dns_names(),
+        next_ca: None,
+    })
+}
+
+/// The bundle without its staged CA (which is always last in `ca_bundle`).
+fn without_staged(bundle: CertBundle) -> CertBundle {
+    match &bundle.next_ca {
+        Some(next) => CertBundle {
+            ca_bundle: bundle
+                .ca_bundle
+                .strip_suffix(next.cert.as_str())
+                .unwrap_or(&bundle.ca_bundle)
+                .to_owned(),
+            next_ca: None,
+            ..bundle
+        },
+        None => bundle,
     }
 }
 
@@ -350,7 +454,10 @@ pub fn rotate(
 fn without_expired_previous(bundle: CertBundle, now: Timestamp) -> CertBundle {
     match bundle.previous_ca_not_after {
         Some(t) if t <= now => CertBundle {
-            ca_bundle: bundle.ca_cert.clone(),
+            ca_bundle: match &bundle.next_ca {
+                Some(next) => format!("{}{}", bundle.ca_cert, next.cert),
+                None => bundle.ca_cert.clone(),
+            },
             previous_ca_not_after: None,
             ..bundle
         },

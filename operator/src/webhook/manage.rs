@@ -21,7 +21,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tracing::{info, warn};
 
-use super::certs::{self, CertBundle, CertError, CertSettings, annotations, keys};
+use super::certs::{self, CertBundle, CertError, CertSettings, StagedCa, annotations, keys};
 use super::server::{ReloadingCert, TlsError};
 use crate::events::WebhookCertificatesChecked;
 use crate::metrics::Metrics;
@@ -108,6 +108,14 @@ pub fn bundle_of(secret: &Secret) -> Option<CertBundle> {
             .split(',')
             .map(str::to_owned)
             .collect(),
+        next_ca: (|| {
+            Some(StagedCa {
+                cert: text(data, keys::NEXT_CA_CRT)?,
+                key: text(data, keys::NEXT_CA_KEY)?,
+                not_after: time_of(&a, annotations::NEXT_CA_NOT_AFTER)?,
+                staged_at: time_of(&a, annotations::NEXT_CA_STAGED_AT)?,
+            })
+        })(),
     })
 }
 
@@ -131,6 +139,25 @@ pub fn secret_of(targets: &CertTargets, bundle: &CertBundle) -> Secret {
     if let Some(t) = bundle.previous_ca_not_after {
         a.insert(annotations::PREVIOUS_CA_NOT_AFTER.to_owned(), t.to_string());
     }
+    let mut data = BTreeMap::from([
+        (keys::CA_CRT.to_owned(), bytes(&bundle.ca_cert)),
+        (keys::CA_KEY.to_owned(), bytes(&bundle.ca_key)),
+        (keys::TLS_CRT.to_owned(), bytes(&bundle.cert)),
+        (keys::TLS_KEY.to_owned(), bytes(&bundle.key)),
+        (keys::CA_BUNDLE.to_owned(), bytes(&bundle.ca_bundle)),
+    ]);
+    if let Some(next) = &bundle.next_ca {
+        a.insert(
+            annotations::NEXT_CA_NOT_AFTER.to_owned(),
+            next.not_after.to_string(),
+        );
+        a.insert(
+            annotations::NEXT_CA_STAGED_AT.to_owned(),
+            next.staged_at.to_string(),
+        );
+        data.insert(keys::NEXT_CA_CRT.to_owned(), bytes(&next.cert));
+        data.insert(keys::NEXT_CA_KEY.to_owned(), bytes(&next.key));
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(targets.secret.clone()),
@@ -149,13 +176,7 @@ pub fn secret_of(targets: &CertTargets, bundle: &CertBundle) -> Secret {
             ..ObjectMeta::default()
         },
         type_: Some("kubernetes.io/tls".to_owned()),
-        data: Some(BTreeMap::from([
-            (keys::CA_CRT.to_owned(), bytes(&bundle.ca_cert)),
-            (keys::CA_KEY.to_owned(), bytes(&bundle.ca_key)),
-            (keys::TLS_CRT.to_owned(), bytes(&bundle.cert)),
-            (keys::TLS_KEY.to_owned(), bytes(&bundle.key)),
-            (keys::CA_BUNDLE.to_owned(), bytes(&bundle.ca_bundle)),
-        ])),
+        data: Some(data),
         ..Secret::default()
     }
 }
@@ -223,8 +244,19 @@ pub async fn ensure(
         });
     }
     let current = existing.as_ref().and_then(bundle_of);
-    let plan = certs::plan(current.as_ref(), &targets.settings, now);
-    let (bundle, rotated) = match certs::rotate(current.as_ref(), &targets.settings, now)? {
+    let mut plan = certs::plan(current.as_ref(), &targets.settings, now);
+    if plan == certs::Plan::RotateCa
+        && let Some(next) = current.as_ref().and_then(|b| b.next_ca.as_ref())
+        && !trusts(client, &targets.webhook_config, &next.cert).await?
+    {
+        // Its grace passed but the API server was never told (every publication failed, or
+        // the configuration was replaced since): stage a fresh CA, published now, and count the
+        // grace again rather than serve a certificate the API server cannot verify.
+        warn!(config = %targets.webhook_config, "the staged webhook CA is not in the published caBundle; staging it again");
+        plan = certs::Plan::StageCa;
+    }
+    let (bundle, rotated) = match certs::rotate_by(plan, current.as_ref(), &targets.settings, now)?
+    {
         None => match current {
             Some(b) => (b, false),
             None => return Err(CertManageError::NotIssued(what)),
@@ -260,6 +292,23 @@ pub async fn ensure(
         rotated,
         plan: if rotated { plan } else { certs::Plan::Keep },
     })
+}
+
+/// Whether every webhook of the configuration `name` trusts the CA `ca_cert` (PEM); true when
+/// the configuration does not exist, as there is then no trust to break.
+pub async fn trusts(client: &Client, name: &str, ca_cert: &str) -> Result<bool, CertManageError> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let what = format!("MutatingWebhookConfiguration {name}");
+    let Some(config) = api.get_opt(name).await.map_err(api_err(what))? else {
+        return Ok(true);
+    };
+    Ok(config.webhooks.iter().flatten().all(|hook| {
+        hook.client_config
+            .ca_bundle
+            .as_ref()
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+            .is_some_and(|b| b.contains(ca_cert.trim()))
+    }))
 }
 
 /// Set `caBundle` on every webhook of the configuration `name` where it differs (a missing
