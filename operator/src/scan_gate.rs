@@ -18,7 +18,7 @@ use facekey_crds::{
     SeverityCounts,
 };
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, PostParams};
@@ -231,12 +231,114 @@ fn without_admitted_digest(image: &str) -> &str {
     }
 }
 
+/// What decides what a scan pod writes, compared between a live Job (or pod) and what the gate
+/// would create: every container's and init container's name, image, command, arguments,
+/// environment (`env` and `envFrom`) and mounts, and every volume's name and source (fields the
+/// API server defaults are left out: volume `defaultMode`s).
+type PodShape = (
+    Vec<ContainerShape>,
+    Vec<ContainerShape>,
+    Vec<(String, String)>,
+);
+type ContainerShape = (
+    String,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+    Vec<(String, Option<String>, bool)>,
+    String,
+    Vec<(String, String, bool, Option<String>, Option<String>)>,
+);
+
+fn pod_shape(pod: Option<&PodSpec>, image: &dyn Fn(&str) -> String) -> PodShape {
+    let containers = |list: Option<&Vec<Container>>| {
+        list.into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.image.as_deref().map(image),
+                    c.command.clone(),
+                    c.args.clone(),
+                    c.env
+                        .iter()
+                        .flatten()
+                        .map(|e| (e.name.clone(), e.value.clone(), e.value_from.is_some()))
+                        .collect::<Vec<_>>(),
+                    serde_json::to_string(&c.env_from).unwrap_or_default(),
+                    c.volume_mounts
+                        .iter()
+                        .flatten()
+                        .map(|m| {
+                            (
+                                m.name.clone(),
+                                m.mount_path.clone(),
+                                m.read_only.unwrap_or(false),
+                                m.sub_path.clone().filter(|p| !p.is_empty()),
+                                m.sub_path_expr.clone().filter(|p| !p.is_empty()),
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let volumes = pod
+        .and_then(|p| p.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            let mut source = serde_json::to_value(v).unwrap_or_default();
+            if let Some(fields) = source.as_object_mut() {
+                fields.remove("name");
+                for defaulted in fields.values_mut() {
+                    if let Some(inner) = defaulted.as_object_mut() {
+                        inner.remove("defaultMode");
+                    }
+                }
+            }
+            (v.name.clone(), source.to_string())
+        })
+        .collect();
+    (
+        containers(pod.map(|p| &p.containers)),
+        containers(pod.and_then(|p| p.init_containers.as_ref())),
+        volumes,
+    )
+}
+
+/// `image` as the wanted reference when it is one of `wanted` with a digest added
+/// ([`without_admitted_digest`]: an image policy pinning tags); otherwise itself.
+fn admitted_as<'a>(wanted: &'a BTreeSet<&'a str>) -> impl Fn(&str) -> String + 'a {
+    move |image: &str| {
+        let named = without_admitted_digest(image);
+        if named != image && wanted.contains(named) {
+            named.to_owned()
+        } else {
+            image.to_owned()
+        }
+    }
+}
+
+fn images_of(pod: Option<&PodSpec>) -> BTreeSet<&str> {
+    pod.into_iter()
+        .flat_map(|p| {
+            p.containers
+                .iter()
+                .chain(p.init_containers.iter().flatten())
+        })
+        .filter_map(|c| c.image.as_deref())
+        .collect()
+}
+
+fn template_of(job: &Job) -> Option<&PodSpec> {
+    job.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+}
+
 /// The [`Provenance`] of `job` against the Job the gate would create (`wanted`) for the resource
-/// of uid `owner_uid`: its controller reference, and its containers' and init containers' names,
-/// images, commands, arguments and environment, and its volumes' names (what decides what the
-/// Job writes; fields the API server defaults are not compared). A live image is taken as the
-/// wanted one when it is that tagged reference with a digest added ([`without_admitted_digest`]);
-/// a wanted image pinned by digest must match exactly.
+/// of uid `owner_uid`: its controller reference, and its pod template's [`pod_shape`]. A live
+/// image is taken as the wanted one when it is that tagged reference with a digest added
+/// ([`without_admitted_digest`]); a wanted image pinned by digest must match exactly.
 fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
     let controlled = owner_uid.is_some_and(|uid| {
         crate::apply::controlled_by(job.metadata.owner_references.as_ref(), uid)
@@ -244,61 +346,22 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
     if !controlled {
         return Provenance::Foreign;
     }
-    let wanted_images: BTreeSet<&str> = wanted
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .into_iter()
-        .flat_map(|p| {
-            p.containers
-                .iter()
-                .chain(p.init_containers.iter().flatten())
-        })
-        .filter_map(|c| c.image.as_deref())
-        .collect();
-    let admitted = |image: &str| -> String {
-        let named = without_admitted_digest(image);
-        if named != image && wanted_images.contains(named) {
-            named.to_owned()
-        } else {
-            image.to_owned()
-        }
-    };
-    let shape = |j: &Job, image: &dyn Fn(&str) -> String| {
-        let pod = j.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-        let containers = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| {
-            list.into_iter()
-                .flatten()
-                .map(|c| {
-                    (
-                        c.name.clone(),
-                        c.image.as_deref().map(image),
-                        c.command.clone(),
-                        c.args.clone(),
-                        c.env
-                            .iter()
-                            .flatten()
-                            .map(|e| (e.name.clone(), e.value.clone()))
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        (
-            containers(pod.map(|p| &p.containers)),
-            containers(pod.and_then(|p| p.init_containers.as_ref())),
-            pod.and_then(|p| p.volumes.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|v| v.name.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
-    if shape(job, &admitted) == shape(wanted, &str::to_owned) {
+    let wanted_images = images_of(template_of(wanted));
+    if pod_shape(template_of(job), &admitted_as(&wanted_images))
+        == pod_shape(template_of(wanted), &str::to_owned)
+    {
         Provenance::Ours
     } else {
         Provenance::Outdated
     }
+}
+
+/// Whether `pod` runs what `job`'s template says (a pod another webhook changed, or one created
+/// by hand with the Job's labels and owner, does not).
+fn runs_template(pod: &Pod, job: &Job) -> bool {
+    let template = template_of(job);
+    let images = images_of(template);
+    pod_shape(pod.spec.as_ref(), &admitted_as(&images)) == pod_shape(template, &str::to_owned)
 }
 
 fn failed(image: &str, policy: &str, message: String) -> GateResult {
@@ -581,7 +644,8 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), ScanGateError> {
 /// Job deleted and recreated under the same name leaves pods of the old one behind for a while).
 pub const JOB_UID_LABELS: [&str; 2] = ["batch.kubernetes.io/controller-uid", "controller-uid"];
 
-/// The pods of `job`, found by its uid (none when it has no uid).
+/// The pods of `job`, found by its uid and kept only when the Job is their controller (a label
+/// anyone may set; the Job controller sets both), none when it has no uid.
 async fn job_pods(client: &Client, namespace: &str, job: &Job) -> Result<Vec<Pod>, ReadError> {
     let Some(uid) = job.uid() else {
         return Ok(Vec::new());
@@ -593,7 +657,10 @@ async fn job_pods(client: &Client, namespace: &str, job: &Job) -> Result<Vec<Pod
             .list(&ListParams::default().labels(&format!("{label}={uid}")))
             .await
             .map_err(ReadError::of(format!("pods of Job {namespace}/{job_name}")))?
-            .items;
+            .items
+            .into_iter()
+            .filter(|p| crate::apply::controlled_by(p.metadata.owner_references.as_ref(), &uid))
+            .collect::<Vec<_>>();
         if !items.is_empty() {
             return Ok(items);
         }
@@ -648,7 +715,19 @@ async fn read_summary(
         return Ok(Err("the Job has no uid".into()));
     }
     let items = job_pods(client, namespace, job).await?;
-    let messages: Vec<&str> = items
+    let faithful: Vec<&Pod> = items.iter().filter(|p| runs_template(p, job)).collect();
+    if faithful.is_empty() && !items.is_empty() {
+        return Ok(Err(format!(
+            "no pod of the Job runs its template's containers ({} differ: changed by another \
+             admission webhook, or not created by the Job controller)",
+            items
+                .iter()
+                .map(|p| p.name_any())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let messages: Vec<&str> = faithful
         .iter()
         .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
         .flatten()
@@ -740,6 +819,51 @@ mod tests {
             ),
             Provenance::Outdated
         );
+    }
+
+    /// A Job made beforehand under the wanted name, with a controller reference to the resource
+    /// (which needs no permission), is ours only if its pods would write what ours would: an
+    /// `envFrom` (scanner settings from a ConfigMap), another volume source or mount is not; the
+    /// modes the API server defaults are.
+    #[test]
+    fn a_job_made_beforehand_must_match_in_env_from_volumes_and_mounts() {
+        let job = |change: &dyn Fn(&mut serde_json::Value)| -> Job {
+            let mut v = serde_json::json!({
+                "metadata": {"name": "fk-scan-1", "ownerReferences": [{"apiVersion": "facekey.dev/v1alpha1",
+                    "kind": "FaceKeyDeployment", "name": "fk", "uid": "u1", "controller": true}]},
+                "spec": {"template": {"spec": {
+                    "containers": [{"name": "trivy", "image": "trivy:1",
+                        "volumeMounts": [{"name": "cache", "mountPath": "/cache"},
+                                         {"name": "pull-secret-0", "mountPath": "/p", "readOnly": true}]}],
+                    "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "4Gi"}},
+                                {"name": "pull-secret-0", "secret": {"secretName": "regcred"}}]}}},
+            });
+            change(&mut v["spec"]["template"]["spec"]);
+            serde_json::from_value(v).unwrap()
+        };
+        let wanted = job(&|_| {});
+        let as_stored = job(&|p| p["volumes"][1]["secret"]["defaultMode"] = 420.into());
+        assert_eq!(
+            provenance(&as_stored, &wanted, Some("u1")),
+            Provenance::Ours
+        );
+        let changes: [&dyn Fn(&mut serde_json::Value); 4] = [
+            &|p| {
+                p["containers"][0]["envFrom"] = serde_json::json!([{"configMapRef": {"name": "x"}}])
+            },
+            &|p| {
+                p["volumes"][0] = serde_json::json!({"name": "cache", "hostPath": {"path": "/db"}})
+            },
+            &|p| p["containers"][0]["volumeMounts"][1]["readOnly"] = false.into(),
+            &|p| p["volumes"][1]["secret"]["secretName"] = "other".into(),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            assert_eq!(
+                provenance(&job(change), &wanted, Some("u1")),
+                Provenance::Outdated,
+                "change {i}"
+            );
+        }
     }
 
     #[test]

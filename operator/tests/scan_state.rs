@@ -286,6 +286,47 @@ async fn the_result_pod_is_found_by_the_jobs_uid_not_its_name() {
     assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 0);
 }
 
+/// The Job's uid is readable and its pods' labels can be set by anyone who may create pods in
+/// the namespace: a pod with those labels (or even a controller reference to the Job) saying the
+/// image is clean is not the scan's result unless the Job controls it and it runs the Job's
+/// template.
+#[tokio::test]
+async fn a_forged_result_pod_is_not_the_scans_result() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    let clean = scan_summary_of("runtime-0.1.0-pass.json", IMG1);
+    h.forged_scan_pod(&job, &clean, false).await;
+    h.forged_scan_pod(&job, &clean, true).await;
+    h.complete_scan(&job, "runtime-0.2.0-fail.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into()),
+        "{:?}",
+        cond_message(&fkd, "ScanGatePassed")
+    );
+    assert!(h.deployment("fk").await.is_none());
+
+    // With only forged pods left (the Job's own gone), the scan fails closed and says why.
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    h.forged_scan_pod(&job, &clean, true).await;
+    h.finish_job(&job, true).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    let message = cond_message(&fkd, "ScanGatePassed");
+    assert!(message.contains("runs its template"), "{message}");
+    assert!(h.deployment("fk").await.is_none());
+}
+
 #[tokio::test]
 async fn a_succeeded_job_whose_pods_are_gone_fails_closed() {
     let h = harness(&[]).await;

@@ -297,6 +297,12 @@ pub fn scan_job(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    // A mesh's sidecar never exits, so the Job would never complete; and the
+                    // result is read only from a pod that runs exactly this template.
+                    annotations: Some(BTreeMap::from([
+                        ("sidecar.istio.io/inject".to_owned(), "false".to_owned()),
+                        ("linkerd.io/inject".to_owned(), "disabled".to_owned()),
+                    ])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

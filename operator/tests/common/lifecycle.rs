@@ -69,7 +69,16 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
-fn pod_body(job: &str, job_uid: &str, owner: bool, exit_code: i32, message: Option<&str>) -> Pod {
+/// A pod of `job` (uid `job_uid`) running `spec`, the Job's pod template as the Job controller
+/// copies it.
+fn pod_body(
+    job: &str,
+    job_uid: &str,
+    owner: bool,
+    spec: Value,
+    exit_code: i32,
+    message: Option<&str>,
+) -> Pod {
     let name = format!("{job}-{}", random_suffix());
     let mut terminated = json!({"exitCode": exit_code,
         "reason": if exit_code == 0 { "Completed" } else { "Error" }});
@@ -88,7 +97,7 @@ fn pod_body(job: &str, job_uid: &str, owner: bool, exit_code: i32, message: Opti
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta,
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "summary", "image": "op"}]},
+        "spec": spec,
         "status": {"phase": if exit_code == 0 { "Succeeded" } else { "Failed" },
             "containerStatuses": [{
                 "name": "summary", "image": "op", "imageID": "", "ready": false, "restartCount": 0,
@@ -96,6 +105,11 @@ fn pod_body(job: &str, job_uid: &str, owner: bool, exit_code: i32, message: Opti
             }]},
     }))
     .unwrap()
+}
+
+/// The pod template's spec of `job`, as its pods run it.
+pub fn template_spec(job: &Job) -> Value {
+    serde_json::to_value(&job.spec.as_ref().unwrap().template.spec).unwrap()
 }
 
 impl Harness {
@@ -107,18 +121,15 @@ impl Harness {
     /// Job finishes at the test clock's time. Returns the pod's (random) name.
     pub async fn run_scan_job(&self, job: &str, outcome: ScanOutcome) -> String {
         let jobs = self.api::<Job>();
-        let uid = jobs
-            .get(job)
-            .await
-            .unwrap()
-            .uid()
-            .expect("the API server set a uid");
+        let live = jobs.get(job).await.unwrap();
+        let uid = live.uid().expect("the API server set a uid");
+        let spec = template_spec(&live);
         let (exit, message) = match &outcome {
             ScanOutcome::Summary(m) => (0, Some(m.as_str())),
             ScanOutcome::NoMessage => (0, None),
             ScanOutcome::Failed | ScanOutcome::InitFailed { .. } => (1, None),
         };
-        let mut pod = pod_body(job, &uid, true, exit, message);
+        let mut pod = pod_body(job, &uid, true, spec, exit, message);
         if let ScanOutcome::InitFailed { container, message } = &outcome {
             let mut status: Value = serde_json::to_value(pod.status.take()).unwrap();
             status["initContainerStatuses"] = json!([{
@@ -133,33 +144,45 @@ impl Harness {
             .create(&PostParams::default(), &pod)
             .await
             .unwrap();
+        let failed = matches!(
+            outcome,
+            ScanOutcome::Failed | ScanOutcome::InitFailed { .. }
+        );
+        self.finish_job(job, !failed).await;
+        name
+    }
+
+    /// Play the Job controller: `job` finished (succeeded or failed) at the test clock's time,
+    /// whatever pods it has.
+    pub async fn finish_job(&self, job: &str, succeeded: bool) {
         let at = self.now_string();
-        let status = match outcome {
-            ScanOutcome::Failed | ScanOutcome::InitFailed { .. } => json!({
+        let status = if !succeeded {
+            json!({
             "failed": 2, "startTime": at,
             "conditions": [
                 {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
                  "message": "Job has reached the specified backoff limit", "lastTransitionTime": at},
                 {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                  "message": "Job has reached the specified backoff limit", "lastTransitionTime": at},
-            ]}),
-            _ => json!({
+            ]})
+        } else {
+            json!({
             "succeeded": 1, "startTime": at, "completionTime": at,
             "conditions": [
                 {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
                  "lastTransitionTime": at},
                 {"type": "Complete", "status": "True", "reason": "CompletionsReached",
                  "lastTransitionTime": at},
-            ]}),
+            ]})
         };
-        jobs.patch_status(
-            job,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .unwrap();
-        name
+        self.api::<Job>()
+            .patch_status(
+                job,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap();
     }
 
     /// Play the TTL-after-finished controller at the test clock's time: delete every finished Job
@@ -196,14 +219,48 @@ impl Harness {
     /// A pod of an earlier Job named `job` (another uid) that background deletion has not removed
     /// yet, whose summary container ended with `message`. Returns its name.
     pub async fn leftover_pod_of_earlier_job(&self, job: &str, message: &str) -> String {
+        let spec = match self.api::<Job>().get_opt(job).await.unwrap() {
+            Some(live) => template_spec(&live),
+            None => {
+                json!({"restartPolicy": "Never", "containers": [{"name": "summary", "image": "op"}]})
+            }
+        };
         let pod = pod_body(
             job,
             "0d1e2f3a-old0-4b5c-8d9e-0f1a2b3c4d5e",
             false,
+            spec,
             0,
             Some(message),
         );
         let name = pod.name_any();
+        self.api::<Pod>()
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap();
+        name
+    }
+
+    /// A pod someone who may create pods in the namespace made to pass as `job`'s result: named
+    /// `job` (sorting before the Job controller's `<job>-xxxxx`), with the Job's uid label and a
+    /// summary container that exited 0 with `message`. With `owned`, it also names the Job as its
+    /// controller (no permission needed) but runs another summary image. Returns its name.
+    pub async fn forged_scan_pod(&self, job: &str, message: &str, owned: bool) -> String {
+        let live = self.api::<Job>().get(job).await.unwrap();
+        let uid = live.uid().unwrap();
+        let mut spec = template_spec(&live);
+        let mut pod = if owned {
+            spec["containers"][0]["image"] = json!("registry.example/any-summary:latest");
+            pod_body(job, &uid, true, spec, 0, Some(message))
+        } else {
+            pod_body(job, &uid, false, spec, 0, Some(message))
+        };
+        let name = if owned {
+            format!("{job}-0")
+        } else {
+            job.to_owned()
+        };
+        pod.metadata.name = Some(name.clone());
         self.api::<Pod>()
             .create(&PostParams::default(), &pod)
             .await
