@@ -21,7 +21,7 @@ use crate::audit::{self, AuditDetail};
 use crate::store::postgres::PgStore;
 use crate::store::{
     NewTemplate, QuotaOf, StoreError, Subject, SubjectRecord, Template, TemplateIndex,
-    TemplateStore,
+    TemplateStore, UnreadableTemplate,
 };
 
 /// How often the change listener retries after losing the database.
@@ -127,6 +127,20 @@ impl std::fmt::Debug for Enrolments {
     }
 }
 
+/// What the templates left out of the index because they do not open here say, or `None`.
+fn unreadable_summary(unreadable: &[UnreadableTemplate]) -> Option<String> {
+    let first = unreadable.first()?;
+    Some(format!(
+        "{} stored template(s) do not open with this replica's template keys and are left out \
+         of matching here (first: template {} of subject {}: {}); restart the replica with the \
+         current key file",
+        unreadable.len(),
+        first.id,
+        first.subject_id,
+        first.reason
+    ))
+}
+
 impl Enrolments {
     /// Load every subject from `store` into a new index matching `model` embeddings of `dim`
     /// values. Fails when the store cannot be read or a template does not decrypt.
@@ -145,6 +159,10 @@ impl Enrolments {
             creating: Mutex::new(HashMap::new()),
         };
         this.reload().await?;
+        // A key must never be missing at start-up: the replica would run without some faces.
+        if let Some(message) = unreadable_summary(&this.store.unreadable()) {
+            return Err(StoreError::Malformed(message));
+        }
         Ok(this)
     }
 
@@ -164,6 +182,20 @@ impl Enrolments {
         Ok(stored.map(|s| s.created_by))
     }
 
+    /// Make sure the index has subject `id` if the shared store does: a subject another replica
+    /// created (or enrolled) a moment ago, whose notification has not arrived yet, is read from
+    /// the store (one indexed query; ids that are not canonical UUIDs are never looked up), so a
+    /// client that creates a subject and enrols it through another replica behind the same
+    /// Service is not told the subject does not exist. A failed read leaves the index as it was.
+    pub async fn catch_up(&self, id: &str) {
+        if self.store.kind() != "postgresql" || self.index.get(id).is_some() {
+            return;
+        }
+        if let Err(e) = self.refresh_subject(id).await {
+            tracing::debug!(subject = id, error = %e, "reading a subject missing from the index failed");
+        }
+    }
+
     /// Where the data lives, for logs.
     pub fn describe(&self) -> String {
         self.store.describe()
@@ -176,7 +208,10 @@ impl Enrolments {
 
     /// The store's health.
     pub fn health(&self) -> StoreHealth {
-        let unsynced = self.unsynced().clone();
+        let unsynced = self
+            .unsynced()
+            .clone()
+            .or_else(|| unreadable_summary(&self.store.unreadable()));
         let error = self.error.lock().map(|e| e.clone()).unwrap_or_default();
         StoreHealth {
             available: self.available.load(Ordering::Relaxed) && unsynced.is_none(),
@@ -184,6 +219,11 @@ impl Enrolments {
             error: error.or(unsynced),
             reloads: self.reloads.load(Ordering::Relaxed),
         }
+    }
+
+    /// How many stored templates this replica's keys do not open ([`TemplateStore::unreadable`]).
+    pub fn unreadable_templates(&self) -> usize {
+        self.store.unreadable().len()
     }
 
     fn unsynced(&self) -> MutexGuard<'_, Option<String>> {

@@ -183,6 +183,8 @@ pub struct Metrics {
     pub inferences_queued: IntGauge,
     /// 1 while the template store is reachable, 0 while writes are refused.
     pub store_up: IntGauge,
+    /// Stored templates this replica's keys do not open, left out of its index.
+    pub store_unreadable_templates: IntGauge,
     /// Subjects in this replica's index.
     pub enrolled_subjects: IntGauge,
     /// Serving-model templates in this replica's index.
@@ -447,6 +449,11 @@ impl Metrics {
             "1 while the template store is reachable; 0 while writes are refused (reads are served \
              from the index).",
         )?;
+        let store_unreadable_templates = IntGauge::new(
+            "facekey_store_unreadable_templates",
+            "Stored templates that no template key of this replica opens (sealed with a key its \
+             key file lacks, or damaged): left out of its index, never matched.",
+        )?;
         let enrolled_subjects = IntGauge::new(
             "facekey_enrolled_subjects",
             "Enrolled subjects in this replica's template index.",
@@ -520,6 +527,7 @@ impl Metrics {
             Box::new(inferences_in_flight.clone()),
             Box::new(inferences_queued.clone()),
             Box::new(store_up.clone()),
+            Box::new(store_unreadable_templates.clone()),
             Box::new(enrolled_subjects.clone()),
             Box::new(enrolled_templates.clone()),
             Box::new(enrolled_subjects_limit.clone()),
@@ -628,6 +636,7 @@ impl Metrics {
             inferences_in_flight,
             inferences_queued,
             store_up,
+            store_unreadable_templates,
             enrolled_subjects,
             enrolled_templates,
             enrolled_subjects_limit,

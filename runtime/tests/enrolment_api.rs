@@ -442,7 +442,17 @@ async fn followed_replicas(
     Arc<Enrolments>,
     tokio::task::JoinHandle<()>,
 ) {
-    let replicas = Replicas::new(pg);
+    followed_from(&Replicas::new(pg)).await
+}
+
+/// [`followed_replicas`] of `replicas` (whose key a third replica can share).
+async fn followed_from(
+    replicas: &Replicas,
+) -> (
+    Arc<Enrolments>,
+    Arc<Enrolments>,
+    tokio::task::JoinHandle<()>,
+) {
     let a = replicas.connect().await;
     let b = replicas.connect().await;
     let on_a = Arc::new(Enrolments::open(Arc::new(a), "m", 2).await.unwrap());
@@ -643,64 +653,150 @@ async fn a_silently_dead_listener_is_noticed_and_the_index_catches_up() {
     follower.abort();
 }
 
-/// A template that stops decrypting (written under a key this replica does not hold, as a
-/// mis-ordered key rotation leaves it) makes the other replica's resynchronisation fail. It then
-/// reports its store unavailable (`/readyz`, `facekey_store_up`, the store-down alert) instead
-/// of serving a frozen index as healthy, in which subjects deleted elsewhere still verify, and
-/// recovers once the record is readable again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_index_that_cannot_resynchronise_reports_its_store_unavailable() {
+/// A subject created through one replica is known to another before its notification arrives
+/// (here, never: the other replica does not follow), so create-then-enrol behind one Service,
+/// each request on another replica, does not answer `subject_not_found`.
+#[tokio::test]
+async fn a_subject_just_created_elsewhere_is_read_from_the_store() {
     let pg = PgServer::start();
-    let (on_a, on_b, follower) = followed_replicas(&pg).await;
-    let subject = on_a
+    let replicas = Replicas::new(&pg);
+    let on_a = Arc::new(
+        Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
+            .await
+            .unwrap(),
+    );
+    let on_b = Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
+        .await
+        .unwrap();
+    let ada = on_a
         .create_subject("Ada", Creator::default())
         .await
         .unwrap();
-    let template = NewTemplate {
+    on_a.add_template(
+        &ada.id,
+        NewTemplate {
+            model: "m".into(),
+            embedding: vec![1.0, 0.0],
+            quality: Some(0.9),
+            enrolled_by: None,
+        },
+        Creator::default(),
+    )
+    .await
+    .unwrap();
+    assert!(on_b.index().get(&ada.id).is_none());
+    on_b.catch_up(&ada.id).await;
+    let (subject, faces) = on_b.index().get(&ada.id).expect("read from the store");
+    assert_eq!((subject.name.as_str(), faces.len()), ("Ada", 1));
+    // Unknown ids stay unknown, and ids no UUID spells are not looked up at all.
+    on_b.catch_up(&uuid::Uuid::new_v4().to_string()).await;
+    on_b.catch_up("../etc/passwd").await;
+    assert_eq!(on_b.index().stats().subjects, 1);
+    assert!(on_b.health().available);
+}
+
+/// A template that stops decrypting (written under a key this replica does not hold, as a
+/// mis-ordered key rotation leaves it) is left out of the other replica's index, which reports
+/// its store unavailable (`/readyz`, `facekey_store_up`, the store-down alert) naming it, and
+/// keeps following every other change: a subject deleted elsewhere stops verifying there at
+/// once. (It used to stop following altogether until restarted, deletions included.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_does_not_open_here_stops_no_other_change() {
+    let pg = PgServer::start();
+    let replicas = Replicas::new(&pg);
+    let (on_a, on_b, follower) = followed_from(&replicas).await;
+    let template = |v: f32| NewTemplate {
         model: "m".into(),
-        embedding: vec![1.0, 0.0],
+        embedding: vec![v, 1.0 - v],
         quality: Some(0.9),
         enrolled_by: None,
     };
-    on_a.add_template(&subject.id, template, Creator::default())
+    let ada = on_a
+        .create_subject("Ada", Creator::default())
         .await
         .unwrap();
+    on_a.add_template(&ada.id, template(1.0), Creator::default())
+        .await
+        .unwrap();
+    let eve = on_a
+        .create_subject("Eve", Creator::default())
+        .await
+        .unwrap();
+    on_a.add_template(&eve.id, template(0.0), Creator::default())
+        .await
+        .unwrap();
+    let faces_on_b = |id: &str| on_b.index().get(id).map(|(_, t)| t.len());
     assert!(
-        eventually(Duration::from_secs(5), || on_b
-            .index()
-            .get(&subject.id)
-            .is_some_and(|(_, templates)| templates.len() == 1))
+        eventually(Duration::from_secs(5), || faces_on_b(&ada.id) == Some(1)
+            && faces_on_b(&eve.id) == Some(1))
         .await,
-        "the face never reached b"
+        "the faces never reached b"
     );
     assert!(on_b.health().available);
     let key_id = pg.psql("SELECT DISTINCT key_id FROM facekey_templates");
-    pg.psql("UPDATE facekey_templates SET key_id = 'rotated-away'");
+    let key_id = key_id.trim();
+    pg.psql(&format!(
+        "UPDATE facekey_templates SET key_id = 'rotated-away' WHERE subject_id = '{}'",
+        ada.id
+    ));
     pg.psql(&format!(
         "SELECT pg_notify('facekey_changes', '{}')",
-        subject.id
+        ada.id
     ));
     assert!(
         eventually(Duration::from_secs(10), || !on_b.health().available).await,
-        "b kept reporting a store it cannot resynchronise from as available"
+        "b kept reporting a store whose template it cannot open as available"
     );
     let error = on_b.health().error.unwrap_or_default();
     assert!(
-        error.starts_with("resynchronise the template index"),
+        error.contains("1 stored template(s) do not open") && error.contains("rotated-away"),
         "{error}"
     );
-    // A successful write elsewhere does not make the frozen index look healthy.
-    on_b.create_subject("Eve", Creator::default())
+    assert_eq!(faces_on_b(&ada.id), Some(0), "never matched garbage");
+    // Every other change still reaches b: a deletion at once, a new face too.
+    assert!(on_a.delete_subject(&eve.id).await.unwrap());
+    assert!(
+        eventually(Duration::from_secs(5), || faces_on_b(&eve.id).is_none()).await,
+        "a subject deleted on a still verifies on b"
+    );
+    let cy = on_a.create_subject("Cy", Creator::default()).await.unwrap();
+    on_a.add_template(&cy.id, template(0.5), Creator::default())
         .await
         .unwrap();
-    assert!(!on_b.health().available);
-    pg.psql(&format!("UPDATE facekey_templates SET key_id = '{key_id}'"));
     assert!(
-        eventually(Duration::from_secs(20), || on_b.health().available).await,
-        "b never resynchronised: {:?}",
+        eventually(Duration::from_secs(5), || faces_on_b(&cy.id) == Some(1)).await,
+        "a face enrolled on a never reached b"
+    );
+    assert!(!on_b.health().available);
+    // Readable again (the key back in the file, here the row): healthy with its next change.
+    pg.psql(&format!(
+        "UPDATE facekey_templates SET key_id = '{key_id}' WHERE subject_id = '{}'",
+        ada.id
+    ));
+    pg.psql(&format!(
+        "SELECT pg_notify('facekey_changes', '{}')",
+        ada.id
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || on_b.health().available).await,
+        "b never recovered: {:?}",
         on_b.health()
     );
+    assert_eq!(faces_on_b(&ada.id), Some(1));
     assert!(on_b.health().error.is_none());
+    // A replica starting while a template does not open refuses to start, naming it.
+    pg.psql(&format!(
+        "UPDATE facekey_templates SET key_id = 'rotated-away' WHERE subject_id = '{}'",
+        ada.id
+    ));
+    let err = Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("do not open") && err.contains(&ada.id),
+        "{err}"
+    );
     follower.abort();
 }
 

@@ -285,6 +285,7 @@ pub async fn enrol(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let enroller = enroller(&state, caller.as_ref());
+    state.enrolments.catch_up(&id).await;
     let enrolled =
         check_subject(&state, &id, enroller).inspect_err(|e| refused(&state, enroller, e))?;
     if enrolled.is_empty() {

@@ -101,6 +101,8 @@ fn scrape(state: &SharedState, public: bool) -> Result<Response, ApiError> {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         m.store_up
             .set(i64::from(state.enrolments.health().available));
+        m.store_unreadable_templates
+            .set(gauge(state.enrolments.unreadable_templates()));
         m.enrolled_subjects.set(gauge(stats.subjects));
         m.enrolled_templates.set(gauge(stats.templates));
         m.enrolled_subjects_limit

@@ -355,6 +355,7 @@ pub async fn get(
     State(state): State<SharedState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SubjectDetail>, ApiError> {
+    state.enrolments.catch_up(&id).await;
     let (subject, templates) = state
         .enrolments
         .index()

@@ -318,11 +318,30 @@ pub trait TemplateStore: Send + Sync + 'static {
     async fn delete_template(&self, subject_id: &str, template_id: &str) -> Result<(), StoreError>;
     /// Rename a subject (the name validated as at creation); returns the stored name.
     async fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError>;
-    /// Every subject with its decrypted templates (start-up and resynchronisation). Fails on a
-    /// template no loaded key opens: a wrong key must stop start-up, never match garbage.
+    /// Every subject with its decrypted templates (start-up and resynchronisation). A template
+    /// no loaded key opens either fails the load, or (a store shared by replicas) is left out
+    /// and named by [`TemplateStore::unreadable`]: never matched, and [`crate::enrolments`]
+    /// refuses to start with any.
     async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError>;
-    /// One subject with its decrypted templates, or `None`.
+    /// One subject with its decrypted templates, or `None` (unreadable templates as in
+    /// [`TemplateStore::load_all`]).
     async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError>;
+    /// The templates the loads so far left out because they do not open here (a shared store
+    /// only: another replica sealed them with a key this replica's key file lacks).
+    fn unreadable(&self) -> Vec<UnreadableTemplate> {
+        Vec::new()
+    }
+}
+
+/// A stored template that does not open with this replica's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableTemplate {
+    /// Template id.
+    pub id: String,
+    /// Its subject.
+    pub subject_id: String,
+    /// Why (the key id it names, or the damage).
+    pub reason: String,
 }
 
 /// Check a template before it is stored.

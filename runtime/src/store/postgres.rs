@@ -5,6 +5,7 @@
 //! `runtime/migrations/` are applied at start-up under an advisory lock (sqlx's migrator), so
 //! replicas starting together apply each one exactly once.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,8 +15,8 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
 use super::{
-    NewTemplate, QuotaOf, StoreError, SubjectRecord, Template, TemplateStore, validate_name,
-    validate_template,
+    NewTemplate, QuotaOf, StoreError, SubjectRecord, Template, TemplateStore, UnreadableTemplate,
+    validate_name, validate_template,
 };
 
 /// The channel every write notifies, with the changed subject's id as payload.
@@ -84,6 +85,10 @@ pub struct PgStore {
     keys: TemplateKeys,
     max_faces: usize,
     described: String,
+    /// Templates the last loads left out because they do not open here, by subject
+    /// ([`TemplateStore::unreadable`]).
+    /// Shared by clones (the change listener's).
+    unreadable: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<UnreadableTemplate>>>>,
 }
 
 /// The URL with its password (and any query parameters) removed, for logs and errors.
@@ -318,6 +323,7 @@ impl PgStore {
             keys,
             max_faces,
             described,
+            unreadable: std::sync::Arc::default(),
         };
         // In the background: a large store takes a while, and start-up (the index load, the
         // listener) need not wait for it; the old key opens what is not sealed again yet.
@@ -518,8 +524,12 @@ impl PgStore {
         })
     }
 
-    /// One subject's templates (the full reload reads every subject's in its own transaction).
-    async fn templates(&self, subject: &str) -> Result<Vec<Template>, StoreError> {
+    /// One subject's templates (the full reload reads every subject's in its own transaction),
+    /// and those that do not open here ([`Self::opened`]).
+    async fn templates(
+        &self,
+        subject: &str,
+    ) -> Result<(Vec<Template>, Vec<UnreadableTemplate>), StoreError> {
         let rows = sqlx::query(concat!(
             template_columns!(),
             " WHERE subject_id = $1::uuid ORDER BY created_at, id"
@@ -528,7 +538,40 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("load templates"))?;
-        rows.iter().map(|r| self.template_of(r)).collect()
+        self.opened(&rows)
+    }
+
+    /// The templates of `rows`, and apart those no key of this replica opens (sealed with a key
+    /// its key file lacks, or damaged): one such row must not stop every other change, deletions
+    /// included, from reaching the index, and it is never matched.
+    fn opened(
+        &self,
+        rows: &[PgRow],
+    ) -> Result<(Vec<Template>, Vec<UnreadableTemplate>), StoreError> {
+        let (mut opened, mut unreadable) = (Vec::new(), Vec::new());
+        for row in rows {
+            match self.template_of(row) {
+                Ok(t) => opened.push(t),
+                Err(e @ (StoreError::Key(_) | StoreError::Malformed(_))) => {
+                    let get = |c: &str| row.try_get::<String, _>(c).unwrap_or_default();
+                    unreadable.push(UnreadableTemplate {
+                        id: get("id"),
+                        subject_id: get("subject_id"),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((opened, unreadable))
+    }
+
+    fn unreadable_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<UnreadableTemplate>>> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -756,10 +799,12 @@ impl TemplateStore for PgStore {
             .await
             .map_err(db_err("load templates"))?;
         tx.commit().await.map_err(&err)?;
-        let mut templates = template_rows
-            .iter()
-            .map(|r| self.template_of(r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (mut templates, unreadable) = self.opened(&template_rows)?;
+        let mut left_out: BTreeMap<String, Vec<UnreadableTemplate>> = BTreeMap::new();
+        for u in unreadable {
+            left_out.entry(u.subject_id.clone()).or_default().push(u);
+        }
+        *self.unreadable_map() = left_out;
         let mut by_subject: std::collections::HashMap<String, Vec<Template>> =
             std::collections::HashMap::new();
         for t in templates.drain(..) {
@@ -779,6 +824,10 @@ impl TemplateStore for PgStore {
             .collect()
     }
 
+    fn unreadable(&self) -> Vec<UnreadableTemplate> {
+        self.unreadable_map().values().flatten().cloned().collect()
+    }
+
     async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
         let Some(id) = parse_id(id) else {
             return Ok(None);
@@ -793,9 +842,15 @@ impl TemplateStore for PgStore {
         .await
         .map_err(db_err("load subject"))?;
         let Some(row) = row else {
+            self.unreadable_map().remove(&id);
             return Ok(None);
         };
-        let templates = self.templates(&id).await?;
+        let (templates, unreadable) = self.templates(&id).await?;
+        if unreadable.is_empty() {
+            self.unreadable_map().remove(&id);
+        } else {
+            self.unreadable_map().insert(id.clone(), unreadable);
+        }
         Ok(Some(SubjectRecord {
             name: row.try_get("name").map_err(db_err("load subject"))?,
             created_at: row.try_get("created_at").map_err(db_err("load subject"))?,
