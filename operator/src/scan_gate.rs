@@ -208,6 +208,9 @@ enum Provenance {
     /// Controlled by the resource, but running other containers (another operator version,
     /// other scanner settings).
     Outdated,
+    /// Controlled by a deleted FaceKeyDeployment of this name (this one was created again
+    /// under its name, as a forced GitOps sync does): the garbage collector is removing it.
+    Predecessor,
     /// Not controlled by the resource (made by someone else).
     Foreign,
 }
@@ -217,7 +220,7 @@ enum Provenance {
 /// `repo:tag@sha256:…` in every Job they admit. Without this every scan Job would look outdated,
 /// be deleted and created again, and the gate would wait forever. A reference pinned only by
 /// digest (`repo@sha256:…`) is kept as it is.
-fn without_admitted_digest(image: &str) -> &str {
+pub(crate) fn without_admitted_digest(image: &str) -> &str {
     match image.split_once('@') {
         Some((named, _))
             if named
@@ -340,11 +343,19 @@ fn template_of(job: &Job) -> Option<&PodSpec> {
 /// image is taken as the wanted one when it is that tagged reference with a digest added
 /// ([`without_admitted_digest`]); a wanted image pinned by digest must match exactly.
 fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
-    let controlled = owner_uid.is_some_and(|uid| {
-        crate::apply::controlled_by(job.metadata.owner_references.as_ref(), uid)
-    });
-    if !controlled {
-        return Provenance::Foreign;
+    let refs = job.metadata.owner_references.as_deref().unwrap_or_default();
+    let instance = wanted
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.name.as_str())
+        .unwrap_or_default();
+    match owner_uid.map(|uid| crate::apply::standing(refs, uid, instance)) {
+        Some(crate::apply::Standing::Owned) => {}
+        Some(crate::apply::Standing::Predecessor) => return Provenance::Predecessor,
+        _ => return Provenance::Foreign,
     }
     let wanted_images = images_of(template_of(wanted));
     if pod_shape(template_of(job), &admitted_as(&wanted_images))
@@ -543,6 +554,15 @@ async fn from_reports(
                 ),
             )
             .requeue(Duration::from_secs(300)));
+        }
+        // The previous resource's, on its way out: its verdict is not this one's, and it is
+        // not someone else's either. Scan once it is gone.
+        Provenance::Predecessor => {
+            return Ok(GateResult::state(GateState::Pending(format!(
+                "scan Job {job_name} belongs to a deleted FaceKeyDeployment of this name; \
+                 waiting for the garbage collector to remove it, then scanning {image}"
+            )))
+            .requeue(Duration::from_secs(10)));
         }
         // Ours, but made by another operator version or scanner setting: scan again.
         Provenance::Outdated => {

@@ -303,7 +303,7 @@ fn ready_condition(o: &Observed<'_>, view: Option<&DeploymentView>) -> Decided {
             "the runtime Deployment does not exist yet",
         );
     };
-    if v.image.as_deref() != o.admitted {
+    if !runs_admitted(v.image.as_deref(), o.admitted) {
         return Decided::new(
             READY,
             false,
@@ -389,13 +389,17 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
             _,
         ) => Some((*category, format!("retrying: {message}"))),
         (_, GateState::Pending(m), _) => Some(("ScanPending", m.clone())),
-        (_, _, Some(v)) if !v.rollout_complete() || v.image.as_deref() != o.admitted => Some((
-            "RollingOut",
-            format!(
-                "{}/{} replicas updated, {} available",
-                v.updated, v.desired, v.available
-            ),
-        )),
+        (_, _, Some(v))
+            if !v.rollout_complete() || !runs_admitted(v.image.as_deref(), o.admitted) =>
+        {
+            Some((
+                "RollingOut",
+                format!(
+                    "{}/{} replicas updated, {} available",
+                    v.updated, v.desired, v.available
+                ),
+            ))
+        }
         (_, _, None) => Some((
             "NoDeployment",
             "the runtime Deployment does not exist yet".to_owned(),
@@ -921,10 +925,40 @@ pub fn transition_events(
     events
 }
 
+/// Whether the Deployment's image `live` is the admitted one: the same reference, or the admitted
+/// tag with a digest an image policy added at admission (Kyverno's `verifyImages` rewrites
+/// `repo:tag` to `repo:tag@sha256:…`), which runs the tag as it resolved then.
+fn runs_admitted(live: Option<&str>, admitted: Option<&str>) -> bool {
+    match (live, admitted) {
+        (Some(live), Some(admitted)) => {
+            live == admitted || crate::scan_gate::without_admitted_digest(live) == admitted
+        }
+        (live, admitted) => live == admitted,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_digest_an_image_policy_added_to_the_admitted_tag_is_up_to_date() {
+        let tag = "ghcr.io/facekey/runtime:0.1.0";
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mutated = format!("{tag}@{digest}");
+        assert!(runs_admitted(Some(&mutated), Some(tag)));
+        assert!(runs_admitted(Some(tag), Some(tag)));
+        // Another tag, or a digest-only reference for an admitted digest, is not.
+        assert!(!runs_admitted(
+            Some("ghcr.io/facekey/runtime:0.2.0"),
+            Some(tag)
+        ));
+        let pinned = format!("ghcr.io/facekey/runtime@{digest}");
+        assert!(runs_admitted(Some(&pinned), Some(&pinned)));
+        assert!(!runs_admitted(Some(&mutated), Some(&pinned)));
+        assert!(!runs_admitted(None, Some(tag)));
+    }
 
     #[test]
     fn the_degraded_reason_is_read_while_the_condition_is_true() {

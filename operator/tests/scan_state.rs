@@ -327,6 +327,58 @@ async fn a_forged_result_pod_is_not_the_scans_result() {
     assert!(h.deployment("fk").await.is_none());
 }
 
+/// A resource deleted and created again under its name (a forced GitOps sync) finds the scan Job
+/// of its predecessor, which the garbage collector is removing: the scan waits for it, without
+/// recording a failed scan or stalling (which Argo CD and Flux would report as a failure), and
+/// runs once it is gone.
+#[tokio::test]
+async fn a_predecessors_scan_job_is_awaited_not_failed() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    let jobs = h.api::<k8s_openapi::api::batch::v1::Job>();
+    let mut refs = jobs
+        .get(&job)
+        .await
+        .unwrap()
+        .metadata
+        .owner_references
+        .unwrap();
+    refs[0].uid = "0d1e2f3a-0000-4b5c-8d9e-0f1a2b3c4d5e".into();
+    jobs.patch(
+        &job,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"ownerReferences": refs}})),
+    )
+    .await
+    .unwrap();
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanPending".into()),
+        "{}",
+        cond_message(&fkd, "ScanGatePassed")
+    );
+    assert_eq!(cond(&fkd, "Stalled").0, "False");
+    let scans = fkd.status.clone().unwrap_or_default().scans;
+    assert!(
+        scans.iter().all(|s| s.verdict != ScanVerdict::Failed),
+        "{scans:?}"
+    );
+    // The garbage collector removes it: this resource's own scan starts.
+    jobs.delete(&job, &DeleteParams::default()).await.unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert!(jobs.get_opt(&job).await.unwrap().is_some());
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        cond(&h.get("fk").await, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+}
+
 #[tokio::test]
 async fn a_succeeded_job_whose_pods_are_gone_fails_closed() {
     let h = harness(&[]).await;
