@@ -83,6 +83,31 @@ fn patched(o: &Outcome) -> Value {
     pod
 }
 
+impl Outcome {
+    /// The injected sidecar's cpu (cores) and memory (MiB) requests, from the patched pod.
+    fn patched_sidecar_requests(&self) -> Option<(f64, f64)> {
+        let pod = patched(self);
+        let sidecar = pod["spec"]["initContainers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == SIDECAR_CONTAINER)?
+            .clone();
+        let requests = &sidecar["resources"]["requests"];
+        // The forms the operator writes: `500m` or whole cores, `Mi` or `Gi`.
+        let cpu = requests["cpu"].as_str()?;
+        let cpu = match cpu.strip_suffix('m') {
+            Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
+            None => cpu.parse().ok()?,
+        };
+        let memory = requests["memory"].as_str()?;
+        let memory = match memory.strip_suffix("Gi") {
+            Some(gi) => gi.parse::<f64>().ok()? * 1024.0,
+            None => memory.strip_suffix("Mi")?.parse().ok()?,
+        };
+        Some((cpu, memory))
+    }
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     // The response's `patch` is a byte string: Kubernetes' base64 (standard alphabet, padded).
     k8s_openapi::ByteString::deserialize(Value::String(s.to_owned()))
@@ -270,6 +295,46 @@ fn pods_the_patch_would_make_invalid_are_not_injected() {
         "{:?}",
         roomy.decision
     );
+    // Requests aggregated as the API server does. The pod-level requests fit the application,
+    // another native sidecar (a mesh's) and our sidecar's cpu but not our memory once that
+    // sidecar counts: refused, where summing the regular containers alone let it through.
+    let sidecar = run("inject")
+        .patched_sidecar_requests()
+        .expect("the injected sidecar requests resources");
+    let with_mesh = |pod_cpu: f64, pod_memory_mi: f64| {
+        run_changed("inject", move |pod| {
+            pod["spec"]["containers"][0]["resources"] =
+                json!({"requests": {"cpu": "1", "memory": "1Gi"}});
+            pod["spec"]["initContainers"] = json!([{"name": "mesh-proxy", "image": "proxy:1",
+                "restartPolicy": "Always", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]);
+            pod["spec"]["resources"] = json!({"requests": {
+                "cpu": format!("{pod_cpu}"), "memory": format!("{pod_memory_mi}Mi")}});
+        })
+    };
+    let (cpu, memory_mi) = sidecar;
+    let short = with_mesh(2.0 + cpu, 2048.0 + memory_mi - 1.0);
+    assert_eq!(reason(&short), Some(NotInjectedReason::PodLevelResources));
+    assert!(matches!(
+        with_mesh(2.0 + cpu, 2048.0 + memory_mi).decision,
+        Some(Decision::Inject { .. })
+    ));
+    // An ordinary init container runs beside the sidecar started before it.
+    let heavy_init = |pod_cpu: f64| {
+        run_changed("inject", move |pod| {
+            pod["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "100m"}});
+            pod["spec"]["initContainers"] = json!([{"name": "migrate", "image": "m:1",
+                "resources": {"requests": {"cpu": "4"}}}]);
+            pod["spec"]["resources"] = json!({"requests": {"cpu": format!("{pod_cpu}")}});
+        })
+    };
+    assert_eq!(
+        reason(&heavy_init(4.0)),
+        Some(NotInjectedReason::PodLevelResources)
+    );
+    assert!(matches!(
+        heavy_init(4.0 + cpu).decision,
+        Some(Decision::Inject { .. })
+    ));
 }
 
 #[test]
