@@ -110,7 +110,7 @@ fn names_last_known_good(image: &str, lkg: &str, records: &[ScanStatus]) -> bool
 /// that ran while the gate was disabled (or before scans were recorded) has none: turning the
 /// gate on scans it instead of admitting it again as last known good. (The status keeps the
 /// last-known-good image's passed record, so a scanned one always has it.)
-fn scan_admitted(lkg: &str, records: &[ScanStatus]) -> bool {
+pub(crate) fn scan_admitted(lkg: &str, records: &[ScanStatus]) -> bool {
     records
         .iter()
         .any(|r| r.verdict == ScanVerdict::Passed && record_image(r).as_deref() == Some(lkg))

@@ -632,7 +632,7 @@ async fn turning_the_gate_on_scans_the_image_that_ran_without_it() {
     let h = harness(&[]).await;
     h.create(
         "fk",
-        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}}),
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}, "sidecar": {}}),
     )
     .await;
     h.reconcile("fk").await.unwrap();
@@ -651,12 +651,41 @@ async fn turning_the_gate_on_scans_the_image_that_ran_without_it() {
         "not True/LastKnownGood"
     );
     assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    // The sidecar webhook injects no image that no scan passed.
+    let asks: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "app", "annotations": {"facekey.dev/inject": "fk"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    }))
+    .unwrap();
+    let decide = |fkd: &facekey_crds::FaceKeyDeployment| {
+        facekey_operator::webhook::inject::decide(
+            &asks,
+            NS,
+            Some(fkd),
+            facekey_operator::webhook::InjectOptions::default(),
+        )
+    };
+    let refused = decide(&fkd);
+    assert!(
+        matches!(
+            refused,
+            facekey_operator::webhook::Decision::NotInjected {
+                reason: facekey_operator::webhook::NotInjectedReason::NoAdmittedImage,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
     // Passed: it rolls out pinned to the digest the scan resolved, and is last known good now.
     h.complete_scan(&scan_job_name("fk", IMG1), "runtime-0.1.0-pass.json", IMG1)
         .await;
     h.reconcile("fk").await.unwrap();
     assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
-    assert_eq!(cond(&h.get("fk").await, "ScanGatePassed").0, "True");
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "ScanGatePassed").0, "True");
+    assert!(
+        matches!(decide(&fkd), facekey_operator::webhook::Decision::Inject { ref image, .. } if image == IMG1_DIGEST)
+    );
 }
 
 /// The status is the operator's only memory of the last admitted image. With the harness's

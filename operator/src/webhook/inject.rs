@@ -149,6 +149,30 @@ fn admitted_image(fkd: &FaceKeyDeployment) -> Result<&str, (NotInjectedReason, S
             ),
         ));
     };
+    // With the gate on (as the reconciler last ran it: its condition says when it is off), the
+    // image must have passed a scan: one that ran while the gate was off, then blocked or
+    // pending once it was turned on, keeps serving the Deployment but reaches no new pod.
+    let status = fkd.status.as_ref();
+    let gate_off = status.is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == facekey_crds::condition::SCAN_GATE_PASSED && c.reason == "GateDisabled"
+        })
+    });
+    if !gate_off
+        && !crate::scan_gate::scan_admitted(
+            image,
+            status.map(|s| s.scans.as_slice()).unwrap_or_default(),
+        )
+    {
+        return Err((
+            NotInjectedReason::NoAdmittedImage,
+            format!(
+                "FaceKeyDeployment {name} runs {image}, which no scan has passed (it ran while \
+                 the scan gate was off, and its scan since is pending, blocked or failed): an \
+                 unscanned image is never injected"
+            ),
+        ));
+    }
     if !image.contains("@sha256:") {
         return Err((
             NotInjectedReason::ImageNotPinned,
@@ -505,7 +529,15 @@ mod tests {
     fn fkd(sidecar: Value, lkg: Option<&str>) -> FaceKeyDeployment {
         let mut status = json!({});
         if let Some(i) = lkg {
-            status = json!({"lastKnownGoodImage": i});
+            // A pinned image as a passed scan leaves it; an unpinned one as the gate left off.
+            status = match i.split_once('@') {
+                Some((_, digest)) => json!({"lastKnownGoodImage": i, "scans": [
+                    {"image": "r/rt:1", "digest": digest, "verdict": "Passed"}]}),
+                None => json!({"lastKnownGoodImage": i, "conditions": [
+                    {"type": "ScanGatePassed", "status": "True", "reason": "GateDisabled",
+                     "message": "scanGate.enabled is false",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+            };
         }
         serde_json::from_value(json!({
             "apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment",
@@ -549,6 +581,18 @@ mod tests {
         };
         assert_eq!(reason, NotInjectedReason::UnknownResource);
         assert!(refuse && message.contains("team/fk"), "{message}");
+        // Pinned, but run while the gate was off and not passed by a scan since it is on: the
+        // Deployment keeps it, no new pod gets it.
+        let mut unscanned = ready.clone();
+        if let Some(status) = unscanned.status.as_mut() {
+            status.scans.clear();
+        }
+        let d = decide(&asks, "team", Some(&unscanned), opts);
+        assert!(
+            matches!(&d, Decision::NotInjected { reason: NotInjectedReason::NoAdmittedImage, message, .. }
+                if message.contains("no scan has passed")),
+            "{d:?}"
+        );
         // Not admitted yet: Ignore by default, Fail when the resource says so.
         let pending = fkd(json!({}), None);
         let d = decide(&asks, "team", Some(&pending), opts);
