@@ -662,6 +662,12 @@ export interface LivenessSession {
   expiresAt?: string;
   /** How many frames the session takes in all. */
   maxFrames?: number;
+  /**
+   * The server's clock when the session arrived (ms since the epoch, from the answer's `Date`
+   * header, the middle of its second), so that `expiresAt` can be read on this device's clock
+   * whatever their skew; undefined without a usable header.
+   */
+  serverTime?: number;
 }
 
 /** What the runtime saw in one uploaded frame. */
@@ -726,11 +732,18 @@ function parseActions(v: unknown): ActionProgress[] {
 }
 
 /** Normalise a new session; a session without an id is an error. */
-export function parseSession(raw: unknown): LivenessSession {
+export function parseSession(raw: unknown, date?: string | null): LivenessSession {
   const r = obj(raw);
   const id = str(r.id);
   if (!id) throw new ApiError(201, "bad_response", "the new liveness session has no id");
-  return { id, challenge: strings(r.challenge), expiresAt: str(r.expires_at), maxFrames: num(r.max_frames) };
+  const at = date ? Date.parse(date) : NaN;
+  return {
+    id,
+    challenge: strings(r.challenge),
+    expiresAt: str(r.expires_at),
+    maxFrames: num(r.max_frames),
+    serverTime: Number.isFinite(at) ? at + 500 : undefined,
+  };
 }
 
 /** Normalise the feedback to one upload of frames. */
@@ -801,7 +814,15 @@ const sessionPath = (id: string) => `/v1/liveness/sessions/${encodeURIComponent(
 /** `POST /v1/liveness/sessions {"subject"?}`: open a challenge session (scope `verify`). */
 export async function startSession(subject?: string, signal?: AbortSignal): Promise<LivenessSession> {
   const body = subject ? { subject } : {};
-  return parseSession(await json("/v1/liveness/sessions", postJson(body, signal)));
+  const path = "/v1/liveness/sessions";
+  const res = await send(path, postJson(body, signal));
+  let raw: unknown;
+  try {
+    raw = await res.json();
+  } catch {
+    throw new ApiError(res.status, "bad_response", `${path} did not answer JSON`);
+  }
+  return parseSession(raw, res.headers.get("date"));
 }
 
 /** `POST /v1/liveness/sessions/{id}/frames`: upload 1 to 8 frames, get live feedback. */

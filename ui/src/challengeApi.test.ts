@@ -26,6 +26,11 @@ describe("session answers", () => {
     expect(
       parseSession({ id: "s1", challenge: ["blink", "turn_left"], expires_at: "2026-12-03T04:00:30Z", max_frames: 90 }),
     ).toEqual({ id: "s1", challenge: ["blink", "turn_left"], expiresAt: "2026-12-03T04:00:30Z", maxFrames: 90 });
+    // The answer's Date header gives the server's clock (the middle of its second).
+    expect(parseSession({ id: "s1", challenge: [] }, "Thu, 03 Dec 2026 04:00:00 GMT").serverTime).toBe(
+      Date.parse("2026-12-03T04:00:00Z") + 500,
+    );
+    expect(parseSession({ id: "s1", challenge: [] }, "not a date").serverTime).toBeUndefined();
     const frames = parseFramesAnswer({
       state: "in_progress",
       frames_received: 8,
@@ -173,13 +178,19 @@ describe("session calls", () => {
   it("open (bound to a subject or not), upload, read and verify with the key", async () => {
     keySession.set(KEY);
     const fetchMock = vi.fn(async (url: string) => {
-      if (url === "v1/liveness/sessions") return answer(201, { id: "a b", challenge: ["blink"], max_frames: 50 });
+      if (url === "v1/liveness/sessions")
+        return answer(
+          201,
+          { id: "a b", challenge: ["blink"], max_frames: 50 },
+          { date: "Thu, 03 Dec 2026 04:00:00 GMT" },
+        );
       if (url.endsWith("/frames")) return answer(200, { state: "passed", frames_received: 1, frames: [], actions: [] });
       if (url === "v1/verify") return answer(200, { subject: "alice", decision: "accept", reasons: [] });
       return answer(200, { id: "a b", state: "passed", live: true, reasons: [], actions: [] });
     });
     vi.stubGlobal("fetch", fetchMock);
     const s = await startSession("alice");
+    expect(s.serverTime).toBe(Date.parse("2026-12-03T04:00:00Z") + 500);
     await startSession(undefined);
     await sendFrames(s.id, [{ jpeg: jpeg(), timestampMs: 1 }]);
     expect((await sessionStatus(s.id)).live).toBe(true);

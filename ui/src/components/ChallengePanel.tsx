@@ -137,7 +137,7 @@ export function ChallengeProgress({ state }: { state: ChallengeState }) {
 
 /** Whole seconds until the session's `expires_at`, from `now`; undefined without a usable expiry. */
 export function secondsLeft(state: ChallengeState, now: number): number | undefined {
-  const deadline = localDeadline(state.session?.expiresAt, state.startedAt ?? now);
+  const deadline = localDeadline(state.session?.expiresAt, state.startedAt ?? now, state.session?.serverTime);
   return deadline === undefined ? undefined : Math.max(0, Math.ceil((deadline - now) / 1000));
 }
 

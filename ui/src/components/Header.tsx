@@ -1,4 +1,4 @@
-import { useState } from "react";
+import { useRef, useState } from "react";
 import { type Health, apiUrl, health } from "../api";
 import { useAuth } from "../hooks/useAuth";
 import { usePolling } from "../hooks/usePolling";
@@ -51,19 +51,34 @@ export function KeyBadge({ identity, onSignOut }: { identity: Identity; onSignOu
   );
 }
 
+/** The shortest wait between two health polls. */
+const HEALTH_POLL_MIN_MS = 2_000;
+/** The wait between health polls of a healthy runtime, and the longest one of a failing one. */
+const HEALTH_POLL_MAX_MS = 10_000;
+
+/**
+ * The wait before the next health poll after `failing` polls in a row found the runtime not
+ * healthy or not ready (0: it was both): 2 s at first, so that a runtime coming up is seen soon,
+ * doubling up to 10 s for one that stays down; 10 s while all is well.
+ */
+export function healthPollAfter(failing: number): number {
+  if (failing === 0) return HEALTH_POLL_MAX_MS;
+  return Math.min(HEALTH_POLL_MAX_MS, HEALTH_POLL_MIN_MS * 2 ** Math.min(failing - 1, 8));
+}
+
 /** Title bar: service health and readiness (polled), the API key, and links to the API docs. */
 export function Header() {
   const { identity, signOut } = useAuth();
   const [live, setLive] = useState<Health>();
   const [ready, setReady] = useState<Health>();
-  usePolling(
-    async (signal) => {
-      const [l, r] = await Promise.all([health("/healthz", signal), health("/readyz", signal)]);
-      setLive(l);
-      setReady(r);
-    },
-    live?.ok && ready?.ok ? 10_000 : 2_000,
-  );
+  const down = useRef(0);
+  usePolling(async (signal) => {
+    const [l, r] = await Promise.all([health("/healthz", signal), health("/readyz", signal)]);
+    setLive(l);
+    setReady(r);
+    down.current = l.ok && r.ok ? 0 : down.current + 1;
+    return healthPollAfter(down.current);
+  }, HEALTH_POLL_MIN_MS);
   return (
     <header className="topbar">
       <div className="brand">

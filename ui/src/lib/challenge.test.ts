@@ -236,6 +236,15 @@ describe("localDeadline", () => {
   it("takes a plausible expiry", () => {
     expect(localDeadline("2026-12-03T04:00:30Z", now)).toBe(now + 30_000);
   });
+  it("reads the time left on the server's clock when it is known", () => {
+    // This device runs 8 s fast: the server said 03:59:52 when it was 04:00:00 here.
+    const server = Date.parse("2026-12-03T03:59:52Z");
+    expect(localDeadline("2026-12-03T04:00:30Z", now, server)).toBe(now + 38_000);
+    // 8 s slow: the session has 22 s left, not 30.
+    expect(localDeadline("2026-12-03T04:00:30Z", now, now + 8_000)).toBe(now + 22_000);
+    // Already past on the server's clock, whatever this device says.
+    expect(localDeadline("2026-12-03T04:00:30Z", now, now + 31_000)).toBeUndefined();
+  });
   it("ignores a missing, bad, past or far expiry (clock skew)", () => {
     expect(localDeadline(undefined, now)).toBeUndefined();
     expect(localDeadline("soon", now)).toBeUndefined();

@@ -305,14 +305,17 @@ export function progressWords(actions: readonly ActionProgress[]): string {
 }
 
 /**
- * The session's deadline on this page's clock, from the server's `expires_at`, or undefined when
- * it is missing or implausible (a clock skew that puts it in the past or beyond 10 minutes): the
- * server's own `expired` state then ends the session.
+ * The session's deadline on this page's clock, from the server's `expires_at` and, when known,
+ * the server's own time as the session arrived at `now` (`serverTime`): the time left is read on
+ * the server's clock, so a device clock seconds fast or slow neither ends capture early nor
+ * keeps it going after the session expired. Without `serverTime`, this device's clock stands in
+ * for the server's. Undefined when the expiry is missing or implausible (in the past or beyond
+ * 10 minutes): the server's own `expired` state then ends the session.
  */
-export function localDeadline(expiresAt: string | undefined, now: number): number | undefined {
+export function localDeadline(expiresAt: string | undefined, now: number, serverTime?: number): number | undefined {
   if (!expiresAt) return undefined;
   const t = Date.parse(expiresAt);
   if (!Number.isFinite(t)) return undefined;
-  const left = t - now;
-  return left > 0 && left <= 10 * 60_000 ? t : undefined;
+  const left = t - (serverTime !== undefined && Number.isFinite(serverTime) ? serverTime : now);
+  return left > 0 && left <= 10 * 60_000 ? now + left : undefined;
 }

@@ -74,6 +74,8 @@ interface Script {
   framesPerAction?: number;
   maxFrames?: number;
   ttlMs?: number;
+  /** How far the server's clock is ahead of this device's (ms; negative: this device is fast). */
+  clockSkewMs?: number;
   /** Throw this from the n-th frames call (0-based), before taking its frames. */
   framesErrors?: Map<number, unknown>;
   /** Take the frames of these calls (0-based), then fail with this instead of answering. */
@@ -123,11 +125,13 @@ class ContractServer implements ChallengeApi {
     this.opened.push(subject);
     const challenge = this.script.challenge ?? ["blink", "turn_left"];
     this.actions = challenge.map((action) => ({ action, passed: false, at_frame: null }));
+    const serverNow = this.timers.now() + (this.script.clockSkewMs ?? 0);
     return {
       id: "sess-1",
       challenge,
-      expiresAt: new Date(this.timers.now() + (this.script.ttlMs ?? 20_000)).toISOString(),
+      expiresAt: new Date(serverNow + (this.script.ttlMs ?? 20_000)).toISOString(),
       maxFrames: this.script.maxFrames ?? 200,
+      serverTime: serverNow,
     };
   }
 
@@ -603,6 +607,14 @@ describe("the capture rate", () => {
     await short.begin();
     expect(short.timers.periods).toEqual([125]);
     short.runner.cancel();
+  });
+
+  it("reads the session's time left on the server's clock", async () => {
+    // This device runs 6 s fast: the session's 8 s would look like 2 s on its clock.
+    const fast = harness({ maxFrames: 64, ttlMs: 8_000, clockSkewMs: -6_000 });
+    await fast.begin();
+    expect(fast.timers.periods).toEqual([125]);
+    fast.runner.cancel();
   });
 
   it("paces the run's capture timer", async () => {

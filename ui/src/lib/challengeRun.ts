@@ -208,7 +208,7 @@ export class ChallengeRun {
     }
     if (this.signal.aborted) return;
     this.session = session;
-    this.deadline = localDeadline(session.expiresAt, this.timers.now());
+    this.deadline = localDeadline(session.expiresAt, this.timers.now(), session.serverTime);
     this.dispatch({ type: "session", session, at: this.timers.now() });
     this.source = source;
     const now = this.timers.now();
