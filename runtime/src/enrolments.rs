@@ -278,7 +278,12 @@ impl Enrolments {
 
     /// Replace the index with everything in the store.
     pub async fn reload(&self) -> Result<(), StoreError> {
-        let records = self.mark(self.store.load_all().await)?;
+        self.reload_from(&*self.store).await
+    }
+
+    /// [`Self::reload`] reading through `store` (the change listener's own connections).
+    async fn reload_from(&self, store: &dyn TemplateStore) -> Result<(), StoreError> {
+        let records = self.mark(store.load_all().await)?;
         self.index.replace_all(records);
         self.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -286,7 +291,16 @@ impl Enrolments {
 
     /// Reload one subject into the index (removing it when the store no longer has it).
     pub async fn refresh_subject(&self, id: &str) -> Result<(), StoreError> {
-        match self.mark(self.store.load_subject(id).await)? {
+        self.refresh_subject_from(&*self.store, id).await
+    }
+
+    /// [`Self::refresh_subject`] reading through `store`.
+    async fn refresh_subject_from(
+        &self,
+        store: &dyn TemplateStore,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        match self.mark(store.load_subject(id).await)? {
             Some(record) => self.index.upsert(record),
             None => {
                 self.index.remove(id);
@@ -527,15 +541,19 @@ impl Enrolments {
 
     /// Keep the index in step with other replicas' writes: apply each notified subject, and
     /// reload everything after the listener (re)connects, since notifications sent while it was
-    /// away are lost. A listener quiet for [`LISTENER_PROBE_EVERY`] is asked a `SELECT 1` over its
-    /// own connection; no answer within [`LISTENER_PROBE_TIMEOUT`] counts as a lost connection
-    /// (reconnect, reload). Runs until the task is dropped.
+    /// away are lost. A listener quiet for [`LISTENER_PROBE_EVERY`] sends itself a probe on its
+    /// channel from another connection; a probe not back within [`LISTENER_PROBE_TIMEOUT`]
+    /// counts as a lost connection (reconnect, reload): a connection that died without a reset,
+    /// or a pooler in transaction mode that answers queries but never delivers a notification.
+    /// Reloads and probes go through the store's listener pool ([`PgStore::syncing`]), which no
+    /// burst of writes can starve. Runs until the task is dropped.
     ///
-    /// A resynchronisation that fails with the database reachable (a template that does not
-    /// decrypt) marks the store unavailable in [`Enrolments::health`] until one succeeds, and is
-    /// retried with a doubling wait up to [`RESYNC_BACKOFF_MAX`]; an unreachable database is
-    /// retried every [`RECONNECT_EVERY`], as a lost listener is.
+    /// A resynchronisation that fails with the database reachable marks the store unavailable in
+    /// [`Enrolments::health`] until one succeeds, and is retried with a doubling wait up to
+    /// [`RESYNC_BACKOFF_MAX`]; an unreachable database is retried every [`RECONNECT_EVERY`], as a
+    /// lost listener is.
     pub async fn follow(self: Arc<Self>, store: PgStore) {
+        let store = store.syncing();
         let mut resync_wait = RECONNECT_EVERY;
         loop {
             let mut listener = match store.listener().await {
@@ -547,7 +565,7 @@ impl Enrolments {
                 }
             };
             // Anything may have changed while nobody listened.
-            if let Err(e) = self.reload().await {
+            if let Err(e) = self.reload_from(&store).await {
                 // Notifications buffered meanwhile would be read by nobody.
                 drop(listener);
                 let wait = if matches!(e, StoreError::Unavailable(_)) {
@@ -568,51 +586,73 @@ impl Enrolments {
             }
             self.set_synced(None);
             resync_wait = RECONNECT_EVERY;
-            loop {
-                let received = match tokio::time::timeout(LISTENER_PROBE_EVERY, listener.try_recv())
-                    .await
-                {
-                    Ok(received) => received,
-                    // Quiet for a while: is anyone still there?
-                    Err(_) => match tokio::time::timeout(
-                        LISTENER_PROBE_TIMEOUT,
-                        sqlx::query("SELECT 1").execute(&mut listener),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => continue,
-                        Ok(Err(e)) => {
-                            self.set_available(false, Some(format!("change listener: {e}")));
-                            break;
-                        }
-                        Err(_) => {
-                            self.set_available(
-                                false,
-                                Some("change listener: its connection stopped answering".into()),
-                            );
-                            break;
-                        }
-                    },
-                };
-                match received {
-                    Ok(Some(n)) => {
-                        if let Err(e) = self.refresh_subject(n.payload()).await {
-                            tracing::warn!(subject = n.payload(), error = %e, "applying a change failed; reloading");
-                            break;
-                        }
-                    }
-                    // The connection closed: notifications may have been missed.
-                    Ok(None) => {
-                        self.set_available(false, Some("change listener disconnected".into()));
-                        break;
-                    }
-                    Err(e) => {
-                        self.set_available(false, Some(format!("change listener: {e}")));
-                        break;
-                    }
-                }
+            if let Err(lost) = self.apply_changes(&store, &mut listener).await {
+                self.set_available(false, Some(format!("change listener: {lost}")));
             }
             tokio::time::sleep(RECONNECT_EVERY).await;
+        }
+    }
+
+    /// Apply every change `listener` delivers until it is lost (the error says how), probing it
+    /// whenever it has been quiet for [`LISTENER_PROBE_EVERY`].
+    async fn apply_changes(
+        &self,
+        store: &PgStore,
+        listener: &mut sqlx::postgres::PgListener,
+    ) -> Result<(), String> {
+        // The probe in flight: its token and when it must be back.
+        let mut probe: Option<(String, tokio::time::Instant)> = None;
+        loop {
+            let wait = match &probe {
+                Some((_, due)) => due.saturating_duration_since(tokio::time::Instant::now()),
+                None => LISTENER_PROBE_EVERY,
+            };
+            let received = match tokio::time::timeout(wait, listener.try_recv()).await {
+                Ok(received) => received,
+                Err(_) if probe.is_some() => {
+                    return Err(format!(
+                        "its probe did not come back within {} s: notifications do not reach \
+                         it (a connection that died without a reset, or a pooler in \
+                         transaction mode between the runtime and PostgreSQL)",
+                        LISTENER_PROBE_TIMEOUT.as_secs()
+                    ));
+                }
+                // Quiet for a while: is anyone still there?
+                Err(_) => {
+                    let token = uuid::Uuid::new_v4().to_string();
+                    match tokio::time::timeout(LISTENER_PROBE_TIMEOUT, store.probe(&token)).await {
+                        Ok(Ok(())) => {
+                            probe =
+                                Some((token, tokio::time::Instant::now() + LISTENER_PROBE_TIMEOUT));
+                            continue;
+                        }
+                        Ok(Err(e)) => return Err(e.to_string()),
+                        Err(_) => return Err("the database did not take its probe".into()),
+                    }
+                }
+            };
+            match received {
+                Ok(Some(n)) => {
+                    let payload = n.payload();
+                    if crate::store::postgres::is_probe(payload) {
+                        // Ours back (another replica's are not for us): the listener works.
+                        if probe
+                            .as_ref()
+                            .is_some_and(|(token, _)| payload.ends_with(token.as_str()))
+                        {
+                            probe = None;
+                        }
+                        continue;
+                    }
+                    if let Err(e) = self.refresh_subject_from(store, payload).await {
+                        tracing::warn!(subject = payload, error = %e, "applying a change failed; reloading");
+                        return Err(format!("applying a change failed: {e}"));
+                    }
+                }
+                // The connection closed: notifications may have been missed.
+                Ok(None) => return Err("disconnected".into()),
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 }

@@ -695,6 +695,63 @@ async fn a_subject_just_created_elsewhere_is_read_from_the_store() {
     assert!(on_b.health().available);
 }
 
+/// A key creating subjects as fast as it can through a replica, each creation waiting on the
+/// key's quota lock with a store connection held, takes every store connection there. The
+/// replica's change listener and its reloads have connections of their own, so a subject
+/// deleted through another replica still stops verifying there at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_writes_does_not_starve_the_change_listener() {
+    use sqlx::Connection;
+    let pg = PgServer::start();
+    let (on_a, on_b, follower) = followed_replicas(&pg).await;
+    let ada = on_a
+        .create_subject("Ada", Creator::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || on_b
+            .index()
+            .get(&ada.id)
+            .is_some())
+        .await,
+        "the subject never reached b"
+    );
+    // Hold key `app`'s quota lock, so that its creations through b wait with their connection.
+    let mut holder = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('facekey.subject_creator.app', 0))")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let on_b = on_b.clone();
+            tokio::spawn(async move {
+                let creator = Creator {
+                    key_id: Some("app"),
+                    quota: Some(100),
+                };
+                on_b.create_subject(&format!("burst-{i}"), creator).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(on_a.delete_subject(&ada.id).await.unwrap());
+    let dropped = eventually(Duration::from_secs(2), || {
+        on_b.index().get(&ada.id).is_none()
+    })
+    .await;
+    tx.rollback().await.unwrap();
+    for creation in burst {
+        let _ = creation.await.unwrap();
+    }
+    assert!(
+        dropped,
+        "a subject deleted on a still verifies on b during the burst"
+    );
+    follower.abort();
+}
+
 /// A template that stops decrypting (written under a key this replica does not hold, as a
 /// mis-ordered key rotation leaves it) is left out of the other replica's index, which reports
 /// its store unavailable (`/readyz`, `facekey_store_up`, the store-down alert) naming it, and

@@ -241,10 +241,11 @@ async fn writes_holding_every_store_connection_do_not_starve_the_ledger() {
     let a = replica(&pg, policy(3, Duration::from_secs(60))).await;
     let store = &a._store;
     let mut held = Vec::new();
-    while store.pool().size() < 8 || store.pool().num_idle() > 0 {
+    let max = store.pool().options().get_max_connections();
+    while store.pool().size() < max || store.pool().num_idle() > 0 {
         held.push(store.pool().acquire().await.unwrap());
     }
-    assert_eq!(held.len(), 8, "the store's pool is exhausted");
+    assert_eq!(held.len() as u32, max, "the store's pool is exhausted");
 
     let metrics = Metrics::new().unwrap();
     let ledger = facekey_runtime::lockout::FallbackLedger::new(

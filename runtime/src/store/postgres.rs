@@ -26,7 +26,23 @@ pub const CHANNEL: &str = "facekey_changes";
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Connections of the store's pool (writes, listings, liveness sessions).
-const STORE_CONNECTIONS: u32 = 8;
+const STORE_CONNECTIONS: u32 = 6;
+
+/// Connections of the change listener's reloads and probes, apart from the store's pool, so a
+/// burst of writes (a key creating subjects as fast as it can, each waiting on its quota lock
+/// with a connection held) cannot starve them, which would drop the listener and stop other
+/// replicas' changes, deletions included, from reaching this one. The `LISTEN` connection itself
+/// has a pool of its own per listener ([`PgStore::listener`]).
+const SYNC_CONNECTIONS: u32 = 1;
+
+/// Payload prefix of the listener's own round-trip probes on [`CHANNEL`] (never a subject id:
+/// ids are UUIDs). Every replica receives them; [`is_probe`] tells them apart.
+const PROBE_PREFIX: &str = "probe:";
+
+/// Whether a notification on [`CHANNEL`] is a listener's probe rather than a changed subject.
+pub fn is_probe(payload: &str) -> bool {
+    payload.starts_with(PROBE_PREFIX)
+}
 
 /// Connections of the lockout ledger's own pool. Its queries are short and come from
 /// verifications, which admission control bounds; a pool of its own means no burst of writes
@@ -82,6 +98,10 @@ macro_rules! template_columns {
 pub struct PgStore {
     pool: PgPool,
     ledger_pool: PgPool,
+    /// The change listener's reloads' and probes' pool ([`SYNC_CONNECTIONS`]).
+    sync_pool: PgPool,
+    /// How to connect (each listener opens its own connection).
+    options: PgConnectOptions,
     keys: TemplateKeys,
     max_faces: usize,
     described: String,
@@ -282,6 +302,7 @@ impl PgStore {
             options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca);
         }
         let ledger_pool = bounded_pool(LEDGER_CONNECTIONS).connect_lazy_with(options.clone());
+        let sync_pool = bounded_pool(SYNC_CONNECTIONS).connect_lazy_with(options.clone());
         let pool = bounded_pool(STORE_CONNECTIONS)
             .min_connections(1)
             .connect_with(options.clone())
@@ -320,6 +341,8 @@ impl PgStore {
         let store = Self {
             pool,
             ledger_pool,
+            sync_pool,
+            options: options.clone(),
             keys,
             max_faces,
             described,
@@ -426,14 +449,48 @@ impl PgStore {
     }
 
     /// A listener on [`CHANNEL`].
+    ///
+    /// On a connection of its own, in a pool of one that only this listener uses: a listener
+    /// dropped because its connection stopped answering (a frozen backend, a dropped NAT entry)
+    /// sends `UNLISTEN` on it in the background, which may hang until TCP gives up; that must
+    /// hold no connection the next listener or the reloads need.
     pub async fn listener(&self) -> Result<PgListener, StoreError> {
-        let mut l = PgListener::connect_with(&self.pool)
+        let own = bounded_pool(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_with(self.options.clone())
+            .await
+            .map_err(db_err("listen for changes"))?;
+        let mut l = PgListener::connect_with(&own)
             .await
             .map_err(db_err("listen for changes"))?;
         l.listen(CHANNEL)
             .await
             .map_err(db_err("listen for changes"))?;
         Ok(l)
+    }
+
+    /// This store reading through the change listener's own pool: what the listener's reloads
+    /// go through, so that no burst of writes can starve them.
+    pub fn syncing(&self) -> Self {
+        Self {
+            pool: self.sync_pool.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// Send a probe with `token` on [`CHANNEL`], on another connection than the listener's: a
+    /// listener that receives it has proved that notifications reach it (a `SELECT 1` on its own
+    /// connection does not: behind a transaction-mode pooler, or on a connection that lost its
+    /// `LISTEN`, queries answer while notifications never come).
+    pub async fn probe(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!("{PROBE_PREFIX}{token}"))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("probe the change listener"))?;
+        Ok(())
     }
 
     /// [`StoreError::KeyQuota`] when `key_id` created `limit` subjects or enrolled `limit`
@@ -911,6 +968,46 @@ mod tests {
         let sentence = unstated_transport("FACEKEY_DATABASE_URL", "postgres://u:s3cret@db/f");
         assert!(sentence.contains("sslmode=verify-full"), "{sentence}");
         assert!(!sentence.contains("s3cret"), "{sentence}");
+    }
+
+    /// A released migration never changes, not even a comment: sqlx records each applied
+    /// migration's SHA-384 and every replica then refuses to start against a database migrated
+    /// by the released file. Change the schema with a new migration; add its row here.
+    #[test]
+    fn released_migrations_never_change() {
+        const RELEASED: [(i64, &str); 9] = [
+            (1, "15a827bd8166b6f593041f97c512ca9c"),
+            (2, "828c3a8a1f7c789dbc17e61101b4f5e2"),
+            (3, "ac33b72718da941e45ba3047e6e90179"),
+            (4, "506d1e55cfbda166587a8d094f06cb07"),
+            (5, "65298932cd4029fbcae5fc14425f59a8"),
+            (6, "7c8ce34470510196c8efd11b153049c7"),
+            (7, "392a08731be381f0fcf168737bdf3f78"),
+            (8, "990ce98507f105f9a70d9abd2c2a63cd"),
+            (9, "93633ab17c03b7f09d678429742453a0"),
+        ];
+        let migrator = sqlx::migrate!("./migrations");
+        let compiled: Vec<(i64, String)> = migrator
+            .iter()
+            .map(|m| {
+                let hex: String = m.checksum.iter().map(|b| format!("{b:02x}")).collect();
+                (m.version, hex)
+            })
+            .collect();
+        for (version, prefix) in RELEASED {
+            let checksum = compiled
+                .iter()
+                .find(|(v, _)| *v == version)
+                .map(|(_, c)| c.as_str());
+            assert!(
+                checksum.is_some_and(|c| c.starts_with(prefix)),
+                "released migration {version} changed or is gone ({checksum:?}): add a new \
+                 migration instead"
+            );
+        }
+        // Versions only grow: a new migration comes after every released one.
+        let versions: Vec<i64> = compiled.iter().map(|(v, _)| *v).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     }
 
     #[test]
