@@ -617,42 +617,53 @@ async fn a_new_ca_is_published_before_it_signs() {
     assert_eq!(renewed.plan, certs::Plan::RenewServing);
     assert_eq!(secret().await.ca_cert, first.ca_bundle);
 
-    // The configuration is replaced from Git with the bundle of before: the staged CA is not
-    // trusted, so after the grace it is staged again instead of signing.
-    mwcs.replace(
-        "facekey-sidecar-injector",
-        &kube::api::PostParams::default(),
-        &{
-            let mut m = mwcs.get("facekey-sidecar-injector").await.unwrap();
-            m.webhooks.as_mut().unwrap()[0].client_config.ca_bundle = Some(
-                k8s_openapi::ByteString(first.ca_bundle.clone().into_bytes()),
-            );
-            m
-        },
-    )
-    .await
-    .unwrap();
-    let t2 = at(t1, 11 * 60);
+    // Nine minutes on, the configuration is replaced from Git with the bundle of before: the
+    // next check (half a minute later) finds the staged CA untrusted and stages it again, so
+    // its grace counts from that publication, not from the first staging.
+    let replace_from_git = || async {
+        mwcs.replace(
+            "facekey-sidecar-injector",
+            &kube::api::PostParams::default(),
+            &{
+                let mut m = mwcs.get("facekey-sidecar-injector").await.unwrap();
+                m.webhooks.as_mut().unwrap()[0].client_config.ca_bundle = Some(
+                    k8s_openapi::ByteString(first.ca_bundle.clone().into_bytes()),
+                );
+                m
+            },
+        )
+        .await
+        .unwrap();
+    };
+    replace_from_git().await;
+    let t2 = at(t1, 9 * 60 + 30);
     let again = manage::ensure(&operator, &targets(), t2).await.unwrap();
     assert_eq!(again.plan, certs::Plan::StageCa);
     assert_eq!(again.cert, renewed.cert);
-    let fresh = secret().await.next_ca.unwrap();
-    assert_ne!(fresh.cert, next.cert);
-    assert!(published().await.contains(&fresh.cert));
-    // Within its own grace nothing signs; after it, the published staged CA does.
-    let kept = manage::ensure(&operator, &targets(), at(t2, 9 * 60))
+    let restaged = secret().await.next_ca.unwrap();
+    assert_eq!(restaged.cert, next.cert, "the same CA, staged again");
+    assert_eq!(restaged.staged_at, t2);
+    assert!(published().await.contains(&next.cert));
+    // Ten minutes after the first staging, but 30 s after the publication: nothing signs.
+    let kept = manage::ensure(&operator, &targets(), at(t1, 10 * 60))
         .await
         .unwrap();
-    assert!(!kept.rotated);
-    let rotated = manage::ensure(&operator, &targets(), at(t2, 10 * 60))
+    assert!(!kept.rotated, "{:?}", kept.plan);
+    // At the grace's end a replaced configuration is caught again rather than rotated over.
+    replace_from_git().await;
+    let t3 = at(t2, 10 * 60);
+    let caught = manage::ensure(&operator, &targets(), t3).await.unwrap();
+    assert_eq!(caught.plan, certs::Plan::StageCa);
+    // Published and untouched for the grace: the staged CA signs.
+    let rotated = manage::ensure(&operator, &targets(), at(t3, 10 * 60))
         .await
         .unwrap();
     assert_eq!(rotated.plan, certs::Plan::RotateCa);
     let now = secret().await;
-    assert_eq!(now.ca_cert, fresh.cert);
+    assert_eq!(now.ca_cert, next.cert);
     assert_eq!(now.next_ca, None);
     assert_eq!(published().await, rotated.ca_bundle);
-    assert!(rotated.ca_bundle.starts_with(&fresh.cert));
+    assert!(rotated.ca_bundle.starts_with(&next.cert));
     assert!(rotated.ca_bundle.contains(&first.ca_bundle));
 }
 

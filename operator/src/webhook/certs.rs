@@ -161,7 +161,8 @@ pub enum Plan {
     /// No usable CA: issue a CA and a serving certificate.
     Create,
     /// The CA nears expiry: a new CA joins the bundle, signing nothing yet; the serving
-    /// certificate stays.
+    /// certificate stays. (Also what a staged CA missing from the published bundle gets:
+    /// staged again, its grace counted anew.)
     StageCa,
     /// The staged CA has been in the bundle for the grace: it becomes the CA (the old one stays
     /// in the bundle until it expires) and signs a new serving certificate.
@@ -364,7 +365,12 @@ pub fn rotate_by(
         Plan::Keep => Ok(None),
         Plan::Create => created(settings, now).map(Some),
         Plan::StageCa => {
-            let (cert, key, not_after) = new_ca(settings, now)?;
+            // A staged CA that still loads is staged again (its grace counts from now: the
+            // caller found it missing from the published bundle); otherwise a new one.
+            let (cert, key, not_after) = match staged(old, now) {
+                Some(next) => (next.cert.clone(), next.key.clone(), next.not_after),
+                None => new_ca(settings, now)?,
+            };
             // Current CA first (the expiry metric reads it), then the previous one, then this.
             let current = without_staged(without_expired_previous(old.clone(), now));
             Ok(Some(CertBundle {

@@ -149,15 +149,18 @@ fn admitted_image(fkd: &FaceKeyDeployment) -> Result<&str, (NotInjectedReason, S
             ),
         ));
     };
-    // With the gate on (as the reconciler last ran it: its condition says when it is off), the
-    // image must have passed a scan: one that ran while the gate was off, then blocked or
-    // pending once it was turned on, keeps serving the Deployment but reaches no new pod.
+    // With the gate on, the image must have passed a scan: one that ran while the gate was
+    // off, then blocked or pending once it was turned on, keeps serving the Deployment but
+    // reaches no new pod. Off only when both the spec and the reconciler's last run say so (a
+    // policy floor may force it on; a spec that just turned it on is not reconciled yet).
     let status = fkd.status.as_ref();
-    let gate_off = status.is_some_and(|s| {
-        s.conditions.iter().any(|c| {
-            c.type_ == facekey_crds::condition::SCAN_GATE_PASSED && c.reason == "GateDisabled"
-        })
-    });
+    let spec_off = fkd.spec.scan_gate.as_ref().is_some_and(|g| !g.enabled);
+    let gate_off = spec_off
+        && status.is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == facekey_crds::condition::SCAN_GATE_PASSED && c.reason == "GateDisabled"
+            })
+        });
     if !gate_off
         && !crate::scan_gate::scan_admitted(
             image,
@@ -539,10 +542,11 @@ mod tests {
                      "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
             };
         }
+        let gate_off = lkg.is_some_and(|i| !i.contains('@'));
         serde_json::from_value(json!({
             "apiVersion": "facekey.dev/v1alpha1", "kind": "FaceKeyDeployment",
             "metadata": {"name": "fk", "namespace": "team"},
-            "spec": {"image": "r/rt:1", "sidecar": sidecar},
+            "spec": {"image": "r/rt:1", "sidecar": sidecar, "scanGate": {"enabled": !gate_off}},
             "status": status,
         }))
         .unwrap()
@@ -581,6 +585,23 @@ mod tests {
         };
         assert_eq!(reason, NotInjectedReason::UnknownResource);
         assert!(refuse && message.contains("team/fk"), "{message}");
+        // Just turned on in the spec, not reconciled yet (the condition still says disabled):
+        // already on for injection.
+        let mut turned_on = fkd(json!({}), Some(DIGEST));
+        if let Some(status) = turned_on.status.as_mut() {
+            status.scans.clear();
+            status.conditions = serde_json::from_value(json!([{"type": "ScanGatePassed",
+                "status": "True", "reason": "GateDisabled", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]))
+            .unwrap();
+        }
+        assert!(matches!(
+            decide(&asks, "team", Some(&turned_on), opts),
+            Decision::NotInjected {
+                reason: NotInjectedReason::NoAdmittedImage,
+                ..
+            }
+        ));
         // Pinned, but run while the gate was off and not passed by a scan since it is on: the
         // Deployment keeps it, no new pod gets it.
         let mut unscanned = ready.clone();

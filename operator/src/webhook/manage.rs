@@ -245,13 +245,13 @@ pub async fn ensure(
     }
     let current = existing.as_ref().and_then(bundle_of);
     let mut plan = certs::plan(current.as_ref(), &targets.settings, now);
-    if plan == certs::Plan::RotateCa
+    if plan != certs::Plan::Create
         && let Some(next) = current.as_ref().and_then(|b| b.next_ca.as_ref())
         && !trusts(client, &targets.webhook_config, &next.cert).await?
     {
-        // Its grace passed but the API server was never told (every publication failed, or
-        // the configuration was replaced since): stage a fresh CA, published now, and count the
-        // grace again rather than serve a certificate the API server cannot verify.
+        // The API server does not trust the staged CA now (its publication failed, or the
+        // configuration was replaced since): stage it again, published below, so that its
+        // grace counts from a publication, never from a bundle the API server lost.
         warn!(config = %targets.webhook_config, "the staged webhook CA is not in the published caBundle; staging it again");
         plan = certs::Plan::StageCa;
     }
