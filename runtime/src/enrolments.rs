@@ -73,6 +73,10 @@ pub struct Enrolments {
     /// Why the index is out of step with the store: its resynchronisation failed (until one
     /// succeeds, other replicas' changes, deletions included, do not reach it).
     unsynced: Mutex<Option<String>>,
+    /// Why the change listener is not known to receive notifications: lost, or reconnected but
+    /// its probe not back yet. Cleared only by a probe that came back, so a listener that
+    /// reconnects and reloads but never receives (a transaction-mode pooler) stays reported.
+    unproven: Mutex<Option<String>>,
     reloads: AtomicU64,
     /// Subject creations and enrolments in progress on this replica per quota and writing key
     /// id, held to its quota beside what the index counts (keys with none are absent).
@@ -155,6 +159,7 @@ impl Enrolments {
             available: AtomicBool::new(true),
             error: Mutex::new(None),
             unsynced: Mutex::new(None),
+            unproven: Mutex::new(None),
             reloads: AtomicU64::new(0),
             creating: Mutex::new(HashMap::new()),
         };
@@ -186,14 +191,43 @@ impl Enrolments {
     /// created (or enrolled) a moment ago, whose notification has not arrived yet, is read from
     /// the store (one indexed query; ids that are not canonical UUIDs are never looked up), so a
     /// client that creates a subject and enrols it through another replica behind the same
-    /// Service is not told the subject does not exist. A failed read leaves the index as it was.
+    /// Service is not told the subject does not exist. What was read is added only if the index
+    /// took no write meanwhile ([`TemplateIndex::insert_if_unchanged`]): a deletion the listener
+    /// applied during the read is never undone. A failed read leaves the index as it was.
+    /// Enrolment and subject reads only: verification never waits on the database.
     pub async fn catch_up(&self, id: &str) {
         if self.store.kind() != "postgresql" || self.index.get(id).is_some() {
             return;
         }
-        if let Err(e) = self.refresh_subject(id).await {
-            tracing::debug!(subject = id, error = %e, "reading a subject missing from the index failed");
+        let seen = self.index.changes();
+        match self.mark(self.store.load_subject(id).await) {
+            Ok(Some(record)) => {
+                self.index.insert_if_unchanged(record, seen);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(subject = id, error = %e, "reading a subject missing from the index failed");
+            }
         }
+    }
+
+    /// [`StoreError::Unavailable`] when some of subject `id`'s stored templates do not open
+    /// here: its faces in the index are then not all it has, so an enrolment must not be judged
+    /// against them (with none left, the creator's key would add any face unmatched).
+    pub fn check_all_faces_readable(&self, id: &str) -> Result<(), StoreError> {
+        let unreadable = self
+            .store
+            .unreadable()
+            .into_iter()
+            .filter(|u| u.subject_id == id)
+            .count();
+        if unreadable == 0 {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "{unreadable} of subject {id}'s stored templates do not open with this replica's \
+             template keys; its enrolments wait until the replica runs with the current key file"
+        )))
     }
 
     /// Where the data lives, for logs.
@@ -211,6 +245,7 @@ impl Enrolments {
         let unsynced = self
             .unsynced()
             .clone()
+            .or_else(|| self.unproven().clone())
             .or_else(|| unreadable_summary(&self.store.unreadable()));
         let error = self.error.lock().map(|e| e.clone()).unwrap_or_default();
         StoreHealth {
@@ -224,6 +259,30 @@ impl Enrolments {
     /// How many stored templates this replica's keys do not open ([`TemplateStore::unreadable`]).
     pub fn unreadable_templates(&self) -> usize {
         self.store.unreadable().len()
+    }
+
+    fn unproven(&self) -> MutexGuard<'_, Option<String>> {
+        self.unproven.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record that the change listener was lost (`Some(why)`) or proved to receive (`None`);
+    /// logged when that changes.
+    fn set_proven(&self, lost: Option<String>) {
+        let mut unproven = self.unproven();
+        match (&*unproven, &lost) {
+            (None, Some(why)) => tracing::error!(
+                store = %self.store.describe(),
+                error = %why,
+                "the change listener is lost: other replicas' changes, deletions included, do \
+                 not reach this replica's index until it receives again"
+            ),
+            (Some(_), None) => tracing::info!(
+                store = %self.store.describe(),
+                "the change listener receives again"
+            ),
+            _ => {}
+        }
+        *unproven = lost;
     }
 
     fn unsynced(&self) -> MutexGuard<'_, Option<String>> {
@@ -559,6 +618,7 @@ impl Enrolments {
             let mut listener = match store.listener().await {
                 Ok(l) => l,
                 Err(e) => {
+                    self.set_proven(Some(format!("change listener: {e}")));
                     self.set_available(false, Some(e.to_string()));
                     tokio::time::sleep(RECONNECT_EVERY).await;
                     continue;
@@ -587,21 +647,24 @@ impl Enrolments {
             self.set_synced(None);
             resync_wait = RECONNECT_EVERY;
             if let Err(lost) = self.apply_changes(&store, &mut listener).await {
-                self.set_available(false, Some(format!("change listener: {lost}")));
+                self.set_proven(Some(format!("change listener: {lost}")));
             }
             tokio::time::sleep(RECONNECT_EVERY).await;
         }
     }
 
-    /// Apply every change `listener` delivers until it is lost (the error says how), probing it
-    /// whenever it has been quiet for [`LISTENER_PROBE_EVERY`].
+    /// Apply every change `listener` delivers until it is lost (the error says how). It is
+    /// probed at once (so a reconnected listener is proved before it counts as receiving) and
+    /// whenever it has been quiet for [`LISTENER_PROBE_EVERY`]: a notification sent from
+    /// another connection must come back within [`LISTENER_PROBE_TIMEOUT`], and its own
+    /// connection must answer a query (which also keeps a server's `idle_session_timeout`
+    /// from ending it).
     async fn apply_changes(
         &self,
         store: &PgStore,
         listener: &mut sqlx::postgres::PgListener,
     ) -> Result<(), String> {
-        // The probe in flight: its token and when it must be back.
-        let mut probe: Option<(String, tokio::time::Instant)> = None;
+        let mut probe = Some(self.send_probe(store, listener).await?);
         loop {
             let wait = match &probe {
                 Some((_, due)) => due.saturating_duration_since(tokio::time::Instant::now()),
@@ -619,16 +682,8 @@ impl Enrolments {
                 }
                 // Quiet for a while: is anyone still there?
                 Err(_) => {
-                    let token = uuid::Uuid::new_v4().to_string();
-                    match tokio::time::timeout(LISTENER_PROBE_TIMEOUT, store.probe(&token)).await {
-                        Ok(Ok(())) => {
-                            probe =
-                                Some((token, tokio::time::Instant::now() + LISTENER_PROBE_TIMEOUT));
-                            continue;
-                        }
-                        Ok(Err(e)) => return Err(e.to_string()),
-                        Err(_) => return Err("the database did not take its probe".into()),
-                    }
+                    probe = Some(self.send_probe(store, listener).await?);
+                    continue;
                 }
             };
             match received {
@@ -641,6 +696,7 @@ impl Enrolments {
                             .is_some_and(|(token, _)| payload.ends_with(token.as_str()))
                         {
                             probe = None;
+                            self.set_proven(None);
                         }
                         continue;
                     }
@@ -653,6 +709,31 @@ impl Enrolments {
                 Ok(None) => return Err("disconnected".into()),
                 Err(e) => return Err(e.to_string()),
             }
+        }
+    }
+
+    /// Ask `listener`'s connection a query and send it a probe from another connection: the
+    /// probe's token and when it must be back.
+    async fn send_probe(
+        &self,
+        store: &PgStore,
+        listener: &mut sqlx::postgres::PgListener,
+    ) -> Result<(String, tokio::time::Instant), String> {
+        match tokio::time::timeout(
+            LISTENER_PROBE_TIMEOUT,
+            sqlx::query("SELECT 1").execute(&mut *listener),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("its connection stopped answering".into()),
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        match tokio::time::timeout(LISTENER_PROBE_TIMEOUT, store.probe(&token)).await {
+            Ok(Ok(())) => Ok((token, tokio::time::Instant::now() + LISTENER_PROBE_TIMEOUT)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the database did not take its probe".into()),
         }
     }
 }

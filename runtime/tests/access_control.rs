@@ -691,6 +691,18 @@ async fn keyed_metrics_and_the_operations_listener() {
     );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    // A page on the allowed origin may read the server's clock (a session's time left).
+    let simple = anonymous
+        .get(format!("http://{addr}/healthz"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    let exposed = simple.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.split(',').any(|h| h.trim() == "date"), "{exposed}");
     // Made-up methods do not create metric series.
     let odd = Method::from_bytes(b"BREW").unwrap();
     anonymous

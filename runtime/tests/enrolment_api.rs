@@ -632,7 +632,7 @@ async fn a_silently_dead_listener_is_noticed_and_the_index_catches_up() {
     );
     // Freeze the backend serving b's LISTEN: its socket stays open, nothing answers.
     let pid = pg.psql(
-        "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' ORDER BY backend_start DESC LIMIT 1",
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'facekey-runtime-listener' ORDER BY backend_start DESC LIMIT 1",
     );
     let pid = pid.trim().to_owned();
     assert!(!pid.is_empty(), "no listening backend");
@@ -693,6 +693,35 @@ async fn a_subject_just_created_elsewhere_is_read_from_the_store() {
     on_b.catch_up("../etc/passwd").await;
     assert_eq!(on_b.index().stats().subjects, 1);
     assert!(on_b.health().available);
+}
+
+/// A listener that answers queries but never receives a notification (as behind a PgBouncer in
+/// transaction mode) keeps the store reported unavailable: reconnecting and reloading do not
+/// count as receiving, only its own probe coming back does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_never_receives_stays_reported() {
+    let pg = PgServer::start();
+    let replicas = Replicas::new(&pg);
+    let store = replicas.connect().await;
+    let deaf = store.clone().listening_on("facekey_nobody_writes_here");
+    let on_b = Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap());
+    let follower = tokio::spawn(on_b.clone().follow(deaf));
+    assert!(
+        eventually(Duration::from_secs(10), || !on_b.health().available).await,
+        "a deaf listener was reported healthy"
+    );
+    // Through its reconnections and reloads (one every ~6 s), never available again.
+    let mut seen_available = false;
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < until {
+        seen_available |= on_b.health().available;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = on_b.health().error.unwrap_or_default();
+    assert!(!seen_available, "reported available between reconnections");
+    assert!(error.contains("probe did not come back"), "{error}");
+    assert!(on_b.health().reloads >= 2, "{:?}", on_b.health());
+    follower.abort();
 }
 
 /// A key creating subjects as fast as it can through a replica, each creation waiting on the
@@ -810,6 +839,11 @@ async fn a_template_that_does_not_open_here_stops_no_other_change() {
         "{error}"
     );
     assert_eq!(faces_on_b(&ada.id), Some(0), "never matched garbage");
+    // Its faces in the index are not all it has: no enrolment is judged against them (with
+    // none left, the creator's key would add any face unmatched).
+    let refused = on_b.check_all_faces_readable(&ada.id).unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+    assert!(on_b.check_all_faces_readable(&eve.id).is_ok());
     // Every other change still reaches b: a deletion at once, a new face too.
     assert!(on_a.delete_subject(&eve.id).await.unwrap());
     assert!(

@@ -286,6 +286,10 @@ pub async fn enrol(
     let engine = state.engine()?;
     let enroller = enroller(&state, caller.as_ref());
     state.enrolments.catch_up(&id).await;
+    state
+        .enrolments
+        .check_all_faces_readable(&id)
+        .inspect_err(|e| refused(&state, enroller, e))?;
     let enrolled =
         check_subject(&state, &id, enroller).inspect_err(|e| refused(&state, enroller, e))?;
     if enrolled.is_empty() {

@@ -331,7 +331,6 @@ pub(super) async fn verifiable_subject(
     state: &SharedState,
     subject: &str,
 ) -> Result<Vec<Embedding>, ApiError> {
-    state.enrolments.catch_up(subject).await;
     let templates = subject_embeddings(state, subject)?;
     state.lockouts.check(subject).await?;
     Ok(templates)

@@ -158,6 +158,8 @@ fn cors(origins: &[String]) -> CorsLayer {
         .expose_headers([
             header::RETRY_AFTER,
             header::LOCATION,
+            // The server's clock, by which a page reads a liveness session's expiry.
+            header::DATE,
             HeaderName::from_static("x-request-id"),
         ])
 }

@@ -142,6 +142,8 @@ pub struct TemplateIndex {
     model: String,
     dim: usize,
     inner: RwLock<Inner>,
+    /// Bumped by every write ([`TemplateIndex::changes`]).
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TemplateIndex {
@@ -228,7 +230,29 @@ impl TemplateIndex {
             model: model.to_owned(),
             dim,
             inner: RwLock::new(Inner::default()),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many writes the index has taken: read before a store read whose result is then
+    /// applied with [`TemplateIndex::insert_if_unchanged`].
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Add `record` only if the index has taken no write since [`TemplateIndex::changes`]
+    /// returned `seen` and does not hold the subject: a subject read from the store while the
+    /// change listener applied its deletion (or a new face) must not be put back as it was read.
+    /// Returns whether it was added.
+    pub fn insert_if_unchanged(&self, record: SubjectRecord, seen: u64) -> bool {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if self.changes() != seen || inner.by_id.contains_key(&record.id) {
+            return false;
+        }
+        Self::insert(&mut inner, record, &self.model, self.dim);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        true
     }
 
     /// The embedding model whose templates are matched.
@@ -243,7 +267,11 @@ impl TemplateIndex {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        // Under the lock: whoever holds it next sees every write before it counted.
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        guard
     }
 
     /// Replace everything with `records` (start-up, resynchronisation).
@@ -617,6 +645,25 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    /// A subject read from the store is added only if nothing changed the index since the
+    /// read began: a deletion the change listener applied meanwhile stays applied.
+    #[test]
+    fn a_read_is_added_only_if_the_index_did_not_change_meanwhile() {
+        let index = TemplateIndex::new("m", 2);
+        let seen = index.changes();
+        assert!(index.insert_if_unchanged(record("a", vec![]), seen));
+        assert!(index.get("a").is_some());
+        // Read "b"; meanwhile "b" is upserted and removed (the listener applying a deletion).
+        let seen = index.changes();
+        index.upsert(record("b", vec![]));
+        index.remove("b");
+        assert!(!index.insert_if_unchanged(record("b", vec![]), seen));
+        assert!(index.get("b").is_none(), "a deleted subject came back");
+        // Nor is a subject the index already holds replaced by an older read.
+        let seen = index.changes();
+        assert!(!index.insert_if_unchanged(record("a", vec![]), seen));
     }
 
     #[test]

@@ -35,6 +35,10 @@ const STORE_CONNECTIONS: u32 = 6;
 /// has a pool of its own per listener ([`PgStore::listener`]).
 const SYNC_CONNECTIONS: u32 = 1;
 
+/// The `application_name` of the change listener's connection (the others are
+/// `facekey-runtime`), so that it can be told apart in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "facekey-runtime-listener";
+
 /// Payload prefix of the listener's own round-trip probes on [`CHANNEL`] (never a subject id:
 /// ids are UUIDs). Every replica receives them; [`is_probe`] tells them apart.
 const PROBE_PREFIX: &str = "probe:";
@@ -102,6 +106,8 @@ pub struct PgStore {
     sync_pool: PgPool,
     /// How to connect (each listener opens its own connection).
     options: PgConnectOptions,
+    /// The channel the listener listens on: [`CHANNEL`], but in tests of a deaf listener.
+    listen_channel: &'static str,
     keys: TemplateKeys,
     max_faces: usize,
     described: String,
@@ -343,6 +349,7 @@ impl PgStore {
             ledger_pool,
             sync_pool,
             options: options.clone(),
+            listen_channel: CHANNEL,
             keys,
             max_faces,
             described,
@@ -458,16 +465,31 @@ impl PgStore {
         let own = bounded_pool(1)
             .max_lifetime(None)
             .idle_timeout(None)
-            .connect_with(self.options.clone())
+            // Told apart in pg_stat_activity.
+            .connect_with(
+                self.options
+                    .clone()
+                    .application_name(LISTENER_APPLICATION_NAME),
+            )
             .await
             .map_err(db_err("listen for changes"))?;
         let mut l = PgListener::connect_with(&own)
             .await
             .map_err(db_err("listen for changes"))?;
-        l.listen(CHANNEL)
+        l.listen(self.listen_channel)
             .await
             .map_err(db_err("listen for changes"))?;
         Ok(l)
+    }
+
+    /// This store with a listener on `channel`, where no write notifies: what a pooler that
+    /// answers queries but drops notifications does to the listener, for tests.
+    #[doc(hidden)]
+    pub fn listening_on(self, channel: &'static str) -> Self {
+        Self {
+            listen_channel: channel,
+            ..self
+        }
     }
 
     /// This store reading through the change listener's own pool: what the listener's reloads
