@@ -126,6 +126,7 @@ fn main() {
         let addr = listener.local_addr().unwrap();
         let metrics = facekey_operator::metrics::Metrics::new().unwrap();
         let state = WebhookState {
+            limit_ranges: Default::default(),
             resources: Resources::fixed(fkds.clone()),
             options: InjectOptions::default(),
             events: None,

@@ -867,6 +867,72 @@ async fn the_counter_pages_through_every_pod() {
 /// Every fixture review posted to the webhook's router (the handler the HTTPS server runs): each
 /// answer is counted once under its outcome and reason and timed, and the label values are the
 /// documented ones.
+/// A LimitRange of the pod's namespace that would refuse the sidecar (and so the whole pod):
+/// the sidecar is left out, the pod admitted under `failurePolicy: Ignore` with a warning naming
+/// the LimitRange and the bound; one of another namespace, or one the sidecar fits, changes
+/// nothing. (The fixture's sidecar: requests 250m and 384Mi, memory limit 768Mi.)
+#[tokio::test]
+async fn a_sidecar_a_limit_range_would_refuse_is_left_out() {
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::server::{LimitRanges, Resources, WebhookState, router};
+
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let range = |namespace: &str, max_memory: &str| -> k8s_openapi::api::core::v1::LimitRange {
+        serde_json::from_value(json!({
+            "metadata": {"name": "tenant-bounds", "namespace": namespace},
+            "spec": {"limits": [{"type": "Container", "max": {"memory": max_memory},
+                                 "default": {"memory": max_memory}}]},
+        }))
+        .unwrap()
+    };
+    let answer = |ranges: Vec<k8s_openapi::api::core::v1::LimitRange>| {
+        let metrics = Metrics::new().unwrap();
+        let app = router(WebhookState {
+            limit_ranges: LimitRanges::Fixed(Arc::new(ranges)),
+            resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
+            options: InjectOptions::default(),
+            events: None,
+            metrics: metrics.clone(),
+            scope: None,
+        });
+        async move {
+            let body = std::fs::read(fixtures().join("reviews/inject.json")).unwrap();
+            let response = post_review(&app, body).await;
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let review: Value = serde_json::from_slice(&bytes).unwrap();
+            let skipped = metrics
+                .admission_reviews
+                .with_label_values(&["skipped", "LimitRange"])
+                .get();
+            (review, skipped)
+        }
+    };
+    let (review, skipped) = answer(vec![range("shop", "512Mi")]).await;
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    assert!(review["response"]["patch"].is_null(), "{review}");
+    let warning = review["response"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        warning.contains("LimitRange tenant-bounds caps memory per container at 512Mi")
+            && warning.contains("768Mi"),
+        "{review}"
+    );
+    assert_eq!(skipped, 1);
+    // Another namespace's, or a bound the sidecar fits: injected as before.
+    for ranges in [
+        vec![range("elsewhere", "512Mi")],
+        vec![range("shop", "1Gi")],
+    ] {
+        let (review, skipped) = answer(ranges).await;
+        assert!(review["response"]["patch"].is_string(), "{review}");
+        assert_eq!(skipped, 0);
+    }
+}
+
 #[tokio::test]
 async fn admission_metrics_count_every_fixture_review_by_outcome() {
     use facekey_operator::metrics::Metrics;
@@ -875,6 +941,7 @@ async fn admission_metrics_count_every_fixture_review_by_outcome() {
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let metrics = Metrics::new().unwrap();
     let app = router(WebhookState {
+        limit_ranges: Default::default(),
         resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
         options: InjectOptions::default(),
         events: None,
@@ -1018,6 +1085,7 @@ async fn an_operator_scoped_to_one_namespace_leaves_other_namespaces_alone() {
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let answer = |scope: &str, case: &str| {
         let app = router(WebhookState {
+            limit_ranges: Default::default(),
             resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
             options: InjectOptions::default(),
             events: None,
@@ -1104,6 +1172,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
 
     let answer = |resources: Resources, case: &str| {
         let app = router(WebhookState {
+            limit_ranges: Default::default(),
             resources,
             options: InjectOptions::default(),
             events: None,
@@ -1140,6 +1209,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
         .to_owned();
     annotations["facekey.dev/inject"] = serde_json::json!(format!("{named}/status"));
     let app = router(WebhookState {
+        limit_ranges: Default::default(),
         resources: unsynced(),
         options: InjectOptions::default(),
         events: None,

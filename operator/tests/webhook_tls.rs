@@ -58,6 +58,7 @@ async fn start_limited(
 ) -> SocketAddr {
     let resources = String::from_utf8(fixture("resources.yaml")).unwrap();
     let state = WebhookState {
+        limit_ranges: Default::default(),
         resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
         options: InjectOptions::default(),
         events: None,

@@ -40,6 +40,8 @@ pub enum NotInjectedReason {
     /// Pod-level `spec.resources` requests that the containers' requests with the sidecar's
     /// would exceed: the API server would refuse the patched pod, whatever `failurePolicy`.
     PodLevelResources,
+    /// A LimitRange of the namespace would refuse the sidecar, and with it the whole pod.
+    LimitRange,
     /// The FaceKeyDeployment exists but this operator cannot decode its spec
     /// ([`crate::decode`]): answered by its own `sidecar.failurePolicy`, read alone.
     ResourceUndecodable,
@@ -59,6 +61,7 @@ impl NotInjectedReason {
             NotInjectedReason::HostNetwork => "HostNetwork",
             NotInjectedReason::WindowsPod => "WindowsPod",
             NotInjectedReason::PodLevelResources => "PodLevelResources",
+            NotInjectedReason::LimitRange => "LimitRange",
             NotInjectedReason::ResourceUndecodable => "ResourceUndecodable",
         }
     }
@@ -425,6 +428,43 @@ fn aggregate_request(
         init_peak = init_peak.max(at_start);
     }
     running.max(init_peak)
+}
+
+/// `decision` held to the LimitRanges of the pod's namespace (`ranges`): an injection whose
+/// sidecar one of them would refuse (and with it the whole pod, whatever the failure policy)
+/// becomes `LimitRange`, under the resource's `sidecar.failurePolicy`; every other decision
+/// stands.
+pub fn within_limit_ranges(
+    decision: Decision,
+    namespace: &str,
+    fkd: Option<&FaceKeyDeployment>,
+    ranges: &[k8s_openapi::api::core::v1::LimitRange],
+) -> Decision {
+    let Decision::Inject {
+        resource, image, ..
+    } = &decision
+    else {
+        return decision;
+    };
+    let (Some(fkd), false) = (fkd, ranges.is_empty()) else {
+        return decision;
+    };
+    let Some(sidecar) = fkd.spec.sidecar.as_ref() else {
+        return decision;
+    };
+    let parts = sidecar_parts(resource, namespace, &fkd.spec, sidecar, image);
+    match super::limit_range::refusal(&parts.container, ranges) {
+        None => decision,
+        Some(why) => Decision::NotInjected {
+            resource: resource.clone(),
+            reason: NotInjectedReason::LimitRange,
+            message: format!(
+                "{why}: the API server would refuse the whole pod; size spec.sidecar.resources \
+                 of {namespace}/{resource} within the namespace's LimitRanges"
+            ),
+            refuse: sidecar.failure_policy == SidecarFailurePolicy::Fail,
+        },
+    }
 }
 
 /// Escape a map key for a JSON pointer (RFC 6901).

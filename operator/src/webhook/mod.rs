@@ -7,11 +7,13 @@
 //! - [`server`]: the HTTPS server with a certificate swapped in place on rotation;
 //! - [`events`]: Events about pods that did not get their sidecar;
 //! - [`manage`]: the certificate Secret and the configuration's `caBundle`, kept current;
-//! - [`sidecars`]: the count of injected and outdated pods in `status.sidecar`.
+//! - [`sidecars`]: the count of injected and outdated pods in `status.sidecar`;
+//! - [`limit_range`]: the namespace's LimitRanges against the sidecar (pure).
 
 pub mod certs;
 pub mod events;
 pub mod inject;
+pub mod limit_range;
 pub mod manage;
 pub mod review;
 pub mod server;
@@ -142,7 +144,31 @@ pub async fn start(
         }
     });
 
+    // The LimitRanges the sidecar must fit (best effort: until the cache has synced, or when
+    // RBAC denies the watch, none are known and the API server has the last word).
+    let limit_ranges = {
+        let api: kube::Api<k8s_openapi::api::core::v1::LimitRange> = match &config.watch_namespace {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        };
+        let (store, writer) = reflector::store();
+        tokio::spawn(
+            crate::watching::counted(
+                watcher(api, watcher::Config::default()).default_backoff(),
+                (
+                    crate::watching::Component::Webhook,
+                    "LimitRange",
+                    config.metrics.watch_errors.clone(),
+                ),
+            )
+            .reflect(writer)
+            .touched_objects()
+            .for_each(|_| futures::future::ready(())),
+        );
+        server::LimitRanges::Watched(store)
+    };
     let state = server::WebhookState {
+        limit_ranges,
         resources: server::Resources::Watched {
             store,
             decoder,

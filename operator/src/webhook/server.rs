@@ -313,9 +313,42 @@ impl Resources {
     }
 }
 
+/// Where the LimitRanges of a pod's namespace come from.
+#[derive(Clone, Default)]
+pub enum LimitRanges {
+    /// None known (the check is left to the API server).
+    #[default]
+    None,
+    /// A fixed set (tests, benchmark).
+    Fixed(Arc<Vec<k8s_openapi::api::core::v1::LimitRange>>),
+    /// The operator's watch cache of every LimitRange it may see.
+    Watched(Store<k8s_openapi::api::core::v1::LimitRange>),
+}
+
+impl LimitRanges {
+    /// The LimitRanges of `namespace`.
+    pub fn of(&self, namespace: &str) -> Vec<k8s_openapi::api::core::v1::LimitRange> {
+        let mine = |r: &k8s_openapi::api::core::v1::LimitRange| {
+            r.metadata.namespace.as_deref() == Some(namespace)
+        };
+        match self {
+            LimitRanges::None => Vec::new(),
+            LimitRanges::Fixed(all) => all.iter().filter(|r| mine(r)).cloned().collect(),
+            LimitRanges::Watched(store) => store
+                .state()
+                .iter()
+                .filter(|r| mine(r))
+                .map(|r| (**r).clone())
+                .collect(),
+        }
+    }
+}
+
 /// State of the webhook handler.
 #[derive(Clone)]
 pub struct WebhookState {
+    /// The LimitRanges the sidecar must fit ([`super::limit_range`]).
+    pub limit_ranges: LimitRanges,
     /// Where FaceKeyDeployments are looked up.
     pub resources: Resources,
     /// The operator's injection settings.
@@ -394,10 +427,16 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
         super::inject::Decision::NotRequested
     } else {
         let decision = review::decide(&req, fkd, state.options);
-        match &lookup {
+        let decision = match &lookup {
             Lookup::Undecodable(u) => super::inject::undecodable(decision, &req.namespace, u),
             _ => decision,
-        }
+        };
+        super::inject::within_limit_ranges(
+            decision,
+            &req.namespace,
+            fkd,
+            &state.limit_ranges.of(&req.namespace),
+        )
     };
     if let Some(sink) = &state.events
         && !req.request.dry_run
