@@ -695,6 +695,114 @@ async fn a_subject_just_created_elsewhere_is_read_from_the_store() {
     assert!(on_b.health().available);
 }
 
+/// A TCP proxy in front of `port` that, once armed, forwards the next client message holding a
+/// `COMMIT` and then cuts that connection without passing the server's answer on: the commit
+/// takes on the server, its answer is lost. Returns the proxy's port and the arming switch.
+async fn commit_answer_cutter(port: u16) -> (u16, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let armed = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let switch = armed.clone();
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let armed = switch.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let cut = Arc::new(tokio::sync::Notify::new());
+                let cut_up = cut.clone();
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
+                        if commit && armed.swap(false, Ordering::SeqCst) {
+                            // Let the server take it, then drop both sides unanswered.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            cut_up.notify_one();
+                            return;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    tokio::select! {
+                        () = cut.notified() => break,
+                        read = sr.read(&mut buf) => match read {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if cw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        },
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    (proxy_port, armed)
+}
+
+/// A commit whose answer is lost (the connection broke after `COMMIT` went out) but which took:
+/// the write is acknowledged, not answered 503 for the client to retry into a second subject
+/// or face counted against its key's quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_found_stored() {
+    use std::sync::atomic::Ordering;
+    let pg = PgServer::start();
+    let (proxy, armed) = commit_answer_cutter(pg.port).await;
+    let line = facekey_runtime::store::cipher::new_key_line("k1").unwrap();
+    let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+    let url = format!("postgres://postgres:x@127.0.0.1:{proxy}/facekey?sslmode=disable");
+    let store = facekey_runtime::store::postgres::PgStore::connect(&url, None, keys, 5, "TEST_URL")
+        .await
+        .unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let subject = store.create_subject("Ada", Some("app"), Some(10)).await;
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the commit never went through the proxy"
+    );
+    let subject = subject.expect("a stored subject acknowledged");
+    let count = |sql: &str| pg.psql(sql).trim().to_owned();
+    assert_eq!(count("SELECT count(*) FROM facekey_subjects"), "1");
+    armed.store(true, Ordering::SeqCst);
+    let face = store
+        .add_template(
+            &subject.id,
+            NewTemplate {
+                model: "m".into(),
+                embedding: vec![1.0, 0.0],
+                quality: Some(0.9),
+                enrolled_by: Some("app".into()),
+            },
+            Some(10),
+        )
+        .await
+        .expect("a stored face acknowledged");
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM facekey_templates WHERE id = '{}'",
+            face.id
+        )),
+        "1"
+    );
+}
+
 /// A listener that answers queries but never receives a notification (as behind a PgBouncer in
 /// transaction mode) keeps the store reported unavailable: reconnecting and reloading do not
 /// count as receiving, only its own probe coming back does.

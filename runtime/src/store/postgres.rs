@@ -482,6 +482,35 @@ impl PgStore {
         Ok(l)
     }
 
+    /// Commit `tx`, which wrote the row of id `id`. When the commit's answer is lost (the
+    /// connection broke after `COMMIT` went out: the write may well have taken), `find` (a query
+    /// of that id as `$1`, a row when it is stored) asks on another connection, and a stored
+    /// row counts as committed: answered 503, the client would retry and create a second
+    /// subject or face, counted against its key's quota. Ids are made before the insert, so the
+    /// row found is this write's.
+    async fn commit_or_find(
+        &self,
+        tx: Transaction<'_, Postgres>,
+        operation: &'static str,
+        find: &'static str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let Err(e) = tx.commit().await else {
+            return Ok(());
+        };
+        let error = db_err(operation)(e);
+        if !matches!(error, StoreError::Unavailable(_)) {
+            return Err(error);
+        }
+        match sqlx::query(find).bind(id).fetch_optional(&self.pool).await {
+            Ok(Some(_)) => {
+                tracing::warn!(operation, id, error = %error, "the commit's answer was lost, but the write is stored");
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
     /// This store with a listener on `channel`, where no write notifies: what a pooler that
     /// answers queries but drops notifications does to the listener, for tests.
     #[doc(hidden)]
@@ -688,7 +717,13 @@ impl TemplateStore for PgStore {
         .await
         .map_err(db_err("create subject"))?;
         Self::notify(&mut tx, &id).await?;
-        tx.commit().await.map_err(db_err("create subject"))?;
+        self.commit_or_find(
+            tx,
+            "create subject",
+            "SELECT 1 FROM facekey_subjects WHERE id = $1::uuid",
+            &id,
+        )
+        .await?;
         Ok(SubjectRecord {
             created_at: row
                 .try_get("created_at")
@@ -783,7 +818,13 @@ impl TemplateStore for PgStore {
         .await
         .map_err(db_err("add template"))?;
         Self::notify(&mut tx, &subject).await?;
-        tx.commit().await.map_err(db_err("add template"))?;
+        self.commit_or_find(
+            tx,
+            "add template",
+            "SELECT 1 FROM facekey_templates WHERE id = $1::uuid",
+            &id,
+        )
+        .await?;
         Ok(Template {
             created_at: row.try_get("created_at").map_err(db_err("add template"))?,
             id,
