@@ -14,10 +14,10 @@ version_at_least() { # have want: whether dotted version $1 >= $2
   [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
 }
 if ! command -v cargo >/dev/null || ! command -v rustc >/dev/null; then
-  missing+=("Rust 1.92 or newer (https://rustup.rs, or your distribution's rustup package)")
+  missing+=("Rust 1.94 or newer (https://rustup.rs, or your distribution's rustup package)")
 else
   rust="$(rustc --version | awk '{print $2}')"
-  version_at_least "$rust" 1.92 || missing+=("Rust 1.92 or newer (found $rust: rustup update)")
+  version_at_least "$rust" 1.94 || missing+=("Rust 1.94 or newer (found $rust: rustup update)")
 fi
 command -v cc >/dev/null || missing+=("a C compiler (Debian/Ubuntu: apt install build-essential)")
 if [ -f ui/package-lock.json ]; then
@@ -40,6 +40,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   exit 1
 fi
 if [ -x scripts/setup-onnxruntime.sh ]; then scripts/setup-onnxruntime.sh; fi
+# The runtime looks in .tools/onnxruntime by itself; a library put elsewhere is named to it.
+if [ -n "${FACEKEY_ORT_DIR:-}" ] && [ -z "${FACEKEY_ORT_LIBRARY:-}" ]; then
+  export FACEKEY_ORT_LIBRARY="$FACEKEY_ORT_DIR/libonnxruntime.so"
+fi
 if [ -f ui/package-lock.json ]; then scripts/build-ui.sh; fi
 exec cargo run --profile "${FACEKEY_RUN_PROFILE:-release}" --locked -p facekey-runtime \
   --bin facekey-runtime -- "$@"

@@ -258,8 +258,9 @@ pub struct Config {
     #[arg(long, env = env::MAX_IMAGE_PIXELS, default_value_t = defaults::MAX_IMAGE_PIXELS)]
     pub max_image_pixels: u64,
 
-    /// ONNX Runtime library (`libonnxruntime.so`). Default: found automatically (next to the
-    /// executable, `.tools/onnxruntime/` of the repository, `ORT_DYLIB_PATH`, system paths).
+    /// ONNX Runtime library (`libonnxruntime.so`). Default: `ORT_DYLIB_PATH` when set, else
+    /// found automatically (next to the executable, `.tools/onnxruntime/` of the repository,
+    /// system paths).
     #[arg(long, env = env::ORT_LIBRARY)]
     pub ort_library: Option<PathBuf>,
 

@@ -45,7 +45,9 @@ pass() { printf 'PASS: %s\n' "$*"; }
 [ -d "$NODE_MODULES/js-yaml" ] || fail "$NODE_MODULES lacks js-yaml"
 command -v promtool >/dev/null || fail "promtool missing (apt-get install prometheus)"
 command -v node >/dev/null || fail "node missing"
-command -v kubectl >/dev/null || fail "kubectl missing"
+# kubectl from the pinned wheel in the venv (tests/requirements.txt), else one on PATH.
+KUBECTL="$VENV/bin/kubectl"
+[ -x "$KUBECTL" ] || KUBECTL="$(command -v kubectl)" || fail "kubectl missing (run tests/setup.sh)"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -204,11 +206,11 @@ done
 pass "render refuses specs that break the CRD's CEL rules"
 
 # 7. The kustomize base builds offline and its objects (CRD, RBAC, Deployment) are schema-valid.
-kubectl kustomize "$ROOT/manifests" >"$WORK/kustomized.yaml" || fail "kubectl kustomize manifests"
+"$KUBECTL" kustomize "$ROOT/manifests" >"$WORK/kustomized.yaml" || fail "kubectl kustomize manifests"
 k8s_validate "$WORK/kustomized.yaml" "kubectl kustomize manifests"
 
 # 8. The optional monitoring overlay (the operator's own ServiceMonitor) builds and is valid.
-kubectl kustomize "$ROOT/manifests/monitoring" >"$WORK/monitoring.yaml" || fail "kubectl kustomize manifests/monitoring"
+"$KUBECTL" kustomize "$ROOT/manifests/monitoring" >"$WORK/monitoring.yaml" || fail "kubectl kustomize manifests/monitoring"
 EXPECT_KINDS=ServiceMonitor,PrometheusRule NODE_MODULES="$NODE_MODULES" \
   node "$HERE/validate-prometheus-operator.mjs" "$WORK/monitoring.yaml" >"$WORK/monitoring.log" 2>&1 \
   || { cat "$WORK/monitoring.log" >&2; fail "manifests/monitoring schema validation"; }
@@ -280,7 +282,7 @@ pass "render --inject: sidecars injected where asked, opt-out respected, unknown
 mkdir -p "$WORK/cm-overlay"
 rel="$("$PY" -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$ROOT/manifests" "$WORK/cm-overlay")"
 printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s/components/webhook-cert-manager]\n' "$rel" "$rel" >"$WORK/cm-overlay/kustomization.yaml"
-kubectl kustomize "$WORK/cm-overlay" >"$WORK/cert-manager.yaml" || fail "kubectl kustomize with the webhook-cert-manager component"
+"$KUBECTL" kustomize "$WORK/cm-overlay" >"$WORK/cert-manager.yaml" || fail "kubectl kustomize with the webhook-cert-manager component"
 grep -q 'cert-manager.io/inject-ca-from: facekey-system/facekey-webhook' "$WORK/cert-manager.yaml" || fail "cert-manager component: no CA injection annotation"
 grep -q 'value: cert-manager' "$WORK/cert-manager.yaml" || fail "cert-manager component: the operator is not switched to cert-manager certificates"
 "$PY" -c 'import sys,yaml; docs=[d for d in yaml.safe_load_all(open(sys.argv[1])) if isinstance(d, dict) and not d["apiVersion"].startswith("cert-manager.io/")]; yaml.safe_dump_all(docs, open(sys.argv[2], "w"))' \
