@@ -564,8 +564,8 @@ async fn a_lost_ca_bundle_is_put_back_at_the_next_check() {
 
 /// A CA rotation against the API server: the new CA is published while the old one still signs,
 /// and signs only once the grace has passed with it in the published `caBundle`; a configuration
-/// that lost the staged CA meanwhile (replaced from Git) gets a fresh one staged, never a
-/// certificate it cannot verify.
+/// that lost the staged CA meanwhile (replaced from Git) gets it staged and published again, the
+/// grace counted anew, never a certificate it cannot verify.
 #[tokio::test]
 async fn a_new_ca_is_published_before_it_signs() {
     let client = kube_fake_client::ClientBuilder::new()

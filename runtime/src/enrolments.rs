@@ -268,21 +268,32 @@ impl Enrolments {
     /// Record that the change listener was lost (`Some(why)`) or proved to receive (`None`);
     /// logged when that changes.
     fn set_proven(&self, lost: Option<String>) {
-        let mut unproven = self.unproven();
-        match (&*unproven, &lost) {
-            (None, Some(why)) => tracing::error!(
-                store = %self.store.describe(),
-                error = %why,
-                "the change listener is lost: other replicas' changes, deletions included, do \
-                 not reach this replica's index until it receives again"
-            ),
-            (Some(_), None) => tracing::info!(
-                store = %self.store.describe(),
-                "the change listener receives again"
-            ),
+        self.transition(
+            &mut self.unproven(),
+            lost,
+            "the change listener is lost: other replicas' changes, deletions included, do not \
+             reach this replica's index until it receives again",
+            "the change listener receives again",
+        );
+    }
+
+    /// Set `slot` (a reason the index may be out of step, or `None`) to `now`, logging the
+    /// change from none to some (`went`, an error) and back (`back`).
+    fn transition(
+        &self,
+        slot: &mut Option<String>,
+        now: Option<String>,
+        went: &'static str,
+        back: &'static str,
+    ) {
+        match (&*slot, &now) {
+            (None, Some(error)) => {
+                tracing::error!(store = %self.store.describe(), error = %error, "{went}");
+            }
+            (Some(_), None) => tracing::info!(store = %self.store.describe(), "{back}"),
             _ => {}
         }
-        *unproven = lost;
+        *slot = now;
     }
 
     fn unsynced(&self) -> MutexGuard<'_, Option<String>> {
@@ -291,21 +302,13 @@ impl Enrolments {
 
     /// Record whether the last resynchronisation succeeded; logged when that changes.
     fn set_synced(&self, failed: Option<String>) {
-        let mut unsynced = self.unsynced();
-        match (&*unsynced, &failed) {
-            (None, Some(error)) => tracing::error!(
-                store = %self.store.describe(),
-                error = %error,
-                "the template index is out of step with the store: other replicas' changes \
-                 (deletions included) do not reach this replica until it resynchronises"
-            ),
-            (Some(_), None) => tracing::info!(
-                store = %self.store.describe(),
-                "the template index is in step with the store again"
-            ),
-            _ => {}
-        }
-        *unsynced = failed;
+        self.transition(
+            &mut self.unsynced(),
+            failed,
+            "the template index is out of step with the store: other replicas' changes \
+             (deletions included) do not reach this replica until it resynchronises",
+            "the template index is in step with the store again",
+        );
     }
 
     fn mark<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
