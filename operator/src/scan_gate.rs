@@ -357,22 +357,25 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
         Some(crate::apply::Standing::Predecessor) => return Provenance::Predecessor,
         _ => return Provenance::Foreign,
     }
-    let wanted_images = images_of(template_of(wanted));
-    if pod_shape(template_of(job), &admitted_as(&wanted_images))
-        == pod_shape(template_of(wanted), &str::to_owned)
-    {
+    if same_shape(template_of(job), template_of(wanted)) {
         Provenance::Ours
     } else {
         Provenance::Outdated
     }
 }
 
+/// Whether the pod spec `live` has the [`pod_shape`] of `wanted`, its images taken as the wanted
+/// ones where an image policy only added a digest to them ([`admitted_as`]): a live Job against
+/// the one the gate would create, or a Job's pod against its template.
+fn same_shape(live: Option<&PodSpec>, wanted: Option<&PodSpec>) -> bool {
+    let images = images_of(wanted);
+    pod_shape(live, &admitted_as(&images)) == pod_shape(wanted, &str::to_owned)
+}
+
 /// Whether `pod` runs what `job`'s template says (a pod another webhook changed, or one created
 /// by hand with the Job's labels and owner, does not).
 fn runs_template(pod: &Pod, job: &Job) -> bool {
-    let template = template_of(job);
-    let images = images_of(template);
-    pod_shape(pod.spec.as_ref(), &admitted_as(&images)) == pod_shape(template, &str::to_owned)
+    same_shape(pod.spec.as_ref(), template_of(job))
 }
 
 fn failed(image: &str, policy: &str, message: String) -> GateResult {

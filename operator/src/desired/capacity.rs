@@ -93,6 +93,16 @@ pub fn parse_cpu(q: &str) -> Option<f64> {
     (cores.is_finite() && cores >= 0.0).then_some(cores)
 }
 
+/// The amount of the resource `name` in the quantity `q`: cores for `cpu`, bytes for memory (and
+/// other byte-counted resources); `None` when it is not one. What the webhook's pod-level and
+/// LimitRange checks compare.
+pub fn amount(name: &str, q: &str) -> Option<f64> {
+    match name {
+        "cpu" => parse_cpu(q),
+        _ => parse_memory(q).map(|b| b as f64),
+    }
+}
+
 /// Bytes of a memory quantity (`"512Mi"`, `"1G"`, `"1e9"`, `"1073741824"`); `None` when it is not
 /// one (the API server would have refused it).
 pub fn parse_memory(q: &str) -> Option<u64> {

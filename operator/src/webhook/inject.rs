@@ -376,12 +376,8 @@ pub fn decide(
 /// server does ([`aggregate_request`]): other native sidecars (a mesh's) add to the sum, and an
 /// ordinary init container runs beside the injected sidecar.
 fn pod_level_shortfall(spec: &PodSpec, sidecar: &Container) -> Option<String> {
-    use crate::desired::capacity::{parse_cpu, parse_memory};
+    use crate::desired::capacity::amount;
     let pod = spec.resources.as_ref()?.requests.as_ref()?;
-    let amount = |name: &str, q: &str| match name {
-        "cpu" => parse_cpu(q),
-        _ => parse_memory(q).map(|b| b as f64),
-    };
     let requested = |c: &Container, name: &str| {
         c.resources
             .as_ref()

@@ -13,14 +13,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, LimitRange};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::desired::capacity::{parse_cpu, parse_memory};
+use crate::desired::capacity;
 
 /// The amount of `resource` in `q` (cores for `cpu`, bytes for memory and storage), if it parses.
 fn amount(resource: &str, q: &Quantity) -> Option<f64> {
-    match resource {
-        "cpu" => parse_cpu(&q.0),
-        _ => parse_memory(&q.0).map(|b| b as f64),
-    }
+    capacity::amount(resource, &q.0)
 }
 
 /// The sidecar's requests and limits as the API server will have them: the LimitRanges'
@@ -33,7 +30,7 @@ fn effective(
     let resources = container.resources.clone().unwrap_or_default();
     let mut requests = resources.requests.unwrap_or_default();
     let mut limits = resources.limits.unwrap_or_default();
-    for item in container_items(ranges) {
+    for (_, item) in container_items(ranges) {
         for (name, q) in item.default.iter().flatten() {
             limits.entry(name.clone()).or_insert_with(|| q.clone());
         }
@@ -47,76 +44,76 @@ fn effective(
     (requests, limits)
 }
 
+/// The `Container` items of `ranges`, each with its LimitRange's name.
 fn container_items(
     ranges: &[LimitRange],
-) -> impl Iterator<Item = &k8s_openapi::api::core::v1::LimitRangeItem> {
-    ranges
-        .iter()
-        .filter_map(|r| r.spec.as_ref())
-        .flat_map(|s| s.limits.iter())
-        .filter(|item| item.type_ == "Container")
+) -> impl Iterator<Item = (&str, &k8s_openapi::api::core::v1::LimitRangeItem)> {
+    ranges.iter().flat_map(|r| {
+        let name = r.metadata.name.as_deref().unwrap_or("?");
+        r.spec
+            .iter()
+            .flat_map(|s| s.limits.iter())
+            .filter(|item| item.type_ == "Container")
+            .map(move |item| (name, item))
+    })
 }
 
 /// Why the API server would refuse a pod with `container` (the sidecar) under `ranges`, the
 /// namespace's LimitRanges, in words naming the LimitRange and the bound; `None` when it fits.
 pub fn refusal(container: &Container, ranges: &[LimitRange]) -> Option<String> {
     let (requests, limits) = effective(container, ranges);
-    for range in ranges {
-        let name = range.metadata.name.as_deref().unwrap_or("?");
-        let items = range.spec.iter().flat_map(|s| s.limits.iter());
-        for item in items.filter(|i| i.type_ == "Container") {
-            for (resource, bound) in item.max.iter().flatten() {
-                let Some(max) = amount(resource, bound) else {
-                    continue;
-                };
-                match limits.get(resource).and_then(|q| amount(resource, q)) {
-                    None => {
-                        return Some(format!(
-                            "LimitRange {name} sets a maximum {resource} per container ({}) but \
+    for (name, item) in container_items(ranges) {
+        for (resource, bound) in item.max.iter().flatten() {
+            let Some(max) = amount(resource, bound) else {
+                continue;
+            };
+            match limits.get(resource).and_then(|q| amount(resource, q)) {
+                None => {
+                    return Some(format!(
+                        "LimitRange {name} sets a maximum {resource} per container ({}) but \
                              the sidecar has no {resource} limit and the LimitRange no default",
-                            bound.0
-                        ));
-                    }
-                    Some(limit) if limit > max * (1.0 + 1e-9) => {
-                        return Some(format!(
-                            "LimitRange {name} caps {resource} per container at {}; the \
+                        bound.0
+                    ));
+                }
+                Some(limit) if limit > max * (1.0 + 1e-9) => {
+                    return Some(format!(
+                        "LimitRange {name} caps {resource} per container at {}; the \
                              sidecar's limit is {}",
-                            bound.0, limits[resource].0
-                        ));
-                    }
-                    Some(_) => {}
+                        bound.0, limits[resource].0
+                    ));
                 }
+                Some(_) => {}
             }
-            for (resource, bound) in item.min.iter().flatten() {
-                let Some(min) = amount(resource, bound) else {
-                    continue;
-                };
-                let request = requests.get(resource).and_then(|q| amount(resource, q));
-                if request.is_none_or(|r| r < min * (1.0 - 1e-9)) {
-                    return Some(format!(
-                        "LimitRange {name} requires at least {} {resource} per container; the \
+        }
+        for (resource, bound) in item.min.iter().flatten() {
+            let Some(min) = amount(resource, bound) else {
+                continue;
+            };
+            let request = requests.get(resource).and_then(|q| amount(resource, q));
+            if request.is_none_or(|r| r < min * (1.0 - 1e-9)) {
+                return Some(format!(
+                    "LimitRange {name} requires at least {} {resource} per container; the \
                          sidecar requests {}",
-                        bound.0,
-                        requests.get(resource).map_or("none", |q| q.0.as_str())
-                    ));
-                }
+                    bound.0,
+                    requests.get(resource).map_or("none", |q| q.0.as_str())
+                ));
             }
-            for (resource, bound) in item.max_limit_request_ratio.iter().flatten() {
-                let Some(ratio) = amount("cpu", bound) else {
-                    continue;
-                };
-                let limit = limits.get(resource).and_then(|q| amount(resource, q));
-                let request = requests.get(resource).and_then(|q| amount(resource, q));
-                if let (Some(limit), Some(request)) = (limit, request)
-                    && request > 0.0
-                    && limit / request > ratio * (1.0 + 1e-9)
-                {
-                    return Some(format!(
-                        "LimitRange {name} allows a {resource} limit at most {} times the \
+        }
+        for (resource, bound) in item.max_limit_request_ratio.iter().flatten() {
+            let Some(ratio) = amount("cpu", bound) else {
+                continue;
+            };
+            let limit = limits.get(resource).and_then(|q| amount(resource, q));
+            let request = requests.get(resource).and_then(|q| amount(resource, q));
+            if let (Some(limit), Some(request)) = (limit, request)
+                && request > 0.0
+                && limit / request > ratio * (1.0 + 1e-9)
+            {
+                return Some(format!(
+                    "LimitRange {name} allows a {resource} limit at most {} times the \
                          request; the sidecar's is {} over {}",
-                        bound.0, limits[resource].0, requests[resource].0
-                    ));
-                }
+                    bound.0, limits[resource].0, requests[resource].0
+                ));
             }
         }
     }
