@@ -484,7 +484,11 @@ async function send(path: string, init?: RequestInit): Promise<Response> {
 }
 
 async function json(path: string, init?: RequestInit): Promise<unknown> {
-  const res = await send(path, init);
+  return bodyOf(path, await send(path, init));
+}
+
+/** The JSON body of `res`, the answer from `path`; `bad_response` when it is not JSON. */
+async function bodyOf(path: string, res: Response): Promise<unknown> {
   try {
     return await res.json();
   } catch {
@@ -816,13 +820,7 @@ export async function startSession(subject?: string, signal?: AbortSignal): Prom
   const body = subject ? { subject } : {};
   const path = "/v1/liveness/sessions";
   const res = await send(path, postJson(body, signal));
-  let raw: unknown;
-  try {
-    raw = await res.json();
-  } catch {
-    throw new ApiError(res.status, "bad_response", `${path} did not answer JSON`);
-  }
-  return parseSession(raw, res.headers.get("date"));
+  return parseSession(await bodyOf(path, res), res.headers.get("date"));
 }
 
 /** `POST /v1/liveness/sessions/{id}/frames`: upload 1 to 8 frames, get live feedback. */
