@@ -1449,9 +1449,14 @@ pub struct ScanStatus {
     /// Where the report came from: `Job/<name>` or `VulnerabilityReport/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_ref: Option<String>,
-    /// When the scanner produced the report (`maxReportAge` counts from here).
+    /// When the scanner produced the report (`maxReportAge` counts from here); on a Failed
+    /// record of a scan Job, when the Job failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanned_at: Option<Time>,
+    /// Failed scan Jobs of this image in a row (Failed records only). Each new attempt waits
+    /// twice as long as the one before: 10 minutes after the first failure, at most an hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
 }
 
 /// The CRD as shipped: [`FaceKeyDeployment::crd`] with the annotations that keep GitOps tools

@@ -26,15 +26,51 @@ use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 
 use crate::apply::delete_if_present;
-use crate::desired::{Capabilities, OptionalCrd, SCAN_SUMMARY_CONTAINER, scan_job};
+use crate::desired::{
+    Capabilities, OptionalCrd, SCAN_JOB_TTL_SECONDS, SCAN_SUMMARY_CONTAINER, scan_job,
+};
 use crate::error::{ReadError, ScanGateError};
 use crate::labels;
 use crate::scan::image_ref::{self, digest_for, digest_of, pinned};
 use crate::scan::{ScanSummary, Verdict, evaluate, is_stale, policy_hash, vulnerability_report};
 use crate::status::GateState;
 
-/// A failed scan Job is kept this long (so its failure is visible) before a new attempt.
-const FAILED_JOB_RETRY_AFTER: SignedDuration = SignedDuration::from_mins(10);
+/// The first failed scan Job of an image is kept this long (so its failure is visible) before a
+/// new attempt; each further failure in a row doubles the wait ([`retry_after`]).
+const FIRST_RETRY_AFTER: SignedDuration = SignedDuration::from_mins(10);
+
+/// How long the `failures`-th failed scan Job in a row is kept before a new attempt: ten minutes,
+/// doubling, at most the Job's `ttlSecondsAfterFinished` (the API server removes it then, and a
+/// missing Job starts an attempt; so does deleting it, the way to retry at once). Every attempt
+/// downloads Trivy's database and pulls the image's layers, so an image that cannot be scanned
+/// (a registry login missing, a database mirror down) is not tried six times an hour forever.
+pub(crate) fn retry_after(failures: u32) -> SignedDuration {
+    let most = SignedDuration::from_secs(SCAN_JOB_TTL_SECONDS.into());
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_RETRY_AFTER
+        .checked_mul(1 << doublings)
+        .map_or(most, |wait| wait.min(most))
+}
+
+/// The failed scan Jobs in a row once the Job that failed at `failed_at` is counted: the
+/// recorded count when that record is of this very failure (a later pass reading the same Job),
+/// one more when it is of an earlier one.
+fn failures_after(recorded: Option<&ScanStatus>, failed_at: Option<Timestamp>) -> u32 {
+    let Some(r) = recorded.filter(|r| r.verdict == ScanVerdict::Failed) else {
+        return 1;
+    };
+    let second = |t: Option<Timestamp>| t.map(|t| t.as_second());
+    match r.failures {
+        None => 1,
+        Some(n)
+            if failed_at.is_none()
+                || second(r.scanned_at.as_ref().map(|t| t.0)) == second(failed_at) =>
+        {
+            n
+        }
+        Some(n) => n.saturating_add(1),
+    }
+}
 
 /// What the gate decided and when to look again.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +199,7 @@ pub fn scan_status(
         policy_hash: policy.to_owned(),
         report_ref: Some(report_ref),
         scanned_at: summary.created_at.parse::<Timestamp>().ok().map(Time),
+        failures: None,
     }
 }
 
@@ -448,7 +485,7 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
         // The verdict is state: no Job, pod or report is read for it.
         return Ok(decide(r.clone()));
     }
-    let fresh = from_reports(inputs, &gate, &policy).await?;
+    let fresh = from_reports(inputs, &gate, &policy, recorded).await?;
     // A rescan (stale report, new policy, failed attempt retried) does not reopen a recorded
     // verdict that closed the gate: it stays closed, with the same reason, until the new one.
     Ok(match (&fresh.state, recorded) {
@@ -472,6 +509,7 @@ async fn from_reports(
     inputs: &GateInputs<'_>,
     gate: &ScanGate,
     policy: &str,
+    recorded: Option<&ScanStatus>,
 ) -> Result<GateResult, ScanGateError> {
     let fkd = inputs.fkd;
     let image = fkd.spec.image.as_str();
@@ -583,13 +621,20 @@ async fn from_reports(
         .flatten()
         .find(|c| c.type_ == "Failed" && c.status == "True");
     if let Some(cond) = failed_cond {
-        let since = cond
+        let failed_at = cond
             .last_transition_time
             .as_ref()
-            .map(|t| inputs.now.duration_since(t.0));
-        if since.is_some_and(|d| d > FAILED_JOB_RETRY_AFTER) {
-            delete_job(&jobs, &job_name).await?;
-        }
+            .or(job.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0);
+        let failures = failures_after(recorded, failed_at);
+        let retry_at = failed_at.and_then(|t| t.checked_add(retry_after(failures)).ok());
+        let next = match retry_at {
+            Some(at) if at > inputs.now => format!("next attempt at {at}"),
+            _ => {
+                delete_job(&jobs, &job_name).await?;
+                "a new attempt starts".to_owned()
+            }
+        };
         // Why, from the pod: Trivy's or the login merge's own error. Best effort: a pod list
         // that fails leaves the Job's condition alone as the reason.
         let detail = match job_pods(client, namespace, &job).await {
@@ -599,12 +644,25 @@ async fn from_reports(
                 None
             }
         };
+        let in_a_row = if failures > 1 {
+            format!(" ({failures} failures in a row)")
+        } else {
+            String::new()
+        };
         let message = format!(
-            "scan Job {job_name} failed: {}{}",
+            "scan Job {job_name} failed{in_a_row}: {}{}; {next}",
             cond.message.as_deref().unwrap_or("no message"),
             detail.map(|d| format!("; {d}")).unwrap_or_default()
         );
-        return Ok(failed(image, policy, message).requeue(Duration::from_secs(300)));
+        let mut result = failed(image, policy, message);
+        if let Some(record) = result.record.as_mut() {
+            record.scanned_at = failed_at.map(Time);
+            record.failures = Some(failures);
+        }
+        let wait = retry_at
+            .and_then(|at| Duration::try_from(at.duration_since(inputs.now)).ok())
+            .unwrap_or_default();
+        return Ok(result.requeue(wait.clamp(Duration::from_secs(5), Duration::from_secs(300))));
     }
     if status.succeeded.unwrap_or(0) < 1 {
         return Ok(GateResult::state(GateState::Pending(format!(
@@ -788,6 +846,48 @@ mod tests {
         }
         serde_json::json!({"name": name, "image": "i", "imageID": "", "ready": false,
                            "restartCount": 0, "state": {"terminated": terminated}})
+    }
+
+    #[test]
+    fn failed_attempts_wait_twice_as_long_each_time_up_to_the_jobs_ttl() {
+        let mins = |n: u32| retry_after(n).as_secs() / 60;
+        assert_eq!([mins(0), mins(1), mins(2), mins(3)], [10, 10, 20, 40]);
+        assert_eq!(mins(4), 60, "the Job's TTL removes it after an hour anyway");
+        assert_eq!(mins(u32::MAX), 60);
+    }
+
+    #[test]
+    fn a_failure_is_counted_once_however_often_it_is_read() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let record = |verdict, failures, when: &str| ScanStatus {
+            verdict,
+            failures,
+            scanned_at: Some(Time(at(when))),
+            ..ScanStatus::default()
+        };
+        let failed = record(ScanVerdict::Failed, Some(2), "2025-11-20T10:00:00Z");
+        let same = Some(at("2025-11-20T10:00:00.4Z"));
+        assert_eq!(
+            failures_after(Some(&failed), same),
+            2,
+            "the same Job read again"
+        );
+        assert_eq!(
+            failures_after(Some(&failed), None),
+            2,
+            "no time: not a new one"
+        );
+        let later = Some(at("2025-11-20T10:30:00Z"));
+        assert_eq!(failures_after(Some(&failed), later), 3, "the next attempt");
+        assert_eq!(failures_after(None, later), 1);
+        let passed = record(ScanVerdict::Passed, None, "2025-11-20T10:00:00Z");
+        assert_eq!(failures_after(Some(&passed), later), 1);
+        let uncounted = record(ScanVerdict::Failed, None, "2025-11-20T10:00:00Z");
+        assert_eq!(
+            failures_after(Some(&uncounted), later),
+            1,
+            "an older operator's record"
+        );
     }
 
     #[test]

@@ -492,6 +492,100 @@ async fn failed_scan_fails_closed_and_retries_later() {
     assert_eq!(h.jobs().await, vec![job], "a new attempt starts");
 }
 
+/// The failed scan record of `image`: its failures in a row and the ScanGatePassed message.
+async fn failed_scan(h: &common::Harness, image: &str) -> (Option<u32>, String) {
+    let fkd = h.get("fk").await;
+    let scans = fkd
+        .status
+        .as_ref()
+        .map(|s| s.scans.clone())
+        .unwrap_or_default();
+    let record = scans.iter().find(|r| r.image == image).unwrap();
+    assert_eq!(record.verdict, facekey_crds::ScanVerdict::Failed);
+    (record.failures, cond_message(&fkd, "ScanGatePassed"))
+}
+
+#[tokio::test]
+async fn failed_scans_in_a_row_wait_longer_each_time() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let job = scan_job_name("fk", IMG1);
+    // Every pass reading the same failed Job counts it once.
+    h.fail_scan(&job, "2025-11-20T10:00:00Z").await;
+    for _ in 0..3 {
+        h.reconcile("fk").await.unwrap();
+    }
+    let (failures, message) = failed_scan(&h, IMG1).await;
+    assert_eq!(failures, Some(1));
+    assert!(
+        message.contains("next attempt at 2025-11-20T10:10:00Z"),
+        "{message}"
+    );
+    assert!(!message.contains("in a row"), "{message}");
+
+    // 10:11: the first failure waited ten minutes; the second attempt fails at 10:12.
+    h.clock.advance(11 * 60);
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty(), "deleted after ten minutes");
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![job.clone()], "the second attempt");
+    let (failures, message) = failed_scan(&h, IMG1).await;
+    assert_eq!(failures, Some(1), "the record stays while the attempt runs");
+    assert!(
+        message.contains("a scan is running") || message.contains("started"),
+        "{message}"
+    );
+    h.fail_scan(&job, "2025-11-20T10:12:00Z").await;
+    h.reconcile("fk").await.unwrap();
+    h.reconcile("fk").await.unwrap();
+    let (failures, message) = failed_scan(&h, IMG1).await;
+    assert_eq!(failures, Some(2));
+    assert!(
+        message.contains("(2 failures in a row)")
+            && message.contains("next attempt at 2025-11-20T10:32:00Z"),
+        "{message}"
+    );
+
+    // 10:26: past the first wait, not the doubled one.
+    h.clock.advance(15 * 60);
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![job.clone()], "kept for twenty minutes");
+    // 10:33: the third attempt fails at 10:34 and waits forty minutes.
+    h.clock.advance(7 * 60);
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty());
+    h.reconcile("fk").await.unwrap();
+    h.fail_scan(&job, "2025-11-20T10:34:00Z").await;
+    h.reconcile("fk").await.unwrap();
+    let (failures, message) = failed_scan(&h, IMG1).await;
+    assert_eq!(failures, Some(3));
+    assert!(
+        message.contains("next attempt at 2025-11-20T11:14:00Z"),
+        "{message}"
+    );
+
+    // Deleting the failed Job retries at once, and the count goes on.
+    h.api::<Job>()
+        .delete(&job, &Default::default())
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![job.clone()], "a new attempt at once");
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+    let scans = fkd.status.unwrap().scans;
+    assert!(
+        scans.iter().all(|r| r.failures.is_none()),
+        "a passed scan ends the count: {scans:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_scan_says_why_from_its_pod() {
     use common::lifecycle::ScanOutcome;

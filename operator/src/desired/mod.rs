@@ -39,7 +39,9 @@ pub use monitoring::{DEPLOYMENT_LABEL, alert_rule_groups};
 pub use runtime::{
     METRICS_PORT, RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
 };
-pub use scan_job::{SCAN_JOB_DEADLINE_SECONDS, SCAN_SUMMARY_CONTAINER, scan_job};
+pub use scan_job::{
+    SCAN_JOB_DEADLINE_SECONDS, SCAN_JOB_TTL_SECONDS, SCAN_SUMMARY_CONTAINER, scan_job,
+};
 pub use sidecar::{
     SIDECAR_CONFIG_ANNOTATION, SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL,
     SIDECAR_METRICS_PORT_NAME, SIDECAR_PORT_NAME, SidecarParts, VOLUME_PREFIX, sidecar_env,

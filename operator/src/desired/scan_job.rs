@@ -141,6 +141,11 @@ fn resources(cpu: &str, memory: &str, limit: &str) -> ResourceRequirements {
 /// for at least this long ([`crate::scan::policy::MIN_REPORT_AGE`]).
 pub const SCAN_JOB_DEADLINE_SECONDS: i64 = 900;
 
+/// How long a finished scan Job is kept (`ttlSecondsAfterFinished`): the verdict lives in the
+/// FaceKeyDeployment status, so the Job only has to outlive the reconciler's reading of it, and
+/// a failed one its inspection. It also bounds the wait between failed attempts.
+pub const SCAN_JOB_TTL_SECONDS: i32 = 3600;
+
 /// The Job scanning `image` for `fkd`, whose summary container runs `operator_image`. `gate` is
 /// the resolved gate ([`crate::policy_floor::ClusterPolicy::resolve_gate`]); an unset scanner
 /// image falls back to [`DEFAULT_SCANNER_IMAGE`].
@@ -291,9 +296,7 @@ pub fn scan_job(
         spec: Some(JobSpec {
             backoff_limit: Some(1),
             active_deadline_seconds: Some(SCAN_JOB_DEADLINE_SECONDS),
-            // The verdict is kept in the FaceKeyDeployment status; the Job only has to live
-            // until the reconciler has read it.
-            ttl_seconds_after_finished: Some(3600),
+            ttl_seconds_after_finished: Some(SCAN_JOB_TTL_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
