@@ -1345,7 +1345,8 @@ pub struct FaceKeyDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_image: Option<String>,
     /// The last image the scan gate admitted (same form as `currentImage`): what the Deployment
-    /// runs, and is recreated or reverted to, while a newer `spec.image` is held by the gate.
+    /// runs, and is recreated or reverted to, while a newer `spec.image` is held by the gate. An
+    /// image that ran by tag with the gate off is held by the digest its pods run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_good_image: Option<String>,
     /// Scan verdicts kept as state, one per image: the one of `spec.image` and the one of the

@@ -27,7 +27,8 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::apply::delete_if_present;
 use crate::desired::{
-    Capabilities, OptionalCrd, SCAN_JOB_TTL_SECONDS, SCAN_SUMMARY_CONTAINER, scan_job,
+    Capabilities, OptionalCrd, RUNTIME_CONTAINER, SCAN_JOB_TTL_SECONDS, SCAN_SUMMARY_CONTAINER,
+    scan_job,
 };
 use crate::error::{ReadError, ScanGateError};
 use crate::labels;
@@ -448,8 +449,86 @@ pub async fn run(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {
     let old = fkd.status.as_ref();
     let prior_lkg = last_known_good(old).map(str::to_owned);
     let mut result = decide_image(inputs).await?;
-    result.last_known_good = result.admitted.clone().or(prior_lkg);
+    result.last_known_good = match result.admitted.clone() {
+        Some(admitted) => Some(admitted),
+        None => match prior_lkg {
+            Some(lkg) => Some(held_by_digest(inputs, lkg).await),
+            None => None,
+        },
+    };
     Ok(result)
+}
+
+/// The image a closed gate keeps running: the last-known-good one, pinned to the digest its pods
+/// run when it ran by tag. An image admitted by a scan is pinned already; one that ran while the
+/// gate was disabled (or before the operator recorded scans) is a tag, and a pod started while
+/// the gate holds (a new node, a rescheduled pod, a scale-up) would pull whatever the tag points
+/// to now, an image no scan has seen, not even the one that was running. Kept as a tag when its
+/// pods cannot say (none running it yet, a runtime that reports no repository digest, a pod list
+/// refused) or disagree (the tag moved between pulls: which of them is "the" image is unknown).
+async fn held_by_digest(inputs: &GateInputs<'_>, lkg: String) -> String {
+    if digest_of(&lkg).is_some() {
+        return lkg;
+    }
+    let pods: Api<Pod> = Api::namespaced(inputs.client.clone(), inputs.namespace);
+    let selector = labels::selector_string(&labels::selector_labels(inputs.name));
+    let listed = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::debug!(error = %e, image = %lkg, "runtime pods not read; the held image stays a tag");
+            return lkg;
+        }
+    };
+    match running_digests(&lkg, &listed).as_slice() {
+        [digest] => {
+            let held = pinned(&lkg, digest);
+            tracing::info!(image = %lkg, %held, "the scan gate holds a tag: the image its pods run is kept by digest");
+            held
+        }
+        [] => lkg,
+        several => {
+            tracing::warn!(image = %lkg, digests = ?several, "the pods of the held tag run different digests; it stays a tag");
+            lkg
+        }
+    }
+}
+
+/// The manifest digests the runtime containers of `pods` that run `image` (or the digest an image
+/// policy added to it at admission) report
+/// (`status.containerStatuses[].imageID`, `repo@sha256:…`; Docker's `docker-pullable://` prefix
+/// aside) for `image`'s own repository, each once. A bare `sha256:…` is the image's config ID,
+/// not a digest one can pull by, and is left out.
+pub(crate) fn running_digests(image: &str, pods: &[Pod]) -> Vec<String> {
+    let wanted = image_ref::parse(image);
+    let same_repository = |reference: &str| {
+        matches!((image_ref::parse(reference), &wanted),
+            (Some(r), Some(w)) if r.registry == w.registry && r.repository == w.repository)
+    };
+    let mut digests: Vec<String> = pods
+        .iter()
+        .filter(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .filter(|c| c.name == RUNTIME_CONTAINER)
+                    .filter_map(|c| c.image.as_deref())
+                    .any(|running| without_admitted_digest(running) == image)
+            })
+        })
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter(|cs| cs.name == RUNTIME_CONTAINER)
+        .filter_map(|cs| {
+            let id = cs.image_id.trim();
+            let id = id.strip_prefix("docker-pullable://").unwrap_or(id);
+            let (repository, digest) = id.rsplit_once('@')?;
+            (image_ref::is_sha256_digest(digest) && same_repository(repository))
+                .then(|| digest.to_owned())
+        })
+        .collect();
+    digests.sort();
+    digests.dedup();
+    digests
 }
 
 async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateError> {

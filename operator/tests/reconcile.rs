@@ -1922,3 +1922,97 @@ async fn network_policy_is_applied_and_pruned_when_disabled() {
     h.reconcile("fk").await.unwrap();
     assert!(!exists(h.api::<NetworkPolicy>(), "fk").await, "pruned");
 }
+
+/// A runtime pod of `fk` as the kubelet reports it: running `image`, resolved to `image_id`.
+async fn runtime_pod(h: &common::Harness, name: &str, image: &str, image_id: &str) {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS,
+                     "labels": facekey_operator::labels::selector_labels("fk")},
+        "spec": {"containers": [{"name": "runtime", "image": image}]},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "runtime", "image": image, "imageID": image_id, "ready": true,
+            "restartCount": 0, "state": {"running": {}}
+        }]},
+    }))
+    .unwrap();
+    h.api::<k8s_openapi::api::core::v1::Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn turning_the_gate_on_holds_the_running_tag_by_its_digest() {
+    let h = harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 2, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+    // What containerd reports, and what Docker's shim did; a pod of another image and one
+    // whose runtime gives only the config ID say nothing about the tag.
+    let digest = IMG1_DIGEST.split_once('@').unwrap().1;
+    runtime_pod(&h, "fk-a", IMG1, IMG1_DIGEST).await;
+    runtime_pod(
+        &h,
+        "fk-b",
+        IMG1,
+        &format!("docker-pullable://{IMG1_DIGEST}"),
+    )
+    .await;
+    let other = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    runtime_pod(
+        &h,
+        "fk-c",
+        "elsewhere/image:1",
+        &format!("elsewhere/image@{other}"),
+    )
+    .await;
+    runtime_pod(&h, "fk-d", IMG1, other).await;
+
+    // While the scan runs, a pod started on a new node pulls this digest, not what the tag
+    // points to now.
+    h.patch_spec("fk", json!({"scanGate": {"enabled": true}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanPending".into())
+    );
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    assert_eq!(
+        fkd.status.unwrap().last_known_good_image.as_deref(),
+        Some(IMG1_DIGEST)
+    );
+    let job = scan_job_name("fk", IMG1);
+    assert_eq!(h.jobs().await, vec![job.clone()], "the tag is scanned");
+
+    // The scan resolves the tag to the same digest: nothing rolls out again.
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    assert!(IMG1_DIGEST.ends_with(digest));
+}
+
+#[tokio::test]
+async fn a_held_tag_whose_pods_disagree_stays_a_tag() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let moved = "ghcr.io/facekey/runtime@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    runtime_pod(&h, "fk-a", IMG1, IMG1_DIGEST).await;
+    runtime_pod(&h, "fk-b", IMG1, moved).await;
+    h.patch_spec("fk", json!({"scanGate": {"enabled": true}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1));
+}
