@@ -24,6 +24,14 @@ use crate::store::{
     TemplateStore, UnreadableTemplate,
 };
 
+/// How often a write's reload of its subject is read again when the index took another write
+/// of the subject during the read ([`Enrolments::refresh_subject`]).
+const REFRESH_TRIES: usize = 4;
+
+/// [`REFRESH_TRIES`] for a store without a change listener: a read is lost only to another write
+/// of the same subject applied meanwhile, so this many in a row is not a thing that happens.
+const REFRESH_TRIES_ALONE: usize = 10_000;
+
 /// How often the change listener retries after losing the database.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait between attempts to resynchronise an index whose reload keeps failing with the
@@ -95,13 +103,17 @@ impl Reservation<'_> {
     /// Put what was written in the index (`apply`) and give the reservation back in one step
     /// under the reservations' lock, so no quota check misses it in between. (With PostgreSQL
     /// this replica's own notification may apply it first: until this step it is then counted
-    /// twice, which can only refuse early, never admit one too many.)
-    fn complete<T>(mut self, apply: impl FnOnce(&TemplateIndex) -> T) -> T {
+    /// twice, which can only refuse early, never admit one too many.) When `apply` did not take
+    /// (the index moved on during the write), the reservation is kept (returned), so the write
+    /// stays counted while it is read back from the store.
+    fn complete_if(mut self, apply: impl FnOnce(&TemplateIndex) -> bool) -> Option<Self> {
         let mut creating = self.enrolments.creating();
-        let applied = apply(&self.enrolments.index);
+        if !apply(&self.enrolments.index) {
+            return Some(self);
+        }
         Self::release(&mut creating, &self.slot);
         self.released = true;
-        applied
+        None
     }
 
     fn release(creating: &mut HashMap<(QuotaOf, String), usize>, slot: &(QuotaOf, String)) {
@@ -192,19 +204,18 @@ impl Enrolments {
     /// the store (one indexed query; ids that are not canonical UUIDs are never looked up), so a
     /// client that creates a subject and enrols it through another replica behind the same
     /// Service is not told the subject does not exist. What was read is added only if the index
-    /// took no write meanwhile ([`TemplateIndex::insert_if_unchanged`]): a deletion the listener
+    /// took no write of it meanwhile ([`TemplateIndex::set_if_unchanged`]): a deletion the listener
     /// applied during the read is never undone. A failed read leaves the index as it was.
     /// Enrolment and subject reads only: verification never waits on the database.
     pub async fn catch_up(&self, id: &str) {
         if self.store.kind() != "postgresql" || self.index.get(id).is_some() {
             return;
         }
-        let seen = self.index.changes();
+        let seen = self.index.version(id);
         match self.mark(self.store.load_subject(id).await) {
-            Ok(Some(record)) => {
-                self.index.insert_if_unchanged(record, seen);
+            Ok(stored) => {
+                self.index.set_if_unchanged(id, stored, seen);
             }
-            Ok(None) => {}
             Err(e) => {
                 tracing::debug!(subject = id, error = %e, "reading a subject missing from the index failed");
             }
@@ -351,12 +362,40 @@ impl Enrolments {
         Ok(())
     }
 
-    /// Reload one subject into the index (removing it when the store no longer has it).
-    pub async fn refresh_subject(&self, id: &str) -> Result<(), StoreError> {
-        self.refresh_subject_from(&*self.store, id).await
+    /// Reload one subject into the index after this replica's own write (removing it when the
+    /// store no longer has it), unless the index took another write of it during the read: the
+    /// change listener's, which read the store after a change this read may have missed, or
+    /// another request's. Read again then: with PostgreSQL a few times (the listener applies
+    /// every change, this write's included, after it), without a listener (the embedded store,
+    /// one process: nothing else would bring a write missed here) until one read applies, each
+    /// lost read meaning another write of the subject applied meanwhile. Returns the last read
+    /// (`None`: the store has no such subject), applied or not.
+    async fn refresh_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
+        let tries = if self.store.kind() == "postgresql" {
+            REFRESH_TRIES
+        } else {
+            REFRESH_TRIES_ALONE
+        };
+        let mut last = None;
+        for _ in 0..tries {
+            let seen = self.index.version(id);
+            let stored = self.mark(self.store.load_subject(id).await)?;
+            if self.index.set_if_unchanged(id, stored.clone(), seen) {
+                return Ok(stored);
+            }
+            last = stored;
+        }
+        tracing::warn!(
+            subject = id,
+            tries,
+            "subject changed under every reread; left to the change listener or the next reload"
+        );
+        Ok(last)
     }
 
-    /// [`Self::refresh_subject`] reading through `store`.
+    /// Reload one subject into the index as the change listener does: in notification order,
+    /// each read after the change it was told of, so what it reads is never older than what the
+    /// index holds.
     async fn refresh_subject_from(
         &self,
         store: &dyn TemplateStore,
@@ -476,20 +515,24 @@ impl Enrolments {
                 quota,
             };
             let reservation = this.reserve(QuotaOf::Subjects, creator)?;
+            let seen = this.index.version_of_new();
             let record: SubjectRecord = this.mark(
                 this.store
                     .create_subject(&name, creator.key_id, creator.quota)
                     .await,
             )?;
             let id = record.id.clone();
-            match reservation {
-                Some(r) => r.complete(|index| index.upsert(record)),
-                None => this.index.upsert(record),
+            let answer = this.index.summary_of(&record);
+            let reread = this
+                .apply_own(&id, reservation, |index| {
+                    index.upsert_if_unchanged(record, seen)
+                })
+                .await;
+            if let Err(e) = reread {
+                tracing::warn!(subject = %id, error = %e, "a created subject was not read back; the change listener or the next reload brings it");
             }
-            this.index
-                .get(&id)
-                .map(|(s, _)| s)
-                .ok_or(StoreError::SubjectNotFound(id))
+            // Deleted meanwhile through another replica: still created, as the store said.
+            Ok(this.index.get(&id).map_or(answer, |(s, _)| s))
         })
         .await
     }
@@ -535,32 +578,68 @@ impl Enrolments {
                 quota,
             };
             let reservation = this.reserve(QuotaOf::Templates, enroller)?;
+            let seen = this.index.version(&subject_id);
             let stored = this.mark(
                 this.store
                     .add_template(&subject_id, template, enroller.quota)
                     .await,
             )?;
-            let applied = match reservation {
-                Some(r) => r.complete(|index| index.add_template(stored.clone())),
-                None => this.index.add_template(stored.clone()),
-            };
-            let subject = this.after_write(&subject_id, applied).await?;
+            let reread = this
+                .apply_own(&subject_id, reservation, |index| {
+                    index.add_template_if_unchanged(stored.clone(), seen)
+                })
+                .await;
+            let subject = this.after_write(&subject_id, reread)?;
             Ok((stored, subject))
         })
         .await
     }
 
-    /// The subject's summary after a write the index applied (or, for a subject this replica
-    /// has not heard of yet, after reloading it from the store).
-    async fn after_write(&self, subject_id: &str, applied: bool) -> Result<Subject, StoreError> {
-        if !applied {
-            // Created on another replica and not yet heard of here.
-            self.refresh_subject(subject_id).await?;
+    /// Apply this replica's own committed write to the index (`apply`, guarded by the version
+    /// of the subject seen before the write), so the writer reads it at once; if the index moved
+    /// on meanwhile (the listener applied another change of the subject, or never heard of it:
+    /// created on another replica a moment ago), read the subject back from the store instead.
+    /// The write stays counted against its key's quota (`reservation`) until then. Returns what
+    /// was reread (`Ok(None)` when nothing was: applied at once); `Err` is the reread's failure:
+    /// the write is committed all the same.
+    async fn apply_own(
+        &self,
+        id: &str,
+        reservation: Option<Reservation<'_>>,
+        apply: impl FnOnce(&TemplateIndex) -> bool,
+    ) -> Result<Option<SubjectRecord>, StoreError> {
+        let kept = match reservation {
+            Some(r) => match r.complete_if(apply) {
+                None => return Ok(None),
+                kept => kept,
+            },
+            None if apply(&self.index) => return Ok(None),
+            None => None,
+        };
+        let reread = self.refresh_subject(id).await;
+        drop(kept);
+        reread
+    }
+
+    /// The subject's summary after this replica's committed write to it ([`Self::apply_own`]):
+    /// from the index, else from the store's answer to the reread (the index moved on again);
+    /// `SubjectNotFound` when the store no longer has it (deleted meanwhile), and the reread's
+    /// error only when neither the index nor a reread has the subject (a store read that failed
+    /// right after the write, with the subject created elsewhere and unknown here).
+    fn after_write(
+        &self,
+        subject_id: &str,
+        reread: Result<Option<SubjectRecord>, StoreError>,
+    ) -> Result<Subject, StoreError> {
+        if let Err(e) = &reread {
+            tracing::warn!(subject = subject_id, error = %e, "a written subject was not read back; the change listener or the next reload brings it");
         }
-        self.index
-            .get(subject_id)
-            .map(|(s, _)| s)
-            .ok_or_else(|| StoreError::SubjectNotFound(subject_id.to_owned()))
+        match (self.index.get(subject_id), reread) {
+            (Some((subject, _)), _) => Ok(subject),
+            (None, Ok(Some(record))) => Ok(self.index.summary_of(&record)),
+            (None, Err(e)) => Err(e),
+            (None, Ok(None)) => Err(StoreError::SubjectNotFound(subject_id.to_owned())),
+        }
     }
 
     /// Delete one face (template) of a subject; returns the subject's new summary.
@@ -572,15 +651,20 @@ impl Enrolments {
         let (subject_id, template_id) = (subject_id.to_owned(), template_id.to_owned());
         let committed = |_: &Subject| Some((StatusCode::NO_CONTENT, AuditDetail::default()));
         self.detached("delete template", committed, move |this| async move {
+            let seen = this.index.version(&subject_id);
             let deleted = this.mark(this.store.delete_template(&subject_id, &template_id).await);
             if let Err(StoreError::FaceNotFound { .. }) = &deleted {
                 // The store (the truth) has no such face: neither may the index, whatever it
                 // missed (a delete whose commit answered an error yet reached the disk, retried).
-                this.index.remove_template(&subject_id, &template_id);
+                this.index.remove_template(&subject_id, &template_id, None);
             }
             deleted?;
-            let applied = this.index.remove_template(&subject_id, &template_id);
-            this.after_write(&subject_id, applied).await
+            let reread = this
+                .apply_own(&subject_id, None, |index| {
+                    index.remove_template(&subject_id, &template_id, Some(seen))
+                })
+                .await;
+            this.after_write(&subject_id, reread)
         })
         .await
     }
@@ -594,9 +678,14 @@ impl Enrolments {
         let (id, name) = (id.to_owned(), name.to_owned());
         let committed = |s: &Subject| Some((StatusCode::OK, AuditDetail::subject(&s.id)));
         self.detached("rename subject", committed, move |this| async move {
+            let seen = this.index.version(&id);
             let name = this.mark(this.store.rename_subject(&id, &name).await)?;
-            let applied = this.index.rename(&id, &name);
-            this.after_write(&id, applied).await
+            let reread = this
+                .apply_own(&id, None, |index| {
+                    index.rename_if_unchanged(&id, &name, seen)
+                })
+                .await;
+            this.after_write(&id, reread)
         })
         .await
     }
@@ -924,6 +1013,65 @@ mod tests {
         }
     }
 
+    /// With the embedded store nothing but this replica's own writes changes the index, so a
+    /// write whose guarded apply lost to another write of the same subject must still end up
+    /// there, and stay counted against its key's quota until it does: enrolments and renames of
+    /// the same subjects at once leave the index holding exactly what the store holds, and the
+    /// key within its quota.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_of_one_subject_all_reach_the_index_within_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let store = RedbStore::open(dir.path(), 64, keys).unwrap();
+        let e = Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap());
+        let subjects = [
+            e.create_subject("a", Creator::default()).await.unwrap().id,
+            e.create_subject("b", Creator::default()).await.unwrap().id,
+        ];
+        let quota = 12;
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (e, id) = (Arc::clone(&e), subjects[i % 2].clone());
+            tasks.push(tokio::spawn(async move {
+                let app = Creator {
+                    key_id: Some("app"),
+                    quota: Some(quota),
+                };
+                if i % 3 == 0 {
+                    e.rename_subject(&id, &format!("n{i}")).await.map(drop)
+                } else {
+                    e.add_template(&id, face(i as f32), app).await.map(drop)
+                }
+            }));
+        }
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) | Err(StoreError::KeyQuota { .. }) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        let mut stored_faces = 0;
+        for id in &subjects {
+            let stored = e.store.load_subject(id).await.unwrap().unwrap();
+            let (held, templates) = e.index().get(id).unwrap();
+            assert_eq!(held.name, stored.name, "the last rename");
+            let ids = |t: &[Template]| {
+                let mut v: Vec<String> = t.iter().map(|t| t.id.clone()).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(
+                ids(&templates),
+                ids(&stored.templates),
+                "the index has every face"
+            );
+            stored_faces += stored.templates.len();
+        }
+        assert_eq!(stored_faces, quota, "all the quota taken, and no more");
+        assert_eq!(e.index().templates_enrolled_by("app"), quota);
+    }
+
     #[tokio::test]
     async fn a_key_is_held_to_its_quota_of_templates() {
         let dir = tempfile::tempdir().unwrap();
@@ -1045,12 +1193,24 @@ mod tests {
         assert_eq!(e.index().get(&s.id).unwrap().0.faces, 0);
     }
 
-    /// A store that holds each acknowledged `add_template` until released: the write is durable,
-    /// its caller has not heard back yet.
+    /// A store that holds each acknowledged `add_template` (with `creates`, `create_subject`)
+    /// until released: the write is durable, its caller has not heard back yet.
     struct HeldAfterWrite {
         inner: RedbStore,
         written: Arc<tokio::sync::Notify>,
         release: Arc<tokio::sync::Notify>,
+        /// Hold creations instead, recording each created id here.
+        creates: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+        /// Hold the next read of one subject once armed.
+        reads: Arc<HeldRead>,
+    }
+
+    /// A hold on the next `load_subject` once `armed`: reached, then released.
+    #[derive(Default)]
+    struct HeldRead {
+        armed: std::sync::atomic::AtomicBool,
+        reached: tokio::sync::Notify,
+        release: tokio::sync::Notify,
     }
 
     #[async_trait::async_trait]
@@ -1067,7 +1227,13 @@ mod tests {
             created_by: Option<&str>,
             key_quota: Option<usize>,
         ) -> Result<SubjectRecord, StoreError> {
-            self.inner.create_subject(name, created_by, key_quota).await
+            let created = self.inner.create_subject(name, created_by, key_quota).await;
+            if let (Some(ids), Ok(record)) = (&self.creates, &created) {
+                ids.lock().unwrap().push(record.id.clone());
+                self.written.notify_one();
+                self.release.notified().await;
+            }
+            created
         }
         async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
             self.inner.delete_subject(id).await
@@ -1082,8 +1248,10 @@ mod tests {
                 .inner
                 .add_template(subject_id, template, key_quota)
                 .await;
-            self.written.notify_one();
-            self.release.notified().await;
+            if self.creates.is_none() {
+                self.written.notify_one();
+                self.release.notified().await;
+            }
             stored
         }
         async fn delete_template(
@@ -1100,8 +1268,96 @@ mod tests {
             self.inner.load_all().await
         }
         async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
-            self.inner.load_subject(id).await
+            let loaded = self.inner.load_subject(id).await;
+            if self.reads.armed.swap(false, Ordering::SeqCst) {
+                self.reads.reached.notify_one();
+                self.reads.release.notified().await;
+            }
+            loaded
         }
+    }
+
+    /// Regression: a subject deleted (through another replica, its deletion applied here by the
+    /// change listener) between its creation's commit and the creation's own index update was
+    /// put back by that update, and kept verifying here until its next change.
+    #[tokio::test]
+    async fn a_subject_deleted_while_its_creation_was_answered_stays_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let (written, release) = (Arc::default(), Arc::<tokio::sync::Notify>::default());
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = HeldAfterWrite {
+            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            written: Arc::clone(&written),
+            release: Arc::clone(&release),
+            creates: Some(Arc::clone(&ids)),
+            reads: Arc::default(),
+        };
+        let e = Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap());
+        let creating = tokio::spawn({
+            let e = Arc::clone(&e);
+            async move { e.create_subject("Ada", Creator::default()).await }
+        });
+        written.notified().await;
+        let id = ids.lock().unwrap()[0].clone();
+        assert!(e.delete_subject(&id).await.unwrap());
+        release.notify_one();
+        let created = creating.await.unwrap().unwrap();
+        assert_eq!(created.id, id, "answered as the store created it");
+        assert!(e.index().get(&id).is_none(), "a deleted subject came back");
+        assert_eq!(e.index().stats().subjects, 0);
+    }
+
+    /// An enrolment whose index update lost to another write of its subject (a rename here;
+    /// the listener's change with PostgreSQL) is read back from the store, and stays counted
+    /// against its key's quota meanwhile: a reservation given back before the reread let the
+    /// key's next enrolment past its quota in between (the embedded store has no other check).
+    #[tokio::test]
+    async fn a_write_read_back_stays_counted_against_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let (written, release) = (Arc::default(), Arc::<tokio::sync::Notify>::default());
+        let reads = Arc::<HeldRead>::default();
+        let store = HeldAfterWrite {
+            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            written: Arc::clone(&written),
+            release: Arc::clone(&release),
+            creates: None,
+            reads: Arc::clone(&reads),
+        };
+        let e = Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap());
+        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
+        let app = Creator {
+            key_id: Some("app"),
+            quota: Some(2),
+        };
+        let enrol = |v: f32| {
+            let (e, id) = (Arc::clone(&e), s.id.clone());
+            tokio::spawn(async move { e.add_template(&id, face(v), app).await })
+        };
+        let first = enrol(0.1);
+        written.notified().await;
+        release.notify_one();
+        first.await.unwrap().unwrap();
+        // The second enrolment is committed; before its index update, the subject is renamed.
+        let second = enrol(0.2);
+        written.notified().await;
+        e.rename_subject(&s.id, "Ada L.").await.unwrap();
+        reads.armed.store(true, Ordering::SeqCst);
+        release.notify_one();
+        reads.reached.notified().await;
+        // Read back from the store, not yet in the index: still counted.
+        assert_eq!(e.index().templates_enrolled_by("app"), 1);
+        assert!(matches!(
+            e.reserve(QuotaOf::Templates, app),
+            Err(StoreError::KeyQuota { .. })
+        ));
+        reads.release.notify_one();
+        let (_, subject) = second.await.unwrap().unwrap();
+        assert_eq!((subject.faces, subject.name.as_str()), (2, "Ada L."));
+        assert_eq!(e.index().templates_enrolled_by("app"), 2);
     }
 
     /// Regression: a request dropped (timed out, client gone) after the store acknowledged its
@@ -1117,6 +1373,8 @@ mod tests {
             inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
             written: Arc::clone(&written),
             release: Arc::clone(&release),
+            creates: None,
+            reads: Arc::default(),
         };
         let e = Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap());
         let s = e.create_subject("Ada", Creator::default()).await.unwrap();

@@ -72,6 +72,23 @@ struct Entry {
     record: SubjectRecord,
     /// Matrix rows holding this subject's serving-model templates.
     rows: Vec<usize>,
+    /// The index's write that put this state of the subject here ([`SubjectVersion`]).
+    stamp: u64,
+}
+
+/// Which state of one subject the index holds: taken before a store read or write whose result
+/// is then applied only if the index still holds that state ([`TemplateIndex::set_if_unchanged`]
+/// and the other `_if_unchanged` writes). The change listener applies each change it is told of
+/// after reading the store, in order; a request's own write reads or writes the store on its own
+/// task, so without this its older view could overwrite a newer one the listener applied
+/// meanwhile (a subject another replica deleted, put back until its next change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectVersion {
+    /// Held, as the index's write with this number left it.
+    Present(u64),
+    /// Not held; the number is the index's last removal (of any subject: a removal or a reload
+    /// anywhere counts as a change of every absent subject, which keeps no memory of ids).
+    Absent(u64),
 }
 
 #[derive(Default)]
@@ -89,6 +106,10 @@ struct Inner {
     by_creator: HashMap<String, usize>,
     /// Templates held per enrolling API key id (keys holding none are absent), likewise.
     by_enroller: HashMap<String, usize>,
+    /// Writes taken, the last one's number ([`SubjectVersion`]); kept across reloads.
+    writes: u64,
+    /// Number of the last write that removed a subject (or replaced them all).
+    last_removal: u64,
 }
 
 /// Count one more (`up`) or one fewer under `key`, dropping keys that reach zero.
@@ -142,8 +163,6 @@ pub struct TemplateIndex {
     model: String,
     dim: usize,
     inner: RwLock<Inner>,
-    /// Bumped by every write ([`TemplateIndex::changes`]).
-    changes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TemplateIndex {
@@ -200,7 +219,32 @@ impl Inner {
         }
     }
 
+    /// Number a new write.
+    fn next_write(&mut self) -> u64 {
+        self.writes += 1;
+        self.writes
+    }
+
+    fn version(&self, id: &str) -> SubjectVersion {
+        match self
+            .by_id
+            .get(id)
+            .and_then(|&slot| self.slots.get(slot)?.as_ref())
+        {
+            Some(entry) => SubjectVersion::Present(entry.stamp),
+            None => SubjectVersion::Absent(self.last_removal),
+        }
+    }
+
+    /// Remove a subject (held or not: a removal is a change of every absent subject).
     fn remove(&mut self, id: &str) -> bool {
+        let removed = self.take(id);
+        self.last_removal = self.next_write();
+        removed
+    }
+
+    /// Take a subject out, to be put back changed.
+    fn take(&mut self, id: &str) -> bool {
         let Some(slot) = self.by_id.remove(id) else {
             return false;
         };
@@ -230,28 +274,43 @@ impl TemplateIndex {
             model: model.to_owned(),
             dim,
             inner: RwLock::new(Inner::default()),
-            changes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// How many writes the index has taken: read before a store read whose result is then
-    /// applied with [`TemplateIndex::insert_if_unchanged`].
-    pub fn changes(&self) -> u64 {
-        self.changes.load(std::sync::atomic::Ordering::Acquire)
+    /// The state of subject `id` the index holds now: taken before a store read or write whose
+    /// result is applied with an `_if_unchanged` write.
+    pub fn version(&self, id: &str) -> SubjectVersion {
+        self.read().version(id)
     }
 
-    /// Add `record` only if the index has taken no write since [`TemplateIndex::changes`]
-    /// returned `seen` and does not hold the subject: a subject read from the store while the
-    /// change listener applied its deletion (or a new face) must not be put back as it was read.
-    /// Returns whether it was added.
-    pub fn insert_if_unchanged(&self, record: SubjectRecord, seen: u64) -> bool {
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if self.changes() != seen || inner.by_id.contains_key(&record.id) {
+    /// The state of a subject the index has never held (a new id, before its creation).
+    pub fn version_of_new(&self) -> SubjectVersion {
+        SubjectVersion::Absent(self.read().last_removal)
+    }
+
+    /// Put the store's state of subject `id` (`None`: the store has no such subject) in the
+    /// index if it still holds the state [`TemplateIndex::version`] returned as `seen`: a subject
+    /// read from the store while the change listener applied its deletion (or a new face) must
+    /// not be put back as it was read. Returns whether it was applied.
+    pub fn set_if_unchanged(
+        &self,
+        id: &str,
+        stored: Option<SubjectRecord>,
+        seen: SubjectVersion,
+    ) -> bool {
+        let mut inner = self.write();
+        if inner.version(id) != seen {
             return false;
         }
-        Self::insert(&mut inner, record, &self.model, self.dim);
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        match stored {
+            Some(record) => Self::insert(&mut inner, record, &self.model, self.dim),
+            // Neither holds it: nothing changes (a removal would count as a change of every
+            // absent subject, and a read of an unknown id is no such change).
+            None if !inner.by_id.contains_key(id) => {}
+            None => {
+                inner.remove(id);
+            }
+        }
         true
     }
 
@@ -267,20 +326,20 @@ impl TemplateIndex {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        let guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        // Under the lock: whoever holds it next sees every write before it counted.
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        guard
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replace everything with `records` (start-up, resynchronisation).
+    /// Replace everything with `records` (start-up, resynchronisation): a change of every
+    /// subject, held or not.
     pub fn replace_all(&self, records: Vec<SubjectRecord>) {
         let mut fresh = Inner::default();
+        let mut inner = self.write();
+        fresh.writes = inner.writes;
+        fresh.last_removal = fresh.next_write();
         for r in records {
             Self::insert(&mut fresh, r, &self.model, self.dim);
         }
-        *self.write() = fresh;
+        *inner = fresh;
     }
 
     /// Every write of a subject goes through here: its templates are kept oldest first (RFC 3339
@@ -289,7 +348,7 @@ impl TemplateIndex {
         record
             .templates
             .sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        inner.remove(&record.id);
+        inner.take(&record.id);
         let slot = inner.free.pop().unwrap_or_else(|| {
             inner.slots.push(None);
             inner.slots.len() - 1
@@ -315,7 +374,12 @@ impl TemplateIndex {
         {
             count(&mut inner.by_enroller, key, true);
         }
-        inner.slots[slot] = Some(Entry { record, rows });
+        let stamp = inner.next_write();
+        inner.slots[slot] = Some(Entry {
+            record,
+            rows,
+            stamp,
+        });
     }
 
     /// Insert or replace one subject with all its templates.
@@ -323,28 +387,50 @@ impl TemplateIndex {
         Self::insert(&mut self.write(), record, &self.model, self.dim);
     }
 
-    /// Add one template to a subject already in the index; `false` when the subject is absent.
-    pub fn add_template(&self, template: Template) -> bool {
+    /// [`TemplateIndex::upsert`] if the index still holds the state `seen` of the subject;
+    /// returns whether it was applied.
+    pub fn upsert_if_unchanged(&self, record: SubjectRecord, seen: SubjectVersion) -> bool {
         let mut inner = self.write();
-        let Some(&slot) = inner.by_id.get(&template.subject_id) else {
+        if inner.version(&record.id) != seen {
             return false;
-        };
-        let Some(Some(entry)) = inner.slots.get(slot) else {
-            return false;
-        };
-        let mut record = entry.record.clone();
-        if record.templates.iter().any(|t| t.id == template.id) {
-            return true;
         }
-        record.templates.push(template);
         Self::insert(&mut inner, record, &self.model, self.dim);
         true
     }
 
+    /// Add one template to a subject already in the index; `false` when the subject is absent.
+    pub fn add_template(&self, template: Template) -> bool {
+        let id = template.subject_id.clone();
+        self.update(&id, None, |r| {
+            if !r.templates.iter().any(|t| t.id == template.id) {
+                r.templates.push(template);
+            }
+        })
+    }
+
+    /// [`TemplateIndex::add_template`] if the index still holds the state `seen` of the
+    /// subject; `false` when it is absent or changed.
+    pub fn add_template_if_unchanged(&self, template: Template, seen: SubjectVersion) -> bool {
+        let id = template.subject_id.clone();
+        self.update(&id, Some(seen), |r| {
+            if !r.templates.iter().any(|t| t.id == template.id) {
+                r.templates.push(template);
+            }
+        })
+    }
+
     /// Apply `change` to a copy of a subject's record and put it back; `false` when the
-    /// subject is absent.
-    fn update(&self, id: &str, change: impl FnOnce(&mut SubjectRecord)) -> bool {
+    /// subject is absent, or not in the state `seen` when given.
+    fn update(
+        &self,
+        id: &str,
+        seen: Option<SubjectVersion>,
+        change: impl FnOnce(&mut SubjectRecord),
+    ) -> bool {
         let mut inner = self.write();
+        if seen.is_some_and(|seen| inner.version(id) != seen) {
+            return false;
+        }
         let Some(Some(entry)) = inner.by_id.get(id).and_then(|&slot| inner.slots.get(slot)) else {
             return false;
         };
@@ -355,14 +441,28 @@ impl TemplateIndex {
     }
 
     /// Remove one template of a subject (no-op when the template is already gone); `false`
-    /// when the subject is absent.
-    pub fn remove_template(&self, subject_id: &str, template_id: &str) -> bool {
-        self.update(subject_id, |r| r.templates.retain(|t| t.id != template_id))
+    /// when the subject is absent, or not in the state `seen` when given.
+    pub fn remove_template(
+        &self,
+        subject_id: &str,
+        template_id: &str,
+        seen: Option<SubjectVersion>,
+    ) -> bool {
+        self.update(subject_id, seen, |r| {
+            r.templates.retain(|t| t.id != template_id);
+        })
     }
 
-    /// Rename a subject; `false` when it is absent.
-    pub fn rename(&self, subject_id: &str, name: &str) -> bool {
-        self.update(subject_id, |r| name.clone_into(&mut r.name))
+    /// Rename a subject if the index holds the state `seen` of it; `false` when it is absent
+    /// or changed.
+    pub fn rename_if_unchanged(&self, subject_id: &str, name: &str, seen: SubjectVersion) -> bool {
+        self.update(subject_id, Some(seen), |r| name.clone_into(&mut r.name))
+    }
+
+    /// The summary of a subject as `record` has it (a write's answer when the index has moved
+    /// on: the subject deleted meanwhile elsewhere).
+    pub fn summary_of(&self, record: &SubjectRecord) -> Subject {
+        summary(record, &self.model, self.dim)
     }
 
     /// Remove a subject; `false` when it was absent.
@@ -647,23 +747,70 @@ mod tests {
             .collect()
     }
 
-    /// A subject read from the store is added only if nothing changed the index since the
-    /// read began: a deletion the change listener applied meanwhile stays applied.
+    /// A subject read from the store is applied only if the index took no write of it since
+    /// the read began: a deletion or a new face the change listener applied meanwhile stays.
     #[test]
-    fn a_read_is_added_only_if_the_index_did_not_change_meanwhile() {
+    fn a_read_is_applied_only_if_the_index_did_not_change_the_subject_meanwhile() {
         let index = TemplateIndex::new("m", 2);
-        let seen = index.changes();
-        assert!(index.insert_if_unchanged(record("a", vec![]), seen));
+        let seen = index.version("a");
+        assert!(index.set_if_unchanged("a", Some(record("a", vec![])), seen));
         assert!(index.get("a").is_some());
         // Read "b"; meanwhile "b" is upserted and removed (the listener applying a deletion).
-        let seen = index.changes();
+        let seen = index.version("b");
         index.upsert(record("b", vec![]));
         index.remove("b");
-        assert!(!index.insert_if_unchanged(record("b", vec![]), seen));
+        assert!(!index.set_if_unchanged("b", Some(record("b", vec![])), seen));
         assert!(index.get("b").is_none(), "a deleted subject came back");
-        // Nor is a subject the index already holds replaced by an older read.
-        let seen = index.changes();
-        assert!(!index.insert_if_unchanged(record("a", vec![]), seen));
+        // A read of "a" older than a face the listener added is not applied over it.
+        let seen = index.version("a");
+        assert!(index.add_template(template("new", "a", "m", vec![1.0, 1.0])));
+        assert!(!index.set_if_unchanged("a", Some(record("a", vec![])), seen));
+        assert_eq!(index.get("a").unwrap().0.faces, 1, "the new face was lost");
+        // A write of another subject held is no change of this one.
+        let seen = index.version("a");
+        index.upsert(record("c", vec![]));
+        assert!(index.rename_if_unchanged("a", "Ada", seen));
+        assert_eq!(index.get("a").unwrap().0.name, "Ada");
+        // Reading that a subject is gone removes it, likewise only over the state read.
+        let seen = index.version("a");
+        assert!(index.set_if_unchanged("a", None, seen));
+        assert!(index.get("a").is_none());
+    }
+
+    /// A new subject's creation is put in the index only if no subject was removed meanwhile:
+    /// the index keeps no memory of removed ids, so any removal (or a reload) may be this one's.
+    #[test]
+    fn a_creation_is_not_put_back_over_a_removal_applied_meanwhile() {
+        let index = TemplateIndex::new("m", 2);
+        let seen = index.version_of_new();
+        index.upsert(record("other", vec![]));
+        assert!(
+            index.upsert_if_unchanged(record("x", vec![]), seen),
+            "another subject's write is no change of a new one"
+        );
+        // A read of an unknown id that the store does not have either changes nothing: a
+        // stream of lookups of unknown ids does not hold up creations.
+        let seen = index.version_of_new();
+        assert!(index.set_if_unchanged("ghost", None, index.version("ghost")));
+        assert!(index.upsert_if_unchanged(record("w", vec![]), seen));
+        let seen = index.version_of_new();
+        // The listener applies the deletion of "y" (created elsewhere, never held here).
+        assert!(!index.remove("y"));
+        assert!(!index.upsert_if_unchanged(record("y", vec![]), seen));
+        assert!(index.get("y").is_none(), "a deleted subject came back");
+        let seen = index.version_of_new();
+        index.replace_all(vec![record("x", vec![])]);
+        assert!(!index.upsert_if_unchanged(record("z", vec![]), seen));
+        let seen = index.version("x");
+        index.replace_all(vec![record("x", vec![])]);
+        assert!(
+            !index.add_template_if_unchanged(template("t", "x", "m", vec![0.0, 0.0]), seen),
+            "a reload changes every subject"
+        );
+        assert!(
+            !index.remove_template("x", "t", Some(SubjectVersion::Present(0))),
+            "a version the index never had"
+        );
     }
 
     #[test]
@@ -745,15 +892,15 @@ mod tests {
             ],
         ));
         index.upsert(record("b", vec![template("333", "b", "m", vec![5.0, 5.0])]));
-        assert!(index.remove_template("a", "1"));
-        assert!(index.remove_template("a", "1"), "already gone: no-op");
-        assert!(!index.remove_template("nobody", "1"));
+        assert!(index.remove_template("a", "1", None));
+        assert!(index.remove_template("a", "1", None), "already gone: no-op");
+        assert!(!index.remove_template("nobody", "1", None));
         assert_eq!(index.template_count(), 2);
         // The removed embedding no longer matches; the others still do.
         assert_eq!(index.nearest(&[0.0, 0.0], 1)[0].distance, 2f32.sqrt());
         assert_eq!(index.nearest(&[5.0, 5.0], 1)[0].subject.id, "b");
-        assert!(index.rename("a", "Ada"));
-        assert!(!index.rename("nobody", "x"));
+        assert!(index.rename_if_unchanged("a", "Ada", index.version("a")));
+        assert!(!index.rename_if_unchanged("nobody", "x", index.version("nobody")));
         let (a, templates) = index.get("a").unwrap();
         assert_eq!((a.name.as_str(), a.faces, templates.len()), ("Ada", 1, 1));
     }
@@ -909,8 +1056,8 @@ mod tests {
         // Updates that replace the record (a face added or removed, a rename, a replica's
         // notification upserting it again) keep the count.
         assert!(index.add_template(template("t", "a1", "m", vec![0.0, 0.0])));
-        assert!(index.rename("a1", "Ada"));
-        assert!(index.remove_template("a1", "t"));
+        assert!(index.rename_if_unchanged("a1", "Ada", index.version("a1")));
+        assert!(index.remove_template("a1", "t", None));
         index.upsert(created_by("a2", Some("app")));
         assert_eq!(counts(), (2, 1, 0));
         index.upsert(created_by("a3", Some("app")));
@@ -962,10 +1109,10 @@ mod tests {
         // A face added twice (this replica's write and its own notification) counts once.
         assert!(index.add_template(enrolled_by("t4", "b", Some("app"))));
         assert!(index.add_template(enrolled_by("t4", "b", Some("app"))));
-        assert!(index.rename("b", "Bea"));
+        assert!(index.rename_if_unchanged("b", "Bea", index.version("b")));
         assert_eq!(counts(), (3, 1));
-        assert!(index.remove_template("a", "t2"));
-        assert!(index.remove_template("a", "t2"));
+        assert!(index.remove_template("a", "t2", None));
+        assert!(index.remove_template("a", "t2", None));
         assert_eq!(counts(), (3, 0));
         // Deleting a subject frees every face in it, whoever created the subject.
         assert!(index.remove("b"));
