@@ -493,11 +493,15 @@ async fn held_by_digest(inputs: &GateInputs<'_>, lkg: String) -> String {
     }
 }
 
-/// The manifest digests the runtime containers of `pods` that run `image` (or the digest an image
-/// policy added to it at admission) report
-/// (`status.containerStatuses[].imageID`, `repo@sha256:…`; Docker's `docker-pullable://` prefix
-/// aside) for `image`'s own repository, each once. A bare `sha256:…` is the image's config ID,
-/// not a digest one can pull by, and is left out.
+/// The manifest digests the runtime containers of `pods` that run `image` by that very reference
+/// report (`status.containerStatuses[].imageID`, written by the kubelet: `repo@sha256:…`;
+/// Docker's `docker-pullable://` prefix aside) for `image`'s own repository, each once. Only
+/// pods a ReplicaSet controls count, and only a reference without a digest: anyone who may
+/// create pods here could make one with the labels running `repo:tag@sha256:<an older release>`,
+/// and the pin would be theirs to choose (a digest an image policy added at admission is left
+/// out with it; the tag then stays a tag). A pod running the tag itself pulls what the tag
+/// points to, or what a node cached of it, which is no worse than the tag. A bare `sha256:…` is
+/// the image's config ID, not a digest one can pull by, and is left out.
 pub(crate) fn running_digests(image: &str, pods: &[Pod]) -> Vec<String> {
     let wanted = image_ref::parse(image);
     let same_repository = |reference: &str| {
@@ -507,12 +511,15 @@ pub(crate) fn running_digests(image: &str, pods: &[Pod]) -> Vec<String> {
     let mut digests: Vec<String> = pods
         .iter()
         .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
+        })
+        .filter(|p| {
             p.spec.as_ref().is_some_and(|s| {
                 s.containers
                     .iter()
-                    .filter(|c| c.name == RUNTIME_CONTAINER)
-                    .filter_map(|c| c.image.as_deref())
-                    .any(|running| without_admitted_digest(running) == image)
+                    .any(|c| c.name == RUNTIME_CONTAINER && c.image.as_deref() == Some(image))
             })
         })
         .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())

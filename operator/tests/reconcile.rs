@@ -1923,10 +1923,28 @@ async fn network_policy_is_applied_and_pruned_when_disabled() {
     assert!(!exists(h.api::<NetworkPolicy>(), "fk").await, "pruned");
 }
 
-/// A runtime pod of `fk` as the kubelet reports it: running `image`, resolved to `image_id`.
+/// A runtime pod of `fk` as the kubelet reports it: running `image`, resolved to `image_id`,
+/// controlled by a ReplicaSet (`None`: a pod someone made with the labels).
 async fn runtime_pod(h: &common::Harness, name: &str, image: &str, image_id: &str) {
+    labelled_pod(h, name, image, image_id, Some("fk-5d8f7c6b9")).await;
+}
+
+async fn labelled_pod(
+    h: &common::Harness,
+    name: &str,
+    image: &str,
+    image_id: &str,
+    replica_set: Option<&str>,
+) {
+    let owners: Vec<serde_json::Value> = replica_set
+        .map(|rs| {
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
+                   "uid": "0b6e6a43-6d41-4a4e-9c11-5f3b1d6f0a7e", "controller": true})
+        })
+        .into_iter()
+        .collect();
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": NS,
+        "metadata": {"name": name, "namespace": NS, "ownerReferences": owners,
                      "labels": facekey_operator::labels::selector_labels("fk")},
         "spec": {"containers": [{"name": "runtime", "image": image}]},
         "status": {"phase": "Running", "containerStatuses": [{
@@ -1971,6 +1989,12 @@ async fn turning_the_gate_on_holds_the_running_tag_by_its_digest() {
     )
     .await;
     runtime_pod(&h, "fk-d", IMG1, other).await;
+    // Pods anyone who may create pods here could make: one with the labels and no ReplicaSet,
+    // one naming an older release of the repository by digest beside the tag.
+    let old = "ghcr.io/facekey/runtime@sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    labelled_pod(&h, "fk-e", IMG1, old, None).await;
+    let tagged_old = format!("{IMG1}@{}", old.split_once('@').unwrap().1);
+    runtime_pod(&h, "fk-f", &tagged_old, old).await;
 
     // While the scan runs, a pod started on a new node pulls this digest, not what the tag
     // points to now.

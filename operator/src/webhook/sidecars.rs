@@ -220,8 +220,9 @@ async fn count_one(
 ) -> Result<(), kube::Error> {
     let ns = fkd.namespace().unwrap_or_default();
     let name = fkd.name_any();
-    let image =
-        crate::scan_gate::last_known_good(fkd.status.as_ref()).filter(|i| i.contains("@sha256:"));
+    // What the webhook injects now: a last-known-good image no scan passed (the gate turned on
+    // over one that ran with it off) is held by the Deployment but injected nowhere.
+    let image = super::inject::admitted_image(fkd).ok();
     let config = match (image, fkd.spec.sidecar.as_ref().filter(|s| s.enabled)) {
         (Some(image), Some(sidecar)) => {
             Some(crate::desired::sidecar_parts(&name, &ns, &fkd.spec, sidecar, image).config_hash())
