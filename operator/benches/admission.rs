@@ -127,6 +127,7 @@ fn main() {
         let metrics = facekey_operator::metrics::Metrics::new().unwrap();
         let state = WebhookState {
             limit_ranges: Default::default(),
+            resource_quotas: Default::default(),
             resources: Resources::fixed(fkds.clone()),
             options: InjectOptions::default(),
             events: None,

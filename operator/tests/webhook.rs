@@ -867,14 +867,17 @@ async fn the_counter_pages_through_every_pod() {
 /// Every fixture review posted to the webhook's router (the handler the HTTPS server runs): each
 /// answer is counted once under its outcome and reason and timed, and the label values are the
 /// documented ones.
-/// A LimitRange of the pod's namespace that would refuse the sidecar (and so the whole pod):
-/// the sidecar is left out, the pod admitted under `failurePolicy: Ignore` with a warning naming
-/// the LimitRange and the bound; one of another namespace, or one the sidecar fits, changes
-/// nothing. (The fixture's sidecar: requests 250m and 384Mi, memory limit 768Mi.)
+/// A LimitRange or ResourceQuota of the pod's namespace that would refuse the pod with the
+/// sidecar (and so the whole pod): the sidecar is left out, the pod admitted under
+/// `failurePolicy: Ignore` with a warning naming the LimitRange or quota and the bound; one of
+/// another namespace, one the sidecar fits, or one that refuses the pod without the sidecar too
+/// changes nothing. (The fixture's sidecar: requests 250m and 384Mi, memory limit 768Mi.)
 #[tokio::test]
-async fn a_sidecar_a_limit_range_would_refuse_is_left_out() {
+async fn a_sidecar_a_limit_range_or_quota_would_refuse_is_left_out() {
     use facekey_operator::metrics::Metrics;
-    use facekey_operator::webhook::server::{LimitRanges, Resources, WebhookState, router};
+    use facekey_operator::webhook::server::{
+        LimitRanges, ResourceQuotas, Resources, WebhookState, router,
+    };
 
     let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
     let range = |namespace: &str, max_memory: &str| -> k8s_openapi::api::core::v1::LimitRange {
@@ -885,10 +888,14 @@ async fn a_sidecar_a_limit_range_would_refuse_is_left_out() {
         }))
         .unwrap()
     };
-    let answer = |ranges: Vec<k8s_openapi::api::core::v1::LimitRange>| {
+    let fixture = || std::fs::read(fixtures().join("reviews/inject.json")).unwrap();
+    let answer_with = |ranges: Vec<k8s_openapi::api::core::v1::LimitRange>,
+                       quotas: Vec<k8s_openapi::api::core::v1::ResourceQuota>,
+                       body: Vec<u8>| {
         let metrics = Metrics::new().unwrap();
         let app = router(WebhookState {
             limit_ranges: LimitRanges::Fixed(Arc::new(ranges)),
+            resource_quotas: ResourceQuotas::Fixed(Arc::new(quotas)),
             resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
             options: InjectOptions::default(),
             events: None,
@@ -896,17 +903,25 @@ async fn a_sidecar_a_limit_range_would_refuse_is_left_out() {
             scope: None,
         });
         async move {
-            let body = std::fs::read(fixtures().join("reviews/inject.json")).unwrap();
             let response = post_review(&app, body).await;
             let bytes = http_body_util::BodyExt::collect(response.into_body())
                 .await
                 .unwrap()
                 .to_bytes();
             let review: Value = serde_json::from_slice(&bytes).unwrap();
-            let skipped = metrics
-                .admission_reviews
-                .with_label_values(&["skipped", "LimitRange"])
-                .get();
+            let skipped = |reason: &str| {
+                metrics
+                    .admission_reviews
+                    .with_label_values(&["skipped", reason])
+                    .get()
+            };
+            (review, skipped("LimitRange"), skipped("ResourceQuota"))
+        }
+    };
+    let answer = |ranges: Vec<k8s_openapi::api::core::v1::LimitRange>| {
+        let pending = answer_with(ranges, Vec::new(), fixture());
+        async move {
+            let (review, skipped, _) = pending.await;
             (review, skipped)
         }
     };
@@ -922,12 +937,97 @@ async fn a_sidecar_a_limit_range_would_refuse_is_left_out() {
         "{review}"
     );
     assert_eq!(skipped, 1);
+    // A bound on the whole pod: the application's containers get the namespace's default of
+    // 256Mi, and the sidecar's 768Mi runs beside them: 1Gi.
+    let pod_bound: k8s_openapi::api::core::v1::LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "tenant-pods", "namespace": "shop"},
+        "spec": {"limits": [{"type": "Pod", "max": {"memory": "512Mi"}},
+                            {"type": "Container", "default": {"memory": "256Mi"}}]},
+    }))
+    .unwrap();
+    let (review, skipped) = answer(vec![pod_bound]).await;
+    assert!(review["response"]["patch"].is_null(), "{review}");
+    let warning = review["response"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        warning.contains("LimitRange tenant-pods caps memory per pod at 512Mi")
+            && warning.contains("has a limit of 1024Mi"),
+        "{review}"
+    );
+    assert_eq!(skipped, 1);
     // Another namespace's, or a bound the sidecar fits: injected as before.
     for ranges in [
         vec![range("elsewhere", "512Mi")],
         vec![range("shop", "1Gi")],
     ] {
         let (review, skipped) = answer(ranges).await;
+        assert!(review["response"]["patch"].is_string(), "{review}");
+        assert_eq!(skipped, 0);
+    }
+
+    // A ResourceQuota on CPU limits: every container must set one; the application's do, the
+    // fixture's sidecar does not.
+    let quota = |namespace: &str, hard: Value, used: Value| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::ResourceQuota>(json!({
+            "metadata": {"name": "team-quota", "namespace": namespace},
+            "spec": {"hard": hard}, "status": {"hard": hard, "used": used},
+        }))
+        .unwrap()
+    };
+    let sized = {
+        let mut review: Value = serde_json::from_slice(&fixture()).unwrap();
+        let resources = json!({"requests": {"cpu": "100m", "memory": "128Mi"},
+                               "limits": {"cpu": "500m", "memory": "256Mi"}});
+        review["request"]["object"]["spec"]["containers"][0]["resources"] = resources.clone();
+        review["request"]["object"]["spec"]["initContainers"][0]["resources"] = resources;
+        serde_json::to_vec(&review).unwrap()
+    };
+    let limits = quota(
+        "shop",
+        json!({"limits.cpu": "8", "requests.cpu": "4"}),
+        json!({}),
+    );
+    let (review, _, skipped) = answer_with(vec![], vec![limits.clone()], sized.clone()).await;
+    assert!(review["response"]["patch"].is_null(), "{review}");
+    let warning = review["response"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        warning.contains("ResourceQuota team-quota tracks limits.cpu, so every container must set it, and the sidecar does not"),
+        "{review}"
+    );
+    assert_eq!(skipped, 1);
+    // The application's pod without CPU limits is refused by that quota anyway: injected.
+    let (review, _, skipped) = answer_with(vec![], vec![limits], fixture()).await;
+    assert!(review["response"]["patch"].is_string(), "{review}");
+    assert_eq!(skipped, 0);
+    // Nearly used up: the sidecar's 250m of CPU requests do not fit what is left.
+    let nearly = quota(
+        "shop",
+        json!({"requests.cpu": "4"}),
+        json!({"requests.cpu": "3700m"}),
+    );
+    let (review, _, skipped) = answer_with(vec![], vec![nearly], sized.clone()).await;
+    assert!(review["response"]["patch"].is_null(), "{review}");
+    let warning = review["response"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        warning.contains("ResourceQuota team-quota has 300m of requests.cpu left"),
+        "{review}"
+    );
+    assert_eq!(skipped, 1);
+    // Room left, or another namespace's quota: injected.
+    for quotas in [
+        vec![quota(
+            "shop",
+            json!({"requests.cpu": "4"}),
+            json!({"requests.cpu": "1"}),
+        )],
+        vec![quota("elsewhere", json!({"limits.cpu": "4"}), json!({}))],
+    ] {
+        let (review, _, skipped) = answer_with(vec![], quotas, sized.clone()).await;
         assert!(review["response"]["patch"].is_string(), "{review}");
         assert_eq!(skipped, 0);
     }
@@ -942,6 +1042,7 @@ async fn admission_metrics_count_every_fixture_review_by_outcome() {
     let metrics = Metrics::new().unwrap();
     let app = router(WebhookState {
         limit_ranges: Default::default(),
+        resource_quotas: Default::default(),
         resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
         options: InjectOptions::default(),
         events: None,
@@ -1086,6 +1187,7 @@ async fn an_operator_scoped_to_one_namespace_leaves_other_namespaces_alone() {
     let answer = |scope: &str, case: &str| {
         let app = router(WebhookState {
             limit_ranges: Default::default(),
+            resource_quotas: Default::default(),
             resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
             options: InjectOptions::default(),
             events: None,
@@ -1173,6 +1275,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     let answer = |resources: Resources, case: &str| {
         let app = router(WebhookState {
             limit_ranges: Default::default(),
+            resource_quotas: Default::default(),
             resources,
             options: InjectOptions::default(),
             events: None,
@@ -1210,6 +1313,7 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
     annotations["facekey.dev/inject"] = serde_json::json!(format!("{named}/status"));
     let app = router(WebhookState {
         limit_ranges: Default::default(),
+        resource_quotas: Default::default(),
         resources: unsynced(),
         options: InjectOptions::default(),
         events: None,

@@ -59,6 +59,7 @@ async fn start_limited(
     let resources = String::from_utf8(fixture("resources.yaml")).unwrap();
     let state = WebhookState {
         limit_ranges: Default::default(),
+        resource_quotas: Default::default(),
         resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
         options: InjectOptions::default(),
         events: None,

@@ -83,36 +83,33 @@ fn quantity(resources: &ResourceRequirements, name: &str) -> Option<String> {
         .map(|q| q.0.clone())
 }
 
-/// Cores of a CPU quantity (`"500m"`, `"2"`, `"1.5"`); `None` when it is not one.
+/// Cores of a CPU quantity (`"500m"`, `"2"`, `"1.5"`, `"250000u"`); `None` when it is not one.
 pub fn parse_cpu(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let cores = match q.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
-        None => q.parse::<f64>().ok()?,
-    };
-    (cores.is_finite() && cores >= 0.0).then_some(cores)
+    parse_quantity(q)
 }
 
-/// The amount of the resource `name` in the quantity `q`: cores for `cpu`, bytes for memory (and
-/// other byte-counted resources); `None` when it is not one. What the webhook's pod-level and
-/// LimitRange checks compare.
-pub fn amount(name: &str, q: &str) -> Option<f64> {
-    match name {
-        "cpu" => parse_cpu(q),
-        _ => parse_memory(q).map(|b| b as f64),
-    }
-}
-
-/// Bytes of a memory quantity (`"512Mi"`, `"1G"`, `"1e9"`, `"1073741824"`); `None` when it is not
-/// one (the API server would have refused it).
+/// Bytes of a memory quantity (`"512Mi"`, `"1G"`, `"1e9"`, `"1073741824"`), rounded up as the
+/// API server rounds a quantity's value; `None` when it is not one (the API server would have
+/// refused it).
 pub fn parse_memory(q: &str) -> Option<u64> {
-    const SUFFIXES: [(&str, f64); 12] = [
+    // Float to integer: finite and non-negative checked, saturating at u64::MAX.
+    parse_quantity(q).map(|bytes| bytes.ceil() as u64)
+}
+
+/// The value of a Kubernetes quantity: a decimal number with a binary (`Ki` … `Ei`) or decimal
+/// (`n`, `u`, `m`, `k`, `M` … `E`) suffix or an exponent (`1e3`); `None` when it is not one, or
+/// negative.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 15] = [
         ("Ki", 1024.0),
         ("Mi", 1024.0 * 1024.0),
         ("Gi", 1024.0 * 1024.0 * 1024.0),
         ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
         ("Pi", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
         ("Ei", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
         ("k", 1e3),
         ("M", 1e6),
         ("G", 1e9),
@@ -124,11 +121,17 @@ pub fn parse_memory(q: &str) -> Option<u64> {
     let (number, scale) = SUFFIXES
         .iter()
         .find_map(|(suffix, scale)| q.strip_suffix(suffix).map(|n| (n, *scale)))
-        .or_else(|| q.strip_suffix('m').map(|n| (n, 1e-3)))
         .unwrap_or((q, 1.0));
-    let bytes = number.parse::<f64>().ok()? * scale;
-    // Float to integer: finite and non-negative checked, saturating at u64::MAX.
-    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+    // A number only: no sign other than the API server's, no "inf" or "NaN" words.
+    if number.is_empty()
+        || !number
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    let value = number.parse::<f64>().ok()? * scale;
+    (value.is_finite() && value >= 0.0).then_some(value)
 }
 
 #[cfg(test)]
@@ -163,12 +166,18 @@ mod tests {
         assert_eq!(parse_cpu("1.5"), Some(1.5));
         assert_eq!(parse_cpu("lots"), None);
         assert_eq!(parse_cpu("-1"), None);
+        assert_eq!(parse_cpu("250000u"), Some(0.25));
+        assert_eq!(parse_cpu("1k"), Some(1000.0));
+        assert_eq!(parse_cpu("5e-1"), Some(0.5));
+        assert_eq!(parse_cpu("inf"), None);
+        assert_eq!(parse_memory("1E"), Some(1_000_000_000_000_000_000));
+        assert_eq!(parse_memory("1e3"), Some(1000));
+        assert_eq!(parse_memory("1500m"), Some(2), "rounded up");
         assert_eq!(parse_memory("512Mi"), Some(512 * MIB));
         assert_eq!(parse_memory("1Gi"), Some(1024 * MIB));
         assert_eq!(parse_memory("1G"), Some(1_000_000_000));
         assert_eq!(parse_memory("1e9"), Some(1_000_000_000));
         assert_eq!(parse_memory("1073741824"), Some(1024 * MIB));
-        assert_eq!(parse_memory("1500m"), Some(1));
         assert_eq!(parse_memory("much"), None);
     }
 

@@ -42,6 +42,9 @@ pub enum NotInjectedReason {
     PodLevelResources,
     /// A LimitRange of the namespace would refuse the sidecar, and with it the whole pod.
     LimitRange,
+    /// A ResourceQuota of the namespace would refuse the pod with the sidecar (a CPU or memory
+    /// value it tracks that the sidecar does not set, or not enough left), not without it.
+    ResourceQuota,
     /// The FaceKeyDeployment exists but this operator cannot decode its spec
     /// ([`crate::decode`]): answered by its own `sidecar.failurePolicy`, read alone.
     ResourceUndecodable,
@@ -62,6 +65,7 @@ impl NotInjectedReason {
             NotInjectedReason::WindowsPod => "WindowsPod",
             NotInjectedReason::PodLevelResources => "PodLevelResources",
             NotInjectedReason::LimitRange => "LimitRange",
+            NotInjectedReason::ResourceQuota => "ResourceQuota",
             NotInjectedReason::ResourceUndecodable => "ResourceUndecodable",
         }
     }
@@ -140,8 +144,9 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
         .chain(spec.map(|s| s.containers.iter()).into_iter().flatten())
 }
 
-/// The admitted image of `fkd` if it may be injected: the last-known-good image, by digest.
-fn admitted_image(fkd: &FaceKeyDeployment) -> Result<&str, (NotInjectedReason, String)> {
+/// The admitted image of `fkd` if it may be injected: the last-known-good image, by digest, that
+/// passed a scan while the gate is on.
+pub(crate) fn admitted_image(fkd: &FaceKeyDeployment) -> Result<&str, (NotInjectedReason, String)> {
     let name = fkd.metadata.name.as_deref().unwrap_or("?");
     let Some(image) = crate::scan_gate::last_known_good(fkd.status.as_ref()) else {
         return Err((
@@ -376,14 +381,14 @@ pub fn decide(
 /// server does ([`aggregate_request`]): other native sidecars (a mesh's) add to the sum, and an
 /// ordinary init container runs beside the injected sidecar.
 fn pod_level_shortfall(spec: &PodSpec, sidecar: &Container) -> Option<String> {
-    use crate::desired::capacity::amount;
+    use crate::desired::capacity::parse_quantity;
     let pod = spec.resources.as_ref()?.requests.as_ref()?;
     let requested = |c: &Container, name: &str| {
         c.resources
             .as_ref()
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get(name))
-            .and_then(|q| amount(name, &q.0))
+            .and_then(|q| parse_quantity(&q.0))
             .unwrap_or(0.0)
     };
     // The pod as the patch leaves it: the sidecar first among the init containers.
@@ -394,7 +399,7 @@ fn pod_level_shortfall(spec: &PodSpec, sidecar: &Container) -> Option<String> {
         .into_iter()
         .find_map(|(name, unit)| {
             let given = &pod.get(name)?.0;
-            let limit = amount(name, given)?;
+            let limit = parse_quantity(given)?;
             let needed = aggregate_request(&spec.containers, &init, |c| requested(c, name));
             (needed > limit * (1.0 + 1e-9))
                 .then(|| format!("{name} {given} < {needed} {unit} with the sidecar"))
@@ -426,15 +431,17 @@ fn aggregate_request(
     running.max(init_peak)
 }
 
-/// `decision` held to the LimitRanges of the pod's namespace (`ranges`): an injection whose
-/// sidecar one of them would refuse (and with it the whole pod, whatever the failure policy)
-/// becomes `LimitRange`, under the resource's `sidecar.failurePolicy`; every other decision
-/// stands.
-pub fn within_limit_ranges(
+/// `decision` about `pod` held to the LimitRanges (`ranges`) and ResourceQuotas (`quotas`) of
+/// its namespace: an injection one of them would refuse the pod for (the whole pod, whatever
+/// the failure policy) becomes `LimitRange` or `ResourceQuota`, under the resource's
+/// `sidecar.failurePolicy`; every other decision stands.
+pub fn within_namespace_bounds(
     decision: Decision,
+    pod: Option<&Pod>,
     namespace: &str,
     fkd: Option<&FaceKeyDeployment>,
     ranges: &[k8s_openapi::api::core::v1::LimitRange],
+    quotas: &[k8s_openapi::api::core::v1::ResourceQuota],
 ) -> Decision {
     let Decision::Inject {
         resource, image, ..
@@ -442,21 +449,39 @@ pub fn within_limit_ranges(
     else {
         return decision;
     };
-    let (Some(fkd), false) = (fkd, ranges.is_empty()) else {
+    let (Some(fkd), false) = (fkd, ranges.is_empty() && quotas.is_empty()) else {
         return decision;
     };
     let Some(sidecar) = fkd.spec.sidecar.as_ref() else {
         return decision;
     };
     let parts = sidecar_parts(resource, namespace, &fkd.spec, sidecar, image);
-    match super::limit_range::refusal(&parts.container, ranges) {
+    let spec = pod.and_then(|p| p.spec.clone()).unwrap_or_default();
+    let refused = super::limit_range::refusal(&parts.container, &spec, ranges)
+        .map(|why| {
+            (
+                NotInjectedReason::LimitRange,
+                why,
+                "within the namespace's LimitRanges",
+            )
+        })
+        .or_else(|| {
+            super::quota::refusal(&parts.container, &spec, quotas, ranges).map(|why| {
+                (
+                    NotInjectedReason::ResourceQuota,
+                    why,
+                    "to fit the namespace's ResourceQuotas (or raise them)",
+                )
+            })
+        });
+    match refused {
         None => decision,
-        Some(why) => Decision::NotInjected {
+        Some((reason, why, fix)) => Decision::NotInjected {
             resource: resource.clone(),
-            reason: NotInjectedReason::LimitRange,
+            reason,
             message: format!(
                 "{why}: the API server would refuse the whole pod; size spec.sidecar.resources \
-                 of {namespace}/{resource} within the namespace's LimitRanges"
+                 of {namespace}/{resource} {fix}"
             ),
             refuse: sidecar.failure_policy == SidecarFailurePolicy::Fail,
         },

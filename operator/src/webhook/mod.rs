@@ -9,12 +9,14 @@
 //! - [`manage`]: the certificate Secret and the configuration's `caBundle`, kept current;
 //! - [`sidecars`]: the count of injected and outdated pods in `status.sidecar`;
 //! - [`limit_range`]: the namespace's LimitRanges against the sidecar (pure).
+//! - [`quota`]: the namespace's ResourceQuotas against the pod with the sidecar (pure).
 
 pub mod certs;
 pub mod events;
 pub mod inject;
 pub mod limit_range;
 pub mod manage;
+pub mod quota;
 pub mod review;
 pub mod server;
 pub mod sidecars;
@@ -144,31 +146,20 @@ pub async fn start(
         }
     });
 
-    // The LimitRanges the sidecar must fit (best effort: until the cache has synced, or when
-    // RBAC denies the watch, none are known and the API server has the last word).
-    let limit_ranges = {
-        let api: kube::Api<k8s_openapi::api::core::v1::LimitRange> = match &config.watch_namespace {
-            Some(ns) => kube::Api::namespaced(client.clone(), ns),
-            None => kube::Api::all(client.clone()),
-        };
-        let (store, writer) = reflector::store();
-        tokio::spawn(
-            crate::watching::counted(
-                watcher(api, watcher::Config::default()).default_backoff(),
-                (
-                    crate::watching::Component::Webhook,
-                    "LimitRange",
-                    config.metrics.watch_errors.clone(),
-                ),
-            )
-            .reflect(writer)
-            .touched_objects()
-            .for_each(|_| futures::future::ready(())),
-        );
-        server::LimitRanges::Watched(store)
-    };
+    // The LimitRanges and ResourceQuotas the pod with the sidecar must fit (best effort: until
+    // a cache has synced, or when RBAC denies its watch, none are known and the API server has
+    // the last word).
+    let limit_ranges = server::Bounds::Watched(watched::<k8s_openapi::api::core::v1::LimitRange>(
+        &client,
+        &config,
+        "LimitRange",
+    ));
+    let resource_quotas = server::Bounds::Watched(watched::<
+        k8s_openapi::api::core::v1::ResourceQuota,
+    >(&client, &config, "ResourceQuota"));
     let state = server::WebhookState {
         limit_ranges,
+        resource_quotas,
         resources: server::Resources::Watched {
             store,
             decoder,
@@ -201,4 +192,38 @@ pub async fn start(
         futures::future::pending::<()>(),
     ));
     Ok(served_cert)
+}
+
+/// A watch cache of every `K` the operator may see (its namespace, or all), fed in the
+/// background and counted under `kind` in `facekey_operator_watch_errors_total`.
+fn watched<K>(client: &Client, config: &WebhookConfig, kind: &'static str) -> reflector::Store<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + std::hash::Hash + Eq + Clone,
+{
+    let api: kube::Api<K> = match &config.watch_namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    tokio::spawn(
+        crate::watching::counted(
+            watcher(api, watcher::Config::default()).default_backoff(),
+            (
+                crate::watching::Component::Webhook,
+                kind,
+                config.metrics.watch_errors.clone(),
+            ),
+        )
+        .reflect(writer)
+        .touched_objects()
+        .for_each(|_| futures::future::ready(())),
+    );
+    store
 }

@@ -313,28 +313,32 @@ impl Resources {
     }
 }
 
-/// Where the LimitRanges of a pod's namespace come from.
+/// Where the namespaced objects that bound a pod (LimitRanges, ResourceQuotas) come from.
 #[derive(Clone, Default)]
-pub enum LimitRanges {
+pub enum Bounds<K: kube::Resource + Clone + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
     /// None known (the check is left to the API server).
     #[default]
     None,
     /// A fixed set (tests, benchmark).
-    Fixed(Arc<Vec<k8s_openapi::api::core::v1::LimitRange>>),
-    /// The operator's watch cache of every LimitRange it may see.
-    Watched(Store<k8s_openapi::api::core::v1::LimitRange>),
+    Fixed(Arc<Vec<K>>),
+    /// The operator's watch cache of every one it may see.
+    Watched(Store<K>),
 }
 
-impl LimitRanges {
-    /// The LimitRanges of `namespace`.
-    pub fn of(&self, namespace: &str) -> Vec<k8s_openapi::api::core::v1::LimitRange> {
-        let mine = |r: &k8s_openapi::api::core::v1::LimitRange| {
-            r.metadata.namespace.as_deref() == Some(namespace)
-        };
+impl<K: kube::Resource + Clone + 'static> Bounds<K>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    /// The objects of `namespace`.
+    pub fn of(&self, namespace: &str) -> Vec<K> {
+        let mine = |r: &K| r.meta().namespace.as_deref() == Some(namespace);
         match self {
-            LimitRanges::None => Vec::new(),
-            LimitRanges::Fixed(all) => all.iter().filter(|r| mine(r)).cloned().collect(),
-            LimitRanges::Watched(store) => store
+            Bounds::None => Vec::new(),
+            Bounds::Fixed(all) => all.iter().filter(|r| mine(r)).cloned().collect(),
+            Bounds::Watched(store) => store
                 .state()
                 .iter()
                 .filter(|r| mine(r))
@@ -344,11 +348,19 @@ impl LimitRanges {
     }
 }
 
+/// Where the LimitRanges of a pod's namespace come from.
+pub type LimitRanges = Bounds<k8s_openapi::api::core::v1::LimitRange>;
+
+/// Where the ResourceQuotas of a pod's namespace come from.
+pub type ResourceQuotas = Bounds<k8s_openapi::api::core::v1::ResourceQuota>;
+
 /// State of the webhook handler.
 #[derive(Clone)]
 pub struct WebhookState {
     /// The LimitRanges the sidecar must fit ([`super::limit_range`]).
     pub limit_ranges: LimitRanges,
+    /// The ResourceQuotas the pod with the sidecar must fit ([`super::quota`]).
+    pub resource_quotas: ResourceQuotas,
     /// Where FaceKeyDeployments are looked up.
     pub resources: Resources,
     /// The operator's injection settings.
@@ -431,11 +443,13 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
             Lookup::Undecodable(u) => super::inject::undecodable(decision, &req.namespace, u),
             _ => decision,
         };
-        super::inject::within_limit_ranges(
+        super::inject::within_namespace_bounds(
             decision,
+            req.request.object.as_ref(),
             &req.namespace,
             fkd,
             &state.limit_ranges.of(&req.namespace),
+            &state.resource_quotas.of(&req.namespace),
         )
     };
     if let Some(sink) = &state.events
