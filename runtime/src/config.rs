@@ -208,8 +208,9 @@ pub struct Config {
     #[arg(long, env = env::MAX_SUBJECTS_PER_KEY, default_value_t = defaults::MAX_SUBJECTS_PER_KEY)]
     pub max_subjects_per_key: usize,
 
-    /// Most templates (enrolled faces) the store holds, all subjects together; every replica
-    /// keeps them all in memory (about 5 KB each). Enrolling one more answers 507 `store_full`.
+    /// Most templates (enrolled faces) the store holds, all subjects and embedding models
+    /// together; every replica keeps them all in memory (about 5 KB each). Enrolling one more
+    /// answers 507 `store_full`.
     #[arg(long, env = env::MAX_TEMPLATES, default_value_t = defaults::MAX_TEMPLATES, value_parser = parse_positive)]
     pub max_templates: usize,
 

@@ -115,7 +115,7 @@ fn check_subject(
     // moment may pass the bound by a few, which is all a memory bound needs.
     StoreError::check_room(
         "templates",
-        index.template_count(),
+        index.held_template_count(),
         state.config.max_templates,
         facekey_settings::env::MAX_TEMPLATES,
     )?;

@@ -104,7 +104,7 @@ fn scrape(state: &SharedState, public: bool) -> Result<Response, ApiError> {
         m.store_unreadable_templates
             .set(gauge(state.enrolments.unreadable_templates()));
         m.enrolled_subjects.set(gauge(stats.subjects));
-        m.enrolled_templates.set(gauge(stats.templates));
+        m.enrolled_templates.set(gauge(stats.held_templates));
         m.enrolled_subjects_limit
             .set(gauge(state.config.max_subjects));
         m.enrolled_templates_limit

@@ -110,6 +110,9 @@ struct Inner {
     writes: u64,
     /// Number of the last write that removed a subject (or replaced them all).
     last_removal: u64,
+    /// Templates held, every embedding model (what `FACEKEY_MAX_TEMPLATES` bounds: all of them
+    /// are in memory).
+    held: usize,
 }
 
 /// Count one more (`up`) or one fewer under `key`, dropping keys that reach zero.
@@ -154,6 +157,8 @@ pub struct IndexStats {
     pub subjects: usize,
     /// Templates of the serving model (matched).
     pub templates: usize,
+    /// Templates of every embedding model ([`TemplateIndex::held_template_count`]).
+    pub held_templates: usize,
     /// Subjects holding templates of another embedding model (to re-enrol).
     pub outdated_subjects: usize,
 }
@@ -249,6 +254,7 @@ impl Inner {
             return false;
         };
         if let Some(entry) = self.slots[slot].take() {
+            self.held = self.held.saturating_sub(entry.record.templates.len());
             self.remove_rows(&entry.rows);
             if let Some(key) = &entry.record.created_by {
                 count(&mut self.by_creator, key, false);
@@ -374,6 +380,7 @@ impl TemplateIndex {
         {
             count(&mut inner.by_enroller, key, true);
         }
+        inner.held += record.templates.len();
         let stamp = inner.next_write();
         inner.slots[slot] = Some(Entry {
             record,
@@ -603,6 +610,13 @@ impl TemplateIndex {
         self.read().owners.len()
     }
 
+    /// Templates in the index of every embedding model: what `FACEKEY_MAX_TEMPLATES` bounds
+    /// (templates of an earlier model, kept until their subjects are enrolled again, are in
+    /// memory too).
+    pub fn held_template_count(&self) -> usize {
+        self.read().held
+    }
+
     /// Subjects in the index.
     pub fn subject_count(&self) -> usize {
         self.read().by_id.len()
@@ -624,6 +638,7 @@ impl TemplateIndex {
         let entries = inner.slots.iter().flatten();
         let mut stats = IndexStats {
             templates: inner.owners.len(),
+            held_templates: inner.held,
             ..IndexStats::default()
         };
         for e in entries {
@@ -811,6 +826,42 @@ mod tests {
             !index.remove_template("x", "t", Some(SubjectVersion::Present(0))),
             "a version the index never had"
         );
+    }
+
+    /// `FACEKEY_MAX_TEMPLATES` bounds what is in memory: templates of an earlier embedding
+    /// model count beside the serving model's, through every kind of write.
+    #[test]
+    fn every_model_s_templates_are_counted_as_held() {
+        let index = TemplateIndex::new("m", 2);
+        index.upsert(record(
+            "a",
+            vec![
+                template("1", "a", "m", vec![0.0, 0.0]),
+                template("2", "a", "old", vec![1.0, 1.0, 1.0]),
+            ],
+        ));
+        assert_eq!(
+            (index.template_count(), index.held_template_count()),
+            (1, 2)
+        );
+        assert!(index.add_template(template("3", "a", "old", vec![2.0, 2.0, 2.0])));
+        assert_eq!(index.stats().held_templates, 3);
+        assert!(index.remove_template("a", "2", None));
+        assert_eq!(
+            (index.template_count(), index.held_template_count()),
+            (1, 2)
+        );
+        index.upsert(record("b", vec![template("4", "b", "old", vec![0.0; 3])]));
+        assert!(index.remove("a"));
+        assert_eq!(
+            (index.template_count(), index.held_template_count()),
+            (0, 1)
+        );
+        index.replace_all(vec![record(
+            "c",
+            vec![template("5", "c", "m", vec![0.0, 0.0])],
+        )]);
+        assert_eq!(index.held_template_count(), 1);
     }
 
     #[test]
