@@ -508,7 +508,10 @@ impl Inner {
                 });
             }
             let stored = Template {
-                id: uuid::Uuid::new_v4().to_string(),
+                // Time-ordered: the table's key order (subject, template id) is then the order
+                // of enrolment, which a load keeps among faces enrolled in the same second (the
+                // one `created_at` shows), so a subject's first face is the same after a restart.
+                id: uuid::Uuid::now_v7().to_string(),
                 subject_id: subject_id.to_string(),
                 model: template.model,
                 embedding: template.embedding,
@@ -722,6 +725,29 @@ mod tests {
         let mut v: Vec<f32> = r.templates.iter().map(|t| t.embedding[0]).collect();
         v.sort_by(f32::total_cmp);
         v
+    }
+
+    /// Faces enrolled within one second (`created_at` shows seconds) load in the order they
+    /// were enrolled, so the subject's first face is the same after a restart.
+    #[tokio::test]
+    async fn faces_of_one_second_reload_in_their_enrolment_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys();
+        let id = {
+            let store = open(dir.path(), 10, &keys);
+            let a = store.create_subject("Ada", None, None).await.unwrap();
+            for v in 1..=8 {
+                store
+                    .add_template(&a.id, tmpl(v as f32), None)
+                    .await
+                    .unwrap();
+            }
+            a.id
+        };
+        let store = open(dir.path(), 10, &keys);
+        let a = store.load_subject(&id).await.unwrap().unwrap();
+        let order: Vec<f32> = a.templates.iter().map(|t| t.embedding[0]).collect();
+        assert_eq!(order, (1..=8).map(|v| v as f32).collect::<Vec<_>>());
     }
 
     #[tokio::test]
