@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, idempotently: Debian packages (Prometheus, Chromium,
-# ffmpeg, wrk, PostgreSQL, Lua 5.1 for the Argo CD health check), a project-local Python venv with the schema and SMTP tools, npm packages for the
+# ffmpeg, wrk, PostgreSQL and PgBouncer, Lua 5.1 for the Argo CD health check), a project-local Python venv with the schema and SMTP tools, npm packages for the
 # schema and browser tests, the ONNX Runtime library and the built UI. Safe to run repeatedly;
 # a second run takes seconds. Needs root (or sudo) for apt only.
 set -euo pipefail
@@ -12,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # --- Debian packages -----------------------------------------------------------------------
-APT_PACKAGES=(prometheus prometheus-alertmanager wrk chromium ffmpeg curl unzip postgresql openssl lua5.1 python3-venv jq)
+APT_PACKAGES=(prometheus prometheus-alertmanager wrk chromium ffmpeg curl unzip postgresql pgbouncer openssl lua5.1 python3-venv jq)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -244,6 +244,26 @@ fn is_busy(e: &sqlx::Error) -> bool {
     sqlstate(e).is_some_and(|c| c == "55P03" || c == "57014" || c == "25P03" || c.starts_with("40"))
 }
 
+/// What a failed migration run says: with a hint when the error is one a pooler in transaction
+/// (or statement) mode causes, a prepared statement that already exists (42P05) or does not
+/// (26000) on the connection: each statement may land on another server session, so
+/// session-level state (prepared statements, `SET`, the advisory lock, `LISTEN`) does not hold.
+fn migrations_failed(e: &sqlx::migrate::MigrateError) -> &'static str {
+    let database = match e {
+        sqlx::migrate::MigrateError::Execute(e)
+        | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => sqlstate(e),
+        _ => None,
+    };
+    match database.as_deref() {
+        Some("42P05" | "26000") => {
+            "migrations failed: a connection lost its session state between statements, as \
+             behind a pooler in transaction mode (PgBouncer pool_mode = transaction); the \
+             runtime needs session pooling or a direct connection"
+        }
+        _ => "migrations failed",
+    }
+}
+
 /// The SQLSTATE of a database error.
 fn sqlstate(e: &sqlx::Error) -> Option<String> {
     match e {
@@ -340,7 +360,7 @@ impl PgStore {
         migrator
             .run(&mut conn)
             .await
-            .map_err(|e| open_err("migrations failed", Box::new(e)))?;
+            .map_err(|e| open_err(migrations_failed(&e), Box::new(e)))?;
         if let Err(e) = conn.close().await {
             tracing::debug!(error = %e, "closing the migration connection failed");
         }

@@ -323,3 +323,129 @@ impl Replicas {
             .unwrap()
     }
 }
+
+impl Replicas {
+    /// Another connection to the store through `url` (a pooler in front of the same server).
+    pub async fn connect_to(
+        &self,
+        url: &str,
+    ) -> Result<facekey_runtime::store::postgres::PgStore, facekey_runtime::store::StoreError> {
+        let keys = facekey_runtime::store::cipher::TemplateKeys::parse(&self.line, &self.keys_path)
+            .unwrap();
+        facekey_runtime::store::postgres::PgStore::connect(url, None, keys, 5, "TEST_URL").await
+    }
+}
+
+/// A real PgBouncer (Debian's `pgbouncer`, installed by tests/setup.sh) in front of a
+/// [`PgServer`], on a loopback port, in `pool_mode` `session` or `transaction`; run as the
+/// `postgres` user when the tests run as root (it refuses root). Stopped when dropped.
+pub struct PgBouncer {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl PgBouncer {
+    /// Start it, and wait until it accepts connections.
+    pub fn start(pg: &PgServer, pool_mode: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("facekey-pgbouncer")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n\
+                 facekey = host=127.0.0.1 port={pg_port} dbname=facekey user=postgres\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {port}\n\
+                 unix_socket_dir =\n\
+                 auth_type = any\n\
+                 pool_mode = {pool_mode}\n\
+                 max_client_conn = 200\n\
+                 default_pool_size = 40\n\
+                 logfile = {log}\n\
+                 pidfile = {pid}\n\
+                 ignore_startup_parameters = extra_float_digits\n",
+                pg_port = pg.port,
+                log = dir.path().join("pgbouncer.log").display(),
+                pid = dir.path().join("pgbouncer.pid").display(),
+            ),
+        )
+        .unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the PgBouncer temp dir failed");
+        }
+        let exe = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("PgBouncer is not installed: run tests/setup.sh (Debian's pgbouncer)");
+        let mut command = if as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", exe]);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let child = command
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let me = Self { dir, child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PgBouncer did not start: {}",
+                me.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        me
+    }
+
+    /// The database URL through it.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres:s3cret-pw@127.0.0.1:{}/facekey",
+            self.port
+        )
+    }
+
+    /// Its log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // PgBouncer itself (under runuser when root: a SIGKILL of runuser would orphan it);
+        // runuser then exits with it.
+        let stopped = std::fs::read_to_string(self.dir.path().join("pgbouncer.pid"))
+            .ok()
+            .and_then(|pid| {
+                Command::new("kill")
+                    .args(["-TERM", pid.trim()])
+                    .status()
+                    .ok()
+            })
+            .is_some_and(|s| s.success());
+        if !stopped {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
