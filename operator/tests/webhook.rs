@@ -986,7 +986,7 @@ async fn a_sidecar_a_limit_range_or_quota_would_refuse_is_left_out() {
     let limits = quota(
         "shop",
         json!({"limits.cpu": "8", "requests.cpu": "4"}),
-        json!({}),
+        json!({"limits.cpu": "1", "requests.cpu": "1"}),
     );
     let (review, _, skipped) = answer_with(vec![], vec![limits.clone()], sized.clone()).await;
     assert!(review["response"]["patch"].is_null(), "{review}");
@@ -1031,6 +1031,55 @@ async fn a_sidecar_a_limit_range_or_quota_would_refuse_is_left_out() {
         assert!(review["response"]["patch"].is_string(), "{review}");
         assert_eq!(skipped, 0);
     }
+}
+
+/// Until the LimitRange and ResourceQuota caches have their first list, neither is checked: a
+/// quota judged without the LimitRange defaults that fill the sidecar could leave it out of a
+/// pod the API server admits. Once both are synced the same LimitRange leaves the sidecar out.
+#[tokio::test]
+async fn namespace_bounds_wait_for_both_caches() {
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::server::{Bounds, Resources, WebhookState, router};
+    use kube::runtime::{reflector, watcher};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let range: k8s_openapi::api::core::v1::LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "tenant-bounds", "namespace": "shop"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "512Mi"},
+                             "default": {"memory": "512Mi"}}]},
+    }))
+    .unwrap();
+    let (ranges, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Apply(range));
+    let (quotas, _quota_writer) = reflector::store();
+    let (ranges_synced, quotas_synced) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let app = router(WebhookState {
+        limit_ranges: Bounds::Watched(ranges, ranges_synced),
+        resource_quotas: Bounds::Watched(quotas, quotas_synced.clone()),
+        resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
+        options: InjectOptions::default(),
+        events: None,
+        metrics: Metrics::new().unwrap(),
+        scope: None,
+    });
+    let answer = || async {
+        let body = std::fs::read(fixtures().join("reviews/inject.json")).unwrap();
+        let response = post_review(&app, body).await;
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice::<Value>(&bytes).unwrap()
+    };
+    let review = answer().await;
+    assert!(review["response"]["patch"].is_string(), "{review}");
+    quotas_synced.store(true, Ordering::Release);
+    let review = answer().await;
+    assert!(review["response"]["patch"].is_null(), "{review}");
 }
 
 #[tokio::test]

@@ -461,28 +461,30 @@ pub fn within_namespace_bounds(
         .map(|why| {
             (
                 NotInjectedReason::LimitRange,
-                why,
-                "within the namespace's LimitRanges",
+                format!(
+                    "{why}: the API server would refuse the whole pod; size \
+                     spec.sidecar.resources of {namespace}/{resource} within the namespace's \
+                     LimitRanges"
+                ),
             )
         })
         .or_else(|| {
             super::quota::refusal(&parts.container, &spec, quotas, ranges).map(|why| {
                 (
                     NotInjectedReason::ResourceQuota,
-                    why,
-                    "to fit the namespace's ResourceQuotas (or raise them)",
+                    format!(
+                        "{why} (FaceKeyDeployment {namespace}/{resource}): the API server would \
+                         refuse the whole pod"
+                    ),
                 )
             })
         });
     match refused {
         None => decision,
-        Some((reason, why, fix)) => Decision::NotInjected {
+        Some((reason, message)) => Decision::NotInjected {
             resource: resource.clone(),
             reason,
-            message: format!(
-                "{why}: the API server would refuse the whole pod; size spec.sidecar.resources \
-                 of {namespace}/{resource} {fix}"
-            ),
+            message,
             refuse: sidecar.failure_policy == SidecarFailurePolicy::Fail,
         },
     }

@@ -104,10 +104,17 @@ pub(crate) fn shown(resource: &str, amount: f64) -> String {
     }
 }
 
+/// An amount in thousandths, rounded up as Kubernetes rounds a quantity's `MilliValue` (so
+/// `100u` of CPU is `1m`), after taking off the noise of decimal suffixes read as binary
+/// floating point (`700m` reads as 0.7000000000000001). NaN stays NaN.
+fn milli(amount: f64) -> f64 {
+    (amount * 1000.0 - 1e-6).ceil()
+}
+
 /// The first bound of `item` (LimitRange `name`, applying per `per`: "container" or "pod") that
 /// `requests` and `limits` break, in words (LimitRanger's `minConstraint`, `maxConstraint` and
-/// `limitRequestRatioConstraint`); `what` names the holder ("the sidecar", "the pod with the
-/// sidecar").
+/// `limitRequestRatioConstraint`, which compare thousandths); `what` names the holder ("the
+/// sidecar", "the pod with the sidecar").
 fn broken(
     name: &str,
     per: &str,
@@ -115,56 +122,65 @@ fn broken(
     (requests, limits): (&Amounts, &Amounts),
     what: &str,
 ) -> Option<String> {
-    let bound = |q: &Quantity| capacity::parse_quantity(&q.0);
-    const SLACK: f64 = 1e-9;
+    let bound = |q: &Quantity| capacity::parse_quantity(&q.0).map(milli);
+    let held = |m: &Amounts, resource: &str| m.get(resource).map(|v| milli(*v));
     for (resource, q) in item.max.iter().flatten() {
         let Some(max) = bound(q) else {
             continue;
         };
-        match (limits.get(resource), requests.get(resource)) {
-            (None, _) => {
-                return Some(format!(
-                    "LimitRange {name} sets a maximum {resource} per {per} ({}) but {what} has \
-                     no {resource} limit",
-                    q.0
-                ));
-            }
-            (Some(&limit), request)
-                if limit > max * (1.0 + SLACK)
-                    || request.is_some_and(|&r| r > max * (1.0 + SLACK)) =>
-            {
-                return Some(format!(
-                    "LimitRange {name} caps {resource} per {per} at {}; {what} has a limit of {}",
-                    q.0,
-                    shown(resource, limit)
-                ));
-            }
-            _ => {}
+        let (limit, request) = (held(limits, resource), held(requests, resource));
+        let Some(limit) = limit else {
+            return Some(format!(
+                "LimitRange {name} sets a maximum {resource} per {per} ({}) but {what} has no \
+                 {resource} limit",
+                q.0
+            ));
+        };
+        let over = if limit > max {
+            Some(("a limit", limits[resource]))
+        } else if request.is_some_and(|r| r > max) {
+            Some(("a request", requests[resource]))
+        } else {
+            None
+        };
+        if let Some((kind, amount)) = over {
+            return Some(format!(
+                "LimitRange {name} caps {resource} per {per} at {}; {what} has {kind} of {}",
+                q.0,
+                shown(resource, amount)
+            ));
         }
     }
     for (resource, q) in item.min.iter().flatten() {
         let Some(min) = bound(q) else {
             continue;
         };
-        let request = requests.get(resource);
-        let limit = limits.get(resource);
-        if request.is_none_or(|&r| r < min * (1.0 - SLACK))
-            || limit.is_some_and(|&l| l < min * (1.0 - SLACK))
-        {
+        let (limit, request) = (held(limits, resource), held(requests, resource));
+        let under = match (request, limit) {
+            (None, _) => Some("no request".to_owned()),
+            (Some(r), _) if r < min => Some(format!(
+                "a request of {}",
+                shown(resource, requests[resource])
+            )),
+            (_, Some(l)) if l < min => {
+                Some(format!("a limit of {}", shown(resource, limits[resource])))
+            }
+            _ => None,
+        };
+        if let Some(under) = under {
             return Some(format!(
-                "LimitRange {name} requires at least {} {resource} per {per}; {what} requests {}",
-                q.0,
-                request.map_or("none".to_owned(), |&r| shown(resource, r))
+                "LimitRange {name} requires at least {} {resource} per {per}; {what} has {under}",
+                q.0
             ));
         }
     }
     for (resource, q) in item.max_limit_request_ratio.iter().flatten() {
-        let Some(ratio) = capacity::parse_quantity(&q.0) else {
+        let Some(ratio) = bound(q) else {
             continue;
         };
         let (request, limit) = (
-            requests.get(resource).copied().unwrap_or(0.0),
-            limits.get(resource).copied().unwrap_or(0.0),
+            held(requests, resource).unwrap_or(0.0),
+            held(limits, resource).unwrap_or(0.0),
         );
         if request <= 0.0 || limit <= 0.0 {
             return Some(format!(
@@ -174,13 +190,13 @@ fn broken(
                 if request <= 0.0 { "request" } else { "limit" }
             ));
         }
-        if limit / request > ratio * (1.0 + SLACK) {
+        if limit / request * 1000.0 > ratio {
             return Some(format!(
                 "LimitRange {name} allows a {resource} limit at most {} times the request per \
                  {per}; {what} has {} over {}",
                 q.0,
-                shown(resource, limit),
-                shown(resource, request)
+                shown(resource, limits[resource]),
+                shown(resource, requests[resource])
             ));
         }
     }
@@ -272,13 +288,23 @@ pub fn refusal(sidecar: &Container, spec: &PodSpec, ranges: &[LimitRange]) -> Op
     let (requests, limits) = effective(sidecar, ranges);
     // A default limit below the sidecar's own request: the pod fails validation ("must be less
     // than or equal to cpu limit").
+    let own_limits = sidecar
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .cloned()
+        .unwrap_or_default();
     if let Some((resource, limit)) = limits
         .iter()
-        .find(|(r, l)| requests.get(*r).is_some_and(|q| q > *l))
+        .find(|(r, l)| requests.get(*r).is_some_and(|q| milli(*q) > milli(**l)))
     {
+        let from = if own_limits.contains_key(resource) {
+            "spec.sidecar.resources"
+        } else {
+            "the namespace's LimitRange defaults"
+        };
         return Some(format!(
-            "the namespace's LimitRange default gives the sidecar a {resource} limit of {}, below \
-             its request of {}",
+            "the sidecar's {resource} limit ({}, from {from}) is below its request ({})",
             shown(resource, *limit),
             shown(resource, requests[resource])
         ));
@@ -378,7 +404,7 @@ mod tests {
         let low = range(json!([{"type": "Container", "max": {"cpu": "250m"}}]));
         let why = refusal(&s, &bare(), &[low]).unwrap();
         assert!(
-            why.contains("cpu limit of 250m, below its request of 500m"),
+            why.contains("cpu limit (250m, from the namespace's LimitRange defaults)"),
             "{why}"
         );
     }
@@ -468,9 +494,20 @@ mod tests {
         let low = range(json!([{"type": "Container", "default": {"cpu": "200m"}}]));
         let why = refusal(&s, &bare(), &[low]).unwrap();
         assert!(
-            why.contains("cpu limit of 200m, below its request of 500m"),
+            why.contains(
+                "cpu limit (200m, from the namespace's LimitRange defaults) is below \
+                          its request (500m)"
+            ),
             "{why}"
         );
+        // 100u of CPU is 1m to the API server, as `min: 1m` asks.
+        let tiny = sidecar(json!({"requests": {"cpu": "100u"}, "limits": {"cpu": "1m"}}));
+        let floor = range(json!([{"type": "Container", "min": {"cpu": "1m"}}]));
+        assert_eq!(refusal(&tiny, &bare(), &[floor]), None);
+        // 700m is 700m, whatever binary floating point makes of it.
+        let exact = sidecar(json!({"requests": {"cpu": "700m"}, "limits": {"cpu": "700m"}}));
+        let cap = range(json!([{"type": "Container", "max": {"cpu": "0.7"}}]));
+        assert_eq!(refusal(&exact, &bare(), &[cap]), None);
     }
 
     /// A quantity this reader does not parse is present (the API server's "must set" checks)

@@ -147,16 +147,12 @@ pub async fn start(
     });
 
     // The LimitRanges and ResourceQuotas the pod with the sidecar must fit (best effort: until
-    // a cache has synced, or when RBAC denies its watch, none are known and the API server has
-    // the last word).
-    let limit_ranges = server::Bounds::Watched(watched::<k8s_openapi::api::core::v1::LimitRange>(
-        &client,
-        &config,
-        "LimitRange",
-    ));
-    let resource_quotas = server::Bounds::Watched(watched::<
-        k8s_openapi::api::core::v1::ResourceQuota,
-    >(&client, &config, "ResourceQuota"));
+    // both caches have synced, or when RBAC denies a watch, neither is checked and the API
+    // server has the last word).
+    let limit_ranges =
+        watched::<k8s_openapi::api::core::v1::LimitRange>(&client, &config, "LimitRange");
+    let resource_quotas =
+        watched::<k8s_openapi::api::core::v1::ResourceQuota>(&client, &config, "ResourceQuota");
     let state = server::WebhookState {
         limit_ranges,
         resource_quotas,
@@ -195,8 +191,9 @@ pub async fn start(
 }
 
 /// A watch cache of every `K` the operator may see (its namespace, or all), fed in the
-/// background and counted under `kind` in `facekey_operator_watch_errors_total`.
-fn watched<K>(client: &Client, config: &WebhookConfig, kind: &'static str) -> reflector::Store<K>
+/// background and counted under `kind` in `facekey_operator_watch_errors_total`; ready once its
+/// first list has arrived.
+fn watched<K>(client: &Client, config: &WebhookConfig, kind: &'static str) -> server::Bounds<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -225,5 +222,15 @@ where
         .touched_objects()
         .for_each(|_| futures::future::ready(())),
     );
-    store
+    let synced = Arc::new(AtomicBool::new(false));
+    {
+        let (store, synced) = (store.clone(), synced.clone());
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                synced.store(true, Ordering::Release);
+                info!(kind, "webhook cache synced");
+            }
+        });
+    }
+    server::Bounds::Watched(store, synced)
 }

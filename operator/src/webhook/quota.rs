@@ -9,67 +9,110 @@
 //! The usage check reads the quota's `status.used` as the watch last saw it: pods admitted a
 //! moment ago elsewhere may not be in it, and the API server has the last word.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Container, LimitRange, PodSpec, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::limit_range::{Held, held, pod_totals, shown};
+use super::limit_range::{Amounts, Held, held, pod_totals, shown};
 use crate::desired::capacity;
 
 /// The quota resources that make every container state a value ("BACKWARD COMPATIBILITY
-/// REQUIREMENT" of Kubernetes' pod evaluator): each with the container field that provides it.
-const MUST_SPECIFY: [(&str, Field); 6] = [
-    ("cpu", Field::Request("cpu")),
-    ("requests.cpu", Field::Request("cpu")),
-    ("limits.cpu", Field::Limit("cpu")),
-    ("memory", Field::Request("memory")),
-    ("requests.memory", Field::Request("memory")),
-    ("limits.memory", Field::Limit("memory")),
+/// REQUIREMENT" of Kubernetes' pod evaluator: CPU and memory only).
+const MUST_SPECIFY: [&str; 6] = [
+    "cpu",
+    "requests.cpu",
+    "limits.cpu",
+    "memory",
+    "requests.memory",
+    "limits.memory",
 ];
 
 /// The pod-count resources: a quota that selects the pod only with the sidecar counts it.
 const POD_COUNTS: [&str; 2] = ["pods", "count/pods"];
 
-/// Which container value a quota resource counts.
-#[derive(Clone, Copy, Debug)]
+/// Which container value a quota resource counts: a request or a limit of a resource.
+#[derive(Clone, Debug, PartialEq)]
 enum Field {
-    Request(&'static str),
-    Limit(&'static str),
+    Request(String),
+    Limit(String),
 }
 
 impl Field {
-    fn of(
-        amounts: (&super::limit_range::Amounts, &super::limit_range::Amounts),
-        field: Self,
-    ) -> Option<f64> {
-        match field {
-            Field::Request(r) => amounts.0.get(r).copied(),
-            Field::Limit(r) => amounts.1.get(r).copied(),
+    /// The field a quota resource counts: `cpu`, `memory`, `ephemeral-storage` and
+    /// `hugepages-*` are requests, as are `requests.<name>` (extended resources included);
+    /// `limits.<name>` are limits. `None` for object counts and anything else.
+    fn of(resource: &str) -> Option<Self> {
+        if let Some(name) = resource.strip_prefix("requests.") {
+            return Some(Field::Request(name.to_owned()));
+        }
+        if let Some(name) = resource.strip_prefix("limits.") {
+            return Some(Field::Limit(name.to_owned()));
+        }
+        (matches!(resource, "cpu" | "memory" | "ephemeral-storage")
+            || resource.starts_with("hugepages-"))
+        .then(|| Field::Request(resource.to_owned()))
+    }
+
+    fn in_amounts(&self, requests: &Amounts, limits: &Amounts) -> Option<f64> {
+        match self {
+            Field::Request(r) => requests.get(r).copied(),
+            Field::Limit(r) => limits.get(r).copied(),
         }
     }
 
-    fn resource(self) -> &'static str {
+    fn in_quantities(
+        &self,
+        requests: Option<&BTreeMap<String, Quantity>>,
+        limits: Option<&BTreeMap<String, Quantity>>,
+    ) -> Option<f64> {
+        let (map, name) = match self {
+            Field::Request(r) => (requests, r),
+            Field::Limit(r) => (limits, r),
+        };
+        map?.get(name)
+            .map(|q| capacity::parse_quantity(&q.0).unwrap_or(f64::NAN))
+    }
+
+    fn resource(&self) -> &str {
         match self {
             Field::Request(r) | Field::Limit(r) => r,
         }
     }
 }
 
-/// The container field a quota resource counts (`cpu`, `requests.memory`, `limits.cpu`, …).
-fn field_of(resource: &str) -> Option<Field> {
-    MUST_SPECIFY
-        .iter()
-        .find(|(name, _)| *name == resource)
-        .map(|(_, f)| *f)
+/// Whether a pod is of the BestEffort QoS class: neither its pod-level resources nor any
+/// container sets a CPU or memory request or limit above zero (Kubernetes' `ComputePodQOS`).
+fn best_effort(spec: &PodSpec, containers: &[Held], init: &[Held]) -> bool {
+    let positive = |m: &Amounts| {
+        ["cpu", "memory"]
+            .iter()
+            .any(|r| m.get(*r).is_some_and(|v| v.is_nan() || *v > 0.0))
+    };
+    let pod_level = spec.resources.as_ref().is_some_and(|r| {
+        [&r.requests, &r.limits].iter().any(|m| {
+            m.as_ref().is_some_and(|m| {
+                ["cpu", "memory"].iter().any(|n| {
+                    m.get(*n)
+                        .is_some_and(|q| capacity::parse_quantity(&q.0).is_none_or(|v| v > 0.0))
+                })
+            })
+        })
+    });
+    !pod_level
+        && containers
+            .iter()
+            .chain(init)
+            .all(|h| !positive(&h.requests) && !positive(&h.limits))
 }
 
-/// Whether a pod is of the BestEffort QoS class: no container sets a CPU or memory request or
-/// limit above zero (Kubernetes' `ComputePodQOS`).
-fn best_effort(containers: &[Held], init: &[Held]) -> bool {
-    containers.iter().chain(init).all(|h| {
-        ["cpu", "memory"].iter().all(|r| {
-            [&h.requests, &h.limits]
-                .iter()
-                .all(|m| m.get(*r).is_none_or(|v| *v <= 0.0))
+/// Whether the pod sets pod-level CPU or memory (`spec.resources`): Kubernetes then counts those
+/// for the quota instead of the containers' and does not make every container state them.
+fn pod_level_compute(spec: &PodSpec) -> bool {
+    spec.resources.as_ref().is_some_and(|r| {
+        [&r.requests, &r.limits].iter().any(|m| {
+            m.as_ref()
+                .is_some_and(|m| m.contains_key("cpu") || m.contains_key("memory"))
         })
     })
 }
@@ -150,34 +193,37 @@ fn selects(quota: &ResourceQuota, spec: &PodSpec, best_effort: bool) -> bool {
 /// The first container of `holders` missing a value the quota resources in `hard` make every
 /// container state, with the quota resource: `None` when all state them.
 fn unstated<'a>(
-    hard: &std::collections::BTreeMap<String, Quantity>,
+    hard: &BTreeMap<String, Quantity>,
     holders: &[&'a Held],
 ) -> Option<(&'a Held, &'static str)> {
     MUST_SPECIFY
         .iter()
-        .filter(|(resource, _)| hard.contains_key(*resource))
-        .find_map(|(resource, field)| {
+        .filter(|resource| hard.contains_key(**resource))
+        .find_map(|resource| {
+            let field = Field::of(resource)?;
             holders
                 .iter()
-                .find(|h| Field::of((&h.requests, &h.limits), *field).is_none())
+                .find(|h| field.in_amounts(&h.requests, &h.limits).is_none())
                 .map(|h| (*h, *resource))
         })
 }
 
 /// One side of the comparison: the pod with or without the sidecar.
-struct Side {
+struct Side<'s> {
+    spec: &'s PodSpec,
     containers: Vec<Held>,
     init: Vec<Held>,
     best_effort: bool,
-    totals: (super::limit_range::Amounts, super::limit_range::Amounts),
+    totals: (Amounts, Amounts),
 }
 
-impl Side {
-    fn of(spec: &PodSpec, ranges: &[LimitRange]) -> Self {
+impl<'s> Side<'s> {
+    fn of(spec: &'s PodSpec, ranges: &[LimitRange]) -> Self {
         let (containers, init) = held(spec, ranges);
-        let best_effort = best_effort(&containers, &init);
+        let best_effort = best_effort(spec, &containers, &init);
         let totals = pod_totals(&containers, &init);
         Self {
+            spec,
             containers,
             init,
             best_effort,
@@ -189,17 +235,91 @@ impl Side {
         self.containers.iter().chain(&self.init).collect()
     }
 
-    fn usage(&self, field: Field) -> f64 {
-        Field::of((&self.totals.0, &self.totals.1), field).unwrap_or(0.0)
+    /// The pod's usage of `field` as quota counts it (Kubernetes' `PodRequests`/`PodLimits`):
+    /// a pod-level value when set, else the containers' total; plus the RuntimeClass's
+    /// overhead (for a limit only where the pod has one).
+    fn usage(&self, field: &Field) -> f64 {
+        let pod_level = self
+            .spec
+            .resources
+            .as_ref()
+            .and_then(|r| field.in_quantities(r.requests.as_ref(), r.limits.as_ref()));
+        let own = pod_level.or_else(|| field.in_amounts(&self.totals.0, &self.totals.1));
+        let overhead = self
+            .spec
+            .overhead
+            .as_ref()
+            .and_then(|o| o.get(field.resource()))
+            .map(|q| capacity::parse_quantity(&q.0).unwrap_or(f64::NAN));
+        match (field, own, overhead) {
+            (_, None, None) => 0.0,
+            (Field::Limit(_), None, Some(_)) => 0.0,
+            (_, own, overhead) => own.unwrap_or(0.0) + overhead.unwrap_or(0.0),
+        }
     }
+}
+
+/// Why a quota with `hard` and `used` refuses the pod `side` (words after the quota's name):
+/// with `skip_must_specify` false, also a container without a CPU or memory value it tracks;
+/// then an amount the pod needs (above zero: Kubernetes leaves zero amounts out) without a
+/// `used` entry ("status unknown for quota"), or beyond what is left.
+fn refused_by(
+    hard: &BTreeMap<String, Quantity>,
+    used: &BTreeMap<String, Quantity>,
+    side: &Side<'_>,
+    skip_must_specify: bool,
+) -> Option<String> {
+    if !skip_must_specify && let Some((holder, resource)) = unstated(hard, &side.holders()) {
+        return Some(format!(
+            "tracks {resource}, and container {} does not set it",
+            holder.name
+        ));
+    }
+    for (resource, bound) in hard {
+        let (needs, field) = if POD_COUNTS.contains(&resource.as_str()) {
+            (1.0, None)
+        } else if let Some(field) = Field::of(resource) {
+            (side.usage(&field), Some(field))
+        } else {
+            continue;
+        };
+        if needs.is_nan() || needs <= 0.0 {
+            continue;
+        }
+        let show = |v: f64| match &field {
+            None => format!("{v}"),
+            Some(field) => shown(field.resource(), v),
+        };
+        let Some(used) = used.get(resource) else {
+            return Some(format!(
+                "has no status for {resource} yet (the API server refuses a pod that needs it: \
+                 \"status unknown for quota\")"
+            ));
+        };
+        let amount = |q: &Quantity| capacity::parse_quantity(&q.0);
+        let (Some(hard), Some(used)) = (amount(bound), amount(used)) else {
+            continue;
+        };
+        if used + needs > hard * (1.0 + 1e-9) {
+            return Some(format!(
+                "has {} of {resource} left ({} of {} used); the pod with the sidecar needs {}: \
+                 size spec.sidecar.resources within it, or raise the quota",
+                show((hard - used).max(0.0)),
+                show(used),
+                bound.0,
+                show(needs)
+            ));
+        }
+    }
+    None
 }
 
 /// Why the API server's ResourceQuota plugin would refuse the pod `spec` once `sidecar` is added
 /// first among its init containers (after `ranges`' defaults) when it would admit the pod
-/// without it, under `quotas`, the namespace's ResourceQuotas, in words naming the quota; `None`
-/// otherwise. A quota is read as the API server's quota check reads it: its `status.hard` and
-/// `status.used` (a quota whose status the quota controller has not written yet holds nothing
-/// back), so a resource without a `used` amount is not judged.
+/// without it, under `quotas`, the namespace's ResourceQuotas: what is wrong and what to do,
+/// naming the quota; `None` otherwise. A quota is read as the API server's quota check reads
+/// it, from its status (`status.hard`, `status.used`; a quota the quota controller has not
+/// written a status for yet holds nothing back).
 pub fn refusal(
     sidecar: &Container,
     spec: &PodSpec,
@@ -213,80 +333,43 @@ pub fn refusal(
         .insert(0, sidecar.clone());
     let with = Side::of(&with_spec, ranges);
     let without = Side::of(spec, ranges);
-    // Pod-level resources lift the per-container requirement (Kubernetes 1.32+).
-    let pod_level = spec
-        .resources
-        .as_ref()
-        .is_some_and(|r| r.requests.is_some() || r.limits.is_some());
+    let pod_level = pod_level_compute(spec);
     for quota in quotas {
         let name = quota.metadata.name.as_deref().unwrap_or("?");
         let Some(status) = quota.status.as_ref() else {
             continue;
         };
-        let (Some(hard), used) = (
-            status.hard.as_ref(),
-            status.used.clone().unwrap_or_default(),
-        ) else {
+        let Some(hard) = status.hard.as_ref() else {
             continue;
         };
+        let used = status.used.clone().unwrap_or_default();
         if !selects(quota, &with_spec, with.best_effort) {
             continue;
         }
         let applies_without = selects(quota, spec, without.best_effort);
-        if !pod_level
-            && let Some((holder, resource)) = unstated(hard, &with.holders())
-            && !(applies_without && unstated(hard, &without.holders()).is_some())
-        {
-            let who = if holder.name == sidecar.name {
-                "the sidecar does not".to_owned()
+        // A pod this quota refuses without the sidecar is refused anyway: not the sidecar's
+        // doing, whatever else it would break.
+        if applies_without && refused_by(hard, &used, &without, pod_level).is_some() {
+            continue;
+        }
+        if !pod_level && let Some((holder, resource)) = unstated(hard, &with.holders()) {
+            return Some(if holder.name == sidecar.name {
+                format!(
+                    "ResourceQuota {name} tracks {resource}, so every container must set it, \
+                     and the sidecar does not: set it in spec.sidecar.resources"
+                )
             } else {
                 format!(
-                    "container {} does not (the quota selects the pod only with the sidecar)",
+                    "ResourceQuota {name} tracks {resource}, so every container must set it; \
+                     it selects the pod only with the sidecar (whose requests end the pod's \
+                     BestEffort class), and container {} does not set it: set it on every \
+                     container of the application's pod",
                     holder.name
                 )
-            };
-            return Some(format!(
-                "ResourceQuota {name} tracks {resource}, so every container must set it, and {who}"
-            ));
+            });
         }
-        for (resource, bound) in hard {
-            let Some(used) = used.get(resource) else {
-                continue;
-            };
-            let (needs, needed_without, base) = if POD_COUNTS.contains(&resource.as_str()) {
-                (1.0, if applies_without { 1.0 } else { 0.0 }, "pods")
-            } else if let Some(field) = field_of(resource) {
-                let without_usage = if applies_without {
-                    without.usage(field)
-                } else {
-                    0.0
-                };
-                (with.usage(field), without_usage, field.resource())
-            } else {
-                continue;
-            };
-            let amount = |q: &Quantity| capacity::parse_quantity(&q.0);
-            let (Some(hard), Some(used)) = (amount(bound), amount(used)) else {
-                continue;
-            };
-            let over = |n: f64| used + n > hard * (1.0 + 1e-9);
-            if over(needs) && !over(needed_without) {
-                let show = |v: f64| {
-                    if base == "pods" {
-                        format!("{v}")
-                    } else {
-                        shown(base, v)
-                    }
-                };
-                return Some(format!(
-                    "ResourceQuota {name} has {} of {resource} left ({} of {} used); the pod \
-                     with the sidecar needs {}",
-                    show((hard - used).max(0.0)),
-                    show(used),
-                    bound.0,
-                    show(needs)
-                ));
-            }
+        if let Some(why) = refused_by(hard, &used, &with, true) {
+            return Some(format!("ResourceQuota {name} {why}"));
         }
     }
     None
@@ -457,20 +540,63 @@ mod tests {
         assert_eq!(refusal(&default_sidecar(), &app(), &[no_used], &[]), None);
     }
 
+    /// Pod-level resources are what quota counts when set: the sidecar's own add nothing.
+    #[test]
+    fn pod_level_resources_are_what_the_quota_counts() {
+        let mut sized = app();
+        sized.resources = Some(
+            serde_json::from_value(json!({"requests": {"memory": "1Gi"},
+                                          "limits": {"memory": "1Gi"}}))
+            .unwrap(),
+        );
+        let q = quota(
+            json!({"hard": {"limits.memory": "10Gi"}}),
+            json!({"limits.memory": "8960Mi"}),
+        );
+        assert_eq!(refusal(&default_sidecar(), &sized, &[q], &[]), None);
+    }
+
+    /// A quota over its amount already, or without a status for what only the sidecar makes
+    /// the pod need: judged as the API server does.
+    #[test]
+    fn zero_needs_and_missing_status_are_judged_as_the_api_server_does() {
+        let best_effort = pod(json!({"containers": [{"name": "app"}]}));
+        // Selects the pod only with the sidecar, and has no status for its pod count yet.
+        let unsynced = quota(
+            json!({"hard": {"pods": "10"}, "scopes": ["NotBestEffort"]}),
+            json!({}),
+        );
+        let why = refusal(&default_sidecar(), &best_effort, &[unsynced], &[]).unwrap();
+        assert!(why.contains("no status for pods yet"), "{why}");
+        // No status for what the application's pod needs as well: refused anyway.
+        let unknown = quota(json!({"hard": {"requests.cpu": "10"}}), json!({}));
+        assert_eq!(refusal(&default_sidecar(), &app(), &[unknown], &[]), None);
+        // Over its memory amount already: the pod is refused with or without the sidecar.
+        let over = quota(
+            json!({"hard": {"requests.memory": "1Gi"}}),
+            json!({"requests.memory": "2Gi"}),
+        );
+        assert_eq!(refusal(&default_sidecar(), &app(), &[over], &[]), None);
+    }
+
     /// Usage as Kubernetes sums it: a native sidecar runs beside the containers, an ordinary
     /// init container beside the sidecars started before it.
     #[test]
     fn usage_counts_native_sidecars_with_the_containers() {
-        let side = Side::of(
-            &pod(json!({
-                "containers": [{"name": "app", "resources": {"requests": {"cpu": "1"}}}],
-                "initContainers": [
-                    {"name": "mesh", "restartPolicy": "Always",
-                     "resources": {"requests": {"cpu": "200m"}}},
-                    {"name": "migrate", "resources": {"requests": {"cpu": "2"}}}]})),
-            &[],
-        );
-        let cpu = side.usage(Field::Request("cpu"));
+        let mut spec = pod(json!({
+            "containers": [{"name": "app", "resources": {"requests": {"cpu": "1"}}}],
+            "initContainers": [
+                {"name": "mesh", "restartPolicy": "Always",
+                 "resources": {"requests": {"cpu": "200m"}}},
+                {"name": "migrate", "resources": {"requests": {"cpu": "2"}}}]}));
+        let cpu = Side::of(&spec, &[]).usage(&Field::Request("cpu".into()));
         assert!((cpu - 2.2).abs() < 1e-9, "{cpu}");
+        // A RuntimeClass's overhead is added; a pod-level value replaces the containers'.
+        spec.overhead = Some([("cpu".to_owned(), Quantity("100m".into()))].into());
+        let cpu = Side::of(&spec, &[]).usage(&Field::Request("cpu".into()));
+        assert!((cpu - 2.3).abs() < 1e-9, "{cpu}");
+        spec.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "4"}})).unwrap());
+        let cpu = Side::of(&spec, &[]).usage(&Field::Request("cpu".into()));
+        assert!((cpu - 4.1).abs() < 1e-9, "{cpu}");
     }
 }

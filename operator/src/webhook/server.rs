@@ -324,21 +324,32 @@ where
     None,
     /// A fixed set (tests, benchmark).
     Fixed(Arc<Vec<K>>),
-    /// The operator's watch cache of every one it may see.
-    Watched(Store<K>),
+    /// The operator's watch cache of every one it may see, and whether its first list has
+    /// arrived.
+    Watched(Store<K>, Arc<std::sync::atomic::AtomicBool>),
 }
 
 impl<K: kube::Resource + Clone + 'static> Bounds<K>
 where
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
+    /// Whether what is known is the whole set: a watch cache before its first list holds
+    /// nothing or part of it, and a check against part (a quota judged without the
+    /// LimitRange defaults that fill the sidecar) could refuse what the API server admits.
+    pub fn ready(&self) -> bool {
+        match self {
+            Bounds::None | Bounds::Fixed(_) => true,
+            Bounds::Watched(_, synced) => synced.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+
     /// The objects of `namespace`.
     pub fn of(&self, namespace: &str) -> Vec<K> {
         let mine = |r: &K| r.meta().namespace.as_deref() == Some(namespace);
         match self {
             Bounds::None => Vec::new(),
             Bounds::Fixed(all) => all.iter().filter(|r| mine(r)).cloned().collect(),
-            Bounds::Watched(store) => store
+            Bounds::Watched(store, _) => store
                 .state()
                 .iter()
                 .filter(|r| mine(r))
@@ -443,14 +454,19 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
             Lookup::Undecodable(u) => super::inject::undecodable(decision, &req.namespace, u),
             _ => decision,
         };
-        super::inject::within_namespace_bounds(
-            decision,
-            req.request.object.as_ref(),
-            &req.namespace,
-            fkd,
-            &state.limit_ranges.of(&req.namespace),
-            &state.resource_quotas.of(&req.namespace),
-        )
+        // Both caches whole, or neither check: the API server has the last word meanwhile.
+        if state.limit_ranges.ready() && state.resource_quotas.ready() {
+            super::inject::within_namespace_bounds(
+                decision,
+                req.request.object.as_ref(),
+                &req.namespace,
+                fkd,
+                &state.limit_ranges.of(&req.namespace),
+                &state.resource_quotas.of(&req.namespace),
+            )
+        } else {
+            decision
+        }
     };
     if let Some(sink) = &state.events
         && !req.request.dry_run
