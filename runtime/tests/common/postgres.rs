@@ -33,6 +33,17 @@ fn bin_dir() -> PathBuf {
     dirs.pop().expect("no PostgreSQL bin directory with pg_ctl")
 }
 
+/// Hand `dir` to the `postgres` user (the tests run as root; PostgreSQL and PgBouncer refuse to).
+fn give_to_postgres(dir: &Path) {
+    let ok = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown of {} failed", dir.display());
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -60,13 +71,7 @@ impl PgServer {
             .unwrap();
         let as_postgres = is_root();
         if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown of the PostgreSQL temp dir failed");
+            give_to_postgres(dir.path());
         }
         let mut me = Self {
             port: free_port(),
@@ -378,13 +383,7 @@ impl PgBouncer {
         .unwrap();
         let as_postgres = is_root();
         if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown of the PgBouncer temp dir failed");
+            give_to_postgres(dir.path());
         }
         let exe = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
