@@ -801,6 +801,36 @@ async fn the_counter_writes_injected_and_outdated_pods() {
     assert_eq!(status.last_known_good_image.as_deref(), Some(ADMITTED));
 }
 
+/// With the gate on, a last-known-good image no scan passed (a tag that ran with the gate off,
+/// held by its digest while its scan is pending) is injected nowhere: the counter does not name
+/// it as the sidecar image either.
+#[tokio::test]
+async fn the_counter_names_no_image_the_webhook_would_not_inject() {
+    use facekey_crds::FaceKeyDeployment;
+    use facekey_operator::webhook::sidecars;
+    let (mut fkd, _) = counted_resource();
+    let held = "ghcr.io/facekey/runtime@sha256:9999999999999999999999999999999999999999999999999999999999999999";
+    fkd.status.as_mut().unwrap().last_known_good_image = Some(held.into());
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<FaceKeyDeployment>()
+        .with_status_subresource::<FaceKeyDeployment>()
+        .with_object(fkd)
+        .build()
+        .await
+        .unwrap();
+    let recorder = recorder(&client);
+    sidecars::count_all(&rbac::enforcing(client.clone()), &recorder, Some("shop")).await;
+    let sidecar = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
+        .get("verifier")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .sidecar
+        .expect("status.sidecar written");
+    assert_eq!((sidecar.image, sidecar.config), (None, None));
+}
+
 /// More pods than one page (500): the counter follows the `continue` token to the end, as it
 /// must on a real API server; the harness pages lists as one does (the fake cut them at the
 /// limit, so a counter that stopped after one page could not be told apart).
