@@ -407,19 +407,19 @@ impl TemplateIndex {
 
     /// Add one template to a subject already in the index; `false` when the subject is absent.
     pub fn add_template(&self, template: Template) -> bool {
-        let id = template.subject_id.clone();
-        self.update(&id, None, |r| {
-            if !r.templates.iter().any(|t| t.id == template.id) {
-                r.templates.push(template);
-            }
-        })
+        self.add_template_over(template, None)
     }
 
     /// [`TemplateIndex::add_template`] if the index still holds the state `seen` of the
     /// subject; `false` when it is absent or changed.
     pub fn add_template_if_unchanged(&self, template: Template, seen: SubjectVersion) -> bool {
+        self.add_template_over(template, Some(seen))
+    }
+
+    /// Add one template (once) to a subject the index holds, in the state `seen` when given.
+    fn add_template_over(&self, template: Template, seen: Option<SubjectVersion>) -> bool {
         let id = template.subject_id.clone();
-        self.update(&id, Some(seen), |r| {
+        self.update(&id, seen, |r| {
             if !r.templates.iter().any(|t| t.id == template.id) {
                 r.templates.push(template);
             }
