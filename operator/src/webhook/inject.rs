@@ -377,58 +377,30 @@ pub fn decide(
 
 /// Where the pod's pod-level requests (`spec.resources`) would fall short of its containers'
 /// requests with `sidecar`'s added first among its init containers, in words (`"cpu 1 < 1.5
-/// cores"`); `None` when they do not, or are not set. The requests are aggregated as the API
-/// server does ([`aggregate_request`]): other native sidecars (a mesh's) add to the sum, and an
-/// ordinary init container runs beside the injected sidecar.
+/// cores"`); `None` when they do not, or are not set. The requests, as written, are totalled as
+/// the API server does (Kubernetes' `AggregateContainerRequests`, [`super::limit_range::pod_totals`]):
+/// other native sidecars (a mesh's) add to the sum, and an ordinary init container runs beside
+/// the injected sidecar.
 fn pod_level_shortfall(spec: &PodSpec, sidecar: &Container) -> Option<String> {
+    use super::limit_range::{Held, pod_totals};
     use crate::desired::capacity::parse_quantity;
     let pod = spec.resources.as_ref()?.requests.as_ref()?;
-    let requested = |c: &Container, name: &str| {
-        c.resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get(name))
-            .and_then(|q| parse_quantity(&q.0))
-            .unwrap_or(0.0)
-    };
     // The pod as the patch leaves it: the sidecar first among the init containers.
-    let init: Vec<&Container> = std::iter::once(sidecar)
+    let containers: Vec<Held> = spec.containers.iter().map(Held::as_written).collect();
+    let init: Vec<Held> = std::iter::once(sidecar)
         .chain(spec.init_containers.iter().flatten())
+        .map(Held::as_written)
         .collect();
+    let (requests, _) = pod_totals(&containers, &init);
     [("cpu", "cores"), ("memory", "bytes")]
         .into_iter()
         .find_map(|(name, unit)| {
             let given = &pod.get(name)?.0;
             let limit = parse_quantity(given)?;
-            let needed = aggregate_request(&spec.containers, &init, |c| requested(c, name));
+            let needed = requests.get(name).copied().unwrap_or(0.0);
             (needed > limit * (1.0 + 1e-9))
                 .then(|| format!("{name} {given} < {needed} {unit} with the sidecar"))
         })
-}
-
-/// A pod's effective request of one resource as the API server validates pod-level requests
-/// against it (Kubernetes' `AggregateContainerRequests`): the application containers and every
-/// native sidecar (`restartPolicy: Always` init container) run together, and each ordinary init
-/// container runs beside the sidecars started before it; the larger of the two.
-fn aggregate_request(
-    containers: &[Container],
-    init: &[&Container],
-    requested: impl Fn(&Container) -> f64,
-) -> f64 {
-    let mut running: f64 = containers.iter().map(&requested).sum();
-    let (mut sidecars, mut init_peak) = (0.0_f64, 0.0_f64);
-    for c in init {
-        let own = requested(c);
-        let at_start = if c.restart_policy.as_deref() == Some("Always") {
-            running += own;
-            sidecars += own;
-            sidecars
-        } else {
-            own + sidecars
-        };
-        init_peak = init_peak.max(at_start);
-    }
-    running.max(init_peak)
 }
 
 /// `decision` about `pod` held to the LimitRanges (`ranges`) and ResourceQuotas (`quotas`) of

@@ -215,17 +215,31 @@ pub(crate) struct Held {
     pub sidecar: bool,
 }
 
-/// The pod's containers and init containers (in order), each held as the API server will.
-pub(crate) fn held(spec: &PodSpec, ranges: &[LimitRange]) -> (Vec<Held>, Vec<Held>) {
-    let hold = |c: &Container| {
-        let (requests, limits) = effective(c, ranges);
-        Held {
-            name: c.name.clone(),
+impl Held {
+    /// `container` holding `requests` and `limits`.
+    fn of(container: &Container, (requests, limits): (Amounts, Amounts)) -> Self {
+        Self {
+            name: container.name.clone(),
             requests,
             limits,
-            sidecar: c.restart_policy.as_deref() == Some("Always"),
+            sidecar: container.restart_policy.as_deref() == Some("Always"),
         }
-    };
+    }
+
+    /// `container`'s requests and limits as written, no default applied.
+    pub(crate) fn as_written(container: &Container) -> Self {
+        let resources = container.resources.clone().unwrap_or_default();
+        let amounts_of = |m: Option<BTreeMap<String, Quantity>>| amounts(&m.unwrap_or_default());
+        Self::of(
+            container,
+            (amounts_of(resources.requests), amounts_of(resources.limits)),
+        )
+    }
+}
+
+/// The pod's containers and init containers (in order), each held as the API server will.
+pub(crate) fn held(spec: &PodSpec, ranges: &[LimitRange]) -> (Vec<Held>, Vec<Held>) {
+    let hold = |c: &Container| Held::of(c, effective(c, ranges));
     (
         spec.containers.iter().map(hold).collect(),
         spec.init_containers.iter().flatten().map(hold).collect(),

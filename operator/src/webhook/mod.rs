@@ -112,15 +112,7 @@ pub async fn start(
         .touched_objects()
         .for_each(|_| futures::future::ready(())),
     );
-    {
-        let (store, synced) = (store.clone(), synced.clone());
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                synced.store(true, Ordering::Release);
-                info!("webhook FaceKeyDeployment cache synced");
-            }
-        });
-    }
+    mark_when_ready(store.clone(), synced.clone(), "FaceKeyDeployment");
 
     let targets = config.targets.clone();
     let (cert_client, every, cert_metrics) = (client.clone(), config.every, config.metrics.clone());
@@ -223,14 +215,20 @@ where
         .for_each(|_| futures::future::ready(())),
     );
     let synced = Arc::new(AtomicBool::new(false));
-    {
-        let (store, synced) = (store.clone(), synced.clone());
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                synced.store(true, Ordering::Release);
-                info!(kind, "webhook cache synced");
-            }
-        });
-    }
+    mark_when_ready(store.clone(), synced.clone(), kind);
     server::Bounds::Watched(store, synced)
+}
+
+/// Set `synced` once `store` has its first list (in the background).
+fn mark_when_ready<K>(store: reflector::Store<K>, synced: Arc<AtomicBool>, kind: &'static str)
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            synced.store(true, Ordering::Release);
+            info!(kind, "webhook cache synced");
+        }
+    });
 }

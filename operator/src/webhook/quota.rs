@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, LimitRange, PodSpec, ResourceQuota};
+use k8s_openapi::api::core::v1::{
+    Container, LimitRange, PodAffinityTerm, PodSpec, ResourceQuota, WeightedPodAffinityTerm,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::limit_range::{Amounts, Held, held, pod_totals, shown};
@@ -89,32 +91,38 @@ fn best_effort(spec: &PodSpec, containers: &[Held], init: &[Held]) -> bool {
             .iter()
             .any(|r| m.get(*r).is_some_and(|v| v.is_nan() || *v > 0.0))
     };
-    let pod_level = spec.resources.as_ref().is_some_and(|r| {
-        [&r.requests, &r.limits].iter().any(|m| {
-            m.as_ref().is_some_and(|m| {
-                ["cpu", "memory"].iter().any(|n| {
-                    m.get(*n)
-                        .is_some_and(|q| capacity::parse_quantity(&q.0).is_none_or(|v| v > 0.0))
-                })
-            })
-        })
-    });
-    !pod_level
-        && containers
-            .iter()
-            .chain(init)
-            .all(|h| !positive(&h.requests) && !positive(&h.limits))
+    !pod_level_compute(spec, |q| {
+        capacity::parse_quantity(&q.0).is_none_or(|v| v > 0.0)
+    }) && containers
+        .iter()
+        .chain(init)
+        .all(|h| !positive(&h.requests) && !positive(&h.limits))
 }
 
-/// Whether the pod sets pod-level CPU or memory (`spec.resources`): Kubernetes then counts those
-/// for the quota instead of the containers' and does not make every container state them.
-fn pod_level_compute(spec: &PodSpec) -> bool {
+/// Whether the pod sets a pod-level CPU or memory request or limit (`spec.resources`) that
+/// `counts`: Kubernetes then counts those for the quota instead of the containers' and does not
+/// make every container state them.
+fn pod_level_compute(spec: &PodSpec, counts: impl Fn(&Quantity) -> bool) -> bool {
     spec.resources.as_ref().is_some_and(|r| {
         [&r.requests, &r.limits].iter().any(|m| {
-            m.as_ref()
-                .is_some_and(|m| m.contains_key("cpu") || m.contains_key("memory"))
+            m.as_ref().is_some_and(|m| {
+                ["cpu", "memory"]
+                    .iter()
+                    .any(|n| m.get(*n).is_some_and(&counts))
+            })
         })
     })
+}
+
+/// The terms of one kind of pod (anti-)affinity, required and preferred.
+fn affinity_terms<'a>(
+    required: &'a Option<Vec<PodAffinityTerm>>,
+    preferred: &'a Option<Vec<WeightedPodAffinityTerm>>,
+) -> impl Iterator<Item = &'a PodAffinityTerm> {
+    required
+        .iter()
+        .flatten()
+        .chain(preferred.iter().flatten().map(|w| &w.pod_affinity_term))
 }
 
 /// Whether the pod `spec` uses cross-namespace pod affinity (a term naming namespaces or a
@@ -123,31 +131,19 @@ fn cross_namespace_affinity(spec: &PodSpec) -> bool {
     let Some(affinity) = spec.affinity.as_ref() else {
         return false;
     };
-    let affinity_terms = affinity.pod_affinity.iter().flat_map(|a| {
-        let required = a
-            .required_during_scheduling_ignored_during_execution
-            .iter()
-            .flatten();
-        let preferred = a
-            .preferred_during_scheduling_ignored_during_execution
-            .iter()
-            .flatten()
-            .map(|w| &w.pod_affinity_term);
-        required.chain(preferred)
+    let with = affinity.pod_affinity.iter().flat_map(|a| {
+        affinity_terms(
+            &a.required_during_scheduling_ignored_during_execution,
+            &a.preferred_during_scheduling_ignored_during_execution,
+        )
     });
-    let anti_terms = affinity.pod_anti_affinity.iter().flat_map(|a| {
-        let required = a
-            .required_during_scheduling_ignored_during_execution
-            .iter()
-            .flatten();
-        let preferred = a
-            .preferred_during_scheduling_ignored_during_execution
-            .iter()
-            .flatten()
-            .map(|w| &w.pod_affinity_term);
-        required.chain(preferred)
+    let against = affinity.pod_anti_affinity.iter().flat_map(|a| {
+        affinity_terms(
+            &a.required_during_scheduling_ignored_during_execution,
+            &a.preferred_during_scheduling_ignored_during_execution,
+        )
     });
-    affinity_terms.chain(anti_terms).any(|t| {
+    with.chain(against).any(|t| {
         t.namespaces.as_ref().is_some_and(|n| !n.is_empty()) || t.namespace_selector.is_some()
     })
 }
@@ -333,7 +329,7 @@ pub fn refusal(
         .insert(0, sidecar.clone());
     let with = Side::of(&with_spec, ranges);
     let without = Side::of(spec, ranges);
-    let pod_level = pod_level_compute(spec);
+    let pod_level = pod_level_compute(spec, |_| true);
     for quota in quotas {
         let name = quota.metadata.name.as_deref().unwrap_or("?");
         let Some(status) = quota.status.as_ref() else {
