@@ -636,6 +636,9 @@ async fn apply_desired(
         let uses_foreign_store = store_foreign && o.kind == ChildKind::Deployment;
         !(is_foreign || scales_foreign || uses_foreign_store)
     });
+    // The hand-over runs whatever else is foreign: a conflict elsewhere may last for days, and
+    // turning autoscaling on meanwhile must not drop the Deployment to one pod.
+    apply::hand_over_replicas(&ctx.client, &seen.namespace, &rest, live).await?;
     apply::apply_all(&ctx.client, &seen.namespace, &rest).await?;
     let named = |standing: apply::Standing| -> Vec<String> {
         foreign

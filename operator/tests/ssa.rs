@@ -176,6 +176,68 @@ async fn enabling_autoscaling_hands_replicas_over_without_a_dip() {
     assert_eq!(owners(&live, &["spec", "replicas"]), [FIELD_MANAGER]);
 }
 
+/// The same hand-over while another child is someone else's (a Service left by an earlier
+/// release, reported as a conflict for as long as it stays): the Deployment is still applied, so
+/// its replicas are handed over first, not dropped to one pod.
+#[tokio::test]
+async fn enabling_autoscaling_beside_a_foreign_child_hands_replicas_over() {
+    let (h, log) = ssa::harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 4, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+
+    // The Service goes and another team's of the same name takes its place.
+    h.api::<Service>()
+        .delete("fk", &Default::default())
+        .await
+        .unwrap();
+    let foreign: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "fk", "labels": {"team": "payments"}},
+        "spec": {"selector": {"app": "payments"}, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    h.api::<Service>()
+        .create(&Default::default(), &foreign)
+        .await
+        .unwrap();
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "ObjectNotOwned");
+
+    log.clear();
+    h.fkds()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": null, "autoscaling": {
+                "minReplicas": 2, "maxReplicas": 8, "targetCPUUtilizationPercentage": 70}}})),
+        )
+        .await
+        .unwrap();
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert_eq!(err.category(), "ObjectNotOwned", "the conflict stays");
+    let writes = log.of("Deployment");
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    assert_eq!(writes[0].manager, HANDOVER_FIELD_MANAGER);
+    assert_eq!(writes[0].body["spec"], json!({"replicas": 4}));
+    assert!(writes[1].body.pointer("/spec/replicas").is_none());
+    let live = raw_named(&h, "fk").await;
+    assert_eq!(live["spec"]["replicas"], 4, "no dip to 1");
+    assert_eq!(
+        owners(&live, &["spec", "replicas"]),
+        [HANDOVER_FIELD_MANAGER]
+    );
+    assert!(
+        log.of("Service").is_empty(),
+        "the foreign Service is not applied"
+    );
+}
+
 /// What the operator did before the hand-over (drop `replicas` from its apply) dips to one pod
 /// under the harness: proof that the harness would have caught the bug.
 #[tokio::test]
