@@ -20,6 +20,10 @@ pub const CONFIG_HASH_ANNOTATION: &str = "facekey.dev/config-hash";
 pub const RETAINED_ANNOTATION: &str = "facekey.dev/retained";
 /// Annotation on scan Jobs recording the full image reference they scan.
 pub const SCAN_IMAGE_ANNOTATION: &str = "facekey.dev/scan-image";
+/// Annotation on scan Jobs: a hash of the pod template the operator wrote, so a template changed
+/// after it was written (by an admission policy, or by hand) is told apart from one an earlier
+/// operator version or scanner setting wrote.
+pub const SCAN_TEMPLATE_ANNOTATION: &str = "facekey.dev/scan-template";
 
 /// Role of an object within one deployment, used as `app.kubernetes.io/component`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -246,6 +246,11 @@ enum Provenance {
     /// Controlled by the resource, but running other containers (another operator version,
     /// other scanner settings).
     Outdated,
+    /// Controlled by the resource and written for the template the gate would create now, but
+    /// running other containers: changed after the operator wrote it (an admission policy that
+    /// rewrites registries or adds environment, or an edit). Made again it would be changed
+    /// again, so it is reported rather than replaced. The payload names what differs.
+    Altered(&'static str),
     /// Controlled by a deleted FaceKeyDeployment of this name (this one was created again
     /// under its name, as a forced GitOps sync does): the garbage collector is removing it.
     Predecessor,
@@ -396,10 +401,51 @@ fn provenance(job: &Job, wanted: &Job, owner_uid: Option<&str>) -> Provenance {
         _ => return Provenance::Foreign,
     }
     if same_shape(template_of(job), template_of(wanted)) {
-        Provenance::Ours
-    } else {
-        Provenance::Outdated
+        return Provenance::Ours;
     }
+    let written_for = |j: &Job| {
+        j.annotations()
+            .get(labels::SCAN_TEMPLATE_ANNOTATION)
+            .cloned()
+    };
+    match written_for(job) {
+        Some(hash) if Some(&hash) == written_for(wanted).as_ref() => {
+            Provenance::Altered(shape_difference(template_of(job), template_of(wanted)))
+        }
+        _ => Provenance::Outdated,
+    }
+}
+
+/// The first part of the [`pod_shape`] in which `live` differs from `wanted`, for a message.
+fn shape_difference(live: Option<&PodSpec>, wanted: Option<&PodSpec>) -> &'static str {
+    let images = images_of(wanted);
+    let (live_c, live_i, live_v) = pod_shape(live, &admitted_as(&images));
+    let (want_c, want_i, want_v) = pod_shape(wanted, &str::to_owned);
+    let containers = |live: &[ContainerShape], want: &[ContainerShape]| {
+        if live.len() != want.len() || live.iter().zip(want).any(|(l, w)| l.0 != w.0) {
+            return Some("the containers' names");
+        }
+        live.iter().zip(want).find_map(|(l, w)| {
+            if l.1 != w.1 {
+                Some("an image")
+            } else if (&l.2, &l.3) != (&w.2, &w.3) {
+                Some("a command or its arguments")
+            } else if (&l.4, &l.5) != (&w.4, &w.5) {
+                Some("the environment")
+            } else if l.6 != w.6 {
+                Some("the volume mounts")
+            } else {
+                None
+            }
+        })
+    };
+    containers(&live_i, &want_i)
+        .or_else(|| containers(&live_c, &want_c))
+        .unwrap_or(if live_v != want_v {
+            "the volumes"
+        } else {
+            "the pod template"
+        })
 }
 
 /// Whether the pod spec `live` has the [`pod_shape`] of `wanted`, its images taken as the wanted
@@ -690,6 +736,23 @@ async fn from_reports(
                  waiting for the garbage collector to remove it, then scanning {image}"
             )))
             .requeue(Duration::from_secs(10)));
+        }
+        // Ours, changed after it was written: a Job made again would be changed again (a
+        // create/delete loop, a scanner pod each time), and what it reports is not what the
+        // gate asked for. Fail closed and keep it until its TTL or a deletion retries.
+        Provenance::Altered(what) => {
+            return Ok(failed(
+                image,
+                policy,
+                format!(
+                    "scan Job {job_name} no longer runs the pod template this operator wrote \
+                     ({what} changed, by an admission webhook or policy, or an edit): its report \
+                     is not trusted. Exclude scan Jobs (label \
+                     app.kubernetes.io/component=scan) from that policy, then delete the Job to \
+                     rescan"
+                ),
+            )
+            .requeue(Duration::from_secs(300)));
         }
         // Ours, but made by another operator version or scanner setting: scan again.
         Provenance::Outdated => {
@@ -1072,6 +1135,98 @@ mod tests {
                 Provenance::Outdated,
                 "change {i}"
             );
+        }
+    }
+
+    /// A Job whose template hash is the wanted one but whose pod differs was changed after the
+    /// operator wrote it (admission, an edit): reported, naming the part; one written for another
+    /// template (another hash, or none from an older operator) is outdated and replaced.
+    #[test]
+    fn a_job_changed_after_it_was_written_is_told_from_an_outdated_one() {
+        let job = |hash: Option<&str>, change: &dyn Fn(&mut serde_json::Value)| -> Job {
+            let mut v = serde_json::json!({
+                "metadata": {"name": "fk-scan-1", "ownerReferences": [{"apiVersion": "facekey.dev/v1alpha1",
+                    "kind": "FaceKeyDeployment", "name": "fk", "uid": "u1", "controller": true}]},
+                "spec": {"template": {"spec": {
+                    "initContainers": [{"name": "trivy", "image": "trivy:1",
+                        "env": [{"name": "HOME", "value": "/tmp"}],
+                        "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}],
+                    "containers": [{"name": "summary", "image": "op:1", "args": ["summary"]}],
+                    "volumes": [{"name": "cache", "emptyDir": {}}]}}},
+            });
+            if let Some(h) = hash {
+                v["metadata"]["annotations"] =
+                    serde_json::json!({ labels::SCAN_TEMPLATE_ANNOTATION: h });
+            }
+            change(&mut v["spec"]["template"]["spec"]);
+            serde_json::from_value(v).unwrap()
+        };
+        let wanted = job(Some("h1"), &|_| {});
+        assert_eq!(
+            provenance(&job(Some("h1"), &|_| {}), &wanted, Some("u1")),
+            Provenance::Ours
+        );
+        fn push(list: &mut serde_json::Value, item: serde_json::Value) {
+            list.as_array_mut().unwrap().push(item);
+        }
+        let changes: [(&dyn Fn(&mut serde_json::Value), &str); 6] = [
+            (
+                &|p| p["initContainers"][0]["image"] = "mirror.corp/trivy:1".into(),
+                "an image",
+            ),
+            (
+                &|p| {
+                    push(
+                        &mut p["initContainers"][0]["env"],
+                        serde_json::json!({"name": "HTTPS_PROXY", "value": "http://proxy:3128"}),
+                    )
+                },
+                "the environment",
+            ),
+            (
+                &|p| p["containers"][0]["args"] = serde_json::json!(["echo", "clean"]),
+                "a command or its arguments",
+            ),
+            (
+                &|p| {
+                    push(
+                        &mut p["initContainers"][0]["volumeMounts"],
+                        serde_json::json!({"name": "ca", "mountPath": "/etc/ssl/certs"}),
+                    )
+                },
+                "the volume mounts",
+            ),
+            (
+                &|p| {
+                    push(
+                        &mut p["volumes"],
+                        serde_json::json!({"name": "ca", "emptyDir": {}}),
+                    )
+                },
+                "the volumes",
+            ),
+            (
+                &|p| {
+                    push(
+                        &mut p["containers"],
+                        serde_json::json!({"name": "istio-proxy", "image": "p:1"}),
+                    )
+                },
+                "the containers' names",
+            ),
+        ];
+        for (change, what) in changes {
+            assert_eq!(
+                provenance(&job(Some("h1"), change), &wanted, Some("u1")),
+                Provenance::Altered(what)
+            );
+            for older in [Some("h0"), None] {
+                assert_eq!(
+                    provenance(&job(older, change), &wanted, Some("u1")),
+                    Provenance::Outdated,
+                    "{what}, written for {older:?}"
+                );
+            }
         }
     }
 

@@ -436,18 +436,43 @@ async fn a_scan_job_not_made_for_the_resource_is_not_trusted() {
         "someone else's Job is left alone"
     );
 
-    // Ours, but with other containers: deleted and scanned again.
+    // Ours, but its containers changed after the operator wrote it: not trusted, kept, and
+    // not made again (a policy that changed it would change the new one too).
+    let evil = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "summary", "image": "evil/summary:1", "args": ["echo", "clean"]}
+    ]}}}});
     let h = harness(&[]).await;
     h.create("fk", json!({"image": IMG1})).await;
     h.reconcile("fk").await.unwrap();
     h.api::<Job>()
-        .patch(
-            &job,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": "summary", "image": "evil/summary:1", "args": ["echo", "clean"]}
-            ]}}}})),
-        )
+        .patch(&job, &PatchParams::default(), &Patch::Merge(evil.clone()))
+        .await
+        .unwrap();
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.deployment("fk").await.is_none());
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    let message = cond_message(&fkd, "ScanGatePassed");
+    assert!(
+        message.contains("no longer runs the pod template this operator wrote")
+            && message.contains("an image changed"),
+        "{message}"
+    );
+    assert_eq!(h.jobs().await, vec![job.clone()], "kept, not replaced");
+
+    // Ours, written by an earlier operator for another template (no template hash): deleted
+    // and scanned again.
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    let mut older = evil;
+    older["metadata"] = json!({"annotations": {"facekey.dev/scan-template": null}});
+    h.api::<Job>()
+        .patch(&job, &PatchParams::default(), &Patch::Merge(older))
         .await
         .unwrap();
     h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
@@ -456,6 +481,54 @@ async fn a_scan_job_not_made_for_the_resource_is_not_trusted() {
     assert!(h.jobs().await.is_empty(), "deleted to scan again");
     h.reconcile("fk").await.unwrap();
     assert_eq!(h.jobs().await, vec![job], "a new scan starts");
+}
+
+/// A cluster policy that adds to every Job's pods at admission (a proxy variable, a registry
+/// mirror) changes the scan Job as it is created. Made again, it would be changed again: the
+/// gate used to delete it and create another every few seconds, a scanner pod each time, and
+/// stay pending. It now creates it once, fails closed naming what changed, and scans once the
+/// policy leaves scan Jobs alone and the Job is deleted.
+#[tokio::test]
+async fn a_scan_job_changed_at_admission_is_created_once_and_reported() {
+    let h = harness(&[]).await;
+    h.admission_adds_proxy_to_jobs.store(true, Ordering::SeqCst);
+    h.create("fk", json!({"image": IMG1})).await;
+    let job = scan_job_name("fk", IMG1);
+    h.reconcile("fk").await.unwrap();
+    for _ in 0..4 {
+        h.reconcile("fk").await.unwrap();
+        assert_eq!(h.jobs().await, vec![job.clone()]);
+    }
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    let message = cond_message(&fkd, "ScanGatePassed");
+    assert!(message.contains("the environment changed"), "{message}");
+    assert!(message.contains("Exclude scan Jobs"), "{message}");
+    assert_eq!(
+        h.metric("facekey_operator_scan_jobs_created_total", NS),
+        1,
+        "one Job created, not one per reconcile"
+    );
+    let uid = h.api::<Job>().get(&job).await.unwrap().metadata.uid;
+
+    // The policy excludes scan Jobs; the Job is deleted to rescan: the new one is trusted.
+    h.admission_adds_proxy_to_jobs
+        .store(false, Ordering::SeqCst);
+    h.api::<Job>()
+        .delete(&job, &Default::default())
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert_ne!(h.api::<Job>().get(&job).await.unwrap().metadata.uid, uid);
+    h.complete_scan(&job, "runtime-0.1.0-pass.json", IMG1).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        cond(&h.get("fk").await, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
 }
 
 #[tokio::test]

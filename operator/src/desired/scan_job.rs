@@ -291,6 +291,34 @@ pub fn scan_job(
         }]),
         ..Container::default()
     };
+    let pod_spec = PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        // The kubelet pulls the scanner and summary images with them.
+        image_pull_secrets: Some(pull_secrets.clone()).filter(|s| !s.is_empty()),
+        init_containers: Some(init_containers),
+        containers: vec![summary],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.insert(
+            labels::SCAN_TEMPLATE_ANNOTATION.to_owned(),
+            template_hash(&pod_spec),
+        );
+    }
     Ok(Job {
         metadata: meta,
         spec: Some(JobSpec {
@@ -308,31 +336,16 @@ pub fn scan_job(
                     ])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".to_owned()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        fs_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    // The kubelet pulls the scanner and summary images with them.
-                    image_pull_secrets: Some(pull_secrets.clone()).filter(|s| !s.is_empty()),
-                    init_containers: Some(init_containers),
-                    containers: vec![summary],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod_spec),
             },
             ..JobSpec::default()
         }),
         ..Job::default()
     })
+}
+
+/// The [`labels::SCAN_TEMPLATE_ANNOTATION`] value of a scan Job whose pod runs `spec`: a hash of
+/// the spec as the operator writes it.
+fn template_hash(spec: &PodSpec) -> String {
+    labels::short_hash(&serde_json::to_vec(spec).unwrap_or_default(), 16)
 }

@@ -149,6 +149,10 @@ pub struct Harness {
     pub fail_deployment_applies: Arc<AtomicBool>,
     /// While set, creating a Job is refused (as a `count/jobs.batch` quota would).
     pub fail_job_creates: Arc<AtomicBool>,
+    /// While set, every Job is stored with an `HTTPS_PROXY` variable added to each of its pod
+    /// template's containers, as a cluster's mutating admission policy (Kyverno's autogen of a
+    /// Pod rule) would add it at creation.
+    pub admission_adds_proxy_to_jobs: Arc<AtomicBool>,
 }
 
 /// Patch interceptor emulating API-server behaviours the fake lacks or tests need:
@@ -156,18 +160,37 @@ pub struct Harness {
 /// write, which would make every Deployment look mid-rollout), injected 409 Conflicts, and the
 /// PersistentVolumeClaim rules a real server enforces (a bound claim's storage class is
 /// immutable and its requested size cannot shrink: 422), and refused Job creations.
-fn interceptor(fail: Arc<AtomicBool>, fail_jobs: Arc<AtomicBool>) -> interceptor::Funcs {
+fn interceptor(
+    fail: Arc<AtomicBool>,
+    fail_jobs: Arc<AtomicBool>,
+    proxy_jobs: Arc<AtomicBool>,
+) -> interceptor::Funcs {
     interceptor::Funcs::new()
         .patch_status(status_apply_rule(StatusApplies::default()))
         .create(move |ctx| {
-            if fail_jobs.load(Ordering::SeqCst)
-                && ctx.object.get("kind").and_then(Value::as_str) == Some("Job")
-            {
+            if ctx.object.get("kind").and_then(Value::as_str) != Some("Job") {
+                return Ok(None);
+            }
+            if fail_jobs.load(Ordering::SeqCst) {
                 return Err(kube_fake_client::Error::InvalidRequest(
                     "jobs is forbidden: exceeded quota: jobs, requested: count/jobs.batch=1, \
                      used: count/jobs.batch=5, limited: count/jobs.batch=5"
                         .into(),
                 ));
+            }
+            if proxy_jobs.load(Ordering::SeqCst) {
+                let mut job = ctx.object.clone();
+                let pod = &mut job["spec"]["template"]["spec"];
+                for list in ["initContainers", "containers"] {
+                    for c in pod[list].as_array_mut().into_iter().flatten() {
+                        let env = c["env"].as_array().cloned().unwrap_or_default();
+                        let proxy = json!({"name": "HTTPS_PROXY", "value": "http://proxy:3128"});
+                        c["env"] = Value::Array(env.into_iter().chain([proxy]).collect());
+                    }
+                }
+                let job: Job = serde_json::from_value(job)?;
+                let stored = ctx.client.create(ctx.namespace, &job, ctx.params)?;
+                return Ok(Some(serde_json::to_value(stored)?));
             }
             Ok(None)
         })
@@ -404,9 +427,14 @@ pub async fn harness(installed: &[OptionalCrd]) -> Harness {
 pub async fn harness_from(builder: ClientBuilder) -> Harness {
     let fail = Arc::new(AtomicBool::new(false));
     let fail_jobs = Arc::new(AtomicBool::new(false));
+    let proxy_jobs = Arc::new(AtomicBool::new(false));
     let client = watch::serving(
         builder
-            .with_interceptor_funcs(interceptor(fail.clone(), fail_jobs.clone()))
+            .with_interceptor_funcs(interceptor(
+                fail.clone(),
+                fail_jobs.clone(),
+                proxy_jobs.clone(),
+            ))
             .build()
             .await
             .unwrap(),
@@ -419,6 +447,7 @@ pub async fn harness_from(builder: ClientBuilder) -> Harness {
         clock,
         fail_deployment_applies: fail,
         fail_job_creates: fail_jobs,
+        admission_adds_proxy_to_jobs: proxy_jobs,
     }
 }
 

@@ -118,6 +118,7 @@ pub async fn harness(installed: &[OptionalCrd]) -> (Harness, Log) {
         fail_deployment_applies: fail,
         // The SSA harness does not refuse Jobs.
         fail_job_creates: Arc::default(),
+        admission_adds_proxy_to_jobs: Arc::default(),
     };
     (h, log)
 }
