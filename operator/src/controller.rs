@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::decode::{Decoder, Report, UnknownFields};
 use crate::error::ReadError;
-use crate::leader::{LeaderElector, renew_deadline};
+use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, error_policy};
 use crate::server::{self, ServerState};
@@ -450,9 +450,10 @@ pub async fn run_with(
     // Standby until we hold the Lease (or are told to stop).
     let signal = signalled();
     tokio::pin!(signal);
-    loop {
+    let won_at = loop {
+        let started = tokio::time::Instant::now();
         match elector.step(Timestamp::now()).await {
-            Ok(true) => break,
+            Ok(true) => break started,
             Ok(false) => {}
             Err(e) => warn!(error = %e, "leader election step failed"),
         }
@@ -465,40 +466,21 @@ pub async fn run_with(
             }
             () = tokio::time::sleep(renew_every) => {}
         }
-    }
+    };
     info!(identity = elector.identity(), "acquired leadership");
     metrics.leader.set(1);
 
-    // Keep renewing. Renewals failing for the renew deadline (shorter than the lease) mean we
+    // Keep renewing. No renewal within the renew deadline (shorter than the lease) means we
     // stop leading before a standby may take over; reconciles check `leading` before each write.
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let (leading_tx, leading_rx) = watch::channel(true);
     let renewer = {
         let elector = elector.clone();
-        let deadline = renew_deadline(config.lease_duration);
         tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
-            let lose = || {
-                let _ = leading_tx.send(false);
-                let _ = lost_tx.send(true);
-            };
-            loop {
-                tokio::time::sleep(renew_every).await;
-                match elector.step(Timestamp::now()).await {
-                    Ok(true) => last_ok = tokio::time::Instant::now(),
-                    Ok(false) => {
-                        lose();
-                        return;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "lease renewal failed");
-                        if last_ok.elapsed() >= deadline {
-                            lose();
-                            return;
-                        }
-                    }
-                }
-            }
+            let lost = elector.hold(won_at).await;
+            warn!(reason = ?lost, "leadership lost");
+            let _ = leading_tx.send(false);
+            let _ = lost_tx.send(true);
         })
     };
 

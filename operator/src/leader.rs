@@ -6,7 +6,8 @@
 //! saw the holder's current record (holder, renew time, transitions) and takes over only when
 //! that record has stayed unchanged for a whole lease duration, so clock skew between replicas
 //! cannot make it take over a live Lease. Every Lease call has a timeout, and the holder's
-//! renew deadline ([`renew_deadline`]) is shorter than the lease, so a leader that cannot renew
+//! renew deadline ([`renew_deadline`]) is shorter than the lease and bounds the renewal attempts
+//! themselves ([`LeaderElector::hold`]), so a leader that cannot renew, calls hanging or failing,
 //! stops before a standby may take over.
 
 use std::sync::Mutex;
@@ -40,6 +41,20 @@ pub enum Decision {
 /// (client-go's defaults are 10 s of 15 s), so it stops before any standby may take over.
 pub fn renew_deadline(lease_duration: Duration) -> Duration {
     lease_duration.mul_f64(2.0 / 3.0)
+}
+
+/// How soon a leader tries again after a failed renewal (at most the regular renewal interval):
+/// a renewal begun a third of the lease after the last one, whose call then timed out (a third
+/// of the renew deadline), still leaves time for another attempt before the deadline.
+pub const RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// Why [`LeaderElector::hold`] stopped holding the Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// The Lease names another holder (or a renewal lost the race for it).
+    Taken,
+    /// No renewal succeeded within [`renew_deadline`] of the start of the last one that did.
+    RenewDeadline,
 }
 
 /// Decide from the Lease spec (None: no Lease object), our identity and for how long, by our
@@ -223,6 +238,43 @@ impl LeaderElector {
             Err(source) => Err(Error::Lease {
                 source: Box::new(source),
             }),
+        }
+    }
+
+    /// Keep a Lease won by a step that started at `won_at`: renew every third of the lease, and
+    /// after a failed renewal every [`RENEW_RETRY`]. Returns once leadership is lost: at the
+    /// latest [`renew_deadline`] after the start of the last successful renewal, whether or not
+    /// a call is still waiting then, so a leader whose API calls hang stops leading before a
+    /// standby (which waits a whole lease from when it saw that renewal) may take over.
+    pub async fn hold(&self, won_at: tokio::time::Instant) -> Lost {
+        let renew_every = self.lease_duration / 3;
+        let deadline = renew_deadline(self.lease_duration);
+        let mut last_ok = won_at;
+        let mut wait = renew_every;
+        loop {
+            let attempt = async {
+                tokio::time::sleep(wait).await;
+                let started = tokio::time::Instant::now();
+                (started, self.step(Timestamp::now()).await)
+            };
+            match tokio::time::timeout_at(last_ok + deadline, attempt).await {
+                Err(_) => {
+                    tracing::warn!(
+                        deadline = ?deadline,
+                        "no Lease renewal succeeded within the renew deadline"
+                    );
+                    return Lost::RenewDeadline;
+                }
+                Ok((started, Ok(true))) => {
+                    last_ok = started;
+                    wait = renew_every;
+                }
+                Ok((_, Ok(false))) => return Lost::Taken,
+                Ok((_, Err(e))) => {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    wait = RENEW_RETRY.min(renew_every);
+                }
+            }
         }
     }
 

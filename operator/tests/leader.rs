@@ -69,3 +69,128 @@ async fn one_leader_takeover_after_expiry_and_release() {
     assert_eq!(spec.holder_identity.as_deref(), Some("a"));
     assert_eq!(spec.lease_transitions, Some(2));
 }
+
+/// A client to the same API whose calls, once `hang` is set, never answer (a half-open
+/// connection, a stalled API server) and which counts the calls made.
+fn hanging(
+    inner: kube::Client,
+    hang: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> kube::Client {
+    use std::sync::atomic::Ordering;
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let hang = hang.load(Ordering::SeqCst);
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            inner.send(req).await
+        }
+    });
+    kube::Client::new(svc, NS)
+}
+
+/// A leader whose Lease calls hang gives up leading within the renew deadline (10 s of a 15 s
+/// lease) after the start of its last successful renewal, before a standby that saw that renewal
+/// may take over (15 s after it). It used to check the deadline only after a call timed out, and
+/// wait a whole renewal interval before each attempt: about 16.7 s.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_calls_hang_stops_leading_before_a_standby_may_take_over() {
+    use facekey_operator::leader::Lost;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let client = ClientBuilder::new().build().await.unwrap();
+    let hang = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = LeaderElector::new(
+        hanging(client.clone(), hang.clone(), calls.clone()),
+        NS,
+        LEASE,
+        "a",
+        Duration::from_secs(15),
+    );
+    let b = LeaderElector::new(client.clone(), NS, LEASE, "b", Duration::from_secs(15));
+    let wall = at("2025-01-01T00:00:00Z");
+    let won_at = tokio::time::Instant::now();
+    assert!(a.step(wall).await.unwrap());
+
+    // One renewal goes through at 5 s; b sees it at once. Then every call hangs.
+    let holding = tokio::spawn(async move { (a.hold(won_at).await, tokio::time::Instant::now()) });
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let renewed_at = won_at + Duration::from_secs(5);
+    assert!(
+        calls.load(Ordering::SeqCst) >= 4,
+        "a renewed once (get, replace)"
+    );
+    hang.store(true, Ordering::SeqCst);
+    assert!(!b.step(wall).await.unwrap(), "b sees a's renewal");
+    let b_saw = tokio::time::Instant::now();
+
+    let (lost, at_) = holding.await.unwrap();
+    assert_eq!(lost, Lost::RenewDeadline);
+    let led_for = at_ - renewed_at;
+    assert!(
+        led_for <= Duration::from_secs(10),
+        "a led {led_for:?} past its last renewal"
+    );
+    // b may take over only a whole lease after it saw that renewal: after a stopped.
+    assert!(at_ < b_saw + Duration::from_secs(15));
+    tokio::time::sleep_until(b_saw + Duration::from_secs(15)).await;
+    assert!(
+        b.step(wall).await.unwrap(),
+        "b takes over once the lease expired"
+    );
+}
+
+/// A failed renewal is retried after 1 s, not a whole renewal interval, so one call that timed
+/// out does not cost the leadership; a Lease that names someone else ends it at once.
+#[tokio::test(start_paused = true)]
+async fn a_failed_renewal_is_retried_soon_and_a_taken_lease_ends_leading() {
+    use facekey_operator::leader::Lost;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let client = ClientBuilder::new().build().await.unwrap();
+    let hang = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = LeaderElector::new(
+        hanging(client.clone(), hang.clone(), calls.clone()),
+        NS,
+        LEASE,
+        "a",
+        Duration::from_secs(15),
+    );
+    let wall = at("2025-01-01T00:00:00Z");
+    let won_at = tokio::time::Instant::now();
+    assert!(a.step(wall).await.unwrap());
+    let holding = tokio::spawn(async move { (a.hold(won_at).await, tokio::time::Instant::now()) });
+
+    // The renewal at 5 s hangs until its call times out (8.33 s); the next attempt follows
+    // 1 s later and, answered, renews: still leading past the 10 s deadline of the first term.
+    tokio::time::sleep(Duration::from_millis(4_900)).await;
+    hang.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    hang.store(false, Ordering::SeqCst);
+    let before = calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        calls.load(Ordering::SeqCst) >= before + 2,
+        "retried (get, replace) within 1.5 s of the failure"
+    );
+    tokio::time::sleep(Duration::from_millis(4_400)).await;
+    assert!(!holding.is_finished(), "still leading at 14 s");
+
+    // Someone takes the Lease over (an operator with another identity, forced by hand).
+    let lease: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let mut taken = lease.get(LEASE).await.unwrap();
+    taken.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    lease
+        .replace(LEASE, &Default::default(), &taken)
+        .await
+        .unwrap();
+    let (lost, _) = holding.await.unwrap();
+    assert_eq!(lost, Lost::Taken);
+}
