@@ -801,6 +801,78 @@ async fn the_counter_writes_injected_and_outdated_pods() {
     assert_eq!(status.last_known_good_image.as_deref(), Some(ADMITTED));
 }
 
+/// Once the sidecar is turned off and the last pod that ran it is gone, the counter removes its
+/// report (the status is applied without it, as a real API server then drops the field), so the
+/// resource is not counted again every round; while a pod still runs it, the report stays.
+#[tokio::test]
+async fn the_counter_drops_its_report_once_the_sidecar_is_off_and_gone() {
+    use facekey_crds::FaceKeyDeployment;
+    use facekey_operator::webhook::sidecars;
+    let (fkd, current) = counted_resource();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "a", "namespace": "shop", "labels": {SIDECAR_LABEL: "verifier"},
+            "annotations": {"facekey.dev/sidecar-config": current},
+        },
+        "spec": {
+            "initContainers": [{"name": SIDECAR_CONTAINER, "image": ADMITTED, "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "app:1"}],
+        },
+        "status": {"phase": "Running"},
+    }))
+    .unwrap();
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<FaceKeyDeployment>()
+        .with_status_subresource::<FaceKeyDeployment>()
+        .with_object(fkd)
+        .with_object(pod)
+        .with_interceptor_funcs(
+            kube_fake_client::interceptor::Funcs::new()
+                .patch_status(common::status_apply_rule(Default::default())),
+        )
+        .build()
+        .await
+        .unwrap();
+    let recorder = recorder(&client);
+    let fkds = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop");
+    let report = || async {
+        fkds.get("verifier")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .sidecar
+            .map(|s| s.injected_pods)
+    };
+    let count = || sidecars::count_all(&client, &recorder, Some("shop"));
+    count().await;
+    assert_eq!(report().await, Some(1));
+
+    fkds.patch(
+        "verifier",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"sidecar": {"enabled": false}}})),
+    )
+    .await
+    .unwrap();
+    count().await;
+    assert_eq!(report().await, Some(1), "a pod still runs it");
+
+    Api::<Pod>::namespaced(client.clone(), "shop")
+        .delete("a", &Default::default())
+        .await
+        .unwrap();
+    count().await;
+    assert_eq!(report().await, None, "nothing left to report");
+    let status = fkds.get("verifier").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.last_known_good_image.as_deref(),
+        Some(ADMITTED),
+        "the rest of the status is untouched"
+    );
+}
+
 /// With the gate on, a last-known-good image no scan passed (a tag that ran with the gate off,
 /// held by its digest while its scan is pending) is injected nowhere: the counter does not name
 /// it as the sidecar image either.

@@ -255,13 +255,23 @@ async fn count_one(
             None => break,
         }
     }
-    if old == Some(&new) {
-        return Ok(());
-    }
+    // The sidecar turned off and no pod carries it or asks for it any more: the report goes
+    // (an apply without the field removes it), so the namespace is not listed every round
+    // for a resource that no longer has anything to count.
+    let offered = fkd.spec.sidecar.as_ref().is_some_and(|s| s.enabled);
+    let nothing_left = new.injected_pods == 0 && new.missing_pods == 0;
+    let status = if offered || !nothing_left {
+        if old == Some(&new) {
+            return Ok(());
+        }
+        json!({"sidecar": new})
+    } else {
+        json!({})
+    };
     let patch = json!({
         "apiVersion": FaceKeyDeployment::api_version(&()),
         "kind": FaceKeyDeployment::kind(&()),
-        "status": {"sidecar": new},
+        "status": status,
     });
     crate::decode::api(client.clone(), Some(&ns))
         .patch_status(
