@@ -9,9 +9,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use axum::http::Method;
+use prometheus::IntCounter;
 use serde::Serialize;
 
 use crate::decision::Decision;
@@ -46,13 +48,18 @@ pub struct AuditError {
 enum Sink {
     Off,
     Stdout,
-    File(Mutex<std::fs::File>, PathBuf),
+    File(Mutex<Box<dyn Write + Send>>, PathBuf),
 }
 
 /// Where audit events go, and the instance (pod) every event names.
 pub struct Audit {
     sink: Sink,
     instance: String,
+    /// Counts events that could not be written (`facekey_audit_write_failures_total`).
+    failures: Option<IntCounter>,
+    /// A write failed, maybe part-way through its line: the next one starts on a new line, so
+    /// the torn line does not swallow the next event.
+    torn: AtomicBool,
 }
 
 /// An event as written: the event and the instance that wrote it, so a trail gathered from
@@ -300,13 +307,21 @@ impl Audit {
                     path: path.display().to_string(),
                     source,
                 })?;
-                Sink::File(Mutex::new(file), path)
+                Sink::File(Mutex::new(Box::new(file)), path)
             }
         };
         Ok(Self {
             sink,
             instance: instance.to_owned(),
+            failures: None,
+            torn: AtomicBool::new(false),
         })
+    }
+
+    /// Count the events that could not be written in `counter`.
+    pub fn count_failures_in(mut self, counter: IntCounter) -> Self {
+        self.failures = Some(counter);
+        self
     }
 
     /// Where events go, for the start-up log.
@@ -340,6 +355,9 @@ impl Audit {
             }
         };
         line.push(b'\n');
+        if self.torn.load(Ordering::Relaxed) {
+            line.insert(0, b'\n');
+        }
         let result = match &self.sink {
             Sink::Off => Ok(()),
             Sink::Stdout => std::io::stdout().lock().write_all(&line),
@@ -348,7 +366,11 @@ impl Audit {
                 Err(poisoned) => poisoned.into_inner().write_all(&line),
             },
         };
+        self.torn.store(result.is_err(), Ordering::Relaxed);
         if let Err(e) = result {
+            if let Some(failures) = &self.failures {
+                failures.inc();
+            }
             tracing::error!(error = %e, sink = %self.describe(), "audit event not written");
         }
     }
@@ -358,6 +380,61 @@ impl Audit {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A writer that takes `room` bytes in all, then refuses every write (a full disk), and
+    /// takes writes again once `room` is raised.
+    #[derive(Clone, Default)]
+    struct Disk(std::sync::Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut d = self.0.lock().unwrap();
+            let left = d.1.saturating_sub(d.0.len());
+            if left == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            let n = buf.len().min(left);
+            d.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A write that fails part-way (the disk fills) is counted, and the next event, once there
+    /// is room again, starts on a line of its own: the trail stays one JSON event per line
+    /// apart from the torn one.
+    #[test]
+    fn a_failed_write_is_counted_and_the_next_event_starts_a_new_line() {
+        let disk = Disk::default();
+        disk.0.lock().unwrap().1 = 1 << 20;
+        let failures = IntCounter::new("f", "f").unwrap();
+        let audit = Audit {
+            sink: Sink::File(Mutex::new(Box::new(disk.clone())), PathBuf::from("mem")),
+            instance: "pod-1".into(),
+            failures: None,
+            torn: AtomicBool::new(false),
+        }
+        .count_failures_in(failures.clone());
+        let event = |status| AuditEvent::new("verify", &Method::POST, "/v1/verify", status);
+        audit.record(&event(200));
+        let first = disk.0.lock().unwrap().0.len();
+        disk.0.lock().unwrap().1 = first + 10;
+        audit.record(&event(201));
+        assert_eq!(failures.get(), 1, "the torn write is counted");
+        audit.record(&event(202));
+        assert_eq!(failures.get(), 2, "a refused write is counted");
+        disk.0.lock().unwrap().1 = 1 << 20;
+        audit.record(&event(203));
+        assert_eq!(failures.get(), 2);
+        let text = String::from_utf8(disk.0.lock().unwrap().0.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[1].len(), 10, "the torn line");
+        let last: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(last["status"], 203);
+    }
 
     #[test]
     fn file_sink_appends_one_json_line_per_event() {

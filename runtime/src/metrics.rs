@@ -133,6 +133,8 @@ pub struct Metrics {
     pub spoofs_detected: IntCounter,
     /// Subjects locked after repeated failed verifications.
     pub subject_lockouts: IntCounter,
+    /// Audit events that could not be written.
+    pub audit_write_failures: IntCounter,
     /// Liveness verdicts by state (`live`, `spoof`, `unknown`, `off`).
     pub liveness_checks: IntCounterVec,
     /// Verifications by the embedding models their match score came from (`dlib+faceres`
@@ -267,6 +269,11 @@ impl Metrics {
             "facekey_subject_lockouts_total",
             "Subjects locked after too many failed verifications within the lockout window (one \
              event per lock: security log line, this counter, the alert email).",
+        )?;
+        let audit_write_failures = IntCounter::new(
+            "facekey_audit_write_failures_total",
+            "Audit events that could not be written to the audit sink (a full disk, a closed \
+             stdout); the request was answered anyway and each failure is logged.",
         )?;
         let liveness_checks = IntCounterVec::new(
             Opts::new(
@@ -539,6 +546,7 @@ impl Metrics {
             Box::new(decisions.clone()),
             Box::new(spoofs_detected.clone()),
             Box::new(subject_lockouts.clone()),
+            Box::new(audit_write_failures.clone()),
             Box::new(liveness_checks.clone()),
             Box::new(verify_match_models.clone()),
             Box::new(alert_emails.clone()),
@@ -612,6 +620,7 @@ impl Metrics {
             decisions,
             spoofs_detected,
             subject_lockouts,
+            audit_write_failures,
             liveness_checks,
             verify_match_models,
             alert_emails,

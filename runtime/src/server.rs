@@ -191,7 +191,8 @@ fn open_access_control(
         );
     }
     let audit = Audit::open(&config.audit_log, &config.instance_name())
-        .map_err(|e| ServerError::Config(e.to_string()))?;
+        .map_err(|e| ServerError::Config(e.to_string()))?
+        .count_failures_in(metrics.audit_write_failures.clone());
     tracing::info!(sink = %audit.describe(), "audit trail");
     Ok(AccessControl {
         api_keys: Arc::new(api_keys),
