@@ -9,10 +9,22 @@ use serde::{Deserialize, Serialize};
 use super::config::DetectorConfig;
 use super::imgproc::{crop_and_resize_tf, resize_area};
 use super::mtcnn::{
-    Candidate, Overlap, clamp_to_image, nms, normalized_box, place_landmarks, pnet_candidates,
-    pyramid_scales, regress, scaled_size, square,
+    Candidate, Overlap, clamp_to_image, keep_best_scores, keep_largest, nms, normalized_box,
+    place_landmarks, pnet_candidates, pyramid_scales, regress, scaled_size, square,
 };
 use super::onnx::{SessionError, SessionPool};
+
+/// Most PNet proposals of one pyramid level merged (the best-scoring): bounds the merge's
+/// quadratic cost.
+pub const PNET_LEVEL_MAX: usize = 4096;
+/// Most boxes RNet refines in one image (PNet's best-scoring: its largest proposals are mostly
+/// coarse-level noise), and ONet after it (RNet's largest). An ordinary photo,
+/// a group photo included, stays far below both; a mosaic of two thousand small faces made the
+/// two networks take about 10 s (9000 and 2250 boxes) against some 0.1 s for a portrait, and
+/// their batches some 60 MB each; at these caps they take under a second (`vision_inputs.rs`).
+pub const RNET_MAX_INPUTS: usize = 2048;
+/// See [`RNET_MAX_INPUTS`].
+pub const ONET_MAX_INPUTS: usize = 256;
 
 /// MTCNN's input normalisation: `(v - 127.5) / 128`.
 const NORM_SCALE: f32 = 1.0 / 128.0;
@@ -135,6 +147,10 @@ pub struct DetectorInference {
     pub rnet: Duration,
     /// ONet (one batched run).
     pub onet: Duration,
+    /// Boxes RNet refined (PNet's proposals after merging).
+    pub rnet_inputs: usize,
+    /// Boxes ONet refined (RNet's survivors after merging).
+    pub onet_inputs: usize,
 }
 
 impl DetectorInference {
@@ -238,6 +254,7 @@ impl Detector {
             })?;
             timing.pnet += took;
             timing.pnet_runs += 1;
+            keep_best_scores(&mut found, PNET_LEVEL_MAX);
             nms(&mut found, cfg.pnet_scale_nms, Overlap::Union, false);
             proposals.append(&mut found);
         }
@@ -246,10 +263,12 @@ impl Detector {
         if proposals.is_empty() {
             return Ok((Vec::new(), timing));
         }
+        keep_best_scores(&mut proposals, RNET_MAX_INPUTS);
 
         // Stage 2: RNet on 24x24 crops.
         let (rnet_out, took) = self.refine(&self.rnet, img, &proposals, 24, false)?;
         timing.rnet = took;
+        timing.rnet_inputs = proposals.len();
         let mut boxes: Vec<Candidate> = Vec::with_capacity(proposals.len());
         for (mut b, (reg, _, score)) in proposals.into_iter().zip(rnet_out) {
             b.score = score;
@@ -263,10 +282,12 @@ impl Detector {
         if boxes.is_empty() {
             return Ok((Vec::new(), timing));
         }
+        keep_largest(&mut boxes, ONET_MAX_INPUTS);
 
         // Stage 3: ONet on 48x48 crops, with landmarks.
         let (onet_out, took) = self.refine(&self.onet, img, &boxes, 48, true)?;
         timing.onet = took;
+        timing.onet_inputs = boxes.len();
         let mut faces: Vec<Candidate> = Vec::with_capacity(boxes.len());
         for (mut b, (reg, lm, score)) in boxes.into_iter().zip(onet_out) {
             b.landmarks = place_landmarks(&b, &lm);

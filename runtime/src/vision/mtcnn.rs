@@ -151,6 +151,41 @@ pub fn sort_by_score(boxes: &mut [Candidate]) {
     boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
 }
 
+/// Keeps the `n` best-scoring of `boxes` in their original order (the per-level merge keeps
+/// raster order): the proposals of one pyramid level, or those RNet refines. An ordinary photo
+/// proposes far fewer; a mosaic of small faces, or an image made to look like one, could
+/// otherwise make the merge quadratic in every cell and the refining batches huge.
+pub fn keep_best_scores(boxes: &mut Vec<Candidate>, n: usize) {
+    if boxes.len() <= n {
+        return;
+    }
+    let mut order: Vec<usize> = (0..boxes.len()).collect();
+    order.sort_by(|&a, &b| boxes[b].score.total_cmp(&boxes[a].score).then(a.cmp(&b)));
+    let mut keep = vec![false; boxes.len()];
+    for &i in &order[..n] {
+        keep[i] = true;
+    }
+    let mut k = keep.into_iter();
+    boxes.retain(|_| k.next().unwrap_or(false));
+}
+
+/// Keeps the `n` largest of `boxes` (by area, then score): the boxes a refining stage runs on
+/// when an image holds more candidates than it takes. The largest are the ones verification
+/// chooses from ([`super::detect::largest`]), so a crowd of small faces cannot push the
+/// subject's face out.
+pub fn keep_largest(boxes: &mut Vec<Candidate>, n: usize) {
+    if boxes.len() <= n {
+        return;
+    }
+    let area = |c: &Candidate| (c.x2 - c.x1) * (c.y2 - c.y1);
+    boxes.sort_by(|a, b| {
+        area(b)
+            .total_cmp(&area(a))
+            .then(b.score.total_cmp(&a.score))
+    });
+    boxes.truncate(n);
+}
+
 /// Overlap of two boxes under `method` (areas without the +1 pixel convention, as the reference).
 pub fn overlap(a: &Candidate, b: &Candidate, method: Overlap) -> f64 {
     let iw = (a.x2.min(b.x2) - a.x1.max(b.x1)).max(0.0);
@@ -331,6 +366,35 @@ mod tests {
         let mut v = vec![c, a, b];
         nms(&mut v, 0.5, Overlap::Union, true);
         assert_eq!(v, vec![a]);
+    }
+
+    #[test]
+    fn caps_keep_the_best_in_order_and_the_largest() {
+        let b = |x: f64, side: f64, score: f64| Candidate::new(x, 0.0, x + side, side, score);
+        let mut v = vec![
+            b(0.0, 10.0, 0.7),
+            b(1.0, 10.0, 0.9),
+            b(2.0, 10.0, 0.8),
+            b(3.0, 10.0, 0.6),
+        ];
+        keep_best_scores(&mut v, 2);
+        assert_eq!(
+            v,
+            vec![b(1.0, 10.0, 0.9), b(2.0, 10.0, 0.8)],
+            "raster order kept"
+        );
+        let mut v = vec![
+            b(0.0, 10.0, 0.99),
+            b(1.0, 40.0, 0.8),
+            b(2.0, 20.0, 0.9),
+            b(3.0, 40.0, 0.85),
+        ];
+        keep_largest(&mut v, 2);
+        assert_eq!(v, vec![b(3.0, 40.0, 0.85), b(1.0, 40.0, 0.8)]);
+        let mut few = vec![b(0.0, 10.0, 0.5)];
+        keep_largest(&mut few, 2);
+        keep_best_scores(&mut few, 2);
+        assert_eq!(few.len(), 1);
     }
 
     #[test]
