@@ -612,3 +612,74 @@ async fn expired_sessions_are_swept_once_across_replicas() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Session ids no session can have, the ones `bad_input.rs` tries against the in-memory store
+/// (NUL bytes, unicode, path-like, over-long), are 404 `session_not_found` on every call that
+/// names a session in the shared store too: read, close, frames, verify and identify with it.
+/// PostgreSQL refuses a NUL byte in a `text` parameter, which was answered 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_session_ids_are_not_found_in_the_shared_store() {
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let (admin, verify_key) = (sh.client("admin"), sh.client("verify"));
+    let subject = enrol(&a, &admin).await;
+    let long = "x".repeat(5000);
+    // In the path, percent-encoded; the ids they decode to go in JSON bodies.
+    let ids = [
+        ("a%00b", "a\0b".to_owned()),
+        ("%00", "\0".to_owned()),
+        // The form of a session id but for its last character.
+        (
+            "0123456789abcdef0123456789abcde%00",
+            "0123456789abcdef0123456789abcde\0".to_owned(),
+        ),
+        ("%F0%9F%92%A5", "\u{1F4A5}".to_owned()),
+        ("..%2F..%2Fetc%2Fpasswd", "../../etc/passwd".to_owned()),
+        ("null", "null".to_owned()),
+        (long.as_str(), long.clone()),
+        // Well formed, and no such session.
+        (
+            "0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef".to_owned(),
+        ),
+    ];
+    let frame = json!({"frames": [{"image": "aGk=", "timestamp_ms": 1}]});
+    for (in_path, id) in &ids {
+        let session = format!("/v1/liveness/sessions/{in_path}");
+        for (what, request) in [
+            ("read", verify_key.get(url(&a, &session))),
+            ("close", verify_key.delete(url(&a, &session))),
+            (
+                "frames",
+                verify_key
+                    .post(url(&a, &format!("{session}/frames")))
+                    .json(&frame),
+            ),
+            (
+                "verify",
+                verify_key
+                    .post(url(&a, "/v1/verify"))
+                    .json(&json!({"subject": subject, "session": id})),
+            ),
+            (
+                "identify",
+                verify_key
+                    .post(url(&a, "/v1/identify"))
+                    .json(&json!({"session": id})),
+            ),
+        ] {
+            let (st, v) = send_json(request).await;
+            assert_eq!(
+                (st, error_code(&v)),
+                (StatusCode::NOT_FOUND, "session_not_found"),
+                "{what} {in_path}: {v}"
+            );
+        }
+    }
+    // The store still serves.
+    let (st, o) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let (st, g) = get(&a, &verify_key, &id_of(&o)).await;
+    assert_eq!(st, StatusCode::OK, "{g}");
+    a.stop().await;
+}

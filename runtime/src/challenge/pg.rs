@@ -33,7 +33,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::checker::{ChallengeVerdict, FailReason, Outcome, evaluate};
 use super::session::{
     BatchResult, Closed, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
-    SessionUse, SessionView, new_id, random_challenge, usable_for,
+    SessionUse, SessionView, check_id, new_id, random_challenge, usable_for,
 };
 use super::store::SessionStore;
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
@@ -293,6 +293,8 @@ impl PgSessions {
         id: &str,
         for_update: bool,
     ) -> Result<SessionRow, SessionError> {
+        // Every call naming a session reads it here first (`release` checks on its own).
+        check_id(id)?;
         let sql = if for_update {
             concat!(
                 session_columns!(),
@@ -480,6 +482,9 @@ impl SessionStore for PgSessions {
     }
 
     async fn release(&self, key: &str, id: &str) {
+        if check_id(id).is_err() {
+            return;
+        }
         let released = sqlx::query(
             "UPDATE facekey_liveness_sessions SET busy_until = NULL \
              WHERE id = $1 AND key_hash = $2",

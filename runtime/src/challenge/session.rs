@@ -402,11 +402,28 @@ pub fn random_challenge() -> Result<Vec<Action>, getrandom::Error> {
     Ok(out)
 }
 
+/// Length of a session id ([`new_id`]): 128 bits as lowercase hex.
+const ID_LEN: usize = 32;
+
 /// A session id: 128 random bits as hex.
 pub(crate) fn new_id() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)?;
     Ok(hex::encode(bytes))
+}
+
+/// `NotFound` unless `id` has the form of a session id ([`new_id`]: 32 lowercase hex digits).
+/// Both stores check it before looking a session up, so an id no session can have is
+/// unknown without a lookup, and one the database cannot even take (PostgreSQL refuses a NUL
+/// byte in a `text` parameter, which would be a 500) never reaches it.
+pub(crate) fn check_id(id: &str) -> Result<(), SessionError> {
+    let well_formed =
+        id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(SessionError::NotFound)
+    }
 }
 
 /// The bounded registry of this replica's sessions.
@@ -455,6 +472,7 @@ impl Registry {
     /// Removes `key`'s session `id` at its client's request, with what it holds (observations,
     /// probe), whatever its state: its place is free at once.
     pub fn close(&self, key: &str, id: &str) -> Result<Closed, SessionError> {
+        check_id(id)?;
         let mut map = self.lock();
         if map.get(id).is_none_or(|s| s.key != key) {
             return Err(SessionError::NotFound);
@@ -579,6 +597,7 @@ impl Registry {
         id: &str,
         now: Instant,
     ) -> Result<&'a mut Session, SessionError> {
+        check_id(id)?;
         let s = map
             .get_mut(id)
             .filter(|s| s.key == key)
@@ -642,6 +661,9 @@ impl Registry {
 
     /// Releases a reservation whose frames could not be processed (bad input, overload).
     pub fn release(&self, key: &str, id: &str) {
+        if check_id(id).is_err() {
+            return;
+        }
         if let Some(s) = self.lock().get_mut(id).filter(|s| s.key == key) {
             s.busy = false;
         }
@@ -1223,5 +1245,32 @@ mod tests {
         r.begin_batch("k", &o.id, 2, t0).unwrap();
         r.release("k", &o.id);
         assert!(r.begin_batch("k", &o.id, 2, t0).unwrap().is_none());
+    }
+
+    #[test]
+    fn only_ids_of_the_form_new_id_makes_name_sessions() {
+        let id = new_id().unwrap();
+        assert_eq!(check_id(&id), Ok(()));
+        let upper = id.to_ascii_uppercase();
+        let nul = format!("{}\0", &id[..31]);
+        let long = "a".repeat(60_000);
+        for bad in [
+            "",
+            "a\0b",
+            &id[..31],
+            &upper,
+            &nul,
+            &format!("{id}0"),
+            &long,
+        ] {
+            assert_eq!(check_id(bad), Err(SessionError::NotFound), "{bad:?}");
+        }
+        // The registry answers them like any unknown session.
+        let r = reg();
+        let t0 = Instant::now();
+        r.open("k", None, t0, SystemTime::now()).unwrap();
+        assert_eq!(r.view("k", "a\0b", t0), Err(SessionError::NotFound));
+        assert_eq!(r.close("k", &nul), Err(SessionError::NotFound));
+        r.release("k", "a\0b");
     }
 }

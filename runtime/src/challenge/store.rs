@@ -6,7 +6,9 @@
 //! Contract common to both: sessions are bound to the key that opened them (another key gets
 //! [`SessionError::NotFound`]), expire after the TTL, are bounded (globally and per key) and a
 //! passed session is consumed by exactly one verification or identification. A store that
-//! cannot be reached answers [`SessionError::Unavailable`], never a pass.
+//! cannot be reached answers [`SessionError::Unavailable`], never a pass. An id that is not of
+//! the form sessions get (`session::check_id`) is [`SessionError::NotFound`] in both, before
+//! any lookup.
 
 use std::time::{Instant, SystemTime};
 
