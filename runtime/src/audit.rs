@@ -78,16 +78,22 @@ impl std::fmt::Debug for Audit {
     }
 }
 
-/// Longest subject or session id an audit event records, in characters. Ids a request's body
-/// named are recorded even when the request is refused (unknown subject, missing image), so a
-/// client could otherwise make one event as long as its whole body.
+/// Longest subject, face or session id an audit event records, in characters. Ids a request's
+/// body or path named are recorded even when the request is refused (unknown subject, missing
+/// image, no key at all), so a client could otherwise make one event as long as its whole body
+/// or URL.
 pub const MAX_ID_CHARS: usize = 256;
 
+/// An id as an audit event records it: cut to [`MAX_ID_CHARS`] characters.
+pub fn bounded_id(id: &str) -> String {
+    id.chars().take(MAX_ID_CHARS).collect()
+}
+
 /// An id a request's body named, as an audit event records it: trimmed, cut to
-/// [`MAX_ID_CHARS`] characters, `None` when absent or blank.
+/// [`MAX_ID_CHARS`] characters ([`bounded_id`]), `None` when absent or blank.
 pub fn body_id(id: Option<&str>) -> Option<String> {
     let id = id?.trim();
-    (!id.is_empty()).then(|| id.chars().take(MAX_ID_CHARS).collect())
+    (!id.is_empty()).then(|| bounded_id(id))
 }
 
 /// What a handler knows for the audit event that the middleware does not.

@@ -350,3 +350,58 @@ async fn a_request_whose_client_went_away_is_audited() {
     );
     s.stop().await;
 }
+
+/// Ids a request's path names are cut to `MAX_ID_CHARS` in its audit event, as ids from bodies
+/// are: requests without a key (refused before any handler, each still audited) with a
+/// 20 000-character subject, face or session id write lines of a few hundred bytes, not of
+/// their URL's length; so does a keyed request for an unknown subject.
+#[tokio::test]
+async fn ids_from_the_path_are_bounded_in_the_audit_trail() {
+    let mut config = Config::for_tests();
+    let dir = audited(&mut config);
+    let s = Running::start(config).await;
+    let long = |c: &str| c.repeat(20_000);
+    let anonymous = reqwest::Client::new();
+    let paths = [
+        (reqwest::Method::GET, format!("/v1/subjects/{}", long("s"))),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/subjects/{}/faces/{}", long("s"), long("f")),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/liveness/sessions/{}", long("l")),
+        ),
+    ];
+    for (method, path) in &paths {
+        let (status, v) = send_json(anonymous.request(method.clone(), s.url(path))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let (status, v) = send_json(
+        s.client
+            .delete(s.url(&format!("/v1/subjects/{}", long("k")))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let bounded = |e: &Value, field: &str, c: &str| {
+        assert_eq!(
+            e[field].as_str(),
+            Some(c.repeat(MAX_ID_CHARS).as_str()),
+            "{field}"
+        );
+    };
+    let denied = audit_events(&dir, "auth.denied");
+    assert_eq!(denied.len(), 3, "{denied:?}");
+    bounded(&denied[0], "subject", "s");
+    bounded(&denied[1], "subject", "s");
+    bounded(&denied[1], "face", "f");
+    bounded(&denied[2], "session", "l");
+    let deleted = audit_events(&dir, "subject.delete");
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    bounded(&deleted[0], "subject", "k");
+    let trail = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    for line in trail.lines() {
+        assert!(line.len() < 2_000, "an audit line of {} bytes", line.len());
+    }
+    s.stop().await;
+}

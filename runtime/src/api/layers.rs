@@ -287,7 +287,9 @@ impl RouteTable {
         self.find(path).map(|i| self.routes[i].label)
     }
 
-    /// The subject and face ids in `path`, percent-decoded (none when not UTF-8).
+    /// The subject, face and session ids in `path`, percent-decoded (none when not UTF-8) and
+    /// cut to [`audit::MAX_ID_CHARS`] as ids from bodies are: a request refused before its
+    /// handler (no key) would otherwise write an audit line as long as its URL.
     fn path_ids(&self, path: &str) -> PathIds {
         let Ok(m) = self.matcher.at(path) else {
             return PathIds::default();
@@ -297,7 +299,7 @@ impl RouteTable {
                 percent_encoding::percent_decode_str(v)
                     .decode_utf8()
                     .ok()
-                    .map(|s| s.into_owned())
+                    .map(|s| audit::bounded_id(&s))
             })
         };
         // `{id}` names a liveness session on the session routes, a subject on the others.
@@ -773,6 +775,14 @@ mod tests {
         assert_eq!(ids.subject.as_deref(), Some("a b"));
         assert_eq!(ids.face.as_deref(), Some("f-1"));
         assert_eq!(t.path_ids("/v1/subjects/%FF").subject, None);
+        // Cut as ids from bodies are, in characters.
+        let long = "%C3%A9".repeat(60_000);
+        let ids = t.path_ids(&format!("/v1/subjects/{long}/faces/{long}"));
+        let chars = |id: Option<String>| id.map(|s| (s.chars().count(), s.starts_with("éé")));
+        assert_eq!(chars(ids.subject), Some((audit::MAX_ID_CHARS, true)));
+        assert_eq!(chars(ids.face), Some((audit::MAX_ID_CHARS, true)));
+        let ids = t.path_ids(&format!("/v1/liveness/sessions/{long}/frames"));
+        assert_eq!(chars(ids.session), Some((audit::MAX_ID_CHARS, true)));
         assert!(RouteTable::new(&["/a/{x}", "/a/{y}"]).is_err());
     }
 
