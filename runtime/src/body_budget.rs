@@ -112,7 +112,7 @@ pub struct BodyMemoryFull {
 }
 
 /// The request's key already holds its share of the budget: the budget has room, but not for
-/// this key.
+/// this key. Bytes in whole KiB, as the budget counts them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "key {key:?} has request bodies being received that hold {held} of the {share} bytes one \
@@ -123,11 +123,11 @@ pub struct BodyMemoryFull {
 pub struct KeyShareFull {
     /// The key's id.
     pub key: Arc<str>,
-    /// Bytes this request would reserve.
+    /// Bytes this request would reserve (its size rounded up to whole KiB).
     pub wanted: u64,
     /// Bytes the key's other requests hold.
     pub held: u64,
-    /// The most one key may hold.
+    /// The most one key may hold (rounded up to whole KiB).
     pub share: u64,
 }
 
@@ -199,7 +199,8 @@ impl BodyBudget {
         if wanted == 0 {
             return Ok(None);
         }
-        let permit = match self.permits.clone().try_acquire_many_owned(units(wanted)) {
+        let needed = units(wanted);
+        let permit = match self.permits.clone().try_acquire_many_owned(needed) {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => {
                 return Err(BodyMemoryFull {
@@ -213,23 +214,29 @@ impl BodyBudget {
         let key = match key {
             None => None,
             Some(KeyShare { key, bytes: share }) => {
+                // The key's share is charged what the budget is: whole KiB. Charged the bytes
+                // alone, a key's tiny bodies would take 1 KiB of the budget each but 1 byte of
+                // its share, and hold up to 1024 times its share of the budget. The share is
+                // rounded up alike, so one body of the largest size still always fits.
+                let charged = u64::from(needed) * UNIT;
+                let share = share.div_ceil(UNIT).saturating_mul(UNIT);
                 let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
                 let held = keys.get(&**key).copied().unwrap_or(0);
-                if held.saturating_add(wanted) > share {
+                if held.saturating_add(charged) > share {
                     // The permit goes back as it drops.
                     return Err(KeyShareFull {
                         key: key.clone(),
-                        wanted,
+                        wanted: charged,
                         held,
                         share,
                     }
                     .into());
                 }
-                keys.insert(key.clone(), held + wanted);
+                keys.insert(key.clone(), held + charged);
                 Some(KeyHold {
                     keys: self.keys.clone(),
                     key: key.clone(),
-                    bytes: wanted,
+                    bytes: charged,
                 })
             }
         };
@@ -251,7 +258,7 @@ impl BodyBudget {
         u64::from(self.units).saturating_sub(free) * UNIT
     }
 
-    /// Bytes `key`'s bodies hold now (as declared, not rounded).
+    /// Bytes `key`'s bodies hold now of its share (in whole KiB, as the budget counts them).
     pub fn held_by(&self, key: &str) -> u64 {
         let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         keys.get(key).copied().unwrap_or(0)
@@ -534,7 +541,8 @@ mod tests {
         };
         assert_eq!(
             (refused.wanted, refused.held, refused.share),
-            (1, 8 * MIB, 8 * MIB)
+            (1024, 8 * MIB, 8 * MIB),
+            "in whole KiB"
         );
         assert!(
             refused
@@ -562,6 +570,51 @@ mod tests {
             (0, 0, 0)
         );
         assert!(b.keys.lock().unwrap().is_empty(), "idle keys leave the map");
+    }
+
+    /// A key's bodies take its share in whole KiB, as they take the budget: 16 one-byte bodies
+    /// fill a 16 KiB share (not 16 bytes of it), and the next is refused for the share while
+    /// the budget and other keys still have room.
+    #[test]
+    fn a_key_share_counts_whole_kib_as_the_budget_does() {
+        let b = BodyBudget::new(64 * 1024, 16 * 1024);
+        let (tiny, other): (Arc<str>, Arc<str>) = ("tiny".into(), "other".into());
+        let share = |key| {
+            Some(KeyShare {
+                key,
+                bytes: 16 * 1024,
+            })
+        };
+        let held: Vec<_> = (0..16)
+            .map(|_| b.reserve(Some(1), share(&tiny)).unwrap().unwrap())
+            .collect();
+        assert_eq!((b.held(), b.held_by("tiny")), (16 * 1024, 16 * 1024));
+        let refused = b.reserve(Some(1), share(&tiny)).unwrap_err();
+        let BodyRefused::KeyShare(refused) = refused else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(
+            (refused.wanted, refused.held, refused.share),
+            (1024, 16 * 1024, 16 * 1024)
+        );
+        assert_eq!(b.held(), 16 * 1024, "the refused request's room went back");
+        assert!(b.reserve(Some(1), share(&other)).unwrap().is_some());
+        drop(held);
+        assert_eq!(b.held_by("tiny"), 0);
+        // A share that is no whole number of KiB is rounded up too: a body of the largest size
+        // (here 1000 bytes, held as 1 KiB) always fits a share of that size.
+        let b = BodyBudget::new(10_000, 1_000);
+        let share = Some(KeyShare {
+            key: &tiny,
+            bytes: 1_000,
+        });
+        let one = b.reserve(Some(1_000), share).unwrap().unwrap();
+        assert_eq!(b.held_by("tiny"), 1024);
+        assert!(matches!(
+            b.reserve(Some(1), share),
+            Err(BodyRefused::KeyShare(_))
+        ));
+        drop(one);
     }
 
     #[test]
