@@ -666,6 +666,117 @@ async fn bad_json_numbers_and_ids_get_4xx_json() {
     s.stop().await;
 }
 
+/// A JSON image body's fields other than `image` are strings, numbers or booleans: an array or
+/// object is refused (422 `invalid_request` naming the field) at its first `[` or `{`, without
+/// parsing the rest of the body, on every route that takes an image. A body whose nested array
+/// runs on for megabytes and is then cut off shows it: read to its end it would be 400
+/// `invalid_json`. More than 16 fields besides the image are refused too.
+#[tokio::test]
+async fn json_image_bodies_refuse_nested_fields_at_their_first_bracket() {
+    let s = Running::start(Config::for_tests()).await;
+    let id = s.new_subject("Nested").await;
+    let endpoints = [
+        "/v1/verify".to_owned(),
+        "/v1/identify".to_owned(),
+        "/v1/liveness".to_owned(),
+        format!("/v1/subjects/{id}/faces"),
+    ];
+    // 4 MB of array after `"x":[`, and no end.
+    let cut_off = |head: &str| format!("{head}{}", "0,".repeat(2_000_000));
+    let many: String = (0..17).map(|i| format!(",\"f{i}\":{i}")).collect();
+    for path in &endpoints {
+        let head = format!(r#"{{"subject":"{id}","image":"aGk=","x":"#);
+        let cases = [
+            ("array field", format!("{head}[1]}}"), "field `x` must be"),
+            ("object field", format!("{head}{{}}}}"), "field `x` must be"),
+            (
+                "cut-off 4 MB array",
+                cut_off(&format!("{head}[")),
+                "field `x` must be",
+            ),
+            (
+                "cut-off 4 MB object",
+                cut_off(&format!("{head}{{")),
+                "field `x` must be",
+            ),
+            (
+                "cut-off 4 MB image array",
+                cut_off(r#"{"image":["#),
+                "field `image` must be",
+            ),
+            (
+                "17 fields",
+                format!(r#"{{"image":"aGk="{many}}}"#),
+                "too many fields",
+            ),
+        ];
+        for (what, body, message) in cases {
+            let (status, v) = send_json(
+                s.client
+                    .post(s.url(path))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+            assert_eq!(
+                (status, error_code(&v)),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+                "{path} {what}: {v}"
+            );
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(message)),
+                "{path} {what}: {v}"
+            );
+        }
+    }
+    s.assert_scores(&s.client).await;
+    s.stop().await;
+}
+
+/// `/v1/score` refuses a batch longer than `FACEKEY_MAX_BATCH` (422 `invalid_request` naming
+/// the setting) as the first row too many starts: a well-formed 2-million-row body, and one
+/// cut off after its 2 millionth row, which read to its end would be 400 `invalid_json`. A
+/// batch of exactly the limit is scored.
+#[tokio::test]
+async fn score_batches_are_refused_at_their_first_row_past_the_limit() {
+    let mut config = Config::for_tests();
+    config.max_batch = 64;
+    config.max_body_bytes = 24 * 1024 * 1024;
+    config.max_body_memory_bytes = 32 * 1024 * 1024;
+    let s = Running::start(config).await;
+    // 8 bytes a row: 2 million rows are 16 MB, within the 24 MiB body limit.
+    let rows = |n: usize| vec!["[0,0,0]"; n].join(",");
+    let (status, v) = s
+        .post_json("/v1/score", &format!(r#"{{"batch":[{}]}}"#, rows(64)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 64, "{v}");
+    let big = rows(2_000_000);
+    for (what, body) in [
+        ("65 rows", format!(r#"{{"batch":[{}]}}"#, rows(65))),
+        ("2M rows", format!(r#"{{"batch":[{big}]}}"#)),
+        ("2M rows cut off", format!(r#"{{"batch":[{big},[0.5"#)),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, v) = s.post_json("/v1/score", &body).await;
+        assert_eq!(
+            (status, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{what}: {v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("the limit is 64 (FACEKEY_MAX_BATCH)"),
+            "{what}: {message}"
+        );
+        eprintln!("{what}: answered in {:?}", started.elapsed());
+    }
+    s.assert_scores(&s.client).await;
+    s.stop().await;
+}
+
 /// Start a request to `/v1/score` declaring `declared` (a length, or chunked when `None`) and
 /// send only a little of its body, so its handler holds its reservation while it waits.
 async fn held_upload(

@@ -1,11 +1,13 @@
 //! Request body extractors that turn every malformed body into an [`ApiError`] with the right
 //! status instead of axum's plain-text rejections.
 
+use std::marker::PhantomData;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde_json::error::Category;
 
 use super::error::ApiError;
@@ -73,6 +75,15 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 
 /// Parse JSON bytes into `T`: syntax errors are 400 `invalid_json`, shape errors 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json_seed(bytes, PhantomData::<T>)
+}
+
+/// [`parse_json`] through a [`DeserializeSeed`]: for a body whose parser needs a setting, such
+/// as a bound it enforces while parsing rather than after (`/v1/score`'s batch size).
+pub fn parse_json_seed<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Result<S::Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -80,16 +91,32 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; send a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        Category::Data => ApiError::invalid_request(e.to_string()),
-        // `1e999` is valid JSON but has no finite f64: treat it like NaN/inf input.
-        Category::Syntax if e.to_string().starts_with("number out of range") => {
-            ApiError::invalid_request(format!("numbers must be finite: {e}"))
-        }
-        Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::invalid_json(format!("body is not valid JSON: {e}"))
-        }
-    })
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    seed.deserialize(&mut de)
+        .and_then(|value| de.end().map(|()| value))
+        .map_err(|e| match e.classify() {
+            Category::Data => ApiError::invalid_request(e.to_string()),
+            // `1e999` is valid JSON but has no finite f64: treat it like NaN/inf input.
+            Category::Syntax if e.to_string().starts_with("number out of range") => {
+                ApiError::invalid_request(format!("numbers must be finite: {e}"))
+            }
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::invalid_json(format!("body is not valid JSON: {e}"))
+            }
+        })
+}
+
+/// 415 unless the request declares a JSON media type.
+pub fn require_json_content_type(req: &Request) -> Result<(), ApiError> {
+    if is_json_content_type(req) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ))
+    }
 }
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -100,13 +127,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json_content_type(&req) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected Content-Type: application/json",
-            ));
-        }
+        require_json_content_type(&req)?;
         let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }

@@ -97,46 +97,175 @@ pub fn decode_base64_image(text: &str, limit: usize) -> Result<Vec<u8>, ApiError
     Ok(bytes)
 }
 
-fn json_scalar_to_string(value: serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
+/// Most fields a JSON image body may carry besides `image` (the routes read at most three:
+/// `subject`, `session`, `limit`). Each field costs two small strings once parsed, so without a
+/// bound a body of many tiny fields would cost far more memory than its bytes.
+pub const MAX_JSON_FIELDS: usize = 16;
 
-/// A JSON object whose keys are unique: a repeated key is refused (422) rather than the last one
+/// A JSON image body as parsed: the base64 image text, not yet decoded, and the other fields as
+/// strings. The visitor takes only this shape, so a body costs about its own size while parsed:
+/// a field that is an array or object is refused at its first `[` or `{` (422) without reading
+/// it, where a generic `serde_json::Value` map would first build it (an 8 MiB array of zeros
+/// is 4 million values, some 150 MiB). A repeated key is refused (422) rather than the last one
 /// winning, so a gateway that checked the first `subject` and this server never disagree (the
 /// derived bodies refuse duplicates the same way, as `duplicate field`).
-struct UniqueObject(BTreeMap<String, serde_json::Value>);
+#[derive(Debug)]
+struct JsonImageBody {
+    image: Option<String>,
+    fields: BTreeMap<String, String>,
+}
 
-impl<'de> serde::Deserialize<'de> for UniqueObject {
+impl<'de> serde::Deserialize<'de> for JsonImageBody {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = UniqueObject;
+            type Value = JsonImageBody;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<UniqueObject, A::Error> {
-                let mut entries = BTreeMap::new();
+            ) -> Result<JsonImageBody, A::Error> {
+                let mut image = None;
+                let mut fields = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    if entries.contains_key(&key) {
+                    if (key == IMAGE_FIELD && image.is_some()) || fields.contains_key(&key) {
                         return Err(serde::de::Error::custom(format_args!(
                             "duplicate field `{key}`"
                         )));
                     }
-                    let value: serde_json::Value = map.next_value()?;
-                    entries.insert(key, value);
+                    if key == IMAGE_FIELD {
+                        image = Some(map.next_value_seed(ImageText)?);
+                        continue;
+                    }
+                    if fields.len() >= MAX_JSON_FIELDS {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "too many fields: send at most {MAX_JSON_FIELDS} besides `{IMAGE_FIELD}`"
+                        )));
+                    }
+                    let value = map.next_value_seed(ScalarField(&key))?;
+                    fields.insert(key, value);
                 }
-                Ok(UniqueObject(entries))
+                Ok(JsonImageBody { image, fields })
             }
         }
         deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The `image` field's value: a string; anything else is refused at once (an array or object
+/// before any of its contents is read).
+struct ImageText;
+
+impl ImageText {
+    fn refuse<E: serde::de::Error>() -> E {
+        E::custom(format_args!(
+            "field `{IMAGE_FIELD}` must be a base64 string"
+        ))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ImageText {
+    type Value = String;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ImageText {
+    type Value = String;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a base64 string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<String, E> {
+        Err(Self::refuse())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<String, E> {
+        Err(Self::refuse())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<String, E> {
+        Err(Self::refuse())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
+        Err(Self::refuse())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+        Err(Self::refuse())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Err(Self::refuse())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Err(Self::refuse())
+    }
+}
+
+/// Another field's value (named by the key) as a string: JSON numbers and booleans in their
+/// JSON text form. `null`, arrays and objects are refused with one message; an array or object
+/// before any of its contents is read.
+struct ScalarField<'a>(&'a str);
+
+impl ScalarField<'_> {
+    fn refuse<E: serde::de::Error>(&self) -> E {
+        E::custom(format_args!(
+            "field `{}` must be a string, number or boolean",
+            self.0
+        ))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ScalarField<'_> {
+    type Value = String;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ScalarField<'_> {
+    type Value = String;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    // Numbers as `serde_json::Number` prints them, as before this visitor (`5.0` stays `5.0`).
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(serde_json::Number::from(v).to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(serde_json::Number::from(v).to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        serde_json::Number::from_f64(v)
+            .map(|n| n.to_string())
+            .ok_or_else(|| self.refuse())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+        Err(self.refuse())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<String, E> {
+        Err(self.refuse())
+    }
+    // Returning without reading an element: the parser stops at the `[` or `{`.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Err(self.refuse())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Err(self.refuse())
     }
 }
 
@@ -146,26 +275,12 @@ async fn from_json(
     limit: usize,
 ) -> Result<ImageInput, ApiError> {
     let body = read_body(req, state).await?;
-    let UniqueObject(object) = parse_json(&body)?;
-    let mut image = None;
-    let mut fields = BTreeMap::new();
-    for (key, value) in object {
-        if key == IMAGE_FIELD {
-            let text = value.as_str().ok_or_else(|| {
-                ApiError::invalid_request(format!("field `{IMAGE_FIELD}` must be a base64 string"))
-            })?;
-            image = Some(decode_base64_image(text, limit)?);
-        } else {
-            let text = json_scalar_to_string(value).ok_or_else(|| {
-                ApiError::invalid_request(format!(
-                    "field `{key}` must be a string, number or boolean"
-                ))
-            })?;
-            fields.insert(key, text);
-        }
-    }
-    // A liveness session may stand in for the image (verify): then the image is empty.
+    let JsonImageBody { image, fields } = parse_json(&body)?;
+    drop(body);
     let image = image
+        .map(|text| decode_base64_image(&text, limit))
+        .transpose()?
+        // A liveness session may stand in for the image (verify): then the image is empty.
         .or_else(|| fields.contains_key(SESSION_FIELD).then(Vec::new))
         .ok_or_else(missing_image)?;
     Ok(ImageInput {
@@ -293,5 +408,88 @@ mod tests {
             "image_too_large"
         );
         assert!(decode_base64_image(&big, 64).is_ok());
+    }
+
+    fn parse(body: &[u8]) -> Result<JsonImageBody, ApiError> {
+        parse_json(body)
+    }
+
+    #[test]
+    fn json_bodies_keep_scalar_fields_as_text() {
+        let b =
+            parse(br#"{"image":"aGk=","subject":"s","limit":5,"x":5.0,"y":-2,"z":true}"#).unwrap();
+        assert_eq!(b.image.as_deref(), Some("aGk="));
+        let text = |k: &str| b.fields[k].as_str();
+        assert_eq!(
+            (
+                text("subject"),
+                text("limit"),
+                text("x"),
+                text("y"),
+                text("z")
+            ),
+            ("s", "5", "5.0", "-2", "true")
+        );
+        // At most MAX_JSON_FIELDS besides the image; keys once each.
+        let fields = |n: usize| {
+            (0..n)
+                .map(|i| format!(r#""f{i}":{i}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let b = parse(format!(r#"{{"image":"aGk=",{}}}"#, fields(MAX_JSON_FIELDS)).as_bytes());
+        assert_eq!(b.unwrap().fields.len(), MAX_JSON_FIELDS);
+        let e = parse(format!(r#"{{{},"image":"aGk="}}"#, fields(MAX_JSON_FIELDS + 1)).as_bytes())
+            .unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (422, "invalid_request"));
+        assert!(e.message.contains("too many fields"), "{}", e.message);
+        for body in [
+            r#"{"subject":"a","subject":"b"}"#,
+            r#"{"image":"aGk=","image":"aGk="}"#,
+        ] {
+            let e = parse(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, "invalid_request", "{body}");
+            assert!(e.message.contains("duplicate field"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn nested_fields_are_refused_at_their_first_bracket() {
+        for (body, field) in [
+            (r#"{"image":"aGk=","x":[1]}"#, "x"),
+            (r#"{"image":"aGk=","x":{}}"#, "x"),
+            (r#"{"image":"aGk=","x":null}"#, "x"),
+            (r#"{"x":[],"image":"aGk="}"#, "x"),
+            (r#"{"image":[1]}"#, "image"),
+            (r#"{"image":12}"#, "image"),
+        ] {
+            let e = parse(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (422, "invalid_request"),
+                "{body}"
+            );
+            assert!(
+                e.message.contains(&format!("field `{field}` must be")),
+                "{e:?}"
+            );
+        }
+        // A huge nested value that never ends: refused for its shape at the `[` or `{`, 21
+        // characters in, without reading on (reading it would find the body cut off: 400
+        // `invalid_json`).
+        for (open, item) in [("[", "0,"), ("{", "\"a\":0,"), ("", "[[[[")] {
+            let mut body = format!(r#"{{"image":"aGk=","x":{open}"#).into_bytes();
+            body.extend(item.repeat(1_000_000).as_bytes());
+            let e = parse(&body).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (422, "invalid_request"),
+                "{open}: {e:?}"
+            );
+            assert!(e.message.contains("column 21"), "{}", e.message);
+        }
+        let mut image = br#"{"image":["#.to_vec();
+        image.extend(b"0,".repeat(1_000_000));
+        assert_eq!(parse(&image).unwrap_err().code, "invalid_request");
     }
 }
