@@ -1,8 +1,9 @@
 //! The HTTP accept loop: at most `FACEKEY_MAX_CONNECTIONS` open connections (beyond it, new
 //! connections wait in the kernel's backlog instead of each costing a task and buffers); a
 //! header-read timeout (`FACEKEY_HEADER_READ_TIMEOUT_SECS`) for a request's headers and for a new
-//! connection's first byte, and an idle timeout for connections with no traffic at all, so slow,
-//! stalled or silent clients cannot hold connections for ever; HTTP/1.1 and h2c; the peer address
+//! connection's first byte, and an idle timeout for connections with no traffic (HTTP/1.1) or no
+//! request (HTTP/2) for that long, so slow, stalled, silent or merely pinging clients cannot
+//! hold connections for ever; HTTP/1.1 and h2c; the peer address
 //! for handlers (`ConnectInfo`); graceful shutdown that lets open connections finish their
 //! requests. `axum::serve` sets none of these limits, hence this loop.
 
@@ -11,15 +12,16 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response};
+use axum::http::{Request, Response, Version};
 use futures::future::Either;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -39,41 +41,182 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Longest wait for a request's headers, and for a new connection's first byte.
     pub header_read_timeout: Duration,
-    /// A connection with no bytes read or written for this long (at most twice this) is
-    /// closed (keep-alive connections between requests; longer than any request may take).
+    /// A connection idle for this long (at most twice this) is closed (keep-alive connections
+    /// between requests; longer than any request may take): over HTTP/1.1 one with no bytes
+    /// read or written, over HTTP/2 one with no request in flight, started or answered.
     pub idle_timeout: Duration,
 }
 
-/// A connection that fails its reads once it has been silent too long: first for
-/// `first_byte` (a new connection that sends nothing), then for `idle` with no bytes read or
-/// written. Hyper then closes it, which frees its place. Traffic only sets a flag; the timer is
-/// re-armed when it fires after traffic, so a busy connection costs no timer work per read or
-/// write, and a silent one is closed between `idle` and twice `idle` after its last byte.
+/// The client preface that opens an HTTP/2 connection (hyper-util's `auto` builder tells the
+/// protocols apart by it the same way).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the first bytes read say the connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Not known yet: this many bytes of [`H2_PREFACE`] have matched.
+    Sniffing(usize),
+    Http1,
+    Http2,
+}
+
+impl Protocol {
+    /// The protocol once `data` (the next bytes read) has been seen.
+    fn after(self, data: &[u8]) -> Self {
+        let Self::Sniffing(matched) = self else {
+            return self;
+        };
+        let rest = H2_PREFACE.get(matched..).unwrap_or_default();
+        let n = data.len().min(rest.len());
+        if data.get(..n) != rest.get(..n) {
+            Self::Http1
+        } else if n == rest.len() {
+            Self::Http2
+        } else {
+            Self::Sniffing(matched + n)
+        }
+    }
+}
+
+/// A connection's HTTP/2 requests, for its [`Deadline`]. On HTTP/2 bytes are no sign of use:
+/// the server sends keep-alive PINGs (`keep_alive_interval`, idle connections included) and
+/// the client acknowledges them, so a connection with no request for ever would never fall
+/// silent, and 1024 such connections without a key would hold every place. Requests are.
+#[derive(Debug, Default)]
+struct Requests {
+    /// Requests not yet answered in full (their answer's body not yet dropped).
+    open: AtomicUsize,
+    /// A request started or ended since the deadline last looked.
+    seen: AtomicBool,
+}
+
+impl Requests {
+    /// Whether a request was in flight, started or ended since the last call.
+    fn busy(&self) -> bool {
+        self.seen.swap(false, Ordering::Relaxed) || self.open.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One HTTP/2 request in flight, from its call until its answer's body is dropped.
+#[derive(Debug)]
+struct InFlight(Arc<Requests>);
+
+impl InFlight {
+    fn new(requests: Arc<Requests>) -> Self {
+        requests.open.fetch_add(1, Ordering::Relaxed);
+        requests.seen.store(true, Ordering::Relaxed);
+        Self(requests)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.seen.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body holding its request's [`InFlight`] until hyper has sent it (or given up).
+struct Tracked {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, its body made [`Tracked`] when the request is tracked.
+    struct Answer<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: Future<Output = Result<Response<Body>, Infallible>>> Future for Answer<F> {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        Poll::Ready(Ok(match this.in_flight.take() {
+            Some(in_flight) => response.map(|inner| {
+                Body::new(Tracked {
+                    inner,
+                    _in_flight: in_flight,
+                })
+            }),
+            None => response,
+        }))
+    }
+}
+
+/// A connection that fails its reads once it has been idle too long: first for `first_byte`
+/// (a new connection that sends nothing), then for `idle` with no bytes read or written on
+/// HTTP/1.1, or no request in flight, started or answered on HTTP/2 ([`Requests`]: there its
+/// PINGs and their acks flow on an idle connection). Hyper then closes it, which frees its
+/// place. Use only sets a flag; the timer is re-armed when it fires after use, so a busy
+/// connection costs no timer work per read or write, and an idle one is closed between `idle`
+/// and twice `idle` after its last use.
 struct Deadline<T> {
     inner: T,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// Bytes read or written since the timer last fired.
     active: bool,
+    /// Still in the first period (`first_byte`), where any byte counts.
+    first: bool,
+    protocol: Protocol,
+    requests: Arc<Requests>,
 }
 
 impl<T> Deadline<T> {
-    fn new(inner: T, first_byte: Duration, idle: Duration) -> Self {
+    fn new(inner: T, first_byte: Duration, idle: Duration, requests: Arc<Requests>) -> Self {
         Self {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(first_byte)),
             active: false,
+            first: true,
+            protocol: Protocol::Sniffing(0),
+            requests,
         }
     }
 
-    /// Whether the connection has been silent for a whole period; if not, the timer is
-    /// re-armed (with `cx`'s waker registered) when it has run out.
+    /// Whether the connection has been idle for a whole period; if not, the timer is re-armed
+    /// (with `cx`'s waker registered) when it has run out.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            if !std::mem::take(&mut self.active) {
+            let bytes = std::mem::take(&mut self.active);
+            let requests = self.requests.busy();
+            let first = std::mem::take(&mut self.first);
+            let used = if first || self.protocol != Protocol::Http2 {
+                bytes
+            } else {
+                requests
+            };
+            if !used {
                 return true;
             }
             let next = Instant::now() + self.idle;
@@ -91,8 +234,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadline<T> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if buf.filled().len() > before {
+                if let Some(data) = buf.filled().get(before..).filter(|d| !d.is_empty()) {
                     self.active = true;
+                    self.protocol = self.protocol.after(data);
                 }
                 Poll::Ready(r)
             }
@@ -146,10 +290,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
 /// One connection's service: the API stack cloned once per connection and called in place for
 /// each request (hyper-util's `TowerToHyperService` clones the whole stack, and with it every
 /// reference count it holds, for every request). Each request gets the peer address
-/// (`ConnectInfo`) for the handlers.
+/// (`ConnectInfo`) for the handlers; an HTTP/2 request is counted in the connection's
+/// [`Requests`] until its answer is sent.
 struct ConnectionService<S> {
     service: Mutex<S>,
     peer: SocketAddr,
+    requests: Arc<Requests>,
 }
 
 impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
@@ -158,9 +304,11 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<S::Future, Oneshot<S, Request<Body>>>;
+    type Future = Answer<Either<S::Future, Oneshot<S, Request<Body>>>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let in_flight =
+            (req.version() == Version::HTTP_2).then(|| InFlight::new(self.requests.clone()));
         let mut req = req.map(Body::new);
         req.extensions_mut()
             .insert(ConnectInfo::<SocketAddr>(self.peer));
@@ -170,10 +318,11 @@ where
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // The API stack is always ready; should it ever not be, a clone waits for readiness.
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        match service.poll_ready(&mut cx) {
+        let inner = match service.poll_ready(&mut cx) {
             Poll::Ready(Ok(())) => Either::Left(service.call(req)),
             Poll::Pending => Either::Right(service.clone().oneshot(req)),
-        }
+        };
+        Answer { inner, in_flight }
     }
 }
 
@@ -229,10 +378,17 @@ pub async fn serve<S>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let stream = Deadline::new(stream, limits.header_read_timeout, limits.idle_timeout);
+        let requests = Arc::new(Requests::default());
+        let stream = Deadline::new(
+            stream,
+            limits.header_read_timeout,
+            limits.idle_timeout,
+            requests.clone(),
+        );
         let service = ConnectionService {
             service: Mutex::new(app.clone()),
             peer,
+            requests,
         };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -250,4 +406,34 @@ pub async fn serve<S>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http2_preface_is_told_apart_in_pieces() {
+        let sniff = |pieces: &[&[u8]]| {
+            pieces
+                .iter()
+                .fold(Protocol::Sniffing(0), |p, piece| p.after(piece))
+        };
+        assert_eq!(sniff(&[H2_PREFACE]), Protocol::Http2);
+        assert_eq!(
+            sniff(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x12\x04"]),
+            Protocol::Http2
+        );
+        assert_eq!(
+            sniff(&[b"P", b"RI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]),
+            Protocol::Http2
+        );
+        assert_eq!(sniff(&[b"PRI * HTTP/2.0\r\n"]), Protocol::Sniffing(16));
+        assert_eq!(sniff(&[b"GET / HTTP/1.1\r\n"]), Protocol::Http1);
+        assert_eq!(sniff(&[b"PRI", b" / HTTP/1.1\r\n"]), Protocol::Http1);
+        assert_eq!(sniff(&[b"POST"]), Protocol::Http1);
+        // Decided once: later bytes change nothing.
+        assert_eq!(Protocol::Http1.after(H2_PREFACE), Protocol::Http1);
+        assert_eq!(Protocol::Http2.after(b"GET"), Protocol::Http2);
+    }
 }

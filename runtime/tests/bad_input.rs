@@ -1068,6 +1068,85 @@ async fn idle_connections_beyond_the_limit_wait_and_are_cut_off() {
     s.stop().await;
 }
 
+/// An HTTP/2 connection open at `addr`: its request sender, and its task (it answers the
+/// server's keep-alive PINGs, as any HTTP/2 client does, and ends when the connection closes).
+async fn h2c(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// `GET /readyz` over an HTTP/2 connection: its status.
+async fn h2_ready(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    addr: std::net::SocketAddr,
+) -> u16 {
+    let request = http::Request::get(format!("http://{addr}/readyz"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    send.send_request(request).await.unwrap().status().as_u16()
+}
+
+/// HTTP/2 connections that send no request are closed after the idle timeout although they
+/// are never silent (the server PINGs them every header-read timeout and the client answers),
+/// so idle HTTP/2 clients without a key cannot hold every connection place; a connection that
+/// keeps sending requests stays open, and once the idle one is gone a new client is served.
+#[tokio::test]
+async fn idle_http2_connections_that_answer_pings_are_closed() {
+    let mut config = Config::for_tests();
+    config.max_connections = 2;
+    // PINGs every second; idle after 2 s (twice the request timeout).
+    config.header_read_timeout_secs = 1;
+    config.request_timeout_secs = 1;
+    let s = Running::start(config).await;
+    // Both places: one connection kept busy, one idle after its first request.
+    let (mut busy, busy_task) = h2c(s.addr).await;
+    let (mut idle, idle_task) = h2c(s.addr).await;
+    assert_eq!(h2_ready(&mut busy, s.addr).await, 200);
+    assert_eq!(h2_ready(&mut idle, s.addr).await, 200);
+    let started = std::time::Instant::now();
+    while !idle_task.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        assert_eq!(h2_ready(&mut busy, s.addr).await, 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        idle_task.is_finished(),
+        "an HTTP/2 connection without requests is still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed before the idle timeout ({:?})",
+        started.elapsed()
+    );
+    assert!(!busy_task.is_finished(), "the busy connection was closed");
+    // The idle connection's place serves a new client at once.
+    let fresh = common::keyed_client(&s.keys["admin"]);
+    let (status, v) = tokio::time::timeout(
+        Duration::from_secs(2),
+        send_json(
+            fresh
+                .post(s.url("/v1/score"))
+                .json(&json!({ "features": [1, 0.5, -1] })),
+        ),
+    )
+    .await
+    .expect("no place for a new client");
+    assert_eq!(status, StatusCode::OK, "{v}");
+    drop((busy, idle));
+    s.stop().await;
+}
+
 /// A client that keeps sending header bytes, slowly enough never to finish them, is cut off by
 /// the header-read timeout although its connection is never silent (the idle timeout alone
 /// would keep it), within two header-read timeouts; a keep-alive connection that waits
