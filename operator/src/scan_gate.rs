@@ -1169,7 +1169,8 @@ mod tests {
         fn push(list: &mut serde_json::Value, item: serde_json::Value) {
             list.as_array_mut().unwrap().push(item);
         }
-        let changes: [(&dyn Fn(&mut serde_json::Value), &str); 6] = [
+        type Change<'a> = (&'a dyn Fn(&mut serde_json::Value), &'a str);
+        let changes: [Change; 6] = [
             (
                 &|p| p["initContainers"][0]["image"] = "mirror.corp/trivy:1".into(),
                 "an image",
