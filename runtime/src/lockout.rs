@@ -1310,26 +1310,49 @@ impl Lockouts {
     /// `None` when it was counted below the threshold. [`LockoutError::Locked`] when the subject
     /// was locked already (by requests decided meanwhile): the failure is not counted and the
     /// caller answers 429 instead of the decision.
+    ///
+    /// The counting and the lock event run on a task of their own, which this call awaits: a
+    /// caller dropped meanwhile (the client gone, the request timeout) neither leaves a lock
+    /// in force whose event was never emitted (later attempts only see it already locked) nor
+    /// a failure uncounted. The purge of expired entries runs after the event, in the
+    /// background.
     pub async fn record_failure(&self, subject: &str) -> Result<Option<Locked>, LockoutError> {
         let policy = self.inner.policy;
         if !policy.is_enabled() {
             return Ok(None);
         }
-        let subject = key(subject);
-        let counted = self.inner.ledger.record_failure(&subject, &policy).await?;
-        self.purge_now_and_then().await;
+        let subject = key(subject).into_owned();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let counted = this.inner.ledger.record_failure(&subject, &policy).await;
+            let result = this.counted(subject, counted?);
+            this.purge_now_and_then();
+            result
+        })
+        .await
+        .map_err(|e| {
+            LockoutError::Store(StoreError::Backend {
+                operation: "count a failed attempt",
+                source: Box::new(e),
+            })
+        })?
+    }
+
+    /// What counting one failure of `subject` did, told: the lock event when it locked it.
+    fn counted(&self, subject: String, counted: Counted) -> Result<Option<Locked>, LockoutError> {
+        let policy = self.inner.policy;
         match counted {
             Counted::LockedNow { failures, lock } => {
                 SubjectLockout {
                     at: SystemTime::now(),
-                    subject: subject.to_string(),
+                    subject: subject.clone(),
                     failures,
                     window: policy.window,
                     locked_for: lock,
                 }
                 .emit(&self.inner.metrics, self.inner.alerts.as_ref());
                 Ok(Some(Locked {
-                    subject: subject.into_owned(),
+                    subject,
                     retry_after: lock,
                 }))
             }
@@ -1342,7 +1365,7 @@ impl Lockouts {
                 );
                 Ok(None)
             }
-            Counted::AlreadyLocked(retry_after) => Err(locked(subject, retry_after)),
+            Counted::AlreadyLocked(retry_after) => Err(locked(Cow::Owned(subject), retry_after)),
         }
     }
 
@@ -1361,9 +1384,10 @@ impl Lockouts {
         }
     }
 
-    /// Delete expired ledger entries at most once per [`PURGE_INTERVAL`]; a failure is logged,
-    /// not returned (the failure itself was counted).
-    async fn purge_now_and_then(&self) {
+    /// Delete expired ledger entries at most once per [`PURGE_INTERVAL`], on a task of its own
+    /// (nobody waits for it); a failure is logged, not returned (the failure itself was
+    /// counted).
+    fn purge_now_and_then(&self) {
         {
             let mut last = self
                 .inner
@@ -1376,11 +1400,14 @@ impl Lockouts {
             }
             *last = Some(now);
         }
-        match self.inner.ledger.purge_expired().await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "expired lockout entries purged"),
-            Err(e) => tracing::warn!(error = %e, "purging expired lockout entries failed"),
-        }
+        let ledger = Arc::clone(&self.inner.ledger);
+        tokio::spawn(async move {
+            match ledger.purge_expired().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired lockout entries purged"),
+                Err(e) => tracing::warn!(error = %e, "purging expired lockout entries failed"),
+            }
+        });
     }
 }
 
@@ -1985,6 +2012,93 @@ mod tests {
         };
         let (l, _, _, _) = service(policy, 100);
         assert!(l.record_failure(SUBJECT).await.unwrap().is_some());
+    }
+
+    /// A memory ledger whose purge, and whose answer to a counted failure, take their time
+    /// (a slow database, a lock wait, a COMMIT whose answer is late).
+    struct Slow {
+        inner: MemoryLedger,
+        answer_after: Duration,
+        purge_after: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl Ledger for Slow {
+        async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+            self.inner.locked_for(subject).await
+        }
+        async fn record_failure(
+            &self,
+            subject: &str,
+            policy: &Policy,
+        ) -> Result<Counted, LockoutError> {
+            let counted = self.inner.record_failure(subject, policy).await;
+            tokio::time::sleep(self.answer_after).await;
+            counted
+        }
+        async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+            self.inner.clear(subject).await
+        }
+        async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
+            self.inner.release(subject).await
+        }
+        async fn purge_expired(&self) -> Result<u64, LockoutError> {
+            tokio::time::sleep(self.purge_after).await;
+            self.inner.purge_expired().await
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+    }
+
+    /// `record_failure` of a one-attempt policy over `ledger`, dropped after `after`; then the
+    /// lock events emitted within a few seconds.
+    async fn lockouts_emitted_when_dropped(ledger: Slow, after: Duration) -> u64 {
+        let metrics = Metrics::new().unwrap();
+        let policy = Policy {
+            attempts: 1,
+            ..policy()
+        };
+        let l = Lockouts::new(policy, Arc::new(ledger), metrics.clone(), None);
+        // The caller goes away (the client, the request timeout) while the call is not done.
+        let _ = tokio::time::timeout(after, l.record_failure(SUBJECT)).await;
+        let mut emitted = lockouts_total(&metrics);
+        for _ in 0..500 {
+            if emitted > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            emitted = lockouts_total(&metrics);
+        }
+        // Locked either way: the event is what a dropped caller used to lose.
+        assert!(l.check(SUBJECT).await.is_err());
+        emitted
+    }
+
+    /// The lock is in force once the ledger answered: a caller dropped during the purge that
+    /// follows (slow, and run once a minute by whichever failure comes) still emits its event.
+    #[tokio::test]
+    async fn a_caller_dropped_during_the_purge_still_emits_the_lock() {
+        let ledger = Slow {
+            inner: MemoryLedger::new(),
+            answer_after: Duration::ZERO,
+            purge_after: Duration::from_secs(60),
+        };
+        let emitted = lockouts_emitted_when_dropped(ledger, Duration::from_millis(100)).await;
+        assert_eq!(emitted, 1, "the lock's event was lost with its caller");
+    }
+
+    /// A caller dropped after the ledger counted but before it answered (a late COMMIT answer)
+    /// still emits the lock event once the answer comes.
+    #[tokio::test]
+    async fn a_caller_dropped_before_the_ledger_answered_still_emits_the_lock() {
+        let ledger = Slow {
+            inner: MemoryLedger::new(),
+            answer_after: Duration::from_millis(300),
+            purge_after: Duration::ZERO,
+        };
+        let emitted = lockouts_emitted_when_dropped(ledger, Duration::from_millis(20)).await;
+        assert_eq!(emitted, 1, "the lock's event was lost with its caller");
     }
 
     #[tokio::test]
