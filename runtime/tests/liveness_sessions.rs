@@ -907,3 +907,56 @@ async fn a_client_closes_its_session() {
         (Some(id.as_str()), Some("verify"))
     );
 }
+
+/// `POST /v1/liveness/sessions` refuses a body it cannot take with the API's JSON error, as
+/// every route does: a chunked body over `FACEKEY_MAX_BODY_BYTES` is 413 `payload_too_large`,
+/// a malformed chunked one 400 `unreadable_body` (axum's own refusals are plain text).
+#[tokio::test]
+async fn opening_refuses_unreadable_bodies_with_json_errors() {
+    let s = Running::start(config()).await;
+    // 9 MiB without a length (chunked), over the 8 MiB limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..9 * 16).map(|_| Ok(vec![b' '; 64 * 1024])).collect();
+    let r = s
+        .client
+        .post(s.url("/v1/liveness/sessions"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        "{v}"
+    );
+    // A chunk size that is not hexadecimal.
+    let key = s.keys["admin"].clone();
+    let mut stream = s
+        .open_request(
+            "/v1/liveness/sessions",
+            Some(&key),
+            "application/json",
+            "transfer-encoding: chunked\r\n",
+            b"zz\r\n{}\r\n0\r\n\r\n",
+        )
+        .await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await
+    .expect("no answer")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(error_code(&v), "unreadable_body", "{v}");
+    s.assert_scores(&s.client).await;
+    s.stop().await;
+}

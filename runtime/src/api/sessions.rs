@@ -33,7 +33,8 @@ use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::challenge::session::{
-    Concluded, Registry, SessionError, SessionLimits, SessionState, SessionUse, SessionView,
+    BatchResult, Concluded, Registry, SessionError, SessionLimits, SessionState, SessionUse,
+    SessionView,
 };
 use crate::challenge::store::SessionStore;
 use crate::challenge::{
@@ -454,11 +455,14 @@ call of the session).",
 pub async fn open(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
-    body: Bytes,
+    req: Request,
 ) -> Result<Response, ApiError> {
     state.engine()?;
     state.sessions.models()?;
     let key = key_of(caller.as_ref())?;
+    // Read here rather than by axum's `Bytes` extractor, whose refusals (a chunked body over
+    // the limit, a malformed one) are plain text: every error is the API's JSON.
+    let body = read_body(req, &state).await?;
     // No body, or JSON `null` (what the document's optional body allows), opens an unbound session.
     let req: OpenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         OpenRequest::default()
@@ -783,14 +787,62 @@ pub async fn frames(
     }
     // Adding the frames releases the reservation whatever it answers.
     reservation.handed_on();
-    let result = store.add_frames(&key, &id, observed).await?;
+    let result = add_frames_and_report(&state, store, key, id, observed, headers).await?;
     let body = Json(frames_response(&result.view, result.frames));
     let Some(c) = &result.concluded else {
         return Ok(body.into_response());
     };
-    record_concluded(&state, std::slice::from_ref(c), &headers, Some(&key)).await;
     // The call that concluded the session carries its verdict into the audit log.
-    let detail = AuditDetail {
+    Ok((Extension(verdict_detail(c)), body).into_response())
+}
+
+/// Adds a frames call's observations to `key`'s session `id` and reports the session's end if
+/// they concluded it ([`record_concluded`]: the spoof event and alert of a failure, the pass and
+/// failure counters), on a task of its own that this call awaits. The store commits the verdict
+/// once: a later call only sees the session ended, and the sweeper only ends sessions still in
+/// progress, so the report must not be lost with the request. A caller dropped meanwhile (the
+/// client gone, an HTTP/2 reset, the request timeout) still gets the session reported, and
+/// its verdict audited through the request's [`crate::audit::OnCommit`] (the request's own
+/// event could not carry it).
+async fn add_frames_and_report(
+    state: &SharedState,
+    store: Arc<dyn SessionStore>,
+    key: String,
+    id: String,
+    observed: Vec<FrameObservation>,
+    headers: HeaderMap,
+) -> Result<BatchResult, ApiError> {
+    let on_commit = crate::audit::ON_COMMIT
+        .try_with(Clone::clone)
+        .ok()
+        .flatten();
+    let state = Arc::clone(state);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let result = store.add_frames(&key, &id, observed).await;
+        if let Ok(BatchResult {
+            concluded: Some(c), ..
+        }) = &result
+        {
+            record_concluded(&state, std::slice::from_ref(c), &headers, Some(&key)).await;
+        }
+        // The caller gone (its receiver dropped): the verdict's own audit event.
+        if let Err(Ok(BatchResult {
+            concluded: Some(c), ..
+        })) = tx.send(result)
+            && let Some(hook) = on_commit
+        {
+            (hook.0)(StatusCode::OK, verdict_detail(&c));
+        }
+    });
+    rx.await
+        .map_err(|_| ApiError::internal("adding the frames to the session failed"))?
+        .map_err(ApiError::from)
+}
+
+/// The audit detail of the call that concluded a session: its verdict.
+fn verdict_detail(c: &Concluded) -> AuditDetail {
+    AuditDetail {
         subject: c.subject.clone(),
         session: Some(c.id.clone()),
         decision: match c.outcome {
@@ -800,8 +852,7 @@ pub async fn frames(
         },
         reasons: c.reasons.iter().map(|r| r.as_str().to_owned()).collect(),
         ..AuditDetail::default()
-    };
-    Ok((Extension(detail), body).into_response())
+    }
 }
 
 /// A session's batch reservation ([`SessionStore::begin_batch`]) held by a frames call until its
@@ -1275,5 +1326,193 @@ mod tests {
             Config::try_parse_from(["facekey-runtime", "--session-passive-min", "1.5"]).is_err(),
             "out of [0, 1]"
         );
+    }
+
+    /// A session store in memory whose answer to added frames comes late (a COMMIT whose
+    /// answer is slow or lost), after the frames were added.
+    struct LateAnswers {
+        inner: Registry,
+        after: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionStore for LateAnswers {
+        fn limits(&self) -> SessionLimits {
+            SessionStore::limits(&self.inner)
+        }
+        fn policy(&self) -> &ChallengePolicy {
+            SessionStore::policy(&self.inner)
+        }
+        fn describe(&self) -> &'static str {
+            "late"
+        }
+        async fn open(
+            &self,
+            key: &str,
+            subject: Option<String>,
+        ) -> Result<(crate::challenge::session::Opened, Vec<Concluded>), SessionError> {
+            SessionStore::open(&self.inner, key, subject).await
+        }
+        async fn begin_batch(
+            &self,
+            key: &str,
+            id: &str,
+            n: usize,
+        ) -> Result<Option<SessionView>, SessionError> {
+            SessionStore::begin_batch(&self.inner, key, id, n).await
+        }
+        async fn release(&self, key: &str, id: &str) {
+            SessionStore::release(&self.inner, key, id).await;
+        }
+        async fn add_frames(
+            &self,
+            key: &str,
+            id: &str,
+            batch: Vec<FrameObservation>,
+        ) -> Result<BatchResult, SessionError> {
+            let result = SessionStore::add_frames(&self.inner, key, id, batch).await;
+            tokio::time::sleep(self.after).await;
+            result
+        }
+        async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError> {
+            SessionStore::view(&self.inner, key, id).await
+        }
+        async fn take_probe(
+            &self,
+            key: &str,
+            id: &str,
+            purpose: SessionUse<'_>,
+        ) -> Result<crate::challenge::session::PassedProbe, SessionError> {
+            SessionStore::take_probe(&self.inner, key, id, purpose).await
+        }
+        async fn sweep(&self) -> Result<Vec<Concluded>, SessionError> {
+            SessionStore::sweep(&self.inner).await
+        }
+        async fn close(
+            &self,
+            key: &str,
+            id: &str,
+        ) -> Result<crate::challenge::session::Closed, SessionError> {
+            SessionStore::close(&self.inner, key, id).await
+        }
+        async fn active(&self) -> Result<usize, SessionError> {
+            SessionStore::active(&self.inner).await
+        }
+        async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
+            SessionStore::forget_subject(&self.inner, subject).await
+        }
+    }
+
+    /// A frame with a usable (synthetic) face.
+    fn frame_with_a_face() -> FrameObservation {
+        use crate::challenge::{EyeState, FaceObservation, Fingerprint};
+        FrameObservation {
+            timestamp_ms: 10_000,
+            received_ms: None,
+            face: Some(FaceObservation {
+                bbox: crate::vision::detect::BoundingBox {
+                    x: 0.0,
+                    y: 0.0,
+                    width: 100.0,
+                    height: 100.0,
+                },
+                landmarks: crate::challenge::signals::tests::face(0.0, 0.0, 0.0, 1.0),
+                eyes: Some(EyeState {
+                    left_open: 0.95,
+                    right_open: 0.95,
+                }),
+                embedding: Some(
+                    Embedding::new((0..128).map(|k| (k as f32 * 0.1).sin() * 0.08).collect())
+                        .unwrap(),
+                ),
+                liveness: Some(0.7),
+                quality: Some(0.8),
+            }),
+            unusable: None,
+            fingerprint: Some(Fingerprint::try_from((0..=255).collect::<Vec<u8>>()).unwrap()),
+        }
+    }
+
+    /// The frames call that fails a session commits the verdict in the store; a caller dropped
+    /// before the store's answer came (the client gone, the request timeout) still gets the
+    /// failure reported: the spoof event, the failure counter and the verdict's audit event.
+    #[tokio::test]
+    async fn a_failure_concluded_after_its_caller_went_away_is_still_reported() {
+        let server = crate::server::Server::bind(Config::for_tests())
+            .await
+            .unwrap();
+        let state = server.state();
+        let store: Arc<dyn SessionStore> = Arc::new(LateAnswers {
+            inner: Registry::new(state.sessions.limits(), state.sessions.policy()),
+            after: Duration::from_millis(300),
+        });
+        let (opened, _) = store.open("k", None).await.unwrap();
+        assert!(
+            store
+                .begin_batch("k", &opened.id, 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The same frame twice: a replay, which fails the session at once.
+        let frame = frame_with_a_face();
+        let batch = vec![frame.clone(), frame];
+        let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook = {
+            let audited = Arc::clone(&audited);
+            crate::audit::OnCommit(Arc::new(move |status, detail: AuditDetail| {
+                audited.lock().unwrap().push((status, detail));
+            }))
+        };
+        let call = add_frames_and_report(
+            &state,
+            Arc::clone(&store),
+            "k".into(),
+            opened.id.clone(),
+            batch,
+            HeaderMap::new(),
+        );
+        let dropped = crate::audit::ON_COMMIT
+            .scope(
+                Some(hook),
+                tokio::time::timeout(Duration::from_millis(20), call),
+            )
+            .await;
+        assert!(
+            dropped.is_err(),
+            "the store answered before the caller went away"
+        );
+        // The session failed, whoever reports it.
+        let view = store.view("k", &opened.id).await.unwrap();
+        assert_eq!(view.state, SessionState::Failed);
+        let failed = || {
+            state
+                .metrics
+                .sessions
+                .failed
+                .with_label_values(&[FailReason::DuplicateFrames.as_str()])
+                .get()
+        };
+        for _ in 0..500 {
+            if state.metrics.spoofs_detected.get() > 0 && !audited.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(state.metrics.spoofs_detected.get(), 1, "no spoof event");
+        assert_eq!(failed(), 1, "the failure was not counted");
+        let audited = audited.lock().unwrap().clone();
+        assert_eq!(audited.len(), 1, "{audited:?}");
+        let (status, detail) = &audited[0];
+        assert_eq!(*status, StatusCode::OK);
+        assert_eq!(detail.session.as_deref(), Some(opened.id.as_str()));
+        assert_eq!(detail.decision, Some(Decision::Reject));
+        assert!(
+            detail
+                .reasons
+                .contains(&FailReason::DuplicateFrames.as_str().to_owned()),
+            "{detail:?}"
+        );
+        let _ = std::fs::remove_dir_all(&state.config.data_dir);
     }
 }
