@@ -253,6 +253,15 @@ pub fn retry_delay(min_interval: Duration, failures: u32) -> Duration {
         .min(MAX_RETRY_DELAY.max(min_interval))
 }
 
+/// `by` after `now`, or as far as the clock goes: an interval too long to add (a
+/// [`spawn`] caller's, not the configuration's, which is bounded) waits decades, never panics.
+fn later(now: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(by)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
 /// Subject line and plain-text body summarising a batch of events.
 pub fn compose(instance: &str, batch: &Batch) -> (String, String) {
     let (spoofs, lockouts) = (batch.spoof_count(), batch.lockout_count());
@@ -668,7 +677,7 @@ pub fn spawn(
                         metrics.alert_emails.with_label_values(&["sent"]).inc();
                         tracing::info!(spoofs, lockouts, "alert email sent");
                         failures = 0;
-                        due = Some(now + min_interval);
+                        due = Some(later(now, min_interval));
                     }
                     Err(e) if inbox.is_open() => {
                         reachable(false);
@@ -685,7 +694,7 @@ pub fn spawn(
                         // The failed batch first, then what arrived while it was sent.
                         let arrived = std::mem::replace(&mut pending, batch);
                         pending.absorb(arrived);
-                        due = Some(now + delay);
+                        due = Some(later(now, delay));
                     }
                     Err(e) => {
                         metrics.alert_emails.with_label_values(&["failed"]).inc();
@@ -767,6 +776,18 @@ mod tests {
         let long = Duration::from_secs(3600);
         assert_eq!(retry_delay(long, 3), long);
         assert_eq!(retry_delay(Duration::ZERO, 1), Duration::from_millis(200));
+    }
+
+    /// The next email's time never overflows (`now + interval` panicked on a huge interval).
+    #[test]
+    fn the_next_email_time_does_not_overflow() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(60)),
+            now + Duration::from_secs(60)
+        );
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(365 * 24 * 3600));
+        assert!(later(now, Duration::from_secs(u64::MAX)) > now);
     }
 
     #[test]

@@ -136,6 +136,45 @@ fn parse_shutdown_delay(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `value` seconds of the setting `name` when within `min..=max`; else the start-up error,
+/// naming the setting and the range.
+fn seconds_within(name: &str, value: u64, min: u64, max: u64) -> Result<u64, String> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{name} must be between {min} and {max} seconds, got {value}"
+        ))
+    }
+}
+
+/// A number of seconds for `name` within `min..=max` ([`seconds_within`]).
+fn parse_seconds_within(name: &str, s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let value = s
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| format!("{name}: not a number of seconds: {s:?} ({e})"))?;
+    seconds_within(name, value, min, max)
+}
+
+fn parse_request_timeout(s: &str) -> Result<u64, String> {
+    parse_seconds_within(
+        env::REQUEST_TIMEOUT_SECS,
+        s,
+        1,
+        defaults::MAX_REQUEST_TIMEOUT_SECS,
+    )
+}
+
+fn parse_alert_min_interval(s: &str) -> Result<u64, String> {
+    parse_seconds_within(
+        env::ALERT_MIN_INTERVAL_SECS,
+        s,
+        0,
+        defaults::MAX_ALERT_MIN_INTERVAL_SECS,
+    )
+}
+
 fn parse_enum<T: ValueEnum>(s: &str) -> T {
     // Only called on the catalogue's defaults, which a unit test parses.
     T::from_str(s, false).unwrap_or_else(|_| T::value_variants()[0].clone())
@@ -366,8 +405,8 @@ pub struct Config {
     #[arg(long, env = env::QUEUE_MAX_LOAD, default_value_t = defaults::QUEUE_MAX_LOAD, value_parser = parse_load)]
     pub queue_max_load: f64,
 
-    /// Seconds a request may take before it is answered with 503 `timeout`.
-    #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS)]
+    /// Seconds a request may take before it is answered with 503 `timeout` (1 to 300).
+    #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS, value_parser = parse_request_timeout)]
     pub request_timeout_secs: u64,
 
     /// Most open HTTP connections; beyond it new connections wait in the kernel's backlog.
@@ -418,8 +457,9 @@ pub struct Config {
     #[arg(long, env = env::ALERT_TO, value_delimiter = ',')]
     pub alert_to: Vec<String>,
 
-    /// Least seconds between two alert emails; attempts in between are summarised.
-    #[arg(long, env = env::ALERT_MIN_INTERVAL_SECS, default_value_t = defaults::ALERT_MIN_INTERVAL_SECS)]
+    /// Least seconds between two alert emails (at most a day); attempts in between are
+    /// summarised.
+    #[arg(long, env = env::ALERT_MIN_INTERVAL_SECS, default_value_t = defaults::ALERT_MIN_INTERVAL_SECS, value_parser = parse_alert_min_interval)]
     pub alert_min_interval_secs: u64,
 
     /// Name of this instance in alert emails and audit events (defaults to the host name).
@@ -622,10 +662,23 @@ impl Config {
 
     /// Check the configuration as start-up does before it reads any file, binds a port or loads
     /// a model (`--check-config`, and the first step of [`crate::server::Server::bind`]): limits
-    /// that contradict each other, unsafe settings without `--allow-insecure`, the alert mail
-    /// settings, the lockout bounds, and what replicas sharing a database must share. `Ok` holds
-    /// the unsafe settings `--allow-insecure` lets through.
+    /// that contradict each other, the request timeout's and the alert interval's bounds (also
+    /// of a configuration not parsed from flags), unsafe settings without `--allow-insecure`,
+    /// the alert mail settings, the lockout bounds, and what replicas sharing a database must
+    /// share. `Ok` holds the unsafe settings `--allow-insecure` lets through.
     pub fn check(&self) -> Result<Vec<String>, String> {
+        seconds_within(
+            env::REQUEST_TIMEOUT_SECS,
+            self.request_timeout_secs,
+            1,
+            defaults::MAX_REQUEST_TIMEOUT_SECS,
+        )?;
+        seconds_within(
+            env::ALERT_MIN_INTERVAL_SECS,
+            self.alert_min_interval_secs,
+            0,
+            defaults::MAX_ALERT_MIN_INTERVAL_SECS,
+        )?;
         if self.max_body_memory_bytes < self.max_body_bytes {
             return Err(format!(
                 "{} ({}) is below {} ({}): a body of the largest allowed size could never be \
@@ -1181,6 +1234,64 @@ mod tests {
             check(&["--liveness", "off", "--allow-insecure"]).map(|w| w.len()),
             Ok(1)
         );
+    }
+
+    /// `FACEKEY_REQUEST_TIMEOUT_SECS` is 1 to 300 s: 0 would answer every request 503 while
+    /// the pod reports ready, and a huge value overflows the deadlines built from it.
+    #[test]
+    fn the_request_timeout_is_bounded() {
+        let parse = |v: &str| {
+            Config::try_parse_from(["facekey-runtime", &format!("--request-timeout-secs={v}")])
+        };
+        for (good, want) in [("1", 1), ("300", 300)] {
+            let c = parse(good).unwrap();
+            assert_eq!(c.request_timeout(), Duration::from_secs(want));
+            assert_eq!(c.check(), Ok(Vec::new()));
+        }
+        for bad in ["0", "301", "18446744073709551615", "-1", "soon"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(env::REQUEST_TIMEOUT_SECS), "{bad}: {err}");
+        }
+        // A configuration built in code is held to the same bounds at start-up.
+        for (bad, range) in [
+            (0, "between 1 and 300"),
+            (301, "between 1 and 300"),
+            (u64::MAX, ""),
+        ] {
+            let mut c = Config::for_tests();
+            c.request_timeout_secs = bad;
+            let err = c.check().unwrap_err();
+            assert!(
+                err.contains(env::REQUEST_TIMEOUT_SECS) && err.contains(range),
+                "{err}"
+            );
+        }
+    }
+
+    /// `FACEKEY_ALERT_MIN_INTERVAL_SECS` is 0 to a day: a huge one overflowed the next email's
+    /// time.
+    #[test]
+    fn the_alert_interval_is_bounded() {
+        let parse = |v: &str| {
+            Config::try_parse_from(["facekey-runtime", &format!("--alert-min-interval-secs={v}")])
+        };
+        for good in ["0", "86400"] {
+            let c = parse(good).unwrap();
+            assert_eq!(c.check(), Ok(Vec::new()), "{good}");
+        }
+        for bad in ["86401", "18446744073709551615", "-1"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(env::ALERT_MIN_INTERVAL_SECS), "{bad}: {err}");
+        }
+        for bad in [86_401, u64::MAX] {
+            let mut c = Config::for_tests();
+            c.alert_min_interval_secs = bad;
+            let err = c.check().unwrap_err();
+            assert!(
+                err.contains(env::ALERT_MIN_INTERVAL_SECS) && err.contains("between 0 and 86400"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

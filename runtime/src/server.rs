@@ -351,7 +351,7 @@ impl Server {
             max_connections: state.config.max_connections,
             header_read_timeout: state.config.header_read_timeout(),
             // Longer than any request may take, so only connections without traffic close.
-            idle_timeout: state.config.request_timeout() * 2,
+            idle_timeout: state.config.request_timeout().saturating_mul(2),
         };
         let key_watcher = tokio::spawn(state.api_keys.clone().watch(state.metrics.clone()));
         let metrics_server = metrics_listener.map(|l| {

@@ -351,6 +351,9 @@ pub mod defaults {
     pub const QUEUE_PER_INFLIGHT: usize = 4;
     /// `--request-timeout-secs`.
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    /// Longest accepted `--request-timeout-secs` (the least is 1): a request held longer holds
+    /// its inference place and body memory past any client's patience.
+    pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 300;
     /// `--max-connections`: open connections beyond which new ones wait in the backlog.
     pub const MAX_CONNECTIONS: usize = 1024;
     /// `--header-read-timeout-secs`: a client has this long to send a request's headers, and a
@@ -374,6 +377,9 @@ pub mod defaults {
     pub const SMTP_TLS: &str = "starttls";
     /// `--alert-min-interval-secs`.
     pub const ALERT_MIN_INTERVAL_SECS: u64 = 60;
+    /// Longest accepted `--alert-min-interval-secs`: one day (an alert held longer is news no
+    /// more).
+    pub const MAX_ALERT_MIN_INTERVAL_SECS: u64 = 86_400;
     /// `--ui-enabled`.
     pub const UI_ENABLED: bool = true;
     /// `--log-format`.
