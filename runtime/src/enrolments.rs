@@ -48,6 +48,20 @@ const LISTENER_PROBE_EVERY: Duration = Duration::from_secs(5);
 /// whole index, so changes missed meanwhile arrive then): not shorter, so a database slow under
 /// load does not get every replica's full reload on top.
 const LISTENER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the change listener's read of one notified subject (two indexed queries) may take
+/// before the listener counts as lost (reconnect, reload): a connection black-holed mid-query
+/// (no reset, no answer) would otherwise hold the listener, and `/readyz` reporting it in step,
+/// until TCP gives up (about 15 minutes). Twice [`LISTENER_PROBE_TIMEOUT`], for the same reason.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time the change listener's full reload of the index may take before it counts as
+/// failed (the index reported out of step, the reload retried): generous, as the whole store is
+/// read (no statement timeout on the server either), plus [`RELOAD_TIME_PER_TEMPLATE`] for each
+/// template the index holds.
+const RELOAD_TIMEOUT_BASE: Duration = Duration::from_secs(120);
+/// What each template held adds to [`RELOAD_TIMEOUT_BASE`]: about 4.6 KB read and one template
+/// opened, at a pace far below any link a replica should serve from (50 000 templates, 230 MB:
+/// 220 s in all).
+const RELOAD_TIME_PER_TEMPLATE: Duration = Duration::from_millis(2);
 
 /// The template store's health as `/readyz` and the metrics report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -696,17 +710,25 @@ impl Enrolments {
     /// channel from another connection; a probe not back within [`LISTENER_PROBE_TIMEOUT`]
     /// counts as a lost connection (reconnect, reload): a connection that died without a reset,
     /// or a pooler in transaction mode that answers queries but never delivers a notification.
-    /// Reloads and probes go through the store's listener pool ([`PgStore::syncing`]), which no
-    /// burst of writes can starve. Runs until the task is dropped.
+    /// Reloads and probes go through a pool of the listener's own ([`PgStore::syncing`]), which
+    /// no burst of writes can starve. Runs until the task is dropped.
+    ///
+    /// Nothing waits on the database unbounded, as a connection black-holed mid-query (no reset,
+    /// no answer) would make it wait until TCP gives up, about 15 minutes, with the index
+    /// reported in step: a notified subject's read that takes over [`REFRESH_TIMEOUT`] counts as
+    /// a lost listener, and a reload past its bound ([`RELOAD_TIMEOUT_BASE`] and
+    /// [`RELOAD_TIME_PER_TEMPLATE`]) as a failed resynchronisation.
     ///
     /// A resynchronisation that fails with the database reachable marks the store unavailable in
     /// [`Enrolments::health`] until one succeeds, and is retried with a doubling wait up to
     /// [`RESYNC_BACKOFF_MAX`]; an unreachable database is retried every [`RECONNECT_EVERY`], as a
     /// lost listener is.
     pub async fn follow(self: Arc<Self>, store: PgStore) {
-        let store = store.syncing();
         let mut resync_wait = RECONNECT_EVERY;
         loop {
+            // A pool of its own for each listener, as the listener has: one whose connection
+            // hung (a reload or a read past its bound) may hold its place for a while.
+            let store = store.syncing();
             let mut listener = match store.listener().await {
                 Ok(l) => l,
                 Err(e) => {
@@ -717,7 +739,18 @@ impl Enrolments {
                 }
             };
             // Anything may have changed while nobody listened.
-            if let Err(e) = self.reload_from(&store).await {
+            let bound = self.reload_bound();
+            let reloaded = match tokio::time::timeout(bound, self.reload_from(&store)).await {
+                Ok(reloaded) => reloaded,
+                Err(_) => {
+                    // The connection black-holed, or a database too slow to serve reads: out
+                    // of step until a reload finishes (the wait is the reconnection's).
+                    let e = format!("no answer within {} s", bound.as_secs());
+                    self.set_synced(Some(format!("resynchronise the template index: {e}")));
+                    Err(StoreError::Unavailable(e))
+                }
+            };
+            if let Err(e) = reloaded {
                 // Notifications buffered meanwhile would be read by nobody.
                 drop(listener);
                 let wait = if matches!(e, StoreError::Unavailable(_)) {
@@ -743,6 +776,14 @@ impl Enrolments {
             }
             tokio::time::sleep(RECONNECT_EVERY).await;
         }
+    }
+
+    /// How long the change listener's full reload may take: [`RELOAD_TIMEOUT_BASE`] plus
+    /// [`RELOAD_TIME_PER_TEMPLATE`] per template the index holds now (what the reload is about
+    /// to read, give or take the changes it catches up with).
+    fn reload_bound(&self) -> Duration {
+        let templates = u32::try_from(self.index.stats().templates).unwrap_or(u32::MAX);
+        RELOAD_TIMEOUT_BASE.saturating_add(RELOAD_TIME_PER_TEMPLATE.saturating_mul(templates))
     }
 
     /// Apply every change `listener` delivers until it is lost (the error says how). It is
@@ -792,7 +833,18 @@ impl Enrolments {
                         }
                         continue;
                     }
-                    if let Err(e) = self.refresh_subject_from(store, payload).await {
+                    let refreshed = tokio::time::timeout(
+                        REFRESH_TIMEOUT,
+                        self.refresh_subject_from(store, payload),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable(format!(
+                            "no answer within {} s",
+                            REFRESH_TIMEOUT.as_secs()
+                        )))
+                    });
+                    if let Err(e) = refreshed {
                         tracing::warn!(subject = payload, error = %e, "applying a change failed; reloading");
                         return Err(format!("applying a change failed: {e}"));
                     }

@@ -1146,3 +1146,128 @@ async fn an_id_has_one_spelling_in_both_stores() {
     let on_pg = Replicas::new(&pg).connect().await;
     other_spellings_name_nothing(&on_pg).await;
 }
+
+/// A TCP proxy in front of `port` that, once given a needle, passes on the next client message
+/// holding it and from then on black-holes that connection: nothing more is passed either way
+/// and the sockets stay open, as a network dropping everything without a reset does. Returns
+/// the proxy's port and the needle's slot.
+async fn black_hole_after(port: u16) -> (u16, Arc<std::sync::Mutex<Option<Vec<u8>>>>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let needle: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let armed = needle.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            // The server stopped (the test is over): the client's connection just closes.
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let holed = Arc::new(AtomicBool::new(false));
+            let (armed, holed_up) = (armed.clone(), holed.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if holed_up.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    {
+                        let mut needle = armed.lock().unwrap();
+                        let hit = needle
+                            .as_ref()
+                            .is_some_and(|x| buf[..n].windows(x.len()).any(|w| w == x));
+                        if hit {
+                            // The message goes through; its answer, and all after, do not.
+                            *needle = None;
+                            holed_up.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if !holed.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (proxy_port, needle)
+}
+
+/// The change listener's read of a notified subject whose connection black-holes mid-query (no
+/// reset, no answer: TCP would take about 15 minutes to give up) does not hold the listener, nor
+/// the store reported in step on `/readyz`, meanwhile: within the read's bound the listener
+/// counts as lost and the store is reported unavailable; it reconnects, reloads, and the
+/// change reaches the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_read_that_never_gets_an_answer_is_noticed() {
+    let pg = PgServer::start();
+    let replicas = Replicas::new(&pg);
+    let (proxy, needle) = black_hole_after(pg.port).await;
+    let on_a = Arc::new(
+        Enrolments::open(Arc::new(replicas.connect().await), "m", 2)
+            .await
+            .unwrap(),
+    );
+    let url = format!("postgres://postgres:x@127.0.0.1:{proxy}/facekey?sslmode=disable");
+    let b = replicas.connect_to(&url).await.unwrap();
+    let on_b = Arc::new(Enrolments::open(Arc::new(b.clone()), "m", 2).await.unwrap());
+    let follower = tokio::spawn(on_b.clone().follow(b));
+    let subject = on_a
+        .create_subject("Ada", Creator::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || on_b
+            .index()
+            .get(&subject.id)
+            .is_some()
+            && on_b.health().available)
+        .await,
+        "the subject never reached b: {:?}",
+        on_b.health()
+    );
+    // b's read of the subject after its deletion goes out, and nothing comes back.
+    *needle.lock().unwrap() = Some(subject.id.as_bytes().to_vec());
+    assert!(on_a.delete_subject(&subject.id).await.unwrap());
+    let noticed = eventually(Duration::from_secs(30), || !on_b.health().available).await;
+    assert!(
+        needle.lock().unwrap().is_none(),
+        "b never read the deleted subject"
+    );
+    assert!(noticed, "a hung read left the store reported in step");
+    let error = on_b.health().error.unwrap_or_default();
+    assert!(error.contains("no answer within"), "{error}");
+    // Reconnected and reloaded (on other connections): the deletion reaches b.
+    assert!(
+        eventually(Duration::from_secs(60), || on_b
+            .index()
+            .get(&subject.id)
+            .is_none()
+            && on_b.health().available)
+        .await,
+        "b never caught up: {:?}",
+        on_b.health()
+    );
+    follower.abort();
+}

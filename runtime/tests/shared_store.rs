@@ -557,7 +557,7 @@ async fn database_tls_is_verified() {
     let (encrypted, all) = pg
         .psql(
             "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
-             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'facekey-runtime'",
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'facekey-runtime%'",
         )
         .split_once('|')
         .map(|(e, a)| (e.to_owned(), a.to_owned()))

@@ -39,6 +39,10 @@ const SYNC_CONNECTIONS: u32 = 1;
 /// `facekey-runtime`), so that it can be told apart in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "facekey-runtime-listener";
 
+/// The `application_name` of the connections of the change listener's reloads and probes
+/// ([`SYNC_CONNECTIONS`]), told apart in `pg_stat_activity` as well.
+pub const SYNC_APPLICATION_NAME: &str = "facekey-runtime-sync";
+
 /// Payload prefix of the listener's own round-trip probes on [`CHANNEL`] (never a subject id:
 /// ids are UUIDs). Every replica receives them; [`is_probe`] tells them apart.
 const PROBE_PREFIX: &str = "probe:";
@@ -102,8 +106,6 @@ macro_rules! template_columns {
 pub struct PgStore {
     pool: PgPool,
     ledger_pool: PgPool,
-    /// The change listener's reloads' and probes' pool ([`SYNC_CONNECTIONS`]).
-    sync_pool: PgPool,
     /// How to connect (each listener opens its own connection).
     options: PgConnectOptions,
     /// The channel the listener listens on: [`CHANNEL`], but in tests of a deaf listener.
@@ -328,7 +330,6 @@ impl PgStore {
             options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca);
         }
         let ledger_pool = bounded_pool(LEDGER_CONNECTIONS).connect_lazy_with(options.clone());
-        let sync_pool = bounded_pool(SYNC_CONNECTIONS).connect_lazy_with(options.clone());
         let pool = bounded_pool(STORE_CONNECTIONS)
             .min_connections(1)
             .connect_with(options.clone())
@@ -367,7 +368,6 @@ impl PgStore {
         let store = Self {
             pool,
             ledger_pool,
-            sync_pool,
             options: options.clone(),
             listen_channel: CHANNEL,
             keys,
@@ -541,11 +541,16 @@ impl PgStore {
         }
     }
 
-    /// This store reading through the change listener's own pool: what the listener's reloads
-    /// go through, so that no burst of writes can starve them.
+    /// This store reading through a pool of its own ([`SYNC_CONNECTIONS`], connecting when
+    /// first used): what the change listener's reloads and probes go through, so that no burst
+    /// of writes can starve them. Each call makes a new pool, and the listener takes one per
+    /// connection it makes: a connection abandoned mid-query when the network black-holed it
+    /// (a read past its bound) is tested before it goes back to its pool, which waits until TCP
+    /// gives up (about 15 minutes), and must hold no place the next reload needs meanwhile.
     pub fn syncing(&self) -> Self {
         Self {
-            pool: self.sync_pool.clone(),
+            pool: bounded_pool(SYNC_CONNECTIONS)
+                .connect_lazy_with(self.options.clone().application_name(SYNC_APPLICATION_NAME)),
             ..self.clone()
         }
     }
