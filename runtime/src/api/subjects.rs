@@ -407,6 +407,7 @@ pub async fn delete(
         && !caller.is_admin()
     {
         let Some(created_by) = state.enrolments.creator_of(&id).await? else {
+            forget_erased(&state, &id).await;
             return Err(StoreError::SubjectNotFound(id).into());
         };
         if created_by.as_deref() != Some(&*caller.key_id) {
@@ -420,16 +421,24 @@ pub async fn delete(
             ));
         }
     }
-    if state.enrolments.delete_subject(&id).await? {
-        state.lockouts.forget(&id).await;
-        // The frames and probe captured for this subject go with it, not at the sessions'
-        // expiry. The subject is gone either way: a failure here is logged, not answered.
-        if let Err(e) = state.sessions.store().forget_subject(&id).await {
-            tracing::warn!(subject = %id, error = %e, "deleting the liveness sessions of a deleted subject failed; they expire at their TTL");
-        }
+    let deleted = state.enrolments.delete_subject(&id).await?;
+    forget_erased(&state, &id).await;
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(StoreError::SubjectNotFound(id).into())
+    }
+}
+
+/// What a deleted subject leaves outside the template store: its lockout and counted failures,
+/// and the frames and probe its liveness sessions captured, gone with it rather than at their
+/// expiry. Run on a 404 too: a deletion whose commit's answer was lost (503) is retried and
+/// finds no subject, and its clean-up must still happen. Best effort: the subject is gone
+/// either way, so a failure is logged, not answered.
+async fn forget_erased(state: &SharedState, id: &str) {
+    state.lockouts.forget(id).await;
+    if let Err(e) = state.sessions.store().forget_subject(id).await {
+        tracing::warn!(subject = %id, error = %e, "deleting the liveness sessions of a deleted subject failed; they expire at their TTL");
     }
 }
 
@@ -478,4 +487,29 @@ pub async fn release_lockout(
         was_locked: left.is_some(),
         seconds_left: left.map(|d| d.as_secs()),
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A deletion retried after its commit's answer was lost finds no subject (404); what the
+    /// subject left in the lockout ledger goes all the same, as on the first, answered try.
+    #[tokio::test]
+    async fn a_delete_that_finds_no_subject_still_forgets_its_lockout() {
+        let mut config = Config::for_tests();
+        config.lockout_attempts = 1;
+        let server = crate::server::Server::bind(config).await.unwrap();
+        let state = server.state();
+        state.lockouts.record_failure("erased").await.unwrap();
+        assert!(state.lockouts.check("erased").await.is_err(), "locked");
+        let answer = delete(State(state.clone()), None, ApiPath("erased".to_owned())).await;
+        assert_eq!(answer.err().map(|e| e.status), Some(StatusCode::NOT_FOUND));
+        assert!(
+            state.lockouts.check("erased").await.is_ok(),
+            "the lock left by the erased subject is gone"
+        );
+    }
 }
