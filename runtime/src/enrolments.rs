@@ -10,7 +10,7 @@
 //! pass it together, and by PostgreSQL inside the write, so neither can requests spread over
 //! replicas.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -31,6 +31,17 @@ const REFRESH_TRIES: usize = 4;
 /// [`REFRESH_TRIES`] for a store without a change listener: a read is lost only to another write
 /// of the same subject applied meanwhile, so this many in a row is not a thing that happens.
 const REFRESH_TRIES_ALONE: usize = 10_000;
+
+/// How often a subject whose write the embedded store answered `Unavailable` is read back
+/// ([`Enrolments::recheck`]), and for how long at most.
+#[cfg(not(test))]
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+#[cfg(test)]
+const RECHECK_EVERY: Duration = Duration::from_millis(50);
+/// See [`RECHECK_EVERY`].
+const RECHECK_FOR: Duration = Duration::from_secs(3600);
+/// Most subjects being read back at once ([`Enrolments::recheck`]).
+const MAX_RECHECKED: usize = 1024;
 
 /// How often the change listener retries after losing the database.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
@@ -103,6 +114,9 @@ pub struct Enrolments {
     /// Subject creations and enrolments in progress on this replica per quota and writing key
     /// id, held to its quota beside what the index counts (keys with none are absent).
     creating: Mutex<HashMap<(QuotaOf, String), usize>>,
+    /// Subjects being read back after a write the embedded store answered `Unavailable`
+    /// ([`Enrolments::recheck`]).
+    rechecked: Mutex<HashSet<String>>,
 }
 
 /// One write counted against its key's quota until what it wrote is in the index (or it
@@ -188,6 +202,7 @@ impl Enrolments {
             unproven: Mutex::new(None),
             reloads: AtomicU64::new(0),
             creating: Mutex::new(HashMap::new()),
+            rechecked: Mutex::new(HashSet::new()),
         };
         this.reload().await?;
         // A key must never be missing at start-up: the replica would run without some faces.
@@ -376,6 +391,77 @@ impl Enrolments {
         Ok(())
     }
 
+    /// [`Self::mark`] the answer to a write of subject `id`. On the embedded store an
+    /// `Unavailable` answer may still have reached the disk (a commit whose final sync failed:
+    /// the store closes the file and opens it again later, and what it reads then includes
+    /// that commit), with nothing else to bring it to the index: a deletion answered 503 would
+    /// leave the subject verifying until a restart. The subject is then read back once the
+    /// store answers again ([`Self::recheck`]).
+    fn mark_write<T>(
+        self: &Arc<Self>,
+        id: &str,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.mark(result);
+        if matches!(result, Err(StoreError::Unavailable(_))) && self.store.kind() == "embedded" {
+            self.recheck(id);
+        }
+        result
+    }
+
+    /// Read `id` back into the index every [`RECHECK_EVERY`] until the store answers (at most
+    /// [`RECHECK_FOR`]), under the same guard as a write's own read-back, so no newer write of
+    /// the subject is undone. One task per subject, at most [`MAX_RECHECKED`] at once.
+    fn recheck(self: &Arc<Self>, id: &str) {
+        {
+            let mut rechecked = self
+                .rechecked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if rechecked.contains(id) {
+                return;
+            }
+            if rechecked.len() >= MAX_RECHECKED {
+                tracing::warn!(
+                    subject = id,
+                    "too many subjects to read back after failed writes; this one is read at the next write of it or restart"
+                );
+                return;
+            }
+            rechecked.insert(id.to_owned());
+        }
+        // Held weakly between reads: a server stopped meanwhile closes its store now.
+        let weak = Arc::downgrade(self);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(RECHECK_EVERY).await;
+                let Some(this) = weak.upgrade() else {
+                    return;
+                };
+                let read = this.refresh_subject(&id).await;
+                match read {
+                    Ok(_) => {
+                        tracing::info!(subject = %id, "subject read back after a write the store failed");
+                        break;
+                    }
+                    Err(StoreError::Unavailable(_)) if started.elapsed() < RECHECK_FOR => {}
+                    Err(e) => {
+                        tracing::warn!(subject = %id, error = %e, "a subject whose write failed was not read back; the index may hold what the store lost or lack what it kept, until a restart");
+                        break;
+                    }
+                }
+            }
+            if let Some(this) = weak.upgrade() {
+                this.rechecked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            }
+        });
+    }
+
     /// Reload one subject into the index after this replica's own write (removing it when the
     /// store no longer has it), unless the index took another write of it during the read: the
     /// change listener's, which read the store after a change this read may have missed, or
@@ -557,7 +643,7 @@ impl Enrolments {
         let committed =
             |existed: &bool| existed.then(|| (StatusCode::NO_CONTENT, AuditDetail::default()));
         self.detached("delete subject", committed, move |this| async move {
-            let existed = this.mark(this.store.delete_subject(&id).await)?;
+            let existed = this.mark_write(&id, this.store.delete_subject(&id).await)?;
             this.index.remove(&id);
             Ok(existed)
         })
@@ -593,7 +679,8 @@ impl Enrolments {
             };
             let reservation = this.reserve(QuotaOf::Templates, enroller)?;
             let seen = this.index.version(&subject_id);
-            let stored = this.mark(
+            let stored = this.mark_write(
+                &subject_id,
                 this.store
                     .add_template(&subject_id, template, enroller.quota)
                     .await,
@@ -666,7 +753,10 @@ impl Enrolments {
         let committed = |_: &Subject| Some((StatusCode::NO_CONTENT, AuditDetail::default()));
         self.detached("delete template", committed, move |this| async move {
             let seen = this.index.version(&subject_id);
-            let deleted = this.mark(this.store.delete_template(&subject_id, &template_id).await);
+            let deleted = this.mark_write(
+                &subject_id,
+                this.store.delete_template(&subject_id, &template_id).await,
+            );
             if let Err(StoreError::FaceNotFound { .. }) = &deleted {
                 // The store (the truth) has no such face: neither may the index, whatever it
                 // missed (a delete whose commit answered an error yet reached the disk, retried).
@@ -693,7 +783,7 @@ impl Enrolments {
         let committed = |s: &Subject| Some((StatusCode::OK, AuditDetail::subject(&s.id)));
         self.detached("rename subject", committed, move |this| async move {
             let seen = this.index.version(&id);
-            let name = this.mark(this.store.rename_subject(&id, &name).await)?;
+            let name = this.mark_write(&id, this.store.rename_subject(&id, &name).await)?;
             let reread = this
                 .apply_own(&id, None, |index| {
                     index.rename_if_unchanged(&id, &name, seen)
@@ -1243,6 +1333,126 @@ mod tests {
             Err(StoreError::FaceNotFound { .. })
         ));
         assert_eq!(e.index().get(&s.id).unwrap().0.faces, 0);
+    }
+
+    /// The embedded store during an I/O fault: while `down`, a deletion commits and then
+    /// answers `Unavailable` (its final sync failed, the commit on disk all the same), and reads
+    /// answer `Unavailable` (the file closed until it is opened again).
+    struct FaultyDisk {
+        inner: RedbStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl FaultyDisk {
+        fn fault<T>(&self, answer: Result<T, StoreError>) -> Result<T, StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("fsync failed".into()));
+            }
+            answer
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TemplateStore for FaultyDisk {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn kind(&self) -> &'static str {
+            self.inner.kind()
+        }
+        async fn create_subject(
+            &self,
+            name: &str,
+            created_by: Option<&str>,
+            key_quota: Option<usize>,
+        ) -> Result<SubjectRecord, StoreError> {
+            let created = self.inner.create_subject(name, created_by, key_quota).await;
+            self.fault(created)
+        }
+        async fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
+            let deleted = self.inner.delete_subject(id).await;
+            self.fault(deleted)
+        }
+        async fn add_template(
+            &self,
+            subject_id: &str,
+            template: NewTemplate,
+            key_quota: Option<usize>,
+        ) -> Result<Template, StoreError> {
+            let stored = self
+                .inner
+                .add_template(subject_id, template, key_quota)
+                .await;
+            self.fault(stored)
+        }
+        async fn delete_template(
+            &self,
+            subject_id: &str,
+            template_id: &str,
+        ) -> Result<(), StoreError> {
+            let deleted = self.inner.delete_template(subject_id, template_id).await;
+            self.fault(deleted)
+        }
+        async fn rename_subject(&self, id: &str, name: &str) -> Result<String, StoreError> {
+            let renamed = self.inner.rename_subject(id, name).await;
+            self.fault(renamed)
+        }
+        async fn load_all(&self) -> Result<Vec<SubjectRecord>, StoreError> {
+            let all = self.inner.load_all().await;
+            self.fault(all)
+        }
+        async fn load_subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
+            let one = self.inner.load_subject(id).await;
+            self.fault(one)
+        }
+    }
+
+    /// A deletion the embedded store answered `Unavailable` although it reached the disk (its
+    /// final sync failed) left the subject in the index, verifying until a restart even after
+    /// the store came back. The subject is now read back once the store answers again: gone.
+    #[tokio::test]
+    async fn a_deletion_answered_unavailable_but_on_disk_leaves_the_index_once_the_store_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let store = Arc::new(FaultyDisk {
+            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let e = Arc::new(
+            Enrolments::open(store.clone() as Arc<dyn TemplateStore>, "m", 2)
+                .await
+                .unwrap(),
+        );
+        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
+        store.down.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            e.delete_subject(&s.id).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(
+            e.index().get(&s.id).is_some(),
+            "not known to be deleted yet"
+        );
+        tokio::time::sleep(RECHECK_EVERY * 3).await;
+        assert!(e.index().get(&s.id).is_some(), "the store still cannot say");
+        store.down.store(false, Ordering::SeqCst);
+        let back = std::time::Instant::now();
+        while e.index().get(&s.id).is_some() && back.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(RECHECK_EVERY).await;
+        }
+        assert!(
+            e.index().get(&s.id).is_none(),
+            "the deletion on disk reached the index"
+        );
+        while !e.rechecked.lock().unwrap().is_empty() && back.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(RECHECK_EVERY).await;
+        }
+        assert!(e.health().available);
+        assert!(
+            e.rechecked.lock().unwrap().is_empty(),
+            "the read-back ended"
+        );
     }
 
     /// A store that holds each acknowledged `add_template` (with `creates`, `create_subject`)
