@@ -92,6 +92,26 @@ fn hanging(
     kube::Client::new(svc, NS)
 }
 
+/// Elector `a` of a 15 s lease through [`hanging`]: set the flag to make its calls hang; the
+/// counter counts them.
+fn hanging_elector(
+    client: &kube::Client,
+) -> (
+    LeaderElector,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let hang = std::sync::Arc::default();
+    let calls = std::sync::Arc::default();
+    let through = hanging(
+        client.clone(),
+        std::sync::Arc::clone(&hang),
+        std::sync::Arc::clone(&calls),
+    );
+    let a = LeaderElector::new(through, NS, LEASE, "a", Duration::from_secs(15));
+    (a, hang, calls)
+}
+
 /// A leader whose Lease calls hang gives up leading within the renew deadline (10 s of a 15 s
 /// lease) after the start of its last successful renewal, before a standby that saw that renewal
 /// may take over (15 s after it). It used to check the deadline only after a call timed out, and
@@ -99,19 +119,10 @@ fn hanging(
 #[tokio::test(start_paused = true)]
 async fn a_leader_whose_calls_hang_stops_leading_before_a_standby_may_take_over() {
     use facekey_operator::leader::Lost;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     let client = ClientBuilder::new().build().await.unwrap();
-    let hang = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let a = LeaderElector::new(
-        hanging(client.clone(), hang.clone(), calls.clone()),
-        NS,
-        LEASE,
-        "a",
-        Duration::from_secs(15),
-    );
+    let (a, hang, calls) = hanging_elector(&client);
     let b = LeaderElector::new(client.clone(), NS, LEASE, "b", Duration::from_secs(15));
     let wall = at("2025-01-01T00:00:00Z");
     let won_at = tokio::time::Instant::now();
@@ -150,19 +161,10 @@ async fn a_leader_whose_calls_hang_stops_leading_before_a_standby_may_take_over(
 #[tokio::test(start_paused = true)]
 async fn a_failed_renewal_is_retried_soon_and_a_taken_lease_ends_leading() {
     use facekey_operator::leader::Lost;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     let client = ClientBuilder::new().build().await.unwrap();
-    let hang = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let a = LeaderElector::new(
-        hanging(client.clone(), hang.clone(), calls.clone()),
-        NS,
-        LEASE,
-        "a",
-        Duration::from_secs(15),
-    );
+    let (a, hang, calls) = hanging_elector(&client);
     let wall = at("2025-01-01T00:00:00Z");
     let won_at = tokio::time::Instant::now();
     assert!(a.step(wall).await.unwrap());
