@@ -34,6 +34,38 @@ tokio::task_local! {
 /// The reason a follow-up event ([`OnCommit`]) carries.
 pub const COMMITTED_AFTER_REQUEST: &str = "committed_after_request_ended";
 
+/// The task [`detached`] started ended without an answer (it panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("the detached task ended without an answer")]
+pub struct Abandoned;
+
+/// Runs `work` (a write that must not be lost with its request) on a task of its own and waits
+/// for its answer. The caller's future may be dropped at any await (a request timeout, a client
+/// that went away, an HTTP/2 reset), but `work` still runs to its end; if the caller is gone by
+/// then, what `committed` says it stored (`None`: nothing) is audited as a follow-up through the
+/// request's [`OnCommit`], since the request's own event could not name it.
+pub async fn detached<T, F>(
+    work: F,
+    committed: impl FnOnce(&T) -> Option<(axum::http::StatusCode, AuditDetail)> + Send + 'static,
+) -> Result<T, Abandoned>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let on_commit = ON_COMMIT.try_with(Clone::clone).ok().flatten();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // The caller gone (its receiver dropped): the work's own follow-up event.
+        if let Err(value) = tx.send(work.await)
+            && let Some(hook) = on_commit
+            && let Some((status, detail)) = committed(&value)
+        {
+            (hook.0)(status, detail);
+        }
+    });
+    rx.await.map_err(|_| Abandoned)
+}
+
 /// Why the audit sink could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("audit log {path}: {source}")]

@@ -564,8 +564,8 @@ impl Enrolments {
     /// went away), but a write the store acknowledged still reaches this replica's index, and its
     /// quota reservation is given back only then: the index and the quota counts never miss a
     /// stored subject or face until the next reload. A write that succeeds after its caller
-    /// went away is audited through the request's [`audit::OnCommit`] with the status and ids
-    /// `committed` gives (`None`: nothing was written), so the trail shows what was stored.
+    /// went away is audited ([`audit::detached`]) with the status and ids `committed` gives
+    /// (`None`: nothing was written), so the trail shows what was stored.
     async fn detached<T, F>(
         self: &Arc<Self>,
         operation: &'static str,
@@ -576,22 +576,13 @@ impl Enrolments {
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let on_commit = audit::ON_COMMIT.try_with(Clone::clone).ok().flatten();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let write = write(Arc::clone(self));
-        tokio::spawn(async move {
-            // The caller gone (its receiver dropped): the write's own follow-up event.
-            if let Err(Ok(value)) = tx.send(write.await)
-                && let Some(hook) = on_commit
-                && let Some((status, detail)) = committed(&value)
-            {
-                (hook.0)(status, detail);
-            }
-        });
-        rx.await.map_err(|e| StoreError::Backend {
-            operation,
-            source: Box::new(e),
-        })?
+        let committed = move |value: &Result<T, StoreError>| committed(value.as_ref().ok()?);
+        audit::detached(write(Arc::clone(self)), committed)
+            .await
+            .map_err(|e| StoreError::Backend {
+                operation,
+                source: Box::new(e),
+            })?
     }
 
     /// Create a subject recording `creator`'s key, within its quota; in the index once the

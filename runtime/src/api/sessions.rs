@@ -812,13 +812,8 @@ async fn add_frames_and_report(
     observed: Vec<FrameObservation>,
     headers: HeaderMap,
 ) -> Result<BatchResult, ApiError> {
-    let on_commit = crate::audit::ON_COMMIT
-        .try_with(Clone::clone)
-        .ok()
-        .flatten();
     let state = Arc::clone(state);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let work = async move {
         let result = store.add_frames(&key, &id, observed).await;
         if let Ok(BatchResult {
             concluded: Some(c), ..
@@ -826,16 +821,14 @@ async fn add_frames_and_report(
         {
             record_concluded(&state, std::slice::from_ref(c), &headers, Some(&key)).await;
         }
-        // The caller gone (its receiver dropped): the verdict's own audit event.
-        if let Err(Ok(BatchResult {
-            concluded: Some(c), ..
-        })) = tx.send(result)
-            && let Some(hook) = on_commit
-        {
-            (hook.0)(StatusCode::OK, verdict_detail(&c));
-        }
-    });
-    rx.await
+        result
+    };
+    let committed = |result: &Result<BatchResult, _>| {
+        let c = result.as_ref().ok()?.concluded.as_ref()?;
+        Some((StatusCode::OK, verdict_detail(c)))
+    };
+    crate::audit::detached(work, committed)
+        .await
         .map_err(|_| ApiError::internal("adding the frames to the session failed"))?
         .map_err(ApiError::from)
 }
