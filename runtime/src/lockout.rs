@@ -255,6 +255,19 @@ pub struct ActiveLock {
 pub trait Ledger: Send + Sync + 'static {
     /// The time left on the subject's lock, or `None` when it is not locked.
     async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError>;
+    /// The time left on each of `subjects`' locks, in their order (`None`: not locked): one
+    /// question for an identification's candidates rather than one each. By default
+    /// [`Ledger::locked_for`] of each in turn.
+    async fn locked_among(
+        &self,
+        subjects: &[String],
+    ) -> Result<Vec<Option<Duration>>, LockoutError> {
+        let mut left = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            left.push(self.locked_for(subject).await?);
+        }
+        Ok(left)
+    }
     /// Count one failure of `subject` under `policy` (which must be enabled).
     async fn record_failure(&self, subject: &str, policy: &Policy)
     -> Result<Counted, LockoutError>;
@@ -743,6 +756,27 @@ impl Ledger for PgLedger {
         Ok(left.map(secs))
     }
 
+    async fn locked_among(
+        &self,
+        subjects: &[String],
+    ) -> Result<Vec<Option<Duration>>, LockoutError> {
+        // One query and one pooled connection for all of them: an identification's hundred
+        // candidates would otherwise hold every connection of the ledger's small pool.
+        let rows: Vec<(String, f64)> = sqlx::query_as(
+            "SELECT subject, extract(epoch FROM locked_until - now())::float8 \
+             FROM facekey_lockouts WHERE subject = ANY($1) AND locked_until > now()",
+        )
+        .bind(subjects)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("read subject lockouts"))?;
+        let left: HashMap<String, f64> = rows.into_iter().collect();
+        Ok(subjects
+            .iter()
+            .map(|s| left.get(s).copied().map(secs))
+            .collect())
+    }
+
     async fn record_failure(
         &self,
         subject: &str,
@@ -1112,6 +1146,30 @@ impl Ledger for FallbackLedger {
         Ok(longer(shared, local))
     }
 
+    async fn locked_among(
+        &self,
+        subjects: &[String],
+    ) -> Result<Vec<Option<Duration>>, LockoutError> {
+        let local = self.local.locked_among(subjects).await?;
+        let shared = self.shared.locked_among(subjects).await;
+        if self.note(&shared) {
+            return Ok(subjects
+                .iter()
+                .zip(local)
+                .map(|(subject, local)| longer(local, self.copied(subject)))
+                .collect());
+        }
+        let shared = shared?;
+        for (subject, left) in subjects.iter().zip(&shared) {
+            self.remember(subject, *left);
+        }
+        Ok(shared
+            .into_iter()
+            .zip(local)
+            .map(|(s, l)| longer(s, l))
+            .collect())
+    }
+
     async fn record_failure(
         &self,
         subject: &str,
@@ -1275,6 +1333,27 @@ impl Lockouts {
             Some(retry_after) => Err(locked(subject, retry_after)),
             None => Ok(()),
         }
+    }
+
+    /// For each of `subjects` in order, the time left on its lock (`None`: it may be verified),
+    /// asked of the ledger at once ([`Ledger::locked_among`]); [`LockoutError::Store`] when the
+    /// ledger cannot tell. Identification asks this of all its candidates.
+    pub async fn locked_among(
+        &self,
+        subjects: &[&str],
+    ) -> Result<Vec<Option<Duration>>, LockoutError> {
+        if !self.inner.policy.is_enabled() {
+            return Ok(vec![None; subjects.len()]);
+        }
+        let keys: Vec<String> = subjects.iter().map(|s| key(s).into_owned()).collect();
+        let left = self.inner.ledger.locked_among(&keys).await?;
+        if left.len() != keys.len() {
+            return Err(LockoutError::Store(StoreError::Backend {
+                operation: "read subject lockouts",
+                source: format!("{} answers for {} subjects", left.len(), keys.len()).into(),
+            }));
+        }
+        Ok(left)
     }
 
     /// Lift `subject`'s lock and forget its counted failures: an administrator's decision (after
@@ -1558,6 +1637,46 @@ mod tests {
         ));
         assert!(l.release(SUBJECT).await.unwrap().is_some());
         l.check(SUBJECT).await.unwrap();
+    }
+
+    /// An identification's one question for all its candidates answers as a check of each
+    /// would, in their order, and through an outage of the shared ledger keeps the locks it
+    /// learnt (and those taken locally meanwhile).
+    #[tokio::test]
+    async fn locks_among_candidates_are_answered_in_order_and_held_through_an_outage() {
+        const OTHER: &str = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+        const FREE: &str = "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a";
+        let metrics = Metrics::new().unwrap();
+        let shared = Flaky::up();
+        let ledger = Arc::new(FallbackLedger::new(shared.clone(), metrics.clone()));
+        let l = Lockouts::new(policy(), ledger, metrics.clone(), None);
+        for _ in 0..5 {
+            l.record_failure(SUBJECT).await.unwrap();
+        }
+        let upper = SUBJECT.to_uppercase();
+        let left = l.locked_among(&[FREE, &upper, OTHER]).await.unwrap();
+        assert!(left[0].is_none() && left[2].is_none(), "{left:?}");
+        assert!(
+            left[1].is_some_and(|d| d > Duration::from_secs(590)),
+            "{left:?}"
+        );
+        assert!(l.locked_among(&[]).await.unwrap().is_empty());
+        // The shared ledger gone: the lock it told of still holds, and one taken here joins it.
+        shared.set_down(true);
+        for _ in 0..5 {
+            l.record_failure(OTHER).await.unwrap();
+        }
+        let left = l.locked_among(&[FREE, SUBJECT, OTHER]).await.unwrap();
+        assert_eq!(metrics.lockout_ledger_local.get(), 1);
+        assert!(left[0].is_none(), "{left:?}");
+        assert!(left[1].is_some() && left[2].is_some(), "{left:?}");
+        // Lockout off: nobody is asked.
+        let off_policy = Policy {
+            attempts: 0,
+            ..policy()
+        };
+        let off = Lockouts::new(off_policy, shared.clone(), metrics, None);
+        assert_eq!(off.locked_among(&[SUBJECT]).await.unwrap(), vec![None]);
     }
 
     /// A lock on the shared ledger keeps holding while the shared ledger is unreachable: taken

@@ -516,3 +516,43 @@ async fn active_locks_lists_the_locks_in_force() {
     assert!(ended.remembered > Duration::from_secs(590), "{locks:?}");
     assert_eq!(ledger.active_locks(1).await.unwrap().len(), 1, "bounded");
 }
+
+/// An identification asks the shared ledger about all its candidates at once: the answer is
+/// each candidate's lock in their order, whichever replica took it and however the id is
+/// spelled, and no lock for a candidate below the threshold, released, or unknown.
+#[tokio::test]
+async fn the_locks_among_candidates_are_read_in_one_answer() {
+    const COUNTING: &str = "2b3c4d5e-6f7a-4b2c-9d3e-4f5a6b7c8d9e";
+    const RELEASED: &str = "3c4d5e6f-7a8b-4c3d-8e4f-5a6b7c8d9e0f";
+    const UNKNOWN: &str = "5e6f7a8b-9c0d-4e5f-8a6b-7c8d9e0f1a2b";
+    let pg = PgServer::start();
+    let a = replica(&pg, policy(2, Duration::from_secs(60))).await;
+    let b = replica(&pg, policy(2, Duration::from_secs(60))).await;
+    for subject in [SUBJECT, RELEASED] {
+        b.lockouts.record_failure(subject).await.unwrap();
+        b.lockouts.record_failure(subject).await.unwrap();
+    }
+    a.lockouts.record_failure(COUNTING).await.unwrap();
+    b.lockouts.release(RELEASED).await.unwrap();
+    let upper = SUBJECT.to_uppercase();
+    let left = a
+        .lockouts
+        .locked_among(&[COUNTING, &upper, RELEASED, UNKNOWN])
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 4);
+    assert!(
+        left[1].is_some_and(|d| d > Duration::from_secs(50) && d <= Duration::from_secs(60)),
+        "{left:?}"
+    );
+    assert_eq!((left[0], left[2], left[3]), (None, None, None), "{left:?}");
+    // As many answers as candidates, for the largest identification too.
+    let many: Vec<String> = (0..100)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .chain([SUBJECT.to_owned()])
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let left = a.lockouts.locked_among(&many).await.unwrap();
+    assert_eq!(left.iter().filter(|l| l.is_some()).count(), 1);
+    assert!(left[100].is_some());
+}

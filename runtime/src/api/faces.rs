@@ -667,14 +667,12 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
             withheld.push(j.subject.id.clone());
         }
     };
-    // Every judged subject is looked up (at once: with the shared ledger, one query each).
-    let checks =
-        futures::future::join_all(judged.iter().map(|j| state.lockouts.check(&j.subject.id))).await;
-    for (j, checked) in judged.iter_mut().zip(checks) {
-        match checked {
-            Ok(()) => {}
-            Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
-            Err(e) => return Err(e.into()),
+    // Every judged subject is looked up, in one question to the ledger.
+    let ids: Vec<&str> = judged.iter().map(|j| j.subject.id.as_str()).collect();
+    let locks = state.lockouts.locked_among(&ids).await?;
+    for (j, left) in judged.iter_mut().zip(locks) {
+        if left.is_some() {
+            lock(j, &mut withheld);
         }
     }
     for j in judged.iter_mut().filter(|j| j.accepted()) {
