@@ -160,6 +160,16 @@ pub enum Problem {
         max = facekey_crds::MAX_SETTING_LENGTH
     )]
     SettingValue(String),
+    /// A `settings` value the runtime refuses at start-up (its flag parser, its log filter, or
+    /// its check between settings): pods given it would never become ready, and with the
+    /// embedded store's `Recreate` strategy none of the old pods would be left serving.
+    #[error("settings.{field}: {reason} (the runtime would refuse to start with it)")]
+    SettingRefused {
+        /// The `settings` name.
+        field: String,
+        /// Why the runtime refuses it.
+        reason: String,
+    },
     /// A setting the runtime refuses to start with unless `FACEKEY_ALLOW_INSECURE` is true
     /// (its own start-up check), named with the reason.
     #[error("{0}: the runtime refuses to start with it unless settings.allowInsecure is \"true\"")]
@@ -481,8 +491,14 @@ fn settings_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) 
             || value.contains(['\r', '\n'])
         {
             problems.push(Problem::SettingValue(name.clone()));
+        } else if let Err(reason) = setting_value(name, value) {
+            problems.push(Problem::SettingRefused {
+                field: name.clone(),
+                reason,
+            });
         }
     }
+    body_memory_problem(spec, problems);
     if spec.settings.get("liveness").is_some_and(|v| v == "off") && !allows_insecure(spec) {
         problems.push(Problem::Insecure(
             "settings.liveness off (every face counts as live)",
@@ -508,6 +524,45 @@ fn settings_problems(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) 
         problems.push(Problem::Insecure(
             "models.thresholds.match below 0.5 (looser than dlib's distance 0.6: more impostors match)",
         ));
+    }
+}
+
+/// Whether the runtime accepts `value` for the `settings` name `field` (one of
+/// [`facekey_crds::RUNTIME_SETTINGS`]): its flag parser's rules
+/// ([`facekey_settings::values::check`]), and for `log` its filter syntax.
+fn setting_value(field: &str, value: &str) -> Result<(), String> {
+    let Some(env_name) = facekey_crds::setting_env_name(field) else {
+        return Ok(());
+    };
+    if env_name == facekey_settings::env::LOG {
+        return tracing_subscriber::EnvFilter::try_new(value)
+            .map(drop)
+            .map_err(|e| format!("invalid log filter {value:?}: {e}"));
+    }
+    facekey_settings::values::check(env_name, value)
+}
+
+/// `settings.maxBodyMemoryBytes` (or its default) is at least `settings.maxBodyBytes` (or its
+/// default), as the runtime's start-up check requires: a body of the largest allowed size must
+/// fit in the memory budget.
+fn body_memory_problem(spec: &FaceKeyDeploymentSpec, problems: &mut Vec<Problem>) {
+    use facekey_settings::defaults;
+    let number = |field: &str, default: usize| match spec.settings.get(field) {
+        Some(v) => v.parse::<u64>().ok(),
+        None => u64::try_from(default).ok(),
+    };
+    let body = number("maxBodyBytes", defaults::MAX_BODY_BYTES);
+    let memory = number("maxBodyMemoryBytes", defaults::MAX_BODY_MEMORY_BYTES);
+    if let (Some(body), Some(memory)) = (body, memory)
+        && memory < body
+    {
+        problems.push(Problem::SettingRefused {
+            field: "maxBodyMemoryBytes".into(),
+            reason: format!(
+                "{memory} is below maxBodyBytes ({body}): a body of the largest allowed size \
+                 could never be received"
+            ),
+        });
     }
 }
 
@@ -707,6 +762,54 @@ mod tests {
             ]
         );
         assert!(problems[2].to_string().contains("maxBodyMemoryPerKeyShare"));
+    }
+
+    /// A value the runtime would refuse at start-up is refused before any rollout, naming the
+    /// setting and why (`runtime/tests/operator_contract.rs` holds the rules to the runtime's).
+    #[test]
+    fn setting_values_the_runtime_refuses_are_invalid() {
+        let s = parse(serde_json::json!({"image": "img:1", "settings": {
+            "maxBatch": "0",
+            "minFaceSize": "1",
+            "liveness": "minifas ",
+            "log": "facekey_runtime=[",
+            "requestTimeoutSecs": "600",
+            "maxBodyBytes": "200000000"}}));
+        let problems = validate(&s).unwrap_err().problems;
+        let fields: Vec<&str> = problems
+            .iter()
+            .map(|p| match p {
+                Problem::SettingRefused { field, .. } => field.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "liveness",
+                "log",
+                "maxBatch",
+                "minFaceSize",
+                "requestTimeoutSecs",
+                "maxBodyMemoryBytes"
+            ]
+        );
+        let message = problems[3].to_string();
+        assert!(
+            message.starts_with("settings.minFaceSize: must be 12 to 4096 pixels, got 1")
+                && message.ends_with("(the runtime would refuse to start with it)"),
+            "{message}"
+        );
+        assert!(
+            problems[5]
+                .to_string()
+                .contains("below maxBodyBytes (200000000)")
+        );
+        // Values it accepts, and a memory budget raised with the body limit.
+        let ok = parse(serde_json::json!({"image": "img:1", "settings": {
+            "maxBatch": "64", "minFaceSize": "40", "liveness": "both", "log": "debug",
+            "maxBodyBytes": "200000000", "maxBodyMemoryBytes": "400000000"}}));
+        validate(&ok).unwrap();
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use facekey_settings::{defaults, env, validate_unit_threshold};
+use facekey_settings::values::{self, parse_seconds_within, seconds_within};
+use facekey_settings::{defaults, env};
 
 use crate::alerts::{EmailSettings, SmtpTls};
 use crate::auth::Caller;
@@ -67,40 +68,23 @@ fn parse_weights(s: &str) -> Result<WeightsSource, String> {
 }
 
 fn parse_threshold(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|e| format!("not a number: {s:?} ({e})"))?;
-    validate_unit_threshold("threshold", v)
-}
-
-fn parse_load(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        Ok(v) => Err(format!("must be a positive number, got {v}")),
-        Err(e) => Err(format!("not a number: {s:?} ({e})")),
-    }
+    values::unit("threshold", s)
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|e| format!("not a number: {s:?} ({e})"))?;
-    validate_unit_threshold("the share", v)
+    values::unit("the share", s)
 }
 
-fn parse_positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(v) => Ok(v),
-        Err(e) => Err(format!("not a positive integer: {s:?} ({e})")),
-    }
+fn parse_connections(s: &str) -> Result<usize, String> {
+    let v = values::integer_within(s, 1, values::MAX_CONNECTIONS)?;
+    usize::try_from(v).map_err(|_| format!("too large: {v}"))
 }
 
 /// Most frames a liveness session may accept (`--session-max-frames`).
 pub const MAX_SESSION_FRAMES: usize = 512;
 
 fn parse_session_frames(s: &str) -> Result<usize, String> {
-    match parse_positive(s)? {
+    match values::positive::<usize>(s)? {
         n if n > MAX_SESSION_FRAMES => Err(format!("must be at most {MAX_SESSION_FRAMES}")),
         n => Ok(n),
     }
@@ -134,27 +118,6 @@ fn parse_shutdown_delay(s: &str) -> Result<u64, String> {
         )),
         Err(e) => Err(format!("not a number of seconds: {s:?} ({e})")),
     }
-}
-
-/// `value` seconds of the setting `name` when within `min..=max`; else the start-up error,
-/// naming the setting and the range.
-fn seconds_within(name: &str, value: u64, min: u64, max: u64) -> Result<u64, String> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!(
-            "{name} must be between {min} and {max} seconds, got {value}"
-        ))
-    }
-}
-
-/// A number of seconds for `name` within `min..=max` ([`seconds_within`]).
-fn parse_seconds_within(name: &str, s: &str, min: u64, max: u64) -> Result<u64, String> {
-    let value = s
-        .trim()
-        .parse::<u64>()
-        .map_err(|e| format!("{name}: not a number of seconds: {s:?} ({e})"))?;
-    seconds_within(name, value, min, max)
 }
 
 fn parse_request_timeout(s: &str) -> Result<u64, String> {
@@ -233,11 +196,11 @@ pub struct Config {
     pub new_template_key: Option<String>,
 
     /// Most face templates one subject may hold.
-    #[arg(long, env = env::MAX_FACES_PER_SUBJECT, default_value_t = defaults::MAX_FACES_PER_SUBJECT, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_FACES_PER_SUBJECT, default_value_t = defaults::MAX_FACES_PER_SUBJECT, value_parser = values::positive::<usize>)]
     pub max_faces_per_subject: usize,
 
     /// Most subjects the store holds; creating one more answers 507 `store_full`.
-    #[arg(long, env = env::MAX_SUBJECTS, default_value_t = defaults::MAX_SUBJECTS, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_SUBJECTS, default_value_t = defaults::MAX_SUBJECTS, value_parser = values::positive::<usize>)]
     pub max_subjects: usize,
 
     /// Most subjects one API key may have created and still hold, so one `enrol` key cannot
@@ -250,7 +213,7 @@ pub struct Config {
     /// Most templates (enrolled faces) the store holds, all subjects and embedding models
     /// together; every replica keeps them all in memory (about 5 KB each). Enrolling one more
     /// answers 507 `store_full`.
-    #[arg(long, env = env::MAX_TEMPLATES, default_value_t = defaults::MAX_TEMPLATES, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_TEMPLATES, default_value_t = defaults::MAX_TEMPLATES, value_parser = values::positive::<usize>)]
     pub max_templates: usize,
 
     /// Most templates (enrolled faces) one API key may have enrolled and still hold, so one
@@ -261,13 +224,13 @@ pub struct Config {
     pub max_templates_per_key: usize,
 
     /// Largest request body accepted, in bytes (larger bodies get 413).
-    #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = defaults::MAX_BODY_BYTES, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = defaults::MAX_BODY_BYTES, value_parser = values::positive::<usize>)]
     pub max_body_bytes: usize,
 
     /// Request body bytes held in memory at once, all requests together: a request with a body
     /// reserves its declared length (the body limit when it declares none) before its handler
     /// runs; beyond the budget it gets 503 `overloaded` at once. At least the body limit.
-    #[arg(long, env = env::MAX_BODY_MEMORY_BYTES, default_value_t = defaults::MAX_BODY_MEMORY_BYTES, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_BODY_MEMORY_BYTES, default_value_t = defaults::MAX_BODY_MEMORY_BYTES, value_parser = values::positive::<usize>)]
     pub max_body_memory_bytes: usize,
 
     /// Share (0 to 1) of `--max-body-memory-bytes` the request bodies of one API key may hold
@@ -290,12 +253,12 @@ pub struct Config {
     pub body_rate_grace_secs: u64,
 
     /// Largest encoded image accepted, in bytes (CompreFace and AWS Rekognition allow 5 MB).
-    #[arg(long, env = env::MAX_IMAGE_BYTES, default_value_t = defaults::MAX_IMAGE_BYTES, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_IMAGE_BYTES, default_value_t = defaults::MAX_IMAGE_BYTES, value_parser = values::positive::<usize>)]
     pub max_image_bytes: usize,
 
     /// Largest decoded image accepted, in pixels (width x height), checked from the header
     /// before any pixel memory is allocated.
-    #[arg(long, env = env::MAX_IMAGE_PIXELS, default_value_t = defaults::MAX_IMAGE_PIXELS)]
+    #[arg(long, env = env::MAX_IMAGE_PIXELS, default_value_t = defaults::MAX_IMAGE_PIXELS, value_parser = values::positive::<u64>)]
     pub max_image_pixels: u64,
 
     /// ONNX Runtime library (`libonnxruntime.so`). Default: `ORT_DYLIB_PATH` when set, else
@@ -326,11 +289,11 @@ pub struct Config {
 
     /// Sessions per model, i.e. how many requests may run one model at the same time
     /// (default: one per core, at most 8).
-    #[arg(long, env = env::SESSIONS_PER_MODEL, default_value_t = defaults::sessions_per_model(), value_parser = parse_positive)]
+    #[arg(long, env = env::SESSIONS_PER_MODEL, default_value_t = defaults::sessions_per_model(), value_parser = values::positive::<usize>)]
     pub sessions_per_model: usize,
 
-    /// Smallest face searched for, in pixels; larger values make detection faster.
-    #[arg(long, env = env::MIN_FACE_SIZE, default_value_t = defaults::MIN_FACE_SIZE)]
+    /// Smallest face searched for, in pixels (12 to 4096); larger values make detection faster.
+    #[arg(long, env = env::MIN_FACE_SIZE, default_value_t = defaults::MIN_FACE_SIZE, value_parser = values::face_size)]
     pub min_face_size: f64,
 
     /// What verification does with several faces in one image.
@@ -339,7 +302,7 @@ pub struct Config {
 
     /// Most faces of one image `/v1/liveness` analyses (the most confident); the others are
     /// counted in `faces_detected` but not analysed.
-    #[arg(long, env = env::MAX_FACES_PER_IMAGE, default_value_t = defaults::MAX_FACES_PER_IMAGE, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_FACES_PER_IMAGE, default_value_t = defaults::MAX_FACES_PER_IMAGE, value_parser = values::positive::<usize>)]
     pub max_faces_per_image: usize,
 
     /// Minimum match similarity in [0, 1] (0.5 is dlib's 0.6 distance threshold).
@@ -379,12 +342,12 @@ pub struct Config {
     pub decision_policy: DecisionPolicy,
 
     /// Largest number of feature rows in one `/v1/score` batch.
-    #[arg(long, env = env::MAX_BATCH, default_value_t = defaults::MAX_BATCH, value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_BATCH, default_value_t = defaults::MAX_BATCH, value_parser = values::positive::<usize>)]
     pub max_batch: usize,
 
     /// Inferences (verify, identify, enrol, liveness) running at once; more wait in the queue
     /// (default: one per core, as the model sessions).
-    #[arg(long, env = env::MAX_INFLIGHT, default_value_t = defaults::sessions_per_model(), value_parser = parse_positive)]
+    #[arg(long, env = env::MAX_INFLIGHT, default_value_t = defaults::sessions_per_model(), value_parser = values::positive::<usize>)]
     pub max_inflight: usize,
 
     /// Requests that may wait for an inference place; beyond running + waiting, requests are
@@ -402,15 +365,16 @@ pub struct Config {
     /// Offered load (arrival rate x service time / in-flight places) above which a request
     /// that finds every place busy gets 503 `overloaded` at once instead of queueing: under
     /// standing overload a queue serves no more, it only delays every accepted request.
-    #[arg(long, env = env::QUEUE_MAX_LOAD, default_value_t = defaults::QUEUE_MAX_LOAD, value_parser = parse_load)]
+    #[arg(long, env = env::QUEUE_MAX_LOAD, default_value_t = defaults::QUEUE_MAX_LOAD, value_parser = values::positive_number)]
     pub queue_max_load: f64,
 
     /// Seconds a request may take before it is answered with 503 `timeout` (1 to 300).
     #[arg(long, env = env::REQUEST_TIMEOUT_SECS, default_value_t = defaults::REQUEST_TIMEOUT_SECS, value_parser = parse_request_timeout)]
     pub request_timeout_secs: u64,
 
-    /// Most open HTTP connections; beyond it new connections wait in the kernel's backlog.
-    #[arg(long, env = env::MAX_CONNECTIONS, default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_positive)]
+    /// Most open HTTP connections (at most 1 000 000); beyond it new connections wait in the
+    /// kernel's backlog.
+    #[arg(long, env = env::MAX_CONNECTIONS, default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_connections)]
     pub max_connections: usize,
 
     /// Seconds a client has to send a request's headers, and a new connection its first byte. A
@@ -661,7 +625,8 @@ impl Config {
     }
 
     /// Check the configuration as start-up does before it reads any file, binds a port or loads
-    /// a model (`--check-config`, and the first step of [`crate::server::Server::bind`]): limits
+    /// a model (`--check-config`, and the first step of [`crate::server::Server::bind`]): the log
+    /// filter, limits
     /// that contradict each other, the request timeout's and the alert interval's bounds (also
     /// of a configuration not parsed from flags), unsafe settings without `--allow-insecure`,
     /// the alert mail settings, the lockout bounds, and what replicas sharing a database must
@@ -679,6 +644,7 @@ impl Config {
             0,
             defaults::MAX_ALERT_MIN_INTERVAL_SECS,
         )?;
+        crate::telemetry::filter(&self.log)?;
         if self.max_body_memory_bytes < self.max_body_bytes {
             return Err(format!(
                 "{} ({}) is below {} ({}): a body of the largest allowed size could never be \
@@ -1233,6 +1199,44 @@ mod tests {
         assert_eq!(
             check(&["--liveness", "off", "--allow-insecure"]).map(|w| w.len()),
             Ok(1)
+        );
+    }
+
+    /// Values that would break the server without a word are refused at start-up: a smallest
+    /// face below MTCNN's 12-pixel cell enlarges every image in the detection pyramid (1 pixel:
+    /// 144 times the pixels), 0 or NaN finds no face ever; no image fits in 0 pixels; the
+    /// connection semaphore panics beyond its size; a log filter that does not parse.
+    #[test]
+    fn values_that_would_break_the_server_are_refused() {
+        let parse = |flag: &str, v: &str| {
+            Config::try_parse_from(["facekey-runtime", &format!("--{flag}={v}")])
+        };
+        for bad in ["1", "0", "-20", "NaN", "inf", "11.9", "4097"] {
+            let err = parse("min-face-size", bad).unwrap_err().to_string();
+            assert!(
+                err.contains("12 to 4096") || err.contains("not a number"),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["12", "40.5", "4096"] {
+            assert!(parse("min-face-size", good).is_ok(), "{good}");
+        }
+        assert!(parse("max-image-pixels", "0").is_err());
+        assert!(parse("max-connections", "1000001").is_err());
+        assert!(parse("max-connections", "18446744073709551615").is_err());
+        assert_eq!(
+            parse("max-connections", "1000000").unwrap().max_connections,
+            1_000_000
+        );
+        let c = parse("log", "facekey_runtime=[").unwrap();
+        let err = c.check().unwrap_err();
+        assert!(
+            err.contains(env::LOG) && err.contains("invalid log filter"),
+            "{err}"
+        );
+        assert_eq!(
+            parse("log", "info,tower_http=debug").unwrap().check(),
+            Ok(Vec::new())
         );
     }
 

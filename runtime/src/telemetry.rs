@@ -4,10 +4,19 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The log filter `filter` (`--log`, `tracing` syntax), or why it does not parse.
+pub fn filter(filter: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(filter).map_err(|e| {
+        format!(
+            "{}: invalid log filter {filter:?}: {e}",
+            facekey_settings::env::LOG
+        )
+    })
+}
+
 /// Install the global subscriber. Fails if the filter does not parse or one is already set.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
-    let filter =
-        EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+    let filter = self::filter(filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true);

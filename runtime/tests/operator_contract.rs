@@ -226,8 +226,9 @@ fn applies_verification(spec: &FaceKeyDeploymentSpec, config: &Config) {
 fn args_for(flags: &BTreeMap<String, String>, vars: &[(String, Option<String>)]) -> Vec<String> {
     let mut args = vec!["facekey-runtime".to_owned()];
     for (name, value) in vars.iter().filter(|(k, _)| k.starts_with("FACEKEY_")) {
-        args.push(format!("--{}", flags[name]));
-        args.push(value.clone().unwrap_or_else(|| "from-secret".to_owned()));
+        // One argument, as a variable is one value (`--x -1` would read `-1` as a flag).
+        let value = value.as_deref().unwrap_or("from-secret");
+        args.push(format!("--{}={value}", flags[name]));
     }
     args
 }
@@ -236,16 +237,7 @@ fn args_for(flags: &BTreeMap<String, String>, vars: &[(String, Option<String>)])
 fn the_runtime_starts_with_what_the_operator_writes() {
     let flags = flags_by_env();
     for spec in specs() {
-        // The Deployment's pods: the ConfigMap's variables and those from Secrets.
-        let mut pod: Vec<(String, Option<String>)> = config_data(&spec)
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        for name in runtime_env_for(&spec) {
-            if !pod.iter().any(|(k, _)| *k == name) {
-                pod.push((name, None));
-            }
-        }
+        let pod = pod_vars(&spec);
         // The injected sidecar: its own `env`.
         let sidecar: Vec<(String, Option<String>)> =
             sidecar_env(&spec, &spec.sidecar.clone().unwrap_or_default())
@@ -265,6 +257,123 @@ fn the_runtime_starts_with_what_the_operator_writes() {
             );
         }
     }
+}
+
+/// The runtime variables of the Deployment's pods for `spec`: the ConfigMap's, and those from
+/// Secrets (`None`).
+fn pod_vars(spec: &FaceKeyDeploymentSpec) -> Vec<(String, Option<String>)> {
+    let mut pod: Vec<(String, Option<String>)> = config_data(spec)
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    for name in runtime_env_for(spec) {
+        if !pod.iter().any(|(k, _)| *k == name) {
+            pod.push((name, None));
+        }
+    }
+    pod
+}
+
+/// Values tried for every `spec.settings` name: bounds and one past them, numbers the flag
+/// parsers read differently, words, and filters.
+const PROBES: &[&str] = &[
+    "",
+    " 1",
+    "1 ",
+    "+1",
+    "0",
+    "1",
+    "2",
+    "-1",
+    "0.5",
+    "1.0",
+    "1.5",
+    "1e3",
+    "NaN",
+    "inf",
+    "-inf",
+    "0x10",
+    "11.9",
+    "12",
+    "4096",
+    "4097",
+    "300",
+    "301",
+    "86400",
+    "86401",
+    "1000000",
+    "1000001",
+    "134217728",
+    "134217729",
+    "18446744073709551615",
+    "18446744073709551616",
+    "abc",
+    "true",
+    "false",
+    "TRUE",
+    "on",
+    "off",
+    "*",
+    "https://a.example",
+    "info",
+    "debug,tower_http=info",
+    "facekey_runtime=[",
+    "a=b=c",
+];
+
+/// The operator refuses a `settings` value (`InvalidSpec`, no rollout) exactly when the runtime
+/// would refuse to start with it: its flag parser, its log filter, and its start-up check
+/// between settings. A value accepted by one and not the other fails here: either pods that
+/// never become ready (with the embedded store's `Recreate` strategy, nothing left serving), or
+/// a spec refused that would have run.
+#[test]
+fn the_operator_refuses_exactly_the_setting_values_the_runtime_refuses() {
+    let flags = flags_by_env();
+    let command = Config::command();
+    let mut tried = 0;
+    for env_name in facekey_crds::RUNTIME_SETTINGS {
+        let field = facekey_crds::settings_field(env_name);
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_env() == Some(std::ffi::OsStr::new(env_name)))
+            .unwrap();
+        let mut values: Vec<String> = PROBES.iter().map(|v| (*v).to_owned()).collect();
+        values.extend(
+            arg.get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_owned()),
+        );
+        if let Some(names) = facekey_settings::values::names(env_name) {
+            values.extend(names.iter().map(|v| (*v).to_owned()));
+        }
+        for value in values {
+            let mut settings = serde_json::Map::new();
+            settings.insert(field.clone(), value.clone().into());
+            if *env_name != "FACEKEY_ALLOW_INSECURE" {
+                // Unsafe values (liveness off, CORS *) are the start-up check's other rule.
+                settings.insert("allowInsecure".into(), "true".into());
+            }
+            let spec: FaceKeyDeploymentSpec = serde_json::from_value(serde_json::json!({
+                "image": "registry.example/facekey/runtime:1.0",
+                "settings": settings,
+            }))
+            .unwrap();
+            let operator = facekey_operator::validate::validate(&spec)
+                .map(drop)
+                .map_err(|e| format!("{e:?}"));
+            let args = args_for(&flags, &pod_vars(&spec));
+            let runtime = Config::try_parse_from(&args)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check().map(drop));
+            assert_eq!(
+                operator.is_ok(),
+                runtime.is_ok(),
+                "settings.{field} = {value:?}: operator {operator:?}, runtime {runtime:?}"
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > 40 * facekey_crds::RUNTIME_SETTINGS.len(), "{tried}");
 }
 
 /// The runtime's flags by the environment variable they read.

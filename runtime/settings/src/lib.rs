@@ -455,6 +455,147 @@ pub fn validate_unit_threshold(name: &str, value: f64) -> Result<f64, String> {
     }
 }
 
+/// The values the runtime accepts: the parsers of its numeric flags, and [`values::check`] of
+/// the settings the operator passes through from `spec.settings`, so the operator refuses a
+/// value the runtime would refuse at start-up before any pod is rolled out with it. A test of
+/// the runtime (`operator_contract.rs`) holds the two together on a battery of values.
+pub mod values {
+    use super::{defaults, env, validate_unit_threshold};
+
+    /// Least and most `--min-face-size`, pixels. Below MTCNN's 12-pixel cell the detection
+    /// pyramid enlarges the image (at 1 pixel, 12 times each side: a 16-megapixel photo becomes
+    /// a 2.3-gigapixel first level); at 0 or below no level is searched and no face is ever
+    /// found; beyond the largest image side nothing can be.
+    pub const FACE_SIZE: (f64, f64) = (12.0, 4096.0);
+
+    /// Most `--max-connections` (far beyond any pod's file descriptors; the connection
+    /// semaphore cannot hold more than `usize::MAX >> 3` places).
+    pub const MAX_CONNECTIONS: u64 = 1_000_000;
+
+    /// The names an enumerated setting accepts (the runtime's flag values), `None` for
+    /// another setting.
+    pub fn names(env_name: &str) -> Option<&'static [&'static str]> {
+        Some(match env_name {
+            env::MULTI_FACE => &["largest", "reject"],
+            env::LIVENESS => &["dtn", "minifas", "both", "off"],
+            env::LIVENESS_COMBINE => &["mean", "min"],
+            env::MATCH_MODELS => &["dlib", "dlib+faceres"],
+            env::PASSIVE_LIVENESS_MODELS => &["fr_liveness", "fr_liveness+human_liveness"],
+            env::ALLOW_INSECURE => &["true", "false"],
+            _ => return None,
+        })
+    }
+
+    /// An integer from `min` to `max`.
+    pub fn integer_within(s: &str, min: u64, max: u64) -> Result<u64, String> {
+        match s.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            Ok(v) if v < min => Err(format!("must be at least {min}, got {v}")),
+            Ok(v) => Err(format!("must be at most {max}, got {v}")),
+            Err(e) => Err(format!("not an integer: {s:?} ({e})")),
+        }
+    }
+
+    /// A count of at least 1 (a size, a limit of which 0 would refuse everything).
+    pub fn positive<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+        let v = integer_within(s, 1, u64::MAX)?;
+        T::try_from(v).map_err(|_| format!("too large: {v}"))
+    }
+
+    /// A finite number above 0.
+    pub fn positive_number(s: &str) -> Result<f64, String> {
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Ok(v) => Err(format!("must be a positive number, got {v}")),
+            Err(e) => Err(format!("not a number: {s:?} ({e})")),
+        }
+    }
+
+    /// A number in `[0, 1]`; the error names it as `what`.
+    pub fn unit(what: &str, s: &str) -> Result<f64, String> {
+        let v: f64 = s
+            .parse()
+            .map_err(|e| format!("not a number: {s:?} ({e})"))?;
+        validate_unit_threshold(what, v)
+    }
+
+    /// `value` seconds of the setting `name` when within `min..=max`; else the start-up
+    /// error, naming the setting and the range.
+    pub fn seconds_within(name: &str, value: u64, min: u64, max: u64) -> Result<u64, String> {
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!(
+                "{name} must be between {min} and {max} seconds, got {value}"
+            ))
+        }
+    }
+
+    /// A number of seconds for `name` within `min..=max` ([`seconds_within`]).
+    pub fn parse_seconds_within(name: &str, s: &str, min: u64, max: u64) -> Result<u64, String> {
+        let value = s
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| format!("{name}: not a number of seconds: {s:?} ({e})"))?;
+        seconds_within(name, value, min, max)
+    }
+
+    /// A `--min-face-size` within [`FACE_SIZE`].
+    pub fn face_size(s: &str) -> Result<f64, String> {
+        let (min, max) = FACE_SIZE;
+        match s.parse::<f64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            Ok(v) => Err(format!("must be {min} to {max} pixels, got {v}")),
+            Err(e) => Err(format!("not a number: {s:?} ({e})")),
+        }
+    }
+
+    /// Whether the runtime's flag parser accepts `value` for `env_name`, one of the settings
+    /// `spec.settings` may set (`facekey_crds::RUNTIME_SETTINGS`); the error says why not.
+    /// `FACEKEY_LOG` (a `tracing` filter) and `FACEKEY_CORS_ORIGINS` (any list) are not
+    /// checked here, nor any other setting; the runtime's start-up checks between settings
+    /// (body memory at least the body limit, unsafe settings) are the operator's own.
+    pub fn check(env_name: &str, value: &str) -> Result<(), String> {
+        if let Some(names) = names(env_name) {
+            return if names.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "must be one of {}, got {value:?}",
+                    names.join(", ")
+                ))
+            };
+        }
+        match env_name {
+            env::MAX_BODY_BYTES
+            | env::MAX_BODY_MEMORY_BYTES
+            | env::MAX_IMAGE_BYTES
+            | env::MAX_IMAGE_PIXELS
+            | env::MAX_FACES_PER_IMAGE
+            | env::MAX_BATCH
+            | env::MAX_QUEUE_WAIT_MS
+            | env::HEADER_READ_TIMEOUT_SECS => positive::<u64>(value).map(drop),
+            env::MIN_BODY_BYTES_PER_SEC | env::BODY_RATE_GRACE_SECS | env::MAX_QUEUE => {
+                integer_within(value, 0, u64::MAX).map(drop)
+            }
+            env::MAX_CONNECTIONS => integer_within(value, 1, MAX_CONNECTIONS).map(drop),
+            env::MAX_BODY_MEMORY_PER_KEY_SHARE => unit("the share", value).map(drop),
+            env::SESSION_PASSIVE_MIN => unit("threshold", value).map(drop),
+            env::QUEUE_MAX_LOAD => positive_number(value).map(drop),
+            env::MIN_FACE_SIZE => face_size(value).map(drop),
+            env::REQUEST_TIMEOUT_SECS => {
+                let max = defaults::MAX_REQUEST_TIMEOUT_SECS;
+                parse_seconds_within(env_name, value, 1, max).map(drop)
+            }
+            env::ALERT_MIN_INTERVAL_SECS => {
+                let max = defaults::MAX_ALERT_MIN_INTERVAL_SECS;
+                parse_seconds_within(env_name, value, 0, max).map(drop)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
