@@ -683,3 +683,118 @@ async fn malformed_session_ids_are_not_found_in_the_shared_store() {
     assert_eq!(st, StatusCode::OK, "{g}");
     a.stop().await;
 }
+
+/// A frames call whose write fails gives the session's batch lease back: the retry its error
+/// invites is served, not answered 409 `session_busy` for the lease's 30 s. The write fails
+/// here on sealed data that does not open; a lock timeout or a failover mid-transaction rolls
+/// back the lease's clearing the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_frames_write_gives_the_session_back() {
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let verify_key = sh.client("verify");
+    let (st, o) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id = id_of(&o);
+    let perf = performance(&challenge_of(&o));
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&perf[..1], 10_000)).await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("in_progress")),
+        "{fb}"
+    );
+    let row = format!("FROM facekey_liveness_sessions WHERE id = '{id}'");
+    let sealed = sh.pg.psql(&format!("SELECT encode(sealed, 'hex') {row}"));
+    assert!(!sealed.is_empty());
+    sh.pg.psql(&format!(
+        "UPDATE facekey_liveness_sessions SET sealed = '\\x00' WHERE id = '{id}'"
+    ));
+    let (st, v) = send(&a, &verify_key, &id, &frames_json(&perf[1..2], 10_100)).await;
+    assert!(st.is_server_error(), "{st} {v}");
+    assert_ne!(error_code(&v), "session_busy", "{v}");
+    assert_eq!(
+        sh.pg.psql(&format!("SELECT busy_until IS NULL {row}")),
+        "t",
+        "the lease is given back"
+    );
+    // The data back, the retry is served.
+    sh.pg.psql(&format!(
+        "UPDATE facekey_liveness_sessions SET sealed = decode('{sealed}', 'hex') WHERE id = '{id}'"
+    ));
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&perf[1..], 10_150)).await;
+    assert_eq!(
+        (st, fb["state"].clone()),
+        (StatusCode::OK, json!("passed")),
+        "{fb}"
+    );
+}
+
+/// Sweeps running at once on several replicas, with more expired sessions than one sweep
+/// ends, each end their share and clear the rest they may: none waits for rows another holds
+/// (two sweeps each holding a share and waiting for the other's deadlocked, and PostgreSQL
+/// aborted one with 40P01, an `open` answered 503). Every session is ended once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sweeps_share_the_expired_sessions_without_deadlock() {
+    use facekey_runtime::challenge::pg::PgSessions;
+    use facekey_runtime::challenge::session::SessionLimits;
+    use facekey_runtime::challenge::store::SessionStore;
+    use facekey_runtime::store::TemplateKeys;
+    const SESSIONS: usize = 1500;
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let verify_key = sh.client("verify");
+    let (st, o) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id = id_of(&o);
+    let (st, v) = send(&a, &verify_key, &id, &frames_json(&neutral(2, 0), 1_000)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    a.stop().await;
+    // Copies of the session, every one expired, in progress and holding observations.
+    sh.pg.psql(&format!(
+        "INSERT INTO facekey_liveness_sessions SELECT (jsonb_populate_record( \
+           NULL::facekey_liveness_sessions, to_jsonb(s) || jsonb_build_object( \
+             'id', md5(g::text), 'expires_at', now() - interval '1 second'))).* \
+         FROM facekey_liveness_sessions s, generate_series(1, {SESSIONS}) g \
+         WHERE s.id = '{id}'; DELETE FROM facekey_liveness_sessions WHERE id = '{id}'"
+    ));
+    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
+    let store = facekey_runtime::store::postgres::PgStore::connect(
+        &sh.pg.url(),
+        None,
+        keys.clone(),
+        8,
+        "FACEKEY_DATABASE_URL",
+    )
+    .await
+    .unwrap();
+    let replicas: Vec<PgSessions> = (0..4)
+        .map(|_| {
+            PgSessions::new(
+                store.pool().clone(),
+                keys.clone(),
+                SessionLimits::default(),
+                Default::default(),
+            )
+        })
+        .collect();
+    let mut ended = 0;
+    for _ in 0..10 {
+        let sweeps = futures::future::join_all(replicas.iter().map(|r| r.sweep())).await;
+        for sweep in sweeps {
+            ended += sweep.expect("a sweep failed").len();
+        }
+        if ended >= SESSIONS {
+            break;
+        }
+    }
+    assert_eq!(ended, SESSIONS, "every expired session ended once");
+    // One more sweep clears what the others skipped.
+    assert!(replicas[0].sweep().await.unwrap().is_empty());
+    assert_eq!(
+        sh.pg.psql(
+            "SELECT count(*) FROM facekey_liveness_sessions \
+             WHERE outcome = 'in_progress' OR sealed IS NOT NULL"
+        ),
+        "0"
+    );
+}

@@ -286,6 +286,79 @@ impl PgSessions {
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))
     }
 
+    /// [`SessionStore::add_frames`] in one transaction holding the session's row lock; its
+    /// write clears the batch's lease.
+    async fn add_frames_locked(
+        &self,
+        key: &str,
+        id: &str,
+        mut batch: Vec<FrameObservation>,
+    ) -> Result<BatchResult, SessionError> {
+        let hash = key_hash(key);
+        let err = db("add frames to liveness session");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        let mut s = self.fetch(&mut *tx, &hash, id, true).await?;
+        if s.expired {
+            return Err(SessionError::Expired);
+        }
+        if s.verdict.outcome != Outcome::InProgress {
+            return Ok(BatchResult {
+                view: s.view(),
+                frames: Vec::new(),
+                concluded: None,
+            });
+        }
+        let private = self.unseal(&s, &hash)?;
+        batch.truncate(self.limits.max_frames.saturating_sub(s.frames_received));
+        for f in &mut batch {
+            f.received_ms = Some(s.elapsed_ms);
+        }
+        s.frames_received += batch.len();
+        // In the order received, as one replica's store keeps them: a batch captured before
+        // frames already applied fails the session (timestamps_not_increasing).
+        let mut frames = private.frames;
+        let new: Vec<usize> = (frames.len()..frames.len() + batch.len()).collect();
+        frames.extend(batch);
+        let mut verdict = evaluate(&s.challenge, &frames, &self.policy);
+        if verdict.outcome == Outcome::InProgress && s.frames_received >= self.limits.max_frames {
+            verdict.conclude(FailReason::ChallengeIncomplete);
+        }
+        let feedback = new
+            .iter()
+            .filter_map(|&i| verdict.frames.get(i).copied())
+            .collect();
+        let ended = verdict.outcome != Outcome::InProgress;
+        let private = if ended {
+            // Keep only what verify needs: a passed session's probe and witnesses.
+            let (probe, witnesses) = super::checker::kept_for_verify(&verdict, &frames)
+                .map_or((None, Vec::new()), |(face, w)| (Some(face), w));
+            Private {
+                frames: Vec::new(),
+                probe,
+                witnesses,
+            }
+        } else {
+            Private {
+                frames,
+                probe: None,
+                witnesses: Vec::new(),
+            }
+        };
+        s.verdict = verdict;
+        let sealed = if private.frames.is_empty() && private.probe.is_none() {
+            None
+        } else {
+            Some(self.seal(id, &hash, &private)?)
+        };
+        self.write(&mut tx, &s, sealed.as_ref()).await?;
+        tx.commit().await.map_err(&err)?;
+        Ok(BatchResult {
+            view: s.view(),
+            frames: feedback,
+            concluded: ended.then(|| s.concluded()),
+        })
+    }
+
     async fn fetch(
         &self,
         executor: impl sqlx::PgExecutor<'_>,
@@ -502,71 +575,17 @@ impl SessionStore for PgSessions {
         &self,
         key: &str,
         id: &str,
-        mut batch: Vec<FrameObservation>,
+        batch: Vec<FrameObservation>,
     ) -> Result<BatchResult, SessionError> {
-        let hash = key_hash(key);
-        let err = db("add frames to liveness session");
-        let mut tx = self.pool.begin().await.map_err(&err)?;
-        let mut s = self.fetch(&mut *tx, &hash, id, true).await?;
-        if s.expired {
-            return Err(SessionError::Expired);
+        let added = self.add_frames_locked(key, id, batch).await;
+        if added.is_err() {
+            // The transaction that clears the batch's lease rolled back (a lock timeout, a
+            // failover, a failed commit, sealed data that does not open): give the lease back
+            // on its own, or every retry the 503 invites answers session_busy for the lease's
+            // 30 s. Harmless if the commit did land: the lease is cleared either way.
+            self.release(key, id).await;
         }
-        if s.verdict.outcome != Outcome::InProgress {
-            return Ok(BatchResult {
-                view: s.view(),
-                frames: Vec::new(),
-                concluded: None,
-            });
-        }
-        let private = self.unseal(&s, &hash)?;
-        batch.truncate(self.limits.max_frames.saturating_sub(s.frames_received));
-        for f in &mut batch {
-            f.received_ms = Some(s.elapsed_ms);
-        }
-        s.frames_received += batch.len();
-        // In the order received, as one replica's store keeps them: a batch captured before
-        // frames already applied fails the session (timestamps_not_increasing).
-        let mut frames = private.frames;
-        let new: Vec<usize> = (frames.len()..frames.len() + batch.len()).collect();
-        frames.extend(batch);
-        let mut verdict = evaluate(&s.challenge, &frames, &self.policy);
-        if verdict.outcome == Outcome::InProgress && s.frames_received >= self.limits.max_frames {
-            verdict.conclude(FailReason::ChallengeIncomplete);
-        }
-        let feedback = new
-            .iter()
-            .filter_map(|&i| verdict.frames.get(i).copied())
-            .collect();
-        let ended = verdict.outcome != Outcome::InProgress;
-        let private = if ended {
-            // Keep only what verify needs: a passed session's probe and witnesses.
-            let (probe, witnesses) = super::checker::kept_for_verify(&verdict, &frames)
-                .map_or((None, Vec::new()), |(face, w)| (Some(face), w));
-            Private {
-                frames: Vec::new(),
-                probe,
-                witnesses,
-            }
-        } else {
-            Private {
-                frames,
-                probe: None,
-                witnesses: Vec::new(),
-            }
-        };
-        s.verdict = verdict;
-        let sealed = if private.frames.is_empty() && private.probe.is_none() {
-            None
-        } else {
-            Some(self.seal(id, &hash, &private)?)
-        };
-        self.write(&mut tx, &s, sealed.as_ref()).await?;
-        tx.commit().await.map_err(&err)?;
-        Ok(BatchResult {
-            view: s.view(),
-            frames: feedback,
-            concluded: ended.then(|| s.concluded()),
-        })
+        added
     }
 
     async fn view(&self, key: &str, id: &str) -> Result<SessionView, SessionError> {
@@ -646,17 +665,21 @@ impl SessionStore for PgSessions {
             self.write(&mut tx, &s, None).await?;
             ended.push(s.concluded());
         }
-        // Expired sessions keep no observations; rows go one TTL after expiry.
+        // Expired sessions keep no observations; rows go one TTL after expiry. Rows another
+        // sweep (or a call) holds are skipped too, for the next sweep: waiting for them while
+        // holding this sweep's rows deadlocks two sweeps that each took a share of the expired.
         sqlx::query(
             "UPDATE facekey_liveness_sessions SET sealed_key_id = NULL, sealed_nonce = NULL, \
-             sealed = NULL WHERE expires_at <= now() AND sealed IS NOT NULL",
+             sealed = NULL WHERE id IN (SELECT id FROM facekey_liveness_sessions \
+               WHERE expires_at <= now() AND sealed IS NOT NULL FOR UPDATE SKIP LOCKED)",
         )
         .execute(&mut *tx)
         .await
         .map_err(&err)?;
         sqlx::query(
-            "DELETE FROM facekey_liveness_sessions \
-             WHERE expires_at + make_interval(secs => $1) <= now()",
+            "DELETE FROM facekey_liveness_sessions WHERE id IN (SELECT id \
+               FROM facekey_liveness_sessions \
+               WHERE expires_at + make_interval(secs => $1) <= now() FOR UPDATE SKIP LOCKED)",
         )
         .bind(self.limits.ttl.as_secs_f64())
         .execute(&mut *tx)
