@@ -59,6 +59,21 @@ const LISTENER_PROBE_EVERY: Duration = Duration::from_secs(5);
 /// whole index, so changes missed meanwhile arrive then): not shorter, so a database slow under
 /// load does not get every replica's full reload on top.
 const LISTENER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The wait before the change listener reconnects after losing its listener. A listener lost
+/// before any probe came back (`proved` false) may never receive (a pooler in transaction mode
+/// between the runtime and PostgreSQL): each try costs a full reload of the index, so that wait
+/// (`unproved`) doubles up to [`RESYNC_BACKOFF_MAX`]. One that received reconnects at once and
+/// starts the doubling over.
+fn relisten_wait(proved: bool, unproved: &mut Duration) -> Duration {
+    if proved {
+        *unproved = RECONNECT_EVERY;
+        return RECONNECT_EVERY;
+    }
+    let wait = *unproved;
+    *unproved = (wait * 2).min(RESYNC_BACKOFF_MAX);
+    wait
+}
 /// How long the change listener's read of one notified subject (two indexed queries) may take
 /// before the listener counts as lost (reconnect, reload): a connection black-holed mid-query
 /// (no reset, no answer) would otherwise hold the listener, and `/readyz` reporting it in step,
@@ -806,6 +821,7 @@ impl Enrolments {
     /// lost listener is.
     pub async fn follow(self: Arc<Self>, store: PgStore) {
         let mut resync_wait = RECONNECT_EVERY;
+        let mut unproved_wait = RECONNECT_EVERY;
         loop {
             // A pool of its own for each listener, as the listener has: one whose connection
             // hung (a reload or a read past its bound) may hold its place for a while.
@@ -852,10 +868,11 @@ impl Enrolments {
             }
             self.set_synced(None);
             resync_wait = RECONNECT_EVERY;
-            if let Err(lost) = self.apply_changes(&store, &mut listener).await {
+            let mut proved = false;
+            if let Err(lost) = self.apply_changes(&store, &mut listener, &mut proved).await {
                 self.set_proven(Some(format!("change listener: {lost}")));
             }
-            tokio::time::sleep(RECONNECT_EVERY).await;
+            tokio::time::sleep(relisten_wait(proved, &mut unproved_wait)).await;
         }
     }
 
@@ -872,11 +889,12 @@ impl Enrolments {
     /// whenever it has been quiet for [`LISTENER_PROBE_EVERY`]: a notification sent from
     /// another connection must come back within [`LISTENER_PROBE_TIMEOUT`], and its own
     /// connection must answer a query (which also keeps a server's `idle_session_timeout`
-    /// from ending it).
+    /// from ending it). `proved` is set once a probe came back.
     async fn apply_changes(
         &self,
         store: &PgStore,
         listener: &mut sqlx::postgres::PgListener,
+        proved: &mut bool,
     ) -> Result<(), String> {
         let mut probe = Some(self.send_probe(store, listener).await?);
         loop {
@@ -910,6 +928,7 @@ impl Enrolments {
                             .is_some_and(|(token, _)| payload.ends_with(token.as_str()))
                         {
                             probe = None;
+                            *proved = true;
                             self.set_proven(None);
                         }
                         continue;
@@ -977,6 +996,19 @@ mod tests {
         let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
         let store = RedbStore::open(dir, 5, keys).unwrap();
         Arc::new(Enrolments::open(Arc::new(store), "m", 2).await.unwrap())
+    }
+
+    /// A listener that never receives (each try a full reload) is retried less and less
+    /// often, up to the cap; one that received is retried at once, and the doubling restarts.
+    #[test]
+    fn a_listener_that_never_received_is_retried_with_a_growing_wait() {
+        let mut unproved = RECONNECT_EVERY;
+        let waits: Vec<u64> = (0..7)
+            .map(|_| relisten_wait(false, &mut unproved).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(relisten_wait(true, &mut unproved), RECONNECT_EVERY);
+        assert_eq!(relisten_wait(false, &mut unproved), RECONNECT_EVERY);
     }
 
     /// A subject another replica created a moment ago is in the store before its notification
