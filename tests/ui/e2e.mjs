@@ -7,8 +7,9 @@
 //   FACEKEY_FAKE_CAMERA    absolute path of a .y4m file the fake camera shows (required)
 //   FACEKEY_FACE_IMAGE     face image to enrol (required)
 //   FACEKEY_API_KEY        an admin API key of the runtime; the test opens its login URL
-//                          `${FACEKEY_URL}/#key=${FACEKEY_API_KEY}` (required when the runtime has
-//                          API keys, and always with FACEKEY_E2E_STRICT=1)
+//                          `${FACEKEY_URL}/#key=${FACEKEY_API_KEY}` and signs in with the key the
+//                          prompt offers (required when the runtime has API keys, and always with
+//                          FACEKEY_E2E_STRICT=1)
 //   FACEKEY_E2E_SHOTS      directory for screenshots (default: a new temp dir)
 //   FACEKEY_E2E_SHOTS_ALL  1 = screenshot every step, not only failures
 //   FACEKEY_E2E_STRICT     1 = fail, instead of skipping, the steps whose endpoints the runtime's
@@ -305,11 +306,26 @@ async function expectSignedIn() {
   expect(can.includes("verify faces") && can.includes("delete subjects"), `header says the key ${JSON.stringify(can)}`);
 }
 
+/**
+ * Open `path` by the login URL (`#key=`) and sign in: the key prompt shows the link's key, filled
+ * in, and signs in with it only on a click.
+ */
+async function openLoginUrl(path) {
+  if (OPEN_RUNTIME) {
+    await page.goto(`${BASE}${path}`);
+    return;
+  }
+  await page.goto(`${BASE}${path}#key=${KEY}`);
+  await page.getByTestId("key-offered").waitFor();
+  expect((await storedKey()) === null, "the login URL signed in without a click");
+  await page.getByTestId("key-submit").click();
+}
+
 await step("login-url-and-health-badge", async () => {
-  await page.goto(OPEN_RUNTIME ? `${BASE}/` : `${BASE}/#key=${KEY}`);
+  await openLoginUrl("/");
   await page.locator('[data-testid="health-badge"][data-state="ok"]').waitFor();
   await page.locator('[data-testid="ready-badge"][data-state="ok"]').waitFor({ timeout: 90_000 });
-  expect((await page.title()) === "FaceKey", `page title is ${await page.title()}`);
+  expect((await page.title()) === "Verify · FaceKey", `page title is ${await page.title()}`);
   if (OPEN_RUNTIME) {
     console.log("     the runtime has no API keys: key steps skipped");
     await page.locator('[data-testid="key-badge"][data-open="true"]').waitFor();
@@ -712,7 +728,7 @@ async function challengeSteps() {
   page = own.pg;
   try {
     await step("liveness-challenge", async () => {
-      await page.goto(OPEN_RUNTIME ? `${BASE}/verify` : `${BASE}/verify#key=${KEY}`);
+      await openLoginUrl("/verify");
       await page.locator('label:has([data-testid="verify-mode-challenge"])').click();
       const subjectSelect = page.getByTestId("challenge-subject");
       await subjectSelect.waitFor();
@@ -842,7 +858,7 @@ async function challengeSteps() {
       page.on("request", (r) => {
         if (r.method() === "POST" && r.url().includes("/v1/liveness/sessions")) opened.push(r.url());
       });
-      await page.goto(OPEN_RUNTIME ? `${BASE}/verify` : `${BASE}/verify#key=${KEY}`);
+      await openLoginUrl("/verify");
       await page.locator('label:has([data-testid="verify-mode-challenge"])').click();
       await page.getByTestId("challenge-start").click();
       const error = await waitText('[data-testid="error"]', (t) => t.includes("Camera unavailable"), "camera error");

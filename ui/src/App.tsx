@@ -36,7 +36,18 @@ function View({ route }: { route: Route }) {
 export function Main({ route, auth }: { route: Route; auth: Auth }) {
   const { state } = auth;
   if (route === "docs" || state.status === "signed-in") return <View route={route} />;
-  if (state.status === "signed-out") return <KeyPrompt notice={state.notice} onKey={auth.signIn} />;
+  if (state.status === "signed-out") {
+    // A new offer (a `#key=` link) fills the field afresh.
+    return (
+      <KeyPrompt
+        key={state.offered?.key}
+        notice={state.notice}
+        offered={state.offered}
+        onKey={auth.signIn}
+        onDismiss={auth.signOut}
+      />
+    );
+  }
   if (state.status === "unavailable") {
     const limited = state.error instanceof ApiError && state.error.status === 429;
     return (

@@ -64,7 +64,7 @@ export function errorAdvice(e: ApiError): string | undefined {
       return "The runtime did not accept the API key: enter a valid key.";
     case 403:
       if (e.code === "not_subject_creator")
-        return "This subject has no face yet (or only faces of an older model), so its first face decides who it is: enrol it with the key that created the subject, or with an admin key.";
+        return "Another key created this subject: only the key that created the subject or an admin key may delete it, or enrol its first face while it has none (or only faces of an older model), since that face decides who it is.";
       return "This API key lacks the scope this needs; ask the operator for a key that has it.";
     case 408:
       return e.code === "body_too_slow"
@@ -80,9 +80,9 @@ export function errorAdvice(e: ApiError): string | undefined {
       return e.retryAfter !== undefined ? `The runtime is busy: ${wait}.` : undefined;
     case 507:
       if (e.code === "key_subject_quota")
-        return "This API key holds as many subjects as one key may create: delete some of them (with an admin key) or ask the operator to raise FACEKEY_MAX_SUBJECTS_PER_KEY.";
+        return "This API key holds as many subjects as one key may create: delete some of them (a key may delete the subjects it created) or ask the operator to raise FACEKEY_MAX_SUBJECTS_PER_KEY.";
       if (e.code === "key_template_quota")
-        return "This API key holds as many faces as one key may enrol: delete some of them (with an admin key) or ask the operator to raise FACEKEY_MAX_TEMPLATES_PER_KEY.";
+        return "This API key holds as many faces as one key may enrol: delete some (a face needs an admin key; deleting a subject this key created removes its faces too) or ask the operator to raise FACEKEY_MAX_TEMPLATES_PER_KEY.";
       return e.code === "store_full"
         ? "The store is full: delete subjects or faces, or ask the operator to raise its limits."
         : undefined;
@@ -461,11 +461,11 @@ export const KEY_REJECTED =
   "The runtime did not accept the API key (HTTP 401): it was mistyped, or removed from the runtime's keys. Enter a key again.";
 
 /**
- * Every API request goes through here: it carries the session's key as `Authorization: Bearer`,
- * and a 401 to that key forgets it, which brings up the key prompt.
+ * Every API request goes through here: it carries the session's key (or `key`) as
+ * `Authorization: Bearer`, and a 401 to the session's key forgets it, which brings up the key
+ * prompt.
  */
-async function send(path: string, init?: RequestInit): Promise<Response> {
-  const key = keySession.key();
+async function send(path: string, init?: RequestInit, key: string | undefined = keySession.key()): Promise<Response> {
   const headers = new Headers(init?.headers);
   for (const [name, value] of Object.entries(authHeaders(key))) headers.set(name, value);
   let res: Response;
@@ -483,8 +483,8 @@ async function send(path: string, init?: RequestInit): Promise<Response> {
   return res;
 }
 
-async function json(path: string, init?: RequestInit): Promise<unknown> {
-  return bodyOf(path, await send(path, init));
+async function json(path: string, init?: RequestInit, key?: string): Promise<unknown> {
+  return bodyOf(path, await send(path, init, key));
 }
 
 /** The JSON body of `res`, the answer from `path`; `bad_response` when it is not JSON. */
@@ -504,12 +504,13 @@ const postJson = (body: unknown, signal?: AbortSignal): RequestInit => ({
 });
 
 /**
- * `GET /v1/auth/whoami`: the key's id and scopes. A runtime without access control (no such
- * route: 404) is reported as an open identity that may do everything.
+ * `GET /v1/auth/whoami`: the id and scopes of the session's key, or of `key` (one a link offers).
+ * A runtime without access control (no such route: 404) is reported as an open identity that
+ * may do everything.
  */
-export async function whoami(signal?: AbortSignal): Promise<Identity> {
+export async function whoami(signal?: AbortSignal, key?: string): Promise<Identity> {
   try {
-    return parseWhoami(await json("/v1/auth/whoami", { signal, cache: "no-store" }));
+    return parseWhoami(await json("/v1/auth/whoami", { signal, cache: "no-store" }, key));
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
       return { keyId: "", scopes: ["verify", "enrol", "admin", "metrics"], open: true };
@@ -834,9 +835,12 @@ export async function sendFrames(
   return parseFramesAnswer(await json(`${sessionPath(id)}/frames`, { ...init, signal }));
 }
 
-/** `DELETE /v1/liveness/sessions/{id}`: give the session up; the runtime frees its place at once. */
-export async function closeSession(id: string): Promise<void> {
-  await send(sessionPath(id), { method: "DELETE" });
+/**
+ * `DELETE /v1/liveness/sessions/{id}`: give the session up; the runtime frees its place at once.
+ * `key`: the key that opened it, when the session's key may be gone by then (signed out).
+ */
+export async function closeSession(id: string, key?: string): Promise<void> {
+  await send(sessionPath(id), { method: "DELETE" }, key);
 }
 
 /** `GET /v1/liveness/sessions/{id}`: the session's state, and its verdict once final. */

@@ -14,6 +14,8 @@ import {
   verifySession,
 } from "./api";
 import { keySession } from "./lib/auth";
+import { ChallengeRun, type Timers } from "./lib/challengeRun";
+import { challengeApi } from "./views/ChallengeFlow";
 
 const jpeg = (...bytes: number[]) =>
   new Blob([new Uint8Array([0xff, 0xd8, ...bytes, 0xff, 0xd9])], { type: "image/jpeg" });
@@ -234,6 +236,37 @@ describe("session calls", () => {
       }),
     );
     await expect(sessionStatus("s")).rejects.toMatchObject({ status: 0, code: "network" });
+  });
+});
+
+describe("giving a session up", () => {
+  afterEach(() => {
+    vi.unstubAllGlobals();
+    keySession.clear();
+  });
+
+  /** Timers that never fire: the run opens its session and waits. */
+  const idle: Timers = { now: () => Date.now(), every: () => () => undefined, sleep: async () => undefined };
+
+  it("a run closes its session with the key it started with, after signing out cleared the tab's key", async () => {
+    keySession.set(KEY);
+    const fetchMock = vi.fn(async (_url: string, init?: RequestInit) =>
+      init?.method === "DELETE"
+        ? new Response(null, { status: 204 })
+        : answer(201, { id: "s1", challenge: ["blink"], max_frames: 50 }),
+    );
+    vi.stubGlobal("fetch", fetchMock);
+    const run = new ChallengeRun(challengeApi(keySession.key()), () => undefined, idle);
+    await run.start({ verify: false, includeLayers: false }, { capture: async () => undefined });
+    // Sign out clears the key first; the challenge view then unmounts and cancels its run.
+    keySession.clear();
+    run.cancel();
+    await vi.waitFor(() => expect(fetchMock).toHaveBeenCalledTimes(2));
+    const [url, init] = fetchMock.mock.calls[1] as unknown as [string, RequestInit];
+    expect(`${init.method} ${url}`).toBe("DELETE v1/liveness/sessions/s1");
+    expect(new Headers(init.headers).get("Authorization")).toBe(`Bearer ${KEY}`);
+    // The key stays forgotten.
+    expect(keySession.key()).toBeUndefined();
   });
 });
 

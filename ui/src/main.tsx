@@ -4,7 +4,8 @@ import { App } from "./App";
 import { keySession } from "./lib/auth";
 import "./styles.css";
 
-// A login URL's `#key=` goes into this tab's session and out of the address bar before anything renders.
+// A login URL's `#key=` leaves the address bar before anything renders; the key prompt offers it, and
+// signs in with it only when the user says so.
 keySession.adoptFromLocation(window.location, window.history);
 
 const root = document.getElementById("root");

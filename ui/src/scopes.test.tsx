@@ -8,7 +8,7 @@ import { SubjectTable } from "./components/SubjectTable";
 import { VerifyDecisionView, VerifyResultView } from "./components/VerifyResultView";
 import { type Auth, AuthContext, retryMs } from "./hooks/useAuth";
 import type { Identity, Scope } from "./lib/auth";
-import { EnrolView } from "./views/EnrolView";
+import { EnrolView, SubjectsCard } from "./views/EnrolView";
 import { IdentifyView } from "./views/IdentifyView";
 import { ScoreView } from "./views/ScoreView";
 import { VerifyView } from "./views/VerifyView";
@@ -130,13 +130,48 @@ describe("the enrol view by scope", () => {
     expect(plain.has("subject-unlock")).toBe(false);
   });
 
-  it("enrol: create and add faces, but listing and deleting need admin", () => {
-    const ids = testIds(render(<EnrolView />, ENROLLER));
+  it("enrol: create and add faces, but listing and deleting others' subjects need admin", () => {
+    const html = render(<EnrolView />, ENROLLER);
+    const ids = testIds(html);
     expect(ids.has("create-subject")).toBe(true);
     expect(ids.has("add-face")).toBe(true);
     expect(ids.has("face-target-id")).toBe(true);
     expect(ids.has("subjects-need-admin")).toBe(true);
     expect(ids.has("subjects")).toBe(false);
+    expect(html).toContain("Listing and renaming subjects, or deleting those other keys created, needs an API key");
+    expect(html).toContain("This key may delete the subjects it created");
+  });
+
+  it("enrol: the subjects created here can be deleted, as the runtime lets their creator's key", () => {
+    const card = (admin: boolean, who: Identity) =>
+      render(
+        <SubjectsCard
+          admin={admin}
+          subjects={[{ id: "s1", name: "Eileen", faces: 1, created_by: who.keyId }]}
+          selected={undefined}
+          onSelect={() => undefined}
+          onDelete={() => undefined}
+          onUnlock={admin ? () => undefined : undefined}
+          onReload={() => undefined}
+          busy={false}
+          status=""
+          error={undefined}
+          listError={undefined}
+        />,
+        who,
+      );
+    const enrol = card(false, ENROLLER);
+    const ids = testIds(enrol);
+    expect(enrol).toContain("Created here");
+    expect(ids.has("subject-row")).toBe(true);
+    expect(ids.has("subject-delete")).toBe(true);
+    expect(ids.has("subject-unlock")).toBe(false);
+    expect(ids.has("subjects-need-admin")).toBe(true);
+    expect(enrol).not.toContain("Listing, renaming and deleting subjects needs");
+    const admin = testIds(card(true, ADMIN));
+    expect(admin.has("subject-delete")).toBe(true);
+    expect(admin.has("subject-unlock")).toBe(true);
+    expect(admin.has("subjects-need-admin")).toBe(false);
   });
 
   it("verify only: no enrolment at all, and why", () => {

@@ -1,12 +1,25 @@
 import { useId, useState } from "react";
-import { keyFromInput, mayBeKey } from "../lib/auth";
+import type { OfferedKey } from "../hooks/useAuth";
+import { describeScopes, keyFromInput, mayBeKey } from "../lib/auth";
 
 /**
  * Asks for an API key when the page has none (or the runtime rejected it), and says where keys
- * come from. The key is kept in this tab only.
+ * come from. The key is kept in this tab only. A key a `#key=` link `offered` fills the field,
+ * with a warning that it came from the link: it is used only once the user signs in with it
+ * (`onDismiss` forgets it).
  */
-export function KeyPrompt({ notice, onKey }: { notice?: string; onKey: (key: string) => void }) {
-  const [input, setInput] = useState("");
+export function KeyPrompt({
+  notice,
+  offered,
+  onKey,
+  onDismiss,
+}: {
+  notice?: string;
+  offered?: OfferedKey;
+  onKey: (key: string) => void;
+  onDismiss?: () => void;
+}) {
+  const [input, setInput] = useState(offered?.key ?? "");
   const [problem, setProblem] = useState<string>();
   const inputId = useId();
   const hintId = useId();
@@ -37,6 +50,7 @@ export function KeyPrompt({ notice, onKey }: { notice?: string; onKey: (key: str
           <p>{notice}</p>
         </div>
       ) : null}
+      {offered ? <OfferedNotice offered={offered} onDismiss={onDismiss} /> : null}
       <div className="columns">
         <form className="card controls" onSubmit={submit}>
           <div className="field">
@@ -72,8 +86,8 @@ export function KeyPrompt({ notice, onKey }: { notice?: string; onKey: (key: str
           <ul className="key-sources">
             <li>
               <strong>First start.</strong> Without a keys file the runtime creates an admin key and prints a one-time
-              login URL in its start-up log, <code>http://&lt;host&gt;:&lt;port&gt;/#key=fk_…</code>. Open it, or paste
-              it here.
+              login URL in its start-up log, <code>http://&lt;host&gt;:&lt;port&gt;/#key=fk_…</code>. Open it and sign
+              in, or paste it here.
             </li>
             <li>
               <strong>A new key.</strong> <code>facekey-runtime new-api-key &lt;key-id&gt; --scopes verify,enrol</code>{" "}
@@ -91,6 +105,34 @@ export function KeyPrompt({ notice, onKey }: { notice?: string; onKey: (key: str
           </p>
         </section>
       </div>
+    </div>
+  );
+}
+
+/** Says that the key in the field came from the link, and to sign in only if that was expected. */
+function OfferedNotice({ offered, onDismiss }: { offered: OfferedKey; onDismiss?: () => void }) {
+  const who = offered.identity && !offered.identity.open ? offered.identity : undefined;
+  return (
+    <div className="scope-notice key-offered" role="alert" data-testid="key-offered">
+      <p>
+        <strong>The key below came from the link you opened</strong>
+        {who ? (
+          <>
+            {" "}
+            (key <code data-testid="key-offered-id">{who.keyId}</code>, which {describeScopes(who.scopes)})
+          </>
+        ) : null}
+        ; you are not signed in with it yet.
+      </p>
+      <p>
+        Sign in with it only if you expected it, such as the login URL your runtime printed. A link from someone else
+        would have you work under their key: whatever you enrol would be theirs.
+      </p>
+      {onDismiss ? (
+        <button type="button" className="secondary small-button" onClick={onDismiss} data-testid="key-offered-dismiss">
+          Not mine: forget it
+        </button>
+      ) : null}
     </div>
   );
 }

@@ -22,7 +22,10 @@ interface MeterProps {
   lowerIsBetter?: boolean;
 }
 
-/** A labelled horizontal bar with the value and an optional threshold marker. */
+/**
+ * A labelled horizontal bar with the value and an optional threshold marker. Without a value the
+ * meter says "no value" to assistive technology rather than its minimum.
+ */
 export function Meter({ label, value, threshold, min = 0, max = 1, digits = 2, lowerIsBetter = false }: MeterProps) {
   const span = max - min || 1;
   const pos = (v: number) => Math.min(100, Math.max(0, ((v - min) / span) * 100));
@@ -53,7 +56,8 @@ export function Meter({ label, value, threshold, min = 0, max = 1, digits = 2, l
         aria-label={label}
         aria-valuemin={min}
         aria-valuemax={max}
-        aria-valuenow={value ?? min}
+        aria-valuenow={value}
+        aria-valuetext={value === undefined ? "no value" : undefined}
       >
         {value !== undefined ? (
           <div className={`meter-fill meter-${tone}`} style={{ width: `${pos(value)}%` }} />

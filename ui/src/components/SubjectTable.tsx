@@ -6,7 +6,7 @@ interface SubjectTableProps {
   subjects: Subject[];
   selected: string | undefined;
   onSelect: (id: string) => void;
-  /** Absent when the key may not delete subjects (no `admin` scope): no delete buttons. */
+  /** Absent when the key may not delete these subjects: no delete buttons. */
   onDelete?: (subject: Subject) => void;
   /** Lift the subject's lockout (an `admin` key); absent: no such button. */
   onUnlock?: (subject: Subject) => void;
@@ -97,7 +97,13 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, onUnlock,
                         Unlock
                       </button>
                     ) : null}
-                    <button type="button" className="secondary" disabled={busy} onClick={() => setConfirming(s.id)}>
+                    <button
+                      type="button"
+                      className="secondary"
+                      disabled={busy}
+                      onClick={() => setConfirming(s.id)}
+                      data-testid="subject-delete"
+                    >
                       Delete…
                     </button>
                   </>

@@ -1,12 +1,21 @@
-import { createContext, useCallback, useContext, useEffect, useState, useSyncExternalStore } from "react";
+import { createContext, useCallback, useContext, useEffect, useRef, useState, useSyncExternalStore } from "react";
 import { ApiError, whoami } from "../api";
-import { type Identity, type Scope, keySession, may } from "../lib/auth";
+import { type Identity, type KeyState, type Scope, keySession, may } from "../lib/auth";
+
+/** A key a `#key=` link offered this tab, and who the runtime says it is (when it could say). */
+export interface OfferedKey {
+  key: string;
+  identity?: Identity;
+}
 
 /** Where the page stands with its API key. */
 export type AuthState =
   | { status: "checking" }
-  /** No key, or the runtime rejected it (`notice` says so): the key prompt shows. */
-  | { status: "signed-out"; notice?: string }
+  /**
+   * No key, or the runtime rejected it (`notice` says so): the key prompt shows, filled in with
+   * the key a link `offered`, if any.
+   */
+  | { status: "signed-out"; notice?: string; offered?: OfferedKey }
   | { status: "signed-in"; identity: Identity }
   /** The runtime could not be asked (down, starting): retried. */
   | { status: "unavailable"; error: unknown };
@@ -17,7 +26,7 @@ export interface Auth {
   identity?: Identity;
   /** Use `key` (it is checked with whoami). */
   signIn: (key: string) => void;
-  /** Forget the key. */
+  /** Forget the key (and a key a link offered). */
   signOut: () => void;
 }
 
@@ -28,14 +37,56 @@ const RETRY_MS = 3000;
 export const retryMs = (error: unknown): number =>
   error instanceof ApiError && error.retryAfter !== undefined ? Math.max(RETRY_MS, error.retryAfter * 1000) : RETRY_MS;
 
+const aborted = (e: unknown) => e instanceof DOMException && e.name === "AbortError";
+
 /**
- * The page's key and identity: the key from the session (or a `#key=` pasted into the address
- * bar), checked with `GET /v1/auth/whoami` whenever it changes.
+ * Where a key state stands, by `GET /v1/auth/whoami`. Without a key it is signed out with no
+ * request (the runtime would only refuse it, and audit the refusal), unless `askKeyless`: the
+ * page has not yet seen whether the runtime has keys at all, and a runtime without access control
+ * answers 404 (open). A key a link offers is asked about for its id, to show in the prompt, but
+ * not used. Rejects only when aborted.
+ */
+export async function checkKey(
+  { key, offered }: KeyState,
+  signal: AbortSignal,
+  askKeyless = false,
+): Promise<AuthState> {
+  if (key === undefined && offered !== undefined) {
+    try {
+      return { status: "signed-out", offered: { key: offered, identity: await whoami(signal, offered) } };
+    } catch (error) {
+      if (aborted(error)) throw error;
+      return { status: "signed-out", offered: { key: offered } };
+    }
+  }
+  if (key === undefined && !askKeyless) return { status: "signed-out" };
+  try {
+    return { status: "signed-in", identity: await whoami(signal, key) };
+  } catch (error) {
+    if (aborted(error)) throw error;
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) return { status: "signed-out" };
+    return { status: "unavailable", error };
+  }
+}
+
+/** Whether a check showed that the runtime has API keys: it refused a key, or knew one. */
+export function showsKeys(result: AuthState): boolean {
+  if (result.status === "signed-in") return !result.identity.open;
+  if (result.status === "signed-out") return result.offered?.identity?.open !== true;
+  return false;
+}
+
+/**
+ * The page's key and identity: the key from the session, checked with `GET /v1/auth/whoami`
+ * whenever it changes, or a key a `#key=` link offers (pasted into the address bar of this tab
+ * too), which the key prompt shows until the user signs in with it.
  */
 export function useAuthState(): Auth {
-  const { key, notice } = useSyncExternalStore(keySession.subscribe, keySession.snapshot);
-  const [checked, setChecked] = useState<{ key: string | undefined; result: AuthState }>();
+  const { key, notice, offered } = useSyncExternalStore(keySession.subscribe, keySession.snapshot);
+  const [checked, setChecked] = useState<{ state: KeyState; result: AuthState }>();
   const [attempt, setAttempt] = useState(0);
+  // Whether the runtime is known to have keys: from then on, no key means no whoami.
+  const keyed = useRef(false);
 
   useEffect(() => {
     const onHash = () => keySession.adoptFromLocation(window.location, window.history);
@@ -46,29 +97,28 @@ export function useAuthState(): Auth {
   useEffect(() => {
     const controller = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
-    whoami(controller.signal)
-      .then((identity) => setChecked({ key, result: { status: "signed-in", identity } }))
-      .catch((error: unknown) => {
+    const state = { key, offered };
+    checkKey(state, controller.signal, !keyed.current)
+      .then((result) => {
         if (controller.signal.aborted) return;
-        if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-          setChecked({ key, result: { status: "signed-out" } });
-        } else {
-          setChecked({ key, result: { status: "unavailable", error } });
-          timer = setTimeout(() => setAttempt((n) => n + 1), retryMs(error));
-        }
-      });
+        if (showsKeys(result)) keyed.current = true;
+        setChecked({ state, result });
+        if (result.status === "unavailable") timer = setTimeout(() => setAttempt((n) => n + 1), retryMs(result.error));
+      })
+      .catch(() => undefined);
     return () => {
       controller.abort();
       clearTimeout(timer);
     };
-  }, [key, attempt]);
+  }, [key, offered, attempt]);
 
   const signIn = useCallback((k: string) => keySession.set(k), []);
   const signOut = useCallback(() => keySession.clear(), []);
 
   let state: AuthState;
-  if (checked === undefined || checked.key !== key) state = { status: "checking" };
-  else if (checked.result.status === "signed-out") state = { status: "signed-out", notice };
+  if (checked === undefined || checked.state.key !== key || checked.state.offered !== offered) {
+    state = { status: "checking" };
+  } else if (checked.result.status === "signed-out") state = { ...checked.result, notice };
   else state = checked.result;
   return { state, identity: state.status === "signed-in" ? state.identity : undefined, signIn, signOut };
 }

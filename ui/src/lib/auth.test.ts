@@ -220,14 +220,33 @@ describe("KeySession", () => {
     expect(new KeySession(undefined).key()).toBeUndefined();
   });
 
-  it("adopts #key= from the address, stores it and removes it from the address bar", () => {
+  it("offers #key= from the address to a tab without a key, without signing in, and removes it from the address bar", () => {
     const storage = memoryStorage();
     const session = new KeySession(storage);
+    const seen = vi.fn();
+    session.subscribe(seen);
     const { location, history } = fakeLocation(`#key=${KEY}`, "/enrol", "?x=1");
     expect(session.adoptFromLocation(location, history)).toBe(true);
-    expect(session.key()).toBe(KEY);
-    expect(storage.data[KEY_STORAGE_NAME]).toBe(KEY);
+    // A link never signs the tab in by itself: the key is only offered, and nothing is stored.
+    expect(session.key()).toBeUndefined();
+    expect(session.snapshot()).toEqual({ offered: KEY });
+    expect(storage.data).toEqual({});
+    expect(seen).toHaveBeenCalledTimes(1);
     expect(history.replaceState).toHaveBeenCalledWith({ from: "test" }, "", "/enrol?x=1");
+    // Signing in with it (the prompt's explicit click) uses and stores it; the offer is gone.
+    session.set(KEY);
+    expect(session.snapshot()).toEqual({ key: KEY });
+    expect(storage.data[KEY_STORAGE_NAME]).toBe(KEY);
+  });
+
+  it("keeps a rejection notice beside an offer, and forgets the offer on sign out", () => {
+    const session = new KeySession(memoryStorage());
+    session.clear("rejected");
+    const { location, history } = fakeLocation(`#key=${KEY}`);
+    session.adoptFromLocation(location, history);
+    expect(session.snapshot()).toEqual({ notice: "rejected", offered: KEY });
+    session.clear();
+    expect(session.snapshot()).toEqual({});
   });
 
   it("keeps the rest of the fragment and leaves an address without a key alone", () => {
@@ -243,22 +262,22 @@ describe("KeySession", () => {
     expect(other.key()).toBe(KEY);
   });
 
-  it("never swaps a signed-in tab to a key a link offers", () => {
+  it("never swaps a signed-in tab to a key a link offers, nor offers it", () => {
     const storage = memoryStorage({ [KEY_STORAGE_NAME]: KEY });
     const session = new KeySession(storage);
     const { location, history } = fakeLocation("#key=fk_someone_else", "/enrol");
     expect(session.adoptFromLocation(location, history)).toBe(false);
-    expect(session.key()).toBe(KEY);
+    expect(session.snapshot()).toEqual({ key: KEY });
     expect(storage.data[KEY_STORAGE_NAME]).toBe(KEY);
     // The offered key leaves the address all the same.
     expect(history.replaceState).toHaveBeenCalledWith({ from: "test" }, "", "/enrol");
-    // The same key again, or any key once signed out, is taken.
-    const same = fakeLocation(`#key=${KEY}`, "/");
-    expect(session.adoptFromLocation(same.location, same.history)).toBe(true);
+    // Signed out, a link's key is offered, still not taken.
     session.clear();
     const after = fakeLocation("#key=fk_someone_else", "/");
     expect(session.adoptFromLocation(after.location, after.history)).toBe(true);
-    expect(session.key()).toBe("fk_someone_else");
+    expect(session.key()).toBeUndefined();
+    expect(session.snapshot().offered).toBe("fk_someone_else");
+    expect(storage.data).toEqual({});
   });
 
   it("removes an empty #key= from the address without forgetting the stored key", () => {

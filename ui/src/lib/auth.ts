@@ -171,10 +171,15 @@ export function retryAfterSeconds(value: string | null | undefined, now: number 
 /** The part of the Web Storage API the key needs. */
 export type KeyStorage = Pick<Storage, "getItem" | "setItem" | "removeItem">;
 
-/** The key and, when it was just dropped, why (shown by the key prompt). */
+/**
+ * The key and, when it was just dropped, why (shown by the key prompt); `offered`: a key a
+ * `#key=` link brought to a tab without one, shown in the prompt and used only once the user
+ * signs in with it.
+ */
 export interface KeyState {
   key?: string;
   notice?: string;
+  offered?: string;
 }
 
 /**
@@ -215,7 +220,7 @@ export class KeySession {
     this.update({ key });
   }
 
-  /** Forget the key (sign out, or the runtime rejected it: `notice` says so). */
+  /** Forget the key, and any key a link offered (sign out, or the runtime rejected it: `notice` says so). */
   clear(notice?: string): void {
     try {
       this.storage?.removeItem(KEY_STORAGE_NAME);
@@ -226,12 +231,12 @@ export class KeySession {
   }
 
   /**
-   * Take a `#key=` from the address: store it and remove it from the address bar and the
-   * current history entry (`replaceState`), so it stays out of the page's history entry,
-   * bookmarks and screenshots. A tab already signed in with another key keeps it: a link (or a
-   * page that opened this tab) must not switch the user to a key of its choosing unseen, so the
-   * offered key is only removed from the address (sign out first to use it). Returns whether a
-   * key was taken.
+   * Take a `#key=` out of the address bar and the current history entry (`replaceState`), so it
+   * stays out of the page's history entry, bookmarks and screenshots, and offer it: a tab without
+   * a key shows the key prompt filled in with it, and uses it only once the user signs in. A link
+   * never signs a tab in by itself: anyone can send one, and a victim signed in with the sender's
+   * key would enrol people under it. A tab with a key keeps it, and the offered key is dropped
+   * (sign out first to use it). Returns whether a key is offered.
    */
   adoptFromLocation(
     location: Pick<Location, "hash" | "pathname" | "search">,
@@ -240,10 +245,8 @@ export class KeySession {
     if (!/^#?(?:[^&]*&)*key=/.test(location.hash)) return false;
     const { key, rest } = splitKeyFromHash(location.hash);
     history.replaceState(history.state, "", `${location.pathname}${location.search}${rest}`);
-    if (!key) return false;
-    const current = this.key();
-    if (current !== undefined && current !== key) return false;
-    this.set(key);
+    if (!key || this.key() !== undefined) return false;
+    this.update({ notice: this.state.notice, offered: key });
     return true;
   }
 

@@ -12,6 +12,7 @@ import { IdentifyResultView } from "../components/IdentifyResultView";
 import { VerifyDecisionView, VerifyResultView } from "../components/VerifyResultView";
 import { useCamera } from "../hooks/useCamera";
 import { useSubjects } from "../hooks/useSubjects";
+import { keySession } from "../lib/auth";
 import { type ChallengeState, busy, capturing, challengeReducer, initialChallenge } from "../lib/challenge";
 import { type ChallengeApi, ChallengeRun } from "../lib/challengeRun";
 
@@ -26,15 +27,19 @@ function useClock(on: boolean, ms: number): number | undefined {
   return on ? now : undefined;
 }
 
-/** The runtime's session API as the runner calls it. */
-const API: ChallengeApi = {
+/**
+ * The runtime's session API as a run calls it, started with `key`: the run gives its session up
+ * with that key, as signing out ends the run after the tab's key is gone (a DELETE without a key
+ * would only be refused, and audited).
+ */
+export const challengeApi = (key: string | undefined): ChallengeApi => ({
   startSession: (subject, signal) => startSession(subject, signal),
   sendFrames: (id, frames, signal) => sendFrames(id, frames, signal),
   sessionStatus: (id, signal) => sessionStatus(id, signal),
-  closeSession: (id) => closeSession(id),
+  closeSession: (id) => closeSession(id, key),
   verifySession: (subject, session, signal, includeLayers) => verifySession(subject, session, signal, includeLayers),
   identifySession: (session, signal) => identifySession(session, signal),
-};
+});
 
 /** Titles of the error box by where the flow failed. */
 const ERROR_TITLES: Partial<Record<ChallengeState["phase"], string>> = {
@@ -86,7 +91,7 @@ export function ChallengeFlow({ admin, purpose = "verify" }: { admin: boolean; p
       return;
     }
     if (cameraStatus !== "on" || runner.current) return;
-    const run = new ChallengeRun(API, dispatch);
+    const run = new ChallengeRun(challengeApi(keySession.key()), dispatch);
     runner.current = run;
     const subject = state.subject;
     void run.start({ subject, verify: state.verify, identify: state.identify, includeLayers: admin }, frames);

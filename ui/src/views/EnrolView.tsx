@@ -7,7 +7,7 @@ import { SubjectTable } from "../components/SubjectTable";
 import { useAuth } from "../hooks/useAuth";
 import { useKeyQuotas } from "../hooks/useKeyQuotas";
 import { useSubjects } from "../hooks/useSubjects";
-import { describeQuotas, may, nearlyFull } from "../lib/auth";
+import { type Identity, describeQuotas, may, nearlyFull } from "../lib/auth";
 
 const TITLE = (
   <>
@@ -19,8 +19,8 @@ const TITLE = (
 );
 
 /**
- * Enrolment: create subjects and add face images to them (the `enrol` scope); list and delete
- * them (the `admin` scope).
+ * Enrolment: create subjects and add face images to them, and delete those it created (the
+ * `enrol` scope); list them all and delete any (the `admin` scope).
  */
 export function EnrolView() {
   const { identity } = useAuth();
@@ -98,6 +98,7 @@ function EnrolForms({ admin }: { admin: boolean }) {
   const remove = (subject: Subject) =>
     void run("list", async () => {
       await deleteSubject(subject.id);
+      if (!admin) setCreated((list) => list.filter((s) => s.id !== subject.id));
       if (selected === subject.id) setSelected(undefined);
       return `Deleted ${subject.name}.`;
     });
@@ -183,42 +184,104 @@ function EnrolForms({ admin }: { admin: boolean }) {
             <ErrorBox error={failure?.where === "add" ? failure.error : undefined} title="Cannot add the face" />
           </form>
         </div>
-        <section className="card">
-          <h3>
-            {admin ? "Enrolled" : "Created here"}
-            {admin ? (
-              <button type="button" className="secondary small-button" onClick={reload}>
-                Reload
-              </button>
-            ) : null}
-          </h3>
-          <p className="status" role="status" data-testid="enrol-status">
-            {status}
-          </p>
-          <ErrorBox error={failure?.where === "list" ? failure.error : undefined} />
-          <ErrorBox error={listError} title="Cannot list subjects" />
-          {!admin ? (
-            <ScopeNotice
-              needs="admin"
-              what="Listing, renaming and deleting subjects"
-              identity={identity}
-              testId="subjects-need-admin"
-            />
-          ) : null}
-          {!admin && created.length === 0 ? null : subjects ? (
-            <SubjectTable
-              subjects={subjects}
-              selected={selected}
-              onSelect={setSelected}
-              onDelete={admin ? remove : undefined}
-              onUnlock={admin ? unlock : undefined}
-              busy={busy}
-            />
-          ) : (
-            <p className="placeholder">Loading…</p>
-          )}
-        </section>
+        <SubjectsCard
+          admin={admin}
+          subjects={subjects}
+          selected={selected}
+          onSelect={setSelected}
+          onDelete={remove}
+          onUnlock={admin ? unlock : undefined}
+          onReload={reload}
+          busy={busy}
+          status={status}
+          error={failure?.where === "list" ? failure.error : undefined}
+          listError={listError}
+        />
       </div>
     </div>
+  );
+}
+
+interface SubjectsCardProps {
+  admin: boolean;
+  /** Every subject (`admin`), or those created in this view; undefined while loading. */
+  subjects: Subject[] | undefined;
+  selected: string | undefined;
+  onSelect: (id: string) => void;
+  onDelete: (subject: Subject) => void;
+  onUnlock?: (subject: Subject) => void;
+  onReload: () => void;
+  busy: boolean;
+  status: string;
+  /** A delete or unlock that failed. */
+  error: unknown;
+  listError: unknown;
+}
+
+/**
+ * The subjects: all of them for an `admin` key; for an `enrol` key, those created here, which
+ * it may delete too (the runtime lets a key delete the subjects it created, so that whoever
+ * enrolled a person can honour their erasure request; others' need `admin`).
+ */
+export function SubjectsCard({
+  admin,
+  subjects,
+  selected,
+  onSelect,
+  onDelete,
+  onUnlock,
+  onReload,
+  busy,
+  status,
+  error,
+  listError,
+}: SubjectsCardProps) {
+  const { identity } = useAuth();
+  return (
+    <section className="card">
+      <h3>
+        {admin ? "Enrolled" : "Created here"}
+        {admin ? (
+          <button type="button" className="secondary small-button" onClick={onReload}>
+            Reload
+          </button>
+        ) : null}
+      </h3>
+      <p className="status" role="status" data-testid="enrol-status">
+        {status}
+      </p>
+      <ErrorBox error={error} />
+      <ErrorBox error={listError} title="Cannot list subjects" />
+      {!admin ? <OwnSubjectsNotice identity={identity} /> : null}
+      {!admin && subjects?.length === 0 ? null : subjects ? (
+        <SubjectTable
+          subjects={subjects}
+          selected={selected}
+          onSelect={onSelect}
+          onDelete={onDelete}
+          onUnlock={onUnlock}
+          busy={busy}
+        />
+      ) : (
+        <p className="placeholder">Loading…</p>
+      )}
+    </section>
+  );
+}
+
+/** What an `enrol` key may do with subjects beyond creating them, and what needs `admin`. */
+function OwnSubjectsNotice({ identity }: { identity: Identity | undefined }) {
+  return (
+    <>
+      <ScopeNotice
+        needs="admin"
+        what="Listing and renaming subjects, or deleting those other keys created,"
+        identity={identity}
+        testId="subjects-need-admin"
+      />
+      <p className="muted small" data-testid="own-subjects">
+        This key may delete the subjects it created; those created here have a Delete button.
+      </p>
+    </>
   );
 }
