@@ -763,3 +763,53 @@ async fn a_write_committed_after_its_client_left_is_audited_with_its_outcome() {
     );
     assert_eq!(a.subject(&id).await.1["name"], "Ada L.");
 }
+
+/// A replica whose migration must wait for a table lock (a backup, a long transaction) waits
+/// a short while at a time: a waiting `CREATE INDEX` or `ALTER TABLE` makes every later query on
+/// that table wait behind it, so with the 60 s wait it had, every replica's writes to the table
+/// stalled (and failed their own 5 s lock timeout). Writes now get through within a few
+/// seconds, and the migration lands once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_waiting_for_a_table_lock_does_not_stall_the_tables_queries() {
+    let pg = PgServer::start();
+    let replicas = Replicas::new(&pg);
+    drop(replicas.connect().await);
+    // The last migration pending again: its index gone, its record too.
+    pg.psql(
+        "DROP INDEX facekey_lockouts_streak_expires; \
+         DELETE FROM _sqlx_migrations WHERE version = 9",
+    );
+    // A long transaction that wrote the table: CREATE INDEX waits for it.
+    let mut holder = pg.psql_spawn(
+        "BEGIN; LOCK TABLE facekey_lockouts IN ROW EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    // Another replica's write to the table, behind the waiting migration, with the runtime's
+    // own lock timeout.
+    let write = async {
+        use sqlx::Connection;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut c = sqlx::PgConnection::connect(&pg.url()).await?;
+        sqlx::raw_sql("SET lock_timeout = '5s'")
+            .execute(&mut c)
+            .await?;
+        sqlx::query("INSERT INTO facekey_lockouts (subject, expires_at) VALUES ('w', now())")
+            .execute(&mut c)
+            .await
+    };
+    let (store, written) = tokio::join!(replicas.connect(), write);
+    written.expect("a write behind the waiting migration");
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "waited for the lock"
+    );
+    drop(store);
+    holder.wait().unwrap();
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'facekey_lockouts_streak_expires'"
+        ),
+        "1"
+    );
+}

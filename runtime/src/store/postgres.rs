@@ -76,10 +76,26 @@ const SESSION_BOUNDS: &str = "SET lock_timeout = '5s'; \
 /// Templates read and sealed again per query by [`PgStore::reseal`].
 const RESEAL_BATCH: i64 = 500;
 
-/// How long migrations wait for a lock (the advisory lock another replica migrating holds, or a
-/// table lock an `ALTER TABLE` needs) before start-up fails with the error: a restart retries,
-/// instead of every old replica's queries queueing behind a waiting `ALTER TABLE`.
-const MIGRATION_LOCK_TIMEOUT: &str = "SET lock_timeout = '60s'";
+/// How long a replica waits for the migrations of another (which hold [`MIGRATION_LOCK`])
+/// before start-up fails with the error (a restart retries).
+const MIGRATION_WAIT: &str = "SET lock_timeout = '60s'";
+
+/// The lock a replica holds while it migrates, so replicas starting at once migrate one at a
+/// time (taken here rather than by sqlx, so its wait and the migrations' own are apart).
+const MIGRATION_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended('facekey.migrations', 0))";
+
+/// How long a migration's statement waits for a table lock before it gives up and is tried
+/// again: an `ALTER TABLE` or `CREATE INDEX` waiting for a lock (a backup, a long read) makes
+/// every later query on that table wait behind it, so every replica's requests would stall for
+/// as long as it waits.
+const MIGRATION_TABLE_WAIT: &str = "SET lock_timeout = '2s'";
+
+/// Tries of the migrations whose table lock wait gave up, [`MIGRATION_RETRY`] apart (about a
+/// minute in all) before start-up fails.
+const MIGRATION_TRIES: u32 = 20;
+
+/// The pause between two tries of the migrations, in which the table's queries go on.
+const MIGRATION_RETRY: Duration = Duration::from_secs(1);
 
 /// `created_at` as the API shows it: RFC 3339 UTC with seconds (a macro, so queries stay
 /// literal strings).
@@ -251,19 +267,32 @@ fn is_busy(e: &sqlx::Error) -> bool {
 /// (26000) on the connection: each statement may land on another server session, so
 /// session-level state (prepared statements, `SET`, the advisory lock, `LISTEN`) does not hold.
 fn migrations_failed(e: &sqlx::migrate::MigrateError) -> &'static str {
-    let database = match e {
+    match migration_sqlstate(e).as_deref() {
+        Some("55P03") => {
+            "migrations failed: a table stayed locked by another session (a backup, a long \
+             transaction) for about a minute of tries"
+        }
+        code => session_state_lost(code).unwrap_or("migrations failed"),
+    }
+}
+
+/// The SQLSTATE of a failed migration's database error.
+fn migration_sqlstate(e: &sqlx::migrate::MigrateError) -> Option<String> {
+    match e {
         sqlx::migrate::MigrateError::Execute(e)
         | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => sqlstate(e),
         _ => None,
-    };
-    match database.as_deref() {
-        Some("42P05" | "26000") => {
-            "migrations failed: a connection lost its session state between statements, as \
-             behind a pooler in transaction mode (PgBouncer pool_mode = transaction); the \
-             runtime needs session pooling or a direct connection"
-        }
-        _ => "migrations failed",
     }
+}
+
+/// The start-up error for SQLSTATE `code` when it says a connection lost its session state
+/// (a prepared statement gone, or there already), as behind a pooler in transaction mode.
+fn session_state_lost(code: Option<&str>) -> Option<&'static str> {
+    matches!(code, Some("42P05" | "26000")).then_some(
+        "migrations failed: a connection lost its session state between statements, as \
+         behind a pooler in transaction mode (PgBouncer pool_mode = transaction); the \
+         runtime needs session pooling or a direct connection",
+    )
 }
 
 /// The SQLSTATE of a database error.
@@ -351,20 +380,12 @@ impl PgStore {
         // They run on a connection of their own, whose lock waits are longer than a request's.
         let mut migrator = sqlx::migrate!("./migrations");
         migrator.set_ignore_missing(true);
-        let mut conn = sqlx::PgConnection::connect_with(&options)
+        let conn = sqlx::PgConnection::connect_with(&options)
             .await
             .map_err(|e| open_err("cannot connect", Box::new(e)))?;
-        sqlx::raw_sql(MIGRATION_LOCK_TIMEOUT)
-            .execute(&mut conn)
+        Self::migrate(conn, &mut migrator)
             .await
-            .map_err(|e| open_err("migrations failed", Box::new(e)))?;
-        migrator
-            .run(&mut conn)
-            .await
-            .map_err(|e| open_err(migrations_failed(&e), Box::new(e)))?;
-        if let Err(e) = conn.close().await {
-            tracing::debug!(error = %e, "closing the migration connection failed");
-        }
+            .map_err(|(what, e)| open_err(what, e))?;
         let store = Self {
             pool,
             ledger_pool,
@@ -462,6 +483,59 @@ impl PgStore {
             );
         }
         Ok(count)
+    }
+
+    /// Run `migrator` on `conn` under [`MIGRATION_LOCK`] (waiting [`MIGRATION_WAIT`] for
+    /// another replica's), each statement waiting at most [`MIGRATION_TABLE_WAIT`] for a table
+    /// lock and tried again [`MIGRATION_RETRY`] later, [`MIGRATION_TRIES`] times. The error:
+    /// what failed, and why.
+    async fn migrate(
+        mut conn: sqlx::PgConnection,
+        migrator: &mut sqlx::migrate::Migrator,
+    ) -> Result<(), (&'static str, Box<dyn std::error::Error + Send + Sync>)> {
+        let failed = |e: sqlx::Error| {
+            let lock_wait = sqlstate(&e).is_some_and(|code| code == "55P03");
+            let what = if lock_wait {
+                "migrations failed: another replica has been migrating the database for over 60 s"
+            } else {
+                session_state_lost(sqlstate(&e).as_deref()).unwrap_or("migrations failed")
+            };
+            (
+                what,
+                Box::new(e) as Box<dyn std::error::Error + Send + Sync>,
+            )
+        };
+        sqlx::raw_sql(MIGRATION_WAIT)
+            .execute(&mut conn)
+            .await
+            .map_err(failed)?;
+        sqlx::query(MIGRATION_LOCK)
+            .execute(&mut conn)
+            .await
+            .map_err(failed)?;
+        sqlx::raw_sql(MIGRATION_TABLE_WAIT)
+            .execute(&mut conn)
+            .await
+            .map_err(failed)?;
+        migrator.set_locking(false);
+        let mut tries = 1;
+        loop {
+            let Err(e) = migrator.run(&mut conn).await else {
+                break;
+            };
+            let lock_wait = migration_sqlstate(&e).is_some_and(|code| code == "55P03");
+            if !lock_wait || tries >= MIGRATION_TRIES {
+                return Err((migrations_failed(&e), Box::new(e)));
+            }
+            tries += 1;
+            tracing::warn!(error = %e, try_in_secs = MIGRATION_RETRY.as_secs(), "a migration waited too long for a table lock; trying again");
+            tokio::time::sleep(MIGRATION_RETRY).await;
+        }
+        // Closing the connection releases the migration lock.
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the migration connection failed");
+        }
+        Ok(())
     }
 
     /// The connection pool (the change listener shares its settings).
