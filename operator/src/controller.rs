@@ -178,9 +178,9 @@ pub struct RunConfig {
     pub policy: crate::policy_floor::ClusterPolicy,
     /// The metrics served on `/metrics` (shared with the webhook, which records its own).
     pub metrics: Metrics,
-    /// The sidecar webhook's certificate when this process serves the webhook
-    /// ([`crate::webhook::start`]): `/readyz` waits for it.
-    pub webhook_cert: Option<Arc<crate::webhook::server::ReloadingCert>>,
+    /// The sidecar webhook when this process serves it ([`crate::webhook::start`]): `/readyz`
+    /// waits for its certificate and its FaceKeyDeployment cache.
+    pub webhook: Option<crate::webhook::Serving>,
     /// How long the process lives on after a stop (SIGTERM, or leadership lost) with `/readyz`
     /// failing ([`DRAIN_DELAY`] when it serves the webhook, else zero): the API server keeps
     /// sending admission reviews to a pod until its endpoint removal reaches it, and a webhook
@@ -425,7 +425,7 @@ pub async fn run_with(
     let server_state = ServerState {
         metrics: metrics.clone(),
         ready: ready.clone(),
-        webhook_cert: config.webhook_cert.clone(),
+        webhook: config.webhook.clone(),
     };
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(server::serve(config.listen, server_state, async move {

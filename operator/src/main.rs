@@ -149,7 +149,8 @@ struct WebhookArgs {
     /// `cert-manager` (a Certificate writes the Secret, its CA injector the caBundle).
     #[arg(long, env = "FACEKEY_OPERATOR_WEBHOOK_CERTS", default_value = "self-signed", value_parser = ["self-signed", "cert-manager"])]
     webhook_certs: String,
-    /// What admission does with a pod naming a FaceKeyDeployment that does not exist.
+    /// What admission does with a pod naming a FaceKeyDeployment that does not exist, or that
+    /// cannot be read from the API server in time (`LookupFailed`).
     #[arg(long, env = "FACEKEY_OPERATOR_SIDECAR_UNKNOWN_RESOURCE", default_value = "Fail", value_parser = parse_failure_policy)]
     sidecar_unknown_resource: SidecarFailurePolicy,
 }
@@ -346,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
             // One registry for the controller's and the webhook's metrics, served on `listen`.
             let metrics = facekey_operator::metrics::Metrics::new()
                 .context("registering the operator's metrics")?;
-            let mut webhook_cert = None;
+            let mut webhook_serving = None;
             if webhook.enabled {
                 let client = facekey_operator::client::infer()
                     .await
@@ -356,7 +357,7 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     CertMode::SelfSigned
                 };
-                let cert = facekey_operator::webhook::start(
+                let serving = facekey_operator::webhook::start(
                     client,
                     WebhookConfig {
                         listen: webhook.webhook_listen,
@@ -379,7 +380,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await
                 .context("starting the sidecar injection webhook")?;
-                webhook_cert = Some(cert);
+                webhook_serving = Some(serving);
             }
             let exit = controller::run(RunConfig {
                 listen,
@@ -391,12 +392,12 @@ async fn main() -> anyhow::Result<()> {
                 watch_namespace: namespace,
                 policy: scan_policy.policy(),
                 metrics,
-                drain: if webhook_cert.is_some() {
+                drain: if webhook_serving.is_some() {
                     controller::DRAIN_DELAY
                 } else {
                     Duration::ZERO
                 },
-                webhook_cert,
+                webhook: webhook_serving,
                 undecodable_grace: controller::UNDECODABLE_GRACE,
             })
             .await?;

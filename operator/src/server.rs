@@ -19,10 +19,12 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Set once the API client works; standby replicas are ready too (they can take over).
     pub ready: Arc<AtomicBool>,
-    /// The sidecar webhook's certificate, when this process serves the webhook: not ready
-    /// until one is loaded, or the webhook Service would send admissions to a replica whose TLS
-    /// handshakes fail and `failurePolicy: Ignore` would admit pods without their sidecar.
-    pub webhook_cert: Option<Arc<crate::webhook::server::ReloadingCert>>,
+    /// The sidecar webhook, when this process serves it: not ready until its certificate is
+    /// loaded (else the webhook Service would send admissions to a replica whose TLS handshakes
+    /// fail, and `failurePolicy: Ignore` would admit pods without their sidecar) and its
+    /// FaceKeyDeployment cache has synced (else each review reads its resource from the API
+    /// server, which may fail or outlast the API server's timeout).
+    pub webhook: Option<crate::webhook::Serving>,
 }
 
 async fn metrics(State(state): State<ServerState>) -> (StatusCode, String) {
@@ -38,11 +40,8 @@ async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) 
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: starting, or draining before exit",
         )
-    } else if state.webhook_cert.as_ref().is_some_and(|c| !c.is_loaded()) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the sidecar webhook has no certificate yet",
-        )
+    } else if let Some(why) = state.webhook.as_ref().and_then(|w| w.not_ready()) {
+        (StatusCode::SERVICE_UNAVAILABLE, why)
     } else {
         (StatusCode::OK, "ok")
     }
@@ -101,7 +100,7 @@ mod tests {
         let state = ServerState {
             metrics: Metrics::new().unwrap(),
             ready: Arc::new(AtomicBool::new(false)),
-            webhook_cert: None,
+            webhook: None,
         };
         state
             .metrics
@@ -121,10 +120,15 @@ mod tests {
         );
         state.ready.store(true, Ordering::Relaxed);
         assert_eq!(get(r.clone(), "/readyz").await.0, StatusCode::OK);
-        // Serving the webhook: not ready until its certificate is loaded.
+        // Serving the webhook: not ready until its certificate is loaded and its
+        // FaceKeyDeployment cache has synced.
         let cert = Arc::new(crate::webhook::server::ReloadingCert::default());
+        let synced = Arc::new(AtomicBool::new(false));
         let webhook = router(ServerState {
-            webhook_cert: Some(cert.clone()),
+            webhook: Some(crate::webhook::Serving {
+                cert: cert.clone(),
+                resources_synced: synced.clone(),
+            }),
             ..state.clone()
         });
         let (code, why) = get(webhook.clone(), "/readyz").await;
@@ -133,6 +137,10 @@ mod tests {
         let pair = rcgen::generate_simple_self_signed(vec!["facekey-webhook".into()]).unwrap();
         cert.set_pem(&pair.cert.pem(), &pair.signing_key.serialize_pem())
             .unwrap();
+        let (code, why) = get(webhook.clone(), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(why.contains("FaceKeyDeployment cache"), "{why}");
+        synced.store(true, Ordering::Release);
         assert_eq!(get(webhook, "/readyz").await.0, StatusCode::OK);
         let (code, text) = get(r, "/metrics").await;
         assert_eq!(code, StatusCode::OK);

@@ -49,7 +49,7 @@ fn run_config(metrics: &facekey_operator::metrics::Metrics) -> RunConfig {
         watch_namespace: Some(common::NS.into()),
         policy: facekey_operator::policy_floor::ClusterPolicy::permissive(),
         metrics: metrics.clone(),
-        webhook_cert: None,
+        webhook: None,
         drain: Duration::ZERO,
         undecodable_grace: Duration::ZERO,
     }

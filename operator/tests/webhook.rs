@@ -1535,3 +1535,120 @@ async fn an_undecodable_resource_blocks_neither_lookups_nor_the_count() {
         "status.sidecar written for the readable resource"
     );
 }
+
+/// Before the cache has synced, a pod's FaceKeyDeployment is read from the API server. When that
+/// read fails (a 429 or 5xx of a struggling API server) or outlasts [`LOOKUP_TIMEOUT`] (the API
+/// server gives up on the review after its `timeoutSeconds: 5` and admits the pod under
+/// `failurePolicy: Ignore`, whatever the operator's setting), the pod is answered as for an
+/// unknown resource under `--sidecar-unknown-resource` (`LookupFailed`, counted as an error),
+/// within the API server's wait. A failed read used to refuse it whatever that setting said.
+#[tokio::test]
+async fn a_failed_lookup_is_answered_under_the_unknown_resource_policy() {
+    use facekey_crds::SidecarFailurePolicy;
+    use facekey_operator::decode::{Decoder, UnknownFields};
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::server::{LOOKUP_TIMEOUT, Resources, WebhookState, router};
+    use http::{Response, StatusCode};
+    use kube::client::Body;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    // A mock API server: 503 for `verifier`, no answer at all for `stalled`.
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    tokio::spawn(async move {
+        let mut unanswered = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            if req.uri().path().ends_with("/stalled") {
+                unanswered.push(send);
+                continue;
+            }
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "ServiceUnavailable", "code": 503, "message": "etcd is overloaded"});
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let client = kube::Client::new(service, "default");
+    let review = |resource: &str| {
+        let mut review: Value =
+            serde_json::from_slice(&std::fs::read(fixtures().join("reviews/inject.json")).unwrap())
+                .unwrap();
+        review["request"]["object"]["metadata"]["annotations"]["facekey.dev/inject"] =
+            json!(resource);
+        serde_json::to_vec(&review).unwrap()
+    };
+    let answer = |policy: SidecarFailurePolicy, resource: &str| {
+        let metrics = Metrics::new().unwrap();
+        let app = router(WebhookState {
+            limit_ranges: Default::default(),
+            resource_quotas: Default::default(),
+            resources: Resources::Watched {
+                store: kube::runtime::reflector::store().0,
+                decoder: Arc::new(std::sync::Mutex::new(Decoder::new(UnknownFields::Ignore))),
+                synced: Arc::new(AtomicBool::new(false)),
+                client: client.clone(),
+            },
+            options: InjectOptions {
+                unknown_resource: policy,
+            },
+            events: None,
+            metrics: metrics.clone(),
+            scope: None,
+        });
+        let body = review(resource);
+        async move {
+            let response = tokio::time::timeout(Duration::from_secs(4), post_review(&app, body))
+                .await
+                .expect("the review outlasted the API server's timeoutSeconds");
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let counted = metrics
+                .admission_reviews
+                .with_label_values(&["error", "LookupFailed"])
+                .get();
+            (
+                serde_json::from_slice::<Value>(&bytes).unwrap()["response"].clone(),
+                counted,
+            )
+        }
+    };
+
+    // The operator admits pods naming an unknown resource: so it does when it cannot tell.
+    let (response, counted) = answer(SidecarFailurePolicy::Ignore, "verifier").await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(response.get("patch").is_none(), "{response}");
+    let warning = response["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("shop/verifier could not be read")
+            && warning.contains("etcd is overloaded"),
+        "{response}"
+    );
+    assert_eq!(counted, 1);
+    // It refuses them: so it does, naming the error.
+    let (response, counted) = answer(SidecarFailurePolicy::Fail, "verifier").await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["code"], 403, "{response}");
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("etcd is overloaded"), "{response}");
+    assert_eq!(counted, 1);
+    // No answer: given up after LOOKUP_TIMEOUT, well within the API server's 5 s.
+    let started = Instant::now();
+    let (response, counted) = answer(SidecarFailurePolicy::Ignore, "stalled").await;
+    let took = started.elapsed();
+    assert!(
+        took >= LOOKUP_TIMEOUT && took < LOOKUP_TIMEOUT + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert_eq!(response["allowed"], true, "{response}");
+    let warning = response["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("no answer within 2s"), "{response}");
+    assert_eq!(counted, 1);
+}

@@ -417,10 +417,12 @@ async fn slow_idle_and_surplus_clients_are_bounded() {
     let limits = server::ServeLimits {
         handshake_timeout: Duration::from_secs(2),
         header_read_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
         max_connections: 3,
         max_connections_per_peer: 2,
         max_requests_in_flight: 1,
+        max_body_bytes_in_flight: server::MAX_BODY,
     };
     let addr = start_limited(cert, Metrics::new().unwrap(), limits).await;
 
@@ -435,7 +437,7 @@ async fn slow_idle_and_surplus_clients_are_bounded() {
         .expect("a connection trickling its headers was never closed");
     assert!(took >= Duration::from_millis(900), "{took:?}");
 
-    // A whole head announcing a body that never comes: 408 at the request timeout.
+    // A whole head announcing a body that never comes: 408 at the body timeout.
     let mut slow_body = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
     slow_body
         .write_all(
@@ -487,4 +489,126 @@ async fn slow_idle_and_surplus_clients_are_bounded() {
     };
     assert_eq!(review["response"]["allowed"], true);
     drop(idle_b);
+}
+
+/// A request head announcing a body of `length` bytes, and the first bytes of it.
+fn stalled_head(length: usize) -> String {
+    format!(
+        "POST {MUTATE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n{{\"kind\":"
+    )
+}
+
+/// Bodies are read, each under its own deadline, before a request takes one of the places that
+/// answer reviews: clients announcing bodies they never send (more of them than places, and
+/// than the byte budget for large bodies) hold no place, so the API server's review is answered
+/// at once instead of waiting past its `timeoutSeconds` (the pod then admitted without its
+/// sidecar). A body without a length or over the maximum is refused unread.
+#[tokio::test]
+async fn stalled_bodies_do_not_delay_a_real_review() {
+    use std::time::{Duration, Instant};
+    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
+        .unwrap()
+        .unwrap();
+    let cert = Arc::new(ReloadingCert::default());
+    load(&cert, &bundle.cert, &bundle.key);
+    let limits = server::ServeLimits {
+        handshake_timeout: Duration::from_secs(5),
+        header_read_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(4),
+        max_connections: 32,
+        max_connections_per_peer: 32,
+        max_requests_in_flight: 2,
+        max_body_bytes_in_flight: 150_000,
+    };
+    let addr = start_limited(cert, Metrics::new().unwrap(), limits).await;
+
+    // Six connections announce 100 kB bodies and send a few bytes of them.
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut tls = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
+        tls.write_all(stalled_head(100_000).as_bytes())
+            .await
+            .unwrap();
+        stalled.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let (review, _) = post(
+        addr,
+        &bundle.ca_bundle,
+        HOST,
+        &fixture("reviews/opt-out.json"),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(
+        took < Duration::from_secs(1),
+        "a review waited {took:?} behind stalled bodies"
+    );
+
+    // Refused at once, unread: a length over the maximum, and no length (chunked).
+    for (head, status) in [
+        (stalled_head(server::MAX_BODY + 1), "413"),
+        (
+            format!("POST {MUTATE_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "411",
+        ),
+    ] {
+        let mut tls = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let (answer, took) = closed_after(&mut tls, Duration::from_secs(2))
+            .await
+            .expect("a request refused unread was never answered");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+
+    // The stalled bodies get their 408 at the body deadline.
+    for mut tls in stalled {
+        let (answer, _) = closed_after(&mut tls, Duration::from_secs(5))
+            .await
+            .expect("a stalled body was never answered");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+}
+
+/// Each connection serves one request and is closed after its answer (`Connection: close`):
+/// the API server, which keeps idle connections 90 s, never sends a review on a connection the
+/// server's header timeout is closing (a POST Go does not retry; the pod would be admitted
+/// without its sidecar).
+#[tokio::test]
+async fn each_connection_is_closed_after_its_answer() {
+    use std::time::Duration;
+    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
+        .unwrap()
+        .unwrap();
+    let cert = Arc::new(ReloadingCert::default());
+    load(&cert, &bundle.cert, &bundle.key);
+    let addr = start(cert).await;
+    let body = fixture("reviews/opt-out.json");
+    let mut tls = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
+    // No `Connection: close`: a client that would keep the connection.
+    let head = format!(
+        "POST {MUTATE_PATH} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    let (answer, _) = closed_after(&mut tls, Duration::from_secs(3))
+        .await
+        .expect("the connection was kept open after the answer");
+    let (head, _) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
 }

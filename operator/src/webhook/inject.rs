@@ -48,6 +48,13 @@ pub enum NotInjectedReason {
     /// The FaceKeyDeployment exists but this operator cannot decode its spec
     /// ([`crate::decode`]): answered by its own `sidecar.failurePolicy`, read alone.
     ResourceUndecodable,
+    /// The FaceKeyDeployment is being deleted (`metadata.deletionTimestamp`): the ConfigMap and
+    /// Secrets the sidecar mounts are its children and go with it, so an injected pod would
+    /// wait in ContainerCreating (FailedMount) for good.
+    ResourceDeleting,
+    /// The FaceKeyDeployment could not be read from the API server (an error, or no answer in
+    /// time): answered as an unknown resource is, by the operator's `--sidecar-unknown-resource`.
+    LookupFailed,
 }
 
 impl NotInjectedReason {
@@ -67,6 +74,8 @@ impl NotInjectedReason {
             NotInjectedReason::LimitRange => "LimitRange",
             NotInjectedReason::ResourceQuota => "ResourceQuota",
             NotInjectedReason::ResourceUndecodable => "ResourceUndecodable",
+            NotInjectedReason::ResourceDeleting => "ResourceDeleting",
+            NotInjectedReason::LookupFailed => "LookupFailed",
         }
     }
 }
@@ -224,6 +233,31 @@ pub fn undecodable(
     }
 }
 
+/// `decision` for a pod whose FaceKeyDeployment could not be looked up (`error`): where
+/// [`decide`], given no resource, answered `UnknownResource`, the answer is `LookupFailed` under
+/// the same policy (the operator's `--sidecar-unknown-resource`: whether the resource exists is
+/// not known either); every other decision (not requested, opted out, already injected) stands.
+pub fn lookup_failed(decision: Decision, namespace: &str, error: &str) -> Decision {
+    match decision {
+        Decision::NotInjected {
+            resource,
+            reason: NotInjectedReason::UnknownResource,
+            refuse,
+            ..
+        } => Decision::NotInjected {
+            message: format!(
+                "FaceKeyDeployment {namespace}/{resource} could not be read from the API server \
+                 ({error}); answered as for an unknown resource (the operator's \
+                 --sidecar-unknown-resource)"
+            ),
+            resource,
+            reason: NotInjectedReason::LookupFailed,
+            refuse,
+        },
+        other => other,
+    }
+}
+
 /// Decide what admission does with `pod`, created in `namespace`, given the FaceKeyDeployment
 /// it names (`None`: not found).
 pub fn decide(
@@ -275,6 +309,18 @@ pub fn decide(
         );
     };
     let policy = sidecar.failure_policy;
+    if let Some(since) = &fkd.metadata.deletion_timestamp {
+        return not_injected(
+            NotInjectedReason::ResourceDeleting,
+            format!(
+                "FaceKeyDeployment {namespace}/{resource} is being deleted (since {}): the \
+                 ConfigMap and Secrets the sidecar mounts go with it, and the pod would never \
+                 start",
+                since.0
+            ),
+            policy,
+        );
+    }
     let image = match admitted_image(fkd) {
         Ok(image) => image,
         Err((reason, message)) => return not_injected(reason, message, policy),
@@ -757,6 +803,53 @@ mod tests {
             decide(&injected, "team", Some(&ready), InjectOptions::default()),
             Decision::AlreadyInjected
         );
+    }
+
+    /// A resource being deleted (foreground deletion, an Argo CD prune) takes the ConfigMap and
+    /// Secrets the sidecar mounts with it: its pods are not injected, under its own policy.
+    #[test]
+    fn a_resource_being_deleted_is_not_injected() {
+        let asks = pod(json!({INJECT_ANNOTATION: "fk"}));
+        let opts = InjectOptions::default();
+        for (sidecar, refused) in [(json!({}), false), (json!({"failurePolicy": "Fail"}), true)] {
+            let mut deleting = fkd(sidecar, Some(DIGEST));
+            deleting.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2026-01-01T00:00:00Z".parse().unwrap(),
+                ));
+            let d = decide(&asks, "team", Some(&deleting), opts);
+            assert!(
+                matches!(&d, Decision::NotInjected {
+                    reason: NotInjectedReason::ResourceDeleting, refuse, message, ..
+                } if *refuse == refused && message.contains("team/fk is being deleted")),
+                "{d:?}"
+            );
+        }
+    }
+
+    /// A failed lookup is answered as an unknown resource is, under the operator's setting,
+    /// naming the error; a pod that did not need the resource keeps its answer.
+    #[test]
+    fn a_failed_lookup_follows_the_unknown_resource_policy() {
+        let asks = pod(json!({INJECT_ANNOTATION: "fk"}));
+        for (policy, refused) in [
+            (SidecarFailurePolicy::Fail, true),
+            (SidecarFailurePolicy::Ignore, false),
+        ] {
+            let opts = InjectOptions {
+                unknown_resource: policy,
+            };
+            let d = lookup_failed(decide(&asks, "team", None, opts), "team", "503 overloaded");
+            assert!(
+                matches!(&d, Decision::NotInjected {
+                    reason: NotInjectedReason::LookupFailed, refuse, message, ..
+                } if *refuse == refused && message.contains("team/fk") && message.contains("503 overloaded")),
+                "{d:?}"
+            );
+        }
+        let out = pod(json!({INJECT_ANNOTATION: "fk", OPT_OUT_ANNOTATION: "true"}));
+        let d = decide(&out, "team", None, InjectOptions::default());
+        assert_eq!(lookup_failed(d, "team", "x"), Decision::OptedOut);
     }
 
     #[test]

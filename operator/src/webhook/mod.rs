@@ -70,14 +70,37 @@ pub struct WebhookConfig {
 /// back within this.
 pub const CERT_CHECK_EVERY: Duration = Duration::from_secs(30);
 
+/// What `/readyz` of a replica serving the webhook waits for ([`start`]).
+#[derive(Clone, Debug)]
+pub struct Serving {
+    /// The serving certificate: until one is loaded TLS handshakes fail, and the API server
+    /// admits pods without their sidecar (`failurePolicy: Ignore`).
+    pub cert: Arc<server::ReloadingCert>,
+    /// Set once the FaceKeyDeployment cache has its first list: before, every review reads its
+    /// resource from the API server, a read that may fail or be slow when the API server is
+    /// struggling (the pod then answered as for an unknown resource).
+    pub resources_synced: Arc<AtomicBool>,
+}
+
+impl Serving {
+    /// Why the replica must not be sent admission reviews yet, if it must not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.cert.is_loaded() {
+            Some("the sidecar webhook has no certificate yet")
+        } else if !self.resources_synced.load(Ordering::Acquire) {
+            Some("the sidecar webhook's FaceKeyDeployment cache has not synced yet")
+        } else {
+            None
+        }
+    }
+}
+
 /// Start the webhook on every replica (leader or standby: admission must not wait for an
 /// election): the FaceKeyDeployment cache, the certificate upkeep, the HTTPS server and the
-/// sidecar counter. Returns once the listener is bound; until a certificate is loaded,
-/// handshakes fail and the API server applies the configuration's `failurePolicy: Ignore`.
-pub async fn start(
-    client: Client,
-    config: WebhookConfig,
-) -> Result<Arc<server::ReloadingCert>, server::TlsError> {
+/// sidecar counter. Returns once the listener is bound, with what readiness waits for; until a
+/// certificate is loaded, handshakes fail and the API server applies the configuration's
+/// `failurePolicy: Ignore`.
+pub async fn start(client: Client, config: WebhookConfig) -> Result<Serving, server::TlsError> {
     let listener = server::bind(config.listen).await?;
     let cert = Arc::new(server::ReloadingCert::default());
     let tls = server::tls_config(cert.clone())?;
@@ -113,6 +136,10 @@ pub async fn start(
         .for_each(|_| futures::future::ready(())),
     );
     mark_when_ready(store.clone(), synced.clone(), "FaceKeyDeployment");
+    let serving = Serving {
+        cert: served_cert,
+        resources_synced: synced.clone(),
+    };
 
     let targets = config.targets.clone();
     let (cert_client, every, cert_metrics) = (client.clone(), config.every, config.metrics.clone());
@@ -179,7 +206,7 @@ pub async fn start(
         },
         futures::future::pending::<()>(),
     ));
-    Ok(served_cert)
+    Ok(serving)
 }
 
 /// A watch cache of every `K` the operator may see (its namespace, or all), fed in the

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use super::inject::{self, Decision, InjectOptions};
+use super::inject::{self, Decision, InjectOptions, NotInjectedReason};
 
 /// Errors reading a review (answered with an `invalid` response, never a panic).
 #[derive(Debug, thiserror::Error)]
@@ -53,20 +53,27 @@ pub enum Outcome {
     Skipped,
     /// The sidecar could not be injected and the pod was refused (`failurePolicy: Fail`).
     Refused,
-    /// The review could not be answered as asked: an unreadable body, the FaceKeyDeployment
-    /// unreadable, or an answer that does not serialise.
+    /// The review could not be answered as asked: an unreadable body, an answer that does not
+    /// serialise, or the FaceKeyDeployment unreadable (then answered as an unknown resource is,
+    /// under the operator's `--sidecar-unknown-resource`, but counted here: the API server is
+    /// failing, not the pod).
     Error,
 }
 
 impl Outcome {
     /// The outcome of `decision` and, for a pod that did not get its sidecar, why
-    /// ([`super::NotInjectedReason`]; empty otherwise): the metric's `reason` label.
+    /// ([`super::NotInjectedReason`]; empty otherwise): the metric's `reason` label. A failed
+    /// lookup is an `error` (`LookupFailed`) whatever its answer.
     pub fn of(decision: &Decision) -> (Self, &'static str) {
         match decision {
             Decision::NotRequested => (Outcome::NotRequested, ""),
             Decision::OptedOut => (Outcome::OptedOut, ""),
             Decision::AlreadyInjected => (Outcome::AlreadyInjected, ""),
             Decision::Inject { .. } => (Outcome::Injected, ""),
+            Decision::NotInjected {
+                reason: NotInjectedReason::LookupFailed,
+                ..
+            } => (Outcome::Error, NotInjectedReason::LookupFailed.as_str()),
             Decision::NotInjected { reason, refuse, .. } => (
                 if *refuse {
                     Outcome::Refused

@@ -26,7 +26,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -40,9 +40,17 @@ use crate::metrics::Metrics;
 /// Path of the mutating webhook (`clientConfig.service.path`).
 pub const MUTATE_PATH: &str = "/mutate-v1-pod";
 /// Largest AdmissionReview body accepted: the API server stores no object over 1.5 MiB, so a
-/// review of a real pod is smaller. With [`ServeLimits::max_requests_in_flight`] it bounds what
-/// bodies in flight can hold (16 x 3 MiB, within the operator's 256 MiB limit with room to spare).
-const MAX_BODY: usize = 3 << 20;
+/// review of a real pod is smaller. A request announcing more is refused (413) unread.
+pub const MAX_BODY: usize = 3 << 20;
+/// Bodies up to this size (a review of an ordinary pod is a few KiB) are read without taking
+/// from [`ServeLimits::max_body_bytes_in_flight`]: the connection bound caps them (1024 x 32 KiB
+/// = 32 MiB), and a client announcing large bodies it never sends cannot hold the budget the
+/// API server's reviews need.
+pub const UNBUDGETED_BODY: usize = 32 << 10;
+/// Longest a FaceKeyDeployment read from the API server (before the cache has synced) may take:
+/// well within the configuration's `timeoutSeconds: 5`, after which the API server would give up
+/// and admit the pod under `failurePolicy: Ignore` whatever the resource's policy.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the webhook's listener allows each client. Any pod in the cluster can reach the port,
 /// so a client that trickles headers or a body, or opens connections by the hundred, must not
@@ -52,11 +60,19 @@ const MAX_BODY: usize = 3 << 20;
 pub struct ServeLimits {
     /// Longest a TLS handshake may take before the connection is dropped.
     pub handshake_timeout: Duration,
-    /// Longest wait for a request's headers, an idle keep-alive connection's next request
-    /// included (the API server reconnects when it needs to).
+    /// Longest wait for a request's headers. Each connection serves one request and is closed
+    /// after its answer: an idle keep-alive connection closed by this timeout while the API
+    /// server (which keeps idle connections 90 s) sends a review on it fails that review, which
+    /// Go does not retry (a POST), and the pod is admitted without its sidecar.
     pub header_read_timeout: Duration,
-    /// Longest a request may take, its body's arrival included: 408 past it (the API server
-    /// gives up on a review after its `timeoutSeconds`, at most 30 s, anyway).
+    /// Longest a request's body may take to arrive, its wait for
+    /// [`Self::max_body_bytes_in_flight`] included: 408 past it. Bodies are read before a
+    /// request takes one of [`Self::max_requests_in_flight`], so one that never comes holds no
+    /// place.
+    pub body_timeout: Duration,
+    /// Longest a request may take, body, place and answer: 408 past it. Below the
+    /// configuration's `timeoutSeconds: 5`, after which the API server stops waiting and admits
+    /// the pod under `failurePolicy: Ignore`.
     pub request_timeout: Duration,
     /// Connections served at once (idle ones are cheap; this bounds sockets and tasks);
     /// further ones wait in the kernel's backlog.
@@ -64,14 +80,18 @@ pub struct ServeLimits {
     /// Connections one peer address may hold at once; more are closed at once, so a single pod
     /// keeping connections alive cannot take the places the API server needs. The API server
     /// itself calls from one address (or a few, behind konnectivity or SNAT), one connection per
-    /// review in flight plus its idle keep-alives, and a connection it is refused admits the pod
-    /// without its sidecar under `failurePolicy: Ignore`: the share is a quarter of
+    /// review in flight (each closed after its answer), and a connection it is refused admits
+    /// the pod without its sidecar under `failurePolicy: Ignore`: the share is a quarter of
     /// `max_connections`, far above its concurrency at any pod-creation rate the reviews keep up
     /// with, while four addresses are still needed to take every place.
     pub max_connections_per_peer: usize,
-    /// Requests whose bodies are read and answered at once, across connections (each body up
-    /// to 3 MiB: this bounds their memory); more wait within their request timeout.
+    /// Requests answered at once, across connections, their bodies read; more wait within
+    /// their request timeout.
     pub max_requests_in_flight: usize,
+    /// Bytes of bodies over [`UNBUDGETED_BODY`] held at once, taken by each request's declared
+    /// `Content-Length` before its body is read and given back once it is answered (a body
+    /// larger than the whole budget takes all of it); more wait within the body timeout.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for ServeLimits {
@@ -79,10 +99,12 @@ impl Default for ServeLimits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(4),
             max_connections: 1024,
             max_connections_per_peer: 256,
             max_requests_in_flight: 16,
+            max_body_bytes_in_flight: 8 * MAX_BODY,
         }
     }
 }
@@ -214,6 +236,17 @@ pub fn tls_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsErro
     Ok(Arc::new(config))
 }
 
+/// Why a FaceKeyDeployment could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The API server answered with an error, or could not be reached.
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    /// The API server did not answer within [`LOOKUP_TIMEOUT`].
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// What a lookup of a FaceKeyDeployment found.
 #[derive(Clone, Debug)]
 pub enum Lookup {
@@ -274,8 +307,8 @@ impl Resources {
     /// cache has synced, one untyped GET decoded alone (one unreadable resource must not fail
     /// the lookups of the others, nor the cache's list). A name no FaceKeyDeployment can have
     /// is missing without a lookup: it would otherwise go into the GET's path as it is, and
-    /// `verifier/status` would read resource `verifier`.
-    pub async fn get(&self, namespace: &str, name: &str) -> Result<Lookup, kube::Error> {
+    /// `verifier/status` would read resource `verifier`. The GET is given [`LOOKUP_TIMEOUT`].
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Lookup, LookupError> {
         if crate::validate::validate_name(name).is_err() {
             return Ok(Lookup::Missing);
         }
@@ -301,7 +334,10 @@ impl Resources {
                     return Ok(undecodable.map_or(Lookup::Missing, Lookup::Undecodable));
                 }
                 let api = crate::decode::api(client.clone(), Some(namespace));
-                Ok(match api.get_opt(name).await? {
+                let found = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(name))
+                    .await
+                    .map_err(|_| LookupError::TimedOut(LOOKUP_TIMEOUT))??;
+                Ok(match found {
                     None => Lookup::Missing,
                     Some(obj) => match decode_with(obj, UnknownFields::Ignore).resource() {
                         Ok(f) => Lookup::Found(Arc::new(f)),
@@ -423,25 +459,17 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
     // A pod of a namespace this operator does not serve is not its to judge: admitted
     // unchanged (another operator's webhook may inject it), never refused as unknown.
     let out_of_scope = state.scope.as_ref().is_some_and(|ns| *ns != req.namespace);
+    let mut failed = None;
     let lookup = match req.resource.as_deref().filter(|_| !out_of_scope) {
         None => Lookup::Missing,
         Some(name) => match state.resources.get(&req.namespace, name).await {
             Ok(f) => f,
             Err(e) => {
-                // The API server is unreachable: refuse (the pod asked for a sidecar that
-                // cannot be checked); unrelated pods never reach this point.
+                // Whether the resource exists is not known: answered as an unknown one is, so
+                // the operator's --sidecar-unknown-resource holds (LookupFailed).
                 warn!(namespace = %req.namespace, resource = name, error = %e, "looking up the FaceKeyDeployment failed");
-                let review = kube::core::admission::AdmissionResponse::from(&req.request)
-                    .deny(format!(
-                        "cannot read FaceKeyDeployment {}/{name}: {e}",
-                        req.namespace
-                    ))
-                    .into_review();
-                let response = match serde_json::to_vec(&review) {
-                    Ok(b) => json_response(StatusCode::OK, b),
-                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-                };
-                return (response, Outcome::Error, "LookupFailed");
+                failed = Some(e);
+                Lookup::Missing
             }
         },
     };
@@ -450,8 +478,9 @@ async fn answer(state: &WebhookState, body: &[u8]) -> (Response, Outcome, &'stat
         super::inject::Decision::NotRequested
     } else {
         let decision = review::decide(&req, fkd, state.options);
-        let decision = match &lookup {
-            Lookup::Undecodable(u) => super::inject::undecodable(decision, &req.namespace, u),
+        let decision = match (&lookup, &failed) {
+            (Lookup::Undecodable(u), _) => super::inject::undecodable(decision, &req.namespace, u),
+            (_, Some(e)) => super::inject::lookup_failed(decision, &req.namespace, &e.to_string()),
             _ => decision,
         };
         // Both caches whole, or neither check: the API server has the last word meanwhile.
@@ -509,6 +538,57 @@ pub fn router(state: WebhookState) -> Router {
         .with_state(state)
 }
 
+/// `req` with its body read whole within `within`, and the part of the body budget (`budget`
+/// bytes in all) it holds until answered: refused at once without a `Content-Length` (411) or
+/// with one over [`MAX_BODY`] (413); 408 when the body, or the budget a body over
+/// [`UNBUDGETED_BODY`] takes by its declared length, does not come in time.
+async fn read_body(
+    req: Request<Incoming>,
+    body_bytes: &Arc<Semaphore>,
+    budget: usize,
+    within: Duration,
+) -> Result<(Request<axum::body::Body>, Option<OwnedSemaphorePermit>), StatusCode> {
+    use hyper::body::Body as _;
+    // Exact for a Content-Length, and for a request with neither it nor Transfer-Encoding (no
+    // body); unknown for a chunked one.
+    let declared = req.body().size_hint().exact();
+    let announced = req
+        .headers()
+        .contains_key(axum::http::header::CONTENT_LENGTH);
+    let declared = match declared.map(usize::try_from) {
+        None => return Err(StatusCode::LENGTH_REQUIRED),
+        Some(Ok(0)) if !announced && req.method() == axum::http::Method::POST => {
+            return Err(StatusCode::LENGTH_REQUIRED);
+        }
+        Some(Ok(n)) if n <= MAX_BODY => n,
+        Some(_) => return Err(StatusCode::PAYLOAD_TOO_LARGE),
+    };
+    let (parts, body) = req.into_parts();
+    let read = async {
+        let held = if declared > UNBUDGETED_BODY {
+            let wanted = u32::try_from(declared.min(budget)).unwrap_or(u32::MAX);
+            let permit = Arc::clone(body_bytes)
+                .acquire_many_owned(wanted)
+                .await
+                .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+            Some(permit)
+        } else {
+            None
+        };
+        let bytes = axum::body::to_bytes(axum::body::Body::new(body), MAX_BODY)
+            .await
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
+        Ok::<_, StatusCode>((bytes, held))
+    };
+    let (bytes, held) = tokio::time::timeout(within, read)
+        .await
+        .map_err(|_| StatusCode::REQUEST_TIMEOUT)??;
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        held,
+    ))
+}
+
 /// Bind `addr` for [`serve_tls`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
     facekey_net::listen_tokio(addr).map_err(|source| TlsError::Io {
@@ -539,6 +619,10 @@ pub async fn serve_tls_with(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight.max(1)));
+    let budget = limits
+        .max_body_bytes_in_flight
+        .clamp(1, Semaphore::MAX_PERMITS);
+    let body_bytes = Arc::new(Semaphore::new(budget));
     let peers = PeerCount::default();
     tokio::pin!(shutdown);
     loop {
@@ -572,14 +656,25 @@ pub async fn serve_tls_with(
         }
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let in_flight = Arc::clone(&in_flight);
+        let (in_flight, body_bytes) = (Arc::clone(&in_flight), Arc::clone(&body_bytes));
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let (router, in_flight) = (router.clone(), Arc::clone(&in_flight));
+            let body_bytes = Arc::clone(&body_bytes);
             async move {
-                // The wait for a place counts against the request's own timeout.
+                // The body is read first, under its own deadline, and only then a place taken:
+                // a client announcing a body it never sends holds no place. The wait for a
+                // place counts against the request's own timeout.
                 let answer = tokio::time::timeout(limits.request_timeout, async move {
+                    let (req, _bytes) =
+                        match read_body(req, &body_bytes, budget, limits.body_timeout).await {
+                            Ok(read) => read,
+                            Err(status) => {
+                                debug!(%peer, %status, "webhook request body refused");
+                                return Ok(status.into_response());
+                            }
+                        };
                     let _place = in_flight.acquire_owned().await;
-                    router.oneshot(req.map(axum::body::Body::new)).await
+                    router.oneshot(req).await
                 })
                 .await;
                 answer.unwrap_or_else(|_| {
@@ -602,8 +697,12 @@ pub async fn serve_tls_with(
                         return;
                     }
                 };
+            // One request per connection: an idle keep-alive connection would be closed by the
+            // header timeout while the API server, which keeps them 90 s, may be sending a review
+            // on it (lost: a POST is not retried). A handshake per review costs ~1 ms.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
+                .keep_alive(false)
                 .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(tls), service)
                 .await
