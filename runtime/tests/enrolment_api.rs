@@ -1214,6 +1214,37 @@ async fn black_hole_after(port: u16) -> (u16, Arc<std::sync::Mutex<Option<Vec<u8
     (proxy_port, needle)
 }
 
+/// A connection whose query was abandoned (a request timeout) on a network that drops
+/// everything without a reset (the database's node lost) is given back to its pool and, not
+/// answering, dropped within the release check's 5 s: it held its pool place until TCP gave up
+/// (about 15 minutes), and a few such connections took a replica's whole pool past a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_connection_that_never_answers_leaves_the_pool() {
+    const PROBE: &str = "facekey-black-hole-probe";
+    let pg = PgServer::start();
+    let replicas = Replicas::new(&pg);
+    let (proxy, needle) = black_hole_after(pg.port).await;
+    let url = format!("postgres://postgres:x@127.0.0.1:{proxy}/facekey?sslmode=disable");
+    let store = replicas.connect_to(&url).await.unwrap();
+    let pool = store.pool().clone();
+    let mut conn = pool.acquire().await.unwrap();
+    *needle.lock().unwrap() = Some(PROBE.as_bytes().to_vec());
+    let hung = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("SELECT 'facekey-black-hole-probe'").execute(&mut *conn),
+    )
+    .await;
+    assert!(hung.is_err(), "the query was answered: {hung:?}");
+    let size = pool.size();
+    drop(conn);
+    assert!(
+        eventually(Duration::from_secs(10), || pool.size() < size).await,
+        "the connection still holds its pool place"
+    );
+    // The pool serves on new connections.
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+}
+
 /// The change listener's read of a notified subject whose connection black-holes mid-query (no
 /// reset, no answer: TCP would take about 15 minutes to give up) does not hold the listener, nor
 /// the store reported in step on `/readyz`, meanwhile: within the read's bound the listener

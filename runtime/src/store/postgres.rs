@@ -210,11 +210,13 @@ pub fn unstated_transport(setting: &str, url: &str) -> String {
 /// A pool of `connections` whose connections carry [`SESSION_BOUNDS`] and are never to a
 /// standby: a connection that lands on a read-only server (a demoted primary during failover,
 /// a DNS name still pointing at it) is refused at once instead of failing every write it serves
-/// for the rest of its life.
+/// for the rest of its life. A connection given back must answer within [`RELEASE_CHECK`] or is
+/// dropped ([`answers_in_time`]).
 fn bounded_pool(connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(|conn, _| Box::pin(answers_in_time(conn)))
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::raw_sql(SESSION_BOUNDS).execute(&mut *conn).await?;
@@ -231,6 +233,26 @@ fn bounded_pool(connections: u32) -> PgPoolOptions {
                 Ok(())
             })
         })
+}
+
+/// How long a connection given back to its pool has to answer a ping.
+const RELEASE_CHECK: Duration = Duration::from_secs(5);
+
+/// Whether a connection given back to its pool answers a ping within [`RELEASE_CHECK`]
+/// (flushing what a dropped query left, such as a transaction's rollback); an error drops it
+/// unclosed. sqlx pings it again, unbounded: a connection whose query was abandoned (a request
+/// timeout) on a network that drops everything without a reset (a database node lost) would
+/// otherwise hold its pool place until TCP gives up, some 15 minutes, and a few such
+/// connections take the whole pool past the failover.
+async fn answers_in_time(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    match tokio::time::timeout(RELEASE_CHECK, conn.ping()).await {
+        Ok(answered) => answered.map(|()| true),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer to a ping on release",
+        ))),
+    }
 }
 
 /// Whether a database error means "the database is not there for writes" (as opposed to a
