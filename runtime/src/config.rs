@@ -129,6 +129,15 @@ fn parse_request_timeout(s: &str) -> Result<u64, String> {
     )
 }
 
+fn parse_connection_age(s: &str) -> Result<u64, String> {
+    parse_seconds_within(
+        env::MAX_CONNECTION_AGE_SECS,
+        s,
+        0,
+        defaults::MAX_MAX_CONNECTION_AGE_SECS,
+    )
+}
+
 fn parse_alert_min_interval(s: &str) -> Result<u64, String> {
     parse_seconds_within(
         env::ALERT_MIN_INTERVAL_SECS,
@@ -381,6 +390,13 @@ pub struct Config {
     /// connection without any traffic for twice the request timeout is closed.
     #[arg(long, env = env::HEADER_READ_TIMEOUT_SECS, default_value_t = defaults::HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_secs: u64,
+
+    /// Seconds after which a connection is closed gracefully (its requests in flight answered;
+    /// HTTP/2 with GOAWAY, HTTP/1.1 after its current response), each connection at 90 to 110 %
+    /// of it, so a client reconnects and a Service spreads its requests over the replicas there
+    /// are now, those a scale-out added included (at most a day; 0: never).
+    #[arg(long, env = env::MAX_CONNECTION_AGE_SECS, default_value_t = defaults::MAX_CONNECTION_AGE_SECS, value_parser = parse_connection_age)]
+    pub max_connection_age_secs: u64,
 
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = env::SHUTDOWN_TIMEOUT_SECS, default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
@@ -766,6 +782,11 @@ impl Config {
             max_wait: Duration::from_millis(self.max_queue_wait_ms).min(self.request_timeout() / 2),
             queue_max_load: self.queue_max_load,
         }
+    }
+
+    /// `--max-connection-age-secs` as a [`Duration`], `None` when 0 (never).
+    pub fn max_connection_age(&self) -> Option<Duration> {
+        (self.max_connection_age_secs > 0).then(|| Duration::from_secs(self.max_connection_age_secs))
     }
 
     /// Request timeout as a [`Duration`].

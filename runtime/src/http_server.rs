@@ -24,7 +24,6 @@ use futures::future::Either;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -45,6 +44,19 @@ pub struct ConnectionLimits {
     /// between requests; longer than any request may take): over HTTP/1.1 one with no bytes
     /// read or written, over HTTP/2 one with no request in flight, started or answered.
     pub idle_timeout: Duration,
+    /// A connection this old (90 to 110 % of it, spread by the client's port) is closed
+    /// gracefully: over HTTP/2 with GOAWAY once its streams are answered, over HTTP/1.1 after
+    /// the response in flight (at once when idle). Behind a Service a connection stays with the
+    /// replica it reached, so this spreads long-lived clients over the replicas a scale-out
+    /// added. `None`: never.
+    pub max_age: Option<Duration>,
+}
+
+/// `age` for the connection from `peer`: 90 to 110 % of it, by the client's port, so the
+/// connections a client opened at once do not all close at once.
+fn spread_age(age: Duration, peer: SocketAddr) -> Duration {
+    let share = 0.9 + 0.2 * f64::from(peer.port() % 1000) / 999.0;
+    age.mul_f64(share)
 }
 
 /// The client preface that opens an HTTP/2 connection (hyper-util's `auto` builder tells the
@@ -327,7 +339,8 @@ where
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and wait for the
-/// open connections to finish their in-flight requests (the caller bounds that wait).
+/// open connections to finish their in-flight requests (the caller bounds that wait). Connections
+/// older than [`ConnectionLimits::max_age`] are closed the same way.
 pub async fn serve<S>(
     listener: TcpListener,
     app: S,
@@ -342,8 +355,10 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let places = limits.max_connections.max(1);
+    let permits = Arc::new(Semaphore::new(places));
+    // Tells every connection to finish gracefully; each holds its place until it has.
+    let (drain, drained) = tokio::sync::watch::channel(false);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -393,11 +408,34 @@ pub async fn serve<S>(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
         let open = metrics.http_connections.clone();
         open.inc();
+        let max_age = limits.max_age.map(|age| spread_age(age, peer));
+        let mut drained = drained.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let aged = async {
+                match max_age {
+                    Some(age) => tokio::time::sleep(age).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // The value seen is dropped at once (a read guard held across the drain is not Send).
+            let drain = async {
+                let _ = drained.wait_for(|d| *d).await.map(drop);
+            };
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = aged => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+                () = drain => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
             open.dec();
@@ -405,7 +443,11 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = drain.send(true);
+    // Every place back: every connection has finished.
+    let _ = permits
+        .acquire_many(u32::try_from(places).unwrap_or(u32::MAX))
+        .await;
 }
 
 #[cfg(test)]

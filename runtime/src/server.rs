@@ -352,6 +352,7 @@ impl Server {
             header_read_timeout: state.config.header_read_timeout(),
             // Longer than any request may take, so only connections without traffic close.
             idle_timeout: state.config.request_timeout().saturating_mul(2),
+            max_age: state.config.max_connection_age(),
         };
         let key_watcher = tokio::spawn(state.api_keys.clone().watch(state.metrics.clone()));
         let metrics_server = metrics_listener.map(|l| {

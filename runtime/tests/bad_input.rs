@@ -1191,3 +1191,87 @@ async fn headers_trickled_past_the_header_read_timeout_are_cut_off() {
     s.assert_scores(&s.client).await;
     s.stop().await;
 }
+
+/// A busy connection is closed gracefully once it reaches `FACEKEY_MAX_CONNECTION_AGE_SECS`
+/// (90 to 110 % of it), so a client reconnects and a Service spreads it over the replicas there
+/// are now: over HTTP/2 every request sent before the server's GOAWAY is answered, then the
+/// connection ends; over HTTP/1.1 the last response says `connection: close` and the server
+/// closes after it. Neither closes before its age, busy as both are.
+#[tokio::test]
+async fn busy_connections_are_closed_gracefully_at_their_age() {
+    let mut config = Config::for_tests();
+    config.max_connection_age_secs = 2;
+    let s = Running::start(config).await;
+    let (mut h2, h2_task) = h2c(s.addr).await;
+    let mut h1 = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut h2_answered, mut h1_closed_at) = (0, None);
+    while started.elapsed() < Duration::from_secs(6) && (h1_closed_at.is_none() || !h2_task.is_finished()) {
+        if !h2_task.is_finished() {
+            let request = http::Request::get(format!("http://{}/readyz", s.addr))
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            // Refused by the client once the GOAWAY arrived; never failed once sent.
+            if let Ok(response) = h2.send_request(request).await {
+                assert_eq!(response.status(), 200);
+                h2_answered += 1;
+            }
+        }
+        if h1_closed_at.is_none() {
+            // Closed while idle between requests: at once, before any answer (as an idle
+            // keep-alive connection may be closed at any time).
+            let sent = h1.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let Some(head) = read_response_head(&mut h1).await.filter(|_| sent.is_ok()) else {
+                h1_closed_at = Some(started.elapsed());
+                continue;
+            };
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            if head.to_ascii_lowercase().contains("connection: close") {
+                let mut rest = Vec::new();
+                let eof = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::io::AsyncReadExt::read_to_end(&mut h1, &mut rest),
+                )
+                .await;
+                assert!(matches!(eof, Ok(Ok(_))), "not closed after `connection: close`");
+                h1_closed_at = Some(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let h1_closed_at = h1_closed_at.expect("the HTTP/1.1 connection was never closed");
+    assert!(h2_task.is_finished(), "the HTTP/2 connection was never closed");
+    assert!(h2_answered >= 10, "{h2_answered} HTTP/2 requests answered");
+    assert!(
+        (Duration::from_millis(1700)..Duration::from_secs(4)).contains(&h1_closed_at),
+        "HTTP/1.1 closed after {h1_closed_at:?}"
+    );
+    s.stop().await;
+}
+
+/// The status line and headers of the next response on `conn` (its body, by
+/// `content-length`, read and dropped); `None` when the connection ends before it starts.
+async fn read_response_head(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte).await {
+            Ok(0) | Err(_) if buf.is_empty() => return None,
+            Ok(1) => buf.push(byte[0]),
+            other => panic!("a response cut short: {other:?} after {buf:?}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).await.unwrap();
+    Some(head)
+}

@@ -139,6 +139,7 @@ fn settings_values() -> serde_json::Value {
         ("FACEKEY_REQUEST_TIMEOUT_SECS", "20"),
         ("FACEKEY_MAX_CONNECTIONS", "512"),
         ("FACEKEY_HEADER_READ_TIMEOUT_SECS", "5"),
+        ("FACEKEY_MAX_CONNECTION_AGE_SECS", "300"),
         ("FACEKEY_ALERT_MIN_INTERVAL_SECS", "120"),
         (
             "FACEKEY_CORS_ORIGINS",

@@ -98,6 +98,8 @@ pub mod env {
     pub const MAX_CONNECTIONS: &str = "FACEKEY_MAX_CONNECTIONS";
     /// Longest wait for a request's headers, seconds.
     pub const HEADER_READ_TIMEOUT_SECS: &str = "FACEKEY_HEADER_READ_TIMEOUT_SECS";
+    /// Age after which a connection is closed gracefully, seconds (0: never).
+    pub const MAX_CONNECTION_AGE_SECS: &str = "FACEKEY_MAX_CONNECTION_AGE_SECS";
     /// Shutdown grace period, seconds.
     pub const SHUTDOWN_TIMEOUT_SECS: &str = "FACEKEY_SHUTDOWN_TIMEOUT_SECS";
     /// Seconds to keep serving after SIGTERM while readiness fails (load balancers catching up).
@@ -212,6 +214,7 @@ pub mod env {
         REQUEST_TIMEOUT_SECS,
         MAX_CONNECTIONS,
         HEADER_READ_TIMEOUT_SECS,
+        MAX_CONNECTION_AGE_SECS,
         SHUTDOWN_TIMEOUT_SECS,
         SHUTDOWN_DELAY_SECS,
         SMTP_SMARTHOST,
@@ -359,6 +362,12 @@ pub mod defaults {
     /// `--header-read-timeout-secs`: a client has this long to send a request's headers, and a
     /// new connection its first byte.
     pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    /// `--max-connection-age-secs`: behind a Service, a client's connection stays with the
+    /// replica it reached (HTTP/2 carries all its requests on one), so replicas added by a
+    /// scale-out get no share of it until it closes: ten minutes spreads them again soon.
+    pub const MAX_CONNECTION_AGE_SECS: u64 = 600;
+    /// Longest accepted `--max-connection-age-secs`: a day.
+    pub const MAX_MAX_CONNECTION_AGE_SECS: u64 = 86_400;
     /// `--shutdown-timeout-secs`.
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
     /// `--shutdown-delay-secs`: alone, stop accepting at once (the operator sets a delay for
@@ -589,6 +598,10 @@ pub mod values {
             }
             env::ALERT_MIN_INTERVAL_SECS => {
                 let max = defaults::MAX_ALERT_MIN_INTERVAL_SECS;
+                parse_seconds_within(env_name, value, 0, max).map(drop)
+            }
+            env::MAX_CONNECTION_AGE_SECS => {
+                let max = defaults::MAX_MAX_CONNECTION_AGE_SECS;
                 parse_seconds_within(env_name, value, 0, max).map(drop)
             }
             _ => Ok(()),
