@@ -273,6 +273,32 @@ impl AdmissionAnswered<'_> {
     }
 }
 
+/// The sidecar injection webhook did not publish the Event of a pod that did not get its sidecar:
+/// over its rate limit, or a review naming no valid namespace ([`crate::webhook::event_limit`]).
+#[derive(Debug)]
+pub struct AdmissionEventSuppressed<'a> {
+    /// The review's namespace (as the review names it: it may be forged).
+    pub namespace: &'a str,
+    /// The FaceKeyDeployment the pod named.
+    pub resource: &'a str,
+    /// Why the pod did not get its sidecar ([`crate::webhook::NotInjectedReason`]).
+    pub reason: &'static str,
+    /// Which limit held the Event back.
+    pub verdict: crate::webhook::event_limit::Verdict,
+}
+
+impl AdmissionEventSuppressed<'_> {
+    /// Debug log line (a flood must not flood the log) and
+    /// `facekey_operator_admission_events_suppressed_total{reason}`.
+    pub fn emit(&self, metrics: &Metrics) {
+        debug!(namespace = self.namespace, resource = self.resource, reason = self.reason, limit = ?self.verdict, "sidecar not injected; Event suppressed");
+        metrics
+            .admission_events_suppressed
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}
+
 /// The webhook's certificates were checked: what this replica now serves and, when it issued
 /// them, what changed.
 #[derive(Debug)]

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub admission_reviews: IntCounterVec,
     /// Time to answer one admission review (body read to answer serialised), in seconds.
     pub admission_duration: Histogram,
+    /// Events of pods that did not get their sidecar the webhook did not publish, over its rate
+    /// limit ([`crate::webhook::event_limit`]), by reason.
+    pub admission_events_suppressed: IntCounterVec,
     /// When the webhook's loaded certificates expire (Unix seconds), by `certificate`
     /// (`serving`, `ca`).
     pub webhook_certificate_expiry: IntGaugeVec,
@@ -170,6 +173,15 @@ impl Metrics {
                 1.0, 2.5, 5.0,
             ]),
         )?;
+        // No namespace label: reviews can be forged naming any namespace, which would make
+        // unbounded series.
+        let admission_events_suppressed = IntCounterVec::new(
+            Opts::new(
+                "facekey_operator_admission_events_suppressed_total",
+                "Sidecar Events the webhook did not publish, over its rate limit, by reason",
+            ),
+            &["reason"],
+        )?;
         let webhook_certificate_expiry = IntGaugeVec::new(
             Opts::new(
                 "facekey_operator_webhook_certificate_expiry_timestamp_seconds",
@@ -200,6 +212,7 @@ impl Metrics {
             Arc::new(watch_errors.clone()),
             Arc::new(admission_reviews.clone()),
             Arc::new(admission_duration.clone()),
+            Arc::new(admission_events_suppressed.clone()),
             Arc::new(webhook_certificate_expiry.clone()),
             Arc::new(webhook_certificate_rotations.clone()),
         ]);
@@ -222,6 +235,7 @@ impl Metrics {
             watch_errors,
             admission_reviews,
             admission_duration,
+            admission_events_suppressed,
             webhook_certificate_expiry,
             webhook_certificate_rotations,
             collectors,

@@ -435,6 +435,71 @@ fn the_manifest_is_the_code() {
     );
 }
 
+/// The optional NetworkPolicy (`manifests/components/webhook-network-policy`) fits the operator's
+/// Deployment: it selects the operator's pods, admits the webhook's port only from its ipBlock
+/// (the API server's addresses) and leaves the HTTP port (metrics, probes) open as without it.
+#[test]
+fn the_example_network_policy_fits_the_operator_deployment() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+    let first = |file: &str, kind: &str| -> Value {
+        let text = std::fs::read_to_string(manifests.join(file)).unwrap();
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| Value::deserialize(d).unwrap())
+            .find(|v| v["kind"] == kind)
+            .unwrap()
+    };
+    let policy: NetworkPolicy = serde_json::from_value(first(
+        "components/webhook-network-policy/networkpolicy.yaml",
+        "NetworkPolicy",
+    ))
+    .unwrap();
+    let deployment: Deployment =
+        serde_json::from_value(first("operator.yaml", "Deployment")).unwrap();
+    let template = deployment.spec.unwrap().template;
+    let labels = template.metadata.unwrap().labels.unwrap();
+    let spec = policy.spec.unwrap();
+    let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+    assert!(!selected.is_empty());
+    assert!(selected.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let ports: std::collections::BTreeMap<String, i32> = template.spec.unwrap().containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(ports.get("webhook"), Some(&9443));
+    let rules = spec.ingress.unwrap();
+    let port_of = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| match rule
+        .ports
+        .as_ref()
+        .unwrap()[0]
+        .port
+        .clone()
+        .unwrap()
+    {
+        IntOrString::String(name) => name,
+        IntOrString::Int(n) => n.to_string(),
+    };
+    for rule in &rules {
+        assert!(ports.contains_key(&port_of(rule)), "{rule:?}");
+    }
+    let webhook = rules.iter().find(|r| port_of(r) == "webhook").unwrap();
+    let peers = webhook.from.as_ref().unwrap();
+    assert!(!peers.is_empty());
+    assert!(peers.iter().all(|p| p.ip_block.is_some()
+        && p.pod_selector.is_none()
+        && p.namespace_selector.is_none()));
+    let http = rules.iter().find(|r| port_of(r) == "http").unwrap();
+    assert!(
+        http.from.is_none(),
+        "the HTTP port stays open to every peer"
+    );
+}
+
 fn targets() -> CertTargets {
     CertTargets {
         namespace: "facekey-system".into(),
@@ -1651,4 +1716,169 @@ async fn a_failed_lookup_is_answered_under_the_unknown_resource_policy() {
     let warning = response["warnings"][0].as_str().unwrap_or_default();
     assert!(warning.contains("no answer within 2s"), "{response}");
     assert_eq!(counted, 1);
+}
+
+/// Any pod reaching the webhook's port can post reviews (no client certificate) naming any
+/// namespace, and each review of a pod that does not get its sidecar published a Warning Event
+/// there. A flood of forged reviews — `kube-system` and `team-a` with a new resource name each
+/// time, three reasons in `shop` — now publishes the burst of each namespace and reason (10), and
+/// no more than a namespace's (20) over its reasons; the rest are counted as suppressed, and
+/// every review is still answered and counted.
+#[tokio::test]
+async fn a_flood_of_forged_reviews_publishes_a_bounded_number_of_events() {
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::event_limit::{PER_NAMESPACE, PER_REASON};
+    use facekey_operator::webhook::events::EventSink;
+    use facekey_operator::webhook::server::{Resources, WebhookState, router};
+    use http::{Response, StatusCode};
+    use kube::client::Body;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    // A mock API server: every Event write answered with what was sent, and reported as
+    // (namespace, reason).
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            // /apis/events.k8s.io/v1/namespaces/<namespace>/events[/<name>]
+            let namespace = req
+                .uri()
+                .path()
+                .strip_prefix("/apis/events.k8s.io/v1/namespaces/")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default()
+                .to_owned();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let event: Value = serde_json::from_slice(&body).unwrap();
+            let reason = event["reason"].as_str().unwrap_or_default().to_owned();
+            tx.send((namespace, reason)).unwrap();
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::CREATED)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_vec()))
+                    .unwrap(),
+            );
+        }
+    });
+    let client = kube::Client::new(service, "default");
+    let metrics = Metrics::new().unwrap();
+    let resources = std::fs::read_to_string(fixtures().join("resources.yaml")).unwrap();
+    let app = router(WebhookState {
+        limit_ranges: Default::default(),
+        resource_quotas: Default::default(),
+        resources: Resources::fixed(parse_resources(&resources).unwrap().resources),
+        options: InjectOptions::default(),
+        events: Some(EventSink::new(client, None, metrics.clone())),
+        metrics: metrics.clone(),
+        scope: None,
+    });
+    let forged = |case: &str, namespace: &str, resource: Option<String>| {
+        let mut review: Value = serde_json::from_slice(
+            &std::fs::read(fixtures().join(format!("reviews/{case}.json"))).unwrap(),
+        )
+        .unwrap();
+        review["request"]["namespace"] = json!(namespace);
+        review["request"]["object"]["metadata"]["namespace"] = json!(namespace);
+        if let Some(resource) = resource {
+            review["request"]["object"]["metadata"]["annotations"]["facekey.dev/inject"] =
+                json!(resource);
+        }
+        serde_json::to_vec(&review).unwrap()
+    };
+
+    let started = Instant::now();
+    let rounds: u64 = 40;
+    for i in 0..rounds {
+        for namespace in ["kube-system", "team-a"] {
+            let body = forged("unknown-resource", namespace, Some(format!("forged-{i}")));
+            assert_eq!(post_review(&app, body).await.status(), 200);
+        }
+        for case in ["unknown-resource", "not-ready-refused", "port-conflict"] {
+            assert_eq!(
+                post_review(&app, forged(case, "shop", None)).await.status(),
+                200
+            );
+        }
+    }
+    // Publishing runs in the background: wait until the writes stop.
+    let mut published = BTreeMap::<(String, String), u64>::new();
+    while let Ok(Some(key)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+        *published.entry(key).or_default() += 1;
+    }
+    // One more per reason every 10 s and per namespace every 5 s the flood took (none on any
+    // machine that posts 200 reviews within 5 s).
+    let took = started.elapsed();
+    let reason_burst = u64::from(PER_REASON.burst_size().get());
+    let namespace_burst = u64::from(PER_NAMESPACE.burst_size().get());
+    let reason_refill = took.as_secs() / PER_REASON.replenish_interval().as_secs();
+    let namespace_refill = took.as_secs() / PER_NAMESPACE.replenish_interval().as_secs();
+    let of = |namespace: &str, reason: &str| {
+        published
+            .get(&(namespace.to_owned(), reason.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    for namespace in ["kube-system", "team-a"] {
+        let n = of(namespace, "SidecarUnknownResource");
+        assert!(
+            (reason_burst..=reason_burst + reason_refill).contains(&n),
+            "{namespace}: {n} Events published: {published:?}"
+        );
+    }
+    let in_shop: u64 = published
+        .iter()
+        .filter(|((namespace, _), _)| namespace == "shop")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        (namespace_burst..=namespace_burst + namespace_refill).contains(&in_shop),
+        "shop: {in_shop} Events published: {published:?}"
+    );
+    for reason in [
+        "SidecarUnknownResource",
+        "SidecarNoAdmittedImage",
+        "SidecarPortConflict",
+    ] {
+        let n = of("shop", reason);
+        assert!(
+            (1..=reason_burst + reason_refill).contains(&n),
+            "shop {reason}: {n}"
+        );
+    }
+    assert_eq!(published.len(), 5, "{published:?}");
+
+    // Every Event not published is counted as suppressed, by reason; every review is counted.
+    let suppressed = |reason: &str| {
+        metrics
+            .admission_events_suppressed
+            .with_label_values(&[reason])
+            .get()
+    };
+    let unknown = of("kube-system", "SidecarUnknownResource")
+        + of("team-a", "SidecarUnknownResource")
+        + of("shop", "SidecarUnknownResource");
+    assert_eq!(suppressed("UnknownResource"), 3 * rounds - unknown);
+    assert_eq!(
+        suppressed("NoAdmittedImage"),
+        rounds - of("shop", "SidecarNoAdmittedImage")
+    );
+    assert_eq!(
+        suppressed("PortConflict"),
+        rounds - of("shop", "SidecarPortConflict")
+    );
+    let reviews = |outcome: &str, reason: &str| {
+        metrics
+            .admission_reviews
+            .with_label_values(&[outcome, reason])
+            .get()
+    };
+    assert_eq!(reviews("refused", "UnknownResource"), 3 * rounds);
+    assert_eq!(reviews("refused", "NoAdmittedImage"), rounds);
+    assert_eq!(reviews("skipped", "PortConflict"), rounds);
 }

@@ -288,6 +288,13 @@ grep -q 'value: cert-manager' "$WORK/cert-manager.yaml" || fail "cert-manager co
 "$PY" -c 'import sys,yaml; docs=[d for d in yaml.safe_load_all(open(sys.argv[1])) if isinstance(d, dict) and not d["apiVersion"].startswith("cert-manager.io/")]; yaml.safe_dump_all(docs, open(sys.argv[2], "w"))' \
   "$WORK/cert-manager.yaml" "$WORK/cert-manager-builtin.yaml"
 k8s_validate "$WORK/cert-manager-builtin.yaml" "kustomize with the webhook-cert-manager component (built-in kinds)"
+# The optional NetworkPolicy restricting the webhook port builds onto the base and is valid.
+mkdir -p "$WORK/np-overlay"
+rel="$("$PY" -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$ROOT/manifests" "$WORK/np-overlay")"
+printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s/components/webhook-network-policy]\n' "$rel" "$rel" >"$WORK/np-overlay/kustomization.yaml"
+"$KUBECTL" kustomize "$WORK/np-overlay" >"$WORK/network-policy.yaml" || fail "kubectl kustomize with the webhook-network-policy component"
+grep -q '^kind: NetworkPolicy' "$WORK/network-policy.yaml" || fail "webhook-network-policy component: no NetworkPolicy"
+k8s_validate "$WORK/network-policy.yaml" "kustomize with the webhook-network-policy component"
 
 # 10. The runtime starts on what the operator renders: each sample's runtime environment as the
 #     kubelet builds it (the ConfigMap's envFrom and the Secret-backed env, derived by

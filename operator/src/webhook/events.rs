@@ -1,7 +1,10 @@
 //! Events about pods that asked for the sidecar and did not get it, published on the
 //! FaceKeyDeployment they named (`kubectl describe fkd <name>` shows them; for a name that does
 //! not exist, `kubectl get events --field-selector involvedObject.name=<name>`). Publishing runs
-//! in the background: an admission answer never waits for it.
+//! in the background: an admission answer never waits for it. Reviews can be forged by any pod
+//! reaching the webhook, so Events are rate-limited per namespace ([`super::event_limit`]).
+
+use std::sync::Arc;
 
 use facekey_crds::FaceKeyDeployment;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -9,16 +12,21 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tracing::{info, warn};
 
+use super::event_limit::{EventLimiter, Verdict};
 use super::inject::Decision;
 use super::review::Request;
+use crate::events::AdmissionEventSuppressed;
+use crate::metrics::Metrics;
 
 /// Event action of the webhook's Events.
 pub const ACTION: &str = "InjectSidecar";
 
-/// Publishes the webhook's Events.
+/// Publishes the webhook's Events, within the limits of its [`EventLimiter`].
 #[derive(Clone)]
 pub struct EventSink {
     recorder: Recorder,
+    limiter: Arc<EventLimiter>,
+    metrics: Metrics,
 }
 
 /// How the pod is named in messages: its controller (`ReplicaSet/web-5d8`), else its name or
@@ -69,8 +77,9 @@ pub fn event_for(req: &Request, decision: &Decision) -> Option<Event> {
 }
 
 impl EventSink {
-    /// Events as `facekey-operator` (instance: the pod name).
-    pub fn new(client: Client, instance: Option<String>) -> Self {
+    /// Events as `facekey-operator` (instance: the pod name), within the default limits; those
+    /// over them are counted in `metrics`.
+    pub fn new(client: Client, instance: Option<String>, metrics: Metrics) -> Self {
         Self {
             recorder: Recorder::new(
                 client,
@@ -79,11 +88,14 @@ impl EventSink {
                     instance,
                 },
             ),
+            limiter: Arc::new(EventLimiter::default()),
+            metrics,
         }
     }
 
     /// Log the decision and, for a pod that did not get its sidecar, publish an Event in the
-    /// background.
+    /// background if the limits allow it (else count it as suppressed, logged at debug level
+    /// only: a flood of forged reviews must not flood the log either).
     pub fn report(&self, req: &Request, fkd: Option<&FaceKeyDeployment>, decision: &Decision) {
         let Some(event) = event_for(req, decision) else {
             if let Decision::Inject {
@@ -94,9 +106,23 @@ impl EventSink {
             }
             return;
         };
-        let Decision::NotInjected { resource, .. } = decision else {
+        let Decision::NotInjected {
+            resource, reason, ..
+        } = decision
+        else {
             return;
         };
+        let verdict = self.limiter.check(&req.namespace, reason.as_str());
+        if verdict != Verdict::Publish {
+            AdmissionEventSuppressed {
+                namespace: &req.namespace,
+                resource,
+                reason: reason.as_str(),
+                verdict,
+            }
+            .emit(&self.metrics);
+            return;
+        }
         warn!(namespace = %req.namespace, resource, reason = %event.reason, note = ?event.note, "sidecar not injected");
         let reference = ObjectReference {
             api_version: Some(FaceKeyDeployment::api_version(&()).into_owned()),

@@ -6,12 +6,14 @@
 //! - [`certs`]: the private CA and serving certificate, issued and rotated (pure);
 //! - [`server`]: the HTTPS server with a certificate swapped in place on rotation;
 //! - [`events`]: Events about pods that did not get their sidecar;
+//! - [`event_limit`]: the rate limit on those Events (pure but for the clock);
 //! - [`manage`]: the certificate Secret and the configuration's `caBundle`, kept current;
 //! - [`sidecars`]: the count of injected and outdated pods in `status.sidecar`;
 //! - [`limit_range`]: the namespace's LimitRanges against the sidecar (pure).
 //! - [`quota`]: the namespace's ResourceQuotas against the pod with the sidecar (pure).
 
 pub mod certs;
+pub mod event_limit;
 pub mod events;
 pub mod inject;
 pub mod limit_range;
@@ -185,6 +187,7 @@ pub async fn start(client: Client, config: WebhookConfig) -> Result<Serving, ser
         events: Some(events::EventSink::new(
             client.clone(),
             Some(config.identity.clone()),
+            config.metrics.clone(),
         )),
         metrics: config.metrics.clone(),
         scope: config.watch_namespace.clone(),
