@@ -786,7 +786,8 @@ impl Config {
 
     /// `--max-connection-age-secs` as a [`Duration`], `None` when 0 (never).
     pub fn max_connection_age(&self) -> Option<Duration> {
-        (self.max_connection_age_secs > 0).then(|| Duration::from_secs(self.max_connection_age_secs))
+        (self.max_connection_age_secs > 0)
+            .then(|| Duration::from_secs(self.max_connection_age_secs))
     }
 
     /// Request timeout as a [`Duration`].

@@ -1206,7 +1206,9 @@ async fn busy_connections_are_closed_gracefully_at_their_age() {
     let mut h1 = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let started = std::time::Instant::now();
     let (mut h2_answered, mut h1_closed_at) = (0, None);
-    while started.elapsed() < Duration::from_secs(6) && (h1_closed_at.is_none() || !h2_task.is_finished()) {
+    while started.elapsed() < Duration::from_secs(6)
+        && (h1_closed_at.is_none() || !h2_task.is_finished())
+    {
         if !h2_task.is_finished() {
             let request = http::Request::get(format!("http://{}/readyz", s.addr))
                 .body(http_body_util::Empty::new())
@@ -1220,7 +1222,9 @@ async fn busy_connections_are_closed_gracefully_at_their_age() {
         if h1_closed_at.is_none() {
             // Closed while idle between requests: at once, before any answer (as an idle
             // keep-alive connection may be closed at any time).
-            let sent = h1.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let sent = h1
+                .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await;
             let Some(head) = read_response_head(&mut h1).await.filter(|_| sent.is_ok()) else {
                 h1_closed_at = Some(started.elapsed());
                 continue;
@@ -1233,14 +1237,20 @@ async fn busy_connections_are_closed_gracefully_at_their_age() {
                     tokio::io::AsyncReadExt::read_to_end(&mut h1, &mut rest),
                 )
                 .await;
-                assert!(matches!(eof, Ok(Ok(_))), "not closed after `connection: close`");
+                assert!(
+                    matches!(eof, Ok(Ok(_))),
+                    "not closed after `connection: close`"
+                );
                 h1_closed_at = Some(started.elapsed());
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let h1_closed_at = h1_closed_at.expect("the HTTP/1.1 connection was never closed");
-    assert!(h2_task.is_finished(), "the HTTP/2 connection was never closed");
+    assert!(
+        h2_task.is_finished(),
+        "the HTTP/2 connection was never closed"
+    );
     assert!(h2_answered >= 10, "{h2_answered} HTTP/2 requests answered");
     assert!(
         (Duration::from_millis(1700)..Duration::from_secs(4)).contains(&h1_closed_at),
