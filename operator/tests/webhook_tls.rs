@@ -139,17 +139,23 @@ fn der(pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
+/// A newly issued serving certificate, and the reloading certificate that serves it.
+fn issued() -> (CertBundle, Arc<ReloadingCert>) {
+    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
+        .unwrap()
+        .unwrap();
+    let cert = Arc::new(ReloadingCert::default());
+    load(&cert, &bundle.cert, &bundle.key);
+    (bundle, cert)
+}
+
 fn load(cert: &ReloadingCert, cert_pem: &str, key_pem: &str) {
     cert.set_pem(cert_pem, key_pem).unwrap();
 }
 
 #[tokio::test]
 async fn admission_over_tls_verified_against_the_published_bundle() {
-    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
-        .unwrap()
-        .unwrap();
-    let cert = Arc::new(ReloadingCert::default());
-    load(&cert, &bundle.cert, &bundle.key);
+    let (bundle, cert) = issued();
     let metrics = Metrics::new().unwrap();
     let addr = start_with(cert, metrics.clone()).await;
 
@@ -409,11 +415,7 @@ async fn closed_after(
 #[tokio::test]
 async fn slow_idle_and_surplus_clients_are_bounded() {
     use std::time::Duration;
-    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
-        .unwrap()
-        .unwrap();
-    let cert = Arc::new(ReloadingCert::default());
-    load(&cert, &bundle.cert, &bundle.key);
+    let (bundle, cert) = issued();
     let limits = server::ServeLimits {
         handshake_timeout: Duration::from_secs(2),
         header_read_timeout: Duration::from_secs(1),
@@ -507,11 +509,7 @@ fn stalled_head(length: usize) -> String {
 #[tokio::test]
 async fn stalled_bodies_do_not_delay_a_real_review() {
     use std::time::{Duration, Instant};
-    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
-        .unwrap()
-        .unwrap();
-    let cert = Arc::new(ReloadingCert::default());
-    load(&cert, &bundle.cert, &bundle.key);
+    let (bundle, cert) = issued();
     let limits = server::ServeLimits {
         handshake_timeout: Duration::from_secs(5),
         header_read_timeout: Duration::from_secs(5),
@@ -587,11 +585,7 @@ async fn stalled_bodies_do_not_delay_a_real_review() {
 #[tokio::test]
 async fn each_connection_is_closed_after_its_answer() {
     use std::time::Duration;
-    let bundle: CertBundle = certs::rotate(None, &settings(), Timestamp::now())
-        .unwrap()
-        .unwrap();
-    let cert = Arc::new(ReloadingCert::default());
-    load(&cert, &bundle.cert, &bundle.key);
+    let (bundle, cert) = issued();
     let addr = start(cert).await;
     let body = fixture("reviews/opt-out.json");
     let mut tls = connect(addr, &bundle.ca_bundle, HOST).await.unwrap();
