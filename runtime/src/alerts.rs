@@ -15,15 +15,20 @@ use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 
 /// Events of one kind queued for email before new ones are dropped (and counted as dropped).
 const QUEUE_CAPACITY: usize = 1024;
-/// Longest time one email may take end to end, so a stalled server cannot wedge alerting.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time one email may take end to end (connection included), so a stalled server
+/// cannot wedge alerting; [`Mailer::with_send_timeout`] changes it.
+pub const SEND_TIMEOUT: Duration =
+    Duration::from_secs(facekey_settings::defaults::ALERT_SEND_TIMEOUT_SECS);
 /// Events of one kind listed one by one in an email; the rest are counted.
 const MAX_LISTED: usize = 20;
 /// Distinct targets (route, subject, key) of the spoof attempts past [`MAX_LISTED`] tallied by
@@ -389,6 +394,7 @@ pub struct Mailer {
     to: Vec<Mailbox>,
     smarthost: String,
     instance: String,
+    send_timeout: Duration,
 }
 
 fn parse_mailbox(field: &str, value: &str) -> Result<Mailbox, AlertError> {
@@ -478,6 +484,10 @@ impl Mailer {
             SmtpTls::Tls => Tls::Wrapper(tls_params()?),
             SmtpTls::None => Tls::None,
         };
+        // Built without lettre's connection pool (its `pool` feature is off): one email per
+        // interval gains nothing from a kept connection, and a send cut off by the timeout would
+        // go back to the pool mid-exchange, its replies read out of step by the next one. Each
+        // email (and each check) opens its own connection and closes it.
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)
@@ -491,7 +501,16 @@ impl Mailer {
             to,
             smarthost: settings.smarthost.clone(),
             instance: settings.instance.clone(),
+            send_timeout: SEND_TIMEOUT,
         })
+    }
+
+    /// The same mailer, each email (or check) given at most `timeout` end to end instead of
+    /// [`SEND_TIMEOUT`].
+    #[must_use]
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
     }
 
     /// The error of a failed exchange with the relay.
@@ -502,17 +521,17 @@ impl Mailer {
         }
     }
 
-    /// `exchange` with the relay, given at most [`SEND_TIMEOUT`], its error as [`AlertError`].
+    /// `exchange` with the relay, given at most the send timeout, its error as [`AlertError`].
+    /// A cut-off exchange drops its connection (there is no pool to return it to).
     async fn within_timeout<T>(
         &self,
         exchange: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
     ) -> Result<T, AlertError> {
-        match tokio::time::timeout(SEND_TIMEOUT, exchange).await {
+        match tokio::time::timeout(self.send_timeout, exchange).await {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) => Err(self.failed(Box::new(e))),
-            Err(_) => {
-                Err(self.failed(format!("no answer within {} s", SEND_TIMEOUT.as_secs()).into()))
-            }
+            Err(_) => Err(self
+                .failed(format!("no answer within {} s", self.send_timeout.as_secs_f64()).into())),
         }
     }
 
@@ -603,6 +622,115 @@ impl Inbox {
             else => std::future::pending::<()>().await,
         }
     }
+
+    /// Refuse further events (a sender's `try_send` fails from now on, counted as dropped) and
+    /// take those already queued into `batch`.
+    fn close_into(&mut self, batch: &mut Batch) {
+        self.spoofs.close();
+        self.lockouts.close();
+        while let Ok(a) = self.spoofs.try_recv() {
+            batch.push_spoof(a);
+        }
+        while let Ok(l) = self.lockouts.try_recv() {
+            batch.push_lockout(l);
+        }
+        self.spoofs_open = false;
+        self.lockouts_open = false;
+    }
+}
+
+/// Events the email task holds and has not mailed (for the exit warning).
+#[derive(Debug, Default)]
+struct Held {
+    spoofs: AtomicUsize,
+    lockouts: AtomicUsize,
+}
+
+impl Held {
+    fn set(&self, batches: &[&Batch]) {
+        let spoofs = batches.iter().map(|b| b.spoof_count()).sum();
+        let lockouts = batches.iter().map(|b| b.lockout_count()).sum();
+        self.spoofs.store(spoofs, Ordering::Relaxed);
+        self.lockouts.store(lockouts, Ordering::Relaxed);
+    }
+}
+
+/// Events the email task did not mail before it ended or its flush ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{spoofs} spoof attempt(s) and {lockouts} lockout(s) were not mailed")]
+pub struct Unmailed {
+    /// Spoof attempts not mailed.
+    pub spoofs: usize,
+    /// Lockouts not mailed.
+    pub lockouts: usize,
+}
+
+/// The running email task: [`Self::flush`] ends it at exit.
+#[derive(Debug)]
+pub struct AlertTask {
+    handle: JoinHandle<()>,
+    closing: watch::Sender<bool>,
+    held: Arc<Held>,
+}
+
+impl AlertTask {
+    /// Stop taking events, send what is held at once (one attempt, after an email in flight),
+    /// and end; wait at most `budget`. Senders may still be alive (a request outliving the
+    /// grace period holds one): their later events are counted as dropped. `Err` names the
+    /// events not mailed: the relay failed, the budget ran out, or the task had failed.
+    pub async fn flush(mut self, budget: Duration) -> Result<(), Unmailed> {
+        let _ = self.closing.send(true);
+        let finished = match tokio::time::timeout(budget, &mut self.handle).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the alert email task failed");
+                false
+            }
+            Err(_) => {
+                self.handle.abort();
+                false
+            }
+        };
+        let unmailed = Unmailed {
+            spoofs: self.held.spoofs.load(Ordering::Relaxed),
+            lockouts: self.held.lockouts.load(Ordering::Relaxed),
+        };
+        if finished && unmailed.spoofs == 0 && unmailed.lockouts == 0 {
+            Ok(())
+        } else {
+            Err(unmailed)
+        }
+    }
+
+    /// Wait for the task to end by itself (every [`AlertSender`] dropped and what was held
+    /// sent once).
+    pub async fn join(self) -> Result<(), tokio::task::JoinError> {
+        self.handle.await
+    }
+}
+
+/// Resolves once [`AlertTask::flush`] has asked the task to end; never if the handle was
+/// dropped without asking (the task then ends when every sender is gone).
+async fn flush_asked(closing: &mut watch::Receiver<bool>) {
+    if closing.wait_for(|asked| *asked).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Stops the relay check when the email task ends, however it ends; if it fails (a panic), the
+/// relay is reported unreachable, since no email can go out any more.
+struct TaskGuard<F: Fn(bool)> {
+    checker: JoinHandle<()>,
+    reachable: F,
+}
+
+impl<F: Fn(bool)> Drop for TaskGuard<F> {
+    fn drop(&mut self) {
+        self.checker.abort();
+        if std::thread::panicking() {
+            (self.reachable)(false);
+        }
+    }
 }
 
 /// Start the email task. It sends the first event at once, then at most one email per
@@ -610,12 +738,8 @@ impl Inbox {
 /// An email that fails (relay down, a temporary refusal, a wrong password) keeps its events: they
 /// are sent again, with what arrived since, after [`retry_delay`] (the interval doubling per
 /// failure, at most [`MAX_RETRY_DELAY`]), within the batch's bounds. It flushes (one attempt)
-/// and ends when every [`AlertSender`] is dropped.
-pub fn spawn(
-    mailer: Mailer,
-    min_interval: Duration,
-    metrics: Metrics,
-) -> (AlertSender, JoinHandle<()>) {
+/// and ends when every [`AlertSender`] is dropped or [`AlertTask::flush`] is called.
+pub fn spawn(mailer: Mailer, min_interval: Duration, metrics: Metrics) -> (AlertSender, AlertTask) {
     // Every result's series exists at 0 from the start: an alert on increase() sees the first
     // failure (a series born at 1 shows none).
     for result in ["sent", "failed", "dropped"] {
@@ -629,6 +753,8 @@ pub fn spawn(
         spoofs_open: true,
         lockouts_open: true,
     };
+    let (closing, mut close_rx) = watch::channel(false);
+    let held = Arc::new(Held::default());
     // The series appears with the first result (a check or an email), not at 0 before any:
     // until then nothing is known about the relay.
     let gauge = metrics.alert_smtp_reachable.clone();
@@ -639,26 +765,36 @@ pub fn spawn(
             .set(i64::from(up));
     };
     let checker = tokio::spawn(check_relay(mailer.clone(), reachable.clone()));
-    let task = tokio::spawn(async move {
+    let task_held = held.clone();
+    let handle = tokio::spawn(async move {
+        let held = task_held;
+        let _guard = TaskGuard {
+            checker,
+            reachable: reachable.clone(),
+        };
+        // Whether a flush was asked for (and the inbox closed for it).
+        let mut closed = false;
         // When the next email may go: after the interval since the last one, or the retry delay
         // after a failure.
         let mut due: Option<tokio::time::Instant> = None;
         let mut failures: u32 = 0;
         let mut pending = Batch::default();
         loop {
+            held.set(&[&pending]);
             let open = inbox.is_open();
             if !open && pending.is_empty() {
                 break;
             }
             // Send when something is pending and the interval has passed, or at once when the
-            // service is shutting down (no sender left).
+            // service is shutting down (no sender left, or a flush asked for).
             let ready = !pending.is_empty()
                 && (!open || due.is_none_or(|d| d <= tokio::time::Instant::now()));
             if ready {
                 let batch = std::mem::take(&mut pending);
                 let (spoofs, lockouts) = (batch.spoof_count(), batch.lockout_count());
-                // Events keep being taken off the queues while the mail is sent (up to
-                // SEND_TIMEOUT with a slow relay): they wait in the next batch, bounded as any
+                held.set(&[&batch]);
+                // Events keep being taken off the queues while the mail is sent (up to the send
+                // timeout with a slow relay): they wait in the next batch, bounded as any
                 // batch, instead of filling the queues until new ones are dropped.
                 let result = {
                     let send = mailer.send(&batch);
@@ -666,8 +802,13 @@ pub fn spawn(
                     loop {
                         tokio::select! {
                             r = &mut send => break r,
-                            () = inbox.take_into(&mut pending) => {}
+                            () = inbox.take_into(&mut pending), if inbox.is_open() => {}
+                            () = flush_asked(&mut close_rx), if !closed => {
+                                closed = true;
+                                inbox.close_into(&mut pending);
+                            }
                         }
+                        held.set(&[&batch, &pending]);
                     }
                 };
                 let now = tokio::time::Instant::now();
@@ -697,6 +838,7 @@ pub fn spawn(
                         due = Some(later(now, delay));
                     }
                     Err(e) => {
+                        reachable(false);
                         metrics.alert_emails.with_label_values(&["failed"]).inc();
                         tracing::error!(
                             error = %e,
@@ -704,6 +846,11 @@ pub fn spawn(
                             lockouts,
                             "alert email failed while shutting down; its events are not mailed"
                         );
+                        // Still held: the flush reports them as not mailed.
+                        let mut lost = batch;
+                        lost.absorb(std::mem::take(&mut pending));
+                        held.set(&[&lost]);
+                        return;
                     }
                 }
                 continue;
@@ -712,6 +859,10 @@ pub fn spawn(
             let wake = due.filter(|_| !pending.is_empty());
             tokio::select! {
                 () = inbox.take_into(&mut pending), if open => {}
+                () = flush_asked(&mut close_rx), if !closed => {
+                    closed = true;
+                    inbox.close_into(&mut pending);
+                }
                 () = async {
                     match wake {
                         Some(d) => tokio::time::sleep_until(d).await,
@@ -720,14 +871,18 @@ pub fn spawn(
                 } => {}
             }
         }
-        checker.abort();
+        held.set(&[]);
     });
     (
         AlertSender {
             spoofs: spoof_tx,
             lockouts: lockout_tx,
         },
-        task,
+        AlertTask {
+            handle,
+            closing,
+            held,
+        },
     )
 }
 
@@ -735,6 +890,32 @@ pub fn spawn(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The email task's guard stops the relay check however the task ends, and reports the
+    /// relay unreachable only when the task failed (no email can go out any more).
+    #[tokio::test]
+    async fn a_failed_email_task_reports_no_relay_and_stops_its_check() {
+        for fails in [false, true] {
+            let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let checker = tokio::spawn(std::future::pending::<()>());
+            let check = checker.abort_handle();
+            let seen = reported.clone();
+            let task = tokio::spawn(async move {
+                let _guard = TaskGuard {
+                    checker,
+                    reachable: move |up| seen.lock().unwrap().push(up),
+                };
+                assert!(!fails, "the email task failed");
+            });
+            assert_eq!(task.await.is_err(), fails);
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(check.is_finished(), "the relay check outlived the task");
+            let expected = if fails { vec![false] } else { vec![] };
+            assert_eq!(*reported.lock().unwrap(), expected);
+        }
+    }
 
     fn attempt(i: usize) -> SpoofAttempt {
         SpoofAttempt {

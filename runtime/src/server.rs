@@ -73,7 +73,7 @@ pub struct Server {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     state: SharedState,
-    alert_task: Option<JoinHandle<()>>,
+    alert_task: Option<alerts::AlertTask>,
     follower: Option<JoinHandle<()>>,
 }
 
@@ -395,7 +395,8 @@ impl Server {
             }
             r = &mut serve => r,
         };
-        // Drop the router (and with it the last alert sender), then let queued alerts go out.
+        // Stop serving, then send the alerts still waiting out the interval. Requests that
+        // outlived the grace period may still hold a sender: the flush does not wait for them.
         drop(serve);
         key_watcher.abort();
         if let Some(m) = metrics_server {
@@ -405,11 +406,15 @@ impl Server {
             f.abort();
         }
         if let Some(task) = alert_task
-            && tokio::time::timeout(ALERT_FLUSH_TIMEOUT, task)
-                .await
-                .is_err()
+            && let Err(unmailed) = task.flush(ALERT_FLUSH_TIMEOUT).await
         {
-            tracing::warn!("alert emails still queued at exit were not sent");
+            tracing::warn!(
+                target: "facekey::security",
+                spoofs = unmailed.spoofs,
+                lockouts = unmailed.lockouts,
+                budget_secs = ALERT_FLUSH_TIMEOUT.as_secs(),
+                "alert events held at exit were not mailed (they are in the log and the counters)"
+            );
         }
         result
     }

@@ -183,9 +183,9 @@ fn decode_qp(text: &str) -> String {
 }
 
 /// Drop the last sender and wait (at most `secs`) for the email task to flush and end.
-async fn finish(sender: alerts::AlertSender, task: tokio::task::JoinHandle<()>, secs: u64) {
+async fn finish(sender: alerts::AlertSender, task: alerts::AlertTask, secs: u64) {
     drop(sender);
-    tokio::time::timeout(Duration::from_secs(secs), task)
+    tokio::time::timeout(Duration::from_secs(secs), task.join())
         .await
         .unwrap()
         .unwrap();
@@ -465,7 +465,7 @@ async fn a_rejected_login_is_counted_as_a_failed_email() {
     attempt(1).emit(&metrics, Some(&sender));
     drop(sender);
     let t = Instant::now();
-    tokio::time::timeout(Duration::from_secs(20), task)
+    tokio::time::timeout(Duration::from_secs(20), task.join())
         .await
         .unwrap()
         .unwrap();
@@ -499,57 +499,93 @@ async fn an_untrusted_certificate_is_refused() {
     assert_eq!(emails(&metrics, "sent"), 0);
 }
 
+/// A runtime alerting to `smtp` that takes every face for an attack (liveness threshold 1.0),
+/// changed by `tweak`, ready; with a client holding the admin key. Stop it with `stop`.
+struct AlertingServer {
+    addr: std::net::SocketAddr,
+    client: reqwest::Client,
+    admin_key: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), facekey_runtime::server::ServerError>>,
+    data_dir: PathBuf,
+}
+
+impl AlertingServer {
+    async fn start(
+        smtp: &SmtpServer,
+        tweak: impl FnOnce(&mut facekey_runtime::config::Config),
+    ) -> Self {
+        let mut config = facekey_runtime::config::Config::for_tests();
+        config.smtp_smarthost = Some(format!("127.0.0.1:{}", smtp.port));
+        config.smtp_username = Some("alerts".into());
+        config.smtp_password = Some("s3cret".into());
+        config.smtp_ca_file = Some(smtp.cert.clone());
+        config.alert_from = Some("facekey@example.test".into());
+        config.alert_to = vec!["security@example.test".into()];
+        config.instance = Some("pod-under-test".into());
+        // Every face scores below a threshold of 1.0, so any face is treated as an attack.
+        config.liveness_threshold = 1.0;
+        tweak(&mut config);
+        let data_dir = config.data_dir.clone();
+        let (keys_text, keys) = common::test_keys();
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::write(data_dir.join("test-api-keys"), keys_text).unwrap();
+        config.api_keys_file = Some(data_dir.join("test-api-keys"));
+        let server = facekey_runtime::server::Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        let client = common::keyed_client(&keys["admin"]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "runtime not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            addr,
+            client,
+            admin_key: keys["admin"].clone(),
+            stop,
+            task,
+            data_dir,
+        }
+    }
+
+    /// `POST /v1/liveness` with the sample face (a spoof here), as request `request_id`.
+    async fn spoof(&self, request_id: &str) {
+        let image =
+            std::fs::read(repo_root().join("runtime/testdata/faces/astronaut.png")).unwrap();
+        let form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(image).file_name("a.png"),
+        );
+        let r = self
+            .client
+            .post(format!("http://{}/v1/liveness", self.addr))
+            .header("x-request-id", request_id)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["faces"][0]["liveness"]["decision"], "reject", "{v}");
+    }
+}
+
 #[tokio::test]
 async fn a_spoof_seen_by_the_server_reaches_the_inbox() {
     let smtp = SmtpServer::start();
-    let mut config = facekey_runtime::config::Config::for_tests();
-    config.smtp_smarthost = Some(format!("127.0.0.1:{}", smtp.port));
-    config.smtp_username = Some("alerts".into());
-    config.smtp_password = Some("s3cret".into());
-    config.smtp_ca_file = Some(smtp.cert.clone());
-    config.alert_from = Some("facekey@example.test".into());
-    config.alert_to = vec!["security@example.test".into()];
-    config.instance = Some("pod-under-test".into());
-    // Every face scores below a threshold of 1.0, so any face is treated as an attack.
-    config.liveness_threshold = 1.0;
-    let data_dir = config.data_dir.clone();
-    let (keys_text, keys) = common::test_keys();
-    std::fs::create_dir_all(&data_dir).unwrap();
-    std::fs::write(data_dir.join("test-api-keys"), keys_text).unwrap();
-    config.api_keys_file = Some(data_dir.join("test-api-keys"));
-    let server = facekey_runtime::server::Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(async move {
-        let _ = rx.await;
-    }));
-    let client = common::keyed_client(&keys["admin"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while client
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "runtime not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let image = std::fs::read(repo_root().join("runtime/testdata/faces/astronaut.png")).unwrap();
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(image).file_name("a.png"),
-    );
-    let r = client
-        .post(format!("http://{addr}/v1/liveness"))
-        .header("x-request-id", "spoof-e2e-1")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["faces"][0]["liveness"]["decision"], "reject", "{v}");
+    let server = AlertingServer::start(&smtp, |_| {}).await;
+    server.spoof("spoof-e2e-1").await;
 
     let mails = smtp.wait_for(1, Duration::from_secs(15)).await;
     assert_eq!(mails.len(), 1, "no alert email arrived");
@@ -562,11 +598,241 @@ async fn a_spoof_seen_by_the_server_reaches_the_inbox() {
     // The key that sent it is named (a request id is the client's to choose).
     assert!(mails[0].contains("key=admin"), "{}", mails[0]);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(20), task)
+    let _ = server.stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), server.task)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
+    let _ = std::fs::remove_dir_all(server.data_dir);
+}
+
+/// At exit, an alert waiting out the interval is mailed at once, although a request that
+/// outlived the grace period still holds the service (and with it a way to queue alerts): the
+/// flush is asked for, not waited for from the last sender.
+#[tokio::test]
+async fn an_alert_waiting_at_exit_is_mailed_though_a_request_outlives_the_grace_period() {
+    use tokio::io::AsyncWriteExt;
+    let smtp = SmtpServer::start();
+    let server = AlertingServer::start(&smtp, |c| {
+        c.alert_min_interval_secs = 3600;
+        c.shutdown_timeout_secs = 1;
+        // The slow upload below is not cut off for its pace.
+        c.min_body_bytes_per_sec = 0;
+    })
+    .await;
+    server.spoof("mailed-at-once").await;
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(15)).await.len(), 1);
+    server.spoof("held-by-the-interval").await;
+
+    // A client uploading slowly: its request is still in flight when the grace period ends.
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/liveness HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n",
+        server.admin_key
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        while slow.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let _ = server.stop.send(());
+    let mails = smtp.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 2, "the alert held at exit was never mailed");
+    assert!(
+        mails[1].contains("request_id=held-by-the-interval"),
+        "{}",
+        mails[1]
+    );
+    assert!(
+        !trickle.is_finished(),
+        "the slow request ended early: the test did not hold a request past the grace period"
+    );
+    tokio::time::timeout(Duration::from_secs(20), server.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    trickle.abort();
+    let _ = std::fs::remove_dir_all(server.data_dir);
+}
+
+/// A flush sends what waits out the interval at once while senders are still alive, and events
+/// queued after it are refused and counted as dropped, not silently lost.
+#[tokio::test]
+async fn a_flush_mails_what_waits_and_counts_later_events_as_dropped() {
+    let smtp = SmtpServer::start();
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_secs(3600);
+    let mailer = Mailer::new(&smtp.settings("s3cret", interval)).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+    attempt(1).emit(&metrics, Some(&sender));
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    attempt(2).emit(&metrics, Some(&sender));
+    attempt(3).emit(&metrics, Some(&sender));
+    tokio::time::timeout(Duration::from_secs(20), task.flush(Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .unwrap();
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 2);
+    assert!(
+        mails[1].contains("2 spoof attempts detected"),
+        "{}",
+        mails[1]
+    );
+    attempt(4).emit(&metrics, Some(&sender));
+    assert_eq!(emails(&metrics, "sent"), 2);
+    assert_eq!(emails(&metrics, "dropped"), 1);
+}
+
+/// A flush that runs out of time says how many events were not mailed: the email in flight and
+/// what waited behind it.
+#[tokio::test]
+async fn a_flush_out_of_time_names_the_events_not_mailed() {
+    let smtp = SmtpServer::start_with_delay(5.0);
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_secs(3600);
+    let mailer = Mailer::new(&smtp.settings("s3cret", interval)).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+    attempt(1).emit(&metrics, Some(&sender));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    attempt(2).emit(&metrics, Some(&sender));
+    attempt(3).emit(&metrics, Some(&sender));
+    let unmailed = task.flush(Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(
+        unmailed,
+        alerts::Unmailed {
+            spoofs: 3,
+            lockouts: 0
+        }
+    );
+}
+
+/// A plain SMTP relay on loopback that never answers the end of the first message's data; it
+/// records every line each connection sends.
+struct StallingRelay {
+    addr: std::net::SocketAddr,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StallingRelay {
+    async fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lines: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stalled_once = Arc::new(AtomicBool::new(false));
+        let (all, ok) = (lines.clone(), accepted.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let index = {
+                    let mut all = all.lock().unwrap();
+                    all.push(Vec::new());
+                    all.len() - 1
+                };
+                let (all, ok, stalled_once) = (all.clone(), ok.clone(), stalled_once.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = tokio::io::BufReader::new(read);
+                    let _ = write.write_all(b"220 relay.test ESMTP\r\n").await;
+                    let (mut in_data, mut stalled) = (false, false);
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let text = line.trim_end().to_owned();
+                        if in_data {
+                            if text == "." {
+                                in_data = false;
+                                if stalled_once.swap(true, Ordering::SeqCst) {
+                                    ok.fetch_add(1, Ordering::SeqCst);
+                                    let _ = write.write_all(b"250 queued\r\n").await;
+                                } else {
+                                    stalled = true;
+                                }
+                            }
+                            continue;
+                        }
+                        all.lock().unwrap()[index].push(text.clone());
+                        if stalled {
+                            continue;
+                        }
+                        let verb = text.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" => b"250 relay.test\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go ahead\r\n"
+                            }
+                            "QUIT" => b"221 bye\r\n",
+                            _ => b"250 ok\r\n",
+                        };
+                        let _ = write.write_all(reply).await;
+                        if verb == "QUIT" {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            lines,
+            accepted,
+        }
+    }
+}
+
+/// An email cut off by its timeout leaves its connection: the next email opens its own and is
+/// accepted, and nothing more is written on the stalled one (a pooled connection reused
+/// mid-exchange would read the late reply as the answer to the next command).
+#[tokio::test]
+async fn an_email_cut_off_by_its_timeout_does_not_reuse_its_connection() {
+    use std::sync::atomic::Ordering;
+    let relay = StallingRelay::start().await;
+    let settings = EmailSettings {
+        smarthost: relay.addr.to_string(),
+        tls: SmtpTls::None,
+        username: None,
+        password: None,
+        ca_file: None,
+        from: "facekey@example.test".into(),
+        to: vec!["security@example.test".into()],
+        min_interval: Duration::from_secs(1),
+        instance: "test-instance".into(),
+    };
+    let mailer = Mailer::new(&settings)
+        .unwrap()
+        .with_send_timeout(Duration::from_secs(1));
+    let mut batch = alerts::Batch::default();
+    batch.push_spoof(attempt(1));
+    let first = mailer.send(&batch).await.unwrap_err();
+    assert!(
+        first.to_string().contains("no answer within 1 s"),
+        "{first}"
+    );
+    // The next email comes later, as emails do (at least the retry delay).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mailer.send(&batch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 1);
+    let lines = relay.lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 2, "one connection per email: {lines:?}");
+    assert_eq!(
+        lines[0].last().map(String::as_str),
+        Some("DATA"),
+        "a command went on the stalled connection: {lines:?}"
+    );
 }

@@ -379,9 +379,12 @@ pub mod defaults {
     /// past it the runtime warns at start-up, and the operator sizes sessions (with the template
     /// index) to stay within it; the rest is for inference buffers and the process itself.
     pub const MEMORY_SHARE: f64 = 0.8;
+    /// Longest time one alert email may take, connection included (not a setting).
+    pub const ALERT_SEND_TIMEOUT_SECS: u64 = 30;
     /// Seconds the runtime waits at exit for queued alert emails to go out (not a setting: the
-    /// operator adds it to the pods' termination grace period).
-    pub const ALERT_FLUSH_TIMEOUT_SECS: u64 = 10;
+    /// operator adds it to the pods' termination grace period): an email in flight when exit
+    /// begins, then the final one with what waited, each given its full send timeout.
+    pub const ALERT_FLUSH_TIMEOUT_SECS: u64 = 2 * ALERT_SEND_TIMEOUT_SECS;
     /// `--smtp-tls`.
     pub const SMTP_TLS: &str = "starttls";
     /// `--alert-min-interval-secs`.
