@@ -377,6 +377,29 @@ async fn an_admin_lifts_a_lock_and_nothing_else_does() {
         StatusCode::FORBIDDEN,
         "a verify key lifted a lock: {v}"
     );
+    // Deleting another spelling of her id (an `enrol` key that did not create her, or even an
+    // admin) finds no subject and lifts nothing: the store spells an id one way, the lockout
+    // counts every spelling together.
+    let enrol = s.client_for("enrol");
+    for (client, spelling) in [
+        (&enrol, eileen.to_uppercase()),
+        (&enrol, eileen.replace('-', "")),
+        (&s.client, format!("{{{eileen}}}")),
+    ] {
+        let (status, v) =
+            send_json(client.delete(s.url(&format!("/v1/subjects/{spelling}")))).await;
+        assert_eq!(
+            (status, error_code(&v)),
+            (StatusCode::NOT_FOUND, "subject_not_found"),
+            "{spelling}"
+        );
+        let (status, _, v) = verify(&s, &app, &eileen, LIVE).await;
+        assert_eq!(
+            (status, error_code(&v)),
+            (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+            "deleting {spelling} lifted the lock"
+        );
+    }
     let (status, v) = release(&s.client, "8f4e2d1c-0b9a-4c7d-8e6f-5a4b3c2d1e0f").await;
     assert_eq!(
         (status, error_code(&v)),

@@ -434,8 +434,14 @@ pub async fn delete(
 /// and the frames and probe its liveness sessions captured, gone with it rather than at their
 /// expiry. Run on a 404 too: a deletion whose commit's answer was lost (503) is retried and
 /// finds no subject, and its clean-up must still happen. Best effort: the subject is gone
-/// either way, so a failure is logged, not answered.
+/// either way, so a failure is logged, not answered. Only for an id as the store spells it (a
+/// UUID lower case with hyphens): another spelling names no subject here, while the lockout
+/// counts every spelling of an id together, so its clean-up would lift a living subject's lock
+/// for anyone allowed to ask for a deletion.
 async fn forget_erased(state: &SharedState, id: &str) {
+    if uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() != id) {
+        return;
+    }
     state.lockouts.forget(id).await;
     if let Err(e) = state.sessions.store().forget_subject(id).await {
         tracing::warn!(subject = %id, error = %e, "deleting the liveness sessions of a deleted subject failed; they expire at their TTL");
