@@ -647,14 +647,18 @@ struct Ruled {
 /// matched it: the answer is then the same as for a face matching nobody locked, so it cannot
 /// tell the caller that the face matches a locked account. An accepted subject's failures are
 /// cleared as a successful verification clears them, unless it locked meanwhile (then it is left
-/// out, as verify then answers 429). When nobody is accepted, the closest subject the face
-/// matched (similarity past the match threshold) but rejected, e.g. as a spoof or on low
-/// probability, is counted one failed attempt, as a verification of it with this face would be:
-/// the answer's reasons are about that subject. Only the closest, so one rejected
-/// identification cannot count against every look-alike at once (a hundred subjects locked by
-/// five requests). A subject locked by attempts sent beside this one is left out too. A ledger
-/// that cannot count or clear fails the request, as in verify.
-async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Result<Ruled, ApiError> {
+/// out, as verify then answers 429). The closest subject the face matched (similarity past the
+/// match threshold) but did not accept, e.g. as a spoof or on low probability, is counted one
+/// failed attempt, as a verification of it with this face would be ([`failure_target`]),
+/// whether or not another subject was accepted: else a decoy subject accepting every probe (one
+/// an `enrol` key created with a look-alike face) would let a key try faces against a victim
+/// without limit, each acceptance of the victim shown in the answer. A subject locked by
+/// attempts sent beside this one is left out too. A ledger that cannot count or clear fails the
+/// request, as in verify.
+async fn rule_on_attempts(
+    lockouts: &crate::lockout::Lockouts,
+    mut judged: Vec<Judged>,
+) -> Result<Ruled, ApiError> {
     let mut withheld = Vec::new();
     let lock = |j: &mut Judged, withheld: &mut Vec<String>| {
         j.locked = true;
@@ -669,14 +673,14 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
     };
     // Every judged subject is looked up, in one question to the ledger.
     let ids: Vec<&str> = judged.iter().map(|j| j.subject.id.as_str()).collect();
-    let locks = state.lockouts.locked_among(&ids).await?;
+    let locks = lockouts.locked_among(&ids).await?;
     for (j, left) in judged.iter_mut().zip(locks) {
         if left.is_some() {
             lock(j, &mut withheld);
         }
     }
     for j in judged.iter_mut().filter(|j| j.accepted()) {
-        match state.lockouts.record_success(&j.subject.id).await {
+        match lockouts.record_success(&j.subject.id).await {
             Ok(()) => {}
             Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
             Err(e) => return Err(e.into()),
@@ -688,25 +692,11 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
         Decision::Reject
     };
     let mut failed = Vec::new();
-    if decision == Decision::Reject {
-        // The first of the most similar (the judged are nearest first, as the answer's reasons
-        // are), not `max_by`'s last of equals.
-        let closest = judged
-            .iter_mut()
-            .filter(|j| !j.locked && j.matched.decision == Decision::Accept)
-            .reduce(|best, j| {
-                if j.matched.similarity > best.matched.similarity {
-                    j
-                } else {
-                    best
-                }
-            });
-        if let Some(j) = closest {
-            match state.lockouts.record_failure(&j.subject.id).await {
-                Ok(_) => failed.push(j.subject.id.clone()),
-                Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
-                Err(e) => return Err(e.into()),
-            }
+    if let Some(j) = failure_target(&judged).and_then(|i| judged.get_mut(i)) {
+        match lockouts.record_failure(&j.subject.id).await {
+            Ok(_) => failed.push(j.subject.id.clone()),
+            Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
+            Err(e) => return Err(e.into()),
         }
     }
     judged.retain(|j| !j.locked);
@@ -716,6 +706,25 @@ async fn rule_on_attempts(state: &SharedState, mut judged: Vec<Judged>) -> Resul
         withheld,
         failed,
     })
+}
+
+/// The judged subject an identification's failed attempt is counted against: the closest one the
+/// face matched but that was not accepted (nor locked), the first of equals (the judged are
+/// nearest first, as the answer's reasons are). Only one, so one face resembling many subjects
+/// cannot count against every look-alike at once (a hundred subjects locked by five requests).
+fn failure_target(judged: &[Judged]) -> Option<usize> {
+    judged
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| !j.locked && j.matched.decision == Decision::Accept && !j.accepted())
+        .reduce(|best, j| {
+            if j.1.matched.similarity > best.1.matched.similarity {
+                j
+            } else {
+                best
+            }
+        })
+        .map(|(i, _)| i)
 }
 
 /// A subject as identification names it.
@@ -1030,7 +1039,7 @@ async fn identify_decided(
             }
         })
         .collect();
-    let ruled = rule_on_attempts(&state, judged).await?;
+    let ruled = rule_on_attempts(&state.lockouts, judged).await?;
     let decision = ruled.decision;
     let fusion = t.elapsed();
     state.metrics.record_decision(decision);
@@ -1336,4 +1345,118 @@ pub async fn liveness(
         inference_ms: report.inference,
     })
     .into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::fusion::Forward;
+
+    /// A judged subject: matched past the threshold or not, accepted by the fusion or not.
+    fn judged(id: &str, similarity: f64, matched: bool, accepted: bool) -> Judged {
+        let decision = |yes: bool| {
+            if yes {
+                Decision::Accept
+            } else {
+                Decision::Reject
+            }
+        };
+        Judged {
+            subject: Subject {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                faces: 1,
+                outdated_faces: 0,
+                face_models: Default::default(),
+                created_at: "2026-01-01T00:00:00Z".to_owned(),
+                created_by: None,
+            },
+            matched: MatchVerdict {
+                distance: 1.0 - similarity,
+                similarity,
+                threshold: 0.5,
+                decision: decision(matched),
+                templates: 1,
+                models: MatchModels::Dlib,
+            },
+            outcome: Verification {
+                features: [similarity, 0.9, 0.9],
+                forward: Forward {
+                    probability: if accepted { 0.9 } else { 0.1 },
+                    layers: Layers {
+                        z1: Default::default(),
+                        a1: Default::default(),
+                        z2: Default::default(),
+                        a2: Default::default(),
+                        z3: 0.0,
+                    },
+                },
+                decision: decision(accepted),
+                reasons: Vec::new(),
+            },
+            locked: false,
+        }
+    }
+
+    #[test]
+    fn the_failure_goes_to_the_closest_matched_subject_not_accepted() {
+        // Nobody accepted: the closest matched subject, not one that did not match.
+        let all = [
+            judged("far", 0.55, true, false),
+            judged("unmatched", 0.45, false, false),
+            judged("near", 0.7, true, false),
+            judged("tied", 0.7, true, false),
+        ];
+        assert_eq!(failure_target(&all), Some(2));
+        // A decoy accepted beside the victim does not shield the victim.
+        let decoy = [
+            judged("decoy", 0.95, true, true),
+            judged("victim", 0.8, true, false),
+        ];
+        assert_eq!(failure_target(&decoy), Some(1));
+        // Everyone matched accepted, or nobody matched: nobody is counted.
+        let accepted = [judged("a", 0.9, true, true), judged("b", 0.4, false, false)];
+        assert_eq!(failure_target(&accepted), None);
+        // A locked subject is not counted again.
+        let mut locked = [judged("locked", 0.8, true, false)];
+        locked[0].locked = true;
+        assert_eq!(failure_target(&locked), None);
+    }
+
+    /// Identification's lockout ruling, against a real ledger: the victim behind an accepted
+    /// decoy is counted, locks at the threshold, and is then withheld from the answer.
+    #[tokio::test]
+    async fn a_decoy_accepted_beside_a_victim_does_not_spare_the_victim_its_failures() {
+        use crate::lockout::{Lockouts, MemoryLedger, Policy};
+        let lockouts = Lockouts::new(
+            Policy {
+                attempts: 3,
+                window: Duration::from_secs(900),
+                lock: Duration::from_secs(600),
+                max_lock: Duration::ZERO,
+            },
+            std::sync::Arc::new(MemoryLedger::new()),
+            crate::metrics::Metrics::new().unwrap(),
+            None,
+        );
+        for round in 1..=3 {
+            let ruled = rule_on_attempts(
+                &lockouts,
+                vec![
+                    judged("decoy", 0.95, true, true),
+                    judged("victim", 0.8, true, false),
+                ],
+            )
+            .await
+            .unwrap();
+            assert_eq!(ruled.decision, Decision::Accept);
+            assert_eq!(ruled.failed, vec!["victim".to_owned()], "round {round}");
+        }
+        assert!(
+            lockouts.check("victim").await.is_err(),
+            "three failures did not lock"
+        );
+        assert!(lockouts.check("decoy").await.is_ok());
+    }
 }
