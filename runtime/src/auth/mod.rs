@@ -64,6 +64,9 @@ pub struct RateLimited {
 pub struct ApiKeys {
     source: KeySource,
     ring: RwLock<Arc<KeyRing>>,
+    /// The file's bytes the ring was parsed from at start-up, if known: the watcher compares
+    /// later reads with them, so a change made between loading and watching is not missed.
+    loaded: Option<Vec<u8>>,
     /// One limiter per key id with a rate; rebuilt when a key's rate changes.
     limiters: Mutex<HashMap<String, (u64, Arc<DefaultDirectRateLimiter>)>>,
 }
@@ -89,8 +92,27 @@ impl ApiKeys {
         Self {
             source,
             ring: RwLock::new(Arc::new(ring)),
+            loaded: None,
             limiters: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keys parsed from the file at `source` as it is read now, its bytes kept for the watcher.
+    fn read(source: KeySource) -> Result<Self, KeyFileError> {
+        let path = source.path();
+        let bytes = std::fs::read(path).map_err(|e| KeyFileError::Read {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|e| KeyFileError::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        let ring = KeyRing::parse(&text, path)?;
+        Ok(Self {
+            loaded: Some(bytes),
+            ..Self::new(source, ring)
+        })
     }
 
     /// Load the configured keys file, or without one the data directory's own keys file,
@@ -100,13 +122,11 @@ impl ApiKeys {
         data_dir: &Path,
     ) -> Result<(Self, Option<BootstrapKey>), KeyFileError> {
         if let Some(path) = keys_file {
-            let ring = KeyRing::from_file(path)?;
-            return Ok((Self::new(KeySource::File(path.to_owned()), ring), None));
+            return Ok((Self::read(KeySource::File(path.to_owned()))?, None));
         }
         let path = data_dir.join(LOCAL_KEYS_FILE);
         if path.exists() {
-            let ring = KeyRing::from_file(&path)?;
-            return Ok((Self::new(KeySource::Local(path), ring), None));
+            return Ok((Self::read(KeySource::Local(path))?, None));
         }
         let key = keys::new_key()?;
         let line = keys::key_line("admin", &[Scope::Admin].into(), &key, None)?;
@@ -123,9 +143,8 @@ impl ApiKeys {
             ),
         )
         .map_err(io)?;
-        let ring = KeyRing::from_file(&path)?;
         Ok((
-            Self::new(KeySource::Local(path), ring),
+            Self::read(KeySource::Local(path))?,
             Some(BootstrapKey { key }),
         ))
     }
@@ -189,7 +208,10 @@ impl ApiKeys {
     /// through a symlink) leaves the keys in force.
     pub async fn watch(self: Arc<Self>, metrics: Metrics) {
         let path = self.source.path().to_owned();
-        let mut last = tokio::fs::read(&path).await.ok();
+        let mut last = match &self.loaded {
+            Some(bytes) => Some(bytes.clone()),
+            None => tokio::fs::read(&path).await.ok(),
+        };
         loop {
             tokio::time::sleep(RELOAD_EVERY).await;
             let now = match tokio::fs::read(&path).await {
@@ -293,6 +315,30 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(ApiKeys::open(Some(&missing), dir.path()).is_err());
         assert!(!dir.path().join(LOCAL_KEYS_FILE).exists());
+    }
+
+    /// A keys file changed between start-up's read and the watcher's first look (a Secret
+    /// updated during a rollout) is applied: the watcher starts from the bytes loaded, not from
+    /// the file as it finds it.
+    #[tokio::test]
+    async fn a_change_between_loading_and_watching_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keys");
+        let (old, new) = (keys::new_key().unwrap(), keys::new_key().unwrap());
+        let line = |id: &str, key: &str| keys::key_line(id, &[Scope::Verify].into(), key, None);
+        std::fs::write(&f, line("old", &old).unwrap()).unwrap();
+        let (loaded, _) = ApiKeys::open(Some(&f), dir.path()).unwrap();
+        let loaded = Arc::new(loaded);
+        std::fs::write(&f, line("new", &new).unwrap()).unwrap();
+        let watcher = tokio::spawn(loaded.clone().watch(Metrics::new().unwrap()));
+        tokio::time::sleep(RELOAD_EVERY * 2 + Duration::from_millis(500)).await;
+        watcher.abort();
+        let ring = loaded.ring();
+        assert!(
+            ring.authenticate(&old).is_none(),
+            "the revoked key is still accepted"
+        );
+        assert!(ring.authenticate(&new).is_some());
     }
 
     #[test]
