@@ -516,11 +516,11 @@ impl PgStore {
         migrator: &mut sqlx::migrate::Migrator,
     ) -> Result<(), (&'static str, Box<dyn std::error::Error + Send + Sync>)> {
         let failed = |e: sqlx::Error| {
-            let lock_wait = sqlstate(&e).is_some_and(|code| code == "55P03");
-            let what = if lock_wait {
+            let code = sqlstate(&e);
+            let what = if code.as_deref() == Some("55P03") {
                 "migrations failed: another replica has been migrating the database for over 60 s"
             } else {
-                session_state_lost(sqlstate(&e).as_deref()).unwrap_or("migrations failed")
+                session_state_lost(code.as_deref()).unwrap_or("migrations failed")
             };
             (
                 what,
