@@ -2,14 +2,17 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   ApiError,
   KEY_REJECTED,
+  MAX_LISTED_SUBJECTS,
   apiUrl,
   decideAtLeast,
   errorAdvice,
   errorFromBody,
+  getSubject,
   listSubjects,
   matchThresholdOn,
   parseBox,
   parseScore,
+  parseSubjectId,
   parseSubjects,
   parseVerify,
   releaseLockout,
@@ -306,6 +309,19 @@ describe("parseSubjects", () => {
   });
 });
 
+describe("parseSubjectId", () => {
+  it("takes a UUID in the runtime's spelling, trimmed and lower-cased, and nothing else", () => {
+    const id = "3f0c2a1e-8b4d-4c1a-9e2f-5a6b7c8d9e0f";
+    expect(parseSubjectId(id)).toBe(id);
+    expect(parseSubjectId(`  ${id.toUpperCase()}\n`)).toBe(id);
+    expect(parseSubjectId("")).toBeUndefined();
+    expect(parseSubjectId("Eileen")).toBeUndefined();
+    expect(parseSubjectId(id.replaceAll("-", ""))).toBeUndefined();
+    expect(parseSubjectId(`{${id}}`)).toBeUndefined();
+    expect(parseSubjectId(`${id}/faces`)).toBeUndefined();
+  });
+});
+
 describe("errorFromBody", () => {
   it("reads the JSON error body", () => {
     const e = errorFromBody(422, '{"error":{"code":"invalid_features","message":"features must hold 3 numbers"}}');
@@ -365,9 +381,78 @@ describe("API keys on requests", () => {
     );
     vi.stubGlobal("fetch", fetchMock);
     const list = await listSubjects();
-    expect(list.map((s) => s.id)).toEqual(["a", "b", "c"]);
+    expect(list.subjects.map((s) => s.id)).toEqual(["a", "b", "c"]);
+    expect(list.truncated).toBe(false);
     const urls = (fetchMock.mock.calls as unknown as [string][]).map((c) => c[0]);
     expect(urls).toEqual(["v1/subjects?limit=1000", "v1/subjects?limit=1000&after=b"]);
+  });
+
+  it("stops listing at MAX_LISTED_SUBJECTS and says the list was cut off", async () => {
+    // 11 full pages of 1 000: the runtime would go on, the UI stops after 10 and says so.
+    const fetchMock = vi.fn(async (url: string) => {
+      const at = Number(new URL(url, "http://ui/").searchParams.get("after") ?? "0");
+      const ids = Array.from({ length: 1000 }, (_, i) => String(at + i + 1));
+      const last = at + 1000 >= 11_000;
+      return answer(200, {
+        subjects: ids.map((id) => ({ id, name: `subject ${id}`, faces: 1 })),
+        next: last ? null : String(at + 1000),
+      });
+    });
+    vi.stubGlobal("fetch", fetchMock);
+    const list = await listSubjects();
+    expect(MAX_LISTED_SUBJECTS).toBe(10_000);
+    expect(fetchMock).toHaveBeenCalledTimes(10);
+    expect(list.subjects).toHaveLength(MAX_LISTED_SUBJECTS);
+    expect(list.subjects[0]?.id).toBe("1");
+    expect(list.subjects.at(-1)?.id).toBe("10000");
+    expect(list.truncated).toBe(true);
+  });
+
+  it("a listing that ends exactly at the bound is complete", async () => {
+    const fetchMock = vi.fn(async (url: string) => {
+      const at = Number(new URL(url, "http://ui/").searchParams.get("after") ?? "0");
+      const ids = Array.from({ length: 1000 }, (_, i) => String(at + i + 1));
+      return answer(200, {
+        subjects: ids.map((id) => ({ id, name: id, faces: 0 })),
+        next: at + 1000 >= 10_000 ? null : String(at + 1000),
+      });
+    });
+    vi.stubGlobal("fetch", fetchMock);
+    const list = await listSubjects();
+    expect(list.subjects).toHaveLength(10_000);
+    expect(list.truncated).toBe(false);
+  });
+
+  it("looks a subject up by id with GET /v1/subjects/{id}", async () => {
+    const id = "3f0c2a1e-8b4d-4c1a-9e2f-5a6b7c8d9e0f";
+    const fetchMock = vi.fn(async () =>
+      answer(200, {
+        id,
+        name: "Eileen",
+        faces: 2,
+        created_at: "2025-01-02T03:04:05Z",
+        created_by: "desk",
+        templates: [{ id: "t1", model: "dlib", created_at: "2025-01-02T03:04:06Z" }],
+      }),
+    );
+    vi.stubGlobal("fetch", fetchMock);
+    expect(await getSubject(id)).toEqual({
+      id,
+      name: "Eileen",
+      faces: 2,
+      created_at: "2025-01-02T03:04:05Z",
+      created_by: "desk",
+    });
+    const [url, init] = fetchMock.mock.calls[0] as unknown as [string, RequestInit];
+    expect(url).toBe(`v1/subjects/${id}`);
+    expect(init.method).toBeUndefined();
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => answer(404, { error: { code: "subject_not_found", message: "no such subject" } })),
+    );
+    const missing = (await getSubject(id).catch((e: unknown) => e)) as ApiError;
+    expect(missing.status).toBe(404);
+    expect(missing.code).toBe("subject_not_found");
   });
 
   it("lifts a lockout and reads what it did", async () => {

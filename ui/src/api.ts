@@ -522,22 +522,51 @@ export async function whoami(signal?: AbortSignal, key?: string): Promise<Identi
 /** Most subjects the UI lists (pages of 1 000 followed to the end, up to this many). */
 export const MAX_LISTED_SUBJECTS = 10_000;
 
+/** What `listSubjects` found: the subjects, oldest first, and whether more were left out. */
+export interface SubjectList {
+  subjects: Subject[];
+  /** More subjects exist past the last listed: the listing stopped at [`MAX_LISTED_SUBJECTS`]. */
+  truncated: boolean;
+}
+
 /**
  * `GET /v1/subjects`, every page: the runtime answers a page at a time (oldest first) with a
  * `next` cursor, so one page would leave every subject past the first hundred out of the
- * pickers.
+ * pickers. It stops at [`MAX_LISTED_SUBJECTS`] and says so (`truncated`): the newer subjects
+ * are then reached by id ([`getSubject`]).
  */
-export async function listSubjects(signal?: AbortSignal): Promise<Subject[]> {
-  const all: Subject[] = [];
+export async function listSubjects(signal?: AbortSignal): Promise<SubjectList> {
+  const subjects: Subject[] = [];
   let after: string | undefined;
   do {
     const query = new URLSearchParams({ limit: "1000" });
     if (after) query.set("after", after);
     const raw = await json(`/v1/subjects?${query.toString()}`, { signal });
-    all.push(...parseSubjects(raw));
+    subjects.push(...parseSubjects(raw));
     after = Array.isArray(raw) ? undefined : str(obj(raw).next);
-  } while (after && all.length < MAX_LISTED_SUBJECTS);
-  return all;
+  } while (after && subjects.length < MAX_LISTED_SUBJECTS);
+  return { subjects, truncated: Boolean(after) };
+}
+
+const SUBJECT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * A typed subject id as the runtime names subjects: a UUID in its canonical spelling
+ * (hyphenated, lower case; the stores compare ids byte for byte, so another spelling names no
+ * subject). The text is trimmed and lower-cased; undefined when it is not a UUID.
+ */
+export function parseSubjectId(text: string): string | undefined {
+  const id = text.trim().toLowerCase();
+  return SUBJECT_ID.test(id) ? id : undefined;
+}
+
+/** `GET /v1/subjects/{id}` (admin): one subject, by its id (404 `subject_not_found` if unknown). */
+export async function getSubject(subjectId: string, signal?: AbortSignal): Promise<Subject> {
+  const subject = parseSubject(
+    await json(`/v1/subjects/${encodeURIComponent(subjectId)}`, { signal, cache: "no-store" }),
+  );
+  if (!subject) throw new ApiError(200, "bad_response", "the subject has no id");
+  return subject;
 }
 
 /** `POST /v1/subjects {"name"}` */

@@ -1,22 +1,26 @@
-import { useCallback, useEffect, useState } from "react";
-import { type Subject, listSubjects } from "../api";
+import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
+import { type SubjectList, listSubjects } from "../api";
+import { knownSubjects, offeredSubjects } from "../lib/subjects";
 
 /**
  * The enrolled subjects, loaded on mount, with a reload function and the last error. Listing
  * needs the `admin` scope: with `enabled` false nothing is requested and `subjects` stays
- * undefined.
+ * undefined. The listing stops at `MAX_LISTED_SUBJECTS` (the oldest): then `truncated` is true
+ * and `subjects` also holds the subjects this tab created or looked up by id (`knownSubjects`),
+ * first, so that they can still be picked.
  */
 export function useSubjects(enabled = true) {
-  const [subjects, setSubjects] = useState<Subject[]>();
+  const [listing, setListing] = useState<SubjectList>();
   const [error, setError] = useState<unknown>();
   const [generation, setGeneration] = useState(0);
+  const known = useSyncExternalStore(knownSubjects.subscribe, knownSubjects.snapshot, knownSubjects.snapshot);
   const reload = useCallback(() => setGeneration((g) => g + 1), []);
   useEffect(() => {
     if (!enabled) return;
     const controller = new AbortController();
     listSubjects(controller.signal)
       .then((list) => {
-        setSubjects(list);
+        setListing(list);
         setError(undefined);
       })
       .catch((e: unknown) => {
@@ -24,5 +28,11 @@ export function useSubjects(enabled = true) {
       });
     return () => controller.abort();
   }, [generation, enabled]);
-  return { subjects: enabled ? subjects : undefined, error: enabled ? error : undefined, reload };
+  const truncated = listing?.truncated === true;
+  return {
+    subjects: enabled ? offeredSubjects(listing?.subjects, truncated, known) : undefined,
+    truncated: enabled && truncated,
+    error: enabled ? error : undefined,
+    reload,
+  };
 }

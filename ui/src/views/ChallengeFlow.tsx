@@ -9,6 +9,7 @@ import {
 } from "../components/ChallengePanel";
 import { ErrorBox } from "../components/ErrorBox";
 import { IdentifyResultView } from "../components/IdentifyResultView";
+import { SubjectLookup } from "../components/SubjectLookup";
 import { VerifyDecisionView, VerifyResultView } from "../components/VerifyResultView";
 import { useCamera } from "../hooks/useCamera";
 import { useSubjects } from "../hooks/useSubjects";
@@ -67,7 +68,7 @@ export function ChallengeFlow({ admin, purpose = "verify" }: { admin: boolean; p
   const [state, dispatch] = useReducer(challengeReducer, initialChallenge);
   const [subjectId, setSubjectId] = useState("");
   const [mirrored, setMirrored] = useState(true);
-  const { subjects, error: listError, reload } = useSubjects(admin && !identifying);
+  const { subjects, truncated, error: listError, reload } = useSubjects(admin && !identifying);
   // Each start is a new camera attempt; the camera is on only while capturing.
   const [attempt, setAttempt] = useState(0);
   const {
@@ -143,6 +144,7 @@ export function ChallengeFlow({ admin, purpose = "verify" }: { admin: boolean; p
               </button>
             </div>
             <ErrorBox error={listError} title="Cannot list subjects" />
+            <SubjectLookup truncated={truncated} onFound={(s) => setSubjectId(s.id)} disabled={active} />
           </div>
         ) : (
           <div className="field">

@@ -3,11 +3,13 @@ import { type Subject, addFace, createSubject, deleteSubject, releaseLockout } f
 import { ErrorBox } from "../components/ErrorBox";
 import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
 import { ScopeNotice } from "../components/ScopeNotice";
+import { SubjectLookup } from "../components/SubjectLookup";
 import { SubjectTable } from "../components/SubjectTable";
 import { useAuth } from "../hooks/useAuth";
 import { useKeyQuotas } from "../hooks/useKeyQuotas";
 import { useSubjects } from "../hooks/useSubjects";
 import { type Identity, describeQuotas, may, nearlyFull } from "../lib/auth";
+import { knownSubjects } from "../lib/subjects";
 
 const TITLE = (
   <>
@@ -37,7 +39,8 @@ export function EnrolView() {
 
 function EnrolForms({ admin }: { admin: boolean }) {
   const { identity } = useAuth();
-  const { subjects: listed, error: listError, reload } = useSubjects(admin);
+  // A listing cut off at `MAX_LISTED_SUBJECTS` still offers the subjects created or looked up here.
+  const { subjects: listed, truncated, error: listError, reload } = useSubjects(admin);
   const { quotas, refresh: refreshQuotas } = useKeyQuotas(identity?.quotas);
   // Without `admin` the runtime lists nothing: the subjects created here are all the view knows.
   const [created, setCreated] = useState<Subject[]>([]);
@@ -76,6 +79,7 @@ function EnrolForms({ admin }: { admin: boolean }) {
     if (!trimmed) return;
     void run("create", async () => {
       const subject = await createSubject(trimmed);
+      knownSubjects.remember(subject);
       if (!admin) setCreated((list) => [...list, subject]);
       setSelected(subject.id);
       setName("");
@@ -88,6 +92,7 @@ function EnrolForms({ admin }: { admin: boolean }) {
     if (!target || !image) return;
     void run("add", async () => {
       const added = await addFace(target.id, image.blob, image.filename);
+      knownSubjects.patch(target.id, { faces: added.faces });
       if (!admin) setCreated((list) => list.map((s) => (s.id === target.id ? { ...s, faces: added.faces } : s)));
       setImage(undefined);
       const quality = added.quality !== undefined ? ` (quality ${added.quality.toFixed(2)})` : "";
@@ -98,6 +103,7 @@ function EnrolForms({ admin }: { admin: boolean }) {
   const remove = (subject: Subject) =>
     void run("list", async () => {
       await deleteSubject(subject.id);
+      knownSubjects.forget(subject.id);
       if (!admin) setCreated((list) => list.filter((s) => s.id !== subject.id));
       if (selected === subject.id) setSelected(undefined);
       return `Deleted ${subject.name}.`;
@@ -187,6 +193,7 @@ function EnrolForms({ admin }: { admin: boolean }) {
         <SubjectsCard
           admin={admin}
           subjects={subjects}
+          truncated={truncated}
           selected={selected}
           onSelect={setSelected}
           onDelete={remove}
@@ -206,6 +213,8 @@ interface SubjectsCardProps {
   admin: boolean;
   /** Every subject (`admin`), or those created in this view; undefined while loading. */
   subjects: Subject[] | undefined;
+  /** The listing stopped at `MAX_LISTED_SUBJECTS`: say so, and offer a lookup by id. */
+  truncated?: boolean;
   selected: string | undefined;
   onSelect: (id: string) => void;
   onDelete: (subject: Subject) => void;
@@ -226,6 +235,7 @@ interface SubjectsCardProps {
 export function SubjectsCard({
   admin,
   subjects,
+  truncated = false,
   selected,
   onSelect,
   onDelete,
@@ -252,6 +262,7 @@ export function SubjectsCard({
       </p>
       <ErrorBox error={error} />
       <ErrorBox error={listError} title="Cannot list subjects" />
+      {admin ? <SubjectLookup truncated={truncated} onFound={(s) => onSelect(s.id)} disabled={busy} /> : null}
       {!admin ? <OwnSubjectsNotice identity={identity} /> : null}
       {!admin && subjects?.length === 0 ? null : subjects ? (
         <SubjectTable

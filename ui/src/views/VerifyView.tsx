@@ -5,6 +5,7 @@ import { FaceOverlay } from "../components/FaceOverlay";
 import { RouteLink } from "../components/RouteLink";
 import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
 import { ScopeNotice } from "../components/ScopeNotice";
+import { SubjectLookup } from "../components/SubjectLookup";
 import { VerifyDecisionView, VerifyResultView } from "../components/VerifyResultView";
 import { useAuth } from "../hooks/useAuth";
 import { useSubjects } from "../hooks/useSubjects";
@@ -52,7 +53,7 @@ function VerifyModes({ admin, initial = "image" }: { admin: boolean; initial?: M
 }
 
 function VerifyForm({ admin }: { admin: boolean }) {
-  const { subjects, error: listError, reload } = useSubjects(admin);
+  const { subjects, truncated, error: listError, reload } = useSubjects(admin);
   const [subjectId, setSubjectId] = useState("");
   const [image, setImage] = useState<PickedImage>();
   const [result, setResult] = useState<VerifyResult>();
@@ -132,6 +133,13 @@ function VerifyForm({ admin }: { admin: boolean }) {
                 </p>
               ) : null}
               <ErrorBox error={listError} title="Cannot list subjects" />
+              <SubjectLookup
+                truncated={truncated}
+                onFound={(s) => {
+                  setSubjectId(s.id);
+                  startOver();
+                }}
+              />
             </div>
           ) : (
             <div className="field">
