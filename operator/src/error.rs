@@ -416,29 +416,43 @@ impl Error {
         )
     }
 
-    /// Whether the API server refused the request itself (400, 403, 404 on a write, 405, 413,
-    /// 415, 422; for the observe stage's reads, e.g. a 403 of a missing RBAC rule): the same
-    /// request fails again, so it is retried only at the steady interval, not in a fast backoff
-    /// loop. 409 (conflict), 429 and 5xx are transient.
+    /// Whether the API server refused the request itself: a write answered 400, 403, 404, 405,
+    /// 413, 415 or 422, or a read of any reconcile stage (the observe stage's, the scan gate's
+    /// reports, Jobs and pods, the apply stage's inventory of children, the pruner's lists)
+    /// answered the same but 404, e.g. a 403 of a missing RBAC rule. The same request fails
+    /// again, so it is retried only at the steady interval, not in a fast backoff loop, and the
+    /// status says `Stalled`. 409 (conflict), 429 and 5xx are transient, and so is a 404 on a
+    /// read: a list of a kind whose CRD went away since discovery, which the next discovery sees.
     pub fn is_refused(&self) -> bool {
-        let source = match self {
+        match self {
             Error::Apply(ApplyError::Patch { source, .. } | ApplyError::Create { source, .. })
             | Error::Prune(
                 PruneError::Delete { source, .. } | PruneError::ScanJob { source, .. },
             )
             | Error::ScanGate(ScanGateError::Job { source, .. })
-            | Error::Observe(ObserveError::Read(ReadError { source, .. }))
-            | Error::Status(StatusError { source, .. }) => source,
+            | Error::Status(StatusError { source, .. }) => is_refusal(source),
+            Error::Observe(ObserveError::Read(read))
+            | Error::ScanGate(ScanGateError::Read(read))
+            | Error::Apply(ApplyError::Read(read))
+            | Error::Prune(PruneError::Read(read)) => read.is_refused(),
             // Only a human resolves it (the Warning Event and `Conflict` say so).
-            Error::Apply(ApplyError::NotOwned { .. }) => return true,
-            _ => return false,
-        };
-        is_refusal(source)
+            Error::Apply(ApplyError::NotOwned { .. }) => true,
+            _ => false,
+        }
     }
 }
 
-/// Whether the API server refused a request itself (400, 403, 404 on a write, 405, 413, 415,
-/// 422): sending it again fails again. See [`Error::is_refused`].
+impl ReadError {
+    /// Whether the API server refused the read itself ([`is_refusal`] but 404: a kind no
+    /// longer served is seen by the next capability discovery, so a 404 read is retried soon).
+    pub fn is_refused(&self) -> bool {
+        is_refusal(&self.source) && !is_not_found(&self.source)
+    }
+}
+
+/// Whether the API server refused a request itself (400, 403, 404, 405, 413, 415, 422): sending
+/// it again fails again (for a read, 404 aside: [`ReadError::is_refused`]). See
+/// [`Error::is_refused`].
 pub fn is_refusal(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 405 | 413 | 415 | 422))
 }
@@ -581,6 +595,39 @@ mod tests {
             // The only 403 of the cases: refused; 409 and 500 are transient.
             let refused = matches!(err, Error::Apply(ApplyError::Create { .. }));
             assert_eq!(err.is_refused(), refused, "{err}");
+        }
+    }
+
+    /// A read the API server refuses (a 403 of a missing RBAC rule: `list` on
+    /// vulnerabilityreports, servicemonitors, jobs) is refused in every reconcile stage, as in
+    /// the observe stage: retried at the steady interval and reported `Stalled`, not retried in
+    /// backoff with `Reconciling` True for ever. 404 (a kind whose CRD went away), 429 and 5xx
+    /// are transient.
+    #[test]
+    fn a_refused_read_is_refused_in_every_stage() {
+        let read = |code| ReadError {
+            what: "x".into(),
+            source: api_error(code),
+        };
+        let in_every_stage = |code: u16| -> Vec<Error> {
+            vec![
+                ObserveError::from(read(code)).into(),
+                ScanGateError::from(read(code)).into(),
+                ApplyError::from(read(code)).into(),
+                PruneError::from(read(code)).into(),
+            ]
+        };
+        for code in [400, 403, 405, 422] {
+            for err in in_every_stage(code) {
+                assert!(err.is_refused(), "{code}: {err:?}");
+                assert_eq!(err.category(), "ReadFailed", "{err:?}");
+                assert!(!err.is_permanent(), "{err:?}");
+            }
+        }
+        for code in [404, 409, 429, 500, 503] {
+            for err in in_every_stage(code) {
+                assert!(!err.is_refused(), "{code}: {err:?}");
+            }
         }
     }
 

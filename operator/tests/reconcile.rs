@@ -1020,6 +1020,63 @@ async fn a_refused_scan_job_is_reported_in_the_status() {
     assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
 }
 
+/// A read outside the observe stage that the API server refuses (403: an install whose Role
+/// lacks `list` on trivy-operator's vulnerabilityreports) needs a human as much as one inside
+/// it: `Stalled` names it (kstatus: Failed) and it is retried at the steady interval, not in
+/// backoff with `Reconciling` True for ever. Granted again, the scan goes on.
+#[tokio::test]
+async fn a_report_list_the_api_server_refuses_stalls_instead_of_retrying() {
+    let h = harness(&[OptionalCrd::VulnerabilityReport]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    let refusing = Arc::new(common::test_context(
+        &common::answering_gets(
+            h.client.clone(),
+            // The list, not the CRD's discovery (`customresourcedefinitions/vulnerabilityreports.…`).
+            "/namespaces/team/vulnerabilityreports",
+            403,
+            "vulnerabilityreports.aquasecurity.github.io is forbidden: User \
+             \"system:serviceaccount:facekey-system:facekey-operator\" cannot list resource \
+             \"vulnerabilityreports\" in API group \"aquasecurity.github.io\" in the namespace \
+             \"team\"",
+        ),
+        &h.clock,
+    ));
+    let fkd = Arc::new(h.get("fk").await);
+    let err = facekey_operator::reconcile::reconcile(fkd.clone(), refusing.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "ReadFailed");
+    assert!(
+        err.to_string()
+            .starts_with("reading VulnerabilityReports in team failed"),
+        "the scan gate's read: {err}"
+    );
+    assert!(err.is_refused(), "{err}");
+    assert_eq!(
+        error_policy(fkd, &err, refusing),
+        Action::requeue(facekey_operator::reconcile::STEADY_REQUEUE)
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(fkd.status.as_ref().unwrap().observed_generation, Some(1));
+    assert_eq!(cond(&fkd, "Stalled"), ("True".into(), "ReadFailed".into()));
+    assert!(
+        cond_message(&fkd, "Stalled").contains("cannot list resource"),
+        "{}",
+        cond_message(&fkd, "Stalled")
+    );
+    assert_eq!(cond(&fkd, "Reconciling").0, "False");
+    assert!(h.jobs().await.is_empty(), "nothing scanned meanwhile");
+
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "Stalled").0, "False");
+    assert_eq!(
+        cond(&fkd, "Reconciling"),
+        ("True".into(), "ScanPending".into())
+    );
+    assert_eq!(h.jobs().await, vec![scan_job_name("fk", IMG1)]);
+}
+
 #[tokio::test]
 async fn apply_conflict_is_reported_and_backed_off() {
     let h = harness(&[]).await;

@@ -647,3 +647,40 @@ pub fn cond_message(fkd: &FaceKeyDeployment, type_: &str) -> String {
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }
+
+/// `inner`, except that every GET whose path contains `path` (`/jobs`, `/vulnerabilityreports`)
+/// is answered with HTTP `code` and a Status saying `message`, as a real API server answers a
+/// request it refuses (403: a Role without the verb) or cannot serve (500: etcd timing out).
+/// A context over it ([`test_context`]) has metrics of its own.
+pub fn answering_gets(
+    inner: Client,
+    path: &'static str,
+    code: u16,
+    message: &'static str,
+) -> Client {
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        async move {
+            if req.method() == http::Method::GET && req.uri().path().contains(path) {
+                let reason = match code {
+                    403 => "Forbidden",
+                    404 => "NotFound",
+                    _ => "InternalError",
+                };
+                let status = json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": reason, "code": code,
+                });
+                return Ok(http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&status).unwrap(),
+                    ))
+                    .unwrap());
+            }
+            inner.send(req).await
+        }
+    });
+    Client::new(svc, NS)
+}
