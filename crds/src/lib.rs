@@ -1350,8 +1350,10 @@ pub struct FaceKeyDeploymentStatus {
     /// image that ran by tag with the gate off is held by the digest its pods run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_good_image: Option<String>,
-    /// Scan verdicts kept as state, one per image: the one of `spec.image` and the one of the
-    /// last-known-good image (at most two). A scan Job deleted by its TTL changes nothing here.
+    /// Scan verdicts kept as state, one per image: the one of `spec.image`, the one of the
+    /// last-known-good image, and the passed one of the image admitted before it, so a rollback
+    /// to that image needs no new scan (at most three). A scan Job deleted by its TTL changes
+    /// nothing here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scans: Vec<ScanStatus>,
     /// In-cluster URL of the runtime Service.

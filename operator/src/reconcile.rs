@@ -403,11 +403,13 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         Err(e) => {
             // A scan Job the API server refuses (a quota, an admission policy) or a report it
             // will not list: reported in the status like an apply failure, so observedGeneration
-            // and Degraded say why instead of Progressing forever.
+            // and Degraded say why instead of Progressing forever. A recorded verdict that closed
+            // the gate stays in force: one failed call must not turn it into a pending scan, or
+            // its return would count and announce the blocked rollout again.
             let e = Error::from(e);
             ctx.ensure_leading()?;
             let outcome = ApplyOutcome::of(Some(&e));
-            let gate = GateState::Pending(format!("the scan gate could not run: {e}"));
+            let gate = held_or_pending(fkd, format!("the scan gate could not run: {e}"));
             write_early_status(ctx, fkd, &seen, &outcome, &gate).await?;
             return Err(e);
         }
@@ -751,8 +753,17 @@ async fn write_invalid_status(
     invalid: &InvalidSpec,
 ) -> Result<(), StatusError> {
     let outcome = ApplyOutcome::InvalidSpec(invalid.message());
-    let gate = GateState::Pending("spec is invalid".to_owned());
+    let gate = held_or_pending(fkd, "spec is invalid".to_owned());
     write_early_status(ctx, fkd, seen, &outcome, &gate).await
+}
+
+/// The gate state of a reconcile whose scan gate did not decide (`why`): the recorded verdict
+/// that closed the gate for `spec.image`, when there is one ([`scan_gate::recorded_hold`]), else
+/// pending.
+fn held_or_pending(fkd: &FaceKeyDeployment, why: String) -> GateState {
+    let records = fkd.status.as_ref().map(|s| s.scans.as_slice());
+    scan_gate::recorded_hold(records.unwrap_or_default(), &fkd.spec.image, &why)
+        .unwrap_or(GateState::Pending(why))
 }
 
 /// The status of a reconcile that stopped before the desired state (an invalid spec, a scan

@@ -4,11 +4,13 @@
 //! the digest the scan resolved, verdict, counts, policy hash, report time), and a recorded
 //! verdict decides as long as the policy hash matches and `maxReportAge` has not passed, whether or
 //! not its Job still exists. `spec.image` equal to the last-known-good image (the last one
-//! admitted) is admitted again without a scan. Otherwise the sources are, in order: a
-//! trivy-operator VulnerabilityReport naming a digest of the image; the summary of this
-//! deployment's own scan Job for the image, read from the pod that carries the Job's uid; else a
-//! new scan Job. An admitted scanned image runs as `repository@sha256:…`, never by its tag. Until
-//! a usable report exists the gate stays closed (fail closed).
+//! admitted), or to the one admitted before it (a rollback), is admitted again without a scan.
+//! Otherwise the sources are, in order: a trivy-operator VulnerabilityReport naming a digest of
+//! the image; the summary of this deployment's own scan Job for the image, read from the pod that
+//! carries the Job's uid; else a new scan Job. An admitted scanned image runs as
+//! `repository@sha256:…`, never by its tag. Until a usable report exists the gate stays closed
+//! (fail closed), and a recorded verdict that closed it stays in force until a new one replaces it
+//! ([`recorded_hold`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -151,6 +153,35 @@ pub(crate) fn scan_admitted(lkg: &str, records: &[ScanStatus]) -> bool {
     records
         .iter()
         .any(|r| r.verdict == ScanVerdict::Passed && record_image(r).as_deref() == Some(lkg))
+}
+
+/// The passed record of the image admitted before the last-known-good one, kept in a status so
+/// that going back to it (a `git revert` of a rollout that fails) needs no scan: the last passed
+/// record that is not the last-known-good image's. The status keeps it until another scanned
+/// image is admitted (see `status::kept_scans`).
+pub fn previously_admitted(status: Option<&FaceKeyDeploymentStatus>) -> Option<&ScanStatus> {
+    let s = status?;
+    let lkg = last_known_good(Some(s));
+    s.scans.iter().rev().find(|r| {
+        r.verdict == ScanVerdict::Passed && record_image(r).is_some_and(|i| Some(i.as_str()) != lkg)
+    })
+}
+
+/// The state a recorded verdict that closed the gate for `image` (Blocked or Failed) keeps while
+/// no new verdict can be reached: a rescan under way, or a gate stage that could not run (an API
+/// error) or did not run (an invalid spec). The same state and reason, so the rollout is neither
+/// reported pending nor counted as newly blocked when the verdict returns, with `why` after the
+/// recorded message. `None` when the record of `image` passed, or there is none.
+pub fn recorded_hold(records: &[ScanStatus], image: &str, why: &str) -> Option<GateState> {
+    let r = records
+        .iter()
+        .find(|r| r.image == image && r.verdict != ScanVerdict::Passed)?;
+    let message = format!("{}; {why}", r.message);
+    Some(if r.verdict == ScanVerdict::Failed {
+        GateState::Failed(message)
+    } else {
+        GateState::Blocked(message)
+    })
 }
 
 /// Inputs of the gate stage.
@@ -607,6 +638,22 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
             )))
         });
     }
+    // The image admitted before the last-known-good one (whose rollout may be failing): going
+    // back to it is a rollback too. Only while the last-known-good image is a scanned one: an
+    // image that ran with the gate off is scanned when the gate is turned on, and so is the one
+    // before it.
+    if let Some(lkg) = last_known_good(old)
+        && scan_admitted(lkg, records)
+        && let Some(previous) = previously_admitted(old).and_then(record_image)
+        && names_last_known_good(image, &previous, records)
+    {
+        return Ok(GateResult {
+            admitted: Some(previous.clone()),
+            ..GateResult::state(GateState::LastKnownGood(format!(
+                "{image} was admitted before {lkg} ({previous}): admitted again without a scan"
+            )))
+        });
+    }
     let policy = policy_hash(&gate);
     let recorded = records.iter().find(|r| r.image == image);
     if let Some(r) = recorded
@@ -620,18 +667,11 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
     let fresh = from_reports(inputs, &gate, &policy, recorded).await?;
     // A rescan (stale report, new policy, failed attempt retried) does not reopen a recorded
     // verdict that closed the gate: it stays closed, with the same reason, until the new one.
-    Ok(match (&fresh.state, recorded) {
-        (GateState::Pending(why), Some(r)) if r.verdict != ScanVerdict::Passed => {
-            let message = format!("{}; {why}", r.message);
-            GateResult {
-                state: if r.verdict == ScanVerdict::Failed {
-                    GateState::Failed(message)
-                } else {
-                    GateState::Blocked(message)
-                },
-                ..fresh
-            }
-        }
+    Ok(match &fresh.state {
+        GateState::Pending(why) => match recorded_hold(records, image, why) {
+            Some(state) => GateResult { state, ..fresh },
+            None => fresh,
+        },
         _ => fresh,
     })
 }

@@ -19,8 +19,8 @@ use crate::events::EventSpec;
 pub enum GateState {
     /// `scanGate.enabled: false`: images roll out unscanned.
     Disabled,
-    /// `spec.image` is the last-known-good image (the last one admitted): admitted again without
-    /// a scan (a rollback, or the steady state).
+    /// `spec.image` is the last-known-good image (the last one admitted), or the one admitted
+    /// before it: admitted again without a scan (a rollback, or the steady state).
     LastKnownGood(String),
     /// The scan passed the policy.
     Passed(String),
@@ -194,8 +194,14 @@ pub struct DeploymentView {
     pub updated: i32,
     /// The controller has seen the latest spec.
     pub observed_latest: bool,
-    /// `Progressing=False, reason=ProgressDeadlineExceeded`.
+    /// `Progressing=False, reason=ProgressDeadlineExceeded` in a status of the latest spec
+    /// (`observed_latest`): a condition the controller wrote for an earlier template says nothing
+    /// about the rollout of this one, which the controller has not even looked at yet (`kubectl
+    /// rollout status` reads it the same way).
     pub deadline_exceeded: bool,
+    /// `spec.paused`: a rollout of a new template waits until someone resumes it (the operator
+    /// never sets the field; `kubectl rollout pause` does).
+    pub paused: bool,
     /// Image of the runtime container.
     pub image: Option<String>,
 }
@@ -219,11 +225,12 @@ impl DeploymentView {
             (Some(o), Some(g)) => o >= g,
             _ => false,
         };
-        let deadline_exceeded = status.conditions.unwrap_or_default().iter().any(|c| {
-            c.type_ == "Progressing"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        });
+        let deadline_exceeded = observed_latest
+            && status.conditions.unwrap_or_default().iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            });
         Self {
             desired,
             replicas: status.replicas.unwrap_or(0),
@@ -232,6 +239,7 @@ impl DeploymentView {
             updated: status.updated_replicas.unwrap_or(0),
             observed_latest,
             deadline_exceeded,
+            paused: spec.and_then(|s| s.paused).unwrap_or(false),
             image,
         }
     }
@@ -243,6 +251,20 @@ impl DeploymentView {
             && self.replicas == self.updated
             && self.available >= self.desired
     }
+
+    /// A rollout that waits for `kubectl rollout resume`: paused with replicas still to update.
+    pub fn paused_rollout(&self) -> bool {
+        self.paused && !self.rollout_complete()
+    }
+}
+
+/// Whether the rollout this reconcile asked for is stuck: the Deployment's template runs the
+/// admitted image, its controller has seen that template, and says it exceeded its progress
+/// deadline. A deadline the Deployment reports while the gate holds a new `spec.image` (nothing
+/// admitted: the scan is pending) or before its controller has seen the template just applied
+/// is the previous rollout's: the spec now asks for something else, still being acted upon.
+fn rollout_stuck(o: &Observed<'_>, v: &DeploymentView) -> bool {
+    v.deadline_exceeded && runs_admitted(v.image.as_deref(), o.admitted)
 }
 
 /// The `Ready` condition: True only when the image admitted for `spec.image` is what the
@@ -373,7 +395,7 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
             CNPG_NOT_INSTALLED,
             store_condition(o.store, o.database).message,
         )),
-        (_, _, Some(v)) if v.deadline_exceeded => Some((
+        (_, _, Some(v)) if rollout_stuck(o, v) => Some((
             "RolloutStuck",
             "the Deployment exceeded its progress deadline".to_owned(),
         )),
@@ -389,6 +411,8 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
             _,
         ) => Some((*category, format!("retrying: {message}"))),
         (_, GateState::Pending(m), _) => Some(("ScanPending", m.clone())),
+        // Still in progress, but only a human moves it on: say so rather than "rolling out".
+        (_, _, Some(v)) if v.paused_rollout() => Some((PAUSED, paused_message(v))),
         (_, _, Some(v))
             if !v.rollout_complete() || !runs_admitted(v.image.as_deref(), o.admitted) =>
         {
@@ -418,10 +442,14 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
     ]
 }
 
-/// The recorded scans to keep: the one of `spec.image` and the one of the last-known-good image.
+/// The recorded scans to keep, at most three: the one of `spec.image`, the passed one of the
+/// last-known-good image, and the passed one of the image admitted before it
+/// ([`crate::scan_gate::previously_admitted`]: going back to it, the usual way out of a
+/// rollout that fails, needs no scan). That last one is replaced only when the last-known-good
+/// image changes and a passed scan had admitted the one replaced, which becomes the previous one.
 fn kept_scans(o: &Observed<'_>) -> Vec<ScanStatus> {
     let old = o.old.map(|s| s.scans.as_slice()).unwrap_or_default();
-    let mut kept = Vec::with_capacity(2);
+    let mut kept = Vec::with_capacity(3);
     let current = o
         .record
         .clone()
@@ -441,6 +469,22 @@ fn kept_scans(o: &Observed<'_>) -> Vec<ScanStatus> {
             kept.push(r.clone());
         }
     }
+    let old_lkg = crate::scan_gate::last_known_good(o.old);
+    let replaced = old_lkg
+        .filter(|old_lkg| Some(*old_lkg) != o.last_known_good)
+        .and_then(|old_lkg| {
+            old.iter().find(|r| {
+                r.verdict == ScanVerdict::Passed
+                    && crate::scan_gate::record_image(r).as_deref() == Some(old_lkg)
+            })
+        });
+    let previous = replaced.or_else(|| crate::scan_gate::previously_admitted(o.old));
+    if let Some(r) = previous
+        && crate::scan_gate::record_image(r).as_deref() != o.last_known_good
+        && !kept.iter().any(|k| k.image == r.image)
+    {
+        kept.push(r.clone());
+    }
     kept
 }
 
@@ -452,8 +496,22 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
     decided.push(ready_condition(o, view.as_ref()));
     decided.extend(kstatus_conditions(o, view.as_ref()));
 
-    // Progressing: is something still changing?
+    // Progressing: is something still changing? Not a rollout past its deadline (the
+    // Deployment's own Progressing says False then) nor one paused by hand.
     decided.push(match (&view, o.gate) {
+        (Some(v), _) if rollout_stuck(o, v) => Decided::new(
+            PROGRESSING,
+            false,
+            "ProgressDeadlineExceeded",
+            format!(
+                "the Deployment exceeded its progress deadline: {}/{} replicas updated, {} \
+                 available",
+                v.updated, v.desired, v.available
+            ),
+        ),
+        (Some(v), _) if v.paused_rollout() => {
+            Decided::new(PROGRESSING, false, PAUSED, paused_message(v))
+        }
         (Some(v), _) if !v.rollout_complete() => Decided::new(
             PROGRESSING,
             true,
@@ -493,7 +551,7 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
             CNPG_NOT_INSTALLED,
             store_condition(o.store, o.database).message,
         ),
-        (_, _, Some(v)) if v.deadline_exceeded => Decided::new(
+        (_, _, Some(v)) if rollout_stuck(o, v) => Decided::new(
             DEGRADED,
             true,
             "RolloutStuck",
@@ -696,6 +754,19 @@ fn with_conditions(
     status.conditions = conditions;
     status.observed_generation = generation;
     status
+}
+
+/// Reason of `Progressing` (False) and `Reconciling` (True) while the Deployment is paused with a
+/// rollout to do.
+const PAUSED: &str = "Paused";
+
+/// What a paused rollout waits for.
+fn paused_message(v: &DeploymentView) -> String {
+    format!(
+        "the Deployment is paused (spec.paused, set outside the operator) with {}/{} replicas \
+         updated, {} available: the rollout continues after `kubectl rollout resume`",
+        v.updated, v.desired, v.available
+    )
 }
 
 /// Reason of `PersistentStore` (and `Degraded`) when the CloudNativePG CRD is missing.
@@ -958,6 +1029,69 @@ mod tests {
         assert!(runs_admitted(Some(&pinned), Some(&pinned)));
         assert!(!runs_admitted(Some(&mutated), Some(&pinned)));
         assert!(!runs_admitted(None, Some(tag)));
+    }
+
+    /// `status.scans` keeps the passed record of the image admitted before the last-known-good
+    /// one until another scanned image is admitted: then the last-known-good one it replaces
+    /// takes its place, and the one before is dropped (going back to it scans again).
+    #[test]
+    fn the_previous_images_record_is_kept_until_a_third_is_admitted() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let passed = |tag: &str, c: char| ScanStatus {
+            image: format!("ghcr.io/facekey/runtime:{tag}"),
+            digest: Some(digest(c)),
+            verdict: ScanVerdict::Passed,
+            ..ScanStatus::default()
+        };
+        let pinned = |c: char| format!("ghcr.io/facekey/runtime@{}", digest(c));
+        let (a, b, c) = (passed("a", 'a'), passed("b", 'b'), passed("c", 'c'));
+        // B admitted after A: A is the previous image.
+        let old = FaceKeyDeploymentStatus {
+            last_known_good_image: Some(pinned('b')),
+            scans: vec![b.clone(), a.clone()],
+            ..FaceKeyDeploymentStatus::default()
+        };
+        assert_eq!(crate::scan_gate::previously_admitted(Some(&old)), Some(&a));
+        let compute_with =
+            |spec_image: &str, gate: &GateState, record: Option<ScanStatus>, lkg: &str| {
+                compute(&Observed {
+                    generation: Some(2),
+                    old: Some(&old),
+                    deployment: None,
+                    spec_image,
+                    gate,
+                    record,
+                    admitted: gate.is_open().then_some(lkg),
+                    last_known_good: Some(lkg),
+                    outcome: &ApplyOutcome::Applied,
+                    skipped: &[],
+                    store: &StoreState::Ephemeral,
+                    database: None,
+                    selector: "s",
+                    url: "u",
+                    now: t0,
+                })
+                .scans
+            };
+        // A new image pending its scan: B and A both kept.
+        let pending = GateState::Pending("m".into());
+        assert_eq!(
+            compute_with("ghcr.io/facekey/runtime:d", &pending, None, &pinned('b')),
+            vec![b.clone(), a.clone()]
+        );
+        // A third image admitted: B becomes the previous one, A goes.
+        let c_passed = GateState::Passed("m".into());
+        assert_eq!(
+            compute_with(&c.image, &c_passed, Some(c.clone()), &pinned('c')),
+            vec![c.clone(), b.clone()]
+        );
+        // Back to A: A is last known good again, B the previous one.
+        let back = GateState::LastKnownGood("m".into());
+        assert_eq!(
+            compute_with(&a.image, &back, None, &pinned('a')),
+            vec![a.clone(), b.clone()]
+        );
     }
 
     #[test]

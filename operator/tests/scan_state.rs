@@ -12,7 +12,7 @@ use facekey_crds::ScanVerdict;
 use facekey_operator::desired::OptionalCrd;
 use facekey_operator::labels::scan_job_name;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -740,4 +740,337 @@ async fn the_last_known_good_image_survives_every_status_path_while_held() {
     h.reconcile("fk").await.unwrap();
     kept("the next reconcile").await;
     assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+}
+
+/// A gate policy that passes IMG2 too (its CRITICAL has no fix, the rest are HIGH).
+fn tolerant_gate() -> serde_json::Value {
+    json!({"scanGate": {"maxSeverity": "HIGH", "allowUnfixed": true}})
+}
+
+/// From `running_img1` with [`tolerant_gate`]: `spec.image` IMG2, scanned, passed and applied,
+/// its rollout not (yet) done.
+async fn img2_admitted(h: &Harness) {
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    h.complete_scan(&scan_job_name("fk", IMG2), "runtime-0.2.0-fail.json", IMG2)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "ScanPassed".into())
+    );
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
+}
+
+/// Play the Deployment controller of a rollout past its `progressDeadlineSeconds`: the latest
+/// template seen, one of the replicas updated, `Progressing=False, ProgressDeadlineExceeded`.
+async fn deadline_exceeded(h: &Harness) {
+    let d = h.deployment("fk").await.unwrap();
+    h.api::<Deployment>()
+        .patch_status(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": d.metadata.generation,
+                "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2,
+                "conditions": [{"type": "Progressing", "status": "False",
+                                "reason": "ProgressDeadlineExceeded",
+                                "message": "ReplicaSet \"fk-7d9\" has timed out progressing."}],
+            }})),
+        )
+        .await
+        .unwrap();
+}
+
+/// A rollout stuck at its deadline is `Stalled`; a new `spec.image` pushed to fix it is work in
+/// progress from the moment the operator observes it (kstatus: InProgress, not Failed): while its
+/// scan is pending, and after, while the Deployment controller has not seen the new template
+/// (its status still carries the old deadline).
+#[tokio::test]
+async fn a_stuck_rollout_is_not_stalled_once_a_new_image_is_pushed() {
+    let h = harness(&[]).await;
+    running_img1(&h, tolerant_gate()).await;
+    deadline_exceeded(&h).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Stalled"),
+        ("True".into(), "RolloutStuck".into())
+    );
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "RolloutStuck".into())
+    );
+    assert_eq!(cond(&fkd, "Reconciling").0, "False");
+    assert_eq!(
+        cond(&fkd, "Progressing"),
+        ("False".into(), "ProgressDeadlineExceeded".into()),
+        "a rollout past its deadline is not progressing"
+    );
+
+    // The fix is pushed: its scan is pending, the old Deployment still reports the deadline.
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(fkd.status.as_ref().unwrap().observed_generation, Some(2));
+    assert_eq!(
+        cond(&fkd, "Reconciling"),
+        ("True".into(), "ScanPending".into())
+    );
+    assert_eq!(cond(&fkd, "Stalled"), ("False".into(), "AsExpected".into()));
+    assert_eq!(cond(&fkd, "Degraded").0, "False");
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+
+    // Passed and applied: the Deployment's generation moved, its status is still the old one.
+    h.complete_scan(&scan_job_name("fk", IMG2), "runtime-0.2.0-fail.json", IMG2)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Reconciling"),
+        ("True".into(), "RollingOut".into())
+    );
+    assert_eq!(cond(&fkd, "Stalled"), ("False".into(), "AsExpected".into()));
+    assert_eq!(cond(&fkd, "Degraded").0, "False");
+    assert_eq!(
+        cond(&fkd, "Progressing"),
+        ("True".into(), "RollingOut".into())
+    );
+
+    // The new template is seen and rolls out.
+    h.api::<Deployment>()
+        .patch_status(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{"type": "Progressing",
+                "status": "True", "reason": "NewReplicaSetAvailable"}]}})),
+        )
+        .await
+        .unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "Ready"), ("True".into(), "Available".into()));
+    assert_eq!(cond(&fkd, "Stalled").0, "False");
+    assert_eq!(cond(&fkd, "Reconciling").0, "False");
+}
+
+/// A Deployment paused by hand (`kubectl rollout pause`) with a rollout to do is reported as
+/// paused, naming the way on, not as rolling out for ever; resumed, it rolls out.
+#[tokio::test]
+async fn a_paused_deployment_is_reported_paused_not_rolling_out() {
+    let h = harness(&[]).await;
+    running_img1(&h, tolerant_gate()).await;
+    h.api::<Deployment>()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
+    img2_admitted(&h).await;
+    let d = h.deployment("fk").await.unwrap();
+    assert_eq!(
+        d.spec.unwrap().paused,
+        Some(true),
+        "the apply leaves it to its manager"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "Reconciling"), ("True".into(), "Paused".into()));
+    assert_eq!(cond(&fkd, "Progressing"), ("False".into(), "Paused".into()));
+    assert!(
+        cond_message(&fkd, "Progressing").contains("kubectl rollout resume"),
+        "{}",
+        cond_message(&fkd, "Progressing")
+    );
+    assert_eq!(cond(&fkd, "Stalled").0, "False");
+
+    h.api::<Deployment>()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        cond(&h.get("fk").await, "Reconciling"),
+        ("True".into(), "RollingOut".into())
+    );
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "Ready"), ("True".into(), "Available".into()));
+    assert_eq!(
+        cond(&fkd, "Progressing"),
+        ("False".into(), "RolloutComplete".into())
+    );
+}
+
+/// The usual way out of a rollout that fails: `git revert` to the image that served before. Its
+/// passed record is kept beside the new last-known-good image's, so it is admitted again at once,
+/// without a scan (the Job is gone, and a CVE published since must not hold the rollback).
+#[tokio::test]
+async fn rolling_back_to_the_previously_admitted_image_needs_no_scan() {
+    let h = harness(&[]).await;
+    running_img1(&h, tolerant_gate()).await;
+    img2_admitted(&h).await;
+    // IMG2 never becomes ready (a crash loop); its Jobs and IMG1's are long gone.
+    h.clock.advance(PAST_JOB_TTL);
+    h.expire_finished_jobs().await;
+    assert!(h.jobs().await.is_empty());
+    let scans: Vec<_> = h.get("fk").await.status.unwrap().scans;
+    let kept: Vec<_> = scans
+        .iter()
+        .map(|s| (s.image.as_str(), s.verdict))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![(IMG2, ScanVerdict::Passed), (IMG1, ScanVerdict::Passed)],
+        "the previous image's record is kept"
+    );
+
+    h.patch_spec("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty(), "no new Job");
+    assert_eq!(h.metric("facekey_operator_scan_jobs_created_total", NS), 2);
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "LastKnownGood".into())
+    );
+    let message = cond_message(&fkd, "ScanGatePassed");
+    assert!(
+        message.contains(&format!("{IMG1} was admitted before {IMG2_DIGEST}")),
+        "{message}"
+    );
+    let status = fkd.status.unwrap();
+    assert_eq!(status.last_known_good_image.as_deref(), Some(IMG1_DIGEST));
+    // Now IMG2 is the previous image: going forward again needs no scan either.
+    let kept: Vec<_> = status
+        .scans
+        .iter()
+        .map(|s| (s.image.as_str(), s.verdict))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![(IMG1, ScanVerdict::Passed), (IMG2, ScanVerdict::Passed)]
+    );
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty());
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 0);
+}
+
+/// A recorded failed scan stays the verdict while a call of the scan gate fails (a 500 on
+/// reading the Job): `ScanGatePassed` and `Stalled` keep their reason instead of flapping to
+/// `ScanPending` and back, and the blocked rollout is counted and announced once.
+#[tokio::test]
+async fn a_failed_call_of_the_scan_gate_keeps_the_recorded_verdict() {
+    let h = harness(&[]).await;
+    h.create("fk", json!({"image": IMG1})).await;
+    h.reconcile("fk").await.unwrap();
+    h.fail_scan(&scan_job_name("fk", IMG1), "2025-11-20T09:55:00Z")
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let failed = h.get("fk").await;
+    assert_eq!(
+        cond(&failed, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+    let warnings = |events: &[(String, String)]| {
+        events
+            .iter()
+            .filter(|(t, r)| t == "Warning" && r == "ScanFailed")
+            .count()
+    };
+    assert_eq!(warnings(&h.event_reasons("fk").await), 1);
+
+    // The failed scan's Job is read every reconcile; the API server answers 500 once.
+    let failing = std::sync::Arc::new(common::test_context(
+        &common::answering_gets(
+            h.client.clone(),
+            "/jobs/",
+            500,
+            "etcdserver: request timed out",
+        ),
+        &h.clock,
+    ));
+    let err =
+        facekey_operator::reconcile::reconcile(std::sync::Arc::new(h.get("fk").await), failing)
+            .await
+            .unwrap_err();
+    assert_eq!(err.category(), "ReadFailed");
+    assert!(!err.is_refused());
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into()),
+        "{}",
+        cond_message(&fkd, "ScanGatePassed")
+    );
+    let message = cond_message(&fkd, "ScanGatePassed");
+    assert!(
+        message.starts_with(&cond_message(&failed, "ScanGatePassed"))
+            && message.contains("; the scan gate could not run: ")
+            && message.contains("etcdserver: request timed out"),
+        "{message}"
+    );
+    assert_eq!(cond(&fkd, "Stalled"), ("True".into(), "ScanFailed".into()));
+    assert_eq!(
+        transition_time(&fkd, "ScanGatePassed"),
+        transition_time(&failed, "ScanGatePassed")
+    );
+
+    // The API server answers again: nothing is counted or announced a second time.
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "ScanFailed".into())
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+    assert_eq!(warnings(&h.event_reasons("fk").await), 1);
+}
+
+/// The same for an invalid spec between two valid ones: the blocked image's verdict stays
+/// recorded in force, and its return is not a second block.
+#[tokio::test]
+async fn an_invalid_spec_interlude_keeps_the_recorded_verdict() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({})).await;
+    img2_blocked(&h).await;
+    h.patch_spec(
+        "fk",
+        json!({"replicas": null, "autoscaling": {"minReplicas": 3, "maxReplicas": 2,
+                                                  "targetCPUUtilizationPercentage": 50}}),
+    )
+    .await;
+    assert_eq!(
+        h.reconcile("fk").await.unwrap_err().category(),
+        "InvalidSpec"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(cond(&fkd, "Stalled"), ("True".into(), "InvalidSpec".into()));
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("False".into(), "VulnerabilitiesFound".into())
+    );
+    h.patch_spec("fk", json!({"replicas": 2, "autoscaling": null}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Stalled"),
+        ("True".into(), "ImageBlocked".into())
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
+    assert_eq!(count(&h.event_reasons("fk").await, "RolloutBlocked"), 1);
 }
