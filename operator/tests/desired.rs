@@ -257,6 +257,55 @@ fn scan_job_runs_trivy_then_the_summary_container() {
     assert_eq!(pod["restartPolicy"], "Never");
 }
 
+/// Every scan Job container requests and limits CPU, memory and ephemeral storage, so a
+/// namespace quota on any of them admits the Job without a LimitRange; and the pod's
+/// ephemeral-storage limit (the sum of its containers') covers its disk volumes.
+#[test]
+fn scan_job_containers_request_and_limit_every_quota_resource() {
+    use facekey_operator::desired::parse_quantity;
+    let f = fkd(json!({"image": "ghcr.io/x/y:1", "imagePullSecrets": [{"name": "regcred"}],
+        "scanGate": {"scannerImage": "trivy:test"}}));
+    let gate = f.spec.scan_gate.clone().unwrap();
+    let job = serde_json::to_value(scan_job(&f, "ghcr.io/x/y:1", &gate, "op:1").unwrap()).unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+    let containers: Vec<&serde_json::Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| pod[*k].as_array().unwrap())
+        .collect();
+    assert_eq!(containers.len(), 3, "login merge, trivy, summary: {pod}");
+    let mut ephemeral_limits = 0.0;
+    for c in &containers {
+        for kind in ["requests", "limits"] {
+            for resource in ["cpu", "memory", "ephemeral-storage"] {
+                let q = c["resources"][kind][resource].as_str();
+                assert!(
+                    q.and_then(parse_quantity).is_some_and(|v| v > 0.0),
+                    "{} has no {kind}.{resource}: {}",
+                    c["name"],
+                    c["resources"]
+                );
+            }
+        }
+        ephemeral_limits += parse_quantity(
+            c["resources"]["limits"]["ephemeral-storage"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    let on_disk: f64 = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["emptyDir"].is_object() && v["emptyDir"]["medium"] != "Memory")
+        .map(|v| parse_quantity(v["emptyDir"]["sizeLimit"].as_str().unwrap()).unwrap())
+        .sum();
+    assert!(
+        ephemeral_limits > on_disk,
+        "ephemeral-storage limits {ephemeral_limits} do not cover the disk volumes {on_disk}"
+    );
+}
+
 #[test]
 fn email_settings_reach_the_runtime_and_the_password_comes_from_the_secret() {
     let email = |smarthost: &str, tls: bool| {

@@ -33,7 +33,7 @@ pub use access::{
     ADMIN_KEY, API_KEYS_FILE, DEFAULT_MONITORING_NAMESPACE, GENERATED_API_KEY_ID, api_peers,
     metrics_peers,
 };
-pub use capacity::{sessions_per_model, termination_grace_period_seconds};
+pub use capacity::{parse_quantity, sessions_per_model, termination_grace_period_seconds};
 pub use dashboard::dashboard_json;
 pub use monitoring::{DEPLOYMENT_LABEL, alert_rule_groups};
 pub use runtime::{

@@ -123,18 +123,35 @@ pub(super) fn restricted() -> SecurityContext {
     }
 }
 
-fn resources(cpu: &str, memory: &str, limit: &str) -> ResourceRequirements {
+/// Requests and limits of one scan Job container, each of `[cpu, memory, ephemeral-storage]`.
+/// Every resource has both, so the Job's pod is admitted in a namespace whose ResourceQuota
+/// covers `limits.cpu` or ephemeral storage without a LimitRange to fill them in (the API
+/// server refuses a pod missing one, and the scan would fail at its deadline).
+fn resources(requests: [&str; 3], limits: [&str; 3]) -> ResourceRequirements {
+    let map = |values: [&str; 3]| {
+        ["cpu", "memory", "ephemeral-storage"]
+            .into_iter()
+            .zip(values)
+            .map(|(name, value)| (name.to_owned(), Quantity(value.to_owned())))
+            .collect::<BTreeMap<_, _>>()
+    };
     ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity(cpu.to_owned())),
-            ("memory".to_owned(), Quantity(memory.to_owned())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_owned(),
-            Quantity(limit.to_owned()),
-        )])),
+        requests: Some(map(requests)),
+        limits: Some(map(limits)),
         ..ResourceRequirements::default()
     }
+}
+
+/// A small helper container's resources (the login merge, the summary).
+fn helper_resources() -> ResourceRequirements {
+    resources(["50m", "64Mi", "16Mi"], ["500m", "256Mi", "64Mi"])
+}
+
+/// Trivy's resources. Its ephemeral-storage limit covers the pod's disk volumes (the 4 GiB
+/// cache, 1 GiB of temporary files, the report): the kubelet holds a pod's volumes and logs to
+/// the sum of its containers' limits.
+fn trivy_resources() -> ResourceRequirements {
+    resources(["500m", "512Mi", "1Gi"], ["1", "2Gi", "6Gi"])
 }
 
 /// How long a scan Job may run (`activeDeadlineSeconds`); the scan gate holds a report fresh
@@ -233,7 +250,7 @@ pub fn scan_job(
             image: Some(operator_image.to_owned()),
             args: Some(merge_args),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-            resources: Some(resources("50m", "64Mi", "256Mi")),
+            resources: Some(helper_resources()),
             security_context: Some(restricted()),
             volume_mounts: Some(merge_mounts),
             ..Container::default()
@@ -260,7 +277,7 @@ pub fn scan_job(
         env: Some(trivy_env),
         // Trivy's error output becomes the termination message the ScanFailed reason quotes.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-        resources: Some(resources("500m", "512Mi", "2Gi")),
+        resources: Some(trivy_resources()),
         security_context: Some(restricted()),
         volume_mounts: Some(trivy_mounts),
         ..Container::default()
@@ -283,7 +300,7 @@ pub fn scan_job(
             .to_vec(),
         ),
         termination_message_policy: Some("File".to_owned()),
-        resources: Some(resources("50m", "64Mi", "256Mi")),
+        resources: Some(helper_resources()),
         security_context: Some(restricted()),
         volume_mounts: Some(vec![VolumeMount {
             read_only: Some(true),
