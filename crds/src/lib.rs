@@ -505,7 +505,9 @@ pub const RESERVED_PREFIX: &str = "facekey.dev/";
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PodOverrides {
-    /// Node labels a node must carry to run the pods.
+    /// Node labels a node must carry to run the pods. Without a `kubernetes.io/arch` choice
+    /// here or in a required node affinity, `kubernetes.io/arch: amd64` is added: the runtime
+    /// image is built for x86-64 only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     /// Taints the pods tolerate.

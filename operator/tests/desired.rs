@@ -257,6 +257,36 @@ fn scan_job_runs_trivy_then_the_summary_container() {
     assert_eq!(pod["restartPolicy"], "Never");
 }
 
+/// Runtime pods go to x86-64 nodes (the image's only architecture) unless the resource chooses
+/// architectures itself, in its node selector or a required node affinity.
+#[test]
+fn runtime_pods_run_on_amd64_unless_the_resource_chooses_architectures() {
+    let caps = Capabilities::all();
+    let node_selector = |pod: serde_json::Value| {
+        let f = fkd(json!({"image": "img:1", "pod": pod}));
+        let d = desired(&f, Some("img:1"), &caps);
+        d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]
+            ["nodeSelector"]
+            .clone()
+    };
+    assert_eq!(
+        node_selector(json!({})),
+        json!({"kubernetes.io/arch": "amd64"})
+    );
+    assert_eq!(
+        node_selector(json!({"nodeSelector": {"pool": "inference"}})),
+        json!({"kubernetes.io/arch": "amd64", "pool": "inference"})
+    );
+    assert_eq!(
+        node_selector(json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}})),
+        json!({"kubernetes.io/arch": "arm64"})
+    );
+    let by_affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]}]}]}}}});
+    assert_eq!(node_selector(by_affinity), serde_json::Value::Null);
+}
+
 /// Every scan Job container requests and limits CPU, memory and ephemeral storage, so a
 /// namespace quota on any of them admits the Job without a LimitRange; and the pod's
 /// ephemeral-storage limit (the sum of its containers') covers its disk volumes.

@@ -577,6 +577,7 @@ pub(super) fn deployment(
 ) -> Deployment {
     let selector = labels::selector_labels(owner.name);
     let pod = spec.pod.clone().unwrap_or_default();
+    let node_selector = node_selector(&pod);
     // The user's labels and annotations first, the operator's over them (validation refuses the
     // operator's keys; this keeps the selector intact even where validation was skipped).
     let mut pod_labels = pod.labels.clone();
@@ -671,7 +672,7 @@ pub(super) fn deployment(
                         pod.topology_spread_constraints,
                         &selector,
                     )),
-                    node_selector: Some(pod.node_selector).filter(|m| !m.is_empty()),
+                    node_selector: Some(node_selector).filter(|m| !m.is_empty()),
                     tolerations: Some(pod.tolerations).filter(|t| !t.is_empty()),
                     affinity: pod.affinity,
                     service_account_name: pod.service_account_name,
@@ -685,6 +686,36 @@ pub(super) fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// The node label naming a node's CPU architecture.
+const ARCH_LABEL: &str = "kubernetes.io/arch";
+
+/// `spec.pod.nodeSelector`, with `kubernetes.io/arch: amd64` unless the resource chooses the
+/// architectures itself, in its node selector or a required node affinity: the runtime image
+/// this project builds is x86-64 only (its ONNX Runtime library), and a pod scheduled on another
+/// node crash-loops. An image built for more architectures says so by choosing them.
+fn node_selector(pod: &facekey_crds::PodOverrides) -> BTreeMap<String, String> {
+    let mut selector = pod.node_selector.clone();
+    let chosen_by_affinity = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .is_some_and(|required| {
+            required.node_selector_terms.iter().any(|term| {
+                term.match_expressions
+                    .iter()
+                    .flatten()
+                    .any(|e| e.key == ARCH_LABEL)
+            })
+        });
+    if !chosen_by_affinity {
+        selector
+            .entry(ARCH_LABEL.to_owned())
+            .or_insert_with(|| "amd64".to_owned());
+    }
+    selector
 }
 
 /// `spec.pod.topologySpreadConstraints` (each without `labelSelector` given the runtime pods'
