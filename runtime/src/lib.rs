@@ -11,6 +11,7 @@ pub mod body_budget;
 pub mod challenge;
 pub mod config;
 pub mod decision;
+pub mod early_health;
 pub mod engine;
 pub mod enrolments;
 pub mod fusion;

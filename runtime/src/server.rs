@@ -17,6 +17,7 @@ use crate::api;
 use crate::audit::Audit;
 use crate::auth::ApiKeys;
 use crate::config::Config;
+use crate::early_health::EarlyHealth;
 use crate::engine::{Engine, EngineError};
 use crate::enrolments::Enrolments;
 use crate::http_server::{self, ConnectionLimits};
@@ -209,11 +210,12 @@ impl Server {
         let addr = config.listen;
         let listener =
             facekey_net::listen_tokio(addr).map_err(|source| ServerError::Bind { addr, source })?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
+        // The kubelet probes the operations listener: it answers them while the store opens.
+        let early_health = match config.metrics_listen {
+            Some(addr) => Some(EarlyHealth::start(
                 facekey_net::listen_tokio(addr)
                     .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
+            )),
             None => None,
         };
         let metrics = Metrics::new()?;
@@ -265,6 +267,12 @@ impl Server {
                 )));
         }
         let state = Arc::new(app);
+        let metrics_listener = match early_health {
+            Some(early) => Some(early.finish().await.ok_or_else(|| {
+                ServerError::Loader("the start-up probe answerer failed".to_owned())
+            })?),
+            None => None,
+        };
         Ok(Self {
             listener,
             metrics_listener,

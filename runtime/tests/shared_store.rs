@@ -813,3 +813,82 @@ async fn a_migration_waiting_for_a_table_lock_does_not_stall_the_tables_queries(
         "1"
     );
 }
+
+/// While the template store opens (here a migration waits for another replica's), the
+/// operations listener already answers the kubelet's probes: `/healthz` 200, `/readyz` 503.
+/// Before, nothing answered until the store was open, and a startup probe could restart the pod
+/// mid-wait, again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_while_the_store_opens() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let line = facekey_runtime::store::cipher::new_key_line("k1").unwrap();
+    let template_keys = key_file(work.path(), &line);
+    let (api_keys, _) = api_keys(work.path());
+    // Another replica migrating: the lock held for 6 s.
+    let mut holder = pg.psql_spawn(
+        "SELECT pg_advisory_lock(hashtextextended('facekey.migrations', 0)); SELECT pg_sleep(6);",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics_port = free_port();
+    let mut config = facekey_runtime::config::Config::for_tests();
+    config.database_url = Some(pg.url());
+    config.template_key_file = Some(template_keys);
+    config.api_keys_file = Some(api_keys);
+    config.data_dir = work.path().join("data");
+    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port)));
+    // Server::bind's future is not Send: it is polled here, beside the probes.
+    let mut bind = std::pin::pin!(facekey_runtime::server::Server::bind(config));
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        client
+            .get(format!("http://127.0.0.1:{metrics_port}{path}"))
+            .send()
+    };
+    let probes = async {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let healthz = loop {
+            match get("/healthz").await {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no answer to /healthz: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        assert_eq!(healthz.status(), StatusCode::OK);
+        let readyz = get("/readyz").await.unwrap();
+        assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v: Value = readyz.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "not_ready", "{v}");
+    };
+    tokio::select! {
+        bound = &mut bind => panic!(
+            "the store opened before the test could look (ok: {})",
+            bound.is_ok()
+        ),
+        () = probes => {}
+    }
+    let server = tokio::time::timeout(Duration::from_secs(60), bind)
+        .await
+        .unwrap()
+        .unwrap();
+    holder.wait().unwrap();
+    assert_eq!(server.metrics_addr().map(|a| a.port()), Some(metrics_port));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    // The server took the listener over: its own /healthz answers.
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
