@@ -80,6 +80,35 @@ impl KeyEntry {
     }
 }
 
+impl KeyEntry {
+    /// This key with only the rights `other` (another line of the same key) also grants: the
+    /// scopes both hold (`admin` only if both have it) and the lower rate; `None` when they
+    /// share no scope.
+    fn narrowed_to(&self, other: &KeyEntry) -> Option<KeyEntry> {
+        let both = |s: &Scope| self.caller.has(*s) && other.caller.has(*s);
+        let scopes: BTreeSet<Scope> = if both(&Scope::Admin) {
+            [Scope::Admin].into()
+        } else {
+            Scope::ALL.iter().copied().filter(|s| both(s)).collect()
+        };
+        if scopes.is_empty() {
+            return None;
+        }
+        let rps = match (self.rps, other.rps) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Some(KeyEntry {
+            caller: Caller {
+                key_id: self.caller.key_id.clone(),
+                scopes: Arc::new(scopes),
+            },
+            hash: self.hash,
+            rps,
+        })
+    }
+}
+
 /// One line of a keys file: `None` for a blank or comment line, the entry, or why the line is
 /// wrong (naming `path` and `line`).
 fn parse_line(raw: &str, line: usize, path: &str) -> Result<Option<KeyEntry>, KeyFileError> {
@@ -197,23 +226,26 @@ impl KeyRing {
     }
 
     /// The keys of this ring a changed file that does not parse as a whole still lists: each
-    /// kept only while a valid line of `text` carries its id and hash. A broken edit grants
-    /// nothing new (the changed or added lines wait for a file that parses), but a key whose
-    /// line was removed, or an emptied file, is revoked at once: one bad line cannot hold every
-    /// revocation back.
+    /// kept only while a valid line of `text` carries its id and hash, with only the rights both
+    /// lines grant (the scopes both hold, the lower rate). A broken edit grants nothing new (an
+    /// added key, a wider scope or a higher rate waits for a file that parses), but a key whose
+    /// line was removed, or an emptied file, is revoked at once, and a narrowed line narrows the
+    /// key at once: one bad line cannot hold a revocation back.
     pub fn surviving(&self, text: &str) -> Self {
-        let listed: BTreeSet<(String, [u8; 32])> = text
+        let listed: BTreeMap<(String, [u8; 32]), KeyEntry> = text
             .lines()
             .enumerate()
             .filter_map(|(n, raw)| parse_line(raw, n + 1, "").ok().flatten())
-            .map(|e| (e.id().to_owned(), e.hash))
+            .map(|e| ((e.id().to_owned(), e.hash), e))
             .collect();
         Self {
             entries: self
                 .entries
                 .iter()
-                .filter(|e| listed.contains(&(e.id().to_owned(), e.hash)))
-                .cloned()
+                .filter_map(|old| {
+                    let new = listed.get(&(old.id().to_owned(), old.hash))?;
+                    old.narrowed_to(new)
+                })
                 .collect(),
         }
     }
@@ -340,10 +372,26 @@ mod tests {
                 .entries()
                 .is_empty()
         );
-        // Scope changes wait for a file that parses: the entry stays as it was.
+        // A wider scope waits for a file that parses: the entry stays as it was.
         let kept = before.surviving(&format!("app:admin:{a}\nops:admin:{b}\nbroken"));
         assert_eq!(ids(&kept), ["app", "ops"]);
         assert!(!kept.entries()[0].scopes().contains(&Scope::Admin));
+        // A narrower one applies at once: admin taken away, a rate set, though a line is broken.
+        let kept = before.surviving(&format!("app:verify:{a}:5\nops:verify,enrol:{b}\nbroken"));
+        assert_eq!(ids(&kept), ["app", "ops"]);
+        assert_eq!(kept.entries()[0].rps, Some(5.0));
+        assert_eq!(
+            *kept.entries()[1].scopes(),
+            [Scope::Enrol, Scope::Verify].into()
+        );
+        // No scope in common: revoked.
+        let narrow = ring(&format!("app:verify:{a}\n")).unwrap();
+        assert!(
+            narrow
+                .surviving(&format!("app:enrol:{a}\nbroken"))
+                .entries()
+                .is_empty()
+        );
         // Emptied: nothing survives.
         assert!(before.surviving("# none\n").entries().is_empty());
     }
