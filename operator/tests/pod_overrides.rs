@@ -105,8 +105,9 @@ fn pod_overrides_reach_the_runtime_pod_template() {
 #[test]
 fn without_overrides_the_pod_keeps_its_defaults() {
     let pod = pod_spec(&desired(&fkd(json!({"image": "img:1"}))));
+    // The one default: the image's architecture.
+    assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/arch": "amd64"}));
     for absent in [
-        "nodeSelector",
         "tolerations",
         "affinity",
         "serviceAccountName",
