@@ -161,6 +161,24 @@ impl Metrics {
             ),
             &["outcome", "reason"],
         )?;
+        // The series the webhook alerts count (refusals, skips, errors) exist at 0 from the
+        // start: increase() and changes() cannot see a series born at 1, so each replica's first
+        // refusal or error would go unseen.
+        {
+            use crate::webhook::NotInjectedReason;
+            use crate::webhook::review::{ERROR_REASONS, Outcome};
+            for reason in NotInjectedReason::ALL
+                .iter()
+                .filter(|r| **r != NotInjectedReason::LookupFailed)
+            {
+                for outcome in [Outcome::Skipped, Outcome::Refused] {
+                    admission_reviews.with_label_values(&[outcome.as_str(), reason.as_str()]);
+                }
+            }
+            for reason in ERROR_REASONS {
+                admission_reviews.with_label_values(&[Outcome::Error.as_str(), reason]);
+            }
+        }
         // The API server gives up after the configuration's timeoutSeconds (5 s); the answer
         // itself takes well under a millisecond (docs/operator.md, Benchmark).
         let admission_duration = Histogram::with_opts(

@@ -1316,6 +1316,34 @@ async fn admission_metrics_count_every_fixture_review_by_outcome() {
     );
 }
 
+/// The series the webhook alerts count (`FaceKeyWebhookPodsRefused` on `refused`,
+/// `FaceKeyWebhookErrors` on `error`) exist at 0 before any review: `changes()` and `increase()`
+/// cannot see a series born at 1, so each replica's first refusal or error would go unseen.
+#[test]
+fn the_alerted_admission_series_exist_at_zero_before_any_review() {
+    use facekey_operator::metrics::Metrics;
+    use facekey_operator::webhook::NotInjectedReason;
+    let text = Metrics::new().unwrap().encode().unwrap();
+    let zero = |outcome: &str, reason: &str| {
+        format!(
+            "facekey_operator_admission_reviews_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} 0"
+        )
+    };
+    for reason in NotInjectedReason::ALL {
+        if reason == NotInjectedReason::LookupFailed {
+            continue;
+        }
+        for outcome in ["refused", "skipped"] {
+            let line = zero(outcome, reason.as_str());
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+    }
+    for reason in ["InvalidReview", "AnswerFailed", "LookupFailed"] {
+        let line = zero("error", reason);
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
+}
+
 /// The certificate metrics after the operator's own issue and renewal: the expiry gauges hold
 /// the certificates' notAfter (the same instant the Secret's annotations record, read from the
 /// X.509 instead), and each issue is counted by what changed; a check that issues nothing counts

@@ -58,6 +58,25 @@ pub enum NotInjectedReason {
 }
 
 impl NotInjectedReason {
+    /// Every reason, for series created at 0 before any review.
+    pub const ALL: [NotInjectedReason; 15] = [
+        NotInjectedReason::UnknownResource,
+        NotInjectedReason::SidecarDisabled,
+        NotInjectedReason::NoAdmittedImage,
+        NotInjectedReason::ImageNotPinned,
+        NotInjectedReason::EmbeddedStore,
+        NotInjectedReason::PortConflict,
+        NotInjectedReason::VolumeConflict,
+        NotInjectedReason::HostNetwork,
+        NotInjectedReason::WindowsPod,
+        NotInjectedReason::PodLevelResources,
+        NotInjectedReason::LimitRange,
+        NotInjectedReason::ResourceQuota,
+        NotInjectedReason::ResourceUndecodable,
+        NotInjectedReason::ResourceDeleting,
+        NotInjectedReason::LookupFailed,
+    ];
+
     /// The reason as an Event reason and a metric label.
     pub fn as_str(self) -> &'static str {
         match self {

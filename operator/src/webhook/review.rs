@@ -60,6 +60,10 @@ pub enum Outcome {
     Error,
 }
 
+/// The `reason` of an `error` review: an unreadable review, an answer that did not serialise,
+/// a FaceKeyDeployment that could not be read.
+pub const ERROR_REASONS: [&str; 3] = ["InvalidReview", "AnswerFailed", "LookupFailed"];
+
 impl Outcome {
     /// The outcome of `decision` and, for a pod that did not get its sidecar, why
     /// ([`super::NotInjectedReason`]; empty otherwise): the metric's `reason` label. A failed
