@@ -300,6 +300,9 @@ pub mod bounds {
     pub const FACES_PER_SUBJECT: u32 = 1000;
     /// `store.maxSubjects`, `maxTemplates`, `maxSubjectsPerKey` and `maxTemplatesPerKey`.
     pub const STORE_ITEMS: u32 = 100_000_000;
+    /// `monitoring.rules.p99LatencyMs`: below the runtime's top finite latency bucket (10 s),
+    /// which `histogram_quantile` never exceeds, so an alert at or past it could never fire.
+    pub const P99_LATENCY_MS: u32 = 9_999;
 }
 
 /// What the runtime asks before it accepts a face (`spec.verification`).
@@ -1213,9 +1216,10 @@ pub struct RulesSpec {
     /// Whether the PrometheusRule is created.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Alert when the p99 request latency over 5 minutes exceeds this many milliseconds.
+    /// Alert when the p99 request latency over 5 minutes exceeds this many milliseconds (below
+    /// 10 000: the latency histogram's top bucket is 10 s, past which the p99 cannot be told).
     #[serde(default = "default_p99")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = bounds::P99_LATENCY_MS))]
     pub p99_latency_ms: i32,
     /// Alert when more spoof attempts than this are detected per minute (5-minute average).
     #[serde(default = "default_spoof_rate")]

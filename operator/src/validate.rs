@@ -234,6 +234,14 @@ pub fn validate(spec: &FaceKeyDeploymentSpec) -> Result<(), InvalidSpec> {
     if spec.replicas.is_some_and(|r| r != 1) && spec.autoscaling.is_some() {
         problems.push(Problem::ReplicasAndAutoscaling);
     }
+    if let Some(rules) = spec.monitoring.as_ref().and_then(|m| m.rules.as_ref()) {
+        check_range(
+            "monitoring.rules.p99LatencyMs",
+            Some(f64::from(rules.p99_latency_ms)),
+            (1.0, f64::from(facekey_crds::bounds::P99_LATENCY_MS)),
+            &mut problems,
+        );
+    }
     if let Some(replicas) = spec.replicas
         && replicas < 0
     {
@@ -743,6 +751,30 @@ mod tests {
             "requireSession": true, "lockout": {"attempts": 0, "maxDurationSeconds": 0},
             "sessions": {"ttlSeconds": 3600}}}));
         assert_eq!(validate(&ok), Ok(()));
+    }
+
+    /// A p99 alert threshold at or past the latency histogram's top bucket (10 s) could never
+    /// fire: refused, as the schema's maximum refuses it.
+    #[test]
+    fn the_p99_alert_threshold_stays_below_the_top_latency_bucket() {
+        let spec = |ms: i32| {
+            parse(serde_json::json!({"image": "img:1",
+                "monitoring": {"rules": {"p99LatencyMs": ms}}}))
+        };
+        assert_eq!(validate(&spec(9_999)), Ok(()));
+        for ms in [0, 10_000, 60_000] {
+            let problems = validate(&spec(ms)).unwrap_err().problems;
+            assert!(
+                matches!(
+                    problems.as_slice(),
+                    [Problem::OutOfRange {
+                        field: "monitoring.rules.p99LatencyMs",
+                        ..
+                    }]
+                ),
+                "{ms}: {problems:?}"
+            );
+        }
     }
 
     #[test]

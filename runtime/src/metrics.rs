@@ -14,7 +14,7 @@ use crate::verifier::LivenessState;
 use crate::vision::second_opinion::MatchModels;
 
 /// Buckets for HTTP request latency, in seconds: 0.1 ms to 10 s.
-const REQUEST_BUCKETS: &[f64] = &[
+pub const REQUEST_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
@@ -189,7 +189,8 @@ pub struct Metrics {
     pub store_unreadable_templates: IntGauge,
     /// Subjects in this replica's index.
     pub enrolled_subjects: IntGauge,
-    /// Serving-model templates in this replica's index.
+    /// Templates in this replica's index, of every embedding model (what `FACEKEY_MAX_TEMPLATES`
+    /// bounds).
     pub enrolled_templates: IntGauge,
     /// `FACEKEY_MAX_SUBJECTS`: the most subjects the store takes.
     pub enrolled_subjects_limit: IntGauge,
@@ -467,7 +468,7 @@ impl Metrics {
         )?;
         let enrolled_templates = IntGauge::new(
             "facekey_enrolled_templates",
-            "Templates of the serving embedding model in this replica's index (what 1:N search scans).",
+            "Templates in this replica's index, of every embedding model (FACEKEY_MAX_TEMPLATES bounds them; 1:N search scans the serving model's).",
         )?;
         let enrolled_subjects_limit = IntGauge::new(
             "facekey_enrolled_subjects_limit",

@@ -543,3 +543,16 @@ fn the_crd_bounds_are_the_runtimes() {
     assert!(frames(bounds::SESSION_FRAMES + 1).is_err());
     assert!(frames(0).is_err());
 }
+
+/// The operator's bound on `monitoring.rules.p99LatencyMs` stays below the runtime's top finite
+/// latency bucket: `histogram_quantile` never exceeds it, so an alert threshold at or past it
+/// could never fire.
+#[test]
+fn the_p99_alert_bound_is_below_the_top_latency_bucket() {
+    let top_ms = facekey_runtime::metrics::REQUEST_BUCKETS
+        .last()
+        .map(|s| s * 1000.0)
+        .unwrap();
+    let bound = f64::from(facekey_crds::bounds::P99_LATENCY_MS);
+    assert!(bound < top_ms, "bound {bound} ms, top bucket {top_ms} ms");
+}

@@ -32,21 +32,22 @@ const PANELS: &[(&str, &str, &[Target])] = &[
         "Server error ratio",
         "percentunit",
         &[(
-            "5xx",
-            "sum(rate(facekey_http_requests_total{sel,status=~\"5..\"}[5m])) / sum(rate(facekey_http_requests_total{sel}[5m]))",
+            "5xx but 507 (as FaceKeyHighErrorRate)",
+            "sum(rate(facekey_http_requests_total{sel,status=~\"5..\",status!=\"507\"}[5m])) / sum(rate(facekey_http_requests_total{sel}[5m]))",
         )],
     ),
     (
         "Request latency",
         "s",
         &[
+            // Frame uploads apart, as FaceKeyHighLatencyP99 (their time is the client's uplink).
             (
                 "p50",
-                "histogram_quantile(0.5, sum by (le) (rate(facekey_http_request_duration_seconds_bucket{sel}[5m])))",
+                "histogram_quantile(0.5, sum by (le) (rate(facekey_http_request_duration_seconds_bucket{sel,route!=\"/v1/liveness/sessions/{id}/frames\"}[5m])))",
             ),
             (
                 "p99",
-                "histogram_quantile(0.99, sum by (le) (rate(facekey_http_request_duration_seconds_bucket{sel}[5m])))",
+                "histogram_quantile(0.99, sum by (le) (rate(facekey_http_request_duration_seconds_bucket{sel,route!=\"/v1/liveness/sessions/{id}/frames\"}[5m])))",
             ),
         ],
     ),
