@@ -265,8 +265,7 @@ fn runtime_pods_run_on_amd64_unless_the_resource_chooses_architectures() {
     let node_selector = |pod: serde_json::Value| {
         let f = fkd(json!({"image": "img:1", "pod": pod}));
         let d = desired(&f, Some("img:1"), &caps);
-        d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]
-            ["nodeSelector"]
+        d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["spec"]["nodeSelector"]
             .clone()
     };
     assert_eq!(
@@ -293,8 +292,10 @@ fn runtime_pods_run_on_amd64_unless_the_resource_chooses_architectures() {
 #[test]
 fn scan_job_containers_request_and_limit_every_quota_resource() {
     use facekey_operator::desired::parse_quantity;
-    let f = fkd(json!({"image": "ghcr.io/x/y:1", "imagePullSecrets": [{"name": "regcred"}],
-        "scanGate": {"scannerImage": "trivy:test"}}));
+    let f = fkd(
+        json!({"image": "ghcr.io/x/y:1", "imagePullSecrets": [{"name": "regcred"}],
+        "scanGate": {"scannerImage": "trivy:test"}}),
+    );
     let gate = f.spec.scan_gate.clone().unwrap();
     let job = serde_json::to_value(scan_job(&f, "ghcr.io/x/y:1", &gate, "op:1").unwrap()).unwrap();
     let pod = &job["spec"]["template"]["spec"];

@@ -701,7 +701,10 @@ fn node_selector(pod: &facekey_crds::PodOverrides) -> BTreeMap<String, String> {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_some_and(|required| {
             required.node_selector_terms.iter().any(|term| {
                 term.match_expressions
