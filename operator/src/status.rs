@@ -646,6 +646,14 @@ pub fn observe_failure(
                 format!("the API server refuses what the operator must read: {message}"),
             ),
         )
+    } else if let Some((reason, held)) = held_stalled(old) {
+        // A recorded verdict holds the image back: an observation failing for a moment changes
+        // nothing about it, so Stalled stays (kstatus would otherwise read Failed, InProgress,
+        // Failed again); the retry is said in its message.
+        (
+            Decided::new(RECONCILING, false, reason, format!("retrying: {message}")),
+            Decided::new(STALLED, true, reason, held),
+        )
     } else {
         (
             Decided::new(RECONCILING, true, category, format!("retrying: {message}")),
@@ -664,6 +672,19 @@ pub fn observe_failure(
         Decided::new(DEGRADED, true, category, message.to_owned()),
     ];
     with_conditions(old, generation, &decided, now)
+}
+
+/// The `Stalled` condition of a written status that a scan verdict holds (True, reason
+/// `ImageBlocked` or `ScanFailed`): its reason and message.
+fn held_stalled(old: Option<&FaceKeyDeploymentStatus>) -> Option<(&'static str, String)> {
+    let c = conditions::find(&old?.conditions, STALLED)?;
+    if c.status != "True" {
+        return None;
+    }
+    let reason = ["ImageBlocked", SCAN_FAILED]
+        .into_iter()
+        .find(|r| *r == c.reason)?;
+    Some((reason, c.message.clone()))
 }
 
 /// Why the scan gate holds `spec.image` back, read from a written status: the `ScanGatePassed`
@@ -1204,6 +1225,46 @@ mod tests {
                 .status,
             "False",
             "kstatus reads the first True of Reconciling and Stalled"
+        );
+    }
+
+    /// A resource a scan verdict holds stays Stalled through a transient observation failure:
+    /// kstatus does not flap Failed, InProgress, Failed.
+    #[test]
+    fn a_held_resource_stays_stalled_when_an_observation_fails() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
+        let old = FaceKeyDeploymentStatus {
+            observed_generation: Some(2),
+            conditions: conditions::merge(
+                &[],
+                &[
+                    Decided::new(RECONCILING, false, SCAN_FAILED, "scan failed"),
+                    Decided::new(STALLED, true, SCAN_FAILED, "the scan of img:2 failed"),
+                ],
+                Some(2),
+                t0,
+            ),
+            ..FaceKeyDeploymentStatus::default()
+        };
+        let new = observe_failure(Some(&old), Some(2), "ReadFailed", "timed out", false, t1);
+        let get = |t: &str| conditions::find(&new.conditions, t).unwrap().clone();
+        let stalled = get(STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", SCAN_FAILED)
+        );
+        assert_eq!(stalled.message, "the scan of img:2 failed");
+        assert_eq!(stalled.last_transition_time.0, t0);
+        let reconciling = get(RECONCILING);
+        assert_eq!(reconciling.status, "False");
+        assert!(reconciling.message.contains("timed out"), "{reconciling:?}");
+        // Not held: the usual retry.
+        let free = FaceKeyDeploymentStatus::default();
+        let new = observe_failure(Some(&free), Some(2), "ReadFailed", "timed out", false, t1);
+        assert_eq!(
+            conditions::find(&new.conditions, STALLED).unwrap().status,
+            "False"
         );
     }
 
