@@ -63,6 +63,9 @@ fn spread_age(age: Duration, peer: SocketAddr) -> Duration {
 /// protocols apart by it the same way).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Largest HTTP/1 read buffer of a connection, so the largest request head.
+const MAX_HTTP1_BUFFER: usize = 64 * 1024;
+
 /// What the first bytes read say the connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -93,45 +96,60 @@ impl Protocol {
 /// A connection's HTTP/2 requests, for its [`Deadline`]. On HTTP/2 bytes are no sign of use:
 /// the server sends keep-alive PINGs (`keep_alive_interval`, idle connections included) and
 /// the client acknowledges them, so a connection with no request for ever would never fall
-/// silent, and 1024 such connections without a key would hold every place. Requests are.
+/// silent, and 1024 such connections without a key would hold every place. Requests are: one
+/// being handled, or an answer whose body goes out. An answer the client never takes (a flow
+/// control window it never opens) is no use: its body makes no progress, so it does not keep
+/// the connection open past the idle timeout.
 #[derive(Debug, Default)]
 struct Requests {
-    /// Requests not yet answered in full (their answer's body not yet dropped).
-    open: AtomicUsize,
-    /// A request started or ended since the deadline last looked.
+    /// Requests whose handler has not answered yet.
+    handling: AtomicUsize,
+    /// A request started or was answered, or an answer's body went out in part or ended, since
+    /// the deadline last looked.
     seen: AtomicBool,
 }
 
 impl Requests {
-    /// Whether a request was in flight, started or ended since the last call.
+    /// Whether a request was being handled, or anything happened to one, since the last call.
     fn busy(&self) -> bool {
-        self.seen.swap(false, Ordering::Relaxed) || self.open.load(Ordering::Relaxed) > 0
+        self.seen.swap(false, Ordering::Relaxed) || self.handling.load(Ordering::Relaxed) > 0
+    }
+
+    fn saw(&self) {
+        self.seen.store(true, Ordering::Relaxed);
     }
 }
 
-/// One HTTP/2 request in flight, from its call until its answer's body is dropped.
+/// One HTTP/2 request from its call until its handler answers.
 #[derive(Debug)]
 struct InFlight(Arc<Requests>);
 
 impl InFlight {
     fn new(requests: Arc<Requests>) -> Self {
-        requests.open.fetch_add(1, Ordering::Relaxed);
-        requests.seen.store(true, Ordering::Relaxed);
+        requests.handling.fetch_add(1, Ordering::Relaxed);
+        requests.saw();
         Self(requests)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-        self.0.seen.store(true, Ordering::Relaxed);
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+        self.0.saw();
     }
 }
 
-/// An answer's body holding its request's [`InFlight`] until hyper has sent it (or given up).
+/// An HTTP/2 answer's body, marking its connection used each time part of it goes out and
+/// when it ends or is dropped.
 struct Tracked {
     inner: Body,
-    _in_flight: InFlight,
+    requests: Arc<Requests>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.requests.saw();
+    }
 }
 
 impl hyper::body::Body for Tracked {
@@ -142,7 +160,11 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if frame.is_ready() {
+            self.requests.saw();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -169,13 +191,13 @@ impl<F: Future<Output = Result<Response<Body>, Infallible>>> Future for Answer<F
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        // Answered: the request is no longer being handled; its body counts as it goes out.
         Poll::Ready(Ok(match this.in_flight.take() {
-            Some(in_flight) => response.map(|inner| {
-                Body::new(Tracked {
-                    inner,
-                    _in_flight: in_flight,
-                })
-            }),
+            Some(in_flight) => {
+                let requests = in_flight.0.clone();
+                drop(in_flight);
+                response.map(|inner| Body::new(Tracked { inner, requests }))
+            }
             None => response,
         }))
     }
@@ -213,6 +235,22 @@ impl<T> Deadline<T> {
         }
     }
 
+    /// A write that waits (the client reads nothing: hyper then reads no more of its requests
+    /// either) fails once the connection has been idle a whole period, as a read does.
+    fn unless_expired<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if r.is_pending() && self.expired(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection blocked for too long",
+            )));
+        }
+        r
+    }
+
     /// Whether the connection has been idle for a whole period; if not, the timer is re-armed
     /// (with `cx`'s waker registered) when it has run out.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -223,10 +261,13 @@ impl<T> Deadline<T> {
             let bytes = std::mem::take(&mut self.active);
             let requests = self.requests.busy();
             let first = std::mem::take(&mut self.first);
-            let used = if first || self.protocol != Protocol::Http2 {
-                bytes
-            } else {
-                requests
+            let used = match self.protocol {
+                _ if first => bytes,
+                Protocol::Http1 => bytes,
+                Protocol::Http2 => requests,
+                // Still not told apart after the first period: only a client trickling the
+                // HTTP/2 preface byte by byte gets here (a real one sends it at once).
+                Protocol::Sniffing(_) => false,
             };
             if !used {
                 return true;
@@ -271,11 +312,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.active = true;
         }
-        r
+        self.unless_expired(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.unless_expired(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -291,7 +333,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.active = true;
         }
-        r
+        self.unless_expired(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -363,7 +405,10 @@ pub async fn serve<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // A request head may take 64 KiB (hyper's default, ~400 KiB per connection, would let
+        // 1024 connections trickling headers hold ~400 MB).
+        .max_buf_size(MAX_HTTP1_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -424,19 +469,27 @@ pub async fn serve<S>(
             let drain = async {
                 let _ = drained.wait_for(|d| *d).await.map(drop);
             };
+            // Closing gracefully waits for the requests in flight, at most the idle timeout
+            // (longer than any request may take): an answer that cannot go out is dropped.
             let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
+                ended = connection.as_mut() => Some(ended),
                 () = aged => {
                     connection.as_mut().graceful_shutdown();
-                    connection.as_mut().await
+                    tokio::time::timeout(limits.idle_timeout, connection.as_mut()).await.ok()
                 }
                 () = drain => {
                     connection.as_mut().graceful_shutdown();
-                    connection.as_mut().await
+                    tokio::time::timeout(limits.idle_timeout, connection.as_mut()).await.ok()
                 }
             };
-            if let Err(e) = ended {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            match ended {
+                Some(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                None => {
+                    tracing::debug!(peer = %peer, "connection closed: its requests outlived the idle timeout")
+                }
+                Some(Ok(())) => {}
             }
             open.dec();
             drop(permit);

@@ -1147,6 +1147,119 @@ async fn idle_http2_connections_that_answer_pings_are_closed() {
     s.stop().await;
 }
 
+/// A runtime with one connection place, closing idle connections after 2 s (twice the request
+/// timeout), its start-up client's connection gone: the place is free for the test's client.
+async fn one_place() -> Running {
+    let mut config = Config::for_tests();
+    config.max_connections = 1;
+    config.header_read_timeout_secs = 1;
+    config.request_timeout_secs = 1;
+    let s = Running::start(config).await;
+    // The harness's pooled keep-alive connection idles out within 2 to 4 s.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    s
+}
+
+/// Whether a new client gets an answer within `within`: the one place has been freed.
+async fn a_new_client_is_served(s: &Running, within: Duration) -> bool {
+    let fresh = common::keyed_client(&s.keys["admin"]);
+    tokio::time::timeout(within, fresh.get(s.url("/healthz")).send())
+        .await
+        .is_ok_and(|r| r.is_ok_and(|r| r.status() == StatusCode::OK))
+}
+
+/// An HTTP/2 client that opens no flow-control window (SETTINGS_INITIAL_WINDOW_SIZE 0) gets
+/// its answer's headers but never its body, while it acknowledges the server's PINGs: the answer
+/// that cannot go out does not keep the connection, which is closed after the idle timeout and
+/// frees its place. Before, it held the place for good (1024 such clients, without a key, every
+/// place).
+#[tokio::test]
+async fn an_http2_answer_the_client_never_takes_does_not_hold_a_place() {
+    let s = one_place().await;
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = http::Request::get(format!("http://{}/healthz", s.addr))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    // The headers arrive; the body, never read, cannot.
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        a_new_client_is_served(&s, Duration::from_secs(10)).await,
+        "the stalled HTTP/2 answer still holds the only place"
+    );
+    assert!(conn.is_finished(), "the stalled connection is still open");
+    drop(response);
+    s.stop().await;
+}
+
+/// An HTTP/1.1 client that pipelines requests and never reads the answers stops the server's
+/// writes (and with them its reads): the connection is closed after the idle timeout, not kept.
+#[tokio::test]
+async fn an_http1_client_that_never_reads_does_not_hold_a_place() {
+    let s = one_place().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(s.addr).await.unwrap();
+    let pipelined = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n".repeat(20_000);
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&pipelined).await;
+        // Never read; keep the socket open.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(stream);
+    });
+    assert!(
+        a_new_client_is_served(&s, Duration::from_secs(10)).await,
+        "the client that never reads still holds the only place"
+    );
+    writer.abort();
+    s.stop().await;
+}
+
+/// The HTTP/2 preface trickled a byte at a time, each within the idle timeout, is cut off: a
+/// protocol still not told apart after the header-read timeout closes the connection.
+#[tokio::test]
+async fn a_trickled_http2_preface_is_cut_off() {
+    let mut config = Config::for_tests();
+    config.header_read_timeout_secs = 1;
+    config.request_timeout_secs = 2;
+    let s = Running::start(config).await;
+    let mut trickle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut_after = None;
+    for b in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+        if trickle.write_all(&[*b]).await.is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(
+            Duration::from_millis(800),
+            tokio::io::AsyncReadExt::read(&mut trickle, &mut probe),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_after = Some(started.elapsed());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let cut_after = cut_after.expect("a trickled preface kept its connection");
+    assert!(
+        cut_after < Duration::from_secs(7),
+        "cut off only after {cut_after:?}"
+    );
+    s.stop().await;
+}
+
 /// A client that keeps sending header bytes, slowly enough never to finish them, is cut off by
 /// the header-read timeout although its connection is never silent (the idle timeout alone
 /// would keep it), within two header-read timeouts; a keep-alive connection that waits
