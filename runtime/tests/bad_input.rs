@@ -1147,6 +1147,28 @@ async fn idle_http2_connections_that_answer_pings_are_closed() {
     s.stop().await;
 }
 
+/// Write `bytes` one at a time to `stream`, each followed by `pause` looking for the server
+/// closing it: how long after the start it was closed, `None` if it never was.
+async fn trickle_until_cut(
+    stream: &mut tokio::net::TcpStream,
+    bytes: impl Iterator<Item = u8>,
+    pause: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    for b in bytes {
+        if stream.write_all(&[b]).await.is_err() {
+            return Some(started.elapsed());
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(pause, tokio::io::AsyncReadExt::read(stream, &mut probe)).await
+        {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
 /// A runtime with one connection place, closing idle connections after 2 s (twice the request
 /// timeout), its start-up client's connection gone: the place is free for the test's client.
 async fn one_place() -> Running {
@@ -1231,28 +1253,13 @@ async fn a_trickled_http2_preface_is_cut_off() {
     config.request_timeout_secs = 2;
     let s = Running::start(config).await;
     let mut trickle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let started = std::time::Instant::now();
-    let mut cut_after = None;
-    for b in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
-        if trickle.write_all(&[*b]).await.is_err() {
-            cut_after = Some(started.elapsed());
-            break;
-        }
-        let mut probe = [0u8; 1];
-        match tokio::time::timeout(
-            Duration::from_millis(800),
-            tokio::io::AsyncReadExt::read(&mut trickle, &mut probe),
-        )
-        .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                cut_after = Some(started.elapsed());
-                break;
-            }
-            _ => {}
-        }
-    }
-    let cut_after = cut_after.expect("a trickled preface kept its connection");
+    let cut_after = trickle_until_cut(
+        &mut trickle,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".iter().copied(),
+        Duration::from_millis(800),
+    )
+    .await
+    .expect("a trickled preface kept its connection");
     assert!(
         cut_after < Duration::from_secs(7),
         "cut off only after {cut_after:?}"
@@ -1271,32 +1278,17 @@ async fn headers_trickled_past_the_header_read_timeout_are_cut_off() {
     config.request_timeout_secs = 30;
     let s = Running::start(config).await;
     let mut trickle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let started = std::time::Instant::now();
-    let mut cut_after = None;
-    for b in b"POST /v1/score HTTP/1.1\r\nhost: x\r\nx-padding: "
-        .iter()
-        .cycle()
-        .take(60)
-    {
-        if trickle.write_all(&[*b]).await.is_err() {
-            cut_after = Some(started.elapsed());
-            break;
-        }
-        let mut probe = [0u8; 1];
-        match tokio::time::timeout(
-            Duration::from_millis(250),
-            tokio::io::AsyncReadExt::read(&mut trickle, &mut probe),
-        )
-        .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                cut_after = Some(started.elapsed());
-                break;
-            }
-            _ => {}
-        }
-    }
-    let cut_after = cut_after.expect("a client trickling its headers for 15 s is still connected");
+    let cut_after = trickle_until_cut(
+        &mut trickle,
+        b"POST /v1/score HTTP/1.1\r\nhost: x\r\nx-padding: "
+            .iter()
+            .copied()
+            .cycle()
+            .take(60),
+        Duration::from_millis(250),
+    )
+    .await
+    .expect("a client trickling its headers for 15 s is still connected");
     assert!(
         cut_after >= Duration::from_millis(900) && cut_after < Duration::from_millis(3500),
         "cut off after {cut_after:?} (header-read timeout 1 s)"
