@@ -250,13 +250,17 @@ impl KeyRing {
         }
     }
 
-    /// Read and parse a keys file.
-    pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+    /// Read and parse a keys file: the ring and the bytes it was parsed from (the key watcher
+    /// compares later reads with them).
+    pub fn from_file(path: &Path) -> Result<(Self, Vec<u8>), KeyFileError> {
+        let read = |source| KeyFileError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Self::parse(&text, path)
+        };
+        let bytes = std::fs::read(path).map_err(read)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        Ok((Self::parse(text, path)?, bytes))
     }
 
     /// The entry whose hash equals the presented key's. Every entry is compared, in constant

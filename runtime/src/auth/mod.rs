@@ -99,16 +99,7 @@ impl ApiKeys {
 
     /// Keys parsed from the file at `source` as it is read now, its bytes kept for the watcher.
     fn read(source: KeySource) -> Result<Self, KeyFileError> {
-        let path = source.path();
-        let bytes = std::fs::read(path).map_err(|e| KeyFileError::Read {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        let text = String::from_utf8(bytes.clone()).map_err(|e| KeyFileError::Read {
-            path: path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?;
-        let ring = KeyRing::parse(&text, path)?;
+        let (ring, bytes) = KeyRing::from_file(source.path())?;
         Ok(Self {
             loaded: Some(bytes),
             ..Self::new(source, ring)
