@@ -388,8 +388,8 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
             _,
             _,
         ) => Some((*category, message.clone())),
-        (_, GateState::Blocked(m), _) => Some(("ImageBlocked", m.clone())),
-        (_, GateState::Failed(m), _) => Some(("ScanFailed", m.clone())),
+        (_, GateState::Blocked(m), _) => Some((IMAGE_BLOCKED, m.clone())),
+        (_, GateState::Failed(m), _) => Some((SCAN_FAILED, m.clone())),
         // Waiting cannot install a CRD: the pods wait for a Secret nothing will create.
         _ if matches!(o.store, StoreState::CloudNativePgMissing { .. }) => Some((
             CNPG_NOT_INSTALLED,
@@ -543,8 +543,8 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
             _,
             _,
         ) => Decided::new(DEGRADED, true, category, message.clone()),
-        (_, GateState::Blocked(m), _) => Decided::new(DEGRADED, true, "ImageBlocked", m.clone()),
-        (_, GateState::Failed(m), _) => Decided::new(DEGRADED, true, "ScanFailed", m.clone()),
+        (_, GateState::Blocked(m), _) => Decided::new(DEGRADED, true, IMAGE_BLOCKED, m.clone()),
+        (_, GateState::Failed(m), _) => Decided::new(DEGRADED, true, SCAN_FAILED, m.clone()),
         _ if matches!(o.store, StoreState::CloudNativePgMissing { .. }) => Decided::new(
             DEGRADED,
             true,
@@ -681,9 +681,7 @@ fn held_stalled(old: Option<&FaceKeyDeploymentStatus>) -> Option<(&'static str, 
     if c.status != "True" {
         return None;
     }
-    let reason = ["ImageBlocked", SCAN_FAILED]
-        .into_iter()
-        .find(|r| *r == c.reason)?;
+    let reason = HELD_BY_VERDICT.into_iter().find(|r| *r == c.reason)?;
     Some((reason, c.message.clone()))
 }
 
@@ -721,6 +719,11 @@ pub fn degraded(status: Option<&FaceKeyDeploymentStatus>) -> Option<String> {
 const VULNERABILITIES_FOUND: &str = "VulnerabilitiesFound";
 /// `ScanGatePassed` reason: the scan produced no usable report; `spec.image` is held back.
 const SCAN_FAILED: &str = "ScanFailed";
+/// `Stalled` and `Degraded` reason: findings above the policy hold `spec.image` back.
+const IMAGE_BLOCKED: &str = "ImageBlocked";
+/// The `Stalled` and `Degraded` reasons of a recorded scan verdict holding `spec.image` back
+/// (announced by the verdict's own Event, not as `Degraded`).
+const HELD_BY_VERDICT: [&str; 2] = [IMAGE_BLOCKED, SCAN_FAILED];
 
 /// Reason of the conditions of a resource whose spec this operator cannot decode.
 pub const SPEC_UNDECODABLE: &str = "SpecUndecodable";
@@ -974,7 +977,7 @@ pub fn transition_events(
     if let Some(c) = cond(DEGRADED)
         && changed(DEGRADED)
         && c.status == "True"
-        && !matches!(c.reason.as_str(), "ImageBlocked" | "ScanFailed")
+        && !HELD_BY_VERDICT.contains(&c.reason.as_str())
     {
         events.push(EventSpec {
             warning: true,
