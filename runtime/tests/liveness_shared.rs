@@ -244,6 +244,21 @@ async fn replicas_share_sessions_through_postgres() {
         (StatusCode::OK, json!("accept")),
         "{v}"
     );
+    // The frames sealed in the row kept both models' embeddings: matched fused, as on one
+    // replica, not on dlib alone.
+    let mb = b.metrics().await;
+    assert_eq!(
+        counter(
+            &mb,
+            "facekey_verify_match_models_total{models=\"dlib+faceres\"}"
+        ),
+        1.0,
+        "{mb}"
+    );
+    assert_eq!(
+        counter(&mb, "facekey_verify_match_models_total{models=\"dlib\"}"),
+        0.0
+    );
     let (st, v) = verify(&a, &verify_key, &subject, &id).await;
     assert_eq!(
         (st, error_code(&v)),

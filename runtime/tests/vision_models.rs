@@ -369,7 +369,11 @@ fn verify_reports_every_stage_on_a_selfie_sized_jpeg() {
     assert!(score.distance < 0.6 && score.similarity > 0.9, "{score:?}");
     assert!(original.liveness.is_none() && original.quality.is_some());
     let json = serde_json::to_value(&a).unwrap();
-    assert_eq!(json["embedding"].as_array().unwrap().len(), 128);
+    // Both models' values, dlib's first (the default matches fused).
+    assert_eq!(
+        json["embedding"].as_array().unwrap().len(),
+        128 + facekey_runtime::vision::embed::FACERES_DIM
+    );
     assert!(json["timings"]["detect"].as_f64().unwrap() > 0.0);
     eprintln!("{}", serde_json::to_string(&json["liveness"]).unwrap());
 }

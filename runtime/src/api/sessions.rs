@@ -1275,6 +1275,11 @@ pub async fn verify_with_session(
         Settled::Answered(response) => return Ok(response),
         Settled::Admin { detail, request_id } => (detail, request_id),
     };
+    state
+        .metrics
+        .verify_match_models
+        .with_label_values(&[matched.models.as_str()])
+        .inc();
     let warnings = match_warnings(&subject, engine.vision.match_models(), matched.models);
     let body = SessionVerifyResponse {
         request_id,

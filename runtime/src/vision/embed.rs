@@ -28,7 +28,9 @@ pub const FACERES_DIM: usize = 1024;
 
 /// A 128-d dlib face descriptor (what templates store; never the image), optionally carrying
 /// the same face's L2-normalised faceres-deep embedding (1024-d) for the fused match
-/// ([`super::second_opinion::MATCH_FUSION`]). Serialises as dlib's values alone.
+/// ([`super::second_opinion::MATCH_FUSION`]). Serialises as its template values (dlib's,
+/// then faceres-deep's when carried), so a face sealed in a shared session row comes back
+/// whole and is matched fused on every replica, as on the one that observed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<f32>", into = "Vec<f32>")]
 pub struct Embedding {
@@ -135,14 +137,18 @@ impl Embedding {
 impl TryFrom<Vec<f32>> for Embedding {
     type Error = EmbeddingError;
 
-    fn try_from(v: Vec<f32>) -> Result<Self, Self::Error> {
+    fn try_from(mut v: Vec<f32>) -> Result<Self, Self::Error> {
+        if v.len() == EMBEDDING_DIM + FACERES_DIM {
+            let faceres = v.split_off(EMBEDDING_DIM);
+            return Self::new(v)?.with_faceres(faceres);
+        }
         Self::new(v)
     }
 }
 
 impl From<Embedding> for Vec<f32> {
     fn from(e: Embedding) -> Self {
-        e.dlib
+        e.template_values()
     }
 }
 
@@ -323,10 +329,19 @@ mod tests {
             Embedding::template_models(FUSED_TEMPLATE_MODEL),
             ["dlib", "faceres"]
         );
-        // Serialised, an embedding is dlib's values only.
+        // Serialised, an embedding keeps both models' values (a session sealed in a shared
+        // row is matched fused on every replica); dlib's alone read back as dlib alone.
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 128 + FACERES_DIM);
+        assert_eq!(serde_json::from_value::<Embedding>(json).unwrap(), a);
+        let json = serde_json::to_value(Embedding::new(vec![0.0; 128]).unwrap()).unwrap();
         assert_eq!(
-            serde_json::to_value(&a).unwrap().as_array().unwrap().len(),
-            128
+            serde_json::from_value::<Embedding>(json).unwrap().faceres(),
+            None
+        );
+        assert!(
+            serde_json::from_value::<Embedding>(serde_json::Value::from(vec![0.0f32; 129]))
+                .is_err()
         );
 
         // Same dlib distance 0.5 (dlib alone: a match), faceres-deep orthogonal: fused rejects.
