@@ -348,28 +348,44 @@ impl Verifier {
         Some(self.verdict_of(first, scores.len()))
     }
 
-    /// The match verdict of a liveness session: the worse (less similar) of its probe's
-    /// (`probe`: one score per template) and its witnesses' typical one, the median of their
-    /// verdicts (the lower middle of an even count). A probe the client chose (a sharp frontal
-    /// frame, or an image sent beside the session, each only held to the session's same-face
-    /// bound) therefore cannot carry a session whose frames show someone else: a morph of the
-    /// performer and the subject matches as the performer's frames do. Without witnesses (a
-    /// session passed before they were kept) the probe's verdict alone.
+    /// The match verdict of a liveness session: the worst (least similar) of its probe's
+    /// (`probe`: one score per template), its witnesses' typical one and its action frames'
+    /// typical one, each the median of their verdicts (the lower middle of an even count). A
+    /// probe the client chose (a sharp frontal frame, or an image sent beside the session, each
+    /// only held to the session's same-face bound) therefore cannot carry a session whose
+    /// frames show someone else, and the frames that completed the actions, the ones the
+    /// performer made, cannot be outvoted by photos of the subject sent between them: a
+    /// look-alike performing between the subject's photos matches as the performer. Their
+    /// median rather than their worst, so that one action frame a model reads badly (a turned
+    /// head) does not sink a genuine three-action session. Without witnesses or action frames
+    /// (a session passed before they were kept) the others decide.
     pub fn judge_session(
         &self,
         probe: &[MatchScore],
         witnesses: &[Vec<MatchScore>],
+        action_frames: &[Vec<MatchScore>],
     ) -> Option<MatchVerdict> {
         let probe = self.judge_templates(probe)?;
-        let mut typical: Vec<MatchVerdict> = witnesses
-            .iter()
-            .filter_map(|w| self.judge_templates(w))
-            .collect();
-        typical.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        match typical.get(typical.len() / 2) {
-            Some(w) if w.similarity < probe.similarity => Some(*w),
-            _ => Some(probe),
-        }
+        let typical = |frames: &[Vec<MatchScore>]| {
+            let mut verdicts: Vec<MatchVerdict> = frames
+                .iter()
+                .filter_map(|w| self.judge_templates(w))
+                .collect();
+            verdicts.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+            verdicts.get(verdicts.len() / 2).copied()
+        };
+        Some(
+            [typical(witnesses), typical(action_frames)]
+                .into_iter()
+                .flatten()
+                .fold(probe, |worst, v| {
+                    if v.similarity < worst.similarity {
+                        v
+                    } else {
+                        worst
+                    }
+                }),
+        )
     }
 
     /// The liveness verdict of a combined score; `failure` says why no score was measured.
@@ -653,27 +669,58 @@ mod tests {
         // A morph as the probe (0.1 from the subject) over frames of someone else: the
         // median frame (0.7, similarity 0.3) decides, and rejects.
         let m = v
-            .judge_session(&[score(0.1)], &frames(&[0.9, 0.7, 0.1, 0.8, 0.65]))
+            .judge_session(&[score(0.1)], &frames(&[0.9, 0.7, 0.1, 0.8, 0.65]), &[])
             .unwrap();
         assert!((m.distance - 0.7).abs() < 1e-6, "{m:?}");
         // One odd frame among the subject's own does not move the median.
         let m = v
-            .judge_session(&[score(0.2)], &frames(&[0.25, 0.9, 0.3, 0.2, 0.22]))
+            .judge_session(&[score(0.2)], &frames(&[0.25, 0.9, 0.3, 0.2, 0.22]), &[])
             .unwrap();
         assert!((m.distance - 0.25).abs() < 1e-6, "{m:?}");
         // Even count: the lower middle (the less similar of the two middle frames).
         let m = v
-            .judge_session(&[score(0.0)], &frames(&[0.1, 0.2, 0.3, 0.4]))
+            .judge_session(&[score(0.0)], &frames(&[0.1, 0.2, 0.3, 0.4]), &[])
             .unwrap();
         assert!((m.distance - 0.3).abs() < 1e-6, "{m:?}");
         // A probe worse than its frames decides; no witnesses: the probe alone.
         let m = v
-            .judge_session(&[score(0.5)], &frames(&[0.1, 0.1, 0.1]))
+            .judge_session(&[score(0.5)], &frames(&[0.1, 0.1, 0.1]), &[])
             .unwrap();
         assert!((m.distance - 0.5).abs() < 1e-6, "{m:?}");
-        let m = v.judge_session(&[score(0.3)], &[]).unwrap();
+        let m = v.judge_session(&[score(0.3)], &[], &[]).unwrap();
         assert!((m.distance - 0.3).abs() < 1e-6, "{m:?}");
-        assert!(v.judge_session(&[], &frames(&[0.1])).is_none());
+        assert!(v.judge_session(&[], &frames(&[0.1]), &[]).is_none());
+    }
+
+    #[test]
+    fn the_frames_that_performed_the_actions_match_too() {
+        let v = verifier(DecisionPolicy::Strict, true);
+        let frames = |ds: &[f32]| ds.iter().map(|&d| vec![score(d)]).collect::<Vec<_>>();
+        // The subject's photos as probe and most frames, a look-alike's live actions between
+        // them: the action frames' typical one (0.7) decides, and rejects.
+        let m = v
+            .judge_session(
+                &[score(0.1)],
+                &frames(&[0.1, 0.15, 0.7, 0.12, 0.1]),
+                &frames(&[0.7, 0.72, 0.68]),
+            )
+            .unwrap();
+        assert!((m.distance - 0.7).abs() < 1e-6, "{m:?}");
+        assert_eq!(m.decision, Decision::Reject);
+        // One turned action frame read badly among three does not sink a genuine session.
+        let m = v
+            .judge_session(
+                &[score(0.2)],
+                &frames(&[0.2, 0.25]),
+                &frames(&[0.3, 0.75, 0.28]),
+            )
+            .unwrap();
+        assert!((m.distance - 0.3).abs() < 1e-6, "{m:?}");
+        // Two action frames: the less similar of them.
+        let m = v
+            .judge_session(&[score(0.1)], &[], &frames(&[0.2, 0.4]))
+            .unwrap();
+        assert!((m.distance - 0.4).abs() < 1e-6, "{m:?}");
     }
 
     #[test]

@@ -901,7 +901,7 @@ pub struct SessionDetail {
     pub usable_frames: usize,
     /// Median passive liveness over usable frames.
     pub passive_median: Option<f32>,
-    /// Largest embedding distance from the first usable frame.
+    /// Largest embedding distance between two usable frames.
     pub max_face_distance: Option<f32>,
     /// Smallest fingerprint difference between two frames (grey levels).
     pub min_frame_difference: Option<f32>,
@@ -1112,6 +1112,8 @@ pub(super) struct SessionProbe {
     pub embedding: Embedding,
     /// Embeddings of frames spread over the session, matched beside the probe.
     pub witnesses: Vec<Embedding>,
+    /// Embeddings of the frames that completed the actions, matched beside the probe.
+    pub action_frames: Vec<Embedding>,
     /// The probe's quality score.
     pub quality: Option<f32>,
     /// Full quality measurements, when the probe was an image.
@@ -1123,15 +1125,16 @@ pub(super) struct SessionProbe {
 }
 
 impl SessionProbe {
-    /// The session's match against a subject's `templates`: the worse of the probe's and the
-    /// session frames' typical one ([`crate::verifier::Verifier::judge_session`]); `None`
-    /// without templates.
+    /// The session's match against a subject's `templates`: the worst of the probe's, the
+    /// session frames' typical one and the action frames' typical one
+    /// ([`crate::verifier::Verifier::judge_session`]); `None` without templates.
     pub fn judge(&self, engine: &Engine, templates: &[Embedding]) -> Option<MatchVerdict> {
         let scores = |e: &Embedding| engine.vision.compare_all(e, templates);
         let witnesses: Vec<_> = self.witnesses.iter().map(scores).collect();
+        let action_frames: Vec<_> = self.action_frames.iter().map(scores).collect();
         engine
             .verifier
-            .judge_session(&scores(&self.embedding), &witnesses)
+            .judge_session(&scores(&self.embedding), &witnesses, &action_frames)
     }
 
     /// The liveness part of an answer: the challenge confidence (no per-model outputs).
@@ -1222,6 +1225,7 @@ pub(super) async fn take_session_probe(
         challenge: probe.challenge,
         embedding,
         witnesses: probe.witnesses,
+        action_frames: probe.action_frames,
         quality,
         quality_detail,
         from_image,
@@ -1271,15 +1275,15 @@ pub async fn verify_with_session(
     )
     .await?;
     state.metrics.record_liveness(liveness.state);
-    let (detail, request_id) = match settled {
-        Settled::Answered(response) => return Ok(response),
-        Settled::Admin { detail, request_id } => (detail, request_id),
-    };
     state
         .metrics
         .verify_match_models
         .with_label_values(&[matched.models.as_str()])
         .inc();
+    let (detail, request_id) = match settled {
+        Settled::Answered(response) => return Ok(response),
+        Settled::Admin { detail, request_id } => (detail, request_id),
+    };
     let warnings = match_warnings(&subject, engine.vision.match_models(), matched.models);
     let body = SessionVerifyResponse {
         request_id,

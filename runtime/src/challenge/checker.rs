@@ -8,7 +8,7 @@
 //!   (plus `max_clock_skew_ms`);
 //! - no two frames of the session near-identical (fingerprint difference ≤
 //!   `duplicate_max_difference`): a repeated or re-encoded frame is a replay;
-//! - the same face in every usable frame (embedding distance to the first usable frame);
+//! - the same face in every usable frame (embedding distance between every two of them);
 //! - a turn's frame must be `turn_min_yaw` past frontal, `turn_min_delta` beyond an earlier
 //!   frame of its window, and `turn_min_delta` beyond at least one of the session's first
 //!   `rest_pose_frames` usable frames (the person's rest): a face resting at +0.12 that comes
@@ -33,9 +33,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::fingerprint::closest_pair;
+use super::fingerprint::Fingerprint;
 use super::signals::{eye_opening, mouth_opening, pitch, yaw};
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation, Landmarks68};
+use crate::vision::embed::Embedding;
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -61,7 +62,7 @@ pub enum FailReason {
     ClockMismatch,
     /// Two frames of the session are near-identical (a replayed or repeated frame).
     DuplicateFrames,
-    /// A frame shows a different face from the first usable frame.
+    /// Two usable frames show different faces (embedding distance over the bound).
     FaceChanged,
     /// Fewer usable frames than `min_usable_frames`.
     TooFewUsableFrames,
@@ -144,7 +145,7 @@ pub struct ChallengeVerdict {
     pub passive_median: Option<f32>,
     /// The frame to use as the verify probe: usable, eyes open, most frontal and best quality.
     pub best_frame: Option<usize>,
-    /// Largest embedding distance of a usable frame to the first usable frame.
+    /// Largest embedding distance between two usable frames.
     pub max_face_distance: Option<f32>,
     /// Smallest fingerprint difference between two frames.
     pub min_frame_difference: Option<f32>,
@@ -215,18 +216,38 @@ pub fn witnesses(frames: &[FrameObservation]) -> Vec<crate::vision::embed::Embed
         .collect()
 }
 
-/// What a passed session keeps for the one verification that may use it: its best frame's face
-/// (the probe) and the witnesses' embeddings; `None` unless it passed with an embedded best
-/// frame. Both session stores keep exactly this.
+/// What a passed session keeps for the one verification that may use it. Both session stores
+/// keep exactly this ([`kept_for_verify`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptForVerify {
+    /// The best frame's face: the probe.
+    pub probe: FaceObservation,
+    /// The witnesses' embeddings ([`witness_frames`]).
+    pub witnesses: Vec<crate::vision::embed::Embedding>,
+    /// The embeddings of the frames that completed the challenge's actions, in order: the
+    /// frames the performer made, whoever's photos the others may be.
+    pub action_frames: Vec<crate::vision::embed::Embedding>,
+}
+
+/// What a passed session keeps for verify; `None` unless it passed with an embedded best frame.
 pub fn kept_for_verify(
     verdict: &ChallengeVerdict,
     frames: &[FrameObservation],
-) -> Option<(FaceObservation, Vec<crate::vision::embed::Embedding>)> {
+) -> Option<KeptForVerify> {
     if verdict.outcome != Outcome::Passed {
         return None;
     }
     let face = usable(frames.get(verdict.best_frame?)?)?;
-    Some((face.clone(), witnesses(frames)))
+    let action_frames = verdict
+        .actions
+        .iter()
+        .filter_map(|a| usable(frames.get(a.at_frame?)?)?.embedding.clone())
+        .collect();
+    Some(KeptForVerify {
+        probe: face.clone(),
+        witnesses: witnesses(frames),
+        action_frames,
+    })
 }
 
 /// A usable frame's face: found, and embedded (no model failure can count as evidence).
@@ -431,6 +452,25 @@ fn released_at(
     None
 }
 
+/// The `pick` (min or max) of `measure` over every pair of present items with at least one
+/// of them at or after `from` (the pairs among earlier items were measured before).
+fn extreme_pair<T>(
+    items: &[Option<&T>],
+    from: usize,
+    measure: impl Fn(&T, &T) -> f32,
+    pick: impl Fn(f32, f32) -> f32,
+) -> Option<f32> {
+    let mut best: Option<f32> = None;
+    for (j, b) in items.iter().enumerate().skip(from) {
+        let Some(b) = b else { continue };
+        for a in items[..j].iter().flatten() {
+            let d = measure(a, b);
+            best = Some(best.map_or(d, |m| pick(m, d)));
+        }
+    }
+    best
+}
+
 fn median(mut v: Vec<f32>) -> Option<f32> {
     if v.is_empty() {
         return None;
@@ -451,6 +491,50 @@ pub fn evaluate(
     frames: &[FrameObservation],
     policy: &ChallengePolicy,
 ) -> ChallengeVerdict {
+    evaluate_more(challenge, frames, policy, PairsJudged::NONE)
+}
+
+/// The pair measures an earlier verdict took over a session's first `frames` frames, so that
+/// judging the session again after a batch compares only the pairs the new frames add: the
+/// frame and face comparisons are quadratic in the session's frames, and sessions are judged
+/// after every batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairsJudged {
+    /// How many of the session's frames the measures cover.
+    pub frames: usize,
+    /// The smallest fingerprint difference between two of them.
+    pub min_frame_difference: Option<f32>,
+    /// The largest embedding distance between two of their usable faces.
+    pub max_face_distance: Option<f32>,
+}
+
+impl PairsJudged {
+    /// Nothing judged yet.
+    pub const NONE: Self = Self {
+        frames: 0,
+        min_frame_difference: None,
+        max_face_distance: None,
+    };
+
+    /// What `verdict`, the verdict of a session's first `frames` frames, measured.
+    pub fn by(verdict: &ChallengeVerdict, frames: usize) -> Self {
+        Self {
+            frames,
+            min_frame_difference: verdict.min_frame_difference,
+            max_face_distance: verdict.max_face_distance,
+        }
+    }
+}
+
+/// [`evaluate`], given what an earlier verdict measured over `frames`' first `judged.frames`
+/// frames (unchanged since): the same verdict, comparing only the pairs the later frames add.
+pub fn evaluate_more(
+    challenge: &[Action],
+    frames: &[FrameObservation],
+    policy: &ChallengePolicy,
+    judged: PairsJudged,
+) -> ChallengeVerdict {
+    let from = judged.frames.min(frames.len());
     let mut reasons: Vec<FailReason> = Vec::new();
     let fail = |r: FailReason, reasons: &mut Vec<FailReason>| {
         if !reasons.contains(&r) {
@@ -476,25 +560,29 @@ pub fn evaluate(
     }
 
     // Near-duplicate frames anywhere in the session.
-    let min_diff = closest_pair(frames.iter().map(|f| f.fingerprint.as_ref())).map(|(d, _, _)| d);
+    let prints: Vec<Option<&Fingerprint>> = frames.iter().map(|f| f.fingerprint.as_ref()).collect();
+    let min_diff = extreme_pair(&prints, from, Fingerprint::difference, f32::min)
+        .into_iter()
+        .chain(judged.min_frame_difference)
+        .reduce(f32::min);
     if min_diff.is_some_and(|d| d <= policy.duplicate_max_difference) {
         fail(FailReason::DuplicateFrames, &mut reasons);
     }
 
-    // The same face throughout.
+    // The same face throughout: every two usable frames within the bound. Against one
+    // reference frame only, faces on either side of a bridging frame (a morph) could be twice
+    // the bound apart, one person's photos and another's live actions in one session.
     let faces: Vec<Option<&FaceObservation>> = frames.iter().map(usable).collect();
-    let reference = faces.iter().flatten().find_map(|f| f.embedding.as_ref());
-    let mut max_dist: Option<f32> = None;
-    if let Some(reference) = reference {
-        for face in faces.iter().flatten() {
-            if let Some(e) = &face.embedding {
-                let d = e.distance(reference);
-                max_dist = Some(max_dist.map_or(d, |m: f32| m.max(d)));
-                if d > policy.same_face_max_distance {
-                    fail(FailReason::FaceChanged, &mut reasons);
-                }
-            }
-        }
+    let embeddings: Vec<Option<&Embedding>> = faces
+        .iter()
+        .map(|f| f.and_then(|f| f.embedding.as_ref()))
+        .collect();
+    let max_dist = extreme_pair(&embeddings, from, Embedding::distance, f32::max)
+        .into_iter()
+        .chain(judged.max_face_distance)
+        .reduce(f32::max);
+    if max_dist.is_some_and(|d| d > policy.same_face_max_distance) {
+        fail(FailReason::FaceChanged, &mut reasons);
     }
 
     // Actions in order.
@@ -1202,6 +1290,98 @@ mod tests {
         assert_eq!(v.outcome, Outcome::Failed);
         assert_eq!(v.reasons, vec![FailReason::FaceChanged]);
         assert!(v.max_face_distance.unwrap() > 0.55);
+    }
+
+    #[test]
+    fn every_two_frames_must_show_the_same_face() {
+        // A bridging first frame (a morph) 0.5 from two faces that are 1.0 apart: each frame is
+        // within the bound of the first, yet the session shows two people.
+        let base = embedding(0.0);
+        let shifted = |by: f32| {
+            let mut v = base.as_slice().to_vec();
+            v[0] += by;
+            Embedding::new(v).unwrap()
+        };
+        let mut frames = seq(&[NEUTRAL, NEUTRAL, with(|p| p.yaw = 0.2), NEUTRAL]);
+        for (f, e) in
+            frames
+                .iter_mut()
+                .zip([base.clone(), shifted(0.5), shifted(-0.5), shifted(-0.5)])
+        {
+            f.face.as_mut().unwrap().embedding = Some(e);
+        }
+        let v = evaluate(&[Action::TurnLeft], &frames, &ChallengePolicy::default());
+        assert_eq!(v.outcome, Outcome::Failed);
+        assert_eq!(v.reasons, vec![FailReason::FaceChanged]);
+        assert!((v.max_face_distance.unwrap() - 1.0).abs() < 1e-4, "{v:?}");
+        // The same frames within the bound of each other pass.
+        for (f, e) in
+            frames
+                .iter_mut()
+                .zip([base.clone(), shifted(0.25), shifted(-0.25), shifted(-0.25)])
+        {
+            f.face.as_mut().unwrap().embedding = Some(e);
+        }
+        let v = evaluate(&[Action::TurnLeft], &frames, &ChallengePolicy::default());
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert!((v.max_face_distance.unwrap() - 0.5).abs() < 1e-4, "{v:?}");
+    }
+
+    #[test]
+    fn a_passed_session_keeps_the_frames_that_completed_the_actions() {
+        let mut frames = seq(&[NEUTRAL, with(|p| p.yaw = 0.2), NEUTRAL]);
+        frames[1].face.as_mut().unwrap().embedding = Some(embedding(0.5));
+        let v = evaluate(&[Action::TurnLeft], &frames, &ChallengePolicy::default());
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        let kept = kept_for_verify(&v, &frames).unwrap();
+        assert_eq!(kept.action_frames, vec![embedding(0.5)]);
+        assert_eq!(kept.witnesses.len(), 3);
+        assert!(
+            kept_for_verify(
+                &evaluate(&[Action::Blink], &frames, &ChallengePolicy::default()),
+                &frames
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn judging_after_each_batch_gives_the_verdict_of_the_whole() {
+        let mut frames = seq(&[
+            NEUTRAL,
+            with(|p| p.yaw = 0.2),
+            NEUTRAL,
+            with(|p| p.eyes = 0.05),
+            NEUTRAL,
+            NEUTRAL,
+        ]);
+        for (i, f) in frames.iter_mut().enumerate() {
+            f.face.as_mut().unwrap().embedding = Some(embedding(0.2 * i as f32));
+        }
+        frames[2].face = None;
+        frames[4].fingerprint = None;
+        let challenge = [Action::TurnLeft, Action::Blink];
+        let p = ChallengePolicy::default();
+        let whole = evaluate(&challenge, &frames, &p);
+        assert!(whole.max_face_distance.unwrap() > 0.0);
+        for k in 0..=frames.len() {
+            let earlier = evaluate(&challenge, &frames[..k], &p);
+            let more = evaluate_more(&challenge, &frames, &p, PairsJudged::by(&earlier, k));
+            assert_eq!(more, whole, "split at {k}");
+        }
+        // An earlier closer pair (a duplicate among the judged frames) is carried forward.
+        let judged = PairsJudged {
+            frames: 3,
+            min_frame_difference: Some(0.1),
+            max_face_distance: Some(0.9),
+        };
+        let more = evaluate_more(&challenge, &frames, &p, judged);
+        assert_eq!(more.min_frame_difference, Some(0.1));
+        assert_eq!(more.max_face_distance, Some(0.9));
+        assert_eq!(
+            more.reasons,
+            vec![FailReason::DuplicateFrames, FailReason::FaceChanged]
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::checker::{ChallengeVerdict, FailReason, Outcome, evaluate};
+use super::checker::{
+    ChallengeVerdict, FailReason, KeptForVerify, Outcome, PairsJudged, evaluate, evaluate_more,
+};
 use super::session::{
     BatchResult, Closed, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
     SessionUse, SessionView, check_id, new_id, random_challenge, usable_for,
@@ -86,6 +88,10 @@ struct Private {
     /// from sessions sealed by a release before them.
     #[serde(default)]
     witnesses: Vec<crate::vision::embed::Embedding>,
+    /// The embeddings of the frames that completed the actions once passed; absent from
+    /// sessions sealed by a release before them (their verification then judges without).
+    #[serde(default)]
+    action_frames: Vec<crate::vision::embed::Embedding>,
 }
 
 /// Bytes as the little-endian 32-bit words the cipher seals (length-prefixed, zero-padded).
@@ -317,9 +323,10 @@ impl PgSessions {
         // In the order received, as one replica's store keeps them: a batch captured before
         // frames already applied fails the session (timestamps_not_increasing).
         let mut frames = private.frames;
+        let judged = PairsJudged::by(&s.verdict, frames.len());
         let new: Vec<usize> = (frames.len()..frames.len() + batch.len()).collect();
         frames.extend(batch);
-        let mut verdict = evaluate(&s.challenge, &frames, &self.policy);
+        let mut verdict = evaluate_more(&s.challenge, &frames, &self.policy, judged);
         if verdict.outcome == Outcome::InProgress && s.frames_received >= self.limits.max_frames {
             verdict.conclude(FailReason::ChallengeIncomplete);
         }
@@ -330,18 +337,19 @@ impl PgSessions {
         let ended = verdict.outcome != Outcome::InProgress;
         let private = if ended {
             // Keep only what verify needs: a passed session's probe and witnesses.
-            let (probe, witnesses) = super::checker::kept_for_verify(&verdict, &frames)
-                .map_or((None, Vec::new()), |(face, w)| (Some(face), w));
-            Private {
-                frames: Vec::new(),
-                probe,
-                witnesses,
+            match super::checker::kept_for_verify(&verdict, &frames) {
+                Some(kept) => Private {
+                    frames: Vec::new(),
+                    probe: Some(kept.probe),
+                    witnesses: kept.witnesses,
+                    action_frames: kept.action_frames,
+                },
+                None => Private::default(),
             }
         } else {
             Private {
                 frames,
-                probe: None,
-                witnesses: Vec::new(),
+                ..Private::default()
             }
         };
         s.verdict = verdict;
@@ -616,10 +624,14 @@ impl SessionStore for PgSessions {
         let private = self.unseal(&s, &hash)?;
         let probe = private
             .probe
-            .and_then(|face| {
-                PassedProbe::from_face(
-                    &face,
-                    private.witnesses,
+            .and_then(|probe| {
+                let kept = KeptForVerify {
+                    probe,
+                    witnesses: private.witnesses,
+                    action_frames: private.action_frames,
+                };
+                PassedProbe::from_kept(
+                    kept,
                     s.verdict.confidence().unwrap_or(0.0),
                     s.challenge.clone(),
                 )
@@ -756,14 +768,15 @@ mod tests {
         let private = Private {
             frames: Vec::new(),
             probe: None,
-            witnesses: vec![e.clone(), e],
+            witnesses: vec![e.clone(), e.clone()],
+            action_frames: vec![e],
         };
         let text = serde_json::to_string(&private).unwrap();
         let back: Private = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.witnesses.len(), 2);
+        assert_eq!((back.witnesses.len(), back.action_frames.len()), (2, 1));
         // A session sealed by the release before witnesses: none, the probe alone decides.
         let old: Private = serde_json::from_str(r#"{"frames":[],"probe":null}"#).unwrap();
-        assert!(old.witnesses.is_empty());
+        assert!(old.witnesses.is_empty() && old.action_frames.is_empty());
     }
 
     #[test]

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::checker::{
-    ChallengeVerdict, FailReason, FrameFeedback, Outcome, evaluate, kept_for_verify,
+    ChallengeVerdict, FailReason, FrameFeedback, KeptForVerify, Outcome, PairsJudged, evaluate,
+    evaluate_more, kept_for_verify,
 };
-use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
+use super::{Action, ChallengePolicy, FrameObservation};
 use crate::vision::embed::Embedding;
 
 /// Bounds of the registry.
@@ -263,9 +264,11 @@ pub enum SessionUse<'a> {
 pub struct PassedProbe {
     /// The best frame's embedding.
     pub embedding: Embedding,
-    /// Embeddings of frames spread over the session ([`super::checker::witness_frames`]):
-    /// the verification's match is the worse of the probe's and theirs (typical) one.
+    /// Embeddings of frames spread over the session ([`super::checker::witness_frames`]).
     pub witnesses: Vec<Embedding>,
+    /// Embeddings of the frames that completed the actions. The verification's match is the
+    /// worst of the probe's, the witnesses' typical one and the action frames' typical one.
+    pub action_frames: Vec<Embedding>,
     /// The best frame's quality.
     pub quality: Option<f32>,
     /// The challenge confidence (the fusion's liveness feature).
@@ -275,18 +278,14 @@ pub struct PassedProbe {
 }
 
 impl PassedProbe {
-    /// The probe a passed session's best frame gives (`None` without an embedding). Both
+    /// The probe what a passed session kept gives (`None` without an embedding). Both
     /// session stores build it here, so a field added to the probe is filled in one place.
-    pub fn from_face(
-        face: &FaceObservation,
-        witnesses: Vec<Embedding>,
-        confidence: f32,
-        challenge: Vec<Action>,
-    ) -> Option<Self> {
+    pub fn from_kept(kept: KeptForVerify, confidence: f32, challenge: Vec<Action>) -> Option<Self> {
         Some(Self {
-            embedding: face.embedding.clone()?,
-            witnesses,
-            quality: face.quality,
+            embedding: kept.probe.embedding?,
+            witnesses: kept.witnesses,
+            action_frames: kept.action_frames,
+            quality: kept.probe.quality,
             confidence,
             challenge,
         })
@@ -318,9 +317,8 @@ struct Session {
     busy: bool,
     used: bool,
     expired: bool,
-    probe: Option<FaceObservation>,
-    /// The witnesses' embeddings once passed, until a verification takes them with the probe.
-    witnesses: Vec<Embedding>,
+    /// What verify needs once passed, until a verification takes it.
+    kept: Option<KeptForVerify>,
 }
 
 impl Session {
@@ -360,19 +358,15 @@ impl Session {
 
     /// Keeps only what verify needs once the session has ended.
     fn trim(&mut self) {
-        if self.probe.is_none()
-            && let Some((face, witnesses)) = kept_for_verify(&self.verdict, &self.frames)
-        {
-            self.probe = Some(face);
-            self.witnesses = witnesses;
+        if self.kept.is_none() {
+            self.kept = kept_for_verify(&self.verdict, &self.frames);
         }
         self.frames = Vec::new();
     }
 
-    /// Forgets the probe and witnesses (used, or expired).
+    /// Forgets what verify needed (used, or expired).
     fn drop_probe(&mut self) {
-        self.probe = None;
-        self.witnesses = Vec::new();
+        self.kept = None;
     }
 
     fn concluded(&self, id: &str) -> Concluded {
@@ -575,8 +569,7 @@ impl Registry {
                 busy: false,
                 used: false,
                 expired: false,
-                probe: None,
-                witnesses: Vec::new(),
+                kept: None,
             },
         );
         Ok((
@@ -701,7 +694,8 @@ impl Registry {
         }
         s.frames_received += batch.len();
         s.frames.extend(batch);
-        let mut verdict = evaluate(&s.challenge, &s.frames, &self.policy);
+        let judged = PairsJudged::by(&s.verdict, first);
+        let mut verdict = evaluate_more(&s.challenge, &s.frames, &self.policy, judged);
         if verdict.outcome == Outcome::InProgress && s.frames_received >= limits.max_frames {
             verdict.conclude(FailReason::ChallengeIncomplete);
         }
@@ -737,17 +731,11 @@ impl Registry {
             s.subject.as_deref(),
             purpose,
         )?;
+        let confidence = s.verdict.confidence().unwrap_or(0.0);
         let probe = s
-            .probe
-            .as_ref()
-            .and_then(|face| {
-                PassedProbe::from_face(
-                    face,
-                    s.witnesses.clone(),
-                    s.verdict.confidence().unwrap_or(0.0),
-                    s.challenge.clone(),
-                )
-            })
+            .kept
+            .take()
+            .and_then(|kept| PassedProbe::from_kept(kept, confidence, s.challenge.clone()))
             .ok_or(SessionError::NotPassed("passed"))?;
         s.used = true;
         s.drop_probe();
@@ -1089,8 +1077,10 @@ mod tests {
         {
             let map = r.lock();
             let s = map.get(&o.id).unwrap();
-            assert!(s.frames.is_empty() && s.probe.is_some());
-            assert_eq!(s.witnesses.len(), n, "every usable frame witnesses");
+            let kept = s.kept.as_ref().unwrap();
+            assert!(s.frames.is_empty());
+            assert_eq!(kept.witnesses.len(), n, "every usable frame witnesses");
+            assert_eq!(kept.action_frames.len(), o.challenge.len());
         }
         let probe = r
             .take_probe(
@@ -1101,7 +1091,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(probe.witnesses.len(), n);
-        assert!(r.lock().get(&o.id).unwrap().witnesses.is_empty());
+        assert_eq!(probe.action_frames.len(), o.challenge.len());
+        assert!(r.lock().get(&o.id).unwrap().kept.is_none());
     }
 
     #[test]
@@ -1130,7 +1121,7 @@ mod tests {
             r.take_probe("k", &o.id, SessionUse::Verify("x"), t0),
             Err(SessionError::Used)
         );
-        assert!(r.lock().get(&o.id).unwrap().probe.is_none());
+        assert!(r.lock().get(&o.id).unwrap().kept.is_none());
     }
 
     #[test]

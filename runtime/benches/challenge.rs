@@ -1,0 +1,88 @@
+//! Criterion benchmarks of judging a liveness session after a batch of 8 frames: the whole
+//! session judged again (`evaluate`) against only the pairs the batch adds (`evaluate_more`),
+//! at a typical session length (40 frames) and at the frame bound (160). Frames are synthetic
+//! (a face that performs nothing, so every action is searched over the whole session: the
+//! in-progress worst case) with distinct embeddings and fingerprints.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use facekey_runtime::challenge::{
+    Action, ChallengePolicy, EyeState, FaceObservation, Fingerprint, FrameObservation, Landmarks68,
+    PairsJudged, evaluate, evaluate_more,
+};
+use facekey_runtime::vision::detect::{BoundingBox, Point};
+use facekey_runtime::vision::embed::Embedding;
+use std::hint::black_box;
+
+/// Frame `i`: landmarks on an ellipse with a little per-frame jitter, an embedding and a
+/// fingerprint of its own.
+fn frame(i: usize) -> FrameObservation {
+    let jitter = |k: usize| ((i * 31 + k * 17) % 13) as f32 * 0.05;
+    let points = (0..68)
+        .map(|k| {
+            let a = k as f32 / 68.0 * std::f32::consts::TAU;
+            Point {
+                x: 200.0 + 50.0 * a.cos() + jitter(k),
+                y: 200.0 + 60.0 * a.sin() + jitter(k + 1),
+            }
+        })
+        .collect();
+    let Ok(landmarks) = Landmarks68::new(points) else {
+        panic!("68 finite points");
+    };
+    let values = (0..128)
+        .map(|k| ((k as f32 + i as f32 * 0.01) * 0.37).sin() * 0.09)
+        .collect();
+    let Ok(embedding) = Embedding::new(values) else {
+        panic!("128 finite values");
+    };
+    let Ok(fingerprint) = Fingerprint::try_from(
+        (0..256)
+            .map(|k| ((k * 7 + i * 13) % 251) as u8)
+            .collect::<Vec<_>>(),
+    ) else {
+        panic!("256 bytes");
+    };
+    FrameObservation {
+        timestamp_ms: 100 * i as u64,
+        received_ms: None,
+        face: Some(FaceObservation {
+            bbox: BoundingBox {
+                x: 150.0,
+                y: 140.0,
+                width: 100.0,
+                height: 120.0,
+            },
+            landmarks,
+            eyes: Some(EyeState {
+                left_open: 0.9,
+                right_open: 0.9,
+            }),
+            embedding: Some(embedding),
+            liveness: Some(0.8),
+            quality: Some(0.8),
+        }),
+        unusable: None,
+        fingerprint: Some(fingerprint),
+    }
+}
+
+fn judge_after_batch(c: &mut Criterion) {
+    let challenge = [Action::Blink, Action::TurnLeft, Action::LookUp];
+    let policy = ChallengePolicy::default();
+    let mut group = c.benchmark_group("challenge/judge_after_batch");
+    for n in [40usize, 160] {
+        let frames: Vec<FrameObservation> = (0..n).map(frame).collect();
+        let before = evaluate(&challenge, &frames[..n - 8], &policy);
+        let judged = PairsJudged::by(&before, n - 8);
+        group.bench_with_input(BenchmarkId::new("whole_session", n), &frames, |b, f| {
+            b.iter(|| evaluate(&challenge, black_box(f), &policy))
+        });
+        group.bench_with_input(BenchmarkId::new("new_pairs_only", n), &frames, |b, f| {
+            b.iter(|| evaluate_more(&challenge, black_box(f), &policy, judged))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, judge_after_batch);
+criterion_main!(benches);
