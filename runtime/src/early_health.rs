@@ -16,6 +16,8 @@ use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::api::error::{ErrorBody, ErrorDetail};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
@@ -89,17 +91,25 @@ async fn answer(stream: TcpStream) {
     let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
 }
 
-/// The answer to a request for `path` while the runtime starts.
+/// The answer to a request for `path` while the runtime starts: the server's `/healthz` body,
+/// else the API's error shape (`ErrorBody`) with code `not_ready`.
 fn early_response(path: &str) -> Response<Full<Bytes>> {
     let (status, body) = if path == "/healthz" {
-        (StatusCode::OK, r#"{"status":"ok"}"#)
-    } else {
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"error":{"code":"not_ready","message":"the runtime is starting: its template store is opening"}}"#,
+            StatusCode::OK,
+            serde_json::json!({ "status": "ok" }).to_string(),
         )
+    } else {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: "not_ready",
+                message: "the runtime is starting: its template store is opening",
+            },
+        };
+        let text = serde_json::to_string(&body).unwrap_or_default();
+        (StatusCode::SERVICE_UNAVAILABLE, text)
     };
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -108,6 +118,7 @@ fn early_response(path: &str) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -121,5 +132,18 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn bodies_are_the_servers_shapes() {
+        use http_body_util::BodyExt;
+        let json = |r: Response<Full<Bytes>>| async move {
+            let bytes = r.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        };
+        assert_eq!(json(early_response("/healthz")).await["status"], "ok");
+        let v = json(early_response("/readyz")).await;
+        assert_eq!(v["error"]["code"], "not_ready");
+        assert!(v["error"]["message"].as_str().unwrap().contains("starting"));
     }
 }
