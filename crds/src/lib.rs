@@ -288,7 +288,7 @@ pub mod bounds {
     /// `verification.sessions.ttlSeconds` (the runtime's `FACEKEY_SESSION_TTL_SECS`).
     pub const SESSION_TTL_SECONDS: u32 = 3600;
     /// `verification.sessions.maxFrames` (the runtime's `FACEKEY_SESSION_MAX_FRAMES`).
-    pub const SESSION_FRAMES: u32 = 512;
+    pub const SESSION_FRAMES: u32 = 256;
     /// `verification.sessions.maxOpen` and `maxOpenPerKey`.
     pub const SESSIONS_OPEN: u32 = 1_000_000;
     /// `verification.lockout.attempts` (the runtime's `lockout::MAX_ATTEMPTS`).

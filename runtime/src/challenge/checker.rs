@@ -149,6 +149,11 @@ pub struct ChallengeVerdict {
     pub max_face_distance: Option<f32>,
     /// Smallest fingerprint difference between two frames.
     pub min_frame_difference: Option<f32>,
+    /// Whether `max_face_distance` is over every pair of usable frames. A verdict a release
+    /// before the pair rule stored (measured against the first frame only; absent, so false)
+    /// cannot carry its measures into [`evaluate_more`]: the session is judged whole again.
+    #[serde(default)]
+    pub pairs_measured: bool,
 }
 
 impl ChallengeVerdict {
@@ -516,8 +521,12 @@ impl PairsJudged {
         max_face_distance: None,
     };
 
-    /// What `verdict`, the verdict of a session's first `frames` frames, measured.
+    /// What `verdict`, the verdict of a session's first `frames` frames, measured; nothing
+    /// when it did not measure every pair (stored by an older release during a rollout).
     pub fn by(verdict: &ChallengeVerdict, frames: usize) -> Self {
+        if !verdict.pairs_measured {
+            return Self::NONE;
+        }
         Self {
             frames,
             min_frame_difference: verdict.min_frame_difference,
@@ -689,6 +698,7 @@ pub fn evaluate_more(
         best_frame,
         max_face_distance: max_dist,
         min_frame_difference: min_diff,
+        pairs_measured: true,
     }
 }
 
@@ -1369,6 +1379,20 @@ mod tests {
             let more = evaluate_more(&challenge, &frames, &p, PairsJudged::by(&earlier, k));
             assert_eq!(more, whole, "split at {k}");
         }
+        // A verdict an older release stored (first-frame distances only) carries nothing: the
+        // whole session is judged again, its frames' pairs included.
+        let old: ChallengeVerdict = serde_json::from_value({
+            let mut v = serde_json::to_value(evaluate(&challenge, &frames[..3], &p)).unwrap();
+            v.as_object_mut().unwrap().remove("pairs_measured");
+            v["max_face_distance"] = serde_json::json!(0.1);
+            v
+        })
+        .unwrap();
+        assert_eq!(PairsJudged::by(&old, 3), PairsJudged::NONE);
+        assert_eq!(
+            evaluate_more(&challenge, &frames, &p, PairsJudged::by(&old, 3)),
+            whole
+        );
         // An earlier closer pair (a duplicate among the judged frames) is carried forward.
         let judged = PairsJudged {
             frames: 3,

@@ -6,7 +6,7 @@
 //! from its checks until its batch is applied, so a second call through any replica answers
 //! `session_busy`, as on one replica. The batch is run through the models outside any
 //! transaction, then applied under the row's lock (`SELECT … FOR UPDATE`) in the order received,
-//! re-judging the whole session, so a session ends exactly once (only the call that ended it
+//! judging the session again (only the new frames' pairs), so a session ends exactly once (only the call that ended it
 //! reports it, so the failed-challenge spoof event fires once) and a batch captured before
 //! frames already applied fails it (`timestamps_not_increasing`): a client cannot slip frames in
 //! before those the checker has already judged and answered about. A passed session
@@ -760,6 +760,63 @@ mod tests {
         let mut w = bytes_to_words(b"abcd");
         w[0] = f32::from_le_bytes(100u32.to_le_bytes());
         assert_eq!(words_to_bytes(&w), None);
+    }
+
+    /// A session at the frame bound, every frame with both embedding models' values written
+    /// at full length, fits the schema's 8 MiB check on the sealed column (migration 0010).
+    #[test]
+    fn a_session_at_the_frame_bound_fits_its_row() {
+        use crate::vision::detect::{BoundingBox, Point};
+        use crate::vision::embed::{EMBEDDING_DIM, Embedding, FACERES_DIM};
+        let value = |k: usize| -0.012_345_67 - (k as f32 * 1e-9);
+        let frame = |i: usize| FrameObservation {
+            timestamp_ms: 1_000_000_000 + i as u64,
+            received_ms: Some(1_000_000_000),
+            face: Some(FaceObservation {
+                bbox: BoundingBox {
+                    x: 123.456_78,
+                    y: 234.567_89,
+                    width: 345.678_9,
+                    height: 456.789_1,
+                },
+                landmarks: super::super::Landmarks68::new(
+                    (0..68)
+                        .map(|k| Point {
+                            x: 123.456_78 + k as f32,
+                            y: 234.567_89 + k as f32,
+                        })
+                        .collect(),
+                )
+                .unwrap(),
+                eyes: Some(super::super::EyeState {
+                    left_open: 0.123_456_78,
+                    right_open: 0.987_654_3,
+                }),
+                embedding: Some(
+                    Embedding::new((0..EMBEDDING_DIM).map(value).collect())
+                        .unwrap()
+                        .with_faceres((0..FACERES_DIM).map(value).collect())
+                        .unwrap(),
+                ),
+                liveness: Some(0.123_456_78),
+                quality: Some(0.123_456_78),
+            }),
+            unusable: None,
+            fingerprint: Some(super::super::Fingerprint::try_from(vec![255u8; 256]).unwrap()),
+        };
+        let private = Private {
+            frames: (0..crate::config::MAX_SESSION_FRAMES).map(frame).collect(),
+            ..Private::default()
+        };
+        let json = serde_json::to_vec(&private).unwrap();
+        // Sealed: 4 bytes per word of the length-prefixed bytes, plus the cipher's tag.
+        let sealed = 4 * bytes_to_words(&json).len() + 64;
+        assert!(sealed <= 8 * 1024 * 1024, "{sealed} bytes");
+        assert!(
+            json.len() / crate::config::MAX_SESSION_FRAMES > 10_000,
+            "{}",
+            json.len()
+        );
     }
 
     #[test]
