@@ -21,6 +21,7 @@ pub mod face;
 pub mod observe;
 pub mod paint;
 pub mod render;
+pub mod session_match;
 pub mod tps;
 pub mod y4m;
 

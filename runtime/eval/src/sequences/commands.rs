@@ -17,6 +17,7 @@ use super::calibrate::{
     pose_margins, rates, replay_duplicated, replay_other_challenge, with_overrides,
 };
 use super::observe::{ObservedClip, Skipped, observe, subjects};
+use super::session_match::{SessionMatchReport, session_matches};
 use super::{Manifest, ManifestEntry, SequenceKind, Subject, generate, random_challenge, y4m};
 use crate::EvalError;
 use crate::collect::Source;
@@ -440,6 +441,9 @@ struct ChallengeRecord {
     compared: Option<Compared>,
     /// Per kind: each clip's smallest fingerprint difference between two of its frames.
     frame_differences: std::collections::BTreeMap<&'static str, Vec<f32>>,
+    /// Passed genuine sessions matched as verify matches them, against their own face's and
+    /// the other faces' templates, without and with the action frames.
+    session_match: SessionMatchReport,
 }
 
 /// Every clip judged under a changed policy (`--compare`).
@@ -1166,6 +1170,20 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
             changed,
         })
     };
+    let session_match = session_matches(&clips, &shipped)?;
+    let c = &session_match.counts;
+    println!(
+        "passed genuine sessions verified (template: another clip of the face): genuine {}/{} \
+         accepted without the action frames, {}/{} with them; other faces {}/{} and {}/{}",
+        c.genuine_accepted_before,
+        c.genuine,
+        c.genuine_accepted_now,
+        c.genuine,
+        c.impostor_accepted_before,
+        c.impostor,
+        c.impostor_accepted_now,
+        c.impostor
+    );
     let shipped_record = RatesRecord::from(&all);
     let record = ChallengeRecord {
         seed,
@@ -1206,6 +1224,7 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
         pose_margins: margins,
         compared,
         frame_differences: diffs,
+        session_match,
     };
     for s in &record.signals {
         println!(
