@@ -348,6 +348,18 @@ impl Verifier {
         Some(self.verdict_of(first, scores.len()))
     }
 
+    /// The typical match verdict of a session's `frames` (one score per template each): the
+    /// median of their verdicts, the lower middle (less similar) of an even count; `None`
+    /// without frames.
+    pub fn judge_typical(&self, frames: &[Vec<MatchScore>]) -> Option<MatchVerdict> {
+        let mut verdicts: Vec<MatchVerdict> = frames
+            .iter()
+            .filter_map(|w| self.judge_templates(w))
+            .collect();
+        verdicts.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        verdicts.get(verdicts.len() / 2).copied()
+    }
+
     /// The match verdict of a liveness session: the worst (least similar) of its probe's
     /// (`probe`: one score per template), its witnesses' typical one and its action frames'
     /// typical one, each the median of their verdicts (the lower middle of an even count). A
@@ -366,25 +378,20 @@ impl Verifier {
         action_frames: &[Vec<MatchScore>],
     ) -> Option<MatchVerdict> {
         let probe = self.judge_templates(probe)?;
-        let typical = |frames: &[Vec<MatchScore>]| {
-            let mut verdicts: Vec<MatchVerdict> = frames
-                .iter()
-                .filter_map(|w| self.judge_templates(w))
-                .collect();
-            verdicts.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-            verdicts.get(verdicts.len() / 2).copied()
-        };
         Some(
-            [typical(witnesses), typical(action_frames)]
-                .into_iter()
-                .flatten()
-                .fold(probe, |worst, v| {
-                    if v.similarity < worst.similarity {
-                        v
-                    } else {
-                        worst
-                    }
-                }),
+            [
+                self.judge_typical(witnesses),
+                self.judge_typical(action_frames),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(probe, |worst, v| {
+                if v.similarity < worst.similarity {
+                    v
+                } else {
+                    worst
+                }
+            }),
         )
     }
 

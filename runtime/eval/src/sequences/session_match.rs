@@ -120,15 +120,8 @@ pub fn session_matches(
                 .map(|a| scores(a, &template))
                 .collect();
             let probe_scores = scores(&probe, &template);
-            let typical = |frames: &[Vec<MatchScore>]| {
-                let mut s: Vec<f64> = frames
-                    .iter()
-                    .filter_map(|f| verifier.judge_templates(f))
-                    .map(|v| v.similarity)
-                    .collect();
-                s.sort_by(|a, b| b.total_cmp(a));
-                s.get(s.len() / 2).copied()
-            };
+            let typical =
+                |frames: &[Vec<MatchScore>]| verifier.judge_typical(frames).map(|v| v.similarity);
             let before = verifier.judge_session(&probe_scores, &witnesses, &[]);
             let now = verifier.judge_session(&probe_scores, &witnesses, &actions);
             let accepted =
