@@ -33,7 +33,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::fingerprint::Fingerprint;
+use super::fingerprint::{Fingerprint, extreme_pair};
 use super::signals::{eye_opening, mouth_opening, pitch, yaw};
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation, Landmarks68};
 use crate::vision::embed::Embedding;
@@ -457,25 +457,6 @@ fn released_at(
     None
 }
 
-/// The `pick` (min or max) of `measure` over every pair of present items with at least one
-/// of them at or after `from` (the pairs among earlier items were measured before).
-fn extreme_pair<T>(
-    items: &[Option<&T>],
-    from: usize,
-    measure: impl Fn(&T, &T) -> f32,
-    pick: impl Fn(f32, f32) -> f32,
-) -> Option<f32> {
-    let mut best: Option<f32> = None;
-    for (j, b) in items.iter().enumerate().skip(from) {
-        let Some(b) = b else { continue };
-        for a in items[..j].iter().flatten() {
-            let d = measure(a, b);
-            best = Some(best.map_or(d, |m| pick(m, d)));
-        }
-    }
-    best
-}
-
 fn median(mut v: Vec<f32>) -> Option<f32> {
     if v.is_empty() {
         return None;
@@ -570,7 +551,8 @@ pub fn evaluate_more(
 
     // Near-duplicate frames anywhere in the session.
     let prints: Vec<Option<&Fingerprint>> = frames.iter().map(|f| f.fingerprint.as_ref()).collect();
-    let min_diff = extreme_pair(&prints, from, Fingerprint::difference, f32::min)
+    let min_diff = extreme_pair(&prints, from, Fingerprint::difference, |d, best| d < best)
+        .map(|(d, _, _)| d)
         .into_iter()
         .chain(judged.min_frame_difference)
         .reduce(f32::min);
@@ -586,7 +568,8 @@ pub fn evaluate_more(
         .iter()
         .map(|f| f.and_then(|f| f.embedding.as_ref()))
         .collect();
-    let max_dist = extreme_pair(&embeddings, from, Embedding::distance, f32::max)
+    let max_dist = extreme_pair(&embeddings, from, Embedding::distance, |d, best| d > best)
+        .map(|(d, _, _)| d)
         .into_iter()
         .chain(judged.max_face_distance)
         .reduce(f32::max);

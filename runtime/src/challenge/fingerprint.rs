@@ -87,24 +87,37 @@ impl Fingerprint {
 }
 
 /// The two most alike of `prints` (a `None` is skipped, its index kept): their difference and
-/// indices, `None` with fewer than two. The checker's near-duplicate test and the evaluation
-/// lab's check of a clip before it is written both ask this.
+/// indices, `None` with fewer than two: the evaluation lab's check of a clip before it is
+/// written. The checker's near-duplicate test measures the same pairs through [`extreme_pair`].
 pub fn closest_pair<'a>(
     prints: impl IntoIterator<Item = Option<&'a Fingerprint>>,
 ) -> Option<(f32, usize, usize)> {
     let prints: Vec<Option<&Fingerprint>> = prints.into_iter().collect();
-    let mut closest: Option<(f32, usize, usize)> = None;
-    for (i, a) in prints.iter().enumerate() {
+    extreme_pair(&prints, 0, Fingerprint::difference, |d, best| d < best)
+}
+
+/// The pair of present `items` that `measure` rates best (`better(d, best)`: the first such
+/// pair in index order wins a tie), among the pairs whose later item is at or after `from`:
+/// the value and the two indices. The checker passes the number of frames an earlier verdict
+/// already compared, so a batch adds only its own pairs; `None` without such a pair.
+pub(super) fn extreme_pair<T>(
+    items: &[Option<&T>],
+    from: usize,
+    measure: impl Fn(&T, &T) -> f32,
+    better: impl Fn(f32, f32) -> bool,
+) -> Option<(f32, usize, usize)> {
+    let mut best: Option<(f32, usize, usize)> = None;
+    for (i, a) in items.iter().enumerate() {
         let Some(a) = a else { continue };
-        for (j, b) in prints.iter().enumerate().skip(i + 1) {
+        for (j, b) in items.iter().enumerate().skip(from.max(i + 1)) {
             let Some(b) = b else { continue };
-            let d = a.difference(b);
-            if closest.is_none_or(|(m, _, _)| d < m) {
-                closest = Some((d, i, j));
+            let d = measure(a, b);
+            if best.is_none_or(|(m, _, _)| better(d, m)) {
+                best = Some((d, i, j));
             }
         }
     }
-    closest
+    best
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@
 //! from its checks until its batch is applied, so a second call through any replica answers
 //! `session_busy`, as on one replica. The batch is run through the models outside any
 //! transaction, then applied under the row's lock (`SELECT … FOR UPDATE`) in the order received,
-//! judging the session again (only the new frames' pairs), so a session ends exactly once (only the call that ended it
-//! reports it, so the failed-challenge spoof event fires once) and a batch captured before
-//! frames already applied fails it (`timestamps_not_increasing`): a client cannot slip frames in
-//! before those the checker has already judged and answered about. A passed session
-//! is consumed under the row lock by an `UPDATE … WHERE NOT consumed`: one verification or
-//! identification across all replicas. Sessions are opened under a transaction-level advisory
-//! lock, so the global and per-key bounds hold across replicas. Every time is the database's
-//! clock.
+//! judging the session again (only the new frames' pairs), so a session ends exactly once (only
+//! the call that ended it reports it, so the failed-challenge spoof event fires once) and a batch
+//! captured before frames already applied fails it (`timestamps_not_increasing`): a client
+//! cannot slip frames in before those the checker has already judged and answered about. A
+//! passed session is consumed under the row lock by an `UPDATE … WHERE NOT consumed`: one
+//! verification or identification across all replicas. Sessions are opened under a
+//! transaction-level advisory lock, so the global and per-key bounds hold across replicas. Every
+//! time is the database's clock.
 //!
 //! Data: the key binding is the SHA-256 of the key id; observations (never images) and, once
 //! passed, the best frame's observation (embedding included) are sealed with the template key
@@ -336,7 +336,7 @@ impl PgSessions {
             .collect();
         let ended = verdict.outcome != Outcome::InProgress;
         let private = if ended {
-            // Keep only what verify needs: a passed session's probe and witnesses.
+            // Keep only what verify needs: a passed session's probe, witnesses and action frames.
             match super::checker::kept_for_verify(&verdict, &frames) {
                 Some(kept) => Private {
                     frames: Vec::new(),
