@@ -140,6 +140,15 @@ fn parse_connection_age(s: &str) -> Result<u64, String> {
     )
 }
 
+fn parse_replay_window(s: &str) -> Result<u64, String> {
+    parse_seconds_within(
+        env::SESSION_REPLAY_WINDOW_SECS,
+        s,
+        0,
+        defaults::MAX_SESSION_REPLAY_WINDOW_SECS,
+    )
+}
+
 fn parse_alert_min_interval(s: &str) -> Result<u64, String> {
     parse_seconds_within(
         env::ALERT_MIN_INTERVAL_SECS,
@@ -566,6 +575,13 @@ pub struct Config {
     /// is live whatever the passive models said (its confidence is 0.7 + 0.3 x their median).
     #[arg(long, env = env::SESSION_PASSIVE_MIN, default_value_t = defaults::SESSION_PASSIVE_MIN, value_parser = parse_threshold)]
     pub session_passive_min: f64,
+
+    /// How long the frames of a subject's sessions that a verification or identification
+    /// accepted are remembered (their fingerprints, never images), seconds: a later session for
+    /// the subject repeating them is a replayed recording and is rejected
+    /// (`replayed_session`). 0 turns the check off; at most 30 days.
+    #[arg(long, env = env::SESSION_REPLAY_WINDOW_SECS, default_value_t = defaults::SESSION_REPLAY_WINDOW_SECS, value_parser = parse_replay_window)]
+    pub session_replay_window_secs: u64,
 
     /// A maintenance command instead of serving.
     #[command(subcommand)]

@@ -148,7 +148,8 @@ pub struct LivenessVerdict {
     pub score: Option<f64>,
     /// The threshold applied.
     pub threshold: f64,
-    /// Why liveness could not run (state `unknown`).
+    /// Why liveness could not run (state `unknown`), or why a passed session counts as a spoof
+    /// (`replayed_session`).
     pub reason: Option<String>,
 }
 
@@ -203,6 +204,9 @@ pub enum Reason {
     LivenessUnknown,
     /// The fused probability fell below the threshold.
     LowProbability,
+    /// The liveness session repeated frames of an earlier session accepted for the subject: a
+    /// replayed recording (refused whatever the fusion said).
+    ReplayedSession,
 }
 
 impl Reason {
@@ -213,6 +217,7 @@ impl Reason {
             Self::Spoof => "spoof",
             Self::LivenessUnknown => "liveness_unknown",
             Self::LowProbability => "low_probability",
+            Self::ReplayedSession => "replayed_session",
         }
     }
 }
@@ -228,6 +233,16 @@ pub struct Verification {
     pub decision: Decision,
     /// Every check that failed, in the order match, liveness, probability.
     pub reasons: Vec<Reason>,
+}
+
+impl Verification {
+    /// Rejects whatever the fusion decided, for `reason` (a check outside the fusion failed).
+    pub fn refuse(&mut self, reason: Reason) {
+        self.decision = Decision::Reject;
+        if !self.reasons.contains(&reason) {
+            self.reasons.push(reason);
+        }
+    }
 }
 
 /// The scores that decide a match, in order: the fused ones (dlib + faceres-deep) when any
@@ -585,6 +600,23 @@ mod tests {
         assert_eq!(
             none.reasons,
             vec![Reason::NoMatch, Reason::Spoof, Reason::LowProbability]
+        );
+    }
+
+    #[test]
+    fn a_refusal_rejects_what_the_fusion_accepted() {
+        let v = verifier(DecisionPolicy::Fusion, true);
+        let mut out = v.decide(
+            &v.judge_match(0.1, 1.0, 1),
+            &v.judge_liveness_score(Some(0.99), None),
+            1.0,
+        );
+        assert_eq!((out.decision, out.reasons.len()), (Decision::Accept, 0));
+        out.refuse(Reason::ReplayedSession);
+        out.refuse(Reason::ReplayedSession);
+        assert_eq!(
+            (out.decision, out.reasons),
+            (Decision::Reject, vec![Reason::ReplayedSession])
         );
     }
 

@@ -20,7 +20,10 @@ use facekey_runtime::challenge::{
 };
 use facekey_runtime::config::Config;
 use facekey_runtime::vision::landmarks::observe_frame;
-use frames::{astronaut, brighten, frames_json, geometry, jpeg, models, performance, pose, warp};
+use frames::{
+    astronaut, brighten, frames_json, geometry, jpeg, models, passed_recording,
+    passed_recording_brightened, performance, pose, warp,
+};
 use image::{Rgb, RgbImage};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -505,6 +508,206 @@ async fn contract_key_binding_pass_and_verify_once() {
     s.stop().await;
 }
 
+/// Verifies `subject` with `session` as `client`: the answer.
+async fn verify_with(
+    s: &Running,
+    client: &reqwest::Client,
+    subject: &str,
+    session: &str,
+) -> (StatusCode, Value) {
+    s.json(
+        client
+            .post(s.url("/v1/verify"))
+            .json(&json!({"subject": subject, "session": session})),
+    )
+    .await
+}
+
+/// A recording of a session a verification accepted, sent again into later sessions (their
+/// challenges differ: the frames they share, the neutral one at least, are the replay), passes
+/// each challenge but is refused for its subject by verify and identify alike: a reject with
+/// `replayed_session`, the liveness a spoof, a spoof event. New recordings of the same face are
+/// accepted, and an identification's accepted session is remembered as a verification's is.
+#[tokio::test]
+async fn a_replayed_recording_is_refused_in_later_sessions() {
+    let s = Running::start(config()).await;
+    let admin = &s.client;
+    let subject = s.new_subject("Eileen Collins").await;
+    let (st, v) = s.enrol_sample(admin, &subject, "astronaut.png").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+
+    let first = passed_recording(&s, admin, Some(&subject), 200).await;
+    let (st, v) = verify_with(&s, admin, &subject, &first).await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    assert_eq!(v["liveness"]["state"], "live", "{v}");
+
+    // Sent again brightened by 6 grey levels: the replay record compares the frames' shapes.
+    let again = passed_recording_brightened(&s, admin, None, 200, 6).await;
+    let (st, v) = verify_with(&s, admin, &subject, &again).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"], "reject", "{v}");
+    assert!(
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("replayed_session")),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["liveness"]["state"], &v["liveness"]["reason"]),
+        (&json!("spoof"), &json!("replayed_session")),
+        "{v}"
+    );
+    assert_eq!(v["features"][1], 0.0, "the fusion's liveness feature: {v}");
+    let metrics = s.metrics().await;
+    assert_eq!(
+        metric(&metrics, "facekey_liveness_sessions_replayed_total"),
+        1.0
+    );
+    assert_eq!(metric(&metrics, "facekey_spoof_detected_total"), 1.0);
+    // The replay is also a used session: it cannot be tried again.
+    let (st, v) = verify_with(&s, admin, &subject, &again).await;
+    assert_eq!((st, error_code(&v)), (StatusCode::CONFLICT, "session_used"));
+
+    // Identify alike: nobody is named, not even a second subject enrolled with the same face,
+    // whose own record holds nothing: the session is a replay whoever it would identify.
+    let twin = s.new_subject("Eileen's twin").await;
+    let (st, v) = s.enrol_sample(admin, &twin, "astronaut.png").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let third = passed_recording(&s, admin, None, 200).await;
+    let (st, v) = s
+        .json(
+            admin
+                .post(s.url("/v1/identify"))
+                .json(&json!({"session": third})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["decision"], &v["candidates"], &v["reasons"]),
+        (
+            &json!("reject"),
+            &json!([]),
+            &json!(["spoof", "replayed_session"])
+        ),
+        "{v}"
+    );
+    assert_eq!(v["liveness"]["reason"], "replayed_session", "{v}");
+    let metrics = s.metrics().await;
+    assert_eq!(
+        metric(&metrics, "facekey_liveness_sessions_replayed_total"),
+        2.0,
+        "one event for the session, not one per candidate"
+    );
+    let (st, _) = s
+        .json(admin.delete(s.url(&format!("/v1/subjects/{twin}"))))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(metric(&metrics, "facekey_spoof_detected_total"), 2.0);
+
+    // New recordings of the same face are no replay: verified, then identified; the
+    // identification's session is remembered too.
+    let fresh = passed_recording(&s, admin, None, 201).await;
+    let (st, v) = verify_with(&s, admin, &subject, &fresh).await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    let identified = passed_recording(&s, admin, None, 202).await;
+    let (st, v) = s
+        .json(
+            admin
+                .post(s.url("/v1/identify"))
+                .json(&json!({"session": identified})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["candidates"][0]["subject"]["id"], json!(subject), "{v}");
+    let replay = passed_recording(&s, admin, None, 202).await;
+    let (st, v) = verify_with(&s, admin, &subject, &replay).await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("reject")),
+        "{v}"
+    );
+    assert_eq!(
+        metric(
+            &s.metrics().await,
+            "facekey_liveness_sessions_replayed_total"
+        ),
+        3.0
+    );
+
+    // A verify key's answer (no scores) names the reasons too: the liveness a spoof, and the
+    // replay. No `low_probability`: at liveness 0 with a close match and good quality the
+    // reference fusion's probability still reaches the threshold. The strict default rejects
+    // on the spoof; under `FACEKEY_DECISION_POLICY=fusion` the replay check's refusal does.
+    let app = s.client_for("verify");
+    let replay = passed_recording(&s, &app, None, 201).await;
+    let (st, v) = verify_with(&s, &app, &subject, &replay).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["decision"], &v["reasons"]),
+        (&json!("reject"), &json!(["spoof", "replayed_session"])),
+        "{v}"
+    );
+    s.stop().await;
+}
+
+/// Under `FACEKEY_DECISION_POLICY=fusion` the fused probability alone decides, and with the
+/// reference weights (insecure: `--allow-insecure`) it still reaches the threshold at liveness 0
+/// for this close, sharp face: there the replay check's own refusal is what rejects the replay.
+/// With `FACEKEY_SESSION_REPLAY_WINDOW_SECS=0` nothing is remembered: the same recording
+/// verifies again.
+#[tokio::test]
+async fn the_fusion_policy_refuses_replays_and_a_zero_window_turns_the_check_off() {
+    for window in [86_400, 0] {
+        let mut c = config();
+        c.decision_policy = facekey_runtime::verifier::DecisionPolicy::Fusion;
+        c.allow_insecure = true;
+        c.session_replay_window_secs = window;
+        let s = Running::start(c).await;
+        let admin = &s.client;
+        let subject = s.new_subject("Eileen Collins").await;
+        let (st, v) = s.enrol_sample(admin, &subject, "astronaut.png").await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let mut decisions = Vec::new();
+        for _ in 0..2 {
+            let id = passed_recording(&s, admin, None, 200).await;
+            let (st, v) = verify_with(&s, admin, &subject, &id).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            decisions.push((v["decision"].clone(), v["reasons"].clone()));
+        }
+        let replays = metric(
+            &s.metrics().await,
+            "facekey_liveness_sessions_replayed_total",
+        );
+        assert_eq!(
+            decisions[0],
+            (json!("accept"), json!([])),
+            "window {window}"
+        );
+        if window == 0 {
+            assert_eq!(decisions[1], (json!("accept"), json!([])), "window 0");
+            assert_eq!(replays, 0.0);
+        } else {
+            // No `low_probability`: the fusion alone would have accepted.
+            assert_eq!(
+                decisions[1],
+                (json!("reject"), json!(["spoof", "replayed_session"])),
+                "under the fusion policy"
+            );
+            assert_eq!(replays, 1.0);
+        }
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn static_photo_session_fails_and_alerts() {
     let s = Running::start(config()).await;
@@ -693,6 +896,11 @@ async fn bounds_bad_frames_expiry_and_required_sessions() {
     );
     assert!(
         metrics.contains("facekey_liveness_sessions_abandoned_total 1"),
+        "{metrics}"
+    );
+    // The untouched one expired before any face: a challenge drawn and not performed.
+    assert!(
+        metrics.contains("facekey_liveness_sessions_unperformed_total 1"),
         "{metrics}"
     );
     // What abandoned sessions are judged against: the sessions that saw a face (the abandoned
@@ -884,6 +1092,33 @@ async fn a_client_closes_its_session() {
         "{m}"
     );
     assert_eq!(
+        metric(&m, "facekey_liveness_sessions_unperformed_total"),
+        0.0,
+        "a face was seen: abandoned, not unperformed"
+    );
+    // Closed before any face: a challenge drawn and not performed (redrawing it so is what
+    // FaceKeyLivenessChallengesRedrawn watches for).
+    let unused = v["id"].as_str().unwrap().to_owned();
+    let r = verify
+        .delete(s.url(&format!("/v1/liveness/sessions/{unused}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (st, v) = open(&s, &verify, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(&m, "facekey_liveness_sessions_unperformed_total"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "facekey_liveness_sessions_closed_total"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
         metric(&m, "facekey_liveness_sessions_abandoned_total"),
         1.0,
         "{m}"
@@ -901,7 +1136,7 @@ async fn a_client_closes_its_session() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|e| e["action"] == "session.close" && e["status"] == 204)
         .collect();
-    assert_eq!(closed.len(), 1, "{trail}");
+    assert_eq!(closed.len(), 2, "{trail}");
     assert_eq!(
         (closed[0]["session"].as_str(), closed[0]["key_id"].as_str()),
         (Some(id.as_str()), Some("verify"))

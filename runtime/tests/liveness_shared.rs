@@ -19,7 +19,7 @@ use common::postgres::{PgServer, key_file};
 use common::{Running, error_code, face, keyed_client, send_json, test_keys};
 use facekey_runtime::challenge::Action;
 use facekey_runtime::config::Config;
-use frames::{astronaut, brighten, frames_json, performance};
+use frames::{astronaut, brighten, frames_json, passed_recording, performance};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -508,6 +508,91 @@ async fn deleting_a_subject_deletes_its_sessions_on_every_replica() {
         (StatusCode::NOT_FOUND, "session_not_found"),
         "{v}"
     );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The replay record is shared: a recording accepted through replica A is refused as a replay
+/// when sent again through B, verify and identify alike (a spoof event on B). The record is
+/// sealed in its table, counts only within the window (rows aged past it by hand no longer
+/// refuse the recording, and the sweep deletes them), and deleting the subject deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_accepted_on_one_replica_is_a_replay_on_another() {
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let b = Running::start(sh.config("b", |_| {})).await;
+    let (admin, verify_key) = (sh.client("admin"), sh.client("verify"));
+    let subject = enrol(&a, &admin).await;
+    known_to(&b, &admin, &subject).await;
+
+    let first = passed_recording(&a, &verify_key, Some(&subject), 77).await;
+    let (st, v) = verify(&a, &verify_key, &subject, &first).await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    let rows = sh.pg.psql(&format!(
+        "SELECT count(*) FROM facekey_session_replay_record \
+         WHERE subject = '{subject}' AND session_id = '{first}' AND sealed_key_id = 'k1'"
+    ));
+    assert_eq!(rows.trim(), "1", "the accepted session's frames, sealed");
+
+    let again = passed_recording(&b, &verify_key, None, 77).await;
+    let (st, v) = verify(&b, &verify_key, &subject, &again).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"], "reject", "{v}");
+    assert!(
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("replayed_session")),
+        "{v}"
+    );
+    let third = passed_recording(&b, &verify_key, None, 77).await;
+    let (st, v) = identify(&b, &verify_key, &third).await;
+    assert_eq!(
+        (st, &v["decision"], &v["candidates"]),
+        (StatusCode::OK, &json!("reject"), &json!([])),
+        "{v}"
+    );
+    let metrics = b.metrics().await;
+    assert_eq!(
+        counter(&metrics, "facekey_liveness_sessions_replayed_total"),
+        2.0
+    );
+    assert_eq!(counter(&metrics, "facekey_spoof_detected_total"), 2.0);
+
+    // Past the window (a day by default: the rows aged by hand) the recording is not refused.
+    sh.pg.psql(
+        "UPDATE facekey_session_replay_record \
+         SET verified_at = now() - interval '25 hours', expires_at = now() - interval '1 hour'",
+    );
+    let late = passed_recording(&a, &verify_key, None, 77).await;
+    let (st, v) = verify(&a, &verify_key, &subject, &late).await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+
+    // Opening that session swept the rows past their window; the late session took their place.
+    let rows = sh.pg.psql(&format!(
+        "SELECT string_agg(session_id, ',') FROM facekey_session_replay_record \
+         WHERE subject = '{subject}'"
+    ));
+    assert_eq!(
+        rows, late,
+        "the aged row swept, the accepted late session remembered"
+    );
+
+    // The subject deleted (through B): its record is gone from the table.
+    let (st, _) = send_json(admin.delete(url(&b, &format!("/v1/subjects/{subject}")))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let rows = sh.pg.psql(&format!(
+        "SELECT count(*) FROM facekey_session_replay_record WHERE subject = '{subject}'"
+    ));
+    assert_eq!(rows.trim(), "0");
     a.stop().await;
     b.stop().await;
 }

@@ -132,6 +132,7 @@ fn settings_values() -> serde_json::Value {
         ("FACEKEY_MATCH_MODELS", "dlib"),
         ("FACEKEY_PASSIVE_LIVENESS_MODELS", "fr_liveness"),
         ("FACEKEY_SESSION_PASSIVE_MIN", "0.6"),
+        ("FACEKEY_SESSION_REPLAY_WINDOW_SECS", "3600"),
         ("FACEKEY_MAX_BATCH", "64"),
         ("FACEKEY_MAX_QUEUE", "6"),
         ("FACEKEY_MAX_QUEUE_WAIT_MS", "400"),

@@ -7,7 +7,10 @@ the requested kind performing (or faking) exactly that challenge, send its frame
 read the session. Genuine: a session must pass within CHALLENGE_GENUINE_ATTEMPTS (3) tries, each
 try unfinished at worst (never another failure reason), and verify the subject once (a second use
 is 409 session_used). Attacks (static photo, flat print): the session must not pass, and verify
-with it must be refused. Clip seeds are fixed (CHALLENGE_SEED, default 20261204; "time" draws one).
+with it must be refused. Replay (after genuine): sessions are opened and closed until one draws
+the verified session's challenge again, the recorded clip is sent again into it, it passes, and
+verify must refuse it (`replayed_session`). Clip seeds are fixed (CHALLENGE_SEED, default
+20261204; "time" draws one).
 
 Usage: drive.py URL SUBJECT EVAL_BIN WORKDIR KIND [KIND...]   (API key in FACEKEY_API_KEY)
 Standard library only.
@@ -54,19 +57,26 @@ def fail(msg):
     sys.exit(1)
 
 
-def perform(kind, seed):
-    """Opens a session, renders a clip of `kind` for its challenge from `seed`, sends it in real
-    time and returns (session id, the session as read at the end)."""
+def open_session():
     status, session = call("POST", "/v1/liveness/sessions", {"subject": SUBJECT})
     if status != 201:
         fail(f"open session: {status} {session}")
+    return session
+
+
+def perform(kind, seed, session=None, out=None):
+    """Opens a session (or takes `session`), renders a clip of `kind` for its challenge from
+    `seed` (or sends the clip rendered in `out` before), sends it in real time and returns
+    (session id, the session as read at the end, the clip's directory)."""
+    session = session or open_session()
     sid, challenge = session["id"], session["challenge"]
     max_frames = session.get("max_frames", 32)
-    out = os.path.join(WORK, f"{kind}-{sid}")
-    subprocess.run(
-        [EVAL_BIN, "sequences", "--out", out, "--photos", "astronaut.png", "--kinds", kind,
-         "--actions", ",".join(challenge), "--fps", FPS, "--frame", FRAME, "--seed", str(seed)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if out is None:
+        out = os.path.join(WORK, f"{kind}-{sid}")
+        subprocess.run(
+            [EVAL_BIN, "sequences", "--out", out, "--photos", "astronaut.png", "--kinds", kind,
+             "--actions", ",".join(challenge), "--fps", FPS, "--frame", FRAME, "--seed", str(seed)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with open(os.path.join(out, "manifest.json")) as f:
         clip = json.load(f)["sequences"][0]
     frames = list(zip(clip["frames"], clip["timestamps_ms"]))[:max_frames]
@@ -95,7 +105,7 @@ def perform(kind, seed):
     seen = [a["action"] for a in final["actions"] if a["passed"]]
     print(f"{kind}: challenge {','.join(challenge)}, seed {seed}, {i} frames sent, state {final['state']}, "
           f"actions seen {seen}, reasons {final.get('reasons')}")
-    return sid, final
+    return sid, final, out
 
 
 def refused_verify(kind, sid):
@@ -115,7 +125,7 @@ def genuine():
     # (frames ran out, or challenge_incomplete): any other failure reason (face_changed,
     # duplicate frames, timing) fails the test at once, and verify with it must be refused.
     for attempt in range(1, GENUINE_ATTEMPTS + 1):
-        sid, final = perform("genuine", SEED + attempt)
+        sid, final, clip = perform("genuine", SEED + attempt)
         if final["state"] == "passed" and final.get("live") is True:
             break
         reasons = final.get("reasons") or []
@@ -135,15 +145,54 @@ def genuine():
         fail(f"second verify with the same session: {again} {body}")
     print(f"  verify: {vstatus} decision {verdict['decision']} (match distance "
           f"{verdict['match']['distance']:.3f}, features {verdict['features']}), second use: {again} session_used")
+    return [a["action"] for a in final["actions"]], clip
 
 
 def attack(kind):
-    sid, final = perform(kind, SEED)
+    sid, final, _ = perform(kind, SEED)
     if final["state"] == "passed" or final.get("live") is True:
         fail(f"{kind} attack passed: {final}")
     refused_verify(kind, sid)
 
 
+# Sessions the replay attacker may open to draw the recorded challenge again (80 possible; the
+# chance of not drawing it in 1200 is 3e-7).
+REROLLS = int(os.environ.get("CHALLENGE_REROLLS", "1200"))
+
+
+def replay(challenge, clip):
+    """The attacker recorded the verified genuine session. They open sessions and close each
+    unused until one asks for the recorded challenge, then send the recording with fresh
+    timestamps: that session passes (one session alone cannot tell), and verify must refuse it
+    as `replayed_session`, since its frames repeat a session accepted for the subject."""
+    for opened in range(1, REROLLS + 1):
+        session = open_session()
+        if session["challenge"] == challenge:
+            break
+        status, body = call("DELETE", f"/v1/liveness/sessions/{session['id']}")
+        if status != 204:
+            fail(f"close a re-rolled session: {status} {body}")
+    else:
+        fail(f"the challenge {challenge} was not drawn again in {REROLLS} sessions")
+    print(f"replay: the recorded challenge {','.join(challenge)} drawn again after {opened} sessions")
+    sid, final, _ = perform("replay", SEED, session=session, out=clip)
+    if final["state"] != "passed":
+        fail(f"the replayed recording did not pass the challenge, so the replay check was not reached: {final}")
+    vstatus, verdict = call("POST", "/v1/verify", {"subject": SUBJECT, "session": sid})
+    if vstatus != 200 or verdict.get("decision") != "reject" or "replayed_session" not in verdict.get("reasons", []):
+        fail(f"verify with a replayed recording: {vstatus} {verdict}")
+    print(f"  verify: {vstatus} decision {verdict['decision']}, reasons {verdict['reasons']}, "
+          f"liveness {verdict.get('liveness', {}).get('state')}")
+
+
+recorded = None
 for k in KINDS:
-    genuine() if k == "genuine" else attack(k)
+    if k == "genuine":
+        recorded = genuine()
+    elif k == "replay":
+        if recorded is None:
+            fail("the replay case needs the genuine case before it")
+        replay(*recorded)
+    else:
+        attack(k)
 print("ok: challenge sessions end to end")

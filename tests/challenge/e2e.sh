@@ -8,7 +8,11 @@
 #                 synthetic clip in 25 has a painted blink fr_eye does not read closed; a try may
 #                 only end unfinished), verifies the subject once, a second use is 409 session_used;
 #   static_photo  the same photo hand-held (shift, roll, zoom, JPEG noise): never passes;
-#   flat_print    the photo as a flat print tilted and turned in 3-D: never passes.
+#   flat_print    the photo as a flat print tilted and turned in 3-D: never passes;
+#   replay        the verified genuine clip, recorded: sessions are opened and closed until one
+#                 draws its challenge again, the clip is sent into it (fresh timestamps), the
+#                 session passes, and verify refuses it as replayed_session (the frames repeat a
+#                 session accepted for the subject).
 # Test-only change: --session-ttl-secs 300, because the debug build of facekey-eval renders a clip
 # in tens of seconds after the session opened (the default TTL is 60 s).
 set -euo pipefail
@@ -27,5 +31,5 @@ curl -fsS -H "$AUTH" "$RUNTIME_URL/v1/subjects/$subject/faces" \
 
 CHALLENGE_FRAME="${CHALLENGE_FRAME:-480x360}" CHALLENGE_FPS="${CHALLENGE_FPS:-8}" \
   python3 "$ROOT/tests/challenge/drive.py" "$RUNTIME_URL" "$subject" "$EVAL" "$WORK" \
-  genuine static_photo flat_print || fail "challenge sessions"
+  genuine replay static_photo flat_print || fail "challenge sessions"
 printf 'ok: challenge sessions end to end (%ss)\n' "$(( $(date +%s) - started ))"

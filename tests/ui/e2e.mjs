@@ -653,7 +653,7 @@ function expectPassableSession(session) {
   }
   // expires_at has whole seconds: the session lives up to a second longer than it says.
   const ttl = session.ttlMs / 1000;
-  const fix = "start the runtime with FACEKEY_RUNTIME_ARGS=\"--session-ttl-secs 22 --session-max-frames 240\" (tests/run.sh does), or set FACEKEY_CHALLENGE_EXPECT=progress";
+  const fix = "start the runtime with FACEKEY_RUNTIME_ARGS=\"--session-ttl-secs 22 --session-max-frames 240 --session-replay-window-secs 0\" (tests/run.sh does), or set FACEKEY_CHALLENGE_EXPECT=progress";
   expect(
     ttl + 1 < CHALLENGE_LOOP_SECONDS && ttl >= 0.8 * CHALLENGE_LOOP_SECONDS,
     `the runtime's sessions live ${ttl.toFixed(1)}–${(ttl + 1).toFixed(1)} s; passing on the ${CHALLENGE_LOOP_SECONDS.toFixed(1)} s looping clip needs 0.8 of a loop to a loop: ${fix}`,

@@ -10,7 +10,9 @@
 # With the lab's clip the challenge must pass, within 3 runs, each one before the last ending only
 # unfinished, and the verification with the passed session must accept the enrolled subject
 # (FACEKEY_CHALLENGE_EXPECT=passed, see below). That needs a runtime whose sessions suit the
-# looping clip: `--session-ttl-secs 22 --session-max-frames 240` (tests/run.sh starts it so);
+# looping clip: `--session-ttl-secs 22 --session-max-frames 240` (tests/run.sh starts it so, with
+# `--session-replay-window-secs 0`: the identify step's session repeats the looping clip's frames
+# that the verified session sent, a replay the runtime would otherwise refuse);
 # e2e.mjs checks the session it gets and says so otherwise.
 # FACEKEY_CHALLENGE_CAMERA (a y4m), FACEKEY_CHALLENGE_EXPECT (passed | progress | verdict),
 # FACEKEY_CHALLENGE_ATTEMPTS (3) and FACEKEY_EVAL_BIN (the lab binary; set, it is never built)

@@ -187,7 +187,7 @@ export interface VerifyResult {
   inference: [string, number][];
   /** How many faces the detector found in the image. */
   facesDetected?: number;
-  /** Checks that failed, e.g. `no_match`, `spoof`, `low_probability`. */
+  /** Checks that failed, e.g. `no_match`, `spoof`, `low_probability`, `replayed_session`. */
   reasons: string[];
   /** How the decision was taken, e.g. `strict` or `fusion`. */
   policy?: string;

@@ -287,6 +287,9 @@ describe("the identification shown", () => {
     expect(identifyReasonWords(["spoof", "low_probability"])).toBe(
       "presentation attack suspected · fused probability below threshold",
     );
+    expect(identifyReasonWords(["replayed_session"])).toBe(
+      "the liveness session repeats an earlier accepted one (a replayed recording)",
+    );
   });
 
   it("a session's answer, timed by the challenge, shows no timings", () => {

@@ -167,6 +167,9 @@ pub mod env {
     pub const REQUIRE_SESSION: &str = "FACEKEY_REQUIRE_SESSION";
     /// Least median passive liveness score over a session's frames for it to pass (0: off).
     pub const SESSION_PASSIVE_MIN: &str = "FACEKEY_SESSION_PASSIVE_MIN";
+    /// How long the frames of a subject's accepted sessions are remembered against replays,
+    /// seconds (0: off).
+    pub const SESSION_REPLAY_WINDOW_SECS: &str = "FACEKEY_SESSION_REPLAY_WINDOW_SECS";
 
     /// Every variable above: the runtime reads exactly these (a runtime test checks both ways).
     pub const ALL: &[&str] = &[
@@ -248,6 +251,7 @@ pub mod env {
         SESSION_MAX_FRAMES,
         REQUIRE_SESSION,
         SESSION_PASSIVE_MIN,
+        SESSION_REPLAY_WINDOW_SECS,
     ];
 }
 
@@ -443,6 +447,12 @@ pub mod defaults {
     /// `challenge_incomplete`, a spoof event; each frame costs about one verification's
     /// inference, so the budget also bounds a session's CPU.
     pub const SESSION_MAX_FRAMES: usize = 160;
+    /// `--session-replay-window-secs`: a day. A recording of a genuine session is most useful
+    /// to an attacker soon after it was made; each subject keeps its latest 8 accepted
+    /// sessions' frame fingerprints (at most 16 KiB each) for this long.
+    pub const SESSION_REPLAY_WINDOW_SECS: u64 = 86_400;
+    /// Longest accepted `--session-replay-window-secs`: 30 days.
+    pub const MAX_SESSION_REPLAY_WINDOW_SECS: u64 = 2_592_000;
     /// `--require-session`: off, so verify with an image (passive liveness) keeps working.
     pub const REQUIRE_SESSION: &str = "off";
     /// `--session-passive-min`: 0, off. The passive models call a third to a half of real faces
@@ -605,6 +615,10 @@ pub mod values {
             }
             env::MAX_CONNECTION_AGE_SECS => {
                 let max = defaults::MAX_MAX_CONNECTION_AGE_SECS;
+                parse_seconds_within(env_name, value, 0, max).map(drop)
+            }
+            env::SESSION_REPLAY_WINDOW_SECS => {
+                let max = defaults::MAX_SESSION_REPLAY_WINDOW_SECS;
                 parse_seconds_within(env_name, value, 0, max).map(drop)
             }
             _ => Ok(()),

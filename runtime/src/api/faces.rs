@@ -189,7 +189,8 @@ pub struct LivenessReportItem {
     pub threshold: f64,
     /// Whether a liveness score was measured.
     pub checked: bool,
-    /// Why liveness could not run (state `unknown`).
+    /// Why liveness could not run (state `unknown`), or why a passed liveness session counts
+    /// as a spoof (`replayed_session`: it repeats the frames of an earlier accepted session).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Per-model outputs.
@@ -220,7 +221,8 @@ pub struct VerifyDecision {
     pub subject: String,
     /// The final decision.
     pub decision: Decision,
-    /// Checks that failed: `no_match`, `spoof`, `liveness_unknown`, `low_probability`.
+    /// Checks that failed: `no_match`, `spoof`, `liveness_unknown`, `low_probability`,
+    /// `replayed_session` (a liveness session repeating an earlier accepted one's frames).
     pub reasons: Vec<Reason>,
     /// The request id (`x-request-id`), to find the request in logs and the audit trail.
     pub request_id: Option<String>,
@@ -256,7 +258,8 @@ pub struct VerifyResponse {
     pub threshold: f64,
     /// `strict` or `fusion`.
     pub decision_policy: DecisionPolicy,
-    /// Checks that failed: `no_match`, `spoof`, `liveness_unknown`, `low_probability`.
+    /// Checks that failed: `no_match`, `spoof`, `liveness_unknown`, `low_probability`,
+    /// `replayed_session` (a liveness session repeating an earlier accepted one's frames).
     pub reasons: Vec<Reason>,
     /// Conditions that did not fail the verification but weaken it, e.g.
     /// `matched_on_dlib_only: ...` (see `match.models`); absent when none.
@@ -597,6 +600,9 @@ async fn verify_decided(
 
 /// Default and largest number of identification candidates.
 const IDENTIFY_LIMIT: (usize, usize) = (5, 100);
+
+/// Route label of identification spoof events.
+const IDENTIFY_ROUTE: &str = "/v1/identify";
 
 fn parse_limit(input: &ImageInput) -> Result<usize, ApiError> {
     let Some(v) = input.fields.get("limit").map(|v| v.trim()) else {
@@ -1039,6 +1045,34 @@ async fn identify_decided(
             }
         })
         .collect();
+    let mut judged = judged;
+    let mut probe = probe;
+    if let IdentifyProbe::Session(p) = &mut probe {
+        // A session repeating the frames of a session accepted for a subject it would identify
+        // is a replayed recording: then no subject is identified with it (a look-alike or a
+        // second enrolment of the same person included), the most similar takes the failed
+        // attempt, and the spoof event is raised once. Otherwise the nearest accepted subject
+        // remembers its frames, before the lockout ledger records the outcome, as verify does.
+        let mut replayed = false;
+        for j in judged.iter().filter(|j| j.accepted()) {
+            let id = &j.subject.id;
+            if p.is_replay(&state, id, IDENTIFY_ROUTE, caller.as_ref(), &headers)
+                .await?
+            {
+                replayed = true;
+                break;
+            }
+        }
+        if replayed {
+            p.replayed();
+            for j in &mut judged {
+                j.outcome.refuse(Reason::Spoof);
+                j.outcome.refuse(Reason::ReplayedSession);
+            }
+        } else if let Some(best) = judged.iter().find(|j| j.accepted()) {
+            p.remember_accepted(&state, &best.subject.id).await?;
+        }
+    }
     let ruled = rule_on_attempts(&state.lockouts, judged).await?;
     let decision = ruled.decision;
     let fusion = t.elapsed();
@@ -1100,7 +1134,7 @@ async fn identify_decided(
                 &state,
                 caller.as_ref(),
                 &headers,
-                "/v1/identify",
+                IDENTIFY_ROUTE,
                 None,
                 &liveness,
             );

@@ -32,6 +32,8 @@ use super::image_input::{ImageInput, SESSION_FIELD, decode_base64_image};
 use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
 use crate::auth::Caller;
+use crate::challenge::fingerprint::Fingerprint;
+use crate::challenge::replay::nearest_replay;
 use crate::challenge::session::{
     BatchResult, Concluded, Registry, SessionError, SessionLimits, SessionState, SessionUse,
     SessionView,
@@ -50,6 +52,8 @@ use crate::vision::{AnalyzeOptions, Embedding, QualityResult, VisionConfig, Visi
 
 /// Route label of spoof events raised by a failed challenge.
 pub const FRAMES_ROUTE: &str = "/v1/liveness/sessions/{id}/frames";
+/// Route label of spoof events raised by a verification (a replayed session).
+const VERIFY_ROUTE: &str = "/v1/verify";
 
 /// Session metrics (registered with the runtime's registry by [`crate::metrics::Metrics`]).
 #[derive(Clone)]
@@ -75,6 +79,11 @@ pub struct SessionMetrics {
     pub active: IntGauge,
     /// Sessions their client closed (`DELETE`), in any state.
     pub closed: IntCounter,
+    /// Passed sessions refused at verify or identify as replays of an accepted one.
+    pub replayed: IntCounter,
+    /// Sessions that ended in progress (closed by their client, or expired) before a usable
+    /// face was seen: people who never started, or a client redrawing challenges.
+    pub unperformed: IntCounter,
 }
 
 impl SessionMetrics {
@@ -126,6 +135,18 @@ impl SessionMetrics {
             "Challenge-liveness sessions their client closed (DELETE), in any state; one closed \
              in progress after a usable face was seen is also counted as abandoned.",
         )?;
+        let replayed = IntCounter::new(
+            "facekey_liveness_sessions_replayed_total",
+            "Passed challenge-liveness sessions refused at verify or identify because their \
+             frames repeat those of an earlier session accepted for the subject (a replayed \
+             recording); each is also a spoof event.",
+        )?;
+        let unperformed = IntCounter::new(
+            "facekey_liveness_sessions_unperformed_total",
+            "Challenge-liveness sessions that ended in progress, closed by their client or \
+             expired, before a usable face was seen: people who never started, or a client \
+             opening sessions until the challenge suits a recording it holds.",
+        )?;
         for c in [
             Box::new(started.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(passed.clone()),
@@ -135,6 +156,8 @@ impl SessionMetrics {
             Box::new(frames.clone()),
             Box::new(active.clone()),
             Box::new(closed.clone()),
+            Box::new(replayed.clone()),
+            Box::new(unperformed.clone()),
         ] {
             registry.register(c)?;
         }
@@ -153,6 +176,8 @@ impl SessionMetrics {
             frames,
             active,
             closed,
+            replayed,
+            unperformed,
         })
     }
 }
@@ -184,6 +209,7 @@ impl SessionService {
             max_sessions: config.max_sessions,
             max_per_key: config.max_sessions_per_key,
             max_frames: config.session_max_frames,
+            replay_window: std::time::Duration::from_secs(config.session_replay_window_secs),
             ..SessionLimits::default()
         };
         let policy = policy_of(config);
@@ -343,6 +369,10 @@ async fn record_concluded(
                 // A session that never saw a face is no evidence of anything; one left to
                 // expire after faces were seen is abandoned (no attack by itself, logged and
                 // counted); any other failure with a face is a spoof event.
+                if c.usable_frames == 0 && c.reasons.contains(&FailReason::Expired) {
+                    // Left to expire without a face: a challenge drawn and not performed.
+                    m.unperformed.inc();
+                }
                 if c.usable_frames > 0 && c.reasons.contains(&FailReason::Expired) {
                     m.abandoned.inc();
                     tracing::warn!(
@@ -937,6 +967,10 @@ pub async fn close(
     let closed = state.sessions.store.close(&key, &id).await?;
     let m = &state.metrics.sessions;
     m.closed.inc();
+    if closed.in_progress && closed.usable_frames == 0 {
+        // Opened and closed without a face: a challenge drawn and not performed.
+        m.unperformed.inc();
+    }
     if closed.in_progress && closed.usable_frames > 0 {
         // Closing is walking away explicitly: counted as abandonment, so that a client probing
         // the feedback cannot hide from FaceKeyLivenessSessionsAbandoned by closing.
@@ -1122,6 +1156,8 @@ pub(super) struct SessionProbe {
     pub from_image: bool,
     /// The challenge confidence judged against the liveness threshold (the fusion's feature).
     pub liveness: LivenessVerdict,
+    /// The fingerprints of the session's frames, for the replay record.
+    pub prints: Vec<Fingerprint>,
 }
 
 impl SessionProbe {
@@ -1137,6 +1173,78 @@ impl SessionProbe {
             .judge_session(&scores(&self.embedding), &witnesses, &action_frames)
     }
 
+    /// Whether the session's frames repeat those of an earlier session accepted for `subject`
+    /// (a replayed recording, [`crate::challenge::replay`]). A replay is reported here: logged
+    /// on `facekey::security`, counted, and a spoof event (log, counter, alert email) on
+    /// `route`; the caller refuses the decision (`replayed_session`). The record unreachable
+    /// answers 503: nothing is decided.
+    pub async fn is_replay(
+        &self,
+        state: &SharedState,
+        subject: &str,
+        route: &'static str,
+        caller: Option<&Extension<Caller>>,
+        headers: &HeaderMap,
+    ) -> Result<bool, ApiError> {
+        let earlier = state.sessions.store.accepted_sessions(subject).await?;
+        if earlier.is_empty() {
+            return Ok(false);
+        }
+        // At most 64 frames against 8 x 64: milliseconds of arithmetic, off the async workers.
+        let prints = self.prints.clone();
+        let found = tokio::task::spawn_blocking(move || nearest_replay(&prints, &earlier))
+            .await
+            .map_err(|e| ApiError::internal(format!("the replay comparison failed: {e}")))?;
+        let Some(replayed) = found else {
+            return Ok(false);
+        };
+        tracing::warn!(
+            target: "facekey::security",
+            session = %self.session,
+            earlier_session = %replayed.earlier_session,
+            subject = %subject,
+            frames = replayed.frames,
+            difference = replayed.difference,
+            "a liveness session repeats frames of an earlier session accepted for the subject: \
+             refused as a replay"
+        );
+        state.metrics.sessions.replayed.inc();
+        SpoofAttempt {
+            at: SystemTime::now(),
+            route,
+            subject: Some(subject.to_owned()),
+            liveness: 0.0,
+            threshold: self.liveness.threshold,
+            request_id: request_id(headers),
+            key_id: super::blocking::key_id(caller).map(str::to_owned),
+        }
+        .emit(&state.metrics, state.alerts.as_ref());
+        Ok(true)
+    }
+
+    /// Remembers the session's frames once a decision accepted it for `subject`, so that a
+    /// later session repeating them is refused (503 when the record cannot be written: the
+    /// accept is not revealed).
+    pub async fn remember_accepted(
+        &self,
+        state: &SharedState,
+        subject: &str,
+    ) -> Result<(), ApiError> {
+        state
+            .sessions
+            .store
+            .remember_verified(subject, &self.session, self.prints.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// The liveness as a replay leaves it: a spoof at score 0, the fusion's liveness feature.
+    pub fn replayed(&mut self) {
+        self.liveness.state = LivenessState::Spoof;
+        self.liveness.score = Some(0.0);
+        self.liveness.reason = Some(Reason::ReplayedSession.as_str().to_owned());
+    }
+
     /// The liveness part of an answer: the challenge confidence (no per-model outputs).
     pub fn liveness_report(&self) -> LivenessReportItem {
         LivenessReportItem {
@@ -1145,7 +1253,7 @@ impl SessionProbe {
             decision: self.liveness.decision(),
             threshold: self.liveness.threshold,
             checked: true,
-            reason: None,
+            reason: self.liveness.reason.clone(),
             models: None,
         }
     }
@@ -1230,6 +1338,7 @@ pub(super) async fn take_session_probe(
         quality_detail,
         from_image,
         liveness,
+        prints: probe.prints,
     })
 }
 
@@ -1258,12 +1367,25 @@ pub async fn verify_with_session(
         None,
     )
     .await?;
+    let mut probe = probe;
+    let replay = probe
+        .is_replay(&state, &subject, VERIFY_ROUTE, caller.as_ref(), &headers)
+        .await?;
+    if replay {
+        probe.replayed();
+    }
     let verifier = &engine.verifier;
     let matched = probe.judge(&engine, &templates).ok_or_else(|| {
         ApiError::internal("templates vanished between the lookup and the comparison")
     })?;
     let liveness = &probe.liveness;
-    let outcome = verifier.decide(&matched, liveness, probe.quality.map_or(0.0, f64::from));
+    let mut outcome = verifier.decide(&matched, liveness, probe.quality.map_or(0.0, f64::from));
+    if replay {
+        outcome.refuse(Reason::ReplayedSession);
+    }
+    if outcome.decision == Decision::Accept {
+        probe.remember_accepted(&state, &subject).await?;
+    }
     let settled = settle_verification(
         &state,
         caller.as_ref(),
@@ -1402,6 +1524,22 @@ mod tests {
         }
         async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
             SessionStore::forget_subject(&self.inner, subject).await
+        }
+
+        async fn accepted_sessions(
+            &self,
+            subject: &str,
+        ) -> Result<Vec<crate::challenge::replay::AcceptedSession>, SessionError> {
+            SessionStore::accepted_sessions(&self.inner, subject).await
+        }
+
+        async fn remember_verified(
+            &self,
+            subject: &str,
+            session: &str,
+            prints: Vec<Fingerprint>,
+        ) -> Result<(), SessionError> {
+            SessionStore::remember_verified(&self.inner, subject, session, prints).await
         }
     }
 

@@ -431,8 +431,8 @@ pub async fn delete(
 }
 
 /// What a deleted subject leaves outside the template store: its lockout and counted failures,
-/// and the frames and probe its liveness sessions captured, gone with it rather than at their
-/// expiry. Run on a 404 too: a deletion whose commit's answer was lost (503) is retried and
+/// the frames and probe its liveness sessions captured and the replay record of its accepted
+/// sessions, gone with it rather than at their expiry. Run on a 404 too: a deletion whose commit's answer was lost (503) is retried and
 /// finds no subject, and its clean-up must still happen. Best effort: the subject is gone
 /// either way, so a failure is logged, not answered. Only for an id as the store spells it (a
 /// UUID lower case with hyphens): another spelling names no subject here, while the lockout
@@ -444,7 +444,7 @@ async fn forget_erased(state: &SharedState, id: &str) {
     }
     state.lockouts.forget(id).await;
     if let Err(e) = state.sessions.store().forget_subject(id).await {
-        tracing::warn!(subject = %id, error = %e, "deleting the liveness sessions of a deleted subject failed; they expire at their TTL");
+        tracing::warn!(subject = %id, error = %e, "deleting the liveness sessions and replay record of a deleted subject failed; the sessions expire at their TTL, the record at FACEKEY_SESSION_REPLAY_WINDOW_SECS");
     }
 }
 

@@ -232,6 +232,11 @@ pub struct KeptForVerify {
     /// The embeddings of the frames that completed the challenge's actions, in order: the
     /// frames the performer made, whoever's photos the others may be.
     pub action_frames: Vec<crate::vision::embed::Embedding>,
+    /// The fingerprints of the session's usable frames (a face found and embedded; at most
+    /// [`super::replay::PRINTS_PER_SESSION`], spread over them), for the replay record across
+    /// sessions ([`super::replay`]). Frames without a face are left out: a black first frame or
+    /// an empty room is the same in two honest sessions.
+    pub prints: Vec<Fingerprint>,
 }
 
 /// What a passed session keeps for verify; `None` unless it passed with an embedded best frame.
@@ -252,6 +257,13 @@ pub fn kept_for_verify(
         probe: face.clone(),
         witnesses: witnesses(frames),
         action_frames,
+        prints: super::replay::kept_prints(
+            frames
+                .iter()
+                .filter(|f| usable(f).is_some())
+                .filter_map(|f| f.fingerprint.clone())
+                .collect(),
+        ),
     })
 }
 
@@ -1329,6 +1341,24 @@ mod tests {
         let kept = kept_for_verify(&v, &frames).unwrap();
         assert_eq!(kept.action_frames, vec![embedding(0.5)]);
         assert_eq!(kept.witnesses.len(), 3);
+        // The usable frames' fingerprints, for the replay record; a frame without a face (or
+        // without a fingerprint) is left out.
+        let prints: Vec<_> = frames
+            .iter()
+            .filter_map(|f| f.fingerprint.clone())
+            .collect();
+        assert_eq!((kept.prints.len(), &kept.prints), (3, &prints));
+        frames[2].fingerprint = None;
+        let v = evaluate(&[Action::TurnLeft], &frames, &ChallengePolicy::default());
+        assert_eq!(kept_for_verify(&v, &frames).unwrap().prints, prints[..2]);
+        frames[2].fingerprint = prints.get(2).cloned();
+        let mut faceless = frames[2].clone();
+        faceless.face = None;
+        faceless.timestamp_ms += 100;
+        faceless.fingerprint = Some(Fingerprint::try_from(vec![9u8; 256]).unwrap());
+        frames.push(faceless);
+        let v = evaluate(&[Action::TurnLeft], &frames, &ChallengePolicy::default());
+        assert_eq!(kept_for_verify(&v, &frames).unwrap().prints, prints);
         assert!(
             kept_for_verify(
                 &evaluate(&[Action::Blink], &frames, &ChallengePolicy::default()),

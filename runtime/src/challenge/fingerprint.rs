@@ -84,6 +84,51 @@ impl Fingerprint {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// The frame's shape: its cells with the frame's brightness and contrast taken out, so that
+    /// a copy brightened, darkened or with its contrast changed compares as the original;
+    /// `None` for a flat frame (cells spread by under [`FLAT_SPREAD`] grey levels: a blank
+    /// frame or a covered lens), which has no shape to recognise.
+    pub fn shape(&self) -> Option<Shape> {
+        let n = self.0.len().max(1) as f32;
+        let mean = self.0.iter().map(|&v| f32::from(v)).sum::<f32>() / n;
+        let spread = (self
+            .0
+            .iter()
+            .map(|&v| (f32::from(v) - mean).powi(2))
+            .sum::<f32>()
+            / n)
+            .sqrt();
+        (spread >= FLAT_SPREAD).then(|| {
+            Shape(
+                self.0
+                    .iter()
+                    .map(|&v| (f32::from(v) - mean) / spread)
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// Cells spread by less than this (standard deviation, grey levels) make a flat frame.
+pub const FLAT_SPREAD: f32 = 2.0;
+
+/// A fingerprint's cells in standard units of its own spread around its mean ([`Fingerprint::shape`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape(Vec<f32>);
+
+impl Shape {
+    /// Mean absolute difference of two shapes, in standard units: 0 for a frame and its
+    /// brightened or re-contrasted copy.
+    pub fn difference(&self, other: &Shape) -> f32 {
+        let total: f32 = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
+        total / self.0.len().max(1) as f32
+    }
 }
 
 /// The two most alike of `prints` (a `None` is skipped, its index kept): their difference and

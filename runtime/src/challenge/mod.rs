@@ -16,6 +16,7 @@
 pub mod checker;
 pub mod fingerprint;
 pub mod pg;
+pub mod replay;
 pub mod session;
 pub mod signals;
 pub mod store;

@@ -33,6 +33,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::checker::{
     ChallengeVerdict, FailReason, KeptForVerify, Outcome, PairsJudged, evaluate, evaluate_more,
 };
+use super::fingerprint::Fingerprint;
+use super::replay::AcceptedSession;
 use super::session::{
     BatchResult, Closed, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
     SessionUse, SessionView, check_id, new_id, random_challenge, usable_for,
@@ -49,6 +51,10 @@ const OPEN_LOCK: i64 = 0x6661_6365_6b65_7931;
 const SWEEP_BATCH: i64 = 500;
 /// The "embedding model" of the cipher's binding: what the sealed bytes are.
 const SEALED_KIND: &str = "facekey.liveness-session.v1";
+/// The binding's "embedding model" of a replay-record row: an accepted session's fingerprints.
+const PRINTS_KIND: &str = "facekey.session-prints.v1";
+/// Accepted sessions' rows past the replay window deleted per sweep at most.
+const REPLAY_SWEEP_BATCH: i64 = 1000;
 
 /// The columns a session row is read with.
 macro_rules! session_columns {
@@ -92,6 +98,10 @@ struct Private {
     /// sessions sealed by a release before them (their verification then judges without).
     #[serde(default)]
     action_frames: Vec<crate::vision::embed::Embedding>,
+    /// The fingerprints of the session's frames once passed, for the replay record; absent from
+    /// sessions sealed by a release before it (their verification checks nothing against it).
+    #[serde(default)]
+    prints: Vec<Fingerprint>,
 }
 
 /// Bytes as the little-endian 32-bit words the cipher seals (length-prefixed, zero-padded).
@@ -343,6 +353,7 @@ impl PgSessions {
                     probe: Some(kept.probe),
                     witnesses: kept.witnesses,
                     action_frames: kept.action_frames,
+                    prints: kept.prints,
                 },
                 None => Private::default(),
             }
@@ -418,6 +429,78 @@ impl PgSessions {
         .await
         .map_err(db("update liveness session"))?;
         Ok(())
+    }
+
+    fn prints_binding<'a>(subject: &'a str, session: &'a str) -> Binding<'a> {
+        Binding {
+            template_id: session,
+            subject_id: subject,
+            model: PRINTS_KIND,
+        }
+    }
+
+    /// Seals an accepted session's fingerprints for the replay record: their bytes in order.
+    fn seal_prints(
+        &self,
+        subject: &str,
+        session: &str,
+        prints: &[Fingerprint],
+    ) -> Result<Sealed, SessionError> {
+        let bytes: Vec<u8> = prints.iter().flat_map(|p| p.as_bytes()).copied().collect();
+        self.keys
+            .seal(
+                Self::prints_binding(subject, session),
+                &bytes_to_words(&bytes),
+            )
+            .map_err(|e| {
+                SessionError::Backend(format!("seal the frames of session {session}: {e}"))
+            })
+    }
+
+    /// An accepted session as its replay-record `row` holds it.
+    fn open_row_prints(&self, subject: &str, row: &PgRow) -> Result<AcceptedSession, SessionError> {
+        let get = |e: sqlx::Error| SessionError::Backend(format!("replay record row: {e}"));
+        let session: String = row.try_get("session_id").map_err(get)?;
+        let nonce: Vec<u8> = row.try_get("sealed_nonce").map_err(get)?;
+        let sealed = Sealed {
+            key_id: row.try_get("sealed_key_id").map_err(get)?,
+            nonce: <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| {
+                SessionError::Backend(format!(
+                    "replay record of session {session}: malformed nonce"
+                ))
+            })?,
+            ciphertext: row.try_get("sealed").map_err(get)?,
+        };
+        let prints = self.open_prints(subject, &session, &sealed)?;
+        Ok(AcceptedSession { session, prints })
+    }
+
+    /// The fingerprints a replay-record row sealed.
+    fn open_prints(
+        &self,
+        subject: &str,
+        session: &str,
+        sealed: &Sealed,
+    ) -> Result<Vec<Fingerprint>, SessionError> {
+        let bad = |what: String| {
+            SessionError::Backend(format!("replay record of session {session}: {what}"))
+        };
+        let words = self
+            .keys
+            .open(Self::prints_binding(subject, session), sealed)
+            .map_err(|e| bad(e.to_string()))?;
+        let bytes = words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
+        let side = super::fingerprint::FINGERPRINT_SIDE * super::fingerprint::FINGERPRINT_SIDE;
+        if bytes.len() % side != 0 {
+            return Err(bad(format!(
+                "{} bytes are not whole fingerprints",
+                bytes.len()
+            )));
+        }
+        bytes
+            .chunks(side)
+            .map(|c| Fingerprint::try_from(c.to_vec()).map_err(|e| bad(e.to_string())))
+            .collect()
     }
 }
 
@@ -629,6 +712,7 @@ impl SessionStore for PgSessions {
                     probe,
                     witnesses: private.witnesses,
                     action_frames: private.action_frames,
+                    prints: private.prints,
                 };
                 PassedProbe::from_kept(
                     kept,
@@ -698,6 +782,17 @@ impl SessionStore for PgSessions {
         .await
         .map_err(&err)?;
         tx.commit().await.map_err(&err)?;
+        // Accepted sessions' frames past their window (the one in force when each was
+        // remembered), on their own: rows another sweep or a write holds are left for the next.
+        sqlx::query(
+            "DELETE FROM facekey_session_replay_record WHERE ctid IN (SELECT ctid \
+               FROM facekey_session_replay_record WHERE expires_at <= now() \
+               LIMIT $1 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(REPLAY_SWEEP_BATCH)
+        .execute(&self.pool)
+        .await
+        .map_err(db("sweep the replay record"))?;
         Ok(ended)
     }
 
@@ -721,12 +816,95 @@ impl SessionStore for PgSessions {
     }
 
     async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
+        let err = db("delete the liveness sessions of a deleted subject");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
         let done = sqlx::query("DELETE FROM facekey_liveness_sessions WHERE subject = $1")
             .bind(subject)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map_err(db("delete the liveness sessions of a deleted subject"))?;
+            .map_err(&err)?;
+        sqlx::query("DELETE FROM facekey_session_replay_record WHERE subject = $1")
+            .bind(subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+        tx.commit().await.map_err(&err)?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn accepted_sessions(&self, subject: &str) -> Result<Vec<AcceptedSession>, SessionError> {
+        if self.limits.replay_window.is_zero() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT session_id, sealed_key_id, sealed_nonce, sealed \
+             FROM facekey_session_replay_record \
+             WHERE subject = $1 AND expires_at > now() \
+             ORDER BY verified_at DESC LIMIT $2",
+        )
+        .bind(subject)
+        .bind(i64::try_from(super::replay::SESSIONS_PER_SUBJECT).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read the replay record"))?;
+        let mut accepted = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match self.open_row_prints(subject, row) {
+                Ok(a) => accepted.push(a),
+                // A row sealed with a key retired since (or damaged) cannot be compared: it is
+                // skipped, loudly, rather than every session verification of the subject
+                // failing until the row ages out (the README's key retirement re-seals first).
+                Err(e) => tracing::warn!(
+                    target: "facekey::security",
+                    subject = %subject,
+                    error = %e,
+                    "a row of the replay record cannot be opened and is not compared"
+                ),
+            }
+        }
+        Ok(accepted)
+    }
+
+    async fn remember_verified(
+        &self,
+        subject: &str,
+        session: &str,
+        prints: Vec<Fingerprint>,
+    ) -> Result<(), SessionError> {
+        if self.limits.replay_window.is_zero() || prints.is_empty() {
+            return Ok(());
+        }
+        let sealed = self.seal_prints(subject, session, &prints)?;
+        let err = db("write the replay record");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        sqlx::query(
+            "INSERT INTO facekey_session_replay_record \
+             (subject, session_id, expires_at, sealed_key_id, sealed_nonce, sealed) \
+             VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5, $6) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(subject)
+        .bind(session)
+        .bind(self.limits.replay_window.as_secs_f64())
+        .bind(&sealed.key_id)
+        .bind(sealed.nonce.to_vec())
+        .bind(&sealed.ciphertext)
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        // The subject's latest sessions only, so a subject's record stays bounded.
+        sqlx::query(
+            "DELETE FROM facekey_session_replay_record WHERE subject = $1 AND session_id NOT IN \
+               (SELECT session_id FROM facekey_session_replay_record WHERE subject = $1 \
+                ORDER BY verified_at DESC, session_id LIMIT $2)",
+        )
+        .bind(subject)
+        .bind(i64::try_from(super::replay::SESSIONS_PER_SUBJECT).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        tx.commit().await.map_err(&err)?;
+        Ok(())
     }
 
     async fn active(&self) -> Result<usize, SessionError> {
@@ -827,13 +1005,47 @@ mod tests {
             probe: None,
             witnesses: vec![e.clone(), e.clone()],
             action_frames: vec![e],
+            prints: vec![Fingerprint::try_from(vec![7u8; 256]).unwrap()],
         };
         let text = serde_json::to_string(&private).unwrap();
         let back: Private = serde_json::from_str(&text).unwrap();
         assert_eq!((back.witnesses.len(), back.action_frames.len()), (2, 1));
+        assert_eq!(back.prints, private.prints);
         // A session sealed by the release before witnesses: none, the probe alone decides.
         let old: Private = serde_json::from_str(r#"{"frames":[],"probe":null}"#).unwrap();
-        assert!(old.witnesses.is_empty() && old.action_frames.is_empty());
+        assert!(old.witnesses.is_empty() && old.action_frames.is_empty() && old.prints.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_accepted_sessions_prints_are_sealed_to_its_subject_and_session() {
+        let keys = TemplateKeys::parse(
+            &crate::store::cipher::new_key_line("k1").unwrap(),
+            std::path::Path::new("keys"),
+        )
+        .unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://127.0.0.1:1/none")
+            .unwrap();
+        let store = PgSessions::new(
+            pool,
+            keys,
+            SessionLimits::default(),
+            ChallengePolicy::default(),
+        );
+        let prints: Vec<Fingerprint> = (0..256u32)
+            .map(|i| Fingerprint::try_from(vec![(i % 251) as u8; 256]).unwrap())
+            .collect();
+        let sealed = store.seal_prints("alice", "s1", &prints).unwrap();
+        // 256 frames, the most a session holds, fit the table's 128 KiB check.
+        assert!(
+            sealed.ciphertext.len() <= 131_072,
+            "{}",
+            sealed.ciphertext.len()
+        );
+        assert_eq!(store.open_prints("alice", "s1", &sealed).unwrap(), prints);
+        // Moved to another subject or session, the row does not open.
+        assert!(store.open_prints("bob", "s1", &sealed).is_err());
+        assert!(store.open_prints("alice", "s2", &sealed).is_err());
     }
 
     #[test]

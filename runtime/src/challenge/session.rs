@@ -27,6 +27,8 @@ use super::checker::{
     ChallengeVerdict, FailReason, FrameFeedback, KeptForVerify, Outcome, PairsJudged, evaluate,
     evaluate_more, kept_for_verify,
 };
+use super::fingerprint::Fingerprint;
+use super::replay::{AcceptedSession, ReplayRecord};
 use super::{Action, ChallengePolicy, FrameObservation};
 use crate::vision::embed::Embedding;
 
@@ -43,6 +45,9 @@ pub struct SessionLimits {
     pub max_frames: usize,
     /// Frames one call may carry.
     pub max_frames_per_call: usize,
+    /// How long the frames of a subject's accepted sessions are remembered against replays
+    /// ([`super::replay`]); zero turns the check off.
+    pub replay_window: Duration,
 }
 
 impl Default for SessionLimits {
@@ -53,6 +58,9 @@ impl Default for SessionLimits {
             max_per_key: facekey_settings::defaults::MAX_SESSIONS_PER_KEY,
             max_frames: facekey_settings::defaults::SESSION_MAX_FRAMES,
             max_frames_per_call: MAX_FRAMES_PER_CALL,
+            replay_window: Duration::from_secs(
+                facekey_settings::defaults::SESSION_REPLAY_WINDOW_SECS,
+            ),
         }
     }
 }
@@ -275,6 +283,9 @@ pub struct PassedProbe {
     pub confidence: f32,
     /// The challenge that passed.
     pub challenge: Vec<Action>,
+    /// The fingerprints of the session's frames, checked against and then added to the record
+    /// of the subject's accepted sessions ([`super::replay`]).
+    pub prints: Vec<Fingerprint>,
 }
 
 impl PassedProbe {
@@ -288,6 +299,7 @@ impl PassedProbe {
             quality: kept.probe.quality,
             confidence,
             challenge,
+            prints: kept.prints,
         })
     }
 }
@@ -426,6 +438,8 @@ pub struct Registry {
     limits: SessionLimits,
     policy: ChallengePolicy,
     sessions: Mutex<HashMap<String, Session>>,
+    /// The frames of accepted sessions, per subject, against replays.
+    replays: Mutex<ReplayRecord>,
 }
 
 impl Registry {
@@ -435,7 +449,33 @@ impl Registry {
             limits,
             policy,
             sessions: Mutex::new(HashMap::new()),
+            replays: Mutex::new(ReplayRecord::default()),
         }
+    }
+
+    fn replays(&self) -> std::sync::MutexGuard<'_, ReplayRecord> {
+        self.replays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `subject`'s accepted sessions within the replay window, most recent first
+    /// ([`super::replay`]): a copy, compared outside the lock.
+    pub fn accepted_sessions(&self, subject: &str, now: Instant) -> Vec<AcceptedSession> {
+        self.replays()
+            .accepted(subject, self.limits.replay_window, now)
+    }
+
+    /// Remembers the frames of `session`, just accepted for `subject`, for the replay window.
+    pub fn remember_verified(
+        &self,
+        subject: &str,
+        session: &str,
+        prints: Vec<Fingerprint>,
+        now: Instant,
+    ) {
+        self.replays()
+            .remember(subject, session, prints, self.limits.replay_window, now);
     }
 
     /// The bounds in force.
@@ -457,6 +497,7 @@ impl Registry {
     /// Deletes the sessions bound to `subject` (see [`super::store::SessionStore::forget_subject`]);
     /// returns how many.
     pub fn forget_subject(&self, subject: &str) -> usize {
+        self.replays().forget(subject);
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, s| s.subject.as_deref() != Some(subject));
@@ -503,6 +544,7 @@ impl Registry {
     /// Marks sessions past their time expired (returning those that had not ended, for
     /// metrics) and forgets tombstones older than one more TTL.
     pub fn sweep(&self, now: Instant) -> Vec<Concluded> {
+        self.replays().sweep(self.limits.replay_window, now);
         let mut map = self.lock();
         Self::sweep_locked(&mut map, now, self.limits.ttl)
     }
@@ -794,6 +836,7 @@ mod tests {
             max_per_key: 2,
             max_frames: 12,
             max_frames_per_call: 8,
+            replay_window: Duration::from_secs(600),
         }
     }
 

@@ -8,10 +8,13 @@
 //! passed session is consumed by exactly one verification or identification. A store that
 //! cannot be reached answers [`SessionError::Unavailable`], never a pass. An id that is not of
 //! the form sessions get (`session::check_id`) is [`SessionError::NotFound`] in both, before
-//! any lookup.
+//! any lookup. Both also keep the record of the frames of each subject's accepted sessions
+//! against replays across sessions ([`super::replay`]).
 
 use std::time::{Instant, SystemTime};
 
+use super::fingerprint::Fingerprint;
+use super::replay::AcceptedSession;
 use super::session::{
     BatchResult, Closed, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits,
     SessionUse, SessionView,
@@ -82,9 +85,23 @@ pub trait SessionStore: Send + Sync {
     async fn active(&self) -> Result<usize, SessionError>;
 
     /// Deletes every session bound to `subject`, with the frames and probe they hold (the
-    /// subject was deleted: what was captured for it goes too, not at the sessions' expiry);
-    /// returns how many.
+    /// subject was deleted: what was captured for it goes too, not at the sessions' expiry),
+    /// and the record of its accepted sessions' frames; returns how many sessions.
     async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError>;
+
+    /// The sessions accepted for `subject` within the replay window, most recent first, with
+    /// their frames' fingerprints ([`super::replay`]; none when the window is zero). The caller
+    /// compares them ([`super::replay::nearest_replay`]) outside any lock.
+    async fn accepted_sessions(&self, subject: &str) -> Result<Vec<AcceptedSession>, SessionError>;
+
+    /// Remembers the frames (`prints`) of `session`, which a verification or identification
+    /// just accepted for `subject`, for the replay window (on every replica sharing the store).
+    async fn remember_verified(
+        &self,
+        subject: &str,
+        session: &str,
+        prints: Vec<Fingerprint>,
+    ) -> Result<(), SessionError>;
 }
 
 #[async_trait::async_trait]
@@ -158,5 +175,19 @@ impl SessionStore for Registry {
 
     async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
         Ok(Registry::forget_subject(self, subject))
+    }
+
+    async fn accepted_sessions(&self, subject: &str) -> Result<Vec<AcceptedSession>, SessionError> {
+        Ok(Registry::accepted_sessions(self, subject, Instant::now()))
+    }
+
+    async fn remember_verified(
+        &self,
+        subject: &str,
+        session: &str,
+        prints: Vec<Fingerprint>,
+    ) -> Result<(), SessionError> {
+        Registry::remember_verified(self, subject, session, prints, Instant::now());
+        Ok(())
     }
 }

@@ -146,18 +146,50 @@ pub fn jpeg(img: &RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
-/// The frames performing `challenge`: neutral, then each action's peak and a neutral frame.
+/// The frames performing `challenge`: neutral, then each action's peak and a neutral frame,
+/// marked as one recording ([`mark`]) distinct from every other call's, as two sessions of a
+/// camera are: the server refuses a session repeating an accepted one's frames as a replay.
 pub fn performance(challenge: &[Action]) -> Vec<RgbImage> {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    performance_marked(
+        challenge,
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// [`performance`] with the recording's mark given: two calls with the same mark give the same
+/// frame for each step they share (a replayed recording).
+pub fn performance_marked(challenge: &[Action], recording: u8) -> Vec<RgbImage> {
     let base = astronaut();
     let g = geometry(&base);
-    let mut frames = vec![brighten(&base, 0)];
+    let mut frames = vec![mark(&brighten(&base, 0), recording)];
     for &a in challenge {
         for step in [Some(a), None] {
             let k = frames.len() as u8 * 3;
-            frames.push(brighten(&pose(&base, &g, step), k));
+            frames.push(mark(&brighten(&pose(&base, &g, step), k), recording));
         }
     }
     frames
+}
+
+/// Paints `recording`'s bits into the fingerprint grid's bottom row, two cells a bit (0 black,
+/// 1 white; the suit and flag, away from the face): frames of two different recordings differ
+/// there by two whole cells, about 0.035 in the replay record's shape units (its bound is
+/// 0.012), whatever their brightness.
+pub fn mark(img: &RgbImage, recording: u8) -> RgbImage {
+    let mut out = img.clone();
+    let (w, h) = (out.width(), out.height());
+    let side = 16;
+    for cell in 0..16u32 {
+        let white = (recording >> (cell / 2)) & 1 == 1;
+        let v = if white { 255 } else { 0 };
+        for y in h * (side - 1) / side..h {
+            for x in w * cell / side..w * (cell + 1) / side {
+                out.put_pixel(x, y, Rgb([v, v, v]));
+            }
+        }
+    }
+    out
 }
 
 /// `{"frames": [...]}` of `frames` as JPEG, timestamps from `t0` 150 ms apart.
@@ -198,6 +230,45 @@ pub async fn perform(s: &Running, client: &reqwest::Client, id: &str, challenge:
         (reqwest::StatusCode::OK, &json!("passed")),
         "{fb}"
     );
+}
+
+/// Opens a session with `client` (bound to `subject` when given) and performs its challenge
+/// with the frames of `recording` ([`performance_marked`]): the passed session's id.
+pub async fn passed_recording(
+    s: &Running,
+    client: &reqwest::Client,
+    subject: Option<&str>,
+    recording: u8,
+) -> String {
+    passed_recording_brightened(s, client, subject, recording, 0).await
+}
+
+/// [`passed_recording`] with every frame brightened by `k` grey levels (a copy of the
+/// recording a replay attacker altered).
+pub async fn passed_recording_brightened(
+    s: &Running,
+    client: &reqwest::Client,
+    subject: Option<&str>,
+    recording: u8,
+    k: u8,
+) -> String {
+    let (id, challenge) = open_session(s, client, subject).await;
+    let frames: Vec<RgbImage> = performance_marked(&challenge, recording)
+        .iter()
+        .map(|f| brighten(f, k))
+        .collect();
+    let (status, fb) = send_json(
+        client
+            .post(s.url(&format!("/v1/liveness/sessions/{id}/frames")))
+            .json(&frames_json(&frames, 1_000)),
+    )
+    .await;
+    assert_eq!(
+        (status, &fb["state"]),
+        (reqwest::StatusCode::OK, &json!("passed")),
+        "{fb}"
+    );
+    id
 }
 
 /// Opens a session with `client` and performs its challenge: the passed session's id.

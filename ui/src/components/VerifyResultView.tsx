@@ -10,6 +10,7 @@ const REASONS: Record<string, string> = {
   spoof: "presentation attack suspected",
   liveness_unknown: "liveness could not be checked",
   low_probability: "fused probability below threshold",
+  replayed_session: "the liveness session repeats an earlier accepted one (a replayed recording)",
 };
 
 /** The runtime's warnings about an answer (e.g. a match on dlib alone: re-enrol the face). */
