@@ -570,7 +570,7 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 25);
+    assert_eq!(alerts, 26);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

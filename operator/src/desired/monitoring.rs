@@ -80,6 +80,10 @@ pub const AUTH_FAILURE_BURST_PER_SECOND: f64 = 1.0;
 /// most of the sessions that saw a face, `FaceKeyLivenessSessionsAbandoned` fires.
 pub const ABANDONED_SESSIONS_PER_HOUR: u32 = 20;
 
+/// Liveness sessions ended before a face was seen in an hour above which, when they are also
+/// most of the sessions opened, `FaceKeyLivenessChallengesRedrawn` fires.
+pub const UNPERFORMED_SESSIONS_PER_HOUR: u32 = 50;
+
 /// `FaceKeyStoreNearlyFull` fires when a replica's index holds more than this share of
 /// `FACEKEY_MAX_SUBJECTS` subjects or `FACEKEY_MAX_TEMPLATES` templates for 15 minutes; at the
 /// limit writes answer 507 `store_full`.
@@ -356,6 +360,22 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
             summary: format!("Liveness sessions of {namespace}/{name} abandoned after faces were seen"),
             description: format!(
                 "{{{{ $value | printf \"%.0f\" }}}} challenge-liveness sessions of FaceKeyDeployment {namespace}/{name} expired, or were closed by their client in progress, in the last hour after a face was seen, over half of the sessions that saw one: people giving up at a step, or a client probing the challenge's feedback (the facekey::security log lists the sessions)."
+            ),
+        },
+        Alert {
+            name: "FaceKeyLivenessChallengesRedrawn",
+            // A session opened and closed (or left to expire) before a face was seen costs the
+            // client nothing and shows it another random challenge: many of them, most of the
+            // sessions opened, are a client drawing challenges until one suits a recording it
+            // holds (80 challenges). People who never start are a few of many.
+            expr: format!(
+                "sum by ({KEEP}) (increase(facekey_liveness_sessions_unperformed_total{{{sel}}}[1h])) > {UNPERFORMED_SESSIONS_PER_HOUR} and sum by ({KEEP}) (increase(facekey_liveness_sessions_unperformed_total{{{sel}}}[1h])) > 0.5 * sum by ({KEEP}) (increase(facekey_liveness_sessions_started_total{{{sel}}}[1h]))"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("Liveness challenges of {namespace}/{name} drawn and not performed"),
+            description: format!(
+                "{{{{ $value | printf \"%.0f\" }}}} challenge-liveness sessions of FaceKeyDeployment {namespace}/{name} ended in the last hour before a face was seen (closed by their client or expired), over half of the sessions opened: an application opening sessions it does not use, or a client redrawing challenges until one suits a recording it holds."
             ),
         },
         Alert {
@@ -717,6 +737,18 @@ mod tests {
         );
         let description = warning_with_runbook(&rule, "facekeylivenesssessionsabandoned");
         assert!(description.contains("facekey::security"), "{description}");
+    }
+
+    #[test]
+    fn redrawn_challenges_alert_when_many_and_most_of_those_opened() {
+        let rule = alert("FaceKeyLivenessChallengesRedrawn");
+        assert_eq!(
+            rule["expr"],
+            r#"sum by (namespace, job) (increase(facekey_liveness_sessions_unperformed_total{namespace="ns",job="fk"}[1h])) > 50 and sum by (namespace, job) (increase(facekey_liveness_sessions_unperformed_total{namespace="ns",job="fk"}[1h])) > 0.5 * sum by (namespace, job) (increase(facekey_liveness_sessions_started_total{namespace="ns",job="fk"}[1h]))"#
+        );
+        assert!(rule.get("for").is_none(), "{rule}");
+        let description = warning_with_runbook(&rule, "facekeylivenesschallengesredrawn");
+        assert!(description.contains("recording"), "{description}");
     }
 
     #[test]
