@@ -714,34 +714,51 @@ impl Registry {
         now: Instant,
     ) -> Result<BatchResult, SessionError> {
         let limits = self.limits;
+        // Under the lock: the checks, and what judging needs. The session's frames are taken
+        // out while they are judged; its batch reservation (`busy`) keeps every other batch
+        // away meanwhile, and the registry lock is not held while the pairs are compared.
+        let (challenge, mut frames, judged) = {
+            let mut map = self.lock();
+            let s = Self::get(&mut map, key, id, now)?;
+            if s.expired {
+                s.busy = false;
+                return Err(SessionError::Expired);
+            }
+            if s.verdict.outcome != Outcome::InProgress {
+                s.busy = false;
+                return Ok(BatchResult {
+                    view: s.view(id),
+                    frames: Vec::new(),
+                    concluded: None,
+                });
+            }
+            let received = u64::try_from(now.saturating_duration_since(s.opened).as_millis())
+                .unwrap_or(u64::MAX);
+            batch.truncate(limits.max_frames.saturating_sub(s.frames_received));
+            for f in &mut batch {
+                f.received_ms = Some(received);
+            }
+            let judged = PairsJudged::by(&s.verdict, s.frames.len());
+            (s.challenge.clone(), std::mem::take(&mut s.frames), judged)
+        };
+        let first = frames.len();
+        let added = batch.len();
+        frames.extend(batch);
+        let mut verdict = evaluate_more(&challenge, &frames, &self.policy, judged);
         let mut map = self.lock();
+        // Gone meanwhile (closed, or its subject deleted): so is the batch.
         let s = Self::get(&mut map, key, id, now)?;
         s.busy = false;
         if s.expired {
+            // Swept meanwhile: ended as expired, with nothing to keep.
             return Err(SessionError::Expired);
         }
-        if s.verdict.outcome != Outcome::InProgress {
-            return Ok(BatchResult {
-                view: s.view(id),
-                frames: Vec::new(),
-                concluded: None,
-            });
-        }
-        let received =
-            u64::try_from(now.saturating_duration_since(s.opened).as_millis()).unwrap_or(u64::MAX);
-        let first = s.frames.len();
-        batch.truncate(limits.max_frames.saturating_sub(s.frames_received));
-        for f in &mut batch {
-            f.received_ms = Some(received);
-        }
-        s.frames_received += batch.len();
-        s.frames.extend(batch);
-        let judged = PairsJudged::by(&s.verdict, first);
-        let mut verdict = evaluate_more(&s.challenge, &s.frames, &self.policy, judged);
+        s.frames = frames;
+        s.frames_received += added;
         if verdict.outcome == Outcome::InProgress && s.frames_received >= limits.max_frames {
             verdict.conclude(FailReason::ChallengeIncomplete);
         }
-        let frames = verdict.frames.get(first..).unwrap_or_default().to_vec();
+        let feedback = verdict.frames.get(first..).unwrap_or_default().to_vec();
         s.verdict = verdict;
         let concluded = (s.verdict.outcome != Outcome::InProgress).then(|| {
             s.trim();
@@ -749,7 +766,7 @@ impl Registry {
         });
         Ok(BatchResult {
             view: s.view(id),
-            frames,
+            frames: feedback,
             concluded,
         })
     }
