@@ -6,6 +6,8 @@
 //! asked at the same moment, the bounds hold across replicas, expired sessions are swept (their
 //! failure counted once), and a database outage answers 503 `store_unavailable`, never a pass.
 //! An unbound passed session identifies once across replicas too; a bound one only verifies.
+//! Each frames call writes its own batch row; a session the release before began (frames in its
+//! row) goes on with its frames; the replay record of accepted sessions is shared.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -510,6 +512,207 @@ async fn deleting_a_subject_deletes_its_sessions_on_every_replica() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// A frames call writes its own batch only: each batch is a row of its own (sealed), the
+/// session row stays small while the session runs, a batch applied through the other replica
+/// continues the same session, and the batch rows go when the session ends or is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_frames_call_writes_its_own_batch_row() {
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let b = Running::start(sh.config("b", |_| {})).await;
+    let verify_key = sh.client("verify");
+    let (st, o) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id = id_of(&o);
+    let batches = || {
+        sh.pg.psql(&format!(
+            "SELECT count(*) || ' ' || coalesce(sum(octet_length(sealed)), 0) || ' ' || \
+             coalesce((SELECT octet_length(sealed) FROM facekey_liveness_sessions \
+               WHERE id = '{id}'), 0) \
+             FROM facekey_liveness_session_frames WHERE session_id = '{id}'"
+        ))
+    };
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(3, 0), 5_000)).await;
+    assert_eq!(
+        (st, &fb["state"]),
+        (StatusCode::OK, &json!("in_progress")),
+        "{fb}"
+    );
+    let (st, fb) = send(&b, &verify_key, &id, &frames_json(&neutral(2, 60), 5_600)).await;
+    assert_eq!(
+        (st, &fb["state"]),
+        (StatusCode::OK, &json!("in_progress")),
+        "{fb}"
+    );
+    assert_eq!(fb["frames_received"], 5, "{fb}");
+    let seen: Vec<u64> = batches().split(' ').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(seen[0], 2, "one row per batch: {seen:?}");
+    // Each frame with both models' embeddings is over 10 KB sealed; the row holds none.
+    assert!(seen[1] > 5 * 10_000, "{seen:?}");
+    assert!(seen[2] < 1_000, "the session row stays small: {seen:?}");
+    // A replayed frame from the first batch, sent in a third batch through the other replica:
+    // the batch rows are judged together (duplicate_frames).
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(1, 0), 6_500)).await;
+    assert_eq!(
+        (st, &fb["state"]),
+        (StatusCode::OK, &json!("failed")),
+        "{fb}"
+    );
+    let (_, g) = get(&b, &verify_key, &id).await;
+    assert!(
+        g["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("duplicate_frames")),
+        "{g}"
+    );
+    assert!(
+        batches().starts_with("0 0"),
+        "the ended session's batches go"
+    );
+
+    // A passed session keeps its probe in its row, and no batch rows.
+    let admin = sh.client("admin");
+    let passed = passed_session(&b, &admin, None).await;
+    let rows = sh.pg.psql(&format!(
+        "SELECT count(*) FROM facekey_liveness_session_frames WHERE session_id = '{passed}'"
+    ));
+    assert_eq!(rows, "0");
+    // Closed in progress: its batch rows go with it.
+    let (st, o) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let open_id = id_of(&o);
+    let (st, _) = send(
+        &a,
+        &verify_key,
+        &open_id,
+        &frames_json(&neutral(2, 90), 9_000),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let count = || {
+        sh.pg.psql(&format!(
+            "SELECT count(*) FROM facekey_liveness_session_frames WHERE session_id = '{open_id}'"
+        ))
+    };
+    assert_eq!(count(), "1");
+    let r = verify_key
+        .delete(url(&b, &format!("/v1/liveness/sessions/{open_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(count(), "0");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The little-endian words the runtime's cipher seals bytes as (length first), as the release
+/// before sealed a session row's observations.
+fn words(bytes: &[u8]) -> Vec<f32> {
+    let mut out = vec![f32::from_le_bytes((bytes.len() as u32).to_le_bytes())];
+    for c in bytes.chunks(4) {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        out.push(f32::from_le_bytes(w));
+    }
+    out
+}
+
+/// A session the release before opened kept its frames in its own row, sealed under the
+/// `facekey.liveness-session.v1` binding. Reached by this release during a rolling update, the
+/// row's frames are read, become the session's first batch row on its next frames call, and are
+/// judged with the rest: a frame repeating one of them fails the session as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_release_before_began_goes_on_with_its_frames() {
+    use facekey_runtime::store::cipher::{Binding, TemplateKeys};
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let verify_key = sh.client("verify");
+    let (st, o) = open(&a, &verify_key, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{o}");
+    let id = id_of(&o);
+    let challenge = challenge_of(&o);
+    // Three frames as the release before kept them: observed, stamped, sealed into the row.
+    let (v, m) = frames::models();
+    let shots = neutral(3, 0);
+    let observed: Vec<_> = shots
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            let mut f = facekey_runtime::vision::landmarks::observe_frame(
+                v,
+                m,
+                img,
+                5_000 + 150 * i as u64,
+            );
+            f.received_ms = Some(10 * i as u64);
+            f
+        })
+        .collect();
+    let verdict = facekey_runtime::challenge::evaluate(
+        &challenge,
+        &observed,
+        &facekey_runtime::challenge::ChallengePolicy::default(),
+    );
+    assert_eq!(verdict.usable_frames, 3, "{verdict:?}");
+    let private = serde_json::to_vec(&json!({"frames": observed, "probe": null})).unwrap();
+    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
+    let hash = facekey_runtime::challenge::pg::key_hash("verify");
+    let sealed = keys
+        .seal(
+            Binding {
+                template_id: &id,
+                subject_id: &hash,
+                model: "facekey.liveness-session.v1",
+            },
+            &words(&private),
+        )
+        .unwrap();
+    sh.pg.psql(&format!(
+        "UPDATE facekey_liveness_sessions SET frames_received = 3, verdict = '{}'::jsonb, \
+         sealed_key_id = '{}', sealed_nonce = decode('{}', 'hex'), sealed = decode('{}', 'hex') \
+         WHERE id = '{id}'",
+        serde_json::to_string(&verdict).unwrap().replace('\'', "''"),
+        sealed.key_id,
+        hex(&sealed.nonce),
+        hex(&sealed.ciphertext),
+    ));
+    // A new frame: the row's three become batch 0, the new one batch 1.
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(1, 60), 5_450)).await;
+    assert_eq!(
+        (st, &fb["state"]),
+        (StatusCode::OK, &json!("in_progress")),
+        "{fb}"
+    );
+    assert_eq!(fb["frames_received"], 4, "{fb}");
+    let rows = sh.pg.psql(&format!(
+        "SELECT string_agg(batch::text, ',' ORDER BY batch) FROM facekey_liveness_session_frames \
+         WHERE session_id = '{id}'"
+    ));
+    assert_eq!(rows, "0,1");
+    // One of the row's frames again: judged with them, a duplicate.
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&shots[1..2], 5_600)).await;
+    assert_eq!(
+        (st, &fb["state"]),
+        (StatusCode::OK, &json!("failed")),
+        "{fb}"
+    );
+    let (_, g) = get(&a, &verify_key, &id).await;
+    assert!(
+        g["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("duplicate_frames")),
+        "{g}"
+    );
+    a.stop().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The replay record is shared: a recording accepted through replica A is refused as a replay

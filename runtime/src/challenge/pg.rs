@@ -15,9 +15,14 @@
 //! transaction-level advisory lock, so the global and per-key bounds hold across replicas. Every
 //! time is the database's clock.
 //!
-//! Data: the key binding is the SHA-256 of the key id; observations (never images) and, once
-//! passed, the best frame's observation (embedding included) are sealed with the template key
-//! ([`crate::store::cipher`], bound to the session id) like templates.
+//! Data: the key binding is the SHA-256 of the key id; observations (never images) are sealed
+//! with the template key ([`crate::store::cipher`]) like templates, one row per frames call in
+//! `facekey_liveness_session_frames` (migration 0012, bound to the session id and the batch's
+//! number), so that a call writes its own frames only; the session row keeps the verdict and,
+//! once passed, what verify needs (sealed, bound to the session id). Rows sealed by the release
+//! before, which kept every frame in the session row, are still read: their frames become the
+//! session's first batch row on its next call. The replay record of accepted sessions is the
+//! table `facekey_session_replay_record` (migration 0011, [`super::replay`]).
 //!
 //! Failure policy: a database that cannot be reached answers [`SessionError::Unavailable`]
 //! (503 `store_unavailable`): no session opens, no frame is judged, nothing verifies — never a
@@ -49,8 +54,16 @@ use crate::store::postgres::db_err;
 const OPEN_LOCK: i64 = 0x6661_6365_6b65_7931;
 /// Expired sessions ended per sweep at most (the rest in the next sweep).
 const SWEEP_BATCH: i64 = 500;
-/// The "embedding model" of the cipher's binding: what the sealed bytes are.
-const SEALED_KIND: &str = "facekey.liveness-session.v1";
+/// The "embedding model" of the cipher's binding of a session row sealed by the releases that
+/// kept a session's frames in its row: still read, never written.
+const SEALED_KIND_IN_ROW: &str = "facekey.liveness-session.v1";
+/// The binding's "embedding model" of a session row: what a passed session keeps for verify
+/// (its frames are rows of their own, [`FRAMES_KIND`]). Also sealed, empty, into every row
+/// opened, so that a replica of the release before, which would judge such a session on the
+/// frames of its row alone, cannot open it (500 for that session, never a pass).
+const SEALED_KIND: &str = "facekey.liveness-session.v2";
+/// The binding's "embedding model" of one batch of a session's frames.
+const FRAMES_KIND: &str = "facekey.liveness-frames.v1";
 /// The binding's "embedding model" of a replay-record row: an accepted session's fingerprints.
 const PRINTS_KIND: &str = "facekey.session-prints.v1";
 /// Accepted sessions' rows past the replay window deleted per sweep at most.
@@ -281,6 +294,101 @@ impl PgSessions {
         }
     }
 
+    /// Seals batch `batch` of session `id`'s frames, bound to its place in the session.
+    fn seal_batch(
+        &self,
+        id: &str,
+        key_hash: &str,
+        batch: usize,
+        frames: &[FrameObservation],
+    ) -> Result<Sealed, SessionError> {
+        let json = serde_json::to_vec(frames)
+            .map_err(|e| SessionError::Backend(format!("encode session {id} frames: {e}")))?;
+        let place = format!("{id}/{batch}");
+        let binding = Binding {
+            template_id: &place,
+            subject_id: key_hash,
+            model: FRAMES_KIND,
+        };
+        self.keys
+            .seal(binding, &bytes_to_words(&json))
+            .map_err(|e| SessionError::Backend(format!("seal session {id} frames: {e}")))
+    }
+
+    /// The frames of session `id` kept as batch rows, in order (under the session's row lock).
+    async fn read_batches(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: &str,
+        key_hash: &str,
+    ) -> Result<(Vec<FrameObservation>, usize), SessionError> {
+        let rows = sqlx::query(
+            "SELECT batch, sealed_key_id, sealed_nonce, sealed \
+             FROM facekey_liveness_session_frames WHERE session_id = $1 ORDER BY batch",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("read liveness session frames"))?;
+        let bad = |what: String| SessionError::Backend(format!("session {id} frames: {what}"));
+        let mut frames = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let get = |e: sqlx::Error| bad(e.to_string());
+            let batch: i32 = row.try_get("batch").map_err(get)?;
+            if usize::try_from(batch).ok() != Some(i) {
+                return Err(bad(format!("batch {batch} where {i} was due")));
+            }
+            let nonce: Vec<u8> = row.try_get("sealed_nonce").map_err(get)?;
+            let sealed = Sealed {
+                key_id: row.try_get("sealed_key_id").map_err(get)?,
+                nonce: <[u8; NONCE_LEN]>::try_from(nonce)
+                    .map_err(|_| bad("malformed nonce".into()))?,
+                ciphertext: row.try_get("sealed").map_err(get)?,
+            };
+            let place = format!("{id}/{i}");
+            let binding = Binding {
+                template_id: &place,
+                subject_id: key_hash,
+                model: FRAMES_KIND,
+            };
+            let words = self
+                .keys
+                .open(binding, &sealed)
+                .map_err(|e| bad(e.to_string()))?;
+            let bytes =
+                words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
+            let batch: Vec<FrameObservation> =
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))?;
+            frames.extend(batch);
+        }
+        Ok((frames, rows.len()))
+    }
+
+    /// Appends `frames` to session `id` as its batch row number `batch`.
+    async fn append_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: &str,
+        key_hash: &str,
+        batch: usize,
+        frames: &[FrameObservation],
+    ) -> Result<(), SessionError> {
+        let sealed = self.seal_batch(id, key_hash, batch, frames)?;
+        sqlx::query(
+            "INSERT INTO facekey_liveness_session_frames \
+             (session_id, batch, sealed_key_id, sealed_nonce, sealed) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(i32::try_from(batch).unwrap_or(i32::MAX))
+        .bind(&sealed.key_id)
+        .bind(sealed.nonce.to_vec())
+        .bind(&sealed.ciphertext)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("add liveness session frames"))?;
+        Ok(())
+    }
+
     fn seal(&self, id: &str, key_hash: &str, private: &Private) -> Result<Sealed, SessionError> {
         let json = serde_json::to_vec(private)
             .map_err(|e| SessionError::Backend(format!("encode session {id}: {e}")))?;
@@ -294,9 +402,14 @@ impl PgSessions {
             return Ok(Private::default());
         };
         let bad = |what: String| SessionError::Backend(format!("session {}: {what}", row.id));
+        let in_row = Binding {
+            model: SEALED_KIND_IN_ROW,
+            ..Self::binding(&row.id, key_hash)
+        };
         let words = self
             .keys
             .open(Self::binding(&row.id, key_hash), sealed)
+            .or_else(|_| self.keys.open(in_row, sealed))
             .map_err(|e| bad(e.to_string()))?;
         let bytes = words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))
@@ -330,11 +443,21 @@ impl PgSessions {
             f.received_ms = Some(s.elapsed_ms);
         }
         s.frames_received += batch.len();
-        // In the order received, as one replica's store keeps them: a batch captured before
-        // frames already applied fails the session (timestamps_not_increasing).
+        // The frames so far, in the order received, as one replica's store keeps them: those a
+        // session opened by the release before kept in its row, then the batch rows. A batch
+        // captured before frames already applied fails the session (timestamps_not_increasing).
+        let (kept_rows, batches) = self.read_batches(&mut tx, id, &hash).await?;
         let mut frames = private.frames;
+        let in_row = frames.len();
+        if in_row > 0 && batches > 0 {
+            return Err(SessionError::Backend(format!(
+                "session {id} holds frames both in its row and as batch rows"
+            )));
+        }
+        frames.extend(kept_rows);
         let judged = PairsJudged::by(&s.verdict, frames.len());
-        let new: Vec<usize> = (frames.len()..frames.len() + batch.len()).collect();
+        let first = frames.len();
+        let new: Vec<usize> = (first..first + batch.len()).collect();
         frames.extend(batch);
         let mut verdict = evaluate_more(&s.challenge, &frames, &self.policy, judged);
         if verdict.outcome == Outcome::InProgress && s.frames_received >= self.limits.max_frames {
@@ -345,30 +468,44 @@ impl PgSessions {
             .filter_map(|&i| verdict.frames.get(i).copied())
             .collect();
         let ended = verdict.outcome != Outcome::InProgress;
-        let private = if ended {
-            // Keep only what verify needs: a passed session's probe, witnesses and action frames.
+        let sealed = if ended {
+            // Keep only what verify needs: a passed session's probe, witnesses, action frames
+            // and prints, in the row; the frames go.
+            sqlx::query("DELETE FROM facekey_liveness_session_frames WHERE session_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(&err)?;
             match super::checker::kept_for_verify(&verdict, &frames) {
-                Some(kept) => Private {
-                    frames: Vec::new(),
-                    probe: Some(kept.probe),
-                    witnesses: kept.witnesses,
-                    action_frames: kept.action_frames,
-                    prints: kept.prints,
-                },
-                None => Private::default(),
+                Some(kept) => Some(self.seal(
+                    id,
+                    &hash,
+                    &Private {
+                        frames: Vec::new(),
+                        probe: Some(kept.probe),
+                        witnesses: kept.witnesses,
+                        action_frames: kept.action_frames,
+                        prints: kept.prints,
+                    },
+                )?),
+                None => None,
             }
         } else {
-            Private {
-                frames,
-                ..Private::default()
+            // Only this batch is written: a row of its own (and, for a session the release
+            // before began, its row's frames become the first batch row).
+            let mut next = batches;
+            if in_row > 0 {
+                self.append_batch(&mut tx, id, &hash, next, &frames[..in_row])
+                    .await?;
+                next += 1;
             }
+            if first < frames.len() {
+                self.append_batch(&mut tx, id, &hash, next, &frames[first..])
+                    .await?;
+            }
+            Some(self.seal(id, &hash, &Private::default())?)
         };
         s.verdict = verdict;
-        let sealed = if private.frames.is_empty() && private.probe.is_none() {
-            None
-        } else {
-            Some(self.seal(id, &hash, &private)?)
-        };
         self.write(&mut tx, &s, sealed.as_ref()).await?;
         tx.commit().await.map_err(&err)?;
         Ok(BatchResult {
@@ -569,10 +706,14 @@ impl SessionStore for PgSessions {
         let verdict = serde_json::to_string(&empty)
             .map_err(|e| SessionError::Backend(format!("encode verdict: {e}")))?;
         let names: Vec<&str> = challenge.iter().map(|a| a.as_str()).collect();
+        // Sealed empty in this release's binding, so that a replica of the release before
+        // (which kept frames in the row) cannot take the session for one it can judge.
+        let sealed = self.seal(&id, &hash, &Private::default())?;
         let expires: f64 = sqlx::query_scalar(
             "INSERT INTO facekey_liveness_sessions \
-               (id, key_hash, subject, challenge, expires_at, verdict) \
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6::jsonb) \
+               (id, key_hash, subject, challenge, expires_at, verdict, \
+                sealed_key_id, sealed_nonce, sealed) \
+             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6::jsonb, $7, $8, $9) \
              RETURNING extract(epoch FROM expires_at)::float8",
         )
         .bind(&id)
@@ -581,6 +722,9 @@ impl SessionStore for PgSessions {
         .bind(names)
         .bind(self.limits.ttl.as_secs_f64())
         .bind(verdict)
+        .bind(&sealed.key_id)
+        .bind(sealed.nonce.to_vec())
+        .bind(&sealed.ciphertext)
         .fetch_one(&mut *tx)
         .await
         .map_err(&err)?;
@@ -768,6 +912,16 @@ impl SessionStore for PgSessions {
             "UPDATE facekey_liveness_sessions SET sealed_key_id = NULL, sealed_nonce = NULL, \
              sealed = NULL WHERE id IN (SELECT id FROM facekey_liveness_sessions \
                WHERE expires_at <= now() AND sealed IS NOT NULL FOR UPDATE SKIP LOCKED)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        sqlx::query(
+            "DELETE FROM facekey_liveness_session_frames WHERE session_id IN (SELECT id \
+               FROM facekey_liveness_sessions WHERE expires_at <= now() \
+               AND EXISTS (SELECT 1 FROM facekey_liveness_session_frames f \
+                           WHERE f.session_id = facekey_liveness_sessions.id) \
+               FOR UPDATE SKIP LOCKED)",
         )
         .execute(&mut *tx)
         .await
