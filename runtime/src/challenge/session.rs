@@ -327,6 +327,9 @@ struct Session {
     frames_received: usize,
     verdict: ChallengeVerdict,
     busy: bool,
+    /// A batch is being judged outside the registry lock, the session's frames taken out
+    /// ([`Registry::add_frames`]): no other batch is applied meanwhile, whatever `busy` says.
+    judging: bool,
     used: bool,
     expired: bool,
     /// What verify needs once passed, until a verification takes it.
@@ -609,6 +612,7 @@ impl Registry {
                 frames_received: 0,
                 verdict: empty,
                 busy: false,
+                judging: false,
                 used: false,
                 expired: false,
                 kept: None,
@@ -687,7 +691,7 @@ impl Registry {
                 limits.max_frames
             )));
         }
-        if s.busy {
+        if s.busy || s.judging {
             return Err(SessionError::Busy);
         }
         s.busy = true;
@@ -715,17 +719,19 @@ impl Registry {
     ) -> Result<BatchResult, SessionError> {
         let limits = self.limits;
         // Under the lock: the checks, and what judging needs. The session's frames are taken
-        // out while they are judged; its batch reservation (`busy`) keeps every other batch
-        // away meanwhile, and the registry lock is not held while the pairs are compared.
+        // out while they are judged (`judging` keeps every other batch away meanwhile), so the
+        // registry lock is not held while the pairs are compared.
         let (challenge, mut frames, judged) = {
             let mut map = self.lock();
             let s = Self::get(&mut map, key, id, now)?;
+            if s.judging {
+                return Err(SessionError::Busy);
+            }
+            s.busy = false;
             if s.expired {
-                s.busy = false;
                 return Err(SessionError::Expired);
             }
             if s.verdict.outcome != Outcome::InProgress {
-                s.busy = false;
                 return Ok(BatchResult {
                     view: s.view(id),
                     frames: Vec::new(),
@@ -738,17 +744,30 @@ impl Registry {
             for f in &mut batch {
                 f.received_ms = Some(received);
             }
+            s.judging = true;
             let judged = PairsJudged::by(&s.verdict, s.frames.len());
             (s.challenge.clone(), std::mem::take(&mut s.frames), judged)
         };
         let first = frames.len();
         let added = batch.len();
         frames.extend(batch);
-        let mut verdict = evaluate_more(&challenge, &frames, &self.policy, judged);
+        let judging = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluate_more(&challenge, &frames, &self.policy, judged)
+        }));
         let mut map = self.lock();
         // Gone meanwhile (closed, or its subject deleted): so is the batch.
         let s = Self::get(&mut map, key, id, now)?;
-        s.busy = false;
+        s.judging = false;
+        let mut verdict = match judging {
+            Ok(verdict) => verdict,
+            Err(panic) => {
+                // The session as it was before the batch, then the panic on its way.
+                frames.truncate(first);
+                s.frames = frames;
+                drop(map);
+                std::panic::resume_unwind(panic);
+            }
+        };
         if s.expired {
             // Swept meanwhile: ended as expired, with nothing to keep.
             return Err(SessionError::Expired);
