@@ -540,6 +540,14 @@ async fn each_frames_call_writes_its_own_batch_row() {
         (StatusCode::OK, &json!("in_progress")),
         "{fb}"
     );
+    let first_batch = || {
+        sh.pg.psql(&format!(
+            "SELECT encode(sealed_nonce, 'hex') FROM facekey_liveness_session_frames \
+             WHERE session_id = '{id}' AND batch = 0"
+        ))
+    };
+    let written = first_batch();
+    assert_eq!(written.len(), 24, "{written:?}");
     let (st, fb) = send(&b, &verify_key, &id, &frames_json(&neutral(2, 60), 5_600)).await;
     assert_eq!(
         (st, &fb["state"]),
@@ -547,13 +555,18 @@ async fn each_frames_call_writes_its_own_batch_row() {
         "{fb}"
     );
     assert_eq!(fb["frames_received"], 5, "{fb}");
+    assert_eq!(
+        first_batch(),
+        written,
+        "the second call wrote its own batch only"
+    );
     let seen: Vec<u64> = batches().split(' ').map(|v| v.parse().unwrap()).collect();
     assert_eq!(seen[0], 2, "one row per batch: {seen:?}");
     // Each frame with both models' embeddings is over 10 KB sealed; the row holds none.
     assert!(seen[1] > 5 * 10_000, "{seen:?}");
     assert!(seen[2] < 1_000, "the session row stays small: {seen:?}");
-    // A replayed frame from the first batch, sent in a third batch through the other replica:
-    // the batch rows are judged together (duplicate_frames).
+    // A frame of the first batch again, in a third batch (through the first replica, after a
+    // batch through the other): every batch row is judged with it (duplicate_frames).
     let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(1, 0), 6_500)).await;
     assert_eq!(
         (st, &fb["state"]),
@@ -623,8 +636,9 @@ fn words(bytes: &[u8]) -> Vec<f32> {
 
 /// A session the release before opened kept its frames in its own row, sealed under the
 /// `facekey.liveness-session.v1` binding. Reached by this release during a rolling update, the
-/// row's frames are read, become the session's first batch row on its next frames call, and are
-/// judged with the rest: a frame repeating one of them fails the session as a duplicate.
+/// row's frames are read, become the session's first batch rows (8 frames a row) on its next
+/// frames call, and are judged with the rest: a frame repeating one of them fails the session
+/// as a duplicate. And this release's rows cannot be opened under that binding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_the_release_before_began_goes_on_with_its_frames() {
     use facekey_runtime::store::cipher::{Binding, TemplateKeys};
@@ -635,32 +649,73 @@ async fn a_session_the_release_before_began_goes_on_with_its_frames() {
     assert_eq!(st, StatusCode::CREATED, "{o}");
     let id = id_of(&o);
     let challenge = challenge_of(&o);
-    // Three frames as the release before kept them: observed, stamped, sealed into the row.
+    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
+    let hash = facekey_runtime::challenge::pg::key_hash("verify");
+    // This release's row is sealed from its opening under a binding the release before cannot
+    // open: a replica of it answers 500 for the session rather than judge part of it.
+    let row: Vec<String> = sh
+        .pg
+        .psql(&format!(
+            "SELECT sealed_key_id || ' ' || encode(sealed_nonce, 'hex') || ' ' || \
+             encode(sealed, 'hex') FROM facekey_liveness_sessions WHERE id = '{id}'"
+        ))
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    let unhex = |h: &str| -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let opened_row = facekey_runtime::store::cipher::Sealed {
+        key_id: row[0].clone(),
+        nonce: unhex(&row[1]).try_into().unwrap(),
+        ciphertext: unhex(&row[2]),
+    };
+    let bound = |model| Binding {
+        template_id: &id,
+        subject_id: &hash,
+        model,
+    };
+    assert!(
+        keys.open(bound("facekey.liveness-session.v1"), &opened_row)
+            .is_err()
+    );
+    assert!(
+        keys.open(bound("facekey.liveness-session.v2"), &opened_row)
+            .is_ok()
+    );
+    // 20 frames as the release before kept them in the row (more than a batch row takes):
+    // three observed, the rest copies with their own fingerprints and times.
     let (v, m) = frames::models();
     let shots = neutral(3, 0);
-    let observed: Vec<_> = shots
+    let mut observed: Vec<_> = shots
         .iter()
-        .enumerate()
-        .map(|(i, img)| {
-            let mut f = facekey_runtime::vision::landmarks::observe_frame(
-                v,
-                m,
-                img,
-                5_000 + 150 * i as u64,
-            );
-            f.received_ms = Some(10 * i as u64);
-            f
-        })
+        .map(|img| facekey_runtime::vision::landmarks::observe_frame(v, m, img, 0))
         .collect();
+    for i in 3..20 {
+        let mut copy = observed[i % 3].clone();
+        let mut cells = copy.fingerprint.unwrap().as_bytes().to_vec();
+        cells[..8].iter_mut().for_each(|c| *c = (13 * i) as u8);
+        copy.fingerprint = Some(cells.try_into().unwrap());
+        observed.push(copy);
+    }
+    for (i, f) in observed.iter_mut().enumerate() {
+        f.timestamp_ms = 5_000 + 150 * i as u64;
+        f.received_ms = Some(150 * i as u64);
+    }
     let verdict = facekey_runtime::challenge::evaluate(
         &challenge,
         &observed,
         &facekey_runtime::challenge::ChallengePolicy::default(),
     );
-    assert_eq!(verdict.usable_frames, 3, "{verdict:?}");
+    assert_eq!(
+        (verdict.usable_frames, verdict.outcome),
+        (20, facekey_runtime::challenge::Outcome::InProgress),
+        "{verdict:?}"
+    );
     let private = serde_json::to_vec(&json!({"frames": observed, "probe": null})).unwrap();
-    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
-    let hash = facekey_runtime::challenge::pg::key_hash("verify");
     let sealed = keys
         .seal(
             Binding {
@@ -671,30 +726,36 @@ async fn a_session_the_release_before_began_goes_on_with_its_frames() {
             &words(&private),
         )
         .unwrap();
-    sh.pg.psql(&format!(
-        "UPDATE facekey_liveness_sessions SET frames_received = 3, verdict = '{}'::jsonb, \
-         sealed_key_id = '{}', sealed_nonce = decode('{}', 'hex'), sealed = decode('{}', 'hex') \
-         WHERE id = '{id}'",
-        serde_json::to_string(&verdict).unwrap().replace('\'', "''"),
-        sealed.key_id,
-        hex(&sealed.nonce),
-        hex(&sealed.ciphertext),
-    ));
-    // A new frame: the row's three become batch 0, the new one batch 1.
-    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(1, 60), 5_450)).await;
+    // Through a connection of its own: the sealed row is too long for psql's command line.
+    let pool = sqlx::PgPool::connect(&sh.pg.url()).await.unwrap();
+    sqlx::query(
+        "UPDATE facekey_liveness_sessions SET frames_received = 20, verdict = $2::jsonb, \
+         sealed_key_id = $3, sealed_nonce = $4, sealed = $5 WHERE id = $1",
+    )
+    .bind(&id)
+    .bind(serde_json::to_string(&verdict).unwrap())
+    .bind(&sealed.key_id)
+    .bind(sealed.nonce.to_vec())
+    .bind(&sealed.ciphertext)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    // A new frame: the row's 20 become batches 0-2 (8, 8 and 4), the new one batch 3.
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(1, 120), 8_000)).await;
     assert_eq!(
         (st, &fb["state"]),
         (StatusCode::OK, &json!("in_progress")),
         "{fb}"
     );
-    assert_eq!(fb["frames_received"], 4, "{fb}");
+    assert_eq!(fb["frames_received"], 21, "{fb}");
     let rows = sh.pg.psql(&format!(
         "SELECT string_agg(batch::text, ',' ORDER BY batch) FROM facekey_liveness_session_frames \
          WHERE session_id = '{id}'"
     ));
-    assert_eq!(rows, "0,1");
+    assert_eq!(rows, "0,1,2,3");
     // One of the row's frames again: judged with them, a duplicate.
-    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&shots[1..2], 5_600)).await;
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&shots[1..2], 8_200)).await;
     assert_eq!(
         (st, &fb["state"]),
         (StatusCode::OK, &json!("failed")),
@@ -709,10 +770,6 @@ async fn a_session_the_release_before_began_goes_on_with_its_frames() {
         "{g}"
     );
     a.stop().await;
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The replay record is shared: a recording accepted through replica A is refused as a replay
@@ -867,6 +924,13 @@ async fn expired_sessions_are_swept_once_across_replicas() {
     let id = id_of(&o);
     let (st, v) = send(&b, &admin, &id, &frames_json(&neutral(2, 0), 1_000)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        sh.pg.psql(&format!(
+            "SELECT count(*) FROM facekey_liveness_session_frames WHERE session_id = '{id}'"
+        )),
+        "1",
+        "the batch is stored"
+    );
     tokio::time::sleep(Duration::from_millis(5_300).saturating_sub(opened_at.elapsed())).await;
     let (st, g) = get(&b, &admin, &id).await;
     assert_eq!(
@@ -880,10 +944,11 @@ async fn expired_sessions_are_swept_once_across_replicas() {
         (StatusCode::GONE, "session_expired"),
         "{v}"
     );
-    // Both sweepers run every second; the row goes one TTL after expiry, its observations at
-    // once.
+    // Both sweepers run every second; the row goes one TTL after expiry, its observations (the
+    // row's sealed data and its batch rows) at once.
     let count = |sql: &str| sh.pg.psql(sql);
     let mut gone = false;
+    let mut batches_gone_first = false;
     for _ in 0..150 {
         if count(&format!(
             "SELECT count(*) FROM facekey_liveness_sessions WHERE id = '{id}'"
@@ -899,9 +964,27 @@ async fn expired_sessions_are_swept_once_across_replicas() {
             )),
             "0"
         );
+        let batch_rows = count(&format!(
+            "SELECT count(*) FROM facekey_liveness_session_frames f \
+             JOIN facekey_liveness_sessions s ON s.id = f.session_id \
+             WHERE f.session_id = '{id}' AND s.expires_at < now() - interval '3 seconds'"
+        ));
+        assert_eq!(
+            batch_rows, "0",
+            "an expired session's batch rows outlived the sweep"
+        );
+        batches_gone_first |= count(&format!(
+            "SELECT count(*) FROM facekey_liveness_sessions WHERE id = '{id}' \
+             AND expires_at < now() - interval '3 seconds'"
+        )) == "1";
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "the expired session's row was not swept");
+    assert!(
+        batches_gone_first,
+        "the row was never seen expired without its batch rows (the sweep, not the row's \
+         deletion, must remove them)"
+    );
     let (st, v) = get(&a, &admin, &id).await;
     assert_eq!(
         (st, error_code(&v)),
@@ -1052,14 +1135,26 @@ async fn concurrent_sweeps_share_the_expired_sessions_without_deadlock() {
     let (st, v) = send(&a, &verify_key, &id, &frames_json(&neutral(2, 0), 1_000)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     a.stop().await;
-    // Copies of the session, every one expired, in progress and holding observations.
+    // Copies of the session, every one expired, in progress and holding observations (its
+    // sealed row and its batch row; the copies' seals are not theirs, which the sweep never
+    // opens).
     sh.pg.psql(&format!(
         "INSERT INTO facekey_liveness_sessions SELECT (jsonb_populate_record( \
            NULL::facekey_liveness_sessions, to_jsonb(s) || jsonb_build_object( \
              'id', md5(g::text), 'expires_at', now() - interval '1 second'))).* \
          FROM facekey_liveness_sessions s, generate_series(1, {SESSIONS}) g \
-         WHERE s.id = '{id}'; DELETE FROM facekey_liveness_sessions WHERE id = '{id}'"
+         WHERE s.id = '{id}'; \
+         INSERT INTO facekey_liveness_session_frames SELECT md5(g::text), f.batch, \
+           f.sealed_key_id, f.sealed_nonce, f.sealed \
+         FROM facekey_liveness_session_frames f, generate_series(1, {SESSIONS}) g \
+         WHERE f.session_id = '{id}'; \
+         DELETE FROM facekey_liveness_sessions WHERE id = '{id}'"
     ));
+    assert_eq!(
+        sh.pg
+            .psql("SELECT count(*) FROM facekey_liveness_session_frames"),
+        SESSIONS.to_string()
+    );
     let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
     let store = facekey_runtime::store::postgres::PgStore::connect(
         &sh.pg.url(),
@@ -1099,5 +1194,13 @@ async fn concurrent_sweeps_share_the_expired_sessions_without_deadlock() {
              WHERE outcome = 'in_progress' OR sealed IS NOT NULL"
         ),
         "0"
+    );
+    // The batch rows went with the sweep, not with the rows (those stay for another TTL).
+    assert_eq!(
+        sh.pg.psql(
+            "SELECT (SELECT count(*) FROM facekey_liveness_session_frames) || ' ' || \
+             (SELECT count(*) FROM facekey_liveness_sessions)"
+        ),
+        format!("0 {SESSIONS}")
     );
 }

@@ -41,8 +41,9 @@ use super::checker::{
 use super::fingerprint::Fingerprint;
 use super::replay::AcceptedSession;
 use super::session::{
-    BatchResult, Closed, Concluded, Opened, PassedProbe, SessionError, SessionLimits, SessionState,
-    SessionUse, SessionView, check_id, new_id, random_challenge, usable_for,
+    BatchResult, Closed, Concluded, MAX_FRAMES_PER_CALL, Opened, PassedProbe, SessionError,
+    SessionLimits, SessionState, SessionUse, SessionView, check_id, new_id, random_challenge,
+    usable_for,
 };
 use super::store::SessionStore;
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
@@ -406,11 +407,14 @@ impl PgSessions {
             model: SEALED_KIND_IN_ROW,
             ..Self::binding(&row.id, key_hash)
         };
-        let words = self
-            .keys
-            .open(Self::binding(&row.id, key_hash), sealed)
-            .or_else(|_| self.keys.open(in_row, sealed))
-            .map_err(|e| bad(e.to_string()))?;
+        let words = match self.keys.open(Self::binding(&row.id, key_hash), sealed) {
+            Ok(words) => words,
+            // Sealed by the release before (frames in the row)? Else the first error says why.
+            Err(first) => self
+                .keys
+                .open(in_row, sealed)
+                .map_err(|_| bad(first.to_string()))?,
+        };
         let bytes = words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))
     }
@@ -455,6 +459,15 @@ impl PgSessions {
             )));
         }
         frames.extend(kept_rows);
+        // Every frame applied before this batch must be back: a batch row missing (deleted by
+        // hand, or restored from another backup) would let this batch be judged without it.
+        if frames.len() != s.frames_received - batch.len() {
+            return Err(SessionError::Backend(format!(
+                "session {id}: {} frames stored for {} received",
+                frames.len(),
+                s.frames_received - batch.len()
+            )));
+        }
         let judged = PairsJudged::by(&s.verdict, frames.len());
         let first = frames.len();
         let new: Vec<usize> = (first..first + batch.len()).collect();
@@ -492,11 +505,10 @@ impl PgSessions {
             }
         } else {
             // Only this batch is written: a row of its own (and, for a session the release
-            // before began, its row's frames become the first batch row).
+            // before began, its row's frames become the first batch rows, 8 frames a row).
             let mut next = batches;
-            if in_row > 0 {
-                self.append_batch(&mut tx, id, &hash, next, &frames[..in_row])
-                    .await?;
+            for chunk in frames[..in_row].chunks(MAX_FRAMES_PER_CALL) {
+                self.append_batch(&mut tx, id, &hash, next, chunk).await?;
                 next += 1;
             }
             if first < frames.len() {
