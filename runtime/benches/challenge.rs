@@ -2,7 +2,8 @@
 //! session judged again (`evaluate`) against only the pairs the batch adds (`evaluate_more`),
 //! at a typical session length (40 frames) and at the frame bound (160). Frames are synthetic
 //! (a face that performs nothing, so every action is searched over the whole session: the
-//! in-progress worst case) with distinct embeddings and fingerprints.
+//! in-progress worst case) with distinct embeddings and fingerprints. Also the replay check of
+//! a passed session against its subject's record of accepted sessions.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use facekey_runtime::challenge::{
@@ -84,5 +85,33 @@ fn judge_after_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, judge_after_batch);
+/// The replay check of a passed session (`challenge::replay::nearest_replay`) at its bound: 64
+/// frames against a subject's record full (8 accepted sessions of 64 frames), none repeated (the
+/// honest case, which compares every pair), and a typical session (30 frames against 2 of 30).
+fn replay_check(c: &mut Criterion) {
+    use facekey_runtime::challenge::replay::{AcceptedSession, nearest_replay};
+    let print = |i: usize| {
+        frame(i)
+            .fingerprint
+            .unwrap_or_else(|| panic!("a fingerprint"))
+    };
+    let mut group = c.benchmark_group("challenge/replay_check");
+    for (frames, sessions, theirs) in [(64usize, 8usize, 64usize), (30, 2, 30)] {
+        let mine: Vec<Fingerprint> = (0..frames).map(|i| print(10_000 + i)).collect();
+        let earlier: Vec<AcceptedSession> = (0..sessions)
+            .map(|s| AcceptedSession {
+                session: format!("s{s}"),
+                prints: (0..theirs).map(|i| print(1_000 * (s + 1) + i)).collect(),
+            })
+            .collect();
+        assert!(nearest_replay(&mine, &earlier).is_none(), "no replay here");
+        let id = format!("{frames}_vs_{sessions}x{theirs}");
+        group.bench_with_input(BenchmarkId::new("no_replay", id), &earlier, |b, e| {
+            b.iter(|| nearest_replay(black_box(&mine), e))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, judge_after_batch, replay_check);
 criterion_main!(benches);

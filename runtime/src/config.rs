@@ -80,9 +80,11 @@ fn parse_connections(s: &str) -> Result<usize, String> {
     usize::try_from(v).map_err(|_| format!("too large: {v}"))
 }
 
-/// Most frames a liveness session may accept (`--session-max-frames`): a PostgreSQL session
-/// row seals at most 8 MiB of observations (migration 0010), at most about 18 KB a frame with
-/// both embedding models' values, so 256 frames (about 4.7 MB) always fit.
+/// Most frames a liveness session may accept (`--session-max-frames`): each frame is judged
+/// against every other (the pair checks), and with PostgreSQL every frames call reads the
+/// session's earlier batches (about 8-10 KB a frame with both embedding models' values packed;
+/// a row of the release before, which kept every frame in the session row at up to 18 KB a
+/// frame, stays under its 8 MiB check, migration 0010).
 pub const MAX_SESSION_FRAMES: usize = 256;
 
 fn parse_session_frames(s: &str) -> Result<usize, String> {

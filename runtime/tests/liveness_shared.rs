@@ -562,8 +562,9 @@ async fn each_frames_call_writes_its_own_batch_row() {
     );
     let seen: Vec<u64> = batches().split(' ').map(|v| v.parse().unwrap()).collect();
     assert_eq!(seen[0], 2, "one row per batch: {seen:?}");
-    // Each frame with both models' embeddings is over 10 KB sealed; the row holds none.
-    assert!(seen[1] > 5 * 10_000, "{seen:?}");
+    // Each frame carries both models' embeddings (6 KB packed); the row holds none.
+    assert!(seen[1] > 5 * 6_144, "{seen:?}");
+    assert!(seen[1] < 5 * 10_000, "packed: {seen:?}");
     assert!(seen[2] < 1_000, "the session row stays small: {seen:?}");
     // A frame of the first batch again, in a third batch (through the first replica, after a
     // batch through the other): every batch row is judged with it (duplicate_frames).
@@ -715,7 +716,25 @@ async fn a_session_the_release_before_began_goes_on_with_its_frames() {
         (20, facekey_runtime::challenge::Outcome::InProgress),
         "{verdict:?}"
     );
-    let private = serde_json::to_vec(&json!({"frames": observed, "probe": null})).unwrap();
+    // As that release wrote them: embeddings as arrays of numbers.
+    let mut frames_json_then = serde_json::to_value(&observed).unwrap();
+    for (f, o) in frames_json_then
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(&observed)
+    {
+        let values = o
+            .face
+            .as_ref()
+            .unwrap()
+            .embedding
+            .as_ref()
+            .unwrap()
+            .template_values();
+        f["face"]["embedding"] = json!(values);
+    }
+    let private = serde_json::to_vec(&json!({"frames": frames_json_then, "probe": null})).unwrap();
     let sealed = keys
         .seal(
             Binding {

@@ -369,11 +369,15 @@ fn verify_reports_every_stage_on_a_selfie_sized_jpeg() {
     assert!(score.distance < 0.6 && score.similarity > 0.9, "{score:?}");
     assert!(original.liveness.is_none() && original.quality.is_some());
     let json = serde_json::to_value(&a).unwrap();
-    // Both models' values, dlib's first (the default matches fused).
+    // Both models' values, dlib's first (the default matches fused), packed: 4 bytes each in
+    // base64.
     assert_eq!(
-        json["embedding"].as_array().unwrap().len(),
-        128 + facekey_runtime::vision::embed::FACERES_DIM
+        json["embedding"].as_str().unwrap().len(),
+        (128 + facekey_runtime::vision::embed::FACERES_DIM) * 4 * 4 / 3
     );
+    let back: facekey_runtime::vision::Embedding =
+        serde_json::from_value(json["embedding"].clone()).unwrap();
+    assert_eq!(back, a.embedding);
     assert!(json["timings"]["detect"].as_f64().unwrap() > 0.0);
     eprintln!("{}", serde_json::to_string(&json["liveness"]).unwrap());
 }
