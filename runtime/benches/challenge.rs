@@ -90,10 +90,17 @@ fn judge_after_batch(c: &mut Criterion) {
 /// honest case, which compares every pair), and a typical session (30 frames against 2 of 30).
 fn replay_check(c: &mut Criterion) {
     use facekey_runtime::challenge::replay::{AcceptedSession, nearest_replay};
+    // Cells from a hash of the frame and the cell: unrelated frames, as two sessions' are.
     let print = |i: usize| {
-        frame(i)
-            .fingerprint
-            .unwrap_or_else(|| panic!("a fingerprint"))
+        let cells: Vec<u8> = (0..256u64)
+            .map(|k| {
+                let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (k << 17);
+                x ^= x >> 29;
+                x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                (x >> 56) as u8
+            })
+            .collect();
+        Fingerprint::try_from(cells).unwrap_or_else(|_| panic!("256 cells"))
     };
     let mut group = c.benchmark_group("challenge/replay_check");
     for (frames, sessions, theirs) in [(64usize, 8usize, 64usize), (30, 2, 30)] {
