@@ -460,9 +460,6 @@ async fn replicas_share_sessions_through_postgres() {
     b.stop().await;
 }
 
-/// Identify takes shared sessions as verify does: a session bound to a subject is refused and left
-/// unused (it still verifies the subject), and an unbound one asked of both replicas at the same
-/// moment identifies exactly once; a verification after it is refused.
 /// Deleting a subject through one replica deletes the sessions bound to it, wherever they were
 /// opened (their frames and probe with them): the other replica's passed session is gone, not
 /// left to its TTL, and a session of another subject stays.
@@ -876,6 +873,9 @@ async fn a_recording_accepted_on_one_replica_is_a_replay_on_another() {
     b.stop().await;
 }
 
+/// Identify takes shared sessions as verify does: a session bound to a subject is refused and left
+/// unused (it still verifies the subject), and an unbound one asked of both replicas at the same
+/// moment identifies exactly once; a verification after it is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_session_identifies_once_across_replicas() {
     let sh = Shared::new();
