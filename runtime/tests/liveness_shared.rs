@@ -699,9 +699,11 @@ async fn a_session_the_release_before_began_goes_on_with_its_frames() {
         copy.fingerprint = Some(cells.try_into().unwrap());
         observed.push(copy);
     }
+    // 20 ms apart (the least interval is 15 ms), so that the client's span stays well inside
+    // what the server can have seen since the session opened, however fast this test runs.
     for (i, f) in observed.iter_mut().enumerate() {
-        f.timestamp_ms = 5_000 + 150 * i as u64;
-        f.received_ms = Some(150 * i as u64);
+        f.timestamp_ms = 5_000 + 20 * i as u64;
+        f.received_ms = Some(20 * i as u64);
     }
     let verdict = facekey_runtime::challenge::evaluate(
         &challenge,
@@ -758,20 +760,21 @@ async fn a_session_the_release_before_began_goes_on_with_its_frames() {
     .unwrap();
     pool.close().await;
     // A new frame: the row's 20 become batches 0-2 (8, 8 and 4), the new one batch 3.
-    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(1, 120), 8_000)).await;
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&neutral(1, 40), 5_420)).await;
     assert_eq!(
         (st, &fb["state"]),
         (StatusCode::OK, &json!("in_progress")),
         "{fb}"
     );
     assert_eq!(fb["frames_received"], 21, "{fb}");
+    assert_eq!(fb["frames"][0]["face_found"], true, "{fb}");
     let rows = sh.pg.psql(&format!(
         "SELECT string_agg(batch::text, ',' ORDER BY batch) FROM facekey_liveness_session_frames \
          WHERE session_id = '{id}'"
     ));
     assert_eq!(rows, "0,1,2,3");
     // One of the row's frames again: judged with them, a duplicate.
-    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&shots[1..2], 8_200)).await;
+    let (st, fb) = send(&a, &verify_key, &id, &frames_json(&shots[1..2], 5_440)).await;
     assert_eq!(
         (st, &fb["state"]),
         (StatusCode::OK, &json!("failed")),
