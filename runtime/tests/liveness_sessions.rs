@@ -659,6 +659,52 @@ async fn a_replayed_recording_is_refused_in_later_sessions() {
     s.stop().await;
 }
 
+/// Two sessions of one never-verified recording, verified at the same moment: each checks the
+/// replay record before the other is remembered, yet only one is accepted. The other finds the
+/// first remembered when its own accept is about to be remembered, and is refused as the replay
+/// it is, with its spoof event. Rounds with fresh recordings, as the race is the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_simultaneous_replays_of_one_recording_are_accepted_once() {
+    let s = Running::start(config()).await;
+    let admin = &s.client;
+    let subject = s.new_subject("Eileen Collins").await;
+    let (st, v) = s.enrol_sample(admin, &subject, "astronaut.png").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    for (round, recording) in [210u8, 211, 212].into_iter().enumerate() {
+        let one = passed_recording(&s, admin, None, recording).await;
+        let other = passed_recording(&s, admin, None, recording).await;
+        let ((st1, v1), (st2, v2)) = tokio::join!(
+            verify_with(&s, admin, &subject, &one),
+            verify_with(&s, admin, &subject, &other)
+        );
+        assert_eq!((st1, st2), (StatusCode::OK, StatusCode::OK), "{v1} {v2}");
+        let mut decisions = [v1["decision"].clone(), v2["decision"].clone()];
+        decisions.sort_by_key(ToString::to_string);
+        assert_eq!(decisions, [json!("accept"), json!("reject")], "{v1} {v2}");
+        let refused = if v1["decision"] == "reject" { &v1 } else { &v2 };
+        assert_eq!(
+            (&refused["liveness"]["reason"], &refused["features"][1]),
+            (&json!("replayed_session"), &json!(0.0)),
+            "{refused}"
+        );
+        assert!(
+            refused["reasons"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("replayed_session")),
+            "{refused}"
+        );
+        let metrics = s.metrics().await;
+        let replays = (round + 1) as f64;
+        assert_eq!(
+            metric(&metrics, "facekey_liveness_sessions_replayed_total"),
+            replays
+        );
+        assert_eq!(metric(&metrics, "facekey_spoof_detected_total"), replays);
+    }
+    s.stop().await;
+}
+
 /// Under `FACEKEY_DECISION_POLICY=fusion` the fused probability alone decides, and with the
 /// reference weights (insecure: `--allow-insecure`) it still reaches the threshold at liveness 0
 /// for this close, sharp face: there the replay check's own refusal is what rejects the replay.

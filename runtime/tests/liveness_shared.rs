@@ -876,6 +876,90 @@ async fn a_recording_accepted_on_one_replica_is_a_replay_on_another() {
     b.stop().await;
 }
 
+/// Two replicas remembering sessions of one recording at the same moment, each checked before
+/// the other was remembered (nothing `compared`): the subject's advisory lock makes the check
+/// and the write one step, so one is remembered and the other given as its replay, whichever
+/// replica wins. A session the caller compared already is not compared again, and a different
+/// recording is remembered beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_replays_are_remembered_once_across_replicas() {
+    use facekey_runtime::challenge::Fingerprint;
+    use facekey_runtime::challenge::pg::PgSessions;
+    use facekey_runtime::challenge::session::SessionLimits;
+    use facekey_runtime::challenge::store::SessionStore;
+    use facekey_runtime::store::TemplateKeys;
+    const ROUNDS: usize = 12;
+    let sh = Shared::new();
+    // The runtime applies the migrations.
+    Running::start(sh.config("a", |_| {})).await.stop().await;
+    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
+    let store = facekey_runtime::store::postgres::PgStore::connect(
+        &sh.pg.url(),
+        None,
+        keys.clone(),
+        8,
+        "FACEKEY_DATABASE_URL",
+    )
+    .await
+    .unwrap();
+    let replica = || {
+        PgSessions::new(
+            store.pool().clone(),
+            keys.clone(),
+            SessionLimits::default(),
+            Default::default(),
+        )
+    };
+    let (a, b) = (replica(), replica());
+    // A recording's frames: ramps over the cells, each frame rotated.
+    let recording = |from: usize| -> Vec<Fingerprint> {
+        (from..from + 6)
+            .map(|k| {
+                let cells: Vec<u8> = (0..256).map(|i| ((i + k * 7) % 256) as u8).collect();
+                Fingerprint::try_from(cells).unwrap()
+            })
+            .collect()
+    };
+    for round in 0..ROUNDS {
+        let subject = format!("subject-{round}");
+        let prints = recording(0);
+        let (on_a, on_b) = (format!("a{round}"), format!("b{round}"));
+        let (x, y) = tokio::join!(
+            a.remember_verified(&subject, &on_a, prints.clone(), &[]),
+            b.remember_verified(&subject, &on_b, prints.clone(), &[])
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(
+            x.is_some() != y.is_some(),
+            "round {round}: one remembered, one a replay: {x:?} {y:?}"
+        );
+        let replay = x.or(y).unwrap();
+        assert!(replay.frames >= 2, "{replay:?}");
+        assert_eq!(
+            sh.pg.psql(&format!(
+                "SELECT count(*) FROM facekey_session_replay_record WHERE subject = '{subject}'"
+            )),
+            "1"
+        );
+        let first = a.accepted_sessions(&subject).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // Compared already by its caller: remembered without comparing again. A new
+        // recording: remembered.
+        let seen = vec![first[0].session.clone()];
+        let again = b
+            .remember_verified(&subject, "c", prints, &seen)
+            .await
+            .unwrap();
+        assert_eq!(again, None);
+        let fresh = a
+            .remember_verified(&subject, "d", recording(100), &[])
+            .await
+            .unwrap();
+        assert_eq!(fresh, None);
+        assert_eq!(a.accepted_sessions(&subject).await.unwrap().len(), 3);
+    }
+}
+
 /// Identify takes shared sessions as verify does: a session bound to a subject is refused and left
 /// unused (it still verifies the subject), and an unbound one asked of both replicas at the same
 /// moment identifies exactly once; a verification after it is refused.

@@ -1063,14 +1063,25 @@ async fn identify_decided(
                 break;
             }
         }
+        if !replayed && let Some(best) = judged.iter().find(|j| j.accepted()) {
+            // False unless the same recording, identified at this moment in another session,
+            // was remembered first.
+            replayed = p
+                .remember_accepted(
+                    &state,
+                    &best.subject.id,
+                    IDENTIFY_ROUTE,
+                    caller.as_ref(),
+                    &headers,
+                )
+                .await?;
+        }
         if replayed {
             p.replayed();
             for j in &mut judged {
                 j.outcome.refuse(Reason::Spoof);
                 j.outcome.refuse(Reason::ReplayedSession);
             }
-        } else if let Some(best) = judged.iter().find(|j| j.accepted()) {
-            p.remember_accepted(&state, &best.subject.id).await?;
         }
     }
     let ruled = rule_on_attempts(&state.lockouts, judged).await?;

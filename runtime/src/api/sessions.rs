@@ -10,6 +10,7 @@
 //! `FACEKEY_DATABASE_URL`, so any replica serves any call of a session and a restart keeps
 //! them. A session store that cannot be reached answers 503 `store_unavailable`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -33,7 +34,7 @@ use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::challenge::fingerprint::Fingerprint;
-use crate::challenge::replay::nearest_replay;
+use crate::challenge::replay::{Replayed, nearest_replay};
 use crate::challenge::session::{
     BatchResult, Concluded, Registry, SessionError, SessionLimits, SessionState, SessionUse,
     SessionView,
@@ -1158,6 +1159,8 @@ pub(super) struct SessionProbe {
     pub liveness: LivenessVerdict,
     /// The fingerprints of the session's frames, for the replay record.
     pub prints: Vec<Fingerprint>,
+    /// Per subject, the accepted sessions [`Self::is_replay`] compared the frames with.
+    pub compared: HashMap<String, Vec<String>>,
 }
 
 impl SessionProbe {
@@ -1179,7 +1182,7 @@ impl SessionProbe {
     /// `route`; the caller refuses the decision (`replayed_session`). The record unreachable
     /// answers 503: nothing is decided.
     pub async fn is_replay(
-        &self,
+        &mut self,
         state: &SharedState,
         subject: &str,
         route: &'static str,
@@ -1187,6 +1190,8 @@ impl SessionProbe {
         headers: &HeaderMap,
     ) -> Result<bool, ApiError> {
         let earlier = state.sessions.store.accepted_sessions(subject).await?;
+        let seen = earlier.iter().map(|a| a.session.clone()).collect();
+        self.compared.insert(subject.to_owned(), seen);
         if earlier.is_empty() {
             return Ok(false);
         }
@@ -1198,6 +1203,47 @@ impl SessionProbe {
         let Some(replayed) = found else {
             return Ok(false);
         };
+        self.report_replay(state, subject, &replayed, route, caller, headers);
+        Ok(true)
+    }
+
+    /// Remembers the session's frames once a decision accepted it for `subject`, so that a
+    /// later session repeating them is refused, unless they repeat a session remembered for the
+    /// subject since [`Self::is_replay`] compared them (two sessions of one recording verified
+    /// at the same moment): then that replay is reported as `is_replay` reports one, and `true`
+    /// tells the caller to refuse. 503 when the record cannot be written: the accept is not
+    /// revealed.
+    pub async fn remember_accepted(
+        &self,
+        state: &SharedState,
+        subject: &str,
+        route: &'static str,
+        caller: Option<&Extension<Caller>>,
+        headers: &HeaderMap,
+    ) -> Result<bool, ApiError> {
+        let compared = self.compared.get(subject).map_or(&[][..], Vec::as_slice);
+        let found = state
+            .sessions
+            .store
+            .remember_verified(subject, &self.session, self.prints.clone(), compared)
+            .await?;
+        let Some(replayed) = found else {
+            return Ok(false);
+        };
+        self.report_replay(state, subject, &replayed, route, caller, headers);
+        Ok(true)
+    }
+
+    /// A replay found: logged on `facekey::security`, counted, and a spoof event on `route`.
+    fn report_replay(
+        &self,
+        state: &SharedState,
+        subject: &str,
+        replayed: &Replayed,
+        route: &'static str,
+        caller: Option<&Extension<Caller>>,
+        headers: &HeaderMap,
+    ) {
         tracing::warn!(
             target: "facekey::security",
             session = %self.session,
@@ -1219,23 +1265,6 @@ impl SessionProbe {
             key_id: super::blocking::key_id(caller).map(str::to_owned),
         }
         .emit(&state.metrics, state.alerts.as_ref());
-        Ok(true)
-    }
-
-    /// Remembers the session's frames once a decision accepted it for `subject`, so that a
-    /// later session repeating them is refused (503 when the record cannot be written: the
-    /// accept is not revealed).
-    pub async fn remember_accepted(
-        &self,
-        state: &SharedState,
-        subject: &str,
-    ) -> Result<(), ApiError> {
-        state
-            .sessions
-            .store
-            .remember_verified(subject, &self.session, self.prints.clone())
-            .await?;
-        Ok(())
     }
 
     /// The liveness as a replay leaves it: a spoof at score 0, the fusion's liveness feature.
@@ -1339,6 +1368,7 @@ pub(super) async fn take_session_probe(
         from_image,
         liveness,
         prints: probe.prints,
+        compared: HashMap::new(),
     })
 }
 
@@ -1378,14 +1408,23 @@ pub async fn verify_with_session(
     let matched = probe.judge(&engine, &templates).ok_or_else(|| {
         ApiError::internal("templates vanished between the lookup and the comparison")
     })?;
-    let liveness = &probe.liveness;
-    let mut outcome = verifier.decide(&matched, liveness, probe.quality.map_or(0.0, f64::from));
+    let quality = probe.quality.map_or(0.0, f64::from);
+    let mut outcome = verifier.decide(&matched, &probe.liveness, quality);
     if replay {
         outcome.refuse(Reason::ReplayedSession);
     }
-    if outcome.decision == Decision::Accept {
-        probe.remember_accepted(&state, &subject).await?;
+    if outcome.decision == Decision::Accept
+        && probe
+            .remember_accepted(&state, &subject, VERIFY_ROUTE, caller.as_ref(), &headers)
+            .await?
+    {
+        // The same recording, verified at this moment in another session, was remembered
+        // first: decided again as the replay it is.
+        probe.replayed();
+        outcome = verifier.decide(&matched, &probe.liveness, quality);
+        outcome.refuse(Reason::ReplayedSession);
     }
+    let liveness = &probe.liveness;
     let settled = settle_verification(
         &state,
         caller.as_ref(),
@@ -1538,8 +1577,9 @@ mod tests {
             subject: &str,
             session: &str,
             prints: Vec<Fingerprint>,
-        ) -> Result<(), SessionError> {
-            SessionStore::remember_verified(&self.inner, subject, session, prints).await
+            compared: &[String],
+        ) -> Result<Option<Replayed>, SessionError> {
+            SessionStore::remember_verified(&self.inner, subject, session, prints, compared).await
         }
     }
 

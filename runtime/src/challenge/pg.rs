@@ -39,7 +39,7 @@ use super::checker::{
     ChallengeVerdict, FailReason, KeptForVerify, Outcome, PairsJudged, evaluate, evaluate_more,
 };
 use super::fingerprint::Fingerprint;
-use super::replay::AcceptedSession;
+use super::replay::{AcceptedSession, Replayed, nearest_replay};
 use super::session::{
     BatchResult, Closed, Concluded, MAX_FRAMES_PER_CALL, Opened, PassedProbe, SessionError,
     SessionLimits, SessionState, SessionUse, SessionView, check_id, new_id, random_challenge,
@@ -624,6 +624,26 @@ impl PgSessions {
         Ok(AcceptedSession { session, prints })
     }
 
+    /// The accepted sessions of `subject`'s replay-record `rows`. A row sealed with a key
+    /// retired since (or damaged) cannot be compared: it is skipped, loudly, rather than every
+    /// session verification of the subject failing until the row ages out (the README's key
+    /// retirement re-seals first).
+    fn open_record_rows(&self, subject: &str, rows: &[PgRow]) -> Vec<AcceptedSession> {
+        let mut accepted = Vec::with_capacity(rows.len());
+        for row in rows {
+            match self.open_row_prints(subject, row) {
+                Ok(a) => accepted.push(a),
+                Err(e) => tracing::warn!(
+                    target: "facekey::security",
+                    subject = %subject,
+                    error = %e,
+                    "a row of the replay record cannot be opened and is not compared"
+                ),
+            }
+        }
+        accepted
+    }
+
     /// The fingerprints a replay-record row sealed.
     fn open_prints(
         &self,
@@ -1013,22 +1033,7 @@ impl SessionStore for PgSessions {
         .fetch_all(&self.pool)
         .await
         .map_err(db("read the replay record"))?;
-        let mut accepted = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match self.open_row_prints(subject, row) {
-                Ok(a) => accepted.push(a),
-                // A row sealed with a key retired since (or damaged) cannot be compared: it is
-                // skipped, loudly, rather than every session verification of the subject
-                // failing until the row ages out (the README's key retirement re-seals first).
-                Err(e) => tracing::warn!(
-                    target: "facekey::security",
-                    subject = %subject,
-                    error = %e,
-                    "a row of the replay record cannot be opened and is not compared"
-                ),
-            }
-        }
-        Ok(accepted)
+        Ok(self.open_record_rows(subject, &rows))
     }
 
     async fn remember_verified(
@@ -1036,13 +1041,46 @@ impl SessionStore for PgSessions {
         subject: &str,
         session: &str,
         prints: Vec<Fingerprint>,
-    ) -> Result<(), SessionError> {
+        compared: &[String],
+    ) -> Result<Option<Replayed>, SessionError> {
         if self.limits.replay_window.is_zero() || prints.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let sealed = self.seal_prints(subject, session, &prints)?;
         let err = db("write the replay record");
         let mut tx = self.pool.begin().await.map_err(&err)?;
+        // One writer of a subject's record at a time, on every replica: the sessions remembered
+        // since the caller's check are compared under the lock, then this one is written.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("facekey.replay-record/{subject}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+        let rows = sqlx::query(
+            "SELECT session_id, sealed_key_id, sealed_nonce, sealed \
+             FROM facekey_session_replay_record \
+             WHERE subject = $1 AND expires_at > now() AND session_id <> $2 \
+               AND session_id <> ALL($3) \
+             ORDER BY verified_at DESC LIMIT $4",
+        )
+        .bind(subject)
+        .bind(session)
+        .bind(compared)
+        .bind(i64::try_from(super::replay::SESSIONS_PER_SUBJECT).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(&err)?;
+        let unseen = self.open_record_rows(subject, &rows);
+        if !unseen.is_empty() {
+            let mine = prints.clone();
+            let found = tokio::task::spawn_blocking(move || nearest_replay(&mine, &unseen))
+                .await
+                .map_err(|e| SessionError::Backend(format!("the replay comparison failed: {e}")))?;
+            if found.is_some() {
+                // Nothing written: the transaction rolls back as it drops, freeing the lock.
+                return Ok(found);
+            }
+        }
         sqlx::query(
             "INSERT INTO facekey_session_replay_record \
              (subject, session_id, expires_at, sealed_key_id, sealed_nonce, sealed) \
@@ -1070,7 +1108,7 @@ impl SessionStore for PgSessions {
         .await
         .map_err(&err)?;
         tx.commit().await.map_err(&err)?;
-        Ok(())
+        Ok(None)
     }
 
     async fn active(&self) -> Result<usize, SessionError> {

@@ -186,6 +186,33 @@ impl ReplayRecord {
         }
     }
 
+    /// Remembers `session` as [`Self::remember`] does unless its `prints` repeat a session of
+    /// `subject` the caller has not compared them with (`compared`: the sessions its earlier
+    /// check saw), which is then given and nothing is remembered. The check and the write are one
+    /// step under the caller's lock, so two verifications of one recording at the same moment
+    /// cannot both be remembered, nor both accepted. The comparison runs only when sessions were
+    /// remembered for the subject since that check (at most 8 x 64 fingerprints, milliseconds).
+    pub fn remember_unless_replayed(
+        &mut self,
+        subject: &str,
+        session: &str,
+        prints: Vec<Fingerprint>,
+        compared: &[String],
+        window: Duration,
+        now: Instant,
+    ) -> Option<Replayed> {
+        let unseen: Vec<AcceptedSession> = self
+            .accepted(subject, window, now)
+            .into_iter()
+            .filter(|a| a.session != session && !compared.contains(&a.session))
+            .collect();
+        if let Some(replayed) = nearest_replay(&prints, &unseen) {
+            return Some(replayed);
+        }
+        self.remember(subject, session, prints, window, now);
+        None
+    }
+
     /// Forgets `subject`'s sessions (the subject was deleted); returns how many.
     pub fn forget(&mut self, subject: &str) -> usize {
         let n = self.subjects.remove(subject).map_or(0, |l| l.len());
@@ -316,6 +343,33 @@ mod tests {
         assert_eq!(r.accepted("alice", DAY, later).len(), 1);
         assert!(r.accepted("alice", DAY, t0 + DAY).is_empty());
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_session_remembered_since_the_check_is_compared_before_remembering() {
+        let t0 = Instant::now();
+        let mut r = ReplayRecord::default();
+        let recording = vec![frame(1), frame(2), frame(3)];
+        // Two verifications of one recording checked the record while it was empty; the
+        // first to remember is remembered, the second is a replay of it and is not.
+        let first = r.remember_unless_replayed("alice", "s1", recording.clone(), &[], DAY, t0);
+        assert_eq!(first, None);
+        let copy: Vec<Fingerprint> = recording.iter().map(|f| adjusted(f, 1.0, 3.0)).collect();
+        let second = r.remember_unless_replayed("alice", "s2", copy.clone(), &[], DAY, t0);
+        assert_eq!(second.map(|h| h.earlier_session), Some("s1".to_owned()));
+        assert_eq!(r.len(), 1);
+        // A session the caller compared already is not compared again (its check found no
+        // replay of it); a new recording is remembered beside it.
+        assert_eq!(
+            r.remember_unless_replayed("alice", "s3", copy, &["s1".to_owned()], DAY, t0),
+            None
+        );
+        let fresh = vec![frame(7), frame(8)];
+        assert_eq!(
+            r.remember_unless_replayed("alice", "s4", fresh, &[], DAY, t0),
+            None
+        );
+        assert_eq!(r.len(), 3);
     }
 
     #[test]

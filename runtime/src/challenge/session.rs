@@ -28,7 +28,7 @@ use super::checker::{
     evaluate_more, kept_for_verify,
 };
 use super::fingerprint::Fingerprint;
-use super::replay::{AcceptedSession, ReplayRecord};
+use super::replay::{AcceptedSession, ReplayRecord, Replayed};
 use super::{Action, ChallengePolicy, FrameObservation};
 use crate::vision::embed::Embedding;
 
@@ -469,16 +469,25 @@ impl Registry {
             .accepted(subject, self.limits.replay_window, now)
     }
 
-    /// Remembers the frames of `session`, just accepted for `subject`, for the replay window.
+    /// Remembers the frames of `session`, just accepted for `subject`, for the replay window,
+    /// unless they repeat a session remembered since the caller `compared` them
+    /// ([`ReplayRecord::remember_unless_replayed`]), which is given.
     pub fn remember_verified(
         &self,
         subject: &str,
         session: &str,
         prints: Vec<Fingerprint>,
+        compared: &[String],
         now: Instant,
-    ) {
-        self.replays()
-            .remember(subject, session, prints, self.limits.replay_window, now);
+    ) -> Option<Replayed> {
+        self.replays().remember_unless_replayed(
+            subject,
+            session,
+            prints,
+            compared,
+            self.limits.replay_window,
+            now,
+        )
     }
 
     /// The bounds in force.
