@@ -880,7 +880,7 @@ async fn a_recording_accepted_on_one_replica_is_a_replay_on_another() {
 /// the other was remembered (nothing `compared`): the subject's advisory lock makes the check
 /// and the write one step, so one is remembered and the other given as its replay, whichever
 /// replica wins. A session the caller compared already is not compared again, and a different
-/// recording is remembered beside it.
+/// recording is remembered beside it. A subject deleted meanwhile has nothing remembered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn simultaneous_replays_are_remembered_once_across_replicas() {
     use facekey_runtime::challenge::Fingerprint;
@@ -921,7 +921,10 @@ async fn simultaneous_replays_are_remembered_once_across_replicas() {
             .collect()
     };
     for round in 0..ROUNDS {
-        let subject = format!("subject-{round}");
+        let subject = format!("00000000-0000-4000-8000-{round:012}");
+        sh.pg.psql(&format!(
+            "INSERT INTO facekey_subjects (id, name) VALUES ('{subject}', 'round {round}')"
+        ));
         let prints = recording(0);
         let (on_a, on_b) = (format!("a{round}"), format!("b{round}"));
         let (x, y) = tokio::join!(
@@ -958,6 +961,20 @@ async fn simultaneous_replays_are_remembered_once_across_replicas() {
         assert_eq!(fresh, None);
         assert_eq!(a.accepted_sessions(&subject).await.unwrap().len(), 3);
     }
+    // A subject deleted while its verification ran: nothing is remembered for it (its
+    // deletion's clean-up may have run already, and would not run again).
+    let gone = "00000000-0000-4000-8000-00000000ffff";
+    let kept = b
+        .remember_verified(gone, "e", recording(200), &[])
+        .await
+        .unwrap();
+    assert_eq!(kept, None);
+    assert_eq!(
+        sh.pg.psql(&format!(
+            "SELECT count(*) FROM facekey_session_replay_record WHERE subject = '{gone}'"
+        )),
+        "0"
+    );
 }
 
 /// Identify takes shared sessions as verify does: a session bound to a subject is refused and left

@@ -1056,6 +1056,21 @@ impl SessionStore for PgSessions {
             .execute(&mut *tx)
             .await
             .map_err(&err)?;
+        // A subject deleted while its verification ran leaves nothing behind: its deletion's
+        // clean-up may have run already. Held until the commit, the subject's row cannot be
+        // deleted before the write is done, so the clean-up that follows deletes it.
+        if uuid::Uuid::try_parse(subject).is_err() {
+            return Ok(None);
+        }
+        let alive: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM facekey_subjects WHERE id = $1::uuid FOR KEY SHARE")
+                .bind(subject)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(&err)?;
+        if alive.is_none() {
+            return Ok(None);
+        }
         let rows = sqlx::query(
             "SELECT session_id, sealed_key_id, sealed_nonce, sealed \
              FROM facekey_session_replay_record \
