@@ -21,7 +21,7 @@ use common::postgres::{PgServer, key_file};
 use common::{Running, error_code, face, keyed_client, send_json, test_keys};
 use facekey_runtime::challenge::Action;
 use facekey_runtime::config::Config;
-use frames::{astronaut, brighten, frames_json, passed_recording, performance};
+use frames::{astronaut, brighten, frames_json, passed_recording, passed_session, performance};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -110,27 +110,6 @@ async fn identify(r: &Running, c: &reqwest::Client, id: &str) -> (StatusCode, Va
             .json(&json!({ "session": id })),
     )
     .await
-}
-
-/// Opens a session on `r` (bound to `subject` when given) and performs its challenge there: the
-/// passed session's id.
-async fn passed_session(r: &Running, c: &reqwest::Client, subject: Option<&str>) -> String {
-    let body = subject.map_or_else(|| json!({}), |s| json!({ "subject": s }));
-    let (st, o) = open(r, c, body).await;
-    assert_eq!(st, StatusCode::CREATED, "{o}");
-    let (st, fb) = send(
-        r,
-        c,
-        &id_of(&o),
-        &frames_json(&performance(&challenge_of(&o)), 5_000),
-    )
-    .await;
-    assert_eq!(
-        (st, fb["state"].clone()),
-        (StatusCode::OK, json!("passed")),
-        "{fb}"
-    );
-    id_of(&o)
 }
 
 /// Neutral frames of the face, each a little brighter (never near-duplicates), in progress.

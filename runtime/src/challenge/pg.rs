@@ -48,7 +48,7 @@ use super::session::{
 use super::store::SessionStore;
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
 use crate::store::StoreError;
-use crate::store::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
+use crate::store::cipher::{Binding, KeyError, NONCE_LEN, Sealed, TemplateKeys};
 use crate::store::postgres::db_err;
 
 /// Advisory lock serialising session opens across replicas (the bounds check and the insert).
@@ -179,6 +179,29 @@ struct SessionRow {
     elapsed_ms: u64,
 }
 
+/// The value sealed in `row`'s `sealed_key_id`, `sealed_nonce` and `sealed` columns, as every
+/// table here keeps one; `None` while they are null (a session row sealing nothing yet).
+fn sealed_of(row: &PgRow) -> Result<Option<Sealed>, String> {
+    let get = |e: sqlx::Error| e.to_string();
+    let key_id: Option<String> = row.try_get("sealed_key_id").map_err(get)?;
+    let nonce: Option<Vec<u8>> = row.try_get("sealed_nonce").map_err(get)?;
+    let ciphertext: Option<Vec<u8>> = row.try_get("sealed").map_err(get)?;
+    let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) else {
+        return Ok(None);
+    };
+    let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| "malformed nonce".to_owned())?;
+    Ok(Some(Sealed {
+        key_id,
+        nonce,
+        ciphertext,
+    }))
+}
+
+/// [`sealed_of`] a row whose columns are never null.
+fn sealed_in(row: &PgRow) -> Result<Sealed, String> {
+    sealed_of(row)?.ok_or_else(|| "nothing sealed".to_owned())
+}
+
 impl SessionRow {
     fn decode(row: &PgRow) -> Result<Self, SessionError> {
         let get = |e: sqlx::Error| SessionError::Backend(format!("decode session row: {e}"));
@@ -192,17 +215,7 @@ impl SessionRow {
         let verdict: String = row.try_get("verdict").map_err(get)?;
         let verdict: ChallengeVerdict =
             serde_json::from_str(&verdict).map_err(|e| bad(&format!("verdict: {e}")))?;
-        let key_id: Option<String> = row.try_get("sealed_key_id").map_err(get)?;
-        let nonce: Option<Vec<u8>> = row.try_get("sealed_nonce").map_err(get)?;
-        let ciphertext: Option<Vec<u8>> = row.try_get("sealed").map_err(get)?;
-        let sealed = match (key_id, nonce, ciphertext) {
-            (Some(key_id), Some(nonce), Some(ciphertext)) => Some(Sealed {
-                key_id,
-                nonce: <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| bad("malformed nonce"))?,
-                ciphertext,
-            }),
-            _ => None,
-        };
+        let sealed = sealed_of(row).map_err(|e| bad(&e))?;
         let frames_received: i32 = row.try_get("frames_received").map_err(get)?;
         let expires: f64 = row.try_get("expires_epoch").map_err(get)?;
         let elapsed: f64 = row.try_get("elapsed_ms").map_err(get)?;
@@ -306,14 +319,29 @@ impl PgSessions {
         let json = serde_json::to_vec(frames)
             .map_err(|e| SessionError::Backend(format!("encode session {id} frames: {e}")))?;
         let place = format!("{id}/{batch}");
-        let binding = Binding {
-            template_id: &place,
+        self.seal_bytes(Self::batch_binding(&place, key_hash), &json)
+            .map_err(|e| SessionError::Backend(format!("seal session {id} frames: {e}")))
+    }
+
+    /// The binding of a batch row at `place` (`{id}/{batch}`) of a session of `key_hash`.
+    fn batch_binding<'a>(place: &'a str, key_hash: &'a str) -> Binding<'a> {
+        Binding {
+            template_id: place,
             subject_id: key_hash,
             model: FRAMES_KIND,
-        };
-        self.keys
-            .seal(binding, &bytes_to_words(&json))
-            .map_err(|e| SessionError::Backend(format!("seal session {id} frames: {e}")))
+        }
+    }
+
+    /// Seals `bytes` under the template key, bound to `binding`: the cipher seals 32-bit
+    /// words, so the bytes go as words ([`bytes_to_words`]).
+    fn seal_bytes(&self, binding: Binding<'_>, bytes: &[u8]) -> Result<Sealed, KeyError> {
+        self.keys.seal(binding, &bytes_to_words(bytes))
+    }
+
+    /// The bytes [`Self::seal_bytes`] sealed, opened with `binding`.
+    fn open_bytes(&self, binding: Binding<'_>, sealed: &Sealed) -> Result<Vec<u8>, String> {
+        let words = self.keys.open(binding, sealed).map_err(|e| e.to_string())?;
+        words_to_bytes(&words).ok_or_else(|| "sealed data truncated".to_owned())
     }
 
     /// The frames of session `id` kept as batch rows, in order (under the session's row lock).
@@ -339,25 +367,11 @@ impl PgSessions {
             if usize::try_from(batch).ok() != Some(i) {
                 return Err(bad(format!("batch {batch} where {i} was due")));
             }
-            let nonce: Vec<u8> = row.try_get("sealed_nonce").map_err(get)?;
-            let sealed = Sealed {
-                key_id: row.try_get("sealed_key_id").map_err(get)?,
-                nonce: <[u8; NONCE_LEN]>::try_from(nonce)
-                    .map_err(|_| bad("malformed nonce".into()))?,
-                ciphertext: row.try_get("sealed").map_err(get)?,
-            };
+            let sealed = sealed_in(row).map_err(bad)?;
             let place = format!("{id}/{i}");
-            let binding = Binding {
-                template_id: &place,
-                subject_id: key_hash,
-                model: FRAMES_KIND,
-            };
-            let words = self
-                .keys
-                .open(binding, &sealed)
-                .map_err(|e| bad(e.to_string()))?;
-            let bytes =
-                words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
+            let bytes = self
+                .open_bytes(Self::batch_binding(&place, key_hash), &sealed)
+                .map_err(bad)?;
             let batch: Vec<FrameObservation> =
                 serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))?;
             frames.extend(batch);
@@ -393,8 +407,7 @@ impl PgSessions {
     fn seal(&self, id: &str, key_hash: &str, private: &Private) -> Result<Sealed, SessionError> {
         let json = serde_json::to_vec(private)
             .map_err(|e| SessionError::Backend(format!("encode session {id}: {e}")))?;
-        self.keys
-            .seal(Self::binding(id, key_hash), &bytes_to_words(&json))
+        self.seal_bytes(Self::binding(id, key_hash), &json)
             .map_err(|e| SessionError::Backend(format!("seal session {id}: {e}")))
     }
 
@@ -407,15 +420,11 @@ impl PgSessions {
             model: SEALED_KIND_IN_ROW,
             ..Self::binding(&row.id, key_hash)
         };
-        let words = match self.keys.open(Self::binding(&row.id, key_hash), sealed) {
-            Ok(words) => words,
+        let bytes = match self.open_bytes(Self::binding(&row.id, key_hash), sealed) {
+            Ok(bytes) => bytes,
             // Sealed by the release before (frames in the row)? Else the first error says why.
-            Err(first) => self
-                .keys
-                .open(in_row, sealed)
-                .map_err(|_| bad(first.to_string()))?,
+            Err(first) => self.open_bytes(in_row, sealed).map_err(|_| bad(first))?,
         };
-        let bytes = words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))
     }
 
@@ -596,11 +605,7 @@ impl PgSessions {
         prints: &[Fingerprint],
     ) -> Result<Sealed, SessionError> {
         let bytes: Vec<u8> = prints.iter().flat_map(|p| p.as_bytes()).copied().collect();
-        self.keys
-            .seal(
-                Self::prints_binding(subject, session),
-                &bytes_to_words(&bytes),
-            )
+        self.seal_bytes(Self::prints_binding(subject, session), &bytes)
             .map_err(|e| {
                 SessionError::Backend(format!("seal the frames of session {session}: {e}"))
             })
@@ -610,16 +615,9 @@ impl PgSessions {
     fn open_row_prints(&self, subject: &str, row: &PgRow) -> Result<AcceptedSession, SessionError> {
         let get = |e: sqlx::Error| SessionError::Backend(format!("replay record row: {e}"));
         let session: String = row.try_get("session_id").map_err(get)?;
-        let nonce: Vec<u8> = row.try_get("sealed_nonce").map_err(get)?;
-        let sealed = Sealed {
-            key_id: row.try_get("sealed_key_id").map_err(get)?,
-            nonce: <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| {
-                SessionError::Backend(format!(
-                    "replay record of session {session}: malformed nonce"
-                ))
-            })?,
-            ciphertext: row.try_get("sealed").map_err(get)?,
-        };
+        let sealed = sealed_in(row).map_err(|e| {
+            SessionError::Backend(format!("replay record of session {session}: {e}"))
+        })?;
         let prints = self.open_prints(subject, &session, &sealed)?;
         Ok(AcceptedSession { session, prints })
     }
@@ -654,11 +652,9 @@ impl PgSessions {
         let bad = |what: String| {
             SessionError::Backend(format!("replay record of session {session}: {what}"))
         };
-        let words = self
-            .keys
-            .open(Self::prints_binding(subject, session), sealed)
-            .map_err(|e| bad(e.to_string()))?;
-        let bytes = words_to_bytes(&words).ok_or_else(|| bad("sealed data truncated".into()))?;
+        let bytes = self
+            .open_bytes(Self::prints_binding(subject, session), sealed)
+            .map_err(bad)?;
         let side = super::fingerprint::FINGERPRINT_SIDE * super::fingerprint::FINGERPRINT_SIDE;
         if bytes.len() % side != 0 {
             return Err(bad(format!(
