@@ -17,6 +17,7 @@ pub mod enrolments;
 pub mod fusion;
 pub mod http_server;
 pub mod lockout;
+pub mod lockout_file;
 pub mod memory_check;
 pub mod metrics;
 pub mod private_file;

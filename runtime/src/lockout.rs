@@ -441,6 +441,20 @@ impl MemoryLedger {
             .collect()
     }
 
+    /// The ledger's clock now.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Whether `subject` is locked now or a streak of its locks is remembered: what
+    /// [`Ledger::active_locks`] lists of it.
+    pub fn remembers_streak(&self, subject: &str) -> bool {
+        let now = self.clock.now();
+        self.entries()
+            .get(subject)
+            .is_some_and(|e| e.is_locked(now) || (e.streak > 0 && e.expires > now))
+    }
+
     /// Continue `subject`'s streak of locks from lock number `streak` (taken elsewhere), remembered
     /// until `until`: its next lock here is the one after it ([`Policy::lock_for`]).
     pub fn continue_streak(

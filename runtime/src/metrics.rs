@@ -135,6 +135,8 @@ pub struct Metrics {
     pub subject_lockouts: IntCounter,
     /// Audit events that could not be written.
     pub audit_write_failures: IntCounter,
+    /// Writes of the embedded mode's subject locks that failed.
+    pub lockout_saves_failed: IntCounter,
     /// Liveness verdicts by state (`live`, `spoof`, `unknown`, `off`).
     pub liveness_checks: IntCounterVec,
     /// Verifications by the embedding models their match score came from (`dlib+faceres`
@@ -275,6 +277,11 @@ impl Metrics {
             "facekey_audit_write_failures_total",
             "Audit events that could not be written to the audit sink (a full disk, a closed \
              stdout); the request was answered anyway and each failure is logged.",
+        )?;
+        let lockout_saves_failed = IntCounter::new(
+            "facekey_lockout_saves_failed_total",
+            "Writes of the subject locks to the data directory (embedded mode) that failed: the \
+             locks hold until this replica restarts, not after it; each failure is logged.",
         )?;
         let liveness_checks = IntCounterVec::new(
             Opts::new(
@@ -548,6 +555,7 @@ impl Metrics {
             Box::new(spoofs_detected.clone()),
             Box::new(subject_lockouts.clone()),
             Box::new(audit_write_failures.clone()),
+            Box::new(lockout_saves_failed.clone()),
             Box::new(liveness_checks.clone()),
             Box::new(verify_match_models.clone()),
             Box::new(alert_emails.clone()),
@@ -622,6 +630,7 @@ impl Metrics {
             spoofs_detected,
             subject_lockouts,
             audit_write_failures,
+            lockout_saves_failed,
             liveness_checks,
             verify_match_models,
             alert_emails,

@@ -1,6 +1,7 @@
 //! Creating the small secret files the runtime makes on first start (the template key, the
-//! local API keys) so that a crash or power loss at any moment leaves either no file or the whole
-//! one: an empty or missing key file would stop every later start, and a template key lost after
+//! local API keys), and replacing the small state files it keeps (the subject locks), so that a
+//! crash or power loss at any moment leaves either no file (the old one) or the whole one: an
+//! empty or missing key file would stop every later start, and a template key lost after
 //! templates were written with it would make them unreadable.
 
 use std::io::{self, Write};
@@ -15,13 +16,7 @@ pub fn create(path: &Path, text: &str) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".tmp-{}", std::process::id()));
-    let temp = dir.join(temp_name);
+    let temp = temp_beside(&dir, path)?;
     // A temporary file left by a crash of this same process id is stale: start over.
     match std::fs::remove_file(&temp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -32,6 +27,40 @@ pub fn create(path: &Path, text: &str) -> io::Result<()> {
     written?;
     removed?;
     sync_dir(&dir)
+}
+
+/// Replace `path` with `text`, readable by its owner only (on Unix), atomically and durably:
+/// written to a temporary file in the same directory and synced, renamed over `path`, then the
+/// directory synced. A crash at any moment leaves the old file or the new one, whole.
+pub fn replace(path: &Path, text: &str) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let temp = temp_beside(&dir, path)?;
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let written = write_synced(&temp, text).and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
+    sync_dir(&dir)
+}
+
+/// The temporary file in `dir` that [`create`] and [`replace`] write `path`'s text to first:
+/// hidden, named after `path` and this process (a file a crash of the same process id left is
+/// stale and is removed first).
+fn temp_beside(dir: &Path, path: &Path) -> io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".tmp-{}", std::process::id()));
+    Ok(dir.join(temp_name))
 }
 
 /// Create directory `path` (and missing parents) readable by its owner only (on Unix): the data
@@ -115,6 +144,31 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["template.key"], "no temporary file left");
+    }
+
+    #[test]
+    fn replaces_the_whole_file_owner_only_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lockouts.json");
+        replace(&path, "first").unwrap();
+        replace(&path, "second, longer").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second, longer");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["lockouts.json"], "no temporary file left");
+        // A directory in the file's place: refused, and no temporary file left either.
+        let taken = dir.path().join("taken");
+        std::fs::create_dir(&taken).unwrap();
+        assert!(replace(&taken, "x").is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[cfg(unix)]

@@ -24,6 +24,7 @@ use crate::http_server::{self, ConnectionLimits};
 use crate::lockout::{
     FallbackLedger, Ledger, Lockouts, MemoryLedger, PgLedger, Policy as LockoutPolicy,
 };
+use crate::lockout_file::FileLedger;
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::{AccessControl, AppState, SharedState};
 use crate::store::postgres::{self, PgStore, Transport};
@@ -155,7 +156,14 @@ async fn open_enrolments(
                 Arc::new(RedbStore::open(&config.data_dir, max, keys)?);
             let enrolments =
                 Arc::new(Enrolments::open(store, EMBEDDING_MODEL, EMBEDDING_DIM).await?);
-            Ok((enrolments, None, Arc::new(MemoryLedger::new()), None))
+            let ledger = FileLedger::open(
+                &config.data_dir,
+                MemoryLedger::new(),
+                metrics.lockout_saves_failed.clone(),
+            )
+            .await
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+            Ok((enrolments, None, Arc::new(ledger), None))
         }
     }
 }

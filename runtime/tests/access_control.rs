@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Running, face, keyed_client, send_json, test_keys};
+use common::{Running, error_code, face, keyed_client, send_json, test_keys};
 use facekey_runtime::auth::policy::{Access, ROUTES};
 use facekey_runtime::auth::{Scope, keys};
 use facekey_runtime::config::{Config, MetricsAuth, Switch};
@@ -834,6 +834,97 @@ async fn attempts_sent_at_once_reveal_no_more_decisions_than_the_lockout_allows(
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
+}
+
+/// A lock outlives a restart on the same data directory (`lockouts.json`); an administrator's
+/// release outlives the next one; failures below the threshold are not kept.
+#[tokio::test]
+async fn a_subject_lock_survives_a_restart_and_so_does_its_release() {
+    let mut config = Config::for_tests();
+    config.lockout_attempts = 2;
+    config.lockout_secs = 600;
+    let s = Running::start(config.clone()).await;
+    let id = s.new_subject("Eileen Collins").await;
+    let other = s.new_subject("Eileen again").await;
+    let (status, v) = s.enrol_sample(&s.client, &id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = s.enrol_sample(&s.client, &other, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    async fn verify(s: &Running, subject: &str, image: &str) -> (StatusCode, Value) {
+        let form = Form::new()
+            .text("subject", subject.to_owned())
+            .part("image", Part::bytes(face(image)).file_name("p.png"));
+        send_json(
+            s.client_for("verify")
+                .post(s.url("/v1/verify"))
+                .multipart(form),
+        )
+        .await
+    }
+    for _ in 0..2 {
+        let (status, v) = verify(&s, &id, "Tom_Hanks_54745.png").await;
+        assert_eq!(
+            (status, &v["decision"]),
+            (StatusCode::OK, &json!("reject")),
+            "{v}"
+        );
+    }
+    // One failure of the other subject: below the threshold, not kept.
+    let (status, v) = verify(&s, &other, "Tom_Hanks_54745.png").await;
+    assert_eq!(
+        (status, &v["decision"]),
+        (StatusCode::OK, &json!("reject")),
+        "{v}"
+    );
+    let (status, v) = verify(&s, &id, "astronaut.png").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+        "{v}"
+    );
+    s.stop_keeping_data().await;
+
+    let s = Running::start(config.clone()).await;
+    let (status, v) = verify(&s, &id, "astronaut.png").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+        "locked after the restart: {v}"
+    );
+    assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    // The other subject's one failure was forgotten: two more are needed to lock it.
+    let (status, v) = verify(&s, &other, "Tom_Hanks_54745.png").await;
+    assert_eq!(
+        (status, &v["decision"]),
+        (StatusCode::OK, &json!("reject")),
+        "{v}"
+    );
+    let (status, v) = verify(&s, &other, "astronaut.png").await;
+    assert_eq!(
+        (status, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    let (status, v) = send_json(
+        s.client
+            .delete(s.url(&format!("/v1/subjects/{id}/lockout"))),
+    )
+    .await;
+    assert_eq!(
+        (status, &v["was_locked"]),
+        (StatusCode::OK, &json!(true)),
+        "{v}"
+    );
+    s.stop_keeping_data().await;
+
+    let s = Running::start(config).await;
+    let (status, v) = verify(&s, &id, "astronaut.png").await;
+    assert_eq!(
+        (status, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "released: {v}"
+    );
     s.stop().await;
 }
 
