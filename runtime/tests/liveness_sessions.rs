@@ -659,10 +659,11 @@ async fn a_replayed_recording_is_refused_in_later_sessions() {
     s.stop().await;
 }
 
-/// Two sessions of one never-verified recording, verified at the same moment: each checks the
-/// replay record before the other is remembered, yet only one is accepted. The other finds the
-/// first remembered when its own accept is about to be remembered, and is refused as the replay
-/// it is, with its spoof event. Rounds with fresh recordings, as the race is the point.
+/// Two sessions of one never-verified recording, verified at the same moment: only one is
+/// accepted, the other refused as the replay it is, with its spoof event, whether it found the
+/// first in its check or (when both checks ran before either write) when its own accept was to
+/// be remembered. The race is not forced here (nothing outside holds the memory record's lock;
+/// `liveness_shared.rs` forces it with PostgreSQL's): rounds with fresh recordings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_simultaneous_replays_of_one_recording_are_accepted_once() {
     let s = Running::start(config()).await;
@@ -701,6 +702,54 @@ async fn two_simultaneous_replays_of_one_recording_are_accepted_once() {
             replays
         );
         assert_eq!(metric(&metrics, "facekey_spoof_detected_total"), replays);
+    }
+    s.stop().await;
+}
+
+/// An identification accepting two enrolments of one person remembers its session for both:
+/// the recording sent again to verify either of them is a replay.
+#[tokio::test]
+async fn an_identification_remembers_its_session_for_every_subject_it_accepted() {
+    let s = Running::start(config()).await;
+    let admin = &s.client;
+    let mut subjects = Vec::new();
+    for name in ["Eileen Collins", "Eileen, enrolled again"] {
+        let id = s.new_subject(name).await;
+        let (st, v) = s.enrol_sample(admin, &id, "astronaut.png").await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        subjects.push(id);
+    }
+    let first = passed_recording(&s, admin, None, 230).await;
+    let (st, v) = s
+        .json(
+            admin
+                .post(s.url("/v1/identify"))
+                .json(&json!({"session": first})),
+        )
+        .await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    let mut named: Vec<&str> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"]["id"].as_str().unwrap())
+        .collect();
+    named.sort_unstable();
+    let mut both: Vec<&str> = subjects.iter().map(String::as_str).collect();
+    both.sort_unstable();
+    assert_eq!(named, both, "{v}");
+    for subject in &subjects {
+        let again = passed_recording(&s, admin, None, 230).await;
+        let (st, v) = verify_with(&s, admin, subject, &again).await;
+        assert_eq!(
+            (st, &v["decision"], &v["liveness"]["reason"]),
+            (StatusCode::OK, &json!("reject"), &json!("replayed_session")),
+            "{v}"
+        );
     }
     s.stop().await;
 }

@@ -855,19 +855,109 @@ async fn a_recording_accepted_on_one_replica_is_a_replay_on_another() {
     b.stop().await;
 }
 
-/// Two replicas remembering sessions of one recording at the same moment, each checked before
-/// the other was remembered (nothing `compared`): the subject's advisory lock makes the check
-/// and the write one step, so one is remembered and the other given as its replay, whichever
-/// replica wins. A session the caller compared already is not compared again, and a different
-/// recording is remembered beside it. A subject deleted meanwhile has nothing remembered.
+/// Holds the replay-record locks of `subjects` from another connection, as a writer that got
+/// there first would: the transaction holding them, to commit when the waiters are in place.
+async fn hold_record_locks(
+    pool: &sqlx::PgPool,
+    subjects: &[&str],
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    for subject in subjects {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("facekey.replay-record/{subject}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx
+}
+
+/// Waits until `n` transactions wait for a lock of `locktype`, then commits `tx`, releasing
+/// them all at once.
+async fn release_when_waiting(
+    pool: &sqlx::PgPool,
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    locktype: &str,
+    n: i64,
+) {
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = $1 AND NOT granted",
+        )
+        .bind(locktype)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            tx.commit().await.unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} writers never waited for a {locktype} lock");
+}
+
+/// Two sessions of one recording verified at the same moment through two replicas, each past
+/// its replay check (the record empty) before either is remembered: the writers wait on the
+/// subject's lock (held here until both wait, so the order is certain), the first remembers its
+/// session and the second finds it and is refused as a replay, whichever replica wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn simultaneous_replays_are_remembered_once_across_replicas() {
+async fn two_replicas_verifying_one_recording_at_once_accept_it_once() {
+    let sh = Shared::new();
+    let a = Running::start(sh.config("a", |_| {})).await;
+    let b = Running::start(sh.config("b", |_| {})).await;
+    let (admin, verify_key) = (sh.client("admin"), sh.client("verify"));
+    let subject = enrol(&a, &admin).await;
+    known_to(&b, &admin, &subject).await;
+    let pool = sqlx::PgPool::connect(&sh.pg.url()).await.unwrap();
+    for recording in [91u8, 92] {
+        let on_a = passed_recording(&a, &verify_key, None, recording).await;
+        let on_b = passed_recording(&b, &verify_key, None, recording).await;
+        let held = hold_record_locks(&pool, &[&subject]).await;
+        let ((st1, v1), (st2, v2), ()) = tokio::join!(
+            verify(&a, &verify_key, &subject, &on_a),
+            verify(&b, &verify_key, &subject, &on_b),
+            release_when_waiting(&pool, held, "advisory", 2)
+        );
+        assert_eq!((st1, st2), (StatusCode::OK, StatusCode::OK), "{v1} {v2}");
+        let mut decisions = [v1["decision"].clone(), v2["decision"].clone()];
+        decisions.sort_by_key(ToString::to_string);
+        assert_eq!(decisions, [json!("accept"), json!("reject")], "{v1} {v2}");
+        // A verify key's answer: the decision and its reasons.
+        let refused = if v1["decision"] == "reject" { &v1 } else { &v2 };
+        assert_eq!(
+            refused["reasons"],
+            json!(["spoof", "replayed_session"]),
+            "{refused}"
+        );
+    }
+    let replays = counter(
+        &a.metrics().await,
+        "facekey_liveness_sessions_replayed_total",
+    ) + counter(
+        &b.metrics().await,
+        "facekey_liveness_sessions_replayed_total",
+    );
+    assert_eq!(replays, 2.0);
+    pool.close().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The replay record's writes on two replicas' stores, at the same moment and ordered by the
+/// subjects' locks: a session remembered for a subject makes another session of the recording,
+/// checked before, a replay, whether it was accepted by a verification (one subject) or an
+/// identification (every subject it accepted, locked in one order); a session the caller
+/// compared already is not compared again; a different recording is remembered beside it; a
+/// subject deleted while its write waits has nothing remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_replay_record_is_checked_and_written_under_the_subjects_locks() {
     use facekey_runtime::challenge::Fingerprint;
     use facekey_runtime::challenge::pg::PgSessions;
+    use facekey_runtime::challenge::replay::Compared;
     use facekey_runtime::challenge::session::SessionLimits;
     use facekey_runtime::challenge::store::SessionStore;
     use facekey_runtime::store::TemplateKeys;
-    const ROUNDS: usize = 12;
     let sh = Shared::new();
     // The runtime applies the migrations.
     Running::start(sh.config("a", |_| {})).await.stop().await;
@@ -881,9 +971,10 @@ async fn simultaneous_replays_are_remembered_once_across_replicas() {
     )
     .await
     .unwrap();
+    let pool = store.pool().clone();
     let replica = || {
         PgSessions::new(
-            store.pool().clone(),
+            pool.clone(),
             keys.clone(),
             SessionLimits::default(),
             Default::default(),
@@ -899,61 +990,89 @@ async fn simultaneous_replays_are_remembered_once_across_replicas() {
             })
             .collect()
     };
-    for round in 0..ROUNDS {
-        let subject = format!("00000000-0000-4000-8000-{round:012}");
+    let subject = |n: usize| -> String {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
         sh.pg.psql(&format!(
-            "INSERT INTO facekey_subjects (id, name) VALUES ('{subject}', 'round {round}')"
+            "INSERT INTO facekey_subjects (id, name) VALUES ('{id}', 'subject {n}')"
         ));
+        id
+    };
+    let checked = |subjects: &[&str], seen: &[String]| -> Vec<Compared> {
+        subjects
+            .iter()
+            .map(|s| Compared {
+                subject: (*s).to_owned(),
+                sessions: seen.to_vec(),
+            })
+            .collect()
+    };
+    let rows = |subject: &str| {
+        sh.pg.psql(&format!(
+            "SELECT count(*) FROM facekey_session_replay_record WHERE subject = '{subject}'"
+        ))
+    };
+    for round in 0..4 {
+        // Verifications through both replicas; then a verification of X beside an
+        // identification accepting X and Y (two enrolments of one person).
+        let (x, y) = (subject(2 * round), subject(2 * round + 1));
+        let identified: &[&str] = if round % 2 == 0 { &[&x] } else { &[&y, &x] };
         let prints = recording(0);
-        let (on_a, on_b) = (format!("a{round}"), format!("b{round}"));
-        let (x, y) = tokio::join!(
-            a.remember_verified(&subject, &on_a, prints.clone(), &[]),
-            b.remember_verified(&subject, &on_b, prints.clone(), &[])
+        let held = hold_record_locks(&pool, &[&x, &y]).await;
+        let (one, other, ()) = tokio::join!(
+            a.remember_verified(checked(&[&x], &[]), "one", prints.clone()),
+            b.remember_verified(checked(identified, &[]), "other", prints.clone()),
+            release_when_waiting(&pool, held, "advisory", 2)
         );
-        let (x, y) = (x.unwrap(), y.unwrap());
+        let (one, other) = (one.unwrap(), other.unwrap());
         assert!(
-            x.is_some() != y.is_some(),
-            "round {round}: one remembered, one a replay: {x:?} {y:?}"
+            one.is_some() != other.is_some(),
+            "round {round}: one remembered, one a replay: {one:?} {other:?}"
         );
-        let replay = x.or(y).unwrap();
+        let (on, replay) = one.or(other).unwrap();
+        assert_eq!(on, x, "the subject both were accepted for");
         assert!(replay.frames >= 2, "{replay:?}");
-        assert_eq!(
-            sh.pg.psql(&format!(
-                "SELECT count(*) FROM facekey_session_replay_record WHERE subject = '{subject}'"
-            )),
-            "1"
-        );
-        let first = a.accepted_sessions(&subject).await.unwrap();
+        assert_eq!(rows(&x), "1");
+        let first = a.accepted_sessions(&x).await.unwrap();
         assert_eq!(first.len(), 1);
         // Compared already by its caller: remembered without comparing again. A new
         // recording: remembered.
         let seen = vec![first[0].session.clone()];
         let again = b
-            .remember_verified(&subject, "c", prints, &seen)
+            .remember_verified(checked(&[&x], &seen), "c", prints)
             .await
             .unwrap();
         assert_eq!(again, None);
         let fresh = a
-            .remember_verified(&subject, "d", recording(100), &[])
-            .await
-            .unwrap();
-        assert_eq!(fresh, None);
-        assert_eq!(a.accepted_sessions(&subject).await.unwrap().len(), 3);
+            .remember_verified(checked(&[&x], &[]), "d", recording(100))
+            .await;
+        assert_eq!(fresh.unwrap(), None);
+        assert_eq!(a.accepted_sessions(&x).await.unwrap().len(), 3);
     }
-    // A subject deleted while its verification ran: nothing is remembered for it (its
+
+    // A subject deleted while the write waits for its row: nothing is remembered for it (its
     // deletion's clean-up may have run already, and would not run again).
-    let gone = "00000000-0000-4000-8000-00000000ffff";
-    let kept = b
-        .remember_verified(gone, "e", recording(200), &[])
+    let gone = subject(100);
+    let mut deleting = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM facekey_subjects WHERE id = $1::uuid")
+        .bind(&gone)
+        .execute(&mut *deleting)
         .await
         .unwrap();
-    assert_eq!(kept, None);
-    assert_eq!(
-        sh.pg.psql(&format!(
-            "SELECT count(*) FROM facekey_session_replay_record WHERE subject = '{gone}'"
-        )),
-        "0"
+    let (kept, ()) = tokio::join!(
+        b.remember_verified(checked(&[&gone], &[]), "e", recording(200)),
+        release_when_waiting(&pool, deleting, "transactionid", 1)
     );
+    assert_eq!(kept.unwrap(), None);
+    assert_eq!(rows(&gone), "0");
+    // One that never existed, nor an id that is no UUID, has nothing remembered either.
+    let never = "00000000-0000-4000-8000-00000000ffff";
+    for id in [never, "not-a-subject"] {
+        let kept = a
+            .remember_verified(checked(&[id], &[]), "f", recording(300))
+            .await;
+        assert_eq!(kept.unwrap(), None);
+        assert_eq!(rows(id), "0");
+    }
 }
 
 /// Identify takes shared sessions as verify does: a session bound to a subject is refused and left

@@ -1051,8 +1051,9 @@ async fn identify_decided(
         // A session repeating the frames of a session accepted for a subject it would identify
         // is a replayed recording: then no subject is identified with it (a look-alike or a
         // second enrolment of the same person included), the most similar takes the failed
-        // attempt, and the spoof event is raised once. Otherwise the nearest accepted subject
-        // remembers its frames, before the lockout ledger records the outcome, as verify does.
+        // attempt, and the spoof event is raised once. Otherwise every accepted subject
+        // remembers its frames (a later verification of any of them with the recording is a
+        // replay), before the lockout ledger records the outcome, as verify does.
         let mut replayed = false;
         for j in judged.iter().filter(|j| j.accepted()) {
             let id = &j.subject.id;
@@ -1063,17 +1064,16 @@ async fn identify_decided(
                 break;
             }
         }
-        if !replayed && let Some(best) = judged.iter().find(|j| j.accepted()) {
-            // False unless the same recording, identified at this moment in another session,
-            // was remembered first.
+        let accepted: Vec<&str> = judged
+            .iter()
+            .filter(|j| j.accepted())
+            .map(|j| j.subject.id.as_str())
+            .collect();
+        if !replayed && !accepted.is_empty() {
+            // False unless the same recording, accepted at this moment for one of them in
+            // another session, was remembered first.
             replayed = p
-                .remember_accepted(
-                    &state,
-                    &best.subject.id,
-                    IDENTIFY_ROUTE,
-                    caller.as_ref(),
-                    &headers,
-                )
+                .remember_accepted(&state, &accepted, IDENTIFY_ROUTE, caller.as_ref(), &headers)
                 .await?;
         }
         if replayed {

@@ -34,7 +34,7 @@ use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
 use crate::auth::Caller;
 use crate::challenge::fingerprint::Fingerprint;
-use crate::challenge::replay::{Replayed, nearest_replay};
+use crate::challenge::replay::{Compared, Replayed, nearest_replay};
 use crate::challenge::session::{
     BatchResult, Concluded, Registry, SessionError, SessionLimits, SessionState, SessionUse,
     SessionView,
@@ -1207,30 +1207,36 @@ impl SessionProbe {
         Ok(true)
     }
 
-    /// Remembers the session's frames once a decision accepted it for `subject`, so that a
-    /// later session repeating them is refused, unless they repeat a session remembered for the
-    /// subject since [`Self::is_replay`] compared them (two sessions of one recording verified
-    /// at the same moment): then that replay is reported as `is_replay` reports one, and `true`
-    /// tells the caller to refuse. 503 when the record cannot be written: the accept is not
-    /// revealed.
+    /// Remembers the session's frames once a decision accepted it for `subjects` (verify: the
+    /// verified one; identify: every one it accepted), so that a later session repeating them
+    /// is refused, unless they repeat a session remembered for one of them since
+    /// [`Self::is_replay`] compared them (two sessions of one recording accepted at the same
+    /// moment): then that replay is reported as `is_replay` reports one, and `true` tells the
+    /// caller to refuse. 503 when the record cannot be written: the accept is not revealed.
     pub async fn remember_accepted(
         &self,
         state: &SharedState,
-        subject: &str,
+        subjects: &[&str],
         route: &'static str,
         caller: Option<&Extension<Caller>>,
         headers: &HeaderMap,
     ) -> Result<bool, ApiError> {
-        let compared = self.compared.get(subject).map_or(&[][..], Vec::as_slice);
+        let checked = subjects
+            .iter()
+            .map(|&subject| Compared {
+                subject: subject.to_owned(),
+                sessions: self.compared.get(subject).cloned().unwrap_or_default(),
+            })
+            .collect();
         let found = state
             .sessions
             .store
-            .remember_verified(subject, &self.session, self.prints.clone(), compared)
+            .remember_verified(checked, &self.session, self.prints.clone())
             .await?;
-        let Some(replayed) = found else {
+        let Some((subject, replayed)) = found else {
             return Ok(false);
         };
-        self.report_replay(state, subject, &replayed, route, caller, headers);
+        self.report_replay(state, &subject, &replayed, route, caller, headers);
         Ok(true)
     }
 
@@ -1415,7 +1421,7 @@ pub async fn verify_with_session(
     }
     if outcome.decision == Decision::Accept
         && probe
-            .remember_accepted(&state, &subject, VERIFY_ROUTE, caller.as_ref(), &headers)
+            .remember_accepted(&state, &[&subject], VERIFY_ROUTE, caller.as_ref(), &headers)
             .await?
     {
         // The same recording, verified at this moment in another session, was remembered
@@ -1574,12 +1580,11 @@ mod tests {
 
         async fn remember_verified(
             &self,
-            subject: &str,
+            checked: Vec<Compared>,
             session: &str,
             prints: Vec<Fingerprint>,
-            compared: &[String],
-        ) -> Result<Option<Replayed>, SessionError> {
-            SessionStore::remember_verified(&self.inner, subject, session, prints, compared).await
+        ) -> Result<Option<(String, Replayed)>, SessionError> {
+            SessionStore::remember_verified(&self.inner, checked, session, prints).await
         }
     }
 

@@ -39,7 +39,7 @@ use super::checker::{
     ChallengeVerdict, FailReason, KeptForVerify, Outcome, PairsJudged, evaluate, evaluate_more,
 };
 use super::fingerprint::Fingerprint;
-use super::replay::{AcceptedSession, Replayed, nearest_replay};
+use super::replay::{AcceptedSession, Compared, Replayed, nearest_replay};
 use super::session::{
     BatchResult, Closed, Concluded, MAX_FRAMES_PER_CALL, Opened, PassedProbe, SessionError,
     SessionLimits, SessionState, SessionUse, SessionView, check_id, new_id, random_challenge,
@@ -49,7 +49,7 @@ use super::store::SessionStore;
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
 use crate::store::StoreError;
 use crate::store::cipher::{Binding, KeyError, NONCE_LEN, Sealed, TemplateKeys};
-use crate::store::postgres::db_err;
+use crate::store::postgres::{begin_read_committed, db_err};
 
 /// Advisory lock serialising session opens across replicas (the bounds check and the insert).
 const OPEN_LOCK: i64 = 0x6661_6365_6b65_7931;
@@ -697,7 +697,7 @@ impl SessionStore for PgSessions {
         let ended = self.sweep().await?;
         let hash = key_hash(key);
         let err = db("open liveness session");
-        let mut tx = self.pool.begin().await.map_err(&err)?;
+        let mut tx = begin_read_committed(&self.pool).await.map_err(&err)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(OPEN_LOCK)
             .execute(&mut *tx)
@@ -1034,90 +1034,116 @@ impl SessionStore for PgSessions {
 
     async fn remember_verified(
         &self,
-        subject: &str,
+        mut checked: Vec<Compared>,
         session: &str,
         prints: Vec<Fingerprint>,
-        compared: &[String],
-    ) -> Result<Option<Replayed>, SessionError> {
-        if self.limits.replay_window.is_zero() || prints.is_empty() {
+    ) -> Result<Option<(String, Replayed)>, SessionError> {
+        // Subjects are UUIDs here: another id names no subject and is remembered for none.
+        checked.retain(|c| uuid::Uuid::try_parse(&c.subject).is_ok());
+        // Locked in one order by every writer, so two writers of overlapping subjects cannot
+        // wait on each other.
+        checked.sort_by(|a, b| a.subject.cmp(&b.subject));
+        checked.dedup_by(|a, b| a.subject == b.subject);
+        if self.limits.replay_window.is_zero() || prints.is_empty() || checked.is_empty() {
             return Ok(None);
         }
-        let sealed = self.seal_prints(subject, session, &prints)?;
         let err = db("write the replay record");
-        let mut tx = self.pool.begin().await.map_err(&err)?;
+        // Each statement sees what was committed before it, whatever the database's default:
+        // the session a writer that held the lock just remembered included.
+        let mut tx = begin_read_committed(&self.pool).await.map_err(&err)?;
         // One writer of a subject's record at a time, on every replica: the sessions remembered
         // since the caller's check are compared under the lock, then this one is written.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("facekey.replay-record/{subject}"))
-            .execute(&mut *tx)
-            .await
-            .map_err(&err)?;
-        // A subject deleted while its verification ran leaves nothing behind: its deletion's
-        // clean-up may have run already. Held until the commit, the subject's row cannot be
-        // deleted before the write is done, so the clean-up that follows deletes it.
-        if uuid::Uuid::try_parse(subject).is_err() {
-            return Ok(None);
-        }
-        let alive: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM facekey_subjects WHERE id = $1::uuid FOR KEY SHARE")
-                .bind(subject)
-                .fetch_optional(&mut *tx)
+        for c in &checked {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("facekey.replay-record/{}", c.subject))
+                .execute(&mut *tx)
                 .await
                 .map_err(&err)?;
-        if alive.is_none() {
-            return Ok(None);
         }
-        let rows = sqlx::query(
-            "SELECT session_id, sealed_key_id, sealed_nonce, sealed \
-             FROM facekey_session_replay_record \
-             WHERE subject = $1 AND expires_at > now() AND session_id <> $2 \
-               AND session_id <> ALL($3) \
-             ORDER BY verified_at DESC LIMIT $4",
-        )
-        .bind(subject)
-        .bind(session)
-        .bind(compared)
-        .bind(i64::try_from(super::replay::SESSIONS_PER_SUBJECT).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(&err)?;
-        let unseen = self.open_record_rows(subject, &rows);
+        let mut alive = Vec::with_capacity(checked.len());
+        let mut unseen = Vec::new();
+        for c in &checked {
+            // A subject deleted while its verification ran leaves nothing behind: its
+            // deletion's clean-up may have run already. Held until the commit, the subject's row
+            // cannot be deleted before the write is done, so the clean-up that follows deletes it.
+            let exists: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM facekey_subjects WHERE id = $1::uuid FOR KEY SHARE",
+            )
+            .bind(&c.subject)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(&err)?;
+            if exists.is_none() {
+                continue;
+            }
+            alive.push(c.subject.clone());
+            let rows = sqlx::query(
+                "SELECT session_id, sealed_key_id, sealed_nonce, sealed \
+                 FROM facekey_session_replay_record \
+                 WHERE subject = $1 AND expires_at > clock_timestamp() AND session_id <> $2 \
+                   AND session_id <> ALL($3) \
+                 ORDER BY verified_at DESC LIMIT $4",
+            )
+            .bind(&c.subject)
+            .bind(session)
+            .bind(&c.sessions)
+            .bind(i64::try_from(super::replay::SESSIONS_PER_SUBJECT).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(&err)?;
+            let opened = self.open_record_rows(&c.subject, &rows);
+            if !opened.is_empty() {
+                unseen.push((c.subject.clone(), opened));
+            }
+        }
         if !unseen.is_empty() {
             let mine = prints.clone();
-            let found = tokio::task::spawn_blocking(move || nearest_replay(&mine, &unseen))
-                .await
-                .map_err(|e| SessionError::Backend(format!("the replay comparison failed: {e}")))?;
+            let found = tokio::task::spawn_blocking(move || {
+                unseen.into_iter().find_map(|(subject, earlier)| {
+                    nearest_replay(&mine, &earlier).map(|r| (subject, r))
+                })
+            })
+            .await
+            .map_err(|e| SessionError::Backend(format!("the replay comparison failed: {e}")))?;
             if found.is_some() {
-                // Nothing written: the transaction rolls back as it drops, freeing the lock.
+                // Nothing written: the transaction rolls back as it drops, freeing the locks.
                 return Ok(found);
             }
         }
-        sqlx::query(
-            "INSERT INTO facekey_session_replay_record \
-             (subject, session_id, expires_at, sealed_key_id, sealed_nonce, sealed) \
-             VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5, $6) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(subject)
-        .bind(session)
-        .bind(self.limits.replay_window.as_secs_f64())
-        .bind(&sealed.key_id)
-        .bind(sealed.nonce.to_vec())
-        .bind(&sealed.ciphertext)
-        .execute(&mut *tx)
-        .await
-        .map_err(&err)?;
-        // The subject's latest sessions only, so a subject's record stays bounded.
-        sqlx::query(
-            "DELETE FROM facekey_session_replay_record WHERE subject = $1 AND session_id NOT IN \
-               (SELECT session_id FROM facekey_session_replay_record WHERE subject = $1 \
-                ORDER BY verified_at DESC, session_id LIMIT $2)",
-        )
-        .bind(subject)
-        .bind(i64::try_from(super::replay::SESSIONS_PER_SUBJECT).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await
-        .map_err(&err)?;
+        for subject in &alive {
+            let sealed = self.seal_prints(subject, session, &prints)?;
+            // The time of the write, not of the transaction's start (before the lock wait): the
+            // subject's latest sessions are those written last.
+            sqlx::query(
+                "INSERT INTO facekey_session_replay_record \
+                 (subject, session_id, verified_at, expires_at, sealed_key_id, sealed_nonce, \
+                  sealed) \
+                 VALUES ($1, $2, clock_timestamp(), \
+                   clock_timestamp() + make_interval(secs => $3), $4, $5, $6) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(subject)
+            .bind(session)
+            .bind(self.limits.replay_window.as_secs_f64())
+            .bind(&sealed.key_id)
+            .bind(sealed.nonce.to_vec())
+            .bind(&sealed.ciphertext)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+            // The subject's latest sessions only, so a subject's record stays bounded.
+            sqlx::query(
+                "DELETE FROM facekey_session_replay_record WHERE subject = $1 \
+                 AND session_id NOT IN \
+                   (SELECT session_id FROM facekey_session_replay_record WHERE subject = $1 \
+                    ORDER BY verified_at DESC, session_id LIMIT $2)",
+            )
+            .bind(subject)
+            .bind(i64::try_from(super::replay::SESSIONS_PER_SUBJECT).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+        }
         tx.commit().await.map_err(&err)?;
         Ok(None)
     }

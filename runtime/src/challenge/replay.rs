@@ -52,6 +52,16 @@ pub struct AcceptedSession {
     pub prints: Vec<Fingerprint>,
 }
 
+/// A subject whose record a session was compared with, and the accepted sessions it held then
+/// ([`ReplayRecord::remember_unless_replayed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compared {
+    /// The subject.
+    pub subject: String,
+    /// The ids of the accepted sessions its record gave the comparison.
+    pub sessions: Vec<String>,
+}
+
 /// A session that repeats frames of an earlier accepted session of the same subject.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replayed {
@@ -186,30 +196,35 @@ impl ReplayRecord {
         }
     }
 
-    /// Remembers `session` as [`Self::remember`] does unless its `prints` repeat a session of
-    /// `subject` the caller has not compared them with (`compared`: the sessions its earlier
-    /// check saw), which is then given and nothing is remembered. The check and the write are one
-    /// step under the caller's lock, so two verifications of one recording at the same moment
-    /// cannot both be remembered, nor both accepted. The comparison runs only when sessions were
-    /// remembered for the subject since that check (at most 8 x 64 fingerprints, milliseconds).
+    /// Remembers `session` for each subject of `checked` as [`Self::remember`] does, unless its
+    /// `prints` repeat a session of one of them that the caller has not compared them with (each
+    /// [`Compared`] names the sessions its earlier check saw): then that subject and the replay
+    /// are given and nothing is remembered. The check and the write are one step under the
+    /// caller's lock, so two sessions of one recording accepted at the same moment for a subject
+    /// (by verify or identify) cannot both be remembered, nor both accepted. The comparison runs
+    /// only when sessions were remembered since that check (at most 8 x 64 fingerprints a
+    /// subject, milliseconds).
     pub fn remember_unless_replayed(
         &mut self,
-        subject: &str,
+        checked: &[Compared],
         session: &str,
         prints: Vec<Fingerprint>,
-        compared: &[String],
         window: Duration,
         now: Instant,
-    ) -> Option<Replayed> {
-        let unseen: Vec<AcceptedSession> = self
-            .accepted(subject, window, now)
-            .into_iter()
-            .filter(|a| a.session != session && !compared.contains(&a.session))
-            .collect();
-        if let Some(replayed) = nearest_replay(&prints, &unseen) {
-            return Some(replayed);
+    ) -> Option<(String, Replayed)> {
+        for c in checked {
+            let unseen: Vec<AcceptedSession> = self
+                .accepted(&c.subject, window, now)
+                .into_iter()
+                .filter(|a| a.session != session && !c.sessions.contains(&a.session))
+                .collect();
+            if let Some(replayed) = nearest_replay(&prints, &unseen) {
+                return Some((c.subject.clone(), replayed));
+            }
         }
-        self.remember(subject, session, prints, window, now);
+        for c in checked {
+            self.remember(&c.subject, session, prints.clone(), window, now);
+        }
         None
     }
 
@@ -345,31 +360,66 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    fn compared(subject: &str, sessions: &[&str]) -> Compared {
+        Compared {
+            subject: subject.into(),
+            sessions: sessions.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
     #[test]
     fn a_session_remembered_since_the_check_is_compared_before_remembering() {
         let t0 = Instant::now();
         let mut r = ReplayRecord::default();
         let recording = vec![frame(1), frame(2), frame(3)];
+        let alice = [compared("alice", &[])];
         // Two verifications of one recording checked the record while it was empty; the
         // first to remember is remembered, the second is a replay of it and is not.
-        let first = r.remember_unless_replayed("alice", "s1", recording.clone(), &[], DAY, t0);
+        let first = r.remember_unless_replayed(&alice, "s1", recording.clone(), DAY, t0);
         assert_eq!(first, None);
         let copy: Vec<Fingerprint> = recording.iter().map(|f| adjusted(f, 1.0, 3.0)).collect();
-        let second = r.remember_unless_replayed("alice", "s2", copy.clone(), &[], DAY, t0);
-        assert_eq!(second.map(|h| h.earlier_session), Some("s1".to_owned()));
+        let second = r.remember_unless_replayed(&alice, "s2", copy.clone(), DAY, t0);
+        assert_eq!(
+            second.map(|(s, h)| (s, h.earlier_session)),
+            Some(("alice".to_owned(), "s1".to_owned()))
+        );
         assert_eq!(r.len(), 1);
         // A session the caller compared already is not compared again (its check found no
         // replay of it); a new recording is remembered beside it.
-        assert_eq!(
-            r.remember_unless_replayed("alice", "s3", copy, &["s1".to_owned()], DAY, t0),
-            None
-        );
+        let seen = [compared("alice", &["s1"])];
+        assert_eq!(r.remember_unless_replayed(&seen, "s3", copy, DAY, t0), None);
         let fresh = vec![frame(7), frame(8)];
         assert_eq!(
-            r.remember_unless_replayed("alice", "s4", fresh, &[], DAY, t0),
+            r.remember_unless_replayed(&alice, "s4", fresh, DAY, t0),
             None
         );
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn an_identification_is_remembered_for_every_subject_it_accepted() {
+        let t0 = Instant::now();
+        let mut r = ReplayRecord::default();
+        let recording = vec![frame(1), frame(2), frame(3)];
+        // Identified as two enrolments of one person: both remember it.
+        let both = [compared("twin-a", &[]), compared("twin-b", &[])];
+        assert_eq!(
+            r.remember_unless_replayed(&both, "s1", recording.clone(), DAY, t0),
+            None
+        );
+        assert_eq!(
+            (
+                r.accepted("twin-a", DAY, t0).len(),
+                r.accepted("twin-b", DAY, t0).len()
+            ),
+            (1, 1)
+        );
+        // The recording again, for the second subject alone, checked before s1 was
+        // remembered: a replay of it, and nothing is remembered.
+        let again =
+            r.remember_unless_replayed(&[compared("twin-b", &[])], "s2", recording, DAY, t0);
+        assert_eq!(again.map(|(s, _)| s), Some("twin-b".to_owned()));
+        assert_eq!(r.len(), 2);
     }
 
     #[test]

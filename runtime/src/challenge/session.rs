@@ -18,7 +18,7 @@
 //! PostgreSQL instead; both implement [`super::store::SessionStore`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -28,7 +28,7 @@ use super::checker::{
     evaluate_more, kept_for_verify,
 };
 use super::fingerprint::Fingerprint;
-use super::replay::{AcceptedSession, ReplayRecord, Replayed};
+use super::replay::{AcceptedSession, Compared, ReplayRecord, Replayed};
 use super::{Action, ChallengePolicy, FrameObservation};
 use crate::vision::embed::Embedding;
 
@@ -435,14 +435,21 @@ pub(crate) fn check_id(id: &str) -> Result<(), SessionError> {
     }
 }
 
+fn lock_record(record: &Mutex<ReplayRecord>) -> std::sync::MutexGuard<'_, ReplayRecord> {
+    record
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The bounded registry of this replica's sessions.
 #[derive(Debug)]
 pub struct Registry {
     limits: SessionLimits,
     policy: ChallengePolicy,
     sessions: Mutex<HashMap<String, Session>>,
-    /// The frames of accepted sessions, per subject, against replays.
-    replays: Mutex<ReplayRecord>,
+    /// The frames of accepted sessions, per subject, against replays (shared with the blocking
+    /// thread that compares and remembers under its lock).
+    replays: Arc<Mutex<ReplayRecord>>,
 }
 
 impl Registry {
@@ -452,14 +459,12 @@ impl Registry {
             limits,
             policy,
             sessions: Mutex::new(HashMap::new()),
-            replays: Mutex::new(ReplayRecord::default()),
+            replays: Arc::new(Mutex::new(ReplayRecord::default())),
         }
     }
 
     fn replays(&self) -> std::sync::MutexGuard<'_, ReplayRecord> {
-        self.replays
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_record(&self.replays)
     }
 
     /// `subject`'s accepted sessions within the replay window, most recent first
@@ -469,25 +474,24 @@ impl Registry {
             .accepted(subject, self.limits.replay_window, now)
     }
 
-    /// Remembers the frames of `session`, just accepted for `subject`, for the replay window,
-    /// unless they repeat a session remembered since the caller `compared` them
-    /// ([`ReplayRecord::remember_unless_replayed`]), which is given.
-    pub fn remember_verified(
+    /// Remembers the frames of `session`, just accepted for the subjects `checked` names, for
+    /// the replay window, unless they repeat a session of one of them remembered since the caller
+    /// compared them ([`ReplayRecord::remember_unless_replayed`]), which is given. On a blocking
+    /// thread: the comparison it may run holds the record's lock.
+    pub async fn remember_verified(
         &self,
-        subject: &str,
-        session: &str,
+        checked: Vec<Compared>,
+        session: String,
         prints: Vec<Fingerprint>,
-        compared: &[String],
         now: Instant,
-    ) -> Option<Replayed> {
-        self.replays().remember_unless_replayed(
-            subject,
-            session,
-            prints,
-            compared,
-            self.limits.replay_window,
-            now,
-        )
+    ) -> Result<Option<(String, Replayed)>, SessionError> {
+        let replays = Arc::clone(&self.replays);
+        let window = self.limits.replay_window;
+        tokio::task::spawn_blocking(move || {
+            lock_record(&replays).remember_unless_replayed(&checked, &session, prints, window, now)
+        })
+        .await
+        .map_err(|e| SessionError::Backend(format!("the replay comparison failed: {e}")))
     }
 
     /// The bounds in force.

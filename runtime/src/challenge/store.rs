@@ -14,7 +14,7 @@
 use std::time::{Instant, SystemTime};
 
 use super::fingerprint::Fingerprint;
-use super::replay::{AcceptedSession, Replayed};
+use super::replay::{AcceptedSession, Compared, Replayed};
 use super::session::{
     BatchResult, Closed, Concluded, Opened, PassedProbe, Registry, SessionError, SessionLimits,
     SessionUse, SessionView,
@@ -95,19 +95,19 @@ pub trait SessionStore: Send + Sync {
     async fn accepted_sessions(&self, subject: &str) -> Result<Vec<AcceptedSession>, SessionError>;
 
     /// Remembers the frames (`prints`) of `session`, which a verification or identification
-    /// just accepted for `subject`, for the replay window (on every replica sharing the store),
-    /// unless they repeat a session remembered for the subject that the caller's check did not
-    /// see (`compared`: the sessions [`Self::accepted_sessions`] gave it): then nothing is
-    /// remembered and that replay is given, for the caller to refuse. Comparing and writing are
-    /// one step under a per-subject lock, so two sessions of one recording verified at the same
+    /// just accepted for the subjects `checked` names, for the replay window (on every replica
+    /// sharing the store), unless they repeat a session remembered for one of them that the
+    /// caller's check did not see (each [`Compared`] names the sessions
+    /// [`Self::accepted_sessions`] gave it): then nothing is remembered and that subject and
+    /// replay are given, for the caller to refuse. Comparing and writing are one step under a
+    /// lock on each subject, so two sessions of one recording accepted for a subject at the same
     /// moment, each checked before the other was remembered, cannot both be accepted.
     async fn remember_verified(
         &self,
-        subject: &str,
+        checked: Vec<Compared>,
         session: &str,
         prints: Vec<Fingerprint>,
-        compared: &[String],
-    ) -> Result<Option<Replayed>, SessionError>;
+    ) -> Result<Option<(String, Replayed)>, SessionError>;
 }
 
 #[async_trait::async_trait]
@@ -189,18 +189,10 @@ impl SessionStore for Registry {
 
     async fn remember_verified(
         &self,
-        subject: &str,
+        checked: Vec<Compared>,
         session: &str,
         prints: Vec<Fingerprint>,
-        compared: &[String],
-    ) -> Result<Option<Replayed>, SessionError> {
-        Ok(Registry::remember_verified(
-            self,
-            subject,
-            session,
-            prints,
-            compared,
-            Instant::now(),
-        ))
+    ) -> Result<Option<(String, Replayed)>, SessionError> {
+        Registry::remember_verified(self, checked, session.to_owned(), prints, Instant::now()).await
     }
 }

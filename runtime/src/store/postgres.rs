@@ -325,6 +325,21 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
     }
 }
 
+/// Begin a transaction at READ COMMITTED whatever the database's or role's default. The writes
+/// that take a transaction lock and then read what the lock guards (a key's quota, the session
+/// bounds, a subject's replay record) need each statement to see what was committed before it:
+/// under a REPEATABLE READ default the snapshot would be taken before the lock wait, and two
+/// writers would both miss what the other wrote.
+pub(crate) async fn begin_read_committed(
+    pool: &PgPool,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// Map a database error: unreachable becomes [`StoreError::Unavailable`], the rest
 /// [`StoreError::Backend`] naming `operation`. Shared with the lockout ledger in the same database.
 pub(crate) fn db_err(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
@@ -822,7 +837,9 @@ impl TemplateStore for PgStore {
     ) -> Result<SubjectRecord, StoreError> {
         let name = validate_name(name)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.pool.begin().await.map_err(db_err("create subject"))?;
+        let mut tx = begin_read_committed(&self.pool)
+            .await
+            .map_err(db_err("create subject"))?;
         if let (Some(key_id), Some(limit)) = (created_by, key_quota) {
             Self::check_key_quota(&mut tx, QuotaOf::Subjects, key_id, limit).await?;
         }
@@ -883,7 +900,9 @@ impl TemplateStore for PgStore {
         validate_template(&template)?;
         let not_found = || StoreError::SubjectNotFound(subject_id.to_owned());
         let subject = parse_id(subject_id).ok_or_else(not_found)?;
-        let mut tx = self.pool.begin().await.map_err(db_err("add template"))?;
+        let mut tx = begin_read_committed(&self.pool)
+            .await
+            .map_err(db_err("add template"))?;
         // The key's lock first, then the subject's row (as no other write takes them the other
         // way round, no two enrolments wait on each other).
         if let (Some(key_id), Some(limit)) = (template.enrolled_by.as_deref(), key_quota) {
