@@ -10,12 +10,14 @@
 //! at most `FACEKEY_LOCKOUT_ATTEMPTS - 1` more tries; writing every failure would put a disk
 //! write on every rejected verification). With PostgreSQL the shared ledger keeps everything.
 //! The file is replaced atomically (written beside it, synced, renamed, the directory synced),
-//! owner-only. A write that fails is logged on `facekey::security` and counted in
-//! `facekey_lockout_saves_failed_total`; the lock holds in memory regardless. A file that cannot
-//! be read stops the start-up with its path named: starting without the locks it held would lift
-//! them silently.
+//! owner-only, by a task of its own (a request dropped meanwhile loses no change). A write that
+//! fails is logged on `facekey::security`, counted in `facekey_lockout_saves_failed_total` and
+//! tried again at the next purge; the lock holds in memory regardless. A file that cannot be read
+//! stops the start-up with its path named: starting without the locks it held would lift them
+//! silently. No restored lock lasts longer than the policy in force allows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,8 +58,8 @@ struct Saved {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct SavedLock {
     subject: String,
-    /// When the lock ends, milliseconds since the Unix epoch (at or before `saved_at` once it
-    /// ended and only its streak is remembered).
+    /// When the lock ends, milliseconds since the Unix epoch (at or before the time of writing
+    /// once it ended and only its streak is remembered).
     locked_until_ms: u64,
     /// Locks in a row.
     streak: u32,
@@ -87,26 +89,39 @@ fn to_saved(locks: &[ActiveLock], now: SystemTime) -> Saved {
 }
 
 /// What is left at `now` of the saved locks: those still locked or remembered, with the time
-/// left on each (zero once the lock ended).
-fn still_held(saved: &Saved, now: SystemTime) -> Vec<ActiveLock> {
+/// left on each (zero once the lock ended), none longer than `policy` allows (its longest lock,
+/// remembered its `max_lock` longer): a clock set back, or a file edited by hand, cannot make a
+/// lock outlast what the policy in force could give.
+fn still_held(saved: &Saved, now: SystemTime, policy: &Policy) -> Vec<ActiveLock> {
     let now_ms = epoch_ms(now);
+    let longest = policy.lock.max(policy.max_lock);
+    let remembered_at_most = longest.saturating_add(policy.max_lock);
     saved
         .locks
         .iter()
         .filter(|l| l.remembered_until_ms.max(l.locked_until_ms) > now_ms)
-        .map(|l| ActiveLock {
-            subject: l.subject.clone(),
-            left: Duration::from_millis(l.locked_until_ms.saturating_sub(now_ms)),
-            streak: l.streak,
-            remembered: Duration::from_millis(
-                l.remembered_until_ms.max(l.locked_until_ms) - now_ms,
-            ),
+        .map(|l| {
+            let left = Duration::from_millis(l.locked_until_ms.saturating_sub(now_ms)).min(longest);
+            let remembered =
+                Duration::from_millis(l.remembered_until_ms.max(l.locked_until_ms) - now_ms)
+                    .min(remembered_at_most)
+                    .max(left);
+            ActiveLock {
+                subject: l.subject.clone(),
+                left,
+                streak: l.streak,
+                remembered,
+            }
         })
         .collect()
 }
 
 /// [`MemoryLedger`] whose locks survive a restart (see the module documentation).
 pub struct FileLedger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     memory: MemoryLedger,
     path: PathBuf,
     /// Changes that call for a write, counted; `written` is the count the file holds.
@@ -119,10 +134,13 @@ pub struct FileLedger {
 
 impl FileLedger {
     /// The ledger of `dir` (the data directory): `memory`, holding again the locks its file
-    /// kept (none when there is no file). Failed writes count in `failed_saves`.
+    /// kept (none when there is no file), none longer than `policy` allows. With the lockout
+    /// off the file is not read (nothing would be locked). Failed writes count in
+    /// `failed_saves`.
     pub async fn open(
         dir: &Path,
         memory: MemoryLedger,
+        policy: &Policy,
         failed_saves: IntCounter,
     ) -> Result<Self, LockFileError> {
         let path = dir.join(FILE_NAME);
@@ -130,7 +148,12 @@ impl FileLedger {
             path: path.clone(),
             reason,
         };
-        let held = match std::fs::read(&path) {
+        let read = if policy.is_enabled() {
+            std::fs::read(&path)
+        } else {
+            Err(std::io::ErrorKind::NotFound.into())
+        };
+        let held = match read {
             Ok(bytes) => {
                 let saved: Saved =
                     serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
@@ -140,14 +163,17 @@ impl FileLedger {
                         saved.format
                     )));
                 }
-                still_held(&saved, SystemTime::now())
+                still_held(&saved, SystemTime::now(), policy)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(fail(e.to_string())),
         };
         for lock in &held {
             let taken = if lock.left.is_zero() {
-                let until = memory.now() + lock.remembered;
+                let until = memory
+                    .now()
+                    .checked_add(lock.remembered)
+                    .ok_or_else(|| fail(format!("{}: a time out of range", lock.subject)))?;
                 memory.continue_streak(&lock.subject, lock.streak, until)
             } else {
                 memory
@@ -168,18 +194,33 @@ impl FileLedger {
             );
         }
         Ok(Self {
-            memory,
-            path,
-            changes: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            writing: tokio::sync::Mutex::new(()),
-            failed_saves,
+            inner: Arc::new(Inner {
+                memory,
+                path,
+                changes: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+                writing: tokio::sync::Mutex::new(()),
+                failed_saves,
+            }),
         })
     }
 
-    /// Writes the locks held now, unless a write that began after this change already did.
+    /// Writes the locks held now, on a task of its own: a caller dropped meanwhile (its client
+    /// gone, the request's deadline) neither loses the change nor leaves a write half done
+    /// while the next one starts.
     async fn save(&self) {
-        let change = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        let inner = Arc::clone(&self.inner);
+        let change = inner.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        let task = tokio::spawn(async move { inner.save(change).await });
+        if let Err(e) = task.await {
+            self.inner.failed(&e.to_string());
+        }
+    }
+}
+
+impl Inner {
+    /// Writes the locks held now, unless a write that began after change number `change` did.
+    async fn save(&self, change: u64) {
         let _writer = self.writing.lock().await;
         if self.written.load(Ordering::SeqCst) >= change {
             return;
@@ -203,13 +244,19 @@ impl FileLedger {
         }
     }
 
+    /// Whether a change is not in the file yet (its write failed).
+    fn behind(&self) -> bool {
+        self.written.load(Ordering::SeqCst) < self.changes.load(Ordering::SeqCst)
+    }
+
     fn failed(&self, error: &str) {
         self.failed_saves.inc();
         tracing::warn!(
             target: "facekey::security",
             file = %self.path.display(),
             error,
-            "the subject locks could not be saved: they hold until this replica restarts"
+            "the subject locks could not be saved: they hold until this replica restarts, and \
+             the write is tried again at the next purge"
         );
     }
 }
@@ -217,7 +264,7 @@ impl FileLedger {
 #[async_trait::async_trait]
 impl Ledger for FileLedger {
     async fn locked_for(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
-        self.memory.locked_for(subject).await
+        self.inner.memory.locked_for(subject).await
     }
 
     async fn record_failure(
@@ -225,7 +272,7 @@ impl Ledger for FileLedger {
         subject: &str,
         policy: &Policy,
     ) -> Result<Counted, LockoutError> {
-        let counted = self.memory.record_failure(subject, policy).await?;
+        let counted = self.inner.memory.record_failure(subject, policy).await?;
         if matches!(counted, Counted::LockedNow { .. }) {
             self.save().await;
         }
@@ -234,8 +281,8 @@ impl Ledger for FileLedger {
 
     async fn clear(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
         // A success ends a remembered streak: written when the subject had one.
-        let had_streak = self.memory.remembers_streak(subject);
-        let left = self.memory.clear(subject).await?;
+        let had_streak = self.inner.memory.remembers_streak(subject);
+        let left = self.inner.memory.clear(subject).await?;
         if had_streak && left.is_none() {
             self.save().await;
         }
@@ -243,8 +290,8 @@ impl Ledger for FileLedger {
     }
 
     async fn release(&self, subject: &str) -> Result<Option<Duration>, LockoutError> {
-        let had_streak = self.memory.remembers_streak(subject);
-        let left = self.memory.release(subject).await?;
+        let had_streak = self.inner.memory.remembers_streak(subject);
+        let left = self.inner.memory.release(subject).await?;
         if had_streak {
             self.save().await;
         }
@@ -252,8 +299,13 @@ impl Ledger for FileLedger {
     }
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
-        // What expires here has expired in the file too (its times are absolute).
-        self.memory.purge_expired().await
+        // What expires here has expired in the file too (its times are absolute). A write that
+        // failed is tried again here (at most once a minute, in the background).
+        let purged = self.inner.memory.purge_expired().await?;
+        if self.inner.behind() {
+            self.save().await;
+        }
+        Ok(purged)
     }
 
     async fn adopt(
@@ -263,20 +315,24 @@ impl Ledger for FileLedger {
         streak: u32,
         remembered: Duration,
     ) -> Result<bool, LockoutError> {
-        let adopted = self.memory.adopt(subject, left, streak, remembered).await?;
+        let adopted = self
+            .inner
+            .memory
+            .adopt(subject, left, streak, remembered)
+            .await?;
         self.save().await;
         Ok(adopted)
     }
 
     async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
-        self.memory.active_locks(limit).await
+        self.inner.memory.active_locks(limit).await
     }
 
     fn describe(&self) -> String {
         format!(
             "{}, its locks kept in {}",
-            self.memory.describe(),
-            self.path.display()
+            self.inner.memory.describe(),
+            self.inner.path.display()
         )
     }
 }
@@ -302,7 +358,7 @@ mod tests {
     }
 
     async fn ledger(dir: &Path) -> FileLedger {
-        FileLedger::open(dir, MemoryLedger::new(), counter())
+        FileLedger::open(dir, MemoryLedger::new(), &policy(), counter())
             .await
             .unwrap()
     }
@@ -342,7 +398,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_release_and_a_deletion_are_kept_too() {
+    async fn a_release_is_kept_too() {
         let dir = tempfile::tempdir().unwrap();
         let first = ledger(dir.path()).await;
         lock(&first, "alice").await;
@@ -383,13 +439,14 @@ mod tests {
     async fn an_unreadable_file_stops_the_start_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "{\"format\": 1, \"locks\": [").unwrap();
-        let Err(e) = FileLedger::open(dir.path(), MemoryLedger::new(), counter()).await else {
+        let Err(e) = FileLedger::open(dir.path(), MemoryLedger::new(), &policy(), counter()).await
+        else {
             panic!("opened");
         };
         assert!(e.to_string().contains(FILE_NAME), "{e}");
         std::fs::write(dir.path().join(FILE_NAME), "{\"format\": 9, \"locks\": []}").unwrap();
         assert!(
-            FileLedger::open(dir.path(), MemoryLedger::new(), counter())
+            FileLedger::open(dir.path(), MemoryLedger::new(), &policy(), counter())
                 .await
                 .is_err()
         );
@@ -399,7 +456,7 @@ mod tests {
     async fn a_failed_write_is_counted_and_the_lock_holds() {
         let dir = tempfile::tempdir().unwrap();
         let failed = counter();
-        let l = FileLedger::open(dir.path(), MemoryLedger::new(), failed.clone())
+        let l = FileLedger::open(dir.path(), MemoryLedger::new(), &policy(), failed.clone())
             .await
             .unwrap();
         // The file's place taken by a directory: the rename fails.
@@ -428,14 +485,94 @@ mod tests {
         ];
         let saved = to_saved(&locks, t0);
         let later = |s| t0 + Duration::from_secs(s);
-        let held = still_held(&saved, later(30));
+        let p = policy();
+        let held = still_held(&saved, later(30), &p);
         assert_eq!(held.len(), 2);
         assert_eq!(held[0].left, Duration::from_secs(30));
         assert_eq!(held[0].remembered, Duration::from_secs(570));
         assert_eq!((held[1].left, held[1].streak), (Duration::ZERO, 3));
-        let held = still_held(&saved, later(200));
+        let held = still_held(&saved, later(200), &p);
         assert_eq!(held.len(), 1, "the streak of 120 s is forgotten");
         assert_eq!(held[0].left, Duration::ZERO, "the lock of 60 s ended");
-        assert!(still_held(&saved, later(600)).is_empty());
+        assert!(still_held(&saved, later(600), &p).is_empty());
+    }
+
+    #[test]
+    fn no_restored_lock_outlasts_what_the_policy_allows() {
+        // Written by a node whose clock ran a year ahead (or edited by hand), read on time.
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let year = Duration::from_secs(366 * 86_400);
+        let saved = Saved {
+            format: FORMAT,
+            locks: vec![SavedLock {
+                subject: "alice".into(),
+                locked_until_ms: epoch_ms(now + year),
+                streak: 1,
+                remembered_until_ms: u64::MAX,
+            }],
+        };
+        let p = policy();
+        let held = still_held(&saved, now, &p);
+        // The longest lock this policy gives (max_lock 3600 s), remembered max_lock after it.
+        assert_eq!(held[0].left, Duration::from_secs(3600));
+        assert_eq!(held[0].remembered, Duration::from_secs(7200));
+    }
+
+    #[tokio::test]
+    async fn with_the_lockout_off_the_file_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "not json").unwrap();
+        let off = Policy::OFF;
+        assert!(
+            FileLedger::open(dir.path(), MemoryLedger::new(), &off, counter())
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_save_outlives_its_dropped_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = ledger(dir.path()).await;
+        lock(&l, "alice").await;
+        // An administrator's release whose request is dropped while another write holds the
+        // file: the release's write still follows.
+        let other_write = l.inner.writing.lock().await;
+        let release = l.release("alice");
+        let dropped = tokio::time::timeout(Duration::from_millis(50), release).await;
+        assert!(
+            dropped.is_err(),
+            "the release did not wait for the other write"
+        );
+        drop(other_write);
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+            if !text.contains("alice") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(l);
+        let again = ledger(dir.path()).await;
+        assert_eq!(again.locked_for("alice").await.unwrap(), None, "released");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_tried_again_at_the_next_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = counter();
+        let l = FileLedger::open(dir.path(), MemoryLedger::new(), &policy(), failed.clone())
+            .await
+            .unwrap();
+        std::fs::create_dir(dir.path().join(FILE_NAME)).unwrap();
+        lock(&l, "alice").await;
+        assert_eq!(failed.get(), 1);
+        std::fs::remove_dir(dir.path().join(FILE_NAME)).unwrap();
+        l.purge_expired().await.unwrap();
+        drop(l);
+        let again = ledger(dir.path()).await;
+        assert!(again.locked_for("alice").await.unwrap().is_some());
+        // Nothing behind: a purge writes nothing.
+        again.purge_expired().await.unwrap();
     }
 }

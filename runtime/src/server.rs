@@ -159,6 +159,7 @@ async fn open_enrolments(
             let ledger = FileLedger::open(
                 &config.data_dir,
                 MemoryLedger::new(),
+                &LockoutPolicy::from_config(config).map_err(ServerError::Config)?,
                 metrics.lockout_saves_failed.clone(),
             )
             .await
