@@ -727,7 +727,9 @@ async fn commit_answer_cutter(port: u16) -> (u16, Arc<std::sync::atomic::AtomicB
                         if sw.write_all(&buf[..n]).await.is_err() {
                             return;
                         }
-                        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
+                        // The COMMIT statement itself (a simple query, NUL-terminated), not
+                        // a `BEGIN ISOLATION LEVEL READ COMMITTED`.
+                        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
                         if commit && armed.swap(false, Ordering::SeqCst) {
                             // Let the server take it, then drop both sides unanswered.
                             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -333,11 +333,8 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 pub(crate) async fn begin_read_committed(
     pool: &PgPool,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
 }
 
 /// Map a database error: unreachable becomes [`StoreError::Unavailable`], the rest
