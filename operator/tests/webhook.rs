@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use common::rbac;
 use facekey_operator::desired::{
-    SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION, SIDECAR_LABEL, WebhookTarget,
-    mutating_webhook_configuration,
+    INJECTION_DISABLED, INJECTION_LABEL, SIDECAR_CONTAINER, SIDECAR_IMAGE_ANNOTATION,
+    SIDECAR_LABEL, WebhookTarget, mutating_webhook_configuration,
 };
 use facekey_operator::render::parse_resources;
 use facekey_operator::webhook::certs::{self, CertSettings, keys};
@@ -416,18 +416,28 @@ fn the_manifest_is_the_code() {
     // An outage never blocks a pod; only opted-in pods outside the system namespaces are sent.
     assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
     assert!(hook.timeout_seconds.unwrap() <= 5);
-    let excluded = hook
-        .namespace_selector
-        .as_ref()
-        .unwrap()
-        .match_expressions
-        .as_ref()
-        .unwrap()[0]
-        .values
-        .clone()
-        .unwrap();
+    let selector = hook.namespace_selector.as_ref().unwrap();
+    let expressions = selector.match_expressions.as_ref().unwrap();
+    let excluded = expressions[0].values.clone().unwrap();
     assert!(excluded.contains(&"kube-system".to_owned()));
-    assert!(excluded.contains(&"facekey-system".to_owned()));
+    // The install's namespace by its label, which manifests/namespace.yaml sets.
+    let by_label = &expressions[1];
+    assert_eq!(
+        (by_label.key.as_str(), by_label.operator.as_str()),
+        (INJECTION_LABEL, "NotIn")
+    );
+    assert_eq!(by_label.values, Some(vec![INJECTION_DISABLED.to_owned()]));
+    let namespace: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/namespace.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        namespace["metadata"]["labels"][INJECTION_LABEL], INJECTION_DISABLED,
+        "{namespace}"
+    );
     assert!(
         hook.match_conditions.as_ref().unwrap()[0]
             .expression

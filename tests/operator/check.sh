@@ -295,6 +295,54 @@ printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresour
 "$KUBECTL" kustomize "$WORK/np-overlay" >"$WORK/network-policy.yaml" || fail "kubectl kustomize with the webhook-network-policy component"
 grep -q '^kind: NetworkPolicy' "$WORK/network-policy.yaml" || fail "webhook-network-policy component: no NetworkPolicy"
 k8s_validate "$WORK/network-policy.yaml" "kustomize with the webhook-network-policy component"
+# The example overlays (overlays/): copied and edited as their comments say (another namespace,
+# another registry), they install with nothing left naming facekey-system or their own example
+# namespace, the scan Jobs' image equal to the operator's, and (cert-manager) the certificate
+# and the CA injection naming the new namespace; built-in kinds are schema-valid.
+for overlay in namespace namespace-cert-manager; do
+  mkdir -p "$WORK/overlays/$overlay"
+  rel="$("$PY" -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$ROOT/manifests" "$WORK/overlays/$overlay")"
+  sed -e "s#^namespace: facekey-auth\$#namespace: acme-auth#" \
+      -e "s#newName: ghcr.io/facekey/operator#newName: registry.acme.example/facekey/operator#" \
+      -e "s#newTag: 0.1.0#newTag: 9.9.9#" \
+      -e "s#\.\./\.\./manifests#$rel#" \
+      "$ROOT/overlays/$overlay/kustomization.yaml" >"$WORK/overlays/$overlay/kustomization.yaml"
+  "$KUBECTL" kustomize "$ROOT/overlays/$overlay" >/dev/null || fail "kubectl kustomize overlays/$overlay"
+  "$KUBECTL" kustomize "$WORK/overlays/$overlay" >"$WORK/overlay-$overlay.yaml" \
+    || fail "kubectl kustomize overlays/$overlay (edited)"
+  "$PY" - "$WORK/overlay-$overlay.yaml" "$WORK/overlay-$overlay-builtin.yaml" <<'PYEOF' || fail "overlays/$overlay: the namespace or the image did not follow"
+import sys, yaml
+text = open(sys.argv[1]).read()
+for stale in ("facekey-system", "facekey-auth", "ghcr.io/facekey/operator"):
+    assert stale not in text, f"{stale} left in the build"
+docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+ns = [d for d in docs if d["kind"] == "Namespace"]
+assert [d["metadata"]["name"] for d in ns] == ["acme-auth"], ns
+assert ns[0]["metadata"]["labels"]["facekey.dev/sidecar-injection"] == "disabled"
+for d in docs:
+    if d["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                         "MutatingWebhookConfiguration"):
+        assert d["metadata"].get("namespace") == "acme-auth", (d["kind"], d["metadata"])
+op = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "facekey-operator")
+c = next(c for c in op["spec"]["template"]["spec"]["containers"] if c["name"] == "operator")
+env = {e["name"]: e.get("value") for e in c["env"]}
+assert c["image"] == "registry.acme.example/facekey/operator:9.9.9", c["image"]
+assert env["FACEKEY_OPERATOR_IMAGE"] == c["image"], env
+mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+assert mwc["webhooks"][0]["clientConfig"]["service"]["namespace"] == "acme-auth"
+crb = [s for d in docs if d["kind"] == "ClusterRoleBinding" for s in d["subjects"]]
+assert crb and all(s["namespace"] == "acme-auth" for s in crb), crb
+cert = [d for d in docs if d["kind"] == "Certificate" and d["metadata"]["name"] == "facekey-webhook"]
+if cert:
+    assert "facekey-webhook.acme-auth.svc" in cert[0]["spec"]["dnsNames"], cert[0]["spec"]
+    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "acme-auth/facekey-webhook"
+yaml.safe_dump_all([d for d in docs if not d["apiVersion"].startswith("cert-manager.io/")],
+                   open(sys.argv[2], "w"))
+print(f"{len(docs)} objects in acme-auth")
+PYEOF
+  k8s_validate "$WORK/overlay-$overlay-builtin.yaml" "overlays/$overlay (edited)"
+done
+pass "overlays/: another namespace and registry need no patch beyond the overlay (plain and cert-manager)"
 
 # 10. The runtime starts on what the operator renders: each sample's runtime environment as the
 #     kubelet builds it (the ConfigMap's envFrom and the Secret-backed env, derived by

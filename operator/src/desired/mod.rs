@@ -49,8 +49,8 @@ pub use sidecar::{
 };
 pub use store::{GeneratedContent, GeneratedSecret, StoreState, TEMPLATE_KEY_FILE, store_state};
 pub use webhook::{
-    EXCLUDED_NAMESPACES, WEBHOOK_NAME, WEBHOOK_TIMEOUT_SECONDS, WebhookTarget, match_expression,
-    mutating_webhook_configuration,
+    EXCLUDED_NAMESPACES, INJECTION_DISABLED, INJECTION_LABEL, WEBHOOK_NAME,
+    WEBHOOK_TIMEOUT_SECONDS, WebhookTarget, match_expression, mutating_webhook_configuration,
 };
 
 use crate::error::{DesiredError, MissingField};

@@ -4,8 +4,9 @@
 //! Safety: an operator outage never blocks a pod that did not ask for the sidecar. The API server
 //! only calls the webhook for pods whose annotations carry `facekey.dev/inject` (a CEL
 //! `matchConditions`; annotations cannot be selected by `objectSelector`) outside `kube-system`,
-//! `kube-public`, `kube-node-lease` and the operator's own namespace (so the operator's pods can
-//! always start); `failurePolicy: Ignore` and a 5-second timeout mean that even those pods are
+//! `kube-public`, `kube-node-lease` and namespaces labelled [`INJECTION_LABEL`]` = disabled`, as
+//! the install's own namespace is (so the operator's pods can always start, and a kustomize
+//! overlay that installs into another namespace needs no patch of the selector); `failurePolicy: Ignore` and a 5-second timeout mean that even those pods are
 //! admitted (without the sidecar) while no webhook answers. A resource's `sidecar.failurePolicy:
 //! Fail` is enforced by the webhook's answer, not by the API server.
 
@@ -23,15 +24,23 @@ use facekey_crds::INJECT_ANNOTATION;
 pub const WEBHOOK_NAME: &str = "sidecar-injector.facekey.dev";
 /// Seconds the API server waits for an answer before applying `failurePolicy: Ignore`.
 pub const WEBHOOK_TIMEOUT_SECONDS: i32 = 5;
-/// Namespaces never sent to the webhook (the operator's own is added).
+/// Namespaces never sent to the webhook, by name.
 pub const EXCLUDED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// The namespace label that keeps a namespace's pods from the webhook when it is
+/// [`INJECTION_DISABLED`]: `manifests/namespace.yaml` sets it on the operator's namespace, and
+/// it follows that namespace whatever an overlay renames it to.
+pub const INJECTION_LABEL: &str = "facekey.dev/sidecar-injection";
+
+/// The [`INJECTION_LABEL`] value that excludes a namespace.
+pub const INJECTION_DISABLED: &str = "disabled";
 
 /// Where the webhook is served.
 #[derive(Clone, Debug)]
 pub struct WebhookTarget<'a> {
     /// Name of the MutatingWebhookConfiguration.
     pub config_name: &'a str,
-    /// The operator's namespace (the Service's, excluded from injection).
+    /// The operator's namespace (the Service's).
     pub namespace: &'a str,
     /// The webhook Service.
     pub service: &'a str,
@@ -51,8 +60,7 @@ pub fn match_expression() -> String {
 
 /// The MutatingWebhookConfiguration (without `caBundle`: the operator publishes it).
 pub fn mutating_webhook_configuration(t: &WebhookTarget<'_>) -> MutatingWebhookConfiguration {
-    let mut excluded: Vec<String> = EXCLUDED_NAMESPACES.map(str::to_owned).to_vec();
-    excluded.push(t.namespace.to_owned());
+    let excluded: Vec<String> = EXCLUDED_NAMESPACES.map(str::to_owned).to_vec();
     MutatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(t.config_name.to_owned()),
@@ -85,11 +93,18 @@ pub fn mutating_webhook_configuration(t: &WebhookTarget<'_>) -> MutatingWebhookC
                 scope: Some("Namespaced".to_owned()),
             }]),
             namespace_selector: Some(LabelSelector {
-                match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: "kubernetes.io/metadata.name".to_owned(),
-                    operator: "NotIn".to_owned(),
-                    values: Some(excluded),
-                }]),
+                match_expressions: Some(vec![
+                    LabelSelectorRequirement {
+                        key: "kubernetes.io/metadata.name".to_owned(),
+                        operator: "NotIn".to_owned(),
+                        values: Some(excluded),
+                    },
+                    LabelSelectorRequirement {
+                        key: INJECTION_LABEL.to_owned(),
+                        operator: "NotIn".to_owned(),
+                        values: Some(vec![INJECTION_DISABLED.to_owned()]),
+                    },
+                ]),
                 ..LabelSelector::default()
             }),
             match_conditions: Some(vec![MatchCondition {
