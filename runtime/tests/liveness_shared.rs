@@ -959,8 +959,13 @@ async fn the_replay_record_is_checked_and_written_under_the_subjects_locks() {
     use facekey_runtime::challenge::store::SessionStore;
     use facekey_runtime::store::TemplateKeys;
     let sh = Shared::new();
-    // The runtime applies the migrations.
+    // The runtime applies the migrations. The database defaults to REPEATABLE READ, as some
+    // are set up: the writes must still see what the lock's previous holder committed.
     Running::start(sh.config("a", |_| {})).await.stop().await;
+    sh.pg.psql(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation \
+         = ''repeatable read''', current_database()); END $$",
+    );
     let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
     let store = facekey_runtime::store::postgres::PgStore::connect(
         &sh.pg.url(),
@@ -972,6 +977,11 @@ async fn the_replay_record_is_checked_and_written_under_the_subjects_locks() {
     .await
     .unwrap();
     let pool = store.pool().clone();
+    let default: String = sqlx::query_scalar("SHOW default_transaction_isolation")
+        .fetch_one(&sqlx::PgPool::connect(&sh.pg.url()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(default, "repeatable read", "the database's default");
     let replica = || {
         PgSessions::new(
             pool.clone(),

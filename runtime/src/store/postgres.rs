@@ -68,10 +68,17 @@ const LEDGER_CONNECTIONS: u32 = 4;
 /// - `idle_in_transaction_session_timeout`: the server ends a session that sits in an open
 ///   transaction, so a dead client's locks go (no transaction here waits on anything but the
 ///   database);
-/// - `statement_timeout`: no statement runs unbounded (a full reload of a large store included).
+/// - `statement_timeout`: no statement runs unbounded (a full reload of a large store included);
+/// - `default_transaction_isolation`: READ COMMITTED, whatever the database's or role's default.
+///   The writes lock a row or a key and then read what it guards; under a REPEATABLE READ or
+///   SERIALIZABLE default, two failures of one subject counted at once would end in 40001 and be
+///   taken for an unreachable ledger (counted per replica), and sessions contended for would
+///   answer 503. The lock-then-read transactions also begin at READ COMMITTED explicitly
+///   ([`begin_read_committed`]), which holds behind a transaction-mode pooler too.
 const SESSION_BOUNDS: &str = "SET lock_timeout = '5s'; \
     SET idle_in_transaction_session_timeout = '15s'; \
-    SET statement_timeout = '60s'";
+    SET statement_timeout = '60s'; \
+    SET default_transaction_isolation = 'read committed'";
 
 /// Templates read and sealed again per query by [`PgStore::reseal`].
 const RESEAL_BATCH: i64 = 500;
