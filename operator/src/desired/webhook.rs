@@ -4,10 +4,11 @@
 //! Safety: an operator outage never blocks a pod that did not ask for the sidecar. The API server
 //! only calls the webhook for pods whose annotations carry `facekey.dev/inject` (a CEL
 //! `matchConditions`; annotations cannot be selected by `objectSelector`) outside `kube-system`,
-//! `kube-public`, `kube-node-lease` and namespaces labelled [`INJECTION_LABEL`]` = disabled`, as
-//! the install's own namespace is (so the operator's pods can always start, and a kustomize
-//! overlay that installs into another namespace needs no patch of the selector); `failurePolicy: Ignore` and a 5-second timeout mean that even those pods are
-//! admitted (without the sidecar) while no webhook answers. A resource's `sidecar.failurePolicy:
+//! `kube-public`, `kube-node-lease` and the namespaces whose [`INJECTION_LABEL`] is
+//! [`INJECTION_DISABLED`], as the install's own is (so the operator's pods can always start, and
+//! an overlay that installs into another namespace needs no patch of the selector);
+//! `failurePolicy: Ignore` and a 5-second timeout mean that even those pods are admitted
+//! (without the sidecar) while no webhook answers. A resource's `sidecar.failurePolicy:
 //! Fail` is enforced by the webhook's answer, not by the API server.
 
 use k8s_openapi::api::admissionregistration::v1::{
