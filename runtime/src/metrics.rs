@@ -137,6 +137,8 @@ pub struct Metrics {
     pub audit_write_failures: IntCounter,
     /// Writes of the embedded mode's subject locks that failed.
     pub lockout_saves_failed: IntCounter,
+    /// Writes of the embedded mode's replay record that failed.
+    pub replay_record_writes_failed: IntCounter,
     /// Liveness verdicts by state (`live`, `spoof`, `unknown`, `off`).
     pub liveness_checks: IntCounterVec,
     /// Verifications by the embedding models their match score came from (`dlib+faceres`
@@ -282,6 +284,12 @@ impl Metrics {
             "facekey_lockout_saves_failed_total",
             "Writes of the subject locks to the data directory (embedded mode) that failed: the \
              locks hold until this replica restarts, not after it; each failure is logged.",
+        )?;
+        let replay_record_writes_failed = IntCounter::new(
+            "facekey_replay_record_writes_failed_total",
+            "Writes of the replay record of accepted liveness sessions to the data directory \
+             (embedded mode) that failed: the record holds in memory until this replica \
+             restarts, not after; each failure is logged.",
         )?;
         let liveness_checks = IntCounterVec::new(
             Opts::new(
@@ -556,6 +564,7 @@ impl Metrics {
             Box::new(subject_lockouts.clone()),
             Box::new(audit_write_failures.clone()),
             Box::new(lockout_saves_failed.clone()),
+            Box::new(replay_record_writes_failed.clone()),
             Box::new(liveness_checks.clone()),
             Box::new(verify_match_models.clone()),
             Box::new(alert_emails.clone()),
@@ -631,6 +640,7 @@ impl Metrics {
             subject_lockouts,
             audit_write_failures,
             lockout_saves_failed,
+            replay_record_writes_failed,
             liveness_checks,
             verify_match_models,
             alert_emails,

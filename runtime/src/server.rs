@@ -16,6 +16,8 @@ use crate::alerts::{self, Mailer};
 use crate::api;
 use crate::audit::Audit;
 use crate::auth::ApiKeys;
+use crate::challenge::replay_file::ReplayJournal;
+use crate::challenge::session::Registry;
 use crate::config::Config;
 use crate::early_health::EarlyHealth;
 use crate::engine::{Engine, EngineError};
@@ -79,6 +81,15 @@ pub struct Server {
     follower: Option<JoinHandle<()>>,
 }
 
+/// Where the liveness sessions and their replay record live, beside the templates.
+enum SessionHome {
+    /// In the shared database, sealed with the template keys: any replica serves any session.
+    Shared(sqlx::PgPool, TemplateKeys),
+    /// In this replica's memory, the replay record journaled in the data directory and sealed
+    /// with the template keys.
+    Embedded(TemplateKeys),
+}
+
 /// Open the template store the configuration names and load this replica's index; with
 /// PostgreSQL also start following other replicas' writes. The lockout ledger lives beside the
 /// templates: in the shared database, or in this replica's memory. With PostgreSQL the pool and
@@ -91,7 +102,7 @@ async fn open_enrolments(
         Arc<Enrolments>,
         Option<JoinHandle<()>>,
         Arc<dyn Ledger>,
-        Option<(sqlx::PgPool, TemplateKeys)>,
+        SessionHome,
     ),
     ServerError,
 > {
@@ -143,7 +154,7 @@ async fn open_enrolments(
             // Ends when the ledger goes (with the server).
             drop(fallback.watch(crate::lockout::RECHECK_EVERY));
             let ledger: Arc<dyn Ledger> = fallback;
-            let shared = Some((store.pool().clone(), keys));
+            let shared = SessionHome::Shared(store.pool().clone(), keys);
             let follower = tokio::spawn(enrolments.clone().follow(store));
             Ok((enrolments, Some(follower), ledger, shared))
         }
@@ -153,7 +164,7 @@ async fn open_enrolments(
                 None => TemplateKeys::load_or_create_local(&config.data_dir)?,
             };
             let store: Arc<dyn TemplateStore> =
-                Arc::new(RedbStore::open(&config.data_dir, max, keys)?);
+                Arc::new(RedbStore::open(&config.data_dir, max, keys.clone())?);
             let enrolments =
                 Arc::new(Enrolments::open(store, EMBEDDING_MODEL, EMBEDDING_DIM).await?);
             let ledger = FileLedger::open(
@@ -164,7 +175,12 @@ async fn open_enrolments(
             )
             .await
             .map_err(|e| ServerError::Config(e.to_string()))?;
-            Ok((enrolments, None, Arc::new(ledger), None))
+            Ok((
+                enrolments,
+                None,
+                Arc::new(ledger),
+                SessionHome::Embedded(keys),
+            ))
         }
     }
 }
@@ -265,15 +281,31 @@ impl Server {
                 env::LOCKOUT_ATTEMPTS
             );
         }
+        let data_dir = config.data_dir.clone();
         let mut app = AppState::new(config, metrics, enrolments, alerts, access, lockouts);
-        if let Some((pool, keys)) = shared {
+        let limits = app.sessions.limits();
+        let policy = app.sessions.policy();
+        match shared {
             // Liveness sessions live beside the templates, so any replica serves any session.
-            let limits = app.sessions.limits();
-            let policy = app.sessions.policy();
-            app.sessions
-                .use_store(Arc::new(crate::challenge::pg::PgSessions::new(
-                    pool, keys, limits, policy,
+            SessionHome::Shared(pool, keys) => {
+                app.sessions
+                    .use_store(Arc::new(crate::challenge::pg::PgSessions::new(
+                        pool, keys, limits, policy,
+                    )));
+            }
+            // The sessions in memory; their replay record kept across restarts.
+            SessionHome::Embedded(keys) => {
+                let (journal, record) = ReplayJournal::open(
+                    &data_dir,
+                    keys,
+                    limits.replay_window,
+                    app.metrics.replay_record_writes_failed.clone(),
+                )
+                .map_err(|e| ServerError::Config(e.to_string()))?;
+                app.sessions.use_store(Arc::new(Registry::with_journal(
+                    limits, policy, journal, record,
                 )));
+            }
         }
         let state = Arc::new(app);
         let metrics_listener = match early_health {

@@ -706,6 +706,57 @@ async fn two_simultaneous_replays_of_one_recording_are_accepted_once() {
     s.stop().await;
 }
 
+/// The embedded mode's replay record outlives a restart on the same data directory
+/// (`replay-record.jsonl`): a recording accepted before the restart is a replay after it, a new
+/// one is accepted, and a deleted subject's record is gone after the next restart too.
+#[tokio::test]
+async fn a_recording_accepted_before_a_restart_is_a_replay_after_it() {
+    let c = config();
+    let s = Running::start(c.clone()).await;
+    let admin = &s.client;
+    let subject = s.new_subject("Eileen Collins").await;
+    let (st, v) = s.enrol_sample(admin, &subject, "astronaut.png").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let first = passed_recording(&s, admin, None, 240).await;
+    let (st, v) = verify_with(&s, admin, &subject, &first).await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    s.stop_keeping_data().await;
+
+    let s = Running::start(c.clone()).await;
+    let admin = &s.client;
+    let again = passed_recording(&s, admin, None, 240).await;
+    let (st, v) = verify_with(&s, admin, &subject, &again).await;
+    assert_eq!(
+        (st, &v["decision"], &v["liveness"]["reason"]),
+        (StatusCode::OK, &json!("reject"), &json!("replayed_session")),
+        "remembered across the restart: {v}"
+    );
+    let fresh = passed_recording(&s, admin, None, 241).await;
+    let (st, v) = verify_with(&s, admin, &subject, &fresh).await;
+    assert_eq!(
+        (st, &v["decision"]),
+        (StatusCode::OK, &json!("accept")),
+        "{v}"
+    );
+    let (st, _) = s
+        .json(admin.delete(s.url(&format!("/v1/subjects/{subject}"))))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    s.stop_keeping_data().await;
+    let journal = c.data_dir.join("replay-record.jsonl");
+    let s = Running::start(c).await;
+    let kept = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        !kept.contains(&subject),
+        "the deleted subject's record is gone: {kept}"
+    );
+    s.stop().await;
+}
+
 /// An identification accepting two enrolments of one person remembers its session for both:
 /// the recording sent again to verify either of them is a replay.
 #[tokio::test]

@@ -17,6 +17,8 @@ pub mod checker;
 pub mod fingerprint;
 pub mod pg;
 pub mod replay;
+pub mod replay_file;
+pub(crate) mod sealing;
 pub mod session;
 pub mod signals;
 pub mod store;

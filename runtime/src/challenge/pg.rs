@@ -40,6 +40,7 @@ use super::checker::{
 };
 use super::fingerprint::Fingerprint;
 use super::replay::{AcceptedSession, Compared, Replayed, nearest_replay};
+use super::sealing;
 use super::session::{
     BatchResult, Closed, Concluded, MAX_FRAMES_PER_CALL, Opened, PassedProbe, SessionError,
     SessionLimits, SessionState, SessionUse, SessionView, check_id, new_id, random_challenge,
@@ -65,8 +66,6 @@ const SEALED_KIND_IN_ROW: &str = "facekey.liveness-session.v1";
 const SEALED_KIND: &str = "facekey.liveness-session.v2";
 /// The binding's "embedding model" of one batch of a session's frames.
 const FRAMES_KIND: &str = "facekey.liveness-frames.v1";
-/// The binding's "embedding model" of a replay-record row: an accepted session's fingerprints.
-const PRINTS_KIND: &str = "facekey.session-prints.v1";
 /// Accepted sessions' rows past the replay window deleted per sweep at most.
 const REPLAY_SWEEP_BATCH: i64 = 1000;
 
@@ -116,33 +115,6 @@ struct Private {
     /// sessions sealed by a release before it (their verification checks nothing against it).
     #[serde(default)]
     prints: Vec<Fingerprint>,
-}
-
-/// Bytes as the little-endian 32-bit words the cipher seals (length-prefixed, zero-padded).
-/// The cipher takes embeddings as `f32`; `from_le_bytes`/`to_le_bytes` move the bits unchanged,
-/// so any bytes round-trip exactly (no arithmetic touches them).
-fn bytes_to_words(bytes: &[u8]) -> Vec<f32> {
-    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(bytes.len() / 4 + 2);
-    out.push(f32::from_le_bytes(len.to_le_bytes()));
-    for c in bytes.chunks(4) {
-        let mut w = [0u8; 4];
-        w[..c.len()].copy_from_slice(c);
-        out.push(f32::from_le_bytes(w));
-    }
-    out
-}
-
-/// The inverse of [`bytes_to_words`]; `None` when the length prefix does not fit.
-fn words_to_bytes(words: &[f32]) -> Option<Vec<u8>> {
-    let (len, rest) = words.split_first()?;
-    let len = usize::try_from(u32::from_le_bytes(len.to_le_bytes())).ok()?;
-    let mut out: Vec<u8> = rest.iter().flat_map(|w| w.to_le_bytes()).collect();
-    if len > out.len() {
-        return None;
-    }
-    out.truncate(len);
-    Some(out)
 }
 
 fn outcome_str(o: Outcome) -> &'static str {
@@ -335,13 +307,12 @@ impl PgSessions {
     /// Seals `bytes` under the template key, bound to `binding`: the cipher seals 32-bit
     /// words, so the bytes go as words ([`bytes_to_words`]).
     fn seal_bytes(&self, binding: Binding<'_>, bytes: &[u8]) -> Result<Sealed, KeyError> {
-        self.keys.seal(binding, &bytes_to_words(bytes))
+        sealing::seal_bytes(&self.keys, binding, bytes)
     }
 
     /// The bytes [`Self::seal_bytes`] sealed, opened with `binding`.
     fn open_bytes(&self, binding: Binding<'_>, sealed: &Sealed) -> Result<Vec<u8>, String> {
-        let words = self.keys.open(binding, sealed).map_err(|e| e.to_string())?;
-        words_to_bytes(&words).ok_or_else(|| "sealed data truncated".to_owned())
+        sealing::open_bytes(&self.keys, binding, sealed)
     }
 
     /// The frames of session `id` kept as batch rows, in order (under the session's row lock).
@@ -589,26 +560,17 @@ impl PgSessions {
         Ok(())
     }
 
-    fn prints_binding<'a>(subject: &'a str, session: &'a str) -> Binding<'a> {
-        Binding {
-            template_id: session,
-            subject_id: subject,
-            model: PRINTS_KIND,
-        }
-    }
-
-    /// Seals an accepted session's fingerprints for the replay record: their bytes in order.
+    /// Seals an accepted session's fingerprints for the replay record
+    /// ([`sealing::seal_prints`]).
     fn seal_prints(
         &self,
         subject: &str,
         session: &str,
         prints: &[Fingerprint],
     ) -> Result<Sealed, SessionError> {
-        let bytes: Vec<u8> = prints.iter().flat_map(|p| p.as_bytes()).copied().collect();
-        self.seal_bytes(Self::prints_binding(subject, session), &bytes)
-            .map_err(|e| {
-                SessionError::Backend(format!("seal the frames of session {session}: {e}"))
-            })
+        sealing::seal_prints(&self.keys, subject, session, prints).map_err(|e| {
+            SessionError::Backend(format!("seal the frames of session {session}: {e}"))
+        })
     }
 
     /// An accepted session as its replay-record `row` holds it.
@@ -642,30 +604,16 @@ impl PgSessions {
         accepted
     }
 
-    /// The fingerprints a replay-record row sealed.
+    /// The fingerprints a replay-record row sealed ([`sealing::open_prints`]).
     fn open_prints(
         &self,
         subject: &str,
         session: &str,
         sealed: &Sealed,
     ) -> Result<Vec<Fingerprint>, SessionError> {
-        let bad = |what: String| {
+        sealing::open_prints(&self.keys, subject, session, sealed).map_err(|what| {
             SessionError::Backend(format!("replay record of session {session}: {what}"))
-        };
-        let bytes = self
-            .open_bytes(Self::prints_binding(subject, session), sealed)
-            .map_err(bad)?;
-        let side = super::fingerprint::FINGERPRINT_SIDE * super::fingerprint::FINGERPRINT_SIDE;
-        if bytes.len() % side != 0 {
-            return Err(bad(format!(
-                "{} bytes are not whole fingerprints",
-                bytes.len()
-            )));
-        }
-        bytes
-            .chunks(side)
-            .map(|c| Fingerprint::try_from(c.to_vec()).map_err(|e| bad(e.to_string())))
-            .collect()
+        })
     }
 }
 
@@ -1164,22 +1112,7 @@ impl SessionStore for PgSessions {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_round_trip_through_words() {
-        for len in [0usize, 1, 3, 4, 5, 1000] {
-            // Every byte value, NaN bit patterns included.
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 97 % 256) as u8).collect();
-            let nan = [0xff, 0xff, 0xbf, 0x7f, 0x01, 0x00, 0xc0, 0xff];
-            for b in [bytes.clone(), [bytes.as_slice(), &nan].concat()] {
-                assert_eq!(words_to_bytes(&bytes_to_words(&b)).unwrap(), b);
-            }
-        }
-        // A length beyond the words is refused.
-        let mut w = bytes_to_words(b"abcd");
-        w[0] = f32::from_le_bytes(100u32.to_le_bytes());
-        assert_eq!(words_to_bytes(&w), None);
-    }
+    use crate::challenge::sealing::bytes_to_words;
 
     /// A session at the frame bound, every frame with both embedding models' values written
     /// at full length, fits the schema's 8 MiB check on the sealed column (migration 0010).

@@ -256,6 +256,17 @@ impl ReplayRecord {
         }
     }
 
+    /// Every session remembered, with its subject and when, oldest first.
+    pub fn entries(&self) -> Vec<(&str, Instant, &AcceptedSession)> {
+        let mut all: Vec<(&str, Instant, &AcceptedSession)> = self
+            .subjects
+            .iter()
+            .flat_map(|(s, list)| list.iter().map(move |r| (s.as_str(), r.at, &r.accepted)))
+            .collect();
+        all.sort_by_key(|(_, at, _)| *at);
+        all
+    }
+
     /// Sessions remembered in all.
     pub fn len(&self) -> usize {
         self.count

@@ -29,6 +29,7 @@ use super::checker::{
 };
 use super::fingerprint::Fingerprint;
 use super::replay::{AcceptedSession, Compared, ReplayRecord, Replayed};
+use super::replay_file::ReplayJournal;
 use super::{Action, ChallengePolicy, FrameObservation};
 use crate::vision::embed::Embedding;
 
@@ -435,7 +436,48 @@ pub(crate) fn check_id(id: &str) -> Result<(), SessionError> {
     }
 }
 
-fn lock_record(record: &Mutex<ReplayRecord>) -> std::sync::MutexGuard<'_, ReplayRecord> {
+/// The replay record, and in the embedded mode the journal that keeps it across restarts.
+#[derive(Debug, Default)]
+struct Replays {
+    record: ReplayRecord,
+    journal: Option<ReplayJournal>,
+}
+
+impl Replays {
+    /// [`ReplayRecord::remember_unless_replayed`], written to the journal when remembered.
+    fn remember_unless_replayed(
+        &mut self,
+        checked: &[Compared],
+        session: &str,
+        prints: Vec<Fingerprint>,
+        window: Duration,
+        now: Instant,
+    ) -> Option<(String, Replayed)> {
+        let kept = self.journal.is_some().then(|| prints.clone());
+        let found = self
+            .record
+            .remember_unless_replayed(checked, session, prints, window, now);
+        if let (None, Some(journal), Some(prints)) = (&found, &mut self.journal, kept)
+            && !window.is_zero()
+            && !prints.is_empty()
+        {
+            let subjects: Vec<&str> = checked.iter().map(|c| c.subject.as_str()).collect();
+            journal.remembered(&subjects, session, &prints, &self.record);
+        }
+        found
+    }
+
+    /// Forgets `subject`'s sessions, in the journal too.
+    fn forget(&mut self, subject: &str) {
+        if self.record.forget(subject) > 0
+            && let Some(journal) = &mut self.journal
+        {
+            journal.forgotten(subject, &self.record);
+        }
+    }
+}
+
+fn lock_record(record: &Mutex<Replays>) -> std::sync::MutexGuard<'_, Replays> {
     record
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -449,7 +491,7 @@ pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
     /// The frames of accepted sessions, per subject, against replays (shared with the blocking
     /// thread that compares and remembers under its lock).
-    replays: Arc<Mutex<ReplayRecord>>,
+    replays: Arc<Mutex<Replays>>,
 }
 
 impl Registry {
@@ -459,11 +501,28 @@ impl Registry {
             limits,
             policy,
             sessions: Mutex::new(HashMap::new()),
-            replays: Arc::new(Mutex::new(ReplayRecord::default())),
+            replays: Arc::default(),
         }
     }
 
-    fn replays(&self) -> std::sync::MutexGuard<'_, ReplayRecord> {
+    /// An empty registry whose replay record starts as `record` and is kept in `journal`
+    /// ([`ReplayJournal::open`]: the embedded mode, across restarts).
+    pub fn with_journal(
+        limits: SessionLimits,
+        policy: ChallengePolicy,
+        journal: ReplayJournal,
+        record: ReplayRecord,
+    ) -> Self {
+        Self {
+            replays: Arc::new(Mutex::new(Replays {
+                record,
+                journal: Some(journal),
+            })),
+            ..Self::new(limits, policy)
+        }
+    }
+
+    fn replays(&self) -> std::sync::MutexGuard<'_, Replays> {
         lock_record(&self.replays)
     }
 
@@ -471,6 +530,7 @@ impl Registry {
     /// ([`super::replay`]): a copy, compared outside the lock.
     pub fn accepted_sessions(&self, subject: &str, now: Instant) -> Vec<AcceptedSession> {
         self.replays()
+            .record
             .accepted(subject, self.limits.replay_window, now)
     }
 
@@ -510,14 +570,19 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Deletes the sessions bound to `subject` (see [`super::store::SessionStore::forget_subject`]);
-    /// returns how many.
-    pub fn forget_subject(&self, subject: &str) -> usize {
-        self.replays().forget(subject);
+    /// Deletes the sessions bound to `subject` (see [`super::store::SessionStore::forget_subject`]),
+    /// and its replay record (in the journal too: a write, on a blocking thread); returns how
+    /// many sessions.
+    pub async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
+        let replays = Arc::clone(&self.replays);
+        let forgotten = subject.to_owned();
+        tokio::task::spawn_blocking(move || lock_record(&replays).forget(&forgotten))
+            .await
+            .map_err(|e| SessionError::Backend(format!("forgetting the replay record: {e}")))?;
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, s| s.subject.as_deref() != Some(subject));
-        before - map.len()
+        Ok(before - map.len())
     }
 
     /// Removes `key`'s session `id` at its client's request, with what it holds (observations,
@@ -560,7 +625,7 @@ impl Registry {
     /// Marks sessions past their time expired (returning those that had not ended, for
     /// metrics) and forgets tombstones older than one more TTL.
     pub fn sweep(&self, now: Instant) -> Vec<Concluded> {
-        self.replays().sweep(self.limits.replay_window, now);
+        self.replays().record.sweep(self.limits.replay_window, now);
         let mut map = self.lock();
         Self::sweep_locked(&mut map, now, self.limits.ttl)
     }
@@ -969,8 +1034,8 @@ mod tests {
     }
 
     /// A deleted subject's sessions go with it (frames and probe), at once; others stay.
-    #[test]
-    fn the_sessions_of_a_deleted_subject_are_deleted() {
+    #[tokio::test]
+    async fn the_sessions_of_a_deleted_subject_are_deleted() {
         let r = reg();
         let t0 = Instant::now();
         let open = |key: &str, subject: Option<&str>| {
@@ -983,7 +1048,7 @@ mod tests {
         let bob = open("k1", Some("bob"));
         // The last place goes to a key holding none.
         let unbound = open("k3", None);
-        assert_eq!(r.forget_subject("alice"), 2);
+        assert_eq!(r.forget_subject("alice").await.unwrap(), 2);
         for id in &alice {
             assert!(matches!(
                 r.view("k1", id, t0).or_else(|_| r.view("k2", id, t0)),
@@ -992,7 +1057,7 @@ mod tests {
         }
         assert!(r.view("k1", &bob, t0).is_ok());
         assert!(r.view("k3", &unbound, t0).is_ok());
-        assert_eq!(r.forget_subject("alice"), 0);
+        assert_eq!(r.forget_subject("alice").await.unwrap(), 0);
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl SessionStore for Registry {
     }
 
     async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
-        Ok(Registry::forget_subject(self, subject))
+        Registry::forget_subject(self, subject).await
     }
 
     async fn accepted_sessions(&self, subject: &str) -> Result<Vec<AcceptedSession>, SessionError> {
