@@ -304,8 +304,7 @@ impl PgSessions {
         }
     }
 
-    /// Seals `bytes` under the template key, bound to `binding`: the cipher seals 32-bit
-    /// words, so the bytes go as words ([`bytes_to_words`]).
+    /// Seals `bytes` under the template key, bound to `binding` ([`sealing::seal_bytes`]).
     fn seal_bytes(&self, binding: Binding<'_>, bytes: &[u8]) -> Result<Sealed, KeyError> {
         sealing::seal_bytes(&self.keys, binding, bytes)
     }

@@ -129,8 +129,8 @@ struct Remembered {
     accepted: AcceptedSession,
 }
 
-/// The embedded mode's record of accepted sessions' frames, per subject (this replica's memory:
-/// a restart forgets it, as it forgets open sessions).
+/// The embedded mode's record of accepted sessions' frames, per subject: this replica's memory,
+/// kept across restarts by its journal ([`super::replay_file`]).
 #[derive(Debug, Default)]
 pub struct ReplayRecord {
     subjects: HashMap<String, VecDeque<Remembered>>,

@@ -4,17 +4,19 @@
 //! forgot the accepted sessions of the last day, and a recording of one of them passed again.
 //!
 //! Each line is one event: a session remembered for a subject (when, and its fingerprints sealed
-//! with the template key, bound to the subject and the session as PostgreSQL's rows are:
-//! [`super::sealing`]), or a subject forgotten. Appends are synced before the verification's
-//! answer goes out. At start-up, and after [`COMPACT_AFTER`] appends, the file is rewritten with
-//! what the record holds (atomically, owner-only), so it stays within the record's bounds.
-//! A last line cut short by a crash is skipped; any other line that does not read stops the
-//! start-up naming the file; an entry sealed with a key retired since is skipped and logged. A
-//! write that fails is logged on `facekey::security` and counted in
-//! `facekey_replay_record_writes_failed_total`: the record holds in memory until a restart.
+//! with the template key, bound to the subject and the session as PostgreSQL's rows are), or a
+//! subject forgotten. Appends are synced before the verification's answer goes out. At
+//! start-up, after [`COMPACT_AFTER`] appends and when a subject is deleted (its entries leave
+//! the disk at once), the file is rewritten with what the record holds (atomically,
+//! owner-only), so it stays within the record's bounds. An append that fails is cut off again
+//! (or the next write rewrites the whole file), so no fragment joins the next line. A last line
+//! cut short by a crash is skipped; any other line that does not read stops the start-up naming
+//! the file; an entry sealed with a key retired since is skipped and logged. A write that fails
+//! is logged on `facekey::security` and counted in `facekey_replay_record_writes_failed_total`:
+//! the record holds in memory until a restart.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +36,9 @@ pub const FILE_NAME: &str = "replay-record.jsonl";
 /// Appends after which the file is rewritten with what the record holds: twice the record's
 /// bound, so the file is at most about three times the record (some 70 MB at the bound).
 pub const COMPACT_AFTER: usize = 2 * RECORDED_SESSIONS;
+
+/// Longest line read back: a session's entry is about 22 KB.
+const MAX_LINE: u64 = 64 * 1024;
 
 /// A journal that cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +80,9 @@ fn epoch_ms(t: SystemTime) -> u64 {
 /// The embedded mode's journal of the replay record (see the module documentation).
 pub struct ReplayJournal {
     path: PathBuf,
-    file: File,
+    /// Open for appending; `None` when it could not be opened again after a rewrite, or an
+    /// append could not be cut off: the next write rewrites the whole file first.
+    file: Option<File>,
     keys: TemplateKeys,
     appended: usize,
     failed_writes: IntCounter,
@@ -92,8 +99,10 @@ impl std::fmt::Debug for ReplayJournal {
 
 impl ReplayJournal {
     /// The journal of `dir` (the data directory) and the record it holds, sessions remembered
-    /// within `window` only (none, and no file, with a zero window: the check is off). The file
-    /// is rewritten with that record before it is appended to.
+    /// within `window` only (none with a zero window: the check is off, and the file is
+    /// emptied). The file is rewritten with that record before it is appended to; a file that
+    /// cannot be written then is tried again at the next write (a read-only data directory
+    /// still serves).
     pub fn open(
         dir: &Path,
         keys: TemplateKeys,
@@ -113,31 +122,26 @@ impl ReplayJournal {
                 Err(e) => return Err(fail(e.to_string())),
             }
         }
-        let text = journal_text(&record, &keys, SystemTime::now(), Instant::now())
-            .map_err(|e| fail(format!("sealing it again: {e}")))?;
-        crate::private_file::replace(&path, &text).map_err(|e| fail(e.to_string()))?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| fail(e.to_string()))?;
+        let mut journal = Self {
+            path,
+            file: None,
+            keys,
+            appended: 0,
+            failed_writes,
+        };
+        // Rewritten before it is appended to. A data directory that cannot be written (a full
+        // or read-only disk) does not stop the start-up: the record read back holds in memory,
+        // and each later write tries the rewrite again (and is counted when it fails).
+        journal.compact(&record);
         if !record.is_empty() {
             tracing::info!(
                 target: "facekey::security",
-                file = %path.display(),
+                file = %journal.path.display(),
                 sessions = record.len(),
                 "accepted sessions kept across the restart, against replays"
             );
         }
-        Ok((
-            Self {
-                path,
-                file,
-                keys,
-                appended: 0,
-                failed_writes,
-            },
-            record,
-        ))
+        Ok((journal, record))
     }
 
     /// Appends that `session` was remembered for each of `subjects` now, with its `prints`;
@@ -176,8 +180,13 @@ impl ReplayJournal {
         self.append(&lines, subjects.len(), record);
     }
 
-    /// Appends that every session of `subject` was forgotten.
+    /// Records that every session of `subject` was forgotten (`record` no longer holds them):
+    /// the file is rewritten, so a deleted subject's entries leave the disk at once (deletions
+    /// are rare); if that fails, the event is appended instead.
     pub fn forgotten(&mut self, subject: &str, record: &ReplayRecord) {
+        if self.compact(record) {
+            return;
+        }
         let event = Event::Forgotten {
             subject: subject.to_owned(),
         };
@@ -187,12 +196,25 @@ impl ReplayJournal {
         }
     }
 
+    /// Appends `lines` (`events` of them), synced. A file that could not be cut back after a
+    /// failed append, or opened again after a rewrite, is rewritten from `record` (which holds
+    /// the events) instead; every [`COMPACT_AFTER`] appends too.
     fn append(&mut self, lines: &str, events: usize, record: &ReplayRecord) {
-        let written = self
-            .file
+        let Some(file) = self.file.as_mut() else {
+            self.compact(record);
+            return;
+        };
+        let before = file.metadata().map(|m| m.len());
+        let written = file
             .write_all(lines.as_bytes())
-            .and_then(|()| self.file.sync_data());
+            .and_then(|()| file.sync_data());
         if let Err(e) = written {
+            // A part written (a disk filling up) is cut off, so the next append starts a line
+            // of its own; if it cannot be, the next write rewrites the whole file.
+            let cut = before.and_then(|len| file.set_len(len).and_then(|()| file.sync_data()));
+            if cut.is_err() {
+                self.file = None;
+            }
             return self.failed(&e.to_string());
         }
         self.appended += events;
@@ -201,10 +223,10 @@ impl ReplayJournal {
         }
     }
 
-    /// Rewrites the file with what `record` holds.
-    fn compact(&mut self, record: &ReplayRecord) {
+    /// Rewrites the file with what `record` holds; whether it was. After a failure the next
+    /// rewrite waits for half the appends again, rather than being tried on every one.
+    fn compact(&mut self, record: &ReplayRecord) -> bool {
         let rewritten = journal_text(record, &self.keys, SystemTime::now(), Instant::now())
-            .map_err(|e| e.to_string())
             .and_then(|text| {
                 crate::private_file::replace(&self.path, &text).map_err(|e| e.to_string())
             })
@@ -216,10 +238,21 @@ impl ReplayJournal {
             });
         match rewritten {
             Ok(file) => {
-                self.file = file;
+                self.file = Some(file);
                 self.appended = 0;
+                true
             }
-            Err(e) => self.failed(&e),
+            Err(e) => {
+                self.appended = COMPACT_AFTER / 2;
+                self.failed_writes.inc();
+                tracing::warn!(
+                    target: "facekey::security",
+                    file = %self.path.display(),
+                    error = %e,
+                    "the replay record could not be rewritten; it is tried again later"
+                );
+                false
+            }
         }
     }
 
@@ -253,13 +286,22 @@ fn read_into(
     let mut number = 0usize;
     loop {
         line.clear();
-        let n = reader
+        let n = (&mut reader)
+            .take(MAX_LINE)
             .read_line(&mut line)
             .map_err(|e| fail(e.to_string()))?;
         if n == 0 {
+            // Each line was taken at its own time, as the record took it then; what is older
+            // than the window as of now goes.
+            record.sweep(window, now);
             return Ok(());
         }
         number += 1;
+        if n as u64 >= MAX_LINE && !line.ends_with('\n') {
+            return Err(fail(format!(
+                "line {number} is longer than {MAX_LINE} bytes"
+            )));
+        }
         if !line.ends_with('\n') {
             tracing::warn!(
                 file = %path.display(),
@@ -283,7 +325,10 @@ fn read_into(
                 sealed,
             } => {
                 let age = Duration::from_millis(now_wall.saturating_sub(at_ms));
-                let Some(at) = now.checked_sub(age).filter(|_| age < window) else {
+                if age >= window {
+                    continue;
+                }
+                let Some(at) = now.checked_sub(age) else {
                     continue;
                 };
                 let opened = open_event(keys, &subject, &session, key_id, &nonce, &sealed);
@@ -410,6 +455,9 @@ mod tests {
         remember(&mut j, &mut r, &["bob"], "s2");
         r.forget("bob");
         j.forgotten("bob", &r);
+        // Rewritten at the deletion: bob's entry left the disk at once.
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(!text.contains("\"bob\""), "{text}");
         drop(j);
 
         let (_, mut again) = open(dir.path());
@@ -420,9 +468,22 @@ mod tests {
         assert!(nearest_replay(&recording(0), &earlier).is_some());
         assert_eq!(again.accepted("alice-twin", DAY, now).len(), 1);
         assert!(again.accepted("bob", DAY, now).is_empty(), "forgotten");
-        // Sealed: no fingerprint's bytes in the file.
+        // Sealed: the fingerprints are ramps of consecutive grey levels; no 16 of them in a row
+        // are in any entry's sealed bytes.
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
-        assert!(!text.contains(&BASE64.encode(recording(0)[0].as_bytes())));
+        for line in text.lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let sealed = BASE64
+                .decode(event["remembered"]["sealed"].as_str().unwrap())
+                .unwrap();
+            assert!(sealed.len() >= 4 * 256, "every frame's bytes are there");
+            assert!(
+                !sealed
+                    .windows(16)
+                    .any(|w| w.windows(2).all(|p| p[1] == p[0].wrapping_add(1))),
+                "a fingerprint in clear"
+            );
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -504,13 +565,16 @@ mod tests {
         let failed = counter();
         let (mut j, mut r) =
             ReplayJournal::open(dir.path(), keys("k1"), DAY, failed.clone()).unwrap();
-        // The journal's file replaced by a directory: the rewrite at the bound fails.
+        // The journal's file replaced by a directory: the rewrite at the bound fails, and is
+        // not tried again at the next append.
         j.appended = COMPACT_AFTER - 1;
         std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
         std::fs::create_dir(dir.path().join(FILE_NAME)).unwrap();
         remember(&mut j, &mut r, &["alice"], "s1");
         assert_eq!(failed.get(), 1);
         assert_eq!(r.len(), 1);
+        remember(&mut j, &mut r, &["alice"], "s2");
+        assert_eq!(failed.get(), 1, "backed off");
     }
 
     #[test]
@@ -522,5 +586,41 @@ mod tests {
         let (_, off) =
             ReplayJournal::open(dir.path(), keys("k1"), Duration::ZERO, counter()).unwrap();
         assert!(off.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn a_file_left_with_a_fragment_is_rewritten_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, mut r) = open(dir.path());
+        remember(&mut j, &mut r, &["alice"], "s1");
+        // An append that failed part way and could not be cut back (the disk full): the
+        // fragment stays, and the journal gives up its handle.
+        let path = dir.path().join(FILE_NAME);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"{\"remembered\":{\"subj").unwrap();
+        j.file = None;
+        remember(&mut j, &mut r, &["alice"], "s2");
+        drop(j);
+        // The next write rewrote the whole file: both sessions, no fragment.
+        let (_, again) = open(dir.path());
+        assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn a_line_longer_than_any_entry_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "x".repeat(usize::try_from(MAX_LINE).unwrap() + 10);
+        std::fs::write(dir.path().join(FILE_NAME), format!("{long}\n")).unwrap();
+        let Err(e) = ReplayJournal::open(dir.path(), keys("k1"), DAY, counter()) else {
+            panic!("opened");
+        };
+        assert!(e.to_string().contains("longer than"), "{e}");
     }
 }

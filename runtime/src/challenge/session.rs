@@ -522,16 +522,31 @@ impl Registry {
         }
     }
 
-    fn replays(&self) -> std::sync::MutexGuard<'_, Replays> {
-        lock_record(&self.replays)
+    /// `subject`'s accepted sessions within the replay window, most recent first
+    /// ([`super::replay`]): a copy, compared outside the lock. The lock is taken on a blocking
+    /// thread: a writer may hold it across its journal's sync.
+    pub async fn accepted_sessions(
+        &self,
+        subject: &str,
+        now: Instant,
+    ) -> Result<Vec<AcceptedSession>, SessionError> {
+        let replays = Arc::clone(&self.replays);
+        let (subject, window) = (subject.to_owned(), self.limits.replay_window);
+        tokio::task::spawn_blocking(move || {
+            lock_record(&replays).record.accepted(&subject, window, now)
+        })
+        .await
+        .map_err(|e| SessionError::Backend(format!("reading the replay record: {e}")))
     }
 
-    /// `subject`'s accepted sessions within the replay window, most recent first
-    /// ([`super::replay`]): a copy, compared outside the lock.
-    pub fn accepted_sessions(&self, subject: &str, now: Instant) -> Vec<AcceptedSession> {
-        self.replays()
-            .record
-            .accepted(subject, self.limits.replay_window, now)
+    /// Forgets the accepted sessions past the replay window, on a blocking thread (see
+    /// [`Self::accepted_sessions`]).
+    pub async fn sweep_replays(&self, now: Instant) -> Result<(), SessionError> {
+        let replays = Arc::clone(&self.replays);
+        let window = self.limits.replay_window;
+        tokio::task::spawn_blocking(move || lock_record(&replays).record.sweep(window, now))
+            .await
+            .map_err(|e| SessionError::Backend(format!("sweeping the replay record: {e}")))
     }
 
     /// Remembers the frames of `session`, just accepted for the subjects `checked` names, for
@@ -625,7 +640,6 @@ impl Registry {
     /// Marks sessions past their time expired (returning those that had not ended, for
     /// metrics) and forgets tombstones older than one more TTL.
     pub fn sweep(&self, now: Instant) -> Vec<Concluded> {
-        self.replays().record.sweep(self.limits.replay_window, now);
         let mut map = self.lock();
         Self::sweep_locked(&mut map, now, self.limits.ttl)
     }

@@ -172,7 +172,9 @@ impl SessionStore for Registry {
     }
 
     async fn sweep(&self) -> Result<Vec<Concluded>, SessionError> {
-        Ok(Registry::sweep(self, Instant::now()))
+        let now = Instant::now();
+        self.sweep_replays(now).await?;
+        Ok(Registry::sweep(self, now))
     }
 
     async fn active(&self) -> Result<usize, SessionError> {
@@ -184,7 +186,7 @@ impl SessionStore for Registry {
     }
 
     async fn accepted_sessions(&self, subject: &str) -> Result<Vec<AcceptedSession>, SessionError> {
-        Ok(Registry::accepted_sessions(self, subject, Instant::now()))
+        Registry::accepted_sessions(self, subject, Instant::now()).await
     }
 
     async fn remember_verified(
