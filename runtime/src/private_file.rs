@@ -127,23 +127,28 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// `path` holds `text`, owner-only, alone in its directory (no temporary file left).
+    fn alone_owner_only(path: &Path, text: &str) {
+        assert_eq!(std::fs::read_to_string(path).unwrap(), text);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [path.file_name().unwrap()], "no temporary file left");
+    }
+
     #[test]
     fn creates_the_whole_file_owner_only_and_leaves_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("template.key");
         create(&path, "secret\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret\n");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["template.key"], "no temporary file left");
+        alone_owner_only(&path, "secret\n");
     }
 
     #[test]
@@ -152,18 +157,7 @@ mod tests {
         let path = dir.path().join("lockouts.json");
         replace(&path, "first").unwrap();
         replace(&path, "second, longer").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second, longer");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["lockouts.json"], "no temporary file left");
+        alone_owner_only(&path, "second, longer");
         // A directory in the file's place: refused, and no temporary file left either.
         let taken = dir.path().join("taken");
         std::fs::create_dir(&taken).unwrap();
