@@ -132,6 +132,9 @@ pub struct Enrolments {
     /// Subjects being read back after a write the embedded store answered `Unavailable`
     /// ([`Enrolments::recheck`]).
     rechecked: Mutex<HashSet<String>>,
+    /// Whether the subjects a creation answered `Unavailable` may have left in the embedded
+    /// store are being read back ([`Enrolments::recheck_created`]).
+    rechecking_created: AtomicBool,
 }
 
 /// One write counted against its key's quota until what it wrote is in the index (or it
@@ -218,6 +221,7 @@ impl Enrolments {
             reloads: AtomicU64::new(0),
             creating: Mutex::new(HashMap::new()),
             rechecked: Mutex::new(HashSet::new()),
+            rechecking_created: AtomicBool::new(false),
         };
         this.reload().await?;
         // A key must never be missing at start-up: the replica would run without some faces.
@@ -477,6 +481,60 @@ impl Enrolments {
         });
     }
 
+    /// A creation the embedded store answered `Unavailable` may still have reached the disk
+    /// (its final sync failed), under an id the caller never learnt: nothing would bring that
+    /// subject to the index (nor count it against its key's quota) until a restart, while the
+    /// client's retry creates a second one. Once the store answers again, the subjects it holds
+    /// that the index lacks are put in the index, each only if no removal happened meanwhile
+    /// (a subject deleted since the read is not put back); tried every [`RECHECK_EVERY`] until
+    /// done, at most [`RECHECK_FOR`]; one such task at a time.
+    fn recheck_created(self: &Arc<Self>) {
+        if self.rechecking_created.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(RECHECK_EVERY).await;
+                let Some(this) = weak.upgrade() else {
+                    return;
+                };
+                let seen = this.index.version_of_new();
+                match this.store.load_all().await {
+                    Ok(records) => {
+                        let mut missed = false;
+                        for record in records {
+                            if this.index.get(&record.id).is_some() {
+                                continue;
+                            }
+                            let id = record.id.clone();
+                            if this.index.upsert_if_unchanged(record, seen) {
+                                tracing::info!(subject = %id, "a subject whose creation the store answered unavailable was found stored and read back");
+                            } else {
+                                missed = true;
+                            }
+                        }
+                        if !missed {
+                            break;
+                        }
+                    }
+                    Err(StoreError::Unavailable(_)) if started.elapsed() < RECHECK_FOR => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the subjects a failed creation may have stored were not read back; a restart reads them");
+                        break;
+                    }
+                }
+                if started.elapsed() >= RECHECK_FOR {
+                    break;
+                }
+            }
+            if let Some(this) = weak.upgrade() {
+                this.rechecking_created.store(false, Ordering::SeqCst);
+            }
+        });
+    }
+
     /// Reload one subject into the index after this replica's own write (removing it when the
     /// store no longer has it), unless the index took another write of it during the read: the
     /// change listener's, which read the store after a change this read may have missed, or
@@ -622,11 +680,17 @@ impl Enrolments {
             };
             let reservation = this.reserve(QuotaOf::Subjects, creator)?;
             let seen = this.index.version_of_new();
-            let record: SubjectRecord = this.mark(
+            let created = this.mark(
                 this.store
                     .create_subject(&name, creator.key_id, creator.quota)
                     .await,
-            )?;
+            );
+            if matches!(created, Err(StoreError::Unavailable(_)))
+                && this.store.kind() == "embedded"
+            {
+                this.recheck_created();
+            }
+            let record: SubjectRecord = created?;
             let id = record.id.clone();
             let answer = this.index.summary_of(&record);
             let reread = this
@@ -1428,6 +1492,53 @@ mod tests {
             let one = self.inner.load_subject(id).await;
             self.fault(one)
         }
+    }
+
+    /// A creation the embedded store answered `Unavailable` although it reached the disk (its
+    /// final sync failed) left a subject the index never learnt of, uncounted against its key's
+    /// quota, while the client's retry made a second one. It is now read back once the store
+    /// answers again, and counted.
+    #[tokio::test]
+    async fn a_creation_answered_unavailable_but_on_disk_reaches_the_index_once_the_store_is_back()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let store = Arc::new(FaultyDisk {
+            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let e = Arc::new(
+            Enrolments::open(store.clone() as Arc<dyn TemplateStore>, "m", 2)
+                .await
+                .unwrap(),
+        );
+        let app = Creator {
+            key_id: Some("app"),
+            quota: Some(5),
+        };
+        let kept = e.create_subject("Kept", app).await.unwrap();
+        store.down.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            e.create_subject("Ada", app).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert_eq!(e.index().subject_count(), 1, "not known to be created yet");
+        tokio::time::sleep(RECHECK_EVERY * 3).await;
+        assert_eq!(e.index().subject_count(), 1, "the store still cannot say");
+        store.down.store(false, Ordering::SeqCst);
+        let back = std::time::Instant::now();
+        while e.index().subject_count() < 2 && back.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(RECHECK_EVERY).await;
+        }
+        let names: Vec<String> = e.index().list().into_iter().map(|s| s.name).collect();
+        assert!(names.contains(&"Ada".to_owned()), "{names:?}");
+        assert_eq!(
+            e.index().subjects_created_by("app"),
+            2,
+            "counted against its key"
+        );
+        assert!(e.index().get(&kept.id).is_some());
     }
 
     /// A deletion the embedded store answered `Unavailable` although it reached the disk (its
