@@ -1494,6 +1494,22 @@ mod tests {
         }
     }
 
+    /// Enrolments on the embedded store in `dir`, behind [`FaultyDisk`] (up).
+    async fn on_faulty_disk(dir: &std::path::Path) -> (Arc<FaultyDisk>, Arc<Enrolments>) {
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let store = Arc::new(FaultyDisk {
+            inner: RedbStore::open(dir, 5, keys).unwrap(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let e = Arc::new(
+            Enrolments::open(store.clone() as Arc<dyn TemplateStore>, "m", 2)
+                .await
+                .unwrap(),
+        );
+        (store, e)
+    }
+
     /// A creation the embedded store answered `Unavailable` although it reached the disk (its
     /// final sync failed) left a subject the index never learnt of, uncounted against its key's
     /// quota, while the client's retry made a second one. It is now read back once the store
@@ -1502,17 +1518,7 @@ mod tests {
     async fn a_creation_answered_unavailable_but_on_disk_reaches_the_index_once_the_store_is_back()
     {
         let dir = tempfile::tempdir().unwrap();
-        let line = format!("k:{}", "ab".repeat(32));
-        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
-        let store = Arc::new(FaultyDisk {
-            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
-        let e = Arc::new(
-            Enrolments::open(store.clone() as Arc<dyn TemplateStore>, "m", 2)
-                .await
-                .unwrap(),
-        );
+        let (store, e) = on_faulty_disk(dir.path()).await;
         let app = Creator {
             key_id: Some("app"),
             quota: Some(5),
@@ -1547,17 +1553,7 @@ mod tests {
     #[tokio::test]
     async fn a_deletion_answered_unavailable_but_on_disk_leaves_the_index_once_the_store_is_back() {
         let dir = tempfile::tempdir().unwrap();
-        let line = format!("k:{}", "ab".repeat(32));
-        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
-        let store = Arc::new(FaultyDisk {
-            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
-        let e = Arc::new(
-            Enrolments::open(store.clone() as Arc<dyn TemplateStore>, "m", 2)
-                .await
-                .unwrap(),
-        );
+        let (store, e) = on_faulty_disk(dir.path()).await;
         let s = e.create_subject("Ada", Creator::default()).await.unwrap();
         store.down.store(true, Ordering::SeqCst);
         assert!(matches!(

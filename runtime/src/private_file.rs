@@ -12,16 +12,7 @@ use std::path::{Path, PathBuf};
 /// [`io::ErrorKind::AlreadyExists`] if `path` exists, never replacing it), then the directory
 /// synced so the new entry survives a power loss.
 pub fn create(path: &Path, text: &str) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let temp = temp_beside(&dir, path)?;
-    // A temporary file left by a crash of this same process id is stale: start over.
-    match std::fs::remove_file(&temp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let (dir, temp) = temp_beside(path)?;
     let written = write_synced(&temp, text).and_then(|()| std::fs::hard_link(&temp, path));
     let removed = std::fs::remove_file(&temp);
     written?;
@@ -33,15 +24,7 @@ pub fn create(path: &Path, text: &str) -> io::Result<()> {
 /// written to a temporary file in the same directory and synced, renamed over `path`, then the
 /// directory synced. A crash at any moment leaves the old file or the new one, whole.
 pub fn replace(path: &Path, text: &str) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let temp = temp_beside(&dir, path)?;
-    match std::fs::remove_file(&temp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let (dir, temp) = temp_beside(path)?;
     let written = write_synced(&temp, text).and_then(|()| std::fs::rename(&temp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -50,17 +33,25 @@ pub fn replace(path: &Path, text: &str) -> io::Result<()> {
     sync_dir(&dir)
 }
 
-/// The temporary file in `dir` that [`create`] and [`replace`] write `path`'s text to first:
-/// hidden, named after `path` and this process (a file a crash of the same process id left is
-/// stale and is removed first).
-fn temp_beside(dir: &Path, path: &Path) -> io::Result<PathBuf> {
+/// `path`'s directory, and the temporary file in it that [`create`] and [`replace`] write
+/// `path`'s text to first: hidden, named after `path` and this process. A file a crash of the
+/// same process id left there is stale and is removed first.
+fn temp_beside(path: &Path) -> io::Result<(PathBuf, PathBuf)> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(name);
     temp_name.push(format!(".tmp-{}", std::process::id()));
-    Ok(dir.join(temp_name))
+    let temp = dir.join(temp_name);
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok((dir, temp)),
+    }
 }
 
 /// Create directory `path` (and missing parents) readable by its owner only (on Unix): the data
