@@ -49,7 +49,7 @@ use super::session::{
 use super::store::SessionStore;
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation};
 use crate::store::StoreError;
-use crate::store::cipher::{Binding, KeyError, NONCE_LEN, Sealed, TemplateKeys};
+use crate::store::cipher::{Binding, NONCE_LEN, Sealed, TemplateKeys};
 use crate::store::postgres::{begin_read_committed, db_err};
 
 /// Advisory lock serialising session opens across replicas (the bounds check and the insert).
@@ -291,7 +291,7 @@ impl PgSessions {
         let json = serde_json::to_vec(frames)
             .map_err(|e| SessionError::Backend(format!("encode session {id} frames: {e}")))?;
         let place = format!("{id}/{batch}");
-        self.seal_bytes(Self::batch_binding(&place, key_hash), &json)
+        sealing::seal_bytes(&self.keys, Self::batch_binding(&place, key_hash), &json)
             .map_err(|e| SessionError::Backend(format!("seal session {id} frames: {e}")))
     }
 
@@ -302,16 +302,6 @@ impl PgSessions {
             subject_id: key_hash,
             model: FRAMES_KIND,
         }
-    }
-
-    /// Seals `bytes` under the template key, bound to `binding` ([`sealing::seal_bytes`]).
-    fn seal_bytes(&self, binding: Binding<'_>, bytes: &[u8]) -> Result<Sealed, KeyError> {
-        sealing::seal_bytes(&self.keys, binding, bytes)
-    }
-
-    /// The bytes [`Self::seal_bytes`] sealed, opened with `binding`.
-    fn open_bytes(&self, binding: Binding<'_>, sealed: &Sealed) -> Result<Vec<u8>, String> {
-        sealing::open_bytes(&self.keys, binding, sealed)
     }
 
     /// The frames of session `id` kept as batch rows, in order (under the session's row lock).
@@ -339,9 +329,9 @@ impl PgSessions {
             }
             let sealed = sealed_in(row).map_err(bad)?;
             let place = format!("{id}/{i}");
-            let bytes = self
-                .open_bytes(Self::batch_binding(&place, key_hash), &sealed)
-                .map_err(bad)?;
+            let bytes =
+                sealing::open_bytes(&self.keys, Self::batch_binding(&place, key_hash), &sealed)
+                    .map_err(bad)?;
             let batch: Vec<FrameObservation> =
                 serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))?;
             frames.extend(batch);
@@ -377,7 +367,7 @@ impl PgSessions {
     fn seal(&self, id: &str, key_hash: &str, private: &Private) -> Result<Sealed, SessionError> {
         let json = serde_json::to_vec(private)
             .map_err(|e| SessionError::Backend(format!("encode session {id}: {e}")))?;
-        self.seal_bytes(Self::binding(id, key_hash), &json)
+        sealing::seal_bytes(&self.keys, Self::binding(id, key_hash), &json)
             .map_err(|e| SessionError::Backend(format!("seal session {id}: {e}")))
     }
 
@@ -390,10 +380,13 @@ impl PgSessions {
             model: SEALED_KIND_IN_ROW,
             ..Self::binding(&row.id, key_hash)
         };
-        let bytes = match self.open_bytes(Self::binding(&row.id, key_hash), sealed) {
+        let bytes = match sealing::open_bytes(&self.keys, Self::binding(&row.id, key_hash), sealed)
+        {
             Ok(bytes) => bytes,
             // Sealed by the release before (frames in the row)? Else the first error says why.
-            Err(first) => self.open_bytes(in_row, sealed).map_err(|_| bad(first))?,
+            Err(first) => {
+                sealing::open_bytes(&self.keys, in_row, sealed).map_err(|_| bad(first))?
+            }
         };
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))
     }
