@@ -16,10 +16,11 @@
 //! stops the start-up with its path named: starting without the locks it held would lift them
 //! silently. No restored lock lasts longer than the policy in force allows.
 
+use crate::private_file::epoch_ms;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
@@ -65,11 +66,6 @@ struct SavedLock {
     streak: u32,
     /// Until when the streak is remembered, milliseconds since the Unix epoch.
     remembered_until_ms: u64,
-}
-
-fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The locks `locks` (as the ledger reports them at `now`) on the wall clock.
@@ -341,6 +337,7 @@ impl Ledger for FileLedger {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn policy() -> Policy {
         Policy {

@@ -54,6 +54,12 @@ fn temp_beside(path: &Path) -> io::Result<(PathBuf, PathBuf)> {
     }
 }
 
+/// `t` as the state files record times: milliseconds since the Unix epoch (0 before it).
+pub(crate) fn epoch_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Create directory `path` (and missing parents) readable by its owner only (on Unix): the data
 /// directory holds the templates, the template key and the API keys. An existing directory is
 /// left as it is (a mounted volume's permissions are the platform's to set).

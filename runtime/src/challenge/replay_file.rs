@@ -15,6 +15,7 @@
 //! is logged on `facekey::security` and counted in `facekey_replay_record_writes_failed_total`:
 //! the record holds in memory until a restart.
 
+use crate::private_file::epoch_ms;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -70,11 +71,6 @@ enum Event {
     },
     /// Every session of `subject` was forgotten (the subject was deleted).
     Forgotten { subject: String },
-}
-
-fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The embedded mode's journal of the replay record (see the module documentation).
