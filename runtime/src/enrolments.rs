@@ -449,36 +449,27 @@ impl Enrolments {
             }
             rechecked.insert(id.to_owned());
         }
-        // Held weakly between reads: a server stopped meanwhile closes its store now.
-        let weak = Arc::downgrade(self);
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            loop {
-                tokio::time::sleep(RECHECK_EVERY).await;
-                let Some(this) = weak.upgrade() else {
-                    return;
-                };
-                let read = this.refresh_subject(&id).await;
-                match read {
-                    Ok(_) => {
-                        tracing::info!(subject = %id, "subject read back after a write the store failed");
-                        break;
-                    }
-                    Err(StoreError::Unavailable(_)) if started.elapsed() < RECHECK_FOR => {}
-                    Err(e) => {
-                        tracing::warn!(subject = %id, error = %e, "a subject whose write failed was not read back; the index may hold what the store lost or lack what it kept, until a restart");
-                        break;
-                    }
+        let subject = id.to_owned();
+        self.read_back(
+            move |this| {
+                let id = subject.clone();
+                async move {
+                    this.refresh_subject(&id).await?;
+                    tracing::info!(subject = %id, "subject read back after a write the store failed");
+                    Ok(true)
                 }
-            }
-            if let Some(this) = weak.upgrade() {
-                this.rechecked
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
-            }
-        });
+            },
+            format!("subject {id}: a subject whose write failed was not read back; the index may hold what the store lost or lack what it kept, until a restart"),
+            {
+                let id = id.to_owned();
+                move |this| {
+                    this.rechecked
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
+                }
+            },
+        );
     }
 
     /// A creation the embedded store answered `Unavailable` may still have reached the disk
@@ -486,12 +477,47 @@ impl Enrolments {
     /// subject to the index (nor count it against its key's quota) until a restart, while the
     /// client's retry creates a second one. Once the store answers again, the subjects it holds
     /// that the index lacks are put in the index, each only if no removal happened meanwhile
-    /// (a subject deleted since the read is not put back); tried every [`RECHECK_EVERY`] until
-    /// done, at most [`RECHECK_FOR`]; one such task at a time.
+    /// (a subject deleted since the read is not put back), as [`Self::read_back`] tries; one
+    /// such task at a time.
     fn recheck_created(self: &Arc<Self>) {
         if self.rechecking_created.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.read_back(
+            |this| async move {
+                let seen = this.index.version_of_new();
+                let mut missed = false;
+                for record in this.store.load_all().await? {
+                    if this.index.get(&record.id).is_some() {
+                        continue;
+                    }
+                    let id = record.id.clone();
+                    if this.index.upsert_if_unchanged(record, seen) {
+                        tracing::info!(subject = %id, "a subject whose creation the store answered unavailable was found stored and read back");
+                    } else {
+                        missed = true;
+                    }
+                }
+                Ok(!missed)
+            },
+            "the subjects a failed creation may have stored were not read back; a restart reads them".to_owned(),
+            |this| this.rechecking_created.store(false, Ordering::SeqCst),
+        );
+    }
+
+    /// On a task of its own, runs `attempt` every [`RECHECK_EVERY`] until it is done (`Ok(true)`),
+    /// for at most [`RECHECK_FOR`] while it finds the store unavailable (or not done); logs
+    /// `gave_up` when the store answers another error or the time is up; then `finish`. Held weakly between
+    /// attempts: a server stopped meanwhile closes its store now, and the task ends.
+    fn read_back<A, F>(
+        self: &Arc<Self>,
+        attempt: A,
+        gave_up: String,
+        finish: impl FnOnce(&Self) + Send + 'static,
+    ) where
+        A: Fn(Arc<Self>) -> F + Send + 'static,
+        F: std::future::Future<Output = Result<bool, StoreError>> + Send,
+    {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
@@ -500,37 +526,22 @@ impl Enrolments {
                 let Some(this) = weak.upgrade() else {
                     return;
                 };
-                let seen = this.index.version_of_new();
-                match this.store.load_all().await {
-                    Ok(records) => {
-                        let mut missed = false;
-                        for record in records {
-                            if this.index.get(&record.id).is_some() {
-                                continue;
-                            }
-                            let id = record.id.clone();
-                            if this.index.upsert_if_unchanged(record, seen) {
-                                tracing::info!(subject = %id, "a subject whose creation the store answered unavailable was found stored and read back");
-                            } else {
-                                missed = true;
-                            }
-                        }
-                        if !missed {
-                            break;
-                        }
+                match attempt(this).await {
+                    Ok(true) => break,
+                    Ok(false) | Err(StoreError::Unavailable(_))
+                        if started.elapsed() < RECHECK_FOR => {}
+                    Ok(false) => {
+                        tracing::warn!("{gave_up}");
+                        break;
                     }
-                    Err(StoreError::Unavailable(_)) if started.elapsed() < RECHECK_FOR => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "the subjects a failed creation may have stored were not read back; a restart reads them");
+                        tracing::warn!(error = %e, "{gave_up}");
                         break;
                     }
                 }
-                if started.elapsed() >= RECHECK_FOR {
-                    break;
-                }
             }
             if let Some(this) = weak.upgrade() {
-                this.rechecking_created.store(false, Ordering::SeqCst);
+                finish(&this);
             }
         });
     }
