@@ -655,14 +655,17 @@ struct Ruled {
 /// cleared as a successful verification clears them, unless it locked meanwhile (then it is left
 /// out, as verify then answers 429). The closest subject the face matched (similarity past the
 /// match threshold) but did not accept, e.g. as a spoof or on low probability, is counted one
-/// failed attempt, as a verification of it with this face would be ([`failure_target`]),
+/// failed attempt, as a verification of it with this face would be ([`failure_targets`]),
 /// whether or not another subject was accepted: else a decoy subject accepting every probe (one
 /// an `enrol` key created with a look-alike face) would let a key try faces against a victim
-/// without limit, each acceptance of the victim shown in the answer. A subject locked by
-/// attempts sent beside this one is left out too. A ledger that cannot count or clear fails the
-/// request, as in verify.
+/// without limit, each acceptance of the victim shown in the answer. When that subject was
+/// created by the calling key, the closest one it did not create is counted too, so a rejected
+/// decoy of the caller's own closer than the victim does not take the victim's failures. A
+/// subject locked by attempts sent beside this one is left out too. A ledger that cannot count
+/// or clear fails the request, as in verify.
 async fn rule_on_attempts(
     lockouts: &crate::lockout::Lockouts,
+    caller: Option<&str>,
     mut judged: Vec<Judged>,
 ) -> Result<Ruled, ApiError> {
     let mut withheld = Vec::new();
@@ -698,7 +701,8 @@ async fn rule_on_attempts(
         Decision::Reject
     };
     let mut failed = Vec::new();
-    if let Some(j) = failure_target(&judged).and_then(|i| judged.get_mut(i)) {
+    for i in failure_targets(&judged, caller) {
+        let Some(j) = judged.get_mut(i) else { continue };
         match lockouts.record_failure(&j.subject.id).await {
             Ok(_) => failed.push(j.subject.id.clone()),
             Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
@@ -714,23 +718,41 @@ async fn rule_on_attempts(
     })
 }
 
-/// The judged subject an identification's failed attempt is counted against: the closest one the
-/// face matched but that was not accepted (nor locked), the first of equals (the judged are
-/// nearest first, as the answer's reasons are). Only one, so one face resembling many subjects
-/// cannot count against every look-alike at once (a hundred subjects locked by five requests).
-fn failure_target(judged: &[Judged]) -> Option<usize> {
-    judged
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| !j.locked && j.matched.decision == Decision::Accept && !j.accepted())
-        .reduce(|best, j| {
-            if j.1.matched.similarity > best.1.matched.similarity {
-                j
-            } else {
-                best
-            }
-        })
-        .map(|(i, _)| i)
+/// The judged subjects an identification's failed attempt is counted against: the closest one
+/// the face matched but that was not accepted (nor locked), the first of equals (the judged are
+/// nearest first, as the answer's reasons are); and, when `caller` created that one, also the
+/// closest such subject `caller` did not create. So a key's own rejected decoy, enrolled with a
+/// face closer to its probes than the victim's, cannot take the failures meant for the victim;
+/// a subject created before creators were recorded counts as anyone's. At most two, so one face
+/// resembling many subjects cannot count against every look-alike at once (a hundred subjects
+/// locked by five requests). Without keys (`caller` absent) there is one.
+fn failure_targets(judged: &[Judged], caller: Option<&str>) -> Vec<usize> {
+    let closest = |mine: Option<bool>| {
+        judged
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| !j.locked && j.matched.decision == Decision::Accept && !j.accepted())
+            .filter(|(_, j)| {
+                mine.is_none_or(|mine| {
+                    mine == (caller.is_some() && j.subject.created_by.as_deref() == caller)
+                })
+            })
+            .reduce(|best, j| {
+                if j.1.matched.similarity > best.1.matched.similarity {
+                    j
+                } else {
+                    best
+                }
+            })
+            .map(|(i, _)| i)
+    };
+    let mut targets: Vec<usize> = closest(None).into_iter().collect();
+    if let Some(other) = closest(Some(false)) {
+        if !targets.contains(&other) {
+            targets.push(other);
+        }
+    }
+    targets
 }
 
 /// A subject as identification names it.
@@ -1084,7 +1106,7 @@ async fn identify_decided(
             }
         }
     }
-    let ruled = rule_on_attempts(&state.lockouts, judged).await?;
+    let ruled = rule_on_attempts(&state.lockouts, key_id(caller.as_ref()), judged).await?;
     let decision = ruled.decision;
     let fusion = t.elapsed();
     state.metrics.record_decision(decision);
@@ -1453,41 +1475,65 @@ mod tests {
             judged("near", 0.7, true, false),
             judged("tied", 0.7, true, false),
         ];
-        assert_eq!(failure_target(&all), Some(2));
+        assert_eq!(failure_targets(&all, None), vec![2]);
         // A decoy accepted beside the victim does not shield the victim.
         let decoy = [
             judged("decoy", 0.95, true, true),
             judged("victim", 0.8, true, false),
         ];
-        assert_eq!(failure_target(&decoy), Some(1));
+        assert_eq!(failure_targets(&decoy, None), vec![1]);
         // Everyone matched accepted, or nobody matched: nobody is counted.
         let accepted = [judged("a", 0.9, true, true), judged("b", 0.4, false, false)];
-        assert_eq!(failure_target(&accepted), None);
+        assert_eq!(failure_targets(&accepted, None), Vec::<usize>::new());
         // A locked subject is not counted again.
         let mut locked = [judged("locked", 0.8, true, false)];
         locked[0].locked = true;
-        assert_eq!(failure_target(&locked), None);
+        assert_eq!(failure_targets(&locked, None), Vec::<usize>::new());
+    }
+
+    /// A judged subject created by `key`.
+    fn created(mut j: Judged, key: &str) -> Judged {
+        j.subject.created_by = Some(key.to_owned());
+        j
+    }
+
+    #[test]
+    fn a_rejected_decoy_of_the_callers_own_does_not_shield_the_victim() {
+        // The caller's decoy is closer and rejected: it and the victim both take a failure.
+        let crowd = [
+            created(judged("decoy", 0.95, true, false), "attacker"),
+            created(judged("other-decoy", 0.9, true, false), "attacker"),
+            created(judged("victim", 0.8, true, false), "app"),
+            judged("legacy", 0.7, true, false),
+        ];
+        assert_eq!(failure_targets(&crowd, Some("attacker")), vec![0, 2]);
+        // Another caller: the closest is not its own, so it alone is counted.
+        assert_eq!(failure_targets(&crowd, Some("app")), vec![0]);
+        // Without keys there is no owner to tell apart.
+        assert_eq!(failure_targets(&crowd, None), vec![0]);
+        // A subject created before creators were recorded counts as anyone's.
+        let legacy = [
+            created(judged("decoy", 0.95, true, false), "attacker"),
+            judged("legacy", 0.7, true, false),
+        ];
+        assert_eq!(failure_targets(&legacy, Some("attacker")), vec![0, 1]);
+        // Only the caller's subjects matched: one failure, not a second of its own.
+        let own = [
+            created(judged("a", 0.95, true, false), "attacker"),
+            created(judged("b", 0.9, true, false), "attacker"),
+        ];
+        assert_eq!(failure_targets(&own, Some("attacker")), vec![0]);
     }
 
     /// Identification's lockout ruling, against a real ledger: the victim behind an accepted
     /// decoy is counted, locks at the threshold, and is then withheld from the answer.
     #[tokio::test]
     async fn a_decoy_accepted_beside_a_victim_does_not_spare_the_victim_its_failures() {
-        use crate::lockout::{Lockouts, MemoryLedger, Policy};
-        let lockouts = Lockouts::new(
-            Policy {
-                attempts: 3,
-                window: Duration::from_secs(900),
-                lock: Duration::from_secs(600),
-                max_lock: Duration::ZERO,
-            },
-            std::sync::Arc::new(MemoryLedger::new()),
-            crate::metrics::Metrics::new().unwrap(),
-            None,
-        );
+        let lockouts = three_attempt_lockouts();
         for round in 1..=3 {
             let ruled = rule_on_attempts(
                 &lockouts,
+                Some("attacker"),
                 vec![
                     judged("decoy", 0.95, true, true),
                     judged("victim", 0.8, true, false),
@@ -1503,5 +1549,50 @@ mod tests {
             "three failures did not lock"
         );
         assert!(lockouts.check("decoy").await.is_ok());
+    }
+
+    /// A lockout of three attempts on an in-memory ledger.
+    fn three_attempt_lockouts() -> crate::lockout::Lockouts {
+        use crate::lockout::{Lockouts, MemoryLedger, Policy};
+        Lockouts::new(
+            Policy {
+                attempts: 3,
+                window: Duration::from_secs(900),
+                lock: Duration::from_secs(600),
+                max_lock: Duration::ZERO,
+            },
+            std::sync::Arc::new(MemoryLedger::new()),
+            crate::metrics::Metrics::new().unwrap(),
+            None,
+        )
+    }
+
+    /// The same against a real ledger, with the caller's own decoy rejected and closer than the
+    /// victim: the victim still locks at the threshold.
+    #[tokio::test]
+    async fn a_rejected_decoy_closer_than_the_victim_does_not_spare_it_its_failures() {
+        let lockouts = three_attempt_lockouts();
+        for round in 1..=3 {
+            let ruled = rule_on_attempts(
+                &lockouts,
+                Some("attacker"),
+                vec![
+                    created(judged("decoy", 0.95, true, false), "attacker"),
+                    created(judged("victim", 0.8, true, false), "app"),
+                ],
+            )
+            .await
+            .unwrap();
+            assert_eq!(ruled.decision, Decision::Reject);
+            assert_eq!(
+                ruled.failed,
+                vec!["decoy".to_owned(), "victim".to_owned()],
+                "round {round}"
+            );
+        }
+        assert!(
+            lockouts.check("victim").await.is_err(),
+            "three failures did not lock the victim"
+        );
     }
 }
