@@ -436,15 +436,29 @@ pub(crate) fn check_id(id: &str) -> Result<(), SessionError> {
     }
 }
 
+/// How long a deleted subject is remembered as deleted, so that a verification that read its
+/// templates before the deletion does not bring its replay record back: longer than any request
+/// may run (`FACEKEY_REQUEST_TIMEOUT_SECS` is at most 300 s).
+const DELETED_FOR: Duration = Duration::from_secs(600);
+
+/// At most this many deleted subjects are remembered; past it the oldest is dropped (the race
+/// it guards is a request's length, not ten minutes of mass deletion).
+const DELETED_MAX: usize = 4096;
+
 /// The replay record, and in the embedded mode the journal that keeps it across restarts.
 #[derive(Debug, Default)]
 struct Replays {
     record: ReplayRecord,
     journal: Option<ReplayJournal>,
+    /// Subjects deleted in the last [`DELETED_FOR`], with when. The PostgreSQL store holds the
+    /// subject's row while it writes instead.
+    deleted: HashMap<String, Instant>,
 }
 
 impl Replays {
     /// [`ReplayRecord::remember_unless_replayed`], written to the journal when remembered.
+    /// Subjects deleted since the caller read their templates are left out: the session is
+    /// neither compared with nor remembered for them (a deleted subject's record is gone).
     fn remember_unless_replayed(
         &mut self,
         checked: &[Compared],
@@ -453,22 +467,43 @@ impl Replays {
         window: Duration,
         now: Instant,
     ) -> Option<(String, Replayed)> {
+        let living: Vec<Compared> = checked
+            .iter()
+            .filter(|c| !self.deleted.contains_key(&c.subject))
+            .cloned()
+            .collect();
+        if living.is_empty() {
+            return None;
+        }
         let kept = self.journal.is_some().then(|| prints.clone());
         let found = self
             .record
-            .remember_unless_replayed(checked, session, prints, window, now);
+            .remember_unless_replayed(&living, session, prints, window, now);
         if let (None, Some(journal), Some(prints)) = (&found, &mut self.journal, kept)
             && !window.is_zero()
             && !prints.is_empty()
         {
-            let subjects: Vec<&str> = checked.iter().map(|c| c.subject.as_str()).collect();
+            let subjects: Vec<&str> = living.iter().map(|c| c.subject.as_str()).collect();
             journal.remembered(&subjects, session, &prints, &self.record);
         }
         found
     }
 
-    /// Forgets `subject`'s sessions, in the journal too.
-    fn forget(&mut self, subject: &str) {
+    /// Forgets `subject`'s sessions, in the journal too, and remembers it deleted for
+    /// [`DELETED_FOR`].
+    fn forget(&mut self, subject: &str, now: Instant) {
+        self.deleted
+            .retain(|_, at| now.saturating_duration_since(*at) < DELETED_FOR);
+        if self.deleted.len() >= DELETED_MAX
+            && let Some(oldest) = self
+                .deleted
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(s, _)| s.clone())
+        {
+            self.deleted.remove(&oldest);
+        }
+        self.deleted.insert(subject.to_owned(), now);
         if self.record.forget(subject) > 0
             && let Some(journal) = &mut self.journal
         {
@@ -517,6 +552,7 @@ impl Registry {
             replays: Arc::new(Mutex::new(Replays {
                 record,
                 journal: Some(journal),
+                deleted: HashMap::new(),
             })),
             ..Self::new(limits, policy)
         }
@@ -591,7 +627,8 @@ impl Registry {
     pub async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
         let replays = Arc::clone(&self.replays);
         let forgotten = subject.to_owned();
-        tokio::task::spawn_blocking(move || lock_record(&replays).forget(&forgotten))
+        let now = Instant::now();
+        tokio::task::spawn_blocking(move || lock_record(&replays).forget(&forgotten, now))
             .await
             .map_err(|e| SessionError::Backend(format!("forgetting the replay record: {e}")))?;
         let mut map = self.lock();
@@ -1072,6 +1109,50 @@ mod tests {
         assert!(r.view("k1", &bob, t0).is_ok());
         assert!(r.view("k3", &unbound, t0).is_ok());
         assert_eq!(r.forget_subject("alice").await.unwrap(), 0);
+    }
+
+    /// A verification that read a subject's templates before its deletion and remembers its
+    /// session after it does not bring the deleted subject's record back; a subject still
+    /// enrolled beside it is remembered, and the deleted mark ends after [`DELETED_FOR`].
+    #[tokio::test]
+    async fn a_session_remembered_after_its_subject_was_deleted_is_not_kept() {
+        let r = reg();
+        let t0 = Instant::now();
+        let prints: Vec<Fingerprint> = (0..8)
+            .map(|i| {
+                Fingerprint::try_from(
+                    (0..256)
+                        .map(|k| ((k + i * 37) % 256) as u8)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let compared = |subject: &str| Compared {
+            subject: subject.to_owned(),
+            sessions: Vec::new(),
+        };
+        r.forget_subject("gone").await.unwrap();
+        let found = r
+            .remember_verified(
+                vec![compared("gone"), compared("kept")],
+                "s1".to_owned(),
+                prints.clone(),
+                t0,
+            )
+            .await
+            .unwrap();
+        assert!(found.is_none());
+        assert!(r.accepted_sessions("gone", t0).await.unwrap().is_empty());
+        assert_eq!(r.accepted_sessions("kept", t0).await.unwrap().len(), 1);
+        // Long after the deletion the mark is gone (a subject id is never reused: this bounds
+        // what the marks hold, it does not matter to a living subject).
+        let later = t0 + DELETED_FOR + Duration::from_secs(1);
+        r.forget_subject("other").await.unwrap();
+        let mut replays = lock_record(&r.replays);
+        replays.forget("other", later);
+        assert!(!replays.deleted.contains_key("gone"));
+        assert!(replays.deleted.contains_key("other"));
     }
 
     #[test]
