@@ -3,7 +3,8 @@
 //! at a typical session length (40 frames) and at the frame bound (160). Frames are synthetic
 //! (a face that performs nothing, so every action is searched over the whole session: the
 //! in-progress worst case) with distinct embeddings and fingerprints. Also the replay check of
-//! a passed session against its subject's record of accepted sessions.
+//! a passed session against its subject's record of accepted sessions, and remembering an
+//! accepted session with and without the embedded mode's journal.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use facekey_runtime::challenge::{
@@ -120,5 +121,68 @@ fn replay_check(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, judge_after_batch, replay_check);
+/// Remembering an accepted session (`Registry::remember_verified`): in memory alone (the
+/// PostgreSQL store's replicas and tests), and in the embedded mode, where each one is also
+/// appended and synced to the replay journal under the record's lock, so accepted sessions are
+/// written one sync at a time. 64 frames, a new subject each time (nothing to compare with: the
+/// write alone); the journal's periodic rewrite is in the average. The journal is written under
+/// the target directory, on the disk the build uses (a `/tmp` in memory would hide the sync).
+fn replay_remember(c: &mut Criterion) {
+    use facekey_runtime::challenge::replay::Compared;
+    use facekey_runtime::challenge::replay_file::ReplayJournal;
+    use facekey_runtime::challenge::session::{Registry, SessionLimits};
+    use facekey_runtime::store::cipher::TemplateKeys;
+    use std::time::{Duration, Instant};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let prints: Vec<Fingerprint> = (0..64)
+        .map(|i| {
+            frame(i)
+                .fingerprint
+                .unwrap_or_else(|| panic!("frame {i} has a fingerprint"))
+        })
+        .collect();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap_or_else(|e| panic!("journal directory: {e}"));
+    let keys = TemplateKeys::parse(&format!("bench:{}", "ab".repeat(32)), dir.path())
+        .unwrap_or_else(|e| panic!("template key: {e}"));
+    let limits = SessionLimits::default();
+    let failed = prometheus::IntCounter::new("failed", "bench").unwrap_or_else(|e| panic!("{e}"));
+    let (journal, record) =
+        ReplayJournal::open(dir.path(), keys, Duration::from_secs(86_400), failed)
+            .unwrap_or_else(|e| panic!("replay journal: {e}"));
+    let registries = [
+        ("memory", Registry::new(limits, ChallengePolicy::default())),
+        (
+            "journal",
+            Registry::with_journal(limits, ChallengePolicy::default(), journal, record),
+        ),
+    ];
+    let mut group = c.benchmark_group("challenge/replay_remember");
+    group.measurement_time(Duration::from_secs(10));
+    for (name, registry) in &registries {
+        let mut n = 0u64;
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                n += 1;
+                let checked = vec![Compared {
+                    subject: format!("subject-{n}"),
+                    sessions: Vec::new(),
+                }];
+                let found = runtime.block_on(registry.remember_verified(
+                    checked,
+                    format!("session-{n}"),
+                    prints.clone(),
+                    Instant::now(),
+                ));
+                assert!(matches!(found, Ok(None)), "remembered");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, judge_after_batch, replay_check, replay_remember);
 criterion_main!(benches);
