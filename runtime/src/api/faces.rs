@@ -747,10 +747,10 @@ fn failure_targets(judged: &[Judged], caller: Option<&str>) -> Vec<usize> {
             .map(|(i, _)| i)
     };
     let mut targets: Vec<usize> = closest(None).into_iter().collect();
-    if let Some(other) = closest(Some(false)) {
-        if !targets.contains(&other) {
-            targets.push(other);
-        }
+    if let Some(other) = closest(Some(false))
+        && !targets.contains(&other)
+    {
+        targets.push(other);
     }
     targets
 }
