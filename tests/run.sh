@@ -65,10 +65,10 @@ fi
 if [ -x tests/ui/run.sh ]; then
   stage "ui: end-to-end in headless Chromium against the runtime"
   # Strict: a step whose API is missing fails instead of being skipped. The liveness challenge
-  # must pass on the lab's 24 s looping clip (tests/ui/run.sh): sessions end within 22 s, before
-  # the clip comes round again with frames the runtime rightly fails as repeats but after the
-  # ~16 s any challenge takes from any point of it, and their frame budget lasts that long at the
-  # UI's top capture rate of 10 frames/s (defaults: 60 s, 160 frames). The identify view's
+  # must pass on the lab's 28 s looping clip of one challenge (tests/ui/run.sh; the test redraws
+  # the session until the runtime asks for it): sessions end within 22 s, before the clip comes
+  # round again with frames the runtime rightly fails as repeats, and their frame budget lasts
+  # that long at the UI's top capture rate of 10 frames/s (defaults: 60 s, 160 frames). The identify view's
   # challenge runs after the verified one on the same looping clip, so its frames repeat frames
   # of a session accepted for the subject, which the replay record refuses as a replayed
   # recording (`replayed_session`, what it is for: the runtime tests and tests/challenge cover

@@ -16,7 +16,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::{Running, error_code, face, metric};
 use facekey_runtime::challenge::{
-    Action, ChallengePolicy, FrameObservation, Outcome, evaluate, signals,
+    Action, ChallengePolicy, FailReason, FrameObservation, Outcome, evaluate, signals,
 };
 use facekey_runtime::config::Config;
 use facekey_runtime::vision::landmarks::observe_frame;
@@ -155,6 +155,31 @@ fn every_challenge_order_passes_when_performed() {
             "{ch:?} performed reversed"
         );
     }
+    // A recording of every action, three rounds over, holds every challenge in order (it used
+    // to pass all 80). On the models' own readings it now passes only the challenges that its
+    // first actions perform before one they leave out; the rest fail `unrequested_action`.
+    let every: Vec<Action> = (0..3).flat_map(|_| Action::ALL).collect();
+    let recording = perform(&every);
+    let mut passed = Vec::new();
+    for ch in &challenges {
+        let verdict = evaluate(ch, &recording, &policy);
+        if verdict.outcome == Outcome::Passed {
+            passed.push(ch.clone());
+        } else {
+            assert_eq!(
+                verdict.reasons,
+                vec![FailReason::UnrequestedAction],
+                "{ch:?}: {verdict:?}"
+            );
+        }
+    }
+    // Which ones depends on how the models read this crude warp in sequence (after the turns
+    // its look-up frame reads as an open mouth): a handful, among those it starts with.
+    assert!(
+        passed.len() <= 8,
+        "{} of 80 passed: {passed:?}",
+        passed.len()
+    );
 }
 
 /// A flat print turned or tilted as a whole (horizontal or vertical squeeze, keystone) moves
@@ -852,6 +877,40 @@ async fn the_fusion_policy_refuses_replays_and_a_zero_window_turns_the_check_off
         }
         s.stop().await;
     }
+}
+
+/// An action the drawn challenge leaves out, performed before the challenge is complete, fails
+/// the session at once (`unrequested_action`), counted by reason and raised as a spoof event:
+/// a recording of the person doing every action cannot pass whatever challenge is drawn.
+#[tokio::test]
+async fn an_action_the_challenge_leaves_out_fails_the_session() {
+    let s = Running::start(config()).await;
+    let verify = s.client_for("verify");
+    let (_, opened) = open(&s, &verify, json!({})).await;
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let challenge = challenge_of(&opened);
+    let left_out = Action::ALL
+        .into_iter()
+        .find(|a| *a != Action::Blink && !challenge.contains(a))
+        .unwrap();
+    let (st, fb) = send(&s, &verify, &id, &frames_json(&performance(&[left_out]), 5)).await;
+    assert_eq!(st, StatusCode::OK, "{fb}");
+    assert_eq!(fb["state"], "failed", "{challenge:?}, {left_out}: {fb}");
+    let (_, g) = s
+        .json(verify.get(s.url(&format!("/v1/liveness/sessions/{id}"))))
+        .await;
+    assert_eq!(g["live"], false);
+    assert_eq!(g["reasons"], json!(["unrequested_action"]), "{g}");
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("facekey_liveness_sessions_failed_total{reason=\"unrequested_action\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("facekey_spoof_detected_total 1"),
+        "a failed challenge is a spoof event"
+    );
+    s.stop().await;
 }
 
 #[tokio::test]

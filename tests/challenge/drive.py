@@ -9,8 +9,11 @@ try unfinished at worst (never another failure reason), and verify the subject o
 is 409 session_used). Attacks (static photo, flat print): the session must not pass, and verify
 with it must be refused. Replay (after genuine): sessions are opened and closed until one draws
 the verified session's challenge again, the recorded clip is sent again into it, it passes, and
-verify must refuse it (`replayed_session`). Clip seeds are fixed (CHALLENGE_SEED, default
-20261204; "time" draws one).
+verify must refuse it (`replayed_session`). Every action: a genuine clip of the face doing every
+action in an order that holds every challenge (a recording that used to pass whatever was drawn)
+is sent into a session whose challenge it does not start with: the session must fail
+`unrequested_action` and verify with it must be refused. Clip seeds are fixed (CHALLENGE_SEED,
+default 20261204; "time" draws one).
 
 Usage: drive.py URL SUBJECT EVAL_BIN WORKDIR KIND [KIND...]   (API key in FACEKEY_API_KEY)
 Standard library only.
@@ -64,18 +67,19 @@ def open_session():
     return session
 
 
-def perform(kind, seed, session=None, out=None):
-    """Opens a session (or takes `session`), renders a clip of `kind` for its challenge from
-    `seed` (or sends the clip rendered in `out` before), sends it in real time and returns
-    (session id, the session as read at the end, the clip's directory)."""
+def perform(kind, seed, session=None, out=None, actions=None, render=None):
+    """Opens a session (or takes `session`), renders a clip of `render` (default `kind`)
+    performing `actions` (default: its challenge) from `seed` (or sends the clip rendered in
+    `out` before), sends it in real time and returns (session id, the session as read at the
+    end, the clip's directory)."""
     session = session or open_session()
     sid, challenge = session["id"], session["challenge"]
     max_frames = session.get("max_frames", 32)
     if out is None:
         out = os.path.join(WORK, f"{kind}-{sid}")
         subprocess.run(
-            [EVAL_BIN, "sequences", "--out", out, "--photos", "astronaut.png", "--kinds", kind,
-             "--actions", ",".join(challenge), "--fps", FPS, "--frame", FRAME, "--seed", str(seed)],
+            [EVAL_BIN, "sequences", "--out", out, "--photos", "astronaut.png", "--kinds", render or kind,
+             "--actions", actions or ",".join(challenge), "--fps", FPS, "--frame", FRAME, "--seed", str(seed)],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with open(os.path.join(out, "manifest.json")) as f:
         clip = json.load(f)["sequences"][0]
@@ -165,15 +169,7 @@ def replay(challenge, clip):
     unused until one asks for the recorded challenge, then send the recording with fresh
     timestamps: that session passes (one session alone cannot tell), and verify must refuse it
     as `replayed_session`, since its frames repeat a session accepted for the subject."""
-    for opened in range(1, REROLLS + 1):
-        session = open_session()
-        if session["challenge"] == challenge:
-            break
-        status, body = call("DELETE", f"/v1/liveness/sessions/{session['id']}")
-        if status != 204:
-            fail(f"close a re-rolled session: {status} {body}")
-    else:
-        fail(f"the challenge {challenge} was not drawn again in {REROLLS} sessions")
+    session, opened = redraw(lambda c: c == challenge)
     print(f"replay: the recorded challenge {','.join(challenge)} drawn again after {opened} sessions")
     sid, final, _ = perform("replay", SEED, session=session, out=clip)
     if final["state"] != "passed":
@@ -185,6 +181,43 @@ def replay(challenge, clip):
           f"liveness {verdict.get('liveness', {}).get('state')}")
 
 
+# The evaluation lab's EVERY_CHALLENGE: every ordered choice of 2 or 3 distinct actions is a
+# subsequence of it.
+EVERY_ACTION = ("blink,turn_left,turn_right,look_up,open_mouth,blink,turn_left,turn_right,look_up,"
+                "blink,turn_left,turn_right,open_mouth")
+
+
+def redraw(keep):
+    """Opens sessions, closing each unused, until `keep(challenge)`; returns that session and how
+    many were opened."""
+    for opened in range(1, REROLLS + 1):
+        session = open_session()
+        if keep(session["challenge"]):
+            return session, opened
+        status, body = call("DELETE", f"/v1/liveness/sessions/{session['id']}")
+        if status != 204:
+            fail(f"close a redrawn session: {status} {body}")
+    fail(f"no challenge drawn in {REROLLS} sessions suited the case")
+
+
+def every_action():
+    """A recording of the subject doing every action: it holds every challenge in order. The
+    session opened asks for open mouth first, the last action of the recording's first round,
+    and leaves out a turn, so the recording turns that way (the synthetic action the models see
+    most surely) before the challenge's first action: it must fail `unrequested_action`. (A
+    left-out action the models miss is not counted: a recording whose look-up they miss passes
+    the challenges without one, which is why this case asks for a turn left out.)"""
+    session, opened = redraw(
+        lambda c: c[0] == "open_mouth" and not {"turn_left", "turn_right"} <= set(c))
+    print(f"every_action: a challenge starting with open_mouth without both turns drawn after {opened} sessions")
+    sid, final, _ = perform("every_action", SEED, session=session, actions=EVERY_ACTION, render="genuine")
+    if final["state"] == "passed" or final.get("live") is True:
+        fail(f"a recording of every action passed the challenge {session['challenge']}: {final}")
+    if "unrequested_action" not in (final.get("reasons") or []):
+        fail(f"a recording of every action did not fail unrequested_action: {final}")
+    refused_verify("every_action", sid)
+
+
 recorded = None
 for k in KINDS:
     if k == "genuine":
@@ -193,6 +226,8 @@ for k in KINDS:
         if recorded is None:
             fail("the replay case needs the genuine case before it")
         replay(*recorded)
+    elif k == "every_action":
+        every_action()
     else:
         attack(k)
 print("ok: challenge sessions end to end")

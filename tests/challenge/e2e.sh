@@ -13,6 +13,8 @@
 #                 draws its challenge again, the clip is sent into it (fresh timestamps), the
 #                 session passes, and verify refuses it as replayed_session (the frames repeat a
 #                 session accepted for the subject).
+#   every_action  the face doing every action in an order that holds every challenge, sent into
+#                 a session whose challenge it does not start with: fails unrequested_action.
 # Test-only change: --session-ttl-secs 300, because the debug build of facekey-eval renders a clip
 # in tens of seconds after the session opened (the default TTL is 60 s).
 set -euo pipefail
@@ -31,5 +33,5 @@ curl -fsS -H "$AUTH" "$RUNTIME_URL/v1/subjects/$subject/faces" \
 
 CHALLENGE_FRAME="${CHALLENGE_FRAME:-480x360}" CHALLENGE_FPS="${CHALLENGE_FPS:-8}" \
   python3 "$ROOT/tests/challenge/drive.py" "$RUNTIME_URL" "$subject" "$EVAL" "$WORK" \
-  genuine replay static_photo flat_print || fail "challenge sessions"
+  genuine replay every_action static_photo flat_print || fail "challenge sessions"
 printf 'ok: challenge sessions end to end (%ss)\n' "$(( $(date +%s) - started ))"

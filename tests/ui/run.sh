@@ -14,7 +14,8 @@
 # `--session-replay-window-secs 0`: the identify step's session repeats the looping clip's frames
 # that the verified session sent, a replay the runtime would otherwise refuse);
 # e2e.mjs checks the session it gets and says so otherwise.
-# FACEKEY_CHALLENGE_CAMERA (a y4m), FACEKEY_CHALLENGE_EXPECT (passed | progress | verdict),
+# FACEKEY_CHALLENGE_CAMERA (a y4m; with FACEKEY_CHALLENGE_ACTIONS, the challenge it performs),
+# FACEKEY_CHALLENGE_EXPECT (passed | progress | verdict),
 # FACEKEY_CHALLENGE_ATTEMPTS (3) and FACEKEY_EVAL_BIN (the lab binary; set, it is never built)
 # override.
 set -euo pipefail
@@ -64,19 +65,24 @@ if [ -z "$challenge" ]; then
   fi
   lab_help="$("$eval_bin" sequences --help 2>/dev/null || true)"
   if [ -x "$eval_bin" ] && grep -q -- '--y4m-copies' <<<"$lab_help"; then
-    # The lab's clip: the astronaut (the enrolled photo) performing, twice over, an order of 13
-    # actions that holds every possible challenge, about 0.9 s per action (24 s, 360 frames at
-    # 15 fps), each copy with its own randomness, so no two frames are alike. Chromium loops the
-    # file, and a later loop's frames are exact repeats the runtime rightly fails
-    # (duplicate_frames): a session shorter than the loop never sees one, and from wherever the
-    # clip is when a session opens, every challenge is done within 17 consecutive actions
-    # (about 16 s). 480x360: the debug runtime checks about 4 frames/s of it (3 at 640x480),
-    # and the debug lab renders it in about 50 s (a thread per copy).
-    if (cd "$repo" && "$eval_bin" sequences --photos astronaut.png --frame 480x360 --y4m-copies 2 \
-      --y4m "$work/challenge.y4m") >"$work/sequences.log" 2>&1 && [ -s "$work/challenge.y4m" ]; then
+    # The lab's clip: the astronaut (the enrolled photo) performing one challenge, open mouth
+    # then blink, COPIES times over, about 0.9 s per action, each copy with its own randomness,
+    # so no two frames are alike. The runtime fails a session in which an action the challenge
+    # leaves out is done, so no clip passes every challenge: e2e.mjs redraws each session the
+    # page opens until the runtime asks for this one (FACEKEY_CHALLENGE_ACTIONS). The clip holds
+    # only its challenge's actions, so it passes from wherever it is when the session opens.
+    # Chromium loops the file, and a later loop's frames are exact repeats the runtime rightly
+    # fails (duplicate_frames):
+    # the clip must outlast a session (22 s, see above). 480x360: the debug runtime checks
+    # about 4 frames/s of it (3 at 640x480).
+    actions="open_mouth,blink"
+    if (cd "$repo" && "$eval_bin" sequences --photos astronaut.png --frame 480x360 --actions "$actions" \
+      --y4m-copies "${FACEKEY_CHALLENGE_COPIES:-14}" --y4m "$work/challenge.y4m") >"$work/sequences.log" 2>&1 \
+      && [ -s "$work/challenge.y4m" ]; then
       challenge="$work/challenge.y4m"
       tail -n 1 "$work/sequences.log"
       export FACEKEY_CHALLENGE_EXPECT="${FACEKEY_CHALLENGE_EXPECT:-passed}"
+      export FACEKEY_CHALLENGE_ACTIONS="$actions"
     else
       echo "run.sh: facekey-eval sequences --y4m failed:" >&2
       tail -n 20 "$work/sequences.log" >&2

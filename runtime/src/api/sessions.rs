@@ -103,7 +103,8 @@ impl SessionMetrics {
                 "facekey_liveness_sessions_failed_total",
                 "Challenge-liveness sessions that failed, by reason (challenge_incomplete, \
                  expired, duplicate_frames, face_changed, timestamps_not_increasing, \
-                 frames_too_fast, clock_mismatch, too_few_usable_frames, passive_liveness_low).",
+                 frames_too_fast, clock_mismatch, too_few_usable_frames, passive_liveness_low, \
+                 unrequested_action).",
             ),
             &["reason"],
         )?;

@@ -72,11 +72,15 @@ pub enum FailReason {
     ChallengeIncomplete,
     /// The session expired before it passed (set by the session layer).
     Expired,
+    /// An action the challenge does not hold was performed (done and let go) before the
+    /// challenge was complete: a recording cycling through every action would otherwise pass
+    /// every challenge. Blinks do not count (people blink unasked).
+    UnrequestedAction,
 }
 
 impl FailReason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [FailReason; 9] = [
+    pub const ALL: [FailReason; 10] = [
         Self::TimestampsNotIncreasing,
         Self::FramesTooFast,
         Self::ClockMismatch,
@@ -86,6 +90,7 @@ impl FailReason {
         Self::PassiveLivenessLow,
         Self::ChallengeIncomplete,
         Self::Expired,
+        Self::UnrequestedAction,
     ];
 
     /// The snake_case name.
@@ -100,6 +105,7 @@ impl FailReason {
             Self::PassiveLivenessLow => "passive_liveness_low",
             Self::ChallengeIncomplete => "challenge_incomplete",
             Self::Expired => "expired",
+            Self::UnrequestedAction => "unrequested_action",
         }
     }
 }
@@ -469,6 +475,32 @@ fn released_at(
     None
 }
 
+/// Whether an action `challenge` does not hold was performed whole in the window `start..end`
+/// (where the awaited action completes at `end`, or the frames end): completed and let go
+/// before `end`. Blinks never count (people blink unasked). The challenge's own actions do not
+/// count out of turn either: a person whose action was missed may go on to the next and come
+/// back, as before; what a recording of every action cannot avoid is the actions a challenge
+/// leaves out (at least one of the four others). An action still held when the awaited one
+/// completes is not counted: a side effect of performing it (a pitch a turn drags along) rises
+/// and falls with it, while an action performed on its own is over before the awaited one is.
+fn performed_unrequested(
+    challenge: &[Action],
+    s: &[Option<Signals>],
+    start: usize,
+    end: usize,
+    p: &ChallengePolicy,
+) -> bool {
+    let within = &s[..end.min(s.len())];
+    Action::ALL
+        .into_iter()
+        .filter(|&a| a != Action::Blink && !challenge.contains(&a))
+        .any(|a| {
+            (start + 1..within.len()).any(|i| {
+                completes_at(a, within, start, i, p) && released_at(a, within, i, p).is_some()
+            })
+        })
+}
+
 fn median(mut v: Vec<f32>) -> Option<f32> {
     if v.is_empty() {
         return None;
@@ -606,6 +638,11 @@ pub fn evaluate_more(
     for result in &mut actions {
         let found = (start + 1..frames.len())
             .find(|&j| completes_at(result.action, &sig, start, j, policy));
+        let end = found.unwrap_or(frames.len());
+        if performed_unrequested(challenge, &sig, start, end, policy) {
+            fail(FailReason::UnrequestedAction, &mut reasons);
+            break;
+        }
         let Some(j) = found else { break };
         result.passed = true;
         result.at_frame = Some(j);
@@ -838,10 +875,68 @@ mod tests {
         assert!(matches!(b, 0 | 1 | 3 | 6), "{b}");
     }
 
+    /// A recording cycling through every action three times over (a video of the person doing
+    /// everything) holds every challenge in order; it used to pass all 80 the runtime draws.
+    /// Now only those it performs before any action they leave out pass: the ones it starts
+    /// with.
+    #[test]
+    fn a_recording_of_every_action_does_not_pass_every_challenge() {
+        let p = ChallengePolicy::default();
+        let perform = |a: Action| -> Vec<Pose> {
+            let (half, full): (Pose, Pose) = match a {
+                Action::Blink => return blink(),
+                Action::TurnLeft => (with(|q| q.yaw = 0.1), with(|q| q.yaw = 0.25)),
+                Action::TurnRight => (with(|q| q.yaw = -0.1), with(|q| q.yaw = -0.25)),
+                Action::LookUp => (with(|q| q.up = 0.15), with(|q| q.up = 0.3)),
+                Action::OpenMouth => (with(|q| q.mouth = 10.0), with(|q| q.mouth = 20.0)),
+            };
+            vec![half, full, NEUTRAL, NEUTRAL]
+        };
+        let order = [
+            Action::TurnLeft,
+            Action::LookUp,
+            Action::OpenMouth,
+            Action::TurnRight,
+            Action::Blink,
+        ];
+        let mut poses = vec![NEUTRAL; 4];
+        for _ in 0..3 {
+            for a in order {
+                poses.extend(perform(a));
+            }
+        }
+        let frames = seq(&poses);
+        let mut challenges: Vec<Vec<Action>> = Vec::new();
+        for a in Action::ALL {
+            for b in Action::ALL.into_iter().filter(|&b| b != a) {
+                challenges.push(vec![a, b]);
+                for c in Action::ALL.into_iter().filter(|&c| c != a && c != b) {
+                    challenges.push(vec![a, b, c]);
+                }
+            }
+        }
+        assert_eq!(challenges.len(), 80);
+        let mut passed = Vec::new();
+        for c in &challenges {
+            let v = evaluate(c, &frames, &p);
+            match v.outcome {
+                Outcome::Passed => passed.push(c.clone()),
+                _ => assert_eq!(
+                    v.reasons,
+                    vec![FailReason::UnrequestedAction],
+                    "{c:?}: {v:?}"
+                ),
+            }
+        }
+        let (l, u, m) = (Action::TurnLeft, Action::LookUp, Action::OpenMouth);
+        assert_eq!(passed, vec![vec![l, u], vec![l, u, m]]);
+    }
+
     #[test]
     fn actions_out_of_order_do_not_count() {
         // Turn left first, then blink: the challenge asked blink first, so turn_left is
-        // still open after the blink (no turn follows it).
+        // still open after the blink (no turn follows it). The turn is the challenge's own, so
+        // it does not fail the session: a person whose blink was missed may go on and come back.
         let mut poses = vec![NEUTRAL, with(|p| p.yaw = 0.2), NEUTRAL];
         poses.extend(blink());
         let v = evaluate(
@@ -853,6 +948,26 @@ mod tests {
         assert!(v.actions[0].passed && !v.actions[1].passed);
         assert_eq!(v.next_action, Some(Action::TurnLeft));
         assert_eq!(v.confidence(), None);
+        // An action the challenge does not hold, done first, fails it at once.
+        let v = evaluate(
+            &[Action::Blink, Action::LookUp],
+            &seq(&poses),
+            &ChallengePolicy::default(),
+        );
+        assert_eq!(v.outcome, Outcome::Failed);
+        assert_eq!(v.reasons, vec![FailReason::UnrequestedAction]);
+        assert_eq!(v.confidence(), Some(0.0));
+        // A blink first is no such action: people blink unasked.
+        let mut poses = vec![NEUTRAL];
+        poses.extend(blink());
+        poses.extend([with(|p| p.yaw = 0.2), NEUTRAL]);
+        let v = evaluate(
+            &[Action::TurnLeft, Action::OpenMouth],
+            &seq(&poses),
+            &ChallengePolicy::default(),
+        );
+        assert_eq!(v.outcome, Outcome::InProgress, "{v:?}");
+        assert!(v.actions[0].passed && !v.actions[1].passed);
     }
 
     /// Regression (lab seed 20261203, `replay_other_challenge/t1-2/00`): a genuine clip of
@@ -963,20 +1078,24 @@ mod tests {
             evaluate(&[Action::LookUp], &frames, &old).actions[0].at_frame,
             Some(3)
         );
-        // Now only the look-up is.
+        // Now only the look-up is: no frame of the turn is seen as one, and asked for the
+        // look-up alone, the turn performed whole before it fails the session.
         let v = evaluate(&[Action::LookUp], &frames, &p);
-        assert_eq!(v.actions[0].at_frame, Some(9), "{v:?}");
         assert!((2..=5).all(|j| v.frames[j].action_seen != Some(Action::LookUp)));
+        assert!((8..=10).any(|j| v.frames[j].action_seen == Some(Action::LookUp)));
+        assert_eq!(v.reasons, vec![FailReason::UnrequestedAction], "{v:?}");
         // The turn itself still counts, and the replay against the reverse order still sees
         // both in order.
         let v = evaluate(&[Action::TurnLeft, Action::LookUp], &frames, &p);
         assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
         assert_eq!(v.actions[0].at_frame, Some(3));
         assert_eq!(v.actions[1].at_frame, Some(9));
-        // Look-up first, then the turn: the turn came before the look-up, so it is not seen.
+        // Look-up first, then the turn: the turn came before the look-up, so it is not seen
+        // (the challenge's own action out of turn does not fail the session).
         let v = evaluate(&[Action::LookUp, Action::TurnLeft], &frames, &p);
         assert_eq!(v.actions[0].at_frame, Some(9));
         assert!(!v.actions[1].passed, "{v:?}");
+        assert!(v.reasons.is_empty(), "{v:?}");
     }
 
     /// Regression (lab seed 20261203, `replay_other_challenge/t1-3/01`): t1-3's face rests at

@@ -24,7 +24,9 @@ use crate::collect::Source;
 use crate::rng::Rng;
 
 /// The 13-action order that contains every ordered choice of 2 or 3 distinct actions as a
-/// subsequence (found by exhaustive search), so one looping clip can satisfy any challenge.
+/// subsequence (found by exhaustive search). A looping clip of it used to satisfy any
+/// challenge; the runtime now fails the actions a challenge leaves out (`unrequested_action`), so
+/// such a clip is the recording an attacker would make, and passes only what it starts with.
 pub const EVERY_CHALLENGE: [Action; 13] = {
     use Action::*;
     [
@@ -109,7 +111,8 @@ pub struct SequencesArgs {
     #[arg(long, value_name = "FILE")]
     pub y4m: Option<PathBuf>,
     /// The challenge every clip performs (or fakes); default: a random one per clip, and for
-    /// the y4m an order holding every possible challenge.
+    /// the y4m an order holding every possible challenge ([`EVERY_CHALLENGE`], which the
+    /// runtime fails: give the challenge to perform).
     #[arg(long, value_delimiter = ',', value_parser = parse_actions)]
     pub actions: Vec<Action>,
     /// Frame rate of the y4m clip; every frame is rendered anew (no repeats: the checker
@@ -119,10 +122,12 @@ pub struct SequencesArgs {
     /// Times the y4m performs its actions, one after the other, each copy rendered with its own
     /// randomness (amplitudes, timing, camera, noise), so no two frames of the file are alike.
     /// Chromium loops the file: a session shorter than the whole file never sees a frame twice
-    /// (an exact repeat fails it as duplicate_frames), and with the default order and 2 copies
-    /// it can still see any challenge from wherever the file is when it opens (each completes
-    /// within 17 consecutive actions of the looping order, of the file's 26).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    /// (an exact repeat fails it as duplicate_frames). With the default order and 2 copies the
+    /// file holds any challenge from wherever it is when a session opens (each completes within
+    /// 17 consecutive actions of the looping order, of the file's 26), which the runtime now
+    /// fails as `unrequested_action`; the UI test performs one challenge ending with a blink
+    /// (`--actions open_mouth,blink`) 14 times instead. A thread renders each copy.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub y4m_copies: u32,
 }
 
