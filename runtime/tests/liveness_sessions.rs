@@ -886,13 +886,24 @@ async fn the_fusion_policy_refuses_replays_and_a_zero_window_turns_the_check_off
 async fn an_action_the_challenge_leaves_out_fails_the_session() {
     let s = Running::start(config()).await;
     let verify = s.client_for("verify");
-    let (_, opened) = open(&s, &verify, json!({})).await;
-    let id = opened["id"].as_str().unwrap().to_owned();
-    let challenge = challenge_of(&opened);
-    let left_out = Action::ALL
-        .into_iter()
-        .find(|a| *a != Action::Blink && !challenge.contains(a))
-        .unwrap();
+    // A challenge leaving out a turn (the synthetic action the models read most surely, and
+    // never as another), redrawn until one does: the turn is performed before anything asked.
+    let turns = [Action::TurnLeft, Action::TurnRight];
+    let (id, challenge, left_out) = loop {
+        let (st, opened) = open(&s, &verify, json!({})).await;
+        assert_eq!(st, StatusCode::CREATED, "{opened}");
+        let id = opened["id"].as_str().unwrap().to_owned();
+        let challenge = challenge_of(&opened);
+        if let Some(turn) = turns.into_iter().find(|t| !challenge.contains(t)) {
+            break (id, challenge, turn);
+        }
+        let closed = verify
+            .delete(s.url(&format!("/v1/liveness/sessions/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(closed.status(), StatusCode::NO_CONTENT);
+    };
     let (st, fb) = send(&s, &verify, &id, &frames_json(&performance(&[left_out]), 5)).await;
     assert_eq!(st, StatusCode::OK, "{fb}");
     assert_eq!(fb["state"], "failed", "{challenge:?}, {left_out}: {fb}");

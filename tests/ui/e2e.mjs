@@ -161,6 +161,11 @@ const CHALLENGE_ACTIONS = CHALLENGE_CAMERA
   : [];
 /** Draws a redrawn session open may take: 80 challenges, the clip's drawn 1 in 40 or 1 in 120. */
 const REDRAWS_MAX = 1200;
+/**
+ * When each session the challenge browser kept was opened (ms since the epoch, taken before its
+ * open was sent), by id: a redrawn open answers the page long after its request left.
+ */
+const OPENED_AT = new Map();
 /** The least session lifetime in which the looping clip can pass (see expectPassableSession). */
 const SESSION_MIN_SECONDS = 12;
 const CHALLENGE_EXPECT = CHALLENGE_CAMERA ? (process.env.FACEKEY_CHALLENGE_EXPECT ?? "verdict") : "noface";
@@ -666,16 +671,21 @@ async function redrawToTheClip(ctx) {
     if (request.method() !== "POST") return route.continue();
     const headers = await request.allHeaders();
     for (let drawn = 1; drawn <= REDRAWS_MAX; drawn += 1) {
+      const sent = Date.now();
       const res = await route.fetch();
       const body = res.status() === 201 ? await res.json().catch(() => undefined) : undefined;
       if (!body) return route.fulfill({ response: res });
       if (body.challenge?.join(",") === CHALLENGE_ACTIONS.join(",")) {
+        OPENED_AT.set(body.id, sent);
         console.log(`     session open: the runtime drew ${CHALLENGE_ACTIONS.join(",")} on draw ${drawn} (${drawn - 1} redrawn and closed)`);
         return route.fulfill({ response: res });
       }
+      await res.dispose();
       const closed = await ctx.request.delete(`${request.url()}/${body.id}`, { headers: headers.authorization ? { authorization: headers.authorization } : {}, failOnStatusCode: false });
-      if (closed.status() !== 204) {
-        return route.fulfill({ status: 500, json: { error: { code: "e2e_redraw", message: `closing a redrawn session answered ${closed.status()}` } } });
+      const closedStatus = closed.status();
+      await closed.dispose();
+      if (closedStatus !== 204) {
+        return route.fulfill({ status: 500, json: { error: { code: "e2e_redraw", message: `closing a redrawn session answered ${closedStatus}` } } });
       }
     }
     return route.fulfill({ status: 500, json: { error: { code: "e2e_redraw", message: `no session in ${REDRAWS_MAX} asked for ${CHALLENGE_ACTIONS.join(",")}` } } });
@@ -793,9 +803,10 @@ async function challengeSteps() {
       const opened = [];
       page.on("response", async (res) => {
         if (res.request().method() !== "POST" || !/\/v1\/liveness\/sessions$/.test(new URL(res.url()).pathname)) return;
-        // From when the request left: never shorter than the session's real lifetime.
-        const sent = res.request().timing().startTime;
+        // From when the request left (or, redrawn, when the kept open left): never shorter
+        // than the session's real lifetime.
         const body = await res.json().catch(() => undefined);
+        const sent = OPENED_AT.get(body?.id) ?? res.request().timing().startTime;
         if (res.status() === 201 && body) opened.push({ ttlMs: Date.parse(body.expires_at) - sent, maxFrames: body.max_frames });
       });
       const { outcome, attempts } = await runChallenge("challenge-verification", "verification", () => expectPassableSession(opened[0]));

@@ -658,14 +658,12 @@ struct Ruled {
 /// failed attempt, as a verification of it with this face would be ([`failure_targets`]),
 /// whether or not another subject was accepted: else a decoy subject accepting every probe (one
 /// an `enrol` key created with a look-alike face) would let a key try faces against a victim
-/// without limit, each acceptance of the victim shown in the answer. When that subject was
-/// created by the calling key, the closest one it did not create is counted too, so a rejected
-/// decoy of the caller's own closer than the victim does not take the victim's failures. A
-/// subject locked by attempts sent beside this one is left out too. A ledger that cannot count
-/// or clear fails the request, as in verify.
+/// without limit, each acceptance of the victim shown in the answer. The closest one another
+/// key created is counted too, so a rejected decoy closer than the victim does not take the
+/// victim's failures. A subject locked by attempts sent beside this one is left out too. A
+/// ledger that cannot count or clear fails the request, as in verify.
 async fn rule_on_attempts(
     lockouts: &crate::lockout::Lockouts,
-    caller: Option<&str>,
     mut judged: Vec<Judged>,
 ) -> Result<Ruled, ApiError> {
     let mut withheld = Vec::new();
@@ -701,7 +699,7 @@ async fn rule_on_attempts(
         Decision::Reject
     };
     let mut failed = Vec::new();
-    for i in failure_targets(&judged, caller) {
+    for i in failure_targets(&judged) {
         let Some(j) = judged.get_mut(i) else { continue };
         match lockouts.record_failure(&j.subject.id).await {
             Ok(_) => failed.push(j.subject.id.clone()),
@@ -720,23 +718,21 @@ async fn rule_on_attempts(
 
 /// The judged subjects an identification's failed attempt is counted against: the closest one
 /// the face matched but that was not accepted (nor locked), the first of equals (the judged are
-/// nearest first, as the answer's reasons are); and, when `caller` created that one, also the
-/// closest such subject `caller` did not create. So a key's own rejected decoy, enrolled with a
-/// face closer to its probes than the victim's, cannot take the failures meant for the victim;
-/// a subject created before creators were recorded counts as anyone's. At most two, so one face
-/// resembling many subjects cannot count against every look-alike at once (a hundred subjects
-/// locked by five requests). Without keys (`caller` absent) there is one.
-fn failure_targets(judged: &[Judged], caller: Option<&str>) -> Vec<usize> {
-    let closest = |mine: Option<bool>| {
+/// nearest first, as the answer's reasons are); and, when a key created that one, also the
+/// closest such subject that key did not create. So a rejected decoy, enrolled with a face
+/// closer to the probes than the victim's by a key of the attacker's (whether or not it is the
+/// key identifying), cannot take the failures meant for a victim another key enrolled. At most
+/// two, so one face resembling many subjects cannot count against every look-alike at once (a
+/// hundred subjects locked by five requests). A decoy created by the victim's own key (an
+/// application enrolling its users with one key) still takes them in the victim's place, until
+/// it locks itself: then it is left out and the victim is counted.
+fn failure_targets(judged: &[Judged]) -> Vec<usize> {
+    let closest = |creator: Option<&str>| {
         judged
             .iter()
             .enumerate()
             .filter(|(_, j)| !j.locked && j.matched.decision == Decision::Accept && !j.accepted())
-            .filter(|(_, j)| {
-                mine.is_none_or(|mine| {
-                    mine == (caller.is_some() && j.subject.created_by.as_deref() == caller)
-                })
-            })
+            .filter(|(_, j)| creator.is_none_or(|c| j.subject.created_by.as_deref() != Some(c)))
             .reduce(|best, j| {
                 if j.1.matched.similarity > best.1.matched.similarity {
                     j
@@ -746,9 +742,12 @@ fn failure_targets(judged: &[Judged], caller: Option<&str>) -> Vec<usize> {
             })
             .map(|(i, _)| i)
     };
-    let mut targets: Vec<usize> = closest(None).into_iter().collect();
-    if let Some(other) = closest(Some(false))
-        && !targets.contains(&other)
+    let Some(first) = closest(None) else {
+        return Vec::new();
+    };
+    let mut targets = vec![first];
+    if let Some(creator) = judged[first].subject.created_by.as_deref()
+        && let Some(other) = closest(Some(creator))
     {
         targets.push(other);
     }
@@ -1106,7 +1105,7 @@ async fn identify_decided(
             }
         }
     }
-    let ruled = rule_on_attempts(&state.lockouts, key_id(caller.as_ref()), judged).await?;
+    let ruled = rule_on_attempts(&state.lockouts, judged).await?;
     let decision = ruled.decision;
     let fusion = t.elapsed();
     state.metrics.record_decision(decision);
@@ -1475,20 +1474,20 @@ mod tests {
             judged("near", 0.7, true, false),
             judged("tied", 0.7, true, false),
         ];
-        assert_eq!(failure_targets(&all, None), vec![2]);
+        assert_eq!(failure_targets(&all), vec![2]);
         // A decoy accepted beside the victim does not shield the victim.
         let decoy = [
             judged("decoy", 0.95, true, true),
             judged("victim", 0.8, true, false),
         ];
-        assert_eq!(failure_targets(&decoy, None), vec![1]);
+        assert_eq!(failure_targets(&decoy), vec![1]);
         // Everyone matched accepted, or nobody matched: nobody is counted.
         let accepted = [judged("a", 0.9, true, true), judged("b", 0.4, false, false)];
-        assert_eq!(failure_targets(&accepted, None), Vec::<usize>::new());
+        assert_eq!(failure_targets(&accepted), Vec::<usize>::new());
         // A locked subject is not counted again.
         let mut locked = [judged("locked", 0.8, true, false)];
         locked[0].locked = true;
-        assert_eq!(failure_targets(&locked, None), Vec::<usize>::new());
+        assert_eq!(failure_targets(&locked), Vec::<usize>::new());
     }
 
     /// A judged subject created by `key`.
@@ -1498,31 +1497,34 @@ mod tests {
     }
 
     #[test]
-    fn a_rejected_decoy_of_the_callers_own_does_not_shield_the_victim() {
-        // The caller's decoy is closer and rejected: it and the victim both take a failure.
+    fn a_rejected_decoy_of_another_key_does_not_shield_the_victim() {
+        // The decoys (one key) are closer and rejected: the closest and the victim (another
+        // key) both take a failure, whichever key identifies.
         let crowd = [
             created(judged("decoy", 0.95, true, false), "attacker"),
             created(judged("other-decoy", 0.9, true, false), "attacker"),
             created(judged("victim", 0.8, true, false), "app"),
             judged("legacy", 0.7, true, false),
         ];
-        assert_eq!(failure_targets(&crowd, Some("attacker")), vec![0, 2]);
-        // Another caller: the closest is not its own, so it alone is counted.
-        assert_eq!(failure_targets(&crowd, Some("app")), vec![0]);
-        // Without keys there is no owner to tell apart.
-        assert_eq!(failure_targets(&crowd, None), vec![0]);
-        // A subject created before creators were recorded counts as anyone's.
+        assert_eq!(failure_targets(&crowd), vec![0, 2]);
+        // A subject created before creators were recorded counts as another key's.
         let legacy = [
             created(judged("decoy", 0.95, true, false), "attacker"),
             judged("legacy", 0.7, true, false),
         ];
-        assert_eq!(failure_targets(&legacy, Some("attacker")), vec![0, 1]);
-        // Only the caller's subjects matched: one failure, not a second of its own.
-        let own = [
-            created(judged("a", 0.95, true, false), "attacker"),
-            created(judged("b", 0.9, true, false), "attacker"),
+        assert_eq!(failure_targets(&legacy), vec![0, 1]);
+        // The closest without a recorded creator: one failure (no key to tell apart).
+        let unknown = [
+            judged("legacy", 0.95, true, false),
+            created(judged("b", 0.9, true, false), "app"),
         ];
-        assert_eq!(failure_targets(&own, Some("attacker")), vec![0]);
+        assert_eq!(failure_targets(&unknown), vec![0]);
+        // Only one key's subjects matched: one failure, not a second of its own.
+        let own = [
+            created(judged("a", 0.95, true, false), "app"),
+            created(judged("b", 0.9, true, false), "app"),
+        ];
+        assert_eq!(failure_targets(&own), vec![0]);
     }
 
     /// Identification's lockout ruling, against a real ledger: the victim behind an accepted
@@ -1533,7 +1535,6 @@ mod tests {
         for round in 1..=3 {
             let ruled = rule_on_attempts(
                 &lockouts,
-                Some("attacker"),
                 vec![
                     judged("decoy", 0.95, true, true),
                     judged("victim", 0.8, true, false),
@@ -1575,7 +1576,6 @@ mod tests {
         for round in 1..=3 {
             let ruled = rule_on_attempts(
                 &lockouts,
-                Some("attacker"),
                 vec![
                     created(judged("decoy", 0.95, true, false), "attacker"),
                     created(judged("victim", 0.8, true, false), "app"),

@@ -24,10 +24,14 @@
 //!   `min_action_ms`. While one action is still held, the face is deformed or turned and the
 //!   other detectors read it less reliably (`fr_eye` misreads one eye far more often with the
 //!   mouth wide open), so nothing seen then counts for the next action;
+//! - no action the challenge leaves out (blinks aside) performed whole, completed and let go,
+//!   in a window before its awaited action completes (`unrequested_action`): else a recording
+//!   of every action would pass every challenge. The challenge's own actions out of turn are
+//!   only not counted;
 //! - once every action passed: enough usable frames and, when configured, the median passive
 //!   liveness score.
 //!
-//! Failures of the first three kinds, and of the last, are final; a missing action keeps the
+//! Failures of the first three kinds, and of the last two, are final; a missing action keeps the
 //! session in progress (the session layer fails it when its frames or time run out). A frame
 //! whose models failed has no face and can never be evidence for anything.
 
@@ -476,8 +480,8 @@ fn released_at(
 }
 
 /// Whether an action `challenge` does not hold was performed whole in the window `start..end`
-/// (where the awaited action completes at `end`, or the frames end): completed and let go
-/// before `end`. Blinks never count (people blink unasked). The challenge's own actions do not
+/// (where the awaited action completes at `end`, or the frames end): completed before `end`
+/// and let go by `end`. The thresholds are `p`'s ([`ChallengePolicy::for_left_out`]). Blinks never count (people blink unasked). The challenge's own actions do not
 /// count out of turn either: a person whose action was missed may go on to the next and come
 /// back, as before; what a recording of every action cannot avoid is the actions a challenge
 /// leaves out (at least one of the four others). An action still held when the awaited one
@@ -490,14 +494,15 @@ fn performed_unrequested(
     end: usize,
     p: &ChallengePolicy,
 ) -> bool {
-    let within = &s[..end.min(s.len())];
+    // Completed before `end`, let go at `end` at the latest (the frame the awaited action
+    // completes may be the one that lets the other go).
+    let upto = &s[..end.saturating_add(1).min(s.len())];
     Action::ALL
         .into_iter()
         .filter(|&a| a != Action::Blink && !challenge.contains(&a))
         .any(|a| {
-            (start + 1..within.len()).any(|i| {
-                completes_at(a, within, start, i, p) && released_at(a, within, i, p).is_some()
-            })
+            (start + 1..end.min(s.len()))
+                .any(|i| completes_at(a, upto, start, i, p) && released_at(a, upto, i, p).is_some())
         })
 }
 
@@ -631,6 +636,7 @@ pub fn evaluate_more(
             at_frame: None,
         })
         .collect();
+    let left_out = policy.for_left_out();
     let mut start = 0usize;
     let mut completions: Vec<usize> = Vec::new();
     // Where each completed action was let go (the next action's window starts there).
@@ -639,7 +645,7 @@ pub fn evaluate_more(
         let found = (start + 1..frames.len())
             .find(|&j| completes_at(result.action, &sig, start, j, policy));
         let end = found.unwrap_or(frames.len());
-        if performed_unrequested(challenge, &sig, start, end, policy) {
+        if performed_unrequested(challenge, &sig, start, end, &left_out) {
             fail(FailReason::UnrequestedAction, &mut reasons);
             break;
         }
@@ -930,6 +936,69 @@ mod tests {
         }
         let (l, u, m) = (Action::TurnLeft, Action::LookUp, Action::OpenMouth);
         assert_eq!(passed, vec![vec![l, u], vec![l, u, m]]);
+    }
+
+    /// A left-out action let go on the very frame the awaited one completes still counts (a
+    /// client choosing its frames could otherwise swap one for the other in a frame).
+    #[test]
+    fn a_left_out_action_let_go_as_the_awaited_one_completes_counts() {
+        let p = ChallengePolicy::default();
+        let poses = [
+            NEUTRAL,
+            NEUTRAL,
+            NEUTRAL,
+            with(|q| q.yaw = 0.25),
+            // Back to frontal (the turn let go) with the mouth open (the awaited action).
+            with(|q| q.mouth = 20.0),
+            NEUTRAL,
+        ];
+        let v = evaluate(&[Action::OpenMouth, Action::Blink], &seq(&poses), &p);
+        assert_eq!(v.reasons, vec![FailReason::UnrequestedAction], "{v:?}");
+        // Held through it (let go only after), the turn is not counted.
+        let held = [
+            NEUTRAL,
+            NEUTRAL,
+            NEUTRAL,
+            with(|q| q.yaw = 0.25),
+            with(|q| {
+                q.yaw = 0.25;
+                q.mouth = 20.0;
+            }),
+            NEUTRAL,
+        ];
+        let v = evaluate(&[Action::OpenMouth, Action::Blink], &seq(&held), &p);
+        assert!(v.reasons.is_empty(), "{v:?}");
+        assert!(v.actions[0].passed);
+    }
+
+    /// `left_out_scale` lowers the bar for left-out actions only: a look-up just under the
+    /// asked bar counts left out at 0.8 of it, and is still no look-up when asked for.
+    #[test]
+    fn the_left_out_bar_scales_the_pose_and_mouth_thresholds() {
+        let p = ChallengePolicy::default();
+        let weak = with(|q| q.up = up_for(0.1));
+        let poses = [
+            NEUTRAL,
+            NEUTRAL,
+            NEUTRAL,
+            weak,
+            NEUTRAL,
+            with(|q| q.mouth = 20.0),
+            NEUTRAL,
+        ];
+        let v = evaluate(&[Action::OpenMouth, Action::Blink], &seq(&poses), &p);
+        assert!(v.reasons.is_empty(), "{v:?}");
+        let lower = ChallengePolicy {
+            left_out_scale: 0.8,
+            ..p.clone()
+        };
+        let v = evaluate(&[Action::OpenMouth, Action::Blink], &seq(&poses), &lower);
+        assert_eq!(v.reasons, vec![FailReason::UnrequestedAction], "{v:?}");
+        assert!(!evaluate(&[Action::LookUp], &seq(&poses), &lower).actions[0].passed);
+        let scaled = lower.for_left_out();
+        assert!((scaled.look_up_min_delta - 0.088).abs() < 1e-6);
+        assert!((scaled.turn_min_yaw - 0.096).abs() < 1e-6);
+        assert_eq!(scaled.eye_closed_max, p.eye_closed_max);
     }
 
     #[test]

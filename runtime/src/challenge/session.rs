@@ -494,7 +494,8 @@ impl Replays {
     fn forget(&mut self, subject: &str, now: Instant) {
         self.deleted
             .retain(|_, at| now.saturating_duration_since(*at) < DELETED_FOR);
-        if self.deleted.len() >= DELETED_MAX
+        if !self.deleted.contains_key(subject)
+            && self.deleted.len() >= DELETED_MAX
             && let Some(oldest) = self
                 .deleted
                 .iter()
