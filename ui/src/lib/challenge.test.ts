@@ -79,6 +79,8 @@ describe("instructions", () => {
 
   it("reasons and progress in words", () => {
     expect(challengeReasonWords(["no_face", "something_new"])).toEqual(["no face was found", "something new"]);
+    // The runtime's reason for an action the challenge left out tells the person what to do.
+    expect(challengeReasonWords(["unrequested_action"])[0]).toMatch(/do only the action shown/);
     expect(
       progressWords([
         { action: "blink", passed: true },

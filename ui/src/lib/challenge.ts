@@ -110,7 +110,7 @@ const REASONS: Record<string, string> = {
   too_few_usable_frames: "too few frames showed the face clearly",
   passive_liveness_low: "the anti-spoofing check judged the frames an attack",
   challenge_incomplete: "the frames ran out before every action was seen",
-  unrequested_action: "an action the challenge did not ask for was done",
+  unrequested_action: "an action the challenge did not ask for was done (do only the action shown)",
 };
 
 /** A session's failure reasons in words; unknown codes are shown with spaces. */
