@@ -51,16 +51,21 @@ pub enum SequenceKind {
     ReplayOtherChallenge,
     /// A genuine clip with every frame sent twice: must fail.
     ReplayDuplicated,
+    /// A genuine recording of the face doing every action, in an order that holds every
+    /// challenge (`EVERY_CHALLENGE`), sent against a random challenge: must fail (it performs
+    /// actions the challenge leaves out), unless it starts with that challenge.
+    EveryAction,
 }
 
 impl SequenceKind {
     /// Every kind, genuine first.
-    pub const ALL: [SequenceKind; 5] = [
+    pub const ALL: [SequenceKind; 6] = [
         Self::Genuine,
         Self::StaticPhoto,
         Self::FlatPrint,
         Self::ReplayOtherChallenge,
         Self::ReplayDuplicated,
+        Self::EveryAction,
     ];
 
     /// The snake_case name.
@@ -71,6 +76,7 @@ impl SequenceKind {
             Self::FlatPrint => "flat_print",
             Self::ReplayOtherChallenge => "replay_other_challenge",
             Self::ReplayDuplicated => "replay_duplicated",
+            Self::EveryAction => "every_action",
         }
     }
 
@@ -360,7 +366,7 @@ pub fn generate(
     let (w, h) = subject.neutral.dimensions();
     let mut frames = Vec::with_capacity(steps.len());
     match kind {
-        SequenceKind::Genuine => {
+        SequenceKind::Genuine | SequenceKind::EveryAction => {
             let mut cam = CameraWalk::webcam(&mut rng);
             for s in &steps {
                 let c = cam.next(&mut rng);

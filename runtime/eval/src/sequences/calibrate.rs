@@ -169,11 +169,16 @@ pub fn rates<'a>(
 /// Each action of each genuine clip judged alone, as a one-action challenge on the clip's
 /// frames, and counted seen when it completes during its own scripted performance or the rest
 /// right after it: what the checker sees of every action apart from the order, where an unseen
-/// action stops the rest.
+/// action stops the rest. The clip's other actions are not left-out actions here (an infinite
+/// `left_out_scale` never sees one).
 pub fn actions_alone<'a>(
     clips: impl IntoIterator<Item = &'a ObservedClip>,
     policy: &ChallengePolicy,
 ) -> BTreeMap<&'static str, Count> {
+    let policy = &ChallengePolicy {
+        left_out_scale: f32::INFINITY,
+        ..policy.clone()
+    };
     let mut out: BTreeMap<&'static str, Count> = BTreeMap::new();
     for clip in clips {
         if clip.kind != SequenceKind::Genuine || clip.performing.is_empty() {

@@ -711,7 +711,10 @@ fn render_and_observe(args: &ChallengeArgs) -> anyhow::Result<Observations> {
             .chain(
                 std::iter::repeat_n(SequenceKind::StaticPhoto, args.attacks_per_face).enumerate(),
             )
-            .chain(std::iter::repeat_n(SequenceKind::FlatPrint, args.attacks_per_face).enumerate());
+            .chain(std::iter::repeat_n(SequenceKind::FlatPrint, args.attacks_per_face).enumerate())
+            .chain(
+                std::iter::repeat_n(SequenceKind::EveryAction, args.attacks_per_face).enumerate(),
+            );
         for (k, kind) in plan {
             let mut rng = Rng::derive(seed, &format!("clip/{kind}/{}/{k}", s.name));
             // Cover every action: clip k of a face starts from action (face index + k) mod 5.
@@ -731,9 +734,17 @@ fn render_and_observe(args: &ChallengeArgs) -> anyhow::Result<Observations> {
                     .find(|a| !challenge.contains(a))
                     .unwrap_or(Action::TurnLeft);
             }
-            let seq = generate(s, kind, &challenge, k, fps_of(&mut rng), 1.0, seed)?;
+            // A recording of every action is rendered performing them all and judged against
+            // the challenge drawn for it.
+            let performed = if kind == SequenceKind::EveryAction {
+                EVERY_CHALLENGE.to_vec()
+            } else {
+                challenge.clone()
+            };
+            let seq = generate(s, kind, &performed, k, fps_of(&mut rng), 1.0, seed)?;
             frames += seq.frames.len();
-            let clip = observe(&vision, &models, &seq, base_ms)?;
+            let mut clip = observe(&vision, &models, &seq, base_ms)?;
+            clip.challenge = challenge.clone();
             if kind == SequenceKind::Genuine {
                 // What a replaying client sends again: each frame re-encoded at JPEG 70.
                 let copies = seq
