@@ -907,13 +907,14 @@ async fn an_action_the_challenge_leaves_out_fails_the_session() {
     let (st, fb) = send(&s, &verify, &id, &frames_json(&performance(&[left_out]), 5)).await;
     assert_eq!(st, StatusCode::OK, "{fb}");
     assert_eq!(fb["state"], "failed", "{challenge:?}, {left_out}: {fb}");
-    failed_as_the_first_spoof(&s, &id, "unrequested_action").await;
+    let g = failed_as_the_first_spoof(&s, &id, "unrequested_action").await;
+    assert_eq!(g["reasons"], json!(["unrequested_action"]), "{g}");
     s.stop().await;
 }
 
 /// Session `id` reads failed, not live, for `reason`, the first failure counted for it and the
-/// first spoof event: a failed challenge is one.
-async fn failed_as_the_first_spoof(s: &Running, id: &str, reason: &str) {
+/// first spoof event (a failed challenge is one); returns the session as read.
+async fn failed_as_the_first_spoof(s: &Running, id: &str, reason: &str) -> Value {
     let (_, g) = s
         .json(
             s.client_for("verify")
@@ -936,6 +937,7 @@ async fn failed_as_the_first_spoof(s: &Running, id: &str, reason: &str) {
         metrics.contains("facekey_spoof_detected_total 1"),
         "a failed challenge is a spoof event"
     );
+    g
 }
 
 #[tokio::test]

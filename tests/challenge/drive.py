@@ -205,8 +205,9 @@ def every_action():
     session opened asks for open mouth first, the last action of the recording's first round,
     and leaves out a turn, so the recording turns that way (the synthetic action the models see
     most surely) before the challenge's first action: it must fail `unrequested_action`. (A
-    left-out action the models miss is not counted: a recording whose look-up they miss passes
-    the challenges without one, which is why this case asks for a turn left out.)"""
+    left-out action is counted only when the models see it as such: one seed's look-up was read
+    as the awaited open mouth, and that recording passed, which is why this case asks for a
+    turn left out.)"""
     session, opened = redraw(
         lambda c: c[0] == "open_mouth" and not {"turn_left", "turn_right"} <= set(c))
     print(f"every_action: a challenge starting with open_mouth without both turns drawn after {opened} sessions")

@@ -658,9 +658,9 @@ struct Ruled {
 /// failed attempt, as a verification of it with this face would be ([`failure_targets`]),
 /// whether or not another subject was accepted: else a decoy subject accepting every probe (one
 /// an `enrol` key created with a look-alike face) would let a key try faces against a victim
-/// without limit, each acceptance of the victim shown in the answer. The closest one another
-/// key created is counted too, so a rejected decoy closer than the victim does not take the
-/// victim's failures. A subject locked by attempts sent beside this one is left out too. A
+/// without limit, each acceptance of the victim shown in the answer. When a key created that
+/// subject, the closest one that key did not create is counted too, so one key's rejected decoy
+/// closer than the victim does not take all the victim's failures. A subject locked by attempts sent beside this one is left out too. A
 /// ledger that cannot count or clear fails the request, as in verify.
 async fn rule_on_attempts(
     lockouts: &crate::lockout::Lockouts,
@@ -723,9 +723,9 @@ async fn rule_on_attempts(
 /// closer to the probes than the victim's by a key of the attacker's (whether or not it is the
 /// key identifying), cannot take the failures meant for a victim another key enrolled. At most
 /// two, so one face resembling many subjects cannot count against every look-alike at once (a
-/// hundred subjects locked by five requests). A decoy created by the victim's own key (an
-/// application enrolling its users with one key) still takes them in the victim's place, until
-/// it locks itself: then it is left out and the victim is counted.
+/// hundred subjects locked by five requests). Decoys of two keys, or created by the victim's
+/// own key (an application enrolling its users with one key), still take them in the victim's
+/// place until they lock themselves: then they are left out and the victim is counted.
 fn failure_targets(judged: &[Judged]) -> Vec<usize> {
     let closest = |creator: Option<&str>| {
         judged

@@ -24,8 +24,8 @@
 //!   `min_action_ms`. While one action is still held, the face is deformed or turned and the
 //!   other detectors read it less reliably (`fr_eye` misreads one eye far more often with the
 //!   mouth wide open), so nothing seen then counts for the next action;
-//! - no action the challenge leaves out (blinks aside) performed whole, completed and let go,
-//!   in a window before its awaited action completes (`unrequested_action`): else a recording
+//! - no action the challenge leaves out (blinks aside) performed whole in a window: completed
+//!   before its awaited action completes, let go by then (`unrequested_action`): else a recording
 //!   of every action would pass every challenge. The challenge's own actions out of turn are
 //!   only not counted;
 //! - once every action passed: enough usable frames and, when configured, the median passive
@@ -481,10 +481,11 @@ fn released_at(
 
 /// Whether an action `challenge` does not hold was performed whole in the window `start..end`
 /// (where the awaited action completes at `end`, or the frames end): completed before `end`
-/// and let go by `end`. The thresholds are `p`'s ([`ChallengePolicy::for_left_out`]). Blinks never count (people blink unasked). The challenge's own actions do not
-/// count out of turn either: a person whose action was missed may go on to the next and come
-/// back, as before; what a recording of every action cannot avoid is the actions a challenge
-/// leaves out (at least one of the four others). An action still held when the awaited one
+/// and let go by `end`. The thresholds are `p`'s ([`ChallengePolicy::for_left_out`]). Blinks
+/// never count (people blink unasked). The challenge's own actions do not count out of turn
+/// either: a person whose action was missed may go on to the next and come back, as before;
+/// what a recording of every action cannot avoid is the actions a challenge leaves out (at
+/// least one of the four others). An action still held when the awaited one
 /// completes is not counted: a side effect of performing it (a pitch a turn drags along) rises
 /// and falls with it, while an action performed on its own is over before the awaited one is.
 fn performed_unrequested(
