@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::{Running, error_code, face, metric};
+use facekey_runtime::challenge::session::every_challenge;
 use facekey_runtime::challenge::{
     Action, ChallengePolicy, FailReason, FrameObservation, Outcome, evaluate, signals,
 };
@@ -129,19 +130,7 @@ fn every_challenge_order_passes_when_performed() {
         }
         frames
     };
-    let mut challenges: Vec<Vec<Action>> = Vec::new();
-    for &a in &Action::ALL {
-        for &b in &Action::ALL {
-            if a != b {
-                challenges.push(vec![a, b]);
-                for &c in &Action::ALL {
-                    if c != a && c != b {
-                        challenges.push(vec![a, b, c]);
-                    }
-                }
-            }
-        }
-    }
+    let challenges = every_challenge();
     assert_eq!(challenges.len(), 80);
     for ch in &challenges {
         let verdict = evaluate(ch, &perform(ch), &policy);

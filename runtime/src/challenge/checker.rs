@@ -913,16 +913,7 @@ mod tests {
             }
         }
         let frames = seq(&poses);
-        let mut challenges: Vec<Vec<Action>> = Vec::new();
-        for a in Action::ALL {
-            for b in Action::ALL.into_iter().filter(|&b| b != a) {
-                challenges.push(vec![a, b]);
-                for c in Action::ALL.into_iter().filter(|&c| c != a && c != b) {
-                    challenges.push(vec![a, b, c]);
-                }
-            }
-        }
-        assert_eq!(challenges.len(), 80);
+        let challenges = super::super::session::every_challenge();
         let mut passed = Vec::new();
         for c in &challenges {
             let v = evaluate(c, &frames, &p);

@@ -412,6 +412,21 @@ pub fn random_challenge() -> Result<Vec<Action>, getrandom::Error> {
     Ok(out)
 }
 
+/// Every challenge [`random_challenge`] can draw, two-action ones first after their own first
+/// two actions: each ordered choice of 2 or 3 distinct actions, 20 + 60.
+pub fn every_challenge() -> Vec<Vec<Action>> {
+    let mut out = Vec::with_capacity(80);
+    for a in Action::ALL {
+        for b in Action::ALL.into_iter().filter(|&b| b != a) {
+            out.push(vec![a, b]);
+            for c in Action::ALL.into_iter().filter(|&c| c != a && c != b) {
+                out.push(vec![a, b, c]);
+            }
+        }
+    }
+    out
+}
+
 /// Length of a session id ([`new_id`]): 128 bits as lowercase hex.
 const ID_LEN: usize = 32;
 
@@ -1071,8 +1086,11 @@ mod tests {
     #[test]
     fn challenges_are_random_distinct_and_short() {
         let mut seen = std::collections::HashSet::new();
+        let every = every_challenge();
+        assert_eq!(every.len(), 80);
         for _ in 0..200 {
             let c = random_challenge().unwrap();
+            assert!(every.contains(&c), "{c:?}");
             assert!((2..=3).contains(&c.len()));
             let set: std::collections::HashSet<_> = c.iter().collect();
             assert_eq!(set.len(), c.len());

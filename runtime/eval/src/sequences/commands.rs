@@ -1282,6 +1282,7 @@ pub fn run_challenge(args: &ChallengeArgs, out: &Path) -> anyhow::Result<()> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use facekey_runtime::challenge::session::every_challenge;
 
     fn grey(level: u8) -> image::RgbImage {
         image::RgbImage::from_fn(64, 48, |x, _| image::Rgb([level.wrapping_add(x as u8); 3]))
@@ -1306,16 +1307,7 @@ mod tests {
     #[test]
     fn the_every_action_order_performs_four_challenges_unasked_nothing() {
         use Action::{Blink, LookUp, TurnLeft, TurnRight};
-        let mut all: Vec<Vec<Action>> = Vec::new();
-        for a in Action::ALL {
-            for b in Action::ALL.into_iter().filter(|&b| b != a) {
-                all.push(vec![a, b]);
-                for c in Action::ALL.into_iter().filter(|&c| c != a && c != b) {
-                    all.push(vec![a, b, c]);
-                }
-            }
-        }
-        let passed: Vec<Vec<Action>> = all
+        let passed: Vec<Vec<Action>> = every_challenge()
             .into_iter()
             .filter(|c| performs_unasked_nothing(&EVERY_CHALLENGE, c))
             .collect();
@@ -1338,15 +1330,7 @@ mod tests {
 
     #[test]
     fn every_challenge_is_done_within_17_actions_of_the_looping_order() {
-        let mut challenges = Vec::new();
-        for &a in &Action::ALL {
-            for &b in Action::ALL.iter().filter(|&&b| b != a) {
-                challenges.push(vec![a, b]);
-                for &c in Action::ALL.iter().filter(|&&c| c != a && c != b) {
-                    challenges.push(vec![a, b, c]);
-                }
-            }
-        }
+        let challenges = every_challenge();
         assert_eq!(challenges.len(), 20 + 60);
         // From the order's first action, each challenge is a subsequence of one copy.
         for c in &challenges {
