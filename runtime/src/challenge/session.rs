@@ -574,37 +574,46 @@ impl Registry {
         }
     }
 
+    /// Runs `f` on the replay record (and journal) under its lock, on a blocking thread: a
+    /// writer may hold the lock across its journal's sync, and a comparison under it takes
+    /// milliseconds. `doing` names the step in the error of a task that panicked.
+    async fn with_replays<T: Send + 'static>(
+        &self,
+        doing: &'static str,
+        f: impl FnOnce(&mut Replays, Duration) -> T + Send + 'static,
+    ) -> Result<T, SessionError> {
+        let replays = Arc::clone(&self.replays);
+        let window = self.limits.replay_window;
+        tokio::task::spawn_blocking(move || f(&mut lock_record(&replays), window))
+            .await
+            .map_err(|e| SessionError::Backend(format!("{doing}: {e}")))
+    }
+
     /// `subject`'s accepted sessions within the replay window, most recent first
-    /// ([`super::replay`]): a copy, compared outside the lock. The lock is taken on a blocking
-    /// thread: a writer may hold it across its journal's sync.
+    /// ([`super::replay`]): a copy, compared outside the lock.
     pub async fn accepted_sessions(
         &self,
         subject: &str,
         now: Instant,
     ) -> Result<Vec<AcceptedSession>, SessionError> {
-        let replays = Arc::clone(&self.replays);
-        let (subject, window) = (subject.to_owned(), self.limits.replay_window);
-        tokio::task::spawn_blocking(move || {
-            lock_record(&replays).record.accepted(&subject, window, now)
+        let subject = subject.to_owned();
+        self.with_replays("reading the replay record", move |r, window| {
+            r.record.accepted(&subject, window, now)
         })
         .await
-        .map_err(|e| SessionError::Backend(format!("reading the replay record: {e}")))
     }
 
-    /// Forgets the accepted sessions past the replay window, on a blocking thread (see
-    /// [`Self::accepted_sessions`]).
+    /// Forgets the accepted sessions past the replay window.
     pub async fn sweep_replays(&self, now: Instant) -> Result<(), SessionError> {
-        let replays = Arc::clone(&self.replays);
-        let window = self.limits.replay_window;
-        tokio::task::spawn_blocking(move || lock_record(&replays).record.sweep(window, now))
-            .await
-            .map_err(|e| SessionError::Backend(format!("sweeping the replay record: {e}")))
+        self.with_replays("sweeping the replay record", move |r, window| {
+            r.record.sweep(window, now)
+        })
+        .await
     }
 
     /// Remembers the frames of `session`, just accepted for the subjects `checked` names, for
     /// the replay window, unless they repeat a session of one of them remembered since the caller
-    /// compared them ([`ReplayRecord::remember_unless_replayed`]), which is given. On a blocking
-    /// thread: the comparison it may run holds the record's lock.
+    /// compared them ([`ReplayRecord::remember_unless_replayed`]), which is given.
     pub async fn remember_verified(
         &self,
         checked: Vec<Compared>,
@@ -612,13 +621,10 @@ impl Registry {
         prints: Vec<Fingerprint>,
         now: Instant,
     ) -> Result<Option<(String, Replayed)>, SessionError> {
-        let replays = Arc::clone(&self.replays);
-        let window = self.limits.replay_window;
-        tokio::task::spawn_blocking(move || {
-            lock_record(&replays).remember_unless_replayed(&checked, &session, prints, window, now)
+        self.with_replays("the replay comparison failed", move |r, window| {
+            r.remember_unless_replayed(&checked, &session, prints, window, now)
         })
         .await
-        .map_err(|e| SessionError::Backend(format!("the replay comparison failed: {e}")))
     }
 
     /// The bounds in force.
@@ -641,12 +647,12 @@ impl Registry {
     /// and its replay record (in the journal too: a write, on a blocking thread); returns how
     /// many sessions.
     pub async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
-        let replays = Arc::clone(&self.replays);
         let forgotten = subject.to_owned();
         let now = Instant::now();
-        tokio::task::spawn_blocking(move || lock_record(&replays).forget(&forgotten, now))
-            .await
-            .map_err(|e| SessionError::Backend(format!("forgetting the replay record: {e}")))?;
+        self.with_replays("forgetting the replay record", move |r, _| {
+            r.forget(&forgotten, now)
+        })
+        .await?;
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, s| s.subject.as_deref() != Some(subject));
