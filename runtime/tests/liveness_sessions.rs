@@ -281,6 +281,16 @@ async fn send(
     .await
 }
 
+/// Closes session `id` with `client` (`DELETE`), which must answer 204.
+async fn close(s: &Running, client: &reqwest::Client, id: &str) {
+    let r = client
+        .delete(s.url(&format!("/v1/liveness/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
 fn challenge_of(v: &Value) -> Vec<Action> {
     serde_json::from_value(v["challenge"].clone()).unwrap()
 }
@@ -886,12 +896,7 @@ async fn an_action_the_challenge_leaves_out_fails_the_session() {
         if let Some(turn) = turns.into_iter().find(|t| !challenge.contains(t)) {
             break (id, challenge, turn);
         }
-        let closed = verify
-            .delete(s.url(&format!("/v1/liveness/sessions/{id}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(closed.status(), StatusCode::NO_CONTENT);
+        close(&s, &verify, &id).await;
     };
     let (st, fb) = send(&s, &verify, &id, &frames_json(&performance(&[left_out]), 5)).await;
     assert_eq!(st, StatusCode::OK, "{fb}");
@@ -1298,12 +1303,7 @@ async fn a_client_closes_its_session() {
     // Closed before any face: a challenge drawn and not performed (redrawing it so is what
     // FaceKeyLivenessChallengesRedrawn watches for).
     let unused = v["id"].as_str().unwrap().to_owned();
-    let r = verify
-        .delete(s.url(&format!("/v1/liveness/sessions/{unused}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    close(&s, &verify, &unused).await;
     let (st, v) = open(&s, &verify, json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let m = s.metrics().await;

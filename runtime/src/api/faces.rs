@@ -660,8 +660,9 @@ struct Ruled {
 /// an `enrol` key created with a look-alike face) would let a key try faces against a victim
 /// without limit, each acceptance of the victim shown in the answer. When a key created that
 /// subject, the closest one that key did not create is counted too, so one key's rejected decoy
-/// closer than the victim does not take all the victim's failures. A subject locked by attempts sent beside this one is left out too. A
-/// ledger that cannot count or clear fails the request, as in verify.
+/// closer than the victim does not take all the victim's failures. A subject locked by attempts
+/// sent beside this one is left out too. A ledger that cannot count or clear fails the request,
+/// as in verify.
 async fn rule_on_attempts(
     lockouts: &crate::lockout::Lockouts,
     mut judged: Vec<Judged>,
