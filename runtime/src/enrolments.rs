@@ -422,10 +422,16 @@ impl Enrolments {
         result: Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let result = self.mark(result);
-        if matches!(result, Err(StoreError::Unavailable(_))) && self.store.kind() == "embedded" {
+        if self.may_have_written(&result) {
             self.recheck(id);
         }
         result
+    }
+
+    /// Whether `result`, a write's answer, may hide a write that reached the disk: the embedded
+    /// store's `Unavailable` (a commit whose final sync failed), which is then read back.
+    fn may_have_written<T>(&self, result: &Result<T, StoreError>) -> bool {
+        matches!(result, Err(StoreError::Unavailable(_))) && self.store.kind() == "embedded"
     }
 
     /// Read `id` back into the index every [`RECHECK_EVERY`] until the store answers (at most
@@ -505,10 +511,11 @@ impl Enrolments {
         );
     }
 
-    /// On a task of its own, runs `attempt` every [`RECHECK_EVERY`] until it is done (`Ok(true)`),
-    /// for at most [`RECHECK_FOR`] while it finds the store unavailable (or not done); logs
-    /// `gave_up` when the store answers another error or the time is up; then `finish`. Held weakly between
-    /// attempts: a server stopped meanwhile closes its store now, and the task ends.
+    /// On a task of its own, runs `attempt` every [`RECHECK_EVERY`] until it is done
+    /// (`Ok(true)`), for at most [`RECHECK_FOR`] while it finds the store unavailable (or not
+    /// done); logs `gave_up` when the store answers another error or the time is up; then
+    /// `finish`. Held weakly between attempts: a server stopped meanwhile closes its store now,
+    /// and the task ends.
     fn read_back<A, F>(
         self: &Arc<Self>,
         attempt: A,
@@ -696,9 +703,7 @@ impl Enrolments {
                     .create_subject(&name, creator.key_id, creator.quota)
                     .await,
             );
-            if matches!(created, Err(StoreError::Unavailable(_)))
-                && this.store.kind() == "embedded"
-            {
+            if this.may_have_written(&created) {
                 this.recheck_created();
             }
             let record: SubjectRecord = created?;
