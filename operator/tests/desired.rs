@@ -5,7 +5,7 @@
 use facekey_crds::FaceKeyDeployment;
 use facekey_operator::desired::{
     self, Capabilities, ChildKind, DEPLOYMENT_LABEL, Desired, DesiredInputs, OptionalCrd,
-    alert_rule_groups, scan_job,
+    RuntimeTargets, alert_rule_groups, scan_job,
 };
 use serde_json::{Value, json};
 
@@ -527,12 +527,12 @@ fn runtime_port_is_the_runtime_default() {
 /// labels and annotations its route and its reader need.
 #[test]
 fn every_alert_is_routable_and_documented() {
-    let groups = alert_rule_groups("ns", "fk", &Default::default());
+    let groups = [RuntimeTargets::Deployment, RuntimeTargets::AnyTarget]
+        .map(|watched| alert_rule_groups("ns", "fk", &Default::default(), watched));
     let mut alerts = 0;
     for rule in groups
-        .as_array()
-        .unwrap()
         .iter()
+        .flat_map(|g| g.as_array().unwrap())
         .flat_map(|g| g["rules"].as_array().unwrap())
     {
         let expr = rule["expr"].as_str().unwrap();
@@ -570,7 +570,8 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    assert_eq!(alerts, 26);
+    // 27 alerts, rendered for each kind of watched targets.
+    assert_eq!(alerts, 2 * 27);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use common::{NS, cond, cond_message};
 use facekey_crds::FaceKeyDeployment;
 use facekey_operator::desired::{
-    self, Capabilities, ChildKind, Desired, DesiredInputs, OptionalCrd, SIDECAR_CONTAINER,
-    SIDECAR_LABEL, SIDECAR_METRICS_PORT_NAME, alert_rule_groups,
+    self, Capabilities, ChildKind, Desired, DesiredInputs, OptionalCrd, RuntimeTargets,
+    SIDECAR_CONTAINER, SIDECAR_LABEL, SIDECAR_METRICS_PORT_NAME, alert_rule_groups,
 };
 use facekey_operator::render::parse_resources;
 use facekey_operator::webhook::review::review_with;
@@ -156,8 +156,57 @@ fn pod_monitor_scrapes_the_pods_and_port_the_webhook_injects() {
     // rules select (`job="<name>"`, the ServiceMonitor's Service name) include the sidecars.
     assert_eq!(pm["spec"]["jobLabel"], SIDECAR_LABEL);
     assert_eq!(labels[SIDECAR_LABEL], "verifier");
-    let rules = alert_rule_groups("shop", "verifier", &Default::default()).to_string();
+    let rules = alert_rule_groups(
+        "shop",
+        "verifier",
+        &Default::default(),
+        RuntimeTargets::Deployment,
+    )
+    .to_string();
     assert!(rules.contains(r#"job=\"verifier\""#), "{rules}");
+}
+
+/// `FaceKeyRuntimeDown` watches the Deployment's own targets (the ServiceMonitor's, which carry
+/// `service`) while it runs pods, so an injected sidecar up does not hide it down; scaled to zero,
+/// any target counts. Sidecars have their own per-pod alert.
+#[test]
+fn runtime_down_is_not_hidden_by_sidecars() {
+    let expr = |fkd: &FaceKeyDeployment, alert: &str| {
+        let d = compute(fkd, &Capabilities::all());
+        let rule = &d.get(ChildKind::PrometheusRule, "verifier").unwrap().body;
+        rule["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"] == alert)
+            .unwrap_or_else(|| panic!("no {alert}"))["expr"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let own = r#"up{namespace="shop",job="verifier",service="verifier"}"#;
+    for spec in [
+        json!({}),
+        json!({"replicas": 3}),
+        json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}}),
+    ] {
+        let fkd = with_spec(named("verifier"), spec.clone());
+        let down = expr(&fkd, "FaceKeyRuntimeDown");
+        assert_eq!(down.matches(own).count(), 2, "{spec}: {down}");
+        assert!(!down.contains(r#"job="verifier"})"#), "{spec}: {down}");
+    }
+    let scaled_to_zero = with_spec(named("verifier"), json!({"replicas": 0}));
+    let down = expr(&scaled_to_zero, "FaceKeyRuntimeDown");
+    assert!(!down.contains("service="), "{down}");
+    assert!(
+        down.contains(r#"absent(up{namespace="shop",job="verifier"})"#),
+        "{down}"
+    );
+    let sidecar = expr(&scaled_to_zero, "FaceKeySidecarDown");
+    assert!(
+        sidecar.contains(r#"up{namespace="shop",job="verifier",service=""}"#),
+        "{sidecar}"
+    );
 }
 
 #[test]

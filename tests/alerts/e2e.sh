@@ -167,6 +167,17 @@ until query "up{namespace=\"$NS\",job=\"$NAME\",pod=\"$POD\",service=\"$NAME\",e
   sleep 0.5
 done
 ok "Prometheus scrapes the runtime as namespace=$NS job=$NAME pod=$POD"
+# FaceKeyRuntimeDown's rendered expression selects the Deployment's own targets by a label only a
+# ServiceMonitor gives (sidecars have none): on this real target it must find the runtime up
+# (an empty result), where a selector the target lacks would fire through `absent`.
+down_expr=$("$PY" -c 'import sys, yaml
+rules = yaml.safe_load(open(sys.argv[1]))["groups"]
+print(next(r["expr"] for g in rules for r in g["rules"] if r.get("alert") == "FaceKeyRuntimeDown"))' "$WORK/rules.yaml")
+grep -qF "service=\"$NAME\"" <<<"$down_expr" || fail "FaceKeyRuntimeDown does not select the Service's targets: $down_expr"
+query "$down_expr" >"$WORK/runtime-down.json"
+"$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))["data"]["result"]; sys.exit(1 if r else 0)' \
+  "$WORK/runtime-down.json" || fail "FaceKeyRuntimeDown's expression finds the runtime down while it is scraped: $(cat "$WORK/runtime-down.json")"
+ok "FaceKeyRuntimeDown's expression sees the scraped runtime up"
 
 # --- The burst of presentation attacks ----------------------------------------------------
 FACE="$ROOT/runtime/testdata/faces/astronaut_640x480.jpg"

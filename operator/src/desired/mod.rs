@@ -35,7 +35,7 @@ pub use access::{
 };
 pub use capacity::{parse_quantity, sessions_per_model, termination_grace_period_seconds};
 pub use dashboard::dashboard_json;
-pub use monitoring::{DEPLOYMENT_LABEL, alert_rule_groups};
+pub use monitoring::{DEPLOYMENT_LABEL, RuntimeTargets, alert_rule_groups};
 pub use runtime::{
     METRICS_PORT, RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
 };
@@ -438,7 +438,7 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     if rules.enabled {
         optional.push((
             ChildKind::PrometheusRule,
-            monitoring::prometheus_rule(&owner, &rules)?,
+            monitoring::prometheus_rule(&owner, &rules, RuntimeTargets::of(spec))?,
         ));
     }
     if let Some(email) = spec.alerting.as_ref().and_then(|a| a.email.as_ref()) {

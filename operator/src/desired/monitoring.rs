@@ -4,7 +4,7 @@
 //! They are plain JSON values (no typed crate) applied through the dynamic API; their shape is
 //! checked against prometheus-operator's schemas by `tests/operator/check.sh`.
 
-use facekey_crds::{EmailAlerting, RulesSpec, ServiceMonitorSpec};
+use facekey_crds::{EmailAlerting, FaceKeyDeploymentSpec, RulesSpec, ServiceMonitorSpec};
 use serde_json::{Value, json};
 
 use super::sidecar::{SIDECAR_LABEL, SIDECAR_METRICS_PORT_NAME};
@@ -130,15 +130,51 @@ impl Alert<'_> {
     }
 }
 
+/// Which scrape targets `FaceKeyRuntimeDown` watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeTargets {
+    /// The runtime Deployment runs pods: its own targets must be up, whatever sidecars report.
+    Deployment,
+    /// The Deployment is scaled to zero: any target, sidecars included, counts.
+    AnyTarget,
+}
+
+impl RuntimeTargets {
+    /// [`Self::AnyTarget`] when `spec` asks for no runtime pod (`replicas: 0`, no autoscaling).
+    pub fn of(spec: &FaceKeyDeploymentSpec) -> Self {
+        if spec.autoscaling.is_none() && spec.replicas == Some(0) {
+            Self::AnyTarget
+        } else {
+            Self::Deployment
+        }
+    }
+}
+
 /// The rule groups of the PrometheusRule (the `spec.groups` value), also what `promtool` checks:
 /// the service alerts, then the `/v1/verify` SLO group (see [`slo_rule_group`]).
-pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Value {
+pub fn alert_rule_groups(
+    namespace: &str,
+    name: &str,
+    rules: &RulesSpec,
+    watched: RuntimeTargets,
+) -> Value {
     let owner = Owner {
         name,
         namespace,
         owner_ref: None,
     };
     let sel = series_selector(&owner);
+    // The runtime Deployment's own targets: only a ServiceMonitor's carry `service` (a
+    // PodMonitor's sidecar targets have none), so an injected sidecar cannot stand in for them.
+    let down = match watched {
+        RuntimeTargets::Deployment => {
+            let own = format!("{sel},service=\"{name}\"");
+            format!("sum by ({KEEP}) (up{{{own}}}) < 1 or sum by ({KEEP}) (absent(up{{{own}}}))")
+        }
+        RuntimeTargets::AnyTarget => {
+            format!("sum by ({KEEP}) (up{{{sel}}}) < 1 or absent(up{{{sel}}})")
+        }
+    };
     // Frame batches of challenge sessions carry up to a few MB of base64 frames from phones,
     // timed from the first byte: their upload time is the client's uplink, not the service.
     let p99 = format!(
@@ -208,11 +244,20 @@ pub fn alert_rule_groups(namespace: &str, name: &str, rules: &RulesSpec) -> Valu
         Alert {
             name: "FaceKeyRuntimeDown",
             // `absent` covers "no target at all" and keeps the selector's namespace and job.
-            expr: format!("sum by ({KEEP}) (up{{{sel}}}) < 1 or absent(up{{{sel}}})"),
+            expr: down,
             for_: "5m",
             severity: "critical",
             summary: format!("No FaceKey runtime pod of {namespace}/{name} is being scraped"),
             description: "Prometheus has not scraped a healthy runtime target for 5 minutes.".into(),
+        },
+        Alert {
+            name: "FaceKeySidecarDown",
+            // Sidecar targets are the PodMonitor's: no `service` label.
+            expr: format!("max by ({KEEP}, pod) (up{{{sel},service=\"\"}}) == 0"),
+            for_: "5m",
+            severity: "warning",
+            summary: format!("A FaceKey runtime sidecar of {namespace}/{name} is not answering"),
+            description: "The runtime sidecar in pod {{ $labels.pod }} has not answered Prometheus for 5 minutes: that application pod cannot verify faces.".into(),
         },
         Alert {
             name: "FaceKeyNoReadyReplica",
@@ -614,12 +659,16 @@ fn slo_rule_group(namespace: &str, name: &str) -> Value {
     json!({"name": format!("facekey-slo.{namespace}.{name}"), "rules": rules})
 }
 
-pub(super) fn prometheus_rule(owner: &Owner<'_>, rules: &RulesSpec) -> Result<Value> {
+pub(super) fn prometheus_rule(
+    owner: &Owner<'_>,
+    rules: &RulesSpec,
+    watched: RuntimeTargets,
+) -> Result<Value> {
     Ok(json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": meta(owner, &rules.labels)?,
-        "spec": {"groups": alert_rule_groups(owner.namespace, owner.name, rules)},
+        "spec": {"groups": alert_rule_groups(owner.namespace, owner.name, rules, watched)},
     }))
 }
 
@@ -667,7 +716,12 @@ mod tests {
 
     /// The alerting rule named `name` in the service group of `ns/fk`.
     fn alert(name: &str) -> Value {
-        let groups = alert_rule_groups("ns", "fk", &RulesSpec::default());
+        let groups = alert_rule_groups(
+            "ns",
+            "fk",
+            &RulesSpec::default(),
+            RuntimeTargets::Deployment,
+        );
         groups[0]["rules"]
             .as_array()
             .unwrap()
