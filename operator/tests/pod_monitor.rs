@@ -195,11 +195,20 @@ fn runtime_down_is_not_hidden_by_sidecars() {
         assert_eq!(down.matches(own).count(), 2, "{spec}: {down}");
         assert!(!down.contains(r#"job="verifier"})"#), "{spec}: {down}");
     }
+    let load = expr(&named("verifier"), "FaceKeyOverCapacity");
+    assert!(
+        load.contains(
+            r#"facekey_admission_offered_load{namespace="shop",job="verifier",service="verifier"}"#
+        ),
+        "idle sidecars dilute the replicas' load: {load}"
+    );
+    // Scaled to zero (KEDA, `kubectl scale`): no pod is expected, so no target is no alert.
     let scaled_to_zero = with_spec(named("verifier"), json!({"replicas": 0}));
     let down = expr(&scaled_to_zero, "FaceKeyRuntimeDown");
     assert!(!down.contains("service="), "{down}");
+    assert!(!down.contains("absent"), "{down}");
     assert!(
-        down.contains(r#"absent(up{namespace="shop",job="verifier"})"#),
+        down.contains(r#"up{namespace="shop",job="verifier"}"#),
         "{down}"
     );
     let sidecar = expr(&scaled_to_zero, "FaceKeySidecarDown");

@@ -5,7 +5,9 @@ it, for the end-to-end alert test (tests/alerts/e2e.sh), with no Kubernetes at h
   prometheus    ServiceMonitor + Service + Deployment + PrometheusRule -> prometheus.yml and
                 rules.yaml, as prometheus-operator generates them (one scrape job per endpoint,
                 its relabelling, the rule groups), with service discovery replaced by one static
-                target that carries the labels Kubernetes' endpoints discovery would attach.
+                target that carries the labels Kubernetes' endpoints discovery would attach;
+                with --sidecar-target, the PodMonitor's job too, its pod discovery replaced by
+                one injected application pod.
   alertmanager  AlertmanagerConfig (+ the Secret it references) -> alertmanager.yml, as
                 prometheus-operator merges it into the Alertmanager configuration (namespaced
                 receiver names, the injected `namespace` matcher, `continue: true`).
@@ -17,7 +19,8 @@ it, for the end-to-end alert test (tests/alerts/e2e.sh), with no Kubernetes at h
 Every test-only deviation from a cluster is a command-line option, named `--test-*`, and listed
 in the output's header comment; nothing else is changed.
 
-Reference: prometheus-operator, pkg/prometheus/promcfg.go (generateServiceMonitorConfig) and
+Reference: prometheus-operator, pkg/prometheus/promcfg.go (generateServiceMonitorConfig,
+generatePodMonitorConfig) and
 pkg/alertmanager/amcfg.go (AddAlertmanagerConfigs, convertRoute, namespaceEnforcer,
 continueToNextRoute, makeNamespacedString).
 Needs PyYAML (in .venv-tests).
@@ -156,6 +159,59 @@ def service_monitor_relabelings(sm, index, endpoint):
     return rl
 
 
+def sidecar_target(address, pm, pod, container):
+    """The labels Kubernetes pod discovery attaches to the sidecar's metrics port in application
+    pod `pod`: the pod labels the webhook sets (the PodMonitor's selector, which names the
+    FaceKeyDeployment), the injected `container` (a native sidecar: an init container) and its
+    port, named as the PodMonitor's endpoint."""
+    port = pm["spec"]["podMetricsEndpoints"][0]["port"]
+    labels = {
+        "__address__": address,
+        "__meta_kubernetes_namespace": pm["metadata"]["namespace"],
+        "__meta_kubernetes_pod_name": pod,
+        "__meta_kubernetes_pod_phase": "Running",
+        "__meta_kubernetes_pod_ready": "true",
+        "__meta_kubernetes_pod_container_name": container,
+        "__meta_kubernetes_pod_container_init": "true",
+        "__meta_kubernetes_pod_container_port_name": port,
+    }
+    for k, v in (pm["spec"]["selector"].get("matchLabels") or {}).items():
+        labels[f"__meta_kubernetes_pod_label_{sanitize(k)}"] = v
+        labels[f"__meta_kubernetes_pod_labelpresent_{sanitize(k)}"] = "true"
+    return labels
+
+
+def pod_monitor_relabelings(pm, endpoint):
+    """prometheus-operator's relabel_configs for an endpoint of PodMonitor `pm`
+    (generatePodMonitorConfig): no Service, so no `service` label."""
+    ns, name = pm["metadata"]["namespace"], pm["metadata"]["name"]
+    rl = [{"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"}]
+    for k, v in sorted((pm["spec"]["selector"].get("matchLabels") or {}).items()):
+        rl.append({
+            "action": "keep",
+            "source_labels": [
+                f"__meta_kubernetes_pod_label_{sanitize(k)}",
+                f"__meta_kubernetes_pod_labelpresent_{sanitize(k)}",
+            ],
+            "regex": f"({v});true",
+        })
+    rl.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": endpoint["port"]})
+    for src, target in (
+        ("__meta_kubernetes_namespace", "namespace"),
+        ("__meta_kubernetes_pod_container_name", "container"),
+        ("__meta_kubernetes_pod_name", "pod"),
+    ):
+        rl.append({"source_labels": [src], "target_label": target})
+    for l in pm["spec"].get("podTargetLabels") or []:
+        rl.append({"source_labels": [f"__meta_kubernetes_pod_label_{sanitize(l)}"], "target_label": sanitize(l), "regex": "(.+)", "replacement": "${1}"})
+    rl.append({"target_label": "job", "replacement": f"{ns}/{name}"})
+    if pm["spec"].get("jobLabel"):
+        rl.append({"source_labels": [f"__meta_kubernetes_pod_label_{sanitize(pm['spec']['jobLabel'])}"], "target_label": "job", "regex": "(.+)", "replacement": "${1}"})
+    rl.append({"target_label": "endpoint", "replacement": endpoint["port"]})
+    rl.extend(endpoint.get("relabelings") or [])
+    return rl
+
+
 def prometheus(args):
     docs = load(args.rendered)
     sm = one(docs, "ServiceMonitor")
@@ -201,6 +257,23 @@ def prometheus(args):
             }],
             "relabel_configs": service_monitor_relabelings(sm, i, ep),
         })
+    if args.sidecar_target:
+        # A PodMonitor's job; pod discovery (role pod) stands in as one static target.
+        pm = one(docs, "PodMonitor")
+        for i, ep in enumerate(pm["spec"]["podMetricsEndpoints"]):
+            interval = args.test_scrape_interval or ep.get("interval", "30s")
+            scrape_configs.append({
+                "job_name": f"podMonitor/{ns}/{pm['metadata']['name']}/{i}",
+                "honor_labels": bool(ep.get("honorLabels", False)),
+                "scrape_interval": interval,
+                "metrics_path": ep.get("path", "/metrics"),
+                "scheme": ep.get("scheme", "http"),
+                "static_configs": [{
+                    "targets": [args.sidecar_target],
+                    "labels": {k: v for k, v in sidecar_target(args.sidecar_target, pm, args.sidecar_pod, args.sidecar_container).items() if k != "__address__"},
+                }],
+                "relabel_configs": pod_monitor_relabelings(pm, ep),
+            })
     # PrometheusRule: promtool/Prometheus read `{groups: spec.groups}`.
     groups = rule["spec"]["groups"]
     for spec in args.test_for or []:
@@ -375,6 +448,9 @@ def main():
     pp.add_argument("--pod", required=True, help="pod name the endpoint belongs to")
     pp.add_argument("--alertmanager", required=True, help="host:port of Alertmanager")
     pp.add_argument("--out", required=True, help="directory for prometheus.yml and rules.yaml")
+    pp.add_argument("--sidecar-target", help="host:port standing in for an injected sidecar's metrics port (needs a PodMonitor)")
+    pp.add_argument("--sidecar-pod", default="shop-5f7b9c6d4-q8z2m", help="the application pod the sidecar runs in")
+    pp.add_argument("--sidecar-container", default="facekey-runtime", help="the injected container's name (the webhook's)")
     pp.add_argument("--test-scrape-interval")
     pp.add_argument("--test-evaluation-interval")
     pp.add_argument("--test-for", action="append", metavar="ALERT=DURATION")

@@ -53,10 +53,13 @@ trap 'status=$?; [ "$status" -ne 0 ] && on_failure; cleanup; exit "$status"' EXI
 NS=facekey-e2e
 NAME=gate-a
 POD="$NAME-7d9c5b6f4-x2x8q"
+# An application pod the webhook injected the runtime into (the resource allows sidecars).
+SIDECAR_POD="shop-5f7b9c6d4-q8z2m"
 ATTACKS=5
 SMTP_USER=alerts@facekey.test
 SMTP_PASSWORD=e2e-secret
 SMTP_PORT=$(free_port); PROM_PORT=$(free_port); AM_PORT=$(free_port); METRICS_PORT=$(free_port)
+SIDECAR_PORT=$(free_port); SIDECAR_METRICS_PORT=$(free_port)
 
 # --- SMTP server: STARTTLS + AUTH required --------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
@@ -82,6 +85,7 @@ spec:
   monitoring:
     rules:
       spoofRatePerMinute: 0.4
+  sidecar: {}
   alerting:
     email:
       to: security@facekey.test
@@ -101,8 +105,9 @@ SECRETS=(--secret "$NAME-smtp/password=$SMTP_PASSWORD" --secret "$NAME-smtp-ca/c
 
 "$PY" "$HERE/derive.py" prometheus --rendered "$WORK/rendered.yaml" --pod "$POD" \
   --target "127.0.0.1:PORT_PLACEHOLDER" --alertmanager "127.0.0.1:$AM_PORT" --out "$WORK" \
+  --sidecar-target "127.0.0.1:SIDECAR_PLACEHOLDER" --sidecar-pod "$SIDECAR_POD" \
   --test-scrape-interval 1s --test-evaluation-interval 1s --test-for FaceKeySpoofAttemptsHigh=15s \
-  --test-for FaceKeyApiKeyQuotaNearlyFull=2s
+  --test-for FaceKeyApiKeyQuotaNearlyFull=2s --test-for FaceKeyRuntimeDown=5s --test-for FaceKeySidecarDown=2s
 "$PY" "$HERE/derive.py" alertmanager --rendered "$WORK/rendered.yaml" "${SECRETS[@]}" \
   --out "$WORK/alertmanager.yml" --test-group-wait 1s
 grep -q "ca_file: $WORK/alertmanager-secrets/$NAME-smtp-ca/ca.crt" "$WORK/alertmanager.yml" \
@@ -137,11 +142,24 @@ export FACEKEY_INSTANCE="$POD"
 # 2: its one subject below holds half of it, its second all of it (FaceKeyApiKeyQuotaNearlyFull).
 RUNTIME_EXTRA_SCOPES=enrol start_runtime --data-dir "$WORK/data" --enrol-liveness off \
   --metrics-listen "127.0.0.1:$METRICS_PORT" --max-subjects-per-key 2
+RUNTIME_PID=${CLEANUP_PIDS[-1]}
 METRICS_URL="http://127.0.0.1:$METRICS_PORT"
 wait_http "$METRICS_URL/readyz" 30 || fail "the metrics listener does not answer"
 ok "runtime ready at $RUNTIME_URL, metrics at $METRICS_URL"
-# The ServiceMonitor's endpoint is the pod's `metrics` port: the metrics listener.
-sed -i "s/127.0.0.1:PORT_PLACEHOLDER/127.0.0.1:$METRICS_PORT/" "$WORK/prometheus.yml"
+# A second runtime stands in for a sidecar in an application pod: its own keys and data.
+mkdir -p "$WORK/sidecar"
+"$FACEKEY_RUNTIME_BIN" new-api-key sidecar --scopes verify 2>/dev/null | sed -n 2p >"$WORK/sidecar/api-keys"
+FACEKEY_INSTANCE="$SIDECAR_POD" FACEKEY_DATA_DIR="$WORK/sidecar/data" FACEKEY_AUDIT_LOG="$WORK/sidecar/audit.log" \
+  "$FACEKEY_RUNTIME_BIN" --listen "127.0.0.1:$SIDECAR_PORT" --metrics-listen "127.0.0.1:$SIDECAR_METRICS_PORT" \
+  --api-keys-file "$WORK/sidecar/api-keys" --log warn >"$WORK/sidecar/runtime.log" 2>&1 &
+SIDECAR_PID=$!
+CLEANUP_PIDS+=("$SIDECAR_PID")
+wait_http "http://127.0.0.1:$SIDECAR_METRICS_PORT/readyz" 120 \
+  || { tail -n 20 "$WORK/sidecar/runtime.log" >&2; fail "the sidecar runtime does not answer"; }
+# The ServiceMonitor's endpoint is the pod's `metrics` port: the metrics listener; the
+# PodMonitor's, the sidecar's.
+sed -i -e "s/127.0.0.1:PORT_PLACEHOLDER/127.0.0.1:$METRICS_PORT/" \
+  -e "s/127.0.0.1:SIDECAR_PLACEHOLDER/127.0.0.1:$SIDECAR_METRICS_PORT/" "$WORK/prometheus.yml"
 promtool check config "$WORK/prometheus.yml" >/dev/null || fail "promtool check config"
 
 # --- Alertmanager and Prometheus -----------------------------------------------------------
@@ -167,6 +185,13 @@ until query "up{namespace=\"$NS\",job=\"$NAME\",pod=\"$POD\",service=\"$NAME\",e
   sleep 0.5
 done
 ok "Prometheus scrapes the runtime as namespace=$NS job=$NAME pod=$POD"
+# The sidecar's target: the PodMonitor's jobLabel gives it the same job, and it has no `service`.
+deadline=$(( $(date +%s) + 30 ))
+until query "up{namespace=\"$NS\",job=\"$NAME\",pod=\"$SIDECAR_POD\",service=\"\",endpoint=\"facekey-metrics\",container=\"facekey-runtime\"} == 1" | grep -q '"value"'; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no sidecar target with the labels a PodMonitor gives"
+  sleep 0.5
+done
+ok "Prometheus scrapes the sidecar as namespace=$NS job=$NAME pod=$SIDECAR_POD"
 # FaceKeyRuntimeDown's rendered expression selects the Deployment's own targets by a label only a
 # ServiceMonitor gives (sidecars have none): on this real target it must find the runtime up
 # (an empty result), where a selector the target lacks would fire through `absent`.
@@ -274,5 +299,28 @@ ok "a key at its subject quota: 507 key_subject_quota, and Alertmanager emailed 
 "$PY" "$HERE/dashboard_queries.py" "$WORK/rendered.yaml" "$PROM" >"$WORK/dashboard.log" \
   || { cat "$WORK/dashboard.log"; fail "dashboard panel queries without data"; }
 ok "all $(grep -c '^ok:' "$WORK/dashboard.log") dashboard panel queries return data"
+
+# --- The runtime Deployment down while a sidecar is up, then the sidecar down -----------------
+# firing NAME [LABEL=VALUE]: wait until Prometheus has alert NAME firing (with that label).
+firing() {
+  local sel="alertname=\"$1\",alertstate=\"firing\",namespace=\"$NS\"${2:+,$2}" deadline=$(( $(date +%s) + 60 ))
+  until query "ALERTS{$sel}" | grep -q '"value"'; do
+    [ "$(date +%s)" -lt "$deadline" ] || { query 'ALERTS' >&2; fail "$1 did not fire"; }
+    sleep 0.5
+  done
+}
+"$PY" "$HERE/mail.py" "$WORK/maildir" FaceKeyRuntimeDown 0 >/dev/null \
+  && fail "FaceKeyRuntimeDown was emailed while the runtime was up"
+kill "$RUNTIME_PID"; wait "$RUNTIME_PID" 2>/dev/null || true
+firing FaceKeyRuntimeDown
+# The sidecar kept `up` at 1 for the job: a rule over every target of the job stays quiet.
+query "sum by (namespace, job) (up{namespace=\"$NS\",job=\"$NAME\"}) < 1 or absent(up{namespace=\"$NS\",job=\"$NAME\"})" >"$WORK/any-target.json"
+"$PY" -c 'import json, sys; sys.exit(1 if json.load(open(sys.argv[1]))["data"]["result"] else 0)' "$WORK/any-target.json" \
+  || fail "the sidecar did not keep the job's targets up: this case proves nothing"
+wait_mail "FaceKeyRuntimeDown" 60 >"$WORK/down-mail.txt" || fail "no Alertmanager email for FaceKeyRuntimeDown"
+ok "the runtime killed with a sidecar up: FaceKeyRuntimeDown fired and was emailed"
+kill "$SIDECAR_PID"; wait "$SIDECAR_PID" 2>/dev/null || true
+firing FaceKeySidecarDown "pod=\"$SIDECAR_POD\""
+ok "the sidecar killed: FaceKeySidecarDown fired for pod $SIDECAR_POD"
 
 echo "alerts end to end: passed in $(( $(date +%s) - started ))s"

@@ -31,7 +31,8 @@ def text_of(msg):
 def main():
     maildir, wanted = Path(sys.argv[1]), sys.argv[2]
     deadline = time.time() + float(sys.argv[3] if len(sys.argv) > 3 else 60)
-    while time.time() < deadline:
+    # The maildir is read at least once: a timeout of 0 asks whether the message is there now.
+    while True:
         for f in sorted((maildir / "new").glob("*")) if (maildir / "new").is_dir() else []:
             msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
             subject = str(msg["Subject"] or "")
@@ -39,8 +40,9 @@ def main():
                 print(f"Subject: {subject}")
                 print(text_of(msg))
                 return 0
+        if time.time() >= deadline:
+            return 1
         time.sleep(0.5)
-    return 1
 
 
 if __name__ == "__main__":

@@ -142,7 +142,11 @@ const PANELS: &[(&str, &str, &[Target])] = &[
         "Offered inference load (1 = capacity; above FACEKEY_QUEUE_MAX_LOAD nothing queues)",
         "short",
         &[
-            ("average", "avg(facekey_admission_offered_load{sel})"),
+            // The Deployment's pods (a ServiceMonitor's targets carry `service`), not sidecars.
+            (
+                "average of the runtime pods",
+                "avg(facekey_admission_offered_load{sel,service!=\"\"})",
+            ),
             (
                 "{{pod}}",
                 "max by (pod) (facekey_admission_offered_load{sel})",
@@ -176,7 +180,7 @@ const PANELS: &[(&str, &str, &[Target])] = &[
         "percentunit",
         &[(
             "{{key_id}} {{quota}}",
-            "max by (key_id, quota) (facekey_key_quota_held{sel}) / on (quota) group_left () max by (quota) (facekey_key_quota_limit{sel} > 0)",
+            "max by (key_id, quota) (facekey_key_quota_held{sel} / on (pod, quota) group_left () (facekey_key_quota_limit{sel} > 0))",
         )],
     ),
     (
@@ -193,7 +197,14 @@ const PANELS: &[(&str, &str, &[Target])] = &[
             ),
         ],
     ),
-    ("Runtime pods up", "short", &[("up", "sum(up{sel})")]),
+    (
+        "Runtime pods and sidecars up",
+        "short",
+        &[
+            ("runtime pods", "sum(up{sel,service!=\"\"})"),
+            ("sidecars", "sum(up{sel,service=\"\"})"),
+        ],
+    ),
     (
         "Build info",
         "short",

@@ -166,14 +166,16 @@ pub fn alert_rule_groups(
     let sel = series_selector(&owner);
     // The runtime Deployment's own targets: only a ServiceMonitor's carry `service` (a
     // PodMonitor's sidecar targets have none), so an injected sidecar cannot stand in for them.
-    let down = match watched {
+    // Scaled to zero, no pod is expected: down is every sidecar scraped being down.
+    let (own, down) = match watched {
         RuntimeTargets::Deployment => {
             let own = format!("{sel},service=\"{name}\"");
-            format!("sum by ({KEEP}) (up{{{own}}}) < 1 or sum by ({KEEP}) (absent(up{{{own}}}))")
+            let down = format!(
+                "sum by ({KEEP}) (up{{{own}}}) < 1 or sum by ({KEEP}) (absent(up{{{own}}}))"
+            );
+            (own, down)
         }
-        RuntimeTargets::AnyTarget => {
-            format!("sum by ({KEEP}) (up{{{sel}}}) < 1 or absent(up{{{sel}}})")
-        }
+        RuntimeTargets::AnyTarget => (sel.clone(), format!("sum by ({KEEP}) (up{{{sel}}}) < 1")),
     };
     // Frame batches of challenge sessions carry up to a few MB of base64 frames from phones,
     // timed from the first byte: their upload time is the client's uplink, not the service.
@@ -229,12 +231,13 @@ pub fn alert_rule_groups(
         Alert {
             name: "FaceKeyOverCapacity",
             // The runtime's own estimate (arrival rate x service time / in-flight places),
-            // averaged over the pods: above 1 more arrives than the replicas can serve, and the
-            // excess is answered 503 `overloaded` rather than queued.
+            // averaged over the Deployment's pods (idle sidecars would dilute it): above 1 more
+            // arrives than the replicas can serve, and the excess is answered 503 `overloaded`
+            // rather than queued.
             // Averaged over 5 minutes too: the gauge is a 2-second estimate that swings
             // ±15-20 %, and one sample under 1 would restart the `for` of a sustained overload.
             expr: format!(
-                "avg by ({KEEP}) (avg_over_time(facekey_admission_offered_load{{{sel}}}[5m])) > 1"
+                "avg by ({KEEP}) (avg_over_time(facekey_admission_offered_load{{{own}}}[5m])) > 1"
             ),
             for_: "10m",
             severity: "warning",
@@ -243,7 +246,7 @@ pub fn alert_rule_groups(
         },
         Alert {
             name: "FaceKeyRuntimeDown",
-            // `absent` covers "no target at all" and keeps the selector's namespace and job.
+            // `absent` covers "no target at all" (with replicas) and keeps namespace and job.
             expr: down,
             for_: "5m",
             severity: "critical",
@@ -307,10 +310,11 @@ pub fn alert_rule_groups(
         },
         Alert {
             name: "FaceKeyApiKeyQuotaNearlyFull",
-            // Each key held to a per-key quota against that quota (none when it is 0); the
-            // replicas report the same counts, the fullest counts.
+            // Each key held to a per-key quota against that quota (none when it is 0), on each
+            // pod against its own limit (a sidecar or a pod of another rollout step may run
+            // another one, and the larger would hide the smaller); the fullest counts.
             expr: format!(
-                "max by ({KEEP}, key_id, quota) (facekey_key_quota_held{{{sel}}}) / on ({KEEP}, quota) group_left () max by ({KEEP}, quota) (facekey_key_quota_limit{{{sel}}} > 0) > {STORE_NEARLY_FULL_RATIO}"
+                "max by ({KEEP}, key_id, quota) (facekey_key_quota_held{{{sel}}} / on ({KEEP}, pod, quota) group_left () (facekey_key_quota_limit{{{sel}}} > 0)) > {STORE_NEARLY_FULL_RATIO}"
             ),
             for_: "15m",
             severity: "warning",
@@ -767,7 +771,7 @@ mod tests {
         let rule = alert("FaceKeyApiKeyQuotaNearlyFull");
         assert_eq!(
             rule["expr"],
-            r#"max by (namespace, job, key_id, quota) (facekey_key_quota_held{namespace="ns",job="fk"}) / on (namespace, job, quota) group_left () max by (namespace, job, quota) (facekey_key_quota_limit{namespace="ns",job="fk"} > 0) > 0.9"#
+            r#"max by (namespace, job, key_id, quota) (facekey_key_quota_held{namespace="ns",job="fk"} / on (namespace, job, pod, quota) group_left () (facekey_key_quota_limit{namespace="ns",job="fk"} > 0)) > 0.9"#
         );
         assert_eq!(rule["for"], "15m");
         let description = warning_with_runbook(&rule, "facekeyapikeyquotanearlyfull");
