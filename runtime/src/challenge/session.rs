@@ -333,6 +333,9 @@ struct Session {
     judging: bool,
     used: bool,
     expired: bool,
+    /// Concluded `expired` by a client's call before the sweeper saw it: the next sweep reports
+    /// it (metrics, the abandonment line) as if it had expired it, and a close counts it.
+    unreported_expiry: bool,
     /// What verify needs once passed, until a verification takes it.
     kept: Option<KeptForVerify>,
 }
@@ -669,7 +672,8 @@ impl Registry {
         }
         let s = map.remove(id).ok_or(SessionError::NotFound)?;
         Ok(Closed {
-            in_progress: s.verdict.outcome == Outcome::InProgress,
+            // Expired by a read and not reported yet: counted here, or never.
+            in_progress: s.verdict.outcome == Outcome::InProgress || s.unreported_expiry,
             usable_frames: s.verdict.usable_frames,
             subject: s.subject,
         })
@@ -686,7 +690,7 @@ impl Registry {
         }
         let mut ended: Vec<(Instant, String)> = map
             .iter()
-            .filter(|(_, s)| !s.holds_place())
+            .filter(|(_, s)| !s.holds_place() && !s.unreported_expiry)
             .map(|(id, s)| (s.expires, id.clone()))
             .collect();
         ended.sort();
@@ -718,6 +722,9 @@ impl Registry {
                 }
                 s.trim();
                 s.drop_probe();
+            } else if s.unreported_expiry {
+                s.unreported_expiry = false;
+                ended.push(s.concluded(id));
             }
         }
         map.retain(|_, s| now < s.expires + ttl);
@@ -766,6 +773,7 @@ impl Registry {
                 judging: false,
                 used: false,
                 expired: false,
+                unreported_expiry: false,
                 kept: None,
             },
         );
@@ -780,7 +788,8 @@ impl Registry {
         ))
     }
 
-    /// The session for `key`, marked expired if its time is up.
+    /// The session for `key`, marked expired if its time is up (one in progress is left for
+    /// the next sweep to report: [`Session::unreported_expiry`]).
     fn get<'a>(
         map: &'a mut HashMap<String, Session>,
         key: &str,
@@ -794,6 +803,9 @@ impl Registry {
             .ok_or(SessionError::NotFound)?;
         if !s.expired && now >= s.expires {
             s.expired = true;
+            if s.verdict.outcome == Outcome::InProgress {
+                s.unreported_expiry = true;
+            }
             s.verdict.conclude(FailReason::Expired);
             s.trim();
             s.drop_probe();
@@ -1336,6 +1348,50 @@ mod tests {
             r.view("k1", &a.id, later + Duration::from_secs(61)),
             Err(SessionError::NotFound)
         );
+    }
+
+    /// A client that reads (or feeds, or verifies with) its session after it expired, before
+    /// the sweeper's tick, does not hide the expiry from the metrics: the next sweep reports it
+    /// once, and a close before that sweep counts it as closed in progress.
+    #[test]
+    fn an_expiry_a_client_sees_first_is_still_reported() {
+        let r = reg();
+        let t0 = Instant::now();
+        let (a, _) = r.open("k1", None, t0, SystemTime::now()).unwrap();
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(
+            r.view("k1", &a.id, later).unwrap().state,
+            SessionState::Expired
+        );
+        let ended = r.sweep(later);
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].id, a.id);
+        assert_eq!(ended[0].reasons, vec![FailReason::Expired]);
+        assert!(r.sweep(later).is_empty(), "reported once");
+
+        let (b, _) = r.open("k1", None, later, SystemTime::now()).unwrap();
+        let end = later + Duration::from_secs(61);
+        assert_eq!(
+            r.begin_batch("k1", &b.id, 1, end),
+            Err(SessionError::Expired)
+        );
+        assert!(r.close("k1", &b.id).unwrap().in_progress);
+        assert!(r.sweep(end).is_empty());
+
+        // A passed session that expires unused was reported when it passed: not again.
+        let (c, _) = r.open("k1", None, end, SystemTime::now()).unwrap();
+        let frames = performance(&c.challenge);
+        r.begin_batch("k1", &c.id, frames.len(), end).unwrap();
+        let res = r
+            .add_frames("k1", &c.id, frames, end + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(res.view.state, SessionState::Passed);
+        let gone = end + Duration::from_secs(61);
+        assert_eq!(
+            r.view("k1", &c.id, gone).unwrap().state,
+            SessionState::Expired
+        );
+        assert!(r.sweep(gone).is_empty());
     }
 
     #[test]
