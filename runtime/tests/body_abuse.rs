@@ -355,5 +355,32 @@ async fn a_body_that_cannot_arrive_before_the_timeout_is_cut_off_early() {
     let (status, v) = parse(&answer);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(v["decision"], "accept", "{v}");
+
+    // A chunked body declares no length: it reserves the body limit, but its pace is not that
+    // limit's (256 KiB by the timeout would be 64 KiB/s). 16 KiB at 8 KiB/s arrives in 2 s,
+    // well before the timeout, and is served.
+    let mut chunked = s
+        .open_request(
+            "/v1/score",
+            Some(&key),
+            "application/json",
+            "transfer-encoding: chunked\r\nconnection: close\r\n",
+            b"",
+        )
+        .await;
+    for chunk in padded[..16 * KIB].chunks(2 * KIB) {
+        chunked
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+        chunked.write_all(chunk).await.unwrap();
+        chunked.write_all(b"\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    chunked.write_all(b"0\r\n\r\n").await.unwrap();
+    let answer = read_answer(&mut chunked, Duration::from_secs(10)).await;
+    let (status, v) = parse(&answer);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(v["decision"], "accept", "{v}");
     s.stop().await;
 }

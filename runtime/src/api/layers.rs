@@ -468,7 +468,13 @@ fn admit_body(
     };
     let watch = match (&reservation, shared.rate_floor) {
         (Some(reserved), Some(floor)) => {
-            let floor = floor.for_body(reserved.bytes(), state.config.request_timeout());
+            // The pace a body must keep to arrive by the timeout is known only from a declared
+            // length: a chunked one reserves the body limit, which says nothing of its size.
+            let floor = if hint.upper().is_some() {
+                floor.for_body(reserved.bytes(), state.config.request_timeout())
+            } else {
+                floor
+            };
             let body = std::mem::take(req.body_mut());
             let (body, watch) =
                 body_budget::watch(body, floor, tokio::time::Instant::from_std(start));
