@@ -764,6 +764,71 @@ async fn a_write_committed_after_its_client_left_is_audited_with_its_outcome() {
     assert_eq!(a.subject(&id).await.1["name"], "Ada L.");
 }
 
+/// A subject deletion that commits after its client went away still takes what the subject
+/// left outside the template store: its liveness sessions (and their frames) go too. The delete
+/// waits on a row lock, the client gives up, the lock goes, the delete commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_committed_after_its_client_left_still_erases_the_sessions() {
+    let pg = PgServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_file(work.path(), &new_key("k1"));
+    let mut a = spawn_with(&pg.url(), &keys, work.path(), "a", &[]);
+    a.wait_ready().await;
+    let (status, s) = a.create("Ada").await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    let (status, e) = a.enrol(&id, "astronaut.png").await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    let (status, session) = a
+        .json(
+            a.client
+                .post(a.url("/v1/liveness/sessions"))
+                .json(&serde_json::json!({ "subject": id })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = a.url(&format!(
+        "/v1/liveness/sessions/{}",
+        session["id"].as_str().unwrap()
+    ));
+    assert_eq!(a.json(a.client.get(&session)).await.0, StatusCode::OK);
+
+    let mut holder = pg.psql_spawn(&format!(
+        "BEGIN; SELECT * FROM facekey_subjects WHERE id = '{id}' FOR UPDATE; SELECT pg_sleep(2);"
+    ));
+    within(
+        Duration::from_secs(10),
+        "the lock holder started",
+        || async {
+            pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' \
+             AND state = 'active' AND pid <> pg_backend_pid()",
+            ) == "1"
+        },
+    )
+    .await;
+    let gave_up = a
+        .client
+        .delete(a.url(&format!("/v1/subjects/{id}")))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    holder.wait().unwrap();
+    within(
+        Duration::from_secs(10),
+        "the deletion committed",
+        || async { a.subject(&id).await.0 == StatusCode::NOT_FOUND },
+    )
+    .await;
+    within(
+        Duration::from_secs(10),
+        "the bound session erased with it",
+        || async { a.json(a.client.get(&session)).await.0 == StatusCode::NOT_FOUND },
+    )
+    .await;
+}
+
 /// A replica whose migration must wait for a table lock (a backup, a long transaction) waits
 /// a short while at a time: a waiting `CREATE INDEX` or `ALTER TABLE` makes every later query on
 /// that table wait behind it, so with the 60 s wait it had, every replica's writes to the table

@@ -421,8 +421,20 @@ pub async fn delete(
             ));
         }
     }
-    let deleted = state.enrolments.delete_subject(&id).await?;
-    forget_erased(&state, &id).await;
+    // The deletion and its clean-up run on their own task: a client that goes away (or the
+    // request timeout) while the delete waits does not stop the clean-up after it commits.
+    let task = {
+        let (state, id) = (state.clone(), id.clone());
+        tokio::spawn(async move {
+            let deleted = state.enrolments.delete_subject(&id).await?;
+            forget_erased(&state, &id).await;
+            Ok::<_, StoreError>(deleted)
+        })
+    };
+    let deleted = task.await.map_err(|e| {
+        tracing::error!(subject = %id, error = %e, "the subject deletion task failed");
+        ApiError::internal("the subject deletion did not finish")
+    })??;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
