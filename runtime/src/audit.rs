@@ -293,7 +293,13 @@ impl AuditEvent {
 /// The audited action of a route, or `None` for routes whose successful calls are not audited
 /// (health, metrics, documents, the score MLP, who-am-I).
 pub fn action(method: &Method, route: &str) -> Option<&'static str> {
-    Some(match (method.as_str(), route) {
+    // HEAD runs the GET handler (the same read), so it is audited as that read.
+    let method = if *method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    Some(match (method, route) {
         ("POST", "/v1/subjects") => "subject.create",
         ("PATCH", "/v1/subjects/{id}") => "subject.rename",
         ("DELETE", "/v1/subjects/{id}") => "subject.delete",

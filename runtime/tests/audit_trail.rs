@@ -405,3 +405,28 @@ async fn ids_from_the_path_are_bounded_in_the_audit_trail() {
     }
     s.stop().await;
 }
+
+/// HEAD runs the GET handler (the store read included), so it is audited as that read: a key
+/// cannot probe which subjects exist without a trace.
+#[tokio::test]
+async fn a_head_request_is_audited_as_the_read_it_makes() {
+    let mut config = Config::for_tests();
+    let dir = audited(&mut config);
+    let s = Running::start(config).await;
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/subjects"))
+            .json(&serde_json::json!({"name": "Ada"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap();
+    for path in [format!("/v1/subjects/{id}"), "/v1/subjects".to_owned()] {
+        let r = s.client.head(s.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    let reads = audit_events(&dir, "subject.read");
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert_eq!(reads[0]["subject"], id, "{reads:?}");
+    s.stop().await;
+}
