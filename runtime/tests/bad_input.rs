@@ -1390,3 +1390,57 @@ async fn read_response_head(conn: &mut tokio::net::TcpStream) -> Option<String> 
     conn.read_exact(&mut body).await.unwrap();
     Some(head)
 }
+
+/// A `session` field stands in for the image only where a session is taken (verify,
+/// identify): elsewhere a body with no image is 422 `invalid_request` "missing image" before any
+/// work, JSON and multipart alike. Multipart bodies hold at most 16 fields besides the image,
+/// as JSON bodies do.
+#[tokio::test]
+async fn only_verify_and_identify_take_a_session_for_the_image_and_multipart_fields_are_bounded()
+{
+    let s = Running::start(Config::for_tests()).await;
+    let id = s.new_subject("Stray").await;
+    let refused = |status: StatusCode, v: &Value, what: &str, message: &str| {
+        assert_eq!(
+            (status, error_code(v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{what}: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message)),
+            "{what}: {v}"
+        );
+    };
+    for path in ["/v1/liveness".to_owned(), format!("/v1/subjects/{id}/faces")] {
+        let (status, v) = send_json(
+            s.client
+                .post(s.url(&path))
+                .json(&serde_json::json!({"session": "x"})),
+        )
+        .await;
+        refused(status, &v, &format!("{path} JSON"), "missing image");
+        let form = reqwest::multipart::Form::new().text("session", "x");
+        let (status, v) = send_json(s.client.post(s.url(&path)).multipart(form)).await;
+        refused(status, &v, &format!("{path} multipart"), "missing image");
+    }
+    // On verify the session is looked up instead: an unknown one is not a missing image.
+    let (status, v) = send_json(
+        s.client
+            .post(s.url("/v1/verify"))
+            .json(&serde_json::json!({"subject": id, "session": "x"})),
+    )
+    .await;
+    assert_ne!(error_code(&v), "invalid_request", "{status} {v}");
+
+    let mut form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(b"hi".to_vec()));
+    for i in 0..17 {
+        form = form.text(format!("f{i}"), i.to_string());
+    }
+    let (status, v) = send_json(s.client.post(s.url("/v1/liveness")).multipart(form)).await;
+    refused(status, &v, "17 multipart fields", "too many fields");
+    s.assert_scores(&s.client).await;
+    s.stop().await;
+}

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::blocking::{admit, key_id, with_engine};
 use super::error::{ApiError, ErrorBody};
-use super::image_input::{ImageInput, SESSION_FIELD};
+use super::image_input::{ImageInput, ImageOrSession, SESSION_FIELD};
 use super::sessions::SessionProbe;
 use crate::alerts::SpoofAttempt;
 use crate::audit::AuditDetail;
@@ -460,7 +460,7 @@ pub async fn verify(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
-    input: ImageInput,
+    ImageOrSession(input): ImageOrSession,
 ) -> Response {
     // What the body named, taken before anything can refuse the request: the audit event of a
     // refused verification (unknown subject, locked, no face, sessions required) still says
@@ -911,7 +911,7 @@ pub async fn identify(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
-    input: ImageInput,
+    ImageOrSession(input): ImageOrSession,
 ) -> Response {
     // The session the body named, taken before anything can refuse the request: the audit event
     // of a refused identification (not passed, used, expired) still names it, as verify's does.

@@ -38,6 +38,12 @@ pub struct ImageInput {
     pub fields: BTreeMap<String, String>,
 }
 
+/// An [`ImageInput`] whose image a liveness session may stand in for: the body names a
+/// `session` and sends no image (then `image` is empty). Only verify and identify take one; on
+/// every other route a body without an image is 422 `invalid_request` before any work.
+#[derive(Debug, Clone)]
+pub struct ImageOrSession(pub ImageInput);
+
 impl ImageInput {
     /// A required text field, or 422 naming it.
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
@@ -273,6 +279,7 @@ async fn from_json(
     req: Request,
     state: &SharedState,
     limit: usize,
+    session_allowed: bool,
 ) -> Result<ImageInput, ApiError> {
     let body = read_body(req, state).await?;
     let JsonImageBody { image, fields } = parse_json(&body)?;
@@ -281,7 +288,7 @@ async fn from_json(
         .map(|text| decode_base64_image(&text, limit))
         .transpose()?
         // A liveness session may stand in for the image (verify): then the image is empty.
-        .or_else(|| fields.contains_key(SESSION_FIELD).then(Vec::new))
+        .or_else(|| (session_allowed && fields.contains_key(SESSION_FIELD)).then(Vec::new))
         .ok_or_else(missing_image)?;
     Ok(ImageInput {
         image: Bytes::from(image),
@@ -305,6 +312,7 @@ async fn from_multipart(
     req: Request,
     state: &SharedState,
     limit: usize,
+    session_allowed: bool,
 ) -> Result<ImageInput, ApiError> {
     let mut multipart = Multipart::from_request(req, state).await.map_err(|e| {
         ApiError::new(
@@ -329,6 +337,12 @@ async fn from_multipart(
             }
             image = Some(data);
         } else if !name.is_empty() {
+            // As many as a JSON body may carry: each costs a map entry beside its bytes.
+            if fields.len() >= MAX_JSON_FIELDS {
+                return Err(ApiError::invalid_request(format!(
+                    "too many fields: send at most {MAX_JSON_FIELDS} besides `{IMAGE_FIELD}`"
+                )));
+            }
             if data.len() > MAX_TEXT_FIELD_BYTES {
                 return Err(ApiError::invalid_request(format!(
                     "field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"
@@ -342,7 +356,7 @@ async fn from_multipart(
     }
     let image = image
         .filter(|b| !b.is_empty())
-        .or_else(|| fields.contains_key(SESSION_FIELD).then(Bytes::new))
+        .or_else(|| (session_allowed && fields.contains_key(SESSION_FIELD)).then(Bytes::new))
         .ok_or_else(missing_image)?;
     Ok(ImageInput { image, fields })
 }
@@ -351,24 +365,42 @@ impl FromRequest<SharedState> for ImageInput {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let limit = state.config.max_image_bytes;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if content_type.starts_with("multipart/form-data") {
-            from_multipart(req, state, limit).await
-        } else if is_json_content_type(&req) {
-            from_json(req, state, limit).await
-        } else {
-            Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send multipart/form-data with an `image` file, or application/json with base64 `image`",
-            ))
-        }
+        extract(req, state, false).await
+    }
+}
+
+impl FromRequest<SharedState> for ImageOrSession {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        extract(req, state, true).await.map(Self)
+    }
+}
+
+/// The image and fields of a multipart or JSON body; with `session_allowed`, a `session` field
+/// may stand in for the image.
+async fn extract(
+    req: Request,
+    state: &SharedState,
+    session_allowed: bool,
+) -> Result<ImageInput, ApiError> {
+    let limit = state.config.max_image_bytes;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        from_multipart(req, state, limit, session_allowed).await
+    } else if is_json_content_type(&req) {
+        from_json(req, state, limit, session_allowed).await
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data with an `image` file, or application/json with base64 `image`",
+        ))
     }
 }
 
