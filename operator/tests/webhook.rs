@@ -837,10 +837,23 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         .unwrap()
     };
     let pod = |name: &str, image: &str| configured(name, image, &current);
+    // A second resource of the namespace offering its own sidecar, with one pod of its own.
+    let mut other = fkd.clone();
+    other.metadata.name = Some("verifier-2".into());
+    other.metadata.uid = Some("6f1c2d3e-0000-4000-8000-000000000002".into());
+    let mut others_pod = pod("f", ADMITTED);
+    others_pod
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(SIDECAR_LABEL.into(), "verifier-2".into());
     let client = kube_fake_client::ClientBuilder::new()
         .with_resource::<FaceKeyDeployment>()
         .with_status_subresource::<FaceKeyDeployment>()
         .with_object(fkd)
+        .with_object(other)
+        .with_object(others_pod)
         .with_object(pod("a", ADMITTED))
         .with_object(pod("b", "ghcr.io/facekey/runtime@sha256:older"))
         .with_object(pod("c", "ghcr.io/facekey/runtime@sha256:older"))
@@ -861,7 +874,18 @@ async fn the_counter_writes_injected_and_outdated_pods() {
         .await
         .unwrap();
     let recorder = recorder(&client);
-    sidecars::count_all(&rbac::enforcing(client.clone()), &recorder, Some("shop")).await;
+    let calls = common::replay::CallLog::default();
+    let counting = common::replay::counting(rbac::enforcing(client.clone()), calls.clone());
+    sidecars::count_all(&counting, &recorder, Some("shop")).await;
+    // The namespace's pods are listed once for both resources.
+    let lists = calls.take().into_iter().filter(|c| c == "LIST pods").count();
+    assert_eq!(lists, 1);
+    let others = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
+        .get("verifier-2")
+        .await
+        .unwrap();
+    let others = others.status.and_then(|s| s.sidecar).expect("counted too");
+    assert_eq!((others.injected_pods, others.missing_pods), (1, 0));
     let fkd = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
         .get("verifier")
         .await

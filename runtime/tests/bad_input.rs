@@ -1396,8 +1396,7 @@ async fn read_response_head(conn: &mut tokio::net::TcpStream) -> Option<String> 
 /// work, JSON and multipart alike. Multipart bodies hold at most 16 fields besides the image,
 /// as JSON bodies do.
 #[tokio::test]
-async fn only_verify_and_identify_take_a_session_for_the_image_and_multipart_fields_are_bounded()
-{
+async fn only_verify_and_identify_take_a_session_for_the_image_and_multipart_fields_are_bounded() {
     let s = Running::start(Config::for_tests()).await;
     let id = s.new_subject("Stray").await;
     let refused = |status: StatusCode, v: &Value, what: &str, message: &str| {
@@ -1413,7 +1412,10 @@ async fn only_verify_and_identify_take_a_session_for_the_image_and_multipart_fie
             "{what}: {v}"
         );
     };
-    for path in ["/v1/liveness".to_owned(), format!("/v1/subjects/{id}/faces")] {
+    for path in [
+        "/v1/liveness".to_owned(),
+        format!("/v1/subjects/{id}/faces"),
+    ] {
         let (status, v) = send_json(
             s.client
                 .post(s.url(&path))

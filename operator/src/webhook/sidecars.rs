@@ -6,6 +6,7 @@
 //! The count is written with a field manager of its own (`facekey-operator-sidecars`): the
 //! reconciler's status apply leaves `status.sidecar` out, so neither overwrites the other.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use facekey_crds::{FaceKeyDeployment, SidecarStatus};
@@ -200,24 +201,29 @@ pub async fn count_all(client: &Client, recorder: &Recorder, namespace: Option<&
     let decoded = list
         .into_iter()
         .filter_map(|obj| decode_with(obj, UnknownFields::Ignore).resource().ok());
+    // Grouped by namespace: each namespace's pods are listed once a round, whatever the number
+    // of resources counting in it.
+    let mut by_namespace: BTreeMap<String, Vec<FaceKeyDeployment>> = BTreeMap::new();
     for fkd in decoded {
         let offers = fkd.spec.sidecar.as_ref().is_some_and(|s| s.enabled);
-        let old = fkd.status.as_ref().and_then(|s| s.sidecar.clone());
-        if !offers && old.is_none() {
-            continue;
+        let reported = fkd.status.as_ref().is_some_and(|s| s.sidecar.is_some());
+        if offers || reported {
+            by_namespace
+                .entry(fkd.namespace().unwrap_or_default())
+                .or_default()
+                .push(fkd);
         }
-        if let Err(e) = count_one(client, recorder, &fkd, old.as_ref()).await {
-            warn!(resource = %fkd.name_any(), error = %e, "counting sidecars failed");
+    }
+    for (ns, fkds) in by_namespace {
+        if let Err(e) = count_namespace(client, recorder, &ns, &fkds).await {
+            warn!(namespace = %ns, error = %e, "counting sidecars failed");
         }
     }
 }
 
-async fn count_one(
-    client: &Client,
-    recorder: &Recorder,
-    fkd: &FaceKeyDeployment,
-    old: Option<&SidecarStatus>,
-) -> Result<(), kube::Error> {
+/// What `fkd`'s sidecars are judged against before any pod is counted: the image and settings
+/// new pods get now.
+fn fresh_count(fkd: &FaceKeyDeployment) -> SidecarStatus {
     let ns = fkd.namespace().unwrap_or_default();
     let name = fkd.name_any();
     // What the webhook injects now: a last-known-good image no scan passed (the gate turned on
@@ -229,32 +235,66 @@ async fn count_one(
         }
         _ => None,
     };
-    // Every pod of the namespace, a page at a time (bounded memory however many there are): the
-    // injected ones carry the label, the ones that asked and were admitted without the sidecar
-    // only the annotation (not selectable).
-    let api = Api::<Pod>::namespaced(client.clone(), &ns);
-    let mut new = SidecarStatus {
+    SidecarStatus {
         image: image.map(str::to_owned),
         config,
         ..SidecarStatus::default()
-    };
+    }
+}
+
+/// Count the sidecars of every resource in `fkds` (all of namespace `ns`) from one paged list
+/// of the namespace's pods, then report each.
+async fn count_namespace(
+    client: &Client,
+    recorder: &Recorder,
+    ns: &str,
+    fkds: &[FaceKeyDeployment],
+) -> Result<(), kube::Error> {
+    let mut counts: Vec<(String, SidecarStatus)> = fkds
+        .iter()
+        .map(|f| (f.name_any(), fresh_count(f)))
+        .collect();
+    // Every pod of the namespace, a page at a time (bounded memory however many there are): the
+    // injected ones carry the label, the ones that asked and were admitted without the sidecar
+    // only the annotation (not selectable).
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
     let mut params = ListParams::default().limit(PAGE);
     loop {
         let page = api.list(&params).await?;
-        let labelled = page.items.iter().filter(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SIDECAR_LABEL))
-                .is_some_and(|v| *v == name)
-        });
-        count_into(&mut new, labelled);
-        new.missing_pods += missing(&page.items, &name);
+        for (name, new) in &mut counts {
+            let labelled = page.items.iter().filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SIDECAR_LABEL))
+                    .is_some_and(|v| v == name)
+            });
+            count_into(new, labelled);
+            new.missing_pods += missing(&page.items, name);
+        }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => break,
         }
     }
+    for (fkd, (_, new)) in fkds.iter().zip(counts) {
+        if let Err(e) = report(client, recorder, fkd, new).await {
+            warn!(resource = %fkd.name_any(), error = %e, "reporting the sidecar count failed");
+        }
+    }
+    Ok(())
+}
+
+/// Write `fkd`'s new count to its status (when it changed) and the Events the change calls for.
+async fn report(
+    client: &Client,
+    recorder: &Recorder,
+    fkd: &FaceKeyDeployment,
+    new: SidecarStatus,
+) -> Result<(), kube::Error> {
+    let ns = fkd.namespace().unwrap_or_default();
+    let name = fkd.name_any();
+    let old = fkd.status.as_ref().and_then(|s| s.sidecar.as_ref());
     // The sidecar turned off and no pod carries it or asks for it any more: the report goes
     // (an apply without the field removes it), so the namespace is not listed every round
     // for a resource that no longer has anything to count.
