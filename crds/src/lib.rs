@@ -1363,6 +1363,13 @@ pub struct FaceKeyDeploymentStatus {
     /// nothing here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scans: Vec<ScanStatus>,
+    /// The latest rescan of the image the Deployment runs (the last-known-good one, by its
+    /// digest), made once its scan is older than `scanGate.maxReportAge` while `spec.image` names
+    /// it: vulnerabilities published after it was admitted show here (`verdict: Blocked`). A
+    /// report, never a rollback (there is no better image to go back to): roll out a fixed one.
+    /// Gone once another image is admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_image_scan: Option<ScanStatus>,
     /// In-cluster URL of the runtime Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

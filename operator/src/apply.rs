@@ -530,13 +530,14 @@ pub async fn prune(
     Ok(deleted)
 }
 
-/// Delete finished scan Jobs of `owner` for images other than `spec_image` (the status keeps
+/// Delete finished scan Jobs of `owner` for images other than those in `keep` (`spec.image`, and
+/// the running image whose rescan Job may hold a failed attempt's retry wait; the status keeps
 /// their verdict). Returns the names deleted.
 pub async fn prune_scan_jobs(
     client: &Client,
     namespace: &str,
     owner: &str,
-    spec_image: &str,
+    keep: &[&str],
 ) -> Result<Vec<String>, PruneError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let list = jobs
@@ -556,7 +557,7 @@ pub async fn prune_scan_jobs(
                     .flatten()
                     .any(|c| c.type_ == "Failed" && c.status == "True")
         });
-        if finished && image.map(String::as_str) != Some(spec_image) {
+        if finished && !image.is_some_and(|i| keep.contains(&i.as_str())) {
             let name = job.name_any();
             if delete_if_present(&jobs, &name)
                 .await

@@ -263,7 +263,8 @@ async fn shutdown_signal() {
 /// How often the held-rollout gauge is recomputed from the controller's cache.
 pub const HELD_REFRESH: Duration = Duration::from_secs(15);
 
-/// Recompute `facekey_operator_rollout_held` and `facekey_operator_resource_degraded` from the
+/// Recompute `facekey_operator_rollout_held`, `facekey_operator_resource_degraded` and
+/// `facekey_operator_running_image_vulnerable` from the
 /// cached resources every [`HELD_REFRESH`] once the cache has its first full list: states read
 /// from the statuses the operator wrote, so the alerts on them hold while the state does,
 /// whichever replica leads and whenever Prometheus first scraped it (a counter born at 1 in a
@@ -280,6 +281,7 @@ fn held_rollouts(
         }
         let mut held = StateGauge::new(metrics.rollouts_held.clone());
         let mut degraded = StateGauge::new(metrics.resources_degraded.clone());
+        let mut vulnerable = StateGauge::new(metrics.running_image_vulnerable.clone());
         loop {
             let state = reader.state();
             held.set(state.iter().filter_map(|fkd| {
@@ -293,6 +295,14 @@ fn held_rollouts(
             degraded.set(state.iter().filter_map(|fkd| {
                 let reason = crate::status::degraded(fkd.status.as_ref())?;
                 Some([fkd.namespace().unwrap_or_default(), fkd.name_any(), reason])
+            }));
+            vulnerable.set(state.iter().filter_map(|fkd| {
+                let reason = crate::status::running_image_vulnerable(fkd.status.as_ref())?;
+                Some([
+                    fkd.namespace().unwrap_or_default(),
+                    fkd.name_any(),
+                    reason.to_owned(),
+                ])
             }));
             tokio::time::sleep(HELD_REFRESH).await;
         }

@@ -40,6 +40,9 @@ pub struct Metrics {
     /// 1 per FaceKeyDeployment whose `Degraded` condition is True, by namespace, name and its
     /// reason; recomputed from the leader's cache.
     pub resources_degraded: IntGaugeVec,
+    /// 1 per FaceKeyDeployment whose running (last-known-good) image a rescan found above the
+    /// scan policy (`reason` `VulnerabilitiesFound`); recomputed from the leader's cache.
+    pub running_image_vulnerable: IntGaugeVec,
     /// Scan Jobs created, by namespace.
     pub scan_jobs: IntCounterVec,
     /// Scan gate verdict changes, by namespace and verdict.
@@ -115,6 +118,13 @@ impl Metrics {
             Opts::new(
                 "facekey_operator_resource_degraded",
                 "1 while a FaceKeyDeployment's Degraded condition is True, by its reason",
+            ),
+            &["namespace", "name", "reason"],
+        )?;
+        let running_image_vulnerable = IntGaugeVec::new(
+            Opts::new(
+                "facekey_operator_running_image_vulnerable",
+                "1 while a rescan of the image a FaceKeyDeployment runs finds vulnerabilities above its scan policy",
             ),
             &["namespace", "name", "reason"],
         )?;
@@ -222,6 +232,7 @@ impl Metrics {
             Arc::new(blocked_rollouts.clone()),
             Arc::new(rollouts_held.clone()),
             Arc::new(resources_degraded.clone()),
+            Arc::new(running_image_vulnerable.clone()),
             Arc::new(scan_jobs.clone()),
             Arc::new(scan_verdicts.clone()),
             Arc::new(pruned.clone()),
@@ -245,6 +256,7 @@ impl Metrics {
             blocked_rollouts,
             rollouts_held,
             resources_degraded,
+            running_image_vulnerable,
             scan_jobs,
             scan_verdicts,
             pruned,

@@ -671,7 +671,15 @@ async fn prune_leftovers(
     let client = &ctx.client;
     let children = apply::prune(client, &seen.namespace, &seen.uid, desired, inventory).await;
     let jobs = if gate.state.is_open() {
-        apply::prune_scan_jobs(client, &seen.namespace, seen.name, &fkd.spec.image).await
+        // The running image's rescan Job too: a failed one waits out its retry there.
+        let keep: Vec<&str> = [
+            Some(fkd.spec.image.as_str()),
+            gate.last_known_good.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        apply::prune_scan_jobs(client, &seen.namespace, seen.name, &keep).await
     } else {
         Ok(Vec::new())
     };
@@ -734,6 +742,7 @@ impl Observation<'_> {
             record: gate.record.clone(),
             admitted: gate.admitted.as_deref(),
             last_known_good: gate.last_known_good.as_deref(),
+            running: gate.running.clone(),
             outcome,
             skipped: &desired.skipped,
             store: &desired.store,
@@ -789,6 +798,7 @@ async fn write_early_status(
         record: None,
         admitted: None,
         last_known_good: scan_gate::last_known_good(fkd.status.as_ref()),
+        running: None,
         outcome,
         skipped: &[],
         store: &store,

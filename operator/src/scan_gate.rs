@@ -92,6 +92,9 @@ pub struct GateResult {
     pub requeue: Option<Duration>,
     /// Name of a scan Job created in this pass.
     pub created_job: Option<String>,
+    /// A new rescan record of the last-known-good image while `spec.image` names it (None
+    /// keeps the recorded one): see [`rescan_running`].
+    pub running: Option<ScanStatus>,
 }
 
 impl GateResult {
@@ -103,6 +106,7 @@ impl GateResult {
             record: None,
             requeue: None,
             created_job: None,
+            running: None,
         }
     }
 
@@ -631,11 +635,38 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
         && scan_admitted(lkg, records)
         && names_last_known_good(image, lkg, records)
     {
+        let admitted =
+            format!("{image} is the last admitted image ({lkg}): admitted again without a scan");
+        let running = old.and_then(|s| s.running_image_scan.as_ref());
+        let rescan = match rescan_running(inputs, &gate, lkg, records, running).await {
+            Ok(rescan) => rescan,
+            // The image is admitted whatever a rescan says: a failed call is retried later.
+            Err(e) => {
+                tracing::warn!(image = %lkg, error = %e, "rescanning the running image failed");
+                Rescan {
+                    requeue: Some(Duration::from_secs(60)),
+                    ..Rescan::default()
+                }
+            }
+        };
+        let note = rescan
+            .record
+            .as_ref()
+            .or(running)
+            .filter(|r| r.verdict == ScanVerdict::Blocked && digest_of(lkg) == r.digest.as_deref())
+            .map(|r| {
+                format!(
+                    "; its rescan found vulnerabilities above the policy: {}",
+                    r.message
+                )
+            })
+            .unwrap_or_default();
         return Ok(GateResult {
             admitted: Some(lkg.to_owned()),
-            ..GateResult::state(GateState::LastKnownGood(format!(
-                "{image} is the last admitted image ({lkg}): admitted again without a scan"
-            )))
+            requeue: rescan.requeue,
+            created_job: rescan.created_job,
+            running: rescan.record,
+            ..GateResult::state(GateState::LastKnownGood(format!("{admitted}{note}")))
         });
     }
     // The image admitted before the last-known-good one (whose rollout may be failing): going
@@ -664,7 +695,7 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
         // The verdict is state: no Job, pod or report is read for it.
         return Ok(decide(r.clone()));
     }
-    let fresh = from_reports(inputs, &gate, &policy, recorded).await?;
+    let fresh = from_reports(inputs, image, &gate, &policy, recorded).await?;
     // A rescan (stale report, new policy, failed attempt retried) does not reopen a recorded
     // verdict that closed the gate: it stays closed, with the same reason, until the new one.
     Ok(match &fresh.state {
@@ -676,15 +707,67 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
     })
 }
 
-/// A new verdict for `spec.image` from a VulnerabilityReport or this deployment's scan Job.
+/// What a rescan of the running image did in this pass.
+#[derive(Debug, Default)]
+struct Rescan {
+    /// Its new record (Passed, Blocked or Failed), once it has one.
+    record: Option<ScanStatus>,
+    requeue: Option<Duration>,
+    created_job: Option<String>,
+}
+
+/// Rescan the last-known-good image `lkg` (pinned by digest) while `spec.image` names it, once
+/// its newest scan (the rescan recorded in `running` when it is of that digest, else the passed
+/// record that admitted it) is older than `maxReportAge` or was made under another policy: the
+/// same sources as a new image's scan (a VulnerabilityReport naming the digest, else a scan Job
+/// of the pinned reference). Its verdict is a report, never a rollback: a vulnerability
+/// published after the image was admitted leaves nothing better to run.
+async fn rescan_running(
+    inputs: &GateInputs<'_>,
+    gate: &ScanGate,
+    lkg: &str,
+    records: &[ScanStatus],
+    running: Option<&ScanStatus>,
+) -> Result<Rescan, ScanGateError> {
+    let Some(digest) = digest_of(lkg) else {
+        return Ok(Rescan::default());
+    };
+    let running = running.filter(|r| r.digest.as_deref() == Some(digest));
+    let admitted = records
+        .iter()
+        .find(|r| r.verdict == ScanVerdict::Passed && record_image(r).as_deref() == Some(lkg));
+    let policy = policy_hash(gate);
+    let newest = running.or(admitted);
+    if newest.is_some_and(|r| {
+        r.verdict != ScanVerdict::Failed
+            && r.policy_hash == policy
+            && !is_stale(r.scanned_at.as_ref().map(|t| t.0), gate, inputs.now)
+    }) {
+        return Ok(Rescan::default());
+    }
+    let found = from_reports(inputs, lkg, gate, &policy, running).await?;
+    let record = found.record.map(|mut r| {
+        // A failed attempt resolves no digest: it is still this image's.
+        r.digest.get_or_insert_with(|| digest.to_owned());
+        r
+    });
+    Ok(Rescan {
+        record,
+        requeue: found.requeue,
+        created_job: found.created_job,
+    })
+}
+
+/// A new verdict for `image` (`spec.image`, or the running image's rescan) from a
+/// VulnerabilityReport or this deployment's scan Job.
 async fn from_reports(
     inputs: &GateInputs<'_>,
+    image: &str,
     gate: &ScanGate,
     policy: &str,
     recorded: Option<&ScanStatus>,
 ) -> Result<GateResult, ScanGateError> {
     let fkd = inputs.fkd;
-    let image = fkd.spec.image.as_str();
     let namespace = inputs.namespace;
     let client = inputs.client;
 

@@ -93,6 +93,9 @@ pub struct Observed<'a> {
     pub admitted: Option<&'a str>,
     /// The last-known-good image: what the Deployment is meant to run.
     pub last_known_good: Option<&'a str>,
+    /// A rescan of the last-known-good image made in this reconcile (None keeps the recorded
+    /// one while it is of that image).
+    pub running: Option<ScanStatus>,
     /// Result of the apply stage.
     pub outcome: &'a ApplyOutcome,
     /// Monitoring objects skipped for missing CRDs.
@@ -488,6 +491,16 @@ fn kept_scans(o: &Observed<'_>) -> Vec<ScanStatus> {
     kept
 }
 
+/// The running image's rescan: this reconcile's, else the recorded one, while it is of the
+/// last-known-good image's digest; none once another image is admitted.
+fn running_scan(o: &Observed<'_>) -> Option<ScanStatus> {
+    let digest = crate::scan::image_ref::digest_of(o.last_known_good?)?;
+    o.running
+        .clone()
+        .or_else(|| o.old?.running_image_scan.clone())
+        .filter(|r| r.digest.as_deref() == Some(digest))
+}
+
 /// Compute the new status.
 pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
     let view = o.deployment.map(DeploymentView::of);
@@ -605,6 +618,7 @@ pub fn compute(o: &Observed<'_>) -> FaceKeyDeploymentStatus {
         current_image: view.and_then(|v| v.image),
         last_known_good_image: o.last_known_good.map(str::to_owned),
         scans,
+        running_image_scan: running_scan(o),
         url: Some(o.url.to_owned()),
         // Written by the sidecar counter (its own field manager), carried over unchanged so an
         // unchanged status is not patched again; `reconcile` leaves it out of its apply.
@@ -696,6 +710,20 @@ pub fn rollout_held(status: Option<&FaceKeyDeploymentStatus>) -> Option<&'static
     [VULNERABILITIES_FOUND, SCAN_FAILED]
         .into_iter()
         .find(|r| *r == c.reason)
+}
+
+/// Reason of the Warning Event when a rescan finds the running image above the scan policy.
+pub const RUNNING_IMAGE_VULNERABLE: &str = "RunningImageVulnerable";
+
+/// Whether the image the resource runs was found above its scan policy by its latest rescan,
+/// read from a written status: `VulnerabilitiesFound` while `runningImageScan` is Blocked for
+/// the last-known-good image's digest; `None` otherwise.
+pub fn running_image_vulnerable(status: Option<&FaceKeyDeploymentStatus>) -> Option<&'static str> {
+    let s = status?;
+    let r = s.running_image_scan.as_ref()?;
+    let digest = crate::scan::image_ref::digest_of(s.last_known_good_image.as_deref()?)?;
+    (r.verdict == ScanVerdict::Blocked && r.digest.as_deref() == Some(digest))
+        .then_some(VULNERABILITIES_FOUND)
 }
 
 /// Why the resource is degraded, read from a written status: the `Degraded` condition's reason
@@ -1007,6 +1035,40 @@ pub fn transition_events(
             note: c.message.clone(),
         });
     }
+    // A rescan of the running image: a Warning when it first finds it above the policy (or
+    // finds other counts), a Normal Event when a later one no longer does.
+    fn vulnerable(s: Option<&FaceKeyDeploymentStatus>) -> Option<&facekey_crds::SeverityCounts> {
+        running_image_vulnerable(s)
+            .and(s?.running_image_scan.as_ref())
+            .map(|r| &r.counts)
+    }
+    match (vulnerable(old), vulnerable(Some(new))) {
+        (was, Some(counts)) if was != Some(counts) => {
+            if let Some(r) = &new.running_image_scan {
+                events.push(EventSpec {
+                    warning: true,
+                    reason: RUNNING_IMAGE_VULNERABLE,
+                    note: format!(
+                        "{} runs with vulnerabilities above the scan policy, found by its \
+                         rescan (it keeps serving; roll out a fixed image): {}",
+                        new.last_known_good_image.as_deref().unwrap_or("the image"),
+                        r.message
+                    ),
+                });
+            }
+        }
+        (Some(_), None) if new.running_image_scan.is_some() => events.push(EventSpec {
+            warning: false,
+            reason: "RunningImageRescanPassed",
+            note: format!(
+                "the rescan of {} passes the scan policy",
+                new.last_known_good_image
+                    .as_deref()
+                    .unwrap_or("the running image")
+            ),
+        }),
+        _ => {}
+    }
     let old_image = old.and_then(|s| s.current_image.as_deref());
     if let Some(img) = new.current_image.as_deref()
         && old_image.is_some_and(|o| o != img)
@@ -1088,6 +1150,7 @@ mod tests {
                     record,
                     admitted: gate.is_open().then_some(lkg),
                     last_known_good: Some(lkg),
+                    running: None,
                     outcome: &ApplyOutcome::Applied,
                     skipped: &[],
                     store: &StoreState::Ephemeral,

@@ -570,8 +570,8 @@ fn every_alert_is_routable_and_documented() {
             "{name}"
         );
     }
-    // 27 alerts, rendered for each kind of watched targets.
-    assert_eq!(alerts, 2 * 27);
+    // 28 alerts, rendered for each kind of watched targets.
+    assert_eq!(alerts, 2 * 28);
 }
 
 fn pod_spec(d: &Desired) -> &Value {

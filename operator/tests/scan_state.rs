@@ -1074,3 +1074,185 @@ async fn an_invalid_spec_interlude_keeps_the_recorded_verdict() {
     assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 1);
     assert_eq!(count(&h.event_reasons("fk").await, "RolloutBlocked"), 1);
 }
+
+/// The summary of a rescan of the pinned image `pinned` from a recorded report, as made now by
+/// the harness clock: the report's digest replaced by the pin's (Trivy resolves a pinned
+/// reference to its own digest), its time by now (a fresh report).
+fn rescan_summary(h: &Harness, fixture: &str, pinned: &str) -> String {
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&scan_summary_of(fixture, pinned)).unwrap();
+    summary["digest"] = json!(pinned);
+    summary["createdAt"] = json!(h.clock.now().to_string());
+    summary.to_string()
+}
+
+/// While `spec.image` names the image that runs, that image is rescanned once its scan is older
+/// than `maxReportAge`: a scan Job of its pinned digest, the gate open all along. Findings
+/// published since it was admitted are reported (`status.runningImageScan`, a Warning Event,
+/// the gate's message), never rolled back: there is nothing better to run. One rescan per
+/// period, not one per reconcile; a later rescan that passes clears the report.
+#[tokio::test]
+async fn the_running_image_is_rescanned_and_findings_are_reported_not_rolled_back() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
+    h.clock.advance(PAST_JOB_TTL);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+    assert!(h.jobs().await.is_empty(), "still fresh: no rescan");
+
+    h.clock.advance(3 * 3600);
+    h.reconcile("fk").await.unwrap();
+    let rescan = scan_job_name("fk", IMG1_DIGEST);
+    assert_eq!(
+        h.jobs().await,
+        vec![rescan.clone()],
+        "stale: the pinned image rescanned"
+    );
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await.len(), 1, "one rescan, not one per reconcile");
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "LastKnownGood".into())
+    );
+    assert_eq!(cond(&fkd, "Ready").0, "True");
+
+    let blocked = rescan_summary(&h, "runtime-0.2.0-fail.json", IMG1_DIGEST);
+    h.run_scan_job(&rescan, ScanOutcome::Summary(blocked)).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    let status = fkd.status.clone().unwrap();
+    let running = status.running_image_scan.clone().unwrap_or_else(|| {
+        panic!(
+            "not recorded: {:?} {:?}",
+            cond_message(&fkd, "ScanGatePassed"),
+            status.scans
+        )
+    });
+    assert_eq!(running.verdict, ScanVerdict::Blocked);
+    assert_eq!(running.digest.as_deref(), Some(sha(IMG1_DIGEST)));
+    assert_eq!((running.counts.critical, running.counts.high), (1, 3));
+    // Reported, not rolled back: the image keeps serving, the gate open, Ready unchanged.
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "LastKnownGood".into())
+    );
+    assert!(
+        cond_message(&fkd, "ScanGatePassed").contains("its rescan found vulnerabilities"),
+        "{}",
+        cond_message(&fkd, "ScanGatePassed")
+    );
+    assert_eq!(cond(&fkd, "Ready").0, "True");
+    assert_eq!(
+        facekey_operator::status::running_image_vulnerable(Some(&status)),
+        Some("VulnerabilitiesFound")
+    );
+    // The tag's own record still admits it: the steady state is unchanged.
+    assert!(
+        status
+            .scans
+            .iter()
+            .any(|r| r.image == IMG1 && r.verdict == ScanVerdict::Passed),
+        "{:?}",
+        status.scans
+    );
+    let warnings = |events: &[(String, String, String)]| {
+        events
+            .iter()
+            .filter(|(t, r, _)| t == "Warning" && r == "RunningImageVulnerable")
+            .count()
+    };
+    let events = h.events("fk").await;
+    assert_eq!(warnings(&events), 1, "{events:?}");
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        warnings(&h.events("fk").await),
+        1,
+        "one Warning per finding"
+    );
+    assert_eq!(h.metric("facekey_operator_blocked_rollouts_total", NS), 0);
+
+    // The next period's rescan passes (a fixed base image under the same tag's digest is not
+    // possible; the policy's view changed, e.g. the findings were withdrawn): the report clears.
+    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.jobs().await, vec![rescan.clone()], "rescanned again");
+    let passed = rescan_summary(&h, "runtime-0.1.0-pass.json", IMG1_DIGEST);
+    h.run_scan_job(&rescan, ScanOutcome::Summary(passed)).await;
+    h.reconcile("fk").await.unwrap();
+    let status = h.get("fk").await.status.unwrap();
+    assert_eq!(
+        status.running_image_scan.as_ref().map(|r| r.verdict),
+        Some(ScanVerdict::Passed)
+    );
+    assert_eq!(
+        facekey_operator::status::running_image_vulnerable(Some(&status)),
+        None
+    );
+    let events = h.events("fk").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Normal" && r == "RunningImageRescanPassed"),
+        "{events:?}"
+    );
+
+    // Another image admitted: the report of the one it replaced goes.
+    h.patch_spec("fk", json!({"image": IMG2})).await;
+    h.reconcile("fk").await.unwrap();
+    h.complete_scan(&scan_job_name("fk", IMG2), "runtime-0.2.0-fail.json", IMG2)
+        .await;
+    h.reconcile("fk").await.unwrap();
+    assert!(
+        h.get("fk")
+            .await
+            .status
+            .unwrap()
+            .running_image_scan
+            .is_some(),
+        "IMG2 blocked: IMG1 still runs, its report stays"
+    );
+}
+
+/// A rescan of the running image that fails (a registry login gone, a database mirror down) is
+/// recorded as Failed and waits out its retry in its Job like any scan: the Job is not pruned,
+/// so no new Trivy run starts every reconcile, and the image keeps serving with the gate open.
+#[tokio::test]
+async fn a_failed_rescan_of_the_running_image_waits_for_its_retry() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
+    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+    let rescan = scan_job_name("fk", IMG1_DIGEST);
+    assert_eq!(h.jobs().await, vec![rescan.clone()]);
+    h.fail_scan(&rescan, &h.clock.now().to_string()).await;
+    for _ in 0..3 {
+        h.reconcile("fk").await.unwrap();
+        assert_eq!(h.jobs().await, vec![rescan.clone()], "kept for its retry wait");
+    }
+    let fkd = h.get("fk").await;
+    let running = fkd.status.clone().unwrap().running_image_scan.unwrap();
+    assert_eq!(running.verdict, ScanVerdict::Failed);
+    assert_eq!(running.failures, Some(1));
+    assert_eq!(
+        cond(&fkd, "ScanGatePassed"),
+        ("True".into(), "LastKnownGood".into())
+    );
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG1_DIGEST));
+    // Ten minutes later the failed Job goes and a new attempt starts.
+    h.clock.advance(601);
+    h.reconcile("fk").await.unwrap();
+    h.reconcile("fk").await.unwrap();
+    let job = h
+        .api::<k8s_openapi::api::batch::v1::Job>()
+        .get(&rescan)
+        .await
+        .unwrap();
+    assert!(
+        job.status.and_then(|s| s.conditions).is_none_or(|c| c.is_empty()),
+        "a fresh attempt"
+    );
+}

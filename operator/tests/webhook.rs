@@ -878,7 +878,11 @@ async fn the_counter_writes_injected_and_outdated_pods() {
     let counting = common::replay::counting(rbac::enforcing(client.clone()), calls.clone());
     sidecars::count_all(&counting, &recorder, Some("shop")).await;
     // The namespace's pods are listed once for both resources.
-    let lists = calls.take().into_iter().filter(|c| c == "LIST pods").count();
+    let lists = calls
+        .take()
+        .into_iter()
+        .filter(|c| c == "LIST pods")
+        .count();
     assert_eq!(lists, 1);
     let others = Api::<FaceKeyDeployment>::namespaced(client.clone(), "shop")
         .get("verifier-2")

@@ -368,6 +368,19 @@ pub fn alert_rule_groups(
             description: "The vulnerability scan gate holds spec.image back ({{ $labels.reason }}: VulnerabilitiesFound is findings above the policy, ScanFailed a scan without a usable report); the previous image keeps serving. See the ScanGatePassed condition.".into(),
         },
         Alert {
+            name: "FaceKeyRunningImageVulnerable",
+            // The operator's metric, read like facekey_operator_rollout_held: a rescan of the
+            // image that runs (once its scan is older than maxReportAge) found vulnerabilities
+            // published since it was admitted.
+            expr: format!(
+                "max by (namespace, name, reason) (max_over_time(facekey_operator_running_image_vulnerable{{namespace=\"{namespace}\",name=\"{name}\"}}[5m])) > 0"
+            ),
+            for_: "",
+            severity: "warning",
+            summary: format!("The image {namespace}/{name} runs has vulnerabilities above its scan policy"),
+            description: "A rescan of the running (last-known-good) image, made once its scan was older than scanGate.maxReportAge, found vulnerabilities above the policy, published after it was admitted. It keeps serving; roll out a fixed image. See status.runningImageScan.".into(),
+        },
+        Alert {
             name: "FaceKeyDeploymentDegraded",
             // The operator's metric, read like facekey_operator_rollout_held (honorLabels: true;
             // max_over_time bridges a leader change). A held image has its own alert above, and
