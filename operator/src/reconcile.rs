@@ -541,12 +541,12 @@ async fn check_gate(
         now: seen.now,
     })
     .await?;
-    if let Some(job) = &gate.created_job {
+    if let Some((job, image)) = &gate.created_job {
         ScanJobCreated {
             object: &seen.key,
             namespace: &seen.namespace,
             job,
-            image: &fkd.spec.image,
+            image,
         }
         .emit(&ctx.metrics);
     }

@@ -90,8 +90,8 @@ pub struct GateResult {
     pub record: Option<ScanStatus>,
     /// Requeue sooner than the default, e.g. while a scan runs.
     pub requeue: Option<Duration>,
-    /// Name of a scan Job created in this pass.
-    pub created_job: Option<String>,
+    /// Name and image of a scan Job created in this pass.
+    pub created_job: Option<(String, String)>,
     /// A new rescan record of the last-known-good image while `spec.image` names it (None
     /// keeps the recorded one): see [`rescan_running`].
     pub running: Option<ScanStatus>,
@@ -640,12 +640,21 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
         let running = old.and_then(|s| s.running_image_scan.as_ref());
         let rescan = match rescan_running(inputs, &gate, lkg, records, running).await {
             Ok(rescan) => rescan,
-            // The image is admitted whatever a rescan says: a failed call is retried later.
+            // The image is admitted whatever a rescan says: a call that failed is recorded as a
+            // failed attempt (the last verdict's findings kept) and retried in 5 minutes.
             Err(e) => {
                 tracing::warn!(image = %lkg, error = %e, "rescanning the running image failed");
+                let message = format!("the rescan could not run: {e}");
+                let running = running.filter(|r| digest_of(lkg) == r.digest.as_deref());
+                let unchanged = running
+                    .is_some_and(|r| r.verdict == ScanVerdict::Failed && r.message == message);
+                let mut record = failed_record(lkg, &policy_hash(&gate), &message);
+                record.digest = digest_of(lkg).map(str::to_owned);
+                record.scanned_at = Some(Time(inputs.now));
                 Rescan {
-                    requeue: Some(Duration::from_secs(60)),
-                    ..Rescan::default()
+                    record: (!unchanged).then(|| keeping_findings(record, running)),
+                    requeue: Some(Duration::from_secs(300)),
+                    created_job: None,
                 }
             }
         };
@@ -653,7 +662,7 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
             .record
             .as_ref()
             .or(running)
-            .filter(|r| r.verdict == ScanVerdict::Blocked && digest_of(lkg) == r.digest.as_deref())
+            .filter(|r| finds_vulnerable(r) && digest_of(lkg) == r.digest.as_deref())
             .map(|r| {
                 format!(
                     "; its rescan found vulnerabilities above the policy: {}",
@@ -707,13 +716,41 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
     })
 }
 
+/// Whether a rescan record of the running image reports it above the policy: a Blocked verdict,
+/// or a failed attempt that keeps one ([`keeping_findings`]).
+pub fn finds_vulnerable(record: &ScanStatus) -> bool {
+    match record.verdict {
+        ScanVerdict::Blocked => true,
+        ScanVerdict::Failed => record.blocking > 0,
+        ScanVerdict::Passed => false,
+    }
+}
+
+/// A failed rescan attempt is no new verdict: it keeps the findings of the last one (its
+/// counts and blocking findings, named in its message), so a finding stays reported while the
+/// rescans fail. Other records are returned as they are.
+fn keeping_findings(mut record: ScanStatus, last: Option<&ScanStatus>) -> ScanStatus {
+    if record.verdict == ScanVerdict::Failed
+        && let Some(last) = last.filter(|l| finds_vulnerable(l))
+    {
+        record.counts = last.counts;
+        record.blocking = last.blocking;
+        let found = last
+            .message
+            .split_once("; the last verdict: ")
+            .map_or(last.message.as_str(), |(_, v)| v);
+        record.message = format!("{}; the last verdict: {found}", record.message);
+    }
+    record
+}
+
 /// What a rescan of the running image did in this pass.
 #[derive(Debug, Default)]
 struct Rescan {
     /// Its new record (Passed, Blocked or Failed), once it has one.
     record: Option<ScanStatus>,
     requeue: Option<Duration>,
-    created_job: Option<String>,
+    created_job: Option<(String, String)>,
 }
 
 /// Rescan the last-known-good image `lkg` (pinned by digest) while `spec.image` names it, once
@@ -749,7 +786,7 @@ async fn rescan_running(
     let record = found.record.map(|mut r| {
         // A failed attempt resolves no digest: it is still this image's.
         r.digest.get_or_insert_with(|| digest.to_owned());
-        r
+        keeping_findings(r, running)
     });
     Ok(Rescan {
         record,
@@ -816,7 +853,7 @@ async fn from_reports(
                 source: Box::new(source),
             })?;
         return Ok(GateResult {
-            created_job: Some(job_name.clone()),
+            created_job: Some((job_name.clone(), image.to_owned())),
             ..GateResult::state(GateState::Pending(format!(
                 "scan Job {job_name} started for {image}"
             )))

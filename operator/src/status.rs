@@ -494,6 +494,10 @@ fn kept_scans(o: &Observed<'_>) -> Vec<ScanStatus> {
 /// The running image's rescan: this reconcile's, else the recorded one, while it is of the
 /// last-known-good image's digest; none once another image is admitted.
 fn running_scan(o: &Observed<'_>) -> Option<ScanStatus> {
+    // With the gate off nothing rescans: a report would stay whatever the image became.
+    if *o.gate == GateState::Disabled {
+        return None;
+    }
     let digest = crate::scan::image_ref::digest_of(o.last_known_good?)?;
     o.running
         .clone()
@@ -722,7 +726,7 @@ pub fn running_image_vulnerable(status: Option<&FaceKeyDeploymentStatus>) -> Opt
     let s = status?;
     let r = s.running_image_scan.as_ref()?;
     let digest = crate::scan::image_ref::digest_of(s.last_known_good_image.as_deref()?)?;
-    (r.verdict == ScanVerdict::Blocked && r.digest.as_deref() == Some(digest))
+    (crate::scan_gate::finds_vulnerable(r) && r.digest.as_deref() == Some(digest))
         .then_some(VULNERABILITIES_FOUND)
 }
 
@@ -1057,16 +1061,23 @@ pub fn transition_events(
                 });
             }
         }
-        (Some(_), None) if new.running_image_scan.is_some() => events.push(EventSpec {
-            warning: false,
-            reason: "RunningImageRescanPassed",
-            note: format!(
-                "the rescan of {} passes the scan policy",
-                new.last_known_good_image
-                    .as_deref()
-                    .unwrap_or("the running image")
-            ),
-        }),
+        (Some(_), None)
+            if new
+                .running_image_scan
+                .as_ref()
+                .is_some_and(|r| r.verdict == ScanVerdict::Passed) =>
+        {
+            events.push(EventSpec {
+                warning: false,
+                reason: "RunningImageRescanPassed",
+                note: format!(
+                    "the rescan of {} passes the scan policy",
+                    new.last_known_good_image
+                        .as_deref()
+                        .unwrap_or("the running image")
+                ),
+            });
+        }
         _ => {}
     }
     let old_image = old.and_then(|s| s.current_image.as_deref());

@@ -1108,8 +1108,14 @@ async fn the_running_image_is_rescanned_and_findings_are_reported_not_rolled_bac
         vec![rescan.clone()],
         "stale: the pinned image rescanned"
     );
+    let uid = |job: k8s_openapi::api::batch::v1::Job| job.metadata.uid.unwrap();
+    let first = uid(h.api().get(&rescan).await.unwrap());
     h.reconcile("fk").await.unwrap();
-    assert_eq!(h.jobs().await.len(), 1, "one rescan, not one per reconcile");
+    assert_eq!(
+        uid(h.api().get(&rescan).await.unwrap()),
+        first,
+        "one rescan, not one per reconcile"
+    );
     let fkd = h.get("fk").await;
     assert_eq!(
         cond(&fkd, "ScanGatePassed"),
@@ -1199,7 +1205,8 @@ async fn the_running_image_is_rescanned_and_findings_are_reported_not_rolled_bac
         "{events:?}"
     );
 
-    // Another image admitted: the report of the one it replaced goes.
+    // A newer image held by the gate: the image that runs keeps its report (and is not
+    // rescanned while the newer one's scan decides).
     h.patch_spec("fk", json!({"image": IMG2})).await;
     h.reconcile("fk").await.unwrap();
     h.complete_scan(&scan_job_name("fk", IMG2), "runtime-0.2.0-fail.json", IMG2)
@@ -1231,7 +1238,11 @@ async fn a_failed_rescan_of_the_running_image_waits_for_its_retry() {
     h.fail_scan(&rescan, &h.clock.now().to_string()).await;
     for _ in 0..3 {
         h.reconcile("fk").await.unwrap();
-        assert_eq!(h.jobs().await, vec![rescan.clone()], "kept for its retry wait");
+        assert_eq!(
+            h.jobs().await,
+            vec![rescan.clone()],
+            "kept for its retry wait"
+        );
     }
     let fkd = h.get("fk").await;
     let running = fkd.status.clone().unwrap().running_image_scan.unwrap();
@@ -1252,7 +1263,120 @@ async fn a_failed_rescan_of_the_running_image_waits_for_its_retry() {
         .await
         .unwrap();
     assert!(
-        job.status.and_then(|s| s.conditions).is_none_or(|c| c.is_empty()),
+        job.status
+            .and_then(|s| s.conditions)
+            .is_none_or(|c| c.is_empty()),
         "a fresh attempt"
+    );
+}
+
+/// A rescan that fails after one found the running image vulnerable is no new verdict: the
+/// finding stays reported (gauge, gate message), with no Event saying it passed and no second
+/// Warning. Another image admitted takes the report away.
+#[tokio::test]
+async fn a_failed_rescan_keeps_the_finding_until_another_image_is_admitted() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
+    let rescan = scan_job_name("fk", IMG1_DIGEST);
+    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+    let blocked = rescan_summary(&h, "runtime-0.2.0-fail.json", IMG1_DIGEST);
+    h.run_scan_job(&rescan, ScanOutcome::Summary(blocked)).await;
+    h.reconcile("fk").await.unwrap();
+    let vulnerable = |status: &facekey_crds::FaceKeyDeploymentStatus| {
+        facekey_operator::status::running_image_vulnerable(Some(status))
+    };
+    assert_eq!(
+        vulnerable(&h.get("fk").await.status.unwrap()),
+        Some("VulnerabilitiesFound")
+    );
+
+    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+    h.fail_scan(&rescan, &h.clock.now().to_string()).await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    let status = fkd.status.clone().unwrap();
+    let running = status.running_image_scan.clone().unwrap();
+    assert_eq!(running.verdict, ScanVerdict::Failed);
+    assert_eq!((running.counts.critical, running.counts.high), (1, 3));
+    assert!(
+        running.message.contains("the last verdict"),
+        "{}",
+        running.message
+    );
+    assert_eq!(vulnerable(&status), Some("VulnerabilitiesFound"));
+    assert!(cond_message(&fkd, "ScanGatePassed").contains("its rescan found vulnerabilities"));
+    let events = h.events("fk").await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, r, _)| r == "RunningImageVulnerable")
+            .count(),
+        1,
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(_, r, _)| r == "RunningImageRescanPassed"),
+        "{events:?}"
+    );
+
+    // A fixed image (here: one the tolerant policy admits) takes the report away.
+    h.patch_spec(
+        "fk",
+        json!({"image": IMG2, "scanGate": {"maxReportAge": "3h", "maxSeverity": "HIGH", "allowUnfixed": true}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let mut fresh: serde_json::Value =
+        serde_json::from_str(&scan_summary_of("runtime-0.2.0-fail.json", IMG2)).unwrap();
+    fresh["createdAt"] = json!(h.clock.now().to_string());
+    h.run_scan_job(
+        &scan_job_name("fk", IMG2),
+        ScanOutcome::Summary(fresh.to_string()),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2_DIGEST));
+    let status = h.get("fk").await.status.unwrap();
+    assert_eq!(status.running_image_scan, None);
+    assert_eq!(vulnerable(&status), None);
+}
+
+/// With the gate turned off nothing rescans the image, so its report goes rather than staying
+/// for ever (a digest-pinned `spec.image` would otherwise keep it and its alert).
+#[tokio::test]
+async fn turning_the_gate_off_drops_the_running_image_report() {
+    let h = harness(&[]).await;
+    running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
+    h.patch_spec("fk", json!({"image": IMG1_DIGEST})).await;
+    h.reconcile("fk").await.unwrap();
+    let rescan = scan_job_name("fk", IMG1_DIGEST);
+    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+    let blocked = rescan_summary(&h, "runtime-0.2.0-fail.json", IMG1_DIGEST);
+    h.run_scan_job(&rescan, ScanOutcome::Summary(blocked)).await;
+    h.reconcile("fk").await.unwrap();
+    assert!(
+        h.get("fk")
+            .await
+            .status
+            .unwrap()
+            .running_image_scan
+            .is_some()
+    );
+    h.patch_spec("fk", json!({"scanGate": {"enabled": false}}))
+        .await;
+    h.reconcile("fk").await.unwrap();
+    let status = h.get("fk").await.status.unwrap();
+    assert_eq!(status.running_image_scan, None);
+    assert_eq!(
+        facekey_operator::status::running_image_vulnerable(Some(&status)),
+        None
     );
 }
