@@ -136,7 +136,7 @@ fn main() {
         };
         tokio::spawn(server::serve_tls(
             listener,
-            server::tls_config(cert).unwrap(),
+            server::tls_config(cert, None).unwrap(),
             server::router(state),
             std::future::pending::<()>(),
         ));

@@ -153,6 +153,11 @@ struct WebhookArgs {
     /// cannot be read from the API server in time (`LookupFailed`).
     #[arg(long, env = "FACEKEY_OPERATOR_SIDECAR_UNKNOWN_RESOURCE", default_value = "Fail", value_parser = parse_failure_policy)]
     sidecar_unknown_resource: SidecarFailurePolicy,
+    /// PEM file of the CA(s) that issued the client certificate the API server presents to
+    /// admission webhooks (its AdmissionConfiguration's kubeconfig): when set, the webhook
+    /// serves only clients with such a certificate. Unset: any client that reaches it.
+    #[arg(long, env = "FACEKEY_OPERATOR_WEBHOOK_CLIENT_CA")]
+    webhook_client_ca: Option<std::path::PathBuf>,
 }
 
 #[allow(
@@ -357,6 +362,18 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     CertMode::SelfSigned
                 };
+                let client_cas = match &webhook.webhook_client_ca {
+                    Some(path) => {
+                        let pem = std::fs::read(path).with_context(|| {
+                            format!("reading the webhook client CA {}", path.display())
+                        })?;
+                        Some(
+                            facekey_operator::webhook::server::client_cas_from_pem(&pem)
+                                .with_context(|| format!("{}", path.display()))?,
+                        )
+                    }
+                    None => None,
+                };
                 let serving = facekey_operator::webhook::start(
                     client,
                     WebhookConfig {
@@ -376,6 +393,7 @@ async fn main() -> anyhow::Result<()> {
                         lease: (lease_namespace.clone(), lease_name.clone()),
                         every: facekey_operator::webhook::CERT_CHECK_EVERY,
                         metrics: metrics.clone(),
+                        client_cas,
                     },
                 )
                 .await

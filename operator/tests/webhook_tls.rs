@@ -56,6 +56,15 @@ async fn start_limited(
     metrics: Metrics,
     limits: server::ServeLimits,
 ) -> SocketAddr {
+    start_full(cert, metrics, limits, None).await
+}
+
+async fn start_full(
+    cert: Arc<ReloadingCert>,
+    metrics: Metrics,
+    limits: server::ServeLimits,
+    client_cas: Option<&[CertificateDer<'static>]>,
+) -> SocketAddr {
     let resources = String::from_utf8(fixture("resources.yaml")).unwrap();
     let state = WebhookState {
         limit_ranges: Default::default(),
@@ -68,7 +77,7 @@ async fn start_limited(
     };
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = server::tls_config(cert).unwrap();
+    let tls = server::tls_config(cert, client_cas).unwrap();
     tokio::spawn(server::serve_tls_with(
         listener,
         tls,
@@ -85,6 +94,19 @@ async fn connect(
     ca_pem: &str,
     host: &str,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    connect_as(addr, ca_pem, host, None).await
+}
+
+/// A client certificate (PEM chain, PEM key) for TLS client authentication.
+type ClientIdentity = (String, String);
+
+/// [`connect`], presenting `identity` when given.
+async fn connect_as(
+    addr: SocketAddr,
+    ca_pem: &str,
+    host: &str,
+    identity: Option<&ClientIdentity>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -94,8 +116,18 @@ async fn connect(
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((chain, key)) => config
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from(host.to_owned()).unwrap();
@@ -605,4 +637,108 @@ async fn each_connection_is_closed_after_its_answer() {
         head.to_ascii_lowercase().contains("connection: close"),
         "{head}"
     );
+}
+
+/// A CA for the API server's admission client certificate (PEM), and a client certificate it
+/// issued (with the clientAuth usage, as a kubeconfig's `client-certificate` holds).
+fn client_ca_and_identity(name: &str) -> (String, ClientIdentity) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("{name} client CA"));
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "kube-apiserver-admission");
+    leaf.distinguished_name = dn;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, (cert.pem(), key.serialize_pem()))
+}
+
+/// A review posted as `identity`: the answer's `allowed`, or why there was none (a refused
+/// handshake surfaces on the first read under TLS 1.3).
+async fn review_as(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&ClientIdentity>,
+) -> Result<Value, String> {
+    let mut tls = connect_as(addr, ca_pem, HOST, identity).await?;
+    let body = fixture("reviews/inject.json");
+    let head = format!(
+        "POST {MUTATE_PATH} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(&body).await.map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    if let Err(e) = tls.read_to_end(&mut raw).await
+        && raw.is_empty()
+    {
+        return Err(e.to_string());
+    }
+    let text = String::from_utf8(raw).map_err(|e| e.to_string())?;
+    let (status, body) = text.split_once("\r\n\r\n").ok_or("no answer")?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(status.to_owned());
+    }
+    let review: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    Ok(review["response"]["allowed"].clone())
+}
+
+/// With `--webhook-client-ca`, the webhook serves only clients presenting a certificate that CA
+/// issued (the API server's, configured in its AdmissionConfiguration): a client with none, or
+/// with one of another CA, is refused in the handshake and no review reaches the handler.
+/// Without it, any client is served (the default).
+#[tokio::test]
+async fn a_client_ca_admits_only_the_api_servers_certificate() {
+    let (bundle, cert) = issued();
+    let (client_ca, apiserver) = client_ca_and_identity("apiserver");
+    let (_, stranger) = client_ca_and_identity("stranger");
+    let cas = server::client_cas_from_pem(client_ca.as_bytes()).unwrap();
+    let metrics = Metrics::new().unwrap();
+    let addr = start_full(
+        cert.clone(),
+        metrics.clone(),
+        server::ServeLimits::default(),
+        Some(&cas),
+    )
+    .await;
+    assert_eq!(
+        review_as(addr, &bundle.ca_bundle, Some(&apiserver)).await,
+        Ok(Value::Bool(true))
+    );
+    let none = review_as(addr, &bundle.ca_bundle, None).await.unwrap_err();
+    assert!(none.contains("CertificateRequired"), "{none}");
+    let other = review_as(addr, &bundle.ca_bundle, Some(&stranger))
+        .await
+        .unwrap_err();
+    assert!(
+        other.contains("UnknownCA") || other.contains("BadCertificate"),
+        "{other}"
+    );
+    let reviewed = metrics
+        .admission_reviews
+        .with_label_values(&["injected", ""])
+        .get();
+    assert_eq!(reviewed, 1, "refused handshakes never reach the handler");
+
+    let open = start(cert).await;
+    assert_eq!(
+        review_as(open, &bundle.ca_bundle, None).await,
+        Ok(Value::Bool(true))
+    );
+    assert!(server::client_cas_from_pem(b"not a certificate").is_err());
 }

@@ -63,6 +63,9 @@ pub struct WebhookConfig {
     /// The operator's metrics: admissions by outcome, their latency, certificate expiry and
     /// rotations are recorded here and served on the operator's `/metrics`.
     pub metrics: Metrics,
+    /// CAs of the client certificate the API server presents (`--webhook-client-ca`): when
+    /// set, only clients with a certificate they issued are served. `None`: any client.
+    pub client_cas: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 /// How often each replica checks the webhook certificates and the configuration's `caBundle`
@@ -105,7 +108,7 @@ impl Serving {
 pub async fn start(client: Client, config: WebhookConfig) -> Result<Serving, server::TlsError> {
     let listener = server::bind(config.listen).await?;
     let cert = Arc::new(server::ReloadingCert::default());
-    let tls = server::tls_config(cert.clone())?;
+    let tls = server::tls_config(cert.clone(), config.client_cas.as_deref())?;
     let served_cert = cert.clone();
 
     // Untyped and decoded one by one, as the controller's watch (crate::decode): a resource

@@ -168,6 +168,9 @@ pub enum TlsError {
     /// rustls refused the key or configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The client CA bundle (`--webhook-client-ca`) holds no usable CA.
+    #[error("webhook client CA: {0}")]
+    ClientCa(String),
     /// Binding or accepting failed.
     #[error("listening on {addr}: {source}")]
     Io {
@@ -225,13 +228,45 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// A rustls server configuration (TLS 1.2 and 1.3, ring, HTTP/1.1) serving `cert`.
-pub fn tls_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(cert);
+/// The CA certificates of a PEM bundle (`--webhook-client-ca`): at least one, every block a
+/// certificate.
+pub fn client_cas_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    if cas.is_empty() {
+        return Err(TlsError::ClientCa("no CERTIFICATE block".into()));
+    }
+    Ok(cas)
+}
+
+/// A rustls server configuration (TLS 1.2 and 1.3, ring, HTTP/1.1) serving `cert`. With
+/// `client_cas`, only clients presenting a certificate that chains to one of them complete the
+/// handshake (the API server's admission client certificate): no one else can post reviews.
+pub fn tls_config(
+    cert: Arc<ReloadingCert>,
+    client_cas: Option<&[CertificateDer<'static>]>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_cas {
+        None => builder.with_no_client_auth(),
+        Some(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in cas {
+                roots.add(ca.clone())?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
