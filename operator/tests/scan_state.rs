@@ -1086,6 +1086,25 @@ fn rescan_summary(h: &Harness, fixture: &str, pinned: &str) -> String {
     summary.to_string()
 }
 
+/// Three hours and the Job TTL on (a `maxReportAge` of 3h has passed, finished Jobs are gone),
+/// then a reconcile: the running image's rescan Job starts.
+async fn next_rescan_period(h: &Harness) {
+    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
+    h.expire_finished_jobs().await;
+    h.reconcile("fk").await.unwrap();
+}
+
+/// The running IMG1's rescan Job completes with `fixture`'s findings, and is read.
+async fn finish_rescan(h: &Harness, fixture: &str) {
+    let summary = rescan_summary(h, fixture, IMG1_DIGEST);
+    h.run_scan_job(
+        &scan_job_name("fk", IMG1_DIGEST),
+        ScanOutcome::Summary(summary),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+}
+
 /// While `spec.image` names the image that runs, that image is rescanned once its scan is older
 /// than `maxReportAge`: a scan Job of its pinned digest, the gate open all along. Findings
 /// published since it was admitted are reported (`status.runningImageScan`, a Warning Event,
@@ -1123,9 +1142,7 @@ async fn the_running_image_is_rescanned_and_findings_are_reported_not_rolled_bac
     );
     assert_eq!(cond(&fkd, "Ready").0, "True");
 
-    let blocked = rescan_summary(&h, "runtime-0.2.0-fail.json", IMG1_DIGEST);
-    h.run_scan_job(&rescan, ScanOutcome::Summary(blocked)).await;
-    h.reconcile("fk").await.unwrap();
+    finish_rescan(&h, "runtime-0.2.0-fail.json").await;
     let fkd = h.get("fk").await;
     let status = fkd.status.clone().unwrap();
     let running = status.running_image_scan.clone().unwrap_or_else(|| {
@@ -1181,13 +1198,9 @@ async fn the_running_image_is_rescanned_and_findings_are_reported_not_rolled_bac
 
     // The next period's rescan passes (a fixed base image under the same tag's digest is not
     // possible; the policy's view changed, e.g. the findings were withdrawn): the report clears.
-    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
-    h.expire_finished_jobs().await;
-    h.reconcile("fk").await.unwrap();
+    next_rescan_period(&h).await;
     assert_eq!(h.jobs().await, vec![rescan.clone()], "rescanned again");
-    let passed = rescan_summary(&h, "runtime-0.1.0-pass.json", IMG1_DIGEST);
-    h.run_scan_job(&rescan, ScanOutcome::Summary(passed)).await;
-    h.reconcile("fk").await.unwrap();
+    finish_rescan(&h, "runtime-0.1.0-pass.json").await;
     let status = h.get("fk").await.status.unwrap();
     assert_eq!(
         status.running_image_scan.as_ref().map(|r| r.verdict),
@@ -1230,9 +1243,7 @@ async fn the_running_image_is_rescanned_and_findings_are_reported_not_rolled_bac
 async fn a_failed_rescan_of_the_running_image_waits_for_its_retry() {
     let h = harness(&[]).await;
     running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
-    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
-    h.expire_finished_jobs().await;
-    h.reconcile("fk").await.unwrap();
+    next_rescan_period(&h).await;
     let rescan = scan_job_name("fk", IMG1_DIGEST);
     assert_eq!(h.jobs().await, vec![rescan.clone()]);
     h.fail_scan(&rescan, &h.clock.now().to_string()).await;
@@ -1278,12 +1289,8 @@ async fn a_failed_rescan_keeps_the_finding_until_another_image_is_admitted() {
     let h = harness(&[]).await;
     running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
     let rescan = scan_job_name("fk", IMG1_DIGEST);
-    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
-    h.expire_finished_jobs().await;
-    h.reconcile("fk").await.unwrap();
-    let blocked = rescan_summary(&h, "runtime-0.2.0-fail.json", IMG1_DIGEST);
-    h.run_scan_job(&rescan, ScanOutcome::Summary(blocked)).await;
-    h.reconcile("fk").await.unwrap();
+    next_rescan_period(&h).await;
+    finish_rescan(&h, "runtime-0.2.0-fail.json").await;
     let vulnerable = |status: &facekey_crds::FaceKeyDeploymentStatus| {
         facekey_operator::status::running_image_vulnerable(Some(status))
     };
@@ -1292,9 +1299,7 @@ async fn a_failed_rescan_keeps_the_finding_until_another_image_is_admitted() {
         Some("VulnerabilitiesFound")
     );
 
-    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
-    h.expire_finished_jobs().await;
-    h.reconcile("fk").await.unwrap();
+    next_rescan_period(&h).await;
     h.fail_scan(&rescan, &h.clock.now().to_string()).await;
     h.reconcile("fk").await.unwrap();
     let fkd = h.get("fk").await;
@@ -1355,13 +1360,8 @@ async fn turning_the_gate_off_drops_the_running_image_report() {
     running_img1(&h, json!({"scanGate": {"maxReportAge": "3h"}})).await;
     h.patch_spec("fk", json!({"image": IMG1_DIGEST})).await;
     h.reconcile("fk").await.unwrap();
-    let rescan = scan_job_name("fk", IMG1_DIGEST);
-    h.clock.advance(PAST_JOB_TTL + 3 * 3600);
-    h.expire_finished_jobs().await;
-    h.reconcile("fk").await.unwrap();
-    let blocked = rescan_summary(&h, "runtime-0.2.0-fail.json", IMG1_DIGEST);
-    h.run_scan_job(&rescan, ScanOutcome::Summary(blocked)).await;
-    h.reconcile("fk").await.unwrap();
+    next_rescan_period(&h).await;
+    finish_rescan(&h, "runtime-0.2.0-fail.json").await;
     assert!(
         h.get("fk")
             .await

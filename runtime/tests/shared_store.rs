@@ -693,6 +693,25 @@ async fn an_older_binary_starts_on_a_newer_schema() {
     assert!(store.load_all().await.unwrap().is_empty());
 }
 
+/// Another session holding subject `id`'s row lock for 2 s (a write to it waits), started.
+async fn hold_subject_row(pg: &PgServer, id: &str) -> std::process::Child {
+    let holder = pg.psql_spawn(&format!(
+        "BEGIN; SELECT * FROM facekey_subjects WHERE id = '{id}' FOR UPDATE; SELECT pg_sleep(2);"
+    ));
+    within(
+        Duration::from_secs(10),
+        "the lock holder started",
+        || async {
+            pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' \
+             AND state = 'active' AND pid <> pg_backend_pid()",
+            ) == "1"
+        },
+    )
+    .await;
+    holder
+}
+
 /// A write that commits after its client went away is in the audit trail with what it did: a
 /// rename waits on a row lock another session holds, the client gives up (audited 499), the lock
 /// goes, the rename commits, and the write's own follow-up event says so.
@@ -713,20 +732,7 @@ async fn a_write_committed_after_its_client_left_is_audited_with_its_outcome() {
     let (status, s) = a.create("Ada").await;
     assert_eq!(status, StatusCode::CREATED, "{s}");
     let id = s["id"].as_str().unwrap().to_owned();
-    let mut holder = pg.psql_spawn(&format!(
-        "BEGIN; SELECT * FROM facekey_subjects WHERE id = '{id}' FOR UPDATE; SELECT pg_sleep(2);"
-    ));
-    within(
-        Duration::from_secs(10),
-        "the lock holder started",
-        || async {
-            pg.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' \
-             AND state = 'active' AND pid <> pg_backend_pid()",
-            ) == "1"
-        },
-    )
-    .await;
+    let mut holder = hold_subject_row(&pg, &id).await;
     let gave_up = a
         .client
         .patch(a.url(&format!("/v1/subjects/{id}")))
@@ -793,20 +799,7 @@ async fn a_deletion_committed_after_its_client_left_still_erases_the_sessions() 
     ));
     assert_eq!(a.json(a.client.get(&session)).await.0, StatusCode::OK);
 
-    let mut holder = pg.psql_spawn(&format!(
-        "BEGIN; SELECT * FROM facekey_subjects WHERE id = '{id}' FOR UPDATE; SELECT pg_sleep(2);"
-    ));
-    within(
-        Duration::from_secs(10),
-        "the lock holder started",
-        || async {
-            pg.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' \
-             AND state = 'active' AND pid <> pg_backend_pid()",
-            ) == "1"
-        },
-    )
-    .await;
+    let mut holder = hold_subject_row(&pg, &id).await;
     let gave_up = a
         .client
         .delete(a.url(&format!("/v1/subjects/{id}")))
