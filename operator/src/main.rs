@@ -353,6 +353,11 @@ async fn main() -> anyhow::Result<()> {
             let metrics = facekey_operator::metrics::Metrics::new()
                 .context("registering the operator's metrics")?;
             let mut webhook_serving = None;
+            if !webhook.enabled && webhook.webhook_client_ca.is_some() {
+                tracing::warn!(
+                    "--webhook-client-ca is ignored: the webhook is off (--webhook false)"
+                );
+            }
             if webhook.enabled {
                 let client = facekey_operator::client::infer()
                     .await

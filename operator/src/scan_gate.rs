@@ -640,19 +640,24 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
         let running = old.and_then(|s| s.running_image_scan.as_ref());
         let rescan = match rescan_running(inputs, &gate, lkg, records, running).await {
             Ok(rescan) => rescan,
-            // The image is admitted whatever a rescan says: a call that failed is recorded as a
-            // failed attempt (the last verdict's findings kept) and retried in 5 minutes.
+            // The image is admitted whatever a rescan says. A call that failed is recorded as a
+            // failed attempt (the last verdict's findings kept), unless one is recorded already:
+            // a failed Job's record holds its retry count and time (its backoff), and rewriting
+            // it each reconcile would only churn the status.
             Err(e) => {
                 tracing::warn!(image = %lkg, error = %e, "rescanning the running image failed");
-                let message = format!("the rescan could not run: {e}");
                 let running = running.filter(|r| digest_of(lkg) == r.digest.as_deref());
-                let unchanged = running
-                    .is_some_and(|r| r.verdict == ScanVerdict::Failed && r.message == message);
-                let mut record = failed_record(lkg, &policy_hash(&gate), &message);
-                record.digest = digest_of(lkg).map(str::to_owned);
-                record.scanned_at = Some(Time(inputs.now));
+                let record = if running.is_some_and(|r| r.verdict == ScanVerdict::Failed) {
+                    None
+                } else {
+                    let message = format!("the rescan could not run: {e}");
+                    let mut record = failed_record(lkg, &policy_hash(&gate), &message);
+                    record.digest = digest_of(lkg).map(str::to_owned);
+                    record.scanned_at = Some(Time(inputs.now));
+                    Some(keeping_findings(record, running))
+                };
                 Rescan {
-                    record: (!unchanged).then(|| keeping_findings(record, running)),
+                    record,
                     requeue: Some(Duration::from_secs(300)),
                     created_job: None,
                 }

@@ -1259,6 +1259,29 @@ async fn a_failed_rescan_of_the_running_image_waits_for_its_retry() {
     let running = fkd.status.clone().unwrap().running_image_scan.unwrap();
     assert_eq!(running.verdict, ScanVerdict::Failed);
     assert_eq!(running.failures, Some(1));
+    // The API server failing a read in between neither resets the failed Job's record (its
+    // backoff) nor fails the reconcile: the image is admitted whatever a rescan says.
+    let failing = std::sync::Arc::new(common::test_context(
+        &common::answering_gets(
+            h.client.clone(),
+            "/jobs/",
+            500,
+            "etcdserver: request timed out",
+        ),
+        &h.clock,
+    ));
+    facekey_operator::reconcile::reconcile(std::sync::Arc::new(h.get("fk").await), failing)
+        .await
+        .unwrap();
+    let kept = h
+        .get("fk")
+        .await
+        .status
+        .unwrap()
+        .running_image_scan
+        .unwrap();
+    assert_eq!(kept, running, "the failed Job's record kept");
+    assert_eq!(h.jobs().await, vec![rescan.clone()]);
     assert_eq!(
         cond(&fkd, "ScanGatePassed"),
         ("True".into(), "LastKnownGood".into())

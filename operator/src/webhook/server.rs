@@ -228,6 +228,35 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// Whether a failed handshake refused the client's certificate (none presented, or one the
+/// client CAs did not issue).
+fn refused_client_certificate(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
+    )
+}
+
+/// At most one warning a minute for refused client certificates: a scanner must not flood the
+/// log, and one line a minute shows a misconfigured API server.
+fn client_refusal_due() -> bool {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    now >= last + 60
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+}
+
 /// The CA certificates of a PEM bundle (`--webhook-client-ca`): at least one, every block a
 /// certificate.
 pub fn client_cas_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -724,7 +753,17 @@ pub async fn serve_tls_with(
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "webhook TLS handshake failed");
+                        if refused_client_certificate(&e) && client_refusal_due() {
+                            warn!(
+                                %peer, error = %e,
+                                "a webhook client was refused for its client certificate \
+                                 (--webhook-client-ca); if it is the API server, its \
+                                 AdmissionConfiguration sends none or one of another CA, and pods \
+                                 are admitted without their sidecar (failurePolicy Ignore)"
+                            );
+                        } else {
+                            debug!(%peer, error = %e, "webhook TLS handshake failed");
+                        }
                         return;
                     }
                     Err(_) => {
