@@ -1435,3 +1435,96 @@ async fn concurrent_sweeps_share_the_expired_sessions_without_deadlock() {
         format!("0 {SESSIONS}")
     );
 }
+
+/// A replica keeps the frames it judged (decrypted) for its next call on the session, which
+/// then reads only the batch rows written since, by other replicas: a session fed through one
+/// replica reads no row after its first call, one fed in turns reads each other replica's rows
+/// once. The verdict sees every frame either way (a frame repeated across replicas is still a
+/// duplicate), and closing the session drops what was kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reads_only_the_batches_written_since_its_last_call() {
+    use facekey_runtime::challenge::FrameObservation;
+    use facekey_runtime::challenge::fingerprint::Fingerprint;
+    use facekey_runtime::challenge::pg::PgSessions;
+    use facekey_runtime::challenge::session::{SessionLimits, SessionState};
+    use facekey_runtime::challenge::store::SessionStore;
+    use facekey_runtime::store::TemplateKeys;
+    let sh = Shared::new();
+    Running::start(sh.config("a", |_| {})).await.stop().await;
+    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
+    let store = facekey_runtime::store::postgres::PgStore::connect(
+        &sh.pg.url(),
+        None,
+        keys.clone(),
+        8,
+        "FACEKEY_DATABASE_URL",
+    )
+    .await
+    .unwrap();
+    let replica = || {
+        PgSessions::new(
+            store.pool().clone(),
+            keys.clone(),
+            SessionLimits::default(),
+            Default::default(),
+        )
+    };
+    let (a, b) = (replica(), replica());
+    // Frames without a face, each with its own fingerprint, 100 ms apart.
+    let frame = |n: u64| {
+        let mut f = FrameObservation::unusable(1_000 + 100 * n, "no face");
+        let cells: Vec<u8> = (0..256)
+            .map(|i| ((i * 3 + n as usize * 41) % 256) as u8)
+            .collect();
+        f.fingerprint = Some(Fingerprint::try_from(cells).unwrap());
+        f
+    };
+    let (opened, _) = a.open("k", None).await.unwrap();
+    let id = opened.id;
+    async fn feed(
+        r: &PgSessions,
+        id: &str,
+        frames: Vec<FrameObservation>,
+    ) -> facekey_runtime::challenge::session::BatchResult {
+        r.begin_batch("k", id, frames.len()).await.unwrap();
+        r.add_frames("k", id, frames).await.unwrap()
+    }
+    feed(&a, &id, vec![frame(0), frame(1)]).await;
+    feed(&a, &id, vec![frame(2), frame(3)]).await;
+    assert_eq!(
+        a.batch_rows_read(),
+        0,
+        "the first replica read nothing back"
+    );
+    feed(&b, &id, vec![frame(4), frame(5)]).await;
+    assert_eq!(
+        b.batch_rows_read(),
+        2,
+        "the other replica read the two earlier rows"
+    );
+    let result = feed(&a, &id, vec![frame(6)]).await;
+    assert_eq!(a.batch_rows_read(), 1, "then only the other replica's row");
+    assert_eq!(result.view.state, SessionState::InProgress);
+    assert_eq!(result.view.frames_received, 7);
+    // A frame the first replica applied, sent again through it after the other replica's
+    // batch: judged against every frame, whatever was kept.
+    let repeated = feed(&a, &id, vec![frame(1)]).await;
+    assert_eq!(
+        repeated.view.state,
+        SessionState::Failed,
+        "{:?}",
+        repeated.view
+    );
+
+    // Closing a session drops the frames kept for it.
+    let (opened, _) = a.open("k", None).await.unwrap();
+    let id = opened.id;
+    a.begin_batch("k", &id, 1).await.unwrap();
+    a.add_frames("k", &id, vec![frame(0)]).await.unwrap();
+    a.close("k", &id).await.unwrap();
+    let before = a.batch_rows_read();
+    let (opened, _) = a.open("k", None).await.unwrap();
+    a.begin_batch("k", &opened.id, 1).await.unwrap();
+    a.add_frames("k", &opened.id, vec![frame(0)]).await.unwrap();
+    assert_eq!(a.batch_rows_read(), before);
+}

@@ -253,6 +253,95 @@ pub struct PgSessions {
     keys: TemplateKeys,
     limits: SessionLimits,
     policy: ChallengePolicy,
+    frames: std::sync::Mutex<FramesCache>,
+    batch_rows_read: std::sync::atomic::AtomicU64,
+}
+
+/// Decrypted frames this replica last judged, by session: most clients keep their connection,
+/// so their calls reach the same replica, and a frames call then reads only the batch rows
+/// written since (by other replicas) instead of every earlier one. Bounded by
+/// [`FRAMES_CACHE_BYTES`] (least recently used go first); an entry is taken out for a call and
+/// put back only after its transaction committed, and the call checks the frames it assembles
+/// against the count the row holds, reading every row again on a mismatch. A subject's
+/// deletion and a session's close or end take its entry; an entry older than the session TTL
+/// goes (its session has expired), so the frames of a session another replica deleted with
+/// its subject are not held past that.
+#[derive(Default)]
+struct FramesCache {
+    entries: std::collections::HashMap<String, CachedFrames>,
+    bytes: usize,
+    tick: u64,
+}
+
+struct CachedFrames {
+    /// Batch rows the frames hold (rows `0..batches`).
+    batches: usize,
+    frames: Vec<FrameObservation>,
+    /// Their sealed size, the measure of the bound.
+    bytes: usize,
+    subject: Option<String>,
+    used: u64,
+    stored: std::time::Instant,
+}
+
+/// At most this many bytes of sealed frames are kept decrypted per replica (about 40 sessions
+/// at the default frame bound of 160).
+pub const FRAMES_CACHE_BYTES: usize = 32 << 20;
+
+impl FramesCache {
+    fn take(&mut self, id: &str) -> Option<CachedFrames> {
+        let entry = self.entries.remove(id)?;
+        self.bytes -= entry.bytes;
+        Some(entry)
+    }
+
+    fn put(&mut self, id: &str, mut entry: CachedFrames) {
+        if entry.bytes > FRAMES_CACHE_BYTES {
+            return;
+        }
+        self.tick += 1;
+        entry.used = self.tick;
+        self.bytes += entry.bytes;
+        if let Some(old) = self.entries.insert(id.to_owned(), entry) {
+            self.bytes -= old.bytes;
+        }
+        while self.bytes > FRAMES_CACHE_BYTES {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.take(&oldest);
+        }
+    }
+
+    /// Drops the entries stored more than `ttl` ago.
+    fn expire(&mut self, ttl: Duration) {
+        let old: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.stored.elapsed() > ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in old {
+            self.take(&id);
+        }
+    }
+
+    fn forget_subject(&mut self, subject: &str) {
+        let ids: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.subject.as_deref() == Some(subject))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in ids {
+            self.take(&id);
+        }
+    }
 }
 
 impl PgSessions {
@@ -269,7 +358,22 @@ impl PgSessions {
             keys,
             limits,
             policy,
+            frames: std::sync::Mutex::default(),
+            batch_rows_read: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Batch rows of frames read from the database so far (what the frames cache saves shows
+    /// here).
+    pub fn batch_rows_read(&self) -> u64 {
+        self.batch_rows_read
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn frames_cache(&self) -> std::sync::MutexGuard<'_, FramesCache> {
+        let mut cache = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        cache.expire(self.limits.ttl);
+        cache
     }
 
     fn binding<'a>(id: &'a str, key_hash: &'a str) -> Binding<'a> {
@@ -304,30 +408,41 @@ impl PgSessions {
         }
     }
 
-    /// The frames of session `id` kept as batch rows, in order (under the session's row lock).
+    /// The frames of session `id` kept as batch rows from row `from` on, in order (under the
+    /// session's row lock): the frames, the rows read and their sealed bytes.
     async fn read_batches(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         id: &str,
         key_hash: &str,
-    ) -> Result<(Vec<FrameObservation>, usize), SessionError> {
+        from: usize,
+    ) -> Result<(Vec<FrameObservation>, usize, usize), SessionError> {
         let rows = sqlx::query(
             "SELECT batch, sealed_key_id, sealed_nonce, sealed \
-             FROM facekey_liveness_session_frames WHERE session_id = $1 ORDER BY batch",
+             FROM facekey_liveness_session_frames WHERE session_id = $1 AND batch >= $2 \
+             ORDER BY batch",
         )
         .bind(id)
+        .bind(i32::try_from(from).unwrap_or(i32::MAX))
         .fetch_all(&mut **tx)
         .await
         .map_err(db("read liveness session frames"))?;
+        self.batch_rows_read.fetch_add(
+            u64::try_from(rows.len()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let bad = |what: String| SessionError::Backend(format!("session {id} frames: {what}"));
         let mut frames = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
+        let mut bytes = 0;
+        for (n, row) in rows.iter().enumerate() {
+            let i = from + n;
             let get = |e: sqlx::Error| bad(e.to_string());
             let batch: i32 = row.try_get("batch").map_err(get)?;
             if usize::try_from(batch).ok() != Some(i) {
                 return Err(bad(format!("batch {batch} where {i} was due")));
             }
             let sealed = sealed_in(row).map_err(bad)?;
+            bytes += sealed.ciphertext.len();
             let place = format!("{id}/{i}");
             let bytes =
                 sealing::open_bytes(&self.keys, Self::batch_binding(&place, key_hash), &sealed)
@@ -336,10 +451,36 @@ impl PgSessions {
                 serde_json::from_slice(&bytes).map_err(|e| bad(format!("sealed data: {e}")))?;
             frames.extend(batch);
         }
-        Ok((frames, rows.len()))
+        Ok((frames, rows.len(), bytes))
     }
 
-    /// Appends `frames` to session `id` as its batch row number `batch`.
+    /// Session `id`'s frames so far, as batch rows (`expected` frames in all): the cached ones
+    /// and the rows written since, or every row when nothing is cached or the cache and the
+    /// rows disagree. The frames, the rows they fill and their sealed bytes.
+    async fn frames_so_far(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: &str,
+        key_hash: &str,
+        expected: usize,
+    ) -> Result<(Vec<FrameObservation>, usize, usize), SessionError> {
+        let cached = self.frames_cache().take(id);
+        if let Some(c) = cached {
+            let (more, rows, bytes) = self.read_batches(tx, id, key_hash, c.batches).await?;
+            if c.frames.len() + more.len() == expected {
+                let mut frames = c.frames;
+                frames.extend(more);
+                return Ok((frames, c.batches + rows, c.bytes + bytes));
+            }
+            tracing::debug!(
+                session = id,
+                "cached liveness frames out of date; reading every batch"
+            );
+        }
+        self.read_batches(tx, id, key_hash, 0).await
+    }
+
+    /// Appends `frames` to session `id` as its batch row number `batch`; its sealed bytes.
     async fn append_batch(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -347,7 +488,7 @@ impl PgSessions {
         key_hash: &str,
         batch: usize,
         frames: &[FrameObservation],
-    ) -> Result<(), SessionError> {
+    ) -> Result<usize, SessionError> {
         let sealed = self.seal_batch(id, key_hash, batch, frames)?;
         sqlx::query(
             "INSERT INTO facekey_liveness_session_frames \
@@ -361,7 +502,7 @@ impl PgSessions {
         .execute(&mut **tx)
         .await
         .map_err(db("add liveness session frames"))?;
-        Ok(())
+        Ok(sealed.ciphertext.len())
     }
 
     fn seal(&self, id: &str, key_hash: &str, private: &Private) -> Result<Sealed, SessionError> {
@@ -422,9 +563,11 @@ impl PgSessions {
         // The frames so far, in the order received, as one replica's store keeps them: those a
         // session opened by the release before kept in its row, then the batch rows. A batch
         // captured before frames already applied fails the session (timestamps_not_increasing).
-        let (kept_rows, batches) = self.read_batches(&mut tx, id, &hash).await?;
         let mut frames = private.frames;
         let in_row = frames.len();
+        let expected = (s.frames_received - batch.len()).saturating_sub(in_row);
+        let (kept_rows, batches, mut sealed_bytes) =
+            self.frames_so_far(&mut tx, id, &hash, expected).await?;
         if in_row > 0 && batches > 0 {
             return Err(SessionError::Backend(format!(
                 "session {id} holds frames both in its row and as batch rows"
@@ -453,6 +596,7 @@ impl PgSessions {
             .filter_map(|&i| verdict.frames.get(i).copied())
             .collect();
         let ended = verdict.outcome != Outcome::InProgress;
+        let mut kept = None;
         let sealed = if ended {
             // Keep only what verify needs: a passed session's probe, witnesses, action frames
             // and prints, in the row; the frames go.
@@ -480,18 +624,33 @@ impl PgSessions {
             // before began, its row's frames become the first batch rows, 8 frames a row).
             let mut next = batches;
             for chunk in frames[..in_row].chunks(MAX_FRAMES_PER_CALL) {
-                self.append_batch(&mut tx, id, &hash, next, chunk).await?;
+                sealed_bytes += self.append_batch(&mut tx, id, &hash, next, chunk).await?;
                 next += 1;
             }
             if first < frames.len() {
-                self.append_batch(&mut tx, id, &hash, next, &frames[first..])
+                sealed_bytes += self
+                    .append_batch(&mut tx, id, &hash, next, &frames[first..])
                     .await?;
+                next += 1;
             }
+            kept = Some(CachedFrames {
+                batches: next,
+                frames: Vec::new(),
+                bytes: sealed_bytes,
+                subject: s.subject.clone(),
+                used: 0,
+                stored: std::time::Instant::now(),
+            });
             Some(self.seal(id, &hash, &Private::default())?)
         };
         s.verdict = verdict;
         self.write(&mut tx, &s, sealed.as_ref()).await?;
         tx.commit().await.map_err(&err)?;
+        // Committed: this replica's next call for the session reads only newer rows.
+        if let Some(mut entry) = kept {
+            entry.frames = frames;
+            self.frames_cache().put(id, entry);
+        }
         Ok(BatchResult {
             view: s.view(),
             frames: feedback,
@@ -919,6 +1078,7 @@ impl SessionStore for PgSessions {
     }
 
     async fn close(&self, key: &str, id: &str) -> Result<Closed, SessionError> {
+        self.frames_cache().take(id);
         let hash = key_hash(key);
         let err = db("close liveness session");
         let mut tx = self.pool.begin().await.map_err(&err)?;
@@ -938,6 +1098,7 @@ impl SessionStore for PgSessions {
     }
 
     async fn forget_subject(&self, subject: &str) -> Result<usize, SessionError> {
+        self.frames_cache().forget_subject(subject);
         let err = db("delete the liveness sessions of a deleted subject");
         let mut tx = self.pool.begin().await.map_err(&err)?;
         let done = sqlx::query("DELETE FROM facekey_liveness_sessions WHERE subject = $1")
@@ -1105,6 +1266,44 @@ impl SessionStore for PgSessions {
 mod tests {
     use super::*;
     use crate::challenge::sealing::bytes_to_words;
+
+    fn cached(bytes: usize, subject: Option<&str>) -> CachedFrames {
+        CachedFrames {
+            batches: 1,
+            frames: vec![FrameObservation::unusable(1, "no face")],
+            bytes,
+            subject: subject.map(str::to_owned),
+            used: 0,
+            stored: std::time::Instant::now(),
+        }
+    }
+
+    /// The frames cache holds at most its bytes (the least recently stored go first, a
+    /// session larger than the whole bound is not kept), forgets a deleted subject's sessions
+    /// and whatever is older than the TTL.
+    #[test]
+    fn the_frames_cache_is_bounded_and_forgets() {
+        let mut c = FramesCache::default();
+        let third = FRAMES_CACHE_BYTES / 3;
+        c.put("a", cached(third, Some("s")));
+        c.put("b", cached(third, None));
+        c.put("c", cached(third, None));
+        assert_eq!(c.bytes, 3 * third);
+        // Re-stored, `a` is the most recent: `b` goes for `d`.
+        let a = c.take("a").unwrap();
+        c.put("a", a);
+        c.put("d", cached(third, None));
+        assert!(c.bytes <= FRAMES_CACHE_BYTES);
+        assert!(c.entries.contains_key("a") && !c.entries.contains_key("b"));
+        c.put("huge", cached(FRAMES_CACHE_BYTES + 1, None));
+        assert!(!c.entries.contains_key("huge"));
+        c.forget_subject("s");
+        assert!(!c.entries.contains_key("a"));
+        assert_eq!(c.bytes, c.entries.values().map(|e| e.bytes).sum::<usize>());
+        c.expire(Duration::ZERO);
+        assert!(c.entries.is_empty());
+        assert_eq!(c.bytes, 0);
+    }
 
     /// A session at the frame bound, every frame with both embedding models' values written
     /// at full length, fits the schema's 8 MiB check on the sealed column (migration 0010).
