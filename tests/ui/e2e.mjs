@@ -968,7 +968,7 @@ await step("api-docs", async () => {
 await step("delete-subject", async () => {
   await page.getByTestId("tab-enrol").click();
   const row = page.locator(`[data-testid="subject-row"][data-name="${subjectName}"]`);
-  await row.getByRole("button", { name: "Delete…" }).click();
+  await row.getByRole("button", { name: `Delete ${subjectName}…` }).click();
   await row.getByRole("button", { name: `Delete ${subjectName}` }).click();
   await waitText('[data-testid="enrol-status"]', (t) => t.startsWith("Deleted"), "status after delete");
   await row.waitFor({ state: "detached" });

@@ -13,6 +13,7 @@ import {
   parseBox,
   parseScore,
   parseSubjectId,
+  typedSubjectId,
   parseSubjects,
   parseVerify,
   releaseLockout,
@@ -306,6 +307,14 @@ describe("parseSubjects", () => {
     expect(parseSubjects([{ id: "c", name: "C", faces: 1 }])).toHaveLength(1);
     expect(parseSubjects([{ id: "d", created_by: "app" }])[0]?.created_by).toBe("app");
     expect(parseSubjects(null)).toEqual([]);
+  });
+});
+
+describe("typedSubjectId", () => {
+  it("sends a typed UUID in its canonical spelling, anything else as typed", () => {
+    const id = "3f0c2a1e-9b7d-4c5e-8f6a-1b2c3d4e5f60";
+    expect(typedSubjectId(` ${id.toUpperCase()} `)).toBe(id);
+    expect(typedSubjectId(" Eileen ")).toBe("Eileen");
   });
 });
 

@@ -560,6 +560,15 @@ export function parseSubjectId(text: string): string | undefined {
   return SUBJECT_ID.test(id) ? id : undefined;
 }
 
+/**
+ * A subject id typed in, as sent: its canonical spelling when it is a UUID (an upper-case copy
+ * names the subject too), else as typed (trimmed), for the runtime to answer that no such
+ * subject exists.
+ */
+export function typedSubjectId(text: string): string {
+  return parseSubjectId(text) ?? text.trim();
+}
+
 /** `GET /v1/subjects/{id}` (admin): one subject, by its id (404 `subject_not_found` if unknown). */
 export async function getSubject(subjectId: string, signal?: AbortSignal): Promise<Subject> {
   const subject = parseSubject(
@@ -867,9 +876,10 @@ export async function sendFrames(
 /**
  * `DELETE /v1/liveness/sessions/{id}`: give the session up; the runtime frees its place at once.
  * `key`: the key that opened it, when the session's key may be gone by then (signed out).
+ * `keepalive`: the request outlives the page (sent as the tab closes or reloads).
  */
 export async function closeSession(id: string, key?: string): Promise<void> {
-  await send(sessionPath(id), { method: "DELETE" }, key);
+  await send(sessionPath(id), { method: "DELETE", keepalive: true }, key);
 }
 
 /** `GET /v1/liveness/sessions/{id}`: the session's state, and its verdict once final. */

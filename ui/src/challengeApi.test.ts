@@ -265,6 +265,8 @@ describe("giving a session up", () => {
     const [url, init] = fetchMock.mock.calls[1] as unknown as [string, RequestInit];
     expect(`${init.method} ${url}`).toBe("DELETE v1/liveness/sessions/s1");
     expect(new Headers(init.headers).get("Authorization")).toBe(`Bearer ${KEY}`);
+    // Sent to outlive the page (closed or reloaded while the run was on).
+    expect(init.keepalive).toBe(true);
     // The key stays forgotten.
     expect(keySession.key()).toBeUndefined();
   });

@@ -92,6 +92,7 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, onUnlock,
                         disabled={busy}
                         onClick={() => onUnlock(s)}
                         title="Lift a lockout after too many failed verifications"
+                        aria-label={`Unlock ${s.name}`}
                         data-testid="subject-unlock"
                       >
                         Unlock
@@ -102,6 +103,7 @@ export function SubjectTable({ subjects, selected, onSelect, onDelete, onUnlock,
                       className="secondary"
                       disabled={busy}
                       onClick={() => setConfirming(s.id)}
+                      aria-label={`Delete ${s.name}…`}
                       data-testid="subject-delete"
                     >
                       Delete…

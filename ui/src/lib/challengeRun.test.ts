@@ -579,6 +579,33 @@ describe("a challenge run", () => {
     done.runner.cancel();
     expect(done.server.closed).toEqual([]);
   });
+
+  it("a passed session nothing uses is given up; one the runtime failed is not", async () => {
+    // Liveness only: passed, no subject to verify.
+    const alone = harness({ framesPerAction: 1 });
+    await alone.begin({ verify: false });
+    await alone.timers.tick(8);
+    await alone.runner.finished;
+    expect(alone.state().verdict?.state).toBe("passed");
+    expect(alone.server.closed).toEqual(["sess-1"]);
+
+    // Passed, and its verification failed: the session would only hold a place.
+    const refused = harness({ framesPerAction: 1, verifyError: new ApiError(404, "subject_not_found", "gone") });
+    await refused.begin();
+    await refused.timers.tick(8);
+    await refused.runner.finished;
+    expect(refused.state().errorDuring).toBe("verifying");
+    expect(refused.server.closed).toEqual(["sess-1"]);
+
+    // Failed by the runtime: nothing to give up.
+    const failed = harness({ face: () => false, failAfterFaceless: 3 });
+    await failed.begin();
+    await failed.timers.tick(8);
+    await failed.runner.finished;
+    expect(failed.state().verdict?.state).toBe("failed");
+    failed.runner.cancel();
+    expect(failed.server.closed).toEqual([]);
+  });
 });
 
 describe("the capture rate", () => {

@@ -169,6 +169,8 @@ export class ChallengeRun {
   private captureDone = false;
   private inFlight = false;
   private ended = false;
+  /** The session is spent (ended by the runtime, used, or closed): nothing to give up. */
+  private released = false;
   private session: LivenessSession | undefined;
   private deadline: number | undefined;
   /** The session's capture rate ([`captureFps`]), frames per second. */
@@ -248,13 +250,16 @@ export class ChallengeRun {
   }
 
   /**
-   * Give the session up on the runtime when the run stops before its verdict (Cancel, leaving
-   * the view, an error during capture), so that its place is free at once rather than at its
-   * expiry; a failure is ignored (the session then expires).
+   * Give the session up on the runtime when the run will not use it (Cancel, leaving the view
+   * or the page, an error during capture or verification, a passed session with nothing to
+   * verify), so that its place is free at once rather than at its expiry; a failure is ignored
+   * (the session then expires). Not once it is spent: ended by the runtime (failed, expired) or
+   * used by a verification or identification, or closed already.
    */
   private close(): void {
     const session = this.session;
-    if (!session || this.ended) return;
+    if (!session || this.released) return;
+    this.released = true;
     this.api.closeSession(session.id).catch(() => undefined);
   }
 
@@ -439,20 +444,28 @@ export class ChallengeRun {
       status = { ...status, state: "failed", live: undefined, reasons: [...status.reasons, "not_finished"] };
     }
     this.dispatch({ type: "verdict", status });
+    // Failed or expired, the runtime ended it: it holds no place.
+    if (status.state === "failed" && !status.reasons.includes("not_finished")) this.released = true;
+    if (status.state === "expired") this.released = true;
     const subject = this.req.subject;
     try {
       if (status.state === "passed" && this.req.verify && subject) {
         const result = await this.refusedAgain(() =>
           this.api.verifySession(subject, session.id, this.signal, this.req.includeLayers),
         );
+        this.released = true;
         if (!this.signal.aborted) this.dispatch({ type: "verified", result });
       } else if (status.state === "passed" && this.req.identify) {
         const result = await this.refusedAgain(() => this.api.identifySession(session.id, this.signal));
+        this.released = true;
         if (!this.signal.aborted) this.dispatch({ type: "identified", result });
       }
     } catch (e) {
       if (!this.signal.aborted && !aborted(e)) this.dispatch({ type: "error", error: e });
     }
+    // A passed session nothing used (liveness only, or a verification that failed), or one the
+    // runtime never ended: given up rather than left holding a place until it expires.
+    this.close();
     this.settle();
   }
 }

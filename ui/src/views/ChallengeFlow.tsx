@@ -1,5 +1,13 @@
 import { useCallback, useEffect, useId, useReducer, useRef, useState } from "react";
-import { closeSession, identifySession, sendFrames, sessionStatus, startSession, verifySession } from "../api";
+import {
+  closeSession,
+  identifySession,
+  sendFrames,
+  sessionStatus,
+  startSession,
+  typedSubjectId,
+  verifySession,
+} from "../api";
 import {
   ChallengeCue,
   ChallengeFeedback,
@@ -15,14 +23,16 @@ import { useCamera } from "../hooks/useCamera";
 import { useSubjects } from "../hooks/useSubjects";
 import { keySession } from "../lib/auth";
 import { type ChallengeState, busy, capturing, challengeReducer, initialChallenge } from "../lib/challenge";
-import { type ChallengeApi, ChallengeRun } from "../lib/challengeRun";
+import { type ChallengeApi, ChallengeRun, browserTimers } from "../lib/challengeRun";
+import { whenLeaving } from "../lib/leave";
 
 /** The page's clock, ticking every `ms` while `on` (for the seconds left); undefined while off. */
 function useClock(on: boolean, ms: number): number | undefined {
   const [now, setNow] = useState<number>();
   useEffect(() => {
     if (!on) return undefined;
-    const id = setInterval(() => setNow(Date.now()), ms);
+    // The run's clock: its deadline is on it, not on a wall clock that may be stepped.
+    const id = setInterval(() => setNow(browserTimers.now()), ms);
     return () => clearInterval(id);
   }, [on, ms]);
   return on ? now : undefined;
@@ -81,8 +91,10 @@ export function ChallengeFlow({ admin, purpose = "verify" }: { admin: boolean; p
   const subjectFieldId = useId();
   const mirrorId = useId();
 
-  // Leaving the view ends the run (the camera hook stops the tracks itself).
-  useEffect(() => () => runner.current?.cancel(), []);
+  // Leaving the view ends the run (the camera hook stops the tracks itself); so does leaving
+  // the page (closing the tab, reloading, following a link), which unmounts nothing: the
+  // session's DELETE is sent with `keepalive` so that it outlives the page.
+  useEffect(() => whenLeaving(window, () => runner.current?.cancel()), []);
 
   // The camera is on: start the run (once per start).
   useEffect(() => {
@@ -98,7 +110,7 @@ export function ChallengeFlow({ admin, purpose = "verify" }: { admin: boolean; p
     void run.start({ subject, verify: state.verify, identify: state.identify, includeLayers: admin }, frames);
   }, [state.phase, state.subject, state.verify, state.identify, cameraStatus, cameraError, frames, admin]);
 
-  const subject = identifying ? "" : subjectId.trim();
+  const subject = identifying ? "" : typedSubjectId(subjectId);
   const start = () => {
     runner.current?.cancel();
     runner.current = undefined;

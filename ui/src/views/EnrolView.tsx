@@ -1,5 +1,5 @@
 import { useId, useState } from "react";
-import { type Subject, addFace, createSubject, deleteSubject, releaseLockout } from "../api";
+import { type Subject, addFace, createSubject, deleteSubject, releaseLockout, typedSubjectId } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { ImagePicker, type PickedImage, useRevokeOnChange } from "../components/ImagePicker";
 import { ScopeNotice } from "../components/ScopeNotice";
@@ -56,7 +56,8 @@ function EnrolForms({ admin }: { admin: boolean }) {
   useRevokeOnChange(image);
 
   const target: (Pick<Subject, "id" | "name"> & { faces?: number }) | undefined =
-    subjects?.find((s) => s.id === selected) ?? (!admin && selected ? { id: selected, name: selected } : undefined);
+    subjects?.find((s) => s.id === selected) ??
+    (!admin && selected ? { id: typedSubjectId(selected), name: selected } : undefined);
 
   const run = async (where: "create" | "add" | "list", action: () => Promise<string>) => {
     setBusy(true);
@@ -90,11 +91,13 @@ function EnrolForms({ admin }: { admin: boolean }) {
   const add = (e: React.FormEvent) => {
     e.preventDefault();
     if (!target || !image) return;
+    const sent = image;
     void run("add", async () => {
-      const added = await addFace(target.id, image.blob, image.filename);
+      const added = await addFace(target.id, sent.blob, sent.filename);
       knownSubjects.patch(target.id, { faces: added.faces });
       if (!admin) setCreated((list) => list.map((s) => (s.id === target.id ? { ...s, faces: added.faces } : s)));
-      setImage(undefined);
+      // Only the image sent: one picked while it uploaded stays for the next face.
+      setImage((shown) => (shown === sent ? undefined : shown));
       const quality = added.quality !== undefined ? ` (quality ${added.quality.toFixed(2)})` : "";
       return `Added face ${added.face_id}${quality} to ${target.name}: ${added.faces} face${added.faces === 1 ? "" : "s"} enrolled.`;
     });

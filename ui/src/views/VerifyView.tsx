@@ -1,5 +1,5 @@
 import { useEffect, useId, useRef, useState } from "react";
-import { type VerifyResult, verify } from "../api";
+import { type VerifyResult, typedSubjectId, verify } from "../api";
 import { ErrorBox } from "../components/ErrorBox";
 import { FaceOverlay } from "../components/FaceOverlay";
 import { RouteLink } from "../components/RouteLink";
@@ -68,7 +68,7 @@ function VerifyForm({ admin }: { admin: boolean }) {
   const chosen = admin
     ? (subjects?.find((s) => s.id === subjectId) ?? subjects?.[0])
     : subjectId.trim()
-      ? { id: subjectId.trim() }
+      ? { id: typedSubjectId(subjectId) }
       : undefined;
 
   // A new image or subject: the answer about the previous one (shown or still coming) is gone,
