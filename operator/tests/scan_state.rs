@@ -25,6 +25,19 @@ const IMG2_DIGEST: &str = "ghcr.io/facekey/runtime@sha256:8e0a2c4e6a8c0e2a4c6e8a
 /// One hour and a second: past the scan Jobs' `ttlSecondsAfterFinished`.
 const PAST_JOB_TTL: i64 = 3601;
 
+/// A reconciler context whose reads of Jobs the API server answers 500 (a timed-out etcd).
+fn jobs_read_failing(h: &Harness) -> std::sync::Arc<facekey_operator::reconcile::Context> {
+    std::sync::Arc::new(common::test_context(
+        &common::answering_gets(
+            h.client.clone(),
+            "/jobs/",
+            500,
+            "etcdserver: request timed out",
+        ),
+        &h.clock,
+    ))
+}
+
 fn sha(pinned: &str) -> &str {
     pinned.split_once('@').unwrap().1
 }
@@ -994,15 +1007,7 @@ async fn a_failed_call_of_the_scan_gate_keeps_the_recorded_verdict() {
     assert_eq!(warnings(&h.event_reasons("fk").await), 1);
 
     // The failed scan's Job is read every reconcile; the API server answers 500 once.
-    let failing = std::sync::Arc::new(common::test_context(
-        &common::answering_gets(
-            h.client.clone(),
-            "/jobs/",
-            500,
-            "etcdserver: request timed out",
-        ),
-        &h.clock,
-    ));
+    let failing = jobs_read_failing(&h);
     let err =
         facekey_operator::reconcile::reconcile(std::sync::Arc::new(h.get("fk").await), failing)
             .await
@@ -1261,15 +1266,7 @@ async fn a_failed_rescan_of_the_running_image_waits_for_its_retry() {
     assert_eq!(running.failures, Some(1));
     // The API server failing a read in between neither resets the failed Job's record (its
     // backoff) nor fails the reconcile: the image is admitted whatever a rescan says.
-    let failing = std::sync::Arc::new(common::test_context(
-        &common::answering_gets(
-            h.client.clone(),
-            "/jobs/",
-            500,
-            "etcdserver: request timed out",
-        ),
-        &h.clock,
-    ));
+    let failing = jobs_read_failing(&h);
     facekey_operator::reconcile::reconcile(std::sync::Arc::new(h.get("fk").await), failing)
         .await
         .unwrap();

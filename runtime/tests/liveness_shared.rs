@@ -36,6 +36,39 @@ struct Shared {
 }
 
 impl Shared {
+    /// `n` replicas' session stores on this database (its migrations applied), with default
+    /// limits and policy, and their pool.
+    async fn pg_sessions(
+        &self,
+        n: usize,
+    ) -> (
+        sqlx::PgPool,
+        Vec<facekey_runtime::challenge::pg::PgSessions>,
+    ) {
+        let keys = facekey_runtime::store::TemplateKeys::from_file(&self.template_keys).unwrap();
+        let store = facekey_runtime::store::postgres::PgStore::connect(
+            &self.pg.url(),
+            None,
+            keys.clone(),
+            8,
+            "FACEKEY_DATABASE_URL",
+        )
+        .await
+        .unwrap();
+        let pool = store.pool().clone();
+        let replicas = (0..n)
+            .map(|_| {
+                facekey_runtime::challenge::pg::PgSessions::new(
+                    pool.clone(),
+                    keys.clone(),
+                    Default::default(),
+                    Default::default(),
+                )
+            })
+            .collect();
+        (pool, replicas)
+    }
+
     fn new() -> Self {
         let pg = PgServer::start();
         let work = tempfile::tempdir().unwrap();
@@ -953,11 +986,8 @@ async fn two_replicas_verifying_one_recording_at_once_accept_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_replay_record_is_checked_and_written_under_the_subjects_locks() {
     use facekey_runtime::challenge::Fingerprint;
-    use facekey_runtime::challenge::pg::PgSessions;
     use facekey_runtime::challenge::replay::Compared;
-    use facekey_runtime::challenge::session::SessionLimits;
     use facekey_runtime::challenge::store::SessionStore;
-    use facekey_runtime::store::TemplateKeys;
     let sh = Shared::new();
     // The runtime applies the migrations. The database defaults to REPEATABLE READ, as some
     // are set up: the writes must still see what the lock's previous holder committed.
@@ -966,31 +996,13 @@ async fn the_replay_record_is_checked_and_written_under_the_subjects_locks() {
         "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation \
          = ''repeatable read''', current_database()); END $$",
     );
-    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
-    let store = facekey_runtime::store::postgres::PgStore::connect(
-        &sh.pg.url(),
-        None,
-        keys.clone(),
-        8,
-        "FACEKEY_DATABASE_URL",
-    )
-    .await
-    .unwrap();
-    let pool = store.pool().clone();
+    let (pool, mut replicas) = sh.pg_sessions(2).await;
     let default: String = sqlx::query_scalar("SHOW default_transaction_isolation")
         .fetch_one(&sqlx::PgPool::connect(&sh.pg.url()).await.unwrap())
         .await
         .unwrap();
     assert_eq!(default, "repeatable read", "the database's default");
-    let replica = || {
-        PgSessions::new(
-            pool.clone(),
-            keys.clone(),
-            SessionLimits::default(),
-            Default::default(),
-        )
-    };
-    let (a, b) = (replica(), replica());
+    let (b, a) = (replicas.pop().unwrap(), replicas.pop().unwrap());
     // A recording's frames: ramps over the cells, each frame rotated.
     let recording = |from: usize| -> Vec<Fingerprint> {
         (from..from + 6)
@@ -1352,10 +1364,7 @@ async fn a_failed_frames_write_gives_the_session_back() {
 /// aborted one with 40P01, an `open` answered 503). Every session is ended once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sweeps_share_the_expired_sessions_without_deadlock() {
-    use facekey_runtime::challenge::pg::PgSessions;
-    use facekey_runtime::challenge::session::SessionLimits;
     use facekey_runtime::challenge::store::SessionStore;
-    use facekey_runtime::store::TemplateKeys;
     const SESSIONS: usize = 1500;
     let sh = Shared::new();
     let a = Running::start(sh.config("a", |_| {})).await;
@@ -1386,26 +1395,7 @@ async fn concurrent_sweeps_share_the_expired_sessions_without_deadlock() {
             .psql("SELECT count(*) FROM facekey_liveness_session_frames"),
         SESSIONS.to_string()
     );
-    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
-    let store = facekey_runtime::store::postgres::PgStore::connect(
-        &sh.pg.url(),
-        None,
-        keys.clone(),
-        8,
-        "FACEKEY_DATABASE_URL",
-    )
-    .await
-    .unwrap();
-    let replicas: Vec<PgSessions> = (0..4)
-        .map(|_| {
-            PgSessions::new(
-                store.pool().clone(),
-                keys.clone(),
-                SessionLimits::default(),
-                Default::default(),
-            )
-        })
-        .collect();
+    let (_, replicas) = sh.pg_sessions(4).await;
     let mut ended = 0;
     for _ in 0..10 {
         let sweeps = futures::future::join_all(replicas.iter().map(|r| r.sweep())).await;
@@ -1446,30 +1436,12 @@ async fn a_replica_reads_only_the_batches_written_since_its_last_call() {
     use facekey_runtime::challenge::FrameObservation;
     use facekey_runtime::challenge::fingerprint::Fingerprint;
     use facekey_runtime::challenge::pg::PgSessions;
-    use facekey_runtime::challenge::session::{SessionLimits, SessionState};
+    use facekey_runtime::challenge::session::SessionState;
     use facekey_runtime::challenge::store::SessionStore;
-    use facekey_runtime::store::TemplateKeys;
     let sh = Shared::new();
     Running::start(sh.config("a", |_| {})).await.stop().await;
-    let keys = TemplateKeys::from_file(&sh.template_keys).unwrap();
-    let store = facekey_runtime::store::postgres::PgStore::connect(
-        &sh.pg.url(),
-        None,
-        keys.clone(),
-        8,
-        "FACEKEY_DATABASE_URL",
-    )
-    .await
-    .unwrap();
-    let replica = || {
-        PgSessions::new(
-            store.pool().clone(),
-            keys.clone(),
-            SessionLimits::default(),
-            Default::default(),
-        )
-    };
-    let (a, b) = (replica(), replica());
+    let (_, mut replicas) = sh.pg_sessions(2).await;
+    let (b, a) = (replicas.pop().unwrap(), replicas.pop().unwrap());
     // Frames without a face, each with its own fingerprint, 100 ms apart.
     let frame = |n: u64| {
         let mut f = FrameObservation::unusable(1_000 + 100 * n, "no face");

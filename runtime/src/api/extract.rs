@@ -40,6 +40,15 @@ where
     }
 }
 
+/// Whether the request's body is `multipart/form-data` (any parameters, any case).
+pub fn is_multipart_content_type(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
 /// True when the request declares a JSON media type.
 pub fn is_json_content_type(req: &Request) -> bool {
     req.headers()
@@ -142,6 +151,22 @@ mod tests {
     struct T {
         #[allow(dead_code)]
         a: f64,
+    }
+
+    #[test]
+    fn multipart_content_types() {
+        let with = |ct: &str| {
+            let req = Request::builder()
+                .header(header::CONTENT_TYPE, ct)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            is_multipart_content_type(&req)
+        };
+        assert!(with("multipart/form-data; boundary=x"));
+        assert!(with("Multipart/Form-Data;boundary=x"));
+        assert!(!with("multipart/form-datax; boundary=x"));
+        assert!(!with("multipart/mixed; boundary=x"));
+        assert!(!with("application/json"));
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::error::ApiError;
-use super::extract::{is_json_content_type, parse_json, read_body};
+use super::extract::{is_json_content_type, is_multipart_content_type, parse_json, read_body};
 use crate::state::SharedState;
 
 /// Name of the field that carries the image in both forms.
@@ -385,13 +385,7 @@ async fn extract(
     session_allowed: bool,
 ) -> Result<ImageInput, ApiError> {
     let limit = state.config.max_image_bytes;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if content_type.starts_with("multipart/form-data") {
+    if is_multipart_content_type(&req) {
         from_multipart(req, state, limit, session_allowed).await
     } else if is_json_content_type(&req) {
         from_json(req, state, limit, session_allowed).await

@@ -17,14 +17,16 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as PromRegistry};
 use serde::{Deserialize, Serialize};
 
 use super::blocking::{Admitted, admit, with_engine};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiPath, is_json_content_type, parse_json, read_body};
+use super::extract::{
+    ApiPath, is_json_content_type, is_multipart_content_type, parse_json, read_body,
+};
 use super::faces::{
     LivenessReportItem, MatchReport, Settled, is_admin, match_warnings, request_id,
     settle_verification, verifiable_subject,
@@ -596,13 +598,7 @@ impl FromRequest<SharedState> for Frames {
             )
         };
         let max = crate::challenge::session::MAX_FRAMES_PER_CALL;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if content_type.starts_with("multipart/form-data") {
+        if is_multipart_content_type(&req) {
             let mut multipart = Multipart::from_request(req, state).await.map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
