@@ -552,6 +552,10 @@ await step("identify-upload", async () => {
   expect((await page.locator('[data-testid="face-overlay"] circle').count()) === 5, "not 5 landmarks drawn");
   expect((await page.locator('[data-testid="identify-result"] [data-testid="timings"] li').count()) > 0, "no stage timings shown");
   console.log(`     best match ${shown.best}; ${subjectName} (${mine.id}) with probability ${mine.probability}; ${shown.candidates.length} candidate(s)`);
+  // Another limit: the answer judged under limit 3 goes, rather than stand beside a help text
+  // naming the new one.
+  await page.getByTestId("identify-limit").fill("5");
+  await page.locator('[data-testid="identify-result"]').waitFor({ state: "detached" });
 }, [FACES, IDENTIFY]);
 
 // The identify view has its own URL: a reload keeps it (runtime/src/api/ui.rs APP_PATHS).

@@ -109,7 +109,14 @@ function IdentifyForm({ admin }: { admin: boolean }) {
             step={1}
             value={limitText}
             placeholder={`${IDENTIFY_LIMIT.default} (the runtime's default)`}
-            onChange={(e) => setLimitText(e.currentTarget.value)}
+            onChange={(e) => {
+              // Another limit: an answer judged under the previous one is not this one's.
+              inFlight.current?.abort();
+              setBusy(false);
+              setLimitText(e.currentTarget.value);
+              setResult(undefined);
+              setError(undefined);
+            }}
             aria-invalid={!limit.ok}
             aria-describedby={limitHelpId}
             data-testid="identify-limit"
