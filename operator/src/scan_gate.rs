@@ -637,7 +637,7 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
     {
         let admitted =
             format!("{image} is the last admitted image ({lkg}): admitted again without a scan");
-        let running = old.and_then(|s| s.running_image_scan.as_ref());
+        let running = of_digest(old.and_then(|s| s.running_image_scan.as_ref()), lkg);
         let rescan = match rescan_running(inputs, &gate, lkg, records, running).await {
             Ok(rescan) => rescan,
             // The image is admitted whatever a rescan says. A call that failed is recorded as a
@@ -646,7 +646,6 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
             // it each reconcile would only churn the status.
             Err(e) => {
                 tracing::warn!(image = %lkg, error = %e, "rescanning the running image failed");
-                let running = running.filter(|r| digest_of(lkg) == r.digest.as_deref());
                 let record = if running.is_some_and(|r| r.verdict == ScanVerdict::Failed) {
                     None
                 } else {
@@ -663,11 +662,8 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
                 }
             }
         };
-        let note = rescan
-            .record
-            .as_ref()
-            .or(running)
-            .filter(|r| finds_vulnerable(r) && digest_of(lkg) == r.digest.as_deref())
+        let note = of_digest(rescan.record.as_ref().or(running), lkg)
+            .filter(|r| finds_vulnerable(r))
             .map(|r| {
                 format!(
                     "; its rescan found vulnerabilities above the policy: {}",
@@ -721,6 +717,13 @@ async fn decide_image(inputs: &GateInputs<'_>) -> Result<GateResult, ScanGateErr
     })
 }
 
+/// `record` when it is a scan of `image`'s pinned digest, else `None`: a rescan recorded for
+/// an image admitted before says nothing about this one, and an unpinned image has no rescan.
+pub fn of_digest<'a>(record: Option<&'a ScanStatus>, image: &str) -> Option<&'a ScanStatus> {
+    let digest = digest_of(image)?;
+    record.filter(|r| r.digest.as_deref() == Some(digest))
+}
+
 /// Whether a rescan record of the running image reports it above the policy: a Blocked verdict,
 /// or a failed attempt that keeps one ([`keeping_findings`]).
 pub fn finds_vulnerable(record: &ScanStatus) -> bool {
@@ -759,7 +762,7 @@ struct Rescan {
 }
 
 /// Rescan the last-known-good image `lkg` (pinned by digest) while `spec.image` names it, once
-/// its newest scan (the rescan recorded in `running` when it is of that digest, else the passed
+/// its newest scan (the rescan recorded in `running`, of that digest, else the passed
 /// record that admitted it) is older than `maxReportAge` or was made under another policy: the
 /// same sources as a new image's scan (a VulnerabilityReport naming the digest, else a scan Job
 /// of the pinned reference). Its verdict is a report, never a rollback: a vulnerability
@@ -774,7 +777,6 @@ async fn rescan_running(
     let Some(digest) = digest_of(lkg) else {
         return Ok(Rescan::default());
     };
-    let running = running.filter(|r| r.digest.as_deref() == Some(digest));
     let admitted = records
         .iter()
         .find(|r| r.verdict == ScanVerdict::Passed && record_image(r).as_deref() == Some(lkg));

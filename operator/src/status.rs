@@ -498,11 +498,11 @@ fn running_scan(o: &Observed<'_>) -> Option<ScanStatus> {
     if *o.gate == GateState::Disabled {
         return None;
     }
-    let digest = crate::scan::image_ref::digest_of(o.last_known_good?)?;
-    o.running
-        .clone()
-        .or_else(|| o.old?.running_image_scan.clone())
-        .filter(|r| r.digest.as_deref() == Some(digest))
+    let recorded = o
+        .running
+        .as_ref()
+        .or_else(|| o.old?.running_image_scan.as_ref());
+    crate::scan_gate::of_digest(recorded, o.last_known_good?).cloned()
 }
 
 /// Compute the new status.
@@ -724,10 +724,10 @@ pub const RUNNING_IMAGE_VULNERABLE: &str = "RunningImageVulnerable";
 /// the last-known-good image's digest; `None` otherwise.
 pub fn running_image_vulnerable(status: Option<&FaceKeyDeploymentStatus>) -> Option<&'static str> {
     let s = status?;
-    let r = s.running_image_scan.as_ref()?;
-    let digest = crate::scan::image_ref::digest_of(s.last_known_good_image.as_deref()?)?;
-    (crate::scan_gate::finds_vulnerable(r) && r.digest.as_deref() == Some(digest))
-        .then_some(VULNERABILITIES_FOUND)
+    let lkg = s.last_known_good_image.as_deref()?;
+    crate::scan_gate::of_digest(s.running_image_scan.as_ref(), lkg)
+        .filter(|r| crate::scan_gate::finds_vulnerable(r))
+        .map(|_| VULNERABILITIES_FOUND)
 }
 
 /// Why the resource is degraded, read from a written status: the `Degraded` condition's reason

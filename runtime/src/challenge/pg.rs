@@ -320,27 +320,23 @@ impl FramesCache {
 
     /// Drops the entries stored more than `ttl` ago.
     fn expire(&mut self, ttl: Duration) {
-        let old: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.stored.elapsed() > ttl)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in old {
-            self.take(&id);
-        }
+        self.drop_where(|e| e.stored.elapsed() > ttl);
     }
 
     fn forget_subject(&mut self, subject: &str) {
-        let ids: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.subject.as_deref() == Some(subject))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in ids {
-            self.take(&id);
-        }
+        self.drop_where(|e| e.subject.as_deref() == Some(subject));
+    }
+
+    fn drop_where(&mut self, mut drop: impl FnMut(&CachedFrames) -> bool) {
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            let dropped = drop(e);
+            if dropped {
+                freed += e.bytes;
+            }
+            !dropped
+        });
+        self.bytes -= freed;
     }
 }
 
