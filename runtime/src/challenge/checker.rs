@@ -27,7 +27,8 @@
 //! - no action the challenge leaves out (blinks aside) performed whole in a window: completed
 //!   before its awaited action completes, let go by then (`unrequested_action`): else a recording
 //!   of every action would pass every challenge. The challenge's own actions out of turn are
-//!   only not counted;
+//!   only not counted. While such an action is held (completed, not let go), the awaited one
+//!   completes only beyond `held_over_scale` times its bar, not on the other's cross-talk;
 //! - once every action passed: enough usable frames and, when configured, the median passive
 //!   liveness score.
 //!
@@ -507,6 +508,30 @@ fn performed_unrequested(
         })
 }
 
+/// Whether an action `challenge` leaves out (blinks aside) is held at frame `j`: completed in
+/// the window `start..=j` and not let go by `j`. The face is then performing something else,
+/// whose side effect the models may read as the awaited action (a look-up read as an open
+/// mouth), so the awaited action completes on such a frame only when performed clearly beyond
+/// its bar ([`ChallengePolicy::over_held`]). Otherwise, once the other action is let go it was
+/// performed whole, and [`performed_unrequested`] fails the session. The thresholds are `p`'s
+/// ([`ChallengePolicy::for_left_out`]).
+fn holds_left_out(
+    challenge: &[Action],
+    s: &[Option<Signals>],
+    start: usize,
+    j: usize,
+    p: &ChallengePolicy,
+) -> bool {
+    let upto = &s[..j.saturating_add(1).min(s.len())];
+    Action::ALL
+        .into_iter()
+        .filter(|&a| a != Action::Blink && !challenge.contains(&a))
+        .any(|a| {
+            (start + 1..upto.len())
+                .any(|i| completes_at(a, upto, start, i, p) && released_at(a, upto, i, p).is_none())
+        })
+}
+
 fn median(mut v: Vec<f32>) -> Option<f32> {
     if v.is_empty() {
         return None;
@@ -638,13 +663,17 @@ pub fn evaluate_more(
         })
         .collect();
     let left_out = policy.for_left_out();
+    let over_held = policy.over_held();
     let mut start = 0usize;
     let mut completions: Vec<usize> = Vec::new();
     // Where each completed action was let go (the next action's window starts there).
     let mut releases: Vec<usize> = Vec::new();
     for result in &mut actions {
-        let found = (start + 1..frames.len())
-            .find(|&j| completes_at(result.action, &sig, start, j, policy));
+        let found = (start + 1..frames.len()).find(|&j| {
+            completes_at(result.action, &sig, start, j, policy)
+                && (!holds_left_out(challenge, &sig, start, j, &left_out)
+                    || completes_at(result.action, &sig, start, j, &over_held))
+        });
         let end = found.unwrap_or(frames.len());
         if performed_unrequested(challenge, &sig, start, end, &left_out) {
             fail(FailReason::UnrequestedAction, &mut reasons);
@@ -963,6 +992,59 @@ mod tests {
         assert!(v.actions[0].passed);
     }
 
+    /// Cross-talk (lab `every_action/t1-6/00`, seed 20261203): the models read a look-up the
+    /// challenge leaves out as the awaited open mouth, in the look-up's own frames. While the
+    /// look-up is held the open mouth counts only 1.5 times beyond its bar; once the look-up is
+    /// let go it was performed whole, and the session fails.
+    #[test]
+    fn an_awaited_action_read_into_a_held_left_out_one_does_not_complete() {
+        let p = ChallengePolicy::default();
+        let up = up_for(0.2);
+        let opening = |m: f32| mouth_opening(&face(0.0, up, m, 1.0)).unwrap();
+        let mouth_at = |target: f32| {
+            (0..1000)
+                .map(|k| k as f32 * 0.1)
+                .find(|&m| opening(m) >= target)
+                .unwrap()
+        };
+        let looking_up = |mouth: f32| {
+            with(|q| {
+                q.up = up;
+                q.mouth = mouth;
+            })
+        };
+        let session = |mouth: f32| {
+            let mut poses = vec![
+                NEUTRAL,
+                NEUTRAL,
+                NEUTRAL,
+                looking_up(0.0),
+                looking_up(mouth),
+            ];
+            poses.extend([NEUTRAL, NEUTRAL]);
+            poses.extend(blink());
+            seq(&poses)
+        };
+        let ch = [Action::OpenMouth, Action::Blink];
+        // Read as an open mouth 1.2 times its bar: no completion while the look-up is held.
+        let weak = session(mouth_at(1.2 * p.mouth_open_min));
+        let v = evaluate(&ch, &weak, &p);
+        assert_eq!(v.reasons, vec![FailReason::UnrequestedAction], "{v:?}");
+        assert!(!v.actions[0].passed);
+        // Before the rule it completed there, and the session passed.
+        let before = ChallengePolicy {
+            held_over_scale: 1.0,
+            ..p.clone()
+        };
+        let v = evaluate(&ch, &weak, &before);
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[0].at_frame, Some(4));
+        // Opened twice as wide as the bar, the mouth is the action, whatever else is held.
+        let v = evaluate(&ch, &session(mouth_at(2.0 * p.mouth_open_min)), &p);
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        assert_eq!(v.actions[0].at_frame, Some(4));
+    }
+
     /// `left_out_scale` lowers the bar for left-out actions only: a look-up just under the
     /// asked bar counts left out at 0.8 of it, and is still no look-up when asked for.
     #[test]
@@ -1130,14 +1212,26 @@ mod tests {
             pose(-0.04, 0.14),
             NEUTRAL,
         ]);
-        // Under the old threshold the turn was the look-up.
+        // Under the old threshold, before the held rule, the turn was the look-up.
         let old = ChallengePolicy {
             look_up_min_delta: 0.08,
+            held_over_scale: 1.0,
             ..p.clone()
         };
         assert_eq!(
             evaluate(&[Action::LookUp], &frames, &old).actions[0].at_frame,
             Some(3)
+        );
+        // The held rule alone stops it too: the turn is held there, and its drag is short of
+        // 1.5 times that bar.
+        let held_rule = ChallengePolicy {
+            look_up_min_delta: 0.08,
+            ..p.clone()
+        };
+        let v = evaluate(&[Action::LookUp], &frames, &held_rule);
+        assert!(
+            !(2..=5).contains(&v.actions[0].at_frame.unwrap_or(0)),
+            "{v:?}"
         );
         // Now only the look-up is: no frame of the turn is seen as one, and asked for the
         // look-up alone, the turn performed whole before it fails the session.

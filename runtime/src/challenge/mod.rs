@@ -269,13 +269,27 @@ pub struct ChallengePolicy {
     /// counts on less evidence than an asked one needs, so a recording cannot slip one past by
     /// performing it just under the bar; 1 is the same bar.
     pub left_out_scale: f32,
+    /// While an action the challenge leaves out is held, the awaited action completes only
+    /// under its pose and mouth thresholds multiplied by this: performed clearly beyond its
+    /// own bar, not read into the other action's frames (a look-up the models read as an open
+    /// mouth). Blinks are not scaled. 1 lets it complete as when nothing else is held.
+    pub held_over_scale: f32,
 }
 
 impl ChallengePolicy {
     /// The policy a left-out action is looked for under: the turn, look-up and mouth
     /// thresholds scaled by [`Self::left_out_scale`].
     pub fn for_left_out(&self) -> Self {
-        let k = self.left_out_scale;
+        self.scaled(self.left_out_scale)
+    }
+
+    /// The policy an awaited action completes under while a left-out action is held: the
+    /// turn, look-up and mouth thresholds scaled by [`Self::held_over_scale`].
+    pub fn over_held(&self) -> Self {
+        self.scaled(self.held_over_scale)
+    }
+
+    fn scaled(&self, k: f32) -> Self {
         Self {
             turn_min_yaw: self.turn_min_yaw * k,
             turn_min_delta: self.turn_min_delta * k,
@@ -331,6 +345,7 @@ impl Default for ChallengePolicy {
             // docs/evaluation.md) no genuine verdict changes down to 0.7; at 0.6 two genuine
             // clips first fail on another action's cross-talk.
             left_out_scale: 1.0,
+            held_over_scale: 1.5,
         }
     }
 }
