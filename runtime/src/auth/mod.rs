@@ -79,8 +79,10 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
+/// The limiter's quota for `rps` requests a second; `None` for a rate so high its period is
+/// under a nanosecond (no limit). Rates below [`keys::MIN_RPS`] are refused when parsed.
 fn quota(rps: f64) -> Option<Quota> {
-    let period = Duration::from_secs_f64(1.0 / rps);
+    let period = Duration::try_from_secs_f64(1.0 / rps.max(keys::MIN_RPS)).ok()?;
     // A burst of one second's worth of requests (at least one).
     let burst = NonZeroU32::new(rps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)?;
     Quota::with_period(period).map(|q| q.allow_burst(burst))
@@ -244,13 +246,24 @@ impl ApiKeys {
                         .map(KeyEntry::id)
                         .filter(|id| !kept.entries().iter().any(|k| k.id() == *id))
                         .collect();
+                    let narrowed: Vec<&str> = kept
+                        .entries()
+                        .iter()
+                        .filter(|k| !before.entries().contains(k))
+                        .map(KeyEntry::id)
+                        .collect();
                     tracing::error!(
                         error = %e,
                         revoked = ?revoked,
+                        narrowed = ?narrowed,
                         "API keys file changed but is invalid; nothing new is granted, keys it no \
-                         longer lists are revoked, the others stay in force"
+                         longer lists are revoked, keys it now grants less are narrowed, the \
+                         others stay in force"
                     );
-                    if !revoked.is_empty() {
+                    // A key narrowed (fewer scopes, a lower rate) is put in force as surely as
+                    // one revoked: a typo elsewhere must not hold back taking a leaked admin
+                    // key down to verify.
+                    if kept != *before {
                         metrics.api_keys.set(kept.entries().len() as i64);
                         self.replace(kept);
                     }
@@ -268,6 +281,8 @@ impl ApiKeys {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -330,6 +345,27 @@ mod tests {
             "the revoked key is still accepted"
         );
         assert!(ring.authenticate(&new).is_some());
+    }
+
+    /// A keys file that does not parse still narrows the keys whose lines now grant less, even
+    /// when it revokes none (it used to put the narrowed ring in force only with a revocation).
+    #[tokio::test]
+    async fn an_invalid_file_narrows_keys_without_revoking_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keys");
+        let key = keys::new_key().unwrap();
+        let line = |scope: Scope, rps| keys::key_line("ops", &[scope].into(), &key, rps).unwrap();
+        std::fs::write(&f, line(Scope::Admin, None)).unwrap();
+        let (loaded, _) = ApiKeys::open(Some(&f), dir.path()).unwrap();
+        let loaded = Arc::new(loaded);
+        let watcher = tokio::spawn(loaded.clone().watch(Metrics::new().unwrap()));
+        std::fs::write(&f, format!("{}\nbroken\n", line(Scope::Verify, Some(1.0)))).unwrap();
+        tokio::time::sleep(RELOAD_EVERY * 2 + Duration::from_millis(500)).await;
+        watcher.abort();
+        let ring = loaded.ring();
+        let entry = ring.authenticate(&key).expect("the key is still listed");
+        assert_eq!(entry.scopes(), &BTreeSet::from([Scope::Verify]));
+        assert_eq!(entry.rps, Some(1.0));
     }
 
     #[test]
