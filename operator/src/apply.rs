@@ -96,6 +96,27 @@ pub fn applies_replicas(deployment: &Deployment, manager: &str) -> bool {
         })
 }
 
+/// `count` within the desired HorizontalPodAutoscaler's `minReplicas` (1 when unset, as the
+/// API server defaults it) and `maxReplicas`; `count` when none is desired.
+fn within_autoscaling_bounds(desired: &Desired, count: i32) -> i32 {
+    let Some(hpa) = desired
+        .objects
+        .iter()
+        .find(|o| o.kind == ChildKind::HorizontalPodAutoscaler)
+    else {
+        return count;
+    };
+    let bound = |field: &str| {
+        hpa.body
+            .pointer(&format!("/spec/{field}"))
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|v| i32::try_from(v).ok())
+    };
+    let min = bound("minReplicas").unwrap_or(1).max(1);
+    let max = bound("maxReplicas").unwrap_or(i32::MAX).max(min);
+    count.clamp(min, max)
+}
+
 /// Hand `spec.replicas` of the runtime Deployment over to the autoscaler without a capacity dip,
 /// as the Kubernetes server-side-apply documentation describes ("Transferring ownership").
 ///
@@ -105,7 +126,9 @@ pub fn applies_replicas(deployment: &Deployment, manager: &str) -> bool {
 /// ([`HANDOVER_FIELD_MANAGER`], not forced); the main apply then drops the field and it stays,
 /// owned by the hand-over manager until the HPA controller writes it through `/scale` and takes
 /// it. A 409 means another manager (the HPA) already owns it with another value: nothing to hand
-/// over. Returns the count handed over, if any.
+/// over. The count is brought within the HorizontalPodAutoscaler's bounds: the HPA controller
+/// never scales a target standing at 0 (`ScalingDisabled`), so a resource scaled to zero and
+/// then autoscaled would otherwise stay at zero pods. Returns the count handed over, if any.
 pub async fn hand_over_replicas(
     client: &Client,
     namespace: &str,
@@ -125,7 +148,8 @@ pub async fn hand_over_replicas(
     if obj.body.pointer("/spec/replicas").is_some() || !applies_replicas(live, FIELD_MANAGER) {
         return Ok(None);
     }
-    let replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let live_count = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let replicas = within_autoscaling_bounds(desired, live_count);
     let body = serde_json::json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -136,7 +160,14 @@ pub async fn hand_over_replicas(
     match api
         .patch(
             &obj.name,
-            &PatchParams::apply(HANDOVER_FIELD_MANAGER),
+            // A count brought within the bounds differs from the one our own manager applied,
+            // which a plain apply would conflict with: it is taken from it by force. (Another
+            // manager owning a different count already answered the plain apply with a 409.)
+            &if replicas == live_count {
+                PatchParams::apply(HANDOVER_FIELD_MANAGER)
+            } else {
+                PatchParams::apply(HANDOVER_FIELD_MANAGER).force()
+            },
             &Patch::Apply(&body),
         )
         .await

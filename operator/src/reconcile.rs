@@ -749,6 +749,7 @@ impl Observation<'_> {
             database: self.database.as_ref(),
             selector: &desired.selector,
             url: &self.url,
+            autoscaling_min: fkd.spec.autoscaling.as_ref().map(|a| a.min_replicas),
             now: self.now,
         }
     }
@@ -805,6 +806,7 @@ async fn write_early_status(
         database: seen.database.as_ref(),
         selector: &seen.selector,
         url: &seen.url,
+        autoscaling_min: fkd.spec.autoscaling.as_ref().map(|a| a.min_replicas),
         now: seen.now,
     };
     write_status(ctx, fkd, &observed).await.map(drop)

@@ -108,6 +108,8 @@ pub struct Observed<'a> {
     pub selector: &'a str,
     /// In-cluster URL of the Service.
     pub url: &'a str,
+    /// `spec.autoscaling.minReplicas` when the resource is autoscaled.
+    pub autoscaling_min: Option<i32>,
     /// Wall-clock time of this reconcile.
     pub now: Timestamp,
 }
@@ -340,6 +342,9 @@ fn ready_condition(o: &Observed<'_>, view: Option<&DeploymentView>) -> Decided {
             ),
         );
     }
+    if let Some(message) = autoscaling_stopped(o, v) {
+        return Decided::new(READY, false, AUTOSCALING_STOPPED, message);
+    }
     if v.rollout_complete() {
         return if v.desired == 0 {
             Decided::new(READY, true, "ScaledToZero", "spec asks for 0 replicas")
@@ -377,6 +382,22 @@ fn ready_condition(o: &Observed<'_>, view: Option<&DeploymentView>) -> Decided {
 
 /// kstatus' `Reconciling` (True: still working towards the spec) and `Stalled` (True: cannot get
 /// there without a change). Both False means the spec is reached, or `Ready` says what is wrong.
+/// Reason of `Ready=False` and `Stalled=True` while an autoscaled Deployment stands at 0.
+pub const AUTOSCALING_STOPPED: &str = "AutoscalingStopped";
+
+/// Why an autoscaled runtime stands at zero pods, when it does: the HorizontalPodAutoscaler
+/// controller does not scale a target at 0 (`ScalingActive=False, ScalingDisabled`), so a
+/// Deployment scaled to 0 by hand stays there, which no spec of this resource asks for.
+fn autoscaling_stopped(o: &Observed<'_>, v: &DeploymentView) -> Option<String> {
+    let min = o.autoscaling_min?;
+    (v.desired == 0).then(|| {
+        format!(
+            "the Deployment stands at 0 replicas, and the HorizontalPodAutoscaler does not scale \
+             a target at 0: scale it to at least autoscaling.minReplicas ({min}) by hand"
+        )
+    })
+}
+
 fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decided; 2] {
     let stalled = match (&o.outcome, o.gate, view) {
         (ApplyOutcome::InvalidSpec(m), _, _) => Some(("InvalidSpec", m.clone())),
@@ -402,6 +423,7 @@ fn kstatus_conditions(o: &Observed<'_>, view: Option<&DeploymentView>) -> [Decid
             "RolloutStuck",
             "the Deployment exceeded its progress deadline".to_owned(),
         )),
+        (_, _, Some(v)) => autoscaling_stopped(o, v).map(|m| (AUTOSCALING_STOPPED, m)),
         _ => None,
     };
     let reconciling = match (&o.outcome, o.gate, view) {
@@ -1168,6 +1190,7 @@ mod tests {
                     database: None,
                     selector: "s",
                     url: "u",
+                    autoscaling_min: None,
                     now: t0,
                 })
                 .scans

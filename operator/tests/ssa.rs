@@ -176,6 +176,83 @@ async fn enabling_autoscaling_hands_replicas_over_without_a_dip() {
     assert_eq!(owners(&live, &["spec", "replicas"]), [FIELD_MANAGER]);
 }
 
+/// A resource scaled to zero, then autoscaled: the HPA controller never scales a target at 0
+/// (`ScalingDisabled`), so handing the live 0 over left the runtime at zero pods while the status
+/// said `Ready` (`ScaledToZero`). The hand-over brings the count within the autoscaling bounds;
+/// an autoscaled Deployment scaled to 0 by hand afterwards is reported, not called ready.
+#[tokio::test]
+async fn autoscaling_a_resource_scaled_to_zero_starts_its_pods() {
+    let (h, log) = ssa::harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "replicas": 0, "scanGate": {"enabled": false}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        common::cond(&h.get("fk").await, "Ready"),
+        ("True".into(), "ScaledToZero".into())
+    );
+    log.clear();
+    h.fkds()
+        .patch(
+            "fk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": null, "autoscaling": {
+                "minReplicas": 2, "maxReplicas": 8, "targetCPUUtilizationPercentage": 70}}})),
+        )
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    let writes = log.of("Deployment");
+    assert_eq!(writes[0].manager, HANDOVER_FIELD_MANAGER);
+    assert_eq!(writes[0].body["spec"], json!({"replicas": 2}));
+    assert_eq!(raw_named(&h, "fk").await["spec"]["replicas"], 2);
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        common::cond(&h.get("fk").await, "Ready"),
+        ("True".into(), "Available".into())
+    );
+
+    // Scaled to 0 by hand while autoscaled: nothing will scale it back, and the status says so.
+    scale_as_hpa(&h, "fk", 0).await;
+    h.mark_deployment_ready("fk").await;
+    h.reconcile("fk").await.unwrap();
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        common::cond(&fkd, "Ready"),
+        ("False".into(), "AutoscalingStopped".into())
+    );
+    assert_eq!(
+        common::cond(&fkd, "Stalled"),
+        ("True".into(), "AutoscalingStopped".into())
+    );
+    assert!(common::cond_message(&fkd, "Ready").contains("minReplicas (2)"));
+}
+
+/// A pull Secret listed twice (a kustomize base and overlay both adding it): the pod's
+/// `imagePullSecrets` is keyed by name, and the API server refuses an applied body naming one
+/// twice, which stopped every apply of the Deployment. It is applied once.
+#[tokio::test]
+async fn a_pull_secret_listed_twice_is_applied_once() {
+    let (h, _log) = ssa::harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"enabled": false}, "imagePullSecrets": [
+            {"name": "regcred"}, {"name": "other"}, {"name": "regcred"}]}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let live = raw_named(&h, "fk").await;
+    assert_eq!(
+        live["spec"]["template"]["spec"]["imagePullSecrets"],
+        json!([{"name": "regcred"}, {"name": "other"}])
+    );
+}
+
 /// The same hand-over while another child is someone else's (a Service left by an earlier
 /// release, reported as a conflict for as long as it stays): the Deployment is still applied, so
 /// its replicas are handed over first, not dropped to one pod.

@@ -499,6 +499,21 @@ pub(super) fn merged_labels(
     out
 }
 
+/// `spec.imagePullSecrets` with each Secret once, in the order first listed: a pod's
+/// `imagePullSecrets` is a list keyed by name, and a server-side apply body naming one twice is
+/// refused, which would stop every later apply of the Deployment (a kustomize base and overlay
+/// both adding one is enough).
+pub fn pull_secrets(
+    spec: &facekey_crds::FaceKeyDeploymentSpec,
+) -> Vec<k8s_openapi::api::core::v1::LocalObjectReference> {
+    let mut seen = std::collections::BTreeSet::new();
+    spec.image_pull_secrets
+        .iter()
+        .filter(|s| seen.insert(s.name.clone()))
+        .cloned()
+        .collect()
+}
+
 /// Reads the FaceKeyDeployment name, for callers outside this module.
 pub fn instance_name(fkd: &FaceKeyDeployment) -> Result<&str, MissingField> {
     fkd.meta().name.as_deref().ok_or(MissingField {

@@ -677,8 +677,7 @@ pub(super) fn deployment(
                     affinity: pod.affinity,
                     service_account_name: pod.service_account_name,
                     priority_class_name: pod.priority_class_name,
-                    image_pull_secrets: Some(spec.image_pull_secrets.clone())
-                        .filter(|s| !s.is_empty()),
+                    image_pull_secrets: Some(super::pull_secrets(spec)).filter(|s| !s.is_empty()),
                     ..PodSpec::default()
                 }),
             },

@@ -245,7 +245,7 @@ pub fn sidecar_parts(
     SidecarParts {
         container,
         volumes,
-        image_pull_secrets: spec.image_pull_secrets.clone(),
+        image_pull_secrets: super::pull_secrets(spec),
     }
 }
 
