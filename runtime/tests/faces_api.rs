@@ -541,6 +541,69 @@ async fn overload_is_refused_at_once_with_retry_after() {
     s.stop().await;
 }
 
+/// The lockout ledger is read within an admitted place, never before it: with PostgreSQL that
+/// read takes one of the ledger's few connections, and requests that fail cheaply right after
+/// it (a junk image for a real subject) could otherwise exhaust them, and real attempts' failures
+/// would be counted in one replica's memory instead of the shared ledger. With the only place
+/// held, a verification of a locked subject is refused as overloaded (it used to read the ledger
+/// first and answer `subject_locked`); once the place is free, the lock answers.
+#[tokio::test]
+async fn the_lockout_ledger_is_read_only_within_an_admitted_place() {
+    let mut config = Config::for_tests();
+    config.max_inflight = 1;
+    config.max_queue = Some(0);
+    config.lockout_attempts = 1;
+    let s = Running::start(config).await;
+    let locked = s.create_subject("Locked").await;
+    let other = s.create_subject("Other").await;
+    for id in [&locked, &other] {
+        let (status, _) = s.enrol(id, "astronaut.png").await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let verify = |subject: &str, image: &str| {
+        let form = Form::new()
+            .text("subject", subject.to_owned())
+            .part("image", Part::bytes(face(image)).file_name("p.jpg"));
+        let req = s.client.post(s.url("/v1/verify")).multipart(form);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) = verify(&locked, "Tom_Hanks_54745.png").await;
+    assert_eq!(
+        (status, &v["decision"]),
+        (StatusCode::OK, &json!("reject")),
+        "{v}"
+    );
+    let (status, v) = verify(&locked, "astronaut.png").await;
+    assert_eq!(error_code(&v), "subject_locked", "{status} {v}");
+
+    // Hold the only place with another subject's verification, seen running in the metrics.
+    let holding = tokio::spawn(verify(&other, "astronaut_640x480.jpg"));
+    let mut running = false;
+    for _ in 0..500 {
+        if s.metrics().await.contains("facekey_inferences_in_flight 1") {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(running, "the holding verification never ran");
+    let (status, v) = verify(&locked, "astronaut.png").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(error_code(&v), "overloaded", "{v}");
+    let (status, _) = holding.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = verify(&locked, "astronaut.png").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "subject_locked"),
+        "{v}"
+    );
+    s.stop().await;
+}
+
 /// One key flooding the inference places does not shut out another key: the other key, within
 /// its share, waits for the next place while the flood's excess is refused at once (429
 /// `too_many_inferences`, `Retry-After`), so the other key's verifications keep being served.

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use facekey_settings::env;
 use serde::Serialize;
 
-use super::blocking::{key_id, with_engine};
+use super::blocking::{admit, key_id};
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiPath;
 use super::faces::{is_admin, observe_timings, request_id};
@@ -296,7 +296,10 @@ pub async fn enrol(
         check_first_face(&state, &id, caller.as_ref())?;
     }
     // A locked subject takes no face: the match gate below is a match test like a verification,
-    // and a locked subject must not gain a face an attacker could then verify with.
+    // and a locked subject must not gain a face an attacker could then verify with. The ledger
+    // is read within the work's admitted place, as a verification reads it
+    // ([`super::faces::verifiable_subject`]).
+    let place = admit(&state, key_id(caller.as_ref())).await?;
     state.lockouts.check(&id).await?;
     // With liveness off altogether (FACEKEY_LIVENESS=off, the insecure mode) no model runs and
     // every face counts as live, as in verification.
@@ -306,13 +309,11 @@ pub async fn enrol(
         quality: true,
     };
     let image = input.image;
-    let analysis = with_engine(
-        &state,
-        engine.clone(),
-        key_id(caller.as_ref()),
-        move |e, c| e.vision.analyze(&image, options, c),
-    )
-    .await?;
+    let analysis = place
+        .run(&state, engine.clone(), move |e, c| {
+            e.vision.analyze(&image, options, c)
+        })
+        .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
     check_one_face(&analysis)?;
     let liveness = if options.liveness {

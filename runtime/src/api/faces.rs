@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::blocking::{admit, key_id, with_engine};
+use super::blocking::{Admitted, admit, key_id, with_engine};
 use super::error::{ApiError, ErrorBody};
 use super::image_input::{ImageInput, ImageOrSession, SESSION_FIELD};
 use super::sessions::SessionProbe;
@@ -326,17 +326,23 @@ pub(super) fn subject_embeddings(
     }
 }
 
-/// The embeddings a verification of `subject` compares with, after the refusals every route
-/// that verifies gives before any model work, in one order: unknown subject (404), no face to
-/// match (409), locked (429). `/v1/verify`, verify with a session and opening a session bound
-/// to a subject all ask here, so they cannot drift in which refusals they give.
+/// The embeddings a verification of `subject` compares with, and the place admission control
+/// gave its work, after the refusals every route that verifies gives before any model work, in
+/// one order: unknown subject (404), no face to match (409), no place (503 `overloaded`, 429
+/// `too_many_inferences`), locked (429). `/v1/verify`, verify with a session and opening a
+/// session bound to a subject all ask here, so they cannot drift in which refusals they give.
+/// The lockout ledger is read within the place: with PostgreSQL that read takes one of the
+/// ledger's few connections, and requests failing cheaply after it (a junk image) must not
+/// crowd the failures of real attempts out of the shared ledger into one replica's memory.
 pub(super) async fn verifiable_subject(
     state: &SharedState,
     subject: &str,
-) -> Result<Vec<Embedding>, ApiError> {
+    key: Option<&str>,
+) -> Result<(Vec<Embedding>, Admitted), ApiError> {
     let templates = subject_embeddings(state, subject)?;
+    let place = admit(state, key).await?;
     state.lockouts.check(subject).await?;
-    Ok(templates)
+    Ok((templates, place))
 }
 
 /// How a decided verification ends for the caller: answered already (a key without `admin`),
@@ -508,15 +514,13 @@ async fn verify_decided(
     let engine = state.engine()?;
     let subject = input.required("subject")?.trim().to_string();
     let include_layers = parse_flag(&input, "include_layers")?;
-    let templates = verifiable_subject(&state, &subject).await?;
+    let (templates, place) = verifiable_subject(&state, &subject, key_id(caller.as_ref())).await?;
     let image = input.image;
-    let analysis: FaceAnalysis = with_engine(
-        &state,
-        engine.clone(),
-        key_id(caller.as_ref()),
-        move |e, c| e.vision.analyze(&image, AnalyzeOptions::FULL, c),
-    )
-    .await?;
+    let analysis: FaceAnalysis = place
+        .run(&state, engine.clone(), move |e, c| {
+            e.vision.analyze(&image, AnalyzeOptions::FULL, c)
+        })
+        .await?;
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
     let verifier = &engine.verifier;

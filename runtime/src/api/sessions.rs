@@ -513,8 +513,9 @@ pub async fn open(
     };
     if let Some(subject) = &subject {
         // A bound session can only verify this subject: say now, not after the challenge, that
-        // it cannot (unknown, no face to match, or locked).
-        verifiable_subject(&state, subject).await?;
+        // it cannot (unknown, no face to match, or locked). The place taken for the ledger's
+        // read is given back at once.
+        verifiable_subject(&state, subject, Some(&key)).await?;
     }
     let (opened, ended) = state.sessions.store.open(&key, subject.clone()).await?;
     state.metrics.sessions.started.inc();
@@ -1389,7 +1390,7 @@ pub async fn verify_with_session(
     let subject = input.required("subject")?.trim().to_string();
     let session = input.required(SESSION_FIELD)?.trim().to_string();
     let include_layers = super::faces::parse_flag(&input, "include_layers")?;
-    let templates = verifiable_subject(&state, &subject).await?;
+    let (templates, place) = verifiable_subject(&state, &subject, Some(&key)).await?;
     let probe = take_session_probe(
         &state,
         &engine,
@@ -1397,7 +1398,7 @@ pub async fn verify_with_session(
         session,
         &input.image,
         SessionUse::Verify(&subject),
-        None,
+        Some(&place),
     )
     .await?;
     let mut probe = probe;
