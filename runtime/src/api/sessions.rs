@@ -1345,7 +1345,8 @@ pub(super) async fn take_session_probe(
                     "the image shows another face than the liveness session",
                 ));
             }
-            (a.embedding, a.quality.map(|q| q.score), a.quality, true)
+            let quality = beside_quality(a.quality.map(|q| q.score), probe.quality);
+            (a.embedding, quality, a.quality, true)
         }
         _ => (probe.embedding, probe.quality, None, false),
     };
@@ -1374,6 +1375,18 @@ pub(super) async fn take_session_probe(
         prints: probe.prints,
         compared: HashMap::new(),
     })
+}
+
+/// The quality feature of a verification whose image was sent beside its session: the lower of
+/// the image's and the session's best frame's. The image only has to be within the same-face
+/// bound of the session (which some different faces meet), so a sharp photo sent beside it must
+/// not raise the fused probability; the match is already the worst of the image's and the
+/// session's frames' for the same reason.
+fn beside_quality(image: Option<f32>, session: Option<f32>) -> Option<f32> {
+    match (image, session) {
+        (Some(i), Some(s)) => Some(i.min(s)),
+        (i, s) => i.or(s),
+    }
 }
 
 /// The session part of `POST /v1/verify`: `input` has a `session` field. The subject's
@@ -1478,6 +1491,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use clap::Parser;
+
+    /// A sharp image beside a session cannot raise the quality feature above the session's
+    /// best frame's (it used to replace it), nor can a missing quality hide the other.
+    #[test]
+    fn an_image_beside_a_session_gives_the_lower_quality() {
+        assert_eq!(beside_quality(Some(0.95), Some(0.6)), Some(0.6));
+        assert_eq!(beside_quality(Some(0.5), Some(0.6)), Some(0.5));
+        assert_eq!(beside_quality(None, Some(0.6)), Some(0.6));
+        assert_eq!(beside_quality(Some(0.7), None), Some(0.7));
+        assert_eq!(beside_quality(None, None), None);
+    }
 
     /// `FACEKEY_SESSION_PASSIVE_MIN` reaches the checker: off (no gate) by default, a least
     /// passive median once set, which the session store the service opens sessions in applies.
