@@ -23,9 +23,11 @@
 //!
 //! The window slides: a failure counts until `window` after it happened. The failure that
 //! reaches the threshold locks the subject and clears its count, so after the lock expires the
-//! subject has the full number of attempts again. While locked, failures are not counted (the
-//! lock is not extended) and a success does not lift the lock; a success clears the failures
-//! counted so far.
+//! subject has the full number of attempts again. Locks in a row grow ([`Policy::lock_for`]);
+//! the streak ends `max_lock` after the last lock ended, whatever failures below the threshold
+//! came since (they count through their window, but do not keep the streak going). While
+//! locked, failures are not counted (the lock is not extended) and a success does not lift the
+//! lock; a success clears the failures counted so far.
 //!
 //! Failure policy: a failure is never left uncounted. [`PgLedger`] alone returns
 //! [`LockoutError::Store`] when the database cannot be reached; the server wraps it in a
@@ -62,8 +64,11 @@ pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
 pub const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// The subject the recheck reads: not a UUID, so never a subject's.
 const RECHECK_SUBJECT: &str = "facekey-ledger-recheck";
-/// Least time between two purges of expired ledger entries by one replica.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between two purges of expired ledger entries by one replica after a failure
+/// ([`Lockouts::record_failure`]), and the period of the server's purge task
+/// ([`Lockouts::purge_every`]), which also tries again a failed write of the embedded mode's
+/// lock file ([`crate::lockout_file`]): at most this long after it failed.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// When a subject is locked: after `attempts` failures within `window`, for `lock`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,13 +372,30 @@ struct Entry {
     locked_until: Option<Instant>,
     /// Locks in a row (no success in between): the next one lasts [`Policy::lock_for`] of it.
     streak: u32,
-    /// After this instant the entry says nothing any more.
+    /// When the streak is forgotten: `max_lock` after the last lock ended (or as long as a lock
+    /// taken over asked). Kept apart from `expires`, which failures below the threshold extend
+    /// to count them through the window: they must not keep the streak alive (one failure every
+    /// window would otherwise double every next lock, forever).
+    streak_until: Instant,
+    /// After this instant the entry says nothing any more (neither failures nor the streak).
     expires: Instant,
 }
 
 impl Entry {
     fn is_locked(&self, now: Instant) -> bool {
         self.locked_until.is_some_and(|until| until > now)
+    }
+
+    /// Whether a streak of locks is remembered at `now`.
+    fn remembers_streak(&self, now: Instant) -> bool {
+        self.streak > 0 && self.streak_until > now
+    }
+
+    /// Forget a streak whose time is over: the next lock is the first of a new one.
+    fn end_streak_if_over(&mut self, now: Instant) {
+        if self.streak_until <= now {
+            self.streak = 0;
+        }
     }
 }
 
@@ -435,7 +457,7 @@ impl MemoryLedger {
                     subject: subject.clone(),
                     left: until - now,
                     streak: e.streak,
-                    remembered: e.expires.max(until) - now,
+                    remembered: e.streak_until.max(until) - now,
                 })
             })
             .collect()
@@ -452,7 +474,7 @@ impl MemoryLedger {
         let now = self.clock.now();
         self.entries()
             .get(subject)
-            .is_some_and(|e| e.is_locked(now) || (e.streak > 0 && e.expires > now))
+            .is_some_and(|e| e.is_locked(now) || e.remembers_streak(now))
     }
 
     /// Continue `subject`'s streak of locks from lock number `streak` (taken elsewhere), remembered
@@ -466,10 +488,9 @@ impl MemoryLedger {
         let now = self.clock.now();
         let mut entries = self.entries();
         let entry = self.entry_for(&mut entries, now, subject)?;
-        if entry.expires <= now {
-            entry.streak = 0;
-        }
+        entry.end_streak_if_over(now);
         entry.streak = entry.streak.max(streak);
+        entry.streak_until = entry.streak_until.max(until);
         entry.expires = entry.expires.max(until);
         Ok(())
     }
@@ -489,6 +510,7 @@ impl MemoryLedger {
             failures: VecDeque::new(),
             locked_until: None,
             streak: 0,
+            streak_until: now,
             expires: now,
         }))
     }
@@ -534,14 +556,14 @@ impl Ledger for MemoryLedger {
         let mut locks: Vec<ActiveLock> = self
             .entries()
             .iter()
-            .filter(|(_, e)| e.is_locked(now) || (e.streak > 0 && e.expires > now))
+            .filter(|(_, e)| e.is_locked(now) || e.remembers_streak(now))
             .map(|(subject, e)| {
                 let until = e.locked_until.map_or(now, |u| u.max(now));
                 ActiveLock {
                     subject: subject.clone(),
                     left: until - now,
                     streak: e.streak,
-                    remembered: e.expires.max(until) - now,
+                    remembered: e.streak_until.max(until) - now,
                 }
             })
             .collect();
@@ -561,10 +583,12 @@ impl Ledger for MemoryLedger {
         let mut entries = self.entries();
         let entry = self.entry_for(&mut entries, now, subject)?;
         let until = now + left;
+        entry.end_streak_if_over(now);
         entry.failures.clear();
         entry.locked_until = Some(entry.locked_until.map_or(until, |u| u.max(until)));
         entry.streak = entry.streak.max(streak);
-        entry.expires = entry.expires.max(until).max(now + remembered);
+        entry.streak_until = entry.streak_until.max(until).max(now + remembered);
+        entry.expires = entry.expires.max(entry.streak_until);
         Ok(true)
     }
 
@@ -600,11 +624,10 @@ impl Ledger for MemoryLedger {
         let now = self.clock.now();
         let mut entries = self.entries();
         let entry = self.entry_for(&mut entries, now, subject)?;
-        // An entry past its expiry awaits the next purge: it remembers nothing any more (a
-        // quiet `max_lock` after the last lock ends the streak), as the shared ledger reads it.
-        if entry.expires <= now {
-            entry.streak = 0;
-        }
+        // `max_lock` after the last lock ended the streak is over, whatever failures below the
+        // threshold came since (they extend the entry only to count them through the window),
+        // even while the entry awaits the next purge; as the shared ledger reads it.
+        entry.end_streak_if_over(now);
         if let Some(until) = entry.locked_until {
             if until > now {
                 return Ok(Counted::AlreadyLocked(until - now));
@@ -627,9 +650,11 @@ impl Ledger for MemoryLedger {
             entry.failures.clear();
             entry.locked_until = Some(until);
             // Remembered for the next lock's length a while after it ends.
-            entry.expires = until + policy.max_lock;
+            entry.streak_until = until + policy.max_lock;
+            entry.expires = entry.streak_until;
             Ok(Counted::LockedNow { failures, lock })
         } else {
+            // Kept while this failure counts; the streak's end stays where the last lock put it.
             entry.expires = entry.expires.max(now + policy.window);
             Ok(Counted::Failures(failures))
         }
@@ -800,12 +825,18 @@ impl Ledger for PgLedger {
         let window = policy.window.as_secs_f64();
         let mut tx = self.pool.begin().await.map_err(&err)?;
         // Create the row if needed and lock it until commit: every other failure of this subject
-        // waits here, then sees this one's result. A row past its expiry (awaiting a purge)
-        // remembers no streak any more: a quiet `max_lock` after the last lock ends it.
+        // waits here, then sees this one's result. The streak ends `max_lock` after the last
+        // lock ended (`locked_until`, kept once the lock is over), whatever failures below the
+        // threshold came since: they extend `expires_at` only to count them through the window.
+        // A row past its expiry (awaiting a purge) remembers nothing any more. A row whose lock
+        // end an older release dropped (NULL after a failure below the threshold) goes by its
+        // expiry alone, as that release did.
         let row = sqlx::query(
             "INSERT INTO facekey_lockouts AS l (subject, expires_at) VALUES ($1, now()) \
              ON CONFLICT (subject) DO UPDATE SET lock_streak = \
-               CASE WHEN l.expires_at > now() THEN l.lock_streak ELSE 0 END \
+               CASE WHEN l.expires_at > now() AND (l.locked_until IS NULL \
+                   OR l.locked_until + make_interval(secs => $3) > now()) \
+                 THEN l.lock_streak ELSE 0 END \
              RETURNING \
                CASE WHEN l.locked_until > now() \
                  THEN extract(epoch FROM l.locked_until - now())::float8 END AS locked_for, \
@@ -815,6 +846,7 @@ impl Ledger for PgLedger {
         )
         .bind(subject)
         .bind(window)
+        .bind(policy.max_lock.as_secs_f64())
         .fetch_one(&mut *tx)
         .await
         .map_err(&err)?;
@@ -847,11 +879,12 @@ impl Ledger for PgLedger {
             .map_err(&err)?;
             Counted::LockedNow { failures, lock }
         } else {
+            // `locked_until` stays: the end of the last lock (never in the future here), from
+            // which the streak's end is counted.
             sqlx::query(
                 "UPDATE facekey_lockouts SET \
                    failures = ARRAY(SELECT f FROM unnest(failures) AS f \
                      WHERE f > now() - make_interval(secs => $2) ORDER BY f) || now(), \
-                   locked_until = NULL, \
                    expires_at = GREATEST(expires_at, now() + make_interval(secs => $2)) \
                  WHERE subject = $1",
             )
@@ -1246,7 +1279,13 @@ impl Ledger for FallbackLedger {
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
         let local = self.local.purge_expired().await?;
-        Ok(local + self.shared.purge_expired().await?)
+        let shared = self.shared.purge_expired().await;
+        // Unreachable: the outage is logged and shown already (the server purges every minute,
+        // which would otherwise warn every minute of it); its rows wait for the next purge.
+        if self.note(&shared) {
+            return Ok(local);
+        }
+        Ok(local + shared?)
     }
 
     fn describe(&self) -> String {
@@ -1477,6 +1516,35 @@ impl Lockouts {
         }
     }
 
+    /// Every `every` ([`PURGE_INTERVAL`] in the server), [`Ledger::purge_expired`], whatever
+    /// the traffic: expired entries go without a failure to trigger it, and a write of the
+    /// embedded mode's lock file that failed (a full or read-only disk) is tried again
+    /// ([`crate::lockout_file`]). Without it the retry waited for the next failed verification
+    /// of any subject, so a lock taken (or released) while the disk was full could be lost at
+    /// the next restart. Nothing with the lockout off. Ends when the ledger is dropped; the
+    /// server also aborts it when it stops. `every` is at least a millisecond.
+    pub fn purge_every(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let ledger = Arc::downgrade(&self.inner.ledger);
+        let enabled = self.inner.policy.is_enabled();
+        tokio::spawn(async move {
+            if !enabled {
+                return;
+            }
+            // `interval` refuses a zero period.
+            let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is at once: the ledger was just opened (and its file read).
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(ledger) = ledger.upgrade() else {
+                    return;
+                };
+                purge(ledger.as_ref()).await;
+            }
+        })
+    }
+
     /// Delete expired ledger entries at most once per [`PURGE_INTERVAL`], on a task of its own
     /// (nobody waits for it); a failure is logged, not returned (the failure itself was
     /// counted).
@@ -1494,13 +1562,16 @@ impl Lockouts {
             *last = Some(now);
         }
         let ledger = Arc::clone(&self.inner.ledger);
-        tokio::spawn(async move {
-            match ledger.purge_expired().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::debug!(purged, "expired lockout entries purged"),
-                Err(e) => tracing::warn!(error = %e, "purging expired lockout entries failed"),
-            }
-        });
+        tokio::spawn(async move { purge(ledger.as_ref()).await });
+    }
+}
+
+/// One purge of `ledger`'s expired entries; a failure is logged, not returned.
+async fn purge(ledger: &dyn Ledger) {
+    match ledger.purge_expired().await {
+        Ok(0) => {}
+        Ok(purged) => tracing::debug!(purged, "expired lockout entries purged"),
+        Err(e) => tracing::warn!(error = %e, "purging expired lockout entries failed"),
     }
 }
 
@@ -1651,6 +1722,22 @@ mod tests {
         ));
         assert!(l.release(SUBJECT).await.unwrap().is_some());
         l.check(SUBJECT).await.unwrap();
+    }
+
+    /// The server's purge every minute ([`Lockouts::purge_every`]) meets an outage of the shared
+    /// ledger as the other calls do: the replica's memory is purged, the outage noted (not one
+    /// warning a minute on top of it), and the shared rows wait for the next purge.
+    #[tokio::test]
+    async fn a_purge_during_an_outage_purges_memory_and_notes_the_outage() {
+        let metrics = Metrics::new().unwrap();
+        let shared = Flaky::up();
+        let ledger = FallbackLedger::new(shared.clone(), metrics.clone());
+        shared.set_down(true);
+        assert_eq!(ledger.purge_expired().await.unwrap(), 0);
+        assert_eq!(metrics.lockout_ledger_local.get(), 1);
+        shared.set_down(false);
+        assert_eq!(ledger.purge_expired().await.unwrap(), 0);
+        assert_eq!(metrics.lockout_ledger_local.get(), 0);
     }
 
     /// An identification's one question for all its candidates answers as a check of each
@@ -2070,6 +2157,43 @@ mod tests {
             ..configured
         };
         assert_eq!(long.lock_for(3), Duration::from_secs(200_000));
+    }
+
+    /// Failures below the threshold after a lock are counted through their window, but do not
+    /// keep the lock's streak alive: `max_lock` after the lock ended the next lock is the first
+    /// of a new streak. Before, each failure kept the entry (and with it the streak) a window
+    /// longer, so one failure every window doubled every next lock forever.
+    #[tokio::test]
+    async fn failures_below_the_threshold_do_not_keep_a_streak_past_max_lock() {
+        let p = Policy {
+            attempts: 2,
+            window: Duration::from_secs(900),
+            lock: Duration::from_secs(100),
+            max_lock: Duration::from_secs(200),
+        };
+        let (l, clock, ledger, _) = service(p, 100);
+        assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+        let first = l.record_failure(SUBJECT).await.unwrap().unwrap();
+        assert_eq!(first.retry_after, Duration::from_secs(100));
+        // The lock ends at 100 s; its streak is remembered until 300 s.
+        clock.advance(Duration::from_secs(100));
+        clock.advance(Duration::from_secs(150));
+        // 250 s: one failure, below the threshold, counted.
+        assert_eq!(l.record_failure(SUBJECT).await.unwrap(), None);
+        assert!(
+            ledger.remembers_streak(SUBJECT),
+            "150 s after the lock ended"
+        );
+        // 350 s: 250 s after the lock ended, past `max_lock`: the streak is over, while the
+        // failure at 250 s still counts (inside its window), so this one locks — for the base
+        // lock, not the 200 s of a second lock in a row.
+        clock.advance(Duration::from_secs(100));
+        let next = l.record_failure(SUBJECT).await.unwrap().unwrap();
+        assert_eq!(next.retry_after, Duration::from_secs(100));
+        let held = ledger.held_locks();
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held[0].streak, 1, "{held:?}");
+        assert_eq!(held[0].remembered, Duration::from_secs(300), "{held:?}");
     }
 
     #[tokio::test]

@@ -12,7 +12,10 @@
 //! The file is replaced atomically (written beside it, synced, renamed, the directory synced),
 //! owner-only, by a task of its own (a request dropped meanwhile loses no change). A write that
 //! fails is logged on `facekey::security`, counted in `facekey_lockout_saves_failed_total` and
-//! tried again at the next purge; the lock holds in memory regardless. A file that cannot be read
+//! tried again at the next purge ([`Ledger::purge_expired`]), which the server runs every minute
+//! whatever the traffic ([`crate::lockout::Lockouts::purge_every`]), so a lock taken or released
+//! while the disk was full reaches the file at most a minute after the disk has room again; the
+//! lock holds in memory regardless. A file that cannot be read
 //! stops the start-up with its path named: starting without the locks it held would lift them
 //! silently. No restored lock lasts longer than the policy in force allows.
 
@@ -252,7 +255,7 @@ impl Inner {
             file = %self.path.display(),
             error,
             "the subject locks could not be saved: they hold until this replica restarts, and \
-             the write is tried again at the next purge"
+             the write is tried again at the next purge, at most a minute later"
         );
     }
 }
@@ -296,7 +299,7 @@ impl Ledger for FileLedger {
 
     async fn purge_expired(&self) -> Result<u64, LockoutError> {
         // What expires here has expired in the file too (its times are absolute). A write that
-        // failed is tried again here (at most once a minute, in the background).
+        // failed is tried again here: the server purges every minute (`Lockouts::purge_every`).
         let purged = self.inner.memory.purge_expired().await?;
         if self.inner.behind() {
             self.save().await;
@@ -559,5 +562,53 @@ mod tests {
         assert!(again.locked_for("alice").await.unwrap().is_some());
         // Nothing behind: a purge writes nothing.
         again.purge_expired().await.unwrap();
+    }
+
+    /// A lock whose write failed reaches the file once the disk takes writes again, with no
+    /// further failure, success or release to trigger it: the purge task of
+    /// `Lockouts::purge_every` (every minute in the server; 20 ms here) tries the write again.
+    /// Before, only the purge after a later failed verification did, so a lock taken while the
+    /// disk was full was lost at the next restart.
+    #[tokio::test]
+    async fn a_failed_write_is_tried_again_by_the_purge_task_without_traffic() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = counter();
+        let file = Arc::new(
+            FileLedger::open(dir.path(), MemoryLedger::new(), &policy(), failed.clone())
+                .await
+                .unwrap(),
+        );
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let lockouts = crate::lockout::Lockouts::new(policy(), file.clone(), metrics.clone(), None);
+        let task = lockouts.purge_every(Duration::from_millis(20));
+        // The disk takes no write: the file's place is held by a directory, which the rename
+        // cannot replace (a read-only directory would not stop the root these tests may run
+        // as). The lock is recorded on the ledger itself, so no purge after a failure runs.
+        let blocker = dir.path().join(FILE_NAME);
+        std::fs::create_dir(&blocker).unwrap();
+        lock(&file, "alice").await;
+        assert!(failed.get() >= 1, "the write failed");
+        assert!(file.inner.behind());
+        // The purges meanwhile fail too, and are counted as such.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while failed.get() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no purge tried again");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Writable again; no call on the ledger from here.
+        std::fs::remove_dir(&blocker).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while file.inner.behind() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failed write was never tried again"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        drop((lockouts, file));
+        let again = ledger(dir.path()).await;
+        let left = again.locked_for("alice").await.unwrap().expect("locked");
+        assert!(left > Duration::from_secs(290), "{left:?}");
     }
 }

@@ -404,6 +404,9 @@ impl Server {
             max_age: state.config.max_connection_age(),
         };
         let key_watcher = tokio::spawn(state.api_keys.clone().watch(state.metrics.clone()));
+        // Expired lockout entries purged, and a failed write of the lock file tried again,
+        // every minute whatever the traffic.
+        let lockout_purge = state.lockouts.purge_every(crate::lockout::PURGE_INTERVAL);
         let metrics_server = metrics_listener.map(|l| {
             let mut drain = drain_rx.clone();
             let app = api::operations_router(state.clone());
@@ -448,6 +451,7 @@ impl Server {
         // outlived the grace period may still hold a sender: the flush does not wait for them.
         drop(serve);
         key_watcher.abort();
+        lockout_purge.abort();
         if let Some(m) = metrics_server {
             m.abort();
         }

@@ -335,6 +335,55 @@ async fn locks_in_a_row_double_across_replicas() {
     assert!(after_quiet <= Duration::from_secs(1), "{after_quiet:?}");
 }
 
+/// Moves `subject`'s row `secs` into the past (its failures, lock and expiry), as if the
+/// database's clock had moved on that long.
+fn move_into_the_past(pg: &PgServer, subject: &str, secs: u32) {
+    pg.psql(&format!(
+        "UPDATE facekey_lockouts SET \
+           failures = ARRAY(SELECT f - interval '{secs} s' FROM unnest(failures) AS f ORDER BY f), \
+           locked_until = locked_until - interval '{secs} s', \
+           expires_at = expires_at - interval '{secs} s' \
+         WHERE subject = '{subject}'"
+    ));
+}
+
+/// Failures below the threshold after a lock count through their window on the shared ledger,
+/// but do not keep the lock's streak alive: `max_lock` after the lock ended the next lock is the
+/// first of a new streak. Before, each failure kept the row (and with it the streak) a window
+/// longer, so one failure every window doubled every next lock forever.
+#[tokio::test]
+async fn failures_below_the_threshold_do_not_keep_a_streak_past_max_lock() {
+    let pg = PgServer::start();
+    let p = Policy {
+        attempts: 2,
+        window: Duration::from_secs(900),
+        lock: Duration::from_secs(100),
+        max_lock: Duration::from_secs(200),
+    };
+    let a = replica(&pg, p).await;
+    let streak = || {
+        pg.psql(&format!(
+            "SELECT lock_streak FROM facekey_lockouts WHERE subject = '{SUBJECT}'"
+        ))
+    };
+    assert_eq!(a.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    let first = a.lockouts.record_failure(SUBJECT).await.unwrap().unwrap();
+    assert_eq!(first.retry_after, Duration::from_secs(100));
+    // The lock ends at 100 s; its streak is remembered until 300 s. At 250 s one failure,
+    // below the threshold, is counted; the streak is still remembered.
+    move_into_the_past(&pg, SUBJECT, 100);
+    move_into_the_past(&pg, SUBJECT, 150);
+    assert_eq!(a.lockouts.record_failure(SUBJECT).await.unwrap(), None);
+    assert_eq!(streak(), "1");
+    // 350 s: 250 s after the lock ended, past `max_lock`. The failure at 250 s still counts
+    // (inside its window), so this one locks — for the base lock, not the 200 s of a second
+    // lock in a row.
+    move_into_the_past(&pg, SUBJECT, 100);
+    let next = a.lockouts.record_failure(SUBJECT).await.unwrap().unwrap();
+    assert_eq!(next.retry_after, Duration::from_secs(100));
+    assert_eq!(streak(), "1");
+}
+
 /// A peer that dies inside a transaction (its node lost) keeps its row locks until PostgreSQL
 /// notices, which takes hours by default. Failures of that subject wait `lock_timeout` (5 s),
 /// not forever, and are then counted in this replica's memory; the waits give their connections
