@@ -117,6 +117,7 @@ fn every_challenge_order_passes_when_performed() {
     let peak = |a: Action| peaks.iter().find(|(b, _)| *b == a).unwrap().1.clone();
     let policy = ChallengePolicy {
         duplicate_max_difference: -1.0,
+        duplicate_max_shape_difference: -1.0,
         ..ChallengePolicy::default()
     };
     let perform = |order: &[Action]| -> Vec<FrameObservation> {

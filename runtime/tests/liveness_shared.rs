@@ -21,7 +21,9 @@ use common::postgres::{PgServer, key_file};
 use common::{Running, error_code, face, keyed_client, send_json, test_keys};
 use facekey_runtime::challenge::Action;
 use facekey_runtime::config::Config;
-use frames::{astronaut, brighten, frames_json, passed_recording, passed_session, performance};
+use frames::{
+    astronaut, brighten, frames_json, mark_frame, passed_recording, passed_session, performance,
+};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -145,11 +147,12 @@ async fn identify(r: &Running, c: &reqwest::Client, id: &str) -> (StatusCode, Va
     .await
 }
 
-/// Neutral frames of the face, each a little brighter (never near-duplicates), in progress.
+/// Neutral frames of the face, each a little brighter and marked apart (never
+/// near-duplicates, in raw luma or in shape), in progress.
 fn neutral(n: usize, from: u8) -> Vec<image::RgbImage> {
     let base = astronaut();
     (0..n)
-        .map(|i| brighten(&base, from + 3 * i as u8))
+        .map(|i| mark_frame(&brighten(&base, from + 3 * i as u8), usize::from(from) + i))
         .collect()
 }
 

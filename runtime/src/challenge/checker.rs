@@ -7,7 +7,8 @@
 //!   `min_frame_interval_ms` apart, and the client's claimed span not longer than the server saw
 //!   (plus `max_clock_skew_ms`);
 //! - no two frames of the session near-identical (fingerprint difference ≤
-//!   `duplicate_max_difference`): a repeated or re-encoded frame is a replay;
+//!   `duplicate_max_difference`, or shape difference ≤ `duplicate_max_shape_difference`, which
+//!   takes brightness and contrast out): a repeated, re-encoded or re-toned frame is a replay;
 //! - the same face in every usable frame (embedding distance between every two of them);
 //! - a turn's frame must be `turn_min_yaw` past frontal, `turn_min_delta` beyond an earlier
 //!   frame of its window, and `turn_min_delta` beyond at least one of the session's first
@@ -38,7 +39,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::fingerprint::{Fingerprint, extreme_pair};
+use super::fingerprint::{Fingerprint, Shape, extreme_pair};
 use super::signals::{eye_opening, mouth_opening, pitch, yaw};
 use super::{Action, ChallengePolicy, FaceObservation, FrameObservation, Landmarks68};
 use crate::vision::embed::Embedding;
@@ -160,6 +161,15 @@ pub struct ChallengeVerdict {
     pub max_face_distance: Option<f32>,
     /// Smallest fingerprint difference between two frames.
     pub min_frame_difference: Option<f32>,
+    /// Smallest shape difference between two frames ([`Fingerprint::shape`]: the frame's
+    /// brightness and contrast taken out, so a frame sent again one grey level brighter is as
+    /// close as a copy).
+    #[serde(default)]
+    pub min_shape_difference: Option<f32>,
+    /// Whether `min_shape_difference` is over every pair: false in a verdict a release before
+    /// the shape rule stored, whose session [`evaluate_more`] then judges whole again.
+    #[serde(default)]
+    pub shapes_measured: bool,
     /// Whether `max_face_distance` is over every pair of usable frames. A verdict a release
     /// before the pair rule stored (measured against the first frame only; absent, so false)
     /// cannot carry its measures into [`evaluate_more`]: the session is judged whole again.
@@ -565,6 +575,8 @@ pub struct PairsJudged {
     pub frames: usize,
     /// The smallest fingerprint difference between two of them.
     pub min_frame_difference: Option<f32>,
+    /// The smallest shape difference between two of them.
+    pub min_shape_difference: Option<f32>,
     /// The largest embedding distance between two of their usable faces.
     pub max_face_distance: Option<f32>,
 }
@@ -574,18 +586,20 @@ impl PairsJudged {
     pub const NONE: Self = Self {
         frames: 0,
         min_frame_difference: None,
+        min_shape_difference: None,
         max_face_distance: None,
     };
 
     /// What `verdict`, the verdict of a session's first `frames` frames, measured; nothing
     /// when it did not measure every pair (stored by an older release during a rollout).
     pub fn by(verdict: &ChallengeVerdict, frames: usize) -> Self {
-        if !verdict.pairs_measured {
+        if !verdict.pairs_measured || !verdict.shapes_measured {
             return Self::NONE;
         }
         Self {
             frames,
             min_frame_difference: verdict.min_frame_difference,
+            min_shape_difference: verdict.min_shape_difference,
             max_face_distance: verdict.max_face_distance,
         }
     }
@@ -631,7 +645,22 @@ pub fn evaluate_more(
         .into_iter()
         .chain(judged.min_frame_difference)
         .reduce(f32::min);
-    if min_diff.is_some_and(|d| d <= policy.duplicate_max_difference) {
+    // The same with the frames' brightness and contrast taken out: a frame sent again a grey
+    // level brighter (or with its contrast stretched) differs from itself by a grey level, over
+    // the raw bound, and by a few thousandths of its spread in shape.
+    let shapes: Vec<Option<Shape>> = prints
+        .iter()
+        .map(|p| p.and_then(Fingerprint::shape))
+        .collect();
+    let shape_refs: Vec<Option<&Shape>> = shapes.iter().map(Option::as_ref).collect();
+    let min_shape = extreme_pair(&shape_refs, from, Shape::difference, |d, best| d < best)
+        .map(|(d, _, _)| d)
+        .into_iter()
+        .chain(judged.min_shape_difference)
+        .reduce(f32::min);
+    if min_diff.is_some_and(|d| d <= policy.duplicate_max_difference)
+        || min_shape.is_some_and(|d| d <= policy.duplicate_max_shape_difference)
+    {
         fail(FailReason::DuplicateFrames, &mut reasons);
     }
 
@@ -766,6 +795,8 @@ pub fn evaluate_more(
         best_frame,
         max_face_distance: max_dist,
         min_frame_difference: min_diff,
+        min_shape_difference: min_shape,
+        shapes_measured: true,
         pairs_measured: true,
     }
 }
@@ -1684,6 +1715,7 @@ mod tests {
         let judged = PairsJudged {
             frames: 3,
             min_frame_difference: Some(0.1),
+            min_shape_difference: None,
             max_face_distance: Some(0.9),
         };
         let more = evaluate_more(&challenge, &frames, &p, judged);
@@ -1693,6 +1725,62 @@ mod tests {
             more.reasons,
             vec![FailReason::DuplicateFrames, FailReason::FaceChanged]
         );
+    }
+
+    /// A frame sent again one grey level brighter, or with its contrast stretched, differs from
+    /// itself by about a grey level, over the raw bound (0.2): it passed as a new frame. Its
+    /// shape is the same, and the session fails as a duplicate.
+    #[test]
+    fn a_frame_sent_again_re_toned_is_a_duplicate() {
+        let p = ChallengePolicy::default();
+        let retoned = |f: fn(u8) -> u8| {
+            let mut frames = seq(&[NEUTRAL, with(|q| q.yaw = 0.2), NEUTRAL]);
+            let cells: Vec<u8> = fp(0).as_bytes().iter().map(|&v| f(v)).collect();
+            frames[2].fingerprint = Some(Fingerprint::try_from(cells).unwrap());
+            frames
+        };
+        for (name, f) in [
+            ("brighter", (|v: u8| v.saturating_add(1)) as fn(u8) -> u8),
+            ("contrast", |v: u8| {
+                (f32::from(v) * 1.02).round().min(255.0) as u8
+            }),
+        ] {
+            let frames = retoned(f);
+            let raw = frames[0]
+                .fingerprint
+                .as_ref()
+                .unwrap()
+                .difference(frames[2].fingerprint.as_ref().unwrap());
+            assert!(raw > p.duplicate_max_difference, "{name}: {raw}");
+            let v = evaluate(&[Action::TurnLeft], &frames, &p);
+            assert_eq!(
+                v.reasons,
+                vec![FailReason::DuplicateFrames],
+                "{name}: {v:?}"
+            );
+            assert!(v.min_shape_difference.unwrap() <= 0.005, "{name}: {v:?}");
+            let off = ChallengePolicy {
+                duplicate_max_shape_difference: -1.0,
+                ..p.clone()
+            };
+            assert_eq!(
+                evaluate(&[Action::TurnLeft], &frames, &off).outcome,
+                Outcome::Passed,
+                "{name}: the raw rule alone let it pass"
+            );
+        }
+        // Distinct frames are no duplicates, and a verdict stored before the shape rule carries
+        // nothing: the session is judged whole again.
+        let v = evaluate(
+            &[Action::TurnLeft],
+            &seq(&[NEUTRAL, with(|q| q.yaw = 0.2), NEUTRAL]),
+            &p,
+        );
+        assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+        let mut old = serde_json::to_value(&v).unwrap();
+        old.as_object_mut().unwrap().remove("shapes_measured");
+        let old: ChallengeVerdict = serde_json::from_value(old).unwrap();
+        assert_eq!(PairsJudged::by(&old, 3), PairsJudged::NONE);
     }
 
     #[test]
