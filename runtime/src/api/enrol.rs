@@ -132,14 +132,18 @@ fn check_subject(
 
 /// A subject without a face of the serving model takes its first one only from the key that
 /// created it or an `admin` key: with no face to match, that face decides who the subject is.
-/// No caller (authentication off): nobody owns anything.
+/// The route needs a key, so a missing caller is a routing mistake: refused, never everyone's.
 fn check_first_face(
     state: &SharedState,
     id: &str,
     caller: Option<&Extension<Caller>>,
 ) -> Result<(), ApiError> {
     let Some(caller) = caller else {
-        return Ok(());
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "setting a subject's first face needs an API key",
+        ));
     };
     let created_by = state
         .enrolments
@@ -402,6 +406,17 @@ pub async fn delete_face(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A first face set without a caller (a route mistakenly left open) is refused, never
+    /// taken for everyone's.
+    #[tokio::test]
+    async fn a_first_face_without_a_caller_is_refused() {
+        let server = crate::server::Server::bind(crate::config::Config::for_tests())
+            .await
+            .unwrap();
+        let refused = check_first_face(&server.state(), "someone", None).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    }
 
     #[test]
     fn the_quality_gate_names_score_minimum_and_setting() {

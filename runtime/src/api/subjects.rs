@@ -402,10 +402,16 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     // Without `admin`, only the key that created the subject erases it (as only it sets the
-    // first face): the application that enrolled a person honours their erasure request.
-    if let Some(Extension(caller)) = &caller
-        && !caller.is_admin()
-    {
+    // first face): the application that enrolled a person honours their erasure request. The
+    // route needs a key, so a missing caller is a routing mistake: refused, never everyone's.
+    let Some(Extension(caller)) = &caller else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "deleting a subject needs an API key",
+        ));
+    };
+    if !caller.is_admin() {
         let Some(created_by) = state.enrolments.creator_of(&id).await? else {
             forget_erased(&state, &id).await;
             return Err(StoreError::SubjectNotFound(id).into());
@@ -523,7 +529,26 @@ mod tests {
         let state = server.state();
         state.lockouts.record_failure("erased").await.unwrap();
         assert!(state.lockouts.check("erased").await.is_err(), "locked");
+        // No caller (a route mistakenly left open) is refused, never taken for an admin.
         let answer = delete(State(state.clone()), None, ApiPath("erased".to_owned())).await;
+        assert_eq!(
+            answer.err().map(|e| e.status),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert!(
+            state.lockouts.check("erased").await.is_err(),
+            "still locked"
+        );
+        let admin = Caller {
+            key_id: "admin".into(),
+            scopes: std::sync::Arc::new([crate::auth::Scope::Admin].into()),
+        };
+        let answer = delete(
+            State(state.clone()),
+            Some(Extension(admin)),
+            ApiPath("erased".to_owned()),
+        )
+        .await;
         assert_eq!(answer.err().map(|e| e.status), Some(StatusCode::NOT_FOUND));
         assert!(
             state.lockouts.check("erased").await.is_ok(),
