@@ -225,9 +225,18 @@ pub struct Permit {
     _key: Option<KeyPlace>,
     since: Instant,
     service: Arc<ServiceTime>,
+    /// Whether the hold's time feeds the service-time average when the place is given back.
+    timed: bool,
 }
 
 impl Permit {
+    /// Leave this hold out of the service-time average: a place taken for a check that ran no
+    /// inference (a lockout read before a session opens) would otherwise pull the average
+    /// down, and admission's predicted waits with it.
+    pub fn untimed(&mut self) {
+        self.timed = false;
+    }
+
     /// Count the hold's service time from now: for a place taken before a wait that is not
     /// inference (a liveness session read from its store before it is consumed), which would
     /// otherwise lengthen the service-time average admission predicts with.
@@ -238,7 +247,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.service.record(self.since.elapsed());
+        if self.timed {
+            self.service.record(self.since.elapsed());
+        }
     }
 }
 
@@ -546,6 +557,7 @@ impl Admission {
             _place: place,
             _key: None,
             since: Instant::now(),
+            timed: true,
             service: self.service.clone(),
         }
     }
@@ -837,6 +849,17 @@ mod tests {
         drop(p);
         let held = fresh.stats().service_time.unwrap();
         assert!(held < Duration::from_millis(40), "{held:?}");
+        // A hold that ran no work (a check before a session opens) gives no service time.
+        let idle = admission(1, 0, Duration::from_secs(1));
+        let mut p = idle.admit().await.unwrap();
+        p.untimed();
+        drop(p);
+        assert_eq!(idle.stats().service_time, None);
+        assert_eq!(
+            idle.stats().in_flight,
+            0,
+            "the place is given back all the same"
+        );
     }
 
     /// With a known service time, a request whose place in the queue predicts a wait beyond the

@@ -54,6 +54,18 @@ pub struct Admitted {
     working: AtomicBool,
 }
 
+impl Drop for Admitted {
+    /// A place no work ran with (a lockout read before a session opens) gives no service time.
+    fn drop(&mut self) {
+        if !self.working.load(Ordering::Relaxed) {
+            self.permit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .untimed();
+        }
+    }
+}
+
 /// Ask admission control for a place: 503 `overloaded` at once when running and queue are
 /// full; 429 `too_many_inferences` instead when `key`, the caller's API key id, already holds
 /// its share of the places while other keys ask for places too (see [`crate::admission`]).

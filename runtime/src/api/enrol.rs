@@ -318,6 +318,8 @@ pub async fn enrol(
             e.vision.analyze(&image, options, c)
         })
         .await?;
+    // Not held through the ledger's and the store's writes below.
+    drop(place);
     observe_timings(&state, &analysis.timings, &analysis.inference);
     check_one_face(&analysis)?;
     let liveness = if options.liveness {

@@ -521,6 +521,9 @@ async fn verify_decided(
             e.vision.analyze(&image, AnalyzeOptions::FULL, c)
         })
         .await?;
+    // The place is for the models: the ledger's and the audit's waits below must not hold it
+    // (a slow ledger would otherwise refuse identify and enrol as overloaded too).
+    drop(place);
     observe_timings(&state, &analysis.timings, &analysis.inference);
 
     let verifier = &engine.verifier;

@@ -482,8 +482,8 @@ call of the session).",
         (status = 201, description = "Session opened", body = OpenResponse),
         (status = 404, description = "The bound subject does not exist (`subject_not_found`)", body = ErrorBody),
         (status = 409, description = "The bound subject has no face to match (`subject_has_no_faces`, `subject_needs_reenrolment`)", body = ErrorBody),
-        (status = 429, description = "This key holds too many open sessions (`too_many_sessions`: `FACEKEY_MAX_SESSIONS_PER_KEY`, or as many as there are free places, which are kept for keys holding fewer), or the bound subject is locked (`subject_locked`, with `Retry-After`)", body = ErrorBody),
-        (status = 503, description = "Too many sessions are open (`too_many_sessions`), the session store is unreachable (`store_unavailable`), or models are loading", body = ErrorBody),
+        (status = 429, description = "This key holds too many open sessions (`too_many_sessions`: `FACEKEY_MAX_SESSIONS_PER_KEY`, or as many as there are free places, which are kept for keys holding fewer), the bound subject is locked (`subject_locked`, with `Retry-After`), or the key holds its share of the inference places that a bound subject's lockout read takes (`too_many_inferences`, with `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "Too many sessions are open (`too_many_sessions`), the session store is unreachable (`store_unavailable`), models are loading, or no inference place is free for a bound subject's lockout read (`overloaded`, with `Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn open(
@@ -1414,6 +1414,9 @@ pub async fn verify_with_session(
         Some(&place),
     )
     .await?;
+    // Held while the session is consumed (a refusal before leaves it for the retry), not
+    // through the replay record's and the ledger's writes below.
+    drop(place);
     let mut probe = probe;
     let replay = probe
         .is_replay(&state, &subject, VERIFY_ROUTE, caller.as_ref(), &headers)

@@ -80,7 +80,7 @@ impl std::fmt::Debug for ApiKeys {
 }
 
 /// The limiter's quota for `rps` requests a second; `None` for a rate so high its period is
-/// under a nanosecond (no limit). Rates below [`keys::MIN_RPS`] are refused when parsed.
+/// under a nanosecond (no limit). Rates below [`keys::MIN_RPS`] count as that rate.
 fn quota(rps: f64) -> Option<Quota> {
     let period = Duration::try_from_secs_f64(1.0 / rps.max(keys::MIN_RPS)).ok()?;
     // A burst of one second's worth of requests (at least one).
@@ -366,6 +366,20 @@ mod tests {
         let entry = ring.authenticate(&key).expect("the key is still listed");
         assert_eq!(entry.scopes(), &BTreeSet::from([Scope::Verify]));
         assert_eq!(entry.rps, Some(1.0));
+    }
+
+    /// A rate so low its period overflowed the rate limiter (1e-20: a panic on every request of
+    /// the key) is held to the lowest rate: one request, then a wait.
+    #[test]
+    fn a_tiny_rate_limits_without_a_panic() {
+        let key = keys::new_key().unwrap();
+        let line = keys::key_line("slow", &[Scope::Verify].into(), &key, Some(1e-20)).unwrap();
+        let ring = KeyRing::parse(&line, Path::new("k")).unwrap();
+        let keys = ApiKeys::new(KeySource::File("k".into()), ring);
+        let entry = keys.ring().authenticate(&key).unwrap().clone();
+        assert_eq!(entry.rps, Some(1e-20));
+        assert!(keys.admit(&entry).is_ok());
+        assert!(keys.admit(&entry).unwrap_err().retry_after > 3600);
     }
 
     #[test]

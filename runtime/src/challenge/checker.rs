@@ -518,8 +518,10 @@ fn performed_unrequested(
         })
 }
 
-/// Whether an action `challenge` leaves out (blinks aside) is held at frame `j`: completed in
-/// the window `start..=j` and not let go by `j`. The face is then performing something else,
+/// Whether an action `challenge` leaves out (blinks aside) is held at frame `j`: completed at
+/// any frame up to `j` (not only in the awaited action's window: a blink, let go as it
+/// completes, opens the next window in the middle of a look-up) and not let go by `j`. The
+/// face is then performing something else,
 /// whose side effect the models may read as the awaited action (a look-up read as an open
 /// mouth), so the awaited action completes on such a frame only when performed clearly beyond
 /// its bar ([`ChallengePolicy::over_held`]). Otherwise, once the other action is let go it was
@@ -528,7 +530,6 @@ fn performed_unrequested(
 fn holds_left_out(
     challenge: &[Action],
     s: &[Option<Signals>],
-    start: usize,
     j: usize,
     p: &ChallengePolicy,
 ) -> bool {
@@ -537,8 +538,8 @@ fn holds_left_out(
         .into_iter()
         .filter(|&a| a != Action::Blink && !challenge.contains(&a))
         .any(|a| {
-            (start + 1..upto.len())
-                .any(|i| completes_at(a, upto, start, i, p) && released_at(a, upto, i, p).is_none())
+            (1..upto.len())
+                .any(|i| completes_at(a, upto, 0, i, p) && released_at(a, upto, i, p).is_none())
         })
 }
 
@@ -693,16 +694,19 @@ pub fn evaluate_more(
         .collect();
     let left_out = policy.for_left_out();
     let over_held = policy.over_held();
+    // Whether the awaited `action` completes at `j` in the window from `start`: seen, and
+    // beyond `held_over_scale` times its bar while a left-out action is held.
+    let completes_here = |action: Action, start: usize, j: usize| {
+        completes_at(action, &sig, start, j, policy)
+            && (!holds_left_out(challenge, &sig, j, &left_out)
+                || completes_at(action, &sig, start, j, &over_held))
+    };
     let mut start = 0usize;
     let mut completions: Vec<usize> = Vec::new();
     // Where each completed action was let go (the next action's window starts there).
     let mut releases: Vec<usize> = Vec::new();
     for result in &mut actions {
-        let found = (start + 1..frames.len()).find(|&j| {
-            completes_at(result.action, &sig, start, j, policy)
-                && (!holds_left_out(challenge, &sig, start, j, &left_out)
-                    || completes_at(result.action, &sig, start, j, &over_held))
-        });
+        let found = (start + 1..frames.len()).find(|&j| completes_here(result.action, start, j));
         let end = found.unwrap_or(frames.len());
         if performed_unrequested(challenge, &sig, start, end, &left_out) {
             fail(FailReason::UnrequestedAction, &mut reasons);
@@ -721,7 +725,8 @@ pub fn evaluate_more(
     let next_action = actions.iter().find(|a| !a.passed).map(|a| a.action);
 
     // Feedback per frame: the action (expected first) this frame completes in its window (none
-    // while the previous action is still held).
+    // while the previous action is still held); the expected one as the verdict counts it, so
+    // no frame shows an action seen that the session does not count.
     let feedback = (0..frames.len())
         .map(|j| {
             let k = completions.iter().filter(|&&c| c < j).count();
@@ -732,10 +737,14 @@ pub fn evaluate_more(
             };
             let expected = challenge.get(k).copied();
             let action_seen = window.and_then(|w| {
-                expected
-                    .into_iter()
-                    .chain(Action::ALL)
-                    .find(|&a| j > w && completes_at(a, &sig, w, j, policy))
+                expected.into_iter().chain(Action::ALL).find(|&a| {
+                    j > w
+                        && if Some(a) == expected {
+                            completes_here(a, w, j)
+                        } else {
+                            completes_at(a, &sig, w, j, policy)
+                        }
+                })
             });
             FrameFeedback {
                 index: j,
@@ -1062,6 +1071,8 @@ mod tests {
         let v = evaluate(&ch, &weak, &p);
         assert_eq!(v.reasons, vec![FailReason::UnrequestedAction], "{v:?}");
         assert!(!v.actions[0].passed);
+        // The live feedback says what the verdict counts: no open mouth seen at frame 4.
+        assert_ne!(v.frames[4].action_seen, Some(Action::OpenMouth), "{v:?}");
         // Before the rule it completed there, and the session passed.
         let before = ChallengePolicy {
             held_over_scale: 1.0,
@@ -1074,6 +1085,24 @@ mod tests {
         let v = evaluate(&ch, &session(mouth_at(2.0 * p.mouth_open_min)), &p);
         assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
         assert_eq!(v.actions[0].at_frame, Some(4));
+
+        // A blink inside the look-up opens the open mouth's window in the middle of it: the
+        // look-up, completed before that window, is held all the same (it was not seen then).
+        let mut poses = vec![NEUTRAL, NEUTRAL, NEUTRAL, looking_up(0.0)];
+        poses.push(with(|q| {
+            q.up = up;
+            q.eyes = 0.05;
+        }));
+        poses.extend([
+            looking_up(0.0),
+            looking_up(mouth_at(1.2 * p.mouth_open_min)),
+        ]);
+        poses.extend([NEUTRAL, NEUTRAL]);
+        let ch = [Action::Blink, Action::OpenMouth];
+        let v = evaluate(&ch, &seq(&poses), &p);
+        assert!(v.actions[0].passed, "{v:?}");
+        assert!(!v.actions[1].passed, "{v:?}");
+        assert_ne!(v.outcome, Outcome::Passed, "{v:?}");
     }
 
     /// `left_out_scale` lowers the bar for left-out actions only: a look-up just under the
@@ -1727,9 +1756,9 @@ mod tests {
         );
     }
 
-    /// A frame sent again one grey level brighter, or with its contrast stretched, differs from
-    /// itself by about a grey level, over the raw bound (0.2): it passed as a new frame. Its
-    /// shape is the same, and the session fails as a duplicate.
+    /// A frame sent again brighter differs from itself by the brightening, over the raw bound
+    /// (0.2): it passed as a new frame. Its shape is the same, and the session fails as a
+    /// duplicate.
     #[test]
     fn a_frame_sent_again_re_toned_is_a_duplicate() {
         let p = ChallengePolicy::default();
@@ -1740,10 +1769,11 @@ mod tests {
             frames
         };
         for (name, f) in [
-            ("brighter", (|v: u8| v.saturating_add(1)) as fn(u8) -> u8),
-            ("contrast", |v: u8| {
-                (f32::from(v) * 1.02).round().min(255.0) as u8
-            }),
+            (
+                "one level brighter",
+                (|v: u8| v.saturating_add(1)) as fn(u8) -> u8,
+            ),
+            ("three levels darker", |v: u8| v.saturating_sub(3)),
         ] {
             let frames = retoned(f);
             let raw = frames[0]
@@ -1758,7 +1788,10 @@ mod tests {
                 vec![FailReason::DuplicateFrames],
                 "{name}: {v:?}"
             );
-            assert!(v.min_shape_difference.unwrap() <= 0.005, "{name}: {v:?}");
+            assert!(
+                v.min_shape_difference.unwrap() <= p.duplicate_max_shape_difference,
+                "{name}: {v:?}"
+            );
             let off = ChallengePolicy {
                 duplicate_max_shape_difference: -1.0,
                 ..p.clone()

@@ -81,6 +81,8 @@ interface Script {
   /** Take the frames of these calls (0-based), then fail with this instead of answering. */
   lostAnswers?: Map<number, unknown>;
   startError?: unknown;
+  /** Refuse this many session openings first. */
+  startRefusals?: unknown[];
   statusError?: unknown;
   verifyError?: unknown;
   identifyError?: unknown;
@@ -122,6 +124,8 @@ class ContractServer implements ChallengeApi {
 
   async startSession(subject: string | undefined): Promise<LivenessSession> {
     if (this.script.startError) throw this.script.startError;
+    const refusal = this.script.startRefusals?.shift();
+    if (refusal) throw refusal;
     this.opened.push(subject);
     const challenge = this.script.challenge ?? ["blink", "turn_left"];
     this.actions = challenge.map((action) => ({ action, passed: false, at_frame: null }));
@@ -502,6 +506,17 @@ describe("a challenge run", () => {
       expect(h.timers.sleeps).toContain((refusal.retryAfter ?? 0) * 1000);
       expect(h.state().verdict?.state, refusal.code).toBe("passed");
     }
+  });
+
+  it("an opening refused as busy is sent again after its Retry-After", async () => {
+    const busy = new ApiError(503, "overloaded", "busy", 2);
+    const h = harness({ framesPerAction: 2, startRefusals: [busy] });
+    await h.begin();
+    await h.timers.tick(8);
+    await h.runner.finished;
+    expect(h.server.opened).toHaveLength(1);
+    expect(h.timers.sleeps).toContain(2000);
+    expect(h.state().verdict?.state).toBe("passed");
   });
 
   it("a refusal that is not about seconds, or waits past the session's end, stops the run with its error", async () => {

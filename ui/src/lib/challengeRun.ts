@@ -203,7 +203,9 @@ export class ChallengeRun {
     this.dispatch({ type: "camera_ready" });
     let session: LivenessSession;
     try {
-      session = await this.api.startSession(this.req.subject, this.signal);
+      // Opening a session bound to a subject takes an inference place for its lockout read, so
+      // it can be refused as busy (503, 429 with Retry-After) like a verification.
+      session = await this.refusedAgain(() => this.api.startSession(this.req.subject, this.signal));
     } catch (e) {
       this.fail(e);
       return;
