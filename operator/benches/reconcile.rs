@@ -58,6 +58,7 @@ fn bench_desired(fkd: &FaceKeyDeployment) {
         fkd,
         runtime_image: Some(&fkd.spec.image),
         capabilities: &caps,
+        mounted_config: None,
     };
     let objects = desired::compute(&inputs).unwrap().objects.len();
     for _ in 0..500 {

@@ -21,21 +21,32 @@ use crate::desired::{
 use crate::error::{ApplyError, PruneError, ReadError, is_not_found, is_refusal};
 use crate::{FIELD_MANAGER, labels};
 
+/// What [`apply_all`] applied.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The runtime Deployment as the API server stored it, when one was applied.
+    pub deployment: Option<Deployment>,
+    /// The refusal of the template store's claim or CloudNativePG `Cluster`, when the API server
+    /// refused one ([`apply_all`]): every other object was still applied.
+    pub refused_store: Option<ApplyError>,
+}
+
 /// Apply every desired object in order with one field manager (forcing ownership, as controllers
-/// should). Returns the Deployment as the API server stored it, when one was applied.
+/// should).
 ///
-/// The first failure stops the rest, except a volume claim the API server refuses (a shrunk
-/// size, a changed storage class, a class that cannot expand: claims are mostly immutable): the
-/// runtime keeps its existing claim, so the objects after it, the Deployment above all, are
-/// still applied and a new image still rolls out; the refusal is returned at the end.
+/// The first failure stops the rest, except the template store's volume claim or CloudNativePG
+/// `Cluster` refused by the API server or an admission webhook (a claim's shrunk size, changed
+/// storage class or class that cannot expand: claims are mostly immutable; CloudNativePG's
+/// webhook refusing a shrunk `storage.size`): the runtime keeps the claim or database it has, so
+/// the objects after it, the Deployment above all, are still applied and a new image (a security
+/// fix) still rolls out. The refusal comes back in [`Applied::refused_store`], for the status.
 pub async fn apply_all(
     client: &Client,
     namespace: &str,
     desired: &Desired,
-) -> Result<Option<Deployment>, ApplyError> {
+) -> Result<Applied, ApplyError> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut deployment = None;
-    let mut refused_claim = None;
+    let mut applied_all = Applied::default();
     for obj in &desired.objects {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &obj.kind.api_resource());
@@ -45,15 +56,19 @@ pub async fn apply_all(
         {
             Ok(applied) => applied,
             Err(source) => {
-                let claim = obj.kind == ChildKind::PersistentVolumeClaim;
-                let refused = claim && is_refusal(&source);
+                let store = matches!(
+                    obj.kind,
+                    ChildKind::PersistentVolumeClaim | ChildKind::PostgresCluster
+                );
+                let refused = store && is_refusal(&source);
                 let error = ApplyError::Patch {
                     kind: obj.kind.as_str(),
                     name: obj.name.clone(),
                     source: Box::new(source),
                 };
                 if refused {
-                    refused_claim = Some(error);
+                    // The first refusal is the one reported.
+                    applied_all.refused_store.get_or_insert(error);
                     continue;
                 }
                 return Err(error);
@@ -65,13 +80,10 @@ pub async fn apply_all(
                 source,
             };
             let value = serde_json::to_value(&applied).map_err(decode)?;
-            deployment = Some(serde_json::from_value(value).map_err(decode)?);
+            applied_all.deployment = Some(serde_json::from_value(value).map_err(decode)?);
         }
     }
-    match refused_claim {
-        Some(error) => Err(error),
-        None => Ok(deployment),
-    }
+    Ok(applied_all)
 }
 
 /// Field manager of the one-off apply that hands the runtime Deployment's `spec.replicas` to the
@@ -370,11 +382,12 @@ pub(crate) fn controlled_by(refs: Option<&Vec<OwnerReference>>, owner_uid: &str)
 /// `instance` ([`labels::labelled_for`]) and no controller owner other than `owner_uid`;
 /// [`Standing::Predecessor`] when a deleted resource of this name still controls it.
 ///
-/// The operator may only create and patch these kinds (no `get`: it never reads the data's
-/// objects beyond this), so the labels are checked by the API server: a JSON patch (RFC 6902)
-/// made of `test` operations only. It changes nothing, so the server writes nothing; a missing
-/// object answers 404, a failed test 422, and a passed one returns the object, whose owner
-/// references are then checked.
+/// The operator may only create and patch claims (no `get`, `list` or `watch` on them: it
+/// never reads them beyond this), so the labels are checked by the API server: a JSON patch
+/// (RFC 6902) made of `test` operations only. It changes nothing, so the server writes nothing;
+/// a missing object answers 404, a failed test 422, and a passed one returns the object, whose
+/// owner references are then checked. A `Cluster` is checked the same way, one path for both
+/// kinds, although the operator may `get` Clusters (the observe stage reads their status).
 async fn store_object_owned(
     api: &Api<DynamicObject>,
     name: &str,
@@ -561,13 +574,18 @@ pub async fn prune(
     Ok(deleted)
 }
 
-/// Delete finished scan Jobs of `owner` for images other than those in `keep` (`spec.image`, and
-/// the running image whose rescan Job may hold a failed attempt's retry wait; the status keeps
-/// their verdict). Returns the names deleted.
+/// Delete finished scan Jobs of `owner` (uid `owner_uid`) for images other than those in `keep`
+/// (`spec.image`, and the running image whose rescan Job may hold a failed attempt's retry wait;
+/// the status keeps their verdict). Returns the names deleted.
+///
+/// Jobs are found by the operator's labels but deleted only when this resource is their
+/// controller owner, as [`prune`] does: labels are anyone's to set, so a Job someone else made
+/// (or copied) with them is never deleted.
 pub async fn prune_scan_jobs(
     client: &Client,
     namespace: &str,
     owner: &str,
+    owner_uid: &str,
     keep: &[&str],
 ) -> Result<Vec<String>, PruneError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
@@ -580,6 +598,9 @@ pub async fn prune_scan_jobs(
         .map_err(ReadError::of(format!("scan Jobs in {namespace}")))?;
     let mut deleted = Vec::new();
     for job in list.items {
+        if !controlled_by(job.metadata.owner_references.as_ref(), owner_uid) {
+            continue;
+        }
         let image = job.annotations().get(labels::SCAN_IMAGE_ANNOTATION);
         let finished = job.status.as_ref().is_some_and(|s| {
             s.succeeded.unwrap_or(0) > 0

@@ -1,5 +1,6 @@
 //! `facekey-operator run`: the process around the reconciler — metrics/health server, leader
-//! election, the kube-runtime Controller with watches on owned kinds, and graceful shutdown.
+//! election, the kube-runtime Controller with watches on owned kinds (and on the ConfigMaps the
+//! runtime pods mount), and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,9 +116,29 @@ impl OwnedWatches {
             + Sync
             + 'static,
     {
+        self.metadata_with::<K>(self.cfg.clone())
+    }
+
+    /// As [`OwnedWatches::metadata`], selecting with `cfg` instead of the operator's labels.
+    fn metadata_with<K>(
+        &self,
+        cfg: watcher::Config,
+    ) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>>
+    + Send
+    + 'static
+    where
+        K: k8s_openapi::Resource + Send + Sync + 'static,
+        PartialObjectMeta<K>: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
         let watch = watcher(
             scoped::<PartialObjectMeta<K>>(self.client.clone(), self.ns.clone()),
-            self.cfg.clone(),
+            cfg,
         );
         watching::counted(
             watch.default_backoff(),
@@ -263,6 +284,9 @@ async fn shutdown_signal() {
 /// How often the held-rollout gauge is recomputed from the controller's cache.
 pub const HELD_REFRESH: Duration = Duration::from_secs(15);
 
+/// How often [`held_rollouts`] asks whether the controller's cache has its first full list.
+const CACHE_READY_POLL: Duration = Duration::from_secs(1);
+
 /// Recompute `facekey_operator_rollout_held`, `facekey_operator_resource_degraded` and
 /// `facekey_operator_running_image_vulnerable` from the
 /// cached resources every [`HELD_REFRESH`] once the cache has its first full list: states read
@@ -270,20 +294,51 @@ pub const HELD_REFRESH: Duration = Duration::from_secs(15);
 /// whichever replica leads and whenever Prometheus first scraped it (a counter born at 1 in a
 /// new leader's first reconcile shows no increase). Series are set and the stale ones removed,
 /// never all cleared at once (a scrape in between would see none), and a deleted resource's
-/// series go.
+/// series go. Each round also forgets the per-resource state ([`Context::forget`]) of every
+/// resource gone from the cache: the watch's deletion event does so at once, but one deleted
+/// while the watch was away (a relist reports no deletion, and no child's event need follow)
+/// would otherwise keep it for the life of the process. A resource left out of the cache only
+/// for a spec this operator cannot decode (`decoder`) still exists and keeps it.
 fn held_rollouts(
     reader: reflector::Store<FaceKeyDeployment>,
-    metrics: Metrics,
+    ctx: Arc<Context>,
+    decoder: Arc<std::sync::Mutex<Decoder>>,
 ) -> tokio::task::JoinHandle<()> {
+    let metrics = ctx.metrics.clone();
     tokio::spawn(async move {
-        if reader.wait_until_ready().await.is_err() {
-            return;
+        // Asked again every second: kube's `wait_until_ready` wakes only the last of several
+        // waiters on one cache (its `DelayedInit` holds one oneshot receiver, which keeps one
+        // waker), and the Controller waits on this cache too, after this task, so a single
+        // wait here never ended and these gauges were never set.
+        loop {
+            match tokio::time::timeout(CACHE_READY_POLL, reader.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
         let mut held = StateGauge::new(metrics.rollouts_held.clone());
         let mut degraded = StateGauge::new(metrics.resources_degraded.clone());
         let mut vulnerable = StateGauge::new(metrics.running_image_vulnerable.clone());
         loop {
+            // What is kept first, the cache after: anything kept was kept for a resource that
+            // was in the cache then, so one missing from the later cache was deleted since.
+            let kept = ctx.tracked();
             let state = reader.state();
+            let cached: std::collections::BTreeSet<(String, String)> = state
+                .iter()
+                .map(|fkd| (fkd.namespace().unwrap_or_default(), fkd.name_any()))
+                .collect();
+            for (namespace, name) in kept.difference(&cached) {
+                let undecodable = decoder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .undecodable(namespace, name)
+                    .is_some();
+                if !undecodable {
+                    ctx.forget(namespace, name);
+                }
+            }
             held.set(state.iter().filter_map(|fkd| {
                 let reason = crate::status::rollout_held(fkd.status.as_ref())?;
                 Some([
@@ -400,6 +455,23 @@ fn undecodable_reporter(
         }
     });
     (tx, task)
+}
+
+/// The cached resources of `config_map`'s namespace whose runtime pods mount it
+/// ([`crate::desired::mounts_config_map`]).
+fn resources_mounting(
+    cache: &reflector::Store<FaceKeyDeployment>,
+    config_map: &PartialObjectMeta<ConfigMap>,
+) -> Vec<ObjectRef<FaceKeyDeployment>> {
+    let (namespace, name) = (config_map.namespace(), config_map.name_any());
+    cache
+        .state()
+        .iter()
+        .filter(|fkd| {
+            fkd.namespace() == namespace && crate::desired::mounts_config_map(&fkd.spec, &name)
+        })
+        .map(|fkd| ObjectRef::from_obj(fkd.as_ref()))
+        .collect()
 }
 
 /// Run until SIGTERM/SIGINT or lost leadership, with the in-cluster or kubeconfig client.
@@ -520,8 +592,12 @@ pub async fn run_with(
         config.undecodable_grace,
         recovered_tx,
     );
-    let held = held_rollouts(reader.clone(), metrics.clone());
+    let held = held_rollouts(reader.clone(), ctx.clone(), decoder.clone());
     let undecodable_gauge = metrics.undecodable.clone();
+    // A resource deleted while the watch runs: its per-resource state goes at once (one deleted
+    // while the watch was away, which a relist does not report, goes at the next sweep of
+    // `held_rollouts`).
+    let forget_deleted = ctx.clone();
     // Every watch on its own backoff, its errors counted and kept from the Controller (which
     // would back all triggers off together: crate::watching).
     let owned = OwnedWatches {
@@ -544,6 +620,9 @@ pub async fn run_with(
         ),
     )
     .map_ok(move |event| {
+        if let watcher::Event::Delete(obj) = &event {
+            forget_deleted.forget(&obj.namespace().unwrap_or_default(), &obj.name_any());
+        }
         let mut decoder = decoder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -558,6 +637,13 @@ pub async fn run_with(
     .reflect(writer)
     .applied_objects()
     .predicate_filter(spec_or_ownership, Default::default());
+    // The user's ConfigMaps the runtime pods mount (score weights, spoof model) are part of the
+    // pod template's config hash (the runtime reads them only at start-up): a change of one
+    // reconciles the resources mounting it at once, not at the next periodic requeue. They
+    // carry no label of the operator's, so every ConfigMap of the watched namespaces is
+    // watched, metadata only (a change of the data moves the resourceVersion, so it shows).
+    let mounting = reader.clone();
+    let mounted_config_maps = owned.metadata_with::<ConfigMap>(watcher::Config::default());
     let controller = Controller::for_stream(primary, reader)
         // At most RECONCILE_CONCURRENCY reconciles in flight; bursts of events for one object
         // (a child's status updated several times in a row) collapse into one reconcile.
@@ -574,6 +660,9 @@ pub async fn run_with(
         .owns_stream(owned.specs::<HorizontalPodAutoscaler>())
         .owns_stream(owned.specs::<PodDisruptionBudget>())
         .owns_stream(owned.metadata::<Job>())
+        .watches_stream(mounted_config_maps, move |cm| {
+            resources_mounting(&mounting, &cm)
+        })
         // A resource decodable again at an unchanged generation passes the change filter
         // unseen: the decoder asks for its reconcile.
         .reconcile_on(futures::stream::poll_fn(move |cx| {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use facekey_crds::{FaceKeyDeployment, FaceKeyDeploymentStatus};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -171,6 +172,49 @@ impl Context {
     pub fn failures(&self, key: &str) -> u32 {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.get(key).copied().unwrap_or(0)
+    }
+
+    /// Forget what this process keeps per resource for `namespace/name`, a FaceKeyDeployment
+    /// that no longer exists: its `facekey_operator_blocked_rollouts_total` series and its
+    /// failure count. The controller calls it when it sees the resource gone (its watch's
+    /// deletion event, and a periodic sweep against its cache for deletions the watch missed);
+    /// without it every deleted resource left its series on `/metrics` (listed by dashboards
+    /// and alerts as if it still existed) and its entries in memory for the life of the
+    /// process. The held, degraded and vulnerable gauges are recomputed from the cache and lose
+    /// a deleted resource's series in the same sweep ([`crate::controller`]).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        // Absent already (never reconciled here, or forgotten before) is fine.
+        let _ = self
+            .metrics
+            .blocked_rollouts
+            .remove_label_values(&[namespace, name]);
+        self.reset_failures(&format!("{namespace}/{name}"));
+    }
+
+    /// The resources (`namespace`, `name`) this process keeps state for ([`Context::forget`]):
+    /// a `facekey_operator_blocked_rollouts_total` series or a failure count.
+    pub fn tracked(&self) -> std::collections::BTreeSet<(String, String)> {
+        let mut tracked = std::collections::BTreeSet::new();
+        for family in prometheus::core::Collector::collect(&self.metrics.blocked_rollouts) {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                };
+                if let (Some(namespace), Some(name)) = (label("namespace"), label("name")) {
+                    tracked.insert((namespace, name));
+                }
+            }
+        }
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        tracked.extend(failures.keys().filter_map(|key| {
+            key.split_once('/')
+                .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
+        }));
+        tracked
     }
 }
 
@@ -347,6 +391,8 @@ struct Observation<'a> {
     live: Option<Deployment>,
     /// The CloudNativePG Cluster's status, when the store is one and the Cluster exists.
     database: Option<DatabaseHealth>,
+    /// What the pods read of the user's ConfigMaps they mount (weights, spoof model).
+    mounted: desired::MountedConfig,
     selector: String,
     url: String,
 }
@@ -433,11 +479,23 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
         Err(e) => Err(e),
     };
     let (deployment, failure) = match applied {
+        // A refused store object (claim, CloudNativePG Cluster) stopped nothing else: every other
+        // desired object exists, so pruning runs; the refusal is what the status reports.
         Ok((applied, inventory)) => {
             ctx.ensure_leading()?;
             let pruned = prune_leftovers(ctx, fkd, &seen, &gate, &desired, &inventory).await;
-            let deployment = applied.or_else(|| seen.own_deployment().cloned());
-            (deployment, pruned.err().map(Error::from))
+            let deployment = applied
+                .deployment
+                .or_else(|| seen.own_deployment().cloned());
+            let failure = match (applied.refused_store, pruned) {
+                (Some(refused), Err(e)) => {
+                    warn!(object = %seen.key, error = %e, "pruning failed beside a refused store object");
+                    Some(refused.into())
+                }
+                (Some(refused), Ok(())) => Some(refused.into()),
+                (None, pruned) => pruned.err().map(Error::from),
+            };
+            (deployment, failure)
         }
         // A failed apply skips pruning: not every desired object exists yet.
         Err(e) => (seen.own_deployment().cloned(), Some(e.into())),
@@ -452,7 +510,8 @@ async fn reconcile_stages(fkd: &FaceKeyDeployment, ctx: &Context) -> Result<Acti
     }
 }
 
-/// Observe stage: identity, optional CRDs (cached) and the live Deployment with its image.
+/// Observe stage: identity, optional CRDs (cached), the live Deployment with its image, the
+/// CloudNativePG Cluster's health and what the pods read of the ConfigMaps they mount.
 async fn observe<'a>(
     ctx: &Context,
     fkd: &'a FaceKeyDeployment,
@@ -471,8 +530,10 @@ async fn observe<'a>(
         .await
         .map_err(ReadError::of(format!("Deployment {namespace}/{name}")))?;
     let database = observe_database(ctx, fkd, name, &namespace, &capabilities).await;
+    let mounted = observe_mounted_config(ctx, fkd, &namespace).await?;
     Ok(Observation {
         database,
+        mounted,
         selector: labels::selector_string(&labels::selector_labels(name)),
         url: format!("http://{name}.{namespace}.svc:{RUNTIME_PORT}"),
         key: format!("{namespace}/{name}"),
@@ -483,6 +544,34 @@ async fn observe<'a>(
         capabilities,
         live,
     })
+}
+
+/// What the runtime pods read of the user's ConfigMaps they mount
+/// ([`desired::mounted_config_maps`]: score weights, spoof model), for the config hash: the
+/// runtime reads them only at start-up, so a change must roll the pods. A missing one counts as
+/// such ([`desired::MountedConfigMap::digest`]). A failed read fails the observation: taking it
+/// for missing would roll the pods for nothing.
+async fn observe_mounted_config(
+    ctx: &Context,
+    fkd: &FaceKeyDeployment,
+    namespace: &str,
+) -> Result<desired::MountedConfig, ReadError> {
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
+    let mut read: std::collections::BTreeMap<String, Option<ConfigMap>> =
+        std::collections::BTreeMap::new();
+    let mut mounted = desired::MountedConfig::default();
+    for m in desired::mounted_config_maps(&fkd.spec) {
+        if !read.contains_key(&m.name) {
+            let found = api
+                .get_opt(&m.name)
+                .await
+                .map_err(ReadError::of(format!("ConfigMap {namespace}/{}", m.name)))?;
+            read.insert(m.name.clone(), found);
+        }
+        let found = read.get(&m.name).and_then(Option::as_ref);
+        mounted.0.insert(m.id(), m.digest(found));
+    }
+    Ok(mounted)
 }
 
 /// The CloudNativePG Cluster's status, for a `cloudNativePG` store whose Cluster exists. Best
@@ -565,6 +654,7 @@ fn desired_state(
         fkd,
         runtime_image: gate.last_known_good.as_deref(),
         capabilities: &seen.capabilities,
+        mounted_config: Some(&seen.mounted),
     })
 }
 
@@ -596,13 +686,13 @@ async fn create_generated(
     Ok(())
 }
 
-/// Apply stage: every desired object, in order; returns the applied Deployment, if any.
+/// Apply stage: every desired object, in order; returns what was applied ([`apply::Applied`]).
 async fn apply_desired(
     ctx: &Context,
     seen: &Observation<'_>,
     desired: &Desired,
     inventory: &apply::Inventory,
-) -> Result<Option<Deployment>, ApplyError> {
+) -> Result<apply::Applied, ApplyError> {
     let live = seen.live.as_ref();
     let foreign = apply::not_owned(
         &ctx.client,
@@ -641,6 +731,7 @@ async fn apply_desired(
     // The hand-over runs whatever else is foreign: a conflict elsewhere may last for days, and
     // turning autoscaling on meanwhile must not drop the Deployment to one pod.
     apply::hand_over_replicas(&ctx.client, &seen.namespace, &rest, live).await?;
+    // A refused store object is reported once the conflict below is resolved.
     apply::apply_all(&ctx.client, &seen.namespace, &rest).await?;
     let named = |standing: apply::Standing| -> Vec<String> {
         foreign
@@ -679,7 +770,7 @@ async fn prune_leftovers(
         .into_iter()
         .flatten()
         .collect();
-        apply::prune_scan_jobs(client, &seen.namespace, seen.name, &keep).await
+        apply::prune_scan_jobs(client, &seen.namespace, seen.name, &seen.uid, &keep).await
     } else {
         Ok(Vec::new())
     };

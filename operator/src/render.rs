@@ -94,6 +94,8 @@ fn compute(fkd: &FaceKeyDeployment, opts: &RenderOptions) -> Result<desired::Des
         fkd,
         runtime_image: Some(&fkd.spec.image),
         capabilities: &opts.capabilities,
+        // Nothing is read from a cluster: the config hash covers `<name>-config` alone.
+        mounted_config: None,
     })?)
 }
 

@@ -24,6 +24,7 @@ fn desired(f: &FaceKeyDeployment, image: Option<&str>, caps: &Capabilities) -> D
         fkd: f,
         runtime_image: image,
         capabilities: caps,
+        mounted_config: None,
     })
     .unwrap()
 }
@@ -133,6 +134,92 @@ fn config_hash_follows_configuration_not_image() {
     assert_ne!(hash(base, "img:1"), hash(changed, "img:1"));
 }
 
+/// What the pods read of the user's ConfigMaps they mount (weights, spoof model; the runtime
+/// reads them only at start-up) is part of the config hash: a change of it changes the hash;
+/// a key the pods do not read does not. Pods that mount none keep the hash they had before
+/// (an empty observation equals none read, as `render` passes).
+#[test]
+fn config_hash_follows_the_mounted_config_maps() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let spec = json!({"image": "img:1", "models": {
+        "scoreWeights": {"configMapKeyRef": {"name": "trained", "key": "fusion.json"}},
+        "spoof": {"configMap": "minifasnet"}}});
+    let f = fkd(spec);
+    let mounts = desired::mounted_config_maps(&f.spec);
+    assert_eq!(
+        mounts.iter().map(|m| m.id()).collect::<Vec<_>>(),
+        ["weights:trained/fusion.json", "spoof-model:minifasnet"]
+    );
+    assert!(desired::mounts_config_map(&f.spec, "trained"));
+    assert!(!desired::mounts_config_map(&f.spec, "fk-config"));
+    let cm = |data: Value| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": "x"}, "data": data})).unwrap()
+    };
+    let observed = |weights: Option<ConfigMap>, model: Option<ConfigMap>| {
+        desired::MountedConfig(
+            [
+                (mounts[0].id(), mounts[0].digest(weights.as_ref())),
+                (mounts[1].id(), mounts[1].digest(model.as_ref())),
+            ]
+            .into(),
+        )
+    };
+    let hash = |f: &FaceKeyDeployment, mounted: Option<&desired::MountedConfig>| {
+        let d = desired::compute(&DesiredInputs {
+            fkd: f,
+            runtime_image: Some("img:1"),
+            capabilities: &Capabilities::all(),
+            mounted_config: mounted,
+        })
+        .unwrap();
+        d.get(ChildKind::Deployment, "fk").unwrap().body["spec"]["template"]["metadata"]
+            ["annotations"]["facekey.dev/config-hash"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let weights = |w: &str, other: &str| Some(cm(json!({"fusion.json": w, "notes": other})));
+    let model = || Some(cm(json!({"model.onnx": "m1"})));
+    let base = hash(&f, Some(&observed(weights("w1", "a"), model())));
+    assert_eq!(
+        base,
+        hash(&f, Some(&observed(weights("w1", "b"), model()))),
+        "a key the pods do not read"
+    );
+    assert_ne!(
+        base,
+        hash(&f, Some(&observed(weights("w2", "a"), model()))),
+        "new weights"
+    );
+    assert_ne!(
+        base,
+        hash(
+            &f,
+            Some(&observed(
+                weights("w1", "a"),
+                Some(cm(json!({"model.onnx": "m2"})))
+            ))
+        ),
+        "a new spoof model"
+    );
+    let missing = hash(&f, Some(&observed(None, model())));
+    assert_ne!(base, missing, "a missing ConfigMap is a value of its own");
+    assert_eq!(
+        missing,
+        hash(
+            &f,
+            Some(&observed(Some(cm(json!({"other": "x"}))), model()))
+        ),
+        "so is a missing key"
+    );
+    let plain = fkd(json!({"image": "img:1"}));
+    assert_eq!(
+        hash(&plain, None),
+        hash(&plain, Some(&desired::MountedConfig::default())),
+        "no mounted ConfigMap: the hash of `<name>-config` alone"
+    );
+}
+
 #[test]
 fn owner_reference_only_with_uid() {
     let f = fkd(json!({"image": "img:1"}));
@@ -223,6 +310,7 @@ fn invalid_spec_yields_no_objects() {
         fkd: &f,
         runtime_image: Some("img:1"),
         capabilities: &Capabilities::all(),
+        mounted_config: None,
     })
     .unwrap_err();
     assert_eq!(err.category(), "InvalidSpec");
@@ -388,6 +476,7 @@ fn email_settings_reach_the_runtime_and_the_password_comes_from_the_secret() {
             fkd: &cleartext,
             runtime_image: Some("img:1"),
             capabilities: &caps,
+            mounted_config: None,
         })
         .is_err()
     );
@@ -734,6 +823,7 @@ fn embedded_store_with_autoscaling_is_invalid() {
         fkd: &f,
         runtime_image: Some("img:1"),
         capabilities: &Capabilities::all(),
+        mounted_config: None,
     })
     .unwrap_err();
     assert!(
@@ -1041,6 +1131,7 @@ fn network_policy_peers_default_to_namespace_and_monitoring() {
         fkd: &f,
         runtime_image: Some("img:1"),
         capabilities: &Capabilities::none(),
+        mounted_config: None,
     })
     .unwrap_err();
     assert!(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::{NS, cond, cond_message, harness, ssa};
 use facekey_crds::MAX_NAME_LENGTH;
+use facekey_operator::desired::OptionalCrd;
 use facekey_operator::labels::{
     api_keys_secret_name, config_map_name, dashboard_name, data_claim_name,
     database_app_secret_name, database_cluster_name, scan_job_name, template_key_secret_name,
@@ -16,6 +17,7 @@ use facekey_operator::labels::{
 use facekey_operator::reconcile::{STEADY_REQUEUE, error_policy};
 use facekey_operator::validate::validate_name;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use serde_json::json;
@@ -174,4 +176,49 @@ async fn a_refused_volume_claim_does_not_hold_back_the_rollout() {
     h.patch_spec("fk", json!({"store": store("20Gi")})).await;
     h.reconcile("fk").await.unwrap();
     assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
+}
+
+/// A CloudNativePG `Cluster` whose apply is refused (its admission webhook refuses a shrunk
+/// `storage.size`) holds back nothing else either: the new image (a security fix, say) still
+/// rolls out, the PodDisruptionBudget no longer wanted is pruned, and the status says what was
+/// refused. Before, the refusal stopped the apply at the Cluster: no Deployment, no pruning.
+#[tokio::test]
+async fn a_refused_database_cluster_does_not_hold_back_the_rollout() {
+    let (h, log) = ssa::harness(&[OptionalCrd::CloudNativePgCluster]).await;
+    let store = |size: &str| json!({"postgres": {"cloudNativePG": {"instances": 1, "storage": {"size": size}}}});
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"enabled": false}, "replicas": 2,
+               "store": store("10Gi")}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let pdbs = h.api::<PodDisruptionBudget>();
+    assert!(pdbs.get_opt("fk").await.unwrap().is_some());
+
+    log.refuse(
+        "Cluster",
+        "admission webhook \"vcluster.cnpg.io\" denied the request: spec.storage.size: \
+         Invalid value: \"5Gi\": can't shrink existing storage from 10Gi to 5Gi",
+    );
+    h.patch_spec(
+        "fk",
+        json!({"image": IMG2, "replicas": 1, "store": store("5Gi")}),
+    )
+    .await;
+    let err = h.reconcile("fk").await.unwrap_err();
+    assert!(err.is_refused(), "{err}");
+    assert!(err.to_string().contains("Cluster fk-db"), "{err}");
+    assert_eq!(h.deployment_image("fk").await.as_deref(), Some(IMG2));
+    assert!(
+        pdbs.get_opt("fk").await.unwrap().is_none(),
+        "pruned beside the refusal"
+    );
+    let fkd = h.get("fk").await;
+    assert_eq!(
+        cond(&fkd, "Degraded"),
+        ("True".into(), "ApplyFailed".into())
+    );
+    assert!(cond_message(&fkd, "Degraded").contains("can't shrink"));
+    assert_eq!(cond(&fkd, "Stalled").0, "True");
 }

@@ -12,8 +12,9 @@ use facekey_operator::FIELD_MANAGER;
 use facekey_operator::reconcile::{STEADY_REQUEUE, error_policy};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
@@ -177,5 +178,56 @@ async fn a_foreign_deployments_image_is_never_admitted_by_the_gate() {
     assert!(
         h.deployment("fk").await.is_none(),
         "a Deployment runs before the scan admitted an image"
+    );
+}
+
+/// A finished Job, carrying the operator's scan labels for `fk`, of an image `fk` does not run,
+/// created with `owner` (a FaceKeyDeployment's uid) as controller owner, or with none.
+async fn finished_scan_job(h: &common::Harness, name: &str, owner: Option<&str>) {
+    let mut job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": NS,
+            "labels": {"app.kubernetes.io/managed-by": "facekey-operator",
+                       "app.kubernetes.io/name": "facekey",
+                       "app.kubernetes.io/component": "scan", "facekey.dev/owner": "fk"},
+            "annotations": {"facekey.dev/scan-image": "ghcr.io/facekey/runtime:0.0.9"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "scan", "image": "scanner:1"}]}}},
+    });
+    if let Some(uid) = owner {
+        job["metadata"]["ownerReferences"] = json!([{"apiVersion": "facekey.dev/v1alpha1",
+            "kind": "FaceKeyDeployment", "name": "fk", "uid": uid, "controller": true}]);
+    }
+    let job: Job = serde_json::from_value(job).unwrap();
+    let jobs = h.api::<Job>();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    jobs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"succeeded": 1}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// The pruner of finished scan Jobs finds them by the operator's labels, which anyone may set:
+/// it deletes only those this resource controls. A finished Job with the labels and no owner
+/// reference (someone else's, or a copy) survives; the resource's own finished scan Job of an
+/// image it no longer runs goes.
+#[tokio::test]
+async fn a_labelled_scan_job_it_does_not_control_is_never_pruned() {
+    let (h, _log) = ssa::harness(&[]).await;
+    let fkd = h
+        .create("fk", json!({"image": IMG1, "scanGate": {"enabled": false}}))
+        .await;
+    let uid = fkd.metadata.uid.clone().unwrap();
+    finished_scan_job(&h, "lookalike-scan", None).await;
+    finished_scan_job(&h, "fk-scan-old", Some(&uid)).await;
+    h.reconcile("fk").await.unwrap();
+    let jobs = h.jobs().await;
+    assert!(jobs.contains(&"lookalike-scan".to_owned()), "{jobs:?}");
+    assert!(
+        !jobs.contains(&"fk-scan-old".to_owned()),
+        "its own finished Job of another image is pruned: {jobs:?}"
     );
 }

@@ -49,6 +49,7 @@ fn compute(f: &FaceKeyDeployment, caps: &Capabilities) -> Desired {
         fkd: f,
         runtime_image: Some(ADMITTED),
         capabilities: caps,
+        mounted_config: None,
     })
     .unwrap()
 }

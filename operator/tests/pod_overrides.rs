@@ -39,6 +39,7 @@ fn desired(f: &FaceKeyDeployment) -> Desired {
         fkd: f,
         runtime_image: Some("img:1"),
         capabilities: &Capabilities::all(),
+        mounted_config: None,
     })
     .unwrap()
 }
@@ -110,12 +111,14 @@ fn without_overrides_the_pod_keeps_its_defaults() {
     for absent in [
         "tolerations",
         "affinity",
-        "serviceAccountName",
         "priorityClassName",
         "imagePullSecrets",
     ] {
         assert!(pod.get(absent).is_none(), "{absent}: {pod}");
     }
+    // Always applied, so a custom account removed from the spec leaves the pods (see
+    // `removing_the_service_account_reaches_the_pods`).
+    assert_eq!(pod["serviceAccountName"], "default");
     assert_eq!(
         pod["topologySpreadConstraints"],
         json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
@@ -217,6 +220,7 @@ fn operator_labels_and_annotations_are_refused() {
         fkd: &f,
         runtime_image: Some("img:1"),
         capabilities: &Capabilities::all(),
+        mounted_config: None,
     })
     .unwrap_err();
     let text = err.to_string();
@@ -584,4 +588,41 @@ async fn the_pdb_is_pruned_when_the_deployment_drops_to_one_pod() {
     h.patch_spec("fk", json!({"replicas": 2})).await;
     h.reconcile("fk").await.unwrap();
     assert!(pdbs.get_opt("fk").await.unwrap().is_some(), "PDB back");
+}
+
+/// Removing `spec.pod.serviceAccountName` puts the pods back on the namespace's `default`
+/// account. The API server keeps the deprecated alias `serviceAccount` of a pod template's
+/// `serviceAccountName` and fills an empty `serviceAccountName` back from it (the SSA harness
+/// does the same): had the operator left the field out of its apply when unset, the custom
+/// account would have come straight back from the alias and stayed on the pods.
+#[tokio::test]
+async fn removing_the_service_account_reaches_the_pods() {
+    let (h, _log) = common::ssa::harness(&[]).await;
+    h.create(
+        "fk",
+        json!({"image": "ghcr.io/facekey/runtime:0.1.0", "scanGate": {"enabled": false},
+               "pod": {"serviceAccountName": "fk-runtime"}}),
+    )
+    .await;
+    h.reconcile("fk").await.unwrap();
+    let pod_spec = |d: Deployment| {
+        let pod = serde_json::to_value(d).unwrap()["spec"]["template"]["spec"].clone();
+        (
+            pod["serviceAccountName"].clone(),
+            pod["serviceAccount"].clone(),
+        )
+    };
+    assert_eq!(
+        pod_spec(h.deployment("fk").await.unwrap()),
+        (json!("fk-runtime"), json!("fk-runtime")),
+        "the server keeps the alias"
+    );
+
+    h.patch_spec("fk", json!({"pod": null})).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(
+        pod_spec(h.deployment("fk").await.unwrap()),
+        (json!("default"), json!("default")),
+        "the custom account left the pod template"
+    );
 }

@@ -1122,6 +1122,112 @@ async fn apply_conflict_is_reported_and_backed_off() {
     assert_eq!(cond(&h.get("fk").await, "Degraded").0, "False");
 }
 
+/// The score weights the pods mount from a ConfigMap of the user's are read by the runtime at
+/// start-up only: a change of what the pods read changes the pod template's config hash, so
+/// the pods roll (replicas started before and after would otherwise run different weights). A
+/// key they do not read changes nothing; a missing ConfigMap counts as a value of its own.
+#[tokio::test]
+async fn a_changed_weights_config_map_rolls_the_pods() {
+    let h = harness(&[]).await;
+    let config_maps = h.api::<ConfigMap>();
+    let weights: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "trained-weights", "namespace": NS},
+        "data": {"fusion.json": "{\"w\": 1}", "README": "trained 2025-11"},
+    }))
+    .unwrap();
+    config_maps
+        .create(&PostParams::default(), &weights)
+        .await
+        .unwrap();
+    h.create(
+        "fk",
+        json!({"image": IMG1, "scanGate": {"enabled": false}, "models": {"scoreWeights":
+            {"configMapKeyRef": {"name": "trained-weights", "key": "fusion.json"}}}}),
+    )
+    .await;
+    let hash = || async {
+        h.deployment("fk")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()["facekey.dev/config-hash"]
+            .clone()
+    };
+    let edit = |data: serde_json::Value| {
+        let config_maps = config_maps.clone();
+        async move {
+            config_maps
+                .patch(
+                    "trained-weights",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": data})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    h.reconcile("fk").await.unwrap();
+    let first = hash().await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(hash().await, first, "nothing changed");
+
+    edit(json!({"README": "retrained notes"})).await;
+    h.reconcile("fk").await.unwrap();
+    assert_eq!(hash().await, first, "a key the pods do not read");
+
+    edit(json!({"fusion.json": "{\"w\": 2}"})).await;
+    h.reconcile("fk").await.unwrap();
+    let second = hash().await;
+    assert_ne!(second, first, "new weights roll the pods");
+
+    config_maps
+        .delete("trained-weights", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    let missing = hash().await;
+    assert!(missing != first && missing != second, "missing: {missing}");
+}
+
+/// What the context keeps per resource (its blocked-rollouts series, its failure count) goes when
+/// the controller forgets a deleted resource, and only that resource's; `tracked` lists what is
+/// kept, which the controller's sweep compares with its cache
+/// (tests/controller.rs, `a_deleted_resources_metric_series_go_with_it`).
+#[tokio::test]
+async fn forgetting_a_resource_drops_its_series_and_backoff() {
+    let h = harness(&[]).await;
+    h.fail_deployment_applies.store(true, Ordering::SeqCst);
+    for name in ["fk", "other"] {
+        h.create(name, json!({"image": IMG1, "scanGate": {"enabled": false}}))
+            .await;
+        let err = h.reconcile(name).await.unwrap_err();
+        error_policy(Arc::new(h.get(name).await), &err, h.ctx.clone());
+    }
+    let series = |name: &str| {
+        h.ctx.metrics.encode().unwrap().lines().any(|l| {
+            l.starts_with("facekey_operator_blocked_rollouts_total{")
+                && l.contains(&format!("name=\"{name}\""))
+        })
+    };
+    let tracked = |name: &str| h.ctx.tracked().contains(&(NS.to_owned(), name.to_owned()));
+    assert!(series("fk") && tracked("fk") && h.ctx.failures(&format!("{NS}/fk")) == 1);
+
+    h.ctx.forget(NS, "fk");
+    assert!(!series("fk") && !tracked("fk"));
+    assert_eq!(h.ctx.failures(&format!("{NS}/fk")), 0);
+    assert!(series("other") && tracked("other"), "the others' stay");
+    assert_eq!(h.ctx.failures(&format!("{NS}/other")), 1);
+    // Forgetting twice, or a resource never seen, is harmless.
+    h.ctx.forget(NS, "fk");
+    h.ctx.forget(NS, "never");
+}
+
 /// An API server that takes a request and never answers (the kube client has no response
 /// timeout) does not hold a reconcile, and its concurrency slot, forever: the reconcile is
 /// abandoned at its timeout, counted as `Timeout`, reported in the status (`Degraded`, when the

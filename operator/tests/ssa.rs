@@ -68,6 +68,41 @@ async fn harness_removes_fields_a_sole_manager_drops_and_defaults_replicas() {
     assert_eq!(d.metadata.labels.unwrap().get("b"), None);
 }
 
+/// core/v1's deprecated `serviceAccount` alias, as the server keeps it: set from
+/// `serviceAccountName`, and an empty `serviceAccountName` filled back from it. So dropping a
+/// `serviceAccountName` from an apply brings it back; applying another value replaces both.
+#[tokio::test]
+async fn harness_keeps_the_service_account_alias_as_the_server_does() {
+    let (h, _) = ssa::harness(&[]).await;
+    let with_account = |account: Option<&str>| {
+        let mut d = deployment(Some(1));
+        if let Some(a) = account {
+            d["spec"]["template"]["spec"]["serviceAccountName"] = json!(a);
+        }
+        d
+    };
+    let accounts = |d: &Value| {
+        let pod = &d["spec"]["template"]["spec"];
+        (
+            pod["serviceAccountName"].clone(),
+            pod["serviceAccount"].clone(),
+        )
+    };
+    apply(&h, "op", true, &with_account(Some("custom"))).await;
+    assert_eq!(accounts(&raw(&h).await), (json!("custom"), json!("custom")));
+    apply(&h, "op", true, &with_account(None)).await;
+    assert_eq!(
+        accounts(&raw(&h).await),
+        (json!("custom"), json!("custom")),
+        "removed by the apply, restored from the alias"
+    );
+    apply(&h, "op", true, &with_account(Some("default"))).await;
+    assert_eq!(
+        accounts(&raw(&h).await),
+        (json!("default"), json!("default"))
+    );
+}
+
 #[tokio::test]
 async fn harness_keeps_fields_another_manager_owns_and_detects_conflicts() {
     let (h, _) = ssa::harness(&[]).await;

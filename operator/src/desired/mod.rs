@@ -37,7 +37,8 @@ pub use capacity::{parse_quantity, sessions_per_model, termination_grace_period_
 pub use dashboard::dashboard_json;
 pub use monitoring::{DEPLOYMENT_LABEL, RuntimeTargets, alert_rule_groups};
 pub use runtime::{
-    METRICS_PORT, RUNTIME_PORT, config_data, runtime_env_for, runtime_env_keys, runtime_env_names,
+    METRICS_PORT, MountedConfig, MountedConfigMap, RUNTIME_PORT, config_data, mounted_config_maps,
+    mounts_config_map, runtime_env_for, runtime_env_keys, runtime_env_names,
 };
 pub use scan_job::{
     SCAN_JOB_DEADLINE_SECONDS, SCAN_JOB_TTL_SECONDS, SCAN_SUMMARY_CONTAINER, scan_job,
@@ -256,6 +257,10 @@ pub struct DesiredInputs<'a> {
     pub runtime_image: Option<&'a str>,
     /// Optional CRDs present in the cluster.
     pub capabilities: &'a Capabilities,
+    /// What the pods read of the user's ConfigMaps they mount, as observed; `None` when it was
+    /// not read (`render`, which reads nothing from a cluster): the config hash then covers
+    /// `<name>-config` alone, as it does for pods that mount none.
+    pub mounted_config: Option<&'a MountedConfig>,
 }
 
 /// One object to server-side apply.
@@ -346,15 +351,7 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     };
 
     let config = runtime::config_map(&owner, spec);
-    let config_hash = labels::short_hash(
-        serde_json::to_string(&config.data)
-            .map_err(|source| DesiredError::Serialize {
-                what: "runtime configuration".into(),
-                source,
-            })?
-            .as_bytes(),
-        16,
-    );
+    let config_hash = config_hash(&config, inputs.mounted_config)?;
     push(
         ChildKind::ConfigMap,
         labels::config_map_name(name),
@@ -478,6 +475,23 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
         });
     }
     Ok(desired)
+}
+
+/// The pod template's config hash ([`labels::CONFIG_HASH_ANNOTATION`]): the `<name>-config`
+/// data, and what the pods read of the user's ConfigMaps they mount (`mounted`), which they read
+/// only at start-up. A change of either changes the pod template, so the pods roll. The
+/// mounted part is left out when empty (or not read), so pods that mount none keep the hash
+/// they had before it counted. Secrets are not in it: the operator cannot read them.
+fn config_hash(config: &ConfigMap, mounted: Option<&MountedConfig>) -> Result<String> {
+    let serialize = |source| DesiredError::Serialize {
+        what: "runtime configuration".into(),
+        source,
+    };
+    let mut text = serde_json::to_string(&config.data).map_err(serialize)?;
+    if let Some(mounted) = mounted.filter(|m| !m.0.is_empty()) {
+        text.push_str(&serde_json::to_string(&mounted.0).map_err(serialize)?);
+    }
+    Ok(labels::short_hash(text.as_bytes(), 16))
 }
 
 fn to_value<T: Serialize>(obj: &T) -> Result<Value> {

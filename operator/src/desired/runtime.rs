@@ -441,6 +441,86 @@ fn secret_file(volume: &str, r: &facekey_crds::KeyRef, file: &str) -> Volume {
     }
 }
 
+/// A ConfigMap of the user's that the runtime pods mount and read only at start-up: the score
+/// weights (`spec.models.scoreWeights.configMapKeyRef`) and the spoof model directory
+/// (`spec.models.spoof.configMap`). A change of its content reaches no running pod, so what the
+/// pods read of it is part of the pod template's config hash ([`MountedConfig`]): a change rolls
+/// the pods, and every replica runs the same weights and model.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MountedConfigMap {
+    /// The volume it is mounted as (`weights`, `spoof-model`).
+    pub volume: &'static str,
+    /// Its name, in the resource's namespace.
+    pub name: String,
+    /// The one key the pods read (the weights file), or `None`: every key (a directory).
+    pub key: Option<String>,
+}
+
+impl MountedConfigMap {
+    /// A digest of what the pods read of `config_map` (the key's value, or every key of `data`
+    /// and `binaryData`); `None` when it is missing (no ConfigMap, or not that key), a value of
+    /// its own: the pods cannot start without it, and its return rolls them.
+    pub fn digest(&self, config_map: Option<&ConfigMap>) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let cm = config_map?;
+        let (data, binary) = (cm.data.as_ref(), cm.binary_data.as_ref());
+        let read = match &self.key {
+            Some(key) => serde_json::json!({
+                "data": data.and_then(|d| d.get(key)),
+                "binaryData": binary.and_then(|b| b.get(key)),
+            }),
+            None => serde_json::json!({"data": data, "binaryData": binary}),
+        };
+        if self.key.is_some() && read["data"].is_null() && read["binaryData"].is_null() {
+            return None;
+        }
+        let digest = Sha256::digest(read.to_string().as_bytes());
+        Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// How [`MountedConfig`] names it: `<volume>:<name>` and `/<key>` when one key is read.
+    pub fn id(&self) -> String {
+        match &self.key {
+            Some(key) => format!("{}:{}/{key}", self.volume, self.name),
+            None => format!("{}:{}", self.volume, self.name),
+        }
+    }
+}
+
+/// The ConfigMaps of the user's that the runtime pods of `spec` mount ([`MountedConfigMap`]).
+pub fn mounted_config_maps(spec: &FaceKeyDeploymentSpec) -> Vec<MountedConfigMap> {
+    let models = spec.models.as_ref();
+    let weights = models
+        .and_then(|m| m.score_weights.as_ref())
+        .and_then(|w| w.config_map_key_ref.as_ref())
+        .map(|r| MountedConfigMap {
+            volume: "weights",
+            name: r.name.clone(),
+            key: Some(r.key.clone()),
+        });
+    let spoof = models
+        .and_then(|m| m.spoof.as_ref())
+        .and_then(|s| s.config_map.clone())
+        .map(|name| MountedConfigMap {
+            volume: "spoof-model",
+            name,
+            key: None,
+        });
+    weights.into_iter().chain(spoof).collect()
+}
+
+/// Whether the runtime pods of `spec` mount the ConfigMap `name` ([`mounted_config_maps`]).
+pub fn mounts_config_map(spec: &FaceKeyDeploymentSpec, name: &str) -> bool {
+    mounted_config_maps(spec).iter().any(|m| m.name == name)
+}
+
+/// What the runtime pods read of the ConfigMaps they mount ([`mounted_config_maps`]), as the
+/// observe stage found it: [`MountedConfigMap::digest`] by [`MountedConfigMap::id`]. Part of
+/// the config hash; empty when the pods mount none, which leaves the hash as it was before
+/// these ConfigMaps counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountedConfig(pub BTreeMap<String, Option<String>>);
+
 /// Volumes and mounts: configuration, optional weights/spoof model, data and /tmp.
 pub(super) fn volumes(
     owner: &Owner<'_>,
@@ -578,6 +658,7 @@ pub(super) fn deployment(
     let selector = labels::selector_labels(owner.name);
     let pod = spec.pod.clone().unwrap_or_default();
     let node_selector = node_selector(&pod);
+    let service_account = service_account_name(&pod);
     // The user's labels and annotations first, the operator's over them (validation refuses the
     // operator's keys; this keeps the selector intact even where validation was skipped).
     let mut pod_labels = pod.labels.clone();
@@ -675,7 +756,7 @@ pub(super) fn deployment(
                     node_selector: Some(node_selector).filter(|m| !m.is_empty()),
                     tolerations: Some(pod.tolerations).filter(|t| !t.is_empty()),
                     affinity: pod.affinity,
-                    service_account_name: pod.service_account_name,
+                    service_account_name: Some(service_account),
                     priority_class_name: pod.priority_class_name,
                     image_pull_secrets: Some(super::pull_secrets(spec)).filter(|s| !s.is_empty()),
                     ..PodSpec::default()
@@ -686,6 +767,22 @@ pub(super) fn deployment(
         ..Deployment::default()
     }
 }
+
+/// The service account of the runtime pods: `spec.pod.serviceAccountName`, else `default`, the
+/// account a pod without one gets. Always applied, never left out: the API server keeps a pod
+/// template's `serviceAccountName` in the deprecated alias `serviceAccount` too, and fills an
+/// empty `serviceAccountName` back from that alias whenever it reads the object. Left out of the
+/// apply, the field would be removed and at once restored from the alias, so a custom account,
+/// once set, would stay on the pods after `spec.pod.serviceAccountName` was removed.
+fn service_account_name(pod: &facekey_crds::PodOverrides) -> String {
+    pod.service_account_name
+        .clone()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_owned())
+}
+
+/// The service account every namespace has, which a pod naming none runs as.
+const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// The node label naming a node's CPU architecture.
 const ARCH_LABEL: &str = "kubernetes.io/arch";

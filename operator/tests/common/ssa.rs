@@ -24,12 +24,17 @@
 //!   `spec.replicas` through `/scale`) takes the fields and items it adds or changes, from
 //!   everyone, without conflicts, and drops those it removes from everyone's sets;
 //! - apps/v1 defaulting: a Deployment without `spec.replicas` gets 1;
+//! - core/v1's deprecated alias `serviceAccount` of a pod template's `serviceAccountName`
+//!   ([`service_account_alias`]): set from `serviceAccountName` on every write, and an empty
+//!   `serviceAccountName` filled back from it, so a `serviceAccountName` its manager stops
+//!   applying comes back;
 //! - `metadata.generation` moves only when something outside `metadata` changed, and an apply
 //!   that changes nothing writes nothing.
 //!
 //! Not modelled: atomic maps and structs (`x-kubernetes-map-type: atomic`, e.g. label selectors)
-//! are owned key by key; server defaulting other than `replicas`; the status subresource field
-//! by field (an apply's `status` is ignored here, status writes bypass this model); strategic merge patches
+//! are owned key by key; server defaulting other than `replicas` and the `serviceAccount` alias;
+//! the status subresource field by field (an apply's `status` is ignored here, status writes
+//! bypass this model); strategic merge patches
 //! (`kubectl set env` is played by the merge patch `kubectl edit` would send); API versions and
 //! timestamps of managers; the kinds the operator does not apply through it (prometheus-operator
 //! stand-ins get the fake's own merge). The FaceKeyDeployment status gets a coarser rule of its
@@ -975,6 +980,9 @@ fn write_through(
             spec.insert("replicas".into(), json!(1));
         }
     }
+    if POD_KINDS.contains(&kind) {
+        service_account_alias(&mut obj);
+    }
     obj["metadata"]["managedFields"] = Value::Array(managed.iter().map(to_json).collect());
     let Some(existing) = existing else {
         return (store.create)(obj);
@@ -991,6 +999,35 @@ fn write_through(
     };
     let bump = outside_metadata(&obj) != outside_metadata(&existing);
     (store.update)(obj, bump)
+}
+
+/// The deprecated `serviceAccount` of a pod template's spec, as the API server's core/v1
+/// conversion keeps it (`Convert_v1_PodSpec_To_core_PodSpec` and back): reading a written or
+/// stored object, an empty `serviceAccountName` is filled from `serviceAccount`; writing it,
+/// `serviceAccount` is set to `serviceAccountName` (left out when that is empty). Neither makes
+/// the alias a field of any manager. So an apply that drops a `serviceAccountName` its manager
+/// alone owned removes it, and the alias, still holding the old value, puts it back.
+fn service_account_alias(obj: &mut Value) {
+    let Some(pod) = obj
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let named = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    match named(pod.get("serviceAccountName")).or_else(|| named(pod.get("serviceAccount"))) {
+        Some(account) => {
+            pod.insert("serviceAccountName".into(), json!(account));
+            pod.insert("serviceAccount".into(), json!(account));
+        }
+        None => {
+            pod.remove("serviceAccount");
+        }
+    }
 }
 
 /// Whether `e` is `manager`'s entry for `operation` on the resource itself.
