@@ -118,7 +118,10 @@ pub struct SpoofAttempt {
 impl SpoofAttempt {
     /// Emit the event: a warning log line, the spoof counter, and an email when alerting is on.
     pub fn emit(self, metrics: &Metrics, alerts: Option<&AlertSender>) {
+        // On the security target with every other security event, so a log filter or a SIEM
+        // routing by target (`FACEKEY_LOG=error,facekey::security=info`) keeps it.
         tracing::warn!(
+            target: "facekey::security",
             route = self.route,
             subject = self.subject.as_deref().unwrap_or("-"),
             liveness = self.liveness,
@@ -890,6 +893,45 @@ pub fn spawn(mailer: Mailer, min_interval: Duration, metrics: Metrics) -> (Alert
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Records the target of every event.
+    struct Targets(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Targets {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(event.metadata().target().to_owned());
+        }
+    }
+
+    /// The spoof event's log line is on `facekey::security` with every other security event,
+    /// so a filter or a SIEM routing by target keeps it (it was on the module's target).
+    #[test]
+    fn the_spoof_line_is_a_security_event() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Targets(seen.clone()));
+        let metrics = Metrics::new().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            SpoofAttempt {
+                at: SystemTime::now(),
+                route: "/v1/verify",
+                subject: Some("s".into()),
+                liveness: 0.1,
+                threshold: 0.5,
+                request_id: None,
+                key_id: Some("k".into()),
+            }
+            .emit(&metrics, None);
+        });
+        assert_eq!(*seen.lock().unwrap(), vec!["facekey::security".to_owned()]);
+    }
 
     /// The email task's guard stops the relay check however the task ends, and reports the
     /// relay unreachable only when the task failed (no email can go out any more).

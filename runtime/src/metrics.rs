@@ -310,7 +310,8 @@ impl Metrics {
         let alert_emails = IntCounterVec::new(
             Opts::new(
                 "facekey_alert_emails_total",
-                "Spoof alert emails by result: sent, failed, dropped (queue full).",
+                "Alert emails (spoof attempts and lockouts) by result: sent, failed (each failed \
+                 attempt), dropped (events not queued: queue full, or the alert task closed).",
             ),
             &["result"],
         )?;
