@@ -556,20 +556,60 @@ impl Mailer {
         &self.smarthost
     }
 
-    /// Send one email summarising `batch`.
-    pub async fn send(&self, batch: &Batch) -> Result<(), AlertError> {
+    /// Send one email summarising `batch` to every recipient: the number of recipients the
+    /// relay refused for good. One message to all of them first; when the relay refuses it for
+    /// good (a 5xx: one mailbox gone is enough, as the relay ends the transaction at its first
+    /// refused recipient) and there are several recipients, one message to each, so one bad
+    /// address does not keep every alert from the others. `Err` when nobody got it.
+    pub async fn send(&self, batch: &Batch) -> Result<usize, AlertError> {
         let (subject, body) = compose(&self.instance, batch);
-        let mut message = Message::builder().from(self.from.clone()).subject(subject);
-        for to in &self.to {
-            message = message.to(to.clone());
+        let message = |to: &[Mailbox]| -> Result<Message, AlertError> {
+            let mut message = Message::builder()
+                .from(self.from.clone())
+                .subject(subject.clone());
+            for one in to {
+                message = message.to(one.clone());
+            }
+            message
+                .header(ContentType::TEXT_PLAIN)
+                .body(body.clone())
+                .map_err(|e| self.failed(Box::new(e)))
+        };
+        match tokio::time::timeout(self.send_timeout, self.transport.send(message(&self.to)?)).await
+        {
+            Ok(Ok(_)) => return Ok(0),
+            Ok(Err(e)) if e.is_permanent() && self.to.len() > 1 => {
+                tracing::warn!(
+                    error = %e,
+                    "alert email refused for good; sending it to each recipient apart"
+                );
+            }
+            Ok(Err(e)) => return Err(self.failed(Box::new(e))),
+            Err(_) => {
+                return Err(self.failed(
+                    format!("no answer within {} s", self.send_timeout.as_secs_f64()).into(),
+                ));
+            }
         }
-        let message = message
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(|e| self.failed(Box::new(e)))?;
-        self.within_timeout(self.transport.send(message))
-            .await
-            .map(drop)
+        let mut refused = Vec::new();
+        for to in &self.to {
+            let one = message(std::slice::from_ref(to))?;
+            if let Err(e) = self.within_timeout(self.transport.send(one)).await {
+                tracing::error!(
+                    target: "facekey::security",
+                    recipient = %to,
+                    error = %e,
+                    "alert email refused for one recipient"
+                );
+                refused.push(e);
+            }
+        }
+        if refused.len() == self.to.len() {
+            return Err(refused
+                .pop()
+                .unwrap_or_else(|| self.failed("no recipient".into())));
+        }
+        Ok(refused.len())
     }
 }
 
@@ -816,9 +856,15 @@ pub fn spawn(mailer: Mailer, min_interval: Duration, metrics: Metrics) -> (Alert
                 };
                 let now = tokio::time::Instant::now();
                 match result {
-                    Ok(()) => {
+                    Ok(refused) => {
                         reachable(true);
                         metrics.alert_emails.with_label_values(&["sent"]).inc();
+                        // A recipient refused for good is not tried again (the others got
+                        // the mail); each refusal counts as a failed email.
+                        metrics
+                            .alert_emails
+                            .with_label_values(&["failed"])
+                            .inc_by(refused as u64);
                         tracing::info!(spoofs, lockouts, "alert email sent");
                         failures = 0;
                         due = Some(later(now, min_interval));

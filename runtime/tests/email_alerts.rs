@@ -44,6 +44,12 @@ impl SmtpServer {
 
     /// A relay that waits `delay` seconds before accepting each message (0: none).
     fn start_with_delay(delay: f64) -> Self {
+        Self::start_with(delay, "")
+    }
+
+    /// A relay that waits `delay` seconds before accepting each message and refuses the
+    /// comma-separated recipients `reject` with 550.
+    fn start_with(delay: f64, reject: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
@@ -54,7 +60,7 @@ impl SmtpServer {
             .unwrap()
             .port();
         let maildir = dir.path().join("maildir");
-        let child = Self::spawn_with(port, &cert, &key, &maildir, delay);
+        let child = Self::spawn_with(port, &cert, &key, &maildir, delay, reject);
         Self {
             child,
             port,
@@ -65,12 +71,20 @@ impl SmtpServer {
     }
 
     fn spawn(port: u16, cert: &Path, key: &Path, maildir: &Path) -> Child {
-        Self::spawn_with(port, cert, key, maildir, 0.0)
+        Self::spawn_with(port, cert, key, maildir, 0.0, "")
     }
 
-    fn spawn_with(port: u16, cert: &Path, key: &Path, maildir: &Path, delay: f64) -> Child {
+    fn spawn_with(
+        port: u16,
+        cert: &Path,
+        key: &Path,
+        maildir: &Path,
+        delay: f64,
+        reject: &str,
+    ) -> Child {
         let mut child = Command::new(python())
             .env("SMTP_DATA_DELAY_SECS", delay.to_string())
+            .env("SMTP_REJECT_RCPT", reject)
             .arg(repo_root().join("tests/smtp/server.py"))
             .arg(port.to_string())
             .arg(cert)
@@ -201,6 +215,31 @@ fn attempt(i: usize) -> SpoofAttempt {
         request_id: Some(format!("req-{i}")),
         key_id: Some("checkout-app".to_owned()),
     }
+}
+
+/// One recipient's mailbox gone (the relay refuses it with 550, which ends the whole
+/// transaction): the others still get every alert, one message each, and the refusal counts as
+/// a failed email. It used to fail the whole mail, retried forever, so nobody got an alert.
+#[tokio::test]
+async fn a_refused_recipient_does_not_keep_the_alert_from_the_others() {
+    let smtp = SmtpServer::start_with(0.0, "oncall@example.test");
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_secs(60);
+    let mailer = Mailer::new(&smtp.settings("s3cret", interval)).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+    attempt(1).emit(&metrics, Some(&sender));
+    let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(
+        mails[0].contains("To: security@example.test"),
+        "{}",
+        mails[0]
+    );
+    assert!(!mails[0].contains("oncall@example.test"), "{}", mails[0]);
+    assert!(mails[0].contains("subject-1"), "{}", mails[0]);
+    assert_eq!(emails(&metrics, "sent"), 1);
+    assert_eq!(emails(&metrics, "failed"), 1, "the refused recipient");
+    finish(sender, task, 30).await;
 }
 
 #[tokio::test]

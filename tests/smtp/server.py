@@ -9,6 +9,8 @@ for Alertmanager, whose LOGIN client only understands the challenge texts "Usern
 "Password:" while aiosmtpd sends "User Name" and "Password" (PLAIN works with both clients).
 SMTP_DATA_DELAY_SECS (env, optional): seconds to wait before accepting each message's DATA (a
 slow relay).
+SMTP_REJECT_RCPT (env, optional): comma-separated addresses refused at RCPT TO with 550 (a
+mailbox gone).
 """
 
 import asyncio
@@ -24,15 +26,24 @@ from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
-class SlowMailbox(Mailbox):
-    """A Mailbox that waits SMTP_DATA_DELAY_SECS before accepting a message."""
+class Relay(Mailbox):
+    """A Mailbox that waits SMTP_DATA_DELAY_SECS before accepting a message and refuses the
+    recipients in SMTP_REJECT_RCPT."""
 
-    def __init__(self, maildir: str, delay: float) -> None:
+    def __init__(self, maildir: str, delay: float, reject: set) -> None:
         super().__init__(maildir)
         self.delay = delay
+        self.reject = reject
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in self.reject:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        await asyncio.sleep(self.delay)
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -52,8 +63,13 @@ def main() -> None:
         return AuthResult(success=ok, handled=False)
 
     delay = float(os.environ.get("SMTP_DATA_DELAY_SECS", "0"))
+    reject = {
+        a.strip().lower()
+        for a in os.environ.get("SMTP_REJECT_RCPT", "").split(",")
+        if a.strip()
+    }
     controller = Controller(
-        SlowMailbox(maildir, delay) if delay > 0 else Mailbox(maildir),
+        Relay(maildir, delay, reject),
         hostname="127.0.0.1",
         port=int(port),
         tls_context=ctx,
