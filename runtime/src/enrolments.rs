@@ -307,10 +307,15 @@ impl Enrolments {
             .or_else(|| self.unproven().clone())
             .or_else(|| unreadable_summary(&self.store.unreadable()));
         let error = self.error.lock().map(|e| e.clone()).unwrap_or_default();
+        // Reads work on a file open read-only or closed after a fault, so a read's success
+        // (which marks the store available) says nothing about writes: the store says.
+        let refusal = self.store.write_refusal();
         StoreHealth {
-            available: self.available.load(Ordering::Relaxed) && unsynced.is_none(),
+            available: self.available.load(Ordering::Relaxed)
+                && unsynced.is_none()
+                && refusal.is_none(),
             // The current failure first: an outage that follows a failed resynchronisation.
-            error: error.or(unsynced),
+            error: error.or(refusal).or(unsynced),
             reloads: self.reloads.load(Ordering::Relaxed),
         }
     }

@@ -401,6 +401,14 @@ async fn a_read_only_data_directory_serves_reads_and_refuses_writes() {
 
     mount.remount("ro");
     let (s, admin, verifier) = start_on(&data, keys_dir.path()).await;
+    // Unavailable from the start (the file is open read-only), not only once a write failed,
+    // and the reads that work do not report it available (FaceKeyTemplateStoreDown can fire).
+    let store_available = || async {
+        let (status, v) = send_json(admin.get(s.url("/readyz"))).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v["store"]["available"].clone()
+    };
+    assert_eq!(store_available().await, false);
     reads_and_verification_work(&s, &admin, &verifier, &eileen, 1).await;
     let (status, v) = create_subject(&s, &admin, "Sally Ride").await;
     assert_store_unavailable(status, &v, "read-only");
@@ -417,9 +425,11 @@ async fn a_read_only_data_directory_serves_reads_and_refuses_writes() {
     assert_store_unavailable(status, &v, "read-only");
     // Nothing changed: the refused writes left the subject as it was.
     reads_and_verification_work(&s, &admin, &verifier, &eileen, 1).await;
-    let (status, v) = send_json(admin.get(s.url("/readyz"))).await;
-    assert_eq!(status, StatusCode::OK, "{v}");
-    assert_eq!(v["store"]["available"], false, "{v}");
+    assert_eq!(store_available().await, false);
+    // The refused writes are read back (5 s later): the read works, the store stays down.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(store_available().await, false);
+    assert!(s.metrics().await.contains("facekey_store_up 0"));
     s.stop().await;
     drop(mount);
 }

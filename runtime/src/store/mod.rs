@@ -331,6 +331,12 @@ pub trait TemplateStore: Send + Sync + 'static {
     fn unreadable(&self) -> Vec<UnreadableTemplate> {
         Vec::new()
     }
+    /// Why writes are refused now, when the store knows without trying one (an embedded file
+    /// open read-only, or closed after an I/O fault); `None` otherwise. Reads keep working
+    /// then, so a successful read must not report the store available.
+    fn write_refusal(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A stored template that does not open with this replica's keys.

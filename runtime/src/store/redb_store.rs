@@ -647,6 +647,15 @@ impl TemplateStore for RedbStore {
         "embedded"
     }
 
+    fn write_refusal(&self) -> Option<String> {
+        match &*self.inner.handle() {
+            Handle::Writable(_) => None,
+            Handle::ReadOnly(_, why) | Handle::Closed { why, .. } => {
+                Some(self.inner.unavailable(why).to_string())
+            }
+        }
+    }
+
     async fn create_subject(
         &self,
         name: &str,
