@@ -1304,3 +1304,62 @@ async fn a_change_read_that_never_gets_an_answer_is_noticed() {
     );
     follower.abort();
 }
+
+/// A subject's faces read back in the order they were enrolled, whatever their ids: the first
+/// face is the anchor new faces are matched against. `ORDER BY created_at` named the output
+/// column (the timestamp as text, to the second), so faces of one second came back in the
+/// random order of their ids, on every replica but the writer and after every reload.
+#[tokio::test]
+async fn faces_enrolled_in_one_second_read_back_in_enrolment_order() {
+    let pg = PgServer::start();
+    let line = facekey_runtime::store::cipher::new_key_line("k1").unwrap();
+    let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+    let store =
+        facekey_runtime::store::postgres::PgStore::connect(&pg.url(), None, keys, 5, "TEST_URL")
+            .await
+            .unwrap();
+    let subject = store
+        .create_subject("Ada", Some("app"), None)
+        .await
+        .unwrap();
+    let face = |i: f32| NewTemplate {
+        model: "m".into(),
+        embedding: vec![1.0, i],
+        quality: Some(0.9),
+        enrolled_by: Some("app".into()),
+    };
+    let first = store
+        .add_template(&subject.id, face(0.0), None)
+        .await
+        .unwrap();
+    // A later face whose id sorts before the first's (ids are random: one try in two).
+    let mut later = None;
+    for _ in 0..40 {
+        let t = store
+            .add_template(&subject.id, face(1.0), None)
+            .await
+            .unwrap();
+        if t.id < first.id {
+            later = Some(t);
+            break;
+        }
+        store.delete_template(&subject.id, &t.id).await.unwrap();
+    }
+    let later = later.expect("a later id sorting first");
+    // Both within one second, in enrolment order (ids are sealed with the rows: not changed).
+    pg.psql(&format!(
+        "UPDATE facekey_templates SET created_at = date_trunc('second', now()) + \
+         (CASE WHEN id = '{}' THEN interval '1 millisecond' ELSE interval '2 milliseconds' END) \
+         WHERE id IN ('{}', '{}')",
+        first.id, first.id, later.id
+    ));
+    let read = store.load_subject(&subject.id).await.unwrap().unwrap();
+    let order: Vec<f32> = read.templates.iter().map(|t| t.embedding[1]).collect();
+    assert_eq!(order, vec![0.0, 1.0], "{:?}", read.templates);
+    let all = store.load_all().await.unwrap();
+    let order: Vec<f32> = all
+        .iter()
+        .flat_map(|s| s.templates.iter().map(|t| t.embedding[1]))
+        .collect();
+    assert_eq!(order, vec![0.0, 1.0]);
+}

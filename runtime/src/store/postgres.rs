@@ -780,7 +780,11 @@ impl PgStore {
     ) -> Result<(Vec<Template>, Vec<UnreadableTemplate>), StoreError> {
         let rows = sqlx::query(concat!(
             template_columns!(),
-            " WHERE subject_id = $1::uuid ORDER BY created_at, id"
+            // The table's columns, qualified: `created_at` alone names the output column (the
+            // time as text, to the second), and faces of one second came back by their random
+            // ids: the first face (the anchor new faces are matched against) varied.
+            " WHERE subject_id = $1::uuid \
+             ORDER BY facekey_templates.created_at, facekey_templates.id"
         ))
         .bind(subject)
         .fetch_all(&self.pool)
@@ -1053,15 +1057,18 @@ impl TemplateStore for PgStore {
         let rows = sqlx::query(concat!(
             "SELECT id::text AS id, name, created_by, ",
             created_at!(),
-            " FROM facekey_subjects ORDER BY created_at, id"
+            " FROM facekey_subjects ORDER BY facekey_subjects.created_at, facekey_subjects.id"
         ))
         .fetch_all(&mut *tx)
         .await
         .map_err(&err)?;
-        let template_rows = sqlx::query(concat!(template_columns!(), " ORDER BY created_at, id"))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err("load templates"))?;
+        let template_rows = sqlx::query(concat!(
+            template_columns!(),
+            " ORDER BY facekey_templates.created_at, facekey_templates.id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err("load templates"))?;
         tx.commit().await.map_err(&err)?;
         let (mut templates, unreadable) = self.opened(&template_rows)?;
         let mut left_out: BTreeMap<String, Vec<UnreadableTemplate>> = BTreeMap::new();
