@@ -590,18 +590,22 @@ impl Enrolments {
     }
 
     /// Reload one subject into the index as the change listener does: in notification order,
-    /// each read after the change it was told of, so what it reads is never older than what the
-    /// index holds.
+    /// each read after the change it was told of. A write through this replica may land in the
+    /// index while the read runs (a deletion answered 204): the read is then older than what
+    /// the index holds and is dropped, under the same guard a write's own read-back uses; that
+    /// write's own notification follows, and its read is applied.
     async fn refresh_subject_from(
         &self,
         store: &dyn TemplateStore,
         id: &str,
     ) -> Result<(), StoreError> {
-        match self.mark(store.load_subject(id).await)? {
-            Some(record) => self.index.upsert(record),
-            None => {
-                self.index.remove(id);
-            }
+        let seen = self.index.version(id);
+        let stored = self.mark(store.load_subject(id).await)?;
+        if !self.index.set_if_unchanged(id, stored, seen) {
+            tracing::debug!(
+                subject = id,
+                "a change notification's read is older than a write applied meanwhile; dropped"
+            );
         }
         Ok(())
     }
@@ -1720,6 +1724,43 @@ mod tests {
         assert_eq!(created.id, id, "answered as the store created it");
         assert!(e.index().get(&id).is_none(), "a deleted subject came back");
         assert_eq!(e.index().stats().subjects, 0);
+    }
+
+    /// Regression: the change listener's read of a subject, taken before a deletion through
+    /// this replica landed in the index, was applied after it and put the deleted subject back
+    /// (verifying here until the deletion's own notification was read).
+    #[tokio::test]
+    async fn a_listener_read_older_than_a_local_deletion_does_not_bring_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let reads = Arc::<HeldRead>::default();
+        let store = Arc::new(HeldAfterWrite {
+            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            written: Arc::default(),
+            release: Arc::default(),
+            creates: None,
+            reads: Arc::clone(&reads),
+        });
+        let e = Arc::new(
+            Enrolments::open(Arc::clone(&store) as Arc<dyn TemplateStore>, "m", 2)
+                .await
+                .unwrap(),
+        );
+        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
+        reads.armed.store(true, Ordering::SeqCst);
+        let listener = tokio::spawn({
+            let (e, store, id) = (Arc::clone(&e), Arc::clone(&store), s.id.clone());
+            async move { e.refresh_subject_from(&*store, &id).await }
+        });
+        reads.reached.notified().await;
+        assert!(e.delete_subject(&s.id).await.unwrap());
+        reads.release.notify_one();
+        listener.await.unwrap().unwrap();
+        assert!(
+            e.index().get(&s.id).is_none(),
+            "a deleted subject came back"
+        );
     }
 
     /// An enrolment whose index update lost to another write of its subject (a rename here;
