@@ -31,9 +31,16 @@ pub const SEND_TIMEOUT: Duration =
     Duration::from_secs(facekey_settings::defaults::ALERT_SEND_TIMEOUT_SECS);
 /// Events of one kind listed one by one in an email; the rest are counted.
 const MAX_LISTED: usize = 20;
-/// Distinct targets (route, subject, key) of the spoof attempts past [`MAX_LISTED`] tallied by
-/// name in an email, so a flood of cheap attempts cannot hide the one aimed at a subject.
+/// Distinct targets (route, subject, key) of the spoof attempts past [`MAX_LISTED`] named in an
+/// email with their counts, the most attempted first, so a flood of cheap attempts cannot hide
+/// the one aimed at a subject.
 const MAX_TALLIED: usize = 50;
+/// Distinct targets counted between two emails (the rest only in the total): enough that
+/// decoys must outnumber the named ones in attempts, not only in targets, to push a subject
+/// out of the email (a few hundred KiB at most).
+const MAX_TRACKED: usize = 4096;
+/// Locked subjects past [`MAX_LISTED`] still named (by id) in an email.
+const MAX_LOCKOUTS_NAMED: usize = 500;
 
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -176,15 +183,18 @@ impl SubjectLockout {
 type Target = (&'static str, Option<String>, Option<String>);
 
 /// The events one email summarises: at most [`MAX_LISTED`] of each kind kept in full; spoof
-/// attempts past them tallied per target (up to [`MAX_TALLIED`] targets), the rest counted, so
-/// a flood between two mails costs no memory, is still reported, and cannot hide an attempt on
-/// a subject behind cheap ones.
+/// attempts past them counted per target (up to [`MAX_TRACKED`] targets, of which the email
+/// names the [`MAX_TALLIED`] most attempted), locked subjects past them named by id (up to
+/// [`MAX_LOCKOUTS_NAMED`]), the rest counted, so a flood between two mails costs bounded
+/// memory, is still reported, and cannot hide an attempt on a subject behind cheap ones or
+/// decoys.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
     spoofs: Vec<SpoofAttempt>,
     tallied: std::collections::BTreeMap<Target, usize>,
     more_spoofs: usize,
     lockouts: Vec<SubjectLockout>,
+    locked_past: Vec<String>,
     more_lockouts: usize,
 }
 
@@ -198,12 +208,12 @@ impl Batch {
         self.tally((attempt.route, attempt.subject, attempt.key_id), 1);
     }
 
-    /// Count `n` attempts at `target`: under its name while fewer than [`MAX_TALLIED`] targets
-    /// are named, else only in the total.
+    /// Count `n` attempts at `target`: per target while fewer than [`MAX_TRACKED`] targets are
+    /// counted, else only in the total.
     fn tally(&mut self, target: Target, n: usize) {
         if let Some(m) = self.tallied.get_mut(&target) {
             *m += n;
-        } else if self.tallied.len() < MAX_TALLIED {
+        } else if self.tallied.len() < MAX_TRACKED {
             self.tallied.insert(target, n);
         } else {
             self.more_spoofs += n;
@@ -222,6 +232,9 @@ impl Batch {
         for l in later.lockouts {
             self.push_lockout(l);
         }
+        for subject in later.locked_past {
+            self.name_lockout(subject);
+        }
         self.more_lockouts += later.more_lockouts;
     }
 
@@ -229,6 +242,15 @@ impl Batch {
     pub fn push_lockout(&mut self, lockout: SubjectLockout) {
         if self.lockouts.len() < MAX_LISTED {
             self.lockouts.push(lockout);
+        } else {
+            self.name_lockout(lockout.subject);
+        }
+    }
+
+    /// A lockout past the listed ones: named by its subject while there is room, else counted.
+    fn name_lockout(&mut self, subject: String) {
+        if self.locked_past.len() < MAX_LOCKOUTS_NAMED {
+            self.locked_past.push(subject);
         } else {
             self.more_lockouts += 1;
         }
@@ -239,9 +261,9 @@ impl Batch {
         self.spoofs.len() + self.tallied.values().sum::<usize>() + self.more_spoofs
     }
 
-    /// Lockouts in the batch, listed or only counted.
+    /// Lockouts in the batch, listed, named or only counted.
     pub fn lockout_count(&self) -> usize {
-        self.lockouts.len() + self.more_lockouts
+        self.lockouts.len() + self.locked_past.len() + self.more_lockouts
     }
 
     /// Whether there is nothing to send.
@@ -306,6 +328,12 @@ pub fn compose(instance: &str, batch: &Batch) -> (String, String) {
                 humantime::format_rfc3339_seconds(l.at + l.locked_for),
             ));
         }
+        if !batch.locked_past.is_empty() {
+            body.push_str(&format!(
+                "- also locked: subject={}\n",
+                batch.locked_past.join(", subject=")
+            ));
+        }
         if batch.more_lockouts > 0 {
             body.push_str(&format!("- … and {} more\n", batch.more_lockouts));
         }
@@ -329,12 +357,23 @@ pub fn compose(instance: &str, batch: &Batch) -> (String, String) {
             ));
         }
         if !batch.tallied.is_empty() {
-            body.push_str("Further attempts by target:\n");
-            for ((route, subject, key), n) in &batch.tallied {
+            body.push_str("Further attempts by target, the most attempted first:\n");
+            // Stable: targets with as many attempts keep their order.
+            let mut targets: Vec<(&Target, &usize)> = batch.tallied.iter().collect();
+            targets.sort_by(|a, b| b.1.cmp(a.1));
+            for ((route, subject, key), n) in targets.iter().take(MAX_TALLIED) {
                 body.push_str(&format!(
                     "- {n} x {route} subject={} key={}\n",
                     subject.as_deref().unwrap_or("-"),
                     key.as_deref().unwrap_or("-"),
+                ));
+            }
+            let rest = &targets[targets.len().min(MAX_TALLIED)..];
+            if !rest.is_empty() {
+                body.push_str(&format!(
+                    "- … and {} more at {} other target(s)\n",
+                    rest.iter().map(|(_, n)| **n).sum::<usize>(),
+                    rest.len()
                 ));
             }
         }
@@ -1125,7 +1164,44 @@ mod tests {
             body.contains("- 3 x /v1/verify subject=victim key=attacker"),
             "{body}"
         );
-        assert!(body.contains("and 7 more"), "{body}");
+        assert!(body.contains("and 7 more at 7 other target(s)"), "{body}");
+    }
+
+    /// Decoys cannot push the attacked subject out of the email: 70 decoy targets with one
+    /// attempt each, then three at the victim, name the victim (the tally used to keep the
+    /// first 50 targets it met); 20 locked decoys, then the victim, name the victim too (the
+    /// lockouts past the 20 listed used to be a number).
+    #[test]
+    fn decoys_do_not_hide_the_attacked_subject() {
+        let mut b = Batch::default();
+        for i in 0..(MAX_LISTED + 70) {
+            b.push_spoof(SpoofAttempt {
+                subject: Some(format!("decoy-{i}")),
+                ..attempt(0)
+            });
+        }
+        for _ in 0..3 {
+            b.push_spoof(SpoofAttempt {
+                subject: Some("victim".to_owned()),
+                ..attempt(0)
+            });
+        }
+        for i in 0..MAX_LISTED {
+            b.push_lockout(SubjectLockout {
+                subject: format!("decoy-{i}"),
+                ..lockout(0)
+            });
+        }
+        b.push_lockout(SubjectLockout {
+            subject: "victim".to_owned(),
+            ..lockout(0)
+        });
+        assert_eq!(b.spoof_count(), MAX_LISTED + 73);
+        assert_eq!(b.lockout_count(), MAX_LISTED + 1);
+        let (_, body) = compose("facekey-0", &b);
+        let spoofs = body.split("rejected").nth(1).unwrap();
+        assert!(spoofs.contains("- 3 x /v1/verify subject=victim"), "{body}");
+        assert!(body.contains("- also locked: subject=victim"), "{body}");
     }
 
     #[test]
@@ -1166,8 +1242,13 @@ mod tests {
             subject,
             "[FaceKey] 22 subjects locked and 30 spoof attempts detected on facekey-0"
         );
-        assert_eq!(body.matches(" locked: ").count(), MAX_LISTED);
-        assert!(body.contains("- … and 2 more\n"), "{body}");
+        assert_eq!(body.matches(" failed verifications within ").count(), MAX_LISTED);
+        // The two past the listed ones are named.
+        let also = body
+            .lines()
+            .find(|l| l.starts_with("- also locked: "))
+            .unwrap_or_else(|| panic!("{body}"));
+        assert_eq!(also.matches("subject=").count(), 2, "{body}");
         // The 10 spoofs past the listed ones are named by target.
         assert!(
             body.contains("- 1 x /v1/verify subject=subject-30 key=app\n"),
