@@ -1363,3 +1363,44 @@ async fn faces_enrolled_in_one_second_read_back_in_enrolment_order() {
         .collect();
     assert_eq!(order, vec![0.0, 1.0]);
 }
+
+/// A database or role whose `synchronous_commit` is `off` answers commits before their WAL is
+/// flushed, so a server crash loses enrolments already answered 201: the store's connections
+/// raise it to `on`, and keep a stricter setting.
+#[tokio::test]
+async fn connections_never_commit_without_a_flush() {
+    let pg = PgServer::start();
+    let line = facekey_runtime::store::cipher::new_key_line("k1").unwrap();
+    let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+    let setting = |sql: &'static str| {
+        let (pg_url, keys) = (pg.url(), keys.clone());
+        async move {
+            pg_run(&pg_url, sql).await;
+            let store = facekey_runtime::store::postgres::PgStore::connect(
+                &pg_url, None, keys, 2, "TEST_URL",
+            )
+            .await
+            .unwrap();
+            let v: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            v
+        }
+    };
+    assert_eq!(
+        setting("ALTER DATABASE facekey SET synchronous_commit = off").await,
+        "on"
+    );
+    assert_eq!(
+        setting("ALTER DATABASE facekey SET synchronous_commit = remote_apply").await,
+        "remote_apply"
+    );
+}
+
+/// Runs `sql` on its own connection to `url`.
+async fn pg_run(url: &str, sql: &'static str) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+}

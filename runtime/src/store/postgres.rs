@@ -74,11 +74,20 @@ const LEDGER_CONNECTIONS: u32 = 4;
 ///   SERIALIZABLE default, two failures of one subject counted at once would end in 40001 and be
 ///   taken for an unreachable ledger (counted per replica), and sessions contended for would
 ///   answer 503. The lock-then-read transactions also begin at READ COMMITTED explicitly
-///   ([`begin_read_committed`]), which holds behind a transaction-mode pooler too.
+///   ([`begin_read_committed`]), which holds behind a transaction-mode pooler too;
+/// - `synchronous_commit`: at least `on` when the database's or role's default is `off`, under
+///   which a commit is answered before its WAL is flushed and a crash of the server loses
+///   enrolments and deletions already answered 201/204. A stricter setting (`remote_apply`,
+///   `remote_write`, `local`) is kept.
 const SESSION_BOUNDS: &str = "SET lock_timeout = '5s'; \
     SET idle_in_transaction_session_timeout = '15s'; \
     SET statement_timeout = '60s'; \
-    SET default_transaction_isolation = 'read committed'";
+    SET default_transaction_isolation = 'read committed'; \
+    DO $$ BEGIN \
+      IF current_setting('synchronous_commit') = 'off' THEN \
+        PERFORM set_config('synchronous_commit', 'on', false); \
+      END IF; \
+    END $$";
 
 /// Templates read and sealed again per query by [`PgStore::reseal`].
 const RESEAL_BATCH: i64 = 500;
