@@ -150,6 +150,9 @@ pub struct AuditDetail {
     /// Subjects a rejected identification counted a failed attempt against (the face matched
     /// them but was rejected, e.g. as a spoof), as a failed verification of each would be.
     pub failed_attempts: Vec<String>,
+    /// Subjects this request's failed attempt locked: the request (its key, client and id) that
+    /// caused a lock, for the security team.
+    pub locked: Vec<String>,
 }
 
 impl AuditDetail {
@@ -227,6 +230,9 @@ pub struct AuditEvent {
     /// them but was rejected): identify's share of the lockout, for the security team.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_attempts: Vec<String>,
+    /// Subjects this request's failed attempt locked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locked: Vec<String>,
     /// The error code of a refused or failed request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
@@ -256,6 +262,7 @@ impl AuditEvent {
             candidates: Vec::new(),
             withheld_locked: Vec::new(),
             failed_attempts: Vec::new(),
+            locked: Vec::new(),
             error: None,
             request_id: None,
             client: None,
@@ -285,6 +292,7 @@ impl AuditEvent {
             self.candidates = d.candidates.clone();
             self.withheld_locked = d.withheld_locked.clone();
             self.failed_attempts = d.failed_attempts.clone();
+            self.locked = d.locked.clone();
         }
         self
     }

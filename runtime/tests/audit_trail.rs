@@ -177,9 +177,13 @@ async fn refused_verifications_name_the_subject_and_session_they_aimed_at() {
         }
         if c.status == StatusCode::OK {
             assert_eq!(e["decision"], "reject", "{e}");
+            // The failure that locked the subject says so: the lock's cause, with its key.
+            assert_eq!(e["locked"], json!([eileen]), "{e}");
+            assert_eq!(e["key_id"], "verify", "{e}");
         } else {
             assert_eq!(e["error"], c.code, "{e}");
             assert!(e.get("decision").is_none(), "{e}");
+            assert!(e.get("locked").is_none(), "{e}");
         }
     }
 }

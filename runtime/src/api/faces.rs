@@ -378,6 +378,7 @@ pub(crate) async fn settle_verification(
     live_score: Option<f64>,
 ) -> Result<Settled, ApiError> {
     let (decision, reasons) = (outcome.decision, &outcome.reasons);
+    let mut locked = Vec::new();
     if decision == Decision::Accept {
         match state.lockouts.record_success(subject).await {
             Ok(()) => {}
@@ -392,8 +393,17 @@ pub(crate) async fn settle_verification(
             // Not known to be unlocked: the accept is not revealed (fail closed).
             Err(e) => return Err(e.into()),
         }
-    } else {
-        state.lockouts.record_failure(subject).await?;
+    } else if state.lockouts.record_failure(subject).await?.is_some() {
+        // The lock's own event names no caller: this line and the audit event name the one
+        // whose attempt caused it.
+        tracing::warn!(
+            target: "facekey::security",
+            subject = %subject,
+            key_id = key_id(caller).unwrap_or("-"),
+            request_id = request_id(headers).as_deref().unwrap_or("-"),
+            "this failed verification locked the subject"
+        );
+        locked.push(subject.to_owned());
     }
     let m = &state.metrics;
     m.record_decision(decision);
@@ -407,6 +417,7 @@ pub(crate) async fn settle_verification(
         subject: Some(subject.to_owned()),
         decision: Some(decision),
         reasons: reasons.iter().map(|r| r.as_str().to_owned()).collect(),
+        locked,
         ..AuditDetail::default()
     };
     let request_id = request_id(headers);
@@ -652,6 +663,8 @@ struct Ruled {
     withheld: Vec<String>,
     /// Subjects a failed attempt was counted against.
     failed: Vec<String>,
+    /// Of those, the ones that attempt locked.
+    locked: Vec<String>,
 }
 
 /// Rule on an identification's judged subjects as the lockout does on verifications of each, so
@@ -707,10 +720,16 @@ async fn rule_on_attempts(
         Decision::Reject
     };
     let mut failed = Vec::new();
+    let mut locked_now = Vec::new();
     for i in failure_targets(&judged) {
         let Some(j) = judged.get_mut(i) else { continue };
         match lockouts.record_failure(&j.subject.id).await {
-            Ok(_) => failed.push(j.subject.id.clone()),
+            Ok(locked) => {
+                if locked.is_some() {
+                    locked_now.push(j.subject.id.clone());
+                }
+                failed.push(j.subject.id.clone());
+            }
             Err(LockoutError::Locked(_)) => lock(j, &mut withheld),
             Err(e) => return Err(e.into()),
         }
@@ -721,6 +740,7 @@ async fn rule_on_attempts(
         decision,
         withheld,
         failed,
+        locked: locked_now,
     })
 }
 
@@ -1162,6 +1182,7 @@ async fn identify_decided(
         candidates: candidates.iter().map(|c| c.subject.id.clone()).collect(),
         withheld_locked: ruled.withheld,
         failed_attempts: ruled.failed,
+        locked: ruled.locked,
         ..AuditDetail::default()
     };
     let request_id = request_id(&headers);
