@@ -1242,7 +1242,10 @@ mod tests {
             subject,
             "[FaceKey] 22 subjects locked and 30 spoof attempts detected on facekey-0"
         );
-        assert_eq!(body.matches(" failed verifications within ").count(), MAX_LISTED);
+        assert_eq!(
+            body.matches(" failed verifications within ").count(),
+            MAX_LISTED
+        );
         // The two past the listed ones are named.
         let also = body
             .lines()

@@ -695,12 +695,26 @@ impl Ledger for MemoryLedger {
 #[derive(Clone)]
 pub struct PgLedger {
     pool: PgPool,
+    /// The policy's `max_lock`, when known: how long after a lock ends its streak is remembered,
+    /// for the calls that read streaks without a policy (copies taken for an outage, locks
+    /// handed back after one). Unknown: the row's expiry alone.
+    max_lock: Option<Duration>,
 }
 
 impl PgLedger {
     /// A ledger on `pool`, whose migrations have run ([`crate::store::postgres::PgStore::pool`]).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            max_lock: None,
+        }
+    }
+
+    /// This ledger, with a streak remembered `max_lock` after its last lock ended (the
+    /// policy's), as counting a failure remembers it, in the copies an outage reads too.
+    pub fn remembering(mut self, max_lock: Duration) -> Self {
+        self.max_lock = Some(max_lock);
+        self
     }
 }
 
@@ -728,13 +742,17 @@ impl Ledger for PgLedger {
                locked_until = GREATEST(l.locked_until, EXCLUDED.locked_until), \
                expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at), \
                lock_streak = GREATEST( \
-                 CASE WHEN l.expires_at > now() THEN l.lock_streak ELSE 0 END, \
+                 CASE WHEN l.expires_at > now() AND ($5::float8 IS NULL \
+                     OR l.locked_until IS NULL \
+                     OR l.locked_until + make_interval(secs => $5) > now()) \
+                   THEN l.lock_streak ELSE 0 END, \
                  EXCLUDED.lock_streak)",
         )
         .bind(subject)
         .bind(left.as_secs_f64())
         .bind(i32::try_from(streak).unwrap_or(i32::MAX))
         .bind(remembered.as_secs_f64())
+        .bind(self.max_lock.map(|d| d.as_secs_f64()))
         .execute(&self.pool)
         .await
         .map_err(db_err("take over a lock taken during an outage"))?;
@@ -743,17 +761,23 @@ impl Ledger for PgLedger {
 
     async fn active_locks(&self, limit: usize) -> Result<Vec<ActiveLock>, LockoutError> {
         // Ended locks whose streak is remembered come after those in force (the partial indexes
-        // of migrations 0008 and 0009 keep the read to these rows).
+        // of migrations 0008 and 0009 keep the read to these rows). A streak is remembered
+        // until the row expires and, with `max_lock` known, no longer than `max_lock` after its
+        // last lock ended (failures below the threshold extend the row, not the streak).
         let rows: Vec<(String, f64, i32, f64)> = sqlx::query_as(
             "SELECT subject, \
                GREATEST(extract(epoch FROM locked_until - now()), 0)::float8, lock_streak, \
-               GREATEST(extract(epoch FROM expires_at - now()), 0)::float8 \
+               GREATEST(extract(epoch FROM LEAST(expires_at, \
+                 CASE WHEN $2::float8 IS NULL OR locked_until IS NULL THEN expires_at \
+                   ELSE locked_until + make_interval(secs => $2) END) - now()), 0)::float8 \
              FROM facekey_lockouts \
              WHERE (locked_until IS NOT NULL AND locked_until > now()) \
-               OR (lock_streak > 0 AND expires_at > now()) \
+               OR (lock_streak > 0 AND expires_at > now() AND ($2::float8 IS NULL \
+                 OR locked_until IS NULL OR locked_until + make_interval(secs => $2) > now())) \
              ORDER BY locked_until DESC NULLS LAST LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(self.max_lock.map(|d| d.as_secs_f64()))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("list subject lockouts"))?;

@@ -148,7 +148,10 @@ async fn open_enrolments(
                 Enrolments::open(Arc::new(store.clone()), EMBEDDING_MODEL, EMBEDDING_DIM).await?,
             );
             let fallback = Arc::new(FallbackLedger::new(
-                Arc::new(PgLedger::new(store.ledger_pool().clone())),
+                Arc::new(
+                    PgLedger::new(store.ledger_pool().clone())
+                        .remembering(std::time::Duration::from_secs(config.lockout_max_secs)),
+                ),
                 metrics.clone(),
             ));
             // Ends when the ledger goes (with the server).

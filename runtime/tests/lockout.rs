@@ -37,7 +37,7 @@ async fn replica(pg: &PgServer, policy: Policy) -> Replica {
     let metrics = Metrics::new().unwrap();
     let lockouts = Lockouts::new(
         policy,
-        Arc::new(PgLedger::new(store.ledger_pool().clone())),
+        Arc::new(PgLedger::new(store.ledger_pool().clone()).remembering(policy.max_lock)),
         metrics.clone(),
         None,
     );
@@ -379,6 +379,11 @@ async fn failures_below_the_threshold_do_not_keep_a_streak_past_max_lock() {
     // (inside its window), so this one locks — for the base lock, not the 200 s of a second
     // lock in a row.
     move_into_the_past(&pg, SUBJECT, 100);
+    // Nor does an outage's copy of the locks remember the streak (it read the row's expiry,
+    // which the failure at 250 s extended).
+    let ledger = PgLedger::new(a._store.ledger_pool().clone()).remembering(p.max_lock);
+    let copied = ledger.active_locks(10).await.unwrap();
+    assert!(copied.iter().all(|l| l.subject != SUBJECT), "{copied:?}");
     let next = a.lockouts.record_failure(SUBJECT).await.unwrap().unwrap();
     assert_eq!(next.retry_after, Duration::from_secs(100));
     assert_eq!(streak(), "1");
