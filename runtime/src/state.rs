@@ -44,6 +44,8 @@ pub struct AppState {
     pub audit: Audit,
     /// Challenge-liveness sessions of this replica.
     pub sessions: crate::api::sessions::SessionService,
+    /// How many refused requests of each client are logged and audited.
+    pub denied: crate::auth::denied::DeniedLog,
     engine: OnceLock<Arc<Engine>>,
     shutting_down: AtomicBool,
 }
@@ -86,6 +88,7 @@ impl AppState {
             lockouts,
             api_keys: access.api_keys,
             audit: access.audit,
+            denied: crate::auth::denied::DeniedLog::default(),
             engine: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         }

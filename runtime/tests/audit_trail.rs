@@ -434,3 +434,40 @@ async fn a_head_request_is_audited_as_the_read_it_makes() {
     assert_eq!(reads[0]["subject"], id, "{reads:?}");
     s.stop().await;
 }
+
+/// A client without a key cannot fill the audit trail: its refused requests past 20 a second
+/// are counted (`facekey_auth_failures_total`), not audited one by one (each used to write one
+/// audit event and one log line), and a later refusal of the client is audited again.
+#[tokio::test]
+async fn a_flood_of_refused_requests_is_counted_not_audited_one_by_one() {
+    let mut config = Config::for_tests();
+    let dir = audited(&mut config);
+    let s = Running::start(config).await;
+    let anonymous = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        let r = anonymous.get(s.url("/v1/subjects")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let took = started.elapsed();
+    let metrics = s.metrics().await;
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("facekey_auth_failures_total{") && l.contains("missing_key"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 100, "{metrics}");
+    // A second later the client is audited again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = anonymous.get(s.url("/v1/subjects")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+    let denied = audit_events(&dir, "auth.denied");
+    // At most 20 per second the flood lasted, and the last one.
+    let windows = took.as_secs() as usize + 1;
+    assert!(
+        denied.len() <= 20 * windows + 1 && denied.len() >= 21,
+        "{} audited of 101 over {took:?}",
+        denied.len()
+    );
+}

@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::denied::Verdict;
 use super::policy::{self, Access};
 use super::scope::{Caller, Scope};
 use crate::api::error::{ApiError, ErrorCode};
@@ -310,7 +311,8 @@ impl Admitted {
     }
 }
 
-/// The answer to a refused request, counted, logged and audited.
+/// The answer to a refused request, counted, logged and audited (the logging and auditing
+/// within the client's allowance: [`crate::auth::denied`]).
 fn refuse(
     state: &SharedState,
     route: &str,
@@ -319,20 +321,13 @@ fn refuse(
     path_ids: impl FnOnce(&Request) -> PathIds,
 ) -> Response {
     let client = client_of(req);
+    let reason = refusal.reason();
+    let key_id = refusal.key_id();
     state
         .metrics
         .auth_failures
-        .with_label_values(&[route, refusal.reason()])
+        .with_label_values(&[route, reason])
         .inc();
-    tracing::info!(
-        target: "facekey::security",
-        route = %route,
-        reason = refusal.reason(),
-        key_id = refusal.key_id().as_deref().unwrap_or("-"),
-        client = client.map(|c| c.to_string()).as_deref().unwrap_or("-"),
-        "request refused"
-    );
-    let key_id = refusal.key_id();
     let unauthorized = matches!(refusal, Refusal::MissingKey | Refusal::InvalidKey);
     let mut response = refusal.into_error().into_response();
     if unauthorized {
@@ -341,6 +336,32 @@ fn refuse(
             HeaderValue::from_static("Bearer realm=\"facekey\""),
         );
     }
+    // Every refusal is counted; a client's refusals past its allowance a second are not
+    // logged or audited one by one, so a flood cannot fill the trail.
+    let shown = client.map(|c| c.to_string());
+    match state
+        .denied
+        .check(client.map(|c| c.ip()), std::time::Instant::now())
+    {
+        Verdict::Suppress => return response,
+        Verdict::Record { suppressed_before } if suppressed_before > 0 => tracing::warn!(
+            target: "facekey::security",
+            client = shown.as_deref().unwrap_or("-"),
+            refused = suppressed_before,
+            per_second = crate::auth::denied::PER_SECOND,
+            "refused requests of this client past its allowance a second were counted, not \
+             logged or audited one by one"
+        ),
+        Verdict::Record { .. } => {}
+    }
+    tracing::info!(
+        target: "facekey::security",
+        route = %route,
+        reason,
+        key_id = key_id.as_deref().unwrap_or("-"),
+        client = shown.as_deref().unwrap_or("-"),
+        "request refused"
+    );
     if state.audit.enabled() {
         PendingAudit::new(audit::DENIED, route, key_id, req, path_ids(req))
             .record(state, &response);

@@ -3,6 +3,7 @@
 //! against. Without a keys file the runtime creates one in its data directory with a single
 //! admin key, shown once as a login URL.
 
+pub mod denied;
 pub mod guard;
 pub mod keys;
 pub mod policy;

@@ -1,0 +1,152 @@
+//! How many refused requests of one client are logged and audited: at most [`PER_SECOND`] a
+//! second each, the rest counted (`facekey_auth_failures_total` counts them all) and summed up
+//! in one line when the client's next second starts. A client without a key can send thousands
+//! of refused requests a second on one kept-alive connection; one audit event and one log line
+//! each would fill the audit disk or the log pipeline, and the events that matter would then be
+//! lost.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Refused requests of one client logged and audited per second.
+pub const PER_SECOND: u32 = 20;
+/// Clients followed at once; past them, clients share one allowance.
+pub const MAX_CLIENTS: usize = 4096;
+const WINDOW: Duration = Duration::from_secs(1);
+/// The shared allowance of clients past [`MAX_CLIENTS`] (and of requests without an address).
+const OVERFLOW: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// Whether a refused request is logged and audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Log and audit it; `suppressed_before` of this client's refusals in its previous second
+    /// were only counted (say so once).
+    Record {
+        /// Refusals only counted in the client's previous second.
+        suppressed_before: u64,
+    },
+    /// Only count it.
+    Suppress,
+}
+
+struct Window {
+    start: Instant,
+    seen: u32,
+    suppressed: u64,
+}
+
+/// The per-client allowances of refused requests logged and audited.
+#[derive(Default)]
+pub struct DeniedLog {
+    clients: Mutex<HashMap<IpAddr, Window>>,
+}
+
+impl DeniedLog {
+    /// Whether a refusal of `client` at `now` is logged and audited.
+    pub fn check(&self, client: Option<IpAddr>, now: Instant) -> Verdict {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ip = client.unwrap_or(OVERFLOW);
+        if !clients.contains_key(&ip) && clients.len() >= MAX_CLIENTS {
+            clients.retain(|_, w| now.saturating_duration_since(w.start) < WINDOW);
+            if clients.len() >= MAX_CLIENTS {
+                ip = OVERFLOW;
+            }
+        }
+        let w = clients.entry(ip).or_insert(Window {
+            start: now,
+            seen: 0,
+            suppressed: 0,
+        });
+        let mut suppressed_before = 0;
+        if now.saturating_duration_since(w.start) >= WINDOW {
+            suppressed_before = w.suppressed;
+            *w = Window {
+                start: now,
+                seen: 0,
+                suppressed: 0,
+            };
+        }
+        if w.seen < PER_SECOND {
+            w.seen += 1;
+            Verdict::Record { suppressed_before }
+        } else {
+            w.suppressed += 1;
+            Verdict::Suppress
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)))
+    }
+
+    #[test]
+    fn a_client_gets_its_allowance_a_second_and_hears_of_the_rest_once() {
+        let log = DeniedLog::default();
+        let t0 = Instant::now();
+        for _ in 0..PER_SECOND {
+            assert_eq!(
+                log.check(ip(1), t0),
+                Verdict::Record {
+                    suppressed_before: 0
+                }
+            );
+        }
+        for _ in 0..7 {
+            assert_eq!(log.check(ip(1), t0), Verdict::Suppress);
+        }
+        // Another client has its own allowance.
+        assert_eq!(
+            log.check(ip(2), t0),
+            Verdict::Record {
+                suppressed_before: 0
+            }
+        );
+        // The next second: the 7 only counted are told, once.
+        let t1 = t0 + WINDOW;
+        assert_eq!(
+            log.check(ip(1), t1),
+            Verdict::Record {
+                suppressed_before: 7
+            }
+        );
+        assert_eq!(
+            log.check(ip(1), t1),
+            Verdict::Record {
+                suppressed_before: 0
+            }
+        );
+    }
+
+    #[test]
+    fn clients_past_the_bound_share_one_allowance() {
+        let log = DeniedLog::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_CLIENTS {
+            let a = IpAddr::V6(std::net::Ipv6Addr::from(i as u128 + 1));
+            assert!(matches!(log.check(Some(a), t0), Verdict::Record { .. }));
+        }
+        let mut recorded = 0;
+        for i in 0..100u128 {
+            let a = IpAddr::V6(std::net::Ipv6Addr::from(1_000_000 + i));
+            if matches!(log.check(Some(a), t0), Verdict::Record { .. }) {
+                recorded += 1;
+            }
+        }
+        assert_eq!(recorded, PER_SECOND, "the overflow shares one allowance");
+        assert!(log.clients.lock().unwrap().len() <= MAX_CLIENTS + 1);
+        // A second later the stale clients make room again.
+        let a = IpAddr::V6(std::net::Ipv6Addr::from(2_000_000u128));
+        assert!(matches!(
+            log.check(Some(a), t0 + WINDOW),
+            Verdict::Record { .. }
+        ));
+        assert!(log.clients.lock().unwrap().len() <= 2);
+    }
+}
