@@ -78,6 +78,10 @@ fn relisten_wait(proved: bool, unproved: &mut Duration) -> Duration {
 /// before the listener counts as lost (reconnect, reload): a connection black-holed mid-query
 /// (no reset, no answer) would otherwise hold the listener, and `/readyz` reporting it in step,
 /// until TCP gives up (about 15 minutes). Twice [`LISTENER_PROBE_TIMEOUT`], for the same reason.
+/// Reads of one notified subject the change listener applies under the version guard before
+/// it applies its read regardless ([`Enrolments::refresh_subject_from`]).
+const LISTENER_TRIES: usize = 4;
+
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The least time the change listener's full reload of the index may take before it counts as
 /// failed (the index reported out of step, the reload retried): generous, as the whole store is
@@ -592,20 +596,29 @@ impl Enrolments {
     /// Reload one subject into the index as the change listener does: in notification order,
     /// each read after the change it was told of. A write through this replica may land in the
     /// index while the read runs (a deletion answered 204): the read is then older than what
-    /// the index holds and is dropped, under the same guard a write's own read-back uses; that
-    /// write's own notification follows, and its read is applied.
+    /// the index holds, so it is applied under the version guard a write's own read-back uses,
+    /// and read again when the guard refuses it. The guard also refuses a read of a subject the
+    /// index lacks whenever any subject was removed meanwhile (the version of an absent subject
+    /// is the index's last removal), so the read is tried a few times, and the last one is
+    /// applied whatever happened meanwhile: it is never older than its notification, and a
+    /// write it may cover tells the listener again.
     async fn refresh_subject_from(
         &self,
         store: &dyn TemplateStore,
         id: &str,
     ) -> Result<(), StoreError> {
-        let seen = self.index.version(id);
-        let stored = self.mark(store.load_subject(id).await)?;
-        if !self.index.set_if_unchanged(id, stored, seen) {
-            tracing::debug!(
-                subject = id,
-                "a change notification's read is older than a write applied meanwhile; dropped"
-            );
+        for _ in 1..LISTENER_TRIES {
+            let seen = self.index.version(id);
+            let stored = self.mark(store.load_subject(id).await)?;
+            if self.index.set_if_unchanged(id, stored, seen) {
+                return Ok(());
+            }
+        }
+        match self.mark(store.load_subject(id).await)? {
+            Some(record) => self.index.upsert(record),
+            None => {
+                self.index.remove(id);
+            }
         }
         Ok(())
     }
@@ -1761,6 +1774,43 @@ mod tests {
             e.index().get(&s.id).is_none(),
             "a deleted subject came back"
         );
+    }
+
+    /// The guard must not cost the listener a subject another replica created: the version of a
+    /// subject the index lacks moves with every removal, so a deletion of any other subject
+    /// during the listener's read refused it, and the new subject stayed missing here.
+    #[tokio::test]
+    async fn a_local_deletion_does_not_cost_the_listener_another_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("k:{}", "ab".repeat(32));
+        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
+        let reads = Arc::<HeldRead>::default();
+        let store = Arc::new(HeldAfterWrite {
+            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            written: Arc::default(),
+            release: Arc::default(),
+            creates: None,
+            reads: Arc::clone(&reads),
+        });
+        let e = Arc::new(
+            Enrolments::open(Arc::clone(&store) as Arc<dyn TemplateStore>, "m", 2)
+                .await
+                .unwrap(),
+        );
+        let x = e.create_subject("X", Creator::default()).await.unwrap();
+        // Created as another replica would: in the store, not through this index.
+        let y = store.inner.create_subject("Y", None, None).await.unwrap();
+        reads.armed.store(true, Ordering::SeqCst);
+        let listener = tokio::spawn({
+            let (e, store, id) = (Arc::clone(&e), Arc::clone(&store), y.id.clone());
+            async move { e.refresh_subject_from(&*store, &id).await }
+        });
+        reads.reached.notified().await;
+        assert!(e.delete_subject(&x.id).await.unwrap());
+        reads.release.notify_one();
+        listener.await.unwrap().unwrap();
+        assert!(e.index().get(&y.id).is_some(), "the new subject is missing");
+        assert!(e.index().get(&x.id).is_none());
     }
 
     /// An enrolment whose index update lost to another write of its subject (a rename here;

@@ -132,6 +132,9 @@ pub struct RedbStore {
 
 struct Inner {
     db: Mutex<Handle>,
+    /// Why writes are refused now (the handle read-only or closed), kept beside the handle so
+    /// health checks read it without touching the handle (whose lock a reopen holds).
+    refused: Mutex<Option<String>>,
     path: PathBuf,
     max_faces: usize,
     keys: TemplateKeys,
@@ -148,6 +151,16 @@ enum Handle {
     ReadOnly(Arc<ReadOnlyDatabase>, String),
     /// Closed after an I/O fault (`why`); reopened by the next operation after [`REOPEN_EVERY`].
     Closed { why: String, tried: Instant },
+}
+
+impl Handle {
+    /// Why writes are refused with this handle (`None` when writable).
+    fn refusal(&self) -> Option<String> {
+        match self {
+            Handle::Writable(_) => None,
+            Handle::ReadOnly(_, why) | Handle::Closed { why, .. } => Some(why.clone()),
+        }
+    }
 }
 
 /// What an I/O error means for the store, for the operator (`None`: not an I/O fault).
@@ -255,8 +268,10 @@ impl RedbStore {
             txn.commit().map_err(|e| open_err(Box::new(e)))?;
         }
         let writable = matches!(handle, Handle::Writable(_));
+        let refused = Mutex::new(Handle::refusal(&handle));
         let mut inner = Inner {
             db: Mutex::new(handle),
+            refused,
             path,
             max_faces,
             keys,
@@ -326,6 +341,7 @@ impl Inner {
                 Ok(h) => {
                     tracing::info!(path = %self.path.display(), "template store reopened after an I/O fault");
                     *guard = h;
+                    self.note_refusal(&guard);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "template store still cannot be reopened");
@@ -385,9 +401,17 @@ impl Inner {
                     why: why.clone(),
                     tried: Instant::now(),
                 };
+                self.note_refusal(&guard);
             }
         }
         result
+    }
+
+    fn note_refusal(&self, handle: &Handle) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = handle.refusal();
     }
 
     fn read_subject(
@@ -648,12 +672,15 @@ impl TemplateStore for RedbStore {
     }
 
     fn write_refusal(&self) -> Option<String> {
-        match &*self.inner.handle() {
-            Handle::Writable(_) => None,
-            Handle::ReadOnly(_, why) | Handle::Closed { why, .. } => {
-                Some(self.inner.unavailable(why).to_string())
-            }
-        }
+        // Read beside the handle, never through it: a health check must not reopen the file
+        // (a repair can take seconds) nor wait on a reopen in progress.
+        let why = self
+            .inner
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        Some(self.inner.unavailable(&why).to_string())
     }
 
     async fn create_subject(
@@ -728,6 +755,31 @@ mod tests {
 
     fn open(dir: &Path, max: usize, keys: &TemplateKeys) -> RedbStore {
         RedbStore::open(dir, max, keys.clone()).unwrap()
+    }
+
+    /// The write refusal a health check reads is the handle's state, read beside it: a check
+    /// neither reopens a closed file (a repair can take seconds, on an async worker) nor
+    /// waits on the handle's lock; the next operation reopens it.
+    #[test]
+    fn a_health_check_reports_a_closed_file_without_reopening_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10, &keys());
+        assert_eq!(store.write_refusal(), None);
+        let fault: Result<(), StoreError> = Err(StoreError::Unavailable("disk gone".into()));
+        assert!(store.inner.after(fault).is_err());
+        // Due for a reopen.
+        if let Handle::Closed { tried, .. } = &mut *store.inner.db.lock().unwrap() {
+            *tried = Instant::now() - 2 * REOPEN_EVERY;
+        }
+        let refusal = store.write_refusal().expect("closed: writes refused");
+        assert!(refusal.contains("disk gone"), "{refusal}");
+        assert!(
+            matches!(&*store.inner.db.lock().unwrap(), Handle::Closed { .. }),
+            "the check reopened the file"
+        );
+        // An operation reopens it, and the refusal goes with it.
+        drop(store.inner.handle());
+        assert_eq!(store.write_refusal(), None);
     }
 
     fn firsts(r: &SubjectRecord) -> Vec<f32> {
