@@ -617,7 +617,7 @@ impl Mailer {
         match tokio::time::timeout(self.send_timeout, self.transport.send(message(&self.to)?)).await
         {
             Ok(Ok(_)) => return Ok(0),
-            Ok(Err(e)) if e.is_permanent() && self.to.len() > 1 => {
+            Ok(Err(e)) if refuses_a_mailbox(&e) && self.to.len() > 1 => {
                 tracing::warn!(
                     error = %e,
                     "alert email refused for good; sending it to each recipient apart"
@@ -633,14 +633,25 @@ impl Mailer {
         let mut refused = Vec::new();
         for to in &self.to {
             let one = message(std::slice::from_ref(to))?;
-            if let Err(e) = self.within_timeout(self.transport.send(one)).await {
-                tracing::error!(
-                    target: "facekey::security",
-                    recipient = %to,
-                    error = %e,
-                    "alert email refused for one recipient"
-                );
-                refused.push(e);
+            match tokio::time::timeout(self.send_timeout, self.transport.send(one)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.is_permanent() => {
+                    tracing::error!(
+                        target: "facekey::security",
+                        recipient = %to,
+                        error = %e,
+                        "alert email refused for one recipient"
+                    );
+                    refused.push(self.failed(Box::new(e)));
+                }
+                // A temporary refusal or no answer: the whole mail is sent again later (the
+                // recipients that got it get it twice, rather than one never).
+                Ok(Err(e)) => return Err(self.failed(Box::new(e))),
+                Err(_) => {
+                    return Err(self.failed(
+                        format!("no answer within {} s", self.send_timeout.as_secs_f64()).into(),
+                    ));
+                }
             }
         }
         if refused.len() == self.to.len() {
@@ -650,6 +661,16 @@ impl Mailer {
         }
         Ok(refused.len())
     }
+}
+
+/// Whether the relay refused a mail for good over a recipient's mailbox (550 unavailable, 551
+/// not local, 553 name not allowed, the codes of a refused `RCPT TO`), which ends the whole
+/// transaction: worth sending to each recipient apart. Other permanent refusals (535 login,
+/// 552 size) would refuse every recipient alike.
+fn refuses_a_mailbox(e: &lettre::transport::smtp::Error) -> bool {
+    e.is_permanent()
+        && e.status()
+            .is_some_and(|c| matches!(c.to_string().as_str(), "550" | "551" | "553"))
 }
 
 /// Check the relay at once and every [`CHECK_EVERY`], into `reachable`; a failure is

@@ -50,6 +50,11 @@ impl SmtpServer {
     /// A relay that waits `delay` seconds before accepting each message and refuses the
     /// comma-separated recipients `reject` with 550.
     fn start_with(delay: f64, reject: &str) -> Self {
+        Self::start_refusing(delay, reject, "")
+    }
+
+    /// [`Self::start_with`], also refusing the `address:n`-th RCPT TO of that address with 451.
+    fn start_refusing(delay: f64, reject: &str, tempfail: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
@@ -60,7 +65,7 @@ impl SmtpServer {
             .unwrap()
             .port();
         let maildir = dir.path().join("maildir");
-        let child = Self::spawn_with(port, &cert, &key, &maildir, delay, reject);
+        let child = Self::spawn_with(port, &cert, &key, &maildir, delay, reject, tempfail);
         Self {
             child,
             port,
@@ -71,7 +76,7 @@ impl SmtpServer {
     }
 
     fn spawn(port: u16, cert: &Path, key: &Path, maildir: &Path) -> Child {
-        Self::spawn_with(port, cert, key, maildir, 0.0, "")
+        Self::spawn_with(port, cert, key, maildir, 0.0, "", "")
     }
 
     fn spawn_with(
@@ -81,10 +86,12 @@ impl SmtpServer {
         maildir: &Path,
         delay: f64,
         reject: &str,
+        tempfail: &str,
     ) -> Child {
         let mut child = Command::new(python())
             .env("SMTP_DATA_DELAY_SECS", delay.to_string())
             .env("SMTP_REJECT_RCPT", reject)
+            .env("SMTP_TEMPFAIL_RCPT", tempfail)
             .arg(repo_root().join("tests/smtp/server.py"))
             .arg(port.to_string())
             .arg(cert)
@@ -239,6 +246,44 @@ async fn a_refused_recipient_does_not_keep_the_alert_from_the_others() {
     assert!(mails[0].contains("subject-1"), "{}", mails[0]);
     assert_eq!(emails(&metrics, "sent"), 1);
     assert_eq!(emails(&metrics, "failed"), 1, "the refused recipient");
+    finish(sender, task, 30).await;
+}
+
+/// A recipient refused for a moment while the mail goes to each recipient apart (another's
+/// mailbox being gone) is not dropped: the mail is sent again later, and it gets it (the one
+/// that already had it gets it twice).
+#[tokio::test]
+async fn a_recipient_refused_for_a_moment_gets_the_alert_later() {
+    // RCPTs of b: 1 in the mail to all (accepted), 2 in its own mail (451).
+    let smtp = SmtpServer::start_refusing(0.0, "oncall@example.test", "b@example.test:2");
+    let metrics = Metrics::new().unwrap();
+    let interval = Duration::from_millis(500);
+    let mut settings = smtp.settings("s3cret", interval);
+    settings.to = vec![
+        "security@example.test".into(),
+        "b@example.test".into(),
+        "oncall@example.test".into(),
+    ];
+    let mailer = Mailer::new(&settings).unwrap();
+    let (sender, task) = alerts::spawn(mailer, interval, metrics.clone());
+    attempt(1).emit(&metrics, Some(&sender));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let to_b = loop {
+        let to_b = smtp
+            .messages()
+            .into_iter()
+            .filter(|m| m.contains("To: b@example.test"))
+            .count();
+        if to_b > 0 || Instant::now() > deadline {
+            break to_b;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(to_b, 1, "{:?}", smtp.messages());
+    assert!(
+        emails(&metrics, "failed") >= 2,
+        "the 451, then oncall's 550"
+    );
     finish(sender, task, 30).await;
 }
 

@@ -11,6 +11,8 @@ SMTP_DATA_DELAY_SECS (env, optional): seconds to wait before accepting each mess
 slow relay).
 SMTP_REJECT_RCPT (env, optional): comma-separated addresses refused at RCPT TO with 550 (a
 mailbox gone).
+SMTP_TEMPFAIL_RCPT (env, optional): `address:n`, the n-th RCPT TO of that address (counting
+from 1) refused with 451 (a greylist or a rate limit).
 """
 
 import asyncio
@@ -30,13 +32,19 @@ class Relay(Mailbox):
     """A Mailbox that waits SMTP_DATA_DELAY_SECS before accepting a message and refuses the
     recipients in SMTP_REJECT_RCPT."""
 
-    def __init__(self, maildir: str, delay: float, reject: set) -> None:
+    def __init__(self, maildir: str, delay: float, reject: set, tempfail: tuple) -> None:
         super().__init__(maildir)
         self.delay = delay
         self.reject = reject
+        self.tempfail = tempfail
+        self.seen = {}
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.lower() in self.reject:
+        address_lc = address.lower()
+        self.seen[address_lc] = self.seen.get(address_lc, 0) + 1
+        if self.tempfail and (address_lc, self.seen[address_lc]) == self.tempfail:
+            return "451 4.7.1 try again later"
+        if address_lc in self.reject:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -68,8 +76,14 @@ def main() -> None:
         for a in os.environ.get("SMTP_REJECT_RCPT", "").split(",")
         if a.strip()
     }
+    tempfail = os.environ.get("SMTP_TEMPFAIL_RCPT", "")
+    tempfail = (
+        (tempfail.rsplit(":", 1)[0].lower(), int(tempfail.rsplit(":", 1)[1]))
+        if tempfail
+        else ()
+    )
     controller = Controller(
-        Relay(maildir, delay, reject),
+        Relay(maildir, delay, reject, tempfail),
         hostname="127.0.0.1",
         port=int(port),
         tls_context=ctx,
