@@ -339,10 +339,11 @@ fn refuse(
     // Every refusal is counted; a client's refusals past its allowance a second are not
     // logged or audited one by one, so a flood cannot fill the trail.
     let shown = client.map(|c| c.to_string());
-    match state
-        .denied
-        .check(client.map(|c| c.ip()), std::time::Instant::now())
-    {
+    match state.denied.check(
+        client.map(|c| c.ip()),
+        key_id.as_deref(),
+        std::time::Instant::now(),
+    ) {
         Verdict::Suppress => return response,
         Verdict::Record { suppressed_before } if suppressed_before > 0 => tracing::warn!(
             target: "facekey::security",

@@ -75,10 +75,11 @@ const LEDGER_CONNECTIONS: u32 = 4;
 ///   taken for an unreachable ledger (counted per replica), and sessions contended for would
 ///   answer 503. The lock-then-read transactions also begin at READ COMMITTED explicitly
 ///   ([`begin_read_committed`]), which holds behind a transaction-mode pooler too;
-/// - `synchronous_commit`: at least `on` when the database's or role's default is `off`, under
-///   which a commit is answered before its WAL is flushed and a crash of the server loses
-///   enrolments and deletions already answered 201/204. A stricter setting (`remote_apply`,
-///   `remote_write`, `local`) is kept.
+/// - `synchronous_commit`: `on` when the database's or role's default is `off`, under which a
+///   commit is answered before its WAL is flushed and a crash of the server loses enrolments
+///   and deletions already answered 201/204. Any other setting is kept: each flushes the WAL
+///   locally (`remote_apply` and `remote_write` also wait for synchronous standbys, `local`
+///   does not).
 const SESSION_BOUNDS: &str = "SET lock_timeout = '5s'; \
     SET idle_in_transaction_session_timeout = '15s'; \
     SET statement_timeout = '60s'; \
