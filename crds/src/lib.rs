@@ -905,9 +905,11 @@ pub struct KeyRef {
 pub struct ModelSource {
     /// Name of a ConfigMap whose keys are the model files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("configMap must not be empty"))]
     pub config_map: Option<String>,
     /// Name of a PersistentVolumeClaim holding the model files (mounted read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("pvc must not be empty"))]
     pub pvc: Option<String>,
     /// Refused: the runtime never downloads models (no network at start-up is assumed, and a
     /// download would be an unverified model on the authentication path). Kept in the schema so

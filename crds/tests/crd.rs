@@ -455,6 +455,21 @@ fn auth_defaults_deserialize() {
     assert_eq!(cel_failures(&empty_ref), ["name must not be empty"]);
 }
 
+/// A model source naming an empty ConfigMap or claim is refused at admission (the operator's
+/// read of a ConfigMap named "" failed the reconcile as a read error instead).
+#[test]
+fn an_empty_model_source_name_is_refused() {
+    for (field, message) in [
+        ("configMap", "configMap must not be empty"),
+        ("pvc", "pvc must not be empty"),
+    ] {
+        let obj = object(json!({"image": "img:1", "models": {"spoof": {field: ""}}}));
+        assert_eq!(cel_failures(&obj), [message], "{field}");
+        let named = object(json!({"image": "img:1", "models": {"spoof": {field: "m"}}}));
+        assert_eq!(cel_failures(&named), Vec::<String>::new(), "{field}");
+    }
+}
+
 #[test]
 fn pod_overrides_keep_the_operators_labels_and_annotations() {
     let obj = object(json!({

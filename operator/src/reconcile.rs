@@ -650,12 +650,22 @@ fn desired_state(
     seen: &Observation<'_>,
     gate: &GateResult,
 ) -> Result<Desired, DesiredError> {
-    desired::compute(&DesiredInputs {
+    let mut desired = desired::compute(&DesiredInputs {
         fkd,
         runtime_image: gate.last_known_good.as_deref(),
         capabilities: &seen.capabilities,
         mounted_config: Some(&seen.mounted),
-    })
+    })?;
+    let missing = desired::hold_config_hash(&mut desired, seen.own_deployment(), &seen.mounted);
+    if !missing.is_empty() {
+        tracing::warn!(
+            object = %seen.key,
+            missing = ?missing,
+            "a ConfigMap the runtime pods mount is missing (or lacks the key they read): the \
+             running pods keep going, new ones cannot start until it is back"
+        );
+    }
+    Ok(desired)
 }
 
 /// First part of the apply stage: Secrets with generated content (the template key, the API keys)

@@ -1191,8 +1191,24 @@ async fn a_changed_weights_config_map_rolls_the_pods() {
         .await
         .unwrap();
     h.reconcile("fk").await.unwrap();
-    let missing = hash().await;
-    assert!(missing != first && missing != second, "missing: {missing}");
+    // Missing: the pods are not rolled onto ones that cannot start (the volume is not
+    // optional, and an embedded store's Recreate would stop the one running); they read it at
+    // start-up and go on.
+    assert_eq!(hash().await, second, "a missing ConfigMap rolled the pods");
+    // Back with other weights: they roll.
+    let back: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "trained-weights", "namespace": NS},
+        "data": {"fusion.json": "{\"w\": 3}"},
+    }))
+    .unwrap();
+    config_maps
+        .create(&PostParams::default(), &back)
+        .await
+        .unwrap();
+    h.reconcile("fk").await.unwrap();
+    let third = hash().await;
+    assert!(third != first && third != second, "third: {third}");
 }
 
 /// What the context keeps per resource (its blocked-rollouts series, its failure count) goes when

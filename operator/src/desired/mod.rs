@@ -477,6 +477,53 @@ pub fn compute(inputs: &DesiredInputs<'_>) -> Result<Desired> {
     Ok(desired)
 }
 
+/// While a ConfigMap the pods mount (or the key they read of it) is missing, the desired pod
+/// template keeps the live Deployment's config hash: the pods would roll onto ones that cannot
+/// start (the volume is not optional), and an embedded store's `Recreate` would stop the one
+/// that runs; the running pods read it at start-up and go on. The ids of the missing ones
+/// ([`MountedConfigMap::id`]); the hash is held only when a live Deployment carries one.
+pub fn hold_config_hash(
+    desired: &mut Desired,
+    live: Option<&Deployment>,
+    mounted: &MountedConfig,
+) -> Vec<String> {
+    let missing: Vec<String> = mounted
+        .0
+        .iter()
+        .filter(|(_, digest)| digest.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
+    let held = live
+        .and_then(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()
+        })
+        .and_then(|a| a.get(labels::CONFIG_HASH_ANNOTATION));
+    if let (false, Some(held)) = (missing.is_empty(), held) {
+        let pointer = format!(
+            "/spec/template/metadata/annotations/{}",
+            labels::CONFIG_HASH_ANNOTATION
+                .replace('~', "~0")
+                .replace('/', "~1")
+        );
+        for o in desired
+            .objects
+            .iter_mut()
+            .filter(|o| o.kind == ChildKind::Deployment)
+        {
+            if let Some(slot) = o.body.pointer_mut(&pointer) {
+                *slot = Value::String(held.clone());
+            }
+        }
+    }
+    missing
+}
+
 /// The pod template's config hash ([`labels::CONFIG_HASH_ANNOTATION`]): the `<name>-config`
 /// data, and what the pods read of the user's ConfigMaps they mount (`mounted`), which they read
 /// only at start-up. A change of either changes the pod template, so the pods roll. The
