@@ -1739,17 +1739,15 @@ mod tests {
         assert_eq!(e.index().stats().subjects, 0);
     }
 
-    /// Regression: the change listener's read of a subject, taken before a deletion through
-    /// this replica landed in the index, was applied after it and put the deleted subject back
-    /// (verifying here until the deletion's own notification was read).
-    #[tokio::test]
-    async fn a_listener_read_older_than_a_local_deletion_does_not_bring_it_back() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` whose next read can be held ([`HeldRead`]), and enrolments over it.
+    async fn listened(
+        dir: &std::path::Path,
+    ) -> (Arc<HeldAfterWrite>, Arc<HeldRead>, Arc<Enrolments>) {
         let line = format!("k:{}", "ab".repeat(32));
         let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
         let reads = Arc::<HeldRead>::default();
         let store = Arc::new(HeldAfterWrite {
-            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
+            inner: RedbStore::open(dir, 5, keys).unwrap(),
             written: Arc::default(),
             release: Arc::default(),
             creates: None,
@@ -1760,13 +1758,34 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
+        (store, reads, e)
+    }
+
+    /// The change listener's read of `id` started and held (released by `reads.release`).
+    async fn held_listener_read(
+        store: &Arc<HeldAfterWrite>,
+        reads: &HeldRead,
+        e: &Arc<Enrolments>,
+        id: &str,
+    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
         reads.armed.store(true, Ordering::SeqCst);
         let listener = tokio::spawn({
-            let (e, store, id) = (Arc::clone(&e), Arc::clone(&store), s.id.clone());
+            let (e, store, id) = (Arc::clone(e), Arc::clone(store), id.to_owned());
             async move { e.refresh_subject_from(&*store, &id).await }
         });
         reads.reached.notified().await;
+        listener
+    }
+
+    /// Regression: the change listener's read of a subject, taken before a deletion through
+    /// this replica landed in the index, was applied after it and put the deleted subject back
+    /// (verifying here until the deletion's own notification was read).
+    #[tokio::test]
+    async fn a_listener_read_older_than_a_local_deletion_does_not_bring_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, reads, e) = listened(dir.path()).await;
+        let s = e.create_subject("Ada", Creator::default()).await.unwrap();
+        let listener = held_listener_read(&store, &reads, &e, &s.id).await;
         assert!(e.delete_subject(&s.id).await.unwrap());
         reads.release.notify_one();
         listener.await.unwrap().unwrap();
@@ -1782,30 +1801,11 @@ mod tests {
     #[tokio::test]
     async fn a_local_deletion_does_not_cost_the_listener_another_subject() {
         let dir = tempfile::tempdir().unwrap();
-        let line = format!("k:{}", "ab".repeat(32));
-        let keys = TemplateKeys::parse(&line, std::path::Path::new("k")).unwrap();
-        let reads = Arc::<HeldRead>::default();
-        let store = Arc::new(HeldAfterWrite {
-            inner: RedbStore::open(dir.path(), 5, keys).unwrap(),
-            written: Arc::default(),
-            release: Arc::default(),
-            creates: None,
-            reads: Arc::clone(&reads),
-        });
-        let e = Arc::new(
-            Enrolments::open(Arc::clone(&store) as Arc<dyn TemplateStore>, "m", 2)
-                .await
-                .unwrap(),
-        );
+        let (store, reads, e) = listened(dir.path()).await;
         let x = e.create_subject("X", Creator::default()).await.unwrap();
         // Created as another replica would: in the store, not through this index.
         let y = store.inner.create_subject("Y", None, None).await.unwrap();
-        reads.armed.store(true, Ordering::SeqCst);
-        let listener = tokio::spawn({
-            let (e, store, id) = (Arc::clone(&e), Arc::clone(&store), y.id.clone());
-            async move { e.refresh_subject_from(&*store, &id).await }
-        });
-        reads.reached.notified().await;
+        let listener = held_listener_read(&store, &reads, &e, &y.id).await;
         assert!(e.delete_subject(&x.id).await.unwrap());
         reads.release.notify_one();
         listener.await.unwrap().unwrap();
