@@ -596,10 +596,10 @@ impl Mailer {
     }
 
     /// Send one email summarising `batch` to every recipient: the number of recipients the
-    /// relay refused for good. One message to all of them first; when the relay refuses it for
-    /// good (a 5xx: one mailbox gone is enough, as the relay ends the transaction at its first
-    /// refused recipient) and there are several recipients, one message to each, so one bad
-    /// address does not keep every alert from the others. `Err` when nobody got it.
+    /// relay refused for good. One message to all of them first; when the relay refuses a
+    /// mailbox ([`refuses_a_mailbox`]: one is enough, as the relay ends the transaction at its
+    /// first refused recipient) and there are several recipients, one message to each, so one
+    /// bad address does not keep every alert from the others. `Err` when nobody got it.
     pub async fn send(&self, batch: &Batch) -> Result<usize, AlertError> {
         let (subject, body) = compose(&self.instance, batch);
         let message = |to: &[Mailbox]| -> Result<Message, AlertError> {

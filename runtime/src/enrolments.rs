@@ -74,14 +74,16 @@ fn relisten_wait(proved: bool, unproved: &mut Duration) -> Duration {
     *unproved = (wait * 2).min(RESYNC_BACKOFF_MAX);
     wait
 }
-/// How long the change listener's read of one notified subject (two indexed queries) may take
-/// before the listener counts as lost (reconnect, reload): a connection black-holed mid-query
-/// (no reset, no answer) would otherwise hold the listener, and `/readyz` reporting it in step,
-/// until TCP gives up (about 15 minutes). Twice [`LISTENER_PROBE_TIMEOUT`], for the same reason.
-/// Reads of one notified subject the change listener applies under the version guard before
-/// it applies its read regardless ([`Enrolments::refresh_subject_from`]).
+
+/// Reads of one notified subject the change listener makes: all but the last applied under the
+/// version guard, the last regardless ([`Enrolments::refresh_subject_from`]).
 const LISTENER_TRIES: usize = 4;
 
+/// How long the change listener's refresh of one notified subject (its reads, two indexed
+/// queries each) may take before the listener counts as lost (reconnect, reload): a connection
+/// black-holed mid-query (no reset, no answer) would otherwise hold the listener, and `/readyz`
+/// reporting it in step, until TCP gives up (about 15 minutes). Twice
+/// [`LISTENER_PROBE_TIMEOUT`], for the same reason.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The least time the change listener's full reload of the index may take before it counts as
 /// failed (the index reported out of step, the reload retried): generous, as the whole store is
